@@ -1,0 +1,37 @@
+# neatml — thin wrapper over CMake. The two commands of the README:
+#   make demo   train the Fashion-MNIST LeNet on the default backend
+#   make test   install what is missing, build, run every test (ending "N passed, M failed")
+BUILD ?= build
+JOBS ?= $(shell nproc)
+PREFIX ?= /usr/local
+
+.PHONY: all deps build test demo quickstart bench install clean
+
+all: build
+
+deps:
+	@bash scripts/install_deps.sh
+
+build: deps
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release
+	cmake --build $(BUILD) -j$(JOBS)
+
+test: deps
+	@BUILD=$(BUILD) JOBS=$(JOBS) bash scripts/run_tests.sh
+
+quickstart: build
+	./$(BUILD)/quickstart
+
+demo: build
+	@bash scripts/install_deps.sh demo
+	./$(BUILD)/fashion_mnist $(DEMO_ARGS)
+
+bench: build
+	@bash scripts/install_deps.sh bench
+	./$(BUILD)/neatml_bench $(BENCH_ARGS)
+
+install: build
+	cmake --install $(BUILD) --prefix $(PREFIX)
+
+clean:
+	rm -rf $(BUILD) build-asan build.configure.log build.build.log build-asan.configure.log build-asan.build.log

@@ -1,0 +1,388 @@
+/*
+ * neatml.h — the one public header of neatml, a C library of neural-network primitives
+ * that runs each operation on the hardware vendor's own optimized primitives
+ * (oneDNN + own loops on CPUs, cuBLASLt/cuDNN + own kernels on NVIDIA GPUs).
+ *
+ * Conventions (docs/API.md has the long form):
+ * - Every fallible call returns a neat_status: NEAT_OK (0) or a negative error code.
+ *   neat_last_error() then holds a per-thread message naming the call, the argument and the
+ *   shapes. The library never aborts, exits or prints.
+ * - Arguments are validated before any side effect: a call that fails touched no output.
+ * - Handles are opaque. Destroy functions accept NULL. A destroyed handle passed again is
+ *   answered NEAT_ERR_INVALID_HANDLE (handles carry a generation counter), never undefined
+ *   behaviour inside the library.
+ * - Tensors are float32, row-major, 0 to 4 dimensions of int64_t sizes; images are NCHW.
+ *   Zero-size tensors are valid; ops on them succeed and compute nothing.
+ * - Operations are recorded into a command buffer and run when it is committed. Recording
+ *   validates everything; commit and wait report only what can happen at run time
+ *   (a tensor destroyed since recording, an out-of-range label, a device failure).
+ * - Unless an op says otherwise, an output must not share memory with an input; the
+ *   elementwise ops (add, scale, activation_forward, softmax) may run in place.
+ */
+#ifndef NEATML_H
+#define NEATML_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(_WIN32) && defined(NEATML_BUILDING)
+#define NEAT_API __declspec(dllexport)
+#elif defined(__GNUC__)
+#define NEAT_API __attribute__((visibility("default")))
+#else
+#define NEAT_API
+#endif
+
+/* ---- version ------------------------------------------------------------------------- */
+
+#define NEAT_VERSION_MAJOR 0
+#define NEAT_VERSION_MINOR 1
+#define NEAT_VERSION_PATCH 0
+#define NEAT_VERSION_NUMBER (NEAT_VERSION_MAJOR * 10000 + NEAT_VERSION_MINOR * 100 + NEAT_VERSION_PATCH)
+
+/* The version of the library actually linked, as NEAT_VERSION_NUMBER computes it: a binding
+ * compares the two to catch a header/library mismatch. */
+NEAT_API int neat_version_number(void);
+
+/* ---- status and errors ------------------------------------------------------------- */
+
+typedef enum neat_status {
+    NEAT_OK = 0,
+    NEAT_ERR_INVALID_ARGUMENT = -1, /* a NULL, a negative size, a bad option value */
+    NEAT_ERR_SHAPE_MISMATCH = -2,   /* shapes that do not fit together */
+    NEAT_ERR_DTYPE_MISMATCH = -3,   /* reserved: every tensor is float32 today */
+    NEAT_ERR_DEVICE_MISMATCH = -4,  /* tensors or command buffer of different devices */
+    NEAT_ERR_UNSUPPORTED = -5,      /* the backend lacks the op, or was not built */
+    NEAT_ERR_OUT_OF_MEMORY = -6,
+    NEAT_ERR_INVALID_HANDLE = -7,   /* a destroyed or foreign handle */
+    NEAT_ERR_BACKEND_ERROR = -8,    /* the vendor library or the driver failed */
+    NEAT_ERR_INTERNAL = -9
+} neat_status;
+
+/* The name of a status, e.g. "NEAT_ERR_SHAPE_MISMATCH"; "unknown status" for other values. */
+NEAT_API const char *neat_status_string(neat_status status);
+
+/* The message of the last failed call on this thread, e.g.
+ * "neat_matmul: a is 2x5, b is 3x7: inner dimensions 5 and 3 differ"; "" if none.
+ * Valid until the next failing call on this thread. */
+NEAT_API const char *neat_last_error(void);
+
+/* ---- device -------------------------------------------------------------------------- */
+
+typedef struct neat_device neat_device;
+typedef struct neat_tensor neat_tensor;
+typedef struct neat_cmdbuf neat_cmdbuf;
+
+typedef enum neat_backend {
+    NEAT_BACKEND_AUTO = 0, /* the best available: CUDA, then Metal, then CPU */
+    NEAT_BACKEND_CPU = 1,
+    NEAT_BACKEND_CUDA = 2,
+    NEAT_BACKEND_METAL = 3
+} neat_backend;
+
+typedef enum neat_math_mode {
+    NEAT_MATH_STRICT = 0, /* float32 products and sums (the default) */
+    NEAT_MATH_TF32 = 1    /* allow TensorFloat-32 products where the hardware has them */
+} neat_math_mode;
+
+typedef struct neat_device_props {
+    neat_backend backend;   /* never AUTO */
+    int index;              /* which device of that backend */
+    char name[128];         /* "NVIDIA H100 80GB HBM3", "Intel(R) Xeon(R) ..." */
+    int64_t total_memory;   /* bytes the device has (host RAM for the CPU) */
+    int num_threads;        /* CPU: worker threads; GPU: multiprocessors */
+    neat_math_mode math_mode;
+} neat_device_props;
+
+typedef struct neat_memory_stats {
+    int64_t in_use;   /* bytes held by live tensors and running command buffers */
+    int64_t reserved; /* bytes taken from the system: in use plus cached for reuse */
+    int64_t peak;     /* highest in_use since creation or neat_device_reset_peak */
+} neat_memory_stats;
+
+/* Open device `index` of `backend`. AUTO takes the best available backend, or the one the
+ * environment variable NEATML_BACKEND names ("cpu", "cuda", "metal"). On the CPU, the
+ * environment variable NEATML_NUM_THREADS sets the thread count.
+ * Returns INVALID_ARGUMENT (bad enum, NULL out, negative index, bad NEATML_BACKEND),
+ * UNSUPPORTED (backend not built, or no such device), BACKEND_ERROR, OUT_OF_MEMORY. */
+NEAT_API neat_status neat_device_create(neat_backend backend, int index, neat_device **out);
+
+/* Wait for the device's work, then release it. Tensors and command buffers of the device
+ * must be destroyed first; those left are released with it (their handles become invalid). */
+NEAT_API void neat_device_destroy(neat_device *dev);
+
+/* Describe the device. Returns INVALID_ARGUMENT, INVALID_HANDLE. */
+NEAT_API neat_status neat_device_info(const neat_device *dev, neat_device_props *out);
+
+/* Strict float32 (default) or TF32 for later recorded matmul/linear/conv work.
+ * Command buffers recorded before the change keep the mode they were recorded with.
+ * Returns INVALID_ARGUMENT, INVALID_HANDLE. */
+NEAT_API neat_status neat_device_set_math_mode(neat_device *dev, neat_math_mode mode);
+
+/* Block until every committed command buffer of the device has completed. Reports the
+ * first asynchronous failure not yet reported by neat_cmdbuf_wait. */
+NEAT_API neat_status neat_device_synchronize(neat_device *dev);
+
+/* Memory of the device's caching pool. Returns INVALID_ARGUMENT, INVALID_HANDLE. */
+NEAT_API neat_status neat_device_memory_stats(const neat_device *dev, neat_memory_stats *out);
+
+/* Set peak to the current in_use. Returns INVALID_HANDLE. */
+NEAT_API neat_status neat_device_reset_peak(neat_device *dev);
+
+/* Give the pool's cached (unused) memory back to the system. Returns INVALID_HANDLE. */
+NEAT_API neat_status neat_device_trim(neat_device *dev);
+
+/* ---- tensors ------------------------------------------------------------------------- */
+
+#define NEAT_MAX_DIMS 4
+
+/* A float32 tensor of `ndim` (0..4) dimensions, contents undefined. shape may be NULL when
+ * ndim is 0 (a scalar). Returns INVALID_ARGUMENT (NULL, ndim out of range, negative size,
+ * byte count overflow), INVALID_HANDLE, OUT_OF_MEMORY. */
+NEAT_API neat_status neat_tensor_create(neat_device *dev, int ndim, const int64_t *shape,
+                                        neat_tensor **out);
+
+/* A rows x cols tensor: neat_tensor_create with ndim 2. */
+NEAT_API neat_status neat_matrix_create(neat_device *dev, int64_t rows, int64_t cols,
+                                        neat_tensor **out);
+
+/* A new handle on the same memory with another shape of the same element count (e.g. the
+ * [N,64,7,7] output of a conv seen as [N,3136] by a linear layer). The memory lives until
+ * the last handle on it is destroyed. Returns INVALID_ARGUMENT, SHAPE_MISMATCH,
+ * INVALID_HANDLE, OUT_OF_MEMORY. */
+NEAT_API neat_status neat_tensor_view(neat_tensor *t, int ndim, const int64_t *shape,
+                                      neat_tensor **out);
+
+/* Release a tensor handle (and its memory when no view remains). Waits for committed work
+ * of the device first, so memory a running command buffer uses is never reused under it.
+ * NULL and invalid handles are ignored. */
+NEAT_API void neat_tensor_destroy(neat_tensor *t);
+
+/* Number of dimensions and sizes (shape must hold 4). Returns INVALID_ARGUMENT,
+ * INVALID_HANDLE. */
+NEAT_API neat_status neat_tensor_shape(const neat_tensor *t, int *ndim, int64_t shape[4]);
+
+/* Element count. Returns INVALID_ARGUMENT, INVALID_HANDLE. */
+NEAT_API neat_status neat_tensor_numel(const neat_tensor *t, int64_t *numel);
+
+/* Copy `count` floats from host memory into the tensor, after the device's committed work
+ * has completed. count must equal the element count (src may be NULL when it is 0).
+ * Returns INVALID_ARGUMENT, SHAPE_MISMATCH, INVALID_HANDLE, BACKEND_ERROR. */
+NEAT_API neat_status neat_tensor_write(neat_tensor *t, const float *src, int64_t count);
+
+/* Copy the tensor into host memory, after the device's committed work has completed.
+ * Same rules and statuses as neat_tensor_write. */
+NEAT_API neat_status neat_tensor_read(const neat_tensor *t, float *dst, int64_t count);
+
+/* ---- command buffers ----------------------------------------------------------------- */
+
+/* An empty command buffer of the device. Returns INVALID_ARGUMENT, INVALID_HANDLE,
+ * OUT_OF_MEMORY. */
+NEAT_API neat_status neat_cmdbuf_create(neat_device *dev, neat_cmdbuf **out);
+
+/* Wait for the buffer's submitted work, then release it. NULL is ignored. */
+NEAT_API void neat_cmdbuf_destroy(neat_cmdbuf *cb);
+
+/* Submit the recorded ops and return at once; they run in order after everything committed
+ * earlier on the device. Committing again replays the same ops on the tensors' current
+ * contents (on CUDA the second commit captures a CUDA graph and later commits launch it).
+ * A buffer still running may be committed again: the replay queues behind it. Once
+ * committed, a buffer takes no more ops until neat_cmdbuf_reset.
+ * Returns INVALID_HANDLE (the buffer, or a tensor recorded in it, was destroyed),
+ * BACKEND_ERROR, OUT_OF_MEMORY. */
+NEAT_API neat_status neat_cmdbuf_commit(neat_cmdbuf *cb);
+
+/* Block until every submission of the buffer has completed and report the first failure
+ * among them (status and message), e.g. an out-of-range label. Returns OK at once for a
+ * buffer never committed. */
+NEAT_API neat_status neat_cmdbuf_wait(neat_cmdbuf *cb);
+
+/* Wait for the buffer, then drop its ops so that it records anew. Returns INVALID_HANDLE
+ * and any failure wait would report. */
+NEAT_API neat_status neat_cmdbuf_reset(neat_cmdbuf *cb);
+
+/* Number of ops recorded. Returns INVALID_ARGUMENT, INVALID_HANDLE. */
+NEAT_API neat_status neat_cmdbuf_op_count(const neat_cmdbuf *cb, int64_t *count);
+
+/* ---- operations: common statuses -----------------------------------------------------
+ * Every op below records into `cb` and returns:
+ *   INVALID_HANDLE    cb or a tensor is destroyed or not a handle of that kind;
+ *   INVALID_ARGUMENT  a required pointer is NULL, an option is out of range, cb is already
+ *                     committed (reset it first), or an output aliases an input;
+ *   SHAPE_MISMATCH    shapes do not fit (the message gives them);
+ *   DEVICE_MISMATCH   a tensor belongs to another device than cb;
+ *   UNSUPPORTED       the device's backend lacks the op;
+ *   OUT_OF_MEMORY     recording needed memory and none was left.
+ * Nothing is computed and no output is touched until the buffer is committed. */
+
+typedef enum neat_activation {
+    NEAT_ACT_NONE = 0,
+    NEAT_ACT_RELU = 1,
+    NEAT_ACT_SIGMOID = 2,
+    NEAT_ACT_TANH = 3,
+    NEAT_ACT_GELU = 4 /* tanh form: 0.5x(1+tanh(sqrt(2/pi)(x+0.044715x^3))), as cuBLASLt's */
+} neat_activation;
+
+/* c = alpha * op(a) * op(b) + beta * c, with op(x) = x or its transpose (trans_* != 0).
+ * op(a) is MxK, op(b) KxN, c MxN, all 2-D. When beta is 0, c's previous contents are not
+ * read (a NaN there does not propagate). */
+NEAT_API neat_status neat_matmul(neat_cmdbuf *cb, const neat_tensor *a, const neat_tensor *b,
+                                 neat_tensor *c, float alpha, float beta, int trans_a,
+                                 int trans_b);
+
+/* The same over a batch: a [B,..], b [B,..], c [B,M,N], all 3-D with the same B;
+ * batch i computes c[i] = alpha * op(a[i]) * op(b[i]) + beta * c[i]. */
+NEAT_API neat_status neat_matmul_batched(neat_cmdbuf *cb, const neat_tensor *a,
+                                         const neat_tensor *b, neat_tensor *c, float alpha,
+                                         float beta, int trans_a, int trans_b);
+
+/* out = a + b. b has a's shape, or is a row of a's last dimension (shape [n] or [1,n])
+ * added to every row. out has a's shape and may be a or b. */
+NEAT_API neat_status neat_add(neat_cmdbuf *cb, const neat_tensor *a, const neat_tensor *b,
+                              neat_tensor *out);
+
+/* out = alpha * x, same shapes; out may be x. */
+NEAT_API neat_status neat_scale(neat_cmdbuf *cb, const neat_tensor *x, float alpha,
+                                neat_tensor *out);
+
+/* Every element of t set to value. */
+NEAT_API neat_status neat_fill(neat_cmdbuf *cb, neat_tensor *t, float value);
+
+/* y = act(x * w^T + b): x [N,in], w [out,in], b [out] or NULL, y [N,out]. */
+NEAT_API neat_status neat_linear_forward(neat_cmdbuf *cb, const neat_tensor *x,
+                                         const neat_tensor *w, const neat_tensor *b,
+                                         neat_activation act, neat_tensor *y);
+
+typedef struct neat_conv2d_desc {
+    int64_t kernel_h, kernel_w;     /* must equal the filter's last two sizes */
+    int64_t stride_h, stride_w;     /* >= 1 */
+    int64_t pad_h, pad_w;           /* >= 0 and smaller than the dilated kernel extent */
+    int64_t dilation_h, dilation_w; /* >= 1 */
+    int64_t groups;                 /* >= 1, divides C and K */
+} neat_conv2d_desc;
+
+/* A descriptor with the given kernel, the same stride and padding on both axes, dilation 1
+ * and one group. */
+NEAT_API neat_conv2d_desc neat_conv2d_desc_make(int64_t kernel_h, int64_t kernel_w,
+                                                int64_t stride, int64_t pad);
+
+/* y = act(conv2d(x, w) + b): x [N,C,H,W], w [K,C/groups,kh,kw], b [K] or NULL,
+ * y [N,K,P,Q] with P = (H + 2 pad_h - dilation_h (kh-1) - 1) / stride_h + 1 (floor), Q alike.
+ * (A cross-correlation, as in every framework.) */
+NEAT_API neat_status neat_conv2d_forward(neat_cmdbuf *cb, const neat_conv2d_desc *desc,
+                                         const neat_tensor *x, const neat_tensor *w,
+                                         const neat_tensor *b, neat_activation act,
+                                         neat_tensor *y);
+
+typedef struct neat_pool2d_desc {
+    int64_t kernel_h, kernel_w; /* >= 1 */
+    int64_t stride_h, stride_w; /* >= 1 */
+    int64_t pad_h, pad_w;       /* >= 0 and at most half the kernel (padding is -inf) */
+} neat_pool2d_desc;
+
+/* y = max over each window: x [N,C,H,W], y [N,C,P,Q], P = (H + 2 pad_h - kh) / stride_h + 1
+ * (floor), Q alike. */
+NEAT_API neat_status neat_maxpool2d(neat_cmdbuf *cb, const neat_pool2d_desc *desc,
+                                    const neat_tensor *x, neat_tensor *y);
+
+/* y[0] = sum of every element of x; y has one element (any shape). Accumulated pairwise in
+ * blocks: error <= (log2 n + 1) 2^-24 sum|x|. Deterministic: same input, same bits. */
+NEAT_API neat_status neat_sum_all(neat_cmdbuf *cb, const neat_tensor *x, neat_tensor *y);
+
+/* Sum along dimension `axis` (0 <= axis < ndim): y has x's shape with that dimension
+ * removed, or set to 1 (both lay out alike); a 1-D x gives y of shape [1]. Deterministic. */
+NEAT_API neat_status neat_sum_axis(neat_cmdbuf *cb, const neat_tensor *x, int axis,
+                                   neat_tensor *y);
+
+/* y = softmax along the last dimension of x (max-subtracted: no overflow); y may be x. */
+NEAT_API neat_status neat_softmax(neat_cmdbuf *cb, const neat_tensor *x, neat_tensor *y);
+
+/* ---- training ------------------------------------------------------------------------ */
+
+/* y = act(x) elementwise, same shapes; y may be x. */
+NEAT_API neat_status neat_activation_forward(neat_cmdbuf *cb, neat_activation act,
+                                             const neat_tensor *x, neat_tensor *y);
+
+/* dx = dy * act'(x), all of one shape. relu, sigmoid and tanh read the saved output y
+ * (x may be NULL); gelu reads the input x (y may be NULL); NONE copies dy. */
+NEAT_API neat_status neat_activation_backward(neat_cmdbuf *cb, neat_activation act,
+                                              const neat_tensor *x, const neat_tensor *y,
+                                              const neat_tensor *dy, neat_tensor *dx);
+
+/* Gradients of y = act(x w^T + b) from dy [N,out], with the shapes of neat_linear_forward.
+ * y is the forward's saved output (read for relu/sigmoid/tanh); for gelu the
+ * pre-activation is recomputed from x, w and b. dx [N,in], dw [out,in], db [out]: any may
+ * be NULL to skip it. accumulate = 0 overwrites them, != 0 adds to their contents. */
+NEAT_API neat_status neat_linear_backward(neat_cmdbuf *cb, const neat_tensor *x,
+                                          const neat_tensor *w, const neat_tensor *b,
+                                          const neat_tensor *y, const neat_tensor *dy,
+                                          neat_activation act, neat_tensor *dx,
+                                          neat_tensor *dw, neat_tensor *db, int accumulate);
+
+/* Gradients of y = act(conv2d(x, w) + b), shapes as neat_conv2d_forward, same rules as
+ * neat_linear_backward for y, act, NULL gradients and accumulate. */
+NEAT_API neat_status neat_conv2d_backward(neat_cmdbuf *cb, const neat_conv2d_desc *desc,
+                                          const neat_tensor *x, const neat_tensor *w,
+                                          const neat_tensor *b, const neat_tensor *y,
+                                          const neat_tensor *dy, neat_activation act,
+                                          neat_tensor *dx, neat_tensor *dw, neat_tensor *db,
+                                          int accumulate);
+
+/* dx = gradient of maxpool2d: each dy element goes to the first maximum of its window in x
+ * (windows that overlap add up). x, dx [N,C,H,W]; dy [N,C,P,Q]. dx is overwritten. */
+NEAT_API neat_status neat_maxpool2d_backward(neat_cmdbuf *cb, const neat_pool2d_desc *desc,
+                                             const neat_tensor *x, const neat_tensor *dy,
+                                             neat_tensor *dx);
+
+/* dx = y * (dy - sum(dy * y)) along the last dimension; y is softmax's output. */
+NEAT_API neat_status neat_softmax_backward(neat_cmdbuf *cb, const neat_tensor *y,
+                                           const neat_tensor *dy, neat_tensor *dx);
+
+/* loss[0] = mean over rows of -log softmax(logits)[label]: logits [N,C]; labels [N] holds
+ * class indices as floats (exact integers 0..C-1); loss has one element. A label out of
+ * range is reported by neat_cmdbuf_wait as INVALID_ARGUMENT. For N = 0 the loss is 0. */
+NEAT_API neat_status neat_softmax_cross_entropy(neat_cmdbuf *cb, const neat_tensor *logits,
+                                                const neat_tensor *labels, neat_tensor *loss);
+
+/* dlogits = (softmax(logits) - onehot(labels)) / N: the gradient of the mean loss above. */
+NEAT_API neat_status neat_softmax_cross_entropy_backward(neat_cmdbuf *cb,
+                                                         const neat_tensor *logits,
+                                                         const neat_tensor *labels,
+                                                         neat_tensor *dlogits);
+
+/* Optimizers. Values a schedule changes between replays live in a device tensor `hyper` of
+ * two elements, read when the op runs: hyper[0] = learning rate, hyper[1] = step t (1, 2, ...;
+ * Adam's bias correction). Write it with neat_tensor_write between commits. */
+
+typedef struct neat_sgd_params {
+    float momentum;     /* 0 for plain SGD */
+    float weight_decay; /* L2: g += weight_decay * param */
+    int nesterov;       /* != 0: param -= lr (g + momentum v) */
+} neat_sgd_params;
+
+/* v = momentum v + g;  param -= lr v  (or Nesterov), g = grad + weight_decay param.
+ * param, grad, velocity of one shape (velocity starts at zero; unused when momentum is 0
+ * and may then be NULL). As PyTorch's SGD with dampening 0. */
+NEAT_API neat_status neat_sgd_update(neat_cmdbuf *cb, const neat_sgd_params *p,
+                                     const neat_tensor *hyper, neat_tensor *param,
+                                     const neat_tensor *grad, neat_tensor *velocity);
+
+typedef struct neat_adam_params {
+    float beta1, beta2, eps; /* 0.9, 0.999, 1e-8 are the usual values */
+    float weight_decay;      /* decoupled (AdamW): param -= lr weight_decay param */
+} neat_adam_params;
+
+/* AdamW: param *= 1 - lr wd; m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
+ * param -= lr (m / (1-b1^t)) / (sqrt(v / (1-b2^t)) + eps). m, v start at zero. */
+NEAT_API neat_status neat_adam_update(neat_cmdbuf *cb, const neat_adam_params *p,
+                                      const neat_tensor *hyper, neat_tensor *param,
+                                      const neat_tensor *grad, neat_tensor *m, neat_tensor *v);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* NEATML_H */

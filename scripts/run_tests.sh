@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# The whole test run behind `make test`:
+#   1. the release build (with the CUDA backend when nvcc exists) and every tests/test_*.c
+#      binary on every backend that opens here (the others are reported as skipped);
+#   2. a second build of the library and tests with -fsanitize=address,undefined
+#      (-fno-sanitize-recover=all), run the same way: any sanitizer report fails it;
+#   3. the OCaml bindings' tests.
+# Each binary ends with "<suite>: N passed, M failed, K skipped"; this script adds them up
+# and ends with the plain line "N passed, M failed, K skipped".
+set -uo pipefail
+cd "$(dirname "$0")/.."
+BUILD=${BUILD:-build}
+ASAN_BUILD=${ASAN_BUILD:-build-asan}
+JOBS=${JOBS:-$(nproc)}
+passed=0 failed=0 skipped=0
+
+count() { # count "<label>" "<output>": add the suite's closing line to the totals
+  local line
+  line=$(printf '%s\n' "$2" | grep -E '^[A-Za-z0-9_-]+: [0-9]+ passed, [0-9]+ failed' | tail -n1)
+  if [ -z "$line" ]; then
+    echo "$1: no result line (crashed?)"; failed=$((failed + 1)); return
+  fi
+  echo "$1 -> ${line#*: }"
+  local p f s
+  p=$(sed -E 's/.*: ([0-9]+) passed.*/\1/' <<<"$line")
+  f=$(sed -E 's/.* ([0-9]+) failed.*/\1/' <<<"$line")
+  s=$(grep -oE '[0-9]+ skipped' <<<"$line" | grep -oE '[0-9]+' || echo 0)
+  passed=$((passed + p)); failed=$((failed + f)); skipped=$((skipped + ${s:-0}))
+}
+
+run_suite() { # run_suite <label> <build dir>
+  local bin out rc
+  for bin in "$2"/test_*; do
+    [ -x "$bin" ] || continue
+    out=$("$bin" 2>&1); rc=$?
+    printf '%s\n' "$out" > "$2/$(basename "$bin").log"
+    count "$1 $(basename "$bin")" "$out"
+    if [ $rc -ne 0 ] && ! grep -qE ' [1-9][0-9]* failed' <<<"$(printf '%s\n' "$out" | tail -n1)"; then
+      echo "$1 $(basename "$bin"): exit status $rc (see $2/$(basename "$bin").log)"
+      printf '%s\n' "$out" | tail -n 20
+      failed=$((failed + 1))
+    elif [ $rc -ne 0 ]; then
+      printf '%s\n' "$out" | grep -E '^FAIL' | head -n 20
+    fi
+  done
+}
+
+build() { # build <dir> <cmake args...>
+  local dir=$1; shift
+  if ! { cmake -S . -B "$dir" "$@" >"$dir.configure.log" 2>&1 &&
+         cmake --build "$dir" -j"$JOBS" >"$dir.build.log" 2>&1; }; then
+    echo "build of $dir failed:"; tail -n 40 "$dir.configure.log" "$dir.build.log"
+    return 1
+  fi
+}
+
+mkdir -p "$BUILD" "$ASAN_BUILD"
+if build "$BUILD" -DCMAKE_BUILD_TYPE=Release; then
+  run_suite release "$BUILD"
+else
+  failed=$((failed + 1))
+fi
+
+if build "$ASAN_BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DNEATML_SANITIZE=ON -DNEATML_CUDA=OFF; then
+  # OpenMP's and oneDNN's thread-local caches outlive main; leaks are checked in the
+  # library's own objects by the pool tests instead.
+  ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=0:abort_on_error=0} \
+  UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1} run_suite asan "$ASAN_BUILD"
+else
+  failed=$((failed + 1))
+fi
+
+if [ -x ocaml/run_tests.sh ]; then
+  out=$(NEATML_BUILD_DIR="$PWD/$BUILD" ocaml/run_tests.sh 2>&1)
+  printf '%s\n' "$out" > "$BUILD/ocaml_tests.log"
+  count "ocaml" "$out"
+fi
+
+echo "$passed passed, $failed failed, $skipped skipped"
+[ "$failed" -eq 0 ]

@@ -1,0 +1,224 @@
+/*
+ * backend.c — the CPU backend's table, device, memory and execution queue.
+ *
+ * Each device owns one worker thread. neat_cmdbuf_commit appends a job to the device's
+ * queue and returns; the worker runs the jobs' ops in order, each op opening its own OpenMP
+ * parallel regions (oneDNN uses the same OpenMP runtime). A failing op stops its job; the
+ * failure is kept in the command buffer for neat_cmdbuf_wait.
+ */
+#include "cpu.h"
+
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+typedef struct cpu_job {
+    nm_cmdbuf *cb;
+    struct cpu_job *next;
+} cpu_job;
+
+/* Run every op of cb; returns the first failure (its message in this thread's error). */
+static neat_status run_ops(nm_device *dev, nm_cmdbuf *cb) {
+    for (int64_t i = 0; i < cb->nops; i++) {
+        const nm_op *op = &cb->ops[i];
+        neat_status st = dev->be->op[op->kind](dev, cb, op);
+        if (st != NEAT_OK) return st;
+    }
+    return NEAT_OK;
+}
+
+static void *worker_main(void *arg) {
+    nm_device *dev = arg;
+    cpu_device *c = cpu_dev(dev);
+    omp_set_num_threads(c->nthreads);
+    pthread_mutex_lock(&c->lock);
+    for (;;) {
+        while (!c->head && !c->stop) pthread_cond_wait(&c->work_cv, &c->lock);
+        if (!c->head) break; /* stopping, queue empty */
+        cpu_job *job = c->head;
+        c->head = job->next;
+        if (!c->head) c->tail = NULL;
+        c->running = 1;
+        pthread_mutex_unlock(&c->lock);
+
+        neat_status st = run_ops(dev, job->cb);
+        nm_scratch_release(job->cb);
+
+        pthread_mutex_lock(&c->lock);
+        if (st != NEAT_OK) nm_cmdbuf_fail(job->cb, st, neat_last_error());
+        job->cb->pending--;
+        c->running = 0;
+        free(job);
+        pthread_cond_broadcast(&c->done_cv);
+    }
+    pthread_mutex_unlock(&c->lock);
+    return NULL;
+}
+
+static int thread_count(void) {
+    const char *env = getenv("NEATML_NUM_THREADS");
+    if (env && *env) {
+        char *end;
+        long n = strtol(env, &end, 10);
+        if (*end == 0 && n >= 1 && n <= 1024) return (int)n;
+    }
+    return omp_get_num_procs();
+}
+
+static void cpu_name(char *out, size_t size) {
+    snprintf(out, size, "CPU");
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    if (!f) return;
+    char line[256];
+    while (fgets(line, sizeof line, f)) {
+        if (strncmp(line, "model name", 10) == 0) {
+            char *p = strchr(line, ':');
+            if (p) {
+                p++;
+                while (*p == ' ') p++;
+                p[strcspn(p, "\n")] = 0;
+                snprintf(out, size, "%s", p);
+            }
+            break;
+        }
+    }
+    fclose(f);
+}
+
+static neat_status cpu_device_open(nm_device *dev, int index) {
+    if (index != 0)
+        return nm_error(NEAT_ERR_UNSUPPORTED, "neat_device_create: the CPU backend has one device (index 0), not %d", index);
+    cpu_device *c = calloc(1, sizeof *c);
+    if (!c) return nm_error(NEAT_ERR_OUT_OF_MEMORY, "neat_device_create: out of host memory");
+    c->nthreads = thread_count();
+    pthread_mutex_init(&c->lock, NULL);
+    pthread_cond_init(&c->work_cv, NULL);
+    pthread_cond_init(&c->done_cv, NULL);
+    dev->impl = c;
+    neat_status st = cpu_dnnl_open(dev);
+    if (st == NEAT_OK && pthread_create(&c->worker, NULL, worker_main, dev) != 0) {
+        cpu_dnnl_close(dev);
+        st = nm_error(NEAT_ERR_BACKEND_ERROR, "neat_device_create: cannot start the CPU worker thread");
+    }
+    if (st != NEAT_OK) {
+        pthread_cond_destroy(&c->work_cv);
+        pthread_cond_destroy(&c->done_cv);
+        pthread_mutex_destroy(&c->lock);
+        free(c);
+        dev->impl = NULL;
+        return st;
+    }
+    cpu_name(dev->props.name, sizeof dev->props.name);
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    dev->props.total_memory = pages > 0 && page > 0 ? (int64_t)pages * page : 0;
+    dev->props.num_threads = c->nthreads;
+    return NEAT_OK;
+}
+
+static void cpu_device_close(nm_device *dev) {
+    cpu_device *c = cpu_dev(dev);
+    pthread_mutex_lock(&c->lock);
+    c->stop = 1;
+    pthread_cond_broadcast(&c->work_cv);
+    pthread_mutex_unlock(&c->lock);
+    pthread_join(c->worker, NULL);
+    cpu_dnnl_close(dev);
+    pthread_cond_destroy(&c->work_cv);
+    pthread_cond_destroy(&c->done_cv);
+    pthread_mutex_destroy(&c->lock);
+    free(c);
+}
+
+static neat_status cpu_mem_alloc(nm_device *dev, size_t bytes, void **ptr) {
+    /* 64-byte alignment: a cache line, and what AVX-512 loads and oneDNN like. */
+    void *p = aligned_alloc(64, (bytes + 63) & ~(size_t)63);
+    if (!p) return NEAT_ERR_OUT_OF_MEMORY;
+    *ptr = p;
+    return NEAT_OK;
+}
+
+static void cpu_mem_free(nm_device *dev, void *ptr, size_t bytes) { free(ptr); }
+
+static neat_status cpu_copy(nm_device *dev, void *dst, const void *src, size_t bytes) {
+    memcpy(dst, src, bytes);
+    return NEAT_OK;
+}
+
+static neat_status cpu_submit(nm_device *dev, nm_cmdbuf *cb) {
+    cpu_device *c = cpu_dev(dev);
+    cpu_job *job = malloc(sizeof *job);
+    if (!job) return nm_error(NEAT_ERR_OUT_OF_MEMORY, "neat_cmdbuf_commit: out of host memory");
+    job->cb = cb;
+    job->next = NULL;
+    pthread_mutex_lock(&c->lock);
+    if (c->tail) c->tail->next = job;
+    else c->head = job;
+    c->tail = job;
+    cb->pending++;
+    pthread_cond_signal(&c->work_cv);
+    pthread_mutex_unlock(&c->lock);
+    return NEAT_OK;
+}
+
+static neat_status cpu_wait(nm_device *dev, nm_cmdbuf *cb) {
+    cpu_device *c = cpu_dev(dev);
+    pthread_mutex_lock(&c->lock);
+    while (cb->pending > 0) pthread_cond_wait(&c->done_cv, &c->lock);
+    neat_status st = cb->async_status;
+    if (st != NEAT_OK) {
+        nm_set_error_text(cb->async_msg);
+        cb->async_status = NEAT_OK;
+        cb->async_msg[0] = 0;
+    }
+    pthread_mutex_unlock(&c->lock);
+    return st;
+}
+
+static neat_status cpu_synchronize(nm_device *dev) {
+    cpu_device *c = cpu_dev(dev);
+    pthread_mutex_lock(&c->lock);
+    while (c->head || c->running) pthread_cond_wait(&c->done_cv, &c->lock);
+    pthread_mutex_unlock(&c->lock);
+    return NEAT_OK;
+}
+
+const nm_backend_ops nm_cpu_backend = {
+    .abi_version = NM_BACKEND_ABI,
+    .kind = NEAT_BACKEND_CPU,
+    .name = "cpu",
+    .device_open = cpu_device_open,
+    .device_close = cpu_device_close,
+    .mem_alloc = cpu_mem_alloc,
+    .mem_free = cpu_mem_free,
+    .copy_in = cpu_copy,
+    .copy_out = cpu_copy,
+    .submit = cpu_submit,
+    .wait = cpu_wait,
+    .synchronize = cpu_synchronize,
+    .cmdbuf_release = NULL,
+    .op = {
+        [NM_OP_MATMUL] = cpu_matmul,
+        [NM_OP_MATMUL_BATCHED] = cpu_matmul,
+        [NM_OP_ADD] = cpu_add,
+        [NM_OP_SCALE] = cpu_scale,
+        [NM_OP_FILL] = cpu_fill,
+        [NM_OP_LINEAR_FORWARD] = cpu_linear_forward,
+        [NM_OP_CONV2D_FORWARD] = cpu_conv2d_forward,
+        [NM_OP_MAXPOOL2D] = cpu_maxpool2d,
+        [NM_OP_SUM_ALL] = cpu_sum,
+        [NM_OP_SUM_AXIS] = cpu_sum,
+        [NM_OP_SOFTMAX] = cpu_softmax,
+        [NM_OP_ACTIVATION_FORWARD] = cpu_activation_forward,
+        [NM_OP_ACTIVATION_BACKWARD] = cpu_activation_backward,
+        [NM_OP_LINEAR_BACKWARD] = cpu_linear_backward,
+        [NM_OP_CONV2D_BACKWARD] = cpu_conv2d_backward,
+        [NM_OP_MAXPOOL2D_BACKWARD] = cpu_maxpool2d_backward,
+        [NM_OP_SOFTMAX_BACKWARD] = cpu_softmax_backward,
+        [NM_OP_SOFTMAX_XENT] = cpu_softmax_xent,
+        [NM_OP_SOFTMAX_XENT_BACKWARD] = cpu_softmax_xent_backward,
+        [NM_OP_SGD_UPDATE] = cpu_sgd_update,
+        [NM_OP_ADAM_UPDATE] = cpu_adam_update,
+    },
+};

@@ -1,0 +1,75 @@
+/*
+ * cpu.h — the CPU backend: oneDNN for matmul, linear and convolution (primitives cached per
+ * shape), hand-written OpenMP loops for everything else. Ops run on one worker thread per
+ * device (backend.c), which opens OpenMP parallel regions of cpu_device.nthreads threads.
+ *
+ * Files: backend.c (table, device, memory, worker queue), dnnl.c (engine, stream,
+ * primitive cache), matmul.c, linear.c, conv.c (oneDNN ops), elementwise.c (add, scale,
+ * fill, activations), pool.c, reduce.c (sums), softmax.c (softmax, cross-entropy),
+ * optim.c (SGD, Adam).
+ */
+#ifndef NEATML_CPU_H
+#define NEATML_CPU_H
+
+#include "../backend.h"
+
+struct cpu_job;
+struct cpu_dnnl;
+
+typedef struct cpu_device {
+    int nthreads;
+    pthread_t worker;
+    pthread_mutex_t lock;
+    pthread_cond_t work_cv, done_cv;
+    struct cpu_job *head, *tail; /* submissions not yet run */
+    int running;                 /* a job is executing */
+    int stop;
+    struct cpu_dnnl *dnnl; /* owned by dnnl.c */
+} cpu_device;
+
+static inline cpu_device *cpu_dev(nm_device *dev) { return (cpu_device *)dev->impl; }
+
+/* dnnl.c */
+neat_status cpu_dnnl_open(nm_device *dev);
+void cpu_dnnl_close(nm_device *dev);
+
+/* oneDNN ops: matmul.c, linear.c, conv.c. cpu_matmul serves MATMUL and MATMUL_BATCHED. */
+neat_status cpu_matmul(nm_device *dev, nm_cmdbuf *cb, const nm_op *op);
+neat_status cpu_linear_forward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op);
+neat_status cpu_linear_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op);
+neat_status cpu_conv2d_forward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op);
+neat_status cpu_conv2d_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op);
+
+/* Loops: elementwise.c, pool.c, reduce.c, softmax.c, optim.c. */
+neat_status cpu_add(nm_device *dev, nm_cmdbuf *cb, const nm_op *op);
+neat_status cpu_scale(nm_device *dev, nm_cmdbuf *cb, const nm_op *op);
+neat_status cpu_fill(nm_device *dev, nm_cmdbuf *cb, const nm_op *op);
+neat_status cpu_activation_forward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op);
+neat_status cpu_activation_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op);
+neat_status cpu_maxpool2d(nm_device *dev, nm_cmdbuf *cb, const nm_op *op);
+neat_status cpu_maxpool2d_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op);
+neat_status cpu_sum(nm_device *dev, nm_cmdbuf *cb, const nm_op *op); /* SUM_ALL, SUM_AXIS */
+neat_status cpu_softmax(nm_device *dev, nm_cmdbuf *cb, const nm_op *op);
+neat_status cpu_softmax_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op);
+neat_status cpu_softmax_xent(nm_device *dev, nm_cmdbuf *cb, const nm_op *op);
+neat_status cpu_softmax_xent_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op);
+neat_status cpu_sgd_update(nm_device *dev, nm_cmdbuf *cb, const nm_op *op);
+neat_status cpu_adam_update(nm_device *dev, nm_cmdbuf *cb, const nm_op *op);
+
+/* Activation math shared by the loops and the oneDNN ops (elementwise.c).
+ * cpu_act_apply: y = act(x) over n elements (in place allowed).
+ * cpu_act_grad: dz = dy * act'(.) from the saved output y (relu, sigmoid, tanh) or the
+ * input x (gelu); NONE copies dy. */
+void cpu_act_apply(int nthreads, neat_activation act, const float *x, float *y, int64_t n);
+void cpu_act_grad(int nthreads, neat_activation act, const float *x, const float *y,
+                  const float *dy, float *dz, int64_t n);
+
+/* Hot loops are compiled for several x86-64 levels and picked at load time (ifunc); other
+ * architectures get the portable version. Never -march=native in an installed build. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__SANITIZE_ADDRESS__)
+#define CPU_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define CPU_CLONES
+#endif
+
+#endif

@@ -1,0 +1,155 @@
+/* device.c — opening, describing and closing devices. */
+#include "backends/backend.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+void nm_tensor_release(nm_tensor *t);  /* tensor.c */
+void nm_cmdbuf_release(nm_cmdbuf *cb); /* cmdbuf.c */
+
+static neat_status open_backend(neat_backend kind, int index, nm_device **out) {
+    const nm_backend_ops *be = nm_backend_find(kind);
+    static const char *names[] = {"auto", "cpu", "cuda", "metal"};
+    if (!be)
+        return nm_error(NEAT_ERR_UNSUPPORTED,
+                        "neat_device_create: the %s backend was not built into this library",
+                        names[kind]);
+    if (be->abi_version != NM_BACKEND_ABI)
+        return nm_error(NEAT_ERR_INTERNAL, "neat_device_create: %s backend ABI %d, core %d",
+                        be->name, be->abi_version, NM_BACKEND_ABI);
+    nm_device *dev = calloc(1, sizeof *dev);
+    if (!dev) return nm_error(NEAT_ERR_OUT_OF_MEMORY, "neat_device_create: out of host memory");
+    dev->be = be;
+    dev->math = NEAT_MATH_STRICT;
+    dev->props.backend = kind;
+    dev->props.index = index;
+    nm_pool_init(&dev->pool);
+    pthread_mutex_init(&dev->lock, NULL);
+    neat_status st = be->device_open(dev, index);
+    if (st != NEAT_OK) {
+        pthread_mutex_destroy(&dev->lock);
+        pthread_mutex_destroy(&dev->pool.lock);
+        free(dev);
+        return st; /* the backend wrote the message */
+    }
+    dev->handle = nm_handle_new(NM_H_DEVICE, dev);
+    if (!dev->handle) {
+        be->device_close(dev);
+        free(dev);
+        return nm_error(NEAT_ERR_OUT_OF_MEMORY, "neat_device_create: handle table full");
+    }
+    *out = dev;
+    return NEAT_OK;
+}
+
+NEAT_API neat_status neat_device_create(neat_backend backend, int index, neat_device **out) {
+    if (!out) return nm_error(NEAT_ERR_INVALID_ARGUMENT, "neat_device_create: out is NULL");
+    if ((int)backend < NEAT_BACKEND_AUTO || (int)backend > NEAT_BACKEND_METAL)
+        return nm_error(NEAT_ERR_INVALID_ARGUMENT, "neat_device_create: backend %d is not a neat_backend",
+                        (int)backend);
+    if (index < 0)
+        return nm_error(NEAT_ERR_INVALID_ARGUMENT, "neat_device_create: index %d is negative", index);
+    nm_device *dev = NULL;
+    neat_status st;
+    if (backend != NEAT_BACKEND_AUTO) {
+        st = open_backend(backend, index, &dev);
+    } else {
+        const char *env = getenv("NEATML_BACKEND");
+        if (env && *env && strcasecmp(env, "auto") != 0) {
+            neat_backend b;
+            if (!strcasecmp(env, "cpu")) b = NEAT_BACKEND_CPU;
+            else if (!strcasecmp(env, "cuda")) b = NEAT_BACKEND_CUDA;
+            else if (!strcasecmp(env, "metal")) b = NEAT_BACKEND_METAL;
+            else
+                return nm_error(NEAT_ERR_INVALID_ARGUMENT,
+                                "neat_device_create: NEATML_BACKEND=\"%s\" is not cpu, cuda, metal or auto", env);
+            st = open_backend(b, index, &dev);
+        } else {
+            /* The best available: a GPU if one opens, else the CPU (which has only index 0). */
+            st = open_backend(NEAT_BACKEND_CUDA, index, &dev);
+            if (st != NEAT_OK) st = open_backend(NEAT_BACKEND_METAL, index, &dev);
+            if (st != NEAT_OK) st = open_backend(NEAT_BACKEND_CPU, 0, &dev);
+        }
+    }
+    if (st != NEAT_OK) return st;
+    *out = dev->handle;
+    return NEAT_OK;
+}
+
+NEAT_API void neat_device_destroy(neat_device *h) {
+    nm_device *dev = nm_handle_get(h, NM_H_DEVICE);
+    if (!dev) return;
+    dev->be->synchronize(dev);
+    while (dev->cmdbufs) nm_cmdbuf_release(dev->cmdbufs);
+    while (dev->tensors) nm_tensor_release(dev->tensors);
+    nm_pool_destroy(dev);
+    dev->be->device_close(dev);
+    nm_handle_free(h);
+    pthread_mutex_destroy(&dev->lock);
+    free(dev);
+}
+
+/* The device of a handle, or INVALID_HANDLE naming fn. */
+static neat_status get_device(const char *fn, const neat_device *h, nm_device **out) {
+    if (!h) return nm_error(NEAT_ERR_INVALID_ARGUMENT, "%s: dev is NULL", fn);
+    *out = nm_handle_get(h, NM_H_DEVICE);
+    if (!*out) return nm_error(NEAT_ERR_INVALID_HANDLE, "%s: dev is not a live device (destroyed?)", fn);
+    return NEAT_OK;
+}
+
+NEAT_API neat_status neat_device_info(const neat_device *h, neat_device_props *out) {
+    nm_device *dev;
+    neat_status st = get_device("neat_device_info", h, &dev);
+    if (st) return st;
+    if (!out) return nm_error(NEAT_ERR_INVALID_ARGUMENT, "neat_device_info: out is NULL");
+    *out = dev->props;
+    out->math_mode = dev->math;
+    return NEAT_OK;
+}
+
+NEAT_API neat_status neat_device_set_math_mode(neat_device *h, neat_math_mode mode) {
+    nm_device *dev;
+    neat_status st = get_device("neat_device_set_math_mode", h, &dev);
+    if (st) return st;
+    if (mode != NEAT_MATH_STRICT && mode != NEAT_MATH_TF32)
+        return nm_error(NEAT_ERR_INVALID_ARGUMENT, "neat_device_set_math_mode: mode %d is not a neat_math_mode",
+                        (int)mode);
+    dev->math = mode;
+    return NEAT_OK;
+}
+
+NEAT_API neat_status neat_device_synchronize(neat_device *h) {
+    nm_device *dev;
+    neat_status st = get_device("neat_device_synchronize", h, &dev);
+    if (st) return st;
+    return dev->be->synchronize(dev);
+}
+
+NEAT_API neat_status neat_device_memory_stats(const neat_device *h, neat_memory_stats *out) {
+    nm_device *dev;
+    neat_status st = get_device("neat_device_memory_stats", h, &dev);
+    if (st) return st;
+    if (!out) return nm_error(NEAT_ERR_INVALID_ARGUMENT, "neat_device_memory_stats: out is NULL");
+    nm_pool_stats(dev, out);
+    return NEAT_OK;
+}
+
+NEAT_API neat_status neat_device_reset_peak(neat_device *h) {
+    nm_device *dev;
+    neat_status st = get_device("neat_device_reset_peak", h, &dev);
+    if (st) return st;
+    nm_pool_reset_peak(dev);
+    return NEAT_OK;
+}
+
+NEAT_API neat_status neat_device_trim(neat_device *h) {
+    nm_device *dev;
+    neat_status st = get_device("neat_device_trim", h, &dev);
+    if (st) return st;
+    /* Cached blocks may still be read by running work only if they were in use, and in-use
+     * blocks are not cached; waiting keeps the CUDA free of in-flight memory simple. */
+    dev->be->synchronize(dev);
+    nm_pool_trim(dev);
+    return NEAT_OK;
+}

@@ -1,0 +1,259 @@
+/*
+ * internal.h — the objects behind the public handles, shared by the core and the backends.
+ *
+ * Public handles (neat_device*, neat_tensor*, neat_cmdbuf*) are not pointers to these
+ * structs: they encode a slot of the handle table and its generation (handle.c), so a
+ * destroyed handle is recognised instead of dereferenced. Inside the library everything
+ * works on the resolved nm_* structs.
+ */
+#ifndef NEATML_INTERNAL_H
+#define NEATML_INTERNAL_H
+
+#include "neatml.h"
+
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define NM_HIDDEN __attribute__((visibility("hidden")))
+
+typedef struct nm_device nm_device;
+typedef struct nm_tensor nm_tensor;
+typedef struct nm_cmdbuf nm_cmdbuf;
+typedef struct nm_backend_ops nm_backend_ops;
+
+/* ---- errors (status.c) ---------------------------------------------------------------- */
+
+#define NM_MSG_MAX 512
+
+/* Format the calling thread's last-error message and return `status`. */
+neat_status nm_error(neat_status status, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+/* Set the message verbatim (used to hand an asynchronous failure to the waiting thread). */
+void nm_set_error_text(const char *msg);
+
+/* ---- handles (handle.c) ----------------------------------------------------------------- */
+
+typedef enum nm_handle_kind { NM_H_DEVICE = 1, NM_H_TENSOR = 2, NM_H_CMDBUF = 3 } nm_handle_kind;
+
+/* A new handle for obj, NULL when out of memory. */
+void *nm_handle_new(nm_handle_kind kind, void *obj);
+/* The object of a live handle of that kind, NULL otherwise (NULL, destroyed, foreign). */
+void *nm_handle_get(const void *handle, nm_handle_kind kind);
+/* Invalidate the handle: later nm_handle_get calls on it return NULL. */
+void nm_handle_free(const void *handle);
+
+/* ---- caching pool (pool.c) --------------------------------------------------------------- */
+
+/* A block of device memory. `size` is the rounded size the pool accounts. */
+typedef struct nm_block {
+    void *ptr;
+    size_t size;
+    struct nm_block *next; /* free list / owner's list */
+} nm_block;
+
+typedef struct nm_pool {
+    pthread_mutex_t lock;
+    struct nm_pool_bucket *buckets; /* free blocks by size */
+    int64_t in_use, reserved, peak;
+} nm_pool;
+
+void nm_pool_init(nm_pool *pool);
+/* A block of at least `bytes` (0 allowed: a block of size 0 with ptr NULL is valid).
+ * Returns OUT_OF_MEMORY with a message when neither the cache nor the backend has it. */
+neat_status nm_pool_alloc(nm_device *dev, size_t bytes, nm_block **out);
+void nm_pool_free(nm_device *dev, nm_block *block);
+/* Give every cached block back to the backend. */
+void nm_pool_trim(nm_device *dev);
+/* Trim, then free the bookkeeping; the device is being destroyed. */
+void nm_pool_destroy(nm_device *dev);
+void nm_pool_stats(nm_device *dev, neat_memory_stats *out);
+void nm_pool_reset_peak(nm_device *dev);
+
+/* ---- objects ------------------------------------------------------------------------------ */
+
+struct nm_device {
+    const nm_backend_ops *be;
+    void *impl; /* the backend's state */
+    neat_device *handle;
+    neat_device_props props; /* filled by the backend's device_open */
+    neat_math_mode math;
+    nm_pool pool;
+    pthread_mutex_t lock;     /* guards the lists below */
+    nm_tensor *tensors;       /* live tensors, for release at device destroy */
+    nm_cmdbuf *cmdbufs;       /* live command buffers */
+};
+
+/* Memory shared by a tensor and its views. */
+typedef struct nm_storage {
+    nm_block *block;
+    int refs;
+} nm_storage;
+
+struct nm_tensor {
+    nm_device *dev;
+    nm_storage *storage;
+    float *data; /* device pointer (host pointer on the CPU); NULL when numel is 0 */
+    int ndim;
+    int64_t shape[NEAT_MAX_DIMS];
+    int64_t numel;
+    neat_tensor *handle;
+    nm_tensor *prev, *next; /* device list */
+};
+
+/* Recorded ops. The names follow the public functions. */
+typedef enum nm_op_kind {
+    NM_OP_MATMUL,
+    NM_OP_MATMUL_BATCHED,
+    NM_OP_ADD,
+    NM_OP_SCALE,
+    NM_OP_FILL,
+    NM_OP_LINEAR_FORWARD,
+    NM_OP_CONV2D_FORWARD,
+    NM_OP_MAXPOOL2D,
+    NM_OP_SUM_ALL,
+    NM_OP_SUM_AXIS,
+    NM_OP_SOFTMAX,
+    NM_OP_ACTIVATION_FORWARD,
+    NM_OP_ACTIVATION_BACKWARD,
+    NM_OP_LINEAR_BACKWARD,
+    NM_OP_CONV2D_BACKWARD,
+    NM_OP_MAXPOOL2D_BACKWARD,
+    NM_OP_SOFTMAX_BACKWARD,
+    NM_OP_SOFTMAX_XENT,          /* neat_softmax_cross_entropy */
+    NM_OP_SOFTMAX_XENT_BACKWARD, /* neat_softmax_cross_entropy_backward */
+    NM_OP_SGD_UPDATE,
+    NM_OP_ADAM_UPDATE,
+    NM_OP__COUNT
+} nm_op_kind;
+
+#define NM_OP_MAX_TENSORS 10
+
+/* Geometry of a 2-D convolution or pooling, derived once at recording. */
+typedef struct nm_conv_geom {
+    int64_t n, c, h, w;  /* input */
+    int64_t k, p, q;     /* output channels and size */
+    int64_t kh, kw, sh, sw, ph, pw, dh, dw, groups;
+} nm_conv_geom;
+
+typedef struct nm_op {
+    nm_op_kind kind;
+    neat_math_mode math;                        /* the device's mode when recorded */
+    int ntensors;                               /* tensors[] in use */
+    neat_tensor *handles[NM_OP_MAX_TENSORS];    /* re-checked at every commit */
+    union {
+        struct { /* MATMUL (batch 1) and MATMUL_BATCHED */
+            nm_tensor *a, *b, *c;
+            float alpha, beta;
+            int trans_a, trans_b;
+            int64_t batch, m, n, k; /* op(a) is m x k, op(b) k x n */
+        } matmul;
+        struct {
+            nm_tensor *a, *b, *out;
+            int64_t rows, cols; /* a seen as rows x cols (cols = last dim) */
+            int broadcast;      /* b is one row of cols */
+        } add;
+        struct { nm_tensor *x, *out; float alpha; } scale;
+        struct { nm_tensor *t; float value; } fill;
+        struct {
+            nm_tensor *x, *w, *b, *y; /* b may be NULL */
+            neat_activation act;
+            int64_t n, in, out;
+        } linear;
+        struct {
+            nm_tensor *x, *w, *b, *y, *dy; /* b, y may be NULL when not needed */
+            nm_tensor *dx, *dw, *db;       /* any may be NULL */
+            neat_activation act;
+            int accumulate;
+            int64_t n, in, out;
+        } linear_bwd;
+        struct {
+            nm_tensor *x, *w, *b, *y; /* b may be NULL */
+            neat_activation act;
+            nm_conv_geom g;
+        } conv;
+        struct {
+            nm_tensor *x, *w, *b, *y, *dy;
+            nm_tensor *dx, *dw, *db;
+            neat_activation act;
+            int accumulate;
+            nm_conv_geom g;
+        } conv_bwd;
+        struct { nm_tensor *x, *y; nm_conv_geom g; } pool;           /* g.k == g.c */
+        struct { nm_tensor *x, *dy, *dx; nm_conv_geom g; } pool_bwd;
+        struct {
+            nm_tensor *x, *y;
+            int axis;                    /* -1 for SUM_ALL */
+            int64_t outer, len, inner;   /* x seen as [outer, len, inner], summed over len */
+        } sum;
+        struct { nm_tensor *x, *y; int64_t rows, cols; } softmax;
+        struct { nm_tensor *y, *dy, *dx; int64_t rows, cols; } softmax_bwd;
+        struct {
+            nm_tensor *x, *y, *dy, *out; /* forward: x -> out; backward: (x|y), dy -> out */
+            neat_activation act;
+        } act;
+        struct {
+            nm_tensor *logits, *labels, *out; /* out: loss [1] or dlogits [N,C] */
+            int64_t rows, cols;
+        } xent;
+        struct {
+            neat_sgd_params p;
+            nm_tensor *hyper, *param, *grad, *velocity; /* velocity NULL when momentum 0 */
+        } sgd;
+        struct {
+            neat_adam_params p;
+            nm_tensor *hyper, *param, *grad, *m, *v;
+        } adam;
+    } u;
+} nm_op;
+
+struct nm_cmdbuf {
+    nm_device *dev;
+    neat_cmdbuf *handle;
+    nm_op *ops;
+    int64_t nops, cap;
+    bool committed;            /* sealed: no more recording until reset */
+    uint64_t commits;          /* submissions so far */
+    void *impl;                /* backend state (a captured CUDA graph) */
+    nm_block *scratch;         /* pool blocks held for the ops (nm_scratch_alloc) */
+    /* Asynchronous completion, guarded by the backend: */
+    int pending;               /* submissions not yet completed */
+    neat_status async_status;  /* first failure since the last wait */
+    char async_msg[NM_MSG_MAX];
+    nm_cmdbuf *prev, *next;    /* device list */
+};
+
+/* Pool memory tied to the command buffer: kept until nm_scratch_release (the CPU backend
+ * releases after each run; CUDA keeps it for the life of a captured graph). */
+neat_status nm_scratch_alloc(nm_cmdbuf *cb, size_t bytes, void **ptr);
+void nm_scratch_release(nm_cmdbuf *cb);
+
+/* Record an async failure into cb (first one wins); called by backends. */
+void nm_cmdbuf_fail(nm_cmdbuf *cb, neat_status status, const char *msg);
+
+/* ---- helpers for recording (record.c) ----------------------------------------------------- */
+
+/* "2x5", "[]" for a scalar; buf of NM_SHAPE_STR bytes. */
+#define NM_SHAPE_STR 96
+const char *nm_shape_str(const nm_tensor *t, char *buf);
+
+/* Resolve the command buffer of an op call: checks the handle and that it still records. */
+neat_status nm_begin(const char *fn, neat_cmdbuf *h, nm_cmdbuf **out);
+/* Resolve a tensor argument of `fn` named `arg` for cb's device. required = 0 lets NULL
+ * through as *out = NULL. */
+neat_status nm_arg(const char *fn, const char *arg, const nm_cmdbuf *cb, const neat_tensor *h,
+                   int required, nm_tensor **out);
+/* INVALID_ARGUMENT when the two tensors share memory. */
+neat_status nm_no_alias(const char *fn, const char *out_name, const nm_tensor *out,
+                        const char *in_name, const nm_tensor *in);
+/* Append op to cb: UNSUPPORTED when the backend lacks it; the handles of every non-NULL
+ * tensor of `tensors` are kept for the commit-time check. */
+neat_status nm_record(const char *fn, nm_cmdbuf *cb, nm_op *op, nm_tensor *const *tensors,
+                      int ntensors);
+
+/* Total elements of a shape, -1 on overflow of int64 or of the byte count. */
+int64_t nm_shape_numel(int ndim, const int64_t *shape);
+
+#endif

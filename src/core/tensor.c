@@ -1,0 +1,204 @@
+/* tensor.c — float32 tensors of 0 to 4 dimensions, their views and host copies. */
+#include "backends/backend.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+int64_t nm_shape_numel(int ndim, const int64_t *shape) {
+    int64_t n = 1;
+    for (int i = 0; i < ndim; i++) {
+        if (shape[i] < 0) return -1;
+        if (shape[i] != 0 && n > INT64_MAX / 4 / shape[i]) return -1; /* bytes must fit too */
+        n *= shape[i];
+    }
+    return n;
+}
+
+/* Check ndim and shape of fn's argument; the element count in *numel. */
+static neat_status check_shape(const char *fn, int ndim, const int64_t *shape, int64_t *numel) {
+    if (ndim < 0 || ndim > NEAT_MAX_DIMS)
+        return nm_error(NEAT_ERR_INVALID_ARGUMENT, "%s: ndim %d is outside 0..%d", fn, ndim, NEAT_MAX_DIMS);
+    if (ndim > 0 && !shape) return nm_error(NEAT_ERR_INVALID_ARGUMENT, "%s: shape is NULL", fn);
+    for (int i = 0; i < ndim; i++)
+        if (shape[i] < 0)
+            return nm_error(NEAT_ERR_INVALID_ARGUMENT, "%s: shape[%d] is %lld, negative", fn, i,
+                            (long long)shape[i]);
+    *numel = nm_shape_numel(ndim, shape);
+    if (*numel < 0 || (uint64_t)*numel * 4 > (uint64_t)SIZE_MAX)
+        return nm_error(NEAT_ERR_INVALID_ARGUMENT, "%s: the byte count of the shape overflows", fn);
+    return NEAT_OK;
+}
+
+static void link_tensor(nm_device *dev, nm_tensor *t) {
+    pthread_mutex_lock(&dev->lock);
+    t->next = dev->tensors;
+    if (dev->tensors) dev->tensors->prev = t;
+    dev->tensors = t;
+    pthread_mutex_unlock(&dev->lock);
+}
+
+/* A new tensor object on `storage` (whose reference the caller hands over). */
+static neat_status make_tensor(const char *fn, nm_device *dev, nm_storage *storage, int ndim,
+                               const int64_t *shape, int64_t numel, neat_tensor **out) {
+    nm_tensor *t = calloc(1, sizeof *t);
+    if (!t) return nm_error(NEAT_ERR_OUT_OF_MEMORY, "%s: out of host memory", fn);
+    t->dev = dev;
+    t->storage = storage;
+    t->data = numel ? (float *)storage->block->ptr : NULL;
+    t->ndim = ndim;
+    for (int i = 0; i < ndim; i++) t->shape[i] = shape[i];
+    t->numel = numel;
+    t->handle = nm_handle_new(NM_H_TENSOR, t);
+    if (!t->handle) {
+        free(t);
+        return nm_error(NEAT_ERR_OUT_OF_MEMORY, "%s: handle table full", fn);
+    }
+    link_tensor(dev, t);
+    *out = t->handle;
+    return NEAT_OK;
+}
+
+NEAT_API neat_status neat_tensor_create(neat_device *dh, int ndim, const int64_t *shape,
+                                        neat_tensor **out) {
+    static const char fn[] = "neat_tensor_create";
+    if (!dh) return nm_error(NEAT_ERR_INVALID_ARGUMENT, "%s: dev is NULL", fn);
+    nm_device *dev = nm_handle_get(dh, NM_H_DEVICE);
+    if (!dev) return nm_error(NEAT_ERR_INVALID_HANDLE, "%s: dev is not a live device (destroyed?)", fn);
+    if (!out) return nm_error(NEAT_ERR_INVALID_ARGUMENT, "%s: out is NULL", fn);
+    int64_t numel;
+    neat_status st = check_shape(fn, ndim, shape, &numel);
+    if (st) return st;
+    nm_storage *s = calloc(1, sizeof *s);
+    if (!s) return nm_error(NEAT_ERR_OUT_OF_MEMORY, "%s: out of host memory", fn);
+    st = nm_pool_alloc(dev, (size_t)numel * sizeof(float), &s->block);
+    if (st) {
+        free(s);
+        return st;
+    }
+    s->refs = 1;
+    st = make_tensor(fn, dev, s, ndim, shape, numel, out);
+    if (st) {
+        nm_pool_free(dev, s->block);
+        free(s);
+    }
+    return st;
+}
+
+NEAT_API neat_status neat_matrix_create(neat_device *dev, int64_t rows, int64_t cols,
+                                        neat_tensor **out) {
+    int64_t shape[2] = {rows, cols};
+    return neat_tensor_create(dev, 2, shape, out);
+}
+
+NEAT_API neat_status neat_tensor_view(neat_tensor *h, int ndim, const int64_t *shape,
+                                      neat_tensor **out) {
+    static const char fn[] = "neat_tensor_view";
+    if (!h) return nm_error(NEAT_ERR_INVALID_ARGUMENT, "%s: t is NULL", fn);
+    nm_tensor *t = nm_handle_get(h, NM_H_TENSOR);
+    if (!t) return nm_error(NEAT_ERR_INVALID_HANDLE, "%s: t is not a live tensor (destroyed?)", fn);
+    if (!out) return nm_error(NEAT_ERR_INVALID_ARGUMENT, "%s: out is NULL", fn);
+    int64_t numel;
+    neat_status st = check_shape(fn, ndim, shape, &numel);
+    if (st) return st;
+    if (numel != t->numel) {
+        char buf[NM_SHAPE_STR];
+        return nm_error(NEAT_ERR_SHAPE_MISMATCH, "%s: t is %s (%lld elements), the new shape has %lld",
+                        fn, nm_shape_str(t, buf), (long long)t->numel, (long long)numel);
+    }
+    pthread_mutex_lock(&t->dev->lock);
+    t->storage->refs++;
+    pthread_mutex_unlock(&t->dev->lock);
+    st = make_tensor(fn, t->dev, t->storage, ndim, shape, numel, out);
+    if (st) {
+        pthread_mutex_lock(&t->dev->lock);
+        t->storage->refs--;
+        pthread_mutex_unlock(&t->dev->lock);
+    }
+    return st;
+}
+
+/* Free the tensor object and, with its last handle, its memory. The device is idle. */
+void nm_tensor_release(nm_tensor *t) {
+    nm_device *dev = t->dev;
+    nm_handle_free(t->handle);
+    pthread_mutex_lock(&dev->lock);
+    if (t->prev) t->prev->next = t->next;
+    else dev->tensors = t->next;
+    if (t->next) t->next->prev = t->prev;
+    int last = --t->storage->refs == 0;
+    pthread_mutex_unlock(&dev->lock);
+    if (last) {
+        nm_pool_free(dev, t->storage->block);
+        free(t->storage);
+    }
+    free(t);
+}
+
+NEAT_API void neat_tensor_destroy(neat_tensor *h) {
+    nm_tensor *t = nm_handle_get(h, NM_H_TENSOR);
+    if (!t) return;
+    /* Committed work may still read or write this memory: let it finish before the pool
+     * can hand the block to someone else. */
+    t->dev->be->synchronize(t->dev);
+    nm_tensor_release(t);
+}
+
+static neat_status get_tensor(const char *fn, const neat_tensor *h, nm_tensor **out) {
+    if (!h) return nm_error(NEAT_ERR_INVALID_ARGUMENT, "%s: t is NULL", fn);
+    *out = nm_handle_get(h, NM_H_TENSOR);
+    if (!*out) return nm_error(NEAT_ERR_INVALID_HANDLE, "%s: t is not a live tensor (destroyed?)", fn);
+    return NEAT_OK;
+}
+
+NEAT_API neat_status neat_tensor_shape(const neat_tensor *h, int *ndim, int64_t shape[4]) {
+    nm_tensor *t;
+    neat_status st = get_tensor("neat_tensor_shape", h, &t);
+    if (st) return st;
+    if (!ndim || !shape)
+        return nm_error(NEAT_ERR_INVALID_ARGUMENT, "neat_tensor_shape: %s is NULL", ndim ? "shape" : "ndim");
+    *ndim = t->ndim;
+    for (int i = 0; i < NEAT_MAX_DIMS; i++) shape[i] = i < t->ndim ? t->shape[i] : 0;
+    return NEAT_OK;
+}
+
+NEAT_API neat_status neat_tensor_numel(const neat_tensor *h, int64_t *numel) {
+    nm_tensor *t;
+    neat_status st = get_tensor("neat_tensor_numel", h, &t);
+    if (st) return st;
+    if (!numel) return nm_error(NEAT_ERR_INVALID_ARGUMENT, "neat_tensor_numel: numel is NULL");
+    *numel = t->numel;
+    return NEAT_OK;
+}
+
+/* Shared checks of write and read. */
+static neat_status check_copy(const char *fn, const char *buf_name, const neat_tensor *h,
+                              const void *buf, int64_t count, nm_tensor **out) {
+    neat_status st = get_tensor(fn, h, out);
+    if (st) return st;
+    if (count < 0) return nm_error(NEAT_ERR_INVALID_ARGUMENT, "%s: count %lld is negative", fn, (long long)count);
+    if (count != (*out)->numel) {
+        char s[NM_SHAPE_STR];
+        return nm_error(NEAT_ERR_SHAPE_MISMATCH, "%s: t is %s (%lld elements), count is %lld", fn,
+                        nm_shape_str(*out, s), (long long)(*out)->numel, (long long)count);
+    }
+    if (!buf && count > 0) return nm_error(NEAT_ERR_INVALID_ARGUMENT, "%s: %s is NULL", fn, buf_name);
+    return NEAT_OK;
+}
+
+NEAT_API neat_status neat_tensor_write(neat_tensor *h, const float *src, int64_t count) {
+    nm_tensor *t;
+    neat_status st = check_copy("neat_tensor_write", "src", h, src, count, &t);
+    if (st || count == 0) return st;
+    st = t->dev->be->synchronize(t->dev);
+    if (st) return st;
+    return t->dev->be->copy_in(t->dev, t->data, src, (size_t)count * sizeof(float));
+}
+
+NEAT_API neat_status neat_tensor_read(const neat_tensor *h, float *dst, int64_t count) {
+    nm_tensor *t;
+    neat_status st = check_copy("neat_tensor_read", "dst", h, dst, count, &t);
+    if (st || count == 0) return st;
+    st = t->dev->be->synchronize(t->dev);
+    if (st) return st;
+    return t->dev->be->copy_out(t->dev, dst, t->data, (size_t)count * sizeof(float));
+}

@@ -1,0 +1,52 @@
+/*
+ * harness.h — the shared checker of every C test binary.
+ *
+ * A test counts each assertion as passed or failed and each case that could not run as
+ * skipped (with its reason). nt_finish prints the closing line "<suite>: N passed, M failed,
+ * K skipped" and returns the process exit status (non-zero when anything failed).
+ */
+#ifndef NEATML_TEST_HARNESS_H
+#define NEATML_TEST_HARNESS_H
+
+#include "neatml.h"
+
+#include <stdint.h>
+#include <stdio.h>
+
+extern int nt_passed, nt_failed, nt_skipped;
+
+/* Count one assertion; on failure print file:line and the formatted explanation. */
+int nt_check(int ok, const char *file, int line, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+#define CHECK(cond, ...) nt_check(!!(cond), __FILE__, __LINE__, __VA_ARGS__)
+/* Assert a status, printing neat_last_error() when it differs. */
+#define CHECK_STATUS(st, want, what)                                                        \
+    nt_check((st) == (want), __FILE__, __LINE__, "%s: got %s, want %s (%s)", (what),        \
+             neat_status_string(st), neat_status_string(want), neat_last_error())
+#define CHECK_OK(st, what) CHECK_STATUS(st, NEAT_OK, what)
+
+void nt_skip(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+int nt_finish(const char *suite);
+
+/* Deterministic random numbers (splitmix64), seeded per case and printed on failure. */
+typedef struct nt_rng { uint64_t s; } nt_rng;
+uint64_t nt_next(nt_rng *r);
+double nt_uniform(nt_rng *r, double lo, double hi);    /* [lo, hi) */
+int64_t nt_randint(nt_rng *r, int64_t lo, int64_t hi);  /* [lo, hi] */
+
+/* Backends to test: every one that is built; one that cannot open a device here is
+ * reported as skipped with the library's reason. NEATML_TEST_BACKENDS ("cpu,cuda")
+ * narrows the list. Returns the count of devices opened into devs/names. */
+#define NT_MAX_BACKENDS 3
+int nt_open_devices(neat_device **devs, const char **names);
+void nt_close_devices(neat_device **devs, int n);
+
+/* Host buffers with guard bands: nt_alloc gives n floats preceded and followed by
+ * NT_GUARD floats of a fixed pattern; nt_guard_ok checks the pattern is intact. */
+#define NT_GUARD 16
+float *nt_alloc(int64_t n);
+int nt_guard_ok(const float *p, int64_t n);
+void nt_free(float *p);
+void nt_poison(float *p, int64_t n); /* fill with NaN */
+
+#endif
