@@ -23,6 +23,12 @@ int nt_check(int ok, const char *file, int line, const char *fmt, ...) {
     return 0;
 }
 
+int nt_check_status(neat_status st, neat_status want, const char *what, const char *file,
+                    int line) {
+    return nt_check(st == want, file, line, "%s: got %s, want %s (%s)", what,
+                    neat_status_string(st), neat_status_string(want), neat_last_error());
+}
+
 void nt_skip(const char *fmt, ...) {
     nt_skipped++;
     printf("SKIP ");
