@@ -1,0 +1,202 @@
+/* ops_check.c — shape, option and geometry checks shared by the op recorders. */
+#include "ops_check.h"
+
+#include <math.h>
+#include <stdio.h>
+
+const char *nm_dims_str(int ndim, const int64_t *dims, char *buf) {
+    if (ndim == 0) {
+        snprintf(buf, NM_SHAPE_STR, "[]");
+        return buf;
+    }
+    size_t used = 0;
+    buf[0] = 0;
+    for (int i = 0; i < ndim && used < NM_SHAPE_STR; i++)
+        used += (size_t)snprintf(buf + used, NM_SHAPE_STR - used, i ? "x%lld" : "%lld",
+                                 (long long)dims[i]);
+    return buf;
+}
+
+int64_t nm_dims_prod(const int64_t *dims, int from, int to) {
+    int64_t p = 1;
+    for (int i = from; i < to; i++) p *= dims[i];
+    return p;
+}
+
+neat_status nm_check_ndim(const char *fn, const char *arg, const nm_tensor *t, int ndim,
+                          const char *layout) {
+    if (t->ndim == ndim) return NEAT_OK;
+    char s[NM_SHAPE_STR];
+    return nm_error(NEAT_ERR_SHAPE_MISMATCH, "%s: %s is %s (%d-D), expected %d-D %s", fn, arg,
+                    nm_shape_str(t, s), t->ndim, ndim, layout);
+}
+
+neat_status nm_check_shape(const char *fn, const char *arg, const nm_tensor *t, int ndim,
+                           const int64_t *dims, const char *layout) {
+    int same = t->ndim == ndim;
+    for (int i = 0; same && i < ndim; i++) same = t->shape[i] == dims[i];
+    if (same) return NEAT_OK;
+    char s[NM_SHAPE_STR], e[NM_SHAPE_STR];
+    return nm_error(NEAT_ERR_SHAPE_MISMATCH, "%s: %s is %s, expected %s = %s", fn, arg,
+                    nm_shape_str(t, s), nm_dims_str(ndim, dims, e), layout);
+}
+
+neat_status nm_check_same_shape(const char *fn, const char *arg, const nm_tensor *t,
+                                const char *ref_name, const nm_tensor *ref) {
+    int same = t->ndim == ref->ndim;
+    for (int i = 0; same && i < t->ndim; i++) same = t->shape[i] == ref->shape[i];
+    if (same) return NEAT_OK;
+    char s[NM_SHAPE_STR], r[NM_SHAPE_STR];
+    return nm_error(NEAT_ERR_SHAPE_MISMATCH, "%s: %s is %s, %s is %s: shapes differ", fn, arg,
+                    nm_shape_str(t, s), ref_name, nm_shape_str(ref, r));
+}
+
+neat_status nm_check_finite(const char *fn, const char *name, float value) {
+    if (isfinite(value)) return NEAT_OK;
+    return nm_error(NEAT_ERR_INVALID_ARGUMENT, "%s: %s is %g: must be finite", fn, name,
+                    (double)value);
+}
+
+neat_status nm_check_act(const char *fn, neat_activation act) {
+    if (act >= NEAT_ACT_NONE && act <= NEAT_ACT_GELU) return NEAT_OK;
+    return nm_error(NEAT_ERR_INVALID_ARGUMENT, "%s: act %d is not a neat_activation", fn,
+                    (int)act);
+}
+
+neat_status nm_check_no_alias(const char *fn, const char *out_name, const nm_tensor *out,
+                              const char *in_name, const nm_tensor *in) {
+    if (!out || !in || out->numel == 0 || in->numel == 0) return NEAT_OK;
+    return nm_no_alias(fn, out_name, out, in_name, in);
+}
+
+/* Option `name` of a descriptor must be >= lo. */
+static neat_status check_at_least(const char *fn, const char *name, int64_t v, int64_t lo) {
+    if (v >= lo) return NEAT_OK;
+    return nm_error(NEAT_ERR_INVALID_ARGUMENT, "%s: desc->%s is %lld: must be >= %lld", fn, name,
+                    (long long)v, (long long)lo);
+}
+
+/* Output size along one axis: (in + 2 pad - extent) / stride + 1, floor, where extent is the
+ * (dilated) kernel extent; -1 when the padded input is smaller than the extent. in + 2 pad
+ * overflows only for absurd descriptors: *overflow is set then. */
+static int64_t out_size(int64_t in, int64_t pad, int64_t extent, int64_t stride, int *overflow) {
+    int64_t padded;
+    if (__builtin_mul_overflow(pad, 2, &padded) || __builtin_add_overflow(padded, in, &padded)) {
+        *overflow = 1;
+        return -1;
+    }
+    if (padded < extent) return -1;
+    return (padded - extent) / stride + 1;
+}
+
+neat_status nm_conv_geometry(const char *fn, const neat_conv2d_desc *desc, const nm_tensor *x,
+                             const nm_tensor *w, nm_conv_geom *g) {
+    if (!desc) return nm_error(NEAT_ERR_INVALID_ARGUMENT, "%s: desc is NULL", fn);
+    neat_status st;
+    /* Options first: kernel, stride, dilation, groups >= 1; padding >= 0. */
+    if ((st = check_at_least(fn, "kernel_h", desc->kernel_h, 1)) ||
+        (st = check_at_least(fn, "kernel_w", desc->kernel_w, 1)) ||
+        (st = check_at_least(fn, "stride_h", desc->stride_h, 1)) ||
+        (st = check_at_least(fn, "stride_w", desc->stride_w, 1)) ||
+        (st = check_at_least(fn, "pad_h", desc->pad_h, 0)) ||
+        (st = check_at_least(fn, "pad_w", desc->pad_w, 0)) ||
+        (st = check_at_least(fn, "dilation_h", desc->dilation_h, 1)) ||
+        (st = check_at_least(fn, "dilation_w", desc->dilation_w, 1)) ||
+        (st = check_at_least(fn, "groups", desc->groups, 1)))
+        return st;
+    /* Dilated extent e = dilation (k - 1) + 1; padding must stay below it, or whole output
+     * rows would see only padding. */
+    int64_t ext_h, ext_w;
+    if (__builtin_mul_overflow(desc->dilation_h, desc->kernel_h - 1, &ext_h) ||
+        __builtin_mul_overflow(desc->dilation_w, desc->kernel_w - 1, &ext_w) ||
+        __builtin_add_overflow(ext_h, 1, &ext_h) || __builtin_add_overflow(ext_w, 1, &ext_w))
+        return nm_error(NEAT_ERR_INVALID_ARGUMENT,
+                        "%s: desc dilation %lldx%lld times kernel %lldx%lld overflows", fn,
+                        (long long)desc->dilation_h, (long long)desc->dilation_w,
+                        (long long)desc->kernel_h, (long long)desc->kernel_w);
+    if (desc->pad_h >= ext_h || desc->pad_w >= ext_w)
+        return nm_error(NEAT_ERR_INVALID_ARGUMENT,
+                        "%s: desc padding %lldx%lld must be smaller than the dilated kernel "
+                        "extent %lldx%lld",
+                        fn, (long long)desc->pad_h, (long long)desc->pad_w, (long long)ext_h,
+                        (long long)ext_w);
+
+    if ((st = nm_check_ndim(fn, "x", x, 4, "[N,C,H,W]")) ||
+        (st = nm_check_ndim(fn, "w", w, 4, "[K,C/groups,kh,kw]")))
+        return st;
+    char xs[NM_SHAPE_STR], ws[NM_SHAPE_STR], es[NM_SHAPE_STR];
+    int64_t c = x->shape[1], k = w->shape[0], groups = desc->groups;
+    if (c % groups)
+        return nm_error(NEAT_ERR_SHAPE_MISMATCH, "%s: x is %s: %lld channels are not divisible "
+                        "by desc->groups %lld", fn, nm_shape_str(x, xs), (long long)c,
+                        (long long)groups);
+    if (k % groups)
+        return nm_error(NEAT_ERR_SHAPE_MISMATCH, "%s: w is %s: %lld filters are not divisible "
+                        "by desc->groups %lld", fn, nm_shape_str(w, ws), (long long)k,
+                        (long long)groups);
+    int64_t want_w[4] = {k, c / groups, desc->kernel_h, desc->kernel_w};
+    if (w->shape[1] != want_w[1] || w->shape[2] != want_w[2] || w->shape[3] != want_w[3])
+        return nm_error(NEAT_ERR_SHAPE_MISMATCH, "%s: w is %s, expected %s = [K,C/groups,kh,kw] "
+                        "for x %s, desc kernel %lldx%lld, groups %lld", fn, nm_shape_str(w, ws),
+                        nm_dims_str(4, want_w, es), nm_shape_str(x, xs),
+                        (long long)desc->kernel_h, (long long)desc->kernel_w,
+                        (long long)groups);
+
+    int overflow = 0;
+    int64_t p = out_size(x->shape[2], desc->pad_h, ext_h, desc->stride_h, &overflow);
+    int64_t q = out_size(x->shape[3], desc->pad_w, ext_w, desc->stride_w, &overflow);
+    if (overflow)
+        return nm_error(NEAT_ERR_INVALID_ARGUMENT, "%s: desc padding %lldx%lld overflows", fn,
+                        (long long)desc->pad_h, (long long)desc->pad_w);
+    if (p < 1 || q < 1)
+        return nm_error(NEAT_ERR_SHAPE_MISMATCH, "%s: x is %s: the padded input %lldx%lld is "
+                        "smaller than the dilated kernel %lldx%lld (output would be empty)",
+                        fn, nm_shape_str(x, xs), (long long)(x->shape[2] + 2 * desc->pad_h),
+                        (long long)(x->shape[3] + 2 * desc->pad_w), (long long)ext_h,
+                        (long long)ext_w);
+
+    *g = (nm_conv_geom){.n = x->shape[0], .c = c, .h = x->shape[2], .w = x->shape[3],
+                        .k = k, .p = p, .q = q,
+                        .kh = desc->kernel_h, .kw = desc->kernel_w,
+                        .sh = desc->stride_h, .sw = desc->stride_w,
+                        .ph = desc->pad_h, .pw = desc->pad_w,
+                        .dh = desc->dilation_h, .dw = desc->dilation_w, .groups = groups};
+    return NEAT_OK;
+}
+
+neat_status nm_pool_geometry(const char *fn, const neat_pool2d_desc *desc, const nm_tensor *x,
+                             nm_conv_geom *g) {
+    if (!desc) return nm_error(NEAT_ERR_INVALID_ARGUMENT, "%s: desc is NULL", fn);
+    neat_status st;
+    if ((st = check_at_least(fn, "kernel_h", desc->kernel_h, 1)) ||
+        (st = check_at_least(fn, "kernel_w", desc->kernel_w, 1)) ||
+        (st = check_at_least(fn, "stride_h", desc->stride_h, 1)) ||
+        (st = check_at_least(fn, "stride_w", desc->stride_w, 1)) ||
+        (st = check_at_least(fn, "pad_h", desc->pad_h, 0)) ||
+        (st = check_at_least(fn, "pad_w", desc->pad_w, 0)))
+        return st;
+    /* Padding (-inf) of at most half the kernel keeps every window on at least one real
+     * element, as PyTorch requires. */
+    if (desc->pad_h > desc->kernel_h / 2 || desc->pad_w > desc->kernel_w / 2)
+        return nm_error(NEAT_ERR_INVALID_ARGUMENT,
+                        "%s: desc padding %lldx%lld must be at most half the kernel %lldx%lld",
+                        fn, (long long)desc->pad_h, (long long)desc->pad_w,
+                        (long long)desc->kernel_h, (long long)desc->kernel_w);
+    if ((st = nm_check_ndim(fn, "x", x, 4, "[N,C,H,W]"))) return st;
+    int overflow = 0; /* pad <= kernel/2 and kernel is an int64: 2 pad cannot overflow */
+    int64_t p = out_size(x->shape[2], desc->pad_h, desc->kernel_h, desc->stride_h, &overflow);
+    int64_t q = out_size(x->shape[3], desc->pad_w, desc->kernel_w, desc->stride_w, &overflow);
+    char xs[NM_SHAPE_STR];
+    if (overflow || p < 1 || q < 1)
+        return nm_error(NEAT_ERR_SHAPE_MISMATCH, "%s: x is %s: the padded input %lldx%lld is "
+                        "smaller than the kernel %lldx%lld (output would be empty)", fn,
+                        nm_shape_str(x, xs), (long long)(x->shape[2] + 2 * desc->pad_h),
+                        (long long)(x->shape[3] + 2 * desc->pad_w), (long long)desc->kernel_h,
+                        (long long)desc->kernel_w);
+    *g = (nm_conv_geom){.n = x->shape[0], .c = x->shape[1], .h = x->shape[2], .w = x->shape[3],
+                        .k = x->shape[1], .p = p, .q = q,
+                        .kh = desc->kernel_h, .kw = desc->kernel_w,
+                        .sh = desc->stride_h, .sw = desc->stride_w,
+                        .ph = desc->pad_h, .pw = desc->pad_w, .dh = 1, .dw = 1, .groups = 1};
+    return NEAT_OK;
+}

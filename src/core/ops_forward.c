@@ -1,0 +1,355 @@
+/*
+ * ops_forward.c — the public forward ops: validate every argument, then record an nm_op.
+ *
+ * Order of checks in every op: the command buffer (live, still recording), each tensor
+ * argument (NULL, destroyed, other device), options, shapes, then aliasing of outputs. A
+ * failing call returns before nm_record, so nothing is recorded and no output is touched.
+ * Shapes must match exactly (no implicit broadcasting beyond neat_add's row); zero-size
+ * tensors are valid everywhere a size may be 0.
+ */
+#include "ops_check.h"
+
+/* ---- matmul ------------------------------------------------------------------------------
+ * c = alpha op(a) op(b) + beta c. Plain: a, b, c 2-D; batched: 3-D with one batch size B.
+ * op(a) is MxK (a is MxK, or KxM when transposed), op(b) KxN, c [B,]MxN. c must not alias
+ * a or b (the product reads them while c is written). c is required even when beta is 0:
+ * it is the output; its contents are then not read. */
+static neat_status matmul_record(const char *fn, int batched, neat_cmdbuf *cb,
+                                 const neat_tensor *a, const neat_tensor *b, neat_tensor *c,
+                                 float alpha, float beta, int trans_a, int trans_b) {
+    nm_cmdbuf *buf;
+    nm_tensor *ta, *tb, *tc;
+    TRY(nm_begin(fn, cb, &buf));
+    TRY(nm_arg(fn, "a", buf, a, 1, &ta));
+    TRY(nm_arg(fn, "b", buf, b, 1, &tb));
+    TRY(nm_arg(fn, "c", buf, c, 1, &tc));
+    TRY(nm_check_finite(fn, "alpha", alpha));
+    TRY(nm_check_finite(fn, "beta", beta));
+
+    int nd = batched ? 3 : 2, o = batched; /* o: index of the first matrix dimension */
+    const char *layout = batched ? "[B,rows,cols]" : "[rows,cols]";
+    TRY(nm_check_ndim(fn, "a", ta, nd, layout));
+    TRY(nm_check_ndim(fn, "b", tb, nd, layout));
+    TRY(nm_check_ndim(fn, "c", tc, nd, batched ? "[B,M,N]" : "[M,N]"));
+    char as[NM_SHAPE_STR], bs[NM_SHAPE_STR];
+    if (batched && ta->shape[0] != tb->shape[0])
+        return nm_error(NEAT_ERR_SHAPE_MISMATCH, "%s: a is %s, b is %s: batch sizes %lld and %lld "
+                        "differ", fn, nm_shape_str(ta, as), nm_shape_str(tb, bs),
+                        (long long)ta->shape[0], (long long)tb->shape[0]);
+    int64_t m = trans_a ? ta->shape[o + 1] : ta->shape[o];
+    int64_t ka = trans_a ? ta->shape[o] : ta->shape[o + 1];
+    int64_t kb = trans_b ? tb->shape[o + 1] : tb->shape[o];
+    int64_t n = trans_b ? tb->shape[o] : tb->shape[o + 1];
+    if (ka != kb)
+        return nm_error(NEAT_ERR_SHAPE_MISMATCH, "%s: a is %s%s, b is %s%s: inner dimensions "
+                        "%lld and %lld differ", fn, nm_shape_str(ta, as),
+                        trans_a ? " (transposed)" : "", nm_shape_str(tb, bs),
+                        trans_b ? " (transposed)" : "", (long long)ka, (long long)kb);
+    int64_t want_c[3] = {ta->shape[0], m, n};
+    TRY(nm_check_shape(fn, "c", tc, nd, batched ? want_c : want_c + 1,
+                       batched ? "[B,M,N] of op(a) MxK times op(b) KxN"
+                               : "[M,N] of op(a) MxK times op(b) KxN"));
+    TRY(nm_check_no_alias(fn, "c", tc, "a", ta));
+    TRY(nm_check_no_alias(fn, "c", tc, "b", tb));
+
+    nm_op op = {.kind = batched ? NM_OP_MATMUL_BATCHED : NM_OP_MATMUL, .math = buf->dev->math};
+    op.u.matmul.a = ta;
+    op.u.matmul.b = tb;
+    op.u.matmul.c = tc;
+    op.u.matmul.alpha = alpha;
+    op.u.matmul.beta = beta;
+    op.u.matmul.trans_a = trans_a != 0;
+    op.u.matmul.trans_b = trans_b != 0;
+    op.u.matmul.batch = batched ? ta->shape[0] : 1;
+    op.u.matmul.m = m;
+    op.u.matmul.n = n;
+    op.u.matmul.k = ka;
+    nm_tensor *ts[] = {ta, tb, tc};
+    return nm_record(fn, buf, &op, ts, 3);
+}
+
+NEAT_API neat_status neat_matmul(neat_cmdbuf *cb, const neat_tensor *a, const neat_tensor *b,
+                                 neat_tensor *c, float alpha, float beta, int trans_a,
+                                 int trans_b) {
+    return matmul_record("neat_matmul", 0, cb, a, b, c, alpha, beta, trans_a, trans_b);
+}
+
+NEAT_API neat_status neat_matmul_batched(neat_cmdbuf *cb, const neat_tensor *a,
+                                         const neat_tensor *b, neat_tensor *c, float alpha,
+                                         float beta, int trans_a, int trans_b) {
+    return matmul_record("neat_matmul_batched", 1, cb, a, b, c, alpha, beta, trans_a, trans_b);
+}
+
+/* ---- elementwise -------------------------------------------------------------------------
+ * out = a + b with b of a's shape, or one row [n] / [1,n] (n = a's last dimension) added to
+ * each of the rows = numel / n rows. out has a's shape and may be a or b: each element is
+ * read before it is written. A 0-D a is one row of one column. */
+NEAT_API neat_status neat_add(neat_cmdbuf *cb, const neat_tensor *a, const neat_tensor *b,
+                              neat_tensor *out) {
+    static const char fn[] = "neat_add";
+    nm_cmdbuf *buf;
+    nm_tensor *ta, *tb, *tout;
+    TRY(nm_begin(fn, cb, &buf));
+    TRY(nm_arg(fn, "a", buf, a, 1, &ta));
+    TRY(nm_arg(fn, "b", buf, b, 1, &tb));
+    TRY(nm_arg(fn, "out", buf, out, 1, &tout));
+
+    int64_t cols = ta->ndim ? ta->shape[ta->ndim - 1] : 1;
+    int64_t rows = nm_dims_prod(ta->shape, 0, ta->ndim ? ta->ndim - 1 : 0);
+    int same = tb->ndim == ta->ndim;
+    for (int i = 0; same && i < ta->ndim; i++) same = tb->shape[i] == ta->shape[i];
+    int row = ta->ndim >= 1 &&
+              ((tb->ndim == 1 && tb->shape[0] == cols) ||
+               (tb->ndim == 2 && tb->shape[0] == 1 && tb->shape[1] == cols));
+    if (!same && !row) {
+        char as[NM_SHAPE_STR], bs[NM_SHAPE_STR];
+        return nm_error(NEAT_ERR_SHAPE_MISMATCH, "%s: a is %s, b is %s: b must have a's shape "
+                        "or be one row [%lld] or [1,%lld]", fn, nm_shape_str(ta, as),
+                        nm_shape_str(tb, bs), (long long)cols, (long long)cols);
+    }
+    TRY(nm_check_same_shape(fn, "out", tout, "a", ta));
+
+    nm_op op = {.kind = NM_OP_ADD, .math = buf->dev->math};
+    op.u.add.a = ta;
+    op.u.add.b = tb;
+    op.u.add.out = tout;
+    op.u.add.rows = rows;
+    op.u.add.cols = cols;
+    op.u.add.broadcast = !same;
+    nm_tensor *ts[] = {ta, tb, tout};
+    return nm_record(fn, buf, &op, ts, 3);
+}
+
+/* out = alpha x, same shapes, out may be x. */
+NEAT_API neat_status neat_scale(neat_cmdbuf *cb, const neat_tensor *x, float alpha,
+                                neat_tensor *out) {
+    static const char fn[] = "neat_scale";
+    nm_cmdbuf *buf;
+    nm_tensor *tx, *tout;
+    TRY(nm_begin(fn, cb, &buf));
+    TRY(nm_arg(fn, "x", buf, x, 1, &tx));
+    TRY(nm_arg(fn, "out", buf, out, 1, &tout));
+    TRY(nm_check_finite(fn, "alpha", alpha));
+    TRY(nm_check_same_shape(fn, "out", tout, "x", tx));
+
+    nm_op op = {.kind = NM_OP_SCALE, .math = buf->dev->math};
+    op.u.scale.x = tx;
+    op.u.scale.out = tout;
+    op.u.scale.alpha = alpha;
+    nm_tensor *ts[] = {tx, tout};
+    return nm_record(fn, buf, &op, ts, 2);
+}
+
+/* t = value everywhere. Any value is accepted, NaN and infinities included: filling with
+ * NaN (poisoning) or -inf (masks) is a legitimate use, unlike a non-finite scale factor. */
+NEAT_API neat_status neat_fill(neat_cmdbuf *cb, neat_tensor *t, float value) {
+    static const char fn[] = "neat_fill";
+    nm_cmdbuf *buf;
+    nm_tensor *tt;
+    TRY(nm_begin(fn, cb, &buf));
+    TRY(nm_arg(fn, "t", buf, t, 1, &tt));
+
+    nm_op op = {.kind = NM_OP_FILL, .math = buf->dev->math};
+    op.u.fill.t = tt;
+    op.u.fill.value = value;
+    nm_tensor *ts[] = {tt};
+    return nm_record(fn, buf, &op, ts, 1);
+}
+
+/* ---- linear and convolution -------------------------------------------------------------
+ * y = act(x w^T + b): x [N,in], w [out,in], b [out] or NULL, y [N,out]; y aliases nothing. */
+NEAT_API neat_status neat_linear_forward(neat_cmdbuf *cb, const neat_tensor *x,
+                                         const neat_tensor *w, const neat_tensor *b,
+                                         neat_activation act, neat_tensor *y) {
+    static const char fn[] = "neat_linear_forward";
+    nm_cmdbuf *buf;
+    nm_tensor *tx, *tw, *tb, *ty;
+    TRY(nm_begin(fn, cb, &buf));
+    TRY(nm_arg(fn, "x", buf, x, 1, &tx));
+    TRY(nm_arg(fn, "w", buf, w, 1, &tw));
+    TRY(nm_arg(fn, "b", buf, b, 0, &tb));
+    TRY(nm_arg(fn, "y", buf, y, 1, &ty));
+    TRY(nm_check_act(fn, act));
+
+    TRY(nm_check_ndim(fn, "x", tx, 2, "[N,in]"));
+    TRY(nm_check_ndim(fn, "w", tw, 2, "[out,in]"));
+    if (tw->shape[1] != tx->shape[1]) {
+        char xs[NM_SHAPE_STR], ws[NM_SHAPE_STR];
+        return nm_error(NEAT_ERR_SHAPE_MISMATCH, "%s: x is %s, w is %s: in features %lld and "
+                        "%lld differ", fn, nm_shape_str(tx, xs), nm_shape_str(tw, ws),
+                        (long long)tx->shape[1], (long long)tw->shape[1]);
+    }
+    int64_t n = tx->shape[0], in = tx->shape[1], outf = tw->shape[0];
+    if (tb) TRY(nm_check_shape(fn, "b", tb, 1, &outf, "[out] of w"));
+    int64_t want_y[2] = {n, outf};
+    TRY(nm_check_shape(fn, "y", ty, 2, want_y, "[N,out] of x and w"));
+    TRY(nm_check_no_alias(fn, "y", ty, "x", tx));
+    TRY(nm_check_no_alias(fn, "y", ty, "w", tw));
+    TRY(nm_check_no_alias(fn, "y", ty, "b", tb));
+
+    nm_op op = {.kind = NM_OP_LINEAR_FORWARD, .math = buf->dev->math};
+    op.u.linear.x = tx;
+    op.u.linear.w = tw;
+    op.u.linear.b = tb;
+    op.u.linear.y = ty;
+    op.u.linear.act = act;
+    op.u.linear.n = n;
+    op.u.linear.in = in;
+    op.u.linear.out = outf;
+    nm_tensor *ts[] = {tx, tw, tb, ty};
+    return nm_record(fn, buf, &op, ts, 4);
+}
+
+NEAT_API neat_conv2d_desc neat_conv2d_desc_make(int64_t kernel_h, int64_t kernel_w,
+                                                int64_t stride, int64_t pad) {
+    neat_conv2d_desc d = {.kernel_h = kernel_h, .kernel_w = kernel_w,
+                          .stride_h = stride, .stride_w = stride,
+                          .pad_h = pad, .pad_w = pad,
+                          .dilation_h = 1, .dilation_w = 1, .groups = 1};
+    return d;
+}
+
+/* y = act(conv2d(x, w) + b): x [N,C,H,W], w [K,C/groups,kh,kw], b [K] or NULL,
+ * y [N,K,P,Q] (nm_conv_geometry checks the descriptor and derives P, Q). */
+NEAT_API neat_status neat_conv2d_forward(neat_cmdbuf *cb, const neat_conv2d_desc *desc,
+                                         const neat_tensor *x, const neat_tensor *w,
+                                         const neat_tensor *b, neat_activation act,
+                                         neat_tensor *y) {
+    static const char fn[] = "neat_conv2d_forward";
+    nm_cmdbuf *buf;
+    nm_tensor *tx, *tw, *tb, *ty;
+    nm_conv_geom g;
+    TRY(nm_begin(fn, cb, &buf));
+    TRY(nm_arg(fn, "x", buf, x, 1, &tx));
+    TRY(nm_arg(fn, "w", buf, w, 1, &tw));
+    TRY(nm_arg(fn, "b", buf, b, 0, &tb));
+    TRY(nm_arg(fn, "y", buf, y, 1, &ty));
+    TRY(nm_check_act(fn, act));
+    TRY(nm_conv_geometry(fn, desc, tx, tw, &g));
+    if (tb) TRY(nm_check_shape(fn, "b", tb, 1, &g.k, "[K] of w"));
+    int64_t want_y[4] = {g.n, g.k, g.p, g.q};
+    TRY(nm_check_shape(fn, "y", ty, 4, want_y, "[N,K,P,Q] of x, w and desc"));
+    TRY(nm_check_no_alias(fn, "y", ty, "x", tx));
+    TRY(nm_check_no_alias(fn, "y", ty, "w", tw));
+    TRY(nm_check_no_alias(fn, "y", ty, "b", tb));
+
+    nm_op op = {.kind = NM_OP_CONV2D_FORWARD, .math = buf->dev->math};
+    op.u.conv.x = tx;
+    op.u.conv.w = tw;
+    op.u.conv.b = tb;
+    op.u.conv.y = ty;
+    op.u.conv.act = act;
+    op.u.conv.g = g;
+    nm_tensor *ts[] = {tx, tw, tb, ty};
+    return nm_record(fn, buf, &op, ts, 4);
+}
+
+/* y [N,C,P,Q] = max over each kh x kw window of x [N,C,H,W] (padding is -inf). */
+NEAT_API neat_status neat_maxpool2d(neat_cmdbuf *cb, const neat_pool2d_desc *desc,
+                                    const neat_tensor *x, neat_tensor *y) {
+    static const char fn[] = "neat_maxpool2d";
+    nm_cmdbuf *buf;
+    nm_tensor *tx, *ty;
+    nm_conv_geom g;
+    TRY(nm_begin(fn, cb, &buf));
+    TRY(nm_arg(fn, "x", buf, x, 1, &tx));
+    TRY(nm_arg(fn, "y", buf, y, 1, &ty));
+    TRY(nm_pool_geometry(fn, desc, tx, &g));
+    int64_t want_y[4] = {g.n, g.c, g.p, g.q};
+    TRY(nm_check_shape(fn, "y", ty, 4, want_y, "[N,C,P,Q] of x and desc"));
+    TRY(nm_check_no_alias(fn, "y", ty, "x", tx));
+
+    nm_op op = {.kind = NM_OP_MAXPOOL2D, .math = buf->dev->math};
+    op.u.pool.x = tx;
+    op.u.pool.y = ty;
+    op.u.pool.g = g;
+    nm_tensor *ts[] = {tx, ty};
+    return nm_record(fn, buf, &op, ts, 2);
+}
+
+/* ---- reductions and softmax -------------------------------------------------------------
+ * Sums see x as [outer, len, inner] and reduce len: SUM_ALL is [1, numel, 1], axis -1. */
+NEAT_API neat_status neat_sum_all(neat_cmdbuf *cb, const neat_tensor *x, neat_tensor *y) {
+    static const char fn[] = "neat_sum_all";
+    nm_cmdbuf *buf;
+    nm_tensor *tx, *ty;
+    TRY(nm_begin(fn, cb, &buf));
+    TRY(nm_arg(fn, "x", buf, x, 1, &tx));
+    TRY(nm_arg(fn, "y", buf, y, 1, &ty));
+    if (ty->numel != 1) {
+        char ys[NM_SHAPE_STR];
+        return nm_error(NEAT_ERR_SHAPE_MISMATCH, "%s: y is %s: must have exactly one element",
+                        fn, nm_shape_str(ty, ys));
+    }
+    TRY(nm_check_no_alias(fn, "y", ty, "x", tx));
+
+    nm_op op = {.kind = NM_OP_SUM_ALL, .math = buf->dev->math};
+    op.u.sum.x = tx;
+    op.u.sum.y = ty;
+    op.u.sum.axis = -1;
+    op.u.sum.outer = 1;
+    op.u.sum.len = tx->numel;
+    op.u.sum.inner = 1;
+    nm_tensor *ts[] = {tx, ty};
+    return nm_record(fn, buf, &op, ts, 2);
+}
+
+/* y = sum of x along `axis`. y is x's shape with that dimension removed, or kept as 1 (the
+ * same layout); for a 1-D x these are [] and [1]. */
+NEAT_API neat_status neat_sum_axis(neat_cmdbuf *cb, const neat_tensor *x, int axis,
+                                   neat_tensor *y) {
+    static const char fn[] = "neat_sum_axis";
+    nm_cmdbuf *buf;
+    nm_tensor *tx, *ty;
+    char xs[NM_SHAPE_STR], ys[NM_SHAPE_STR], rs[NM_SHAPE_STR], ks[NM_SHAPE_STR];
+    TRY(nm_begin(fn, cb, &buf));
+    TRY(nm_arg(fn, "x", buf, x, 1, &tx));
+    TRY(nm_arg(fn, "y", buf, y, 1, &ty));
+    if (axis < 0 || axis >= tx->ndim)
+        return nm_error(NEAT_ERR_INVALID_ARGUMENT, "%s: axis %d is outside [0, %d) for x %s", fn,
+                        axis, tx->ndim, nm_shape_str(tx, xs));
+
+    int64_t removed[NEAT_MAX_DIMS], kept[NEAT_MAX_DIMS];
+    for (int i = 0, j = 0; i < tx->ndim; i++) {
+        kept[i] = i == axis ? 1 : tx->shape[i];
+        if (i != axis) removed[j++] = tx->shape[i];
+    }
+    int is_removed = ty->ndim == tx->ndim - 1, is_kept = ty->ndim == tx->ndim;
+    for (int i = 0; is_removed && i < ty->ndim; i++) is_removed = ty->shape[i] == removed[i];
+    for (int i = 0; is_kept && i < ty->ndim; i++) is_kept = ty->shape[i] == kept[i];
+    if (!is_removed && !is_kept)
+        return nm_error(NEAT_ERR_SHAPE_MISMATCH, "%s: x is %s, axis %d: y is %s, expected %s or "
+                        "%s", fn, nm_shape_str(tx, xs), axis, nm_shape_str(ty, ys),
+                        nm_dims_str(tx->ndim - 1, removed, rs), nm_dims_str(tx->ndim, kept, ks));
+    TRY(nm_check_no_alias(fn, "y", ty, "x", tx));
+
+    nm_op op = {.kind = NM_OP_SUM_AXIS, .math = buf->dev->math};
+    op.u.sum.x = tx;
+    op.u.sum.y = ty;
+    op.u.sum.axis = axis;
+    op.u.sum.outer = nm_dims_prod(tx->shape, 0, axis);
+    op.u.sum.len = tx->shape[axis];
+    op.u.sum.inner = nm_dims_prod(tx->shape, axis + 1, tx->ndim);
+    nm_tensor *ts[] = {tx, ty};
+    return nm_record(fn, buf, &op, ts, 2);
+}
+
+/* y = softmax over the last dimension: x seen as rows x cols, cols = last dimension (a 0-D
+ * x is one row of one column). y has x's shape and may be x. */
+NEAT_API neat_status neat_softmax(neat_cmdbuf *cb, const neat_tensor *x, neat_tensor *y) {
+    static const char fn[] = "neat_softmax";
+    nm_cmdbuf *buf;
+    nm_tensor *tx, *ty;
+    TRY(nm_begin(fn, cb, &buf));
+    TRY(nm_arg(fn, "x", buf, x, 1, &tx));
+    TRY(nm_arg(fn, "y", buf, y, 1, &ty));
+    TRY(nm_check_same_shape(fn, "y", ty, "x", tx));
+
+    nm_op op = {.kind = NM_OP_SOFTMAX, .math = buf->dev->math};
+    op.u.softmax.x = tx;
+    op.u.softmax.y = ty;
+    op.u.softmax.cols = tx->ndim ? tx->shape[tx->ndim - 1] : 1;
+    op.u.softmax.rows = nm_dims_prod(tx->shape, 0, tx->ndim ? tx->ndim - 1 : 0);
+    nm_tensor *ts[] = {tx, ty};
+    return nm_record(fn, buf, &op, ts, 2);
+}
