@@ -1,6 +1,7 @@
 /* tensor.c — float32 tensors of 0 to 4 dimensions, their views and host copies. */
 #include "backends/backend.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -72,8 +73,10 @@ NEAT_API neat_status neat_tensor_create(neat_device *dh, int ndim, const int64_t
     if (!s) return nm_error(NEAT_ERR_OUT_OF_MEMORY, "%s: out of host memory", fn);
     st = nm_pool_alloc(dev, (size_t)numel * sizeof(float), &s->block);
     if (st) {
+        char msg[NM_MSG_MAX];
+        snprintf(msg, sizeof msg, "%s", neat_last_error());
         free(s);
-        return st;
+        return nm_error(st, "%s: %s", fn, msg);
     }
     s->refs = 1;
     st = make_tensor(fn, dev, s, ndim, shape, numel, out);

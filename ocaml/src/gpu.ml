@@ -1,0 +1,403 @@
+(* gpu.ml — Neatml.Gpu: the OCaml face of include/neatml.h. The stubs (neatml_stubs.c) do
+   the C calls; this file adds the records that keep devices alive for as long as their
+   tensors and command buffers, and the optional arguments of the C defaults. *)
+
+type status =
+  | Invalid_argument
+  | Shape_mismatch
+  | Dtype_mismatch
+  | Device_mismatch
+  | Unsupported
+  | Out_of_memory
+  | Invalid_handle
+  | Backend_error
+  | Internal
+
+exception Error of status * string
+
+(* The stubs raise this exception by name; they read the constructor order of [status]. *)
+let () = Callback.register_exception "neatml.error" (Error (Internal, ""))
+
+let status_to_string = function
+  | Invalid_argument -> "NEAT_ERR_INVALID_ARGUMENT"
+  | Shape_mismatch -> "NEAT_ERR_SHAPE_MISMATCH"
+  | Dtype_mismatch -> "NEAT_ERR_DTYPE_MISMATCH"
+  | Device_mismatch -> "NEAT_ERR_DEVICE_MISMATCH"
+  | Unsupported -> "NEAT_ERR_UNSUPPORTED"
+  | Out_of_memory -> "NEAT_ERR_OUT_OF_MEMORY"
+  | Invalid_handle -> "NEAT_ERR_INVALID_HANDLE"
+  | Backend_error -> "NEAT_ERR_BACKEND_ERROR"
+  | Internal -> "NEAT_ERR_INTERNAL"
+
+let () =
+  Printexc.register_printer (function
+    | Error (s, msg) -> Some (Printf.sprintf "Neatml.Gpu.Error(%s, %S)" (status_to_string s) msg)
+    | _ -> None)
+
+external version_number : unit -> int = "neatml_version_number"
+external header_version_number : unit -> int = "neatml_header_version_number"
+
+let version () =
+  let v = version_number () in
+  (v / 10000, v / 100 mod 100, v mod 100)
+
+(* The constructor orders below match the C enums' values (stubs pass Int_val through). *)
+type backend = Auto | Cpu | Cuda | Metal
+type math_mode = Strict | Tf32
+type activation = Identity | Relu | Sigmoid | Tanh | Gelu
+
+let backend_of_string s =
+  match String.lowercase_ascii s with
+  | "auto" -> Some Auto
+  | "cpu" -> Some Cpu
+  | "cuda" -> Some Cuda
+  | "metal" -> Some Metal
+  | _ -> None
+
+let backend_to_string = function Auto -> "auto" | Cpu -> "cpu" | Cuda -> "cuda" | Metal -> "metal"
+
+module Device = struct
+  type handle
+  type t = handle
+
+  type info = {
+    backend : backend;
+    index : int;
+    name : string;
+    total_memory : int;
+    num_threads : int;
+    math_mode : math_mode;
+  }
+
+  type memory_stats = { in_use : int; reserved : int; peak : int }
+
+  external c_create : backend -> int -> handle = "neatml_device_create"
+  external free : t -> unit = "neatml_device_destroy"
+
+  external c_info : t -> backend * int * string * int * int * math_mode
+    = "neatml_device_info"
+
+  external set_math_mode : t -> math_mode -> unit = "neatml_device_set_math_mode"
+  external synchronize : t -> unit = "neatml_device_synchronize"
+  external c_memory_stats : t -> int * int * int = "neatml_device_memory_stats"
+  external reset_peak : t -> unit = "neatml_device_reset_peak"
+  external trim : t -> unit = "neatml_device_trim"
+
+  let create ?(backend = Auto) ?(index = 0) () = c_create backend index
+
+  let info d =
+    let backend, index, name, total_memory, num_threads, math_mode = c_info d in
+    { backend; index; name; total_memory; num_threads; math_mode }
+
+  let memory_stats d =
+    let in_use, reserved, peak = c_memory_stats d in
+    { in_use; reserved; peak }
+end
+
+type float32_array = (float, Bigarray.float32_elt, Bigarray.c_layout) Bigarray.Genarray.t
+
+module Tensor = struct
+  type handle
+
+  (* [device] is never read: it is here so that the device outlives the tensor. *)
+  type t = { h : handle; device : Device.t }
+
+  external c_create : Device.t -> int array -> handle = "neatml_tensor_create"
+  external c_view : handle -> int array -> handle = "neatml_tensor_view"
+  external c_free : handle -> unit = "neatml_tensor_destroy"
+  external c_shape : handle -> int array = "neatml_tensor_shape"
+  external c_write : handle -> float32_array -> unit = "neatml_tensor_write"
+  external c_read : handle -> float32_array -> unit = "neatml_tensor_read"
+
+  let create device shape = { h = c_create device shape; device }
+  let device t = t.device
+  let view t shape = { h = c_view t.h shape; device = t.device }
+  let free t = c_free t.h
+  let shape t = c_shape t.h
+  let numel t = Array.fold_left ( * ) 1 (shape t)
+  let write t a = c_write t.h a
+  let read t a = c_read t.h a
+
+  let of_bigarray device a =
+    let t = create device (Bigarray.Genarray.dims a) in
+    (match write t a with
+    | () -> ()
+    | exception e ->
+        free t;
+        raise e);
+    t
+
+  let to_bigarray t =
+    let a = Bigarray.Genarray.create Bigarray.float32 Bigarray.c_layout (shape t) in
+    read t a;
+    a
+
+  let flat_of_array a =
+    Bigarray.genarray_of_array1 (Bigarray.Array1.of_array Bigarray.float32 Bigarray.c_layout a)
+
+  let of_array device shape a =
+    let t = create device shape in
+    (match write t (flat_of_array a) with
+    | () -> ()
+    | exception e ->
+        free t;
+        raise e);
+    t
+
+  let to_array t =
+    let a = Bigarray.Array1.create Bigarray.float32 Bigarray.c_layout (numel t) in
+    read t (Bigarray.genarray_of_array1 a);
+    Array.init (Bigarray.Array1.dim a) (Bigarray.Array1.get a)
+
+  let write_array t a = write t (flat_of_array a)
+end
+
+module Cmdbuf = struct
+  type handle
+
+  (* [recorded] holds every tensor handle recorded since the last reset: a tensor the
+     program dropped after recording stays alive until the buffer forgets it, so a replay
+     never finds a handle the GC destroyed. *)
+  type t = { h : handle; device : Device.t; mutable recorded : Tensor.handle list }
+
+  external c_create : Device.t -> handle = "neatml_cmdbuf_create"
+  external c_free : handle -> unit = "neatml_cmdbuf_destroy"
+  external c_commit : handle -> unit = "neatml_cmdbuf_commit"
+  external c_wait : handle -> unit = "neatml_cmdbuf_wait"
+  external c_reset : handle -> unit = "neatml_cmdbuf_reset"
+  external c_op_count : handle -> int = "neatml_cmdbuf_op_count"
+
+  let create device = { h = c_create device; device; recorded = [] }
+  let device cb = cb.device
+  let commit cb = c_commit cb.h
+  let wait cb = c_wait cb.h
+
+  let reset cb =
+    c_reset cb.h;
+    cb.recorded <- []
+
+  let free cb =
+    c_free cb.h;
+    cb.recorded <- []
+
+  let op_count cb = c_op_count cb.h
+
+  let run cb =
+    commit cb;
+    wait cb
+
+  (* Called after a successful recording only: a failed one recorded nothing. *)
+  let keep cb (ts : Tensor.t list) =
+    cb.recorded <- List.rev_append (List.map (fun (t : Tensor.t) -> t.h) ts) cb.recorded
+end
+
+module Conv2d = struct
+  (* The field order is neat_conv2d_desc's: the stub reads the fields by position. *)
+  type t = {
+    kernel_h : int;
+    kernel_w : int;
+    stride_h : int;
+    stride_w : int;
+    pad_h : int;
+    pad_w : int;
+    dilation_h : int;
+    dilation_w : int;
+    groups : int;
+  }
+
+  let make ?(stride = 1) ?(pad = 0) ?(dilation = 1) ?(groups = 1) kernel_h kernel_w =
+    {
+      kernel_h;
+      kernel_w;
+      stride_h = stride;
+      stride_w = stride;
+      pad_h = pad;
+      pad_w = pad;
+      dilation_h = dilation;
+      dilation_w = dilation;
+      groups;
+    }
+end
+
+module Pool2d = struct
+  (* The field order is neat_pool2d_desc's. *)
+  type t = {
+    kernel_h : int;
+    kernel_w : int;
+    stride_h : int;
+    stride_w : int;
+    pad_h : int;
+    pad_w : int;
+  }
+
+  let make ?stride ?(pad = 0) kernel_h kernel_w =
+    let stride_h, stride_w =
+      match stride with Some s -> (s, s) | None -> (kernel_h, kernel_w)
+    in
+    { kernel_h; kernel_w; stride_h; stride_w; pad_h = pad; pad_w = pad }
+end
+
+(* ---- operations: [record cb ts f] runs the stub, then keeps the tensors it named ---- *)
+
+let h (t : Tensor.t) = t.h
+let oh = Option.map h
+let opt = function Some t -> [ t ] | None -> []
+let record (cb : Cmdbuf.t) ts f = f cb.h; Cmdbuf.keep cb ts
+
+external c_matmul :
+  Cmdbuf.handle -> Tensor.handle -> Tensor.handle -> Tensor.handle -> float -> float -> bool ->
+  bool -> unit = "neatml_matmul_bc" "neatml_matmul"
+
+external c_matmul_batched :
+  Cmdbuf.handle -> Tensor.handle -> Tensor.handle -> Tensor.handle -> float -> float -> bool ->
+  bool -> unit = "neatml_matmul_batched_bc" "neatml_matmul_batched"
+
+external c_add : Cmdbuf.handle -> Tensor.handle -> Tensor.handle -> Tensor.handle -> unit
+  = "neatml_add"
+
+external c_scale : Cmdbuf.handle -> Tensor.handle -> float -> Tensor.handle -> unit
+  = "neatml_scale"
+
+external c_fill : Cmdbuf.handle -> Tensor.handle -> float -> unit = "neatml_fill"
+
+external c_linear_forward :
+  Cmdbuf.handle -> Tensor.handle -> Tensor.handle -> Tensor.handle option -> activation ->
+  Tensor.handle -> unit = "neatml_linear_forward_bc" "neatml_linear_forward"
+
+external c_conv2d_forward :
+  Cmdbuf.handle -> Conv2d.t -> Tensor.handle -> Tensor.handle -> Tensor.handle option ->
+  activation -> Tensor.handle -> unit = "neatml_conv2d_forward_bc" "neatml_conv2d_forward"
+
+external c_maxpool2d : Cmdbuf.handle -> Pool2d.t -> Tensor.handle -> Tensor.handle -> unit
+  = "neatml_maxpool2d"
+
+external c_sum_all : Cmdbuf.handle -> Tensor.handle -> Tensor.handle -> unit = "neatml_sum_all"
+
+external c_sum_axis : Cmdbuf.handle -> Tensor.handle -> int -> Tensor.handle -> unit
+  = "neatml_sum_axis"
+
+external c_softmax : Cmdbuf.handle -> Tensor.handle -> Tensor.handle -> unit = "neatml_softmax"
+
+external c_activation_forward :
+  Cmdbuf.handle -> activation -> Tensor.handle -> Tensor.handle -> unit
+  = "neatml_activation_forward"
+
+external c_activation_backward :
+  Cmdbuf.handle -> activation -> Tensor.handle option -> Tensor.handle option -> Tensor.handle ->
+  Tensor.handle -> unit = "neatml_activation_backward_bc" "neatml_activation_backward"
+
+external c_linear_backward :
+  Cmdbuf.handle -> Tensor.handle -> Tensor.handle -> Tensor.handle option ->
+  Tensor.handle option -> Tensor.handle -> activation -> Tensor.handle option ->
+  Tensor.handle option -> Tensor.handle option -> bool -> unit
+  = "neatml_linear_backward_bc" "neatml_linear_backward"
+
+external c_conv2d_backward :
+  Cmdbuf.handle -> Conv2d.t -> Tensor.handle -> Tensor.handle -> Tensor.handle option ->
+  Tensor.handle option -> Tensor.handle -> activation -> Tensor.handle option ->
+  Tensor.handle option -> Tensor.handle option -> bool -> unit
+  = "neatml_conv2d_backward_bc" "neatml_conv2d_backward"
+
+external c_maxpool2d_backward :
+  Cmdbuf.handle -> Pool2d.t -> Tensor.handle -> Tensor.handle -> Tensor.handle -> unit
+  = "neatml_maxpool2d_backward"
+
+external c_softmax_backward :
+  Cmdbuf.handle -> Tensor.handle -> Tensor.handle -> Tensor.handle -> unit
+  = "neatml_softmax_backward"
+
+external c_softmax_cross_entropy :
+  Cmdbuf.handle -> Tensor.handle -> Tensor.handle -> Tensor.handle -> unit
+  = "neatml_softmax_cross_entropy"
+
+external c_softmax_cross_entropy_backward :
+  Cmdbuf.handle -> Tensor.handle -> Tensor.handle -> Tensor.handle -> unit
+  = "neatml_softmax_cross_entropy_backward"
+
+external c_sgd_update :
+  Cmdbuf.handle -> float -> float -> bool -> Tensor.handle -> Tensor.handle -> Tensor.handle ->
+  Tensor.handle option -> unit = "neatml_sgd_update_bc" "neatml_sgd_update"
+
+external c_adam_update :
+  Cmdbuf.handle -> float -> float -> float -> float -> Tensor.handle -> Tensor.handle ->
+  Tensor.handle -> Tensor.handle -> Tensor.handle -> unit
+  = "neatml_adam_update_bc" "neatml_adam_update"
+
+let matmul cb ?(alpha = 1.0) ?(beta = 0.0) ?(trans_a = false) ?(trans_b = false) a b c =
+  record cb [ a; b; c ] (fun cb -> c_matmul cb (h a) (h b) (h c) alpha beta trans_a trans_b)
+
+let matmul_batched cb ?(alpha = 1.0) ?(beta = 0.0) ?(trans_a = false) ?(trans_b = false) a b c =
+  record cb [ a; b; c ] (fun cb ->
+      c_matmul_batched cb (h a) (h b) (h c) alpha beta trans_a trans_b)
+
+let add cb a b out = record cb [ a; b; out ] (fun cb -> c_add cb (h a) (h b) (h out))
+let scale cb x alpha out = record cb [ x; out ] (fun cb -> c_scale cb (h x) alpha (h out))
+let fill cb t v = record cb [ t ] (fun cb -> c_fill cb (h t) v)
+
+let linear_forward cb ?(act = Identity) ?bias x w y =
+  record cb ([ x; w; y ] @ opt bias) (fun cb ->
+      c_linear_forward cb (h x) (h w) (oh bias) act (h y))
+
+let conv2d_forward cb desc ?(act = Identity) ?bias x w y =
+  record cb ([ x; w; y ] @ opt bias) (fun cb ->
+      c_conv2d_forward cb desc (h x) (h w) (oh bias) act (h y))
+
+let maxpool2d cb desc x y = record cb [ x; y ] (fun cb -> c_maxpool2d cb desc (h x) (h y))
+let sum_all cb x y = record cb [ x; y ] (fun cb -> c_sum_all cb (h x) (h y))
+let sum_axis cb x axis y = record cb [ x; y ] (fun cb -> c_sum_axis cb (h x) axis (h y))
+let softmax cb x y = record cb [ x; y ] (fun cb -> c_softmax cb (h x) (h y))
+
+let activation_forward cb act x y =
+  record cb [ x; y ] (fun cb -> c_activation_forward cb act (h x) (h y))
+
+let activation_backward cb act ?x ?y dy dx =
+  record cb ([ dy; dx ] @ opt x @ opt y) (fun cb ->
+      c_activation_backward cb act (oh x) (oh y) (h dy) (h dx))
+
+let linear_backward cb ?(act = Identity) ?bias ?y ?dx ?dw ?db ?(accumulate = false) x w dy =
+  record cb
+    ([ x; w; dy ] @ opt bias @ opt y @ opt dx @ opt dw @ opt db)
+    (fun cb ->
+      c_linear_backward cb (h x) (h w) (oh bias) (oh y) (h dy) act (oh dx) (oh dw) (oh db)
+        accumulate)
+
+let conv2d_backward cb desc ?(act = Identity) ?bias ?y ?dx ?dw ?db ?(accumulate = false) x w dy
+    =
+  record cb
+    ([ x; w; dy ] @ opt bias @ opt y @ opt dx @ opt dw @ opt db)
+    (fun cb ->
+      c_conv2d_backward cb desc (h x) (h w) (oh bias) (oh y) (h dy) act (oh dx) (oh dw) (oh db)
+        accumulate)
+
+let maxpool2d_backward cb desc x dy dx =
+  record cb [ x; dy; dx ] (fun cb -> c_maxpool2d_backward cb desc (h x) (h dy) (h dx))
+
+let softmax_backward cb y dy dx =
+  record cb [ y; dy; dx ] (fun cb -> c_softmax_backward cb (h y) (h dy) (h dx))
+
+let softmax_cross_entropy cb logits labels loss =
+  record cb [ logits; labels; loss ] (fun cb ->
+      c_softmax_cross_entropy cb (h logits) (h labels) (h loss))
+
+let softmax_cross_entropy_backward cb logits labels dlogits =
+  record cb [ logits; labels; dlogits ] (fun cb ->
+      c_softmax_cross_entropy_backward cb (h logits) (h labels) (h dlogits))
+
+let sgd_update cb ?(momentum = 0.0) ?(weight_decay = 0.0) ?(nesterov = false) ?velocity ~hyper
+    param grad =
+  record cb ([ hyper; param; grad ] @ opt velocity) (fun cb ->
+      c_sgd_update cb momentum weight_decay nesterov (h hyper) (h param) (h grad) (oh velocity))
+
+let adam_update cb ?(beta1 = 0.9) ?(beta2 = 0.999) ?(eps = 1e-8) ?(weight_decay = 0.0) ~hyper
+    param grad m v =
+  record cb [ hyper; param; grad; m; v ] (fun cb ->
+      c_adam_update cb beta1 beta2 eps weight_decay (h hyper) (h param) (h grad) (h m) (h v))
+
+let () =
+  (* A stub compiled against another major.minor than the library it loaded may pass wrong
+     enum values or struct layouts: refuse to start rather than compute garbage. Patch
+     releases keep the ABI. *)
+  if version_number () / 100 <> header_version_number () / 100 then
+    failwith
+      (Printf.sprintf "Neatml.Gpu: compiled against neatml %d, linked with neatml %d"
+         (header_version_number ()) (version_number ()))
