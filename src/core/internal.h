@@ -19,6 +19,10 @@
 
 #define NM_HIDDEN __attribute__((visibility("hidden")))
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct nm_device nm_device;
 typedef struct nm_tensor nm_tensor;
 typedef struct nm_cmdbuf nm_cmdbuf;
@@ -256,4 +260,7 @@ neat_status nm_record(const char *fn, nm_cmdbuf *cb, nm_op *op, nm_tensor *const
 /* Total elements of a shape, -1 on overflow of int64 or of the byte count. */
 int64_t nm_shape_numel(int ndim, const int64_t *shape);
 
+#ifdef __cplusplus
+}
+#endif
 #endif

@@ -132,6 +132,9 @@ static void cpu_device_close(nm_device *dev) {
 }
 
 static neat_status cpu_mem_alloc(nm_device *dev, size_t bytes, void **ptr) {
+    /* More than the machine's RAM cannot be used, even where Linux would overcommit it. */
+    if (dev->props.total_memory > 0 && bytes > (size_t)dev->props.total_memory)
+        return NEAT_ERR_OUT_OF_MEMORY;
     /* 64-byte alignment: a cache line, and what AVX-512 loads and oneDNN like. */
     void *p = aligned_alloc(64, (bytes + 63) & ~(size_t)63);
     if (!p) return NEAT_ERR_OUT_OF_MEMORY;
