@@ -1,0 +1,226 @@
+/*
+ * conv_backward.c — gradients of y = act(conv2d(x, w) + b) on oneDNN (shapes in conv.c).
+ *
+ *   dz = dy * act'(.)                      [N,K,P,Q]; dy itself when act is NONE
+ *   dx (+)= conv_backward_data(dz, w)      [N,C,H,W]  (a transposed convolution)
+ *   dw (+)= conv_backward_weights(x, dz)   [K,C/G,kh,kw]
+ *   db (+)= sum of dz over N, P, Q          [K]
+ *
+ * relu, sigmoid and tanh take act' from the saved output y; GELU recomputes the
+ * pre-activation z = conv2d(x, w) + b into scratch with the forward plan. When dw is asked
+ * for, db comes out of the same backward-weights primitive (its diff_bias); alone, it is a
+ * loop over dz. oneDNN's backward primitives take no post-ops, so accumulate (+=) goes
+ * through scratch and a reorder with a sum post-op, the same pass that turns a blocked
+ * result back into NCHW (cpu_staged in dnnl_util.h). Layouts are format any, as forward.
+ */
+#include "dnnl_util.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct conv_bwd_plan {
+    int want_dx, want_dw, fused_db;
+    cpu_prim data;              /* DIFF_DST, WEIGHTS -> DIFF_SRC */
+    cpu_staged d_dz, d_w, d_dx;
+    cpu_prim weights;           /* SRC, DIFF_DST -> DIFF_WEIGHTS, [DIFF_BIAS] */
+    cpu_staged w_x, w_dz, w_dw, w_db;
+    int dz_shared;              /* both read dz in the same non-plain layout: reorder once */
+} conv_bwd_plan;
+
+typedef struct conv_bwd_ctx {
+    const char *fn;
+    const nm_conv_geom *g;
+    int want_dx, want_dw, fused_db, accumulate;
+} conv_bwd_ctx;
+
+static void conv_bwd_free(void *plan) {
+    conv_bwd_plan *p = plan;
+    cpu_prim_destroy(&p->data);
+    cpu_prim_destroy(&p->weights);
+    cpu_staged *staged[] = {&p->d_dz, &p->d_w, &p->d_dx, &p->w_x, &p->w_dz, &p->w_dw, &p->w_db};
+    for (size_t i = 0; i < sizeof staged / sizeof *staged; i++) cpu_staged_destroy(staged[i]);
+    free(p);
+}
+
+static const dnnl_memory_desc_t *arg_md(const_dnnl_primitive_desc_t pd, int arg) {
+    return dnnl_primitive_desc_query_md(pd, dnnl_query_exec_arg_md, arg);
+}
+
+static neat_status conv_bwd_build(cpu_dnnl *d, const void *ctx_, void **out) {
+    const conv_bwd_ctx *ctx = ctx_;
+    const char *fn = ctx->fn;
+    const nm_conv_geom *g = ctx->g;
+    int acc = ctx->accumulate;
+    neat_status st = NEAT_OK;
+    dnnl_status_t s;
+    dnnl_primitive_desc_t fwd_pd = NULL, data_pd = NULL, weights_pd = NULL;
+    dnnl_primitive_attr_t attr = NULL;
+    dnnl_memory_desc_t u_src, u_wei, u_bias, u_dst, src, wei, dst;
+    dnnl_dims_t strides, dilates, pad_l, pad_r;
+    dnnl_convolution_desc_t desc;
+    conv_bwd_plan *p = calloc(1, sizeof *p);
+    if (!p) return nm_error(NEAT_ERR_OUT_OF_MEMORY, "%s: no memory for a plan", fn);
+    p->want_dx = ctx->want_dx;
+    p->want_dw = ctx->want_dw;
+    p->fused_db = ctx->fused_db;
+
+    cpu_conv_user_mds(g, &u_src, &u_wei, &u_bias, &u_dst, &s);
+    DNNL_TRY_AS(s, "dnnl_memory_desc_init");
+    cpu_conv_any_mds(g, &src, &wei, &dst, &s);
+    DNNL_TRY_AS(s, "dnnl_memory_desc_init");
+    cpu_conv_params(g, strides, dilates, pad_l, pad_r);
+    st = cpu_conv_fwd_pd(d, fn, g, ctx->fused_db, NEAT_ACT_NONE, &fwd_pd);
+    if (st != NEAT_OK) goto fail;
+    st = cpu_dnnl_attr(fn, &attr);
+    if (st != NEAT_OK) goto fail;
+
+    if (p->want_dx) {
+        DNNL_TRY(dnnl_dilated_convolution_backward_data_desc_init(
+            &desc, dnnl_convolution_direct, &src, &wei, &dst, strides, dilates, pad_l, pad_r));
+        DNNL_TRY(dnnl_primitive_desc_create(&data_pd, &desc, attr, d->engine, fwd_pd));
+        const int args[3] = {DNNL_ARG_DIFF_DST, DNNL_ARG_WEIGHTS, DNNL_ARG_DIFF_SRC};
+        if ((st = cpu_prim_init(d, fn, data_pd, args, 3, &p->data)) != NEAT_OK) goto fail;
+        st = cpu_staged_init(d, fn, &u_dst, arg_md(data_pd, DNNL_ARG_DIFF_DST), 0, 0, &p->d_dz);
+        if (st != NEAT_OK) goto fail;
+        st = cpu_staged_init(d, fn, &u_wei, arg_md(data_pd, DNNL_ARG_WEIGHTS), 0, 0, &p->d_w);
+        if (st != NEAT_OK) goto fail;
+        st = cpu_staged_init(d, fn, &u_src, arg_md(data_pd, DNNL_ARG_DIFF_SRC), 1, acc, &p->d_dx);
+        if (st != NEAT_OK) goto fail;
+    }
+    if (p->want_dw) {
+        DNNL_TRY(dnnl_dilated_convolution_backward_weights_desc_init(
+            &desc, dnnl_convolution_direct, &src, &wei, p->fused_db ? &u_bias : NULL, &dst,
+            strides, dilates, pad_l, pad_r));
+        DNNL_TRY(dnnl_primitive_desc_create(&weights_pd, &desc, attr, d->engine, fwd_pd));
+        const int args[4] = {DNNL_ARG_SRC, DNNL_ARG_DIFF_DST, DNNL_ARG_DIFF_WEIGHTS,
+                             DNNL_ARG_DIFF_BIAS};
+        st = cpu_prim_init(d, fn, weights_pd, args, p->fused_db ? 4 : 3, &p->weights);
+        if (st != NEAT_OK) goto fail;
+        st = cpu_staged_init(d, fn, &u_src, arg_md(weights_pd, DNNL_ARG_SRC), 0, 0, &p->w_x);
+        if (st != NEAT_OK) goto fail;
+        st = cpu_staged_init(d, fn, &u_dst, arg_md(weights_pd, DNNL_ARG_DIFF_DST), 0, 0,
+                             &p->w_dz);
+        if (st != NEAT_OK) goto fail;
+        st = cpu_staged_init(d, fn, &u_wei, arg_md(weights_pd, DNNL_ARG_DIFF_WEIGHTS), 1, acc,
+                             &p->w_dw);
+        if (st != NEAT_OK) goto fail;
+        if (p->fused_db) {
+            st = cpu_staged_init(d, fn, &u_bias, arg_md(weights_pd, DNNL_ARG_DIFF_BIAS), 1, acc,
+                                 &p->w_db);
+            if (st != NEAT_OK) goto fail;
+        }
+        p->dz_shared = p->want_dx && p->d_dz.staged && p->w_dz.staged &&
+                       dnnl_memory_desc_equal(arg_md(data_pd, DNNL_ARG_DIFF_DST),
+                                              arg_md(weights_pd, DNNL_ARG_DIFF_DST));
+    }
+fail:
+    if (weights_pd) dnnl_primitive_desc_destroy(weights_pd);
+    if (data_pd) dnnl_primitive_desc_destroy(data_pd);
+    if (fwd_pd) dnnl_primitive_desc_destroy(fwd_pd);
+    if (attr) dnnl_primitive_attr_destroy(attr);
+    if (st != NEAT_OK) {
+        conv_bwd_free(p);
+        return st;
+    }
+    *out = p;
+    return NEAT_OK;
+}
+
+static void zero_unless_accumulate(nm_tensor *t, int accumulate) {
+    if (t && !accumulate && t->numel > 0) memset(t->data, 0, (size_t)t->numel * sizeof(float));
+}
+
+/* dz = dy * act'(.) into scratch, or dy itself for NONE. */
+static neat_status conv_act_grad(nm_device *dev, nm_cmdbuf *cb, const char *fn, const nm_op *op,
+                                 const float **dz) {
+    const nm_conv_geom *g = &op->u.conv_bwd.g;
+    neat_activation act = op->u.conv_bwd.act;
+    int64_t count = g->n * g->k * g->p * g->q;
+    *dz = op->u.conv_bwd.dy->data;
+    if (act == NEAT_ACT_NONE || count == 0) return NEAT_OK;
+    int nthreads = cpu_dev(dev)->nthreads;
+    size_t bytes = (size_t)count * sizeof(float);
+    void *grad = NULL;
+    neat_status st = nm_scratch_alloc(cb, bytes, &grad);
+    if (st != NEAT_OK) return st;
+    if (act == NEAT_ACT_GELU) {
+        const nm_tensor *b = op->u.conv_bwd.b;
+        void *z = NULL;
+        if ((st = nm_scratch_alloc(cb, bytes, &z)) != NEAT_OK) return st;
+        st = cpu_conv_forward_run(dev, cb, fn, g, op->u.conv_bwd.x->data, op->u.conv_bwd.w->data,
+                                  b ? b->data : NULL, NEAT_ACT_NONE, z);
+        if (st != NEAT_OK) return st;
+        cpu_act_grad(nthreads, act, z, NULL, *dz, grad, count);
+    } else {
+        cpu_act_grad(nthreads, act, NULL, op->u.conv_bwd.y->data, *dz, grad, count);
+    }
+    *dz = grad;
+    return NEAT_OK;
+}
+
+neat_status cpu_conv2d_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
+    const char *fn = "neat_conv2d_backward";
+    const nm_conv_geom *g = &op->u.conv_bwd.g;
+    nm_tensor *dx = op->u.conv_bwd.dx, *dw = op->u.conv_bwd.dw, *db = op->u.conv_bwd.db;
+    int acc = op->u.conv_bwd.accumulate;
+    int nthreads = cpu_dev(dev)->nthreads;
+    neat_status st;
+
+    if (g->n * g->k * g->p * g->q == 0) { /* no output: every gradient is an empty sum */
+        zero_unless_accumulate(dx, acc);
+        zero_unless_accumulate(dw, acc);
+        zero_unless_accumulate(db, acc);
+        return NEAT_OK;
+    }
+    const float *dz = NULL;
+    if ((st = conv_act_grad(dev, cb, fn, op, &dz)) != NEAT_OK) return st;
+    if (g->c / g->groups * g->kh * g->kw * g->h * g->w == 0) {
+        /* empty reduction or an input made only of padding: y = act(b), dx and dw are 0 */
+        zero_unless_accumulate(dx, acc);
+        zero_unless_accumulate(dw, acc);
+        if (db) cpu_bias_grad(nthreads, dz, g->n, g->k, g->p * g->q, db->data, acc);
+        return NEAT_OK;
+    }
+    if (!dx && !dw && !db) return NEAT_OK;
+
+    int want_dx = dx && dx->numel > 0, want_dw = dw != NULL, fused_db = dw && db;
+    void *plan_ = NULL;
+    if (want_dx || want_dw) {
+        int64_t key[22] = {2, g->n, g->c, g->h, g->w, g->k, g->p, g->q, g->kh, g->kw, g->sh,
+                           g->sw, g->ph, g->pw, g->dh, g->dw, g->groups, want_dx, want_dw,
+                           fused_db, acc};
+        conv_bwd_ctx ctx = {fn, g, want_dx, want_dw, fused_db, acc};
+        st = cpu_dnnl_plan(dev, key, sizeof key, conv_bwd_build, conv_bwd_free, &ctx, &plan_);
+        if (st != NEAT_OK) return st;
+    }
+    conv_bwd_plan *p = plan_;
+    void *dz_data = NULL; /* dz in the backward-data primitive's layout */
+    if (want_dx) {
+        void *ws, *dxs;
+        if ((st = cpu_staged_in(dev, cb, fn, &p->d_dz, dz, &dz_data)) != NEAT_OK) return st;
+        if ((st = cpu_staged_in(dev, cb, fn, &p->d_w, op->u.conv_bwd.w->data, &ws)) != NEAT_OK)
+            return st;
+        if ((st = cpu_staged_out(cb, &p->d_dx, dx->data, &dxs)) != NEAT_OK) return st;
+        void *data[3] = {dz_data, ws, dxs};
+        if ((st = cpu_prim_run(dev, cb, fn, &p->data, data)) != NEAT_OK) return st;
+        if ((st = cpu_staged_out_finish(dev, cb, fn, &p->d_dx, dxs, dx->data)) != NEAT_OK)
+            return st;
+    }
+    if (want_dw) {
+        void *xs, *dzs, *dws, *dbs = NULL;
+        if ((st = cpu_staged_in(dev, cb, fn, &p->w_x, op->u.conv_bwd.x->data, &xs)) != NEAT_OK)
+            return st;
+        if (p->dz_shared) dzs = dz_data;
+        else if ((st = cpu_staged_in(dev, cb, fn, &p->w_dz, dz, &dzs)) != NEAT_OK) return st;
+        if ((st = cpu_staged_out(cb, &p->w_dw, dw->data, &dws)) != NEAT_OK) return st;
+        if (fused_db && (st = cpu_staged_out(cb, &p->w_db, db->data, &dbs)) != NEAT_OK) return st;
+        void *data[4] = {xs, dzs, dws, dbs};
+        if ((st = cpu_prim_run(dev, cb, fn, &p->weights, data)) != NEAT_OK) return st;
+        if ((st = cpu_staged_out_finish(dev, cb, fn, &p->w_dw, dws, dw->data)) != NEAT_OK)
+            return st;
+        if (fused_db && (st = cpu_staged_out_finish(dev, cb, fn, &p->w_db, dbs, db->data)))
+            return st;
+    }
+    if (db && !fused_db) cpu_bias_grad(nthreads, dz, g->n, g->k, g->p * g->q, db->data, acc);
+    return NEAT_OK;
+}

@@ -1,0 +1,300 @@
+/*
+ * dnnl.c — the oneDNN state of a CPU device: engine, stream, and the plan cache that keeps
+ * each op's primitives per shape (dnnl_util.h says what a plan is); plus the primitive
+ * helpers every oneDNN op uses.
+ *
+ * The cache is a hash table of byte keys (FNV-1a) with a most-recently-used list; past
+ * CPU_PLAN_CAPACITY plans the least recently used one is destroyed. oneDNN keeps its own
+ * primitive cache too, but a hit there still costs the primitive-descriptor creation
+ * (several us); a hit here costs a hash and a memcmp.
+ */
+#include "dnnl_util.h"
+
+#include <oneapi/dnnl/dnnl_debug.h>
+
+#include <stdlib.h>
+#include <string.h>
+
+#define CPU_PLAN_BUCKETS 256
+
+typedef struct cpu_plan_entry {
+    uint64_t hash;
+    void *plan;
+    cpu_plan_free_fn free_plan;
+    struct cpu_plan_entry *chain;              /* same bucket */
+    struct cpu_plan_entry *lru_prev, *lru_next; /* recency list */
+    size_t keylen;
+    unsigned char key[]; /* keylen bytes */
+} cpu_plan_entry;
+
+neat_status cpu_dnnl_fail(dnnl_status_t s, const char *fn, const char *call) {
+    int len = (int)strcspn(call, "(");
+    neat_status st = s == dnnl_out_of_memory ? NEAT_ERR_OUT_OF_MEMORY : NEAT_ERR_BACKEND_ERROR;
+    return nm_error(st, "%s: oneDNN %.*s failed: %s", fn, len, call, dnnl_status2str(s));
+}
+
+neat_status cpu_dnnl_open(nm_device *dev) {
+    const char *fn = "neat_device_create";
+    neat_status st = NEAT_OK;
+    cpu_dnnl *d = calloc(1, sizeof *d);
+    if (!d) return nm_error(NEAT_ERR_OUT_OF_MEMORY, "%s: no memory for the oneDNN state", fn);
+    d->buckets = calloc(CPU_PLAN_BUCKETS, sizeof *d->buckets);
+    if (!d->buckets) {
+        st = nm_error(NEAT_ERR_OUT_OF_MEMORY, "%s: no memory for the oneDNN plan cache", fn);
+        goto fail;
+    }
+    DNNL_TRY(dnnl_engine_create(&d->engine, dnnl_cpu, 0));
+    DNNL_TRY(dnnl_stream_create(&d->stream, d->engine, dnnl_stream_default_flags));
+    cpu_dev(dev)->dnnl = d;
+    return NEAT_OK;
+fail:
+    if (d->engine) dnnl_engine_destroy(d->engine);
+    free(d->buckets);
+    free(d);
+    return st;
+}
+
+static void entry_destroy(cpu_plan_entry *e) {
+    if (e->plan && e->free_plan) e->free_plan(e->plan);
+    free(e);
+}
+
+void cpu_dnnl_close(nm_device *dev) {
+    cpu_dnnl *d = cpu_dev(dev)->dnnl;
+    if (!d) return;
+    for (cpu_plan_entry *e = d->lru_head, *next; e; e = next) {
+        next = e->lru_next;
+        entry_destroy(e);
+    }
+    if (d->stream) dnnl_stream_destroy(d->stream);
+    if (d->engine) dnnl_engine_destroy(d->engine);
+    free(d->buckets);
+    free(d);
+    cpu_dev(dev)->dnnl = NULL;
+}
+
+/* ---- plan cache ------------------------------------------------------------------------------ */
+
+static uint64_t fnv1a(const unsigned char *p, size_t n) {
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 1099511628211ull;
+    return h;
+}
+
+static void lru_unlink(cpu_dnnl *d, cpu_plan_entry *e) {
+    if (e->lru_prev) e->lru_prev->lru_next = e->lru_next;
+    else d->lru_head = e->lru_next;
+    if (e->lru_next) e->lru_next->lru_prev = e->lru_prev;
+    else d->lru_tail = e->lru_prev;
+    e->lru_prev = e->lru_next = NULL;
+}
+
+static void lru_push_front(cpu_dnnl *d, cpu_plan_entry *e) {
+    e->lru_prev = NULL;
+    e->lru_next = d->lru_head;
+    if (d->lru_head) d->lru_head->lru_prev = e;
+    d->lru_head = e;
+    if (!d->lru_tail) d->lru_tail = e;
+}
+
+static void evict_oldest(cpu_dnnl *d) {
+    cpu_plan_entry *e = d->lru_tail;
+    if (!e) return;
+    lru_unlink(d, e);
+    cpu_plan_entry **link = &d->buckets[e->hash % CPU_PLAN_BUCKETS];
+    while (*link != e) link = &(*link)->chain;
+    *link = e->chain;
+    d->count--;
+    entry_destroy(e);
+}
+
+neat_status cpu_dnnl_plan(nm_device *dev, const void *key, size_t keylen,
+                          cpu_plan_build_fn build, cpu_plan_free_fn free_plan, const void *ctx,
+                          void **plan) {
+    cpu_dnnl *d = cpu_dnnl_of(dev);
+    uint64_t h = fnv1a(key, keylen);
+    cpu_plan_entry **bucket = &d->buckets[h % CPU_PLAN_BUCKETS];
+    for (cpu_plan_entry *e = *bucket; e; e = e->chain) {
+        if (e->hash == h && e->keylen == keylen && memcmp(e->key, key, keylen) == 0) {
+            if (d->lru_head != e) {
+                lru_unlink(d, e);
+                lru_push_front(d, e);
+            }
+            *plan = e->plan;
+            return NEAT_OK;
+        }
+    }
+    cpu_plan_entry *e = calloc(1, sizeof *e + keylen);
+    if (!e) return nm_error(NEAT_ERR_OUT_OF_MEMORY, "no memory for a oneDNN plan");
+    void *built = NULL;
+    neat_status st = build(d, ctx, &built);
+    if (st != NEAT_OK) {
+        free(e);
+        return st;
+    }
+    e->hash = h;
+    e->plan = built;
+    e->free_plan = free_plan;
+    e->keylen = keylen;
+    memcpy(e->key, key, keylen);
+    e->chain = *bucket;
+    *bucket = e;
+    lru_push_front(d, e);
+    if (++d->count > CPU_PLAN_CAPACITY) evict_oldest(d);
+    *plan = built;
+    return NEAT_OK;
+}
+
+/* ---- attributes and activations ------------------------------------------------------------ */
+
+neat_status cpu_dnnl_attr(const char *fn, dnnl_primitive_attr_t *attr) {
+    neat_status st = NEAT_OK;
+    *attr = NULL;
+    DNNL_TRY(dnnl_primitive_attr_create(attr));
+    DNNL_TRY(dnnl_primitive_attr_set_fpmath_mode(*attr, dnnl_fpmath_mode_strict));
+    DNNL_TRY(dnnl_primitive_attr_set_scratchpad_mode(*attr, dnnl_scratchpad_mode_user));
+    return NEAT_OK;
+fail:
+    if (*attr) dnnl_primitive_attr_destroy(*attr);
+    *attr = NULL;
+    return st;
+}
+
+int cpu_dnnl_act_alg(neat_activation act, dnnl_alg_kind_t *alg) {
+    switch (act) {
+    case NEAT_ACT_RELU: *alg = dnnl_eltwise_relu; return 1;
+    case NEAT_ACT_SIGMOID: *alg = dnnl_eltwise_logistic; return 1;
+    case NEAT_ACT_TANH: *alg = dnnl_eltwise_tanh; return 1;
+    /* 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), the form of neatml.h */
+    case NEAT_ACT_GELU: *alg = dnnl_eltwise_gelu_tanh; return 1;
+    default: return 0;
+    }
+}
+
+/* ---- cached primitives ------------------------------------------------------------------- */
+
+neat_status cpu_prim_init(cpu_dnnl *d, const char *fn, const_dnnl_primitive_desc_t pd,
+                          const int *arg_ids, int nargs, cpu_prim *p) {
+    neat_status st = NEAT_OK;
+    memset(p, 0, sizeof *p);
+    if (nargs > CPU_PRIM_MAX_ARGS)
+        return nm_error(NEAT_ERR_INTERNAL, "%s: %d primitive arguments", fn, nargs);
+    DNNL_TRY(dnnl_primitive_create(&p->prim, pd));
+    for (int i = 0; i < nargs; i++) {
+        const dnnl_memory_desc_t *md =
+            dnnl_primitive_desc_query_md(pd, dnnl_query_exec_arg_md, arg_ids[i]);
+        if (!md) {
+            st = nm_error(NEAT_ERR_INTERNAL, "%s: oneDNN has no argument %d", fn, arg_ids[i]);
+            goto fail;
+        }
+        p->args[i].arg = arg_ids[i];
+        DNNL_TRY(dnnl_memory_create(&p->args[i].memory, md, d->engine, DNNL_MEMORY_NONE));
+        p->nargs = i + 1;
+    }
+    const dnnl_memory_desc_t *sp = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+    p->scratch_bytes = sp ? dnnl_memory_desc_get_size(sp) : 0;
+    if (p->scratch_bytes > 0) {
+        p->args[nargs].arg = DNNL_ARG_SCRATCHPAD;
+        DNNL_TRY(dnnl_memory_create(&p->args[nargs].memory, sp, d->engine, DNNL_MEMORY_NONE));
+    }
+    return NEAT_OK;
+fail:
+    cpu_prim_destroy(p);
+    return st;
+}
+
+neat_status cpu_prim_run(nm_device *dev, nm_cmdbuf *cb, const char *fn, cpu_prim *p,
+                         void *const *data) {
+    neat_status st = NEAT_OK;
+    cpu_dnnl *d = cpu_dnnl_of(dev);
+    int n = p->nargs;
+    for (int i = 0; i < p->nargs; i++)
+        DNNL_TRY(dnnl_memory_set_data_handle(p->args[i].memory, data[i]));
+    if (p->scratch_bytes > 0) {
+        void *scratch = NULL;
+        st = nm_scratch_alloc(cb, p->scratch_bytes, &scratch);
+        if (st != NEAT_OK) return st;
+        DNNL_TRY(dnnl_memory_set_data_handle(p->args[n].memory, scratch));
+        n++;
+    }
+    DNNL_TRY(dnnl_primitive_execute(p->prim, d->stream, n, p->args));
+    DNNL_TRY(dnnl_stream_wait(d->stream));
+    return NEAT_OK;
+fail:
+    return st;
+}
+
+void cpu_prim_destroy(cpu_prim *p) {
+    for (int i = 0; i <= CPU_PRIM_MAX_ARGS; i++)
+        if (p->args[i].memory) dnnl_memory_destroy(p->args[i].memory);
+    if (p->prim) dnnl_primitive_destroy(p->prim);
+    memset(p, 0, sizeof *p);
+}
+
+neat_status cpu_reorder_init(cpu_dnnl *d, const char *fn, const dnnl_memory_desc_t *src_md,
+                             const dnnl_memory_desc_t *dst_md, int accumulate, cpu_prim *p) {
+    neat_status st = NEAT_OK;
+    dnnl_primitive_attr_t attr = NULL;
+    dnnl_post_ops_t ops = NULL;
+    dnnl_primitive_desc_t pd = NULL;
+    st = cpu_dnnl_attr(fn, &attr);
+    if (st != NEAT_OK) return st;
+    if (accumulate) {
+        DNNL_TRY(dnnl_post_ops_create(&ops));
+        DNNL_TRY(dnnl_post_ops_append_sum(ops, 1.0f));
+        DNNL_TRY(dnnl_primitive_attr_set_post_ops(attr, ops));
+    }
+    DNNL_TRY(dnnl_reorder_primitive_desc_create(&pd, src_md, d->engine, dst_md, d->engine, attr));
+    const int args[2] = {DNNL_ARG_FROM, DNNL_ARG_TO};
+    st = cpu_prim_init(d, fn, pd, args, 2, p);
+fail:
+    if (pd) dnnl_primitive_desc_destroy(pd);
+    if (ops) dnnl_post_ops_destroy(ops);
+    dnnl_primitive_attr_destroy(attr);
+    return st;
+}
+
+/* ---- staged arguments ------------------------------------------------------------------------ */
+
+neat_status cpu_staged_init(cpu_dnnl *d, const char *fn, const dnnl_memory_desc_t *user_md,
+                            const dnnl_memory_desc_t *prim_md, int output, int accumulate,
+                            cpu_staged *a) {
+    memset(a, 0, sizeof *a);
+    a->staged = !dnnl_memory_desc_equal(user_md, prim_md) || (output && accumulate);
+    if (!a->staged) return NEAT_OK;
+    a->bytes = dnnl_memory_desc_get_size(prim_md);
+    return output ? cpu_reorder_init(d, fn, prim_md, user_md, accumulate, &a->reorder)
+                  : cpu_reorder_init(d, fn, user_md, prim_md, 0, &a->reorder);
+}
+
+neat_status cpu_staged_in(nm_device *dev, nm_cmdbuf *cb, const char *fn, cpu_staged *a,
+                          const float *user, void **prim_data) {
+    if (!a->staged) {
+        *prim_data = (void *)user;
+        return NEAT_OK;
+    }
+    neat_status st = nm_scratch_alloc(cb, a->bytes, prim_data);
+    if (st != NEAT_OK) return st;
+    void *data[2] = {(void *)user, *prim_data};
+    return cpu_prim_run(dev, cb, fn, &a->reorder, data);
+}
+
+neat_status cpu_staged_out(nm_cmdbuf *cb, cpu_staged *a, float *user, void **prim_data) {
+    if (!a->staged) {
+        *prim_data = user;
+        return NEAT_OK;
+    }
+    return nm_scratch_alloc(cb, a->bytes, prim_data);
+}
+
+neat_status cpu_staged_out_finish(nm_device *dev, nm_cmdbuf *cb, const char *fn,
+                                  cpu_staged *a, void *prim_data, float *user) {
+    if (!a->staged) return NEAT_OK;
+    void *data[2] = {prim_data, user};
+    return cpu_prim_run(dev, cb, fn, &a->reorder, data);
+}
+
+void cpu_staged_destroy(cpu_staged *a) {
+    if (a->staged) cpu_prim_destroy(&a->reorder);
+    memset(a, 0, sizeof *a);
+}

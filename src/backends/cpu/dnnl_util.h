@@ -1,0 +1,182 @@
+/*
+ * dnnl_util.h — what the oneDNN ops of the CPU backend share (dnnl.c, matmul.c, linear.c,
+ * conv.c, conv_backward.c): the device's engine and stream, the per-device plan cache, a
+ * cached primitive with its argument memories, and the status mapping.
+ *
+ * A "plan" is whatever an op builds once per shape (primitive descriptors, primitives,
+ * memory objects, reorders): building one costs 5-15 us, running a cached one ~1 us, so
+ * every op looks its plan up by a byte key of op kind + shapes + options. Plans are used
+ * only on the device's worker thread (ops of a device run there, one at a time), so the
+ * cache needs no lock, and the memory objects in a plan may have their data handles set
+ * for each run.
+ */
+#ifndef NEATML_CPU_DNNL_UTIL_H
+#define NEATML_CPU_DNNL_UTIL_H
+
+#include "cpu.h"
+
+#include <oneapi/dnnl/dnnl.h>
+
+struct cpu_plan_entry;
+
+typedef struct cpu_dnnl {
+    dnnl_engine_t engine;
+    dnnl_stream_t stream;
+    struct cpu_plan_entry **buckets; /* hash chains, CPU_PLAN_BUCKETS of them */
+    struct cpu_plan_entry *lru_head, *lru_tail; /* most recently used first */
+    int count;
+} cpu_dnnl;
+
+static inline cpu_dnnl *cpu_dnnl_of(nm_device *dev) { return cpu_dev(dev)->dnnl; }
+
+/* ---- status mapping ----------------------------------------------------------------------- */
+
+/* Map a failed oneDNN call to a neatml status with the message "fn: call failed: status"
+ * (out_of_memory -> OUT_OF_MEMORY, anything else -> BACKEND_ERROR). `call` may be the
+ * stringized call; only the function name before '(' is kept. */
+neat_status cpu_dnnl_fail(dnnl_status_t s, const char *fn, const char *call);
+
+/* Run a oneDNN call inside a function that has `neat_status st` and a `fail:` label and a
+ * `const char *fn` naming the public op: on failure, set st and jump to the cleanup. */
+#define DNNL_TRY(call)                                                                      \
+    do {                                                                                    \
+        dnnl_status_t dnnl_s_ = (call);                                                     \
+        if (dnnl_s_ != dnnl_success) {                                                      \
+            st = cpu_dnnl_fail(dnnl_s_, fn, #call);                                         \
+            goto fail;                                                                      \
+        }                                                                                   \
+    } while (0)
+
+/* The same for a status already in hand (a helper's result), named for the message. */
+#define DNNL_TRY_AS(status, name)                                                           \
+    do {                                                                                    \
+        if ((status) != dnnl_success) {                                                     \
+            st = cpu_dnnl_fail((status), fn, name);                                         \
+            goto fail;                                                                      \
+        }                                                                                   \
+    } while (0)
+
+/* ---- plan cache (dnnl.c) ------------------------------------------------------------------ */
+
+typedef void (*cpu_plan_free_fn)(void *plan);
+/* Build the plan for `ctx` (an op's description); on failure return an error status and
+ * leave *plan NULL. */
+typedef neat_status (*cpu_plan_build_fn)(cpu_dnnl *d, const void *ctx, void **plan);
+
+/* The plan cached under key[0..keylen), built by build(d, ctx) and cached on a miss. The
+ * least recently used plans are dropped past CPU_PLAN_CAPACITY; a plan just returned is the
+ * most recent one, so an op that looks up a few plans in a row keeps them all. */
+#define CPU_PLAN_CAPACITY 512
+neat_status cpu_dnnl_plan(nm_device *dev, const void *key, size_t keylen,
+                          cpu_plan_build_fn build, cpu_plan_free_fn free_plan, const void *ctx,
+                          void **plan);
+
+/* Attributes every primitive of the backend starts from: strict float32 math (whatever
+ * ONEDNN_DEFAULT_FPMATH_MODE says) and a user-managed scratchpad (no hidden allocation).
+ * The caller destroys it. */
+neat_status cpu_dnnl_attr(const char *fn, dnnl_primitive_attr_t *attr);
+
+/* The oneDNN eltwise algorithm of an activation (NONE answers 0 = no post-op). */
+int cpu_dnnl_act_alg(neat_activation act, dnnl_alg_kind_t *alg);
+
+/* ---- a cached primitive and its arguments --------------------------------------------------- */
+
+#define CPU_PRIM_MAX_ARGS 8
+
+/* A primitive with one memory object per argument (created without a buffer; cpu_prim_run
+ * points them at the run's data) and its scratchpad size. */
+typedef struct cpu_prim {
+    dnnl_primitive_t prim;
+    int nargs;
+    dnnl_exec_arg_t args[CPU_PRIM_MAX_ARGS + 1]; /* + the scratchpad */
+    size_t scratch_bytes;
+} cpu_prim;
+
+/* Create the primitive of pd and the memories of the listed arguments (DNNL_ARG_SRC, ...),
+ * each with the layout pd wants for it. pd stays the caller's. */
+neat_status cpu_prim_init(cpu_dnnl *d, const char *fn, const_dnnl_primitive_desc_t pd,
+                          const int *arg_ids, int nargs, cpu_prim *p);
+/* Execute with data[i] as argument i (in the order given to cpu_prim_init), a scratchpad
+ * from the command buffer's scratch memory, and wait for completion. */
+neat_status cpu_prim_run(nm_device *dev, nm_cmdbuf *cb, const char *fn, cpu_prim *p,
+                         void *const *data);
+void cpu_prim_destroy(cpu_prim *p);
+
+/* A reorder primitive src_md -> dst_md (arguments FROM, TO). accumulate != 0 adds into the
+ * destination (a sum post-op) instead of overwriting it. */
+neat_status cpu_reorder_init(cpu_dnnl *d, const char *fn, const dnnl_memory_desc_t *src_md,
+                             const dnnl_memory_desc_t *dst_md, int accumulate, cpu_prim *p);
+
+/* ---- arguments staged through the layout a primitive chose (dnnl.c) ------------------------ */
+
+/* A tensor argument of a primitive created with format_tag any. The user's tensor is plain
+ * (NCHW, OIHW, ...); when the primitive wants another layout (a blocked nChw16c) the data
+ * goes through a scratch copy and a cached reorder: user -> primitive for an input,
+ * primitive -> user for an output. An output that accumulates (+=) always goes through the
+ * scratch copy and a reorder with a sum post-op, which does the addition in the same pass. */
+typedef struct cpu_staged {
+    int staged;     /* 0: the primitive reads/writes the user's memory directly */
+    size_t bytes;   /* size of the primitive's layout */
+    cpu_prim reorder;
+} cpu_staged;
+
+neat_status cpu_staged_init(cpu_dnnl *d, const char *fn, const dnnl_memory_desc_t *user_md,
+                            const dnnl_memory_desc_t *prim_md, int output, int accumulate,
+                            cpu_staged *a);
+/* Input: *prim_data is the user's data, or a scratch copy reordered from it. */
+neat_status cpu_staged_in(nm_device *dev, nm_cmdbuf *cb, const char *fn, cpu_staged *a,
+                          const float *user, void **prim_data);
+/* Output: *prim_data is where the primitive writes (the user's memory or scratch);
+ * cpu_staged_out_finish then moves (or adds) scratch into the user's tensor. */
+neat_status cpu_staged_out(nm_cmdbuf *cb, cpu_staged *a, float *user, void **prim_data);
+neat_status cpu_staged_out_finish(nm_device *dev, nm_cmdbuf *cb, const char *fn,
+                                  cpu_staged *a, void *prim_data, float *user);
+void cpu_staged_destroy(cpu_staged *a);
+
+/* ---- matmul for the other ops (matmul.c) --------------------------------------------------- */
+
+/* c[i] = act(alpha * op(a[i]) op(b[i]) + bias + beta * c[i]) for i < batch, every matrix
+ * dense row-major: op(a) m x k (a stored k x m when trans_a), op(b) k x n (b stored n x k
+ * when trans_b), c m x n, bias NULL or n values added to every row (callers pass a bias only
+ * with alpha == 1, so how oneDNN scales a bias does not matter). beta == 0 never reads c. k == 0 gives act(bias + beta c).
+ * The primitive is cached per (batch, m, n, k, transposes, alpha, beta, bias, act). */
+typedef struct cpu_gemm_desc {
+    int64_t batch, m, n, k;
+    int trans_a, trans_b;
+    float alpha, beta;
+    int has_bias;
+    neat_activation act;
+} cpu_gemm_desc;
+
+neat_status cpu_gemm(nm_device *dev, nm_cmdbuf *cb, const char *fn, const cpu_gemm_desc *g,
+                     const float *a, const float *b, const float *bias, float *c);
+
+/* ---- convolution descriptors (conv.c), shared with conv_backward.c -------------------------- */
+
+/* The user's plain layouts: x NCHW, w OIHW (GOIHW when groups > 1), b [K], y NCHW. */
+void cpu_conv_user_mds(const nm_conv_geom *g, dnnl_memory_desc_t *src, dnnl_memory_desc_t *wei,
+                       dnnl_memory_desc_t *bias, dnnl_memory_desc_t *dst, dnnl_status_t *s);
+/* The same shapes with format_tag any. */
+void cpu_conv_any_mds(const nm_conv_geom *g, dnnl_memory_desc_t *src, dnnl_memory_desc_t *wei,
+                      dnnl_memory_desc_t *dst, dnnl_status_t *s);
+/* Strides, oneDNN dilations (d - 1), and the paddings of both sides. */
+void cpu_conv_params(const nm_conv_geom *g, dnnl_dims_t strides, dnnl_dims_t dilates,
+                     dnnl_dims_t pad_l, dnnl_dims_t pad_r);
+/* The forward primitive descriptor (format any, bias and activation fused); the backward
+ * primitives need it as their hint. The caller destroys *pd. */
+neat_status cpu_conv_fwd_pd(cpu_dnnl *d, const char *fn, const nm_conv_geom *g, int has_bias,
+                            neat_activation act, dnnl_primitive_desc_t *pd);
+/* y = act(conv2d(x, w) + b) with the cached forward plan; any zero size handled. */
+neat_status cpu_conv_forward_run(nm_device *dev, nm_cmdbuf *cb, const char *fn,
+                                 const nm_conv_geom *g, const float *x, const float *w,
+                                 const float *b, neat_activation act, float *y);
+
+/* ---- small loops shared by linear and conv (linear.c) ---------------------------------------- */
+
+/* db[j] (+)= sum over i < outer, s < inner of dz[(i * n + j) * inner + s]: the bias gradient
+ * of a [outer, n, inner] tensor (linear: inner = 1; conv: outer = N, inner = P*Q). Summed in
+ * double (with db's old value when accumulating), then rounded once to float32. */
+void cpu_bias_grad(int nthreads, const float *dz, int64_t outer, int64_t n, int64_t inner,
+                   float *db, int accumulate);
+
+#endif

@@ -1,0 +1,219 @@
+/*
+ * elementwise.c — add (same shape or a row broadcast over rows), scale, fill and the
+ * activations with their gradients, as OpenMP loops.
+ *
+ * Every loop is elementwise: out[i] depends on the inputs at i only, so out may be one of
+ * the inputs (in place). `#pragma omp simd` states that there is no loop-carried dependence,
+ * which lets GCC vectorize without runtime alias checks (an alias at the same index is
+ * harmless). Each kernel works on a range [lo, hi) and is compiled for several x86-64 levels
+ * (CPU_CLONES); the drivers split the range over threads only when it is large enough to pay
+ * for a fork/join (a few microseconds).
+ *
+ * Activations (neat_activation): relu max(x, 0) (NaN stays NaN); sigmoid 1/(1+e^-x); tanh;
+ * gelu in the tanh form 0.5 x (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x^3), computed as
+ * x * sigmoid(2u) (the same value, without cancellation for negative x).
+ * Gradients: relu dy [y > 0]; sigmoid dy y (1 - y); tanh dy (1 - y^2) — all from the saved
+ * output y; gelu from the input x:
+ *   d/dx x s(2u) = s + x s (1 - s) 2 u',  u' = sqrt(2/pi) (1 + 3 * 0.044715 x^2).
+ */
+/* We never read floating-point exception flags; without this GCC refuses to if-convert the
+ * selects of the exp/tanh code (it could "trap") and leaves those loops scalar. */
+#pragma GCC optimize("no-trapping-math")
+
+#include "cpu.h"
+#include "loops.h"
+#include "vecmath.h"
+
+#include <string.h>
+
+#define GELU_K0 0.7978845608028654f /* sqrt(2/pi) */
+#define GELU_K1 0.044715f
+
+/* ---- kernels on [lo, hi) ------------------------------------------------------------------ */
+
+CPU_CLONES static void add_range(const float *a, const float *b, float *out, int64_t lo,
+                                 int64_t hi)
+{
+#pragma omp simd
+    for (int64_t i = lo; i < hi; i++)
+        out[i] = a[i] + b[i];
+}
+
+/* Rows [lo, hi) of out = a + row, a and out rows x cols. */
+CPU_CLONES static void add_row_range(const float *a, const float *row, float *out,
+                                     int64_t cols, int64_t lo, int64_t hi)
+{
+    for (int64_t r = lo; r < hi; r++) {
+        const float *ar = a + r * cols;
+        float *outr = out + r * cols;
+#pragma omp simd
+        for (int64_t j = 0; j < cols; j++)
+            outr[j] = ar[j] + row[j];
+    }
+}
+
+CPU_CLONES static void scale_range(const float *x, float alpha, float *out, int64_t lo,
+                                   int64_t hi)
+{
+#pragma omp simd
+    for (int64_t i = lo; i < hi; i++)
+        out[i] = alpha * x[i];
+}
+
+CPU_CLONES static void fill_range(float *t, float value, int64_t lo, int64_t hi)
+{
+#pragma omp simd
+    for (int64_t i = lo; i < hi; i++)
+        t[i] = value;
+}
+
+static void copy_range(const float *x, float *out, int64_t lo, int64_t hi)
+{
+    if (out != x)
+        memmove(out + lo, x + lo, (size_t)(hi - lo) * sizeof(float));
+}
+
+CPU_CLONES static void act_range(neat_activation act, const float *x, float *y, int64_t lo,
+                                 int64_t hi)
+{
+    switch (act) {
+    case NEAT_ACT_NONE:
+        copy_range(x, y, lo, hi);
+        break;
+    case NEAT_ACT_RELU:
+#pragma omp simd
+        for (int64_t i = lo; i < hi; i++)
+            y[i] = x[i] < 0.0f ? 0.0f : x[i];
+        break;
+    case NEAT_ACT_SIGMOID:
+#pragma omp simd
+        for (int64_t i = lo; i < hi; i++)
+            y[i] = cpu_sigmoidf(x[i]);
+        break;
+    case NEAT_ACT_TANH:
+#pragma omp simd
+        for (int64_t i = lo; i < hi; i++)
+            y[i] = cpu_tanhf(x[i]);
+        break;
+    case NEAT_ACT_GELU:
+#pragma omp simd
+        for (int64_t i = lo; i < hi; i++) {
+            float v = x[i];
+            float two_u = 2.0f * GELU_K0 * (v + GELU_K1 * v * v * v);
+            y[i] = v * cpu_sigmoidf(two_u);
+        }
+        break;
+    }
+}
+
+CPU_CLONES static void act_grad_range(neat_activation act, const float *x, const float *y,
+                                      const float *dy, float *dz, int64_t lo, int64_t hi)
+{
+    switch (act) {
+    case NEAT_ACT_NONE:
+        copy_range(dy, dz, lo, hi);
+        break;
+    case NEAT_ACT_RELU:
+#pragma omp simd
+        for (int64_t i = lo; i < hi; i++) {
+            float g = dy[i];
+            dz[i] = y[i] > 0.0f ? g : 0.0f;
+        }
+        break;
+    case NEAT_ACT_SIGMOID:
+#pragma omp simd
+        for (int64_t i = lo; i < hi; i++)
+            dz[i] = dy[i] * (y[i] * (1.0f - y[i]));
+        break;
+    case NEAT_ACT_TANH:
+#pragma omp simd
+        for (int64_t i = lo; i < hi; i++)
+            dz[i] = dy[i] * (1.0f - y[i] * y[i]);
+        break;
+    case NEAT_ACT_GELU:
+#pragma omp simd
+        for (int64_t i = lo; i < hi; i++) {
+            float v = x[i];
+            float two_u = 2.0f * GELU_K0 * (v + GELU_K1 * v * v * v);
+            /* e = e^{-2u}, kept finite so that 1 - s = e s stays defined where s underflows */
+            float e = cpu_expf(two_u < -88.0f ? 88.0f : -two_u);
+            float s = 1.0f / (1.0f + e);
+            float one_minus_s = e * s;
+            float du = 2.0f * GELU_K0 * (1.0f + 3.0f * GELU_K1 * v * v);
+            dz[i] = dy[i] * (s + v * s * one_minus_s * du);
+        }
+        break;
+    }
+}
+
+/* ---- shared activation entry points (cpu.h) ------------------------------------------------- */
+
+void cpu_act_apply(int nthreads, neat_activation act, const float *x, float *y, int64_t n)
+{
+    CPU_SPLIT(cpu_par(nthreads, n), n, lo, hi, act_range(act, x, y, lo, hi));
+}
+
+void cpu_act_grad(int nthreads, neat_activation act, const float *x, const float *y,
+                  const float *dy, float *dz, int64_t n)
+{
+    CPU_SPLIT(cpu_par(nthreads, n), n, lo, hi, act_grad_range(act, x, y, dy, dz, lo, hi));
+}
+
+/* ---- ops ------------------------------------------------------------------------------------ */
+
+/* out = a + b, or out[r, :] = a[r, :] + b[:] when b is one row (broadcast). */
+neat_status cpu_add(nm_device *dev, nm_cmdbuf *cb, const nm_op *op)
+{
+    const float *a = op->u.add.a->data, *b = op->u.add.b->data;
+    float *out = op->u.add.out->data;
+    int64_t rows = op->u.add.rows, cols = op->u.add.cols;
+    int par = cpu_par(cpu_dev(dev)->nthreads, rows * cols);
+    if (rows == 0 || cols == 0)
+        return NEAT_OK;
+    if (!op->u.add.broadcast) {
+        CPU_SPLIT(par, rows * cols, lo, hi, add_range(a, b, out, lo, hi));
+    } else if (rows >= par) {
+        CPU_FOR(par, r, rows, add_row_range(a, b, out, cols, r, r + 1));
+    } else {
+        /* fewer rows than threads: split each row instead */
+        for (int64_t r = 0; r < rows; r++)
+            CPU_SPLIT(par, cols, lo, hi, add_range(a + r * cols, b, out + r * cols, lo, hi));
+    }
+    return NEAT_OK;
+}
+
+neat_status cpu_scale(nm_device *dev, nm_cmdbuf *cb, const nm_op *op)
+{
+    const float *x = op->u.scale.x->data;
+    float *out = op->u.scale.out->data;
+    float alpha = op->u.scale.alpha;
+    int64_t n = op->u.scale.x->numel;
+    CPU_SPLIT(cpu_par(cpu_dev(dev)->nthreads, n), n, lo, hi, scale_range(x, alpha, out, lo, hi));
+    return NEAT_OK;
+}
+
+neat_status cpu_fill(nm_device *dev, nm_cmdbuf *cb, const nm_op *op)
+{
+    float *t = op->u.fill.t->data;
+    float value = op->u.fill.value;
+    int64_t n = op->u.fill.t->numel;
+    CPU_SPLIT(cpu_par(cpu_dev(dev)->nthreads, n), n, lo, hi, fill_range(t, value, lo, hi));
+    return NEAT_OK;
+}
+
+neat_status cpu_activation_forward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op)
+{
+    cpu_act_apply(cpu_dev(dev)->nthreads, op->u.act.act, op->u.act.x->data,
+                  op->u.act.out->data, op->u.act.out->numel);
+    return NEAT_OK;
+}
+
+/* dx = dy * act'(.): relu/sigmoid/tanh read y, gelu reads x (the other may be NULL). */
+neat_status cpu_activation_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op)
+{
+    const nm_tensor *x = op->u.act.x, *y = op->u.act.y;
+    cpu_act_grad(cpu_dev(dev)->nthreads, op->u.act.act, x ? x->data : NULL,
+                 y ? y->data : NULL, op->u.act.dy->data, op->u.act.out->data,
+                 op->u.act.out->numel);
+    return NEAT_OK;
+}

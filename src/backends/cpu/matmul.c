@@ -1,0 +1,177 @@
+/*
+ * matmul.c — c = act(alpha op(a) op(b) + bias + beta c) on oneDNN's matmul primitive, for
+ * neat_matmul, neat_matmul_batched and (through cpu_gemm) linear forward and backward.
+ *
+ * Layouts: every tensor is dense row-major, so a transpose is only a change of strides in
+ * the memory descriptor: a stored k x m and read as op(a) = m x k has strides {1, m}.
+ * oneDNN's f32 matmul (the brgemm JIT kernel on AVX-512) reads the strided operands as
+ * they are; nothing is copied here. alpha is the output scale, beta a sum post-op
+ * (dst = alpha acc + beta dst), the activation an eltwise post-op; all three are fixed at
+ * creation and part of the cache key (a program uses few distinct values, and fixed ones
+ * need no runtime argument). beta == 0 has no sum post-op, so c is written without being
+ * read and a NaN there does not propagate.
+ */
+#include "dnnl_util.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct gemm_key {
+    int64_t tag, batch, m, n, k, trans_a, trans_b, alpha_bits, beta_bits, has_bias, act;
+} gemm_key;
+
+static int64_t float_bits(float f) {
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    return (int64_t)u;
+}
+
+/* A dense row-major matrix (or batch of them) seen as rows x cols, transposed or not:
+ * transposed means it is stored cols x rows. */
+static void matrix_md(dnnl_memory_desc_t *md, int64_t batch, int64_t rows, int64_t cols,
+                      int transposed, dnnl_status_t *s) {
+    dnnl_dims_t dims = {0}, strides = {0};
+    int nd = 0;
+    if (batch != 1) {
+        dims[nd] = batch;
+        strides[nd++] = rows * cols;
+    }
+    dims[nd] = rows;
+    strides[nd++] = transposed ? 1 : cols;
+    dims[nd] = cols;
+    strides[nd++] = transposed ? rows : 1;
+    *s = dnnl_memory_desc_init_by_strides(md, nd, dims, dnnl_f32, strides);
+}
+
+typedef struct gemm_ctx {
+    const cpu_gemm_desc *g;
+    const char *fn; /* the public op, for messages */
+} gemm_ctx;
+
+static neat_status gemm_build(cpu_dnnl *d, const void *ctx, void **out) {
+    const cpu_gemm_desc *g = ((const gemm_ctx *)ctx)->g;
+    const char *fn = ((const gemm_ctx *)ctx)->fn;
+    neat_status st = NEAT_OK;
+    dnnl_status_t s = dnnl_success;
+    dnnl_memory_desc_t a_md, b_md, bias_md, c_md;
+    dnnl_matmul_desc_t desc;
+    dnnl_primitive_attr_t attr = NULL;
+    dnnl_post_ops_t ops = NULL;
+    dnnl_primitive_desc_t pd = NULL;
+    cpu_prim *p = calloc(1, sizeof *p);
+    if (!p) return nm_error(NEAT_ERR_OUT_OF_MEMORY, "%s: no memory for a plan", fn);
+
+    matrix_md(&a_md, g->batch, g->m, g->k, g->trans_a, &s);
+    DNNL_TRY_AS(s, "dnnl_memory_desc_init");
+    matrix_md(&b_md, g->batch, g->k, g->n, g->trans_b, &s);
+    DNNL_TRY_AS(s, "dnnl_memory_desc_init");
+    matrix_md(&c_md, g->batch, g->m, g->n, 0, &s);
+    DNNL_TRY_AS(s, "dnnl_memory_desc_init");
+    if (g->has_bias) {
+        /* one row broadcast over the batch and the m rows */
+        matrix_md(&bias_md, 1, 1, g->n, 0, &s);
+        DNNL_TRY_AS(s, "dnnl_memory_desc_init");
+        if (g->batch != 1) {
+            dnnl_dims_t dims = {1, 1, g->n}, strides = {g->n, g->n, 1};
+            DNNL_TRY(dnnl_memory_desc_init_by_strides(&bias_md, 3, dims, dnnl_f32, strides));
+        }
+    }
+    DNNL_TRY(dnnl_matmul_desc_init(&desc, &a_md, &b_md, g->has_bias ? &bias_md : NULL, &c_md));
+
+    st = cpu_dnnl_attr(fn, &attr);
+    if (st != NEAT_OK) goto fail;
+    if (g->alpha != 1.0f) DNNL_TRY(dnnl_primitive_attr_set_output_scales(attr, 1, 0, &g->alpha));
+    dnnl_alg_kind_t alg;
+    int has_act = cpu_dnnl_act_alg(g->act, &alg);
+    if (g->beta != 0.0f || has_act) {
+        DNNL_TRY(dnnl_post_ops_create(&ops));
+        if (g->beta != 0.0f) DNNL_TRY(dnnl_post_ops_append_sum(ops, g->beta));
+        if (has_act) DNNL_TRY(dnnl_post_ops_append_eltwise(ops, 1.0f, alg, 0.0f, 0.0f));
+        DNNL_TRY(dnnl_primitive_attr_set_post_ops(attr, ops));
+    }
+    DNNL_TRY(dnnl_primitive_desc_create(&pd, &desc, attr, d->engine, NULL));
+
+    const int with_bias[4] = {DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_BIAS, DNNL_ARG_DST};
+    const int no_bias[3] = {DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_DST};
+    st = g->has_bias ? cpu_prim_init(d, fn, pd, with_bias, 4, p)
+                     : cpu_prim_init(d, fn, pd, no_bias, 3, p);
+fail:
+    if (pd) dnnl_primitive_desc_destroy(pd);
+    if (ops) dnnl_post_ops_destroy(ops);
+    if (attr) dnnl_primitive_attr_destroy(attr);
+    if (st != NEAT_OK) {
+        free(p);
+        return st;
+    }
+    *out = p;
+    return NEAT_OK;
+}
+
+static void gemm_free(void *plan) {
+    cpu_prim_destroy(plan);
+    free(plan);
+}
+
+/* k == 0: the product is empty, so c = act(bias + beta c) (beta == 0: c is not read). */
+static void gemm_empty_product(int nthreads, const cpu_gemm_desc *g, const float *bias,
+                               float *c) {
+    int64_t rows = g->batch * g->m, n = g->n;
+    float beta = g->beta;
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+    for (int64_t i = 0; i < rows; i++) {
+        float *row = c + i * n;
+        for (int64_t j = 0; j < n; j++) {
+            float v = bias ? bias[j] : 0.0f;
+            row[j] = beta == 0.0f ? v : v + beta * row[j];
+        }
+    }
+    if (g->act != NEAT_ACT_NONE) cpu_act_apply(nthreads, g->act, c, c, rows * n);
+}
+
+neat_status cpu_gemm(nm_device *dev, nm_cmdbuf *cb, const char *fn, const cpu_gemm_desc *g,
+                     const float *a, const float *b, const float *bias, float *c) {
+    if (g->batch == 0 || g->m == 0 || g->n == 0) return NEAT_OK;
+    if (g->k == 0) {
+        gemm_empty_product(cpu_dev(dev)->nthreads, g, g->has_bias ? bias : NULL, c);
+        return NEAT_OK;
+    }
+    /* A transposed vector is laid out as the plain one: drop the flag so that both share a
+     * plan and oneDNN sees unambiguous strides. */
+    cpu_gemm_desc n = *g;
+    if (n.m == 1 || n.k == 1) n.trans_a = 0;
+    if (n.n == 1 || n.k == 1) n.trans_b = 0;
+    n.trans_a = !!n.trans_a;
+    n.trans_b = !!n.trans_b;
+    n.has_bias = !!n.has_bias;
+    gemm_key key = {1, n.batch, n.m, n.n, n.k, n.trans_a, n.trans_b,
+                    float_bits(n.alpha), float_bits(n.beta), n.has_bias, (int64_t)n.act};
+    gemm_ctx ctx = {&n, fn};
+    void *plan = NULL;
+    neat_status st = cpu_dnnl_plan(dev, &key, sizeof key, gemm_build, gemm_free, &ctx, &plan);
+    if (st != NEAT_OK) return st;
+    void *data[4] = {(void *)a, (void *)b, c, NULL};
+    if (n.has_bias) {
+        data[2] = (void *)bias;
+        data[3] = c;
+    }
+    return cpu_prim_run(dev, cb, fn, plan, data);
+}
+
+/* neat_matmul and neat_matmul_batched: c[i] = alpha op(a[i]) op(b[i]) + beta c[i]. */
+neat_status cpu_matmul(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
+    const char *fn = op->kind == NM_OP_MATMUL_BATCHED ? "neat_matmul_batched" : "neat_matmul";
+    cpu_gemm_desc g = {
+        .batch = op->u.matmul.batch, /* 1 for neat_matmul */
+        .m = op->u.matmul.m,
+        .n = op->u.matmul.n,
+        .k = op->u.matmul.k,
+        .trans_a = op->u.matmul.trans_a,
+        .trans_b = op->u.matmul.trans_b,
+        .alpha = op->u.matmul.alpha,
+        .beta = op->u.matmul.beta,
+        .has_bias = 0,
+        .act = NEAT_ACT_NONE,
+    };
+    return cpu_gemm(dev, cb, fn, &g, op->u.matmul.a->data, op->u.matmul.b->data, NULL,
+                    op->u.matmul.c->data);
+}

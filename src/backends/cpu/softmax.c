@@ -1,0 +1,239 @@
+/*
+ * softmax.c — softmax over rows, its backward, and the fused softmax cross-entropy.
+ *
+ * x [rows, cols]; per row, with m = max_j x_j (so that no exp overflows and a row of large
+ * negatives does not underflow to 0/0):
+ *   softmax      y_j = e^(x_j - m) / s,   s = sum_j e^(x_j - m)
+ *   backward     dx_j = y_j (dy_j - sum_k dy_k y_k)
+ *   xent         loss = (1/N) sum_rows (m + log s - x_label)       (= -log softmax_label)
+ *   xent bwd     dlogits_j = (softmax_j - [j == label]) / N; at the label the value is
+ *                -(sum_{j != label} e_j) / (s N), computed without the cancellation 1 - p.
+ * Row sums (s, the dot of the backward, the loss over rows) accumulate in double; the max
+ * and the sums use 16 lanes in a fixed order, so results do not depend on threads.
+ * exp is vecmath.h's cpu_expf so that the loops vectorize without -ffast-math.
+ * Labels are floats holding exact integers in [0, C); any other value fails the op with
+ * INVALID_ARGUMENT (reported by neat_cmdbuf_wait) before an output is written.
+ */
+/* We never read floating-point exception flags; without this GCC refuses to if-convert the
+ * selects of the exp code (it could "trap") and leaves those loops scalar. */
+#pragma GCC optimize("no-trapping-math")
+
+#include "cpu.h"
+#include "loops.h"
+#include "vecmath.h"
+
+#include <math.h>
+
+#define LANES 16
+/* The cross-entropy adds row losses in at most XENT_MAX_BLOCKS fixed blocks of rows. */
+#define XENT_MAX_BLOCKS 1024
+
+/* max of x[0, n), n >= 1, NaN ignored (a NaN still reaches every output through exp). */
+CPU_CLONES static float row_max(const float *x, int64_t n)
+{
+    float lane[LANES];
+    for (int j = 0; j < LANES; j++)
+        lane[j] = -INFINITY;
+    int64_t full = n - n % LANES;
+    for (int64_t i = 0; i < full; i += LANES)
+        for (int j = 0; j < LANES; j++)
+            lane[j] = x[i + j] > lane[j] ? x[i + j] : lane[j];
+    for (int64_t i = full; i < n; i++)
+        lane[0] = x[i] > lane[0] ? x[i] : lane[0];
+    float m = lane[0];
+    for (int j = 1; j < LANES; j++)
+        m = lane[j] > m ? lane[j] : m;
+    return m;
+}
+
+static double lanes_total(double *lane)
+{
+    for (int width = LANES / 2; width >= 1; width /= 2)
+        for (int j = 0; j < width; j++)
+            lane[j] += lane[j + width];
+    return lane[0];
+}
+
+/* e_j = e^(x_j - m) stored in e (may be x); returns sum_j e_j in double. */
+CPU_CLONES static double row_exp(const float *x, float *e, int64_t n, float m)
+{
+    double lane[LANES] = {0};
+    int64_t full = n - n % LANES;
+    for (int64_t i = 0; i < full; i += LANES) {
+#pragma omp simd
+        for (int j = 0; j < LANES; j++) {
+            float v = cpu_expf(x[i + j] - m);
+            e[i + j] = v;
+            lane[j] += (double)v;
+        }
+    }
+    for (int64_t i = full; i < n; i++) {
+        float v = cpu_expf(x[i] - m);
+        e[i] = v;
+        lane[i - full] += (double)v;
+    }
+    return lanes_total(lane);
+}
+
+/* sum_j e^(x_j - m) without storing. */
+CPU_CLONES static double row_exp_sum(const float *x, int64_t n, float m)
+{
+    double lane[LANES] = {0};
+    int64_t full = n - n % LANES;
+    for (int64_t i = 0; i < full; i += LANES) {
+#pragma omp simd
+        for (int j = 0; j < LANES; j++)
+            lane[j] += (double)cpu_expf(x[i + j] - m);
+    }
+    for (int64_t i = full; i < n; i++)
+        lane[i - full] += (double)cpu_expf(x[i] - m);
+    return lanes_total(lane);
+}
+
+CPU_CLONES static void row_scale(float *y, int64_t n, float alpha)
+{
+#pragma omp simd
+    for (int64_t i = 0; i < n; i++)
+        y[i] *= alpha;
+}
+
+/* sum_j a_j b_j in double. */
+CPU_CLONES static double row_dot(const float *a, const float *b, int64_t n)
+{
+    double lane[LANES] = {0};
+    int64_t full = n - n % LANES;
+    for (int64_t i = 0; i < full; i += LANES)
+        for (int j = 0; j < LANES; j++)
+            lane[j] += (double)a[i + j] * (double)b[i + j];
+    for (int64_t i = full; i < n; i++)
+        lane[i - full] += (double)a[i] * (double)b[i];
+    return lanes_total(lane);
+}
+
+/* dx_j = y_j (dy_j - dot) */
+CPU_CLONES static void row_softmax_grad(const float *y, const float *dy, float *dx, int64_t n,
+                                        float dot)
+{
+#pragma omp simd
+    for (int64_t i = 0; i < n; i++)
+        dx[i] = y[i] * (dy[i] - dot);
+}
+
+/* Threads over rows: one row is never split. */
+static int par_threads(nm_device *dev, int64_t rows, int64_t cols)
+{
+    return rows > 1 ? cpu_par(cpu_dev(dev)->nthreads, rows * cols) : 1;
+}
+
+/* ---- softmax -------------------------------------------------------------------------------- */
+
+static void softmax_row(const float *x, float *y, int64_t cols)
+{
+    float m = row_max(x, cols);
+    double s = row_exp(x, y, cols, m);
+    row_scale(y, cols, (float)(1.0 / s));
+}
+
+neat_status cpu_softmax(nm_device *dev, nm_cmdbuf *cb, const nm_op *op)
+{
+    const float *x = op->u.softmax.x->data;
+    float *y = op->u.softmax.y->data;
+    int64_t rows = op->u.softmax.rows, cols = op->u.softmax.cols;
+    if (rows == 0 || cols == 0)
+        return NEAT_OK;
+    int par = par_threads(dev, rows, cols);
+    CPU_FOR(par, r, rows, softmax_row(x + r * cols, y + r * cols, cols));
+    return NEAT_OK;
+}
+
+neat_status cpu_softmax_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op)
+{
+    const float *y = op->u.softmax_bwd.y->data, *dy = op->u.softmax_bwd.dy->data;
+    float *dx = op->u.softmax_bwd.dx->data;
+    int64_t rows = op->u.softmax_bwd.rows, cols = op->u.softmax_bwd.cols;
+    if (rows == 0 || cols == 0)
+        return NEAT_OK;
+    int par = par_threads(dev, rows, cols);
+    CPU_FOR(par, r, rows, {
+        const float *yr = y + r * cols, *dyr = dy + r * cols;
+        float dot = (float)row_dot(dyr, yr, cols);
+        row_softmax_grad(yr, dyr, dx + r * cols, cols, dot);
+    });
+    return NEAT_OK;
+}
+
+/* ---- cross-entropy -------------------------------------------------------------------------- */
+
+/* OK when every label is an integer in [0, cols); otherwise the error of the first bad row. */
+static neat_status check_labels(const char *fn, const float *labels, int64_t rows, int64_t cols)
+{
+    for (int64_t r = 0; r < rows; r++) {
+        float l = labels[r];
+        if (!(l >= 0.0f && l < (float)cols && l == floorf(l)))
+            return nm_error(NEAT_ERR_INVALID_ARGUMENT,
+                            "%s: label %g at row %lld is out of range [0, %lld)", fn, (double)l,
+                            (long long)r, (long long)cols);
+    }
+    return NEAT_OK;
+}
+
+/* -log softmax(x)[label] of one row, in double. */
+static double xent_row(const float *x, int64_t cols, int64_t label)
+{
+    float m = row_max(x, cols);
+    double s = row_exp_sum(x, cols, m);
+    return (double)m + log(s) - (double)x[label];
+}
+
+neat_status cpu_softmax_xent(nm_device *dev, nm_cmdbuf *cb, const nm_op *op)
+{
+    const float *x = op->u.xent.logits->data, *labels = op->u.xent.labels->data;
+    float *loss = op->u.xent.out->data;
+    int64_t rows = op->u.xent.rows, cols = op->u.xent.cols;
+    neat_status st = check_labels("neat_softmax_cross_entropy", labels, rows, cols);
+    if (st != NEAT_OK)
+        return st;
+    if (rows == 0) {
+        loss[0] = 0.0f;
+        return NEAT_OK;
+    }
+    /* rows in fixed blocks (sizes from `rows` only): block sums, then the blocks in order */
+    int64_t bs = (rows + XENT_MAX_BLOCKS - 1) / XENT_MAX_BLOCKS;
+    int64_t nb = (rows + bs - 1) / bs;
+    double block[XENT_MAX_BLOCKS];
+    int par = par_threads(dev, rows, cols);
+    CPU_FOR(par, b, nb, {
+        int64_t r1 = (b + 1) * bs < rows ? (b + 1) * bs : rows;
+        double acc = 0.0;
+        for (int64_t r = b * bs; r < r1; r++)
+            acc += xent_row(x + r * cols, cols, (int64_t)labels[r]);
+        block[b] = acc;
+    });
+    double total = 0.0;
+    for (int64_t b = 0; b < nb; b++)
+        total += block[b];
+    loss[0] = (float)(total / (double)rows);
+    return NEAT_OK;
+}
+
+neat_status cpu_softmax_xent_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op)
+{
+    const float *x = op->u.xent.logits->data, *labels = op->u.xent.labels->data;
+    float *dx = op->u.xent.out->data;
+    int64_t rows = op->u.xent.rows, cols = op->u.xent.cols;
+    neat_status st = check_labels("neat_softmax_cross_entropy_backward", labels, rows, cols);
+    if (st != NEAT_OK || rows == 0 || cols == 0)
+        return st;
+    int par = par_threads(dev, rows, cols);
+    CPU_FOR(par, r, rows, {
+        const float *xr = x + r * cols;
+        float *dr = dx + r * cols;
+        int64_t label = (int64_t)labels[r];
+        float m = row_max(xr, cols);
+        double s = row_exp(xr, dr, cols, m);
+        double e_label = dr[label];
+        row_scale(dr, cols, (float)(1.0 / (s * (double)rows)));
+        dr[label] = (float)(-(s - e_label) / (s * (double)rows));
+    });
+    return NEAT_OK;
+}
