@@ -1,0 +1,138 @@
+#!/usr/bin/env bash
+# gpu_check.sh — the whole check of the CUDA backend on a machine with an NVIDIA GPU:
+#   1. build (Release, CUDA backend; oneDNN from .deps/usr when the system has none);
+#   2. every build/test_* binary on every backend that opens (cpu and cuda), then again on
+#      cuda alone with NEATML_CUDA_GRAPHS=1 (every command buffer runs as a CUDA graph from
+#      its first commit, and a failed capture fails the commit); test_ops has its own TF32
+#      pass (matmul, linear, conv with NEAT_MATH_TF32), NEATML_TEST_TF32=1 is set as well;
+#   3. compute-sanitizer memcheck, racecheck, initcheck and synccheck on the cuda part of
+#      test_cmdbuf, test_pool, test_training and test_ops;
+#   4. the benchmark (neatml_bench --backend cuda --json) and bench/compare.py side by side
+#      with PyTorch, when they exist.
+# Logs go to $OUT (default ./gpu-out): env.txt build.log tests.log sanitizer.log bench.json
+# compare.txt summary.txt (at most 8 files). The summary table is printed last.
+#   usage: scripts/gpu_check.sh [all|build|tests|sanitize|bench]...   (default: all)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+OUT=${OUT:-$ROOT/gpu-out}
+BUILD=${BUILD:-build}
+JOBS=${JOBS:-$(nproc)}
+mkdir -p "$OUT"
+STEPS=("$@")
+[ ${#STEPS[@]} -eq 0 ] && STEPS=(all)
+want() { local s; for s in "${STEPS[@]}"; do [ "$s" = all ] || [ "$s" = "$1" ] && return 0; done; return 1; }
+
+SUMMARY=$OUT/summary.txt
+: >"$SUMMARY"
+row() { printf '%-34s %s\n' "$1" "$2" | tee -a "$SUMMARY"; }
+
+DNNL_ARGS=()
+if [ -d "$ROOT/.deps/usr" ]; then
+  DNNL_ARGS=(-DDNNL_ROOT="$ROOT/.deps/usr")
+  export LD_LIBRARY_PATH="$ROOT/.deps/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+fi
+[ -d /usr/local/cuda/bin ] && export PATH="/usr/local/cuda/bin:$PATH"
+
+{
+  echo "date: $(date -u +%Y-%m-%dT%H:%MZ)"
+  nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap --format=csv,noheader 2>&1
+  nvcc --version 2>&1 | tail -n 2
+  ls /usr/lib/x86_64-linux-gnu/libcudnn.so.* /usr/local/cuda/lib64/libcudnn.so.* 2>/dev/null | head -n 3
+  cmake --version | head -n 1
+  uname -r
+} >"$OUT/env.txt" 2>&1
+row "gpu" "$(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null | head -n1)"
+
+# ---- 1. build ----------------------------------------------------------------------------------
+if want build || [ ! -x "$BUILD/test_ops" ]; then
+  t0=$(date +%s)
+  if cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release "${DNNL_ARGS[@]}" >"$OUT/build.log" 2>&1 &&
+     cmake --build "$BUILD" -j "$JOBS" >>"$OUT/build.log" 2>&1; then
+    if grep -q "neatml: CUDA backend" "$OUT/build.log"; then
+      row "build" "ok ($(( $(date +%s) - t0 )) s, CUDA backend built)"
+    else
+      row "build" "ok but WITHOUT the CUDA backend (see build.log)"
+    fi
+  else
+    row "build" "FAILED (see build.log)"
+    tail -n 30 "$OUT/build.log"
+    cat "$SUMMARY"
+    exit 1
+  fi
+fi
+
+# run_test <log> <binary> [env...]: run, log, and print "<passed> passed, <failed> failed ..."
+result_line() { grep -E '^[A-Za-z0-9_-]+: [0-9]+ passed, [0-9]+ failed' | tail -n1; }
+run_test() {
+  local log=$1 bin=$2; shift 2
+  local out rc
+  out=$(env "$@" timeout 300 "$bin" 2>&1); rc=$?
+  { echo "===== $* $bin (exit $rc)"; printf '%s\n' "$out"; } >>"$log"
+  local line; line=$(printf '%s\n' "$out" | result_line)
+  [ -z "$line" ] && line="no result line (exit $rc)"
+  [ $rc -ne 0 ] && line="$line [exit $rc]"
+  echo "$line"
+}
+
+# ---- 2. tests -----------------------------------------------------------------------------------
+if want tests; then
+  : >"$OUT/tests.log"
+  for bin in "$BUILD"/test_*; do
+    [ -x "$bin" ] || continue
+    row "$(basename "$bin") (cpu+cuda)" "$(run_test "$OUT/tests.log" "$bin" NEATML_TEST_TF32=1)"
+  done
+  for bin in "$BUILD"/test_*; do
+    [ -x "$bin" ] || continue
+    row "$(basename "$bin") (cuda, graphs)" \
+        "$(run_test "$OUT/tests.log" "$bin" NEATML_TEST_BACKENDS=cuda NEATML_CUDA_GRAPHS=1 NEATML_TEST_TF32=1)"
+  done
+  grep -E '^(FAIL|SKIP)' "$OUT/tests.log" | sort | uniq -c | sort -rn | head -n 20
+  grep -E '^cuda ' "$OUT/tests.log" | grep -v ' 0 failed' | head -n 20
+fi
+
+# ---- 3. compute-sanitizer ----------------------------------------------------------------------
+if want sanitize; then
+  : >"$OUT/sanitizer.log"
+  if command -v compute-sanitizer >/dev/null; then
+    sanitize() { # sanitize <tool> <binary>
+      local out rc
+      out=$(NEATML_TEST_BACKENDS=cuda timeout 400 compute-sanitizer --tool "$1" --error-exitcode 86 \
+            --print-limit 20 "$2" 2>&1); rc=$?
+      { echo "===== $1 $2 (exit $rc)"; printf '%s\n' "$out"; } >>"$OUT/sanitizer.log"
+      local summary; summary=$(printf '%s\n' "$out" | grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' | tail -n1)
+      local res; res=$(printf '%s\n' "$out" | result_line)
+      row "$1 $(basename "$2")" "${summary:-no summary} | ${res:-no result line} [exit $rc]"
+    }
+    for tool in memcheck racecheck initcheck synccheck; do
+      for t in test_cmdbuf test_pool test_training test_ops; do
+        sanitize "$tool" "$BUILD/$t"
+      done
+    done
+  else
+    row "compute-sanitizer" "not found"
+  fi
+fi
+
+# ---- 4. benchmark -------------------------------------------------------------------------------
+if want bench; then
+  if [ -x "$BUILD/neatml_bench" ]; then
+    if timeout 300 "$BUILD/neatml_bench" --backend cuda --json >"$OUT/bench.json" 2>>"$OUT/build.log"; then
+      row "neatml_bench --backend cuda" "ok ($(grep -c '"case"' "$OUT/bench.json") cases, bench.json)"
+    else
+      row "neatml_bench --backend cuda" "FAILED (exit $?, see build.log)"
+    fi
+    if [ -f bench/compare.py ]; then
+      PYTHONUNBUFFERED=1 timeout 400 python3 bench/compare.py --backend cuda --bench "$BUILD/neatml_bench" \
+        >"$OUT/compare.txt" 2>&1
+      row "bench/compare.py --backend cuda" "exit $? (compare.txt)"
+      tail -n 20 "$OUT/compare.txt"
+    fi
+  else
+    row "neatml_bench" "not built"
+  fi
+fi
+
+echo
+echo "==== summary ($(head -n1 "$OUT/env.txt"))"
+cat "$SUMMARY"

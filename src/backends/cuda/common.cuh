@@ -1,0 +1,102 @@
+/*
+ * common.cuh — device-side helpers of the CUDA kernels: grid sizing, the launch check,
+ * 16-byte access, warp and block reductions, and the activation math (the same formulas as
+ * the CPU backend's elementwise.c, so the two agree to rounding).
+ */
+#ifndef NEATML_CUDA_COMMON_CUH
+#define NEATML_CUDA_COMMON_CUH
+
+#include "common.h"
+
+#include <math.h>
+
+#define CUDA_THREADS 256
+
+/* Blocks for `work` items of a grid-stride kernel: enough to fill the chip (16 blocks of 256
+ * per multiprocessor is 2 full waves on Hopper), never more than the work needs. */
+static inline unsigned cuda_grid(nm_device *dev, int64_t work, int threads = CUDA_THREADS) {
+    int64_t blocks = (work + threads - 1) / threads;
+    int64_t cap = (int64_t)cuda_dev(dev)->sms * 16;
+    if (blocks > cap) blocks = cap;
+    if (blocks < 1) blocks = 1;
+    return (unsigned)blocks;
+}
+
+/* After every launch: the launch error (bad configuration, no kernel image for the GPU). */
+static inline neat_status cuda_launched(const char *what, const char *kernel) {
+    return cuda_check(cudaGetLastError(), what, kernel);
+}
+
+static inline bool aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
+
+/* ---- reductions ------------------------------------------------------------------------
+ * Fixed trees (shfl_down, then warp 0 over the warps' results): the same bits every run. */
+
+__device__ __forceinline__ float warp_sum(float v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
+    return v; /* valid in lane 0 */
+}
+
+__device__ __forceinline__ float warp_max(float v) {
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_down_sync(0xffffffffu, v, o));
+    return v;
+}
+
+/* Sum over a block of blockDim.x (a multiple of 32, at most 1024) threads; the result is
+ * returned to every thread. shm holds 32 floats. */
+__device__ __forceinline__ float block_sum(float v, float *shm) {
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
+    v = warp_sum(v);
+    __syncthreads(); /* shm may still be read from a previous call */
+    if (lane == 0) shm[warp] = v;
+    __syncthreads();
+    if (warp == 0) {
+        v = lane < nwarps ? shm[lane] : 0.0f;
+        v = warp_sum(v);
+        if (lane == 0) shm[0] = v;
+    }
+    __syncthreads();
+    return shm[0];
+}
+
+/* ---- activations ------------------------------------------------------------------------ */
+
+#define GELU_K0 0.7978845608028654f /* sqrt(2/pi) */
+#define GELU_K1 0.044715f
+
+__device__ __forceinline__ float sigmoidf_(float x) { return 1.0f / (1.0f + expf(-x)); }
+
+/* y = act(x). relu keeps NaN; gelu 0.5x(1+tanh u) = x sigmoid(2u) without cancellation. */
+template <int ACT> __device__ __forceinline__ float act_fwd(float x) {
+    if (ACT == NEAT_ACT_RELU) return x < 0.0f ? 0.0f : x;
+    if (ACT == NEAT_ACT_SIGMOID) return sigmoidf_(x);
+    if (ACT == NEAT_ACT_TANH) return tanhf(x);
+    if (ACT == NEAT_ACT_GELU) return x * sigmoidf_(2.0f * GELU_K0 * (x + GELU_K1 * x * x * x));
+    return x;
+}
+
+/* dy * act'(.): relu, sigmoid, tanh from the output y; gelu from the input x:
+ * d/dx x s(2u) = s + x s (1 - s) 2u', u' = sqrt(2/pi)(1 + 3 * 0.044715 x^2). */
+template <int ACT> __device__ __forceinline__ float act_bwd(float x, float y, float dy) {
+    if (ACT == NEAT_ACT_RELU) return y > 0.0f ? dy : 0.0f;
+    if (ACT == NEAT_ACT_SIGMOID) return dy * y * (1.0f - y);
+    if (ACT == NEAT_ACT_TANH) return dy * (1.0f - y * y);
+    if (ACT == NEAT_ACT_GELU) {
+        float s = sigmoidf_(2.0f * GELU_K0 * (x + GELU_K1 * x * x * x));
+        float du = 2.0f * GELU_K0 * (1.0f + 3.0f * GELU_K1 * x * x);
+        return dy * (s + x * s * (1.0f - s) * du);
+    }
+    return dy;
+}
+
+/* Call f.template operator()<ACT>() for a run-time activation. */
+#define CUDA_ACT_DISPATCH(act, CALL)                                                         \
+    switch (act) {                                                                           \
+    case NEAT_ACT_RELU: CALL(NEAT_ACT_RELU); break;                                          \
+    case NEAT_ACT_SIGMOID: CALL(NEAT_ACT_SIGMOID); break;                                    \
+    case NEAT_ACT_TANH: CALL(NEAT_ACT_TANH); break;                                          \
+    case NEAT_ACT_GELU: CALL(NEAT_ACT_GELU); break;                                          \
+    default: CALL(NEAT_ACT_NONE); break;                                                     \
+    }
+
+#endif

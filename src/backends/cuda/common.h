@@ -1,0 +1,142 @@
+/*
+ * common.h — state of the CUDA backend shared by backend.c (C) and the .cu files (C++).
+ *
+ * One device = one CUDA stream, one cuBLASLt handle, one cuDNN handle, a preallocated
+ * cuBLASLt workspace and the per-shape caches of matmul algorithms (matmul.cu) and cuDNN
+ * convolution plans (conv.cu). Ops are enqueued on the stream by submit() in backend.c,
+ * which holds the device lock while it does; the caches are touched only under that lock.
+ *
+ * A command buffer's backend state (cuda_cmdbuf) keeps what must stay fixed for a CUDA
+ * graph to replay: one scratch pointer per (op, slot), taken from the core's pool with
+ * nm_scratch_alloc on the first submission and reused by every later one, the captured
+ * graph, and a 4-int error record in device memory that kernels set on bad input (an
+ * out-of-range label) and wait() reads.
+ *
+ * Files: backend.c (table, device, memory, submit/wait, graphs), elementwise.cu (add,
+ * scale, fill, activations, bias+activation), pool.cu, reduce.cu (sums), softmax.cu
+ * (softmax, cross-entropy), optim.cu (SGD, AdamW), matmul.cu (cuBLASLt: matmul, linear),
+ * conv.cu (cuDNN).
+ */
+#ifndef NEATML_CUDA_COMMON_H
+#define NEATML_CUDA_COMMON_H
+
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cublasLt.h>
+#include <cuda_runtime.h>
+#include <cudnn.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#include "../backend.h"
+
+/* cuBLASLt workspace per device: 32 MiB, what cuBLAS itself reserves on Hopper. */
+#define CUDA_LT_WORKSPACE (32u << 20)
+/* Scratch buffers one op may hold (cuda_scratch slots). */
+#define CUDA_SLOTS 8
+
+struct cuda_matmul_cache;
+struct cuda_conv_cache;
+
+typedef struct cuda_device {
+    int index;
+    int sms;                 /* multiprocessors: sizes grids */
+    size_t total_memory;     /* bytes of the card: larger allocations fail at once */
+    cudaStream_t stream;
+    cublasLtHandle_t lt;
+    cudnnHandle_t dnn;
+    void *lt_ws;             /* CUDA_LT_WORKSPACE bytes */
+    struct cuda_matmul_cache *mm;   /* matmul.cu */
+    struct cuda_conv_cache *conv;   /* conv.cu */
+    pthread_mutex_t lock;    /* submit() and the caches */
+} cuda_device;
+
+/* Error record in device memory, set once by the first kernel that finds bad input. */
+enum { CUDA_ERR_FLAG = 0, CUDA_ERR_ROW = 1, CUDA_ERR_VALUE = 2, CUDA_ERR_OP = 3, CUDA_ERR_WORDS = 4 };
+
+typedef struct cuda_slot { void *ptr; size_t bytes; } cuda_slot;
+
+typedef struct cuda_cmdbuf {
+    cudaEvent_t done;          /* recorded after each submission */
+    cudaGraphExec_t exec;      /* captured at the second submission */
+    int graph_failed;          /* capture did not work: keep enqueueing op by op */
+    uint64_t submits;
+    int64_t cur_op;            /* op being enqueued: selects its scratch slots */
+    cuda_slot *slots;          /* nops * CUDA_SLOTS */
+    int64_t nslots;
+    int *err;                  /* CUDA_ERR_WORDS ints of device memory */
+    int checks;                /* some op can set err: wait() reads it */
+} cuda_cmdbuf;
+
+static inline cuda_device *cuda_dev(nm_device *dev) { return (cuda_device *)dev->impl; }
+static inline cuda_cmdbuf *cuda_cb(nm_cmdbuf *cb) { return (cuda_cmdbuf *)cb->impl; }
+
+/* Scratch memory of the op being enqueued, slot 0..CUDA_SLOTS-1: the same pointer at every
+ * submission of the buffer (a graph replays it), held until cmdbuf_release. */
+neat_status cuda_scratch(nm_cmdbuf *cb, int slot, size_t bytes, void **ptr);
+
+/* Status mapping: each returns NEAT_OK or an nm_error naming `what` (the op) and the call. */
+neat_status cuda_check(cudaError_t e, const char *what, const char *call);
+neat_status cublas_check(cublasStatus_t s, const char *what, const char *call);
+neat_status cudnn_check(cudnnStatus_t s, const char *what, const char *call);
+
+/* Launchers shared between files (all enqueue on dev's stream and check the launch). */
+/* elementwise.cu */
+neat_status cuda_fill_f32(nm_device *dev, float *y, int64_t n, float value, const char *what);
+neat_status cuda_scale_f32(nm_device *dev, const float *x, float alpha, float *y, int64_t n,
+                           const char *what);
+/* y[i] = act(y[i] + b[(i / inner) % channels]); b may be NULL (then channels is unused). */
+neat_status cuda_bias_act(nm_device *dev, float *y, const float *b, int64_t n, int64_t inner,
+                          int64_t channels, neat_activation act, const char *what);
+/* dz = dy * act'(.) from the saved output y (relu, sigmoid, tanh) or the input x (gelu);
+ * NONE copies dy. */
+neat_status cuda_act_grad(nm_device *dev, neat_activation act, const float *x, const float *y,
+                          const float *dy, float *dz, int64_t n, const char *what);
+/* reduce.cu: y[o, i] = scale * sum_l x[o, l, i] (+ y[o, i] when accumulate), x seen as
+ * [outer, len, inner]; deterministic. Uses scratch slots first_slot and first_slot + 1. */
+neat_status cuda_sum3(nm_device *dev, nm_cmdbuf *cb, int first_slot, const float *x,
+                      int64_t outer, int64_t len, int64_t inner, float scale, int accumulate,
+                      float *y, const char *what);
+/* matmul.cu: row-major c = alpha op(a) op(b) + beta c over `batch` matrices packed back to
+ * back, with an optional cuBLASLt epilogue (bias of n floats added to each row of c). */
+neat_status cuda_gemm(nm_device *dev, neat_math_mode math, int trans_a, int trans_b,
+                      int64_t batch, int64_t m, int64_t n, int64_t k, float alpha,
+                      const float *a, const float *b, float beta, float *c,
+                      cublasLtEpilogue_t epilogue, const float *bias, const char *what);
+
+/* Caches: created lazily, released by device_close. */
+void cuda_matmul_cache_free(cuda_device *d);
+void cuda_conv_cache_free(cuda_device *d);
+
+/* Op entry points (the table in backend.c). */
+neat_status cuda_matmul(nm_device *dev, nm_cmdbuf *cb, const nm_op *op);
+neat_status cuda_linear_forward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op);
+neat_status cuda_linear_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op);
+neat_status cuda_conv2d_forward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op);
+neat_status cuda_conv2d_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op);
+neat_status cuda_add(nm_device *dev, nm_cmdbuf *cb, const nm_op *op);
+neat_status cuda_scale(nm_device *dev, nm_cmdbuf *cb, const nm_op *op);
+neat_status cuda_fill(nm_device *dev, nm_cmdbuf *cb, const nm_op *op);
+neat_status cuda_activation_forward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op);
+neat_status cuda_activation_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op);
+neat_status cuda_maxpool2d(nm_device *dev, nm_cmdbuf *cb, const nm_op *op);
+neat_status cuda_maxpool2d_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op);
+neat_status cuda_sum(nm_device *dev, nm_cmdbuf *cb, const nm_op *op);
+neat_status cuda_softmax(nm_device *dev, nm_cmdbuf *cb, const nm_op *op);
+neat_status cuda_softmax_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op);
+neat_status cuda_softmax_xent(nm_device *dev, nm_cmdbuf *cb, const nm_op *op);
+neat_status cuda_softmax_xent_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op);
+neat_status cuda_sgd_update(nm_device *dev, nm_cmdbuf *cb, const nm_op *op);
+neat_status cuda_adam_update(nm_device *dev, nm_cmdbuf *cb, const nm_op *op);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,323 @@
+/*
+ * conv.cu — conv2d forward and backward on cuDNN's convolution API (NCHW float32, groups,
+ * dilation; a cross-correlation).
+ *
+ * Per geometry and math mode the device caches one plan: the tensor, filter and
+ * convolution descriptors and, found on first use and never inside a graph capture, the
+ * forward, backward-data and backward-filter algorithms (cudnnGet*Algorithm_v7, ranked by
+ * cuDNN's heuristics) with their workspace sizes. Strict float32 runs every algorithm with
+ * CUDNN_FMA_MATH (no TF32); NEAT_MATH_TF32 takes the math type cuDNN ranked best. Among
+ * backward algorithms a deterministic one is preferred. The workspace is per-op scratch
+ * (the same memory at every replay of the command buffer).
+ *
+ * forward:  y = conv(x, w), then y = act(y + b[k]) as one elementwise pass when needed.
+ * backward: dz = dy act'(y) (gelu: act'(z) with z recomputed by the forward), then
+ *           dx = conv_bwd_data(w, dz), dw = conv_bwd_filter(x, dz) with beta = accumulate,
+ *           db[k] = sum over n, p, q of dz (reduce.cu: over p, q then over n; deterministic).
+ * Scratch slots: 0 dz, 1 workspace, 2 the [N, K] sums, 3-4 and 5-6 the two reductions.
+ */
+#include "common.cuh"
+
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Workspace an algorithm may ask for. */
+#define CONV_WS_MAX ((size_t)1 << 30)
+
+enum { CONV_FWD, CONV_BWD_DATA, CONV_BWD_FILTER };
+
+typedef struct conv_algo {
+    int ready, algo;
+    cudnnMathType_t math;
+    size_t ws;
+} conv_algo;
+
+typedef struct conv_plan {
+    nm_conv_geom g;
+    int math;
+    cudnnTensorDescriptor_t xd, yd;
+    cudnnFilterDescriptor_t wd;
+    cudnnConvolutionDescriptor_t cd;
+    conv_algo algo[3];
+} conv_plan;
+
+struct cuda_conv_cache {
+    conv_plan **items;
+    int count, cap;
+};
+
+static void plan_destroy(conv_plan *p) {
+    if (!p) return;
+    if (p->xd) cudnnDestroyTensorDescriptor(p->xd);
+    if (p->yd) cudnnDestroyTensorDescriptor(p->yd);
+    if (p->wd) cudnnDestroyFilterDescriptor(p->wd);
+    if (p->cd) cudnnDestroyConvolutionDescriptor(p->cd);
+    free(p);
+}
+
+extern "C" void cuda_conv_cache_free(cuda_device *d) {
+    struct cuda_conv_cache *c = d->conv;
+    if (!c) return;
+    for (int i = 0; i < c->count; i++) plan_destroy(c->items[i]);
+    free(c->items);
+    free(c);
+    d->conv = NULL;
+}
+
+#define DNN_TRY(call)                                                                        \
+    do {                                                                                     \
+        neat_status st_ = cudnn_check((call), what, #call);                                  \
+        if (st_) {                                                                           \
+            plan_destroy(p);                                                                 \
+            return st_;                                                                      \
+        }                                                                                    \
+    } while (0)
+
+static neat_status plan_get(cuda_device *d, const nm_conv_geom *g, neat_math_mode math,
+                            conv_plan **out, const char *what) {
+    if (!d->conv) {
+        d->conv = (struct cuda_conv_cache *)calloc(1, sizeof *d->conv);
+        if (!d->conv) return nm_error(NEAT_ERR_OUT_OF_MEMORY, "%s: out of host memory", what);
+    }
+    struct cuda_conv_cache *c = d->conv;
+    for (int i = 0; i < c->count; i++)
+        if (c->items[i]->math == (int)math && memcmp(&c->items[i]->g, g, sizeof *g) == 0) {
+            *out = c->items[i];
+            return NEAT_OK;
+        }
+    const int64_t dims[] = {g->n, g->c, g->h, g->w, g->k, g->p, g->q, g->kh, g->kw,
+                            g->sh, g->sw, g->ph, g->pw, g->dh, g->dw, g->groups};
+    for (size_t i = 0; i < sizeof dims / sizeof dims[0]; i++)
+        if (dims[i] > INT_MAX)
+            return nm_error(NEAT_ERR_UNSUPPORTED, "%s: a size of %lld exceeds cuDNN's int range",
+                            what, (long long)dims[i]);
+    if (c->count == c->cap) {
+        int cap = c->cap ? 2 * c->cap : 16;
+        conv_plan **items = (conv_plan **)realloc(c->items, (size_t)cap * sizeof *items);
+        if (!items) return nm_error(NEAT_ERR_OUT_OF_MEMORY, "%s: out of host memory", what);
+        c->items = items;
+        c->cap = cap;
+    }
+    conv_plan *p = (conv_plan *)calloc(1, sizeof *p);
+    if (!p) return nm_error(NEAT_ERR_OUT_OF_MEMORY, "%s: out of host memory", what);
+    p->g = *g;
+    p->math = (int)math;
+    DNN_TRY(cudnnCreateTensorDescriptor(&p->xd));
+    DNN_TRY(cudnnCreateTensorDescriptor(&p->yd));
+    DNN_TRY(cudnnCreateFilterDescriptor(&p->wd));
+    DNN_TRY(cudnnCreateConvolutionDescriptor(&p->cd));
+    DNN_TRY(cudnnSetTensor4dDescriptor(p->xd, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, (int)g->n, (int)g->c, (int)g->h, (int)g->w));
+    DNN_TRY(cudnnSetTensor4dDescriptor(p->yd, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, (int)g->n, (int)g->k, (int)g->p, (int)g->q));
+    DNN_TRY(cudnnSetFilter4dDescriptor(p->wd, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW, (int)g->k, (int)(g->c / g->groups), (int)g->kh, (int)g->kw));
+    DNN_TRY(cudnnSetConvolution2dDescriptor(p->cd, (int)g->ph, (int)g->pw, (int)g->sh, (int)g->sw, (int)g->dh, (int)g->dw, CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
+    DNN_TRY(cudnnSetConvolutionGroupCount(p->cd, (int)g->groups));
+    c->items[c->count++] = p;
+    *out = p;
+    return NEAT_OK;
+}
+
+/* Workspace of algorithm `algo` of `which` under the descriptor's current math type;
+ * NOT_SUPPORTED when the pair cannot run. */
+static cudnnStatus_t ws_size(cudnnHandle_t h, const conv_plan *p, int which, int algo, size_t *ws) {
+    switch (which) {
+    case CONV_FWD:
+        return cudnnGetConvolutionForwardWorkspaceSize(h, p->xd, p->wd, p->cd, p->yd, (cudnnConvolutionFwdAlgo_t)algo, ws);
+    case CONV_BWD_DATA:
+        return cudnnGetConvolutionBackwardDataWorkspaceSize(h, p->wd, p->yd, p->cd, p->xd, (cudnnConvolutionBwdDataAlgo_t)algo, ws);
+    default:
+        return cudnnGetConvolutionBackwardFilterWorkspaceSize(h, p->xd, p->yd, p->cd, p->wd, (cudnnConvolutionBwdFilterAlgo_t)algo, ws);
+    }
+}
+
+/* Choose the algorithm of `which` once: cuDNN's ranking, filtered by status, workspace,
+ * math (strict: FMA only) and, for the backward, preferring determinism. */
+static neat_status algo_get(cuda_device *d, conv_plan *p, int which, const conv_algo **out,
+                            const char *what) {
+    conv_algo *a = &p->algo[which];
+    if (a->ready) {
+        *out = a;
+        return NEAT_OK;
+    }
+    enum { MAXR = 16 };
+    int algos[MAXR], det[MAXR], n = 0;
+    cudnnMathType_t maths[MAXR];
+    cudnnStatus_t s;
+    if (which == CONV_FWD) {
+        cudnnConvolutionFwdAlgoPerf_t r[MAXR];
+        s = cudnnGetConvolutionForwardAlgorithm_v7(d->dnn, p->xd, p->wd, p->cd, p->yd, MAXR, &n, r);
+        for (int i = 0; i < n; i++) {
+            algos[i] = r[i].algo;
+            det[i] = r[i].status == CUDNN_STATUS_SUCCESS ? 1 + (r[i].determinism == CUDNN_DETERMINISTIC) : 0;
+            maths[i] = r[i].mathType;
+        }
+    } else if (which == CONV_BWD_DATA) {
+        cudnnConvolutionBwdDataAlgoPerf_t r[MAXR];
+        s = cudnnGetConvolutionBackwardDataAlgorithm_v7(d->dnn, p->wd, p->yd, p->cd, p->xd, MAXR, &n, r);
+        for (int i = 0; i < n; i++) {
+            algos[i] = r[i].algo;
+            det[i] = r[i].status == CUDNN_STATUS_SUCCESS ? 1 + (r[i].determinism == CUDNN_DETERMINISTIC) : 0;
+            maths[i] = r[i].mathType;
+        }
+    } else {
+        cudnnConvolutionBwdFilterAlgoPerf_t r[MAXR];
+        s = cudnnGetConvolutionBackwardFilterAlgorithm_v7(d->dnn, p->xd, p->yd, p->cd, p->wd, MAXR, &n, r);
+        for (int i = 0; i < n; i++) {
+            algos[i] = r[i].algo;
+            det[i] = r[i].status == CUDNN_STATUS_SUCCESS ? 1 + (r[i].determinism == CUDNN_DETERMINISTIC) : 0;
+            maths[i] = r[i].mathType;
+        }
+    }
+    neat_status st = cudnn_check(s, what, "cudnnGetConvolution*Algorithm_v7");
+    if (st) return st;
+    /* Pass 0 wants deterministic (det == 2), pass 1 takes any that runs (det >= 1). */
+    for (int pass = 0; pass < 2; pass++)
+        for (int i = 0; i < n; i++) {
+            if (det[i] < 2 - pass) continue;
+            cudnnMathType_t m = p->math == NEAT_MATH_STRICT ? CUDNN_FMA_MATH : maths[i];
+            if (p->math == NEAT_MATH_STRICT && maths[i] == CUDNN_TENSOR_OP_MATH) continue;
+            if (cudnnSetConvolutionMathType(p->cd, m) != CUDNN_STATUS_SUCCESS) continue;
+            size_t ws = 0;
+            if (ws_size(d->dnn, p, which, algos[i], &ws) != CUDNN_STATUS_SUCCESS || ws > CONV_WS_MAX)
+                continue;
+            a->algo = algos[i];
+            a->math = m;
+            a->ws = ws;
+            a->ready = 1;
+            *out = a;
+            return NEAT_OK;
+        }
+    static const char *names[] = {"forward", "backward-data", "backward-filter"};
+    return nm_error(NEAT_ERR_BACKEND_ERROR, "%s: cuDNN offers no %s algorithm for this convolution%s",
+                    what, names[which], p->math == NEAT_MATH_STRICT ? " in strict float32 (FMA) math" : "");
+}
+
+/* Plan, algorithm and workspace (scratch slot 1, sized for the largest algorithm the op
+ * uses: asked with the same size at every submission). */
+static neat_status prepare(nm_device *dev, nm_cmdbuf *cb, const nm_conv_geom *g,
+                           neat_math_mode math, const int *which, int nwhich, conv_plan **plan,
+                           const conv_algo **algos, void **ws, const char *what) {
+    cuda_device *d = cuda_dev(dev);
+    neat_status st = plan_get(d, g, math, plan, what);
+    size_t need = 0;
+    for (int i = 0; !st && i < nwhich; i++) {
+        st = algo_get(d, *plan, which[i], &algos[i], what);
+        if (!st && algos[i]->ws > need) need = algos[i]->ws;
+    }
+    if (st) return st;
+    *ws = NULL;
+    return need ? cuda_scratch(cb, 1, need, ws) : NEAT_OK;
+}
+
+static neat_status run_forward(cuda_device *d, conv_plan *p, const conv_algo *a, void *ws,
+                               const float *x, const float *w, float *y, const char *what) {
+    const float one = 1.0f, zero = 0.0f;
+    neat_status st = cudnn_check(cudnnSetConvolutionMathType(p->cd, a->math), what, "cudnnSetConvolutionMathType");
+    if (st) return st;
+    return cudnn_check(cudnnConvolutionForward(d->dnn, &one, p->xd, x, p->wd, w, p->cd,
+                                               (cudnnConvolutionFwdAlgo_t)a->algo, ws, a->ws,
+                                               &zero, p->yd, y),
+                       what, "cudnnConvolutionForward");
+}
+
+extern "C" {
+
+neat_status cuda_conv2d_forward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
+    static const char what[] = "neat_conv2d_forward";
+    const auto &u = op->u.conv;
+    const nm_conv_geom &g = u.g;
+    int64_t ny = u.y->numel;
+    if (ny == 0) return NEAT_OK;
+    const float *b = u.b ? u.b->data : NULL;
+    neat_status st;
+    if (u.x->numel == 0 || u.w->numel == 0) { /* no input channels: y = act(b) */
+        st = cuda_fill_f32(dev, u.y->data, ny, 0.0f, what);
+    } else {
+        static const int which[] = {CONV_FWD};
+        conv_plan *p;
+        const conv_algo *a[1];
+        void *ws;
+        st = prepare(dev, cb, &g, op->math, which, 1, &p, a, &ws, what);
+        if (!st) st = run_forward(cuda_dev(dev), p, a[0], ws, u.x->data, u.w->data, u.y->data, what);
+    }
+    if (st) return st;
+    return cuda_bias_act(dev, u.y->data, b, ny, g.p * g.q, g.k, u.act, what);
+}
+
+neat_status cuda_conv2d_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
+    static const char what[] = "neat_conv2d_backward";
+    const auto &u = op->u.conv_bwd;
+    const nm_conv_geom &g = u.g;
+    cuda_device *d = cuda_dev(dev);
+    const float one = 1.0f, beta = u.accumulate ? 1.0f : 0.0f;
+    int64_t ny = u.dy->numel;
+    neat_status st = NEAT_OK;
+    if (ny == 0) { /* nothing flows back: the gradients are zero */
+        if (u.accumulate) return NEAT_OK;
+        if (u.dx) st = cuda_fill_f32(dev, u.dx->data, u.dx->numel, 0.0f, what);
+        if (!st && u.dw) st = cuda_fill_f32(dev, u.dw->data, u.dw->numel, 0.0f, what);
+        if (!st && u.db) st = cuda_fill_f32(dev, u.db->data, u.db->numel, 0.0f, what);
+        return st;
+    }
+    int which[3], nwhich = 0;
+    if (u.act == NEAT_ACT_GELU) which[nwhich++] = CONV_FWD;
+    if (u.dx) which[nwhich++] = CONV_BWD_DATA;
+    if (u.dw) which[nwhich++] = CONV_BWD_FILTER;
+    conv_plan *p = NULL;
+    const conv_algo *a[3] = {NULL, NULL, NULL};
+    void *ws = NULL;
+    if (u.x->numel > 0 && u.w->numel > 0) { /* else C = 0: dx and dw are empty */
+        st = prepare(dev, cb, &g, op->math, which, nwhich, &p, a, &ws, what);
+        if (st) return st;
+    }
+    const float *dz = u.dy->data;
+    if (u.act != NEAT_ACT_NONE) {
+        void *buf;
+        st = cuda_scratch(cb, 0, (size_t)ny * sizeof(float), &buf);
+        if (st) return st;
+        float *z = (float *)buf;
+        if (u.act == NEAT_ACT_GELU) { /* z = conv(x, w) + b, then dz = dy gelu'(z) in place */
+            if (p) st = run_forward(d, p, a[0], ws, u.x->data, u.w->data, z, what);
+            else st = cuda_fill_f32(dev, z, ny, 0.0f, what);
+            if (!st) st = cuda_bias_act(dev, z, u.b ? u.b->data : NULL, ny, g.p * g.q, g.k, NEAT_ACT_NONE, what);
+            if (!st) st = cuda_act_grad(dev, u.act, z, NULL, u.dy->data, z, ny, what);
+        } else {
+            st = cuda_act_grad(dev, u.act, NULL, u.y->data, u.dy->data, z, ny, what);
+        }
+        if (st) return st;
+        dz = z;
+    }
+    int ai = u.act == NEAT_ACT_GELU;
+    if (p && u.dx) {
+        const conv_algo *al = a[ai++];
+        st = cudnn_check(cudnnSetConvolutionMathType(p->cd, al->math), what, "cudnnSetConvolutionMathType");
+        if (!st)
+            st = cudnn_check(cudnnConvolutionBackwardData(d->dnn, &one, p->wd, u.w->data, p->yd, dz, p->cd,
+                                                          (cudnnConvolutionBwdDataAlgo_t)al->algo, ws, al->ws,
+                                                          &beta, p->xd, u.dx->data),
+                             what, "cudnnConvolutionBackwardData");
+        if (st) return st;
+    }
+    if (p && u.dw) {
+        const conv_algo *al = a[ai++];
+        st = cudnn_check(cudnnSetConvolutionMathType(p->cd, al->math), what, "cudnnSetConvolutionMathType");
+        if (!st)
+            st = cudnn_check(cudnnConvolutionBackwardFilter(d->dnn, &one, p->xd, u.x->data, p->yd, dz, p->cd,
+                                                            (cudnnConvolutionBwdFilterAlgo_t)al->algo, ws, al->ws,
+                                                            &beta, p->wd, u.dw->data),
+                             what, "cudnnConvolutionBackwardFilter");
+        if (st) return st;
+    }
+    if (u.db) { /* db[k] = sum_n (sum_pq dz[n, k, pq]) */
+        void *sums;
+        st = cuda_scratch(cb, 2, (size_t)(g.n * g.k) * sizeof(float), &sums);
+        if (!st)
+            st = cuda_sum3(dev, cb, 3, dz, g.n * g.k, g.p * g.q, 1, 1.0f, 0, (float *)sums, what);
+        if (!st)
+            st = cuda_sum3(dev, cb, 5, (const float *)sums, 1, g.n, g.k, 1.0f, u.accumulate,
+                           u.db->data, what);
+    }
+    return st;
+}
+
+} /* extern "C" */

@@ -1,0 +1,174 @@
+/*
+ * elementwise.cu — add (same shape or one row broadcast over the rows), scale, fill,
+ * activations forward and backward, and the bias + activation pass that follows cuBLASLt
+ * (sigmoid, tanh) and cuDNN (every activation).
+ *
+ * All are one grid-stride kernel, map_kernel: out[i] = op(i, a[i], b[i]) over n floats,
+ * 16 bytes per access when every pointer is 16-byte aligned (pool memory always is; a view
+ * may not be), the <4 tail and unaligned cases element by element. out may be a or b
+ * (in-place ops), so nothing is declared __restrict__.
+ */
+#include "common.cuh"
+
+template <class Op, bool VEC>
+__global__ void map_kernel(Op op, float *out, const float *a, const float *b, int64_t n) {
+    int64_t tid = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+    int64_t stride = (int64_t)gridDim.x * blockDim.x;
+    int64_t start = 0;
+    if (VEC) {
+        int64_t n4 = n >> 2;
+        for (int64_t i = tid; i < n4; i += stride) {
+            float4 av = a ? reinterpret_cast<const float4 *>(a)[i] : make_float4(0, 0, 0, 0);
+            float4 bv = b ? reinterpret_cast<const float4 *>(b)[i] : make_float4(0, 0, 0, 0);
+            int64_t e = i * 4;
+            float4 r;
+            r.x = op(e, av.x, bv.x);
+            r.y = op(e + 1, av.y, bv.y);
+            r.z = op(e + 2, av.z, bv.z);
+            r.w = op(e + 3, av.w, bv.w);
+            reinterpret_cast<float4 *>(out)[i] = r;
+        }
+        start = n4 * 4;
+    }
+    for (int64_t i = start + tid; i < n; i += stride)
+        out[i] = op(i, a ? a[i] : 0.0f, b ? b[i] : 0.0f);
+}
+
+template <class Op>
+static neat_status map_launch(nm_device *dev, Op op, float *out, const float *a,
+                              const float *b, int64_t n, const char *what) {
+    if (n <= 0) return NEAT_OK;
+    cudaStream_t s = cuda_dev(dev)->stream;
+    bool vec = aligned16(out) && (!a || aligned16(a)) && (!b || aligned16(b));
+    if (vec)
+        map_kernel<Op, true><<<cuda_grid(dev, (n + 3) / 4), CUDA_THREADS, 0, s>>>(op, out, a, b, n);
+    else
+        map_kernel<Op, false><<<cuda_grid(dev, n), CUDA_THREADS, 0, s>>>(op, out, a, b, n);
+    return cuda_launched(what, "map_kernel");
+}
+
+/* (i / inner) % m in 32-bit arithmetic when the indices fit (64-bit division is ~4x slower). */
+__device__ __forceinline__ int64_t index_mod(int64_t i, int64_t inner, int64_t m, bool small) {
+    if (small) return (int64_t)(((uint32_t)i / (uint32_t)inner) % (uint32_t)m);
+    return (i / inner) % m;
+}
+
+struct fill_op {
+    float value;
+    __device__ float operator()(int64_t, float, float) const { return value; }
+};
+struct scale_op {
+    float alpha;
+    __device__ float operator()(int64_t, float x, float) const { return alpha * x; }
+};
+struct add_op {
+    __device__ float operator()(int64_t, float a, float b) const { return a + b; }
+};
+struct add_row_op { /* a [rows, cols] + row [cols] */
+    const float *row;
+    int64_t cols;
+    bool small;
+    __device__ float operator()(int64_t i, float a, float) const {
+        return a + row[index_mod(i, 1, cols, small)];
+    }
+};
+template <int ACT> struct act_fwd_op {
+    __device__ float operator()(int64_t, float x, float) const { return act_fwd<ACT>(x); }
+};
+/* a is x for gelu, y otherwise; b is dy. */
+template <int ACT> struct act_bwd_op {
+    __device__ float operator()(int64_t, float a, float dy) const {
+        return ACT == NEAT_ACT_GELU ? act_bwd<ACT>(a, 0.0f, dy) : act_bwd<ACT>(0.0f, a, dy);
+    }
+};
+/* y = act(y + bias[(i / inner) % channels]) */
+template <int ACT> struct bias_act_op {
+    const float *bias;
+    int64_t inner, channels;
+    bool small;
+    __device__ float operator()(int64_t i, float y, float) const {
+        if (bias) y += bias[index_mod(i, inner, channels, small)];
+        return act_fwd<ACT>(y);
+    }
+};
+
+static bool fits32(int64_t n) { return n < ((int64_t)1 << 32); }
+
+extern "C" {
+
+neat_status cuda_fill_f32(nm_device *dev, float *y, int64_t n, float value, const char *what) {
+    return map_launch(dev, fill_op{value}, y, NULL, NULL, n, what);
+}
+
+neat_status cuda_scale_f32(nm_device *dev, const float *x, float alpha, float *y, int64_t n,
+                           const char *what) {
+    return map_launch(dev, scale_op{alpha}, y, x, NULL, n, what);
+}
+
+neat_status cuda_bias_act(nm_device *dev, float *y, const float *b, int64_t n, int64_t inner,
+                          int64_t channels, neat_activation act, const char *what) {
+    if (!b && act == NEAT_ACT_NONE) return NEAT_OK;
+    if (!b) inner = channels = 1;
+#define CALL(A) return map_launch(dev, bias_act_op<A>{b, inner, channels, fits32(n)}, y, y, NULL, n, what)
+    CUDA_ACT_DISPATCH(act, CALL)
+#undef CALL
+    return NEAT_ERR_INTERNAL; /* not reached */
+}
+
+neat_status cuda_act_grad(nm_device *dev, neat_activation act, const float *x, const float *y,
+                          const float *dy, float *dz, int64_t n, const char *what) {
+    if (n <= 0) return NEAT_OK;
+    if (act == NEAT_ACT_NONE) {
+        if (dz == dy) return NEAT_OK;
+        return cuda_check(cudaMemcpyAsync(dz, dy, (size_t)n * sizeof(float),
+                                          cudaMemcpyDeviceToDevice, cuda_dev(dev)->stream),
+                          what, "cudaMemcpyAsync");
+    }
+    const float *a = act == NEAT_ACT_GELU ? x : y;
+#define CALL(A) return map_launch(dev, act_bwd_op<A>{}, dz, a, dy, n, what)
+    CUDA_ACT_DISPATCH(act, CALL)
+#undef CALL
+    return NEAT_ERR_INTERNAL; /* not reached */
+}
+
+neat_status cuda_add(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
+    const auto &u = op->u.add;
+    int64_t n = u.rows * u.cols;
+    if (u.broadcast)
+        return map_launch(dev, add_row_op{u.b->data, u.cols, fits32(n)}, u.out->data,
+                          u.a->data, NULL, n, "neat_add");
+    return map_launch(dev, add_op{}, u.out->data, u.a->data, u.b->data, n, "neat_add");
+}
+
+neat_status cuda_scale(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
+    const auto &u = op->u.scale;
+    return cuda_scale_f32(dev, u.x->data, u.alpha, u.out->data, u.x->numel, "neat_scale");
+}
+
+neat_status cuda_fill(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
+    return cuda_fill_f32(dev, op->u.fill.t->data, op->u.fill.t->numel, op->u.fill.value,
+                         "neat_fill");
+}
+
+neat_status cuda_activation_forward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
+    const auto &u = op->u.act;
+    int64_t n = u.x->numel;
+    if (u.act == NEAT_ACT_NONE) {
+        if (n == 0 || u.out->data == u.x->data) return NEAT_OK;
+        return cuda_check(cudaMemcpyAsync(u.out->data, u.x->data, (size_t)n * sizeof(float),
+                                          cudaMemcpyDeviceToDevice, cuda_dev(dev)->stream),
+                          "neat_activation_forward", "cudaMemcpyAsync");
+    }
+#define CALL(A) return map_launch(dev, act_fwd_op<A>{}, u.out->data, u.x->data, NULL, n, "neat_activation_forward")
+    CUDA_ACT_DISPATCH(u.act, CALL)
+#undef CALL
+    return NEAT_ERR_INTERNAL; /* not reached */
+}
+
+neat_status cuda_activation_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
+    const auto &u = op->u.act;
+    return cuda_act_grad(dev, u.act, u.x ? u.x->data : NULL, u.y ? u.y->data : NULL,
+                         u.dy->data, u.out->data, u.dy->numel, "neat_activation_backward");
+}
+
+} /* extern "C" */

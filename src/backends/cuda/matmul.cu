@@ -1,0 +1,278 @@
+/*
+ * matmul.cu — matmul, batched matmul and linear forward/backward on cuBLASLt.
+ *
+ * Row-major to cuBLASLt's column-major: a row-major M x N matrix is a column-major N x M
+ * one, so C = op(A) op(B) is computed as C^T = op(B)^T op(A)^T: cuBLASLt's "A" is our b,
+ * its "B" our a, its m = N and n = M. A bias epilogue adds a vector of cuBLASLt's m = our
+ * N, i.e. one value per column of C: the bias of each output feature of a linear layer.
+ *
+ * Strict float32 uses CUBLAS_COMPUTE_32F; NEAT_MATH_TF32 CUBLAS_COMPUTE_32F_FAST_TF32.
+ * The descriptors and the algorithm (cublasLtMatmulAlgoGetHeuristic, best first) are made
+ * once per shape, transposes, epilogue, math mode and pointer alignment, and cached in the
+ * device: a later submission (or a graph capture) only sets the bias pointer and calls
+ * cublasLtMatmul with the device's preallocated workspace. With beta = 0 cuBLASLt does not
+ * read C (a NaN there does not propagate). K = 0 gives C = beta C (+ bias, activation).
+ *
+ * linear forward: y = act(x w^T + b): epilogues BIAS / RELU_BIAS (RELU without a bias),
+ * GELU_BIAS under TF32 only (see epilogue_has_act); sigmoid, tanh and strict GELU run as
+ * elementwise.cu's pass after a BIAS epilogue.
+ * linear backward: dz = dy act'(y) (gelu: act'(z) with z = x w^T + b recomputed into
+ * scratch), dx = dz w, dw = dz^T x (beta = accumulate), db = column sums of dz (reduce.cu,
+ * deterministic).
+ */
+#include "common.cuh"
+
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct mm_key {
+    int trans_a, trans_b; /* cuBLASLt's (ours swapped) */
+    int64_t batch, m, n, k;
+    int epilogue, math;
+    int align_a, align_b, align_c;
+} mm_key;
+
+typedef struct mm_entry {
+    mm_key key;
+    cublasLtMatmulDesc_t desc;
+    cublasLtMatrixLayout_t la, lb, lc;
+    cublasLtMatmulAlgo_t algo;
+} mm_entry;
+
+struct cuda_matmul_cache {
+    mm_entry *items;
+    int count, cap;
+};
+
+/* Largest power of two <= 256 dividing the address: cuBLASLt assumes 256 unless told. */
+static int ptr_align(const void *p) {
+    uintptr_t v = (uintptr_t)p;
+    int a = 4;
+    while (a < 256 && (v % (uintptr_t)(a * 2)) == 0) a *= 2;
+    return a;
+}
+
+static void entry_destroy(mm_entry *e) {
+    if (e->la) cublasLtMatrixLayoutDestroy(e->la);
+    if (e->lb) cublasLtMatrixLayoutDestroy(e->lb);
+    if (e->lc) cublasLtMatrixLayoutDestroy(e->lc);
+    if (e->desc) cublasLtMatmulDescDestroy(e->desc);
+}
+
+extern "C" void cuda_matmul_cache_free(cuda_device *d) {
+    struct cuda_matmul_cache *c = d->mm;
+    if (!c) return;
+    for (int i = 0; i < c->count; i++) entry_destroy(&c->items[i]);
+    free(c->items);
+    free(c);
+    d->mm = NULL;
+}
+
+/* A column-major rows x cols layout with leading dimension rows, batched. */
+static cublasStatus_t make_layout(cublasLtMatrixLayout_t *l, int64_t rows, int64_t cols,
+                                  int64_t batch) {
+    cublasStatus_t s = cublasLtMatrixLayoutCreate(l, CUDA_R_32F, (uint64_t)rows, (uint64_t)cols, rows);
+    if (s != CUBLAS_STATUS_SUCCESS || batch == 1) return s;
+    int32_t count = (int32_t)batch;
+    int64_t stride = rows * cols;
+    s = cublasLtMatrixLayoutSetAttribute(*l, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &count, sizeof count);
+    if (s == CUBLAS_STATUS_SUCCESS)
+        s = cublasLtMatrixLayoutSetAttribute(*l, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &stride, sizeof stride);
+    return s;
+}
+
+#define LT_TRY(call)                                                                         \
+    do {                                                                                     \
+        neat_status st_ = cublas_check((call), what, #call);                                 \
+        if (st_) goto fail;                                                                  \
+    } while (0)
+
+/* The cached entry for key, creating descriptors and choosing the algorithm on a miss. */
+static neat_status mm_lookup(cuda_device *d, const mm_key *key, mm_entry **out, const char *what) {
+    if (!d->mm) {
+        d->mm = (struct cuda_matmul_cache *)calloc(1, sizeof *d->mm);
+        if (!d->mm) return nm_error(NEAT_ERR_OUT_OF_MEMORY, "%s: out of host memory", what);
+    }
+    struct cuda_matmul_cache *c = d->mm;
+    for (int i = 0; i < c->count; i++)
+        if (memcmp(&c->items[i].key, key, sizeof *key) == 0) {
+            *out = &c->items[i];
+            return NEAT_OK;
+        }
+    if (c->count == c->cap) {
+        int cap = c->cap ? 2 * c->cap : 16;
+        mm_entry *items = (mm_entry *)realloc(c->items, (size_t)cap * sizeof *items);
+        if (!items) return nm_error(NEAT_ERR_OUT_OF_MEMORY, "%s: out of host memory", what);
+        c->items = items;
+        c->cap = cap;
+    }
+    mm_entry e;
+    memset(&e, 0, sizeof e);
+    e.key = *key;
+    cublasLtMatmulPreference_t pref = NULL;
+    cublasOperation_t ta = key->trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
+    cublasOperation_t tb = key->trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
+    cublasLtEpilogue_t epi = (cublasLtEpilogue_t)key->epilogue;
+    uint64_t ws = CUDA_LT_WORKSPACE;
+    uint32_t al_a = (uint32_t)key->align_a, al_b = (uint32_t)key->align_b, al_c = (uint32_t)key->align_c;
+    cublasLtMatmulHeuristicResult_t result;
+    int found = 0;
+    memset(&result, 0, sizeof result);
+    LT_TRY(cublasLtMatmulDescCreate(&e.desc, key->math == NEAT_MATH_TF32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    LT_TRY(cublasLtMatmulDescSetAttribute(e.desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
+    LT_TRY(cublasLtMatmulDescSetAttribute(e.desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
+    LT_TRY(cublasLtMatmulDescSetAttribute(e.desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi));
+    /* A is m x k after op: stored k x m when transposed. */
+    LT_TRY(make_layout(&e.la, key->trans_a ? key->k : key->m, key->trans_a ? key->m : key->k, key->batch));
+    LT_TRY(make_layout(&e.lb, key->trans_b ? key->n : key->k, key->trans_b ? key->k : key->n, key->batch));
+    LT_TRY(make_layout(&e.lc, key->m, key->n, key->batch));
+    LT_TRY(cublasLtMatmulPreferenceCreate(&pref));
+    LT_TRY(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws));
+    LT_TRY(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al_a, sizeof al_a));
+    LT_TRY(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al_b, sizeof al_b));
+    LT_TRY(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al_c, sizeof al_c));
+    LT_TRY(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al_c, sizeof al_c));
+    LT_TRY(cublasLtMatmulAlgoGetHeuristic(d->lt, e.desc, e.la, e.lb, e.lc, e.lc, pref, 1, &result, &found));
+    cublasLtMatmulPreferenceDestroy(pref);
+    pref = NULL;
+    if (found < 1 || result.state != CUBLAS_STATUS_SUCCESS) {
+        entry_destroy(&e);
+        return nm_error(NEAT_ERR_BACKEND_ERROR,
+                        "%s: cublasLtMatmulAlgoGetHeuristic found no algorithm for m=%lld n=%lld k=%lld batch=%lld",
+                        what, (long long)key->m, (long long)key->n, (long long)key->k, (long long)key->batch);
+    }
+    e.algo = result.algo;
+    c->items[c->count] = e;
+    *out = &c->items[c->count++];
+    return NEAT_OK;
+fail:
+    if (pref) cublasLtMatmulPreferenceDestroy(pref);
+    entry_destroy(&e);
+    return NEAT_ERR_BACKEND_ERROR; /* message set by cublas_check */
+}
+
+static neat_activation epilogue_act(cublasLtEpilogue_t e) {
+    if (e == CUBLASLT_EPILOGUE_RELU || e == CUBLASLT_EPILOGUE_RELU_BIAS) return NEAT_ACT_RELU;
+    if (e == CUBLASLT_EPILOGUE_GELU || e == CUBLASLT_EPILOGUE_GELU_BIAS) return NEAT_ACT_GELU;
+    return NEAT_ACT_NONE;
+}
+
+extern "C" neat_status cuda_gemm(nm_device *dev, neat_math_mode math, int trans_a, int trans_b,
+                                 int64_t batch, int64_t m, int64_t n, int64_t k, float alpha,
+                                 const float *a, const float *b, float beta, float *c,
+                                 cublasLtEpilogue_t epilogue, const float *bias, const char *what) {
+    if (batch == 0 || m == 0 || n == 0) return NEAT_OK;
+    cuda_device *d = cuda_dev(dev);
+    if (k == 0) { /* op(a) op(b) is zero: c = beta c, then the epilogue */
+        int64_t total = batch * m * n;
+        neat_status st = beta == 0.0f ? cuda_fill_f32(dev, c, total, 0.0f, what)
+                         : beta != 1.0f ? cuda_scale_f32(dev, c, beta, c, total, what)
+                                        : NEAT_OK;
+        if (st) return st;
+        return cuda_bias_act(dev, c, bias, total, 1, n, epilogue_act(epilogue), what);
+    }
+    if (batch > INT32_MAX)
+        return nm_error(NEAT_ERR_UNSUPPORTED, "%s: batch %lld is too large for cuBLASLt", what, (long long)batch);
+    mm_key key;
+    memset(&key, 0, sizeof key); /* memcmp'd: no padding garbage */
+    key.trans_a = trans_b;
+    key.trans_b = trans_a;
+    key.batch = batch;
+    key.m = n;
+    key.n = m;
+    key.k = k;
+    key.epilogue = (int)epilogue;
+    key.math = (int)math;
+    key.align_a = ptr_align(b);
+    key.align_b = ptr_align(a);
+    key.align_c = ptr_align(c);
+    mm_entry *e;
+    neat_status st = mm_lookup(d, &key, &e, what);
+    if (st) return st;
+    if (bias) {
+        st = cublas_check(cublasLtMatmulDescSetAttribute(e->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias),
+                          what, "cublasLtMatmulDescSetAttribute(BIAS_POINTER)");
+        if (st) return st;
+    }
+    return cublas_check(cublasLtMatmul(d->lt, e->desc, &alpha, b, e->la, a, e->lb, &beta, c, e->lc, c,
+                                       e->lc, &e->algo, d->lt_ws, CUDA_LT_WORKSPACE, d->stream),
+                        what, "cublasLtMatmul");
+}
+
+extern "C" {
+
+neat_status cuda_matmul(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
+    const auto &u = op->u.matmul;
+    return cuda_gemm(dev, op->math, u.trans_a, u.trans_b, u.batch, u.m, u.n, u.k, u.alpha,
+                     u.a->data, u.b->data, u.beta, u.c->data, CUBLASLT_EPILOGUE_DEFAULT, NULL,
+                     op->kind == NM_OP_MATMUL ? "neat_matmul" : "neat_matmul_batched");
+}
+
+/* Does the epilogue of linear_epilogue apply act itself? Sigmoid and tanh never; GELU only
+ * under TF32: cuBLASLt's GELU epilogue is off by up to ~3e-5 relative (a fast tanh, seen on
+ * an H200 with CUDA 13.0), outside the strict float32 tolerance, so strict mode runs
+ * elementwise.cu's GELU after a BIAS epilogue. */
+static int epilogue_has_act(neat_activation act, neat_math_mode math) {
+    return act == NEAT_ACT_RELU || (act == NEAT_ACT_GELU && math == NEAT_MATH_TF32);
+}
+
+static cublasLtEpilogue_t linear_epilogue(neat_activation act, neat_math_mode math, int has_bias) {
+    if (epilogue_has_act(act, math) && act == NEAT_ACT_RELU)
+        return has_bias ? CUBLASLT_EPILOGUE_RELU_BIAS : CUBLASLT_EPILOGUE_RELU;
+    if (epilogue_has_act(act, math) && act == NEAT_ACT_GELU)
+        return has_bias ? CUBLASLT_EPILOGUE_GELU_BIAS : CUBLASLT_EPILOGUE_GELU;
+    return has_bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
+}
+
+/* y [n, out] = epilogue(x [n, in] w^T [in, out] + b) */
+static neat_status linear_gemm(nm_device *dev, neat_math_mode math, int64_t n, int64_t in,
+                               int64_t out, const float *x, const float *w, const float *b,
+                               cublasLtEpilogue_t epi, float *y, const char *what) {
+    return cuda_gemm(dev, math, 0, 1, 1, n, out, in, 1.0f, x, w, 0.0f, y, epi, b, what);
+}
+
+neat_status cuda_linear_forward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
+    static const char what[] = "neat_linear_forward";
+    const auto &u = op->u.linear;
+    const float *b = u.b ? u.b->data : NULL;
+    neat_status st = linear_gemm(dev, op->math, u.n, u.in, u.out, u.x->data, u.w->data, b,
+                                 linear_epilogue(u.act, op->math, b != NULL), u.y->data, what);
+    if (st || u.act == NEAT_ACT_NONE || epilogue_has_act(u.act, op->math)) return st;
+    return cuda_bias_act(dev, u.y->data, NULL, u.n * u.out, 1, u.out, u.act, what);
+}
+
+neat_status cuda_linear_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
+    static const char what[] = "neat_linear_backward";
+    const auto &u = op->u.linear_bwd;
+    float beta = u.accumulate ? 1.0f : 0.0f;
+    int64_t nz = u.n * u.out;
+    const float *dz = u.dy->data;
+    if (u.act != NEAT_ACT_NONE && nz > 0) {
+        void *buf;
+        neat_status st = cuda_scratch(cb, 0, (size_t)nz * sizeof(float), &buf);
+        if (st) return st;
+        float *z = (float *)buf;
+        if (u.act == NEAT_ACT_GELU) { /* z = x w^T + b, then dz = dy gelu'(z) in place */
+            st = linear_gemm(dev, op->math, u.n, u.in, u.out, u.x->data, u.w->data,
+                             u.b ? u.b->data : NULL,
+                             u.b ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT, z, what);
+            if (!st) st = cuda_act_grad(dev, u.act, z, NULL, u.dy->data, z, nz, what);
+        } else {
+            st = cuda_act_grad(dev, u.act, NULL, u.y->data, u.dy->data, z, nz, what);
+        }
+        if (st) return st;
+        dz = z;
+    }
+    neat_status st = NEAT_OK;
+    if (u.dx) /* dx [n, in] = dz [n, out] w [out, in] */
+        st = cuda_gemm(dev, op->math, 0, 0, 1, u.n, u.in, u.out, 1.0f, dz, u.w->data, beta,
+                       u.dx->data, CUBLASLT_EPILOGUE_DEFAULT, NULL, what);
+    if (!st && u.dw) /* dw [out, in] = dz^T [out, n] x [n, in] */
+        st = cuda_gemm(dev, op->math, 1, 0, 1, u.out, u.in, u.n, 1.0f, dz, u.x->data, beta,
+                       u.dw->data, CUBLASLT_EPILOGUE_DEFAULT, NULL, what);
+    if (!st && u.db) /* db [out] = sum over the n rows of dz */
+        st = cuda_sum3(dev, cb, 1, dz, 1, u.n, u.out, 1.0f, u.accumulate, u.db->data, what);
+    return st;
+}
+
+} /* extern "C" */
