@@ -1,0 +1,105 @@
+/*
+ * bench.h — what the benchmark cases share: the run context, the result of a case, the
+ * timing loop and the host-side helpers (random fill, float64 checks).
+ *
+ * A case creates its tensors on ctx->dev, fills them with fresh random values (never zeros),
+ * records its ops into ONE command buffer, commits it once and checks a sample of the
+ * output against a float64 computation from the inputs read back. Only when that check
+ * passes is the buffer replayed: warm-up, then ctx->reps timed commit+wait, median.
+ * The time is host wall clock around commit+wait: on a GPU that is the device time plus one
+ * synchronisation (neatml has no public event API).
+ */
+#ifndef NEATML_BENCH_H
+#define NEATML_BENCH_H
+
+#include "harness.h"
+#include "neatml.h"
+
+#include <stdint.h>
+
+typedef struct bench_ctx {
+    neat_device *dev;
+    neat_device_props props;
+    int reps;      /* timed replays per case */
+    uint64_t seed; /* base seed; each case derives its own and prints it on failure */
+} bench_ctx;
+
+typedef enum bench_outcome {
+    BENCH_OK = 0,
+    BENCH_UNAVAILABLE, /* an op answered NEAT_ERR_UNSUPPORTED: no number */
+    BENCH_FAILED,      /* the output check failed: no number */
+    BENCH_ERROR        /* another library error (out of memory, backend error) */
+} bench_outcome;
+
+typedef struct bench_result {
+    bench_outcome outcome;
+    char reason[512];   /* for anything but BENCH_OK */
+    char shape[96];     /* the work actually measured, e.g. "2048x2048x2048" */
+    double median_ms;   /* per replay of the command buffer */
+    double rate;        /* in `unit` */
+    const char *unit;   /* "GFLOP/s", "GB/s", "us/op", "img/s" */
+    double work;        /* flops, bytes, ops or images per replay (what rate counts) */
+    int64_t peak_mem;   /* peak device memory of the case, bytes */
+    double check_err;   /* worst error / tolerance of the check (<= 1 passes) */
+} bench_result;
+
+typedef void (*bench_fn)(bench_ctx *ctx, bench_result *res);
+
+typedef struct bench_case {
+    const char *name;
+    const char *work; /* one line, as in DESIGN.md */
+    bench_fn run;
+} bench_case;
+
+/* cases_ops.c: the single-op cases; cases_models.c: the small MLP and LeNet step. */
+void bench_matmul_1024(bench_ctx *ctx, bench_result *res);
+void bench_matmul_large(bench_ctx *ctx, bench_result *res);
+void bench_linear_relu_1024(bench_ctx *ctx, bench_result *res);
+void bench_conv2d_256f(bench_ctx *ctx, bench_result *res);
+void bench_maxpool2x2(bench_ctx *ctx, bench_result *res);
+void bench_softmax_rows_4096(bench_ctx *ctx, bench_result *res);
+void bench_sum_all_4096(bench_ctx *ctx, bench_result *res);
+void bench_add_4096(bench_ctx *ctx, bench_result *res);
+void bench_mlp_700_small_ops(bench_ctx *ctx, bench_result *res);
+void bench_lenet_train_step(bench_ctx *ctx, bench_result *res);
+
+/* ---- helpers (bench_util.c) ----------------------------------------------------------- */
+
+/* Record a library failure into res: UNSUPPORTED becomes "not available: <message>",
+ * anything else an error naming `what`. Returns 0 so that callers can write
+ * `if (!bench_ok(res, st, "neat_matmul")) goto done;`. Returns 1 for NEAT_OK. */
+int bench_ok(bench_result *res, neat_status st, const char *what);
+/* Mark the case FAILED with a formatted reason. */
+void bench_fail(bench_result *res, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* A tensor of the given shape filled with uniform values in [lo, hi) (nonzero with
+ * probability one); the host copy is returned in *host when host != NULL (caller frees). */
+neat_status bench_random_tensor(bench_ctx *ctx, nt_rng *rng, int ndim, const int64_t *shape,
+                                double lo, double hi, neat_tensor **out, float **host);
+/* Read a whole tensor back into a new malloc'd buffer (NULL on failure, status in *st). */
+float *bench_read_back(const neat_tensor *t, neat_status *st);
+
+/* Warm-up replays of cb (at least 2 and at least ~0.1 s, so that a CUDA graph is captured
+ * and caches are hot), then ctx->reps timed replays; *median_ms gets the median of the
+ * commit+wait wall times. */
+neat_status bench_time(bench_ctx *ctx, neat_cmdbuf *cb, double *median_ms);
+/* Run cb once (commit + wait). */
+neat_status bench_run_once(neat_cmdbuf *cb);
+
+/* Start a case: trim the pool and reset the peak so that res->peak_mem is this case's. */
+void bench_begin(bench_ctx *ctx, bench_result *res, nt_rng *rng, uint64_t case_salt);
+/* End a case: read the device's peak memory into res->peak_mem. */
+void bench_end(bench_ctx *ctx, bench_result *res);
+
+/* Set rate and unit from the work per replay and the median. unit "us/op" divides the
+ * other way (microseconds per op). */
+void bench_set_rate(bench_result *res, double work, const char *unit);
+
+/* Float64 dot-product helper for the sampled checks: accumulates sum and sum of |terms|. */
+typedef struct bench_acc { double sum, abs; } bench_acc;
+
+/* Record a sampled comparison: err/tol into res->check_err (worst so far). Returns 1 when
+ * |got - want| <= tol (a NaN fails). */
+int bench_compare(bench_result *res, double got, double want, double tol);
+
+#endif

@@ -1,0 +1,149 @@
+/* bench_util.c — timing loop, random tensors, read-back and the bookkeeping of a case. */
+#include "bench.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+int bench_ok(bench_result *res, neat_status st, const char *what) {
+    if (st == NEAT_OK) return 1;
+    if (res->outcome != BENCH_OK) return 0; /* keep the first reason */
+    if (st == NEAT_ERR_UNSUPPORTED) {
+        res->outcome = BENCH_UNAVAILABLE;
+        snprintf(res->reason, sizeof res->reason, "%s", neat_last_error());
+        if (!res->reason[0]) snprintf(res->reason, sizeof res->reason, "%s: unsupported", what);
+    } else {
+        res->outcome = BENCH_ERROR;
+        snprintf(res->reason, sizeof res->reason, "%s: %s: %s", what, neat_status_string(st),
+                 neat_last_error());
+    }
+    return 0;
+}
+
+void bench_fail(bench_result *res, const char *fmt, ...) {
+    if (res->outcome != BENCH_OK) return;
+    res->outcome = BENCH_FAILED;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(res->reason, sizeof res->reason, fmt, ap);
+    va_end(ap);
+}
+
+neat_status bench_random_tensor(bench_ctx *ctx, nt_rng *rng, int ndim, const int64_t *shape,
+                                double lo, double hi, neat_tensor **out, float **host) {
+    int64_t n = 1;
+    for (int i = 0; i < ndim; i++) n *= shape[i];
+    float *buf = malloc((size_t)(n > 0 ? n : 1) * sizeof *buf);
+    if (!buf) return NEAT_ERR_OUT_OF_MEMORY;
+    for (int64_t i = 0; i < n; i++) {
+        float v;
+        do v = (float)nt_uniform(rng, lo, hi);
+        while (v == 0.0f); /* never a zero: a kernel that skips work must not look right */
+        buf[i] = v;
+    }
+    neat_status st = neat_tensor_create(ctx->dev, ndim, shape, out);
+    if (st == NEAT_OK) st = neat_tensor_write(*out, buf, n);
+    if (host && st == NEAT_OK)
+        *host = buf;
+    else
+        free(buf);
+    return st;
+}
+
+float *bench_read_back(const neat_tensor *t, neat_status *st) {
+    int64_t n = 0;
+    *st = neat_tensor_numel(t, &n);
+    if (*st != NEAT_OK) return NULL;
+    float *buf = malloc((size_t)(n > 0 ? n : 1) * sizeof *buf);
+    if (!buf) {
+        *st = NEAT_ERR_OUT_OF_MEMORY;
+        return NULL;
+    }
+    *st = neat_tensor_read(t, buf, n);
+    if (*st != NEAT_OK) {
+        free(buf);
+        return NULL;
+    }
+    return buf;
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+neat_status bench_run_once(neat_cmdbuf *cb) {
+    neat_status st = neat_cmdbuf_commit(cb);
+    if (st == NEAT_OK) st = neat_cmdbuf_wait(cb);
+    return st;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+neat_status bench_time(bench_ctx *ctx, neat_cmdbuf *cb, double *median_ms) {
+    neat_status st;
+    double t0 = now_s();
+    for (int i = 0; i < 50; i++) {
+        if ((st = bench_run_once(cb)) != NEAT_OK) return st;
+        if (i >= 1 && now_s() - t0 > 0.1) break;
+    }
+    int reps = ctx->reps > 0 ? ctx->reps : 1;
+    double *ms = malloc((size_t)reps * sizeof *ms);
+    if (!ms) return NEAT_ERR_OUT_OF_MEMORY;
+    for (int i = 0; i < reps; i++) {
+        double a = now_s();
+        st = neat_cmdbuf_commit(cb);
+        if (st == NEAT_OK) st = neat_cmdbuf_wait(cb);
+        double b = now_s();
+        if (st != NEAT_OK) {
+            free(ms);
+            return st;
+        }
+        ms[i] = 1e3 * (b - a);
+    }
+    qsort(ms, (size_t)reps, sizeof *ms, cmp_double);
+    *median_ms = reps % 2 ? ms[reps / 2] : 0.5 * (ms[reps / 2 - 1] + ms[reps / 2]);
+    free(ms);
+    return NEAT_OK;
+}
+
+void bench_begin(bench_ctx *ctx, bench_result *res, nt_rng *rng, uint64_t case_salt) {
+    memset(res, 0, sizeof *res);
+    res->outcome = BENCH_OK;
+    res->check_err = 0.0;
+    rng->s = ctx->seed ^ (case_salt * 0x9e3779b97f4a7c15ull);
+    neat_device_synchronize(ctx->dev);
+    neat_device_trim(ctx->dev);
+    neat_device_reset_peak(ctx->dev);
+}
+
+void bench_end(bench_ctx *ctx, bench_result *res) {
+    neat_memory_stats ms;
+    if (neat_device_memory_stats(ctx->dev, &ms) == NEAT_OK) res->peak_mem = ms.peak;
+}
+
+void bench_set_rate(bench_result *res, double work, const char *unit) {
+    res->work = work;
+    res->unit = unit;
+    if (strcmp(unit, "us/op") == 0)
+        res->rate = res->median_ms * 1e3 / work;
+    else if (strcmp(unit, "GFLOP/s") == 0 || strcmp(unit, "GB/s") == 0)
+        res->rate = work / (res->median_ms * 1e-3) / 1e9;
+    else
+        res->rate = work / (res->median_ms * 1e-3);
+}
+
+int bench_compare(bench_result *res, double got, double want, double tol) {
+    double err = fabs(got - want);
+    int ok = err <= tol; /* false for a NaN */
+    double ratio = ok ? (tol > 0 ? err / tol : 0.0) : (isfinite(err) && tol > 0 ? err / tol : INFINITY);
+    if (ratio > res->check_err) res->check_err = ratio;
+    return ok;
+}

@@ -1,0 +1,349 @@
+/*
+ * cases_models.c — the two whole-program cases: mlp_700_small_ops (per-op overhead of a
+ * recorded command buffer) and lenet_train_step_b128 (one recorded SGD training step).
+ *
+ * mlp_700_small_ops: x [64,256]; 100 times: three times (h = x W_l^T + b_l; h = relu(h)),
+ * then x = 0.5 h. That is 700 ops (linear, relu and scale are separate ops on purpose: the
+ * case measures what one op costs), recorded once into one command buffer and replayed;
+ * the three layers' weights are shared by the 100 repetitions. Weights and biases are
+ * U(-1/16, 1/16) (PyTorch's Linear default) and the scale 0.5, so the chain contracts to a
+ * bias-driven fixed point of size ~0.03: no overflow, no denormals. Rows of the batch are
+ * independent, so the check recomputes 4 rows in float64 through all 700 ops.
+ *
+ * lenet_train_step_b128: conv(1->32,3x3,pad1)+relu, maxpool2, conv(32->64,3x3,pad1)+relu,
+ * maxpool2, view [N,3136], linear(3136->128)+relu, linear(128->10), softmax cross-entropy,
+ * the backward of all of it and SGD (momentum 0.9, lr 0.01 in `hyper`) on the 8 parameter
+ * tensors: 22 ops in one buffer, replayed (each replay is one more training step on the
+ * same batch). The check after the first step: the loss against a float64 forward of all
+ * 128 images, the updated fc2 weights and bias against W - lr·g with g computed in float64,
+ * and every parameter finite, conv1's weights moved (the gradient reached the first layer).
+ */
+#include "bench.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define EPS32 0x1.0p-24
+
+/* ---- mlp_700_small_ops ---------------------------------------------------------------- */
+
+void bench_mlp_700_small_ops(bench_ctx *ctx, bench_result *res) {
+    enum { B = 64, D = 256, REPEAT = 100, LAYERS = 3, CHECK_ROWS = 4 };
+    const float alpha = 0.5f, bound = 1.0f / 16.0f;
+    nt_rng rng;
+    bench_begin(ctx, res, &rng, 9);
+    snprintf(res->shape, sizeof res->shape, "100 x (3 x (linear 256->256 + relu) + scale), batch 64");
+    neat_tensor *x = NULL, *h[LAYERS] = {0}, *w[LAYERS] = {0}, *b[LAYERS] = {0};
+    float *hx0 = NULL, *hw[LAYERS] = {0}, *hb[LAYERS] = {0}, *hout = NULL;
+    neat_cmdbuf *cb = NULL;
+    neat_status st;
+    int64_t sx[2] = {B, D}, sw[2] = {D, D}, sb[1] = {D};
+    if (!bench_ok(res, bench_random_tensor(ctx, &rng, 2, sx, -1, 1, &x, &hx0), "input x"))
+        goto done;
+    for (int l = 0; l < LAYERS; l++)
+        if (!bench_ok(res, bench_random_tensor(ctx, &rng, 2, sw, -bound, bound, &w[l], &hw[l]), "w") ||
+            !bench_ok(res, bench_random_tensor(ctx, &rng, 1, sb, -bound, bound, &b[l], &hb[l]), "b") ||
+            !bench_ok(res, bench_random_tensor(ctx, &rng, 2, sx, -1, 1, &h[l], NULL), "h"))
+            goto done;
+    if (!bench_ok(res, neat_cmdbuf_create(ctx->dev, &cb), "neat_cmdbuf_create")) goto done;
+    for (int r = 0; r < REPEAT; r++) {
+        const neat_tensor *in = x;
+        for (int l = 0; l < LAYERS; l++) {
+            if (!bench_ok(res, neat_linear_forward(cb, in, w[l], b[l], NEAT_ACT_NONE, h[l]),
+                          "neat_linear_forward") ||
+                !bench_ok(res, neat_activation_forward(cb, NEAT_ACT_RELU, h[l], h[l]),
+                          "neat_activation_forward"))
+                goto done;
+            in = h[l];
+        }
+        if (!bench_ok(res, neat_scale(cb, h[LAYERS - 1], alpha, x), "neat_scale")) goto done;
+    }
+    int64_t ops = 0;
+    if (!bench_ok(res, neat_cmdbuf_op_count(cb, &ops), "neat_cmdbuf_op_count")) goto done;
+    if (ops != 700) {
+        bench_fail(res, "recorded %lld ops, expected 700", (long long)ops);
+        goto done;
+    }
+    if (!bench_ok(res, bench_run_once(cb), "first run")) goto done;
+    if (!(hout = bench_read_back(x, &st))) {
+        bench_ok(res, st, "read back");
+        goto done;
+    }
+    for (int s = 0; s < CHECK_ROWS && res->outcome == BENCH_OK; s++) {
+        int64_t row = nt_randint(&rng, 0, B - 1);
+        double v[D], u[D], err_bound = 0;
+        for (int j = 0; j < D; j++) v[j] = hx0[row * D + j];
+        for (int r = 0; r < REPEAT; r++) {
+            for (int l = 0; l < LAYERS; l++) {
+                double worst = 0;
+                for (int j = 0; j < D; j++) {
+                    double sum = hb[l][j], abs = fabs(hb[l][j]);
+                    for (int k = 0; k < D; k++) {
+                        double t = (double)hw[l][j * D + k] * v[k];
+                        sum += t;
+                        abs += fabs(t);
+                    }
+                    u[j] = sum > 0 ? sum : 0;
+                    worst = abs > worst ? abs : worst;
+                }
+                memcpy(v, u, sizeof v);
+                if (r == REPEAT - 1 && l == LAYERS - 1)
+                    err_bound = alpha * 2.0 * (D + 1) * EPS32 * worst;
+            }
+            for (int j = 0; j < D; j++) v[j] *= alpha;
+        }
+        /* The last layer's float32 bound, times 8 for the (contracted) errors of the
+         * layers before it, plus the rounding of the final scale. */
+        for (int j = 0; j < D; j++) {
+            double tol = 8 * err_bound + EPS32 * fabs(v[j]);
+            if (!bench_compare(res, hout[row * D + j], v[j], tol)) {
+                bench_fail(res, "x[%lld,%d] = %.9g after 700 ops, float64 reference %.9g "
+                           "(seed %llu)", (long long)row, j, hout[row * D + j], v[j],
+                           (unsigned long long)ctx->seed);
+                break;
+            }
+        }
+    }
+    if (res->outcome == BENCH_OK &&
+        bench_ok(res, bench_time(ctx, cb, &res->median_ms), "timed replay"))
+        bench_set_rate(res, 700.0, "us/op");
+done:
+    bench_end(ctx, res);
+    free(hx0), free(hout);
+    neat_cmdbuf_destroy(cb);
+    neat_tensor_destroy(x);
+    for (int l = 0; l < LAYERS; l++) {
+        free(hw[l]), free(hb[l]);
+        neat_tensor_destroy(h[l]), neat_tensor_destroy(w[l]), neat_tensor_destroy(b[l]);
+    }
+}
+
+/* ---- lenet_train_step_b128 ---------------------------------------------------------- */
+
+enum { LN = 128, C1 = 32, C2 = 64, HID = 128, CLS = 10, FLAT = C2 * 7 * 7 };
+
+/* y[n,k,p,q] = relu(b[k] + sum_{c,r,s} x[n,c,p+r-1,q+s-1] w[k,c,r,s]), 3x3, pad 1, in
+ * float64, then 2x2 max pooling: out [N,K,H/2,W/2]. */
+static void ref_conv_relu_pool(const double *x, int64_t C, int64_t H, int64_t W,
+                               const float *w, const float *b, int64_t K, double *out) {
+    double *y = malloc((size_t)(H * W) * sizeof *y);
+    for (int64_t n = 0; n < LN; n++)
+        for (int64_t k = 0; k < K; k++) {
+            for (int64_t i = 0; i < H * W; i++) y[i] = b[k];
+            for (int64_t c = 0; c < C; c++) {
+                const double *xc = x + (n * C + c) * H * W;
+                for (int r = 0; r < 3; r++)
+                    for (int s = 0; s < 3; s++) {
+                        double wv = w[((k * C + c) * 3 + r) * 3 + s];
+                        for (int64_t p = 0; p < H; p++) {
+                            int64_t ih = p + r - 1;
+                            if (ih < 0 || ih >= H) continue;
+                            for (int64_t q = 0; q < W; q++) {
+                                int64_t iw = q + s - 1;
+                                if (iw >= 0 && iw < W) y[p * W + q] += wv * xc[ih * W + iw];
+                            }
+                        }
+                    }
+            }
+            double *o = out + (n * K + k) * (H / 2) * (W / 2);
+            for (int64_t p = 0; p < H / 2; p++)
+                for (int64_t q = 0; q < W / 2; q++) {
+                    const double *t = y + 2 * p * W + 2 * q;
+                    double m = fmax(fmax(t[0], t[1]), fmax(t[W], t[W + 1]));
+                    o[p * (W / 2) + q] = m > 0 ? m : 0; /* relu and max commute */
+                }
+        }
+    free(y);
+}
+
+/* out[n,j] = act(b[j] + sum_k x[n,k] w[j,k]) in float64. */
+static void ref_linear(const double *x, int64_t in, const float *w, const float *b,
+                       int64_t outn, int relu, double *out) {
+    for (int64_t n = 0; n < LN; n++)
+        for (int64_t j = 0; j < outn; j++) {
+            double s = b[j];
+            for (int64_t k = 0; k < in; k++) s += x[n * in + k] * (double)w[j * in + k];
+            out[n * outn + j] = relu && s < 0 ? 0 : s;
+        }
+}
+
+typedef struct lenet_param {
+    const char *name;
+    int ndim;
+    int64_t shape[4];
+    int64_t fan_in;
+    neat_tensor *p, *g, *v;
+    float *host; /* initial values */
+} lenet_param;
+
+void bench_lenet_train_step(bench_ctx *ctx, bench_result *res) {
+    nt_rng rng;
+    bench_begin(ctx, res, &rng, 10);
+    snprintf(res->shape, sizeof res->shape, "LeNet 1x28x28, batch 128, SGD momentum 0.9");
+#define PARAM(n, nd, fan, ...) {.name = n, .ndim = nd, .shape = {__VA_ARGS__}, .fan_in = fan}
+    lenet_param P[8] = {
+        PARAM("conv1.w", 4, 9, C1, 1, 3, 3), PARAM("conv1.b", 1, 9, C1),
+        PARAM("conv2.w", 4, C1 * 9, C2, C1, 3, 3), PARAM("conv2.b", 1, C1 * 9, C2),
+        PARAM("fc1.w", 2, FLAT, HID, FLAT), PARAM("fc1.b", 1, FLAT, HID),
+        PARAM("fc2.w", 2, HID, CLS, HID), PARAM("fc2.b", 1, HID, CLS)};
+#undef PARAM
+    enum { A1, P1, A2, P2, P2F, H, LOGITS, LOSS, DLOGITS, DH, DP2, DP2F, DA2, DP1, DA1, HYPER,
+           NT };
+    neat_tensor *t[NT] = {0}, *images = NULL, *labels = NULL;
+    float *himg = NULL, *hlab = NULL, *after[8] = {0};
+    double *d_p1 = NULL, *d_p2 = NULL, *d_h = NULL, *d_logits = NULL, *d_img = NULL;
+    neat_cmdbuf *cb = NULL;
+    neat_status st;
+    const float lr = 0.01f;
+
+    int64_t s_img[4] = {LN, 1, 28, 28}, s_lab[1] = {LN};
+    if (!bench_ok(res, bench_random_tensor(ctx, &rng, 4, s_img, 0, 1, &images, &himg), "images"))
+        goto done;
+    hlab = malloc(LN * sizeof *hlab);
+    for (int n = 0; n < LN; n++) hlab[n] = (float)nt_randint(&rng, 0, CLS - 1);
+    if (!bench_ok(res, neat_tensor_create(ctx->dev, 1, s_lab, &labels), "labels") ||
+        !bench_ok(res, neat_tensor_write(labels, hlab, LN), "labels"))
+        goto done;
+    for (int i = 0; i < 8; i++) {
+        double bound = 1.0 / sqrt((double)P[i].fan_in); /* PyTorch's default init */
+        int64_t n = 1;
+        for (int d = 0; d < P[i].ndim; d++) n *= P[i].shape[d];
+        float *zeros = calloc((size_t)n, sizeof *zeros);
+        st = bench_random_tensor(ctx, &rng, P[i].ndim, P[i].shape, -bound, bound, &P[i].p,
+                                 &P[i].host);
+        if (st == NEAT_OK) st = bench_random_tensor(ctx, &rng, P[i].ndim, P[i].shape, -1, 1, &P[i].g, NULL);
+        if (st == NEAT_OK) st = neat_tensor_create(ctx->dev, P[i].ndim, P[i].shape, &P[i].v);
+        if (st == NEAT_OK) st = neat_tensor_write(P[i].v, zeros, n); /* momentum starts at 0 */
+        free(zeros);
+        if (!bench_ok(res, st, P[i].name)) goto done;
+    }
+    struct { int ndim; int64_t shape[4]; } ts[NT] = {
+        [A1] = {4, {LN, C1, 28, 28}}, [P1] = {4, {LN, C1, 14, 14}}, [A2] = {4, {LN, C2, 14, 14}},
+        [P2] = {4, {LN, C2, 7, 7}}, [H] = {2, {LN, HID}}, [LOGITS] = {2, {LN, CLS}},
+        [LOSS] = {1, {1}}, [DLOGITS] = {2, {LN, CLS}}, [DH] = {2, {LN, HID}},
+        [DP2] = {4, {LN, C2, 7, 7}}, [DA2] = {4, {LN, C2, 14, 14}},
+        [DP1] = {4, {LN, C1, 14, 14}}, [DA1] = {4, {LN, C1, 28, 28}}, [HYPER] = {1, {2}}};
+    for (int i = 0; i < NT; i++) {
+        if (i == P2F || i == DP2F) continue;
+        if (!bench_ok(res, bench_random_tensor(ctx, &rng, ts[i].ndim, ts[i].shape, -1, 1, &t[i], NULL),
+                      "activation"))
+            goto done;
+    }
+    int64_t s_flat[2] = {LN, FLAT};
+    float hyper[2] = {lr, 1};
+    if (!bench_ok(res, neat_tensor_view(t[P2], 2, s_flat, &t[P2F]), "neat_tensor_view") ||
+        !bench_ok(res, neat_tensor_view(t[DP2], 2, s_flat, &t[DP2F]), "neat_tensor_view") ||
+        !bench_ok(res, neat_tensor_write(t[HYPER], hyper, 2), "hyper") ||
+        !bench_ok(res, neat_cmdbuf_create(ctx->dev, &cb), "neat_cmdbuf_create"))
+        goto done;
+
+    neat_conv2d_desc conv = neat_conv2d_desc_make(3, 3, 1, 1);
+    neat_pool2d_desc pool = {2, 2, 2, 2, 0, 0};
+    neat_sgd_params sgd = {0.9f, 0.0f, 0};
+    if (!bench_ok(res, neat_conv2d_forward(cb, &conv, images, P[0].p, P[1].p, NEAT_ACT_RELU, t[A1]), "neat_conv2d_forward") ||
+        !bench_ok(res, neat_maxpool2d(cb, &pool, t[A1], t[P1]), "neat_maxpool2d") ||
+        !bench_ok(res, neat_conv2d_forward(cb, &conv, t[P1], P[2].p, P[3].p, NEAT_ACT_RELU, t[A2]), "neat_conv2d_forward") ||
+        !bench_ok(res, neat_maxpool2d(cb, &pool, t[A2], t[P2]), "neat_maxpool2d") ||
+        !bench_ok(res, neat_linear_forward(cb, t[P2F], P[4].p, P[5].p, NEAT_ACT_RELU, t[H]), "neat_linear_forward") ||
+        !bench_ok(res, neat_linear_forward(cb, t[H], P[6].p, P[7].p, NEAT_ACT_NONE, t[LOGITS]), "neat_linear_forward") ||
+        !bench_ok(res, neat_softmax_cross_entropy(cb, t[LOGITS], labels, t[LOSS]), "neat_softmax_cross_entropy") ||
+        !bench_ok(res, neat_softmax_cross_entropy_backward(cb, t[LOGITS], labels, t[DLOGITS]), "neat_softmax_cross_entropy_backward") ||
+        !bench_ok(res, neat_linear_backward(cb, t[H], P[6].p, P[7].p, t[LOGITS], t[DLOGITS], NEAT_ACT_NONE, t[DH], P[6].g, P[7].g, 0), "neat_linear_backward") ||
+        !bench_ok(res, neat_linear_backward(cb, t[P2F], P[4].p, P[5].p, t[H], t[DH], NEAT_ACT_RELU, t[DP2F], P[4].g, P[5].g, 0), "neat_linear_backward") ||
+        !bench_ok(res, neat_maxpool2d_backward(cb, &pool, t[A2], t[DP2], t[DA2]), "neat_maxpool2d_backward") ||
+        !bench_ok(res, neat_conv2d_backward(cb, &conv, t[P1], P[2].p, P[3].p, t[A2], t[DA2], NEAT_ACT_RELU, t[DP1], P[2].g, P[3].g, 0), "neat_conv2d_backward") ||
+        !bench_ok(res, neat_maxpool2d_backward(cb, &pool, t[A1], t[DP1], t[DA1]), "neat_maxpool2d_backward") ||
+        !bench_ok(res, neat_conv2d_backward(cb, &conv, images, P[0].p, P[1].p, t[A1], t[DA1], NEAT_ACT_RELU, NULL, P[0].g, P[1].g, 0), "neat_conv2d_backward"))
+        goto done;
+    for (int i = 0; i < 8; i++)
+        if (!bench_ok(res, neat_sgd_update(cb, &sgd, t[HYPER], P[i].p, P[i].g, P[i].v), "neat_sgd_update"))
+            goto done;
+    if (!bench_ok(res, bench_run_once(cb), "first step")) goto done;
+
+    /* ---- check the first step ---- */
+    float loss = 0;
+    if (!bench_ok(res, neat_tensor_read(t[LOSS], &loss, 1), "read loss")) goto done;
+    for (int i = 0; i < 8; i++)
+        if (!(after[i] = bench_read_back(P[i].p, &st))) {
+            bench_ok(res, st, "read back");
+            goto done;
+        }
+    d_img = malloc(LN * 28 * 28 * sizeof *d_img);
+    d_p1 = malloc((size_t)LN * C1 * 14 * 14 * sizeof *d_p1);
+    d_p2 = malloc((size_t)LN * FLAT * sizeof *d_p2);
+    d_h = malloc(LN * HID * sizeof *d_h);
+    d_logits = malloc(LN * CLS * sizeof *d_logits);
+    for (int64_t i = 0; i < LN * 28 * 28; i++) d_img[i] = himg[i];
+    ref_conv_relu_pool(d_img, 1, 28, 28, P[0].host, P[1].host, C1, d_p1);
+    ref_conv_relu_pool(d_p1, C1, 14, 14, P[2].host, P[3].host, C2, d_p2);
+    ref_linear(d_p2, FLAT, P[4].host, P[5].host, HID, 1, d_h);
+    ref_linear(d_h, HID, P[6].host, P[7].host, CLS, 0, d_logits);
+    double ref_loss = 0, g_w[CLS * HID] = {0}, g_wabs[CLS * HID] = {0}, g_b[CLS] = {0},
+           g_babs[CLS] = {0};
+    for (int n = 0; n < LN; n++) {
+        const double *z = d_logits + n * CLS;
+        double m = z[0], sum = 0, dz[CLS];
+        for (int c = 1; c < CLS; c++) m = fmax(m, z[c]);
+        for (int c = 0; c < CLS; c++) sum += exp(z[c] - m);
+        int label = (int)hlab[n];
+        ref_loss += (m + log(sum) - z[label]) / LN;
+        for (int c = 0; c < CLS; c++) {
+            dz[c] = (exp(z[c] - m) / sum - (c == label)) / LN;
+            g_b[c] += dz[c], g_babs[c] += fabs(dz[c]);
+            for (int j = 0; j < HID; j++) {
+                g_w[c * HID + j] += dz[c] * d_h[n * HID + j];
+                g_wabs[c * HID + j] += fabs(dz[c] * d_h[n * HID + j]);
+            }
+        }
+    }
+    if (!bench_compare(res, loss, ref_loss, 1e-4 * fabs(ref_loss))) {
+        bench_fail(res, "loss = %.9g, float64 reference %.9g (seed %llu)", loss, ref_loss,
+                   (unsigned long long)ctx->seed);
+        goto done;
+    }
+    /* First step with zero velocity: v = g, param = param - lr g. The float32 result of
+     * W - lr·g carries W's rounding; the gradient is allowed 1e-3 of its absolute sum. */
+    for (int i = 6; i < 8 && res->outcome == BENCH_OK; i++) {
+        int64_t n = i == 6 ? CLS * HID : CLS;
+        const double *g = i == 6 ? g_w : g_b, *gabs = i == 6 ? g_wabs : g_babs;
+        for (int64_t e = 0; e < n; e++) {
+            double want = P[i].host[e] - (double)lr * g[e];
+            double tol = 2 * EPS32 * fabs(P[i].host[e]) + lr * (1e-3 * gabs[e] + 1e-9);
+            if (!bench_compare(res, after[i][e], want, tol)) {
+                bench_fail(res, "%s[%lld] after one step = %.9g, float64 reference %.9g "
+                           "(seed %llu)", P[i].name, (long long)e, after[i][e], want,
+                           (unsigned long long)ctx->seed);
+                break;
+            }
+        }
+    }
+    for (int i = 0; i < 8 && res->outcome == BENCH_OK; i++) {
+        int64_t n = 1, moved = 0;
+        for (int d = 0; d < P[i].ndim; d++) n *= P[i].shape[d];
+        for (int64_t e = 0; e < n; e++) {
+            if (!isfinite(after[i][e])) {
+                bench_fail(res, "%s[%lld] is %g after one step", P[i].name, (long long)e,
+                           after[i][e]);
+                break;
+            }
+            moved += after[i][e] != P[i].host[e];
+        }
+        if (i == 0 && res->outcome == BENCH_OK && moved == 0)
+            bench_fail(res, "conv1.w did not change after one step: no gradient reached it");
+    }
+    if (res->outcome == BENCH_OK &&
+        bench_ok(res, bench_time(ctx, cb, &res->median_ms), "timed replay"))
+        bench_set_rate(res, (double)LN, "img/s");
+done:
+    bench_end(ctx, res);
+    neat_cmdbuf_destroy(cb);
+    for (int i = 0; i < NT; i++) neat_tensor_destroy(t[i]);
+    for (int i = 0; i < 8; i++) {
+        neat_tensor_destroy(P[i].p), neat_tensor_destroy(P[i].g), neat_tensor_destroy(P[i].v);
+        free(P[i].host), free(after[i]);
+    }
+    neat_tensor_destroy(images), neat_tensor_destroy(labels);
+    free(himg), free(hlab), free(d_img), free(d_p1), free(d_p2), free(d_h), free(d_logits);
+}

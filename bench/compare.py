@@ -1,0 +1,465 @@
+#!/usr/bin/env python3
+"""compare.py — neatml_bench side by side with PyTorch, same cases, same machine, one run.
+
+    bench/compare.py [--bench build/neatml_bench] [--backend cpu|cuda] [--reps N]
+                     [--case NAME]... [--json-out FILE] [--svg FILE]
+
+Runs each case in `neatml_bench --json` on the backend, then at once in PyTorch doing the same
+work (same shapes, float32, fresh random inputs), and prints one line per case: both medians
+and the ratio neatml/PyTorch (time: below 1 means neatml is faster). It also measures the
+copy bandwidth of the device in the same run (CPU: a 512 MiB tensor copy; CUDA: a 1 GiB
+device-to-device copy; bytes read + written) and gives each memory-bound case's bandwidth
+as a percentage of it.
+
+Timing. CPU: wall clock (time.perf_counter) around each call, torch.set_num_threads set to
+neatml's thread count. CUDA: torch.cuda.Event around each call (device time), strict float32
+(allow_tf32 off for matmul and cuDNN). Both: warm-up (at least 2 runs and ~0.1 s), then the
+median of --reps runs. neatml's own times are commit+wait wall clock of a recorded command
+buffer: on a GPU that is device time plus one synchronisation, a small bias against neatml.
+
+PyTorch is looked for in this interpreter, then in /usr/bin/python3 (Debian's python3-torch);
+when neither has it, the script says so and prints neatml's numbers alone.
+"""
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SYSTEM_PYTHON = "/usr/bin/python3"
+
+MEMORY_BOUND = ("maxpool2x2_32x256x56", "softmax_rows_4096", "sum_all_4096", "add_4096")
+
+
+def find_torch():
+    """Import torch, re-executing under /usr/bin/python3 when only that one has it."""
+    try:
+        import torch  # noqa: F401
+        return torch
+    except ImportError:
+        pass
+    here = os.path.realpath(sys.executable)
+    if (os.path.exists(SYSTEM_PYTHON) and os.path.realpath(SYSTEM_PYTHON) != here
+            and not os.environ.get("NEATML_COMPARE_REEXEC")):
+        probe = subprocess.run([SYSTEM_PYTHON, "-c", "import torch"], capture_output=True)
+        if probe.returncode == 0:
+            os.environ["NEATML_COMPARE_REEXEC"] = "1"
+            os.execv(SYSTEM_PYTHON, [SYSTEM_PYTHON, os.path.abspath(__file__)] + sys.argv[1:])
+    return None
+
+
+# ---- neatml ----------------------------------------------------------------------------
+
+def run_neatml(args, cases):
+    """Run neatml_bench --json on the given cases; returns {case: result object}."""
+    cmd = [args.bench, "--json", "--backend", args.backend, "--reps", str(args.reps)]
+    for c in cases:
+        cmd += ["--case", c]
+    try:
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
+    except OSError as e:
+        sys.exit(f"compare.py: cannot run {args.bench}: {e} (build it first: make, or --bench)")
+    rows = {}
+    for line in proc.stdout.splitlines():
+        line = line.strip()
+        if line.startswith("{"):
+            obj = json.loads(line)
+            if "case" in obj:
+                rows[obj["case"]] = obj
+    if proc.returncode == 2 or not rows:
+        sys.exit(f"compare.py: {' '.join(cmd)} exited with status {proc.returncode} and no results")
+    return rows
+
+
+def neatml_case_names(args):
+    proc = subprocess.run([args.bench, "--list"], stdout=subprocess.PIPE, text=True)
+    return [line.split()[0] for line in proc.stdout.splitlines() if line.strip()]
+
+
+# ---- PyTorch cases --------------------------------------------------------------------
+
+class Timer:
+    def __init__(self, torch, cuda, reps):
+        self.torch, self.cuda, self.reps = torch, cuda, reps
+
+    def median_ms(self, fn):
+        torch = self.torch
+        t0 = time.perf_counter()
+        for i in range(50):  # warm-up: at least 2 runs and ~0.1 s
+            fn()
+            if self.cuda:
+                torch.cuda.synchronize()
+            if i >= 1 and time.perf_counter() - t0 > 0.1:
+                break
+        times = []
+        for _ in range(self.reps):
+            if self.cuda:
+                start = torch.cuda.Event(enable_timing=True)
+                end = torch.cuda.Event(enable_timing=True)
+                start.record()
+                fn()
+                end.record()
+                end.synchronize()
+                times.append(start.elapsed_time(end))
+            else:
+                a = time.perf_counter()
+                fn()
+                times.append(1e3 * (time.perf_counter() - a))
+        return statistics.median(times)
+
+
+def uniform(torch, dev, *shape, lo=-1.0, hi=1.0):
+    return torch.rand(*shape, device=dev) * (hi - lo) + lo
+
+
+def torch_cases(torch, dev, cuda):
+    """name -> (setup() -> fn, work per call, unit). Same shapes and units as neatml_bench."""
+    F = torch.nn.functional
+
+    def matmul(n):
+        def setup():
+            a, b = uniform(torch, dev, n, n), uniform(torch, dev, n, n)
+            c = torch.empty(n, n, device=dev)
+            return lambda: torch.matmul(a, b, out=c)
+        return setup, 2.0 * n ** 3, "GFLOP/s"
+
+    def linear_relu():
+        n = 1024
+        def setup():
+            x, w, b = uniform(torch, dev, n, n), uniform(torch, dev, n, n), uniform(torch, dev, n)
+            return lambda: torch.relu_(F.linear(x, w, b))
+        return setup, 2.0 * n ** 3, "GFLOP/s"
+
+    def conv():
+        def setup():
+            x, w = uniform(torch, dev, 32, 64, 56, 56), uniform(torch, dev, 256, 64, 3, 3)
+            return lambda: F.conv2d(x, w, None, 1, 1)
+        return setup, 2.0 * 32 * 256 * 56 * 56 * 64 * 9, "GFLOP/s"
+
+    def maxpool():
+        def setup():
+            x = uniform(torch, dev, 32, 256, 56, 56)
+            return lambda: F.max_pool2d(x, 2, 2)
+        return setup, 4.0 * (32 * 256 * 56 * 56 + 32 * 256 * 28 * 28), "GB/s"
+
+    def softmax():
+        n = 4096
+        def setup():
+            x, y = uniform(torch, dev, n, n, lo=-4, hi=4), torch.empty(n, n, device=dev)
+            try:  # write into a preallocated output when this torch allows it
+                torch.softmax(x, 1, out=y)
+                return lambda: torch.softmax(x, 1, out=y)
+            except (TypeError, RuntimeError):
+                return lambda: torch.softmax(x, 1)
+        return setup, 2.0 * 4.0 * n * n, "GB/s"
+
+    def sum_all():
+        n = 4096
+        def setup():
+            x = uniform(torch, dev, n, n)
+            return lambda: torch.sum(x)
+        return setup, 4.0 * n * n + 4.0, "GB/s"
+
+    def add():
+        n = 4096
+        def setup():
+            a, b, c = uniform(torch, dev, n, n), uniform(torch, dev, n, n), torch.empty(n, n, device=dev)
+            return lambda: torch.add(a, b, out=c)
+        return setup, 3.0 * 4.0 * n * n, "GB/s"
+
+    def mlp_parts():
+        bound = 1.0 / 16.0
+        x = uniform(torch, dev, 64, 256)
+        ws = [uniform(torch, dev, 256, 256, lo=-bound, hi=bound) for _ in range(3)]
+        bs = [uniform(torch, dev, 256, lo=-bound, hi=bound) for _ in range(3)]
+
+        def model(h):  # 100 x (3 x (linear, relu), scale) = 700 ops
+            for _ in range(100):
+                for w, b in zip(ws, bs):
+                    h = torch.relu(F.linear(h, w, b))
+                h = h * 0.5
+            return h
+        return x, model
+
+    def mlp_eager():
+        def setup():
+            x, model = mlp_parts()
+            return lambda: model(x)
+        return setup, 700.0, "us/op"
+
+    def mlp_graph():
+        def setup():
+            x, model = mlp_parts()
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):  # warm-up before capture, as the docs ask
+                for _ in range(3):
+                    model(x)
+            torch.cuda.current_stream().wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                model(x)
+            return graph.replay
+        return setup, 700.0, "us/op"
+
+    def lenet():
+        def setup():
+            def param(*shape, fan_in):
+                b = fan_in ** -0.5
+                return uniform(torch, dev, *shape, lo=-b, hi=b).requires_grad_()
+            w1, b1 = param(32, 1, 3, 3, fan_in=9), param(32, fan_in=9)
+            w2, b2 = param(64, 32, 3, 3, fan_in=288), param(64, fan_in=288)
+            w3, b3 = param(128, 3136, fan_in=3136), param(128, fan_in=3136)
+            w4, b4 = param(10, 128, fan_in=128), param(10, fan_in=128)
+            params = [w1, b1, w2, b2, w3, b3, w4, b4]
+            opt = torch.optim.SGD(params, lr=0.01, momentum=0.9)
+            images = torch.rand(128, 1, 28, 28, device=dev)
+            labels = torch.randint(0, 10, (128,), device=dev)
+
+            def step():
+                h = F.max_pool2d(torch.relu(F.conv2d(images, w1, b1, 1, 1)), 2)
+                h = F.max_pool2d(torch.relu(F.conv2d(h, w2, b2, 1, 1)), 2)
+                h = torch.relu(F.linear(h.reshape(128, 3136), w3, b3))
+                loss = F.cross_entropy(F.linear(h, w4, b4), labels)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+            return step
+        return setup, 128.0, "img/s"
+
+    cases = {
+        "matmul_1024": matmul(1024),
+        "matmul_large": matmul(8192 if cuda else 2048),
+        "linear_relu_1024": linear_relu(),
+        "conv2d_256f": conv(),
+        "maxpool2x2_32x256x56": maxpool(),
+        "softmax_rows_4096": softmax(),
+        "sum_all_4096": sum_all(),
+        "add_4096": add(),
+        "mlp_700_small_ops": mlp_eager(),
+        "lenet_train_step_b128": lenet(),
+    }
+    if cuda:
+        cases["mlp_700_small_ops[cuda graph]"] = mlp_graph()
+    return cases
+
+
+def rate_of(ms, work, unit):
+    if unit == "us/op":
+        return ms * 1e3 / work
+    if unit in ("GFLOP/s", "GB/s"):
+        return work / (ms * 1e-3) / 1e9
+    return work / (ms * 1e-3)
+
+
+def copy_bandwidth(torch, dev, cuda, timer):
+    """GB/s of one large copy, counting bytes read + written (as the cases do)."""
+    nbytes = (1 << 30) if cuda else (512 << 20)
+    src = torch.ones(nbytes // 4, device=dev)
+    dst = torch.zeros(nbytes // 4, device=dev)
+    ms = timer.median_ms(lambda: dst.copy_(src))
+    del src, dst
+    if cuda:
+        torch.cuda.empty_cache()  # neatml_bench runs beside this process: leave it the memory
+    return 2.0 * nbytes / (ms * 1e-3) / 1e9, nbytes
+
+
+def device_name(torch, cuda):
+    if cuda:
+        return torch.cuda.get_device_name(0)
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "cpu"
+
+
+# ---- main -----------------------------------------------------------------------------
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--bench", default="build/neatml_bench", help="path of neatml_bench")
+    ap.add_argument("--backend", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--reps", type=int, default=10, help="timed runs per case (median)")
+    ap.add_argument("--case", action="append", help="run only this case (repeatable)")
+    ap.add_argument("--json-out", help="write every result to this JSON file")
+    ap.add_argument("--svg", help="write the ratio bar chart (SVG) to this file")
+    ap.add_argument("--markdown", help="write the results as a Markdown table (for docs)")
+    args = ap.parse_args()
+
+    torch = find_torch()
+    if not os.access(args.bench, os.X_OK):
+        sys.exit(f"compare.py: {args.bench} is not an executable (build it first, or --bench)")
+    names = args.case or neatml_case_names(args)
+    # The first case also tells the device and the thread count that PyTorch must match.
+    neat = run_neatml(args, names[:1])
+    info = next(iter(neat.values()))
+    threads = info.get("threads", 1)
+    meta = {
+        "date": time.strftime("%Y-%m-%d %H:%M %Z"),
+        "backend": args.backend,
+        "neatml_device": info.get("device"),
+        "neatml_threads": threads,
+        "reps": args.reps,
+        "python": sys.executable,
+        "load_before": os.getloadavg()[0],
+    }
+    results = {"meta": meta, "cases": []}
+
+    cases, timer = {}, None
+    if torch is None:
+        print("\nPyTorch is missing: neither this Python nor /usr/bin/python3 can import torch."
+              "\nneatml's results alone:")
+        meta["torch"] = None
+    else:
+        cuda = args.backend == "cuda"
+        if cuda and not torch.cuda.is_available():
+            sys.exit("compare.py: --backend cuda, but this PyTorch sees no CUDA device")
+        dev = torch.device("cuda" if cuda else "cpu")
+        if cuda:
+            torch.backends.cuda.matmul.allow_tf32 = False
+            torch.backends.cudnn.allow_tf32 = False
+            torch.backends.cudnn.benchmark = True
+        else:
+            torch.set_num_threads(threads)
+        torch.manual_seed(20240601)
+        timer = Timer(torch, cuda, args.reps)
+        copy_gbps, copy_bytes = copy_bandwidth(torch, dev, cuda, timer)
+        meta.update(torch=torch.__version__, torch_device=device_name(torch, cuda),
+                    torch_threads=None if cuda else torch.get_num_threads(),
+                    copy_gbps=copy_gbps, copy_bytes=copy_bytes)
+        if not cuda:
+            meta["torch_blas"] = next((tok.split("=")[1] for tok in
+                                       torch.__config__.show().replace(",", " ").split()
+                                       if tok.startswith("BLAS_INFO=")), "unknown")
+        cases = torch_cases(torch, dev, cuda)
+
+    print(f"\nneatml: {args.bench} ({args.backend}) on {meta['neatml_device']}, {threads} "
+          f"{'threads' if args.backend == 'cpu' else 'SMs'}")
+    if torch is not None:
+        print(f"PyTorch {meta['torch']} on {meta['torch_device']}"
+              + (f", {meta['torch_threads']} threads, BLAS {meta['torch_blas']}"
+                 if args.backend == "cpu" else ", strict float32 (TF32 off)"))
+        print(f"copy bandwidth ({meta['copy_bytes'] >> 20} MiB copy, read+write): "
+              f"{meta['copy_gbps']:.1f} GB/s")
+    if meta["load_before"] > 0.5:
+        print(f"note: load average {meta['load_before']:.2f} at start: other work shares the machine")
+    print(f"ratio = neatml time / PyTorch time (below 1: neatml faster); median of {args.reps}; "
+          "each case runs in neatml, then in PyTorch, before the next\n")
+    head = f"{'case':<30} {'neatml ms':>10} {'torch ms':>10} {'ratio':>7}   {'neatml':>10} {'torch':>10} unit"
+    if torch is not None:
+        head += "      % of copy bw (neatml / torch)"
+    print(head, flush=True)
+
+    for name in names:
+        if name not in neat:
+            neat.update(run_neatml(args, [name]))
+        variants = [name] + [k for k in cases if k.startswith(name + "[")]
+        for variant in variants:
+            row = compare_case(variant, neat.get(name, {"status": "missing"}),
+                               cases.get(variant), timer, meta)
+            if torch is not None and args.backend == "cuda":
+                torch.cuda.empty_cache()
+            results["cases"].append(row)
+            print_row(row)
+    meta["load_after"] = os.getloadavg()[0]
+
+    if args.json_out:
+        with open(args.json_out, "w") as f:
+            json.dump(results, f, indent=1)
+        print(f"\nwrote {args.json_out}")
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(markdown_table(results))
+        print(f"wrote {args.markdown}")
+    if args.svg:
+        sys.path.insert(0, HERE)
+        import plot_ratios
+        plot_ratios.write_svg(results, args.svg)
+        print(f"wrote {args.svg}")
+
+
+def compare_case(name, n, torch_case, timer, meta):
+    """One output row: neatml's result n, PyTorch's run of torch_case, ratio, % of copy."""
+    row = {"case": name, "neatml_status": n.get("status")}
+    n_ok = n.get("status") == "ok"
+    if n_ok:
+        row.update(neatml_ms=n["median_ms"], neatml_rate=n["rate"], unit=n["unit"],
+                   neatml_peak_mem_bytes=n.get("peak_mem_bytes"))
+    else:
+        row["neatml_reason"] = n.get("reason", "")
+    if torch_case is not None:
+        setup, work, unit = torch_case
+        try:
+            ms = timer.median_ms(setup())
+            row.update(torch_ms=ms, torch_rate=rate_of(ms, work, unit), unit=unit)
+        except Exception as e:  # an op this torch build lacks: say so, keep going
+            row["torch_error"] = f"{type(e).__name__}: {e}"
+    if n_ok and "torch_ms" in row:
+        row["ratio"] = row["neatml_ms"] / row["torch_ms"]
+    if name in MEMORY_BOUND and row.get("unit") == "GB/s" and meta.get("copy_gbps"):
+        if n_ok:
+            row["neatml_pct_copy"] = 100.0 * row["neatml_rate"] / meta["copy_gbps"]
+        if "torch_rate" in row:
+            row["torch_pct_copy"] = 100.0 * row["torch_rate"] / meta["copy_gbps"]
+    return row
+
+
+def markdown_table(results):
+    """The rows as the Markdown table of docs/BENCHMARKS.md."""
+    m = results["meta"]
+    lines = [f"neatml on {m.get('neatml_device')} ({m.get('backend')}, {m.get('neatml_threads')} "
+             f"threads) against PyTorch {m.get('torch') or 'missing'}, {m.get('date')}, median of "
+             f"{m.get('reps')}; load average {m.get('load_before', 0):.2f} before, "
+             f"{m.get('load_after', 0):.2f} after. Copy bandwidth: "
+             + (f"{m['copy_gbps']:.1f} GB/s." if m.get("copy_gbps") else "not measured."), "",
+             "| case | neatml ms | PyTorch ms | ratio | neatml rate | PyTorch rate | unit | % of copy bw (neatml / PyTorch) |",
+             "|---|---:|---:|---:|---:|---:|---|---|"]
+
+    def num(v, spec):
+        return format(v, spec) if isinstance(v, (int, float)) else "-"
+    for r in results["cases"]:
+        if r["neatml_status"] != "ok" and "torch_ms" not in r:
+            lines.append(f"| {r['case']} | {r['neatml_status']}: {r.get('neatml_reason', '')} "
+                         "| | | | | | |")
+            continue
+        pct = ""
+        if "neatml_pct_copy" in r or "torch_pct_copy" in r:
+            pct = f"{num(r.get('neatml_pct_copy'), '.0f')}% / {num(r.get('torch_pct_copy'), '.0f')}%"
+        neat_ms = num(r.get("neatml_ms"), ".3f") if r["neatml_status"] == "ok" else r["neatml_status"]
+        lines.append(f"| {r['case']} | {neat_ms} | {num(r.get('torch_ms'), '.3f')} | "
+                     f"{num(r.get('ratio'), '.2f')} | {num(r.get('neatml_rate'), '.1f')} | "
+                     f"{num(r.get('torch_rate'), '.1f')} | {r.get('unit', '')} | {pct} |")
+    return "\n".join(lines) + "\n"
+
+
+def fmt(v, spec):
+    return format(v, spec) if isinstance(v, (int, float)) else "-".rjust(int(spec.split(".")[0] or 0))
+
+
+def print_row(r):
+    name = r["case"]
+    if r["neatml_status"] != "ok" and "torch_ms" not in r:
+        print(f"{name:<30} neatml {r['neatml_status']}: {r.get('neatml_reason', '')}")
+        return
+    line = (f"{name:<30} {fmt(r.get('neatml_ms'), '10.3f')} {fmt(r.get('torch_ms'), '10.3f')} "
+            f"{fmt(r.get('ratio'), '7.2f')}   {fmt(r.get('neatml_rate'), '10.1f')} "
+            f"{fmt(r.get('torch_rate'), '10.1f')} {r.get('unit', ''):<8}")
+    if "neatml_pct_copy" in r or "torch_pct_copy" in r:
+        line += f"  {fmt(r.get('neatml_pct_copy'), '5.0f')}% / {fmt(r.get('torch_pct_copy'), '3.0f')}%"
+    if r["neatml_status"] != "ok":
+        line += f"  [neatml {r['neatml_status']}: {r.get('neatml_reason', '')}]"
+    if "torch_error" in r:
+        line += f"  [torch: {r['torch_error']}]"
+    print(line, flush=True)
+
+
+if __name__ == "__main__":
+    main()
