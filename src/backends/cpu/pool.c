@@ -92,16 +92,51 @@ static inline int pool_is_2x2(const nm_conv_geom *g)
     return g->kh == 2 && g->kw == 2 && g->sh == 2 && g->sw == 2 && g->ph == 0 && g->pw == 0;
 }
 
-/* Output row `task` of all planes * P rows. */
+/* Output row `task` of all planes * P rows (general case). */
 static void maxpool_task(const nm_conv_geom *g, const float *x, float *y, int64_t task)
 {
     int64_t plane = task / g->p, i = task % g->p;
-    const float *xp = x + plane * g->h * g->w;
-    float *yrow = y + task * g->q;
-    if (pool_is_2x2(g))
-        maxpool_row_2x2(xp + 2 * i * g->w, xp + (2 * i + 1) * g->w, yrow, g->q);
-    else
-        maxpool_row(g, xp, yrow, i);
+    maxpool_row(g, x + plane * g->h * g->w, y + task * g->q, i);
+}
+
+/*
+ * 2x2 over row pairs [t0, t1) of the whole tensor: row pair t is plane t / P, output row
+ * t % P, and its output row y + t*Q, so the outputs of consecutive row pairs are contiguous.
+ * Output rows are short in a LeNet (Q = 14, 7): a 16-lane loop over one of them would never
+ * leave its scalar remainder. So the first 2Q columns of the top and bottom rows of up to
+ * POOL2_CHUNK outputs are copied into two contiguous buffers, and the 2x2 loop runs once over
+ * the whole chunk. Wide rows need no copy.
+ */
+#define POOL2_CHUNK 512
+
+static inline const float *pool2_top(const nm_conv_geom *g, const float *x, int64_t t)
+{
+    return x + (t / g->p) * g->h * g->w + 2 * (t % g->p) * g->w;
+}
+
+static void maxpool2_rows(const nm_conv_geom *g, const float *x, float *y, int64_t t0,
+                          int64_t t1)
+{
+    int64_t q = g->q, w = g->w;
+    if (q >= 64) {
+        for (int64_t t = t0; t < t1; t++) {
+            const float *x0 = pool2_top(g, x, t);
+            maxpool_row_2x2(x0, x0 + w, y + t * q, q);
+        }
+        return;
+    }
+    float top[2 * POOL2_CHUNK], bot[2 * POOL2_CHUNK];
+    int64_t rows = POOL2_CHUNK / q;
+    size_t bytes = (size_t)(2 * q) * sizeof(float);
+    for (int64_t c0 = t0; c0 < t1; c0 += rows) {
+        int64_t c1 = c0 + rows < t1 ? c0 + rows : t1;
+        for (int64_t t = c0; t < c1; t++) {
+            const float *x0 = pool2_top(g, x, t);
+            memcpy(top + (t - c0) * 2 * q, x0, bytes);
+            memcpy(bot + (t - c0) * 2 * q, x0 + w, bytes);
+        }
+        maxpool_row_2x2(top, bot, y + c0 * q, (c1 - c0) * q);
+    }
 }
 
 neat_status cpu_maxpool2d(nm_device *dev, nm_cmdbuf *cb, const nm_op *op)
@@ -113,7 +148,10 @@ neat_status cpu_maxpool2d(nm_device *dev, nm_cmdbuf *cb, const nm_op *op)
     if (tasks == 0 || g->q == 0)
         return NEAT_OK;
     int par = cpu_par(cpu_dev(dev)->nthreads, op->u.pool.x->numel);
-    CPU_FOR(par, t, tasks, maxpool_task(g, x, y, t));
+    if (pool_is_2x2(g))
+        CPU_SPLIT(par, tasks, lo, hi, maxpool2_rows(g, x, y, lo, hi));
+    else
+        CPU_FOR(par, t, tasks, maxpool_task(g, x, y, t));
     return NEAT_OK;
 }
 
@@ -194,18 +232,40 @@ CPU_CLONES static void maxpool_bwd_row_2x2(const float *x0, const float *x1, con
     }
 }
 
-/* Output row i of one plane: dx rows it covers must already be zero (general case). */
-static void maxpool_bwd_task_row(const nm_conv_geom *g, const float *xp, const float *dyp,
-                                 float *dxp, int64_t i)
+/* 2x2 backward over row pairs [t0, t1), in chunks like maxpool2_rows: the gradient of a chunk
+ * is made in two contiguous buffers, then copied to its rows of dx (which it covers whole
+ * up to column 2Q; an odd width's last column is in no window and gets 0). */
+static void maxpool2_bwd_rows(const nm_conv_geom *g, const float *x, const float *dy,
+                              float *dx, int64_t t0, int64_t t1)
 {
-    if (pool_is_2x2(g)) {
-        int64_t w = g->w, q = g->q;
-        float *dx0 = dxp + 2 * i * w, *dx1 = dx0 + w;
-        maxpool_bwd_row_2x2(xp + 2 * i * w, xp + (2 * i + 1) * w, dyp + i * q, dx0, dx1, q);
-        for (int64_t c = 2 * q; c < w; c++) /* odd width: last column in no window */
-            dx0[c] = dx1[c] = 0.0f;
-    } else {
-        maxpool_bwd_row(g, xp, dyp + i * g->q, dxp, i);
+    int64_t q = g->q, w = g->w;
+    float top[2 * POOL2_CHUNK], bot[2 * POOL2_CHUNK], dtop[2 * POOL2_CHUNK], dbot[2 * POOL2_CHUNK];
+    int64_t rows = q >= POOL2_CHUNK ? 1 : POOL2_CHUNK / q;
+    size_t bytes = (size_t)(2 * q) * sizeof(float);
+    for (int64_t c0 = t0; c0 < t1; c0 += rows) {
+        int64_t c1 = c0 + rows < t1 ? c0 + rows : t1;
+        if (q >= POOL2_CHUNK) { /* one wide row pair, in place */
+            const float *x0 = pool2_top(g, x, c0);
+            float *d0 = dx + (x0 - x);
+            maxpool_bwd_row_2x2(x0, x0 + w, dy + c0 * q, d0, d0 + w, q);
+        } else {
+            for (int64_t t = c0; t < c1; t++) {
+                const float *x0 = pool2_top(g, x, t);
+                memcpy(top + (t - c0) * 2 * q, x0, bytes);
+                memcpy(bot + (t - c0) * 2 * q, x0 + w, bytes);
+            }
+            maxpool_bwd_row_2x2(top, bot, dy + c0 * q, dtop, dbot, (c1 - c0) * q);
+            for (int64_t t = c0; t < c1; t++) {
+                float *d0 = dx + (pool2_top(g, x, t) - x);
+                memcpy(d0, dtop + (t - c0) * 2 * q, bytes);
+                memcpy(d0 + w, dbot + (t - c0) * 2 * q, bytes);
+            }
+        }
+        if (w > 2 * q)
+            for (int64_t t = c0; t < c1; t++) {
+                float *d0 = dx + (pool2_top(g, x, t) - x);
+                d0[2 * q] = d0[w + 2 * q] = 0.0f;
+            }
     }
 }
 
@@ -229,6 +289,13 @@ neat_status cpu_maxpool2d_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op *o
         return NEAT_OK;
     int par = cpu_par(cpu_dev(dev)->nthreads, op->u.pool_bwd.x->numel);
 
+    if (pool_is_2x2(g)) {
+        /* windows are disjoint: row pairs in any order, then an odd height's last rows */
+        CPU_SPLIT(par, planes * g->p, lo, hi, maxpool2_bwd_rows(g, x, dy, dx, lo, hi));
+        if (g->h > 2 * g->p)
+            CPU_FOR(par, pl, planes, maxpool_bwd_zero(g, dx + pl * hw));
+        return NEAT_OK;
+    }
     if (par > 1 && planes < 2 * par && g->kh <= g->sh) {
         /* few large planes, rows of windows disjoint: split over (plane, output row) */
 #pragma omp parallel num_threads(par)
@@ -239,7 +306,7 @@ neat_status cpu_maxpool2d_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op *o
 #pragma omp for schedule(static)
             for (int64_t t = 0; t < planes * g->p; t++) {
                 int64_t pl = t / g->p;
-                maxpool_bwd_task_row(g, x + pl * hw, dy + pl * pq, dx + pl * hw, t % g->p);
+                maxpool_bwd_row(g, x + pl * hw, dy + pl * pq + (t % g->p) * g->q, dx + pl * hw, t % g->p);
             }
         }
         return NEAT_OK;
@@ -247,7 +314,7 @@ neat_status cpu_maxpool2d_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op *o
     CPU_FOR(par, pl, planes, {
         maxpool_bwd_zero(g, dx + pl * hw);
         for (int64_t i = 0; i < g->p; i++)
-            maxpool_bwd_task_row(g, x + pl * hw, dy + pl * pq, dx + pl * hw, i);
+            maxpool_bwd_row(g, x + pl * hw, dy + pl * pq + i * g->q, dx + pl * hw, i);
     });
     return NEAT_OK;
 }
