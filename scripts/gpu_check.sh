@@ -5,13 +5,22 @@
 #      cuda alone with NEATML_CUDA_GRAPHS=1 (every command buffer runs as a CUDA graph from
 #      its first commit, and a failed capture fails the commit); test_ops has its own TF32
 #      pass (matmul, linear, conv with NEAT_MATH_TF32), NEATML_TEST_TF32=1 is set as well;
-#   3. compute-sanitizer memcheck, racecheck, initcheck and synccheck on the cuda part of
-#      test_cmdbuf, test_pool, test_training and test_ops;
-#   4. the benchmark (neatml_bench --backend cuda --json) and bench/compare.py side by side
-#      with PyTorch, when they exist.
+#   3. training ("train"): examples/fashion_mnist on cuda for 5 epochs, and the OCaml
+#      example and OCaml test suite when their executables were carried (see below);
+#   4. the benchmark (neatml_bench --backend cuda --json, --seed-table) and bench/compare.py
+#      side by side with PyTorch;
+#   5. compute-sanitizer memcheck, racecheck, initcheck and synccheck on the cuda part of
+#      test_cmdbuf, test_pool, test_training and test_ops.
 # Logs go to $OUT (default ./gpu-out): env.txt build.log tests.log sanitizer.log bench.json
-# compare.txt summary.txt (at most 8 files). The summary table is printed last.
-#   usage: scripts/gpu_check.sh [all|build|tests|sanitize|bench]...   (default: all)
+# compare.txt compare.json summary.txt (the device tool brings back at most 8 files). The
+# summary table is printed last.
+#   usage: scripts/gpu_check.sh [all|build|tests|train|bench|sanitize]...   (default: all)
+#
+# The GPU machine has no oneDNN and no Fashion-MNIST; what it needs travels in .gpu/ (ignored
+# by git), made on the development machine by scripts/gpu_pack.sh: deps.tar.xz (Debian's
+# oneDNN, unpacked here into .deps/), fashion-mnist/*.gz, and the OCaml executables
+# fashion_mnist_ocaml.exe and test_gpu_ocaml.exe (native code, linked to libneatml.so.0,
+# which they find in build/ through LD_LIBRARY_PATH).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -27,10 +36,16 @@ SUMMARY=$OUT/summary.txt
 : >"$SUMMARY"
 row() { printf '%-34s %s\n' "$1" "$2" | tee -a "$SUMMARY"; }
 
+if [ ! -d "$ROOT/.deps/usr" ] && [ -f "$ROOT/.gpu/deps.tar.xz" ]; then
+  tar -C "$ROOT" -xJf "$ROOT/.gpu/deps.tar.xz"
+fi
 DNNL_ARGS=()
 if [ -d "$ROOT/.deps/usr" ]; then
   DNNL_ARGS=(-DDNNL_ROOT="$ROOT/.deps/usr")
   export LD_LIBRARY_PATH="$ROOT/.deps/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  # oneDNN links libOpenCL.so.1; the system's, else the copy carried in .deps/ocl
+  [ -d "$ROOT/.deps/ocl/usr/lib/x86_64-linux-gnu" ] &&
+    LD_LIBRARY_PATH="$LD_LIBRARY_PATH:$ROOT/.deps/ocl/usr/lib/x86_64-linux-gnu"
 fi
 [ -d /usr/local/cuda/bin ] && export PATH="/usr/local/cuda/bin:$PATH"
 
@@ -91,7 +106,54 @@ if want tests; then
   grep -E '^cuda ' "$OUT/tests.log" | grep -v ' 0 failed' | head -n 20
 fi
 
-# ---- 3. compute-sanitizer ----------------------------------------------------------------------
+# ---- 3. training --------------------------------------------------------------------------------
+if want train; then
+  data=/usr/share/datasets/fashion-mnist
+  [ -d "$ROOT/.gpu/fashion-mnist" ] && data=$ROOT/.gpu/fashion-mnist
+  if [ -f "$data/train-images-idx3-ubyte.gz" ]; then
+    out=$(timeout 300 "$BUILD/fashion_mnist" --backend cuda --epochs 5 --data "$data" \
+          --plot /tmp/fashion_mnist.svg 2>&1); rc=$?
+    { echo "===== fashion_mnist --backend cuda --epochs 5 (exit $rc)"; printf '%s\n' "$out"; } >>"$OUT/tests.log"
+    row "fashion_mnist (C, cuda)" "$(printf '%s\n' "$out" | grep '^final' || echo "no final line (exit $rc)")"
+    if [ -x "$ROOT/.gpu/fashion_mnist_ocaml.exe" ]; then
+      out=$(LD_LIBRARY_PATH="$ROOT/$BUILD:${LD_LIBRARY_PATH:-}" timeout 300 \
+            "$ROOT/.gpu/fashion_mnist_ocaml.exe" --backend cuda --epochs 5 --data "$data" 2>&1); rc=$?
+      { echo "===== OCaml fashion_mnist --backend cuda --epochs 5 (exit $rc)"; printf '%s\n' "$out"; } >>"$OUT/tests.log"
+      row "fashion_mnist (OCaml, cuda)" "$(printf '%s\n' "$out" | grep '^final' || echo "no final line (exit $rc)")"
+    fi
+  else
+    row "fashion_mnist" "skipped: no data set (.gpu/fashion-mnist)"
+  fi
+  if [ -x "$ROOT/.gpu/test_gpu_ocaml.exe" ]; then
+    # the suite's device is AUTO, which is the GPU here
+    out=$(LD_LIBRARY_PATH="$ROOT/$BUILD:${LD_LIBRARY_PATH:-}" timeout 300 \
+          "$ROOT/.gpu/test_gpu_ocaml.exe" --color=never 2>&1); rc=$?
+    { echo "===== OCaml test_gpu (exit $rc)"; printf '%s\n' "$out"; } >>"$OUT/tests.log"
+    row "OCaml test_gpu (auto = cuda)" "$(printf '%s\n' "$out" | grep -E 'Test Successful|failure|Full test results' | tail -n1) [exit $rc]"
+  fi
+fi
+
+# ---- 4. benchmark -------------------------------------------------------------------------------
+if want bench; then
+  if [ -x "$BUILD/neatml_bench" ]; then
+    if timeout 300 "$BUILD/neatml_bench" --backend cuda --json >"$OUT/bench.json" 2>>"$OUT/build.log"; then
+      row "neatml_bench --backend cuda" "ok ($(grep -c '"case"' "$OUT/bench.json") cases, bench.json)"
+    else
+      row "neatml_bench --backend cuda" "FAILED (exit $?, see build.log)"
+    fi
+    if [ -f bench/compare.py ]; then
+      timeout 120 "$BUILD/neatml_bench" --backend cuda --seed-table >"$OUT/compare.txt" 2>&1
+      PYTHONUNBUFFERED=1 timeout 400 python3 bench/compare.py --backend cuda --bench "$BUILD/neatml_bench" \
+        --reps 20 --json-out "$OUT/compare.json" --markdown /dev/stdout >>"$OUT/compare.txt" 2>&1
+      row "bench/compare.py --backend cuda" "exit $? (compare.txt)"
+      tail -n 20 "$OUT/compare.txt"
+    fi
+  else
+    row "neatml_bench" "not built"
+  fi
+fi
+
+# ---- 5. compute-sanitizer ----------------------------------------------------------------------
 if want sanitize; then
   : >"$OUT/sanitizer.log"
   if command -v compute-sanitizer >/dev/null; then
@@ -111,25 +173,6 @@ if want sanitize; then
     done
   else
     row "compute-sanitizer" "not found"
-  fi
-fi
-
-# ---- 4. benchmark -------------------------------------------------------------------------------
-if want bench; then
-  if [ -x "$BUILD/neatml_bench" ]; then
-    if timeout 300 "$BUILD/neatml_bench" --backend cuda --json >"$OUT/bench.json" 2>>"$OUT/build.log"; then
-      row "neatml_bench --backend cuda" "ok ($(grep -c '"case"' "$OUT/bench.json") cases, bench.json)"
-    else
-      row "neatml_bench --backend cuda" "FAILED (exit $?, see build.log)"
-    fi
-    if [ -f bench/compare.py ]; then
-      PYTHONUNBUFFERED=1 timeout 400 python3 bench/compare.py --backend cuda --bench "$BUILD/neatml_bench" \
-        >"$OUT/compare.txt" 2>&1
-      row "bench/compare.py --backend cuda" "exit $? (compare.txt)"
-      tail -n 20 "$OUT/compare.txt"
-    fi
-  else
-    row "neatml_bench" "not built"
   fi
 fi
 

@@ -45,7 +45,6 @@ void cpu_conv_any_mds(const nm_conv_geom *g, dnnl_memory_desc_t *src, dnnl_memor
     dnnl_memory_desc_t bias;
     cpu_conv_user_mds(g, src, wei, &bias, dst, s);
     if (*s != dnnl_success) return;
-    if (getenv("NM_CONV_PLAIN")) return; /* TEMP */
     *s = dnnl_memory_desc_init_by_tag(src, 4, src->dims, dnnl_f32, dnnl_format_tag_any);
     if (*s == dnnl_success)
         *s = dnnl_memory_desc_init_by_tag(dst, 4, dst->dims, dnnl_f32, dnnl_format_tag_any);
