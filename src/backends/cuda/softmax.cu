@@ -106,9 +106,59 @@ __device__ __forceinline__ void row_stats(const float *x, int64_t cols, int t, f
     for (int64_t row = (int64_t)blockIdx.x * rpb + threadIdx.x / TPR; row < (rows);         \
          row += (int64_t)gridDim.x * rpb)
 
+/* A row of at most REG_COLS (block per row, float4-aligned): each thread loads its at most
+ * REG_VECS float4 of the row at once and keeps them in registers, so the row is read from
+ * memory once, all its loads in flight together; M is known before any exp, so each element
+ * has one exp, kept for the write. y may be x: every read of the row comes before the
+ * block_max barrier, every write after it. As row_stats: -inf adds nothing, a NaN or +inf
+ * makes the row NaN, and so does a row of -inf only (0 * 1/0). */
+#define REG_VECS 8
+#define REG_COLS (4 * REG_VECS * CUDA_THREADS)
+
+__device__ __forceinline__ void softmax_row_regs(const float *xr, float *yr,
+                                                 int64_t cols, int t, float *shm) {
+    float4 v[REG_VECS];
+    float m = -INFINITY;
+#pragma unroll
+    for (int k = 0; k < REG_VECS; k++) {
+        int64_t c = 4 * (t + (int64_t)k * CUDA_THREADS);
+        v[k] = c < cols ? *reinterpret_cast<const float4 *>(xr + c)
+                        : make_float4(-INFINITY, -INFINITY, -INFINITY, -INFINITY);
+    }
+#pragma unroll
+    for (int k = 0; k < REG_VECS; k++) {
+        m = v[k].x > m ? v[k].x : m;
+        m = v[k].y > m ? v[k].y : m;
+        m = v[k].z > m ? v[k].z : m;
+        m = v[k].w > m ? v[k].w : m;
+    }
+    float M = block_max(m, shm), s = 0.0f;
+#define SOFTMAX_E(e) e = e == -INFINITY ? 0.0f : expf(e - M), s += e
+#pragma unroll
+    for (int k = 0; k < REG_VECS; k++) {
+        SOFTMAX_E(v[k].x);
+        SOFTMAX_E(v[k].y);
+        SOFTMAX_E(v[k].z);
+        SOFTMAX_E(v[k].w);
+    }
+#undef SOFTMAX_E
+    float inv = 1.0f / block_sum(s, shm);
+#pragma unroll
+    for (int k = 0; k < REG_VECS; k++) {
+        int64_t c = 4 * (t + (int64_t)k * CUDA_THREADS);
+        if (c < cols)
+            *reinterpret_cast<float4 *>(yr + c) =
+                make_float4(v[k].x * inv, v[k].y * inv, v[k].z * inv, v[k].w * inv);
+    }
+}
+
 template <int TPR, bool VEC>
 __global__ void softmax_rows(const float *x, float *y, int64_t rows, int64_t cols) {
     __shared__ float shm[32];
+    if (TPR == CUDA_THREADS && VEC && cols <= REG_COLS) {
+        ROW_LOOP(rows) softmax_row_regs(x + row * cols, y + row * cols, cols, t, shm);
+        return;
+    }
     ROW_LOOP(rows) {
         const float *xr = x + row * cols;
         float M, S;
