@@ -6,8 +6,9 @@
  * records its ops into ONE command buffer, commits it once and checks a sample of the
  * output against a float64 computation from the inputs read back. Only when that check
  * passes is the buffer replayed: warm-up, then ctx->reps timed commit+wait, median.
- * The time is host wall clock around commit+wait: on a GPU that is the device time plus one
- * synchronisation (neatml has no public event API).
+ * The time is neat_cmdbuf_device_time of each replay: device events around the work on a
+ * GPU, the worker thread's clock around the ops on the CPU. The host's wall clock around
+ * commit+wait is kept beside it (wall_ms): on a GPU it adds the launch and the sync.
  */
 #ifndef NEATML_BENCH_H
 #define NEATML_BENCH_H
@@ -35,7 +36,8 @@ typedef struct bench_result {
     bench_outcome outcome;
     char reason[512];   /* for anything but BENCH_OK */
     char shape[96];     /* the work actually measured, e.g. "2048x2048x2048" */
-    double median_ms;   /* per replay of the command buffer */
+    double median_ms;   /* device time per replay of the command buffer (median) */
+    double wall_ms;     /* host wall clock of commit+wait per replay (median) */
     double rate;        /* in `unit` */
     const char *unit;   /* "GFLOP/s", "GB/s", "us/op", "img/s" */
     double work;        /* flops, bytes, ops or images per replay (what rate counts) */
@@ -79,10 +81,10 @@ neat_status bench_random_tensor(bench_ctx *ctx, nt_rng *rng, int ndim, const int
 /* Read a whole tensor back into a new malloc'd buffer (NULL on failure, status in *st). */
 float *bench_read_back(const neat_tensor *t, neat_status *st);
 
-/* Warm-up replays of cb (at least 2 and at least ~0.1 s, so that a CUDA graph is captured
- * and caches are hot), then ctx->reps timed replays; *median_ms gets the median of the
- * commit+wait wall times. */
-neat_status bench_time(bench_ctx *ctx, neat_cmdbuf *cb, double *median_ms);
+/* Warm-up replays (at least 2 and 0.1 s: a CUDA graph is captured on the second commit,
+ * and caches are hot), then ctx->reps timed replays; res->median_ms gets the median of their
+ * device times, res->wall_ms the median of the commit+wait wall times. */
+neat_status bench_time(bench_ctx *ctx, neat_cmdbuf *cb, bench_result *res);
 /* Run cb once (commit + wait). */
 neat_status bench_run_once(neat_cmdbuf *cb);
 

@@ -87,7 +87,12 @@ static int cmp_double(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-neat_status bench_time(bench_ctx *ctx, neat_cmdbuf *cb, double *median_ms) {
+static double median_of(double *v, int n) {
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+neat_status bench_time(bench_ctx *ctx, neat_cmdbuf *cb, bench_result *res) {
     neat_status st;
     double t0 = now_s();
     for (int i = 0; i < 50; i++) {
@@ -95,21 +100,23 @@ neat_status bench_time(bench_ctx *ctx, neat_cmdbuf *cb, double *median_ms) {
         if (i >= 1 && now_s() - t0 > 0.1) break;
     }
     int reps = ctx->reps > 0 ? ctx->reps : 1;
-    double *ms = malloc((size_t)reps * sizeof *ms);
+    double *ms = malloc(2 * (size_t)reps * sizeof *ms), *wall = ms + reps;
     if (!ms) return NEAT_ERR_OUT_OF_MEMORY;
     for (int i = 0; i < reps; i++) {
-        double a = now_s();
+        double a = now_s(), dev_s = 0;
         st = neat_cmdbuf_commit(cb);
         if (st == NEAT_OK) st = neat_cmdbuf_wait(cb);
         double b = now_s();
+        if (st == NEAT_OK) st = neat_cmdbuf_device_time(cb, &dev_s);
         if (st != NEAT_OK) {
             free(ms);
             return st;
         }
-        ms[i] = 1e3 * (b - a);
+        ms[i] = 1e3 * dev_s;
+        wall[i] = 1e3 * (b - a);
     }
-    qsort(ms, (size_t)reps, sizeof *ms, cmp_double);
-    *median_ms = reps % 2 ? ms[reps / 2] : 0.5 * (ms[reps / 2 - 1] + ms[reps / 2]);
+    res->median_ms = median_of(ms, reps);
+    res->wall_ms = median_of(wall, reps);
     free(ms);
     return NEAT_OK;
 }

@@ -107,7 +107,7 @@ void bench_mlp_700_small_ops(bench_ctx *ctx, bench_result *res) {
         }
     }
     if (res->outcome == BENCH_OK &&
-        bench_ok(res, bench_time(ctx, cb, &res->median_ms), "timed replay"))
+        bench_ok(res, bench_time(ctx, cb, res), "timed replay"))
         bench_set_rate(res, 700.0, "us/op");
 done:
     bench_end(ctx, res);
@@ -334,7 +334,7 @@ void bench_lenet_train_step(bench_ctx *ctx, bench_result *res) {
             bench_fail(res, "conv1.w did not change after one step: no gradient reached it");
     }
     if (res->outcome == BENCH_OK &&
-        bench_ok(res, bench_time(ctx, cb, &res->median_ms), "timed replay"))
+        bench_ok(res, bench_time(ctx, cb, res), "timed replay"))
         bench_set_rate(res, (double)LN, "img/s");
 done:
     bench_end(ctx, res);

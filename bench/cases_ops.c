@@ -21,7 +21,7 @@
 static void time_case(bench_ctx *ctx, bench_result *res, neat_cmdbuf *cb, double work,
                       const char *unit) {
     if (res->outcome != BENCH_OK) return;
-    if (!bench_ok(res, bench_time(ctx, cb, &res->median_ms), "timed replay")) return;
+    if (!bench_ok(res, bench_time(ctx, cb, res), "timed replay")) return;
     bench_set_rate(res, work, unit);
 }
 

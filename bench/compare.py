@@ -14,8 +14,9 @@ as a percentage of it.
 Timing. CPU: wall clock (time.perf_counter) around each call, torch.set_num_threads set to
 neatml's thread count. CUDA: torch.cuda.Event around each call (device time), strict float32
 (allow_tf32 off for matmul and cuDNN). Both: warm-up (at least 2 runs and ~0.1 s), then the
-median of --reps runs. neatml's own times are commit+wait wall clock of a recorded command
-buffer: on a GPU that is device time plus one synchronisation, a small bias against neatml.
+median of --reps runs. neatml's own times are neat_cmdbuf_device_time of each replay of a
+recorded command buffer: device events around the work on a GPU (like PyTorch's events), the
+worker thread's clock around the ops on the CPU.
 
 PyTorch is looked for in this interpreter, then in /usr/bin/python3 (Debian's python3-torch);
 when neither has it, the script says so and prints neatml's numbers alone.

@@ -73,8 +73,9 @@ static void print_json(const bench_ctx *ctx, const char *name, const bench_resul
            outcome_word(r->outcome));
     if (r->outcome == BENCH_OK) {
         printf(", \"median_ms\": %.6g, \"rate\": %.6g, \"unit\": \"%s\", \"peak_mem_bytes\": %lld"
-               ", \"reps\": %d, \"check\": %.3g, \"shape\": ",
-               r->median_ms, r->rate, r->unit, (long long)r->peak_mem, ctx->reps, r->check_err);
+               ", \"wall_ms\": %.6g, \"reps\": %d, \"check\": %.3g, \"shape\": ",
+               r->median_ms, r->rate, r->unit, (long long)r->peak_mem, r->wall_ms, ctx->reps,
+               r->check_err);
         json_string(stdout, r->shape);
     } else {
         printf(", \"reason\": ");
@@ -86,8 +87,9 @@ static void print_json(const bench_ctx *ctx, const char *name, const bench_resul
 
 static void print_row(const char *name, const bench_result *r) {
     if (r->outcome == BENCH_OK)
-        printf("%-24s %11.4f %11.1f %-8s %9.1f  %-4s %s\n", name, r->median_ms, r->rate, r->unit,
-               (double)r->peak_mem / 1048576.0, r->check_err <= 1 ? "ok" : "??", r->shape);
+        printf("%-24s %11.4f %11.4f %11.1f %-8s %9.1f  %-4s %s\n", name, r->median_ms, r->wall_ms,
+               r->rate, r->unit, (double)r->peak_mem / 1048576.0, r->check_err <= 1 ? "ok" : "??",
+               r->shape);
     else if (r->outcome == BENCH_UNAVAILABLE)
         printf("%-24s not available: %s\n", name, r->reason);
     else
@@ -233,13 +235,15 @@ int main(int argc, char **argv) {
                backend_name(ctx.props.backend), ctx.props.name, ctx.props.num_threads,
                ctx.props.backend == NEAT_BACKEND_CPU ? "threads" : "multiprocessors", ctx.reps,
                (unsigned long long)ctx.seed);
-        printf("time: wall clock of commit+wait of one recorded command buffer%s\n",
-               ctx.props.backend == NEAT_BACKEND_CPU ? "" : " (device time + one sync)");
+        printf("time: device time of one replay of a recorded command buffer (%s); wall ms: host\n"
+               "      clock around commit+wait of the same replays\n",
+               ctx.props.backend == NEAT_BACKEND_CPU ? "the worker thread's clock around the ops"
+                                                     : "device events around the work");
         double load = load_average();
         if (load >= 0) printf("load average at start: %.2f\n", load);
         putchar('\n');
-        printf("%-24s %11s %11s %-8s %9s  %-4s %s\n", "case", "median ms", "rate", "unit",
-               "peak MB", "chk", "work");
+        printf("%-24s %11s %11s %11s %-8s %9s  %-4s %s\n", "case", "median ms", "wall ms", "rate",
+               "unit", "peak MB", "chk", "work");
     }
     bench_result results[NCASES];
     int bad = 0;

@@ -208,6 +208,14 @@ NEAT_API neat_status neat_cmdbuf_reset(neat_cmdbuf *cb);
 /* Number of ops recorded. Returns INVALID_ARGUMENT, INVALID_HANDLE. */
 NEAT_API neat_status neat_cmdbuf_op_count(const neat_cmdbuf *cb, int64_t *count);
 
+/* Time, in seconds, that the device spent on the buffer's latest completed submission, from
+ * the start of its first op to the end of its last: on CUDA measured with device events
+ * recorded around the submission on the stream (a queue wait before it is not counted); on
+ * the CPU the worker thread's clock around the ops. Read it after neat_cmdbuf_wait; a
+ * benchmark's timer. Returns INVALID_ARGUMENT (seconds NULL, or no submission has completed
+ * and been waited for since the buffer was created or reset), INVALID_HANDLE. */
+NEAT_API neat_status neat_cmdbuf_device_time(const neat_cmdbuf *cb, double *seconds);
+
 /* ---- operations: common statuses -----------------------------------------------------
  * Every op below records into `cb` and returns:
  *   INVALID_HANDLE    cb or a tensor is destroyed or not a handle of that kind;

@@ -12,6 +12,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define EPS 0x1.0p-24
 
@@ -250,6 +251,53 @@ static void test_async_failure(neat_device *dev) {
     neat_tensor_destroy(lg), neat_tensor_destroy(lb), neat_tensor_destroy(loss);
 }
 
+/* neat_cmdbuf_device_time: refused before a completed submission and after reset; after
+ * commit + wait a positive time inside the host's commit..wait interval. */
+static double wall_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static void test_device_time(neat_device *dev) {
+    enum { N = 192 };
+    nt_rng r = {11};
+    float *a = nt_alloc(N * N);
+    fill_uniform(a, N * N, &r, -1, 1);
+    neat_tensor *A = matrix(dev, N, N, a), *C = matrix(dev, N, N, a);
+    neat_cmdbuf *cb = NULL;
+    double t = -1;
+    EXPECT_OK(neat_cmdbuf_create(dev, &cb), "neat_cmdbuf_create");
+    EXPECT_STATUS(neat_cmdbuf_device_time(cb, &t), NEAT_ERR_INVALID_ARGUMENT,
+                  "device_time before any commit");
+    CHECK(strstr(neat_last_error(), "completed") != NULL && t == -1,
+          "%s: device_time before a commit: message \"%s\", seconds %g (want untouched -1)",
+          dev_name, neat_last_error(), t);
+    EXPECT_STATUS(neat_cmdbuf_device_time(cb, NULL), NEAT_ERR_INVALID_ARGUMENT, "device_time(NULL)");
+    for (int i = 0; i < 4; i++)
+        EXPECT_OK(neat_matmul(cb, A, A, C, 1.0f, 0.0f, 0, 0), "record matmul");
+    for (int round = 0; round < 3; round++) {
+        double w0 = wall_s();
+        EXPECT_OK(neat_cmdbuf_commit(cb), "commit");
+        EXPECT_OK(neat_cmdbuf_wait(cb), "wait");
+        double wall = wall_s() - w0;
+        t = -1;
+        EXPECT_OK(neat_cmdbuf_device_time(cb, &t), "device_time after wait");
+        /* 1e-5 s: the device's and the host's clocks tick differently */
+        CHECK(t > 0 && t <= wall + 1e-5,
+              "%s: round %d: device time %.3g s outside (0, %.3g] of commit..wait", dev_name,
+              round, t, wall);
+    }
+    EXPECT_OK(neat_cmdbuf_reset(cb), "reset");
+    EXPECT_STATUS(neat_cmdbuf_device_time(cb, &t), NEAT_ERR_INVALID_ARGUMENT,
+                  "device_time after reset");
+    neat_cmdbuf_destroy(cb);
+    EXPECT_STATUS(neat_cmdbuf_device_time(cb, &t), NEAT_ERR_INVALID_HANDLE,
+                  "device_time of a destroyed buffer");
+    neat_tensor_destroy(A), neat_tensor_destroy(C);
+    nt_free(a);
+}
+
 int main(void) {
     neat_device *devs[NT_MAX_BACKENDS];
     const char *names[NT_MAX_BACKENDS];
@@ -262,6 +310,7 @@ int main(void) {
         test_misuse(devs[d]);
         test_view_between_ops(devs[d]);
         test_async_failure(devs[d]);
+        test_device_time(devs[d]);
         printf("%-5s cmdbuf: %d failed\n", dev_name, nt_failed - before);
     }
     nt_close_devices(devs, ndev);

@@ -863,6 +863,12 @@ static void test_cmdbufs(void) {
     CHECK_OK(neat_cmdbuf_create(dev, &cb), "neat_cmdbuf_create");
     CHECK_FAILS(neat_cmdbuf_op_count(cb, NULL), NEAT_ERR_INVALID_ARGUMENT, "count is NULL");
     CHECK_OK(neat_cmdbuf_wait(cb), "wait on a buffer never committed");
+    double secs = -1;
+    CHECK_FAILS(neat_cmdbuf_device_time(NULL, &secs), NEAT_ERR_INVALID_ARGUMENT,
+                "neat_cmdbuf_device_time: cb is NULL");
+    CHECK_FAILS(neat_cmdbuf_device_time(cb, NULL), NEAT_ERR_INVALID_ARGUMENT, "seconds is NULL");
+    CHECK_FAILS(neat_cmdbuf_device_time(cb, &secs), NEAT_ERR_INVALID_ARGUMENT, "has completed yet");
+    CHECK(secs == -1, "a refused device_time wrote seconds = %g", secs);
 
     /* A tensor destroyed after recording: commit refuses, nothing runs. */
     neat_tensor *t = ts(1, 4, 0, 0, 0), *keep = ts(1, 4, 0, 0, 0);
@@ -896,6 +902,7 @@ static void test_cmdbufs(void) {
     CHECK_FAILS(neat_cmdbuf_wait(cb), NEAT_ERR_INVALID_HANDLE, "cb is not a live command buffer");
     CHECK_FAILS(neat_cmdbuf_reset(cb), NEAT_ERR_INVALID_HANDLE, "cb is not a live command buffer");
     CHECK_FAILS(neat_cmdbuf_op_count(cb, &n), NEAT_ERR_INVALID_HANDLE, "not a live command buffer");
+    CHECK_FAILS(neat_cmdbuf_device_time(cb, &secs), NEAT_ERR_INVALID_HANDLE, "not a live command buffer");
     CHECK_FAILS(neat_cmdbuf_commit((neat_cmdbuf *)keep), NEAT_ERR_INVALID_HANDLE, "not a live command buffer");
     neat_cmdbuf_destroy(cb); /* again: ignored */
     neat_tensor_destroy(keep);

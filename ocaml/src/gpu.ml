@@ -166,6 +166,7 @@ module Cmdbuf = struct
   external c_wait : handle -> unit = "neatml_cmdbuf_wait"
   external c_reset : handle -> unit = "neatml_cmdbuf_reset"
   external c_op_count : handle -> int = "neatml_cmdbuf_op_count"
+  external c_device_time : handle -> float = "neatml_cmdbuf_device_time"
 
   let create device = { h = c_create device; device; recorded = [] }
   let device cb = cb.device
@@ -181,6 +182,7 @@ module Cmdbuf = struct
     cb.recorded <- []
 
   let op_count cb = c_op_count cb.h
+  let device_time cb = c_device_time cb.h
 
   let run cb =
     commit cb;

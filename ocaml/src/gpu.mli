@@ -189,6 +189,12 @@ module Cmdbuf : sig
   (** Wait, then drop the recorded ops (and the tensors kept alive for them). *)
 
   val op_count : t -> int
+
+  val device_time : t -> float
+  (** Seconds the device spent on the latest completed commit, first op to last (CUDA:
+      device events; CPU: the worker's clock). Read it after [wait].
+      @raise Error [Invalid_argument] before a commit has completed and been waited for. *)
+
   val device : t -> Device.t
 
   val free : t -> unit

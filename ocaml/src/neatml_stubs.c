@@ -382,6 +382,14 @@ value neatml_cmdbuf_op_count(value v)
     return Val_long(n);
 }
 
+value neatml_cmdbuf_device_time(value v)
+{
+    CAMLparam1(v);
+    double s = 0;
+    check(neat_cmdbuf_device_time(CB(v), &s));
+    CAMLreturn(caml_copy_double(s));
+}
+
 /* ---- operations ------------------------------------------------------------------------------
  * Every op only records (no blocking), so the runtime lock is kept. Functions of more than
  * five arguments have a bytecode entry taking (argv, argc). */

@@ -77,7 +77,12 @@ let tests (dev : unit -> G.Device.t) =
         G.Tensor.write_array x [| 10.; 20.; 30. |];
         G.Cmdbuf.run cb;
         Alcotest.(check (array (float 0.0))) "replay" [| 60.0 |] (G.Tensor.to_array y);
+        Alcotest.(check bool) "device time of the replay is positive" true (G.Cmdbuf.device_time cb > 0.0);
         G.Cmdbuf.reset cb;
+        (match G.Cmdbuf.device_time cb with
+         | _ -> Alcotest.fail "device_time after reset should raise"
+         | exception G.Error (G.Invalid_argument, msg) ->
+             Alcotest.(check bool) "message says why" true (String.length msg > 0));
         Alcotest.(check int) "reset drops the ops" 0 (G.Cmdbuf.op_count cb);
         (* a reset buffer records again *)
         G.scale cb x 0.5 x;

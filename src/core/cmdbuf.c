@@ -105,6 +105,7 @@ NEAT_API neat_status neat_cmdbuf_reset(neat_cmdbuf *h) {
     cb->nops = 0;
     cb->committed = false;
     cb->commits = 0;
+    __atomic_store_n(&cb->device_ns, 0, __ATOMIC_RELEASE);
     return st;
 }
 
@@ -114,6 +115,20 @@ NEAT_API neat_status neat_cmdbuf_op_count(const neat_cmdbuf *h, int64_t *count) 
     if (st) return st;
     if (!count) return nm_error(NEAT_ERR_INVALID_ARGUMENT, "neat_cmdbuf_op_count: count is NULL");
     *count = cb->nops;
+    return NEAT_OK;
+}
+
+NEAT_API neat_status neat_cmdbuf_device_time(const neat_cmdbuf *h, double *seconds) {
+    static const char fn[] = "neat_cmdbuf_device_time";
+    nm_cmdbuf *cb;
+    neat_status st = get_cmdbuf(fn, h, &cb);
+    if (st) return st;
+    if (!seconds) return nm_error(NEAT_ERR_INVALID_ARGUMENT, "%s: seconds is NULL", fn);
+    int64_t ns = __atomic_load_n(&cb->device_ns, __ATOMIC_ACQUIRE);
+    if (ns <= 0)
+        return nm_error(NEAT_ERR_INVALID_ARGUMENT,
+                        "%s: no submission of this buffer has completed yet (commit, then wait)", fn);
+    *seconds = (double)ns * 1e-9;
     return NEAT_OK;
 }
 

@@ -224,6 +224,8 @@ struct nm_cmdbuf {
     nm_block *scratch;         /* pool blocks held for the ops (nm_scratch_alloc) */
     /* Asynchronous completion, guarded by the backend: */
     int pending;               /* submissions not yet completed */
+    int64_t device_ns;         /* device time of the latest completed submission, 0: none
+                                  (written by the backend with __atomic_store_n) */
     neat_status async_status;  /* first failure since the last wait */
     char async_msg[NM_MSG_MAX];
     nm_cmdbuf *prev, *next;    /* device list */

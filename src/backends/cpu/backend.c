@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 typedef struct cpu_job {
@@ -43,8 +44,15 @@ static void *worker_main(void *arg) {
         c->running = 1;
         pthread_mutex_unlock(&c->lock);
 
+        struct timespec t0, t1;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
         neat_status st = run_ops(dev, job->cb);
+        clock_gettime(CLOCK_MONOTONIC, &t1);
         nm_scratch_release(job->cb);
+        if (st == NEAT_OK) {
+            int64_t ns = (int64_t)(t1.tv_sec - t0.tv_sec) * 1000000000 + (t1.tv_nsec - t0.tv_nsec);
+            __atomic_store_n(&job->cb->device_ns, ns > 0 ? ns : 1, __ATOMIC_RELEASE);
+        }
 
         pthread_mutex_lock(&c->lock);
         if (st != NEAT_OK) nm_cmdbuf_fail(job->cb, st, neat_last_error());

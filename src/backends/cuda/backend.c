@@ -202,7 +202,8 @@ static neat_status cmdbuf_state(nm_device *dev, nm_cmdbuf *cb) {
     if (!c) return nm_error(NEAT_ERR_OUT_OF_MEMORY, "%s: out of host memory", fn);
     c->slots = calloc((size_t)(cb->nops > 0 ? cb->nops : 1) * CUDA_SLOTS, sizeof *c->slots);
     neat_status st = c->slots ? NEAT_OK : nm_error(NEAT_ERR_OUT_OF_MEMORY, "%s: out of host memory", fn);
-    if (!st) st = cuda_check(cudaEventCreateWithFlags(&c->done, cudaEventDisableTiming), fn, "cudaEventCreateWithFlags");
+    if (!st) st = cuda_check(cudaEventCreate(&c->start), fn, "cudaEventCreate");
+    if (!st) st = cuda_check(cudaEventCreate(&c->done), fn, "cudaEventCreate");
     for (int64_t i = 0; i < cb->nops; i++)
         if (cb->ops[i].kind == NM_OP_SOFTMAX_XENT || cb->ops[i].kind == NM_OP_SOFTMAX_XENT_BACKWARD)
             c->checks = 1;
@@ -216,6 +217,7 @@ static neat_status cmdbuf_state(nm_device *dev, nm_cmdbuf *cb) {
         }
     }
     if (st) {
+        if (c->start) cudaEventDestroy(c->start);
         if (c->done) cudaEventDestroy(c->done);
         free(c->slots);
         free(c);
@@ -245,12 +247,18 @@ static neat_status cuda_submit(nm_device *dev, nm_cmdbuf *cb) {
         }
         if (st) c->graph_failed = 1; /* run op by op below */
     }
-    if (c->exec) st = cuda_check(cudaGraphLaunch(c->exec, d->stream), fn, "cudaGraphLaunch");
-    else st = enqueue_ops(dev, cb);
+    /* start is recorded after any capture, so the device time is the work's alone */
+    st = cuda_check(cudaEventRecord(c->start, d->stream), fn, "cudaEventRecord");
+    int timed = st == NEAT_OK;
+    if (!st) {
+        if (c->exec) st = cuda_check(cudaGraphLaunch(c->exec, d->stream), fn, "cudaGraphLaunch");
+        else st = enqueue_ops(dev, cb);
+    }
     c->submits++;
     /* Recorded even after a failure: wait() and release must cover what was enqueued. */
     neat_status rec = cuda_check(cudaEventRecord(c->done, d->stream), fn, "cudaEventRecord");
     if (!st) st = rec;
+    c->timed = timed && st == NEAT_OK;
     if (!st) cb->pending = 1;
     pthread_mutex_unlock(&d->lock);
     return st;
@@ -299,8 +307,17 @@ static neat_status cuda_wait(nm_device *dev, nm_cmdbuf *cb) {
                  cudaGetErrorString(e), cudaGetErrorName(e));
         cudaGetLastError();
         nm_cmdbuf_fail(cb, NEAT_ERR_BACKEND_ERROR, msg);
-    } else if (c && c->checks) {
-        read_error_record(dev, cb);
+    } else {
+        if (c && c->checks) read_error_record(dev, cb);
+        float ms;
+        if (c && c->timed && cb->async_status == NEAT_OK) {
+            if (cudaEventElapsedTime(&ms, c->start, c->done) == cudaSuccess) {
+                int64_t ns = (int64_t)((double)ms * 1e6);
+                __atomic_store_n(&cb->device_ns, ns > 0 ? ns : 1, __ATOMIC_RELEASE);
+            } else {
+                cudaGetLastError(); /* no time this round; not a failure of the work */
+            }
+        }
     }
     cb->pending = 0;
     neat_status st = cb->async_status;
@@ -326,6 +343,7 @@ static void cuda_cmdbuf_release(nm_device *dev, nm_cmdbuf *cb) {
     /* Work of a failed commit may still run; its scratch returns to the pool right after. */
     cudaEventSynchronize(c->done);
     if (c->exec) cudaGraphExecDestroy(c->exec);
+    cudaEventDestroy(c->start);
     cudaEventDestroy(c->done);
     free(c->slots);
     free(c);

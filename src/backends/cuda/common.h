@@ -63,7 +63,9 @@ enum { CUDA_ERR_FLAG = 0, CUDA_ERR_ROW = 1, CUDA_ERR_VALUE = 2, CUDA_ERR_OP = 3,
 typedef struct cuda_slot { void *ptr; size_t bytes; } cuda_slot;
 
 typedef struct cuda_cmdbuf {
-    cudaEvent_t done;          /* recorded after each submission */
+    cudaEvent_t start;         /* recorded before each submission's work (timing) */
+    cudaEvent_t done;          /* recorded after each submission (timing: from start) */
+    int timed;                 /* the latest submission recorded both events */
     cudaGraphExec_t exec;      /* captured at the second submission */
     int graph_failed;          /* capture did not work: keep enqueueing op by op */
     uint64_t submits;
