@@ -58,6 +58,15 @@ neat_status cuda_scratch(nm_cmdbuf *cb, int slot, size_t bytes, void **ptr) {
     return NEAT_OK;
 }
 
+neat_status cuda_scratch_zeroed(nm_device *dev, nm_cmdbuf *cb, int slot, size_t bytes, void **ptr) {
+    cuda_cmdbuf *c = cuda_cb(cb);
+    void *old = c->slots[c->cur_op * CUDA_SLOTS + slot].ptr;
+    neat_status st = cuda_scratch(cb, slot, bytes, ptr);
+    if (st || *ptr == old) return st;
+    return cuda_check(cudaMemsetAsync(*ptr, 0, bytes, cuda_dev(dev)->stream), "neat_cmdbuf_commit",
+                      "cudaMemsetAsync");
+}
+
 /* ---- device ------------------------------------------------------------------------------------ */
 
 static void release_device(cuda_device *d) {

@@ -82,6 +82,9 @@ static inline cuda_cmdbuf *cuda_cb(nm_cmdbuf *cb) { return (cuda_cmdbuf *)cb->im
 /* Scratch memory of the op being enqueued, slot 0..CUDA_SLOTS-1: the same pointer at every
  * submission of the buffer (a graph replays it), held until cmdbuf_release. */
 neat_status cuda_scratch(nm_cmdbuf *cb, int slot, size_t bytes, void **ptr);
+/* The same, and a block new to the slot is zeroed on the stream (once: later submissions
+ * find the slot's block and keep what the kernels left in it). */
+neat_status cuda_scratch_zeroed(nm_device *dev, nm_cmdbuf *cb, int slot, size_t bytes, void **ptr);
 
 /* Status mapping: each returns NEAT_OK or an nm_error naming `what` (the op) and the call. */
 neat_status cuda_check(cudaError_t e, const char *what, const char *call);

@@ -8,7 +8,8 @@
  *  - inner == 1 (contiguous rows): a row of at most 1024 is summed by one warp; a longer row
  *    is cut in chunks of ROW_CHUNK = 8192, each summed by a block of 256 threads (32 values
  *    per thread, as 8 float4 loads when aligned, then a shuffle tree), and the chunks' sums
- *    form a shorter row for the next level.
+ *    form a shorter row for the next level. A single row of up to 8192 chunks (the sum of a
+ *    whole tensor) does both levels in one launch: sum_onepass.
  *  - inner > 1 (columns): one thread per (o, chunk, i) sums COL_CHUNK = 64 consecutive l
  *    sequentially (consecutive threads read consecutive i: coalesced); chunk sums again
  *    form [outer, chunks, inner] for the next level.
@@ -22,51 +23,83 @@
 #define ROW_WARP_MAX 1024
 #define COL_CHUNK 64
 
+/* This thread's share of x[lo, hi) (a chunk of at most ROW_CHUNK), before the block sum.
+ * VEC: (hi - lo) % 4 == 0 and x + lo 16-byte aligned. */
+template <bool VEC>
+__device__ __forceinline__ float chunk_sum(const float *__restrict__ xr, int64_t lo, int64_t hi) {
+    if (!VEC) {
+        float acc = 0.0f;
+        for (int64_t i = lo + threadIdx.x; i < hi; i += blockDim.x) acc += xr[i];
+        return acc;
+    }
+    float4 s = make_float4(0, 0, 0, 0);
+    if (hi - lo == ROW_CHUNK && blockDim.x == CUDA_THREADS) {
+        /* a whole chunk: the thread's 8 loads issued together, then added in the order of
+         * the loop below */
+        enum { K = ROW_CHUNK / (4 * CUDA_THREADS) };
+        float4 v[K];
+#pragma unroll
+        for (int k = 0; k < K; k++)
+            v[k] = __ldg(reinterpret_cast<const float4 *>(xr + lo + 4 * (threadIdx.x + k * CUDA_THREADS)));
+#pragma unroll
+        for (int k = 0; k < K; k++) {
+            s.x += v[k].x;
+            s.y += v[k].y;
+            s.z += v[k].z;
+            s.w += v[k].w;
+        }
+    } else {
+        for (int64_t i = lo + 4 * threadIdx.x; i < hi; i += 4 * blockDim.x) {
+            float4 v = *reinterpret_cast<const float4 *>(xr + i);
+            s.x += v.x;
+            s.y += v.y;
+            s.z += v.z;
+            s.w += v.w;
+        }
+    }
+    return (s.x + s.y) + (s.z + s.w);
+}
+
 /* One chunk of one row per block. final: out[row] = scale * s (+ out[row]); otherwise
- * out[row * chunks + chunk] = s. VEC: len % 4 == 0 and x 16-byte aligned. */
+ * out[row * chunks + chunk] = s. */
 template <bool VEC>
 __global__ void row_sum_block(const float *__restrict__ x, int64_t len, int64_t chunks,
                               float *out, float scale, int final_sum, int accumulate) {
     __shared__ float shm[32];
     int64_t blk = blockIdx.x, row = blk / chunks, chunk = blk % chunks;
-    const float *xr = x + row * len;
     int64_t lo = chunk * ROW_CHUNK, hi = min(len, lo + ROW_CHUNK);
-    float acc;
-    if (VEC) {
-        float4 s = make_float4(0, 0, 0, 0);
-        if (hi - lo == ROW_CHUNK && blockDim.x == CUDA_THREADS) {
-            /* a whole chunk: the thread's 8 loads issued together, then added in the order
-             * of the loop below (same bits) */
-            enum { K = ROW_CHUNK / (4 * CUDA_THREADS) };
-            float4 v[K];
-#pragma unroll
-            for (int k = 0; k < K; k++)
-                v[k] = __ldg(reinterpret_cast<const float4 *>(xr + lo + 4 * (threadIdx.x + k * CUDA_THREADS)));
-#pragma unroll
-            for (int k = 0; k < K; k++) {
-                s.x += v[k].x;
-                s.y += v[k].y;
-                s.z += v[k].z;
-                s.w += v[k].w;
-            }
-        } else {
-            for (int64_t i = lo + 4 * threadIdx.x; i < hi; i += 4 * blockDim.x) {
-                float4 v = *reinterpret_cast<const float4 *>(xr + i);
-                s.x += v.x;
-                s.y += v.y;
-                s.z += v.z;
-                s.w += v.w;
-            }
-        }
-        acc = (s.x + s.y) + (s.z + s.w);
-    } else {
-        acc = 0.0f;
-        for (int64_t i = lo + threadIdx.x; i < hi; i += blockDim.x) acc += xr[i];
-    }
-    acc = block_sum(acc, shm);
+    float acc = block_sum(chunk_sum<VEC>(x + row * len, lo, hi), shm);
     if (threadIdx.x == 0) {
         if (final_sum) out[row] = accumulate ? out[row] + scale * acc : scale * acc;
         else out[blk] = acc;
+    }
+}
+
+/* One long row in one launch: block b sums chunk b into partial[b]; the block that finishes
+ * last (a ticket taken after a fence) adds the partials in index order, writes y and puts the
+ * ticket back to 0 for the next run. Which block is last varies; the order of the additions
+ * does not, so the result is deterministic. chunks <= ROW_CHUNK. */
+template <bool VEC>
+__global__ void sum_onepass(const float *__restrict__ x, int64_t len, float *partial,
+                            unsigned *ticket, float *y, float scale, int accumulate) {
+    __shared__ float shm[32];
+    __shared__ int last;
+    int64_t lo = (int64_t)blockIdx.x * ROW_CHUNK, hi = min(len, lo + ROW_CHUNK);
+    float acc = block_sum(chunk_sum<VEC>(x, lo, hi), shm);
+    if (threadIdx.x == 0) {
+        partial[blockIdx.x] = acc;
+        __threadfence();
+        last = atomicAdd(ticket, 1u) == gridDim.x - 1;
+    }
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+    acc = 0.0f;
+    for (unsigned i = threadIdx.x; i < gridDim.x; i += blockDim.x) acc += __ldcg(partial + i);
+    acc = block_sum(acc, shm);
+    if (threadIdx.x == 0) {
+        y[0] = accumulate ? y[0] + scale * acc : scale * acc;
+        *ticket = 0;
     }
 }
 
@@ -129,6 +162,18 @@ extern "C" neat_status cuda_sum3(nm_device *dev, nm_cmdbuf *cb, int first_slot, 
     if (outer <= 0 || inner <= 0) return NEAT_OK;
     if (len <= 0) return accumulate ? NEAT_OK : cuda_fill_f32(dev, y, outer * inner, 0.0f, what);
     cudaStream_t s = cuda_dev(dev)->stream;
+    if (outer == 1 && inner == 1 && len > ROW_WARP_MAX && ceil_div(len, ROW_CHUNK) <= ROW_CHUNK) {
+        unsigned chunks = (unsigned)ceil_div(len, ROW_CHUNK);
+        void *partial, *ticket;
+        neat_status st = cuda_scratch(cb, first_slot, (size_t)chunks * sizeof(float), &partial);
+        if (!st) st = cuda_scratch_zeroed(dev, cb, first_slot + 1, sizeof(unsigned), &ticket);
+        if (st) return st;
+        if (len % 4 == 0 && aligned16(x))
+            sum_onepass<true><<<chunks, CUDA_THREADS, 0, s>>>(x, len, (float *)partial, (unsigned *)ticket, y, scale, accumulate);
+        else
+            sum_onepass<false><<<chunks, CUDA_THREADS, 0, s>>>(x, len, (float *)partial, (unsigned *)ticket, y, scale, accumulate);
+        return cuda_launched(what, "sum_onepass");
+    }
     const float *cur = x;
     for (int level = 0;; level++) {
         if (inner == 1 && len <= ROW_WARP_MAX) {
