@@ -293,7 +293,13 @@ def main():
     ap.add_argument("--json-out", help="write every result to this JSON file")
     ap.add_argument("--svg", help="write the ratio bar chart (SVG) to this file")
     ap.add_argument("--markdown", help="write the results as a Markdown table (for docs)")
+    ap.add_argument("--from-json", metavar="FILE",
+                    help="run nothing: read the results of an earlier --json-out, write --markdown/--svg")
     args = ap.parse_args()
+    if args.from_json:
+        with open(args.from_json) as f:
+            write_outputs(args, json.load(f))
+        return
 
     torch = find_torch()
     if not os.access(args.bench, os.X_OK):
@@ -365,7 +371,8 @@ def main():
         variants = [name] + [k for k in cases if k.startswith(name + "[")]
         for variant in variants:
             row = compare_case(variant, neat.get(name, {"status": "missing"}),
-                               cases.get(variant), timer, meta)
+                               cases.get(variant), timer, meta,
+                               torch if torch is not None and args.backend == "cuda" else None)
             if torch is not None and args.backend == "cuda":
                 torch.cuda.empty_cache()
             results["cases"].append(row)
@@ -376,6 +383,10 @@ def main():
         with open(args.json_out, "w") as f:
             json.dump(results, f, indent=1)
         print(f"\nwrote {args.json_out}")
+    write_outputs(args, results)
+
+
+def write_outputs(args, results):
     if args.markdown:
         with open(args.markdown, "w") as f:
             f.write(markdown_table(results))
@@ -387,8 +398,10 @@ def main():
         print(f"wrote {args.svg}")
 
 
-def compare_case(name, n, torch_case, timer, meta):
-    """One output row: neatml's result n, PyTorch's run of torch_case, ratio, % of copy."""
+def compare_case(name, n, torch_case, timer, meta, cuda_torch=None):
+    """One output row: neatml's result n, PyTorch's run of torch_case, ratio, % of copy.
+    With cuda_torch (CUDA runs), also PyTorch's peak allocated memory over the case's setup
+    and timed runs (torch.cuda.max_memory_allocated after reset_peak_memory_stats)."""
     row = {"case": name, "neatml_status": n.get("status")}
     n_ok = n.get("status") == "ok"
     if n_ok:
@@ -399,8 +412,14 @@ def compare_case(name, n, torch_case, timer, meta):
     if torch_case is not None:
         setup, work, unit = torch_case
         try:
+            if cuda_torch is not None:
+                cuda_torch.cuda.synchronize()
+                cuda_torch.cuda.empty_cache()
+                cuda_torch.cuda.reset_peak_memory_stats()
             ms = timer.median_ms(setup())
             row.update(torch_ms=ms, torch_rate=rate_of(ms, work, unit), unit=unit)
+            if cuda_torch is not None:
+                row["torch_peak_mem_bytes"] = cuda_torch.cuda.max_memory_allocated()
         except Exception as e:  # an op this torch build lacks: say so, keep going
             row["torch_error"] = f"{type(e).__name__}: {e}"
     if n_ok and "torch_ms" in row:
@@ -421,15 +440,15 @@ def markdown_table(results):
              f"{m.get('reps')}; load average {m.get('load_before', 0):.2f} before, "
              f"{m.get('load_after', 0):.2f} after. Copy bandwidth: "
              + (f"{m['copy_gbps']:.1f} GB/s." if m.get("copy_gbps") else "not measured."), "",
-             "| case | neatml ms | PyTorch ms | ratio | neatml rate | PyTorch rate | unit | % of copy bw (neatml / PyTorch) |",
-             "|---|---:|---:|---:|---:|---:|---|---|"]
+             "| case | neatml ms | PyTorch ms | ratio | neatml rate | PyTorch rate | unit | % of copy bw (neatml / PyTorch) | peak MB (neatml / PyTorch) |",
+             "|---|---:|---:|---:|---:|---:|---|---|---|"]
 
     def num(v, spec):
         return format(v, spec) if isinstance(v, (int, float)) else "-"
     for r in results["cases"]:
         if r["neatml_status"] != "ok" and "torch_ms" not in r:
             lines.append(f"| {r['case']} | {r['neatml_status']}: {r.get('neatml_reason', '')} "
-                         "| | | | | | |")
+                         "| | | | | | | |")
             continue
         pct = ""
         if "neatml_pct_copy" in r or "torch_pct_copy" in r:
@@ -437,8 +456,17 @@ def markdown_table(results):
         neat_ms = num(r.get("neatml_ms"), ".3f") if r["neatml_status"] == "ok" else r["neatml_status"]
         lines.append(f"| {r['case']} | {neat_ms} | {num(r.get('torch_ms'), '.3f')} | "
                      f"{num(r.get('ratio'), '.2f')} | {num(r.get('neatml_rate'), '.1f')} | "
-                     f"{num(r.get('torch_rate'), '.1f')} | {r.get('unit', '')} | {pct} |")
+                     f"{num(r.get('torch_rate'), '.1f')} | {r.get('unit', '')} | {pct} | {peak_mb(r)} |")
     return "\n".join(lines) + "\n"
+
+
+def peak_mb(r):
+    """'neatml / PyTorch' peak memory in MB, '-' for a side not measured."""
+    n, t = r.get("neatml_peak_mem_bytes"), r.get("torch_peak_mem_bytes")
+    if n is None and t is None:
+        return ""
+    mb = lambda v: f"{v / 1048576:.1f}" if isinstance(v, (int, float)) else "-"
+    return f"{mb(n)} / {mb(t)}"
 
 
 def fmt(v, spec):
@@ -455,6 +483,8 @@ def print_row(r):
             f"{fmt(r.get('torch_rate'), '10.1f')} {r.get('unit', ''):<8}")
     if "neatml_pct_copy" in r or "torch_pct_copy" in r:
         line += f"  {fmt(r.get('neatml_pct_copy'), '5.0f')}% / {fmt(r.get('torch_pct_copy'), '3.0f')}%"
+    if "torch_peak_mem_bytes" in r:
+        line += f"  peak MB {peak_mb(r)}"
     if r["neatml_status"] != "ok":
         line += f"  [neatml {r['neatml_status']}: {r.get('neatml_reason', '')}]"
     if "torch_error" in r:

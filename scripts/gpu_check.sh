@@ -144,7 +144,7 @@ if want bench; then
     if [ -f bench/compare.py ]; then
       timeout 120 "$BUILD/neatml_bench" --backend cuda --seed-table >"$OUT/compare.txt" 2>&1
       PYTHONUNBUFFERED=1 timeout 400 python3 bench/compare.py --backend cuda --bench "$BUILD/neatml_bench" \
-        --reps 20 --json-out "$OUT/compare.json" --markdown /dev/stdout >>"$OUT/compare.txt" 2>&1
+        --reps 20 --json-out "$OUT/compare.json" >>"$OUT/compare.txt" 2>&1
       row "bench/compare.py --backend cuda" "exit $? (compare.txt)"
       tail -n 20 "$OUT/compare.txt"
     fi
