@@ -11,9 +11,9 @@
  *
  * Determinism: the order of additions depends on the sizes only, never on the thread count.
  * A contiguous run of n floats is cut into blocks of sum_block_size(n) elements (at most
- * SUM_MAX_BLOCKS of them); each block is summed in 16 double lanes (x[i] goes to lane
- * i mod 16, lanes combined pairwise), and the block sums are combined pairwise. Threads only
- * decide who computes which block. Along an inner axis (inner > 1), each output is one
+ * SUM_MAX_BLOCKS of them); each block is summed in 64 double lanes (x[i] goes to lane
+ * i mod 64: eight vectors of independent additions in flight; lanes combined pairwise), and
+ * the block sums are combined pairwise. Threads only decide who computes which block. Along an inner axis (inner > 1), each output is one
  * double accumulator taking x[o, 0, i], x[o, 1, i], ... in order; threads split the outputs.
  */
 #include "cpu.h"
@@ -23,7 +23,7 @@
 
 #define SUM_MIN_BLOCK 8192
 #define SUM_MAX_BLOCKS 4096
-#define SUM_LANES 16
+#define SUM_LANES 64
 /* Outputs per task along an inner axis: one double accumulator each, on the stack. */
 #define SUM_COLS 256
 
@@ -36,7 +36,7 @@ static int64_t sum_block_size(int64_t n)
     return b > SUM_MIN_BLOCK ? b : SUM_MIN_BLOCK;
 }
 
-/* Sum of x[0, n) in double: element i into lane i mod 16, the lanes added pairwise. */
+/* Sum of x[0, n) in double: element i into lane i mod SUM_LANES, the lanes added pairwise. */
 CPU_CLONES static double sum_block(const float *x, int64_t n)
 {
     double lane[SUM_LANES] = {0};
