@@ -34,6 +34,13 @@ let read_gz path =
   | _ -> failwith ("gzip -dc failed on " ^ path));
   Buffer.contents buf
 
+(* A file shorter than its header says (truncated download, wrong file) is refused with its
+   name before any byte past the end is read. *)
+let need path s bytes =
+  if String.length s < bytes then
+    failwith
+      (Printf.sprintf "%s: truncated or corrupt: %d of %d bytes" path (String.length s) bytes)
+
 let be32 s off =
   (Char.code s.[off] lsl 24) lor (Char.code s.[off + 1] lsl 16) lor (Char.code s.[off + 2] lsl 8)
   lor Char.code s.[off + 3]
@@ -42,9 +49,11 @@ let be32 s off =
    with Fashion-MNIST's mean and deviation. *)
 let load_images path =
   let s = read_gz path in
+  need path s 16;
   if be32 s 0 <> 2051 then failwith (path ^ ": not an idx3 image file");
   let n = be32 s 4 and rows = be32 s 8 and cols = be32 s 12 in
   if rows <> 28 || cols <> 28 then failwith (path ^ ": images are not 28x28");
+  need path s (16 + (n * 784));
   let a = Bigarray.Array1.create Bigarray.float32 Bigarray.c_layout (n * 784) in
   for i = 0 to (n * 784) - 1 do
     a.{i} <- ((float (Char.code s.[16 + i]) /. 255.0) -. 0.2860) /. 0.3530
@@ -53,8 +62,10 @@ let load_images path =
 
 let load_labels path =
   let s = read_gz path in
+  need path s 8;
   if be32 s 0 <> 2049 then failwith (path ^ ": not an idx1 label file");
   let n = be32 s 4 in
+  need path s (8 + n);
   (n, Array.init n (fun i -> Char.code s.[8 + i]))
 
 (* ---- the network ---- *)
@@ -186,11 +197,20 @@ let () =
         prerr_endline ("unknown backend " ^ !backend);
         exit 2
   in
-  let file name = Filename.concat !data name in
-  let ntrain, train_x = load_images (file "train-images-idx3-ubyte.gz") in
-  let _, train_y = load_labels (file "train-labels-idx1-ubyte.gz") in
-  let ntest, test_x = load_images (file "t10k-images-idx3-ubyte.gz") in
-  let _, test_y = load_labels (file "t10k-labels-idx1-ubyte.gz") in
+  let file name =
+    let path = Filename.concat !data name in
+    if not (Sys.file_exists path) then (
+      Printf.eprintf "fashion_mnist: %s: no such file (install dataset-fashion-mnist, or pass --data DIR)\n" path;
+      exit 1);
+    path
+  in
+  let load f name =
+    try f (file name) with Failure msg -> Printf.eprintf "fashion_mnist: %s\n" msg; exit 1
+  in
+  let ntrain, train_x = load load_images "train-images-idx3-ubyte.gz" in
+  let _, train_y = load load_labels "train-labels-idx1-ubyte.gz" in
+  let ntest, test_x = load load_images "t10k-images-idx3-ubyte.gz" in
+  let _, test_y = load load_labels "t10k-labels-idx1-ubyte.gz" in
   let ntrain = if !limit > 0 then min !limit ntrain else ntrain in
   let batch = !batch in
   let steps = ntrain / batch in
