@@ -106,27 +106,25 @@ __device__ __forceinline__ void row_stats(const float *x, int64_t cols, int t, f
     for (int64_t row = (int64_t)blockIdx.x * rpb + threadIdx.x / TPR; row < (rows);         \
          row += (int64_t)gridDim.x * rpb)
 
-/* A row of at most REG_COLS (block per row, float4-aligned): each thread loads its at most
- * REG_VECS float4 of the row at once and keeps them in registers, so the row is read from
+/* A row of at most 4 * NV * 256 (block per row, float4-aligned): each thread loads its at most
+ * NV float4 of the row at once and keeps them in registers, so the row is read from
  * memory once, all its loads in flight together; M is known before any exp, so each element
  * has one exp, kept for the write. y may be x: every read of the row comes before the
  * block_max barrier, every write after it. As row_stats: -inf adds nothing, a NaN or +inf
  * makes the row NaN, and so does a row of -inf only (0 * 1/0). */
-#define REG_VECS 8
-#define REG_COLS (4 * REG_VECS * CUDA_THREADS)
-
+template <int NV>
 __device__ __forceinline__ void softmax_row_regs(const float *xr, float *yr,
                                                  int64_t cols, int t, float *shm) {
-    float4 v[REG_VECS];
+    float4 v[NV];
     float m = -INFINITY;
 #pragma unroll
-    for (int k = 0; k < REG_VECS; k++) {
+    for (int k = 0; k < NV; k++) {
         int64_t c = 4 * (t + (int64_t)k * CUDA_THREADS);
         v[k] = c < cols ? *reinterpret_cast<const float4 *>(xr + c)
                         : make_float4(-INFINITY, -INFINITY, -INFINITY, -INFINITY);
     }
 #pragma unroll
-    for (int k = 0; k < REG_VECS; k++) {
+    for (int k = 0; k < NV; k++) {
         m = v[k].x > m ? v[k].x : m;
         m = v[k].y > m ? v[k].y : m;
         m = v[k].z > m ? v[k].z : m;
@@ -135,7 +133,7 @@ __device__ __forceinline__ void softmax_row_regs(const float *xr, float *yr,
     float M = block_max(m, shm), s = 0.0f;
 #define SOFTMAX_E(e) e = e == -INFINITY ? 0.0f : expf(e - M), s += e
 #pragma unroll
-    for (int k = 0; k < REG_VECS; k++) {
+    for (int k = 0; k < NV; k++) {
         SOFTMAX_E(v[k].x);
         SOFTMAX_E(v[k].y);
         SOFTMAX_E(v[k].z);
@@ -144,7 +142,7 @@ __device__ __forceinline__ void softmax_row_regs(const float *xr, float *yr,
 #undef SOFTMAX_E
     float inv = 1.0f / block_sum(s, shm);
 #pragma unroll
-    for (int k = 0; k < REG_VECS; k++) {
+    for (int k = 0; k < NV; k++) {
         int64_t c = 4 * (t + (int64_t)k * CUDA_THREADS);
         if (c < cols)
             *reinterpret_cast<float4 *>(yr + c) =
@@ -152,13 +150,20 @@ __device__ __forceinline__ void softmax_row_regs(const float *xr, float *yr,
     }
 }
 
+/* Its own kernel, NV chosen from the row length: registers per thread decide how many blocks,
+ * i.e. rows in flight, an SM holds. sm_90, ptxas: NV = 4 uses 36 registers (7 blocks of 256
+ * per SM), NV = 8 60; inside softmax_rows as one branch it took 68 (3 blocks per SM). */
+template <int NV>
+__global__ void __launch_bounds__(CUDA_THREADS) softmax_rows_regs(const float *x, float *y,
+                                                                  int64_t rows, int64_t cols) {
+    __shared__ float shm[32];
+    for (int64_t row = blockIdx.x; row < rows; row += gridDim.x)
+        softmax_row_regs<NV>(x + row * cols, y + row * cols, cols, threadIdx.x, shm);
+}
+
 template <int TPR, bool VEC>
 __global__ void softmax_rows(const float *x, float *y, int64_t rows, int64_t cols) {
     __shared__ float shm[32];
-    if (TPR == CUDA_THREADS && VEC && cols <= REG_COLS) {
-        ROW_LOOP(rows) softmax_row_regs(x + row * cols, y + row * cols, cols, t, shm);
-        return;
-    }
     ROW_LOOP(rows) {
         const float *xr = x + row * cols;
         float M, S;
@@ -237,6 +242,16 @@ neat_status cuda_softmax(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
     if (u.rows == 0 || u.cols == 0) return NEAT_OK;
     const float *x = u.x->data;
     float *y = u.y->data;
+    bool vec = u.cols % 4 == 0 && aligned16(x) && aligned16(y);
+    if (vec && u.cols > ROW_WARP_COLS && u.cols <= 4 * 8 * CUDA_THREADS) {
+        cudaStream_t s = cuda_dev(dev)->stream;
+        unsigned grid = cuda_grid(dev, u.rows, 1);
+        if (u.cols <= 4 * 4 * CUDA_THREADS)
+            softmax_rows_regs<4><<<grid, CUDA_THREADS, 0, s>>>(x, y, u.rows, u.cols);
+        else
+            softmax_rows_regs<8><<<grid, CUDA_THREADS, 0, s>>>(x, y, u.rows, u.cols);
+        return cuda_launched("neat_softmax", "softmax_rows_regs");
+    }
     ROWS_LAUNCH(softmax_rows, u.rows, u.cols, aligned16(x) && aligned16(y), x, y, u.rows, u.cols);
     return cuda_launched("neat_softmax", "softmax_rows");
 }
