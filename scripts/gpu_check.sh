@@ -3,14 +3,15 @@
 #   1. build (Release, CUDA backend; oneDNN from .deps/usr when the system has none);
 #   2. every build/test_* binary on every backend that opens (cpu and cuda), then again on
 #      cuda alone with NEATML_CUDA_GRAPHS=1 (every command buffer runs as a CUDA graph from
-#      its first commit, and a failed capture fails the commit); test_ops has its own TF32
-#      pass (matmul, linear, conv with NEAT_MATH_TF32), NEATML_TEST_TF32=1 is set as well;
+#      its first commit, and a failed capture fails the commit); test_ops_layers has its own
+#      TF32 pass (matmul, linear, conv with NEAT_MATH_TF32);
 #   3. training ("train"): examples/fashion_mnist on cuda for 5 epochs, and the OCaml
 #      example and OCaml test suite when their executables were carried (see below);
 #   4. the benchmark (neatml_bench --backend cuda --json, --seed-table) and bench/compare.py
 #      side by side with PyTorch;
 #   5. compute-sanitizer memcheck, racecheck, initcheck and synccheck on the cuda part of
-#      test_cmdbuf, test_pool, test_training and test_ops.
+#      test_cmdbuf, test_pool, test_backward, test_optim, test_ops_layers and
+#      test_ops_elementwise.
 # Logs go to $OUT (default ./gpu-out): env.txt build.log tests.log sanitizer.log bench.json
 # compare.txt compare.json summary.txt (the device tool brings back at most 8 files). The
 # summary table is printed last.
@@ -60,7 +61,7 @@ fi
 row "gpu" "$(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null | head -n1)"
 
 # ---- 1. build ----------------------------------------------------------------------------------
-if want build || [ ! -x "$BUILD/test_ops" ]; then
+if want build || [ ! -x "$BUILD/test_ops_layers" ]; then
   t0=$(date +%s)
   if cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release "${DNNL_ARGS[@]}" >"$OUT/build.log" 2>&1 &&
      cmake --build "$BUILD" -j "$JOBS" >>"$OUT/build.log" 2>&1; then
@@ -93,14 +94,14 @@ run_test() {
 # ---- 2. tests -----------------------------------------------------------------------------------
 if want tests; then
   : >"$OUT/tests.log"
-  for bin in "$BUILD"/test_*; do
-    [ -x "$bin" ] || continue
-    row "$(basename "$bin") (cpu+cuda)" "$(run_test "$OUT/tests.log" "$bin" NEATML_TEST_TF32=1)"
+  for src in tests/test_*.c; do
+    bin=$BUILD/$(basename "$src" .c)
+    row "$(basename "$bin") (cpu+cuda)" "$(run_test "$OUT/tests.log" "$bin")"
   done
-  for bin in "$BUILD"/test_*; do
-    [ -x "$bin" ] || continue
+  for src in tests/test_*.c; do
+    bin=$BUILD/$(basename "$src" .c)
     row "$(basename "$bin") (cuda, graphs)" \
-        "$(run_test "$OUT/tests.log" "$bin" NEATML_TEST_BACKENDS=cuda NEATML_CUDA_GRAPHS=1 NEATML_TEST_TF32=1)"
+        "$(run_test "$OUT/tests.log" "$bin" NEATML_TEST_BACKENDS=cuda NEATML_CUDA_GRAPHS=1)"
   done
   grep -E '^(FAIL|SKIP)' "$OUT/tests.log" | sort | uniq -c | sort -rn | head -n 20
   grep -E '^cuda ' "$OUT/tests.log" | grep -v ' 0 failed' | head -n 20
@@ -167,7 +168,7 @@ if want sanitize; then
       row "$1 $(basename "$2")" "${summary:-no summary} | ${res:-no result line} [exit $rc]"
     }
     for tool in memcheck racecheck initcheck synccheck; do
-      for t in test_cmdbuf test_pool test_training test_ops; do
+      for t in test_cmdbuf test_pool test_backward test_optim test_ops_layers test_ops_elementwise; do
         sanitize "$tool" "$BUILD/$t"
       done
     done

@@ -29,9 +29,16 @@ count() { # count "<label>" "<output>": add the suite's closing line to the tota
 }
 
 run_suite() { # run_suite <label> <build dir>
-  local bin out rc
-  for bin in "$2"/test_*; do
-    [ -x "$bin" ] || continue
+  local src bin out rc
+  # One binary per tests/test_*.c: a binary left in the build folder by a test file that
+  # no longer exists is not run, and one that was not built counts as a failure.
+  for src in tests/test_*.c; do
+    bin="$2/$(basename "$src" .c)"
+    if [ ! -x "$bin" ]; then
+      echo "$1 $(basename "$bin"): not built"
+      failed=$((failed + 1))
+      continue
+    fi
     out=$("$bin" 2>&1); rc=$?
     printf '%s\n' "$out" > "$2/$(basename "$bin").log"
     count "$1 $(basename "$bin")" "$out"

@@ -3,8 +3,8 @@
  * reset, op counts, the statuses of misuse, views between ops, asynchronous failures.
  *
  * Values are checked against reference.c; the linear layer replayed 100 times uses the
- * matmul tolerance of test_ops.c ((2K+4) 2^-24 sum|x||w|). The queued-replay, reset and
- * view cases use integer data so that their results are exact.
+ * matmul tolerance of test_ops_layers.c ((2K+4) 2^-24 sum|x||w|). The queued-replay, reset
+ * and view cases use integer data so that their results are exact.
  */
 #include "harness.h"
 #include "reference.h"
@@ -18,8 +18,7 @@
 
 static const char *dev_name; /* the device under test, in every failure message */
 
-/* Status checks that evaluate their argument once (harness.h's CHECK_STATUS names `st`
- * twice, which would run the call under test twice). */
+/* Status checks whose failure message names the device under test. */
 static int check_status(neat_status st, neat_status want, const char *what, int line) {
     return nt_check(st == want, __FILE__, line, "%s: %s: got %s, want %s (%s)", dev_name, what,
                     neat_status_string(st), neat_status_string(want), neat_last_error());

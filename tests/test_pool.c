@@ -14,8 +14,7 @@
 
 static const char *dev_name;
 
-/* Status checks that evaluate their argument once (harness.h's CHECK_STATUS names `st`
- * twice, which would run the call under test twice). */
+/* Status checks whose failure message names the device under test. */
 static int check_status(neat_status st, neat_status want, const char *what, int line) {
     return nt_check(st == want, __FILE__, line, "%s: %s: got %s, want %s (%s)", dev_name, what,
                     neat_status_string(st), neat_status_string(want), neat_last_error());
