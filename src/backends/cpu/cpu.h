@@ -3,10 +3,11 @@
  * shape), hand-written OpenMP loops for everything else. Ops run on one worker thread per
  * device (backend.c), which opens OpenMP parallel regions of cpu_device.nthreads threads.
  *
- * Files: backend.c (table, device, memory, worker queue), dnnl.c (engine, stream,
- * primitive cache), matmul.c, linear.c, conv.c (oneDNN ops), elementwise.c (add, scale,
- * fill, activations), pool.c, reduce.c (sums), softmax.c (softmax, cross-entropy),
- * optim.c (SGD, Adam).
+ * Files: backend.c (table, device, memory, worker queue), dnnl.c and dnnl_util.h (engine,
+ * stream, primitive cache, staging), matmul.c, linear.c, conv.c, conv_backward.c (oneDNN
+ * ops), elementwise.c (add, scale, fill, activations), pool.c, reduce.c (sums), softmax.c
+ * (softmax, cross-entropy), optim.c (SGD, Adam); loops.h (how loops share threads) and
+ * vecmath.h (exp and friends that vectorize).
  */
 #ifndef NEATML_CPU_H
 #define NEATML_CPU_H
