@@ -109,32 +109,56 @@ static void maxpool_task(const nm_conv_geom *g, const float *x, float *y, int64_
  */
 #define POOL2_CHUNK 512
 
-static inline const float *pool2_top(const nm_conv_geom *g, const float *x, int64_t t)
+/* Offset of the top input row of row pair t (in x, and in dx of the backward). */
+static inline int64_t pool2_row(const nm_conv_geom *g, int64_t t)
 {
-    return x + (t / g->p) * g->h * g->w + 2 * (t % g->p) * g->w;
+    return (t / g->p) * g->h * g->w + 2 * (t % g->p) * g->w;
+}
+
+/* Rows this wide run in place; shorter ones go through the chunk buffers. */
+#define POOL2_WIDE 64
+
+/* The first 2Q columns of the top and bottom rows of row pairs [c0, c1), one after the
+ * other, into top and bot. */
+static void pool2_gather(const nm_conv_geom *g, const float *x, int64_t c0, int64_t c1,
+                         float *top, float *bot)
+{
+    size_t bytes = (size_t)(2 * g->q) * sizeof(float);
+    for (int64_t t = c0; t < c1; t++) {
+        const float *r = x + pool2_row(g, t);
+        memcpy(top + (t - c0) * 2 * g->q, r, bytes);
+        memcpy(bot + (t - c0) * 2 * g->q, r + g->w, bytes);
+    }
+}
+
+/* The inverse for dx: top and bot back into the rows of row pairs [c0, c1). */
+static void pool2_scatter(const nm_conv_geom *g, float *dx, int64_t c0, int64_t c1,
+                          const float *top, const float *bot)
+{
+    size_t bytes = (size_t)(2 * g->q) * sizeof(float);
+    for (int64_t t = c0; t < c1; t++) {
+        float *r = dx + pool2_row(g, t);
+        memcpy(r, top + (t - c0) * 2 * g->q, bytes);
+        memcpy(r + g->w, bot + (t - c0) * 2 * g->q, bytes);
+    }
 }
 
 static void maxpool2_rows(const nm_conv_geom *g, const float *x, float *y, int64_t t0,
                           int64_t t1)
 {
     int64_t q = g->q, w = g->w;
-    if (q >= 64) {
+    if (q >= POOL2_WIDE) {
         for (int64_t t = t0; t < t1; t++) {
-            const float *x0 = pool2_top(g, x, t);
+            const float *x0 = x + pool2_row(g, t);
             maxpool_row_2x2(x0, x0 + w, y + t * q, q);
         }
         return;
     }
     float top[2 * POOL2_CHUNK], bot[2 * POOL2_CHUNK];
     int64_t rows = POOL2_CHUNK / q;
-    size_t bytes = (size_t)(2 * q) * sizeof(float);
     for (int64_t c0 = t0; c0 < t1; c0 += rows) {
         int64_t c1 = c0 + rows < t1 ? c0 + rows : t1;
-        for (int64_t t = c0; t < c1; t++) {
-            const float *x0 = pool2_top(g, x, t);
-            memcpy(top + (t - c0) * 2 * q, x0, bytes);
-            memcpy(bot + (t - c0) * 2 * q, x0 + w, bytes);
-        }
+        pool2_gather(g, x, c0, c1, top, bot);
         maxpool_row_2x2(top, bot, y + c0 * q, (c1 - c0) * q);
     }
 }
@@ -239,34 +263,27 @@ static void maxpool2_bwd_rows(const nm_conv_geom *g, const float *x, const float
                               float *dx, int64_t t0, int64_t t1)
 {
     int64_t q = g->q, w = g->w;
-    float top[2 * POOL2_CHUNK], bot[2 * POOL2_CHUNK], dtop[2 * POOL2_CHUNK], dbot[2 * POOL2_CHUNK];
-    int64_t rows = q >= POOL2_CHUNK ? 1 : POOL2_CHUNK / q;
-    size_t bytes = (size_t)(2 * q) * sizeof(float);
-    for (int64_t c0 = t0; c0 < t1; c0 += rows) {
-        int64_t c1 = c0 + rows < t1 ? c0 + rows : t1;
-        if (q >= POOL2_CHUNK) { /* one wide row pair, in place */
-            const float *x0 = pool2_top(g, x, c0);
-            float *d0 = dx + (x0 - x);
-            maxpool_bwd_row_2x2(x0, x0 + w, dy + c0 * q, d0, d0 + w, q);
-        } else {
-            for (int64_t t = c0; t < c1; t++) {
-                const float *x0 = pool2_top(g, x, t);
-                memcpy(top + (t - c0) * 2 * q, x0, bytes);
-                memcpy(bot + (t - c0) * 2 * q, x0 + w, bytes);
-            }
-            maxpool_bwd_row_2x2(top, bot, dy + c0 * q, dtop, dbot, (c1 - c0) * q);
-            for (int64_t t = c0; t < c1; t++) {
-                float *d0 = dx + (pool2_top(g, x, t) - x);
-                memcpy(d0, dtop + (t - c0) * 2 * q, bytes);
-                memcpy(d0 + w, dbot + (t - c0) * 2 * q, bytes);
-            }
+    if (q >= POOL2_WIDE) {
+        for (int64_t t = t0; t < t1; t++) {
+            int64_t r = pool2_row(g, t);
+            maxpool_bwd_row_2x2(x + r, x + r + w, dy + t * q, dx + r, dx + r + w, q);
         }
-        if (w > 2 * q)
-            for (int64_t t = c0; t < c1; t++) {
-                float *d0 = dx + (pool2_top(g, x, t) - x);
-                d0[2 * q] = d0[w + 2 * q] = 0.0f;
-            }
+    } else {
+        float top[2 * POOL2_CHUNK], bot[2 * POOL2_CHUNK];
+        float dtop[2 * POOL2_CHUNK], dbot[2 * POOL2_CHUNK];
+        int64_t rows = POOL2_CHUNK / q;
+        for (int64_t c0 = t0; c0 < t1; c0 += rows) {
+            int64_t c1 = c0 + rows < t1 ? c0 + rows : t1;
+            pool2_gather(g, x, c0, c1, top, bot);
+            maxpool_bwd_row_2x2(top, bot, dy + c0 * q, dtop, dbot, (c1 - c0) * q);
+            pool2_scatter(g, dx, c0, c1, dtop, dbot);
+        }
     }
+    if (w > 2 * q)
+        for (int64_t t = t0; t < t1; t++) {
+            float *r = dx + pool2_row(g, t);
+            r[2 * q] = r[w + 2 * q] = 0.0f;
+        }
 }
 
 /* dx rows of plane that no output row writes whole: all rows in the general case, the
