@@ -122,3 +122,10 @@ void nt_free(float *p) {
 void nt_poison(float *p, int64_t n) {
     for (int64_t i = 0; i < n; i++) p[i] = NAN;
 }
+
+uint64_t nt_seed_base(const char *suite, uint64_t dflt) {
+    const char *env = getenv("NEATML_TEST_SEED");
+    uint64_t base = env && *env ? strtoull(env, NULL, 0) : dflt;
+    printf("%s: seed base %#llx (NEATML_TEST_SEED overrides)\n", suite, (unsigned long long)base);
+    return base;
+}

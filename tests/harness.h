@@ -28,6 +28,10 @@ int nt_check_status(neat_status st, neat_status want, const char *what, const ch
 void nt_skip(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 int nt_finish(const char *suite);
 
+/* A suite's base seed: NEATML_TEST_SEED when set, else dflt; printed once, so that a failure
+ * can be run again. Each case derives its own seed from it. */
+uint64_t nt_seed_base(const char *suite, uint64_t dflt);
+
 /* Deterministic random numbers (splitmix64), seeded per case and printed on failure. */
 typedef struct nt_rng { uint64_t s; } nt_rng;
 uint64_t nt_next(nt_rng *r);

@@ -503,9 +503,7 @@ static void test_softmax_xent(neat_device *dev, const char *dname) {
 }
 
 int main(void) {
-    const char *env = getenv("NEATML_TEST_SEED");
-    if (env && *env) g_seed = strtoull(env, NULL, 0);
-    printf("backward: seed base %#llx (NEATML_TEST_SEED overrides)\n", (unsigned long long)g_seed);
+    g_seed = nt_seed_base("backward", g_seed);
 
     neat_device *devs[NT_MAX_BACKENDS];
     const char *names[NT_MAX_BACKENDS];

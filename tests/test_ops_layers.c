@@ -363,9 +363,7 @@ int main(void) {
     const char *names[NT_MAX_BACKENDS];
     int ndev = nt_open_devices(devs, names);
     /* the same default base as test_ops_elementwise.c */
-    const char *env = getenv("NEATML_TEST_SEED");
-    uint64_t base = env && *env ? strtoull(env, NULL, 0) : 20240611;
-    printf("ops_layers: base seed %llu (NEATML_TEST_SEED overrides)\n", (unsigned long long)base);
+    uint64_t base = nt_seed_base("ops_layers", 20240611);
     for (int d = 0; d < ndev; d++) {
         ctx c = {.dev = devs[d], .dev_name = names[d], .base_seed = base, .mode = MODE_STRICT};
         test_matmul(&c);

@@ -390,9 +390,7 @@ static void test_matmul_batched(neat_device *dev, const char *dname) {
 }
 
 int main(void) {
-    const char *env = getenv("NEATML_TEST_SEED");
-    if (env && *env) g_seed = strtoull(env, NULL, 0);
-    printf("optim: seed base %#llx (NEATML_TEST_SEED overrides)\n", (unsigned long long)g_seed);
+    g_seed = nt_seed_base("optim", g_seed);
     check_references();
 
     neat_device *devs[NT_MAX_BACKENDS];
