@@ -51,7 +51,7 @@ void bench_mlp_700_small_ops(bench_ctx *ctx, bench_result *res) {
     for (int r = 0; r < REPEAT; r++) {
         const neat_tensor *in = x;
         for (int l = 0; l < LAYERS; l++) {
-            if (!bench_ok(res, neat_linear_forward(cb, in, w[l], b[l], NEAT_ACT_NONE, h[l]),
+            if (!bench_ok(res, neat_linear_forward(cb, NEAT_ACT_NONE, in, w[l], b[l], h[l]),
                           "neat_linear_forward") ||
                 !bench_ok(res, neat_activation_forward(cb, NEAT_ACT_RELU, h[l], h[l]),
                           "neat_activation_forward"))
@@ -242,20 +242,20 @@ void bench_lenet_train_step(bench_ctx *ctx, bench_result *res) {
     neat_conv2d_desc conv = neat_conv2d_desc_make(3, 3, 1, 1);
     neat_pool2d_desc pool = {2, 2, 2, 2, 0, 0};
     neat_sgd_params sgd = {0.9f, 0.0f, 0};
-    if (!bench_ok(res, neat_conv2d_forward(cb, &conv, images, P[0].p, P[1].p, NEAT_ACT_RELU, t[A1]), "neat_conv2d_forward") ||
+    if (!bench_ok(res, neat_conv2d_forward(cb, &conv, NEAT_ACT_RELU, images, P[0].p, P[1].p, t[A1]), "neat_conv2d_forward") ||
         !bench_ok(res, neat_maxpool2d(cb, &pool, t[A1], t[P1]), "neat_maxpool2d") ||
-        !bench_ok(res, neat_conv2d_forward(cb, &conv, t[P1], P[2].p, P[3].p, NEAT_ACT_RELU, t[A2]), "neat_conv2d_forward") ||
+        !bench_ok(res, neat_conv2d_forward(cb, &conv, NEAT_ACT_RELU, t[P1], P[2].p, P[3].p, t[A2]), "neat_conv2d_forward") ||
         !bench_ok(res, neat_maxpool2d(cb, &pool, t[A2], t[P2]), "neat_maxpool2d") ||
-        !bench_ok(res, neat_linear_forward(cb, t[P2F], P[4].p, P[5].p, NEAT_ACT_RELU, t[H]), "neat_linear_forward") ||
-        !bench_ok(res, neat_linear_forward(cb, t[H], P[6].p, P[7].p, NEAT_ACT_NONE, t[LOGITS]), "neat_linear_forward") ||
+        !bench_ok(res, neat_linear_forward(cb, NEAT_ACT_RELU, t[P2F], P[4].p, P[5].p, t[H]), "neat_linear_forward") ||
+        !bench_ok(res, neat_linear_forward(cb, NEAT_ACT_NONE, t[H], P[6].p, P[7].p, t[LOGITS]), "neat_linear_forward") ||
         !bench_ok(res, neat_softmax_cross_entropy(cb, t[LOGITS], labels, t[LOSS]), "neat_softmax_cross_entropy") ||
         !bench_ok(res, neat_softmax_cross_entropy_backward(cb, t[LOGITS], labels, t[DLOGITS]), "neat_softmax_cross_entropy_backward") ||
-        !bench_ok(res, neat_linear_backward(cb, t[H], P[6].p, P[7].p, t[LOGITS], t[DLOGITS], NEAT_ACT_NONE, t[DH], P[6].g, P[7].g, 0), "neat_linear_backward") ||
-        !bench_ok(res, neat_linear_backward(cb, t[P2F], P[4].p, P[5].p, t[H], t[DH], NEAT_ACT_RELU, t[DP2F], P[4].g, P[5].g, 0), "neat_linear_backward") ||
+        !bench_ok(res, neat_linear_backward(cb, NEAT_ACT_NONE, t[H], P[6].p, P[7].p, t[LOGITS], t[DLOGITS], t[DH], P[6].g, P[7].g, 0), "neat_linear_backward") ||
+        !bench_ok(res, neat_linear_backward(cb, NEAT_ACT_RELU, t[P2F], P[4].p, P[5].p, t[H], t[DH], t[DP2F], P[4].g, P[5].g, 0), "neat_linear_backward") ||
         !bench_ok(res, neat_maxpool2d_backward(cb, &pool, t[A2], t[DP2], t[DA2]), "neat_maxpool2d_backward") ||
-        !bench_ok(res, neat_conv2d_backward(cb, &conv, t[P1], P[2].p, P[3].p, t[A2], t[DA2], NEAT_ACT_RELU, t[DP1], P[2].g, P[3].g, 0), "neat_conv2d_backward") ||
+        !bench_ok(res, neat_conv2d_backward(cb, &conv, NEAT_ACT_RELU, t[P1], P[2].p, P[3].p, t[A2], t[DA2], t[DP1], P[2].g, P[3].g, 0), "neat_conv2d_backward") ||
         !bench_ok(res, neat_maxpool2d_backward(cb, &pool, t[A1], t[DP1], t[DA1]), "neat_maxpool2d_backward") ||
-        !bench_ok(res, neat_conv2d_backward(cb, &conv, images, P[0].p, P[1].p, t[A1], t[DA1], NEAT_ACT_RELU, NULL, P[0].g, P[1].g, 0), "neat_conv2d_backward"))
+        !bench_ok(res, neat_conv2d_backward(cb, &conv, NEAT_ACT_RELU, images, P[0].p, P[1].p, t[A1], t[DA1], NULL, P[0].g, P[1].g, 0), "neat_conv2d_backward"))
         goto done;
     for (int i = 0; i < 8; i++)
         if (!bench_ok(res, neat_sgd_update(cb, &sgd, t[HYPER], P[i].p, P[i].g, P[i].v), "neat_sgd_update"))

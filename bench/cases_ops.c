@@ -98,7 +98,7 @@ void bench_linear_relu_1024(bench_ctx *ctx, bench_result *res) {
         !bench_ok(res, bench_random_tensor(ctx, &rng, 1, sb, -1, 1, &b, NULL), "input b") ||
         !bench_ok(res, bench_random_tensor(ctx, &rng, 2, sm, -1, 1, &y, NULL), "output y") ||
         !bench_ok(res, neat_cmdbuf_create(ctx->dev, &cb), "neat_cmdbuf_create") ||
-        !bench_ok(res, neat_linear_forward(cb, x, w, b, NEAT_ACT_RELU, y), "neat_linear_forward") ||
+        !bench_ok(res, neat_linear_forward(cb, NEAT_ACT_RELU, x, w, b, y), "neat_linear_forward") ||
         !bench_ok(res, bench_run_once(cb), "first run"))
         goto done;
     if (!(hx = bench_read_back(x, &st)) || !(hw = bench_read_back(w, &st)) ||
@@ -148,7 +148,7 @@ void bench_conv2d_256f(bench_ctx *ctx, bench_result *res) {
         !bench_ok(res, bench_random_tensor(ctx, &rng, 4, sw, -1, 1, &w, NULL), "input w") ||
         !bench_ok(res, bench_random_tensor(ctx, &rng, 4, sy, -1, 1, &y, NULL), "output y") ||
         !bench_ok(res, neat_cmdbuf_create(ctx->dev, &cb), "neat_cmdbuf_create") ||
-        !bench_ok(res, neat_conv2d_forward(cb, &desc, x, w, NULL, NEAT_ACT_NONE, y),
+        !bench_ok(res, neat_conv2d_forward(cb, &desc, NEAT_ACT_NONE, x, w, NULL, y),
                   "neat_conv2d_forward") ||
         !bench_ok(res, bench_run_once(cb), "first run"))
         goto done;

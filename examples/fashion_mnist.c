@@ -312,15 +312,15 @@ static void batch_destroy(batch_state *s) {
 
 /* Forward: conv+relu, pool, conv+relu, pool, fc+relu, fc (logits). */
 static void record_forward(neat_cmdbuf *cb, const lenet *net, batch_state *s) {
-    ok(neat_conv2d_forward(cb, &net->conv, s->x, net->w[CONV1], net->b[CONV1], NEAT_ACT_RELU,
+    ok(neat_conv2d_forward(cb, &net->conv, NEAT_ACT_RELU, s->x, net->w[CONV1], net->b[CONV1],
                            s->a1), "record conv1");
     ok(neat_maxpool2d(cb, &net->pool, s->a1, s->p1), "record pool1");
-    ok(neat_conv2d_forward(cb, &net->conv, s->p1, net->w[CONV2], net->b[CONV2], NEAT_ACT_RELU,
+    ok(neat_conv2d_forward(cb, &net->conv, NEAT_ACT_RELU, s->p1, net->w[CONV2], net->b[CONV2],
                            s->a2), "record conv2");
     ok(neat_maxpool2d(cb, &net->pool, s->a2, s->p2), "record pool2");
-    ok(neat_linear_forward(cb, s->p2flat, net->w[FC1], net->b[FC1], NEAT_ACT_RELU, s->a3),
+    ok(neat_linear_forward(cb, NEAT_ACT_RELU, s->p2flat, net->w[FC1], net->b[FC1], s->a3),
        "record fc1");
-    ok(neat_linear_forward(cb, s->a3, net->w[FC2], net->b[FC2], NEAT_ACT_NONE, s->logits),
+    ok(neat_linear_forward(cb, NEAT_ACT_NONE, s->a3, net->w[FC2], net->b[FC2], s->logits),
        "record fc2");
 }
 
@@ -332,19 +332,15 @@ static void record_train_step(neat_cmdbuf *cb, const lenet *net, batch_state *s,
     ok(neat_softmax_cross_entropy(cb, s->logits, s->labels, s->loss), "record loss");
     ok(neat_softmax_cross_entropy_backward(cb, s->logits, s->labels, s->dlogits),
        "record loss backward");
-    ok(neat_linear_backward(cb, s->a3, net->w[FC2], net->b[FC2], s->logits, s->dlogits,
-                            NEAT_ACT_NONE, s->da3, net->dw[FC2], net->db[FC2], 0),
+    ok(neat_linear_backward(cb, NEAT_ACT_NONE, s->a3, net->w[FC2], net->b[FC2], s->logits, s->dlogits, s->da3, net->dw[FC2], net->db[FC2], 0),
        "record fc2 backward");
-    ok(neat_linear_backward(cb, s->p2flat, net->w[FC1], net->b[FC1], s->a3, s->da3,
-                            NEAT_ACT_RELU, s->dp2flat, net->dw[FC1], net->db[FC1], 0),
+    ok(neat_linear_backward(cb, NEAT_ACT_RELU, s->p2flat, net->w[FC1], net->b[FC1], s->a3, s->da3, s->dp2flat, net->dw[FC1], net->db[FC1], 0),
        "record fc1 backward");
     ok(neat_maxpool2d_backward(cb, &net->pool, s->a2, s->dp2, s->da2), "record pool2 backward");
-    ok(neat_conv2d_backward(cb, &net->conv, s->p1, net->w[CONV2], net->b[CONV2], s->a2, s->da2,
-                            NEAT_ACT_RELU, s->dp1, net->dw[CONV2], net->db[CONV2], 0),
+    ok(neat_conv2d_backward(cb, &net->conv, NEAT_ACT_RELU, s->p1, net->w[CONV2], net->b[CONV2], s->a2, s->da2, s->dp1, net->dw[CONV2], net->db[CONV2], 0),
        "record conv2 backward");
     ok(neat_maxpool2d_backward(cb, &net->pool, s->a1, s->dp1, s->da1), "record pool1 backward");
-    ok(neat_conv2d_backward(cb, &net->conv, s->x, net->w[CONV1], net->b[CONV1], s->a1, s->da1,
-                            NEAT_ACT_RELU, NULL, net->dw[CONV1], net->db[CONV1], 0),
+    ok(neat_conv2d_backward(cb, &net->conv, NEAT_ACT_RELU, s->x, net->w[CONV1], net->b[CONV1], s->a1, s->da1, NULL, net->dw[CONV1], net->db[CONV1], 0),
        "record conv1 backward");
     neat_sgd_params sgd = {0.9f, 0.0f, 0};
     for (int l = 0; l < LAYERS; l++) {

@@ -73,11 +73,11 @@ int main(void) {
 
     neat_cmdbuf *cb;
     TRY(neat_cmdbuf_create(dev, &cb));
-    TRY(neat_linear_forward(cb, x, w1, b1, NEAT_ACT_RELU, h));
-    TRY(neat_linear_forward(cb, h, w2, b2, NEAT_ACT_NONE, logits));
+    TRY(neat_linear_forward(cb, NEAT_ACT_RELU, x, w1, b1, h));
+    TRY(neat_linear_forward(cb, NEAT_ACT_NONE, h, w2, b2, logits));
     TRY(neat_softmax(cb, logits, probs));
     neat_conv2d_desc conv = neat_conv2d_desc_make(3, 3, 1, 1);
-    TRY(neat_conv2d_forward(cb, &conv, img, k, kb, NEAT_ACT_RELU, feat));
+    TRY(neat_conv2d_forward(cb, &conv, NEAT_ACT_RELU, img, k, kb, feat));
     neat_pool2d_desc pool = {.kernel_h = 2, .kernel_w = 2, .stride_h = 2, .stride_w = 2};
     TRY(neat_maxpool2d(cb, &pool, feat, pooled));
     TRY(neat_sum_all(cb, pooled, total));

@@ -40,7 +40,7 @@ extern "C" {
 /* ---- version ------------------------------------------------------------------------- */
 
 #define NEAT_VERSION_MAJOR 0
-#define NEAT_VERSION_MINOR 1
+#define NEAT_VERSION_MINOR 2
 #define NEAT_VERSION_PATCH 0
 #define NEAT_VERSION_NUMBER (NEAT_VERSION_MAJOR * 10000 + NEAT_VERSION_MINOR * 100 + NEAT_VERSION_PATCH)
 
@@ -96,6 +96,8 @@ typedef struct neat_device_props {
     int64_t total_memory;   /* bytes the device has (host RAM for the CPU) */
     int num_threads;        /* CPU: worker threads; GPU: multiprocessors */
     neat_math_mode math_mode;
+    char selection[256];    /* opened by AUTO: why each backend tried before this one did
+                               not open, e.g. "cuda: no CUDA device: ..."; "" otherwise */
 } neat_device_props;
 
 typedef struct neat_memory_stats {
@@ -104,9 +106,23 @@ typedef struct neat_memory_stats {
     int64_t peak;     /* highest in_use since creation or neat_device_reset_peak */
 } neat_memory_stats;
 
-/* Open device `index` of `backend`. AUTO takes the best available backend, or the one the
- * environment variable NEATML_BACKEND names ("cpu", "cuda", "metal"). On the CPU, the
- * environment variable NEATML_NUM_THREADS sets the thread count.
+/* The backend's name: "auto", "cpu", "cuda", "metal"; NULL for a value that is not a
+ * neat_backend (so `for (b = 1; neat_backend_name(b); b++)` visits every backend). */
+NEAT_API const char *neat_backend_name(neat_backend backend);
+
+/* The backend of a name as neat_backend_name gives it (any case). Returns INVALID_ARGUMENT
+ * (NULL, or an unknown name: the message lists the known ones). */
+NEAT_API neat_status neat_backend_from_name(const char *name, neat_backend *out);
+
+/* 1 when the backend was built into this library (it may still find no device), else 0.
+ * AUTO counts as built. */
+NEAT_API int neat_backend_is_built(neat_backend backend);
+
+/* Open device `index` of `backend`. AUTO takes the first backend that opens, in the order
+ * CUDA, Metal, CPU (the CPU has only device 0; neat_device_props.selection says why the ones
+ * before it did not open), or the one the environment variable NEATML_BACKEND names
+ * ("cpu", "cuda", "metal", "auto"). On the CPU, the environment variable
+ * NEATML_NUM_THREADS sets the thread count.
  * Returns INVALID_ARGUMENT (bad enum, NULL out, negative index, bad NEATML_BACKEND),
  * UNSUPPORTED (backend not built, or no such device), BACKEND_ERROR, OUT_OF_MEMORY. */
 NEAT_API neat_status neat_device_create(neat_backend backend, int index, neat_device **out);
@@ -140,11 +156,17 @@ NEAT_API neat_status neat_device_trim(neat_device *dev);
 
 #define NEAT_MAX_DIMS 4
 
-/* A float32 tensor of `ndim` (0..4) dimensions, contents undefined. shape may be NULL when
- * ndim is 0 (a scalar). Returns INVALID_ARGUMENT (NULL, ndim out of range, negative size,
+/* A float32 tensor of `ndim` (0..4) dimensions, contents undefined: memory of the pool is
+ * reused, so a new tensor can hold an old one's values (neat_tensor_create_zeros gives
+ * zeros). shape may be NULL when ndim is 0 (a scalar). Returns INVALID_ARGUMENT (NULL, ndim out of range, negative size,
  * byte count overflow), INVALID_HANDLE, OUT_OF_MEMORY. */
 NEAT_API neat_status neat_tensor_create(neat_device *dev, int ndim, const int64_t *shape,
                                         neat_tensor **out);
+
+/* The same, with every element 0. Use it (or neat_fill) for state an op reads before it
+ * writes: optimizer moments, accumulated gradients. Returns as neat_tensor_create. */
+NEAT_API neat_status neat_tensor_create_zeros(neat_device *dev, int ndim, const int64_t *shape,
+                                              neat_tensor **out);
 
 /* A rows x cols tensor: neat_tensor_create with ndim 2. */
 NEAT_API neat_status neat_matrix_create(neat_device *dev, int64_t rows, int64_t cols,
@@ -216,7 +238,12 @@ NEAT_API neat_status neat_cmdbuf_op_count(const neat_cmdbuf *cb, int64_t *count)
  * and been waited for since the buffer was created or reset), INVALID_HANDLE. */
 NEAT_API neat_status neat_cmdbuf_device_time(const neat_cmdbuf *cb, double *seconds);
 
-/* ---- operations: common statuses -----------------------------------------------------
+/* ---- operations: common rules --------------------------------------------------------
+ * Arguments come in one order: cb, then the descriptor and the activation (options that
+ * decide what the op computes), then input tensors, then output tensors, then scalars and
+ * flags. A tensor argument may be NULL only where its op says "NULL:"; every other NULL is
+ * INVALID_ARGUMENT. A tensor an op does not read (the "ignored" ones below) is still
+ * checked when given, but not kept: destroying it later does not fail the commit.
  * Every op below records into `cb` and returns:
  *   INVALID_HANDLE    cb or a tensor is destroyed or not a handle of that kind;
  *   INVALID_ARGUMENT  a required pointer is NULL, an option is out of range, cb is already
@@ -260,10 +287,10 @@ NEAT_API neat_status neat_scale(neat_cmdbuf *cb, const neat_tensor *x, float alp
 /* Every element of t set to value. */
 NEAT_API neat_status neat_fill(neat_cmdbuf *cb, neat_tensor *t, float value);
 
-/* y = act(x * w^T + b): x [N,in], w [out,in], b [out] or NULL, y [N,out]. */
-NEAT_API neat_status neat_linear_forward(neat_cmdbuf *cb, const neat_tensor *x,
-                                         const neat_tensor *w, const neat_tensor *b,
-                                         neat_activation act, neat_tensor *y);
+/* y = act(x * w^T + b): x [N,in], w [out,in], b [out], y [N,out]. NULL: b (no bias). */
+NEAT_API neat_status neat_linear_forward(neat_cmdbuf *cb, neat_activation act,
+                                         const neat_tensor *x, const neat_tensor *w,
+                                         const neat_tensor *b, neat_tensor *y);
 
 typedef struct neat_conv2d_desc {
     int64_t kernel_h, kernel_w;     /* must equal the filter's last two sizes */
@@ -274,16 +301,29 @@ typedef struct neat_conv2d_desc {
 } neat_conv2d_desc;
 
 /* A descriptor with the given kernel, the same stride and padding on both axes, dilation 1
- * and one group. */
+ * and one group. Every field can be set with neat_conv2d_desc_full, or by name in C99:
+ *   neat_conv2d_desc d = {.kernel_h = 3, .kernel_w = 3, .stride_h = 2, .stride_w = 2,
+ *                         .pad_h = 1, .pad_w = 1, .dilation_h = 1, .dilation_w = 1,
+ *                         .groups = 32};
+ * (a field left out is 0, which no field accepts but the paddings: set them all). */
 NEAT_API neat_conv2d_desc neat_conv2d_desc_make(int64_t kernel_h, int64_t kernel_w,
                                                 int64_t stride, int64_t pad);
 
-/* y = act(conv2d(x, w) + b): x [N,C,H,W], w [K,C/groups,kh,kw], b [K] or NULL,
- * y [N,K,P,Q] with P = (H + 2 pad_h - dilation_h (kh-1) - 1) / stride_h + 1 (floor), Q alike.
- * (A cross-correlation, as in every framework.) */
+/* A descriptor with every field given, in the struct's order. */
+NEAT_API neat_conv2d_desc neat_conv2d_desc_full(int64_t kernel_h, int64_t kernel_w,
+                                                int64_t stride_h, int64_t stride_w,
+                                                int64_t pad_h, int64_t pad_w,
+                                                int64_t dilation_h, int64_t dilation_w,
+                                                int64_t groups);
+
+/* y = act(conv2d(x, w) + b): x [N,C,H,W], w [K,C/groups,kh,kw], b [K], y [N,K,P,Q] with
+ * P = (H + 2 pad_h - dilation_h (kh-1) - 1) / stride_h + 1 (floor), Q alike.
+ * (A cross-correlation, as in every framework.) NULL: b (no bias). Zero sizes: N, K or C
+ * (with groups dividing 0) may be 0, and H = 0 or W = 0 gives P = 0 or Q = 0; otherwise the
+ * padded input must hold the dilated kernel. */
 NEAT_API neat_status neat_conv2d_forward(neat_cmdbuf *cb, const neat_conv2d_desc *desc,
-                                         const neat_tensor *x, const neat_tensor *w,
-                                         const neat_tensor *b, neat_activation act,
+                                         neat_activation act, const neat_tensor *x,
+                                         const neat_tensor *w, const neat_tensor *b,
                                          neat_tensor *y);
 
 typedef struct neat_pool2d_desc {
@@ -292,8 +332,18 @@ typedef struct neat_pool2d_desc {
     int64_t pad_h, pad_w;       /* >= 0 and at most half the kernel (padding is -inf) */
 } neat_pool2d_desc;
 
+/* A pooling descriptor: the same stride and padding on both axes. */
+NEAT_API neat_pool2d_desc neat_pool2d_desc_make(int64_t kernel_h, int64_t kernel_w,
+                                                int64_t stride, int64_t pad);
+
+/* A pooling descriptor with every field given, in the struct's order. */
+NEAT_API neat_pool2d_desc neat_pool2d_desc_full(int64_t kernel_h, int64_t kernel_w,
+                                                int64_t stride_h, int64_t stride_w,
+                                                int64_t pad_h, int64_t pad_w);
+
 /* y = max over each window: x [N,C,H,W], y [N,C,P,Q], P = (H + 2 pad_h - kh) / stride_h + 1
- * (floor), Q alike. */
+ * (floor), Q alike. H = 0 or W = 0 gives P = 0 or Q = 0; otherwise the padded input must
+ * hold the kernel. A NaN in a window gives NaN. */
 NEAT_API neat_status neat_maxpool2d(neat_cmdbuf *cb, const neat_pool2d_desc *desc,
                                     const neat_tensor *x, neat_tensor *y);
 
@@ -315,28 +365,31 @@ NEAT_API neat_status neat_softmax(neat_cmdbuf *cb, const neat_tensor *x, neat_te
 NEAT_API neat_status neat_activation_forward(neat_cmdbuf *cb, neat_activation act,
                                              const neat_tensor *x, neat_tensor *y);
 
-/* dx = dy * act'(x), all of one shape. relu, sigmoid and tanh read the saved output y
- * (x may be NULL); gelu reads the input x (y may be NULL); NONE copies dy. */
+/* dx = dy * act'(x), all of one shape. relu, sigmoid and tanh read the saved output y;
+ * gelu reads the input x; NONE copies dy. NULL: x for relu, sigmoid, tanh and none (ignored
+ * if given); y for gelu and none (ignored if given). */
 NEAT_API neat_status neat_activation_backward(neat_cmdbuf *cb, neat_activation act,
                                               const neat_tensor *x, const neat_tensor *y,
                                               const neat_tensor *dy, neat_tensor *dx);
 
-/* Gradients of y = act(x w^T + b) from dy [N,out], with the shapes of neat_linear_forward.
- * y is the forward's saved output (read for relu/sigmoid/tanh); for gelu the
- * pre-activation is recomputed from x, w and b. dx [N,in], dw [out,in], db [out]: any may
- * be NULL to skip it. accumulate = 0 overwrites them, != 0 adds to their contents. */
-NEAT_API neat_status neat_linear_backward(neat_cmdbuf *cb, const neat_tensor *x,
-                                          const neat_tensor *w, const neat_tensor *b,
-                                          const neat_tensor *y, const neat_tensor *dy,
-                                          neat_activation act, neat_tensor *dx,
-                                          neat_tensor *dw, neat_tensor *db, int accumulate);
-
-/* Gradients of y = act(conv2d(x, w) + b), shapes as neat_conv2d_forward, same rules as
- * neat_linear_backward for y, act, NULL gradients and accumulate. */
-NEAT_API neat_status neat_conv2d_backward(neat_cmdbuf *cb, const neat_conv2d_desc *desc,
+/* Gradients of y = act(x w^T + b) from dy [N,out], with the shapes of neat_linear_forward:
+ * dx [N,in], dw [out,in], db [out]. accumulate = 0 overwrites them, != 0 adds to their
+ * contents. y is the forward's saved output, read for relu, sigmoid and tanh; for gelu the
+ * pre-activation is recomputed from x, w and b.
+ * NULL: b (no bias; read only for gelu, ignored otherwise); y for gelu and none (ignored
+ * if given); each of dx, dw, db (not computed). */
+NEAT_API neat_status neat_linear_backward(neat_cmdbuf *cb, neat_activation act,
                                           const neat_tensor *x, const neat_tensor *w,
                                           const neat_tensor *b, const neat_tensor *y,
-                                          const neat_tensor *dy, neat_activation act,
+                                          const neat_tensor *dy, neat_tensor *dx,
+                                          neat_tensor *dw, neat_tensor *db, int accumulate);
+
+/* Gradients of y = act(conv2d(x, w) + b) from dy [N,K,P,Q], shapes as neat_conv2d_forward,
+ * same rules as neat_linear_backward for act, y, b, NULL and accumulate. */
+NEAT_API neat_status neat_conv2d_backward(neat_cmdbuf *cb, const neat_conv2d_desc *desc,
+                                          neat_activation act, const neat_tensor *x,
+                                          const neat_tensor *w, const neat_tensor *b,
+                                          const neat_tensor *y, const neat_tensor *dy,
                                           neat_tensor *dx, neat_tensor *dw, neat_tensor *db,
                                           int accumulate);
 
@@ -373,8 +426,10 @@ typedef struct neat_sgd_params {
 } neat_sgd_params;
 
 /* v = momentum v + g;  param -= lr v  (or Nesterov), g = grad + weight_decay param.
- * param, grad, velocity of one shape (velocity starts at zero; unused when momentum is 0
- * and may then be NULL). As PyTorch's SGD with dampening 0. */
+ * param, grad, velocity of one shape. As PyTorch's SGD with dampening 0, whose velocity
+ * starts at zero: the caller creates velocity with neat_tensor_create_zeros (or fills it
+ * with 0) before the first step; the library never clears it.
+ * NULL: velocity when momentum is 0 (ignored if given). */
 NEAT_API neat_status neat_sgd_update(neat_cmdbuf *cb, const neat_sgd_params *p,
                                      const neat_tensor *hyper, neat_tensor *param,
                                      const neat_tensor *grad, neat_tensor *velocity);
@@ -385,7 +440,8 @@ typedef struct neat_adam_params {
 } neat_adam_params;
 
 /* AdamW: param *= 1 - lr wd; m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
- * param -= lr (m / (1-b1^t)) / (sqrt(v / (1-b2^t)) + eps). m, v start at zero. */
+ * param -= lr (m / (1-b1^t)) / (sqrt(v / (1-b2^t)) + eps). The moments m and v must hold
+ * zeros before step 1 (neat_tensor_create_zeros): the library never clears them. */
 NEAT_API neat_status neat_adam_update(neat_cmdbuf *cb, const neat_adam_params *p,
                                       const neat_tensor *hyper, neat_tensor *param,
                                       const neat_tensor *grad, neat_tensor *m, neat_tensor *v);

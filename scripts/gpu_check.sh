@@ -20,7 +20,7 @@
 # The GPU machine has no oneDNN and no Fashion-MNIST; what it needs travels in .gpu/ (ignored
 # by git), made on the development machine by scripts/gpu_pack.sh: deps.tar.xz (Debian's
 # oneDNN, unpacked here into .deps/), fashion-mnist/*.gz, and the OCaml executables
-# fashion_mnist_ocaml.exe and test_gpu_ocaml.exe (native code, linked to libneatml.so.0,
+# fashion_mnist_ocaml.exe and test_gpu_ocaml.exe (native code, linked to libneatml.so.0.2,
 # which they find in build/ through LD_LIBRARY_PATH).
 set -uo pipefail
 cd "$(dirname "$0")/.."

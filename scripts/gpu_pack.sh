@@ -4,7 +4,7 @@
 #   deps.tar.xz              Debian's oneDNN (libdnnl2, libdnnl-dev) unpacked under .deps/usr,
 #                            and the libOpenCL.so.1 it links to under .deps/ocl
 #   fashion-mnist/*.gz       Debian's dataset-fashion-mnist
-#   fashion_mnist_ocaml.exe  the OCaml example, native code (needs libneatml.so.0 at run time)
+#   fashion_mnist_ocaml.exe  the OCaml example, native code (needs libneatml.so.0.2 at run time)
 #   test_gpu_ocaml.exe       the OCaml test suite, native code
 # All of it together stays under the device tool's 64 MiB (about 37 MiB). Run `make test` or
 # `make` first so that build/ and the OCaml tree exist.

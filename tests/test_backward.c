@@ -131,7 +131,7 @@ static void linear_case(neat_device *dev, const char *dname, lin_case s, neat_ac
     if (!c.failed && tr_setup_ok(neat_cmdbuf_create(dev, &cb), "neat_cmdbuf_create", ctx)) {
         /* relu/sigmoid/tanh read y; none and gelu must work without it */
         int needs_y = act == NEAT_ACT_RELU || act == NEAT_ACT_SIGMOID || act == NEAT_ACT_TANH;
-        neat_status st = neat_linear_backward(cb, X, W, B, needs_y ? Y : NULL, DY, act, gx.t,
+        neat_status st = neat_linear_backward(cb, act, X, W, B, needs_y ? Y : NULL, DY, gx.t,
                                               gw.t, gb.t, acc);
         if (CHECK_OK(st, ctx))
             for (int rep = 0; rep < 2 && !c.failed; rep++) {
@@ -249,7 +249,7 @@ static void conv_case_run(neat_device *dev, const char *dname, const conv_case *
     if (!c.failed && tr_setup_ok(neat_cmdbuf_create(dev, &cb), "neat_cmdbuf_create", ctx)) {
         int needs_y = s->act == NEAT_ACT_RELU || s->act == NEAT_ACT_SIGMOID ||
                       s->act == NEAT_ACT_TANH;
-        neat_status st = neat_conv2d_backward(cb, &d, X, W, B, needs_y ? Y : NULL, DY, s->act,
+        neat_status st = neat_conv2d_backward(cb, &d, s->act, X, W, B, needs_y ? Y : NULL, DY,
                                               gx.t, gw.t, gb.t, s->acc);
         if (CHECK_OK(st, ctx) && tr_run(&c, cb)) {
             grad_check(&c, &gx, s->acc), grad_check(&c, &gw, s->acc);

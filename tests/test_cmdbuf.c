@@ -63,7 +63,7 @@ static void test_replay(neat_device *dev) {
     EXPECT_OK(neat_tensor_write(b, bv, OUT), "write b");
     neat_cmdbuf *cb = NULL;
     EXPECT_OK(neat_cmdbuf_create(dev, &cb), "neat_cmdbuf_create");
-    EXPECT_OK(neat_linear_forward(cb, x, w, b, NEAT_ACT_RELU, y), "record linear");
+    EXPECT_OK(neat_linear_forward(cb, NEAT_ACT_RELU, x, w, b, y), "record linear");
     EXPECT_OK(neat_scale(cb, y, 0.5f, z), "record scale");
     int64_t count = -1;
     EXPECT_OK(neat_cmdbuf_op_count(cb, &count), "neat_cmdbuf_op_count");
@@ -190,7 +190,7 @@ static void test_view_between_ops(neat_device *dev) {
     EXPECT_OK(neat_tensor_view(y, 2, (int64_t[]){2, 12}, &v), "neat_tensor_view");
     neat_cmdbuf *cb = NULL;
     EXPECT_OK(neat_cmdbuf_create(dev, &cb), "neat_cmdbuf_create");
-    EXPECT_OK(neat_linear_forward(cb, x, w, NULL, NEAT_ACT_NONE, y), "record linear");
+    EXPECT_OK(neat_linear_forward(cb, NEAT_ACT_NONE, x, w, NULL, y), "record linear");
     EXPECT_OK(neat_softmax(cb, v, z), "record softmax of the view");
     EXPECT_OK(neat_cmdbuf_commit(cb), "commit");
     EXPECT_OK(neat_cmdbuf_wait(cb), "wait");

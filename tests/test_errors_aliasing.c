@@ -47,25 +47,25 @@ static void test_aliasing(void) {
     ALIAS(a3, "neat_matmul_batched: c shares memory with a",
           neat_matmul_batched(cb, a3, b3, a3, 1, 0, 0, 0));
     ALIAS(a, "neat_linear_forward: y shares memory with x",
-          neat_linear_forward(cb, a, b, NULL, NEAT_ACT_RELU, a));
+          neat_linear_forward(cb, NEAT_ACT_RELU, a, b, NULL, a));
     ALIAS(b, "neat_linear_forward: y shares memory with w",
-          neat_linear_forward(cb, a, b, v3b, NEAT_ACT_NONE, b));
+          neat_linear_forward(cb, NEAT_ACT_NONE, a, b, v3b, b));
     ALIAS(bview, "neat_linear_forward: y shares memory with b",
-          neat_linear_forward(cb, row, a, v3, NEAT_ACT_NONE, bview));
+          neat_linear_forward(cb, NEAT_ACT_NONE, row, a, v3, bview));
     /* linear_backward: x, w, y, dy, dx, dw all 3x3 */
     ALIAS(a, "neat_linear_backward: dx shares memory with x",
-          neat_linear_backward(cb, a, b, NULL, c, d, NEAT_ACT_RELU, a, NULL, NULL, 0));
+          neat_linear_backward(cb, NEAT_ACT_RELU, a, b, NULL, c, d, a, NULL, NULL, 0));
     ALIAS(d, "neat_linear_backward: dx shares memory with dy",
-          neat_linear_backward(cb, a, b, NULL, c, d, NEAT_ACT_RELU, d, NULL, NULL, 0));
+          neat_linear_backward(cb, NEAT_ACT_RELU, a, b, NULL, c, d, d, NULL, NULL, 0));
     ALIAS(b, "neat_linear_backward: dw shares memory with w",
-          neat_linear_backward(cb, a, b, NULL, c, d, NEAT_ACT_NONE, NULL, b, NULL, 0));
+          neat_linear_backward(cb, NEAT_ACT_NONE, a, b, NULL, c, d, NULL, b, NULL, 0));
     ALIAS(c, "neat_linear_backward: dw shares memory with y",
-          neat_linear_backward(cb, a, b, NULL, c, d, NEAT_ACT_TANH, NULL, c, NULL, 0));
+          neat_linear_backward(cb, NEAT_ACT_TANH, a, b, NULL, c, d, NULL, c, NULL, 0));
     neat_tensor *g = err_ts(2, 3, 3, 0, 0);
     ALIAS(g, "neat_linear_backward: dw shares memory with dx",
-          neat_linear_backward(cb, a, b, NULL, c, d, NEAT_ACT_NONE, g, g, NULL, 0));
+          neat_linear_backward(cb, NEAT_ACT_NONE, a, b, NULL, c, d, g, g, NULL, 0));
     ALIAS(v3, "neat_linear_backward: db shares memory with b",
-          neat_linear_backward(cb, a, b, v3, c, d, NEAT_ACT_GELU, NULL, NULL, v3, 1));
+          neat_linear_backward(cb, NEAT_ACT_GELU, a, b, v3, c, d, NULL, NULL, v3, 1));
     ALIAS(d, "neat_activation_backward: dx shares memory with dy",
           neat_activation_backward(cb, NEAT_ACT_RELU, NULL, c, d, d));
     ALIAS(c, "neat_activation_backward: dx shares memory with y",
@@ -81,15 +81,15 @@ static void test_aliasing(void) {
     neat_conv2d_desc cd = neat_conv2d_desc_make(3, 3, 1, 1);
     neat_pool2d_desc pd = {1, 1, 1, 1, 0, 0};
     ALIAS(x, "neat_conv2d_forward: y shares memory with x",
-          neat_conv2d_forward(cb, &cd, x, w, NULL, NEAT_ACT_NONE, x));
+          neat_conv2d_forward(cb, &cd, NEAT_ACT_NONE, x, w, NULL, x));
     ALIAS(x, "neat_conv2d_backward: dx shares memory with x",
-          neat_conv2d_backward(cb, &cd, x, w, NULL, y, dy, NEAT_ACT_RELU, x, NULL, NULL, 0));
+          neat_conv2d_backward(cb, &cd, NEAT_ACT_RELU, x, w, NULL, y, dy, x, NULL, NULL, 0));
     ALIAS(dy, "neat_conv2d_backward: dx shares memory with dy",
-          neat_conv2d_backward(cb, &cd, x, w, NULL, y, dy, NEAT_ACT_RELU, dy, NULL, NULL, 0));
+          neat_conv2d_backward(cb, &cd, NEAT_ACT_RELU, x, w, NULL, y, dy, dy, NULL, NULL, 0));
     ALIAS(w, "neat_conv2d_backward: dw shares memory with w",
-          neat_conv2d_backward(cb, &cd, x, w, NULL, NULL, dy, NEAT_ACT_NONE, NULL, w, NULL, 0));
+          neat_conv2d_backward(cb, &cd, NEAT_ACT_NONE, x, w, NULL, NULL, dy, NULL, w, NULL, 0));
     ALIAS(kb, "neat_conv2d_backward: db shares memory with b",
-          neat_conv2d_backward(cb, &cd, x, w, kb, NULL, dy, NEAT_ACT_NONE, NULL, NULL, kb, 0));
+          neat_conv2d_backward(cb, &cd, NEAT_ACT_NONE, x, w, kb, NULL, dy, NULL, NULL, kb, 0));
     ALIAS(x, "neat_maxpool2d: y shares memory with x", neat_maxpool2d(cb, &pd, x, x));
     ALIAS(x, "neat_maxpool2d_backward: dx shares memory with x",
           neat_maxpool2d_backward(cb, &pd, x, dy, x));
@@ -171,7 +171,7 @@ static void test_shapes(void) {
     neat_conv2d_desc cd = neat_conv2d_desc_make(3, 3, 1, 1);
     neat_tensor *x0 = err_ts(4, 0, 2, 4, 4);
     neat_tensor *w = err_ts(4, 3, 2, 3, 3), *y0 = err_ts(4, 0, 3, 4, 4);
-    ACCEPT(y0, neat_conv2d_forward(cb, &cd, x0, w, NULL, NEAT_ACT_RELU, y0));
+    ACCEPT(y0, neat_conv2d_forward(cb, &cd, NEAT_ACT_RELU, x0, w, NULL, y0));
     neat_pool2d_desc pd = {2, 2, 2, 2, 0, 0};
     neat_tensor *xc0 = err_ts(4, 2, 0, 4, 4), *yc0 = err_ts(4, 2, 0, 2, 2);
     ACCEPT(yc0, neat_maxpool2d(cb, &pd, xc0, yc0));

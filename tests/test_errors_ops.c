@@ -69,9 +69,9 @@ static neat_status c_scale(neat_cmdbuf *cb, neat_tensor *const *t, const opts *o
 static neat_status c_fill(neat_cmdbuf *cb, neat_tensor *const *t, const opts *o) {
     return neat_fill(cb, t[0], o->alpha); }
 static neat_status c_linear(neat_cmdbuf *cb, neat_tensor *const *t, const opts *o) {
-    return neat_linear_forward(cb, t[0], t[1], t[2], o->act, t[3]); }
+    return neat_linear_forward(cb, o->act, t[0], t[1], t[2], t[3]); }
 static neat_status c_conv(neat_cmdbuf *cb, neat_tensor *const *t, const opts *o) {
-    return neat_conv2d_forward(cb, CONV(o), t[0], t[1], t[2], o->act, t[3]); }
+    return neat_conv2d_forward(cb, CONV(o), o->act, t[0], t[1], t[2], t[3]); }
 static neat_status c_pool(neat_cmdbuf *cb, neat_tensor *const *t, const opts *o) {
     return neat_maxpool2d(cb, POOL(o), t[0], t[1]); }
 static neat_status c_sum_all(neat_cmdbuf *cb, neat_tensor *const *t, const opts *o) {
@@ -85,10 +85,10 @@ static neat_status c_act_fwd(neat_cmdbuf *cb, neat_tensor *const *t, const opts 
 static neat_status c_act_bwd(neat_cmdbuf *cb, neat_tensor *const *t, const opts *o) {
     return neat_activation_backward(cb, o->act, t[0], t[1], t[2], t[3]); }
 static neat_status c_linear_bwd(neat_cmdbuf *cb, neat_tensor *const *t, const opts *o) {
-    return neat_linear_backward(cb, t[0], t[1], t[2], t[3], t[4], o->act, t[5], t[6], t[7],
+    return neat_linear_backward(cb, o->act, t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7],
                                 o->accumulate); }
 static neat_status c_conv_bwd(neat_cmdbuf *cb, neat_tensor *const *t, const opts *o) {
-    return neat_conv2d_backward(cb, CONV(o), t[0], t[1], t[2], t[3], t[4], o->act, t[5], t[6],
+    return neat_conv2d_backward(cb, CONV(o), o->act, t[0], t[1], t[2], t[3], t[4], t[5], t[6],
                                 t[7], o->accumulate); }
 static neat_status c_pool_bwd(neat_cmdbuf *cb, neat_tensor *const *t, const opts *o) {
     return neat_maxpool2d_backward(cb, POOL(o), t[0], t[1], t[2]); }
@@ -279,7 +279,7 @@ static const option_case OPTION_CASES[] = {
     {"maxpool", {{F_PSW, -1}}, INV, "desc->stride_w is -1"},
     {"maxpool", {{F_PPH, -1}}, INV, "desc->pad_h is -1"},
     {"maxpool", {{F_PPW, 2}}, INV, "padding 1x2 must be at most half the kernel 2x2"},
-    {"maxpool", {{F_PKH, 8}}, SHP, "x is 2x3x5x5: the padded input 7x7 is smaller than the kernel 8x2"},
+    {"maxpool", {{F_PKH, 8}}, SHP, "x is 2x3x5x5: the input padded by 1x1 is smaller than the kernel 8x2"},
     {"maxpool", {{F_PSH, 2}}, SHP, "y is 2x3x6x6, expected 2x3x3x6"},
     {"maxpool_bwd", {{F_NULL_DESC}}, INV, "neat_maxpool2d_backward: desc is NULL"},
     {"maxpool_bwd", {{F_PSH, 0}}, INV, "desc->stride_h is 0"},

@@ -158,7 +158,7 @@ static void linear_case(ctx *c, int idx, int64_t n, int64_t in, int64_t out, int
              (!bias || ht_make(c, &Bv, 1, (int64_t[]){out}, ops_in_fill(c), &r)) &&
              ht_make(c, &Y, 2, (int64_t[]){n, out}, F_NAN, &r) &&
              EXPECT_OK(c, neat_cmdbuf_create(c->dev, &cb), "neat_cmdbuf_create");
-    if (ok && ops_run(c, cb, neat_linear_forward(cb, X.t, W.t, Bv.t, act, Y.t))) {
+    if (ok && ops_run(c, cb, neat_linear_forward(cb, act, X.t, W.t, Bv.t, Y.t))) {
         float *got = ht_read(c, &Y, "y");
         double *x = ops_to_double(X.v, X.n), *w = ops_to_double(W.v, W.n);
         double *b = bias ? ops_to_double(Bv.v, Bv.n) : NULL;
@@ -232,7 +232,7 @@ static void conv_case(ctx *c, int idx, const ref_conv_shape *s, int bias, neat_a
              (!bias || ht_make(c, &Bv, 1, (int64_t[]){s->k}, ops_in_fill(c), &r)) &&
              ht_make(c, &Y, 4, (int64_t[]){s->n, s->k, p, q}, F_NAN, &r) &&
              EXPECT_OK(c, neat_cmdbuf_create(c->dev, &cb), "neat_cmdbuf_create");
-    if (ok && ops_run(c, cb, neat_conv2d_forward(cb, &d, X.t, W.t, Bv.t, act, Y.t))) {
+    if (ok && ops_run(c, cb, neat_conv2d_forward(cb, &d, act, X.t, W.t, Bv.t, Y.t))) {
         float *got = ht_read(c, &Y, "y");
         double *x = ops_to_double(X.v, X.n), *w = ops_to_double(W.v, W.n);
         double *b = bias ? ops_to_double(Bv.v, Bv.n) : NULL;

@@ -190,7 +190,7 @@ static void test_cmdbuf_temporaries(neat_device *dev) {
     neat_conv2d_desc d = neat_conv2d_desc_make(3, 3, 1, 1);
     neat_cmdbuf *cb = NULL;
     EXPECT_OK(neat_cmdbuf_create(dev, &cb), "neat_cmdbuf_create");
-    EXPECT_OK(neat_conv2d_forward(cb, &d, x, w, NULL, NEAT_ACT_RELU, y), "record conv");
+    EXPECT_OK(neat_conv2d_forward(cb, &d, NEAT_ACT_RELU, x, w, NULL, y), "record conv");
     for (int i = 0; i < 3; i++) {
         EXPECT_OK(neat_cmdbuf_commit(cb), "commit");
         EXPECT_OK(neat_cmdbuf_wait(cb), "wait");

@@ -444,8 +444,7 @@ value neatml_fill(value cb, value t, value v)
 
 value neatml_linear_forward(value cb, value x, value w, value b, value act, value y)
 {
-    check(neat_linear_forward(CB(cb), TEN(x), TEN(w), OPT_TEN(b),
-                              (neat_activation)Int_val(act), TEN(y)));
+    check(neat_linear_forward(CB(cb), (neat_activation)Int_val(act), TEN(x), TEN(w), OPT_TEN(b), TEN(y)));
     return Val_unit;
 }
 
@@ -488,8 +487,7 @@ value neatml_conv2d_forward(value cb, value desc, value x, value w, value b, val
                             value y)
 {
     neat_conv2d_desc d = conv_desc_of(desc);
-    check(neat_conv2d_forward(CB(cb), &d, TEN(x), TEN(w), OPT_TEN(b),
-                              (neat_activation)Int_val(act), TEN(y)));
+    check(neat_conv2d_forward(CB(cb), &d, (neat_activation)Int_val(act), TEN(x), TEN(w), OPT_TEN(b), TEN(y)));
     return Val_unit;
 }
 
@@ -547,8 +545,7 @@ value neatml_activation_backward_bc(value *argv, int argc)
 value neatml_linear_backward(value cb, value x, value w, value b, value y, value dy,
                              value act, value dx, value dw, value db, value accumulate)
 {
-    check(neat_linear_backward(CB(cb), TEN(x), TEN(w), OPT_TEN(b), OPT_TEN(y), TEN(dy),
-                               (neat_activation)Int_val(act), OPT_TEN(dx), OPT_TEN(dw),
+    check(neat_linear_backward(CB(cb), (neat_activation)Int_val(act), TEN(x), TEN(w), OPT_TEN(b), OPT_TEN(y), TEN(dy), OPT_TEN(dx), OPT_TEN(dw),
                                OPT_TEN(db), Bool_val(accumulate)));
     return Val_unit;
 }
@@ -565,8 +562,7 @@ value neatml_conv2d_backward(value cb, value desc, value x, value w, value b, va
                              value accumulate)
 {
     neat_conv2d_desc d = conv_desc_of(desc);
-    check(neat_conv2d_backward(CB(cb), &d, TEN(x), TEN(w), OPT_TEN(b), OPT_TEN(y), TEN(dy),
-                               (neat_activation)Int_val(act), OPT_TEN(dx), OPT_TEN(dw),
+    check(neat_conv2d_backward(CB(cb), &d, (neat_activation)Int_val(act), TEN(x), TEN(w), OPT_TEN(b), OPT_TEN(y), TEN(dy), OPT_TEN(dx), OPT_TEN(dw),
                                OPT_TEN(db), Bool_val(accumulate)));
     return Val_unit;
 }

@@ -21,7 +21,7 @@ let tests (dev : unit -> G.Device.t) =
   [
     tc "version and device info" (fun () ->
         let major, minor, _ = G.version () in
-        Alcotest.(check (pair int int)) "major.minor" (0, 1) (major, minor);
+        Alcotest.(check (pair int int)) "major.minor" (0, 2) (major, minor);
         let info = G.Device.info (dev ()) in
         Alcotest.(check bool) "backend is resolved" true (info.backend <> G.Auto);
         Alcotest.(check bool) "has a name" true (String.length info.name > 0);

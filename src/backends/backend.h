@@ -1,30 +1,62 @@
 /*
- * backend.h — the table every backend fills, and the recorded-op record it receives.
+ * backend.h — the contract between the core and a backend: the table a backend fills, what
+ * it receives, what it owns and what it must hand back. A new backend's author needs this
+ * file, op_list.h and ops.h; nothing else of the core.
  *
- * The core (src/core/) validates every argument when an op is recorded and stores it as an
- * nm_op with resolved tensors and precomputed sizes. A backend receives only valid ops and
- * does only arithmetic and resource work. An op entry left NULL makes recording that op
- * answer NEAT_ERR_UNSUPPORTED.
+ * Adding a backend:
+ *   1. a folder src/backends/<name>/ holding everything of it (no #ifdef for it elsewhere);
+ *   2. its table, `const nm_backend_ops nm_<name>_backend`, with .op = NM_OP_TABLE(<name>)
+ *      and the prototypes from NM_DECLARE_OPS(<name>) in its header;
+ *   3. one line in registry.c (its place in the AUTO order) and its enum value and name in
+ *      neatml.h (neat_backend) and registry.c (backend_names);
+ *   4. its build rules (CMake), defining NEATML_HAVE_<NAME> for registry.c.
  *
- * Execution model: submit() starts the buffer's ops in order after everything submitted
- * before on the device and returns; wait() blocks until every submission of the buffer has
- * completed and returns the first failure among them (cb->async_status, message in
- * cb->async_msg, which the core hands to neat_last_error). Op functions report failures by
- * returning nm_error(status, "fmt", ...).
+ * What the core guarantees a backend:
+ *   - every op reaching it was validated (handles, shapes, options, aliasing) when it was
+ *     recorded; a backend does only arithmetic and resource work. Tensors of an op belong
+ *     to the device; tensor->data is the device address (host address on the CPU) and is
+ *     NULL exactly when numel is 0. Ops on zero-size tensors reach the backend: they must
+ *     launch nothing (and still succeed);
+ *   - every tensor recorded in a submitted buffer was alive at commit;
+ *   - calls for one device may come from several threads: the core serialises submit,
+ *     wait and cmdbuf_release of one buffer, nothing else (see each entry).
+ *
+ * What a backend must do:
+ *   - device_open sets dev->impl and dev->props (name, total_memory, num_threads) or returns
+ *     UNSUPPORTED with a message naming why there is no such device;
+ *   - every op function leaves its outputs untouched when it fails, and reports failures by
+ *     returning nm_error(status, "fmt", ...) (the message names the public function: op->fn);
+ *   - submit() starts the buffer's ops in order after everything submitted before on the
+ *     device and returns without waiting for them; a failure while the ops run stops the
+ *     rest of that submission and is kept (nm_cmdbuf_fail) for wait();
+ *   - wait() blocks until every submission of the buffer has completed and returns the
+ *     first failure among them, message included, then forgets it;
+ *   - memory: mem_alloc/mem_free give the core's pool raw device memory; scratch an op needs
+ *     comes from nm_scratch_alloc (pool memory held by the buffer until nm_scratch_release).
+ *     Caches a backend keeps (algorithms, plans, primitives) are bounded and freed by
+ *     device_close.
+ *   - never abort, exit or print; no global mutable state (everything hangs off dev->impl).
  */
 #ifndef NEATML_BACKEND_H
 #define NEATML_BACKEND_H
 
 #include "../core/internal.h"
 
-#define NM_BACKEND_ABI 1
+#define NM_BACKEND_ABI 2
 
 typedef neat_status (*nm_op_fn)(nm_device *dev, nm_cmdbuf *cb, const nm_op *op);
+
+/* Prototypes <prefix>_<name> of every op, and the table of them, for a backend prefix. */
+#define NM_OP_DECLARE_(P, E, name, flags) \
+    neat_status P##_##name(nm_device *dev, nm_cmdbuf *cb, const nm_op *op);
+#define NM_OP_ENTRY_(P, E, name, flags) [NM_OP_##E] = P##_##name,
+#define NM_DECLARE_OPS(prefix) NM_OP_LIST(NM_OP_DECLARE_, prefix)
+#define NM_OP_TABLE(prefix) { NM_OP_LIST(NM_OP_ENTRY_, prefix) }
 
 typedef struct nm_backend_ops {
     int abi_version; /* NM_BACKEND_ABI */
     neat_backend kind;
-    const char *name; /* "cpu", "cuda" */
+    const char *name; /* "cpu", "cuda", "metal": as NEATML_BACKEND and neat_backend_name */
 
     /* Open device `index`: set dev->impl and dev->props (name, memory, threads).
      * Return UNSUPPORTED with a message when there is no such device. */
@@ -49,10 +81,20 @@ typedef struct nm_backend_ops {
      * destroyed. May be NULL. */
     void (*cmdbuf_release)(nm_device *dev, nm_cmdbuf *cb);
 
+    /* Called when an op is recorded, after the core's validation: return UNSUPPORTED (or
+     * another status) with a message for what this backend cannot run exactly as the header
+     * says (a size a kernel cannot take, a semantics the vendor library lacks), so that the
+     * failure comes at record time and never mid-buffer. May be NULL: everything runs. */
+    neat_status (*op_check)(nm_device *dev, const nm_op *op);
+
+    /* One function per op of op_list.h (NM_OP_TABLE); an entry left NULL makes recording
+     * that op answer UNSUPPORTED. */
     nm_op_fn op[NM_OP__COUNT];
 } nm_backend_ops;
 
 /* registry.c: the table of a backend kind, or NULL when it was not built. */
 const nm_backend_ops *nm_backend_find(neat_backend kind);
+/* The backends that were built, best first: the order AUTO tries them in. */
+extern const nm_backend_ops *const nm_backend_auto_order[];
 
 #endif

@@ -3,18 +3,12 @@
 
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
+#include <stdio.h>
 
 void nm_tensor_release(nm_tensor *t);  /* tensor.c */
 void nm_cmdbuf_release(nm_cmdbuf *cb); /* cmdbuf.c */
 
-static neat_status open_backend(neat_backend kind, int index, nm_device **out) {
-    const nm_backend_ops *be = nm_backend_find(kind);
-    static const char *names[] = {"auto", "cpu", "cuda", "metal"};
-    if (!be)
-        return nm_error(NEAT_ERR_UNSUPPORTED,
-                        "neat_device_create: the %s backend was not built into this library",
-                        names[kind]);
+static neat_status open_backend(const nm_backend_ops *be, int index, nm_device **out) {
     if (be->abi_version != NM_BACKEND_ABI)
         return nm_error(NEAT_ERR_INTERNAL, "neat_device_create: %s backend ABI %d, core %d",
                         be->name, be->abi_version, NM_BACKEND_ABI);
@@ -22,7 +16,7 @@ static neat_status open_backend(neat_backend kind, int index, nm_device **out) {
     if (!dev) return nm_error(NEAT_ERR_OUT_OF_MEMORY, "neat_device_create: out of host memory");
     dev->be = be;
     dev->math = NEAT_MATH_STRICT;
-    dev->props.backend = kind;
+    dev->props.backend = be->kind;
     dev->props.index = index;
     nm_pool_init(&dev->pool);
     pthread_mutex_init(&dev->lock, NULL);
@@ -43,35 +37,54 @@ static neat_status open_backend(neat_backend kind, int index, nm_device **out) {
     return NEAT_OK;
 }
 
+static neat_status open_kind(neat_backend kind, int index, nm_device **out) {
+    const nm_backend_ops *be = nm_backend_find(kind);
+    if (!be)
+        return nm_error(NEAT_ERR_UNSUPPORTED,
+                        "neat_device_create: the %s backend was not built into this library",
+                        neat_backend_name(kind));
+    return open_backend(be, index, out);
+}
+
+/* AUTO: the first backend of the registry's order that opens device `index` (the CPU has
+ * only device 0, and always opens it). Why each one before it did not open is kept in
+ * props.selection, so that a fallback is never silent. */
+static neat_status open_auto(int index, nm_device **out) {
+    char why[sizeof ((neat_device_props *)0)->selection] = "";
+    size_t used = 0;
+    neat_status st = NEAT_ERR_UNSUPPORTED;
+    for (int i = 0; nm_backend_auto_order[i]; i++) {
+        const nm_backend_ops *be = nm_backend_auto_order[i];
+        st = open_backend(be, be->kind == NEAT_BACKEND_CPU ? 0 : index, out);
+        if (st == NEAT_OK) break;
+        if (used < sizeof why)
+            used += (size_t)snprintf(why + used, sizeof why - used, "%s%s: %s",
+                                     used ? "; " : "", be->name, neat_last_error());
+    }
+    if (st == NEAT_OK) snprintf((*out)->props.selection, sizeof (*out)->props.selection, "%s", why);
+    return st;
+}
+
 NEAT_API neat_status neat_device_create(neat_backend backend, int index, neat_device **out) {
     if (!out) return nm_error(NEAT_ERR_INVALID_ARGUMENT, "neat_device_create: out is NULL");
-    if ((int)backend < NEAT_BACKEND_AUTO || (int)backend > NEAT_BACKEND_METAL)
+    if (!neat_backend_name(backend))
         return nm_error(NEAT_ERR_INVALID_ARGUMENT, "neat_device_create: backend %d is not a neat_backend",
                         (int)backend);
     if (index < 0)
         return nm_error(NEAT_ERR_INVALID_ARGUMENT, "neat_device_create: index %d is negative", index);
     nm_device *dev = NULL;
     neat_status st;
-    if (backend != NEAT_BACKEND_AUTO) {
-        st = open_backend(backend, index, &dev);
-    } else {
+    if (backend == NEAT_BACKEND_AUTO) {
         const char *env = getenv("NEATML_BACKEND");
-        if (env && *env && strcasecmp(env, "auto") != 0) {
-            neat_backend b;
-            if (!strcasecmp(env, "cpu")) b = NEAT_BACKEND_CPU;
-            else if (!strcasecmp(env, "cuda")) b = NEAT_BACKEND_CUDA;
-            else if (!strcasecmp(env, "metal")) b = NEAT_BACKEND_METAL;
-            else
-                return nm_error(NEAT_ERR_INVALID_ARGUMENT,
-                                "neat_device_create: NEATML_BACKEND=\"%s\" is not cpu, cuda, metal or auto", env);
-            st = open_backend(b, index, &dev);
-        } else {
-            /* The best available: a GPU if one opens, else the CPU (which has only index 0). */
-            st = open_backend(NEAT_BACKEND_CUDA, index, &dev);
-            if (st != NEAT_OK) st = open_backend(NEAT_BACKEND_METAL, index, &dev);
-            if (st != NEAT_OK) st = open_backend(NEAT_BACKEND_CPU, 0, &dev);
+        if (env && *env) {
+            neat_backend named;
+            if (neat_backend_from_name(env, &named) != NEAT_OK)
+                return nm_error(NEAT_ERR_INVALID_ARGUMENT, "neat_device_create: NEATML_BACKEND=\"%s\": %s", env,
+                                neat_last_error());
+            backend = named;
         }
     }
+    st = backend == NEAT_BACKEND_AUTO ? open_auto(index, &dev) : open_kind(backend, index, &dev);
     if (st != NEAT_OK) return st;
     *out = dev->handle;
     return NEAT_OK;

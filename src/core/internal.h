@@ -10,6 +10,8 @@
 #define NEATML_INTERNAL_H
 
 #include "neatml.h"
+#include "op_list.h"
+#include "ops.h"
 
 #include <pthread.h>
 #include <stdarg.h>
@@ -24,7 +26,6 @@ extern "C" {
 #endif
 
 typedef struct nm_device nm_device;
-typedef struct nm_tensor nm_tensor;
 typedef struct nm_cmdbuf nm_cmdbuf;
 typedef struct nm_backend_ops nm_backend_ops;
 
@@ -107,111 +108,30 @@ struct nm_tensor {
     nm_tensor *prev, *next; /* device list */
 };
 
-/* Recorded ops. The names follow the public functions. */
-typedef enum nm_op_kind {
-    NM_OP_MATMUL,
-    NM_OP_MATMUL_BATCHED,
-    NM_OP_ADD,
-    NM_OP_SCALE,
-    NM_OP_FILL,
-    NM_OP_LINEAR_FORWARD,
-    NM_OP_CONV2D_FORWARD,
-    NM_OP_MAXPOOL2D,
-    NM_OP_SUM_ALL,
-    NM_OP_SUM_AXIS,
-    NM_OP_SOFTMAX,
-    NM_OP_ACTIVATION_FORWARD,
-    NM_OP_ACTIVATION_BACKWARD,
-    NM_OP_LINEAR_BACKWARD,
-    NM_OP_CONV2D_BACKWARD,
-    NM_OP_MAXPOOL2D_BACKWARD,
-    NM_OP_SOFTMAX_BACKWARD,
-    NM_OP_SOFTMAX_XENT,          /* neat_softmax_cross_entropy */
-    NM_OP_SOFTMAX_XENT_BACKWARD, /* neat_softmax_cross_entropy_backward */
-    NM_OP_SGD_UPDATE,
-    NM_OP_ADAM_UPDATE,
-    NM_OP__COUNT
-} nm_op_kind;
+/* Recorded ops: the kinds come from op_list.h, their arguments from ops.h. */
+#define NM_OP_ENUM_(P, E, name, flags) NM_OP_##E,
+typedef enum nm_op_kind { NM_OP_LIST(NM_OP_ENUM_, _) NM_OP__COUNT } nm_op_kind;
+#undef NM_OP_ENUM_
 
-#define NM_OP_MAX_TENSORS 10
-
-/* Geometry of a 2-D convolution or pooling, derived once at recording. */
-typedef struct nm_conv_geom {
-    int64_t n, c, h, w;  /* input */
-    int64_t k, p, q;     /* output channels and size */
-    int64_t kh, kw, sh, sw, ph, pw, dh, dw, groups;
-} nm_conv_geom;
+#define NM_OP_MAX_TENSORS 8
 
 typedef struct nm_op {
     nm_op_kind kind;
+    const char *fn;                             /* the public function that recorded it */
     neat_math_mode math;                        /* the device's mode when recorded */
-    int ntensors;                               /* tensors[] in use */
+    int ntensors;                               /* handles[] in use */
     neat_tensor *handles[NM_OP_MAX_TENSORS];    /* re-checked at every commit */
     union {
-        struct { /* MATMUL (batch 1) and MATMUL_BATCHED */
-            nm_tensor *a, *b, *c;
-            float alpha, beta;
-            int trans_a, trans_b;
-            int64_t batch, m, n, k; /* op(a) is m x k, op(b) k x n */
-        } matmul;
-        struct {
-            nm_tensor *a, *b, *out;
-            int64_t rows, cols; /* a seen as rows x cols (cols = last dim) */
-            int broadcast;      /* b is one row of cols */
-        } add;
-        struct { nm_tensor *x, *out; float alpha; } scale;
-        struct { nm_tensor *t; float value; } fill;
-        struct {
-            nm_tensor *x, *w, *b, *y; /* b may be NULL */
-            neat_activation act;
-            int64_t n, in, out;
-        } linear;
-        struct {
-            nm_tensor *x, *w, *b, *y, *dy; /* b, y may be NULL when not needed */
-            nm_tensor *dx, *dw, *db;       /* any may be NULL */
-            neat_activation act;
-            int accumulate;
-            int64_t n, in, out;
-        } linear_bwd;
-        struct {
-            nm_tensor *x, *w, *b, *y; /* b may be NULL */
-            neat_activation act;
-            nm_conv_geom g;
-        } conv;
-        struct {
-            nm_tensor *x, *w, *b, *y, *dy;
-            nm_tensor *dx, *dw, *db;
-            neat_activation act;
-            int accumulate;
-            nm_conv_geom g;
-        } conv_bwd;
-        struct { nm_tensor *x, *y; nm_conv_geom g; } pool;           /* g.k == g.c */
-        struct { nm_tensor *x, *dy, *dx; nm_conv_geom g; } pool_bwd;
-        struct {
-            nm_tensor *x, *y;
-            int axis;                    /* -1 for SUM_ALL */
-            int64_t outer, len, inner;   /* x seen as [outer, len, inner], summed over len */
-        } sum;
-        struct { nm_tensor *x, *y; int64_t rows, cols; } softmax;
-        struct { nm_tensor *y, *dy, *dx; int64_t rows, cols; } softmax_bwd;
-        struct {
-            nm_tensor *x, *y, *dy, *out; /* forward: x -> out; backward: (x|y), dy -> out */
-            neat_activation act;
-        } act;
-        struct {
-            nm_tensor *logits, *labels, *out; /* out: loss [1] or dlogits [N,C] */
-            int64_t rows, cols;
-        } xent;
-        struct {
-            neat_sgd_params p;
-            nm_tensor *hyper, *param, *grad, *velocity; /* velocity NULL when momentum 0 */
-        } sgd;
-        struct {
-            neat_adam_params p;
-            nm_tensor *hyper, *param, *grad, *m, *v;
-        } adam;
+#define NM_OP_MEMBER_(P, E, name, flags) nm_##name##_args name;
+        NM_OP_LIST(NM_OP_MEMBER_, _)
+#undef NM_OP_MEMBER_
     } u;
 } nm_op;
+
+/* The tensors of op (NULL entries included) and their count. */
+nm_tensor *const *nm_op_tensors(const nm_op *op, int *count);
+/* NM_OPF_* of a kind. */
+int nm_op_flags(nm_op_kind kind);
 
 struct nm_cmdbuf {
     nm_device *dev;
@@ -254,10 +174,10 @@ neat_status nm_arg(const char *fn, const char *arg, const nm_cmdbuf *cb, const n
 /* INVALID_ARGUMENT when the two tensors share memory. */
 neat_status nm_no_alias(const char *fn, const char *out_name, const nm_tensor *out,
                         const char *in_name, const nm_tensor *in);
-/* Append op to cb: UNSUPPORTED when the backend lacks it; the handles of every non-NULL
- * tensor of `tensors` are kept for the commit-time check. */
-neat_status nm_record(const char *fn, nm_cmdbuf *cb, nm_op *op, nm_tensor *const *tensors,
-                      int ntensors);
+/* Append op (kind and args set) to cb: UNSUPPORTED when the backend lacks the op or its
+ * op_check refuses it; sets op->fn and op->math; keeps the handles of the op's non-NULL
+ * tensors for the commit-time check. */
+neat_status nm_record(const char *fn, nm_cmdbuf *cb, nm_op *op);
 
 /* Total elements of a shape, -1 on overflow of int64 or of the byte count. */
 int64_t nm_shape_numel(int ndim, const int64_t *shape);

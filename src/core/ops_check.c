@@ -19,8 +19,42 @@ const char *nm_dims_str(int ndim, const int64_t *dims, char *buf) {
 
 int64_t nm_dims_prod(const int64_t *dims, int from, int to) {
     int64_t p = 1;
-    for (int i = from; i < to; i++) p *= dims[i];
+    for (int i = from; i < to; i++)
+        if (__builtin_mul_overflow(p, dims[i], &p)) p = INT64_MAX;
     return p;
+}
+
+void nm_rows_cols(const nm_tensor *t, int64_t *rows, int64_t *cols) {
+    *cols = t->ndim ? t->shape[t->ndim - 1] : 1;
+    *rows = t->ndim ? nm_dims_prod(t->shape, 0, t->ndim - 1) : 1;
+}
+
+neat_status nm_check_no_alias_all(const char *fn, const char *out_name, const nm_tensor *out,
+                                  int n, const char *const *names, nm_tensor *const *ins) {
+    for (int i = 0; i < n; i++) TRY(nm_check_no_alias(fn, out_name, out, names[i], ins[i]));
+    return NEAT_OK;
+}
+
+neat_status nm_check_linear(const char *fn, const nm_tensor *x, const nm_tensor *w,
+                            const nm_tensor *b, nm_linear_dims *d) {
+    TRY(nm_check_ndim(fn, "x", x, 2, "[N,in]"));
+    TRY(nm_check_ndim(fn, "w", w, 2, "[out,in]"));
+    if (w->shape[1] != x->shape[1]) {
+        char xs[NM_SHAPE_STR], ws[NM_SHAPE_STR];
+        return nm_error(NEAT_ERR_SHAPE_MISMATCH, "%s: x is %s, w is %s: in features %lld and "
+                        "%lld differ", fn, nm_shape_str(x, xs), nm_shape_str(w, ws),
+                        (long long)x->shape[1], (long long)w->shape[1]);
+    }
+    *d = (nm_linear_dims){.n = x->shape[0], .in = x->shape[1], .out = w->shape[0]};
+    if (b) TRY(nm_check_shape(fn, "b", b, 1, &d->out, "[out] of w"));
+    return NEAT_OK;
+}
+
+neat_status nm_check_conv(const char *fn, const neat_conv2d_desc *desc, const nm_tensor *x,
+                          const nm_tensor *w, const nm_tensor *b, nm_conv_geom *g) {
+    TRY(nm_conv_geometry(fn, desc, x, w, g));
+    if (b) TRY(nm_check_shape(fn, "b", b, 1, &g->k, "[K] of w"));
+    return NEAT_OK;
 }
 
 neat_status nm_check_ndim(const char *fn, const char *arg, const nm_tensor *t, int ndim,
@@ -148,12 +182,14 @@ neat_status nm_conv_geometry(const char *fn, const neat_conv2d_desc *desc, const
     if (overflow)
         return nm_error(NEAT_ERR_INVALID_ARGUMENT, "%s: desc padding %lldx%lld overflows", fn,
                         (long long)desc->pad_h, (long long)desc->pad_w);
-    if (p < 1 || q < 1)
-        return nm_error(NEAT_ERR_SHAPE_MISMATCH, "%s: x is %s: the padded input %lldx%lld is "
-                        "smaller than the dilated kernel %lldx%lld (output would be empty)",
-                        fn, nm_shape_str(x, xs), (long long)(x->shape[2] + 2 * desc->pad_h),
-                        (long long)(x->shape[3] + 2 * desc->pad_w), (long long)ext_h,
-                        (long long)ext_w);
+    if ((p < 1 && x->shape[2] > 0) || (q < 1 && x->shape[3] > 0))
+        return nm_error(NEAT_ERR_SHAPE_MISMATCH, "%s: x is %s: the input padded by %lldx%lld "
+                        "is smaller than the dilated kernel %lldx%lld (output would be empty)",
+                        fn, nm_shape_str(x, xs), (long long)desc->pad_h, (long long)desc->pad_w,
+                        (long long)ext_h, (long long)ext_w);
+    /* An empty input (H or W = 0) gives an empty output, as every zero-size tensor does. */
+    if (x->shape[2] == 0) p = 0;
+    if (x->shape[3] == 0) q = 0;
 
     *g = (nm_conv_geom){.n = x->shape[0], .c = c, .h = x->shape[2], .w = x->shape[3],
                         .k = k, .p = p, .q = q,
@@ -187,12 +223,13 @@ neat_status nm_pool_geometry(const char *fn, const neat_pool2d_desc *desc, const
     int64_t p = out_size(x->shape[2], desc->pad_h, desc->kernel_h, desc->stride_h, &overflow);
     int64_t q = out_size(x->shape[3], desc->pad_w, desc->kernel_w, desc->stride_w, &overflow);
     char xs[NM_SHAPE_STR];
-    if (overflow || p < 1 || q < 1)
-        return nm_error(NEAT_ERR_SHAPE_MISMATCH, "%s: x is %s: the padded input %lldx%lld is "
-                        "smaller than the kernel %lldx%lld (output would be empty)", fn,
-                        nm_shape_str(x, xs), (long long)(x->shape[2] + 2 * desc->pad_h),
-                        (long long)(x->shape[3] + 2 * desc->pad_w), (long long)desc->kernel_h,
-                        (long long)desc->kernel_w);
+    if (overflow || (p < 1 && x->shape[2] > 0) || (q < 1 && x->shape[3] > 0))
+        return nm_error(NEAT_ERR_SHAPE_MISMATCH, "%s: x is %s: the input padded by %lldx%lld "
+                        "is smaller than the kernel %lldx%lld (output would be empty)", fn,
+                        nm_shape_str(x, xs), (long long)desc->pad_h, (long long)desc->pad_w,
+                        (long long)desc->kernel_h, (long long)desc->kernel_w);
+    if (x->shape[2] == 0) p = 0;
+    if (x->shape[3] == 0) q = 0;
     *g = (nm_conv_geom){.n = x->shape[0], .c = x->shape[1], .h = x->shape[2], .w = x->shape[3],
                         .k = x->shape[1], .p = p, .q = q,
                         .kh = desc->kernel_h, .kw = desc->kernel_w,

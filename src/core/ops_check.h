@@ -19,8 +19,13 @@
 /* Format a raw shape as nm_shape_str does ("2x5", "[]" for a scalar); buf of NM_SHAPE_STR. */
 const char *nm_dims_str(int ndim, const int64_t *dims, char *buf);
 
-/* Product of dims[from..to) (1 when empty); shapes of live tensors never overflow. */
+/* Product of dims[from..to) (1 when empty). A live tensor's whole shape fits in int64, but
+ * a zero-size tensor's other sizes may not: the product saturates at INT64_MAX instead of
+ * overflowing (it is then multiplied by 0 wherever it counts elements). */
 int64_t nm_dims_prod(const int64_t *dims, int from, int to);
+
+/* A tensor seen as rows x cols with cols its last dimension (a 0-D tensor is 1 x 1). */
+void nm_rows_cols(const nm_tensor *t, int64_t *rows, int64_t *cols);
 
 /* SHAPE_MISMATCH unless t has exactly `ndim` dimensions; `layout` names them, e.g.
  * "[N,C,H,W]", for the message. */
@@ -47,13 +52,26 @@ neat_status nm_check_act(const char *fn, neat_activation act);
 neat_status nm_check_no_alias(const char *fn, const char *out_name, const nm_tensor *out,
                               const char *in_name, const nm_tensor *in);
 
+/* out must alias none of the n tensors ins[] (names in names[]); NULL entries are skipped. */
+neat_status nm_check_no_alias_all(const char *fn, const char *out_name, const nm_tensor *out,
+                                  int n, const char *const *names, nm_tensor *const *ins);
+
+/* The shapes linear forward and backward share: x [N,in], w [out,in], b [out] (optional). */
+typedef struct nm_linear_dims { int64_t n, in, out; } nm_linear_dims;
+neat_status nm_check_linear(const char *fn, const nm_tensor *x, const nm_tensor *w,
+                            const nm_tensor *b, nm_linear_dims *d);
+
+/* What conv2d forward and backward share: nm_conv_geometry, and b [K] (optional). */
+neat_status nm_check_conv(const char *fn, const neat_conv2d_desc *desc, const nm_tensor *x,
+                          const nm_tensor *w, const nm_tensor *b, nm_conv_geom *g);
+
 /* Validate a convolution: the descriptor's options, x [N,C,H,W], w [K,C/groups,kh,kw], and
- * an output of at least 1x1; fill g (P, Q as in neat_conv2d_forward). */
+ * an output of at least 1x1 unless H or W is 0; fill g (P, Q as in neat_conv2d_forward). */
 neat_status nm_conv_geometry(const char *fn, const neat_conv2d_desc *desc, const nm_tensor *x,
                              const nm_tensor *w, nm_conv_geom *g);
 
 /* Validate a max pooling: the descriptor's options, x [N,C,H,W] and an output of at least
- * 1x1; fill g with k = c, dilation 1 and one group. */
+ * 1x1 unless H or W is 0; fill g with k = c, dilation 1 and one group. */
 neat_status nm_pool_geometry(const char *fn, const neat_pool2d_desc *desc, const nm_tensor *x,
                              nm_conv_geom *g);
 

@@ -52,20 +52,11 @@ static neat_status matmul_record(const char *fn, int batched, neat_cmdbuf *cb,
     TRY(nm_check_no_alias(fn, "c", tc, "a", ta));
     TRY(nm_check_no_alias(fn, "c", tc, "b", tb));
 
-    nm_op op = {.kind = batched ? NM_OP_MATMUL_BATCHED : NM_OP_MATMUL, .math = buf->dev->math};
-    op.u.matmul.a = ta;
-    op.u.matmul.b = tb;
-    op.u.matmul.c = tc;
-    op.u.matmul.alpha = alpha;
-    op.u.matmul.beta = beta;
-    op.u.matmul.trans_a = trans_a != 0;
-    op.u.matmul.trans_b = trans_b != 0;
-    op.u.matmul.batch = batched ? ta->shape[0] : 1;
-    op.u.matmul.m = m;
-    op.u.matmul.n = n;
-    op.u.matmul.k = ka;
-    nm_tensor *ts[] = {ta, tb, tc};
-    return nm_record(fn, buf, &op, ts, 3);
+    nm_op op = {.kind = NM_OP_MATMUL,
+                .u.matmul = {.a = ta, .b = tb, .c = tc, .alpha = alpha, .beta = beta,
+                             .trans_a = trans_a != 0, .trans_b = trans_b != 0,
+                             .batch = batched ? ta->shape[0] : 1, .m = m, .n = n, .k = ka}};
+    return nm_record(fn, buf, &op);
 }
 
 NEAT_API neat_status neat_matmul(neat_cmdbuf *cb, const neat_tensor *a, const neat_tensor *b,
@@ -94,8 +85,8 @@ NEAT_API neat_status neat_add(neat_cmdbuf *cb, const neat_tensor *a, const neat_
     TRY(nm_arg(fn, "b", buf, b, 1, &tb));
     TRY(nm_arg(fn, "out", buf, out, 1, &tout));
 
-    int64_t cols = ta->ndim ? ta->shape[ta->ndim - 1] : 1;
-    int64_t rows = nm_dims_prod(ta->shape, 0, ta->ndim ? ta->ndim - 1 : 0);
+    int64_t rows, cols;
+    nm_rows_cols(ta, &rows, &cols);
     int same = tb->ndim == ta->ndim;
     for (int i = 0; same && i < ta->ndim; i++) same = tb->shape[i] == ta->shape[i];
     int row = ta->ndim >= 1 &&
@@ -109,15 +100,10 @@ NEAT_API neat_status neat_add(neat_cmdbuf *cb, const neat_tensor *a, const neat_
     }
     TRY(nm_check_same_shape(fn, "out", tout, "a", ta));
 
-    nm_op op = {.kind = NM_OP_ADD, .math = buf->dev->math};
-    op.u.add.a = ta;
-    op.u.add.b = tb;
-    op.u.add.out = tout;
-    op.u.add.rows = rows;
-    op.u.add.cols = cols;
-    op.u.add.broadcast = !same;
-    nm_tensor *ts[] = {ta, tb, tout};
-    return nm_record(fn, buf, &op, ts, 3);
+    nm_op op = {.kind = NM_OP_ADD,
+                .u.add = {.a = ta, .b = tb, .out = tout, .rows = rows, .cols = cols,
+                          .broadcast = !same}};
+    return nm_record(fn, buf, &op);
 }
 
 /* out = alpha x, same shapes, out may be x. */
@@ -132,12 +118,8 @@ NEAT_API neat_status neat_scale(neat_cmdbuf *cb, const neat_tensor *x, float alp
     TRY(nm_check_finite(fn, "alpha", alpha));
     TRY(nm_check_same_shape(fn, "out", tout, "x", tx));
 
-    nm_op op = {.kind = NM_OP_SCALE, .math = buf->dev->math};
-    op.u.scale.x = tx;
-    op.u.scale.out = tout;
-    op.u.scale.alpha = alpha;
-    nm_tensor *ts[] = {tx, tout};
-    return nm_record(fn, buf, &op, ts, 2);
+    nm_op op = {.kind = NM_OP_SCALE, .u.scale = {.x = tx, .out = tout, .alpha = alpha}};
+    return nm_record(fn, buf, &op);
 }
 
 /* t = value everywhere. Any value is accepted, NaN and infinities included: filling with
@@ -149,99 +131,92 @@ NEAT_API neat_status neat_fill(neat_cmdbuf *cb, neat_tensor *t, float value) {
     TRY(nm_begin(fn, cb, &buf));
     TRY(nm_arg(fn, "t", buf, t, 1, &tt));
 
-    nm_op op = {.kind = NM_OP_FILL, .math = buf->dev->math};
-    op.u.fill.t = tt;
-    op.u.fill.value = value;
-    nm_tensor *ts[] = {tt};
-    return nm_record(fn, buf, &op, ts, 1);
+    nm_op op = {.kind = NM_OP_FILL, .u.fill = {.t = tt, .value = value}};
+    return nm_record(fn, buf, &op);
 }
 
 /* ---- linear and convolution -------------------------------------------------------------
- * y = act(x w^T + b): x [N,in], w [out,in], b [out] or NULL, y [N,out]; y aliases nothing. */
-NEAT_API neat_status neat_linear_forward(neat_cmdbuf *cb, const neat_tensor *x,
-                                         const neat_tensor *w, const neat_tensor *b,
-                                         neat_activation act, neat_tensor *y) {
+ * y = act(x w^T + b): x [N,in], w [out,in], b [out] or NULL, y [N,out]; y aliases nothing.
+ * nm_check_linear and nm_check_conv are shared with the backward ops. */
+NEAT_API neat_status neat_linear_forward(neat_cmdbuf *cb, neat_activation act,
+                                         const neat_tensor *x, const neat_tensor *w,
+                                         const neat_tensor *b, neat_tensor *y) {
     static const char fn[] = "neat_linear_forward";
     nm_cmdbuf *buf;
     nm_tensor *tx, *tw, *tb, *ty;
+    nm_linear_dims d;
     TRY(nm_begin(fn, cb, &buf));
+    TRY(nm_check_act(fn, act));
     TRY(nm_arg(fn, "x", buf, x, 1, &tx));
     TRY(nm_arg(fn, "w", buf, w, 1, &tw));
     TRY(nm_arg(fn, "b", buf, b, 0, &tb));
     TRY(nm_arg(fn, "y", buf, y, 1, &ty));
-    TRY(nm_check_act(fn, act));
+    TRY(nm_check_linear(fn, tx, tw, tb, &d));
+    TRY(nm_check_shape(fn, "y", ty, 2, (int64_t[]){d.n, d.out}, "[N,out] of x and w"));
+    static const char *const in_names[] = {"x", "w", "b"};
+    TRY(nm_check_no_alias_all(fn, "y", ty, 3, in_names, (nm_tensor *[]){tx, tw, tb}));
 
-    TRY(nm_check_ndim(fn, "x", tx, 2, "[N,in]"));
-    TRY(nm_check_ndim(fn, "w", tw, 2, "[out,in]"));
-    if (tw->shape[1] != tx->shape[1]) {
-        char xs[NM_SHAPE_STR], ws[NM_SHAPE_STR];
-        return nm_error(NEAT_ERR_SHAPE_MISMATCH, "%s: x is %s, w is %s: in features %lld and "
-                        "%lld differ", fn, nm_shape_str(tx, xs), nm_shape_str(tw, ws),
-                        (long long)tx->shape[1], (long long)tw->shape[1]);
-    }
-    int64_t n = tx->shape[0], in = tx->shape[1], outf = tw->shape[0];
-    if (tb) TRY(nm_check_shape(fn, "b", tb, 1, &outf, "[out] of w"));
-    int64_t want_y[2] = {n, outf};
-    TRY(nm_check_shape(fn, "y", ty, 2, want_y, "[N,out] of x and w"));
-    TRY(nm_check_no_alias(fn, "y", ty, "x", tx));
-    TRY(nm_check_no_alias(fn, "y", ty, "w", tw));
-    TRY(nm_check_no_alias(fn, "y", ty, "b", tb));
-
-    nm_op op = {.kind = NM_OP_LINEAR_FORWARD, .math = buf->dev->math};
-    op.u.linear.x = tx;
-    op.u.linear.w = tw;
-    op.u.linear.b = tb;
-    op.u.linear.y = ty;
-    op.u.linear.act = act;
-    op.u.linear.n = n;
-    op.u.linear.in = in;
-    op.u.linear.out = outf;
-    nm_tensor *ts[] = {tx, tw, tb, ty};
-    return nm_record(fn, buf, &op, ts, 4);
+    nm_op op = {.kind = NM_OP_LINEAR_FORWARD,
+                .u.linear_forward = {.x = tx, .w = tw, .b = tb, .y = ty, .act = act,
+                                     .n = d.n, .in = d.in, .out = d.out}};
+    return nm_record(fn, buf, &op);
 }
 
 NEAT_API neat_conv2d_desc neat_conv2d_desc_make(int64_t kernel_h, int64_t kernel_w,
                                                 int64_t stride, int64_t pad) {
+    return neat_conv2d_desc_full(kernel_h, kernel_w, stride, stride, pad, pad, 1, 1, 1);
+}
+
+NEAT_API neat_conv2d_desc neat_conv2d_desc_full(int64_t kernel_h, int64_t kernel_w,
+                                                int64_t stride_h, int64_t stride_w,
+                                                int64_t pad_h, int64_t pad_w,
+                                                int64_t dilation_h, int64_t dilation_w,
+                                                int64_t groups) {
     neat_conv2d_desc d = {.kernel_h = kernel_h, .kernel_w = kernel_w,
-                          .stride_h = stride, .stride_w = stride,
-                          .pad_h = pad, .pad_w = pad,
-                          .dilation_h = 1, .dilation_w = 1, .groups = 1};
+                          .stride_h = stride_h, .stride_w = stride_w,
+                          .pad_h = pad_h, .pad_w = pad_w,
+                          .dilation_h = dilation_h, .dilation_w = dilation_w, .groups = groups};
     return d;
 }
 
 /* y = act(conv2d(x, w) + b): x [N,C,H,W], w [K,C/groups,kh,kw], b [K] or NULL,
- * y [N,K,P,Q] (nm_conv_geometry checks the descriptor and derives P, Q). */
+ * y [N,K,P,Q] (nm_check_conv checks the descriptor and derives P, Q). */
 NEAT_API neat_status neat_conv2d_forward(neat_cmdbuf *cb, const neat_conv2d_desc *desc,
-                                         const neat_tensor *x, const neat_tensor *w,
-                                         const neat_tensor *b, neat_activation act,
+                                         neat_activation act, const neat_tensor *x,
+                                         const neat_tensor *w, const neat_tensor *b,
                                          neat_tensor *y) {
     static const char fn[] = "neat_conv2d_forward";
     nm_cmdbuf *buf;
     nm_tensor *tx, *tw, *tb, *ty;
     nm_conv_geom g;
     TRY(nm_begin(fn, cb, &buf));
+    TRY(nm_check_act(fn, act));
     TRY(nm_arg(fn, "x", buf, x, 1, &tx));
     TRY(nm_arg(fn, "w", buf, w, 1, &tw));
     TRY(nm_arg(fn, "b", buf, b, 0, &tb));
     TRY(nm_arg(fn, "y", buf, y, 1, &ty));
-    TRY(nm_check_act(fn, act));
-    TRY(nm_conv_geometry(fn, desc, tx, tw, &g));
-    if (tb) TRY(nm_check_shape(fn, "b", tb, 1, &g.k, "[K] of w"));
-    int64_t want_y[4] = {g.n, g.k, g.p, g.q};
-    TRY(nm_check_shape(fn, "y", ty, 4, want_y, "[N,K,P,Q] of x, w and desc"));
-    TRY(nm_check_no_alias(fn, "y", ty, "x", tx));
-    TRY(nm_check_no_alias(fn, "y", ty, "w", tw));
-    TRY(nm_check_no_alias(fn, "y", ty, "b", tb));
+    TRY(nm_check_conv(fn, desc, tx, tw, tb, &g));
+    TRY(nm_check_shape(fn, "y", ty, 4, (int64_t[]){g.n, g.k, g.p, g.q},
+                       "[N,K,P,Q] of x, w and desc"));
+    static const char *const in_names[] = {"x", "w", "b"};
+    TRY(nm_check_no_alias_all(fn, "y", ty, 3, in_names, (nm_tensor *[]){tx, tw, tb}));
 
-    nm_op op = {.kind = NM_OP_CONV2D_FORWARD, .math = buf->dev->math};
-    op.u.conv.x = tx;
-    op.u.conv.w = tw;
-    op.u.conv.b = tb;
-    op.u.conv.y = ty;
-    op.u.conv.act = act;
-    op.u.conv.g = g;
-    nm_tensor *ts[] = {tx, tw, tb, ty};
-    return nm_record(fn, buf, &op, ts, 4);
+    nm_op op = {.kind = NM_OP_CONV2D_FORWARD,
+                .u.conv2d_forward = {.x = tx, .w = tw, .b = tb, .y = ty, .act = act, .g = g}};
+    return nm_record(fn, buf, &op);
+}
+
+NEAT_API neat_pool2d_desc neat_pool2d_desc_make(int64_t kernel_h, int64_t kernel_w,
+                                                int64_t stride, int64_t pad) {
+    return neat_pool2d_desc_full(kernel_h, kernel_w, stride, stride, pad, pad);
+}
+
+NEAT_API neat_pool2d_desc neat_pool2d_desc_full(int64_t kernel_h, int64_t kernel_w,
+                                                int64_t stride_h, int64_t stride_w,
+                                                int64_t pad_h, int64_t pad_w) {
+    neat_pool2d_desc d = {.kernel_h = kernel_h, .kernel_w = kernel_w, .stride_h = stride_h,
+                          .stride_w = stride_w, .pad_h = pad_h, .pad_w = pad_w};
+    return d;
 }
 
 /* y [N,C,P,Q] = max over each kh x kw window of x [N,C,H,W] (padding is -inf). */
@@ -255,16 +230,12 @@ NEAT_API neat_status neat_maxpool2d(neat_cmdbuf *cb, const neat_pool2d_desc *des
     TRY(nm_arg(fn, "x", buf, x, 1, &tx));
     TRY(nm_arg(fn, "y", buf, y, 1, &ty));
     TRY(nm_pool_geometry(fn, desc, tx, &g));
-    int64_t want_y[4] = {g.n, g.c, g.p, g.q};
-    TRY(nm_check_shape(fn, "y", ty, 4, want_y, "[N,C,P,Q] of x and desc"));
+    TRY(nm_check_shape(fn, "y", ty, 4, (int64_t[]){g.n, g.c, g.p, g.q},
+                       "[N,C,P,Q] of x and desc"));
     TRY(nm_check_no_alias(fn, "y", ty, "x", tx));
 
-    nm_op op = {.kind = NM_OP_MAXPOOL2D, .math = buf->dev->math};
-    op.u.pool.x = tx;
-    op.u.pool.y = ty;
-    op.u.pool.g = g;
-    nm_tensor *ts[] = {tx, ty};
-    return nm_record(fn, buf, &op, ts, 2);
+    nm_op op = {.kind = NM_OP_MAXPOOL2D, .u.maxpool2d = {.x = tx, .y = ty, .g = g}};
+    return nm_record(fn, buf, &op);
 }
 
 /* ---- reductions and softmax -------------------------------------------------------------
@@ -283,15 +254,10 @@ NEAT_API neat_status neat_sum_all(neat_cmdbuf *cb, const neat_tensor *x, neat_te
     }
     TRY(nm_check_no_alias(fn, "y", ty, "x", tx));
 
-    nm_op op = {.kind = NM_OP_SUM_ALL, .math = buf->dev->math};
-    op.u.sum.x = tx;
-    op.u.sum.y = ty;
-    op.u.sum.axis = -1;
-    op.u.sum.outer = 1;
-    op.u.sum.len = tx->numel;
-    op.u.sum.inner = 1;
-    nm_tensor *ts[] = {tx, ty};
-    return nm_record(fn, buf, &op, ts, 2);
+    nm_op op = {.kind = NM_OP_SUM,
+                .u.sum = {.x = tx, .y = ty, .axis = -1, .outer = 1, .len = tx->numel,
+                          .inner = 1}};
+    return nm_record(fn, buf, &op);
 }
 
 /* y = sum of x along `axis`. y is x's shape with that dimension removed, or kept as 1 (the
@@ -323,15 +289,11 @@ NEAT_API neat_status neat_sum_axis(neat_cmdbuf *cb, const neat_tensor *x, int ax
                         nm_dims_str(tx->ndim - 1, removed, rs), nm_dims_str(tx->ndim, kept, ks));
     TRY(nm_check_no_alias(fn, "y", ty, "x", tx));
 
-    nm_op op = {.kind = NM_OP_SUM_AXIS, .math = buf->dev->math};
-    op.u.sum.x = tx;
-    op.u.sum.y = ty;
-    op.u.sum.axis = axis;
-    op.u.sum.outer = nm_dims_prod(tx->shape, 0, axis);
-    op.u.sum.len = tx->shape[axis];
-    op.u.sum.inner = nm_dims_prod(tx->shape, axis + 1, tx->ndim);
-    nm_tensor *ts[] = {tx, ty};
-    return nm_record(fn, buf, &op, ts, 2);
+    nm_op op = {.kind = NM_OP_SUM,
+                .u.sum = {.x = tx, .y = ty, .axis = axis,
+                          .outer = nm_dims_prod(tx->shape, 0, axis), .len = tx->shape[axis],
+                          .inner = nm_dims_prod(tx->shape, axis + 1, tx->ndim)}};
+    return nm_record(fn, buf, &op);
 }
 
 /* y = softmax over the last dimension: x seen as rows x cols, cols = last dimension (a 0-D
@@ -345,11 +307,7 @@ NEAT_API neat_status neat_softmax(neat_cmdbuf *cb, const neat_tensor *x, neat_te
     TRY(nm_arg(fn, "y", buf, y, 1, &ty));
     TRY(nm_check_same_shape(fn, "y", ty, "x", tx));
 
-    nm_op op = {.kind = NM_OP_SOFTMAX, .math = buf->dev->math};
-    op.u.softmax.x = tx;
-    op.u.softmax.y = ty;
-    op.u.softmax.cols = tx->ndim ? tx->shape[tx->ndim - 1] : 1;
-    op.u.softmax.rows = nm_dims_prod(tx->shape, 0, tx->ndim ? tx->ndim - 1 : 0);
-    nm_tensor *ts[] = {tx, ty};
-    return nm_record(fn, buf, &op, ts, 2);
+    nm_op op = {.kind = NM_OP_SOFTMAX, .u.softmax = {.x = tx, .y = ty}};
+    nm_rows_cols(tx, &op.u.softmax.rows, &op.u.softmax.cols);
+    return nm_record(fn, buf, &op);
 }

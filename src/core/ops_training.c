@@ -32,13 +32,6 @@ static neat_status check_act_reads(const char *fn, neat_activation act, const ch
                     act_name(act));
 }
 
-/* out must alias none of the n tensors ins[] (names in names[]); NULL entries are skipped. */
-static neat_status check_alias_all(const char *fn, const char *out_name, const nm_tensor *out,
-                                   int n, const char *const *names, nm_tensor *const *ins) {
-    for (int i = 0; i < n; i++) TRY(nm_check_no_alias(fn, out_name, out, names[i], ins[i]));
-    return NEAT_OK;
-}
-
 /* ---- activations -------------------------------------------------------------------------
  * y = act(x), same shapes, y may be x. */
 NEAT_API neat_status neat_activation_forward(neat_cmdbuf *cb, neat_activation act,
@@ -52,12 +45,9 @@ NEAT_API neat_status neat_activation_forward(neat_cmdbuf *cb, neat_activation ac
     TRY(nm_arg(fn, "y", buf, y, 1, &ty));
     TRY(nm_check_same_shape(fn, "y", ty, "x", tx));
 
-    nm_op op = {.kind = NM_OP_ACTIVATION_FORWARD, .math = buf->dev->math};
-    op.u.act.x = tx;
-    op.u.act.out = ty;
-    op.u.act.act = act;
-    nm_tensor *ts[] = {tx, ty};
-    return nm_record(fn, buf, &op, ts, 2);
+    nm_op op = {.kind = NM_OP_ACTIVATION_FORWARD,
+                .u.activation_forward = {.x = tx, .out = ty, .act = act}};
+    return nm_record(fn, buf, &op);
 }
 
 /* dx = dy * act'(.), all of dy's shape: from y for relu/sigmoid/tanh, from x for gelu,
@@ -82,16 +72,12 @@ NEAT_API neat_status neat_activation_backward(neat_cmdbuf *cb, neat_activation a
     TRY(nm_check_same_shape(fn, "dx", tdx, "dy", tdy));
     static const char *const in_names[] = {"x", "y", "dy"};
     nm_tensor *ins[] = {tx, ty, tdy};
-    TRY(check_alias_all(fn, "dx", tdx, 3, in_names, ins));
+    TRY(nm_check_no_alias_all(fn, "dx", tdx, 3, in_names, ins));
 
-    nm_op op = {.kind = NM_OP_ACTIVATION_BACKWARD, .math = buf->dev->math};
-    op.u.act.x = reads_x ? tx : NULL;
-    op.u.act.y = reads_y ? ty : NULL;
-    op.u.act.dy = tdy;
-    op.u.act.out = tdx;
-    op.u.act.act = act;
-    nm_tensor *ts[] = {op.u.act.x, op.u.act.y, tdy, tdx};
-    return nm_record(fn, buf, &op, ts, 4);
+    nm_op op = {.kind = NM_OP_ACTIVATION_BACKWARD,
+                .u.activation_backward = {.x = reads_x ? tx : NULL, .y = reads_y ? ty : NULL,
+                                          .dy = tdy, .out = tdx, .act = act}};
+    return nm_record(fn, buf, &op);
 }
 
 /* ---- linear and convolution backward -----------------------------------------------------
@@ -102,122 +88,93 @@ static neat_status check_grad_aliases(const char *fn, nm_tensor *const in[5],
     static const char *const in_names[] = {"x", "w", "b", "y", "dy"};
     static const char *const out_names[] = {"dx", "dw", "db"};
     for (int i = 0; i < 3; i++) {
-        TRY(check_alias_all(fn, out_names[i], out[i], 5, in_names, in));
-        TRY(check_alias_all(fn, out_names[i], out[i], i, out_names, out));
+        TRY(nm_check_no_alias_all(fn, out_names[i], out[i], 5, in_names, in));
+        TRY(nm_check_no_alias_all(fn, out_names[i], out[i], i, out_names, out));
     }
     return NEAT_OK;
 }
 
+/* The arguments both backward ops share, resolved: act and the tensors in the order of
+ * the call. y is required when act reads it (relu/sigmoid/tanh). */
+typedef struct grad_args {
+    nm_tensor *x, *w, *b, *y, *dy, *dx, *dw, *db;
+} grad_args;
+
+static neat_status resolve_grad_args(const char *fn, nm_cmdbuf *buf, neat_activation act,
+                                     const neat_tensor *const h[8], grad_args *a) {
+    static const char *const names[8] = {"x", "w", "b", "y", "dy", "dx", "dw", "db"};
+    static const int required[8] = {1, 1, 0, 0, 1, 0, 0, 0};
+    TRY(nm_check_act(fn, act));
+    TRY(check_act_reads(fn, act, "y", h[3], act_reads_y(act)));
+    nm_tensor **out[8] = {&a->x, &a->w, &a->b, &a->y, &a->dy, &a->dx, &a->dw, &a->db};
+    for (int i = 0; i < 8; i++) TRY(nm_arg(fn, names[i], buf, h[i], required[i], out[i]));
+    return NEAT_OK;
+}
+
+/* y and dy have the forward output's shape `ydims`; dx, dw, db those of x, w, b; outputs
+ * alias no input nor each other. */
+static neat_status check_grad_shapes(const char *fn, const grad_args *a, int ndim,
+                                     const int64_t *ydims, const char *ylayout) {
+    TRY(nm_check_shape(fn, "dy", a->dy, ndim, ydims, ylayout));
+    if (a->y) TRY(nm_check_shape(fn, "y", a->y, ndim, ydims, ylayout));
+    if (a->dx) TRY(nm_check_same_shape(fn, "dx", a->dx, "x", a->x));
+    if (a->dw) TRY(nm_check_same_shape(fn, "dw", a->dw, "w", a->w));
+    if (a->db) TRY(nm_check_shape(fn, "db", a->db, 1, ydims + 1, "[out] of w"));
+    nm_tensor *ins[5] = {a->x, a->w, a->b, a->y, a->dy}, *outs[3] = {a->dx, a->dw, a->db};
+    return check_grad_aliases(fn, ins, outs);
+}
+
 /* From dy [N,out] of y = act(x w^T + b): dx [N,in], dw [out,in], db [out]. y [N,out] is
  * required for relu/sigmoid/tanh; gelu recomputes x w^T + b (b as given, NULL = none). */
-NEAT_API neat_status neat_linear_backward(neat_cmdbuf *cb, const neat_tensor *x,
-                                          const neat_tensor *w, const neat_tensor *b,
-                                          const neat_tensor *y, const neat_tensor *dy,
-                                          neat_activation act, neat_tensor *dx,
+NEAT_API neat_status neat_linear_backward(neat_cmdbuf *cb, neat_activation act,
+                                          const neat_tensor *x, const neat_tensor *w,
+                                          const neat_tensor *b, const neat_tensor *y,
+                                          const neat_tensor *dy, neat_tensor *dx,
                                           neat_tensor *dw, neat_tensor *db, int accumulate) {
     static const char fn[] = "neat_linear_backward";
     nm_cmdbuf *buf;
-    nm_tensor *tx, *tw, *tb, *ty, *tdy, *tdx, *tdw, *tdb;
+    grad_args a;
+    nm_linear_dims d;
     TRY(nm_begin(fn, cb, &buf));
-    TRY(nm_check_act(fn, act));
-    int reads_y = act_reads_y(act);
-    TRY(check_act_reads(fn, act, "y", y, reads_y));
-    TRY(nm_arg(fn, "x", buf, x, 1, &tx));
-    TRY(nm_arg(fn, "w", buf, w, 1, &tw));
-    TRY(nm_arg(fn, "b", buf, b, 0, &tb));
-    TRY(nm_arg(fn, "y", buf, y, 0, &ty));
-    TRY(nm_arg(fn, "dy", buf, dy, 1, &tdy));
-    TRY(nm_arg(fn, "dx", buf, dx, 0, &tdx));
-    TRY(nm_arg(fn, "dw", buf, dw, 0, &tdw));
-    TRY(nm_arg(fn, "db", buf, db, 0, &tdb));
+    TRY(resolve_grad_args(fn, buf, act, (const neat_tensor *[]){x, w, b, y, dy, dx, dw, db}, &a));
+    TRY(nm_check_linear(fn, a.x, a.w, a.b, &d));
+    TRY(check_grad_shapes(fn, &a, 2, (int64_t[]){d.n, d.out}, "[N,out] of x and w"));
 
-    TRY(nm_check_ndim(fn, "x", tx, 2, "[N,in]"));
-    TRY(nm_check_ndim(fn, "w", tw, 2, "[out,in]"));
-    if (tw->shape[1] != tx->shape[1]) {
-        char xs[NM_SHAPE_STR], ws[NM_SHAPE_STR];
-        return nm_error(NEAT_ERR_SHAPE_MISMATCH, "%s: x is %s, w is %s: in features %lld and "
-                        "%lld differ", fn, nm_shape_str(tx, xs), nm_shape_str(tw, ws),
-                        (long long)tx->shape[1], (long long)tw->shape[1]);
-    }
-    int64_t n = tx->shape[0], in = tx->shape[1], outf = tw->shape[0];
-    int64_t n_out[2] = {n, outf};
-    TRY(nm_check_shape(fn, "dy", tdy, 2, n_out, "[N,out] of x and w"));
-    if (tb) TRY(nm_check_shape(fn, "b", tb, 1, &outf, "[out] of w"));
-    if (ty) TRY(nm_check_shape(fn, "y", ty, 2, n_out, "[N,out] of x and w"));
-    if (tdx) TRY(nm_check_same_shape(fn, "dx", tdx, "x", tx));
-    if (tdw) TRY(nm_check_same_shape(fn, "dw", tdw, "w", tw));
-    if (tdb) TRY(nm_check_shape(fn, "db", tdb, 1, &outf, "[out] of w"));
-    nm_tensor *ins[5] = {tx, tw, tb, ty, tdy}, *outs[3] = {tdx, tdw, tdb};
-    TRY(check_grad_aliases(fn, ins, outs));
-
-    nm_op op = {.kind = NM_OP_LINEAR_BACKWARD, .math = buf->dev->math};
-    op.u.linear_bwd.x = tx;
-    op.u.linear_bwd.w = tw;
-    op.u.linear_bwd.b = act == NEAT_ACT_GELU ? tb : NULL;
-    op.u.linear_bwd.y = reads_y ? ty : NULL;
-    op.u.linear_bwd.dy = tdy;
-    op.u.linear_bwd.dx = tdx;
-    op.u.linear_bwd.dw = tdw;
-    op.u.linear_bwd.db = tdb;
-    op.u.linear_bwd.act = act;
-    op.u.linear_bwd.accumulate = accumulate != 0;
-    op.u.linear_bwd.n = n;
-    op.u.linear_bwd.in = in;
-    op.u.linear_bwd.out = outf;
-    nm_tensor *ts[] = {tx, tw, op.u.linear_bwd.b, op.u.linear_bwd.y, tdy, tdx, tdw, tdb};
-    return nm_record(fn, buf, &op, ts, 8);
+    nm_op op = {.kind = NM_OP_LINEAR_BACKWARD,
+                .u.linear_backward = {.x = a.x, .w = a.w,
+                                      .b = act == NEAT_ACT_GELU ? a.b : NULL,
+                                      .y = act_reads_y(act) ? a.y : NULL, .dy = a.dy,
+                                      .dx = a.dx, .dw = a.dw, .db = a.db, .act = act,
+                                      .accumulate = accumulate != 0,
+                                      .n = d.n, .in = d.in, .out = d.out}};
+    return nm_record(fn, buf, &op);
 }
 
 /* From dy [N,K,P,Q] of y = act(conv2d(x, w) + b): dx [N,C,H,W], dw [K,C/groups,kh,kw],
  * db [K]; y, b as in neat_linear_backward. */
 NEAT_API neat_status neat_conv2d_backward(neat_cmdbuf *cb, const neat_conv2d_desc *desc,
-                                          const neat_tensor *x, const neat_tensor *w,
-                                          const neat_tensor *b, const neat_tensor *y,
-                                          const neat_tensor *dy, neat_activation act,
+                                          neat_activation act, const neat_tensor *x,
+                                          const neat_tensor *w, const neat_tensor *b,
+                                          const neat_tensor *y, const neat_tensor *dy,
                                           neat_tensor *dx, neat_tensor *dw, neat_tensor *db,
                                           int accumulate) {
     static const char fn[] = "neat_conv2d_backward";
     nm_cmdbuf *buf;
-    nm_tensor *tx, *tw, *tb, *ty, *tdy, *tdx, *tdw, *tdb;
+    grad_args a;
     nm_conv_geom g;
     TRY(nm_begin(fn, cb, &buf));
-    TRY(nm_check_act(fn, act));
-    int reads_y = act_reads_y(act);
-    TRY(check_act_reads(fn, act, "y", y, reads_y));
-    TRY(nm_arg(fn, "x", buf, x, 1, &tx));
-    TRY(nm_arg(fn, "w", buf, w, 1, &tw));
-    TRY(nm_arg(fn, "b", buf, b, 0, &tb));
-    TRY(nm_arg(fn, "y", buf, y, 0, &ty));
-    TRY(nm_arg(fn, "dy", buf, dy, 1, &tdy));
-    TRY(nm_arg(fn, "dx", buf, dx, 0, &tdx));
-    TRY(nm_arg(fn, "dw", buf, dw, 0, &tdw));
-    TRY(nm_arg(fn, "db", buf, db, 0, &tdb));
+    TRY(resolve_grad_args(fn, buf, act, (const neat_tensor *[]){x, w, b, y, dy, dx, dw, db}, &a));
+    TRY(nm_check_conv(fn, desc, a.x, a.w, a.b, &g));
+    TRY(check_grad_shapes(fn, &a, 4, (int64_t[]){g.n, g.k, g.p, g.q},
+                          "[N,K,P,Q] of x, w and desc"));
 
-    TRY(nm_conv_geometry(fn, desc, tx, tw, &g));
-    int64_t y_dims[4] = {g.n, g.k, g.p, g.q};
-    TRY(nm_check_shape(fn, "dy", tdy, 4, y_dims, "[N,K,P,Q] of x, w and desc"));
-    if (tb) TRY(nm_check_shape(fn, "b", tb, 1, &g.k, "[K] of w"));
-    if (ty) TRY(nm_check_shape(fn, "y", ty, 4, y_dims, "[N,K,P,Q] of x, w and desc"));
-    if (tdx) TRY(nm_check_same_shape(fn, "dx", tdx, "x", tx));
-    if (tdw) TRY(nm_check_same_shape(fn, "dw", tdw, "w", tw));
-    if (tdb) TRY(nm_check_shape(fn, "db", tdb, 1, &g.k, "[K] of w"));
-    nm_tensor *ins[5] = {tx, tw, tb, ty, tdy}, *outs[3] = {tdx, tdw, tdb};
-    TRY(check_grad_aliases(fn, ins, outs));
-
-    nm_op op = {.kind = NM_OP_CONV2D_BACKWARD, .math = buf->dev->math};
-    op.u.conv_bwd.x = tx;
-    op.u.conv_bwd.w = tw;
-    op.u.conv_bwd.b = act == NEAT_ACT_GELU ? tb : NULL;
-    op.u.conv_bwd.y = reads_y ? ty : NULL;
-    op.u.conv_bwd.dy = tdy;
-    op.u.conv_bwd.dx = tdx;
-    op.u.conv_bwd.dw = tdw;
-    op.u.conv_bwd.db = tdb;
-    op.u.conv_bwd.act = act;
-    op.u.conv_bwd.accumulate = accumulate != 0;
-    op.u.conv_bwd.g = g;
-    nm_tensor *ts[] = {tx, tw, op.u.conv_bwd.b, op.u.conv_bwd.y, tdy, tdx, tdw, tdb};
-    return nm_record(fn, buf, &op, ts, 8);
+    nm_op op = {.kind = NM_OP_CONV2D_BACKWARD,
+                .u.conv2d_backward = {.x = a.x, .w = a.w,
+                                      .b = act == NEAT_ACT_GELU ? a.b : NULL,
+                                      .y = act_reads_y(act) ? a.y : NULL, .dy = a.dy,
+                                      .dx = a.dx, .dw = a.dw, .db = a.db, .act = act,
+                                      .accumulate = accumulate != 0, .g = g}};
+    return nm_record(fn, buf, &op);
 }
 
 /* dx [N,C,H,W] (overwritten) from dy [N,C,P,Q] and the forward's input x. */
@@ -233,19 +190,15 @@ NEAT_API neat_status neat_maxpool2d_backward(neat_cmdbuf *cb, const neat_pool2d_
     TRY(nm_arg(fn, "dy", buf, dy, 1, &tdy));
     TRY(nm_arg(fn, "dx", buf, dx, 1, &tdx));
     TRY(nm_pool_geometry(fn, desc, tx, &g));
-    int64_t y_dims[4] = {g.n, g.c, g.p, g.q};
-    TRY(nm_check_shape(fn, "dy", tdy, 4, y_dims, "[N,C,P,Q] of x and desc"));
+    TRY(nm_check_shape(fn, "dy", tdy, 4, (int64_t[]){g.n, g.c, g.p, g.q},
+                       "[N,C,P,Q] of x and desc"));
     TRY(nm_check_same_shape(fn, "dx", tdx, "x", tx));
     TRY(nm_check_no_alias(fn, "dx", tdx, "x", tx));
     TRY(nm_check_no_alias(fn, "dx", tdx, "dy", tdy));
 
-    nm_op op = {.kind = NM_OP_MAXPOOL2D_BACKWARD, .math = buf->dev->math};
-    op.u.pool_bwd.x = tx;
-    op.u.pool_bwd.dy = tdy;
-    op.u.pool_bwd.dx = tdx;
-    op.u.pool_bwd.g = g;
-    nm_tensor *ts[] = {tx, tdy, tdx};
-    return nm_record(fn, buf, &op, ts, 3);
+    nm_op op = {.kind = NM_OP_MAXPOOL2D_BACKWARD,
+                .u.maxpool2d_backward = {.x = tx, .dy = tdy, .dx = tdx, .g = g}};
+    return nm_record(fn, buf, &op);
 }
 
 /* ---- softmax and cross-entropy ----------------------------------------------------------- */
@@ -266,14 +219,10 @@ NEAT_API neat_status neat_softmax_backward(neat_cmdbuf *cb, const neat_tensor *y
     TRY(nm_check_no_alias(fn, "dx", tdx, "y", ty));
     TRY(nm_check_no_alias(fn, "dx", tdx, "dy", tdy));
 
-    nm_op op = {.kind = NM_OP_SOFTMAX_BACKWARD, .math = buf->dev->math};
-    op.u.softmax_bwd.y = ty;
-    op.u.softmax_bwd.dy = tdy;
-    op.u.softmax_bwd.dx = tdx;
-    op.u.softmax_bwd.cols = ty->ndim ? ty->shape[ty->ndim - 1] : 1;
-    op.u.softmax_bwd.rows = nm_dims_prod(ty->shape, 0, ty->ndim ? ty->ndim - 1 : 0);
-    nm_tensor *ts[] = {ty, tdy, tdx};
-    return nm_record(fn, buf, &op, ts, 3);
+    nm_op op = {.kind = NM_OP_SOFTMAX_BACKWARD,
+                .u.softmax_backward = {.y = ty, .dy = tdy, .dx = tdx}};
+    nm_rows_cols(ty, &op.u.softmax_backward.rows, &op.u.softmax_backward.cols);
+    return nm_record(fn, buf, &op);
 }
 
 /* Shared checks of the cross-entropy pair: logits [N,C] with C >= 1 unless N = 0 (a row
@@ -311,14 +260,10 @@ NEAT_API neat_status neat_softmax_cross_entropy(neat_cmdbuf *cb, const neat_tens
     TRY(nm_check_no_alias(fn, "loss", tloss, "logits", tl));
     TRY(nm_check_no_alias(fn, "loss", tloss, "labels", tlab));
 
-    nm_op op = {.kind = NM_OP_SOFTMAX_XENT, .math = buf->dev->math};
-    op.u.xent.logits = tl;
-    op.u.xent.labels = tlab;
-    op.u.xent.out = tloss;
-    op.u.xent.rows = rows;
-    op.u.xent.cols = cols;
-    nm_tensor *ts[] = {tl, tlab, tloss};
-    return nm_record(fn, buf, &op, ts, 3);
+    nm_op op = {.kind = NM_OP_SOFTMAX_XENT,
+                .u.softmax_xent = {.logits = tl, .labels = tlab, .out = tloss, .rows = rows,
+                                   .cols = cols}};
+    return nm_record(fn, buf, &op);
 }
 
 /* dlogits [N,C] = (softmax(logits) - onehot(labels)) / N. */
@@ -339,14 +284,10 @@ NEAT_API neat_status neat_softmax_cross_entropy_backward(neat_cmdbuf *cb,
     TRY(nm_check_no_alias(fn, "dlogits", td, "logits", tl));
     TRY(nm_check_no_alias(fn, "dlogits", td, "labels", tlab));
 
-    nm_op op = {.kind = NM_OP_SOFTMAX_XENT_BACKWARD, .math = buf->dev->math};
-    op.u.xent.logits = tl;
-    op.u.xent.labels = tlab;
-    op.u.xent.out = td;
-    op.u.xent.rows = rows;
-    op.u.xent.cols = cols;
-    nm_tensor *ts[] = {tl, tlab, td};
-    return nm_record(fn, buf, &op, ts, 3);
+    nm_op op = {.kind = NM_OP_SOFTMAX_XENT_BACKWARD,
+                .u.softmax_xent_backward = {.logits = tl, .labels = tlab, .out = td,
+                                            .rows = rows, .cols = cols}};
+    return nm_record(fn, buf, &op);
 }
 
 /* ---- optimizers --------------------------------------------------------------------------
@@ -397,15 +338,11 @@ NEAT_API neat_status neat_sgd_update(neat_cmdbuf *cb, const neat_sgd_params *p,
         TRY(nm_check_no_alias(fn, "velocity", tv, "hyper", th));
     }
 
-    nm_op op = {.kind = NM_OP_SGD_UPDATE, .math = buf->dev->math};
-    op.u.sgd.p = *p;
-    op.u.sgd.p.nesterov = p->nesterov != 0;
-    op.u.sgd.hyper = th;
-    op.u.sgd.param = tp;
-    op.u.sgd.grad = tg;
-    op.u.sgd.velocity = uses_v ? tv : NULL;
-    nm_tensor *ts[] = {th, tp, tg, op.u.sgd.velocity};
-    return nm_record(fn, buf, &op, ts, 4);
+    nm_op op = {.kind = NM_OP_SGD_UPDATE,
+                .u.sgd_update = {.hyper = th, .param = tp, .grad = tg,
+                                 .velocity = uses_v ? tv : NULL, .p = *p}};
+    op.u.sgd_update.p.nesterov = p->nesterov != 0;
+    return nm_record(fn, buf, &op);
 }
 
 /* Option `name` must lie in [0, 1) (NaN fails). */
@@ -445,15 +382,10 @@ NEAT_API neat_status neat_adam_update(neat_cmdbuf *cb, const neat_adam_params *p
     static const char *const names[] = {"param", "m", "v", "grad", "hyper"};
     nm_tensor *all[] = {tp, tm, tv, tg, th};
     for (int o = 0; o < 3; o++) /* each output against everything listed after it */
-        TRY(check_alias_all(fn, names[o], all[o], 5 - o - 1, names + o + 1, all + o + 1));
+        TRY(nm_check_no_alias_all(fn, names[o], all[o], 5 - o - 1, names + o + 1, all + o + 1));
 
-    nm_op op = {.kind = NM_OP_ADAM_UPDATE, .math = buf->dev->math};
-    op.u.adam.p = *p;
-    op.u.adam.hyper = th;
-    op.u.adam.param = tp;
-    op.u.adam.grad = tg;
-    op.u.adam.m = tm;
-    op.u.adam.v = tv;
-    nm_tensor *ts[] = {th, tp, tg, tm, tv};
-    return nm_record(fn, buf, &op, ts, 5);
+    nm_op op = {.kind = NM_OP_ADAM_UPDATE,
+                .u.adam_update = {.hyper = th, .param = tp, .grad = tg, .m = tm, .v = tv,
+                                  .p = *p}};
+    return nm_record(fn, buf, &op);
 }

@@ -50,12 +50,41 @@ neat_status nm_no_alias(const char *fn, const char *out_name, const nm_tensor *o
     return NEAT_OK;
 }
 
-neat_status nm_record(const char *fn, nm_cmdbuf *cb, nm_op *op, nm_tensor *const *tensors,
-                      int ntensors) {
-    if (!cb->dev->be->op[op->kind])
-        return nm_error(NEAT_ERR_UNSUPPORTED, "%s: the %s backend has no such op", fn, cb->dev->be->name);
-    if (ntensors > NM_OP_MAX_TENSORS)
-        return nm_error(NEAT_ERR_INTERNAL, "%s: %d tensors exceed NM_OP_MAX_TENSORS", fn, ntensors);
+nm_tensor *const *nm_op_tensors(const nm_op *op, int *count) {
+    switch (op->kind) {
+#define NM_OP_TENSORS_(P, E, name, flags)                                                   \
+    case NM_OP_##E:                                                                         \
+        *count = (int)(sizeof op->u.name.tensors / sizeof op->u.name.tensors[0]);           \
+        return op->u.name.tensors;
+        NM_OP_LIST(NM_OP_TENSORS_, _)
+#undef NM_OP_TENSORS_
+    case NM_OP__COUNT: break;
+    }
+    *count = 0;
+    return NULL;
+}
+
+int nm_op_flags(nm_op_kind kind) {
+    static const int flags[NM_OP__COUNT] = {
+#define NM_OP_FLAGS_(P, E, name, f) [NM_OP_##E] = f,
+        NM_OP_LIST(NM_OP_FLAGS_, _)
+#undef NM_OP_FLAGS_
+    };
+    return kind >= 0 && kind < NM_OP__COUNT ? flags[kind] : 0;
+}
+
+neat_status nm_record(const char *fn, nm_cmdbuf *cb, nm_op *op) {
+    const nm_backend_ops *be = cb->dev->be;
+    if (!be->op[op->kind])
+        return nm_error(NEAT_ERR_UNSUPPORTED, "%s: the %s backend has no such op", fn, be->name);
+    op->fn = fn;
+    op->math = cb->dev->math;
+    /* The backend may refuse what it cannot run exactly (a size, a dtype, a semantics its
+     * vendor library lacks), now rather than when the buffer runs. */
+    if (be->op_check) {
+        neat_status st = be->op_check(cb->dev, op);
+        if (st != NEAT_OK) return st;
+    }
     if (cb->nops == cb->cap) {
         int64_t cap = cb->cap ? cb->cap * 2 : 16;
         nm_op *ops = realloc(cb->ops, (size_t)cap * sizeof *ops);
@@ -63,9 +92,11 @@ neat_status nm_record(const char *fn, nm_cmdbuf *cb, nm_op *op, nm_tensor *const
         cb->ops = ops;
         cb->cap = cap;
     }
+    int n;
+    nm_tensor *const *ts = nm_op_tensors(op, &n);
     op->ntensors = 0;
-    for (int i = 0; i < ntensors; i++)
-        if (tensors[i]) op->handles[op->ntensors++] = tensors[i]->handle;
+    for (int i = 0; i < n; i++)
+        if (ts[i]) op->handles[op->ntensors++] = ts[i]->handle;
     cb->ops[cb->nops++] = *op;
     return NEAT_OK;
 }

@@ -7,10 +7,14 @@
 static _Thread_local char last_error[NM_MSG_MAX];
 
 neat_status nm_error(neat_status status, const char *fmt, ...) {
+    /* Formatted aside first: an argument may be neat_last_error() itself (a message that
+     * wraps the one a callee left). */
+    char msg[NM_MSG_MAX];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(last_error, sizeof last_error, fmt, ap);
+    vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    memcpy(last_error, msg, sizeof msg);
     return status;
 }
 

@@ -73,10 +73,8 @@ NEAT_API neat_status neat_tensor_create(neat_device *dh, int ndim, const int64_t
     if (!s) return nm_error(NEAT_ERR_OUT_OF_MEMORY, "%s: out of host memory", fn);
     st = nm_pool_alloc(dev, (size_t)numel * sizeof(float), &s->block);
     if (st) {
-        char msg[NM_MSG_MAX];
-        snprintf(msg, sizeof msg, "%s", neat_last_error());
         free(s);
-        return nm_error(st, "%s: %s", fn, msg);
+        return nm_error(st, "%s: %s", fn, neat_last_error());
     }
     s->refs = 1;
     st = make_tensor(fn, dev, s, ndim, shape, numel, out);
@@ -85,6 +83,27 @@ NEAT_API neat_status neat_tensor_create(neat_device *dh, int ndim, const int64_t
         free(s);
     }
     return st;
+}
+
+NEAT_API neat_status neat_tensor_create_zeros(neat_device *dev, int ndim, const int64_t *shape,
+                                              neat_tensor **out) {
+    neat_tensor *t;
+    neat_status st = neat_tensor_create(dev, ndim, shape, &t);
+    if (st) return st;
+    /* A fill recorded on the device's own queue: ordered after work already committed
+     * there, like every other write of device memory. */
+    neat_cmdbuf *cb = NULL;
+    st = neat_cmdbuf_create(dev, &cb);
+    if (!st) st = neat_fill(cb, t, 0.0f);
+    if (!st) st = neat_cmdbuf_commit(cb);
+    if (!st) st = neat_cmdbuf_wait(cb);
+    neat_cmdbuf_destroy(cb);
+    if (st) {
+        neat_tensor_destroy(t);
+        return nm_error(st, "neat_tensor_create_zeros: %s", neat_last_error());
+    }
+    *out = t;
+    return NEAT_OK;
 }
 
 NEAT_API neat_status neat_matrix_create(neat_device *dev, int64_t rows, int64_t cols,

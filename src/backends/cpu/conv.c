@@ -197,8 +197,8 @@ neat_status cpu_conv_forward_run(nm_device *dev, nm_cmdbuf *cb, const char *fn,
 }
 
 neat_status cpu_conv2d_forward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
-    const nm_tensor *b = op->u.conv.b;
-    return cpu_conv_forward_run(dev, cb, "neat_conv2d_forward", &op->u.conv.g,
-                                op->u.conv.x->data, op->u.conv.w->data, b ? b->data : NULL,
-                                op->u.conv.act, op->u.conv.y->data);
+    const nm_tensor *b = op->u.conv2d_forward.b;
+    return cpu_conv_forward_run(dev, cb, "neat_conv2d_forward", &op->u.conv2d_forward.g,
+                                op->u.conv2d_forward.x->data, op->u.conv2d_forward.w->data, b ? b->data : NULL,
+                                op->u.conv2d_forward.act, op->u.conv2d_forward.y->data);
 }

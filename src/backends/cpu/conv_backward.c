@@ -133,10 +133,10 @@ static void zero_unless_accumulate(nm_tensor *t, int accumulate) {
 /* dz = dy * act'(.) into scratch, or dy itself for NONE. */
 static neat_status conv_act_grad(nm_device *dev, nm_cmdbuf *cb, const char *fn, const nm_op *op,
                                  const float **dz) {
-    const nm_conv_geom *g = &op->u.conv_bwd.g;
-    neat_activation act = op->u.conv_bwd.act;
+    const nm_conv_geom *g = &op->u.conv2d_backward.g;
+    neat_activation act = op->u.conv2d_backward.act;
     int64_t count = g->n * g->k * g->p * g->q;
-    *dz = op->u.conv_bwd.dy->data;
+    *dz = op->u.conv2d_backward.dy->data;
     if (act == NEAT_ACT_NONE || count == 0) return NEAT_OK;
     int nthreads = cpu_dev(dev)->nthreads;
     size_t bytes = (size_t)count * sizeof(float);
@@ -144,15 +144,15 @@ static neat_status conv_act_grad(nm_device *dev, nm_cmdbuf *cb, const char *fn, 
     neat_status st = nm_scratch_alloc(cb, bytes, &grad);
     if (st != NEAT_OK) return st;
     if (act == NEAT_ACT_GELU) {
-        const nm_tensor *b = op->u.conv_bwd.b;
+        const nm_tensor *b = op->u.conv2d_backward.b;
         void *z = NULL;
         if ((st = nm_scratch_alloc(cb, bytes, &z)) != NEAT_OK) return st;
-        st = cpu_conv_forward_run(dev, cb, fn, g, op->u.conv_bwd.x->data, op->u.conv_bwd.w->data,
+        st = cpu_conv_forward_run(dev, cb, fn, g, op->u.conv2d_backward.x->data, op->u.conv2d_backward.w->data,
                                   b ? b->data : NULL, NEAT_ACT_NONE, z);
         if (st != NEAT_OK) return st;
         cpu_act_grad(nthreads, act, z, NULL, *dz, grad, count);
     } else {
-        cpu_act_grad(nthreads, act, NULL, op->u.conv_bwd.y->data, *dz, grad, count);
+        cpu_act_grad(nthreads, act, NULL, op->u.conv2d_backward.y->data, *dz, grad, count);
     }
     *dz = grad;
     return NEAT_OK;
@@ -160,9 +160,9 @@ static neat_status conv_act_grad(nm_device *dev, nm_cmdbuf *cb, const char *fn, 
 
 neat_status cpu_conv2d_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
     const char *fn = "neat_conv2d_backward";
-    const nm_conv_geom *g = &op->u.conv_bwd.g;
-    nm_tensor *dx = op->u.conv_bwd.dx, *dw = op->u.conv_bwd.dw, *db = op->u.conv_bwd.db;
-    int acc = op->u.conv_bwd.accumulate;
+    const nm_conv_geom *g = &op->u.conv2d_backward.g;
+    nm_tensor *dx = op->u.conv2d_backward.dx, *dw = op->u.conv2d_backward.dw, *db = op->u.conv2d_backward.db;
+    int acc = op->u.conv2d_backward.accumulate;
     int nthreads = cpu_dev(dev)->nthreads;
     neat_status st;
 
@@ -198,7 +198,7 @@ neat_status cpu_conv2d_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) 
     if (want_dx) {
         void *ws, *dxs;
         if ((st = cpu_staged_in(dev, cb, fn, &p->d_dz, dz, &dz_data)) != NEAT_OK) return st;
-        if ((st = cpu_staged_in(dev, cb, fn, &p->d_w, op->u.conv_bwd.w->data, &ws)) != NEAT_OK)
+        if ((st = cpu_staged_in(dev, cb, fn, &p->d_w, op->u.conv2d_backward.w->data, &ws)) != NEAT_OK)
             return st;
         if ((st = cpu_staged_out(cb, &p->d_dx, dx->data, &dxs)) != NEAT_OK) return st;
         void *data[3] = {dz_data, ws, dxs};
@@ -208,7 +208,7 @@ neat_status cpu_conv2d_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) 
     }
     if (want_dw) {
         void *xs, *dzs, *dws, *dbs = NULL;
-        if ((st = cpu_staged_in(dev, cb, fn, &p->w_x, op->u.conv_bwd.x->data, &xs)) != NEAT_OK)
+        if ((st = cpu_staged_in(dev, cb, fn, &p->w_x, op->u.conv2d_backward.x->data, &xs)) != NEAT_OK)
             return st;
         if (p->dz_shared) dzs = dz_data;
         else if ((st = cpu_staged_in(dev, cb, fn, &p->w_dz, dz, &dzs)) != NEAT_OK) return st;

@@ -34,28 +34,11 @@ static inline cpu_device *cpu_dev(nm_device *dev) { return (cpu_device *)dev->im
 neat_status cpu_dnnl_open(nm_device *dev);
 void cpu_dnnl_close(nm_device *dev);
 
-/* oneDNN ops: matmul.c, linear.c, conv.c. cpu_matmul serves MATMUL and MATMUL_BATCHED. */
-neat_status cpu_matmul(nm_device *dev, nm_cmdbuf *cb, const nm_op *op);
-neat_status cpu_linear_forward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op);
-neat_status cpu_linear_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op);
-neat_status cpu_conv2d_forward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op);
-neat_status cpu_conv2d_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op);
-
-/* Loops: elementwise.c, pool.c, reduce.c, softmax.c, optim.c. */
-neat_status cpu_add(nm_device *dev, nm_cmdbuf *cb, const nm_op *op);
-neat_status cpu_scale(nm_device *dev, nm_cmdbuf *cb, const nm_op *op);
-neat_status cpu_fill(nm_device *dev, nm_cmdbuf *cb, const nm_op *op);
-neat_status cpu_activation_forward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op);
-neat_status cpu_activation_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op);
-neat_status cpu_maxpool2d(nm_device *dev, nm_cmdbuf *cb, const nm_op *op);
-neat_status cpu_maxpool2d_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op);
-neat_status cpu_sum(nm_device *dev, nm_cmdbuf *cb, const nm_op *op); /* SUM_ALL, SUM_AXIS */
-neat_status cpu_softmax(nm_device *dev, nm_cmdbuf *cb, const nm_op *op);
-neat_status cpu_softmax_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op);
-neat_status cpu_softmax_xent(nm_device *dev, nm_cmdbuf *cb, const nm_op *op);
-neat_status cpu_softmax_xent_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op);
-neat_status cpu_sgd_update(nm_device *dev, nm_cmdbuf *cb, const nm_op *op);
-neat_status cpu_adam_update(nm_device *dev, nm_cmdbuf *cb, const nm_op *op);
+/* The ops (op_list.h): cpu_<name> for every entry. oneDNN: matmul.c (matmul, plain and
+ * batched), linear.c, conv.c, conv_backward.c. Loops: elementwise.c (add, scale, fill,
+ * activations), pool.c, reduce.c (sum, whole or along an axis), softmax.c (softmax,
+ * cross-entropy), optim.c (SGD, Adam). */
+NM_DECLARE_OPS(cpu)
 
 /* Activation math shared by the loops and the oneDNN ops (elementwise.c).
  * cpu_act_apply: y = act(x) over n elements (in place allowed).

@@ -203,17 +203,17 @@ neat_status cpu_fill(nm_device *dev, nm_cmdbuf *cb, const nm_op *op)
 
 neat_status cpu_activation_forward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op)
 {
-    cpu_act_apply(cpu_dev(dev)->nthreads, op->u.act.act, op->u.act.x->data,
-                  op->u.act.out->data, op->u.act.out->numel);
+    cpu_act_apply(cpu_dev(dev)->nthreads, op->u.activation_forward.act, op->u.activation_forward.x->data,
+                  op->u.activation_forward.out->data, op->u.activation_forward.out->numel);
     return NEAT_OK;
 }
 
 /* dx = dy * act'(.): relu/sigmoid/tanh read y, gelu reads x (the other may be NULL). */
 neat_status cpu_activation_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op)
 {
-    const nm_tensor *x = op->u.act.x, *y = op->u.act.y;
-    cpu_act_grad(cpu_dev(dev)->nthreads, op->u.act.act, x ? x->data : NULL,
-                 y ? y->data : NULL, op->u.act.dy->data, op->u.act.out->data,
-                 op->u.act.out->numel);
+    const nm_tensor *x = op->u.activation_backward.x, *y = op->u.activation_backward.y;
+    cpu_act_grad(cpu_dev(dev)->nthreads, op->u.activation_backward.act, x ? x->data : NULL,
+                 y ? y->data : NULL, op->u.activation_backward.dy->data, op->u.activation_backward.out->data,
+                 op->u.activation_backward.out->numel);
     return NEAT_OK;
 }

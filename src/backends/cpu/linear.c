@@ -19,19 +19,19 @@
 neat_status cpu_linear_forward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
     cpu_gemm_desc g = {
         .batch = 1,
-        .m = op->u.linear.n,
-        .n = op->u.linear.out,
-        .k = op->u.linear.in,
+        .m = op->u.linear_forward.n,
+        .n = op->u.linear_forward.out,
+        .k = op->u.linear_forward.in,
         .trans_a = 0,
         .trans_b = 1, /* w is stored [out,in] = n x k */
         .alpha = 1.0f,
         .beta = 0.0f,
-        .has_bias = op->u.linear.b != NULL,
-        .act = op->u.linear.act,
+        .has_bias = op->u.linear_forward.b != NULL,
+        .act = op->u.linear_forward.act,
     };
-    const float *bias = op->u.linear.b ? op->u.linear.b->data : NULL;
-    return cpu_gemm(dev, cb, "neat_linear_forward", &g, op->u.linear.x->data,
-                    op->u.linear.w->data, bias, op->u.linear.y->data);
+    const float *bias = op->u.linear_forward.b ? op->u.linear_forward.b->data : NULL;
+    return cpu_gemm(dev, cb, "neat_linear_forward", &g, op->u.linear_forward.x->data,
+                    op->u.linear_forward.w->data, bias, op->u.linear_forward.y->data);
 }
 
 void cpu_bias_grad(int nthreads, const float *dz, int64_t outer, int64_t n, int64_t inner,
@@ -70,15 +70,15 @@ void cpu_bias_grad(int nthreads, const float *dz, int64_t outer, int64_t n, int6
 neat_status cpu_linear_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
     const char *fn = "neat_linear_backward";
     int nthreads = cpu_dev(dev)->nthreads;
-    int64_t n = op->u.linear_bwd.n, in = op->u.linear_bwd.in, out = op->u.linear_bwd.out;
-    neat_activation act = op->u.linear_bwd.act;
-    int accumulate = op->u.linear_bwd.accumulate;
-    const nm_tensor *x = op->u.linear_bwd.x, *w = op->u.linear_bwd.w, *b = op->u.linear_bwd.b;
-    nm_tensor *dx = op->u.linear_bwd.dx, *dw = op->u.linear_bwd.dw, *db = op->u.linear_bwd.db;
+    int64_t n = op->u.linear_backward.n, in = op->u.linear_backward.in, out = op->u.linear_backward.out;
+    neat_activation act = op->u.linear_backward.act;
+    int accumulate = op->u.linear_backward.accumulate;
+    const nm_tensor *x = op->u.linear_backward.x, *w = op->u.linear_backward.w, *b = op->u.linear_backward.b;
+    nm_tensor *dx = op->u.linear_backward.dx, *dw = op->u.linear_backward.dw, *db = op->u.linear_backward.db;
     neat_status st;
 
     /* dz = dy * act'(.) */
-    const float *dz = op->u.linear_bwd.dy->data;
+    const float *dz = op->u.linear_backward.dy->data;
     if (act != NEAT_ACT_NONE && n * out > 0) {
         size_t bytes = (size_t)(n * out) * sizeof(float);
         void *grad = NULL;
@@ -95,7 +95,7 @@ neat_status cpu_linear_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) 
             if (st != NEAT_OK) return st;
             cpu_act_grad(nthreads, act, z, NULL, dz, grad, n * out);
         } else {
-            cpu_act_grad(nthreads, act, NULL, op->u.linear_bwd.y->data, dz, grad, n * out);
+            cpu_act_grad(nthreads, act, NULL, op->u.linear_backward.y->data, dz, grad, n * out);
         }
         dz = grad;
     }

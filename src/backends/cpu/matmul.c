@@ -159,7 +159,7 @@ neat_status cpu_gemm(nm_device *dev, nm_cmdbuf *cb, const char *fn, const cpu_ge
 
 /* neat_matmul and neat_matmul_batched: c[i] = alpha op(a[i]) op(b[i]) + beta c[i]. */
 neat_status cpu_matmul(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
-    const char *fn = op->kind == NM_OP_MATMUL_BATCHED ? "neat_matmul_batched" : "neat_matmul";
+    const char *fn = op->fn;
     cpu_gemm_desc g = {
         .batch = op->u.matmul.batch, /* 1 for neat_matmul */
         .m = op->u.matmul.m,

@@ -67,14 +67,14 @@ CPU_CLONES static void adam_range(float *param, const float *grad, float *m, flo
 
 neat_status cpu_sgd_update(nm_device *dev, nm_cmdbuf *cb, const nm_op *op)
 {
-    const neat_sgd_params *p = &op->u.sgd.p;
-    float *param = op->u.sgd.param->data;
-    const float *grad = op->u.sgd.grad->data;
-    float *vel = op->u.sgd.velocity ? op->u.sgd.velocity->data : NULL;
-    int64_t n = op->u.sgd.param->numel;
+    const neat_sgd_params *p = &op->u.sgd_update.p;
+    float *param = op->u.sgd_update.param->data;
+    const float *grad = op->u.sgd_update.grad->data;
+    float *vel = op->u.sgd_update.velocity ? op->u.sgd_update.velocity->data : NULL;
+    int64_t n = op->u.sgd_update.param->numel;
     if (n == 0)
         return NEAT_OK;
-    float lr = op->u.sgd.hyper->data[0];
+    float lr = op->u.sgd_update.hyper->data[0];
     CPU_SPLIT(cpu_par(cpu_dev(dev)->nthreads, n), n, lo, hi,
               sgd_range(param, grad, vel, lr, p->weight_decay, p->momentum, p->nesterov, lo,
                         hi));
@@ -83,13 +83,13 @@ neat_status cpu_sgd_update(nm_device *dev, nm_cmdbuf *cb, const nm_op *op)
 
 neat_status cpu_adam_update(nm_device *dev, nm_cmdbuf *cb, const nm_op *op)
 {
-    const neat_adam_params *p = &op->u.adam.p;
-    float *param = op->u.adam.param->data, *m = op->u.adam.m->data, *v = op->u.adam.v->data;
-    const float *grad = op->u.adam.grad->data;
-    int64_t n = op->u.adam.param->numel;
+    const neat_adam_params *p = &op->u.adam_update.p;
+    float *param = op->u.adam_update.param->data, *m = op->u.adam_update.m->data, *v = op->u.adam_update.v->data;
+    const float *grad = op->u.adam_update.grad->data;
+    int64_t n = op->u.adam_update.param->numel;
     if (n == 0)
         return NEAT_OK;
-    double lr = op->u.adam.hyper->data[0], t = op->u.adam.hyper->data[1];
+    double lr = op->u.adam_update.hyper->data[0], t = op->u.adam_update.hyper->data[1];
     /* bias corrections in double: 1 - 0.999^t loses most float digits for small t */
     double bc1 = 1.0 - pow((double)p->beta1, t);
     double bc2 = 1.0 - pow((double)p->beta2, t);

@@ -165,13 +165,13 @@ static void maxpool2_rows(const nm_conv_geom *g, const float *x, float *y, int64
 
 neat_status cpu_maxpool2d(nm_device *dev, nm_cmdbuf *cb, const nm_op *op)
 {
-    const nm_conv_geom *g = &op->u.pool.g;
-    const float *x = op->u.pool.x->data;
-    float *y = op->u.pool.y->data;
+    const nm_conv_geom *g = &op->u.maxpool2d.g;
+    const float *x = op->u.maxpool2d.x->data;
+    float *y = op->u.maxpool2d.y->data;
     int64_t tasks = g->n * g->c * g->p;
     if (tasks == 0 || g->q == 0)
         return NEAT_OK;
-    int par = cpu_par(cpu_dev(dev)->nthreads, op->u.pool.x->numel);
+    int par = cpu_par(cpu_dev(dev)->nthreads, op->u.maxpool2d.x->numel);
     if (pool_is_2x2(g))
         CPU_SPLIT(par, tasks, lo, hi, maxpool2_rows(g, x, y, lo, hi));
     else
@@ -298,13 +298,13 @@ static void maxpool_bwd_zero(const nm_conv_geom *g, float *dxp)
 
 neat_status cpu_maxpool2d_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op)
 {
-    const nm_conv_geom *g = &op->u.pool_bwd.g;
-    const float *x = op->u.pool_bwd.x->data, *dy = op->u.pool_bwd.dy->data;
-    float *dx = op->u.pool_bwd.dx->data;
+    const nm_conv_geom *g = &op->u.maxpool2d_backward.g;
+    const float *x = op->u.maxpool2d_backward.x->data, *dy = op->u.maxpool2d_backward.dy->data;
+    float *dx = op->u.maxpool2d_backward.dx->data;
     int64_t planes = g->n * g->c, hw = g->h * g->w, pq = g->p * g->q;
     if (planes == 0 || hw == 0)
         return NEAT_OK;
-    int par = cpu_par(cpu_dev(dev)->nthreads, op->u.pool_bwd.x->numel);
+    int par = cpu_par(cpu_dev(dev)->nthreads, op->u.maxpool2d_backward.x->numel);
 
     if (pool_is_2x2(g)) {
         /* windows are disjoint: row pairs in any order, then an odd height's last rows */

@@ -1,5 +1,5 @@
 /*
- * reduce.c — sums: of every element (NM_OP_SUM_ALL) and along one axis (NM_OP_SUM_AXIS,
+ * reduce.c — sums: of every element (neat_sum_all, axis -1) and along one axis (neat_sum_axis,
  * x seen as [outer, len, inner] and summed over len into y [outer, inner]).
  *
  * Accuracy: floats are added in double precision. A float converts to double exactly and
@@ -101,7 +101,7 @@ neat_status cpu_sum(nm_device *dev, nm_cmdbuf *cb, const nm_op *op)
     int64_t n = op->u.sum.x->numel;
     int par = cpu_par(cpu_dev(dev)->nthreads, n);
 
-    if (op->kind == NM_OP_SUM_ALL) {
+    if (op->u.sum.axis < 0) {
         y[0] = n == 0 ? 0.0f : (float)sum_run(x, n, par);
         return NEAT_OK;
     }

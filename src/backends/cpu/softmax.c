@@ -148,9 +148,9 @@ neat_status cpu_softmax(nm_device *dev, nm_cmdbuf *cb, const nm_op *op)
 
 neat_status cpu_softmax_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op)
 {
-    const float *y = op->u.softmax_bwd.y->data, *dy = op->u.softmax_bwd.dy->data;
-    float *dx = op->u.softmax_bwd.dx->data;
-    int64_t rows = op->u.softmax_bwd.rows, cols = op->u.softmax_bwd.cols;
+    const float *y = op->u.softmax_backward.y->data, *dy = op->u.softmax_backward.dy->data;
+    float *dx = op->u.softmax_backward.dx->data;
+    int64_t rows = op->u.softmax_backward.rows, cols = op->u.softmax_backward.cols;
     if (rows == 0 || cols == 0)
         return NEAT_OK;
     int par = par_threads(dev, rows, cols);
@@ -187,9 +187,9 @@ static double xent_row(const float *x, int64_t cols, int64_t label)
 
 neat_status cpu_softmax_xent(nm_device *dev, nm_cmdbuf *cb, const nm_op *op)
 {
-    const float *x = op->u.xent.logits->data, *labels = op->u.xent.labels->data;
-    float *loss = op->u.xent.out->data;
-    int64_t rows = op->u.xent.rows, cols = op->u.xent.cols;
+    const float *x = op->u.softmax_xent.logits->data, *labels = op->u.softmax_xent.labels->data;
+    float *loss = op->u.softmax_xent.out->data;
+    int64_t rows = op->u.softmax_xent.rows, cols = op->u.softmax_xent.cols;
     neat_status st = check_labels("neat_softmax_cross_entropy", labels, rows, cols);
     if (st != NEAT_OK)
         return st;
@@ -218,9 +218,9 @@ neat_status cpu_softmax_xent(nm_device *dev, nm_cmdbuf *cb, const nm_op *op)
 
 neat_status cpu_softmax_xent_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op)
 {
-    const float *x = op->u.xent.logits->data, *labels = op->u.xent.labels->data;
-    float *dx = op->u.xent.out->data;
-    int64_t rows = op->u.xent.rows, cols = op->u.xent.cols;
+    const float *x = op->u.softmax_xent_backward.logits->data, *labels = op->u.softmax_xent_backward.labels->data;
+    float *dx = op->u.softmax_xent_backward.out->data;
+    int64_t rows = op->u.softmax_xent_backward.rows, cols = op->u.softmax_xent_backward.cols;
     neat_status st = check_labels("neat_softmax_cross_entropy_backward", labels, rows, cols);
     if (st != NEAT_OK || rows == 0 || cols == 0)
         return st;

@@ -294,7 +294,7 @@ static void read_error_record(nm_device *dev, nm_cmdbuf *cb) {
     if (opi >= 0 && opi < cb->nops) {
         const nm_op *op = &cb->ops[opi];
         if (op->kind == NM_OP_SOFTMAX_XENT_BACKWARD) name = "neat_softmax_cross_entropy_backward";
-        cols = (long long)op->u.xent.cols;
+        cols = (long long)op->u.softmax_xent.cols; /* the same struct for both kinds */
     }
     snprintf(msg, sizeof msg,
              "%s: labels[%d] = %g is not a class index in 0..%lld (op %lld of the command buffer)",
@@ -373,27 +373,5 @@ const nm_backend_ops nm_cuda_backend = {
     .wait = cuda_wait,
     .synchronize = cuda_synchronize,
     .cmdbuf_release = cuda_cmdbuf_release,
-    .op = {
-        [NM_OP_MATMUL] = cuda_matmul,
-        [NM_OP_MATMUL_BATCHED] = cuda_matmul,
-        [NM_OP_ADD] = cuda_add,
-        [NM_OP_SCALE] = cuda_scale,
-        [NM_OP_FILL] = cuda_fill,
-        [NM_OP_LINEAR_FORWARD] = cuda_linear_forward,
-        [NM_OP_CONV2D_FORWARD] = cuda_conv2d_forward,
-        [NM_OP_MAXPOOL2D] = cuda_maxpool2d,
-        [NM_OP_SUM_ALL] = cuda_sum,
-        [NM_OP_SUM_AXIS] = cuda_sum,
-        [NM_OP_SOFTMAX] = cuda_softmax,
-        [NM_OP_ACTIVATION_FORWARD] = cuda_activation_forward,
-        [NM_OP_ACTIVATION_BACKWARD] = cuda_activation_backward,
-        [NM_OP_LINEAR_BACKWARD] = cuda_linear_backward,
-        [NM_OP_CONV2D_BACKWARD] = cuda_conv2d_backward,
-        [NM_OP_MAXPOOL2D_BACKWARD] = cuda_maxpool2d_backward,
-        [NM_OP_SOFTMAX_BACKWARD] = cuda_softmax_backward,
-        [NM_OP_SOFTMAX_XENT] = cuda_softmax_xent,
-        [NM_OP_SOFTMAX_XENT_BACKWARD] = cuda_softmax_xent_backward,
-        [NM_OP_SGD_UPDATE] = cuda_sgd_update,
-        [NM_OP_ADAM_UPDATE] = cuda_adam_update,
-    },
+    .op = NM_OP_TABLE(cuda),
 };

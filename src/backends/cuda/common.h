@@ -119,26 +119,8 @@ neat_status cuda_gemm(nm_device *dev, neat_math_mode math, int trans_a, int tran
 void cuda_matmul_cache_free(cuda_device *d);
 void cuda_conv_cache_free(cuda_device *d);
 
-/* Op entry points (the table in backend.c). */
-neat_status cuda_matmul(nm_device *dev, nm_cmdbuf *cb, const nm_op *op);
-neat_status cuda_linear_forward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op);
-neat_status cuda_linear_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op);
-neat_status cuda_conv2d_forward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op);
-neat_status cuda_conv2d_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op);
-neat_status cuda_add(nm_device *dev, nm_cmdbuf *cb, const nm_op *op);
-neat_status cuda_scale(nm_device *dev, nm_cmdbuf *cb, const nm_op *op);
-neat_status cuda_fill(nm_device *dev, nm_cmdbuf *cb, const nm_op *op);
-neat_status cuda_activation_forward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op);
-neat_status cuda_activation_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op);
-neat_status cuda_maxpool2d(nm_device *dev, nm_cmdbuf *cb, const nm_op *op);
-neat_status cuda_maxpool2d_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op);
-neat_status cuda_sum(nm_device *dev, nm_cmdbuf *cb, const nm_op *op);
-neat_status cuda_softmax(nm_device *dev, nm_cmdbuf *cb, const nm_op *op);
-neat_status cuda_softmax_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op);
-neat_status cuda_softmax_xent(nm_device *dev, nm_cmdbuf *cb, const nm_op *op);
-neat_status cuda_softmax_xent_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op);
-neat_status cuda_sgd_update(nm_device *dev, nm_cmdbuf *cb, const nm_op *op);
-neat_status cuda_adam_update(nm_device *dev, nm_cmdbuf *cb, const nm_op *op);
+/* Op entry points (op_list.h; the table in backend.c): cuda_<name> for every entry. */
+NM_DECLARE_OPS(cuda)
 
 #ifdef __cplusplus
 }

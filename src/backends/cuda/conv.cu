@@ -224,7 +224,7 @@ extern "C" {
 
 neat_status cuda_conv2d_forward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
     static const char what[] = "neat_conv2d_forward";
-    const auto &u = op->u.conv;
+    const auto &u = op->u.conv2d_forward;
     const nm_conv_geom &g = u.g;
     int64_t ny = u.y->numel;
     if (ny == 0) return NEAT_OK;
@@ -246,7 +246,7 @@ neat_status cuda_conv2d_forward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) 
 
 neat_status cuda_conv2d_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
     static const char what[] = "neat_conv2d_backward";
-    const auto &u = op->u.conv_bwd;
+    const auto &u = op->u.conv2d_backward;
     const nm_conv_geom &g = u.g;
     cuda_device *d = cuda_dev(dev);
     const float one = 1.0f, beta = u.accumulate ? 1.0f : 0.0f;

@@ -151,7 +151,7 @@ neat_status cuda_fill(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
 }
 
 neat_status cuda_activation_forward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
-    const auto &u = op->u.act;
+    const auto &u = op->u.activation_forward;
     int64_t n = u.x->numel;
     if (u.act == NEAT_ACT_NONE) {
         if (n == 0 || u.out->data == u.x->data) return NEAT_OK;
@@ -166,7 +166,7 @@ neat_status cuda_activation_forward(nm_device *dev, nm_cmdbuf *cb, const nm_op *
 }
 
 neat_status cuda_activation_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
-    const auto &u = op->u.act;
+    const auto &u = op->u.activation_backward;
     return cuda_act_grad(dev, u.act, u.x ? u.x->data : NULL, u.y ? u.y->data : NULL,
                          u.dy->data, u.out->data, u.dy->numel, "neat_activation_backward");
 }

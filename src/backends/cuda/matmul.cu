@@ -205,7 +205,7 @@ neat_status cuda_matmul(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
     const auto &u = op->u.matmul;
     return cuda_gemm(dev, op->math, u.trans_a, u.trans_b, u.batch, u.m, u.n, u.k, u.alpha,
                      u.a->data, u.b->data, u.beta, u.c->data, CUBLASLT_EPILOGUE_DEFAULT, NULL,
-                     op->kind == NM_OP_MATMUL ? "neat_matmul" : "neat_matmul_batched");
+                     op->fn);
 }
 
 /* Does the epilogue of linear_epilogue apply act itself? Sigmoid and tanh never; GELU only
@@ -233,7 +233,7 @@ static neat_status linear_gemm(nm_device *dev, neat_math_mode math, int64_t n, i
 
 neat_status cuda_linear_forward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
     static const char what[] = "neat_linear_forward";
-    const auto &u = op->u.linear;
+    const auto &u = op->u.linear_forward;
     const float *b = u.b ? u.b->data : NULL;
     neat_status st = linear_gemm(dev, op->math, u.n, u.in, u.out, u.x->data, u.w->data, b,
                                  linear_epilogue(u.act, op->math, b != NULL), u.y->data, what);
@@ -243,7 +243,7 @@ neat_status cuda_linear_forward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) 
 
 neat_status cuda_linear_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
     static const char what[] = "neat_linear_backward";
-    const auto &u = op->u.linear_bwd;
+    const auto &u = op->u.linear_backward;
     float beta = u.accumulate ? 1.0f : 0.0f;
     int64_t nz = u.n * u.out;
     const float *dz = u.dy->data;

@@ -100,7 +100,7 @@ __global__ void adam_kernel(neat_adam_params prm, const float *__restrict__ hype
 extern "C" {
 
 neat_status cuda_sgd_update(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
-    const auto &u = op->u.sgd;
+    const auto &u = op->u.sgd_update;
     int64_t n = u.param->numel;
     if (n == 0) return NEAT_OK;
     float *vel = u.p.momentum != 0.0f && u.velocity ? u.velocity->data : NULL;
@@ -116,7 +116,7 @@ neat_status cuda_sgd_update(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
 }
 
 neat_status cuda_adam_update(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
-    const auto &u = op->u.adam;
+    const auto &u = op->u.adam_update;
     int64_t n = u.param->numel;
     if (n == 0) return NEAT_OK;
     bool vec = aligned16(u.param->data) && aligned16(u.grad->data) && aligned16(u.m->data) &&

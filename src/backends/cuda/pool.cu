@@ -102,9 +102,9 @@ __global__ void maxpool_bwd_gather(const float *__restrict__ dy, const int *__re
 extern "C" {
 
 neat_status cuda_maxpool2d(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
-    const nm_conv_geom &g = op->u.pool.g;
-    const float *x = op->u.pool.x->data;
-    float *y = op->u.pool.y->data;
+    const nm_conv_geom &g = op->u.maxpool2d.g;
+    const float *x = op->u.maxpool2d.x->data;
+    float *y = op->u.maxpool2d.y->data;
     int64_t total = g.n * g.c * g.p * g.q;
     if (total == 0) return NEAT_OK;
     cudaStream_t s = cuda_dev(dev)->stream;
@@ -129,9 +129,9 @@ neat_status cuda_maxpool2d(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
 
 neat_status cuda_maxpool2d_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
     static const char what[] = "neat_maxpool2d_backward";
-    const nm_conv_geom &g = op->u.pool_bwd.g;
-    const float *x = op->u.pool_bwd.x->data, *dy = op->u.pool_bwd.dy->data;
-    float *dx = op->u.pool_bwd.dx->data;
+    const nm_conv_geom &g = op->u.maxpool2d_backward.g;
+    const float *x = op->u.maxpool2d_backward.x->data, *dy = op->u.maxpool2d_backward.dy->data;
+    float *dx = op->u.maxpool2d_backward.dx->data;
     int64_t nout = g.n * g.c * g.p * g.q, nin = g.n * g.c * g.h * g.w;
     if (nin == 0) return NEAT_OK;
     if (nout == 0) return cuda_fill_f32(dev, dx, nin, 0.0f, what);

@@ -219,7 +219,7 @@ extern "C" neat_status cuda_sum3(nm_device *dev, nm_cmdbuf *cb, int first_slot, 
 
 extern "C" neat_status cuda_sum(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
     const auto &u = op->u.sum;
-    if (op->kind == NM_OP_SUM_ALL)
+    if (op->u.sum.axis < 0)
         return cuda_sum3(dev, cb, 0, u.x->data, 1, u.x->numel, 1, 1.0f, 0, u.y->data, "neat_sum_all");
     return cuda_sum3(dev, cb, 0, u.x->data, u.outer, u.len, u.inner, 1.0f, 0, u.y->data,
                      "neat_sum_axis");

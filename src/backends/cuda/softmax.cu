@@ -257,7 +257,7 @@ neat_status cuda_softmax(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
 }
 
 neat_status cuda_softmax_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
-    const auto &u = op->u.softmax_bwd;
+    const auto &u = op->u.softmax_backward;
     if (u.rows == 0 || u.cols == 0) return NEAT_OK;
     const float *y = u.y->data, *dy = u.dy->data;
     float *dx = u.dx->data;
@@ -268,7 +268,7 @@ neat_status cuda_softmax_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op
 
 static neat_status xent(nm_device *dev, nm_cmdbuf *cb, const nm_op *op, float *row_loss,
                         float *dlogits, const char *what) {
-    const auto &u = op->u.xent;
+    const auto &u = op->kind == NM_OP_SOFTMAX_XENT ? op->u.softmax_xent : op->u.softmax_xent_backward;
     cuda_cmdbuf *c = cuda_cb(cb);
     const float *x = u.logits->data, *labels = u.labels->data;
     float inv_n = 1.0f / (float)u.rows;
@@ -281,7 +281,7 @@ static neat_status xent(nm_device *dev, nm_cmdbuf *cb, const nm_op *op, float *r
 
 neat_status cuda_softmax_xent(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
     static const char what[] = "neat_softmax_cross_entropy";
-    const auto &u = op->u.xent;
+    const auto &u = op->u.softmax_xent;
     if (u.rows == 0) return cuda_fill_f32(dev, u.out->data, 1, 0.0f, what);
     if (u.cols == 0) /* no class can be a valid label: every row is an error */
         return nm_error(NEAT_ERR_INVALID_ARGUMENT, "%s: logits have 0 classes", what);
@@ -296,7 +296,7 @@ neat_status cuda_softmax_xent(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
 
 neat_status cuda_softmax_xent_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
     static const char what[] = "neat_softmax_cross_entropy_backward";
-    const auto &u = op->u.xent;
+    const auto &u = op->u.softmax_xent_backward;
     if (u.rows == 0) return NEAT_OK;
     if (u.cols == 0) return nm_error(NEAT_ERR_INVALID_ARGUMENT, "%s: logits have 0 classes", what);
     return xent(dev, cb, op, NULL, u.out->data, what);

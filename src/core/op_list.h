@@ -1,0 +1,45 @@
+/*
+ * op_list.h — the one list of recorded ops. Everything that enumerates ops is produced from
+ * it: the nm_op_kind enum and the args union of nm_op (internal.h), the tensor list of a
+ * recorded op (record.c), every backend's prototypes and op table (backend.h:
+ * NM_DECLARE_OPS, NM_OP_TABLE).
+ *
+ * One entry: X(P, ENUM, name, flags)
+ *   ENUM   the kind, NM_OP_<ENUM>
+ *   name   the op's args struct nm_<name>_args (ops.h), its member of nm_op.u, and the
+ *          suffix of each backend's function <prefix>_<name>
+ *   flags  NM_OPF_* below
+ *   P      passed through unchanged (a backend prefix for NM_DECLARE_OPS/NM_OP_TABLE)
+ *
+ * Adding an op: one entry here, its args struct in ops.h, one record function in
+ * src/core/ops_*.c, one function per backend, one row in tests/conformance.c.
+ */
+#ifndef NEATML_OP_LIST_H
+#define NEATML_OP_LIST_H
+
+/* The op reads device data that can make it fail while it runs (a label out of range, an
+ * invalid learning rate): a backend must be able to stop the rest of the submission. */
+#define NM_OPF_RUNTIME_CHECK 1
+
+#define NM_OP_LIST(X, P)                                                                    \
+    X(P, MATMUL, matmul, 0)                /* neat_matmul, neat_matmul_batched */           \
+    X(P, ADD, add, 0)                                                                       \
+    X(P, SCALE, scale, 0)                                                                   \
+    X(P, FILL, fill, 0)                                                                     \
+    X(P, LINEAR_FORWARD, linear_forward, 0)                                                 \
+    X(P, CONV2D_FORWARD, conv2d_forward, 0)                                                 \
+    X(P, MAXPOOL2D, maxpool2d, 0)                                                           \
+    X(P, SUM, sum, 0)                      /* neat_sum_all, neat_sum_axis */                \
+    X(P, SOFTMAX, softmax, 0)                                                               \
+    X(P, ACTIVATION_FORWARD, activation_forward, 0)                                         \
+    X(P, ACTIVATION_BACKWARD, activation_backward, 0)                                       \
+    X(P, LINEAR_BACKWARD, linear_backward, 0)                                               \
+    X(P, CONV2D_BACKWARD, conv2d_backward, 0)                                               \
+    X(P, MAXPOOL2D_BACKWARD, maxpool2d_backward, 0)                                         \
+    X(P, SOFTMAX_BACKWARD, softmax_backward, 0)                                             \
+    X(P, SOFTMAX_XENT, softmax_xent, NM_OPF_RUNTIME_CHECK)                                  \
+    X(P, SOFTMAX_XENT_BACKWARD, softmax_xent_backward, NM_OPF_RUNTIME_CHECK)                \
+    X(P, SGD_UPDATE, sgd_update, NM_OPF_RUNTIME_CHECK)                                      \
+    X(P, ADAM_UPDATE, adam_update, NM_OPF_RUNTIME_CHECK)
+
+#endif
