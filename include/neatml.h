@@ -18,6 +18,24 @@
  *   (a tensor destroyed since recording, an out-of-range label, a device failure).
  * - Unless an op says otherwise, an output must not share memory with an input; the
  *   elementwise ops (add, scale, activation_forward, softmax) may run in place.
+ *
+ * Threads. Every call may be made from any thread, and calls on different devices run
+ * concurrently. On one device, threads may record, commit, wait, copy and destroy at once,
+ * also on one command buffer (its calls are serialised); no call waits for the device
+ * except neat_cmdbuf_wait, neat_cmdbuf_reset, neat_device_synchronize, neat_tensor_write/
+ * read (which wait only for the submissions that use that tensor), neat_tensor_create_zeros
+ * and neat_device_destroy. A committed submission holds every tensor it uses: destroying
+ * one while it runs is safe (the memory returns to the pool when the work completes). Two
+ * rules remain the caller's: neat_device_destroy must not overlap any other call on the
+ * device or its objects, and an object must not be destroyed while another thread is
+ * inside a call that takes it (after destroy returns, a use is INVALID_HANDLE as always).
+ *
+ * Failures at run time. An op that fails while its buffer runs (an out-of-range label,
+ * an invalid learning rate, memory for its scratch) stops the rest of that submission: the
+ * ops before it have run, it and the ops after it left their outputs untouched. wait (or
+ * synchronize) reports the first such failure as "<function> (op <i> of <n> in the command
+ * buffer): <why>", the same on every backend. The buffer stays committed: once the cause is
+ * fixed (a label rewritten), committing it again replays every op.
  */
 #ifndef NEATML_H
 #define NEATML_H
@@ -104,6 +122,7 @@ typedef struct neat_memory_stats {
     int64_t in_use;   /* bytes held by live tensors and running command buffers */
     int64_t reserved; /* bytes taken from the system: in use plus cached for reuse */
     int64_t peak;     /* highest in_use since creation or neat_device_reset_peak */
+    int64_t limit;    /* reserved never exceeds it (neat_device_set_memory_limit) */
 } neat_memory_stats;
 
 /* The backend's name: "auto", "cpu", "cuda", "metal"; NULL for a value that is not a
@@ -139,8 +158,9 @@ NEAT_API neat_status neat_device_info(const neat_device *dev, neat_device_props 
  * Returns INVALID_ARGUMENT, INVALID_HANDLE. */
 NEAT_API neat_status neat_device_set_math_mode(neat_device *dev, neat_math_mode mode);
 
-/* Block until every committed command buffer of the device has completed. Reports the
- * first asynchronous failure not yet reported by neat_cmdbuf_wait. */
+/* Block until every committed command buffer of the device has completed. Returns the
+ * first failure of an op (see "Failures at run time" above) that no neat_cmdbuf_wait has
+ * reported yet, and clears it; or BACKEND_ERROR for a failure of the device itself. */
 NEAT_API neat_status neat_device_synchronize(neat_device *dev);
 
 /* Memory of the device's caching pool. Returns INVALID_ARGUMENT, INVALID_HANDLE. */
@@ -151,6 +171,14 @@ NEAT_API neat_status neat_device_reset_peak(neat_device *dev);
 
 /* Give the pool's cached (unused) memory back to the system. Returns INVALID_HANDLE. */
 NEAT_API neat_status neat_device_trim(neat_device *dev);
+
+/* Cap the memory the device's pool may take from the system (tensors, scratch and cache
+ * together); 0 restores the default: what the OS (cgroup limits included) or the driver
+ * reported free when the device was opened. An allocation past the limit first gives the
+ * cache back, then fails with OUT_OF_MEMORY: at creation for tensors, at neat_cmdbuf_wait
+ * (naming the op) for scratch an op takes when it first runs. A limit below what is in use
+ * already only stops further growth. Returns INVALID_ARGUMENT (negative), INVALID_HANDLE. */
+NEAT_API neat_status neat_device_set_memory_limit(neat_device *dev, int64_t bytes);
 
 /* ---- tensors ------------------------------------------------------------------------- */
 
@@ -179,9 +207,9 @@ NEAT_API neat_status neat_matrix_create(neat_device *dev, int64_t rows, int64_t 
 NEAT_API neat_status neat_tensor_view(neat_tensor *t, int ndim, const int64_t *shape,
                                       neat_tensor **out);
 
-/* Release a tensor handle (and its memory when no view remains). Waits for committed work
- * of the device first, so memory a running command buffer uses is never reused under it.
- * NULL and invalid handles are ignored. */
+/* Release a tensor handle (and its memory when no view remains). Never waits: a committed
+ * buffer that still uses the tensor keeps its memory until that work completes, so memory
+ * is never reused under running work. NULL and invalid handles are ignored. */
 NEAT_API void neat_tensor_destroy(neat_tensor *t);
 
 /* Number of dimensions and sizes (shape must hold 4). Returns INVALID_ARGUMENT,
@@ -191,13 +219,15 @@ NEAT_API neat_status neat_tensor_shape(const neat_tensor *t, int *ndim, int64_t 
 /* Element count. Returns INVALID_ARGUMENT, INVALID_HANDLE. */
 NEAT_API neat_status neat_tensor_numel(const neat_tensor *t, int64_t *numel);
 
-/* Copy `count` floats from host memory into the tensor, after the device's committed work
- * has completed. count must equal the element count (src may be NULL when it is 0).
+/* Copy `count` floats from host memory into the tensor, once the committed submissions that
+ * use the tensor have completed (it waits for those, not for the rest of the device's
+ * work). count must equal the element count (src may be NULL when it is 0). A buffer
+ * committed by another thread while the copy runs must not use the tensor.
  * Returns INVALID_ARGUMENT, SHAPE_MISMATCH, INVALID_HANDLE, BACKEND_ERROR. */
 NEAT_API neat_status neat_tensor_write(neat_tensor *t, const float *src, int64_t count);
 
-/* Copy the tensor into host memory, after the device's committed work has completed.
- * Same rules and statuses as neat_tensor_write. */
+/* Copy the tensor into host memory, once the committed submissions that use it have
+ * completed. Same rules and statuses as neat_tensor_write. */
 NEAT_API neat_status neat_tensor_read(const neat_tensor *t, float *dst, int64_t count);
 
 /* ---- command buffers ----------------------------------------------------------------- */
@@ -206,7 +236,9 @@ NEAT_API neat_status neat_tensor_read(const neat_tensor *t, float *dst, int64_t 
  * OUT_OF_MEMORY. */
 NEAT_API neat_status neat_cmdbuf_create(neat_device *dev, neat_cmdbuf **out);
 
-/* Wait for the buffer's submitted work, then release it. NULL is ignored. */
+/* Release the buffer. Never waits: work it has submitted runs to completion and its
+ * memory is released then; a failure of that work is no longer reported. NULL is
+ * ignored. */
 NEAT_API void neat_cmdbuf_destroy(neat_cmdbuf *cb);
 
 /* Submit the recorded ops and return at once; they run in order after everything committed
@@ -219,8 +251,10 @@ NEAT_API void neat_cmdbuf_destroy(neat_cmdbuf *cb);
 NEAT_API neat_status neat_cmdbuf_commit(neat_cmdbuf *cb);
 
 /* Block until every submission of the buffer has completed and report the first failure
- * among them (status and message), e.g. an out-of-range label. Returns OK at once for a
- * buffer never committed. */
+ * among them (status and message, see "Failures at run time"), then forget it: a second
+ * wait returns OK. Returns OK at once for a buffer never committed. Under
+ * NEATML_DEBUG_POOL=1 it also returns INTERNAL when memory past a tensor's end was
+ * written. */
 NEAT_API neat_status neat_cmdbuf_wait(neat_cmdbuf *cb);
 
 /* Wait for the buffer, then drop its ops so that it records anew. Returns INVALID_HANDLE

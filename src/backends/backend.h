@@ -18,19 +18,19 @@
  *     NULL exactly when numel is 0. Ops on zero-size tensors reach the backend: they must
  *     launch nothing (and still succeed);
  *   - every tensor recorded in a submitted buffer was alive at commit;
- *   - calls for one device may come from several threads: the core serialises submit,
- *     wait and cmdbuf_release of one buffer, nothing else (see each entry).
+ *   - calls for one device may come from several threads: submit runs under dev->lock (one
+ *     at a time per device); completed, wait_seq and the copies may run concurrently with
+ *     each other and with submit (see each entry);
+ *   - memory a submission uses (tensors, scratch) is not reused before completed() has
+ *     passed that submission's seq.
  *
  * What a backend must do:
  *   - device_open sets dev->impl and dev->props (name, total_memory, num_threads) or returns
  *     UNSUPPORTED with a message naming why there is no such device;
  *   - every op function leaves its outputs untouched when it fails, and reports failures by
  *     returning nm_error(status, "fmt", ...) (the message names the public function: op->fn);
- *   - submit() starts the buffer's ops in order after everything submitted before on the
- *     device and returns without waiting for them; a failure while the ops run stops the
- *     rest of that submission and is kept (nm_cmdbuf_fail) for wait();
- *   - wait() blocks until every submission of the buffer has completed and returns the
- *     first failure among them, message included, then forgets it;
+ *   - submit/completed/wait_seq: submissions complete in order; a failure while the ops
+ *     run stops the rest of that submission and is handed to nm_cmdbuf_fail;
  *   - memory: mem_alloc/mem_free give the core's pool raw device memory; scratch an op needs
  *     comes from nm_scratch_alloc (pool memory held by the buffer until nm_scratch_release).
  *     Caches a backend keeps (algorithms, plans, primitives) are bounded and freed by
@@ -42,7 +42,7 @@
 
 #include "../core/internal.h"
 
-#define NM_BACKEND_ABI 2
+#define NM_BACKEND_ABI 3
 
 typedef neat_status (*nm_op_fn)(nm_device *dev, nm_cmdbuf *cb, const nm_op *op);
 
@@ -68,15 +68,24 @@ typedef struct nm_backend_ops {
     neat_status (*mem_alloc)(nm_device *dev, size_t bytes, void **ptr);
     void (*mem_free)(nm_device *dev, void *ptr, size_t bytes);
 
-    /* Synchronous copies between host memory and device memory; the device is idle. */
+    /* Synchronous copies between host memory and device memory. The core has waited for
+     * every submission that uses that memory; a copy must not wait for unrelated work (on
+     * CUDA: not on the device's stream). */
     neat_status (*copy_in)(nm_device *dev, void *dst, const void *src, size_t bytes);
     neat_status (*copy_out)(nm_device *dev, void *dst, const void *src, size_t bytes);
 
-    neat_status (*submit)(nm_device *dev, nm_cmdbuf *cb);
-    neat_status (*wait)(nm_device *dev, nm_cmdbuf *cb);
-    /* Block until the device is idle. Op failures stay with their buffers for wait();
-     * return only failures of the device itself. */
-    neat_status (*synchronize)(nm_device *dev);
+    /* Start the buffer's ops in order after everything submitted before on the device, as
+     * submission number `seq` (1, 2, ... per device, increasing), and return without waiting.
+     * Called with dev->lock held: it must not wait for the device. A failure while the ops
+     * run is given to nm_cmdbuf_fail (with the op's index) before the submission counts as
+     * completed; the ops after the failing one do not run. */
+    neat_status (*submit)(nm_device *dev, nm_cmdbuf *cb, uint64_t seq);
+    /* The highest seq such that every submission up to it has completed and its failures
+     * were handed to nm_cmdbuf_fail; never blocks. Called without dev->lock. */
+    uint64_t (*completed)(nm_device *dev);
+    /* Block until completed() >= seq. Returns a failure of the device itself (a sticky CUDA
+     * error), not those of ops (they are in their buffers). Called without dev->lock. */
+    neat_status (*wait_seq)(nm_device *dev, uint64_t seq);
     /* Drop backend state of an idle buffer (a CUDA graph) before its ops change or it is
      * destroyed. May be NULL. */
     void (*cmdbuf_release)(nm_device *dev, nm_cmdbuf *cb);

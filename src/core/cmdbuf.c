@@ -1,16 +1,32 @@
 /*
- * cmdbuf.c — command buffers: a list of validated ops, submitted as a whole.
+ * cmdbuf.c — command buffers: a list of validated ops, submitted as a whole, and the
+ * submissions in flight.
  *
  * States: recording (ops may be appended) -> committed (sealed; each commit submits the
  * same ops again, which on CUDA becomes a graph launch) -> reset back to recording.
- * Every commit re-checks that each tensor recorded is still alive, so a buffer never runs
- * on memory that was handed back to the pool.
+ *
+ * A commit checks, under dev->lock, that every tensor recorded is still alive and takes a
+ * reference on each for the submission; nm_reap drops them once the backend reports the
+ * submission completed. So a tensor destroyed by another thread right after the commit
+ * keeps its memory until the work that uses it is done, and no call waits for the device
+ * but wait, reset, synchronize and the host copies. A buffer destroyed while it runs is
+ * freed by nm_reap too.
  */
 #include "backends/backend.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+void nm_tensor_unref(nm_tensor *t); /* tensor.c, dev->lock held */
+
+struct nm_submission {
+    uint64_t seq;
+    nm_cmdbuf *cb;
+    int ntensors;
+    nm_tensor **tensors; /* one reference each */
+    nm_submission *next;
+};
 
 NEAT_API neat_status neat_cmdbuf_create(neat_device *dh, neat_cmdbuf **out) {
     static const char fn[] = "neat_cmdbuf_create";
@@ -35,30 +51,67 @@ NEAT_API neat_status neat_cmdbuf_create(neat_device *dh, neat_cmdbuf **out) {
     return NEAT_OK;
 }
 
-/* Drop the backend's state and the scratch memory of an idle buffer. */
-static void drop_state(nm_cmdbuf *cb) {
-    if (cb->dev->be->cmdbuf_release) cb->dev->be->cmdbuf_release(cb->dev, cb);
-    nm_scratch_release(cb);
-}
-
-/* Wait, then free everything of the buffer (also used by neat_device_destroy). */
-void nm_cmdbuf_release(nm_cmdbuf *cb) {
+/* Free an idle buffer whose handle is gone: backend state, scratch, the object.
+ * dev->lock held. */
+static void cmdbuf_free(nm_cmdbuf *cb) {
     nm_device *dev = cb->dev;
-    if (cb->commits) dev->be->wait(dev, cb);
-    drop_state(cb);
-    nm_handle_free(cb->handle);
-    pthread_mutex_lock(&dev->lock);
+    if (dev->be->cmdbuf_release) dev->be->cmdbuf_release(dev, cb);
+    nm_scratch_release(cb);
     if (cb->prev) cb->prev->next = cb->next;
     else dev->cmdbufs = cb->next;
     if (cb->next) cb->next->prev = cb->prev;
-    pthread_mutex_unlock(&dev->lock);
     free(cb->ops);
     free(cb);
 }
 
+static int cmdbuf_idle(const nm_cmdbuf *cb, uint64_t completed) {
+    return cb->last_seq <= completed;
+}
+
+void nm_reap(nm_device *dev) {
+    uint64_t done = dev->be->completed(dev);
+    pthread_mutex_lock(&dev->lock);
+    while (dev->inflight && dev->inflight->seq <= done) {
+        nm_submission *s = dev->inflight;
+        dev->inflight = s->next;
+        if (!dev->inflight) dev->inflight_tail = NULL;
+        for (int i = 0; i < s->ntensors; i++) nm_tensor_unref(s->tensors[i]);
+        nm_cmdbuf *cb = s->cb;
+        free(s->tensors);
+        free(s);
+        if (!cb->handle && cmdbuf_idle(cb, done)) cmdbuf_free(cb);
+    }
+    pthread_mutex_unlock(&dev->lock);
+}
+
+/* Wait for every submission of the device, then free every buffer (device destroy). */
+void nm_cmdbuf_release_all(nm_device *dev) {
+    dev->be->wait_seq(dev, dev->next_seq);
+    nm_reap(dev);
+    pthread_mutex_lock(&dev->lock);
+    while (dev->cmdbufs) {
+        nm_cmdbuf *cb = dev->cmdbufs;
+        if (cb->handle) nm_handle_free(cb->handle);
+        cb->handle = NULL;
+        cmdbuf_free(cb);
+    }
+    pthread_mutex_unlock(&dev->lock);
+}
+
+/* Destroy never waits: a buffer still running is freed by nm_reap when it completes. */
 NEAT_API void neat_cmdbuf_destroy(neat_cmdbuf *h) {
     nm_cmdbuf *cb = nm_handle_get(h, NM_H_CMDBUF);
-    if (cb) nm_cmdbuf_release(cb);
+    if (!cb) return;
+    nm_device *dev = cb->dev;
+    nm_reap(dev);
+    uint64_t done = dev->be->completed(dev);
+    pthread_mutex_lock(&dev->lock);
+    if (cb->handle == h) { /* a racing destroy of the same handle frees it once */
+        nm_handle_free(h);
+        cb->handle = NULL;
+        if (cmdbuf_idle(cb, done)) cmdbuf_free(cb);
+    }
+    pthread_mutex_unlock(&dev->lock);
 }
 
 static neat_status get_cmdbuf(const char *fn, const neat_cmdbuf *h, nm_cmdbuf **out) {
@@ -68,23 +121,100 @@ static neat_status get_cmdbuf(const char *fn, const neat_cmdbuf *h, nm_cmdbuf **
     return NEAT_OK;
 }
 
+/* A submission of cb with room for every tensor its ops name. */
+static nm_submission *new_submission(nm_cmdbuf *cb, uint64_t seq) {
+    nm_submission *s = calloc(1, sizeof *s);
+    int cap = 0;
+    for (int64_t i = 0; i < cb->nops; i++) cap += cb->ops[i].ntensors;
+    if (s) s->tensors = malloc((size_t)(cap ? cap : 1) * sizeof *s->tensors);
+    if (s && !s->tensors) {
+        free(s);
+        return NULL;
+    }
+    if (s) s->seq = seq, s->cb = cb;
+    return s;
+}
+
+/* One reference on each distinct tensor of cb's ops, kept by s. dev->lock held (since the
+ * handles were checked, so none of them was freed). */
+static void hold_tensors(nm_cmdbuf *cb, nm_submission *s) {
+    for (int64_t i = 0; i < cb->nops; i++) {
+        int n;
+        nm_tensor *const *ts = nm_op_tensors(&cb->ops[i], &n);
+        for (int j = 0; j < n; j++) {
+            nm_tensor *t = ts[j];
+            if (!t || t->mark == s->seq) continue;
+            t->mark = s->seq;
+            t->refs++;
+            t->storage->last_use = s->seq;
+            s->tensors[s->ntensors++] = t;
+        }
+    }
+}
+
 NEAT_API neat_status neat_cmdbuf_commit(neat_cmdbuf *h) {
     static const char fn[] = "neat_cmdbuf_commit";
     nm_cmdbuf *cb;
     neat_status st = get_cmdbuf(fn, h, &cb);
     if (st) return st;
-    for (int64_t i = 0; i < cb->nops; i++) {
+    nm_device *dev = cb->dev;
+    nm_reap(dev);
+    pthread_mutex_lock(&dev->lock);
+    if (cb->handle != h) {
+        pthread_mutex_unlock(&dev->lock);
+        return nm_error(NEAT_ERR_INVALID_HANDLE, "%s: cb was destroyed", fn);
+    }
+    for (int64_t i = 0; i < cb->nops && st == NEAT_OK; i++) {
         const nm_op *op = &cb->ops[i];
         for (int j = 0; j < op->ntensors; j++)
-            if (!nm_handle_get(op->handles[j], NM_H_TENSOR))
-                return nm_error(NEAT_ERR_INVALID_HANDLE,
-                                "%s: op %lld uses a tensor that was destroyed after recording", fn,
-                                (long long)i);
+            if (!nm_handle_get(op->handles[j], NM_H_TENSOR)) {
+                st = nm_error(NEAT_ERR_INVALID_HANDLE,
+                              "%s: op %lld (%s) uses a tensor that was destroyed after recording",
+                              fn, (long long)i, op->fn);
+                break;
+            }
     }
-    cb->committed = true;
-    if (cb->nops == 0) return NEAT_OK;
-    st = cb->dev->be->submit(cb->dev, cb);
-    if (st == NEAT_OK) cb->commits++;
+    if (st == NEAT_OK) cb->committed = true;
+    if (st == NEAT_OK && cb->nops > 0) {
+        /* The references are taken after submit succeeds: nothing can release a tensor
+         * meanwhile (dev->lock is held), and a failed submit leaves nothing to undo. */
+        uint64_t seq = dev->next_seq + 1;
+        nm_submission *s = new_submission(cb, seq);
+        if (!s) st = nm_error(NEAT_ERR_OUT_OF_MEMORY, "%s: out of host memory", fn);
+        if (st == NEAT_OK) st = dev->be->submit(dev, cb, seq);
+        if (st == NEAT_OK) {
+            hold_tensors(cb, s);
+            dev->next_seq = seq;
+            cb->last_seq = seq;
+            cb->commits++;
+            if (dev->inflight_tail) dev->inflight_tail->next = s;
+            else dev->inflight = s;
+            dev->inflight_tail = s;
+        } else if (s) {
+            free(s->tensors);
+            free(s);
+        }
+    }
+    pthread_mutex_unlock(&dev->lock);
+    return st;
+}
+
+/* Wait for cb's submissions, then hand over (and clear) the first failure among them. */
+static neat_status wait_cmdbuf(nm_cmdbuf *cb) {
+    nm_device *dev = cb->dev;
+    pthread_mutex_lock(&dev->lock);
+    uint64_t seq = cb->last_seq;
+    pthread_mutex_unlock(&dev->lock);
+    neat_status st = seq ? dev->be->wait_seq(dev, seq) : NEAT_OK;
+    nm_reap(dev);
+    pthread_mutex_lock(&dev->lock);
+    if (cb->async_status != NEAT_OK) {
+        st = cb->async_status;
+        nm_set_error_text(cb->async_msg);
+        cb->async_status = NEAT_OK;
+        cb->async_msg[0] = 0;
+    }
+    pthread_mutex_unlock(&dev->lock);
     return st;
 }
 
@@ -92,20 +222,25 @@ NEAT_API neat_status neat_cmdbuf_wait(neat_cmdbuf *h) {
     nm_cmdbuf *cb;
     neat_status st = get_cmdbuf("neat_cmdbuf_wait", h, &cb);
     if (st) return st;
-    if (cb->commits == 0) return NEAT_OK;
-    return cb->dev->be->wait(cb->dev, cb);
+    st = wait_cmdbuf(cb);
+    if (st == NEAT_OK) st = nm_pool_check(cb->dev);
+    return st;
 }
 
 NEAT_API neat_status neat_cmdbuf_reset(neat_cmdbuf *h) {
     nm_cmdbuf *cb;
     neat_status st = get_cmdbuf("neat_cmdbuf_reset", h, &cb);
     if (st) return st;
-    st = cb->commits ? cb->dev->be->wait(cb->dev, cb) : NEAT_OK;
-    drop_state(cb);
+    st = wait_cmdbuf(cb);
+    nm_device *dev = cb->dev;
+    pthread_mutex_lock(&dev->lock);
+    if (dev->be->cmdbuf_release) dev->be->cmdbuf_release(dev, cb);
+    nm_scratch_release(cb);
     cb->nops = 0;
     cb->committed = false;
     cb->commits = 0;
     __atomic_store_n(&cb->device_ns, 0, __ATOMIC_RELEASE);
+    pthread_mutex_unlock(&dev->lock);
     return st;
 }
 
@@ -114,7 +249,9 @@ NEAT_API neat_status neat_cmdbuf_op_count(const neat_cmdbuf *h, int64_t *count) 
     neat_status st = get_cmdbuf("neat_cmdbuf_op_count", h, &cb);
     if (st) return st;
     if (!count) return nm_error(NEAT_ERR_INVALID_ARGUMENT, "neat_cmdbuf_op_count: count is NULL");
+    pthread_mutex_lock(&cb->dev->lock);
     *count = cb->nops;
+    pthread_mutex_unlock(&cb->dev->lock);
     return NEAT_OK;
 }
 
@@ -130,6 +267,25 @@ NEAT_API neat_status neat_cmdbuf_device_time(const neat_cmdbuf *h, double *secon
                         "%s: no submission of this buffer has completed yet (commit, then wait)", fn);
     *seconds = (double)ns * 1e-9;
     return NEAT_OK;
+}
+
+/* The first failure of any buffer of the device not yet reported by a wait: handed over
+ * and cleared (neat_device_synchronize). */
+neat_status nm_cmdbuf_take_failure(nm_device *dev) {
+    neat_status st = NEAT_OK;
+    pthread_mutex_lock(&dev->lock);
+    nm_cmdbuf *first = NULL;
+    for (nm_cmdbuf *cb = dev->cmdbufs; cb; cb = cb->next)
+        if (cb->handle && cb->async_status != NEAT_OK && (!first || cb->last_seq < first->last_seq))
+            first = cb;
+    if (first) {
+        st = first->async_status;
+        nm_set_error_text(first->async_msg);
+        first->async_status = NEAT_OK;
+        first->async_msg[0] = 0;
+    }
+    pthread_mutex_unlock(&dev->lock);
+    return st;
 }
 
 /* ---- scratch memory and asynchronous failures -------------------------------------------- */
@@ -153,8 +309,22 @@ void nm_scratch_release(nm_cmdbuf *cb) {
     }
 }
 
-void nm_cmdbuf_fail(nm_cmdbuf *cb, neat_status status, const char *msg) {
-    if (cb->async_status != NEAT_OK) return;
-    cb->async_status = status;
-    snprintf(cb->async_msg, sizeof cb->async_msg, "%s", msg ? msg : "");
+void nm_cmdbuf_fail_all(nm_cmdbuf *cb, neat_status status, const char *msg) {
+    pthread_mutex_lock(&cb->dev->lock);
+    if (cb->async_status == NEAT_OK) {
+        cb->async_status = status;
+        snprintf(cb->async_msg, sizeof cb->async_msg, "%s", msg ? msg : "");
+    }
+    pthread_mutex_unlock(&cb->dev->lock);
+}
+
+void nm_cmdbuf_fail(nm_cmdbuf *cb, int64_t index, neat_status status, const char *detail) {
+    char msg[NM_MSG_MAX];
+    const char *fn = index >= 0 && index < cb->nops ? cb->ops[index].fn : "neat_cmdbuf_commit";
+    /* A detail that starts with the op's own name is not repeated. */
+    size_t n = strlen(fn);
+    if (detail && !strncmp(detail, fn, n) && detail[n] == ':') detail += n + 1 + (detail[n + 1] == ' ');
+    snprintf(msg, sizeof msg, "%s (op %lld of %lld in the command buffer): %s", fn,
+             (long long)index, (long long)cb->nops, detail ? detail : "failed");
+    nm_cmdbuf_fail_all(cb, status, msg);
 }

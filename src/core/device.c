@@ -5,8 +5,9 @@
 #include <string.h>
 #include <stdio.h>
 
-void nm_tensor_release(nm_tensor *t);  /* tensor.c */
-void nm_cmdbuf_release(nm_cmdbuf *cb); /* cmdbuf.c */
+void nm_tensor_release_all(nm_device *dev);          /* tensor.c */
+void nm_cmdbuf_release_all(nm_device *dev);          /* cmdbuf.c */
+neat_status nm_cmdbuf_take_failure(nm_device *dev);  /* cmdbuf.c */
 
 static neat_status open_backend(const nm_backend_ops *be, int index, nm_device **out) {
     if (be->abi_version != NM_BACKEND_ABI)
@@ -18,12 +19,11 @@ static neat_status open_backend(const nm_backend_ops *be, int index, nm_device *
     dev->math = NEAT_MATH_STRICT;
     dev->props.backend = be->kind;
     dev->props.index = index;
-    nm_pool_init(&dev->pool);
     pthread_mutex_init(&dev->lock, NULL);
     neat_status st = be->device_open(dev, index);
+    if (st == NEAT_OK) nm_pool_init(dev);
     if (st != NEAT_OK) {
         pthread_mutex_destroy(&dev->lock);
-        pthread_mutex_destroy(&dev->pool.lock);
         free(dev);
         return st; /* the backend wrote the message */
     }
@@ -93,9 +93,8 @@ NEAT_API neat_status neat_device_create(neat_backend backend, int index, neat_de
 NEAT_API void neat_device_destroy(neat_device *h) {
     nm_device *dev = nm_handle_get(h, NM_H_DEVICE);
     if (!dev) return;
-    dev->be->synchronize(dev);
-    while (dev->cmdbufs) nm_cmdbuf_release(dev->cmdbufs);
-    while (dev->tensors) nm_tensor_release(dev->tensors);
+    nm_cmdbuf_release_all(dev); /* waits for every submission first */
+    nm_tensor_release_all(dev);
     nm_pool_destroy(dev);
     dev->be->device_close(dev);
     nm_handle_free(h);
@@ -136,7 +135,15 @@ NEAT_API neat_status neat_device_synchronize(neat_device *h) {
     nm_device *dev;
     neat_status st = get_device("neat_device_synchronize", h, &dev);
     if (st) return st;
-    return dev->be->synchronize(dev);
+    pthread_mutex_lock(&dev->lock);
+    uint64_t seq = dev->next_seq;
+    pthread_mutex_unlock(&dev->lock);
+    st = dev->be->wait_seq(dev, seq);
+    nm_reap(dev);
+    neat_status failed = nm_cmdbuf_take_failure(dev);
+    if (st == NEAT_OK) st = failed;
+    if (st == NEAT_OK) st = nm_pool_check(dev);
+    return st;
 }
 
 NEAT_API neat_status neat_device_memory_stats(const neat_device *h, neat_memory_stats *out) {
@@ -160,9 +167,22 @@ NEAT_API neat_status neat_device_trim(neat_device *h) {
     nm_device *dev;
     neat_status st = get_device("neat_device_trim", h, &dev);
     if (st) return st;
-    /* Cached blocks may still be read by running work only if they were in use, and in-use
-     * blocks are not cached; waiting keeps the CUDA free of in-flight memory simple. */
-    dev->be->synchronize(dev);
+    /* Cached blocks are free: nothing in flight holds them (nm_reap returns memory only
+     * after the work that used it completed). */
+    nm_reap(dev);
     nm_pool_trim(dev);
+    return NEAT_OK;
+}
+
+NEAT_API neat_status neat_device_set_memory_limit(neat_device *h, int64_t bytes) {
+    static const char fn[] = "neat_device_set_memory_limit";
+    nm_device *dev;
+    neat_status st = get_device(fn, h, &dev);
+    if (st) return st;
+    if (bytes < 0)
+        return nm_error(NEAT_ERR_INVALID_ARGUMENT, "%s: bytes is %lld, negative", fn, (long long)bytes);
+    pthread_mutex_lock(&dev->pool.lock);
+    dev->pool.limit = bytes ? bytes : nm_pool_default_limit(dev);
+    pthread_mutex_unlock(&dev->pool.lock);
     return NEAT_OK;
 }

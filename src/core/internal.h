@@ -52,22 +52,36 @@ void nm_handle_free(const void *handle);
 
 /* ---- caching pool (pool.c) --------------------------------------------------------------- */
 
-/* A block of device memory. `size` is the rounded size the pool accounts. */
+/* A block of device memory. `size` is what the pool accounts: the rounded bucket size, or
+ * the exact request in the debug pool (NEATML_DEBUG_POOL=1). */
 typedef struct nm_block {
     void *ptr;
     size_t size;
+    size_t request;        /* bytes asked for: the debug pool's canary starts there */
     struct nm_block *next; /* free list / owner's list */
+    struct nm_block *live_prev, *live_next; /* debug pool: every block in use */
 } nm_block;
 
 typedef struct nm_pool {
     pthread_mutex_t lock;
     struct nm_pool_bucket *buckets; /* free blocks by size */
     int64_t in_use, reserved, peak;
+    int64_t limit;  /* reserved never exceeds it (neat_device_set_memory_limit) */
+    int debug;      /* NEATML_DEBUG_POOL: exact sizes, no cache, poison, canaries */
+    nm_block *live; /* debug pool: blocks in use, for the canary check */
+    int64_t overrun; /* debug pool: size of a freed block whose canary had changed, 0 none */
 } nm_pool;
 
-void nm_pool_init(nm_pool *pool);
+/* What the pool may reserve when no limit was set: the memory free when the device opened
+ * (dev->mem_available), else the device's total. */
+int64_t nm_pool_default_limit(nm_device *dev);
+
+/* Read NEATML_DEBUG_POOL and set the default limit (the backend's device_open has set
+ * props.total_memory and may have set dev->mem_available). */
+void nm_pool_init(nm_device *dev);
 /* A block of at least `bytes` (0 allowed: a block of size 0 with ptr NULL is valid).
- * Returns OUT_OF_MEMORY with a message when neither the cache nor the backend has it. */
+ * Returns OUT_OF_MEMORY with a message when the limit, the cache and the backend are
+ * exhausted. */
 neat_status nm_pool_alloc(nm_device *dev, size_t bytes, nm_block **out);
 void nm_pool_free(nm_device *dev, nm_block *block);
 /* Give every cached block back to the backend. */
@@ -76,25 +90,40 @@ void nm_pool_trim(nm_device *dev);
 void nm_pool_destroy(nm_device *dev);
 void nm_pool_stats(nm_device *dev, neat_memory_stats *out);
 void nm_pool_reset_peak(nm_device *dev);
+/* Debug pool: INTERNAL with a message when a canary after a block in use was overwritten
+ * (a write past a tensor's end); NEAT_OK otherwise and outside the debug pool. */
+neat_status nm_pool_check(nm_device *dev);
 
-/* ---- objects ------------------------------------------------------------------------------ */
+/* ---- objects ------------------------------------------------------------------------------
+ * Lifetimes. A tensor object is referenced by its handle and by every submission in flight
+ * that uses it; its storage by every tensor (views) on it. Destroying a handle drops one
+ * reference, so memory a running submission uses returns to the pool only when that
+ * submission has completed (nm_reap), and destroy never waits for the device.
+ * dev->lock guards the lists, every reference count, the ops of every command buffer of the
+ * device and the in-flight list; it is never held while waiting for the device. */
+
+typedef struct nm_submission nm_submission;
 
 struct nm_device {
     const nm_backend_ops *be;
     void *impl; /* the backend's state */
     neat_device *handle;
     neat_device_props props; /* filled by the backend's device_open */
+    int64_t mem_available;   /* set by device_open: memory free for the pool now, 0 unknown */
     neat_math_mode math;
     nm_pool pool;
-    pthread_mutex_t lock;     /* guards the lists below */
-    nm_tensor *tensors;       /* live tensors, for release at device destroy */
-    nm_cmdbuf *cmdbufs;       /* live command buffers */
+    pthread_mutex_t lock;
+    nm_tensor *tensors;       /* live tensor objects (a handle or a submission holds them) */
+    nm_cmdbuf *cmdbufs;       /* live command buffers, destroyed ones still running included */
+    uint64_t next_seq;        /* submissions so far: the next one gets next_seq + 1 */
+    nm_submission *inflight, *inflight_tail; /* in submission order */
 };
 
 /* Memory shared by a tensor and its views. */
 typedef struct nm_storage {
     nm_block *block;
-    int refs;
+    int refs;          /* tensor objects on it */
+    uint64_t last_use; /* seq of the latest submission that used it (host copies wait) */
 } nm_storage;
 
 struct nm_tensor {
@@ -104,8 +133,10 @@ struct nm_tensor {
     int ndim;
     int64_t shape[NEAT_MAX_DIMS];
     int64_t numel;
-    neat_tensor *handle;
-    nm_tensor *prev, *next; /* device list */
+    neat_tensor *handle;     /* NULL once destroyed */
+    int refs;                /* the handle + submissions in flight */
+    uint64_t mark;           /* seq of the submission that last took a reference */
+    nm_tensor *prev, *next;  /* device list */
 };
 
 /* Recorded ops: the kinds come from op_list.h, their arguments from ops.h. */
@@ -135,18 +166,18 @@ int nm_op_flags(nm_op_kind kind);
 
 struct nm_cmdbuf {
     nm_device *dev;
-    neat_cmdbuf *handle;
+    neat_cmdbuf *handle;       /* NULL once destroyed (freed when its work completes) */
     nm_op *ops;
     int64_t nops, cap;
     bool committed;            /* sealed: no more recording until reset */
     uint64_t commits;          /* submissions so far */
+    uint64_t last_seq;         /* seq of its latest submission: idle once that completed */
     void *impl;                /* backend state (a captured CUDA graph) */
     nm_block *scratch;         /* pool blocks held for the ops (nm_scratch_alloc) */
-    /* Asynchronous completion, guarded by the backend: */
-    int pending;               /* submissions not yet completed */
     int64_t device_ns;         /* device time of the latest completed submission, 0: none
                                   (written by the backend with __atomic_store_n) */
-    neat_status async_status;  /* first failure since the last wait */
+    /* The first failure since the last wait, under dev->lock: */
+    neat_status async_status;
     char async_msg[NM_MSG_MAX];
     nm_cmdbuf *prev, *next;    /* device list */
 };
@@ -156,8 +187,16 @@ struct nm_cmdbuf {
 neat_status nm_scratch_alloc(nm_cmdbuf *cb, size_t bytes, void **ptr);
 void nm_scratch_release(nm_cmdbuf *cb);
 
-/* Record an async failure into cb (first one wins); called by backends. */
-void nm_cmdbuf_fail(nm_cmdbuf *cb, neat_status status, const char *msg);
+/* A failure of op `index` of cb while it ran (first one wins until wait reports it); the
+ * message becomes "<op's function> (op <index> of <n>): <detail>". Called by backends,
+ * from any thread; takes dev->lock. */
+void nm_cmdbuf_fail(nm_cmdbuf *cb, int64_t index, neat_status status, const char *detail);
+/* The same for a failure that belongs to no single op (a device fault): message as given. */
+void nm_cmdbuf_fail_all(nm_cmdbuf *cb, neat_status status, const char *msg);
+
+/* Release what the submissions completed up to the backend's completed() hold: tensor
+ * references, and command buffers destroyed while they ran. Takes dev->lock. */
+void nm_reap(nm_device *dev);
 
 /* ---- helpers for recording (record.c) ----------------------------------------------------- */
 

@@ -13,6 +13,7 @@
 #include "neatml.h"
 
 #include <stdint.h>
+#include <stdio.h>
 
 typedef struct nm_tensor nm_tensor;
 
@@ -144,6 +145,24 @@ typedef struct nm_softmax_xent_args {
     int64_t rows, cols;
 } nm_softmax_xent_args;
 typedef nm_softmax_xent_args nm_softmax_xent_backward_args;
+
+/* The optimizers' run-time rule on hyper = [lr, step], which is read when the op runs: lr
+ * finite and >= 0; for Adam, step finite and >= 1 (its bias correction divides by
+ * 1 - beta^step). Formats what is wrong into msg and returns 0, or returns 1. Shared by
+ * the backends so that every one fails the same way, before writing anything. */
+static inline int nm_hyper_valid(float lr, float step, int uses_step, char *msg, int size) {
+    if (!(lr >= 0 && lr <= 3.4e38f)) {
+        snprintf(msg, (size_t)size, "hyper[0] (the learning rate) is %g: must be finite and >= 0",
+                 (double)lr);
+        return 0;
+    }
+    if (uses_step && !(step >= 1 && step <= 3.4e38f)) {
+        snprintf(msg, (size_t)size, "hyper[1] (the step) is %g: must be finite and >= 1",
+                 (double)step);
+        return 0;
+    }
+    return 1;
+}
 
 typedef struct nm_sgd_update_args {
     NM_TENSORS(hyper, param, grad, velocity); /* velocity NULL when momentum is 0 */

@@ -85,18 +85,28 @@ neat_status nm_record(const char *fn, nm_cmdbuf *cb, nm_op *op) {
         neat_status st = be->op_check(cb->dev, op);
         if (st != NEAT_OK) return st;
     }
-    if (cb->nops == cb->cap) {
-        int64_t cap = cb->cap ? cb->cap * 2 : 16;
-        nm_op *ops = realloc(cb->ops, (size_t)cap * sizeof *ops);
-        if (!ops) return nm_error(NEAT_ERR_OUT_OF_MEMORY, "%s: out of host memory", fn);
-        cb->ops = ops;
-        cb->cap = cap;
-    }
     int n;
     nm_tensor *const *ts = nm_op_tensors(op, &n);
     op->ntensors = 0;
     for (int i = 0; i < n; i++)
         if (ts[i]) op->handles[op->ntensors++] = ts[i]->handle;
-    cb->ops[cb->nops++] = *op;
-    return NEAT_OK;
+    /* Appended under the device's lock, which commit and destroy take too: a buffer
+     * committed or a tensor destroyed by another thread since the checks is seen here. */
+    neat_status st = NEAT_OK;
+    pthread_mutex_lock(&cb->dev->lock);
+    if (cb->committed)
+        st = nm_error(NEAT_ERR_INVALID_ARGUMENT,
+                      "%s: cb was already committed; neat_cmdbuf_reset it to record again", fn);
+    for (int i = 0; st == NEAT_OK && i < op->ntensors; i++)
+        if (!op->handles[i] || !nm_handle_get(op->handles[i], NM_H_TENSOR))
+            st = nm_error(NEAT_ERR_INVALID_HANDLE, "%s: a tensor argument was destroyed meanwhile", fn);
+    if (st == NEAT_OK && cb->nops == cb->cap) {
+        int64_t cap = cb->cap ? cb->cap * 2 : 16;
+        nm_op *ops = realloc(cb->ops, (size_t)cap * sizeof *ops);
+        if (!ops) st = nm_error(NEAT_ERR_OUT_OF_MEMORY, "%s: out of host memory", fn);
+        else cb->ops = ops, cb->cap = cap;
+    }
+    if (st == NEAT_OK) cb->ops[cb->nops++] = *op;
+    pthread_mutex_unlock(&cb->dev->lock);
+    return st;
 }

@@ -9,7 +9,11 @@ int64_t nm_shape_numel(int ndim, const int64_t *shape) {
     int64_t n = 1;
     for (int i = 0; i < ndim; i++) {
         if (shape[i] < 0) return -1;
-        if (shape[i] != 0 && n > INT64_MAX / 4 / shape[i]) return -1; /* bytes must fit too */
+        if (shape[i] == 0) n = 0;
+    }
+    if (n == 0) return 0; /* empty whatever the other sizes: nothing is allocated */
+    for (int i = 0; i < ndim; i++) {
+        if (n > INT64_MAX / 4 / shape[i]) return -1; /* the byte count must fit too */
         n *= shape[i];
     }
     return n;
@@ -30,15 +34,8 @@ static neat_status check_shape(const char *fn, int ndim, const int64_t *shape, i
     return NEAT_OK;
 }
 
-static void link_tensor(nm_device *dev, nm_tensor *t) {
-    pthread_mutex_lock(&dev->lock);
-    t->next = dev->tensors;
-    if (dev->tensors) dev->tensors->prev = t;
-    dev->tensors = t;
-    pthread_mutex_unlock(&dev->lock);
-}
-
-/* A new tensor object on `storage` (whose reference the caller hands over). */
+/* A new tensor object on `storage` (whose reference the caller hands over), linked into
+ * the device's list with one reference: its handle's. */
 static neat_status make_tensor(const char *fn, nm_device *dev, nm_storage *storage, int ndim,
                                const int64_t *shape, int64_t numel, neat_tensor **out) {
     nm_tensor *t = calloc(1, sizeof *t);
@@ -49,12 +46,17 @@ static neat_status make_tensor(const char *fn, nm_device *dev, nm_storage *stora
     t->ndim = ndim;
     for (int i = 0; i < ndim; i++) t->shape[i] = shape[i];
     t->numel = numel;
+    t->refs = 1;
     t->handle = nm_handle_new(NM_H_TENSOR, t);
     if (!t->handle) {
         free(t);
         return nm_error(NEAT_ERR_OUT_OF_MEMORY, "%s: handle table full", fn);
     }
-    link_tensor(dev, t);
+    pthread_mutex_lock(&dev->lock);
+    t->next = dev->tensors;
+    if (dev->tensors) dev->tensors->prev = t;
+    dev->tensors = t;
+    pthread_mutex_unlock(&dev->lock);
     *out = t->handle;
     return NEAT_OK;
 }
@@ -139,30 +141,47 @@ NEAT_API neat_status neat_tensor_view(neat_tensor *h, int ndim, const int64_t *s
     return st;
 }
 
-/* Free the tensor object and, with its last handle, its memory. The device is idle. */
-void nm_tensor_release(nm_tensor *t) {
+/* Drop one reference (the handle's or a submission's); the last one frees the object and,
+ * with the last view on it, the memory. dev->lock held. */
+void nm_tensor_unref(nm_tensor *t) {
+    if (--t->refs > 0) return;
     nm_device *dev = t->dev;
-    nm_handle_free(t->handle);
-    pthread_mutex_lock(&dev->lock);
     if (t->prev) t->prev->next = t->next;
     else dev->tensors = t->next;
     if (t->next) t->next->prev = t->prev;
-    int last = --t->storage->refs == 0;
-    pthread_mutex_unlock(&dev->lock);
-    if (last) {
+    if (--t->storage->refs == 0) {
         nm_pool_free(dev, t->storage->block);
         free(t->storage);
     }
     free(t);
 }
 
+/* Device destroy: every handle freed, every object released (nothing is in flight). */
+void nm_tensor_release_all(nm_device *dev) {
+    pthread_mutex_lock(&dev->lock);
+    while (dev->tensors) {
+        nm_tensor *t = dev->tensors;
+        if (t->handle) nm_handle_free(t->handle);
+        t->handle = NULL;
+        t->refs = 1;
+        nm_tensor_unref(t);
+    }
+    pthread_mutex_unlock(&dev->lock);
+}
+
+/* Never waits: memory a committed buffer still uses stays held by its submission. */
 NEAT_API void neat_tensor_destroy(neat_tensor *h) {
     nm_tensor *t = nm_handle_get(h, NM_H_TENSOR);
     if (!t) return;
-    /* Committed work may still read or write this memory: let it finish before the pool
-     * can hand the block to someone else. */
-    t->dev->be->synchronize(t->dev);
-    nm_tensor_release(t);
+    nm_device *dev = t->dev;
+    nm_reap(dev);
+    pthread_mutex_lock(&dev->lock);
+    if (t->handle == h) { /* a racing destroy of the same handle drops it once */
+        nm_handle_free(h);
+        t->handle = NULL;
+        nm_tensor_unref(t);
+    }
+    pthread_mutex_unlock(&dev->lock);
 }
 
 static neat_status get_tensor(const char *fn, const neat_tensor *h, nm_tensor **out) {
@@ -207,11 +226,22 @@ static neat_status check_copy(const char *fn, const char *buf_name, const neat_t
     return NEAT_OK;
 }
 
+/* Wait for the submissions that use t's memory (not for the rest of the device's work). */
+static neat_status wait_for_users(nm_tensor *t) {
+    nm_device *dev = t->dev;
+    pthread_mutex_lock(&dev->lock);
+    uint64_t seq = t->storage->last_use;
+    pthread_mutex_unlock(&dev->lock);
+    neat_status st = seq ? dev->be->wait_seq(dev, seq) : NEAT_OK;
+    nm_reap(dev);
+    return st;
+}
+
 NEAT_API neat_status neat_tensor_write(neat_tensor *h, const float *src, int64_t count) {
     nm_tensor *t;
     neat_status st = check_copy("neat_tensor_write", "src", h, src, count, &t);
     if (st || count == 0) return st;
-    st = t->dev->be->synchronize(t->dev);
+    st = wait_for_users(t);
     if (st) return st;
     return t->dev->be->copy_in(t->dev, t->data, src, (size_t)count * sizeof(float));
 }
@@ -220,7 +250,7 @@ NEAT_API neat_status neat_tensor_read(const neat_tensor *h, float *dst, int64_t 
     nm_tensor *t;
     neat_status st = check_copy("neat_tensor_read", "dst", h, dst, count, &t);
     if (st || count == 0) return st;
-    st = t->dev->be->synchronize(t->dev);
+    st = wait_for_users(t);
     if (st) return st;
     return t->dev->be->copy_out(t->dev, dst, t->data, (size_t)count * sizeof(float));
 }

@@ -3,8 +3,9 @@
  *
  * Each device owns one worker thread. neat_cmdbuf_commit appends a job to the device's
  * queue and returns; the worker runs the jobs' ops in order, each op opening its own OpenMP
- * parallel regions (oneDNN uses the same OpenMP runtime). A failing op stops its job; the
- * failure is kept in the command buffer for neat_cmdbuf_wait.
+ * parallel regions (oneDNN uses the same OpenMP runtime). A failing op stops its job (the
+ * ops after it do not run); the failure goes to the command buffer for neat_cmdbuf_wait.
+ * Jobs complete in order: `done_seq` is the seq of the last one finished.
  */
 #include "cpu.h"
 
@@ -17,15 +18,19 @@
 
 typedef struct cpu_job {
     nm_cmdbuf *cb;
+    uint64_t seq;
     struct cpu_job *next;
 } cpu_job;
 
-/* Run every op of cb; returns the first failure (its message in this thread's error). */
+/* Run the ops of cb in order up to the first failure, which goes to cb with its index. */
 static neat_status run_ops(nm_device *dev, nm_cmdbuf *cb) {
     for (int64_t i = 0; i < cb->nops; i++) {
         const nm_op *op = &cb->ops[i];
         neat_status st = dev->be->op[op->kind](dev, cb, op);
-        if (st != NEAT_OK) return st;
+        if (st != NEAT_OK) {
+            nm_cmdbuf_fail(cb, i, st, neat_last_error());
+            return st;
+        }
     }
     return NEAT_OK;
 }
@@ -55,8 +60,7 @@ static void *worker_main(void *arg) {
         }
 
         pthread_mutex_lock(&c->lock);
-        if (st != NEAT_OK) nm_cmdbuf_fail(job->cb, st, neat_last_error());
-        job->cb->pending--;
+        c->done_seq = job->seq;
         c->running = 0;
         free(job);
         pthread_cond_broadcast(&c->done_cv);
@@ -95,6 +99,42 @@ static void cpu_name(char *out, size_t size) {
     fclose(f);
 }
 
+/* A number from the first line of `path` ("max" or absent: -1). */
+static int64_t read_number(const char *path) {
+    FILE *f = fopen(path, "r");
+    if (!f) return -1;
+    long long v = -1;
+    if (fscanf(f, "%lld", &v) != 1) v = -1;
+    fclose(f);
+    return v;
+}
+
+/* Memory free for the pool now: MemAvailable, and no more than the cgroup's limit less its
+ * usage (v2: memory.max, memory.current; v1: memory.limit_in_bytes, memory.usage_in_bytes),
+ * so that an allocation past a container's limit gets OUT_OF_MEMORY instead of the kill. */
+static int64_t available_memory(void) {
+    int64_t avail = -1;
+    FILE *f = fopen("/proc/meminfo", "r");
+    if (f) {
+        char line[256];
+        long long kb;
+        while (fgets(line, sizeof line, f))
+            if (sscanf(line, "MemAvailable: %lld kB", &kb) == 1) avail = (int64_t)kb * 1024;
+        fclose(f);
+    }
+    int64_t limit = read_number("/sys/fs/cgroup/memory.max");
+    int64_t used = read_number("/sys/fs/cgroup/memory.current");
+    if (limit < 0) {
+        limit = read_number("/sys/fs/cgroup/memory/memory.limit_in_bytes");
+        used = read_number("/sys/fs/cgroup/memory/memory.usage_in_bytes");
+    }
+    if (limit > 0 && used >= 0 && limit < ((int64_t)1 << 60)) {
+        int64_t room = limit > used ? limit - used : 0;
+        if (avail < 0 || room < avail) avail = room;
+    }
+    return avail > 0 ? avail : 0;
+}
+
 static neat_status cpu_device_open(nm_device *dev, int index) {
     if (index != 0)
         return nm_error(NEAT_ERR_UNSUPPORTED, "neat_device_create: the CPU backend has one device (index 0), not %d", index);
@@ -122,6 +162,7 @@ static neat_status cpu_device_open(nm_device *dev, int index) {
     long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
     dev->props.total_memory = pages > 0 && page > 0 ? (int64_t)pages * page : 0;
     dev->props.num_threads = c->nthreads;
+    dev->mem_available = available_memory();
     return NEAT_OK;
 }
 
@@ -157,40 +198,34 @@ static neat_status cpu_copy(nm_device *dev, void *dst, const void *src, size_t b
     return NEAT_OK;
 }
 
-static neat_status cpu_submit(nm_device *dev, nm_cmdbuf *cb) {
+static neat_status cpu_submit(nm_device *dev, nm_cmdbuf *cb, uint64_t seq) {
     cpu_device *c = cpu_dev(dev);
     cpu_job *job = malloc(sizeof *job);
     if (!job) return nm_error(NEAT_ERR_OUT_OF_MEMORY, "neat_cmdbuf_commit: out of host memory");
     job->cb = cb;
+    job->seq = seq;
     job->next = NULL;
     pthread_mutex_lock(&c->lock);
     if (c->tail) c->tail->next = job;
     else c->head = job;
     c->tail = job;
-    cb->pending++;
     pthread_cond_signal(&c->work_cv);
     pthread_mutex_unlock(&c->lock);
     return NEAT_OK;
 }
 
-static neat_status cpu_wait(nm_device *dev, nm_cmdbuf *cb) {
+static uint64_t cpu_completed(nm_device *dev) {
     cpu_device *c = cpu_dev(dev);
     pthread_mutex_lock(&c->lock);
-    while (cb->pending > 0) pthread_cond_wait(&c->done_cv, &c->lock);
-    neat_status st = cb->async_status;
-    if (st != NEAT_OK) {
-        nm_set_error_text(cb->async_msg);
-        cb->async_status = NEAT_OK;
-        cb->async_msg[0] = 0;
-    }
+    uint64_t done = c->done_seq;
     pthread_mutex_unlock(&c->lock);
-    return st;
+    return done;
 }
 
-static neat_status cpu_synchronize(nm_device *dev) {
+static neat_status cpu_wait_seq(nm_device *dev, uint64_t seq) {
     cpu_device *c = cpu_dev(dev);
     pthread_mutex_lock(&c->lock);
-    while (c->head || c->running) pthread_cond_wait(&c->done_cv, &c->lock);
+    while (c->done_seq < seq) pthread_cond_wait(&c->done_cv, &c->lock);
     pthread_mutex_unlock(&c->lock);
     return NEAT_OK;
 }
@@ -206,8 +241,8 @@ const nm_backend_ops nm_cpu_backend = {
     .copy_in = cpu_copy,
     .copy_out = cpu_copy,
     .submit = cpu_submit,
-    .wait = cpu_wait,
-    .synchronize = cpu_synchronize,
+    .completed = cpu_completed,
+    .wait_seq = cpu_wait_seq,
     .cmdbuf_release = NULL,
     .op = NM_OP_TABLE(cpu),
 };

@@ -24,6 +24,7 @@ typedef struct cpu_device {
     pthread_cond_t work_cv, done_cv;
     struct cpu_job *head, *tail; /* submissions not yet run */
     int running;                 /* a job is executing */
+    uint64_t done_seq;           /* seq of the last job finished (jobs run in order) */
     int stop;
     struct cpu_dnnl *dnnl; /* owned by dnnl.c */
 } cpu_device;

@@ -75,6 +75,9 @@ neat_status cpu_sgd_update(nm_device *dev, nm_cmdbuf *cb, const nm_op *op)
     if (n == 0)
         return NEAT_OK;
     float lr = op->u.sgd_update.hyper->data[0];
+    char why[128];
+    if (!nm_hyper_valid(lr, op->u.sgd_update.hyper->data[1], 0, why, sizeof why))
+        return nm_error(NEAT_ERR_INVALID_ARGUMENT, "%s", why);
     CPU_SPLIT(cpu_par(cpu_dev(dev)->nthreads, n), n, lo, hi,
               sgd_range(param, grad, vel, lr, p->weight_decay, p->momentum, p->nesterov, lo,
                         hi));
@@ -90,6 +93,9 @@ neat_status cpu_adam_update(nm_device *dev, nm_cmdbuf *cb, const nm_op *op)
     if (n == 0)
         return NEAT_OK;
     double lr = op->u.adam_update.hyper->data[0], t = op->u.adam_update.hyper->data[1];
+    char why[128];
+    if (!nm_hyper_valid((float)lr, (float)t, 1, why, sizeof why))
+        return nm_error(NEAT_ERR_INVALID_ARGUMENT, "%s", why);
     /* bias corrections in double: 1 - 0.999^t loses most float digits for small t */
     double bc1 = 1.0 - pow((double)p->beta1, t);
     double bc2 = 1.0 - pow((double)p->beta2, t);

@@ -171,8 +171,8 @@ static neat_status check_labels(const char *fn, const float *labels, int64_t row
         float l = labels[r];
         if (!(l >= 0.0f && l < (float)cols && l == floorf(l)))
             return nm_error(NEAT_ERR_INVALID_ARGUMENT,
-                            "%s: label %g at row %lld is out of range [0, %lld)", fn, (double)l,
-                            (long long)r, (long long)cols);
+                            "%s: labels[%lld] = %g is not a class index in 0..%lld", fn,
+                            (long long)r, (double)l, (long long)cols - 1);
     }
     return NEAT_OK;
 }

@@ -76,7 +76,14 @@ static void release_device(cuda_device *d) {
     if (d->lt) cublasLtDestroy(d->lt);
     if (d->lt_ws) cudaFree(d->lt_ws);
     if (d->stream) cudaStreamDestroy(d->stream);
+    for (int i = 0; i < d->nspare; i++) cudaEventDestroy(d->spare[i]);
+    for (int i = 0; i < d->nsubs; i++) {
+        cudaEventDestroy(d->subs[(d->first + i) % d->capsubs].start);
+        cudaEventDestroy(d->subs[(d->first + i) % d->capsubs].done);
+    }
+    free(d->subs);
     pthread_mutex_destroy(&d->lock);
+    pthread_mutex_destroy(&d->reap_lock);
     free(d);
 }
 
@@ -105,6 +112,7 @@ static neat_status cuda_device_open(nm_device *dev, int index) {
     if (!d) return nm_error(NEAT_ERR_OUT_OF_MEMORY, "%s: out of host memory", fn);
     d->index = index;
     pthread_mutex_init(&d->lock, NULL);
+    pthread_mutex_init(&d->reap_lock, NULL);
     struct cudaDeviceProp prop;
     neat_status st = cuda_check(cudaSetDevice(index), fn, "cudaSetDevice");
     if (!st) st = cuda_check(cudaGetDeviceProperties(&prop, index), fn, "cudaGetDeviceProperties");
@@ -123,6 +131,9 @@ static neat_status cuda_device_open(nm_device *dev, int index) {
     snprintf(dev->props.name, sizeof dev->props.name, "%.127s", prop.name);
     dev->props.total_memory = (int64_t)prop.totalGlobalMem;
     dev->props.num_threads = d->sms;
+    size_t free_bytes = 0, total_bytes = 0;
+    if (cudaMemGetInfo(&free_bytes, &total_bytes) == cudaSuccess) dev->mem_available = (int64_t)free_bytes;
+    else cudaGetLastError();
     return NEAT_OK;
 }
 
@@ -156,14 +167,14 @@ static void cuda_mem_free(nm_device *dev, void *ptr, size_t bytes) {
     cudaFree(ptr);
 }
 
+/* cudaMemcpy runs on the legacy stream, which the device's non-blocking stream does not
+ * wait for and which does not wait for it: the core has already waited for the work that
+ * uses this memory, and unrelated work keeps running. */
 static neat_status copy(nm_device *dev, void *dst, const void *src, size_t bytes,
                         enum cudaMemcpyKind kind, const char *what) {
     if (bytes == 0) return NEAT_OK;
-    cuda_device *d = cuda_dev(dev);
-    cudaSetDevice(d->index);
-    neat_status st = cuda_check(cudaMemcpyAsync(dst, src, bytes, kind, d->stream), what, "cudaMemcpyAsync");
-    if (!st) st = cuda_check(cudaStreamSynchronize(d->stream), what, "cudaStreamSynchronize");
-    return st;
+    cudaSetDevice(cuda_dev(dev)->index);
+    return cuda_check(cudaMemcpy(dst, src, bytes, kind), what, "cudaMemcpy");
 }
 
 static neat_status cuda_copy_in(nm_device *dev, void *dst, const void *src, size_t bytes) {
@@ -211,8 +222,6 @@ static neat_status cmdbuf_state(nm_device *dev, nm_cmdbuf *cb) {
     if (!c) return nm_error(NEAT_ERR_OUT_OF_MEMORY, "%s: out of host memory", fn);
     c->slots = calloc((size_t)(cb->nops > 0 ? cb->nops : 1) * CUDA_SLOTS, sizeof *c->slots);
     neat_status st = c->slots ? NEAT_OK : nm_error(NEAT_ERR_OUT_OF_MEMORY, "%s: out of host memory", fn);
-    if (!st) st = cuda_check(cudaEventCreate(&c->start), fn, "cudaEventCreate");
-    if (!st) st = cuda_check(cudaEventCreate(&c->done), fn, "cudaEventCreate");
     for (int64_t i = 0; i < cb->nops; i++)
         if (cb->ops[i].kind == NM_OP_SOFTMAX_XENT || cb->ops[i].kind == NM_OP_SOFTMAX_XENT_BACKWARD)
             c->checks = 1;
@@ -226,8 +235,6 @@ static neat_status cmdbuf_state(nm_device *dev, nm_cmdbuf *cb) {
         }
     }
     if (st) {
-        if (c->start) cudaEventDestroy(c->start);
-        if (c->done) cudaEventDestroy(c->done);
         free(c->slots);
         free(c);
         return st;
@@ -236,13 +243,57 @@ static neat_status cmdbuf_state(nm_device *dev, nm_cmdbuf *cb) {
     return NEAT_OK;
 }
 
-static neat_status cuda_submit(nm_device *dev, nm_cmdbuf *cb) {
+/* ---- submissions in flight -----------------------------------------------------------------
+ * Every submission records two events around its work on the stream; they wait in
+ * d->subs (oldest first) until cudaEventQuery finds `done` complete. Completing one reads
+ * its buffer's error record (an out-of-range label) into nm_cmdbuf_fail and its device
+ * time, then publishes its seq in d->done_seq. d->reap_lock serialises completion (it calls
+ * nm_cmdbuf_fail, which takes dev->lock; submit holds dev->lock then d->lock, so d->lock is
+ * never held while nm_cmdbuf_fail runs). */
+
+static cuda_sub *sub_push(cuda_device *d) {
+    if (d->nsubs == d->capsubs) {
+        int cap = d->capsubs ? 2 * d->capsubs : 64;
+        cuda_sub *subs = malloc((size_t)cap * sizeof *subs);
+        if (!subs) return NULL;
+        for (int i = 0; i < d->nsubs; i++) subs[i] = d->subs[(d->first + i) % d->capsubs];
+        free(d->subs);
+        d->subs = subs;
+        d->capsubs = cap;
+        d->first = 0;
+    }
+    cuda_sub *s = &d->subs[(d->first + d->nsubs) % d->capsubs];
+    memset(s, 0, sizeof *s);
+    return s;
+}
+
+/* An event from the spare list, else a new one. d->lock held. */
+static cudaError_t event_get(cuda_device *d, cudaEvent_t *ev) {
+    if (d->nspare) {
+        *ev = d->spare[--d->nspare];
+        return cudaSuccess;
+    }
+    return cudaEventCreate(ev);
+}
+
+static void event_put(cuda_device *d, cudaEvent_t ev) {
+    if (!ev) return;
+    if (d->nspare < CUDA_SPARE_EVENTS) d->spare[d->nspare++] = ev;
+    else cudaEventDestroy(ev);
+}
+
+static neat_status cuda_submit(nm_device *dev, nm_cmdbuf *cb, uint64_t seq) {
     static const char fn[] = "neat_cmdbuf_commit";
     cuda_device *d = cuda_dev(dev);
     pthread_mutex_lock(&d->lock);
     cudaSetDevice(d->index);
     neat_status st = cb->impl ? NEAT_OK : cmdbuf_state(dev, cb);
+    cuda_sub *sub = st ? NULL : sub_push(d);
+    if (!st && !sub) st = nm_error(NEAT_ERR_OUT_OF_MEMORY, "%s: out of host memory", fn);
+    if (!st) st = cuda_check(event_get(d, &sub->start), fn, "cudaEventCreate");
+    if (!st) st = cuda_check(event_get(d, &sub->done), fn, "cudaEventCreate");
     if (st) {
+        if (sub) event_put(d, sub->start), event_put(d, sub->done);
         pthread_mutex_unlock(&d->lock);
         return st;
     }
@@ -251,29 +302,42 @@ static neat_status cuda_submit(nm_device *dev, nm_cmdbuf *cb) {
     if (!c->exec && !c->graph_failed && c->submits >= after) {
         st = capture(dev, cb);
         if (st && after == 0) { /* test mode: a capture that fails is a failure */
+            event_put(d, sub->start), event_put(d, sub->done);
             pthread_mutex_unlock(&d->lock);
             return st;
         }
         if (st) c->graph_failed = 1; /* run op by op below */
     }
     /* start is recorded after any capture, so the device time is the work's alone */
-    st = cuda_check(cudaEventRecord(c->start, d->stream), fn, "cudaEventRecord");
+    st = cuda_check(cudaEventRecord(sub->start, d->stream), fn, "cudaEventRecord");
     int timed = st == NEAT_OK;
     if (!st) {
         if (c->exec) st = cuda_check(cudaGraphLaunch(c->exec, d->stream), fn, "cudaGraphLaunch");
         else st = enqueue_ops(dev, cb);
     }
     c->submits++;
-    /* Recorded even after a failure: wait() and release must cover what was enqueued. */
-    neat_status rec = cuda_check(cudaEventRecord(c->done, d->stream), fn, "cudaEventRecord");
+    /* Recorded even after a failure: what was enqueued must complete before reuse. */
+    neat_status rec = cuda_check(cudaEventRecord(sub->done, d->stream), fn, "cudaEventRecord");
     if (!st) st = rec;
-    c->timed = timed && st == NEAT_OK;
-    if (!st) cb->pending = 1;
+    if (st == NEAT_OK) {
+        sub->seq = seq;
+        sub->cb = cb;
+        sub->timed = timed;
+        sub->checks = c->checks;
+        d->nsubs++;
+    } else {
+        /* The core gives the tensors back on a failed commit: what was enqueued before the
+         * failure must finish first (an error path; it may wait). */
+        if (rec == NEAT_OK) cudaEventSynchronize(sub->done);
+        else cudaStreamSynchronize(d->stream);
+        cudaGetLastError();
+        event_put(d, sub->start), event_put(d, sub->done);
+    }
     pthread_mutex_unlock(&d->lock);
     return st;
 }
 
-/* The error record set by a kernel (a label out of range), as an async failure of cb. */
+/* The error record set by a kernel (a label out of range), as a failure of its op. */
 static void read_error_record(nm_device *dev, nm_cmdbuf *cb) {
     cuda_cmdbuf *c = cuda_cb(cb);
     int rec[CUDA_ERR_WORDS];
@@ -281,79 +345,118 @@ static void read_error_record(nm_device *dev, nm_cmdbuf *cb) {
     cudaError_t e = cudaMemcpy(rec, c->err, sizeof rec, cudaMemcpyDeviceToHost);
     if (e != cudaSuccess) {
         cudaGetLastError();
-        snprintf(msg, sizeof msg, "neat_cmdbuf_wait: reading the error record failed: %s", cudaGetErrorString(e));
-        nm_cmdbuf_fail(cb, NEAT_ERR_BACKEND_ERROR, msg);
+        snprintf(msg, sizeof msg, "neat_cmdbuf_wait: reading the error record failed: %s",
+                 cudaGetErrorString(e));
+        nm_cmdbuf_fail_all(cb, NEAT_ERR_BACKEND_ERROR, msg);
         return;
     }
     if (!rec[CUDA_ERR_FLAG]) return;
     float label;
     memcpy(&label, &rec[CUDA_ERR_VALUE], sizeof label);
     int64_t opi = rec[CUDA_ERR_OP];
-    const char *name = "neat_softmax_cross_entropy";
-    long long cols = 0;
-    if (opi >= 0 && opi < cb->nops) {
-        const nm_op *op = &cb->ops[opi];
-        if (op->kind == NM_OP_SOFTMAX_XENT_BACKWARD) name = "neat_softmax_cross_entropy_backward";
-        cols = (long long)op->u.softmax_xent.cols; /* the same struct for both kinds */
-    }
-    snprintf(msg, sizeof msg,
-             "%s: labels[%d] = %g is not a class index in 0..%lld (op %lld of the command buffer)",
-             name, rec[CUDA_ERR_ROW], (double)label, cols - 1, (long long)opi);
-    nm_cmdbuf_fail(cb, NEAT_ERR_INVALID_ARGUMENT, msg);
-    /* Clear it behind everything enqueued so far (this buffer's work has completed). */
+    long long cols = opi >= 0 && opi < cb->nops ? (long long)cb->ops[opi].u.softmax_xent.cols : 0;
+    snprintf(msg, sizeof msg, "labels[%d] = %g is not a class index in 0..%lld", rec[CUDA_ERR_ROW],
+             (double)label, cols - 1);
+    nm_cmdbuf_fail(cb, opi, NEAT_ERR_INVALID_ARGUMENT, msg);
+    /* Cleared behind everything enqueued so far (this submission has completed). */
     cudaMemsetAsync(c->err, 0, sizeof rec, cuda_dev(dev)->stream);
 }
 
-static neat_status cuda_wait(nm_device *dev, nm_cmdbuf *cb) {
+/* Complete every submission whose `done` has passed; returns a device failure (a sticky
+ * error: then every submission counts as completed, each buffer told why). */
+static neat_status complete_subs(nm_device *dev, int block) {
     cuda_device *d = cuda_dev(dev);
-    cuda_cmdbuf *c = cuda_cb(cb);
+    neat_status failure = NEAT_OK;
+    /* completed() never blocks: another thread completing (or waiting) will publish. */
+    if (!block && pthread_mutex_trylock(&d->reap_lock) != 0) return NEAT_OK;
+    if (block) pthread_mutex_lock(&d->reap_lock);
     cudaSetDevice(d->index);
-    cudaError_t e = c ? cudaEventSynchronize(c->done) : cudaSuccess;
-    pthread_mutex_lock(&d->lock);
-    if (e != cudaSuccess) {
-        char msg[NM_MSG_MAX];
-        snprintf(msg, sizeof msg, "neat_cmdbuf_wait: the command buffer failed on the GPU: %s (%s)",
-                 cudaGetErrorString(e), cudaGetErrorName(e));
-        cudaGetLastError();
-        nm_cmdbuf_fail(cb, NEAT_ERR_BACKEND_ERROR, msg);
-    } else {
-        if (c && c->checks) read_error_record(dev, cb);
-        float ms;
-        if (c && c->timed && cb->async_status == NEAT_OK) {
-            if (cudaEventElapsedTime(&ms, c->start, c->done) == cudaSuccess) {
-                int64_t ns = (int64_t)((double)ms * 1e6);
-                __atomic_store_n(&cb->device_ns, ns > 0 ? ns : 1, __ATOMIC_RELEASE);
-            } else {
-                cudaGetLastError(); /* no time this round; not a failure of the work */
+    for (;;) {
+        pthread_mutex_lock(&d->lock);
+        if (d->nsubs == 0) {
+            pthread_mutex_unlock(&d->lock);
+            break;
+        }
+        cuda_sub s = d->subs[d->first];
+        pthread_mutex_unlock(&d->lock);
+        cudaError_t e = cudaEventQuery(s.done);
+        if (e == cudaErrorNotReady) break;
+        if (e != cudaSuccess) {
+            char msg[NM_MSG_MAX];
+            snprintf(msg, sizeof msg, "the command buffer failed on the GPU: %s (%s)",
+                     cudaGetErrorString(e), cudaGetErrorName(e));
+            cudaGetLastError();
+            nm_cmdbuf_fail_all(s.cb, NEAT_ERR_BACKEND_ERROR, msg);
+            failure = nm_error(NEAT_ERR_BACKEND_ERROR, "%s", msg);
+        } else {
+            if (s.checks) read_error_record(dev, s.cb);
+            float ms;
+            if (s.timed) {
+                if (cudaEventElapsedTime(&ms, s.start, s.done) == cudaSuccess) {
+                    int64_t ns = (int64_t)((double)ms * 1e6);
+                    __atomic_store_n(&s.cb->device_ns, ns > 0 ? ns : 1, __ATOMIC_RELEASE);
+                } else {
+                    cudaGetLastError(); /* no time this round; not a failure of the work */
+                }
             }
         }
+        pthread_mutex_lock(&d->lock);
+        d->first = (d->first + 1) % d->capsubs;
+        d->nsubs--;
+        event_put(d, s.start);
+        event_put(d, s.done);
+        if (s.seq > d->done_seq) __atomic_store_n(&d->done_seq, s.seq, __ATOMIC_RELEASE);
+        pthread_mutex_unlock(&d->lock);
     }
-    cb->pending = 0;
-    neat_status st = cb->async_status;
-    if (st != NEAT_OK) {
-        nm_set_error_text(cb->async_msg);
-        cb->async_status = NEAT_OK;
-        cb->async_msg[0] = 0;
+    pthread_mutex_unlock(&d->reap_lock);
+    return failure;
+}
+
+static uint64_t cuda_completed(nm_device *dev) {
+    complete_subs(dev, 0);
+    return __atomic_load_n(&cuda_dev(dev)->done_seq, __ATOMIC_ACQUIRE);
+}
+
+/* Block on the `done` event of the first submission at or past seq (the stream runs them
+ * in order), holding reap_lock so that the event is not recycled meanwhile (completed()
+ * on other threads then skips: it never blocks), then complete what finished. */
+static neat_status cuda_wait_seq(nm_device *dev, uint64_t seq) {
+    cuda_device *d = cuda_dev(dev);
+    neat_status st = NEAT_OK;
+    cudaSetDevice(d->index);
+    while (__atomic_load_n(&d->done_seq, __ATOMIC_ACQUIRE) < seq) {
+        neat_status f = complete_subs(dev, 1);
+        if (f) st = f;
+        if (__atomic_load_n(&d->done_seq, __ATOMIC_ACQUIRE) >= seq) break;
+        /* Block on the event of the submission seq (found under the lock; events are only
+         * recycled by complete_subs, which this thread is not running). */
+        cudaEvent_t ev = NULL;
+        pthread_mutex_lock(&d->reap_lock);
+        pthread_mutex_lock(&d->lock);
+        for (int i = 0; i < d->nsubs && !ev; i++) {
+            const cuda_sub *s = &d->subs[(d->first + i) % d->capsubs];
+            if (s->seq >= seq) ev = s->done;
+        }
+        pthread_mutex_unlock(&d->lock);
+        cudaError_t e = ev ? cudaEventSynchronize(ev) : cudaSuccess;
+        pthread_mutex_unlock(&d->reap_lock);
+        if (e != cudaSuccess) {
+            cudaGetLastError();
+            f = complete_subs(dev, 1);
+            st = f ? f : cuda_check(e, "neat_cmdbuf_wait", "cudaEventSynchronize");
+            break;
+        }
+        if (!ev) break; /* nothing in flight reaches seq: it failed to submit */
     }
-    pthread_mutex_unlock(&d->lock);
     return st;
 }
 
-static neat_status cuda_synchronize(nm_device *dev) {
-    cuda_device *d = cuda_dev(dev);
-    cudaSetDevice(d->index);
-    return cuda_check(cudaStreamSynchronize(d->stream), "neat_device_synchronize", "cudaStreamSynchronize");
-}
-
+/* The buffer is idle: the core calls this only after its submissions completed. */
 static void cuda_cmdbuf_release(nm_device *dev, nm_cmdbuf *cb) {
     cuda_cmdbuf *c = cuda_cb(cb);
     if (!c) return;
     cudaSetDevice(cuda_dev(dev)->index);
-    /* Work of a failed commit may still run; its scratch returns to the pool right after. */
-    cudaEventSynchronize(c->done);
     if (c->exec) cudaGraphExecDestroy(c->exec);
-    cudaEventDestroy(c->start);
-    cudaEventDestroy(c->done);
     free(c->slots);
     free(c);
     cb->impl = NULL;
@@ -370,8 +473,8 @@ const nm_backend_ops nm_cuda_backend = {
     .copy_in = cuda_copy_in,
     .copy_out = cuda_copy_out,
     .submit = cuda_submit,
-    .wait = cuda_wait,
-    .synchronize = cuda_synchronize,
+    .completed = cuda_completed,
+    .wait_seq = cuda_wait_seq,
     .cmdbuf_release = cuda_cmdbuf_release,
     .op = NM_OP_TABLE(cuda),
 };

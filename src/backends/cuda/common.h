@@ -40,6 +40,8 @@ extern "C" {
 #define CUDA_LT_WORKSPACE (32u << 20)
 /* Scratch buffers one op may hold (cuda_scratch slots). */
 #define CUDA_SLOTS 8
+/* Completed submissions' events kept for reuse. */
+#define CUDA_SPARE_EVENTS 64
 
 struct cuda_matmul_cache;
 struct cuda_conv_cache;
@@ -54,8 +56,22 @@ typedef struct cuda_device {
     void *lt_ws;             /* CUDA_LT_WORKSPACE bytes */
     struct cuda_matmul_cache *mm;   /* matmul.cu */
     struct cuda_conv_cache *conv;   /* conv.cu */
-    pthread_mutex_t lock;    /* submit() and the caches */
+    pthread_mutex_t lock;    /* submit(), the caches, the submission ring, spare events */
+    pthread_mutex_t reap_lock; /* one thread completes submissions at a time (backend.c) */
+    struct cuda_sub *subs;   /* submissions in flight, oldest at subs[first], a ring */
+    int first, nsubs, capsubs;
+    uint64_t done_seq;       /* every submission up to it completed (atomic loads) */
+    cudaEvent_t spare[CUDA_SPARE_EVENTS];
+    int nspare;
 } cuda_device;
+
+/* A submission in flight: events around its work, and what completing it must read. */
+typedef struct cuda_sub {
+    uint64_t seq;
+    nm_cmdbuf *cb;
+    cudaEvent_t start, done;
+    int timed, checks;
+} cuda_sub;
 
 /* Error record in device memory, set once by the first kernel that finds bad input. */
 enum { CUDA_ERR_FLAG = 0, CUDA_ERR_ROW = 1, CUDA_ERR_VALUE = 2, CUDA_ERR_OP = 3, CUDA_ERR_WORDS = 4 };
@@ -63,9 +79,6 @@ enum { CUDA_ERR_FLAG = 0, CUDA_ERR_ROW = 1, CUDA_ERR_VALUE = 2, CUDA_ERR_OP = 3,
 typedef struct cuda_slot { void *ptr; size_t bytes; } cuda_slot;
 
 typedef struct cuda_cmdbuf {
-    cudaEvent_t start;         /* recorded before each submission's work (timing) */
-    cudaEvent_t done;          /* recorded after each submission (timing: from start) */
-    int timed;                 /* the latest submission recorded both events */
     cudaGraphExec_t exec;      /* captured at the second submission */
     int graph_failed;          /* capture did not work: keep enqueueing op by op */
     uint64_t submits;

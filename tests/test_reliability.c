@@ -1,0 +1,377 @@
+/*
+ * test_reliability.c — the defects of the reliability issue, one test each, on every
+ * backend that opens (each failed before its fix):
+ *   destroy_while_running   a tensor destroyed (and its memory asked for again) while a
+ *                           committed buffer still uses it: the buffer's result is intact;
+ *   destroy_commit_race     one thread destroys what another commits: never a crash, every
+ *                           status is OK or INVALID_HANDLE (ASan/TSan runs watch the rest);
+ *   zero_size_overflow      a zero-size tensor whose other sizes multiply past 2^63 (UBSan);
+ *   pool_pad_overflow       a pooling padding near INT64_MAX in the error message (UBSan);
+ *   synchronize_reports     neat_device_synchronize reports a failure wait has not;
+ *   failure_stops_buffer    an op failing at run time stops the rest of its submission, its
+ *                           outputs and the later ones untouched; the buffer replays after;
+ *   hyper_checked           SGD/Adam with a NaN rate or step 0 fail, parameters untouched;
+ *   memory_limit            OUT_OF_MEMORY past neat_device_set_memory_limit, at creation and
+ *                           at run time with the op's name;
+ *   empty_spatial           conv and pool on H = 0 succeed with an empty output;
+ *   concurrent_recording    two threads recording into one buffer lose no op.
+ */
+#include "harness.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *dev_name;
+
+static int check_status(neat_status st, neat_status want, const char *what, int line) {
+    return nt_check(st == want, __FILE__, line, "%s: %s: got %s, want %s (%s)", dev_name, what,
+                    neat_status_string(st), neat_status_string(want), neat_last_error());
+}
+#define EXPECT_STATUS(st, want, what) check_status((st), (want), (what), __LINE__)
+#define EXPECT_OK(st, what) check_status((st), NEAT_OK, (what), __LINE__)
+#define EXPECT_MSG(sub, what)                                                               \
+    CHECK(strstr(neat_last_error(), (sub)) != NULL, "%s: %s: message \"%s\" lacks \"%s\"",  \
+          dev_name, (what), neat_last_error(), (sub))
+
+static neat_tensor *tensor(neat_device *dev, int ndim, const int64_t *shape, const float *v) {
+    neat_tensor *t = NULL;
+    EXPECT_OK(neat_tensor_create(dev, ndim, shape, &t), "neat_tensor_create");
+    int64_t n = 1;
+    for (int i = 0; i < ndim; i++) n *= shape[i];
+    if (t && v) EXPECT_OK(neat_tensor_write(t, v, n), "neat_tensor_write");
+    return t;
+}
+
+/* c = a b for N x N integer matrices, committed; a and b destroyed at once and new tensors
+ * of the same size written with garbage while it runs: c must still be exact. */
+static void test_destroy_while_running(neat_device *dev) {
+    enum { N = 384 };
+    float *av = malloc(sizeof(float) * N * N), *bv = malloc(sizeof(float) * N * N);
+    float *cv = malloc(sizeof(float) * N * N), *junk = malloc(sizeof(float) * N * N);
+    for (int i = 0; i < N * N; i++) av[i] = (float)(i % 7 - 3), bv[i] = (float)(i % 5 - 2);
+    for (int i = 0; i < N * N; i++) junk[i] = 1e30f;
+    int64_t shape[2] = {N, N};
+    neat_tensor *a = tensor(dev, 2, shape, av), *b = tensor(dev, 2, shape, bv);
+    neat_tensor *c = tensor(dev, 2, shape, NULL), *more[4] = {0};
+    neat_cmdbuf *cb = NULL;
+    EXPECT_OK(neat_cmdbuf_create(dev, &cb), "neat_cmdbuf_create");
+    EXPECT_OK(neat_matmul(cb, a, b, c, 1, 0, 0, 0), "neat_matmul");
+    EXPECT_OK(neat_cmdbuf_commit(cb), "neat_cmdbuf_commit");
+    neat_tensor_destroy(a);
+    neat_tensor_destroy(b);
+    for (int i = 0; i < 4; i++) more[i] = tensor(dev, 2, shape, junk);
+    EXPECT_OK(neat_cmdbuf_wait(cb), "neat_cmdbuf_wait");
+    EXPECT_OK(neat_tensor_read(c, cv, N * N), "neat_tensor_read");
+    int64_t bad = -1;
+    for (int i = 0; i < N && bad < 0; i++)
+        for (int j = 0; j < N && bad < 0; j++) {
+            double s = 0;
+            for (int k = 0; k < N; k++) s += (double)av[i * N + k] * bv[k * N + j];
+            if ((double)cv[i * N + j] != s) bad = (int64_t)i * N + j;
+        }
+    CHECK(bad < 0, "%s: c[%lld] wrong after its inputs were destroyed mid-run", dev_name,
+          (long long)bad);
+    /* The buffer's tensors are gone: committing again is refused, nothing runs. */
+    EXPECT_STATUS(neat_cmdbuf_commit(cb), NEAT_ERR_INVALID_HANDLE, "commit after destroy");
+    neat_cmdbuf_destroy(cb);
+    neat_tensor_destroy(c);
+    for (int i = 0; i < 4; i++) neat_tensor_destroy(more[i]);
+    free(av), free(bv), free(cv), free(junk);
+}
+
+typedef struct race_arg {
+    neat_tensor *t;
+} race_arg;
+
+static void *destroy_later(void *p) {
+    race_arg *r = p;
+    neat_tensor_destroy(r->t);
+    return NULL;
+}
+
+static void test_destroy_commit_race(neat_device *dev) {
+    enum { ROUNDS = 200, N = 4096 };
+    int64_t shape[1] = {N};
+    float *v = malloc(sizeof(float) * N);
+    for (int i = 0; i < N; i++) v[i] = (float)i;
+    int bad_status = 0, ran = 0;
+    for (int round = 0; round < ROUNDS; round++) {
+        neat_tensor *x = tensor(dev, 1, shape, v), *y = tensor(dev, 1, shape, NULL);
+        neat_cmdbuf *cb = NULL;
+        EXPECT_OK(neat_cmdbuf_create(dev, &cb), "neat_cmdbuf_create");
+        EXPECT_OK(neat_add(cb, x, x, y), "neat_add");
+        race_arg r = {x};
+        pthread_t th;
+        pthread_create(&th, NULL, destroy_later, &r);
+        neat_status st = neat_cmdbuf_commit(cb);
+        if (st != NEAT_OK && st != NEAT_ERR_INVALID_HANDLE) bad_status++;
+        if (st == NEAT_OK) {
+            ran++;
+            if (neat_cmdbuf_wait(cb) != NEAT_OK) bad_status++;
+            if (neat_tensor_read(y, v, N) == NEAT_OK)
+                for (int i = 0; i < N; i++)
+                    if (v[i] != (float)(2 * i)) bad_status++, i = N;
+            for (int i = 0; i < N; i++) v[i] = (float)i;
+        }
+        pthread_join(th, NULL);
+        neat_cmdbuf_destroy(cb);
+        neat_tensor_destroy(y);
+    }
+    CHECK(bad_status == 0, "%s: %d rounds with a wrong status or result", dev_name, bad_status);
+    printf("%s: destroy/commit race: %d of %d commits ran before the destroy\n", dev_name, ran,
+           ROUNDS);
+    free(v);
+}
+
+/* [2^40, 2^40, 0]: zero elements, yet its leading sizes multiply past 2^63. */
+static void test_zero_size_overflow(neat_device *dev) {
+    int64_t shape[3] = {(int64_t)1 << 40, (int64_t)1 << 40, 0}, yshape[2] = {(int64_t)1 << 40, 0};
+    neat_tensor *x = tensor(dev, 3, shape, NULL), *y = tensor(dev, 2, yshape, NULL);
+    neat_cmdbuf *cb = NULL;
+    EXPECT_OK(neat_cmdbuf_create(dev, &cb), "neat_cmdbuf_create");
+    EXPECT_OK(neat_softmax(cb, x, x), "softmax of an empty [2^40,2^40,0]");
+    EXPECT_OK(neat_sum_axis(cb, x, 0, y), "sum_axis of an empty [2^40,2^40,0]");
+    EXPECT_OK(neat_cmdbuf_commit(cb), "neat_cmdbuf_commit");
+    EXPECT_OK(neat_cmdbuf_wait(cb), "neat_cmdbuf_wait");
+    neat_cmdbuf_destroy(cb);
+    neat_tensor_destroy(x);
+    neat_tensor_destroy(y);
+}
+
+static void test_pool_pad_overflow(neat_device *dev) {
+    int64_t shape[4] = {1, 1, 5, 5};
+    neat_tensor *x = tensor(dev, 4, shape, NULL), *y = tensor(dev, 4, shape, NULL);
+    neat_cmdbuf *cb = NULL;
+    EXPECT_OK(neat_cmdbuf_create(dev, &cb), "neat_cmdbuf_create");
+    neat_pool2d_desc d = neat_pool2d_desc_full(INT64_MAX, 2, 1, 1, INT64_MAX / 2, 0);
+    EXPECT_STATUS(neat_maxpool2d(cb, &d, x, y), NEAT_ERR_SHAPE_MISMATCH, "pad near INT64_MAX");
+    EXPECT_MSG("smaller than the kernel", "pad near INT64_MAX");
+    neat_cmdbuf_destroy(cb);
+    neat_tensor_destroy(x);
+    neat_tensor_destroy(y);
+}
+
+/* logits [2,3], labels {0, 7}: label 7 is out of range. */
+static neat_cmdbuf *bad_label_buffer(neat_device *dev, neat_tensor **keep) {
+    int64_t ls[2] = {2, 3}, ns[1] = {2}, one[1] = {1};
+    float lv[6] = {1, 2, 3, 4, 5, 6}, labv[2] = {0, 7};
+    keep[0] = tensor(dev, 2, ls, lv);
+    keep[1] = tensor(dev, 1, ns, labv);
+    keep[2] = tensor(dev, 1, one, (float[]){42});
+    neat_cmdbuf *cb = NULL;
+    EXPECT_OK(neat_cmdbuf_create(dev, &cb), "neat_cmdbuf_create");
+    EXPECT_OK(neat_softmax_cross_entropy(cb, keep[0], keep[1], keep[2]), "record xent");
+    return cb;
+}
+
+static void test_synchronize_reports(neat_device *dev) {
+    neat_tensor *t[3];
+    neat_cmdbuf *cb = bad_label_buffer(dev, t);
+    EXPECT_OK(neat_cmdbuf_commit(cb), "neat_cmdbuf_commit");
+    EXPECT_STATUS(neat_device_synchronize(dev), NEAT_ERR_INVALID_ARGUMENT, "synchronize");
+    EXPECT_MSG("neat_softmax_cross_entropy (op 0 of 1", "synchronize");
+    EXPECT_MSG("labels[1] = 7", "synchronize");
+    EXPECT_OK(neat_cmdbuf_wait(cb), "wait after synchronize reported the failure");
+    EXPECT_OK(neat_device_synchronize(dev), "second synchronize");
+    neat_cmdbuf_destroy(cb);
+    for (int i = 0; i < 3; i++) neat_tensor_destroy(t[i]);
+}
+
+static float read1(const neat_tensor *t) {
+    float v = NAN;
+    EXPECT_OK(neat_tensor_read(t, &v, 1), "neat_tensor_read");
+    return v;
+}
+
+static void test_failure_stops_buffer(neat_device *dev) {
+    neat_tensor *t[3];
+    neat_cmdbuf *cb = bad_label_buffer(dev, t);
+    int64_t ps[1] = {4}, hs[1] = {2};
+    float pv[4] = {1, 2, 3, 4}, gv[4] = {1, 1, 1, 1}, got[4];
+    neat_tensor *param = tensor(dev, 1, ps, pv), *grad = tensor(dev, 1, ps, gv);
+    neat_tensor *hyper = tensor(dev, 1, hs, (float[]){0.5f, 1});
+    neat_sgd_params sp = {0};
+    /* ops: 0 fill (runs), 1 xent (fails), 2 sgd and 3 fill (must not run) */
+    EXPECT_OK(neat_cmdbuf_reset(cb), "reset");
+    EXPECT_OK(neat_fill(cb, grad, 2), "record fill grad");
+    EXPECT_OK(neat_softmax_cross_entropy(cb, t[0], t[1], t[2]), "record xent");
+    EXPECT_OK(neat_sgd_update(cb, &sp, hyper, param, grad, NULL), "record sgd");
+    EXPECT_OK(neat_fill(cb, t[0], 0), "record fill after");
+    EXPECT_OK(neat_cmdbuf_commit(cb), "commit");
+    EXPECT_STATUS(neat_cmdbuf_wait(cb), NEAT_ERR_INVALID_ARGUMENT, "wait");
+    EXPECT_MSG("neat_softmax_cross_entropy (op 1 of 4 in the command buffer): labels[1] = 7",
+               "wait");
+    EXPECT_OK(neat_tensor_read(param, got, 4), "read param");
+    CHECK(!memcmp(got, pv, sizeof got), "%s: param changed by an op after the failure", dev_name);
+    CHECK(read1(t[2]) == 42, "%s: the failing op wrote its output", dev_name);
+    EXPECT_OK(neat_tensor_read(grad, got, 4), "read grad");
+    CHECK(got[0] == 2, "%s: the op before the failure did not run", dev_name);
+    float lv[6];
+    EXPECT_OK(neat_tensor_read(t[0], lv, 6), "read logits");
+    CHECK(lv[5] == 6, "%s: the last op ran after the failure", dev_name);
+    /* After the failure the buffer stays committed and replays once the label is fixed. */
+    EXPECT_OK(neat_tensor_write(t[1], (float[]){0, 2}, 2), "fix labels");
+    EXPECT_OK(neat_cmdbuf_commit(cb), "commit again");
+    EXPECT_OK(neat_cmdbuf_wait(cb), "wait again");
+    EXPECT_OK(neat_tensor_read(param, got, 4), "read param");
+    CHECK(got[0] == 0 && got[3] == 3, "%s: replay after a failure: param %g %g", dev_name,
+          (double)got[0], (double)got[3]);
+    neat_cmdbuf_destroy(cb);
+    neat_tensor *all[] = {t[0], t[1], t[2], param, grad, hyper};
+    for (int i = 0; i < 6; i++) neat_tensor_destroy(all[i]);
+}
+
+static void test_hyper_checked(neat_device *dev) {
+    int64_t ps[1] = {3}, hs[1] = {2};
+    float pv[3] = {1, 2, 3}, got[3];
+    neat_tensor *param = tensor(dev, 1, ps, pv), *grad = tensor(dev, 1, ps, pv);
+    neat_tensor *m = NULL, *v = NULL;
+    EXPECT_OK(neat_tensor_create_zeros(dev, 1, ps, &m), "zeros m");
+    EXPECT_OK(neat_tensor_create_zeros(dev, 1, ps, &v), "zeros v");
+    neat_tensor *hyper = tensor(dev, 1, hs, (float[]){NAN, 1});
+    neat_sgd_params sp = {0};
+    neat_adam_params ap = {0.9f, 0.999f, 1e-8f, 0};
+    static const struct { float lr, t; int adam; const char *msg; } rows[] = {
+        {NAN, 1, 0, "hyper[0] (the learning rate) is nan"},
+        {-1, 1, 0, "hyper[0] (the learning rate) is -1"},
+        {INFINITY, 1, 1, "hyper[0] (the learning rate) is inf"},
+        {0.1f, 0, 1, "hyper[1] (the step) is 0"},
+        {0.1f, NAN, 1, "hyper[1] (the step) is nan"},
+    };
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        neat_cmdbuf *cb = NULL;
+        EXPECT_OK(neat_tensor_write(hyper, (float[]){rows[i].lr, rows[i].t}, 2), "write hyper");
+        EXPECT_OK(neat_cmdbuf_create(dev, &cb), "neat_cmdbuf_create");
+        EXPECT_OK(rows[i].adam ? neat_adam_update(cb, &ap, hyper, param, grad, m, v)
+                               : neat_sgd_update(cb, &sp, hyper, param, grad, NULL),
+                  "record update");
+        EXPECT_OK(neat_cmdbuf_commit(cb), "commit");
+        EXPECT_STATUS(neat_cmdbuf_wait(cb), NEAT_ERR_INVALID_ARGUMENT, rows[i].msg);
+        EXPECT_MSG(rows[i].msg, rows[i].msg);
+        EXPECT_OK(neat_tensor_read(param, got, 3), "read param");
+        CHECK(!memcmp(got, pv, sizeof got), "%s: %s: param changed", dev_name, rows[i].msg);
+        neat_cmdbuf_destroy(cb);
+    }
+    neat_tensor *all[] = {param, grad, m, v, hyper};
+    for (int i = 0; i < 5; i++) neat_tensor_destroy(all[i]);
+}
+
+static void test_memory_limit(neat_device *dev) {
+    const int64_t MiB = 1 << 20;
+    neat_memory_stats s;
+    EXPECT_OK(neat_device_trim(dev), "trim");
+    EXPECT_OK(neat_device_memory_stats(dev, &s), "stats");
+    CHECK(s.limit > 0, "%s: default limit %lld", dev_name, (long long)s.limit);
+    EXPECT_OK(neat_device_set_memory_limit(dev, s.reserved + 64 * MiB), "set limit");
+    EXPECT_STATUS(neat_device_set_memory_limit(dev, -1), NEAT_ERR_INVALID_ARGUMENT, "limit -1");
+    int64_t big[1] = {40 * MiB / 4};
+    neat_tensor *a = NULL, *b = NULL;
+    EXPECT_OK(neat_tensor_create(dev, 1, big, &a), "first 40 MiB");
+    EXPECT_STATUS(neat_tensor_create(dev, 1, big, &b), NEAT_ERR_OUT_OF_MEMORY, "second 40 MiB");
+    EXPECT_MSG("limit", "second 40 MiB");
+    CHECK(b == NULL, "%s: out written on failure", dev_name);
+    neat_tensor_destroy(a);
+    EXPECT_OK(neat_tensor_create(dev, 1, big, &b), "40 MiB after freeing the first");
+    neat_tensor_destroy(b);
+    /* At run time: a conv backward takes scratch when it first runs. */
+    int64_t xs[4] = {8, 16, 32, 32}, ws[4] = {16, 16, 3, 3};
+    neat_tensor *x = NULL, *w = NULL, *dy = NULL, *dx = NULL, *dw = NULL;
+    EXPECT_OK(neat_tensor_create_zeros(dev, 4, xs, &x), "x");
+    EXPECT_OK(neat_tensor_create_zeros(dev, 4, ws, &w), "w");
+    EXPECT_OK(neat_tensor_create_zeros(dev, 4, xs, &dy), "dy");
+    EXPECT_OK(neat_tensor_create(dev, 4, xs, &dx), "dx");
+    EXPECT_OK(neat_tensor_create(dev, 4, ws, &dw), "dw");
+    neat_conv2d_desc cd = neat_conv2d_desc_make(3, 3, 1, 1);
+    neat_cmdbuf *cb = NULL;
+    EXPECT_OK(neat_cmdbuf_create(dev, &cb), "cmdbuf");
+    EXPECT_OK(neat_conv2d_backward(cb, &cd, NEAT_ACT_NONE, x, w, NULL, NULL, dy, dx, dw, NULL, 0),
+              "record conv backward");
+    EXPECT_OK(neat_device_memory_stats(dev, &s), "stats");
+    EXPECT_OK(neat_device_trim(dev), "trim");
+    EXPECT_OK(neat_device_set_memory_limit(dev, s.in_use + 1024), "tight limit");
+    neat_status st = neat_cmdbuf_commit(cb);
+    if (st == NEAT_OK) st = neat_cmdbuf_wait(cb);
+    if (st == NEAT_OK) {
+        nt_skip("%s: conv backward took no scratch at run time here", dev_name);
+    } else {
+        EXPECT_STATUS(st, NEAT_ERR_OUT_OF_MEMORY, "conv backward past the limit");
+        EXPECT_MSG("neat_conv2d_backward", "conv backward past the limit");
+    }
+    EXPECT_OK(neat_device_set_memory_limit(dev, 0), "default limit again");
+    neat_cmdbuf_destroy(cb);
+    neat_tensor *all[] = {x, w, dy, dx, dw};
+    for (int i = 0; i < 5; i++) neat_tensor_destroy(all[i]);
+}
+
+static void test_empty_spatial(neat_device *dev) {
+    int64_t xs[4] = {2, 3, 0, 5}, ws[4] = {4, 3, 3, 3}, ys[4] = {2, 4, 0, 5}, ps[4] = {2, 3, 0, 2};
+    neat_tensor *x = tensor(dev, 4, xs, NULL), *w = tensor(dev, 4, ws, NULL);
+    neat_tensor *y = tensor(dev, 4, ys, NULL), *p = tensor(dev, 4, ps, NULL);
+    neat_conv2d_desc cd = neat_conv2d_desc_make(3, 3, 1, 1);
+    neat_pool2d_desc pd = neat_pool2d_desc_make(2, 2, 2, 0);
+    neat_cmdbuf *cb = NULL;
+    EXPECT_OK(neat_cmdbuf_create(dev, &cb), "cmdbuf");
+    EXPECT_OK(neat_conv2d_forward(cb, &cd, NEAT_ACT_RELU, x, w, NULL, y), "conv on H = 0");
+    EXPECT_OK(neat_maxpool2d(cb, &pd, x, p), "pool on H = 0");
+    EXPECT_OK(neat_cmdbuf_commit(cb), "commit");
+    EXPECT_OK(neat_cmdbuf_wait(cb), "wait");
+    neat_cmdbuf_destroy(cb);
+    neat_tensor *all[] = {x, w, y, p};
+    for (int i = 0; i < 4; i++) neat_tensor_destroy(all[i]);
+}
+
+typedef struct rec_arg {
+    neat_cmdbuf *cb;
+    neat_tensor *t;
+    int failures;
+} rec_arg;
+
+static void *record_many(void *p) {
+    rec_arg *r = p;
+    for (int i = 0; i < 500; i++)
+        if (neat_scale(r->cb, r->t, 1.0f, r->t) != NEAT_OK) r->failures++;
+    return NULL;
+}
+
+static void test_concurrent_recording(neat_device *dev) {
+    int64_t s1[1] = {16};
+    neat_tensor *a = tensor(dev, 1, s1, NULL), *b = tensor(dev, 1, s1, NULL);
+    neat_cmdbuf *cb = NULL;
+    EXPECT_OK(neat_cmdbuf_create(dev, &cb), "cmdbuf");
+    rec_arg ra = {cb, a, 0}, rb = {cb, b, 0};
+    pthread_t ta, tb;
+    pthread_create(&ta, NULL, record_many, &ra);
+    pthread_create(&tb, NULL, record_many, &rb);
+    pthread_join(ta, NULL);
+    pthread_join(tb, NULL);
+    int64_t n = -1;
+    EXPECT_OK(neat_cmdbuf_op_count(cb, &n), "op count");
+    CHECK(n == 1000 && ra.failures + rb.failures == 0, "%s: %lld ops recorded of 1000 (%d failed)",
+          dev_name, (long long)n, ra.failures + rb.failures);
+    neat_cmdbuf_destroy(cb);
+    neat_tensor_destroy(a);
+    neat_tensor_destroy(b);
+}
+
+int main(void) {
+    neat_device *devs[NT_MAX_BACKENDS];
+    const char *names[NT_MAX_BACKENDS];
+    int n = nt_open_devices(devs, names);
+    for (int i = 0; i < n; i++) {
+        dev_name = names[i];
+        test_destroy_while_running(devs[i]);
+        test_destroy_commit_race(devs[i]);
+        test_zero_size_overflow(devs[i]);
+        test_pool_pad_overflow(devs[i]);
+        test_synchronize_reports(devs[i]);
+        test_failure_stops_buffer(devs[i]);
+        test_hyper_checked(devs[i]);
+        test_memory_limit(devs[i]);
+        test_empty_spatial(devs[i]);
+        test_concurrent_recording(devs[i]);
+    }
+    nt_close_devices(devs, n);
+    return nt_finish("reliability");
+}
