@@ -6,12 +6,15 @@
 #      packages stay as they are; arm64 is added to dpkg's foreign architectures if needed);
 #   2. builds the CPU backend, tests and examples into build-aarch64/ with
 #      cmake/aarch64-linux-gnu.cmake;
-#   3. runs every build-aarch64/test_* binary under qemu-aarch64 (natively on an aarch64 host).
+#   3. runs every build-aarch64/test_* binary under qemu-aarch64 (natively on an aarch64 host),
+#      once per emulated CPU: "max,sve=off" (Advanced SIMD only, as on Apple Silicon: oneDNN
+#      takes its non-SVE paths) and "max" (qemu's default, with 512-bit SVE).
 # Each binary ends with "<suite>: N passed, M failed, K skipped"; this script adds them up
 # like run_tests.sh and ends with the plain line "N passed, M failed, K skipped".
 # When something cannot be installed it prints "SKIP: <reason>" and exits 0.
 # Environment:
 #   AARCH64_TESTS="test_ops_layers test_backward"  run only these binaries (default: all)
+#   AARCH64_QEMU_CPUS="max,sve=off max"  the qemu -cpu values to run the tests on
 #   AARCH64_TIMEOUT=1800  seconds allowed to one binary (qemu is slow)
 #   BUILD, DEPS, JOBS     build folder, unpacked packages folder, parallel jobs
 set -uo pipefail
@@ -96,7 +99,7 @@ cmake_args=(-DCMAKE_BUILD_TYPE=Release -DNEATML_CUDA=OFF)
 case "$host" in
   aarch64|arm64)
     install_missing cmake make gcc g++ libdnnl-dev zlib1g-dev
-    runner=()
+    cpus=native
     ;;
   x86_64)
     install_missing cmake make gcc-aarch64-linux-gnu g++-aarch64-linux-gnu
@@ -108,10 +111,7 @@ case "$host" in
     fetch_arm64_debs
     deps_abs=$(cd "$DEPS" && pwd)
     cmake_args+=(-DCMAKE_TOOLCHAIN_FILE="$PWD/cmake/aarch64-linux-gnu.cmake" -DDNNL_ROOT="$deps_abs")
-    # -L: the guest's ld.so and libc (libgomp, libstdc++ too) from the cross libc's tree;
-    # -E: the unpacked oneDNN for the guest's loader only (not the host's qemu).
-    runner=("$qemu" -L /usr/aarch64-linux-gnu
-            -E "LD_LIBRARY_PATH=$deps_abs/usr/lib/aarch64-linux-gnu:$deps_abs/lib/aarch64-linux-gnu")
+    cpus=${AARCH64_QEMU_CPUS:-"max,sve=off max"}
     ;;
   *) skip "host $host: neither x86-64 (cross + qemu) nor aarch64 (native)" ;;
 esac
@@ -123,29 +123,39 @@ if ! { cmake -S . -B "$BUILD" "${cmake_args[@]}" >"$BUILD/configure.log" 2>&1 &&
   echo "$passed passed, $((failed + 1)) failed, $skipped skipped"
   exit 1
 fi
-if [ ${#runner[@]} -gt 0 ]; then
+if [ "$cpus" != native ]; then
   echo "check_aarch64: $("$qemu" --version | head -n1), $(aarch64-linux-gnu-gcc --version | head -n1)"
 fi
 file -L "$BUILD/libneatml.so" 2>/dev/null | sed 's/^/check_aarch64: /'
 
 tests=${AARCH64_TESTS:-$(for s in tests/test_*.c; do basename "$s" .c; done)}
 start=$(date +%s)
-for name in $tests; do
-  bin=$BUILD/$name
-  if [ ! -x "$bin" ]; then
-    echo "aarch64 $name: not built"; failed=$((failed + 1)); continue
+for cpu in $cpus; do
+  runner=()
+  if [ "$cpu" != native ]; then
+    # -L: the guest's ld.so and libc (libgomp, libstdc++ too) from the cross libc's tree;
+    # -E: the unpacked oneDNN for the guest's loader only (not the host's qemu).
+    runner=("$qemu" -cpu "$cpu" -L /usr/aarch64-linux-gnu
+            -E "LD_LIBRARY_PATH=$deps_abs/usr/lib/aarch64-linux-gnu:$deps_abs/lib/aarch64-linux-gnu")
   fi
-  t0=$(date +%s)
-  out=$(timeout "$TIMEOUT" "${runner[@]}" "$bin" 2>&1); rc=$?
-  printf '%s\n' "$out" > "$bin.log"
-  count "aarch64 $name ($(( $(date +%s) - t0 )) s)" "$out"
-  if [ $rc -ne 0 ] && ! grep -qE ' [1-9][0-9]* failed' <<<"$(printf '%s\n' "$out" | tail -n1)"; then
-    echo "aarch64 $name: exit status $rc$([ $rc -eq 124 ] && echo " (timeout ${TIMEOUT} s)") (see $bin.log)"
-    printf '%s\n' "$out" | tail -n 20
-    failed=$((failed + 1))
-  elif [ $rc -ne 0 ]; then
-    printf '%s\n' "$out" | grep -E '^FAIL' | head -n 20
-  fi
+  for name in $tests; do
+    bin=$BUILD/$name
+    log=$bin.${cpu//[,=]/-}.log
+    if [ ! -x "$bin" ]; then
+      echo "aarch64 [$cpu] $name: not built"; failed=$((failed + 1)); continue
+    fi
+    t0=$(date +%s)
+    out=$(timeout "$TIMEOUT" "${runner[@]}" "$bin" 2>&1); rc=$?
+    printf '%s\n' "$out" > "$log"
+    count "aarch64 [$cpu] $name ($(( $(date +%s) - t0 )) s)" "$out"
+    if [ $rc -ne 0 ] && ! grep -qE ' [1-9][0-9]* failed' <<<"$(printf '%s\n' "$out" | tail -n1)"; then
+      echo "aarch64 [$cpu] $name: exit status $rc$([ $rc -eq 124 ] && echo " (timeout ${TIMEOUT} s)") (see $log)"
+      printf '%s\n' "$out" | tail -n 20
+      failed=$((failed + 1))
+    elif [ $rc -ne 0 ]; then
+      printf '%s\n' "$out" | grep -E '^FAIL' | head -n 20
+    fi
+  done
 done
 echo "check_aarch64: tests took $(( $(date +%s) - start )) s"
 echo "$passed passed, $failed failed, $skipped skipped"
