@@ -124,7 +124,9 @@ if ! { cmake -S . -B "$BUILD" "${cmake_args[@]}" >"$BUILD/configure.log" 2>&1 &&
   exit 1
 fi
 if [ "$cpus" != native ]; then
-  echo "check_aarch64: $("$qemu" --version | head -n1), $(aarch64-linux-gnu-gcc --version | head -n1)"
+  dnnl_version=$(sed -nE 's/^#define DNNL_VERSION_(MAJOR|MINOR|PATCH) ([0-9]+).*/\2/p' \
+                 "$DEPS/usr/include/oneapi/dnnl/dnnl_version.h" | paste -sd.)
+  echo "check_aarch64: $("$qemu" --version | head -n1), $(aarch64-linux-gnu-gcc --version | head -n1), oneDNN $dnnl_version (arm64)"
 fi
 file -L "$BUILD/libneatml.so" 2>/dev/null | sed 's/^/check_aarch64: /'
 
