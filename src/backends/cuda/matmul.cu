@@ -21,6 +21,7 @@
  * deterministic).
  */
 #include "common.cuh"
+#include "../lru.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -33,15 +34,19 @@ typedef struct mm_key {
 } mm_key;
 
 typedef struct mm_entry {
-    mm_key key;
     cublasLtMatmulDesc_t desc;
     cublasLtMatrixLayout_t la, lb, lc;
     cublasLtMatmulAlgo_t algo;
 } mm_entry;
 
+/* The device's cache of matmul plans (lru.h): at most NM_LRU_CAPACITY entries, the least
+ * recently used destroyed past it. Freeing an entry is safe at any time, also while a CUDA
+ * graph captured with it lives: the descriptors and the algorithm are read by cublasLtMatmul
+ * when it enqueues (or is captured), and a graph holds the launched kernels with their
+ * arguments, not these host objects. The workspace a graph bakes in is the device's lt_ws
+ * (not cached per entry, freed only by device_close). */
 struct cuda_matmul_cache {
-    mm_entry *items;
-    int count, cap;
+    nm_lru lru;
 };
 
 /* Largest power of two <= 256 dividing the address: cuBLASLt assumes 256 unless told. */
@@ -59,11 +64,15 @@ static void entry_destroy(mm_entry *e) {
     if (e->desc) cublasLtMatmulDescDestroy(e->desc);
 }
 
+static void entry_free(void *e) {
+    entry_destroy((mm_entry *)e);
+    free(e);
+}
+
 extern "C" void cuda_matmul_cache_free(cuda_device *d) {
     struct cuda_matmul_cache *c = d->mm;
     if (!c) return;
-    for (int i = 0; i < c->count; i++) entry_destroy(&c->items[i]);
-    free(c->items);
+    nm_lru_clear(&c->lru);
     free(c);
     d->mm = NULL;
 }
@@ -92,23 +101,16 @@ static neat_status mm_lookup(cuda_device *d, const mm_key *key, mm_entry **out, 
     if (!d->mm) {
         d->mm = (struct cuda_matmul_cache *)calloc(1, sizeof *d->mm);
         if (!d->mm) return nm_error(NEAT_ERR_OUT_OF_MEMORY, "%s: out of host memory", what);
+        nm_lru_init(&d->mm->lru, NM_LRU_CAPACITY);
     }
     struct cuda_matmul_cache *c = d->mm;
-    for (int i = 0; i < c->count; i++)
-        if (memcmp(&c->items[i].key, key, sizeof *key) == 0) {
-            *out = &c->items[i];
-            return NEAT_OK;
-        }
-    if (c->count == c->cap) {
-        int cap = c->cap ? 2 * c->cap : 16;
-        mm_entry *items = (mm_entry *)realloc(c->items, (size_t)cap * sizeof *items);
-        if (!items) return nm_error(NEAT_ERR_OUT_OF_MEMORY, "%s: out of host memory", what);
-        c->items = items;
-        c->cap = cap;
+    mm_entry *hit = (mm_entry *)nm_lru_get(&c->lru, key, sizeof *key);
+    if (hit) {
+        *out = hit;
+        return NEAT_OK;
     }
     mm_entry e;
     memset(&e, 0, sizeof e);
-    e.key = *key;
     cublasLtMatmulPreference_t pref = NULL;
     cublasOperation_t ta = key->trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
     cublasOperation_t tb = key->trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
@@ -142,8 +144,16 @@ static neat_status mm_lookup(cuda_device *d, const mm_key *key, mm_entry **out, 
                         what, (long long)key->m, (long long)key->n, (long long)key->k, (long long)key->batch);
     }
     e.algo = result.algo;
-    c->items[c->count] = e;
-    *out = &c->items[c->count++];
+    { /* a block: the gotos above do not cross kept's initialization */
+        mm_entry *kept = (mm_entry *)malloc(sizeof *kept);
+        if (kept) *kept = e;
+        if (!kept || nm_lru_put(&c->lru, key, sizeof *key, kept, entry_free) != 0) {
+            free(kept); /* the descriptors are e's as well: destroyed once, below */
+            entry_destroy(&e);
+            return nm_error(NEAT_ERR_OUT_OF_MEMORY, "%s: out of host memory", what);
+        }
+        *out = kept;
+    }
     return NEAT_OK;
 fail:
     if (pref) cublasLtMatmulPreferenceDestroy(pref);
