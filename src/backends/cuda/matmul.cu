@@ -8,9 +8,11 @@
  *
  * Strict float32 uses CUBLAS_COMPUTE_32F; NEAT_MATH_TF32 CUBLAS_COMPUTE_32F_FAST_TF32.
  * The descriptors and the algorithm (cublasLtMatmulAlgoGetHeuristic, best first) are made
- * once per shape, transposes, epilogue, math mode and pointer alignment, and cached in the
- * device: a later submission (or a graph capture) only sets the bias pointer and calls
- * cublasLtMatmul with the device's preallocated workspace. With beta = 0 cuBLASLt does not
+ * once per shape, transposes, epilogue and math mode, and cached in the device (lru.h): a
+ * later submission (or a graph capture) only sets the bias pointer and calls cublasLtMatmul
+ * with the device's preallocated workspace. Every pointer is the start of a pool block,
+ * 256-byte aligned (common.cuh), which is what cuBLASLt assumes when no smaller alignment
+ * is given in the preference. With beta = 0 cuBLASLt does not
  * read C (a NaN there does not propagate). K = 0 gives C = beta C (+ bias, activation).
  *
  * linear forward: y = act(x w^T + b): epilogues BIAS / RELU_BIAS (RELU without a bias),
@@ -30,7 +32,6 @@ typedef struct mm_key {
     int trans_a, trans_b; /* cuBLASLt's (ours swapped) */
     int64_t batch, m, n, k;
     int epilogue, math;
-    int align_a, align_b, align_c;
 } mm_key;
 
 typedef struct mm_entry {
@@ -48,14 +49,6 @@ typedef struct mm_entry {
 struct cuda_matmul_cache {
     nm_lru lru;
 };
-
-/* Largest power of two <= 256 dividing the address: cuBLASLt assumes 256 unless told. */
-static int ptr_align(const void *p) {
-    uintptr_t v = (uintptr_t)p;
-    int a = 4;
-    while (a < 256 && (v % (uintptr_t)(a * 2)) == 0) a *= 2;
-    return a;
-}
 
 static void entry_destroy(mm_entry *e) {
     if (e->la) cublasLtMatrixLayoutDestroy(e->la);
@@ -116,7 +109,6 @@ static neat_status mm_lookup(cuda_device *d, const mm_key *key, mm_entry **out, 
     cublasOperation_t tb = key->trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
     cublasLtEpilogue_t epi = (cublasLtEpilogue_t)key->epilogue;
     uint64_t ws = CUDA_LT_WORKSPACE;
-    uint32_t al_a = (uint32_t)key->align_a, al_b = (uint32_t)key->align_b, al_c = (uint32_t)key->align_c;
     cublasLtMatmulHeuristicResult_t result;
     int found = 0;
     memset(&result, 0, sizeof result);
@@ -130,10 +122,6 @@ static neat_status mm_lookup(cuda_device *d, const mm_key *key, mm_entry **out, 
     LT_TRY(make_layout(&e.lc, key->m, key->n, key->batch));
     LT_TRY(cublasLtMatmulPreferenceCreate(&pref));
     LT_TRY(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws));
-    LT_TRY(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al_a, sizeof al_a));
-    LT_TRY(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al_b, sizeof al_b));
-    LT_TRY(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al_c, sizeof al_c));
-    LT_TRY(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al_c, sizeof al_c));
     LT_TRY(cublasLtMatmulAlgoGetHeuristic(d->lt, e.desc, e.la, e.lb, e.lc, e.lc, pref, 1, &result, &found));
     cublasLtMatmulPreferenceDestroy(pref);
     pref = NULL;
@@ -193,9 +181,6 @@ extern "C" neat_status cuda_gemm(nm_device *dev, neat_math_mode math, int trans_
     key.k = k;
     key.epilogue = (int)epilogue;
     key.math = (int)math;
-    key.align_a = ptr_align(b);
-    key.align_b = ptr_align(a);
-    key.align_c = ptr_align(c);
     mm_entry *e;
     neat_status st = mm_lookup(d, &key, &e, what);
     if (st) return st;

@@ -242,7 +242,7 @@ neat_status cuda_softmax(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
     if (u.rows == 0 || u.cols == 0) return NEAT_OK;
     const float *x = u.x->data;
     float *y = u.y->data;
-    bool vec = u.cols % 4 == 0 && aligned16(x) && aligned16(y);
+    bool vec = u.cols % 4 == 0;
     if (vec && u.cols > ROW_WARP_COLS && u.cols <= 4 * 8 * CUDA_THREADS) {
         cudaStream_t s = cuda_dev(dev)->stream;
         unsigned grid = cuda_grid(dev, u.rows, 1);
@@ -252,7 +252,7 @@ neat_status cuda_softmax(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
             softmax_rows_regs<8><<<grid, CUDA_THREADS, 0, s>>>(x, y, u.rows, u.cols);
         return cuda_launched("neat_softmax", "softmax_rows_regs");
     }
-    ROWS_LAUNCH(softmax_rows, u.rows, u.cols, aligned16(x) && aligned16(y), x, y, u.rows, u.cols);
+    ROWS_LAUNCH(softmax_rows, u.rows, u.cols, true, x, y, u.rows, u.cols);
     return cuda_launched("neat_softmax", "softmax_rows");
 }
 
@@ -262,7 +262,7 @@ neat_status cuda_softmax_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op
     const float *y = u.y->data, *dy = u.dy->data;
     float *dx = u.dx->data;
     ROWS_LAUNCH(softmax_backward_rows, u.rows, u.cols,
-                aligned16(y) && aligned16(dy) && aligned16(dx), y, dy, dx, u.rows, u.cols);
+                true, y, dy, dx, u.rows, u.cols);
     return cuda_launched("neat_softmax_backward", "softmax_backward_rows");
 }
 
@@ -274,7 +274,7 @@ static neat_status xent(nm_device *dev, nm_cmdbuf *cb, const nm_op *op, float *r
     float inv_n = 1.0f / (float)u.rows;
     int op_index = (int)c->cur_op;
     ROWS_LAUNCH(xent_rows, u.rows, u.cols,
-                aligned16(x) && (!dlogits || aligned16(dlogits)), x, labels, row_loss, dlogits,
+                true, x, labels, row_loss, dlogits,
                 u.rows, u.cols, inv_n, c->err, op_index);
     return cuda_launched(what, "xent_rows");
 }
