@@ -34,7 +34,7 @@ typedef void (*nm_lru_free_fn)(void *value);
 
 typedef struct nm_lru_entry {
     uint64_t hash;
-    struct nm_lru_entry *chain;      /* next entry of the same bucket */
+    struct nm_lru_entry *chain;       /* next entry of the same bucket */
     struct nm_lru_entry *prev, *next; /* recency list */
     void *value;
     nm_lru_free_fn free_value;
@@ -61,10 +61,14 @@ static inline uint64_t nm_lru_hash(const void *key, size_t keylen) {
 }
 
 static inline void nm_lru_unlink(nm_lru *c, nm_lru_entry *e) {
-    if (e->prev) e->prev->next = e->next;
-    else c->head = e->next;
-    if (e->next) e->next->prev = e->prev;
-    else c->tail = e->prev;
+    if (e->prev)
+        e->prev->next = e->next;
+    else
+        c->head = e->next;
+    if (e->next)
+        e->next->prev = e->prev;
+    else
+        c->tail = e->prev;
     e->prev = e->next = NULL;
 }
 
