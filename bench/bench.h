@@ -13,7 +13,7 @@
 #ifndef NEATML_BENCH_H
 #define NEATML_BENCH_H
 
-#include "harness.h"
+#include "rng.h"
 #include "neatml.h"
 
 #include <stdint.h>
@@ -76,7 +76,7 @@ void bench_fail(bench_result *res, const char *fmt, ...) __attribute__((format(p
 
 /* A tensor of the given shape filled with uniform values in [lo, hi) (nonzero with
  * probability one); the host copy is returned in *host when host != NULL (caller frees). */
-neat_status bench_random_tensor(bench_ctx *ctx, nt_rng *rng, int ndim, const int64_t *shape,
+neat_status bench_random_tensor(bench_ctx *ctx, rng64 *rng, int ndim, const int64_t *shape,
                                 double lo, double hi, neat_tensor **out, float **host);
 /* Read a whole tensor back into a new malloc'd buffer (NULL on failure, status in *st). */
 float *bench_read_back(const neat_tensor *t, neat_status *st);
@@ -89,7 +89,7 @@ neat_status bench_time(bench_ctx *ctx, neat_cmdbuf *cb, bench_result *res);
 neat_status bench_run_once(neat_cmdbuf *cb);
 
 /* Start a case: trim the pool and reset the peak so that res->peak_mem is this case's. */
-void bench_begin(bench_ctx *ctx, bench_result *res, nt_rng *rng, uint64_t case_salt);
+void bench_begin(bench_ctx *ctx, bench_result *res, rng64 *rng, uint64_t case_salt);
 /* End a case: read the device's peak memory into res->peak_mem. */
 void bench_end(bench_ctx *ctx, bench_result *res);
 

@@ -32,7 +32,7 @@ void bench_fail(bench_result *res, const char *fmt, ...) {
     va_end(ap);
 }
 
-neat_status bench_random_tensor(bench_ctx *ctx, nt_rng *rng, int ndim, const int64_t *shape,
+neat_status bench_random_tensor(bench_ctx *ctx, rng64 *rng, int ndim, const int64_t *shape,
                                 double lo, double hi, neat_tensor **out, float **host) {
     int64_t n = 1;
     for (int i = 0; i < ndim; i++) n *= shape[i];
@@ -40,7 +40,7 @@ neat_status bench_random_tensor(bench_ctx *ctx, nt_rng *rng, int ndim, const int
     if (!buf) return NEAT_ERR_OUT_OF_MEMORY;
     for (int64_t i = 0; i < n; i++) {
         float v;
-        do v = (float)nt_uniform(rng, lo, hi);
+        do v = (float)rng64_uniform(rng, lo, hi);
         while (v == 0.0f); /* never a zero: a kernel that skips work must not look right */
         buf[i] = v;
     }
@@ -121,7 +121,7 @@ neat_status bench_time(bench_ctx *ctx, neat_cmdbuf *cb, bench_result *res) {
     return NEAT_OK;
 }
 
-void bench_begin(bench_ctx *ctx, bench_result *res, nt_rng *rng, uint64_t case_salt) {
+void bench_begin(bench_ctx *ctx, bench_result *res, rng64 *rng, uint64_t case_salt) {
     memset(res, 0, sizeof *res);
     res->outcome = BENCH_OK;
     res->check_err = 0.0;

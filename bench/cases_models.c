@@ -19,6 +19,8 @@
  * and every parameter finite, conv1's weights moved (the gradient reached the first layer).
  */
 #include "bench.h"
+#include "reference.h"
+#include "reference_train.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -32,7 +34,7 @@
 void bench_mlp_700_small_ops(bench_ctx *ctx, bench_result *res) {
     enum { B = 64, D = 256, REPEAT = 100, LAYERS = 3, CHECK_ROWS = 4 };
     const float alpha = 0.5f, bound = 1.0f / 16.0f;
-    nt_rng rng;
+    rng64 rng;
     bench_begin(ctx, res, &rng, 9);
     snprintf(res->shape, sizeof res->shape, "100 x (3 x (linear 256->256 + relu) + scale), batch 64");
     neat_tensor *x = NULL, *h[LAYERS] = {0}, *w[LAYERS] = {0}, *b[LAYERS] = {0};
@@ -72,7 +74,7 @@ void bench_mlp_700_small_ops(bench_ctx *ctx, bench_result *res) {
         goto done;
     }
     for (int s = 0; s < CHECK_ROWS && res->outcome == BENCH_OK; s++) {
-        int64_t row = nt_randint(&rng, 0, B - 1);
+        int64_t row = rng64_randint(&rng, 0, B - 1);
         double v[D], u[D], err_bound = 0;
         for (int j = 0; j < D; j++) v[j] = hx0[row * D + j];
         for (int r = 0; r < REPEAT; r++) {
@@ -124,49 +126,24 @@ done:
 
 enum { LN = 128, C1 = 32, C2 = 64, HID = 128, CLS = 10, FLAT = C2 * 7 * 7 };
 
-/* y[n,k,p,q] = relu(b[k] + sum_{c,r,s} x[n,c,p+r-1,q+s-1] w[k,c,r,s]), 3x3, pad 1, in
- * float64, then 2x2 max pooling: out [N,K,H/2,W/2]. */
+/* x [LN,C,H,W] -> maxpool2x2(relu(conv3x3 pad 1(x, w) + b)) [LN,K,H/2,W/2] in float64, with
+ * the references of tests/reference.c. */
 static void ref_conv_relu_pool(const double *x, int64_t C, int64_t H, int64_t W,
-                               const float *w, const float *b, int64_t K, double *out) {
-    double *y = malloc((size_t)(H * W) * sizeof *y);
-    for (int64_t n = 0; n < LN; n++)
-        for (int64_t k = 0; k < K; k++) {
-            for (int64_t i = 0; i < H * W; i++) y[i] = b[k];
-            for (int64_t c = 0; c < C; c++) {
-                const double *xc = x + (n * C + c) * H * W;
-                for (int r = 0; r < 3; r++)
-                    for (int s = 0; s < 3; s++) {
-                        double wv = w[((k * C + c) * 3 + r) * 3 + s];
-                        for (int64_t p = 0; p < H; p++) {
-                            int64_t ih = p + r - 1;
-                            if (ih < 0 || ih >= H) continue;
-                            for (int64_t q = 0; q < W; q++) {
-                                int64_t iw = q + s - 1;
-                                if (iw >= 0 && iw < W) y[p * W + q] += wv * xc[ih * W + iw];
-                            }
-                        }
-                    }
-            }
-            double *o = out + (n * K + k) * (H / 2) * (W / 2);
-            for (int64_t p = 0; p < H / 2; p++)
-                for (int64_t q = 0; q < W / 2; q++) {
-                    const double *t = y + 2 * p * W + 2 * q;
-                    double m = fmax(fmax(t[0], t[1]), fmax(t[W], t[W + 1]));
-                    o[p * (W / 2) + q] = m > 0 ? m : 0; /* relu and max commute */
-                }
-        }
+                               const double *w, const double *b, int64_t K, double *out) {
+    ref_conv_shape conv = {.n = LN, .c = C, .h = H, .w = W, .k = K, .kh = 3, .kw = 3, .sh = 1,
+                           .sw = 1, .ph = 1, .pw = 1, .dh = 1, .dw = 1, .groups = 1};
+    ref_conv_shape pool = {.n = LN, .c = K, .h = H, .w = W, .k = K, .kh = 2, .kw = 2, .sh = 2,
+                           .sw = 2, .dh = 1, .dw = 1, .groups = 1};
+    double *y = malloc((size_t)(LN * K * H * W) * sizeof *y);
+    ref_conv2d_forward(&conv, x, w, b, NEAT_ACT_RELU, y, NULL, NULL);
+    ref_maxpool2d(&pool, y, out);
     free(y);
 }
 
-/* out[n,j] = act(b[j] + sum_k x[n,k] w[j,k]) in float64. */
-static void ref_linear(const double *x, int64_t in, const float *w, const float *b,
-                       int64_t outn, int relu, double *out) {
-    for (int64_t n = 0; n < LN; n++)
-        for (int64_t j = 0; j < outn; j++) {
-            double s = b[j];
-            for (int64_t k = 0; k < in; k++) s += x[n * in + k] * (double)w[j * in + k];
-            out[n * outn + j] = relu && s < 0 ? 0 : s;
-        }
+static double *to_double(const float *v, int64_t n) {
+    double *d = malloc((size_t)n * sizeof *d);
+    for (int64_t i = 0; i < n; i++) d[i] = v[i];
+    return d;
 }
 
 typedef struct lenet_param {
@@ -179,7 +156,7 @@ typedef struct lenet_param {
 } lenet_param;
 
 void bench_lenet_train_step(bench_ctx *ctx, bench_result *res) {
-    nt_rng rng;
+    rng64 rng;
     bench_begin(ctx, res, &rng, 10);
     snprintf(res->shape, sizeof res->shape, "LeNet 1x28x28, batch 128, SGD momentum 0.9");
 #define PARAM(n, nd, fan, ...) {.name = n, .ndim = nd, .shape = {__VA_ARGS__}, .fan_in = fan}
@@ -194,6 +171,7 @@ void bench_lenet_train_step(bench_ctx *ctx, bench_result *res) {
     neat_tensor *t[NT] = {0}, *images = NULL, *labels = NULL;
     float *himg = NULL, *hlab = NULL, *after[8] = {0};
     double *d_p1 = NULL, *d_p2 = NULL, *d_h = NULL, *d_logits = NULL, *d_img = NULL;
+    double *d_lab = NULL, *d_dlogits = NULL, *dp[8] = {0};
     neat_cmdbuf *cb = NULL;
     neat_status st;
     const float lr = 0.01f;
@@ -202,7 +180,7 @@ void bench_lenet_train_step(bench_ctx *ctx, bench_result *res) {
     if (!bench_ok(res, bench_random_tensor(ctx, &rng, 4, s_img, 0, 1, &images, &himg), "images"))
         goto done;
     hlab = malloc(LN * sizeof *hlab);
-    for (int n = 0; n < LN; n++) hlab[n] = (float)nt_randint(&rng, 0, CLS - 1);
+    for (int n = 0; n < LN; n++) hlab[n] = (float)rng64_randint(&rng, 0, CLS - 1);
     if (!bench_ok(res, neat_tensor_create(ctx->dev, 1, s_lab, &labels), "labels") ||
         !bench_ok(res, neat_tensor_write(labels, hlab, LN), "labels"))
         goto done;
@@ -270,34 +248,33 @@ void bench_lenet_train_step(bench_ctx *ctx, bench_result *res) {
             bench_ok(res, st, "read back");
             goto done;
         }
-    d_img = malloc(LN * 28 * 28 * sizeof *d_img);
+    /* The float64 forward of all LN images, the loss and fc2's gradients (tests/reference*.c);
+     * gabs is the same gradient over |dlogits|: fc1's output h is a relu, so |dz h| = |dz| h. */
+    for (int i = 0; i < 8; i++) {
+        int64_t n = 1;
+        for (int d = 0; d < P[i].ndim; d++) n *= P[i].shape[d];
+        dp[i] = to_double(P[i].host, n);
+    }
+    d_img = to_double(himg, LN * 28 * 28);
+    d_lab = to_double(hlab, LN);
     d_p1 = malloc((size_t)LN * C1 * 14 * 14 * sizeof *d_p1);
     d_p2 = malloc((size_t)LN * FLAT * sizeof *d_p2);
     d_h = malloc(LN * HID * sizeof *d_h);
     d_logits = malloc(LN * CLS * sizeof *d_logits);
-    for (int64_t i = 0; i < LN * 28 * 28; i++) d_img[i] = himg[i];
-    ref_conv_relu_pool(d_img, 1, 28, 28, P[0].host, P[1].host, C1, d_p1);
-    ref_conv_relu_pool(d_p1, C1, 14, 14, P[2].host, P[3].host, C2, d_p2);
-    ref_linear(d_p2, FLAT, P[4].host, P[5].host, HID, 1, d_h);
-    ref_linear(d_h, HID, P[6].host, P[7].host, CLS, 0, d_logits);
-    double ref_loss = 0, g_w[CLS * HID] = {0}, g_wabs[CLS * HID] = {0}, g_b[CLS] = {0},
-           g_babs[CLS] = {0};
-    for (int n = 0; n < LN; n++) {
-        const double *z = d_logits + n * CLS;
-        double m = z[0], sum = 0, dz[CLS];
-        for (int c = 1; c < CLS; c++) m = fmax(m, z[c]);
-        for (int c = 0; c < CLS; c++) sum += exp(z[c] - m);
-        int label = (int)hlab[n];
-        ref_loss += (m + log(sum) - z[label]) / LN;
-        for (int c = 0; c < CLS; c++) {
-            dz[c] = (exp(z[c] - m) / sum - (c == label)) / LN;
-            g_b[c] += dz[c], g_babs[c] += fabs(dz[c]);
-            for (int j = 0; j < HID; j++) {
-                g_w[c * HID + j] += dz[c] * d_h[n * HID + j];
-                g_wabs[c * HID + j] += fabs(dz[c] * d_h[n * HID + j]);
-            }
-        }
-    }
+    d_dlogits = malloc(LN * CLS * sizeof *d_dlogits);
+    ref_conv_relu_pool(d_img, 1, 28, 28, dp[0], dp[1], C1, d_p1);
+    ref_conv_relu_pool(d_p1, C1, 14, 14, dp[2], dp[3], C2, d_p2);
+    ref_linear_forward(d_p2, dp[4], dp[5], NEAT_ACT_RELU, d_h, NULL, NULL, LN, FLAT, HID);
+    ref_linear_forward(d_h, dp[6], dp[7], NEAT_ACT_NONE, d_logits, NULL, NULL, LN, HID, CLS);
+    double ref_loss = ref_softmax_xent(LN, CLS, d_logits, d_lab);
+    double g_w[CLS * HID], g_wabs[CLS * HID];
+    double g_b[CLS], g_babs[CLS];
+    ref_softmax_xent_backward(LN, CLS, d_logits, d_lab, d_dlogits);
+    ref_linear_backward(d_h, dp[6], dp[7], d_logits, d_dlogits, NEAT_ACT_NONE, LN, HID, CLS,
+                        NULL, g_w, g_b, 0);
+    for (int64_t i = 0; i < LN * CLS; i++) d_dlogits[i] = fabs(d_dlogits[i]);
+    ref_linear_backward(d_h, dp[6], dp[7], d_logits, d_dlogits, NEAT_ACT_NONE, LN, HID, CLS,
+                        NULL, g_wabs, g_babs, 0);
     if (!bench_compare(res, loss, ref_loss, 1e-4 * fabs(ref_loss))) {
         bench_fail(res, "loss = %.9g, float64 reference %.9g (seed %llu)", loss, ref_loss,
                    (unsigned long long)ctx->seed);
@@ -342,8 +319,9 @@ done:
     for (int i = 0; i < NT; i++) neat_tensor_destroy(t[i]);
     for (int i = 0; i < 8; i++) {
         neat_tensor_destroy(P[i].p), neat_tensor_destroy(P[i].g), neat_tensor_destroy(P[i].v);
-        free(P[i].host), free(after[i]);
+        free(P[i].host), free(after[i]), free(dp[i]);
     }
     neat_tensor_destroy(images), neat_tensor_destroy(labels);
     free(himg), free(hlab), free(d_img), free(d_p1), free(d_p2), free(d_h), free(d_logits);
+    free(d_lab), free(d_dlogits);
 }

@@ -9,6 +9,7 @@
  * (log2 n + 1)·2^-24·Σ|x|, add and maxpool exact.
  */
 #include "bench.h"
+#include "reference.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -28,7 +29,7 @@ static void time_case(bench_ctx *ctx, bench_result *res, neat_cmdbuf *cb, double
 /* ---- matmul: C[M,N] = A[M,K] B[K,N] ------------------------------------------------- */
 
 static void run_matmul(bench_ctx *ctx, bench_result *res, int64_t n, uint64_t salt) {
-    nt_rng rng;
+    rng64 rng;
     bench_begin(ctx, res, &rng, salt);
     snprintf(res->shape, sizeof res->shape, "%lldx%lldx%lld", (long long)n, (long long)n,
              (long long)n);
@@ -51,7 +52,7 @@ static void run_matmul(bench_ctx *ctx, bench_result *res, int64_t n, uint64_t sa
         goto done;
     }
     for (int s = 0; s < SAMPLES; s++) {
-        int64_t i = nt_randint(&rng, 0, n - 1), j = nt_randint(&rng, 0, n - 1);
+        int64_t i = rng64_randint(&rng, 0, n - 1), j = rng64_randint(&rng, 0, n - 1);
         double sum = 0, abs = 0;
         for (int64_t k = 0; k < n; k++) {
             double t = (double)ha[i * n + k] * hb[k * n + j];
@@ -84,7 +85,7 @@ void bench_matmul_large(bench_ctx *ctx, bench_result *res) {
 
 void bench_linear_relu_1024(bench_ctx *ctx, bench_result *res) {
     const int64_t n = 1024;
-    nt_rng rng;
+    rng64 rng;
     bench_begin(ctx, res, &rng, 3);
     snprintf(res->shape, sizeof res->shape, "X %lldx%lld, W %lldx%lld", (long long)n,
              (long long)n, (long long)n, (long long)n);
@@ -107,7 +108,7 @@ void bench_linear_relu_1024(bench_ctx *ctx, bench_result *res) {
         goto done;
     }
     for (int s = 0; s < SAMPLES; s++) {
-        int64_t i = nt_randint(&rng, 0, n - 1), j = nt_randint(&rng, 0, n - 1);
+        int64_t i = rng64_randint(&rng, 0, n - 1), j = rng64_randint(&rng, 0, n - 1);
         double sum = hb[j], abs = fabs(hb[j]);
         for (int64_t k = 0; k < n; k++) {
             double t = (double)hx[i * n + k] * hw[j * n + k];
@@ -135,7 +136,7 @@ done:
 
 void bench_conv2d_256f(bench_ctx *ctx, bench_result *res) {
     const int64_t N = 32, C = 64, H = 56, W = 56, K = 256, R = 3, S = 3;
-    nt_rng rng;
+    rng64 rng;
     bench_begin(ctx, res, &rng, 4);
     snprintf(res->shape, sizeof res->shape, "x 32x64x56x56, w 256x64x3x3, pad 1");
     neat_tensor *x = NULL, *w = NULL, *y = NULL;
@@ -158,8 +159,8 @@ void bench_conv2d_256f(bench_ctx *ctx, bench_result *res) {
         goto done;
     }
     for (int s = 0; s < SAMPLES; s++) {
-        int64_t n = nt_randint(&rng, 0, N - 1), k = nt_randint(&rng, 0, K - 1);
-        int64_t p = nt_randint(&rng, 0, H - 1), q = nt_randint(&rng, 0, W - 1);
+        int64_t n = rng64_randint(&rng, 0, N - 1), k = rng64_randint(&rng, 0, K - 1);
+        int64_t p = rng64_randint(&rng, 0, H - 1), q = rng64_randint(&rng, 0, W - 1);
         double sum = 0, abs = 0;
         for (int64_t c = 0; c < C; c++)
             for (int64_t r = 0; r < R; r++)
@@ -191,7 +192,7 @@ done:
 
 void bench_maxpool2x2(bench_ctx *ctx, bench_result *res) {
     const int64_t N = 32, C = 256, H = 56, W = 56, P = 28, Q = 28;
-    nt_rng rng;
+    rng64 rng;
     bench_begin(ctx, res, &rng, 5);
     snprintf(res->shape, sizeof res->shape, "32x256x56x56 -> 32x256x28x28");
     neat_tensor *x = NULL, *y = NULL;
@@ -234,7 +235,7 @@ done:
 
 void bench_softmax_rows_4096(bench_ctx *ctx, bench_result *res) {
     const int64_t n = 4096;
-    nt_rng rng;
+    rng64 rng;
     bench_begin(ctx, res, &rng, 6);
     snprintf(res->shape, sizeof res->shape, "4096x4096, rows");
     neat_tensor *x = NULL, *y = NULL;
@@ -252,14 +253,13 @@ void bench_softmax_rows_4096(bench_ctx *ctx, bench_result *res) {
         bench_ok(res, st, "read back");
         goto done;
     }
+    double want_row[4096];
     for (int s = 0; s < 16 && res->outcome == BENCH_OK; s++) {
-        int64_t i = nt_randint(&rng, 0, n - 1);
-        const float *row = hx + i * n;
-        double m = row[0], z = 0;
-        for (int64_t j = 1; j < n; j++) m = row[j] > m ? row[j] : m;
-        for (int64_t j = 0; j < n; j++) z += exp((double)row[j] - m);
+        int64_t i = rng64_randint(&rng, 0, n - 1);
+        for (int64_t j = 0; j < n; j++) want_row[j] = hx[i * n + j];
+        ref_softmax(want_row, want_row, 1, n); /* tests/reference.c, in place */
         for (int64_t j = 0; j < n; j++) {
-            double want = exp((double)row[j] - m) / z;
+            double want = want_row[j];
             if (!bench_compare(res, hy[i * n + j], want, 1e-5 * want)) {
                 bench_fail(res, "y[%lld,%lld] = %.9g, float64 reference %.9g (seed %llu)",
                            (long long)i, (long long)j, hy[i * n + j], want,
@@ -280,7 +280,7 @@ done:
 
 void bench_sum_all_4096(bench_ctx *ctx, bench_result *res) {
     const int64_t n = 4096;
-    nt_rng rng;
+    rng64 rng;
     bench_begin(ctx, res, &rng, 7);
     snprintf(res->shape, sizeof res->shape, "4096x4096 -> 1");
     neat_tensor *x = NULL, *y = NULL;
@@ -316,7 +316,7 @@ done:
 
 void bench_add_4096(bench_ctx *ctx, bench_result *res) {
     const int64_t n = 4096;
-    nt_rng rng;
+    rng64 rng;
     bench_begin(ctx, res, &rng, 8);
     snprintf(res->shape, sizeof res->shape, "4096x4096 + 4096x4096");
     neat_tensor *a = NULL, *b = NULL, *c = NULL;

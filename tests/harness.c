@@ -44,21 +44,6 @@ int nt_finish(const char *suite) {
     return nt_failed ? 1 : 0;
 }
 
-uint64_t nt_next(nt_rng *r) {
-    uint64_t z = (r->s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-double nt_uniform(nt_rng *r, double lo, double hi) {
-    return lo + (hi - lo) * ((double)(nt_next(r) >> 11) * 0x1.0p-53);
-}
-
-int64_t nt_randint(nt_rng *r, int64_t lo, int64_t hi) {
-    return lo + (int64_t)(nt_next(r) % (uint64_t)(hi - lo + 1));
-}
-
 static int wanted(const char *name) {
     const char *list = getenv("NEATML_TEST_BACKENDS");
     if (!list || !*list) return 1;

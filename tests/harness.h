@@ -9,6 +9,7 @@
 #define NEATML_TEST_HARNESS_H
 
 #include "neatml.h"
+#include "rng.h"
 
 #include <stdint.h>
 #include <stdio.h>
@@ -32,11 +33,12 @@ int nt_finish(const char *suite);
  * can be run again. Each case derives its own seed from it. */
 uint64_t nt_seed_base(const char *suite, uint64_t dflt);
 
-/* Deterministic random numbers (splitmix64), seeded per case and printed on failure. */
-typedef struct nt_rng { uint64_t s; } nt_rng;
-uint64_t nt_next(nt_rng *r);
-double nt_uniform(nt_rng *r, double lo, double hi);    /* [lo, hi) */
-int64_t nt_randint(nt_rng *r, int64_t lo, int64_t hi);  /* [lo, hi] */
+/* Deterministic random numbers (splitmix64, tools/rng.h, shared with bench/), seeded per case
+ * and printed on failure. */
+typedef rng64 nt_rng;
+static inline uint64_t nt_next(nt_rng *r) { return rng64_next(r); }
+static inline double nt_uniform(nt_rng *r, double lo, double hi) { return rng64_uniform(r, lo, hi); }
+static inline int64_t nt_randint(nt_rng *r, int64_t lo, int64_t hi) { return rng64_randint(r, lo, hi); }
 
 /* Backends to test: every one that is built; one that cannot open a device here is
  * reported as skipped with the library's reason. NEATML_TEST_BACKENDS ("cpu,cuda")

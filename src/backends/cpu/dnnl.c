@@ -3,8 +3,8 @@
  * each op's primitives per shape (dnnl_util.h says what a plan is); plus the primitive
  * helpers every oneDNN op uses.
  *
- * The cache is a hash table of byte keys (FNV-1a) with a most-recently-used list; past
- * CPU_PLAN_CAPACITY plans the least recently used one is destroyed. oneDNN keeps its own
+ * The cache is lru.h's: a hash table of byte keys (FNV-1a) with a most-recently-used list;
+ * past CPU_PLAN_CAPACITY plans the least recently used one is destroyed. oneDNN keeps its own
  * primitive cache too, but a hit there still costs the primitive-descriptor creation
  * (several us); a hit here costs a hash and a memcmp.
  */
@@ -14,18 +14,6 @@
 
 #include <stdlib.h>
 #include <string.h>
-
-#define CPU_PLAN_BUCKETS 256
-
-typedef struct cpu_plan_entry {
-    uint64_t hash;
-    void *plan;
-    cpu_plan_free_fn free_plan;
-    struct cpu_plan_entry *chain;              /* same bucket */
-    struct cpu_plan_entry *lru_prev, *lru_next; /* recency list */
-    size_t keylen;
-    unsigned char key[]; /* keylen bytes */
-} cpu_plan_entry;
 
 neat_status cpu_dnnl_fail(dnnl_status_t s, const char *fn, const char *call) {
     int len = (int)strcspn(call, "(");
@@ -38,109 +26,45 @@ neat_status cpu_dnnl_open(nm_device *dev) {
     neat_status st = NEAT_OK;
     cpu_dnnl *d = calloc(1, sizeof *d);
     if (!d) return nm_error(NEAT_ERR_OUT_OF_MEMORY, "%s: no memory for the oneDNN state", fn);
-    d->buckets = calloc(CPU_PLAN_BUCKETS, sizeof *d->buckets);
-    if (!d->buckets) {
-        st = nm_error(NEAT_ERR_OUT_OF_MEMORY, "%s: no memory for the oneDNN plan cache", fn);
-        goto fail;
-    }
+    nm_lru_init(&d->plans, CPU_PLAN_CAPACITY);
     DNNL_TRY(dnnl_engine_create(&d->engine, dnnl_cpu, 0));
     DNNL_TRY(dnnl_stream_create(&d->stream, d->engine, dnnl_stream_default_flags));
     cpu_dev(dev)->dnnl = d;
     return NEAT_OK;
 fail:
     if (d->engine) dnnl_engine_destroy(d->engine);
-    free(d->buckets);
     free(d);
     return st;
-}
-
-static void entry_destroy(cpu_plan_entry *e) {
-    if (e->plan && e->free_plan) e->free_plan(e->plan);
-    free(e);
 }
 
 void cpu_dnnl_close(nm_device *dev) {
     cpu_dnnl *d = cpu_dev(dev)->dnnl;
     if (!d) return;
-    for (cpu_plan_entry *e = d->lru_head, *next; e; e = next) {
-        next = e->lru_next;
-        entry_destroy(e);
-    }
+    nm_lru_clear(&d->plans);
     if (d->stream) dnnl_stream_destroy(d->stream);
     if (d->engine) dnnl_engine_destroy(d->engine);
-    free(d->buckets);
     free(d);
     cpu_dev(dev)->dnnl = NULL;
 }
 
 /* ---- plan cache ------------------------------------------------------------------------------ */
 
-static uint64_t fnv1a(const unsigned char *p, size_t n) {
-    uint64_t h = 1469598103934665603ull;
-    for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 1099511628211ull;
-    return h;
-}
-
-static void lru_unlink(cpu_dnnl *d, cpu_plan_entry *e) {
-    if (e->lru_prev) e->lru_prev->lru_next = e->lru_next;
-    else d->lru_head = e->lru_next;
-    if (e->lru_next) e->lru_next->lru_prev = e->lru_prev;
-    else d->lru_tail = e->lru_prev;
-    e->lru_prev = e->lru_next = NULL;
-}
-
-static void lru_push_front(cpu_dnnl *d, cpu_plan_entry *e) {
-    e->lru_prev = NULL;
-    e->lru_next = d->lru_head;
-    if (d->lru_head) d->lru_head->lru_prev = e;
-    d->lru_head = e;
-    if (!d->lru_tail) d->lru_tail = e;
-}
-
-static void evict_oldest(cpu_dnnl *d) {
-    cpu_plan_entry *e = d->lru_tail;
-    if (!e) return;
-    lru_unlink(d, e);
-    cpu_plan_entry **link = &d->buckets[e->hash % CPU_PLAN_BUCKETS];
-    while (*link != e) link = &(*link)->chain;
-    *link = e->chain;
-    d->count--;
-    entry_destroy(e);
-}
-
 neat_status cpu_dnnl_plan(nm_device *dev, const void *key, size_t keylen,
                           cpu_plan_build_fn build, cpu_plan_free_fn free_plan, const void *ctx,
                           void **plan) {
     cpu_dnnl *d = cpu_dnnl_of(dev);
-    uint64_t h = fnv1a(key, keylen);
-    cpu_plan_entry **bucket = &d->buckets[h % CPU_PLAN_BUCKETS];
-    for (cpu_plan_entry *e = *bucket; e; e = e->chain) {
-        if (e->hash == h && e->keylen == keylen && memcmp(e->key, key, keylen) == 0) {
-            if (d->lru_head != e) {
-                lru_unlink(d, e);
-                lru_push_front(d, e);
-            }
-            *plan = e->plan;
-            return NEAT_OK;
-        }
+    void *found = nm_lru_get(&d->plans, key, keylen);
+    if (found) {
+        *plan = found;
+        return NEAT_OK;
     }
-    cpu_plan_entry *e = calloc(1, sizeof *e + keylen);
-    if (!e) return nm_error(NEAT_ERR_OUT_OF_MEMORY, "no memory for a oneDNN plan");
     void *built = NULL;
     neat_status st = build(d, ctx, &built);
-    if (st != NEAT_OK) {
-        free(e);
-        return st;
+    if (st != NEAT_OK) return st;
+    if (nm_lru_put(&d->plans, key, keylen, built, free_plan) != 0) {
+        if (free_plan) free_plan(built);
+        return nm_error(NEAT_ERR_OUT_OF_MEMORY, "no memory for a oneDNN plan");
     }
-    e->hash = h;
-    e->plan = built;
-    e->free_plan = free_plan;
-    e->keylen = keylen;
-    memcpy(e->key, key, keylen);
-    e->chain = *bucket;
-    *bucket = e;
-    lru_push_front(d, e);
-    if (++d->count > CPU_PLAN_CAPACITY) evict_oldest(d);
     *plan = built;
     return NEAT_OK;
 }

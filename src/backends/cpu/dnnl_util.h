@@ -14,17 +14,14 @@
 #define NEATML_CPU_DNNL_UTIL_H
 
 #include "cpu.h"
+#include "../lru.h"
 
 #include <oneapi/dnnl/dnnl.h>
-
-struct cpu_plan_entry;
 
 typedef struct cpu_dnnl {
     dnnl_engine_t engine;
     dnnl_stream_t stream;
-    struct cpu_plan_entry **buckets; /* hash chains, CPU_PLAN_BUCKETS of them */
-    struct cpu_plan_entry *lru_head, *lru_tail; /* most recently used first */
-    int count;
+    nm_lru plans; /* the plan cache, CPU_PLAN_CAPACITY plans */
 } cpu_dnnl;
 
 static inline cpu_dnnl *cpu_dnnl_of(nm_device *dev) { return cpu_dev(dev)->dnnl; }
@@ -64,9 +61,9 @@ typedef void (*cpu_plan_free_fn)(void *plan);
 typedef neat_status (*cpu_plan_build_fn)(cpu_dnnl *d, const void *ctx, void **plan);
 
 /* The plan cached under key[0..keylen), built by build(d, ctx) and cached on a miss. The
- * least recently used plans are dropped past CPU_PLAN_CAPACITY; a plan just returned is the
- * most recent one, so an op that looks up a few plans in a row keeps them all. */
-#define CPU_PLAN_CAPACITY 512
+ * least recently used plans are dropped past CPU_PLAN_CAPACITY (lru.h); a plan just returned
+ * is the most recent one, so an op that looks up a few plans in a row keeps them all. */
+#define CPU_PLAN_CAPACITY NM_LRU_CAPACITY
 neat_status cpu_dnnl_plan(nm_device *dev, const void *key, size_t keylen,
                           cpu_plan_build_fn build, cpu_plan_free_fn free_plan, const void *ctx,
                           void **plan);

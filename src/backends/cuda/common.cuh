@@ -1,7 +1,8 @@
 /*
  * common.cuh — device-side helpers of the CUDA kernels: grid sizing, the launch check,
  * 16-byte access, warp and block reductions, and the activation math (the same formulas as
- * the CPU backend's elementwise.c, so the two agree to rounding).
+ * the CPU backend's elementwise.c, so the two agree to rounding), and the alignment every
+ * kernel may assume.
  */
 #ifndef NEATML_CUDA_COMMON_CUH
 #define NEATML_CUDA_COMMON_CUH
@@ -27,7 +28,13 @@ static inline neat_status cuda_launched(const char *what, const char *kernel) {
     return cuda_check(cudaGetLastError(), what, kernel);
 }
 
-static inline bool aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
+/* Alignment the kernels rely on, never checked at run time: every pointer a kernel or
+ * cuBLASLt/cuDNN receives is the start of a block of the core's pool (a tensor's data, a view
+ * of it, which shares its storage and pointer, src/core/tensor.c; or command-buffer scratch),
+ * and each block is one cudaMalloc (cuda_mem_alloc in backend.c), which CUDA aligns to at
+ * least 256 bytes. So a whole tensor can be read as float4, and a row of it too when its
+ * length is a multiple of 4. A backend change that hands kernels an offset pointer (a view
+ * at an offset, sub-allocated blocks) must bring the alignment checks back. */
 
 /* ---- reductions ------------------------------------------------------------------------
  * Fixed trees (shfl_down, then warp 0 over the warps' results): the same bits every run. */

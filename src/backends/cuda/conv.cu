@@ -2,10 +2,11 @@
  * conv.cu — conv2d forward and backward on cuDNN's convolution API (NCHW float32, groups,
  * dilation; a cross-correlation).
  *
- * Per geometry and math mode the device caches one plan: the tensor, filter and
- * convolution descriptors and, found on first use and never inside a graph capture, the
- * forward, backward-data and backward-filter algorithms (cudnnGet*Algorithm_v7, ranked by
- * cuDNN's heuristics) with their workspace sizes. Strict float32 runs every algorithm with
+ * Per geometry and math mode the device caches one plan (a bounded LRU: struct
+ * cuda_conv_cache): the tensor, filter and convolution descriptors and, found on first use
+ * (so not inside a graph capture, unless the plan was evicted in between), the forward,
+ * backward-data and backward-filter algorithms (cudnnGet*Algorithm_v7, ranked by cuDNN's
+ * heuristics) with their workspace sizes. Strict float32 runs every algorithm with
  * CUDNN_FMA_MATH (no TF32); NEAT_MATH_TF32 takes the math type cuDNN ranked best. Among
  * backward algorithms a deterministic one is preferred. The workspace is per-op scratch
  * (the same memory at every replay of the command buffer).
@@ -17,6 +18,7 @@
  * Scratch slots: 0 dz, 1 workspace, 2 the [N, K] sums, 3-4 and 5-6 the two reductions.
  */
 #include "common.cuh"
+#include "../lru.h"
 
 #include <limits.h>
 #include <stdlib.h>
@@ -42,9 +44,22 @@ typedef struct conv_plan {
     conv_algo algo[3];
 } conv_plan;
 
+/* The device's cache of plans (lru.h), keyed by geometry and math mode: at most
+ * NM_LRU_CAPACITY plans, the least recently used destroyed past it. Freeing a plan is safe
+ * at any time, also while a CUDA graph captured with it lives: its descriptors and algorithm
+ * choices are read by the cudnnConvolution* calls when they enqueue (or are captured), and a
+ * graph keeps the launched kernels with their arguments, not these host objects. The
+ * workspace a graph bakes in is the op's scratch slot 1, owned by the command buffer and not
+ * by the plan. A plan evicted between a buffer's first submission and its capture is rebuilt
+ * during the capture by host-only calls (descriptor creation, cuDNN's heuristic query), which
+ * answer the same algorithm and workspace size as before, so the slot already fits. */
+typedef struct conv_key {
+    nm_conv_geom g;
+    int64_t math;
+} conv_key;
+
 struct cuda_conv_cache {
-    conv_plan **items;
-    int count, cap;
+    nm_lru lru;
 };
 
 static void plan_destroy(conv_plan *p) {
@@ -56,11 +71,12 @@ static void plan_destroy(conv_plan *p) {
     free(p);
 }
 
+static void plan_free(void *p) { plan_destroy((conv_plan *)p); }
+
 extern "C" void cuda_conv_cache_free(cuda_device *d) {
     struct cuda_conv_cache *c = d->conv;
     if (!c) return;
-    for (int i = 0; i < c->count; i++) plan_destroy(c->items[i]);
-    free(c->items);
+    nm_lru_clear(&c->lru);
     free(c);
     d->conv = NULL;
 }
@@ -79,26 +95,24 @@ static neat_status plan_get(cuda_device *d, const nm_conv_geom *g, neat_math_mod
     if (!d->conv) {
         d->conv = (struct cuda_conv_cache *)calloc(1, sizeof *d->conv);
         if (!d->conv) return nm_error(NEAT_ERR_OUT_OF_MEMORY, "%s: out of host memory", what);
+        nm_lru_init(&d->conv->lru, NM_LRU_CAPACITY);
     }
     struct cuda_conv_cache *c = d->conv;
-    for (int i = 0; i < c->count; i++)
-        if (c->items[i]->math == (int)math && memcmp(&c->items[i]->g, g, sizeof *g) == 0) {
-            *out = c->items[i];
-            return NEAT_OK;
-        }
+    conv_key key;
+    memset(&key, 0, sizeof key); /* hashed and memcmp'd as bytes */
+    key.g = *g;
+    key.math = (int64_t)math;
+    conv_plan *hit = (conv_plan *)nm_lru_get(&c->lru, &key, sizeof key);
+    if (hit) {
+        *out = hit;
+        return NEAT_OK;
+    }
     const int64_t dims[] = {g->n, g->c, g->h, g->w, g->k, g->p, g->q, g->kh, g->kw,
                             g->sh, g->sw, g->ph, g->pw, g->dh, g->dw, g->groups};
     for (size_t i = 0; i < sizeof dims / sizeof dims[0]; i++)
         if (dims[i] > INT_MAX)
             return nm_error(NEAT_ERR_UNSUPPORTED, "%s: a size of %lld exceeds cuDNN's int range",
                             what, (long long)dims[i]);
-    if (c->count == c->cap) {
-        int cap = c->cap ? 2 * c->cap : 16;
-        conv_plan **items = (conv_plan **)realloc(c->items, (size_t)cap * sizeof *items);
-        if (!items) return nm_error(NEAT_ERR_OUT_OF_MEMORY, "%s: out of host memory", what);
-        c->items = items;
-        c->cap = cap;
-    }
     conv_plan *p = (conv_plan *)calloc(1, sizeof *p);
     if (!p) return nm_error(NEAT_ERR_OUT_OF_MEMORY, "%s: out of host memory", what);
     p->g = *g;
@@ -112,7 +126,10 @@ static neat_status plan_get(cuda_device *d, const nm_conv_geom *g, neat_math_mod
     DNN_TRY(cudnnSetFilter4dDescriptor(p->wd, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW, (int)g->k, (int)(g->c / g->groups), (int)g->kh, (int)g->kw));
     DNN_TRY(cudnnSetConvolution2dDescriptor(p->cd, (int)g->ph, (int)g->pw, (int)g->sh, (int)g->sw, (int)g->dh, (int)g->dw, CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
     DNN_TRY(cudnnSetConvolutionGroupCount(p->cd, (int)g->groups));
-    c->items[c->count++] = p;
+    if (nm_lru_put(&c->lru, &key, sizeof key, p, plan_free) != 0) {
+        plan_destroy(p);
+        return nm_error(NEAT_ERR_OUT_OF_MEMORY, "%s: out of host memory", what);
+    }
     *out = p;
     return NEAT_OK;
 }

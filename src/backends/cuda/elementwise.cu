@@ -4,33 +4,29 @@
  * (sigmoid, tanh) and cuDNN (every activation).
  *
  * All are one grid-stride kernel, map_kernel: out[i] = op(i, a[i], b[i]) over n floats,
- * 16 bytes per access when every pointer is 16-byte aligned (pool memory always is; a view
- * may not be), the <4 tail and unaligned cases element by element. out may be a or b
- * (in-place ops), so nothing is declared __restrict__.
+ * 16 bytes per access (every pointer is the start of a pool block: common.cuh), the <4
+ * tail element by element. out may be a or b (in-place ops), so nothing is declared
+ * __restrict__.
  */
 #include "common.cuh"
 
-template <class Op, bool VEC>
+template <class Op>
 __global__ void map_kernel(Op op, float *out, const float *a, const float *b, int64_t n) {
     int64_t tid = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
     int64_t stride = (int64_t)gridDim.x * blockDim.x;
-    int64_t start = 0;
-    if (VEC) {
-        int64_t n4 = n >> 2;
-        for (int64_t i = tid; i < n4; i += stride) {
-            float4 av = a ? reinterpret_cast<const float4 *>(a)[i] : make_float4(0, 0, 0, 0);
-            float4 bv = b ? reinterpret_cast<const float4 *>(b)[i] : make_float4(0, 0, 0, 0);
-            int64_t e = i * 4;
-            float4 r;
-            r.x = op(e, av.x, bv.x);
-            r.y = op(e + 1, av.y, bv.y);
-            r.z = op(e + 2, av.z, bv.z);
-            r.w = op(e + 3, av.w, bv.w);
-            reinterpret_cast<float4 *>(out)[i] = r;
-        }
-        start = n4 * 4;
+    int64_t n4 = n >> 2;
+    for (int64_t i = tid; i < n4; i += stride) {
+        float4 av = a ? reinterpret_cast<const float4 *>(a)[i] : make_float4(0, 0, 0, 0);
+        float4 bv = b ? reinterpret_cast<const float4 *>(b)[i] : make_float4(0, 0, 0, 0);
+        int64_t e = i * 4;
+        float4 r;
+        r.x = op(e, av.x, bv.x);
+        r.y = op(e + 1, av.y, bv.y);
+        r.z = op(e + 2, av.z, bv.z);
+        r.w = op(e + 3, av.w, bv.w);
+        reinterpret_cast<float4 *>(out)[i] = r;
     }
-    for (int64_t i = start + tid; i < n; i += stride)
+    for (int64_t i = n4 * 4 + tid; i < n; i += stride)
         out[i] = op(i, a ? a[i] : 0.0f, b ? b[i] : 0.0f);
 }
 
@@ -39,11 +35,7 @@ static neat_status map_launch(nm_device *dev, Op op, float *out, const float *a,
                               const float *b, int64_t n, const char *what) {
     if (n <= 0) return NEAT_OK;
     cudaStream_t s = cuda_dev(dev)->stream;
-    bool vec = aligned16(out) && (!a || aligned16(a)) && (!b || aligned16(b));
-    if (vec)
-        map_kernel<Op, true><<<cuda_grid(dev, (n + 3) / 4), CUDA_THREADS, 0, s>>>(op, out, a, b, n);
-    else
-        map_kernel<Op, false><<<cuda_grid(dev, n), CUDA_THREADS, 0, s>>>(op, out, a, b, n);
+    map_kernel<Op><<<cuda_grid(dev, (n + 3) / 4), CUDA_THREADS, 0, s>>>(op, out, a, b, n);
     return cuda_launched(what, "map_kernel");
 }
 

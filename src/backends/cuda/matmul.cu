@@ -8,9 +8,11 @@
  *
  * Strict float32 uses CUBLAS_COMPUTE_32F; NEAT_MATH_TF32 CUBLAS_COMPUTE_32F_FAST_TF32.
  * The descriptors and the algorithm (cublasLtMatmulAlgoGetHeuristic, best first) are made
- * once per shape, transposes, epilogue, math mode and pointer alignment, and cached in the
- * device: a later submission (or a graph capture) only sets the bias pointer and calls
- * cublasLtMatmul with the device's preallocated workspace. With beta = 0 cuBLASLt does not
+ * once per shape, transposes, epilogue and math mode, and cached in the device (lru.h): a
+ * later submission (or a graph capture) only sets the bias pointer and calls cublasLtMatmul
+ * with the device's preallocated workspace. Every pointer is the start of a pool block,
+ * 256-byte aligned (common.cuh), which is what cuBLASLt assumes when no smaller alignment
+ * is given in the preference. With beta = 0 cuBLASLt does not
  * read C (a NaN there does not propagate). K = 0 gives C = beta C (+ bias, activation).
  *
  * linear forward: y = act(x w^T + b): epilogues BIAS / RELU_BIAS (RELU without a bias),
@@ -21,6 +23,7 @@
  * deterministic).
  */
 #include "common.cuh"
+#include "../lru.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -29,28 +32,23 @@ typedef struct mm_key {
     int trans_a, trans_b; /* cuBLASLt's (ours swapped) */
     int64_t batch, m, n, k;
     int epilogue, math;
-    int align_a, align_b, align_c;
 } mm_key;
 
 typedef struct mm_entry {
-    mm_key key;
     cublasLtMatmulDesc_t desc;
     cublasLtMatrixLayout_t la, lb, lc;
     cublasLtMatmulAlgo_t algo;
 } mm_entry;
 
+/* The device's cache of matmul plans (lru.h): at most NM_LRU_CAPACITY entries, the least
+ * recently used destroyed past it. Freeing an entry is safe at any time, also while a CUDA
+ * graph captured with it lives: the descriptors and the algorithm are read by cublasLtMatmul
+ * when it enqueues (or is captured), and a graph holds the launched kernels with their
+ * arguments, not these host objects. The workspace a graph bakes in is the device's lt_ws
+ * (not cached per entry, freed only by device_close). */
 struct cuda_matmul_cache {
-    mm_entry *items;
-    int count, cap;
+    nm_lru lru;
 };
-
-/* Largest power of two <= 256 dividing the address: cuBLASLt assumes 256 unless told. */
-static int ptr_align(const void *p) {
-    uintptr_t v = (uintptr_t)p;
-    int a = 4;
-    while (a < 256 && (v % (uintptr_t)(a * 2)) == 0) a *= 2;
-    return a;
-}
 
 static void entry_destroy(mm_entry *e) {
     if (e->la) cublasLtMatrixLayoutDestroy(e->la);
@@ -59,11 +57,15 @@ static void entry_destroy(mm_entry *e) {
     if (e->desc) cublasLtMatmulDescDestroy(e->desc);
 }
 
+static void entry_free(void *e) {
+    entry_destroy((mm_entry *)e);
+    free(e);
+}
+
 extern "C" void cuda_matmul_cache_free(cuda_device *d) {
     struct cuda_matmul_cache *c = d->mm;
     if (!c) return;
-    for (int i = 0; i < c->count; i++) entry_destroy(&c->items[i]);
-    free(c->items);
+    nm_lru_clear(&c->lru);
     free(c);
     d->mm = NULL;
 }
@@ -92,29 +94,21 @@ static neat_status mm_lookup(cuda_device *d, const mm_key *key, mm_entry **out, 
     if (!d->mm) {
         d->mm = (struct cuda_matmul_cache *)calloc(1, sizeof *d->mm);
         if (!d->mm) return nm_error(NEAT_ERR_OUT_OF_MEMORY, "%s: out of host memory", what);
+        nm_lru_init(&d->mm->lru, NM_LRU_CAPACITY);
     }
     struct cuda_matmul_cache *c = d->mm;
-    for (int i = 0; i < c->count; i++)
-        if (memcmp(&c->items[i].key, key, sizeof *key) == 0) {
-            *out = &c->items[i];
-            return NEAT_OK;
-        }
-    if (c->count == c->cap) {
-        int cap = c->cap ? 2 * c->cap : 16;
-        mm_entry *items = (mm_entry *)realloc(c->items, (size_t)cap * sizeof *items);
-        if (!items) return nm_error(NEAT_ERR_OUT_OF_MEMORY, "%s: out of host memory", what);
-        c->items = items;
-        c->cap = cap;
+    mm_entry *hit = (mm_entry *)nm_lru_get(&c->lru, key, sizeof *key);
+    if (hit) {
+        *out = hit;
+        return NEAT_OK;
     }
     mm_entry e;
     memset(&e, 0, sizeof e);
-    e.key = *key;
     cublasLtMatmulPreference_t pref = NULL;
     cublasOperation_t ta = key->trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
     cublasOperation_t tb = key->trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
     cublasLtEpilogue_t epi = (cublasLtEpilogue_t)key->epilogue;
     uint64_t ws = CUDA_LT_WORKSPACE;
-    uint32_t al_a = (uint32_t)key->align_a, al_b = (uint32_t)key->align_b, al_c = (uint32_t)key->align_c;
     cublasLtMatmulHeuristicResult_t result;
     int found = 0;
     memset(&result, 0, sizeof result);
@@ -128,10 +122,6 @@ static neat_status mm_lookup(cuda_device *d, const mm_key *key, mm_entry **out, 
     LT_TRY(make_layout(&e.lc, key->m, key->n, key->batch));
     LT_TRY(cublasLtMatmulPreferenceCreate(&pref));
     LT_TRY(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws));
-    LT_TRY(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al_a, sizeof al_a));
-    LT_TRY(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al_b, sizeof al_b));
-    LT_TRY(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al_c, sizeof al_c));
-    LT_TRY(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al_c, sizeof al_c));
     LT_TRY(cublasLtMatmulAlgoGetHeuristic(d->lt, e.desc, e.la, e.lb, e.lc, e.lc, pref, 1, &result, &found));
     cublasLtMatmulPreferenceDestroy(pref);
     pref = NULL;
@@ -142,8 +132,16 @@ static neat_status mm_lookup(cuda_device *d, const mm_key *key, mm_entry **out, 
                         what, (long long)key->m, (long long)key->n, (long long)key->k, (long long)key->batch);
     }
     e.algo = result.algo;
-    c->items[c->count] = e;
-    *out = &c->items[c->count++];
+    { /* a block: the gotos above do not cross kept's initialization */
+        mm_entry *kept = (mm_entry *)malloc(sizeof *kept);
+        if (kept) *kept = e;
+        if (!kept || nm_lru_put(&c->lru, key, sizeof *key, kept, entry_free) != 0) {
+            free(kept); /* the descriptors are e's as well: destroyed once, below */
+            entry_destroy(&e);
+            return nm_error(NEAT_ERR_OUT_OF_MEMORY, "%s: out of host memory", what);
+        }
+        *out = kept;
+    }
     return NEAT_OK;
 fail:
     if (pref) cublasLtMatmulPreferenceDestroy(pref);
@@ -183,9 +181,6 @@ extern "C" neat_status cuda_gemm(nm_device *dev, neat_math_mode math, int trans_
     key.k = k;
     key.epilogue = (int)epilogue;
     key.math = (int)math;
-    key.align_a = ptr_align(b);
-    key.align_b = ptr_align(a);
-    key.align_c = ptr_align(c);
     mm_entry *e;
     neat_status st = mm_lookup(d, &key, &e, what);
     if (st) return st;

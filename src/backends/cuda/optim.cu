@@ -4,7 +4,7 @@
  * The learning rate and the step come from the device tensor hyper = [lr, t], read by the
  * kernel when it runs, so a command buffer replayed as a CUDA graph follows a schedule
  * written between commits. One thread updates 4 consecutive parameters with 16-byte
- * accesses when every pointer is 16-byte aligned.
+ * accesses (every pointer is the start of a pool block: common.cuh), the <4 tail one by one.
  *
  * SGD:   g = grad + wd p;  v = mu v + g;  p -= lr (nesterov ? g + mu v : v)   (mu = 0: p -= lr g)
  * AdamW: p *= 1 - lr wd;  m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2;
@@ -36,39 +36,34 @@ struct adam_step {
     }
 };
 
-template <bool VEC>
 __global__ void sgd_kernel(neat_sgd_params prm, const float *__restrict__ hyper,
                            float *__restrict__ param, const float *__restrict__ grad,
                            float *__restrict__ vel, int64_t n) {
     sgd_step f{hyper[0], prm.momentum, prm.weight_decay, prm.nesterov};
     int64_t tid = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
-    int64_t stride = (int64_t)gridDim.x * blockDim.x, start = 0;
-    if (VEC) {
-        int64_t n4 = n >> 2;
-        for (int64_t i = tid; i < n4; i += stride) {
-            float4 p = reinterpret_cast<float4 *>(param)[i];
-            float4 g = reinterpret_cast<const float4 *>(grad)[i];
-            if (vel) {
-                float4 v = reinterpret_cast<float4 *>(vel)[i];
-                f(p.x, g.x, &v.x);
-                f(p.y, g.y, &v.y);
-                f(p.z, g.z, &v.z);
-                f(p.w, g.w, &v.w);
-                reinterpret_cast<float4 *>(vel)[i] = v;
-            } else {
-                f(p.x, g.x, NULL);
-                f(p.y, g.y, NULL);
-                f(p.z, g.z, NULL);
-                f(p.w, g.w, NULL);
-            }
-            reinterpret_cast<float4 *>(param)[i] = p;
+    int64_t stride = (int64_t)gridDim.x * blockDim.x;
+    int64_t n4 = n >> 2;
+    for (int64_t i = tid; i < n4; i += stride) {
+        float4 p = reinterpret_cast<float4 *>(param)[i];
+        float4 g = reinterpret_cast<const float4 *>(grad)[i];
+        if (vel) {
+            float4 v = reinterpret_cast<float4 *>(vel)[i];
+            f(p.x, g.x, &v.x);
+            f(p.y, g.y, &v.y);
+            f(p.z, g.z, &v.z);
+            f(p.w, g.w, &v.w);
+            reinterpret_cast<float4 *>(vel)[i] = v;
+        } else {
+            f(p.x, g.x, NULL);
+            f(p.y, g.y, NULL);
+            f(p.z, g.z, NULL);
+            f(p.w, g.w, NULL);
         }
-        start = n4 * 4;
+        reinterpret_cast<float4 *>(param)[i] = p;
     }
-    for (int64_t i = start + tid; i < n; i += stride) f(param[i], grad[i], vel ? vel + i : NULL);
+    for (int64_t i = n4 * 4 + tid; i < n; i += stride) f(param[i], grad[i], vel ? vel + i : NULL);
 }
 
-template <bool VEC>
 __global__ void adam_kernel(neat_adam_params prm, const float *__restrict__ hyper,
                             float *__restrict__ param, const float *__restrict__ grad,
                             float *__restrict__ m, float *__restrict__ v, int64_t n) {
@@ -76,25 +71,22 @@ __global__ void adam_kernel(neat_adam_params prm, const float *__restrict__ hype
     adam_step f{hyper[0], prm.beta1, prm.beta2, prm.eps, prm.weight_decay,
                 1.0f - powf(prm.beta1, t), 1.0f - powf(prm.beta2, t)};
     int64_t tid = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
-    int64_t stride = (int64_t)gridDim.x * blockDim.x, start = 0;
-    if (VEC) {
-        int64_t n4 = n >> 2;
-        for (int64_t i = tid; i < n4; i += stride) {
-            float4 p = reinterpret_cast<float4 *>(param)[i];
-            float4 g = reinterpret_cast<const float4 *>(grad)[i];
-            float4 mm = reinterpret_cast<float4 *>(m)[i];
-            float4 vv = reinterpret_cast<float4 *>(v)[i];
-            f(p.x, g.x, mm.x, vv.x);
-            f(p.y, g.y, mm.y, vv.y);
-            f(p.z, g.z, mm.z, vv.z);
-            f(p.w, g.w, mm.w, vv.w);
-            reinterpret_cast<float4 *>(param)[i] = p;
-            reinterpret_cast<float4 *>(m)[i] = mm;
-            reinterpret_cast<float4 *>(v)[i] = vv;
-        }
-        start = n4 * 4;
+    int64_t stride = (int64_t)gridDim.x * blockDim.x;
+    int64_t n4 = n >> 2;
+    for (int64_t i = tid; i < n4; i += stride) {
+        float4 p = reinterpret_cast<float4 *>(param)[i];
+        float4 g = reinterpret_cast<const float4 *>(grad)[i];
+        float4 mm = reinterpret_cast<float4 *>(m)[i];
+        float4 vv = reinterpret_cast<float4 *>(v)[i];
+        f(p.x, g.x, mm.x, vv.x);
+        f(p.y, g.y, mm.y, vv.y);
+        f(p.z, g.z, mm.z, vv.z);
+        f(p.w, g.w, mm.w, vv.w);
+        reinterpret_cast<float4 *>(param)[i] = p;
+        reinterpret_cast<float4 *>(m)[i] = mm;
+        reinterpret_cast<float4 *>(v)[i] = vv;
     }
-    for (int64_t i = start + tid; i < n; i += stride) f(param[i], grad[i], m[i], v[i]);
+    for (int64_t i = n4 * 4 + tid; i < n; i += stride) f(param[i], grad[i], m[i], v[i]);
 }
 
 extern "C" {
@@ -104,14 +96,9 @@ neat_status cuda_sgd_update(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
     int64_t n = u.param->numel;
     if (n == 0) return NEAT_OK;
     float *vel = u.p.momentum != 0.0f && u.velocity ? u.velocity->data : NULL;
-    bool vec = aligned16(u.param->data) && aligned16(u.grad->data) && (!vel || aligned16(vel));
     cudaStream_t s = cuda_dev(dev)->stream;
-    if (vec)
-        sgd_kernel<true><<<cuda_grid(dev, (n + 3) / 4), CUDA_THREADS, 0, s>>>(
-            u.p, u.hyper->data, u.param->data, u.grad->data, vel, n);
-    else
-        sgd_kernel<false><<<cuda_grid(dev, n), CUDA_THREADS, 0, s>>>(
-            u.p, u.hyper->data, u.param->data, u.grad->data, vel, n);
+    sgd_kernel<<<cuda_grid(dev, (n + 3) / 4), CUDA_THREADS, 0, s>>>(u.p, u.hyper->data, u.param->data,
+                                                                   u.grad->data, vel, n);
     return cuda_launched("neat_sgd_update", "sgd_kernel");
 }
 
@@ -119,15 +106,9 @@ neat_status cuda_adam_update(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
     const auto &u = op->u.adam_update;
     int64_t n = u.param->numel;
     if (n == 0) return NEAT_OK;
-    bool vec = aligned16(u.param->data) && aligned16(u.grad->data) && aligned16(u.m->data) &&
-               aligned16(u.v->data);
     cudaStream_t s = cuda_dev(dev)->stream;
-    if (vec)
-        adam_kernel<true><<<cuda_grid(dev, (n + 3) / 4), CUDA_THREADS, 0, s>>>(
-            u.p, u.hyper->data, u.param->data, u.grad->data, u.m->data, u.v->data, n);
-    else
-        adam_kernel<false><<<cuda_grid(dev, n), CUDA_THREADS, 0, s>>>(
-            u.p, u.hyper->data, u.param->data, u.grad->data, u.m->data, u.v->data, n);
+    adam_kernel<<<cuda_grid(dev, (n + 3) / 4), CUDA_THREADS, 0, s>>>(
+        u.p, u.hyper->data, u.param->data, u.grad->data, u.m->data, u.v->data, n);
     return cuda_launched("neat_adam_update", "adam_kernel");
 }
 

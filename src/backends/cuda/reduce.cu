@@ -168,7 +168,7 @@ extern "C" neat_status cuda_sum3(nm_device *dev, nm_cmdbuf *cb, int first_slot, 
         neat_status st = cuda_scratch(cb, first_slot, (size_t)chunks * sizeof(float), &partial);
         if (!st) st = cuda_scratch_zeroed(dev, cb, first_slot + 1, sizeof(unsigned), &ticket);
         if (st) return st;
-        if (len % 4 == 0 && aligned16(x))
+        if (len % 4 == 0)
             sum_onepass<true><<<chunks, CUDA_THREADS, 0, s>>>(x, len, (float *)partial, (unsigned *)ticket, y, scale, accumulate);
         else
             sum_onepass<false><<<chunks, CUDA_THREADS, 0, s>>>(x, len, (float *)partial, (unsigned *)ticket, y, scale, accumulate);
@@ -178,7 +178,7 @@ extern "C" neat_status cuda_sum3(nm_device *dev, nm_cmdbuf *cb, int first_slot, 
     for (int level = 0;; level++) {
         if (inner == 1 && len <= ROW_WARP_MAX) {
             unsigned grid = cuda_grid(dev, outer * 32);
-            if (len % 4 == 0 && aligned16(cur))
+            if (len % 4 == 0)
                 row_sum_warp<true><<<grid, CUDA_THREADS, 0, s>>>(cur, outer, len, y, scale, accumulate);
             else
                 row_sum_warp<false><<<grid, CUDA_THREADS, 0, s>>>(cur, outer, len, y, scale, accumulate);
@@ -199,7 +199,7 @@ extern "C" neat_status cuda_sum3(nm_device *dev, nm_cmdbuf *cb, int first_slot, 
             if (blocks > INT32_MAX)
                 return nm_error(NEAT_ERR_UNSUPPORTED, "%s: %lld rows of %lld are too many to sum",
                                 what, (long long)outer, (long long)len);
-            if (len % 4 == 0 && aligned16(cur))
+            if (len % 4 == 0)
                 row_sum_block<true><<<(unsigned)blocks, CUDA_THREADS, 0, s>>>(cur, len, chunks, out, scale, final_sum, accumulate);
             else
                 row_sum_block<false><<<(unsigned)blocks, CUDA_THREADS, 0, s>>>(cur, len, chunks, out, scale, final_sum, accumulate);
