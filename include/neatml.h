@@ -3,7 +3,8 @@
  * that runs each operation on the hardware vendor's own optimized primitives
  * (oneDNN + own loops on CPUs, cuBLASLt/cuDNN + own kernels on NVIDIA GPUs).
  *
- * Conventions (docs/API.md has the long form):
+ * Conventions (docs/API.md has the long form: execution, lifetimes, threads, errors, memory,
+ * the semantics and accuracy of every op; CHANGES.md lists what changed between versions):
  * - Every fallible call returns a neat_status: NEAT_OK (0) or a negative error code.
  *   neat_last_error() then holds a per-thread message naming the call, the argument and the
  *   shapes. The library never aborts, exits or prints.
@@ -139,8 +140,10 @@ NEAT_API neat_status neat_device_info(const neat_device *dev, neat_device_props 
  * Returns INVALID_ARGUMENT, INVALID_HANDLE. */
 NEAT_API neat_status neat_device_set_math_mode(neat_device *dev, neat_math_mode mode);
 
-/* Block until every committed command buffer of the device has completed. Reports the
- * first asynchronous failure not yet reported by neat_cmdbuf_wait. */
+/* Block until every committed command buffer of the device has completed. Op failures
+ * (an out-of-range label) stay with their buffer for neat_cmdbuf_wait: this returns only a
+ * failure of the device itself (BACKEND_ERROR, e.g. a CUDA stream error), INVALID_ARGUMENT
+ * or INVALID_HANDLE. */
 NEAT_API neat_status neat_device_synchronize(neat_device *dev);
 
 /* Memory of the device's caching pool. Returns INVALID_ARGUMENT, INVALID_HANDLE. */
