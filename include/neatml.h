@@ -98,7 +98,8 @@ typedef struct neat_device_props {
     int num_threads;        /* CPU: worker threads; GPU: multiprocessors */
     neat_math_mode math_mode;
     char selection[256];    /* opened by AUTO: why each backend tried before this one did
-                               not open, e.g. "cuda: no CUDA device: ..."; "" otherwise */
+                               not open, e.g. "cuda: neat_device_create: no CUDA device:
+                               none found"; "" otherwise */
 } neat_device_props;
 
 typedef struct neat_memory_stats {
