@@ -95,7 +95,7 @@ typedef struct neat_device_props {
     int index;              /* which device of that backend */
     char name[128];         /* "NVIDIA H100 80GB HBM3", "Intel(R) Xeon(R) ..." */
     int64_t total_memory;   /* bytes the device has (host RAM for the CPU) */
-    int num_threads;        /* CPU: worker threads; GPU: multiprocessors */
+    int num_threads;        /* CPU: OpenMP threads of its ops; GPU: multiprocessors */
     neat_math_mode math_mode;
     char selection[256];    /* opened by AUTO: why each backend tried before this one did
                                not open, e.g. "cuda: neat_device_create: no CUDA device:
