@@ -3,7 +3,8 @@
  * that runs each operation on the hardware vendor's own optimized primitives
  * (oneDNN + own loops on CPUs, cuBLASLt/cuDNN + own kernels on NVIDIA GPUs).
  *
- * Conventions (docs/API.md has the long form):
+ * Conventions (docs/API.md has the long form: execution, lifetimes, threads, errors, memory,
+ * the semantics and accuracy of every op; CHANGES.md lists what changed between versions):
  * - Every fallible call returns a neat_status: NEAT_OK (0) or a negative error code.
  *   neat_last_error() then holds a per-thread message naming the call, the argument and the
  *   shapes. The library never aborts, exits or prints.
@@ -112,10 +113,11 @@ typedef struct neat_device_props {
     int index;              /* which device of that backend */
     char name[128];         /* "NVIDIA H100 80GB HBM3", "Intel(R) Xeon(R) ..." */
     int64_t total_memory;   /* bytes the device has (host RAM for the CPU) */
-    int num_threads;        /* CPU: worker threads; GPU: multiprocessors */
+    int num_threads;        /* CPU: OpenMP threads of its ops; GPU: multiprocessors */
     neat_math_mode math_mode;
     char selection[256];    /* opened by AUTO: why each backend tried before this one did
-                               not open, e.g. "cuda: no CUDA device: ..."; "" otherwise */
+                               not open, e.g. "cuda: neat_device_create: no CUDA device:
+                               none found"; "" otherwise */
 } neat_device_props;
 
 typedef struct neat_memory_stats {
