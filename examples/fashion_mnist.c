@@ -5,10 +5,12 @@
  *   - fc(3136->128)+relu - fc(128->10) - softmax cross-entropy, SGD with momentum 0.9.
  *
  * The whole training step (forward, loss, backward, eight parameter updates) is recorded
- * once into one command buffer and replayed for every batch: between commits only the
- * batch's images and labels and the `hyper` tensor {learning rate, step} are written. The
- * schedule is a linear warm-up then a cosine decay. A second recorded buffer runs the
- * forward pass over the test set. The host prepares the next batch while the device runs.
+ * once into one command buffer and replayed for every batch. The step's buffer also holds
+ * its host copies (neat_copy_from_host of the batch's images and labels and of `hyper`
+ * {learning rate, step}, read at each commit; neat_copy_to_host of the loss and logits,
+ * written by wait), so a step waits for the device once, at its own wait, and the host
+ * gathers the next batch while the device runs this one. The schedule is a linear warm-up
+ * then a cosine decay. A second recorded buffer runs the forward pass over the test set.
  *
  * Data: Debian's dataset-fashion-mnist, gzipped IDX files read through zlib
  * (/usr/share/datasets/fashion-mnist, or --data DIR). Output: a progress bar on stderr,
@@ -232,7 +234,8 @@ typedef struct lenet {
 
 /* He initialization: normal with std sqrt(gain / fan_in), gain 2 for the layers a relu
  * follows and 1 for the logits layer (nothing follows it, so no half of the variance is
- * cut); zero biases and velocities. */
+ * cut); zero biases and velocities (neat_tensor_create_zeros: the library never clears a
+ * velocity itself). */
 static void lenet_create(neat_device *dev, lenet *net, uint64_t *rng) {
     static const int64_t shapes[LAYERS][4] = {{32, 1, 3, 3}, {64, 32, 3, 3}, {128, 3136, 1, 1},
                                              {CLASSES, 128, 1, 1}};
@@ -242,22 +245,19 @@ static void lenet_create(neat_device *dev, lenet *net, uint64_t *rng) {
         int nd = l <= CONV2 ? 4 : 2;
         const int64_t *s = shapes[l];
         int64_t n = s[0] * s[1] * s[2] * s[3], fan_in = s[1] * s[2] * s[3];
+        int64_t bs[1] = {s[0]};
         net->w[l] = tensor(dev, nd, s[0], s[1], s[2], s[3], "weight");
         net->dw[l] = tensor(dev, nd, s[0], s[1], s[2], s[3], "weight gradient");
-        net->vw[l] = tensor(dev, nd, s[0], s[1], s[2], s[3], "weight velocity");
-        net->b[l] = tensor(dev, 1, s[0], 0, 0, 0, "bias");
         net->db[l] = tensor(dev, 1, s[0], 0, 0, 0, "bias gradient");
-        net->vb[l] = tensor(dev, 1, s[0], 0, 0, 0, "bias velocity");
-        float *v = malloc(sizeof(float) * (size_t)n), *zeros = calloc((size_t)n, sizeof(float));
-        if (!v || !zeros) die("out of memory initializing the weights");
+        ok(neat_tensor_create_zeros(dev, nd, s, &net->vw[l]), "neat_tensor_create_zeros(velocity)");
+        ok(neat_tensor_create_zeros(dev, 1, bs, &net->b[l]), "neat_tensor_create_zeros(bias)");
+        ok(neat_tensor_create_zeros(dev, 1, bs, &net->vb[l]), "neat_tensor_create_zeros(velocity)");
+        float *v = malloc(sizeof(float) * (size_t)n);
+        if (!v) die("out of memory initializing the weights");
         double std = sqrt((l == FC2 ? 1.0 : 2.0) / (double)fan_in);
         for (int64_t i = 0; i < n; i++) v[i] = (float)(std * rng_normal(rng));
         upload(net->w[l], v, n, "weight");
-        upload(net->vw[l], zeros, n, "weight velocity");
-        upload(net->b[l], zeros, s[0], "bias");
-        upload(net->vb[l], zeros, s[0], "bias velocity");
         free(v);
-        free(zeros);
     }
 }
 
@@ -277,6 +277,8 @@ typedef struct batch_state {
                                                 [n,64,7,7] and the view [n,3136] */
     neat_tensor *a3, *logits, *loss;         /* [n,128] [n,10] [1] */
     neat_tensor *dlogits, *da3, *dp2, *dp2flat, *da2, *dp1, *da1;
+    /* Host side of the recorded copies: the batch (read at commit), the results (by wait). */
+    float *host_x, *host_labels, *host_logits, host_loss;
 } batch_state;
 
 static void batch_create(neat_device *dev, batch_state *s, int64_t n, int training) {
@@ -293,6 +295,10 @@ static void batch_create(neat_device *dev, batch_state *s, int64_t n, int traini
     s->a3 = tensor(dev, 2, n, 128, 0, 0, "fc1 output");
     s->logits = tensor(dev, 2, n, CLASSES, 0, 0, "logits");
     s->loss = tensor(dev, 1, 1, 0, 0, 0, "loss");
+    s->host_x = malloc(sizeof(float) * (size_t)(n * PIXELS));
+    s->host_labels = malloc(sizeof(float) * (size_t)n);
+    s->host_logits = malloc(sizeof(float) * (size_t)(n * CLASSES));
+    if (!s->host_x || !s->host_labels || !s->host_logits) die("out of memory for a batch");
     if (!training) return;
     s->dlogits = tensor(dev, 2, n, CLASSES, 0, 0, "logits gradient");
     s->da3 = tensor(dev, 2, n, 128, 0, 0, "fc1 gradient");
@@ -308,10 +314,13 @@ static void batch_destroy(batch_state *s) {
                           s->logits, s->loss, s->dlogits, s->da3, s->dp2flat, s->dp2, s->da2,
                           s->dp1, s->da1};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) neat_tensor_destroy(all[i]);
+    free(s->host_x), free(s->host_labels), free(s->host_logits);
 }
 
-/* Forward: conv+relu, pool, conv+relu, pool, fc+relu, fc (logits). */
+/* Forward: the batch's images from the host, conv+relu, pool, conv+relu, pool, fc+relu,
+ * fc (logits). */
 static void record_forward(neat_cmdbuf *cb, const lenet *net, batch_state *s) {
+    ok(neat_copy_from_host(cb, s->host_x, s->n * PIXELS, s->x), "record images copy");
     ok(neat_conv2d_forward(cb, &net->conv, NEAT_ACT_RELU, s->x, net->w[CONV1], net->b[CONV1],
                            s->a1), "record conv1");
     ok(neat_maxpool2d(cb, &net->pool, s->a1, s->p1), "record pool1");
@@ -324,10 +333,13 @@ static void record_forward(neat_cmdbuf *cb, const lenet *net, batch_state *s) {
        "record fc2");
 }
 
-/* The whole step: forward, loss, backward (gradients overwritten: accumulate 0), updates.
- * conv1's input gradient is not needed: dx = NULL skips it. */
+/* The whole step: the batch and hyper from the host, forward, loss, backward (gradients
+ * overwritten: accumulate 0), updates, then the loss and logits to the host. conv1's input
+ * gradient is not needed: dx = NULL skips it. */
 static void record_train_step(neat_cmdbuf *cb, const lenet *net, batch_state *s,
-                              const neat_tensor *hyper) {
+                              neat_tensor *hyper, const float *host_hyper) {
+    ok(neat_copy_from_host(cb, s->host_labels, s->n, s->labels), "record labels copy");
+    ok(neat_copy_from_host(cb, host_hyper, 2, hyper), "record hyper copy");
     record_forward(cb, net, s);
     ok(neat_softmax_cross_entropy(cb, s->logits, s->labels, s->loss), "record loss");
     ok(neat_softmax_cross_entropy_backward(cb, s->logits, s->labels, s->dlogits),
@@ -347,6 +359,8 @@ static void record_train_step(neat_cmdbuf *cb, const lenet *net, batch_state *s,
         ok(neat_sgd_update(cb, &sgd, hyper, net->w[l], net->dw[l], net->vw[l]), "record sgd (w)");
         ok(neat_sgd_update(cb, &sgd, hyper, net->b[l], net->db[l], net->vb[l]), "record sgd (b)");
     }
+    ok(neat_copy_to_host(cb, s->loss, &s->host_loss, 1), "record loss copy");
+    ok(neat_copy_to_host(cb, s->logits, s->host_logits, s->n * CLASSES), "record logits copy");
 }
 
 /* ---- batches, evaluation, progress ------------------------------------------------------- */
@@ -377,20 +391,18 @@ static long count_correct(const float *logits, const float *labels, long n) {
     return correct;
 }
 
-/* Test accuracy with the recorded forward buffer `cb` over batches of s->n images. */
-static double evaluate(neat_cmdbuf *cb, batch_state *s, const dataset *test, float *x, float *y,
-                       float *logits) {
+/* Test accuracy with the recorded forward buffer `cb` (images copied in, logits copied
+ * out) over batches of s->n images. */
+static double evaluate(neat_cmdbuf *cb, batch_state *s, const dataset *test) {
     long correct = 0, *idx = malloc(sizeof(long) * (size_t)s->n);
     if (!idx) die("out of memory");
     for (long start = 0; start < test->count; start += s->n) {
         long valid = test->count - start < s->n ? test->count - start : s->n;
         for (long i = 0; i < valid; i++) idx[i] = start + i;
-        gather(test, idx, valid, s->n, x, y);
-        upload(s->x, x, s->n * PIXELS, "test images");
+        gather(test, idx, valid, s->n, s->host_x, s->host_labels);
         ok(neat_cmdbuf_commit(cb), "neat_cmdbuf_commit(evaluation)");
         ok(neat_cmdbuf_wait(cb), "neat_cmdbuf_wait(evaluation)");
-        ok(neat_tensor_read(s->logits, logits, s->n * CLASSES), "neat_tensor_read(test logits)");
-        correct += count_correct(logits, y, valid);
+        correct += count_correct(s->host_logits, s->host_labels, valid);
     }
     free(idx);
     return (double)correct / (double)test->count;
@@ -507,9 +519,7 @@ int main(int argc, char **argv) {
     ok(neat_device_create(o.backend, 0, &dev), "neat_device_create");
     neat_device_props props;
     ok(neat_device_info(dev, &props), "neat_device_info");
-    const char *backend = props.backend == NEAT_BACKEND_CUDA    ? "cuda"
-                          : props.backend == NEAT_BACKEND_METAL ? "metal"
-                                                                : "cpu";
+    const char *backend = neat_backend_name(props.backend);
     printf("device: %s (%s), %ld training images in %ld batches of %ld, %ld test images\n",
            props.name, backend, ntrain, steps, B, test.count);
 
@@ -520,18 +530,17 @@ int main(int argc, char **argv) {
     batch_create(dev, &tr, B, 1);
     batch_create(dev, &ev, EVAL_BATCH, 0);
     neat_tensor *hyper = tensor(dev, 1, 2, 0, 0, 0, "hyper");
+    float host_hyper[2];
 
     /* Recorded once, replayed for every batch. */
     neat_cmdbuf *step_cb = NULL, *eval_cb = NULL;
     ok(neat_cmdbuf_create(dev, &step_cb), "neat_cmdbuf_create(training step)");
     ok(neat_cmdbuf_create(dev, &eval_cb), "neat_cmdbuf_create(evaluation)");
-    record_train_step(step_cb, &net, &tr, hyper);
+    record_train_step(step_cb, &net, &tr, hyper, host_hyper);
     record_forward(eval_cb, &net, &ev);
+    ok(neat_copy_to_host(eval_cb, ev.logits, ev.host_logits, ev.n * CLASSES), "record logits copy");
 
-    long evn = EVAL_BATCH > B ? EVAL_BATCH : B;
-    float *xb = malloc(sizeof(float) * (size_t)(evn * PIXELS));
-    float *yb[2] = {malloc(sizeof(float) * (size_t)evn), malloc(sizeof(float) * (size_t)evn)};
-    float *logits = malloc(sizeof(float) * (size_t)(evn * CLASSES));
+    float *labels = malloc(sizeof(float) * (size_t)B); /* the labels of the step running */
     long *order = malloc(sizeof(long) * (size_t)ntrain);
     long total = steps * o.epochs, warmup = total / 20 < 300 ? total / 20 : 300;
     long chunk = total / 200 > 1 ? total / 200 : 1;
@@ -539,7 +548,7 @@ int main(int argc, char **argv) {
                  malloc(sizeof(double) * (size_t)(total / chunk + 1)), 0,
                  malloc(sizeof(double) * (size_t)o.epochs), malloc(sizeof(double) * (size_t)o.epochs),
                  o.epochs};
-    if (!xb || !yb[0] || !yb[1] || !logits || !order || !cv.loss_x || !cv.loss_y ||
+    if (!labels || !order || !cv.loss_x || !cv.loss_y ||
         !cv.train_acc || !cv.test_acc)
         die("out of memory");
     for (long i = 0; i < ntrain; i++) order[i] = i;
@@ -551,22 +560,20 @@ int main(int argc, char **argv) {
         shuffle(order, ntrain, &rng);
         double t0 = now_s(), loss_sum = 0;
         long correct = 0;
-        /* Batch k+1 is gathered on the host while the device runs step k. */
-        gather(&train, order, B, B, xb, yb[0]);
+        /* Commit reads the batch and hyper; batch k+1 is then gathered into the same host
+         * buffers while the device runs step k; wait brings step k's loss and logits. */
+        gather(&train, order, B, B, tr.host_x, tr.host_labels);
         for (long k = 0; k < steps; k++, t++) {
-            float *cur = yb[k & 1], *next = yb[(k + 1) & 1];
-            float hp[2] = {learning_rate(o.lr, t + 1, warmup, total), (float)(t + 1)};
-            upload(tr.x, xb, B * PIXELS, "images");
-            upload(tr.labels, cur, B, "labels");
-            upload(hyper, hp, 2, "hyper");
+            host_hyper[0] = learning_rate(o.lr, t + 1, warmup, total);
+            host_hyper[1] = (float)(t + 1);
             ok(neat_cmdbuf_commit(step_cb), "neat_cmdbuf_commit(training step)");
-            if (k + 1 < steps) gather(&train, order + (k + 1) * B, B, B, xb, next);
+            memcpy(labels, tr.host_labels, sizeof(float) * (size_t)B);
+            if (k + 1 < steps) gather(&train, order + (k + 1) * B, B, B, tr.host_x, tr.host_labels);
             ok(neat_cmdbuf_wait(step_cb), "neat_cmdbuf_wait(training step)");
-            float loss;
-            ok(neat_tensor_read(tr.loss, &loss, 1), "neat_tensor_read(loss)");
-            ok(neat_tensor_read(tr.logits, logits, B * CLASSES), "neat_tensor_read(logits)");
-            if (!isfinite(loss)) die("the loss diverged at step %ld (lr %g): try a smaller --lr", t + 1, hp[0]);
-            correct += count_correct(logits, cur, B);
+            float loss = tr.host_loss;
+            if (!isfinite(loss))
+                die("the loss diverged at step %ld (lr %g): try a smaller --lr", t + 1, host_hyper[0]);
+            correct += count_correct(tr.host_logits, labels, B);
             loss_sum += loss;
             chunk_loss += loss;
             if (++chunk_n == chunk) {
@@ -582,7 +589,7 @@ int main(int argc, char **argv) {
         train_time += dt;
         if (tty) fputc('\n', stderr);
         double te0 = now_s();
-        test_acc = evaluate(eval_cb, &ev, &test, xb, yb[0], logits);
+        test_acc = evaluate(eval_cb, &ev, &test);
         cv.train_acc[epoch - 1] = (double)correct / (double)(steps * B);
         cv.test_acc[epoch - 1] = test_acc;
         printf("epoch %d/%d: loss %.4f  train accuracy %.4f  test accuracy %.4f  "
@@ -607,7 +614,7 @@ int main(int argc, char **argv) {
     batch_destroy(&ev);
     lenet_destroy(&net);
     neat_device_destroy(dev);
-    free(xb), free(yb[0]), free(yb[1]), free(logits), free(order);
+    free(labels), free(order);
     free(cv.loss_x), free(cv.loss_y), free(cv.train_acc), free(cv.test_acc);
     free(train.images), free(train.labels), free(test.images), free(test.labels);
     return 0;

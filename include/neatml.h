@@ -274,6 +274,27 @@ NEAT_API neat_status neat_cmdbuf_op_count(const neat_cmdbuf *cb, int64_t *count)
  * and been waited for since the buffer was created or reset), INVALID_HANDLE. */
 NEAT_API neat_status neat_cmdbuf_device_time(const neat_cmdbuf *cb, double *seconds);
 
+/* ---- host copies inside a command buffer ---------------------------------------------
+ * A training loop feeds its batch and reads its loss with these, recorded into the step's
+ * buffer, so that no call waits for the device but the step's own neat_cmdbuf_wait. The
+ * host memory must stay valid for as long as the buffer may be committed. */
+
+/* Record a copy of `count` floats (t's element count) from host memory into t. src is read
+ * during neat_cmdbuf_commit, every commit again: once commit returns, the caller may refill
+ * src (the next batch) while the device runs. Returns the common statuses of the ops below;
+ * SHAPE_MISMATCH when count is not t's element count; INVALID_ARGUMENT for a NULL src
+ * (allowed when count is 0). */
+NEAT_API neat_status neat_copy_from_host(neat_cmdbuf *cb, const float *src, int64_t count,
+                                         neat_tensor *t);
+
+/* Record a copy of t (`count` floats, its element count) into host memory dst, written when
+ * the op runs: dst holds the tensor's value at that point of the buffer once
+ * neat_cmdbuf_wait returns (with several submissions in flight, the latest completed one).
+ * Not written when an earlier op of the submission failed. Same statuses as
+ * neat_copy_from_host. */
+NEAT_API neat_status neat_copy_to_host(neat_cmdbuf *cb, const neat_tensor *t, float *dst,
+                                       int64_t count);
+
 /* ---- operations: common rules --------------------------------------------------------
  * Arguments come in one order: cb, then the descriptor and the activation (options that
  * decide what the op computes), then input tensors, then output tensors, then scalars and

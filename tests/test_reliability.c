@@ -14,7 +14,10 @@
  *   memory_limit            OUT_OF_MEMORY past neat_device_set_memory_limit, at creation and
  *                           at run time with the op's name;
  *   empty_spatial           conv and pool on H = 0 succeed with an empty output;
- *   concurrent_recording    two threads recording into one buffer lose no op.
+ *   concurrent_recording    two threads recording into one buffer lose no op;
+ *   recorded_copies         neat_copy_from_host reads src at commit (refilled right after
+ *                           for the next step), neat_copy_to_host writes dst by wait, and
+ *                           not when an earlier op failed.
  */
 #include "harness.h"
 
@@ -355,6 +358,48 @@ static void test_concurrent_recording(neat_device *dev) {
     neat_tensor_destroy(b);
 }
 
+static void test_recorded_copies(neat_device *dev) {
+    enum { N = 1000 };
+    int64_t s1[1] = {N}, one[1] = {1};
+    float src[N], dst[N], loss = 1234;
+    neat_tensor *x = tensor(dev, 1, s1, NULL), *y = tensor(dev, 1, s1, NULL);
+    neat_tensor *logits = tensor(dev, 2, (int64_t[]){1, 2}, (float[]){1, 2});
+    neat_tensor *labels = tensor(dev, 1, one, NULL), *l = tensor(dev, 1, one, NULL);
+    float label = 0;
+    neat_cmdbuf *cb = NULL;
+    EXPECT_OK(neat_cmdbuf_create(dev, &cb), "cmdbuf");
+    EXPECT_OK(neat_copy_from_host(cb, src, N, x), "record copy_from_host");
+    EXPECT_OK(neat_add(cb, x, x, y), "record add");
+    EXPECT_OK(neat_copy_to_host(cb, y, dst, N), "record copy_to_host");
+    EXPECT_OK(neat_copy_from_host(cb, &label, 1, labels), "record labels");
+    EXPECT_OK(neat_softmax_cross_entropy(cb, logits, labels, l), "record xent");
+    EXPECT_OK(neat_copy_to_host(cb, l, &loss, 1), "record loss copy");
+    EXPECT_STATUS(neat_copy_to_host(cb, y, dst, N - 1), NEAT_ERR_SHAPE_MISMATCH, "count off");
+    EXPECT_STATUS(neat_copy_from_host(cb, NULL, N, x), NEAT_ERR_INVALID_ARGUMENT, "NULL src");
+    for (int round = 0; round < 3; round++) {
+        for (int i = 0; i < N; i++) src[i] = (float)(i + 1000 * round);
+        for (int i = 0; i < N; i++) dst[i] = NAN;
+        EXPECT_OK(neat_cmdbuf_commit(cb), "commit");
+        for (int i = 0; i < N; i++) src[i] = -1; /* the next batch, while this one runs */
+        EXPECT_OK(neat_cmdbuf_wait(cb), "wait");
+        int bad = 0;
+        for (int i = 0; i < N; i++) bad += dst[i] != 2.0f * (float)(i + 1000 * round);
+        CHECK(bad == 0, "%s: round %d: %d of %d copied elements wrong", dev_name, round, bad, N);
+        CHECK(fabsf(loss - 1.3132617f) < 1e-5f, "%s: loss %g", dev_name, (double)loss);
+    }
+    /* A failing op before a copy to host: dst and loss untouched. */
+    label = 5;
+    loss = 1234;
+    for (int i = 0; i < N; i++) dst[i] = 7, src[i] = (float)i;
+    EXPECT_OK(neat_cmdbuf_commit(cb), "commit with a bad label");
+    EXPECT_STATUS(neat_cmdbuf_wait(cb), NEAT_ERR_INVALID_ARGUMENT, "wait with a bad label");
+    CHECK(loss == 1234, "%s: copy_to_host after a failed op wrote %g", dev_name, (double)loss);
+    CHECK(dst[0] == 0 && dst[1] == 2, "%s: the copy before the failure did not run", dev_name);
+    neat_cmdbuf_destroy(cb);
+    neat_tensor *all[] = {x, y, logits, labels, l};
+    for (int i = 0; i < 5; i++) neat_tensor_destroy(all[i]);
+}
+
 int main(void) {
     neat_device *devs[NT_MAX_BACKENDS];
     const char *names[NT_MAX_BACKENDS];
@@ -371,6 +416,7 @@ int main(void) {
         test_memory_limit(devs[i]);
         test_empty_spatial(devs[i]);
         test_concurrent_recording(devs[i]);
+        test_recorded_copies(devs[i]);
     }
     nt_close_devices(devs, n);
     return nt_finish("reliability");

@@ -40,6 +40,8 @@
     X(P, SOFTMAX_XENT, softmax_xent, NM_OPF_RUNTIME_CHECK)                                  \
     X(P, SOFTMAX_XENT_BACKWARD, softmax_xent_backward, NM_OPF_RUNTIME_CHECK)                \
     X(P, SGD_UPDATE, sgd_update, NM_OPF_RUNTIME_CHECK)                                      \
-    X(P, ADAM_UPDATE, adam_update, NM_OPF_RUNTIME_CHECK)
+    X(P, ADAM_UPDATE, adam_update, NM_OPF_RUNTIME_CHECK)                                    \
+    X(P, COPY_FROM_HOST, copy_from_host, 0)                                                 \
+    X(P, COPY_TO_HOST, copy_to_host, 0)
 
 #endif

@@ -174,4 +174,17 @@ typedef struct nm_adam_update_args {
     neat_adam_params p;
 } nm_adam_update_args;
 
+/* Recorded host copies. From host: src is read at commit (the backend stages it in its
+ * submit), so the caller may refill it once neat_cmdbuf_commit returns; to host: dst is
+ * written when the op has run, complete once wait returns. count = t->numel floats. */
+typedef struct nm_copy_from_host_args {
+    NM_TENSORS(t);
+    const float *src;
+} nm_copy_from_host_args;
+
+typedef struct nm_copy_to_host_args {
+    NM_TENSORS(t);
+    float *dst;
+} nm_copy_to_host_args;
+
 #endif

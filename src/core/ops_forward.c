@@ -311,3 +311,41 @@ NEAT_API neat_status neat_softmax(neat_cmdbuf *cb, const neat_tensor *x, neat_te
     nm_rows_cols(tx, &op.u.softmax.rows, &op.u.softmax.cols);
     return nm_record(fn, buf, &op);
 }
+
+/* ---- recorded host copies ----------------------------------------------------------------
+ * count must be t's element count; a NULL host pointer is refused unless count is 0. The
+ * host memory must stay valid for as long as the buffer may run. */
+static neat_status host_copy_args(const char *fn, const char *arg, nm_cmdbuf *buf,
+                                  const neat_tensor *t, const void *host, const char *host_name,
+                                  int64_t count, nm_tensor **out) {
+    TRY(nm_arg(fn, arg, buf, t, 1, out));
+    if (count != (*out)->numel) {
+        char s[NM_SHAPE_STR];
+        return nm_error(NEAT_ERR_SHAPE_MISMATCH, "%s: %s is %s (%lld elements), count is %lld", fn,
+                        arg, nm_shape_str(*out, s), (long long)(*out)->numel, (long long)count);
+    }
+    if (!host && count > 0) return nm_error(NEAT_ERR_INVALID_ARGUMENT, "%s: %s is NULL", fn, host_name);
+    return NEAT_OK;
+}
+
+NEAT_API neat_status neat_copy_from_host(neat_cmdbuf *cb, const float *src, int64_t count,
+                                         neat_tensor *t) {
+    static const char fn[] = "neat_copy_from_host";
+    nm_cmdbuf *buf;
+    nm_tensor *tt;
+    TRY(nm_begin(fn, cb, &buf));
+    TRY(host_copy_args(fn, "t", buf, t, src, "src", count, &tt));
+    nm_op op = {.kind = NM_OP_COPY_FROM_HOST, .u.copy_from_host = {.t = tt, .src = src}};
+    return nm_record(fn, buf, &op);
+}
+
+NEAT_API neat_status neat_copy_to_host(neat_cmdbuf *cb, const neat_tensor *t, float *dst,
+                                       int64_t count) {
+    static const char fn[] = "neat_copy_to_host";
+    nm_cmdbuf *buf;
+    nm_tensor *tt;
+    TRY(nm_begin(fn, cb, &buf));
+    TRY(host_copy_args(fn, "t", buf, t, dst, "dst", count, &tt));
+    nm_op op = {.kind = NM_OP_COPY_TO_HOST, .u.copy_to_host = {.t = tt, .dst = dst}};
+    return nm_record(fn, buf, &op);
+}

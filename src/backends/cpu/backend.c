@@ -19,6 +19,7 @@
 typedef struct cpu_job {
     nm_cmdbuf *cb;
     uint64_t seq;
+    float **staging; /* host copies staged at commit (copy.c) */
     struct cpu_job *next;
 } cpu_job;
 
@@ -51,7 +52,9 @@ static void *worker_main(void *arg) {
 
         struct timespec t0, t1;
         clock_gettime(CLOCK_MONOTONIC, &t0);
+        c->staging = job->staging;
         neat_status st = run_ops(dev, job->cb);
+        cpu_free_staging(job->cb, job->staging);
         clock_gettime(CLOCK_MONOTONIC, &t1);
         nm_scratch_release(job->cb);
         if (st == NEAT_OK) {
@@ -205,6 +208,11 @@ static neat_status cpu_submit(nm_device *dev, nm_cmdbuf *cb, uint64_t seq) {
     job->cb = cb;
     job->seq = seq;
     job->next = NULL;
+    neat_status st = cpu_stage_host_copies(cb, &job->staging);
+    if (st) {
+        free(job);
+        return st;
+    }
     pthread_mutex_lock(&c->lock);
     if (c->tail) c->tail->next = job;
     else c->head = job;

@@ -25,11 +25,17 @@ typedef struct cpu_device {
     struct cpu_job *head, *tail; /* submissions not yet run */
     int running;                 /* a job is executing */
     uint64_t done_seq;           /* seq of the last job finished (jobs run in order) */
+    float **staging;             /* the running job's staged host copies (copy.c) */
     int stop;
     struct cpu_dnnl *dnnl; /* owned by dnnl.c */
 } cpu_device;
 
 static inline cpu_device *cpu_dev(nm_device *dev) { return (cpu_device *)dev->impl; }
+
+/* copy.c: stage every neat_copy_from_host of cb (at commit): staging[i] for op i, or
+ * *staging NULL when there is none. */
+neat_status cpu_stage_host_copies(nm_cmdbuf *cb, float ***staging);
+void cpu_free_staging(nm_cmdbuf *cb, float **staging);
 
 /* dnnl.c */
 neat_status cpu_dnnl_open(nm_device *dev);
@@ -38,7 +44,7 @@ void cpu_dnnl_close(nm_device *dev);
 /* The ops (op_list.h): cpu_<name> for every entry. oneDNN: matmul.c (matmul, plain and
  * batched), linear.c, conv.c, conv_backward.c. Loops: elementwise.c (add, scale, fill,
  * activations), pool.c, reduce.c (sum, whole or along an axis), softmax.c (softmax,
- * cross-entropy), optim.c (SGD, Adam). */
+ * cross-entropy), optim.c (SGD, Adam), copy.c (recorded host copies). */
 NM_DECLARE_OPS(cpu)
 
 /* Activation math shared by the loops and the oneDNN ops (elementwise.c).

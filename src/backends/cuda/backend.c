@@ -234,7 +234,9 @@ static neat_status cmdbuf_state(nm_device *dev, nm_cmdbuf *cb) {
                             fn, "cudaMemsetAsync");
         }
     }
+    if (!st) st = cuda_host_copies_init(cb, c);
     if (st) {
+        cuda_host_copies_free(cb, c);
         free(c->slots);
         free(c);
         return st;
@@ -298,6 +300,12 @@ static neat_status cuda_submit(nm_device *dev, nm_cmdbuf *cb, uint64_t seq) {
         return st;
     }
     cuda_cmdbuf *c = cuda_cb(cb);
+    st = cuda_stage_host_copies(cb, c);
+    if (st) {
+        event_put(d, sub->start), event_put(d, sub->done);
+        pthread_mutex_unlock(&d->lock);
+        return st;
+    }
     uint64_t after = graph_after();
     if (!c->exec && !c->graph_failed && c->submits >= after) {
         st = capture(dev, cb);
@@ -337,8 +345,9 @@ static neat_status cuda_submit(nm_device *dev, nm_cmdbuf *cb, uint64_t seq) {
     return st;
 }
 
-/* The error record set by a kernel (a label out of range), as a failure of its op. */
-static void read_error_record(nm_device *dev, nm_cmdbuf *cb) {
+/* The error record set by a kernel (a label out of range), as a failure of its op;
+ * returns 1 when there was one. */
+static int read_error_record(nm_device *dev, nm_cmdbuf *cb) {
     cuda_cmdbuf *c = cuda_cb(cb);
     int rec[CUDA_ERR_WORDS];
     char msg[NM_MSG_MAX];
@@ -348,9 +357,9 @@ static void read_error_record(nm_device *dev, nm_cmdbuf *cb) {
         snprintf(msg, sizeof msg, "neat_cmdbuf_wait: reading the error record failed: %s",
                  cudaGetErrorString(e));
         nm_cmdbuf_fail_all(cb, NEAT_ERR_BACKEND_ERROR, msg);
-        return;
+        return 1;
     }
-    if (!rec[CUDA_ERR_FLAG]) return;
+    if (!rec[CUDA_ERR_FLAG]) return 0;
     float label;
     memcpy(&label, &rec[CUDA_ERR_VALUE], sizeof label);
     int64_t opi = rec[CUDA_ERR_OP];
@@ -360,6 +369,7 @@ static void read_error_record(nm_device *dev, nm_cmdbuf *cb) {
     nm_cmdbuf_fail(cb, opi, NEAT_ERR_INVALID_ARGUMENT, msg);
     /* Cleared behind everything enqueued so far (this submission has completed). */
     cudaMemsetAsync(c->err, 0, sizeof rec, cuda_dev(dev)->stream);
+    return 1;
 }
 
 /* Complete every submission whose `done` has passed; returns a device failure (a sticky
@@ -389,7 +399,8 @@ static neat_status complete_subs(nm_device *dev, int block) {
             nm_cmdbuf_fail_all(s.cb, NEAT_ERR_BACKEND_ERROR, msg);
             failure = nm_error(NEAT_ERR_BACKEND_ERROR, "%s", msg);
         } else {
-            if (s.checks) read_error_record(dev, s.cb);
+            int failed = s.checks && read_error_record(dev, s.cb);
+            if (!failed) cuda_finish_host_copies(s.cb);
             float ms;
             if (s.timed) {
                 if (cudaEventElapsedTime(&ms, s.start, s.done) == cudaSuccess) {
@@ -457,6 +468,7 @@ static void cuda_cmdbuf_release(nm_device *dev, nm_cmdbuf *cb) {
     if (!c) return;
     cudaSetDevice(cuda_dev(dev)->index);
     if (c->exec) cudaGraphExecDestroy(c->exec);
+    cuda_host_copies_free(cb, c);
     free(c->slots);
     free(c);
     cb->impl = NULL;

@@ -86,6 +86,9 @@ typedef struct cuda_cmdbuf {
     cuda_slot *slots;          /* nops * CUDA_SLOTS */
     int64_t nslots;
     int *err;                  /* CUDA_ERR_WORDS ints of device memory */
+    void **host;               /* copy.c: pinned staging of each host-copy op, or NULL */
+    cudaEvent_t *consumed;     /* copy.c: after each copy_from_host's device copy */
+    int copies_out;            /* some op copies to host: completion copies it out */
     int checks;                /* some op can set err: wait() reads it */
 } cuda_cmdbuf;
 
@@ -127,6 +130,13 @@ neat_status cuda_gemm(nm_device *dev, neat_math_mode math, int trans_a, int tran
                       int64_t batch, int64_t m, int64_t n, int64_t k, float alpha,
                       const float *a, const float *b, float beta, float *c,
                       cublasLtEpilogue_t epilogue, const float *bias, const char *what);
+
+/* copy.c: staging of the recorded host copies (cmdbuf_state allocates, release frees);
+ * stage copies src in at commit; finish copies staged results out at completion. */
+neat_status cuda_host_copies_init(nm_cmdbuf *cb, cuda_cmdbuf *c);
+void cuda_host_copies_free(nm_cmdbuf *cb, cuda_cmdbuf *c);
+neat_status cuda_stage_host_copies(nm_cmdbuf *cb, cuda_cmdbuf *c);
+void cuda_finish_host_copies(nm_cmdbuf *cb);
 
 /* Caches: created lazily, released by device_close. */
 void cuda_matmul_cache_free(cuda_device *d);
