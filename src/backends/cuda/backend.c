@@ -75,7 +75,9 @@ static void release_device(cuda_device *d) {
     if (d->dnn) cudnnDestroy(d->dnn);
     if (d->lt) cublasLtDestroy(d->lt);
     if (d->lt_ws) cudaFree(d->lt_ws);
-    if (d->stream) cudaStreamDestroy(d->stream);
+    if (d->main_stream) cudaStreamDestroy(d->main_stream);
+    for (int i = 0; i < CUDA_MAX_GUARDS; i++)
+        if (d->guard_streams[i]) cudaStreamDestroy(d->guard_streams[i]);
     for (int i = 0; i < d->nspare; i++) cudaEventDestroy(d->spare[i]);
     for (int i = 0; i < d->nsubs; i++) {
         cudaEventDestroy(d->subs[(d->first + i) % d->capsubs].start);
@@ -117,6 +119,7 @@ static neat_status cuda_device_open(nm_device *dev, int index) {
     neat_status st = cuda_check(cudaSetDevice(index), fn, "cudaSetDevice");
     if (!st) st = cuda_check(cudaGetDeviceProperties(&prop, index), fn, "cudaGetDeviceProperties");
     if (!st) st = cuda_check(cudaStreamCreateWithFlags(&d->stream, cudaStreamNonBlocking), fn, "cudaStreamCreateWithFlags");
+    d->main_stream = d->stream;
     if (!st) st = cublas_check(cublasLtCreate(&d->lt), fn, "cublasLtCreate");
     if (!st) st = cudnn_check(cudnnCreate(&d->dnn), fn, "cudnnCreate");
     if (!st) st = cudnn_check(cudnnSetStream(d->dnn, d->stream), fn, "cudnnSetStream");
@@ -187,13 +190,30 @@ static neat_status cuda_copy_out(nm_device *dev, void *dst, const void *src, siz
 
 /* ---- command buffers --------------------------------------------------------------------------- */
 
-static neat_status enqueue_ops(nm_device *dev, nm_cmdbuf *cb) {
+/* Ops that need no guard after a failed op: those that check the error record themselves
+ * (every op that can fail), and the copy to host (its result reaches dst only when the
+ * submission succeeded: copy.c). */
+static int checks_record(const nm_op *op) {
+    return (nm_op_flags(op->kind) & NM_OPF_RUNTIME_CHECK) || op->kind == NM_OP_COPY_TO_HOST;
+}
+
+/* Enqueue (or capture) the ops in order; after an op that can fail, the first op that
+ * does not check the error record itself is guarded (guard.cu). */
+static neat_status enqueue_ops(nm_device *dev, nm_cmdbuf *cb, int capturing) {
     cuda_cmdbuf *c = cuda_cb(cb);
+    int unguarded = 0;
     for (int64_t i = 0; i < cb->nops; i++) {
         const nm_op *op = &cb->ops[i];
         c->cur_op = i;
+        if (unguarded && !checks_record(op)) {
+            int stop;
+            neat_status st = cuda_guard(dev, cb, capturing, &stop);
+            if (st || stop) return st;
+            unguarded = 0;
+        }
         neat_status st = dev->be->op[op->kind](dev, cb, op);
         if (st) return st;
+        if (nm_op_flags(op->kind) & NM_OPF_RUNTIME_CHECK) unguarded = 1;
     }
     return NEAT_OK;
 }
@@ -207,7 +227,9 @@ static neat_status capture(nm_device *dev, nm_cmdbuf *cb) {
     neat_status st = cuda_check(cudaStreamBeginCapture(d->stream, cudaStreamCaptureModeRelaxed), fn,
                                 "cudaStreamBeginCapture");
     if (st) return st;
-    st = enqueue_ops(dev, cb);
+    st = enqueue_ops(dev, cb, 1);
+    neat_status closed = cuda_guards_close(dev);
+    if (!st) st = closed;
     neat_status end = cuda_check(cudaStreamEndCapture(d->stream, &graph), fn, "cudaStreamEndCapture");
     if (!st) st = end;
     if (!st) st = cuda_check(cudaGraphInstantiate(&c->exec, graph, 0), fn, "cudaGraphInstantiate");
@@ -223,8 +245,7 @@ static neat_status cmdbuf_state(nm_device *dev, nm_cmdbuf *cb) {
     c->slots = calloc((size_t)(cb->nops > 0 ? cb->nops : 1) * CUDA_SLOTS, sizeof *c->slots);
     neat_status st = c->slots ? NEAT_OK : nm_error(NEAT_ERR_OUT_OF_MEMORY, "%s: out of host memory", fn);
     for (int64_t i = 0; i < cb->nops; i++)
-        if (cb->ops[i].kind == NM_OP_SOFTMAX_XENT || cb->ops[i].kind == NM_OP_SOFTMAX_XENT_BACKWARD)
-            c->checks = 1;
+        if (nm_op_flags(cb->ops[i].kind) & NM_OPF_RUNTIME_CHECK) c->checks = 1;
     if (!st && c->checks) {
         void *err;
         st = nm_scratch_alloc(cb, CUDA_ERR_WORDS * sizeof(int), &err);
@@ -321,7 +342,7 @@ static neat_status cuda_submit(nm_device *dev, nm_cmdbuf *cb, uint64_t seq) {
     int timed = st == NEAT_OK;
     if (!st) {
         if (c->exec) st = cuda_check(cudaGraphLaunch(c->exec, d->stream), fn, "cudaGraphLaunch");
-        else st = enqueue_ops(dev, cb);
+        else st = enqueue_ops(dev, cb, 0);
     }
     c->submits++;
     /* Recorded even after a failure: what was enqueued must complete before reuse. */
@@ -360,12 +381,18 @@ static int read_error_record(nm_device *dev, nm_cmdbuf *cb) {
         return 1;
     }
     if (!rec[CUDA_ERR_FLAG]) return 0;
-    float label;
-    memcpy(&label, &rec[CUDA_ERR_VALUE], sizeof label);
+    float value;
+    memcpy(&value, &rec[CUDA_ERR_VALUE], sizeof value);
     int64_t opi = rec[CUDA_ERR_OP];
-    long long cols = opi >= 0 && opi < cb->nops ? (long long)cb->ops[opi].u.softmax_xent.cols : 0;
-    snprintf(msg, sizeof msg, "labels[%d] = %g is not a class index in 0..%lld", rec[CUDA_ERR_ROW],
-             (double)label, cols - 1);
+    if (rec[CUDA_ERR_KIND] == CUDA_ERR_HYPER) {
+        /* The same words as every backend's check: nm_hyper_valid on the offending value. */
+        if (rec[CUDA_ERR_ROW] == 0) nm_hyper_valid(value, 1, 0, msg, sizeof msg);
+        else nm_hyper_valid(0, value, 1, msg, sizeof msg);
+    } else {
+        long long cols = opi >= 0 && opi < cb->nops ? (long long)cb->ops[opi].u.softmax_xent.cols : 0;
+        snprintf(msg, sizeof msg, "labels[%d] = %g is not a class index in 0..%lld",
+                 rec[CUDA_ERR_ROW], (double)value, cols - 1);
+    }
     nm_cmdbuf_fail(cb, opi, NEAT_ERR_INVALID_ARGUMENT, msg);
     /* Cleared behind everything enqueued so far (this submission has completed). */
     cudaMemsetAsync(c->err, 0, sizeof rec, cuda_dev(dev)->stream);

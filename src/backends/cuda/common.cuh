@@ -36,6 +36,20 @@ static inline neat_status cuda_launched(const char *what, const char *kernel) {
  * length is a multiple of 4. A backend change that hands kernels an offset pointer (a view
  * at an offset, sub-allocated blocks) must bring the alignment checks back. */
 
+/* ---- the error record (common.h) --------------------------------------------------------
+ * Set once, by the first kernel that finds bad input; the kernels of ops that can fail read
+ * it first and do nothing once it is set. */
+__device__ __forceinline__ bool cuda_failed(const int *err) {
+    return *(volatile const int *)(err + CUDA_ERR_FLAG) != 0;
+}
+__device__ __forceinline__ void cuda_fail(int *err, int kind, int64_t row, float value, int op) {
+    if (atomicCAS(err + CUDA_ERR_FLAG, 0, 1) != 0) return;
+    err[CUDA_ERR_ROW] = (int)(row < INT32_MAX ? row : INT32_MAX);
+    err[CUDA_ERR_VALUE] = __float_as_int(value);
+    err[CUDA_ERR_OP] = op;
+    err[CUDA_ERR_KIND] = kind;
+}
+
 /* ---- reductions ------------------------------------------------------------------------
  * Fixed trees (shfl_down, then warp 0 over the warps' results): the same bits every run. */
 

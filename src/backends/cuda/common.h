@@ -40,6 +40,8 @@ extern "C" {
 #define CUDA_LT_WORKSPACE (32u << 20)
 /* Scratch buffers one op may hold (cuda_scratch slots). */
 #define CUDA_SLOTS 8
+/* Guards (conditional bodies, guard.cu) one captured buffer may nest. */
+#define CUDA_MAX_GUARDS 32
 /* Completed submissions' events kept for reuse. */
 #define CUDA_SPARE_EVENTS 64
 
@@ -50,7 +52,10 @@ typedef struct cuda_device {
     int index;
     int sms;                 /* multiprocessors: sizes grids */
     size_t total_memory;     /* bytes of the card: larger allocations fail at once */
-    cudaStream_t stream;
+    cudaStream_t stream;      /* where ops enqueue: main_stream, or a guard's body (guard.cu) */
+    cudaStream_t main_stream;
+    cudaStream_t guard_streams[CUDA_MAX_GUARDS];
+    int guard_depth;
     cublasLtHandle_t lt;
     cudnnHandle_t dnn;
     void *lt_ws;             /* CUDA_LT_WORKSPACE bytes */
@@ -73,8 +78,14 @@ typedef struct cuda_sub {
     int timed, checks;
 } cuda_sub;
 
-/* Error record in device memory, set once by the first kernel that finds bad input. */
-enum { CUDA_ERR_FLAG = 0, CUDA_ERR_ROW = 1, CUDA_ERR_VALUE = 2, CUDA_ERR_OP = 3, CUDA_ERR_WORDS = 4 };
+/* Error record in device memory, set once by the first kernel that finds bad input (what,
+ * where, the value, the op's index); ops that can fail do nothing once it is set, and every
+ * other op after one of them is guarded (guard.cu). */
+enum { CUDA_ERR_FLAG = 0, CUDA_ERR_ROW = 1, CUDA_ERR_VALUE = 2, CUDA_ERR_OP = 3, CUDA_ERR_KIND = 4,
+       CUDA_ERR_WORDS = 5 };
+enum { CUDA_ERR_LABEL = 1, /* ROW: the row, VALUE: its label */
+       CUDA_ERR_HYPER = 2  /* ROW: 0 the learning rate, 1 the step; VALUE: it */ };
+
 
 typedef struct cuda_slot { void *ptr; size_t bytes; } cuda_slot;
 
@@ -137,6 +148,12 @@ neat_status cuda_host_copies_init(nm_cmdbuf *cb, cuda_cmdbuf *c);
 void cuda_host_copies_free(nm_cmdbuf *cb, cuda_cmdbuf *c);
 neat_status cuda_stage_host_copies(nm_cmdbuf *cb, cuda_cmdbuf *c);
 void cuda_finish_host_copies(nm_cmdbuf *cb);
+
+/* guard.cu: before an op that must not run after a failed one: eager, wait and read the
+ * record (*stop = 1: enqueue nothing more); capturing, open a conditional body. */
+neat_status cuda_guard(nm_device *dev, nm_cmdbuf *cb, int capturing, int *stop);
+/* End every open body's capture and point d->stream back at the main stream. */
+neat_status cuda_guards_close(nm_device *dev);
 
 /* Caches: created lazily, released by device_close. */
 void cuda_matmul_cache_free(cuda_device *d);

@@ -36,9 +36,23 @@ struct adam_step {
     }
 };
 
+/* hyper = [lr, step] as nm_hyper_valid (ops.h) wants it: lr finite and >= 0, and for Adam
+ * step finite and >= 1. Every thread reads the same two floats and so decides alike: on bad
+ * values (or after an earlier op failed) no thread writes, and one records why. */
+__device__ __forceinline__ bool hyper_ok(const float *hyper, bool uses_step, int *err, int op) {
+    if (cuda_failed(err)) return false;
+    float lr = hyper[0], t = hyper[1];
+    bool lr_ok = lr >= 0.0f && lr <= 3.4e38f, t_ok = !uses_step || (t >= 1.0f && t <= 3.4e38f);
+    if (lr_ok && t_ok) return true;
+    if (blockIdx.x == 0 && threadIdx.x == 0)
+        cuda_fail(err, CUDA_ERR_HYPER, lr_ok ? 1 : 0, lr_ok ? t : lr, op);
+    return false;
+}
+
 __global__ void sgd_kernel(neat_sgd_params prm, const float *__restrict__ hyper,
                            float *__restrict__ param, const float *__restrict__ grad,
-                           float *__restrict__ vel, int64_t n) {
+                           float *__restrict__ vel, int64_t n, int *err, int op) {
+    if (!hyper_ok(hyper, false, err, op)) return;
     sgd_step f{hyper[0], prm.momentum, prm.weight_decay, prm.nesterov};
     int64_t tid = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
     int64_t stride = (int64_t)gridDim.x * blockDim.x;
@@ -66,7 +80,9 @@ __global__ void sgd_kernel(neat_sgd_params prm, const float *__restrict__ hyper,
 
 __global__ void adam_kernel(neat_adam_params prm, const float *__restrict__ hyper,
                             float *__restrict__ param, const float *__restrict__ grad,
-                            float *__restrict__ m, float *__restrict__ v, int64_t n) {
+                            float *__restrict__ m, float *__restrict__ v, int64_t n, int *err,
+                            int op) {
+    if (!hyper_ok(hyper, true, err, op)) return;
     float t = hyper[1];
     adam_step f{hyper[0], prm.beta1, prm.beta2, prm.eps, prm.weight_decay,
                 1.0f - powf(prm.beta1, t), 1.0f - powf(prm.beta2, t)};
@@ -97,8 +113,9 @@ neat_status cuda_sgd_update(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
     if (n == 0) return NEAT_OK;
     float *vel = u.p.momentum != 0.0f && u.velocity ? u.velocity->data : NULL;
     cudaStream_t s = cuda_dev(dev)->stream;
-    sgd_kernel<<<cuda_grid(dev, (n + 3) / 4), CUDA_THREADS, 0, s>>>(u.p, u.hyper->data, u.param->data,
-                                                                   u.grad->data, vel, n);
+    cuda_cmdbuf *c = cuda_cb(cb);
+    sgd_kernel<<<cuda_grid(dev, (n + 3) / 4), CUDA_THREADS, 0, s>>>(
+        u.p, u.hyper->data, u.param->data, u.grad->data, vel, n, c->err, (int)c->cur_op);
     return cuda_launched("neat_sgd_update", "sgd_kernel");
 }
 
@@ -107,8 +124,10 @@ neat_status cuda_adam_update(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
     int64_t n = u.param->numel;
     if (n == 0) return NEAT_OK;
     cudaStream_t s = cuda_dev(dev)->stream;
+    cuda_cmdbuf *c = cuda_cb(cb);
     adam_kernel<<<cuda_grid(dev, (n + 3) / 4), CUDA_THREADS, 0, s>>>(
-        u.p, u.hyper->data, u.param->data, u.grad->data, u.m->data, u.v->data, n);
+        u.p, u.hyper->data, u.param->data, u.grad->data, u.m->data, u.v->data, n, c->err,
+        (int)c->cur_op);
     return cuda_launched("neat_adam_update", "adam_kernel");
 }
 

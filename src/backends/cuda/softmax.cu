@@ -280,10 +280,29 @@ __device__ __forceinline__ float xent_grad(float v, int64_t c, int64_t k, bool o
     return (expf(v - M) * inv - (c == k ? 1.0f : 0.0f)) * inv_n;
 }
 
+/* Every label an exact integer in 0..cols-1, else the error record names the first bad row
+ * found; run before xent_rows so that a bad label leaves every output untouched. */
+__global__ void xent_check_labels(const float *labels, int64_t rows, int64_t cols, int *err,
+                                  int op_index) {
+    if (cuda_failed(err)) return;
+    for (int64_t r = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; r < rows;
+         r += (int64_t)gridDim.x * blockDim.x) {
+        float label = labels[r];
+        if (!(label >= 0.0f && label < (float)cols && label == floorf(label)))
+            cuda_fail(err, CUDA_ERR_LABEL, r, label, op_index);
+    }
+}
+
+/* The mean loss, written only when no op has failed (the record is read after the sum). */
+__global__ void xent_store_loss(float *loss, const float *sum, const int *err) {
+    if (!cuda_failed(err)) *loss = *sum;
+}
+
 template <int TPR, bool VEC>
 __global__ void xent_rows(const float *logits, const float *labels, float *row_loss, float *dlogits,
                           int64_t rows, int64_t cols, float inv_n, int *err, int op_index) {
     __shared__ float shm[32];
+    if (cuda_failed(err)) return; /* a bad label (checked just before) or an earlier failure */
     const int rows_per_block = CUDA_THREADS / TPR, t = threadIdx.x % TPR;
     for (int64_t row = (int64_t)blockIdx.x * rows_per_block + threadIdx.x / TPR; row < rows;
          row += (int64_t)gridDim.x * rows_per_block) {
@@ -291,11 +310,6 @@ __global__ void xent_rows(const float *logits, const float *labels, float *row_l
         float label = labels[row];
         bool ok = label >= 0.0f && label < (float)cols && label == floorf(label);
         int64_t k = ok ? (int64_t)label : -1;
-        if (!ok && t == 0 && atomicCAS(err + CUDA_ERR_FLAG, 0, 1) == 0) {
-            err[CUDA_ERR_ROW] = (int)min(row, (int64_t)INT32_MAX);
-            err[CUDA_ERR_VALUE] = __float_as_int(label);
-            err[CUDA_ERR_OP] = op_index;
-        }
         float M, S;
         row_stats<TPR, VEC>(xr, cols, t, shm, &M, &S);
         if (!dlogits) {
@@ -328,6 +342,10 @@ static neat_status xent(nm_device *dev, nm_cmdbuf *cb, const nm_op *op, float *r
     float inv_n = 1.0f / (float)u.rows;
     int op_index = (int)c->cur_op;
     cudaStream_t s = cuda_dev(dev)->stream;
+    xent_check_labels<<<cuda_grid(dev, u.rows), CUDA_THREADS, 0, s>>>(labels, u.rows, u.cols,
+                                                                      c->err, op_index);
+    neat_status st = cuda_launched(what, "xent_check_labels");
+    if (st) return st;
     unsigned grid = rows_grid(dev, u.rows, u.cols);
     bool vec = u.cols % 4 == 0;
     if (u.cols <= ROW_WARP_COLS && vec)
@@ -351,13 +369,16 @@ extern "C" neat_status cuda_softmax_xent(nm_device *dev, nm_cmdbuf *cb, const nm
     if (u.rows == 0) return cuda_fill_f32(dev, u.out->data, 1, 0.0f, what);
     if (u.cols == 0) /* no class can be a valid label: every row is an error */
         return nm_error(NEAT_ERR_INVALID_ARGUMENT, "%s: logits have 0 classes", what);
-    void *rl;
+    void *rl, *mean;
     neat_status st = cuda_scratch(cb, 0, (size_t)u.rows * sizeof(float), &rl);
+    if (!st) st = cuda_scratch(cb, 3, sizeof(float), &mean);
+    if (!st) st = xent(dev, cb, op, (float *)rl, NULL, what);
+    if (!st) st = cuda_sum3(dev, cb, 1, (const float *)rl, 1, u.rows, 1, 1.0f / (float)u.rows, 0,
+                            (float *)mean, what);
     if (st) return st;
-    st = xent(dev, cb, op, (float *)rl, NULL, what);
-    if (st) return st;
-    return cuda_sum3(dev, cb, 1, (const float *)rl, 1, u.rows, 1, 1.0f / (float)u.rows, 0,
-                     u.out->data, what);
+    xent_store_loss<<<1, 1, 0, cuda_dev(dev)->stream>>>(u.out->data, (const float *)mean,
+                                                         cuda_cb(cb)->err);
+    return cuda_launched(what, "xent_store_loss");
 }
 
 extern "C" neat_status cuda_softmax_xent_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {

@@ -1,0 +1,101 @@
+/*
+ * guard.cu — the rest of a submission runs only if no op before it failed.
+ *
+ * Ops that can fail while they run (op_list.h: NM_OPF_RUNTIME_CHECK — the cross-entropy's
+ * labels, the optimizers' hyper) check their input first and set the buffer's error record
+ * (common.h) instead of writing anything; their own kernels also do nothing once the record
+ * is set. Any other op enqueued after one of them is guarded, so that it does not run after
+ * a failure either:
+ *   - eager submission (the first commit, or NEATML_CUDA_GRAPHS=0): the host waits for the
+ *     stream and reads the record; if it is set the rest of the buffer is not enqueued;
+ *   - stream capture (a CUDA graph): a conditional IF node whose condition a one-thread
+ *     kernel sets from the record, and whose body receives the rest of the buffer: the
+ *     device skips it. The body is captured on a stream of its own (d->stream is switched
+ *     to it, and cuDNN with it, until the capture ends), nested one level per guard.
+ * Conditional bodies take kernels, memcopies and memsets only: an op that records an event
+ * (neat_copy_from_host) after a guard makes the capture fail, and that buffer then runs
+ * eagerly (correct, one host wait per guard).
+ */
+#include "common.cuh"
+
+__global__ void set_if_ok(cudaGraphConditionalHandle h, const int *err) {
+    cudaGraphSetConditional(h, *(volatile const int *)(err + CUDA_ERR_FLAG) == 0 ? 1u : 0u);
+}
+
+extern "C" {
+
+/* Point d->stream (and cuDNN) at s. */
+static neat_status use_stream(cuda_device *d, cudaStream_t s, const char *what) {
+    d->stream = s;
+    return cudnn_check(cudnnSetStream(d->dnn, s), what, "cudnnSetStream");
+}
+
+neat_status cuda_guard(nm_device *dev, nm_cmdbuf *cb, int capturing, int *stop) {
+    static const char what[] = "neat_cmdbuf_commit (run-time check)";
+    cuda_device *d = cuda_dev(dev);
+    cuda_cmdbuf *c = cuda_cb(cb);
+    *stop = 0;
+    if (!capturing) {
+        int flag = 0;
+        neat_status st = cuda_check(cudaStreamSynchronize(d->stream), what, "cudaStreamSynchronize");
+        if (!st) st = cuda_check(cudaMemcpy(&flag, c->err + CUDA_ERR_FLAG, sizeof flag,
+                                            cudaMemcpyDeviceToHost), what, "cudaMemcpy");
+        *stop = flag != 0;
+        return st;
+    }
+    if (d->guard_depth == CUDA_MAX_GUARDS)
+        return nm_error(NEAT_ERR_UNSUPPORTED, "%s: more than %d ops that check their input at run "
+                        "time, each followed by other ops, in one graph", what, CUDA_MAX_GUARDS);
+    cudaStream_t s = d->stream;
+    cudaStreamCaptureStatus status;
+    cudaGraph_t graph;
+    const cudaGraphNode_t *deps;
+    size_t ndeps;
+    cudaGraphConditionalHandle h;
+    neat_status st = cuda_check(cudaStreamGetCaptureInfo(s, &status, NULL, &graph, NULL, NULL, NULL),
+                                what, "cudaStreamGetCaptureInfo");
+    if (!st) st = cuda_check(cudaGraphConditionalHandleCreate(&h, graph, 0, 0), what,
+                             "cudaGraphConditionalHandleCreate");
+    if (st) return st;
+    set_if_ok<<<1, 1, 0, s>>>(h, c->err);
+    st = cuda_launched(what, "set_if_ok");
+    if (!st) st = cuda_check(cudaStreamGetCaptureInfo(s, &status, NULL, &graph, &deps, NULL, &ndeps),
+                             what, "cudaStreamGetCaptureInfo");
+    if (st) return st;
+    cudaGraphNodeParams p = {}; /* zeroed: reserved fields must be 0 */
+    p.type = cudaGraphNodeTypeConditional;
+    p.conditional.handle = h;
+    p.conditional.type = cudaGraphCondTypeIf;
+    p.conditional.size = 1;
+    cudaGraphNode_t node;
+    st = cuda_check(cudaGraphAddNode(&node, graph, deps, NULL, ndeps, &p), what, "cudaGraphAddNode");
+    if (!st) st = cuda_check(cudaStreamUpdateCaptureDependencies(s, &node, NULL, 1,
+                                                                 cudaStreamSetCaptureDependencies),
+                             what, "cudaStreamUpdateCaptureDependencies");
+    if (st) return st;
+    cudaStream_t *bs = &d->guard_streams[d->guard_depth];
+    if (!*bs) st = cuda_check(cudaStreamCreateWithFlags(bs, cudaStreamNonBlocking), what,
+                              "cudaStreamCreateWithFlags");
+    if (!st) st = cuda_check(cudaStreamBeginCaptureToGraph(*bs, p.conditional.phGraph_out[0], NULL,
+                                                           NULL, 0, cudaStreamCaptureModeRelaxed),
+                             what, "cudaStreamBeginCaptureToGraph");
+    if (st) return st;
+    d->guard_depth++;
+    return use_stream(d, *bs, what);
+}
+
+neat_status cuda_guards_close(nm_device *dev) {
+    static const char what[] = "neat_cmdbuf_commit (run-time check)";
+    cuda_device *d = cuda_dev(dev);
+    neat_status st = NEAT_OK;
+    while (d->guard_depth > 0) {
+        cudaGraph_t body;
+        neat_status e = cuda_check(cudaStreamEndCapture(d->guard_streams[--d->guard_depth], &body),
+                                   what, "cudaStreamEndCapture");
+        if (!st) st = e;
+    }
+    neat_status e = use_stream(d, d->main_stream, what);
+    return st ? st : e;
+}
+
+} /* extern "C" */
