@@ -127,7 +127,7 @@ module Tensor = struct
 
   (* Out of device memory: the garbage tensors may be what fills it. A full major collection
      hands them to the deferred list, which the next create on the device empties. *)
-  let after_gc create device shape =
+  let with_gc_retry create device shape =
     let h =
       match create device shape with
       | h -> h
@@ -137,8 +137,8 @@ module Tensor = struct
     in
     { h; device }
 
-  let create device shape = after_gc c_create device shape
-  let zeros device shape = after_gc c_zeros device shape
+  let create device shape = with_gc_retry c_create device shape
+  let zeros device shape = with_gc_retry c_zeros device shape
   let device t = t.device
   let view t shape = { h = c_view t.h shape; device = t.device }
   let free t = c_free t.h

@@ -127,10 +127,19 @@ static void defer(handle_kind kind, const neatml_block *b)
     pthread_mutex_unlock(&deferred_lock);
 }
 
+/* Whether a device handle is still open (a device freed explicitly is not: the destroys of
+ * its objects' entries are no-ops, and any call may take them). Never waits. */
+static int device_is_open(neat_device *dev)
+{
+    neat_memory_stats m;
+    return neat_device_memory_stats(dev, &m) == NEAT_OK;
+}
+
 /* With the runtime lock held, outside the GC: removes the root of every command buffer
  * handed over (what it kept alive may go at the next collection; the buffer itself can no
  * longer be committed), and takes out the entries of `dev` (of every device when `all`),
- * every device's own entry and every entry left with nothing to destroy. */
+ * every device's own entry, the entries of devices already freed and every entry left with
+ * nothing to destroy. */
 static deferred *deferred_take(const neat_device *dev, int all)
 {
     deferred *taken = NULL;
@@ -143,7 +152,8 @@ static deferred *deferred_take(const neat_device *dev, int all)
             free(d->recorded);
             d->recorded = NULL;
         }
-        if (all || d->handle == NULL || d->kind == KIND_DEVICE || d->device == dev) {
+        if (all || d->handle == NULL || d->kind == KIND_DEVICE || d->device == dev ||
+            !device_is_open(d->device)) {
             *link = d->next;
             d->next = taken;
             taken = d;
