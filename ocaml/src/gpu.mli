@@ -113,6 +113,7 @@ module Backend : sig
       counts as built. *)
 end
 
+(** How products are computed ([neat_math_mode]). *)
 type math_mode =
   | Strict  (** float32 products and sums: the default *)
   | Tf32  (** TensorFloat-32 products where the hardware has them *)
@@ -176,7 +177,8 @@ module Device : sig
 
   val free : t -> unit
   (** Wait for the device's work and release it, with every tensor and command buffer of it
-      still alive (they raise [Error (Invalid_handle, _)] afterwards). Idempotent. *)
+      still alive (they raise [Error (Invalid_handle, _)] afterwards), after what the GC
+      handed over of it. Idempotent. *)
 
   val equal : t -> t -> bool
   (** The same device (identity; the same answer after {!free}). *)
@@ -330,6 +332,7 @@ end
     buffer, an out-of-range option, an aliasing output), [Shape_mismatch],
     [Device_mismatch], [Unsupported] or [Out_of_memory]. *)
 
+(** The activations fused into an op ([neat_activation], in its order). *)
 type activation =
   | Identity  (** no activation ([NEAT_ACT_NONE]) *)
   | Relu
