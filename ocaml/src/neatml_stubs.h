@@ -1,7 +1,8 @@
 /*
- * neatml_stubs.h — what the two stub files of Neatml.Gpu share: raising Gpu.Error, the
- * custom blocks that hold the library's handles, and the deferred-free list that their
- * finalizers feed (neatml_objects.c defines them; neatml_ops.c records the operations).
+ * neatml_stubs.h — what the stub files of Neatml.Gpu share: raising Gpu.Error, the custom
+ * blocks that hold the library's handles and the deferred-free list that their finalizers
+ * feed (neatml_blocks.c), used by the objects' stubs (neatml_objects.c) and the operations'
+ * (neatml_ops.c).
  */
 #ifndef NEATML_STUBS_H
 #define NEATML_STUBS_H
@@ -36,6 +37,23 @@ typedef struct neatml_block {
 } neatml_block;
 
 #define Block_val(v) ((neatml_block *)Data_custom_val(v))
+
+/* The kinds of blocks, in the order the deferred list destroys them. */
+typedef enum { KIND_CMDBUF, KIND_TENSOR, KIND_DEVICE, KIND_COUNT } handle_kind;
+
+/* A new block for `handle` of `device`; `bytes` of device memory counted against `budget`
+ * (caml_alloc_custom's mem and max). Fields other than handle, device and id are zero. */
+value neatml_alloc_block(handle_kind kind, void *handle, neat_device *device, int64_t bytes,
+                         int64_t budget);
+
+/* ---- the deferred-free list ----
+ * Take, with the runtime lock held and outside the GC: removes the roots of every command
+ * buffer the GC finalized, and takes out the entries of `dev` (of every device when `all`),
+ * every device's own entry and the entries of devices already freed. Destroy, with the
+ * runtime lock released: destroys what was taken, command buffers first, devices last. */
+typedef struct neatml_deferred neatml_deferred;
+neatml_deferred *neatml_deferred_take(const neat_device *dev, int all);
+void neatml_deferred_destroy(neatml_deferred *list);
 
 /* The live handle of a block, or Error (Invalid_handle, "... used after free"). */
 void *neatml_live(value v, const char *what);
