@@ -90,7 +90,7 @@ let init_params dev rng =
     let std = sqrt (2.0 /. float fan_in) in
     G.Tensor.of_array dev shape (Array.init n (fun _ -> std *. normal ()))
   in
-  let zeros k = G.Tensor.of_array dev [| k |] (Array.make k 0.0) in
+  let zeros k = G.Tensor.zeros dev [| k |] in
   {
     w1 = weight [| 32; 1; 3; 3 |]; b1 = zeros 32;
     w2 = weight [| 64; 32; 3; 3 |]; b2 = zeros 64;
@@ -110,12 +110,12 @@ let record_forward dev cb p batch =
   let a2 = t [| batch; 64; 14; 14 |] and p2 = t [| batch; 64; 7; 7 |] in
   let p2_flat = G.Tensor.view p2 [| batch; 3136 |] in
   let h = t [| batch; 128 |] and logits = t [| batch; 10 |] in
-  G.conv2d_forward cb conv ~act:G.Relu ~bias:p.b1 x p.w1 a1;
-  G.maxpool2d cb pool a1 p1;
-  G.conv2d_forward cb conv ~act:G.Relu ~bias:p.b2 p1 p.w2 a2;
-  G.maxpool2d cb pool a2 p2;
-  G.linear_forward cb ~act:G.Relu ~bias:p.b3 p2_flat p.w3 h;
-  G.linear_forward cb ~bias:p.b4 h p.w4 logits;
+  G.conv2d_forward cb conv ~act:G.Relu ~bias:p.b1 x p.w1 ~out:a1;
+  G.maxpool2d cb pool a1 ~out:p1;
+  G.conv2d_forward cb conv ~act:G.Relu ~bias:p.b2 p1 p.w2 ~out:a2;
+  G.maxpool2d cb pool a2 ~out:p2;
+  G.linear_forward cb ~act:G.Relu ~bias:p.b3 p2_flat p.w3 ~out:h;
+  G.linear_forward cb ~bias:p.b4 h p.w4 ~out:logits;
   { x; a1; p1; a2; p2; p2_flat; h; logits }
 
 type train_step = { cb : G.Cmdbuf.t; f : forward; labels : G.Tensor.t; loss : G.Tensor.t; hyper : G.Tensor.t }
@@ -139,20 +139,20 @@ let record_train_step dev p batch =
     | [ a; b; c; d; e; f; g; h ] -> (a, b, c, d, e, f, g, h)
     | _ -> assert false
   in
-  G.softmax_cross_entropy cb f.logits labels loss;
-  G.softmax_cross_entropy_backward cb f.logits labels dlogits;
+  G.softmax_cross_entropy cb f.logits labels ~out:loss;
+  G.softmax_cross_entropy_backward cb f.logits labels ~dlogits;
   G.linear_backward cb ~bias:p.b4 ~y:f.logits ~dx:dh ~dw:gw4 ~db:gb4 f.h p.w4 dlogits;
   G.linear_backward cb ~act:G.Relu ~bias:p.b3 ~y:f.h ~dx:dp2_flat ~dw:gw3 ~db:gb3 f.p2_flat p.w3 dh;
-  G.maxpool2d_backward cb pool f.a2 dp2 da2;
+  G.maxpool2d_backward cb pool f.a2 dp2 ~dx:da2;
   G.conv2d_backward cb conv ~act:G.Relu ~bias:p.b2 ~y:f.a2 ~dx:dp1 ~dw:gw2 ~db:gb2 f.p1 p.w2 da2;
-  G.maxpool2d_backward cb pool f.a1 dp1 da1;
+  G.maxpool2d_backward cb pool f.a1 dp1 ~dx:da1;
   G.conv2d_backward cb conv ~act:G.Relu ~bias:p.b1 ~y:f.a1 ~dw:gw1 ~db:gb1 f.x p.w1 da1;
   List.iter2
     (fun param grad ->
-      (* zeros written once here, not a fill in the step: a replayed fill would reset the
-         momentum at every batch *)
-      let velocity = G.Tensor.of_array dev (G.Tensor.shape param) (Array.make (G.Tensor.numel param) 0.0) in
-      G.sgd_update cb ~momentum:0.9 ~velocity ~hyper param grad)
+      (* zeroed once here (the library never clears it), not by a fill in the step: a
+         replayed fill would reset the momentum at every batch *)
+      let velocity = G.Tensor.zeros dev (G.Tensor.shape param) in
+      G.sgd_update cb ~momentum:0.9 ~velocity hyper param grad)
     params grads;
   { cb; f; labels; loss; hyper }
 
@@ -191,10 +191,10 @@ let () =
     (fun a -> raise (Arg.Bad ("unexpected argument " ^ a)))
     "fashion_mnist.exe [options]: LeNet on Fashion-MNIST with Neatml.Gpu";
   let backend =
-    match G.backend_of_string !backend with
-    | Some b -> b
-    | None ->
-        prerr_endline ("unknown backend " ^ !backend);
+    match G.Backend.of_string !backend with
+    | b -> b
+    | exception G.Error (_, msg) ->
+        prerr_endline msg;
         exit 2
   in
   let file name =
@@ -218,7 +218,8 @@ let () =
   let dev = G.Device.create ~backend () in
   let info = G.Device.info dev in
   Printf.printf "device: %s (%s); %d training images, %d test images, batch %d\n%!" info.name
-    (G.backend_to_string info.backend) ntrain ntest batch;
+    (G.Backend.to_string info.backend) ntrain ntest batch;
+  if info.selection <> "" then Printf.printf "backends passed over: %s\n%!" info.selection;
   let rng = Random.State.make [| !seed |] in
   let p = init_params dev rng in
   let step = record_train_step dev p batch in
@@ -302,5 +303,5 @@ let () =
       (float (steps * batch) /. dt) (Unix.gettimeofday () -. te0)
   done;
   Printf.printf "final test_accuracy=%.4f epochs=%d backend=%s images_per_s=%.1f\n" !test_acc !epochs
-    (G.backend_to_string info.backend)
+    (G.Backend.to_string info.backend)
     (float (steps * batch * !epochs) /. !train_time)

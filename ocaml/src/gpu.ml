@@ -1,37 +1,32 @@
-(* gpu.ml — Neatml.Gpu: the OCaml face of include/neatml.h. The stubs (neatml_stubs.c) do
-   the C calls; this file adds the records that keep devices alive for as long as their
-   tensors and command buffers, and the optional arguments of the C defaults. *)
+(* gpu.ml — Neatml.Gpu: the OCaml face of include/neatml.h. The stubs (neatml_objects.c,
+   neatml_ops.c) do the C calls; this file adds the records that keep devices alive for as
+   long as their tensors and command buffers, the optional arguments of the C defaults and
+   the labels of the outputs. *)
 
-type status =
-  | Invalid_argument
-  | Shape_mismatch
-  | Dtype_mismatch
-  | Device_mismatch
-  | Unsupported
-  | Out_of_memory
-  | Invalid_handle
-  | Backend_error
-  | Internal
+module Status = struct
+  (* The constructor order is the C codes' (-1 first): the stubs convert by position. *)
+  type t =
+    | Invalid_argument
+    | Shape_mismatch
+    | Dtype_mismatch
+    | Device_mismatch
+    | Unsupported
+    | Out_of_memory
+    | Invalid_handle
+    | Backend_error
+    | Internal
 
-exception Error of status * string
+  external to_string : t -> string = "neatml_status_string"
+end
 
-(* The stubs raise this exception by name; they read the constructor order of [status]. *)
-let () = Callback.register_exception "neatml.error" (Error (Internal, ""))
+exception Error of Status.t * string
 
-let status_to_string = function
-  | Invalid_argument -> "NEAT_ERR_INVALID_ARGUMENT"
-  | Shape_mismatch -> "NEAT_ERR_SHAPE_MISMATCH"
-  | Dtype_mismatch -> "NEAT_ERR_DTYPE_MISMATCH"
-  | Device_mismatch -> "NEAT_ERR_DEVICE_MISMATCH"
-  | Unsupported -> "NEAT_ERR_UNSUPPORTED"
-  | Out_of_memory -> "NEAT_ERR_OUT_OF_MEMORY"
-  | Invalid_handle -> "NEAT_ERR_INVALID_HANDLE"
-  | Backend_error -> "NEAT_ERR_BACKEND_ERROR"
-  | Internal -> "NEAT_ERR_INTERNAL"
+(* The stubs raise this exception by name. *)
+let () = Callback.register_exception "neatml.error" (Error (Status.Internal, ""))
 
 let () =
   Printexc.register_printer (function
-    | Error (s, msg) -> Some (Printf.sprintf "Neatml.Gpu.Error(%s, %S)" (status_to_string s) msg)
+    | Error (s, msg) -> Some (Printf.sprintf "Neatml.Gpu.Error(%s, %S)" (Status.to_string s) msg)
     | _ -> None)
 
 external version_number : unit -> int = "neatml_version_number"
@@ -41,40 +36,46 @@ let version () =
   let v = version_number () in
   (v / 10000, v / 100 mod 100, v mod 100)
 
-(* The constructor orders below match the C enums' values (stubs pass Int_val through). *)
-type backend = Auto | Cpu | Cuda | Metal
+external collect : unit -> unit = "neatml_collect"
+
+module Backend = struct
+  (* The constructor order is neat_backend's values (the stubs pass Int_val through); the
+     names are the library's. *)
+  type t = Auto | Cpu | Cuda | Metal
+
+  external to_string : t -> string = "neatml_backend_name"
+  external of_string : string -> t = "neatml_backend_from_name"
+  external is_built : t -> bool = "neatml_backend_is_built"
+  external count : unit -> int = "neatml_backend_count"
+
+  let of_string_opt s =
+    match of_string s with b -> Some b | exception Error (Status.Invalid_argument, _) -> None
+end
+
+(* The constructor orders below match the C enums' values. *)
 type math_mode = Strict | Tf32
 type activation = Identity | Relu | Sigmoid | Tanh | Gelu
 
-let backend_of_string s =
-  match String.lowercase_ascii s with
-  | "auto" -> Some Auto
-  | "cpu" -> Some Cpu
-  | "cuda" -> Some Cuda
-  | "metal" -> Some Metal
-  | _ -> None
-
-let backend_to_string = function Auto -> "auto" | Cpu -> "cpu" | Cuda -> "cuda" | Metal -> "metal"
-
 module Device = struct
-  type handle
-  type t = handle
+  type t
 
   type info = {
-    backend : backend;
+    backend : Backend.t;
     index : int;
     name : string;
     total_memory : int;
     num_threads : int;
     math_mode : math_mode;
+    selection : string;
   }
 
   type memory_stats = { in_use : int; reserved : int; peak : int }
 
-  external c_create : backend -> int -> handle = "neatml_device_create"
+  external c_create : Backend.t -> int -> int -> t = "neatml_device_create"
   external free : t -> unit = "neatml_device_destroy"
+  external gc_budget : t -> int = "neatml_device_gc_budget"
 
-  external c_info : t -> backend * int * string * int * int * math_mode
+  external c_info : t -> Backend.t * int * string * int * int * math_mode * string
     = "neatml_device_info"
 
   external set_math_mode : t -> math_mode -> unit = "neatml_device_set_math_mode"
@@ -83,15 +84,27 @@ module Device = struct
   external reset_peak : t -> unit = "neatml_device_reset_peak"
   external trim : t -> unit = "neatml_device_trim"
 
-  let create ?(backend = Auto) ?(index = 0) () = c_create backend index
+  let create ?(backend = Backend.Auto) ?(index = 0) ?gc_budget () =
+    match gc_budget with
+    | Some b when b <= 0 ->
+        raise
+          (Error
+             ( Status.Invalid_argument,
+               Printf.sprintf "Neatml.Gpu.Device.create: gc_budget is %d, not positive" b ))
+    | _ -> c_create backend index (Option.value gc_budget ~default:0)
 
   let info d =
-    let backend, index, name, total_memory, num_threads, math_mode = c_info d in
-    { backend; index; name; total_memory; num_threads; math_mode }
+    let backend, index, name, total_memory, num_threads, math_mode, selection = c_info d in
+    { backend; index; name; total_memory; num_threads; math_mode; selection }
 
   let memory_stats d =
     let in_use, reserved, peak = c_memory_stats d in
     { in_use; reserved; peak }
+
+  (* The custom block compares and hashes its id, fixed at creation. *)
+  let compare (a : t) b = Stdlib.compare a b
+  let equal a b = compare a b = 0
+  let hash (d : t) = Hashtbl.hash d
 end
 
 type float32_array = (float, Bigarray.float32_elt, Bigarray.c_layout) Bigarray.Genarray.t
@@ -99,17 +112,33 @@ type float32_array = (float, Bigarray.float32_elt, Bigarray.c_layout) Bigarray.G
 module Tensor = struct
   type handle
 
-  (* [device] is never read: it is here so that the device outlives the tensor. *)
+  (* [device] is never read: it is here so that the device outlives the tensor. Nothing here
+     is mutable, and the handle block compares and hashes its fixed id: compare and hash of
+     the record never change. *)
   type t = { h : handle; device : Device.t }
 
   external c_create : Device.t -> int array -> handle = "neatml_tensor_create"
+  external c_zeros : Device.t -> int array -> handle = "neatml_tensor_create_zeros"
   external c_view : handle -> int array -> handle = "neatml_tensor_view"
   external c_free : handle -> unit = "neatml_tensor_destroy"
   external c_shape : handle -> int array = "neatml_tensor_shape"
   external c_write : handle -> float32_array -> unit = "neatml_tensor_write"
   external c_read : handle -> float32_array -> unit = "neatml_tensor_read"
 
-  let create device shape = { h = c_create device shape; device }
+  (* Out of device memory: the garbage tensors may be what fills it. A full major collection
+     hands them to the deferred list, which the next create on the device empties. *)
+  let with_gc_retry create device shape =
+    let h =
+      match create device shape with
+      | h -> h
+      | exception Error (Status.Out_of_memory, _) ->
+          Gc.full_major ();
+          create device shape
+    in
+    { h; device }
+
+  let create device shape = with_gc_retry c_create device shape
+  let zeros device shape = with_gc_retry c_zeros device shape
   let device t = t.device
   let view t shape = { h = c_view t.h shape; device = t.device }
   let free t = c_free t.h
@@ -117,6 +146,9 @@ module Tensor = struct
   let numel t = Array.fold_left ( * ) 1 (shape t)
   let write t a = c_write t.h a
   let read t a = c_read t.h a
+  let compare (a : t) b = Stdlib.compare a b
+  let equal a b = compare a b = 0
+  let hash (t : t) = Hashtbl.hash t
 
   let of_bigarray device a =
     let t = create device (Bigarray.Genarray.dims a) in
@@ -155,10 +187,11 @@ end
 module Cmdbuf = struct
   type handle
 
-  (* [recorded] holds every tensor handle recorded since the last reset: a tensor the
-     program dropped after recording stays alive until the buffer forgets it, so a replay
-     never finds a handle the GC destroyed. *)
-  type t = { h : handle; device : Device.t; mutable recorded : Tensor.handle list }
+  (* The tensors recorded since the last reset are kept alive by the handle block (a global
+     root of the stubs), not by a mutable field here: a tensor the program dropped after
+     recording stays alive until the buffer forgets it, so a replay never finds a handle the
+     GC destroyed, and the record's compare and hash never change. *)
+  type t = { h : handle; device : Device.t }
 
   external c_create : Device.t -> handle = "neatml_cmdbuf_create"
   external c_free : handle -> unit = "neatml_cmdbuf_destroy"
@@ -167,22 +200,24 @@ module Cmdbuf = struct
   external c_reset : handle -> unit = "neatml_cmdbuf_reset"
   external c_op_count : handle -> int = "neatml_cmdbuf_op_count"
   external c_device_time : handle -> float = "neatml_cmdbuf_device_time"
+  external c_recorded : handle -> Tensor.handle list = "neatml_cmdbuf_recorded"
+  external c_set_recorded : handle -> Tensor.handle list -> unit = "neatml_cmdbuf_set_recorded"
 
-  let create device = { h = c_create device; device; recorded = [] }
+  let create device = { h = c_create device; device }
   let device cb = cb.device
   let commit cb = c_commit cb.h
   let wait cb = c_wait cb.h
 
   let reset cb =
     c_reset cb.h;
-    cb.recorded <- []
+    c_set_recorded cb.h []
 
-  let free cb =
-    c_free cb.h;
-    cb.recorded <- []
-
+  let free cb = c_free cb.h
   let op_count cb = c_op_count cb.h
   let device_time cb = c_device_time cb.h
+  let compare (a : t) b = Stdlib.compare a b
+  let equal a b = compare a b = 0
+  let hash (cb : t) = Hashtbl.hash cb
 
   let run cb =
     commit cb;
@@ -190,11 +225,11 @@ module Cmdbuf = struct
 
   (* Called after a successful recording only: a failed one recorded nothing. *)
   let keep cb (ts : Tensor.t list) =
-    cb.recorded <- List.rev_append (List.map (fun (t : Tensor.t) -> t.h) ts) cb.recorded
+    c_set_recorded cb.h (List.rev_append (List.map (fun (t : Tensor.t) -> t.h) ts) (c_recorded cb.h))
 end
 
 module Conv2d = struct
-  (* The field order is neat_conv2d_desc's: the stub reads the fields by position. *)
+  (* The field order is neat_conv2d_desc's: the stubs read and build the record by position. *)
   type t = {
     kernel_h : int;
     kernel_w : int;
@@ -207,18 +242,14 @@ module Conv2d = struct
     groups : int;
   }
 
-  let make ?(stride = 1) ?(pad = 0) ?(dilation = 1) ?(groups = 1) kernel_h kernel_w =
-    {
-      kernel_h;
-      kernel_w;
-      stride_h = stride;
-      stride_w = stride;
-      pad_h = pad;
-      pad_w = pad;
-      dilation_h = dilation;
-      dilation_w = dilation;
-      groups;
-    }
+  external full : int -> int -> int -> int -> int -> int -> int -> int -> int -> t
+    = "neatml_conv2d_desc_full_bc" "neatml_conv2d_desc_full"
+
+  let make ?(stride = 1) ?stride_h ?stride_w ?(pad = 0) ?pad_h ?pad_w ?(dilation = 1)
+      ?dilation_h ?dilation_w ?(groups = 1) kernel_h kernel_w =
+    let ( |? ) o d = Option.value o ~default:d in
+    full kernel_h kernel_w (stride_h |? stride) (stride_w |? stride) (pad_h |? pad)
+      (pad_w |? pad) (dilation_h |? dilation) (dilation_w |? dilation) groups
 end
 
 module Pool2d = struct
@@ -232,11 +263,13 @@ module Pool2d = struct
     pad_w : int;
   }
 
-  let make ?stride ?(pad = 0) kernel_h kernel_w =
-    let stride_h, stride_w =
-      match stride with Some s -> (s, s) | None -> (kernel_h, kernel_w)
-    in
-    { kernel_h; kernel_w; stride_h; stride_w; pad_h = pad; pad_w = pad }
+  external full : int -> int -> int -> int -> int -> int -> t
+    = "neatml_pool2d_desc_full_bc" "neatml_pool2d_desc_full"
+
+  let make ?stride ?stride_h ?stride_w ?(pad = 0) ?pad_h ?pad_w kernel_h kernel_w =
+    let ( |? ) o d = Option.value o ~default:d in
+    let stride_h = stride_h |? (stride |? kernel_h) and stride_w = stride_w |? (stride |? kernel_w) in
+    full kernel_h kernel_w stride_h stride_w (pad_h |? pad) (pad_w |? pad)
 end
 
 (* ---- operations: [record cb ts f] runs the stub, then keeps the tensors it named ---- *)
@@ -244,7 +277,9 @@ end
 let h (t : Tensor.t) = t.h
 let oh = Option.map h
 let opt = function Some t -> [ t ] | None -> []
-let record (cb : Cmdbuf.t) ts f = f cb.h; Cmdbuf.keep cb ts
+let record (cb : Cmdbuf.t) ts f =
+  f cb.h;
+  Cmdbuf.keep cb ts
 
 external c_matmul :
   Cmdbuf.handle -> Tensor.handle -> Tensor.handle -> Tensor.handle -> float -> float -> bool ->
@@ -325,34 +360,35 @@ external c_adam_update :
   Tensor.handle -> Tensor.handle -> Tensor.handle -> unit
   = "neatml_adam_update_bc" "neatml_adam_update"
 
-let matmul cb ?(alpha = 1.0) ?(beta = 0.0) ?(trans_a = false) ?(trans_b = false) a b c =
-  record cb [ a; b; c ] (fun cb -> c_matmul cb (h a) (h b) (h c) alpha beta trans_a trans_b)
+let matmul cb ?(alpha = 1.0) ?(beta = 0.0) ?(trans_a = false) ?(trans_b = false) a b ~out =
+  record cb [ a; b; out ] (fun cb -> c_matmul cb (h a) (h b) (h out) alpha beta trans_a trans_b)
 
-let matmul_batched cb ?(alpha = 1.0) ?(beta = 0.0) ?(trans_a = false) ?(trans_b = false) a b c =
-  record cb [ a; b; c ] (fun cb ->
-      c_matmul_batched cb (h a) (h b) (h c) alpha beta trans_a trans_b)
+let matmul_batched cb ?(alpha = 1.0) ?(beta = 0.0) ?(trans_a = false) ?(trans_b = false) a b
+    ~out =
+  record cb [ a; b; out ] (fun cb ->
+      c_matmul_batched cb (h a) (h b) (h out) alpha beta trans_a trans_b)
 
-let add cb a b out = record cb [ a; b; out ] (fun cb -> c_add cb (h a) (h b) (h out))
-let scale cb x alpha out = record cb [ x; out ] (fun cb -> c_scale cb (h x) alpha (h out))
-let fill cb t v = record cb [ t ] (fun cb -> c_fill cb (h t) v)
+let add cb a b ~out = record cb [ a; b; out ] (fun cb -> c_add cb (h a) (h b) (h out))
+let scale cb x alpha ~out = record cb [ x; out ] (fun cb -> c_scale cb (h x) alpha (h out))
+let fill cb ~out value = record cb [ out ] (fun cb -> c_fill cb (h out) value)
 
-let linear_forward cb ?(act = Identity) ?bias x w y =
-  record cb ([ x; w; y ] @ opt bias) (fun cb ->
-      c_linear_forward cb (h x) (h w) (oh bias) act (h y))
+let linear_forward cb ?(act = Identity) ?bias x w ~out =
+  record cb ([ x; w; out ] @ opt bias) (fun cb ->
+      c_linear_forward cb (h x) (h w) (oh bias) act (h out))
 
-let conv2d_forward cb desc ?(act = Identity) ?bias x w y =
-  record cb ([ x; w; y ] @ opt bias) (fun cb ->
-      c_conv2d_forward cb desc (h x) (h w) (oh bias) act (h y))
+let conv2d_forward cb desc ?(act = Identity) ?bias x w ~out =
+  record cb ([ x; w; out ] @ opt bias) (fun cb ->
+      c_conv2d_forward cb desc (h x) (h w) (oh bias) act (h out))
 
-let maxpool2d cb desc x y = record cb [ x; y ] (fun cb -> c_maxpool2d cb desc (h x) (h y))
-let sum_all cb x y = record cb [ x; y ] (fun cb -> c_sum_all cb (h x) (h y))
-let sum_axis cb x axis y = record cb [ x; y ] (fun cb -> c_sum_axis cb (h x) axis (h y))
-let softmax cb x y = record cb [ x; y ] (fun cb -> c_softmax cb (h x) (h y))
+let maxpool2d cb desc x ~out = record cb [ x; out ] (fun cb -> c_maxpool2d cb desc (h x) (h out))
+let sum_all cb x ~out = record cb [ x; out ] (fun cb -> c_sum_all cb (h x) (h out))
+let sum_axis cb x axis ~out = record cb [ x; out ] (fun cb -> c_sum_axis cb (h x) axis (h out))
+let softmax cb x ~out = record cb [ x; out ] (fun cb -> c_softmax cb (h x) (h out))
 
-let activation_forward cb act x y =
-  record cb [ x; y ] (fun cb -> c_activation_forward cb act (h x) (h y))
+let activation_forward cb act x ~out =
+  record cb [ x; out ] (fun cb -> c_activation_forward cb act (h x) (h out))
 
-let activation_backward cb act ?x ?y dy dx =
+let activation_backward cb act ?x ?y dy ~dx =
   record cb ([ dy; dx ] @ opt x @ opt y) (fun cb ->
       c_activation_backward cb act (oh x) (oh y) (h dy) (h dx))
 
@@ -371,35 +407,40 @@ let conv2d_backward cb desc ?(act = Identity) ?bias ?y ?dx ?dw ?db ?(accumulate 
       c_conv2d_backward cb desc (h x) (h w) (oh bias) (oh y) (h dy) act (oh dx) (oh dw) (oh db)
         accumulate)
 
-let maxpool2d_backward cb desc x dy dx =
+let maxpool2d_backward cb desc x dy ~dx =
   record cb [ x; dy; dx ] (fun cb -> c_maxpool2d_backward cb desc (h x) (h dy) (h dx))
 
-let softmax_backward cb y dy dx =
+let softmax_backward cb y dy ~dx =
   record cb [ y; dy; dx ] (fun cb -> c_softmax_backward cb (h y) (h dy) (h dx))
 
-let softmax_cross_entropy cb logits labels loss =
-  record cb [ logits; labels; loss ] (fun cb ->
-      c_softmax_cross_entropy cb (h logits) (h labels) (h loss))
+let softmax_cross_entropy cb logits labels ~out =
+  record cb [ logits; labels; out ] (fun cb ->
+      c_softmax_cross_entropy cb (h logits) (h labels) (h out))
 
-let softmax_cross_entropy_backward cb logits labels dlogits =
+let softmax_cross_entropy_backward cb logits labels ~dlogits =
   record cb [ logits; labels; dlogits ] (fun cb ->
       c_softmax_cross_entropy_backward cb (h logits) (h labels) (h dlogits))
 
-let sgd_update cb ?(momentum = 0.0) ?(weight_decay = 0.0) ?(nesterov = false) ?velocity ~hyper
+let sgd_update cb ?(momentum = 0.0) ?(weight_decay = 0.0) ?(nesterov = false) ?velocity hyper
     param grad =
   record cb ([ hyper; param; grad ] @ opt velocity) (fun cb ->
       c_sgd_update cb momentum weight_decay nesterov (h hyper) (h param) (h grad) (oh velocity))
 
-let adam_update cb ?(beta1 = 0.9) ?(beta2 = 0.999) ?(eps = 1e-8) ?(weight_decay = 0.0) ~hyper
-    param grad m v =
+let adam_update cb ?(beta1 = 0.9) ?(beta2 = 0.999) ?(eps = 1e-8) ?(weight_decay = 0.0) hyper
+    param grad ~m ~v =
   record cb [ hyper; param; grad; m; v ] (fun cb ->
       c_adam_update cb beta1 beta2 eps weight_decay (h hyper) (h param) (h grad) (h m) (h v))
 
 let () =
   (* A stub compiled against another major.minor than the library it loaded may pass wrong
      enum values or struct layouts: refuse to start rather than compute garbage. Patch
-     releases keep the ABI. *)
+     releases keep the ABI. The backend variant must have one constructor per backend the
+     library names, in its order. *)
   if version_number () / 100 <> header_version_number () / 100 then
     failwith
       (Printf.sprintf "Neatml.Gpu: compiled against neatml %d, linked with neatml %d"
-         (header_version_number ()) (version_number ()))
+         (header_version_number ()) (version_number ()));
+  if Backend.count () <> 4 then
+    failwith
+      (Printf.sprintf "Neatml.Gpu: the library has %d backends, these bindings know 4"
+         (Backend.count ()))

@@ -13,79 +13,125 @@
       let w = Gpu.Tensor.of_array dev [| 1; 3 |] [| 1.; 1.; 1. |] in
       let y = Gpu.Tensor.create dev [| 2; 1 |] in
       let cb = Gpu.Cmdbuf.create dev in
-      Gpu.linear_forward cb ~act:Gpu.Relu x w y;
+      Gpu.linear_forward cb ~act:Gpu.Relu x w ~out:y;
       Gpu.Cmdbuf.run cb;
       Gpu.Tensor.to_array y (* [| 6.; 15. |] *)
     ]}
 
-    {b Errors.} Every failing call raises {!Error} with the status and the library's
+    {b Arguments.} Every op takes the command buffer first, then its descriptor and
+    activation, then its input tensors, positional in the order of the C call; the tensors
+    it writes are labelled: [~out], or [~dx], [~dw], [~db], [~dlogits] for gradients. C
+    defaults (NULL tensors, constants) are optional labelled arguments.
+
+    {b Errors.} Every failing call raises {!Error} with a {!Status.t} and the library's
     message (which names the call, the argument and the shapes). Recording validates
     everything; {!Cmdbuf.commit} and {!Cmdbuf.wait} report only what can happen at run time.
+    The statuses live in their own module, so that [open Neatml.Gpu] shadows none of
+    Stdlib's exceptions ([Invalid_argument], [Out_of_memory], ...). It does bring the
+    exception [Error] into scope beside [result]'s constructor [Error]; where the expected
+    type is known, OCaml picks the right one.
 
-    {b Memory.} Tensors, command buffers and devices are released by the GC; a tensor tells
-    the GC how many device bytes it holds, so dropping tensors brings on collections as
-    host memory would. [free] releases at once and is idempotent; a freed object used again
-    raises [Error (Invalid_handle, _)]. A tensor or command buffer keeps its device alive,
-    and a command buffer keeps alive every tensor recorded into it until {!Cmdbuf.reset}.
+    {b Identity.} Devices, tensors and command buffers compare and hash by identity: [=],
+    [compare], [Hashtbl.hash] and the [equal], [compare], [hash] of each module read an id
+    fixed at creation, so they give the same answers before and after [free] (a freed tensor
+    still equals itself and stays findable in a [Hashtbl]).
 
-    {b Threads.} The runtime lock is released while a call waits for the device
-    ({!Cmdbuf.wait}, {!Device.synchronize}, host copies, [free]), so other OCaml threads
-    run meanwhile. A device and its objects should be used from one thread at a time.
+    {b Memory.} Tensors, command buffers and devices are released by the GC; [free]
+    releases at once and is idempotent; a freed object used again raises
+    [Error (Invalid_handle, _)]. A tensor or command buffer keeps its device alive, and a
+    command buffer keeps alive every tensor recorded into it until {!Cmdbuf.reset}. Each
+    tensor counts its bytes against its device's GC budget (see {!Device.create}), so the GC
+    runs a major cycle about once per budget of tensors allocated. Finalizers never wait for
+    the device: they put the object on a list that the next call which may wait for that
+    device anyway (create, {!Cmdbuf.wait}, {!Cmdbuf.reset}, {!Device.synchronize},
+    {!Device.trim}, host copies, [free]) releases first, as {!collect} does at once.
 
-    Note: [open Neatml.Gpu] brings constructors [Invalid_argument] and [Error] into scope,
-    which shadow the standard exceptions of the same name: prefer qualified names. *)
+    {b Threads.} The runtime lock is released while a call waits for the device or may take
+    long (device creation, tensor and command-buffer creation, commit, wait, reset,
+    synchronize, trim, host copies, [free], {!collect}), so other OCaml threads run
+    meanwhile. A device and its objects should be used from one thread at a time. *)
 
 (** {1 Errors} *)
 
-(** The error codes of [neat_status], in the C order ([NEAT_ERR_INVALID_ARGUMENT] first). *)
-type status =
-  | Invalid_argument  (** a bad option value, an aliasing output, a committed buffer *)
-  | Shape_mismatch  (** shapes that do not fit together; the message gives them *)
-  | Dtype_mismatch  (** reserved: every tensor is float32 *)
-  | Device_mismatch  (** tensors or command buffer of different devices *)
-  | Unsupported  (** the device's backend lacks the op, or was not built *)
-  | Out_of_memory
-  | Invalid_handle  (** a freed tensor, command buffer or device *)
-  | Backend_error  (** the vendor library or the driver failed *)
-  | Internal
+(** The error codes of [neat_status]. *)
+module Status : sig
+  (** In the C order ([NEAT_ERR_INVALID_ARGUMENT] first). *)
+  type t =
+    | Invalid_argument  (** a bad option value, an aliasing output, a committed buffer *)
+    | Shape_mismatch  (** shapes that do not fit together; the message gives them *)
+    | Dtype_mismatch  (** reserved: every tensor is float32 *)
+    | Device_mismatch  (** tensors or command buffer of different devices *)
+    | Unsupported  (** the device's backend lacks the op, or was not built *)
+    | Out_of_memory  (** the device (or the host, for bookkeeping) has no memory left *)
+    | Invalid_handle  (** a freed tensor, command buffer or device *)
+    | Backend_error  (** the vendor library or the driver failed *)
+    | Internal  (** a bug of the library *)
 
-exception Error of status * string
+  val to_string : t -> string
+  (** The C name of the status, from [neat_status_string], e.g.
+      ["NEAT_ERR_SHAPE_MISMATCH"]. *)
+end
+
+exception Error of Status.t * string
 (** [Error (status, message)]: what the failing call returned and [neat_last_error ()]. *)
-
-val status_to_string : status -> string
-(** The C name of the status, e.g. ["NEAT_ERR_SHAPE_MISMATCH"]. *)
 
 val version : unit -> int * int * int
 (** [(major, minor, patch)] of the C library linked. Loading the bindings fails if its
-    major.minor differs from the header they were compiled against. *)
+    major.minor differs from the header they were compiled against, or if it has another
+    number of backends than {!Backend.t}. *)
+
+val collect : unit -> unit
+(** Release now, with the runtime lock released, every object the GC has finalized and not
+    yet released (of every device). This waits for the devices' committed work. It is never
+    needed for correctness: the next call on an object's device that may wait releases it
+    anyway. Call it after [Gc.full_major ()] to give the devices' memory back at once. *)
 
 (** {1 Devices} *)
 
-type backend =
-  | Auto  (** the best available (CUDA, then Metal, then CPU) or [$NEATML_BACKEND] *)
-  | Cpu
-  | Cuda
-  | Metal
+(** Backends ([neat_backend]); the names and the parsing are the library's
+    ([neat_backend_name], [neat_backend_from_name]). *)
+module Backend : sig
+  (** In the order of the C values. *)
+  type t =
+    | Auto  (** the first that opens of CUDA, Metal, CPU, or [$NEATML_BACKEND] *)
+    | Cpu
+    | Cuda
+    | Metal
 
-val backend_of_string : string -> backend option
-(** ["auto"], ["cpu"], ["cuda"], ["metal"] (any case). *)
+  val to_string : t -> string
+  (** The library's name: ["auto"], ["cpu"], ["cuda"], ["metal"]. *)
 
-val backend_to_string : backend -> string
+  val of_string : string -> t
+  (** The backend of a name as {!to_string} gives it, in any case.
+      @raise Error [Invalid_argument] for another name (the message lists the known ones). *)
 
+  val of_string_opt : string -> t option
+  (** {!of_string}, [None] for an unknown name. *)
+
+  val is_built : t -> bool
+  (** Whether the backend was built into the library (it may still find no device); [Auto]
+      counts as built. *)
+end
+
+(** How products are computed ([neat_math_mode]). *)
 type math_mode =
   | Strict  (** float32 products and sums: the default *)
   | Tf32  (** TensorFloat-32 products where the hardware has them *)
 
 module Device : sig
   type t
+  (** A device. Compared and hashed by identity (see {b Identity} above). *)
 
   type info = {
-    backend : backend;  (** never [Auto] *)
+    backend : Backend.t;  (** never [Auto] *)
     index : int;
     name : string;  (** e.g. ["NVIDIA H100 80GB HBM3"] or the CPU model *)
     total_memory : int;  (** bytes the device has (host RAM for the CPU) *)
     num_threads : int;  (** CPU: worker threads; GPU: multiprocessors *)
     math_mode : math_mode;
+    selection : string;
+        (** opened by [Auto]: why each backend tried before this one did not open, e.g.
+            ["cuda: no CUDA device: ..."]; [""] otherwise *)
   }
 
   type memory_stats = {
@@ -94,28 +140,54 @@ module Device : sig
     peak : int;  (** highest [in_use] since creation or {!reset_peak} *)
   }
 
-  val create : ?backend:backend -> ?index:int -> unit -> t
-  (** [create ?backend ?index ()] opens device [index] (default 0) of [backend] (default
-      [Auto]). Raises [Error (Unsupported, _)] when that backend was not built or has no
-      such device. *)
+  val create : ?backend:Backend.t -> ?index:int -> ?gc_budget:int -> unit -> t
+  (** [create ?backend ?index ?gc_budget ()] opens device [index] (default 0) of [backend]
+      (default [Auto]). [gc_budget] is the bytes of tensors the GC lets be allocated on the
+      device per major cycle (the [max] of [caml_alloc_custom]): default a quarter of the
+      device's memory, 1 GiB when unknown; a smaller one collects dropped tensors sooner, at
+      the cost of more collections.
+      @raise Error [Unsupported] when that backend was not built or has no such device;
+      [Invalid_argument] for a negative index, a bad [$NEATML_BACKEND] or a [gc_budget]
+      that is not positive; [Backend_error], [Out_of_memory]. *)
+
+  val gc_budget : t -> int
+  (** The device's GC budget in bytes (see {!create}). *)
 
   val info : t -> info
+  (** What the device is. @raise Error [Invalid_handle] after {!free}. *)
+
   val memory_stats : t -> memory_stats
+  (** The device's memory pool. @raise Error [Invalid_handle] after {!free}. *)
+
   val reset_peak : t -> unit
+  (** Set [peak] to [in_use]. @raise Error [Invalid_handle] after {!free}. *)
 
   val trim : t -> unit
-  (** Give the device's cached, unused memory back to the system. *)
+  (** Give the device's cached, unused memory back to the system.
+      @raise Error [Invalid_handle] after {!free}. *)
 
   val set_math_mode : t -> math_mode -> unit
-  (** For work recorded from now on; buffers recorded earlier keep their mode. *)
+  (** For work recorded from now on; buffers recorded earlier keep their mode.
+      @raise Error [Invalid_handle] after {!free}. *)
 
   val synchronize : t -> unit
-  (** Wait for every committed command buffer of the device; raises the first
-      asynchronous failure not yet reported by {!Cmdbuf.wait}. *)
+  (** Wait for every committed command buffer of the device.
+      @raise Error the first asynchronous failure not yet reported by {!Cmdbuf.wait};
+      [Invalid_handle] after {!free}. *)
 
   val free : t -> unit
   (** Wait for the device's work and release it, with every tensor and command buffer of it
-      still alive (they raise [Error (Invalid_handle, _)] afterwards). Idempotent. *)
+      still alive (they raise [Error (Invalid_handle, _)] afterwards), after what the GC
+      handed over of it. Idempotent. *)
+
+  val equal : t -> t -> bool
+  (** The same device (identity; the same answer after {!free}). *)
+
+  val compare : t -> t -> int
+  (** A total order on devices, by creation; agrees with [Stdlib.compare]. *)
+
+  val hash : t -> int
+  (** A hash fixed at creation; equals [Hashtbl.hash]. *)
 end
 
 (** {1 Tensors} *)
@@ -125,80 +197,130 @@ type float32_array = (float, Bigarray.float32_elt, Bigarray.c_layout) Bigarray.G
 
 module Tensor : sig
   type t
+  (** A tensor. Compared and hashed by identity (see {b Identity} above). *)
 
   val create : Device.t -> int array -> t
-  (** [create dev shape]: a tensor of 0 to 4 dimensions, contents undefined. *)
+  (** [create dev shape]: a tensor of 0 to 4 dimensions, contents {e undefined}: the
+      device's memory is reused, so a new tensor may hold an old tensor's values (use
+      {!zeros} for state an op reads before writing it). When the device is out of memory,
+      a full major collection runs and the creation is tried once more.
+      @raise Error [Invalid_argument] (more than 4 dimensions, a negative size),
+      [Out_of_memory], [Invalid_handle] (a freed device). *)
+
+  val zeros : Device.t -> int array -> t
+  (** [zeros dev shape]: {!create} with every element 0 ([neat_tensor_create_zeros]); for
+      optimizer state (velocity, moments) and accumulated gradients. Waits for the device's
+      committed work. Raises as {!create}. *)
 
   val of_bigarray : Device.t -> float32_array -> t
-  (** A tensor of the Bigarray's shape (0 to 4 dimensions) holding a copy of its data. *)
+  (** A tensor of the Bigarray's shape (0 to 4 dimensions) holding a copy of its data.
+      Raises as {!create}. *)
 
   val to_bigarray : t -> float32_array
-  (** A copy of the tensor in a new Bigarray of its shape, once committed work is done. *)
+  (** A copy of the tensor in a new Bigarray of its shape, once committed work is done.
+      @raise Error [Invalid_handle] (freed), [Backend_error]. *)
 
   val of_array : Device.t -> int array -> float array -> t
-  (** [of_array dev shape data]: [data] in row-major order, as many elements as [shape]
-      holds (else [Error (Shape_mismatch, _)]). *)
+  (** [of_array dev shape data]: [data] in row-major order.
+      @raise Error [Shape_mismatch] when [data] has not as many elements as [shape] holds;
+      as {!create} otherwise. *)
 
   val to_array : t -> float array
-  (** The elements in row-major order. *)
+  (** The elements in row-major order. Raises as {!to_bigarray}. *)
 
   val write : t -> float32_array -> unit
   (** Copy host data into the tensor after the device's committed work has completed. The
-      element counts must be equal (the shapes may differ: the copy is flat). *)
+      element counts must be equal (the shapes may differ: the copy is flat).
+      @raise Error [Shape_mismatch] (counts differ), [Invalid_handle], [Backend_error]. *)
 
   val write_array : t -> float array -> unit
   (** {!write} from a float array. *)
 
   val read : t -> float32_array -> unit
-  (** Copy the tensor into host data, same rules as {!write}. *)
+  (** Copy the tensor into host data; same rules and errors as {!write}. *)
 
   val shape : t -> int array
+  (** The sizes, outermost first ([[||]] for a scalar). @raise Error [Invalid_handle]. *)
+
   val numel : t -> int
+  (** The element count. @raise Error [Invalid_handle]. *)
 
   val view : t -> int array -> t
   (** A tensor on the same memory with another shape of the same element count (the
       [[|n; 64; 7; 7|]] output of a convolution seen as [[|n; 3136|]]). The memory lives
-      until the last tensor on it is released. *)
+      until the last tensor on it is released.
+      @raise Error [Shape_mismatch] (another element count), [Invalid_argument],
+      [Invalid_handle]. *)
 
   val device : t -> Device.t
+  (** The device the tensor lives on. *)
 
   val free : t -> unit
   (** Release now (waits for the device's committed work); idempotent. *)
+
+  val equal : t -> t -> bool
+  (** The same tensor (identity; a view is another tensor; the same answer after {!free}). *)
+
+  val compare : t -> t -> int
+  (** A total order on tensors; agrees with [Stdlib.compare]. *)
+
+  val hash : t -> int
+  (** A hash fixed at creation; equals [Hashtbl.hash]. *)
 end
 
 (** {1 Command buffers} *)
 
 module Cmdbuf : sig
   type t
+  (** A command buffer. Compared and hashed by identity (see {b Identity} above). *)
 
   val create : Device.t -> t
+  (** An empty buffer of the device.
+      @raise Error [Invalid_handle] (a freed device), [Out_of_memory]. *)
 
   val commit : t -> unit
   (** Submit the recorded ops and return at once. Committing again replays them on the
       tensors' current contents. A committed buffer records nothing more until {!reset}
-      (recording then raises [Error (Invalid_argument, _)]). *)
+      (recording then raises [Error (Invalid_argument, _)]).
+      @raise Error [Invalid_handle] (the buffer, or a tensor recorded in it, was freed),
+      [Backend_error], [Out_of_memory]. *)
 
   val wait : t -> unit
-  (** Block until every submission of the buffer has completed; raises the first failure
-      among them (e.g. [Error (Invalid_argument, _)] for an out-of-range label). *)
+  (** Block until every submission of the buffer has completed.
+      @raise Error the first failure among them (e.g. [Invalid_argument] for an
+      out-of-range label); [Invalid_handle] (freed). *)
 
   val run : t -> unit
   (** [commit] then [wait]. *)
 
   val reset : t -> unit
-  (** Wait, then drop the recorded ops (and the tensors kept alive for them). *)
+  (** Wait, then drop the recorded ops (and the tensors kept alive for them).
+      @raise Error as {!wait}. *)
 
   val op_count : t -> int
+  (** The number of ops recorded. @raise Error [Invalid_handle]. *)
 
   val device_time : t -> float
   (** Seconds the device spent on the latest completed commit, first op to last (CUDA:
       device events; CPU: the worker's clock). Read it after [wait].
-      @raise Error [Invalid_argument] before a commit has completed and been waited for. *)
+      @raise Error [Invalid_argument] before a commit has completed and been waited for;
+      [Invalid_handle]. *)
 
   val device : t -> Device.t
+  (** The device the buffer records for. *)
 
   val free : t -> unit
-  (** Wait for the buffer's work and release it; idempotent. *)
+  (** Wait for the buffer's work and release it (and the tensors it kept alive);
+      idempotent. *)
+
+  val equal : t -> t -> bool
+  (** The same buffer (identity; the same answer after recording, reset or {!free}). *)
+
+  val compare : t -> t -> int
+  (** A total order on buffers; agrees with [Stdlib.compare]. *)
+
+  val hash : t -> int
+  (** A hash fixed at creation; equals [Hashtbl.hash]. *)
 end
 
 (** {1 Operations}
@@ -208,8 +330,9 @@ end
     [scale], [activation_forward] and [softmax] may run in place. Every op raises
     [Error] with [Invalid_handle] (a freed argument), [Invalid_argument] (a committed
     buffer, an out-of-range option, an aliasing output), [Shape_mismatch],
-    [Device_mismatch] or [Unsupported]. *)
+    [Device_mismatch], [Unsupported] or [Out_of_memory]. *)
 
+(** The activations fused into an op ([neat_activation], in its order). *)
 type activation =
   | Identity  (** no activation ([NEAT_ACT_NONE]) *)
   | Relu
@@ -231,9 +354,13 @@ module Conv2d : sig
     groups : int;  (** >= 1, divides C and K *)
   }
 
-  val make : ?stride:int -> ?pad:int -> ?dilation:int -> ?groups:int -> int -> int -> t
-  (** [make kh kw] with the same stride (default 1), padding (0) and dilation (1) on both
-      axes, and [groups] (1). *)
+  val make :
+    ?stride:int -> ?stride_h:int -> ?stride_w:int -> ?pad:int -> ?pad_h:int -> ?pad_w:int ->
+    ?dilation:int -> ?dilation_h:int -> ?dilation_w:int -> ?groups:int -> int -> int -> t
+  (** [make kh kw] ([neat_conv2d_desc_full]): every field can be given. [stride] (default
+      1), [pad] (0) and [dilation] (1) set both axes; [stride_h], [stride_w], [pad_h], ...
+      override one axis; [groups] defaults to 1. Nothing is checked here: a bad value is
+      reported by the op that uses the descriptor ([Invalid_argument]). *)
 end
 
 (** Pooling descriptors ([neat_pool2d_desc]). *)
@@ -247,110 +374,124 @@ module Pool2d : sig
     pad_w : int;
   }
 
-  val make : ?stride:int -> ?pad:int -> int -> int -> t
-  (** [make kh kw]: stride defaults to the kernel (non-overlapping windows), pad to 0. *)
+  val make :
+    ?stride:int -> ?stride_h:int -> ?stride_w:int -> ?pad:int -> ?pad_h:int -> ?pad_w:int ->
+    int -> int -> t
+  (** [make kh kw] ([neat_pool2d_desc_full]): every field can be given. The stride of an
+      axis defaults to [stride], else to the kernel's size on that axis (non-overlapping
+      windows); the padding to [pad], else 0. Checked by the op that uses it. *)
 end
 
 val matmul :
   Cmdbuf.t -> ?alpha:float -> ?beta:float -> ?trans_a:bool -> ?trans_b:bool -> Tensor.t ->
-  Tensor.t -> Tensor.t -> unit
-(** [matmul cb a b c]: c = alpha·op(a)·op(b) + beta·c; op(a) M×K, op(b) K×N, c M×N.
-    Defaults: alpha 1, beta 0 (c's contents are then not read), no transposes. *)
+  Tensor.t -> out:Tensor.t -> unit
+(** [matmul cb a b ~out]: out = alpha·op(a)·op(b) + beta·out; op(a) M×K, op(b) K×N, out
+    M×N. Defaults: alpha 1, beta 0 (out's contents are then not read), no transposes. *)
 
 val matmul_batched :
   Cmdbuf.t -> ?alpha:float -> ?beta:float -> ?trans_a:bool -> ?trans_b:bool -> Tensor.t ->
-  Tensor.t -> Tensor.t -> unit
-(** {!matmul} on each of B matrices: a, b, c are 3-D with the same first size B. *)
+  Tensor.t -> out:Tensor.t -> unit
+(** {!matmul} on each of B matrices: a, b, out are 3-D with the same first size B. *)
 
-val add : Cmdbuf.t -> Tensor.t -> Tensor.t -> Tensor.t -> unit
-(** [add cb a b out]: out = a + b; b has a's shape, or is a row ([[|n|]] or [[|1; n|]]) of
-    a's last size added to every row. *)
+val add : Cmdbuf.t -> Tensor.t -> Tensor.t -> out:Tensor.t -> unit
+(** [add cb a b ~out]: out = a + b; b has a's shape, or is a row ([[|n|]] or [[|1; n|]]) of
+    a's last size added to every row. out may be a. *)
 
-val scale : Cmdbuf.t -> Tensor.t -> float -> Tensor.t -> unit
-(** [scale cb x alpha out]: out = alpha·x. *)
+val scale : Cmdbuf.t -> Tensor.t -> float -> out:Tensor.t -> unit
+(** [scale cb x alpha ~out]: out = alpha·x; out may be x. *)
 
-val fill : Cmdbuf.t -> Tensor.t -> float -> unit
-(** [fill cb t v]: every element of t set to v. *)
+val fill : Cmdbuf.t -> out:Tensor.t -> float -> unit
+(** [fill cb ~out v]: every element of out set to v. *)
 
 val linear_forward :
-  Cmdbuf.t -> ?act:activation -> ?bias:Tensor.t -> Tensor.t -> Tensor.t -> Tensor.t -> unit
-(** [linear_forward cb ?act ?bias x w y]: y = act(x·wᵀ + bias) with x [[|n; inp|]], w
-    [[|out; inp|]], bias [[|out|]], y [[|n; out|]]; the activation is fused. *)
+  Cmdbuf.t -> ?act:activation -> ?bias:Tensor.t -> Tensor.t -> Tensor.t -> out:Tensor.t ->
+  unit
+(** [linear_forward cb ?act ?bias x w ~out]: out = act(x·wᵀ + bias) with x [[|n; inp|]], w
+    [[|outs; inp|]], bias [[|outs|]], out [[|n; outs|]]; the activation (default
+    [Identity]) is fused. *)
 
 val conv2d_forward :
   Cmdbuf.t -> Conv2d.t -> ?act:activation -> ?bias:Tensor.t -> Tensor.t -> Tensor.t ->
-  Tensor.t -> unit
-(** [conv2d_forward cb desc ?act ?bias x w y]: y = act(conv2d(x, w) + bias); x
-    [[|n; c; h; w|]], w [[|k; c/groups; kh; kw|]], bias [[|k|]], y [[|n; k; p; q|]] with
+  out:Tensor.t -> unit
+(** [conv2d_forward cb desc ?act ?bias x w ~out]: out = act(conv2d(x, w) + bias); x
+    [[|n; c; h; w|]], w [[|k; c/groups; kh; kw|]], bias [[|k|]], out [[|n; k; p; q|]] with
     p = (h + 2 pad_h - dilation_h (kh-1) - 1) / stride_h + 1. A cross-correlation. *)
 
-val maxpool2d : Cmdbuf.t -> Pool2d.t -> Tensor.t -> Tensor.t -> unit
-(** [maxpool2d cb desc x y]: the maximum of each window; y [[|n; c; p; q|]],
-    p = (h + 2 pad_h - kh) / stride_h + 1. *)
+val maxpool2d : Cmdbuf.t -> Pool2d.t -> Tensor.t -> out:Tensor.t -> unit
+(** [maxpool2d cb desc x ~out]: the maximum of each window; out [[|n; c; p; q|]],
+    p = (h + 2 pad_h - kh) / stride_h + 1. A NaN in a window gives NaN. *)
 
-val sum_all : Cmdbuf.t -> Tensor.t -> Tensor.t -> unit
-(** [sum_all cb x y]: y (one element) = the sum of x, deterministic. *)
+val sum_all : Cmdbuf.t -> Tensor.t -> out:Tensor.t -> unit
+(** [sum_all cb x ~out]: out (one element) = the sum of x, deterministic. *)
 
-val sum_axis : Cmdbuf.t -> Tensor.t -> int -> Tensor.t -> unit
-(** [sum_axis cb x axis y]: sums along [axis]; y has x's shape with that size removed or 1. *)
+val sum_axis : Cmdbuf.t -> Tensor.t -> int -> out:Tensor.t -> unit
+(** [sum_axis cb x axis ~out]: sums along [axis]; out has x's shape with that size removed
+    or 1. *)
 
-val softmax : Cmdbuf.t -> Tensor.t -> Tensor.t -> unit
-(** [softmax cb x y]: softmax along the last dimension; y may be x. *)
+val softmax : Cmdbuf.t -> Tensor.t -> out:Tensor.t -> unit
+(** [softmax cb x ~out]: softmax along the last dimension; out may be x. *)
 
 (** {2 Training} *)
 
-val activation_forward : Cmdbuf.t -> activation -> Tensor.t -> Tensor.t -> unit
-(** [activation_forward cb act x y]: y = act(x) elementwise; y may be x. *)
+val activation_forward : Cmdbuf.t -> activation -> Tensor.t -> out:Tensor.t -> unit
+(** [activation_forward cb act x ~out]: out = act(x) elementwise; out may be x. *)
 
 val activation_backward :
-  Cmdbuf.t -> activation -> ?x:Tensor.t -> ?y:Tensor.t -> Tensor.t -> Tensor.t -> unit
-(** [activation_backward cb act ?x ?y dy dx]: dx = dy·act'(x). [Relu], [Sigmoid] and
-    [Tanh] read the forward output [y]; [Gelu] reads the input [x]. *)
+  Cmdbuf.t -> activation -> ?x:Tensor.t -> ?y:Tensor.t -> Tensor.t -> dx:Tensor.t -> unit
+(** [activation_backward cb act ?x ?y dy ~dx]: dx = dy·act'(x). [Relu], [Sigmoid] and
+    [Tanh] read the forward output [y]; [Gelu] reads the input [x]; [Identity] copies dy.
+    The one not read may be left out (and is ignored if given). *)
 
 val linear_backward :
   Cmdbuf.t -> ?act:activation -> ?bias:Tensor.t -> ?y:Tensor.t -> ?dx:Tensor.t ->
   ?dw:Tensor.t -> ?db:Tensor.t -> ?accumulate:bool -> Tensor.t -> Tensor.t -> Tensor.t -> unit
 (** [linear_backward cb ?act ?bias ?y ?dx ?dw ?db ?accumulate x w dy]: the gradients of
-    {!linear_forward} from dy [[|n; out|]]. [y] is the forward's output (needed for [Relu],
-    [Sigmoid], [Tanh]); [Gelu] recomputes the pre-activation from x, w and [bias]. Each of
-    dx, dw, db is computed only when given; [accumulate] (default false) adds to them. *)
+    {!linear_forward} from dy [[|n; outs|]]. [y] is the forward's output (needed for
+    [Relu], [Sigmoid], [Tanh]); [Gelu] recomputes the pre-activation from x, w and [bias].
+    Each of dx, dw, db is computed only when given; [accumulate] (default false) adds to
+    them instead of overwriting. *)
 
 val conv2d_backward :
   Cmdbuf.t -> Conv2d.t -> ?act:activation -> ?bias:Tensor.t -> ?y:Tensor.t -> ?dx:Tensor.t ->
   ?dw:Tensor.t -> ?db:Tensor.t -> ?accumulate:bool -> Tensor.t -> Tensor.t -> Tensor.t -> unit
 (** [conv2d_backward cb desc ?act ?bias ?y ?dx ?dw ?db ?accumulate x w dy]: the gradients
-    of {!conv2d_forward}, with the rules of {!linear_backward}. *)
+    of {!conv2d_forward} from dy [[|n; k; p; q|]], with the rules of {!linear_backward}. *)
 
-val maxpool2d_backward : Cmdbuf.t -> Pool2d.t -> Tensor.t -> Tensor.t -> Tensor.t -> unit
-(** [maxpool2d_backward cb desc x dy dx]: each dy element goes to the first maximum of its
+val maxpool2d_backward : Cmdbuf.t -> Pool2d.t -> Tensor.t -> Tensor.t -> dx:Tensor.t -> unit
+(** [maxpool2d_backward cb desc x dy ~dx]: each dy element goes to the first maximum of its
     window in x; overlapping windows add up; dx is overwritten. *)
 
-val softmax_backward : Cmdbuf.t -> Tensor.t -> Tensor.t -> Tensor.t -> unit
-(** [softmax_backward cb y dy dx]: dx = y·(dy - sum(dy·y)) along the last dimension. *)
+val softmax_backward : Cmdbuf.t -> Tensor.t -> Tensor.t -> dx:Tensor.t -> unit
+(** [softmax_backward cb y dy ~dx]: dx = y·(dy - sum(dy·y)) along the last dimension; y is
+    {!softmax}'s output. *)
 
-val softmax_cross_entropy : Cmdbuf.t -> Tensor.t -> Tensor.t -> Tensor.t -> unit
-(** [softmax_cross_entropy cb logits labels loss]: loss (one element) = mean over rows of
+val softmax_cross_entropy : Cmdbuf.t -> Tensor.t -> Tensor.t -> out:Tensor.t -> unit
+(** [softmax_cross_entropy cb logits labels ~out]: out (one element) = mean over rows of
     -log softmax(logits)[label]; logits [[|n; c|]], labels [[|n|]] holding class indices as
-    floats. An out-of-range label raises at {!Cmdbuf.wait}. *)
+    floats. An out-of-range label raises [Error (Invalid_argument, _)] at {!Cmdbuf.wait}. *)
 
-val softmax_cross_entropy_backward : Cmdbuf.t -> Tensor.t -> Tensor.t -> Tensor.t -> unit
-(** [softmax_cross_entropy_backward cb logits labels dlogits]:
+val softmax_cross_entropy_backward :
+  Cmdbuf.t -> Tensor.t -> Tensor.t -> dlogits:Tensor.t -> unit
+(** [softmax_cross_entropy_backward cb logits labels ~dlogits]:
     dlogits = (softmax(logits) - onehot(labels)) / n. *)
 
 val sgd_update :
   Cmdbuf.t -> ?momentum:float -> ?weight_decay:float -> ?nesterov:bool -> ?velocity:Tensor.t ->
-  hyper:Tensor.t -> Tensor.t -> Tensor.t -> unit
-(** [sgd_update cb ?momentum ?weight_decay ?nesterov ?velocity ~hyper param grad]:
+  Tensor.t -> Tensor.t -> Tensor.t -> unit
+(** [sgd_update cb ?momentum ?weight_decay ?nesterov ?velocity hyper param grad]:
     g = grad + weight_decay·param; v = momentum·v + g; param -= lr·v (Nesterov:
     param -= lr·(g + momentum·v)), as PyTorch's SGD. [hyper] is a 2-element tensor
     [[|lr; step|]] read when the op runs, so a replayed step follows a schedule written
-    with {!Tensor.write_array} between commits. [velocity] (zeros at first) is required
-    when momentum is not 0. *)
+    with {!Tensor.write_array} between commits. [velocity] is required when momentum is not
+    0; it must hold zeros before the first step: create it with {!Tensor.zeros}. The
+    library never clears it, and a tensor from {!Tensor.create} may hold an old tensor's
+    values. *)
 
 val adam_update :
-  Cmdbuf.t -> ?beta1:float -> ?beta2:float -> ?eps:float -> ?weight_decay:float ->
-  hyper:Tensor.t -> Tensor.t -> Tensor.t -> Tensor.t -> Tensor.t -> unit
-(** [adam_update cb ?beta1 ?beta2 ?eps ?weight_decay ~hyper param grad m v]: AdamW with
+  Cmdbuf.t -> ?beta1:float -> ?beta2:float -> ?eps:float -> ?weight_decay:float -> Tensor.t ->
+  Tensor.t -> Tensor.t -> m:Tensor.t -> v:Tensor.t -> unit
+(** [adam_update cb ?beta1 ?beta2 ?eps ?weight_decay hyper param grad ~m ~v]: AdamW with
     bias correction at step hyper[1] (1, 2, ...); defaults 0.9, 0.999, 1e-8, 0.
     param ·= 1 - lr·wd; m = b1·m + (1-b1)·g; v = b2·v + (1-b2)·g²;
-    param -= lr·(m/(1-b1^t)) / (sqrt(v/(1-b2^t)) + eps). *)
+    param -= lr·(m/(1-b1^t)) / (sqrt(v/(1-b2^t)) + eps). The moments [m] and [v] must hold
+    zeros before step 1: create them with {!Tensor.zeros}; the library never clears them. *)

@@ -23,7 +23,13 @@ let tests (dev : unit -> G.Device.t) =
         let major, minor, _ = G.version () in
         Alcotest.(check (pair int int)) "major.minor" (0, 2) (major, minor);
         let info = G.Device.info (dev ()) in
-        Alcotest.(check bool) "backend is resolved" true (info.backend <> G.Auto);
+        Alcotest.(check bool) "backend is resolved" true (info.backend <> G.Backend.Auto);
+        Alcotest.(check int) "default GC budget: a quarter of the memory" (info.total_memory / 4)
+          (G.Device.gc_budget (dev ()));
+        let explicit = G.Device.create ~backend:info.backend () in
+        Alcotest.(check string) "no selection note when the backend is named" ""
+          (G.Device.info explicit).selection;
+        G.Device.free explicit;
         Alcotest.(check bool) "has a name" true (String.length info.name > 0);
         Alcotest.(check bool) "has memory" true (info.total_memory > 0);
         Alcotest.(check bool) "has threads" true (info.num_threads > 0));
@@ -56,12 +62,12 @@ let tests (dev : unit -> G.Device.t) =
         G.Device.free d;
         match G.Tensor.numel t with
         | _ -> Alcotest.fail "a freed tensor answered"
-        | exception G.Error (G.Invalid_handle, _) -> ());
+        | exception G.Error (G.Status.Invalid_handle, _) -> ());
     tc "a view shares memory and outlives its parent" (fun () ->
         let parent = G.Tensor.of_array (dev ()) [| 2; 3; 2; 2 |] (floats 24) in
         let v = G.Tensor.view parent [| 2; 12 |] in
         Alcotest.(check (array int)) "view shape" [| 2; 12 |] (G.Tensor.shape v);
-        run (fun cb -> G.scale cb v 2.0 v);
+        run (fun cb -> G.scale cb v 2.0 ~out:v);
         Alcotest.(check (array (float 0.0))) "parent sees the view's write"
           (Array.map (fun x -> 2.0 *. x) (floats 24)) (G.Tensor.to_array parent);
         G.Tensor.free parent;
@@ -70,7 +76,7 @@ let tests (dev : unit -> G.Device.t) =
     tc "a replay reads the current contents" (fun () ->
         let x = G.Tensor.of_array (dev ()) [| 3 |] [| 1.; 2.; 3. |] and y = G.Tensor.create (dev ()) [| 1 |] in
         let cb = G.Cmdbuf.create (dev ()) in
-        G.sum_all cb x y;
+        G.sum_all cb x ~out:y;
         Alcotest.(check int) "one op recorded" 1 (G.Cmdbuf.op_count cb);
         G.Cmdbuf.run cb;
         Alcotest.(check (array (float 0.0))) "first" [| 6.0 |] (G.Tensor.to_array y);
@@ -81,11 +87,11 @@ let tests (dev : unit -> G.Device.t) =
         G.Cmdbuf.reset cb;
         (match G.Cmdbuf.device_time cb with
          | _ -> Alcotest.fail "device_time after reset should raise"
-         | exception G.Error (G.Invalid_argument, msg) ->
+         | exception G.Error (G.Status.Invalid_argument, msg) ->
              Alcotest.(check bool) "message says why" true (String.length msg > 0));
         Alcotest.(check int) "reset drops the ops" 0 (G.Cmdbuf.op_count cb);
         (* a reset buffer records again *)
-        G.scale cb x 0.5 x;
+        G.scale cb x 0.5 ~out:x;
         G.Cmdbuf.run cb;
         Alcotest.(check (array (float 0.0))) "after reset" [| 5.; 10.; 15. |] (G.Tensor.to_array x));
     tc "a command buffer keeps its tensors alive" (fun () ->
@@ -96,7 +102,7 @@ let tests (dev : unit -> G.Device.t) =
         let record () =
           let a = G.Tensor.of_array (dev ()) [| 2; 3 |] [| 1.; 2.; 3.; 4.; 5.; 6. |] in
           let b = G.Tensor.of_array (dev ()) [| 3; 2 |] [| 1.; 0.; 0.; 1.; 1.; 1. |] in
-          G.matmul cb a b out
+          G.matmul cb a b ~out
         in
         record ();
         Gc.full_major ();
@@ -128,23 +134,24 @@ let tests (dev : unit -> G.Device.t) =
         Alcotest.(check bool) "tf32 set" true ((G.Device.info d).math_mode = G.Tf32);
         G.Device.free d);
     tc "GC releases 100,000 tensors never freed" (fun () ->
-        (* Each tensor tells the GC its 16 KiB: the GC must collect as it goes, and a full
-           major collection gives every byte back to the device's pool. Without the count
-           (a plain custom block), only minor collections would free them, every ~40,000
-           tensors of a 256k-word minor heap: ~650 MB live; with it, well under 64 MB. *)
-        let d = dev () in
-        Gc.full_major ();
-        G.Device.synchronize d;
+        (* Each tensor counts its 16 KiB against the device's GC budget, here 32 MiB: the GC
+           collects every ~2,000 tensors, their finalizers hand them over, and the next
+           create gives their memory back. Gc.full_major then collect give every byte back.
+           Without the count (a plain custom block), only the minor collections that other
+           allocations bring would free them, every ~25,000 tensors: ~400 MB live. *)
+        let d = G.Device.create ~backend:(G.Device.info (dev ())).backend ~gc_budget:(32 lsl 20) () in
+        Alcotest.(check int) "the budget given" (32 lsl 20) (G.Device.gc_budget d);
         let start = (G.Device.memory_stats d).in_use in
-        G.Device.reset_peak d;
         for i = 1 to 100_000 do
           let t = G.Tensor.create d [| 4096 |] in
           if i mod 10_000 = 0 then ignore (G.Tensor.numel t)
         done;
         let peak = (G.Device.memory_stats d).peak - start in
         Gc.full_major ();
+        G.collect ();
         let after = (G.Device.memory_stats d).in_use in
         Printf.printf "GC stress: in_use start %d, peak above start %d, after full_major %d\n" start peak after;
         Alcotest.(check int) "in_use back to start" start after;
-        Alcotest.(check bool) "the GC collected while allocating" true (peak < 64 * 1024 * 1024));
+        Alcotest.(check bool) "the GC collected while allocating" true (peak < 64 * 1024 * 1024);
+        G.Device.free d);
   ]

@@ -14,7 +14,7 @@ let tests (dev : unit -> G.Device.t) =
         let cb = G.Cmdbuf.create d in
         (* ~0.1 s of work or more on a CPU; commit returns at once *)
         for _ = 1 to 40 do
-          G.matmul cb a a c
+          G.matmul cb a a ~out:c
         done;
         let counter = Atomic.make 0 and stop = Atomic.make false in
         let spinner =

@@ -63,5 +63,6 @@ NEAT_API neat_status neat_backend_from_name(const char *name, neat_backend *out)
 }
 
 NEAT_API int neat_backend_is_built(neat_backend backend) {
-    return nm_backend_find(backend) != NULL;
+    /* AUTO has no table of its own: it is built as the CPU always is (neatml.h) */
+    return backend == NEAT_BACKEND_AUTO || nm_backend_find(backend) != NULL;
 }

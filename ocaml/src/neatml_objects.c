@@ -1,0 +1,375 @@
+/*
+ * neatml_objects.c — the C side of Neatml.Gpu's objects: version, backend names, devices,
+ * tensors and command buffers (the blocks that hold them: neatml_blocks.c).
+ *
+ * The runtime lock is released around every call that may wait or take long (device
+ * creation, create, commit, wait, reset, synchronize, trim, destroy, host copies), after
+ * taking this device's entries of the deferred-free list, which are destroyed first; what
+ * the call needs is copied to C locals first, and the Bigarrays of host copies, which never
+ * move, are kept alive by CAMLparam.
+ */
+#include "neatml_stubs.h"
+
+#include <caml/alloc.h>
+#include <caml/bigarray.h>
+#include <caml/memory.h>
+#include <caml/threads.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+
+/* ---- version and backends ----------------------------------------------------------------- */
+
+value neatml_version_number(value unit)
+{
+    (void)unit;
+    return Val_int(neat_version_number());
+}
+
+value neatml_header_version_number(value unit)
+{
+    (void)unit;
+    return Val_int(NEAT_VERSION_NUMBER);
+}
+
+/* Gpu.Backend.t lists the backends in the order of their enum values (Auto = 0); gpu.ml
+ * checks at load time that the library has as many as the variant (neatml_backend_count). */
+value neatml_backend_count(value unit)
+{
+    (void)unit;
+    int n = 0;
+    while (neat_backend_name((neat_backend)n) != NULL)
+        n++;
+    return Val_int(n);
+}
+
+value neatml_backend_name(value backend)
+{
+    const char *name = neat_backend_name((neat_backend)Int_val(backend));
+    return caml_copy_string(name != NULL ? name : "");
+}
+
+value neatml_backend_from_name(value name)
+{
+    if (!caml_string_is_c_safe(name))
+        neatml_raise_msg(NEAT_ERR_INVALID_ARGUMENT, "neat_backend_from_name: the name holds a NUL byte");
+    neat_backend b = NEAT_BACKEND_AUTO;
+    neatml_check(neat_backend_from_name(String_val(name), &b));
+    return Val_int(b);
+}
+
+value neatml_backend_is_built(value backend)
+{
+    return Val_bool(neat_backend_is_built((neat_backend)Int_val(backend)));
+}
+
+/* ---- devices ------------------------------------------------------------------------------ */
+
+/* A quarter of the device's memory: garbage tensors waiting for the next major cycle then
+ * stay well under what the device has, next to the live ones. */
+static int64_t default_gc_budget(neat_device *dev)
+{
+    neat_device_props p;
+    if (neat_device_info(dev, &p) == NEAT_OK && p.total_memory > 0)
+        return p.total_memory / 4;
+    return (int64_t)1 << 30;
+}
+
+value neatml_device_create(value backend_v, value index_v, value budget_v)
+{
+    neat_backend backend = (neat_backend)Int_val(backend_v);
+    int index = Int_val(index_v);
+    int64_t budget = Long_val(budget_v); /* <= 0: the default */
+    neatml_deferred *pending = neatml_deferred_take(NULL, 0);
+    neat_device *dev = NULL;
+    caml_release_runtime_system();
+    neatml_deferred_destroy(pending);
+    neat_status s = neat_device_create(backend, index, &dev);
+    if (s == NEAT_OK && budget <= 0)
+        budget = default_gc_budget(dev);
+    caml_acquire_runtime_system();
+    neatml_check(s);
+    value v = neatml_alloc_block(KIND_DEVICE, dev, dev, 0, 1);
+    Block_val(v)->gc_budget = budget;
+    return v;
+}
+
+value neatml_device_destroy(value v)
+{
+    neatml_block *b = Block_val(v);
+    neat_device *dev = b->handle;
+    b->handle = NULL; /* before releasing the lock: another thread sees it freed */
+    neatml_deferred *pending = neatml_deferred_take(dev, 0);
+    caml_release_runtime_system();
+    neatml_deferred_destroy(pending);
+    neat_device_destroy(dev);
+    caml_acquire_runtime_system();
+    return Val_unit;
+}
+
+value neatml_device_gc_budget(value v) { return Val_long(Block_val(v)->gc_budget); }
+
+value neatml_device_info(value v)
+{
+    CAMLparam1(v);
+    CAMLlocal3(r, name, selection);
+    neat_device_props p;
+    neatml_check(neat_device_info(DEV(v), &p));
+    name = caml_copy_string(p.name);
+    selection = caml_copy_string(p.selection);
+    r = caml_alloc_tuple(7);
+    Store_field(r, 0, Val_int(p.backend));
+    Store_field(r, 1, Val_int(p.index));
+    Store_field(r, 2, name);
+    Store_field(r, 3, Val_long(p.total_memory));
+    Store_field(r, 4, Val_int(p.num_threads));
+    Store_field(r, 5, Val_int(p.math_mode));
+    Store_field(r, 6, selection);
+    CAMLreturn(r);
+}
+
+value neatml_device_set_math_mode(value v, value mode)
+{
+    neatml_check(neat_device_set_math_mode(DEV(v), (neat_math_mode)Int_val(mode)));
+    return Val_unit;
+}
+
+value neatml_device_memory_stats(value v)
+{
+    neat_memory_stats m;
+    neatml_check(neat_device_memory_stats(DEV(v), &m));
+    value r = caml_alloc_tuple(3); /* immediates only: no roots needed */
+    Field(r, 0) = Val_long(m.in_use);
+    Field(r, 1) = Val_long(m.reserved);
+    Field(r, 2) = Val_long(m.peak);
+    return r;
+}
+
+value neatml_device_reset_peak(value v)
+{
+    neatml_check(neat_device_reset_peak(DEV(v)));
+    return Val_unit;
+}
+
+/* synchronize and trim wait for the device: the deferred entries of it go first. */
+static value device_call(value v, neat_status (*call)(neat_device *))
+{
+    neat_device *dev = DEV(v);
+    neatml_deferred *pending = neatml_deferred_take(dev, 0);
+    caml_release_runtime_system();
+    neatml_deferred_destroy(pending);
+    neat_status s = call(dev);
+    caml_acquire_runtime_system();
+    neatml_check(s);
+    return Val_unit;
+}
+
+value neatml_device_synchronize(value v) { return device_call(v, neat_device_synchronize); }
+value neatml_device_trim(value v) { return device_call(v, neat_device_trim); }
+
+/* ---- tensors ------------------------------------------------------------------------------ */
+
+/* An OCaml int array of at most 4 sizes into C: more is Invalid_argument here (the C call
+ * reads only ndim sizes: it must never be given a short array). */
+static int shape_of_array(value arr, int64_t shape[NEAT_MAX_DIMS], const char *fn)
+{
+    mlsize_t n = Wosize_val(arr);
+    if (n > NEAT_MAX_DIMS) {
+        char msg[128];
+        snprintf(msg, sizeof msg, "%s: %lu dimensions, more than 4 dimensions", fn, (unsigned long)n);
+        neatml_raise_msg(NEAT_ERR_INVALID_ARGUMENT, msg);
+    }
+    for (mlsize_t i = 0; i < n; i++)
+        shape[i] = Long_val(Field(arr, i));
+    return (int)n;
+}
+
+static value tensor_create(value dev_v, value shape_arr, int zeros)
+{
+    const char *fn = zeros ? "neat_tensor_create_zeros" : "neat_tensor_create";
+    int64_t shape[NEAT_MAX_DIMS] = {0};
+    int ndim = shape_of_array(shape_arr, shape, fn);
+    neat_device *dev = DEV(dev_v);
+    int64_t budget = Block_val(dev_v)->gc_budget;
+    neatml_deferred *pending = neatml_deferred_take(dev, 0);
+    neat_tensor *t = NULL;
+    caml_release_runtime_system(); /* zeros waits for its fill; create may allocate long */
+    neatml_deferred_destroy(pending);
+    neat_status s = zeros ? neat_tensor_create_zeros(dev, ndim, shape, &t)
+                          : neat_tensor_create(dev, ndim, shape, &t);
+    caml_acquire_runtime_system();
+    neatml_check(s);
+    int64_t numel = 1;
+    for (int i = 0; i < ndim; i++)
+        numel *= shape[i];
+    return neatml_alloc_block(KIND_TENSOR, t, dev, numel * (int64_t)sizeof(float), budget);
+}
+
+value neatml_tensor_create(value dev, value shape) { return tensor_create(dev, shape, 0); }
+value neatml_tensor_create_zeros(value dev, value shape) { return tensor_create(dev, shape, 1); }
+
+value neatml_tensor_view(value tv, value shape_arr)
+{
+    int64_t shape[NEAT_MAX_DIMS] = {0};
+    int ndim = shape_of_array(shape_arr, shape, "neat_tensor_view");
+    neat_tensor *t = NULL;
+    neatml_check(neat_tensor_view(TEN(tv), ndim, shape, &t));
+    /* A view shares its parent's memory: it costs the GC nothing more. */
+    return neatml_alloc_block(KIND_TENSOR, t, Block_val(tv)->device, 0, 1);
+}
+
+value neatml_tensor_destroy(value v)
+{
+    neatml_block *b = Block_val(v);
+    neat_tensor *t = b->handle;
+    b->handle = NULL;
+    neatml_deferred *pending = neatml_deferred_take(b->device, 0);
+    if (t != NULL || pending != NULL) {
+        caml_release_runtime_system(); /* destroy waits for the device's committed work */
+        neatml_deferred_destroy(pending);
+        neat_tensor_destroy(t);
+        caml_acquire_runtime_system();
+    }
+    return Val_unit;
+}
+
+value neatml_tensor_shape(value v)
+{
+    int ndim = 0;
+    int64_t shape[NEAT_MAX_DIMS];
+    neatml_check(neat_tensor_shape(TEN(v), &ndim, shape));
+    value r = ndim == 0 ? Atom(0) : caml_alloc_tuple(ndim);
+    for (int i = 0; i < ndim; i++)
+        Field(r, i) = Val_long(shape[i]);
+    return r;
+}
+
+static int64_t bigarray_count(value ba)
+{
+    struct caml_ba_array *b = Caml_ba_array_val(ba);
+    int64_t n = 1;
+    for (int i = 0; i < b->num_dims; i++)
+        n *= b->dim[i];
+    return n;
+}
+
+/* Both copies wait for the device's committed work first. */
+value neatml_tensor_write(value tv, value ba)
+{
+    CAMLparam2(tv, ba);
+    neat_tensor *t = TEN(tv);
+    const float *src = (const float *)Caml_ba_data_val(ba);
+    int64_t count = bigarray_count(ba);
+    neatml_deferred *pending = neatml_deferred_take(Block_val(tv)->device, 0);
+    caml_release_runtime_system();
+    neatml_deferred_destroy(pending);
+    neat_status s = neat_tensor_write(t, src, count);
+    caml_acquire_runtime_system();
+    neatml_check(s);
+    CAMLreturn(Val_unit);
+}
+
+value neatml_tensor_read(value tv, value ba)
+{
+    CAMLparam2(tv, ba);
+    neat_tensor *t = TEN(tv);
+    float *dst = (float *)Caml_ba_data_val(ba);
+    int64_t count = bigarray_count(ba);
+    neatml_deferred *pending = neatml_deferred_take(Block_val(tv)->device, 0);
+    caml_release_runtime_system();
+    neatml_deferred_destroy(pending);
+    neat_status s = neat_tensor_read(t, dst, count);
+    caml_acquire_runtime_system();
+    neatml_check(s);
+    CAMLreturn(Val_unit);
+}
+
+/* ---- command buffers ---------------------------------------------------------------------- */
+
+value neatml_cmdbuf_create(value dev_v)
+{
+    neat_device *dev = DEV(dev_v);
+    value *recorded = malloc(sizeof *recorded);
+    if (recorded == NULL)
+        neatml_raise_msg(NEAT_ERR_OUT_OF_MEMORY, "neat_cmdbuf_create: out of host memory");
+    neatml_deferred *pending = neatml_deferred_take(dev, 0);
+    neat_cmdbuf *cb = NULL;
+    caml_release_runtime_system();
+    neatml_deferred_destroy(pending);
+    neat_status s = neat_cmdbuf_create(dev, &cb);
+    caml_acquire_runtime_system();
+    if (s != NEAT_OK) {
+        free(recorded);
+        neatml_check(s);
+    }
+    *recorded = Val_emptylist;
+    caml_register_generational_global_root(recorded);
+    value v = neatml_alloc_block(KIND_CMDBUF, cb, dev, 0, 1);
+    Block_val(v)->recorded = recorded;
+    return v;
+}
+
+/* The tensors the buffer keeps alive (a list of Tensor.handle), and their replacement. */
+value neatml_cmdbuf_recorded(value v) { return *Block_val(v)->recorded; }
+
+value neatml_cmdbuf_set_recorded(value v, value list)
+{
+    caml_modify_generational_global_root(Block_val(v)->recorded, list);
+    return Val_unit;
+}
+
+value neatml_cmdbuf_destroy(value v)
+{
+    neatml_block *b = Block_val(v);
+    neat_cmdbuf *cb = b->handle;
+    b->handle = NULL;
+    caml_modify_generational_global_root(b->recorded, Val_emptylist);
+    neatml_deferred *pending = neatml_deferred_take(b->device, 0);
+    if (cb != NULL || pending != NULL) {
+        caml_release_runtime_system(); /* destroy waits for the buffer's submitted work */
+        neatml_deferred_destroy(pending);
+        neat_cmdbuf_destroy(cb);
+        caml_acquire_runtime_system();
+    }
+    return Val_unit;
+}
+
+value neatml_cmdbuf_commit(value v)
+{
+    neat_cmdbuf *cb = CB(v);
+    caml_release_runtime_system(); /* a first CUDA replay captures a graph */
+    neat_status s = neat_cmdbuf_commit(cb);
+    caml_acquire_runtime_system();
+    neatml_check(s);
+    return Val_unit;
+}
+
+/* wait and reset block on the buffer's work: the device's deferred entries go first. */
+static value cmdbuf_call(value v, neat_status (*call)(neat_cmdbuf *))
+{
+    neat_cmdbuf *cb = CB(v);
+    neatml_deferred *pending = neatml_deferred_take(Block_val(v)->device, 0);
+    caml_release_runtime_system();
+    neatml_deferred_destroy(pending);
+    neat_status s = call(cb);
+    caml_acquire_runtime_system();
+    neatml_check(s);
+    return Val_unit;
+}
+
+value neatml_cmdbuf_wait(value v) { return cmdbuf_call(v, neat_cmdbuf_wait); }
+value neatml_cmdbuf_reset(value v) { return cmdbuf_call(v, neat_cmdbuf_reset); }
+
+value neatml_cmdbuf_op_count(value v)
+{
+    int64_t n = 0;
+    neatml_check(neat_cmdbuf_op_count(CB(v), &n));
+    return Val_long(n);
+}
+
+value neatml_cmdbuf_device_time(value v)
+{
+    double s = 0;
+    neatml_check(neat_cmdbuf_device_time(CB(v), &s));
+    return caml_copy_double(s);
+}

@@ -1,0 +1,67 @@
+/*
+ * neatml_stubs.h — what the stub files of Neatml.Gpu share: raising Gpu.Error, the custom
+ * blocks that hold the library's handles and the deferred-free list that their finalizers
+ * feed (neatml_blocks.c), used by the objects' stubs (neatml_objects.c) and the operations'
+ * (neatml_ops.c).
+ */
+#ifndef NEATML_STUBS_H
+#define NEATML_STUBS_H
+
+#define CAML_NAME_SPACE
+#include <caml/mlvalues.h>
+
+#include <stdint.h>
+
+#include "neatml.h"
+
+/* ---- errors ---- */
+
+/* Raise Gpu.Error (status, text); text NULL or "" gives the status's name. */
+void neatml_raise_msg(neat_status s, const char *text) __attribute__((noreturn));
+
+/* Raise Gpu.Error (status, neat_last_error ()) unless s is NEAT_OK. */
+void neatml_check(neat_status s);
+
+/* ---- handle blocks ----
+ * Every device, tensor and command buffer is a custom block holding this struct. `id` is
+ * drawn from a counter when the block is made: compare and hash read it, so equality and
+ * hashing never change, not even when free sets `handle` to NULL. */
+typedef struct neatml_block {
+    void *handle;        /* the library's handle; NULL once freed */
+    neat_device *device; /* the device the handle belongs to (a device's own handle) */
+    uint64_t id;
+    int64_t gc_budget;   /* devices: the bytes of tensors the GC may see allocated per
+                            major cycle (caml_alloc_custom's max); others 0 */
+    value *recorded;     /* command buffers: a malloc'd generational global root holding the
+                            tensors recorded since the last reset; others NULL */
+} neatml_block;
+
+#define Block_val(v) ((neatml_block *)Data_custom_val(v))
+
+/* The kinds of blocks, in the order the deferred list destroys them. */
+typedef enum { KIND_CMDBUF, KIND_TENSOR, KIND_DEVICE, KIND_COUNT } handle_kind;
+
+/* A new block for `handle` of `device`; `bytes` of device memory counted against `budget`
+ * (caml_alloc_custom's mem and max). Fields other than handle, device and id are zero. */
+value neatml_alloc_block(handle_kind kind, void *handle, neat_device *device, int64_t bytes,
+                         int64_t budget);
+
+/* ---- the deferred-free list ----
+ * Take, with the runtime lock held and outside the GC: removes the roots of every command
+ * buffer the GC finalized, and takes out the entries of `dev` (of every device when `all`),
+ * every device's own entry and the entries of devices already freed. Destroy, with the
+ * runtime lock released: destroys what was taken, command buffers first, devices last. */
+typedef struct neatml_deferred neatml_deferred;
+neatml_deferred *neatml_deferred_take(const neat_device *dev, int all);
+void neatml_deferred_destroy(neatml_deferred *list);
+
+/* The live handle of a block, or Error (Invalid_handle, "... used after free"). */
+void *neatml_live(value v, const char *what);
+
+#define DEV(v) ((neat_device *)neatml_live((v), "device"))
+#define TEN(v) ((neat_tensor *)neatml_live((v), "tensor"))
+#define CB(v) ((neat_cmdbuf *)neatml_live((v), "command buffer"))
+/* An OCaml `Tensor.handle option`: None is NULL (the C API's "absent"). */
+#define OPT_TEN(v) (Is_block(v) ? TEN(Field((v), 0)) : NULL)
+
+#endif /* NEATML_STUBS_H */
