@@ -251,10 +251,10 @@ static const cf_row TABLE[] = {
     /* softmax cross-entropy: rows, cols, logits of +-1000 */
     XENT(1, 1, 0), XENT(2, 10, 0), XENT(17, 3, 0), XENT(128, 10, 0), XENT(7, 1001, 0),
     XENT(0, 10, 0), XENT(16, 10, 1), XENT(5, 257, 1), XENT(3, 1024, 0), XENT(3, 2048, 1),
-    XENT(2000, 10, 0),
+    XENT(2000, 10, 0), XENT(3, 1031, 0),
     XENT_BWD(1, 1, 0), XENT_BWD(2, 10, 0), XENT_BWD(17, 3, 0), XENT_BWD(128, 10, 0),
     XENT_BWD(7, 1001, 0), XENT_BWD(0, 10, 0), XENT_BWD(16, 10, 1), XENT_BWD(5, 257, 1),
-    XENT_BWD(3, 1024, 0), XENT_BWD(3, 2048, 1),
+    XENT_BWD(3, 1024, 0), XENT_BWD(3, 2048, 1), XENT_BWD(3, 1031, 0),
 
     /* optimizers: n, then lr, momentum, weight decay, nesterov (SGD) or lr, beta1, beta2,
      * eps, weight decay (Adam; steps 1 and 1000) */
