@@ -2,8 +2,8 @@
  * test_conformance.c — every op of src/core/op_list.h on every backend against the float64
  * reference, from one table: a row per op kind and shape, one runner (util_conform.c) for
  * all of them. The kinds (what to create, record and compare) are in
- * util_conform_forward.c and util_conform_train.c; docs/TESTING.md says which rows reach
- * which kernel of each backend.
+ * util_conform_forward.c, util_conform_train.c and util_conform_optim.c; docs/TESTING.md
+ * says which rows reach which kernel of each backend.
  *
  * Each row runs on every device that opens, in the strict pass, the integer pass (kinds
  * whose outputs must then be bit-exact: matmul, linear, conv, sums) and the TF32 pass, and

@@ -72,6 +72,7 @@ static void compared(cf_case *c, int ok, const char *fmt, ...) {
 
 int cf_tensor_add(cf_case *c, const char *name, int role, int fill, int ndim,
                   const int64_t *shape) {
+    if (c->nt == CF_MAX_TENSORS) abort(); /* a kind declares more than any needs */
     cf_tensor *t = &c->t[c->nt];
     memset(t, 0, sizeof *t);
     t->name = name, t->role = role, t->fill = fill, t->ndim = ndim;

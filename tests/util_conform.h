@@ -93,7 +93,7 @@ typedef struct cf_kind {
     void (*reference)(cf_case *c);
 } cf_kind;
 
-/* The kinds, indexed by cf_row.kind (CF_KIND_* in test order). */
+/* The kinds, indexed by cf_row.kind, in the order the runner takes them. */
 enum {
     CF_MATMUL, CF_MATMUL_BATCHED, CF_LINEAR_FORWARD, CF_CONV2D_FORWARD, CF_MAXPOOL2D,
     CF_SUM_ALL, CF_SUM_AXIS, CF_SOFTMAX, CF_ACTIVATION_FORWARD, CF_ADD, CF_SCALE, CF_FILL,
@@ -105,7 +105,7 @@ extern const cf_kind *const cf_kinds[CF_NKINDS];
 
 /* ---- for the kinds --------------------------------------------------------------------- */
 
-/* Declare tensor i (in order) of the case; returns its index. */
+/* Declare the next tensor of the case (at most CF_MAX_TENSORS); returns its index. */
 int cf_tensor_add(cf_case *c, const char *name, int role, int fill, int ndim,
                   const int64_t *shape);
 void cf_describe(cf_case *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -129,7 +129,9 @@ static ref_conv_shape conv_shape(const int64_t *p) {
 static void conv_build(cf_case *c) {
     const int64_t *p = c->row->p;
     ref_conv_shape s = conv_shape(p);
-    cf_describe(c, "x=%lldx%lldx%lldx%lld k=%lld kernel=%lldx%lld stride=%lldx%lld pad=%lldx%lld dil=%lldx%lld groups=%lld bias=%lld act=%d",
+    cf_describe(c,
+                "x=%lldx%lldx%lldx%lld k=%lld kernel=%lldx%lld stride=%lldx%lld "
+                "pad=%lldx%lld dil=%lldx%lld groups=%lld bias=%lld act=%d",
                 (long long)s.n, (long long)s.c, (long long)s.h, (long long)s.w, (long long)s.k,
                 (long long)s.kh, (long long)s.kw, (long long)s.sh, (long long)s.sw,
                 (long long)s.ph, (long long)s.pw, (long long)s.dh, (long long)s.dw,
@@ -356,7 +358,7 @@ static const cf_kind add_kind = {"add", 0, ew_build, NULL, ew_record, ew_referen
 static const cf_kind scale_kind = {"scale", 0, ew_build, NULL, ew_record, ew_reference};
 static const cf_kind fill_kind = {"fill", 0, ew_build, NULL, ew_record, ew_reference};
 
-/* The training kinds: util_conform_train.c. */
+/* The training kinds: util_conform_train.c and util_conform_optim.c. */
 extern const cf_kind cf_linear_backward_kind, cf_conv2d_backward_kind,
     cf_maxpool2d_backward_kind, cf_activation_backward_kind, cf_softmax_backward_kind,
     cf_softmax_xent_kind, cf_softmax_xent_backward_kind, cf_sgd_update_kind,
