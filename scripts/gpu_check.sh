@@ -3,15 +3,14 @@
 #   1. build (Release, CUDA backend; oneDNN from .deps/usr when the system has none);
 #   2. every build/test_* binary on every backend that opens (cpu and cuda), then again on
 #      cuda alone with NEATML_CUDA_GRAPHS=1 (every command buffer runs as a CUDA graph from
-#      its first commit, and a failed capture fails the commit); test_ops_layers has its own
-#      TF32 pass (matmul, linear, conv with NEAT_MATH_TF32);
+#      its first commit, and a failed capture fails the commit); test_conformance runs every
+#      op in strict, integer and TF32 passes, each case as a first commit and a replay;
 #   3. training ("train"): examples/fashion_mnist on cuda for 5 epochs, and the OCaml
 #      example and OCaml test suite when their executables were carried (see below);
 #   4. the benchmark (neatml_bench --backend cuda --json, --seed-table) and bench/compare.py
 #      side by side with PyTorch;
 #   5. compute-sanitizer memcheck, racecheck, initcheck and synccheck on the cuda part of
-#      test_cmdbuf, test_pool, test_backward, test_optim, test_ops_layers and
-#      test_ops_elementwise.
+#      test_cmdbuf, test_pool, test_optim and test_conformance.
 # Logs go to $OUT (default ./gpu-out): env.txt build.log tests.log sanitizer.log bench.json
 # compare.txt compare.json summary.txt (the device tool brings back at most 8 files). The
 # summary table is printed last.
@@ -61,7 +60,7 @@ fi
 row "gpu" "$(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null | head -n1)"
 
 # ---- 1. build ----------------------------------------------------------------------------------
-if want build || [ ! -x "$BUILD/test_ops_layers" ]; then
+if want build || [ ! -x "$BUILD/test_conformance" ]; then
   t0=$(date +%s)
   if cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release "${DNNL_ARGS[@]}" >"$OUT/build.log" 2>&1 &&
      cmake --build "$BUILD" -j "$JOBS" >>"$OUT/build.log" 2>&1; then
@@ -168,7 +167,7 @@ if want sanitize; then
       row "$1 $(basename "$2")" "${summary:-no summary} | ${res:-no result line} [exit $rc]"
     }
     for tool in memcheck racecheck initcheck synccheck; do
-      for t in test_cmdbuf test_pool test_backward test_optim test_ops_layers test_ops_elementwise; do
+      for t in test_cmdbuf test_pool test_optim test_conformance; do
         sanitize "$tool" "$BUILD/$t"
       done
     done

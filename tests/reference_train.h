@@ -1,7 +1,7 @@
 /*
  * reference_train.h — naive float64 references of the training ops (backward passes, the
- * fused softmax cross-entropy, the optimizers), the ground truth of tests/test_backward.c and
- * tests/test_optim.c.
+ * fused softmax cross-entropy, the optimizers), the ground truth of the training rows of
+ * tests/test_conformance.c and of tests/test_optim.c.
  *
  * Conventions: every array is double, row-major, with the shapes of the matching neat_*
  * call. Gradients follow the library's rules: a NULL gradient is skipped; accumulate = 0

@@ -3,7 +3,7 @@
  * reset, op counts, the statuses of misuse, views between ops, asynchronous failures.
  *
  * Values are checked against reference.c; the linear layer replayed 100 times uses the
- * matmul tolerance of test_ops_layers.c ((2K+4) 2^-24 sum|x||w|). The queued-replay, reset
+ * matmul tolerance of test_conformance.c ((2K+4) 2^-24 sum|x||w|). The queued-replay, reset
  * and view cases use integer data so that their results are exact.
  */
 #include "harness.h"

@@ -1,15 +1,15 @@
 /*
  * test_optim.c — the float64 training references checked on their own, then the optimizers
- * and matmul_batched of every device against the references.
+ * of every device replayed over 1000 steps.
  *
  *  1. The references themselves: reference_train.c's backward functions against central
  *     differences of reference.c's forward functions (double, small random shapes), and
  *     the optimizer references against closed forms. They need no device and are the
- *     ground truth of test_backward.c as well: they are checked once, here.
+ *     ground truth of the training rows of test_conformance.c: they are checked once, here.
  *  2. SGD (plain, momentum, Nesterov, weight decay) and AdamW replayed from one recorded
  *     update for 1000 steps with a learning-rate schedule written into `hyper`, checked at
- *     steps 1, 2 and 1000 against float64 with a running bound of float32 rounding.
- *  3. matmul_batched against the reference at the forward tolerance.
+ *     steps 1, 2 and 1000 against float64 with a running bound of float32 rounding. (One
+ *     step from random state on every shape is a row kind of test_conformance.c.)
  * Seeds: NEATML_TEST_SEED overrides the base; each case prints its seed when it fails.
  */
 #include "harness.h"
@@ -21,8 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* The base shared with test_backward.c: each family adds its own offset (1000, 2000, ...,
- * 8000), so one NEATML_TEST_SEED names the same cases in both binaries. */
+/* The base: each family adds its own offset (7000 the optimizers). */
 static uint64_t g_seed = 0x5eed7a1full;
 
 /* ======== 1. the references against finite differences ================================== */
@@ -339,56 +338,6 @@ static void test_optimizers(neat_device *dev, const char *dname) {
             optim_run(dev, dname, &cases[i], sizes[si], g_seed + 7000 + 2 * i + (uint64_t)si);
 }
 
-/* ======== 3. matmul_batched ================================================================ */
-
-typedef struct bmm_case { int64_t batch, m, n, k; int ta, tb; double alpha, beta; } bmm_case;
-
-static void test_matmul_batched(neat_device *dev, const char *dname) {
-    static const bmm_case cases[] = {
-        {1, 1, 1, 1, 0, 0, 1, 0},      {3, 5, 7, 2, 0, 0, 1, 0},   {2, 17, 31, 33, 1, 0, 0.5, 0},
-        {4, 65, 63, 64, 0, 1, 1, 1},   {5, 1, 129, 7, 1, 1, -2, 0.5}, {2, 33, 1, 255, 0, 0, 1, 0},
-        {7, 16, 16, 16, 1, 1, 1, -1},  {0, 3, 4, 5, 0, 0, 1, 0},   {2, 0, 4, 5, 0, 1, 1, 0},
-    };
-    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
-        const bmm_case *s = &cases[ci];
-        uint64_t seed = g_seed + 8000 + ci;
-        char ctx[200];
-        snprintf(ctx, sizeof ctx, "%s matmul_batched b=%lld m=%lld n=%lld k=%lld ta=%d tb=%d alpha=%g beta=%g seed=%#llx",
-                 dname, (long long)s->batch, (long long)s->m, (long long)s->n, (long long)s->k,
-                 s->ta, s->tb, s->alpha, s->beta, (unsigned long long)seed);
-        tcase c = {dev, ctx, {0}, 0, 0};
-        arena a = {{0}, 0};
-        nt_rng rng = {seed};
-        int64_t na = s->batch * s->m * s->k;
-        int64_t nb = s->batch * s->k * s->n, nc = s->batch * s->m * s->n;
-        double *A = tr_anew(&a, na), *B = tr_anew(&a, nb);
-        double *C0 = tr_anew(&a, nc), *ref = tr_anew(&a, nc);
-        double *abs = tr_anew(&a, nc), *got = tr_anew(&a, nc), *tol = tr_anew(&a, nc);
-        tr_rand_fill(&rng, A, na, -1, 1), tr_rand_fill(&rng, B, nb, -1, 1);
-        tr_rand_fill(&rng, C0, nc, -1, 1);
-        memcpy(ref, C0, sizeof(double) * (size_t)nc);
-        ref_matmul_batched(A, B, ref, abs, s->batch, s->m, s->n, s->k, s->alpha, s->beta, s->ta,
-                           s->tb);
-        /* forward tolerance: 2 K eps |A||B|, plus the roundings of alpha and beta terms */
-        for (int64_t i = 0; i < nc; i++) tol[i] = 2 * (double)(s->k + 2) * EPS32 * abs[i] + 1e-37;
-        int64_t sha[3] = {s->batch, s->ta ? s->k : s->m, s->ta ? s->m : s->k};
-        int64_t shb[3] = {s->batch, s->tb ? s->n : s->k, s->tb ? s->k : s->n};
-        int64_t shc[3] = {s->batch, s->m, s->n};
-        /* beta 0: c starts as NaN, which must not propagate */
-        neat_tensor *TA = tr_mk(&c, 3, sha, A), *TB = tr_mk(&c, 3, shb, B);
-        neat_tensor *TC = tr_mk(&c, 3, shc, s->beta != 0 ? C0 : NULL);
-        neat_cmdbuf *cb = NULL;
-        if (!c.failed && tr_setup_ok(neat_cmdbuf_create(dev, &cb), "neat_cmdbuf_create", ctx) &&
-            tr_recorded(neat_matmul_batched(cb, TA, TB, TC, (float)s->alpha, (float)s->beta, s->ta,
-                                         s->tb), ctx) &&
-            tr_run(&c, cb) && tr_download(&c, TC, got, nc))
-            tr_compare(&c, "c", got, ref, tol, nc, 1e-5);
-        neat_cmdbuf_destroy(cb);
-        tr_case_free(&c);
-        tr_afree(&a);
-    }
-}
-
 int main(void) {
     g_seed = nt_seed_base("optim", g_seed);
     check_references();
@@ -398,7 +347,6 @@ int main(void) {
     int ndev = nt_open_devices(devs, names);
     for (int d = 0; d < ndev; d++) {
         test_optimizers(devs[d], names[d]);
-        test_matmul_batched(devs[d], names[d]);
     }
     nt_close_devices(devs, ndev);
     return nt_finish("optim");

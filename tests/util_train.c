@@ -70,9 +70,6 @@ void tr_case_free(tcase *c) {
     c->nt = 0;
 }
 
-/* CHECK_OK as a function, for the tests' `recorded(...) && run(...)` chains. */
-int tr_recorded(neat_status st, const char *ctx) { return CHECK_OK(st, ctx); }
-
 int tr_run(tcase *c, neat_cmdbuf *cb) {
     neat_status st = neat_cmdbuf_commit(cb);
     if (st == NEAT_OK) st = neat_cmdbuf_wait(cb);

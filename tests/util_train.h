@@ -1,5 +1,5 @@
 /*
- * util_train.h — what the training tests (test_backward.c, test_optim.c) share: the tensors
+ * util_train.h — what the optimizer replays of test_optim.c use: the tensors
  * of one case (tcase) and its host arrays (arena), random fills exact in float32, uploads
  * and guarded downloads, and the per-element plus relative Frobenius comparison against a
  * float64 reference.
@@ -48,8 +48,6 @@ neat_tensor *tr_mk(tcase *c, int ndim, const int64_t *shape, const double *v);
 int tr_download(tcase *c, const neat_tensor *t, double *out, int64_t n);
 void tr_case_free(tcase *c);
 
-/* One assertion that recording succeeded. */
-int tr_recorded(neat_status st, const char *ctx);
 /* Commit and wait. Only a failure counts: the comparisons that follow are the assertions
  * (the optimizer tests commit 1000 times per case). */
 int tr_run(tcase *c, neat_cmdbuf *cb);

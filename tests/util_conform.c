@@ -1,0 +1,299 @@
+/* util_conform.c — the runner of the conformance table: cases, submissions, comparison,
+ * counts. */
+#include "util_conform.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *const PASS_NAMES[CF_NPASSES] = {"strict", "int", "tf32"};
+
+/* Counts of the whole run and of the current (device, pass, kind). */
+static struct {
+    long comp_pass, comp_fail, setup_pass, setup_fail;
+} tot;
+static struct { int cases, failed_cases; long comps, failed; } cur;
+
+static void report(cf_case *c, const char *file, int line, const char *fmt, va_list ap) {
+    char msg[600];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    char where[300];
+    if (line) snprintf(where, sizeof where, "%s:%d", file, line);
+    else snprintf(where, sizeof where, "%s", file);
+    fprintf(stderr, "FAIL %s: %s %s [%s] seed=%#llx %s (%s): %s\n", where, c->dev_name,
+            cf_kinds[c->row->kind]->name, PASS_NAMES[c->pass], (unsigned long long)c->seed,
+            c->desc, c->sub ? "replay" : "first commit", msg);
+    c->failed = 1;
+}
+
+/* A setup check: counted apart from the comparisons. */
+static int setup(cf_case *c, int ok, const char *file, int line, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+static int setup(cf_case *c, int ok, const char *file, int line, const char *fmt, ...) {
+    if (ok) {
+        tot.setup_pass++;
+        return 1;
+    }
+    tot.setup_fail++;
+    cur.failed++;
+    va_list ap;
+    va_start(ap, fmt);
+    report(c, file, line, fmt, ap);
+    va_end(ap);
+    return 0;
+}
+#define SETUP(c, cond, ...) setup((c), !!(cond), __FILE__, __LINE__, __VA_ARGS__)
+
+static int setup_ok(cf_case *c, neat_status st, const char *what, int line) {
+    return setup(c, st == NEAT_OK, __FILE__, line, "%s: %s (%s)", what, neat_status_string(st),
+                 neat_last_error());
+}
+#define SETUP_OK(c, st, what) setup_ok((c), (st), (what), __LINE__)
+
+/* A comparison: one per compared output per submission. */
+static void compared(cf_case *c, int ok, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void compared(cf_case *c, int ok, const char *fmt, ...) {
+    cur.comps++;
+    if (ok) {
+        tot.comp_pass++;
+        return;
+    }
+    tot.comp_fail++;
+    cur.failed++;
+    va_list ap;
+    va_start(ap, fmt);
+    report(c, "compare", 0, fmt, ap);
+    va_end(ap);
+}
+
+/* ---- for the kinds --------------------------------------------------------------------- */
+
+int cf_tensor_add(cf_case *c, const char *name, int role, int fill, int ndim,
+                  const int64_t *shape) {
+    if (c->nt == CF_MAX_TENSORS) abort(); /* a kind declares more than any needs */
+    cf_tensor *t = &c->t[c->nt];
+    memset(t, 0, sizeof *t);
+    t->name = name, t->role = role, t->fill = fill, t->ndim = ndim;
+    t->n = 1;
+    for (int i = 0; i < ndim; i++) t->n *= (t->shape[i] = shape[i]);
+    return c->nt++;
+}
+
+void cf_describe(cf_case *c, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(c->desc, sizeof c->desc, fmt, ap);
+    va_end(ap);
+}
+
+neat_tensor *cf_t(const cf_case *c, int i) { return i < 0 ? NULL : c->t[i].t; }
+
+double *cf_dnew(cf_case *c, int64_t n) {
+    if (c->narena == 64) abort(); /* a kind asks for more arrays than any needs */
+    return c->arena[c->narena++] = calloc((size_t)n + 1, sizeof(double));
+}
+
+double *cf_in(cf_case *c, int i) {
+    double *d = cf_dnew(c, c->t[i].n);
+    for (int64_t k = 0; k < c->t[i].n; k++) d[k] = c->t[i].host[k];
+    return d;
+}
+
+double *cf_out(cf_case *c, int i, int exact) {
+    cf_tensor *t = &c->t[i];
+    t->ref = cf_dnew(c, t->n);
+    t->tol = exact ? NULL : cf_dnew(c, t->n);
+    t->frob = -1;
+    t->elem = 1;
+    return t->ref;
+}
+
+void cf_set(cf_case *c, int i, const double *v) {
+    for (int64_t k = 0; k < c->t[i].n; k++) c->t[i].host[k] = (float)v[k];
+}
+
+void cf_fill_uniform(cf_case *c, int i, double lo, double hi) {
+    for (int64_t k = 0; k < c->t[i].n; k++) c->t[i].host[k] = (float)nt_uniform(&c->rng, lo, hi);
+}
+
+int cf_act_smooth(neat_activation act) {
+    return act == NEAT_ACT_SIGMOID || act == NEAT_ACT_TANH || act == NEAT_ACT_GELU;
+}
+
+/* Largest slope of each activation: how far an error of z moves act(z). */
+static double act_slope(neat_activation act) {
+    return act == NEAT_ACT_SIGMOID ? 0.25 : act == NEAT_ACT_GELU ? 1.13 : 1.0;
+}
+
+void cf_gemm_tol(cf_case *c, int i, const double *z, const double *abs, int64_t k,
+                 neat_activation act) {
+    cf_tensor *t = &c->t[i];
+    if (c->pass == CF_INT) {
+        t->tol = NULL;
+        return;
+    }
+    if (c->pass == CF_TF32) {
+        t->elem = 0;
+        t->frob = 2e-3;
+        return;
+    }
+    for (int64_t j = 0; j < t->n; j++) {
+        t->tol[j] = act_slope(act) * (2.0 * (double)k + 4) * CF_EPS * abs[j];
+        if (cf_act_smooth(act)) t->tol[j] += 1e-5 * fabs(t->ref[j]) + 4 * CF_EPS * (1 + fabs(z[j]));
+    }
+    t->frob = 1e-5;
+}
+
+/* ---- one case ---------------------------------------------------------------------------- */
+
+static void fill(cf_case *c, cf_tensor *t) {
+    nt_rng *r = &c->rng;
+    if (t->role == CF_OUT) {
+        nt_poison(t->host, t->n);
+        return;
+    }
+    for (int64_t i = 0; i < t->n; i++) switch (t->fill) {
+        case CF_DATA:
+            t->host[i] = c->pass == CF_INT ? (float)nt_randint(r, -4, 4)
+                                           : (float)nt_uniform(r, -1, 1);
+            break;
+        case CF_WIDE: t->host[i] = (float)nt_uniform(r, -8, 8); break;
+        case CF_NEG: t->host[i] = (float)nt_uniform(r, -3, -1); break;
+        case CF_UNIT: t->host[i] = (float)nt_uniform(r, 0, 1); break;
+        default: break;
+        }
+}
+
+static void compare(cf_case *c, cf_tensor *t) {
+    int64_t bad = 0, first = -1;
+    double diff2 = 0, ref2 = 0;
+    for (int64_t i = 0; i < t->n; i++) {
+        double g = t->got[i], d = g - t->ref[i];
+        int ok = !t->elem ? !isnan(g) : t->tol ? fabs(d) <= t->tol[i] : t->got[i] == (float)t->ref[i];
+        if (!ok && bad++ == 0) first = i;
+        diff2 += d * d;
+        ref2 += t->ref[i] * t->ref[i];
+    }
+    if (bad) {
+        compared(c, 0, "%s: %lld of %lld elements wrong, first [%lld] got %.9g want %.9g tol %.3g",
+                 t->name, (long long)bad, (long long)t->n, (long long)first, t->got[first],
+                 t->ref[first], t->tol ? t->tol[first] : 0.0);
+        return;
+    }
+    int frob_ok = t->frob < 0 || diff2 == 0 || sqrt(diff2) <= t->frob * sqrt(ref2);
+    compared(c, frob_ok, "%s: relative Frobenius error %.3g > %.3g", t->name,
+             sqrt(diff2) / sqrt(ref2), t->frob);
+}
+
+/* Read slot t into t->got (poisoned first) and check its guard bands. */
+static int read_back(cf_case *c, cf_tensor *t) {
+    nt_poison(t->got, t->n);
+    return SETUP_OK(c, neat_tensor_read(t->t, t->got, t->n), "neat_tensor_read") &&
+           SETUP(c, nt_guard_ok(t->got, t->n), "%s: guard band of the host buffer overwritten",
+                 t->name);
+}
+
+/* One submission: fresh inputs, poisoned outputs, commit, read, compare. */
+static int submit(cf_case *c, const cf_kind *k, neat_cmdbuf *cb) {
+    for (int i = 0; i < c->nt; i++) fill(c, &c->t[i]);
+    if (k->prepare) k->prepare(c);
+    for (int i = 0; i < c->nt; i++)
+        if (!SETUP_OK(c, neat_tensor_write(c->t[i].t, c->t[i].host, c->t[i].n), "neat_tensor_write"))
+            return 0;
+    if (!SETUP_OK(c, neat_cmdbuf_commit(cb), "neat_cmdbuf_commit") ||
+        !SETUP_OK(c, neat_cmdbuf_wait(cb), "neat_cmdbuf_wait"))
+        return 0;
+    for (int i = 0; i < c->nt; i++) {
+        cf_tensor *t = &c->t[i];
+        if (!read_back(c, t)) return 0;
+        if (t->role == CF_IN)
+            SETUP(c, memcmp(t->got, t->host, sizeof(float) * (size_t)t->n) == 0,
+                  "input %s was modified by the op", t->name);
+    }
+    k->reference(c);
+    for (int i = 0; i < c->nt; i++)
+        if (c->t[i].role != CF_IN) compare(c, &c->t[i]);
+    return 1;
+}
+
+static void free_arena(cf_case *c) {
+    for (int i = 0; i < c->narena; i++) free(c->arena[i]);
+    c->narena = 0;
+}
+
+static void run_case(neat_device *dev, const char *dev_name, const cf_row *row, int pass,
+                     int idx, uint64_t base) {
+    const cf_kind *k = cf_kinds[row->kind];
+    cf_case c;
+    memset(&c, 0, sizeof c);
+    c.dev = dev, c.dev_name = dev_name, c.row = row, c.pass = pass, c.idx = idx;
+    /* The seed depends only on the base, the kind, the pass and the row's index. */
+    nt_rng mix = {base ^ ((uint64_t)row->kind << 40) ^ ((uint64_t)pass << 32) ^ (uint64_t)idx};
+    c.seed = nt_next(&mix);
+    c.rng.s = c.seed;
+    k->build(&c);
+    neat_cmdbuf *cb = NULL;
+    int ok = 1;
+    for (int i = 0; ok && i < c.nt; i++) {
+        cf_tensor *t = &c.t[i];
+        t->host = nt_alloc(t->n);
+        t->got = nt_alloc(t->n);
+        ok = SETUP(&c, t->host && t->got, "host allocation of %lld floats", (long long)t->n) &&
+             SETUP_OK(&c, neat_tensor_create(dev, t->ndim, t->shape, &t->t), "neat_tensor_create");
+    }
+    ok = ok && SETUP_OK(&c, neat_cmdbuf_create(dev, &cb), "neat_cmdbuf_create") &&
+         SETUP_OK(&c, k->record(&c, cb), "record");
+    for (c.sub = 0; ok && c.sub < 2; c.sub++) {
+        ok = submit(&c, k, cb);
+        free_arena(&c);
+    }
+    neat_cmdbuf_destroy(cb);
+    for (int i = 0; i < c.nt; i++) {
+        neat_tensor_destroy(c.t[i].t);
+        nt_free(c.t[i].host);
+        nt_free(c.t[i].got);
+    }
+    free_arena(&c);
+    cur.cases++;
+    cur.failed_cases += c.failed;
+}
+
+/* ---- the table ---------------------------------------------------------------------------- */
+
+int cf_run_table(const cf_row *rows, int n, uint64_t base) {
+    neat_device *devs[NT_MAX_BACKENDS];
+    const char *names[NT_MAX_BACKENDS];
+    int ndev = nt_open_devices(devs, names);
+    for (int d = 0; d < ndev; d++)
+        for (int pass = 0; pass < CF_NPASSES; pass++) {
+            neat_math_mode mode = pass == CF_TF32 ? NEAT_MATH_TF32 : NEAT_MATH_STRICT;
+            neat_status st = neat_device_set_math_mode(devs[d], mode);
+            tot.setup_pass += st == NEAT_OK;
+            tot.setup_fail += st != NEAT_OK;
+            if (st != NEAT_OK) {
+                fprintf(stderr, "FAIL %s: neat_device_set_math_mode(%s): %s (%s)\n", names[d],
+                        PASS_NAMES[pass], neat_status_string(st), neat_last_error());
+                continue;
+            }
+            for (int kind = 0; kind < CF_NKINDS; kind++) {
+                const cf_kind *k = cf_kinds[kind];
+                if (pass == CF_INT && !(k->flags & CF_K_INT)) continue;
+                memset(&cur, 0, sizeof cur);
+                for (int i = 0, idx = 0; i < n; i++)
+                    if (rows[i].kind == kind) run_case(devs[d], names[d], &rows[i], pass, idx++, base);
+                printf("%-5s %-6s %-22s %3d cases, %4ld comparisons, %ld failed\n", names[d],
+                       PASS_NAMES[pass], k->name, cur.cases, cur.comps, cur.failed);
+            }
+        }
+    for (int d = 0; d < ndev; d++) neat_device_set_math_mode(devs[d], NEAT_MATH_STRICT);
+    nt_close_devices(devs, ndev);
+    printf("conformance: %ld comparisons (%ld failed), %ld setup checks (%ld failed)\n",
+           tot.comp_pass + tot.comp_fail, tot.comp_fail, tot.setup_pass + tot.setup_fail,
+           tot.setup_fail);
+    /* The closing line counts comparisons as passed; a failed setup check fails the run. */
+    nt_passed = (int)tot.comp_pass;
+    nt_failed = (int)(tot.comp_fail + tot.setup_fail);
+    return nt_finish("conformance");
+}
