@@ -5,7 +5,7 @@
  * Forward: matrixMultiplication(x, transpose(w)) + b, then the activation written with
  * MPSGraph arithmetic (graph.m: relu keeps NaN, gelu is the tanh form), all in one graph
  * that MPSGraph fuses. Apple's MPSMatrixFullyConnected takes its weights as [in,out] with no
- * transpose flag and its MPSCNNNeuron activations have no tanh-form GELU, so it cannot take
+ * transpose flag and its MPSCNNNeuronTypeGeLU is the erf form (not neatml's tanh form), so it cannot take
  * neatml's w [out,in] as it is; the graph does the transpose inside the matrix product.
  * Backward: dz = dy act'(.) (from y, or from z = x w^T + b recomputed for gelu), then
  * dx = dz w, dw = dz^T x, db = sum over rows of dz; with accumulate the old gradient is an
