@@ -4,6 +4,18 @@
 #   scripts/install_deps.sh demo       also the Fashion-MNIST data set (make demo)
 #   scripts/install_deps.sh bench      also PyTorch, the peer of the benchmark (make bench)
 set -euo pipefail
+if [ "$(uname -s)" = Darwin ]; then
+  # macOS: Homebrew instead of apt. oneDNN for the CPU backend, libomp for its OpenMP loops
+  # (optional: without it they run serially); the Metal backend needs only Xcode's SDK.
+  brew_pkgs=(cmake pkg-config onednn libomp zlib ocaml dune opam)
+  command -v brew >/dev/null || {
+    echo "neatml: on macOS install Homebrew, then: brew install ${brew_pkgs[*]}" >&2
+    exit 1
+  }
+  echo "neatml: brew install ${brew_pkgs[*]} (alcotest through opam: opam install alcotest)"
+  brew install "${brew_pkgs[@]}"
+  exit 0
+fi
 pkgs=(cmake make gcc g++ pkg-config libdnnl-dev zlib1g-dev
       ocaml-nox ocaml-dune ocaml-findlib libalcotest-ocaml-dev)
 case "${1:-}" in

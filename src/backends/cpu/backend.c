@@ -8,8 +8,8 @@
  * Jobs complete in order: `done_seq` is the seq of the last one finished.
  */
 #include "cpu.h"
+#include "loops.h" /* omp.h, or its serial stand-ins without OpenMP */
 
-#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,7 +39,9 @@ static neat_status run_ops(nm_device *dev, nm_cmdbuf *cb) {
 static void *worker_main(void *arg) {
     nm_device *dev = arg;
     cpu_device *c = cpu_dev(dev);
+#ifdef _OPENMP
     omp_set_num_threads(c->nthreads);
+#endif
     pthread_mutex_lock(&c->lock);
     for (;;) {
         while (!c->head && !c->stop) pthread_cond_wait(&c->work_cv, &c->lock);
@@ -79,7 +81,12 @@ static int thread_count(void) {
         long n = strtol(env, &end, 10);
         if (*end == 0 && n >= 1 && n <= 1024) return (int)n;
     }
+#ifdef _OPENMP
     return omp_get_num_procs();
+#else
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n >= 1 && n <= 1024 ? (int)n : 1;
+#endif
 }
 
 static void cpu_name(char *out, size_t size) {

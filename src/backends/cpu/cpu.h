@@ -55,9 +55,10 @@ void cpu_act_apply(int nthreads, neat_activation act, const float *x, float *y, 
 void cpu_act_grad(int nthreads, neat_activation act, const float *x, const float *y,
                   const float *dy, float *dz, int64_t n);
 
-/* Hot loops are compiled for several x86-64 levels and picked at load time (ifunc); other
- * architectures get the portable version. Never -march=native in an installed build. */
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__SANITIZE_ADDRESS__)
+/* Hot loops are compiled for several x86-64 levels and picked at load time (ifunc, so
+ * Linux/glibc only: Mach-O has no ifunc); other systems and architectures get the portable
+ * version. Never -march=native in an installed build. */
+#if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__) && !defined(__SANITIZE_ADDRESS__)
 #define CPU_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
 #define CPU_CLONES

@@ -9,8 +9,13 @@
 #ifndef NEATML_CPU_LOOPS_H
 #define NEATML_CPU_LOOPS_H
 
-#include <omp.h>
 #include <stdint.h>
+#ifdef _OPENMP
+#include <omp.h>
+#else /* built without OpenMP (macOS without libomp): every region runs on one thread */
+static inline int omp_get_num_threads(void) { return 1; }
+static inline int omp_get_thread_num(void) { return 0; }
+#endif
 
 #define CPU_PAR_MIN 32768
 

@@ -1,0 +1,121 @@
+/*
+ * metal.h — the Metal backend's private header (Objective-C, ARC; macOS 12+).
+ *
+ * Every op runs on Apple's own primitives: MPSMatrixMultiplication (matmul), MPSMatrixSoftMax
+ * (softmax rows) and MPSGraph for everything else (linear, convolution, pooling, sums,
+ * every backward, the loss and the optimizers). No own Metal Shading Language kernel.
+ *
+ * Files: backend.m (table, device, memory, copies, submission, op_check), graph.m (graph
+ * cache, MTLBuffer lookup, scratch slots, running a cached graph, blits, activation math),
+ * matmul.m (matmul), linear.m (linear forward/backward), conv.m (conv2d forward/backward),
+ * pool.m (maxpool2d forward/backward), reduce.m (sum, softmax, softmax backward),
+ * elementwise.m (add, scale, fill, activations), loss.m (softmax cross-entropy),
+ * optim.m (SGD, Adam).
+ *
+ * Memory: every tensor lives in an MTLResourceStorageModeShared buffer from the core's pool;
+ * mem_alloc hands the pool the buffer's CPU-visible `contents` pointer, so tensor->data is
+ * that pointer and the device maps it back to its id<MTLBuffer> (metal_buffer). Pool blocks
+ * are whole buffers (the pool never splits one), so tensors start at offset 0.
+ */
+#ifndef NEATML_METAL_H
+#define NEATML_METAL_H
+
+#import <Foundation/Foundation.h>
+#import <Metal/Metal.h>
+#import <MetalPerformanceShaders/MetalPerformanceShaders.h>
+#import <MetalPerformanceShadersGraph/MetalPerformanceShadersGraph.h>
+
+#include "../backend.h"
+
+/* Bounded caches: graphs and MPS kernels by key (op + shapes + options). */
+#define METAL_CACHE_MAX 512
+/* Scratch slots per op (pool memory kept for the buffer's life, reused by replays). */
+#define METAL_SLOTS 6
+#define METAL_SLOT_FLAG 0  /* the loss's validity record: [first bad row or -1, its label] */
+#define METAL_SLOT_ALIAS 1 /* 1.. : an output that is also an input goes through a slot */
+
+/* One compiled-once MPSGraph: its placeholders (fed in order) and results (in order). */
+@interface NMGraph : NSObject
+@property(nonatomic, strong) MPSGraph *graph;
+@property(nonatomic, strong) NSArray<MPSGraphTensor *> *inputs;
+@property(nonatomic, strong) NSArray<MPSShape *> *inputShapes;
+@property(nonatomic, strong) NSArray<MPSGraphTensor *> *outputs;
+@property(nonatomic, strong) NSArray<MPSShape *> *outputShapes;
+@end
+
+@interface NMMetalDevice : NSObject {
+@public
+    pthread_mutex_t lock; /* guards inflight and every cb's pending/async_* fields */
+    pthread_cond_t cv;
+    int inflight;         /* submissions not yet completed on this device */
+}
+@property(nonatomic, strong) id<MTLDevice> device;
+@property(nonatomic, strong) id<MTLCommandQueue> queue;
+/* Submissions are encoded in order on this serial queue (commit returns at once). */
+@property(nonatomic, strong) dispatch_queue_t encoder;
+@property(nonatomic, strong) NSMutableDictionary<NSNumber *, id<MTLBuffer>> *buffers;
+@property(nonatomic, strong) NSMutableDictionary<NSString *, id> *cache;
+@property(nonatomic, strong) NSMutableArray<NSString *> *cacheOrder;
+/* The command buffer being encoded (touched only on the encoder queue). */
+@property(nonatomic, strong) MPSCommandBuffer *mcb;
+@end
+
+@interface NMMetalCmdbuf : NSObject {
+@public
+    int64_t cur;       /* index of the op being encoded */
+    int64_t nslots;
+    void **slot_ptr;   /* nops * METAL_SLOTS scratch blocks, NULL until first used */
+    size_t *slot_bytes;
+    double gpu_start;  /* GPU start time of the submission's first command buffer */
+}
+@end
+
+static inline NMMetalDevice *metal_dev(nm_device *dev) {
+    return (__bridge NMMetalDevice *)dev->impl;
+}
+static inline NMMetalCmdbuf *metal_cb(nm_cmdbuf *cb) {
+    return (__bridge NMMetalCmdbuf *)cb->impl;
+}
+
+/* ---- graph.m ------------------------------------------------------------------------- */
+
+/* The buffer whose contents pointer is `data`; nil when none. */
+id<MTLBuffer> metal_buffer(nm_device *dev, const void *data);
+/* Scratch slot `slot` of the op being encoded, at least `bytes` long. */
+neat_status metal_slot(nm_device *dev, nm_cmdbuf *cb, const nm_op *op, int slot, size_t bytes,
+                       void **ptr);
+/* The cached object under key, built by `build` on a miss (which may throw: reported as
+ * BACKEND_ERROR naming op->fn and `what`). nil on failure, with the message set. */
+id metal_cached(nm_device *dev, const nm_op *op, NSString *key, const char *what,
+                id (^build)(void));
+/* Encode graph g on the current command buffer: in[i] feeds g.inputs[i], out[i] receives
+ * g.outputs[i]. An output that is also an input is computed into a slot and copied back. */
+neat_status metal_run(nm_device *dev, nm_cmdbuf *cb, const nm_op *op, NMGraph *g,
+                      void *const *in, void *const *out);
+/* Blit copy and blit zero on the current command buffer. */
+neat_status metal_copy(nm_device *dev, const nm_op *op, void *dst, const void *src, size_t bytes);
+neat_status metal_zero(nm_device *dev, const nm_op *op, void *dst, size_t bytes);
+/* dst = alpha * src over n elements (a NaN or inf in src stays NaN with alpha 0). */
+neat_status metal_scale_into(nm_device *dev, nm_cmdbuf *cb, const nm_op *op, const float *src,
+                             float *dst, int64_t n, float alpha);
+
+/* An NMGraph from its placeholders and results (shapes taken from the given arrays). */
+NMGraph *metal_graph(MPSGraph *g, NSArray<MPSGraphTensor *> *in, NSArray<MPSShape *> *in_shapes,
+                     NSArray<MPSGraphTensor *> *out, NSArray<MPSShape *> *out_shapes);
+MPSGraphTensor *metal_input(MPSGraph *g, MPSShape *shape);
+MPSGraphTensor *metal_const(MPSGraph *g, double v);
+MPSShape *metal_shape(int n, const int64_t *dims);
+#define METAL_SHAPE(...) metal_shape((int)(sizeof((int64_t[]){__VA_ARGS__}) / sizeof(int64_t)), (int64_t[]){__VA_ARGS__})
+/* act(x), and dy act'(.) from y (relu, sigmoid, tanh) or x (gelu), as neatml.h defines
+ * them (relu keeps NaN: x < 0 ? 0 : x; gelu is the tanh form). */
+MPSGraphTensor *metal_act(MPSGraph *g, neat_activation act, MPSGraphTensor *x);
+MPSGraphTensor *metal_act_grad(MPSGraph *g, neat_activation act, MPSGraphTensor *x,
+                               MPSGraphTensor *y, MPSGraphTensor *dy);
+/* The name of an activation, for cache keys. */
+const char *metal_act_name(neat_activation act);
+
+/* ---- the ops ------------------------------------------------------------------------- */
+
+NM_DECLARE_OPS(metal)
+
+#endif
