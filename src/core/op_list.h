@@ -12,7 +12,8 @@
  *   P      passed through unchanged (a backend prefix for NM_DECLARE_OPS/NM_OP_TABLE)
  *
  * Adding an op: one entry here, its args struct in ops.h, one record function in
- * src/core/ops_*.c, one function per backend, one row in tests/conformance.c.
+ * src/core/ops_*.c, one function per backend, rows in tests/test_conformance.c (values) and
+ * tests/test_errors_ops.c (every argument's error cases).
  */
 #ifndef NEATML_OP_LIST_H
 #define NEATML_OP_LIST_H
