@@ -39,7 +39,7 @@ typedef struct bench_result {
     double median_ms;   /* device time per replay of the command buffer (median) */
     double wall_ms;     /* host wall clock of commit+wait per replay (median) */
     double rate;        /* in `unit` */
-    const char *unit;   /* "GFLOP/s", "GB/s", "us/op", "img/s" */
+    const char *unit;   /* "GFLOP/s", "GB/s", "us/op", "img/s", "us" (a host call) */
     double work;        /* flops, bytes, ops or images per replay (what rate counts) */
     int64_t peak_mem;   /* peak device memory of the case, bytes */
     double check_err;   /* worst error / tolerance of the check (<= 1 passes) */
@@ -64,6 +64,8 @@ void bench_sum_all_4096(bench_ctx *ctx, bench_result *res);
 void bench_add_4096(bench_ctx *ctx, bench_result *res);
 void bench_mlp_700_small_ops(bench_ctx *ctx, bench_result *res);
 void bench_lenet_train_step(bench_ctx *ctx, bench_result *res);
+/* cases_runtime.c: what the runtime costs a loop (host calls during a replay). */
+void bench_destroy_during_replay(bench_ctx *ctx, bench_result *res);
 
 /* ---- helpers (bench_util.c) ----------------------------------------------------------- */
 

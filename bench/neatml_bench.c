@@ -28,17 +28,10 @@ static const bench_case cases[] = {
      bench_mlp_700_small_ops},
     {"lenet_train_step_b128", "one SGD step of LeNet with softmax cross-entropy, batch 128",
      bench_lenet_train_step},
+    {"destroy_during_replay", "create+destroy a 4 MiB tensor while a replayed matmul runs: host us",
+     bench_destroy_during_replay},
 };
 enum { NCASES = sizeof cases / sizeof cases[0] };
-
-static const char *backend_name(neat_backend b) {
-    switch (b) {
-    case NEAT_BACKEND_CPU: return "cpu";
-    case NEAT_BACKEND_CUDA: return "cuda";
-    case NEAT_BACKEND_METAL: return "metal";
-    default: return "auto";
-    }
-}
 
 /* A JSON string literal of s (quotes, backslashes and control characters escaped). */
 static void json_string(FILE *f, const char *s) {
@@ -67,7 +60,7 @@ static const char *outcome_word(bench_outcome o) {
 static void print_json(const bench_ctx *ctx, const char *name, const bench_result *r) {
     printf("{\"case\": ");
     json_string(stdout, name);
-    printf(", \"backend\": \"%s\", \"device\": ", backend_name(ctx->props.backend));
+    printf(", \"backend\": \"%s\", \"device\": ", neat_backend_name(ctx->props.backend));
     json_string(stdout, ctx->props.name);
     printf(", \"threads\": %d, \"status\": \"%s\"", ctx->props.num_threads,
            outcome_word(r->outcome));
@@ -158,7 +151,7 @@ static void print_seed_table(const bench_ctx *ctx, const bench_result *res, int 
         return;
     }
     printf("\nThe seed's estimates (Apple GPU through MPS, shapes not stated) beside neatml on\n"
-           "%s (%s, %d threads):\n\n", ctx->props.name, backend_name(ctx->props.backend),
+           "%s (%s, %d threads):\n\n", ctx->props.name, neat_backend_name(ctx->props.backend),
            ctx->props.num_threads);
     printf("| operation | seed estimate | neatml case | neatml |\n|---|---|---|---|\n");
     for (int i = 0; i < 4; i++) {
@@ -195,11 +188,10 @@ int main(int argc, char **argv) {
             return 0;
         } else if (v && !strcmp(a, "--backend")) {
             i++;
-            if (!strcmp(v, "cpu")) backend = NEAT_BACKEND_CPU;
-            else if (!strcmp(v, "cuda")) backend = NEAT_BACKEND_CUDA;
-            else if (!strcmp(v, "metal")) backend = NEAT_BACKEND_METAL;
-            else if (!strcmp(v, "auto")) backend = NEAT_BACKEND_AUTO;
-            else { fprintf(stderr, "neatml_bench: unknown backend '%s'\n", v); return 2; }
+            if (neat_backend_from_name(v, &backend) != NEAT_OK) {
+                fprintf(stderr, "neatml_bench: %s\n", neat_last_error());
+                return 2;
+            }
         } else if (v && !strcmp(a, "--case")) {
             i++;
             int found = 0;
@@ -225,14 +217,14 @@ int main(int argc, char **argv) {
 
     neat_status st = neat_device_create(backend, 0, &ctx.dev);
     if (st != NEAT_OK || neat_device_info(ctx.dev, &ctx.props) != NEAT_OK) {
-        fprintf(stderr, "neatml_bench: cannot open a %s device: %s: %s\n", backend_name(backend),
+        fprintf(stderr, "neatml_bench: cannot open a %s device: %s: %s\n", neat_backend_name(backend),
                 neat_status_string(st), neat_last_error());
         neat_device_destroy(ctx.dev);
         return 2;
     }
     if (!json) {
         printf("neatml_bench: backend %s, device \"%s\", %d %s, median of %d replays, seed %llu\n",
-               backend_name(ctx.props.backend), ctx.props.name, ctx.props.num_threads,
+               neat_backend_name(ctx.props.backend), ctx.props.name, ctx.props.num_threads,
                ctx.props.backend == NEAT_BACKEND_CPU ? "threads" : "multiprocessors", ctx.reps,
                (unsigned long long)ctx.seed);
         printf("time: device time of one replay of a recorded command buffer (%s); wall ms: host\n"

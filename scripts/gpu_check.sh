@@ -115,6 +115,7 @@ if want train; then
           --plot /tmp/fashion_mnist.svg 2>&1); rc=$?
     { echo "===== fashion_mnist --backend cuda --epochs 5 (exit $rc)"; printf '%s\n' "$out"; } >>"$OUT/tests.log"
     row "fashion_mnist (C, cuda)" "$(printf '%s\n' "$out" | grep '^final' || echo "no final line (exit $rc)")"
+    printf '%s\n' "$out" | grep '^final' >"$OUT/train_final.txt"
     if [ -x "$ROOT/.gpu/fashion_mnist_ocaml.exe" ]; then
       out=$(LD_LIBRARY_PATH="$ROOT/$BUILD:${LD_LIBRARY_PATH:-}" timeout 300 \
             "$ROOT/.gpu/fashion_mnist_ocaml.exe" --backend cuda --epochs 5 --data "$data" 2>&1); rc=$?
@@ -146,6 +147,21 @@ if want bench; then
       PYTHONUNBUFFERED=1 timeout 400 python3 bench/compare.py --backend cuda --bench "$BUILD/neatml_bench" \
         --reps 20 --json-out "$OUT/compare.json" >>"$OUT/compare.txt" 2>&1
       row "bench/compare.py --backend cuda" "exit $? (compare.txt)"
+      # The end-to-end example against the replayed step alone (the recorded host copies
+      # should leave it within a few percent).
+      if [ -s "$OUT/train_final.txt" ]; then
+        python3 - "$OUT/bench.json" "$OUT/train_final.txt" <<'PY' | while read -r l; do row "training vs step" "$l"; done
+import json, re, sys
+step = None
+for line in open(sys.argv[1]):
+    if line.strip().startswith("{"):
+        c = json.loads(line)
+        if c.get("case") == "lenet_train_step_b128": step = c.get("rate")
+m = re.search(r"images_per_s=([0-9.]+)", open(sys.argv[2]).read())
+if step and m:
+    print("example %.0f img/s, replayed step %.0f img/s: %.0f%%" % (float(m.group(1)), step, 100 * float(m.group(1)) / step))
+PY
+      fi
       tail -n 20 "$OUT/compare.txt"
     fi
   else
@@ -159,15 +175,17 @@ if want sanitize; then
   if command -v compute-sanitizer >/dev/null; then
     sanitize() { # sanitize <tool> <binary>
       local out rc
-      out=$(NEATML_TEST_BACKENDS=cuda timeout 400 compute-sanitizer --tool "$1" --error-exitcode 86 \
-            --print-limit 20 "$2" 2>&1); rc=$?
+      # The debug pool: exact-size blocks, nothing cached, so the tool sees every overrun
+      # and every use after free of tensor memory (src/core/pool.c).
+      out=$(NEATML_TEST_BACKENDS=cuda NEATML_DEBUG_POOL=1 timeout 400 compute-sanitizer \
+            --tool "$1" --error-exitcode 86 --print-limit 20 "$2" 2>&1); rc=$?
       { echo "===== $1 $2 (exit $rc)"; printf '%s\n' "$out"; } >>"$OUT/sanitizer.log"
       local summary; summary=$(printf '%s\n' "$out" | grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' | tail -n1)
       local res; res=$(printf '%s\n' "$out" | result_line)
       row "$1 $(basename "$2")" "${summary:-no summary} | ${res:-no result line} [exit $rc]"
     }
-    for tool in memcheck racecheck initcheck synccheck; do
-      for t in test_cmdbuf test_pool test_optim test_conformance; do
+    for tool in ${SANITIZE_TOOLS:-memcheck racecheck initcheck synccheck}; do
+      for t in ${SANITIZE_TESTS:-test_cmdbuf test_reliability test_pool test_optim test_conformance}; do
         sanitize "$tool" "$BUILD/$t"
       done
     done

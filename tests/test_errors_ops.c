@@ -102,6 +102,13 @@ static neat_status c_sgd(neat_cmdbuf *cb, neat_tensor *const *t, const opts *o) 
     return neat_sgd_update(cb, o->null_params ? NULL : &o->sgd, t[0], t[1], t[2], t[3]); }
 static neat_status c_adam(neat_cmdbuf *cb, neat_tensor *const *t, const opts *o) {
     return neat_adam_update(cb, o->null_params ? NULL : &o->adam, t[0], t[1], t[2], t[3], t[4]); }
+/* The host side of the copies: 12 floats, the element count of their tensor below (its
+ * NULL cases are in test_reliability.c). */
+static float host12[12];
+static neat_status c_copy_in(neat_cmdbuf *cb, neat_tensor *const *t, const opts *o) {
+    return neat_copy_from_host(cb, host12, 12, t[0]); }
+static neat_status c_copy_out(neat_cmdbuf *cb, neat_tensor *const *t, const opts *o) {
+    return neat_copy_to_host(cb, t[0], host12, 12); }
 
 /* ---- the ops, with valid arguments ----------------------------------------------------
  * Shapes are picked so that one more in any checked dimension makes the call invalid
@@ -182,6 +189,9 @@ static const op_spec SPECS[] = {
     {"adam", "neat_adam_update", c_adam, {.adam = {0.9f, 0.999f, 1e-8f, 0.01f}}, 5,
      {{"hyper", 1, {2}, REQ | NUMEL_ONLY}, {"param", 2, {3, 4}, REQ | OUTPUT},
       {"grad", 2, {3, 4}, REQ}, {"m", 2, {3, 4}, REQ | OUTPUT}, {"v", 2, {3, 4}, REQ | OUTPUT}}},
+    {"copy_from_host", "neat_copy_from_host", c_copy_in, {0}, 1,
+     {{"t", 2, {3, 4}, REQ | OUTPUT | NUMEL_ONLY}}},
+    {"copy_to_host", "neat_copy_to_host", c_copy_out, {0}, 1, {{"t", 2, {3, 4}, REQ | NUMEL_ONLY}}},
 };
 #define NSPECS ((int)(sizeof SPECS / sizeof SPECS[0]))
 
