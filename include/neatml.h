@@ -177,8 +177,9 @@ NEAT_API neat_status neat_device_trim(neat_device *dev);
 /* Cap the memory the device's pool may take from the system (tensors, scratch and cache
  * together); 0 restores the default: what the OS (cgroup limits included) or the driver
  * reported free when the device was opened. An allocation past the limit first gives the
- * cache back, then fails with OUT_OF_MEMORY: at creation for tensors, at neat_cmdbuf_wait
- * (naming the op) for scratch an op takes when it first runs. A limit below what is in use
+ * cache back, then fails with OUT_OF_MEMORY: at creation for tensors; for the scratch an
+ * op takes the first time its buffer runs, naming the op, at neat_cmdbuf_wait on the CPU
+ * and at neat_cmdbuf_commit on CUDA (which sets up a buffer when it is first committed). A limit below what is in use
  * already only stops further growth. Returns INVALID_ARGUMENT (negative), INVALID_HANDLE. */
 NEAT_API neat_status neat_device_set_memory_limit(neat_device *dev, int64_t bytes);
 

@@ -221,7 +221,8 @@ static neat_status sum_all_record(cf_case *c, neat_cmdbuf *cb) {
 }
 
 static void sum_all_reference(cf_case *c) {
-    double abs, *y = cf_out(c, 1, c->pass == CF_INT);
+    /* Exact in the integer pass, unless the row asks for [0,1) values (then not integers). */
+    double abs, *y = cf_out(c, 1, c->pass == CF_INT && !c->row->p[6]);
     y[0] = ref_sum_all(cf_in(c, 0), c->t[0].n, &abs);
     if (c->t[1].tol) {
         c->t[1].tol[0] = sum_tol(c->t[0].n, abs);

@@ -76,6 +76,7 @@ static void release_device(cuda_device *d) {
     if (d->lt) cublasLtDestroy(d->lt);
     if (d->lt_ws) cudaFree(d->lt_ws);
     if (d->main_stream) cudaStreamDestroy(d->main_stream);
+    if (d->copy_stream) cudaStreamDestroy(d->copy_stream);
     for (int i = 0; i < CUDA_MAX_GUARDS; i++)
         if (d->guard_streams[i]) cudaStreamDestroy(d->guard_streams[i]);
     for (int i = 0; i < d->nspare; i++) cudaEventDestroy(d->spare[i]);
@@ -120,6 +121,8 @@ static neat_status cuda_device_open(nm_device *dev, int index) {
     if (!st) st = cuda_check(cudaGetDeviceProperties(&prop, index), fn, "cudaGetDeviceProperties");
     if (!st) st = cuda_check(cudaStreamCreateWithFlags(&d->stream, cudaStreamNonBlocking), fn, "cudaStreamCreateWithFlags");
     d->main_stream = d->stream;
+    if (!st) st = cuda_check(cudaStreamCreateWithFlags(&d->copy_stream, cudaStreamNonBlocking), fn,
+                             "cudaStreamCreateWithFlags");
     if (!st) st = cublas_check(cublasLtCreate(&d->lt), fn, "cublasLtCreate");
     if (!st) st = cudnn_check(cudnnCreate(&d->dnn), fn, "cudnnCreate");
     if (!st) st = cudnn_check(cudnnSetStream(d->dnn, d->stream), fn, "cudnnSetStream");
@@ -170,14 +173,19 @@ static void cuda_mem_free(nm_device *dev, void *ptr, size_t bytes) {
     cudaFree(ptr);
 }
 
-/* cudaMemcpy runs on the legacy stream, which the device's non-blocking stream does not
- * wait for and which does not wait for it: the core has already waited for the work that
- * uses this memory, and unrelated work keeps running. */
+/* On a stream of their own, waited for: not behind unrelated work of the device's stream
+ * (the core has already waited for the work that uses this memory), and complete when the
+ * call returns. (cudaMemcpy would not do: from pageable memory it may return before the
+ * data has landed, and the device's non-blocking stream would not wait for it.) */
 static neat_status copy(nm_device *dev, void *dst, const void *src, size_t bytes,
                         enum cudaMemcpyKind kind, const char *what) {
     if (bytes == 0) return NEAT_OK;
-    cudaSetDevice(cuda_dev(dev)->index);
-    return cuda_check(cudaMemcpy(dst, src, bytes, kind), what, "cudaMemcpy");
+    cuda_device *d = cuda_dev(dev);
+    cudaSetDevice(d->index);
+    neat_status st = cuda_check(cudaMemcpyAsync(dst, src, bytes, kind, d->copy_stream), what,
+                                "cudaMemcpyAsync");
+    neat_status done = cuda_check(cudaStreamSynchronize(d->copy_stream), what, "cudaStreamSynchronize");
+    return st ? st : done;
 }
 
 static neat_status cuda_copy_in(nm_device *dev, void *dst, const void *src, size_t bytes) {
@@ -212,7 +220,9 @@ static neat_status enqueue_ops(nm_device *dev, nm_cmdbuf *cb, int capturing) {
             unguarded = 0;
         }
         neat_status st = dev->be->op[op->kind](dev, cb, op);
-        if (st) return st;
+        if (st) /* named as a failure at run time is (nm_cmdbuf_fail), though commit returns it */
+            return nm_error(st, "%s (op %lld of %lld in the command buffer): %s", op->fn,
+                            (long long)i, (long long)cb->nops, neat_last_error());
         if (nm_op_flags(op->kind) & NM_OPF_RUNTIME_CHECK) unguarded = 1;
     }
     return NEAT_OK;

@@ -54,6 +54,7 @@ typedef struct cuda_device {
     size_t total_memory;     /* bytes of the card: larger allocations fail at once */
     cudaStream_t stream;      /* where ops enqueue: main_stream, or a guard's body (guard.cu) */
     cudaStream_t main_stream;
+    cudaStream_t copy_stream; /* neat_tensor_write/read (copy_in/copy_out) */
     cudaStream_t guard_streams[CUDA_MAX_GUARDS];
     int guard_depth;
     cublasLtHandle_t lt;

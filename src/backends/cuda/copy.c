@@ -88,7 +88,10 @@ neat_status cuda_copy_from_host(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) 
     neat_status st = cuda_check(cudaMemcpyAsync(op->u.copy_from_host.t->data, c->host[i], bytes,
                                                 cudaMemcpyHostToDevice, s),
                                 op->fn, "cudaMemcpyAsync");
-    if (!st) st = cuda_check(cudaEventRecord(c->consumed[i], s), op->fn, "cudaEventRecord");
+    /* External: inside a capture this makes an event-record node, so that the host can wait
+     * on the event after a graph launch (a plain record would only order the capture). */
+    if (!st) st = cuda_check(cudaEventRecordWithFlags(c->consumed[i], s, cudaEventRecordExternal),
+                             op->fn, "cudaEventRecordWithFlags");
     return st;
 }
 
