@@ -377,8 +377,9 @@ static neat_status cuda_submit(nm_device *dev, nm_cmdbuf *cb, uint64_t seq) {
 }
 
 /* The error record set by a kernel (a label out of range), as a failure of its op;
- * returns 1 when there was one. */
-static int read_error_record(nm_device *dev, nm_cmdbuf *cb) {
+ * returns the index of that op (the ops before it ran), cb->nops when nothing failed, -1
+ * when the record could not be read. */
+static int64_t read_error_record(nm_device *dev, nm_cmdbuf *cb) {
     cuda_cmdbuf *c = cuda_cb(cb);
     int rec[CUDA_ERR_WORDS];
     char msg[NM_MSG_MAX];
@@ -388,9 +389,9 @@ static int read_error_record(nm_device *dev, nm_cmdbuf *cb) {
         snprintf(msg, sizeof msg, "neat_cmdbuf_wait: reading the error record failed: %s",
                  cudaGetErrorString(e));
         nm_cmdbuf_fail_all(cb, NEAT_ERR_BACKEND_ERROR, msg);
-        return 1;
+        return -1;
     }
-    if (!rec[CUDA_ERR_FLAG]) return 0;
+    if (!rec[CUDA_ERR_FLAG]) return cb->nops;
     float value;
     memcpy(&value, &rec[CUDA_ERR_VALUE], sizeof value);
     int64_t opi = rec[CUDA_ERR_OP];
@@ -406,7 +407,7 @@ static int read_error_record(nm_device *dev, nm_cmdbuf *cb) {
     nm_cmdbuf_fail(cb, opi, NEAT_ERR_INVALID_ARGUMENT, msg);
     /* Cleared behind everything enqueued so far (this submission has completed). */
     cudaMemsetAsync(c->err, 0, sizeof rec, cuda_dev(dev)->stream);
-    return 1;
+    return opi;
 }
 
 /* Complete every submission whose `done` has passed; returns a device failure (a sticky
@@ -436,8 +437,8 @@ static neat_status complete_subs(nm_device *dev, int block) {
             nm_cmdbuf_fail_all(s.cb, NEAT_ERR_BACKEND_ERROR, msg);
             failure = nm_error(NEAT_ERR_BACKEND_ERROR, "%s", msg);
         } else {
-            int failed = s.checks && read_error_record(dev, s.cb);
-            if (!failed) cuda_finish_host_copies(s.cb);
+            int64_t ran = s.checks ? read_error_record(dev, s.cb) : s.cb->nops;
+            cuda_finish_host_copies(s.cb, ran);
             float ms;
             if (s.timed) {
                 if (cudaEventElapsedTime(&ms, s.start, s.done) == cudaSuccess) {

@@ -148,7 +148,7 @@ neat_status cuda_gemm(nm_device *dev, neat_math_mode math, int trans_a, int tran
 neat_status cuda_host_copies_init(nm_cmdbuf *cb, cuda_cmdbuf *c);
 void cuda_host_copies_free(nm_cmdbuf *cb, cuda_cmdbuf *c);
 neat_status cuda_stage_host_copies(nm_cmdbuf *cb, cuda_cmdbuf *c);
-void cuda_finish_host_copies(nm_cmdbuf *cb);
+void cuda_finish_host_copies(nm_cmdbuf *cb, int64_t until); /* ops [0, until) ran */
 
 /* guard.cu: before an op that must not run after a failed one: eager, wait and read the
  * record (*stop = 1: enqueue nothing more); capturing, open a conditional body. */

@@ -7,7 +7,7 @@
  * early in the previous step: normally long done), then copies src into it; the op copies
  * staging -> tensor on the stream. To host: the op copies tensor -> staging on the stream;
  * when the submission completes (backend.c, complete_subs), cuda_finish_host_copies copies
- * staging -> dst, unless an op of that submission failed.
+ * staging -> dst for the copies placed before the op that failed, if one did.
  */
 #include "common.h"
 
@@ -69,10 +69,10 @@ neat_status cuda_stage_host_copies(nm_cmdbuf *cb, cuda_cmdbuf *c) {
     return NEAT_OK;
 }
 
-void cuda_finish_host_copies(nm_cmdbuf *cb) {
+void cuda_finish_host_copies(nm_cmdbuf *cb, int64_t until) {
     cuda_cmdbuf *c = cuda_cb(cb);
     if (!c || !c->copies_out) return;
-    for (int64_t i = 0; i < cb->nops; i++) {
+    for (int64_t i = 0; i < cb->nops && i < until; i++) {
         const nm_op *op = &cb->ops[i];
         if (op->kind == NM_OP_COPY_TO_HOST && c->host[i])
             memcpy(op->u.copy_to_host.dst, c->host[i], copy_bytes(op));
@@ -88,9 +88,15 @@ neat_status cuda_copy_from_host(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) 
     neat_status st = cuda_check(cudaMemcpyAsync(op->u.copy_from_host.t->data, c->host[i], bytes,
                                                 cudaMemcpyHostToDevice, s),
                                 op->fn, "cudaMemcpyAsync");
-    /* External: inside a capture this makes an event-record node, so that the host can wait
-     * on the event after a graph launch (a plain record would only order the capture). */
-    if (!st) st = cuda_check(cudaEventRecordWithFlags(c->consumed[i], s, cudaEventRecordExternal),
+    /* In a capture the record must be external to become an event-record node that the
+     * host can wait on after a graph launch (a plain one only orders the capture); outside
+     * a capture the external flag is refused. */
+    enum cudaStreamCaptureStatus cap = cudaStreamCaptureStatusNone;
+    if (!st) st = cuda_check(cudaStreamIsCapturing(s, &cap), op->fn, "cudaStreamIsCapturing");
+    if (!st) st = cuda_check(cudaEventRecordWithFlags(c->consumed[i], s,
+                                                      cap == cudaStreamCaptureStatusActive
+                                                          ? cudaEventRecordExternal
+                                                          : cudaEventRecordDefault),
                              op->fn, "cudaEventRecordWithFlags");
     return st;
 }
