@@ -1,19 +1,8 @@
 /*
  * backend.m — the Metal backend's table: device, memory (shared-storage MTLBuffers),
- * copies, command-buffer execution, and op_check.
+ * copies, and op_check.
  *
- * Submission: commit hands the buffer to the device's serial encoder queue and returns at
- * once. There, its ops are encoded in order into one MPSCommandBuffer (MPSGraph may split
- * it with commitAndContinue; the queue keeps the order) and committed; its completion
- * handler records the command buffer's error, the device time and the end of the submission
- * for wait(). An op that can fail on data (the loss, on a label that is not a class index)
- * ends its command buffer: the encoder waits for it, reads the op's validity record, and
- * either goes on with the next command buffer or stops the submission there (the failing
- * op wrote nothing: its graph selects the old output when a label is bad). A failure while
- * encoding (a graph that does not build) stops the submission at that op too; what was
- * encoded before it runs, as on the other backends.
- *
- * Replays re-encode every op from the device's graph cache: nothing is rebuilt or recompiled.
+ * Submission (submit, completed, wait_seq) is submit.m's; the run-time checks are check.m's.
  *
  * Later (not built): the Metal counterpart of the CUDA graph is one MPSGraph for a whole
  * recorded buffer. Every op here already is a function from placeholders to results, so
@@ -85,18 +74,22 @@ static neat_status metal_device_open(nm_device *dev, int index) {
         d.buffers = [NSMutableDictionary dictionary];
         d.cache = [NSMutableDictionary dictionary];
         d.cacheOrder = [NSMutableArray array];
+        d.finished = [NSMutableIndexSet indexSet];
+        d.zeros = [mtl newBufferWithLength:4 * sizeof(float) options:MTLResourceStorageModeShared];
+        if (!d.zeros)
+            return nm_error(NEAT_ERR_BACKEND_ERROR, "%s: -[MTLDevice newBufferWithLength:options:] "
+                            "returned nil for 16 bytes", fn);
+        memset(d.zeros.contents, 0, 4 * sizeof(float));
+        d.buffers[@((uintptr_t)d.zeros.contents)] = d.zeros;
         dev->impl = (__bridge_retained void *)d;
         snprintf(dev->props.name, sizeof dev->props.name, "%.127s", mtl.name.UTF8String);
-        dev->props.total_memory = (int64_t)mtl.recommendedMaxWorkingSetSize;
+        /* What Metal recommends this process keep resident, less what it has allocated. */
+        uint64_t working_set = mtl.recommendedMaxWorkingSetSize, allocated = mtl.currentAllocatedSize;
+        dev->props.total_memory = (int64_t)working_set;
+        dev->mem_available = working_set > allocated ? (int64_t)(working_set - allocated) : 0;
         dev->props.num_threads = 1;
     }
     return NEAT_OK;
-}
-
-static void wait_idle(NMMetalDevice *d) {
-    pthread_mutex_lock(&d->lock);
-    while (d->inflight > 0) pthread_cond_wait(&d->cv, &d->lock);
-    pthread_mutex_unlock(&d->lock);
 }
 
 static void metal_device_close(nm_device *dev) {
@@ -104,7 +97,7 @@ static void metal_device_close(nm_device *dev) {
     @autoreleasepool {
         NMMetalDevice *d = (__bridge_transfer NMMetalDevice *)dev->impl;
         dev->impl = NULL;
-        wait_idle(d);
+        /* The core waited for every submission; the encoder may still be leaving the last. */
         dispatch_sync(d.encoder, ^{ /* drain */ });
         [d.cache removeAllObjects];
         [d.buffers removeAllObjects];
@@ -156,170 +149,11 @@ static neat_status metal_copy_out(nm_device *dev, void *dst, const void *src, si
     return NEAT_OK;
 }
 
-/* ---- submission --------------------------------------------------------------------------- */
+/* ---- command buffers ----------------------------------------------------------------------- */
 
-static neat_status cmdbuf_state(nm_cmdbuf *cb) {
-    NMMetalCmdbuf *c = [NMMetalCmdbuf new];
-    c->nslots = (cb->nops > 0 ? cb->nops : 1) * METAL_SLOTS;
-    c->slot_ptr = calloc((size_t)c->nslots, sizeof *c->slot_ptr);
-    c->slot_bytes = calloc((size_t)c->nslots, sizeof *c->slot_bytes);
-    if (!c->slot_ptr || !c->slot_bytes)
-        return nm_error(NEAT_ERR_OUT_OF_MEMORY, "neat_cmdbuf_commit: out of host memory");
-    cb->impl = (__bridge_retained void *)c;
-    return NEAT_OK;
-}
-
-/* The op's validity record after its command buffer completed: 0 or a failure recorded. */
-static int check_record(nm_cmdbuf *cb, int64_t i, char *msg) {
-    NMMetalCmdbuf *c = metal_cb(cb);
-    const float *rec = c->slot_ptr[i * METAL_SLOTS + METAL_SLOT_FLAG];
-    if (!rec || rec[0] < 0.0f) return 0;
-    const nm_op *op = &cb->ops[i];
-    snprintf(msg, NM_MSG_MAX,
-             "%s: labels[%lld] = %g is not a class index in 0..%lld (op %lld of the command buffer)",
-             op->fn, (long long)rec[0], (double)rec[1], (long long)op->u.softmax_xent.cols - 1,
-             (long long)i);
-    return 1;
-}
-
-/* Called once per command buffer that ends a submission or a checked op, after it
- * completed: records its error, the validity record of `checked` (>= 0), and when `last`,
- * the submission's end. Returns 1 when the submission must stop. */
-static int finish(nm_device *dev, nm_cmdbuf *cb, id<MTLCommandBuffer> done, int64_t first,
-                  int64_t end, int64_t checked, int last) {
-    NMMetalDevice *d = metal_dev(dev);
-    NMMetalCmdbuf *c = metal_cb(cb);
-    char msg[NM_MSG_MAX];
-    int stop = 0;
-    pthread_mutex_lock(&d->lock);
-    if (done.status == MTLCommandBufferStatusError || done.error) {
-        snprintf(msg, sizeof msg,
-                 "neat_cmdbuf_wait: the Metal command buffer of ops %lld..%lld (%s..%s) failed: %s",
-                 (long long)first, (long long)end - 1, cb->ops[first].fn, cb->ops[end - 1].fn,
-                 done.error ? done.error.localizedDescription.UTF8String : "no NSError given");
-        nm_cmdbuf_fail(cb, NEAT_ERR_BACKEND_ERROR, msg);
-        stop = 1;
-    } else if (checked >= 0 && check_record(cb, checked, msg)) {
-        nm_cmdbuf_fail(cb, NEAT_ERR_INVALID_ARGUMENT, msg);
-        stop = 1;
-    }
-    if (c->gpu_start <= 0.0) c->gpu_start = done.GPUStartTime;
-    if (last || stop) {
-        if (!stop && cb->async_status == NEAT_OK && done.GPUEndTime > c->gpu_start) {
-            int64_t ns = (int64_t)((done.GPUEndTime - c->gpu_start) * 1e9);
-            __atomic_store_n(&cb->device_ns, ns > 0 ? ns : 1, __ATOMIC_RELEASE);
-        }
-        cb->pending--;
-        d->inflight--;
-        pthread_cond_broadcast(&d->cv);
-    }
-    pthread_mutex_unlock(&d->lock);
-    return stop;
-}
-
-static void fail_now(nm_device *dev, nm_cmdbuf *cb, neat_status st, const char *msg) {
-    NMMetalDevice *d = metal_dev(dev);
-    pthread_mutex_lock(&d->lock);
-    nm_cmdbuf_fail(cb, st, msg);
-    pthread_mutex_unlock(&d->lock);
-}
-
-/* Encode op i; a raise inside is a failure of that op. */
-static neat_status encode_op(nm_device *dev, nm_cmdbuf *cb, int64_t i) {
-    const nm_op *op = &cb->ops[i];
-    metal_cb(cb)->cur = i;
-    @try {
-        neat_status st = dev->be->op[op->kind](dev, cb, op);
-        if (st) {
-            char msg[NM_MSG_MAX];
-            snprintf(msg, sizeof msg, "%s (op %lld of the command buffer)", neat_last_error(), (long long)i);
-            return nm_error(st, "%s", msg);
-        }
-    } @catch (NSException *e) {
-        return nm_error(NEAT_ERR_BACKEND_ERROR, "%s: encoding raised %s: %s (op %lld of the command buffer)",
-                        op->fn, e.name.UTF8String, e.reason ? e.reason.UTF8String : "", (long long)i);
-    }
-    return NEAT_OK;
-}
-
-/* Runs on the encoder queue: the whole submission, command buffer after command buffer. */
-static void run_submission(nm_device *dev, nm_cmdbuf *cb) {
-    NMMetalDevice *d = metal_dev(dev);
-    metal_cb(cb)->gpu_start = 0.0;
-    int64_t i = 0, n = cb->nops;
-    for (;;) {
-        @autoreleasepool {
-            int64_t first = i, checked = -1;
-            neat_status st = NEAT_OK;
-            d.mcb = [MPSCommandBuffer commandBufferFromCommandQueue:d.queue];
-            for (; i < n; i++) {
-                st = encode_op(dev, cb, i);
-                if (st) break;
-                if (nm_op_flags(cb->ops[i].kind) & NM_OPF_RUNTIME_CHECK &&
-                    metal_cb(cb)->slot_ptr[i * METAL_SLOTS + METAL_SLOT_FLAG]) {
-                    checked = i++;
-                    break;
-                }
-            }
-            if (st) fail_now(dev, cb, st, neat_last_error());
-            int last = st != NEAT_OK || i >= n;
-            int64_t end = st ? i + 1 : i;
-            id<MTLCommandBuffer> root = d.mcb.rootCommandBuffer;
-            d.mcb = nil;
-            if (last) {
-                [root addCompletedHandler:^(id<MTLCommandBuffer> done) {
-                    finish(dev, cb, done, first, end, checked, 1);
-                }];
-                [root commit];
-                return;
-            }
-            [root commit];
-            [root waitUntilCompleted];
-            if (finish(dev, cb, root, first, end, checked, 0)) return;
-        }
-    }
-}
-
-static neat_status metal_submit(nm_device *dev, nm_cmdbuf *cb) {
-    NMMetalDevice *d = metal_dev(dev);
-    neat_status st = cb->impl ? NEAT_OK : cmdbuf_state(cb);
-    if (st) return st;
-    if (cb->nops == 0) return NEAT_OK;
-    pthread_mutex_lock(&d->lock);
-    cb->pending++;
-    d->inflight++;
-    pthread_mutex_unlock(&d->lock);
-    dispatch_async(d.encoder, ^{
-        run_submission(dev, cb);
-    });
-    return NEAT_OK;
-}
-
-static neat_status metal_wait(nm_device *dev, nm_cmdbuf *cb) {
-    NMMetalDevice *d = metal_dev(dev);
-    pthread_mutex_lock(&d->lock);
-    while (cb->pending > 0) pthread_cond_wait(&d->cv, &d->lock);
-    neat_status st = cb->async_status;
-    if (st != NEAT_OK) {
-        nm_set_error_text(cb->async_msg);
-        cb->async_status = NEAT_OK;
-        cb->async_msg[0] = 0;
-    }
-    pthread_mutex_unlock(&d->lock);
-    return st;
-}
-
-static neat_status metal_synchronize(nm_device *dev) {
-    wait_idle(metal_dev(dev));
-    return NEAT_OK;
-}
-
+/* The core calls this on an idle buffer (its last submission completed). */
 static void metal_cmdbuf_release(nm_device *dev, nm_cmdbuf *cb) {
     if (!cb->impl) return;
-    NMMetalDevice *d = metal_dev(dev);
-    pthread_mutex_lock(&d->lock);
-    while (cb->pending > 0) pthread_cond_wait(&d->cv, &d->lock);
-    pthread_mutex_unlock(&d->lock);
     NMMetalCmdbuf *c = (__bridge_transfer NMMetalCmdbuf *)cb->impl;
     cb->impl = NULL;
     (void)c; /* released here; its slots are the core's scratch, freed after this */
@@ -377,8 +211,8 @@ const nm_backend_ops nm_metal_backend = {
     .copy_in = metal_copy_in,
     .copy_out = metal_copy_out,
     .submit = metal_submit,
-    .wait = metal_wait,
-    .synchronize = metal_synchronize,
+    .completed = metal_completed,
+    .wait_seq = metal_wait_seq,
     .cmdbuf_release = metal_cmdbuf_release,
     .op_check = metal_op_check,
     .op = NM_OP_TABLE(metal),

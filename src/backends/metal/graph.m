@@ -141,22 +141,27 @@ neat_status metal_run(nm_device *dev, nm_cmdbuf *cb, const nm_op *op, NMGraph *g
     return NEAT_OK;
 }
 
-static neat_status blit(nm_device *dev, const nm_op *op, void *dst, const void *src, size_t bytes) {
-    if (bytes == 0) return NEAT_OK;
-    NMMetalDevice *d = metal_dev(dev);
-    id<MTLBuffer> bd = metal_buffer(dev, dst), bs = src ? metal_buffer(dev, src) : nil;
-    if (!bd || (src && !bs))
-        return nm_error(NEAT_ERR_INTERNAL, "%s: a blit operand is not in an MTLBuffer", op->fn);
-    id<MTLBlitCommandEncoder> enc = [d.mcb blitCommandEncoder];
+neat_status metal_blit_buffers(nm_device *dev, const nm_op *op, id<MTLBuffer> dst,
+                               id<MTLBuffer> src, size_t bytes) {
+    id<MTLBlitCommandEncoder> enc = [metal_dev(dev).mcb blitCommandEncoder];
     if (!enc)
         return nm_error(NEAT_ERR_BACKEND_ERROR, "%s: -[MTLCommandBuffer blitCommandEncoder] returned nil",
                         op->fn);
     if (src)
-        [enc copyFromBuffer:bs sourceOffset:0 toBuffer:bd destinationOffset:0 size:bytes];
+        [enc copyFromBuffer:src sourceOffset:0 toBuffer:dst destinationOffset:0 size:bytes];
     else
-        [enc fillBuffer:bd range:NSMakeRange(0, bytes) value:0];
+        [enc fillBuffer:dst range:NSMakeRange(0, bytes) value:0];
     [enc endEncoding];
     return NEAT_OK;
+}
+
+/* Copy (src) or zero (src NULL) bytes of tensor memory. */
+static neat_status blit(nm_device *dev, const nm_op *op, void *dst, const void *src, size_t bytes) {
+    if (bytes == 0) return NEAT_OK;
+    id<MTLBuffer> bd = metal_buffer(dev, dst), bs = src ? metal_buffer(dev, src) : nil;
+    if (!bd || (src && !bs))
+        return nm_error(NEAT_ERR_INTERNAL, "%s: a blit operand is not in an MTLBuffer", op->fn);
+    return metal_blit_buffers(dev, op, bd, bs, bytes);
 }
 
 neat_status metal_copy(nm_device *dev, const nm_op *op, void *dst, const void *src, size_t bytes) {

@@ -9,12 +9,13 @@
  * The label's column is picked by comparing labels [N,1] with the column indices [1,C] (an
  * exact float compare; no gather, no cast).
  * Run-time check (neatml.h): a label that is not an exact integer in 0..C-1 (NaN included)
- * fails the op. The graph computes, besides the result, a validity record in a scratch slot:
- * [first bad row or -1, its label]; when a label is bad the result is the output's old
- * contents (the output is also an input: select(all valid, new, old)), so the op writes
- * nothing. backend.m ends the command buffer after this op, reads the record when it
- * completed, and stops the submission with INVALID_ARGUMENT "labels[i] = v is not a class
- * index in 0..C-1".
+ * fails the op. The graph computes, besides the result, the validity record of check.m with
+ * a = the first bad row, b = its label; when a label is bad (or a checked op before it in
+ * the command buffer failed) the result is the output's old contents (the output is also an
+ * input: select(ok, new, old)), so the op writes nothing. submit.m ends the command buffer
+ * after it, reads the record when it completed, and stops the submission with
+ * INVALID_ARGUMENT "labels[i] = v is not a class index in 0..C-1". With C = 0 every label is
+ * bad: the graph is the check alone.
  */
 #import "metal.h"
 
@@ -25,10 +26,11 @@ static MPSGraphTensor *iota(MPSGraph *m, int64_t n, MPSShape *shape) {
     return [m constantWithData:d shape:shape dataType:MPSDataTypeFloat32];
 }
 
-/* is_label [N,C], all_valid [1] (bool) and the record [2] from logits and labels. */
-static void label_check(MPSGraph *m, MPSGraphTensor *labels, int64_t rows, int64_t cols,
-                        MPSGraphTensor **is_label, MPSGraphTensor **all_valid, MPSGraphTensor **record) {
-    MPSGraphTensor *l = labels; /* [N] */
+/* all_valid [1] (bool), the first bad row and its label ([1] each; rows and 0 when none), and
+ * is_label [N,C] (when C > 0) from labels [N]. */
+static void label_check(MPSGraph *m, MPSGraphTensor *l, int64_t rows, int64_t cols,
+                        MPSGraphTensor **all_valid, MPSGraphTensor **bad_row,
+                        MPSGraphTensor **bad_label, MPSGraphTensor **is_label) {
     MPSGraphTensor *valid = [m logicalANDWithPrimaryTensor:
                                    [m greaterThanOrEqualToWithPrimaryTensor:l secondaryTensor:metal_const(m, 0.0) name:nil]
                                            secondaryTensor:[m lessThanOrEqualToWithPrimaryTensor:l
@@ -39,37 +41,37 @@ static void label_check(MPSGraph *m, MPSGraphTensor *labels, int64_t rows, int64
                            secondaryTensor:[m equalWithPrimaryTensor:[m floorWithTensor:l name:nil] secondaryTensor:l name:nil]
                                       name:nil];
     MPSGraphTensor *row = iota(m, rows, METAL_SHAPE(rows));
-    MPSGraphTensor *bad_row = [m reductionMinimumWithTensor:[m selectWithPredicateTensor:valid
-                                                                      truePredicateTensor:metal_const(m, (double)rows)
-                                                                     falsePredicateTensor:row name:nil]
-                                                       axis:0 name:nil]; /* [1]; rows when none */
-    *all_valid = [m equalWithPrimaryTensor:bad_row secondaryTensor:metal_const(m, (double)rows) name:nil];
-    MPSGraphTensor *bad_label = [m reductionSumWithTensor:[m selectWithPredicateTensor:[m equalWithPrimaryTensor:row secondaryTensor:bad_row name:nil]
-                                                                   truePredicateTensor:l
-                                                                  falsePredicateTensor:metal_const(m, 0.0) name:nil]
-                                                     axis:0 name:nil];
-    MPSGraphTensor *first = [m selectWithPredicateTensor:*all_valid truePredicateTensor:metal_const(m, -1.0)
-                                    falsePredicateTensor:bad_row name:nil];
-    *record = [m concatTensors:@[ first, bad_label ] dimension:0 name:nil];
-    *is_label = [m equalWithPrimaryTensor:[m reshapeTensor:l withShape:METAL_SHAPE(rows, 1) name:nil]
-                          secondaryTensor:iota(m, cols, METAL_SHAPE(1, cols)) name:nil];
+    *bad_row = [m reductionMinimumWithTensor:[m selectWithPredicateTensor:valid
+                                                      truePredicateTensor:metal_const(m, (double)rows)
+                                                     falsePredicateTensor:row name:nil]
+                                        axis:0 name:nil]; /* [1]; rows when none */
+    *all_valid = [m equalWithPrimaryTensor:*bad_row secondaryTensor:metal_const(m, (double)rows) name:nil];
+    *bad_label = [m reductionSumWithTensor:[m selectWithPredicateTensor:[m equalWithPrimaryTensor:row secondaryTensor:*bad_row name:nil]
+                                                    truePredicateTensor:l
+                                                   falsePredicateTensor:metal_const(m, 0.0) name:nil]
+                                      axis:0 name:nil];
+    *is_label = cols == 0 ? nil
+                          : [m equalWithPrimaryTensor:[m reshapeTensor:l withShape:METAL_SHAPE(rows, 1) name:nil]
+                                      secondaryTensor:iota(m, cols, METAL_SHAPE(1, cols)) name:nil];
 }
 
 static neat_status run_xent(nm_device *dev, nm_cmdbuf *cb, const nm_op *op, int backward) {
     const nm_softmax_xent_args *a = &op->u.softmax_xent;
     int64_t rows = a->rows, cols = a->cols;
     if (rows == 0) return backward ? NEAT_OK : metal_zero(dev, op, a->out->data, sizeof(float));
-    if (cols == 0)
-        return nm_error(NEAT_ERR_INVALID_ARGUMENT, "%s: labels[0] is not a class index: there are no classes (C = 0)",
-                        op->fn);
     NSString *key = [NSString stringWithFormat:@"xent%s:%lld:%lld", backward ? "_bwd" : "", (long long)rows,
                               (long long)cols];
     NMGraph *g = metal_cached(dev, op, key, "the softmax cross-entropy graph", ^id {
         MPSGraph *m = [MPSGraph new];
         MPSShape *sx = METAL_SHAPE(rows, cols), *sl = METAL_SHAPE(rows), *so = backward ? sx : METAL_SHAPE(1);
-        MPSGraphTensor *x = metal_input(m, sx), *l = metal_input(m, sl), *old = metal_input(m, so);
-        MPSGraphTensor *is_label, *all_valid, *record;
-        label_check(m, l, rows, cols, &is_label, &all_valid, &record);
+        MPSShape *sr = METAL_SHAPE(4);
+        MPSGraphTensor *l = metal_input(m, sl), *prior = metal_input(m, sr);
+        MPSGraphTensor *all_valid, *bad_row, *bad_label, *is_label, *ok;
+        label_check(m, l, rows, cols, &all_valid, &bad_row, &bad_label, &is_label);
+        MPSGraphTensor *record = metal_check_record(m, prior, all_valid, bad_row, bad_label, &ok);
+        if (cols == 0) /* no class: every label is bad, nothing to compute */
+            return metal_graph(m, @[ l, prior ], @[ sl, sr ], @[ record ], @[ sr ]);
+        MPSGraphTensor *x = metal_input(m, sx), *old = metal_input(m, so);
         MPSGraphTensor *mx = [m reductionMaximumWithTensor:x axis:1 name:nil]; /* [N,1] */
         MPSGraphTensor *e = [m exponentWithTensor:[m subtractionWithPrimaryTensor:x secondaryTensor:mx name:nil] name:nil];
         MPSGraphTensor *s = [m reductionSumWithTensor:e axis:1 name:nil];
@@ -96,14 +98,18 @@ static neat_status run_xent(nm_device *dev, nm_cmdbuf *cb, const nm_op *op, int 
                              falsePredicateTensor:[m divisionWithPrimaryTensor:e secondaryTensor:sn name:nil]
                                              name:nil];
         }
-        result = [m selectWithPredicateTensor:all_valid truePredicateTensor:result falsePredicateTensor:old name:nil];
-        return metal_graph(m, @[ x, l, old ], @[ sx, sl, so ], @[ result, record ], @[ so, METAL_SHAPE(2) ]);
+        result = [m selectWithPredicateTensor:ok truePredicateTensor:result falsePredicateTensor:old name:nil];
+        return metal_graph(m, @[ x, l, old, prior ], @[ sx, sl, so, sr ], @[ result, record ], @[ so, sr ]);
     });
     if (!g) return NEAT_ERR_BACKEND_ERROR;
-    void *record;
-    neat_status st = metal_slot(dev, cb, op, METAL_SLOT_FLAG, 2 * sizeof(float), &record);
+    void *prior, *record;
+    neat_status st = metal_check_slots(dev, cb, op, &prior, &record);
     if (st) return st;
-    void *in[] = {a->logits->data, a->labels->data, a->out->data}, *out[] = {a->out->data, record};
+    if (cols == 0) {
+        void *in[] = {a->labels->data, prior}, *out[] = {record};
+        return metal_run(dev, cb, op, g, in, out);
+    }
+    void *in[] = {a->logits->data, a->labels->data, a->out->data, prior}, *out[] = {a->out->data, record};
     return metal_run(dev, cb, op, g, in, out);
 }
 

@@ -5,8 +5,10 @@
  * (softmax rows) and MPSGraph for everything else (linear, convolution, pooling, sums,
  * every backward, the loss and the optimizers). No own Metal Shading Language kernel.
  *
- * Files: backend.m (table, device, memory, copies, submission, op_check), graph.m (graph
- * cache, MTLBuffer lookup, scratch slots, running a cached graph, blits, activation math),
+ * Files: backend.m (table, device, memory, copies, op_check), submit.m (submissions: command
+ * buffers, completion, the run-time checks' failures), check.m (the checked ops' validity
+ * records), copy.m (the recorded host copies), graph.m (graph cache, MTLBuffer lookup,
+ * scratch slots, running a cached graph, blits, activation math),
  * matmul.m (matmul), linear.m (linear forward/backward), conv.m (conv2d forward/backward),
  * pool.m (maxpool2d forward/backward), reduce.m (sum, softmax, softmax backward),
  * elementwise.m (add, scale, fill, activations), loss.m (softmax cross-entropy),
@@ -31,7 +33,7 @@
 #define METAL_CACHE_MAX 512
 /* Scratch slots per op (pool memory kept for the buffer's life, reused by replays). */
 #define METAL_SLOTS 6
-#define METAL_SLOT_FLAG 0  /* the loss's validity record: [first bad row or -1, its label] */
+#define METAL_SLOT_FLAG 0  /* a checked op's validity record (check.m) */
 #define METAL_SLOT_ALIAS 1 /* 1.. : an output that is also an input goes through a slot */
 
 /* One compiled-once MPSGraph: its placeholders (fed in order) and results (in order). */
@@ -45,9 +47,10 @@
 
 @interface NMMetalDevice : NSObject {
 @public
-    pthread_mutex_t lock; /* guards inflight and every cb's pending/async_* fields */
-    pthread_cond_t cv;
-    int inflight;         /* submissions not yet completed on this device */
+    pthread_mutex_t lock; /* guards done_seq (written under it, read atomically) and finished */
+    pthread_cond_t cv;    /* broadcast when done_seq grows */
+    uint64_t done_seq;    /* every submission up to it has completed (backend.h: completed) */
+    void *chain;          /* encoder: the record of the segment's last checked op, or zeros */
 }
 @property(nonatomic, strong) id<MTLDevice> device;
 @property(nonatomic, strong) id<MTLCommandQueue> queue;
@@ -56,8 +59,22 @@
 @property(nonatomic, strong) NSMutableDictionary<NSNumber *, id<MTLBuffer>> *buffers;
 @property(nonatomic, strong) NSMutableDictionary<NSString *, id> *cache;
 @property(nonatomic, strong) NSMutableArray<NSString *> *cacheOrder;
-/* The command buffer being encoded (touched only on the encoder queue). */
+/* Submissions that completed after a later one did (their seqs), until done_seq reaches them. */
+@property(nonatomic, strong) NSMutableIndexSet *finished;
+/* Four zero floats in the buffer map: the prior record of a segment's first checked op. */
+@property(nonatomic, strong) id<MTLBuffer> zeros;
+/* Encoder state (touched only on the encoder queue): the command buffer being encoded, the
+ * submission's staged host sources (op index -> buffer) and the segment's to-host copies. */
 @property(nonatomic, strong) MPSCommandBuffer *mcb;
+@property(nonatomic, strong) NSDictionary<NSNumber *, id<MTLBuffer>> *fromHost;
+@property(nonatomic, strong) NSMutableArray *toHost;
+@end
+
+/* A to-host copy waiting for its command buffer: staging (blitted at the op's place) -> dst. */
+@interface NMHostCopy : NSObject
+@property(nonatomic, strong) id<MTLBuffer> staging;
+@property(nonatomic) void *dst;
+@property(nonatomic) size_t bytes;
 @end
 
 @interface NMMetalCmdbuf : NSObject {
@@ -66,7 +83,6 @@
     int64_t nslots;
     void **slot_ptr;   /* nops * METAL_SLOTS scratch blocks, NULL until first used */
     size_t *slot_bytes;
-    double gpu_start;  /* GPU start time of the submission's first command buffer */
 }
 @end
 
@@ -113,6 +129,33 @@ MPSGraphTensor *metal_act_grad(MPSGraph *g, neat_activation act, MPSGraphTensor 
                                MPSGraphTensor *y, MPSGraphTensor *dy);
 /* The name of an activation, for cache keys. */
 const char *metal_act_name(neat_activation act);
+
+/* ---- check.m: ops that check their input while they run (NM_OPF_RUNTIME_CHECK) ----------
+ * Each writes a record [failed so far, valid, a, b] into its METAL_SLOT_FLAG slot and reads
+ * the record of the checked op before it in the same command buffer (`prior`): it writes its
+ * outputs only when it is valid and nothing before it failed (ok). */
+/* The prior record and this op's record slot; the op becomes the segment's last checked op. */
+neat_status metal_check_slots(nm_device *dev, nm_cmdbuf *cb, const nm_op *op, void **prior,
+                              void **record);
+/* In a graph: record [4] from prior [4], valid [1] (bool), a [1], b [1]; *ok [1] (bool). */
+MPSGraphTensor *metal_check_record(MPSGraph *m, MPSGraphTensor *prior, MPSGraphTensor *valid,
+                                   MPSGraphTensor *a, MPSGraphTensor *b, MPSGraphTensor **ok);
+/* After the command buffer completed: the first checked op of [first, end) whose record says
+ * invalid, with its failure; -1 when none. */
+int64_t metal_check_failed(nm_cmdbuf *cb, int64_t first, int64_t end, neat_status *status,
+                           char *detail, size_t size);
+
+/* ---- submit.m / copy.m ----------------------------------------------------------------- */
+
+neat_status metal_submit(nm_device *dev, nm_cmdbuf *cb, uint64_t seq);
+uint64_t metal_completed(nm_device *dev);
+neat_status metal_wait_seq(nm_device *dev, uint64_t seq);
+/* The submission's staged sources of its neat_copy_from_host ops (op index -> buffer). */
+neat_status metal_stage_host_copies(nm_device *dev, nm_cmdbuf *cb,
+                                    NSDictionary<NSNumber *, id<MTLBuffer>> **out);
+/* Blit between two buffers at offset 0 on the current command buffer. */
+neat_status metal_blit_buffers(nm_device *dev, const nm_op *op, id<MTLBuffer> dst,
+                               id<MTLBuffer> src, size_t bytes);
 
 /* ---- the ops ------------------------------------------------------------------------- */
 
