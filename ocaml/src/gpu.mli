@@ -312,8 +312,9 @@ module Cmdbuf : sig
       @raise Error [Invalid_handle] (a freed device), [Out_of_memory]. *)
 
   val commit : t -> unit
-  (** Submit the recorded ops and return at once. Committing again replays them on the
-      tensors' current contents. A committed buffer records nothing more until {!reset}
+  (** Submit the recorded ops and return at once; the sources of its {!copy_from_host}s
+      are read before it returns. Committing again replays them on the tensors' (and
+      sources') current contents. A committed buffer records nothing more until {!reset}
       (recording then raises [Error (Invalid_argument, _)]).
       @raise Error [Invalid_handle] (the buffer, or a tensor recorded in it, was freed),
       [Backend_error], [Out_of_memory]. *)
