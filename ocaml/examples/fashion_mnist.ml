@@ -6,10 +6,12 @@
      linear(3136->128) relu  linear(128->10)    softmax cross-entropy
      SGD with momentum 0.9
 
-   The whole training step (forward, backward, eight parameter updates) is recorded once
-   into one command buffer and replayed for every batch: per step the host writes the batch
-   and the [hyper] tensor {learning rate, step} (linear warm-up, then cosine decay), commits,
-   and gathers the next batch while the device runs. He-normal weights, zero biases. Usage:
+   The whole training step is recorded once into one command buffer and replayed for every
+   batch, with its host copies: the batch's images and labels and [hyper] {learning rate,
+   step} (linear warm-up, then cosine decay) come in by copy_from_host, read at each commit;
+   the loss and logits go out by copy_to_host, written by the time wait returns. So a step
+   waits for the device once, at its own wait, and the host gathers the next batch into the
+   same Bigarrays while the device runs this one. He-normal weights, zero biases. Usage:
      fashion_mnist.exe [--epochs N] [--limit N] [--backend cpu|cuda|auto] [--batch N]
                        [--lr F] [--seed N] [--data DIR]
    It prints the test accuracy after each epoch and, as the C example, a last line
@@ -98,35 +100,55 @@ let init_params dev rng =
     w4 = weight [| 10; 128 |]; b4 = zeros 10;
   }
 
-(* The activations of one batch size, and the forward pass recorded into cb. *)
+type host = (float, Bigarray.float32_elt, Bigarray.c_layout) Bigarray.Array1.t
+
+let host n : host = Bigarray.Array1.create Bigarray.float32 Bigarray.c_layout n
+let ga = Bigarray.genarray_of_array1
+
+(* The activations of one batch size and the host side of its copies, and the forward pass
+   recorded into cb: the images copied in from [x_host], the logits out to [logits_host]. *)
 type forward = {
   x : G.Tensor.t; a1 : G.Tensor.t; p1 : G.Tensor.t; a2 : G.Tensor.t; p2 : G.Tensor.t;
   p2_flat : G.Tensor.t; h : G.Tensor.t; logits : G.Tensor.t;
+  x_host : host; (* read at commit *)
+  logits_host : host; (* written by wait *)
 }
 
 let record_forward dev cb p batch =
   let t shape = G.Tensor.create dev shape in
+  let x_host = host (batch * 784) and logits_host = host (batch * 10) in
   let x = t [| batch; 1; 28; 28 |] and a1 = t [| batch; 32; 28; 28 |] and p1 = t [| batch; 32; 14; 14 |] in
   let a2 = t [| batch; 64; 14; 14 |] and p2 = t [| batch; 64; 7; 7 |] in
   let p2_flat = G.Tensor.view p2 [| batch; 3136 |] in
   let h = t [| batch; 128 |] and logits = t [| batch; 10 |] in
+  G.copy_from_host cb (ga x_host) ~out:x;
   G.conv2d_forward cb conv ~act:G.Relu ~bias:p.b1 x p.w1 ~out:a1;
   G.maxpool2d cb pool a1 ~out:p1;
   G.conv2d_forward cb conv ~act:G.Relu ~bias:p.b2 p1 p.w2 ~out:a2;
   G.maxpool2d cb pool a2 ~out:p2;
   G.linear_forward cb ~act:G.Relu ~bias:p.b3 p2_flat p.w3 ~out:h;
   G.linear_forward cb ~bias:p.b4 h p.w4 ~out:logits;
-  { x; a1; p1; a2; p2; p2_flat; h; logits }
+  { x; a1; p1; a2; p2; p2_flat; h; logits; x_host; logits_host }
 
-type train_step = { cb : G.Cmdbuf.t; f : forward; labels : G.Tensor.t; loss : G.Tensor.t; hyper : G.Tensor.t }
+(* The buffer, and the host side of its copies besides the forward's. *)
+type train_step = {
+  cb : G.Cmdbuf.t;
+  f : forward;
+  labels_host : host; (* read at commit *)
+  hyper_host : host; (* {learning rate, step}, read at commit *)
+  loss_host : host; (* written by wait *)
+}
 
-(* forward, loss, backward and the SGD updates, all in one command buffer *)
+(* The batch and hyper from the host, forward, loss, backward, the SGD updates, then the
+   loss and logits to the host: all in one command buffer. *)
 let record_train_step dev p batch =
   let cb = G.Cmdbuf.create dev in
   let t shape = G.Tensor.create dev shape in
+  let labels = t [| batch |] and loss = t [| 1 |] and hyper = t [| 2 |] in
+  let labels_host = host batch and hyper_host = host 2 and loss_host = host 1 in
+  G.copy_from_host cb (ga labels_host) ~out:labels;
+  G.copy_from_host cb (ga hyper_host) ~out:hyper;
   let f = record_forward dev cb p batch in
-  let labels = t [| batch |] and loss = t [| 1 |] in
-  let hyper = G.Tensor.of_array dev [| 2 |] [| 0.0; 1.0 |] in
   let dlogits = t [| batch; 10 |] and dh = t [| batch; 128 |] in
   let dp2 = t [| batch; 64; 7; 7 |] in
   let dp2_flat = G.Tensor.view dp2 [| batch; 3136 |] in
@@ -154,7 +176,9 @@ let record_train_step dev p batch =
       let velocity = G.Tensor.zeros dev (G.Tensor.shape param) in
       G.sgd_update cb ~momentum:0.9 ~velocity hyper param grad)
     params grads;
-  { cb; f; labels; loss; hyper }
+  G.copy_to_host cb loss ~out:(ga loss_host);
+  G.copy_to_host cb f.logits ~out:(ga f.logits_host);
+  { cb; f; labels_host; hyper_host; loss_host }
 
 (* Warm-up over the first [warmup] steps, then cosine decay to zero at the last step. *)
 let learning_rate lr0 t ~warmup ~total =
@@ -163,10 +187,10 @@ let learning_rate lr0 t ~warmup ~total =
     let progress = float (t - warmup) /. float (max 1 (total - warmup)) in
     lr0 *. 0.5 *. (1.0 +. cos (Float.pi *. progress))
 
-let argmax_row logits i =
+let argmax_row (logits : host) i =
   let best = ref 0 in
   for c = 1 to 9 do
-    if logits.((i * 10) + c) > logits.((i * 10) + !best) then best := c
+    if logits.{(i * 10) + c} > logits.{(i * 10) + !best} then best := c
   done;
   !best
 
@@ -223,44 +247,38 @@ let () =
   let rng = Random.State.make [| !seed |] in
   let p = init_params dev rng in
   let step = record_train_step dev p batch in
-  (* Evaluation: a forward-only buffer of 500 images sharing the parameters, and one for the
-     remainder when the test count is not a multiple of it. *)
+  (* Evaluation: a forward-only buffer of 500 images sharing the parameters; the last chunk
+     is padded with zero images when the test count is not a multiple of it (their rows are
+     not counted). *)
   let eval_batch = min 500 ntest in
-  let eval_full = G.Cmdbuf.create dev in
-  let ef = record_forward dev eval_full p eval_batch in
-  let rest = ntest mod eval_batch in
-  let eval_rest =
-    if rest = 0 then None
-    else
-      let cb = G.Cmdbuf.create dev in
-      Some (cb, record_forward dev cb p rest)
-  in
+  let eval_cb = G.Cmdbuf.create dev in
+  let ef = record_forward dev eval_cb p eval_batch in
+  G.copy_to_host eval_cb ef.logits ~out:(ga ef.logits_host);
   let evaluate () =
     let correct = ref 0 in
-    let run_chunk cb (f : forward) first count =
-      G.Tensor.write f.x (Bigarray.genarray_of_array1 (Bigarray.Array1.sub test_x (first * 784) (count * 784)));
-      G.Cmdbuf.run cb;
-      let logits = G.Tensor.to_array f.logits in
+    let first = ref 0 in
+    while !first < ntest do
+      let count = min eval_batch (ntest - !first) in
+      Bigarray.Array1.blit (Bigarray.Array1.sub test_x (!first * 784) (count * 784))
+        (Bigarray.Array1.sub ef.x_host 0 (count * 784));
+      if count < eval_batch then Bigarray.Array1.fill (Bigarray.Array1.sub ef.x_host (count * 784) ((eval_batch - count) * 784)) 0.0;
+      G.Cmdbuf.run eval_cb;
       for i = 0 to count - 1 do
-        if argmax_row logits i = test_y.(first + i) then incr correct
-      done
-    in
-    for chunk = 0 to (ntest / eval_batch) - 1 do
-      run_chunk eval_full ef (chunk * eval_batch) eval_batch
+        if argmax_row ef.logits_host i = test_y.(!first + i) then incr correct
+      done;
+      first := !first + count
     done;
-    (match eval_rest with Some (cb, f) -> run_chunk cb f (ntest - rest) rest | None -> ());
     float !correct /. float ntest
   in
-  let xb = Bigarray.Array1.create Bigarray.float32 Bigarray.c_layout (batch * 784) in
-  let yb = Array.init 2 (fun _ -> Bigarray.Array1.create Bigarray.float32 Bigarray.c_layout batch) in
-  let gather order first into =
+  (* Batch k+1 is gathered into the step's host Bigarrays once commit has read batch k. *)
+  let gather order first =
     for i = 0 to batch - 1 do
       let img = order.(first + i) in
-      Bigarray.Array1.blit (Bigarray.Array1.sub train_x (img * 784) 784) (Bigarray.Array1.sub xb (i * 784) 784);
-      into.{i} <- float train_y.(img)
+      Bigarray.Array1.blit (Bigarray.Array1.sub train_x (img * 784) 784) (Bigarray.Array1.sub step.f.x_host (i * 784) 784);
+      step.labels_host.{i} <- float train_y.(img)
     done
   in
-  let loss_ba = Bigarray.Array1.create Bigarray.float32 Bigarray.c_layout 1 in
+  let labels = host batch (* the labels of the step running *) in
   let order = Array.init ntrain Fun.id in
   let total = steps * !epochs in
   let warmup = min (total / 20) 300 in
@@ -273,25 +291,22 @@ let () =
       order.(j) <- tmp
     done;
     let t0 = Unix.gettimeofday () and loss_sum = ref 0.0 and correct = ref 0 in
-    gather order 0 yb.(0);
+    gather order 0;
     for k = 0 to steps - 1 do
       incr t;
-      let cur = yb.(k land 1) and next = yb.((k + 1) land 1) in
-      G.Tensor.write step.f.x (Bigarray.genarray_of_array1 xb);
-      G.Tensor.write step.labels (Bigarray.genarray_of_array1 cur);
-      G.Tensor.write_array step.hyper [| learning_rate !lr !t ~warmup ~total; float !t |];
+      step.hyper_host.{0} <- learning_rate !lr !t ~warmup ~total;
+      step.hyper_host.{1} <- float !t;
       G.Cmdbuf.commit step.cb;
-      (* the next batch is gathered while the device runs this one (writes copied xb) *)
-      if k + 1 < steps then gather order ((k + 1) * batch) next;
+      Bigarray.Array1.blit step.labels_host labels;
+      if k + 1 < steps then gather order ((k + 1) * batch);
       G.Cmdbuf.wait step.cb;
-      G.Tensor.read step.loss (Bigarray.genarray_of_array1 loss_ba);
-      if not (Float.is_finite loss_ba.{0})
+      let loss = step.loss_host.{0} in
+      if not (Float.is_finite loss)
       then (Printf.eprintf "the loss diverged at step %d: try a smaller --lr\n" !t; exit 1);
-      let logits = G.Tensor.to_array step.f.logits in
       for i = 0 to batch - 1 do
-        if float (argmax_row logits i) = cur.{i} then incr correct
+        if float (argmax_row step.f.logits_host i) = labels.{i} then incr correct
       done;
-      loss_sum := !loss_sum +. loss_ba.{0}
+      loss_sum := !loss_sum +. loss
     done;
     let dt = Unix.gettimeofday () -. t0 in
     train_time := !train_time +. dt;

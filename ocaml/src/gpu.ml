@@ -69,7 +69,7 @@ module Device = struct
     selection : string;
   }
 
-  type memory_stats = { in_use : int; reserved : int; peak : int }
+  type memory_stats = { in_use : int; reserved : int; peak : int; limit : int }
 
   external c_create : Backend.t -> int -> int -> t = "neatml_device_create"
   external free : t -> unit = "neatml_device_destroy"
@@ -80,7 +80,8 @@ module Device = struct
 
   external set_math_mode : t -> math_mode -> unit = "neatml_device_set_math_mode"
   external synchronize : t -> unit = "neatml_device_synchronize"
-  external c_memory_stats : t -> int * int * int = "neatml_device_memory_stats"
+  external c_memory_stats : t -> int * int * int * int = "neatml_device_memory_stats"
+  external c_set_memory_limit : t -> int -> unit = "neatml_device_set_memory_limit"
   external reset_peak : t -> unit = "neatml_device_reset_peak"
   external trim : t -> unit = "neatml_device_trim"
 
@@ -98,8 +99,10 @@ module Device = struct
     { backend; index; name; total_memory; num_threads; math_mode; selection }
 
   let memory_stats d =
-    let in_use, reserved, peak = c_memory_stats d in
-    { in_use; reserved; peak }
+    let in_use, reserved, peak, limit = c_memory_stats d in
+    { in_use; reserved; peak; limit }
+
+  let set_memory_limit d bytes = c_set_memory_limit d bytes
 
   (* The custom block compares and hashes its id, fixed at creation. *)
   let compare (a : t) b = Stdlib.compare a b
@@ -126,7 +129,7 @@ module Tensor = struct
   external c_read : handle -> float32_array -> unit = "neatml_tensor_read"
 
   (* Out of device memory: the garbage tensors may be what fills it. A full major collection
-     hands them to the deferred list, which the next create on the device empties. *)
+     destroys them (their memory returns once the work that uses them completes). *)
   let with_gc_retry create device shape =
     let h =
       match create device shape with
@@ -187,11 +190,13 @@ end
 module Cmdbuf = struct
   type handle
 
-  (* The tensors recorded since the last reset are kept alive by the handle block (a global
-     root of the stubs), not by a mutable field here: a tensor the program dropped after
-     recording stays alive until the buffer forgets it, so a replay never finds a handle the
-     GC destroyed, and the record's compare and hash never change. *)
+  (* What was recorded since the last reset is kept alive by the handle block (a global
+     root of the stubs), not by a mutable field here: a tensor or Bigarray the program
+     dropped after recording stays alive until the buffer forgets it, so a replay never
+     finds a handle the GC destroyed nor host memory it freed, and the record's compare and
+     hash never change. *)
   type t = { h : handle; device : Device.t }
+  type kept = Tensor of Tensor.handle | Host of float32_array
 
   external c_create : Device.t -> handle = "neatml_cmdbuf_create"
   external c_free : handle -> unit = "neatml_cmdbuf_destroy"
@@ -200,17 +205,15 @@ module Cmdbuf = struct
   external c_reset : handle -> unit = "neatml_cmdbuf_reset"
   external c_op_count : handle -> int = "neatml_cmdbuf_op_count"
   external c_device_time : handle -> float = "neatml_cmdbuf_device_time"
-  external c_recorded : handle -> Tensor.handle list = "neatml_cmdbuf_recorded"
-  external c_set_recorded : handle -> Tensor.handle list -> unit = "neatml_cmdbuf_set_recorded"
+  external c_recorded : handle -> kept list = "neatml_cmdbuf_recorded"
+  external c_set_recorded : handle -> kept list -> unit = "neatml_cmdbuf_set_recorded"
 
   let create device = { h = c_create device; device }
   let device cb = cb.device
   let commit cb = c_commit cb.h
   let wait cb = c_wait cb.h
 
-  let reset cb =
-    c_reset cb.h;
-    c_set_recorded cb.h []
+  let reset cb = c_reset cb.h (* the stub forgets what was kept *)
 
   let free cb = c_free cb.h
   let op_count cb = c_op_count cb.h
@@ -225,7 +228,9 @@ module Cmdbuf = struct
 
   (* Called after a successful recording only: a failed one recorded nothing. *)
   let keep cb (ts : Tensor.t list) =
-    c_set_recorded cb.h (List.rev_append (List.map (fun (t : Tensor.t) -> t.h) ts) (c_recorded cb.h))
+    c_set_recorded cb.h (List.rev_append (List.map (fun (t : Tensor.t) -> Tensor t.h) ts) (c_recorded cb.h))
+
+  let keep_host cb a = c_set_recorded cb.h (Host a :: c_recorded cb.h)
 end
 
 module Conv2d = struct
@@ -280,6 +285,20 @@ let opt = function Some t -> [ t ] | None -> []
 let record (cb : Cmdbuf.t) ts f =
   f cb.h;
   Cmdbuf.keep cb ts
+
+external c_copy_from_host : Cmdbuf.handle -> float32_array -> Tensor.handle -> unit
+  = "neatml_copy_from_host"
+
+external c_copy_to_host : Cmdbuf.handle -> Tensor.handle -> float32_array -> unit
+  = "neatml_copy_to_host"
+
+let copy_from_host cb src ~out =
+  record cb [ out ] (fun cb -> c_copy_from_host cb src (h out));
+  Cmdbuf.keep_host cb src
+
+let copy_to_host cb t ~out =
+  record cb [ t ] (fun cb -> c_copy_to_host cb (h t) out);
+  Cmdbuf.keep_host cb out
 
 external c_matmul :
   Cmdbuf.handle -> Tensor.handle -> Tensor.handle -> Tensor.handle -> float -> float -> bool ->

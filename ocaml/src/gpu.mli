@@ -26,6 +26,12 @@
     {b Errors.} Every failing call raises {!Error} with a {!Status.t} and the library's
     message (which names the call, the argument and the shapes). Recording validates
     everything; {!Cmdbuf.commit} and {!Cmdbuf.wait} report only what can happen at run time.
+    An op that fails at run time (an out-of-range label, an invalid learning rate, memory
+    for its scratch) stops the rest of its submission: the ops before it have run, it and
+    the ops after it leave their outputs (host copies included) untouched. {!Cmdbuf.wait}
+    or {!Device.synchronize} then raises with a message
+    ["<function> (op <i> of <n> in the command buffer): <why>"]. The buffer stays
+    committed: once the cause is fixed, committing it again replays every op.
     The statuses live in their own module, so that [open Neatml.Gpu] shadows none of
     Stdlib's exceptions ([Invalid_argument], [Out_of_memory], ...). It does bring the
     exception [Error] into scope beside [result]'s constructor [Error]; where the expected
@@ -39,17 +45,26 @@
     {b Memory.} Tensors, command buffers and devices are released by the GC; [free]
     releases at once and is idempotent; a freed object used again raises
     [Error (Invalid_handle, _)]. A tensor or command buffer keeps its device alive, and a
-    command buffer keeps alive every tensor recorded into it until {!Cmdbuf.reset}. Each
-    tensor counts its bytes against its device's GC budget (see {!Device.create}), so the GC
-    runs a major cycle about once per budget of tensors allocated. Finalizers never wait for
-    the device: they put the object on a list that the next call which may wait for that
-    device anyway (create, {!Cmdbuf.wait}, {!Cmdbuf.reset}, {!Device.synchronize},
-    {!Device.trim}, host copies, [free]) releases first, as {!collect} does at once.
+    command buffer keeps alive every tensor and host Bigarray recorded into it until
+    {!Cmdbuf.reset}. Releasing a tensor or a command buffer never waits for the device:
+    committed work holds what it uses, and its memory returns to the device when that work
+    completes. Each tensor counts its bytes against its device's GC budget (see
+    {!Device.create}), so the GC runs a major cycle about once per budget of tensors
+    allocated. Finalizers never wait for the device: those of tensors and command buffers
+    release them at once; what would wait (a device, whose release waits for its work; a
+    command buffer whose work may still write host memory; the list of what a buffer keeps,
+    which cannot be dropped inside the GC; an object finalized while its device is being
+    freed) goes on a list that the next call which may wait for that device anyway (device,
+    tensor and command-buffer creation, {!Cmdbuf.wait}, {!Cmdbuf.reset},
+    {!Device.synchronize}, {!Device.trim}, {!Tensor.read}, {!Tensor.write},
+    {!Device.free}) releases first, as {!collect} does at once.
 
     {b Threads.} The runtime lock is released while a call waits for the device or may take
     long (device creation, tensor and command-buffer creation, commit, wait, reset,
-    synchronize, trim, host copies, [free], {!collect}), so other OCaml threads run
-    meanwhile. A device and its objects should be used from one thread at a time. *)
+    synchronize, trim, {!Tensor.read} and {!Tensor.write}, {!Device.free}, the
+    {!Cmdbuf.free} of a buffer that copies to host memory, {!collect}), so other OCaml
+    threads run meanwhile. A device and its objects should be used from one thread at a
+    time. *)
 
 (** {1 Errors} *)
 
@@ -81,10 +96,11 @@ val version : unit -> int * int * int
     number of backends than {!Backend.t}. *)
 
 val collect : unit -> unit
-(** Release now, with the runtime lock released, every object the GC has finalized and not
-    yet released (of every device). This waits for the devices' committed work. It is never
-    needed for correctness: the next call on an object's device that may wait releases it
-    anyway. Call it after [Gc.full_major ()] to give the devices' memory back at once. *)
+(** Release now, with the runtime lock released, what the GC has finalized and could not
+    release itself (of every device: see {b Memory} above). This may wait for the devices'
+    committed work. It is never needed for correctness: the next call on an object's device
+    that may wait releases it anyway. Call it after [Gc.full_major ()] to give every
+    device's memory back at once. *)
 
 (** {1 Devices} *)
 
@@ -138,6 +154,7 @@ module Device : sig
     in_use : int;  (** bytes held by live tensors and running command buffers *)
     reserved : int;  (** in use plus cached for reuse *)
     peak : int;  (** highest [in_use] since creation or {!reset_peak} *)
+    limit : int;  (** [reserved] never exceeds it (see {!set_memory_limit}) *)
   }
 
   val create : ?backend:Backend.t -> ?index:int -> ?gc_budget:int -> unit -> t
@@ -166,14 +183,26 @@ module Device : sig
   (** Give the device's cached, unused memory back to the system.
       @raise Error [Invalid_handle] after {!free}. *)
 
+  val set_memory_limit : t -> int -> unit
+  (** [set_memory_limit dev bytes] caps the memory the device's pool may take from the
+      system (tensors, scratch and cache together); [0] restores the default, what the OS
+      (cgroup limits included) or the driver reported free when the device was opened. An
+      allocation past the limit first gives the cache back, then fails with
+      [Error (Out_of_memory, _)] (the message mentions the limit): at creation for tensors
+      ({!Tensor.create} collects garbage and tries once more first), at {!Cmdbuf.wait},
+      naming the op, for the scratch an op takes when it first runs. A limit below what is
+      in use already only stops further growth.
+      @raise Error [Invalid_argument] (negative), [Invalid_handle] after {!free}. *)
+
   val set_math_mode : t -> math_mode -> unit
   (** For work recorded from now on; buffers recorded earlier keep their mode.
       @raise Error [Invalid_handle] after {!free}. *)
 
   val synchronize : t -> unit
   (** Wait for every committed command buffer of the device.
-      @raise Error the first asynchronous failure not yet reported by {!Cmdbuf.wait};
-      [Invalid_handle] after {!free}. *)
+      @raise Error the first failure of an op (see {b Errors} above) that no
+      {!Cmdbuf.wait} has reported yet, which it then forgets; [Backend_error] for a failure
+      of the device itself; [Invalid_handle] after {!free}. *)
 
   val free : t -> unit
   (** Wait for the device's work and release it, with every tensor and command buffer of it
@@ -229,15 +258,18 @@ module Tensor : sig
   (** The elements in row-major order. Raises as {!to_bigarray}. *)
 
   val write : t -> float32_array -> unit
-  (** Copy host data into the tensor after the device's committed work has completed. The
-      element counts must be equal (the shapes may differ: the copy is flat).
+  (** Copy host data into the tensor once the committed work that uses the tensor has
+      completed (it waits for that work). The element counts must be equal (the shapes may
+      differ: the copy is flat). In a loop, record {!copy_from_host} into the step's buffer
+      instead: it waits for nothing.
       @raise Error [Shape_mismatch] (counts differ), [Invalid_handle], [Backend_error]. *)
 
   val write_array : t -> float array -> unit
   (** {!write} from a float array. *)
 
   val read : t -> float32_array -> unit
-  (** Copy the tensor into host data; same rules and errors as {!write}. *)
+  (** Copy the tensor into host data; same rules and errors as {!write} ({!copy_to_host}
+      records it into a buffer instead). *)
 
   val shape : t -> int array
   (** The sizes, outermost first ([[||]] for a scalar). @raise Error [Invalid_handle]. *)
@@ -256,7 +288,8 @@ module Tensor : sig
   (** The device the tensor lives on. *)
 
   val free : t -> unit
-  (** Release now (waits for the device's committed work); idempotent. *)
+  (** Release now; idempotent. Never waits: committed work that uses the tensor keeps its
+      memory until it completes. *)
 
   val equal : t -> t -> bool
   (** The same tensor (identity; a view is another tensor; the same answer after {!free}). *)
@@ -279,22 +312,26 @@ module Cmdbuf : sig
       @raise Error [Invalid_handle] (a freed device), [Out_of_memory]. *)
 
   val commit : t -> unit
-  (** Submit the recorded ops and return at once. Committing again replays them on the
-      tensors' current contents. A committed buffer records nothing more until {!reset}
+  (** Submit the recorded ops and return at once; the sources of its {!copy_from_host}s
+      are read before it returns. Committing again replays them on the tensors' (and
+      sources') current contents. A committed buffer records nothing more until {!reset}
       (recording then raises [Error (Invalid_argument, _)]).
       @raise Error [Invalid_handle] (the buffer, or a tensor recorded in it, was freed),
       [Backend_error], [Out_of_memory]. *)
 
   val wait : t -> unit
-  (** Block until every submission of the buffer has completed.
+  (** Block until every submission of the buffer has completed; then the Bigarrays of its
+      {!copy_to_host}s hold their values.
       @raise Error the first failure among them (e.g. [Invalid_argument] for an
-      out-of-range label); [Invalid_handle] (freed). *)
+      out-of-range label, with a message naming the op: see {b Errors} above), which a
+      second wait no longer reports; [Invalid_handle] (freed). *)
 
   val run : t -> unit
   (** [commit] then [wait]. *)
 
   val reset : t -> unit
-  (** Wait, then drop the recorded ops (and the tensors kept alive for them).
+  (** Wait, then drop the recorded ops (and the tensors and Bigarrays kept alive for them),
+      also when the wait raises.
       @raise Error as {!wait}. *)
 
   val op_count : t -> int
@@ -310,8 +347,10 @@ module Cmdbuf : sig
   (** The device the buffer records for. *)
 
   val free : t -> unit
-  (** Wait for the buffer's work and release it (and the tensors it kept alive);
-      idempotent. *)
+  (** Release the buffer and forget what it kept alive; idempotent. Its committed work still
+      runs to completion (a failure of it is no longer reported). Never waits, except for a
+      buffer that recorded a {!copy_to_host}: its work must be over before the Bigarrays may
+      go, so free waits for it first. *)
 
   val equal : t -> t -> bool
   (** The same buffer (identity; the same answer after recording, reset or {!free}). *)
@@ -495,3 +534,23 @@ val adam_update :
     param ·= 1 - lr·wd; m = b1·m + (1-b1)·g; v = b2·v + (1-b2)·g²;
     param -= lr·(m/(1-b1^t)) / (sqrt(v/(1-b2^t)) + eps). The moments [m] and [v] must hold
     zeros before step 1: create them with {!Tensor.zeros}; the library never clears them. *)
+
+(** {2 Host copies}
+
+    A training loop feeds its batch and reads its loss with these, recorded into the step's
+    buffer, so that no call waits for the device but the step's own {!Cmdbuf.wait}. The
+    buffer keeps the Bigarrays alive (their data never moves) until {!Cmdbuf.reset} or
+    {!Cmdbuf.free}. Besides the errors of every op, they raise [Shape_mismatch] when the
+    Bigarray has not the tensor's element count (the shapes may differ: the copy is flat). *)
+
+val copy_from_host : Cmdbuf.t -> float32_array -> out:Tensor.t -> unit
+(** [copy_from_host cb src ~out]: copy [src] into [out] when the op runs. [src] is read
+    during {!Cmdbuf.commit}, at every commit again: once commit returns, the program may
+    refill it (with the next batch) while the device runs. *)
+
+val copy_to_host : Cmdbuf.t -> Tensor.t -> out:float32_array -> unit
+(** [copy_to_host cb t ~out]: copy [t] into [out] when the op runs, so [out] holds the
+    tensor's value at that point of the buffer once {!Cmdbuf.wait} returns (with several
+    commits in flight, the latest completed one's). [out] is not written when an earlier op
+    of the submission failed. Until then the device may write it at any time: read it after
+    [wait] only. *)

@@ -1,17 +1,27 @@
 /*
  * neatml_blocks.c — the custom blocks that hold the library's handles for Neatml.Gpu, their
- * finalizers and the deferred-free list those feed, and raising Gpu.Error.
+ * finalizers and the deferred-free list for what those cannot release, and raising
+ * Gpu.Error.
  *
- * Finalizers never call the library. neat_*_destroy waits for the device, and a finalizer
- * runs inside the GC, on whatever thread allocated, holding the runtime lock: a finalizer
- * only moves the handle onto a mutex-protected list (malloc, no OCaml allocation, no runtime
- * call). The stubs of neatml_objects.c empty it, with the runtime lock released, at the
- * start of the calls that may wait for the device anyway (create, wait, reset, synchronize,
- * trim, host copies, free), and Gpu.collect does. Commit does not: a tensor's destroy waits
- * for the device's earlier work, which would make the asynchronous commit wait too. Entries
- * are keyed by device, so that a call on one device never destroys the objects of another
- * (which another thread may be using); a device's own entry (all of its objects are then
- * unreachable) and the entries of a device already freed go with any call.
+ * Finalizers never wait for the device. A finalizer runs inside the GC, on whatever thread
+ * allocated, holding the runtime lock. neat_tensor_destroy and neat_cmdbuf_destroy never
+ * wait (a submission holds what it uses; the memory returns when the work completes) and
+ * take the library's locks only briefly, so the finalizers of tensors and command buffers
+ * call them. Three things still go through a mutex-protected list (malloc, no OCaml
+ * allocation, no runtime call), emptied by neatml_drain with the runtime lock released at
+ * the start of the calls that may wait for the device anyway (creation, wait, reset,
+ * synchronize, trim, Tensor.read/write, Device.free) and by Gpu.collect:
+ * - a device: neat_device_destroy waits for its work;
+ * - a command buffer's root (see below), which cannot be removed inside the GC; and, for a
+ *   buffer that recorded a copy to host memory, the buffer itself: its work may still write
+ *   into a Bigarray the root keeps alive, so the drain waits for it before the root goes;
+ * - a tensor or command buffer finalized while a device is being destroyed: the library
+ *   forbids any call on a device's objects during neat_device_destroy, and the GC may run
+ *   on another thread meanwhile. Device destroys hold `destroying` for writing; finalizers
+ *   only try it for reading and defer when they cannot have it.
+ * Entries are keyed by device, so that a call on one device never waits for another's
+ * work; a device's own entry (all of its objects are then unreachable) and the entries of
+ * a device already freed go with any call.
  *
  * GC pressure: a tensor's block is allocated with caml_alloc_custom(ops, size, bytes,
  * budget), so that the GC runs about one major cycle per `budget` bytes of tensors, the
@@ -19,10 +29,10 @@
  * 1 GiB when unknown). caml_alloc_custom_mem would count device bytes against the host heap:
  * with a small heap and big tensors, nearly every allocation asked for a major slice.
  *
- * Command buffers keep the tensors recorded into them alive (a replay must not meet a tensor
- * the GC destroyed) through a generational global root, so that the OCaml record holds
- * nothing mutable and compare and Hashtbl.hash of it never change. A root cannot be removed
- * inside the GC: the finalizer hands it over with the handle, and the next drain removes it.
+ * Command buffers keep what was recorded into them alive (a replay must not meet a tensor
+ * the GC destroyed, nor a copy a Bigarray the GC freed) through a generational global root,
+ * so that the OCaml record holds nothing mutable and compare and Hashtbl.hash of it never
+ * change.
  *
  * Errors raise the exception gpu.ml registers as "neatml.error", with the message copied to
  * the C stack before anything is allocated.
@@ -77,48 +87,55 @@ value neatml_status_string(value status)
 
 /* ---- the deferred-free list ------------------------------------------------------------- */
 
-struct neatml_deferred {
-    struct neatml_deferred *next;
+typedef struct deferred {
+    struct deferred *next;
     handle_kind kind;
-    void *handle;        /* NULL when an explicit free came first */
+    void *handle;        /* NULL when only the root is left to remove */
     neat_device *device; /* the key: whose calls may destroy it */
     value *recorded;     /* a command buffer's root, NULL once removed */
-};
-typedef struct neatml_deferred deferred;
+    int host_writes;     /* a command buffer whose work may write host memory: wait first */
+} deferred;
 
 static pthread_mutex_t deferred_lock = PTHREAD_MUTEX_INITIALIZER;
 static deferred *deferred_head;
 
-static void destroy_handle(handle_kind kind, void *handle)
+/* Held for writing by every neat_device_destroy, for reading by every other destroy. */
+static pthread_rwlock_t destroying = PTHREAD_RWLOCK_INITIALIZER;
+
+void neatml_destroy_device(neat_device *dev)
 {
-    if (kind == KIND_CMDBUF)
-        neat_cmdbuf_destroy(handle);
-    else if (kind == KIND_TENSOR)
-        neat_tensor_destroy(handle);
-    else
-        neat_device_destroy(handle);
+    pthread_rwlock_wrlock(&destroying);
+    neat_device_destroy(dev);
+    pthread_rwlock_unlock(&destroying);
 }
 
-/* From a finalizer: no OCaml allocation, no runtime call, never waits for the device. */
-static void defer(handle_kind kind, const neatml_block *b)
+static void defer(handle_kind kind, void *handle, const neatml_block *b, int host_writes)
 {
-    if (b->handle == NULL && b->recorded == NULL)
-        return;
     deferred *d = malloc(sizeof *d);
-    if (d == NULL) {
-        /* No host memory for the entry: release now (this may wait) rather than leak the
-         * device's memory; a root, which cannot be removed here, is leaked. */
-        destroy_handle(kind, b->handle);
+    if (d == NULL) /* no host memory for the entry: leak it rather than wait in the GC */
         return;
-    }
     d->kind = kind;
-    d->handle = b->handle;
+    d->handle = handle;
     d->device = b->device;
     d->recorded = b->recorded;
+    d->host_writes = host_writes;
     pthread_mutex_lock(&deferred_lock);
     d->next = deferred_head;
     deferred_head = d;
     pthread_mutex_unlock(&deferred_lock);
+}
+
+/* Destroy a tensor or command buffer now if no device is being destroyed; 0 if not. */
+static int try_destroy(handle_kind kind, void *handle)
+{
+    if (pthread_rwlock_tryrdlock(&destroying) != 0)
+        return 0;
+    if (kind == KIND_CMDBUF)
+        neat_cmdbuf_destroy(handle);
+    else
+        neat_tensor_destroy(handle);
+    pthread_rwlock_unlock(&destroying);
+    return 1;
 }
 
 /* Whether a device handle is still open (a device freed explicitly is not: the destroys of
@@ -129,25 +146,33 @@ static int device_is_open(neat_device *dev)
     return neat_device_memory_stats(dev, &m) == NEAT_OK;
 }
 
+static void remove_root(deferred *d)
+{
+    if (d->recorded != NULL) {
+        caml_remove_generational_global_root(d->recorded);
+        free(d->recorded);
+        d->recorded = NULL;
+    }
+}
+
 /* With the runtime lock held, outside the GC: removes the root of every command buffer
- * handed over (what it kept alive may go at the next collection; the buffer itself can no
- * longer be committed), and takes out the entries of `dev` (of every device when `all`),
- * every device's own entry, the entries of devices already freed and every entry left with
+ * whose work writes no host memory any more (what it kept alive may go at the next
+ * collection), and takes out the entries of `dev` (of every device when `all`), every
+ * device's own entry, the entries of devices already freed and every entry left with
  * nothing to destroy. */
-deferred *neatml_deferred_take(const neat_device *dev, int all)
+static deferred *take(const neat_device *dev, int all)
 {
     deferred *taken = NULL;
+    /* A device being destroyed must not be asked whether it is open: its entries wait. */
+    int may_ask = pthread_rwlock_tryrdlock(&destroying) == 0;
     pthread_mutex_lock(&deferred_lock);
     deferred **link = &deferred_head;
     while (*link != NULL) {
         deferred *d = *link;
-        if (d->recorded != NULL) {
-            caml_remove_generational_global_root(d->recorded);
-            free(d->recorded);
-            d->recorded = NULL;
-        }
+        if (!(d->handle != NULL && d->host_writes))
+            remove_root(d);
         if (all || d->handle == NULL || d->kind == KIND_DEVICE || d->device == dev ||
-            !device_is_open(d->device)) {
+            (may_ask && !device_is_open(d->device))) {
             *link = d->next;
             d->next = taken;
             taken = d;
@@ -156,20 +181,44 @@ deferred *neatml_deferred_take(const neat_device *dev, int all)
         }
     }
     pthread_mutex_unlock(&deferred_lock);
+    if (may_ask)
+        pthread_rwlock_unlock(&destroying);
     return taken;
 }
 
-/* With the runtime lock released: destroys what deferred_take took, command buffers first,
- * devices last (a device's destroy releases what is left of it; a later destroy of one of
- * its handles is ignored, handles being generation-checked). */
-void neatml_deferred_destroy(deferred *list)
+/* With the runtime lock released: destroys what take took, command buffers first (waiting
+ * for those that write host memory), devices last (a device's destroy releases what is
+ * left of it; a later destroy of one of its handles is ignored, handles being
+ * generation-checked). */
+static void destroy_taken(deferred *list)
 {
-    for (int kind = 0; kind < KIND_COUNT; kind++)
-        for (deferred *d = list; d != NULL; d = d->next)
-            if (d->kind == (handle_kind)kind)
-                destroy_handle(d->kind, d->handle); /* NULL is ignored */
+    pthread_rwlock_rdlock(&destroying);
+    for (deferred *d = list; d != NULL; d = d->next)
+        if (d->kind == KIND_CMDBUF && d->handle != NULL) {
+            if (d->host_writes)
+                (void)neat_cmdbuf_wait(d->handle); /* nobody is left to hear its failure */
+            neat_cmdbuf_destroy(d->handle);
+        }
+    for (deferred *d = list; d != NULL; d = d->next)
+        if (d->kind == KIND_TENSOR)
+            neat_tensor_destroy(d->handle);
+    pthread_rwlock_unlock(&destroying);
+    for (deferred *d = list; d != NULL; d = d->next)
+        if (d->kind == KIND_DEVICE)
+            neatml_destroy_device(d->handle);
+}
+
+void neatml_drain(const neat_device *dev, int all)
+{
+    deferred *list = take(dev, all);
+    if (list == NULL)
+        return;
+    caml_release_runtime_system();
+    destroy_taken(list);
+    caml_acquire_runtime_system();
     while (list != NULL) {
         deferred *next = list->next;
+        remove_root(list); /* the roots of buffers waited for above */
         free(list);
         list = next;
     }
@@ -178,20 +227,38 @@ void neatml_deferred_destroy(deferred *list)
 value neatml_collect(value unit)
 {
     (void)unit;
-    deferred *pending = neatml_deferred_take(NULL, 1);
-    if (pending != NULL) {
-        caml_release_runtime_system();
-        neatml_deferred_destroy(pending);
-        caml_acquire_runtime_system();
-    }
+    neatml_drain(NULL, 1);
     return Val_unit;
 }
 
 /* ---- custom blocks ---------------------------------------------------------------------- */
 
-static void finalize_device(value v) { defer(KIND_DEVICE, Block_val(v)); }
-static void finalize_tensor(value v) { defer(KIND_TENSOR, Block_val(v)); }
-static void finalize_cmdbuf(value v) { defer(KIND_CMDBUF, Block_val(v)); }
+/* From the GC: no OCaml allocation, no runtime call, never waits for the device. */
+static void finalize_device(value v)
+{
+    neatml_block *b = Block_val(v);
+    if (b->handle != NULL)
+        defer(KIND_DEVICE, b->handle, b, 0);
+}
+
+static void finalize_tensor(value v)
+{
+    neatml_block *b = Block_val(v);
+    if (b->handle != NULL && !try_destroy(KIND_TENSOR, b->handle))
+        defer(KIND_TENSOR, b->handle, b, 0);
+}
+
+/* The root always goes through the list; the buffer too when its work may still write
+ * host memory the root keeps alive. */
+static void finalize_cmdbuf(value v)
+{
+    neatml_block *b = Block_val(v);
+    void *handle = b->handle;
+    if (handle != NULL && !b->host_writes && try_destroy(KIND_CMDBUF, handle))
+        handle = NULL;
+    if (handle != NULL || b->recorded != NULL)
+        defer(KIND_CMDBUF, handle, b, b->host_writes);
+}
 
 /* Identity: two blocks are equal when they are the same object, before and after free. */
 static int compare_blocks(value a, value b)
@@ -227,6 +294,7 @@ value neatml_alloc_block(handle_kind kind, void *handle, neat_device *device, in
     b->id = __atomic_add_fetch(&last_id, 1, __ATOMIC_RELAXED);
     b->gc_budget = 0;
     b->recorded = NULL;
+    b->host_writes = 0;
     return v;
 }
 

@@ -3,10 +3,12 @@
  * tensors and command buffers (the blocks that hold them: neatml_blocks.c).
  *
  * The runtime lock is released around every call that may wait or take long (device
- * creation, create, commit, wait, reset, synchronize, trim, destroy, host copies), after
- * taking this device's entries of the deferred-free list, which are destroyed first; what
- * the call needs is copied to C locals first, and the Bigarrays of host copies, which never
- * move, are kept alive by CAMLparam.
+ * creation, tensor and buffer creation, commit, wait, reset, synchronize, trim, device
+ * destroy, the free of a buffer that writes host memory, Tensor.read/write), after
+ * draining this device's entries of the deferred-free list. A stub that releases the lock
+ * roots the blocks it uses (CAMLparam): the block then stays reachable, so its finalizer
+ * cannot destroy the handle while the call uses it, and a young block is found again after
+ * a minor collection moved it. Bigarray data never moves.
  */
 #include "neatml_stubs.h"
 
@@ -80,10 +82,9 @@ value neatml_device_create(value backend_v, value index_v, value budget_v)
     neat_backend backend = (neat_backend)Int_val(backend_v);
     int index = Int_val(index_v);
     int64_t budget = Long_val(budget_v); /* <= 0: the default */
-    neatml_deferred *pending = neatml_deferred_take(NULL, 0);
+    neatml_drain(NULL, 0);
     neat_device *dev = NULL;
     caml_release_runtime_system();
-    neatml_deferred_destroy(pending);
     neat_status s = neat_device_create(backend, index, &dev);
     if (s == NEAT_OK && budget <= 0)
         budget = default_gc_budget(dev);
@@ -99,10 +100,11 @@ value neatml_device_destroy(value v)
     neatml_block *b = Block_val(v);
     neat_device *dev = b->handle;
     b->handle = NULL; /* before releasing the lock: another thread sees it freed */
-    neatml_deferred *pending = neatml_deferred_take(dev, 0);
+    if (dev == NULL)
+        return Val_unit;
+    neatml_drain(dev, 0); /* v is not used after this */
     caml_release_runtime_system();
-    neatml_deferred_destroy(pending);
-    neat_device_destroy(dev);
+    neatml_destroy_device(dev);
     caml_acquire_runtime_system();
     return Val_unit;
 }
@@ -138,11 +140,18 @@ value neatml_device_memory_stats(value v)
 {
     neat_memory_stats m;
     neatml_check(neat_device_memory_stats(DEV(v), &m));
-    value r = caml_alloc_tuple(3); /* immediates only: no roots needed */
+    value r = caml_alloc_tuple(4); /* immediates only: no roots needed */
     Field(r, 0) = Val_long(m.in_use);
     Field(r, 1) = Val_long(m.reserved);
     Field(r, 2) = Val_long(m.peak);
+    Field(r, 3) = Val_long(m.limit);
     return r;
+}
+
+value neatml_device_set_memory_limit(value v, value bytes)
+{
+    neatml_check(neat_device_set_memory_limit(DEV(v), (int64_t)Long_val(bytes)));
+    return Val_unit;
 }
 
 value neatml_device_reset_peak(value v)
@@ -154,14 +163,14 @@ value neatml_device_reset_peak(value v)
 /* synchronize and trim wait for the device: the deferred entries of it go first. */
 static value device_call(value v, neat_status (*call)(neat_device *))
 {
+    CAMLparam1(v);
     neat_device *dev = DEV(v);
-    neatml_deferred *pending = neatml_deferred_take(dev, 0);
+    neatml_drain(dev, 0);
     caml_release_runtime_system();
-    neatml_deferred_destroy(pending);
     neat_status s = call(dev);
     caml_acquire_runtime_system();
     neatml_check(s);
-    return Val_unit;
+    CAMLreturn(Val_unit);
 }
 
 value neatml_device_synchronize(value v) { return device_call(v, neat_device_synchronize); }
@@ -186,15 +195,15 @@ static int shape_of_array(value arr, int64_t shape[NEAT_MAX_DIMS], const char *f
 
 static value tensor_create(value dev_v, value shape_arr, int zeros)
 {
+    CAMLparam1(dev_v);
     const char *fn = zeros ? "neat_tensor_create_zeros" : "neat_tensor_create";
     int64_t shape[NEAT_MAX_DIMS] = {0};
     int ndim = shape_of_array(shape_arr, shape, fn);
     neat_device *dev = DEV(dev_v);
     int64_t budget = Block_val(dev_v)->gc_budget;
-    neatml_deferred *pending = neatml_deferred_take(dev, 0);
+    neatml_drain(dev, 0);
     neat_tensor *t = NULL;
     caml_release_runtime_system(); /* zeros waits for its fill; create may allocate long */
-    neatml_deferred_destroy(pending);
     neat_status s = zeros ? neat_tensor_create_zeros(dev, ndim, shape, &t)
                           : neat_tensor_create(dev, ndim, shape, &t);
     caml_acquire_runtime_system();
@@ -202,7 +211,7 @@ static value tensor_create(value dev_v, value shape_arr, int zeros)
     int64_t numel = 1;
     for (int i = 0; i < ndim; i++)
         numel *= shape[i];
-    return neatml_alloc_block(KIND_TENSOR, t, dev, numel * (int64_t)sizeof(float), budget);
+    CAMLreturn(neatml_alloc_block(KIND_TENSOR, t, dev, numel * (int64_t)sizeof(float), budget));
 }
 
 value neatml_tensor_create(value dev, value shape) { return tensor_create(dev, shape, 0); }
@@ -218,18 +227,13 @@ value neatml_tensor_view(value tv, value shape_arr)
     return neatml_alloc_block(KIND_TENSOR, t, Block_val(tv)->device, 0, 1);
 }
 
+/* Never waits: work already committed keeps the memory until it completes. */
 value neatml_tensor_destroy(value v)
 {
     neatml_block *b = Block_val(v);
     neat_tensor *t = b->handle;
     b->handle = NULL;
-    neatml_deferred *pending = neatml_deferred_take(b->device, 0);
-    if (t != NULL || pending != NULL) {
-        caml_release_runtime_system(); /* destroy waits for the device's committed work */
-        neatml_deferred_destroy(pending);
-        neat_tensor_destroy(t);
-        caml_acquire_runtime_system();
-    }
+    neat_tensor_destroy(t);
     return Val_unit;
 }
 
@@ -244,7 +248,7 @@ value neatml_tensor_shape(value v)
     return r;
 }
 
-static int64_t bigarray_count(value ba)
+int64_t neatml_bigarray_count(value ba)
 {
     struct caml_ba_array *b = Caml_ba_array_val(ba);
     int64_t n = 1;
@@ -253,16 +257,15 @@ static int64_t bigarray_count(value ba)
     return n;
 }
 
-/* Both copies wait for the device's committed work first. */
+/* Both copies wait for the committed work that uses the tensor first. */
 value neatml_tensor_write(value tv, value ba)
 {
     CAMLparam2(tv, ba);
     neat_tensor *t = TEN(tv);
     const float *src = (const float *)Caml_ba_data_val(ba);
-    int64_t count = bigarray_count(ba);
-    neatml_deferred *pending = neatml_deferred_take(Block_val(tv)->device, 0);
+    int64_t count = neatml_bigarray_count(ba);
+    neatml_drain(Block_val(tv)->device, 0);
     caml_release_runtime_system();
-    neatml_deferred_destroy(pending);
     neat_status s = neat_tensor_write(t, src, count);
     caml_acquire_runtime_system();
     neatml_check(s);
@@ -274,10 +277,9 @@ value neatml_tensor_read(value tv, value ba)
     CAMLparam2(tv, ba);
     neat_tensor *t = TEN(tv);
     float *dst = (float *)Caml_ba_data_val(ba);
-    int64_t count = bigarray_count(ba);
-    neatml_deferred *pending = neatml_deferred_take(Block_val(tv)->device, 0);
+    int64_t count = neatml_bigarray_count(ba);
+    neatml_drain(Block_val(tv)->device, 0);
     caml_release_runtime_system();
-    neatml_deferred_destroy(pending);
     neat_status s = neat_tensor_read(t, dst, count);
     caml_acquire_runtime_system();
     neatml_check(s);
@@ -288,28 +290,28 @@ value neatml_tensor_read(value tv, value ba)
 
 value neatml_cmdbuf_create(value dev_v)
 {
+    CAMLparam1(dev_v);
+    CAMLlocal1(v);
     neat_device *dev = DEV(dev_v);
-    value *recorded = malloc(sizeof *recorded);
-    if (recorded == NULL)
-        neatml_raise_msg(NEAT_ERR_OUT_OF_MEMORY, "neat_cmdbuf_create: out of host memory");
-    neatml_deferred *pending = neatml_deferred_take(dev, 0);
+    neatml_drain(dev, 0);
     neat_cmdbuf *cb = NULL;
     caml_release_runtime_system();
-    neatml_deferred_destroy(pending);
     neat_status s = neat_cmdbuf_create(dev, &cb);
     caml_acquire_runtime_system();
-    if (s != NEAT_OK) {
-        free(recorded);
-        neatml_check(s);
+    neatml_check(s);
+    value *recorded = malloc(sizeof *recorded);
+    if (recorded == NULL) {
+        neat_cmdbuf_destroy(cb);
+        neatml_raise_msg(NEAT_ERR_OUT_OF_MEMORY, "neat_cmdbuf_create: out of host memory");
     }
     *recorded = Val_emptylist;
     caml_register_generational_global_root(recorded);
-    value v = neatml_alloc_block(KIND_CMDBUF, cb, dev, 0, 1);
+    v = neatml_alloc_block(KIND_CMDBUF, cb, dev, 0, 1);
     Block_val(v)->recorded = recorded;
-    return v;
+    CAMLreturn(v);
 }
 
-/* The tensors the buffer keeps alive (a list of Tensor.handle), and their replacement. */
+/* What the buffer keeps alive (a Gpu.Cmdbuf.kept list), and its replacement. */
 value neatml_cmdbuf_recorded(value v) { return *Block_val(v)->recorded; }
 
 value neatml_cmdbuf_set_recorded(value v, value list)
@@ -318,47 +320,66 @@ value neatml_cmdbuf_set_recorded(value v, value list)
     return Val_unit;
 }
 
+/* Never waits, unless the buffer's work may still write host memory: the Bigarrays it
+ * keeps alive may go once the root forgets them, so that work must be over first. */
 value neatml_cmdbuf_destroy(value v)
 {
-    neatml_block *b = Block_val(v);
-    neat_cmdbuf *cb = b->handle;
-    b->handle = NULL;
-    caml_modify_generational_global_root(b->recorded, Val_emptylist);
-    neatml_deferred *pending = neatml_deferred_take(b->device, 0);
-    if (cb != NULL || pending != NULL) {
-        caml_release_runtime_system(); /* destroy waits for the buffer's submitted work */
-        neatml_deferred_destroy(pending);
+    CAMLparam1(v);
+    neat_cmdbuf *cb = Block_val(v)->handle;
+    Block_val(v)->handle = NULL;
+    if (cb != NULL && Block_val(v)->host_writes) {
+        caml_release_runtime_system();
+        (void)neat_cmdbuf_wait(cb); /* its failure is the caller's to hear before free */
         neat_cmdbuf_destroy(cb);
         caml_acquire_runtime_system();
+    } else {
+        neat_cmdbuf_destroy(cb);
     }
-    return Val_unit;
+    Block_val(v)->host_writes = 0;
+    caml_modify_generational_global_root(Block_val(v)->recorded, Val_emptylist);
+    CAMLreturn(Val_unit);
 }
 
 value neatml_cmdbuf_commit(value v)
 {
+    CAMLparam1(v); /* the root keeps the copies' Bigarrays, read during commit */
     neat_cmdbuf *cb = CB(v);
     caml_release_runtime_system(); /* a first CUDA replay captures a graph */
     neat_status s = neat_cmdbuf_commit(cb);
     caml_acquire_runtime_system();
     neatml_check(s);
-    return Val_unit;
+    CAMLreturn(Val_unit);
 }
 
 /* wait and reset block on the buffer's work: the device's deferred entries go first. */
-static value cmdbuf_call(value v, neat_status (*call)(neat_cmdbuf *))
+value neatml_cmdbuf_wait(value v)
 {
+    CAMLparam1(v);
     neat_cmdbuf *cb = CB(v);
-    neatml_deferred *pending = neatml_deferred_take(Block_val(v)->device, 0);
+    neatml_drain(Block_val(v)->device, 0);
     caml_release_runtime_system();
-    neatml_deferred_destroy(pending);
-    neat_status s = call(cb);
+    neat_status s = neat_cmdbuf_wait(cb);
     caml_acquire_runtime_system();
     neatml_check(s);
-    return Val_unit;
+    CAMLreturn(Val_unit);
 }
 
-value neatml_cmdbuf_wait(value v) { return cmdbuf_call(v, neat_cmdbuf_wait); }
-value neatml_cmdbuf_reset(value v) { return cmdbuf_call(v, neat_cmdbuf_reset); }
+/* The library drops the ops even when it reports a failure of their last run: so do we. */
+value neatml_cmdbuf_reset(value v)
+{
+    CAMLparam1(v);
+    neat_cmdbuf *cb = CB(v);
+    neatml_drain(Block_val(v)->device, 0);
+    caml_release_runtime_system();
+    neat_status s = neat_cmdbuf_reset(cb);
+    caml_acquire_runtime_system();
+    if (s != NEAT_ERR_INVALID_HANDLE) {
+        Block_val(v)->host_writes = 0;
+        caml_modify_generational_global_root(Block_val(v)->recorded, Val_emptylist);
+    }
+    neatml_check(s);
+    CAMLreturn(Val_unit);
+}
 
 value neatml_cmdbuf_op_count(value v)
 {

@@ -1,13 +1,34 @@
 /*
- * neatml_ops.c — the C side of Neatml.Gpu's operations: the convolution and pooling
- * descriptors, and one stub per neatml op. Every op only records into its command buffer
- * (nothing waits), so the runtime lock is kept. Functions of more than five arguments have a
- * bytecode entry taking (argv, argc).
+ * neatml_ops.c — the C side of Neatml.Gpu's operations: the recorded host copies, the
+ * convolution and pooling descriptors, and one stub per neatml op. Every op only records
+ * into its command buffer (nothing waits), so the runtime lock is kept. Functions of more
+ * than five arguments have a bytecode entry taking (argv, argc).
  */
 #include "neatml_stubs.h"
 
 #include <caml/alloc.h>
+#include <caml/bigarray.h>
 #include <caml/memory.h>
+
+/* ---- host copies -------------------------------------------------------------------------
+ * The Bigarray's data never moves; gpu.ml keeps the Bigarray alive from the buffer's root.
+ * A copy to host memory marks the buffer: its free and its finalizer must then let its
+ * work finish before the root lets the Bigarray go. */
+
+value neatml_copy_from_host(value cb, value ba, value t)
+{
+    neatml_check(neat_copy_from_host(CB(cb), (const float *)Caml_ba_data_val(ba),
+                                     neatml_bigarray_count(ba), TEN(t)));
+    return Val_unit;
+}
+
+value neatml_copy_to_host(value cb, value t, value ba)
+{
+    neatml_check(neat_copy_to_host(CB(cb), TEN(t), (float *)Caml_ba_data_val(ba),
+                                   neatml_bigarray_count(ba)));
+    Block_val(cb)->host_writes = 1;
+    return Val_unit;
+}
 
 /* ---- operations ------------------------------------------------------------------------ */
 

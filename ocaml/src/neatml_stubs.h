@@ -1,8 +1,8 @@
 /*
  * neatml_stubs.h — what the stub files of Neatml.Gpu share: raising Gpu.Error, the custom
- * blocks that hold the library's handles and the deferred-free list that their finalizers
- * feed (neatml_blocks.c), used by the objects' stubs (neatml_objects.c) and the operations'
- * (neatml_ops.c).
+ * blocks that hold the library's handles, their finalizers and the deferred-free list for
+ * what a finalizer cannot release itself (neatml_blocks.c), used by the objects' stubs
+ * (neatml_objects.c) and the operations' (neatml_ops.c).
  */
 #ifndef NEATML_STUBS_H
 #define NEATML_STUBS_H
@@ -33,7 +33,10 @@ typedef struct neatml_block {
     int64_t gc_budget;   /* devices: the bytes of tensors the GC may see allocated per
                             major cycle (caml_alloc_custom's max); others 0 */
     value *recorded;     /* command buffers: a malloc'd generational global root holding the
-                            tensors recorded since the last reset; others NULL */
+                            tensors and host Bigarrays recorded since the last reset (a
+                            Gpu.Cmdbuf.kept list); others NULL */
+    int host_writes;     /* command buffers: a copy to host memory was recorded since the
+                            last reset, so the Bigarrays must outlive the buffer's work */
 } neatml_block;
 
 #define Block_val(v) ((neatml_block *)Data_custom_val(v))
@@ -47,13 +50,21 @@ value neatml_alloc_block(handle_kind kind, void *handle, neat_device *device, in
                          int64_t budget);
 
 /* ---- the deferred-free list ----
- * Take, with the runtime lock held and outside the GC: removes the roots of every command
- * buffer the GC finalized, and takes out the entries of `dev` (of every device when `all`),
- * every device's own entry and the entries of devices already freed. Destroy, with the
- * runtime lock released: destroys what was taken, command buffers first, devices last. */
-typedef struct neatml_deferred neatml_deferred;
-neatml_deferred *neatml_deferred_take(const neat_device *dev, int all);
-void neatml_deferred_destroy(neatml_deferred *list);
+ * What finalizers cannot do inside the GC: remove a command buffer's root, destroy a
+ * device (destroy waits for it), wait for a buffer whose copies still write host memory,
+ * or destroy anything while a device is being destroyed. neatml_drain empties it: it takes,
+ * with the runtime lock held, the entries of `dev` (of every device when `all`), every
+ * device's own entry and those of devices already freed, removes every root it can, then
+ * releases the runtime lock (only if there is work) to destroy what it took: command
+ * buffers first, devices last. Call it only from a stub that holds no unrooted value. */
+void neatml_drain(const neat_device *dev, int all);
+
+/* Destroy a device, excluding the finalizers' destroys meanwhile (they defer instead);
+ * call with the runtime lock released. */
+void neatml_destroy_device(neat_device *dev);
+
+/* The element count of a Bigarray (the product of its dimensions). */
+int64_t neatml_bigarray_count(value ba);
 
 /* The live handle of a block, or Error (Invalid_handle, "... used after free"). */
 void *neatml_live(value v, const char *what);

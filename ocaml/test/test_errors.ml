@@ -45,6 +45,16 @@ let tests (dev : unit -> G.Device.t) =
         fun () -> G.Tensor.write_array (t [| 2; 3 |]) [| 1.0; 2.0 |] );
       ( "read count mismatch", G.Status.Shape_mismatch, "neat_tensor_read",
         fun () -> G.Tensor.read (t [| 4 |]) (Bigarray.Genarray.create Bigarray.float32 Bigarray.c_layout [| 5 |]) );
+      ( "copy from host, count mismatch", G.Status.Shape_mismatch, "neat_copy_from_host",
+        fun () ->
+          record (fun cb ->
+              G.copy_from_host cb (Bigarray.Genarray.create Bigarray.float32 Bigarray.c_layout [| 5 |]) ~out:(t [| 4 |])) );
+      ( "copy to host, count mismatch", G.Status.Shape_mismatch, "neat_copy_to_host",
+        fun () ->
+          record (fun cb ->
+              G.copy_to_host cb (t [| 2; 2 |]) ~out:(Bigarray.Genarray.create Bigarray.float32 Bigarray.c_layout [| 3 |])) );
+      ( "negative memory limit", G.Status.Invalid_argument, "neat_device_set_memory_limit",
+        fun () -> G.Device.set_memory_limit (dev ()) (-1) );
       ( "view of another element count", G.Status.Shape_mismatch, "neat_tensor_view",
         fun () -> ignore (G.Tensor.view (t [| 2; 3 |]) [| 7 |]) );
       ( "unknown backend name", G.Status.Invalid_argument, "is not one of auto, cpu, cuda, metal",
