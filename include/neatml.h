@@ -35,7 +35,7 @@
  * an invalid learning rate, memory for its scratch) stops the rest of that submission: the
  * ops before it have run, it and the ops after it left their outputs untouched. wait (or
  * synchronize) reports the first such failure as "<function> (op <i> of <n> in the command
- * buffer): <why>", the same on every backend. The buffer stays committed: once the cause is
+ * buffer): <why>", i counting from 0 in recording order, the same on every backend. The buffer stays committed: once the cause is
  * fixed (a label rewritten), committing it again replays every op.
  */
 #ifndef NEATML_H
