@@ -79,7 +79,8 @@ typedef enum neat_status {
     NEAT_ERR_OUT_OF_MEMORY = -6,
     NEAT_ERR_INVALID_HANDLE = -7,   /* a destroyed or foreign handle */
     NEAT_ERR_BACKEND_ERROR = -8,    /* the vendor library or the driver failed */
-    NEAT_ERR_INTERNAL = -9
+    NEAT_ERR_INTERNAL = -9,
+    NEAT_ERR_TIMEOUT = -10          /* a collective's peers did not answer in time (comm) */
 } neat_status;
 
 /* The name of a status, e.g. "NEAT_ERR_SHAPE_MISMATCH"; "unknown status" for other values. */
@@ -503,6 +504,95 @@ typedef struct neat_adam_params {
 NEAT_API neat_status neat_adam_update(neat_cmdbuf *cb, const neat_adam_params *p,
                                       const neat_tensor *hyper, neat_tensor *param,
                                       const neat_tensor *grad, neat_tensor *m, neat_tensor *v);
+
+/* ---- collectives: data-parallel training across devices and processes ------------------
+ * A communicator (neat_comm) joins one device of each of `nranks` ranks. Ranks are
+ * processes (one device each: neat_comm_create, the id passed from rank 0 to the others by
+ * a file or the launcher) or devices of one process (neat_comm_create_all). Collectives are
+ * recorded ops, so they run in order with the rest of a buffer and replay with it (on CUDA
+ * inside the captured graph). Every rank must record the same collectives in the same order
+ * with the same element counts; a rank whose peer disagrees, dies or does not answer within
+ * the comm's timeout gets a status from neat_cmdbuf_wait (SHAPE_MISMATCH, BACKEND_ERROR,
+ * TIMEOUT) with a message, never a hang without end; after TIMEOUT or a peer's death the
+ * comm is broken: destroy it (later collectives on it fail at once).
+ * CUDA: NCCL (NVLink/PCIe/shared memory in a machine, sockets or InfiniBand across
+ * machines). CPU: MPI when the library was built with it (Open MPI; launch with mpirun),
+ * otherwise only single-rank comms. With several devices in one process, commit each
+ * device's buffers from a thread of its own: a collective's submission may wait for peers. */
+
+typedef struct neat_comm neat_comm;
+
+/* What every rank passes to neat_comm_create: made once by rank 0, copied to the others
+ * (neat_comm_id_to_string / _from_string for a file or an environment variable). */
+typedef struct neat_comm_id {
+    unsigned char bytes[128];
+} neat_comm_id;
+
+typedef enum neat_reduce_op {
+    NEAT_REDUCE_SUM = 0,
+    NEAT_REDUCE_AVG = 1 /* the sum divided by nranks */
+} neat_reduce_op;
+
+/* A new id for a communicator of `backend` (CUDA: ncclGetUniqueId, which also names rank
+ * 0's address; CPU: random bytes). Call it on rank 0 only. Returns INVALID_ARGUMENT,
+ * UNSUPPORTED (the backend has no collectives here, with the reason), BACKEND_ERROR. */
+NEAT_API neat_status neat_comm_id_create(neat_backend backend, neat_comm_id *id);
+
+/* The id as 256 lowercase hex digits and a NUL: size must be at least 257. Returns
+ * INVALID_ARGUMENT. */
+NEAT_API neat_status neat_comm_id_to_string(const neat_comm_id *id, char *buf, size_t size);
+
+/* Parse what neat_comm_id_to_string wrote (surrounding whitespace allowed). Returns
+ * INVALID_ARGUMENT for anything else. */
+NEAT_API neat_status neat_comm_id_from_string(const char *str, neat_comm_id *id);
+
+/* Join the communicator `id` as rank `rank` of `nranks` (0 <= rank < nranks), on dev. Every
+ * rank calls it with the same id and nranks; it returns once all have joined, or TIMEOUT
+ * after the default timeout (300 s). On the CPU with MPI, nranks must be the size of
+ * MPI_COMM_WORLD (MPI is initialised with MPI_THREAD_MULTIPLE if the caller has not).
+ * Returns INVALID_ARGUMENT (NULL, nranks < 1, rank out of range, ranks that disagree on the
+ * id or nranks or share a rank), INVALID_HANDLE, UNSUPPORTED, TIMEOUT, BACKEND_ERROR. */
+NEAT_API neat_status neat_comm_create(neat_device *dev, const neat_comm_id *id, int nranks,
+                                      int rank, neat_comm **out);
+
+/* One communicator per device of this process, rank i on devs[i] (ncclCommInitAll): out
+ * receives ndev comms. The devices are distinct devices of one backend; on the CPU only
+ * ndev = 1. Same statuses as neat_comm_create, DEVICE_MISMATCH for mixed backends. */
+NEAT_API neat_status neat_comm_create_all(int ndev, neat_device *const *devs, neat_comm **out);
+
+/* Release the comm. Buffers that recorded a collective on it must not be committed again
+ * (INVALID_HANDLE at commit); submissions in flight complete first. NULL is ignored. */
+NEAT_API void neat_comm_destroy(neat_comm *comm);
+
+/* How long a collective (and neat_cmdbuf_wait on it) may wait for the peers before TIMEOUT:
+ * seconds > 0, or 0 to wait forever. Default 300. Returns INVALID_ARGUMENT, INVALID_HANDLE. */
+NEAT_API neat_status neat_comm_set_timeout(neat_comm *comm, double seconds);
+
+/* This rank and the number of ranks (either pointer may be NULL). Returns INVALID_HANDLE. */
+NEAT_API neat_status neat_comm_info(const neat_comm *comm, int *rank, int *nranks);
+
+/* y = reduce over ranks of x (SUM, or AVG = SUM / nranks); x and y of one element count on
+ * every rank (shapes may differ if counts agree); y may be x (in place), otherwise they
+ * must not overlap. Run time: SHAPE_MISMATCH when the ranks' counts differ, TIMEOUT,
+ * BACKEND_ERROR. Record time: the common statuses, DEVICE_MISMATCH (comm of another device
+ * than cb), INVALID_ARGUMENT (op not SUM/AVG). */
+NEAT_API neat_status neat_all_reduce(neat_cmdbuf *cb, neat_comm *comm, neat_reduce_op op,
+                                     const neat_tensor *x, neat_tensor *y);
+
+/* In-place all-reduce of n tensors (n >= 0, any shapes, zero-size allowed, no two sharing
+ * memory) as ONE transfer: packed into a contiguous scratch buffer, reduced, unpacked (AVG's
+ * division fused into the unpack); tensors that already lie back to back in one storage
+ * (views of a flat gradient buffer, in order) are reduced where they are. The gradients of
+ * a training step in one call. Same statuses as neat_all_reduce. */
+NEAT_API neat_status neat_all_reduce_bucket(neat_cmdbuf *cb, neat_comm *comm,
+                                            neat_reduce_op op, int n,
+                                            neat_tensor *const *tensors);
+
+/* y = root's x on every rank (0 <= root < nranks). x is read on root only (other ranks may
+ * pass NULL, or x = y); y of x's element count. Same run-time statuses as neat_all_reduce;
+ * INVALID_ARGUMENT for root out of range. */
+NEAT_API neat_status neat_broadcast(neat_cmdbuf *cb, neat_comm *comm, int root,
+                                    const neat_tensor *x, neat_tensor *y);
 
 #ifdef __cplusplus
 }

@@ -16,7 +16,7 @@ if [ "$(uname -s)" = Darwin ]; then
   brew install "${brew_pkgs[@]}"
   exit 0
 fi
-pkgs=(cmake make gcc g++ pkg-config libdnnl-dev zlib1g-dev
+pkgs=(cmake make gcc g++ pkg-config libdnnl-dev zlib1g-dev libopenmpi-dev openmpi-bin
       ocaml-nox ocaml-dune ocaml-findlib libalcotest-ocaml-dev)
 case "${1:-}" in
   demo) pkgs+=(dataset-fashion-mnist) ;;

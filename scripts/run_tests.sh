@@ -4,7 +4,9 @@
 #      binary on every backend that opens here (the others are reported as skipped);
 #   2. a second build of the library and tests with -fsanitize=address,undefined
 #      (-fno-sanitize-recover=all), run the same way: any sanitizer report fails it;
-#   3. the OCaml bindings' tests.
+#   3. the collectives across 2 processes: test_collectives under mpirun -np 2 (skipped,
+#      and counted so, when mpirun is missing);
+#   4. the OCaml bindings' tests.
 # Each binary ends with "<suite>: N passed, M failed, K skipped"; this script adds them up
 # and ends with the plain line "N passed, M failed, K skipped".
 set -uo pipefail
@@ -76,6 +78,29 @@ if build "$ASAN_BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DNEATML_SANITIZE=ON -D
 else
   failed=$((failed + 1))
 fi
+
+mpi_suite() { # mpi_suite <label> <build dir>: test_collectives on 2 ranks (MPI)
+  local bin="$2/test_collectives" id="$2/collectives_id.$$" out rc r
+  if ! command -v mpirun >/dev/null; then
+    echo "$1 test_collectives (mpirun -np 2): SKIP: mpirun not found (install openmpi-bin)"
+    skipped=$((skipped + 1)); return
+  fi
+  rm -f "$id"
+  # root: Open MPI refuses to start without these; a 2-core CI machine: --oversubscribe.
+  out=$(OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 NEATML_NUM_THREADS=1 \
+        timeout 300 mpirun -np 2 --oversubscribe "$bin" --init-file "$id" 2>&1); rc=$?
+  rm -f "$id" "$id.tmp"
+  printf '%s\n' "$out" > "$2/test_collectives.mpi.log"
+  for r in 0 1; do
+    count "$1 test_collectives (mpirun rank $r)" \
+      "$(printf '%s\n' "$out" | grep -E "^collectives-rank$r: " | tail -n1)"
+  done
+  if [ $rc -ne 0 ] && ! grep -qE ' [1-9][0-9]* failed' <<<"$out"; then
+    echo "$1 test_collectives under mpirun: exit status $rc (see $2/test_collectives.mpi.log)"
+    printf '%s\n' "$out" | tail -n 20; failed=$((failed + 1))
+  fi
+}
+[ -x "$BUILD/test_collectives" ] && mpi_suite release "$BUILD"
 
 if [ -x ocaml/run_tests.sh ]; then
   out=$(NEATML_BUILD_DIR="$PWD/$BUILD" ocaml/run_tests.sh 2>&1)

@@ -39,7 +39,8 @@ static void test_status_and_version(void) {
         {NEAT_ERR_OUT_OF_MEMORY, "NEAT_ERR_OUT_OF_MEMORY"},
         {NEAT_ERR_INVALID_HANDLE, "NEAT_ERR_INVALID_HANDLE"},
         {NEAT_ERR_BACKEND_ERROR, "NEAT_ERR_BACKEND_ERROR"}, {NEAT_ERR_INTERNAL, "NEAT_ERR_INTERNAL"},
-        {(neat_status)1, "unknown status"}, {(neat_status)-10, "unknown status"},
+        {NEAT_ERR_TIMEOUT, "NEAT_ERR_TIMEOUT"},
+        {(neat_status)1, "unknown status"}, {(neat_status)-11, "unknown status"},
         {(neat_status)-1000, "unknown status"}};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         const char *got = neat_status_string(names[i].s);

@@ -15,6 +15,7 @@ module Status = struct
     | Invalid_handle
     | Backend_error
     | Internal
+    | Timeout
 
   external to_string : t -> string = "neatml_status_string"
 end

@@ -81,6 +81,7 @@ module Status : sig
     | Invalid_handle  (** a freed tensor, command buffer or device *)
     | Backend_error  (** the vendor library or the driver failed *)
     | Internal  (** a bug of the library *)
+    | Timeout  (** a collective's peers did not answer within the comm's timeout *)
 
   val to_string : t -> string
   (** The C name of the status, from [neat_status_string], e.g.

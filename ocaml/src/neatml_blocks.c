@@ -53,10 +53,10 @@
 /* ---- errors ----------------------------------------------------------------------------- */
 
 /* Gpu.Status.t lists the errors in the order of their codes: Invalid_argument (-1) is
- * constructor 0, ..., Internal (-9) is constructor 8. */
+ * constructor 0, ..., Timeout (-10) is constructor 9. */
 static value status_to_variant(neat_status s)
 {
-    if (s <= NEAT_ERR_INVALID_ARGUMENT && s >= NEAT_ERR_INTERNAL)
+    if (s <= NEAT_ERR_INVALID_ARGUMENT && s >= NEAT_ERR_TIMEOUT)
         return Val_int(-(int)s - 1);
     return Val_int(-(int)NEAT_ERR_INTERNAL - 1);
 }

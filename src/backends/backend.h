@@ -42,7 +42,7 @@
 
 #include "../core/internal.h"
 
-#define NM_BACKEND_ABI 3
+#define NM_BACKEND_ABI 4
 
 typedef neat_status (*nm_op_fn)(nm_device *dev, nm_cmdbuf *cb, const nm_op *op);
 
@@ -50,8 +50,11 @@ typedef neat_status (*nm_op_fn)(nm_device *dev, nm_cmdbuf *cb, const nm_op *op);
 #define NM_OP_DECLARE_(P, E, name, flags) \
     neat_status P##_##name(nm_device *dev, nm_cmdbuf *cb, const nm_op *op);
 #define NM_OP_ENTRY_(P, E, name, flags) [NM_OP_##E] = P##_##name,
-#define NM_DECLARE_OPS(prefix) NM_OP_LIST(NM_OP_DECLARE_, prefix)
-#define NM_OP_TABLE(prefix) { NM_OP_LIST(NM_OP_ENTRY_, prefix) }
+#define NM_DECLARE_OPS(prefix) NM_COMPUTE_OP_LIST(NM_OP_DECLARE_, prefix)
+#define NM_OP_TABLE(prefix) { NM_COMPUTE_OP_LIST(NM_OP_ENTRY_, prefix) }
+/* The same with the collectives (op_list.h), for a backend that has them. */
+#define NM_DECLARE_OPS_WITH_COLLECTIVES(prefix) NM_OP_LIST(NM_OP_DECLARE_, prefix)
+#define NM_OP_TABLE_WITH_COLLECTIVES(prefix) { NM_OP_LIST(NM_OP_ENTRY_, prefix) }
 
 typedef struct nm_backend_ops {
     int abi_version; /* NM_BACKEND_ABI */
@@ -95,6 +98,18 @@ typedef struct nm_backend_ops {
      * says (a size a kernel cannot take, a semantics the vendor library lacks), so that the
      * failure comes at record time and never mid-buffer. May be NULL: everything runs. */
     neat_status (*op_check)(nm_device *dev, const nm_op *op);
+
+    /* Collectives (ABI 4). Each may be NULL: the public call answers UNSUPPORTED.
+     * comm_id_create: a new id (rank 0). comm_create: join comm->rank of comm->nranks (set,
+     * with comm->timeout, by the core) on comm->dev, set comm->impl; never wait longer than
+     * comm->timeout (TIMEOUT). comm_create_all: comms[i] on comms[i]->dev, ranks 0..n-1.
+     * comm_destroy: release comm->impl; the core has waited for the device. The collective
+     * ops (op_list.h) take a peer's disagreement, death or silence past comm->timeout as a
+     * failure of the op (nm_cmdbuf_fail), never a wait without end. */
+    neat_status (*comm_id_create)(neat_comm_id *id);
+    neat_status (*comm_create)(nm_comm *comm, const neat_comm_id *id);
+    neat_status (*comm_create_all)(int n, nm_comm *const *comms);
+    void (*comm_destroy)(nm_comm *comm);
 
     /* One function per op of op_list.h (NM_OP_TABLE); an entry left NULL makes recording
      * that op answer UNSUPPORTED. */

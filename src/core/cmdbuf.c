@@ -60,6 +60,7 @@ static void cmdbuf_free(nm_cmdbuf *cb) {
     if (cb->prev) cb->prev->next = cb->next;
     else dev->cmdbufs = cb->next;
     if (cb->next) cb->next->prev = cb->prev;
+    for (int64_t i = 0; i < cb->nops; i++) nm_op_free_list(&cb->ops[i]);
     free(cb->ops);
     free(cb);
 }
@@ -125,7 +126,7 @@ static neat_status get_cmdbuf(const char *fn, const neat_cmdbuf *h, nm_cmdbuf **
 static nm_submission *new_submission(nm_cmdbuf *cb, uint64_t seq) {
     nm_submission *s = calloc(1, sizeof *s);
     int cap = 0;
-    for (int64_t i = 0; i < cb->nops; i++) cap += cb->ops[i].ntensors;
+    for (int64_t i = 0; i < cb->nops; i++) cap += cb->ops[i].ntensors + cb->ops[i].nlist;
     if (s) s->tensors = malloc((size_t)(cap ? cap : 1) * sizeof *s->tensors);
     if (s && !s->tensors) {
         free(s);
@@ -137,19 +138,41 @@ static nm_submission *new_submission(nm_cmdbuf *cb, uint64_t seq) {
 
 /* One reference on each distinct tensor of cb's ops, kept by s. dev->lock held (since the
  * handles were checked, so none of them was freed). */
+static void hold_list(nm_tensor *const *ts, int n, nm_submission *s) {
+    for (int j = 0; j < n; j++) {
+        nm_tensor *t = ts[j];
+        if (!t || t->mark == s->seq) continue;
+        t->mark = s->seq;
+        t->refs++;
+        t->storage->last_use = s->seq;
+        s->tensors[s->ntensors++] = t;
+    }
+}
+
 static void hold_tensors(nm_cmdbuf *cb, nm_submission *s) {
     for (int64_t i = 0; i < cb->nops; i++) {
         int n;
         nm_tensor *const *ts = nm_op_tensors(&cb->ops[i], &n);
-        for (int j = 0; j < n; j++) {
-            nm_tensor *t = ts[j];
-            if (!t || t->mark == s->seq) continue;
-            t->mark = s->seq;
-            t->refs++;
-            t->storage->last_use = s->seq;
-            s->tensors[s->ntensors++] = t;
-        }
+        hold_list(ts, n, s);
+        ts = nm_op_list(&cb->ops[i], &n);
+        hold_list(ts, n, s);
     }
+}
+
+/* The op's tensors (slots and list) and comm are all alive. dev->lock held. */
+static int op_alive(const nm_op *op) {
+    for (int j = 0; j < op->ntensors; j++)
+        if (!nm_handle_get(op->handles[j], NM_H_TENSOR)) return 0;
+    for (int j = 0; j < op->nlist; j++)
+        if (!nm_handle_get(op->list_handles[j], NM_H_TENSOR)) return 0;
+    return !op->comm || nm_handle_get(op->comm, NM_H_COMM) != NULL;
+}
+
+/* A comm the op uses that a timeout or a peer's failure broke (its peers are gone or out of
+ * step: replaying would wait on them again). */
+static int op_comm_broken(const nm_op *op) {
+    nm_comm *c = op->comm ? nm_handle_get(op->comm, NM_H_COMM) : NULL;
+    return c && __atomic_load_n(&c->broken, __ATOMIC_RELAXED);
 }
 
 NEAT_API neat_status neat_cmdbuf_commit(neat_cmdbuf *h) {
@@ -166,13 +189,15 @@ NEAT_API neat_status neat_cmdbuf_commit(neat_cmdbuf *h) {
     }
     for (int64_t i = 0; i < cb->nops && st == NEAT_OK; i++) {
         const nm_op *op = &cb->ops[i];
-        for (int j = 0; j < op->ntensors; j++)
-            if (!nm_handle_get(op->handles[j], NM_H_TENSOR)) {
-                st = nm_error(NEAT_ERR_INVALID_HANDLE,
-                              "%s: op %lld (%s) uses a tensor that was destroyed after recording",
-                              fn, (long long)i, op->fn);
-                break;
-            }
+        if (!op_alive(op))
+            st = nm_error(NEAT_ERR_INVALID_HANDLE,
+                          "%s: op %lld (%s) uses a %s that was destroyed after recording", fn,
+                          (long long)i, op->fn,
+                          op->comm && !nm_handle_get(op->comm, NM_H_COMM) ? "comm" : "tensor");
+        else if (op_comm_broken(op))
+            st = nm_error(NEAT_ERR_BACKEND_ERROR,
+                          "%s: op %lld (%s) uses a comm broken by an earlier timeout or peer failure: "
+                          "destroy it and create a new one", fn, (long long)i, op->fn);
     }
     if (st == NEAT_OK) cb->committed = true;
     if (st == NEAT_OK && cb->nops > 0) {
@@ -236,6 +261,7 @@ NEAT_API neat_status neat_cmdbuf_reset(neat_cmdbuf *h) {
     pthread_mutex_lock(&dev->lock);
     if (dev->be->cmdbuf_release) dev->be->cmdbuf_release(dev, cb);
     nm_scratch_release(cb);
+    for (int64_t i = 0; i < cb->nops; i++) nm_op_free_list(&cb->ops[i]);
     cb->nops = 0;
     cb->committed = false;
     cb->commits = 0;

@@ -41,7 +41,7 @@ void nm_set_error_text(const char *msg);
 
 /* ---- handles (handle.c) ----------------------------------------------------------------- */
 
-typedef enum nm_handle_kind { NM_H_DEVICE = 1, NM_H_TENSOR = 2, NM_H_CMDBUF = 3 } nm_handle_kind;
+typedef enum nm_handle_kind { NM_H_DEVICE = 1, NM_H_TENSOR = 2, NM_H_CMDBUF = 3, NM_H_COMM = 4 } nm_handle_kind;
 
 /* A new handle for obj, NULL when out of memory. */
 void *nm_handle_new(nm_handle_kind kind, void *obj);
@@ -146,12 +146,23 @@ typedef enum nm_op_kind { NM_OP_LIST(NM_OP_ENUM_, _) NM_OP__COUNT } nm_op_kind;
 
 #define NM_OP_MAX_TENSORS 8
 
+/* A recorded op. Its tensors are the fixed slots of its args (NM_TENSORS) and, for an op
+ * whose tensors are the caller's list (neat_all_reduce_bucket), `list`: a heap array owned
+ * by the op (nm_record takes it; freed by nm_op_free_list at reset and destroy). The
+ * alternative, a bucket recorded as one op per tensor or a fixed maximum of slots, would
+ * lose the one transfer or cap the list; this keeps every other op as it was, and the core
+ * walks both (nm_op_tensors, nm_op_list) wherever it walks tensors: the commit-time handle
+ * check, the references a submission holds. */
 typedef struct nm_op {
     nm_op_kind kind;
     const char *fn;                             /* the public function that recorded it */
     neat_math_mode math;                        /* the device's mode when recorded */
     int ntensors;                               /* handles[] in use */
     neat_tensor *handles[NM_OP_MAX_TENSORS];    /* re-checked at every commit */
+    int nlist;                                  /* list[], list_handles[]: 0 and NULL */
+    nm_tensor **list;                           /*   unless the op has a list */
+    neat_tensor **list_handles;                 /* re-checked at every commit */
+    const neat_comm *comm;                      /* collectives: re-checked at every commit */
     union {
 #define NM_OP_MEMBER_(P, E, name, flags) nm_##name##_args name;
         NM_OP_LIST(NM_OP_MEMBER_, _)
@@ -161,8 +172,27 @@ typedef struct nm_op {
 
 /* The tensors of op (NULL entries included) and their count. */
 nm_tensor *const *nm_op_tensors(const nm_op *op, int *count);
+/* The op's list of tensors (NULL, 0 for ops without one). */
+static inline nm_tensor *const *nm_op_list(const nm_op *op, int *count) {
+    *count = op->nlist;
+    return op->list;
+}
+/* Free the op's list (it owns it). */
+void nm_op_free_list(nm_op *op);
 /* NM_OPF_* of a kind. */
 int nm_op_flags(nm_op_kind kind);
+
+/* A communicator (comm.c): one device's membership of a group of ranks. The backend's
+ * state is impl (an MPI or NCCL communicator). broken: a collective timed out or a peer
+ * failed; later collectives on it fail at once (written with __atomic_store_n). */
+struct nm_comm {
+    nm_device *dev;
+    neat_comm *handle;
+    int rank, nranks;
+    double timeout; /* seconds, 0 = forever */
+    int broken;
+    void *impl;
+};
 
 struct nm_cmdbuf {
     nm_device *dev;
@@ -217,6 +247,10 @@ neat_status nm_no_alias(const char *fn, const char *out_name, const nm_tensor *o
  * op_check refuses it; sets op->fn and op->math; keeps the handles of the op's non-NULL
  * tensors for the commit-time check. */
 neat_status nm_record(const char *fn, nm_cmdbuf *cb, nm_op *op);
+
+/* ops_comm.c: resolve a comm argument of `fn` for cb's device (INVALID_ARGUMENT for NULL,
+ * INVALID_HANDLE, DEVICE_MISMATCH). */
+neat_status nm_comm_arg(const char *fn, const nm_cmdbuf *cb, const neat_comm *h, nm_comm **out);
 
 /* Total elements of a shape, -1 on overflow of int64 or of the byte count. */
 int64_t nm_shape_numel(int ndim, const int64_t *shape);

@@ -13,7 +13,8 @@
  *
  * Adding an op: one entry here, its args struct in ops.h, one record function in
  * src/core/ops_*.c, one function per backend, rows in tests/test_conformance.c (values) and
- * tests/test_errors_ops.c (every argument's error cases).
+ * tests/test_errors_ops.c (every argument's error cases). Collectives are tested by
+ * tests/test_collectives.c (run under mpirun by scripts/run_tests.sh).
  */
 #ifndef NEATML_OP_LIST_H
 #define NEATML_OP_LIST_H
@@ -21,8 +22,22 @@
 /* The op reads device data that can make it fail while it runs (a label out of range, an
  * invalid learning rate): a backend must be able to stop the rest of the submission. */
 #define NM_OPF_RUNTIME_CHECK 1
+/* The op talks to the other ranks of a communicator (nm_op.comm): it can fail at run time
+ * (a peer that disagrees, died or timed out), which the backend learns from its
+ * communication library (MPI, NCCL), not from the data. */
+#define NM_OPF_COLLECTIVE 2
 
-#define NM_OP_LIST(X, P)                                                                    \
+/* Every op: the compute ops, then the collectives. The collectives are a list of their own
+ * so that a backend without them (Metal) keeps its table NM_OP_TABLE: they stay NULL there,
+ * which makes recording them answer UNSUPPORTED. */
+#define NM_OP_LIST(X, P) NM_COMPUTE_OP_LIST(X, P) NM_COLLECTIVE_OP_LIST(X, P)
+
+#define NM_COLLECTIVE_OP_LIST(X, P)                                                         \
+    X(P, ALL_REDUCE, all_reduce, NM_OPF_COLLECTIVE)                                         \
+    X(P, ALL_REDUCE_BUCKET, all_reduce_bucket, NM_OPF_COLLECTIVE) /* tensors in nm_op.list */ \
+    X(P, BROADCAST, broadcast, NM_OPF_COLLECTIVE)
+
+#define NM_COMPUTE_OP_LIST(X, P)                                                            \
     X(P, MATMUL, matmul, 0)                /* neat_matmul, neat_matmul_batched */           \
     X(P, ADD, add, 0)                                                                       \
     X(P, SCALE, scale, 0)                                                                   \

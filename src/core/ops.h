@@ -16,6 +16,7 @@
 #include <stdio.h>
 
 typedef struct nm_tensor nm_tensor;
+typedef struct nm_comm nm_comm;
 
 /* NM_TENSORS(a, b, c) declares `nm_tensor *a, *b, *c` overlaid by `nm_tensor *tensors[3]`. */
 #define NM_NARGS_(_1, _2, _3, _4, _5, _6, _7, _8, _9, _10, N, ...) N
@@ -186,5 +187,34 @@ typedef struct nm_copy_to_host_args {
     NM_TENSORS(t);
     float *dst;
 } nm_copy_to_host_args;
+
+/* Collectives (ops_comm.c). count: elements per rank, the same on every rank (checked
+ * at the op's first run). The comm's handle is re-checked at commit (nm_op.comm). */
+typedef struct nm_all_reduce_args {
+    NM_TENSORS(x, y); /* y may be x */
+    nm_comm *comm;
+    neat_reduce_op op;
+    int64_t count;
+} nm_all_reduce_args;
+
+/* The bucket's tensors are the op's list (nm_op.list, nlist of them): their number is the
+ * caller's, so they do not fit the fixed slots; `none` stays NULL. total = the sum of their
+ * element counts; contiguous: they lie back to back from list[first_nonempty]->data, so the
+ * reduction runs in place there without packing. */
+typedef struct nm_all_reduce_bucket_args {
+    NM_TENSORS(none);
+    nm_comm *comm;
+    neat_reduce_op op;
+    int64_t total;
+    int contiguous;
+} nm_all_reduce_bucket_args;
+
+/* y = root's x; x is NULL on the other ranks unless the caller passed it. */
+typedef struct nm_broadcast_args {
+    NM_TENSORS(x, y);
+    nm_comm *comm;
+    int root;
+    int64_t count;
+} nm_broadcast_args;
 
 #endif

@@ -64,6 +64,14 @@ nm_tensor *const *nm_op_tensors(const nm_op *op, int *count) {
     return NULL;
 }
 
+void nm_op_free_list(nm_op *op) {
+    free(op->list);
+    free(op->list_handles);
+    op->list = NULL;
+    op->list_handles = NULL;
+    op->nlist = 0;
+}
+
 int nm_op_flags(nm_op_kind kind) {
     static const int flags[NM_OP__COUNT] = {
 #define NM_OP_FLAGS_(P, E, name, f) [NM_OP_##E] = f,
@@ -73,17 +81,25 @@ int nm_op_flags(nm_op_kind kind) {
     return kind >= 0 && kind < NM_OP__COUNT ? flags[kind] : 0;
 }
 
+/* Takes op's list: appended with the op, or freed on failure. */
 neat_status nm_record(const char *fn, nm_cmdbuf *cb, nm_op *op) {
+    neat_status st = NEAT_OK;
     const nm_backend_ops *be = cb->dev->be;
     if (!be->op[op->kind])
-        return nm_error(NEAT_ERR_UNSUPPORTED, "%s: the %s backend has no such op", fn, be->name);
+        st = nm_error(NEAT_ERR_UNSUPPORTED, "%s: the %s backend has no such op", fn, be->name);
     op->fn = fn;
     op->math = cb->dev->math;
     /* The backend may refuse what it cannot run exactly (a size, a dtype, a semantics its
      * vendor library lacks), now rather than when the buffer runs. */
-    if (be->op_check) {
-        neat_status st = be->op_check(cb->dev, op);
-        if (st != NEAT_OK) return st;
+    if (st == NEAT_OK && be->op_check) st = be->op_check(cb->dev, op);
+    if (st == NEAT_OK && op->nlist > 0) {
+        op->list_handles = malloc((size_t)op->nlist * sizeof *op->list_handles);
+        if (!op->list_handles) st = nm_error(NEAT_ERR_OUT_OF_MEMORY, "%s: out of host memory", fn);
+        for (int i = 0; st == NEAT_OK && i < op->nlist; i++) op->list_handles[i] = op->list[i]->handle;
+    }
+    if (st != NEAT_OK) {
+        nm_op_free_list(op);
+        return st;
     }
     int n;
     nm_tensor *const *ts = nm_op_tensors(op, &n);
@@ -92,13 +108,15 @@ neat_status nm_record(const char *fn, nm_cmdbuf *cb, nm_op *op) {
         if (ts[i]) op->handles[op->ntensors++] = ts[i]->handle;
     /* Appended under the device's lock, which commit and destroy take too: a buffer
      * committed or a tensor destroyed by another thread since the checks is seen here. */
-    neat_status st = NEAT_OK;
     pthread_mutex_lock(&cb->dev->lock);
     if (cb->committed)
         st = nm_error(NEAT_ERR_INVALID_ARGUMENT,
                       "%s: cb was already committed; neat_cmdbuf_reset it to record again", fn);
     for (int i = 0; st == NEAT_OK && i < op->ntensors; i++)
         if (!op->handles[i] || !nm_handle_get(op->handles[i], NM_H_TENSOR))
+            st = nm_error(NEAT_ERR_INVALID_HANDLE, "%s: a tensor argument was destroyed meanwhile", fn);
+    for (int i = 0; st == NEAT_OK && i < op->nlist; i++)
+        if (!nm_handle_get(op->list_handles[i], NM_H_TENSOR))
             st = nm_error(NEAT_ERR_INVALID_HANDLE, "%s: a tensor argument was destroyed meanwhile", fn);
     if (st == NEAT_OK && cb->nops == cb->cap) {
         int64_t cap = cb->cap ? cb->cap * 2 : 16;
@@ -108,5 +126,6 @@ neat_status nm_record(const char *fn, nm_cmdbuf *cb, nm_op *op) {
     }
     if (st == NEAT_OK) cb->ops[cb->nops++] = *op;
     pthread_mutex_unlock(&cb->dev->lock);
+    if (st != NEAT_OK) nm_op_free_list(op);
     return st;
 }

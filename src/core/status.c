@@ -36,6 +36,7 @@ NEAT_API const char *neat_status_string(neat_status status) {
     case NEAT_ERR_INVALID_HANDLE: return "NEAT_ERR_INVALID_HANDLE";
     case NEAT_ERR_BACKEND_ERROR: return "NEAT_ERR_BACKEND_ERROR";
     case NEAT_ERR_INTERNAL: return "NEAT_ERR_INTERNAL";
+    case NEAT_ERR_TIMEOUT: return "NEAT_ERR_TIMEOUT";
     }
     return "unknown status";
 }

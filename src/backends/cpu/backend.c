@@ -258,6 +258,10 @@ const nm_backend_ops nm_cpu_backend = {
     .submit = cpu_submit,
     .completed = cpu_completed,
     .wait_seq = cpu_wait_seq,
-    .cmdbuf_release = NULL,
-    .op = NM_OP_TABLE(cpu),
+    .cmdbuf_release = cpu_comm_cmdbuf_release,
+    .comm_id_create = cpu_comm_id_create,
+    .comm_create = cpu_comm_create,
+    .comm_create_all = cpu_comm_create_all,
+    .comm_destroy = cpu_comm_destroy,
+    .op = NM_OP_TABLE_WITH_COLLECTIVES(cpu),
 };

@@ -6,7 +6,7 @@
  * Files: backend.c (table, device, memory, worker queue), dnnl.c and dnnl_util.h (engine,
  * stream, primitive cache, staging), matmul.c, linear.c, conv.c, conv_backward.c (oneDNN
  * ops), elementwise.c (add, scale, fill, activations), pool.c, reduce.c (sums), softmax.c
- * (softmax, cross-entropy), optim.c (SGD, Adam); loops.h (how loops share threads) and
+ * (softmax, cross-entropy), optim.c (SGD, Adam), comm.c (collectives: MPI); loops.h (how loops share threads) and
  * vecmath.h (exp and friends that vectorize).
  */
 #ifndef NEATML_CPU_H
@@ -37,6 +37,14 @@ static inline cpu_device *cpu_dev(nm_device *dev) { return (cpu_device *)dev->im
 neat_status cpu_stage_host_copies(nm_cmdbuf *cb, float ***staging);
 void cpu_free_staging(nm_cmdbuf *cb, float **staging);
 
+/* comm.c: collectives (MPI, or one rank) */
+neat_status cpu_comm_id_create(neat_comm_id *id);
+neat_status cpu_comm_create(nm_comm *comm, const neat_comm_id *id);
+neat_status cpu_comm_create_all(int n, nm_comm *const *comms);
+void cpu_comm_destroy(nm_comm *comm);
+/* Frees cb->impl (which collectives were checked, comm.c). */
+void cpu_comm_cmdbuf_release(nm_device *dev, nm_cmdbuf *cb);
+
 /* dnnl.c */
 neat_status cpu_dnnl_open(nm_device *dev);
 void cpu_dnnl_close(nm_device *dev);
@@ -45,7 +53,7 @@ void cpu_dnnl_close(nm_device *dev);
  * batched), linear.c, conv.c, conv_backward.c. Loops: elementwise.c (add, scale, fill,
  * activations), pool.c, reduce.c (sum, whole or along an axis), softmax.c (softmax,
  * cross-entropy), optim.c (SGD, Adam), copy.c (recorded host copies). */
-NM_DECLARE_OPS(cpu)
+NM_DECLARE_OPS_WITH_COLLECTIVES(cpu)
 
 /* Activation math shared by the loops and the oneDNN ops (elementwise.c).
  * cpu_act_apply: y = act(x) over n elements (in place allowed).

@@ -254,8 +254,10 @@ static neat_status cmdbuf_state(nm_device *dev, nm_cmdbuf *cb) {
     if (!c) return nm_error(NEAT_ERR_OUT_OF_MEMORY, "%s: out of host memory", fn);
     c->slots = calloc((size_t)(cb->nops > 0 ? cb->nops : 1) * CUDA_SLOTS, sizeof *c->slots);
     neat_status st = c->slots ? NEAT_OK : nm_error(NEAT_ERR_OUT_OF_MEMORY, "%s: out of host memory", fn);
-    for (int64_t i = 0; i < cb->nops; i++)
+    for (int64_t i = 0; i < cb->nops; i++) {
         if (nm_op_flags(cb->ops[i].kind) & NM_OPF_RUNTIME_CHECK) c->checks = 1;
+        if (nm_op_flags(cb->ops[i].kind) & NM_OPF_COLLECTIVE) c->collectives = 1;
+    }
     if (!st && c->checks) {
         void *err;
         st = nm_scratch_alloc(cb, CUDA_ERR_WORDS * sizeof(int), &err);
@@ -363,6 +365,7 @@ static neat_status cuda_submit(nm_device *dev, nm_cmdbuf *cb, uint64_t seq) {
         sub->cb = cb;
         sub->timed = timed;
         sub->checks = c->checks;
+        sub->collectives = c->collectives;
         d->nsubs++;
     } else {
         /* The core gives the tensors back on a failed commit: what was enqueued before the
@@ -480,14 +483,17 @@ static neat_status cuda_wait_seq(nm_device *dev, uint64_t seq) {
         /* Block on the event of the submission seq (found under the lock; events are only
          * recycled by complete_subs, which this thread is not running). */
         cudaEvent_t ev = NULL;
+        nm_cmdbuf *peers = NULL; /* the oldest submission that waits on other ranks */
         pthread_mutex_lock(&d->reap_lock);
         pthread_mutex_lock(&d->lock);
         for (int i = 0; i < d->nsubs && !ev; i++) {
             const cuda_sub *s = &d->subs[(d->first + i) % d->capsubs];
+            if (s->collectives && !peers) peers = s->cb;
             if (s->seq >= seq) ev = s->done;
         }
         pthread_mutex_unlock(&d->lock);
-        cudaError_t e = ev ? cudaEventSynchronize(ev) : cudaSuccess;
+        /* A collective may wait on a peer that never comes: poll, with the comm's timeout. */
+        cudaError_t e = !ev ? cudaSuccess : peers ? cuda_comm_wait(dev, ev, peers) : cudaEventSynchronize(ev);
         pthread_mutex_unlock(&d->reap_lock);
         if (e != cudaSuccess) {
             cudaGetLastError();
@@ -526,5 +532,9 @@ const nm_backend_ops nm_cuda_backend = {
     .completed = cuda_completed,
     .wait_seq = cuda_wait_seq,
     .cmdbuf_release = cuda_cmdbuf_release,
-    .op = NM_OP_TABLE(cuda),
+    .comm_id_create = cuda_comm_id_create,
+    .comm_create = cuda_comm_create,
+    .comm_create_all = cuda_comm_create_all,
+    .comm_destroy = cuda_comm_destroy,
+    .op = NM_OP_TABLE_WITH_COLLECTIVES(cuda),
 };

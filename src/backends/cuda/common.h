@@ -15,7 +15,7 @@
  * Files: backend.c (table, device, memory, submit/wait, graphs), elementwise.cu (add,
  * scale, fill, activations, bias+activation), pool.cu, reduce.cu (sums), softmax.cu
  * (softmax, cross-entropy), optim.cu (SGD, AdamW), matmul.cu (cuBLASLt: matmul, linear),
- * conv.cu (cuDNN).
+ * conv.cu (cuDNN), comm.c (collectives: NCCL).
  */
 #ifndef NEATML_CUDA_COMMON_H
 #define NEATML_CUDA_COMMON_H
@@ -76,7 +76,7 @@ typedef struct cuda_sub {
     uint64_t seq;
     nm_cmdbuf *cb;
     cudaEvent_t start, done;
-    int timed, checks;
+    int timed, checks, collectives;
 } cuda_sub;
 
 /* Error record in device memory, set once by the first kernel that finds bad input (what,
@@ -102,6 +102,7 @@ typedef struct cuda_cmdbuf {
     cudaEvent_t *consumed;     /* copy.c: after each copy_from_host's device copy */
     int copies_out;            /* some op copies to host: completion copies it out */
     int checks;                /* some op can set err: wait() reads it */
+    int collectives;           /* some op talks to peers: wait() polls its comms (comm.c) */
 } cuda_cmdbuf;
 
 static inline cuda_device *cuda_dev(nm_device *dev) { return (cuda_device *)dev->impl; }
@@ -156,12 +157,20 @@ neat_status cuda_guard(nm_device *dev, nm_cmdbuf *cb, int capturing, int *stop);
 /* End every open body's capture and point d->stream back at the main stream. */
 neat_status cuda_guards_close(nm_device *dev);
 
+/* comm.c: collectives on NCCL (the table's comm entries and ops). cuda_comm_wait: wait
+ * for ev while polling the NCCL comms of cb's collectives (async errors, timeouts). */
+neat_status cuda_comm_id_create(neat_comm_id *id);
+neat_status cuda_comm_create(nm_comm *comm, const neat_comm_id *id);
+neat_status cuda_comm_create_all(int n, nm_comm *const *comms);
+void cuda_comm_destroy(nm_comm *comm);
+cudaError_t cuda_comm_wait(nm_device *dev, cudaEvent_t ev, nm_cmdbuf *cb);
+
 /* Caches: created lazily, released by device_close. */
 void cuda_matmul_cache_free(cuda_device *d);
 void cuda_conv_cache_free(cuda_device *d);
 
 /* Op entry points (op_list.h; the table in backend.c): cuda_<name> for every entry. */
-NM_DECLARE_OPS(cuda)
+NM_DECLARE_OPS_WITH_COLLECTIVES(cuda)
 
 #ifdef __cplusplus
 }

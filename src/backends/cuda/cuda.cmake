@@ -45,3 +45,17 @@ target_compile_options(neatml PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:-O3>)
 target_compile_definitions(neatml PRIVATE NEATML_HAVE_CUDA)
 target_include_directories(neatml PRIVATE ${CUDAToolkit_INCLUDE_DIRS} ${CUDNN_INCLUDE_DIR})
 target_link_libraries(neatml PRIVATE CUDA::cudart CUDA::cublasLt ${CUDNN_LIBRARY})
+
+# NCCL (optional): the CUDA collectives. The toolkit's nccl.h/libnccl, or NCCL_ROOT.
+find_path(NCCL_INCLUDE_DIR nccl.h HINTS ${CUDAToolkit_INCLUDE_DIRS} ENV NCCL_ROOT PATH_SUFFIXES include)
+find_library(NCCL_LIBRARY NAMES nccl libnccl.so.2
+  HINTS ${CUDAToolkit_LIBRARY_DIR} ENV NCCL_ROOT PATH_SUFFIXES lib lib64 lib/x86_64-linux-gnu)
+if(NCCL_INCLUDE_DIR AND NCCL_LIBRARY)
+  message(STATUS "neatml: CUDA collectives on NCCL (${NCCL_LIBRARY})")
+  target_compile_definitions(neatml PRIVATE NEATML_HAVE_NCCL)
+  target_include_directories(neatml PRIVATE ${NCCL_INCLUDE_DIR})
+  target_link_libraries(neatml PRIVATE ${NCCL_LIBRARY})
+  set(NEATML_NCCL_FOUND TRUE)
+else()
+  message(STATUS "neatml: NCCL not found: the CUDA backend has no collectives")
+endif()

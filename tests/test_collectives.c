@@ -1,0 +1,431 @@
+/*
+ * test_collectives.c — all-reduce (sum, average, bucket) and broadcast across ranks, their
+ * errors, and a data-parallel training step, against float64 references.
+ *
+ * One process per rank. The rank and world size come from --rank/--world-size, RANK/
+ * WORLD_SIZE, or Open MPI's OMPI_COMM_WORLD_RANK/_SIZE (mpirun -np 2); rank 0 writes the
+ * comm id to --init-file (or NEATML_INIT_FILE) and the others read it. Alone (world size 1)
+ * the single-rank cases run and the multi-rank ones are skipped. --backend cpu|cuda
+ * (default cpu; CUDA: NCCL, one GPU per rank: LOCAL_RANK or the rank picks it).
+ */
+#include "harness.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static int g_rank, g_world;
+
+static int env_int(const char *a, const char *b, int dflt) {
+    const char *v = getenv(a);
+    if (!v && b) v = getenv(b);
+    return v && *v ? atoi(v) : dflt;
+}
+
+/* Rank 0 makes the id and writes it (write then rename: readers never see half a file);
+ * the others poll for the file for up to 120 s. */
+static neat_status share_id(neat_backend be, const char *path, neat_comm_id *id) {
+    char text[300];
+    if (g_rank == 0) {
+        neat_status st = neat_comm_id_create(be, id);
+        if (st) return st;
+        neat_comm_id_to_string(id, text, sizeof text);
+        char tmp[1100];
+        snprintf(tmp, sizeof tmp, "%s.tmp", path);
+        FILE *f = fopen(tmp, "w");
+        if (!f || fprintf(f, "%s\n", text) < 0 || fclose(f) != 0 || rename(tmp, path) != 0) return NEAT_ERR_INTERNAL;
+        return NEAT_OK;
+    }
+    for (int i = 0; i < 12000; i++) {
+        FILE *f = fopen(path, "r");
+        if (f) {
+            int ok = fgets(text, sizeof text, f) != NULL;
+            fclose(f);
+            if (ok && neat_comm_id_from_string(text, id) == NEAT_OK) return NEAT_OK;
+        }
+        usleep(10000);
+    }
+    return NEAT_ERR_TIMEOUT;
+}
+
+/* ---- helpers -------------------------------------------------------------------------- */
+
+static neat_tensor *tensor(neat_device *dev, int ndim, const int64_t *shape, const float *data) {
+    neat_tensor *t = NULL;
+    if (CHECK_OK(neat_tensor_create(dev, ndim, shape, &t), "neat_tensor_create") && data) {
+        int64_t n;
+        neat_tensor_numel(t, &n);
+        neat_tensor_write(t, data, n);
+    }
+    return t;
+}
+
+/* Rank-dependent data of case `salt`: element i of rank r. */
+static double value(int r, int64_t i, int salt) { return sin(0.37 * (double)i + 1.3 * r + salt) * (1 + r); }
+
+static void fill(float *p, int64_t n, int r, int salt) {
+    for (int64_t i = 0; i < n; i++) p[i] = (float)value(r, i, salt);
+}
+
+/* |got - want| within float32 summation tolerance for each element. */
+static int close_to(const float *got, const double *want, int64_t n, double tol, const char *what) {
+    for (int64_t i = 0; i < n; i++)
+        if (!(fabs(got[i] - want[i]) <= tol * (1 + fabs(want[i]))))
+            return CHECK(0, "%s: element %lld is %g, expected %g", what, (long long)i, got[i], want[i]);
+    return CHECK(1, "%s", what);
+}
+
+static int run(neat_cmdbuf *cb, int commits) {
+    int ok = 1;
+    for (int i = 0; i < commits; i++) {
+        ok &= CHECK_OK(neat_cmdbuf_commit(cb), "commit");
+        ok &= CHECK_OK(neat_cmdbuf_wait(cb), "wait");
+    }
+    return ok;
+}
+
+/* ---- cases ------------------------------------------------------------------------------ */
+
+/* Sum and average of rank-dependent data, in place and out of place, replayed. */
+static void case_all_reduce(neat_device *dev, neat_comm *comm) {
+    const int64_t n = 1000;
+    int64_t shape[2] = {25, 40};
+    float *h = malloc(n * sizeof *h), *out = malloc(n * sizeof *out);
+    double *want = malloc(n * sizeof *want);
+    for (int op = 0; op < 2; op++)
+        for (int in_place = 0; in_place < 2; in_place++) {
+            fill(h, n, g_rank, op);
+            neat_tensor *x = tensor(dev, 2, shape, h), *y = in_place ? x : tensor(dev, 1, &shape[0] + 0, NULL);
+            if (!in_place) {
+                neat_tensor_destroy(y);
+                int64_t flat = n;
+                y = tensor(dev, 1, &flat, NULL);
+            }
+            neat_cmdbuf *cb;
+            neat_cmdbuf_create(dev, &cb);
+            CHECK_OK(neat_all_reduce(cb, comm, op ? NEAT_REDUCE_AVG : NEAT_REDUCE_SUM, x, y), "neat_all_reduce");
+            /* out of place: replayed twice, x unchanged, the same result; in place: once */
+            run(cb, in_place ? 1 : 2);
+            neat_tensor_read(y, out, n);
+            for (int64_t i = 0; i < n; i++) {
+                double s = 0;
+                for (int r = 0; r < g_world; r++) s += (float)value(r, i, op);
+                want[i] = op ? s / g_world : s;
+            }
+            char what[96];
+            snprintf(what, sizeof what, "all_reduce %s %s", op ? "avg" : "sum", in_place ? "in place" : "out of place");
+            close_to(out, want, n, 1e-6, what);
+            neat_cmdbuf_destroy(cb);
+            if (y != x) neat_tensor_destroy(y);
+            neat_tensor_destroy(x);
+        }
+    free(h), free(out), free(want);
+}
+
+/* A bucket of several shapes, with empty and one-element tensors: packed; and one tensor
+ * between empty ones: reduced where it lies. */
+static void case_bucket(neat_device *dev, neat_comm *comm) {
+    int64_t shapes[6][3] = {{0}, {1}, {3, 5}, {7}, {2, 2}, {0, 4}};
+    int ndims[6] = {1, 1, 2, 1, 2, 2};
+    for (int packed = 0; packed < 2; packed++)
+        for (int op = 0; op < 2; op++) {
+            int n = packed ? 6 : 3;
+            int idx[6] = {0, 2, 5, 3, 4, 1}; /* unpacked case: {0-size, 3x5, 0-size} */
+            neat_tensor *ts[6];
+            int64_t counts[6];
+            float *hs[6];
+            for (int i = 0; i < n; i++) {
+                int k = packed ? i : idx[i];
+                counts[i] = 1;
+                for (int d = 0; d < ndims[k]; d++) counts[i] *= shapes[k][d];
+                hs[i] = malloc((size_t)(counts[i] + 1) * sizeof(float));
+                fill(hs[i], counts[i], g_rank, 10 * i + op);
+                ts[i] = tensor(dev, ndims[k], shapes[k], hs[i]);
+            }
+            neat_cmdbuf *cb;
+            neat_cmdbuf_create(dev, &cb);
+            CHECK_OK(neat_all_reduce_bucket(cb, comm, op ? NEAT_REDUCE_AVG : NEAT_REDUCE_SUM, n, ts),
+                     "neat_all_reduce_bucket");
+            run(cb, 1);
+            for (int i = 0; i < n; i++) {
+                double want[16];
+                for (int64_t j = 0; j < counts[i]; j++) {
+                    double s = 0;
+                    for (int r = 0; r < g_world; r++) s += (float)value(r, j, 10 * i + op);
+                    want[j] = op ? s / g_world : s;
+                }
+                neat_tensor_read(ts[i], hs[i], counts[i]);
+                char what[96];
+                snprintf(what, sizeof what, "bucket (%s) %s tensor %d of %lld elements", packed ? "packed" : "in place",
+                         op ? "avg" : "sum", i, (long long)counts[i]);
+                close_to(hs[i], want, counts[i], 1e-6, what);
+                neat_tensor_destroy(ts[i]);
+                free(hs[i]);
+            }
+            neat_cmdbuf_destroy(cb);
+        }
+}
+
+/* From each root, out of place and in place, replayed. */
+static void case_broadcast(neat_device *dev, neat_comm *comm) {
+    const int64_t n = 333;
+    float *h = malloc(n * sizeof *h), *out = malloc(n * sizeof *out);
+    double *want = malloc(n * sizeof *want);
+    for (int root = 0; root < g_world; root++)
+        for (int in_place = 0; in_place < 2; in_place++) {
+            fill(h, n, g_rank, 7);
+            neat_tensor *x = tensor(dev, 1, &n, h), *y = in_place ? x : tensor(dev, 1, &n, NULL);
+            neat_cmdbuf *cb;
+            neat_cmdbuf_create(dev, &cb);
+            CHECK_OK(neat_broadcast(cb, comm, root, x, y), "neat_broadcast");
+            run(cb, 2);
+            neat_tensor_read(y, out, n);
+            for (int64_t i = 0; i < n; i++) want[i] = (float)value(root, i, 7);
+            char what[64];
+            snprintf(what, sizeof what, "broadcast from %d %s", root, in_place ? "in place" : "out of place");
+            close_to(out, want, n, 0, what);
+            neat_cmdbuf_destroy(cb);
+            if (y != x) neat_tensor_destroy(y);
+            neat_tensor_destroy(x);
+        }
+    free(h), free(out), free(want);
+}
+
+static void expect(neat_status st, neat_status want, const char *substr, const char *what) {
+    CHECK_STATUS(st, want, what);
+    if (substr) CHECK(strstr(neat_last_error(), substr) != NULL, "%s: message \"%s\" lacks \"%s\"", what,
+                      neat_last_error(), substr);
+}
+
+/* Errors one rank sees alone. */
+static void case_local_errors(neat_device *dev, neat_comm *comm, neat_backend be) {
+    neat_comm_id id;
+    char text[300];
+    neat_comm *c = NULL;
+    memset(&id, 7, sizeof id);
+    expect(neat_comm_id_to_string(&id, text, 100), NEAT_ERR_INVALID_ARGUMENT, "257", "id_to_string: small buffer");
+    CHECK_OK(neat_comm_id_to_string(&id, text, sizeof text), "id_to_string");
+    neat_comm_id back;
+    CHECK(neat_comm_id_from_string(text, &back) == NEAT_OK && !memcmp(&back, &id, sizeof id), "id string round trip");
+    expect(neat_comm_id_from_string("12zz", &back), NEAT_ERR_INVALID_ARGUMENT, "neat_comm_id_from_string", "bad id");
+    expect(neat_comm_create(dev, &id, 0, 0, &c), NEAT_ERR_INVALID_ARGUMENT, "nranks", "nranks 0");
+    expect(neat_comm_create(dev, &id, 2, 2, &c), NEAT_ERR_INVALID_ARGUMENT, "rank is 2", "rank out of range");
+    expect(neat_comm_create(dev, NULL, 1, 0, &c), NEAT_ERR_INVALID_ARGUMENT, "id is NULL", "id NULL");
+    expect(neat_comm_set_timeout(comm, -1), NEAT_ERR_INVALID_ARGUMENT, "seconds", "negative timeout");
+    int r = -1, nr = -1;
+    CHECK(neat_comm_info(comm, &r, &nr) == NEAT_OK && r == g_rank && nr == g_world, "comm_info");
+
+    int64_t n = 4, m = 5;
+    neat_tensor *x = tensor(dev, 1, &n, NULL), *y = tensor(dev, 1, &m, NULL);
+    neat_cmdbuf *cb;
+    neat_cmdbuf_create(dev, &cb);
+    expect(neat_all_reduce(cb, comm, (neat_reduce_op)7, x, x), NEAT_ERR_INVALID_ARGUMENT, "neat_reduce_op", "bad op");
+    expect(neat_all_reduce(cb, comm, NEAT_REDUCE_SUM, x, y), NEAT_ERR_SHAPE_MISMATCH, "neat_all_reduce", "x, y counts");
+    expect(neat_all_reduce(cb, NULL, NEAT_REDUCE_SUM, x, x), NEAT_ERR_INVALID_ARGUMENT, "comm is NULL", "comm NULL");
+    expect(neat_broadcast(cb, comm, g_world, x, x), NEAT_ERR_INVALID_ARGUMENT, "root", "root out of range");
+    neat_tensor *twice[2] = {x, x};
+    expect(neat_all_reduce_bucket(cb, comm, NEAT_REDUCE_SUM, 2, twice), NEAT_ERR_INVALID_ARGUMENT, "share memory",
+           "bucket: a tensor twice");
+    expect(neat_all_reduce_bucket(cb, comm, NEAT_REDUCE_SUM, -1, twice), NEAT_ERR_INVALID_ARGUMENT, "n is -1", "bucket n");
+    /* A comm of another device than cb */
+    neat_device *other = NULL;
+    if (neat_device_create(be, 0, &other) == NEAT_OK) {
+        neat_cmdbuf *ocb;
+        neat_tensor *ox = tensor(other, 1, &n, NULL);
+        neat_cmdbuf_create(other, &ocb);
+        expect(neat_all_reduce(ocb, comm, NEAT_REDUCE_SUM, ox, ox), NEAT_ERR_DEVICE_MISMATCH, "another device",
+               "comm of another device");
+        neat_cmdbuf_destroy(ocb);
+        neat_tensor_destroy(ox);
+        neat_device_destroy(other);
+    }
+    /* A destroyed comm: INVALID_HANDLE at record and at commit */
+    neat_comm *one = NULL;
+    if (CHECK_OK(neat_comm_create_all(1, &dev, &one), "neat_comm_create_all(1)")) {
+        CHECK_OK(neat_all_reduce(cb, one, NEAT_REDUCE_SUM, x, x), "all_reduce on a 1-rank comm");
+        neat_comm_destroy(one);
+        expect(neat_cmdbuf_commit(cb), NEAT_ERR_INVALID_HANDLE, "comm", "commit after comm destroyed");
+        expect(neat_comm_info(one, NULL, NULL), NEAT_ERR_INVALID_HANDLE, "comm", "destroyed comm");
+    }
+    neat_cmdbuf_destroy(cb);
+    neat_tensor_destroy(x), neat_tensor_destroy(y);
+}
+
+/* Ranks that disagree: counts (SHAPE_MISMATCH on every rank), a silent rank (TIMEOUT). */
+static void case_peer_errors(neat_device *dev, neat_comm *comm, neat_comm *spare) {
+    int64_t n = 4 + g_rank;
+    neat_tensor *x = tensor(dev, 1, &n, NULL);
+    neat_cmdbuf *cb;
+    neat_cmdbuf_create(dev, &cb);
+    CHECK_OK(neat_all_reduce(cb, comm, NEAT_REDUCE_SUM, x, x), "record all_reduce of rank-dependent count");
+    CHECK_OK(neat_cmdbuf_commit(cb), "commit");
+    expect(neat_cmdbuf_wait(cb), NEAT_ERR_SHAPE_MISMATCH, "elements", "ranks' counts differ");
+    neat_cmdbuf_destroy(cb);
+    neat_tensor_destroy(x);
+
+    /* Rank 0 waits 1 s for rank 1, which comes 3 s late: TIMEOUT on rank 0 (the comm is then
+     * broken: committing again fails at once); rank 1's late op completes. */
+    int64_t zero = 0;
+    neat_tensor *z = tensor(dev, 1, &zero, NULL);
+    neat_cmdbuf_create(dev, &cb);
+    CHECK_OK(neat_all_reduce(cb, spare, NEAT_REDUCE_SUM, z, z), "record all_reduce (timeout case)");
+    if (g_rank == 0) {
+        neat_comm_set_timeout(spare, 1.0);
+        CHECK_OK(neat_cmdbuf_commit(cb), "commit");
+        expect(neat_cmdbuf_wait(cb), NEAT_ERR_TIMEOUT, "did not take part within", "silent peer");
+        expect(neat_cmdbuf_commit(cb), NEAT_ERR_BACKEND_ERROR, "broken", "commit on a broken comm");
+    } else if (g_rank == 1) {
+        sleep(3);
+        CHECK_OK(neat_cmdbuf_commit(cb), "late commit");
+        CHECK_OK(neat_cmdbuf_wait(cb), "late rank's wait");
+    }
+    neat_cmdbuf_destroy(cb);
+    neat_tensor_destroy(z);
+}
+
+/* One SGD step of logits = x w^T + b, mean cross-entropy: on `world` ranks each with its
+ * shard of the batch and the gradients averaged by one bucket, the parameters equal the
+ * single-device step on the whole batch (float32 reduction tolerance). */
+static void train_step(neat_device *dev, neat_comm *comm, int64_t rows, const float *x_h, const float *lab_h,
+                       float *w_h, float *b_h) {
+    enum { D = 12, C = 5 };
+    int64_t xs[2] = {rows, D}, ws[2] = {C, D}, cs = C, ls[2] = {rows, C}, one = 1, two = 2;
+    neat_tensor *x = tensor(dev, 2, xs, x_h), *lab = tensor(dev, 1, &rows, lab_h), *w = tensor(dev, 2, ws, w_h),
+                *b = tensor(dev, 1, &cs, b_h), *logits = tensor(dev, 2, ls, NULL), *dlog = tensor(dev, 2, ls, NULL),
+                *loss = tensor(dev, 1, &one, NULL), *dw = tensor(dev, 2, ws, NULL), *db = tensor(dev, 1, &cs, NULL);
+    float hyper_h[2] = {0.5f, 1};
+    neat_tensor *hyper = tensor(dev, 1, &two, hyper_h);
+    neat_sgd_params p = {0};
+    neat_cmdbuf *cb;
+    neat_cmdbuf_create(dev, &cb);
+    CHECK_OK(neat_linear_forward(cb, NEAT_ACT_NONE, x, w, b, logits), "linear");
+    CHECK_OK(neat_softmax_cross_entropy(cb, logits, lab, loss), "xent");
+    CHECK_OK(neat_softmax_cross_entropy_backward(cb, logits, lab, dlog), "xent backward");
+    CHECK_OK(neat_linear_backward(cb, NEAT_ACT_NONE, x, w, b, logits, dlog, NULL, dw, db, 0), "linear backward");
+    if (comm) {
+        neat_tensor *grads[2] = {dw, db};
+        CHECK_OK(neat_all_reduce_bucket(cb, comm, NEAT_REDUCE_AVG, 2, grads), "bucket");
+    }
+    CHECK_OK(neat_sgd_update(cb, &p, hyper, w, dw, NULL), "sgd w");
+    CHECK_OK(neat_sgd_update(cb, &p, hyper, b, db, NULL), "sgd b");
+    run(cb, 1);
+    neat_tensor_read(w, w_h, C * D);
+    neat_tensor_read(b, b_h, C);
+    neat_cmdbuf_destroy(cb);
+    neat_tensor *all[] = {x, lab, w, b, logits, dlog, loss, dw, db, hyper};
+    for (size_t i = 0; i < sizeof all / sizeof *all; i++) neat_tensor_destroy(all[i]);
+}
+
+static void case_training(neat_device *dev, neat_comm *comm) {
+    enum { D = 12, C = 5, PER = 8 };
+    int64_t rows = (int64_t)PER * g_world;
+    float *x = malloc(rows * D * sizeof *x), *lab = malloc(rows * sizeof *lab);
+    float w0[C * D], b0[C], w1[C * D], b1[C];
+    for (int64_t i = 0; i < rows * D; i++) x[i] = (float)value(0, i, 99);
+    for (int64_t i = 0; i < rows; i++) lab[i] = (float)(i * 7 % C);
+    for (int i = 0; i < C * D; i++) w0[i] = w1[i] = (float)(0.1 * value(0, i, 5));
+    for (int i = 0; i < C; i++) b0[i] = b1[i] = (float)(0.1 * value(0, i, 6));
+    train_step(dev, NULL, rows, x, lab, w0, b0); /* the whole batch on this device */
+    train_step(dev, comm, PER, x + (int64_t)g_rank * PER * D, lab + (int64_t)g_rank * PER, w1, b1);
+    double want[C * D];
+    for (int i = 0; i < C * D; i++) want[i] = w0[i];
+    close_to(w1, want, C * D, 2e-6, "data-parallel step: w equals the whole-batch step");
+    for (int i = 0; i < C; i++) want[i] = b0[i];
+    close_to(b1, want, C, 2e-6, "data-parallel step: b equals the whole-batch step");
+    free(x), free(lab);
+}
+
+/* --bench MiB[,MiB...]: all-reduce bus bandwidth through neatml, as bench/nccl_peer.c
+ * measures NCCL's: a replayed buffer of one neat_all_reduce (SUM, in place), 5 warm-up
+ * commits, then the mean neat_cmdbuf_device_time of 20 (device events on CUDA). */
+static void bench(neat_device *dev, neat_comm *comm, const char *list) {
+    for (const char *p = list; p && *p; p = strchr(p, ',') ? strchr(p, ',') + 1 : NULL) {
+        int64_t mib = atoll(p), n = mib << 18;
+        neat_tensor *x = NULL;
+        neat_cmdbuf *cb = NULL;
+        if (!CHECK_OK(neat_tensor_create_zeros(dev, 1, &n, &x), "bench tensor")) return;
+        neat_cmdbuf_create(dev, &cb);
+        CHECK_OK(neat_all_reduce(cb, comm, NEAT_REDUCE_SUM, x, x), "bench all_reduce");
+        run(cb, 5);
+        double total = 0, t;
+        for (int i = 0; i < 20; i++) {
+            run(cb, 1);
+            if (neat_cmdbuf_device_time(cb, &t) == NEAT_OK) total += t;
+        }
+        double sec = total / 20, bytes = (double)n * 4;
+        if (g_rank == 0)
+            printf("neatml allreduce %lld MiB ranks=%d time_ms=%.3f busbw_GBps=%.1f\n", (long long)mib, g_world,
+                   sec * 1e3, sec > 0 ? bytes * 2.0 * (g_world - 1) / g_world / sec / 1e9 : 0.0);
+        neat_cmdbuf_destroy(cb);
+        neat_tensor_destroy(x);
+    }
+}
+
+int main(int argc, char **argv) {
+    const char *backend = "cpu", *init_file = getenv("NEATML_INIT_FILE"), *bench_list = NULL;
+    g_rank = env_int("RANK", "OMPI_COMM_WORLD_RANK", 0);
+    g_world = env_int("WORLD_SIZE", "OMPI_COMM_WORLD_SIZE", 1);
+    for (int i = 1; i + 1 < argc; i += 2) {
+        if (!strcmp(argv[i], "--rank")) g_rank = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--world-size")) g_world = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--init-file")) init_file = argv[i + 1];
+        else if (!strcmp(argv[i], "--backend")) backend = argv[i + 1];
+        else if (!strcmp(argv[i], "--bench")) bench_list = argv[i + 1];
+    }
+    nt_seed_base("collectives", 1);
+    neat_backend be;
+    neat_device *dev = NULL;
+    if (neat_backend_from_name(backend, &be) != NEAT_OK) {
+        CHECK(0, "unknown backend %s", backend);
+        return nt_finish("collectives");
+    }
+    if (be != NEAT_BACKEND_CUDA) nt_skip("CUDA collectives (NCCL): need GPUs; scripts/gpu_dist.sh runs them");
+    int index = be == NEAT_BACKEND_CUDA ? env_int("LOCAL_RANK", NULL, g_rank) : 0;
+    if (neat_device_create(be, index, &dev) != NEAT_OK) {
+        nt_skip("%s collectives: %s", backend, neat_last_error());
+        return nt_finish("collectives");
+    }
+    neat_comm *comm = NULL, *spare = NULL;
+    neat_comm_id id;
+    neat_status st;
+    if (g_world == 1) {
+        st = neat_comm_create_all(1, &dev, &comm);
+    } else if (!init_file) {
+        CHECK(0, "rank %d of %d: no --init-file (or NEATML_INIT_FILE) to share the comm id", g_rank, g_world);
+        return nt_finish("collectives");
+    } else {
+        st = share_id(be, init_file, &id);
+        if (!st) st = neat_comm_create(dev, &id, g_world, g_rank, &comm);
+        if (!st) st = neat_comm_create(dev, &id, g_world, g_rank, &spare);
+    }
+    if (st == NEAT_ERR_UNSUPPORTED) {
+        nt_skip("%s collectives across %d ranks: %s", backend, g_world, neat_last_error());
+        neat_device_destroy(dev);
+        return nt_finish("collectives");
+    }
+    if (!CHECK_OK(st, "neat_comm_create")) return nt_finish("collectives");
+    if (bench_list) {
+        bench(dev, comm, bench_list);
+        neat_comm_destroy(spare), neat_comm_destroy(comm), neat_device_destroy(dev);
+        return nt_finish(g_world > 1 && g_rank ? "bench-rank1" : "bench");
+    }
+    case_local_errors(dev, comm, be);
+    case_all_reduce(dev, comm);
+    case_bucket(dev, comm);
+    case_broadcast(dev, comm);
+    case_training(dev, comm);
+    if (g_world > 1 && be == NEAT_BACKEND_CUDA)
+        nt_skip("peer errors on CUDA: the backend does not yet check the ranks' counts (NCCL does not)");
+    else if (g_world > 1) case_peer_errors(dev, comm, spare);
+    else nt_skip("cases across ranks (peer errors; sums of 2+ ranks): run under mpirun -np 2 (scripts/run_tests.sh does)");
+    neat_comm_destroy(spare);
+    neat_comm_destroy(comm);
+    neat_device_destroy(dev);
+    /* Across ranks each closing line names its rank (run_tests.sh counts each). */
+    char suite[64];
+    if (g_world > 1) snprintf(suite, sizeof suite, "collectives-rank%d", g_rank);
+    else snprintf(suite, sizeof suite, "collectives");
+    return nt_finish(suite);
+}
