@@ -34,4 +34,5 @@ install: build
 	cmake --install $(BUILD) --prefix $(PREFIX)
 
 clean:
-	rm -rf $(BUILD) build-asan build.configure.log build.build.log build-asan.configure.log build-asan.build.log
+	rm -rf $(BUILD) build-asan build-tsan $(BUILD).configure.log $(BUILD).build.log \
+	  build-asan.configure.log build-asan.build.log build-tsan.configure.log build-tsan.build.log

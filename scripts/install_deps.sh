@@ -5,6 +5,7 @@
 #   scripts/install_deps.sh bench      also PyTorch, the peer of the benchmark (make bench)
 set -euo pipefail
 pkgs=(cmake make gcc g++ pkg-config libdnnl-dev zlib1g-dev
+      clang-14 libclang-rt-14-dev libomp-14-dev
       ocaml-nox ocaml-dune ocaml-findlib libalcotest-ocaml-dev)
 case "${1:-}" in
   demo) pkgs+=(dataset-fashion-mnist) ;;
