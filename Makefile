@@ -34,4 +34,6 @@ install: build
 	cmake --install $(BUILD) --prefix $(PREFIX)
 
 clean:
-	rm -rf $(BUILD) build-asan build.configure.log build.build.log build-asan.configure.log build-asan.build.log
+	rm -rf $(BUILD) build-asan build-tsan build-fuzz $(BUILD).configure.log $(BUILD).build.log \
+	  build-asan.configure.log build-asan.build.log build-tsan.configure.log build-tsan.build.log \
+	  build-fuzz.configure.log build-fuzz.build.log

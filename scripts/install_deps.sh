@@ -17,6 +17,7 @@ if [ "$(uname -s)" = Darwin ]; then
   exit 0
 fi
 pkgs=(cmake make gcc g++ pkg-config libdnnl-dev zlib1g-dev libopenmpi-dev openmpi-bin
+      clang-14 libclang-rt-14-dev libomp-14-dev
       ocaml-nox ocaml-dune ocaml-findlib libalcotest-ocaml-dev)
 case "${1:-}" in
   demo) pkgs+=(dataset-fashion-mnist) ;;

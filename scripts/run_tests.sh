@@ -3,16 +3,28 @@
 #   1. the release build (with the CUDA backend when nvcc exists) and every tests/test_*.c
 #      binary on every backend that opens here (the others are reported as skipped);
 #   2. a second build of the library and tests with -fsanitize=address,undefined
-#      (-fno-sanitize-recover=all), run the same way: any sanitizer report fails it;
-#   3. the collectives across 2 processes: test_collectives under mpirun -np 2 (skipped,
+#      (-fno-sanitize-recover=all), run the same way with leak detection on and the pool's
+#      debug mode: any sanitizer report, leak included, fails it;
+#   3. a third build with -fsanitize=thread (clang), run the same way;
+#   4. the libFuzzer harness tests/fuzz_record.c (clang, ASan+UBSan), a fixed number of
+#      runs from a fixed seed (scripts/fuzz.sh runs it longer);
+#   5. the collectives across 2 processes: test_collectives under mpirun -np 2 (skipped,
 #      and counted so, when mpirun is missing);
-#   4. the OCaml bindings' tests.
+#   6. the OCaml bindings' tests.
+# docs/RELIABILITY.md says what each sanitizer run covers and why its options are set.
 # Each binary ends with "<suite>: N passed, M failed, K skipped"; this script adds them up
 # and ends with the plain line "N passed, M failed, K skipped".
 set -uo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
 ASAN_BUILD=${ASAN_BUILD:-build-asan}
+TSAN_BUILD=${TSAN_BUILD:-build-tsan}
+FUZZ_BUILD=${FUZZ_BUILD:-build-fuzz}
+FUZZ_RUNS=${FUZZ_RUNS:-300000} # about a minute on two cores (5,000 inputs a second)
+# The sanitizer runtimes of clang's TSan and libFuzzer builds, and LLVM's OpenMP (libomp,
+# with its TSan tool Archer): clang-14, libclang-rt-14-dev, libomp-14-dev.
+CLANG=${CLANG:-clang-14}
+LLVM_LIB=$(dirname "$(readlink -f "$(command -v "$CLANG")")")/../lib
 JOBS=${JOBS:-$(nproc)}
 passed=0 failed=0 skipped=0
 
@@ -63,7 +75,7 @@ build() { # build <dir> <cmake args...>
   fi
 }
 
-mkdir -p "$BUILD" "$ASAN_BUILD"
+mkdir -p "$BUILD" "$ASAN_BUILD" "$TSAN_BUILD" "$FUZZ_BUILD"
 if build "$BUILD" -DCMAKE_BUILD_TYPE=Release; then
   run_suite release "$BUILD"
 else
@@ -71,10 +83,59 @@ else
 fi
 
 if build "$ASAN_BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DNEATML_SANITIZE=ON -DNEATML_CUDA=OFF; then
-  # OpenMP's and oneDNN's thread-local caches outlive main; leaks are checked in the
-  # library's own objects by the pool tests instead.
-  ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=0:abort_on_error=0} \
-  UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1} run_suite asan "$ASAN_BUILD"
+  # Leaks are reported (tests/lsan.supp may name third-party frames only); the pool's
+  # debug mode gives every tensor a block of its exact size and caches none, so that ASan
+  # sees an access past a tensor's end and a use after its destruction.
+  ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0} \
+  LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$PWD/tests/lsan.supp:print_suppressions=0} \
+  UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1} NEATML_DEBUG_POOL=1 \
+  run_suite asan "$ASAN_BUILD"
+else
+  failed=$((failed + 1))
+fi
+
+# ThreadSanitizer, with clang: gcc's TSan build dies at load in the target_clones ifunc
+# resolvers (src/backends/cpu/cpu.h turns the clones off under ASan only), and CMakeLists.txt
+# keeps clang's TSan hooks out of those resolvers. Every binary runs, since every one has
+# at least the application thread and the device's worker thread (test_threads has four
+# application threads on one device) plus the OpenMP team. clang builds the OpenMP loops
+# against libomp, whose synchronization TSan cannot see by itself; Archer, libomp's TSan
+# tool, tells it, so no libomp race needs a suppression and the loops keep their threads.
+# oneDNN runs on its own libgomp, which is not instrumented:
+# ignore_noninstrumented_modules drops what TSan's interceptors see from it.
+if CC=$CLANG build "$TSAN_BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DNEATML_SANITIZE_THREAD=ON \
+     -DNEATML_CUDA=OFF; then
+  OMP_TOOL_LIBRARIES=$LLVM_LIB/libarcher.so \
+  TSAN_OPTIONS=${TSAN_OPTIONS:-ignore_noninstrumented_modules=1:halt_on_error=0} \
+  run_suite tsan "$TSAN_BUILD"
+else
+  failed=$((failed + 1))
+fi
+
+# libFuzzer over op recording: FUZZ_RUNS inputs from a fixed seed, starting from the
+# corpus tests/fuzz_corpus/ (read only: what the run finds goes to a scratch folder). Known,
+# unfixed library bugs are stepped around (tests/fuzz_known_bugs.supp and the list at the
+# top of tests/fuzz_record.c); any other report is a crash. One closing line: the runs as
+# passed, or one failure for the crash. One OpenMP thread, as scripts/fuzz.sh explains.
+if CC=$CLANG build "$FUZZ_BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DNEATML_FUZZ=ON \
+     -DNEATML_TESTS=OFF -DNEATML_CUDA=OFF; then
+  rm -rf "$FUZZ_BUILD/corpus-run" && mkdir -p "$FUZZ_BUILD/corpus-run"
+  out=$(NEATML_NUM_THREADS=1 NEATML_DEBUG_POOL=1 \
+        UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1:suppressions=$PWD/tests/fuzz_known_bugs.supp \
+        ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1} \
+        LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$PWD/tests/lsan.supp:print_suppressions=0} \
+        "$FUZZ_BUILD/fuzz_record" -runs="$FUZZ_RUNS" -seed=1 -max_len=512 -len_control=0 \
+        -timeout=10 -artifact_prefix="$FUZZ_BUILD/" "$FUZZ_BUILD/corpus-run" tests/fuzz_corpus 2>&1)
+  rc=$?
+  printf '%s\n' "$out" > "$FUZZ_BUILD/fuzz_record.log"
+  if [ $rc -eq 0 ] && grep -q "^Done $FUZZ_RUNS runs" <<<"$out"; then
+    out="fuzz: $FUZZ_RUNS passed, 0 failed"
+  else
+    printf '%s\n' "$out" | grep -E -A 12 'ERROR|runtime error|^fuzz_record:' | head -n 40
+    echo "fuzz: exit status $rc; the input is $FUZZ_BUILD/crash-* (log: $FUZZ_BUILD/fuzz_record.log)"
+    out="fuzz: 0 passed, 1 failed"
+  fi
+  count "fuzz" "$out"
 else
   failed=$((failed + 1))
 fi

@@ -16,12 +16,47 @@
 
 /* ---- aliasing, acceptance and exact messages, case by case --------------------------- */
 
+/* Every tensor a case makes is kept here and destroyed at its end (destroy_kept), so that
+ * the pool's in_use must come back to where it started. */
+static neat_tensor *kept[128];
+static int nkept;
+
+static neat_tensor *keep(neat_tensor *t) {
+    if (nkept < (int)(sizeof kept / sizeof kept[0])) kept[nkept++] = t;
+    else CHECK(0, "more than %d tensors in one case: enlarge kept[]", nkept);
+    return t;
+}
+
+static neat_tensor *ts(int ndim, int64_t d0, int64_t d1, int64_t d2, int64_t d3) {
+    return keep(err_ts(ndim, d0, d1, d2, d3));
+}
+
+static neat_tensor *filled(int ndim, const int64_t *shape, float value) {
+    return keep(err_make_filled(ndim, shape, value));
+}
+
 static neat_tensor *view(neat_tensor *t, int ndim, int64_t d0, int64_t d1) {
     const int64_t shape[2] = {d0, d1};
     neat_tensor *v = NULL;
     neat_status st = neat_tensor_view(t, ndim, shape, &v);
     if (st != NEAT_OK) CHECK_OK(st, "neat_tensor_view (setup)");
-    return v;
+    return keep(v);
+}
+
+static int64_t in_use(void) {
+    neat_memory_stats s = {-1, -1, -1};
+    CHECK_OK(neat_device_memory_stats(err_dev, &s), "neat_device_memory_stats");
+    return s.in_use;
+}
+
+/* Destroy the case's tensors (views and their bases in creation order: a base goes before
+ * its view) and check that the device holds no more memory than before the case. */
+static void destroy_kept(const char *name, int64_t start) {
+    for (int i = 0; i < nkept; i++) neat_tensor_destroy(kept[i]);
+    nkept = 0;
+    const int64_t end = in_use();
+    CHECK(end == start, "%s: %lld bytes in use after destroying every tensor, %lld before",
+          name, (long long)end, (long long)start);
 }
 
 /* `call` records into `cb`; `out` is the output whose pattern a rejected call must keep. */
@@ -35,11 +70,12 @@ static neat_tensor *view(neat_tensor *t, int ndim, int64_t d0, int64_t d1) {
 #define ACCEPT(out, call) REJECT(out, NEAT_OK, "", call)
 
 static void test_aliasing(void) {
-    neat_tensor *a = err_ts(2, 3, 3, 0, 0), *b = err_ts(2, 3, 3, 0, 0), *c = err_ts(2, 3, 3, 0, 0);
-    neat_tensor *d = err_ts(2, 3, 3, 0, 0), *av = view(a, 2, 3, 3);
-    neat_tensor *a3 = err_ts(3, 2, 3, 3, 0), *b3 = err_ts(3, 2, 3, 3, 0);
-    neat_tensor *v3 = err_ts(1, 3, 0, 0, 0);
-    neat_tensor *v3b = err_ts(1, 3, 0, 0, 0), *row = err_ts(2, 1, 3, 0, 0);
+    const int64_t start = in_use();
+    neat_tensor *a = ts(2, 3, 3, 0, 0), *b = ts(2, 3, 3, 0, 0), *c = ts(2, 3, 3, 0, 0);
+    neat_tensor *d = ts(2, 3, 3, 0, 0), *av = view(a, 2, 3, 3);
+    neat_tensor *a3 = ts(3, 2, 3, 3, 0), *b3 = ts(3, 2, 3, 3, 0);
+    neat_tensor *v3 = ts(1, 3, 0, 0, 0);
+    neat_tensor *v3b = ts(1, 3, 0, 0, 0), *row = ts(2, 1, 3, 0, 0);
     neat_tensor *bview = view(v3, 2, 1, 3);
     ALIAS(a, "neat_matmul: c shares memory with a", neat_matmul(cb, a, b, a, 1, 0, 0, 0));
     ALIAS(b, "neat_matmul: c shares memory with b", neat_matmul(cb, a, b, b, 1, 0, 0, 0));
@@ -61,7 +97,7 @@ static void test_aliasing(void) {
           neat_linear_backward(cb, NEAT_ACT_NONE, a, b, NULL, c, d, NULL, b, NULL, 0));
     ALIAS(c, "neat_linear_backward: dw shares memory with y",
           neat_linear_backward(cb, NEAT_ACT_TANH, a, b, NULL, c, d, NULL, c, NULL, 0));
-    neat_tensor *g = err_ts(2, 3, 3, 0, 0);
+    neat_tensor *g = ts(2, 3, 3, 0, 0);
     ALIAS(g, "neat_linear_backward: dw shares memory with dx",
           neat_linear_backward(cb, NEAT_ACT_NONE, a, b, NULL, c, d, g, g, NULL, 0));
     ALIAS(v3, "neat_linear_backward: db shares memory with b",
@@ -76,8 +112,8 @@ static void test_aliasing(void) {
     ALIAS(d, "neat_softmax_backward: dx shares memory with dy", neat_softmax_backward(cb, c, d, d));
 
     /* convolution and pooling keeping the size: 3x3 pad 1 / 1x1 windows */
-    neat_tensor *x = err_ts(4, 1, 2, 4, 4), *w = err_ts(4, 2, 2, 3, 3), *y = err_ts(4, 1, 2, 4, 4);
-    neat_tensor *dy = err_ts(4, 1, 2, 4, 4), *kb = err_ts(1, 2, 0, 0, 0);
+    neat_tensor *x = ts(4, 1, 2, 4, 4), *w = ts(4, 2, 2, 3, 3), *y = ts(4, 1, 2, 4, 4);
+    neat_tensor *dy = ts(4, 1, 2, 4, 4), *kb = ts(1, 2, 0, 0, 0);
     neat_conv2d_desc cd = neat_conv2d_desc_make(3, 3, 1, 1);
     neat_pool2d_desc pd = {1, 1, 1, 1, 0, 0};
     ALIAS(x, "neat_conv2d_forward: y shares memory with x",
@@ -97,8 +133,8 @@ static void test_aliasing(void) {
           neat_maxpool2d_backward(cb, &pd, x, dy, dy));
 
     /* reductions and losses on one-element tensors */
-    neat_tensor *one = err_ts(1, 1, 0, 0, 0), *lg = err_ts(2, 1, 1, 0, 0), *lgv = view(lg, 1, 1, 0);
-    neat_tensor *lab = err_make_filled(1, (int64_t[]){1}, 0.0f);
+    neat_tensor *one = ts(1, 1, 0, 0, 0), *lg = ts(2, 1, 1, 0, 0), *lgv = view(lg, 1, 1, 0);
+    neat_tensor *lab = filled(1, (int64_t[]){1}, 0.0f);
     ALIAS(one, "neat_sum_all: y shares memory with x", neat_sum_all(cb, one, one));
     neat_tensor *row_flat = view(row, 1, 3, 0); /* [1,3] summed over axis 0 is [3] */
     ALIAS(row_flat, "neat_sum_axis: y shares memory with x", neat_sum_axis(cb, row, 0, row_flat));
@@ -110,12 +146,12 @@ static void test_aliasing(void) {
           neat_softmax_cross_entropy_backward(cb, lg, lab, lg));
 
     /* optimizers */
-    neat_tensor *hyper = err_ts(1, 2, 0, 0, 0);
-    neat_tensor *p2 = view(hyper, 1, 2, 0), *q2 = err_ts(1, 2, 0, 0, 0);
+    neat_tensor *hyper = ts(1, 2, 0, 0, 0);
+    neat_tensor *p2 = view(hyper, 1, 2, 0), *q2 = ts(1, 2, 0, 0, 0);
     neat_sgd_params sp = {0.9f, 0, 0};
     neat_adam_params ap = {0.9f, 0.999f, 1e-8f, 0};
     ALIAS(a, "neat_sgd_update: param shares memory with grad", neat_sgd_update(cb, &sp, hyper, a, a, b));
-    neat_tensor *vel2 = err_ts(1, 2, 0, 0, 0);
+    neat_tensor *vel2 = ts(1, 2, 0, 0, 0);
     ALIAS(p2, "neat_sgd_update: param shares memory with hyper",
           neat_sgd_update(cb, &sp, hyper, p2, q2, vel2));
     ALIAS(a, "neat_sgd_update: velocity shares memory with param", neat_sgd_update(cb, &sp, hyper, a, b, a));
@@ -130,14 +166,16 @@ static void test_aliasing(void) {
     ACCEPT(a, neat_scale(cb, a, 0.5f, a));
     ACCEPT(a, neat_activation_forward(cb, NEAT_ACT_SIGMOID, a, a));
     ACCEPT(a, neat_softmax(cb, a, a));
+    destroy_kept("test_aliasing", start);
 }
 
 /* Shapes at the edges: zero sizes, broadcast forms, exact messages. */
 static void test_shapes(void) {
-    neat_tensor *a = err_ts(2, 2, 3, 0, 0), *b = err_ts(2, 3, 2, 0, 0), *c = err_ts(2, 2, 2, 0, 0);
+    const int64_t start = in_use();
+    neat_tensor *a = ts(2, 2, 3, 0, 0), *b = ts(2, 3, 2, 0, 0), *c = ts(2, 2, 2, 0, 0);
     const char *exact = "neat_matmul: a is 2x5, b is 3x7: inner dimensions 5 and 3 differ";
-    neat_tensor *a25 = err_ts(2, 2, 5, 0, 0);
-    neat_tensor *b37 = err_ts(2, 3, 7, 0, 0), *c27 = err_ts(2, 2, 7, 0, 0);
+    neat_tensor *a25 = ts(2, 2, 5, 0, 0);
+    neat_tensor *b37 = ts(2, 3, 7, 0, 0), *c27 = ts(2, 2, 7, 0, 0);
     REJECT(c27, NEAT_ERR_SHAPE_MISMATCH, exact, neat_matmul(cb, a25, b37, c27, 1, 0, 0, 0));
     CHECK(strcmp(neat_last_error(), exact) == 0, "message \"%s\", want \"%s\"", neat_last_error(), exact);
     REJECT(c27, NEAT_ERR_SHAPE_MISMATCH, "a is 2x5 (transposed), b is 3x7: inner dimensions 2 and 3",
@@ -159,44 +197,45 @@ static void test_shapes(void) {
     neat_cmdbuf_destroy(mb);
 
     /* zero sizes are valid */
-    neat_tensor *z03 = err_ts(2, 0, 3, 0, 0);
-    neat_tensor *z02 = err_ts(2, 0, 2, 0, 0), *a20 = err_ts(2, 2, 0, 0, 0);
-    neat_tensor *b02 = err_ts(2, 0, 2, 0, 0);
-    neat_tensor *z = err_ts(1, 0, 0, 0, 0), *s1 = err_ts(1, 1, 0, 0, 0);
+    neat_tensor *z03 = ts(2, 0, 3, 0, 0);
+    neat_tensor *z02 = ts(2, 0, 2, 0, 0), *a20 = ts(2, 2, 0, 0, 0);
+    neat_tensor *b02 = ts(2, 0, 2, 0, 0);
+    neat_tensor *z = ts(1, 0, 0, 0, 0), *s1 = ts(1, 1, 0, 0, 0);
     ACCEPT(z02, neat_matmul(cb, z03, b, z02, 1, 0, 0, 0));
     ACCEPT(c, neat_matmul(cb, a20, b02, c, 1, 0, 0, 0));
-    ACCEPT(z03, neat_add(cb, z03, err_ts(1, 3, 0, 0, 0), z03));
+    ACCEPT(z03, neat_add(cb, z03, ts(1, 3, 0, 0, 0), z03));
     ACCEPT(s1, neat_sum_all(cb, z, s1));
     ACCEPT(z03, neat_softmax(cb, z03, z03));
     neat_conv2d_desc cd = neat_conv2d_desc_make(3, 3, 1, 1);
-    neat_tensor *x0 = err_ts(4, 0, 2, 4, 4);
-    neat_tensor *w = err_ts(4, 3, 2, 3, 3), *y0 = err_ts(4, 0, 3, 4, 4);
+    neat_tensor *x0 = ts(4, 0, 2, 4, 4);
+    neat_tensor *w = ts(4, 3, 2, 3, 3), *y0 = ts(4, 0, 3, 4, 4);
     ACCEPT(y0, neat_conv2d_forward(cb, &cd, NEAT_ACT_RELU, x0, w, NULL, y0));
     neat_pool2d_desc pd = {2, 2, 2, 2, 0, 0};
-    neat_tensor *xc0 = err_ts(4, 2, 0, 4, 4), *yc0 = err_ts(4, 2, 0, 2, 2);
+    neat_tensor *xc0 = ts(4, 2, 0, 4, 4), *yc0 = ts(4, 2, 0, 2, 2);
     ACCEPT(yc0, neat_maxpool2d(cb, &pd, xc0, yc0));
-    neat_tensor *lab0 = err_ts(1, 0, 0, 0, 0), *l04 = err_ts(2, 0, 4, 0, 0);
+    neat_tensor *lab0 = ts(1, 0, 0, 0, 0), *l04 = ts(2, 0, 4, 0, 0);
     ACCEPT(s1, neat_softmax_cross_entropy(cb, l04, lab0, s1));
-    neat_tensor *l20 = err_ts(2, 2, 0, 0, 0), *lab2 = err_ts(1, 2, 0, 0, 0);
+    neat_tensor *l20 = ts(2, 2, 0, 0, 0), *lab2 = ts(1, 2, 0, 0, 0);
     REJECT(s1, NEAT_ERR_SHAPE_MISMATCH, "neat_softmax_cross_entropy: logits is 2x0: no classes for 2 rows",
            neat_softmax_cross_entropy(cb, l20, lab2, s1));
-    neat_tensor *h2 = err_ts(2, 2, 1, 0, 0);
-    neat_tensor *zp = err_ts(1, 0, 0, 0, 0), *zg = err_ts(1, 0, 0, 0, 0);
+    neat_tensor *h2 = ts(2, 2, 1, 0, 0);
+    neat_tensor *zp = ts(1, 0, 0, 0, 0), *zg = ts(1, 0, 0, 0, 0);
     neat_sgd_params sp = {0, 0, 0};
     ACCEPT(zp, neat_sgd_update(cb, &sp, h2, zp, zg, NULL));
 
     /* the accepted shape variants */
-    neat_tensor *v4 = err_ts(1, 4, 0, 0, 0);
-    neat_tensor *r14 = err_ts(2, 1, 4, 0, 0), *o4 = err_ts(1, 4, 0, 0, 0);
+    neat_tensor *v4 = ts(1, 4, 0, 0, 0);
+    neat_tensor *r14 = ts(2, 1, 4, 0, 0), *o4 = ts(1, 4, 0, 0, 0);
     ACCEPT(o4, neat_add(cb, v4, r14, o4));
-    neat_tensor *s0 = err_ts(0, 0, 0, 0, 0), *t0 = err_ts(0, 0, 0, 0, 0);
+    neat_tensor *s0 = ts(0, 0, 0, 0, 0), *t0 = ts(0, 0, 0, 0, 0);
     ACCEPT(t0, neat_add(cb, s0, s0, t0));
     ACCEPT(t0, neat_sum_axis(cb, v4, 0, t0));
     ACCEPT(s1, neat_sum_axis(cb, v4, 0, s1));
     REJECT(t0, NEAT_ERR_INVALID_ARGUMENT, "neat_sum_axis: axis 0 is outside [0, 0) for x []",
            neat_sum_axis(cb, s0, 0, t0));
-    neat_tensor *s111 = err_ts(3, 1, 1, 1, 0);
+    neat_tensor *s111 = ts(3, 1, 1, 1, 0);
     ACCEPT(s111, neat_sum_all(cb, a, s111));
+    destroy_kept("test_shapes", start);
 }
 
 int main(void) {
