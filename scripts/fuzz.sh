@@ -5,7 +5,6 @@
 # new inputs it finds accumulate between runs. A crash leaves its input in
 # build-fuzz/crash-*: replay it with `build-fuzz/fuzz_record FILE`, and keep it in
 # tests/fuzz_corpus/ once it is understood (docs/RELIABILITY.md lists the finds).
-# NEATML_FUZZ_STRICT=1 also fails on the known bugs that the default run steps around.
 # Extra arguments after the seconds go to libFuzzer (e.g. -jobs=2, -seed=7).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,9 +17,6 @@ CC=$CLANG cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DNEATML_FU
 cmake --build build-fuzz -j"$(nproc)" >build-fuzz.build.log
 mkdir -p build-fuzz/corpus
 ubsan=halt_on_error=1:print_stacktrace=1
-if [ "${NEATML_FUZZ_STRICT:-0}" = 0 ]; then
-  ubsan=$ubsan:suppressions=$PWD/tests/fuzz_known_bugs.supp
-fi
 # One OpenMP thread: the ops stay small, and a team's spinning threads would only slow the
 # runs down on a shared machine.
 NEATML_NUM_THREADS=1 NEATML_DEBUG_POOL=1 UBSAN_OPTIONS=$ubsan \

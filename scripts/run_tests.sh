@@ -113,15 +113,14 @@ else
 fi
 
 # libFuzzer over op recording: FUZZ_RUNS inputs from a fixed seed, starting from the
-# corpus tests/fuzz_corpus/ (read only: what the run finds goes to a scratch folder). Known,
-# unfixed library bugs are stepped around (tests/fuzz_known_bugs.supp and the list at the
-# top of tests/fuzz_record.c); any other report is a crash. One closing line: the runs as
-# passed, or one failure for the crash. One OpenMP thread, as scripts/fuzz.sh explains.
+# corpus tests/fuzz_corpus/ (read only: what the run finds goes to a scratch folder; it
+# holds the reproducers of every bug found, so each is replayed first). Any report is a
+# crash. One closing line: the runs as passed, or one failure for the crash. One OpenMP thread, as scripts/fuzz.sh explains.
 if CC=$CLANG build "$FUZZ_BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DNEATML_FUZZ=ON \
      -DNEATML_TESTS=OFF -DNEATML_CUDA=OFF; then
   rm -rf "$FUZZ_BUILD/corpus-run" && mkdir -p "$FUZZ_BUILD/corpus-run"
   out=$(NEATML_NUM_THREADS=1 NEATML_DEBUG_POOL=1 \
-        UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1:suppressions=$PWD/tests/fuzz_known_bugs.supp \
+        UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
         ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1} \
         LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$PWD/tests/lsan.supp:print_suppressions=0} \
         "$FUZZ_BUILD/fuzz_record" -runs="$FUZZ_RUNS" -seed=1 -max_len=512 -len_control=0 \

@@ -61,9 +61,9 @@ static neat_status make_tensor(const char *fn, nm_device *dev, nm_storage *stora
     return NEAT_OK;
 }
 
-NEAT_API neat_status neat_tensor_create(neat_device *dh, int ndim, const int64_t *shape,
-                                        neat_tensor **out) {
-    static const char fn[] = "neat_tensor_create";
+/* neat_tensor_create under the name of the public call `fn`. */
+static neat_status create(const char *fn, neat_device *dh, int ndim, const int64_t *shape,
+                          neat_tensor **out) {
     if (!dh) return nm_error(NEAT_ERR_INVALID_ARGUMENT, "%s: dev is NULL", fn);
     nm_device *dev = nm_handle_get(dh, NM_H_DEVICE);
     if (!dev) return nm_error(NEAT_ERR_INVALID_HANDLE, "%s: dev is not a live device (destroyed?)", fn);
@@ -87,10 +87,17 @@ NEAT_API neat_status neat_tensor_create(neat_device *dh, int ndim, const int64_t
     return st;
 }
 
+NEAT_API neat_status neat_tensor_create(neat_device *dev, int ndim, const int64_t *shape,
+                                        neat_tensor **out) {
+    return create("neat_tensor_create", dev, ndim, shape, out);
+}
+
 NEAT_API neat_status neat_tensor_create_zeros(neat_device *dev, int ndim, const int64_t *shape,
                                               neat_tensor **out) {
+    static const char fn[] = "neat_tensor_create_zeros";
     neat_tensor *t;
-    neat_status st = neat_tensor_create(dev, ndim, shape, &t);
+    if (!out) return nm_error(NEAT_ERR_INVALID_ARGUMENT, "%s: out is NULL", fn);
+    neat_status st = create(fn, dev, ndim, shape, &t);
     if (st) return st;
     /* A fill recorded on the device's own queue: ordered after work already committed
      * there, like every other write of device memory. */
@@ -111,7 +118,7 @@ NEAT_API neat_status neat_tensor_create_zeros(neat_device *dev, int ndim, const 
 NEAT_API neat_status neat_matrix_create(neat_device *dev, int64_t rows, int64_t cols,
                                         neat_tensor **out) {
     int64_t shape[2] = {rows, cols};
-    return neat_tensor_create(dev, 2, shape, out);
+    return create("neat_matrix_create", dev, 2, shape, out);
 }
 
 NEAT_API neat_status neat_tensor_view(neat_tensor *h, int ndim, const int64_t *shape,

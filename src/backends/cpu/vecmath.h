@@ -45,7 +45,9 @@ static inline float cpu_expf(float x)
     p = p * r + 1.6666665459e-1f;
     p = p * r + 5.0000001201e-1f;
     p = p * r2 + r + 1.0f;
-    int32_t n = (int32_t)nf;
+    /* A NaN x keeps p NaN; its exponent is taken as 0, since converting NaN to an integer
+     * is undefined (a select: the loop still vectorizes). */
+    int32_t n = (int32_t)(nf == nf ? nf : 0.0f);
     int32_t n1 = n >> 1;
     return p * cpu_pow2i(n1) * cpu_pow2i(n - n1);
 }
