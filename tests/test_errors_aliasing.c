@@ -44,7 +44,7 @@ static neat_tensor *view(neat_tensor *t, int ndim, int64_t d0, int64_t d1) {
 }
 
 static int64_t in_use(void) {
-    neat_memory_stats s = {-1, -1, -1};
+    neat_memory_stats s = {-1, -1, -1, -1};
     CHECK_OK(neat_device_memory_stats(err_dev, &s), "neat_device_memory_stats");
     return s.in_use;
 }

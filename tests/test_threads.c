@@ -224,7 +224,7 @@ static void run_threads(const char *dev_name, const char *case_name, worker *ws,
 }
 
 static int64_t in_use(neat_device *dev) {
-    neat_memory_stats s = {-1, -1, -1};
+    neat_memory_stats s = {-1, -1, -1, -1};
     CHECK_OK(neat_device_memory_stats(dev, &s), "neat_device_memory_stats");
     return s.in_use;
 }
