@@ -278,7 +278,6 @@ typedef struct batch_state {
     neat_tensor *a3, *logits, *loss;         /* [n,128] [n,10] [1] */
     neat_tensor *dlogits, *da3, *dp2, *dp2flat, *da2, *dp1, *da1;
     /* Host side of the recorded copies: the batch (read at commit), the results (by wait). */
-    float *host_x, *host_labels, *host_logits, host_loss;
 } batch_state;
 
 static void batch_create(neat_device *dev, batch_state *s, int64_t n, int training) {
@@ -295,10 +294,6 @@ static void batch_create(neat_device *dev, batch_state *s, int64_t n, int traini
     s->a3 = tensor(dev, 2, n, 128, 0, 0, "fc1 output");
     s->logits = tensor(dev, 2, n, CLASSES, 0, 0, "logits");
     s->loss = tensor(dev, 1, 1, 0, 0, 0, "loss");
-    s->host_x = malloc(sizeof(float) * (size_t)(n * PIXELS));
-    s->host_labels = malloc(sizeof(float) * (size_t)n);
-    s->host_logits = malloc(sizeof(float) * (size_t)(n * CLASSES));
-    if (!s->host_x || !s->host_labels || !s->host_logits) die("out of memory for a batch");
     if (!training) return;
     s->dlogits = tensor(dev, 2, n, CLASSES, 0, 0, "logits gradient");
     s->da3 = tensor(dev, 2, n, 128, 0, 0, "fc1 gradient");
@@ -314,13 +309,30 @@ static void batch_destroy(batch_state *s) {
                           s->logits, s->loss, s->dlogits, s->da3, s->dp2flat, s->dp2, s->da2,
                           s->dp1, s->da1};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) neat_tensor_destroy(all[i]);
-    free(s->host_x), free(s->host_labels), free(s->host_logits);
 }
 
-/* Forward: the batch's images from the host, conv+relu, pool, conv+relu, pool, fc+relu,
- * fc (logits). */
-static void record_forward(neat_cmdbuf *cb, const lenet *net, batch_state *s) {
-    ok(neat_copy_from_host(cb, s->host_x, s->n * PIXELS, s->x), "record images copy");
+/* The host side of a training step's recorded copies: the batch and hyper {lr, step},
+ * read at commit; the loss and logits, written by wait. The loop keeps two steps, each a
+ * buffer with its own host_io, so that step k+1 is committed (its batch read) before step
+ * k's results are waited for: the device always has the next step queued. */
+typedef struct host_io {
+    float *x, *labels, *logits, loss, hyper[2];
+} host_io;
+
+static void host_io_create(host_io *io, long n) {
+    io->x = malloc(sizeof(float) * (size_t)(n * PIXELS));
+    io->labels = malloc(sizeof(float) * (size_t)n);
+    io->logits = malloc(sizeof(float) * (size_t)(n * CLASSES));
+    if (!io->x || !io->labels || !io->logits) die("out of memory for a batch");
+}
+
+static void host_io_destroy(host_io *io) { free(io->x), free(io->labels), free(io->logits); }
+
+/* Forward: the batch's images from host_x, conv+relu, pool, conv+relu, pool, fc+relu, fc
+ * (logits). */
+static void record_forward(neat_cmdbuf *cb, const lenet *net, batch_state *s,
+                           const float *host_x) {
+    ok(neat_copy_from_host(cb, host_x, s->n * PIXELS, s->x), "record images copy");
     ok(neat_conv2d_forward(cb, &net->conv, NEAT_ACT_RELU, s->x, net->w[CONV1], net->b[CONV1],
                            s->a1), "record conv1");
     ok(neat_maxpool2d(cb, &net->pool, s->a1, s->p1), "record pool1");
@@ -337,10 +349,10 @@ static void record_forward(neat_cmdbuf *cb, const lenet *net, batch_state *s) {
  * overwritten: accumulate 0), updates, then the loss and logits to the host. conv1's input
  * gradient is not needed: dx = NULL skips it. */
 static void record_train_step(neat_cmdbuf *cb, const lenet *net, batch_state *s,
-                              neat_tensor *hyper, const float *host_hyper) {
-    ok(neat_copy_from_host(cb, s->host_labels, s->n, s->labels), "record labels copy");
-    ok(neat_copy_from_host(cb, host_hyper, 2, hyper), "record hyper copy");
-    record_forward(cb, net, s);
+                              neat_tensor *hyper, host_io *io) {
+    ok(neat_copy_from_host(cb, io->labels, s->n, s->labels), "record labels copy");
+    ok(neat_copy_from_host(cb, io->hyper, 2, hyper), "record hyper copy");
+    record_forward(cb, net, s, io->x);
     ok(neat_softmax_cross_entropy(cb, s->logits, s->labels, s->loss), "record loss");
     ok(neat_softmax_cross_entropy_backward(cb, s->logits, s->labels, s->dlogits),
        "record loss backward");
@@ -359,8 +371,8 @@ static void record_train_step(neat_cmdbuf *cb, const lenet *net, batch_state *s,
         ok(neat_sgd_update(cb, &sgd, hyper, net->w[l], net->dw[l], net->vw[l]), "record sgd (w)");
         ok(neat_sgd_update(cb, &sgd, hyper, net->b[l], net->db[l], net->vb[l]), "record sgd (b)");
     }
-    ok(neat_copy_to_host(cb, s->loss, &s->host_loss, 1), "record loss copy");
-    ok(neat_copy_to_host(cb, s->logits, s->host_logits, s->n * CLASSES), "record logits copy");
+    ok(neat_copy_to_host(cb, s->loss, &io->loss, 1), "record loss copy");
+    ok(neat_copy_to_host(cb, s->logits, io->logits, s->n * CLASSES), "record logits copy");
 }
 
 /* ---- batches, evaluation, progress ------------------------------------------------------- */
@@ -391,18 +403,18 @@ static long count_correct(const float *logits, const float *labels, long n) {
     return correct;
 }
 
-/* Test accuracy with the recorded forward buffer `cb` (images copied in, logits copied
- * out) over batches of s->n images. */
-static double evaluate(neat_cmdbuf *cb, batch_state *s, const dataset *test) {
+/* Test accuracy with the recorded forward buffer `cb` (images copied in from io->x, logits
+ * out to io->logits) over batches of s->n images. */
+static double evaluate(neat_cmdbuf *cb, batch_state *s, host_io *io, const dataset *test) {
     long correct = 0, *idx = malloc(sizeof(long) * (size_t)s->n);
     if (!idx) die("out of memory");
     for (long start = 0; start < test->count; start += s->n) {
         long valid = test->count - start < s->n ? test->count - start : s->n;
         for (long i = 0; i < valid; i++) idx[i] = start + i;
-        gather(test, idx, valid, s->n, s->host_x, s->host_labels);
+        gather(test, idx, valid, s->n, io->x, io->labels);
         ok(neat_cmdbuf_commit(cb), "neat_cmdbuf_commit(evaluation)");
         ok(neat_cmdbuf_wait(cb), "neat_cmdbuf_wait(evaluation)");
-        correct += count_correct(s->host_logits, s->host_labels, valid);
+        correct += count_correct(io->logits, io->labels, valid);
     }
     free(idx);
     return (double)correct / (double)test->count;
@@ -530,17 +542,19 @@ int main(int argc, char **argv) {
     batch_create(dev, &tr, B, 1);
     batch_create(dev, &ev, EVAL_BATCH, 0);
     neat_tensor *hyper = tensor(dev, 1, 2, 0, 0, 0, "hyper");
-    float host_hyper[2];
+    host_io io[2], eval_io;
+    host_io_create(&io[0], B), host_io_create(&io[1], B), host_io_create(&eval_io, EVAL_BATCH);
 
     /* Recorded once, replayed for every batch. */
-    neat_cmdbuf *step_cb = NULL, *eval_cb = NULL;
-    ok(neat_cmdbuf_create(dev, &step_cb), "neat_cmdbuf_create(training step)");
+    neat_cmdbuf *step_cb[2] = {NULL, NULL}, *eval_cb = NULL;
+    ok(neat_cmdbuf_create(dev, &step_cb[0]), "neat_cmdbuf_create(training step)");
+    ok(neat_cmdbuf_create(dev, &step_cb[1]), "neat_cmdbuf_create(training step)");
     ok(neat_cmdbuf_create(dev, &eval_cb), "neat_cmdbuf_create(evaluation)");
-    record_train_step(step_cb, &net, &tr, hyper, host_hyper);
-    record_forward(eval_cb, &net, &ev);
-    ok(neat_copy_to_host(eval_cb, ev.logits, ev.host_logits, ev.n * CLASSES), "record logits copy");
+    record_train_step(step_cb[0], &net, &tr, hyper, &io[0]);
+    record_train_step(step_cb[1], &net, &tr, hyper, &io[1]);
+    record_forward(eval_cb, &net, &ev, eval_io.x);
+    ok(neat_copy_to_host(eval_cb, ev.logits, eval_io.logits, ev.n * CLASSES), "record logits copy");
 
-    float *labels = malloc(sizeof(float) * (size_t)B); /* the labels of the step running */
     long *order = malloc(sizeof(long) * (size_t)ntrain);
     long total = steps * o.epochs, warmup = total / 20 < 300 ? total / 20 : 300;
     long chunk = total / 200 > 1 ? total / 200 : 1;
@@ -548,7 +562,7 @@ int main(int argc, char **argv) {
                  malloc(sizeof(double) * (size_t)(total / chunk + 1)), 0,
                  malloc(sizeof(double) * (size_t)o.epochs), malloc(sizeof(double) * (size_t)o.epochs),
                  o.epochs};
-    if (!labels || !order || !cv.loss_x || !cv.loss_y ||
+    if (!order || !cv.loss_x || !cv.loss_y ||
         !cv.train_acc || !cv.test_acc)
         die("out of memory");
     for (long i = 0; i < ntrain; i++) order[i] = i;
@@ -560,24 +574,29 @@ int main(int argc, char **argv) {
         shuffle(order, ntrain, &rng);
         double t0 = now_s(), loss_sum = 0;
         long correct = 0;
-        /* Commit reads the batch and hyper; batch k+1 is then gathered into the same host
-         * buffers while the device runs step k; wait brings step k's loss and logits. */
-        gather(&train, order, B, B, tr.host_x, tr.host_labels);
-        for (long k = 0; k < steps; k++, t++) {
-            host_hyper[0] = learning_rate(o.lr, t + 1, warmup, total);
-            host_hyper[1] = (float)(t + 1);
-            ok(neat_cmdbuf_commit(step_cb), "neat_cmdbuf_commit(training step)");
-            memcpy(labels, tr.host_labels, sizeof(float) * (size_t)B);
-            if (k + 1 < steps) gather(&train, order + (k + 1) * B, B, B, tr.host_x, tr.host_labels);
-            ok(neat_cmdbuf_wait(step_cb), "neat_cmdbuf_wait(training step)");
-            float loss = tr.host_loss;
+        /* Step k runs from buffer k % 2: batch k+1 is gathered and its buffer committed
+         * (queued behind step k) before step k is waited for. */
+        for (long k = -1; k < steps; k++) {
+            long next = k + 1;
+            if (next < steps) {
+                host_io *n = &io[next & 1];
+                gather(&train, order + next * B, B, B, n->x, n->labels);
+                n->hyper[0] = learning_rate(o.lr, t + next + 1, warmup, total);
+                n->hyper[1] = (float)(t + next + 1);
+                ok(neat_cmdbuf_commit(step_cb[next & 1]), "neat_cmdbuf_commit(training step)");
+            }
+            if (k < 0) continue;
+            host_io *cur = &io[k & 1];
+            ok(neat_cmdbuf_wait(step_cb[k & 1]), "neat_cmdbuf_wait(training step)");
+            float loss = cur->loss;
             if (!isfinite(loss))
-                die("the loss diverged at step %ld (lr %g): try a smaller --lr", t + 1, host_hyper[0]);
-            correct += count_correct(tr.host_logits, labels, B);
+                die("the loss diverged at step %ld (lr %g): try a smaller --lr", t + k + 1,
+                    cur->hyper[0]);
+            correct += count_correct(cur->logits, cur->labels, B);
             loss_sum += loss;
             chunk_loss += loss;
             if (++chunk_n == chunk) {
-                cv.loss_x[cv.nloss] = (double)(t + 1) / (double)steps;
+                cv.loss_x[cv.nloss] = (double)(t + k + 1) / (double)steps;
                 cv.loss_y[cv.nloss++] = chunk_loss / (double)chunk_n;
                 chunk_loss = 0, chunk_n = 0;
             }
@@ -589,7 +608,8 @@ int main(int argc, char **argv) {
         train_time += dt;
         if (tty) fputc('\n', stderr);
         double te0 = now_s();
-        test_acc = evaluate(eval_cb, &ev, &test);
+        t += steps;
+        test_acc = evaluate(eval_cb, &ev, &eval_io, &test);
         cv.train_acc[epoch - 1] = (double)correct / (double)(steps * B);
         cv.test_acc[epoch - 1] = test_acc;
         printf("epoch %d/%d: loss %.4f  train accuracy %.4f  test accuracy %.4f  "
@@ -607,14 +627,16 @@ int main(int argc, char **argv) {
     printf("final test_accuracy=%.4f epochs=%d backend=%s images_per_s=%.1f\n", test_acc,
            o.epochs, backend, (double)(steps * B * o.epochs) / train_time);
 
-    neat_cmdbuf_destroy(step_cb);
+    neat_cmdbuf_destroy(step_cb[0]);
+    neat_cmdbuf_destroy(step_cb[1]);
     neat_cmdbuf_destroy(eval_cb);
     neat_tensor_destroy(hyper);
     batch_destroy(&tr);
     batch_destroy(&ev);
     lenet_destroy(&net);
     neat_device_destroy(dev);
-    free(labels), free(order);
+    host_io_destroy(&io[0]), host_io_destroy(&io[1]), host_io_destroy(&eval_io);
+    free(order);
     free(cv.loss_x), free(cv.loss_y), free(cv.train_acc), free(cv.test_acc);
     free(train.images), free(train.labels), free(test.images), free(test.labels);
     return 0;

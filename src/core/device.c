@@ -151,6 +151,7 @@ NEAT_API neat_status neat_device_memory_stats(const neat_device *h, neat_memory_
     neat_status st = get_device("neat_device_memory_stats", h, &dev);
     if (st) return st;
     if (!out) return nm_error(NEAT_ERR_INVALID_ARGUMENT, "neat_device_memory_stats: out is NULL");
+    nm_reap(dev); /* memory of work that has completed is back in the pool (never waits) */
     nm_pool_stats(dev, out);
     return NEAT_OK;
 }
