@@ -58,7 +58,7 @@ launch2() {
     pids+=($!)
   done
   for r in 0 1; do wait "${pids[$r]}" || rc=$?; done
-  rm -f "$id" "$id.tmp"
+  rm -f "$id" "$id.tmp" "$id.spare" "$id.spare.tmp"
   { echo "== $label"; cat "$log.rank0" "$log.rank1"; } >>"$OUT/$log"
   rm -f "$log.rank0" "$log.rank1"
   return $rc

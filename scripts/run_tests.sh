@@ -149,7 +149,7 @@ mpi_suite() { # mpi_suite <label> <build dir>: test_collectives on 2 ranks (MPI)
   # root: Open MPI refuses to start without these; a 2-core CI machine: --oversubscribe.
   out=$(OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 NEATML_NUM_THREADS=1 \
         timeout 300 mpirun -np 2 --oversubscribe "$bin" --init-file "$id" 2>&1); rc=$?
-  rm -f "$id" "$id.tmp"
+  rm -f "$id" "$id.tmp" "$id.spare" "$id.spare.tmp"
   printf '%s\n' "$out" > "$2/test_collectives.mpi.log"
   for r in 0 1; do
     count "$1 test_collectives (mpirun rank $r)" \

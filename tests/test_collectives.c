@@ -396,8 +396,12 @@ int main(int argc, char **argv) {
         CHECK(0, "rank %d of %d: no --init-file (or NEATML_INIT_FILE) to share the comm id", g_rank, g_world);
         return nt_finish("collectives");
     } else {
+        /* One id per communicator: NCCL's bootstrap serves one init per unique id. */
+        char spare_file[1100];
+        snprintf(spare_file, sizeof spare_file, "%s.spare", init_file);
         st = share_id(be, init_file, &id);
         if (!st) st = neat_comm_create(dev, &id, g_world, g_rank, &comm);
+        if (!st) st = share_id(be, spare_file, &id);
         if (!st) st = neat_comm_create(dev, &id, g_world, g_rank, &spare);
     }
     if (st == NEAT_ERR_UNSUPPORTED) {

@@ -361,8 +361,9 @@ static void test_concurrent_recording(neat_device *dev) {
 static void test_recorded_copies(neat_device *dev) {
     enum { N = 1000 };
     int64_t s1[1] = {N}, one[1] = {1};
-    float src[N], dst[N], loss = 1234;
+    float src[N], dst[N], dst2[N], loss = 1234;
     neat_tensor *x = tensor(dev, 1, s1, NULL), *y = tensor(dev, 1, s1, NULL);
+    neat_tensor *y2 = tensor(dev, 1, s1, NULL);
     neat_tensor *logits = tensor(dev, 2, (int64_t[]){1, 2}, (float[]){1, 2});
     neat_tensor *labels = tensor(dev, 1, one, NULL), *l = tensor(dev, 1, one, NULL);
     float label = 0;
@@ -374,6 +375,11 @@ static void test_recorded_copies(neat_device *dev) {
     EXPECT_OK(neat_copy_from_host(cb, &label, 1, labels), "record labels");
     EXPECT_OK(neat_softmax_cross_entropy(cb, logits, labels, l), "record xent");
     EXPECT_OK(neat_copy_to_host(cb, l, &loss, 1), "record loss copy");
+    /* An op after the loss (guarded: it must not run after a failure) and a copy of its
+     * result: on CUDA both sit in a graph's conditional body (NEATML_CUDA_GRAPHS=1 runs
+     * this whole buffer as a graph, and fails the commit if it cannot be captured). */
+    EXPECT_OK(neat_add(cb, x, y, y2), "record add after the loss");
+    EXPECT_OK(neat_copy_to_host(cb, y2, dst2, N), "record copy after the loss");
     EXPECT_STATUS(neat_copy_to_host(cb, y, dst, N - 1), NEAT_ERR_SHAPE_MISMATCH, "count off");
     EXPECT_STATUS(neat_copy_from_host(cb, NULL, N, x), NEAT_ERR_INVALID_ARGUMENT, "NULL src");
     for (int round = 0; round < 3; round++) {
@@ -384,20 +390,22 @@ static void test_recorded_copies(neat_device *dev) {
         EXPECT_OK(neat_cmdbuf_wait(cb), "wait");
         int bad = 0;
         for (int i = 0; i < N; i++) bad += dst[i] != 2.0f * (float)(i + 1000 * round);
+        for (int i = 0; i < N; i++) bad += dst2[i] != 3.0f * (float)(i + 1000 * round);
         CHECK(bad == 0, "%s: round %d: %d of %d copied elements wrong", dev_name, round, bad, N);
         CHECK(fabsf(loss - 1.3132617f) < 1e-5f, "%s: loss %g", dev_name, (double)loss);
     }
     /* A failing op before a copy to host: dst and loss untouched. */
     label = 5;
     loss = 1234;
-    for (int i = 0; i < N; i++) dst[i] = 7, src[i] = (float)i;
+    for (int i = 0; i < N; i++) dst[i] = 7, dst2[i] = 7, src[i] = (float)i;
     EXPECT_OK(neat_cmdbuf_commit(cb), "commit with a bad label");
     EXPECT_STATUS(neat_cmdbuf_wait(cb), NEAT_ERR_INVALID_ARGUMENT, "wait with a bad label");
     CHECK(loss == 1234, "%s: copy_to_host after a failed op wrote %g", dev_name, (double)loss);
     CHECK(dst[0] == 0 && dst[1] == 2, "%s: the copy before the failure did not run", dev_name);
+    CHECK(dst2[1] == 7, "%s: a copy after the failure wrote %g", dev_name, (double)dst2[1]);
     neat_cmdbuf_destroy(cb);
-    neat_tensor *all[] = {x, y, logits, labels, l};
-    for (int i = 0; i < 5; i++) neat_tensor_destroy(all[i]);
+    neat_tensor *all[] = {x, y, y2, logits, labels, l};
+    for (int i = 0; i < 6; i++) neat_tensor_destroy(all[i]);
 }
 
 int main(void) {

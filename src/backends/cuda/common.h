@@ -99,6 +99,7 @@ typedef struct cuda_cmdbuf {
     int64_t nslots;
     int *err;                  /* CUDA_ERR_WORDS ints of device memory */
     void **host;               /* copy.c: pinned staging of each host-copy op, or NULL */
+    void **host_dev;           /* copy.c: the device's address of each (mapped) staging */
     cudaEvent_t *consumed;     /* copy.c: after each copy_from_host's device copy */
     int copies_out;            /* some op copies to host: completion copies it out */
     int checks;                /* some op can set err: wait() reads it */
@@ -125,6 +126,9 @@ neat_status cudnn_check(cudnnStatus_t s, const char *what, const char *call);
 neat_status cuda_fill_f32(nm_device *dev, float *y, int64_t n, float value, const char *what);
 neat_status cuda_scale_f32(nm_device *dev, const float *x, float alpha, float *y, int64_t n,
                            const char *what);
+/* y = x by a kernel (y may be mapped pinned host memory: a kernel node, unlike a memcpy to
+ * the host, may sit in a conditional body of a graph). */
+neat_status cuda_copy_f32(nm_device *dev, const float *x, float *y, int64_t n, const char *what);
 /* y[i] = act(y[i] + b[(i / inner) % channels]); b may be NULL (then channels is unused). */
 neat_status cuda_bias_act(nm_device *dev, float *y, const float *b, int64_t n, int64_t inner,
                           int64_t channels, neat_activation act, const char *what);

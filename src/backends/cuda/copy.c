@@ -5,7 +5,8 @@
  * From host: at commit, cuda_stage_host_copies waits until the previous submission's
  * device copy has read the op's staging buffer (an event recorded right after that copy,
  * early in the previous step: normally long done), then copies src into it; the op copies
- * staging -> tensor on the stream. To host: the op copies tensor -> staging on the stream;
+ * staging -> tensor on the stream. To host: a kernel writes the tensor into mapped staging
+ * (a kernel, not a memcpy node, so that it may follow a guard inside a graph: guard.cu);
  * when the submission completes (backend.c, complete_subs), cuda_finish_host_copies copies
  * staging -> dst for the copies placed before the op that failed, if one did.
  */
@@ -31,11 +32,15 @@ neat_status cuda_host_copies_init(nm_cmdbuf *cb, cuda_cmdbuf *c) {
         if (!is_host_copy(op) || copy_bytes(op) == 0) continue;
         if (!c->host) {
             c->host = calloc((size_t)cb->nops, sizeof *c->host);
+            c->host_dev = calloc((size_t)cb->nops, sizeof *c->host_dev);
             c->consumed = calloc((size_t)cb->nops, sizeof *c->consumed);
-            if (!c->host || !c->consumed) return nm_error(NEAT_ERR_OUT_OF_MEMORY, "%s: out of host memory", fn);
+            if (!c->host || !c->host_dev || !c->consumed)
+                return nm_error(NEAT_ERR_OUT_OF_MEMORY, "%s: out of host memory", fn);
         }
-        neat_status st = cuda_check(cudaHostAlloc(&c->host[i], copy_bytes(op), cudaHostAllocDefault),
+        neat_status st = cuda_check(cudaHostAlloc(&c->host[i], copy_bytes(op), cudaHostAllocMapped),
                                     op->fn, "cudaHostAlloc (staging)");
+        if (!st) st = cuda_check(cudaHostGetDevicePointer(&c->host_dev[i], c->host[i], 0), op->fn,
+                                 "cudaHostGetDevicePointer");
         if (!st && op->kind == NM_OP_COPY_FROM_HOST)
             st = cuda_check(cudaEventCreateWithFlags(&c->consumed[i], cudaEventDisableTiming), op->fn,
                             "cudaEventCreate");
@@ -52,8 +57,10 @@ void cuda_host_copies_free(nm_cmdbuf *cb, cuda_cmdbuf *c) {
         if (c->consumed[i]) cudaEventDestroy(c->consumed[i]);
     }
     free(c->host);
+    free(c->host_dev);
     free(c->consumed);
     c->host = NULL;
+    c->host_dev = NULL;
     c->consumed = NULL;
 }
 
@@ -105,7 +112,6 @@ neat_status cuda_copy_to_host(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
     size_t bytes = copy_bytes(op);
     if (bytes == 0) return NEAT_OK;
     cuda_cmdbuf *c = cuda_cb(cb);
-    return cuda_check(cudaMemcpyAsync(c->host[op - cb->ops], op->u.copy_to_host.t->data, bytes,
-                                      cudaMemcpyDeviceToHost, cuda_dev(dev)->stream),
-                      op->fn, "cudaMemcpyAsync");
+    return cuda_copy_f32(dev, op->u.copy_to_host.t->data, (float *)c->host_dev[op - cb->ops],
+                         op->u.copy_to_host.t->numel, op->fn);
 }

@@ -49,6 +49,9 @@ struct fill_op {
     float value;
     __device__ float operator()(int64_t, float, float) const { return value; }
 };
+struct copy_op {
+    __device__ float operator()(int64_t, float x, float) const { return x; }
+};
 struct scale_op {
     float alpha;
     __device__ float operator()(int64_t, float x, float) const { return alpha * x; }
@@ -90,6 +93,10 @@ extern "C" {
 
 neat_status cuda_fill_f32(nm_device *dev, float *y, int64_t n, float value, const char *what) {
     return map_launch(dev, fill_op{value}, y, NULL, NULL, n, what);
+}
+
+neat_status cuda_copy_f32(nm_device *dev, const float *x, float *y, int64_t n, const char *what) {
+    return map_launch(dev, copy_op{}, y, x, NULL, n, what);
 }
 
 neat_status cuda_scale_f32(nm_device *dev, const float *x, float alpha, float *y, int64_t n,
