@@ -35,8 +35,11 @@
  * an invalid learning rate, memory for its scratch) stops the rest of that submission: the
  * ops before it have run, it and the ops after it left their outputs untouched. wait (or
  * synchronize) reports the first such failure as "<function> (op <i> of <n> in the command
- * buffer): <why>", i counting from 0 in recording order, the same on every backend. The buffer stays committed: once the cause is
- * fixed (a label rewritten), committing it again replays every op.
+ * buffer): <why>", i counting from 0 in recording order, the same on every backend. One
+ * exception: collectives (neat_all_reduce...) still run after a failure, so that the other
+ * ranks are not left waiting for this one; their results then mean nothing. The buffer
+ * stays committed: once the cause is fixed (a label rewritten), committing it again
+ * replays every op.
  */
 #ifndef NEATML_H
 #define NEATML_H

@@ -23,17 +23,20 @@ typedef struct cpu_job {
     struct cpu_job *next;
 } cpu_job;
 
-/* Run the ops of cb in order up to the first failure, which goes to cb with its index. */
+/* Run the ops of cb in order up to the first failure, which goes to cb with its index.
+ * After it only collectives still run, so that the other ranks are not left waiting. */
 static neat_status run_ops(nm_device *dev, nm_cmdbuf *cb) {
+    neat_status first = NEAT_OK;
     for (int64_t i = 0; i < cb->nops; i++) {
         const nm_op *op = &cb->ops[i];
+        if (first != NEAT_OK && !(nm_op_flags(op->kind) & NM_OPF_COLLECTIVE)) continue;
         neat_status st = dev->be->op[op->kind](dev, cb, op);
-        if (st != NEAT_OK) {
+        if (st != NEAT_OK && first == NEAT_OK) {
             nm_cmdbuf_fail(cb, i, st, neat_last_error());
-            return st;
+            first = st;
         }
     }
-    return NEAT_OK;
+    return first;
 }
 
 static void *worker_main(void *arg) {

@@ -206,24 +206,39 @@ static int checks_record(const nm_op *op) {
 }
 
 /* Enqueue (or capture) the ops in order; after an op that can fail, the first op that
- * does not check the error record itself is guarded (guard.cu). */
+ * does not check the error record itself is guarded (guard.cu). Collectives are the
+ * exception: they run even after a failure, so that the other ranks are not left waiting
+ * for this one (their result then means nothing; the failure is reported at wait). In a
+ * capture a collective goes outside the guards' bodies (NCCL's work may not sit in a
+ * conditional body), and the ops after it are guarded afresh; eagerly, after a failure only
+ * the collectives are still enqueued. */
 static neat_status enqueue_ops(nm_device *dev, nm_cmdbuf *cb, int capturing) {
     cuda_cmdbuf *c = cuda_cb(cb);
-    int unguarded = 0;
+    int unguarded = 0, checked = 0, stopped = 0;
     for (int64_t i = 0; i < cb->nops; i++) {
         const nm_op *op = &cb->ops[i];
+        int collective = (nm_op_flags(op->kind) & NM_OPF_COLLECTIVE) != 0;
+        neat_status st = NEAT_OK;
         c->cur_op = i;
-        if (unguarded && !checks_record(op)) {
+        if (collective) {
+            if (capturing && cuda_dev(dev)->guard_depth) st = cuda_guards_close(dev);
+            unguarded = checked; /* what follows is guarded again */
+        } else if (stopped) {
+            continue;
+        } else if (unguarded && !checks_record(op)) {
             int stop;
-            neat_status st = cuda_guard(dev, cb, capturing, &stop);
-            if (st || stop) return st;
+            st = cuda_guard(dev, cb, capturing, &stop);
+            if (!st && stop) {
+                stopped = 1;
+                continue;
+            }
             unguarded = 0;
         }
-        neat_status st = dev->be->op[op->kind](dev, cb, op);
+        if (!st) st = dev->be->op[op->kind](dev, cb, op);
         if (st) /* named as a failure at run time is (nm_cmdbuf_fail), though commit returns it */
             return nm_error(st, "%s (op %lld of %lld in the command buffer): %s", op->fn,
                             (long long)i, (long long)cb->nops, neat_last_error());
-        if (nm_op_flags(op->kind) & NM_OPF_RUNTIME_CHECK) unguarded = 1;
+        if (nm_op_flags(op->kind) & NM_OPF_RUNTIME_CHECK) unguarded = checked = 1;
     }
     return NEAT_OK;
 }

@@ -370,7 +370,8 @@ extern "C" neat_status cuda_softmax_xent(nm_device *dev, nm_cmdbuf *cb, const nm
     if (u.cols == 0) /* no class can be a valid label: every row is an error */
         return nm_error(NEAT_ERR_INVALID_ARGUMENT, "%s: logits have 0 classes", what);
     void *rl, *mean;
-    neat_status st = cuda_scratch(cb, 0, (size_t)u.rows * sizeof(float), &rl);
+    /* Zeroed once: after a failure xent_rows writes nothing, and the sum still reads it. */
+    neat_status st = cuda_scratch_zeroed(dev, cb, 0, (size_t)u.rows * sizeof(float), &rl);
     if (!st) st = cuda_scratch(cb, 3, sizeof(float), &mean);
     if (!st) st = xent(dev, cb, op, (float *)rl, NULL, what);
     if (!st) st = cuda_sum3(dev, cb, 1, (const float *)rl, 1, u.rows, 1, 1.0f / (float)u.rows, 0,
