@@ -572,7 +572,7 @@ int main(int argc, char **argv) {
     long t = 0, chunk_n = 0;
     for (int epoch = 1; epoch <= o.epochs; epoch++) {
         shuffle(order, ntrain, &rng);
-        double t0 = now_s(), loss_sum = 0;
+        double t0 = now_s(), loss_sum = 0, device_s = 0;
         long correct = 0;
         /* Step k runs from buffer k % 2: batch k+1 is gathered and its buffer committed
          * (queued behind step k) before step k is waited for. */
@@ -588,6 +588,8 @@ int main(int argc, char **argv) {
             if (k < 0) continue;
             host_io *cur = &io[k & 1];
             ok(neat_cmdbuf_wait(step_cb[k & 1]), "neat_cmdbuf_wait(training step)");
+            double step_s;
+            if (neat_cmdbuf_device_time(step_cb[k & 1], &step_s) == NEAT_OK) device_s += step_s;
             float loss = cur->loss;
             if (!isfinite(loss))
                 die("the loss diverged at step %ld (lr %g): try a smaller --lr", t + k + 1,
@@ -613,9 +615,10 @@ int main(int argc, char **argv) {
         cv.train_acc[epoch - 1] = (double)correct / (double)(steps * B);
         cv.test_acc[epoch - 1] = test_acc;
         printf("epoch %d/%d: loss %.4f  train accuracy %.4f  test accuracy %.4f  "
-               "(%.1f s, %.1f images/s; evaluation %.1f s)\n",
+               "(%.1f s, %.1f images/s, device %.3f of %.3f ms a step; evaluation %.1f s)\n",
                epoch, o.epochs, loss_sum / (double)steps, cv.train_acc[epoch - 1], test_acc, dt,
-               (double)(steps * B) / dt, now_s() - te0);
+               (double)(steps * B) / dt, 1e3 * device_s / (double)steps,
+               1e3 * dt / (double)steps, now_s() - te0);
         fflush(stdout);
     }
 
