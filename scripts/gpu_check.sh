@@ -157,7 +157,8 @@ for line in open(sys.argv[1]):
     if line.strip().startswith("{"):
         c = json.loads(line)
         if c.get("case") == "lenet_train_step_b128": step = c.get("rate")
-m = re.search(r"images_per_s=([0-9.]+)", open(sys.argv[2]).read())
+line = open(sys.argv[2]).read()  # the steady rate: like the step's, after the warm-up
+m = re.search(r"steady_images_per_s=([0-9.]+)", line) or re.search(r"images_per_s=([0-9.]+)", line)
 if step and m:
     print("example %.0f img/s, replayed step %.0f img/s: %.0f%%" % (float(m.group(1)), step, 100 * float(m.group(1)) / step))
 PY
