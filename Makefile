@@ -2,7 +2,7 @@
 #   make demo   train the Fashion-MNIST LeNet on the default backend
 #   make test   install what is missing, build, run every test (ending "N passed, M failed")
 BUILD ?= build
-JOBS ?= $(shell nproc)
+JOBS ?= $(shell nproc 2>/dev/null || getconf _NPROCESSORS_ONLN 2>/dev/null || echo 2)
 PREFIX ?= /usr/local
 
 .PHONY: all deps build test demo quickstart bench install clean

@@ -34,15 +34,15 @@ typedef enum bench_outcome {
 
 typedef struct bench_result {
     bench_outcome outcome;
-    char reason[512];   /* for anything but BENCH_OK */
-    char shape[96];     /* the work actually measured, e.g. "2048x2048x2048" */
-    double median_ms;   /* device time per replay of the command buffer (median) */
-    double wall_ms;     /* host wall clock of commit+wait per replay (median) */
-    double rate;        /* in `unit` */
-    const char *unit;   /* "GFLOP/s", "GB/s", "us/op", "img/s", "us" (a host call) */
-    double work;        /* flops, bytes, ops or images per replay (what rate counts) */
-    int64_t peak_mem;   /* peak device memory of the case, bytes */
-    double check_err;   /* worst error / tolerance of the check (<= 1 passes) */
+    char reason[512]; /* for anything but BENCH_OK */
+    char shape[96];   /* the work actually measured, e.g. "2048x2048x2048" */
+    double median_ms; /* device time per replay of the command buffer (median) */
+    double wall_ms;   /* host wall clock of commit+wait per replay (median) */
+    double rate;      /* in `unit` */
+    const char *unit; /* "GFLOP/s", "GB/s", "us/op", "img/s", "us" (a host call) */
+    double work;      /* flops, bytes, ops or images per replay (what rate counts) */
+    int64_t peak_mem; /* peak device memory of the case, bytes */
+    double check_err; /* worst error / tolerance of the check (<= 1 passes) */
 } bench_result;
 
 typedef void (*bench_fn)(bench_ctx *ctx, bench_result *res);
@@ -100,7 +100,9 @@ void bench_end(bench_ctx *ctx, bench_result *res);
 void bench_set_rate(bench_result *res, double work, const char *unit);
 
 /* Float64 dot-product helper for the sampled checks: accumulates sum and sum of |terms|. */
-typedef struct bench_acc { double sum, abs; } bench_acc;
+typedef struct bench_acc {
+    double sum, abs;
+} bench_acc;
 
 /* Record a sampled comparison: err/tol into res->check_err (worst so far). Returns 1 when
  * |got - want| <= tol (a NaN fails). */

@@ -150,7 +150,8 @@ void bench_set_rate(bench_result *res, double work, const char *unit) {
 int bench_compare(bench_result *res, double got, double want, double tol) {
     double err = fabs(got - want);
     int ok = err <= tol; /* false for a NaN */
-    double ratio = ok ? (tol > 0 ? err / tol : 0.0) : (isfinite(err) && tol > 0 ? err / tol : INFINITY);
+    double ratio =
+        ok ? (tol > 0 ? err / tol : 0.0) : (isfinite(err) && tol > 0 ? err / tol : INFINITY);
     if (ratio > res->check_err) res->check_err = ratio;
     return ok;
 }

@@ -36,7 +36,8 @@ void bench_mlp_700_small_ops(bench_ctx *ctx, bench_result *res) {
     const float alpha = 0.5f, bound = 1.0f / 16.0f;
     rng64 rng;
     bench_begin(ctx, res, &rng, 9);
-    snprintf(res->shape, sizeof res->shape, "100 x (3 x (linear 256->256 + relu) + scale), batch 64");
+    snprintf(res->shape, sizeof res->shape,
+             "100 x (3 x (linear 256->256 + relu) + scale), batch 64");
     neat_tensor *x = NULL, *h[LAYERS] = {0}, *w[LAYERS] = {0}, *b[LAYERS] = {0};
     float *hx0 = NULL, *hw[LAYERS] = {0}, *hb[LAYERS] = {0}, *hout = NULL;
     neat_cmdbuf *cb = NULL;
@@ -45,8 +46,10 @@ void bench_mlp_700_small_ops(bench_ctx *ctx, bench_result *res) {
     if (!bench_ok(res, bench_random_tensor(ctx, &rng, 2, sx, -1, 1, &x, &hx0), "input x"))
         goto done;
     for (int l = 0; l < LAYERS; l++)
-        if (!bench_ok(res, bench_random_tensor(ctx, &rng, 2, sw, -bound, bound, &w[l], &hw[l]), "w") ||
-            !bench_ok(res, bench_random_tensor(ctx, &rng, 1, sb, -bound, bound, &b[l], &hb[l]), "b") ||
+        if (!bench_ok(res, bench_random_tensor(ctx, &rng, 2, sw, -bound, bound, &w[l], &hw[l]),
+                      "w") ||
+            !bench_ok(res, bench_random_tensor(ctx, &rng, 1, sb, -bound, bound, &b[l], &hb[l]),
+                      "b") ||
             !bench_ok(res, bench_random_tensor(ctx, &rng, 2, sx, -1, 1, &h[l], NULL), "h"))
             goto done;
     if (!bench_ok(res, neat_cmdbuf_create(ctx->dev, &cb), "neat_cmdbuf_create")) goto done;
@@ -101,15 +104,16 @@ void bench_mlp_700_small_ops(bench_ctx *ctx, bench_result *res) {
         for (int j = 0; j < D; j++) {
             double tol = 8 * err_bound + EPS32 * fabs(v[j]);
             if (!bench_compare(res, hout[row * D + j], v[j], tol)) {
-                bench_fail(res, "x[%lld,%d] = %.9g after 700 ops, float64 reference %.9g "
-                           "(seed %llu)", (long long)row, j, hout[row * D + j], v[j],
+                bench_fail(res,
+                           "x[%lld,%d] = %.9g after 700 ops, float64 reference %.9g "
+                           "(seed %llu)",
+                           (long long)row, j, hout[row * D + j], v[j],
                            (unsigned long long)ctx->seed);
                 break;
             }
         }
     }
-    if (res->outcome == BENCH_OK &&
-        bench_ok(res, bench_time(ctx, cb, res), "timed replay"))
+    if (res->outcome == BENCH_OK && bench_ok(res, bench_time(ctx, cb, res), "timed replay"))
         bench_set_rate(res, 700.0, "us/op");
 done:
     bench_end(ctx, res);
@@ -128,12 +132,34 @@ enum { LN = 128, C1 = 32, C2 = 64, HID = 128, CLS = 10, FLAT = C2 * 7 * 7 };
 
 /* x [LN,C,H,W] -> maxpool2x2(relu(conv3x3 pad 1(x, w) + b)) [LN,K,H/2,W/2] in float64, with
  * the references of tests/reference.c. */
-static void ref_conv_relu_pool(const double *x, int64_t C, int64_t H, int64_t W,
-                               const double *w, const double *b, int64_t K, double *out) {
-    ref_conv_shape conv = {.n = LN, .c = C, .h = H, .w = W, .k = K, .kh = 3, .kw = 3, .sh = 1,
-                           .sw = 1, .ph = 1, .pw = 1, .dh = 1, .dw = 1, .groups = 1};
-    ref_conv_shape pool = {.n = LN, .c = K, .h = H, .w = W, .k = K, .kh = 2, .kw = 2, .sh = 2,
-                           .sw = 2, .dh = 1, .dw = 1, .groups = 1};
+static void ref_conv_relu_pool(const double *x, int64_t C, int64_t H, int64_t W, const double *w,
+                               const double *b, int64_t K, double *out) {
+    ref_conv_shape conv = {.n = LN,
+                           .c = C,
+                           .h = H,
+                           .w = W,
+                           .k = K,
+                           .kh = 3,
+                           .kw = 3,
+                           .sh = 1,
+                           .sw = 1,
+                           .ph = 1,
+                           .pw = 1,
+                           .dh = 1,
+                           .dw = 1,
+                           .groups = 1};
+    ref_conv_shape pool = {.n = LN,
+                           .c = K,
+                           .h = H,
+                           .w = W,
+                           .k = K,
+                           .kh = 2,
+                           .kw = 2,
+                           .sh = 2,
+                           .sw = 2,
+                           .dh = 1,
+                           .dw = 1,
+                           .groups = 1};
     double *y = malloc((size_t)(LN * K * H * W) * sizeof *y);
     ref_conv2d_forward(&conv, x, w, b, NEAT_ACT_RELU, y, NULL, NULL);
     ref_maxpool2d(&pool, y, out);
@@ -160,14 +186,12 @@ void bench_lenet_train_step(bench_ctx *ctx, bench_result *res) {
     bench_begin(ctx, res, &rng, 10);
     snprintf(res->shape, sizeof res->shape, "LeNet 1x28x28, batch 128, SGD momentum 0.9");
 #define PARAM(n, nd, fan, ...) {.name = n, .ndim = nd, .shape = {__VA_ARGS__}, .fan_in = fan}
-    lenet_param P[8] = {
-        PARAM("conv1.w", 4, 9, C1, 1, 3, 3), PARAM("conv1.b", 1, 9, C1),
-        PARAM("conv2.w", 4, C1 * 9, C2, C1, 3, 3), PARAM("conv2.b", 1, C1 * 9, C2),
-        PARAM("fc1.w", 2, FLAT, HID, FLAT), PARAM("fc1.b", 1, FLAT, HID),
-        PARAM("fc2.w", 2, HID, CLS, HID), PARAM("fc2.b", 1, HID, CLS)};
+    lenet_param P[8] = {PARAM("conv1.w", 4, 9, C1, 1, 3, 3),       PARAM("conv1.b", 1, 9, C1),
+                        PARAM("conv2.w", 4, C1 * 9, C2, C1, 3, 3), PARAM("conv2.b", 1, C1 * 9, C2),
+                        PARAM("fc1.w", 2, FLAT, HID, FLAT),        PARAM("fc1.b", 1, FLAT, HID),
+                        PARAM("fc2.w", 2, HID, CLS, HID),          PARAM("fc2.b", 1, HID, CLS)};
 #undef PARAM
-    enum { A1, P1, A2, P2, P2F, H, LOGITS, LOSS, DLOGITS, DH, DP2, DP2F, DA2, DP1, DA1, HYPER,
-           NT };
+    enum { A1, P1, A2, P2, P2F, H, LOGITS, LOSS, DLOGITS, DH, DP2, DP2F, DA2, DP1, DA1, HYPER, NT };
     neat_tensor *t[NT] = {0}, *images = NULL, *labels = NULL;
     float *himg = NULL, *hlab = NULL, *after[8] = {0};
     double *d_p1 = NULL, *d_p2 = NULL, *d_h = NULL, *d_logits = NULL, *d_img = NULL;
@@ -191,21 +215,34 @@ void bench_lenet_train_step(bench_ctx *ctx, bench_result *res) {
         float *zeros = calloc((size_t)n, sizeof *zeros);
         st = bench_random_tensor(ctx, &rng, P[i].ndim, P[i].shape, -bound, bound, &P[i].p,
                                  &P[i].host);
-        if (st == NEAT_OK) st = bench_random_tensor(ctx, &rng, P[i].ndim, P[i].shape, -1, 1, &P[i].g, NULL);
+        if (st == NEAT_OK)
+            st = bench_random_tensor(ctx, &rng, P[i].ndim, P[i].shape, -1, 1, &P[i].g, NULL);
         if (st == NEAT_OK) st = neat_tensor_create(ctx->dev, P[i].ndim, P[i].shape, &P[i].v);
         if (st == NEAT_OK) st = neat_tensor_write(P[i].v, zeros, n); /* momentum starts at 0 */
         free(zeros);
         if (!bench_ok(res, st, P[i].name)) goto done;
     }
-    struct { int ndim; int64_t shape[4]; } ts[NT] = {
-        [A1] = {4, {LN, C1, 28, 28}}, [P1] = {4, {LN, C1, 14, 14}}, [A2] = {4, {LN, C2, 14, 14}},
-        [P2] = {4, {LN, C2, 7, 7}}, [H] = {2, {LN, HID}}, [LOGITS] = {2, {LN, CLS}},
-        [LOSS] = {1, {1}}, [DLOGITS] = {2, {LN, CLS}}, [DH] = {2, {LN, HID}},
-        [DP2] = {4, {LN, C2, 7, 7}}, [DA2] = {4, {LN, C2, 14, 14}},
-        [DP1] = {4, {LN, C1, 14, 14}}, [DA1] = {4, {LN, C1, 28, 28}}, [HYPER] = {1, {2}}};
+    struct {
+        int ndim;
+        int64_t shape[4];
+    } ts[NT] = {[A1] = {4, {LN, C1, 28, 28}},
+                [P1] = {4, {LN, C1, 14, 14}},
+                [A2] = {4, {LN, C2, 14, 14}},
+                [P2] = {4, {LN, C2, 7, 7}},
+                [H] = {2, {LN, HID}},
+                [LOGITS] = {2, {LN, CLS}},
+                [LOSS] = {1, {1}},
+                [DLOGITS] = {2, {LN, CLS}},
+                [DH] = {2, {LN, HID}},
+                [DP2] = {4, {LN, C2, 7, 7}},
+                [DA2] = {4, {LN, C2, 14, 14}},
+                [DP1] = {4, {LN, C1, 14, 14}},
+                [DA1] = {4, {LN, C1, 28, 28}},
+                [HYPER] = {1, {2}}};
     for (int i = 0; i < NT; i++) {
         if (i == P2F || i == DP2F) continue;
-        if (!bench_ok(res, bench_random_tensor(ctx, &rng, ts[i].ndim, ts[i].shape, -1, 1, &t[i], NULL),
+        if (!bench_ok(res,
+                      bench_random_tensor(ctx, &rng, ts[i].ndim, ts[i].shape, -1, 1, &t[i], NULL),
                       "activation"))
             goto done;
     }
@@ -220,23 +257,44 @@ void bench_lenet_train_step(bench_ctx *ctx, bench_result *res) {
     neat_conv2d_desc conv = neat_conv2d_desc_make(3, 3, 1, 1);
     neat_pool2d_desc pool = {2, 2, 2, 2, 0, 0};
     neat_sgd_params sgd = {0.9f, 0.0f, 0};
-    if (!bench_ok(res, neat_conv2d_forward(cb, &conv, NEAT_ACT_RELU, images, P[0].p, P[1].p, t[A1]), "neat_conv2d_forward") ||
+    if (!bench_ok(res, neat_conv2d_forward(cb, &conv, NEAT_ACT_RELU, images, P[0].p, P[1].p, t[A1]),
+                  "neat_conv2d_forward") ||
         !bench_ok(res, neat_maxpool2d(cb, &pool, t[A1], t[P1]), "neat_maxpool2d") ||
-        !bench_ok(res, neat_conv2d_forward(cb, &conv, NEAT_ACT_RELU, t[P1], P[2].p, P[3].p, t[A2]), "neat_conv2d_forward") ||
+        !bench_ok(res, neat_conv2d_forward(cb, &conv, NEAT_ACT_RELU, t[P1], P[2].p, P[3].p, t[A2]),
+                  "neat_conv2d_forward") ||
         !bench_ok(res, neat_maxpool2d(cb, &pool, t[A2], t[P2]), "neat_maxpool2d") ||
-        !bench_ok(res, neat_linear_forward(cb, NEAT_ACT_RELU, t[P2F], P[4].p, P[5].p, t[H]), "neat_linear_forward") ||
-        !bench_ok(res, neat_linear_forward(cb, NEAT_ACT_NONE, t[H], P[6].p, P[7].p, t[LOGITS]), "neat_linear_forward") ||
-        !bench_ok(res, neat_softmax_cross_entropy(cb, t[LOGITS], labels, t[LOSS]), "neat_softmax_cross_entropy") ||
-        !bench_ok(res, neat_softmax_cross_entropy_backward(cb, t[LOGITS], labels, t[DLOGITS]), "neat_softmax_cross_entropy_backward") ||
-        !bench_ok(res, neat_linear_backward(cb, NEAT_ACT_NONE, t[H], P[6].p, P[7].p, t[LOGITS], t[DLOGITS], t[DH], P[6].g, P[7].g, 0), "neat_linear_backward") ||
-        !bench_ok(res, neat_linear_backward(cb, NEAT_ACT_RELU, t[P2F], P[4].p, P[5].p, t[H], t[DH], t[DP2F], P[4].g, P[5].g, 0), "neat_linear_backward") ||
-        !bench_ok(res, neat_maxpool2d_backward(cb, &pool, t[A2], t[DP2], t[DA2]), "neat_maxpool2d_backward") ||
-        !bench_ok(res, neat_conv2d_backward(cb, &conv, NEAT_ACT_RELU, t[P1], P[2].p, P[3].p, t[A2], t[DA2], t[DP1], P[2].g, P[3].g, 0), "neat_conv2d_backward") ||
-        !bench_ok(res, neat_maxpool2d_backward(cb, &pool, t[A1], t[DP1], t[DA1]), "neat_maxpool2d_backward") ||
-        !bench_ok(res, neat_conv2d_backward(cb, &conv, NEAT_ACT_RELU, images, P[0].p, P[1].p, t[A1], t[DA1], NULL, P[0].g, P[1].g, 0), "neat_conv2d_backward"))
+        !bench_ok(res, neat_linear_forward(cb, NEAT_ACT_RELU, t[P2F], P[4].p, P[5].p, t[H]),
+                  "neat_linear_forward") ||
+        !bench_ok(res, neat_linear_forward(cb, NEAT_ACT_NONE, t[H], P[6].p, P[7].p, t[LOGITS]),
+                  "neat_linear_forward") ||
+        !bench_ok(res, neat_softmax_cross_entropy(cb, t[LOGITS], labels, t[LOSS]),
+                  "neat_softmax_cross_entropy") ||
+        !bench_ok(res, neat_softmax_cross_entropy_backward(cb, t[LOGITS], labels, t[DLOGITS]),
+                  "neat_softmax_cross_entropy_backward") ||
+        !bench_ok(res,
+                  neat_linear_backward(cb, NEAT_ACT_NONE, t[H], P[6].p, P[7].p, t[LOGITS],
+                                       t[DLOGITS], t[DH], P[6].g, P[7].g, 0),
+                  "neat_linear_backward") ||
+        !bench_ok(res,
+                  neat_linear_backward(cb, NEAT_ACT_RELU, t[P2F], P[4].p, P[5].p, t[H], t[DH],
+                                       t[DP2F], P[4].g, P[5].g, 0),
+                  "neat_linear_backward") ||
+        !bench_ok(res, neat_maxpool2d_backward(cb, &pool, t[A2], t[DP2], t[DA2]),
+                  "neat_maxpool2d_backward") ||
+        !bench_ok(res,
+                  neat_conv2d_backward(cb, &conv, NEAT_ACT_RELU, t[P1], P[2].p, P[3].p, t[A2],
+                                       t[DA2], t[DP1], P[2].g, P[3].g, 0),
+                  "neat_conv2d_backward") ||
+        !bench_ok(res, neat_maxpool2d_backward(cb, &pool, t[A1], t[DP1], t[DA1]),
+                  "neat_maxpool2d_backward") ||
+        !bench_ok(res,
+                  neat_conv2d_backward(cb, &conv, NEAT_ACT_RELU, images, P[0].p, P[1].p, t[A1],
+                                       t[DA1], NULL, P[0].g, P[1].g, 0),
+                  "neat_conv2d_backward"))
         goto done;
     for (int i = 0; i < 8; i++)
-        if (!bench_ok(res, neat_sgd_update(cb, &sgd, t[HYPER], P[i].p, P[i].g, P[i].v), "neat_sgd_update"))
+        if (!bench_ok(res, neat_sgd_update(cb, &sgd, t[HYPER], P[i].p, P[i].g, P[i].v),
+                      "neat_sgd_update"))
             goto done;
     if (!bench_ok(res, bench_run_once(cb), "first step")) goto done;
 
@@ -270,11 +328,11 @@ void bench_lenet_train_step(bench_ctx *ctx, bench_result *res) {
     double g_w[CLS * HID], g_wabs[CLS * HID];
     double g_b[CLS], g_babs[CLS];
     ref_softmax_xent_backward(LN, CLS, d_logits, d_lab, d_dlogits);
-    ref_linear_backward(d_h, dp[6], dp[7], d_logits, d_dlogits, NEAT_ACT_NONE, LN, HID, CLS,
-                        NULL, g_w, g_b, 0);
+    ref_linear_backward(d_h, dp[6], dp[7], d_logits, d_dlogits, NEAT_ACT_NONE, LN, HID, CLS, NULL,
+                        g_w, g_b, 0);
     for (int64_t i = 0; i < LN * CLS; i++) d_dlogits[i] = fabs(d_dlogits[i]);
-    ref_linear_backward(d_h, dp[6], dp[7], d_logits, d_dlogits, NEAT_ACT_NONE, LN, HID, CLS,
-                        NULL, g_wabs, g_babs, 0);
+    ref_linear_backward(d_h, dp[6], dp[7], d_logits, d_dlogits, NEAT_ACT_NONE, LN, HID, CLS, NULL,
+                        g_wabs, g_babs, 0);
     if (!bench_compare(res, loss, ref_loss, 1e-4 * fabs(ref_loss))) {
         bench_fail(res, "loss = %.9g, float64 reference %.9g (seed %llu)", loss, ref_loss,
                    (unsigned long long)ctx->seed);
@@ -289,8 +347,10 @@ void bench_lenet_train_step(bench_ctx *ctx, bench_result *res) {
             double want = P[i].host[e] - (double)lr * g[e];
             double tol = 2 * EPS32 * fabs(P[i].host[e]) + lr * (1e-3 * gabs[e] + 1e-9);
             if (!bench_compare(res, after[i][e], want, tol)) {
-                bench_fail(res, "%s[%lld] after one step = %.9g, float64 reference %.9g "
-                           "(seed %llu)", P[i].name, (long long)e, after[i][e], want,
+                bench_fail(res,
+                           "%s[%lld] after one step = %.9g, float64 reference %.9g "
+                           "(seed %llu)",
+                           P[i].name, (long long)e, after[i][e], want,
                            (unsigned long long)ctx->seed);
                 break;
             }
@@ -310,8 +370,7 @@ void bench_lenet_train_step(bench_ctx *ctx, bench_result *res) {
         if (i == 0 && res->outcome == BENCH_OK && moved == 0)
             bench_fail(res, "conv1.w did not change after one step: no gradient reached it");
     }
-    if (res->outcome == BENCH_OK &&
-        bench_ok(res, bench_time(ctx, cb, res), "timed replay"))
+    if (res->outcome == BENCH_OK && bench_ok(res, bench_time(ctx, cb, res), "timed replay"))
         bench_set_rate(res, (double)LN, "img/s");
 done:
     bench_end(ctx, res);

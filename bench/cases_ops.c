@@ -60,9 +60,8 @@ static void run_matmul(bench_ctx *ctx, bench_result *res, int64_t n, uint64_t sa
             abs += fabs(t);
         }
         if (!bench_compare(res, hc[i * n + j], sum, 2.0 * n * EPS32 * abs)) {
-            bench_fail(res, "c[%lld,%lld] = %.9g, float64 reference %.9g (seed %llu)",
-                       (long long)i, (long long)j, hc[i * n + j], sum,
-                       (unsigned long long)ctx->seed);
+            bench_fail(res, "c[%lld,%lld] = %.9g, float64 reference %.9g (seed %llu)", (long long)i,
+                       (long long)j, hc[i * n + j], sum, (unsigned long long)ctx->seed);
             break;
         }
     }
@@ -87,8 +86,8 @@ void bench_linear_relu_1024(bench_ctx *ctx, bench_result *res) {
     const int64_t n = 1024;
     rng64 rng;
     bench_begin(ctx, res, &rng, 3);
-    snprintf(res->shape, sizeof res->shape, "X %lldx%lld, W %lldx%lld", (long long)n,
-             (long long)n, (long long)n, (long long)n);
+    snprintf(res->shape, sizeof res->shape, "X %lldx%lld, W %lldx%lld", (long long)n, (long long)n,
+             (long long)n, (long long)n);
     neat_tensor *x = NULL, *w = NULL, *b = NULL, *y = NULL;
     neat_cmdbuf *cb = NULL;
     float *hx = NULL, *hw = NULL, *hb = NULL, *hy = NULL;
@@ -117,9 +116,8 @@ void bench_linear_relu_1024(bench_ctx *ctx, bench_result *res) {
         }
         double want = sum > 0 ? sum : 0; /* relu is 1-Lipschitz: the same bound holds */
         if (!bench_compare(res, hy[i * n + j], want, 2.0 * (n + 1) * EPS32 * abs)) {
-            bench_fail(res, "y[%lld,%lld] = %.9g, float64 reference %.9g (seed %llu)",
-                       (long long)i, (long long)j, hy[i * n + j], want,
-                       (unsigned long long)ctx->seed);
+            bench_fail(res, "y[%lld,%lld] = %.9g, float64 reference %.9g (seed %llu)", (long long)i,
+                       (long long)j, hy[i * n + j], want, (unsigned long long)ctx->seed);
             break;
         }
     }
@@ -128,8 +126,7 @@ done:
     bench_end(ctx, res);
     free(hx), free(hw), free(hb), free(hy);
     neat_cmdbuf_destroy(cb);
-    neat_tensor_destroy(x), neat_tensor_destroy(w), neat_tensor_destroy(b),
-        neat_tensor_destroy(y);
+    neat_tensor_destroy(x), neat_tensor_destroy(w), neat_tensor_destroy(b), neat_tensor_destroy(y);
 }
 
 /* ---- conv2d_256f: x [32,64,56,56], w [256,64,3,3], stride 1, pad 1, no bias ------------- */

@@ -15,12 +15,12 @@
 #include <string.h>
 #include <unistd.h>
 
-#define CHECK(call, what)                                                               \
-    do {                                                                                \
-        if (!(call)) {                                                                  \
-            fprintf(stderr, "nccl_peer: %s failed\n", what);                            \
-            return 1;                                                                   \
-        }                                                                               \
+#define CHECK(call, what)                                                                          \
+    do {                                                                                           \
+        if (!(call)) {                                                                             \
+            fprintf(stderr, "nccl_peer: %s failed\n", what);                                       \
+            return 1;                                                                              \
+        }                                                                                          \
     } while (0)
 
 static int env_int(const char *name, int dflt) {
@@ -29,7 +29,8 @@ static int env_int(const char *name, int dflt) {
 }
 
 int main(int argc, char **argv) {
-    int rank = env_int("RANK", 0), world = env_int("WORLD_SIZE", 1), local = env_int("LOCAL_RANK", rank);
+    int rank = env_int("RANK", 0), world = env_int("WORLD_SIZE", 1),
+        local = env_int("LOCAL_RANK", rank);
     const char *file = NULL;
     int first = 1;
     if (argc > 2 && !strcmp(argv[1], "--init-file")) file = argv[2], first = 3;
@@ -42,7 +43,9 @@ int main(int argc, char **argv) {
             char tmp[4096];
             snprintf(tmp, sizeof tmp, "%s.tmp", file);
             FILE *f = fopen(tmp, "wb");
-            CHECK(f && fwrite(&id, sizeof id, 1, f) == 1 && fclose(f) == 0 && rename(tmp, file) == 0, "writing the id");
+            CHECK(f && fwrite(&id, sizeof id, 1, f) == 1 && fclose(f) == 0 &&
+                      rename(tmp, file) == 0,
+                  "writing the id");
         }
     } else {
         int got = 0;
@@ -75,7 +78,8 @@ int main(int argc, char **argv) {
         double sec = ms / 1e3 / iters, bytes = (double)n * sizeof(float);
         double busbw = bytes * 2.0 * (world - 1) / world / sec / 1e9;
         if (rank == 0)
-            printf("nccl allreduce %zu MiB ranks=%d time_ms=%.3f busbw_GBps=%.1f\n", mib, world, sec * 1e3, busbw);
+            printf("nccl allreduce %zu MiB ranks=%d time_ms=%.3f busbw_GBps=%.1f\n", mib, world,
+                   sec * 1e3, busbw);
         cudaFree(buf);
     }
     ncclCommDestroy(comm);

@@ -128,15 +128,18 @@ static void print_seed_table(const bench_ctx *ctx, const bench_result *res, int 
     /* On the CPU the device pool is host memory, already inside the resident peak. */
     int cpu = ctx->props.backend == NEAT_BACKEND_CPU;
     double mem_mb = ((cpu ? 0 : (double)peak) + (rss > 0 ? (double)rss : 0)) / 1048576.0;
-    struct { const char *op, *seed, *what; const bench_result *r; double value; } rows[4] = {
-        {"MatMul 1024x1024", "~2 ms", "matmul_1024", mm, mm ? mm->median_ms : 0},
-        {"Conv2D 256 filters", "~6 ms", "conv2d_256f", conv, conv ? conv->median_ms : 0},
-        {"Batch operations", "~20 ms", "mlp_700_small_ops (700 ops, one buffer)", mlp,
-         mlp ? mlp->median_ms : 0},
-        {"Memory overhead", "~80 MB",
-         cpu ? "process peak RSS (VmHWM; the CPU pool lives inside it)"
-             : "peak device memory + process peak RSS (VmHWM)",
-         rss > 0 ? res : NULL, mem_mb}};
+    struct {
+        const char *op, *seed, *what;
+        const bench_result *r;
+        double value;
+    } rows[4] = {{"MatMul 1024x1024", "~2 ms", "matmul_1024", mm, mm ? mm->median_ms : 0},
+                 {"Conv2D 256 filters", "~6 ms", "conv2d_256f", conv, conv ? conv->median_ms : 0},
+                 {"Batch operations", "~20 ms", "mlp_700_small_ops (700 ops, one buffer)", mlp,
+                  mlp ? mlp->median_ms : 0},
+                 {"Memory overhead", "~80 MB",
+                  cpu ? "process peak RSS (VmHWM; the CPU pool lives inside it)"
+                      : "peak device memory + process peak RSS (VmHWM)",
+                  rss > 0 ? res : NULL, mem_mb}};
     if (json) {
         for (int i = 0; i < 4; i++) {
             printf("{\"seed_row\": ");
@@ -144,15 +147,16 @@ static void print_seed_table(const bench_ctx *ctx, const bench_result *res, int 
             printf(", \"seed\": \"%s\", \"neatml_case\": ", rows[i].seed);
             json_string(stdout, rows[i].what);
             if (rows[i].r)
-                printf(", \"neatml\": %.6g, \"unit\": \"%s\"}\n", rows[i].value, i == 3 ? "MB" : "ms");
+                printf(", \"neatml\": %.6g, \"unit\": \"%s\"}\n", rows[i].value,
+                       i == 3 ? "MB" : "ms");
             else
                 printf(", \"neatml\": null}\n");
         }
         return;
     }
     printf("\nThe seed's estimates (Apple GPU through MPS, shapes not stated) beside neatml on\n"
-           "%s (%s, %d threads):\n\n", ctx->props.name, neat_backend_name(ctx->props.backend),
-           ctx->props.num_threads);
+           "%s (%s, %d threads):\n\n",
+           ctx->props.name, neat_backend_name(ctx->props.backend), ctx->props.num_threads);
     printf("| operation | seed estimate | neatml case | neatml |\n|---|---|---|---|\n");
     for (int i = 0; i < 4; i++) {
         printf("| %s | %s | %s | ", rows[i].op, rows[i].seed, rows[i].what);
@@ -178,8 +182,10 @@ int main(int argc, char **argv) {
     int selected[NCASES] = {0};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "--json")) json = 1;
-        else if (!strcmp(a, "--seed-table")) seed_table = 1;
+        if (!strcmp(a, "--json"))
+            json = 1;
+        else if (!strcmp(a, "--seed-table"))
+            seed_table = 1;
         else if (!strcmp(a, "--list")) {
             for (int c = 0; c < NCASES; c++) printf("%-24s %s\n", cases[c].name, cases[c].work);
             return 0;
@@ -205,7 +211,10 @@ int main(int argc, char **argv) {
         } else if (v && !strcmp(a, "--reps")) {
             i++;
             ctx.reps = atoi(v);
-            if (ctx.reps < 1) { fprintf(stderr, "neatml_bench: --reps must be >= 1\n"); return 2; }
+            if (ctx.reps < 1) {
+                fprintf(stderr, "neatml_bench: --reps must be >= 1\n");
+                return 2;
+            }
         } else if (v && !strcmp(a, "--seed")) {
             i++;
             ctx.seed = strtoull(v, NULL, 0);
@@ -217,8 +226,8 @@ int main(int argc, char **argv) {
 
     neat_status st = neat_device_create(backend, 0, &ctx.dev);
     if (st != NEAT_OK || neat_device_info(ctx.dev, &ctx.props) != NEAT_OK) {
-        fprintf(stderr, "neatml_bench: cannot open a %s device: %s: %s\n", neat_backend_name(backend),
-                neat_status_string(st), neat_last_error());
+        fprintf(stderr, "neatml_bench: cannot open a %s device: %s: %s\n",
+                neat_backend_name(backend), neat_status_string(st), neat_last_error());
         neat_device_destroy(ctx.dev);
         return 2;
     }

@@ -10,14 +10,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#define TRY(call)                                                                         \
-    do {                                                                                  \
-        neat_status st_ = (call);                                                         \
-        if (st_ != NEAT_OK) {                                                             \
-            fprintf(stderr, "%s failed: %s: %s\n", #call, neat_status_string(st_),        \
-                    neat_last_error());                                                   \
-            exit(1);                                                                      \
-        }                                                                                 \
+#define TRY(call)                                                                                  \
+    do {                                                                                           \
+        neat_status st_ = (call);                                                                  \
+        if (st_ != NEAT_OK) {                                                                      \
+            fprintf(stderr, "%s failed: %s: %s\n", #call, neat_status_string(st_),                 \
+                    neat_last_error());                                                            \
+            exit(1);                                                                               \
+        }                                                                                          \
     } while (0)
 
 /* A tensor of the given shape filled with a deterministic pattern in [-0.5, 0.5). */
@@ -56,8 +56,10 @@ int main(void) {
 
     /* MLP */
     neat_tensor *x = filled(dev, 2, (int64_t[]){8, 32}, 1);
-    neat_tensor *w1 = filled(dev, 2, (int64_t[]){64, 32}, 2), *b1 = filled(dev, 1, (int64_t[]){64}, 3);
-    neat_tensor *w2 = filled(dev, 2, (int64_t[]){10, 64}, 4), *b2 = filled(dev, 1, (int64_t[]){10}, 5);
+    neat_tensor *w1 = filled(dev, 2, (int64_t[]){64, 32}, 2),
+                *b1 = filled(dev, 1, (int64_t[]){64}, 3);
+    neat_tensor *w2 = filled(dev, 2, (int64_t[]){10, 64}, 4),
+                *b2 = filled(dev, 1, (int64_t[]){10}, 5);
     neat_tensor *h, *logits, *probs;
     TRY(neat_matrix_create(dev, 8, 64, &h));
     TRY(neat_matrix_create(dev, 8, 10, &logits));
@@ -65,7 +67,8 @@ int main(void) {
 
     /* CNN */
     neat_tensor *img = filled(dev, 4, (int64_t[]){2, 3, 16, 16}, 6);
-    neat_tensor *k = filled(dev, 4, (int64_t[]){8, 3, 3, 3}, 7), *kb = filled(dev, 1, (int64_t[]){8}, 8);
+    neat_tensor *k = filled(dev, 4, (int64_t[]){8, 3, 3, 3}, 7),
+                *kb = filled(dev, 1, (int64_t[]){8}, 8);
     neat_tensor *feat, *pooled, *total;
     TRY(neat_tensor_create(dev, 4, (int64_t[]){2, 8, 16, 16}, &feat));
     TRY(neat_tensor_create(dev, 4, (int64_t[]){2, 8, 8, 8}, &pooled));

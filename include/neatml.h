@@ -64,7 +64,8 @@ extern "C" {
 #define NEAT_VERSION_MAJOR 0
 #define NEAT_VERSION_MINOR 2
 #define NEAT_VERSION_PATCH 0
-#define NEAT_VERSION_NUMBER (NEAT_VERSION_MAJOR * 10000 + NEAT_VERSION_MINOR * 100 + NEAT_VERSION_PATCH)
+#define NEAT_VERSION_NUMBER                                                                        \
+    (NEAT_VERSION_MAJOR * 10000 + NEAT_VERSION_MINOR * 100 + NEAT_VERSION_PATCH)
 
 /* The version of the library actually linked, as NEAT_VERSION_NUMBER computes it: a binding
  * compares the two to catch a header/library mismatch. */
@@ -80,10 +81,10 @@ typedef enum neat_status {
     NEAT_ERR_DEVICE_MISMATCH = -4,  /* tensors or command buffer of different devices */
     NEAT_ERR_UNSUPPORTED = -5,      /* the backend lacks the op, or was not built */
     NEAT_ERR_OUT_OF_MEMORY = -6,
-    NEAT_ERR_INVALID_HANDLE = -7,   /* a destroyed or foreign handle */
-    NEAT_ERR_BACKEND_ERROR = -8,    /* the vendor library or the driver failed */
+    NEAT_ERR_INVALID_HANDLE = -7, /* a destroyed or foreign handle */
+    NEAT_ERR_BACKEND_ERROR = -8,  /* the vendor library or the driver failed */
     NEAT_ERR_INTERNAL = -9,
-    NEAT_ERR_TIMEOUT = -10          /* a collective's peers did not answer in time (comm) */
+    NEAT_ERR_TIMEOUT = -10 /* a collective's peers did not answer in time (comm) */
 } neat_status;
 
 /* The name of a status, e.g. "NEAT_ERR_SHAPE_MISMATCH"; "unknown status" for other values. */
@@ -113,13 +114,13 @@ typedef enum neat_math_mode {
 } neat_math_mode;
 
 typedef struct neat_device_props {
-    neat_backend backend;   /* never AUTO */
-    int index;              /* which device of that backend */
-    char name[128];         /* "NVIDIA H100 80GB HBM3", "Intel(R) Xeon(R) ..." */
-    int64_t total_memory;   /* bytes the device has (host RAM for the CPU) */
-    int num_threads;        /* CPU: OpenMP threads of its ops; GPU: multiprocessors */
+    neat_backend backend; /* never AUTO */
+    int index;            /* which device of that backend */
+    char name[128];       /* "NVIDIA H100 80GB HBM3", "Intel(R) Xeon(R) ..." */
+    int64_t total_memory; /* bytes the device has (host RAM for the CPU) */
+    int num_threads;      /* CPU: OpenMP threads of its ops; GPU: multiprocessors */
     neat_math_mode math_mode;
-    char selection[256];    /* opened by AUTO: why each backend tried before this one did
+    char selection[256]; /* opened by AUTO: why each backend tried before this one did
                                not open, e.g. "cuda: neat_device_create: no CUDA device:
                                none found"; "" otherwise */
 } neat_device_props;
@@ -328,8 +329,7 @@ typedef enum neat_activation {
  * op(a) is MxK, op(b) KxN, c MxN, all 2-D. When beta is 0, c's previous contents are not
  * read (a NaN there does not propagate). */
 NEAT_API neat_status neat_matmul(neat_cmdbuf *cb, const neat_tensor *a, const neat_tensor *b,
-                                 neat_tensor *c, float alpha, float beta, int trans_a,
-                                 int trans_b);
+                                 neat_tensor *c, float alpha, float beta, int trans_a, int trans_b);
 
 /* The same over a batch: a [B,..], b [B,..], c [B,M,N], all 3-D with the same B;
  * batch i computes c[i] = alpha * op(a[i]) * op(b[i]) + beta * c[i]. */
@@ -350,9 +350,9 @@ NEAT_API neat_status neat_scale(neat_cmdbuf *cb, const neat_tensor *x, float alp
 NEAT_API neat_status neat_fill(neat_cmdbuf *cb, neat_tensor *t, float value);
 
 /* y = act(x * w^T + b): x [N,in], w [out,in], b [out], y [N,out]. NULL: b (no bias). */
-NEAT_API neat_status neat_linear_forward(neat_cmdbuf *cb, neat_activation act,
-                                         const neat_tensor *x, const neat_tensor *w,
-                                         const neat_tensor *b, neat_tensor *y);
+NEAT_API neat_status neat_linear_forward(neat_cmdbuf *cb, neat_activation act, const neat_tensor *x,
+                                         const neat_tensor *w, const neat_tensor *b,
+                                         neat_tensor *y);
 
 typedef struct neat_conv2d_desc {
     int64_t kernel_h, kernel_w;     /* must equal the filter's last two sizes */
@@ -368,15 +368,14 @@ typedef struct neat_conv2d_desc {
  *                         .pad_h = 1, .pad_w = 1, .dilation_h = 1, .dilation_w = 1,
  *                         .groups = 32};
  * (a field left out is 0, which no field accepts but the paddings: set them all). */
-NEAT_API neat_conv2d_desc neat_conv2d_desc_make(int64_t kernel_h, int64_t kernel_w,
-                                                int64_t stride, int64_t pad);
+NEAT_API neat_conv2d_desc neat_conv2d_desc_make(int64_t kernel_h, int64_t kernel_w, int64_t stride,
+                                                int64_t pad);
 
 /* A descriptor with every field given, in the struct's order. */
 NEAT_API neat_conv2d_desc neat_conv2d_desc_full(int64_t kernel_h, int64_t kernel_w,
-                                                int64_t stride_h, int64_t stride_w,
-                                                int64_t pad_h, int64_t pad_w,
-                                                int64_t dilation_h, int64_t dilation_w,
-                                                int64_t groups);
+                                                int64_t stride_h, int64_t stride_w, int64_t pad_h,
+                                                int64_t pad_w, int64_t dilation_h,
+                                                int64_t dilation_w, int64_t groups);
 
 /* y = act(conv2d(x, w) + b): x [N,C,H,W], w [K,C/groups,kh,kw], b [K], y [N,K,P,Q] with
  * P = (H + 2 pad_h - dilation_h (kh-1) - 1) / stride_h + 1 (floor), Q alike.
@@ -395,13 +394,13 @@ typedef struct neat_pool2d_desc {
 } neat_pool2d_desc;
 
 /* A pooling descriptor: the same stride and padding on both axes. */
-NEAT_API neat_pool2d_desc neat_pool2d_desc_make(int64_t kernel_h, int64_t kernel_w,
-                                                int64_t stride, int64_t pad);
+NEAT_API neat_pool2d_desc neat_pool2d_desc_make(int64_t kernel_h, int64_t kernel_w, int64_t stride,
+                                                int64_t pad);
 
 /* A pooling descriptor with every field given, in the struct's order. */
 NEAT_API neat_pool2d_desc neat_pool2d_desc_full(int64_t kernel_h, int64_t kernel_w,
-                                                int64_t stride_h, int64_t stride_w,
-                                                int64_t pad_h, int64_t pad_w);
+                                                int64_t stride_h, int64_t stride_w, int64_t pad_h,
+                                                int64_t pad_w);
 
 /* y = max over each window: x [N,C,H,W], y [N,C,P,Q], P = (H + 2 pad_h - kh) / stride_h + 1
  * (floor), Q alike. H = 0 or W = 0 gives P = 0 or Q = 0; otherwise the padded input must
@@ -415,8 +414,7 @@ NEAT_API neat_status neat_sum_all(neat_cmdbuf *cb, const neat_tensor *x, neat_te
 
 /* Sum along dimension `axis` (0 <= axis < ndim): y has x's shape with that dimension
  * removed, or set to 1 (both lay out alike); a 1-D x gives y of shape [1]. Deterministic. */
-NEAT_API neat_status neat_sum_axis(neat_cmdbuf *cb, const neat_tensor *x, int axis,
-                                   neat_tensor *y);
+NEAT_API neat_status neat_sum_axis(neat_cmdbuf *cb, const neat_tensor *x, int axis, neat_tensor *y);
 
 /* y = softmax along the last dimension of x (max-subtracted: no overflow); y may be x. */
 NEAT_API neat_status neat_softmax(neat_cmdbuf *cb, const neat_tensor *x, neat_tensor *y);
@@ -443,8 +441,8 @@ NEAT_API neat_status neat_activation_backward(neat_cmdbuf *cb, neat_activation a
 NEAT_API neat_status neat_linear_backward(neat_cmdbuf *cb, neat_activation act,
                                           const neat_tensor *x, const neat_tensor *w,
                                           const neat_tensor *b, const neat_tensor *y,
-                                          const neat_tensor *dy, neat_tensor *dx,
-                                          neat_tensor *dw, neat_tensor *db, int accumulate);
+                                          const neat_tensor *dy, neat_tensor *dx, neat_tensor *dw,
+                                          neat_tensor *db, int accumulate);
 
 /* Gradients of y = act(conv2d(x, w) + b) from dy [N,K,P,Q], shapes as neat_conv2d_forward,
  * same rules as neat_linear_backward for act, y, b, NULL and accumulate. */
@@ -472,8 +470,7 @@ NEAT_API neat_status neat_softmax_cross_entropy(neat_cmdbuf *cb, const neat_tens
                                                 const neat_tensor *labels, neat_tensor *loss);
 
 /* dlogits = (softmax(logits) - onehot(labels)) / N: the gradient of the mean loss above. */
-NEAT_API neat_status neat_softmax_cross_entropy_backward(neat_cmdbuf *cb,
-                                                         const neat_tensor *logits,
+NEAT_API neat_status neat_softmax_cross_entropy_backward(neat_cmdbuf *cb, const neat_tensor *logits,
                                                          const neat_tensor *labels,
                                                          neat_tensor *dlogits);
 
@@ -587,9 +584,8 @@ NEAT_API neat_status neat_all_reduce(neat_cmdbuf *cb, neat_comm *comm, neat_redu
  * division fused into the unpack); tensors that already lie back to back in one storage
  * (views of a flat gradient buffer, in order) are reduced where they are. The gradients of
  * a training step in one call. Same statuses as neat_all_reduce. */
-NEAT_API neat_status neat_all_reduce_bucket(neat_cmdbuf *cb, neat_comm *comm,
-                                            neat_reduce_op op, int n,
-                                            neat_tensor *const *tensors);
+NEAT_API neat_status neat_all_reduce_bucket(neat_cmdbuf *cb, neat_comm *comm, neat_reduce_op op,
+                                            int n, neat_tensor *const *tensors);
 
 /* y = root's x on every rank (0 <= root < nranks). x is read on root only (other ranks may
  * pass NULL, or x = y); y of x's element count. Same run-time statuses as neat_all_reduce;

@@ -25,7 +25,7 @@ FUZZ_RUNS=${FUZZ_RUNS:-300000} # about a minute on two cores (5,000 inputs a sec
 # with its TSan tool Archer): clang-14, libclang-rt-14-dev, libomp-14-dev.
 CLANG=${CLANG:-clang-14}
 LLVM_LIB=$(dirname "$(readlink -f "$(command -v "$CLANG")")")/../lib
-JOBS=${JOBS:-$(nproc)}
+JOBS=${JOBS:-$(nproc 2>/dev/null || getconf _NPROCESSORS_ONLN)}
 passed=0 failed=0 skipped=0
 
 count() { # count "<label>" "<output>": add the suite's closing line to the totals

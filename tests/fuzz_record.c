@@ -86,16 +86,30 @@ static void bury(void *handle) {
 /* ---- choices ------------------------------------------------------------------------- */
 
 static int64_t pick_size(input *in) {
-    static const int64_t odd[] = {-1, -7, INT64_MAX, INT64_MIN, (int64_t)1 << 31,
-                                  (int64_t)1 << 40, (int64_t)1 << 62, INT64_MAX / 4 + 1};
+    static const int64_t odd[] = {-1,
+                                  -7,
+                                  INT64_MAX,
+                                  INT64_MIN,
+                                  (int64_t)1 << 31,
+                                  (int64_t)1 << 40,
+                                  (int64_t)1 << 62,
+                                  INT64_MAX / 4 + 1};
     uint8_t b = u8(in);
     return b < 224 ? b % 10 : odd[b % (sizeof odd / sizeof odd[0])];
 }
 
 /* Descriptor fields: mostly 0..4, then the edges. */
 static int64_t pick_field(input *in) {
-    static const int64_t odd[] = {-1, -2, 7, 9, INT64_MAX, INT64_MIN, INT64_MAX - 1,
-                                  INT64_MAX / 2, (int64_t)1 << 32, (int64_t)1 << 62};
+    static const int64_t odd[] = {-1,
+                                  -2,
+                                  7,
+                                  9,
+                                  INT64_MAX,
+                                  INT64_MIN,
+                                  INT64_MAX - 1,
+                                  INT64_MAX / 2,
+                                  (int64_t)1 << 32,
+                                  (int64_t)1 << 62};
     uint8_t b = u8(in);
     return b < 200 ? b % 5 : odd[b % (sizeof odd / sizeof odd[0])];
 }
@@ -107,8 +121,8 @@ static int pick_int(input *in) {
 }
 
 static float pick_float(input *in) {
-    static const float v[] = {0.0f, 1.0f, -1.0f, 0.5f, 2.0f, -0.0f, NAN, INFINITY, -INFINITY,
-                              1e30f, -1e30f, 1e-40f, 0.1f, 3.0f, 0.9f, 0.999f};
+    static const float v[] = {0.0f,      1.0f,  -1.0f,  0.5f,   2.0f, -0.0f, NAN,  INFINITY,
+                              -INFINITY, 1e30f, -1e30f, 1e-40f, 0.1f, 3.0f,  0.9f, 0.999f};
     return v[u8(in) % 16];
 }
 
@@ -239,7 +253,8 @@ static void act_cmdbuf(input *in) {
         }
         break;
     }
-    case 1: case 2: CALL(neat_cmdbuf_commit, cb); break;
+    case 1:
+    case 2: CALL(neat_cmdbuf_commit, cb); break;
     case 3: CALL(neat_cmdbuf_wait, cb); break;
     case 4: CALL(neat_cmdbuf_reset, cb); break;
     case 5: CALL(neat_cmdbuf_op_count, cb, (u8(in) & 1) ? &count : NULL); break;
@@ -259,7 +274,8 @@ static void act_transfer(input *in) {
     if (neat_tensor_numel(t, &n) != NEAT_OK) n = 0;
     uint8_t b = u8(in);
     switch (b % 6) {
-    case 0: case 1: count = n; break;
+    case 0:
+    case 1: count = n; break;
     case 2: count = n + 1; break;
     case 3: count = n - 1; break;
     case 4: count = 0; break;
@@ -332,8 +348,8 @@ static void act_op(input *in) {
         break;
     case 14:
         cd = pick_conv(in);
-        CALL(neat_conv2d_backward, cb, null_desc ? NULL : &cd, act, t[0], t[1], t[2], t[3],
-             t[4], t[5], t[6], pick_tensor(in), i0);
+        CALL(neat_conv2d_backward, cb, null_desc ? NULL : &cd, act, t[0], t[1], t[2], t[3], t[4],
+             t[5], t[6], pick_tensor(in), i0);
         break;
     case 15:
         pd = pick_pool(in);
@@ -342,9 +358,7 @@ static void act_op(input *in) {
     case 16: CALL(neat_softmax_backward, cb, t[0], t[1], t[2]); break;
     case 17: CALL(neat_softmax_cross_entropy, cb, t[0], t[1], t[2]); break;
     case 18: CALL(neat_softmax_cross_entropy_backward, cb, t[0], t[1], t[2]); break;
-    case 19:
-        CALL(neat_sgd_update, cb, null_desc ? NULL : &sp, hyper, t[0], t[1], t[2]);
-        break;
+    case 19: CALL(neat_sgd_update, cb, null_desc ? NULL : &sp, hyper, t[0], t[1], t[2]); break;
     default:
         CALL(neat_adam_update, cb, null_desc ? NULL : &ap, hyper, t[0], t[1], t[2], t[3]);
         break;
@@ -363,8 +377,10 @@ static void act_names(input *in) {
 }
 
 static void (*const actions[])(input *) = {
-    act_create, act_create, act_view, act_destroy_tensor, act_cmdbuf, act_cmdbuf,
-    act_transfer, act_device, act_op, act_op, act_op, act_op, act_names,
+    act_create, act_create, act_view,     act_destroy_tensor,
+    act_cmdbuf, act_cmdbuf, act_transfer, act_device,
+    act_op,     act_op,     act_op,       act_op,
+    act_names,
 };
 
 /* Memory the device's pool holds once its work is done: a destroy never waits, so a tensor
@@ -373,7 +389,8 @@ static void (*const actions[])(input *) = {
 static int64_t in_use(neat_device *d) {
     neat_memory_stats s;
     if (neat_device_synchronize(d) != NEAT_OK) die("neat_device_synchronize", NEAT_OK, "failed");
-    if (neat_device_memory_stats(d, &s) != NEAT_OK) die("neat_device_memory_stats", NEAT_OK, "failed");
+    if (neat_device_memory_stats(d, &s) != NEAT_OK)
+        die("neat_device_memory_stats", NEAT_OK, "failed");
     return s.in_use;
 }
 
@@ -391,8 +408,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     const int64_t start = in_use(dev), start2 = in_use(dev2);
     ndead = 0;
     memset(dead, 0, sizeof dead);
-    while (in.left)
-        actions[u8(&in) % (sizeof actions / sizeof actions[0])](&in);
+    while (in.left) actions[u8(&in) % (sizeof actions / sizeof actions[0])](&in);
     /* Everything left, in an order the input's last byte chooses. */
     const int rot = size ? data[size - 1] : 0;
     for (int i = 0; i < NT + NCB; i++) {
@@ -406,8 +422,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         }
     }
     if (in_use(dev) != start || in_use(dev2) != start2) {
-        fprintf(stderr, "fuzz_record: in_use %lld and %lld after destroying everything, %lld and %lld before\n",
-                (long long)in_use(dev), (long long)in_use(dev2), (long long)start, (long long)start2);
+        fprintf(
+            stderr,
+            "fuzz_record: in_use %lld and %lld after destroying everything, %lld and %lld before\n",
+            (long long)in_use(dev), (long long)in_use(dev2), (long long)start, (long long)start2);
         abort();
     }
     return 0;

@@ -54,7 +54,10 @@ static int wanted(const char *name) {
 }
 
 int nt_open_devices(neat_device **devs, const char **names) {
-    static const struct { neat_backend b; const char *name; } all[] = {
+    static const struct {
+        neat_backend b;
+        const char *name;
+    } all[] = {
         {NEAT_BACKEND_CPU, "cpu"}, {NEAT_BACKEND_CUDA, "cuda"}, {NEAT_BACKEND_METAL, "metal"}};
     int n = 0;
     for (int i = 0; i < 3; i++) {

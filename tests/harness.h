@@ -21,8 +21,7 @@ int nt_check(int ok, const char *file, int line, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 #define CHECK(cond, ...) nt_check(!!(cond), __FILE__, __LINE__, __VA_ARGS__)
 /* Assert a status, printing neat_last_error() when it differs. The call inside runs once. */
-int nt_check_status(neat_status st, neat_status want, const char *what, const char *file,
-                    int line);
+int nt_check_status(neat_status st, neat_status want, const char *what, const char *file, int line);
 #define CHECK_STATUS(st, want, what) nt_check_status((st), (want), (what), __FILE__, __LINE__)
 #define CHECK_OK(st, what) CHECK_STATUS(st, NEAT_OK, what)
 
@@ -37,8 +36,12 @@ uint64_t nt_seed_base(const char *suite, uint64_t dflt);
  * and printed on failure. */
 typedef rng64 nt_rng;
 static inline uint64_t nt_next(nt_rng *r) { return rng64_next(r); }
-static inline double nt_uniform(nt_rng *r, double lo, double hi) { return rng64_uniform(r, lo, hi); }
-static inline int64_t nt_randint(nt_rng *r, int64_t lo, int64_t hi) { return rng64_randint(r, lo, hi); }
+static inline double nt_uniform(nt_rng *r, double lo, double hi) {
+    return rng64_uniform(r, lo, hi);
+}
+static inline int64_t nt_randint(nt_rng *r, int64_t lo, int64_t hi) {
+    return rng64_randint(r, lo, hi);
+}
 
 /* Backends to test: every one that is built; one that cannot open a device here is
  * reported as skipped with the library's reason. NEATML_TEST_BACKENDS ("cpu,cuda")

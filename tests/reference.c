@@ -47,12 +47,12 @@ void ref_matmul(const double *a, const double *b, double *c, double *abs, int64_
         }
 }
 
-void ref_matmul_batched(const double *a, const double *b, double *c, double *abs,
-                        int64_t batch, int64_t m, int64_t n, int64_t k, double alpha,
-                        double beta, int trans_a, int trans_b) {
+void ref_matmul_batched(const double *a, const double *b, double *c, double *abs, int64_t batch,
+                        int64_t m, int64_t n, int64_t k, double alpha, double beta, int trans_a,
+                        int trans_b) {
     for (int64_t i = 0; i < batch; i++)
-        ref_matmul(a + i * m * k, b + i * k * n, c + i * m * n, abs ? abs + i * m * n : NULL, m,
-                   n, k, alpha, beta, trans_a, trans_b);
+        ref_matmul(a + i * m * k, b + i * k * n, c + i * m * n, abs ? abs + i * m * n : NULL, m, n,
+                   k, alpha, beta, trans_a, trans_b);
 }
 
 void ref_add(const double *a, const double *b, double *out, int64_t rows, int64_t cols,
@@ -66,9 +66,8 @@ void ref_scale(const double *x, double alpha, double *out, int64_t n) {
     for (int64_t i = 0; i < n; i++) out[i] = alpha * x[i];
 }
 
-void ref_linear_forward(const double *x, const double *w, const double *b,
-                        neat_activation act, double *y, double *z, double *abs, int64_t n,
-                        int64_t in, int64_t out) {
+void ref_linear_forward(const double *x, const double *w, const double *b, neat_activation act,
+                        double *y, double *z, double *abs, int64_t n, int64_t in, int64_t out) {
     for (int64_t r = 0; r < n; r++)
         for (int64_t o = 0; o < out; o++) {
             double s = b ? b[o] : 0, sa = b ? fabs(b[o]) : 0;
@@ -88,9 +87,8 @@ int64_t ref_conv_out(int64_t in, int64_t kern, int64_t stride, int64_t pad, int6
     return (span >= 0 ? span / stride : -((-span + stride - 1) / stride)) + 1;
 }
 
-void ref_conv2d_forward(const ref_conv_shape *s, const double *x, const double *w,
-                        const double *b, neat_activation act, double *y, double *z,
-                        double *abs) {
+void ref_conv2d_forward(const ref_conv_shape *s, const double *x, const double *w, const double *b,
+                        neat_activation act, double *y, double *z, double *abs) {
     int64_t p_out = ref_conv_out(s->h, s->kh, s->sh, s->ph, s->dh);
     int64_t q_out = ref_conv_out(s->w, s->kw, s->sw, s->pw, s->dw);
     int64_t cg = s->c / s->groups, kg = s->k / s->groups; /* channels, filters per group */

@@ -30,9 +30,9 @@ void ref_matmul(const double *a, const double *b, double *c, double *abs, int64_
                 int64_t k, double alpha, double beta, int trans_a, int trans_b);
 
 /* ref_matmul over `batch` consecutive matrices of a, b, c (and abs). */
-void ref_matmul_batched(const double *a, const double *b, double *c, double *abs,
-                        int64_t batch, int64_t m, int64_t n, int64_t k, double alpha,
-                        double beta, int trans_a, int trans_b);
+void ref_matmul_batched(const double *a, const double *b, double *c, double *abs, int64_t batch,
+                        int64_t m, int64_t n, int64_t k, double alpha, double beta, int trans_a,
+                        int trans_b);
 
 /* out = a + b, a rows x cols; b rows x cols, or one row of cols added to every row when
  * broadcast != 0. out may be a or b. */
@@ -45,9 +45,8 @@ void ref_scale(const double *x, double alpha, double *out, int64_t n);
 /* y = act(x w^T + b): x [n,in], w [out,in], b [out] or NULL, y [n,out].
  * z (may be NULL) receives the pre-activation, abs the error scale of z:
  * sum_i |x||w| + |b|. */
-void ref_linear_forward(const double *x, const double *w, const double *b,
-                        neat_activation act, double *y, double *z, double *abs, int64_t n,
-                        int64_t in, int64_t out);
+void ref_linear_forward(const double *x, const double *w, const double *b, neat_activation act,
+                        double *y, double *z, double *abs, int64_t n, int64_t in, int64_t out);
 
 /* Geometry of a convolution or pooling: input [n,c,h,w], output [n,k,p,q]. */
 typedef struct ref_conv_shape {
@@ -64,9 +63,8 @@ int64_t ref_conv_out(int64_t in, int64_t kern, int64_t stride, int64_t pad, int6
  *                                                 * w[k, c - group start, i, j]
  * x [n,c,h,w], w [k, c/groups, kh, kw], b [k] or NULL, y [n,k,p,q].
  * z (may be NULL) receives the pre-activation, abs the error scale of z. */
-void ref_conv2d_forward(const ref_conv_shape *s, const double *x, const double *w,
-                        const double *b, neat_activation act, double *y, double *z,
-                        double *abs);
+void ref_conv2d_forward(const ref_conv_shape *s, const double *x, const double *w, const double *b,
+                        neat_activation act, double *y, double *z, double *abs);
 
 /* y[n,c,p,q] = max over the kh x kw window at (p sh - ph, q sw - pw) of x; padding is -inf.
  * Uses s->n, c, h, w, kh, kw, sh, sw, ph, pw (dilation 1, k = c). */

@@ -35,8 +35,8 @@ void ref_activation_backward(neat_activation act, const double *x, const double 
                              const double *dy, double *dx, int64_t n) {
     for (int64_t i = 0; i < n; i++) {
         double z = act == NEAT_ACT_GELU ? x[i] : 0.0;
-        double yy = (act == NEAT_ACT_RELU || act == NEAT_ACT_SIGMOID || act == NEAT_ACT_TANH)
-                        ? y[i] : 0.0;
+        double yy =
+            (act == NEAT_ACT_RELU || act == NEAT_ACT_SIGMOID || act == NEAT_ACT_TANH) ? y[i] : 0.0;
         dx[i] = dy[i] * train_act_grad(act, z, yy);
     }
 }
@@ -60,16 +60,19 @@ static void train_linear_preact(const double *x, const double *w, const double *
 }
 
 void ref_linear_backward(const double *x, const double *w, const double *b, const double *y,
-                         const double *dy, neat_activation act, int64_t n, int64_t in,
-                         int64_t out, double *dx, double *dw, double *db, int accumulate) {
+                         const double *dy, neat_activation act, int64_t n, int64_t in, int64_t out,
+                         double *dx, double *dw, double *db, int accumulate) {
     /* dz = dy * act'(z or y) [n,out]; z (the pre-activation) only for gelu. */
     double *dz = calloc((size_t)(n * out) + 1, sizeof(double));
     double *z = act == NEAT_ACT_GELU ? calloc((size_t)(n * out) + 1, sizeof(double)) : NULL;
     if (!dz || (act == NEAT_ACT_GELU && !z)) {
         /* Never silently wrong: a reference that could not run poisons its outputs. */
-        if (dx) for (int64_t i = 0; i < n * in; i++) dx[i] = NAN;
-        if (dw) for (int64_t i = 0; i < out * in; i++) dw[i] = NAN;
-        if (db) for (int64_t i = 0; i < out; i++) db[i] = NAN;
+        if (dx)
+            for (int64_t i = 0; i < n * in; i++) dx[i] = NAN;
+        if (dw)
+            for (int64_t i = 0; i < out * in; i++) dw[i] = NAN;
+        if (db)
+            for (int64_t i = 0; i < out; i++) db[i] = NAN;
         free(dz);
         free(z);
         return;
@@ -96,8 +99,7 @@ void ref_linear_backward(const double *x, const double *w, const double *b, cons
 
 /* ---- convolution ----------------------------------------------------------------------- */
 
-int64_t ref_train_conv_out_size(int64_t size, int64_t k, int64_t stride, int64_t pad,
-                                int64_t dil) {
+int64_t ref_train_conv_out_size(int64_t size, int64_t k, int64_t stride, int64_t pad, int64_t dil) {
     int64_t span = size + 2 * pad - dil * (k - 1) - 1;
     return span < 0 ? 0 : span / stride + 1;
 }
@@ -105,54 +107,57 @@ int64_t ref_train_conv_out_size(int64_t size, int64_t k, int64_t stride, int64_t
 /* Visit every (output, input, weight) triple of the cross-correlation:
  * z[ni,ko,pi,qi] += x[ni, g Cg + cg, pi sh - ph + i dh, qi sw - pw + j dw] w[ko,cg,i,j],
  * g = ko / (K/groups), Cg = C/groups; taps outside the image read zero padding. */
-#define TRAIN_CONV_FOR_EACH(d, n, c, h, w, k, P, Q, BODY)                                    \
-    do {                                                                                     \
-        int64_t cg_n = (c) / (d)->groups, kg_n = (k) / (d)->groups;                          \
-        for (int64_t ni = 0; ni < (n); ni++)                                                 \
-            for (int64_t ko = 0; ko < (k); ko++)                                             \
-                for (int64_t pi = 0; pi < (P); pi++)                                         \
-                    for (int64_t qi = 0; qi < (Q); qi++) {                                   \
-                        int64_t zi = ((ni * (k) + ko) * (P) + pi) * (Q) + qi;                \
-                        for (int64_t cg = 0; cg < cg_n; cg++)                                \
-                            for (int64_t i = 0; i < (d)->kernel_h; i++)                      \
-                                for (int64_t j = 0; j < (d)->kernel_w; j++) {                \
-                                    int64_t ih = pi * (d)->stride_h - (d)->pad_h +           \
-                                                 i * (d)->dilation_h;                        \
-                                    int64_t iw = qi * (d)->stride_w - (d)->pad_w +           \
-                                                 j * (d)->dilation_w;                        \
-                                    if (ih < 0 || ih >= (h) || iw < 0 || iw >= (w)) continue; \
-                                    int64_t ci = (ko / kg_n) * cg_n + cg;                    \
-                                    int64_t xi = ((ni * (c) + ci) * (h) + ih) * (w) + iw;    \
-                                    int64_t wi = ((ko * cg_n + cg) * (d)->kernel_h + i) *    \
-                                                     (d)->kernel_w + j;                      \
-                                    BODY;                                                    \
-                                }                                                            \
-                    }                                                                        \
+#define TRAIN_CONV_FOR_EACH(d, n, c, h, w, k, P, Q, BODY)                                          \
+    do {                                                                                           \
+        int64_t cg_n = (c) / (d)->groups, kg_n = (k) / (d)->groups;                                \
+        for (int64_t ni = 0; ni < (n); ni++)                                                       \
+            for (int64_t ko = 0; ko < (k); ko++)                                                   \
+                for (int64_t pi = 0; pi < (P); pi++)                                               \
+                    for (int64_t qi = 0; qi < (Q); qi++) {                                         \
+                        int64_t zi = ((ni * (k) + ko) * (P) + pi) * (Q) + qi;                      \
+                        for (int64_t cg = 0; cg < cg_n; cg++)                                      \
+                            for (int64_t i = 0; i < (d)->kernel_h; i++)                            \
+                                for (int64_t j = 0; j < (d)->kernel_w; j++) {                      \
+                                    int64_t ih =                                                   \
+                                        pi * (d)->stride_h - (d)->pad_h + i * (d)->dilation_h;     \
+                                    int64_t iw =                                                   \
+                                        qi * (d)->stride_w - (d)->pad_w + j * (d)->dilation_w;     \
+                                    if (ih < 0 || ih >= (h) || iw < 0 || iw >= (w)) continue;      \
+                                    int64_t ci = (ko / kg_n) * cg_n + cg;                          \
+                                    int64_t xi = ((ni * (c) + ci) * (h) + ih) * (w) + iw;          \
+                                    int64_t wi =                                                   \
+                                        ((ko * cg_n + cg) * (d)->kernel_h + i) * (d)->kernel_w +   \
+                                        j;                                                         \
+                                    BODY;                                                          \
+                                }                                                                  \
+                    }                                                                              \
     } while (0)
 
-static void train_conv_preact(const neat_conv2d_desc *d, int64_t n, int64_t c, int64_t h,
-                              int64_t w, int64_t k, int64_t P, int64_t Q, const double *x,
-                              const double *wt, const double *b, double *z) {
+static void train_conv_preact(const neat_conv2d_desc *d, int64_t n, int64_t c, int64_t h, int64_t w,
+                              int64_t k, int64_t P, int64_t Q, const double *x, const double *wt,
+                              const double *b, double *z) {
     for (int64_t ni = 0; ni < n; ni++)
         for (int64_t ko = 0; ko < k; ko++)
             for (int64_t i = 0; i < P * Q; i++) z[(ni * k + ko) * P * Q + i] = b ? b[ko] : 0.0;
     TRAIN_CONV_FOR_EACH(d, n, c, h, w, k, P, Q, z[zi] += x[xi] * wt[wi]);
 }
 
-void ref_conv2d_backward(const neat_conv2d_desc *d, int64_t n, int64_t c, int64_t h,
-                         int64_t w, int64_t k, const double *x, const double *wt,
-                         const double *b, const double *y, const double *dy,
-                         neat_activation act, double *dx, double *dw, double *db,
-                         int accumulate) {
+void ref_conv2d_backward(const neat_conv2d_desc *d, int64_t n, int64_t c, int64_t h, int64_t w,
+                         int64_t k, const double *x, const double *wt, const double *b,
+                         const double *y, const double *dy, neat_activation act, double *dx,
+                         double *dw, double *db, int accumulate) {
     int64_t P = ref_train_conv_out_size(h, d->kernel_h, d->stride_h, d->pad_h, d->dilation_h);
     int64_t Q = ref_train_conv_out_size(w, d->kernel_w, d->stride_w, d->pad_w, d->dilation_w);
     int64_t ny = n * k * P * Q, nw = k * (c / d->groups) * d->kernel_h * d->kernel_w;
     double *dz = calloc((size_t)ny + 1, sizeof(double));
     double *z = act == NEAT_ACT_GELU ? calloc((size_t)ny + 1, sizeof(double)) : NULL;
     if (!dz || (act == NEAT_ACT_GELU && !z)) {
-        if (dx) for (int64_t i = 0; i < n * c * h * w; i++) dx[i] = NAN;
-        if (dw) for (int64_t i = 0; i < nw; i++) dw[i] = NAN;
-        if (db) for (int64_t i = 0; i < k; i++) db[i] = NAN;
+        if (dx)
+            for (int64_t i = 0; i < n * c * h * w; i++) dx[i] = NAN;
+        if (dw)
+            for (int64_t i = 0; i < nw; i++) dw[i] = NAN;
+        if (db)
+            for (int64_t i = 0; i < k; i++) db[i] = NAN;
         free(dz);
         free(z);
         return;
@@ -181,8 +186,8 @@ int64_t ref_train_pool_out_size(int64_t size, int64_t k, int64_t stride, int64_t
     return span < 0 ? 0 : span / stride + 1;
 }
 
-void ref_maxpool2d_backward(const neat_pool2d_desc *d, int64_t n, int64_t c, int64_t h,
-                            int64_t w, const double *x, const double *dy, double *dx) {
+void ref_maxpool2d_backward(const neat_pool2d_desc *d, int64_t n, int64_t c, int64_t h, int64_t w,
+                            const double *x, const double *dy, double *dx) {
     int64_t P = ref_train_pool_out_size(h, d->kernel_h, d->stride_h, d->pad_h);
     int64_t Q = ref_train_pool_out_size(w, d->kernel_w, d->stride_w, d->pad_w);
     memset(dx, 0, sizeof(double) * (size_t)(n * c * h * w));
@@ -224,8 +229,7 @@ static double train_logsumexp(const double *row, int64_t cols) {
     return m + log(s);
 }
 
-double ref_softmax_xent(int64_t rows, int64_t cols, const double *logits,
-                        const double *labels) {
+double ref_softmax_xent(int64_t rows, int64_t cols, const double *logits, const double *labels) {
     if (rows == 0) return 0.0;
     double total = 0.0;
     for (int64_t r = 0; r < rows; r++) {

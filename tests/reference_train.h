@@ -25,27 +25,26 @@ void ref_activation_backward(neat_activation act, const double *x, const double 
  * for relu/sigmoid/tanh), dy [n,out]; dx [n,in], dw [out,in], db [out], each may be NULL.
  * dz = dy * act'; dx = dz w; dw = dz^T x; db = column sums of dz. */
 void ref_linear_backward(const double *x, const double *w, const double *b, const double *y,
-                         const double *dy, neat_activation act, int64_t n, int64_t in,
-                         int64_t out, double *dx, double *dw, double *db, int accumulate);
+                         const double *dy, neat_activation act, int64_t n, int64_t in, int64_t out,
+                         double *dx, double *dw, double *db, int accumulate);
 
 /* Output size of a convolution along one axis: (size + 2 pad - dil (k-1) - 1) / stride + 1. */
 int64_t ref_train_conv_out_size(int64_t size, int64_t k, int64_t stride, int64_t pad, int64_t dil);
 
 /* Gradients of y = act(conv2d(x, w) + b): x [n,c,h,w], w [k,c/groups,kh,kw], b [k] or NULL,
  * y and dy [n,k,p,q]; dx, dw, db of x's, w's and b's shapes, each may be NULL. */
-void ref_conv2d_backward(const neat_conv2d_desc *d, int64_t n, int64_t c, int64_t h,
-                         int64_t w, int64_t k, const double *x, const double *wt,
-                         const double *b, const double *y, const double *dy,
-                         neat_activation act, double *dx, double *dw, double *db,
-                         int accumulate);
+void ref_conv2d_backward(const neat_conv2d_desc *d, int64_t n, int64_t c, int64_t h, int64_t w,
+                         int64_t k, const double *x, const double *wt, const double *b,
+                         const double *y, const double *dy, neat_activation act, double *dx,
+                         double *dw, double *db, int accumulate);
 
 /* Output size of a pooling along one axis: (size + 2 pad - k) / stride + 1. */
 int64_t ref_train_pool_out_size(int64_t size, int64_t k, int64_t stride, int64_t pad);
 
 /* dx [n,c,h,w] = each dy [n,c,p,q] element sent to the first maximum (row-major scan) of
  * its window in x; overlapping windows add. dx is overwritten. */
-void ref_maxpool2d_backward(const neat_pool2d_desc *d, int64_t n, int64_t c, int64_t h,
-                            int64_t w, const double *x, const double *dy, double *dx);
+void ref_maxpool2d_backward(const neat_pool2d_desc *d, int64_t n, int64_t c, int64_t h, int64_t w,
+                            const double *x, const double *dy, double *dx);
 
 /* dx = y * (dy - sum(dy * y)) along rows of [rows, cols]; y is softmax's output. */
 void ref_softmax_backward(int64_t rows, int64_t cols, const double *y, const double *dy,
@@ -53,8 +52,7 @@ void ref_softmax_backward(int64_t rows, int64_t cols, const double *y, const dou
 
 /* The mean over rows of -log softmax(logits)[label] (0 for rows = 0); labels hold class
  * indices 0..cols-1. Max-subtracted, so logits of +-1000 stay finite. */
-double ref_softmax_xent(int64_t rows, int64_t cols, const double *logits,
-                        const double *labels);
+double ref_softmax_xent(int64_t rows, int64_t cols, const double *logits, const double *labels);
 
 /* dlogits = (softmax(logits) - onehot(labels)) / rows. */
 void ref_softmax_xent_backward(int64_t rows, int64_t cols, const double *logits,

@@ -272,7 +272,8 @@ static void test_device_time(neat_device *dev) {
     CHECK(strstr(neat_last_error(), "completed") != NULL && t == -1,
           "%s: device_time before a commit: message \"%s\", seconds %g (want untouched -1)",
           dev_name, neat_last_error(), t);
-    EXPECT_STATUS(neat_cmdbuf_device_time(cb, NULL), NEAT_ERR_INVALID_ARGUMENT, "device_time(NULL)");
+    EXPECT_STATUS(neat_cmdbuf_device_time(cb, NULL), NEAT_ERR_INVALID_ARGUMENT,
+                  "device_time(NULL)");
     for (int i = 0; i < 4; i++)
         EXPECT_OK(neat_matmul(cb, A, A, C, 1.0f, 0.0f, 0, 0), "record matmul");
     for (int round = 0; round < 3; round++) {
@@ -284,8 +285,8 @@ static void test_device_time(neat_device *dev) {
         EXPECT_OK(neat_cmdbuf_device_time(cb, &t), "device_time after wait");
         /* 1e-5 s: the device's and the host's clocks tick differently */
         CHECK(t > 0 && t <= wall + 1e-5,
-              "%s: round %d: device time %.3g s outside (0, %.3g] of commit..wait", dev_name,
-              round, t, wall);
+              "%s: round %d: device time %.3g s outside (0, %.3g] of commit..wait", dev_name, round,
+              t, wall);
     }
     EXPECT_OK(neat_cmdbuf_reset(cb), "reset");
     EXPECT_STATUS(neat_cmdbuf_device_time(cb, &t), NEAT_ERR_INVALID_ARGUMENT,

@@ -35,7 +35,8 @@ static neat_status share_id(neat_backend be, const char *path, neat_comm_id *id)
         char tmp[1100];
         snprintf(tmp, sizeof tmp, "%s.tmp", path);
         FILE *f = fopen(tmp, "w");
-        if (!f || fprintf(f, "%s\n", text) < 0 || fclose(f) != 0 || rename(tmp, path) != 0) return NEAT_ERR_INTERNAL;
+        if (!f || fprintf(f, "%s\n", text) < 0 || fclose(f) != 0 || rename(tmp, path) != 0)
+            return NEAT_ERR_INTERNAL;
         return NEAT_OK;
     }
     for (int i = 0; i < 12000; i++) {
@@ -63,7 +64,9 @@ static neat_tensor *tensor(neat_device *dev, int ndim, const int64_t *shape, con
 }
 
 /* Rank-dependent data of case `salt`: element i of rank r. */
-static double value(int r, int64_t i, int salt) { return sin(0.37 * (double)i + 1.3 * r + salt) * (1 + r); }
+static double value(int r, int64_t i, int salt) {
+    return sin(0.37 * (double)i + 1.3 * r + salt) * (1 + r);
+}
 
 static void fill(float *p, int64_t n, int r, int salt) {
     for (int64_t i = 0; i < n; i++) p[i] = (float)value(r, i, salt);
@@ -73,7 +76,8 @@ static void fill(float *p, int64_t n, int r, int salt) {
 static int close_to(const float *got, const double *want, int64_t n, double tol, const char *what) {
     for (int64_t i = 0; i < n; i++)
         if (!(fabs(got[i] - want[i]) <= tol * (1 + fabs(want[i]))))
-            return CHECK(0, "%s: element %lld is %g, expected %g", what, (long long)i, got[i], want[i]);
+            return CHECK(0, "%s: element %lld is %g, expected %g", what, (long long)i, got[i],
+                         want[i]);
     return CHECK(1, "%s", what);
 }
 
@@ -97,7 +101,8 @@ static void case_all_reduce(neat_device *dev, neat_comm *comm) {
     for (int op = 0; op < 2; op++)
         for (int in_place = 0; in_place < 2; in_place++) {
             fill(h, n, g_rank, op);
-            neat_tensor *x = tensor(dev, 2, shape, h), *y = in_place ? x : tensor(dev, 1, &shape[0] + 0, NULL);
+            neat_tensor *x = tensor(dev, 2, shape, h),
+                        *y = in_place ? x : tensor(dev, 1, &shape[0] + 0, NULL);
             if (!in_place) {
                 neat_tensor_destroy(y);
                 int64_t flat = n;
@@ -105,7 +110,8 @@ static void case_all_reduce(neat_device *dev, neat_comm *comm) {
             }
             neat_cmdbuf *cb;
             neat_cmdbuf_create(dev, &cb);
-            CHECK_OK(neat_all_reduce(cb, comm, op ? NEAT_REDUCE_AVG : NEAT_REDUCE_SUM, x, y), "neat_all_reduce");
+            CHECK_OK(neat_all_reduce(cb, comm, op ? NEAT_REDUCE_AVG : NEAT_REDUCE_SUM, x, y),
+                     "neat_all_reduce");
             /* out of place: replayed twice, x unchanged, the same result; in place: once */
             run(cb, in_place ? 1 : 2);
             neat_tensor_read(y, out, n);
@@ -115,7 +121,8 @@ static void case_all_reduce(neat_device *dev, neat_comm *comm) {
                 want[i] = op ? s / g_world : s;
             }
             char what[96];
-            snprintf(what, sizeof what, "all_reduce %s %s", op ? "avg" : "sum", in_place ? "in place" : "out of place");
+            snprintf(what, sizeof what, "all_reduce %s %s", op ? "avg" : "sum",
+                     in_place ? "in place" : "out of place");
             close_to(out, want, n, 1e-6, what);
             neat_cmdbuf_destroy(cb);
             if (y != x) neat_tensor_destroy(y);
@@ -146,8 +153,9 @@ static void case_bucket(neat_device *dev, neat_comm *comm) {
             }
             neat_cmdbuf *cb;
             neat_cmdbuf_create(dev, &cb);
-            CHECK_OK(neat_all_reduce_bucket(cb, comm, op ? NEAT_REDUCE_AVG : NEAT_REDUCE_SUM, n, ts),
-                     "neat_all_reduce_bucket");
+            CHECK_OK(
+                neat_all_reduce_bucket(cb, comm, op ? NEAT_REDUCE_AVG : NEAT_REDUCE_SUM, n, ts),
+                "neat_all_reduce_bucket");
             run(cb, 1);
             for (int i = 0; i < n; i++) {
                 double want[16];
@@ -158,8 +166,9 @@ static void case_bucket(neat_device *dev, neat_comm *comm) {
                 }
                 neat_tensor_read(ts[i], hs[i], counts[i]);
                 char what[96];
-                snprintf(what, sizeof what, "bucket (%s) %s tensor %d of %lld elements", packed ? "packed" : "in place",
-                         op ? "avg" : "sum", i, (long long)counts[i]);
+                snprintf(what, sizeof what, "bucket (%s) %s tensor %d of %lld elements",
+                         packed ? "packed" : "in place", op ? "avg" : "sum", i,
+                         (long long)counts[i]);
                 close_to(hs[i], want, counts[i], 1e-6, what);
                 neat_tensor_destroy(ts[i]);
                 free(hs[i]);
@@ -184,7 +193,8 @@ static void case_broadcast(neat_device *dev, neat_comm *comm) {
             neat_tensor_read(y, out, n);
             for (int64_t i = 0; i < n; i++) want[i] = (float)value(root, i, 7);
             char what[64];
-            snprintf(what, sizeof what, "broadcast from %d %s", root, in_place ? "in place" : "out of place");
+            snprintf(what, sizeof what, "broadcast from %d %s", root,
+                     in_place ? "in place" : "out of place");
             close_to(out, want, n, 0, what);
             neat_cmdbuf_destroy(cb);
             if (y != x) neat_tensor_destroy(y);
@@ -195,8 +205,9 @@ static void case_broadcast(neat_device *dev, neat_comm *comm) {
 
 static void expect(neat_status st, neat_status want, const char *substr, const char *what) {
     CHECK_STATUS(st, want, what);
-    if (substr) CHECK(strstr(neat_last_error(), substr) != NULL, "%s: message \"%s\" lacks \"%s\"", what,
-                      neat_last_error(), substr);
+    if (substr)
+        CHECK(strstr(neat_last_error(), substr) != NULL, "%s: message \"%s\" lacks \"%s\"", what,
+              neat_last_error(), substr);
 }
 
 /* Errors one rank sees alone. */
@@ -205,15 +216,21 @@ static void case_local_errors(neat_device *dev, neat_comm *comm, neat_backend be
     char text[300];
     neat_comm *c = NULL;
     memset(&id, 7, sizeof id);
-    expect(neat_comm_id_to_string(&id, text, 100), NEAT_ERR_INVALID_ARGUMENT, "257", "id_to_string: small buffer");
+    expect(neat_comm_id_to_string(&id, text, 100), NEAT_ERR_INVALID_ARGUMENT, "257",
+           "id_to_string: small buffer");
     CHECK_OK(neat_comm_id_to_string(&id, text, sizeof text), "id_to_string");
     neat_comm_id back;
-    CHECK(neat_comm_id_from_string(text, &back) == NEAT_OK && !memcmp(&back, &id, sizeof id), "id string round trip");
-    expect(neat_comm_id_from_string("12zz", &back), NEAT_ERR_INVALID_ARGUMENT, "neat_comm_id_from_string", "bad id");
+    CHECK(neat_comm_id_from_string(text, &back) == NEAT_OK && !memcmp(&back, &id, sizeof id),
+          "id string round trip");
+    expect(neat_comm_id_from_string("12zz", &back), NEAT_ERR_INVALID_ARGUMENT,
+           "neat_comm_id_from_string", "bad id");
     expect(neat_comm_create(dev, &id, 0, 0, &c), NEAT_ERR_INVALID_ARGUMENT, "nranks", "nranks 0");
-    expect(neat_comm_create(dev, &id, 2, 2, &c), NEAT_ERR_INVALID_ARGUMENT, "rank is 2", "rank out of range");
-    expect(neat_comm_create(dev, NULL, 1, 0, &c), NEAT_ERR_INVALID_ARGUMENT, "id is NULL", "id NULL");
-    expect(neat_comm_set_timeout(comm, -1), NEAT_ERR_INVALID_ARGUMENT, "seconds", "negative timeout");
+    expect(neat_comm_create(dev, &id, 2, 2, &c), NEAT_ERR_INVALID_ARGUMENT, "rank is 2",
+           "rank out of range");
+    expect(neat_comm_create(dev, NULL, 1, 0, &c), NEAT_ERR_INVALID_ARGUMENT, "id is NULL",
+           "id NULL");
+    expect(neat_comm_set_timeout(comm, -1), NEAT_ERR_INVALID_ARGUMENT, "seconds",
+           "negative timeout");
     int r = -1, nr = -1;
     CHECK(neat_comm_info(comm, &r, &nr) == NEAT_OK && r == g_rank && nr == g_world, "comm_info");
 
@@ -221,22 +238,27 @@ static void case_local_errors(neat_device *dev, neat_comm *comm, neat_backend be
     neat_tensor *x = tensor(dev, 1, &n, NULL), *y = tensor(dev, 1, &m, NULL);
     neat_cmdbuf *cb;
     neat_cmdbuf_create(dev, &cb);
-    expect(neat_all_reduce(cb, comm, (neat_reduce_op)7, x, x), NEAT_ERR_INVALID_ARGUMENT, "neat_reduce_op", "bad op");
-    expect(neat_all_reduce(cb, comm, NEAT_REDUCE_SUM, x, y), NEAT_ERR_SHAPE_MISMATCH, "neat_all_reduce", "x, y counts");
-    expect(neat_all_reduce(cb, NULL, NEAT_REDUCE_SUM, x, x), NEAT_ERR_INVALID_ARGUMENT, "comm is NULL", "comm NULL");
-    expect(neat_broadcast(cb, comm, g_world, x, x), NEAT_ERR_INVALID_ARGUMENT, "root", "root out of range");
+    expect(neat_all_reduce(cb, comm, (neat_reduce_op)7, x, x), NEAT_ERR_INVALID_ARGUMENT,
+           "neat_reduce_op", "bad op");
+    expect(neat_all_reduce(cb, comm, NEAT_REDUCE_SUM, x, y), NEAT_ERR_SHAPE_MISMATCH,
+           "neat_all_reduce", "x, y counts");
+    expect(neat_all_reduce(cb, NULL, NEAT_REDUCE_SUM, x, x), NEAT_ERR_INVALID_ARGUMENT,
+           "comm is NULL", "comm NULL");
+    expect(neat_broadcast(cb, comm, g_world, x, x), NEAT_ERR_INVALID_ARGUMENT, "root",
+           "root out of range");
     neat_tensor *twice[2] = {x, x};
-    expect(neat_all_reduce_bucket(cb, comm, NEAT_REDUCE_SUM, 2, twice), NEAT_ERR_INVALID_ARGUMENT, "share memory",
-           "bucket: a tensor twice");
-    expect(neat_all_reduce_bucket(cb, comm, NEAT_REDUCE_SUM, -1, twice), NEAT_ERR_INVALID_ARGUMENT, "n is -1", "bucket n");
+    expect(neat_all_reduce_bucket(cb, comm, NEAT_REDUCE_SUM, 2, twice), NEAT_ERR_INVALID_ARGUMENT,
+           "share memory", "bucket: a tensor twice");
+    expect(neat_all_reduce_bucket(cb, comm, NEAT_REDUCE_SUM, -1, twice), NEAT_ERR_INVALID_ARGUMENT,
+           "n is -1", "bucket n");
     /* A comm of another device than cb */
     neat_device *other = NULL;
     if (neat_device_create(be, 0, &other) == NEAT_OK) {
         neat_cmdbuf *ocb;
         neat_tensor *ox = tensor(other, 1, &n, NULL);
         neat_cmdbuf_create(other, &ocb);
-        expect(neat_all_reduce(ocb, comm, NEAT_REDUCE_SUM, ox, ox), NEAT_ERR_DEVICE_MISMATCH, "another device",
-               "comm of another device");
+        expect(neat_all_reduce(ocb, comm, NEAT_REDUCE_SUM, ox, ox), NEAT_ERR_DEVICE_MISMATCH,
+               "another device", "comm of another device");
         neat_cmdbuf_destroy(ocb);
         neat_tensor_destroy(ox);
         neat_device_destroy(other);
@@ -246,7 +268,8 @@ static void case_local_errors(neat_device *dev, neat_comm *comm, neat_backend be
     if (CHECK_OK(neat_comm_create_all(1, &dev, &one), "neat_comm_create_all(1)")) {
         CHECK_OK(neat_all_reduce(cb, one, NEAT_REDUCE_SUM, x, x), "all_reduce on a 1-rank comm");
         neat_comm_destroy(one);
-        expect(neat_cmdbuf_commit(cb), NEAT_ERR_INVALID_HANDLE, "comm", "commit after comm destroyed");
+        expect(neat_cmdbuf_commit(cb), NEAT_ERR_INVALID_HANDLE, "comm",
+               "commit after comm destroyed");
         expect(neat_comm_info(one, NULL, NULL), NEAT_ERR_INVALID_HANDLE, "comm", "destroyed comm");
     }
     neat_cmdbuf_destroy(cb);
@@ -259,7 +282,8 @@ static void case_peer_errors(neat_device *dev, neat_comm *comm, neat_comm *spare
     neat_tensor *x = tensor(dev, 1, &n, NULL);
     neat_cmdbuf *cb;
     neat_cmdbuf_create(dev, &cb);
-    CHECK_OK(neat_all_reduce(cb, comm, NEAT_REDUCE_SUM, x, x), "record all_reduce of rank-dependent count");
+    CHECK_OK(neat_all_reduce(cb, comm, NEAT_REDUCE_SUM, x, x),
+             "record all_reduce of rank-dependent count");
     CHECK_OK(neat_cmdbuf_commit(cb), "commit");
     expect(neat_cmdbuf_wait(cb), NEAT_ERR_SHAPE_MISMATCH, "elements", "ranks' counts differ");
     neat_cmdbuf_destroy(cb);
@@ -288,13 +312,15 @@ static void case_peer_errors(neat_device *dev, neat_comm *comm, neat_comm *spare
 /* One SGD step of logits = x w^T + b, mean cross-entropy: on `world` ranks each with its
  * shard of the batch and the gradients averaged by one bucket, the parameters equal the
  * single-device step on the whole batch (float32 reduction tolerance). */
-static void train_step(neat_device *dev, neat_comm *comm, int64_t rows, const float *x_h, const float *lab_h,
-                       float *w_h, float *b_h) {
+static void train_step(neat_device *dev, neat_comm *comm, int64_t rows, const float *x_h,
+                       const float *lab_h, float *w_h, float *b_h) {
     enum { D = 12, C = 5 };
     int64_t xs[2] = {rows, D}, ws[2] = {C, D}, cs = C, ls[2] = {rows, C}, one = 1, two = 2;
-    neat_tensor *x = tensor(dev, 2, xs, x_h), *lab = tensor(dev, 1, &rows, lab_h), *w = tensor(dev, 2, ws, w_h),
-                *b = tensor(dev, 1, &cs, b_h), *logits = tensor(dev, 2, ls, NULL), *dlog = tensor(dev, 2, ls, NULL),
-                *loss = tensor(dev, 1, &one, NULL), *dw = tensor(dev, 2, ws, NULL), *db = tensor(dev, 1, &cs, NULL);
+    neat_tensor *x = tensor(dev, 2, xs, x_h), *lab = tensor(dev, 1, &rows, lab_h),
+                *w = tensor(dev, 2, ws, w_h), *b = tensor(dev, 1, &cs, b_h),
+                *logits = tensor(dev, 2, ls, NULL), *dlog = tensor(dev, 2, ls, NULL),
+                *loss = tensor(dev, 1, &one, NULL), *dw = tensor(dev, 2, ws, NULL),
+                *db = tensor(dev, 1, &cs, NULL);
     float hyper_h[2] = {0.5f, 1};
     neat_tensor *hyper = tensor(dev, 1, &two, hyper_h);
     neat_sgd_params p = {0};
@@ -303,7 +329,8 @@ static void train_step(neat_device *dev, neat_comm *comm, int64_t rows, const fl
     CHECK_OK(neat_linear_forward(cb, NEAT_ACT_NONE, x, w, b, logits), "linear");
     CHECK_OK(neat_softmax_cross_entropy(cb, logits, lab, loss), "xent");
     CHECK_OK(neat_softmax_cross_entropy_backward(cb, logits, lab, dlog), "xent backward");
-    CHECK_OK(neat_linear_backward(cb, NEAT_ACT_NONE, x, w, b, logits, dlog, NULL, dw, db, 0), "linear backward");
+    CHECK_OK(neat_linear_backward(cb, NEAT_ACT_NONE, x, w, b, logits, dlog, NULL, dw, db, 0),
+             "linear backward");
     if (comm) {
         neat_tensor *grads[2] = {dw, db};
         CHECK_OK(neat_all_reduce_bucket(cb, comm, NEAT_REDUCE_AVG, 2, grads), "bucket");
@@ -356,8 +383,9 @@ static void bench(neat_device *dev, neat_comm *comm, const char *list) {
         }
         double sec = total / 20, bytes = (double)n * 4;
         if (g_rank == 0)
-            printf("neatml allreduce %lld MiB ranks=%d time_ms=%.3f busbw_GBps=%.1f\n", (long long)mib, g_world,
-                   sec * 1e3, sec > 0 ? bytes * 2.0 * (g_world - 1) / g_world / sec / 1e9 : 0.0);
+            printf("neatml allreduce %lld MiB ranks=%d time_ms=%.3f busbw_GBps=%.1f\n",
+                   (long long)mib, g_world, sec * 1e3,
+                   sec > 0 ? bytes * 2.0 * (g_world - 1) / g_world / sec / 1e9 : 0.0);
         neat_cmdbuf_destroy(cb);
         neat_tensor_destroy(x);
     }
@@ -368,11 +396,16 @@ int main(int argc, char **argv) {
     g_rank = env_int("RANK", "OMPI_COMM_WORLD_RANK", 0);
     g_world = env_int("WORLD_SIZE", "OMPI_COMM_WORLD_SIZE", 1);
     for (int i = 1; i + 1 < argc; i += 2) {
-        if (!strcmp(argv[i], "--rank")) g_rank = atoi(argv[i + 1]);
-        else if (!strcmp(argv[i], "--world-size")) g_world = atoi(argv[i + 1]);
-        else if (!strcmp(argv[i], "--init-file")) init_file = argv[i + 1];
-        else if (!strcmp(argv[i], "--backend")) backend = argv[i + 1];
-        else if (!strcmp(argv[i], "--bench")) bench_list = argv[i + 1];
+        if (!strcmp(argv[i], "--rank"))
+            g_rank = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--world-size"))
+            g_world = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--init-file"))
+            init_file = argv[i + 1];
+        else if (!strcmp(argv[i], "--backend"))
+            backend = argv[i + 1];
+        else if (!strcmp(argv[i], "--bench"))
+            bench_list = argv[i + 1];
     }
     nt_seed_base("collectives", 1);
     neat_backend be;
@@ -381,7 +414,8 @@ int main(int argc, char **argv) {
         CHECK(0, "unknown backend %s", backend);
         return nt_finish("collectives");
     }
-    if (be != NEAT_BACKEND_CUDA) nt_skip("CUDA collectives (NCCL): need GPUs; scripts/gpu_dist.sh runs them");
+    if (be != NEAT_BACKEND_CUDA)
+        nt_skip("CUDA collectives (NCCL): need GPUs; scripts/gpu_dist.sh runs them");
     int index = be == NEAT_BACKEND_CUDA ? env_int("LOCAL_RANK", NULL, g_rank) : 0;
     if (neat_device_create(be, index, &dev) != NEAT_OK) {
         nt_skip("%s collectives: %s", backend, neat_last_error());
@@ -393,7 +427,8 @@ int main(int argc, char **argv) {
     if (g_world == 1) {
         st = neat_comm_create_all(1, &dev, &comm);
     } else if (!init_file) {
-        CHECK(0, "rank %d of %d: no --init-file (or NEATML_INIT_FILE) to share the comm id", g_rank, g_world);
+        CHECK(0, "rank %d of %d: no --init-file (or NEATML_INIT_FILE) to share the comm id", g_rank,
+              g_world);
         return nt_finish("collectives");
     } else {
         /* One id per communicator: NCCL's bootstrap serves one init per unique id. */
@@ -421,15 +456,21 @@ int main(int argc, char **argv) {
     case_broadcast(dev, comm);
     case_training(dev, comm);
     if (g_world > 1 && be == NEAT_BACKEND_CUDA)
-        nt_skip("peer errors on CUDA: the backend does not yet check the ranks' counts (NCCL does not)");
-    else if (g_world > 1) case_peer_errors(dev, comm, spare);
-    else nt_skip("cases across ranks (peer errors; sums of 2+ ranks): run under mpirun -np 2 (scripts/run_tests.sh does)");
+        nt_skip("peer errors on CUDA: the backend does not yet check the ranks' counts (NCCL does "
+                "not)");
+    else if (g_world > 1)
+        case_peer_errors(dev, comm, spare);
+    else
+        nt_skip("cases across ranks (peer errors; sums of 2+ ranks): run under mpirun -np 2 "
+                "(scripts/run_tests.sh does)");
     neat_comm_destroy(spare);
     neat_comm_destroy(comm);
     neat_device_destroy(dev);
     /* Across ranks each closing line names its rank (run_tests.sh counts each). */
     char suite[64];
-    if (g_world > 1) snprintf(suite, sizeof suite, "collectives-rank%d", g_rank);
-    else snprintf(suite, sizeof suite, "collectives");
+    if (g_world > 1)
+        snprintf(suite, sizeof suite, "collectives-rank%d", g_rank);
+    else
+        snprintf(suite, sizeof suite, "collectives");
     return nt_finish(suite);
 }

@@ -18,117 +18,268 @@
 
 /* ---- row makers: the meaning of each parameter, per kind -------------------------------- */
 
-#define MATMUL(m, n, k, ta, tb, alpha, beta) {.kind = CF_MATMUL, .p = {m, n, k, ta, tb, 0}, .f = {alpha, beta}}
-#define MATMUL_B(b, m, n, k, ta, tb, alpha, beta)                                             \
-    {.kind = CF_MATMUL_BATCHED, .p = {m, n, k, ta, tb, b}, .f = {alpha, beta}}
-#define LINEAR(n, in, out, bias, act) {.kind = CF_LINEAR_FORWARD, .p = {n, in, out, bias, act}}
+#define MATMUL(m, n, k, ta, tb, alpha, beta)                                                       \
+    {                                                                                              \
+        .kind = CF_MATMUL, .p = {m, n, k, ta, tb, 0}, .f = { alpha, beta }                         \
+    }
+#define MATMUL_B(b, m, n, k, ta, tb, alpha, beta)                                                  \
+    {                                                                                              \
+        .kind = CF_MATMUL_BATCHED, .p = {m, n, k, ta, tb, b}, .f = { alpha, beta }                 \
+    }
+#define LINEAR(n, in, out, bias, act)                                                              \
+    {                                                                                              \
+        .kind = CF_LINEAR_FORWARD, .p = { n, in, out, bias, act }                                  \
+    }
 /* x [n,c,h,w], k filters of kh x kw, stride sh x sw, padding ph x pw, dilation dh x dw */
-#define CONV(n, c, h, w, k, kh, kw, sh, sw, ph, pw, dh, dw, groups, bias, act)               \
-    {.kind = CF_CONV2D_FORWARD, .p = {n, c, h, w, k, kh, kw, sh, sw, ph, pw, dh, dw, groups, bias, act}}
-#define MAXPOOL(n, c, h, w, kh, kw, sh, sw, ph, pw, neg)                                      \
-    {.kind = CF_MAXPOOL2D, .p = {n, c, h, w, kh, kw, sh, sw, ph, pw, neg}}
+#define CONV(n, c, h, w, k, kh, kw, sh, sw, ph, pw, dh, dw, groups, bias, act)                     \
+    {                                                                                              \
+        .kind = CF_CONV2D_FORWARD, .p = {                                                          \
+            n,                                                                                     \
+            c,                                                                                     \
+            h,                                                                                     \
+            w,                                                                                     \
+            k,                                                                                     \
+            kh,                                                                                    \
+            kw,                                                                                    \
+            sh,                                                                                    \
+            sw,                                                                                    \
+            ph,                                                                                    \
+            pw,                                                                                    \
+            dh,                                                                                    \
+            dw,                                                                                    \
+            groups,                                                                                \
+            bias,                                                                                  \
+            act                                                                                    \
+        }                                                                                          \
+    }
+#define MAXPOOL(n, c, h, w, kh, kw, sh, sw, ph, pw, neg)                                           \
+    {                                                                                              \
+        .kind = CF_MAXPOOL2D, .p = { n, c, h, w, kh, kw, sh, sw, ph, pw, neg }                     \
+    }
 /* shapes: the dimension count, then up to four sizes */
-#define SUM_ALL(nd, s0, s1, s2, s3, ydim) {.kind = CF_SUM_ALL, .p = {nd, s0, s1, s2, s3, ydim}}
-#define SUM_AXIS(nd, s0, s1, s2, s3, axis, keep) {.kind = CF_SUM_AXIS, .p = {nd, s0, s1, s2, s3, axis, keep}}
-#define SOFTMAX(nd, s0, s1, s2, s3, inplace) {.kind = CF_SOFTMAX, .p = {nd, s0, s1, s2, s3, inplace}}
-#define ACT(nd, s0, s1, s2, s3, act, inplace)                                                 \
-    {.kind = CF_ACTIVATION_FORWARD, .p = {nd, s0, s1, s2, s3, act, inplace}}
+#define SUM_ALL(nd, s0, s1, s2, s3, ydim)                                                          \
+    {                                                                                              \
+        .kind = CF_SUM_ALL, .p = { nd, s0, s1, s2, s3, ydim }                                      \
+    }
+#define SUM_AXIS(nd, s0, s1, s2, s3, axis, keep)                                                   \
+    {                                                                                              \
+        .kind = CF_SUM_AXIS, .p = { nd, s0, s1, s2, s3, axis, keep }                               \
+    }
+#define SOFTMAX(nd, s0, s1, s2, s3, inplace)                                                       \
+    {                                                                                              \
+        .kind = CF_SOFTMAX, .p = { nd, s0, s1, s2, s3, inplace }                                   \
+    }
+#define ACT(nd, s0, s1, s2, s3, act, inplace)                                                      \
+    {                                                                                              \
+        .kind = CF_ACTIVATION_FORWARD, .p = { nd, s0, s1, s2, s3, act, inplace }                   \
+    }
 /* broadcast: 0 none, 1 b is [cols], 2 b is [1,cols] */
-#define ADD(nd, s0, s1, s2, s3, bcast, inplace) {.kind = CF_ADD, .p = {nd, s0, s1, s2, s3, bcast, inplace}}
-#define SCALE(nd, s0, s1, s2, s3, alpha, inplace) {.kind = CF_SCALE, .p = {nd, s0, s1, s2, s3, 0, inplace}, .f = {alpha}}
-#define FILL(nd, s0, s1, s2, s3, value) {.kind = CF_FILL, .p = {nd, s0, s1, s2, s3}, .f = {value}}
+#define ADD(nd, s0, s1, s2, s3, bcast, inplace)                                                    \
+    {                                                                                              \
+        .kind = CF_ADD, .p = { nd, s0, s1, s2, s3, bcast, inplace }                                \
+    }
+#define SCALE(nd, s0, s1, s2, s3, alpha, inplace)                                                  \
+    {                                                                                              \
+        .kind = CF_SCALE, .p = {nd, s0, s1, s2, s3, 0, inplace}, .f = { alpha }                    \
+    }
+#define FILL(nd, s0, s1, s2, s3, value)                                                            \
+    {                                                                                              \
+        .kind = CF_FILL, .p = {nd, s0, s1, s2, s3}, .f = { value }                                 \
+    }
 /* mask: bit 0 dx, bit 1 dw, bit 2 db */
-#define LINEAR_BWD(n, in, out, act, bias, mask, acc)                                          \
-    {.kind = CF_LINEAR_BACKWARD, .p = {n, in, out, act, bias, mask, acc}}
-#define CONV_BWD(n, c, h, w, k, kh, kw, sh, sw, ph, pw, dh, dw, groups, act, bias, mask, acc) \
-    {.kind = CF_CONV2D_BACKWARD, .p = {n, c, h, w, k, kh, kw, sh, sw, ph, pw, dh, dw, groups, act, bias, mask, acc}}
-#define MAXPOOL_BWD(n, c, h, w, kh, kw, sh, sw, ph, pw, ties)                                 \
-    {.kind = CF_MAXPOOL2D_BACKWARD, .p = {n, c, h, w, kh, kw, sh, sw, ph, pw, ties}}
-#define ACT_BWD(n, act) {.kind = CF_ACTIVATION_BACKWARD, .p = {n, act}}
-#define SOFTMAX_BWD(rows, cols) {.kind = CF_SOFTMAX_BACKWARD, .p = {rows, cols}}
-#define XENT(rows, cols, big) {.kind = CF_SOFTMAX_XENT, .p = {rows, cols, big}}
-#define XENT_BWD(rows, cols, big) {.kind = CF_SOFTMAX_XENT_BACKWARD, .p = {rows, cols, big}}
-#define SGD(n, lr, momentum, wd, nesterov) {.kind = CF_SGD_UPDATE, .p = {n}, .f = {lr, momentum, wd, nesterov}}
-#define ADAM(n, lr, b1, b2, eps, wd) {.kind = CF_ADAM_UPDATE, .p = {n}, .f = {lr, b1, b2, eps, wd}}
+#define LINEAR_BWD(n, in, out, act, bias, mask, acc)                                               \
+    {                                                                                              \
+        .kind = CF_LINEAR_BACKWARD, .p = { n, in, out, act, bias, mask, acc }                      \
+    }
+#define CONV_BWD(n, c, h, w, k, kh, kw, sh, sw, ph, pw, dh, dw, groups, act, bias, mask, acc)      \
+    {                                                                                              \
+        .kind = CF_CONV2D_BACKWARD, .p = {                                                         \
+            n,                                                                                     \
+            c,                                                                                     \
+            h,                                                                                     \
+            w,                                                                                     \
+            k,                                                                                     \
+            kh,                                                                                    \
+            kw,                                                                                    \
+            sh,                                                                                    \
+            sw,                                                                                    \
+            ph,                                                                                    \
+            pw,                                                                                    \
+            dh,                                                                                    \
+            dw,                                                                                    \
+            groups,                                                                                \
+            act,                                                                                   \
+            bias,                                                                                  \
+            mask,                                                                                  \
+            acc                                                                                    \
+        }                                                                                          \
+    }
+#define MAXPOOL_BWD(n, c, h, w, kh, kw, sh, sw, ph, pw, ties)                                      \
+    {                                                                                              \
+        .kind = CF_MAXPOOL2D_BACKWARD, .p = { n, c, h, w, kh, kw, sh, sw, ph, pw, ties }           \
+    }
+#define ACT_BWD(n, act)                                                                            \
+    {                                                                                              \
+        .kind = CF_ACTIVATION_BACKWARD, .p = { n, act }                                            \
+    }
+#define SOFTMAX_BWD(rows, cols)                                                                    \
+    {                                                                                              \
+        .kind = CF_SOFTMAX_BACKWARD, .p = { rows, cols }                                           \
+    }
+#define XENT(rows, cols, big)                                                                      \
+    {                                                                                              \
+        .kind = CF_SOFTMAX_XENT, .p = { rows, cols, big }                                          \
+    }
+#define XENT_BWD(rows, cols, big)                                                                  \
+    {                                                                                              \
+        .kind = CF_SOFTMAX_XENT_BACKWARD, .p = { rows, cols, big }                                 \
+    }
+#define SGD(n, lr, momentum, wd, nesterov)                                                         \
+    {                                                                                              \
+        .kind = CF_SGD_UPDATE, .p = {n}, .f = { lr, momentum, wd, nesterov }                       \
+    }
+#define ADAM(n, lr, b1, b2, eps, wd)                                                               \
+    {                                                                                              \
+        .kind = CF_ADAM_UPDATE, .p = {n}, .f = { lr, b1, b2, eps, wd }                             \
+    }
 
 enum { NONE, RELU, SIGMOID, TANH, GELU };
 
 static const cf_row TABLE[] = {
     /* matmul: every transpose; k = 0 with beta 0, 1 and other (c = beta c) */
-    MATMUL(1, 1, 1, 0, 0, 1, 0), MATMUL(0, 5, 3, 0, 0, 1, 1), MATMUL(5, 0, 3, 1, 0, 0.5, -1.5),
-    MATMUL(4, 6, 0, 0, 1, -2, 0.25), MATMUL(4, 6, 0, 0, 0, 1, 0), MATMUL(3, 5, 0, 1, 1, 1, 1),
-    MATMUL(3, 7, 13, 0, 0, 1.3, 0), MATMUL(7, 13, 31, 1, 0, 1, 0), MATMUL(13, 31, 7, 0, 1, 1, 1),
-    MATMUL(31, 3, 127, 1, 1, 0.5, -1.5), MATMUL(63, 65, 129, 0, 0, -2, 0.25),
-    MATMUL(65, 63, 127, 1, 0, 1.3, 0), MATMUL(129, 127, 65, 0, 1, 1, 0),
-    MATMUL(255, 1, 257, 0, 0, 1, 1), MATMUL(1, 257, 255, 1, 1, 0.5, -1.5),
-    MATMUL(64, 64, 64, 0, 0, -2, 0.25), MATMUL(2, 3, 5, 1, 1, 1.3, 0),
-    MATMUL(127, 129, 63, 1, 1, 1, 0), MATMUL(1, 9, 1, 1, 1, 1, 0), MATMUL(256, 256, 256, 1, 0, 1, 1),
+    MATMUL(1, 1, 1, 0, 0, 1, 0),
+    MATMUL(0, 5, 3, 0, 0, 1, 1),
+    MATMUL(5, 0, 3, 1, 0, 0.5, -1.5),
+    MATMUL(4, 6, 0, 0, 1, -2, 0.25),
+    MATMUL(4, 6, 0, 0, 0, 1, 0),
+    MATMUL(3, 5, 0, 1, 1, 1, 1),
+    MATMUL(3, 7, 13, 0, 0, 1.3, 0),
+    MATMUL(7, 13, 31, 1, 0, 1, 0),
+    MATMUL(13, 31, 7, 0, 1, 1, 1),
+    MATMUL(31, 3, 127, 1, 1, 0.5, -1.5),
+    MATMUL(63, 65, 129, 0, 0, -2, 0.25),
+    MATMUL(65, 63, 127, 1, 0, 1.3, 0),
+    MATMUL(129, 127, 65, 0, 1, 1, 0),
+    MATMUL(255, 1, 257, 0, 0, 1, 1),
+    MATMUL(1, 257, 255, 1, 1, 0.5, -1.5),
+    MATMUL(64, 64, 64, 0, 0, -2, 0.25),
+    MATMUL(2, 3, 5, 1, 1, 1.3, 0),
+    MATMUL(127, 129, 63, 1, 1, 1, 0),
+    MATMUL(1, 9, 1, 1, 1, 1, 0),
+    MATMUL(256, 256, 256, 1, 0, 1, 1),
 
     /* matmul_batched */
-    MATMUL_B(1, 1, 1, 1, 0, 0, 1, 0), MATMUL_B(0, 3, 4, 5, 1, 0, 1, 1),
-    MATMUL_B(3, 0, 4, 5, 0, 1, 0.5, -1.5), MATMUL_B(2, 7, 13, 0, 1, 1, -2, 0.25),
-    MATMUL_B(3, 7, 13, 31, 0, 0, 1.3, 0), MATMUL_B(5, 31, 7, 13, 1, 0, 1, 0),
-    MATMUL_B(2, 63, 65, 129, 0, 1, 1, 1), MATMUL_B(7, 1, 127, 3, 1, 1, 0.5, -1.5),
-    MATMUL_B(4, 65, 1, 63, 0, 0, -2, 0.25), MATMUL_B(2, 129, 31, 64, 1, 0, 1.3, 0),
-    MATMUL_B(13, 3, 3, 3, 0, 1, 1, 0), MATMUL_B(1, 127, 2, 257, 1, 1, 1, 1),
-    MATMUL_B(3, 5, 7, 2, 0, 0, 1, 0), MATMUL_B(2, 17, 31, 33, 1, 0, 0.5, 0),
-    MATMUL_B(4, 65, 63, 64, 0, 1, 1, 1), MATMUL_B(5, 1, 129, 7, 1, 1, -2, 0.5),
-    MATMUL_B(2, 33, 1, 255, 0, 0, 1, 0), MATMUL_B(7, 16, 16, 16, 1, 1, 1, -1),
-    MATMUL_B(2, 0, 4, 5, 0, 1, 1, 0), MATMUL_B(0, 3, 4, 5, 0, 0, 1, 0),
-    MATMUL_B(1, 1, 1, 1, 1, 1, 1, 1), MATMUL_B(64, 8, 9, 10, 0, 1, 1, 0),
+    MATMUL_B(1, 1, 1, 1, 0, 0, 1, 0),
+    MATMUL_B(0, 3, 4, 5, 1, 0, 1, 1),
+    MATMUL_B(3, 0, 4, 5, 0, 1, 0.5, -1.5),
+    MATMUL_B(2, 7, 13, 0, 1, 1, -2, 0.25),
+    MATMUL_B(3, 7, 13, 31, 0, 0, 1.3, 0),
+    MATMUL_B(5, 31, 7, 13, 1, 0, 1, 0),
+    MATMUL_B(2, 63, 65, 129, 0, 1, 1, 1),
+    MATMUL_B(7, 1, 127, 3, 1, 1, 0.5, -1.5),
+    MATMUL_B(4, 65, 1, 63, 0, 0, -2, 0.25),
+    MATMUL_B(2, 129, 31, 64, 1, 0, 1.3, 0),
+    MATMUL_B(13, 3, 3, 3, 0, 1, 1, 0),
+    MATMUL_B(1, 127, 2, 257, 1, 1, 1, 1),
+    MATMUL_B(3, 5, 7, 2, 0, 0, 1, 0),
+    MATMUL_B(2, 17, 31, 33, 1, 0, 0.5, 0),
+    MATMUL_B(4, 65, 63, 64, 0, 1, 1, 1),
+    MATMUL_B(5, 1, 129, 7, 1, 1, -2, 0.5),
+    MATMUL_B(2, 33, 1, 255, 0, 0, 1, 0),
+    MATMUL_B(7, 16, 16, 16, 1, 1, 1, -1),
+    MATMUL_B(2, 0, 4, 5, 0, 1, 1, 0),
+    MATMUL_B(0, 3, 4, 5, 0, 0, 1, 0),
+    MATMUL_B(1, 1, 1, 1, 1, 1, 1, 1),
+    MATMUL_B(64, 8, 9, 10, 0, 1, 1, 0),
 
     /* linear_forward: every activation with and without bias; in = 0 (y = act(b)) */
-    LINEAR(1, 1, 1, 1, NONE), LINEAR(0, 3, 4, 1, RELU), LINEAR(3, 0, 4, 1, SIGMOID),
-    LINEAR(3, 4, 0, 1, TANH), LINEAR(7, 13, 31, 1, GELU), LINEAR(13, 31, 7, 0, NONE),
-    LINEAR(64, 127, 10, 0, RELU), LINEAR(31, 65, 63, 0, SIGMOID), LINEAR(128, 63, 129, 0, TANH),
-    LINEAR(1, 257, 255, 0, GELU), LINEAR(255, 3, 1, 1, NONE), LINEAR(65, 64, 65, 1, RELU),
-    LINEAR(2, 129, 127, 1, SIGMOID), LINEAR(5, 7, 3, 1, TANH), LINEAR(129, 31, 13, 1, GELU),
-    LINEAR(3, 255, 2, 0, NONE), LINEAR(3, 0, 4, 0, RELU), LINEAR(3, 0, 5, 1, GELU),
-    LINEAR(64, 784, 120, 1, RELU), LINEAR(64, 84, 10, 1, NONE),
+    LINEAR(1, 1, 1, 1, NONE),
+    LINEAR(0, 3, 4, 1, RELU),
+    LINEAR(3, 0, 4, 1, SIGMOID),
+    LINEAR(3, 4, 0, 1, TANH),
+    LINEAR(7, 13, 31, 1, GELU),
+    LINEAR(13, 31, 7, 0, NONE),
+    LINEAR(64, 127, 10, 0, RELU),
+    LINEAR(31, 65, 63, 0, SIGMOID),
+    LINEAR(128, 63, 129, 0, TANH),
+    LINEAR(1, 257, 255, 0, GELU),
+    LINEAR(255, 3, 1, 1, NONE),
+    LINEAR(65, 64, 65, 1, RELU),
+    LINEAR(2, 129, 127, 1, SIGMOID),
+    LINEAR(5, 7, 3, 1, TANH),
+    LINEAR(129, 31, 13, 1, GELU),
+    LINEAR(3, 255, 2, 0, NONE),
+    LINEAR(3, 0, 4, 0, RELU),
+    LINEAR(3, 0, 5, 1, GELU),
+    LINEAR(64, 784, 120, 1, RELU),
+    LINEAR(64, 84, 10, 1, NONE),
 
     /* conv2d_forward: n, c, h, w, k, kh, kw, sh, sw, ph, pw, dh, dw, groups, bias, act */
-    CONV(1, 1, 5, 5, 1, 3, 3, 1, 1, 0, 0, 1, 1, 1, 1, NONE),     /* batch 1, no padding */
-    CONV(2, 3, 7, 7, 4, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, RELU),     /* padding 1 */
-    CONV(2, 3, 13, 13, 5, 3, 3, 2, 2, 1, 1, 1, 1, 1, 0, SIGMOID),/* stride 2 */
-    CONV(1, 4, 13, 7, 6, 3, 3, 1, 1, 0, 0, 2, 2, 1, 1, TANH),    /* dilation 2 */
-    CONV(2, 6, 9, 9, 9, 3, 3, 1, 1, 1, 1, 1, 1, 3, 1, GELU),     /* 3 groups */
-    CONV(1, 8, 11, 11, 8, 3, 3, 1, 1, 1, 1, 1, 1, 8, 0, NONE),   /* depthwise */
-    CONV(2, 16, 7, 7, 13, 1, 1, 1, 1, 0, 0, 1, 1, 1, 1, RELU),   /* 1x1 */
-    CONV(1, 3, 31, 31, 7, 5, 5, 2, 2, 2, 2, 1, 1, 1, 1, SIGMOID),/* 5x5 stride 2 pad 2 */
-    CONV(2, 5, 13, 9, 3, 3, 1, 2, 1, 1, 0, 1, 1, 1, 0, TANH),    /* asymmetric */
-    CONV(0, 3, 5, 5, 4, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, GELU),     /* empty batch */
-    CONV(1, 2, 2, 2, 3, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, NONE),     /* kernel over the padded input */
-    CONV(2, 4, 17, 17, 6, 3, 3, 2, 2, 1, 1, 2, 2, 2, 0, RELU),   /* stride, pad, dilation, groups */
-    CONV(3, 1, 28, 28, 32, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, SIGMOID),/* LeNet's first layer */
-    CONV(1, 32, 14, 14, 64, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, TANH), /* LeNet's second layer */
-    CONV(1, 3, 5, 5, 0, 3, 3, 1, 1, 1, 1, 1, 1, 1, 0, GELU),     /* no filters */
-    CONV(1, 7, 1, 1, 13, 1, 1, 1, 1, 0, 0, 1, 1, 1, 1, NONE),    /* 1x1 image */
-    CONV(2, 0, 5, 5, 4, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, RELU),     /* no input channels: act(b) */
+    CONV(1, 1, 5, 5, 1, 3, 3, 1, 1, 0, 0, 1, 1, 1, 1, NONE),      /* batch 1, no padding */
+    CONV(2, 3, 7, 7, 4, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, RELU),      /* padding 1 */
+    CONV(2, 3, 13, 13, 5, 3, 3, 2, 2, 1, 1, 1, 1, 1, 0, SIGMOID), /* stride 2 */
+    CONV(1, 4, 13, 7, 6, 3, 3, 1, 1, 0, 0, 2, 2, 1, 1, TANH),     /* dilation 2 */
+    CONV(2, 6, 9, 9, 9, 3, 3, 1, 1, 1, 1, 1, 1, 3, 1, GELU),      /* 3 groups */
+    CONV(1, 8, 11, 11, 8, 3, 3, 1, 1, 1, 1, 1, 1, 8, 0, NONE),    /* depthwise */
+    CONV(2, 16, 7, 7, 13, 1, 1, 1, 1, 0, 0, 1, 1, 1, 1, RELU),    /* 1x1 */
+    CONV(1, 3, 31, 31, 7, 5, 5, 2, 2, 2, 2, 1, 1, 1, 1, SIGMOID), /* 5x5 stride 2 pad 2 */
+    CONV(2, 5, 13, 9, 3, 3, 1, 2, 1, 1, 0, 1, 1, 1, 0, TANH),     /* asymmetric */
+    CONV(0, 3, 5, 5, 4, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, GELU),      /* empty batch */
+    CONV(1, 2, 2, 2, 3, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, NONE),      /* kernel over the padded input */
+    CONV(2, 4, 17, 17, 6, 3, 3, 2, 2, 1, 1, 2, 2, 2, 0, RELU), /* stride, pad, dilation, groups */
+    CONV(3, 1, 28, 28, 32, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, SIGMOID), /* LeNet's first layer */
+    CONV(1, 32, 14, 14, 64, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, TANH),   /* LeNet's second layer */
+    CONV(1, 3, 5, 5, 0, 3, 3, 1, 1, 1, 1, 1, 1, 1, 0, GELU),       /* no filters */
+    CONV(1, 7, 1, 1, 13, 1, 1, 1, 1, 0, 0, 1, 1, 1, 1, NONE),      /* 1x1 image */
+    CONV(2, 0, 5, 5, 4, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, RELU),       /* no input channels: act(b) */
     CONV(2, 0, 5, 5, 4, 3, 3, 1, 1, 1, 1, 1, 1, 1, 0, NONE),
-    CONV(1, 4, 9, 11, 4, 3, 3, 2, 3, 1, 0, 3, 2, 4, 1, GELU),    /* depthwise, mixed */
+    CONV(1, 4, 9, 11, 4, 3, 3, 2, 3, 1, 0, 3, 2, 4, 1, GELU), /* depthwise, mixed */
 
     /* maxpool2d: n, c, h, w, kh, kw, sh, sw, ph, pw, all-negative. 2x2 stride 2 unpadded is
      * its own path (CUDA: w % 4 == 0, w % 2 == 0 and general; CPU: output rows of 64 or
      * more in place, shorter ones gathered) */
-    MAXPOOL(1, 1, 4, 4, 2, 2, 2, 2, 0, 0, 0), MAXPOOL(2, 3, 7, 7, 2, 2, 2, 2, 0, 0, 1),
-    MAXPOOL(2, 3, 13, 13, 3, 3, 2, 2, 1, 1, 0), MAXPOOL(1, 2, 9, 9, 3, 3, 1, 1, 1, 1, 1),
-    MAXPOOL(1, 3, 5, 5, 1, 1, 1, 1, 0, 0, 0), MAXPOOL(1, 2, 31, 31, 3, 3, 3, 3, 0, 0, 1),
-    MAXPOOL(2, 2, 7, 13, 2, 2, 1, 1, 0, 0, 0), MAXPOOL(1, 3, 9, 8, 3, 2, 2, 1, 1, 1, 1),
-    MAXPOOL(0, 3, 8, 8, 2, 2, 2, 2, 0, 0, 0), MAXPOOL(1, 2, 9, 9, 5, 5, 2, 2, 2, 2, 1),
-    MAXPOOL(2, 16, 56, 56, 2, 2, 2, 2, 0, 0, 0), MAXPOOL(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 1),
-    MAXPOOL(3, 7, 2, 2, 2, 2, 2, 2, 1, 1, 0), MAXPOOL(1, 5, 65, 63, 3, 3, 2, 2, 0, 1, 1),
-    MAXPOOL(2, 3, 6, 10, 2, 2, 2, 2, 0, 0, 1), MAXPOOL(1, 2, 9, 130, 2, 2, 2, 2, 0, 0, 0),
-    MAXPOOL(1, 3, 6, 128, 2, 2, 2, 2, 0, 0, 1), MAXPOOL(4, 32, 28, 28, 2, 2, 2, 2, 0, 0, 0),
+    MAXPOOL(1, 1, 4, 4, 2, 2, 2, 2, 0, 0, 0),
+    MAXPOOL(2, 3, 7, 7, 2, 2, 2, 2, 0, 0, 1),
+    MAXPOOL(2, 3, 13, 13, 3, 3, 2, 2, 1, 1, 0),
+    MAXPOOL(1, 2, 9, 9, 3, 3, 1, 1, 1, 1, 1),
+    MAXPOOL(1, 3, 5, 5, 1, 1, 1, 1, 0, 0, 0),
+    MAXPOOL(1, 2, 31, 31, 3, 3, 3, 3, 0, 0, 1),
+    MAXPOOL(2, 2, 7, 13, 2, 2, 1, 1, 0, 0, 0),
+    MAXPOOL(1, 3, 9, 8, 3, 2, 2, 1, 1, 1, 1),
+    MAXPOOL(0, 3, 8, 8, 2, 2, 2, 2, 0, 0, 0),
+    MAXPOOL(1, 2, 9, 9, 5, 5, 2, 2, 2, 2, 1),
+    MAXPOOL(2, 16, 56, 56, 2, 2, 2, 2, 0, 0, 0),
+    MAXPOOL(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 1),
+    MAXPOOL(3, 7, 2, 2, 2, 2, 2, 2, 1, 1, 0),
+    MAXPOOL(1, 5, 65, 63, 3, 3, 2, 2, 0, 1, 1),
+    MAXPOOL(2, 3, 6, 10, 2, 2, 2, 2, 0, 0, 1),
+    MAXPOOL(1, 2, 9, 130, 2, 2, 2, 2, 0, 0, 0),
+    MAXPOOL(1, 3, 6, 128, 2, 2, 2, 2, 0, 0, 1),
+    MAXPOOL(4, 32, 28, 28, 2, 2, 2, 2, 0, 0, 0),
 
     /* sum_all: CUDA one warp up to 1024 elements, one pass of 8192-element chunks beyond
      * (float4 loads when n % 4 == 0); CPU 8192-element blocks, threads from 32768 */
-    SUM_ALL(1, 0, 0, 0, 0, 1), SUM_ALL(1, 1, 0, 0, 0, 2), SUM_ALL(1, 3, 0, 0, 0, 0),
-    SUM_ALL(2, 7, 13, 0, 0, 1), SUM_ALL(1, 127, 0, 0, 0, 2), SUM_ALL(4, 2, 3, 5, 7, 0),
-    SUM_ALL(2, 255, 257, 0, 0, 1), SUM_ALL(1, 65537, 0, 0, 0, 2), SUM_ALL(4, 1, 1, 1, 1, 0),
-    SUM_ALL(2, 63, 65, 0, 0, 1), SUM_ALL(0, 0, 0, 0, 0, 2), SUM_ALL(2, 0, 5, 0, 0, 0),
-    SUM_ALL(3, 129, 31, 2, 0, 1), SUM_ALL(1, 1 << 20, 0, 0, 0, 2), SUM_ALL(3, 4, 0, 3, 0, 0),
-    SUM_ALL(2, 1, 4097, 0, 0, 1), SUM_ALL(1, 1023, 0, 0, 0, 1), SUM_ALL(1, 1024, 0, 0, 0, 1),
-    SUM_ALL(1, 1025, 0, 0, 0, 1), SUM_ALL(1, 1028, 0, 0, 0, 1), SUM_ALL(1, 8193, 0, 0, 0, 1),
+    SUM_ALL(1, 0, 0, 0, 0, 1),
+    SUM_ALL(1, 1, 0, 0, 0, 2),
+    SUM_ALL(1, 3, 0, 0, 0, 0),
+    SUM_ALL(2, 7, 13, 0, 0, 1),
+    SUM_ALL(1, 127, 0, 0, 0, 2),
+    SUM_ALL(4, 2, 3, 5, 7, 0),
+    SUM_ALL(2, 255, 257, 0, 0, 1),
+    SUM_ALL(1, 65537, 0, 0, 0, 2),
+    SUM_ALL(4, 1, 1, 1, 1, 0),
+    SUM_ALL(2, 63, 65, 0, 0, 1),
+    SUM_ALL(0, 0, 0, 0, 0, 2),
+    SUM_ALL(2, 0, 5, 0, 0, 0),
+    SUM_ALL(3, 129, 31, 2, 0, 1),
+    SUM_ALL(1, 1 << 20, 0, 0, 0, 2),
+    SUM_ALL(3, 4, 0, 3, 0, 0),
+    SUM_ALL(2, 1, 4097, 0, 0, 1),
+    SUM_ALL(1, 1023, 0, 0, 0, 1),
+    SUM_ALL(1, 1024, 0, 0, 0, 1),
+    SUM_ALL(1, 1025, 0, 0, 0, 1),
+    SUM_ALL(1, 1028, 0, 0, 0, 1),
+    SUM_ALL(1, 8193, 0, 0, 0, 1),
     SUM_ALL(1, 32768, 0, 0, 0, 1),
     /* 10^7 values in [0,1): within 1e-6 of the float64 sum (a naive float loop is not) */
     {.kind = CF_SUM_ALL, .p = {1, 10000000, 0, 0, 0, 1, 1}, .f = {1e-6}},
@@ -136,75 +287,166 @@ static const cf_row TABLE[] = {
     /* sum_axis: CUDA rows (inner 1) of up to 1024 by a warp, longer rows in 8192-chunks
      * over levels; columns (inner > 1) 64 at a time over levels; a single row is sum_all's
      * one pass. CPU: rows, long rows split over threads, columns 256 at a time. */
-    SUM_AXIS(1, 0, 0, 0, 0, 0, 0), SUM_AXIS(1, 1, 0, 0, 0, 0, 1), SUM_AXIS(1, 3, 0, 0, 0, 0, 0),
-    SUM_AXIS(2, 7, 13, 0, 0, 0, 1), SUM_AXIS(2, 7, 13, 0, 0, 1, 0), SUM_AXIS(1, 127, 0, 0, 0, 0, 1),
-    SUM_AXIS(4, 2, 3, 5, 7, 0, 0), SUM_AXIS(4, 2, 3, 5, 7, 1, 1), SUM_AXIS(4, 2, 3, 5, 7, 2, 0),
-    SUM_AXIS(4, 2, 3, 5, 7, 3, 1), SUM_AXIS(2, 255, 257, 0, 0, 0, 0), SUM_AXIS(2, 255, 257, 0, 0, 1, 1),
-    SUM_AXIS(1, 65537, 0, 0, 0, 0, 0), SUM_AXIS(4, 1, 1, 1, 1, 2, 1), SUM_AXIS(2, 63, 65, 0, 0, 0, 0),
-    SUM_AXIS(2, 63, 65, 0, 0, 1, 1), SUM_AXIS(2, 0, 5, 0, 0, 0, 0), SUM_AXIS(2, 0, 5, 0, 0, 1, 1),
-    SUM_AXIS(3, 129, 31, 2, 0, 0, 0), SUM_AXIS(3, 129, 31, 2, 0, 1, 1), SUM_AXIS(3, 129, 31, 2, 0, 2, 0),
-    SUM_AXIS(3, 4, 0, 3, 0, 0, 1), SUM_AXIS(3, 4, 0, 3, 0, 1, 0), SUM_AXIS(3, 4, 0, 3, 0, 2, 1),
-    SUM_AXIS(2, 1, 4097, 0, 0, 0, 0), SUM_AXIS(2, 1, 4097, 0, 0, 1, 1),
-    SUM_AXIS(2, 3, 1024, 0, 0, 1, 0), SUM_AXIS(2, 3, 5000, 0, 0, 1, 1),
-    SUM_AXIS(2, 3, 10001, 0, 0, 1, 0), SUM_AXIS(2, 1, 5000, 0, 0, 1, 0),
-    SUM_AXIS(2, 50, 7, 0, 0, 0, 1), SUM_AXIS(2, 100, 7, 0, 0, 0, 0),
-    SUM_AXIS(2, 5000, 3, 0, 0, 0, 0), SUM_AXIS(3, 4, 3, 600, 0, 1, 0),
-    SUM_AXIS(2, 2, 40000, 0, 0, 1, 0), SUM_AXIS(3, 200, 2, 301, 0, 2, 1),
+    SUM_AXIS(1, 0, 0, 0, 0, 0, 0),
+    SUM_AXIS(1, 1, 0, 0, 0, 0, 1),
+    SUM_AXIS(1, 3, 0, 0, 0, 0, 0),
+    SUM_AXIS(2, 7, 13, 0, 0, 0, 1),
+    SUM_AXIS(2, 7, 13, 0, 0, 1, 0),
+    SUM_AXIS(1, 127, 0, 0, 0, 0, 1),
+    SUM_AXIS(4, 2, 3, 5, 7, 0, 0),
+    SUM_AXIS(4, 2, 3, 5, 7, 1, 1),
+    SUM_AXIS(4, 2, 3, 5, 7, 2, 0),
+    SUM_AXIS(4, 2, 3, 5, 7, 3, 1),
+    SUM_AXIS(2, 255, 257, 0, 0, 0, 0),
+    SUM_AXIS(2, 255, 257, 0, 0, 1, 1),
+    SUM_AXIS(1, 65537, 0, 0, 0, 0, 0),
+    SUM_AXIS(4, 1, 1, 1, 1, 2, 1),
+    SUM_AXIS(2, 63, 65, 0, 0, 0, 0),
+    SUM_AXIS(2, 63, 65, 0, 0, 1, 1),
+    SUM_AXIS(2, 0, 5, 0, 0, 0, 0),
+    SUM_AXIS(2, 0, 5, 0, 0, 1, 1),
+    SUM_AXIS(3, 129, 31, 2, 0, 0, 0),
+    SUM_AXIS(3, 129, 31, 2, 0, 1, 1),
+    SUM_AXIS(3, 129, 31, 2, 0, 2, 0),
+    SUM_AXIS(3, 4, 0, 3, 0, 0, 1),
+    SUM_AXIS(3, 4, 0, 3, 0, 1, 0),
+    SUM_AXIS(3, 4, 0, 3, 0, 2, 1),
+    SUM_AXIS(2, 1, 4097, 0, 0, 0, 0),
+    SUM_AXIS(2, 1, 4097, 0, 0, 1, 1),
+    SUM_AXIS(2, 3, 1024, 0, 0, 1, 0),
+    SUM_AXIS(2, 3, 5000, 0, 0, 1, 1),
+    SUM_AXIS(2, 3, 10001, 0, 0, 1, 0),
+    SUM_AXIS(2, 1, 5000, 0, 0, 1, 0),
+    SUM_AXIS(2, 50, 7, 0, 0, 0, 1),
+    SUM_AXIS(2, 100, 7, 0, 0, 0, 0),
+    SUM_AXIS(2, 5000, 3, 0, 0, 0, 0),
+    SUM_AXIS(3, 4, 3, 600, 0, 1, 0),
+    SUM_AXIS(2, 2, 40000, 0, 0, 1, 0),
+    SUM_AXIS(3, 200, 2, 301, 0, 2, 1),
 
     /* softmax: CUDA rows of up to 1024 by a warp; 1025..4096 and 4097..8192 in registers
      * (4 or 8 float4 per thread) when cols % 4 == 0; otherwise a block per row */
-    SOFTMAX(2, 1, 1, 0, 0, 0), SOFTMAX(2, 0, 5, 0, 0, 0), SOFTMAX(2, 3, 0, 0, 0, 0),
-    SOFTMAX(2, 1, 7, 0, 0, 1), SOFTMAX(2, 4, 13, 0, 0, 0), SOFTMAX(2, 13, 31, 0, 0, 0),
-    SOFTMAX(2, 7, 127, 0, 0, 0), SOFTMAX(2, 31, 129, 0, 0, 1), SOFTMAX(2, 4, 1000, 0, 0, 0),
-    SOFTMAX(2, 2, 4097, 0, 0, 0), SOFTMAX(3, 3, 5, 7, 0, 0), SOFTMAX(4, 2, 3, 4, 255, 1),
-    SOFTMAX(2, 64, 10, 0, 0, 0), SOFTMAX(1, 257, 0, 0, 0, 0), SOFTMAX(2, 8, 63, 0, 0, 0),
-    SOFTMAX(2, 9, 65, 0, 0, 1), SOFTMAX(2, 5, 1023, 0, 0, 0), SOFTMAX(2, 5, 1024, 0, 0, 0),
-    SOFTMAX(2, 5, 1025, 0, 0, 0), SOFTMAX(2, 5, 1028, 0, 0, 1), SOFTMAX(2, 4, 4096, 0, 0, 0),
-    SOFTMAX(2, 4, 4100, 0, 0, 0), SOFTMAX(2, 4, 8192, 0, 0, 1), SOFTMAX(2, 4, 8193, 0, 0, 0),
-    SOFTMAX(2, 4, 8196, 0, 0, 0), SOFTMAX(2, 3, 20000, 0, 0, 0),
+    SOFTMAX(2, 1, 1, 0, 0, 0),
+    SOFTMAX(2, 0, 5, 0, 0, 0),
+    SOFTMAX(2, 3, 0, 0, 0, 0),
+    SOFTMAX(2, 1, 7, 0, 0, 1),
+    SOFTMAX(2, 4, 13, 0, 0, 0),
+    SOFTMAX(2, 13, 31, 0, 0, 0),
+    SOFTMAX(2, 7, 127, 0, 0, 0),
+    SOFTMAX(2, 31, 129, 0, 0, 1),
+    SOFTMAX(2, 4, 1000, 0, 0, 0),
+    SOFTMAX(2, 2, 4097, 0, 0, 0),
+    SOFTMAX(3, 3, 5, 7, 0, 0),
+    SOFTMAX(4, 2, 3, 4, 255, 1),
+    SOFTMAX(2, 64, 10, 0, 0, 0),
+    SOFTMAX(1, 257, 0, 0, 0, 0),
+    SOFTMAX(2, 8, 63, 0, 0, 0),
+    SOFTMAX(2, 9, 65, 0, 0, 1),
+    SOFTMAX(2, 5, 1023, 0, 0, 0),
+    SOFTMAX(2, 5, 1024, 0, 0, 0),
+    SOFTMAX(2, 5, 1025, 0, 0, 0),
+    SOFTMAX(2, 5, 1028, 0, 0, 1),
+    SOFTMAX(2, 4, 4096, 0, 0, 0),
+    SOFTMAX(2, 4, 4100, 0, 0, 0),
+    SOFTMAX(2, 4, 8192, 0, 0, 1),
+    SOFTMAX(2, 4, 8193, 0, 0, 0),
+    SOFTMAX(2, 4, 8196, 0, 0, 0),
+    SOFTMAX(2, 3, 20000, 0, 0, 0),
 
     /* activation_forward, add, scale, fill */
-    ACT(1, 0, 0, 0, 0, NONE, 0), ACT(1, 1, 0, 0, 0, RELU, 1), ACT(1, 7, 0, 0, 0, SIGMOID, 0),
-    ACT(2, 13, 31, 0, 0, TANH, 0), ACT(2, 257, 65, 0, 0, GELU, 0), ACT(4, 3, 5, 7, 11, NONE, 1),
-    ACT(2, 0, 3, 0, 0, RELU, 0), ACT(3, 2, 63, 129, 0, SIGMOID, 0), ACT(1, 4099, 0, 0, 0, TANH, 0),
-    ACT(2, 127, 255, 0, 0, GELU, 1), ACT(0, 0, 0, 0, 0, NONE, 0), ACT(2, 1, 1, 0, 0, RELU, 0),
+    ACT(1, 0, 0, 0, 0, NONE, 0),
+    ACT(1, 1, 0, 0, 0, RELU, 1),
+    ACT(1, 7, 0, 0, 0, SIGMOID, 0),
+    ACT(2, 13, 31, 0, 0, TANH, 0),
+    ACT(2, 257, 65, 0, 0, GELU, 0),
+    ACT(4, 3, 5, 7, 11, NONE, 1),
+    ACT(2, 0, 3, 0, 0, RELU, 0),
+    ACT(3, 2, 63, 129, 0, SIGMOID, 0),
+    ACT(1, 4099, 0, 0, 0, TANH, 0),
+    ACT(2, 127, 255, 0, 0, GELU, 1),
+    ACT(0, 0, 0, 0, 0, NONE, 0),
+    ACT(2, 1, 1, 0, 0, RELU, 0),
     ACT(2, 31, 7, 0, 0, NONE, 0),
-    ADD(1, 0, 0, 0, 0, 0, 0), ADD(1, 1, 0, 0, 0, 1, 1), ADD(1, 7, 0, 0, 0, 2, 0),
-    ADD(2, 13, 31, 0, 0, 0, 0), ADD(2, 257, 65, 0, 0, 1, 0), ADD(4, 3, 5, 7, 11, 2, 1),
-    ADD(2, 0, 3, 0, 0, 0, 0), ADD(3, 2, 63, 129, 0, 1, 0), ADD(1, 4099, 0, 0, 0, 2, 0),
-    ADD(2, 127, 255, 0, 0, 0, 1), ADD(1, 5, 0, 0, 0, 1, 0), ADD(2, 1, 1, 0, 0, 2, 0),
-    SCALE(1, 0, 0, 0, 0, 0, 0), SCALE(1, 1, 0, 0, 0, 1, 1), SCALE(1, 7, 0, 0, 0, -1, 0),
-    SCALE(2, 13, 31, 0, 0, 0.3, 0), SCALE(2, 257, 65, 0, 0, 2.5, 0), SCALE(4, 3, 5, 7, 11, -1e-3, 1),
-    SCALE(2, 0, 3, 0, 0, 0, 0), SCALE(3, 2, 63, 129, 0, 1, 0), SCALE(1, 4099, 0, 0, 0, -1, 0),
-    SCALE(2, 127, 255, 0, 0, 0.3, 1), SCALE(0, 0, 0, 0, 0, 2.5, 0), SCALE(2, 1, 1, 0, 0, -1e-3, 0),
-    FILL(1, 0, 0, 0, 0, 0), FILL(1, 1, 0, 0, 0, -1.5), FILL(1, 7, 0, 0, 0, 3e38),
-    FILL(2, 13, 31, 0, 0, 1e-40), FILL(2, 257, 65, 0, 0, 7), FILL(4, 3, 5, 7, 11, 0),
-    FILL(2, 0, 3, 0, 0, -1.5), FILL(3, 2, 63, 129, 0, 3e38), FILL(1, 4099, 0, 0, 0, 1e-40),
-    FILL(2, 127, 255, 0, 0, 7), FILL(0, 0, 0, 0, 0, 0), FILL(2, 1, 1, 0, 0, -1.5),
+    ADD(1, 0, 0, 0, 0, 0, 0),
+    ADD(1, 1, 0, 0, 0, 1, 1),
+    ADD(1, 7, 0, 0, 0, 2, 0),
+    ADD(2, 13, 31, 0, 0, 0, 0),
+    ADD(2, 257, 65, 0, 0, 1, 0),
+    ADD(4, 3, 5, 7, 11, 2, 1),
+    ADD(2, 0, 3, 0, 0, 0, 0),
+    ADD(3, 2, 63, 129, 0, 1, 0),
+    ADD(1, 4099, 0, 0, 0, 2, 0),
+    ADD(2, 127, 255, 0, 0, 0, 1),
+    ADD(1, 5, 0, 0, 0, 1, 0),
+    ADD(2, 1, 1, 0, 0, 2, 0),
+    SCALE(1, 0, 0, 0, 0, 0, 0),
+    SCALE(1, 1, 0, 0, 0, 1, 1),
+    SCALE(1, 7, 0, 0, 0, -1, 0),
+    SCALE(2, 13, 31, 0, 0, 0.3, 0),
+    SCALE(2, 257, 65, 0, 0, 2.5, 0),
+    SCALE(4, 3, 5, 7, 11, -1e-3, 1),
+    SCALE(2, 0, 3, 0, 0, 0, 0),
+    SCALE(3, 2, 63, 129, 0, 1, 0),
+    SCALE(1, 4099, 0, 0, 0, -1, 0),
+    SCALE(2, 127, 255, 0, 0, 0.3, 1),
+    SCALE(0, 0, 0, 0, 0, 2.5, 0),
+    SCALE(2, 1, 1, 0, 0, -1e-3, 0),
+    FILL(1, 0, 0, 0, 0, 0),
+    FILL(1, 1, 0, 0, 0, -1.5),
+    FILL(1, 7, 0, 0, 0, 3e38),
+    FILL(2, 13, 31, 0, 0, 1e-40),
+    FILL(2, 257, 65, 0, 0, 7),
+    FILL(4, 3, 5, 7, 11, 0),
+    FILL(2, 0, 3, 0, 0, -1.5),
+    FILL(3, 2, 63, 129, 0, 3e38),
+    FILL(1, 4099, 0, 0, 0, 1e-40),
+    FILL(2, 127, 255, 0, 0, 7),
+    FILL(0, 0, 0, 0, 0, 0),
+    FILL(2, 1, 1, 0, 0, -1.5),
 
     /* linear_backward: n, in, out, act, bias, grads, accumulate */
-    LINEAR_BWD(1, 1, 1, NONE, 1, 7, 0), LINEAR_BWD(2, 3, 5, NONE, 1, 1, 1),
-    LINEAR_BWD(7, 13, 17, NONE, 1, 6, 0), LINEAR_BWD(17, 33, 31, NONE, 0, 2, 1),
-    LINEAR_BWD(64, 65, 63, NONE, 1, 4, 0), LINEAR_BWD(3, 257, 10, NONE, 1, 7, 1),
-    LINEAR_BWD(33, 2, 129, NONE, 1, 3, 0), LINEAR_BWD(1, 1, 1, RELU, 1, 1, 1),
-    LINEAR_BWD(2, 3, 5, RELU, 1, 6, 0), LINEAR_BWD(7, 13, 17, RELU, 0, 2, 1),
-    LINEAR_BWD(17, 33, 31, RELU, 1, 4, 0), LINEAR_BWD(64, 65, 63, RELU, 1, 7, 1),
-    LINEAR_BWD(3, 257, 10, RELU, 0, 3, 0), LINEAR_BWD(33, 2, 129, RELU, 1, 7, 1),
-    LINEAR_BWD(1, 1, 1, SIGMOID, 1, 6, 0), LINEAR_BWD(2, 3, 5, SIGMOID, 0, 2, 1),
-    LINEAR_BWD(7, 13, 17, SIGMOID, 1, 4, 0), LINEAR_BWD(17, 33, 31, SIGMOID, 1, 7, 1),
-    LINEAR_BWD(64, 65, 63, SIGMOID, 0, 3, 0), LINEAR_BWD(3, 257, 10, SIGMOID, 1, 7, 1),
-    LINEAR_BWD(33, 2, 129, SIGMOID, 1, 1, 0), LINEAR_BWD(1, 1, 1, TANH, 0, 2, 1),
-    LINEAR_BWD(2, 3, 5, TANH, 1, 4, 0), LINEAR_BWD(7, 13, 17, TANH, 1, 7, 1),
-    LINEAR_BWD(17, 33, 31, TANH, 0, 3, 0), LINEAR_BWD(64, 65, 63, TANH, 1, 7, 1),
-    LINEAR_BWD(3, 257, 10, TANH, 1, 1, 0), LINEAR_BWD(33, 2, 129, TANH, 1, 6, 1),
-    LINEAR_BWD(1, 1, 1, GELU, 1, 4, 0), LINEAR_BWD(2, 3, 5, GELU, 1, 7, 1),
-    LINEAR_BWD(7, 13, 17, GELU, 0, 3, 0), LINEAR_BWD(17, 33, 31, GELU, 1, 7, 1),
-    LINEAR_BWD(64, 65, 63, GELU, 1, 1, 0), LINEAR_BWD(3, 257, 10, GELU, 0, 6, 1),
+    LINEAR_BWD(1, 1, 1, NONE, 1, 7, 0),
+    LINEAR_BWD(2, 3, 5, NONE, 1, 1, 1),
+    LINEAR_BWD(7, 13, 17, NONE, 1, 6, 0),
+    LINEAR_BWD(17, 33, 31, NONE, 0, 2, 1),
+    LINEAR_BWD(64, 65, 63, NONE, 1, 4, 0),
+    LINEAR_BWD(3, 257, 10, NONE, 1, 7, 1),
+    LINEAR_BWD(33, 2, 129, NONE, 1, 3, 0),
+    LINEAR_BWD(1, 1, 1, RELU, 1, 1, 1),
+    LINEAR_BWD(2, 3, 5, RELU, 1, 6, 0),
+    LINEAR_BWD(7, 13, 17, RELU, 0, 2, 1),
+    LINEAR_BWD(17, 33, 31, RELU, 1, 4, 0),
+    LINEAR_BWD(64, 65, 63, RELU, 1, 7, 1),
+    LINEAR_BWD(3, 257, 10, RELU, 0, 3, 0),
+    LINEAR_BWD(33, 2, 129, RELU, 1, 7, 1),
+    LINEAR_BWD(1, 1, 1, SIGMOID, 1, 6, 0),
+    LINEAR_BWD(2, 3, 5, SIGMOID, 0, 2, 1),
+    LINEAR_BWD(7, 13, 17, SIGMOID, 1, 4, 0),
+    LINEAR_BWD(17, 33, 31, SIGMOID, 1, 7, 1),
+    LINEAR_BWD(64, 65, 63, SIGMOID, 0, 3, 0),
+    LINEAR_BWD(3, 257, 10, SIGMOID, 1, 7, 1),
+    LINEAR_BWD(33, 2, 129, SIGMOID, 1, 1, 0),
+    LINEAR_BWD(1, 1, 1, TANH, 0, 2, 1),
+    LINEAR_BWD(2, 3, 5, TANH, 1, 4, 0),
+    LINEAR_BWD(7, 13, 17, TANH, 1, 7, 1),
+    LINEAR_BWD(17, 33, 31, TANH, 0, 3, 0),
+    LINEAR_BWD(64, 65, 63, TANH, 1, 7, 1),
+    LINEAR_BWD(3, 257, 10, TANH, 1, 1, 0),
+    LINEAR_BWD(33, 2, 129, TANH, 1, 6, 1),
+    LINEAR_BWD(1, 1, 1, GELU, 1, 4, 0),
+    LINEAR_BWD(2, 3, 5, GELU, 1, 7, 1),
+    LINEAR_BWD(7, 13, 17, GELU, 0, 3, 0),
+    LINEAR_BWD(17, 33, 31, GELU, 1, 7, 1),
+    LINEAR_BWD(64, 65, 63, GELU, 1, 1, 0),
+    LINEAR_BWD(3, 257, 10, GELU, 0, 6, 1),
     LINEAR_BWD(33, 2, 129, GELU, 1, 2, 0),
     /* no rows (gradients of empty sums), no inputs, long columns for db */
-    LINEAR_BWD(0, 5, 3, RELU, 1, 7, 0), LINEAR_BWD(0, 5, 3, NONE, 1, 7, 1),
-    LINEAR_BWD(4, 0, 3, GELU, 1, 7, 0), LINEAR_BWD(2000, 3, 1, RELU, 1, 7, 1),
-    LINEAR_BWD(300, 7, 70, GELU, 1, 7, 0), LINEAR_BWD(64, 784, 120, RELU, 1, 7, 0),
+    LINEAR_BWD(0, 5, 3, RELU, 1, 7, 0),
+    LINEAR_BWD(0, 5, 3, NONE, 1, 7, 1),
+    LINEAR_BWD(4, 0, 3, GELU, 1, 7, 0),
+    LINEAR_BWD(2000, 3, 1, RELU, 1, 7, 1),
+    LINEAR_BWD(300, 7, 70, GELU, 1, 7, 0),
+    LINEAR_BWD(64, 784, 120, RELU, 1, 7, 0),
 
     /* conv2d_backward: n, c, h, w, k, kh, kw, sh, sw, ph, pw, dh, dw, groups, act, bias,
      * grads, accumulate */
@@ -219,53 +461,110 @@ static const cf_row TABLE[] = {
     CONV_BWD(2, 4, 13, 13, 4, 3, 3, 1, 1, 1, 1, 1, 1, 4, GELU, 0, 3, 0), /* depthwise */
     CONV_BWD(1, 3, 16, 15, 5, 3, 3, 2, 2, 2, 2, 2, 2, 1, TANH, 1, 4, 1), /* stride 2 dil 2 */
     CONV_BWD(2, 6, 5, 33, 9, 3, 2, 1, 1, 1, 1, 1, 1, 3, SIGMOID, 1, 2, 0),
-    CONV_BWD(2, 16, 7, 7, 13, 1, 1, 1, 1, 0, 0, 1, 1, 1, RELU, 1, 7, 1),  /* 1x1 */
-    CONV_BWD(1, 4, 9, 11, 4, 3, 3, 2, 3, 1, 0, 3, 2, 4, GELU, 1, 7, 0),   /* asymmetric */
-    CONV_BWD(0, 3, 5, 5, 4, 3, 3, 1, 1, 1, 1, 1, 1, 1, RELU, 1, 7, 0),    /* empty batch */
+    CONV_BWD(2, 16, 7, 7, 13, 1, 1, 1, 1, 0, 0, 1, 1, 1, RELU, 1, 7, 1), /* 1x1 */
+    CONV_BWD(1, 4, 9, 11, 4, 3, 3, 2, 3, 1, 0, 3, 2, 4, GELU, 1, 7, 0),  /* asymmetric */
+    CONV_BWD(0, 3, 5, 5, 4, 3, 3, 1, 1, 1, 1, 1, 1, 1, RELU, 1, 7, 0),   /* empty batch */
     CONV_BWD(0, 3, 5, 5, 4, 3, 3, 1, 1, 1, 1, 1, 1, 1, NONE, 1, 7, 1),
-    CONV_BWD(2, 0, 5, 5, 4, 3, 3, 1, 1, 1, 1, 1, 1, 1, GELU, 1, 7, 0),    /* no input channels */
+    CONV_BWD(2, 0, 5, 5, 4, 3, 3, 1, 1, 1, 1, 1, 1, 1, GELU, 1, 7, 0), /* no input channels */
     CONV_BWD(2, 0, 5, 5, 4, 3, 3, 1, 1, 1, 1, 1, 1, 1, RELU, 1, 4, 1),
-    CONV_BWD(1, 3, 5, 5, 0, 3, 3, 1, 1, 1, 1, 1, 1, 1, NONE, 1, 7, 0),    /* no filters */
+    CONV_BWD(1, 3, 5, 5, 0, 3, 3, 1, 1, 1, 1, 1, 1, 1, NONE, 1, 7, 0), /* no filters */
 
     /* maxpool2d_backward: n, c, h, w, kh, kw, sh, sw, ph, pw, ties */
-    MAXPOOL_BWD(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0), MAXPOOL_BWD(2, 3, 8, 8, 2, 2, 2, 2, 0, 0, 0),
-    MAXPOOL_BWD(2, 3, 9, 7, 2, 2, 2, 2, 0, 0, 1), MAXPOOL_BWD(1, 4, 11, 13, 3, 3, 2, 2, 1, 1, 0),
-    MAXPOOL_BWD(2, 2, 10, 9, 3, 3, 1, 1, 1, 1, 1), MAXPOOL_BWD(1, 3, 17, 17, 2, 3, 1, 2, 1, 1, 0),
-    MAXPOOL_BWD(4, 32, 28, 28, 2, 2, 2, 2, 0, 0, 0), MAXPOOL_BWD(2, 5, 33, 31, 3, 3, 2, 2, 1, 1, 1),
-    MAXPOOL_BWD(1, 2, 9, 131, 2, 2, 2, 2, 0, 0, 1), MAXPOOL_BWD(1, 2, 6, 128, 2, 2, 2, 2, 0, 0, 0),
-    MAXPOOL_BWD(1, 1, 200, 200, 3, 3, 3, 3, 0, 0, 1), MAXPOOL_BWD(0, 3, 8, 8, 2, 2, 2, 2, 0, 0, 0),
+    MAXPOOL_BWD(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0),
+    MAXPOOL_BWD(2, 3, 8, 8, 2, 2, 2, 2, 0, 0, 0),
+    MAXPOOL_BWD(2, 3, 9, 7, 2, 2, 2, 2, 0, 0, 1),
+    MAXPOOL_BWD(1, 4, 11, 13, 3, 3, 2, 2, 1, 1, 0),
+    MAXPOOL_BWD(2, 2, 10, 9, 3, 3, 1, 1, 1, 1, 1),
+    MAXPOOL_BWD(1, 3, 17, 17, 2, 3, 1, 2, 1, 1, 0),
+    MAXPOOL_BWD(4, 32, 28, 28, 2, 2, 2, 2, 0, 0, 0),
+    MAXPOOL_BWD(2, 5, 33, 31, 3, 3, 2, 2, 1, 1, 1),
+    MAXPOOL_BWD(1, 2, 9, 131, 2, 2, 2, 2, 0, 0, 1),
+    MAXPOOL_BWD(1, 2, 6, 128, 2, 2, 2, 2, 0, 0, 0),
+    MAXPOOL_BWD(1, 1, 200, 200, 3, 3, 3, 3, 0, 0, 1),
+    MAXPOOL_BWD(0, 3, 8, 8, 2, 2, 2, 2, 0, 0, 0),
     MAXPOOL_BWD(1, 2, 1, 1, 2, 2, 2, 2, 1, 1, 0),
 
     /* activation_backward: n, act */
-    ACT_BWD(1, NONE), ACT_BWD(17, NONE), ACT_BWD(1000, NONE), ACT_BWD(4097, NONE),
-    ACT_BWD(1, RELU), ACT_BWD(17, RELU), ACT_BWD(1000, RELU), ACT_BWD(4097, RELU),
-    ACT_BWD(1, SIGMOID), ACT_BWD(17, SIGMOID), ACT_BWD(1000, SIGMOID), ACT_BWD(4097, SIGMOID),
-    ACT_BWD(1, TANH), ACT_BWD(17, TANH), ACT_BWD(1000, TANH), ACT_BWD(4097, TANH),
-    ACT_BWD(1, GELU), ACT_BWD(17, GELU), ACT_BWD(1000, GELU), ACT_BWD(4097, GELU),
-    ACT_BWD(0, RELU), ACT_BWD(0, GELU),
+    ACT_BWD(1, NONE),
+    ACT_BWD(17, NONE),
+    ACT_BWD(1000, NONE),
+    ACT_BWD(4097, NONE),
+    ACT_BWD(1, RELU),
+    ACT_BWD(17, RELU),
+    ACT_BWD(1000, RELU),
+    ACT_BWD(4097, RELU),
+    ACT_BWD(1, SIGMOID),
+    ACT_BWD(17, SIGMOID),
+    ACT_BWD(1000, SIGMOID),
+    ACT_BWD(4097, SIGMOID),
+    ACT_BWD(1, TANH),
+    ACT_BWD(17, TANH),
+    ACT_BWD(1000, TANH),
+    ACT_BWD(4097, TANH),
+    ACT_BWD(1, GELU),
+    ACT_BWD(17, GELU),
+    ACT_BWD(1000, GELU),
+    ACT_BWD(4097, GELU),
+    ACT_BWD(0, RELU),
+    ACT_BWD(0, GELU),
 
     /* softmax_backward: rows, cols (CUDA: a warp per row up to 1024, else a block) */
-    SOFTMAX_BWD(1, 1), SOFTMAX_BWD(3, 7), SOFTMAX_BWD(17, 33), SOFTMAX_BWD(64, 1000),
-    SOFTMAX_BWD(5, 4097), SOFTMAX_BWD(2, 2), SOFTMAX_BWD(0, 5), SOFTMAX_BWD(3, 1024),
-    SOFTMAX_BWD(3, 1025), SOFTMAX_BWD(3, 1028),
+    SOFTMAX_BWD(1, 1),
+    SOFTMAX_BWD(3, 7),
+    SOFTMAX_BWD(17, 33),
+    SOFTMAX_BWD(64, 1000),
+    SOFTMAX_BWD(5, 4097),
+    SOFTMAX_BWD(2, 2),
+    SOFTMAX_BWD(0, 5),
+    SOFTMAX_BWD(3, 1024),
+    SOFTMAX_BWD(3, 1025),
+    SOFTMAX_BWD(3, 1028),
 
     /* softmax cross-entropy: rows, cols, logits of +-1000 */
-    XENT(1, 1, 0), XENT(2, 10, 0), XENT(17, 3, 0), XENT(128, 10, 0), XENT(7, 1001, 0),
-    XENT(0, 10, 0), XENT(16, 10, 1), XENT(5, 257, 1), XENT(3, 1024, 0), XENT(3, 2048, 1),
-    XENT(2000, 10, 0), XENT(3, 1031, 0),
-    XENT_BWD(1, 1, 0), XENT_BWD(2, 10, 0), XENT_BWD(17, 3, 0), XENT_BWD(128, 10, 0),
-    XENT_BWD(7, 1001, 0), XENT_BWD(0, 10, 0), XENT_BWD(16, 10, 1), XENT_BWD(5, 257, 1),
-    XENT_BWD(3, 1024, 0), XENT_BWD(3, 2048, 1), XENT_BWD(3, 1031, 0),
+    XENT(1, 1, 0),
+    XENT(2, 10, 0),
+    XENT(17, 3, 0),
+    XENT(128, 10, 0),
+    XENT(7, 1001, 0),
+    XENT(0, 10, 0),
+    XENT(16, 10, 1),
+    XENT(5, 257, 1),
+    XENT(3, 1024, 0),
+    XENT(3, 2048, 1),
+    XENT(2000, 10, 0),
+    XENT(3, 1031, 0),
+    XENT_BWD(1, 1, 0),
+    XENT_BWD(2, 10, 0),
+    XENT_BWD(17, 3, 0),
+    XENT_BWD(128, 10, 0),
+    XENT_BWD(7, 1001, 0),
+    XENT_BWD(0, 10, 0),
+    XENT_BWD(16, 10, 1),
+    XENT_BWD(5, 257, 1),
+    XENT_BWD(3, 1024, 0),
+    XENT_BWD(3, 2048, 1),
+    XENT_BWD(3, 1031, 0),
 
     /* optimizers: n, then lr, momentum, weight decay, nesterov (SGD) or lr, beta1, beta2,
      * eps, weight decay (Adam; steps 1 and 1000) */
-    SGD(1, 0.1, 0, 0, 0), SGD(1031, 0.1, 0, 0, 0), SGD(1, 0.05, 0.9, 0, 0),
-    SGD(1031, 0.05, 0.9, 0, 0), SGD(1, 0.05, 0.9, 0, 1), SGD(1031, 0.05, 0.9, 0, 1),
-    SGD(1, 0.05, 0.9, 0.01, 0), SGD(1031, 0.05, 0.9, 0.01, 0), SGD(1, 0.1, 0, 0.1, 0),
-    SGD(1031, 0.1, 0, 0.1, 0), SGD(0, 0.1, 0.9, 0, 0), SGD(4096, 0.01, 0.5, 0.001, 1),
-    ADAM(1, 1e-3, 0.9, 0.999, 1e-8, 0.01), ADAM(1031, 1e-3, 0.9, 0.999, 1e-8, 0.01),
-    ADAM(1, 1e-2, 0.8, 0.99, 1e-3, 0), ADAM(1031, 1e-2, 0.8, 0.99, 1e-3, 0),
-    ADAM(0, 1e-3, 0.9, 0.999, 1e-8, 0), ADAM(4096, 1e-3, 0.9, 0.999, 1e-8, 0.1),
+    SGD(1, 0.1, 0, 0, 0),
+    SGD(1031, 0.1, 0, 0, 0),
+    SGD(1, 0.05, 0.9, 0, 0),
+    SGD(1031, 0.05, 0.9, 0, 0),
+    SGD(1, 0.05, 0.9, 0, 1),
+    SGD(1031, 0.05, 0.9, 0, 1),
+    SGD(1, 0.05, 0.9, 0.01, 0),
+    SGD(1031, 0.05, 0.9, 0.01, 0),
+    SGD(1, 0.1, 0, 0.1, 0),
+    SGD(1031, 0.1, 0, 0.1, 0),
+    SGD(0, 0.1, 0.9, 0, 0),
+    SGD(4096, 0.01, 0.5, 0.001, 1),
+    ADAM(1, 1e-3, 0.9, 0.999, 1e-8, 0.01),
+    ADAM(1031, 1e-3, 0.9, 0.999, 1e-8, 0.01),
+    ADAM(1, 1e-2, 0.8, 0.99, 1e-3, 0),
+    ADAM(1031, 1e-2, 0.8, 0.99, 1e-3, 0),
+    ADAM(0, 1e-3, 0.9, 0.999, 1e-8, 0),
+    ADAM(4096, 1e-3, 0.9, 0.999, 1e-8, 0.1),
 };
 
 /* ---- random rows, drawn from the base seed ------------------------------------------------ */
@@ -315,8 +614,8 @@ static void draw_rows(uint64_t base) {
         int64_t b = SIZES[nt_randint(&r, 1, 5)], m = draw_size(&r, 11), n = draw_size(&r, 11),
                 k = draw_size(&r, 11);
         if (b * m * n * k > 1500000) continue;
-        *add_row(CF_MATMUL_BATCHED) = (cf_row)MATMUL_B(b, m, n, k, nt_randint(&r, 0, 1),
-                                                       nt_randint(&r, 0, 1), ab[i % 5][0], ab[i % 5][1]);
+        *add_row(CF_MATMUL_BATCHED) = (cf_row)MATMUL_B(
+            b, m, n, k, nt_randint(&r, 0, 1), nt_randint(&r, 0, 1), ab[i % 5][0], ab[i % 5][1]);
         i++;
     }
     for (int i = 0; i < 14;) { /* linear_forward */
@@ -340,8 +639,8 @@ static void draw_rows(uint64_t base) {
         int64_t p = (h + 2 * ph - eh) / sh + 1, q = (w + 2 * pw - ew) / sw + 1;
         if (h + 2 * ph < eh || w + 2 * pw < ew || n * k * p * q * c / g * kh * kw > 2000000)
             continue;
-        *add_row(CF_CONV2D_FORWARD) = (cf_row)CONV(n, c, h, w, k, kh, kw, sh, sw, ph, pw, dh, dw,
-                                                   g, nt_randint(&r, 0, 1), i % 5);
+        *add_row(CF_CONV2D_FORWARD) = (cf_row)CONV(n, c, h, w, k, kh, kw, sh, sw, ph, pw, dh, dw, g,
+                                                   nt_randint(&r, 0, 1), i % 5);
         i++;
     }
     for (int i = 0; i < 12;) { /* maxpool2d */

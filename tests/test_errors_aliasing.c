@@ -22,8 +22,10 @@ static neat_tensor *kept[128];
 static int nkept;
 
 static neat_tensor *keep(neat_tensor *t) {
-    if (nkept < (int)(sizeof kept / sizeof kept[0])) kept[nkept++] = t;
-    else CHECK(0, "more than %d tensors in one case: enlarge kept[]", nkept);
+    if (nkept < (int)(sizeof kept / sizeof kept[0]))
+        kept[nkept++] = t;
+    else
+        CHECK(0, "more than %d tensors in one case: enlarge kept[]", nkept);
     return t;
 }
 
@@ -55,16 +57,16 @@ static void destroy_kept(const char *name, int64_t start) {
     for (int i = 0; i < nkept; i++) neat_tensor_destroy(kept[i]);
     nkept = 0;
     const int64_t end = in_use();
-    CHECK(end == start, "%s: %lld bytes in use after destroying every tensor, %lld before",
-          name, (long long)end, (long long)start);
+    CHECK(end == start, "%s: %lld bytes in use after destroying every tensor, %lld before", name,
+          (long long)end, (long long)start);
 }
 
 /* `call` records into `cb`; `out` is the output whose pattern a rejected call must keep. */
-#define REJECT(out, want, sub, call)                                                        \
-    do {                                                                                    \
-        neat_tensor *o_[1] = {out};                                                         \
-        neat_cmdbuf *cb = err_case_begin(o_, 1);                                            \
-        err_case_end(cb, (call), want, sub, #call, o_, 1, (want) == NEAT_OK ? 2 : 1);       \
+#define REJECT(out, want, sub, call)                                                               \
+    do {                                                                                           \
+        neat_tensor *o_[1] = {out};                                                                \
+        neat_cmdbuf *cb = err_case_begin(o_, 1);                                                   \
+        err_case_end(cb, (call), want, sub, #call, o_, 1, (want) == NEAT_OK ? 2 : 1);              \
     } while (0)
 #define ALIAS(out, sub, call) REJECT(out, NEAT_ERR_INVALID_ARGUMENT, sub, call)
 #define ACCEPT(out, call) REJECT(out, NEAT_OK, "", call)
@@ -150,15 +152,21 @@ static void test_aliasing(void) {
     neat_tensor *p2 = view(hyper, 1, 2, 0), *q2 = ts(1, 2, 0, 0, 0);
     neat_sgd_params sp = {0.9f, 0, 0};
     neat_adam_params ap = {0.9f, 0.999f, 1e-8f, 0};
-    ALIAS(a, "neat_sgd_update: param shares memory with grad", neat_sgd_update(cb, &sp, hyper, a, a, b));
+    ALIAS(a, "neat_sgd_update: param shares memory with grad",
+          neat_sgd_update(cb, &sp, hyper, a, a, b));
     neat_tensor *vel2 = ts(1, 2, 0, 0, 0);
     ALIAS(p2, "neat_sgd_update: param shares memory with hyper",
           neat_sgd_update(cb, &sp, hyper, p2, q2, vel2));
-    ALIAS(a, "neat_sgd_update: velocity shares memory with param", neat_sgd_update(cb, &sp, hyper, a, b, a));
-    ALIAS(b, "neat_sgd_update: velocity shares memory with grad", neat_sgd_update(cb, &sp, hyper, a, b, b));
-    ALIAS(a, "neat_adam_update: param shares memory with m", neat_adam_update(cb, &ap, hyper, a, b, a, c));
-    ALIAS(c, "neat_adam_update: m shares memory with v", neat_adam_update(cb, &ap, hyper, a, b, c, c));
-    ALIAS(b, "neat_adam_update: v shares memory with grad", neat_adam_update(cb, &ap, hyper, a, b, c, b));
+    ALIAS(a, "neat_sgd_update: velocity shares memory with param",
+          neat_sgd_update(cb, &sp, hyper, a, b, a));
+    ALIAS(b, "neat_sgd_update: velocity shares memory with grad",
+          neat_sgd_update(cb, &sp, hyper, a, b, b));
+    ALIAS(a, "neat_adam_update: param shares memory with m",
+          neat_adam_update(cb, &ap, hyper, a, b, a, c));
+    ALIAS(c, "neat_adam_update: m shares memory with v",
+          neat_adam_update(cb, &ap, hyper, a, b, c, c));
+    ALIAS(b, "neat_adam_update: v shares memory with grad",
+          neat_adam_update(cb, &ap, hyper, a, b, c, b));
 
     /* the elementwise ops may run in place */
     ACCEPT(a, neat_add(cb, a, b, a));
@@ -177,8 +185,10 @@ static void test_shapes(void) {
     neat_tensor *a25 = ts(2, 2, 5, 0, 0);
     neat_tensor *b37 = ts(2, 3, 7, 0, 0), *c27 = ts(2, 2, 7, 0, 0);
     REJECT(c27, NEAT_ERR_SHAPE_MISMATCH, exact, neat_matmul(cb, a25, b37, c27, 1, 0, 0, 0));
-    CHECK(strcmp(neat_last_error(), exact) == 0, "message \"%s\", want \"%s\"", neat_last_error(), exact);
-    REJECT(c27, NEAT_ERR_SHAPE_MISMATCH, "a is 2x5 (transposed), b is 3x7: inner dimensions 2 and 3",
+    CHECK(strcmp(neat_last_error(), exact) == 0, "message \"%s\", want \"%s\"", neat_last_error(),
+          exact);
+    REJECT(c27, NEAT_ERR_SHAPE_MISMATCH,
+           "a is 2x5 (transposed), b is 3x7: inner dimensions 2 and 3",
            neat_matmul(cb, a25, b37, c27, 1, 0, 1, 0));
 
     /* beta = 0: c is required but its NaN contents are not read */
@@ -216,7 +226,8 @@ static void test_shapes(void) {
     neat_tensor *lab0 = ts(1, 0, 0, 0, 0), *l04 = ts(2, 0, 4, 0, 0);
     ACCEPT(s1, neat_softmax_cross_entropy(cb, l04, lab0, s1));
     neat_tensor *l20 = ts(2, 2, 0, 0, 0), *lab2 = ts(1, 2, 0, 0, 0);
-    REJECT(s1, NEAT_ERR_SHAPE_MISMATCH, "neat_softmax_cross_entropy: logits is 2x0: no classes for 2 rows",
+    REJECT(s1, NEAT_ERR_SHAPE_MISMATCH,
+           "neat_softmax_cross_entropy: logits is 2x0: no classes for 2 rows",
            neat_softmax_cross_entropy(cb, l20, lab2, s1));
     neat_tensor *h2 = ts(2, 2, 1, 0, 0);
     neat_tensor *zp = ts(1, 0, 0, 0, 0), *zg = ts(1, 0, 0, 0, 0);

@@ -21,27 +21,32 @@ const char *__asan_default_options(void) { return "allocator_may_return_null=1";
 
 /* ---- status, devices, tensors, command buffers ---------------------------------------- */
 
-#define CHECK_FAILS(call, want, sub)                                                        \
-    do {                                                                                    \
-        neat_status st_ = (call);                                                           \
-        CHECK_STATUS(st_, want, #call);                                                     \
-        CHECK(strstr(neat_last_error(), sub) != NULL, "%s: message \"%s\" lacks \"%s\"",    \
-              #call, neat_last_error(), sub);                                               \
+#define CHECK_FAILS(call, want, sub)                                                               \
+    do {                                                                                           \
+        neat_status st_ = (call);                                                                  \
+        CHECK_STATUS(st_, want, #call);                                                            \
+        CHECK(strstr(neat_last_error(), sub) != NULL, "%s: message \"%s\" lacks \"%s\"", #call,    \
+              neat_last_error(), sub);                                                             \
     } while (0)
 
 static void test_status_and_version(void) {
-    static const struct { neat_status s; const char *name; } names[] = {
-        {NEAT_OK, "NEAT_OK"}, {NEAT_ERR_INVALID_ARGUMENT, "NEAT_ERR_INVALID_ARGUMENT"},
-        {NEAT_ERR_SHAPE_MISMATCH, "NEAT_ERR_SHAPE_MISMATCH"},
-        {NEAT_ERR_DTYPE_MISMATCH, "NEAT_ERR_DTYPE_MISMATCH"},
-        {NEAT_ERR_DEVICE_MISMATCH, "NEAT_ERR_DEVICE_MISMATCH"},
-        {NEAT_ERR_UNSUPPORTED, "NEAT_ERR_UNSUPPORTED"},
-        {NEAT_ERR_OUT_OF_MEMORY, "NEAT_ERR_OUT_OF_MEMORY"},
-        {NEAT_ERR_INVALID_HANDLE, "NEAT_ERR_INVALID_HANDLE"},
-        {NEAT_ERR_BACKEND_ERROR, "NEAT_ERR_BACKEND_ERROR"}, {NEAT_ERR_INTERNAL, "NEAT_ERR_INTERNAL"},
-        {NEAT_ERR_TIMEOUT, "NEAT_ERR_TIMEOUT"},
-        {(neat_status)1, "unknown status"}, {(neat_status)-11, "unknown status"},
-        {(neat_status)-1000, "unknown status"}};
+    static const struct {
+        neat_status s;
+        const char *name;
+    } names[] = {{NEAT_OK, "NEAT_OK"},
+                 {NEAT_ERR_INVALID_ARGUMENT, "NEAT_ERR_INVALID_ARGUMENT"},
+                 {NEAT_ERR_SHAPE_MISMATCH, "NEAT_ERR_SHAPE_MISMATCH"},
+                 {NEAT_ERR_DTYPE_MISMATCH, "NEAT_ERR_DTYPE_MISMATCH"},
+                 {NEAT_ERR_DEVICE_MISMATCH, "NEAT_ERR_DEVICE_MISMATCH"},
+                 {NEAT_ERR_UNSUPPORTED, "NEAT_ERR_UNSUPPORTED"},
+                 {NEAT_ERR_OUT_OF_MEMORY, "NEAT_ERR_OUT_OF_MEMORY"},
+                 {NEAT_ERR_INVALID_HANDLE, "NEAT_ERR_INVALID_HANDLE"},
+                 {NEAT_ERR_BACKEND_ERROR, "NEAT_ERR_BACKEND_ERROR"},
+                 {NEAT_ERR_INTERNAL, "NEAT_ERR_INTERNAL"},
+                 {NEAT_ERR_TIMEOUT, "NEAT_ERR_TIMEOUT"},
+                 {(neat_status)1, "unknown status"},
+                 {(neat_status)-11, "unknown status"},
+                 {(neat_status)-1000, "unknown status"}};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         const char *got = neat_status_string(names[i].s);
         CHECK(got && strcmp(got, names[i].name) == 0, "neat_status_string(%d) = %s, want %s",
@@ -77,12 +82,16 @@ static void test_devices(void) {
     CHECK_OK(neat_device_create(NEAT_BACKEND_AUTO, 0, &d), "AUTO with NEATML_BACKEND=cpu");
     neat_device_props props;
     CHECK_OK(neat_device_info(d, &props), "neat_device_info");
-    CHECK(props.backend == NEAT_BACKEND_CPU, "NEATML_BACKEND=cpu opened backend %d", (int)props.backend);
-    if (keep) setenv("NEATML_BACKEND", keep, 1);
-    else unsetenv("NEATML_BACKEND");
+    CHECK(props.backend == NEAT_BACKEND_CPU, "NEATML_BACKEND=cpu opened backend %d",
+          (int)props.backend);
+    if (keep)
+        setenv("NEATML_BACKEND", keep, 1);
+    else
+        unsetenv("NEATML_BACKEND");
     free(keep);
 
-    CHECK_FAILS(neat_device_info(d, NULL), NEAT_ERR_INVALID_ARGUMENT, "neat_device_info: out is NULL");
+    CHECK_FAILS(neat_device_info(d, NULL), NEAT_ERR_INVALID_ARGUMENT,
+                "neat_device_info: out is NULL");
     CHECK_FAILS(neat_device_info(NULL, &props), NEAT_ERR_INVALID_ARGUMENT, "dev is NULL");
     CHECK_FAILS(neat_device_set_math_mode(d, (neat_math_mode)5), NEAT_ERR_INVALID_ARGUMENT,
                 "mode 5 is not a neat_math_mode");
@@ -96,7 +105,8 @@ static void test_devices(void) {
     CHECK_FAILS(neat_device_memory_stats(d, &ms), NEAT_ERR_INVALID_HANDLE, "not a live device");
     CHECK_FAILS(neat_device_synchronize(d), NEAT_ERR_INVALID_HANDLE, "not a live device");
     CHECK_FAILS(neat_device_trim(d), NEAT_ERR_INVALID_HANDLE, "not a live device");
-    CHECK_FAILS(neat_matrix_create(d, 2, 2, &t), NEAT_ERR_INVALID_HANDLE, "dev is not a live device");
+    CHECK_FAILS(neat_matrix_create(d, 2, 2, &t), NEAT_ERR_INVALID_HANDLE,
+                "dev is not a live device");
     CHECK_FAILS(neat_cmdbuf_create(d, &cb), NEAT_ERR_INVALID_HANDLE, "dev is not a live device");
     CHECK_FAILS(neat_device_info((neat_device *)err_sentinel, &props), NEAT_ERR_INVALID_HANDLE,
                 "dev is not a live device");
@@ -116,14 +126,20 @@ static void test_tensors(void) {
     const int64_t bytes_over[1] = {(int64_t)1 << 62}, huge[1] = {(int64_t)1 << 43};
     const int64_t five[5] = {1, 1, 1, 1, 1}, two[2] = {2, 3};
     CHECK_FAILS(neat_tensor_create(NULL, 2, two, &t), NEAT_ERR_INVALID_ARGUMENT, "dev is NULL");
-    CHECK_FAILS(neat_tensor_create(err_dev, 2, two, NULL), NEAT_ERR_INVALID_ARGUMENT, "out is NULL");
-    CHECK_FAILS(neat_tensor_create(err_dev, 2, NULL, &t), NEAT_ERR_INVALID_ARGUMENT, "shape is NULL");
-    CHECK_FAILS(neat_tensor_create(err_dev, 5, five, &t), NEAT_ERR_INVALID_ARGUMENT, "ndim 5 is outside 0..4");
+    CHECK_FAILS(neat_tensor_create(err_dev, 2, two, NULL), NEAT_ERR_INVALID_ARGUMENT,
+                "out is NULL");
+    CHECK_FAILS(neat_tensor_create(err_dev, 2, NULL, &t), NEAT_ERR_INVALID_ARGUMENT,
+                "shape is NULL");
+    CHECK_FAILS(neat_tensor_create(err_dev, 5, five, &t), NEAT_ERR_INVALID_ARGUMENT,
+                "ndim 5 is outside 0..4");
     CHECK_FAILS(neat_tensor_create(err_dev, -1, two, &t), NEAT_ERR_INVALID_ARGUMENT, "ndim -1");
-    CHECK_FAILS(neat_tensor_create(err_dev, 2, neg, &t), NEAT_ERR_INVALID_ARGUMENT, "shape[1] is -3, negative");
-    CHECK_FAILS(neat_matrix_create(err_dev, -1, 4, &t), NEAT_ERR_INVALID_ARGUMENT, "shape[0] is -1");
+    CHECK_FAILS(neat_tensor_create(err_dev, 2, neg, &t), NEAT_ERR_INVALID_ARGUMENT,
+                "shape[1] is -3, negative");
+    CHECK_FAILS(neat_matrix_create(err_dev, -1, 4, &t), NEAT_ERR_INVALID_ARGUMENT,
+                "shape[0] is -1");
     CHECK_FAILS(neat_tensor_create(err_dev, 2, big, &t), NEAT_ERR_INVALID_ARGUMENT, "overflows");
-    CHECK_FAILS(neat_tensor_create(err_dev, 1, bytes_over, &t), NEAT_ERR_INVALID_ARGUMENT, "overflows");
+    CHECK_FAILS(neat_tensor_create(err_dev, 1, bytes_over, &t), NEAT_ERR_INVALID_ARGUMENT,
+                "overflows");
     CHECK_FAILS(neat_tensor_create(err_dev, 1, huge, &t), NEAT_ERR_OUT_OF_MEMORY, "");
     CHECK(t == NULL, "a failed neat_tensor_create wrote its out-parameter");
     CHECK_OK(neat_tensor_create(err_dev, 0, NULL, &t), "a scalar with shape NULL");
@@ -134,13 +150,15 @@ static void test_tensors(void) {
     int nd;
     int64_t shape[4], n;
     const int64_t wrong[2] = {4, 2}, good[1] = {6};
-    CHECK_FAILS(neat_tensor_write(m, buf, 5), NEAT_ERR_SHAPE_MISMATCH, "t is 2x3 (6 elements), count is 5");
+    CHECK_FAILS(neat_tensor_write(m, buf, 5), NEAT_ERR_SHAPE_MISMATCH,
+                "t is 2x3 (6 elements), count is 5");
     CHECK_FAILS(neat_tensor_read(m, buf, 7), NEAT_ERR_SHAPE_MISMATCH, "count is 7");
     CHECK_FAILS(neat_tensor_write(m, buf, -1), NEAT_ERR_INVALID_ARGUMENT, "count -1 is negative");
     CHECK_FAILS(neat_tensor_write(m, NULL, 6), NEAT_ERR_INVALID_ARGUMENT, "is NULL");
     CHECK_FAILS(neat_tensor_read(m, NULL, 6), NEAT_ERR_INVALID_ARGUMENT, "is NULL");
     CHECK_FAILS(neat_tensor_write(NULL, buf, 6), NEAT_ERR_INVALID_ARGUMENT, "t is NULL");
-    CHECK_FAILS(neat_tensor_view(m, 2, wrong, &v), NEAT_ERR_SHAPE_MISMATCH, "t is 2x3 (6 elements), the new shape has 8");
+    CHECK_FAILS(neat_tensor_view(m, 2, wrong, &v), NEAT_ERR_SHAPE_MISMATCH,
+                "t is 2x3 (6 elements), the new shape has 8");
     CHECK_FAILS(neat_tensor_view(m, 1, good, NULL), NEAT_ERR_INVALID_ARGUMENT, "out is NULL");
     CHECK_FAILS(neat_tensor_shape(m, NULL, shape), NEAT_ERR_INVALID_ARGUMENT, "ndim is NULL");
     CHECK_FAILS(neat_tensor_shape(m, &nd, NULL), NEAT_ERR_INVALID_ARGUMENT, "shape is NULL");
@@ -154,7 +172,8 @@ static void test_tensors(void) {
     CHECK_FAILS(neat_tensor_shape(m, &nd, shape), NEAT_ERR_INVALID_HANDLE, "not a live tensor");
     CHECK_FAILS(neat_tensor_numel(m, &n), NEAT_ERR_INVALID_HANDLE, "not a live tensor");
     CHECK_FAILS(neat_tensor_view(m, 1, good, &v), NEAT_ERR_INVALID_HANDLE, "not a live tensor");
-    CHECK_FAILS(neat_tensor_numel((neat_tensor *)err_dev, &n), NEAT_ERR_INVALID_HANDLE, "not a live tensor");
+    CHECK_FAILS(neat_tensor_numel((neat_tensor *)err_dev, &n), NEAT_ERR_INVALID_HANDLE,
+                "not a live tensor");
     neat_tensor_destroy(m); /* again: ignored */
     neat_tensor_destroy(z);
 }
@@ -164,9 +183,11 @@ static void test_cmdbufs(void) {
     int64_t n;
     CHECK_FAILS(neat_cmdbuf_create(NULL, &cb), NEAT_ERR_INVALID_ARGUMENT, "dev is NULL");
     CHECK_FAILS(neat_cmdbuf_create(err_dev, NULL), NEAT_ERR_INVALID_ARGUMENT, "out is NULL");
-    CHECK_FAILS(neat_cmdbuf_commit(NULL), NEAT_ERR_INVALID_ARGUMENT, "neat_cmdbuf_commit: cb is NULL");
+    CHECK_FAILS(neat_cmdbuf_commit(NULL), NEAT_ERR_INVALID_ARGUMENT,
+                "neat_cmdbuf_commit: cb is NULL");
     CHECK_FAILS(neat_cmdbuf_wait(NULL), NEAT_ERR_INVALID_ARGUMENT, "neat_cmdbuf_wait: cb is NULL");
-    CHECK_FAILS(neat_cmdbuf_reset(NULL), NEAT_ERR_INVALID_ARGUMENT, "neat_cmdbuf_reset: cb is NULL");
+    CHECK_FAILS(neat_cmdbuf_reset(NULL), NEAT_ERR_INVALID_ARGUMENT,
+                "neat_cmdbuf_reset: cb is NULL");
     CHECK_OK(neat_cmdbuf_create(err_dev, &cb), "neat_cmdbuf_create");
     CHECK_FAILS(neat_cmdbuf_op_count(cb, NULL), NEAT_ERR_INVALID_ARGUMENT, "count is NULL");
     CHECK_OK(neat_cmdbuf_wait(cb), "wait on a buffer never committed");
@@ -210,8 +231,10 @@ static void test_cmdbufs(void) {
     CHECK_FAILS(neat_cmdbuf_wait(cb), NEAT_ERR_INVALID_HANDLE, "cb is not a live command buffer");
     CHECK_FAILS(neat_cmdbuf_reset(cb), NEAT_ERR_INVALID_HANDLE, "cb is not a live command buffer");
     CHECK_FAILS(neat_cmdbuf_op_count(cb, &n), NEAT_ERR_INVALID_HANDLE, "not a live command buffer");
-    CHECK_FAILS(neat_cmdbuf_device_time(cb, &secs), NEAT_ERR_INVALID_HANDLE, "not a live command buffer");
-    CHECK_FAILS(neat_cmdbuf_commit((neat_cmdbuf *)keep), NEAT_ERR_INVALID_HANDLE, "not a live command buffer");
+    CHECK_FAILS(neat_cmdbuf_device_time(cb, &secs), NEAT_ERR_INVALID_HANDLE,
+                "not a live command buffer");
+    CHECK_FAILS(neat_cmdbuf_commit((neat_cmdbuf *)keep), NEAT_ERR_INVALID_HANDLE,
+                "not a live command buffer");
     neat_cmdbuf_destroy(cb); /* again: ignored */
     neat_tensor_destroy(keep);
     neat_tensor_destroy(logits);

@@ -59,137 +59,306 @@ typedef struct op_spec {
 #define CONV(o) ((o)->null_desc ? NULL : &(o)->conv)
 #define POOL(o) ((o)->null_desc ? NULL : &(o)->pool)
 static neat_status c_matmul(neat_cmdbuf *cb, neat_tensor *const *t, const opts *o) {
-    return neat_matmul(cb, t[0], t[1], t[2], o->alpha, o->beta, o->trans_a, o->trans_b); }
+    return neat_matmul(cb, t[0], t[1], t[2], o->alpha, o->beta, o->trans_a, o->trans_b);
+}
 static neat_status c_matmul_b(neat_cmdbuf *cb, neat_tensor *const *t, const opts *o) {
-    return neat_matmul_batched(cb, t[0], t[1], t[2], o->alpha, o->beta, o->trans_a, o->trans_b); }
+    return neat_matmul_batched(cb, t[0], t[1], t[2], o->alpha, o->beta, o->trans_a, o->trans_b);
+}
 static neat_status c_add(neat_cmdbuf *cb, neat_tensor *const *t, const opts *o) {
-    return neat_add(cb, t[0], t[1], t[2]); }
+    return neat_add(cb, t[0], t[1], t[2]);
+}
 static neat_status c_scale(neat_cmdbuf *cb, neat_tensor *const *t, const opts *o) {
-    return neat_scale(cb, t[0], o->alpha, t[1]); }
+    return neat_scale(cb, t[0], o->alpha, t[1]);
+}
 static neat_status c_fill(neat_cmdbuf *cb, neat_tensor *const *t, const opts *o) {
-    return neat_fill(cb, t[0], o->alpha); }
+    return neat_fill(cb, t[0], o->alpha);
+}
 static neat_status c_linear(neat_cmdbuf *cb, neat_tensor *const *t, const opts *o) {
-    return neat_linear_forward(cb, o->act, t[0], t[1], t[2], t[3]); }
+    return neat_linear_forward(cb, o->act, t[0], t[1], t[2], t[3]);
+}
 static neat_status c_conv(neat_cmdbuf *cb, neat_tensor *const *t, const opts *o) {
-    return neat_conv2d_forward(cb, CONV(o), o->act, t[0], t[1], t[2], t[3]); }
+    return neat_conv2d_forward(cb, CONV(o), o->act, t[0], t[1], t[2], t[3]);
+}
 static neat_status c_pool(neat_cmdbuf *cb, neat_tensor *const *t, const opts *o) {
-    return neat_maxpool2d(cb, POOL(o), t[0], t[1]); }
+    return neat_maxpool2d(cb, POOL(o), t[0], t[1]);
+}
 static neat_status c_sum_all(neat_cmdbuf *cb, neat_tensor *const *t, const opts *o) {
-    return neat_sum_all(cb, t[0], t[1]); }
+    return neat_sum_all(cb, t[0], t[1]);
+}
 static neat_status c_sum_axis(neat_cmdbuf *cb, neat_tensor *const *t, const opts *o) {
-    return neat_sum_axis(cb, t[0], o->axis, t[1]); }
+    return neat_sum_axis(cb, t[0], o->axis, t[1]);
+}
 static neat_status c_softmax(neat_cmdbuf *cb, neat_tensor *const *t, const opts *o) {
-    return neat_softmax(cb, t[0], t[1]); }
+    return neat_softmax(cb, t[0], t[1]);
+}
 static neat_status c_act_fwd(neat_cmdbuf *cb, neat_tensor *const *t, const opts *o) {
-    return neat_activation_forward(cb, o->act, t[0], t[1]); }
+    return neat_activation_forward(cb, o->act, t[0], t[1]);
+}
 static neat_status c_act_bwd(neat_cmdbuf *cb, neat_tensor *const *t, const opts *o) {
-    return neat_activation_backward(cb, o->act, t[0], t[1], t[2], t[3]); }
+    return neat_activation_backward(cb, o->act, t[0], t[1], t[2], t[3]);
+}
 static neat_status c_linear_bwd(neat_cmdbuf *cb, neat_tensor *const *t, const opts *o) {
     return neat_linear_backward(cb, o->act, t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7],
-                                o->accumulate); }
+                                o->accumulate);
+}
 static neat_status c_conv_bwd(neat_cmdbuf *cb, neat_tensor *const *t, const opts *o) {
-    return neat_conv2d_backward(cb, CONV(o), o->act, t[0], t[1], t[2], t[3], t[4], t[5], t[6],
-                                t[7], o->accumulate); }
+    return neat_conv2d_backward(cb, CONV(o), o->act, t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7],
+                                o->accumulate);
+}
 static neat_status c_pool_bwd(neat_cmdbuf *cb, neat_tensor *const *t, const opts *o) {
-    return neat_maxpool2d_backward(cb, POOL(o), t[0], t[1], t[2]); }
+    return neat_maxpool2d_backward(cb, POOL(o), t[0], t[1], t[2]);
+}
 static neat_status c_softmax_bwd(neat_cmdbuf *cb, neat_tensor *const *t, const opts *o) {
-    return neat_softmax_backward(cb, t[0], t[1], t[2]); }
+    return neat_softmax_backward(cb, t[0], t[1], t[2]);
+}
 static neat_status c_xent(neat_cmdbuf *cb, neat_tensor *const *t, const opts *o) {
-    return neat_softmax_cross_entropy(cb, t[0], t[1], t[2]); }
+    return neat_softmax_cross_entropy(cb, t[0], t[1], t[2]);
+}
 static neat_status c_xent_bwd(neat_cmdbuf *cb, neat_tensor *const *t, const opts *o) {
-    return neat_softmax_cross_entropy_backward(cb, t[0], t[1], t[2]); }
+    return neat_softmax_cross_entropy_backward(cb, t[0], t[1], t[2]);
+}
 static neat_status c_sgd(neat_cmdbuf *cb, neat_tensor *const *t, const opts *o) {
-    return neat_sgd_update(cb, o->null_params ? NULL : &o->sgd, t[0], t[1], t[2], t[3]); }
+    return neat_sgd_update(cb, o->null_params ? NULL : &o->sgd, t[0], t[1], t[2], t[3]);
+}
 static neat_status c_adam(neat_cmdbuf *cb, neat_tensor *const *t, const opts *o) {
-    return neat_adam_update(cb, o->null_params ? NULL : &o->adam, t[0], t[1], t[2], t[3], t[4]); }
+    return neat_adam_update(cb, o->null_params ? NULL : &o->adam, t[0], t[1], t[2], t[3], t[4]);
+}
 /* The host side of the copies: 12 floats, the element count of their tensor below (its
  * NULL cases are in test_reliability.c). */
 static float host12[12];
 static neat_status c_copy_in(neat_cmdbuf *cb, neat_tensor *const *t, const opts *o) {
-    return neat_copy_from_host(cb, host12, 12, t[0]); }
+    return neat_copy_from_host(cb, host12, 12, t[0]);
+}
 static neat_status c_copy_out(neat_cmdbuf *cb, neat_tensor *const *t, const opts *o) {
-    return neat_copy_to_host(cb, t[0], host12, 12); }
+    return neat_copy_to_host(cb, t[0], host12, 12);
+}
 
 /* ---- the ops, with valid arguments ----------------------------------------------------
  * Shapes are picked so that one more in any checked dimension makes the call invalid
  * (stride 1 where a size feeds an output size). */
-#define CONV_G2 {.kernel_h = 3, .kernel_w = 3, .stride_h = 1, .stride_w = 1, .pad_h = 1, \
-                 .pad_w = 1, .dilation_h = 1, .dilation_w = 1, .groups = 2}
-#define POOL_2 {.kernel_h = 2, .kernel_w = 2, .stride_h = 1, .stride_w = 1, .pad_h = 1, .pad_w = 1}
+#define CONV_G2                                                                                    \
+    {                                                                                              \
+        .kernel_h = 3, .kernel_w = 3, .stride_h = 1, .stride_w = 1, .pad_h = 1, .pad_w = 1,        \
+        .dilation_h = 1, .dilation_w = 1, .groups = 2                                              \
+    }
+#define POOL_2                                                                                     \
+    { .kernel_h = 2, .kernel_w = 2, .stride_h = 1, .stride_w = 1, .pad_h = 1, .pad_w = 1 }
 static const op_spec SPECS[] = {
-    {"matmul", "neat_matmul", c_matmul, {.alpha = 1, .beta = 0.5f}, 3,
+    {"matmul",
+     "neat_matmul",
+     c_matmul,
+     {.alpha = 1, .beta = 0.5f},
+     3,
      {{"a", 2, {3, 5}, REQ}, {"b", 2, {5, 4}, REQ}, {"c", 2, {3, 4}, REQ | OUTPUT}}},
-    {"matmul_t", "neat_matmul", c_matmul, {.alpha = 1, .trans_a = 1, .trans_b = 1}, 3,
+    {"matmul_t",
+     "neat_matmul",
+     c_matmul,
+     {.alpha = 1, .trans_a = 1, .trans_b = 1},
+     3,
      {{"a", 2, {5, 3}, REQ}, {"b", 2, {4, 5}, REQ}, {"c", 2, {3, 4}, REQ | OUTPUT}}},
-    {"matmul_batched", "neat_matmul_batched", c_matmul_b, {.alpha = 2, .beta = 0}, 3,
+    {"matmul_batched",
+     "neat_matmul_batched",
+     c_matmul_b,
+     {.alpha = 2, .beta = 0},
+     3,
      {{"a", 3, {2, 3, 5}, REQ}, {"b", 3, {2, 5, 4}, REQ}, {"c", 3, {2, 3, 4}, REQ | OUTPUT}}},
-    {"add", "neat_add", c_add, {0}, 3,
+    {"add",
+     "neat_add",
+     c_add,
+     {0},
+     3,
      {{"a", 2, {3, 4}, REQ}, {"b", 2, {3, 4}, REQ}, {"out", 2, {3, 4}, REQ | OUTPUT}}},
-    {"add_row", "neat_add", c_add, {0}, 3,
+    {"add_row",
+     "neat_add",
+     c_add,
+     {0},
+     3,
      {{"a", 2, {3, 4}, REQ}, {"b", 1, {4}, REQ}, {"out", 2, {3, 4}, REQ | OUTPUT}}},
-    {"add_row2", "neat_add", c_add, {0}, 3,
+    {"add_row2",
+     "neat_add",
+     c_add,
+     {0},
+     3,
      {{"a", 3, {2, 3, 4}, REQ}, {"b", 2, {1, 4}, REQ}, {"out", 3, {2, 3, 4}, REQ | OUTPUT}}},
-    {"scale", "neat_scale", c_scale, {.alpha = 2}, 2,
+    {"scale",
+     "neat_scale",
+     c_scale,
+     {.alpha = 2},
+     2,
      {{"x", 2, {3, 4}, REQ}, {"out", 2, {3, 4}, REQ | OUTPUT}}},
     {"fill", "neat_fill", c_fill, {.alpha = 3}, 1, {{"t", 2, {3, 4}, REQ | OUTPUT | ANY_SHAPE}}},
-    {"linear", "neat_linear_forward", c_linear, {.act = NEAT_ACT_RELU}, 4,
-     {{"x", 2, {3, 5}, REQ}, {"w", 2, {4, 5}, REQ}, {"b", 1, {4}, 0},
+    {"linear",
+     "neat_linear_forward",
+     c_linear,
+     {.act = NEAT_ACT_RELU},
+     4,
+     {{"x", 2, {3, 5}, REQ},
+      {"w", 2, {4, 5}, REQ},
+      {"b", 1, {4}, 0},
       {"y", 2, {3, 4}, REQ | OUTPUT}}},
-    {"conv", "neat_conv2d_forward", c_conv, {.act = NEAT_ACT_RELU, .conv = CONV_G2}, 4,
-     {{"x", 4, {2, 4, 6, 6}, REQ}, {"w", 4, {6, 2, 3, 3}, REQ}, {"b", 1, {6}, 0},
+    {"conv",
+     "neat_conv2d_forward",
+     c_conv,
+     {.act = NEAT_ACT_RELU, .conv = CONV_G2},
+     4,
+     {{"x", 4, {2, 4, 6, 6}, REQ},
+      {"w", 4, {6, 2, 3, 3}, REQ},
+      {"b", 1, {6}, 0},
       {"y", 4, {2, 6, 6, 6}, REQ | OUTPUT}}},
-    {"maxpool", "neat_maxpool2d", c_pool, {.pool = POOL_2}, 2,
+    {"maxpool",
+     "neat_maxpool2d",
+     c_pool,
+     {.pool = POOL_2},
+     2,
      {{"x", 4, {2, 3, 5, 5}, REQ}, {"y", 4, {2, 3, 6, 6}, REQ | OUTPUT}}},
-    {"sum_all", "neat_sum_all", c_sum_all, {0}, 2,
+    {"sum_all",
+     "neat_sum_all",
+     c_sum_all,
+     {0},
+     2,
      {{"x", 2, {3, 4}, REQ | ANY_SHAPE}, {"y", 1, {1}, REQ | OUTPUT | NUMEL_ONLY}}},
-    {"sum_axis", "neat_sum_axis", c_sum_axis, {.axis = 1}, 2,
+    {"sum_axis",
+     "neat_sum_axis",
+     c_sum_axis,
+     {.axis = 1},
+     2,
      {{"x", 3, {3, 4, 5}, REQ, 1u << 1}, {"y", 2, {3, 5}, REQ | OUTPUT}}},
-    {"sum_axis_kept", "neat_sum_axis", c_sum_axis, {.axis = 1}, 2,
+    {"sum_axis_kept",
+     "neat_sum_axis",
+     c_sum_axis,
+     {.axis = 1},
+     2,
      {{"x", 3, {3, 4, 5}, REQ, 1u << 1}, {"y", 3, {3, 1, 5}, REQ | OUTPUT}}},
-    {"softmax", "neat_softmax", c_softmax, {0}, 2,
+    {"softmax",
+     "neat_softmax",
+     c_softmax,
+     {0},
+     2,
      {{"x", 2, {3, 4}, REQ}, {"y", 2, {3, 4}, REQ | OUTPUT}}},
-    {"act_fwd", "neat_activation_forward", c_act_fwd, {.act = NEAT_ACT_TANH}, 2,
+    {"act_fwd",
+     "neat_activation_forward",
+     c_act_fwd,
+     {.act = NEAT_ACT_TANH},
+     2,
      {{"x", 2, {3, 4}, REQ}, {"y", 2, {3, 4}, REQ | OUTPUT}}},
-    {"act_bwd_relu", "neat_activation_backward", c_act_bwd, {.act = NEAT_ACT_RELU}, 4,
-     {{"x", 2, {3, 4}, 0}, {"y", 2, {3, 4}, REQ}, {"dy", 2, {3, 4}, REQ},
+    {"act_bwd_relu",
+     "neat_activation_backward",
+     c_act_bwd,
+     {.act = NEAT_ACT_RELU},
+     4,
+     {{"x", 2, {3, 4}, 0},
+      {"y", 2, {3, 4}, REQ},
+      {"dy", 2, {3, 4}, REQ},
       {"dx", 2, {3, 4}, REQ | OUTPUT}}},
-    {"act_bwd_gelu", "neat_activation_backward", c_act_bwd, {.act = NEAT_ACT_GELU}, 4,
-     {{"x", 2, {3, 4}, REQ}, {"y", 2, {3, 4}, 0}, {"dy", 2, {3, 4}, REQ},
+    {"act_bwd_gelu",
+     "neat_activation_backward",
+     c_act_bwd,
+     {.act = NEAT_ACT_GELU},
+     4,
+     {{"x", 2, {3, 4}, REQ},
+      {"y", 2, {3, 4}, 0},
+      {"dy", 2, {3, 4}, REQ},
       {"dx", 2, {3, 4}, REQ | OUTPUT}}},
-    {"linear_bwd", "neat_linear_backward", c_linear_bwd, {.act = NEAT_ACT_SIGMOID}, 8,
-     {{"x", 2, {3, 5}, REQ}, {"w", 2, {4, 5}, REQ}, {"b", 1, {4}, 0}, {"y", 2, {3, 4}, REQ},
-      {"dy", 2, {3, 4}, REQ}, {"dx", 2, {3, 5}, OUTPUT}, {"dw", 2, {4, 5}, OUTPUT},
+    {"linear_bwd",
+     "neat_linear_backward",
+     c_linear_bwd,
+     {.act = NEAT_ACT_SIGMOID},
+     8,
+     {{"x", 2, {3, 5}, REQ},
+      {"w", 2, {4, 5}, REQ},
+      {"b", 1, {4}, 0},
+      {"y", 2, {3, 4}, REQ},
+      {"dy", 2, {3, 4}, REQ},
+      {"dx", 2, {3, 5}, OUTPUT},
+      {"dw", 2, {4, 5}, OUTPUT},
       {"db", 1, {4}, OUTPUT}}},
-    {"linear_bwd_gelu", "neat_linear_backward", c_linear_bwd,
-     {.act = NEAT_ACT_GELU, .accumulate = 1}, 8,
-     {{"x", 2, {3, 5}, REQ}, {"w", 2, {4, 5}, REQ}, {"b", 1, {4}, 0}, {"y", 2, {3, 4}, 0},
-      {"dy", 2, {3, 4}, REQ}, {"dx", 2, {3, 5}, OUTPUT}, {"dw", 2, {4, 5}, OUTPUT},
+    {"linear_bwd_gelu",
+     "neat_linear_backward",
+     c_linear_bwd,
+     {.act = NEAT_ACT_GELU, .accumulate = 1},
+     8,
+     {{"x", 2, {3, 5}, REQ},
+      {"w", 2, {4, 5}, REQ},
+      {"b", 1, {4}, 0},
+      {"y", 2, {3, 4}, 0},
+      {"dy", 2, {3, 4}, REQ},
+      {"dx", 2, {3, 5}, OUTPUT},
+      {"dw", 2, {4, 5}, OUTPUT},
       {"db", 1, {4}, OUTPUT}}},
-    {"conv_bwd", "neat_conv2d_backward", c_conv_bwd, {.act = NEAT_ACT_RELU, .conv = CONV_G2}, 8,
-     {{"x", 4, {2, 4, 6, 6}, REQ}, {"w", 4, {6, 2, 3, 3}, REQ}, {"b", 1, {6}, 0},
-      {"y", 4, {2, 6, 6, 6}, REQ}, {"dy", 4, {2, 6, 6, 6}, REQ},
-      {"dx", 4, {2, 4, 6, 6}, OUTPUT}, {"dw", 4, {6, 2, 3, 3}, OUTPUT}, {"db", 1, {6}, OUTPUT}}},
-    {"maxpool_bwd", "neat_maxpool2d_backward", c_pool_bwd, {.pool = POOL_2}, 3,
-     {{"x", 4, {2, 3, 5, 5}, REQ}, {"dy", 4, {2, 3, 6, 6}, REQ},
+    {"conv_bwd",
+     "neat_conv2d_backward",
+     c_conv_bwd,
+     {.act = NEAT_ACT_RELU, .conv = CONV_G2},
+     8,
+     {{"x", 4, {2, 4, 6, 6}, REQ},
+      {"w", 4, {6, 2, 3, 3}, REQ},
+      {"b", 1, {6}, 0},
+      {"y", 4, {2, 6, 6, 6}, REQ},
+      {"dy", 4, {2, 6, 6, 6}, REQ},
+      {"dx", 4, {2, 4, 6, 6}, OUTPUT},
+      {"dw", 4, {6, 2, 3, 3}, OUTPUT},
+      {"db", 1, {6}, OUTPUT}}},
+    {"maxpool_bwd",
+     "neat_maxpool2d_backward",
+     c_pool_bwd,
+     {.pool = POOL_2},
+     3,
+     {{"x", 4, {2, 3, 5, 5}, REQ},
+      {"dy", 4, {2, 3, 6, 6}, REQ},
       {"dx", 4, {2, 3, 5, 5}, REQ | OUTPUT}}},
-    {"softmax_bwd", "neat_softmax_backward", c_softmax_bwd, {0}, 3,
+    {"softmax_bwd",
+     "neat_softmax_backward",
+     c_softmax_bwd,
+     {0},
+     3,
      {{"y", 2, {3, 4}, REQ}, {"dy", 2, {3, 4}, REQ}, {"dx", 2, {3, 4}, REQ | OUTPUT}}},
-    {"xent", "neat_softmax_cross_entropy", c_xent, {0}, 3,
-     {{"logits", 2, {3, 4}, REQ, 1u << 1}, {"labels", 1, {3}, REQ},
+    {"xent",
+     "neat_softmax_cross_entropy",
+     c_xent,
+     {0},
+     3,
+     {{"logits", 2, {3, 4}, REQ, 1u << 1},
+      {"labels", 1, {3}, REQ},
       {"loss", 1, {1}, REQ | OUTPUT | NUMEL_ONLY}}},
-    {"xent_bwd", "neat_softmax_cross_entropy_backward", c_xent_bwd, {0}, 3,
+    {"xent_bwd",
+     "neat_softmax_cross_entropy_backward",
+     c_xent_bwd,
+     {0},
+     3,
      {{"logits", 2, {3, 4}, REQ}, {"labels", 1, {3}, REQ}, {"dlogits", 2, {3, 4}, REQ | OUTPUT}}},
-    {"sgd", "neat_sgd_update", c_sgd, {.sgd = {.momentum = 0.9f, .weight_decay = 0.01f,
-                                                .nesterov = 1}}, 4,
-     {{"hyper", 1, {2}, REQ | NUMEL_ONLY}, {"param", 2, {3, 4}, REQ | OUTPUT},
-      {"grad", 2, {3, 4}, REQ}, {"velocity", 2, {3, 4}, REQ | OUTPUT}}},
-    {"sgd_plain", "neat_sgd_update", c_sgd, {.sgd = {0}}, 4,
-     {{"hyper", 2, {1, 2}, REQ | NUMEL_ONLY}, {"param", 1, {7}, REQ | OUTPUT},
-      {"grad", 1, {7}, REQ}, {"velocity", 1, {7}, 0}}},
-    {"adam", "neat_adam_update", c_adam, {.adam = {0.9f, 0.999f, 1e-8f, 0.01f}}, 5,
-     {{"hyper", 1, {2}, REQ | NUMEL_ONLY}, {"param", 2, {3, 4}, REQ | OUTPUT},
-      {"grad", 2, {3, 4}, REQ}, {"m", 2, {3, 4}, REQ | OUTPUT}, {"v", 2, {3, 4}, REQ | OUTPUT}}},
-    {"copy_from_host", "neat_copy_from_host", c_copy_in, {0}, 1,
+    {"sgd",
+     "neat_sgd_update",
+     c_sgd,
+     {.sgd = {.momentum = 0.9f, .weight_decay = 0.01f, .nesterov = 1}},
+     4,
+     {{"hyper", 1, {2}, REQ | NUMEL_ONLY},
+      {"param", 2, {3, 4}, REQ | OUTPUT},
+      {"grad", 2, {3, 4}, REQ},
+      {"velocity", 2, {3, 4}, REQ | OUTPUT}}},
+    {"sgd_plain",
+     "neat_sgd_update",
+     c_sgd,
+     {.sgd = {0}},
+     4,
+     {{"hyper", 2, {1, 2}, REQ | NUMEL_ONLY},
+      {"param", 1, {7}, REQ | OUTPUT},
+      {"grad", 1, {7}, REQ},
+      {"velocity", 1, {7}, 0}}},
+    {"adam",
+     "neat_adam_update",
+     c_adam,
+     {.adam = {0.9f, 0.999f, 1e-8f, 0.01f}},
+     5,
+     {{"hyper", 1, {2}, REQ | NUMEL_ONLY},
+      {"param", 2, {3, 4}, REQ | OUTPUT},
+      {"grad", 2, {3, 4}, REQ},
+      {"m", 2, {3, 4}, REQ | OUTPUT},
+      {"v", 2, {3, 4}, REQ | OUTPUT}}},
+    {"copy_from_host",
+     "neat_copy_from_host",
+     c_copy_in,
+     {0},
+     1,
      {{"t", 2, {3, 4}, REQ | OUTPUT | NUMEL_ONLY}}},
     {"copy_to_host", "neat_copy_to_host", c_copy_out, {0}, 1, {{"t", 2, {3, 4}, REQ | NUMEL_ONLY}}},
 };
@@ -197,9 +366,37 @@ static const op_spec SPECS[] = {
 
 /* ---- options broken one or two at a time --------------------------------------------- */
 
-enum field { F_NONE, F_ALPHA, F_BETA, F_ACT, F_AXIS, F_NULL_DESC, F_NULL_P, F_CKH, F_CKW, F_CSH,
-             F_CSW, F_CPH, F_CPW, F_CDH, F_CDW, F_GROUPS, F_PKH, F_PKW, F_PSH, F_PSW, F_PPH,
-             F_PPW, F_MOM, F_SGD_WD, F_NESTEROV, F_B1, F_B2, F_EPS, F_ADAM_WD };
+enum field {
+    F_NONE,
+    F_ALPHA,
+    F_BETA,
+    F_ACT,
+    F_AXIS,
+    F_NULL_DESC,
+    F_NULL_P,
+    F_CKH,
+    F_CKW,
+    F_CSH,
+    F_CSW,
+    F_CPH,
+    F_CPW,
+    F_CDH,
+    F_CDW,
+    F_GROUPS,
+    F_PKH,
+    F_PKW,
+    F_PSH,
+    F_PSW,
+    F_PPH,
+    F_PPW,
+    F_MOM,
+    F_SGD_WD,
+    F_NESTEROV,
+    F_B1,
+    F_B2,
+    F_EPS,
+    F_ADAM_WD
+};
 
 static void set_field(opts *o, int f, double v) {
     switch (f) {
@@ -237,7 +434,10 @@ static void set_field(opts *o, int f, double v) {
 
 typedef struct option_case {
     const char *spec;
-    struct { int f; double v; } set[2];
+    struct {
+        int f;
+        double v;
+    } set[2];
     neat_status want;
     const char *msg;
 } option_case;
@@ -289,7 +489,10 @@ static const option_case OPTION_CASES[] = {
     {"maxpool", {{F_PSW, -1}}, INV, "desc->stride_w is -1"},
     {"maxpool", {{F_PPH, -1}}, INV, "desc->pad_h is -1"},
     {"maxpool", {{F_PPW, 2}}, INV, "padding 1x2 must be at most half the kernel 2x2"},
-    {"maxpool", {{F_PKH, 8}}, SHP, "x is 2x3x5x5: the input padded by 1x1 is smaller than the kernel 8x2"},
+    {"maxpool",
+     {{F_PKH, 8}},
+     SHP,
+     "x is 2x3x5x5: the input padded by 1x1 is smaller than the kernel 8x2"},
     {"maxpool", {{F_PSH, 2}}, SHP, "y is 2x3x6x6, expected 2x3x3x6"},
     {"maxpool_bwd", {{F_NULL_DESC}}, INV, "neat_maxpool2d_backward: desc is NULL"},
     {"maxpool_bwd", {{F_PSH, 0}}, INV, "desc->stride_h is 0"},
@@ -396,8 +599,8 @@ static void run_spec(const op_spec *s) {
         snprintf(what, sizeof what, "%s NULL", a->name);
         snprintf(sub, sizeof sub, "%s: %s is NULL", s->fn, a->name);
         t[i] = NULL;
-        expect(&fx, t, &s->o, CB_FRESH, (a->flags & REQ) ? NEAT_ERR_INVALID_ARGUMENT : NEAT_OK,
-               sub, what);
+        expect(&fx, t, &s->o, CB_FRESH, (a->flags & REQ) ? NEAT_ERR_INVALID_ARGUMENT : NEAT_OK, sub,
+               what);
 
         snprintf(what, sizeof what, "%s destroyed", a->name);
         snprintf(sub, sizeof sub, "%s: %s is not a live tensor", s->fn, a->name);

@@ -42,8 +42,8 @@ static int fd_check(const char *what, const char *grad_name, loss_fn loss, void 
         v[i] = keep;
         double fd = (lp - lm) / (2 * h);
         if (!(fabs(fd - grad[i]) <= 1e-6 * (1 + fabs(grad[i]))))
-            return CHECK(0, "finite differences %s %s[%lld]: numeric %.10g, reference %.10g",
-                         what, grad_name, (long long)i, fd, grad[i]);
+            return CHECK(0, "finite differences %s %s[%lld]: numeric %.10g, reference %.10g", what,
+                         grad_name, (long long)i, fd, grad[i]);
     }
     return CHECK(1, "finite differences %s %s", what, grad_name);
 }
@@ -143,16 +143,25 @@ static void check_references(void) {
     }
 
     /* conv: stride 2 / pad 1 / dilation 2 / groups 2 over every activation */
-    static const struct { int64_t n, c, h, w, k, kh, kw, s, p, dil, g; } cv[] = {
-        {2, 2, 5, 6, 3, 3, 3, 1, 1, 1, 1}, {1, 4, 7, 7, 4, 3, 2, 2, 1, 1, 2},
-        {2, 3, 8, 7, 2, 3, 3, 1, 2, 2, 1}, {1, 4, 9, 8, 6, 3, 3, 2, 2, 2, 2},
-        {1, 3, 6, 5, 3, 2, 2, 1, 0, 1, 3}};
+    static const struct {
+        int64_t n, c, h, w, k, kh, kw, s, p, dil, g;
+    } cv[] = {{2, 2, 5, 6, 3, 3, 3, 1, 1, 1, 1},
+              {1, 4, 7, 7, 4, 3, 2, 2, 1, 1, 2},
+              {2, 3, 8, 7, 2, 3, 3, 1, 2, 2, 1},
+              {1, 4, 9, 8, 6, 3, 3, 2, 2, 2, 2},
+              {1, 3, 6, 5, 3, 2, 2, 1, 0, 1, 3}};
     for (size_t i = 0; i < sizeof cv / sizeof cv[0]; i++) {
-        conv_state s = {{cv[i].n, cv[i].c, cv[i].h, cv[i].w, cv[i].k, cv[i].kh, cv[i].kw,
-                         cv[i].s, cv[i].s, cv[i].p, cv[i].p, cv[i].dil, cv[i].dil, cv[i].g},
-                        {cv[i].kh, cv[i].kw, cv[i].s, cv[i].s, cv[i].p, cv[i].p, cv[i].dil,
-                         cv[i].dil, cv[i].g},
-                        x, w, b, r, y, 0, (neat_activation)(i % 5)};
+        conv_state s = {
+            {cv[i].n, cv[i].c, cv[i].h, cv[i].w, cv[i].k, cv[i].kh, cv[i].kw, cv[i].s, cv[i].s,
+             cv[i].p, cv[i].p, cv[i].dil, cv[i].dil, cv[i].g},
+            {cv[i].kh, cv[i].kw, cv[i].s, cv[i].s, cv[i].p, cv[i].p, cv[i].dil, cv[i].dil, cv[i].g},
+            x,
+            w,
+            b,
+            r,
+            y,
+            0,
+            (neat_activation)(i % 5)};
         int64_t P = ref_train_conv_out_size(cv[i].h, cv[i].kh, cv[i].s, cv[i].p, cv[i].dil);
         int64_t Q = ref_train_conv_out_size(cv[i].w, cv[i].kw, cv[i].s, cv[i].p, cv[i].dil);
         int64_t nx = cv[i].n * cv[i].c * cv[i].h * cv[i].w;
@@ -161,8 +170,8 @@ static void check_references(void) {
         tr_rand_fill(&rng, x, nx, -1, 1), tr_rand_fill(&rng, w, nw, -1, 1);
         tr_rand_fill(&rng, b, cv[i].k, -1, 1), tr_rand_fill(&rng, r, s.ny, -1, 1);
         ref_conv2d_forward(&s.shape, x, w, b, s.act, y, NULL, NULL);
-        ref_conv2d_backward(&s.d, cv[i].n, cv[i].c, cv[i].h, cv[i].w, cv[i].k, x, w, b, y, r,
-                            s.act, dx, dw, db, 0);
+        ref_conv2d_backward(&s.d, cv[i].n, cv[i].c, cv[i].h, cv[i].w, cv[i].k, x, w, b, y, r, s.act,
+                            dx, dw, db, 0);
         snprintf(what, sizeof what, "conv case %zu (%s)", i, tr_act_name(s.act));
         fd_check(what, "dx", conv_loss, &s, x, dx, nx);
         fd_check(what, "dw", conv_loss, &s, w, dw, nw);
@@ -171,8 +180,14 @@ static void check_references(void) {
 
     /* maxpool: 3x3 stride 2 pad 1 (overlapping windows) and 2x2 stride 2 */
     for (int i = 0; i < 2; i++) {
-        row_state s = {x, r, y, NULL, 0, 0, {2, 3, 7, 6, 3, 3 - i, 3 - i, 2, 2, 1 - i, 1 - i,
-                                              1, 1, 1}, NEAT_ACT_NONE};
+        row_state s = {x,
+                       r,
+                       y,
+                       NULL,
+                       0,
+                       0,
+                       {2, 3, 7, 6, 3, 3 - i, 3 - i, 2, 2, 1 - i, 1 - i, 1, 1, 1},
+                       NEAT_ACT_NONE};
         neat_pool2d_desc d = {s.pool.kh, s.pool.kw, 2, 2, s.pool.ph, s.pool.pw};
         s.rows = 6; /* n c */
         s.cols = ref_train_pool_out_size(7, d.kernel_h, 2, d.pad_h) *
@@ -302,8 +317,10 @@ static void optim_run(neat_device *dev, const char *dname, const optim_case *oc,
                 ep[i] = ep[i] + lr * eu + 2 * eps * (fabs(p[i]) + lr * fabs(u));
             }
         }
-        if (oc->adam) ref_adam_update(&oc->ad, lr, t, p, g, s1, s2, n);
-        else ref_sgd_update(&oc->sgd, lr, p, g, uses_s1 ? s1 : NULL, n);
+        if (oc->adam)
+            ref_adam_update(&oc->ad, lr, t, p, g, s1, s2, n);
+        else
+            ref_sgd_update(&oc->sgd, lr, p, g, uses_s1 ? s1 : NULL, n);
         if (t != 1 && t != 2 && t != 1000) continue;
         char what[48];
         const double *states[3] = {p, s1, s2}, *errs[3] = {ep, e1, e2};

@@ -75,15 +75,15 @@ static void test_in_use_and_peak(neat_device *dev) {
     neat_tensor *small = vector(dev, 1000);
     neat_memory_stats s4 = stats(dev);
     CHECK(s4.peak >= s3.in_use + 4000 && s4.peak < s1.peak,
-          "%s: peak %lld after reset and a 4000-byte tensor (start %lld, old peak %lld)",
-          dev_name, (long long)s4.peak, (long long)s3.in_use, (long long)s1.peak);
+          "%s: peak %lld after reset and a 4000-byte tensor (start %lld, old peak %lld)", dev_name,
+          (long long)s4.peak, (long long)s3.in_use, (long long)s1.peak);
     neat_tensor_destroy(small);
 }
 
 /* 10,000 create/destroy cycles, up to four tensors alive (a ring), sizes cycling through
  * a list: after the first two rounds every size has a cached block, so reserved stays. */
 static void test_no_growth(neat_device *dev) {
-    static const int64_t sizes[] = {0,     1,      3,    64,     65,    1000,  4097,
+    static const int64_t sizes[] = {0,     1,      3,    64,     65,     1000, 4097,
                                     16384, 100003, 1024, 262144, 262145, 7,    300000};
     enum { NS = sizeof sizes / sizeof sizes[0], RING = 4, CYCLES = 10000 };
     neat_tensor *ring[RING] = {0};
@@ -108,8 +108,8 @@ static void test_no_growth(neat_device *dev) {
         nt_skip("%s: reuse of cached blocks: NEATML_DEBUG_POOL caches nothing", dev_name);
     else
         CHECK(max_reserved <= reserved_after_warmup,
-              "%s: reserved grew from %lld after the first rounds to %lld over %d cycles",
-              dev_name, (long long)reserved_after_warmup, (long long)max_reserved, CYCLES);
+              "%s: reserved grew from %lld after the first rounds to %lld over %d cycles", dev_name,
+              (long long)reserved_after_warmup, (long long)max_reserved, CYCLES);
     for (int i = 0; i < RING; i++) neat_tensor_destroy(ring[i]);
 }
 
@@ -129,8 +129,10 @@ static void test_trim(neat_device *dev) {
     neat_tensor *keep = vector(dev, 50000);
     for (int i = 0; i < 20; i++) neat_tensor_destroy(vector(dev, 1000 * (i + 1)));
     neat_memory_stats s = stats(dev);
-    CHECK(s.reserved > s.in_use, "%s: nothing cached after 20 destroyed tensors "
-          "(reserved %lld, in_use %lld)", dev_name, (long long)s.reserved, (long long)s.in_use);
+    CHECK(s.reserved > s.in_use,
+          "%s: nothing cached after 20 destroyed tensors "
+          "(reserved %lld, in_use %lld)",
+          dev_name, (long long)s.reserved, (long long)s.in_use);
     EXPECT_OK(neat_device_trim(dev), "neat_device_trim");
     s = stats(dev);
     CHECK(s.reserved == s.in_use, "%s: after trim reserved %lld, in_use %lld", dev_name,
@@ -147,8 +149,8 @@ static void test_trim(neat_device *dev) {
     neat_tensor_destroy(keep);
     EXPECT_OK(neat_device_trim(dev), "neat_device_trim");
     s = stats(dev);
-    CHECK(s.reserved == s.in_use, "%s: after the last trim reserved %lld, in_use %lld",
-          dev_name, (long long)s.reserved, (long long)s.in_use);
+    CHECK(s.reserved == s.in_use, "%s: after the last trim reserved %lld, in_use %lld", dev_name,
+          (long long)s.reserved, (long long)s.in_use);
 }
 
 /* A view keeps its base's memory: destroying the base frees nothing, the data stays
@@ -225,7 +227,7 @@ static void test_cmdbuf_temporaries(neat_device *dev) {
 
 static void test_stats_arguments(neat_device *dev) {
     EXPECT_STATUS(neat_device_memory_stats(dev, NULL), NEAT_ERR_INVALID_ARGUMENT,
-                 "memory_stats with out NULL");
+                  "memory_stats with out NULL");
     CHECK(strstr(neat_last_error(), "neat_device_memory_stats") != NULL,
           "%s: message should name the function: \"%s\"", dev_name, neat_last_error());
 }

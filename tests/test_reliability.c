@@ -34,8 +34,8 @@ static int check_status(neat_status st, neat_status want, const char *what, int 
 }
 #define EXPECT_STATUS(st, want, what) check_status((st), (want), (what), __LINE__)
 #define EXPECT_OK(st, what) check_status((st), NEAT_OK, (what), __LINE__)
-#define EXPECT_MSG(sub, what)                                                               \
-    CHECK(strstr(neat_last_error(), (sub)) != NULL, "%s: %s: message \"%s\" lacks \"%s\"",  \
+#define EXPECT_MSG(sub, what)                                                                      \
+    CHECK(strstr(neat_last_error(), (sub)) != NULL, "%s: %s: message \"%s\" lacks \"%s\"",         \
           dev_name, (what), neat_last_error(), (sub))
 
 static neat_tensor *tensor(neat_device *dev, int ndim, const int64_t *shape, const float *v) {
@@ -236,7 +236,11 @@ static void test_hyper_checked(neat_device *dev) {
     neat_tensor *hyper = tensor(dev, 1, hs, (float[]){NAN, 1});
     neat_sgd_params sp = {0};
     neat_adam_params ap = {0.9f, 0.999f, 1e-8f, 0};
-    static const struct { float lr, t; int adam; const char *msg; } rows[] = {
+    static const struct {
+        float lr, t;
+        int adam;
+        const char *msg;
+    } rows[] = {
         {NAN, 1, 0, "hyper[0] (the learning rate) is nan"},
         {-1, 1, 0, "hyper[0] (the learning rate) is -1"},
         {INFINITY, 1, 1, "hyper[0] (the learning rate) is inf"},

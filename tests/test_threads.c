@@ -25,7 +25,7 @@ typedef struct worker {
     neat_device *dev;
     int id;
     int failures;
-    char first[256]; /* the first failure's message */
+    char first[256];                        /* the first failure's message */
     const neat_tensor *shared_a, *shared_w; /* shared-inputs case: [M,K] and [N,K] */
     const float *shared_a_host, *shared_w_host;
 } worker;
@@ -42,8 +42,7 @@ static void fail(worker *w, const char *fmt, ...) {
 }
 
 /* Run a call; on failure record its status and message. Evaluates to 1 when it succeeded. */
-#define OK(w, call)                                                                          \
-    ok_status((w), (call), #call)
+#define OK(w, call) ok_status((w), (call), #call)
 static int ok_status(worker *w, neat_status st, const char *what) {
     if (st != NEAT_OK) fail(w, "%s: %s (%s)", what, neat_status_string(st), neat_last_error());
     return st == NEAT_OK;
@@ -74,8 +73,8 @@ static void expect_equal(worker *w, const char *what, const float *got, const do
 /* ---- own buffers --------------------------------------------------------------------- */
 
 /* y = relu(x w^T + b) [N,M], z = 0.5 y, s = sum(z), all in double (exact here). */
-static void reference_layer(const float *x, const float *wt, const float *b, int64_t n,
-                            int64_t k, int64_t m, double *y, double *z, double *s) {
+static void reference_layer(const float *x, const float *wt, const float *b, int64_t n, int64_t k,
+                            int64_t m, double *y, double *z, double *s) {
     *s = 0;
     for (int64_t i = 0; i < n; i++)
         for (int64_t j = 0; j < m; j++) {
@@ -105,8 +104,7 @@ static void own_round(worker *w, nt_rng *r, int round) {
     neat_tensor *zflat = NULL; /* a view of z, destroyed before or after z */
     if (zt) OK(w, neat_tensor_view(zt, 1, (int64_t[]){n * m}, &zflat));
     neat_cmdbuf *cb = NULL;
-    if (!OK(w, neat_cmdbuf_create(w->dev, &cb)) || !x || !wt || !b || !yt || !zt || !st ||
-        !zflat)
+    if (!OK(w, neat_cmdbuf_create(w->dev, &cb)) || !x || !wt || !b || !yt || !zt || !st || !zflat)
         goto done;
     if (!OK(w, neat_linear_forward(cb, NEAT_ACT_RELU, x, wt, b, yt)) ||
         !OK(w, neat_scale(cb, yt, 0.5f, zt)) || !OK(w, neat_sum_all(cb, zflat, st)))
@@ -213,8 +211,7 @@ static void run_threads(const char *dev_name, const char *case_name, worker *ws,
                         void *(*fn)(void *)) {
     pthread_t tid[NTHREADS];
     int started[NTHREADS] = {0};
-    for (int i = 0; i < NTHREADS; i++)
-        started[i] = pthread_create(&tid[i], NULL, fn, &ws[i]) == 0;
+    for (int i = 0; i < NTHREADS; i++) started[i] = pthread_create(&tid[i], NULL, fn, &ws[i]) == 0;
     for (int i = 0; i < NTHREADS; i++) {
         CHECK(started[i], "%s %s: pthread_create %d failed", dev_name, case_name, i);
         if (started[i]) pthread_join(tid[i], NULL);
@@ -245,16 +242,22 @@ static void test_device(neat_device *dev, const char *dev_name) {
     CHECK(setup.failures == 0, "%s shared inputs setup: %s", dev_name, setup.first);
     if (a && w) {
         for (int i = 0; i < NTHREADS; i++)
-            ws[i] = (worker){.dev = dev, .id = i, .shared_a = a, .shared_w = w,
-                             .shared_a_host = av, .shared_w_host = wv};
+            ws[i] = (worker){.dev = dev,
+                             .id = i,
+                             .shared_a = a,
+                             .shared_w = w,
+                             .shared_a_host = av,
+                             .shared_w_host = wv};
         run_threads(dev_name, "shared inputs", ws, shared_inputs_main);
     }
     neat_tensor_destroy(a);
     neat_tensor_destroy(w);
 
     const int64_t end = in_use(dev);
-    CHECK(end == start, "%s: %lld bytes in use after every thread destroyed its tensors, "
-          "%lld before", dev_name, (long long)end, (long long)start);
+    CHECK(end == start,
+          "%s: %lld bytes in use after every thread destroyed its tensors, "
+          "%lld before",
+          dev_name, (long long)end, (long long)start);
 }
 
 int main(void) {

@@ -10,20 +10,23 @@
 static const char *const PASS_NAMES[CF_NPASSES] = {"strict", "int", "tf32"};
 
 /* Counts of the whole run and of the current (device, pass, kind). */
+static struct { long comp_pass, comp_fail, setup_pass, setup_fail; } tot;
 static struct {
-    long comp_pass, comp_fail, setup_pass, setup_fail;
-} tot;
-static struct { int cases, failed_cases; long comps, failed; } cur;
+    int cases, failed_cases;
+    long comps, failed;
+} cur;
 
 static void report(cf_case *c, const char *file, int line, const char *fmt, va_list ap) {
     char msg[600];
     vsnprintf(msg, sizeof msg, fmt, ap);
     char where[300];
-    if (line) snprintf(where, sizeof where, "%s:%d", file, line);
-    else snprintf(where, sizeof where, "%s", file);
+    if (line)
+        snprintf(where, sizeof where, "%s:%d", file, line);
+    else
+        snprintf(where, sizeof where, "%s", file);
     fprintf(stderr, "FAIL %s: %s %s [%s] seed=%#llx %s (%s): %s\n", where, c->dev_name,
-            cf_kinds[c->row->kind]->name, PASS_NAMES[c->pass], (unsigned long long)c->seed,
-            c->desc, c->sub ? "replay" : "first commit", msg);
+            cf_kinds[c->row->kind]->name, PASS_NAMES[c->pass], (unsigned long long)c->seed, c->desc,
+            c->sub ? "replay" : "first commit", msg);
     c->failed = 1;
 }
 
@@ -156,8 +159,8 @@ static void fill(cf_case *c, cf_tensor *t) {
     }
     for (int64_t i = 0; i < t->n; i++) switch (t->fill) {
         case CF_DATA:
-            t->host[i] = c->pass == CF_INT ? (float)nt_randint(r, -4, 4)
-                                           : (float)nt_uniform(r, -1, 1);
+            t->host[i] =
+                c->pass == CF_INT ? (float)nt_randint(r, -4, 4) : (float)nt_uniform(r, -1, 1);
             break;
         case CF_WIDE: t->host[i] = (float)nt_uniform(r, -8, 8); break;
         case CF_NEG: t->host[i] = (float)nt_uniform(r, -3, -1); break;
@@ -171,7 +174,9 @@ static void compare(cf_case *c, cf_tensor *t) {
     double diff2 = 0, ref2 = 0;
     for (int64_t i = 0; i < t->n; i++) {
         double g = t->got[i], d = g - t->ref[i];
-        int ok = !t->elem ? !isnan(g) : t->tol ? fabs(d) <= t->tol[i] : t->got[i] == (float)t->ref[i];
+        int ok = !t->elem ? !isnan(g)
+                 : t->tol ? fabs(d) <= t->tol[i]
+                          : t->got[i] == (float)t->ref[i];
         if (!ok && bad++ == 0) first = i;
         diff2 += d * d;
         ref2 += t->ref[i] * t->ref[i];
@@ -200,7 +205,8 @@ static int submit(cf_case *c, const cf_kind *k, neat_cmdbuf *cb) {
     for (int i = 0; i < c->nt; i++) fill(c, &c->t[i]);
     if (k->prepare) k->prepare(c);
     for (int i = 0; i < c->nt; i++)
-        if (!SETUP_OK(c, neat_tensor_write(c->t[i].t, c->t[i].host, c->t[i].n), "neat_tensor_write"))
+        if (!SETUP_OK(c, neat_tensor_write(c->t[i].t, c->t[i].host, c->t[i].n),
+                      "neat_tensor_write"))
             return 0;
     if (!SETUP_OK(c, neat_cmdbuf_commit(cb), "neat_cmdbuf_commit") ||
         !SETUP_OK(c, neat_cmdbuf_wait(cb), "neat_cmdbuf_wait"))
@@ -223,8 +229,8 @@ static void free_arena(cf_case *c) {
     c->narena = 0;
 }
 
-static void run_case(neat_device *dev, const char *dev_name, const cf_row *row, int pass,
-                     int idx, uint64_t base) {
+static void run_case(neat_device *dev, const char *dev_name, const cf_row *row, int pass, int idx,
+                     uint64_t base) {
     const cf_kind *k = cf_kinds[row->kind];
     cf_case c;
     memset(&c, 0, sizeof c);
@@ -282,7 +288,8 @@ int cf_run_table(const cf_row *rows, int n, uint64_t base) {
                 if (pass == CF_INT && !(k->flags & CF_K_INT)) continue;
                 memset(&cur, 0, sizeof cur);
                 for (int i = 0, idx = 0; i < n; i++)
-                    if (rows[i].kind == kind) run_case(devs[d], names[d], &rows[i], pass, idx++, base);
+                    if (rows[i].kind == kind)
+                        run_case(devs[d], names[d], &rows[i], pass, idx++, base);
                 printf("%-5s %-6s %-22s %3d cases, %4ld comparisons, %ld failed\n", names[d],
                        PASS_NAMES[pass], k->name, cur.cases, cur.comps, cur.failed);
             }

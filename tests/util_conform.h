@@ -37,7 +37,7 @@
 enum { CF_STRICT, CF_INT, CF_TF32, CF_NPASSES };
 
 /* Kind flags. */
-#define CF_K_INT 1  /* runs in the integer pass */
+#define CF_K_INT 1 /* runs in the integer pass */
 
 /* Roles of a tensor: read only (checked unchanged), written (poisoned, compared), or both
  * (written with fresh values, then compared: in-place ops, accumulated gradients,
@@ -95,19 +95,35 @@ typedef struct cf_kind {
 
 /* The kinds, indexed by cf_row.kind, in the order the runner takes them. */
 enum {
-    CF_MATMUL, CF_MATMUL_BATCHED, CF_LINEAR_FORWARD, CF_CONV2D_FORWARD, CF_MAXPOOL2D,
-    CF_SUM_ALL, CF_SUM_AXIS, CF_SOFTMAX, CF_ACTIVATION_FORWARD, CF_ADD, CF_SCALE, CF_FILL,
-    CF_LINEAR_BACKWARD, CF_CONV2D_BACKWARD, CF_MAXPOOL2D_BACKWARD, CF_ACTIVATION_BACKWARD,
-    CF_SOFTMAX_BACKWARD, CF_SOFTMAX_XENT, CF_SOFTMAX_XENT_BACKWARD, CF_SGD_UPDATE,
-    CF_ADAM_UPDATE, CF_NKINDS
+    CF_MATMUL,
+    CF_MATMUL_BATCHED,
+    CF_LINEAR_FORWARD,
+    CF_CONV2D_FORWARD,
+    CF_MAXPOOL2D,
+    CF_SUM_ALL,
+    CF_SUM_AXIS,
+    CF_SOFTMAX,
+    CF_ACTIVATION_FORWARD,
+    CF_ADD,
+    CF_SCALE,
+    CF_FILL,
+    CF_LINEAR_BACKWARD,
+    CF_CONV2D_BACKWARD,
+    CF_MAXPOOL2D_BACKWARD,
+    CF_ACTIVATION_BACKWARD,
+    CF_SOFTMAX_BACKWARD,
+    CF_SOFTMAX_XENT,
+    CF_SOFTMAX_XENT_BACKWARD,
+    CF_SGD_UPDATE,
+    CF_ADAM_UPDATE,
+    CF_NKINDS
 };
 extern const cf_kind *const cf_kinds[CF_NKINDS];
 
 /* ---- for the kinds --------------------------------------------------------------------- */
 
 /* Declare the next tensor of the case (at most CF_MAX_TENSORS); returns its index. */
-int cf_tensor_add(cf_case *c, const char *name, int role, int fill, int ndim,
-                  const int64_t *shape);
+int cf_tensor_add(cf_case *c, const char *name, int role, int fill, int ndim, const int64_t *shape);
 void cf_describe(cf_case *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* The device tensor of slot i, NULL when the slot is absent (i < 0). */
 neat_tensor *cf_t(const cf_case *c, int i);

@@ -14,7 +14,9 @@
 #include <string.h>
 
 /* "[2,3,5]", "[]" for a scalar. */
-typedef struct dims_str { char s[80]; } dims_str;
+typedef struct dims_str {
+    char s[80];
+} dims_str;
 static dims_str dims(int ndim, const int64_t *shape) {
     dims_str d = {"["};
     for (int i = 0; i < ndim; i++)
@@ -67,8 +69,9 @@ static neat_status matmul_record(cf_case *c, neat_cmdbuf *cb) {
     float alpha, beta;
     alpha_beta(c, &alpha, &beta);
     int ta = (int)c->row->p[3], tb = (int)c->row->p[4];
-    return c->row->p[5] ? neat_matmul_batched(cb, cf_t(c, 0), cf_t(c, 1), cf_t(c, 2), alpha, beta, ta, tb)
-                        : neat_matmul(cb, cf_t(c, 0), cf_t(c, 1), cf_t(c, 2), alpha, beta, ta, tb);
+    return c->row->p[5]
+               ? neat_matmul_batched(cb, cf_t(c, 0), cf_t(c, 1), cf_t(c, 2), alpha, beta, ta, tb)
+               : neat_matmul(cb, cf_t(c, 0), cf_t(c, 1), cf_t(c, 2), alpha, beta, ta, tb);
 }
 
 static void matmul_reference(cf_case *c) {
@@ -78,15 +81,15 @@ static void matmul_reference(cf_case *c) {
     double *a = cf_in(c, 0), *b = cf_in(c, 1), *c0 = cf_in(c, 2);
     double *ref = cf_out(c, 2, 0), *abs = cf_dnew(c, c->t[2].n);
     memcpy(ref, c0, sizeof(double) * (size_t)c->t[2].n); /* NaN when beta == 0: not read */
-    ref_matmul_batched(a, b, ref, abs, p[5] ? p[5] : 1, p[0], p[1], p[2], alpha, beta,
-                       (int)p[3], (int)p[4]);
+    ref_matmul_batched(a, b, ref, abs, p[5] ? p[5] : 1, p[0], p[1], p[2], alpha, beta, (int)p[3],
+                       (int)p[4]);
     cf_gemm_tol(c, 2, ref, abs, p[2], NEAT_ACT_NONE);
 }
 
-static const cf_kind matmul_kind = {"matmul", CF_K_INT, matmul_build, NULL, matmul_record,
-                                    matmul_reference};
-static const cf_kind matmul_batched_kind = {"matmul_batched", CF_K_INT, matmul_build, NULL,
-                                            matmul_record, matmul_reference};
+static const cf_kind matmul_kind = {"matmul", CF_K_INT,      matmul_build,
+                                    NULL,     matmul_record, matmul_reference};
+static const cf_kind matmul_batched_kind = {"matmul_batched", CF_K_INT,        matmul_build, NULL,
+                                            matmul_record,    matmul_reference};
 
 /* ---- linear_forward: p = {n, in, out, bias, act}. Slots: x, w, y, b (when bias). ---- */
 
@@ -114,15 +117,15 @@ static void linear_reference(cf_case *c) {
     cf_gemm_tol(c, 2, z, abs, p[1] + 1, act);
 }
 
-static const cf_kind linear_kind = {"linear_forward", CF_K_INT, linear_build, NULL,
-                                    linear_record, linear_reference};
+static const cf_kind linear_kind = {"linear_forward", CF_K_INT,        linear_build, NULL,
+                                    linear_record,    linear_reference};
 
 /* ---- conv2d_forward: p = {n, c, h, w, k, kh, kw, sh, sw, ph, pw, dh, dw, groups, bias,
  * act}. Slots: x, w, y, b (when bias). ---- */
 
 static ref_conv_shape conv_shape(const int64_t *p) {
-    ref_conv_shape s = {p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7],
-                        p[8], p[9], p[10], p[11], p[12], p[13]};
+    ref_conv_shape s = {p[0], p[1], p[2], p[3],  p[4],  p[5],  p[6],
+                        p[7], p[8], p[9], p[10], p[11], p[12], p[13]};
     return s;
 }
 
@@ -133,10 +136,11 @@ static void conv_build(cf_case *c) {
                 "x=%lldx%lldx%lldx%lld k=%lld kernel=%lldx%lld stride=%lldx%lld "
                 "pad=%lldx%lld dil=%lldx%lld groups=%lld bias=%lld act=%d",
                 (long long)s.n, (long long)s.c, (long long)s.h, (long long)s.w, (long long)s.k,
-                (long long)s.kh, (long long)s.kw, (long long)s.sh, (long long)s.sw,
-                (long long)s.ph, (long long)s.pw, (long long)s.dh, (long long)s.dw,
-                (long long)s.groups, (long long)p[14], (int)row_act(c, p[15]));
-    int64_t op = ref_conv_out(s.h, s.kh, s.sh, s.ph, s.dh), oq = ref_conv_out(s.w, s.kw, s.sw, s.pw, s.dw);
+                (long long)s.kh, (long long)s.kw, (long long)s.sh, (long long)s.sw, (long long)s.ph,
+                (long long)s.pw, (long long)s.dh, (long long)s.dw, (long long)s.groups,
+                (long long)p[14], (int)row_act(c, p[15]));
+    int64_t op = ref_conv_out(s.h, s.kh, s.sh, s.ph, s.dh),
+            oq = ref_conv_out(s.w, s.kw, s.sw, s.pw, s.dw);
     cf_tensor_add(c, "x", CF_IN, CF_DATA, 4, (int64_t[]){s.n, s.c, s.h, s.w});
     cf_tensor_add(c, "w", CF_IN, CF_DATA, 4, (int64_t[]){s.k, s.c / s.groups, s.kh, s.kw});
     cf_tensor_add(c, "y", CF_OUT, CF_DATA, 4, (int64_t[]){s.n, s.k, op, oq});
@@ -160,8 +164,8 @@ static void conv_reference(cf_case *c) {
     cf_gemm_tol(c, 2, z, abs, s.c / s.groups * s.kh * s.kw + 1, act);
 }
 
-static const cf_kind conv_kind = {"conv2d_forward", CF_K_INT, conv_build, NULL, conv_record,
-                                  conv_reference};
+static const cf_kind conv_kind = {"conv2d_forward", CF_K_INT,      conv_build, NULL,
+                                  conv_record,      conv_reference};
 
 /* ---- maxpool2d: p = {n, c, h, w, kh, kw, sh, sw, ph, pw, neg}; neg: all inputs in
  * [-3,-1) (padding counted as 0 instead of -inf would show). Slots: x, y. Exact. ---- */
@@ -176,8 +180,8 @@ static void maxpool_build(cf_case *c) {
     ref_conv_shape s = pool_shape(p);
     cf_describe(c, "x=%lldx%lldx%lldx%lld kernel=%lldx%lld stride=%lldx%lld pad=%lldx%lld neg=%lld",
                 (long long)s.n, (long long)s.c, (long long)s.h, (long long)s.w, (long long)s.kh,
-                (long long)s.kw, (long long)s.sh, (long long)s.sw, (long long)s.ph,
-                (long long)s.pw, (long long)p[10]);
+                (long long)s.kw, (long long)s.sh, (long long)s.sw, (long long)s.ph, (long long)s.pw,
+                (long long)p[10]);
     cf_tensor_add(c, "x", CF_IN, p[10] ? CF_NEG : CF_DATA, 4, (int64_t[]){s.n, s.c, s.h, s.w});
     cf_tensor_add(c, "y", CF_OUT, CF_DATA, 4,
                   (int64_t[]){s.n, s.c, ref_conv_out(s.h, s.kh, s.sh, s.ph, 1),
@@ -195,7 +199,7 @@ static void maxpool_reference(cf_case *c) {
     ref_maxpool2d(&s, cf_in(c, 0), cf_out(c, 1, 1));
 }
 
-static const cf_kind maxpool_kind = {"maxpool2d", 0, maxpool_build, NULL, maxpool_record,
+static const cf_kind maxpool_kind = {"maxpool2d",      0, maxpool_build, NULL, maxpool_record,
                                      maxpool_reference};
 
 /* ---- sum_all: p = {ndim, s0, s1, s2, s3, ydim, unit}, f = {rel}: y of ydim dimensions
@@ -231,8 +235,8 @@ static void sum_all_reference(cf_case *c) {
     }
 }
 
-static const cf_kind sum_all_kind = {"sum_all", CF_K_INT, sum_all_build, NULL, sum_all_record,
-                                     sum_all_reference};
+static const cf_kind sum_all_kind = {"sum_all", CF_K_INT,       sum_all_build,
+                                     NULL,      sum_all_record, sum_all_reference};
 
 /* ---- sum_axis: p = {ndim, s0, s1, s2, s3, axis, keepdim}. Slots: x, y. ---- */
 
@@ -241,8 +245,10 @@ static void sum_axis_build(cf_case *c) {
     int ndim = (int)p[0], axis = (int)p[5], yd = 0;
     int64_t ys[4];
     for (int i = 0; i < ndim; i++)
-        if (i != axis) ys[yd++] = shape[i];
-        else if (p[6]) ys[yd++] = 1;
+        if (i != axis)
+            ys[yd++] = shape[i];
+        else if (p[6])
+            ys[yd++] = 1;
     if (yd == 0) ys[yd++] = 1; /* a 1-D x sums into [1] */
     cf_describe(c, "x=%s axis=%d keepdim=%lld", dims(ndim, shape).s, axis, (long long)p[6]);
     cf_tensor_add(c, "x", CF_IN, CF_DATA, ndim, shape);
@@ -264,8 +270,8 @@ static void sum_axis_reference(cf_case *c) {
         for (int64_t i = 0; i < c->t[1].n; i++) c->t[1].tol[i] = sum_tol(len, abs[i]);
 }
 
-static const cf_kind sum_axis_kind = {"sum_axis", CF_K_INT, sum_axis_build, NULL,
-                                      sum_axis_record, sum_axis_reference};
+static const cf_kind sum_axis_kind = {"sum_axis", CF_K_INT,        sum_axis_build,
+                                      NULL,       sum_axis_record, sum_axis_reference};
 
 /* ---- softmax: p = {ndim, s0, s1, s2, s3, inplace}. Rows cycle through ordinary [-8,8);
  * all above 88.7 (exp overflows float32 without the max subtraction); all near -1000 (exp
@@ -298,8 +304,8 @@ static void softmax_reference(cf_case *c) {
     for (int64_t i = 0; i < n; i++) c->t[o].tol[i] = 1e-5 * y[i] + 1e-30;
 }
 
-static const cf_kind softmax_kind = {"softmax", 0, softmax_build, softmax_prepare,
-                                     softmax_record, softmax_reference};
+static const cf_kind softmax_kind = {
+    "softmax", 0, softmax_build, softmax_prepare, softmax_record, softmax_reference};
 
 /* ---- activation_forward, add, scale, fill: p = {ndim, s0, s1, s2, s3, param, inplace},
  * f = {value}. param: the activation (activation_forward) or the broadcast of add (0 none,
@@ -310,14 +316,20 @@ static void ew_build(cf_case *c) {
     const int64_t *p = c->row->p;
     int kind = c->row->kind, inplace = (int)p[6] || kind == CF_FILL;
     int64_t cols = p[0] ? p[p[0]] : 1;
-    cf_describe(c, "x=%s param=%lld value=%g inplace=%d", dims((int)p[0], p + 1).s,
-                (long long)p[5], c->row->f[0], inplace);
-    cf_tensor_add(c, "x", kind == CF_FILL ? CF_OUT : inplace ? CF_INOUT : CF_IN, CF_WIDE,
-                  (int)p[0], p + 1);
+    cf_describe(c, "x=%s param=%lld value=%g inplace=%d", dims((int)p[0], p + 1).s, (long long)p[5],
+                c->row->f[0], inplace);
+    cf_tensor_add(c, "x",
+                  kind == CF_FILL ? CF_OUT
+                  : inplace       ? CF_INOUT
+                                  : CF_IN,
+                  CF_WIDE, (int)p[0], p + 1);
     if (kind == CF_ADD) {
-        if (p[5] == 1) cf_tensor_add(c, "b", CF_IN, CF_WIDE, 1, &cols);
-        else if (p[5] == 2) cf_tensor_add(c, "b", CF_IN, CF_WIDE, 2, (int64_t[]){1, cols});
-        else cf_tensor_add(c, "b", CF_IN, CF_WIDE, (int)p[0], p + 1);
+        if (p[5] == 1)
+            cf_tensor_add(c, "b", CF_IN, CF_WIDE, 1, &cols);
+        else if (p[5] == 2)
+            cf_tensor_add(c, "b", CF_IN, CF_WIDE, 2, (int64_t[]){1, cols});
+        else
+            cf_tensor_add(c, "b", CF_IN, CF_WIDE, (int)p[0], p + 1);
     }
     if (!inplace) cf_tensor_add(c, "y", CF_OUT, CF_DATA, (int)p[0], p + 1);
 }
@@ -360,10 +372,9 @@ static const cf_kind scale_kind = {"scale", 0, ew_build, NULL, ew_record, ew_ref
 static const cf_kind fill_kind = {"fill", 0, ew_build, NULL, ew_record, ew_reference};
 
 /* The training kinds: util_conform_train.c and util_conform_optim.c. */
-extern const cf_kind cf_linear_backward_kind, cf_conv2d_backward_kind,
-    cf_maxpool2d_backward_kind, cf_activation_backward_kind, cf_softmax_backward_kind,
-    cf_softmax_xent_kind, cf_softmax_xent_backward_kind, cf_sgd_update_kind,
-    cf_adam_update_kind;
+extern const cf_kind cf_linear_backward_kind, cf_conv2d_backward_kind, cf_maxpool2d_backward_kind,
+    cf_activation_backward_kind, cf_softmax_backward_kind, cf_softmax_xent_kind,
+    cf_softmax_xent_backward_kind, cf_sgd_update_kind, cf_adam_update_kind;
 
 const cf_kind *const cf_kinds[CF_NKINDS] = {
     [CF_MATMUL] = &matmul_kind,

@@ -22,12 +22,13 @@
 
 static void xent_build(cf_case *c) {
     const int64_t *p = c->row->p;
-    cf_describe(c, "logits=[%lld,%lld]%s", (long long)p[0], (long long)p[1],
-                p[2] ? " +-1000" : "");
+    cf_describe(c, "logits=[%lld,%lld]%s", (long long)p[0], (long long)p[1], p[2] ? " +-1000" : "");
     cf_tensor_add(c, "logits", CF_IN, CF_GIVEN, 2, p);
     cf_tensor_add(c, "labels", CF_IN, CF_GIVEN, 1, p);
-    if (c->row->kind == CF_SOFTMAX_XENT) cf_tensor_add(c, "loss", CF_OUT, CF_DATA, 1, (int64_t[]){1});
-    else cf_tensor_add(c, "dlogits", CF_OUT, CF_DATA, 2, p);
+    if (c->row->kind == CF_SOFTMAX_XENT)
+        cf_tensor_add(c, "loss", CF_OUT, CF_DATA, 1, (int64_t[]){1});
+    else
+        cf_tensor_add(c, "dlogits", CF_OUT, CF_DATA, 2, p);
 }
 
 static void xent_prepare(cf_case *c) {
@@ -78,10 +79,10 @@ static void xent_reference(cf_case *c) {
     c->t[2].frob = 4e-5;
 }
 
-const cf_kind cf_softmax_xent_kind = {"softmax_xent", 0, xent_build, xent_prepare, xent_record,
-                                      xent_reference};
-const cf_kind cf_softmax_xent_backward_kind = {"softmax_xent_backward", 0, xent_build,
-                                               xent_prepare, xent_record, xent_reference};
+const cf_kind cf_softmax_xent_kind = {"softmax_xent", 0,           xent_build,
+                                      xent_prepare,   xent_record, xent_reference};
+const cf_kind cf_softmax_xent_backward_kind = {
+    "softmax_xent_backward", 0, xent_build, xent_prepare, xent_record, xent_reference};
 
 /* ---- sgd_update: p = {n}, f = {lr, momentum, weight_decay, nesterov}. adam_update:
  * p = {n}, f = {lr, beta1, beta2, eps, weight_decay}, step t = 1 on the first commit and
@@ -106,7 +107,8 @@ static void opt_build(cf_case *c) {
     cf_tensor_add(c, "hyper", CF_IN, CF_GIVEN, 1, (int64_t[]){2});
     cf_tensor_add(c, "param", CF_INOUT, CF_DATA, 1, c->row->p);
     cf_tensor_add(c, "grad", CF_IN, CF_DATA, 1, c->row->p);
-    if (opt_has_state(c)) cf_tensor_add(c, adam ? "m" : "velocity", CF_INOUT, CF_DATA, 1, c->row->p);
+    if (opt_has_state(c))
+        cf_tensor_add(c, adam ? "m" : "velocity", CF_INOUT, CF_DATA, 1, c->row->p);
     if (adam) cf_tensor_add(c, "v", CF_INOUT, CF_UNIT, 1, c->row->p);
 }
 
@@ -187,7 +189,7 @@ static void opt_reference(cf_case *c) {
     }
 }
 
-const cf_kind cf_sgd_update_kind = {"sgd_update", 0, opt_build, opt_prepare, opt_record,
-                                    opt_reference};
-const cf_kind cf_adam_update_kind = {"adam_update", 0, opt_build, opt_prepare, opt_record,
-                                     opt_reference};
+const cf_kind cf_sgd_update_kind = {"sgd_update", 0,          opt_build,
+                                    opt_prepare,  opt_record, opt_reference};
+const cf_kind cf_adam_update_kind = {"adam_update", 0,          opt_build,
+                                     opt_prepare,   opt_record, opt_reference};

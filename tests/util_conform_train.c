@@ -35,8 +35,7 @@ static int reads_y(neat_activation act) {
 
 /* |error| bound of dz = dy act'(.) computed in float from y (or, for gelu, from a
  * pre-activation z recomputed in float with error zerr). gelu'' is bounded by 0.8. */
-static double dz_error(neat_activation act, double dy, double z, double y, double zerr,
-                       double dz) {
+static double dz_error(neat_activation act, double dy, double z, double y, double zerr, double dz) {
     switch (act) {
     case NEAT_ACT_SIGMOID: return 4 * EPS * fabs(dz);
     case NEAT_ACT_TANH: return 4 * EPS * fabs(dz) + 2 * EPS * y * y * fabs(dy);
@@ -53,7 +52,9 @@ static void absv(const double *v, double *out, int64_t n) {
 /* ---- the gradients of linear and conv ---------------------------------------------------- */
 
 /* Slots of a linear or conv backward case, -1 when absent. */
-typedef struct grad_slots { int x, w, dy, b, y, dx, dw, db; } grad_slots;
+typedef struct grad_slots {
+    int x, w, dy, b, y, dx, dw, db;
+} grad_slots;
 
 static grad_slots slots_of(int bias, int needs_y, int mask) {
     grad_slots s;
@@ -82,7 +83,9 @@ static void add_grad_tensors(cf_case *c, const grad_slots *s, int acc, int nd, c
 
 /* Gradient output slot i (may be -1): ref starts as the previous contents (accumulate) and
  * is filled by the reference; abs and err receive the error-scale runs. */
-typedef struct grad_arrays { double *ref, *abs, *err; } grad_arrays;
+typedef struct grad_arrays {
+    double *ref, *abs, *err;
+} grad_arrays;
 
 static grad_arrays grad_begin(cf_case *c, int i, int acc) {
     grad_arrays g = {NULL, NULL, NULL};
@@ -123,7 +126,8 @@ static void dz_bounds(neat_activation act, const double *z, const double *zabs, 
                       double *scratch) {
     ref_activation_backward(act, z, y, dy, scratch, n);
     for (int64_t i = 0; i < n; i++) {
-        dzerr[i] = dz_error(act, dy[i], z[i], y[i], 2.0 * (double)zerr_k * EPS * zabs[i], scratch[i]);
+        dzerr[i] =
+            dz_error(act, dy[i], z[i], y[i], 2.0 * (double)zerr_k * EPS * zabs[i], scratch[i]);
         dzabs[i] = fabs(scratch[i]);
     }
 }
@@ -194,8 +198,8 @@ static void lin_bwd_reference(cf_case *c) {
     grad_tol(c, s.db, &gb, n, acc);
 }
 
-const cf_kind cf_linear_backward_kind = {"linear_backward", CF_K_INT, lin_bwd_build,
-                                         lin_bwd_prepare, lin_bwd_record, lin_bwd_reference};
+const cf_kind cf_linear_backward_kind = {"linear_backward", CF_K_INT,       lin_bwd_build,
+                                         lin_bwd_prepare,   lin_bwd_record, lin_bwd_reference};
 
 /* ---- conv2d_backward: p = {n, c, h, w, k, kh, kw, sh, sw, ph, pw, dh, dw, groups, act,
  * bias, mask, acc}. ---- */
@@ -206,8 +210,8 @@ static grad_slots conv_slots(const cf_case *c) {
 }
 
 static ref_conv_shape conv_shape(const int64_t *p) {
-    ref_conv_shape s = {p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7],
-                        p[8], p[9], p[10], p[11], p[12], p[13]};
+    ref_conv_shape s = {p[0], p[1], p[2], p[3],  p[4],  p[5],  p[6],
+                        p[7], p[8], p[9], p[10], p[11], p[12], p[13]};
     return s;
 }
 
@@ -224,11 +228,12 @@ static void conv_bwd_build(cf_case *c) {
                 "x=%lldx%lldx%lldx%lld k=%lld kernel=%lldx%lld stride=%lldx%lld "
                 "pad=%lldx%lld dil=%lldx%lld groups=%lld act=%s bias=%lld grads=%s%s%s acc=%lld",
                 (long long)s.n, (long long)s.c, (long long)s.h, (long long)s.w, (long long)s.k,
-                (long long)s.kh, (long long)s.kw, (long long)s.sh, (long long)s.sw,
-                (long long)s.ph, (long long)s.pw, (long long)s.dh, (long long)s.dw,
-                (long long)s.groups, act_name(act), (long long)p[15], p[16] & 1 ? "x" : "",
-                p[16] & 2 ? "w" : "", p[16] & 4 ? "b" : "", (long long)p[17]);
-    int64_t P = ref_conv_out(s.h, s.kh, s.sh, s.ph, s.dh), Q = ref_conv_out(s.w, s.kw, s.sw, s.pw, s.dw);
+                (long long)s.kh, (long long)s.kw, (long long)s.sh, (long long)s.sw, (long long)s.ph,
+                (long long)s.pw, (long long)s.dh, (long long)s.dw, (long long)s.groups,
+                act_name(act), (long long)p[15], p[16] & 1 ? "x" : "", p[16] & 2 ? "w" : "",
+                p[16] & 4 ? "b" : "", (long long)p[17]);
+    int64_t P = ref_conv_out(s.h, s.kh, s.sh, s.ph, s.dh),
+            Q = ref_conv_out(s.w, s.kw, s.sw, s.pw, s.dw);
     grad_slots sl = conv_slots(c);
     add_grad_tensors(c, &sl, (int)p[17], 4, (int64_t[]){s.n, s.c, s.h, s.w},
                      (int64_t[]){s.k, s.c / s.groups, s.kh, s.kw}, (int64_t[]){s.k},
@@ -255,9 +260,9 @@ static neat_status conv_bwd_record(cf_case *c, neat_cmdbuf *cb) {
     const int64_t *p = c->row->p;
     grad_slots s = conv_slots(c);
     neat_conv2d_desc d = conv_desc(p);
-    return neat_conv2d_backward(cb, &d, row_act(c, p[14]), cf_t(c, s.x), cf_t(c, s.w),
-                                cf_t(c, s.b), cf_t(c, s.y), cf_t(c, s.dy), cf_t(c, s.dx),
-                                cf_t(c, s.dw), cf_t(c, s.db), (int)p[17]);
+    return neat_conv2d_backward(cb, &d, row_act(c, p[14]), cf_t(c, s.x), cf_t(c, s.w), cf_t(c, s.b),
+                                cf_t(c, s.y), cf_t(c, s.dy), cf_t(c, s.dx), cf_t(c, s.dw),
+                                cf_t(c, s.db), (int)p[17]);
 }
 
 static void conv_bwd_reference(cf_case *c) {
@@ -281,17 +286,17 @@ static void conv_bwd_reference(cf_case *c) {
     absv(x, xa, nx), absv(w, wa, nw);
     int64_t cg = rs.c / rs.groups;
     dz_bounds(act, z, zabs, y, dy, ny, cg * rs.kh * rs.kw, dzabs, dzerr, cf_dnew(c, ny));
-    ref_conv2d_backward(&d, rs.n, rs.c, rs.h, rs.w, rs.k, xa, wa, NULL, NULL, dzabs,
-                        NEAT_ACT_NONE, gx.abs, gw.abs, gb.abs, 0);
-    ref_conv2d_backward(&d, rs.n, rs.c, rs.h, rs.w, rs.k, xa, wa, NULL, NULL, dzerr,
-                        NEAT_ACT_NONE, gx.err, gw.err, gb.err, 0);
+    ref_conv2d_backward(&d, rs.n, rs.c, rs.h, rs.w, rs.k, xa, wa, NULL, NULL, dzabs, NEAT_ACT_NONE,
+                        gx.abs, gw.abs, gb.abs, 0);
+    ref_conv2d_backward(&d, rs.n, rs.c, rs.h, rs.w, rs.k, xa, wa, NULL, NULL, dzerr, NEAT_ACT_NONE,
+                        gx.err, gw.err, gb.err, 0);
     grad_tol(c, s.dx, &gx, (rs.k / rs.groups) * rs.kh * rs.kw, acc);
     grad_tol(c, s.dw, &gw, rs.n * P * Q, acc);
     grad_tol(c, s.db, &gb, rs.n * P * Q, acc);
 }
 
-const cf_kind cf_conv2d_backward_kind = {"conv2d_backward", CF_K_INT, conv_bwd_build,
-                                         conv_bwd_prepare, conv_bwd_record, conv_bwd_reference};
+const cf_kind cf_conv2d_backward_kind = {"conv2d_backward", CF_K_INT,        conv_bwd_build,
+                                         conv_bwd_prepare,  conv_bwd_record, conv_bwd_reference};
 
 /* ---- maxpool2d_backward: p = {n, c, h, w, kh, kw, sh, sw, ph, pw, ties}; ties: inputs in
  * {0, 1, 2}, so that the first-maximum rule is what the case tests. Slots: x, dy, dx.
@@ -300,10 +305,11 @@ const cf_kind cf_conv2d_backward_kind = {"conv2d_backward", CF_K_INT, conv_bwd_b
 
 static void pool_bwd_build(cf_case *c) {
     const int64_t *p = c->row->p;
-    cf_describe(c, "x=%lldx%lldx%lldx%lld kernel=%lldx%lld stride=%lldx%lld pad=%lldx%lld ties=%lld",
+    cf_describe(c,
+                "x=%lldx%lldx%lldx%lld kernel=%lldx%lld stride=%lldx%lld pad=%lldx%lld ties=%lld",
                 (long long)p[0], (long long)p[1], (long long)p[2], (long long)p[3], (long long)p[4],
-                (long long)p[5], (long long)p[6], (long long)p[7], (long long)p[8],
-                (long long)p[9], (long long)p[10]);
+                (long long)p[5], (long long)p[6], (long long)p[7], (long long)p[8], (long long)p[9],
+                (long long)p[10]);
     int64_t P = ref_train_pool_out_size(p[2], p[4], p[6], p[8]);
     int64_t Q = ref_train_pool_out_size(p[3], p[5], p[7], p[9]);
     cf_tensor_add(c, "x", CF_IN, p[10] ? CF_GIVEN : CF_DATA, 4, p);
@@ -336,8 +342,8 @@ static void pool_bwd_reference(cf_case *c) {
     c->t[2].frob = 4e-5;
 }
 
-const cf_kind cf_maxpool2d_backward_kind = {"maxpool2d_backward", 0, pool_bwd_build,
-                                            pool_bwd_prepare, pool_bwd_record, pool_bwd_reference};
+const cf_kind cf_maxpool2d_backward_kind = {
+    "maxpool2d_backward", 0, pool_bwd_build, pool_bwd_prepare, pool_bwd_record, pool_bwd_reference};
 
 /* ---- activation_backward: p = {n, act}. relu/sigmoid/tanh get only y = act(x) (rounded),
  * none and gelu only x; x uniform [-4,4). Slots: x or y, dy, dx. ---- */
@@ -363,8 +369,8 @@ static void act_bwd_prepare(cf_case *c) {
 static neat_status act_bwd_record(cf_case *c, neat_cmdbuf *cb) {
     neat_activation act = (neat_activation)c->row->p[1];
     int y = reads_y(act);
-    return neat_activation_backward(cb, act, cf_t(c, y ? -1 : 0), cf_t(c, y ? 0 : -1),
-                                    cf_t(c, 1), cf_t(c, 2));
+    return neat_activation_backward(cb, act, cf_t(c, y ? -1 : 0), cf_t(c, y ? 0 : -1), cf_t(c, 1),
+                                    cf_t(c, 2));
 }
 
 static void act_bwd_reference(cf_case *c) {
@@ -378,8 +384,8 @@ static void act_bwd_reference(cf_case *c) {
     c->t[2].frob = 4e-5;
 }
 
-const cf_kind cf_activation_backward_kind = {"activation_backward", 0, act_bwd_build,
-                                             act_bwd_prepare, act_bwd_record, act_bwd_reference};
+const cf_kind cf_activation_backward_kind = {
+    "activation_backward", 0, act_bwd_build, act_bwd_prepare, act_bwd_record, act_bwd_reference};
 
 /* ---- softmax_backward: p = {rows, cols}; y = softmax of uniform [-5,5) rows (rounded).
  * dx = y (dy - sum(dy y)): 4 (1e-5 |ref| + the rounding of the dot). Slots: y, dy, dx. */
@@ -413,11 +419,12 @@ static void sm_bwd_reference(cf_case *c) {
         for (int64_t j = 0; j < cols; j++) {
             int64_t i = r * cols + j;
             tol[i] = 4 * (1e-5 * fabs(ref[i]) + y[i] * (double)cols * EPS * s +
-                          2 * EPS * y[i] * fabs(dy[i])) + 1e-37;
+                          2 * EPS * y[i] * fabs(dy[i])) +
+                     1e-37;
         }
     }
     c->t[2].frob = 4e-5;
 }
 
-const cf_kind cf_softmax_backward_kind = {"softmax_backward", 0, sm_bwd_build, sm_bwd_prepare,
-                                          sm_bwd_record, sm_bwd_reference};
+const cf_kind cf_softmax_backward_kind = {
+    "softmax_backward", 0, sm_bwd_build, sm_bwd_prepare, sm_bwd_record, sm_bwd_reference};

@@ -48,7 +48,9 @@ neat_tensor *err_ts(int ndim, int64_t d0, int64_t d1, int64_t d2, int64_t d3) {
     return err_make_filled(ndim, shape, 1.0f);
 }
 
-static float pattern_value(int k, int64_t j) { return 1000.0f + 16.0f * k + 0.25f * (float)(j % 64); }
+static float pattern_value(int k, int64_t j) {
+    return 1000.0f + 16.0f * k + 0.25f * (float)(j % 64);
+}
 
 neat_cmdbuf *err_case_begin(neat_tensor *const *outs, int nouts) {
     for (int k = 0; k < nouts; k++) {
@@ -87,7 +89,8 @@ void err_case_end(neat_cmdbuf *cb, neat_status st, neat_status want, const char 
         for (int k = 0; k < nouts; k++) {
             int64_t n = 0;
             neat_tensor_numel(outs[k], &n);
-            float *got = malloc(sizeof(float) * (size_t)(n + 1)), *exp = malloc(sizeof(float) * (size_t)(n + 1));
+            float *got = malloc(sizeof(float) * (size_t)(n + 1)),
+                  *exp = malloc(sizeof(float) * (size_t)(n + 1));
             for (int64_t j = 0; j < n; j++) exp[j] = pattern_value(k, j);
             neat_status rs = neat_tensor_read(outs[k], got, n);
             CHECK(rs == NEAT_OK && memcmp(got, exp, sizeof(float) * (size_t)n) == 0,

@@ -58,8 +58,8 @@ int tr_download(tcase *c, const neat_tensor *t, double *out, int64_t n) {
     if (!f) return tr_setup_ok(NEAT_ERR_OUT_OF_MEMORY, "nt_alloc", c->ctx);
     nt_poison(f, n);
     int ok = tr_setup_ok(neat_tensor_read(t, f, n), "neat_tensor_read", c->ctx);
-    ok = ok && CHECK(nt_guard_ok(f, n), "%s: neat_tensor_read wrote outside %lld floats",
-                     c->ctx, (long long)n);
+    ok = ok && CHECK(nt_guard_ok(f, n), "%s: neat_tensor_read wrote outside %lld floats", c->ctx,
+                     (long long)n);
     for (int64_t i = 0; i < n; i++) out[i] = f[i];
     nt_free(f);
     return ok;

@@ -26,7 +26,10 @@ typedef struct tcase {
 } tcase;
 
 /* Host arrays of one case, freed together. */
-typedef struct arena { double *p[40]; int n; } arena;
+typedef struct arena {
+    double *p[40];
+    int n;
+} arena;
 
 /* n doubles, zeroed (one more, so that n = 0 is not a NULL). */
 double *tr_dnew(int64_t n);

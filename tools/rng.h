@@ -8,7 +8,9 @@
 
 #include <stdint.h>
 
-typedef struct rng64 { uint64_t s; } rng64;
+typedef struct rng64 {
+    uint64_t s;
+} rng64;
 
 static inline uint64_t rng64_next(rng64 *r) {
     uint64_t z = (r->s += 0x9e3779b97f4a7c15ull);

@@ -54,15 +54,12 @@
 
 /* Gpu.Status.t lists the errors in the order of their codes: Invalid_argument (-1) is
  * constructor 0, ..., Timeout (-10) is constructor 9. */
-static value status_to_variant(neat_status s)
-{
-    if (s <= NEAT_ERR_INVALID_ARGUMENT && s >= NEAT_ERR_TIMEOUT)
-        return Val_int(-(int)s - 1);
+static value status_to_variant(neat_status s) {
+    if (s <= NEAT_ERR_INVALID_ARGUMENT && s >= NEAT_ERR_TIMEOUT) return Val_int(-(int)s - 1);
     return Val_int(-(int)NEAT_ERR_INTERNAL - 1);
 }
 
-void neatml_raise_msg(neat_status s, const char *text)
-{
+void neatml_raise_msg(neat_status s, const char *text) {
     char msg[1024];
     snprintf(msg, sizeof msg, "%s", text && *text ? text : neat_status_string(s));
     const value *exn = caml_named_value("neatml.error");
@@ -74,14 +71,11 @@ void neatml_raise_msg(neat_status s, const char *text)
     caml_raise_with_args(*exn, 2, args);
 }
 
-void neatml_check(neat_status s)
-{
-    if (s != NEAT_OK)
-        neatml_raise_msg(s, neat_last_error());
+void neatml_check(neat_status s) {
+    if (s != NEAT_OK) neatml_raise_msg(s, neat_last_error());
 }
 
-value neatml_status_string(value status)
-{
+value neatml_status_string(value status) {
     return caml_copy_string(neat_status_string((neat_status)(-Int_val(status) - 1)));
 }
 
@@ -102,15 +96,13 @@ static deferred *deferred_head;
 /* Held for writing by every neat_device_destroy, for reading by every other destroy. */
 static pthread_rwlock_t destroying = PTHREAD_RWLOCK_INITIALIZER;
 
-void neatml_destroy_device(neat_device *dev)
-{
+void neatml_destroy_device(neat_device *dev) {
     pthread_rwlock_wrlock(&destroying);
     neat_device_destroy(dev);
     pthread_rwlock_unlock(&destroying);
 }
 
-static void defer(handle_kind kind, void *handle, const neatml_block *b, int host_writes)
-{
+static void defer(handle_kind kind, void *handle, const neatml_block *b, int host_writes) {
     deferred *d = malloc(sizeof *d);
     if (d == NULL) /* no host memory for the entry: leak it rather than wait in the GC */
         return;
@@ -126,10 +118,8 @@ static void defer(handle_kind kind, void *handle, const neatml_block *b, int hos
 }
 
 /* Destroy a tensor or command buffer now if no device is being destroyed; 0 if not. */
-static int try_destroy(handle_kind kind, void *handle)
-{
-    if (pthread_rwlock_tryrdlock(&destroying) != 0)
-        return 0;
+static int try_destroy(handle_kind kind, void *handle) {
+    if (pthread_rwlock_tryrdlock(&destroying) != 0) return 0;
     if (kind == KIND_CMDBUF)
         neat_cmdbuf_destroy(handle);
     else
@@ -140,14 +130,12 @@ static int try_destroy(handle_kind kind, void *handle)
 
 /* Whether a device handle is still open (a device freed explicitly is not: the destroys of
  * its objects' entries are no-ops, and any call may take them). Never waits. */
-static int device_is_open(neat_device *dev)
-{
+static int device_is_open(neat_device *dev) {
     neat_memory_stats m;
     return neat_device_memory_stats(dev, &m) == NEAT_OK;
 }
 
-static void remove_root(deferred *d)
-{
+static void remove_root(deferred *d) {
     if (d->recorded != NULL) {
         caml_remove_generational_global_root(d->recorded);
         free(d->recorded);
@@ -160,8 +148,7 @@ static void remove_root(deferred *d)
  * collection), and takes out the entries of `dev` (of every device when `all`), every
  * device's own entry, the entries of devices already freed and every entry left with
  * nothing to destroy. */
-static deferred *take(const neat_device *dev, int all)
-{
+static deferred *take(const neat_device *dev, int all) {
     deferred *taken = NULL;
     /* A device being destroyed must not be asked whether it is open: its entries wait. */
     int may_ask = pthread_rwlock_tryrdlock(&destroying) == 0;
@@ -169,8 +156,7 @@ static deferred *take(const neat_device *dev, int all)
     deferred **link = &deferred_head;
     while (*link != NULL) {
         deferred *d = *link;
-        if (!(d->handle != NULL && d->host_writes))
-            remove_root(d);
+        if (!(d->handle != NULL && d->host_writes)) remove_root(d);
         if (all || d->handle == NULL || d->kind == KIND_DEVICE || d->device == dev ||
             (may_ask && !device_is_open(d->device))) {
             *link = d->next;
@@ -181,8 +167,7 @@ static deferred *take(const neat_device *dev, int all)
         }
     }
     pthread_mutex_unlock(&deferred_lock);
-    if (may_ask)
-        pthread_rwlock_unlock(&destroying);
+    if (may_ask) pthread_rwlock_unlock(&destroying);
     return taken;
 }
 
@@ -190,8 +175,7 @@ static deferred *take(const neat_device *dev, int all)
  * for those that write host memory), devices last (a device's destroy releases what is
  * left of it; a later destroy of one of its handles is ignored, handles being
  * generation-checked). */
-static void destroy_taken(deferred *list)
-{
+static void destroy_taken(deferred *list) {
     pthread_rwlock_rdlock(&destroying);
     for (deferred *d = list; d != NULL; d = d->next)
         if (d->kind == KIND_CMDBUF && d->handle != NULL) {
@@ -200,19 +184,15 @@ static void destroy_taken(deferred *list)
             neat_cmdbuf_destroy(d->handle);
         }
     for (deferred *d = list; d != NULL; d = d->next)
-        if (d->kind == KIND_TENSOR)
-            neat_tensor_destroy(d->handle);
+        if (d->kind == KIND_TENSOR) neat_tensor_destroy(d->handle);
     pthread_rwlock_unlock(&destroying);
     for (deferred *d = list; d != NULL; d = d->next)
-        if (d->kind == KIND_DEVICE)
-            neatml_destroy_device(d->handle);
+        if (d->kind == KIND_DEVICE) neatml_destroy_device(d->handle);
 }
 
-void neatml_drain(const neat_device *dev, int all)
-{
+void neatml_drain(const neat_device *dev, int all) {
     deferred *list = take(dev, all);
-    if (list == NULL)
-        return;
+    if (list == NULL) return;
     caml_release_runtime_system();
     destroy_taken(list);
     caml_acquire_runtime_system();
@@ -224,8 +204,7 @@ void neatml_drain(const neat_device *dev, int all)
     }
 }
 
-value neatml_collect(value unit)
-{
+value neatml_collect(value unit) {
     (void)unit;
     neatml_drain(NULL, 1);
     return Val_unit;
@@ -234,15 +213,12 @@ value neatml_collect(value unit)
 /* ---- custom blocks ---------------------------------------------------------------------- */
 
 /* From the GC: no OCaml allocation, no runtime call, never waits for the device. */
-static void finalize_device(value v)
-{
+static void finalize_device(value v) {
     neatml_block *b = Block_val(v);
-    if (b->handle != NULL)
-        defer(KIND_DEVICE, b->handle, b, 0);
+    if (b->handle != NULL) defer(KIND_DEVICE, b->handle, b, 0);
 }
 
-static void finalize_tensor(value v)
-{
+static void finalize_tensor(value v) {
     neatml_block *b = Block_val(v);
     if (b->handle != NULL && !try_destroy(KIND_TENSOR, b->handle))
         defer(KIND_TENSOR, b->handle, b, 0);
@@ -250,30 +226,30 @@ static void finalize_tensor(value v)
 
 /* The root always goes through the list; the buffer too when its work may still write
  * host memory the root keeps alive. */
-static void finalize_cmdbuf(value v)
-{
+static void finalize_cmdbuf(value v) {
     neatml_block *b = Block_val(v);
     void *handle = b->handle;
-    if (handle != NULL && !b->host_writes && try_destroy(KIND_CMDBUF, handle))
-        handle = NULL;
-    if (handle != NULL || b->recorded != NULL)
-        defer(KIND_CMDBUF, handle, b, b->host_writes);
+    if (handle != NULL && !b->host_writes && try_destroy(KIND_CMDBUF, handle)) handle = NULL;
+    if (handle != NULL || b->recorded != NULL) defer(KIND_CMDBUF, handle, b, b->host_writes);
 }
 
 /* Identity: two blocks are equal when they are the same object, before and after free. */
-static int compare_blocks(value a, value b)
-{
+static int compare_blocks(value a, value b) {
     uint64_t x = Block_val(a)->id, y = Block_val(b)->id;
     return x < y ? -1 : x > y;
 }
 
 static intnat hash_block(value v) { return (intnat)Block_val(v)->id; }
 
-#define BLOCK_OPS(name, finalizer)                                                           \
-    static struct custom_operations name = {                                                 \
-        "neatml." #name,   finalizer,           compare_blocks,          hash_block,         \
-        custom_serialize_default, custom_deserialize_default, custom_compare_ext_default,    \
-        custom_fixed_length_default}
+#define BLOCK_OPS(name, finalizer)                                                                 \
+    static struct custom_operations name = {"neatml." #name,                                       \
+                                            finalizer,                                             \
+                                            compare_blocks,                                        \
+                                            hash_block,                                            \
+                                            custom_serialize_default,                              \
+                                            custom_deserialize_default,                            \
+                                            custom_compare_ext_default,                            \
+                                            custom_fixed_length_default}
 
 BLOCK_OPS(device_ops, finalize_device);
 BLOCK_OPS(tensor_ops, finalize_tensor);
@@ -282,8 +258,7 @@ BLOCK_OPS(cmdbuf_ops, finalize_cmdbuf);
 static uint64_t last_id;
 
 value neatml_alloc_block(handle_kind kind, void *handle, neat_device *device, int64_t bytes,
-                         int64_t budget)
-{
+                         int64_t budget) {
     static struct custom_operations *const ops[KIND_COUNT] = {
         [KIND_CMDBUF] = &cmdbuf_ops, [KIND_TENSOR] = &tensor_ops, [KIND_DEVICE] = &device_ops};
     value v = caml_alloc_custom(ops[kind], sizeof(neatml_block), (mlsize_t)bytes,
@@ -298,8 +273,7 @@ value neatml_alloc_block(handle_kind kind, void *handle, neat_device *device, in
     return v;
 }
 
-void *neatml_live(value v, const char *what)
-{
+void *neatml_live(value v, const char *what) {
     void *h = Block_val(v)->handle;
     if (h == NULL) {
         char msg[128];

@@ -22,46 +22,40 @@
 
 /* ---- version and backends ----------------------------------------------------------------- */
 
-value neatml_version_number(value unit)
-{
+value neatml_version_number(value unit) {
     (void)unit;
     return Val_int(neat_version_number());
 }
 
-value neatml_header_version_number(value unit)
-{
+value neatml_header_version_number(value unit) {
     (void)unit;
     return Val_int(NEAT_VERSION_NUMBER);
 }
 
 /* Gpu.Backend.t lists the backends in the order of their enum values (Auto = 0); gpu.ml
  * checks at load time that the library has as many as the variant (neatml_backend_count). */
-value neatml_backend_count(value unit)
-{
+value neatml_backend_count(value unit) {
     (void)unit;
     int n = 0;
-    while (neat_backend_name((neat_backend)n) != NULL)
-        n++;
+    while (neat_backend_name((neat_backend)n) != NULL) n++;
     return Val_int(n);
 }
 
-value neatml_backend_name(value backend)
-{
+value neatml_backend_name(value backend) {
     const char *name = neat_backend_name((neat_backend)Int_val(backend));
     return caml_copy_string(name != NULL ? name : "");
 }
 
-value neatml_backend_from_name(value name)
-{
+value neatml_backend_from_name(value name) {
     if (!caml_string_is_c_safe(name))
-        neatml_raise_msg(NEAT_ERR_INVALID_ARGUMENT, "neat_backend_from_name: the name holds a NUL byte");
+        neatml_raise_msg(NEAT_ERR_INVALID_ARGUMENT,
+                         "neat_backend_from_name: the name holds a NUL byte");
     neat_backend b = NEAT_BACKEND_AUTO;
     neatml_check(neat_backend_from_name(String_val(name), &b));
     return Val_int(b);
 }
 
-value neatml_backend_is_built(value backend)
-{
+value neatml_backend_is_built(value backend) {
     return Val_bool(neat_backend_is_built((neat_backend)Int_val(backend)));
 }
 
@@ -69,16 +63,13 @@ value neatml_backend_is_built(value backend)
 
 /* A quarter of the device's memory: garbage tensors waiting for the next major cycle then
  * stay well under what the device has, next to the live ones. */
-static int64_t default_gc_budget(neat_device *dev)
-{
+static int64_t default_gc_budget(neat_device *dev) {
     neat_device_props p;
-    if (neat_device_info(dev, &p) == NEAT_OK && p.total_memory > 0)
-        return p.total_memory / 4;
+    if (neat_device_info(dev, &p) == NEAT_OK && p.total_memory > 0) return p.total_memory / 4;
     return (int64_t)1 << 30;
 }
 
-value neatml_device_create(value backend_v, value index_v, value budget_v)
-{
+value neatml_device_create(value backend_v, value index_v, value budget_v) {
     neat_backend backend = (neat_backend)Int_val(backend_v);
     int index = Int_val(index_v);
     int64_t budget = Long_val(budget_v); /* <= 0: the default */
@@ -86,8 +77,7 @@ value neatml_device_create(value backend_v, value index_v, value budget_v)
     neat_device *dev = NULL;
     caml_release_runtime_system();
     neat_status s = neat_device_create(backend, index, &dev);
-    if (s == NEAT_OK && budget <= 0)
-        budget = default_gc_budget(dev);
+    if (s == NEAT_OK && budget <= 0) budget = default_gc_budget(dev);
     caml_acquire_runtime_system();
     neatml_check(s);
     value v = neatml_alloc_block(KIND_DEVICE, dev, dev, 0, 1);
@@ -95,13 +85,11 @@ value neatml_device_create(value backend_v, value index_v, value budget_v)
     return v;
 }
 
-value neatml_device_destroy(value v)
-{
+value neatml_device_destroy(value v) {
     neatml_block *b = Block_val(v);
     neat_device *dev = b->handle;
     b->handle = NULL; /* before releasing the lock: another thread sees it freed */
-    if (dev == NULL)
-        return Val_unit;
+    if (dev == NULL) return Val_unit;
     neatml_drain(dev, 0); /* v is not used after this */
     caml_release_runtime_system();
     neatml_destroy_device(dev);
@@ -111,8 +99,7 @@ value neatml_device_destroy(value v)
 
 value neatml_device_gc_budget(value v) { return Val_long(Block_val(v)->gc_budget); }
 
-value neatml_device_info(value v)
-{
+value neatml_device_info(value v) {
     CAMLparam1(v);
     CAMLlocal3(r, name, selection);
     neat_device_props p;
@@ -130,14 +117,12 @@ value neatml_device_info(value v)
     CAMLreturn(r);
 }
 
-value neatml_device_set_math_mode(value v, value mode)
-{
+value neatml_device_set_math_mode(value v, value mode) {
     neatml_check(neat_device_set_math_mode(DEV(v), (neat_math_mode)Int_val(mode)));
     return Val_unit;
 }
 
-value neatml_device_memory_stats(value v)
-{
+value neatml_device_memory_stats(value v) {
     neat_memory_stats m;
     neatml_check(neat_device_memory_stats(DEV(v), &m));
     value r = caml_alloc_tuple(4); /* immediates only: no roots needed */
@@ -148,21 +133,18 @@ value neatml_device_memory_stats(value v)
     return r;
 }
 
-value neatml_device_set_memory_limit(value v, value bytes)
-{
+value neatml_device_set_memory_limit(value v, value bytes) {
     neatml_check(neat_device_set_memory_limit(DEV(v), (int64_t)Long_val(bytes)));
     return Val_unit;
 }
 
-value neatml_device_reset_peak(value v)
-{
+value neatml_device_reset_peak(value v) {
     neatml_check(neat_device_reset_peak(DEV(v)));
     return Val_unit;
 }
 
 /* synchronize and trim wait for the device: the deferred entries of it go first. */
-static value device_call(value v, neat_status (*call)(neat_device *))
-{
+static value device_call(value v, neat_status (*call)(neat_device *)) {
     CAMLparam1(v);
     neat_device *dev = DEV(v);
     neatml_drain(dev, 0);
@@ -180,21 +162,19 @@ value neatml_device_trim(value v) { return device_call(v, neat_device_trim); }
 
 /* An OCaml int array of at most 4 sizes into C: more is Invalid_argument here (the C call
  * reads only ndim sizes: it must never be given a short array). */
-static int shape_of_array(value arr, int64_t shape[NEAT_MAX_DIMS], const char *fn)
-{
+static int shape_of_array(value arr, int64_t shape[NEAT_MAX_DIMS], const char *fn) {
     mlsize_t n = Wosize_val(arr);
     if (n > NEAT_MAX_DIMS) {
         char msg[128];
-        snprintf(msg, sizeof msg, "%s: %lu dimensions, more than 4 dimensions", fn, (unsigned long)n);
+        snprintf(msg, sizeof msg, "%s: %lu dimensions, more than 4 dimensions", fn,
+                 (unsigned long)n);
         neatml_raise_msg(NEAT_ERR_INVALID_ARGUMENT, msg);
     }
-    for (mlsize_t i = 0; i < n; i++)
-        shape[i] = Long_val(Field(arr, i));
+    for (mlsize_t i = 0; i < n; i++) shape[i] = Long_val(Field(arr, i));
     return (int)n;
 }
 
-static value tensor_create(value dev_v, value shape_arr, int zeros)
-{
+static value tensor_create(value dev_v, value shape_arr, int zeros) {
     CAMLparam1(dev_v);
     const char *fn = zeros ? "neat_tensor_create_zeros" : "neat_tensor_create";
     int64_t shape[NEAT_MAX_DIMS] = {0};
@@ -209,16 +189,14 @@ static value tensor_create(value dev_v, value shape_arr, int zeros)
     caml_acquire_runtime_system();
     neatml_check(s);
     int64_t numel = 1;
-    for (int i = 0; i < ndim; i++)
-        numel *= shape[i];
+    for (int i = 0; i < ndim; i++) numel *= shape[i];
     CAMLreturn(neatml_alloc_block(KIND_TENSOR, t, dev, numel * (int64_t)sizeof(float), budget));
 }
 
 value neatml_tensor_create(value dev, value shape) { return tensor_create(dev, shape, 0); }
 value neatml_tensor_create_zeros(value dev, value shape) { return tensor_create(dev, shape, 1); }
 
-value neatml_tensor_view(value tv, value shape_arr)
-{
+value neatml_tensor_view(value tv, value shape_arr) {
     int64_t shape[NEAT_MAX_DIMS] = {0};
     int ndim = shape_of_array(shape_arr, shape, "neat_tensor_view");
     neat_tensor *t = NULL;
@@ -228,8 +206,7 @@ value neatml_tensor_view(value tv, value shape_arr)
 }
 
 /* Never waits: work already committed keeps the memory until it completes. */
-value neatml_tensor_destroy(value v)
-{
+value neatml_tensor_destroy(value v) {
     neatml_block *b = Block_val(v);
     neat_tensor *t = b->handle;
     b->handle = NULL;
@@ -237,29 +214,24 @@ value neatml_tensor_destroy(value v)
     return Val_unit;
 }
 
-value neatml_tensor_shape(value v)
-{
+value neatml_tensor_shape(value v) {
     int ndim = 0;
     int64_t shape[NEAT_MAX_DIMS];
     neatml_check(neat_tensor_shape(TEN(v), &ndim, shape));
     value r = ndim == 0 ? Atom(0) : caml_alloc_tuple(ndim);
-    for (int i = 0; i < ndim; i++)
-        Field(r, i) = Val_long(shape[i]);
+    for (int i = 0; i < ndim; i++) Field(r, i) = Val_long(shape[i]);
     return r;
 }
 
-int64_t neatml_bigarray_count(value ba)
-{
+int64_t neatml_bigarray_count(value ba) {
     struct caml_ba_array *b = Caml_ba_array_val(ba);
     int64_t n = 1;
-    for (int i = 0; i < b->num_dims; i++)
-        n *= b->dim[i];
+    for (int i = 0; i < b->num_dims; i++) n *= b->dim[i];
     return n;
 }
 
 /* Both copies wait for the committed work that uses the tensor first. */
-value neatml_tensor_write(value tv, value ba)
-{
+value neatml_tensor_write(value tv, value ba) {
     CAMLparam2(tv, ba);
     neat_tensor *t = TEN(tv);
     const float *src = (const float *)Caml_ba_data_val(ba);
@@ -272,8 +244,7 @@ value neatml_tensor_write(value tv, value ba)
     CAMLreturn(Val_unit);
 }
 
-value neatml_tensor_read(value tv, value ba)
-{
+value neatml_tensor_read(value tv, value ba) {
     CAMLparam2(tv, ba);
     neat_tensor *t = TEN(tv);
     float *dst = (float *)Caml_ba_data_val(ba);
@@ -288,8 +259,7 @@ value neatml_tensor_read(value tv, value ba)
 
 /* ---- command buffers ---------------------------------------------------------------------- */
 
-value neatml_cmdbuf_create(value dev_v)
-{
+value neatml_cmdbuf_create(value dev_v) {
     CAMLparam1(dev_v);
     CAMLlocal1(v);
     neat_device *dev = DEV(dev_v);
@@ -314,16 +284,14 @@ value neatml_cmdbuf_create(value dev_v)
 /* What the buffer keeps alive (a Gpu.Cmdbuf.kept list), and its replacement. */
 value neatml_cmdbuf_recorded(value v) { return *Block_val(v)->recorded; }
 
-value neatml_cmdbuf_set_recorded(value v, value list)
-{
+value neatml_cmdbuf_set_recorded(value v, value list) {
     caml_modify_generational_global_root(Block_val(v)->recorded, list);
     return Val_unit;
 }
 
 /* Never waits, unless the buffer's work may still write host memory: the Bigarrays it
  * keeps alive may go once the root forgets them, so that work must be over first. */
-value neatml_cmdbuf_destroy(value v)
-{
+value neatml_cmdbuf_destroy(value v) {
     CAMLparam1(v);
     neat_cmdbuf *cb = Block_val(v)->handle;
     Block_val(v)->handle = NULL;
@@ -340,8 +308,7 @@ value neatml_cmdbuf_destroy(value v)
     CAMLreturn(Val_unit);
 }
 
-value neatml_cmdbuf_commit(value v)
-{
+value neatml_cmdbuf_commit(value v) {
     CAMLparam1(v); /* the root keeps the copies' Bigarrays, read during commit */
     neat_cmdbuf *cb = CB(v);
     caml_release_runtime_system(); /* a first CUDA replay captures a graph */
@@ -352,8 +319,7 @@ value neatml_cmdbuf_commit(value v)
 }
 
 /* wait and reset block on the buffer's work: the device's deferred entries go first. */
-value neatml_cmdbuf_wait(value v)
-{
+value neatml_cmdbuf_wait(value v) {
     CAMLparam1(v);
     neat_cmdbuf *cb = CB(v);
     neatml_drain(Block_val(v)->device, 0);
@@ -365,8 +331,7 @@ value neatml_cmdbuf_wait(value v)
 }
 
 /* The library drops the ops even when it reports a failure of their last run: so do we. */
-value neatml_cmdbuf_reset(value v)
-{
+value neatml_cmdbuf_reset(value v) {
     CAMLparam1(v);
     neat_cmdbuf *cb = CB(v);
     neatml_drain(Block_val(v)->device, 0);
@@ -381,15 +346,13 @@ value neatml_cmdbuf_reset(value v)
     CAMLreturn(Val_unit);
 }
 
-value neatml_cmdbuf_op_count(value v)
-{
+value neatml_cmdbuf_op_count(value v) {
     int64_t n = 0;
     neatml_check(neat_cmdbuf_op_count(CB(v), &n));
     return Val_long(n);
 }
 
-value neatml_cmdbuf_device_time(value v)
-{
+value neatml_cmdbuf_device_time(value v) {
     double s = 0;
     neatml_check(neat_cmdbuf_device_time(CB(v), &s));
     return caml_copy_double(s);

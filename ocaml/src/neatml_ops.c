@@ -15,15 +15,13 @@
  * A copy to host memory marks the buffer: its free and its finalizer must then let its
  * work finish before the root lets the Bigarray go. */
 
-value neatml_copy_from_host(value cb, value ba, value t)
-{
+value neatml_copy_from_host(value cb, value ba, value t) {
     neatml_check(neat_copy_from_host(CB(cb), (const float *)Caml_ba_data_val(ba),
                                      neatml_bigarray_count(ba), TEN(t)));
     return Val_unit;
 }
 
-value neatml_copy_to_host(value cb, value t, value ba)
-{
+value neatml_copy_to_host(value cb, value t, value ba) {
     neatml_check(neat_copy_to_host(CB(cb), TEN(t), (float *)Caml_ba_data_val(ba),
                                    neatml_bigarray_count(ba)));
     Block_val(cb)->host_writes = 1;
@@ -33,68 +31,58 @@ value neatml_copy_to_host(value cb, value t, value ba)
 /* ---- operations ------------------------------------------------------------------------ */
 
 value neatml_matmul(value cb, value a, value b, value c, value alpha, value beta, value ta,
-                    value tb)
-{
+                    value tb) {
     neatml_check(neat_matmul(CB(cb), TEN(a), TEN(b), TEN(c), (float)Double_val(alpha),
-                      (float)Double_val(beta), Bool_val(ta), Bool_val(tb)));
+                             (float)Double_val(beta), Bool_val(ta), Bool_val(tb)));
     return Val_unit;
 }
 
-value neatml_matmul_bc(value *argv, int argc)
-{
+value neatml_matmul_bc(value *argv, int argc) {
     (void)argc;
-    return neatml_matmul(argv[0], argv[1], argv[2], argv[3], argv[4], argv[5], argv[6],
-                         argv[7]);
+    return neatml_matmul(argv[0], argv[1], argv[2], argv[3], argv[4], argv[5], argv[6], argv[7]);
 }
 
-value neatml_matmul_batched(value cb, value a, value b, value c, value alpha, value beta,
-                            value ta, value tb)
-{
+value neatml_matmul_batched(value cb, value a, value b, value c, value alpha, value beta, value ta,
+                            value tb) {
     neatml_check(neat_matmul_batched(CB(cb), TEN(a), TEN(b), TEN(c), (float)Double_val(alpha),
-                              (float)Double_val(beta), Bool_val(ta), Bool_val(tb)));
+                                     (float)Double_val(beta), Bool_val(ta), Bool_val(tb)));
     return Val_unit;
 }
 
-value neatml_matmul_batched_bc(value *argv, int argc)
-{
+value neatml_matmul_batched_bc(value *argv, int argc) {
     (void)argc;
     return neatml_matmul_batched(argv[0], argv[1], argv[2], argv[3], argv[4], argv[5], argv[6],
                                  argv[7]);
 }
 
-value neatml_add(value cb, value a, value b, value out)
-{
+value neatml_add(value cb, value a, value b, value out) {
     neatml_check(neat_add(CB(cb), TEN(a), TEN(b), TEN(out)));
     return Val_unit;
 }
 
-value neatml_scale(value cb, value x, value alpha, value out)
-{
+value neatml_scale(value cb, value x, value alpha, value out) {
     neatml_check(neat_scale(CB(cb), TEN(x), (float)Double_val(alpha), TEN(out)));
     return Val_unit;
 }
 
-value neatml_fill(value cb, value t, value v)
-{
+value neatml_fill(value cb, value t, value v) {
     neatml_check(neat_fill(CB(cb), TEN(t), (float)Double_val(v)));
     return Val_unit;
 }
 
-value neatml_linear_forward(value cb, value x, value w, value b, value act, value y)
-{
-    neatml_check(neat_linear_forward(CB(cb), (neat_activation)Int_val(act), TEN(x), TEN(w), OPT_TEN(b), TEN(y)));
+value neatml_linear_forward(value cb, value x, value w, value b, value act, value y) {
+    neatml_check(neat_linear_forward(CB(cb), (neat_activation)Int_val(act), TEN(x), TEN(w),
+                                     OPT_TEN(b), TEN(y)));
     return Val_unit;
 }
 
-value neatml_linear_forward_bc(value *argv, int argc)
-{
+value neatml_linear_forward_bc(value *argv, int argc) {
     (void)argc;
     return neatml_linear_forward(argv[0], argv[1], argv[2], argv[3], argv[4], argv[5]);
 }
 
 /* Gpu.Conv2d.t: a record of nine ints in the order of neat_conv2d_desc's fields. */
-static neat_conv2d_desc conv_desc_of(value d)
-{
+static neat_conv2d_desc conv_desc_of(value d) {
     neat_conv2d_desc c;
     c.kernel_h = Long_val(Field(d, 0));
     c.kernel_w = Long_val(Field(d, 1));
@@ -109,8 +97,7 @@ static neat_conv2d_desc conv_desc_of(value d)
 }
 
 /* Gpu.Pool2d.t: a record of six ints in the order of neat_pool2d_desc's fields. */
-static neat_pool2d_desc pool_desc_of(value d)
-{
+static neat_pool2d_desc pool_desc_of(value d) {
     neat_pool2d_desc p;
     p.kernel_h = Long_val(Field(d, 0));
     p.kernel_w = Long_val(Field(d, 1));
@@ -123,188 +110,161 @@ static neat_pool2d_desc pool_desc_of(value d)
 
 /* Conv2d.make and Pool2d.make build their records through the library's makers, so that the
  * field order and the defaults of the C API are read in one place. */
-value neatml_conv2d_desc_full(value kh, value kw, value sh, value sw, value ph, value pw,
-                              value dh, value dw, value groups)
-{
-    neat_conv2d_desc c = neat_conv2d_desc_full(Long_val(kh), Long_val(kw), Long_val(sh),
-                                               Long_val(sw), Long_val(ph), Long_val(pw),
-                                               Long_val(dh), Long_val(dw), Long_val(groups));
-    int64_t fields[9] = {c.kernel_h, c.kernel_w, c.stride_h,   c.stride_w,  c.pad_h,
+value neatml_conv2d_desc_full(value kh, value kw, value sh, value sw, value ph, value pw, value dh,
+                              value dw, value groups) {
+    neat_conv2d_desc c =
+        neat_conv2d_desc_full(Long_val(kh), Long_val(kw), Long_val(sh), Long_val(sw), Long_val(ph),
+                              Long_val(pw), Long_val(dh), Long_val(dw), Long_val(groups));
+    int64_t fields[9] = {c.kernel_h, c.kernel_w,   c.stride_h,   c.stride_w, c.pad_h,
                          c.pad_w,    c.dilation_h, c.dilation_w, c.groups};
     value r = caml_alloc_tuple(9); /* immediates only: no roots needed */
-    for (int i = 0; i < 9; i++)
-        Field(r, i) = Val_long(fields[i]);
+    for (int i = 0; i < 9; i++) Field(r, i) = Val_long(fields[i]);
     return r;
 }
 
-value neatml_conv2d_desc_full_bc(value *argv, int argc)
-{
+value neatml_conv2d_desc_full_bc(value *argv, int argc) {
     (void)argc;
-    return neatml_conv2d_desc_full(argv[0], argv[1], argv[2], argv[3], argv[4], argv[5],
-                                   argv[6], argv[7], argv[8]);
+    return neatml_conv2d_desc_full(argv[0], argv[1], argv[2], argv[3], argv[4], argv[5], argv[6],
+                                   argv[7], argv[8]);
 }
 
-value neatml_pool2d_desc_full(value kh, value kw, value sh, value sw, value ph, value pw)
-{
+value neatml_pool2d_desc_full(value kh, value kw, value sh, value sw, value ph, value pw) {
     neat_pool2d_desc p = neat_pool2d_desc_full(Long_val(kh), Long_val(kw), Long_val(sh),
                                                Long_val(sw), Long_val(ph), Long_val(pw));
     int64_t fields[6] = {p.kernel_h, p.kernel_w, p.stride_h, p.stride_w, p.pad_h, p.pad_w};
     value r = caml_alloc_tuple(6);
-    for (int i = 0; i < 6; i++)
-        Field(r, i) = Val_long(fields[i]);
+    for (int i = 0; i < 6; i++) Field(r, i) = Val_long(fields[i]);
     return r;
 }
 
-value neatml_pool2d_desc_full_bc(value *argv, int argc)
-{
+value neatml_pool2d_desc_full_bc(value *argv, int argc) {
     (void)argc;
     return neatml_pool2d_desc_full(argv[0], argv[1], argv[2], argv[3], argv[4], argv[5]);
 }
 
-value neatml_conv2d_forward(value cb, value desc, value x, value w, value b, value act,
-                            value y)
-{
+value neatml_conv2d_forward(value cb, value desc, value x, value w, value b, value act, value y) {
     neat_conv2d_desc d = conv_desc_of(desc);
-    neatml_check(neat_conv2d_forward(CB(cb), &d, (neat_activation)Int_val(act), TEN(x), TEN(w), OPT_TEN(b), TEN(y)));
+    neatml_check(neat_conv2d_forward(CB(cb), &d, (neat_activation)Int_val(act), TEN(x), TEN(w),
+                                     OPT_TEN(b), TEN(y)));
     return Val_unit;
 }
 
-value neatml_conv2d_forward_bc(value *argv, int argc)
-{
+value neatml_conv2d_forward_bc(value *argv, int argc) {
     (void)argc;
-    return neatml_conv2d_forward(argv[0], argv[1], argv[2], argv[3], argv[4], argv[5],
-                                 argv[6]);
+    return neatml_conv2d_forward(argv[0], argv[1], argv[2], argv[3], argv[4], argv[5], argv[6]);
 }
 
-value neatml_maxpool2d(value cb, value desc, value x, value y)
-{
+value neatml_maxpool2d(value cb, value desc, value x, value y) {
     neat_pool2d_desc d = pool_desc_of(desc);
     neatml_check(neat_maxpool2d(CB(cb), &d, TEN(x), TEN(y)));
     return Val_unit;
 }
 
-value neatml_sum_all(value cb, value x, value y)
-{
+value neatml_sum_all(value cb, value x, value y) {
     neatml_check(neat_sum_all(CB(cb), TEN(x), TEN(y)));
     return Val_unit;
 }
 
-value neatml_sum_axis(value cb, value x, value axis, value y)
-{
+value neatml_sum_axis(value cb, value x, value axis, value y) {
     neatml_check(neat_sum_axis(CB(cb), TEN(x), Int_val(axis), TEN(y)));
     return Val_unit;
 }
 
-value neatml_softmax(value cb, value x, value y)
-{
+value neatml_softmax(value cb, value x, value y) {
     neatml_check(neat_softmax(CB(cb), TEN(x), TEN(y)));
     return Val_unit;
 }
 
-value neatml_activation_forward(value cb, value act, value x, value y)
-{
+value neatml_activation_forward(value cb, value act, value x, value y) {
     neatml_check(neat_activation_forward(CB(cb), (neat_activation)Int_val(act), TEN(x), TEN(y)));
     return Val_unit;
 }
 
-value neatml_activation_backward(value cb, value act, value x, value y, value dy, value dx)
-{
+value neatml_activation_backward(value cb, value act, value x, value y, value dy, value dx) {
     neatml_check(neat_activation_backward(CB(cb), (neat_activation)Int_val(act), OPT_TEN(x),
-                                   OPT_TEN(y), TEN(dy), TEN(dx)));
+                                          OPT_TEN(y), TEN(dy), TEN(dx)));
     return Val_unit;
 }
 
-value neatml_activation_backward_bc(value *argv, int argc)
-{
+value neatml_activation_backward_bc(value *argv, int argc) {
     (void)argc;
     return neatml_activation_backward(argv[0], argv[1], argv[2], argv[3], argv[4], argv[5]);
 }
 
-value neatml_linear_backward(value cb, value x, value w, value b, value y, value dy,
-                             value act, value dx, value dw, value db, value accumulate)
-{
-    neatml_check(neat_linear_backward(CB(cb), (neat_activation)Int_val(act), TEN(x), TEN(w), OPT_TEN(b), OPT_TEN(y), TEN(dy), OPT_TEN(dx), OPT_TEN(dw),
-                               OPT_TEN(db), Bool_val(accumulate)));
+value neatml_linear_backward(value cb, value x, value w, value b, value y, value dy, value act,
+                             value dx, value dw, value db, value accumulate) {
+    neatml_check(neat_linear_backward(CB(cb), (neat_activation)Int_val(act), TEN(x), TEN(w),
+                                      OPT_TEN(b), OPT_TEN(y), TEN(dy), OPT_TEN(dx), OPT_TEN(dw),
+                                      OPT_TEN(db), Bool_val(accumulate)));
     return Val_unit;
 }
 
-value neatml_linear_backward_bc(value *argv, int argc)
-{
+value neatml_linear_backward_bc(value *argv, int argc) {
     (void)argc;
-    return neatml_linear_backward(argv[0], argv[1], argv[2], argv[3], argv[4], argv[5],
-                                  argv[6], argv[7], argv[8], argv[9], argv[10]);
+    return neatml_linear_backward(argv[0], argv[1], argv[2], argv[3], argv[4], argv[5], argv[6],
+                                  argv[7], argv[8], argv[9], argv[10]);
 }
 
-value neatml_conv2d_backward(value cb, value desc, value x, value w, value b, value y,
-                             value dy, value act, value dx, value dw, value db,
-                             value accumulate)
-{
+value neatml_conv2d_backward(value cb, value desc, value x, value w, value b, value y, value dy,
+                             value act, value dx, value dw, value db, value accumulate) {
     neat_conv2d_desc d = conv_desc_of(desc);
-    neatml_check(neat_conv2d_backward(CB(cb), &d, (neat_activation)Int_val(act), TEN(x), TEN(w), OPT_TEN(b), OPT_TEN(y), TEN(dy), OPT_TEN(dx), OPT_TEN(dw),
-                               OPT_TEN(db), Bool_val(accumulate)));
+    neatml_check(neat_conv2d_backward(CB(cb), &d, (neat_activation)Int_val(act), TEN(x), TEN(w),
+                                      OPT_TEN(b), OPT_TEN(y), TEN(dy), OPT_TEN(dx), OPT_TEN(dw),
+                                      OPT_TEN(db), Bool_val(accumulate)));
     return Val_unit;
 }
 
-value neatml_conv2d_backward_bc(value *argv, int argc)
-{
+value neatml_conv2d_backward_bc(value *argv, int argc) {
     (void)argc;
-    return neatml_conv2d_backward(argv[0], argv[1], argv[2], argv[3], argv[4], argv[5],
-                                  argv[6], argv[7], argv[8], argv[9], argv[10], argv[11]);
+    return neatml_conv2d_backward(argv[0], argv[1], argv[2], argv[3], argv[4], argv[5], argv[6],
+                                  argv[7], argv[8], argv[9], argv[10], argv[11]);
 }
 
-value neatml_maxpool2d_backward(value cb, value desc, value x, value dy, value dx)
-{
+value neatml_maxpool2d_backward(value cb, value desc, value x, value dy, value dx) {
     neat_pool2d_desc d = pool_desc_of(desc);
     neatml_check(neat_maxpool2d_backward(CB(cb), &d, TEN(x), TEN(dy), TEN(dx)));
     return Val_unit;
 }
 
-value neatml_softmax_backward(value cb, value y, value dy, value dx)
-{
+value neatml_softmax_backward(value cb, value y, value dy, value dx) {
     neatml_check(neat_softmax_backward(CB(cb), TEN(y), TEN(dy), TEN(dx)));
     return Val_unit;
 }
 
-value neatml_softmax_cross_entropy(value cb, value logits, value labels, value loss)
-{
+value neatml_softmax_cross_entropy(value cb, value logits, value labels, value loss) {
     neatml_check(neat_softmax_cross_entropy(CB(cb), TEN(logits), TEN(labels), TEN(loss)));
     return Val_unit;
 }
 
-value neatml_softmax_cross_entropy_backward(value cb, value logits, value labels,
-                                            value dlogits)
-{
-    neatml_check(neat_softmax_cross_entropy_backward(CB(cb), TEN(logits), TEN(labels), TEN(dlogits)));
+value neatml_softmax_cross_entropy_backward(value cb, value logits, value labels, value dlogits) {
+    neatml_check(
+        neat_softmax_cross_entropy_backward(CB(cb), TEN(logits), TEN(labels), TEN(dlogits)));
     return Val_unit;
 }
 
-value neatml_sgd_update(value cb, value momentum, value weight_decay, value nesterov,
-                        value hyper, value param, value grad, value velocity)
-{
+value neatml_sgd_update(value cb, value momentum, value weight_decay, value nesterov, value hyper,
+                        value param, value grad, value velocity) {
     neat_sgd_params p = {(float)Double_val(momentum), (float)Double_val(weight_decay),
                          Bool_val(nesterov)};
     neatml_check(neat_sgd_update(CB(cb), &p, TEN(hyper), TEN(param), TEN(grad), OPT_TEN(velocity)));
     return Val_unit;
 }
 
-value neatml_sgd_update_bc(value *argv, int argc)
-{
+value neatml_sgd_update_bc(value *argv, int argc) {
     (void)argc;
     return neatml_sgd_update(argv[0], argv[1], argv[2], argv[3], argv[4], argv[5], argv[6],
                              argv[7]);
 }
 
 value neatml_adam_update(value cb, value beta1, value beta2, value eps, value weight_decay,
-                         value hyper, value param, value grad, value m, value v)
-{
+                         value hyper, value param, value grad, value m, value v) {
     neat_adam_params p = {(float)Double_val(beta1), (float)Double_val(beta2),
                           (float)Double_val(eps), (float)Double_val(weight_decay)};
     neatml_check(neat_adam_update(CB(cb), &p, TEN(hyper), TEN(param), TEN(grad), TEN(m), TEN(v)));
     return Val_unit;
 }
 
-value neatml_adam_update_bc(value *argv, int argc)
-{
+value neatml_adam_update_bc(value *argv, int argc) {
     (void)argc;
     return neatml_adam_update(argv[0], argv[1], argv[2], argv[3], argv[4], argv[5], argv[6],
                               argv[7], argv[8], argv[9]);

@@ -30,12 +30,12 @@ typedef struct neatml_block {
     void *handle;        /* the library's handle; NULL once freed */
     neat_device *device; /* the device the handle belongs to (a device's own handle) */
     uint64_t id;
-    int64_t gc_budget;   /* devices: the bytes of tensors the GC may see allocated per
+    int64_t gc_budget; /* devices: the bytes of tensors the GC may see allocated per
                             major cycle (caml_alloc_custom's max); others 0 */
-    value *recorded;     /* command buffers: a malloc'd generational global root holding the
+    value *recorded;   /* command buffers: a malloc'd generational global root holding the
                             tensors and host Bigarrays recorded since the last reset (a
                             Gpu.Cmdbuf.kept list); others NULL */
-    int host_writes;     /* command buffers: a copy to host memory was recorded since the
+    int host_writes;   /* command buffers: a copy to host memory was recorded since the
                             last reset, so the Bigarrays must outlive the buffer's work */
 } neatml_block;
 

@@ -47,14 +47,16 @@
 typedef neat_status (*nm_op_fn)(nm_device *dev, nm_cmdbuf *cb, const nm_op *op);
 
 /* Prototypes <prefix>_<name> of every op, and the table of them, for a backend prefix. */
-#define NM_OP_DECLARE_(P, E, name, flags) \
+#define NM_OP_DECLARE_(P, E, name, flags)                                                          \
     neat_status P##_##name(nm_device *dev, nm_cmdbuf *cb, const nm_op *op);
 #define NM_OP_ENTRY_(P, E, name, flags) [NM_OP_##E] = P##_##name,
 #define NM_DECLARE_OPS(prefix) NM_COMPUTE_OP_LIST(NM_OP_DECLARE_, prefix)
-#define NM_OP_TABLE(prefix) { NM_COMPUTE_OP_LIST(NM_OP_ENTRY_, prefix) }
+#define NM_OP_TABLE(prefix)                                                                        \
+    { NM_COMPUTE_OP_LIST(NM_OP_ENTRY_, prefix) }
 /* The same with the collectives (op_list.h), for a backend that has them. */
 #define NM_DECLARE_OPS_WITH_COLLECTIVES(prefix) NM_OP_LIST(NM_OP_DECLARE_, prefix)
-#define NM_OP_TABLE_WITH_COLLECTIVES(prefix) { NM_OP_LIST(NM_OP_ENTRY_, prefix) }
+#define NM_OP_TABLE_WITH_COLLECTIVES(prefix)                                                       \
+    { NM_OP_LIST(NM_OP_ENTRY_, prefix) }
 
 typedef struct nm_backend_ops {
     int abi_version; /* NM_BACKEND_ABI */

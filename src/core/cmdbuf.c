@@ -32,7 +32,8 @@ NEAT_API neat_status neat_cmdbuf_create(neat_device *dh, neat_cmdbuf **out) {
     static const char fn[] = "neat_cmdbuf_create";
     if (!dh) return nm_error(NEAT_ERR_INVALID_ARGUMENT, "%s: dev is NULL", fn);
     nm_device *dev = nm_handle_get(dh, NM_H_DEVICE);
-    if (!dev) return nm_error(NEAT_ERR_INVALID_HANDLE, "%s: dev is not a live device (destroyed?)", fn);
+    if (!dev)
+        return nm_error(NEAT_ERR_INVALID_HANDLE, "%s: dev is not a live device (destroyed?)", fn);
     if (!out) return nm_error(NEAT_ERR_INVALID_ARGUMENT, "%s: out is NULL", fn);
     nm_cmdbuf *cb = calloc(1, sizeof *cb);
     if (!cb) return nm_error(NEAT_ERR_OUT_OF_MEMORY, "%s: out of host memory", fn);
@@ -57,8 +58,10 @@ static void cmdbuf_free(nm_cmdbuf *cb) {
     nm_device *dev = cb->dev;
     if (dev->be->cmdbuf_release) dev->be->cmdbuf_release(dev, cb);
     nm_scratch_release(cb);
-    if (cb->prev) cb->prev->next = cb->next;
-    else dev->cmdbufs = cb->next;
+    if (cb->prev)
+        cb->prev->next = cb->next;
+    else
+        dev->cmdbufs = cb->next;
     if (cb->next) cb->next->prev = cb->prev;
     for (int64_t i = 0; i < cb->nops; i++) nm_op_free_list(&cb->ops[i]);
     free(cb->ops);
@@ -118,7 +121,9 @@ NEAT_API void neat_cmdbuf_destroy(neat_cmdbuf *h) {
 static neat_status get_cmdbuf(const char *fn, const neat_cmdbuf *h, nm_cmdbuf **out) {
     if (!h) return nm_error(NEAT_ERR_INVALID_ARGUMENT, "%s: cb is NULL", fn);
     *out = nm_handle_get(h, NM_H_CMDBUF);
-    if (!*out) return nm_error(NEAT_ERR_INVALID_HANDLE, "%s: cb is not a live command buffer (destroyed?)", fn);
+    if (!*out)
+        return nm_error(NEAT_ERR_INVALID_HANDLE, "%s: cb is not a live command buffer (destroyed?)",
+                        fn);
     return NEAT_OK;
 }
 
@@ -195,9 +200,11 @@ NEAT_API neat_status neat_cmdbuf_commit(neat_cmdbuf *h) {
                           (long long)i, op->fn,
                           op->comm && !nm_handle_get(op->comm, NM_H_COMM) ? "comm" : "tensor");
         else if (op_comm_broken(op))
-            st = nm_error(NEAT_ERR_BACKEND_ERROR,
-                          "%s: op %lld (%s) uses a comm broken by an earlier timeout or peer failure: "
-                          "destroy it and create a new one", fn, (long long)i, op->fn);
+            st = nm_error(
+                NEAT_ERR_BACKEND_ERROR,
+                "%s: op %lld (%s) uses a comm broken by an earlier timeout or peer failure: "
+                "destroy it and create a new one",
+                fn, (long long)i, op->fn);
     }
     if (st == NEAT_OK) cb->committed = true;
     if (st == NEAT_OK && cb->nops > 0) {
@@ -212,8 +219,10 @@ NEAT_API neat_status neat_cmdbuf_commit(neat_cmdbuf *h) {
             dev->next_seq = seq;
             cb->last_seq = seq;
             cb->commits++;
-            if (dev->inflight_tail) dev->inflight_tail->next = s;
-            else dev->inflight = s;
+            if (dev->inflight_tail)
+                dev->inflight_tail->next = s;
+            else
+                dev->inflight = s;
             dev->inflight_tail = s;
         } else if (s) {
             free(s->tensors);
@@ -290,7 +299,8 @@ NEAT_API neat_status neat_cmdbuf_device_time(const neat_cmdbuf *h, double *secon
     int64_t ns = __atomic_load_n(&cb->device_ns, __ATOMIC_ACQUIRE);
     if (ns <= 0)
         return nm_error(NEAT_ERR_INVALID_ARGUMENT,
-                        "%s: no submission of this buffer has completed yet (commit, then wait)", fn);
+                        "%s: no submission of this buffer has completed yet (commit, then wait)",
+                        fn);
     *seconds = (double)ns * 1e-9;
     return NEAT_OK;
 }
@@ -349,7 +359,8 @@ void nm_cmdbuf_fail(nm_cmdbuf *cb, int64_t index, neat_status status, const char
     const char *fn = index >= 0 && index < cb->nops ? cb->ops[index].fn : "neat_cmdbuf_commit";
     /* A detail that starts with the op's own name is not repeated. */
     size_t n = strlen(fn);
-    if (detail && !strncmp(detail, fn, n) && detail[n] == ':') detail += n + 1 + (detail[n + 1] == ' ');
+    if (detail && !strncmp(detail, fn, n) && detail[n] == ':')
+        detail += n + 1 + (detail[n + 1] == ' ');
     snprintf(msg, sizeof msg, "%s (op %lld of %lld in the command buffer): %s", fn,
              (long long)index, (long long)cb->nops, detail ? detail : "failed");
     nm_cmdbuf_fail_all(cb, status, msg);

@@ -18,7 +18,9 @@
 
 static const nm_backend_ops *backend_of(const char *fn, neat_backend kind, neat_status *st) {
     const nm_backend_ops *be = nm_backend_find(kind);
-    if (!be) *st = nm_error(NEAT_ERR_UNSUPPORTED, "%s: backend %s was not built", fn, neat_backend_name(kind));
+    if (!be)
+        *st = nm_error(NEAT_ERR_UNSUPPORTED, "%s: backend %s was not built", fn,
+                       neat_backend_name(kind));
     return be;
 }
 
@@ -30,14 +32,16 @@ NEAT_API neat_status neat_comm_id_create(neat_backend backend, neat_comm_id *id)
     const nm_backend_ops *be = backend_of(fn, backend, &st);
     if (!be) return st;
     if (!be->comm_id_create)
-        return nm_error(NEAT_ERR_UNSUPPORTED, "%s: the %s backend has no collectives", fn, be->name);
+        return nm_error(NEAT_ERR_UNSUPPORTED, "%s: the %s backend has no collectives", fn,
+                        be->name);
     memset(id, 0, sizeof *id);
     return be->comm_id_create(id);
 }
 
 NEAT_API neat_status neat_comm_id_to_string(const neat_comm_id *id, char *buf, size_t size) {
     static const char fn[] = "neat_comm_id_to_string";
-    if (!id || !buf) return nm_error(NEAT_ERR_INVALID_ARGUMENT, "%s: %s is NULL", fn, id ? "buf" : "id");
+    if (!id || !buf)
+        return nm_error(NEAT_ERR_INVALID_ARGUMENT, "%s: %s is NULL", fn, id ? "buf" : "id");
     if (size < 2 * sizeof id->bytes + 1)
         return nm_error(NEAT_ERR_INVALID_ARGUMENT, "%s: size is %zu: needs %zu bytes", fn, size,
                         2 * sizeof id->bytes + 1);
@@ -58,7 +62,8 @@ static int hex_value(char c) {
 
 NEAT_API neat_status neat_comm_id_from_string(const char *str, neat_comm_id *id) {
     static const char fn[] = "neat_comm_id_from_string";
-    if (!str || !id) return nm_error(NEAT_ERR_INVALID_ARGUMENT, "%s: %s is NULL", fn, str ? "id" : "str");
+    if (!str || !id)
+        return nm_error(NEAT_ERR_INVALID_ARGUMENT, "%s: %s is NULL", fn, str ? "id" : "str");
     while (isspace((unsigned char)*str)) str++;
     neat_comm_id out;
     for (size_t i = 0; i < sizeof out.bytes; i++) {
@@ -71,8 +76,9 @@ NEAT_API neat_status neat_comm_id_from_string(const char *str, neat_comm_id *id)
     }
     const char *rest = str + 2 * sizeof out.bytes;
     while (isspace((unsigned char)*rest)) rest++;
-    if (*rest) return nm_error(NEAT_ERR_INVALID_ARGUMENT, "%s: not an id: text after the %zu hex digits",
-                               fn, 2 * sizeof out.bytes);
+    if (*rest)
+        return nm_error(NEAT_ERR_INVALID_ARGUMENT, "%s: not an id: text after the %zu hex digits",
+                        fn, 2 * sizeof out.bytes);
     *id = out;
     return NEAT_OK;
 }
@@ -105,14 +111,21 @@ NEAT_API neat_status neat_comm_create(neat_device *dh, const neat_comm_id *id, i
                                       neat_comm **out) {
     static const char fn[] = "neat_comm_create";
     if (!dh || !id || !out)
-        return nm_error(NEAT_ERR_INVALID_ARGUMENT, "%s: %s is NULL", fn, !dh ? "dev" : !id ? "id" : "out");
+        return nm_error(NEAT_ERR_INVALID_ARGUMENT, "%s: %s is NULL", fn,
+                        !dh   ? "dev"
+                        : !id ? "id"
+                              : "out");
     nm_device *dev = nm_handle_get(dh, NM_H_DEVICE);
-    if (!dev) return nm_error(NEAT_ERR_INVALID_HANDLE, "%s: dev is not a live device (destroyed?)", fn);
-    if (nranks < 1) return nm_error(NEAT_ERR_INVALID_ARGUMENT, "%s: nranks is %d: must be >= 1", fn, nranks);
+    if (!dev)
+        return nm_error(NEAT_ERR_INVALID_HANDLE, "%s: dev is not a live device (destroyed?)", fn);
+    if (nranks < 1)
+        return nm_error(NEAT_ERR_INVALID_ARGUMENT, "%s: nranks is %d: must be >= 1", fn, nranks);
     if (rank < 0 || rank >= nranks)
-        return nm_error(NEAT_ERR_INVALID_ARGUMENT, "%s: rank is %d: must be in 0..%d", fn, rank, nranks - 1);
+        return nm_error(NEAT_ERR_INVALID_ARGUMENT, "%s: rank is %d: must be in 0..%d", fn, rank,
+                        nranks - 1);
     if (!dev->be->comm_create)
-        return nm_error(NEAT_ERR_UNSUPPORTED, "%s: the %s backend has no collectives", fn, dev->be->name);
+        return nm_error(NEAT_ERR_UNSUPPORTED, "%s: the %s backend has no collectives", fn,
+                        dev->be->name);
     nm_comm *c = NULL;
     neat_status st = comm_new(fn, dev, rank, nranks, &c);
     if (st) return st;
@@ -126,22 +139,27 @@ NEAT_API neat_status neat_comm_create(neat_device *dh, const neat_comm_id *id, i
 
 NEAT_API neat_status neat_comm_create_all(int ndev, neat_device *const *devs, neat_comm **out) {
     static const char fn[] = "neat_comm_create_all";
-    if (!devs || !out) return nm_error(NEAT_ERR_INVALID_ARGUMENT, "%s: %s is NULL", fn, devs ? "out" : "devs");
-    if (ndev < 1) return nm_error(NEAT_ERR_INVALID_ARGUMENT, "%s: ndev is %d: must be >= 1", fn, ndev);
+    if (!devs || !out)
+        return nm_error(NEAT_ERR_INVALID_ARGUMENT, "%s: %s is NULL", fn, devs ? "out" : "devs");
+    if (ndev < 1)
+        return nm_error(NEAT_ERR_INVALID_ARGUMENT, "%s: ndev is %d: must be >= 1", fn, ndev);
     nm_comm **comms = calloc((size_t)ndev, sizeof *comms);
     if (!comms) return nm_error(NEAT_ERR_OUT_OF_MEMORY, "%s: out of host memory", fn);
     neat_status st = NEAT_OK;
     for (int i = 0; i < ndev && !st; i++) {
         nm_device *dev = nm_handle_get(devs[i], NM_H_DEVICE);
-        if (!dev) st = nm_error(NEAT_ERR_INVALID_HANDLE, "%s: devs[%d] is not a live device", fn, i);
+        if (!dev)
+            st = nm_error(NEAT_ERR_INVALID_HANDLE, "%s: devs[%d] is not a live device", fn, i);
         else if (i > 0 && dev->be != comms[0]->dev->be)
-            st = nm_error(NEAT_ERR_DEVICE_MISMATCH, "%s: devs[%d] is a %s device, devs[0] a %s one", fn, i,
-                          dev->be->name, comms[0]->dev->be->name);
+            st = nm_error(NEAT_ERR_DEVICE_MISMATCH, "%s: devs[%d] is a %s device, devs[0] a %s one",
+                          fn, i, dev->be->name, comms[0]->dev->be->name);
         for (int j = 0; j < i && !st; j++)
             if (comms[j]->dev == dev)
-                st = nm_error(NEAT_ERR_INVALID_ARGUMENT, "%s: devs[%d] and devs[%d] are the same device", fn, j, i);
+                st = nm_error(NEAT_ERR_INVALID_ARGUMENT,
+                              "%s: devs[%d] and devs[%d] are the same device", fn, j, i);
         if (!st && !dev->be->comm_create_all)
-            st = nm_error(NEAT_ERR_UNSUPPORTED, "%s: the %s backend has no collectives", fn, dev->be->name);
+            st = nm_error(NEAT_ERR_UNSUPPORTED, "%s: the %s backend has no collectives", fn,
+                          dev->be->name);
         if (!st) st = comm_new(fn, dev, i, ndev, &comms[i]);
     }
     int made = 0; /* backend state exists for every comm */
@@ -152,7 +170,8 @@ NEAT_API neat_status neat_comm_create_all(int ndev, neat_device *const *devs, ne
         if (!st) published++;
     }
     for (int i = 0; st && i < ndev; i++) {
-        if (i < published) neat_comm_destroy(comms[i]->handle);
+        if (i < published)
+            neat_comm_destroy(comms[i]->handle);
         else if (i > published || !made) {
             if (made && comms[i]->dev->be->comm_destroy) comms[i]->dev->be->comm_destroy(comms[i]);
             free(comms[i]);
@@ -176,7 +195,8 @@ NEAT_API void neat_comm_destroy(neat_comm *h) {
 static neat_status get_comm(const char *fn, const neat_comm *h, nm_comm **out) {
     if (!h) return nm_error(NEAT_ERR_INVALID_ARGUMENT, "%s: comm is NULL", fn);
     *out = nm_handle_get(h, NM_H_COMM);
-    if (!*out) return nm_error(NEAT_ERR_INVALID_HANDLE, "%s: comm is not a live comm (destroyed?)", fn);
+    if (!*out)
+        return nm_error(NEAT_ERR_INVALID_HANDLE, "%s: comm is not a live comm (destroyed?)", fn);
     return NEAT_OK;
 }
 
@@ -186,7 +206,8 @@ NEAT_API neat_status neat_comm_set_timeout(neat_comm *h, double seconds) {
     neat_status st = get_comm(fn, h, &c);
     if (st) return st;
     if (!(seconds >= 0 && seconds < 1e12))
-        return nm_error(NEAT_ERR_INVALID_ARGUMENT, "%s: seconds is %g: must be >= 0 (0 = no limit)", fn, seconds);
+        return nm_error(NEAT_ERR_INVALID_ARGUMENT, "%s: seconds is %g: must be >= 0 (0 = no limit)",
+                        fn, seconds);
     __atomic_store(&c->timeout, &seconds, __ATOMIC_RELAXED);
     return NEAT_OK;
 }

@@ -5,9 +5,9 @@
 #include <string.h>
 #include <stdio.h>
 
-void nm_tensor_release_all(nm_device *dev);          /* tensor.c */
-void nm_cmdbuf_release_all(nm_device *dev);          /* cmdbuf.c */
-neat_status nm_cmdbuf_take_failure(nm_device *dev);  /* cmdbuf.c */
+void nm_tensor_release_all(nm_device *dev);         /* tensor.c */
+void nm_cmdbuf_release_all(nm_device *dev);         /* cmdbuf.c */
+neat_status nm_cmdbuf_take_failure(nm_device *dev); /* cmdbuf.c */
 
 static neat_status open_backend(const nm_backend_ops *be, int index, nm_device **out) {
     if (be->abi_version != NM_BACKEND_ABI)
@@ -50,7 +50,7 @@ static neat_status open_kind(neat_backend kind, int index, nm_device **out) {
  * only device 0, and always opens it). Why each one before it did not open is kept in
  * props.selection, so that a fallback is never silent. */
 static neat_status open_auto(int index, nm_device **out) {
-    char why[sizeof ((neat_device_props *)0)->selection] = "";
+    char why[sizeof((neat_device_props *)0)->selection] = "";
     size_t used = 0;
     neat_status st = NEAT_ERR_UNSUPPORTED;
     for (int i = 0; nm_backend_auto_order[i]; i++) {
@@ -58,20 +58,21 @@ static neat_status open_auto(int index, nm_device **out) {
         st = open_backend(be, be->kind == NEAT_BACKEND_CPU ? 0 : index, out);
         if (st == NEAT_OK) break;
         if (used < sizeof why)
-            used += (size_t)snprintf(why + used, sizeof why - used, "%s%s: %s",
-                                     used ? "; " : "", be->name, neat_last_error());
+            used += (size_t)snprintf(why + used, sizeof why - used, "%s%s: %s", used ? "; " : "",
+                                     be->name, neat_last_error());
     }
-    if (st == NEAT_OK) snprintf((*out)->props.selection, sizeof (*out)->props.selection, "%s", why);
+    if (st == NEAT_OK) snprintf((*out)->props.selection, sizeof(*out)->props.selection, "%s", why);
     return st;
 }
 
 NEAT_API neat_status neat_device_create(neat_backend backend, int index, neat_device **out) {
     if (!out) return nm_error(NEAT_ERR_INVALID_ARGUMENT, "neat_device_create: out is NULL");
     if (!neat_backend_name(backend))
-        return nm_error(NEAT_ERR_INVALID_ARGUMENT, "neat_device_create: backend %d is not a neat_backend",
-                        (int)backend);
+        return nm_error(NEAT_ERR_INVALID_ARGUMENT,
+                        "neat_device_create: backend %d is not a neat_backend", (int)backend);
     if (index < 0)
-        return nm_error(NEAT_ERR_INVALID_ARGUMENT, "neat_device_create: index %d is negative", index);
+        return nm_error(NEAT_ERR_INVALID_ARGUMENT, "neat_device_create: index %d is negative",
+                        index);
     nm_device *dev = NULL;
     neat_status st;
     if (backend == NEAT_BACKEND_AUTO) {
@@ -79,7 +80,8 @@ NEAT_API neat_status neat_device_create(neat_backend backend, int index, neat_de
         if (env && *env) {
             neat_backend named;
             if (neat_backend_from_name(env, &named) != NEAT_OK)
-                return nm_error(NEAT_ERR_INVALID_ARGUMENT, "neat_device_create: NEATML_BACKEND=\"%s\": %s", env,
+                return nm_error(NEAT_ERR_INVALID_ARGUMENT,
+                                "neat_device_create: NEATML_BACKEND=\"%s\": %s", env,
                                 neat_last_error());
             backend = named;
         }
@@ -106,7 +108,8 @@ NEAT_API void neat_device_destroy(neat_device *h) {
 static neat_status get_device(const char *fn, const neat_device *h, nm_device **out) {
     if (!h) return nm_error(NEAT_ERR_INVALID_ARGUMENT, "%s: dev is NULL", fn);
     *out = nm_handle_get(h, NM_H_DEVICE);
-    if (!*out) return nm_error(NEAT_ERR_INVALID_HANDLE, "%s: dev is not a live device (destroyed?)", fn);
+    if (!*out)
+        return nm_error(NEAT_ERR_INVALID_HANDLE, "%s: dev is not a live device (destroyed?)", fn);
     return NEAT_OK;
 }
 
@@ -125,8 +128,8 @@ NEAT_API neat_status neat_device_set_math_mode(neat_device *h, neat_math_mode mo
     neat_status st = get_device("neat_device_set_math_mode", h, &dev);
     if (st) return st;
     if (mode != NEAT_MATH_STRICT && mode != NEAT_MATH_TF32)
-        return nm_error(NEAT_ERR_INVALID_ARGUMENT, "neat_device_set_math_mode: mode %d is not a neat_math_mode",
-                        (int)mode);
+        return nm_error(NEAT_ERR_INVALID_ARGUMENT,
+                        "neat_device_set_math_mode: mode %d is not a neat_math_mode", (int)mode);
     dev->math = mode;
     return NEAT_OK;
 }
@@ -181,7 +184,8 @@ NEAT_API neat_status neat_device_set_memory_limit(neat_device *h, int64_t bytes)
     neat_status st = get_device(fn, h, &dev);
     if (st) return st;
     if (bytes < 0)
-        return nm_error(NEAT_ERR_INVALID_ARGUMENT, "%s: bytes is %lld, negative", fn, (long long)bytes);
+        return nm_error(NEAT_ERR_INVALID_ARGUMENT, "%s: bytes is %lld, negative", fn,
+                        (long long)bytes);
     pthread_mutex_lock(&dev->pool.lock);
     dev->pool.limit = bytes ? bytes : nm_pool_default_limit(dev);
     pthread_mutex_unlock(&dev->pool.lock);

@@ -25,7 +25,7 @@ typedef struct slot {
 
 static pthread_mutex_t table_lock = PTHREAD_MUTEX_INITIALIZER;
 static slot *chunks[MAX_CHUNKS];
-static uint32_t nslots;           /* slots ever handed out */
+static uint32_t nslots; /* slots ever handed out */
 static uint32_t free_head = UINT32_MAX;
 
 static slot *slot_at(uint32_t i) { return &chunks[i / CHUNK_SLOTS][i % CHUNK_SLOTS]; }

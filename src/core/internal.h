@@ -41,7 +41,12 @@ void nm_set_error_text(const char *msg);
 
 /* ---- handles (handle.c) ----------------------------------------------------------------- */
 
-typedef enum nm_handle_kind { NM_H_DEVICE = 1, NM_H_TENSOR = 2, NM_H_CMDBUF = 3, NM_H_COMM = 4 } nm_handle_kind;
+typedef enum nm_handle_kind {
+    NM_H_DEVICE = 1,
+    NM_H_TENSOR = 2,
+    NM_H_CMDBUF = 3,
+    NM_H_COMM = 4
+} nm_handle_kind;
 
 /* A new handle for obj, NULL when out of memory. */
 void *nm_handle_new(nm_handle_kind kind, void *obj);
@@ -66,9 +71,9 @@ typedef struct nm_pool {
     pthread_mutex_t lock;
     struct nm_pool_bucket *buckets; /* free blocks by size */
     int64_t in_use, reserved, peak;
-    int64_t limit;  /* reserved never exceeds it (neat_device_set_memory_limit) */
-    int debug;      /* NEATML_DEBUG_POOL: exact sizes, no cache, poison, canaries */
-    nm_block *live; /* debug pool: blocks in use, for the canary check */
+    int64_t limit;   /* reserved never exceeds it (neat_device_set_memory_limit) */
+    int debug;       /* NEATML_DEBUG_POOL: exact sizes, no cache, poison, canaries */
+    nm_block *live;  /* debug pool: blocks in use, for the canary check */
     int64_t overrun; /* debug pool: size of a freed block whose canary had changed, 0 none */
 } nm_pool;
 
@@ -113,9 +118,9 @@ struct nm_device {
     neat_math_mode math;
     nm_pool pool;
     pthread_mutex_t lock;
-    nm_tensor *tensors;       /* live tensor objects (a handle or a submission holds them) */
-    nm_cmdbuf *cmdbufs;       /* live command buffers, destroyed ones still running included */
-    uint64_t next_seq;        /* submissions so far: the next one gets next_seq + 1 */
+    nm_tensor *tensors; /* live tensor objects (a handle or a submission holds them) */
+    nm_cmdbuf *cmdbufs; /* live command buffers, destroyed ones still running included */
+    uint64_t next_seq;  /* submissions so far: the next one gets next_seq + 1 */
     nm_submission *inflight, *inflight_tail; /* in submission order */
 };
 
@@ -133,10 +138,10 @@ struct nm_tensor {
     int ndim;
     int64_t shape[NEAT_MAX_DIMS];
     int64_t numel;
-    neat_tensor *handle;     /* NULL once destroyed */
-    int refs;                /* the handle + submissions in flight */
-    uint64_t mark;           /* seq of the submission that last took a reference */
-    nm_tensor *prev, *next;  /* device list */
+    neat_tensor *handle;    /* NULL once destroyed */
+    int refs;               /* the handle + submissions in flight */
+    uint64_t mark;          /* seq of the submission that last took a reference */
+    nm_tensor *prev, *next; /* device list */
 };
 
 /* Recorded ops: the kinds come from op_list.h, their arguments from ops.h. */
@@ -155,14 +160,14 @@ typedef enum nm_op_kind { NM_OP_LIST(NM_OP_ENUM_, _) NM_OP__COUNT } nm_op_kind;
  * check, the references a submission holds. */
 typedef struct nm_op {
     nm_op_kind kind;
-    const char *fn;                             /* the public function that recorded it */
-    neat_math_mode math;                        /* the device's mode when recorded */
-    int ntensors;                               /* handles[] in use */
-    neat_tensor *handles[NM_OP_MAX_TENSORS];    /* re-checked at every commit */
-    int nlist;                                  /* list[], list_handles[]: 0 and NULL */
-    nm_tensor **list;                           /*   unless the op has a list */
-    neat_tensor **list_handles;                 /* re-checked at every commit */
-    const neat_comm *comm;                      /* collectives: re-checked at every commit */
+    const char *fn;                          /* the public function that recorded it */
+    neat_math_mode math;                     /* the device's mode when recorded */
+    int ntensors;                            /* handles[] in use */
+    neat_tensor *handles[NM_OP_MAX_TENSORS]; /* re-checked at every commit */
+    int nlist;                               /* list[], list_handles[]: 0 and NULL */
+    nm_tensor **list;                        /*   unless the op has a list */
+    neat_tensor **list_handles;              /* re-checked at every commit */
+    const neat_comm *comm;                   /* collectives: re-checked at every commit */
     union {
 #define NM_OP_MEMBER_(P, E, name, flags) nm_##name##_args name;
         NM_OP_LIST(NM_OP_MEMBER_, _)
@@ -196,20 +201,20 @@ struct nm_comm {
 
 struct nm_cmdbuf {
     nm_device *dev;
-    neat_cmdbuf *handle;       /* NULL once destroyed (freed when its work completes) */
+    neat_cmdbuf *handle; /* NULL once destroyed (freed when its work completes) */
     nm_op *ops;
     int64_t nops, cap;
-    bool committed;            /* sealed: no more recording until reset */
-    uint64_t commits;          /* submissions so far */
-    uint64_t last_seq;         /* seq of its latest submission: idle once that completed */
-    void *impl;                /* backend state (a captured CUDA graph) */
-    nm_block *scratch;         /* pool blocks held for the ops (nm_scratch_alloc) */
-    int64_t device_ns;         /* device time of the latest completed submission, 0: none
+    bool committed;    /* sealed: no more recording until reset */
+    uint64_t commits;  /* submissions so far */
+    uint64_t last_seq; /* seq of its latest submission: idle once that completed */
+    void *impl;        /* backend state (a captured CUDA graph) */
+    nm_block *scratch; /* pool blocks held for the ops (nm_scratch_alloc) */
+    int64_t device_ns; /* device time of the latest completed submission, 0: none
                                   (written by the backend with __atomic_store_n) */
     /* The first failure since the last wait, under dev->lock: */
     neat_status async_status;
     char async_msg[NM_MSG_MAX];
-    nm_cmdbuf *prev, *next;    /* device list */
+    nm_cmdbuf *prev, *next; /* device list */
 };
 
 /* Pool memory tied to the command buffer: kept until nm_scratch_release (the CPU backend

@@ -32,32 +32,32 @@
  * which makes recording them answer UNSUPPORTED. */
 #define NM_OP_LIST(X, P) NM_COMPUTE_OP_LIST(X, P) NM_COLLECTIVE_OP_LIST(X, P)
 
-#define NM_COLLECTIVE_OP_LIST(X, P)                                                         \
-    X(P, ALL_REDUCE, all_reduce, NM_OPF_COLLECTIVE)                                         \
-    X(P, ALL_REDUCE_BUCKET, all_reduce_bucket, NM_OPF_COLLECTIVE) /* tensors in nm_op.list */ \
+#define NM_COLLECTIVE_OP_LIST(X, P)                                                                \
+    X(P, ALL_REDUCE, all_reduce, NM_OPF_COLLECTIVE)                                                \
+    X(P, ALL_REDUCE_BUCKET, all_reduce_bucket, NM_OPF_COLLECTIVE) /* tensors in nm_op.list */      \
     X(P, BROADCAST, broadcast, NM_OPF_COLLECTIVE)
 
-#define NM_COMPUTE_OP_LIST(X, P)                                                            \
-    X(P, MATMUL, matmul, 0)                /* neat_matmul, neat_matmul_batched */           \
-    X(P, ADD, add, 0)                                                                       \
-    X(P, SCALE, scale, 0)                                                                   \
-    X(P, FILL, fill, 0)                                                                     \
-    X(P, LINEAR_FORWARD, linear_forward, 0)                                                 \
-    X(P, CONV2D_FORWARD, conv2d_forward, 0)                                                 \
-    X(P, MAXPOOL2D, maxpool2d, 0)                                                           \
-    X(P, SUM, sum, 0)                      /* neat_sum_all, neat_sum_axis */                \
-    X(P, SOFTMAX, softmax, 0)                                                               \
-    X(P, ACTIVATION_FORWARD, activation_forward, 0)                                         \
-    X(P, ACTIVATION_BACKWARD, activation_backward, 0)                                       \
-    X(P, LINEAR_BACKWARD, linear_backward, 0)                                               \
-    X(P, CONV2D_BACKWARD, conv2d_backward, 0)                                               \
-    X(P, MAXPOOL2D_BACKWARD, maxpool2d_backward, 0)                                         \
-    X(P, SOFTMAX_BACKWARD, softmax_backward, 0)                                             \
-    X(P, SOFTMAX_XENT, softmax_xent, NM_OPF_RUNTIME_CHECK)                                  \
-    X(P, SOFTMAX_XENT_BACKWARD, softmax_xent_backward, NM_OPF_RUNTIME_CHECK)                \
-    X(P, SGD_UPDATE, sgd_update, NM_OPF_RUNTIME_CHECK)                                      \
-    X(P, ADAM_UPDATE, adam_update, NM_OPF_RUNTIME_CHECK)                                    \
-    X(P, COPY_FROM_HOST, copy_from_host, 0)                                                 \
+#define NM_COMPUTE_OP_LIST(X, P)                                                                   \
+    X(P, MATMUL, matmul, 0) /* neat_matmul, neat_matmul_batched */                                 \
+    X(P, ADD, add, 0)                                                                              \
+    X(P, SCALE, scale, 0)                                                                          \
+    X(P, FILL, fill, 0)                                                                            \
+    X(P, LINEAR_FORWARD, linear_forward, 0)                                                        \
+    X(P, CONV2D_FORWARD, conv2d_forward, 0)                                                        \
+    X(P, MAXPOOL2D, maxpool2d, 0)                                                                  \
+    X(P, SUM, sum, 0) /* neat_sum_all, neat_sum_axis */                                            \
+    X(P, SOFTMAX, softmax, 0)                                                                      \
+    X(P, ACTIVATION_FORWARD, activation_forward, 0)                                                \
+    X(P, ACTIVATION_BACKWARD, activation_backward, 0)                                              \
+    X(P, LINEAR_BACKWARD, linear_backward, 0)                                                      \
+    X(P, CONV2D_BACKWARD, conv2d_backward, 0)                                                      \
+    X(P, MAXPOOL2D_BACKWARD, maxpool2d_backward, 0)                                                \
+    X(P, SOFTMAX_BACKWARD, softmax_backward, 0)                                                    \
+    X(P, SOFTMAX_XENT, softmax_xent, NM_OPF_RUNTIME_CHECK)                                         \
+    X(P, SOFTMAX_XENT_BACKWARD, softmax_xent_backward, NM_OPF_RUNTIME_CHECK)                       \
+    X(P, SGD_UPDATE, sgd_update, NM_OPF_RUNTIME_CHECK)                                             \
+    X(P, ADAM_UPDATE, adam_update, NM_OPF_RUNTIME_CHECK)                                           \
+    X(P, COPY_FROM_HOST, copy_from_host, 0)                                                        \
     X(P, COPY_TO_HOST, copy_to_host, 0)
 
 #endif

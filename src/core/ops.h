@@ -33,10 +33,12 @@ typedef struct nm_comm nm_comm;
 #define NM_MAP7_(f, a, ...) f(a), NM_MAP6_(f, __VA_ARGS__)
 #define NM_MAP8_(f, a, ...) f(a), NM_MAP7_(f, __VA_ARGS__)
 #define NM_MAP_(f, ...) NM_CAT(NM_MAP, NM_CAT(NM_NARGS(__VA_ARGS__), _))(f, __VA_ARGS__)
-#define NM_TENSORS(...)                                                                     \
-    union {                                                                                 \
-        struct { nm_tensor NM_MAP_(NM_PTR_, __VA_ARGS__); };                                \
-        nm_tensor *tensors[NM_NARGS(__VA_ARGS__)];                                          \
+#define NM_TENSORS(...)                                                                            \
+    union {                                                                                        \
+        struct {                                                                                   \
+            nm_tensor NM_MAP_(NM_PTR_, __VA_ARGS__);                                               \
+        };                                                                                         \
+        nm_tensor *tensors[NM_NARGS(__VA_ARGS__)];                                                 \
     }
 
 /* Geometry of a 2-D convolution or pooling, derived once at recording. */

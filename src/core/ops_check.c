@@ -29,8 +29,8 @@ void nm_rows_cols(const nm_tensor *t, int64_t *rows, int64_t *cols) {
     *rows = t->ndim ? nm_dims_prod(t->shape, 0, t->ndim - 1) : 1;
 }
 
-neat_status nm_check_no_alias_all(const char *fn, const char *out_name, const nm_tensor *out,
-                                  int n, const char *const *names, nm_tensor *const *ins) {
+neat_status nm_check_no_alias_all(const char *fn, const char *out_name, const nm_tensor *out, int n,
+                                  const char *const *names, nm_tensor *const *ins) {
     for (int i = 0; i < n; i++) TRY(nm_check_no_alias(fn, out_name, out, names[i], ins[i]));
     return NEAT_OK;
 }
@@ -41,9 +41,11 @@ neat_status nm_check_linear(const char *fn, const nm_tensor *x, const nm_tensor 
     TRY(nm_check_ndim(fn, "w", w, 2, "[out,in]"));
     if (w->shape[1] != x->shape[1]) {
         char xs[NM_SHAPE_STR], ws[NM_SHAPE_STR];
-        return nm_error(NEAT_ERR_SHAPE_MISMATCH, "%s: x is %s, w is %s: in features %lld and "
-                        "%lld differ", fn, nm_shape_str(x, xs), nm_shape_str(w, ws),
-                        (long long)x->shape[1], (long long)w->shape[1]);
+        return nm_error(NEAT_ERR_SHAPE_MISMATCH,
+                        "%s: x is %s, w is %s: in features %lld and "
+                        "%lld differ",
+                        fn, nm_shape_str(x, xs), nm_shape_str(w, ws), (long long)x->shape[1],
+                        (long long)w->shape[1]);
     }
     *d = (nm_linear_dims){.n = x->shape[0], .in = x->shape[1], .out = w->shape[0]};
     if (b) TRY(nm_check_shape(fn, "b", b, 1, &d->out, "[out] of w"));
@@ -93,8 +95,7 @@ neat_status nm_check_finite(const char *fn, const char *name, float value) {
 
 neat_status nm_check_act(const char *fn, neat_activation act) {
     if (act >= NEAT_ACT_NONE && act <= NEAT_ACT_GELU) return NEAT_OK;
-    return nm_error(NEAT_ERR_INVALID_ARGUMENT, "%s: act %d is not a neat_activation", fn,
-                    (int)act);
+    return nm_error(NEAT_ERR_INVALID_ARGUMENT, "%s: act %d is not a neat_activation", fn, (int)act);
 }
 
 neat_status nm_check_no_alias(const char *fn, const char *out_name, const nm_tensor *out,
@@ -161,20 +162,22 @@ neat_status nm_conv_geometry(const char *fn, const neat_conv2d_desc *desc, const
     char xs[NM_SHAPE_STR], ws[NM_SHAPE_STR], es[NM_SHAPE_STR];
     int64_t c = x->shape[1], k = w->shape[0], groups = desc->groups;
     if (c % groups)
-        return nm_error(NEAT_ERR_SHAPE_MISMATCH, "%s: x is %s: %lld channels are not divisible "
-                        "by desc->groups %lld", fn, nm_shape_str(x, xs), (long long)c,
-                        (long long)groups);
+        return nm_error(NEAT_ERR_SHAPE_MISMATCH,
+                        "%s: x is %s: %lld channels are not divisible "
+                        "by desc->groups %lld",
+                        fn, nm_shape_str(x, xs), (long long)c, (long long)groups);
     if (k % groups)
-        return nm_error(NEAT_ERR_SHAPE_MISMATCH, "%s: w is %s: %lld filters are not divisible "
-                        "by desc->groups %lld", fn, nm_shape_str(w, ws), (long long)k,
-                        (long long)groups);
+        return nm_error(NEAT_ERR_SHAPE_MISMATCH,
+                        "%s: w is %s: %lld filters are not divisible "
+                        "by desc->groups %lld",
+                        fn, nm_shape_str(w, ws), (long long)k, (long long)groups);
     int64_t want_w[4] = {k, c / groups, desc->kernel_h, desc->kernel_w};
     if (w->shape[1] != want_w[1] || w->shape[2] != want_w[2] || w->shape[3] != want_w[3])
-        return nm_error(NEAT_ERR_SHAPE_MISMATCH, "%s: w is %s, expected %s = [K,C/groups,kh,kw] "
-                        "for x %s, desc kernel %lldx%lld, groups %lld", fn, nm_shape_str(w, ws),
-                        nm_dims_str(4, want_w, es), nm_shape_str(x, xs),
-                        (long long)desc->kernel_h, (long long)desc->kernel_w,
-                        (long long)groups);
+        return nm_error(NEAT_ERR_SHAPE_MISMATCH,
+                        "%s: w is %s, expected %s = [K,C/groups,kh,kw] "
+                        "for x %s, desc kernel %lldx%lld, groups %lld",
+                        fn, nm_shape_str(w, ws), nm_dims_str(4, want_w, es), nm_shape_str(x, xs),
+                        (long long)desc->kernel_h, (long long)desc->kernel_w, (long long)groups);
 
     int overflow = 0;
     int64_t p = out_size(x->shape[2], desc->pad_h, ext_h, desc->stride_h, &overflow);
@@ -183,7 +186,8 @@ neat_status nm_conv_geometry(const char *fn, const neat_conv2d_desc *desc, const
         return nm_error(NEAT_ERR_INVALID_ARGUMENT, "%s: desc padding %lldx%lld overflows", fn,
                         (long long)desc->pad_h, (long long)desc->pad_w);
     if ((p < 1 && x->shape[2] > 0) || (q < 1 && x->shape[3] > 0))
-        return nm_error(NEAT_ERR_SHAPE_MISMATCH, "%s: x is %s: the input padded by %lldx%lld "
+        return nm_error(NEAT_ERR_SHAPE_MISMATCH,
+                        "%s: x is %s: the input padded by %lldx%lld "
                         "is smaller than the dilated kernel %lldx%lld (output would be empty)",
                         fn, nm_shape_str(x, xs), (long long)desc->pad_h, (long long)desc->pad_w,
                         (long long)ext_h, (long long)ext_w);
@@ -191,12 +195,22 @@ neat_status nm_conv_geometry(const char *fn, const neat_conv2d_desc *desc, const
     if (x->shape[2] == 0) p = 0;
     if (x->shape[3] == 0) q = 0;
 
-    *g = (nm_conv_geom){.n = x->shape[0], .c = c, .h = x->shape[2], .w = x->shape[3],
-                        .k = k, .p = p, .q = q,
-                        .kh = desc->kernel_h, .kw = desc->kernel_w,
-                        .sh = desc->stride_h, .sw = desc->stride_w,
-                        .ph = desc->pad_h, .pw = desc->pad_w,
-                        .dh = desc->dilation_h, .dw = desc->dilation_w, .groups = groups};
+    *g = (nm_conv_geom){.n = x->shape[0],
+                        .c = c,
+                        .h = x->shape[2],
+                        .w = x->shape[3],
+                        .k = k,
+                        .p = p,
+                        .q = q,
+                        .kh = desc->kernel_h,
+                        .kw = desc->kernel_w,
+                        .sh = desc->stride_h,
+                        .sw = desc->stride_w,
+                        .ph = desc->pad_h,
+                        .pw = desc->pad_w,
+                        .dh = desc->dilation_h,
+                        .dw = desc->dilation_w,
+                        .groups = groups};
     return NEAT_OK;
 }
 
@@ -215,25 +229,37 @@ neat_status nm_pool_geometry(const char *fn, const neat_pool2d_desc *desc, const
      * element, as PyTorch requires. */
     if (desc->pad_h > desc->kernel_h / 2 || desc->pad_w > desc->kernel_w / 2)
         return nm_error(NEAT_ERR_INVALID_ARGUMENT,
-                        "%s: desc padding %lldx%lld must be at most half the kernel %lldx%lld",
-                        fn, (long long)desc->pad_h, (long long)desc->pad_w,
-                        (long long)desc->kernel_h, (long long)desc->kernel_w);
+                        "%s: desc padding %lldx%lld must be at most half the kernel %lldx%lld", fn,
+                        (long long)desc->pad_h, (long long)desc->pad_w, (long long)desc->kernel_h,
+                        (long long)desc->kernel_w);
     if ((st = nm_check_ndim(fn, "x", x, 4, "[N,C,H,W]"))) return st;
     int overflow = 0; /* pad <= kernel/2 and kernel is an int64: 2 pad cannot overflow */
     int64_t p = out_size(x->shape[2], desc->pad_h, desc->kernel_h, desc->stride_h, &overflow);
     int64_t q = out_size(x->shape[3], desc->pad_w, desc->kernel_w, desc->stride_w, &overflow);
     char xs[NM_SHAPE_STR];
     if (overflow || (p < 1 && x->shape[2] > 0) || (q < 1 && x->shape[3] > 0))
-        return nm_error(NEAT_ERR_SHAPE_MISMATCH, "%s: x is %s: the input padded by %lldx%lld "
-                        "is smaller than the kernel %lldx%lld (output would be empty)", fn,
-                        nm_shape_str(x, xs), (long long)desc->pad_h, (long long)desc->pad_w,
+        return nm_error(NEAT_ERR_SHAPE_MISMATCH,
+                        "%s: x is %s: the input padded by %lldx%lld "
+                        "is smaller than the kernel %lldx%lld (output would be empty)",
+                        fn, nm_shape_str(x, xs), (long long)desc->pad_h, (long long)desc->pad_w,
                         (long long)desc->kernel_h, (long long)desc->kernel_w);
     if (x->shape[2] == 0) p = 0;
     if (x->shape[3] == 0) q = 0;
-    *g = (nm_conv_geom){.n = x->shape[0], .c = x->shape[1], .h = x->shape[2], .w = x->shape[3],
-                        .k = x->shape[1], .p = p, .q = q,
-                        .kh = desc->kernel_h, .kw = desc->kernel_w,
-                        .sh = desc->stride_h, .sw = desc->stride_w,
-                        .ph = desc->pad_h, .pw = desc->pad_w, .dh = 1, .dw = 1, .groups = 1};
+    *g = (nm_conv_geom){.n = x->shape[0],
+                        .c = x->shape[1],
+                        .h = x->shape[2],
+                        .w = x->shape[3],
+                        .k = x->shape[1],
+                        .p = p,
+                        .q = q,
+                        .kh = desc->kernel_h,
+                        .kw = desc->kernel_w,
+                        .sh = desc->stride_h,
+                        .sw = desc->stride_w,
+                        .ph = desc->pad_h,
+                        .pw = desc->pad_w,
+                        .dh = 1,
+                        .dw = 1,
+                        .groups = 1};
     return NEAT_OK;
 }

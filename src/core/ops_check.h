@@ -10,10 +10,10 @@
 #include "internal.h"
 
 /* Return the status of a check that failed (its message is already set). */
-#define TRY(expr)                                                                           \
-    do {                                                                                    \
-        neat_status st_ = (expr);                                                           \
-        if (st_ != NEAT_OK) return st_;                                                     \
+#define TRY(expr)                                                                                  \
+    do {                                                                                           \
+        neat_status st_ = (expr);                                                                  \
+        if (st_ != NEAT_OK) return st_;                                                            \
     } while (0)
 
 /* Format a raw shape as nm_shape_str does ("2x5", "[]" for a scalar); buf of NM_SHAPE_STR. */
@@ -53,11 +53,13 @@ neat_status nm_check_no_alias(const char *fn, const char *out_name, const nm_ten
                               const char *in_name, const nm_tensor *in);
 
 /* out must alias none of the n tensors ins[] (names in names[]); NULL entries are skipped. */
-neat_status nm_check_no_alias_all(const char *fn, const char *out_name, const nm_tensor *out,
-                                  int n, const char *const *names, nm_tensor *const *ins);
+neat_status nm_check_no_alias_all(const char *fn, const char *out_name, const nm_tensor *out, int n,
+                                  const char *const *names, nm_tensor *const *ins);
 
 /* The shapes linear forward and backward share: x [N,in], w [out,in], b [out] (optional). */
-typedef struct nm_linear_dims { int64_t n, in, out; } nm_linear_dims;
+typedef struct nm_linear_dims {
+    int64_t n, in, out;
+} nm_linear_dims;
 neat_status nm_check_linear(const char *fn, const nm_tensor *x, const nm_tensor *w,
                             const nm_tensor *b, nm_linear_dims *d);
 

@@ -11,7 +11,8 @@
 
 static neat_status reduce_op_arg(const char *fn, neat_reduce_op op) {
     if (op != NEAT_REDUCE_SUM && op != NEAT_REDUCE_AVG)
-        return nm_error(NEAT_ERR_INVALID_ARGUMENT, "%s: op %d is not a neat_reduce_op (SUM, AVG)", fn, (int)op);
+        return nm_error(NEAT_ERR_INVALID_ARGUMENT, "%s: op %d is not a neat_reduce_op (SUM, AVG)",
+                        fn, (int)op);
     return NEAT_OK;
 }
 
@@ -36,8 +37,9 @@ NEAT_API neat_status neat_all_reduce(neat_cmdbuf *h, neat_comm *ch, neat_reduce_
     if (st) return st;
     if (x->numel != y->numel) {
         char xs[NM_SHAPE_STR], ys[NM_SHAPE_STR];
-        return nm_error(NEAT_ERR_SHAPE_MISMATCH, "%s: x is %s, y is %s: element counts %lld and %lld differ",
-                        fn, nm_shape_str(x, xs), nm_shape_str(y, ys), (long long)x->numel, (long long)y->numel);
+        return nm_error(
+            NEAT_ERR_SHAPE_MISMATCH, "%s: x is %s, y is %s: element counts %lld and %lld differ",
+            fn, nm_shape_str(x, xs), nm_shape_str(y, ys), (long long)x->numel, (long long)y->numel);
     }
     /* y = x (the same tensor, or a view of the same elements) reduces in place. */
     if (x != y && x->data != y->data && (st = nm_no_alias(fn, "y", y, "x", x))) return st;
@@ -55,8 +57,8 @@ static int by_address(const void *a, const void *b) {
     return x->data < y->data ? -1 : x->data > y->data;
 }
 
-NEAT_API neat_status neat_all_reduce_bucket(neat_cmdbuf *h, neat_comm *ch, neat_reduce_op rop, int n,
-                                            neat_tensor *const *tensors) {
+NEAT_API neat_status neat_all_reduce_bucket(neat_cmdbuf *h, neat_comm *ch, neat_reduce_op rop,
+                                            int n, neat_tensor *const *tensors) {
     static const char fn[] = "neat_all_reduce_bucket";
     nm_cmdbuf *cb;
     nm_comm *comm;
@@ -87,7 +89,8 @@ NEAT_API neat_status neat_all_reduce_bucket(neat_cmdbuf *h, neat_comm *ch, neat_
     if (!st) qsort(sorted, (size_t)ne, sizeof *sorted, by_address);
     for (int i = 1; i < ne && !st; i++)
         if (sorted[i - 1]->data + sorted[i - 1]->numel > sorted[i]->data)
-            st = nm_error(NEAT_ERR_INVALID_ARGUMENT, "%s: two of the tensors share memory; each must be distinct", fn);
+            st = nm_error(NEAT_ERR_INVALID_ARGUMENT,
+                          "%s: two of the tensors share memory; each must be distinct", fn);
     /* Back to back in the caller's order: reduced where they lie, no packing. */
     int contiguous = ne > 0;
     const float *next = NULL;
@@ -121,16 +124,17 @@ NEAT_API neat_status neat_broadcast(neat_cmdbuf *h, neat_comm *ch, int root, con
     if (!st) st = nm_comm_arg(fn, cb, ch, &comm);
     if (st) return st;
     if (root < 0 || root >= comm->nranks)
-        return nm_error(NEAT_ERR_INVALID_ARGUMENT, "%s: root is %d: must be a rank in 0..%d", fn, root,
-                        comm->nranks - 1);
+        return nm_error(NEAT_ERR_INVALID_ARGUMENT, "%s: root is %d: must be a rank in 0..%d", fn,
+                        root, comm->nranks - 1);
     int is_root = comm->rank == root;
     if (!st) st = nm_arg(fn, "x", cb, xh, is_root, &x);
     if (!st) st = nm_arg(fn, "y", cb, yh, 1, &y);
     if (st) return st;
     if (x && x->numel != y->numel) {
         char xs[NM_SHAPE_STR], ys[NM_SHAPE_STR];
-        return nm_error(NEAT_ERR_SHAPE_MISMATCH, "%s: x is %s, y is %s: element counts %lld and %lld differ",
-                        fn, nm_shape_str(x, xs), nm_shape_str(y, ys), (long long)x->numel, (long long)y->numel);
+        return nm_error(
+            NEAT_ERR_SHAPE_MISMATCH, "%s: x is %s, y is %s: element counts %lld and %lld differ",
+            fn, nm_shape_str(x, xs), nm_shape_str(y, ys), (long long)x->numel, (long long)y->numel);
     }
     if (x && x != y && x->data != y->data && (st = nm_no_alias(fn, "y", y, "x", x))) return st;
     nm_op op = {.kind = NM_OP_BROADCAST};

@@ -14,9 +14,9 @@
  * op(a) is MxK (a is MxK, or KxM when transposed), op(b) KxN, c [B,]MxN. c must not alias
  * a or b (the product reads them while c is written). c is required even when beta is 0:
  * it is the output; its contents are then not read. */
-static neat_status matmul_record(const char *fn, int batched, neat_cmdbuf *cb,
-                                 const neat_tensor *a, const neat_tensor *b, neat_tensor *c,
-                                 float alpha, float beta, int trans_a, int trans_b) {
+static neat_status matmul_record(const char *fn, int batched, neat_cmdbuf *cb, const neat_tensor *a,
+                                 const neat_tensor *b, neat_tensor *c, float alpha, float beta,
+                                 int trans_a, int trans_b) {
     nm_cmdbuf *buf;
     nm_tensor *ta, *tb, *tc;
     TRY(nm_begin(fn, cb, &buf));
@@ -33,18 +33,22 @@ static neat_status matmul_record(const char *fn, int batched, neat_cmdbuf *cb,
     TRY(nm_check_ndim(fn, "c", tc, nd, batched ? "[B,M,N]" : "[M,N]"));
     char as[NM_SHAPE_STR], bs[NM_SHAPE_STR];
     if (batched && ta->shape[0] != tb->shape[0])
-        return nm_error(NEAT_ERR_SHAPE_MISMATCH, "%s: a is %s, b is %s: batch sizes %lld and %lld "
-                        "differ", fn, nm_shape_str(ta, as), nm_shape_str(tb, bs),
-                        (long long)ta->shape[0], (long long)tb->shape[0]);
+        return nm_error(NEAT_ERR_SHAPE_MISMATCH,
+                        "%s: a is %s, b is %s: batch sizes %lld and %lld "
+                        "differ",
+                        fn, nm_shape_str(ta, as), nm_shape_str(tb, bs), (long long)ta->shape[0],
+                        (long long)tb->shape[0]);
     int64_t m = trans_a ? ta->shape[o + 1] : ta->shape[o];
     int64_t ka = trans_a ? ta->shape[o] : ta->shape[o + 1];
     int64_t kb = trans_b ? tb->shape[o + 1] : tb->shape[o];
     int64_t n = trans_b ? tb->shape[o] : tb->shape[o + 1];
     if (ka != kb)
-        return nm_error(NEAT_ERR_SHAPE_MISMATCH, "%s: a is %s%s, b is %s%s: inner dimensions "
-                        "%lld and %lld differ", fn, nm_shape_str(ta, as),
-                        trans_a ? " (transposed)" : "", nm_shape_str(tb, bs),
-                        trans_b ? " (transposed)" : "", (long long)ka, (long long)kb);
+        return nm_error(NEAT_ERR_SHAPE_MISMATCH,
+                        "%s: a is %s%s, b is %s%s: inner dimensions "
+                        "%lld and %lld differ",
+                        fn, nm_shape_str(ta, as), trans_a ? " (transposed)" : "",
+                        nm_shape_str(tb, bs), trans_b ? " (transposed)" : "", (long long)ka,
+                        (long long)kb);
     int64_t want_c[3] = {ta->shape[0], m, n};
     TRY(nm_check_shape(fn, "c", tc, nd, batched ? want_c : want_c + 1,
                        batched ? "[B,M,N] of op(a) MxK times op(b) KxN"
@@ -53,9 +57,17 @@ static neat_status matmul_record(const char *fn, int batched, neat_cmdbuf *cb,
     TRY(nm_check_no_alias(fn, "c", tc, "b", tb));
 
     nm_op op = {.kind = NM_OP_MATMUL,
-                .u.matmul = {.a = ta, .b = tb, .c = tc, .alpha = alpha, .beta = beta,
-                             .trans_a = trans_a != 0, .trans_b = trans_b != 0,
-                             .batch = batched ? ta->shape[0] : 1, .m = m, .n = n, .k = ka}};
+                .u.matmul = {.a = ta,
+                             .b = tb,
+                             .c = tc,
+                             .alpha = alpha,
+                             .beta = beta,
+                             .trans_a = trans_a != 0,
+                             .trans_b = trans_b != 0,
+                             .batch = batched ? ta->shape[0] : 1,
+                             .m = m,
+                             .n = n,
+                             .k = ka}};
     return nm_record(fn, buf, &op);
 }
 
@@ -89,20 +101,21 @@ NEAT_API neat_status neat_add(neat_cmdbuf *cb, const neat_tensor *a, const neat_
     nm_rows_cols(ta, &rows, &cols);
     int same = tb->ndim == ta->ndim;
     for (int i = 0; same && i < ta->ndim; i++) same = tb->shape[i] == ta->shape[i];
-    int row = ta->ndim >= 1 &&
-              ((tb->ndim == 1 && tb->shape[0] == cols) ||
-               (tb->ndim == 2 && tb->shape[0] == 1 && tb->shape[1] == cols));
+    int row = ta->ndim >= 1 && ((tb->ndim == 1 && tb->shape[0] == cols) ||
+                                (tb->ndim == 2 && tb->shape[0] == 1 && tb->shape[1] == cols));
     if (!same && !row) {
         char as[NM_SHAPE_STR], bs[NM_SHAPE_STR];
-        return nm_error(NEAT_ERR_SHAPE_MISMATCH, "%s: a is %s, b is %s: b must have a's shape "
-                        "or be one row [%lld] or [1,%lld]", fn, nm_shape_str(ta, as),
-                        nm_shape_str(tb, bs), (long long)cols, (long long)cols);
+        return nm_error(NEAT_ERR_SHAPE_MISMATCH,
+                        "%s: a is %s, b is %s: b must have a's shape "
+                        "or be one row [%lld] or [1,%lld]",
+                        fn, nm_shape_str(ta, as), nm_shape_str(tb, bs), (long long)cols,
+                        (long long)cols);
     }
     TRY(nm_check_same_shape(fn, "out", tout, "a", ta));
 
-    nm_op op = {.kind = NM_OP_ADD,
-                .u.add = {.a = ta, .b = tb, .out = tout, .rows = rows, .cols = cols,
-                          .broadcast = !same}};
+    nm_op op = {
+        .kind = NM_OP_ADD,
+        .u.add = {.a = ta, .b = tb, .out = tout, .rows = rows, .cols = cols, .broadcast = !same}};
     return nm_record(fn, buf, &op);
 }
 
@@ -138,9 +151,9 @@ NEAT_API neat_status neat_fill(neat_cmdbuf *cb, neat_tensor *t, float value) {
 /* ---- linear and convolution -------------------------------------------------------------
  * y = act(x w^T + b): x [N,in], w [out,in], b [out] or NULL, y [N,out]; y aliases nothing.
  * nm_check_linear and nm_check_conv are shared with the backward ops. */
-NEAT_API neat_status neat_linear_forward(neat_cmdbuf *cb, neat_activation act,
-                                         const neat_tensor *x, const neat_tensor *w,
-                                         const neat_tensor *b, neat_tensor *y) {
+NEAT_API neat_status neat_linear_forward(neat_cmdbuf *cb, neat_activation act, const neat_tensor *x,
+                                         const neat_tensor *w, const neat_tensor *b,
+                                         neat_tensor *y) {
     static const char fn[] = "neat_linear_forward";
     nm_cmdbuf *buf;
     nm_tensor *tx, *tw, *tb, *ty;
@@ -156,26 +169,31 @@ NEAT_API neat_status neat_linear_forward(neat_cmdbuf *cb, neat_activation act,
     static const char *const in_names[] = {"x", "w", "b"};
     TRY(nm_check_no_alias_all(fn, "y", ty, 3, in_names, (nm_tensor *[]){tx, tw, tb}));
 
-    nm_op op = {.kind = NM_OP_LINEAR_FORWARD,
-                .u.linear_forward = {.x = tx, .w = tw, .b = tb, .y = ty, .act = act,
-                                     .n = d.n, .in = d.in, .out = d.out}};
+    nm_op op = {
+        .kind = NM_OP_LINEAR_FORWARD,
+        .u.linear_forward = {
+            .x = tx, .w = tw, .b = tb, .y = ty, .act = act, .n = d.n, .in = d.in, .out = d.out}};
     return nm_record(fn, buf, &op);
 }
 
-NEAT_API neat_conv2d_desc neat_conv2d_desc_make(int64_t kernel_h, int64_t kernel_w,
-                                                int64_t stride, int64_t pad) {
+NEAT_API neat_conv2d_desc neat_conv2d_desc_make(int64_t kernel_h, int64_t kernel_w, int64_t stride,
+                                                int64_t pad) {
     return neat_conv2d_desc_full(kernel_h, kernel_w, stride, stride, pad, pad, 1, 1, 1);
 }
 
 NEAT_API neat_conv2d_desc neat_conv2d_desc_full(int64_t kernel_h, int64_t kernel_w,
-                                                int64_t stride_h, int64_t stride_w,
-                                                int64_t pad_h, int64_t pad_w,
-                                                int64_t dilation_h, int64_t dilation_w,
-                                                int64_t groups) {
-    neat_conv2d_desc d = {.kernel_h = kernel_h, .kernel_w = kernel_w,
-                          .stride_h = stride_h, .stride_w = stride_w,
-                          .pad_h = pad_h, .pad_w = pad_w,
-                          .dilation_h = dilation_h, .dilation_w = dilation_w, .groups = groups};
+                                                int64_t stride_h, int64_t stride_w, int64_t pad_h,
+                                                int64_t pad_w, int64_t dilation_h,
+                                                int64_t dilation_w, int64_t groups) {
+    neat_conv2d_desc d = {.kernel_h = kernel_h,
+                          .kernel_w = kernel_w,
+                          .stride_h = stride_h,
+                          .stride_w = stride_w,
+                          .pad_h = pad_h,
+                          .pad_w = pad_w,
+                          .dilation_h = dilation_h,
+                          .dilation_w = dilation_w,
+                          .groups = groups};
     return d;
 }
 
@@ -206,16 +224,20 @@ NEAT_API neat_status neat_conv2d_forward(neat_cmdbuf *cb, const neat_conv2d_desc
     return nm_record(fn, buf, &op);
 }
 
-NEAT_API neat_pool2d_desc neat_pool2d_desc_make(int64_t kernel_h, int64_t kernel_w,
-                                                int64_t stride, int64_t pad) {
+NEAT_API neat_pool2d_desc neat_pool2d_desc_make(int64_t kernel_h, int64_t kernel_w, int64_t stride,
+                                                int64_t pad) {
     return neat_pool2d_desc_full(kernel_h, kernel_w, stride, stride, pad, pad);
 }
 
 NEAT_API neat_pool2d_desc neat_pool2d_desc_full(int64_t kernel_h, int64_t kernel_w,
-                                                int64_t stride_h, int64_t stride_w,
-                                                int64_t pad_h, int64_t pad_w) {
-    neat_pool2d_desc d = {.kernel_h = kernel_h, .kernel_w = kernel_w, .stride_h = stride_h,
-                          .stride_w = stride_w, .pad_h = pad_h, .pad_w = pad_w};
+                                                int64_t stride_h, int64_t stride_w, int64_t pad_h,
+                                                int64_t pad_w) {
+    neat_pool2d_desc d = {.kernel_h = kernel_h,
+                          .kernel_w = kernel_w,
+                          .stride_h = stride_h,
+                          .stride_w = stride_w,
+                          .pad_h = pad_h,
+                          .pad_w = pad_w};
     return d;
 }
 
@@ -230,8 +252,7 @@ NEAT_API neat_status neat_maxpool2d(neat_cmdbuf *cb, const neat_pool2d_desc *des
     TRY(nm_arg(fn, "x", buf, x, 1, &tx));
     TRY(nm_arg(fn, "y", buf, y, 1, &ty));
     TRY(nm_pool_geometry(fn, desc, tx, &g));
-    TRY(nm_check_shape(fn, "y", ty, 4, (int64_t[]){g.n, g.c, g.p, g.q},
-                       "[N,C,P,Q] of x and desc"));
+    TRY(nm_check_shape(fn, "y", ty, 4, (int64_t[]){g.n, g.c, g.p, g.q}, "[N,C,P,Q] of x and desc"));
     TRY(nm_check_no_alias(fn, "y", ty, "x", tx));
 
     nm_op op = {.kind = NM_OP_MAXPOOL2D, .u.maxpool2d = {.x = tx, .y = ty, .g = g}};
@@ -249,14 +270,13 @@ NEAT_API neat_status neat_sum_all(neat_cmdbuf *cb, const neat_tensor *x, neat_te
     TRY(nm_arg(fn, "y", buf, y, 1, &ty));
     if (ty->numel != 1) {
         char ys[NM_SHAPE_STR];
-        return nm_error(NEAT_ERR_SHAPE_MISMATCH, "%s: y is %s: must have exactly one element",
-                        fn, nm_shape_str(ty, ys));
+        return nm_error(NEAT_ERR_SHAPE_MISMATCH, "%s: y is %s: must have exactly one element", fn,
+                        nm_shape_str(ty, ys));
     }
     TRY(nm_check_no_alias(fn, "y", ty, "x", tx));
 
     nm_op op = {.kind = NM_OP_SUM,
-                .u.sum = {.x = tx, .y = ty, .axis = -1, .outer = 1, .len = tx->numel,
-                          .inner = 1}};
+                .u.sum = {.x = tx, .y = ty, .axis = -1, .outer = 1, .len = tx->numel, .inner = 1}};
     return nm_record(fn, buf, &op);
 }
 
@@ -284,14 +304,19 @@ NEAT_API neat_status neat_sum_axis(neat_cmdbuf *cb, const neat_tensor *x, int ax
     for (int i = 0; is_removed && i < ty->ndim; i++) is_removed = ty->shape[i] == removed[i];
     for (int i = 0; is_kept && i < ty->ndim; i++) is_kept = ty->shape[i] == kept[i];
     if (!is_removed && !is_kept)
-        return nm_error(NEAT_ERR_SHAPE_MISMATCH, "%s: x is %s, axis %d: y is %s, expected %s or "
-                        "%s", fn, nm_shape_str(tx, xs), axis, nm_shape_str(ty, ys),
+        return nm_error(NEAT_ERR_SHAPE_MISMATCH,
+                        "%s: x is %s, axis %d: y is %s, expected %s or "
+                        "%s",
+                        fn, nm_shape_str(tx, xs), axis, nm_shape_str(ty, ys),
                         nm_dims_str(tx->ndim - 1, removed, rs), nm_dims_str(tx->ndim, kept, ks));
     TRY(nm_check_no_alias(fn, "y", ty, "x", tx));
 
     nm_op op = {.kind = NM_OP_SUM,
-                .u.sum = {.x = tx, .y = ty, .axis = axis,
-                          .outer = nm_dims_prod(tx->shape, 0, axis), .len = tx->shape[axis],
+                .u.sum = {.x = tx,
+                          .y = ty,
+                          .axis = axis,
+                          .outer = nm_dims_prod(tx->shape, 0, axis),
+                          .len = tx->shape[axis],
                           .inner = nm_dims_prod(tx->shape, axis + 1, tx->ndim)}};
     return nm_record(fn, buf, &op);
 }
@@ -324,7 +349,8 @@ static neat_status host_copy_args(const char *fn, const char *arg, nm_cmdbuf *bu
         return nm_error(NEAT_ERR_SHAPE_MISMATCH, "%s: %s is %s (%lld elements), count is %lld", fn,
                         arg, nm_shape_str(*out, s), (long long)(*out)->numel, (long long)count);
     }
-    if (!host && count > 0) return nm_error(NEAT_ERR_INVALID_ARGUMENT, "%s: %s is NULL", fn, host_name);
+    if (!host && count > 0)
+        return nm_error(NEAT_ERR_INVALID_ARGUMENT, "%s: %s is NULL", fn, host_name);
     return NEAT_OK;
 }
 

@@ -74,9 +74,10 @@ NEAT_API neat_status neat_activation_backward(neat_cmdbuf *cb, neat_activation a
     nm_tensor *ins[] = {tx, ty, tdy};
     TRY(nm_check_no_alias_all(fn, "dx", tdx, 3, in_names, ins));
 
-    nm_op op = {.kind = NM_OP_ACTIVATION_BACKWARD,
-                .u.activation_backward = {.x = reads_x ? tx : NULL, .y = reads_y ? ty : NULL,
-                                          .dy = tdy, .out = tdx, .act = act}};
+    nm_op op = {
+        .kind = NM_OP_ACTIVATION_BACKWARD,
+        .u.activation_backward = {
+            .x = reads_x ? tx : NULL, .y = reads_y ? ty : NULL, .dy = tdy, .out = tdx, .act = act}};
     return nm_record(fn, buf, &op);
 }
 
@@ -129,8 +130,8 @@ static neat_status check_grad_shapes(const char *fn, const grad_args *a, int ndi
 NEAT_API neat_status neat_linear_backward(neat_cmdbuf *cb, neat_activation act,
                                           const neat_tensor *x, const neat_tensor *w,
                                           const neat_tensor *b, const neat_tensor *y,
-                                          const neat_tensor *dy, neat_tensor *dx,
-                                          neat_tensor *dw, neat_tensor *db, int accumulate) {
+                                          const neat_tensor *dy, neat_tensor *dx, neat_tensor *dw,
+                                          neat_tensor *db, int accumulate) {
     static const char fn[] = "neat_linear_backward";
     nm_cmdbuf *buf;
     grad_args a;
@@ -141,12 +142,19 @@ NEAT_API neat_status neat_linear_backward(neat_cmdbuf *cb, neat_activation act,
     TRY(check_grad_shapes(fn, &a, 2, (int64_t[]){d.n, d.out}, "[N,out] of x and w"));
 
     nm_op op = {.kind = NM_OP_LINEAR_BACKWARD,
-                .u.linear_backward = {.x = a.x, .w = a.w,
+                .u.linear_backward = {.x = a.x,
+                                      .w = a.w,
                                       .b = act == NEAT_ACT_GELU ? a.b : NULL,
-                                      .y = act_reads_y(act) ? a.y : NULL, .dy = a.dy,
-                                      .dx = a.dx, .dw = a.dw, .db = a.db, .act = act,
+                                      .y = act_reads_y(act) ? a.y : NULL,
+                                      .dy = a.dy,
+                                      .dx = a.dx,
+                                      .dw = a.dw,
+                                      .db = a.db,
+                                      .act = act,
                                       .accumulate = accumulate != 0,
-                                      .n = d.n, .in = d.in, .out = d.out}};
+                                      .n = d.n,
+                                      .in = d.in,
+                                      .out = d.out}};
     return nm_record(fn, buf, &op);
 }
 
@@ -169,11 +177,17 @@ NEAT_API neat_status neat_conv2d_backward(neat_cmdbuf *cb, const neat_conv2d_des
                           "[N,K,P,Q] of x, w and desc"));
 
     nm_op op = {.kind = NM_OP_CONV2D_BACKWARD,
-                .u.conv2d_backward = {.x = a.x, .w = a.w,
+                .u.conv2d_backward = {.x = a.x,
+                                      .w = a.w,
                                       .b = act == NEAT_ACT_GELU ? a.b : NULL,
-                                      .y = act_reads_y(act) ? a.y : NULL, .dy = a.dy,
-                                      .dx = a.dx, .dw = a.dw, .db = a.db, .act = act,
-                                      .accumulate = accumulate != 0, .g = g}};
+                                      .y = act_reads_y(act) ? a.y : NULL,
+                                      .dy = a.dy,
+                                      .dx = a.dx,
+                                      .dw = a.dw,
+                                      .db = a.db,
+                                      .act = act,
+                                      .accumulate = accumulate != 0,
+                                      .g = g}};
     return nm_record(fn, buf, &op);
 }
 
@@ -232,8 +246,8 @@ static neat_status check_xent_inputs(const char *fn, const nm_tensor *logits,
     TRY(nm_check_ndim(fn, "logits", logits, 2, "[N,C]"));
     char ls[NM_SHAPE_STR];
     if (logits->shape[0] > 0 && logits->shape[1] == 0)
-        return nm_error(NEAT_ERR_SHAPE_MISMATCH, "%s: logits is %s: no classes for %lld rows",
-                        fn, nm_shape_str(logits, ls), (long long)logits->shape[0]);
+        return nm_error(NEAT_ERR_SHAPE_MISMATCH, "%s: logits is %s: no classes for %lld rows", fn,
+                        nm_shape_str(logits, ls), (long long)logits->shape[0]);
     TRY(nm_check_shape(fn, "labels", labels, 1, logits->shape, "[N] of logits"));
     *rows = logits->shape[0];
     *cols = logits->shape[1];
@@ -260,15 +274,14 @@ NEAT_API neat_status neat_softmax_cross_entropy(neat_cmdbuf *cb, const neat_tens
     TRY(nm_check_no_alias(fn, "loss", tloss, "logits", tl));
     TRY(nm_check_no_alias(fn, "loss", tloss, "labels", tlab));
 
-    nm_op op = {.kind = NM_OP_SOFTMAX_XENT,
-                .u.softmax_xent = {.logits = tl, .labels = tlab, .out = tloss, .rows = rows,
-                                   .cols = cols}};
+    nm_op op = {
+        .kind = NM_OP_SOFTMAX_XENT,
+        .u.softmax_xent = {.logits = tl, .labels = tlab, .out = tloss, .rows = rows, .cols = cols}};
     return nm_record(fn, buf, &op);
 }
 
 /* dlogits [N,C] = (softmax(logits) - onehot(labels)) / N. */
-NEAT_API neat_status neat_softmax_cross_entropy_backward(neat_cmdbuf *cb,
-                                                         const neat_tensor *logits,
+NEAT_API neat_status neat_softmax_cross_entropy_backward(neat_cmdbuf *cb, const neat_tensor *logits,
                                                          const neat_tensor *labels,
                                                          neat_tensor *dlogits) {
     static const char fn[] = "neat_softmax_cross_entropy_backward";
@@ -285,8 +298,8 @@ NEAT_API neat_status neat_softmax_cross_entropy_backward(neat_cmdbuf *cb,
     TRY(nm_check_no_alias(fn, "dlogits", td, "labels", tlab));
 
     nm_op op = {.kind = NM_OP_SOFTMAX_XENT_BACKWARD,
-                .u.softmax_xent_backward = {.logits = tl, .labels = tlab, .out = td,
-                                            .rows = rows, .cols = cols}};
+                .u.softmax_xent_backward = {
+                    .logits = tl, .labels = tlab, .out = td, .rows = rows, .cols = cols}};
     return nm_record(fn, buf, &op);
 }
 
@@ -295,8 +308,10 @@ NEAT_API neat_status neat_softmax_cross_entropy_backward(neat_cmdbuf *cb,
 static neat_status check_hyper(const char *fn, const nm_tensor *hyper) {
     if (hyper->numel == 2) return NEAT_OK;
     char s[NM_SHAPE_STR];
-    return nm_error(NEAT_ERR_SHAPE_MISMATCH, "%s: hyper is %s: must have exactly 2 elements "
-                    "[lr, step]", fn, nm_shape_str(hyper, s));
+    return nm_error(NEAT_ERR_SHAPE_MISMATCH,
+                    "%s: hyper is %s: must have exactly 2 elements "
+                    "[lr, step]",
+                    fn, nm_shape_str(hyper, s));
 }
 
 /* Option `name` must be finite and >= 0 (NaN fails). */
@@ -339,8 +354,8 @@ NEAT_API neat_status neat_sgd_update(neat_cmdbuf *cb, const neat_sgd_params *p,
     }
 
     nm_op op = {.kind = NM_OP_SGD_UPDATE,
-                .u.sgd_update = {.hyper = th, .param = tp, .grad = tg,
-                                 .velocity = uses_v ? tv : NULL, .p = *p}};
+                .u.sgd_update = {
+                    .hyper = th, .param = tp, .grad = tg, .velocity = uses_v ? tv : NULL, .p = *p}};
     op.u.sgd_update.p.nesterov = p->nesterov != 0;
     return nm_record(fn, buf, &op);
 }
@@ -385,7 +400,6 @@ NEAT_API neat_status neat_adam_update(neat_cmdbuf *cb, const neat_adam_params *p
         TRY(nm_check_no_alias_all(fn, names[o], all[o], 5 - o - 1, names + o + 1, all + o + 1));
 
     nm_op op = {.kind = NM_OP_ADAM_UPDATE,
-                .u.adam_update = {.hyper = th, .param = tp, .grad = tg, .m = tm, .v = tv,
-                                  .p = *p}};
+                .u.adam_update = {.hyper = th, .param = tp, .grad = tg, .m = tm, .v = tv, .p = *p}};
     return nm_record(fn, buf, &op);
 }

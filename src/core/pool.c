@@ -101,8 +101,8 @@ static neat_status within_limit(nm_device *dev, size_t size) {
     if ((int64_t)size <= pool->limit - pool->reserved) return NEAT_OK;
     return nm_error(NEAT_ERR_OUT_OF_MEMORY,
                     "out of device memory: %zu bytes more would take the pool past its limit of "
-                    "%lld bytes (%lld in use, %lld cached; neat_device_set_memory_limit)", size,
-                    (long long)pool->limit, (long long)pool->in_use,
+                    "%lld bytes (%lld in use, %lld cached; neat_device_set_memory_limit)",
+                    size, (long long)pool->limit, (long long)pool->in_use,
                     (long long)(pool->reserved - pool->in_use));
 }
 
@@ -159,8 +159,10 @@ static void debug_free(nm_device *dev, nm_block *blk) {
     nm_pool *pool = &dev->pool;
     pthread_mutex_lock(&pool->lock);
     if (!canary_ok(dev, blk) && !pool->overrun) pool->overrun = (int64_t)blk->request;
-    if (blk->live_prev) blk->live_prev->live_next = blk->live_next;
-    else pool->live = blk->live_next;
+    if (blk->live_prev)
+        blk->live_prev->live_next = blk->live_next;
+    else
+        pool->live = blk->live_next;
     if (blk->live_next) blk->live_next->live_prev = blk->live_prev;
     fill_bytes(dev, blk->ptr, 0xff, blk->request); /* poison: NaN to whatever reads it now */
     dev->be->mem_free(dev, blk->ptr, blk->request + NM_CANARY);
@@ -180,8 +182,10 @@ neat_status nm_pool_check(nm_device *dev) {
     pool->overrun = 0;
     pthread_mutex_unlock(&pool->lock);
     if (!bad) return NEAT_OK;
-    return nm_error(NEAT_ERR_INTERNAL, "debug pool: memory past the end of a block of %lld bytes "
-                    "was written (its canary changed)", (long long)bad);
+    return nm_error(NEAT_ERR_INTERNAL,
+                    "debug pool: memory past the end of a block of %lld bytes "
+                    "was written (its canary changed)",
+                    (long long)bad);
 }
 
 neat_status nm_pool_alloc(nm_device *dev, size_t bytes, nm_block **out) {

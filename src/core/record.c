@@ -12,14 +12,17 @@ const char *nm_shape_str(const nm_tensor *t, char *buf) {
     }
     int n = 0;
     for (int i = 0; i < t->ndim; i++)
-        n += snprintf(buf + n, NM_SHAPE_STR - (size_t)n, i ? "x%lld" : "%lld", (long long)t->shape[i]);
+        n += snprintf(buf + n, NM_SHAPE_STR - (size_t)n, i ? "x%lld" : "%lld",
+                      (long long)t->shape[i]);
     return buf;
 }
 
 neat_status nm_begin(const char *fn, neat_cmdbuf *h, nm_cmdbuf **out) {
     if (!h) return nm_error(NEAT_ERR_INVALID_ARGUMENT, "%s: cb is NULL", fn);
     nm_cmdbuf *cb = nm_handle_get(h, NM_H_CMDBUF);
-    if (!cb) return nm_error(NEAT_ERR_INVALID_HANDLE, "%s: cb is not a live command buffer (destroyed?)", fn);
+    if (!cb)
+        return nm_error(NEAT_ERR_INVALID_HANDLE, "%s: cb is not a live command buffer (destroyed?)",
+                        fn);
     if (cb->committed)
         return nm_error(NEAT_ERR_INVALID_ARGUMENT,
                         "%s: cb was already committed; neat_cmdbuf_reset it to record again", fn);
@@ -35,9 +38,12 @@ neat_status nm_arg(const char *fn, const char *arg, const nm_cmdbuf *cb, const n
         return nm_error(NEAT_ERR_INVALID_ARGUMENT, "%s: %s is NULL", fn, arg);
     }
     nm_tensor *t = nm_handle_get(h, NM_H_TENSOR);
-    if (!t) return nm_error(NEAT_ERR_INVALID_HANDLE, "%s: %s is not a live tensor (destroyed?)", fn, arg);
+    if (!t)
+        return nm_error(NEAT_ERR_INVALID_HANDLE, "%s: %s is not a live tensor (destroyed?)", fn,
+                        arg);
     if (t->dev != cb->dev)
-        return nm_error(NEAT_ERR_DEVICE_MISMATCH, "%s: %s belongs to another device than cb", fn, arg);
+        return nm_error(NEAT_ERR_DEVICE_MISMATCH, "%s: %s belongs to another device than cb", fn,
+                        arg);
     *out = t;
     return NEAT_OK;
 }
@@ -45,16 +51,17 @@ neat_status nm_arg(const char *fn, const char *arg, const nm_cmdbuf *cb, const n
 neat_status nm_no_alias(const char *fn, const char *out_name, const nm_tensor *out,
                         const char *in_name, const nm_tensor *in) {
     if (out && in && out->storage == in->storage && out->numel > 0)
-        return nm_error(NEAT_ERR_INVALID_ARGUMENT, "%s: %s shares memory with %s; use a separate output",
-                        fn, out_name, in_name);
+        return nm_error(NEAT_ERR_INVALID_ARGUMENT,
+                        "%s: %s shares memory with %s; use a separate output", fn, out_name,
+                        in_name);
     return NEAT_OK;
 }
 
 nm_tensor *const *nm_op_tensors(const nm_op *op, int *count) {
     switch (op->kind) {
-#define NM_OP_TENSORS_(P, E, name, flags)                                                   \
-    case NM_OP_##E:                                                                         \
-        *count = (int)(sizeof op->u.name.tensors / sizeof op->u.name.tensors[0]);           \
+#define NM_OP_TENSORS_(P, E, name, flags)                                                          \
+    case NM_OP_##E:                                                                                \
+        *count = (int)(sizeof op->u.name.tensors / sizeof op->u.name.tensors[0]);                  \
         return op->u.name.tensors;
         NM_OP_LIST(NM_OP_TENSORS_, _)
 #undef NM_OP_TENSORS_
@@ -95,7 +102,8 @@ neat_status nm_record(const char *fn, nm_cmdbuf *cb, nm_op *op) {
     if (st == NEAT_OK && op->nlist > 0) {
         op->list_handles = malloc((size_t)op->nlist * sizeof *op->list_handles);
         if (!op->list_handles) st = nm_error(NEAT_ERR_OUT_OF_MEMORY, "%s: out of host memory", fn);
-        for (int i = 0; st == NEAT_OK && i < op->nlist; i++) op->list_handles[i] = op->list[i]->handle;
+        for (int i = 0; st == NEAT_OK && i < op->nlist; i++)
+            op->list_handles[i] = op->list[i]->handle;
     }
     if (st != NEAT_OK) {
         nm_op_free_list(op);
@@ -114,15 +122,19 @@ neat_status nm_record(const char *fn, nm_cmdbuf *cb, nm_op *op) {
                       "%s: cb was already committed; neat_cmdbuf_reset it to record again", fn);
     for (int i = 0; st == NEAT_OK && i < op->ntensors; i++)
         if (!op->handles[i] || !nm_handle_get(op->handles[i], NM_H_TENSOR))
-            st = nm_error(NEAT_ERR_INVALID_HANDLE, "%s: a tensor argument was destroyed meanwhile", fn);
+            st = nm_error(NEAT_ERR_INVALID_HANDLE, "%s: a tensor argument was destroyed meanwhile",
+                          fn);
     for (int i = 0; st == NEAT_OK && i < op->nlist; i++)
         if (!nm_handle_get(op->list_handles[i], NM_H_TENSOR))
-            st = nm_error(NEAT_ERR_INVALID_HANDLE, "%s: a tensor argument was destroyed meanwhile", fn);
+            st = nm_error(NEAT_ERR_INVALID_HANDLE, "%s: a tensor argument was destroyed meanwhile",
+                          fn);
     if (st == NEAT_OK && cb->nops == cb->cap) {
         int64_t cap = cb->cap ? cb->cap * 2 : 16;
         nm_op *ops = realloc(cb->ops, (size_t)cap * sizeof *ops);
-        if (!ops) st = nm_error(NEAT_ERR_OUT_OF_MEMORY, "%s: out of host memory", fn);
-        else cb->ops = ops, cb->cap = cap;
+        if (!ops)
+            st = nm_error(NEAT_ERR_OUT_OF_MEMORY, "%s: out of host memory", fn);
+        else
+            cb->ops = ops, cb->cap = cap;
     }
     if (st == NEAT_OK) cb->ops[cb->nops++] = *op;
     pthread_mutex_unlock(&cb->dev->lock);

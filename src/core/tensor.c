@@ -22,7 +22,8 @@ int64_t nm_shape_numel(int ndim, const int64_t *shape) {
 /* Check ndim and shape of fn's argument; the element count in *numel. */
 static neat_status check_shape(const char *fn, int ndim, const int64_t *shape, int64_t *numel) {
     if (ndim < 0 || ndim > NEAT_MAX_DIMS)
-        return nm_error(NEAT_ERR_INVALID_ARGUMENT, "%s: ndim %d is outside 0..%d", fn, ndim, NEAT_MAX_DIMS);
+        return nm_error(NEAT_ERR_INVALID_ARGUMENT, "%s: ndim %d is outside 0..%d", fn, ndim,
+                        NEAT_MAX_DIMS);
     if (ndim > 0 && !shape) return nm_error(NEAT_ERR_INVALID_ARGUMENT, "%s: shape is NULL", fn);
     for (int i = 0; i < ndim; i++)
         if (shape[i] < 0)
@@ -66,7 +67,8 @@ static neat_status create(const char *fn, neat_device *dh, int ndim, const int64
                           neat_tensor **out) {
     if (!dh) return nm_error(NEAT_ERR_INVALID_ARGUMENT, "%s: dev is NULL", fn);
     nm_device *dev = nm_handle_get(dh, NM_H_DEVICE);
-    if (!dev) return nm_error(NEAT_ERR_INVALID_HANDLE, "%s: dev is not a live device (destroyed?)", fn);
+    if (!dev)
+        return nm_error(NEAT_ERR_INVALID_HANDLE, "%s: dev is not a live device (destroyed?)", fn);
     if (!out) return nm_error(NEAT_ERR_INVALID_ARGUMENT, "%s: out is NULL", fn);
     int64_t numel;
     neat_status st = check_shape(fn, ndim, shape, &numel);
@@ -133,8 +135,9 @@ NEAT_API neat_status neat_tensor_view(neat_tensor *h, int ndim, const int64_t *s
     if (st) return st;
     if (numel != t->numel) {
         char buf[NM_SHAPE_STR];
-        return nm_error(NEAT_ERR_SHAPE_MISMATCH, "%s: t is %s (%lld elements), the new shape has %lld",
-                        fn, nm_shape_str(t, buf), (long long)t->numel, (long long)numel);
+        return nm_error(NEAT_ERR_SHAPE_MISMATCH,
+                        "%s: t is %s (%lld elements), the new shape has %lld", fn,
+                        nm_shape_str(t, buf), (long long)t->numel, (long long)numel);
     }
     pthread_mutex_lock(&t->dev->lock);
     t->storage->refs++;
@@ -153,8 +156,10 @@ NEAT_API neat_status neat_tensor_view(neat_tensor *h, int ndim, const int64_t *s
 void nm_tensor_unref(nm_tensor *t) {
     if (--t->refs > 0) return;
     nm_device *dev = t->dev;
-    if (t->prev) t->prev->next = t->next;
-    else dev->tensors = t->next;
+    if (t->prev)
+        t->prev->next = t->next;
+    else
+        dev->tensors = t->next;
     if (t->next) t->next->prev = t->prev;
     if (--t->storage->refs == 0) {
         nm_pool_free(dev, t->storage->block);
@@ -194,7 +199,8 @@ NEAT_API void neat_tensor_destroy(neat_tensor *h) {
 static neat_status get_tensor(const char *fn, const neat_tensor *h, nm_tensor **out) {
     if (!h) return nm_error(NEAT_ERR_INVALID_ARGUMENT, "%s: t is NULL", fn);
     *out = nm_handle_get(h, NM_H_TENSOR);
-    if (!*out) return nm_error(NEAT_ERR_INVALID_HANDLE, "%s: t is not a live tensor (destroyed?)", fn);
+    if (!*out)
+        return nm_error(NEAT_ERR_INVALID_HANDLE, "%s: t is not a live tensor (destroyed?)", fn);
     return NEAT_OK;
 }
 
@@ -203,7 +209,8 @@ NEAT_API neat_status neat_tensor_shape(const neat_tensor *h, int *ndim, int64_t 
     neat_status st = get_tensor("neat_tensor_shape", h, &t);
     if (st) return st;
     if (!ndim || !shape)
-        return nm_error(NEAT_ERR_INVALID_ARGUMENT, "neat_tensor_shape: %s is NULL", ndim ? "shape" : "ndim");
+        return nm_error(NEAT_ERR_INVALID_ARGUMENT, "neat_tensor_shape: %s is NULL",
+                        ndim ? "shape" : "ndim");
     *ndim = t->ndim;
     for (int i = 0; i < NEAT_MAX_DIMS; i++) shape[i] = i < t->ndim ? t->shape[i] : 0;
     return NEAT_OK;
@@ -223,13 +230,16 @@ static neat_status check_copy(const char *fn, const char *buf_name, const neat_t
                               const void *buf, int64_t count, nm_tensor **out) {
     neat_status st = get_tensor(fn, h, out);
     if (st) return st;
-    if (count < 0) return nm_error(NEAT_ERR_INVALID_ARGUMENT, "%s: count %lld is negative", fn, (long long)count);
+    if (count < 0)
+        return nm_error(NEAT_ERR_INVALID_ARGUMENT, "%s: count %lld is negative", fn,
+                        (long long)count);
     if (count != (*out)->numel) {
         char s[NM_SHAPE_STR];
         return nm_error(NEAT_ERR_SHAPE_MISMATCH, "%s: t is %s (%lld elements), count is %lld", fn,
                         nm_shape_str(*out, s), (long long)(*out)->numel, (long long)count);
     }
-    if (!buf && count > 0) return nm_error(NEAT_ERR_INVALID_ARGUMENT, "%s: %s is NULL", fn, buf_name);
+    if (!buf && count > 0)
+        return nm_error(NEAT_ERR_INVALID_ARGUMENT, "%s: %s is NULL", fn, buf_name);
     return NEAT_OK;
 }
 

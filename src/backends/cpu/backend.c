@@ -150,7 +150,9 @@ static int64_t available_memory(void) {
 
 static neat_status cpu_device_open(nm_device *dev, int index) {
     if (index != 0)
-        return nm_error(NEAT_ERR_UNSUPPORTED, "neat_device_create: the CPU backend has one device (index 0), not %d", index);
+        return nm_error(NEAT_ERR_UNSUPPORTED,
+                        "neat_device_create: the CPU backend has one device (index 0), not %d",
+                        index);
     cpu_device *c = calloc(1, sizeof *c);
     if (!c) return nm_error(NEAT_ERR_OUT_OF_MEMORY, "neat_device_create: out of host memory");
     c->nthreads = thread_count();
@@ -161,7 +163,8 @@ static neat_status cpu_device_open(nm_device *dev, int index) {
     neat_status st = cpu_dnnl_open(dev);
     if (st == NEAT_OK && pthread_create(&c->worker, NULL, worker_main, dev) != 0) {
         cpu_dnnl_close(dev);
-        st = nm_error(NEAT_ERR_BACKEND_ERROR, "neat_device_create: cannot start the CPU worker thread");
+        st = nm_error(NEAT_ERR_BACKEND_ERROR,
+                      "neat_device_create: cannot start the CPU worker thread");
     }
     if (st != NEAT_OK) {
         pthread_cond_destroy(&c->work_cv);
@@ -224,8 +227,10 @@ static neat_status cpu_submit(nm_device *dev, nm_cmdbuf *cb, uint64_t seq) {
         return st;
     }
     pthread_mutex_lock(&c->lock);
-    if (c->tail) c->tail->next = job;
-    else c->head = job;
+    if (c->tail)
+        c->tail->next = job;
+    else
+        c->head = job;
     c->tail = job;
     pthread_cond_signal(&c->work_cv);
     pthread_mutex_unlock(&c->lock);

@@ -33,9 +33,9 @@
 
 typedef struct cpu_comm {
 #ifdef NEATML_HAVE_MPI
-    MPI_Comm mpi;         /* MPI_COMM_NULL for a single rank */
-    int *world_rank;      /* comm rank -> rank in mpi */
-    MPI_Request orphan;   /* a request abandoned at a timeout */
+    MPI_Comm mpi;       /* MPI_COMM_NULL for a single rank */
+    int *world_rank;    /* comm rank -> rank in mpi */
+    MPI_Request orphan; /* a request abandoned at a timeout */
 #endif
     int single;
 } cpu_comm;
@@ -50,7 +50,8 @@ neat_status cpu_comm_id_create(neat_comm_id *id) {
         /* No /dev/urandom: the time and the process id are unique enough for one job. */
         struct timespec t;
         clock_gettime(CLOCK_REALTIME, &t);
-        uint64_t seed = (uint64_t)t.tv_nsec ^ ((uint64_t)t.tv_sec << 20) ^ ((uint64_t)getpid() << 40);
+        uint64_t seed =
+            (uint64_t)t.tv_nsec ^ ((uint64_t)t.tv_sec << 20) ^ ((uint64_t)getpid() << 40);
         for (size_t i = 0; i < sizeof id->bytes; i++) {
             seed = seed * 6364136223846793005ull + 1442695040888963407ull;
             id->bytes[i] = (unsigned char)(seed >> 56);
@@ -71,10 +72,11 @@ static double now_s(void) {
 static neat_status mpi_error(const char *fn, nm_comm *comm, int rc, const char *call) {
     char text[MPI_MAX_ERROR_STRING];
     int len = 0;
-    if (MPI_Error_string(rc, text, &len) != MPI_SUCCESS) snprintf(text, sizeof text, "error %d", rc);
+    if (MPI_Error_string(rc, text, &len) != MPI_SUCCESS)
+        snprintf(text, sizeof text, "error %d", rc);
     __atomic_store_n(&comm->broken, 1, __ATOMIC_RELAXED);
-    return nm_error(NEAT_ERR_BACKEND_ERROR, "%s: rank %d of %d: %s failed: %s", fn, comm->rank, comm->nranks,
-                    call, text);
+    return nm_error(NEAT_ERR_BACKEND_ERROR, "%s: rank %d of %d: %s failed: %s", fn, comm->rank,
+                    comm->nranks, call, text);
 }
 
 /* Complete req by MPI_Test until the comm's timeout. */
@@ -98,8 +100,10 @@ static neat_status mpi_wait(const char *fn, nm_comm *comm, MPI_Request *req, con
         }
         /* Yield first (a peer on the same cores), then sleep briefly: the ranks share
          * the machine's cores with their own OpenMP threads. */
-        if (spins < 2000) sched_yield();
-        else nanosleep(&(struct timespec){0, 50000}, NULL);
+        if (spins < 2000)
+            sched_yield();
+        else
+            nanosleep(&(struct timespec){0, 50000}, NULL);
     }
 }
 
@@ -122,19 +126,22 @@ static neat_status mpi_comm_create(nm_comm *comm, const neat_comm_id *id, cpu_co
     MPI_Initialized(&inited);
     if (!inited) {
         rc = MPI_Init_thread(NULL, NULL, MPI_THREAD_MULTIPLE, &provided);
-        if (rc != MPI_SUCCESS) return nm_error(NEAT_ERR_BACKEND_ERROR, "%s: MPI_Init_thread failed (%d)", fn, rc);
+        if (rc != MPI_SUCCESS)
+            return nm_error(NEAT_ERR_BACKEND_ERROR, "%s: MPI_Init_thread failed (%d)", fn, rc);
         atexit(finalize_mpi);
     }
     MPI_Query_thread(&provided);
     if (provided < MPI_THREAD_MULTIPLE)
         return nm_error(NEAT_ERR_UNSUPPORTED,
                         "%s: MPI was initialised without MPI_THREAD_MULTIPLE (level %d): the CPU "
-                        "backend runs collectives on its worker thread", fn, provided);
+                        "backend runs collectives on its worker thread",
+                        fn, provided);
     MPI_Comm_size(MPI_COMM_WORLD, &size);
     if (size != comm->nranks)
-        return nm_error(NEAT_ERR_INVALID_ARGUMENT,
-                        "%s: nranks is %d but MPI_COMM_WORLD has %d processes (launch with mpirun -np %d)",
-                        fn, comm->nranks, size, comm->nranks);
+        return nm_error(
+            NEAT_ERR_INVALID_ARGUMENT,
+            "%s: nranks is %d but MPI_COMM_WORLD has %d processes (launch with mpirun -np %d)", fn,
+            comm->nranks, size, comm->nranks);
     MPI_Request req;
     rc = MPI_Comm_idup(MPI_COMM_WORLD, &c->mpi, &req);
     neat_status st = rc == MPI_SUCCESS ? mpi_wait(fn, comm, &req, "MPI_Comm_idup")
@@ -147,19 +154,24 @@ static neat_status mpi_comm_create(nm_comm *comm, const neat_comm_id *id, cpu_co
     if (!all || !c->world_rank) st = nm_error(NEAT_ERR_OUT_OF_MEMORY, "%s: out of host memory", fn);
     if (!st) {
         rc = MPI_Iallgather(mine, 2, MPI_INT64_T, all, 2, MPI_INT64_T, c->mpi, &req);
-        st = rc == MPI_SUCCESS ? mpi_wait(fn, comm, &req, "MPI_Iallgather") : mpi_error(fn, comm, rc, "MPI_Iallgather");
+        st = rc == MPI_SUCCESS ? mpi_wait(fn, comm, &req, "MPI_Iallgather")
+                               : mpi_error(fn, comm, rc, "MPI_Iallgather");
     }
     for (int i = 0; i < size && !st; i++) c->world_rank[i] = -1;
     for (int i = 0; i < size && !st; i++) {
         int r = (int)all[2 * i];
         if (all[2 * i + 1] != mine[1])
-            st = nm_error(NEAT_ERR_INVALID_ARGUMENT,
-                          "%s: process %d of MPI_COMM_WORLD passed another id or nranks than this one "
-                          "(rank %d): every rank must pass rank 0's id and the same nranks", fn, i, comm->rank);
+            st = nm_error(
+                NEAT_ERR_INVALID_ARGUMENT,
+                "%s: process %d of MPI_COMM_WORLD passed another id or nranks than this one "
+                "(rank %d): every rank must pass rank 0's id and the same nranks",
+                fn, i, comm->rank);
         else if (c->world_rank[r] >= 0)
-            st = nm_error(NEAT_ERR_INVALID_ARGUMENT, "%s: processes %d and %d both passed rank %d: ranks must be distinct",
-                          fn, c->world_rank[r], i, r);
-        else c->world_rank[r] = i;
+            st = nm_error(NEAT_ERR_INVALID_ARGUMENT,
+                          "%s: processes %d and %d both passed rank %d: ranks must be distinct", fn,
+                          c->world_rank[r], i, r);
+        else
+            c->world_rank[r] = i;
     }
     free(all);
     return st;
@@ -175,8 +187,10 @@ static neat_status check_count(const char *fn, nm_comm *comm, int64_t count) {
     if (st) return st;
     if (v[0] != count || -v[1] != count)
         return nm_error(NEAT_ERR_SHAPE_MISMATCH,
-                        "%s: rank %d has %lld elements, another rank %lld: every rank must reduce the same count",
-                        fn, comm->rank, (long long)count, (long long)(v[0] != count ? v[0] : -v[1]));
+                        "%s: rank %d has %lld elements, another rank %lld: every rank must reduce "
+                        "the same count",
+                        fn, comm->rank, (long long)count,
+                        (long long)(v[0] != count ? v[0] : -v[1]));
     return NEAT_OK;
 }
 
@@ -185,8 +199,8 @@ static neat_status mpi_sum(const char *fn, nm_comm *comm, const float *src, floa
     for (int64_t off = 0; off < n;) {
         int len = (int)(n - off < INT_MAX ? n - off : INT_MAX);
         MPI_Request req;
-        int rc = MPI_Iallreduce(src ? (const void *)(src + off) : MPI_IN_PLACE, dst + off, len, MPI_FLOAT,
-                                MPI_SUM, cpu_comm_of(comm)->mpi, &req);
+        int rc = MPI_Iallreduce(src ? (const void *)(src + off) : MPI_IN_PLACE, dst + off, len,
+                                MPI_FLOAT, MPI_SUM, cpu_comm_of(comm)->mpi, &req);
         neat_status st = rc == MPI_SUCCESS ? mpi_wait(fn, comm, &req, "MPI_Iallreduce")
                                            : mpi_error(fn, comm, rc, "MPI_Iallreduce");
         if (st) return st;
@@ -201,7 +215,8 @@ static neat_status mpi_bcast(const char *fn, nm_comm *comm, float *buf, int64_t 
         int len = (int)(n - off < INT_MAX ? n - off : INT_MAX);
         MPI_Request req;
         int rc = MPI_Ibcast(buf + off, len, MPI_FLOAT, c->world_rank[root], c->mpi, &req);
-        neat_status st = rc == MPI_SUCCESS ? mpi_wait(fn, comm, &req, "MPI_Ibcast") : mpi_error(fn, comm, rc, "MPI_Ibcast");
+        neat_status st = rc == MPI_SUCCESS ? mpi_wait(fn, comm, &req, "MPI_Ibcast")
+                                           : mpi_error(fn, comm, rc, "MPI_Ibcast");
         if (st) return st;
         off += len;
     }
@@ -250,7 +265,9 @@ neat_status cpu_comm_create(nm_comm *comm, const neat_comm_id *id) {
 
 neat_status cpu_comm_create_all(int n, nm_comm *const *comms) {
     if (n != 1)
-        return nm_error(NEAT_ERR_UNSUPPORTED, "neat_comm_create_all: the CPU backend has one device: ndev must be 1, not %d", n);
+        return nm_error(
+            NEAT_ERR_UNSUPPORTED,
+            "neat_comm_create_all: the CPU backend has one device: ndev must be 1, not %d", n);
     neat_comm_id id = {{0}};
     return cpu_comm_create(comms[0], &id);
 }
@@ -279,8 +296,10 @@ void cpu_comm_cmdbuf_release(nm_device *dev, nm_cmdbuf *cb) {
 /* Ready to run op on comm: not broken, and (MPI) its count checked once per buffer. */
 static neat_status prepare(nm_cmdbuf *cb, const nm_op *op, nm_comm *comm, int64_t count) {
     if (__atomic_load_n(&comm->broken, __ATOMIC_RELAXED))
-        return nm_error(NEAT_ERR_BACKEND_ERROR, "%s: the comm is broken by an earlier failure (a timeout or a "
-                        "peer's error): destroy it", op->fn);
+        return nm_error(NEAT_ERR_BACKEND_ERROR,
+                        "%s: the comm is broken by an earlier failure (a timeout or a "
+                        "peer's error): destroy it",
+                        op->fn);
     if (cpu_comm_of(comm)->single) return NEAT_OK;
 #ifdef NEATML_HAVE_MPI
     if (!cb->impl) cb->impl = calloc((size_t)cb->nops, 1);
@@ -301,11 +320,13 @@ neat_status cpu_all_reduce(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
     neat_status st = prepare(cb, op, a->comm, a->count);
     if (st || a->count == 0) return st;
     if (cpu_comm_of(a->comm)->single) {
-        if (a->y->data != a->x->data) memcpy(a->y->data, a->x->data, (size_t)a->count * sizeof(float));
+        if (a->y->data != a->x->data)
+            memcpy(a->y->data, a->x->data, (size_t)a->count * sizeof(float));
         return NEAT_OK;
     }
 #ifdef NEATML_HAVE_MPI
-    st = mpi_sum(op->fn, a->comm, a->x->data == a->y->data ? NULL : a->x->data, a->y->data, a->count);
+    st = mpi_sum(op->fn, a->comm, a->x->data == a->y->data ? NULL : a->x->data, a->y->data,
+                 a->count);
     if (!st && a->op == NEAT_REDUCE_AVG) divide(a->y->data, a->count, a->comm->nranks);
 #endif
     return st;
@@ -339,8 +360,10 @@ neat_status cpu_all_reduce_bucket(nm_device *dev, nm_cmdbuf *cb, const nm_op *op
     float inv = a->op == NEAT_REDUCE_AVG ? (float)nranks : 1.0f;
     for (int i = 0; i < op->nlist; i++) {
         nm_tensor *t = op->list[i];
-        if (inv == 1.0f) memcpy(t->data, packed + off, (size_t)t->numel * sizeof(float));
-        else for (int64_t j = 0; j < t->numel; j++) t->data[j] = packed[off + j] / inv;
+        if (inv == 1.0f)
+            memcpy(t->data, packed + off, (size_t)t->numel * sizeof(float));
+        else
+            for (int64_t j = 0; j < t->numel; j++) t->data[j] = packed[off + j] / inv;
         off += t->numel;
     }
 #endif
@@ -351,7 +374,8 @@ neat_status cpu_broadcast(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
     const nm_broadcast_args *a = &op->u.broadcast;
     neat_status st = prepare(cb, op, a->comm, a->count);
     if (st || a->count == 0) return st;
-    if (a->x && a->x->data != a->y->data) memcpy(a->y->data, a->x->data, (size_t)a->count * sizeof(float));
+    if (a->x && a->x->data != a->y->data)
+        memcpy(a->y->data, a->x->data, (size_t)a->count * sizeof(float));
     if (cpu_comm_of(a->comm)->single) return NEAT_OK;
 #ifdef NEATML_HAVE_MPI
     st = mpi_bcast(op->fn, a->comm, a->y->data, a->count, a->root);

@@ -49,8 +49,8 @@ void cpu_conv_any_mds(const nm_conv_geom *g, dnnl_memory_desc_t *src, dnnl_memor
     if (*s == dnnl_success)
         *s = dnnl_memory_desc_init_by_tag(dst, 4, dst->dims, dnnl_f32, dnnl_format_tag_any);
     if (*s == dnnl_success)
-        *s = dnnl_memory_desc_init_by_tag(wei, wei->ndims, wei->dims, dnnl_f32,
-                                          dnnl_format_tag_any);
+        *s =
+            dnnl_memory_desc_init_by_tag(wei, wei->ndims, wei->dims, dnnl_f32, dnnl_format_tag_any);
 }
 
 void cpu_conv_params(const nm_conv_geom *g, dnnl_dims_t strides, dnnl_dims_t dilates,
@@ -79,8 +79,8 @@ neat_status cpu_conv_fwd_pd(cpu_dnnl *d, const char *fn, const nm_conv_geom *g, 
     DNNL_TRY_AS(s, "dnnl_memory_desc_init");
     cpu_conv_params(g, strides, dilates, pad_l, pad_r);
     DNNL_TRY(dnnl_dilated_convolution_forward_desc_init(
-        &desc, dnnl_forward_training, dnnl_convolution_direct, &src, &wei,
-        has_bias ? &bias : NULL, &dst, strides, dilates, pad_l, pad_r));
+        &desc, dnnl_forward_training, dnnl_convolution_direct, &src, &wei, has_bias ? &bias : NULL,
+        &dst, strides, dilates, pad_l, pad_r));
     st = cpu_dnnl_attr(fn, &attr);
     if (st != NEAT_OK) goto fail;
     dnnl_alg_kind_t alg;
@@ -159,8 +159,8 @@ fail:
 
 /* y = act(b) in every position: an empty reduction (C/G * kh * kw == 0) or an input of
  * zero height or width, where every window holds only padding. */
-static void conv_bias_only(int nthreads, const nm_conv_geom *g, const float *b,
-                           neat_activation act, float *y) {
+static void conv_bias_only(int nthreads, const nm_conv_geom *g, const float *b, neat_activation act,
+                           float *y) {
     int64_t planes = g->n * g->k, plane = g->p * g->q;
 #pragma omp parallel for num_threads(nthreads) schedule(static)
     for (int64_t i = 0; i < planes; i++) {
@@ -178,12 +178,13 @@ neat_status cpu_conv_forward_run(nm_device *dev, nm_cmdbuf *cb, const char *fn,
         conv_bias_only(cpu_dev(dev)->nthreads, g, b, act, y);
         return NEAT_OK;
     }
-    int64_t key[20] = {1, g->n, g->c, g->h, g->w, g->k, g->p, g->q, g->kh, g->kw, g->sh,
-                       g->sw, g->ph, g->pw, g->dh, g->dw, g->groups, b != NULL, (int64_t)act};
+    int64_t key[20] = {1,     g->n,  g->c,      g->h,      g->w,        g->k,  g->p,
+                       g->q,  g->kh, g->kw,     g->sh,     g->sw,       g->ph, g->pw,
+                       g->dh, g->dw, g->groups, b != NULL, (int64_t)act};
     conv_fwd_ctx ctx = {fn, g, b != NULL, act};
     void *plan_ = NULL;
-    neat_status st = cpu_dnnl_plan(dev, key, sizeof key, conv_fwd_build, conv_fwd_free, &ctx,
-                                   &plan_);
+    neat_status st =
+        cpu_dnnl_plan(dev, key, sizeof key, conv_fwd_build, conv_fwd_free, &ctx, &plan_);
     if (st != NEAT_OK) return st;
     conv_fwd_plan *p = plan_;
     void *xs, *ws, *ys;
@@ -199,6 +200,7 @@ neat_status cpu_conv_forward_run(nm_device *dev, nm_cmdbuf *cb, const char *fn,
 neat_status cpu_conv2d_forward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
     const nm_tensor *b = op->u.conv2d_forward.b;
     return cpu_conv_forward_run(dev, cb, "neat_conv2d_forward", &op->u.conv2d_forward.g,
-                                op->u.conv2d_forward.x->data, op->u.conv2d_forward.w->data, b ? b->data : NULL,
-                                op->u.conv2d_forward.act, op->u.conv2d_forward.y->data);
+                                op->u.conv2d_forward.x->data, op->u.conv2d_forward.w->data,
+                                b ? b->data : NULL, op->u.conv2d_forward.act,
+                                op->u.conv2d_forward.y->data);
 }

@@ -20,11 +20,11 @@
 
 typedef struct conv_bwd_plan {
     int want_dx, want_dw, fused_db;
-    cpu_prim data;              /* DIFF_DST, WEIGHTS -> DIFF_SRC */
+    cpu_prim data; /* DIFF_DST, WEIGHTS -> DIFF_SRC */
     cpu_staged d_dz, d_w, d_dx;
-    cpu_prim weights;           /* SRC, DIFF_DST -> DIFF_WEIGHTS, [DIFF_BIAS] */
+    cpu_prim weights; /* SRC, DIFF_DST -> DIFF_WEIGHTS, [DIFF_BIAS] */
     cpu_staged w_x, w_dz, w_dw, w_db;
-    int dz_shared;              /* both read dz in the same non-plain layout: reorder once */
+    int dz_shared; /* both read dz in the same non-plain layout: reorder once */
 } conv_bwd_plan;
 
 typedef struct conv_bwd_ctx {
@@ -89,8 +89,8 @@ static neat_status conv_bwd_build(cpu_dnnl *d, const void *ctx_, void **out) {
     }
     if (p->want_dw) {
         DNNL_TRY(dnnl_dilated_convolution_backward_weights_desc_init(
-            &desc, dnnl_convolution_direct, &src, &wei, p->fused_db ? &u_bias : NULL, &dst,
-            strides, dilates, pad_l, pad_r));
+            &desc, dnnl_convolution_direct, &src, &wei, p->fused_db ? &u_bias : NULL, &dst, strides,
+            dilates, pad_l, pad_r));
         DNNL_TRY(dnnl_primitive_desc_create(&weights_pd, &desc, attr, d->engine, fwd_pd));
         const int args[4] = {DNNL_ARG_SRC, DNNL_ARG_DIFF_DST, DNNL_ARG_DIFF_WEIGHTS,
                              DNNL_ARG_DIFF_BIAS};
@@ -98,8 +98,7 @@ static neat_status conv_bwd_build(cpu_dnnl *d, const void *ctx_, void **out) {
         if (st != NEAT_OK) goto fail;
         st = cpu_staged_init(d, fn, &u_src, arg_md(weights_pd, DNNL_ARG_SRC), 0, 0, &p->w_x);
         if (st != NEAT_OK) goto fail;
-        st = cpu_staged_init(d, fn, &u_dst, arg_md(weights_pd, DNNL_ARG_DIFF_DST), 0, 0,
-                             &p->w_dz);
+        st = cpu_staged_init(d, fn, &u_dst, arg_md(weights_pd, DNNL_ARG_DIFF_DST), 0, 0, &p->w_dz);
         if (st != NEAT_OK) goto fail;
         st = cpu_staged_init(d, fn, &u_wei, arg_md(weights_pd, DNNL_ARG_DIFF_WEIGHTS), 1, acc,
                              &p->w_dw);
@@ -147,8 +146,9 @@ static neat_status conv_act_grad(nm_device *dev, nm_cmdbuf *cb, const char *fn, 
         const nm_tensor *b = op->u.conv2d_backward.b;
         void *z = NULL;
         if ((st = nm_scratch_alloc(cb, bytes, &z)) != NEAT_OK) return st;
-        st = cpu_conv_forward_run(dev, cb, fn, g, op->u.conv2d_backward.x->data, op->u.conv2d_backward.w->data,
-                                  b ? b->data : NULL, NEAT_ACT_NONE, z);
+        st = cpu_conv_forward_run(dev, cb, fn, g, op->u.conv2d_backward.x->data,
+                                  op->u.conv2d_backward.w->data, b ? b->data : NULL, NEAT_ACT_NONE,
+                                  z);
         if (st != NEAT_OK) return st;
         cpu_act_grad(nthreads, act, z, NULL, *dz, grad, count);
     } else {
@@ -161,7 +161,8 @@ static neat_status conv_act_grad(nm_device *dev, nm_cmdbuf *cb, const char *fn, 
 neat_status cpu_conv2d_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
     const char *fn = "neat_conv2d_backward";
     const nm_conv_geom *g = &op->u.conv2d_backward.g;
-    nm_tensor *dx = op->u.conv2d_backward.dx, *dw = op->u.conv2d_backward.dw, *db = op->u.conv2d_backward.db;
+    nm_tensor *dx = op->u.conv2d_backward.dx, *dw = op->u.conv2d_backward.dw,
+              *db = op->u.conv2d_backward.db;
     int acc = op->u.conv2d_backward.accumulate;
     int nthreads = cpu_dev(dev)->nthreads;
     neat_status st;
@@ -186,9 +187,9 @@ neat_status cpu_conv2d_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) 
     int want_dx = dx && dx->numel > 0, want_dw = dw != NULL, fused_db = dw && db;
     void *plan_ = NULL;
     if (want_dx || want_dw) {
-        int64_t key[22] = {2, g->n, g->c, g->h, g->w, g->k, g->p, g->q, g->kh, g->kw, g->sh,
-                           g->sw, g->ph, g->pw, g->dh, g->dw, g->groups, want_dx, want_dw,
-                           fused_db, acc};
+        int64_t key[22] = {2,     g->n,  g->c,      g->h,    g->w,    g->k,     g->p,
+                           g->q,  g->kh, g->kw,     g->sh,   g->sw,   g->ph,    g->pw,
+                           g->dh, g->dw, g->groups, want_dx, want_dw, fused_db, acc};
         conv_bwd_ctx ctx = {fn, g, want_dx, want_dw, fused_db, acc};
         st = cpu_dnnl_plan(dev, key, sizeof key, conv_bwd_build, conv_bwd_free, &ctx, &plan_);
         if (st != NEAT_OK) return st;
@@ -198,7 +199,8 @@ neat_status cpu_conv2d_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) 
     if (want_dx) {
         void *ws, *dxs;
         if ((st = cpu_staged_in(dev, cb, fn, &p->d_dz, dz, &dz_data)) != NEAT_OK) return st;
-        if ((st = cpu_staged_in(dev, cb, fn, &p->d_w, op->u.conv2d_backward.w->data, &ws)) != NEAT_OK)
+        if ((st = cpu_staged_in(dev, cb, fn, &p->d_w, op->u.conv2d_backward.w->data, &ws)) !=
+            NEAT_OK)
             return st;
         if ((st = cpu_staged_out(cb, &p->d_dx, dx->data, &dxs)) != NEAT_OK) return st;
         void *data[3] = {dz_data, ws, dxs};
@@ -208,10 +210,13 @@ neat_status cpu_conv2d_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) 
     }
     if (want_dw) {
         void *xs, *dzs, *dws, *dbs = NULL;
-        if ((st = cpu_staged_in(dev, cb, fn, &p->w_x, op->u.conv2d_backward.x->data, &xs)) != NEAT_OK)
+        if ((st = cpu_staged_in(dev, cb, fn, &p->w_x, op->u.conv2d_backward.x->data, &xs)) !=
+            NEAT_OK)
             return st;
-        if (p->dz_shared) dzs = dz_data;
-        else if ((st = cpu_staged_in(dev, cb, fn, &p->w_dz, dz, &dzs)) != NEAT_OK) return st;
+        if (p->dz_shared)
+            dzs = dz_data;
+        else if ((st = cpu_staged_in(dev, cb, fn, &p->w_dz, dz, &dzs)) != NEAT_OK)
+            return st;
         if ((st = cpu_staged_out(cb, &p->w_dw, dw->data, &dws)) != NEAT_OK) return st;
         if (fused_db && (st = cpu_staged_out(cb, &p->w_db, db->data, &dbs)) != NEAT_OK) return st;
         void *data[4] = {xs, dzs, dws, dbs};

@@ -21,8 +21,10 @@ neat_status cpu_stage_host_copies(nm_cmdbuf *cb, float ***staging) {
         if (!buf) {
             cpu_free_staging(cb, *staging);
             *staging = NULL;
-            return nm_error(NEAT_ERR_OUT_OF_MEMORY, "neat_cmdbuf_commit: out of host memory "
-                            "staging %zu bytes for op %lld (neat_copy_from_host)", bytes, (long long)i);
+            return nm_error(NEAT_ERR_OUT_OF_MEMORY,
+                            "neat_cmdbuf_commit: out of host memory "
+                            "staging %zu bytes for op %lld (neat_copy_from_host)",
+                            bytes, (long long)i);
         }
         memcpy(buf, op->u.copy_from_host.src, bytes);
         (*staging)[i] = buf;

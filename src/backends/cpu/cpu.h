@@ -66,7 +66,7 @@ void cpu_act_grad(int nthreads, neat_activation act, const float *x, const float
 /* Hot loops are compiled for several x86-64 levels and picked at load time (ifunc, so
  * Linux/glibc only: Mach-O has no ifunc); other systems and architectures get the portable
  * version. Never -march=native in an installed build. */
-#if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__) && \
+#if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__) &&                              \
     !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
 #define CPU_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #else

@@ -49,9 +49,8 @@ void cpu_dnnl_close(nm_device *dev) {
 
 /* ---- plan cache ------------------------------------------------------------------------------ */
 
-neat_status cpu_dnnl_plan(nm_device *dev, const void *key, size_t keylen,
-                          cpu_plan_build_fn build, cpu_plan_free_fn free_plan, const void *ctx,
-                          void **plan) {
+neat_status cpu_dnnl_plan(nm_device *dev, const void *key, size_t keylen, cpu_plan_build_fn build,
+                          cpu_plan_free_fn free_plan, const void *ctx, void **plan) {
     cpu_dnnl *d = cpu_dnnl_of(dev);
     void *found = nm_lru_get(&d->plans, key, keylen);
     if (found) {
@@ -211,8 +210,8 @@ neat_status cpu_staged_out(nm_cmdbuf *cb, cpu_staged *a, float *user, void **pri
     return nm_scratch_alloc(cb, a->bytes, prim_data);
 }
 
-neat_status cpu_staged_out_finish(nm_device *dev, nm_cmdbuf *cb, const char *fn,
-                                  cpu_staged *a, void *prim_data, float *user) {
+neat_status cpu_staged_out_finish(nm_device *dev, nm_cmdbuf *cb, const char *fn, cpu_staged *a,
+                                  void *prim_data, float *user) {
     if (!a->staged) return NEAT_OK;
     void *data[2] = {prim_data, user};
     return cpu_prim_run(dev, cb, fn, &a->reorder, data);

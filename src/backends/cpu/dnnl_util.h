@@ -35,22 +35,22 @@ neat_status cpu_dnnl_fail(dnnl_status_t s, const char *fn, const char *call);
 
 /* Run a oneDNN call inside a function that has `neat_status st` and a `fail:` label and a
  * `const char *fn` naming the public op: on failure, set st and jump to the cleanup. */
-#define DNNL_TRY(call)                                                                      \
-    do {                                                                                    \
-        dnnl_status_t dnnl_s_ = (call);                                                     \
-        if (dnnl_s_ != dnnl_success) {                                                      \
-            st = cpu_dnnl_fail(dnnl_s_, fn, #call);                                         \
-            goto fail;                                                                      \
-        }                                                                                   \
+#define DNNL_TRY(call)                                                                             \
+    do {                                                                                           \
+        dnnl_status_t dnnl_s_ = (call);                                                            \
+        if (dnnl_s_ != dnnl_success) {                                                             \
+            st = cpu_dnnl_fail(dnnl_s_, fn, #call);                                                \
+            goto fail;                                                                             \
+        }                                                                                          \
     } while (0)
 
 /* The same for a status already in hand (a helper's result), named for the message. */
-#define DNNL_TRY_AS(status, name)                                                           \
-    do {                                                                                    \
-        if ((status) != dnnl_success) {                                                     \
-            st = cpu_dnnl_fail((status), fn, name);                                         \
-            goto fail;                                                                      \
-        }                                                                                   \
+#define DNNL_TRY_AS(status, name)                                                                  \
+    do {                                                                                           \
+        if ((status) != dnnl_success) {                                                            \
+            st = cpu_dnnl_fail((status), fn, name);                                                \
+            goto fail;                                                                             \
+        }                                                                                          \
     } while (0)
 
 /* ---- plan cache (dnnl.c) ------------------------------------------------------------------ */
@@ -64,9 +64,8 @@ typedef neat_status (*cpu_plan_build_fn)(cpu_dnnl *d, const void *ctx, void **pl
  * least recently used plans are dropped past CPU_PLAN_CAPACITY (lru.h); a plan just returned
  * is the most recent one, so an op that looks up a few plans in a row keeps them all. */
 #define CPU_PLAN_CAPACITY NM_LRU_CAPACITY
-neat_status cpu_dnnl_plan(nm_device *dev, const void *key, size_t keylen,
-                          cpu_plan_build_fn build, cpu_plan_free_fn free_plan, const void *ctx,
-                          void **plan);
+neat_status cpu_dnnl_plan(nm_device *dev, const void *key, size_t keylen, cpu_plan_build_fn build,
+                          cpu_plan_free_fn free_plan, const void *ctx, void **plan);
 
 /* Attributes every primitive of the backend starts from: strict float32 math (whatever
  * ONEDNN_DEFAULT_FPMATH_MODE says) and a user-managed scratchpad (no hidden allocation).
@@ -112,8 +111,8 @@ neat_status cpu_reorder_init(cpu_dnnl *d, const char *fn, const dnnl_memory_desc
  * primitive -> user for an output. An output that accumulates (+=) always goes through the
  * scratch copy and a reorder with a sum post-op, which does the addition in the same pass. */
 typedef struct cpu_staged {
-    int staged;     /* 0: the primitive reads/writes the user's memory directly */
-    size_t bytes;   /* size of the primitive's layout */
+    int staged;   /* 0: the primitive reads/writes the user's memory directly */
+    size_t bytes; /* size of the primitive's layout */
     cpu_prim reorder;
 } cpu_staged;
 
@@ -126,8 +125,8 @@ neat_status cpu_staged_in(nm_device *dev, nm_cmdbuf *cb, const char *fn, cpu_sta
 /* Output: *prim_data is where the primitive writes (the user's memory or scratch);
  * cpu_staged_out_finish then moves (or adds) scratch into the user's tensor. */
 neat_status cpu_staged_out(nm_cmdbuf *cb, cpu_staged *a, float *user, void **prim_data);
-neat_status cpu_staged_out_finish(nm_device *dev, nm_cmdbuf *cb, const char *fn,
-                                  cpu_staged *a, void *prim_data, float *user);
+neat_status cpu_staged_out_finish(nm_device *dev, nm_cmdbuf *cb, const char *fn, cpu_staged *a,
+                                  void *prim_data, float *user);
 void cpu_staged_destroy(cpu_staged *a);
 
 /* ---- matmul for the other ops (matmul.c) --------------------------------------------------- */

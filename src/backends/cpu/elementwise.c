@@ -32,68 +32,52 @@
 /* ---- kernels on [lo, hi) ------------------------------------------------------------------ */
 
 CPU_CLONES static void add_range(const float *a, const float *b, float *out, int64_t lo,
-                                 int64_t hi)
-{
+                                 int64_t hi) {
 #pragma omp simd
-    for (int64_t i = lo; i < hi; i++)
-        out[i] = a[i] + b[i];
+    for (int64_t i = lo; i < hi; i++) out[i] = a[i] + b[i];
 }
 
 /* Rows [lo, hi) of out = a + row, a and out rows x cols. */
-CPU_CLONES static void add_row_range(const float *a, const float *row, float *out,
-                                     int64_t cols, int64_t lo, int64_t hi)
-{
+CPU_CLONES static void add_row_range(const float *a, const float *row, float *out, int64_t cols,
+                                     int64_t lo, int64_t hi) {
     for (int64_t r = lo; r < hi; r++) {
         const float *ar = a + r * cols;
         float *outr = out + r * cols;
 #pragma omp simd
-        for (int64_t j = 0; j < cols; j++)
-            outr[j] = ar[j] + row[j];
+        for (int64_t j = 0; j < cols; j++) outr[j] = ar[j] + row[j];
     }
 }
 
 CPU_CLONES static void scale_range(const float *x, float alpha, float *out, int64_t lo,
-                                   int64_t hi)
-{
+                                   int64_t hi) {
 #pragma omp simd
-    for (int64_t i = lo; i < hi; i++)
-        out[i] = alpha * x[i];
+    for (int64_t i = lo; i < hi; i++) out[i] = alpha * x[i];
 }
 
-CPU_CLONES static void fill_range(float *t, float value, int64_t lo, int64_t hi)
-{
+CPU_CLONES static void fill_range(float *t, float value, int64_t lo, int64_t hi) {
 #pragma omp simd
-    for (int64_t i = lo; i < hi; i++)
-        t[i] = value;
+    for (int64_t i = lo; i < hi; i++) t[i] = value;
 }
 
-static void copy_range(const float *x, float *out, int64_t lo, int64_t hi)
-{
-    if (out != x)
-        memmove(out + lo, x + lo, (size_t)(hi - lo) * sizeof(float));
+static void copy_range(const float *x, float *out, int64_t lo, int64_t hi) {
+    if (out != x) memmove(out + lo, x + lo, (size_t)(hi - lo) * sizeof(float));
 }
 
 CPU_CLONES static void act_range(neat_activation act, const float *x, float *y, int64_t lo,
-                                 int64_t hi)
-{
+                                 int64_t hi) {
     switch (act) {
-    case NEAT_ACT_NONE:
-        copy_range(x, y, lo, hi);
-        break;
+    case NEAT_ACT_NONE: copy_range(x, y, lo, hi); break;
     case NEAT_ACT_RELU:
 #pragma omp simd
-        for (int64_t i = lo; i < hi; i++)
-            y[i] = x[i] < 0.0f ? 0.0f : x[i];
+        for (int64_t i = lo; i < hi; i++) y[i] = x[i] < 0.0f ? 0.0f : x[i];
         break;
     case NEAT_ACT_SIGMOID:
 #pragma omp simd
-        for (int64_t i = lo; i < hi; i++)
-            y[i] = cpu_sigmoidf(x[i]);
+        for (int64_t i = lo; i < hi; i++) y[i] = cpu_sigmoidf(x[i]);
         break;
     case NEAT_ACT_TANH:
 #pragma omp simd
-        for (int64_t i = lo; i < hi; i++)
-            y[i] = cpu_tanhf(x[i]);
+        for (int64_t i = lo; i < hi; i++) y[i] = cpu_tanhf(x[i]);
         break;
     case NEAT_ACT_GELU:
 #pragma omp simd
@@ -107,12 +91,9 @@ CPU_CLONES static void act_range(neat_activation act, const float *x, float *y, 
 }
 
 CPU_CLONES static void act_grad_range(neat_activation act, const float *x, const float *y,
-                                      const float *dy, float *dz, int64_t lo, int64_t hi)
-{
+                                      const float *dy, float *dz, int64_t lo, int64_t hi) {
     switch (act) {
-    case NEAT_ACT_NONE:
-        copy_range(dy, dz, lo, hi);
-        break;
+    case NEAT_ACT_NONE: copy_range(dy, dz, lo, hi); break;
     case NEAT_ACT_RELU:
 #pragma omp simd
         for (int64_t i = lo; i < hi; i++) {
@@ -122,13 +103,11 @@ CPU_CLONES static void act_grad_range(neat_activation act, const float *x, const
         break;
     case NEAT_ACT_SIGMOID:
 #pragma omp simd
-        for (int64_t i = lo; i < hi; i++)
-            dz[i] = dy[i] * (y[i] * (1.0f - y[i]));
+        for (int64_t i = lo; i < hi; i++) dz[i] = dy[i] * (y[i] * (1.0f - y[i]));
         break;
     case NEAT_ACT_TANH:
 #pragma omp simd
-        for (int64_t i = lo; i < hi; i++)
-            dz[i] = dy[i] * (1.0f - y[i] * y[i]);
+        for (int64_t i = lo; i < hi; i++) dz[i] = dy[i] * (1.0f - y[i] * y[i]);
         break;
     case NEAT_ACT_GELU:
 #pragma omp simd
@@ -148,28 +127,24 @@ CPU_CLONES static void act_grad_range(neat_activation act, const float *x, const
 
 /* ---- shared activation entry points (cpu.h) ------------------------------------------------- */
 
-void cpu_act_apply(int nthreads, neat_activation act, const float *x, float *y, int64_t n)
-{
+void cpu_act_apply(int nthreads, neat_activation act, const float *x, float *y, int64_t n) {
     CPU_SPLIT(cpu_par(nthreads, n), n, lo, hi, act_range(act, x, y, lo, hi));
 }
 
 void cpu_act_grad(int nthreads, neat_activation act, const float *x, const float *y,
-                  const float *dy, float *dz, int64_t n)
-{
+                  const float *dy, float *dz, int64_t n) {
     CPU_SPLIT(cpu_par(nthreads, n), n, lo, hi, act_grad_range(act, x, y, dy, dz, lo, hi));
 }
 
 /* ---- ops ------------------------------------------------------------------------------------ */
 
 /* out = a + b, or out[r, :] = a[r, :] + b[:] when b is one row (broadcast). */
-neat_status cpu_add(nm_device *dev, nm_cmdbuf *cb, const nm_op *op)
-{
+neat_status cpu_add(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
     const float *a = op->u.add.a->data, *b = op->u.add.b->data;
     float *out = op->u.add.out->data;
     int64_t rows = op->u.add.rows, cols = op->u.add.cols;
     int par = cpu_par(cpu_dev(dev)->nthreads, rows * cols);
-    if (rows == 0 || cols == 0)
-        return NEAT_OK;
+    if (rows == 0 || cols == 0) return NEAT_OK;
     if (!op->u.add.broadcast) {
         CPU_SPLIT(par, rows * cols, lo, hi, add_range(a, b, out, lo, hi));
     } else if (rows >= par) {
@@ -182,8 +157,7 @@ neat_status cpu_add(nm_device *dev, nm_cmdbuf *cb, const nm_op *op)
     return NEAT_OK;
 }
 
-neat_status cpu_scale(nm_device *dev, nm_cmdbuf *cb, const nm_op *op)
-{
+neat_status cpu_scale(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
     const float *x = op->u.scale.x->data;
     float *out = op->u.scale.out->data;
     float alpha = op->u.scale.alpha;
@@ -192,8 +166,7 @@ neat_status cpu_scale(nm_device *dev, nm_cmdbuf *cb, const nm_op *op)
     return NEAT_OK;
 }
 
-neat_status cpu_fill(nm_device *dev, nm_cmdbuf *cb, const nm_op *op)
-{
+neat_status cpu_fill(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
     float *t = op->u.fill.t->data;
     float value = op->u.fill.value;
     int64_t n = op->u.fill.t->numel;
@@ -201,19 +174,18 @@ neat_status cpu_fill(nm_device *dev, nm_cmdbuf *cb, const nm_op *op)
     return NEAT_OK;
 }
 
-neat_status cpu_activation_forward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op)
-{
-    cpu_act_apply(cpu_dev(dev)->nthreads, op->u.activation_forward.act, op->u.activation_forward.x->data,
-                  op->u.activation_forward.out->data, op->u.activation_forward.out->numel);
+neat_status cpu_activation_forward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
+    cpu_act_apply(cpu_dev(dev)->nthreads, op->u.activation_forward.act,
+                  op->u.activation_forward.x->data, op->u.activation_forward.out->data,
+                  op->u.activation_forward.out->numel);
     return NEAT_OK;
 }
 
 /* dx = dy * act'(.): relu/sigmoid/tanh read y, gelu reads x (the other may be NULL). */
-neat_status cpu_activation_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op)
-{
+neat_status cpu_activation_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
     const nm_tensor *x = op->u.activation_backward.x, *y = op->u.activation_backward.y;
     cpu_act_grad(cpu_dev(dev)->nthreads, op->u.activation_backward.act, x ? x->data : NULL,
-                 y ? y->data : NULL, op->u.activation_backward.dy->data, op->u.activation_backward.out->data,
-                 op->u.activation_backward.out->numel);
+                 y ? y->data : NULL, op->u.activation_backward.dy->data,
+                 op->u.activation_backward.out->data, op->u.activation_backward.out->numel);
     return NEAT_OK;
 }

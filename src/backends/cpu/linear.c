@@ -70,11 +70,14 @@ void cpu_bias_grad(int nthreads, const float *dz, int64_t outer, int64_t n, int6
 neat_status cpu_linear_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
     const char *fn = "neat_linear_backward";
     int nthreads = cpu_dev(dev)->nthreads;
-    int64_t n = op->u.linear_backward.n, in = op->u.linear_backward.in, out = op->u.linear_backward.out;
+    int64_t n = op->u.linear_backward.n, in = op->u.linear_backward.in,
+            out = op->u.linear_backward.out;
     neat_activation act = op->u.linear_backward.act;
     int accumulate = op->u.linear_backward.accumulate;
-    const nm_tensor *x = op->u.linear_backward.x, *w = op->u.linear_backward.w, *b = op->u.linear_backward.b;
-    nm_tensor *dx = op->u.linear_backward.dx, *dw = op->u.linear_backward.dw, *db = op->u.linear_backward.db;
+    const nm_tensor *x = op->u.linear_backward.x, *w = op->u.linear_backward.w,
+                    *b = op->u.linear_backward.b;
+    nm_tensor *dx = op->u.linear_backward.dx, *dw = op->u.linear_backward.dw,
+              *db = op->u.linear_backward.db;
     neat_status st;
 
     /* dz = dy * act'(.) */
@@ -88,8 +91,14 @@ neat_status cpu_linear_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) 
             void *z = NULL;
             st = nm_scratch_alloc(cb, bytes, &z);
             if (st != NEAT_OK) return st;
-            cpu_gemm_desc fwd = {.batch = 1, .m = n, .n = out, .k = in, .trans_b = 1,
-                                 .alpha = 1.0f, .beta = 0.0f, .has_bias = b != NULL,
+            cpu_gemm_desc fwd = {.batch = 1,
+                                 .m = n,
+                                 .n = out,
+                                 .k = in,
+                                 .trans_b = 1,
+                                 .alpha = 1.0f,
+                                 .beta = 0.0f,
+                                 .has_bias = b != NULL,
                                  .act = NEAT_ACT_NONE};
             st = cpu_gemm(dev, cb, fn, &fwd, x->data, w->data, b ? b->data : NULL, z);
             if (st != NEAT_OK) return st;
@@ -102,14 +111,25 @@ neat_status cpu_linear_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) 
 
     float beta = accumulate ? 1.0f : 0.0f;
     if (dx) { /* [N,out] x [out,in] */
-        cpu_gemm_desc g = {.batch = 1, .m = n, .n = in, .k = out, .alpha = 1.0f, .beta = beta,
+        cpu_gemm_desc g = {.batch = 1,
+                           .m = n,
+                           .n = in,
+                           .k = out,
+                           .alpha = 1.0f,
+                           .beta = beta,
                            .act = NEAT_ACT_NONE};
         st = cpu_gemm(dev, cb, fn, &g, dz, w->data, NULL, dx->data);
         if (st != NEAT_OK) return st;
     }
     if (dw) { /* dz^T x: dz stored [N,out] = k x m */
-        cpu_gemm_desc g = {.batch = 1, .m = out, .n = in, .k = n, .trans_a = 1,
-                           .alpha = 1.0f, .beta = beta, .act = NEAT_ACT_NONE};
+        cpu_gemm_desc g = {.batch = 1,
+                           .m = out,
+                           .n = in,
+                           .k = n,
+                           .trans_a = 1,
+                           .alpha = 1.0f,
+                           .beta = beta,
+                           .act = NEAT_ACT_NONE};
         st = cpu_gemm(dev, cb, fn, &g, dz, x->data, NULL, dw->data);
         if (st != NEAT_OK) return st;
     }

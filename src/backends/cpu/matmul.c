@@ -113,8 +113,7 @@ static void gemm_free(void *plan) {
 }
 
 /* k == 0: the product is empty, so c = act(bias + beta c) (beta == 0: c is not read). */
-static void gemm_empty_product(int nthreads, const cpu_gemm_desc *g, const float *bias,
-                               float *c) {
+static void gemm_empty_product(int nthreads, const cpu_gemm_desc *g, const float *bias, float *c) {
     int64_t rows = g->batch * g->m, n = g->n;
     float beta = g->beta;
 #pragma omp parallel for num_threads(nthreads) schedule(static)
@@ -143,8 +142,17 @@ neat_status cpu_gemm(nm_device *dev, nm_cmdbuf *cb, const char *fn, const cpu_ge
     n.trans_a = !!n.trans_a;
     n.trans_b = !!n.trans_b;
     n.has_bias = !!n.has_bias;
-    gemm_key key = {1, n.batch, n.m, n.n, n.k, n.trans_a, n.trans_b,
-                    float_bits(n.alpha), float_bits(n.beta), n.has_bias, (int64_t)n.act};
+    gemm_key key = {1,
+                    n.batch,
+                    n.m,
+                    n.n,
+                    n.k,
+                    n.trans_a,
+                    n.trans_b,
+                    float_bits(n.alpha),
+                    float_bits(n.beta),
+                    n.has_bias,
+                    (int64_t)n.act};
     gemm_ctx ctx = {&n, fn};
     void *plan = NULL;
     neat_status st = cpu_dnnl_plan(dev, &key, sizeof key, gemm_build, gemm_free, &ctx, &plan);

@@ -21,14 +21,11 @@
 
 #include <math.h>
 
-
-CPU_CLONES static void sgd_range(float *param, const float *grad, float *vel, float lr,
-                                 float wd, float momentum, int nesterov, int64_t lo, int64_t hi)
-{
+CPU_CLONES static void sgd_range(float *param, const float *grad, float *vel, float lr, float wd,
+                                 float momentum, int nesterov, int64_t lo, int64_t hi) {
     if (vel == NULL || momentum == 0.0f) {
 #pragma omp simd
-        for (int64_t i = lo; i < hi; i++)
-            param[i] -= lr * (grad[i] + wd * param[i]);
+        for (int64_t i = lo; i < hi; i++) param[i] -= lr * (grad[i] + wd * param[i]);
     } else if (nesterov) {
 #pragma omp simd
         for (int64_t i = lo; i < hi; i++) {
@@ -49,10 +46,9 @@ CPU_CLONES static void sgd_range(float *param, const float *grad, float *vel, fl
 
 /* cpu_sqrtf (vecmath.h, within 1 ulp) instead of sqrtf, whose errno branch keeps GCC from
  * vectorizing the loop. v >= 0 always. */
-CPU_CLONES static void adam_range(float *param, const float *grad, float *m, float *v,
-                                  float decay, float b1, float b2, float step, float bc2_sqrt,
-                                  float eps, int64_t lo, int64_t hi)
-{
+CPU_CLONES static void adam_range(float *param, const float *grad, float *m, float *v, float decay,
+                                  float b1, float b2, float step, float bc2_sqrt, float eps,
+                                  int64_t lo, int64_t hi) {
 #pragma omp simd
     for (int64_t i = lo; i < hi; i++) {
         float g = grad[i];
@@ -65,33 +61,29 @@ CPU_CLONES static void adam_range(float *param, const float *grad, float *m, flo
     }
 }
 
-neat_status cpu_sgd_update(nm_device *dev, nm_cmdbuf *cb, const nm_op *op)
-{
+neat_status cpu_sgd_update(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
     const neat_sgd_params *p = &op->u.sgd_update.p;
     float *param = op->u.sgd_update.param->data;
     const float *grad = op->u.sgd_update.grad->data;
     float *vel = op->u.sgd_update.velocity ? op->u.sgd_update.velocity->data : NULL;
     int64_t n = op->u.sgd_update.param->numel;
-    if (n == 0)
-        return NEAT_OK;
+    if (n == 0) return NEAT_OK;
     float lr = op->u.sgd_update.hyper->data[0];
     char why[128];
     if (!nm_hyper_valid(lr, op->u.sgd_update.hyper->data[1], 0, why, sizeof why))
         return nm_error(NEAT_ERR_INVALID_ARGUMENT, "%s", why);
     CPU_SPLIT(cpu_par(cpu_dev(dev)->nthreads, n), n, lo, hi,
-              sgd_range(param, grad, vel, lr, p->weight_decay, p->momentum, p->nesterov, lo,
-                        hi));
+              sgd_range(param, grad, vel, lr, p->weight_decay, p->momentum, p->nesterov, lo, hi));
     return NEAT_OK;
 }
 
-neat_status cpu_adam_update(nm_device *dev, nm_cmdbuf *cb, const nm_op *op)
-{
+neat_status cpu_adam_update(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
     const neat_adam_params *p = &op->u.adam_update.p;
-    float *param = op->u.adam_update.param->data, *m = op->u.adam_update.m->data, *v = op->u.adam_update.v->data;
+    float *param = op->u.adam_update.param->data, *m = op->u.adam_update.m->data,
+          *v = op->u.adam_update.v->data;
     const float *grad = op->u.adam_update.grad->data;
     int64_t n = op->u.adam_update.param->numel;
-    if (n == 0)
-        return NEAT_OK;
+    if (n == 0) return NEAT_OK;
     double lr = op->u.adam_update.hyper->data[0], t = op->u.adam_update.hyper->data[1];
     char why[128];
     if (!nm_hyper_valid((float)lr, (float)t, 1, why, sizeof why))
@@ -101,8 +93,8 @@ neat_status cpu_adam_update(nm_device *dev, nm_cmdbuf *cb, const nm_op *op)
     double bc2 = 1.0 - pow((double)p->beta2, t);
     float step = (float)(lr / bc1), bc2_sqrt = (float)sqrt(bc2);
     float decay = (float)(1.0 - lr * (double)p->weight_decay);
-    CPU_SPLIT(cpu_par(cpu_dev(dev)->nthreads, n), n, lo, hi,
-              adam_range(param, grad, m, v, decay, p->beta1, p->beta2, step, bc2_sqrt, p->eps,
-                         lo, hi));
+    CPU_SPLIT(
+        cpu_par(cpu_dev(dev)->nthreads, n), n, lo, hi,
+        adam_range(param, grad, m, v, decay, p->beta1, p->beta2, step, bc2_sqrt, p->eps, lo, hi));
     return NEAT_OK;
 }

@@ -28,8 +28,7 @@
 
 /* First valid output column for window column s, and one past the last:
  * 0 <= j*sw + s - pw < w. */
-static inline void pool_cols(const nm_conv_geom *g, int64_t s, int64_t *lo, int64_t *hi)
-{
+static inline void pool_cols(const nm_conv_geom *g, int64_t s, int64_t *lo, int64_t *hi) {
     int64_t off = g->pw - s; /* j*sw >= off */
     int64_t l = off > 0 ? (off + g->sw - 1) / g->sw : 0;
     int64_t last = g->w - 1 + off; /* j*sw <= last */
@@ -39,8 +38,7 @@ static inline void pool_cols(const nm_conv_geom *g, int64_t s, int64_t *lo, int6
 }
 
 /* Window rows valid for output row i: r in [*rlo, *rhi). */
-static inline void pool_rows(const nm_conv_geom *g, int64_t i, int64_t *rlo, int64_t *rhi)
-{
+static inline void pool_rows(const nm_conv_geom *g, int64_t i, int64_t *rlo, int64_t *rhi) {
     int64_t hs = i * g->sh - g->ph;
     *rlo = hs < 0 ? -hs : 0;
     *rhi = g->h - hs < g->kh ? g->h - hs : g->kh;
@@ -49,12 +47,9 @@ static inline void pool_rows(const nm_conv_geom *g, int64_t i, int64_t *rlo, int
 /* ---- forward -------------------------------------------------------------------------------- */
 
 /* One output row of the general case. xp: the input plane, yrow: q outputs. */
-CPU_CLONES static void maxpool_row(const nm_conv_geom *g, const float *xp, float *yrow,
-                                   int64_t i)
-{
+CPU_CLONES static void maxpool_row(const nm_conv_geom *g, const float *xp, float *yrow, int64_t i) {
     int64_t q = g->q, sw = g->sw;
-    for (int64_t j = 0; j < q; j++)
-        yrow[j] = -INFINITY;
+    for (int64_t j = 0; j < q; j++) yrow[j] = -INFINITY;
     int64_t rlo, rhi;
     pool_rows(g, i, &rlo, &rhi);
     for (int64_t r = rlo; r < rhi; r++) {
@@ -72,9 +67,7 @@ CPU_CLONES static void maxpool_row(const nm_conv_geom *g, const float *xp, float
 }
 
 /* 2x2 stride 2, no padding: y[j] = first max of x0[2j], x0[2j+1], x1[2j], x1[2j+1]. */
-CPU_CLONES static void maxpool_row_2x2(const float *x0, const float *x1, float *yrow,
-                                       int64_t q)
-{
+CPU_CLONES static void maxpool_row_2x2(const float *x0, const float *x1, float *yrow, int64_t q) {
     for (int64_t j = 0; j < q; j++) {
         float m = x0[2 * j], v;
         v = x0[2 * j + 1];
@@ -87,14 +80,12 @@ CPU_CLONES static void maxpool_row_2x2(const float *x0, const float *x1, float *
     }
 }
 
-static inline int pool_is_2x2(const nm_conv_geom *g)
-{
+static inline int pool_is_2x2(const nm_conv_geom *g) {
     return g->kh == 2 && g->kw == 2 && g->sh == 2 && g->sw == 2 && g->ph == 0 && g->pw == 0;
 }
 
 /* Output row `task` of all planes * P rows (general case). */
-static void maxpool_task(const nm_conv_geom *g, const float *x, float *y, int64_t task)
-{
+static void maxpool_task(const nm_conv_geom *g, const float *x, float *y, int64_t task) {
     int64_t plane = task / g->p, i = task % g->p;
     maxpool_row(g, x + plane * g->h * g->w, y + task * g->q, i);
 }
@@ -110,8 +101,7 @@ static void maxpool_task(const nm_conv_geom *g, const float *x, float *y, int64_
 #define POOL2_CHUNK 512
 
 /* Offset of the top input row of row pair t (in x, and in dx of the backward). */
-static inline int64_t pool2_row(const nm_conv_geom *g, int64_t t)
-{
+static inline int64_t pool2_row(const nm_conv_geom *g, int64_t t) {
     return (t / g->p) * g->h * g->w + 2 * (t % g->p) * g->w;
 }
 
@@ -120,9 +110,8 @@ static inline int64_t pool2_row(const nm_conv_geom *g, int64_t t)
 
 /* The first 2Q columns of the top and bottom rows of row pairs [c0, c1), one after the
  * other, into top and bot. */
-static void pool2_gather(const nm_conv_geom *g, const float *x, int64_t c0, int64_t c1,
-                         float *top, float *bot)
-{
+static void pool2_gather(const nm_conv_geom *g, const float *x, int64_t c0, int64_t c1, float *top,
+                         float *bot) {
     size_t bytes = (size_t)(2 * g->q) * sizeof(float);
     for (int64_t t = c0; t < c1; t++) {
         const float *r = x + pool2_row(g, t);
@@ -133,8 +122,7 @@ static void pool2_gather(const nm_conv_geom *g, const float *x, int64_t c0, int6
 
 /* The inverse for dx: top and bot back into the rows of row pairs [c0, c1). */
 static void pool2_scatter(const nm_conv_geom *g, float *dx, int64_t c0, int64_t c1,
-                          const float *top, const float *bot)
-{
+                          const float *top, const float *bot) {
     size_t bytes = (size_t)(2 * g->q) * sizeof(float);
     for (int64_t t = c0; t < c1; t++) {
         float *r = dx + pool2_row(g, t);
@@ -143,9 +131,7 @@ static void pool2_scatter(const nm_conv_geom *g, float *dx, int64_t c0, int64_t 
     }
 }
 
-static void maxpool2_rows(const nm_conv_geom *g, const float *x, float *y, int64_t t0,
-                          int64_t t1)
-{
+static void maxpool2_rows(const nm_conv_geom *g, const float *x, float *y, int64_t t0, int64_t t1) {
     int64_t q = g->q, w = g->w;
     if (q >= POOL2_WIDE) {
         for (int64_t t = t0; t < t1; t++) {
@@ -163,14 +149,12 @@ static void maxpool2_rows(const nm_conv_geom *g, const float *x, float *y, int64
     }
 }
 
-neat_status cpu_maxpool2d(nm_device *dev, nm_cmdbuf *cb, const nm_op *op)
-{
+neat_status cpu_maxpool2d(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
     const nm_conv_geom *g = &op->u.maxpool2d.g;
     const float *x = op->u.maxpool2d.x->data;
     float *y = op->u.maxpool2d.y->data;
     int64_t tasks = g->n * g->c * g->p;
-    if (tasks == 0 || g->q == 0)
-        return NEAT_OK;
+    if (tasks == 0 || g->q == 0) return NEAT_OK;
     int par = cpu_par(cpu_dev(dev)->nthreads, op->u.maxpool2d.x->numel);
     if (pool_is_2x2(g))
         CPU_SPLIT(par, tasks, lo, hi, maxpool2_rows(g, x, y, lo, hi));
@@ -185,9 +169,8 @@ neat_status cpu_maxpool2d(nm_device *dev, nm_cmdbuf *cb, const nm_op *op)
  * Columns are done POOL_CHUNK at a time: the running max per output column and where in
  * the window it was found (row r, column s: int32 like the float beside them, so that GCC
  * vectorizes the scan), in the forward's scan order. */
-CPU_CLONES static void maxpool_bwd_row(const nm_conv_geom *g, const float *xp,
-                                       const float *dyrow, float *dxp, int64_t i)
-{
+CPU_CLONES static void maxpool_bwd_row(const nm_conv_geom *g, const float *xp, const float *dyrow,
+                                       float *dxp, int64_t i) {
     float best[POOL_CHUNK];
     int32_t where_r[POOL_CHUNK], where_s[POOL_CHUNK];
     int64_t rlo, rhi, sw = g->sw, row0 = i * g->sh - g->ph;
@@ -228,8 +211,7 @@ CPU_CLONES static void maxpool_bwd_row(const nm_conv_geom *g, const float *xp,
  * to exactly one window, so the block is written whole (dy at the argmax, 0 elsewhere).
  * The winner is picked with bit masks on dy rather than selects: selects of stores get
  * turned into branches by GCC, which then does not vectorize the loop. */
-static inline float pool_keep(float g, uint32_t keep)
-{
+static inline float pool_keep(float g, uint32_t keep) {
     uint32_t bits;
     memcpy(&bits, &g, sizeof bits);
     bits &= 0u - keep; /* keep is 0 or 1 */
@@ -238,8 +220,7 @@ static inline float pool_keep(float g, uint32_t keep)
 }
 
 CPU_CLONES static void maxpool_bwd_row_2x2(const float *x0, const float *x1, const float *dyrow,
-                                           float *dx0, float *dx1, int64_t q)
-{
+                                           float *dx0, float *dx1, int64_t q) {
     for (int64_t j = 0; j < q; j++) {
         float a = x0[2 * j], b = x0[2 * j + 1], c = x1[2 * j], d = x1[2 * j + 1];
         float gr = dyrow[j];
@@ -259,9 +240,8 @@ CPU_CLONES static void maxpool_bwd_row_2x2(const float *x0, const float *x1, con
 /* 2x2 backward over row pairs [t0, t1), in chunks like maxpool2_rows: the gradient of a chunk
  * is made in two contiguous buffers, then copied to its rows of dx (which it covers whole
  * up to column 2Q; an odd width's last column is in no window and gets 0). */
-static void maxpool2_bwd_rows(const nm_conv_geom *g, const float *x, const float *dy,
-                              float *dx, int64_t t0, int64_t t1)
-{
+static void maxpool2_bwd_rows(const nm_conv_geom *g, const float *x, const float *dy, float *dx,
+                              int64_t t0, int64_t t1) {
     int64_t q = g->q, w = g->w;
     if (q >= POOL2_WIDE) {
         for (int64_t t = t0; t < t1; t++) {
@@ -288,29 +268,25 @@ static void maxpool2_bwd_rows(const nm_conv_geom *g, const float *x, const float
 
 /* dx rows of plane that no output row writes whole: all rows in the general case, the
  * trailing row of an odd height in the 2x2 case. */
-static void maxpool_bwd_zero(const nm_conv_geom *g, float *dxp)
-{
+static void maxpool_bwd_zero(const nm_conv_geom *g, float *dxp) {
     if (pool_is_2x2(g))
         memset(dxp + 2 * g->p * g->w, 0, (size_t)((g->h - 2 * g->p) * g->w) * sizeof(float));
     else
         memset(dxp, 0, (size_t)(g->h * g->w) * sizeof(float));
 }
 
-neat_status cpu_maxpool2d_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op)
-{
+neat_status cpu_maxpool2d_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
     const nm_conv_geom *g = &op->u.maxpool2d_backward.g;
     const float *x = op->u.maxpool2d_backward.x->data, *dy = op->u.maxpool2d_backward.dy->data;
     float *dx = op->u.maxpool2d_backward.dx->data;
     int64_t planes = g->n * g->c, hw = g->h * g->w, pq = g->p * g->q;
-    if (planes == 0 || hw == 0)
-        return NEAT_OK;
+    if (planes == 0 || hw == 0) return NEAT_OK;
     int par = cpu_par(cpu_dev(dev)->nthreads, op->u.maxpool2d_backward.x->numel);
 
     if (pool_is_2x2(g)) {
         /* windows are disjoint: row pairs in any order, then an odd height's last rows */
         CPU_SPLIT(par, planes * g->p, lo, hi, maxpool2_bwd_rows(g, x, dy, dx, lo, hi));
-        if (g->h > 2 * g->p)
-            CPU_FOR(par, pl, planes, maxpool_bwd_zero(g, dx + pl * hw));
+        if (g->h > 2 * g->p) CPU_FOR(par, pl, planes, maxpool_bwd_zero(g, dx + pl * hw));
         return NEAT_OK;
     }
     if (par > 1 && planes < 2 * par && g->kh <= g->sh) {
@@ -318,12 +294,12 @@ neat_status cpu_maxpool2d_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op *o
 #pragma omp parallel num_threads(par)
         {
 #pragma omp for schedule(static)
-            for (int64_t pl = 0; pl < planes; pl++)
-                maxpool_bwd_zero(g, dx + pl * hw);
+            for (int64_t pl = 0; pl < planes; pl++) maxpool_bwd_zero(g, dx + pl * hw);
 #pragma omp for schedule(static)
             for (int64_t t = 0; t < planes * g->p; t++) {
                 int64_t pl = t / g->p;
-                maxpool_bwd_row(g, x + pl * hw, dy + pl * pq + (t % g->p) * g->q, dx + pl * hw, t % g->p);
+                maxpool_bwd_row(g, x + pl * hw, dy + pl * pq + (t % g->p) * g->q, dx + pl * hw,
+                                t % g->p);
             }
         }
         return NEAT_OK;

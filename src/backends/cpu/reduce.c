@@ -29,73 +29,59 @@
 
 /* Block length for a run of n: at least SUM_MIN_BLOCK, a multiple of the lane count, and
  * large enough that there are at most SUM_MAX_BLOCKS blocks. */
-static int64_t sum_block_size(int64_t n)
-{
+static int64_t sum_block_size(int64_t n) {
     int64_t b = (n + SUM_MAX_BLOCKS - 1) / SUM_MAX_BLOCKS;
     b = (b + SUM_LANES - 1) / SUM_LANES * SUM_LANES;
     return b > SUM_MIN_BLOCK ? b : SUM_MIN_BLOCK;
 }
 
 /* Sum of x[0, n) in double: element i into lane i mod SUM_LANES, the lanes added pairwise. */
-CPU_CLONES static double sum_block(const float *x, int64_t n)
-{
+CPU_CLONES static double sum_block(const float *x, int64_t n) {
     double lane[SUM_LANES] = {0};
     int64_t full = n - n % SUM_LANES;
     for (int64_t i = 0; i < full; i += SUM_LANES)
-        for (int j = 0; j < SUM_LANES; j++)
-            lane[j] += (double)x[i + j];
-    for (int64_t i = full; i < n; i++)
-        lane[i - full] += (double)x[i];
+        for (int j = 0; j < SUM_LANES; j++) lane[j] += (double)x[i + j];
+    for (int64_t i = full; i < n; i++) lane[i - full] += (double)x[i];
     for (int width = SUM_LANES / 2; width >= 1; width /= 2)
-        for (int j = 0; j < width; j++)
-            lane[j] += lane[j + width];
+        for (int j = 0; j < width; j++) lane[j] += lane[j + width];
     return lane[0];
 }
 
 /* Pairwise combination of v[0, n), n >= 1 (overwrites v): (v0+v1) + (v2+v3) ... level by level. */
-static double sum_pairwise(double *v, int64_t n)
-{
+static double sum_pairwise(double *v, int64_t n) {
     while (n > 1) {
         int64_t half = n / 2;
-        for (int64_t i = 0; i < half; i++)
-            v[i] = v[2 * i] + v[2 * i + 1];
-        if (n % 2)
-            v[half] = v[n - 1];
+        for (int64_t i = 0; i < half; i++) v[i] = v[2 * i] + v[2 * i + 1];
+        if (n % 2) v[half] = v[n - 1];
         n = half + n % 2;
     }
     return v[0];
 }
 
 /* Sum of a contiguous run, blocks computed by `par` threads (1: the caller). */
-static double sum_run(const float *x, int64_t n, int par)
-{
+static double sum_run(const float *x, int64_t n, int par) {
     int64_t bs = sum_block_size(n);
     int64_t nb = (n + bs - 1) / bs;
-    if (nb <= 1)
-        return n == 0 ? 0.0 : sum_block(x, n);
+    if (nb <= 1) return n == 0 ? 0.0 : sum_block(x, n);
     double partial[SUM_MAX_BLOCKS];
     CPU_FOR(par, b, nb, partial[b] = sum_block(x + b * bs, b * bs + bs < n ? bs : n - b * bs));
     return sum_pairwise(partial, nb);
 }
 
 /* Inner axis: y[o, i] for i in [i0, i1), i1 - i0 <= SUM_COLS. */
-CPU_CLONES static void sum_columns(const float *x, float *y, int64_t len, int64_t inner,
-                                   int64_t o, int64_t i0, int64_t i1)
-{
+CPU_CLONES static void sum_columns(const float *x, float *y, int64_t len, int64_t inner, int64_t o,
+                                   int64_t i0, int64_t i1) {
     double acc[SUM_COLS] = {0};
     int64_t width = i1 - i0;
     const float *base = x + o * len * inner + i0;
     for (int64_t l = 0; l < len; l++) {
         const float *row = base + l * inner;
-        for (int64_t j = 0; j < width; j++)
-            acc[j] += (double)row[j];
+        for (int64_t j = 0; j < width; j++) acc[j] += (double)row[j];
     }
-    for (int64_t j = 0; j < width; j++)
-        y[o * inner + i0 + j] = (float)acc[j];
+    for (int64_t j = 0; j < width; j++) y[o * inner + i0 + j] = (float)acc[j];
 }
 
-neat_status cpu_sum(nm_device *dev, nm_cmdbuf *cb, const nm_op *op)
-{
+neat_status cpu_sum(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
     const float *x = op->u.sum.x->data;
     float *y = op->u.sum.y->data;
     int64_t n = op->u.sum.x->numel;
@@ -106,8 +92,7 @@ neat_status cpu_sum(nm_device *dev, nm_cmdbuf *cb, const nm_op *op)
         return NEAT_OK;
     }
     int64_t outer = op->u.sum.outer, len = op->u.sum.len, inner = op->u.sum.inner;
-    if (outer == 0 || inner == 0)
-        return NEAT_OK;
+    if (outer == 0 || inner == 0) return NEAT_OK;
     if (len == 0) {
         memset(y, 0, (size_t)(outer * inner) * sizeof(float));
         return NEAT_OK;
@@ -116,8 +101,7 @@ neat_status cpu_sum(nm_device *dev, nm_cmdbuf *cb, const nm_op *op)
         /* rows: one thread per row, or all threads on each row when rows are few and long
          * (same bits either way: a row's block decomposition depends on len only) */
         if (par > 1 && outer < 4 * par && len >= 4 * SUM_MIN_BLOCK) {
-            for (int64_t o = 0; o < outer; o++)
-                y[o] = (float)sum_run(x + o * len, len, par);
+            for (int64_t o = 0; o < outer; o++) y[o] = (float)sum_run(x + o * len, len, par);
         } else {
             CPU_FOR(par, o, outer, y[o] = (float)sum_run(x + o * len, len, 1));
         }

@@ -29,34 +29,26 @@
 #define XENT_MAX_BLOCKS 1024
 
 /* max of x[0, n), n >= 1, NaN ignored (a NaN still reaches every output through exp). */
-CPU_CLONES static float row_max(const float *x, int64_t n)
-{
+CPU_CLONES static float row_max(const float *x, int64_t n) {
     float lane[LANES];
-    for (int j = 0; j < LANES; j++)
-        lane[j] = -INFINITY;
+    for (int j = 0; j < LANES; j++) lane[j] = -INFINITY;
     int64_t full = n - n % LANES;
     for (int64_t i = 0; i < full; i += LANES)
-        for (int j = 0; j < LANES; j++)
-            lane[j] = x[i + j] > lane[j] ? x[i + j] : lane[j];
-    for (int64_t i = full; i < n; i++)
-        lane[0] = x[i] > lane[0] ? x[i] : lane[0];
+        for (int j = 0; j < LANES; j++) lane[j] = x[i + j] > lane[j] ? x[i + j] : lane[j];
+    for (int64_t i = full; i < n; i++) lane[0] = x[i] > lane[0] ? x[i] : lane[0];
     float m = lane[0];
-    for (int j = 1; j < LANES; j++)
-        m = lane[j] > m ? lane[j] : m;
+    for (int j = 1; j < LANES; j++) m = lane[j] > m ? lane[j] : m;
     return m;
 }
 
-static double lanes_total(double *lane)
-{
+static double lanes_total(double *lane) {
     for (int width = LANES / 2; width >= 1; width /= 2)
-        for (int j = 0; j < width; j++)
-            lane[j] += lane[j + width];
+        for (int j = 0; j < width; j++) lane[j] += lane[j + width];
     return lane[0];
 }
 
 /* e_j = e^(x_j - m) stored in e (may be x); returns sum_j e_j in double. */
-CPU_CLONES static double row_exp(const float *x, float *e, int64_t n, float m)
-{
+CPU_CLONES static double row_exp(const float *x, float *e, int64_t n, float m) {
     double lane[LANES] = {0};
     int64_t full = n - n % LANES;
     for (int64_t i = 0; i < full; i += LANES) {
@@ -76,83 +68,67 @@ CPU_CLONES static double row_exp(const float *x, float *e, int64_t n, float m)
 }
 
 /* sum_j e^(x_j - m) without storing. */
-CPU_CLONES static double row_exp_sum(const float *x, int64_t n, float m)
-{
+CPU_CLONES static double row_exp_sum(const float *x, int64_t n, float m) {
     double lane[LANES] = {0};
     int64_t full = n - n % LANES;
     for (int64_t i = 0; i < full; i += LANES) {
 #pragma omp simd
-        for (int j = 0; j < LANES; j++)
-            lane[j] += (double)cpu_expf(x[i + j] - m);
+        for (int j = 0; j < LANES; j++) lane[j] += (double)cpu_expf(x[i + j] - m);
     }
-    for (int64_t i = full; i < n; i++)
-        lane[i - full] += (double)cpu_expf(x[i] - m);
+    for (int64_t i = full; i < n; i++) lane[i - full] += (double)cpu_expf(x[i] - m);
     return lanes_total(lane);
 }
 
-CPU_CLONES static void row_scale(float *y, int64_t n, float alpha)
-{
+CPU_CLONES static void row_scale(float *y, int64_t n, float alpha) {
 #pragma omp simd
-    for (int64_t i = 0; i < n; i++)
-        y[i] *= alpha;
+    for (int64_t i = 0; i < n; i++) y[i] *= alpha;
 }
 
 /* sum_j a_j b_j in double. */
-CPU_CLONES static double row_dot(const float *a, const float *b, int64_t n)
-{
+CPU_CLONES static double row_dot(const float *a, const float *b, int64_t n) {
     double lane[LANES] = {0};
     int64_t full = n - n % LANES;
     for (int64_t i = 0; i < full; i += LANES)
-        for (int j = 0; j < LANES; j++)
-            lane[j] += (double)a[i + j] * (double)b[i + j];
-    for (int64_t i = full; i < n; i++)
-        lane[i - full] += (double)a[i] * (double)b[i];
+        for (int j = 0; j < LANES; j++) lane[j] += (double)a[i + j] * (double)b[i + j];
+    for (int64_t i = full; i < n; i++) lane[i - full] += (double)a[i] * (double)b[i];
     return lanes_total(lane);
 }
 
 /* dx_j = y_j (dy_j - dot) */
 CPU_CLONES static void row_softmax_grad(const float *y, const float *dy, float *dx, int64_t n,
-                                        float dot)
-{
+                                        float dot) {
 #pragma omp simd
-    for (int64_t i = 0; i < n; i++)
-        dx[i] = y[i] * (dy[i] - dot);
+    for (int64_t i = 0; i < n; i++) dx[i] = y[i] * (dy[i] - dot);
 }
 
 /* Threads over rows: one row is never split. */
-static int par_threads(nm_device *dev, int64_t rows, int64_t cols)
-{
+static int par_threads(nm_device *dev, int64_t rows, int64_t cols) {
     return rows > 1 ? cpu_par(cpu_dev(dev)->nthreads, rows * cols) : 1;
 }
 
 /* ---- softmax -------------------------------------------------------------------------------- */
 
-static void softmax_row(const float *x, float *y, int64_t cols)
-{
+static void softmax_row(const float *x, float *y, int64_t cols) {
     float m = row_max(x, cols);
     double s = row_exp(x, y, cols, m);
     row_scale(y, cols, (float)(1.0 / s));
 }
 
-neat_status cpu_softmax(nm_device *dev, nm_cmdbuf *cb, const nm_op *op)
-{
+neat_status cpu_softmax(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
     const float *x = op->u.softmax.x->data;
     float *y = op->u.softmax.y->data;
     int64_t rows = op->u.softmax.rows, cols = op->u.softmax.cols;
-    if (rows == 0 || cols == 0)
-        return NEAT_OK;
+    if (rows == 0 || cols == 0) return NEAT_OK;
     int par = par_threads(dev, rows, cols);
     CPU_FOR(par, r, rows, softmax_row(x + r * cols, y + r * cols, cols));
     return NEAT_OK;
 }
 
-neat_status cpu_softmax_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op)
-{
+neat_status cpu_softmax_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
     const float *y = op->u.softmax_backward.y->data, *dy = op->u.softmax_backward.dy->data;
     float *dx = op->u.softmax_backward.dx->data;
     int64_t rows = op->u.softmax_backward.rows, cols = op->u.softmax_backward.cols;
-    if (rows == 0 || cols == 0)
-        return NEAT_OK;
+    if (rows == 0 || cols == 0) return NEAT_OK;
     int par = par_threads(dev, rows, cols);
     CPU_FOR(par, r, rows, {
         const float *yr = y + r * cols, *dyr = dy + r * cols;
@@ -165,8 +141,7 @@ neat_status cpu_softmax_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op)
 /* ---- cross-entropy -------------------------------------------------------------------------- */
 
 /* OK when every label is an integer in [0, cols); otherwise the error of the first bad row. */
-static neat_status check_labels(const char *fn, const float *labels, int64_t rows, int64_t cols)
-{
+static neat_status check_labels(const char *fn, const float *labels, int64_t rows, int64_t cols) {
     for (int64_t r = 0; r < rows; r++) {
         float l = labels[r];
         if (!(l >= 0.0f && l < (float)cols && l == floorf(l)))
@@ -178,21 +153,18 @@ static neat_status check_labels(const char *fn, const float *labels, int64_t row
 }
 
 /* -log softmax(x)[label] of one row, in double. */
-static double xent_row(const float *x, int64_t cols, int64_t label)
-{
+static double xent_row(const float *x, int64_t cols, int64_t label) {
     float m = row_max(x, cols);
     double s = row_exp_sum(x, cols, m);
     return (double)m + log(s) - (double)x[label];
 }
 
-neat_status cpu_softmax_xent(nm_device *dev, nm_cmdbuf *cb, const nm_op *op)
-{
+neat_status cpu_softmax_xent(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
     const float *x = op->u.softmax_xent.logits->data, *labels = op->u.softmax_xent.labels->data;
     float *loss = op->u.softmax_xent.out->data;
     int64_t rows = op->u.softmax_xent.rows, cols = op->u.softmax_xent.cols;
     neat_status st = check_labels("neat_softmax_cross_entropy", labels, rows, cols);
-    if (st != NEAT_OK)
-        return st;
+    if (st != NEAT_OK) return st;
     if (rows == 0) {
         loss[0] = 0.0f;
         return NEAT_OK;
@@ -210,20 +182,18 @@ neat_status cpu_softmax_xent(nm_device *dev, nm_cmdbuf *cb, const nm_op *op)
         block[b] = acc;
     });
     double total = 0.0;
-    for (int64_t b = 0; b < nb; b++)
-        total += block[b];
+    for (int64_t b = 0; b < nb; b++) total += block[b];
     loss[0] = (float)(total / (double)rows);
     return NEAT_OK;
 }
 
-neat_status cpu_softmax_xent_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op)
-{
-    const float *x = op->u.softmax_xent_backward.logits->data, *labels = op->u.softmax_xent_backward.labels->data;
+neat_status cpu_softmax_xent_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
+    const float *x = op->u.softmax_xent_backward.logits->data,
+                *labels = op->u.softmax_xent_backward.labels->data;
     float *dx = op->u.softmax_xent_backward.out->data;
     int64_t rows = op->u.softmax_xent_backward.rows, cols = op->u.softmax_xent_backward.cols;
     neat_status st = check_labels("neat_softmax_cross_entropy_backward", labels, rows, cols);
-    if (st != NEAT_OK || rows == 0 || cols == 0)
-        return st;
+    if (st != NEAT_OK || rows == 0 || cols == 0) return st;
     int par = par_threads(dev, rows, cols);
     CPU_FOR(par, r, rows, {
         const float *xr = x + r * cols;

@@ -18,16 +18,14 @@
 #include <string.h>
 
 /* 2^k for -126 <= k <= 127 by building the exponent field. */
-static inline float cpu_pow2i(int32_t k)
-{
+static inline float cpu_pow2i(int32_t k) {
     uint32_t bits = (uint32_t)(k + 127) << 23;
     float f;
     memcpy(&f, &bits, sizeof f);
     return f;
 }
 
-static inline float cpu_expf(float x)
-{
+static inline float cpu_expf(float x) {
     /* Clamp so that n stays within [-150, 129]; beyond, the result is 0 or +inf anyway.
      * Written as selects (not fminf) so that NaN passes through. */
     float xc = x > 89.0f ? 89.0f : x;
@@ -35,8 +33,8 @@ static inline float cpu_expf(float x)
     /* round to nearest by the 1.5 * 2^23 trick (exact for |t| < 2^22) */
     const float shifter = 12582912.0f;
     float nf = (xc * 1.44269504088896341f + shifter) - shifter;
-    float r = xc - nf * 0.693359375f;   /* ln2 high part: 8 bits, so nf * hi is exact */
-    r = r - nf * -2.12194440e-4f;        /* ln2 low part */
+    float r = xc - nf * 0.693359375f; /* ln2 high part: 8 bits, so nf * hi is exact */
+    r = r - nf * -2.12194440e-4f;     /* ln2 low part */
     float r2 = r * r;
     float p = 1.9875691500e-4f;
     p = p * r + 1.3981999507e-3f;
@@ -54,8 +52,7 @@ static inline float cpu_expf(float x)
 
 /* 1 / (1 + e^-x) for x >= 0, e^x / (1 + e^x) below: the exp never overflows, and tiny
  * results for very negative x keep their precision (1 / (1 + inf) would give 0). */
-static inline float cpu_sigmoidf(float x)
-{
+static inline float cpu_sigmoidf(float x) {
     float e = cpu_expf(x < 0.0f ? x : -x); /* e^-|x| in (0, 1] */
     float inv = 1.0f / (1.0f + e);
     return x < 0.0f ? e * inv : inv;
@@ -63,8 +60,7 @@ static inline float cpu_sigmoidf(float x)
 
 /* tanh: for |x| < 0.625 the Cephes odd polynomial x + x^3 P(x^2) (1 - 2/(e^2x + 1) would
  * lose the low bits there); beyond, sign(x) (1 - 2 / (e^{2|x|} + 1)), which tends to 1. */
-static inline float cpu_tanhf(float x)
-{
+static inline float cpu_tanhf(float x) {
     float ax = x < 0.0f ? -x : x;
     float z = x * x;
     float small = -5.70498872745e-3f;
@@ -84,8 +80,7 @@ static inline float cpu_tanhf(float x)
  * r <- r (3/2 - v r^2 / 2) (error 3.5e-2 -> 1.8e-3 -> 5e-6 -> float rounding), then
  * s = v r corrected once by s += r (v - s^2) / 2: within 1 ulp of the rounded sqrt.
  * Inputs below FLT_MIN are scaled by 2^24 first (the bit trick needs a normal number). */
-static inline float cpu_sqrtf(float v)
-{
+static inline float cpu_sqrtf(float v) {
     int tiny = v < 1.17549435e-38f;
     float vs = tiny ? v * 16777216.0f : v;
     uint32_t bits;

@@ -21,20 +21,22 @@
 neat_status cuda_check(cudaError_t e, const char *what, const char *call) {
     if (e == cudaSuccess) return NEAT_OK;
     cudaGetLastError(); /* clear a non-sticky error so that it is not reported twice */
-    return nm_error(e == cudaErrorMemoryAllocation ? NEAT_ERR_OUT_OF_MEMORY : NEAT_ERR_BACKEND_ERROR,
-                    "%s: %s failed: %s (%s)", what, call, cudaGetErrorString(e), cudaGetErrorName(e));
+    return nm_error(
+        e == cudaErrorMemoryAllocation ? NEAT_ERR_OUT_OF_MEMORY : NEAT_ERR_BACKEND_ERROR,
+        "%s: %s failed: %s (%s)", what, call, cudaGetErrorString(e), cudaGetErrorName(e));
 }
 
 neat_status cublas_check(cublasStatus_t s, const char *what, const char *call) {
     if (s == CUBLAS_STATUS_SUCCESS) return NEAT_OK;
-    return nm_error(s == CUBLAS_STATUS_ALLOC_FAILED ? NEAT_ERR_OUT_OF_MEMORY : NEAT_ERR_BACKEND_ERROR,
-                    "%s: %s failed: %s (%s)", what, call, cublasLtGetStatusString(s),
-                    cublasLtGetStatusName(s));
+    return nm_error(
+        s == CUBLAS_STATUS_ALLOC_FAILED ? NEAT_ERR_OUT_OF_MEMORY : NEAT_ERR_BACKEND_ERROR,
+        "%s: %s failed: %s (%s)", what, call, cublasLtGetStatusString(s), cublasLtGetStatusName(s));
 }
 
 neat_status cudnn_check(cudnnStatus_t s, const char *what, const char *call) {
     if (s == CUDNN_STATUS_SUCCESS) return NEAT_OK;
-    return nm_error(s == CUDNN_STATUS_ALLOC_FAILED ? NEAT_ERR_OUT_OF_MEMORY : NEAT_ERR_BACKEND_ERROR,
+    return nm_error(s == CUDNN_STATUS_ALLOC_FAILED ? NEAT_ERR_OUT_OF_MEMORY
+                                                   : NEAT_ERR_BACKEND_ERROR,
                     "%s: %s failed: %s", what, call, cudnnGetErrorString(s));
 }
 
@@ -110,7 +112,8 @@ static neat_status cuda_device_open(nm_device *dev, int index) {
     }
     if (count == 0) return nm_error(NEAT_ERR_UNSUPPORTED, "%s: no CUDA device: none found", fn);
     if (index >= count)
-        return nm_error(NEAT_ERR_UNSUPPORTED, "%s: no CUDA device %d: %d present", fn, index, count);
+        return nm_error(NEAT_ERR_UNSUPPORTED, "%s: no CUDA device %d: %d present", fn, index,
+                        count);
     cuda_device *d = calloc(1, sizeof *d);
     if (!d) return nm_error(NEAT_ERR_OUT_OF_MEMORY, "%s: out of host memory", fn);
     d->index = index;
@@ -119,14 +122,19 @@ static neat_status cuda_device_open(nm_device *dev, int index) {
     struct cudaDeviceProp prop;
     neat_status st = cuda_check(cudaSetDevice(index), fn, "cudaSetDevice");
     if (!st) st = cuda_check(cudaGetDeviceProperties(&prop, index), fn, "cudaGetDeviceProperties");
-    if (!st) st = cuda_check(cudaStreamCreateWithFlags(&d->stream, cudaStreamNonBlocking), fn, "cudaStreamCreateWithFlags");
+    if (!st)
+        st = cuda_check(cudaStreamCreateWithFlags(&d->stream, cudaStreamNonBlocking), fn,
+                        "cudaStreamCreateWithFlags");
     d->main_stream = d->stream;
-    if (!st) st = cuda_check(cudaStreamCreateWithFlags(&d->copy_stream, cudaStreamNonBlocking), fn,
-                             "cudaStreamCreateWithFlags");
+    if (!st)
+        st = cuda_check(cudaStreamCreateWithFlags(&d->copy_stream, cudaStreamNonBlocking), fn,
+                        "cudaStreamCreateWithFlags");
     if (!st) st = cublas_check(cublasLtCreate(&d->lt), fn, "cublasLtCreate");
     if (!st) st = cudnn_check(cudnnCreate(&d->dnn), fn, "cudnnCreate");
     if (!st) st = cudnn_check(cudnnSetStream(d->dnn, d->stream), fn, "cudnnSetStream");
-    if (!st) st = cuda_check(cudaMalloc(&d->lt_ws, CUDA_LT_WORKSPACE), fn, "cudaMalloc(cuBLASLt workspace)");
+    if (!st)
+        st = cuda_check(cudaMalloc(&d->lt_ws, CUDA_LT_WORKSPACE), fn,
+                        "cudaMalloc(cuBLASLt workspace)");
     if (st) {
         release_device(d);
         return st;
@@ -138,8 +146,10 @@ static neat_status cuda_device_open(nm_device *dev, int index) {
     dev->props.total_memory = (int64_t)prop.totalGlobalMem;
     dev->props.num_threads = d->sms;
     size_t free_bytes = 0, total_bytes = 0;
-    if (cudaMemGetInfo(&free_bytes, &total_bytes) == cudaSuccess) dev->mem_available = (int64_t)free_bytes;
-    else cudaGetLastError();
+    if (cudaMemGetInfo(&free_bytes, &total_bytes) == cudaSuccess)
+        dev->mem_available = (int64_t)free_bytes;
+    else
+        cudaGetLastError();
     return NEAT_OK;
 }
 
@@ -158,8 +168,8 @@ static neat_status cuda_mem_alloc(nm_device *dev, size_t bytes, void **ptr) {
     cuda_device *d = cuda_dev(dev);
     /* More than the card has cannot succeed: answer without a driver call. */
     if (bytes > d->total_memory)
-        return nm_error(NEAT_ERR_OUT_OF_MEMORY, "cudaMalloc of %zu bytes: the GPU has %zu",
-                        bytes, d->total_memory);
+        return nm_error(NEAT_ERR_OUT_OF_MEMORY, "cudaMalloc of %zu bytes: the GPU has %zu", bytes,
+                        d->total_memory);
     cudaSetDevice(d->index);
     cudaError_t e = cudaMalloc(ptr, bytes);
     if (e == cudaSuccess) return NEAT_OK;
@@ -182,9 +192,10 @@ static neat_status copy(nm_device *dev, void *dst, const void *src, size_t bytes
     if (bytes == 0) return NEAT_OK;
     cuda_device *d = cuda_dev(dev);
     cudaSetDevice(d->index);
-    neat_status st = cuda_check(cudaMemcpyAsync(dst, src, bytes, kind, d->copy_stream), what,
-                                "cudaMemcpyAsync");
-    neat_status done = cuda_check(cudaStreamSynchronize(d->copy_stream), what, "cudaStreamSynchronize");
+    neat_status st =
+        cuda_check(cudaMemcpyAsync(dst, src, bytes, kind, d->copy_stream), what, "cudaMemcpyAsync");
+    neat_status done =
+        cuda_check(cudaStreamSynchronize(d->copy_stream), what, "cudaStreamSynchronize");
     return st ? st : done;
 }
 
@@ -255,7 +266,8 @@ static neat_status capture(nm_device *dev, nm_cmdbuf *cb) {
     st = enqueue_ops(dev, cb, 1);
     neat_status closed = cuda_guards_close(dev);
     if (!st) st = closed;
-    neat_status end = cuda_check(cudaStreamEndCapture(d->stream, &graph), fn, "cudaStreamEndCapture");
+    neat_status end =
+        cuda_check(cudaStreamEndCapture(d->stream, &graph), fn, "cudaStreamEndCapture");
     if (!st) st = end;
     if (!st) st = cuda_check(cudaGraphInstantiate(&c->exec, graph, 0), fn, "cudaGraphInstantiate");
     if (graph) cudaGraphDestroy(graph);
@@ -268,7 +280,8 @@ static neat_status cmdbuf_state(nm_device *dev, nm_cmdbuf *cb) {
     cuda_cmdbuf *c = calloc(1, sizeof *c);
     if (!c) return nm_error(NEAT_ERR_OUT_OF_MEMORY, "%s: out of host memory", fn);
     c->slots = calloc((size_t)(cb->nops > 0 ? cb->nops : 1) * CUDA_SLOTS, sizeof *c->slots);
-    neat_status st = c->slots ? NEAT_OK : nm_error(NEAT_ERR_OUT_OF_MEMORY, "%s: out of host memory", fn);
+    neat_status st =
+        c->slots ? NEAT_OK : nm_error(NEAT_ERR_OUT_OF_MEMORY, "%s: out of host memory", fn);
     for (int64_t i = 0; i < cb->nops; i++) {
         if (nm_op_flags(cb->ops[i].kind) & NM_OPF_RUNTIME_CHECK) c->checks = 1;
         if (nm_op_flags(cb->ops[i].kind) & NM_OPF_COLLECTIVE) c->collectives = 1;
@@ -278,8 +291,9 @@ static neat_status cmdbuf_state(nm_device *dev, nm_cmdbuf *cb) {
         st = nm_scratch_alloc(cb, CUDA_ERR_WORDS * sizeof(int), &err);
         if (!st) {
             c->err = err;
-            st = cuda_check(cudaMemsetAsync(c->err, 0, CUDA_ERR_WORDS * sizeof(int), cuda_dev(dev)->stream),
-                            fn, "cudaMemsetAsync");
+            st = cuda_check(
+                cudaMemsetAsync(c->err, 0, CUDA_ERR_WORDS * sizeof(int), cuda_dev(dev)->stream), fn,
+                "cudaMemsetAsync");
         }
     }
     if (!st) st = cuda_host_copies_init(cb, c);
@@ -328,8 +342,10 @@ static cudaError_t event_get(cuda_device *d, cudaEvent_t *ev) {
 
 static void event_put(cuda_device *d, cudaEvent_t ev) {
     if (!ev) return;
-    if (d->nspare < CUDA_SPARE_EVENTS) d->spare[d->nspare++] = ev;
-    else cudaEventDestroy(ev);
+    if (d->nspare < CUDA_SPARE_EVENTS)
+        d->spare[d->nspare++] = ev;
+    else
+        cudaEventDestroy(ev);
 }
 
 static neat_status cuda_submit(nm_device *dev, nm_cmdbuf *cb, uint64_t seq) {
@@ -368,8 +384,10 @@ static neat_status cuda_submit(nm_device *dev, nm_cmdbuf *cb, uint64_t seq) {
     st = cuda_check(cudaEventRecord(sub->start, d->stream), fn, "cudaEventRecord");
     int timed = st == NEAT_OK;
     if (!st) {
-        if (c->exec) st = cuda_check(cudaGraphLaunch(c->exec, d->stream), fn, "cudaGraphLaunch");
-        else st = enqueue_ops(dev, cb, 0);
+        if (c->exec)
+            st = cuda_check(cudaGraphLaunch(c->exec, d->stream), fn, "cudaGraphLaunch");
+        else
+            st = enqueue_ops(dev, cb, 0);
     }
     c->submits++;
     /* Recorded even after a failure: what was enqueued must complete before reuse. */
@@ -385,8 +403,10 @@ static neat_status cuda_submit(nm_device *dev, nm_cmdbuf *cb, uint64_t seq) {
     } else {
         /* The core gives the tensors back on a failed commit: what was enqueued before the
          * failure must finish first (an error path; it may wait). */
-        if (rec == NEAT_OK) cudaEventSynchronize(sub->done);
-        else cudaStreamSynchronize(d->stream);
+        if (rec == NEAT_OK)
+            cudaEventSynchronize(sub->done);
+        else
+            cudaStreamSynchronize(d->stream);
         cudaGetLastError();
         event_put(d, sub->start), event_put(d, sub->done);
     }
@@ -415,10 +435,13 @@ static int64_t read_error_record(nm_device *dev, nm_cmdbuf *cb) {
     int64_t opi = rec[CUDA_ERR_OP];
     if (rec[CUDA_ERR_KIND] == CUDA_ERR_HYPER) {
         /* The same words as every backend's check: nm_hyper_valid on the offending value. */
-        if (rec[CUDA_ERR_ROW] == 0) nm_hyper_valid(value, 1, 0, msg, sizeof msg);
-        else nm_hyper_valid(0, value, 1, msg, sizeof msg);
+        if (rec[CUDA_ERR_ROW] == 0)
+            nm_hyper_valid(value, 1, 0, msg, sizeof msg);
+        else
+            nm_hyper_valid(0, value, 1, msg, sizeof msg);
     } else {
-        long long cols = opi >= 0 && opi < cb->nops ? (long long)cb->ops[opi].u.softmax_xent.cols : 0;
+        long long cols =
+            opi >= 0 && opi < cb->nops ? (long long)cb->ops[opi].u.softmax_xent.cols : 0;
         snprintf(msg, sizeof msg, "labels[%d] = %g is not a class index in 0..%lld",
                  rec[CUDA_ERR_ROW], (double)value, cols - 1);
     }
@@ -508,7 +531,9 @@ static neat_status cuda_wait_seq(nm_device *dev, uint64_t seq) {
         }
         pthread_mutex_unlock(&d->lock);
         /* A collective may wait on a peer that never comes: poll, with the comm's timeout. */
-        cudaError_t e = !ev ? cudaSuccess : peers ? cuda_comm_wait(dev, ev, peers) : cudaEventSynchronize(ev);
+        cudaError_t e = !ev     ? cudaSuccess
+                        : peers ? cuda_comm_wait(dev, ev, peers)
+                                : cudaEventSynchronize(ev);
         pthread_mutex_unlock(&d->reap_lock);
         if (e != cudaSuccess) {
             cudaGetLastError();

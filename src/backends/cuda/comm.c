@@ -61,7 +61,7 @@ static double timeout_of(nm_comm *comm) {
 static neat_status nccl_error(const char *fn, nm_comm *comm, ncclResult_t r, const char *call) {
     __atomic_store_n(&comm->broken, 1, __ATOMIC_RELAXED);
     return nm_error(r == ncclInvalidArgument || r == ncclInvalidUsage ? NEAT_ERR_INVALID_ARGUMENT
-                                                                        : NEAT_ERR_BACKEND_ERROR,
+                                                                      : NEAT_ERR_BACKEND_ERROR,
                     "%s: rank %d of %d: %s failed: %s (%s)", fn, comm->rank, comm->nranks, call,
                     ncclGetErrorString(r), ncclGetLastError(nccl_of(comm)));
 }
@@ -97,7 +97,8 @@ neat_status cuda_comm_id_create(neat_comm_id *id) {
 }
 
 /* Start comm's init (inside a group for create_all). */
-static neat_status init_start(const char *fn, nm_comm *comm, const neat_comm_id *id, ncclResult_t *r) {
+static neat_status init_start(const char *fn, nm_comm *comm, const neat_comm_id *id,
+                              ncclResult_t *r) {
     cuda_comm *c = calloc(1, sizeof *c);
     if (!c) return nm_error(NEAT_ERR_OUT_OF_MEMORY, "%s: out of host memory", fn);
     c->device = cuda_dev(comm->dev)->index;
@@ -114,8 +115,9 @@ static neat_status init_start(const char *fn, nm_comm *comm, const neat_comm_id 
 /* Wait for comm's init; on failure release it. */
 static neat_status init_finish(const char *fn, nm_comm *comm, ncclResult_t r) {
     cuda_comm *c = comm->impl;
-    neat_status st = r == ncclSuccess || r == ncclInProgress ? NEAT_OK
-                                                              : nccl_error(fn, comm, r, "ncclCommInitRankConfig");
+    neat_status st = r == ncclSuccess || r == ncclInProgress
+                         ? NEAT_OK
+                         : nccl_error(fn, comm, r, "ncclCommInitRankConfig");
     if (!st && c->nccl) {
         if (r == ncclInProgress || ncclCommGetAsyncError(c->nccl, &r) == ncclSuccess)
             st = nccl_settle(fn, comm, r, "ncclCommInitRankConfig");
@@ -164,10 +166,12 @@ void cuda_comm_destroy(nm_comm *comm) {
     if (c->nccl) {
         /* A broken comm may have work that never ends: abort; otherwise a clean finalize
          * (non-blocking: settled within the timeout, else aborted). */
-        if (__atomic_load_n(&comm->broken, __ATOMIC_RELAXED)) ncclCommAbort(c->nccl);
+        if (__atomic_load_n(&comm->broken, __ATOMIC_RELAXED))
+            ncclCommAbort(c->nccl);
         else {
             ncclResult_t r = ncclCommFinalize(c->nccl);
-            if (r == ncclInProgress || r == ncclSuccess) nccl_settle("neat_comm_destroy", comm, r, "ncclCommFinalize");
+            if (r == ncclInProgress || r == ncclSuccess)
+                nccl_settle("neat_comm_destroy", comm, r, "ncclCommFinalize");
             if (c->nccl) ncclCommDestroy(c->nccl);
         }
     }
@@ -179,8 +183,10 @@ void cuda_comm_destroy(nm_comm *comm) {
 
 static neat_status ready(const nm_op *op, nm_comm *comm) {
     if (__atomic_load_n(&comm->broken, __ATOMIC_RELAXED) || !nccl_of(comm))
-        return nm_error(NEAT_ERR_BACKEND_ERROR, "%s: the comm is broken by an earlier failure (a timeout "
-                        "or a peer's error): destroy it", op->fn);
+        return nm_error(NEAT_ERR_BACKEND_ERROR,
+                        "%s: the comm is broken by an earlier failure (a timeout "
+                        "or a peer's error): destroy it",
+                        op->fn);
     return NEAT_OK;
 }
 
@@ -215,7 +221,8 @@ neat_status cuda_all_reduce_bucket(nm_device *dev, nm_cmdbuf *cb, const nm_op *o
         const nm_tensor *t = op->list[i];
         if (t->numel)
             st = cuda_check(cudaMemcpyAsync(packed + off, t->data, (size_t)t->numel * sizeof(float),
-                                            cudaMemcpyDeviceToDevice, s), op->fn, "cudaMemcpyAsync (pack)");
+                                            cudaMemcpyDeviceToDevice, s),
+                            op->fn, "cudaMemcpyAsync (pack)");
         off += t->numel;
     }
     if (!st) st = all_reduce(op, a->comm, a->op, packed, packed, a->total, s);
@@ -224,7 +231,8 @@ neat_status cuda_all_reduce_bucket(nm_device *dev, nm_cmdbuf *cb, const nm_op *o
         const nm_tensor *t = op->list[i];
         if (t->numel)
             st = cuda_check(cudaMemcpyAsync(t->data, packed + off, (size_t)t->numel * sizeof(float),
-                                            cudaMemcpyDeviceToDevice, s), op->fn, "cudaMemcpyAsync (unpack)");
+                                            cudaMemcpyDeviceToDevice, s),
+                            op->fn, "cudaMemcpyAsync (unpack)");
         off += t->numel;
     }
     return st;
@@ -234,8 +242,8 @@ neat_status cuda_broadcast(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
     const nm_broadcast_args *a = &op->u.broadcast;
     neat_status st = ready(op, a->comm);
     if (st || a->count == 0) return st;
-    ncclResult_t r = ncclBroadcast(a->x ? a->x->data : a->y->data, a->y->data, (size_t)a->count, ncclFloat32,
-                                   a->root, nccl_of(a->comm), cuda_dev(dev)->stream);
+    ncclResult_t r = ncclBroadcast(a->x ? a->x->data : a->y->data, a->y->data, (size_t)a->count,
+                                   ncclFloat32, a->root, nccl_of(a->comm), cuda_dev(dev)->stream);
     return nccl_settle(op->fn, a->comm, r, "ncclBroadcast");
 }
 
@@ -252,9 +260,9 @@ cudaError_t cuda_comm_wait(nm_device *dev, cudaEvent_t ev, nm_cmdbuf *cb) {
         for (int64_t i = 0; i < cb->nops; i++) {
             const nm_op *op = &cb->ops[i];
             if (!(nm_op_flags(op->kind) & NM_OPF_COLLECTIVE)) continue;
-            nm_comm *comm = op->kind == NM_OP_ALL_REDUCE ? op->u.all_reduce.comm
-                          : op->kind == NM_OP_BROADCAST ? op->u.broadcast.comm
-                                                        : op->u.all_reduce_bucket.comm;
+            nm_comm *comm = op->kind == NM_OP_ALL_REDUCE  ? op->u.all_reduce.comm
+                            : op->kind == NM_OP_BROADCAST ? op->u.broadcast.comm
+                                                          : op->u.all_reduce_bucket.comm;
             cuda_comm *c = comm->impl;
             if (!c || !c->nccl) continue;
             ncclResult_t r = ncclSuccess;
@@ -264,11 +272,15 @@ cudaError_t cuda_comm_wait(nm_device *dev, cudaEvent_t ev, nm_cmdbuf *cb) {
             if ((r == ncclSuccess || r == ncclInProgress) && !late) continue;
             char msg[NM_MSG_MAX];
             if (late)
-                snprintf(msg, sizeof msg, "rank %d of %d: the other ranks did not take part within %g s "
-                         "(neat_comm_set_timeout); the comm is broken: destroy it", comm->rank, comm->nranks, timeout);
+                snprintf(msg, sizeof msg,
+                         "rank %d of %d: the other ranks did not take part within %g s "
+                         "(neat_comm_set_timeout); the comm is broken: destroy it",
+                         comm->rank, comm->nranks, timeout);
             else
-                snprintf(msg, sizeof msg, "rank %d of %d: NCCL failed: %s (%s); the comm is broken: destroy it",
-                         comm->rank, comm->nranks, ncclGetErrorString(r), ncclGetLastError(c->nccl));
+                snprintf(msg, sizeof msg,
+                         "rank %d of %d: NCCL failed: %s (%s); the comm is broken: destroy it",
+                         comm->rank, comm->nranks, ncclGetErrorString(r),
+                         ncclGetLastError(c->nccl));
             __atomic_store_n(&comm->broken, 1, __ATOMIC_RELAXED);
             ncclCommAbort(c->nccl); /* its kernels return: the stream drains */
             c->nccl = NULL;
@@ -281,15 +293,29 @@ cudaError_t cuda_comm_wait(nm_device *dev, cudaEvent_t ev, nm_cmdbuf *cb) {
 
 #else /* no NCCL */
 
-#define NO_NCCL(fn) nm_error(NEAT_ERR_UNSUPPORTED, "%s: the CUDA backend was built without NCCL (nccl.h, libnccl)", fn)
+#define NO_NCCL(fn)                                                                                \
+    nm_error(NEAT_ERR_UNSUPPORTED,                                                                 \
+             "%s: the CUDA backend was built without NCCL (nccl.h, libnccl)", fn)
 
 neat_status cuda_comm_id_create(neat_comm_id *id) { return NO_NCCL("neat_comm_id_create"); }
-neat_status cuda_comm_create(nm_comm *comm, const neat_comm_id *id) { return NO_NCCL("neat_comm_create"); }
-neat_status cuda_comm_create_all(int n, nm_comm *const *comms) { return NO_NCCL("neat_comm_create_all"); }
+neat_status cuda_comm_create(nm_comm *comm, const neat_comm_id *id) {
+    return NO_NCCL("neat_comm_create");
+}
+neat_status cuda_comm_create_all(int n, nm_comm *const *comms) {
+    return NO_NCCL("neat_comm_create_all");
+}
 void cuda_comm_destroy(nm_comm *comm) {}
-neat_status cuda_all_reduce(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) { return NO_NCCL(op->fn); }
-neat_status cuda_all_reduce_bucket(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) { return NO_NCCL(op->fn); }
-neat_status cuda_broadcast(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) { return NO_NCCL(op->fn); }
-cudaError_t cuda_comm_wait(nm_device *dev, cudaEvent_t ev, nm_cmdbuf *cb) { return cudaEventSynchronize(ev); }
+neat_status cuda_all_reduce(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
+    return NO_NCCL(op->fn);
+}
+neat_status cuda_all_reduce_bucket(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
+    return NO_NCCL(op->fn);
+}
+neat_status cuda_broadcast(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
+    return NO_NCCL(op->fn);
+}
+cudaError_t cuda_comm_wait(nm_device *dev, cudaEvent_t ev, nm_cmdbuf *cb) {
+    return cudaEventSynchronize(ev);
+}
 
 #endif

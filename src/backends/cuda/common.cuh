@@ -111,13 +111,13 @@ template <int ACT> __device__ __forceinline__ float act_bwd(float x, float y, fl
 }
 
 /* Call f.template operator()<ACT>() for a run-time activation. */
-#define CUDA_ACT_DISPATCH(act, CALL)                                                         \
-    switch (act) {                                                                           \
-    case NEAT_ACT_RELU: CALL(NEAT_ACT_RELU); break;                                          \
-    case NEAT_ACT_SIGMOID: CALL(NEAT_ACT_SIGMOID); break;                                    \
-    case NEAT_ACT_TANH: CALL(NEAT_ACT_TANH); break;                                          \
-    case NEAT_ACT_GELU: CALL(NEAT_ACT_GELU); break;                                          \
-    default: CALL(NEAT_ACT_NONE); break;                                                     \
+#define CUDA_ACT_DISPATCH(act, CALL)                                                               \
+    switch (act) {                                                                                 \
+    case NEAT_ACT_RELU: CALL(NEAT_ACT_RELU); break;                                                \
+    case NEAT_ACT_SIGMOID: CALL(NEAT_ACT_SIGMOID); break;                                          \
+    case NEAT_ACT_TANH: CALL(NEAT_ACT_TANH); break;                                                \
+    case NEAT_ACT_GELU: CALL(NEAT_ACT_GELU); break;                                                \
+    default: CALL(NEAT_ACT_NONE); break;                                                           \
     }
 
 #endif

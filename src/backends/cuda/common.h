@@ -50,23 +50,23 @@ struct cuda_conv_cache;
 
 typedef struct cuda_device {
     int index;
-    int sms;                 /* multiprocessors: sizes grids */
-    size_t total_memory;     /* bytes of the card: larger allocations fail at once */
-    cudaStream_t stream;      /* where ops enqueue: main_stream, or a guard's body (guard.cu) */
+    int sms;             /* multiprocessors: sizes grids */
+    size_t total_memory; /* bytes of the card: larger allocations fail at once */
+    cudaStream_t stream; /* where ops enqueue: main_stream, or a guard's body (guard.cu) */
     cudaStream_t main_stream;
     cudaStream_t copy_stream; /* neat_tensor_write/read (copy_in/copy_out) */
     cudaStream_t guard_streams[CUDA_MAX_GUARDS];
     int guard_depth;
     cublasLtHandle_t lt;
     cudnnHandle_t dnn;
-    void *lt_ws;             /* CUDA_LT_WORKSPACE bytes */
-    struct cuda_matmul_cache *mm;   /* matmul.cu */
-    struct cuda_conv_cache *conv;   /* conv.cu */
-    pthread_mutex_t lock;    /* submit(), the caches, the submission ring, spare events */
-    pthread_mutex_t reap_lock; /* one thread completes submissions at a time (backend.c) */
-    struct cuda_sub *subs;   /* submissions in flight, oldest at subs[first], a ring */
+    void *lt_ws;                  /* CUDA_LT_WORKSPACE bytes */
+    struct cuda_matmul_cache *mm; /* matmul.cu */
+    struct cuda_conv_cache *conv; /* conv.cu */
+    pthread_mutex_t lock;         /* submit(), the caches, the submission ring, spare events */
+    pthread_mutex_t reap_lock;    /* one thread completes submissions at a time (backend.c) */
+    struct cuda_sub *subs;        /* submissions in flight, oldest at subs[first], a ring */
     int first, nsubs, capsubs;
-    uint64_t done_seq;       /* every submission up to it completed (atomic loads) */
+    uint64_t done_seq; /* every submission up to it completed (atomic loads) */
     cudaEvent_t spare[CUDA_SPARE_EVENTS];
     int nspare;
 } cuda_device;
@@ -82,28 +82,38 @@ typedef struct cuda_sub {
 /* Error record in device memory, set once by the first kernel that finds bad input (what,
  * where, the value, the op's index); ops that can fail do nothing once it is set, and every
  * other op after one of them is guarded (guard.cu). */
-enum { CUDA_ERR_FLAG = 0, CUDA_ERR_ROW = 1, CUDA_ERR_VALUE = 2, CUDA_ERR_OP = 3, CUDA_ERR_KIND = 4,
-       CUDA_ERR_WORDS = 5 };
-enum { CUDA_ERR_LABEL = 1, /* ROW: the row, VALUE: its label */
-       CUDA_ERR_HYPER = 2  /* ROW: 0 the learning rate, 1 the step; VALUE: it */ };
+enum {
+    CUDA_ERR_FLAG = 0,
+    CUDA_ERR_ROW = 1,
+    CUDA_ERR_VALUE = 2,
+    CUDA_ERR_OP = 3,
+    CUDA_ERR_KIND = 4,
+    CUDA_ERR_WORDS = 5
+};
+enum {
+    CUDA_ERR_LABEL = 1, /* ROW: the row, VALUE: its label */
+    CUDA_ERR_HYPER = 2  /* ROW: 0 the learning rate, 1 the step; VALUE: it */
+};
 
-
-typedef struct cuda_slot { void *ptr; size_t bytes; } cuda_slot;
+typedef struct cuda_slot {
+    void *ptr;
+    size_t bytes;
+} cuda_slot;
 
 typedef struct cuda_cmdbuf {
-    cudaGraphExec_t exec;      /* captured at the second submission */
-    int graph_failed;          /* capture did not work: keep enqueueing op by op */
+    cudaGraphExec_t exec; /* captured at the second submission */
+    int graph_failed;     /* capture did not work: keep enqueueing op by op */
     uint64_t submits;
-    int64_t cur_op;            /* op being enqueued: selects its scratch slots */
-    cuda_slot *slots;          /* nops * CUDA_SLOTS */
+    int64_t cur_op;   /* op being enqueued: selects its scratch slots */
+    cuda_slot *slots; /* nops * CUDA_SLOTS */
     int64_t nslots;
-    int *err;                  /* CUDA_ERR_WORDS ints of device memory */
-    void **host;               /* copy.c: pinned staging of each host-copy op, or NULL */
-    void **host_dev;           /* copy.c: the device's address of each (mapped) staging */
-    cudaEvent_t *consumed;     /* copy.c: after each copy_from_host's device copy */
-    int copies_out;            /* some op copies to host: completion copies it out */
-    int checks;                /* some op can set err: wait() reads it */
-    int collectives;           /* some op talks to peers: wait() polls its comms (comm.c) */
+    int *err;              /* CUDA_ERR_WORDS ints of device memory */
+    void **host;           /* copy.c: pinned staging of each host-copy op, or NULL */
+    void **host_dev;       /* copy.c: the device's address of each (mapped) staging */
+    cudaEvent_t *consumed; /* copy.c: after each copy_from_host's device copy */
+    int copies_out;        /* some op copies to host: completion copies it out */
+    int checks;            /* some op can set err: wait() reads it */
+    int collectives;       /* some op talks to peers: wait() polls its comms (comm.c) */
 } cuda_cmdbuf;
 
 static inline cuda_device *cuda_dev(nm_device *dev) { return (cuda_device *)dev->impl; }
@@ -138,15 +148,15 @@ neat_status cuda_act_grad(nm_device *dev, neat_activation act, const float *x, c
                           const float *dy, float *dz, int64_t n, const char *what);
 /* reduce.cu: y[o, i] = scale * sum_l x[o, l, i] (+ y[o, i] when accumulate), x seen as
  * [outer, len, inner]; deterministic. Uses scratch slots first_slot and first_slot + 1. */
-neat_status cuda_sum3(nm_device *dev, nm_cmdbuf *cb, int first_slot, const float *x,
-                      int64_t outer, int64_t len, int64_t inner, float scale, int accumulate,
-                      float *y, const char *what);
+neat_status cuda_sum3(nm_device *dev, nm_cmdbuf *cb, int first_slot, const float *x, int64_t outer,
+                      int64_t len, int64_t inner, float scale, int accumulate, float *y,
+                      const char *what);
 /* matmul.cu: row-major c = alpha op(a) op(b) + beta c over `batch` matrices packed back to
  * back, with an optional cuBLASLt epilogue (bias of n floats added to each row of c). */
-neat_status cuda_gemm(nm_device *dev, neat_math_mode math, int trans_a, int trans_b,
-                      int64_t batch, int64_t m, int64_t n, int64_t k, float alpha,
-                      const float *a, const float *b, float beta, float *c,
-                      cublasLtEpilogue_t epilogue, const float *bias, const char *what);
+neat_status cuda_gemm(nm_device *dev, neat_math_mode math, int trans_a, int trans_b, int64_t batch,
+                      int64_t m, int64_t n, int64_t k, float alpha, const float *a, const float *b,
+                      float beta, float *c, cublasLtEpilogue_t epilogue, const float *bias,
+                      const char *what);
 
 /* copy.c: staging of the recorded host copies (cmdbuf_state allocates, release frees);
  * stage copies src in at commit; finish copies staged results out at completion. */

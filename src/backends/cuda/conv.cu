@@ -81,13 +81,13 @@ extern "C" void cuda_conv_cache_free(cuda_device *d) {
     d->conv = NULL;
 }
 
-#define DNN_TRY(call)                                                                        \
-    do {                                                                                     \
-        neat_status st_ = cudnn_check((call), what, #call);                                  \
-        if (st_) {                                                                           \
-            plan_destroy(p);                                                                 \
-            return st_;                                                                      \
-        }                                                                                    \
+#define DNN_TRY(call)                                                                              \
+    do {                                                                                           \
+        neat_status st_ = cudnn_check((call), what, #call);                                        \
+        if (st_) {                                                                                 \
+            plan_destroy(p);                                                                       \
+            return st_;                                                                            \
+        }                                                                                          \
     } while (0)
 
 static neat_status plan_get(cuda_device *d, const nm_conv_geom *g, neat_math_mode math,
@@ -107,8 +107,8 @@ static neat_status plan_get(cuda_device *d, const nm_conv_geom *g, neat_math_mod
         *out = hit;
         return NEAT_OK;
     }
-    const int64_t dims[] = {g->n, g->c, g->h, g->w, g->k, g->p, g->q, g->kh, g->kw,
-                            g->sh, g->sw, g->ph, g->pw, g->dh, g->dw, g->groups};
+    const int64_t dims[] = {g->n,  g->c,  g->h,  g->w,  g->k,  g->p,  g->q,  g->kh,
+                            g->kw, g->sh, g->sw, g->ph, g->pw, g->dh, g->dw, g->groups};
     for (size_t i = 0; i < sizeof dims / sizeof dims[0]; i++)
         if (dims[i] > INT_MAX)
             return nm_error(NEAT_ERR_UNSUPPORTED, "%s: a size of %lld exceeds cuDNN's int range",
@@ -121,10 +121,15 @@ static neat_status plan_get(cuda_device *d, const nm_conv_geom *g, neat_math_mod
     DNN_TRY(cudnnCreateTensorDescriptor(&p->yd));
     DNN_TRY(cudnnCreateFilterDescriptor(&p->wd));
     DNN_TRY(cudnnCreateConvolutionDescriptor(&p->cd));
-    DNN_TRY(cudnnSetTensor4dDescriptor(p->xd, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, (int)g->n, (int)g->c, (int)g->h, (int)g->w));
-    DNN_TRY(cudnnSetTensor4dDescriptor(p->yd, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, (int)g->n, (int)g->k, (int)g->p, (int)g->q));
-    DNN_TRY(cudnnSetFilter4dDescriptor(p->wd, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW, (int)g->k, (int)(g->c / g->groups), (int)g->kh, (int)g->kw));
-    DNN_TRY(cudnnSetConvolution2dDescriptor(p->cd, (int)g->ph, (int)g->pw, (int)g->sh, (int)g->sw, (int)g->dh, (int)g->dw, CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
+    DNN_TRY(cudnnSetTensor4dDescriptor(p->xd, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, (int)g->n,
+                                       (int)g->c, (int)g->h, (int)g->w));
+    DNN_TRY(cudnnSetTensor4dDescriptor(p->yd, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, (int)g->n,
+                                       (int)g->k, (int)g->p, (int)g->q));
+    DNN_TRY(cudnnSetFilter4dDescriptor(p->wd, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW, (int)g->k,
+                                       (int)(g->c / g->groups), (int)g->kh, (int)g->kw));
+    DNN_TRY(cudnnSetConvolution2dDescriptor(p->cd, (int)g->ph, (int)g->pw, (int)g->sh, (int)g->sw,
+                                            (int)g->dh, (int)g->dw, CUDNN_CROSS_CORRELATION,
+                                            CUDNN_DATA_FLOAT));
     DNN_TRY(cudnnSetConvolutionGroupCount(p->cd, (int)g->groups));
     if (nm_lru_put(&c->lru, &key, sizeof key, p, plan_free) != 0) {
         plan_destroy(p);
@@ -139,11 +144,14 @@ static neat_status plan_get(cuda_device *d, const nm_conv_geom *g, neat_math_mod
 static cudnnStatus_t ws_size(cudnnHandle_t h, const conv_plan *p, int which, int algo, size_t *ws) {
     switch (which) {
     case CONV_FWD:
-        return cudnnGetConvolutionForwardWorkspaceSize(h, p->xd, p->wd, p->cd, p->yd, (cudnnConvolutionFwdAlgo_t)algo, ws);
+        return cudnnGetConvolutionForwardWorkspaceSize(h, p->xd, p->wd, p->cd, p->yd,
+                                                       (cudnnConvolutionFwdAlgo_t)algo, ws);
     case CONV_BWD_DATA:
-        return cudnnGetConvolutionBackwardDataWorkspaceSize(h, p->wd, p->yd, p->cd, p->xd, (cudnnConvolutionBwdDataAlgo_t)algo, ws);
+        return cudnnGetConvolutionBackwardDataWorkspaceSize(
+            h, p->wd, p->yd, p->cd, p->xd, (cudnnConvolutionBwdDataAlgo_t)algo, ws);
     default:
-        return cudnnGetConvolutionBackwardFilterWorkspaceSize(h, p->xd, p->yd, p->cd, p->wd, (cudnnConvolutionBwdFilterAlgo_t)algo, ws);
+        return cudnnGetConvolutionBackwardFilterWorkspaceSize(
+            h, p->xd, p->yd, p->cd, p->wd, (cudnnConvolutionBwdFilterAlgo_t)algo, ws);
     }
 }
 
@@ -165,23 +173,31 @@ static neat_status algo_get(cuda_device *d, conv_plan *p, int which, const conv_
         s = cudnnGetConvolutionForwardAlgorithm_v7(d->dnn, p->xd, p->wd, p->cd, p->yd, MAXR, &n, r);
         for (int i = 0; i < n; i++) {
             algos[i] = r[i].algo;
-            det[i] = r[i].status == CUDNN_STATUS_SUCCESS ? 1 + (r[i].determinism == CUDNN_DETERMINISTIC) : 0;
+            det[i] = r[i].status == CUDNN_STATUS_SUCCESS
+                         ? 1 + (r[i].determinism == CUDNN_DETERMINISTIC)
+                         : 0;
             maths[i] = r[i].mathType;
         }
     } else if (which == CONV_BWD_DATA) {
         cudnnConvolutionBwdDataAlgoPerf_t r[MAXR];
-        s = cudnnGetConvolutionBackwardDataAlgorithm_v7(d->dnn, p->wd, p->yd, p->cd, p->xd, MAXR, &n, r);
+        s = cudnnGetConvolutionBackwardDataAlgorithm_v7(d->dnn, p->wd, p->yd, p->cd, p->xd, MAXR,
+                                                        &n, r);
         for (int i = 0; i < n; i++) {
             algos[i] = r[i].algo;
-            det[i] = r[i].status == CUDNN_STATUS_SUCCESS ? 1 + (r[i].determinism == CUDNN_DETERMINISTIC) : 0;
+            det[i] = r[i].status == CUDNN_STATUS_SUCCESS
+                         ? 1 + (r[i].determinism == CUDNN_DETERMINISTIC)
+                         : 0;
             maths[i] = r[i].mathType;
         }
     } else {
         cudnnConvolutionBwdFilterAlgoPerf_t r[MAXR];
-        s = cudnnGetConvolutionBackwardFilterAlgorithm_v7(d->dnn, p->xd, p->yd, p->cd, p->wd, MAXR, &n, r);
+        s = cudnnGetConvolutionBackwardFilterAlgorithm_v7(d->dnn, p->xd, p->yd, p->cd, p->wd, MAXR,
+                                                          &n, r);
         for (int i = 0; i < n; i++) {
             algos[i] = r[i].algo;
-            det[i] = r[i].status == CUDNN_STATUS_SUCCESS ? 1 + (r[i].determinism == CUDNN_DETERMINISTIC) : 0;
+            det[i] = r[i].status == CUDNN_STATUS_SUCCESS
+                         ? 1 + (r[i].determinism == CUDNN_DETERMINISTIC)
+                         : 0;
             maths[i] = r[i].mathType;
         }
     }
@@ -195,7 +211,8 @@ static neat_status algo_get(cuda_device *d, conv_plan *p, int which, const conv_
             if (p->math == NEAT_MATH_STRICT && maths[i] == CUDNN_TENSOR_OP_MATH) continue;
             if (cudnnSetConvolutionMathType(p->cd, m) != CUDNN_STATUS_SUCCESS) continue;
             size_t ws = 0;
-            if (ws_size(d->dnn, p, which, algos[i], &ws) != CUDNN_STATUS_SUCCESS || ws > CONV_WS_MAX)
+            if (ws_size(d->dnn, p, which, algos[i], &ws) != CUDNN_STATUS_SUCCESS ||
+                ws > CONV_WS_MAX)
                 continue;
             a->algo = algos[i];
             a->math = m;
@@ -205,8 +222,9 @@ static neat_status algo_get(cuda_device *d, conv_plan *p, int which, const conv_
             return NEAT_OK;
         }
     static const char *names[] = {"forward", "backward-data", "backward-filter"};
-    return nm_error(NEAT_ERR_BACKEND_ERROR, "%s: cuDNN offers no %s algorithm for this convolution%s",
-                    what, names[which], p->math == NEAT_MATH_STRICT ? " in strict float32 (FMA) math" : "");
+    return nm_error(NEAT_ERR_BACKEND_ERROR,
+                    "%s: cuDNN offers no %s algorithm for this convolution%s", what, names[which],
+                    p->math == NEAT_MATH_STRICT ? " in strict float32 (FMA) math" : "");
 }
 
 /* Plan, algorithm and workspace (scratch slot 1, sized for the largest algorithm the op
@@ -229,11 +247,12 @@ static neat_status prepare(nm_device *dev, nm_cmdbuf *cb, const nm_conv_geom *g,
 static neat_status run_forward(cuda_device *d, conv_plan *p, const conv_algo *a, void *ws,
                                const float *x, const float *w, float *y, const char *what) {
     const float one = 1.0f, zero = 0.0f;
-    neat_status st = cudnn_check(cudnnSetConvolutionMathType(p->cd, a->math), what, "cudnnSetConvolutionMathType");
+    neat_status st = cudnn_check(cudnnSetConvolutionMathType(p->cd, a->math), what,
+                                 "cudnnSetConvolutionMathType");
     if (st) return st;
     return cudnn_check(cudnnConvolutionForward(d->dnn, &one, p->xd, x, p->wd, w, p->cd,
-                                               (cudnnConvolutionFwdAlgo_t)a->algo, ws, a->ws,
-                                               &zero, p->yd, y),
+                                               (cudnnConvolutionFwdAlgo_t)a->algo, ws, a->ws, &zero,
+                                               p->yd, y),
                        what, "cudnnConvolutionForward");
 }
 
@@ -255,7 +274,8 @@ neat_status cuda_conv2d_forward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) 
         const conv_algo *a[1];
         void *ws;
         st = prepare(dev, cb, &g, op->math, which, 1, &p, a, &ws, what);
-        if (!st) st = run_forward(cuda_dev(dev), p, a[0], ws, u.x->data, u.w->data, u.y->data, what);
+        if (!st)
+            st = run_forward(cuda_dev(dev), p, a[0], ws, u.x->data, u.w->data, u.y->data, what);
     }
     if (st) return st;
     return cuda_bias_act(dev, u.y->data, b, ny, g.p * g.q, g.k, u.act, what);
@@ -294,9 +314,13 @@ neat_status cuda_conv2d_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op)
         if (st) return st;
         float *z = (float *)buf;
         if (u.act == NEAT_ACT_GELU) { /* z = conv(x, w) + b, then dz = dy gelu'(z) in place */
-            if (p) st = run_forward(d, p, a[0], ws, u.x->data, u.w->data, z, what);
-            else st = cuda_fill_f32(dev, z, ny, 0.0f, what);
-            if (!st) st = cuda_bias_act(dev, z, u.b ? u.b->data : NULL, ny, g.p * g.q, g.k, NEAT_ACT_NONE, what);
+            if (p)
+                st = run_forward(d, p, a[0], ws, u.x->data, u.w->data, z, what);
+            else
+                st = cuda_fill_f32(dev, z, ny, 0.0f, what);
+            if (!st)
+                st = cuda_bias_act(dev, z, u.b ? u.b->data : NULL, ny, g.p * g.q, g.k,
+                                   NEAT_ACT_NONE, what);
             if (!st) st = cuda_act_grad(dev, u.act, z, NULL, u.dy->data, z, ny, what);
         } else {
             st = cuda_act_grad(dev, u.act, NULL, u.y->data, u.dy->data, z, ny, what);
@@ -307,22 +331,26 @@ neat_status cuda_conv2d_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op)
     int ai = u.act == NEAT_ACT_GELU;
     if (p && u.dx) {
         const conv_algo *al = a[ai++];
-        st = cudnn_check(cudnnSetConvolutionMathType(p->cd, al->math), what, "cudnnSetConvolutionMathType");
+        st = cudnn_check(cudnnSetConvolutionMathType(p->cd, al->math), what,
+                         "cudnnSetConvolutionMathType");
         if (!st)
-            st = cudnn_check(cudnnConvolutionBackwardData(d->dnn, &one, p->wd, u.w->data, p->yd, dz, p->cd,
-                                                          (cudnnConvolutionBwdDataAlgo_t)al->algo, ws, al->ws,
-                                                          &beta, p->xd, u.dx->data),
+            st = cudnn_check(cudnnConvolutionBackwardData(d->dnn, &one, p->wd, u.w->data, p->yd, dz,
+                                                          p->cd,
+                                                          (cudnnConvolutionBwdDataAlgo_t)al->algo,
+                                                          ws, al->ws, &beta, p->xd, u.dx->data),
                              what, "cudnnConvolutionBackwardData");
         if (st) return st;
     }
     if (p && u.dw) {
         const conv_algo *al = a[ai++];
-        st = cudnn_check(cudnnSetConvolutionMathType(p->cd, al->math), what, "cudnnSetConvolutionMathType");
+        st = cudnn_check(cudnnSetConvolutionMathType(p->cd, al->math), what,
+                         "cudnnSetConvolutionMathType");
         if (!st)
-            st = cudnn_check(cudnnConvolutionBackwardFilter(d->dnn, &one, p->xd, u.x->data, p->yd, dz, p->cd,
-                                                            (cudnnConvolutionBwdFilterAlgo_t)al->algo, ws, al->ws,
-                                                            &beta, p->wd, u.dw->data),
-                             what, "cudnnConvolutionBackwardFilter");
+            st = cudnn_check(
+                cudnnConvolutionBackwardFilter(d->dnn, &one, p->xd, u.x->data, p->yd, dz, p->cd,
+                                               (cudnnConvolutionBwdFilterAlgo_t)al->algo, ws,
+                                               al->ws, &beta, p->wd, u.dw->data),
+                what, "cudnnConvolutionBackwardFilter");
         if (st) return st;
     }
     if (u.db) { /* db[k] = sum_n (sum_pq dz[n, k, pq]) */

@@ -20,8 +20,8 @@ static int is_host_copy(const nm_op *op) {
 }
 
 static size_t copy_bytes(const nm_op *op) {
-    const nm_tensor *t = op->kind == NM_OP_COPY_FROM_HOST ? op->u.copy_from_host.t
-                                                          : op->u.copy_to_host.t;
+    const nm_tensor *t =
+        op->kind == NM_OP_COPY_FROM_HOST ? op->u.copy_from_host.t : op->u.copy_to_host.t;
     return (size_t)t->numel * sizeof(float);
 }
 
@@ -39,11 +39,12 @@ neat_status cuda_host_copies_init(nm_cmdbuf *cb, cuda_cmdbuf *c) {
         }
         neat_status st = cuda_check(cudaHostAlloc(&c->host[i], copy_bytes(op), cudaHostAllocMapped),
                                     op->fn, "cudaHostAlloc (staging)");
-        if (!st) st = cuda_check(cudaHostGetDevicePointer(&c->host_dev[i], c->host[i], 0), op->fn,
-                                 "cudaHostGetDevicePointer");
+        if (!st)
+            st = cuda_check(cudaHostGetDevicePointer(&c->host_dev[i], c->host[i], 0), op->fn,
+                            "cudaHostGetDevicePointer");
         if (!st && op->kind == NM_OP_COPY_FROM_HOST)
-            st = cuda_check(cudaEventCreateWithFlags(&c->consumed[i], cudaEventDisableTiming), op->fn,
-                            "cudaEventCreate");
+            st = cuda_check(cudaEventCreateWithFlags(&c->consumed[i], cudaEventDisableTiming),
+                            op->fn, "cudaEventCreate");
         if (st) return st;
         c->copies_out |= op->kind == NM_OP_COPY_TO_HOST;
     }
@@ -69,7 +70,8 @@ neat_status cuda_stage_host_copies(nm_cmdbuf *cb, cuda_cmdbuf *c) {
     for (int64_t i = 0; i < cb->nops; i++) {
         const nm_op *op = &cb->ops[i];
         if (op->kind != NM_OP_COPY_FROM_HOST || !c->host[i]) continue;
-        neat_status st = cuda_check(cudaEventSynchronize(c->consumed[i]), op->fn, "cudaEventSynchronize");
+        neat_status st =
+            cuda_check(cudaEventSynchronize(c->consumed[i]), op->fn, "cudaEventSynchronize");
         if (st) return st;
         memcpy(c->host[i], op->u.copy_from_host.src, copy_bytes(op));
     }
@@ -92,19 +94,20 @@ neat_status cuda_copy_from_host(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) 
     cuda_cmdbuf *c = cuda_cb(cb);
     int64_t i = op - cb->ops;
     cudaStream_t s = cuda_dev(dev)->stream;
-    neat_status st = cuda_check(cudaMemcpyAsync(op->u.copy_from_host.t->data, c->host[i], bytes,
-                                                cudaMemcpyHostToDevice, s),
-                                op->fn, "cudaMemcpyAsync");
+    neat_status st = cuda_check(
+        cudaMemcpyAsync(op->u.copy_from_host.t->data, c->host[i], bytes, cudaMemcpyHostToDevice, s),
+        op->fn, "cudaMemcpyAsync");
     /* In a capture the record must be external to become an event-record node that the
      * host can wait on after a graph launch (a plain one only orders the capture); outside
      * a capture the external flag is refused. */
     enum cudaStreamCaptureStatus cap = cudaStreamCaptureStatusNone;
     if (!st) st = cuda_check(cudaStreamIsCapturing(s, &cap), op->fn, "cudaStreamIsCapturing");
-    if (!st) st = cuda_check(cudaEventRecordWithFlags(c->consumed[i], s,
-                                                      cap == cudaStreamCaptureStatusActive
-                                                          ? cudaEventRecordExternal
-                                                          : cudaEventRecordDefault),
-                             op->fn, "cudaEventRecordWithFlags");
+    if (!st)
+        st = cuda_check(cudaEventRecordWithFlags(c->consumed[i], s,
+                                                 cap == cudaStreamCaptureStatusActive
+                                                     ? cudaEventRecordExternal
+                                                     : cudaEventRecordDefault),
+                        op->fn, "cudaEventRecordWithFlags");
     return st;
 }
 

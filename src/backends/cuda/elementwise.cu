@@ -31,8 +31,8 @@ __global__ void map_kernel(Op op, float *out, const float *a, const float *b, in
 }
 
 template <class Op>
-static neat_status map_launch(nm_device *dev, Op op, float *out, const float *a,
-                              const float *b, int64_t n, const char *what) {
+static neat_status map_launch(nm_device *dev, Op op, float *out, const float *a, const float *b,
+                              int64_t n, const char *what) {
     if (n <= 0) return NEAT_OK;
     cudaStream_t s = cuda_dev(dev)->stream;
     map_kernel<Op><<<cuda_grid(dev, (n + 3) / 4), CUDA_THREADS, 0, s>>>(op, out, a, b, n);
@@ -108,7 +108,8 @@ neat_status cuda_bias_act(nm_device *dev, float *y, const float *b, int64_t n, i
                           int64_t channels, neat_activation act, const char *what) {
     if (!b && act == NEAT_ACT_NONE) return NEAT_OK;
     if (!b) inner = channels = 1;
-#define CALL(A) return map_launch(dev, bias_act_op<A>{b, inner, channels, fits32(n)}, y, y, NULL, n, what)
+#define CALL(A)                                                                                    \
+    return map_launch(dev, bias_act_op<A>{b, inner, channels, fits32(n)}, y, y, NULL, n, what)
     CUDA_ACT_DISPATCH(act, CALL)
 #undef CALL
     return NEAT_ERR_INTERNAL; /* not reached */
@@ -134,8 +135,8 @@ neat_status cuda_add(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
     const auto &u = op->u.add;
     int64_t n = u.rows * u.cols;
     if (u.broadcast)
-        return map_launch(dev, add_row_op{u.b->data, u.cols, fits32(n)}, u.out->data,
-                          u.a->data, NULL, n, "neat_add");
+        return map_launch(dev, add_row_op{u.b->data, u.cols, fits32(n)}, u.out->data, u.a->data,
+                          NULL, n, "neat_add");
     return map_launch(dev, add_op{}, u.out->data, u.a->data, u.b->data, n, "neat_add");
 }
 
@@ -158,7 +159,9 @@ neat_status cuda_activation_forward(nm_device *dev, nm_cmdbuf *cb, const nm_op *
                                           cudaMemcpyDeviceToDevice, cuda_dev(dev)->stream),
                           "neat_activation_forward", "cudaMemcpyAsync");
     }
-#define CALL(A) return map_launch(dev, act_fwd_op<A>{}, u.out->data, u.x->data, NULL, n, "neat_activation_forward")
+#define CALL(A)                                                                                    \
+    return map_launch(dev, act_fwd_op<A>{}, u.out->data, u.x->data, NULL, n,                       \
+                      "neat_activation_forward")
     CUDA_ACT_DISPATCH(u.act, CALL)
 #undef CALL
     return NEAT_ERR_INTERNAL; /* not reached */
@@ -166,8 +169,8 @@ neat_status cuda_activation_forward(nm_device *dev, nm_cmdbuf *cb, const nm_op *
 
 neat_status cuda_activation_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
     const auto &u = op->u.activation_backward;
-    return cuda_act_grad(dev, u.act, u.x ? u.x->data : NULL, u.y ? u.y->data : NULL,
-                         u.dy->data, u.out->data, u.dy->numel, "neat_activation_backward");
+    return cuda_act_grad(dev, u.act, u.x ? u.x->data : NULL, u.y ? u.y->data : NULL, u.dy->data,
+                         u.out->data, u.dy->numel, "neat_activation_backward");
 }
 
 } /* extern "C" */

@@ -37,30 +37,38 @@ neat_status cuda_guard(nm_device *dev, nm_cmdbuf *cb, int capturing, int *stop) 
     *stop = 0;
     if (!capturing) {
         int flag = 0;
-        neat_status st = cuda_check(cudaStreamSynchronize(d->stream), what, "cudaStreamSynchronize");
-        if (!st) st = cuda_check(cudaMemcpy(&flag, c->err + CUDA_ERR_FLAG, sizeof flag,
-                                            cudaMemcpyDeviceToHost), what, "cudaMemcpy");
+        neat_status st =
+            cuda_check(cudaStreamSynchronize(d->stream), what, "cudaStreamSynchronize");
+        if (!st)
+            st = cuda_check(
+                cudaMemcpy(&flag, c->err + CUDA_ERR_FLAG, sizeof flag, cudaMemcpyDeviceToHost),
+                what, "cudaMemcpy");
         *stop = flag != 0;
         return st;
     }
     if (d->guard_depth == CUDA_MAX_GUARDS)
-        return nm_error(NEAT_ERR_UNSUPPORTED, "%s: more than %d ops that check their input at run "
-                        "time, each followed by other ops, in one graph", what, CUDA_MAX_GUARDS);
+        return nm_error(NEAT_ERR_UNSUPPORTED,
+                        "%s: more than %d ops that check their input at run "
+                        "time, each followed by other ops, in one graph",
+                        what, CUDA_MAX_GUARDS);
     cudaStream_t s = d->stream;
     cudaStreamCaptureStatus status;
     cudaGraph_t graph;
     const cudaGraphNode_t *deps;
     size_t ndeps;
     cudaGraphConditionalHandle h;
-    neat_status st = cuda_check(cudaStreamGetCaptureInfo(s, &status, NULL, &graph, NULL, NULL, NULL),
-                                what, "cudaStreamGetCaptureInfo");
-    if (!st) st = cuda_check(cudaGraphConditionalHandleCreate(&h, graph, 0, 0), what,
-                             "cudaGraphConditionalHandleCreate");
+    neat_status st =
+        cuda_check(cudaStreamGetCaptureInfo(s, &status, NULL, &graph, NULL, NULL, NULL), what,
+                   "cudaStreamGetCaptureInfo");
+    if (!st)
+        st = cuda_check(cudaGraphConditionalHandleCreate(&h, graph, 0, 0), what,
+                        "cudaGraphConditionalHandleCreate");
     if (st) return st;
     set_if_ok<<<1, 1, 0, s>>>(h, c->err);
     st = cuda_launched(what, "set_if_ok");
-    if (!st) st = cuda_check(cudaStreamGetCaptureInfo(s, &status, NULL, &graph, &deps, NULL, &ndeps),
-                             what, "cudaStreamGetCaptureInfo");
+    if (!st)
+        st = cuda_check(cudaStreamGetCaptureInfo(s, &status, NULL, &graph, &deps, NULL, &ndeps),
+                        what, "cudaStreamGetCaptureInfo");
     if (st) return st;
     cudaGraphNodeParams p = {}; /* zeroed: reserved fields must be 0 */
     p.type = cudaGraphNodeTypeConditional;
@@ -68,17 +76,21 @@ neat_status cuda_guard(nm_device *dev, nm_cmdbuf *cb, int capturing, int *stop) 
     p.conditional.type = cudaGraphCondTypeIf;
     p.conditional.size = 1;
     cudaGraphNode_t node;
-    st = cuda_check(cudaGraphAddNode(&node, graph, deps, NULL, ndeps, &p), what, "cudaGraphAddNode");
-    if (!st) st = cuda_check(cudaStreamUpdateCaptureDependencies(s, &node, NULL, 1,
-                                                                 cudaStreamSetCaptureDependencies),
-                             what, "cudaStreamUpdateCaptureDependencies");
+    st =
+        cuda_check(cudaGraphAddNode(&node, graph, deps, NULL, ndeps, &p), what, "cudaGraphAddNode");
+    if (!st)
+        st = cuda_check(cudaStreamUpdateCaptureDependencies(s, &node, NULL, 1,
+                                                            cudaStreamSetCaptureDependencies),
+                        what, "cudaStreamUpdateCaptureDependencies");
     if (st) return st;
     cudaStream_t *bs = &d->guard_streams[d->guard_depth];
-    if (!*bs) st = cuda_check(cudaStreamCreateWithFlags(bs, cudaStreamNonBlocking), what,
-                              "cudaStreamCreateWithFlags");
-    if (!st) st = cuda_check(cudaStreamBeginCaptureToGraph(*bs, p.conditional.phGraph_out[0], NULL,
-                                                           NULL, 0, cudaStreamCaptureModeRelaxed),
-                             what, "cudaStreamBeginCaptureToGraph");
+    if (!*bs)
+        st = cuda_check(cudaStreamCreateWithFlags(bs, cudaStreamNonBlocking), what,
+                        "cudaStreamCreateWithFlags");
+    if (!st)
+        st = cuda_check(cudaStreamBeginCaptureToGraph(*bs, p.conditional.phGraph_out[0], NULL, NULL,
+                                                      0, cudaStreamCaptureModeRelaxed),
+                        what, "cudaStreamBeginCaptureToGraph");
     if (st) return st;
     d->guard_depth++;
     return use_stream(d, *bs, what);

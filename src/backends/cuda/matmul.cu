@@ -73,20 +73,23 @@ extern "C" void cuda_matmul_cache_free(cuda_device *d) {
 /* A column-major rows x cols layout with leading dimension rows, batched. */
 static cublasStatus_t make_layout(cublasLtMatrixLayout_t *l, int64_t rows, int64_t cols,
                                   int64_t batch) {
-    cublasStatus_t s = cublasLtMatrixLayoutCreate(l, CUDA_R_32F, (uint64_t)rows, (uint64_t)cols, rows);
+    cublasStatus_t s =
+        cublasLtMatrixLayoutCreate(l, CUDA_R_32F, (uint64_t)rows, (uint64_t)cols, rows);
     if (s != CUBLAS_STATUS_SUCCESS || batch == 1) return s;
     int32_t count = (int32_t)batch;
     int64_t stride = rows * cols;
-    s = cublasLtMatrixLayoutSetAttribute(*l, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &count, sizeof count);
+    s = cublasLtMatrixLayoutSetAttribute(*l, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &count,
+                                         sizeof count);
     if (s == CUBLAS_STATUS_SUCCESS)
-        s = cublasLtMatrixLayoutSetAttribute(*l, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &stride, sizeof stride);
+        s = cublasLtMatrixLayoutSetAttribute(*l, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET,
+                                             &stride, sizeof stride);
     return s;
 }
 
-#define LT_TRY(call)                                                                         \
-    do {                                                                                     \
-        neat_status st_ = cublas_check((call), what, #call);                                 \
-        if (st_) goto fail;                                                                  \
+#define LT_TRY(call)                                                                               \
+    do {                                                                                           \
+        neat_status st_ = cublas_check((call), what, #call);                                       \
+        if (st_) goto fail;                                                                        \
     } while (0)
 
 /* The cached entry for key, creating descriptors and choosing the algorithm on a miss. */
@@ -112,24 +115,32 @@ static neat_status mm_lookup(cuda_device *d, const mm_key *key, mm_entry **out, 
     cublasLtMatmulHeuristicResult_t result;
     int found = 0;
     memset(&result, 0, sizeof result);
-    LT_TRY(cublasLtMatmulDescCreate(&e.desc, key->math == NEAT_MATH_TF32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    LT_TRY(cublasLtMatmulDescCreate(
+        &e.desc, key->math == NEAT_MATH_TF32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F,
+        CUDA_R_32F));
     LT_TRY(cublasLtMatmulDescSetAttribute(e.desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
     LT_TRY(cublasLtMatmulDescSetAttribute(e.desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
     LT_TRY(cublasLtMatmulDescSetAttribute(e.desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi));
     /* A is m x k after op: stored k x m when transposed. */
-    LT_TRY(make_layout(&e.la, key->trans_a ? key->k : key->m, key->trans_a ? key->m : key->k, key->batch));
-    LT_TRY(make_layout(&e.lb, key->trans_b ? key->n : key->k, key->trans_b ? key->k : key->n, key->batch));
+    LT_TRY(make_layout(&e.la, key->trans_a ? key->k : key->m, key->trans_a ? key->m : key->k,
+                       key->batch));
+    LT_TRY(make_layout(&e.lb, key->trans_b ? key->n : key->k, key->trans_b ? key->k : key->n,
+                       key->batch));
     LT_TRY(make_layout(&e.lc, key->m, key->n, key->batch));
     LT_TRY(cublasLtMatmulPreferenceCreate(&pref));
-    LT_TRY(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws));
-    LT_TRY(cublasLtMatmulAlgoGetHeuristic(d->lt, e.desc, e.la, e.lb, e.lc, e.lc, pref, 1, &result, &found));
+    LT_TRY(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws,
+                                                sizeof ws));
+    LT_TRY(cublasLtMatmulAlgoGetHeuristic(d->lt, e.desc, e.la, e.lb, e.lc, e.lc, pref, 1, &result,
+                                          &found));
     cublasLtMatmulPreferenceDestroy(pref);
     pref = NULL;
     if (found < 1 || result.state != CUBLAS_STATUS_SUCCESS) {
         entry_destroy(&e);
         return nm_error(NEAT_ERR_BACKEND_ERROR,
-                        "%s: cublasLtMatmulAlgoGetHeuristic found no algorithm for m=%lld n=%lld k=%lld batch=%lld",
-                        what, (long long)key->m, (long long)key->n, (long long)key->k, (long long)key->batch);
+                        "%s: cublasLtMatmulAlgoGetHeuristic found no algorithm for m=%lld n=%lld "
+                        "k=%lld batch=%lld",
+                        what, (long long)key->m, (long long)key->n, (long long)key->k,
+                        (long long)key->batch);
     }
     e.algo = result.algo;
     { /* a block: the gotos above do not cross kept's initialization */
@@ -163,14 +174,15 @@ extern "C" neat_status cuda_gemm(nm_device *dev, neat_math_mode math, int trans_
     cuda_device *d = cuda_dev(dev);
     if (k == 0) { /* op(a) op(b) is zero: c = beta c, then the epilogue */
         int64_t total = batch * m * n;
-        neat_status st = beta == 0.0f ? cuda_fill_f32(dev, c, total, 0.0f, what)
+        neat_status st = beta == 0.0f   ? cuda_fill_f32(dev, c, total, 0.0f, what)
                          : beta != 1.0f ? cuda_scale_f32(dev, c, beta, c, total, what)
                                         : NEAT_OK;
         if (st) return st;
         return cuda_bias_act(dev, c, bias, total, 1, n, epilogue_act(epilogue), what);
     }
     if (batch > INT32_MAX)
-        return nm_error(NEAT_ERR_UNSUPPORTED, "%s: batch %lld is too large for cuBLASLt", what, (long long)batch);
+        return nm_error(NEAT_ERR_UNSUPPORTED, "%s: batch %lld is too large for cuBLASLt", what,
+                        (long long)batch);
     mm_key key;
     memset(&key, 0, sizeof key); /* memcmp'd: no padding garbage */
     key.trans_a = trans_b;
@@ -185,12 +197,13 @@ extern "C" neat_status cuda_gemm(nm_device *dev, neat_math_mode math, int trans_
     neat_status st = mm_lookup(d, &key, &e, what);
     if (st) return st;
     if (bias) {
-        st = cublas_check(cublasLtMatmulDescSetAttribute(e->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias),
+        st = cublas_check(cublasLtMatmulDescSetAttribute(e->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
+                                                         &bias, sizeof bias),
                           what, "cublasLtMatmulDescSetAttribute(BIAS_POINTER)");
         if (st) return st;
     }
-    return cublas_check(cublasLtMatmul(d->lt, e->desc, &alpha, b, e->la, a, e->lb, &beta, c, e->lc, c,
-                                       e->lc, &e->algo, d->lt_ws, CUDA_LT_WORKSPACE, d->stream),
+    return cublas_check(cublasLtMatmul(d->lt, e->desc, &alpha, b, e->la, a, e->lb, &beta, c, e->lc,
+                                       c, e->lc, &e->algo, d->lt_ws, CUDA_LT_WORKSPACE, d->stream),
                         what, "cublasLtMatmul");
 }
 

@@ -84,8 +84,13 @@ __global__ void adam_kernel(neat_adam_params prm, const float *__restrict__ hype
                             int op) {
     if (!hyper_ok(hyper, true, err, op)) return;
     float t = hyper[1];
-    adam_step f{hyper[0], prm.beta1, prm.beta2, prm.eps, prm.weight_decay,
-                1.0f - powf(prm.beta1, t), 1.0f - powf(prm.beta2, t)};
+    adam_step f{hyper[0],
+                prm.beta1,
+                prm.beta2,
+                prm.eps,
+                prm.weight_decay,
+                1.0f - powf(prm.beta1, t),
+                1.0f - powf(prm.beta2, t)};
     int64_t tid = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
     int64_t stride = (int64_t)gridDim.x * blockDim.x;
     int64_t n4 = n >> 2;

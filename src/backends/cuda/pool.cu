@@ -36,8 +36,10 @@ __global__ void maxpool_fwd(const float *__restrict__ x, float *__restrict__ y,
                     bi = h * g.w + w;
                 }
             }
-        if (WRITE_Y) y[i] = best;
-        else argmax[i] = (int)bi;
+        if (WRITE_Y)
+            y[i] = best;
+        else
+            argmax[i] = (int)bi;
     }
 }
 
@@ -113,14 +115,16 @@ neat_status cuda_maxpool2d(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
         int64_t pairs = total / 2, nin = g.n * g.c * g.h * g.w;
         unsigned grid = cuda_grid(dev, pairs);
         if (nin < INT32_MAX - 4 * (int64_t)g.w)
-            maxpool_fwd_2x2_v4<int><<<grid, CUDA_THREADS, 0, s>>>(x, y, (int)g.h, (int)g.w, (int)g.p,
-                                                                 (int)(g.q / 2), (int)pairs);
+            maxpool_fwd_2x2_v4<int><<<grid, CUDA_THREADS, 0, s>>>(
+                x, y, (int)g.h, (int)g.w, (int)g.p, (int)(g.q / 2), (int)pairs);
         else
-            maxpool_fwd_2x2_v4<int64_t><<<grid, CUDA_THREADS, 0, s>>>(x, y, g.h, g.w, g.p, g.q / 2, pairs);
+            maxpool_fwd_2x2_v4<int64_t>
+                <<<grid, CUDA_THREADS, 0, s>>>(x, y, g.h, g.w, g.p, g.q / 2, pairs);
         return cuda_launched("neat_maxpool2d", "maxpool_fwd_2x2_v4");
     }
     if (is2x2 && g.w % 2 == 0) {
-        maxpool_fwd_2x2<<<cuda_grid(dev, total), CUDA_THREADS, 0, s>>>(x, y, g.h, g.w, g.p, g.q, total);
+        maxpool_fwd_2x2<<<cuda_grid(dev, total), CUDA_THREADS, 0, s>>>(x, y, g.h, g.w, g.p, g.q,
+                                                                       total);
         return cuda_launched("neat_maxpool2d", "maxpool_fwd_2x2");
     }
     maxpool_fwd<true><<<cuda_grid(dev, total), CUDA_THREADS, 0, s>>>(x, y, NULL, g, total);
@@ -136,16 +140,19 @@ neat_status cuda_maxpool2d_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op *
     if (nin == 0) return NEAT_OK;
     if (nout == 0) return cuda_fill_f32(dev, dx, nin, 0.0f, what);
     if (g.h * g.w > INT32_MAX)
-        return nm_error(NEAT_ERR_UNSUPPORTED, "%s: a %lldx%lld plane is too large for the CUDA backend",
-                        what, (long long)g.h, (long long)g.w);
+        return nm_error(NEAT_ERR_UNSUPPORTED,
+                        "%s: a %lldx%lld plane is too large for the CUDA backend", what,
+                        (long long)g.h, (long long)g.w);
     void *argmax;
     neat_status st = cuda_scratch(cb, 0, (size_t)nout * sizeof(int), &argmax);
     if (st) return st;
     cudaStream_t s = cuda_dev(dev)->stream;
-    maxpool_fwd<false><<<cuda_grid(dev, nout), CUDA_THREADS, 0, s>>>(x, NULL, (int *)argmax, g, nout);
+    maxpool_fwd<false>
+        <<<cuda_grid(dev, nout), CUDA_THREADS, 0, s>>>(x, NULL, (int *)argmax, g, nout);
     st = cuda_launched(what, "maxpool_fwd");
     if (st) return st;
-    maxpool_bwd_gather<<<cuda_grid(dev, nin), CUDA_THREADS, 0, s>>>(dy, (const int *)argmax, dx, g, nin);
+    maxpool_bwd_gather<<<cuda_grid(dev, nin), CUDA_THREADS, 0, s>>>(dy, (const int *)argmax, dx, g,
+                                                                    nin);
     return cuda_launched(what, "maxpool_bwd_gather");
 }
 

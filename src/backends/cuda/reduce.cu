@@ -40,7 +40,8 @@ __device__ __forceinline__ float chunk_sum(const float *__restrict__ xr, int64_t
         float4 v[K];
 #pragma unroll
         for (int k = 0; k < K; k++)
-            v[k] = __ldg(reinterpret_cast<const float4 *>(xr + lo + 4 * (threadIdx.x + k * CUDA_THREADS)));
+            v[k] = __ldg(
+                reinterpret_cast<const float4 *>(xr + lo + 4 * (threadIdx.x + k * CUDA_THREADS)));
 #pragma unroll
         for (int k = 0; k < K; k++) {
             s.x += v[k].x;
@@ -63,15 +64,17 @@ __device__ __forceinline__ float chunk_sum(const float *__restrict__ xr, int64_t
 /* One chunk of one row per block. final: out[row] = scale * s (+ out[row]); otherwise
  * out[row * chunks + chunk] = s. */
 template <bool VEC>
-__global__ void row_sum_block(const float *__restrict__ x, int64_t len, int64_t chunks,
-                              float *out, float scale, int final_sum, int accumulate) {
+__global__ void row_sum_block(const float *__restrict__ x, int64_t len, int64_t chunks, float *out,
+                              float scale, int final_sum, int accumulate) {
     __shared__ float shm[32];
     int64_t blk = blockIdx.x, row = blk / chunks, chunk = blk % chunks;
     int64_t lo = chunk * ROW_CHUNK, hi = min(len, lo + ROW_CHUNK);
     float acc = block_sum(chunk_sum<VEC>(x + row * len, lo, hi), shm);
     if (threadIdx.x == 0) {
-        if (final_sum) out[row] = accumulate ? out[row] + scale * acc : scale * acc;
-        else out[blk] = acc;
+        if (final_sum)
+            out[row] = accumulate ? out[row] + scale * acc : scale * acc;
+        else
+            out[blk] = acc;
     }
 }
 
@@ -169,9 +172,11 @@ extern "C" neat_status cuda_sum3(nm_device *dev, nm_cmdbuf *cb, int first_slot, 
         if (!st) st = cuda_scratch_zeroed(dev, cb, first_slot + 1, sizeof(unsigned), &ticket);
         if (st) return st;
         if (len % 4 == 0)
-            sum_onepass<true><<<chunks, CUDA_THREADS, 0, s>>>(x, len, (float *)partial, (unsigned *)ticket, y, scale, accumulate);
+            sum_onepass<true><<<chunks, CUDA_THREADS, 0, s>>>(
+                x, len, (float *)partial, (unsigned *)ticket, y, scale, accumulate);
         else
-            sum_onepass<false><<<chunks, CUDA_THREADS, 0, s>>>(x, len, (float *)partial, (unsigned *)ticket, y, scale, accumulate);
+            sum_onepass<false><<<chunks, CUDA_THREADS, 0, s>>>(
+                x, len, (float *)partial, (unsigned *)ticket, y, scale, accumulate);
         return cuda_launched(what, "sum_onepass");
     }
     const float *cur = x;
@@ -179,9 +184,11 @@ extern "C" neat_status cuda_sum3(nm_device *dev, nm_cmdbuf *cb, int first_slot, 
         if (inner == 1 && len <= ROW_WARP_MAX) {
             unsigned grid = cuda_grid(dev, outer * 32);
             if (len % 4 == 0)
-                row_sum_warp<true><<<grid, CUDA_THREADS, 0, s>>>(cur, outer, len, y, scale, accumulate);
+                row_sum_warp<true>
+                    <<<grid, CUDA_THREADS, 0, s>>>(cur, outer, len, y, scale, accumulate);
             else
-                row_sum_warp<false><<<grid, CUDA_THREADS, 0, s>>>(cur, outer, len, y, scale, accumulate);
+                row_sum_warp<false>
+                    <<<grid, CUDA_THREADS, 0, s>>>(cur, outer, len, y, scale, accumulate);
             return cuda_launched(what, "row_sum_warp");
         }
         int64_t chunks = ceil_div(len, inner == 1 ? ROW_CHUNK : COL_CHUNK);
@@ -200,9 +207,11 @@ extern "C" neat_status cuda_sum3(nm_device *dev, nm_cmdbuf *cb, int first_slot, 
                 return nm_error(NEAT_ERR_UNSUPPORTED, "%s: %lld rows of %lld are too many to sum",
                                 what, (long long)outer, (long long)len);
             if (len % 4 == 0)
-                row_sum_block<true><<<(unsigned)blocks, CUDA_THREADS, 0, s>>>(cur, len, chunks, out, scale, final_sum, accumulate);
+                row_sum_block<true><<<(unsigned)blocks, CUDA_THREADS, 0, s>>>(
+                    cur, len, chunks, out, scale, final_sum, accumulate);
             else
-                row_sum_block<false><<<(unsigned)blocks, CUDA_THREADS, 0, s>>>(cur, len, chunks, out, scale, final_sum, accumulate);
+                row_sum_block<false><<<(unsigned)blocks, CUDA_THREADS, 0, s>>>(
+                    cur, len, chunks, out, scale, final_sum, accumulate);
             neat_status st = cuda_launched(what, "row_sum_block");
             if (st) return st;
         } else {
@@ -220,7 +229,8 @@ extern "C" neat_status cuda_sum3(nm_device *dev, nm_cmdbuf *cb, int first_slot, 
 extern "C" neat_status cuda_sum(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
     const auto &u = op->u.sum;
     if (op->u.sum.axis < 0)
-        return cuda_sum3(dev, cb, 0, u.x->data, 1, u.x->numel, 1, 1.0f, 0, u.y->data, "neat_sum_all");
+        return cuda_sum3(dev, cb, 0, u.x->data, 1, u.x->numel, 1, 1.0f, 0, u.y->data,
+                         "neat_sum_all");
     return cuda_sum3(dev, cb, 0, u.x->data, u.outer, u.len, u.inner, 1.0f, 0, u.y->data,
                      "neat_sum_axis");
 }

@@ -374,11 +374,12 @@ extern "C" neat_status cuda_softmax_xent(nm_device *dev, nm_cmdbuf *cb, const nm
     neat_status st = cuda_scratch_zeroed(dev, cb, 0, (size_t)u.rows * sizeof(float), &rl);
     if (!st) st = cuda_scratch(cb, 3, sizeof(float), &mean);
     if (!st) st = xent(dev, cb, op, (float *)rl, NULL, what);
-    if (!st) st = cuda_sum3(dev, cb, 1, (const float *)rl, 1, u.rows, 1, 1.0f / (float)u.rows, 0,
-                            (float *)mean, what);
+    if (!st)
+        st = cuda_sum3(dev, cb, 1, (const float *)rl, 1, u.rows, 1, 1.0f / (float)u.rows, 0,
+                       (float *)mean, what);
     if (st) return st;
     xent_store_loss<<<1, 1, 0, cuda_dev(dev)->stream>>>(u.out->data, (const float *)mean,
-                                                         cuda_cb(cb)->err);
+                                                        cuda_cb(cb)->err);
     return cuda_launched(what, "xent_store_loss");
 }
 

@@ -52,22 +52,24 @@ static neat_status metal_device_open(nm_device *dev, int index) {
             mtl = MTLCreateSystemDefaultDevice();
             if (!mtl)
                 return nm_error(NEAT_ERR_UNSUPPORTED,
-                                "%s: no Metal device: MTLCreateSystemDefaultDevice() returned nil", fn);
+                                "%s: no Metal device: MTLCreateSystemDefaultDevice() returned nil",
+                                fn);
         } else {
             NSArray<id<MTLDevice>> *all = MTLCopyAllDevices();
             if ((NSUInteger)index >= all.count)
-                return nm_error(NEAT_ERR_UNSUPPORTED, "%s: no Metal device %d: %lu present", fn, index,
-                                (unsigned long)all.count);
+                return nm_error(NEAT_ERR_UNSUPPORTED, "%s: no Metal device %d: %lu present", fn,
+                                index, (unsigned long)all.count);
             mtl = all[(NSUInteger)index];
         }
         if (!MPSSupportsMTLDevice(mtl))
-            return nm_error(NEAT_ERR_UNSUPPORTED, "%s: Metal device \"%s\" is not supported by MPS", fn,
-                            mtl.name.UTF8String);
+            return nm_error(NEAT_ERR_UNSUPPORTED, "%s: Metal device \"%s\" is not supported by MPS",
+                            fn, mtl.name.UTF8String);
         NMMetalDevice *d = [NMMetalDevice new];
         d.device = mtl;
         d.queue = [mtl newCommandQueue];
         if (!d.queue)
-            return nm_error(NEAT_ERR_BACKEND_ERROR, "%s: -[MTLDevice newCommandQueue] returned nil", fn);
+            return nm_error(NEAT_ERR_BACKEND_ERROR, "%s: -[MTLDevice newCommandQueue] returned nil",
+                            fn);
         d.encoder = dispatch_queue_create("neatml.metal.encoder", DISPATCH_QUEUE_SERIAL);
         if (!d.encoder)
             return nm_error(NEAT_ERR_BACKEND_ERROR, "%s: dispatch_queue_create returned NULL", fn);
@@ -77,14 +79,17 @@ static neat_status metal_device_open(nm_device *dev, int index) {
         d.finished = [NSMutableIndexSet indexSet];
         d.zeros = [mtl newBufferWithLength:4 * sizeof(float) options:MTLResourceStorageModeShared];
         if (!d.zeros)
-            return nm_error(NEAT_ERR_BACKEND_ERROR, "%s: -[MTLDevice newBufferWithLength:options:] "
-                            "returned nil for 16 bytes", fn);
+            return nm_error(NEAT_ERR_BACKEND_ERROR,
+                            "%s: -[MTLDevice newBufferWithLength:options:] "
+                            "returned nil for 16 bytes",
+                            fn);
         memset(d.zeros.contents, 0, 4 * sizeof(float));
         d.buffers[@((uintptr_t)d.zeros.contents)] = d.zeros;
         dev->impl = (__bridge_retained void *)d;
         snprintf(dev->props.name, sizeof dev->props.name, "%.127s", mtl.name.UTF8String);
         /* What Metal recommends this process keep resident, less what it has allocated. */
-        uint64_t working_set = mtl.recommendedMaxWorkingSetSize, allocated = mtl.currentAllocatedSize;
+        uint64_t working_set = mtl.recommendedMaxWorkingSetSize,
+                 allocated = mtl.currentAllocatedSize;
         dev->props.total_memory = (int64_t)working_set;
         dev->mem_available = working_set > allocated ? (int64_t)(working_set - allocated) : 0;
         dev->props.num_threads = 1;
@@ -98,7 +103,7 @@ static void metal_device_close(nm_device *dev) {
         NMMetalDevice *d = (__bridge_transfer NMMetalDevice *)dev->impl;
         dev->impl = NULL;
         /* The core waited for every submission; the encoder may still be leaving the last. */
-        dispatch_sync(d.encoder, ^{ /* drain */ });
+        dispatch_sync(d.encoder, ^{/* drain */});
         [d.cache removeAllObjects];
         [d.buffers removeAllObjects];
     }
@@ -112,13 +117,15 @@ static neat_status metal_mem_alloc(nm_device *dev, size_t bytes, void **ptr) {
     @autoreleasepool {
         NMMetalDevice *d = metal_dev(dev);
         if (bytes > d.device.maxBufferLength)
-            return nm_error(NEAT_ERR_OUT_OF_MEMORY, "-[MTLDevice newBufferWithLength:] of %zu bytes: "
-                            "the device's maxBufferLength is %lu", bytes,
-                            (unsigned long)d.device.maxBufferLength);
+            return nm_error(NEAT_ERR_OUT_OF_MEMORY,
+                            "-[MTLDevice newBufferWithLength:] of %zu bytes: "
+                            "the device's maxBufferLength is %lu",
+                            bytes, (unsigned long)d.device.maxBufferLength);
         id<MTLBuffer> b = [d.device newBufferWithLength:bytes options:MTLResourceStorageModeShared];
         if (!b)
             return nm_error(NEAT_ERR_OUT_OF_MEMORY,
-                            "-[MTLDevice newBufferWithLength:options:] of %zu bytes returned nil", bytes);
+                            "-[MTLDevice newBufferWithLength:options:] of %zu bytes returned nil",
+                            bytes);
         void *p = b.contents;
         @synchronized(d.buffers) {
             d.buffers[@((uintptr_t)p)] = b;
@@ -167,24 +174,30 @@ static neat_status metal_op_check(nm_device *dev, const nm_op *op) {
     case NM_OP_LINEAR_FORWARD: {
         const nm_linear_forward_args *a = &op->u.linear_forward;
         if (a->in == 0 && a->n > 0 && a->out > 0)
-            return nm_error(NEAT_ERR_UNSUPPORTED, "%s: metal backend: in = 0 (an empty product "
-                            "giving y = act(b)) is not run by MPSGraph's matrix multiplication", op->fn);
+            return nm_error(NEAT_ERR_UNSUPPORTED,
+                            "%s: metal backend: in = 0 (an empty product "
+                            "giving y = act(b)) is not run by MPSGraph's matrix multiplication",
+                            op->fn);
         break;
     }
     case NM_OP_LINEAR_BACKWARD: {
         const nm_linear_backward_args *a = &op->u.linear_backward;
         if (a->in == 0 && a->n > 0 && a->out > 0 && a->act == NEAT_ACT_GELU)
-            return nm_error(NEAT_ERR_UNSUPPORTED, "%s: metal backend: in = 0 with gelu "
-                            "(the pre-activation is an empty product)", op->fn);
+            return nm_error(NEAT_ERR_UNSUPPORTED,
+                            "%s: metal backend: in = 0 with gelu "
+                            "(the pre-activation is an empty product)",
+                            op->fn);
         break;
     }
     case NM_OP_CONV2D_FORWARD:
     case NM_OP_CONV2D_BACKWARD: {
-        const nm_conv_geom *g = op->kind == NM_OP_CONV2D_FORWARD ? &op->u.conv2d_forward.g
-                                                                 : &op->u.conv2d_backward.g;
+        const nm_conv_geom *g =
+            op->kind == NM_OP_CONV2D_FORWARD ? &op->u.conv2d_forward.g : &op->u.conv2d_backward.g;
         if (g->c == 0 && g->n > 0 && g->k > 0 && g->p > 0 && g->q > 0)
-            return nm_error(NEAT_ERR_UNSUPPORTED, "%s: metal backend: C = 0 input channels "
-                            "(an empty convolution) is not run by MPSGraph", op->fn);
+            return nm_error(NEAT_ERR_UNSUPPORTED,
+                            "%s: metal backend: C = 0 input channels "
+                            "(an empty convolution) is not run by MPSGraph",
+                            op->fn);
         break;
     }
     case NM_OP_SOFTMAX_XENT:
@@ -194,8 +207,7 @@ static neat_status metal_op_check(nm_device *dev, const nm_op *op) {
             return nm_error(NEAT_ERR_UNSUPPORTED, "%s: metal backend: more than 2^24 rows (%lld)",
                             op->fn, (long long)op->u.softmax_xent.rows);
         break;
-    default:
-        break;
+    default: break;
     }
     return NEAT_OK;
 }

@@ -31,12 +31,21 @@ neat_status metal_check_slots(nm_device *dev, nm_cmdbuf *cb, const nm_op *op, vo
 MPSGraphTensor *metal_check_record(MPSGraph *m, MPSGraphTensor *prior, MPSGraphTensor *valid,
                                    MPSGraphTensor *a, MPSGraphTensor *b, MPSGraphTensor **ok) {
     MPSGraphTensor *zero = metal_const(m, 0.0), *one = metal_const(m, 1.0);
-    MPSGraphTensor *clear = [m equalWithPrimaryTensor:[m sliceTensor:prior dimension:0 start:0 length:1 name:nil]
-                                      secondaryTensor:zero name:nil];
+    MPSGraphTensor *clear = [m equalWithPrimaryTensor:[m sliceTensor:prior
+                                                           dimension:0
+                                                               start:0
+                                                              length:1
+                                                                name:nil]
+                                      secondaryTensor:zero
+                                                 name:nil];
     *ok = [m logicalANDWithPrimaryTensor:clear secondaryTensor:valid name:nil];
-    MPSGraphTensor *failed = [m selectWithPredicateTensor:*ok truePredicateTensor:zero falsePredicateTensor:one
+    MPSGraphTensor *failed = [m selectWithPredicateTensor:*ok
+                                      truePredicateTensor:zero
+                                     falsePredicateTensor:one
                                                      name:nil];
-    MPSGraphTensor *validf = [m selectWithPredicateTensor:valid truePredicateTensor:one falsePredicateTensor:zero
+    MPSGraphTensor *validf = [m selectWithPredicateTensor:valid
+                                      truePredicateTensor:one
+                                     falsePredicateTensor:zero
                                                      name:nil];
     return [m concatTensors:@[ failed, validf, a, b ] dimension:0 name:nil];
 }
@@ -52,7 +61,8 @@ int64_t metal_check_failed(nm_cmdbuf *cb, int64_t first, int64_t end, neat_statu
         if (op->kind == NM_OP_SOFTMAX_XENT || op->kind == NM_OP_SOFTMAX_XENT_BACKWARD) {
             snprintf(detail, size, "labels[%lld] = %g is not a class index in 0..%lld",
                      (long long)rec[2], (double)rec[3], (long long)op->u.softmax_xent.cols - 1);
-        } else if (nm_hyper_valid(rec[2], rec[3], op->kind == NM_OP_ADAM_UPDATE, detail, (int)size)) {
+        } else if (nm_hyper_valid(rec[2], rec[3], op->kind == NM_OP_ADAM_UPDATE, detail,
+                                  (int)size)) {
             /* The graph's test and nm_hyper_valid disagree (they should not): say what was read. */
             snprintf(detail, size, "hyper = [%g, %g] failed the device's check of lr and step",
                      (double)rec[2], (double)rec[3]);

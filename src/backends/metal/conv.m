@@ -14,26 +14,29 @@
 #import "metal.h"
 
 static MPSGraphConvolution2DOpDescriptor *conv_desc(const nm_conv_geom *g) {
-    return [MPSGraphConvolution2DOpDescriptor descriptorWithStrideInX:(NSUInteger)g->sw
-                                                            strideInY:(NSUInteger)g->sh
-                                                      dilationRateInX:(NSUInteger)g->dw
-                                                      dilationRateInY:(NSUInteger)g->dh
-                                                               groups:(NSUInteger)g->groups
-                                                          paddingLeft:(NSUInteger)g->pw
-                                                         paddingRight:(NSUInteger)g->pw
-                                                           paddingTop:(NSUInteger)g->ph
-                                                        paddingBottom:(NSUInteger)g->ph
-                                                         paddingStyle:MPSGraphPaddingStyleExplicit
-                                                           dataLayout:MPSGraphTensorNamedDataLayoutNCHW
-                                                        weightsLayout:MPSGraphTensorNamedDataLayoutOIHW];
+    return [MPSGraphConvolution2DOpDescriptor
+        descriptorWithStrideInX:(NSUInteger)g->sw
+                      strideInY:(NSUInteger)g->sh
+                dilationRateInX:(NSUInteger)g->dw
+                dilationRateInY:(NSUInteger)g->dh
+                         groups:(NSUInteger)g->groups
+                    paddingLeft:(NSUInteger)g->pw
+                   paddingRight:(NSUInteger)g->pw
+                     paddingTop:(NSUInteger)g->ph
+                  paddingBottom:(NSUInteger)g->ph
+                   paddingStyle:MPSGraphPaddingStyleExplicit
+                     dataLayout:MPSGraphTensorNamedDataLayoutNCHW
+                  weightsLayout:MPSGraphTensorNamedDataLayoutOIHW];
 }
 
 static NSString *geom_key(const char *what, const nm_conv_geom *g) {
-    return [NSString stringWithFormat:@"%s:%lld,%lld,%lld,%lld:%lld,%lld,%lld:%lld,%lld,%lld,%lld,%lld,%lld,%lld,%lld,%lld",
-                     what, (long long)g->n, (long long)g->c, (long long)g->h, (long long)g->w,
-                     (long long)g->k, (long long)g->p, (long long)g->q, (long long)g->kh,
-                     (long long)g->kw, (long long)g->sh, (long long)g->sw, (long long)g->ph,
-                     (long long)g->pw, (long long)g->dh, (long long)g->dw, (long long)g->groups];
+    return [NSString
+        stringWithFormat:
+            @"%s:%lld,%lld,%lld,%lld:%lld,%lld,%lld:%lld,%lld,%lld,%lld,%lld,%lld,%lld,%lld,%lld",
+            what, (long long)g->n, (long long)g->c, (long long)g->h, (long long)g->w,
+            (long long)g->k, (long long)g->p, (long long)g->q, (long long)g->kh, (long long)g->kw,
+            (long long)g->sh, (long long)g->sw, (long long)g->ph, (long long)g->pw,
+            (long long)g->dh, (long long)g->dw, (long long)g->groups];
 }
 
 /* z = conv(x, w) (+ b) */
@@ -44,7 +47,9 @@ static MPSGraphTensor *conv_z(MPSGraph *gr, const nm_conv_geom *g, MPSGraphTenso
     MPSGraphTensor *z = [gr convolution2DWithSourceTensor:x weightsTensor:w descriptor:d name:nil];
     if (b)
         z = [gr additionWithPrimaryTensor:z
-                          secondaryTensor:[gr reshapeTensor:b withShape:METAL_SHAPE(1, g->k, 1, 1) name:nil]
+                          secondaryTensor:[gr reshapeTensor:b
+                                                  withShape:METAL_SHAPE(1, g->k, 1, 1)
+                                                       name:nil]
                                      name:nil];
     return z;
 }
@@ -56,16 +61,19 @@ neat_status metal_conv2d_forward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op)
     if (g.n * g.k * g.p * g.q == 0) return NEAT_OK;
     int bias = a->b != NULL;
     neat_activation act = a->act;
-    NSString *key = [NSString stringWithFormat:@"%@:%d:%s", geom_key("conv", gp), bias, metal_act_name(act)];
+    NSString *key =
+        [NSString stringWithFormat:@"%@:%d:%s", geom_key("conv", gp), bias, metal_act_name(act)];
     NMGraph *gr = metal_cached(dev, op, key, "the conv2d forward graph", ^id {
-        MPSGraph *m = [MPSGraph new];
-        MPSShape *sx = METAL_SHAPE(g.n, g.c, g.h, g.w), *sw = METAL_SHAPE(g.k, g.c / g.groups, g.kh, g.kw),
-                 *sb = METAL_SHAPE(g.k), *sy = METAL_SHAPE(g.n, g.k, g.p, g.q);
-        MPSGraphTensor *x = metal_input(m, sx), *w = metal_input(m, sw), *b = bias ? metal_input(m, sb) : nil;
-        MPSGraphTensor *z = conv_z(m, &g, x, w, b);
-        if (!z) return nil;
-        return metal_graph(m, bias ? @[ x, w, b ] : @[ x, w ], bias ? @[ sx, sw, sb ] : @[ sx, sw ],
-                           @[ metal_act(m, act, z) ], @[ sy ]);
+      MPSGraph *m = [MPSGraph new];
+      MPSShape *sx = METAL_SHAPE(g.n, g.c, g.h, g.w),
+               *sw = METAL_SHAPE(g.k, g.c / g.groups, g.kh, g.kw), *sb = METAL_SHAPE(g.k),
+               *sy = METAL_SHAPE(g.n, g.k, g.p, g.q);
+      MPSGraphTensor *x = metal_input(m, sx), *w = metal_input(m, sw),
+                     *b = bias ? metal_input(m, sb) : nil;
+      MPSGraphTensor *z = conv_z(m, &g, x, w, b);
+      if (!z) return nil;
+      return metal_graph(m, bias ? @[ x, w, b ] : @[ x, w ], bias ? @[ sx, sw, sb ] : @[ sx, sw ],
+                         @[ metal_act(m, act, z) ], @[ sy ]);
     });
     if (!gr) return NEAT_ERR_BACKEND_ERROR;
     void *in[] = {a->x->data, a->w->data, bias ? a->b->data : NULL}, *out[] = {a->y->data};
@@ -90,47 +98,62 @@ neat_status metal_conv2d_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op
     if (!want_dx && !want_dw && !want_db) return NEAT_OK;
     int gelu = act == NEAT_ACT_GELU, bias = gelu && a->b;
     int need_x = want_dw || gelu, need_w = want_dx || gelu, need_y = act != NEAT_ACT_NONE && !gelu;
-    NSString *key = [NSString stringWithFormat:@"%@:%s:%d%d%d:%d:%d", geom_key("conv_bwd", &a->g),
-                              metal_act_name(act), want_dx, want_dw, want_db, bias, acc];
+    NSString *key =
+        [NSString stringWithFormat:@"%@:%s:%d%d%d:%d:%d", geom_key("conv_bwd", &a->g),
+                                   metal_act_name(act), want_dx, want_dw, want_db, bias, acc];
     NMGraph *gr = metal_cached(dev, op, key, "the conv2d backward graph", ^id {
-        MPSGraph *m = [MPSGraph new];
-        MPSShape *sx = METAL_SHAPE(g.n, g.c, g.h, g.w), *sw = METAL_SHAPE(g.k, g.c / g.groups, g.kh, g.kw),
-                 *sb = METAL_SHAPE(g.k), *sy = METAL_SHAPE(g.n, g.k, g.p, g.q);
-        NSMutableArray *ins = [NSMutableArray array], *ishapes = [NSMutableArray array];
-        NSMutableArray *outs = [NSMutableArray array], *oshapes = [NSMutableArray array];
-        MPSGraphTensor *x = nil, *w = nil, *y = nil, *z = nil, *dy, *b = nil;
-#define INPUT(var, shape) do { var = metal_input(m, shape); [ins addObject:var]; [ishapes addObject:shape]; } while (0)
-        if (need_x) INPUT(x, sx);
-        if (need_w) INPUT(w, sw);
-        if (need_y) INPUT(y, sy);
-        INPUT(dy, sy);
-        if (bias) INPUT(b, sb);
-        if (gelu && !(z = conv_z(m, &g, x, w, b))) return nil;
-        MPSGraphTensor *dz = metal_act_grad(m, act, z, y, dy);
-        MPSGraphConvolution2DOpDescriptor *d = conv_desc(&g);
-        if (!d) return nil;
-        MPSGraphTensor *r[3] = {nil, nil, nil};
-        MPSShape *rs[3] = {sx, sw, sb};
-        if (want_dx)
-            r[0] = [m convolution2DDataGradientWithIncomingGradientTensor:dz weightsTensor:w outputShape:sx
-                                             forwardConvolutionDescriptor:d name:nil];
-        if (want_dw)
-            r[1] = [m convolution2DWeightsGradientWithIncomingGradientTensor:dz sourceTensor:x outputShape:sw
-                                                forwardConvolutionDescriptor:d name:nil];
-        if (want_db)
-            r[2] = [m reshapeTensor:[m reductionSumWithTensor:dz axes:@[ @0, @2, @3 ] name:nil] withShape:sb name:nil];
-        for (int i = 0; i < 3; i++) {
-            if (!r[i]) continue;
-            if (acc) {
-                MPSGraphTensor *old;
-                INPUT(old, rs[i]);
-                r[i] = [m additionWithPrimaryTensor:old secondaryTensor:r[i] name:nil];
-            }
-            [outs addObject:r[i]];
-            [oshapes addObject:rs[i]];
-        }
+      MPSGraph *m = [MPSGraph new];
+      MPSShape *sx = METAL_SHAPE(g.n, g.c, g.h, g.w),
+               *sw = METAL_SHAPE(g.k, g.c / g.groups, g.kh, g.kw), *sb = METAL_SHAPE(g.k),
+               *sy = METAL_SHAPE(g.n, g.k, g.p, g.q);
+      NSMutableArray *ins = [NSMutableArray array], *ishapes = [NSMutableArray array];
+      NSMutableArray *outs = [NSMutableArray array], *oshapes = [NSMutableArray array];
+      MPSGraphTensor *x = nil, *w = nil, *y = nil, *z = nil, *dy, *b = nil;
+#define INPUT(var, shape)                                                                          \
+    do {                                                                                           \
+        var = metal_input(m, shape);                                                               \
+        [ins addObject:var];                                                                       \
+        [ishapes addObject:shape];                                                                 \
+    } while (0)
+      if (need_x) INPUT(x, sx);
+      if (need_w) INPUT(w, sw);
+      if (need_y) INPUT(y, sy);
+      INPUT(dy, sy);
+      if (bias) INPUT(b, sb);
+      if (gelu && !(z = conv_z(m, &g, x, w, b))) return nil;
+      MPSGraphTensor *dz = metal_act_grad(m, act, z, y, dy);
+      MPSGraphConvolution2DOpDescriptor *d = conv_desc(&g);
+      if (!d) return nil;
+      MPSGraphTensor *r[3] = {nil, nil, nil};
+      MPSShape *rs[3] = {sx, sw, sb};
+      if (want_dx)
+          r[0] = [m convolution2DDataGradientWithIncomingGradientTensor:dz
+                                                          weightsTensor:w
+                                                            outputShape:sx
+                                           forwardConvolutionDescriptor:d
+                                                                   name:nil];
+      if (want_dw)
+          r[1] = [m convolution2DWeightsGradientWithIncomingGradientTensor:dz
+                                                              sourceTensor:x
+                                                               outputShape:sw
+                                              forwardConvolutionDescriptor:d
+                                                                      name:nil];
+      if (want_db)
+          r[2] = [m reshapeTensor:[m reductionSumWithTensor:dz axes:@[ @0, @2, @3 ] name:nil]
+                        withShape:sb
+                             name:nil];
+      for (int i = 0; i < 3; i++) {
+          if (!r[i]) continue;
+          if (acc) {
+              MPSGraphTensor *old;
+              INPUT(old, rs[i]);
+              r[i] = [m additionWithPrimaryTensor:old secondaryTensor:r[i] name:nil];
+          }
+          [outs addObject:r[i]];
+          [oshapes addObject:rs[i]];
+      }
 #undef INPUT
-        return metal_graph(m, ins, ishapes, outs, oshapes);
+      return metal_graph(m, ins, ishapes, outs, oshapes);
     });
     if (!gr) return NEAT_ERR_BACKEND_ERROR;
     void *inputs[8], *outputs[3];

@@ -26,13 +26,16 @@ neat_status metal_stage_host_copies(nm_device *dev, nm_cmdbuf *cb,
         if (op->kind != NM_OP_COPY_FROM_HOST || op->u.copy_from_host.t->numel == 0) continue;
         size_t bytes = (size_t)op->u.copy_from_host.t->numel * sizeof(float);
         id<MTLBuffer> b = bytes <= d.device.maxBufferLength
-                              ? [d.device newBufferWithBytes:op->u.copy_from_host.src length:bytes
+                              ? [d.device newBufferWithBytes:op->u.copy_from_host.src
+                                                      length:bytes
                                                      options:MTLResourceStorageModeShared]
                               : nil;
         if (!b)
-            return nm_error(NEAT_ERR_OUT_OF_MEMORY, "neat_cmdbuf_commit: -[MTLDevice newBufferWithBytes:"
-                            "length:options:] of %zu bytes returned nil staging op %lld (neat_copy_from_host)",
-                            bytes, (long long)i);
+            return nm_error(
+                NEAT_ERR_OUT_OF_MEMORY,
+                "neat_cmdbuf_commit: -[MTLDevice newBufferWithBytes:"
+                "length:options:] of %zu bytes returned nil staging op %lld (neat_copy_from_host)",
+                bytes, (long long)i);
         if (!staged) staged = [NSMutableDictionary dictionary];
         staged[@(i)] = b;
     }
@@ -46,7 +49,8 @@ neat_status metal_copy_from_host(nm_device *dev, nm_cmdbuf *cb, const nm_op *op)
     NMMetalDevice *d = metal_dev(dev);
     id<MTLBuffer> src = d.fromHost[@(op - cb->ops)], dst = metal_buffer(dev, t->data);
     if (!src || !dst)
-        return nm_error(NEAT_ERR_INTERNAL, "%s: the staged source or the tensor has no MTLBuffer", op->fn);
+        return nm_error(NEAT_ERR_INTERNAL, "%s: the staged source or the tensor has no MTLBuffer",
+                        op->fn);
     return metal_blit_buffers(dev, op, dst, src, (size_t)t->numel * sizeof(float));
 }
 
@@ -56,12 +60,16 @@ neat_status metal_copy_to_host(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
     NMMetalDevice *d = metal_dev(dev);
     size_t bytes = (size_t)t->numel * sizeof(float);
     id<MTLBuffer> src = metal_buffer(dev, t->data);
-    id<MTLBuffer> staging = [d.device newBufferWithLength:bytes options:MTLResourceStorageModeShared];
+    id<MTLBuffer> staging = [d.device newBufferWithLength:bytes
+                                                  options:MTLResourceStorageModeShared];
     if (!src)
-        return nm_error(NEAT_ERR_INTERNAL, "%s: the tensor is not in an MTLBuffer of the device", op->fn);
+        return nm_error(NEAT_ERR_INTERNAL, "%s: the tensor is not in an MTLBuffer of the device",
+                        op->fn);
     if (!staging)
-        return nm_error(NEAT_ERR_OUT_OF_MEMORY, "%s: -[MTLDevice newBufferWithLength:options:] of %zu "
-                        "bytes (the staging buffer) returned nil", op->fn, bytes);
+        return nm_error(NEAT_ERR_OUT_OF_MEMORY,
+                        "%s: -[MTLDevice newBufferWithLength:options:] of %zu "
+                        "bytes (the staging buffer) returned nil",
+                        op->fn, bytes);
     neat_status st = metal_blit_buffers(dev, op, staging, src, bytes);
     if (st) return st;
     NMHostCopy *copy = [NMHostCopy new];

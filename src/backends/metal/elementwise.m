@@ -15,13 +15,14 @@ neat_status metal_add(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
     int64_t rows = a->rows, cols = a->cols;
     int bc = a->broadcast != 0;
     if (rows * cols == 0) return NEAT_OK;
-    NSString *key = [NSString stringWithFormat:@"add:%lld:%lld:%d", (long long)rows, (long long)cols, bc];
+    NSString *key =
+        [NSString stringWithFormat:@"add:%lld:%lld:%d", (long long)rows, (long long)cols, bc];
     NMGraph *g = metal_cached(dev, op, key, "the add graph", ^id {
-        MPSGraph *m = [MPSGraph new];
-        MPSShape *sa = METAL_SHAPE(rows, cols), *sb = bc ? METAL_SHAPE(1, cols) : sa;
-        MPSGraphTensor *x = metal_input(m, sa), *y = metal_input(m, sb);
-        return metal_graph(m, @[ x, y ], @[ sa, sb ],
-                           @[ [m additionWithPrimaryTensor:x secondaryTensor:y name:nil] ], @[ sa ]);
+      MPSGraph *m = [MPSGraph new];
+      MPSShape *sa = METAL_SHAPE(rows, cols), *sb = bc ? METAL_SHAPE(1, cols) : sa;
+      MPSGraphTensor *x = metal_input(m, sa), *y = metal_input(m, sb);
+      return metal_graph(m, @[ x, y ], @[ sa, sb ],
+                         @[ [m additionWithPrimaryTensor:x secondaryTensor:y name:nil] ], @[ sa ]);
     });
     if (!g) return NEAT_ERR_BACKEND_ERROR;
     void *in[] = {a->a->data, a->b->data}, *out[] = {a->out->data};
@@ -43,10 +44,10 @@ neat_status metal_fill(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
     if (bits == 0) return metal_zero(dev, op, a->t->data, (size_t)n * sizeof(float));
     NSString *key = [NSString stringWithFormat:@"fill:%lld:%08x", (long long)n, bits];
     NMGraph *g = metal_cached(dev, op, key, "the fill graph", ^id {
-        MPSGraph *m = [MPSGraph new];
-        MPSShape *s = METAL_SHAPE(n);
-        MPSGraphTensor *c = [m constantWithScalar:value shape:s dataType:MPSDataTypeFloat32];
-        return metal_graph(m, @[], @[], @[ [m identityWithTensor:c name:nil] ], @[ s ]);
+      MPSGraph *m = [MPSGraph new];
+      MPSShape *s = METAL_SHAPE(n);
+      MPSGraphTensor *c = [m constantWithScalar:value shape:s dataType:MPSDataTypeFloat32];
+      return metal_graph(m, @[], @[], @[ [m identityWithTensor:c name:nil] ], @[ s ]);
     });
     if (!g) return NEAT_ERR_BACKEND_ERROR;
     void *out[] = {a->t->data};
@@ -58,13 +59,14 @@ neat_status metal_activation_forward(nm_device *dev, nm_cmdbuf *cb, const nm_op 
     int64_t n = a->x->numel;
     neat_activation act = a->act;
     if (n == 0) return NEAT_OK;
-    if (act == NEAT_ACT_NONE) return metal_copy(dev, op, a->out->data, a->x->data, (size_t)n * sizeof(float));
+    if (act == NEAT_ACT_NONE)
+        return metal_copy(dev, op, a->out->data, a->x->data, (size_t)n * sizeof(float));
     NSString *key = [NSString stringWithFormat:@"act:%lld:%s", (long long)n, metal_act_name(act)];
     NMGraph *g = metal_cached(dev, op, key, "the activation graph", ^id {
-        MPSGraph *m = [MPSGraph new];
-        MPSShape *s = METAL_SHAPE(n);
-        MPSGraphTensor *x = metal_input(m, s);
-        return metal_graph(m, @[ x ], @[ s ], @[ metal_act(m, act, x) ], @[ s ]);
+      MPSGraph *m = [MPSGraph new];
+      MPSShape *s = METAL_SHAPE(n);
+      MPSGraphTensor *x = metal_input(m, s);
+      return metal_graph(m, @[ x ], @[ s ], @[ metal_act(m, act, x) ], @[ s ]);
     });
     if (!g) return NEAT_ERR_BACKEND_ERROR;
     void *in[] = {a->x->data}, *out[] = {a->out->data};
@@ -76,15 +78,17 @@ neat_status metal_activation_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op
     int64_t n = a->dy->numel;
     neat_activation act = a->act;
     if (n == 0) return NEAT_OK;
-    if (act == NEAT_ACT_NONE) return metal_copy(dev, op, a->out->data, a->dy->data, (size_t)n * sizeof(float));
+    if (act == NEAT_ACT_NONE)
+        return metal_copy(dev, op, a->out->data, a->dy->data, (size_t)n * sizeof(float));
     int gelu = act == NEAT_ACT_GELU;
-    NSString *key = [NSString stringWithFormat:@"act_bwd:%lld:%s", (long long)n, metal_act_name(act)];
+    NSString *key =
+        [NSString stringWithFormat:@"act_bwd:%lld:%s", (long long)n, metal_act_name(act)];
     NMGraph *g = metal_cached(dev, op, key, "the activation backward graph", ^id {
-        MPSGraph *m = [MPSGraph new];
-        MPSShape *s = METAL_SHAPE(n);
-        MPSGraphTensor *xy = metal_input(m, s), *dy = metal_input(m, s); /* x for gelu, else y */
-        MPSGraphTensor *dx = metal_act_grad(m, act, gelu ? xy : nil, gelu ? nil : xy, dy);
-        return metal_graph(m, @[ xy, dy ], @[ s, s ], @[ dx ], @[ s ]);
+      MPSGraph *m = [MPSGraph new];
+      MPSShape *s = METAL_SHAPE(n);
+      MPSGraphTensor *xy = metal_input(m, s), *dy = metal_input(m, s); /* x for gelu, else y */
+      MPSGraphTensor *dx = metal_act_grad(m, act, gelu ? xy : nil, gelu ? nil : xy, dy);
+      return metal_graph(m, @[ xy, dy ], @[ s, s ], @[ dx ], @[ s ]);
     });
     if (!g) return NEAT_ERR_BACKEND_ERROR;
     void *in[] = {gelu ? a->x->data : a->y->data, a->dy->data}, *out[] = {a->out->data};

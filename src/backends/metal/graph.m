@@ -84,25 +84,30 @@ static neat_status tensor_data(nm_device *dev, const nm_op *op, const void *data
     if (!b)
         return nm_error(NEAT_ERR_INTERNAL, "%s: %s %d is not in an MTLBuffer of the device", op->fn,
                         role, i);
-    MPSGraphTensorData *td = [[MPSGraphTensorData alloc] initWithMTLBuffer:b shape:shape
+    MPSGraphTensorData *td = [[MPSGraphTensorData alloc] initWithMTLBuffer:b
+                                                                     shape:shape
                                                                   dataType:MPSDataTypeFloat32];
     if (!td)
         return nm_error(NEAT_ERR_BACKEND_ERROR,
                         "%s: -[MPSGraphTensorData initWithMTLBuffer:shape:dataType:] returned nil "
-                        "for %s %d", op->fn, role, i);
+                        "for %s %d",
+                        op->fn, role, i);
     *out = td;
     return NEAT_OK;
 }
 
-neat_status metal_run(nm_device *dev, nm_cmdbuf *cb, const nm_op *op, NMGraph *g,
-                      void *const *in, void *const *out) {
+neat_status metal_run(nm_device *dev, nm_cmdbuf *cb, const nm_op *op, NMGraph *g, void *const *in,
+                      void *const *out) {
     NMMetalDevice *d = metal_dev(dev);
-    NSMutableDictionary<MPSGraphTensor *, MPSGraphTensorData *> *feeds = [NSMutableDictionary dictionary];
-    NSMutableDictionary<MPSGraphTensor *, MPSGraphTensorData *> *results = [NSMutableDictionary dictionary];
+    NSMutableDictionary<MPSGraphTensor *, MPSGraphTensorData *> *feeds =
+        [NSMutableDictionary dictionary];
+    NSMutableDictionary<MPSGraphTensor *, MPSGraphTensorData *> *results =
+        [NSMutableDictionary dictionary];
     NSUInteger nin = g.inputs.count, nout = g.outputs.count;
     void *via[METAL_SLOTS] = {0};
     if (nout >= METAL_SLOTS)
-        return nm_error(NEAT_ERR_INTERNAL, "%s: a graph of %lu outputs", op->fn, (unsigned long)nout);
+        return nm_error(NEAT_ERR_INTERNAL, "%s: a graph of %lu outputs", op->fn,
+                        (unsigned long)nout);
     for (NSUInteger i = 0; i < nin; i++) {
         MPSGraphTensorData *td;
         neat_status st = tensor_data(dev, op, in[i], g.inputShapes[i], "input", (int)i, &td);
@@ -125,8 +130,11 @@ neat_status metal_run(nm_device *dev, nm_cmdbuf *cb, const nm_op *op, NMGraph *g
         results[g.outputs[o]] = td;
     }
     @try {
-        [g.graph encodeToCommandBuffer:d.mcb feeds:feeds targetOperations:nil
-                     resultsDictionary:results executionDescriptor:nil];
+        [g.graph encodeToCommandBuffer:d.mcb
+                                 feeds:feeds
+                      targetOperations:nil
+                     resultsDictionary:results
+                   executionDescriptor:nil];
     } @catch (NSException *e) {
         return nm_error(NEAT_ERR_BACKEND_ERROR,
                         "%s: -[MPSGraph encodeToCommandBuffer:feeds:targetOperations:"
@@ -145,8 +153,8 @@ neat_status metal_blit_buffers(nm_device *dev, const nm_op *op, id<MTLBuffer> ds
                                id<MTLBuffer> src, size_t bytes) {
     id<MTLBlitCommandEncoder> enc = [metal_dev(dev).mcb blitCommandEncoder];
     if (!enc)
-        return nm_error(NEAT_ERR_BACKEND_ERROR, "%s: -[MTLCommandBuffer blitCommandEncoder] returned nil",
-                        op->fn);
+        return nm_error(NEAT_ERR_BACKEND_ERROR,
+                        "%s: -[MTLCommandBuffer blitCommandEncoder] returned nil", op->fn);
     if (src)
         [enc copyFromBuffer:src sourceOffset:0 toBuffer:dst destinationOffset:0 size:bytes];
     else
@@ -173,16 +181,17 @@ neat_status metal_zero(nm_device *dev, const nm_op *op, void *dst, size_t bytes)
 }
 
 neat_status metal_scale_into(nm_device *dev, nm_cmdbuf *cb, const nm_op *op, const float *src,
-                        float *dst, int64_t n, float alpha) {
+                             float *dst, int64_t n, float alpha) {
     if (n == 0) return NEAT_OK;
     NSString *key = [NSString stringWithFormat:@"scale:%lld:%a", (long long)n, (double)alpha];
     NMGraph *g = metal_cached(dev, op, key, "the scale graph", ^id {
-        MPSGraph *gr = [MPSGraph new];
-        MPSShape *s = METAL_SHAPE(n);
-        MPSGraphTensor *x = metal_input(gr, s);
-        MPSGraphTensor *y = [gr multiplicationWithPrimaryTensor:x secondaryTensor:metal_const(gr, alpha)
-                                                           name:nil];
-        return metal_graph(gr, @[ x ], @[ s ], @[ y ], @[ s ]);
+      MPSGraph *gr = [MPSGraph new];
+      MPSShape *s = METAL_SHAPE(n);
+      MPSGraphTensor *x = metal_input(gr, s);
+      MPSGraphTensor *y = [gr multiplicationWithPrimaryTensor:x
+                                              secondaryTensor:metal_const(gr, alpha)
+                                                         name:nil];
+      return metal_graph(gr, @[ x ], @[ s ], @[ y ], @[ s ]);
     });
     if (!g) return NEAT_ERR_BACKEND_ERROR;
     void *in[] = {(void *)src}, *out[] = {dst};
@@ -231,32 +240,35 @@ static MPSGraphTensor *sigmoid(MPSGraph *g, MPSGraphTensor *v) {
 /* 2u = 2 sqrt(2/pi) (x + 0.044715 x^3); gelu(x) = x sigmoid(2u) = 0.5 x (1 + tanh u) */
 static MPSGraphTensor *gelu_two_u(MPSGraph *g, MPSGraphTensor *x) {
     MPSGraphTensor *x3 = [g multiplicationWithPrimaryTensor:[g squareWithTensor:x name:nil]
-                                            secondaryTensor:x name:nil];
-    MPSGraphTensor *inner = [g additionWithPrimaryTensor:x
-                                         secondaryTensor:[g multiplicationWithPrimaryTensor:x3
-                                                                            secondaryTensor:metal_const(g, 0.044715)
-                                                                                       name:nil]
-                                                    name:nil];
-    return [g multiplicationWithPrimaryTensor:inner secondaryTensor:metal_const(g, 2.0 * sqrt(2.0 / M_PI))
+                                            secondaryTensor:x
+                                                       name:nil];
+    MPSGraphTensor *inner =
+        [g additionWithPrimaryTensor:x
+                     secondaryTensor:[g multiplicationWithPrimaryTensor:x3
+                                                        secondaryTensor:metal_const(g, 0.044715)
+                                                                   name:nil]
+                                name:nil];
+    return [g multiplicationWithPrimaryTensor:inner
+                              secondaryTensor:metal_const(g, 2.0 * sqrt(2.0 / M_PI))
                                          name:nil];
 }
 
 MPSGraphTensor *metal_act(MPSGraph *g, neat_activation act, MPSGraphTensor *x) {
     switch (act) {
-    case NEAT_ACT_NONE:
-        return x;
+    case NEAT_ACT_NONE: return x;
     case NEAT_ACT_RELU: /* x < 0 ? 0 : x  (a NaN stays NaN, -0 stays -0, as the CPU's) */
-        return [g selectWithPredicateTensor:[g lessThanWithPrimaryTensor:x secondaryTensor:metal_const(g, 0.0)
+        return [g selectWithPredicateTensor:[g lessThanWithPrimaryTensor:x
+                                                         secondaryTensor:metal_const(g, 0.0)
                                                                     name:nil]
                         truePredicateTensor:metal_const(g, 0.0)
                        falsePredicateTensor:x
                                        name:nil];
-    case NEAT_ACT_SIGMOID:
-        return sigmoid(g, x);
-    case NEAT_ACT_TANH:
-        return [g tanhWithTensor:x name:nil];
+    case NEAT_ACT_SIGMOID: return sigmoid(g, x);
+    case NEAT_ACT_TANH: return [g tanhWithTensor:x name:nil];
     case NEAT_ACT_GELU:
-        return [g multiplicationWithPrimaryTensor:x secondaryTensor:sigmoid(g, gelu_two_u(g, x)) name:nil];
+        return [g multiplicationWithPrimaryTensor:x
+                                  secondaryTensor:sigmoid(g, gelu_two_u(g, x))
+                                             name:nil];
     }
     return nil;
 }
@@ -265,48 +277,61 @@ MPSGraphTensor *metal_act_grad(MPSGraph *g, neat_activation act, MPSGraphTensor 
                                MPSGraphTensor *y, MPSGraphTensor *dy) {
     MPSGraphTensor *one = metal_const(g, 1.0);
     switch (act) {
-    case NEAT_ACT_NONE:
-        return dy;
+    case NEAT_ACT_NONE: return dy;
     case NEAT_ACT_RELU: /* y > 0 ? dy : 0 */
-        return [g selectWithPredicateTensor:[g greaterThanWithPrimaryTensor:y secondaryTensor:metal_const(g, 0.0)
+        return [g selectWithPredicateTensor:[g greaterThanWithPrimaryTensor:y
+                                                            secondaryTensor:metal_const(g, 0.0)
                                                                        name:nil]
                         truePredicateTensor:dy
                        falsePredicateTensor:metal_const(g, 0.0)
                                        name:nil];
     case NEAT_ACT_SIGMOID: /* dy y (1 - y) */
         return [g multiplicationWithPrimaryTensor:dy
-                                  secondaryTensor:[g multiplicationWithPrimaryTensor:y
-                                                                     secondaryTensor:[g subtractionWithPrimaryTensor:one
-                                                                                                     secondaryTensor:y
-                                                                                                                name:nil]
-                                                                                name:nil]
+                                  secondaryTensor:
+                                      [g multiplicationWithPrimaryTensor:y
+                                                         secondaryTensor:
+                                                             [g subtractionWithPrimaryTensor:one
+                                                                             secondaryTensor:y
+                                                                                        name:nil]
+                                                                    name:nil]
                                              name:nil];
     case NEAT_ACT_TANH: /* dy (1 - y^2) */
-        return [g multiplicationWithPrimaryTensor:dy
-                                  secondaryTensor:[g subtractionWithPrimaryTensor:one
-                                                                  secondaryTensor:[g squareWithTensor:y name:nil]
-                                                                             name:nil]
-                                             name:nil];
+        return [g
+            multiplicationWithPrimaryTensor:dy
+                            secondaryTensor:[g subtractionWithPrimaryTensor:one
+                                                            secondaryTensor:[g squareWithTensor:y
+                                                                                           name:nil]
+                                                                       name:nil]
+                                       name:nil];
     case NEAT_ACT_GELU: { /* s = sigmoid(2u): dy (s + x s (1 - s) 2 du/dx) */
         MPSGraphTensor *s = sigmoid(g, gelu_two_u(g, x));
-        MPSGraphTensor *one_minus_s = [g subtractionWithPrimaryTensor:one secondaryTensor:s name:nil];
+        MPSGraphTensor *one_minus_s = [g subtractionWithPrimaryTensor:one
+                                                      secondaryTensor:s
+                                                                 name:nil];
         MPSGraphTensor *x2 = [g squareWithTensor:x name:nil];
-        MPSGraphTensor *du = [g multiplicationWithPrimaryTensor:
-                                    [g additionWithPrimaryTensor:one
-                                                 secondaryTensor:[g multiplicationWithPrimaryTensor:x2
-                                                                                    secondaryTensor:metal_const(g, 3.0 * 0.044715)
-                                                                                               name:nil]
-                                                            name:nil]
-                                                secondaryTensor:metal_const(g, 2.0 * sqrt(2.0 / M_PI))
-                                                           name:nil];
-        MPSGraphTensor *t = [g multiplicationWithPrimaryTensor:
-                                   [g multiplicationWithPrimaryTensor:x secondaryTensor:s name:nil]
-                                               secondaryTensor:[g multiplicationWithPrimaryTensor:one_minus_s
-                                                                                  secondaryTensor:du
-                                                                                             name:nil]
-                                                          name:nil];
+        MPSGraphTensor *du = [g
+            multiplicationWithPrimaryTensor:
+                [g additionWithPrimaryTensor:one
+                             secondaryTensor:[g multiplicationWithPrimaryTensor:x2
+                                                                secondaryTensor:metal_const(
+                                                                                    g,
+                                                                                    3.0 * 0.044715)
+                                                                           name:nil]
+                                        name:nil]
+                            secondaryTensor:metal_const(g, 2.0 * sqrt(2.0 / M_PI))
+                                       name:nil];
+        MPSGraphTensor *t =
+            [g multiplicationWithPrimaryTensor:[g multiplicationWithPrimaryTensor:x
+                                                                  secondaryTensor:s
+                                                                             name:nil]
+                               secondaryTensor:[g multiplicationWithPrimaryTensor:one_minus_s
+                                                                  secondaryTensor:du
+                                                                             name:nil]
+                                          name:nil];
         return [g multiplicationWithPrimaryTensor:dy
-                                  secondaryTensor:[g additionWithPrimaryTensor:s secondaryTensor:t name:nil]
+                                  secondaryTensor:[g additionWithPrimaryTensor:s
+                                                               secondaryTensor:t
+                                                                          name:nil]
                                              name:nil];
     }
     }

@@ -31,75 +31,119 @@ static MPSGraphTensor *iota(MPSGraph *m, int64_t n, MPSShape *shape) {
 static void label_check(MPSGraph *m, MPSGraphTensor *l, int64_t rows, int64_t cols,
                         MPSGraphTensor **all_valid, MPSGraphTensor **bad_row,
                         MPSGraphTensor **bad_label, MPSGraphTensor **is_label) {
-    MPSGraphTensor *valid = [m logicalANDWithPrimaryTensor:
-                                   [m greaterThanOrEqualToWithPrimaryTensor:l secondaryTensor:metal_const(m, 0.0) name:nil]
-                                           secondaryTensor:[m lessThanOrEqualToWithPrimaryTensor:l
-                                                                                 secondaryTensor:metal_const(m, (double)(cols - 1))
-                                                                                            name:nil]
-                                                      name:nil];
+    MPSGraphTensor *valid = [m
+        logicalANDWithPrimaryTensor:[m greaterThanOrEqualToWithPrimaryTensor:l
+                                                             secondaryTensor:metal_const(m, 0.0)
+                                                                        name:nil]
+                    secondaryTensor:[m lessThanOrEqualToWithPrimaryTensor:l
+                                                          secondaryTensor:metal_const(
+                                                                              m, (double)(cols - 1))
+                                                                     name:nil]
+                               name:nil];
     valid = [m logicalANDWithPrimaryTensor:valid
-                           secondaryTensor:[m equalWithPrimaryTensor:[m floorWithTensor:l name:nil] secondaryTensor:l name:nil]
+                           secondaryTensor:[m equalWithPrimaryTensor:[m floorWithTensor:l name:nil]
+                                                     secondaryTensor:l
+                                                                name:nil]
                                       name:nil];
     MPSGraphTensor *row = iota(m, rows, METAL_SHAPE(rows));
-    *bad_row = [m reductionMinimumWithTensor:[m selectWithPredicateTensor:valid
-                                                      truePredicateTensor:metal_const(m, (double)rows)
-                                                     falsePredicateTensor:row name:nil]
-                                        axis:0 name:nil]; /* [1]; rows when none */
-    *all_valid = [m equalWithPrimaryTensor:*bad_row secondaryTensor:metal_const(m, (double)rows) name:nil];
-    *bad_label = [m reductionSumWithTensor:[m selectWithPredicateTensor:[m equalWithPrimaryTensor:row secondaryTensor:*bad_row name:nil]
-                                                    truePredicateTensor:l
-                                                   falsePredicateTensor:metal_const(m, 0.0) name:nil]
-                                      axis:0 name:nil];
+    *bad_row =
+        [m reductionMinimumWithTensor:[m selectWithPredicateTensor:valid
+                                               truePredicateTensor:metal_const(m, (double)rows)
+                                              falsePredicateTensor:row
+                                                              name:nil]
+                                 axis:0
+                                 name:nil]; /* [1]; rows when none */
+    *all_valid = [m equalWithPrimaryTensor:*bad_row
+                           secondaryTensor:metal_const(m, (double)rows)
+                                      name:nil];
+    *bad_label =
+        [m reductionSumWithTensor:[m selectWithPredicateTensor:[m equalWithPrimaryTensor:row
+                                                                         secondaryTensor:*bad_row
+                                                                                    name:nil]
+                                           truePredicateTensor:l
+                                          falsePredicateTensor:metal_const(m, 0.0)
+                                                          name:nil]
+                             axis:0
+                             name:nil];
     *is_label = cols == 0 ? nil
-                          : [m equalWithPrimaryTensor:[m reshapeTensor:l withShape:METAL_SHAPE(rows, 1) name:nil]
-                                      secondaryTensor:iota(m, cols, METAL_SHAPE(1, cols)) name:nil];
+                          : [m equalWithPrimaryTensor:[m reshapeTensor:l
+                                                             withShape:METAL_SHAPE(rows, 1)
+                                                                  name:nil]
+                                      secondaryTensor:iota(m, cols, METAL_SHAPE(1, cols))
+                                                 name:nil];
 }
 
 static neat_status run_xent(nm_device *dev, nm_cmdbuf *cb, const nm_op *op, int backward) {
     const nm_softmax_xent_args *a = &op->u.softmax_xent;
     int64_t rows = a->rows, cols = a->cols;
     if (rows == 0) return backward ? NEAT_OK : metal_zero(dev, op, a->out->data, sizeof(float));
-    NSString *key = [NSString stringWithFormat:@"xent%s:%lld:%lld", backward ? "_bwd" : "", (long long)rows,
-                              (long long)cols];
+    NSString *key = [NSString stringWithFormat:@"xent%s:%lld:%lld", backward ? "_bwd" : "",
+                                               (long long)rows, (long long)cols];
     NMGraph *g = metal_cached(dev, op, key, "the softmax cross-entropy graph", ^id {
-        MPSGraph *m = [MPSGraph new];
-        MPSShape *sx = METAL_SHAPE(rows, cols), *sl = METAL_SHAPE(rows), *so = backward ? sx : METAL_SHAPE(1);
-        MPSShape *sr = METAL_SHAPE(4);
-        MPSGraphTensor *l = metal_input(m, sl), *prior = metal_input(m, sr);
-        MPSGraphTensor *all_valid, *bad_row, *bad_label, *is_label, *ok;
-        label_check(m, l, rows, cols, &all_valid, &bad_row, &bad_label, &is_label);
-        MPSGraphTensor *record = metal_check_record(m, prior, all_valid, bad_row, bad_label, &ok);
-        if (cols == 0) /* no class: every label is bad, nothing to compute */
-            return metal_graph(m, @[ l, prior ], @[ sl, sr ], @[ record ], @[ sr ]);
-        MPSGraphTensor *x = metal_input(m, sx), *old = metal_input(m, so);
-        MPSGraphTensor *mx = [m reductionMaximumWithTensor:x axis:1 name:nil]; /* [N,1] */
-        MPSGraphTensor *e = [m exponentWithTensor:[m subtractionWithPrimaryTensor:x secondaryTensor:mx name:nil] name:nil];
-        MPSGraphTensor *s = [m reductionSumWithTensor:e axis:1 name:nil];
-        MPSGraphTensor *zero = metal_const(m, 0.0), *result;
-        if (!backward) {
-            MPSGraphTensor *xl = [m reductionSumWithTensor:[m selectWithPredicateTensor:is_label truePredicateTensor:x
-                                                                   falsePredicateTensor:zero name:nil]
-                                                      axis:1 name:nil];
-            MPSGraphTensor *row = [m subtractionWithPrimaryTensor:[m additionWithPrimaryTensor:mx
-                                                                               secondaryTensor:[m logarithmWithTensor:s name:nil]
+      MPSGraph *m = [MPSGraph new];
+      MPSShape *sx = METAL_SHAPE(rows, cols), *sl = METAL_SHAPE(rows),
+               *so = backward ? sx : METAL_SHAPE(1);
+      MPSShape *sr = METAL_SHAPE(4);
+      MPSGraphTensor *l = metal_input(m, sl), *prior = metal_input(m, sr);
+      MPSGraphTensor *all_valid, *bad_row, *bad_label, *is_label, *ok;
+      label_check(m, l, rows, cols, &all_valid, &bad_row, &bad_label, &is_label);
+      MPSGraphTensor *record = metal_check_record(m, prior, all_valid, bad_row, bad_label, &ok);
+      if (cols == 0) /* no class: every label is bad, nothing to compute */
+          return metal_graph(m, @[ l, prior ], @[ sl, sr ], @[ record ], @[ sr ]);
+      MPSGraphTensor *x = metal_input(m, sx), *old = metal_input(m, so);
+      MPSGraphTensor *mx = [m reductionMaximumWithTensor:x axis:1 name:nil]; /* [N,1] */
+      MPSGraphTensor *e = [m exponentWithTensor:[m subtractionWithPrimaryTensor:x
+                                                                secondaryTensor:mx
+                                                                           name:nil]
+                                           name:nil];
+      MPSGraphTensor *s = [m reductionSumWithTensor:e axis:1 name:nil];
+      MPSGraphTensor *zero = metal_const(m, 0.0), *result;
+      if (!backward) {
+          MPSGraphTensor *xl = [m reductionSumWithTensor:[m selectWithPredicateTensor:is_label
+                                                                  truePredicateTensor:x
+                                                                 falsePredicateTensor:zero
+                                                                                 name:nil]
+                                                    axis:1
+                                                    name:nil];
+          MPSGraphTensor *row = [m
+              subtractionWithPrimaryTensor:[m additionWithPrimaryTensor:mx
+                                                        secondaryTensor:[m logarithmWithTensor:s
                                                                                           name:nil]
-                                                  secondaryTensor:xl name:nil];
-            result = [m divisionWithPrimaryTensor:[m reshapeTensor:[m reductionSumWithTensor:row axes:nil name:nil]
-                                                         withShape:so name:nil]
-                                  secondaryTensor:metal_const(m, (double)rows) name:nil];
-        } else {
-            MPSGraphTensor *sn = [m multiplicationWithPrimaryTensor:s secondaryTensor:metal_const(m, (double)rows) name:nil];
-            MPSGraphTensor *other = [m reductionSumWithTensor:[m selectWithPredicateTensor:is_label truePredicateTensor:zero
-                                                                      falsePredicateTensor:e name:nil]
-                                                         axis:1 name:nil];
-            result = [m selectWithPredicateTensor:is_label
-                              truePredicateTensor:[m negativeWithTensor:[m divisionWithPrimaryTensor:other secondaryTensor:sn name:nil]
                                                                    name:nil]
-                             falsePredicateTensor:[m divisionWithPrimaryTensor:e secondaryTensor:sn name:nil]
-                                             name:nil];
-        }
-        result = [m selectWithPredicateTensor:ok truePredicateTensor:result falsePredicateTensor:old name:nil];
-        return metal_graph(m, @[ x, l, old, prior ], @[ sx, sl, so, sr ], @[ result, record ], @[ so, sr ]);
+                           secondaryTensor:xl
+                                      name:nil];
+          result = [m divisionWithPrimaryTensor:[m reshapeTensor:[m reductionSumWithTensor:row
+                                                                                      axes:nil
+                                                                                      name:nil]
+                                                       withShape:so
+                                                            name:nil]
+                                secondaryTensor:metal_const(m, (double)rows)
+                                           name:nil];
+      } else {
+          MPSGraphTensor *sn = [m multiplicationWithPrimaryTensor:s
+                                                  secondaryTensor:metal_const(m, (double)rows)
+                                                             name:nil];
+          MPSGraphTensor *other = [m reductionSumWithTensor:[m selectWithPredicateTensor:is_label
+                                                                     truePredicateTensor:zero
+                                                                    falsePredicateTensor:e
+                                                                                    name:nil]
+                                                       axis:1
+                                                       name:nil];
+          result = [m
+              selectWithPredicateTensor:is_label
+                    truePredicateTensor:[m negativeWithTensor:[m divisionWithPrimaryTensor:other
+                                                                           secondaryTensor:sn
+                                                                                      name:nil]
+                                                         name:nil]
+                   falsePredicateTensor:[m divisionWithPrimaryTensor:e secondaryTensor:sn name:nil]
+                                   name:nil];
+      }
+      result = [m selectWithPredicateTensor:ok
+                        truePredicateTensor:result
+                       falsePredicateTensor:old
+                                       name:nil];
+      return metal_graph(m, @[ x, l, old, prior ], @[ sx, sl, so, sr ], @[ result, record ],
+                         @[ so, sr ]);
     });
     if (!g) return NEAT_ERR_BACKEND_ERROR;
     void *prior, *record;
@@ -109,7 +153,8 @@ static neat_status run_xent(nm_device *dev, nm_cmdbuf *cb, const nm_op *op, int 
         void *in[] = {a->labels->data, prior}, *out[] = {record};
         return metal_run(dev, cb, op, g, in, out);
     }
-    void *in[] = {a->logits->data, a->labels->data, a->out->data, prior}, *out[] = {a->out->data, record};
+    void *in[] = {a->logits->data, a->labels->data, a->out->data, prior},
+         *out[] = {a->out->data, record};
     return metal_run(dev, cb, op, g, in, out);
 }
 

@@ -29,21 +29,23 @@ neat_status metal_matmul(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
     const nm_matmul_args *a = &op->u.matmul;
     int64_t mn = a->batch * a->m * a->n;
     if (mn == 0) return NEAT_OK;
-    if (a->k == 0 && a->beta == 0.0f) return metal_zero(dev, op, a->c->data, (size_t)mn * sizeof(float));
+    if (a->k == 0 && a->beta == 0.0f)
+        return metal_zero(dev, op, a->c->data, (size_t)mn * sizeof(float));
     if (a->k == 0) return metal_scale_into(dev, cb, op, a->c->data, a->c->data, mn, a->beta);
-    NSString *key = [NSString stringWithFormat:@"matmul:%lld:%lld:%lld:%d:%d:%a:%a", (long long)a->m,
-                              (long long)a->n, (long long)a->k, a->trans_a, a->trans_b,
-                              (double)a->alpha, (double)a->beta];
+    NSString *key =
+        [NSString stringWithFormat:@"matmul:%lld:%lld:%lld:%d:%d:%a:%a", (long long)a->m,
+                                   (long long)a->n, (long long)a->k, a->trans_a, a->trans_b,
+                                   (double)a->alpha, (double)a->beta];
     NMMetalDevice *d = metal_dev(dev);
     MPSMatrixMultiplication *mm = metal_cached(dev, op, key, "MPSMatrixMultiplication", ^id {
-        return [[MPSMatrixMultiplication alloc] initWithDevice:d.device
-                                                 transposeLeft:a->trans_a != 0
-                                                transposeRight:a->trans_b != 0
-                                                    resultRows:(NSUInteger)a->m
-                                                 resultColumns:(NSUInteger)a->n
-                                               interiorColumns:(NSUInteger)a->k
-                                                         alpha:a->alpha
-                                                          beta:a->beta];
+      return [[MPSMatrixMultiplication alloc] initWithDevice:d.device
+                                               transposeLeft:a->trans_a != 0
+                                              transposeRight:a->trans_b != 0
+                                                  resultRows:(NSUInteger)a->m
+                                               resultColumns:(NSUInteger)a->n
+                                             interiorColumns:(NSUInteger)a->k
+                                                       alpha:a->alpha
+                                                        beta:a->beta];
     });
     if (!mm) return NEAT_ERR_BACKEND_ERROR;
     if (a->beta == 0.0f) {
@@ -56,8 +58,10 @@ neat_status metal_matmul(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
                                : matrix(dev, a->b->data, a->k, a->n, a->batch);
     MPSMatrix *mc = matrix(dev, a->c->data, a->m, a->n, a->batch);
     if (!ma || !mb || !mc)
-        return nm_error(NEAT_ERR_BACKEND_ERROR, "%s: -[MPSMatrix initWithBuffer:descriptor:] failed "
-                        "(an operand is not in an MTLBuffer of the device)", op->fn);
+        return nm_error(NEAT_ERR_BACKEND_ERROR,
+                        "%s: -[MPSMatrix initWithBuffer:descriptor:] failed "
+                        "(an operand is not in an MTLBuffer of the device)",
+                        op->fn);
     mm.batchStart = 0;
     mm.batchSize = (NSUInteger)a->batch;
     [mm encodeToCommandBuffer:d.mcb leftMatrix:ma rightMatrix:mb resultMatrix:mc];

@@ -46,7 +46,7 @@
 @end
 
 @interface NMMetalDevice : NSObject {
-@public
+  @public
     pthread_mutex_t lock; /* guards done_seq (written under it, read atomically) and finished */
     pthread_cond_t cv;    /* broadcast when done_seq grows */
     uint64_t done_seq;    /* every submission up to it has completed (backend.h: completed) */
@@ -78,10 +78,10 @@
 @end
 
 @interface NMMetalCmdbuf : NSObject {
-@public
-    int64_t cur;       /* index of the op being encoded */
+  @public
+    int64_t cur; /* index of the op being encoded */
     int64_t nslots;
-    void **slot_ptr;   /* nops * METAL_SLOTS scratch blocks, NULL until first used */
+    void **slot_ptr; /* nops * METAL_SLOTS scratch blocks, NULL until first used */
     size_t *slot_bytes;
 }
 @end
@@ -89,9 +89,7 @@
 static inline NMMetalDevice *metal_dev(nm_device *dev) {
     return (__bridge NMMetalDevice *)dev->impl;
 }
-static inline NMMetalCmdbuf *metal_cb(nm_cmdbuf *cb) {
-    return (__bridge NMMetalCmdbuf *)cb->impl;
-}
+static inline NMMetalCmdbuf *metal_cb(nm_cmdbuf *cb) { return (__bridge NMMetalCmdbuf *)cb->impl; }
 
 /* ---- graph.m ------------------------------------------------------------------------- */
 
@@ -106,8 +104,8 @@ id metal_cached(nm_device *dev, const nm_op *op, NSString *key, const char *what
                 id (^build)(void));
 /* Encode graph g on the current command buffer: in[i] feeds g.inputs[i], out[i] receives
  * g.outputs[i]. An output that is also an input is computed into a slot and copied back. */
-neat_status metal_run(nm_device *dev, nm_cmdbuf *cb, const nm_op *op, NMGraph *g,
-                      void *const *in, void *const *out);
+neat_status metal_run(nm_device *dev, nm_cmdbuf *cb, const nm_op *op, NMGraph *g, void *const *in,
+                      void *const *out);
 /* Blit copy and blit zero on the current command buffer. */
 neat_status metal_copy(nm_device *dev, const nm_op *op, void *dst, const void *src, size_t bytes);
 neat_status metal_zero(nm_device *dev, const nm_op *op, void *dst, size_t bytes);
@@ -121,7 +119,8 @@ NMGraph *metal_graph(MPSGraph *g, NSArray<MPSGraphTensor *> *in, NSArray<MPSShap
 MPSGraphTensor *metal_input(MPSGraph *g, MPSShape *shape);
 MPSGraphTensor *metal_const(MPSGraph *g, double v);
 MPSShape *metal_shape(int n, const int64_t *dims);
-#define METAL_SHAPE(...) metal_shape((int)(sizeof((int64_t[]){__VA_ARGS__}) / sizeof(int64_t)), (int64_t[]){__VA_ARGS__})
+#define METAL_SHAPE(...)                                                                           \
+    metal_shape((int)(sizeof((int64_t[]){__VA_ARGS__}) / sizeof(int64_t)), (int64_t[]){__VA_ARGS__})
 /* act(x), and dy act'(.) from y (relu, sigmoid, tanh) or x (gelu), as neatml.h defines
  * them (relu keeps NaN: x < 0 ? 0 : x; gelu is the tanh form). */
 MPSGraphTensor *metal_act(MPSGraph *g, neat_activation act, MPSGraphTensor *x);

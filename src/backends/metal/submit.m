@@ -29,7 +29,7 @@
 
 /* One submission: its seq, its staged host sources and its GPU start time. */
 @interface NMSubmission : NSObject {
-@public
+  @public
     uint64_t seq;
     double gpu_start; /* GPUStartTime of its first command buffer, 0 until known */
 }
@@ -82,7 +82,9 @@ static int finish(NMMetalDevice *d, nm_cmdbuf *cb, NMSubmission *sub, id<MTLComm
     } else {
         for (NMHostCopy *c in toHost) memcpy(c.dst, c.staging.contents, c.bytes);
         neat_status st = NEAT_OK;
-        int64_t bad = seg->checked ? metal_check_failed(cb, seg->first, seg->encoded, &st, msg, sizeof msg) : -1;
+        int64_t bad = seg->checked
+                          ? metal_check_failed(cb, seg->first, seg->encoded, &st, msg, sizeof msg)
+                          : -1;
         if (bad >= 0) {
             nm_cmdbuf_fail(cb, bad, st, msg);
             stop = 1;
@@ -106,8 +108,8 @@ static neat_status encode_op(nm_device *dev, nm_cmdbuf *cb, int64_t i) {
     @try {
         return dev->be->op[op->kind](dev, cb, op);
     } @catch (NSException *e) {
-        return nm_error(NEAT_ERR_BACKEND_ERROR, "%s: encoding raised %s: %s", op->fn, e.name.UTF8String,
-                        e.reason ? e.reason.UTF8String : "");
+        return nm_error(NEAT_ERR_BACKEND_ERROR, "%s: encoding raised %s: %s", op->fn,
+                        e.name.UTF8String, e.reason ? e.reason.UTF8String : "");
     }
 }
 
@@ -148,7 +150,7 @@ static void run_submission(nm_device *dev, nm_cmdbuf *cb, NMSubmission *sub) {
             d.toHost = nil;
             if (last && !seg.checked) {
                 [root addCompletedHandler:^(id<MTLCommandBuffer> done) {
-                    finish(d, cb, sub, done, &seg, toHost, 1);
+                  finish(d, cb, sub, done, &seg, toHost, 1);
                 }];
                 [root commit];
             } else {
@@ -185,7 +187,7 @@ neat_status metal_submit(nm_device *dev, nm_cmdbuf *cb, uint64_t seq) {
         if (st) return st;
         sub.fromHost = staged;
         dispatch_async(d.encoder, ^{
-            run_submission(dev, cb, sub);
+          run_submission(dev, cb, sub);
         });
     }
     return NEAT_OK;
