@@ -149,30 +149,50 @@ NEAT_API neat_status neat_fill(neat_cmdbuf *cb, neat_tensor *t, float value) {
 }
 
 /* ---- linear and convolution -------------------------------------------------------------
- * y = act(x w^T + b): x [N,in], w [out,in], b [out] or NULL, y [N,out]; y aliases nothing.
- * nm_check_linear and nm_check_conv are shared with the backward ops. */
+ * y = act(x w^T + b) and y = act(conv2d(x, w) + b): the same arguments, resolved and
+ * checked alike (act, x, w, b or NULL, y; y aliases nothing); nm_check_linear and
+ * nm_check_conv, the shapes, are shared with the backward ops. */
+typedef struct layer_args {
+    nm_tensor *x, *w, *b, *y;
+} layer_args;
+
+static neat_status resolve_layer_args(const char *fn, nm_cmdbuf *buf, neat_activation act,
+                                      const neat_tensor *x, const neat_tensor *w,
+                                      const neat_tensor *b, neat_tensor *y, layer_args *a) {
+    TRY(nm_check_act(fn, act));
+    TRY(nm_arg(fn, "x", buf, x, 1, &a->x));
+    TRY(nm_arg(fn, "w", buf, w, 1, &a->w));
+    TRY(nm_arg(fn, "b", buf, b, 0, &a->b));
+    return nm_arg(fn, "y", buf, y, 1, &a->y);
+}
+
+static neat_status check_layer_output(const char *fn, const layer_args *a, int ndim,
+                                      const int64_t *dims, const char *layout) {
+    static const char *const in_names[] = {"x", "w", "b"};
+    TRY(nm_check_shape(fn, "y", a->y, ndim, dims, layout));
+    return nm_check_no_alias_all(fn, "y", a->y, 3, in_names, (nm_tensor *[]){a->x, a->w, a->b});
+}
+
 NEAT_API neat_status neat_linear_forward(neat_cmdbuf *cb, neat_activation act, const neat_tensor *x,
                                          const neat_tensor *w, const neat_tensor *b,
                                          neat_tensor *y) {
     static const char fn[] = "neat_linear_forward";
     nm_cmdbuf *buf;
-    nm_tensor *tx, *tw, *tb, *ty;
+    layer_args a;
     nm_linear_dims d;
     TRY(nm_begin(fn, cb, &buf));
-    TRY(nm_check_act(fn, act));
-    TRY(nm_arg(fn, "x", buf, x, 1, &tx));
-    TRY(nm_arg(fn, "w", buf, w, 1, &tw));
-    TRY(nm_arg(fn, "b", buf, b, 0, &tb));
-    TRY(nm_arg(fn, "y", buf, y, 1, &ty));
-    TRY(nm_check_linear(fn, tx, tw, tb, &d));
-    TRY(nm_check_shape(fn, "y", ty, 2, (int64_t[]){d.n, d.out}, "[N,out] of x and w"));
-    static const char *const in_names[] = {"x", "w", "b"};
-    TRY(nm_check_no_alias_all(fn, "y", ty, 3, in_names, (nm_tensor *[]){tx, tw, tb}));
-
-    nm_op op = {
-        .kind = NM_OP_LINEAR_FORWARD,
-        .u.linear_forward = {
-            .x = tx, .w = tw, .b = tb, .y = ty, .act = act, .n = d.n, .in = d.in, .out = d.out}};
+    TRY(resolve_layer_args(fn, buf, act, x, w, b, y, &a));
+    TRY(nm_check_linear(fn, a.x, a.w, a.b, &d));
+    TRY(check_layer_output(fn, &a, 2, (int64_t[]){d.n, d.out}, "[N,out] of x and w"));
+    nm_op op = {.kind = NM_OP_LINEAR_FORWARD,
+                .u.linear_forward = {.x = a.x,
+                                     .w = a.w,
+                                     .b = a.b,
+                                     .y = a.y,
+                                     .act = act,
+                                     .n = d.n,
+                                     .in = d.in,
+                                     .out = d.out}};
     return nm_record(fn, buf, &op);
 }
 
@@ -205,22 +225,15 @@ NEAT_API neat_status neat_conv2d_forward(neat_cmdbuf *cb, const neat_conv2d_desc
                                          neat_tensor *y) {
     static const char fn[] = "neat_conv2d_forward";
     nm_cmdbuf *buf;
-    nm_tensor *tx, *tw, *tb, *ty;
+    layer_args a;
     nm_conv_geom g;
     TRY(nm_begin(fn, cb, &buf));
-    TRY(nm_check_act(fn, act));
-    TRY(nm_arg(fn, "x", buf, x, 1, &tx));
-    TRY(nm_arg(fn, "w", buf, w, 1, &tw));
-    TRY(nm_arg(fn, "b", buf, b, 0, &tb));
-    TRY(nm_arg(fn, "y", buf, y, 1, &ty));
-    TRY(nm_check_conv(fn, desc, tx, tw, tb, &g));
-    TRY(nm_check_shape(fn, "y", ty, 4, (int64_t[]){g.n, g.k, g.p, g.q},
-                       "[N,K,P,Q] of x, w and desc"));
-    static const char *const in_names[] = {"x", "w", "b"};
-    TRY(nm_check_no_alias_all(fn, "y", ty, 3, in_names, (nm_tensor *[]){tx, tw, tb}));
-
+    TRY(resolve_layer_args(fn, buf, act, x, w, b, y, &a));
+    TRY(nm_check_conv(fn, desc, a.x, a.w, a.b, &g));
+    TRY(check_layer_output(fn, &a, 4, (int64_t[]){g.n, g.k, g.p, g.q},
+                           "[N,K,P,Q] of x, w and desc"));
     nm_op op = {.kind = NM_OP_CONV2D_FORWARD,
-                .u.conv2d_forward = {.x = tx, .w = tw, .b = tb, .y = ty, .act = act, .g = g}};
+                .u.conv2d_forward = {.x = a.x, .w = a.w, .b = a.b, .y = a.y, .act = act, .g = g}};
     return nm_record(fn, buf, &op);
 }
 

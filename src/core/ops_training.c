@@ -125,6 +125,13 @@ static neat_status check_grad_shapes(const char *fn, const grad_args *a, int ndi
     return check_grad_aliases(fn, ins, outs);
 }
 
+/* The fields both backward ops record from grad_args: b is kept only for gelu (which
+ * recomputes the pre-activation), y only for the activations that read it. */
+#define GRAD_FIELDS(a, act, accumulate)                                                            \
+    .x = (a).x, .w = (a).w, .b = (act) == NEAT_ACT_GELU ? (a).b : NULL,                            \
+    .y = act_reads_y(act) ? (a).y : NULL, .dy = (a).dy, .dx = (a).dx, .dw = (a).dw, .db = (a).db,  \
+    .act = (act), .accumulate = (accumulate) != 0
+
 /* From dy [N,out] of y = act(x w^T + b): dx [N,in], dw [out,in], db [out]. y [N,out] is
  * required for relu/sigmoid/tanh; gelu recomputes x w^T + b (b as given, NULL = none). */
 NEAT_API neat_status neat_linear_backward(neat_cmdbuf *cb, neat_activation act,
@@ -141,20 +148,9 @@ NEAT_API neat_status neat_linear_backward(neat_cmdbuf *cb, neat_activation act,
     TRY(nm_check_linear(fn, a.x, a.w, a.b, &d));
     TRY(check_grad_shapes(fn, &a, 2, (int64_t[]){d.n, d.out}, "[N,out] of x and w"));
 
-    nm_op op = {.kind = NM_OP_LINEAR_BACKWARD,
-                .u.linear_backward = {.x = a.x,
-                                      .w = a.w,
-                                      .b = act == NEAT_ACT_GELU ? a.b : NULL,
-                                      .y = act_reads_y(act) ? a.y : NULL,
-                                      .dy = a.dy,
-                                      .dx = a.dx,
-                                      .dw = a.dw,
-                                      .db = a.db,
-                                      .act = act,
-                                      .accumulate = accumulate != 0,
-                                      .n = d.n,
-                                      .in = d.in,
-                                      .out = d.out}};
+    nm_op op = {
+        .kind = NM_OP_LINEAR_BACKWARD,
+        .u.linear_backward = {GRAD_FIELDS(a, act, accumulate), .n = d.n, .in = d.in, .out = d.out}};
     return nm_record(fn, buf, &op);
 }
 
@@ -177,17 +173,7 @@ NEAT_API neat_status neat_conv2d_backward(neat_cmdbuf *cb, const neat_conv2d_des
                           "[N,K,P,Q] of x, w and desc"));
 
     nm_op op = {.kind = NM_OP_CONV2D_BACKWARD,
-                .u.conv2d_backward = {.x = a.x,
-                                      .w = a.w,
-                                      .b = act == NEAT_ACT_GELU ? a.b : NULL,
-                                      .y = act_reads_y(act) ? a.y : NULL,
-                                      .dy = a.dy,
-                                      .dx = a.dx,
-                                      .dw = a.dw,
-                                      .db = a.db,
-                                      .act = act,
-                                      .accumulate = accumulate != 0,
-                                      .g = g}};
+                .u.conv2d_backward = {GRAD_FIELDS(a, act, accumulate), .g = g}};
     return nm_record(fn, buf, &op);
 }
 
