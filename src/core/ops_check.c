@@ -124,17 +124,26 @@ static int64_t out_size(int64_t in, int64_t pad, int64_t extent, int64_t stride,
     return (padded - extent) / stride + 1;
 }
 
+/* The window fields both descriptors have: kernel and stride >= 1, padding >= 0. */
+static neat_status check_window(const char *fn, int64_t kh, int64_t kw, int64_t sh, int64_t sw,
+                                int64_t ph, int64_t pw) {
+    neat_status st;
+    if ((st = check_at_least(fn, "kernel_h", kh, 1)) ||
+        (st = check_at_least(fn, "kernel_w", kw, 1)) ||
+        (st = check_at_least(fn, "stride_h", sh, 1)) ||
+        (st = check_at_least(fn, "stride_w", sw, 1)) || (st = check_at_least(fn, "pad_h", ph, 0)) ||
+        (st = check_at_least(fn, "pad_w", pw, 0)))
+        return st;
+    return NEAT_OK;
+}
+
 neat_status nm_conv_geometry(const char *fn, const neat_conv2d_desc *desc, const nm_tensor *x,
                              const nm_tensor *w, nm_conv_geom *g) {
     if (!desc) return nm_error(NEAT_ERR_INVALID_ARGUMENT, "%s: desc is NULL", fn);
     neat_status st;
     /* Options first: kernel, stride, dilation, groups >= 1; padding >= 0. */
-    if ((st = check_at_least(fn, "kernel_h", desc->kernel_h, 1)) ||
-        (st = check_at_least(fn, "kernel_w", desc->kernel_w, 1)) ||
-        (st = check_at_least(fn, "stride_h", desc->stride_h, 1)) ||
-        (st = check_at_least(fn, "stride_w", desc->stride_w, 1)) ||
-        (st = check_at_least(fn, "pad_h", desc->pad_h, 0)) ||
-        (st = check_at_least(fn, "pad_w", desc->pad_w, 0)) ||
+    if ((st = check_window(fn, desc->kernel_h, desc->kernel_w, desc->stride_h, desc->stride_w,
+                           desc->pad_h, desc->pad_w)) ||
         (st = check_at_least(fn, "dilation_h", desc->dilation_h, 1)) ||
         (st = check_at_least(fn, "dilation_w", desc->dilation_w, 1)) ||
         (st = check_at_least(fn, "groups", desc->groups, 1)))
@@ -217,14 +226,9 @@ neat_status nm_conv_geometry(const char *fn, const neat_conv2d_desc *desc, const
 neat_status nm_pool_geometry(const char *fn, const neat_pool2d_desc *desc, const nm_tensor *x,
                              nm_conv_geom *g) {
     if (!desc) return nm_error(NEAT_ERR_INVALID_ARGUMENT, "%s: desc is NULL", fn);
-    neat_status st;
-    if ((st = check_at_least(fn, "kernel_h", desc->kernel_h, 1)) ||
-        (st = check_at_least(fn, "kernel_w", desc->kernel_w, 1)) ||
-        (st = check_at_least(fn, "stride_h", desc->stride_h, 1)) ||
-        (st = check_at_least(fn, "stride_w", desc->stride_w, 1)) ||
-        (st = check_at_least(fn, "pad_h", desc->pad_h, 0)) ||
-        (st = check_at_least(fn, "pad_w", desc->pad_w, 0)))
-        return st;
+    neat_status st = check_window(fn, desc->kernel_h, desc->kernel_w, desc->stride_h,
+                                  desc->stride_w, desc->pad_h, desc->pad_w);
+    if (st) return st;
     /* Padding (-inf) of at most half the kernel keeps every window on at least one real
      * element, as PyTorch requires. */
     if (desc->pad_h > desc->kernel_h / 2 || desc->pad_w > desc->kernel_w / 2)
