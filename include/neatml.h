@@ -18,7 +18,7 @@
  *   validates everything; commit and wait report only what can happen at run time
  *   (a tensor destroyed since recording, an out-of-range label, a device failure).
  * - Unless an op says otherwise, an output must not share memory with an input; the
- *   elementwise ops (add, scale, activation_forward, softmax) may run in place.
+ *   elementwise ops (add, mul, scale, activation_forward, softmax) may run in place.
  *
  * Threads. Every call may be made from any thread, and calls on different devices run
  * concurrently. On one device, threads may record, commit, wait, copy and destroy at once,
@@ -340,6 +340,10 @@ NEAT_API neat_status neat_matmul_batched(neat_cmdbuf *cb, const neat_tensor *a,
 /* out = a + b. b has a's shape, or is a row of a's last dimension (shape [n] or [1,n])
  * added to every row. out has a's shape and may be a or b. */
 NEAT_API neat_status neat_add(neat_cmdbuf *cb, const neat_tensor *a, const neat_tensor *b,
+                              neat_tensor *out);
+
+/* out = a * b elementwise, with neat_add's shapes and broadcasting; out may be a or b. */
+NEAT_API neat_status neat_mul(neat_cmdbuf *cb, const neat_tensor *a, const neat_tensor *b,
                               neat_tensor *out);
 
 /* out = alpha * x, same shapes; out may be x. */

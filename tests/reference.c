@@ -62,6 +62,13 @@ void ref_add(const double *a, const double *b, double *out, int64_t rows, int64_
             out[r * cols + j] = a[r * cols + j] + (broadcast ? b[j] : b[r * cols + j]);
 }
 
+void ref_mul(const double *a, const double *b, double *out, int64_t rows, int64_t cols,
+             int broadcast) {
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t j = 0; j < cols; j++)
+            out[r * cols + j] = a[r * cols + j] * (broadcast ? b[j] : b[r * cols + j]);
+}
+
 void ref_scale(const double *x, double alpha, double *out, int64_t n) {
     for (int64_t i = 0; i < n; i++) out[i] = alpha * x[i];
 }

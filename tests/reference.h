@@ -39,6 +39,10 @@ void ref_matmul_batched(const double *a, const double *b, double *c, double *abs
 void ref_add(const double *a, const double *b, double *out, int64_t rows, int64_t cols,
              int broadcast);
 
+/* out = a * b, the same shapes as ref_add. */
+void ref_mul(const double *a, const double *b, double *out, int64_t rows, int64_t cols,
+             int broadcast);
+
 /* out = alpha x, n elements (out may be x). */
 void ref_scale(const double *x, double alpha, double *out, int64_t n);
 

@@ -75,9 +75,9 @@
     }
 /* broadcast: 0 none, 1 b is [cols], 2 b is [1,cols] */
 #define ADD(nd, s0, s1, s2, s3, bcast, inplace)                                                    \
-    {                                                                                              \
-        .kind = CF_ADD, .p = { nd, s0, s1, s2, s3, bcast, inplace }                                \
-    }
+    { .kind = CF_ADD, .p = {nd, s0, s1, s2, s3, bcast, inplace} }
+#define MUL(nd, s0, s1, s2, s3, bcast, inplace)                                                    \
+    { .kind = CF_MUL, .p = {nd, s0, s1, s2, s3, bcast, inplace} }
 #define SCALE(nd, s0, s1, s2, s3, alpha, inplace)                                                  \
     {                                                                                              \
         .kind = CF_SCALE, .p = {nd, s0, s1, s2, s3, 0, inplace}, .f = { alpha }                    \
@@ -376,6 +376,14 @@ static const cf_row TABLE[] = {
     ADD(2, 0, 3, 0, 0, 0, 0),
     ADD(3, 2, 63, 129, 0, 1, 0),
     ADD(1, 4099, 0, 0, 0, 2, 0),
+    /* mul: the same shapes and broadcasts as add */
+    MUL(1, 0, 0, 0, 0, 0, 0),
+    MUL(1, 1, 0, 0, 0, 1, 1),
+    MUL(2, 13, 31, 0, 0, 0, 0),
+    MUL(2, 257, 65, 0, 0, 1, 0),
+    MUL(4, 3, 5, 7, 11, 2, 1),
+    MUL(3, 2, 63, 129, 0, 1, 0),
+    MUL(1, 4099, 0, 0, 0, 2, 0),
     ADD(2, 127, 255, 0, 0, 0, 1),
     ADD(1, 5, 0, 0, 0, 1, 0),
     ADD(2, 1, 1, 0, 0, 2, 0),
@@ -674,7 +682,9 @@ static void draw_rows(uint64_t base) {
         for (int i = 0; i < (kind == CF_ACTIVATION_FORWARD ? 28 : 12); i++) {
             cf_row *row = add_row(kind);
             draw_shape(&r, row->p, 300000);
-            row->p[5] = kind == CF_ACTIVATION_FORWARD ? i % 5 : kind == CF_ADD ? i % 3 : 0;
+            row->p[5] = kind == CF_ACTIVATION_FORWARD      ? i % 5
+                        : kind == CF_ADD || kind == CF_MUL ? i % 3
+                                                           : 0;
             row->p[6] = kind != CF_FILL && i % 4 == 1;
             row->f[0] = kind == CF_SCALE ? alphas[i % 6] : values[i % 5];
         }

@@ -67,6 +67,9 @@ static neat_status c_matmul_b(neat_cmdbuf *cb, neat_tensor *const *t, const opts
 static neat_status c_add(neat_cmdbuf *cb, neat_tensor *const *t, const opts *o) {
     return neat_add(cb, t[0], t[1], t[2]);
 }
+static neat_status c_mul(neat_cmdbuf *cb, neat_tensor *const *t, const opts *o) {
+    return neat_mul(cb, t[0], t[1], t[2]);
+}
 static neat_status c_scale(neat_cmdbuf *cb, neat_tensor *const *t, const opts *o) {
     return neat_scale(cb, t[0], o->alpha, t[1]);
 }
@@ -165,6 +168,12 @@ static const op_spec SPECS[] = {
     {"add",
      "neat_add",
      c_add,
+     {0},
+     3,
+     {{"a", 2, {3, 4}, REQ}, {"b", 2, {3, 4}, REQ}, {"out", 2, {3, 4}, REQ | OUTPUT}}},
+    {"mul",
+     "neat_mul",
+     c_mul,
      {0},
      3,
      {{"a", 2, {3, 4}, REQ}, {"b", 2, {3, 4}, REQ}, {"out", 2, {3, 4}, REQ | OUTPUT}}},

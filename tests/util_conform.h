@@ -105,6 +105,7 @@ enum {
     CF_SOFTMAX,
     CF_ACTIVATION_FORWARD,
     CF_ADD,
+    CF_MUL,
     CF_SCALE,
     CF_FILL,
     CF_LINEAR_BACKWARD,

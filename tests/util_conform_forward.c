@@ -307,8 +307,8 @@ static void softmax_reference(cf_case *c) {
 static const cf_kind softmax_kind = {
     "softmax", 0, softmax_build, softmax_prepare, softmax_record, softmax_reference};
 
-/* ---- activation_forward, add, scale, fill: p = {ndim, s0, s1, s2, s3, param, inplace},
- * f = {value}. param: the activation (activation_forward) or the broadcast of add (0 none,
+/* ---- activation_forward, add, mul, scale, fill: p = {ndim, s0, s1, s2, s3, param, inplace},
+ * f = {value}. param: the activation (activation_forward) or the broadcast of add/mul (0 none,
  * 1 b is [n], 2 b is [1,n]); f[0]: alpha of scale, the value of fill. Inputs uniform
  * [-8,8). Slots: x (in place: the output), b (add), y (unless in place; fill writes x). */
 
@@ -323,7 +323,7 @@ static void ew_build(cf_case *c) {
                   : inplace       ? CF_INOUT
                                   : CF_IN,
                   CF_WIDE, (int)p[0], p + 1);
-    if (kind == CF_ADD) {
+    if (kind == CF_ADD || kind == CF_MUL) {
         if (p[5] == 1)
             cf_tensor_add(c, "b", CF_IN, CF_WIDE, 1, &cols);
         else if (p[5] == 2)
@@ -340,6 +340,7 @@ static neat_status ew_record(cf_case *c, neat_cmdbuf *cb) {
     switch (c->row->kind) {
     case CF_ACTIVATION_FORWARD: return neat_activation_forward(cb, (neat_activation)p[5], x, out);
     case CF_ADD: return neat_add(cb, x, cf_t(c, 1), out);
+    case CF_MUL: return neat_mul(cb, x, cf_t(c, 1), out);
     case CF_SCALE: return neat_scale(cb, x, (float)c->row->f[0], out);
     default: return neat_fill(cb, x, (float)c->row->f[0]);
     }
@@ -360,6 +361,7 @@ static void ew_reference(cf_case *c) {
             c->t[o].tol[i] = 1e-5 * fabs(y[i]) + 4 * CF_EPS * (1 + fabs(x[i]));
         break;
     case CF_ADD: ref_add(x, cf_in(c, 1), y, rows, cols, (int)p[5]); break;
+    case CF_MUL: ref_mul(x, cf_in(c, 1), y, rows, cols, (int)p[5]); break;
     case CF_SCALE: ref_scale(x, (float)c->row->f[0], y, n); break;
     default:
         for (int64_t i = 0; i < n; i++) y[i] = (float)c->row->f[0];
@@ -368,6 +370,7 @@ static void ew_reference(cf_case *c) {
 
 static const cf_kind act_kind = {"activation_forward", 0, ew_build, NULL, ew_record, ew_reference};
 static const cf_kind add_kind = {"add", 0, ew_build, NULL, ew_record, ew_reference};
+static const cf_kind mul_kind = {"mul", 0, ew_build, NULL, ew_record, ew_reference};
 static const cf_kind scale_kind = {"scale", 0, ew_build, NULL, ew_record, ew_reference};
 static const cf_kind fill_kind = {"fill", 0, ew_build, NULL, ew_record, ew_reference};
 
@@ -387,6 +390,7 @@ const cf_kind *const cf_kinds[CF_NKINDS] = {
     [CF_SOFTMAX] = &softmax_kind,
     [CF_ACTIVATION_FORWARD] = &act_kind,
     [CF_ADD] = &add_kind,
+    [CF_MUL] = &mul_kind,
     [CF_SCALE] = &scale_kind,
     [CF_FILL] = &fill_kind,
     [CF_LINEAR_BACKWARD] = &cf_linear_backward_kind,

@@ -40,6 +40,7 @@
 #define NM_COMPUTE_OP_LIST(X, P)                                                                   \
     X(P, MATMUL, matmul, 0) /* neat_matmul, neat_matmul_batched */                                 \
     X(P, ADD, add, 0)                                                                              \
+    X(P, MUL, mul, 0)                                                                              \
     X(P, SCALE, scale, 0)                                                                          \
     X(P, FILL, fill, 0)                                                                            \
     X(P, LINEAR_FORWARD, linear_forward, 0)                                                        \

@@ -63,6 +63,7 @@ typedef struct nm_add_args {
     int64_t rows, cols; /* a seen as rows x cols (cols = last dim) */
     int broadcast;
 } nm_add_args;
+typedef nm_add_args nm_mul_args; /* out = a * b, the same broadcasting */
 
 typedef struct nm_scale_args {
     NM_TENSORS(x, out);

@@ -84,12 +84,11 @@ NEAT_API neat_status neat_matmul_batched(neat_cmdbuf *cb, const neat_tensor *a,
 }
 
 /* ---- elementwise -------------------------------------------------------------------------
- * out = a + b with b of a's shape, or one row [n] / [1,n] (n = a's last dimension) added to
+ * out = a + b (or a * b) with b of a's shape, or one row [n] / [1,n] (n = a's last dimension) added to
  * each of the rows = numel / n rows. out has a's shape and may be a or b: each element is
  * read before it is written. A 0-D a is one row of one column. */
-NEAT_API neat_status neat_add(neat_cmdbuf *cb, const neat_tensor *a, const neat_tensor *b,
-                              neat_tensor *out) {
-    static const char fn[] = "neat_add";
+static neat_status record_pair(const char *fn, nm_op_kind kind, neat_cmdbuf *cb,
+                               const neat_tensor *a, const neat_tensor *b, neat_tensor *out) {
     nm_cmdbuf *buf;
     nm_tensor *ta, *tb, *tout;
     TRY(nm_begin(fn, cb, &buf));
@@ -113,10 +112,21 @@ NEAT_API neat_status neat_add(neat_cmdbuf *cb, const neat_tensor *a, const neat_
     }
     TRY(nm_check_same_shape(fn, "out", tout, "a", ta));
 
+    /* add and mul share one args struct (ops.h), so either member describes the op */
     nm_op op = {
-        .kind = NM_OP_ADD,
+        .kind = kind,
         .u.add = {.a = ta, .b = tb, .out = tout, .rows = rows, .cols = cols, .broadcast = !same}};
     return nm_record(fn, buf, &op);
+}
+
+NEAT_API neat_status neat_add(neat_cmdbuf *cb, const neat_tensor *a, const neat_tensor *b,
+                              neat_tensor *out) {
+    return record_pair("neat_add", NM_OP_ADD, cb, a, b, out);
+}
+
+NEAT_API neat_status neat_mul(neat_cmdbuf *cb, const neat_tensor *a, const neat_tensor *b,
+                              neat_tensor *out) {
+    return record_pair("neat_mul", NM_OP_MUL, cb, a, b, out);
 }
 
 /* out = alpha x, same shapes, out may be x. */

@@ -1,5 +1,5 @@
 /*
- * elementwise.c — add (same shape or a row broadcast over rows), scale, fill and the
+ * elementwise.c — add and mul (same shape or a row broadcast over rows), scale, fill and the
  * activations with their gradients, as OpenMP loops.
  *
  * Every loop is elementwise: out[i] depends on the inputs at i only, so out may be one of
@@ -31,21 +31,22 @@
 
 /* ---- kernels on [lo, hi) ------------------------------------------------------------------ */
 
-CPU_CLONES static void add_range(const float *a, const float *b, float *out, int64_t lo,
-                                 int64_t hi) {
+/* out = a + b, or a * b when mul (two loops: each vectorizes). */
+CPU_CLONES static void pair_range(const float *a, const float *b, float *out, int mul, int64_t lo,
+                                  int64_t hi) {
+    if (mul) {
 #pragma omp simd
-    for (int64_t i = lo; i < hi; i++) out[i] = a[i] + b[i];
+        for (int64_t i = lo; i < hi; i++) out[i] = a[i] * b[i];
+    } else {
+#pragma omp simd
+        for (int64_t i = lo; i < hi; i++) out[i] = a[i] + b[i];
+    }
 }
 
-/* Rows [lo, hi) of out = a + row, a and out rows x cols. */
-CPU_CLONES static void add_row_range(const float *a, const float *row, float *out, int64_t cols,
-                                     int64_t lo, int64_t hi) {
-    for (int64_t r = lo; r < hi; r++) {
-        const float *ar = a + r * cols;
-        float *outr = out + r * cols;
-#pragma omp simd
-        for (int64_t j = 0; j < cols; j++) outr[j] = ar[j] + row[j];
-    }
+/* Rows [lo, hi) of out = a + row (or a * row), a and out rows x cols. */
+CPU_CLONES static void pair_row_range(const float *a, const float *row, float *out, int mul,
+                                      int64_t cols, int64_t lo, int64_t hi) {
+    for (int64_t r = lo; r < hi; r++) pair_range(a + r * cols, row, out + r * cols, mul, 0, cols);
 }
 
 CPU_CLONES static void scale_range(const float *x, float alpha, float *out, int64_t lo,
@@ -139,22 +140,31 @@ void cpu_act_grad(int nthreads, neat_activation act, const float *x, const float
 /* ---- ops ------------------------------------------------------------------------------------ */
 
 /* out = a + b, or out[r, :] = a[r, :] + b[:] when b is one row (broadcast). */
-neat_status cpu_add(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
-    const float *a = op->u.add.a->data, *b = op->u.add.b->data;
-    float *out = op->u.add.out->data;
-    int64_t rows = op->u.add.rows, cols = op->u.add.cols;
+/* add and mul: out = a op b, b of a's shape or one row broadcast over the rows. */
+static neat_status pair(nm_device *dev, const nm_add_args *u, int mul) {
+    const float *a = u->a->data, *b = u->b->data;
+    float *out = u->out->data;
+    int64_t rows = u->rows, cols = u->cols;
     int par = cpu_par(cpu_dev(dev)->nthreads, rows * cols);
     if (rows == 0 || cols == 0) return NEAT_OK;
-    if (!op->u.add.broadcast) {
-        CPU_SPLIT(par, rows * cols, lo, hi, add_range(a, b, out, lo, hi));
+    if (!u->broadcast) {
+        CPU_SPLIT(par, rows * cols, lo, hi, pair_range(a, b, out, mul, lo, hi));
     } else if (rows >= par) {
-        CPU_FOR(par, r, rows, add_row_range(a, b, out, cols, r, r + 1));
+        CPU_FOR(par, r, rows, pair_row_range(a, b, out, mul, cols, r, r + 1));
     } else {
         /* fewer rows than threads: split each row instead */
         for (int64_t r = 0; r < rows; r++)
-            CPU_SPLIT(par, cols, lo, hi, add_range(a + r * cols, b, out + r * cols, lo, hi));
+            CPU_SPLIT(par, cols, lo, hi, pair_range(a + r * cols, b, out + r * cols, mul, lo, hi));
     }
     return NEAT_OK;
+}
+
+neat_status cpu_add(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
+    return pair(dev, &op->u.add, 0);
+}
+
+neat_status cpu_mul(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
+    return pair(dev, &op->u.mul, 1);
 }
 
 neat_status cpu_scale(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {

@@ -1,5 +1,5 @@
 /*
- * elementwise.cu — add (same shape or one row broadcast over the rows), scale, fill,
+ * elementwise.cu — add and mul (same shape or one row broadcast over the rows), scale, fill,
  * activations forward and backward, and the bias + activation pass that follows cuBLASLt
  * (sigmoid, tanh) and cuDNN (every activation).
  *
@@ -56,15 +56,16 @@ struct scale_op {
     float alpha;
     __device__ float operator()(int64_t, float x, float) const { return alpha * x; }
 };
-struct add_op {
-    __device__ float operator()(int64_t, float a, float b) const { return a + b; }
+template <bool MUL> struct pair_op {
+    __device__ float operator()(int64_t, float a, float b) const { return MUL ? a * b : a + b; }
 };
-struct add_row_op { /* a [rows, cols] + row [cols] */
+template <bool MUL> struct pair_row_op { /* a [rows, cols] op row [cols] */
     const float *row;
     int64_t cols;
     bool small;
     __device__ float operator()(int64_t i, float a, float) const {
-        return a + row[index_mod(i, 1, cols, small)];
+        float b = row[index_mod(i, 1, cols, small)];
+        return MUL ? a * b : a + b;
     }
 };
 template <int ACT> struct act_fwd_op {
@@ -88,6 +89,15 @@ template <int ACT> struct bias_act_op {
 };
 
 static bool fits32(int64_t n) { return n < ((int64_t)1 << 32); }
+
+/* add and mul: out = a op b, b of a's shape or one row broadcast over the rows. */
+template <bool MUL> static neat_status pair(nm_device *dev, const nm_add_args &u, const char *fn) {
+    int64_t n = u.rows * u.cols;
+    if (u.broadcast)
+        return map_launch(dev, pair_row_op<MUL>{u.b->data, u.cols, fits32(n)}, u.out->data,
+                          u.a->data, NULL, n, fn);
+    return map_launch(dev, pair_op<MUL>{}, u.out->data, u.a->data, u.b->data, n, fn);
+}
 
 extern "C" {
 
@@ -132,12 +142,11 @@ neat_status cuda_act_grad(nm_device *dev, neat_activation act, const float *x, c
 }
 
 neat_status cuda_add(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
-    const auto &u = op->u.add;
-    int64_t n = u.rows * u.cols;
-    if (u.broadcast)
-        return map_launch(dev, add_row_op{u.b->data, u.cols, fits32(n)}, u.out->data, u.a->data,
-                          NULL, n, "neat_add");
-    return map_launch(dev, add_op{}, u.out->data, u.a->data, u.b->data, n, "neat_add");
+    return pair<false>(dev, op->u.add, op->fn);
+}
+
+neat_status cuda_mul(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
+    return pair<true>(dev, op->u.mul, op->fn);
 }
 
 neat_status cuda_scale(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {

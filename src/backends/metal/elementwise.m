@@ -1,5 +1,5 @@
 /*
- * elementwise.m — add (same shape, or one row broadcast over every row), scale, fill and the
+ * elementwise.m — add and mul (same shape, or one row broadcast over every row), scale, fill and the
  * activations forward and backward, each a small cached MPSGraph over the whole tensor
  * (seen as one dimension, or [rows, cols] for the broadcast add). In place (out = an input)
  * goes through a scratch slot and a blit (graph.m). The activation math is graph.m's:
@@ -10,23 +10,33 @@
 
 #include <string.h>
 
-neat_status metal_add(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
-    const nm_add_args *a = &op->u.add;
+/* add and mul: one graph per op, shapes and broadcast. */
+static neat_status pair(nm_device *dev, nm_cmdbuf *cb, const nm_op *op, const nm_add_args *a,
+                        int mul) {
     int64_t rows = a->rows, cols = a->cols;
     int bc = a->broadcast != 0;
     if (rows * cols == 0) return NEAT_OK;
-    NSString *key =
-        [NSString stringWithFormat:@"add:%lld:%lld:%d", (long long)rows, (long long)cols, bc];
-    NMGraph *g = metal_cached(dev, op, key, "the add graph", ^id {
+    NSString *key = [NSString stringWithFormat:@"%s:%lld:%lld:%d", mul ? "mul" : "add",
+                                               (long long)rows, (long long)cols, bc];
+    NMGraph *g = metal_cached(dev, op, key, mul ? "the mul graph" : "the add graph", ^id {
       MPSGraph *m = [MPSGraph new];
       MPSShape *sa = METAL_SHAPE(rows, cols), *sb = bc ? METAL_SHAPE(1, cols) : sa;
       MPSGraphTensor *x = metal_input(m, sa), *y = metal_input(m, sb);
-      return metal_graph(m, @[ x, y ], @[ sa, sb ],
-                         @[ [m additionWithPrimaryTensor:x secondaryTensor:y name:nil] ], @[ sa ]);
+      MPSGraphTensor *r = mul ? [m multiplicationWithPrimaryTensor:x secondaryTensor:y name:nil]
+                              : [m additionWithPrimaryTensor:x secondaryTensor:y name:nil];
+      return metal_graph(m, @[ x, y ], @[ sa, sb ], @[ r ], @[ sa ]);
     });
     if (!g) return NEAT_ERR_BACKEND_ERROR;
     void *in[] = {a->a->data, a->b->data}, *out[] = {a->out->data};
     return metal_run(dev, cb, op, g, in, out);
+}
+
+neat_status metal_add(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
+    return pair(dev, cb, op, &op->u.add, 0);
+}
+
+neat_status metal_mul(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
+    return pair(dev, cb, op, &op->u.mul, 1);
 }
 
 neat_status metal_scale(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
