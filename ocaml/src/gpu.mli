@@ -37,21 +37,22 @@
     exception [Error] into scope beside [result]'s constructor [Error]; where the expected
     type is known, OCaml picks the right one.
 
-    {b Identity.} Devices, tensors and command buffers compare and hash by identity: [=],
+    {b Identity.} Devices, tensors, command buffers and comms compare and hash by identity: [=],
     [compare], [Hashtbl.hash] and the [equal], [compare], [hash] of each module read an id
     fixed at creation, so they give the same answers before and after [free] (a freed tensor
     still equals itself and stays findable in a [Hashtbl]).
 
-    {b Memory.} Tensors, command buffers and devices are released by the GC; [free]
+    {b Memory.} Tensors, command buffers, comms and devices are released by the GC; [free]
     releases at once and is idempotent; a freed object used again raises
     [Error (Invalid_handle, _)]. A tensor or command buffer keeps its device alive, and a
-    command buffer keeps alive every tensor and host Bigarray recorded into it until
+    command buffer keeps alive every tensor, comm and host Bigarray recorded into it until
     {!Cmdbuf.reset}. Releasing a tensor or a command buffer never waits for the device:
     committed work holds what it uses, and its memory returns to the device when that work
     completes. Each tensor counts its bytes against its device's GC budget (see
     {!Device.create}), so the GC runs a major cycle about once per budget of tensors
     allocated. Finalizers never wait for the device: those of tensors and command buffers
     release them at once; what would wait (a device, whose release waits for its work; a
+    comm, whose release waits for its device's work; a
     command buffer whose work may still write host memory; the list of what a buffer keeps,
     which cannot be dropped inside the GC; an object finalized while its device is being
     freed) goes on a list that the next call which may wait for that device anyway (device,
@@ -60,7 +61,8 @@
     {!Device.free}) releases first, as {!collect} does at once.
 
     {b Threads.} The runtime lock is released while a call waits for the device or may take
-    long (device creation, tensor and command-buffer creation, commit, wait, reset,
+    long (device creation, tensor and command-buffer creation, comm creation and
+    {!Comm.free}, commit, wait, reset,
     synchronize, trim, {!Tensor.read} and {!Tensor.write}, {!Device.free}, the
     {!Cmdbuf.free} of a buffer that copies to host memory, {!collect}), so other OCaml
     threads run meanwhile. A device and its objects should be used from one thread at a
