@@ -56,6 +56,7 @@ end
 (* The constructor orders below match the C enums' values. *)
 type math_mode = Strict | Tf32
 type activation = Identity | Relu | Sigmoid | Tanh | Gelu
+type reduce_op = Sum | Avg
 
 module Device = struct
   type t
@@ -188,6 +189,49 @@ module Tensor = struct
   let write_array t a = write t (flat_of_array a)
 end
 
+module Comm = struct
+  type handle
+
+  module Id = struct
+    (* The 128 bytes of neat_comm_id; the stubs make every value, so each has that length. *)
+    type t = string
+
+    external create : Backend.t -> t = "neatml_comm_id_create"
+    external to_string : t -> string = "neatml_comm_id_to_string"
+    external of_string : string -> t = "neatml_comm_id_of_string"
+
+    let of_string_opt s =
+      match of_string s with id -> Some id | exception Error (Status.Invalid_argument, _) -> None
+
+    let equal = String.equal
+    let compare = String.compare
+    let hash (id : t) = Hashtbl.hash id
+  end
+
+  (* As Tensor.t: [device] keeps the device alive for as long as the comm. *)
+  type t = { h : handle; device : Device.t }
+
+  external c_create : Device.t -> Id.t -> int -> int -> handle = "neatml_comm_create"
+  external c_create_all : Device.t array -> handle array = "neatml_comm_create_all"
+  external c_free : handle -> unit = "neatml_comm_destroy"
+  external c_set_timeout : handle -> float -> unit = "neatml_comm_set_timeout"
+  external c_info : handle -> int * int = "neatml_comm_info"
+
+  let create device id ~nranks ~rank = { h = c_create device id nranks rank; device }
+
+  let create_all devices =
+    Array.mapi (fun i h -> { h; device = devices.(i) }) (c_create_all devices)
+
+  let device c = c.device
+  let free c = c_free c.h
+  let set_timeout c seconds = c_set_timeout c.h seconds
+  let rank c = fst (c_info c.h)
+  let nranks c = snd (c_info c.h)
+  let compare (a : t) b = Stdlib.compare a b
+  let equal a b = compare a b = 0
+  let hash (c : t) = Hashtbl.hash c
+end
+
 module Cmdbuf = struct
   type handle
 
@@ -197,7 +241,7 @@ module Cmdbuf = struct
      finds a handle the GC destroyed nor host memory it freed, and the record's compare and
      hash never change. *)
   type t = { h : handle; device : Device.t }
-  type kept = Tensor of Tensor.handle | Host of float32_array
+  type kept = Tensor of Tensor.handle | Host of float32_array | Comm of Comm.handle
 
   external c_create : Device.t -> handle = "neatml_cmdbuf_create"
   external c_free : handle -> unit = "neatml_cmdbuf_destroy"
@@ -232,6 +276,7 @@ module Cmdbuf = struct
     c_set_recorded cb.h (List.rev_append (List.map (fun (t : Tensor.t) -> Tensor t.h) ts) (c_recorded cb.h))
 
   let keep_host cb a = c_set_recorded cb.h (Host a :: c_recorded cb.h)
+  let keep_comm cb (c : Comm.t) = c_set_recorded cb.h (Comm c.h :: c_recorded cb.h)
 end
 
 module Conv2d = struct
@@ -450,6 +495,33 @@ let adam_update cb ?(beta1 = 0.9) ?(beta2 = 0.999) ?(eps = 1e-8) ?(weight_decay 
     param grad ~m ~v =
   record cb [ hyper; param; grad; m; v ] (fun cb ->
       c_adam_update cb beta1 beta2 eps weight_decay (h hyper) (h param) (h grad) (h m) (h v))
+
+(* ---- collectives: recorded like the ops; the buffer keeps the comm alive too ---- *)
+
+external c_all_reduce :
+  Cmdbuf.handle -> Comm.handle -> reduce_op -> Tensor.handle -> Tensor.handle -> unit
+  = "neatml_all_reduce"
+
+external c_all_reduce_bucket :
+  Cmdbuf.handle -> Comm.handle -> reduce_op -> Tensor.handle array -> unit
+  = "neatml_all_reduce_bucket"
+
+external c_broadcast : Cmdbuf.handle -> Comm.handle -> int -> Tensor.handle -> Tensor.handle -> unit
+  = "neatml_broadcast"
+
+let record_collective cb (comm : Comm.t) ts f =
+  record cb ts (fun cb -> f cb comm.h);
+  Cmdbuf.keep_comm cb comm
+
+let all_reduce cb comm ?(op = Sum) x ~out =
+  record_collective cb comm [ x; out ] (fun cb c -> c_all_reduce cb c op (h x) (h out))
+
+let all_reduce_bucket cb comm ?(op = Sum) tensors =
+  record_collective cb comm tensors (fun cb c ->
+      c_all_reduce_bucket cb c op (Array.of_list (List.map h tensors)))
+
+let broadcast cb comm ~root x ~out =
+  record_collective cb comm [ x; out ] (fun cb c -> c_broadcast cb c root (h x) (h out))
 
 let () =
   (* A stub compiled against another major.minor than the library it loaded may pass wrong

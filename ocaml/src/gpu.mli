@@ -37,21 +37,22 @@
     exception [Error] into scope beside [result]'s constructor [Error]; where the expected
     type is known, OCaml picks the right one.
 
-    {b Identity.} Devices, tensors and command buffers compare and hash by identity: [=],
+    {b Identity.} Devices, tensors, command buffers and comms compare and hash by identity: [=],
     [compare], [Hashtbl.hash] and the [equal], [compare], [hash] of each module read an id
     fixed at creation, so they give the same answers before and after [free] (a freed tensor
     still equals itself and stays findable in a [Hashtbl]).
 
-    {b Memory.} Tensors, command buffers and devices are released by the GC; [free]
+    {b Memory.} Tensors, command buffers, comms and devices are released by the GC; [free]
     releases at once and is idempotent; a freed object used again raises
     [Error (Invalid_handle, _)]. A tensor or command buffer keeps its device alive, and a
-    command buffer keeps alive every tensor and host Bigarray recorded into it until
+    command buffer keeps alive every tensor, comm and host Bigarray recorded into it until
     {!Cmdbuf.reset}. Releasing a tensor or a command buffer never waits for the device:
     committed work holds what it uses, and its memory returns to the device when that work
     completes. Each tensor counts its bytes against its device's GC budget (see
     {!Device.create}), so the GC runs a major cycle about once per budget of tensors
     allocated. Finalizers never wait for the device: those of tensors and command buffers
     release them at once; what would wait (a device, whose release waits for its work; a
+    comm, whose release waits for its device's work; a
     command buffer whose work may still write host memory; the list of what a buffer keeps,
     which cannot be dropped inside the GC; an object finalized while its device is being
     freed) goes on a list that the next call which may wait for that device anyway (device,
@@ -60,7 +61,8 @@
     {!Device.free}) releases first, as {!collect} does at once.
 
     {b Threads.} The runtime lock is released while a call waits for the device or may take
-    long (device creation, tensor and command-buffer creation, commit, wait, reset,
+    long (device creation, tensor and command-buffer creation, comm creation and
+    {!Comm.free}, commit, wait, reset,
     synchronize, trim, {!Tensor.read} and {!Tensor.write}, {!Device.free}, the
     {!Cmdbuf.free} of a buffer that copies to host memory, {!collect}), so other OCaml
     threads run meanwhile. A device and its objects should be used from one thread at a
@@ -555,3 +557,138 @@ val copy_to_host : Cmdbuf.t -> Tensor.t -> out:float32_array -> unit
     commits in flight, the latest completed one's). [out] is not written when an earlier op
     of the submission failed. Until then the device may write it at any time: read it after
     [wait] only. *)
+
+(** {1 Collectives}
+
+    Data-parallel training across devices and processes ([neat_comm], NCCL on CUDA, MPI on
+    the CPU when the library was built with it; without MPI the CPU has single-rank comms
+    only). A {!Comm.t} joins one device of each of [nranks] ranks: processes (one device
+    each, {!Comm.create}, the {!Comm.Id.t} passed from rank 0 to the others as text) or
+    devices of one process ({!Comm.create_all}). The collectives are recorded ops: they run
+    in order with the rest of a buffer and replay with it. Every rank must record the same
+    collectives in the same order with the same element counts; a rank whose peer
+    disagrees, dies or does not answer within the comm's timeout gets [Error] from
+    {!Cmdbuf.wait} ([Shape_mismatch], [Backend_error] or [Timeout], with a message), never a
+    hang without end; after [Timeout] or a peer's death the comm is broken: free it. With
+    several devices in one process, commit each device's buffers from a thread of its own:
+    a collective's submission may wait for its peers. *)
+
+module Comm : sig
+  (** What every rank passes to {!create} ([neat_comm_id]): made once by rank 0 and copied to
+      the others, through a file or an environment variable, as {!to_string}'s text. *)
+  module Id : sig
+    type t
+    (** The id's 128 bytes: a value, so [=], [compare] and [Hashtbl.hash] compare the
+        bytes (an id read back from its text equals the original). *)
+
+    val create : Backend.t -> t
+    (** A new id for comms of the backend's devices ([Auto]: the first built of CUDA,
+        Metal, CPU; pass the backend of the devices, {!Device.info}'s). CUDA:
+        [ncclGetUniqueId], which also names rank 0's address; CPU: random bytes. Call it on
+        rank 0 only.
+        @raise Error [Unsupported] (the backend was not built, or has no collectives here,
+        with the reason), [Backend_error]. *)
+
+    val to_string : t -> string
+    (** The id as 256 lowercase hex digits. *)
+
+    val of_string : string -> t
+    (** Parse what {!to_string} wrote; surrounding whitespace (a file's newline) is allowed.
+        @raise Error [Invalid_argument] for anything else (the message says ["not an id"]
+        and where the text goes wrong). *)
+
+    val of_string_opt : string -> t option
+    (** {!of_string}, [None] for a text that is not an id. *)
+
+    val equal : t -> t -> bool
+    (** The same bytes. *)
+
+    val compare : t -> t -> int
+    (** A total order on ids; agrees with [Stdlib.compare]. *)
+
+    val hash : t -> int
+    (** Equals [Hashtbl.hash]. *)
+  end
+
+  type t
+  (** A communicator: one rank on one device. Compared and hashed by identity (see
+      {b Identity} above). It keeps its device alive. *)
+
+  val create : Device.t -> Id.t -> nranks:int -> rank:int -> t
+  (** [create dev id ~nranks ~rank] joins the comm [id] as rank [rank] (0 <= rank <
+      nranks) on [dev]. Every rank calls it with the same id and [nranks]; it returns once
+      all have joined (the runtime lock is released meanwhile), or raises [Timeout] after
+      300 s. On the CPU with MPI, [nranks] must be the size of [MPI_COMM_WORLD]; a single
+      rank ([~nranks:1 ~rank:0]) needs no peers and no MPI.
+      @raise Error [Invalid_argument] ([nranks] < 1, [rank] out of range, ranks that
+      disagree on the id or [nranks] or share a rank), [Invalid_handle] (a freed device),
+      [Unsupported] (the backend has no collectives, or the CPU was built without MPI and
+      [nranks] > 1), [Timeout], [Backend_error], [Out_of_memory]. *)
+
+  val create_all : Device.t array -> t array
+  (** One comm per device of this process ([ncclCommInitAll]): rank [i] on [devices.(i)],
+      [nranks] the array's length. The devices are distinct devices of one backend; on the
+      CPU only one. The runtime lock is released while they join.
+      @raise Error as {!create}; [Invalid_argument] for an empty array or a device given
+      twice, [Device_mismatch] for devices of different backends, [Unsupported] for more
+      than one CPU device. *)
+
+  val set_timeout : t -> float -> unit
+  (** How long a collective (and {!Cmdbuf.wait} on it) may wait for the peers before
+      [Timeout]: seconds > 0, or 0 to wait forever. Default 300.
+      @raise Error [Invalid_argument] (negative, NaN, or 1e12 and more), [Invalid_handle]. *)
+
+  val rank : t -> int
+  (** This rank, in [0 .. nranks - 1]. @raise Error [Invalid_handle]. *)
+
+  val nranks : t -> int
+  (** The number of ranks. @raise Error [Invalid_handle]. *)
+
+  val device : t -> Device.t
+  (** The device the comm lives on. *)
+
+  val free : t -> unit
+  (** Release now; idempotent. It first waits for the device's committed work (the runtime
+      lock is released meanwhile), so no collective in flight loses its comm; buffers that
+      recorded a collective on it then raise [Error (Invalid_handle, _)] at
+      {!Cmdbuf.commit} (reset them to record again). The GC's finalizer never waits: it
+      leaves the comm to the next call that may wait for its device (see {b Memory}
+      above). {!Device.free} frees the device's comms first. *)
+
+  val equal : t -> t -> bool
+  (** The same comm (identity; the same answer after {!free}). *)
+
+  val compare : t -> t -> int
+  (** A total order on comms; agrees with [Stdlib.compare]. *)
+
+  val hash : t -> int
+  (** A hash fixed at creation; equals [Hashtbl.hash]. *)
+end
+
+(** The reductions of the all-reduces ([neat_reduce_op], in its order). *)
+type reduce_op =
+  | Sum
+  | Avg  (** the sum divided by [nranks] *)
+
+(** Each records into the buffer, which keeps the comm alive (as its tensors) until
+    {!Cmdbuf.reset}. Besides the errors of every op (a freed comm is [Invalid_handle]),
+    recording raises [Device_mismatch] for a comm of another device than the buffer's. At
+    run time {!Cmdbuf.wait} raises [Shape_mismatch] (the ranks' element counts differ),
+    [Timeout] or [Backend_error]. *)
+
+val all_reduce : Cmdbuf.t -> Comm.t -> ?op:reduce_op -> Tensor.t -> out:Tensor.t -> unit
+(** [all_reduce cb comm ?op x ~out]: out = the reduction over the ranks of x ([op]
+    defaults to [Sum]). [out] has x's element count (the shapes may differ); it may be x
+    (in place), otherwise it must not overlap it. With one rank, out = x. *)
+
+val all_reduce_bucket : Cmdbuf.t -> Comm.t -> ?op:reduce_op -> Tensor.t list -> unit
+(** [all_reduce_bucket cb comm ?op tensors]: each tensor, in place, = its reduction over
+    the ranks, all of them in one transfer (packed into a scratch buffer unless they
+    already lie back to back in one storage, views of a flat buffer in order). Any shapes,
+    zero-size allowed, an empty list too; no two may share memory ([Invalid_argument]).
+    The gradients of a training step in one call. *)
+
+val broadcast : Cmdbuf.t -> Comm.t -> root:int -> Tensor.t -> out:Tensor.t -> unit
+(** [broadcast cb comm ~root x ~out]: out = rank [root]'s x on every rank. x is read on the
+    root only: the other ranks may pass [out] as x. [out] has x's element count; it may be
+    x. @raise Error [Invalid_argument] also for [root] outside [0 .. nranks - 1]. *)

@@ -11,7 +11,8 @@
  * allocation, no runtime call), emptied by neatml_drain with the runtime lock released at
  * the start of the calls that may wait for the device anyway (creation, wait, reset,
  * synchronize, trim, Tensor.read/write, Device.free) and by Gpu.collect:
- * - a device: neat_device_destroy waits for its work;
+ * - a device: neat_device_destroy waits for its work; so does neat_comm_destroy, so a comm
+ *   too (after the tensors, before the devices);
  * - a command buffer's root (see below), which cannot be removed inside the GC; and, for a
  *   buffer that recorded a copy to host memory, the buffer itself: its work may still write
  *   into a Bigarray the root keeps alive, so the drain waits for it before the root goes;
@@ -96,8 +97,67 @@ static deferred *deferred_head;
 /* Held for writing by every neat_device_destroy, for reading by every other destroy. */
 static pthread_rwlock_t destroying = PTHREAD_RWLOCK_INITIALIZER;
 
+/* ---- open comms ------------------------------------------------------------------------- */
+
+typedef struct open_comm {
+    struct open_comm *next;
+    neat_comm *comm;
+    neat_device *device;
+} open_comm;
+
+static pthread_mutex_t comms_lock = PTHREAD_MUTEX_INITIALIZER;
+static open_comm *comms_head;
+
+int neatml_comm_opened(neat_comm *comm, neat_device *dev) {
+    open_comm *c = malloc(sizeof *c);
+    if (c == NULL) return 0;
+    c->comm = comm;
+    c->device = dev;
+    pthread_mutex_lock(&comms_lock);
+    c->next = comms_head;
+    comms_head = c;
+    pthread_mutex_unlock(&comms_lock);
+    return 1;
+}
+
+/* Take off the list the entry of `comm`, or every entry of `dev` when comm is NULL. */
+static open_comm *take_comms(const neat_comm *comm, const neat_device *dev) {
+    open_comm *taken = NULL;
+    pthread_mutex_lock(&comms_lock);
+    for (open_comm **link = &comms_head; *link != NULL;) {
+        open_comm *c = *link;
+        if (comm != NULL ? c->comm == comm : c->device == dev) {
+            *link = c->next;
+            c->next = taken;
+            taken = c;
+        } else {
+            link = &c->next;
+        }
+    }
+    pthread_mutex_unlock(&comms_lock);
+    return taken;
+}
+
+static void destroy_comms(open_comm *list) {
+    while (list != NULL) {
+        open_comm *next = list->next;
+        neat_comm_destroy(list->comm);
+        free(list);
+        list = next;
+    }
+}
+
+void neatml_destroy_comm(neat_comm *comm) {
+    open_comm *c = take_comms(comm, NULL);
+    if (c == NULL) return;
+    pthread_rwlock_rdlock(&destroying);
+    destroy_comms(c);
+    pthread_rwlock_unlock(&destroying);
+}
+
 void neatml_destroy_device(neat_device *dev) {
     pthread_rwlock_wrlock(&destroying);
+    destroy_comms(take_comms(NULL, dev));
     neat_device_destroy(dev);
     pthread_rwlock_unlock(&destroying);
 }
@@ -172,7 +232,7 @@ static deferred *take(const neat_device *dev, int all) {
 }
 
 /* With the runtime lock released: destroys what take took, command buffers first (waiting
- * for those that write host memory), devices last (a device's destroy releases what is
+ * for those that write host memory), then tensors, then comms still listed, devices last (a device's destroy releases what is
  * left of it; a later destroy of one of its handles is ignored, handles being
  * generation-checked). */
 static void destroy_taken(deferred *list) {
@@ -185,6 +245,8 @@ static void destroy_taken(deferred *list) {
         }
     for (deferred *d = list; d != NULL; d = d->next)
         if (d->kind == KIND_TENSOR) neat_tensor_destroy(d->handle);
+    for (deferred *d = list; d != NULL; d = d->next)
+        if (d->kind == KIND_COMM) destroy_comms(take_comms(d->handle, NULL));
     pthread_rwlock_unlock(&destroying);
     for (deferred *d = list; d != NULL; d = d->next)
         if (d->kind == KIND_DEVICE) neatml_destroy_device(d->handle);
@@ -216,6 +278,12 @@ value neatml_collect(value unit) {
 static void finalize_device(value v) {
     neatml_block *b = Block_val(v);
     if (b->handle != NULL) defer(KIND_DEVICE, b->handle, b, 0);
+}
+
+/* A comm's destroy waits for its device's work: always deferred. */
+static void finalize_comm(value v) {
+    neatml_block *b = Block_val(v);
+    if (b->handle != NULL) defer(KIND_COMM, b->handle, b, 0);
 }
 
 static void finalize_tensor(value v) {
@@ -254,13 +322,15 @@ static intnat hash_block(value v) { return (intnat)Block_val(v)->id; }
 BLOCK_OPS(device_ops, finalize_device);
 BLOCK_OPS(tensor_ops, finalize_tensor);
 BLOCK_OPS(cmdbuf_ops, finalize_cmdbuf);
+BLOCK_OPS(comm_ops, finalize_comm);
 
 static uint64_t last_id;
 
 value neatml_alloc_block(handle_kind kind, void *handle, neat_device *device, int64_t bytes,
                          int64_t budget) {
     static struct custom_operations *const ops[KIND_COUNT] = {
-        [KIND_CMDBUF] = &cmdbuf_ops, [KIND_TENSOR] = &tensor_ops, [KIND_DEVICE] = &device_ops};
+        [KIND_CMDBUF] = &cmdbuf_ops, [KIND_TENSOR] = &tensor_ops,
+        [KIND_COMM] = &comm_ops, [KIND_DEVICE] = &device_ops};
     value v = caml_alloc_custom(ops[kind], sizeof(neatml_block), (mlsize_t)bytes,
                                 (mlsize_t)(budget > 0 ? budget : 1));
     neatml_block *b = Block_val(v);

@@ -23,7 +23,7 @@ void neatml_raise_msg(neat_status s, const char *text) __attribute__((noreturn))
 void neatml_check(neat_status s);
 
 /* ---- handle blocks ----
- * Every device, tensor and command buffer is a custom block holding this struct. `id` is
+ * Every device, tensor, command buffer and comm is a custom block holding this struct. `id` is
  * drawn from a counter when the block is made: compare and hash read it, so equality and
  * hashing never change, not even when free sets `handle` to NULL. */
 typedef struct neatml_block {
@@ -42,7 +42,7 @@ typedef struct neatml_block {
 #define Block_val(v) ((neatml_block *)Data_custom_val(v))
 
 /* The kinds of blocks, in the order the deferred list destroys them. */
-typedef enum { KIND_CMDBUF, KIND_TENSOR, KIND_DEVICE, KIND_COUNT } handle_kind;
+typedef enum { KIND_CMDBUF, KIND_TENSOR, KIND_COMM, KIND_DEVICE, KIND_COUNT } handle_kind;
 
 /* A new block for `handle` of `device`; `bytes` of device memory counted against `budget`
  * (caml_alloc_custom's mem and max). Fields other than handle, device and id are zero. */
@@ -60,8 +60,21 @@ value neatml_alloc_block(handle_kind kind, void *handle, neat_device *device, in
 void neatml_drain(const neat_device *dev, int all);
 
 /* Destroy a device, excluding the finalizers' destroys meanwhile (they defer instead);
- * call with the runtime lock released. */
+ * call with the runtime lock released. Its comms still open go first. */
 void neatml_destroy_device(neat_device *dev);
+
+/* ---- open comms ----
+ * neat_device_destroy does not release a device's comms, and a comm destroyed after its
+ * device would touch the freed device. So the bindings list every comm they opened with
+ * its device: neatml_destroy_device destroys the comms of its device first, and a comm is
+ * destroyed only by whoever takes it off the list (once, never after its device). */
+
+/* List a new comm of dev; 0 when there is no host memory for the entry. */
+int neatml_comm_opened(neat_comm *comm, neat_device *dev);
+
+/* Destroy the comm if it is still listed (neat_comm_destroy waits for its device's work:
+ * call with the runtime lock released). */
+void neatml_destroy_comm(neat_comm *comm);
 
 /* The element count of a Bigarray (the product of its dimensions). */
 int64_t neatml_bigarray_count(value ba);
@@ -72,6 +85,7 @@ void *neatml_live(value v, const char *what);
 #define DEV(v) ((neat_device *)neatml_live((v), "device"))
 #define TEN(v) ((neat_tensor *)neatml_live((v), "tensor"))
 #define CB(v) ((neat_cmdbuf *)neatml_live((v), "command buffer"))
+#define COMM(v) ((neat_comm *)neatml_live((v), "comm"))
 /* An OCaml `Tensor.handle option`: None is NULL (the C API's "absent"). */
 #define OPT_TEN(v) (Is_block(v) ? TEN(Field((v), 0)) : NULL)
 
