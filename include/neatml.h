@@ -24,11 +24,11 @@
  * concurrently. On one device, threads may record, commit, wait, copy and destroy at once,
  * also on one command buffer (its calls are serialised); no call waits for the device
  * except neat_cmdbuf_wait, neat_cmdbuf_reset, neat_device_synchronize, neat_tensor_write/
- * read (which wait only for the submissions that use that tensor), neat_tensor_create_zeros
- * and neat_device_destroy. A committed submission holds every tensor it uses: destroying
- * one while it runs is safe (the memory returns to the pool when the work completes). Two
- * rules remain the caller's: neat_device_destroy must not overlap any other call on the
- * device or its objects, and an object must not be destroyed while another thread is
+ * read (which wait only for the submissions that use that tensor), neat_tensor_create_zeros,
+ * neat_comm_create and neat_comm_destroy (the peers), and neat_device_destroy. A committed
+ * submission holds every tensor it uses: destroying one while it runs is safe (the memory
+ * returns to the pool when the work completes). Two rules remain the caller's:
+ * neat_device_destroy must not overlap any other call on the device or its objects, and an object must not be destroyed while another thread is
  * inside a call that takes it (after destroy returns, a use is INVALID_HANDLE as always).
  *
  * Failures at run time. An op that fails while its buffer runs (an out-of-range label,
@@ -565,7 +565,10 @@ NEAT_API neat_status neat_comm_create(neat_device *dev, const neat_comm_id *id, 
 NEAT_API neat_status neat_comm_create_all(int ndev, neat_device *const *devs, neat_comm **out);
 
 /* Release the comm. Buffers that recorded a collective on it must not be committed again
- * (INVALID_HANDLE at commit); submissions in flight complete first. NULL is ignored. */
+ * (INVALID_HANDLE at commit). It waits for the device's submissions in flight (a broken peer
+ * ends them after the comm's timeout); their failures stay with their buffers for wait.
+ * neat_device_destroy releases the comms of its device (their handles become invalid).
+ * NULL is ignored. */
 NEAT_API void neat_comm_destroy(neat_comm *comm);
 
 /* How long a collective (and neat_cmdbuf_wait on it) may wait for the peers before TIMEOUT:

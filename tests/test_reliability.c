@@ -15,6 +15,8 @@
  *                           at run time with the op's name;
  *   empty_spatial           conv and pool on H = 0 succeed with an empty output;
  *   concurrent_recording    two threads recording into one buffer lose no op;
+ *   destroy_queued          a buffer committed twice, then destroyed: both submissions
+ *                           complete and the buffer is freed once, after the last (ASan);
  *   recorded_copies         neat_copy_from_host reads src at commit (refilled right after
  *                           for the next step), neat_copy_to_host writes dst by wait, and
  *                           not when an earlier op failed.
@@ -362,6 +364,29 @@ static void test_concurrent_recording(neat_device *dev) {
     neat_tensor_destroy(b);
 }
 
+static void test_destroy_queued(neat_device *dev) {
+    enum { N = 1 << 16 };
+    int64_t s1[1] = {N};
+    neat_tensor *x = tensor(dev, 1, s1, NULL), *y = tensor(dev, 1, s1, NULL);
+    float *got = malloc(sizeof(float) * N);
+    for (int round = 0; round < 20; round++) {
+        neat_cmdbuf *cb = NULL;
+        EXPECT_OK(neat_cmdbuf_create(dev, &cb), "cmdbuf");
+        EXPECT_OK(neat_fill(cb, x, (float)round), "record fill");
+        EXPECT_OK(neat_add(cb, x, x, y), "record add");
+        EXPECT_OK(neat_cmdbuf_commit(cb), "first commit");
+        EXPECT_OK(neat_cmdbuf_commit(cb), "second commit, queued behind the first");
+        neat_cmdbuf_destroy(cb);
+        EXPECT_OK(neat_device_synchronize(dev), "synchronize after the destroy");
+        EXPECT_OK(neat_tensor_read(y, got, N), "read");
+        CHECK(got[0] == 2.0f * (float)round && got[N - 1] == got[0], "%s: round %d: y = %g",
+              dev_name, round, (double)got[0]);
+    }
+    free(got);
+    neat_tensor_destroy(x);
+    neat_tensor_destroy(y);
+}
+
 static void test_recorded_copies(neat_device *dev) {
     enum { N = 1000 };
     int64_t s1[1] = {N}, one[1] = {1};
@@ -428,6 +453,7 @@ int main(void) {
         test_memory_limit(devs[i]);
         test_empty_spatial(devs[i]);
         test_concurrent_recording(devs[i]);
+        test_destroy_queued(devs[i]);
         test_recorded_copies(devs[i]);
     }
     nt_close_devices(devs, n);

@@ -68,9 +68,8 @@ static void cmdbuf_free(nm_cmdbuf *cb) {
     free(cb);
 }
 
-static int cmdbuf_idle(const nm_cmdbuf *cb, uint64_t completed) {
-    return cb->last_seq <= completed;
-}
+/* No submission of cb is left in the in-flight list (all reaped). dev->lock held. */
+static int cmdbuf_idle(const nm_cmdbuf *cb) { return cb->last_seq <= cb->dev->reaped_seq; }
 
 void nm_reap(nm_device *dev) {
     uint64_t done = dev->be->completed(dev);
@@ -81,9 +80,12 @@ void nm_reap(nm_device *dev) {
         if (!dev->inflight) dev->inflight_tail = NULL;
         for (int i = 0; i < s->ntensors; i++) nm_tensor_unref(s->tensors[i]);
         nm_cmdbuf *cb = s->cb;
+        dev->reaped_seq = s->seq;
         free(s->tensors);
         free(s);
-        if (!cb->handle && cmdbuf_idle(cb, done)) cmdbuf_free(cb);
+        /* Freed with its last submission: an earlier one of the same buffer may be reaped in
+         * this loop while a later one still names it. */
+        if (!cb->handle && cmdbuf_idle(cb)) cmdbuf_free(cb);
     }
     pthread_mutex_unlock(&dev->lock);
 }
@@ -108,12 +110,11 @@ NEAT_API void neat_cmdbuf_destroy(neat_cmdbuf *h) {
     if (!cb) return;
     nm_device *dev = cb->dev;
     nm_reap(dev);
-    uint64_t done = dev->be->completed(dev);
     pthread_mutex_lock(&dev->lock);
     if (cb->handle == h) { /* a racing destroy of the same handle frees it once */
         nm_handle_free(h);
         cb->handle = NULL;
-        if (cmdbuf_idle(cb, done)) cmdbuf_free(cb);
+        if (cmdbuf_idle(cb)) cmdbuf_free(cb);
     }
     pthread_mutex_unlock(&dev->lock);
 }

@@ -104,7 +104,36 @@ static neat_status comm_publish(const char *fn, nm_comm *c, neat_comm **out) {
         free(c);
         return nm_error(NEAT_ERR_OUT_OF_MEMORY, "%s: handle table full", fn);
     }
+    nm_device *dev = c->dev;
+    pthread_mutex_lock(&dev->lock);
+    c->next = dev->comms;
+    if (dev->comms) dev->comms->prev = c;
+    dev->comms = c;
+    pthread_mutex_unlock(&dev->lock);
     return NEAT_OK;
+}
+
+/* Unlink, release the transport, free. The device's submissions have completed. */
+static void comm_release(nm_comm *c) {
+    nm_device *dev = c->dev;
+    pthread_mutex_lock(&dev->lock);
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        dev->comms = c->next;
+    if (c->next) c->next->prev = c->prev;
+    pthread_mutex_unlock(&dev->lock);
+    if (dev->be->comm_destroy) dev->be->comm_destroy(c);
+    free(c);
+}
+
+/* Device destroy: every comm of the device (nothing is in flight any more). */
+void nm_comm_release_all(nm_device *dev) {
+    while (dev->comms) {
+        nm_comm *c = dev->comms;
+        nm_handle_free(c->handle);
+        comm_release(c);
+    }
 }
 
 NEAT_API neat_status neat_comm_create(neat_device *dh, const neat_comm_id *id, int nranks, int rank,
@@ -186,10 +215,15 @@ NEAT_API void neat_comm_destroy(neat_comm *h) {
     if (!c) return;
     nm_handle_free(h); /* buffers that recorded it now fail at commit */
     /* Submissions in flight may still use it: they complete first (a broken peer makes
-     * them fail after the comm's timeout, so this ends). */
-    if (nm_handle_get(c->dev->handle, NM_H_DEVICE)) neat_device_synchronize(c->dev->handle);
-    if (c->dev->be->comm_destroy) c->dev->be->comm_destroy(c);
-    free(c);
+     * them fail after the comm's timeout, so this ends). Their failures stay with their
+     * buffers for wait: this is not a synchronize. */
+    nm_device *dev = c->dev;
+    pthread_mutex_lock(&dev->lock);
+    uint64_t seq = dev->next_seq;
+    pthread_mutex_unlock(&dev->lock);
+    dev->be->wait_seq(dev, seq);
+    nm_reap(dev);
+    comm_release(c);
 }
 
 static neat_status get_comm(const char *fn, const neat_comm *h, nm_comm **out) {

@@ -8,6 +8,7 @@
 void nm_tensor_release_all(nm_device *dev);         /* tensor.c */
 void nm_cmdbuf_release_all(nm_device *dev);         /* cmdbuf.c */
 neat_status nm_cmdbuf_take_failure(nm_device *dev); /* cmdbuf.c */
+void nm_comm_release_all(nm_device *dev);           /* comm.c */
 
 static neat_status open_backend(const nm_backend_ops *be, int index, nm_device **out) {
     if (be->abi_version != NM_BACKEND_ABI)
@@ -96,6 +97,7 @@ NEAT_API void neat_device_destroy(neat_device *h) {
     nm_device *dev = nm_handle_get(h, NM_H_DEVICE);
     if (!dev) return;
     nm_cmdbuf_release_all(dev); /* waits for every submission first */
+    nm_comm_release_all(dev);
     nm_tensor_release_all(dev);
     nm_pool_destroy(dev);
     dev->be->device_close(dev);
@@ -130,7 +132,9 @@ NEAT_API neat_status neat_device_set_math_mode(neat_device *h, neat_math_mode mo
     if (mode != NEAT_MATH_STRICT && mode != NEAT_MATH_TF32)
         return nm_error(NEAT_ERR_INVALID_ARGUMENT,
                         "neat_device_set_math_mode: mode %d is not a neat_math_mode", (int)mode);
+    pthread_mutex_lock(&dev->lock);
     dev->math = mode;
+    pthread_mutex_unlock(&dev->lock);
     return NEAT_OK;
 }
 

@@ -118,9 +118,11 @@ struct nm_device {
     neat_math_mode math;
     nm_pool pool;
     pthread_mutex_t lock;
-    nm_tensor *tensors; /* live tensor objects (a handle or a submission holds them) */
-    nm_cmdbuf *cmdbufs; /* live command buffers, destroyed ones still running included */
-    uint64_t next_seq;  /* submissions so far: the next one gets next_seq + 1 */
+    nm_tensor *tensors;    /* live tensor objects (a handle or a submission holds them) */
+    nm_cmdbuf *cmdbufs;    /* live command buffers, destroyed ones still running included */
+    struct nm_comm *comms; /* live communicators */
+    uint64_t next_seq;     /* submissions so far: the next one gets next_seq + 1 */
+    uint64_t reaped_seq;   /* every submission up to it has been reaped (nm_reap) */
     nm_submission *inflight, *inflight_tail; /* in submission order */
 };
 
@@ -197,6 +199,7 @@ struct nm_comm {
     double timeout; /* seconds, 0 = forever */
     int broken;
     void *impl;
+    nm_comm *prev, *next; /* the device's list (dev->lock): device destroy releases them */
 };
 
 struct nm_cmdbuf {

@@ -95,7 +95,9 @@ neat_status nm_record(const char *fn, nm_cmdbuf *cb, nm_op *op) {
     if (!be->op[op->kind])
         st = nm_error(NEAT_ERR_UNSUPPORTED, "%s: the %s backend has no such op", fn, be->name);
     op->fn = fn;
+    pthread_mutex_lock(&cb->dev->lock); /* neat_device_set_math_mode writes it under the lock */
     op->math = cb->dev->math;
+    pthread_mutex_unlock(&cb->dev->lock);
     /* The backend may refuse what it cannot run exactly (a size, a dtype, a semantics its
      * vendor library lacks), now rather than when the buffer runs. */
     if (st == NEAT_OK && be->op_check) st = be->op_check(cb->dev, op);
