@@ -55,7 +55,7 @@ def worker(rank, world, args):
     for _ in range(args.warmup):
         step()
     torch.cuda.synchronize()
-    dist.barrier()
+    dist.barrier(device_ids=[rank])
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     start.record()
     for _ in range(args.steps):
