@@ -12,15 +12,29 @@
  * gathers the next batch while the device runs this one. The schedule is a linear warm-up
  * then a cosine decay. A second recorded buffer runs the forward pass over the test set.
  *
+ * Data-parallel (docs/DISTRIBUTED.md): N ranks each take a shard of every global batch of
+ * N x --batch images (rank r the rows [r*batch, (r+1)*batch) of the same shuffled order: the
+ * order comes from the seed). Rank 0's parameters are broadcast at the start; in the step,
+ * after the backward ops, one neat_all_reduce_bucket averages the eight gradients and a
+ * one-element all-reduce averages the loss, so the loss printed is the mean over all ranks.
+ * Each rank evaluates its share of the test set; the correct counts are summed across
+ * ranks once an epoch. Ranks are processes (--rank R --world-size N --init-file PATH, or
+ * RANK / WORLD_SIZE / LOCAL_RANK and NEATML_INIT_FILE, or mpirun's OMPI_COMM_WORLD_*; rank 0
+ * writes the comm id to the file, the others read it) or threads of one process driving
+ * --devices N local GPUs (neat_comm_create_all). Only rank 0 prints.
+ *
  * Data: Debian's dataset-fashion-mnist, gzipped IDX files read through zlib
  * (/usr/share/datasets/fashion-mnist, or --data DIR). Output: a progress bar on stderr,
  * the test accuracy after each epoch, an SVG plot of the curves, and one last line
  *   final test_accuracy=0.9012 epochs=5 backend=cpu images_per_s=1234.5
- * An example, so unlike the library it prints, and exits with 1 on any failure.
+ *         steady_images_per_s=1300.2 ranks=1
+ * (images/s count the images of all ranks). An example, so unlike the library it prints,
+ * and exits with 1 on any failure.
  */
 #include "neatml.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -34,6 +48,7 @@
 #define PIXELS (IMG * IMG)
 #define CLASSES 10
 #define EVAL_BATCH 500
+#define MAX_DEVICES 16
 
 static void die(const char *fmt, ...) {
     va_list ap;
@@ -65,11 +80,16 @@ typedef struct options {
     uint64_t seed;
     const char *plot, *data;
     long limit; /* train on the first `limit` images; 0 = all */
+    /* Data-parallel: rank and world size (-1: from the environment), the id file, or the
+     * number of local devices that one process drives (0: one device, or one per process). */
+    int rank, world, devices;
+    const char *init_file;
 } options;
 
 static void usage(void) {
     fprintf(stderr, "usage: fashion_mnist [--epochs N] [--batch N] [--lr X] [--backend cpu|cuda|auto]\n"
-                    "                     [--seed N] [--plot FILE] [--data DIR] [--limit N]\n");
+                    "                     [--seed N] [--plot FILE] [--data DIR] [--limit N]\n"
+                    "                     [--rank R --world-size N --init-file PATH | --devices N]\n");
     exit(1);
 }
 
@@ -82,7 +102,7 @@ static long parse_long(const char *flag, const char *v, long lo) {
 
 static options parse_options(int argc, char **argv) {
     options o = {5, 128, 0.05, NEAT_BACKEND_AUTO, 42, "fashion_mnist.svg",
-                 "/usr/share/datasets/fashion-mnist", 0};
+                 "/usr/share/datasets/fashion-mnist", 0, -1, -1, 0, NULL};
     for (int i = 1; i < argc; i++) {
         const char *f = argv[i];
         if (!strcmp(f, "--help") || !strcmp(f, "-h")) usage();
@@ -94,6 +114,10 @@ static options parse_options(int argc, char **argv) {
         else if (!strcmp(f, "--limit")) o.limit = parse_long(f, v, 1);
         else if (!strcmp(f, "--plot")) o.plot = v;
         else if (!strcmp(f, "--data")) o.data = v;
+        else if (!strcmp(f, "--rank")) o.rank = (int)parse_long(f, v, 0);
+        else if (!strcmp(f, "--world-size")) o.world = (int)parse_long(f, v, 1);
+        else if (!strcmp(f, "--devices")) o.devices = (int)parse_long(f, v, 1);
+        else if (!strcmp(f, "--init-file")) o.init_file = v;
         else if (!strcmp(f, "--lr")) {
             char *end;
             o.lr = strtod(v, &end);
@@ -105,6 +129,9 @@ static options parse_options(int argc, char **argv) {
             else die("--backend wants cpu, cuda or auto, got '%s'", v);
         } else usage();
     }
+    if (o.devices > MAX_DEVICES) die("--devices wants at most %d", MAX_DEVICES);
+    if (o.devices && (o.rank > 0 || o.world > 1))
+        die("--devices N drives N devices from one process: not with --rank/--world-size");
     return o;
 }
 
@@ -347,9 +374,11 @@ static void record_forward(neat_cmdbuf *cb, const lenet *net, batch_state *s,
 
 /* The whole step: the batch and hyper from the host, forward, loss, backward (gradients
  * overwritten: accumulate 0), updates, then the loss and logits to the host. conv1's input
- * gradient is not needed: dx = NULL skips it. */
+ * gradient is not needed: dx = NULL skips it. With a comm (data-parallel), the eight
+ * gradients are averaged over the ranks in one bucket before the updates, so every rank
+ * applies the same update, and the loss is averaged too (what the host reads). */
 static void record_train_step(neat_cmdbuf *cb, const lenet *net, batch_state *s,
-                              neat_tensor *hyper, host_io *io) {
+                              neat_tensor *hyper, host_io *io, neat_comm *comm) {
     ok(neat_copy_from_host(cb, io->labels, s->n, s->labels), "record labels copy");
     ok(neat_copy_from_host(cb, io->hyper, 2, hyper), "record hyper copy");
     record_forward(cb, net, s, io->x);
@@ -366,6 +395,13 @@ static void record_train_step(neat_cmdbuf *cb, const lenet *net, batch_state *s,
     ok(neat_maxpool2d_backward(cb, &net->pool, s->a1, s->dp1, s->da1), "record pool1 backward");
     ok(neat_conv2d_backward(cb, &net->conv, NEAT_ACT_RELU, s->x, net->w[CONV1], net->b[CONV1], s->a1, s->da1, NULL, net->dw[CONV1], net->db[CONV1], 0),
        "record conv1 backward");
+    if (comm) {
+        neat_tensor *grads[2 * LAYERS];
+        for (int l = 0; l < LAYERS; l++) grads[2 * l] = net->dw[l], grads[2 * l + 1] = net->db[l];
+        ok(neat_all_reduce_bucket(cb, comm, NEAT_REDUCE_AVG, 2 * LAYERS, grads),
+           "record gradient all-reduce");
+        ok(neat_all_reduce(cb, comm, NEAT_REDUCE_AVG, s->loss, s->loss), "record loss all-reduce");
+    }
     neat_sgd_params sgd = {0.9f, 0.0f, 0};
     for (int l = 0; l < LAYERS; l++) {
         ok(neat_sgd_update(cb, &sgd, hyper, net->w[l], net->dw[l], net->vw[l]), "record sgd (w)");
@@ -403,13 +439,14 @@ static long count_correct(const float *logits, const float *labels, long n) {
     return correct;
 }
 
-/* Test accuracy with the recorded forward buffer `cb` (images copied in from io->x, logits
- * out to io->logits) over batches of s->n images. */
-static double evaluate(neat_cmdbuf *cb, batch_state *s, host_io *io, const dataset *test) {
+/* Correctly classified test images among [first, last), with the recorded forward buffer
+ * `cb` (images copied in from io->x, logits out to io->logits) over batches of s->n. */
+static long evaluate(neat_cmdbuf *cb, batch_state *s, host_io *io, const dataset *test,
+                     long first, long last) {
     long correct = 0, *idx = malloc(sizeof(long) * (size_t)s->n);
     if (!idx) die("out of memory");
-    for (long start = 0; start < test->count; start += s->n) {
-        long valid = test->count - start < s->n ? test->count - start : s->n;
+    for (long start = first; start < last; start += s->n) {
+        long valid = last - start < s->n ? last - start : s->n;
         for (long i = 0; i < valid; i++) idx[i] = start + i;
         gather(test, idx, valid, s->n, io->x, io->labels);
         ok(neat_cmdbuf_commit(cb), "neat_cmdbuf_commit(evaluation)");
@@ -417,7 +454,7 @@ static double evaluate(neat_cmdbuf *cb, batch_state *s, host_io *io, const datas
         correct += count_correct(io->logits, io->labels, valid);
     }
     free(idx);
-    return (double)correct / (double)test->count;
+    return correct;
 }
 
 /* Warm-up over the first `warmup` steps, then cosine decay to zero at the last step. */
@@ -517,27 +554,77 @@ static int write_svg(const char *path, const curves *c, const char *subtitle) {
     return fclose(f) == 0;
 }
 
-/* ---- main ----------------------------------------------------------------------------------- */
+/* ---- ranks: who trains what -------------------------------------------------------------- */
 
-int main(int argc, char **argv) {
-    options o = parse_options(argc, argv);
-    dataset train = load_set(o.data, "train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz");
-    dataset test = load_set(o.data, "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz");
-    long ntrain = o.limit && o.limit < train.count ? o.limit : train.count;
-    const long B = o.batch, steps = ntrain / B; /* the last partial batch is dropped */
-    if (steps == 0) die("%ld training images do not fill one batch of %ld", ntrain, B);
+/* One rank's training: its device and comm (NULL when training alone), the shared data
+ * sets (read only, so threads share them), and what rank 0 reports. */
+typedef struct rank_run {
+    const options *o;
+    const dataset *train, *test;
+    long ntrain;
+    neat_device *dev;
+    neat_comm *comm;
+    int rank, world;
+    double test_acc;
+} rank_run;
 
-    neat_device *dev = NULL;
-    ok(neat_device_create(o.backend, 0, &dev), "neat_device_create");
+/* Sum `n` counts over the ranks: a buffer of a copy in, an all-reduce, a copy out, run
+ * once an epoch (floats hold counts exactly up to 2^24). Alone, the counts are the sums. */
+static void sum_over_ranks(const rank_run *r, double *counts, int n) {
+    if (!r->comm) return;
+    float h[4];
+    neat_tensor *t = tensor(r->dev, 1, n, 0, 0, 0, "counts");
+    neat_cmdbuf *cb = NULL;
+    for (int i = 0; i < n; i++) h[i] = (float)counts[i];
+    ok(neat_cmdbuf_create(r->dev, &cb), "neat_cmdbuf_create(counts)");
+    ok(neat_copy_from_host(cb, h, n, t), "record counts copy");
+    ok(neat_all_reduce(cb, r->comm, NEAT_REDUCE_SUM, t, t), "record counts all-reduce");
+    ok(neat_copy_to_host(cb, t, h, n), "record counts copy back");
+    ok(neat_cmdbuf_commit(cb), "neat_cmdbuf_commit(counts)");
+    ok(neat_cmdbuf_wait(cb), "neat_cmdbuf_wait(counts)");
+    for (int i = 0; i < n; i++) counts[i] = h[i];
+    neat_cmdbuf_destroy(cb);
+    neat_tensor_destroy(t);
+}
+
+/* Every rank starts from rank 0's parameters: one buffer of a broadcast per tensor. */
+static void broadcast_parameters(const rank_run *r, lenet *net) {
+    neat_cmdbuf *cb = NULL;
+    ok(neat_cmdbuf_create(r->dev, &cb), "neat_cmdbuf_create(broadcast)");
+    for (int l = 0; l < LAYERS; l++) {
+        ok(neat_broadcast(cb, r->comm, 0, net->w[l], net->w[l]), "record weight broadcast");
+        ok(neat_broadcast(cb, r->comm, 0, net->b[l], net->b[l]), "record bias broadcast");
+    }
+    ok(neat_cmdbuf_commit(cb), "neat_cmdbuf_commit(broadcast)");
+    ok(neat_cmdbuf_wait(cb), "neat_cmdbuf_wait(broadcast)");
+    neat_cmdbuf_destroy(cb);
+}
+
+/* ---- training --------------------------------------------------------------------------- */
+
+/* The training loop of one rank (a thread's entry with --devices). */
+static void *train_rank(void *arg) {
+    rank_run *r = arg;
+    const options *o = r->o;
+    const dataset *train = r->train, *test = r->test;
+    neat_device *dev = r->dev;
+    const int lead = r->rank == 0, W = r->world;
+    const long ntrain = r->ntrain, B = o->batch, steps = ntrain / (B * W);
     neat_device_props props;
     ok(neat_device_info(dev, &props), "neat_device_info");
     const char *backend = neat_backend_name(props.backend);
-    printf("device: %s (%s), %ld training images in %ld batches of %ld, %ld test images\n",
-           props.name, backend, ntrain, steps, B, test.count);
+    if (lead) {
+        printf("device: %s (%s), %ld training images in %ld batches of %ld, %ld test images",
+               props.name, backend, ntrain, steps, B * W, test->count);
+        if (W > 1) printf(", %d ranks of %ld images a batch", W, B);
+        printf("\n");
+        fflush(stdout);
+    }
 
-    uint64_t rng = o.seed;
+    uint64_t rng = o->seed;
     lenet net;
     lenet_create(dev, &net, &rng);
+    if (r->comm) broadcast_parameters(r, &net);
     batch_state tr, ev;
     batch_create(dev, &tr, B, 1);
     batch_create(dev, &ev, EVAL_BATCH, 0);
@@ -550,42 +637,45 @@ int main(int argc, char **argv) {
     ok(neat_cmdbuf_create(dev, &step_cb[0]), "neat_cmdbuf_create(training step)");
     ok(neat_cmdbuf_create(dev, &step_cb[1]), "neat_cmdbuf_create(training step)");
     ok(neat_cmdbuf_create(dev, &eval_cb), "neat_cmdbuf_create(evaluation)");
-    record_train_step(step_cb[0], &net, &tr, hyper, &io[0]);
-    record_train_step(step_cb[1], &net, &tr, hyper, &io[1]);
+    record_train_step(step_cb[0], &net, &tr, hyper, &io[0], r->comm);
+    record_train_step(step_cb[1], &net, &tr, hyper, &io[1], r->comm);
     record_forward(eval_cb, &net, &ev, eval_io.x);
     ok(neat_copy_to_host(eval_cb, ev.logits, eval_io.logits, ev.n * CLASSES), "record logits copy");
 
     long *order = malloc(sizeof(long) * (size_t)ntrain);
-    long total = steps * o.epochs, warmup = total / 20 < 300 ? total / 20 : 300;
+    long total = steps * o->epochs, warmup = total / 20 < 300 ? total / 20 : 300;
     long chunk = total / 200 > 1 ? total / 200 : 1;
     curves cv = {malloc(sizeof(double) * (size_t)(total / chunk + 1)),
                  malloc(sizeof(double) * (size_t)(total / chunk + 1)), 0,
-                 malloc(sizeof(double) * (size_t)o.epochs), malloc(sizeof(double) * (size_t)o.epochs),
-                 o.epochs};
+                 malloc(sizeof(double) * (size_t)o->epochs), malloc(sizeof(double) * (size_t)o->epochs),
+                 o->epochs};
     if (!order || !cv.loss_x || !cv.loss_y ||
         !cv.train_acc || !cv.test_acc)
         die("out of memory");
     for (long i = 0; i < ntrain; i++) order[i] = i;
+    /* This rank's share of the test set (the counts are summed over the ranks). */
+    long test_first = test->count * r->rank / W, test_last = test->count * (r->rank + 1) / W;
 
-    int tty = isatty(fileno(stderr));
+    int tty = lead && isatty(fileno(stderr));
     /* Steady state: the steps after each step buffer's first two submissions (the first
      * searches cuDNN's algorithms, the second captures the CUDA graph), as the benchmark's
      * replayed step is timed after its warm-up. */
     double train_time = 0, test_acc = 0, chunk_loss = 0, steady_time = 0;
     long steady_steps = 0;
     long t = 0, chunk_n = 0;
-    for (int epoch = 1; epoch <= o.epochs; epoch++) {
+    for (int epoch = 1; epoch <= o->epochs; epoch++) {
         shuffle(order, ntrain, &rng);
         double t0 = now_s(), loss_sum = 0, device_s = 0, steady_t0 = t >= 4 ? t0 : -1;
         long correct = 0;
         /* Step k runs from buffer k % 2: batch k+1 is gathered and its buffer committed
-         * (queued behind step k) before step k is waited for. */
+         * (queued behind step k) before step k is waited for. Global batch k is
+         * order[k*B*W ..), this rank's rows of it start at r*B. */
         for (long k = -1; k < steps; k++) {
             long next = k + 1;
             if (next < steps) {
                 host_io *n = &io[next & 1];
-                gather(&train, order + next * B, B, B, n->x, n->labels);
-                n->hyper[0] = learning_rate(o.lr, t + next + 1, warmup, total);
+                gather(train, order + (next * W + r->rank) * B, B, B, n->x, n->labels);
+                n->hyper[0] = learning_rate(o->lr, t + next + 1, warmup, total);
                 n->hyper[1] = (float)(t + next + 1);
                 ok(neat_cmdbuf_commit(step_cb[next & 1]), "neat_cmdbuf_commit(training step)");
             }
@@ -609,7 +699,7 @@ int main(int argc, char **argv) {
                 chunk_loss = 0, chunk_n = 0;
             }
             if (tty && (k % 10 == 9 || k + 1 == steps))
-                progress(epoch, o.epochs, k + 1, steps, (double)((k + 1) * B) / (now_s() - t0),
+                progress(epoch, o->epochs, k + 1, steps, (double)((k + 1) * B * W) / (now_s() - t0),
                          loss_sum / (double)(k + 1));
         }
         double dt = now_s() - t0;
@@ -618,26 +708,35 @@ int main(int argc, char **argv) {
         if (tty) fputc('\n', stderr);
         double te0 = now_s();
         t += steps;
-        test_acc = evaluate(eval_cb, &ev, &eval_io, &test);
-        cv.train_acc[epoch - 1] = (double)correct / (double)(steps * B);
+        double counts[2] = {(double)correct,
+                            (double)evaluate(eval_cb, &ev, &eval_io, test, test_first, test_last)};
+        sum_over_ranks(r, counts, 2);
+        test_acc = counts[1] / (double)test->count;
+        cv.train_acc[epoch - 1] = counts[0] / (double)(steps * B * W);
         cv.test_acc[epoch - 1] = test_acc;
-        printf("epoch %d/%d: loss %.4f  train accuracy %.4f  test accuracy %.4f  "
-               "(%.1f s, %.1f images/s, device %.3f of %.3f ms a step; evaluation %.1f s)\n",
-               epoch, o.epochs, loss_sum / (double)steps, cv.train_acc[epoch - 1], test_acc, dt,
-               (double)(steps * B) / dt, 1e3 * device_s / (double)steps,
-               1e3 * dt / (double)steps, now_s() - te0);
-        fflush(stdout);
+        if (lead) {
+            printf("epoch %d/%d: loss %.4f  train accuracy %.4f  test accuracy %.4f  "
+                   "(%.1f s, %.1f images/s, device %.3f of %.3f ms a step; evaluation %.1f s)\n",
+                   epoch, o->epochs, loss_sum / (double)steps, cv.train_acc[epoch - 1], test_acc,
+                   dt, (double)(steps * B * W) / dt, 1e3 * device_s / (double)steps,
+                   1e3 * dt / (double)steps, now_s() - te0);
+            fflush(stdout);
+        }
     }
 
-    char subtitle[256];
-    snprintf(subtitle, sizeof subtitle, "neatml LeNet on Fashion-MNIST: %s, batch %ld, lr %g, final test accuracy %.4f",
-             props.name, B, o.lr, test_acc);
-    if (!write_svg(o.plot, &cv, subtitle)) die("%s: cannot write the plot", o.plot);
-    fprintf(stderr, "plot written to %s\n", o.plot);
-    printf("final test_accuracy=%.4f epochs=%d backend=%s images_per_s=%.1f "
-           "steady_images_per_s=%.1f\n", test_acc, o.epochs, backend,
-           (double)(steps * B * o.epochs) / train_time,
-           steady_time > 0 ? (double)(steady_steps * B) / steady_time : 0.0);
+    if (lead) {
+        char subtitle[256];
+        snprintf(subtitle, sizeof subtitle, "neatml LeNet on Fashion-MNIST: %s, batch %ld%s, lr %g, final test accuracy %.4f",
+                 props.name, B * W, W > 1 ? " (all ranks)" : "", o->lr, test_acc);
+        if (!write_svg(o->plot, &cv, subtitle)) die("%s: cannot write the plot", o->plot);
+        fprintf(stderr, "plot written to %s\n", o->plot);
+        printf("final test_accuracy=%.4f epochs=%d backend=%s images_per_s=%.1f "
+               "steady_images_per_s=%.1f ranks=%d\n", test_acc, o->epochs, backend,
+               (double)(steps * B * W * o->epochs) / train_time,
+               steady_time > 0 ? (double)(steady_steps * B * W) / steady_time : 0.0, W);
+        fflush(stdout);
+    }
+    r->test_acc = test_acc;
 
     neat_cmdbuf_destroy(step_cb[0]);
     neat_cmdbuf_destroy(step_cb[1]);
@@ -646,10 +745,97 @@ int main(int argc, char **argv) {
     batch_destroy(&tr);
     batch_destroy(&ev);
     lenet_destroy(&net);
-    neat_device_destroy(dev);
     host_io_destroy(&io[0]), host_io_destroy(&io[1]), host_io_destroy(&eval_io);
     free(order);
     free(cv.loss_x), free(cv.loss_y), free(cv.train_acc), free(cv.test_acc);
+    return NULL;
+}
+
+/* ---- main: one device, one device of several processes, or several devices ------------- */
+
+static int env_int(const char *name, const char *fallback, int dflt) {
+    const char *v = getenv(name);
+    if (!v && fallback) v = getenv(fallback);
+    return v && *v ? atoi(v) : dflt;
+}
+
+/* Rank 0 makes the id and writes it to `path` (to path.tmp, then renamed, so that readers
+ * never see half of it); the others poll for the file, up to 300 s. */
+static void share_id(neat_backend backend, int rank, const char *path, neat_comm_id *id) {
+    char text[300];
+    if (rank == 0) {
+        ok(neat_comm_id_create(backend, id), "neat_comm_id_create");
+        ok(neat_comm_id_to_string(id, text, sizeof text), "neat_comm_id_to_string");
+        char tmp[4200];
+        snprintf(tmp, sizeof tmp, "%s.tmp", path);
+        FILE *f = fopen(tmp, "w");
+        if (!f || fprintf(f, "%s\n", text) < 0 || fclose(f) != 0 || rename(tmp, path) != 0)
+            die("%s: cannot write the comm id", path);
+        return;
+    }
+    for (int i = 0; i < 30000; i++) {
+        FILE *f = fopen(path, "r");
+        if (f) {
+            int got = fgets(text, sizeof text, f) != NULL;
+            fclose(f);
+            if (got && neat_comm_id_from_string(text, id) == NEAT_OK) return;
+        }
+        usleep(10000);
+    }
+    die("rank %d: no comm id in %s after 300 s (is rank 0 running?)", rank, path);
+}
+
+int main(int argc, char **argv) {
+    options o = parse_options(argc, argv);
+    int ndev = o.devices ? o.devices : 1;
+    neat_device *devs[MAX_DEVICES] = {NULL};
+    neat_comm *comms[MAX_DEVICES] = {NULL};
+    rank_run runs[MAX_DEVICES];
+    int rank = 0, world = ndev;
+    if (o.devices) {
+        /* One process drives N local devices: rank i on device i, one thread each. */
+        for (int i = 0; i < ndev; i++) ok(neat_device_create(o.backend, i, &devs[i]), "neat_device_create");
+        ok(neat_comm_create_all(ndev, devs, comms), "neat_comm_create_all");
+    } else {
+        /* One process per device: the rank from the flags, the launcher (torchrun's names)
+         * or mpirun; the GPU from LOCAL_RANK (the rank on this machine). */
+        rank = o.rank >= 0 ? o.rank : env_int("RANK", "OMPI_COMM_WORLD_RANK", 0);
+        world = o.world >= 1 ? o.world : env_int("WORLD_SIZE", "OMPI_COMM_WORLD_SIZE", 1);
+        if (world < 1 || rank < 0 || rank >= world) die("rank %d of a world of %d", rank, world);
+        int local = env_int("LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_RANK", rank);
+        ok(neat_device_create(o.backend, o.backend == NEAT_BACKEND_CPU ? 0 : local, &devs[0]),
+           "neat_device_create");
+        neat_device_props props;
+        ok(neat_device_info(devs[0], &props), "neat_device_info");
+        if (world > 1) {
+            const char *path = o.init_file ? o.init_file : getenv("NEATML_INIT_FILE");
+            if (!path) die("rank %d of %d: no --init-file (or NEATML_INIT_FILE) to share the comm id", rank, world);
+            neat_comm_id id;
+            share_id(props.backend, rank, path, &id);
+            ok(neat_comm_create(devs[0], &id, world, rank, &comms[0]), "neat_comm_create");
+            if (rank == 0) remove(path); /* every rank has joined: the next run starts afresh */
+        }
+    }
+
+    dataset train = load_set(o.data, "train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz");
+    dataset test = load_set(o.data, "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz");
+    long ntrain = o.limit && o.limit < train.count ? o.limit : train.count;
+    if (ntrain / ((long)o.batch * world) == 0)
+        die("%ld training images do not fill one batch of %d x %d", ntrain, world, o.batch);
+    for (int i = 0; i < ndev; i++)
+        runs[i] = (rank_run){&o, &train, &test, ntrain, devs[i], comms[i], o.devices ? i : rank,
+                             world, 0};
+    if (o.devices) {
+        /* A collective's submission may wait for its peers: each device's own thread. */
+        pthread_t threads[MAX_DEVICES];
+        for (int i = 0; i < ndev; i++)
+            if (pthread_create(&threads[i], NULL, train_rank, &runs[i])) die("pthread_create failed");
+        for (int i = 0; i < ndev; i++) pthread_join(threads[i], NULL);
+    } else {
+        train_rank(&runs[0]);
+    }
+
+    for (int i = 0; i < ndev; i++) neat_comm_destroy(comms[i]), neat_device_destroy(devs[i]);
     free(train.images), free(train.labels), free(test.images), free(test.labels);
     return 0;
 }

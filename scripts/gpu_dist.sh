@@ -7,13 +7,18 @@
 #      loopback);
 #   3. compute-sanitizer (memcheck) on the 2-process collective test;
 #   4. all-reduce bus bandwidth, 64 and 256 MiB float32: neatml (a replayed buffer of one
-#      neat_all_reduce, device time) beside NCCL itself (build/nccl_peer, timed the same way).
+#      neat_all_reduce, device time) beside NCCL itself (build/nccl_peer, timed the same way);
+#   5. examples/fashion_mnist data-parallel, 5 epochs (data in .gpu/fashion-mnist as for
+#      gpu_check.sh): 2 processes (RANK/WORLD_SIZE/LOCAL_RANK, id file) and one process
+#      driving both GPUs (--devices 2); final lines in the summary, logs in dist.log;
+#   6. LeNet step data-parallel, weak scaling (128 images per GPU): images/s per GPU on 1
+#      and 2 GPUs, neatml (the example, 1 epoch, its steady_images_per_s divided by the
+#      ranks: host gather and copies included) beside PyTorch DDP (bench/ddp_lenet.py:
+#      random data resident on the GPU, CUDA events); logs in bench.txt.
 # NVLink multicast stays off (NCCL_NVLS_ENABLE=0). Logs and the summary go to $OUT (default
 # ./gpu-out): env.txt build.log dist.log sanitizer.log bench.txt summary.txt. Every step's
 # failure is reported in the summary and the script goes on.
 #   usage: scripts/gpu_dist.sh
-# Not done yet (see docs/DISTRIBUTED.md): the data-parallel LeNet / Fashion-MNIST example,
-# its PyTorch DDP peer, and one process driving both GPUs (neat_comm_create_all).
 set -u
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -116,7 +121,45 @@ else
   done
 fi
 
-row "LeNet data-parallel / DDP / Fashion-MNIST" "not run: the data-parallel example is not written yet"
+# final <log> <label>: the example's final line (rank 0's) of a run in the log
+final() {
+  awk -v l="== $2" '$0==l{f=1;next} /^== /{f=0} f' "$OUT/$1" | grep -m1 '^final ' || echo "no final line (see $1)"
+}
+# steady_per_gpu <log> <label> <ranks>: steady_images_per_s of that run / ranks
+steady_per_gpu() {
+  final "$1" "$2" | sed -n 's/.*steady_images_per_s=\([0-9.]*\).*/\1/p' | awk -v n="$3" '{printf "%.1f", $1 / n}'
+}
+
+DATA=/usr/share/datasets/fashion-mnist
+[ -d "$ROOT/.gpu/fashion-mnist" ] && DATA=$ROOT/.gpu/fashion-mnist
+if [ "$NGPU" -lt 2 ] || [ ! -x "$BUILD/fashion_mnist" ] || [ ! -f "$DATA/train-images-idx3-ubyte.gz" ]; then
+  row "fashion_mnist data-parallel" "SKIP: $NGPU GPU(s), $BUILD/fashion_mnist, data in $DATA"
+else
+  # 5. the example on 2 GPUs: 2 processes, then one process with --devices 2
+  FM=("$BUILD/fashion_mnist" --backend cuda --data "$DATA" --plot /tmp/fashion_mnist_dist.svg)
+  launch2 "fashion_mnist 2 processes" dist.log "${FM[@]}" --epochs 5
+  row "fashion_mnist 2 processes (rc $?)" "$(final dist.log 'fashion_mnist 2 processes')"
+  { echo "== fashion_mnist --devices 2"; timeout 300 "${FM[@]}" --epochs 5 --devices 2 2>&1; \
+    echo "exit $?"; } >>"$OUT/dist.log"
+  row "fashion_mnist --devices 2" "$(final dist.log 'fashion_mnist --devices 2')"
+
+  # 6. weak scaling, 128 images per GPU: the example for 1 epoch on 1 GPU, on 2 processes
+  { echo "== lenet 1 GPU"; timeout 300 "${FM[@]}" --epochs 1 2>&1; } >>"$OUT/bench.txt"
+  launch2 "lenet 2 GPUs" bench.txt "${FM[@]}" --epochs 1
+  row "LeNet neatml images/s per GPU, 1 GPU" "$(steady_per_gpu bench.txt 'lenet 1 GPU' 1)"
+  row "LeNet neatml images/s per GPU, 2 GPUs" "$(steady_per_gpu bench.txt 'lenet 2 GPUs' 2)"
+  if python3 -c 'import torch' 2>/dev/null; then
+    echo "== ddp_lenet" >>"$OUT/bench.txt"
+    MASTER_ADDR=127.0.0.1 MASTER_PORT=29531 timeout 300 python3 bench/ddp_lenet.py --worlds 1,2 \
+      >>"$OUT/bench.txt" 2>&1
+    for w in 1 2; do
+      line=$(grep -m1 "^ddp_lenet world=$w " "$OUT/bench.txt" | sed 's/^ddp_lenet //')
+      row "LeNet PyTorch DDP images/s per GPU, $w GPU" "${line:-no line (see bench.txt)}"
+    done
+  else
+    row "LeNet PyTorch DDP" "SKIP: python3 has no torch"
+  fi
+fi
 echo
 echo "== summary ($OUT/summary.txt)"
 cat "$SUMMARY"
