@@ -137,6 +137,28 @@ static neat_status check_window(const char *fn, int64_t kh, int64_t kw, int64_t 
     return NEAT_OK;
 }
 
+/* The geometry of a window op over x [N,C,H,W] giving [N,k,p,q]. */
+static nm_conv_geom window_geom(const nm_tensor *x, int64_t k, int64_t p, int64_t q, int64_t kh,
+                                int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw,
+                                int64_t dh, int64_t dw, int64_t groups) {
+    return (nm_conv_geom){.n = x->shape[0],
+                          .c = x->shape[1],
+                          .h = x->shape[2],
+                          .w = x->shape[3],
+                          .k = k,
+                          .p = p,
+                          .q = q,
+                          .kh = kh,
+                          .kw = kw,
+                          .sh = sh,
+                          .sw = sw,
+                          .ph = ph,
+                          .pw = pw,
+                          .dh = dh,
+                          .dw = dw,
+                          .groups = groups};
+}
+
 neat_status nm_conv_geometry(const char *fn, const neat_conv2d_desc *desc, const nm_tensor *x,
                              const nm_tensor *w, nm_conv_geom *g) {
     if (!desc) return nm_error(NEAT_ERR_INVALID_ARGUMENT, "%s: desc is NULL", fn);
@@ -204,22 +226,8 @@ neat_status nm_conv_geometry(const char *fn, const neat_conv2d_desc *desc, const
     if (x->shape[2] == 0) p = 0;
     if (x->shape[3] == 0) q = 0;
 
-    *g = (nm_conv_geom){.n = x->shape[0],
-                        .c = c,
-                        .h = x->shape[2],
-                        .w = x->shape[3],
-                        .k = k,
-                        .p = p,
-                        .q = q,
-                        .kh = desc->kernel_h,
-                        .kw = desc->kernel_w,
-                        .sh = desc->stride_h,
-                        .sw = desc->stride_w,
-                        .ph = desc->pad_h,
-                        .pw = desc->pad_w,
-                        .dh = desc->dilation_h,
-                        .dw = desc->dilation_w,
-                        .groups = groups};
+    *g = window_geom(x, k, p, q, desc->kernel_h, desc->kernel_w, desc->stride_h, desc->stride_w,
+                     desc->pad_h, desc->pad_w, desc->dilation_h, desc->dilation_w, groups);
     return NEAT_OK;
 }
 
@@ -249,21 +257,7 @@ neat_status nm_pool_geometry(const char *fn, const neat_pool2d_desc *desc, const
                         (long long)desc->kernel_h, (long long)desc->kernel_w);
     if (x->shape[2] == 0) p = 0;
     if (x->shape[3] == 0) q = 0;
-    *g = (nm_conv_geom){.n = x->shape[0],
-                        .c = x->shape[1],
-                        .h = x->shape[2],
-                        .w = x->shape[3],
-                        .k = x->shape[1],
-                        .p = p,
-                        .q = q,
-                        .kh = desc->kernel_h,
-                        .kw = desc->kernel_w,
-                        .sh = desc->stride_h,
-                        .sw = desc->stride_w,
-                        .ph = desc->pad_h,
-                        .pw = desc->pad_w,
-                        .dh = 1,
-                        .dw = 1,
-                        .groups = 1};
+    *g = window_geom(x, x->shape[1], p, q, desc->kernel_h, desc->kernel_w, desc->stride_h,
+                     desc->stride_w, desc->pad_h, desc->pad_w, 1, 1, 1);
     return NEAT_OK;
 }
