@@ -357,6 +357,9 @@ external c_matmul_batched :
 external c_add : Cmdbuf.handle -> Tensor.handle -> Tensor.handle -> Tensor.handle -> unit
   = "neatml_add"
 
+external c_mul : Cmdbuf.handle -> Tensor.handle -> Tensor.handle -> Tensor.handle -> unit
+  = "neatml_mul"
+
 external c_scale : Cmdbuf.handle -> Tensor.handle -> float -> Tensor.handle -> unit
   = "neatml_scale"
 
@@ -434,6 +437,7 @@ let matmul_batched cb ?(alpha = 1.0) ?(beta = 0.0) ?(trans_a = false) ?(trans_b 
       c_matmul_batched cb (h a) (h b) (h out) alpha beta trans_a trans_b)
 
 let add cb a b ~out = record cb [ a; b; out ] (fun cb -> c_add cb (h a) (h b) (h out))
+let mul cb a b ~out = record cb [ a; b; out ] (fun cb -> c_mul cb (h a) (h b) (h out))
 let scale cb x alpha ~out = record cb [ x; out ] (fun cb -> c_scale cb (h x) alpha (h out))
 let fill cb ~out value = record cb [ out ] (fun cb -> c_fill cb (h out) value)
 

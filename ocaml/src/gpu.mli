@@ -439,6 +439,10 @@ val add : Cmdbuf.t -> Tensor.t -> Tensor.t -> out:Tensor.t -> unit
 (** [add cb a b ~out]: out = a + b; b has a's shape, or is a row ([[|n|]] or [[|1; n|]]) of
     a's last size added to every row. out may be a. *)
 
+val mul : Cmdbuf.t -> Tensor.t -> Tensor.t -> out:Tensor.t -> unit
+(** [mul cb a b ~out]: out = a * b elementwise, with {!add}'s shapes and row broadcasting;
+    out may be a. Raises as {!add}. *)
+
 val scale : Cmdbuf.t -> Tensor.t -> float -> out:Tensor.t -> unit
 (** [scale cb x alpha ~out]: out = alpha·x; out may be x. *)
 

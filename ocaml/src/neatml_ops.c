@@ -60,6 +60,11 @@ value neatml_add(value cb, value a, value b, value out) {
     return Val_unit;
 }
 
+value neatml_mul(value cb, value a, value b, value out) {
+    neatml_check(neat_mul(CB(cb), TEN(a), TEN(b), TEN(out)));
+    return Val_unit;
+}
+
 value neatml_scale(value cb, value x, value alpha, value out) {
     neatml_check(neat_scale(CB(cb), TEN(x), (float)Double_val(alpha), TEN(out)));
     return Val_unit;

@@ -84,6 +84,16 @@ let test_add () =
   run (fun cb -> G.add cb ta ta ~out:ta);
   check_exact "add in place" (Array.map (fun x -> x +. x) a) (G.Tensor.to_array ta)
 
+let test_mul () =
+  let a = rand 12 and b = rand 12 and row = rand 4 in
+  let ta = tensor [| 3; 4 |] a in
+  let out = poisoned [| 3; 4 |] and out_row = poisoned [| 3; 4 |] in
+  run (fun cb ->
+      G.mul cb ta (tensor [| 3; 4 |] b) ~out;
+      G.mul cb ta (tensor [| 4 |] row) ~out:out_row);
+  check_exact "mul" (Array.mapi (fun i x -> x *. b.(i)) a) (G.Tensor.to_array out);
+  check_exact "mul row [n]" (Array.mapi (fun i x -> x *. row.(i mod 4)) a) (G.Tensor.to_array out_row)
+
 let test_scale_fill () =
   let x = rand 10 in
   let tx = tensor [| 2; 5 |] x and out = poisoned [| 2; 5 |] and f = poisoned [| 7 |] in
@@ -319,7 +329,7 @@ let op_tests =
           [ tc (Printf.sprintf "matmul ta=%b tb=%b" ta tb) (test_matmul ~ta ~tb ~alpha:1.0 ~beta:0.0);
             tc (Printf.sprintf "matmul ta=%b tb=%b alpha beta" ta tb) (test_matmul ~ta ~tb ~alpha:0.5 ~beta:0.25) ])
         [ (false, false); (true, false); (false, true); (true, true) ];
-      [ tc "matmul_batched" test_matmul_batched; tc "add" test_add; tc "scale, fill" test_scale_fill ];
+      [ tc "matmul_batched" test_matmul_batched; tc "add" test_add; tc "mul" test_mul; tc "scale, fill" test_scale_fill ];
       List.concat_map
         (fun (act, name) ->
           [ tc ("linear_forward " ^ name) (test_linear_forward act ~bias:true);
