@@ -266,9 +266,18 @@ NEAT_API neat_status neat_cmdbuf_reset(neat_cmdbuf *h) {
     nm_cmdbuf *cb;
     neat_status st = get_cmdbuf("neat_cmdbuf_reset", h, &cb);
     if (st) return st;
-    st = wait_cmdbuf(cb);
     nm_device *dev = cb->dev;
-    pthread_mutex_lock(&dev->lock);
+    /* Wait until no submission of cb is in flight, under the lock that commit takes: a
+     * commit from another thread between the wait and the lock is waited for too. */
+    neat_status failed = NEAT_OK;
+    for (;;) {
+        st = wait_cmdbuf(cb);
+        if (st != NEAT_OK && failed == NEAT_OK) failed = st;
+        pthread_mutex_lock(&dev->lock);
+        if (cmdbuf_idle(cb)) break;
+        pthread_mutex_unlock(&dev->lock);
+    }
+    st = failed;
     if (dev->be->cmdbuf_release) dev->be->cmdbuf_release(dev, cb);
     nm_scratch_release(cb);
     for (int64_t i = 0; i < cb->nops; i++) nm_op_free_list(&cb->ops[i]);
