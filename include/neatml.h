@@ -26,11 +26,12 @@
  * except neat_cmdbuf_wait, neat_cmdbuf_reset, neat_device_synchronize, neat_tensor_write/
  * read (which wait only for the submissions that use that tensor), neat_tensor_create_zeros,
  * neat_comm_create and neat_comm_destroy (the peers), neat_device_destroy, and on CUDA
- * neat_device_trim (cudaFree waits for the device). A committed
- * submission holds every tensor it uses: destroying one while it runs is safe (the memory
- * returns to the pool when the work completes). Two rules remain the caller's:
- * neat_device_destroy must not overlap any other call on the device or its objects, and an object must not be destroyed while another thread is
- * inside a call that takes it (after destroy returns, a use is INVALID_HANDLE as always).
+ * neat_device_trim (cudaFree waits for the device). A committed submission holds every
+ * tensor it uses: destroying one while it runs is safe (the memory returns to the pool when
+ * the work completes). Two rules remain the caller's: neat_device_destroy must not overlap
+ * any other call on the device or its objects, and an object must not be destroyed while
+ * another thread is inside a call that takes it (after destroy returns, a use is
+ * INVALID_HANDLE as always).
  *
  * Failures at run time. An op that fails while its buffer runs (an out-of-range label,
  * an invalid learning rate, memory for its scratch) stops the rest of that submission: the
