@@ -186,8 +186,8 @@ NEAT_API neat_status neat_device_trim(neat_device *dev);
  * reported free when the device was opened. An allocation past the limit first gives the
  * cache back, then fails with OUT_OF_MEMORY: at creation for tensors; for the scratch an
  * op takes the first time its buffer runs, naming the op, at neat_cmdbuf_wait on the CPU
- * and at neat_cmdbuf_commit on CUDA (which sets up a buffer when it is first committed). A limit below what is in use
- * already only stops further growth. Returns INVALID_ARGUMENT (negative), INVALID_HANDLE. */
+ * and at neat_cmdbuf_commit on CUDA (which sets up a buffer when it is first committed).
+ * A limit below what is in use already only stops further growth. Returns INVALID_ARGUMENT (negative), INVALID_HANDLE. */
 NEAT_API neat_status neat_device_set_memory_limit(neat_device *dev, int64_t bytes);
 
 /* ---- tensors ------------------------------------------------------------------------- */
@@ -196,8 +196,8 @@ NEAT_API neat_status neat_device_set_memory_limit(neat_device *dev, int64_t byte
 
 /* A float32 tensor of `ndim` (0..4) dimensions, contents undefined: memory of the pool is
  * reused, so a new tensor can hold an old one's values (neat_tensor_create_zeros gives
- * zeros). shape may be NULL when ndim is 0 (a scalar). Returns INVALID_ARGUMENT (NULL, ndim out of range, negative size,
- * byte count overflow), INVALID_HANDLE, OUT_OF_MEMORY. */
+ * zeros). shape may be NULL when ndim is 0 (a scalar). Returns INVALID_ARGUMENT (NULL, ndim
+ * out of range, negative size, byte count overflow), INVALID_HANDLE, OUT_OF_MEMORY. */
 NEAT_API neat_status neat_tensor_create(neat_device *dev, int ndim, const int64_t *shape,
                                         neat_tensor **out);
 
