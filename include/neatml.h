@@ -187,7 +187,8 @@ NEAT_API neat_status neat_device_trim(neat_device *dev);
  * cache back, then fails with OUT_OF_MEMORY: at creation for tensors; for the scratch an
  * op takes the first time its buffer runs, naming the op, at neat_cmdbuf_wait on the CPU
  * and at neat_cmdbuf_commit on CUDA (which sets up a buffer when it is first committed).
- * A limit below what is in use already only stops further growth. Returns INVALID_ARGUMENT (negative), INVALID_HANDLE. */
+ * A limit below what is in use already only stops further growth. Returns INVALID_ARGUMENT
+ * (negative), INVALID_HANDLE. */
 NEAT_API neat_status neat_device_set_memory_limit(neat_device *dev, int64_t bytes);
 
 /* ---- tensors ------------------------------------------------------------------------- */

@@ -6,7 +6,8 @@
  * Files: backend.c (table, device, memory, worker queue), dnnl.c and dnnl_util.h (engine,
  * stream, primitive cache, staging), matmul.c, linear.c, conv.c, conv_backward.c (oneDNN
  * ops), elementwise.c (add, scale, fill, activations), pool.c, reduce.c (sums), softmax.c
- * (softmax, cross-entropy), optim.c (SGD, Adam), comm.c (collectives: MPI); loops.h (how loops share threads) and
+ * (softmax, cross-entropy), optim.c (SGD, Adam), comm.c (collectives: MPI); loops.h (how loops
+ * share threads) and
  * vecmath.h (exp and friends that vectorize).
  */
 #ifndef NEATML_CPU_H

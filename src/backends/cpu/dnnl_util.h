@@ -134,7 +134,8 @@ void cpu_staged_destroy(cpu_staged *a);
 /* c[i] = act(alpha * op(a[i]) op(b[i]) + bias + beta * c[i]) for i < batch, every matrix
  * dense row-major: op(a) m x k (a stored k x m when trans_a), op(b) k x n (b stored n x k
  * when trans_b), c m x n, bias NULL or n values added to every row (callers pass a bias only
- * with alpha == 1, so how oneDNN scales a bias does not matter). beta == 0 never reads c. k == 0 gives act(bias + beta c).
+ * with alpha == 1, so how oneDNN scales a bias does not matter). beta == 0 never reads c. k == 0
+ * gives act(bias + beta c).
  * The primitive is cached per (batch, m, n, k, transposes, alpha, beta, bias, act). */
 typedef struct cpu_gemm_desc {
     int64_t batch, m, n, k;

@@ -24,7 +24,8 @@ static inline int cpu_par(int nthreads, int64_t work) {
     return nthreads > 1 && work >= CPU_PAR_MIN ? nthreads : 1;
 }
 
-/* Run the statement given last with int64_t lo, hi bound to one contiguous range of [0, n) per thread (ranges
+/* Run the statement given last with int64_t lo, hi bound to one contiguous range of [0, n) per
+ * thread (ranges
  * start at multiples of 16 floats, so threads share no cache line), or to [0, n) on the
  * calling thread when par is 1. */
 #define CPU_SPLIT(par, n, lo, hi, ...)                                                             \
@@ -44,7 +45,8 @@ static inline int cpu_par(int nthreads, int64_t work) {
         }                                                                                          \
     } while (0)
 
-/* for (int64_t i = 0; i < n; i++) <the statement given last>, statically split over par threads when par > 1. */
+/* for (int64_t i = 0; i < n; i++) <the statement given last>, statically split over par threads
+ * when par > 1. */
 #define CPU_FOR(par, i, n, ...)                                                                    \
     do {                                                                                           \
         int64_t n_ = (n);                                                                          \

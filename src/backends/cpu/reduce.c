@@ -13,7 +13,8 @@
  * A contiguous run of n floats is cut into blocks of sum_block_size(n) elements (at most
  * SUM_MAX_BLOCKS of them); each block is summed in 64 double lanes (x[i] goes to lane
  * i mod 64: eight vectors of independent additions in flight; lanes combined pairwise), and
- * the block sums are combined pairwise. Threads only decide who computes which block. Along an inner axis (inner > 1), each output is one
+ * the block sums are combined pairwise. Threads only decide who computes which block. Along an
+ * inner axis (inner > 1), each output is one
  * double accumulator taking x[o, 0, i], x[o, 1, i], ... in order; threads split the outputs.
  */
 #include "cpu.h"

@@ -40,7 +40,7 @@ neat_status cudnn_check(cudnnStatus_t s, const char *what, const char *call) {
                     "%s: %s failed: %s", what, call, cudnnGetErrorString(s));
 }
 
-/* ---- scratch ----------------------------------------------------------------------------------- */
+/* ---- scratch --------------------------------------------------------------------------------- */
 
 neat_status cuda_scratch(nm_cmdbuf *cb, int slot, size_t bytes, void **ptr) {
     cuda_cmdbuf *c = cuda_cb(cb);
@@ -69,7 +69,7 @@ neat_status cuda_scratch_zeroed(nm_device *dev, nm_cmdbuf *cb, int slot, size_t 
                       "cudaMemsetAsync");
 }
 
-/* ---- device ------------------------------------------------------------------------------------ */
+/* ---- device ---------------------------------------------------------------------------------- */
 
 static void release_device(cuda_device *d) {
     cuda_matmul_cache_free(d);
@@ -207,7 +207,7 @@ static neat_status cuda_copy_out(nm_device *dev, void *dst, const void *src, siz
     return copy(dev, dst, src, bytes, cudaMemcpyDeviceToHost, "neat_tensor_read");
 }
 
-/* ---- command buffers --------------------------------------------------------------------------- */
+/* ---- command buffers ------------------------------------------------------------------------- */
 
 /* Ops that need no guard after a failed op: those that check the error record themselves
  * (every op that can fail), and the copy to host (its result reaches dst only when the

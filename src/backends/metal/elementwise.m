@@ -1,5 +1,6 @@
 /*
- * elementwise.m — add and mul (same shape, or one row broadcast over every row), scale, fill and the
+ * elementwise.m — add and mul (same shape, or one row broadcast over every row), scale, fill and
+ * the
  * activations forward and backward, each a small cached MPSGraph over the whole tensor
  * (seen as one dimension, or [rows, cols] for the broadcast add). In place (out = an input)
  * goes through a scratch slot and a blit (graph.m). The activation math is graph.m's:
