@@ -11,11 +11,27 @@
    step} (linear warm-up, then cosine decay) come in by copy_from_host, read at each commit;
    the loss and logits go out by copy_to_host, written by the time wait returns. So a step
    waits for the device once, at its own wait, and the host gathers the next batch into the
-   same Bigarrays while the device runs this one. He-normal weights, zero biases. Usage:
+   same Bigarrays while the device runs this one. He-normal weights, zero biases.
+
+   Data-parallel, as the C example (docs/DISTRIBUTED.md): N ranks, one process each, each
+   take a shard of every global batch of N x --batch images (rank r the rows
+   [r*batch, (r+1)*batch) of the same shuffled order: the order comes from the seed). Rank
+   0's parameters are broadcast at the start; in the recorded step, after the backward ops,
+   one all_reduce_bucket averages the eight gradients and a one-element all_reduce
+   averages the loss, so every rank applies the same update and the loss printed is the
+   mean over the ranks. Each rank evaluates its share of the test set; the correct counts
+   are summed over the ranks once an epoch. The rank and world size come from --rank and
+   --world-size, or RANK / WORLD_SIZE (LOCAL_RANK picks the GPU), or mpirun's
+   OMPI_COMM_WORLD_*; rank 0 writes the comm id to --init-file (or $NEATML_INIT_FILE), the
+   others read it. Only rank 0 prints. Usage:
      fashion_mnist.exe [--epochs N] [--limit N] [--backend cpu|cuda|auto] [--batch N]
                        [--lr F] [--seed N] [--data DIR]
+                       [--rank R --world-size N --init-file PATH]
    It prints the test accuracy after each epoch and, as the C example, a last line
      final test_accuracy=0.9012 epochs=5 backend=cpu images_per_s=1234.5
+           steady_images_per_s=1300.2 ranks=1
+   (images/s count the images of all ranks; steady: the steps after the step buffer's
+   first two submissions, which on CUDA search cuDNN's algorithms and capture the graph).
    The data are the four idx .gz files of DIR (default /usr/share/datasets/fashion-mnist,
    or $FASHION_MNIST_DIR), decompressed through `gzip -dc`. *)
 
@@ -140,8 +156,10 @@ type train_step = {
 }
 
 (* The batch and hyper from the host, forward, loss, backward, the SGD updates, then the
-   loss and logits to the host: all in one command buffer. *)
-let record_train_step dev p batch =
+   loss and logits to the host: all in one command buffer. With a comm (data-parallel) the
+   eight gradients are averaged over the ranks in one bucket before the updates, and the
+   loss too (what the host reads). *)
+let record_train_step ?comm dev p batch =
   let cb = G.Cmdbuf.create dev in
   let t shape = G.Tensor.create dev shape in
   let labels = t [| batch |] and loss = t [| 1 |] and hyper = t [| 2 |] in
@@ -169,6 +187,11 @@ let record_train_step dev p batch =
   G.conv2d_backward cb conv ~act:G.Relu ~bias:p.b2 ~y:f.a2 ~dx:dp1 ~dw:gw2 ~db:gb2 f.p1 p.w2 da2;
   G.maxpool2d_backward cb pool f.a1 dp1 ~dx:da1;
   G.conv2d_backward cb conv ~act:G.Relu ~bias:p.b1 ~y:f.a1 ~dw:gw1 ~db:gb1 f.x p.w1 da1;
+  Option.iter
+    (fun comm ->
+      G.all_reduce_bucket cb comm ~op:G.Avg grads;
+      G.all_reduce cb comm ~op:G.Avg loss ~out:loss)
+    comm;
   List.iter2
     (fun param grad ->
       (* zeroed once here (the library never clears it), not by a fill in the step: a
@@ -194,11 +217,71 @@ let argmax_row (logits : host) i =
   done;
   !best
 
+(* ---- ranks ---- *)
+
+(* Every rank starts from rank 0's parameters: one buffer of a broadcast per tensor. *)
+let broadcast_params dev comm p =
+  let cb = G.Cmdbuf.create dev in
+  List.iter (fun t -> G.broadcast cb comm ~root:0 t ~out:t) [ p.w1; p.b1; p.w2; p.b2; p.w3; p.b3; p.w4; p.b4 ];
+  G.Cmdbuf.run cb
+
+(* The counts summed over the ranks: a copy in, an all-reduce, a copy out, once an epoch
+   (float32 holds counts exactly up to 2^24). Alone, the counts are the sums. *)
+let sum_over_ranks dev comm counts =
+  match comm with
+  | None -> counts
+  | Some comm ->
+      let n = Array.length counts in
+      let h = host n and t = G.Tensor.create dev [| n |] and cb = G.Cmdbuf.create dev in
+      Array.iteri (fun i c -> h.{i} <- float c) counts;
+      G.copy_from_host cb (ga h) ~out:t;
+      G.all_reduce cb comm ~op:G.Sum t ~out:t;
+      G.copy_to_host cb t ~out:(ga h);
+      G.Cmdbuf.run cb;
+      Array.init n (fun i -> Float.to_int (Float.round h.{i}))
+
+let env_int names default =
+  let value name = Option.bind (Sys.getenv_opt name) int_of_string_opt in
+  match List.find_map value names with Some v -> v | None -> default
+
+(* Rank 0 makes the id and writes its text to [path] (to path.tmp, then renamed, so that
+   readers never see half of it); the others poll for the file, up to 300 s. *)
+let share_id backend rank path =
+  if rank = 0 then (
+    let id = G.Comm.Id.create backend in
+    let tmp = path ^ ".tmp" in
+    (try
+       let oc = open_out tmp in
+       output_string oc (G.Comm.Id.to_string id ^ "\n");
+       close_out oc;
+       Sys.rename tmp path
+     with Sys_error msg -> Printf.eprintf "fashion_mnist: %s: cannot write the comm id (%s)\n" path msg; exit 1);
+    id)
+  else
+    let read () =
+      match open_in path with
+      | exception Sys_error _ -> None
+      | ic ->
+          let line = try Some (input_line ic) with End_of_file -> None in
+          close_in ic;
+          Option.bind line G.Comm.Id.of_string_opt
+    in
+    let rec poll i =
+      match read () with
+      | Some id -> id
+      | None when i < 30000 -> Unix.sleepf 0.01; poll (i + 1)
+      | None ->
+          Printf.eprintf "fashion_mnist: rank %d: no comm id in %s after 300 s (is rank 0 running?)\n" rank path;
+          exit 1
+    in
+    poll 0
+
 (* ---- main ---- *)
 
 let () =
   let epochs = ref 5 and limit = ref 0 and backend = ref "auto" and batch = ref 128 in
   let lr = ref 0.05 and seed = ref 42 in
+  let rank = ref (-1) and world = ref (-1) and init_file = ref "" in
   let data =
     ref (try Sys.getenv "FASHION_MNIST_DIR" with Not_found -> "/usr/share/datasets/fashion-mnist")
   in
@@ -207,10 +290,15 @@ let () =
       ("--epochs", Arg.Set_int epochs, "N  training epochs (default 5)");
       ("--limit", Arg.Set_int limit, "N  train on the first N images only (0: all)");
       ("--backend", Arg.Set_string backend, "NAME  auto, cpu or cuda (default auto)");
-      ("--batch", Arg.Set_int batch, "N  batch size (default 128)");
+      ("--batch", Arg.Set_int batch, "N  batch size of each rank (default 128)");
       ("--lr", Arg.Set_float lr, "F  peak learning rate (default 0.05)");
       ("--seed", Arg.Set_int seed, "N  seed of the initialisation and the shuffles (default 42)");
       ("--data", Arg.Set_string data, "DIR  folder of the Fashion-MNIST .gz files");
+      ("--rank", Arg.Set_int rank, "R  this process's rank (default $RANK, $OMPI_COMM_WORLD_RANK or 0)");
+      ("--world-size", Arg.Set_int world,
+       "N  number of ranks (default $WORLD_SIZE, $OMPI_COMM_WORLD_SIZE or 1)");
+      ("--init-file", Arg.Set_string init_file,
+       "PATH  where rank 0 writes the comm id for the others (default $NEATML_INIT_FILE)");
     ]
     (fun a -> raise (Arg.Bad ("unexpected argument " ^ a)))
     "fashion_mnist.exe [options]: LeNet on Fashion-MNIST with Neatml.Gpu";
@@ -220,6 +308,35 @@ let () =
     | exception G.Error (_, msg) ->
         prerr_endline msg;
         exit 2
+  in
+  (* One process per rank: the rank from the flags, the launcher (torchrun's names) or
+     mpirun; the GPU from LOCAL_RANK (the rank on this machine). *)
+  let rank = if !rank >= 0 then !rank else env_int [ "RANK"; "OMPI_COMM_WORLD_RANK" ] 0 in
+  let world = if !world >= 1 then !world else env_int [ "WORLD_SIZE"; "OMPI_COMM_WORLD_SIZE" ] 1 in
+  if world < 1 || rank < 0 || rank >= world then (
+    Printf.eprintf "fashion_mnist: rank %d of a world of %d\n" rank world;
+    exit 2);
+  let lead = rank = 0 in
+  let local = env_int [ "LOCAL_RANK"; "OMPI_COMM_WORLD_LOCAL_RANK" ] rank in
+  let dev = G.Device.create ~backend ~index:(if backend = G.Backend.Cpu then 0 else local) () in
+  let info = G.Device.info dev in
+  let comm =
+    if world = 1 then None
+    else
+      let path =
+        if !init_file <> "" then !init_file
+        else
+          match Sys.getenv_opt "NEATML_INIT_FILE" with
+          | Some p -> p
+          | None ->
+              Printf.eprintf "fashion_mnist: rank %d of %d: no --init-file (or NEATML_INIT_FILE) to share the comm id\n"
+                rank world;
+              exit 2
+      in
+      let id = share_id info.backend rank path in
+      let comm = G.Comm.create dev id ~nranks:world ~rank in
+      if lead then Sys.remove path (* every rank has joined: the next run starts afresh *);
+      Some comm
   in
   let file name =
     let path = Filename.concat !data name in
@@ -237,28 +354,33 @@ let () =
   let _, test_y = load load_labels "t10k-labels-idx1-ubyte.gz" in
   let ntrain = if !limit > 0 then min !limit ntrain else ntrain in
   let batch = !batch in
-  let steps = ntrain / batch in
-  if steps = 0 then (prerr_endline "fewer training images than one batch"; exit 2);
-  let dev = G.Device.create ~backend () in
-  let info = G.Device.info dev in
-  Printf.printf "device: %s (%s); %d training images, %d test images, batch %d\n%!" info.name
-    (G.Backend.to_string info.backend) ntrain ntest batch;
-  if info.selection <> "" then Printf.printf "backends passed over: %s\n%!" info.selection;
+  let steps = ntrain / (batch * world) in
+  if steps = 0 then (
+    Printf.eprintf "fashion_mnist: %d training images do not fill one batch of %d x %d\n" ntrain world batch;
+    exit 2);
+  if lead then (
+    Printf.printf "device: %s (%s); %d training images, %d test images, batch %d" info.name
+      (G.Backend.to_string info.backend) ntrain ntest (batch * world);
+    if world > 1 then Printf.printf ", %d ranks of %d images a batch" world batch;
+    print_newline ();
+    if info.selection <> "" then Printf.printf "backends passed over: %s\n%!" info.selection);
   let rng = Random.State.make [| !seed |] in
   let p = init_params dev rng in
-  let step = record_train_step dev p batch in
-  (* Evaluation: a forward-only buffer of 500 images sharing the parameters; the last chunk
-     is padded with zero images when the test count is not a multiple of it (their rows are
-     not counted). *)
+  Option.iter (fun comm -> broadcast_params dev comm p) comm;
+  let step = record_train_step ?comm dev p batch in
+  (* Evaluation: a forward-only buffer of 500 images sharing the parameters, over this
+     rank's share of the test set [test_first, test_last); its last chunk is padded with
+     zero images when the share is not a multiple of it (their rows are not counted). *)
   let eval_batch = min 500 ntest in
   let eval_cb = G.Cmdbuf.create dev in
   let ef = record_forward dev eval_cb p eval_batch in
   G.copy_to_host eval_cb ef.logits ~out:(ga ef.logits_host);
+  let test_first = ntest * rank / world and test_last = ntest * (rank + 1) / world in
   let evaluate () =
     let correct = ref 0 in
-    let first = ref 0 in
-    while !first < ntest do
-      let count = min eval_batch (ntest - !first) in
+    let first = ref test_first in
+    while !first < test_last do
+      let count = min eval_batch (test_last - !first) in
       Bigarray.Array1.blit (Bigarray.Array1.sub test_x (!first * 784) (count * 784))
         (Bigarray.Array1.sub ef.x_host 0 (count * 784));
       if count < eval_batch then Bigarray.Array1.fill (Bigarray.Array1.sub ef.x_host (count * 784) ((eval_batch - count) * 784)) 0.0;
@@ -268,10 +390,12 @@ let () =
       done;
       first := !first + count
     done;
-    float !correct /. float ntest
+    !correct
   in
-  (* Batch k+1 is gathered into the step's host Bigarrays once commit has read batch k. *)
-  let gather order first =
+  (* Batch k+1 is gathered into the step's host Bigarrays once commit has read batch k.
+     Global batch k is order.(k*B*W ..); this rank's rows of it start at rank*B. *)
+  let gather order k =
+    let first = ((k * world) + rank) * batch in
     for i = 0 to batch - 1 do
       let img = order.(first + i) in
       Bigarray.Array1.blit (Bigarray.Array1.sub train_x (img * 784) 784) (Bigarray.Array1.sub step.f.x_host (i * 784) 784);
@@ -283,6 +407,9 @@ let () =
   let total = steps * !epochs in
   let warmup = min (total / 20) 300 in
   let t = ref 0 and test_acc = ref 0.0 and train_time = ref 0.0 in
+  (* Steady state: the steps after the step buffer's first two submissions (on CUDA the first
+     searches cuDNN's algorithms, the second captures the graph), as the C example. *)
+  let steady_time = ref 0.0 and steady_steps = ref 0 in
   for epoch = 1 to !epochs do
     for i = ntrain - 1 downto 1 do
       let j = Random.State.int rng (i + 1) in
@@ -291,6 +418,7 @@ let () =
       order.(j) <- tmp
     done;
     let t0 = Unix.gettimeofday () and loss_sum = ref 0.0 and correct = ref 0 in
+    let steady_t0 = ref (if !t >= 2 then Some t0 else None) in
     gather order 0;
     for k = 0 to steps - 1 do
       incr t;
@@ -298,8 +426,10 @@ let () =
       step.hyper_host.{1} <- float !t;
       G.Cmdbuf.commit step.cb;
       Bigarray.Array1.blit step.labels_host labels;
-      if k + 1 < steps then gather order ((k + 1) * batch);
+      if k + 1 < steps then gather order (k + 1);
       G.Cmdbuf.wait step.cb;
+      if !t = 2 then steady_t0 := Some (Unix.gettimeofday ())
+      else if !t > 2 then incr steady_steps;
       let loss = step.loss_host.{0} in
       if not (Float.is_finite loss)
       then (Printf.eprintf "the loss diverged at step %d: try a smaller --lr\n" !t; exit 1);
@@ -308,15 +438,27 @@ let () =
       done;
       loss_sum := !loss_sum +. loss
     done;
-    let dt = Unix.gettimeofday () -. t0 in
+    let t1 = Unix.gettimeofday () in
+    let dt = t1 -. t0 in
     train_time := !train_time +. dt;
+    Option.iter (fun s -> steady_time := !steady_time +. (t1 -. s)) !steady_t0;
     let te0 = Unix.gettimeofday () in
-    test_acc := evaluate ();
-    Printf.printf
-      "epoch %d/%d: loss %.4f  train accuracy %.4f  test accuracy %.4f  (%.1f s, %.1f images/s; evaluation %.1f s)\n%!"
-      epoch !epochs (!loss_sum /. float steps) (float !correct /. float (steps * batch)) !test_acc dt
-      (float (steps * batch) /. dt) (Unix.gettimeofday () -. te0)
+    let counts = sum_over_ranks dev comm [| !correct; evaluate () |] in
+    test_acc := float counts.(1) /. float ntest;
+    if lead then
+      Printf.printf
+        "epoch %d/%d: loss %.4f  train accuracy %.4f  test accuracy %.4f  (%.1f s, %.1f images/s; evaluation %.1f s)\n%!"
+        epoch !epochs (!loss_sum /. float steps)
+        (float counts.(0) /. float (steps * batch * world))
+        !test_acc dt
+        (float (steps * batch * world) /. dt)
+        (Unix.gettimeofday () -. te0)
   done;
-  Printf.printf "final test_accuracy=%.4f epochs=%d backend=%s images_per_s=%.1f\n" !test_acc !epochs
-    (G.Backend.to_string info.backend)
-    (float (steps * batch * !epochs) /. !train_time)
+  if lead then
+    Printf.printf "final test_accuracy=%.4f epochs=%d backend=%s images_per_s=%.1f steady_images_per_s=%.1f ranks=%d\n%!"
+      !test_acc !epochs
+      (G.Backend.to_string info.backend)
+      (float (steps * batch * world * !epochs) /. !train_time)
+      (if !steady_time > 0.0 then float (!steady_steps * batch * world) /. !steady_time else 0.0)
+      world;
+  Option.iter G.Comm.free comm
