@@ -207,11 +207,11 @@ NEAT_API neat_status neat_device_set_memory_limit(neat_device *dev, int64_t byte
  *     float32 master weights: a half-precision model casts its gradients to float32);
  *   - every other op: all its tensors of one type.
  * Anything else is DTYPE_MISMATCH, with a message naming each tensor's type. A backend may
- * run fewer pairs (UNSUPPORTED with a message when recorded): the CPU runs float32
- * everywhere; in bf16 and f16 neat_cast, add, mul, scale, fill, the sums, softmax and
- * activation forward; matmul, linear forward and conv forward in bf16 (oneDNN) and f16
- * (through float32 copies); no backward, loss or pooling op in half yet. CUDA and Metal
- * run float32 only for now. */
+ * run fewer (UNSUPPORTED with a message when recorded): the CPU runs float32 everywhere,
+ * and in bf16 and f16 neat_cast, add, mul, scale, fill, the sums, softmax, activation
+ * forward, max pooling, matmul, linear forward and conv forward (on float32 copies of the
+ * half inputs, the result rounded once: no half-speed kernel yet); no backward op, loss or
+ * optimizer in half. CUDA and Metal run float32 only for now. */
 typedef enum neat_dtype { NEAT_F32 = 0, NEAT_BF16 = 1, NEAT_F16 = 2 } neat_dtype;
 
 /* Bytes per element of dtype (4, 2, 2); 0 for a value outside neat_dtype. */
