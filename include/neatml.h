@@ -79,7 +79,7 @@ typedef enum neat_status {
     NEAT_OK = 0,
     NEAT_ERR_INVALID_ARGUMENT = -1, /* a NULL, a negative size, a bad option value */
     NEAT_ERR_SHAPE_MISMATCH = -2,   /* shapes that do not fit together */
-    NEAT_ERR_DTYPE_MISMATCH = -3,   /* reserved: every tensor is float32 today */
+    NEAT_ERR_DTYPE_MISMATCH = -3,   /* element types an op does not take together */
     NEAT_ERR_DEVICE_MISMATCH = -4,  /* tensors or command buffer of different devices */
     NEAT_ERR_UNSUPPORTED = -5,      /* the backend lacks the op, or was not built */
     NEAT_ERR_OUT_OF_MEMORY = -6,
@@ -195,6 +195,31 @@ NEAT_API neat_status neat_device_set_memory_limit(neat_device *dev, int64_t byte
 
 #define NEAT_MAX_DIMS 4
 
+/* Element types. A tensor holds float32 (the default), bfloat16 or IEEE float16. The half
+ * types are storage formats: every op computes in float32 (products and reductions
+ * accumulate in float32) and rounds its result once to the output's type (to nearest,
+ * ties to even). Which ops take which types (checked when an op is recorded):
+ *   - neat_cast: any type to any type;
+ *   - neat_matmul(_batched), neat_linear_forward, neat_conv2d_forward: inputs (and b) of one
+ *     type; the output of that type or float32;
+ *   - the optimizers (neat_sgd_update, neat_adam_update), the recorded host copies
+ *     (neat_copy_from_host/to_host) and the collectives: float32 only (the optimizers keep
+ *     float32 master weights: a half-precision model casts its gradients to float32);
+ *   - every other op: all its tensors of one type.
+ * Anything else is DTYPE_MISMATCH, with a message naming each tensor's type. A backend may
+ * run fewer (UNSUPPORTED with a message when recorded): the CPU runs float32 everywhere,
+ * and in bf16 and f16 neat_cast, add, mul, scale, fill, the sums, softmax, activation
+ * forward, max pooling, matmul, linear forward and conv forward (on float32 copies of the
+ * half inputs, the result rounded once: no half-speed kernel yet); no backward op, loss or
+ * optimizer in half. CUDA and Metal run float32 only for now. */
+typedef enum neat_dtype { NEAT_F32 = 0, NEAT_BF16 = 1, NEAT_F16 = 2 } neat_dtype;
+
+/* Bytes per element of dtype (4, 2, 2); 0 for a value outside neat_dtype. */
+NEAT_API size_t neat_dtype_size(neat_dtype dtype);
+
+/* "f32", "bf16", "f16"; "unknown dtype" for other values. */
+NEAT_API const char *neat_dtype_name(neat_dtype dtype);
+
 /* A float32 tensor of `ndim` (0..4) dimensions, contents undefined: memory of the pool is
  * reused, so a new tensor can hold an old one's values (neat_tensor_create_zeros gives
  * zeros). shape may be NULL when ndim is 0 (a scalar). Returns INVALID_ARGUMENT (NULL, ndim
@@ -206,6 +231,17 @@ NEAT_API neat_status neat_tensor_create(neat_device *dev, int ndim, const int64_
  * writes: optimizer moments, accumulated gradients. Returns as neat_tensor_create. */
 NEAT_API neat_status neat_tensor_create_zeros(neat_device *dev, int ndim, const int64_t *shape,
                                               neat_tensor **out);
+
+/* A tensor of element type dtype; zero != 0 sets every element to 0 (as
+ * neat_tensor_create_zeros), zero == 0 leaves it undefined (as neat_tensor_create).
+ * Returns as neat_tensor_create, and INVALID_ARGUMENT for a dtype outside neat_dtype or
+ * zero other than 0 and 1. */
+NEAT_API neat_status neat_tensor_create_typed(neat_device *dev, neat_dtype dtype, int ndim,
+                                              const int64_t *shape, int zero, neat_tensor **out);
+
+/* The element type of t. Views keep their tensor's type. Returns INVALID_ARGUMENT,
+ * INVALID_HANDLE. */
+NEAT_API neat_status neat_tensor_dtype(const neat_tensor *t, neat_dtype *dtype);
 
 /* A rows x cols tensor: neat_tensor_create with ndim 2. */
 NEAT_API neat_status neat_matrix_create(neat_device *dev, int64_t rows, int64_t cols,
@@ -230,7 +266,9 @@ NEAT_API neat_status neat_tensor_shape(const neat_tensor *t, int *ndim, int64_t 
 /* Element count. Returns INVALID_ARGUMENT, INVALID_HANDLE. */
 NEAT_API neat_status neat_tensor_numel(const neat_tensor *t, int64_t *numel);
 
-/* Copy `count` floats from host memory into the tensor, once the committed submissions that
+/* Copy `count` floats from host memory into the tensor (converted to its type: to nearest,
+ * ties to even; NaN stays NaN, infinities stay infinite, and a finite value beyond the
+ * type's range becomes an infinity: |x| >= 65520 for f16), once the committed submissions that
  * use the tensor have completed (it waits for those, not for the rest of the device's
  * work). count must equal the element count (src may be NULL when it is 0). A buffer
  * committed by another thread while the copy runs must not use the tensor.
@@ -240,6 +278,12 @@ NEAT_API neat_status neat_tensor_write(neat_tensor *t, const float *src, int64_t
 /* Copy the tensor into host memory, once the committed submissions that use it have
  * completed. Same rules and statuses as neat_tensor_write. */
 NEAT_API neat_status neat_tensor_read(const neat_tensor *t, float *dst, int64_t count);
+
+/* Copy the tensor's bytes unconverted (bf16 and f16 as their uint16_t bit patterns, in the
+ * host's byte order): bytes must equal numel * neat_dtype_size(dtype). Otherwise as
+ * neat_tensor_write and neat_tensor_read; SHAPE_MISMATCH when bytes differs. */
+NEAT_API neat_status neat_tensor_write_raw(neat_tensor *t, const void *src, size_t bytes);
+NEAT_API neat_status neat_tensor_read_raw(const neat_tensor *t, void *dst, size_t bytes);
 
 /* ---- command buffers ----------------------------------------------------------------- */
 
@@ -315,8 +359,9 @@ NEAT_API neat_status neat_copy_to_host(neat_cmdbuf *cb, const neat_tensor *t, fl
  *   INVALID_ARGUMENT  a required pointer is NULL, an option is out of range, cb is already
  *                     committed (reset it first), or an output aliases an input;
  *   SHAPE_MISMATCH    shapes do not fit (the message gives them);
+ *   DTYPE_MISMATCH    element types the op does not take together (see neat_dtype);
  *   DEVICE_MISMATCH   a tensor belongs to another device than cb;
- *   UNSUPPORTED       the device's backend lacks the op;
+ *   UNSUPPORTED       the device's backend lacks the op, or does not run it in these types;
  *   OUT_OF_MEMORY     recording needed memory and none was left.
  * Nothing is computed and no output is touched until the buffer is committed. */
 
@@ -352,6 +397,10 @@ NEAT_API neat_status neat_mul(neat_cmdbuf *cb, const neat_tensor *a, const neat_
 /* out = alpha * x, same shapes; out may be x. */
 NEAT_API neat_status neat_scale(neat_cmdbuf *cb, const neat_tensor *x, float alpha,
                                 neat_tensor *out);
+
+/* y = x converted to y's element type (float32 math: to nearest, ties to even; NaN stays
+ * NaN; f16 overflows to infinity). Any type to any type, same shapes; y may be x. */
+NEAT_API neat_status neat_cast(neat_cmdbuf *cb, const neat_tensor *x, neat_tensor *y);
 
 /* Every element of t set to value. */
 NEAT_API neat_status neat_fill(neat_cmdbuf *cb, neat_tensor *t, float value);

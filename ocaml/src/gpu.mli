@@ -76,7 +76,7 @@ module Status : sig
   type t =
     | Invalid_argument  (** a bad option value, an aliasing output, a committed buffer *)
     | Shape_mismatch  (** shapes that do not fit together; the message gives them *)
-    | Dtype_mismatch  (** reserved: every tensor is float32 *)
+    | Dtype_mismatch  (** element types an op does not take together (no dtype API in OCaml yet) *)
     | Device_mismatch  (** tensors or command buffer of different devices *)
     | Unsupported  (** the device's backend lacks the op, or was not built *)
     | Out_of_memory  (** the device (or the host, for bookkeeping) has no memory left *)

@@ -26,6 +26,11 @@
  * (a peer that disagrees, died or timed out), which the backend learns from its
  * communication library (MPI, NCCL), not from the data. */
 #define NM_OPF_COLLECTIVE 2
+/* Element types (checked by nm_dtype_check when the op is recorded). Without one of these
+ * flags every tensor of the op has the same dtype. */
+#define NM_OPF_DT_ANY 4     /* each tensor any dtype (neat_cast) */
+#define NM_OPF_DT_OUT_F32 8 /* one dtype, except the last tensor (the output) may be f32 */
+#define NM_OPF_DT_F32 16    /* float32 only (optimizers, host copies, collectives) */
 
 /* Every op: the compute ops, then the collectives. The collectives are a list of their own
  * so that a backend without them (Metal) keeps its table NM_OP_TABLE: they stay NULL there,
@@ -33,18 +38,18 @@
 #define NM_OP_LIST(X, P) NM_COMPUTE_OP_LIST(X, P) NM_COLLECTIVE_OP_LIST(X, P)
 
 #define NM_COLLECTIVE_OP_LIST(X, P)                                                                \
-    X(P, ALL_REDUCE, all_reduce, NM_OPF_COLLECTIVE)                                                \
-    X(P, ALL_REDUCE_BUCKET, all_reduce_bucket, NM_OPF_COLLECTIVE) /* tensors in nm_op.list */      \
-    X(P, BROADCAST, broadcast, NM_OPF_COLLECTIVE)
+    X(P, ALL_REDUCE, all_reduce, NM_OPF_COLLECTIVE | NM_OPF_DT_F32)                                \
+    X(P, ALL_REDUCE_BUCKET, all_reduce_bucket, NM_OPF_COLLECTIVE | NM_OPF_DT_F32) /* nm_op.list */ \
+    X(P, BROADCAST, broadcast, NM_OPF_COLLECTIVE | NM_OPF_DT_F32)
 
 #define NM_COMPUTE_OP_LIST(X, P)                                                                   \
-    X(P, MATMUL, matmul, 0) /* neat_matmul, neat_matmul_batched */                                 \
+    X(P, MATMUL, matmul, NM_OPF_DT_OUT_F32) /* neat_matmul, neat_matmul_batched */                 \
     X(P, ADD, add, 0)                                                                              \
     X(P, MUL, mul, 0)                                                                              \
     X(P, SCALE, scale, 0)                                                                          \
     X(P, FILL, fill, 0)                                                                            \
-    X(P, LINEAR_FORWARD, linear_forward, 0)                                                        \
-    X(P, CONV2D_FORWARD, conv2d_forward, 0)                                                        \
+    X(P, LINEAR_FORWARD, linear_forward, NM_OPF_DT_OUT_F32)                                        \
+    X(P, CONV2D_FORWARD, conv2d_forward, NM_OPF_DT_OUT_F32)                                        \
     X(P, MAXPOOL2D, maxpool2d, 0)                                                                  \
     X(P, SUM, sum, 0) /* neat_sum_all, neat_sum_axis */                                            \
     X(P, SOFTMAX, softmax, 0)                                                                      \
@@ -56,9 +61,10 @@
     X(P, SOFTMAX_BACKWARD, softmax_backward, 0)                                                    \
     X(P, SOFTMAX_XENT, softmax_xent, NM_OPF_RUNTIME_CHECK)                                         \
     X(P, SOFTMAX_XENT_BACKWARD, softmax_xent_backward, NM_OPF_RUNTIME_CHECK)                       \
-    X(P, SGD_UPDATE, sgd_update, NM_OPF_RUNTIME_CHECK)                                             \
-    X(P, ADAM_UPDATE, adam_update, NM_OPF_RUNTIME_CHECK)                                           \
-    X(P, COPY_FROM_HOST, copy_from_host, 0)                                                        \
-    X(P, COPY_TO_HOST, copy_to_host, 0)
+    X(P, SGD_UPDATE, sgd_update, NM_OPF_RUNTIME_CHECK | NM_OPF_DT_F32)                             \
+    X(P, ADAM_UPDATE, adam_update, NM_OPF_RUNTIME_CHECK | NM_OPF_DT_F32)                           \
+    X(P, COPY_FROM_HOST, copy_from_host, NM_OPF_DT_F32)                                            \
+    X(P, COPY_TO_HOST, copy_to_host, NM_OPF_DT_F32)                                                \
+    X(P, CAST, cast, NM_OPF_DT_ANY)
 
 #endif

@@ -191,6 +191,11 @@ typedef struct nm_copy_to_host_args {
     float *dst;
 } nm_copy_to_host_args;
 
+/* y = x converted to y's dtype (any pair, same shapes; y may be x). */
+typedef struct nm_cast_args {
+    NM_TENSORS(x, y);
+} nm_cast_args;
+
 /* Collectives (ops_comm.c). count: elements per rank, the same on every rank (checked
  * at the op's first run). The comm's handle is re-checked at commit (nm_op.comm). */
 typedef struct nm_all_reduce_args {

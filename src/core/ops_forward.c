@@ -145,6 +145,21 @@ NEAT_API neat_status neat_scale(neat_cmdbuf *cb, const neat_tensor *x, float alp
     return nm_record(fn, buf, &op);
 }
 
+/* y = x in y's dtype: any pair of dtypes (the op's NM_OPF_DT_ANY), same shapes, y may be x
+ * (the same memory: then the dtypes are the same and it is a no-op). */
+NEAT_API neat_status neat_cast(neat_cmdbuf *cb, const neat_tensor *x, neat_tensor *y) {
+    static const char fn[] = "neat_cast";
+    nm_cmdbuf *buf;
+    nm_tensor *tx, *ty;
+    TRY(nm_begin(fn, cb, &buf));
+    TRY(nm_arg(fn, "x", buf, x, 1, &tx));
+    TRY(nm_arg(fn, "y", buf, y, 1, &ty));
+    TRY(nm_check_same_shape(fn, "y", ty, "x", tx));
+
+    nm_op op = {.kind = NM_OP_CAST, .u.cast = {.x = tx, .y = ty}};
+    return nm_record(fn, buf, &op);
+}
+
 /* t = value everywhere. Any value is accepted, NaN and infinities included: filling with
  * NaN (poisoning) or -inf (masks) is a legitimate use, unlike a non-finite scale factor. */
 NEAT_API neat_status neat_fill(neat_cmdbuf *cb, neat_tensor *t, float value) {

@@ -88,11 +88,50 @@ int nm_op_flags(nm_op_kind kind) {
     return kind >= 0 && kind < NM_OP__COUNT ? flags[kind] : 0;
 }
 
+/* The element-type rule of the op's flags (op_list.h: NM_OPF_DT_*), DTYPE_MISMATCH with
+ * every tensor's dtype in the message otherwise. Tensors are taken in the order of the op's
+ * NM_TENSORS, then its list; NULL ones (an absent bias) are skipped. */
+static neat_status nm_dtype_check(const char *fn, const nm_op *op) {
+    int flags = nm_op_flags(op->kind), n, nl;
+    if (flags & NM_OPF_DT_ANY) return NEAT_OK;
+    nm_tensor *const *ts = nm_op_tensors(op, &n);
+    nm_tensor *const *list = nm_op_list(op, &nl);
+    int last = n - 1; /* the output: its dtype may be f32 under NM_OPF_DT_OUT_F32 */
+    while (last >= 0 && !ts[last]) last--;
+    const nm_tensor *first = NULL;
+    int ok = 1;
+    for (int i = 0; i < n + nl; i++) {
+        const nm_tensor *t = i < n ? ts[i] : list[i - n];
+        if (!t) continue;
+        if (flags & NM_OPF_DT_F32)
+            ok &= t->dtype == NEAT_F32;
+        else if (!first)
+            first = t;
+        else if (!(i == last && (flags & NM_OPF_DT_OUT_F32) && t->dtype == NEAT_F32))
+            ok &= t->dtype == first->dtype;
+    }
+    if (ok) return NEAT_OK;
+    char types[NM_MSG_MAX / 2];
+    int len = 0;
+    for (int i = 0; i < n + nl && len < (int)sizeof types - 8; i++) {
+        const nm_tensor *t = i < n ? ts[i] : list[i - n];
+        if (t)
+            len += snprintf(types + len, sizeof types - (size_t)len, len ? ", %s" : "%s",
+                            neat_dtype_name(t->dtype));
+    }
+    const char *rule = (flags & NM_OPF_DT_F32) ? "takes float32 tensors only"
+                       : (flags & NM_OPF_DT_OUT_F32)
+                           ? "takes inputs of one dtype and an output of that dtype or f32"
+                           : "takes tensors of one dtype";
+    return nm_error(NEAT_ERR_DTYPE_MISMATCH,
+                    "%s: the tensors are %s; the op %s (neat_cast converts)", fn, types, rule);
+}
+
 /* Takes op's list: appended with the op, or freed on failure. */
 neat_status nm_record(const char *fn, nm_cmdbuf *cb, nm_op *op) {
-    neat_status st = NEAT_OK;
     const nm_backend_ops *be = cb->dev->be;
-    if (!be->op[op->kind])
+    neat_status st = nm_dtype_check(fn, op);
+    if (st == NEAT_OK && !be->op[op->kind])
         st = nm_error(NEAT_ERR_UNSUPPORTED, "%s: the %s backend has no such op", fn, be->name);
     op->fn = fn;
     pthread_mutex_lock(&cb->dev->lock); /* neat_device_set_math_mode writes it under the lock */

@@ -30,7 +30,7 @@ static neat_status run_ops(nm_device *dev, nm_cmdbuf *cb) {
     for (int64_t i = 0; i < cb->nops; i++) {
         const nm_op *op = &cb->ops[i];
         if (first != NEAT_OK && !(nm_op_flags(op->kind) & NM_OPF_COLLECTIVE)) continue;
-        neat_status st = dev->be->op[op->kind](dev, cb, op);
+        neat_status st = cpu_run_op(dev, cb, op);
         if (st != NEAT_OK && first == NEAT_OK) {
             nm_cmdbuf_fail(cb, i, st, neat_last_error());
             first = st;
@@ -267,6 +267,7 @@ const nm_backend_ops nm_cpu_backend = {
     .completed = cpu_completed,
     .wait_seq = cpu_wait_seq,
     .cmdbuf_release = cpu_comm_cmdbuf_release,
+    .op_check = cpu_op_check,
     .comm_id_create = cpu_comm_id_create,
     .comm_create = cpu_comm_create,
     .comm_create_all = cpu_comm_create_all,

@@ -6,9 +6,8 @@
  * Files: backend.c (table, device, memory, worker queue), dnnl.c and dnnl_util.h (engine,
  * stream, primitive cache, staging), matmul.c, linear.c, conv.c, conv_backward.c (oneDNN
  * ops), elementwise.c (add, scale, fill, activations), pool.c, reduce.c (sums), softmax.c
- * (softmax, cross-entropy), optim.c (SGD, Adam), comm.c (collectives: MPI); loops.h (how loops
- * share threads) and
- * vecmath.h (exp and friends that vectorize).
+ * (softmax, cross-entropy), optim.c (SGD, Adam), comm.c (collectives: MPI), half.c (bf16, f16:
+ * cast, and ops through float32 copies); loops.h (how loops share threads) and vecmath.h (exp and friends that vectorize).
  */
 #ifndef NEATML_CPU_H
 #define NEATML_CPU_H
@@ -45,6 +44,11 @@ neat_status cpu_comm_create_all(int n, nm_comm *const *comms);
 void cpu_comm_destroy(nm_comm *comm);
 /* Frees cb->impl (which collectives were checked, comm.c). */
 void cpu_comm_cmdbuf_release(nm_device *dev, nm_cmdbuf *cb);
+
+/* half.c: bf16 and f16. cpu_op_check refuses (UNSUPPORTED) the ops that do not run on half
+ * tensors; cpu_run_op runs an op, those on half tensors through float32 copies. */
+neat_status cpu_op_check(nm_device *dev, const nm_op *op);
+neat_status cpu_run_op(nm_device *dev, nm_cmdbuf *cb, const nm_op *op);
 
 /* dnnl.c */
 neat_status cpu_dnnl_open(nm_device *dev);

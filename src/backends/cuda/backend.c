@@ -558,6 +558,34 @@ static void cuda_cmdbuf_release(nm_device *dev, nm_cmdbuf *cb) {
     cb->impl = NULL;
 }
 
+/* ---- element types ------------------------------------------------------------------------ */
+
+/* float32 only for now (issue 14): a bf16 or f16 tensor is refused when an op is recorded. */
+static neat_status cuda_op_check(nm_device *dev, const nm_op *op) {
+    (void)dev;
+    int n, nl;
+    nm_tensor *const *ts = nm_op_tensors(op, &n);
+    nm_tensor *const *list = nm_op_list(op, &nl);
+    for (int i = 0; i < n + nl; i++) {
+        const nm_tensor *t = i < n ? ts[i] : list[i - n];
+        if (t && t->dtype != NEAT_F32)
+            return nm_error(NEAT_ERR_UNSUPPORTED,
+                            "%s: the cuda backend does not run %s tensors yet (float32 only)",
+                            op->fn, neat_dtype_name(t->dtype));
+    }
+    if (op->kind == NM_OP_CAST)
+        return nm_error(NEAT_ERR_UNSUPPORTED, "%s: the cuda backend does not run neat_cast yet",
+                        op->fn);
+    return NEAT_OK;
+}
+
+/* Never reached: cuda_op_check refuses every cast. */
+neat_status cuda_cast(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
+    (void)dev, (void)cb;
+    return nm_error(NEAT_ERR_UNSUPPORTED, "%s: the cuda backend does not run neat_cast yet",
+                    op->fn);
+}
+
 const nm_backend_ops nm_cuda_backend = {
     .abi_version = NM_BACKEND_ABI,
     .kind = NEAT_BACKEND_CUDA,
@@ -572,6 +600,7 @@ const nm_backend_ops nm_cuda_backend = {
     .completed = cuda_completed,
     .wait_seq = cuda_wait_seq,
     .cmdbuf_release = cuda_cmdbuf_release,
+    .op_check = cuda_op_check,
     .comm_id_create = cuda_comm_id_create,
     .comm_create = cuda_comm_create,
     .comm_create_all = cuda_comm_create_all,

@@ -170,6 +170,17 @@ static void metal_cmdbuf_release(nm_device *dev, nm_cmdbuf *cb) {
 
 /* What MPS and MPSGraph cannot do exactly as neatml.h says: refused when recorded. */
 static neat_status metal_op_check(nm_device *dev, const nm_op *op) {
+    /* float32 only for now (issue 14): bf16 and f16 tensors and neat_cast are refused. */
+    int n;
+    nm_tensor *const *ts = nm_op_tensors(op, &n);
+    for (int i = 0; i < n; i++)
+        if (ts[i] && ts[i]->dtype != NEAT_F32)
+            return nm_error(NEAT_ERR_UNSUPPORTED,
+                            "%s: the metal backend does not run %s tensors yet (float32 only)",
+                            op->fn, neat_dtype_name(ts[i]->dtype));
+    if (op->kind == NM_OP_CAST)
+        return nm_error(NEAT_ERR_UNSUPPORTED, "%s: the metal backend does not run neat_cast yet",
+                        op->fn);
     switch (op->kind) {
     case NM_OP_LINEAR_FORWARD: {
         const nm_linear_forward_args *a = &op->u.linear_forward;
@@ -210,6 +221,13 @@ static neat_status metal_op_check(nm_device *dev, const nm_op *op) {
     default: break;
     }
     return NEAT_OK;
+}
+
+/* Never reached: metal_op_check refuses every cast. */
+neat_status metal_cast(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
+    (void)dev, (void)cb;
+    return nm_error(NEAT_ERR_UNSUPPORTED, "%s: the metal backend does not run neat_cast yet",
+                    op->fn);
 }
 
 const nm_backend_ops nm_metal_backend = {

@@ -1,0 +1,494 @@
+/*
+ * test_dtype.c — bf16 and f16 tensors on the CPU (issue 14): the host conversions (round to
+ * nearest even, NaN, infinities, f16 overflow and subnormals, raw copies), a table of ops
+ * in half types against the float64 reference of the half-rounded inputs, and the
+ * record-time errors (DTYPE_MISMATCH between types, UNSUPPORTED for what the CPU does not
+ * run in half). The CUDA and Metal refusals (their op_check) need their devices: not run here.
+ *
+ * Tolerances from the formats: u = 2^-8 (bf16) or 2^-11 (f16) is the relative error of one
+ * rounding of the output (u = 2^-24 for a float32 output); a product or sum of K terms is
+ * accumulated in float32: |got - ref| <= u |ref| + (2K + 4) 2^-24 abs, abs = sum |a||b|;
+ * transcendental ops add float32 math error 1e-5 |ref| + 4 2^-24; f16 adds 2^-25 absolute
+ * (half its smallest subnormal).
+ */
+#include "harness.h"
+#include "reference.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+static neat_device *dev;
+
+static double unit(neat_dtype dt) {
+    return dt == NEAT_BF16 ? 0x1p-8 : dt == NEAT_F16 ? 0x1p-11 : 0x1p-24;
+}
+
+static uint16_t bits_of(neat_dtype dt, float v) {
+    neat_tensor *t;
+    uint16_t h = 0xdead;
+    int64_t one = 1;
+    CHECK_OK(neat_tensor_create_typed(dev, dt, 1, &one, 0, &t), "create");
+    CHECK_OK(neat_tensor_write(t, &v, 1), "write");
+    CHECK_OK(neat_tensor_read_raw(t, &h, 2), "read_raw");
+    neat_tensor_destroy(t);
+    return h;
+}
+
+static void test_conversions(void) {
+    static const struct {
+        neat_dtype dt;
+        float v;
+        uint16_t want;
+    } rows[] = {
+        {NEAT_BF16, 1.0f, 0x3f80},
+        {NEAT_BF16, 1.0f + 0x1p-8f, 0x3f80},            /* tie: to even (down) */
+        {NEAT_BF16, 1.0f + 3 * 0x1p-8f, 0x3f82},        /* tie: to even (up) */
+        {NEAT_BF16, 1.0f + 0x1p-8f + 0x1p-20f, 0x3f81}, /* past the tie */
+        {NEAT_BF16, -0.0f, 0x8000},
+        {NEAT_BF16, INFINITY, 0x7f80},
+        {NEAT_BF16, -INFINITY, 0xff80},
+        {NEAT_BF16, 3.4028235e38f, 0x7f80}, /* FLT_MAX rounds up to inf */
+        {NEAT_F16, 1.0f, 0x3c00},
+        {NEAT_F16, 1.0f + 0x1p-11f, 0x3c00},
+        {NEAT_F16, 1.0f + 3 * 0x1p-11f, 0x3c02},
+        {NEAT_F16, 65504.0f, 0x7bff},
+        {NEAT_F16, 65519.0f, 0x7bff},
+        {NEAT_F16, 65520.0f, 0x7c00}, /* overflow: inf */
+        {NEAT_F16, -1e6f, 0xfc00},
+        {NEAT_F16, 0x1p-24f, 0x0001}, /* smallest subnormal */
+        {NEAT_F16, 0x1p-25f, 0x0000}, /* tie to even: 0 */
+        {NEAT_F16, 0x1.8p-25f, 0x0001},
+        {NEAT_F16, 0x1.8p-24f, 0x0002},   /* tie to even: 2 */
+        {NEAT_F16, 0x1p-14f, 0x0400},     /* smallest normal */
+        {NEAT_F16, 0x1.ffcp-15f, 0x0400}, /* rounds up into the normals */
+        {NEAT_F16, -0.0f, 0x8000},
+    };
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        uint16_t h = bits_of(rows[i].dt, rows[i].v);
+        CHECK(h == rows[i].want, "%s(%a) = 0x%04x, want 0x%04x", neat_dtype_name(rows[i].dt),
+              rows[i].v, h, rows[i].want);
+    }
+    uint16_t nb = bits_of(NEAT_BF16, NAN), nh = bits_of(NEAT_F16, -NAN);
+    CHECK((nb & 0x7f80) == 0x7f80 && (nb & 0x7f), "bf16(NaN) = 0x%04x is a NaN", nb);
+    CHECK((nh & 0x7c00) == 0x7c00 && (nh & 0x3ff), "f16(NaN) = 0x%04x is a NaN", nh);
+
+    /* Every 16-bit pattern: raw write, converting read, raw read back unchanged; the read
+     * value converts back to the same bits (NaNs stay NaN). */
+    int64_t n = 65536;
+    uint16_t *bits = malloc(n * 2), *back = malloc(n * 2);
+    float *f = malloc(n * sizeof *f);
+    for (int64_t i = 0; i < n; i++) bits[i] = (uint16_t)i;
+    for (neat_dtype dt = NEAT_BF16; dt <= NEAT_F16; dt++) {
+        neat_tensor *t;
+        CHECK_OK(neat_tensor_create_typed(dev, dt, 1, &n, 0, &t), "create");
+        CHECK_OK(neat_tensor_write_raw(t, bits, (size_t)n * 2), "write_raw");
+        CHECK_OK(neat_tensor_read(t, f, n), "read");
+        memset(back, 0, (size_t)n * 2);
+        CHECK_OK(neat_tensor_read_raw(t, back, (size_t)n * 2), "read_raw");
+        CHECK(!memcmp(bits, back, (size_t)n * 2), "%s: raw round trip", neat_dtype_name(dt));
+        CHECK_OK(neat_tensor_write(t, f, n), "write");
+        CHECK_OK(neat_tensor_read_raw(t, back, (size_t)n * 2), "read_raw");
+        int64_t bad = 0;
+        for (int64_t i = 0; i < n; i++)
+            if (!isnan(f[i])) {
+                bad += back[i] != bits[i];
+            } else {
+                uint16_t e = dt == NEAT_BF16 ? 0x7f80 : 0x7c00;
+                bad += (back[i] & e) != e || !(back[i] & (uint16_t) ~(e | 0x8000));
+            }
+        CHECK(bad == 0, "%s: 65536 patterns read and written back: %lld differ",
+              neat_dtype_name(dt), (long long)bad);
+        neat_dtype got;
+        CHECK_OK(neat_tensor_dtype(t, &got), "dtype");
+        CHECK(got == dt, "neat_tensor_dtype");
+        int64_t shape2[2] = {256, 256};
+        neat_tensor *v;
+        CHECK_OK(neat_tensor_view(t, 2, shape2, &v), "view");
+        CHECK_OK(neat_tensor_dtype(v, &got), "dtype of view");
+        CHECK(got == dt, "a view keeps the dtype");
+        neat_tensor_destroy(v);
+        neat_tensor_destroy(t);
+    }
+    free(bits), free(back), free(f);
+    CHECK(neat_dtype_size(NEAT_F32) == 4 && neat_dtype_size(NEAT_BF16) == 2 &&
+              neat_dtype_size(NEAT_F16) == 2 && neat_dtype_size((neat_dtype)7) == 0,
+          "neat_dtype_size");
+}
+
+/* ---- ops in half types against float64 ------------------------------------------------ */
+
+enum {
+    OP_CAST,
+    OP_ADD,
+    OP_MUL,
+    OP_SCALE,
+    OP_FILL,
+    OP_SUM_ALL,
+    OP_SUM_AXIS,
+    OP_SOFTMAX,
+    OP_ACT,
+    OP_MATMUL,
+    OP_LINEAR,
+    OP_CONV,
+    OP_MAXPOOL
+};
+static const char *const OP_NAMES[] = {"cast",    "add",      "mul",     "scale",      "fill",
+                                       "sum_all", "sum_axis", "softmax", "activation", "matmul",
+                                       "linear",  "conv",     "maxpool"};
+
+/* m, n, k: the sizes (rows, cols, inner); p: trans/act/broadcast as the op reads it. */
+typedef struct row {
+    int op;
+    neat_dtype in, out;
+    int64_t m, n, k;
+    int p;
+    double range; /* inputs uniform in [-range, range) */
+} row;
+
+static const row ROWS[] = {
+    {OP_CAST, NEAT_F32, NEAT_BF16, 37, 129, 0, 0, 1},
+    {OP_CAST, NEAT_F32, NEAT_F16, 37, 129, 0, 0, 1},
+    {OP_CAST, NEAT_F32, NEAT_F16, 5, 17, 0, 0, 1e5}, /* overflow to inf */
+    {OP_CAST, NEAT_BF16, NEAT_F16, 300, 257, 0, 0, 1},
+    {OP_CAST, NEAT_F16, NEAT_BF16, 300, 257, 0, 0, 1},
+    {OP_CAST, NEAT_BF16, NEAT_F32, 1, 1, 0, 0, 1},
+    {OP_CAST, NEAT_F16, NEAT_F16, 0, 3, 0, 0, 1},
+    {OP_ADD, NEAT_BF16, NEAT_BF16, 33, 65, 0, 0, 1},
+    {OP_ADD, NEAT_F16, NEAT_F16, 33, 65, 0, 1, 1},
+    {OP_MUL, NEAT_BF16, NEAT_BF16, 300, 129, 0, 1, 1},
+    {OP_MUL, NEAT_F16, NEAT_F16, 7, 3, 0, 0, 1},
+    {OP_SCALE, NEAT_BF16, NEAT_BF16, 1, 1000, 0, 0, 1},
+    {OP_SCALE, NEAT_F16, NEAT_F16, 1, 1000, 0, 0, 1},
+    {OP_FILL, NEAT_BF16, NEAT_BF16, 3, 5, 0, 0, 1},
+    {OP_FILL, NEAT_F16, NEAT_F16, 0, 5, 0, 0, 1},
+    {OP_SUM_ALL, NEAT_BF16, NEAT_BF16, 1, 100003, 0, 0, 1},
+    {OP_SUM_ALL, NEAT_F16, NEAT_F16, 17, 31, 0, 0, 1},
+    {OP_SUM_AXIS, NEAT_BF16, NEAT_BF16, 65, 33, 0, 0, 1},
+    {OP_SUM_AXIS, NEAT_F16, NEAT_F16, 129, 7, 0, 0, 1},
+    {OP_SOFTMAX, NEAT_BF16, NEAT_BF16, 31, 1000, 0, 0, 4},
+    {OP_SOFTMAX, NEAT_F16, NEAT_F16, 31, 10, 0, 0, 4},
+    {OP_ACT, NEAT_BF16, NEAT_BF16, 9, 513, 0, NEAT_ACT_RELU, 3},
+    {OP_ACT, NEAT_BF16, NEAT_BF16, 9, 513, 0, NEAT_ACT_GELU, 3},
+    {OP_ACT, NEAT_F16, NEAT_F16, 9, 513, 0, NEAT_ACT_SIGMOID, 3},
+    {OP_ACT, NEAT_F16, NEAT_F16, 9, 513, 0, NEAT_ACT_TANH, 3},
+    {OP_MATMUL, NEAT_BF16, NEAT_BF16, 64, 48, 96, 0, 1},
+    {OP_MATMUL, NEAT_BF16, NEAT_F32, 17, 33, 257, 3, 1},
+    {OP_MATMUL, NEAT_BF16, NEAT_BF16, 5, 7, 0, 0, 1},
+    {OP_MATMUL, NEAT_F16, NEAT_F16, 31, 29, 130, 1, 1},
+    {OP_MATMUL, NEAT_F16, NEAT_F32, 1, 1, 1, 2, 1},
+    {OP_LINEAR, NEAT_BF16, NEAT_BF16, 32, 10, 784, NEAT_ACT_RELU, 1},
+    {OP_LINEAR, NEAT_BF16, NEAT_F32, 7, 33, 65, NEAT_ACT_NONE, 1},
+    {OP_LINEAR, NEAT_F16, NEAT_F16, 7, 33, 65, NEAT_ACT_TANH, 1},
+    {OP_CONV, NEAT_BF16, NEAT_BF16, 2, 6, 3, 0, 1}, /* n, k filters, c channels; 12x12, 5x5 */
+    {OP_CONV, NEAT_F16, NEAT_F32, 1, 4, 2, 0, 1},
+    {OP_MAXPOOL, NEAT_BF16, NEAT_BF16, 2, 3, 0, 0, 1}, /* n, c; 12x12, 2x2 stride 2 */
+    {OP_MAXPOOL, NEAT_F16, NEAT_F16, 1, 5, 0, 0, 1},
+};
+
+/* A tensor of dt with values uniform in [-r, r), and those values as doubles after the
+ * rounding to dt. */
+static neat_tensor *input(neat_dtype dt, int nd, const int64_t *shape, double r, nt_rng *rng,
+                          double **vals) {
+    int64_t n = 1;
+    for (int i = 0; i < nd; i++) n *= shape[i];
+    float *f = malloc((size_t)(n ? n : 1) * sizeof *f);
+    for (int64_t i = 0; i < n; i++) f[i] = (float)nt_uniform(rng, -r, r);
+    neat_tensor *t = NULL;
+    CHECK_OK(neat_tensor_create_typed(dev, dt, nd, shape, 0, &t), "create input");
+    CHECK_OK(neat_tensor_write(t, f, n), "write input");
+    CHECK_OK(neat_tensor_read(t, f, n), "read input");
+    *vals = malloc((size_t)(n ? n : 1) * sizeof **vals);
+    for (int64_t i = 0; i < n; i++) (*vals)[i] = f[i];
+    free(f);
+    return t;
+}
+
+static void run_row(const row *r, int idx, uint64_t seed) {
+    nt_rng rng = {seed + (uint64_t)idx};
+    int64_t m = r->m, n = r->n, k = r->k;
+    double *a = NULL, *b = NULL, *bias = NULL;
+    neat_tensor *ta = NULL, *tb = NULL, *tbias = NULL, *ty = NULL;
+    int64_t ys[4] = {m, n}, yn = m * n;
+    int ynd = 2;
+    double *ref, *abs;
+    int act = NEAT_ACT_NONE, products = 0, smooth = 0;
+    int64_t terms = 1;
+    neat_cmdbuf *cb;
+    CHECK_OK(neat_cmdbuf_create(dev, &cb), "cmdbuf");
+    neat_status st = NEAT_OK;
+    ref_conv_shape cs = {0};
+    switch (r->op) {
+    case OP_CAST:
+    case OP_SCALE:
+    case OP_SOFTMAX:
+    case OP_ACT:
+    case OP_SUM_ALL:
+    case OP_SUM_AXIS:
+    case OP_FILL:
+    case OP_ADD:
+    case OP_MUL: {
+        int64_t xs[2] = {m, n};
+        ta = input(r->in, 2, xs, r->range, &rng, &a);
+        if (r->op == OP_ADD || r->op == OP_MUL) {
+            int64_t bs[2] = {r->p ? 1 : m, n};
+            tb = input(r->in, 2, bs, r->range, &rng, &b);
+        }
+        if (r->op == OP_SUM_ALL) ynd = 1, ys[0] = 1, yn = 1;
+        if (r->op == OP_SUM_AXIS) ynd = 1, ys[0] = n, yn = n;
+        break;
+    }
+    case OP_MATMUL: { /* p: bit 0 trans_a, bit 1 trans_b; beta 0.5 when both */
+        int64_t as[2] = {r->p & 1 ? k : m, r->p & 1 ? m : k},
+                bs[2] = {r->p & 2 ? n : k, r->p & 2 ? k : n};
+        ta = input(r->in, 2, as, r->range, &rng, &a);
+        tb = input(r->in, 2, bs, r->range, &rng, &b);
+        products = 1, terms = k;
+        break;
+    }
+    case OP_LINEAR: { /* x [m,k], w [n,k], b [n] */
+        int64_t xs[2] = {m, k}, ws[2] = {n, k}, bs[1] = {n};
+        ta = input(r->in, 2, xs, r->range, &rng, &a);
+        tb = input(r->in, 2, ws, r->range, &rng, &b);
+        tbias = input(r->in, 1, bs, r->range, &rng, &bias);
+        act = r->p, products = 1, terms = k + 1,
+        smooth = act != NEAT_ACT_NONE && act != NEAT_ACT_RELU;
+        break;
+    }
+    case OP_CONV:
+    case OP_MAXPOOL: {
+        cs = (ref_conv_shape){.n = m,
+                              .c = r->op == OP_CONV ? k : n,
+                              .h = 12,
+                              .w = 12,
+                              .k = n,
+                              .kh = r->op == OP_CONV ? 5 : 2,
+                              .kw = r->op == OP_CONV ? 5 : 2,
+                              .sh = r->op == OP_CONV ? 1 : 2,
+                              .sw = r->op == OP_CONV ? 1 : 2,
+                              .dh = 1,
+                              .dw = 1,
+                              .groups = 1};
+        int64_t xs[4] = {cs.n, cs.c, 12, 12}, ws[4] = {cs.k, cs.c, 5, 5}, bs[1] = {cs.k};
+        ta = input(r->in, 4, xs, r->range, &rng, &a);
+        if (r->op == OP_CONV) {
+            tb = input(r->in, 4, ws, r->range, &rng, &b);
+            tbias = input(r->in, 1, bs, r->range, &rng, &bias);
+            products = 1, terms = cs.c * 25 + 1;
+        }
+        int64_t p = (12 - cs.kh) / cs.sh + 1;
+        ynd = 4, ys[0] = cs.n, ys[1] = cs.k, ys[2] = p, ys[3] = p, yn = cs.n * cs.k * p * p;
+        break;
+    }
+    }
+    ref = calloc((size_t)(yn + 1), sizeof *ref), abs = calloc((size_t)(yn + 1), sizeof *abs);
+    CHECK_OK(neat_tensor_create_typed(dev, r->out, ynd, ys, 0, &ty), "create output");
+    switch (r->op) {
+    case OP_CAST:
+        st = neat_cast(cb, ta, ty);
+        memcpy(ref, a, (size_t)yn * sizeof *ref);
+        break;
+    case OP_ADD:
+        st = neat_add(cb, ta, tb, ty);
+        ref_add(a, b, ref, m, n, r->p);
+        break;
+    case OP_MUL:
+        st = neat_mul(cb, ta, tb, ty);
+        ref_mul(a, b, ref, m, n, r->p);
+        break;
+    case OP_SCALE:
+        st = neat_scale(cb, ta, 0.3f, ty);
+        ref_scale(a, (double)0.3f, ref, yn);
+        break;
+    case OP_FILL:
+        st = neat_fill(cb, ty, 0.1f);
+        for (int64_t i = 0; i < yn; i++) ref[i] = 0.1f;
+        break;
+    case OP_SUM_ALL:
+        st = neat_sum_all(cb, ta, ty), ref[0] = ref_sum_all(a, m * n, abs), terms = m * n;
+        break;
+    case OP_SUM_AXIS:
+        st = neat_sum_axis(cb, ta, 0, ty), ref_sum_axis(a, ref, abs, 1, m, n), terms = m;
+        break;
+    case OP_SOFTMAX: st = neat_softmax(cb, ta, ty), ref_softmax(a, ref, m, n), smooth = 1; break;
+    case OP_ACT:
+        st = neat_activation_forward(cb, (neat_activation)r->p, ta, ty);
+        ref_activation((neat_activation)r->p, a, ref, yn), smooth = r->p != NEAT_ACT_RELU;
+        break;
+    case OP_MATMUL: {
+        int both = (r->p & 3) == 3;
+        if (both) {
+            float *c0 = malloc((size_t)(yn + 1) * sizeof *c0);
+            for (int64_t i = 0; i < yn; i++) c0[i] = (float)nt_uniform(&rng, -1, 1);
+            CHECK_OK(neat_tensor_write(ty, c0, yn), "write c");
+            CHECK_OK(neat_tensor_read(ty, c0, yn), "read c");
+            for (int64_t i = 0; i < yn; i++) ref[i] = c0[i];
+            free(c0);
+        }
+        st = neat_matmul(cb, ta, tb, ty, 1.0f, both ? 0.5f : 0.0f, r->p & 1, (r->p >> 1) & 1);
+        ref_matmul(a, b, ref, abs, m, n, k, 1.0, both ? 0.5 : 0.0, r->p & 1, (r->p >> 1) & 1);
+        break;
+    }
+    case OP_LINEAR:
+        st = neat_linear_forward(cb, (neat_activation)act, ta, tb, tbias, ty);
+        ref_linear_forward(a, b, bias, (neat_activation)act, ref, NULL, abs, m, k, n);
+        break;
+    case OP_CONV: {
+        neat_conv2d_desc d = neat_conv2d_desc_make(5, 5, 1, 0);
+        st = neat_conv2d_forward(cb, &d, NEAT_ACT_NONE, ta, tb, tbias, ty);
+        ref_conv2d_forward(&cs, a, b, bias, NEAT_ACT_NONE, ref, NULL, abs);
+        break;
+    }
+    case OP_MAXPOOL: {
+        neat_pool2d_desc d = neat_pool2d_desc_make(2, 2, 2, 0);
+        st = neat_maxpool2d(cb, &d, ta, ty);
+        ref_maxpool2d(&cs, a, ref);
+        break;
+    }
+    }
+    char what[160];
+    snprintf(what, sizeof what, "row %d: %s %s -> %s %lldx%lldx%lld p=%d (seed %llu)", idx,
+             OP_NAMES[r->op], neat_dtype_name(r->in), neat_dtype_name(r->out), (long long)m,
+             (long long)n, (long long)k, r->p, (unsigned long long)(seed + (uint64_t)idx));
+    CHECK_OK(st, what);
+    CHECK_OK(neat_cmdbuf_commit(cb), what);
+    CHECK_OK(neat_cmdbuf_wait(cb), what);
+    float *got = malloc((size_t)(yn + 1) * sizeof *got);
+    CHECK_OK(neat_tensor_read(ty, got, yn), what);
+    double u = unit(r->out), worst = 0;
+    int64_t bad = 0;
+    for (int64_t i = 0; i < yn; i++) {
+        double want = ref[i];
+        if (r->out != NEAT_F32)
+            want = (double)(r->out == NEAT_F16 && fabs(want) >= 65520 ? copysign(INFINITY, want)
+                                                                      : want);
+        double tol = u * fabs(ref[i]) + (r->out == NEAT_F16 ? 0x1p-25 : 0);
+        if (products || r->op == OP_SUM_ALL || r->op == OP_SUM_AXIS)
+            tol +=
+                (2.0 * (double)terms + 4) * 0x1p-24 * (products ? abs[i] : abs[i] + fabs(ref[i]));
+        if (smooth) tol += 1e-5 * fabs(ref[i]) + 4 * 0x1p-24;
+        double err = isinf(want) ? (got[i] == want ? 0 : INFINITY) : fabs((double)got[i] - want);
+        if (!(err <= tol)) bad++;
+        if (err - tol > worst || isnan(err)) worst = err - tol;
+    }
+    CHECK(bad == 0, "%s: %lld of %lld elements outside the tolerance (worst excess %g)", what,
+          (long long)bad, (long long)yn, worst);
+    free(got), free(ref), free(abs), free(a), free(b), free(bias);
+    neat_tensor_destroy(ta), neat_tensor_destroy(tb), neat_tensor_destroy(tbias);
+    neat_tensor_destroy(ty);
+    neat_cmdbuf_destroy(cb);
+}
+
+/* ---- errors ------------------------------------------------------------------------------ */
+
+static neat_tensor *make(neat_dtype dt, int64_t r, int64_t c) {
+    int64_t s[2] = {r, c};
+    neat_tensor *t = NULL;
+    CHECK_OK(neat_tensor_create_typed(dev, dt, 2, s, 1, &t), "create zeros");
+    return t;
+}
+
+static void expect(neat_status st, neat_status want, const char *what, const char *substr) {
+    CHECK_STATUS(st, want, what);
+    CHECK(strstr(neat_last_error(), substr) != NULL, "%s: message \"%s\" lacks \"%s\"", what,
+          neat_last_error(), substr);
+}
+
+static void test_errors(void) {
+    neat_tensor *b = make(NEAT_BF16, 4, 4), *h = make(NEAT_F16, 4, 4), *f = make(NEAT_F32, 4, 4);
+    neat_tensor *bv = make(NEAT_BF16, 1, 4), *fv = make(NEAT_F32, 1, 4);
+    neat_tensor *f3 = make(NEAT_F32, 4, 3), *f11 = make(NEAT_F32, 1, 1);
+    neat_tensor *b2 = make(NEAT_BF16, 4, 4), *b3 = make(NEAT_BF16, 4, 4);
+    neat_tensor *h2 = make(NEAT_F16, 4, 4), *h3 = make(NEAT_F16, 4, 4);
+    int64_t four = 4;
+    neat_tensor *f4 = NULL;
+    CHECK_OK(neat_tensor_create_typed(dev, NEAT_F32, 1, &four, 1, &f4), "create [4]");
+    neat_cmdbuf *cb;
+    CHECK_OK(neat_cmdbuf_create(dev, &cb), "cmdbuf");
+    neat_sgd_params sp = {0};
+    int64_t two = 2;
+    neat_tensor *hyper = NULL;
+    CHECK_OK(neat_tensor_create(dev, 1, &two, &hyper), "hyper");
+    float host[16] = {0};
+    neat_conv2d_desc cd = neat_conv2d_desc_make(1, 1, 1, 0);
+    (void)cd;
+
+    /* record-time rules (the core): DTYPE_MISMATCH with every tensor's dtype */
+    expect(neat_add(cb, b, f, b), NEAT_ERR_DTYPE_MISMATCH, "add bf16+f32",
+           "neat_add: the tensors are bf16, f32, bf16; the op takes tensors of one dtype");
+    expect(neat_mul(cb, h, h, b), NEAT_ERR_DTYPE_MISMATCH, "mul f16 -> bf16", "f16, f16, bf16");
+    expect(neat_scale(cb, f, 2.0f, h), NEAT_ERR_DTYPE_MISMATCH, "scale f32 -> f16", "f32, f16");
+    expect(neat_softmax(cb, b, f), NEAT_ERR_DTYPE_MISMATCH, "softmax bf16 -> f32", "bf16, f32");
+    expect(neat_sum_all(cb, h, f11), NEAT_ERR_DTYPE_MISMATCH, "sum f16 -> f32", "f16, f32");
+    expect(neat_matmul(cb, b, h, f, 1, 0, 0, 0), NEAT_ERR_DTYPE_MISMATCH, "matmul bf16 x f16",
+           "an output of that dtype or f32");
+    expect(neat_matmul(cb, b, b, h, 1, 0, 0, 0), NEAT_ERR_DTYPE_MISMATCH, "matmul bf16 -> f16",
+           "bf16, bf16, f16");
+    expect(neat_matmul(cb, f, f, b, 1, 0, 0, 0), NEAT_ERR_DTYPE_MISMATCH, "matmul f32 -> bf16",
+           "f32, f32, bf16");
+    expect(neat_linear_forward(cb, NEAT_ACT_NONE, b, b2, f4, b3), NEAT_ERR_DTYPE_MISMATCH,
+           "linear bias f32", "bf16, bf16, f32, bf16");
+    expect(neat_sgd_update(cb, &sp, hyper, b, b2, NULL), NEAT_ERR_DTYPE_MISMATCH, "sgd bf16",
+           "takes float32 tensors only");
+    expect(neat_sgd_update(cb, &sp, hyper, f, b, NULL), NEAT_ERR_DTYPE_MISMATCH,
+           "sgd f32 param, bf16 grad", "f32, f32, bf16");
+    expect(neat_copy_from_host(cb, host, 16, b), NEAT_ERR_DTYPE_MISMATCH, "copy_from_host bf16",
+           "neat_copy_from_host: the tensors are bf16; the op takes float32 tensors only");
+    expect(neat_copy_to_host(cb, h, host, 16), NEAT_ERR_DTYPE_MISMATCH, "copy_to_host f16",
+           "takes float32 tensors only");
+    /* allowed pairs record */
+    CHECK_OK(neat_matmul(cb, b, b, f, 1, 0, 0, 0), "matmul bf16 -> f32");
+    CHECK_OK(neat_add(cb, b, bv, b), "add bf16 broadcast");
+    CHECK_OK(neat_cast(cb, b, h), "cast bf16 -> f16");
+    CHECK_OK(neat_cast(cb, h, h), "cast in place");
+    expect(neat_cast(cb, b, f3), NEAT_ERR_SHAPE_MISMATCH, "cast shapes", "neat_cast: y");
+
+    /* the CPU backend's op_check: UNSUPPORTED for what it does not run in half */
+    expect(neat_activation_backward(cb, NEAT_ACT_RELU, NULL, b, b2, b3), NEAT_ERR_UNSUPPORTED,
+           "activation backward bf16", "the cpu backend does not run this op on bf16 tensors");
+    expect(neat_softmax_backward(cb, h, h2, h3), NEAT_ERR_UNSUPPORTED, "softmax backward f16",
+           "does not run this op on f16 tensors");
+    CHECK_OK(neat_cmdbuf_commit(cb), "commit the allowed ops");
+    CHECK_OK(neat_cmdbuf_wait(cb), "wait");
+
+    /* API arguments */
+    int64_t one = 1;
+    neat_tensor *t = NULL;
+    neat_dtype dt;
+    expect(neat_tensor_create_typed(dev, (neat_dtype)3, 1, &one, 0, &t), NEAT_ERR_INVALID_ARGUMENT,
+           "dtype 3", "dtype 3 is not a neat_dtype");
+    expect(neat_tensor_create_typed(dev, NEAT_BF16, 1, &one, 2, &t), NEAT_ERR_INVALID_ARGUMENT,
+           "zero 2", "zero is 2");
+    expect(neat_tensor_dtype(b, NULL), NEAT_ERR_INVALID_ARGUMENT, "dtype NULL", "dtype is NULL");
+    expect(neat_tensor_dtype(NULL, &dt), NEAT_ERR_INVALID_ARGUMENT, "t NULL", "t is NULL");
+    expect(neat_tensor_write_raw(b, host, 64), NEAT_ERR_SHAPE_MISMATCH, "raw bytes",
+           "t is bf16 4x4 (32 bytes), bytes is 64");
+    expect(neat_tensor_read_raw(f, host, 32), NEAT_ERR_SHAPE_MISMATCH, "raw bytes f32",
+           "(64 bytes), bytes is 32");
+    expect(neat_tensor_read_raw(h, NULL, 32), NEAT_ERR_INVALID_ARGUMENT, "raw NULL", "dst is NULL");
+    float zeros[16];
+    CHECK_OK(neat_tensor_read(h, zeros, 16), "read zeros");
+    int nz = 0;
+    for (int i = 0; i < 16; i++) nz += zeros[i] != 0.0f;
+    CHECK(nz == 0, "neat_tensor_create_typed(zero = 1) gives zeros in f16");
+    CHECK(!strcmp(neat_dtype_name(NEAT_BF16), "bf16") &&
+              !strcmp(neat_dtype_name((neat_dtype)9), "unknown dtype"),
+          "neat_dtype_name");
+
+    neat_cmdbuf_destroy(cb);
+    neat_tensor *all[] = {b, h, f, bv, fv, f3, f11, f4, b2, b3, h2, h3, hyper};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) neat_tensor_destroy(all[i]);
+}
+
+int main(void) {
+    uint64_t seed = nt_seed_base("dtype", 0x14);
+    if (neat_device_create(NEAT_BACKEND_CPU, 0, &dev) != NEAT_OK) {
+        nt_skip("no CPU device: %s", neat_last_error());
+        return nt_finish("dtype");
+    }
+    test_conversions();
+    for (size_t i = 0; i < sizeof ROWS / sizeof ROWS[0]; i++) run_row(&ROWS[i], (int)i, seed);
+    test_errors();
+    neat_device_destroy(dev);
+    return nt_finish("dtype");
+}
