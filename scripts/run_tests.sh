@@ -94,9 +94,9 @@ else
   failed=$((failed + 1))
 fi
 
-# ThreadSanitizer, with clang: gcc's TSan build dies at load in the target_clones ifunc
-# resolvers (src/backends/cpu/cpu.h turns the clones off under ASan only), and CMakeLists.txt
-# keeps clang's TSan hooks out of those resolvers. Every binary runs, since every one has
+# ThreadSanitizer, with clang (src/backends/cpu/cpu.h turns the target_clones loops off
+# under the sanitizers: ld.so runs their ifunc resolvers before TSan's runtime is set up,
+# and the process would die at load). Every binary runs, since every one has
 # at least the application thread and the device's worker thread (test_threads has four
 # application threads on one device) plus the OpenMP team. clang builds the OpenMP loops
 # against libomp, whose synchronization TSan cannot see by itself; Archer, libomp's TSan

@@ -71,8 +71,15 @@ void cpu_act_grad(int nthreads, neat_activation act, const float *x, const float
 /* Hot loops are compiled for several x86-64 levels and picked at load time (ifunc, so
  * Linux/glibc only: Mach-O has no ifunc); other systems and architectures get the portable
  * version. Never -march=native in an installed build. */
+/* Not under the sanitizers: ld.so runs the ifunc resolvers before their runtimes are set up
+ * (gcc defines __SANITIZE_*; clang answers __has_feature). */
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define CPU_NO_CLONES 1
+#endif
+#endif
 #if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__) &&                              \
-    !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
+    !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__) && !defined(CPU_NO_CLONES)
 #define CPU_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
 #define CPU_CLONES

@@ -96,8 +96,12 @@ neat_status cpu_run_op(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
     while (last >= 0 && !ts[last]) last--;
     for (int i = 0; i < n; i++) {
         if (!ts[i] || ts[i]->dtype == NEAT_F32) continue;
-        shadow[i] = *ts[i];
-        shadow[i].dtype = NEAT_F32;
+        /* Only the immutable fields: refs, mark and the list links belong to the device
+         * lock, under which the application thread may change them meanwhile. */
+        shadow[i] = (nm_tensor){.dev = ts[i]->dev, .storage = ts[i]->storage,
+                                .data = ts[i]->data, .dtype = NEAT_F32,
+                                .ndim = ts[i]->ndim, .numel = ts[i]->numel};
+        memcpy(shadow[i].shape, ts[i]->shape, sizeof shadow[i].shape);
         if (ts[i]->numel > 0) {
             void *p;
             neat_status st = nm_scratch_alloc(cb, (size_t)ts[i]->numel * sizeof(float), &p);
