@@ -94,80 +94,43 @@ neat_status metal_conv2d_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op
         if (!st && a->db && g.k) st = metal_zero(dev, op, a->db->data, (size_t)g.k * sizeof(float));
         return st;
     }
-    int want_dx = a->dx && nx > 0, want_dw = a->dw && nw > 0, want_db = a->db != NULL;
-    if (!want_dx && !want_dw && !want_db) return NEAT_OK;
-    int gelu = act == NEAT_ACT_GELU, bias = gelu && a->b;
-    int need_x = want_dw || gelu, need_w = want_dx || gelu, need_y = act != NEAT_ACT_NONE && !gelu;
-    NSString *key =
-        [NSString stringWithFormat:@"%@:%s:%d%d%d:%d:%d", geom_key("conv_bwd", &a->g),
-                                   metal_act_name(act), want_dx, want_dw, want_db, bias, acc];
-    NMGraph *gr = metal_cached(dev, op, key, "the conv2d backward graph", ^id {
-      MPSGraph *m = [MPSGraph new];
-      MPSShape *sx = METAL_SHAPE(g.n, g.c, g.h, g.w),
-               *sw = METAL_SHAPE(g.k, g.c / g.groups, g.kh, g.kw), *sb = METAL_SHAPE(g.k),
-               *sy = METAL_SHAPE(g.n, g.k, g.p, g.q);
-      NSMutableArray *ins = [NSMutableArray array], *ishapes = [NSMutableArray array];
-      NSMutableArray *outs = [NSMutableArray array], *oshapes = [NSMutableArray array];
-      MPSGraphTensor *x = nil, *w = nil, *y = nil, *z = nil, *dy, *b = nil;
-#define INPUT(var, shape)                                                                          \
-    do {                                                                                           \
-        var = metal_input(m, shape);                                                               \
-        [ins addObject:var];                                                                       \
-        [ishapes addObject:shape];                                                                 \
-    } while (0)
-      if (need_x) INPUT(x, sx);
-      if (need_w) INPUT(w, sw);
-      if (need_y) INPUT(y, sy);
-      INPUT(dy, sy);
-      if (bias) INPUT(b, sb);
-      if (gelu && !(z = conv_z(m, &g, x, w, b))) return nil;
-      MPSGraphTensor *dz = metal_act_grad(m, act, z, y, dy);
-      MPSGraphConvolution2DOpDescriptor *d = conv_desc(&g);
-      if (!d) return nil;
-      MPSGraphTensor *r[3] = {nil, nil, nil};
-      MPSShape *rs[3] = {sx, sw, sb};
-      if (want_dx)
-          r[0] = [m convolution2DDataGradientWithIncomingGradientTensor:dz
-                                                          weightsTensor:w
-                                                            outputShape:sx
-                                           forwardConvolutionDescriptor:d
-                                                                   name:nil];
-      if (want_dw)
-          r[1] = [m convolution2DWeightsGradientWithIncomingGradientTensor:dz
-                                                              sourceTensor:x
-                                                               outputShape:sw
-                                              forwardConvolutionDescriptor:d
-                                                                      name:nil];
-      if (want_db)
-          r[2] = [m reshapeTensor:[m reductionSumWithTensor:dz axes:@[ @0, @2, @3 ] name:nil]
+    metal_layer l = {.x = a->x,
+                     .w = a->w,
+                     .y = a->y,
+                     .dy = a->dy,
+                     .b = a->b,
+                     .dx = nx > 0 ? a->dx : NULL,
+                     .dw = nw > 0 ? a->dw : NULL,
+                     .db = a->db,
+                     .act = act,
+                     .acc = acc};
+    if (!l.dx && !l.dw && !l.db) return NEAT_OK;
+    MPSShape *sx = METAL_SHAPE(g.n, g.c, g.h, g.w),
+             *sw = METAL_SHAPE(g.k, g.c / g.groups, g.kh, g.kw), *sb = METAL_SHAPE(g.k);
+    return metal_layer_backward(
+        dev, cb, op, &l, geom_key("conv_bwd", &g), "the conv2d backward graph", sx, sw, sb,
+        METAL_SHAPE(g.n, g.k, g.p, g.q),
+        ^(MPSGraph *m, MPSGraphTensor *x, MPSGraphTensor *w, MPSGraphTensor *b) {
+          return conv_z(m, &g, x, w, b);
+        },
+        ^MPSGraphTensor *(MPSGraph *m, int i, MPSGraphTensor *dz, MPSGraphTensor *x,
+                          MPSGraphTensor *w) {
+          MPSGraphConvolution2DOpDescriptor *d = conv_desc(&g);
+          if (!d) return nil;
+          if (i == 0)
+              return [m convolution2DDataGradientWithIncomingGradientTensor:dz
+                                                              weightsTensor:w
+                                                                outputShape:sx
+                                               forwardConvolutionDescriptor:d
+                                                                       name:nil];
+          if (i == 1)
+              return [m convolution2DWeightsGradientWithIncomingGradientTensor:dz
+                                                                  sourceTensor:x
+                                                                   outputShape:sw
+                                                  forwardConvolutionDescriptor:d
+                                                                          name:nil];
+          return [m reshapeTensor:[m reductionSumWithTensor:dz axes:@[ @0, @2, @3 ] name:nil]
                         withShape:sb
                              name:nil];
-      for (int i = 0; i < 3; i++) {
-          if (!r[i]) continue;
-          if (acc) {
-              MPSGraphTensor *old;
-              INPUT(old, rs[i]);
-              r[i] = [m additionWithPrimaryTensor:old secondaryTensor:r[i] name:nil];
-          }
-          [outs addObject:r[i]];
-          [oshapes addObject:rs[i]];
-      }
-#undef INPUT
-      return metal_graph(m, ins, ishapes, outs, oshapes);
-    });
-    if (!gr) return NEAT_ERR_BACKEND_ERROR;
-    void *inputs[8], *outputs[3];
-    int ni = 0, no = 0;
-    if (need_x) inputs[ni++] = a->x->data;
-    if (need_w) inputs[ni++] = a->w->data;
-    if (need_y) inputs[ni++] = a->y->data;
-    inputs[ni++] = a->dy->data;
-    if (bias) inputs[ni++] = a->b->data;
-    nm_tensor *grads[3] = {want_dx ? a->dx : NULL, want_dw ? a->dw : NULL, want_db ? a->db : NULL};
-    for (int i = 0; i < 3; i++) {
-        if (!grads[i]) continue;
-        if (acc) inputs[ni++] = grads[i]->data;
-        outputs[no++] = grads[i]->data;
-    }
-    return metal_run(dev, cb, op, gr, inputs, outputs);
+        });
 }

@@ -337,3 +337,69 @@ MPSGraphTensor *metal_act_grad(MPSGraph *g, neat_activation act, MPSGraphTensor 
     }
     return nil;
 }
+
+/* ---- layer backward (linear.m, conv.m) ----------------------------------------------- */
+
+neat_status metal_layer_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op,
+                                 const metal_layer *l, NSString *key, const char *what,
+                                 MPSShape *sx, MPSShape *sw, MPSShape *sb, MPSShape *sy,
+                                 metal_layer_z zf, metal_layer_grad gf) {
+    neat_activation act = l->act;
+    int acc = l->acc != 0;
+    int gelu = act == NEAT_ACT_GELU, bias = gelu && l->b;
+    int need_x = l->dw || gelu, need_w = l->dx || gelu, need_y = act != NEAT_ACT_NONE && !gelu;
+    NSString *full =
+        [NSString stringWithFormat:@"%@:%s:%d%d%d:%d:%d", key, metal_act_name(act), l->dx != NULL,
+                                   l->dw != NULL, l->db != NULL, bias, acc];
+    NMGraph *gr = metal_cached(dev, op, full, what, ^id {
+      MPSGraph *m = [MPSGraph new];
+      NSMutableArray *ins = [NSMutableArray array], *ishapes = [NSMutableArray array];
+      NSMutableArray *outs = [NSMutableArray array], *oshapes = [NSMutableArray array];
+      MPSGraphTensor *x = nil, *w = nil, *y = nil, *z = nil, *dy, *b = nil;
+#define INPUT(var, shape)                                                                          \
+    do {                                                                                           \
+        var = metal_input(m, shape);                                                               \
+        [ins addObject:var];                                                                       \
+        [ishapes addObject:shape];                                                                 \
+    } while (0)
+      if (need_x) INPUT(x, sx);
+      if (need_w) INPUT(w, sw);
+      if (need_y) INPUT(y, sy);
+      INPUT(dy, sy);
+      if (bias) INPUT(b, sb);
+      if (gelu && !(z = zf(m, x, w, b))) return nil;
+      MPSGraphTensor *dz = metal_act_grad(m, act, z, y, dy);
+      MPSShape *rs[3] = {sx, sw, sb};
+      const nm_tensor *want[3] = {l->dx, l->dw, l->db}; /* (a block cannot capture an array) */
+      for (int i = 0; i < 3; i++) {
+          if (!want[i]) continue;
+          MPSGraphTensor *r = gf(m, i, dz, x, w);
+          if (!r) return nil;
+          if (acc) {
+              MPSGraphTensor *old;
+              INPUT(old, rs[i]);
+              r = [m additionWithPrimaryTensor:old secondaryTensor:r name:nil];
+          }
+          [outs addObject:r];
+          [oshapes addObject:rs[i]];
+      }
+#undef INPUT
+      return metal_graph(m, ins, ishapes, outs, oshapes);
+    });
+    if (!gr) return NEAT_ERR_BACKEND_ERROR;
+    /* the same order as the graph's placeholders and results */
+    void *inputs[8], *outputs[3];
+    int ni = 0, no = 0;
+    if (need_x) inputs[ni++] = l->x->data;
+    if (need_w) inputs[ni++] = l->w->data;
+    if (need_y) inputs[ni++] = l->y->data;
+    inputs[ni++] = l->dy->data;
+    if (bias) inputs[ni++] = l->b->data;
+    nm_tensor *grads[3] = {l->dx, l->dw, l->db};
+    for (int i = 0; i < 3; i++) {
+        if (!grads[i]) continue;
+        if (acc) inputs[ni++] = grads[i]->data;
+        outputs[no++] = grads[i]->data;
+    }
+    return metal_run(dev, cb, op, gr, inputs, outputs);
+}

@@ -65,86 +65,38 @@ neat_status metal_linear_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op
         if (!st && a->db && out) st = metal_zero(dev, op, a->db->data, (size_t)out * sizeof(float));
         return st;
     }
-    int want_dx = a->dx && in > 0, want_dw = a->dw && in > 0, want_db = a->db != NULL;
-    if (!want_dx && !want_dw && !want_db) return NEAT_OK;
-    int gelu = act == NEAT_ACT_GELU, bias = gelu && a->b;
-    int need_x = want_dw || gelu, need_w = want_dx || gelu, need_y = act != NEAT_ACT_NONE && !gelu;
+    metal_layer l = {.x = a->x,
+                     .w = a->w,
+                     .y = a->y,
+                     .dy = a->dy,
+                     .b = a->b,
+                     .dx = in > 0 ? a->dx : NULL,
+                     .dw = in > 0 ? a->dw : NULL,
+                     .db = a->db,
+                     .act = act,
+                     .acc = acc};
+    if (!l.dx && !l.dw && !l.db) return NEAT_OK;
     NSString *key = [NSString
-        stringWithFormat:@"linear_bwd:%lld:%lld:%lld:%s:%d%d%d:%d:%d", (long long)n, (long long)in,
-                         (long long)out, metal_act_name(act), want_dx, want_dw, want_db, bias, acc];
-    NMGraph *g = metal_cached(dev, op, key, "the linear backward graph", ^id {
-      MPSGraph *gr = [MPSGraph new];
-      MPSShape *sx = METAL_SHAPE(n, in), *sw = METAL_SHAPE(out, in), *sb = METAL_SHAPE(out),
-               *sy = METAL_SHAPE(n, out);
-      NSMutableArray *ins = [NSMutableArray array], *ishapes = [NSMutableArray array];
-      NSMutableArray *outs = [NSMutableArray array], *oshapes = [NSMutableArray array];
-      MPSGraphTensor *x = nil, *w = nil, *y = nil, *z = nil;
-#define INPUT(var, shape)                                                                          \
-    do {                                                                                           \
-        var = metal_input(gr, shape);                                                              \
-        [ins addObject:var];                                                                       \
-        [ishapes addObject:shape];                                                                 \
-    } while (0)
-      if (need_x) INPUT(x, sx);
-      if (need_w) INPUT(w, sw);
-      if (need_y) INPUT(y, sy);
-      MPSGraphTensor *dy;
-      INPUT(dy, sy);
-      if (gelu) {
-          z = [gr matrixMultiplicationWithPrimaryTensor:x
-                                        secondaryTensor:[gr transposeTensor:w
-                                                                  dimension:0
-                                                              withDimension:1
-                                                                       name:nil]
-                                                   name:nil];
-          if (bias) {
-              MPSGraphTensor *b;
-              INPUT(b, sb);
-              z = [gr additionWithPrimaryTensor:z secondaryTensor:b name:nil];
-          }
-      }
-      MPSGraphTensor *dz = metal_act_grad(gr, act, z, y, dy);
-      MPSGraphTensor *r[3] = {nil, nil, nil};
-      MPSShape *rs[3] = {sx, sw, sb};
-      if (want_dx) r[0] = [gr matrixMultiplicationWithPrimaryTensor:dz secondaryTensor:w name:nil];
-      if (want_dw)
-          r[1] = [gr matrixMultiplicationWithPrimaryTensor:[gr transposeTensor:dz
-                                                                     dimension:0
-                                                                 withDimension:1
-                                                                          name:nil]
-                                           secondaryTensor:x
-                                                      name:nil];
-      if (want_db)
-          r[2] = [gr reshapeTensor:[gr reductionSumWithTensor:dz axis:0 name:nil]
-                         withShape:sb
-                              name:nil];
-      for (int i = 0; i < 3; i++) {
-          if (!r[i]) continue;
-          if (acc) {
-              MPSGraphTensor *old;
-              INPUT(old, rs[i]);
-              r[i] = [gr additionWithPrimaryTensor:old secondaryTensor:r[i] name:nil];
-          }
-          [outs addObject:r[i]];
-          [oshapes addObject:rs[i]];
-      }
-#undef INPUT
-      return metal_graph(gr, ins, ishapes, outs, oshapes);
-    });
-    if (!g) return NEAT_ERR_BACKEND_ERROR;
-    /* the same order as the graph's placeholders and results */
-    void *inputs[8], *outputs[3];
-    int ni = 0, no = 0;
-    if (need_x) inputs[ni++] = a->x->data;
-    if (need_w) inputs[ni++] = a->w->data;
-    if (need_y) inputs[ni++] = a->y->data;
-    inputs[ni++] = a->dy->data;
-    if (bias) inputs[ni++] = a->b->data;
-    nm_tensor *grads[3] = {want_dx ? a->dx : NULL, want_dw ? a->dw : NULL, want_db ? a->db : NULL};
-    for (int i = 0; i < 3; i++) {
-        if (!grads[i]) continue;
-        if (acc) inputs[ni++] = grads[i]->data;
-        outputs[no++] = grads[i]->data;
-    }
-    return metal_run(dev, cb, op, g, inputs, outputs);
+        stringWithFormat:@"linear_bwd:%lld:%lld:%lld", (long long)n, (long long)in, (long long)out];
+    MPSGraphTensor * (^wt)(MPSGraph *, MPSGraphTensor *) = ^(MPSGraph *m, MPSGraphTensor *t) {
+      return [m transposeTensor:t dimension:0 withDimension:1 name:nil];
+    };
+    return metal_layer_backward(
+        dev, cb, op, &l, key, "the linear backward graph", METAL_SHAPE(n, in), METAL_SHAPE(out, in),
+        METAL_SHAPE(out), METAL_SHAPE(n, out),
+        ^(MPSGraph *m, MPSGraphTensor *x, MPSGraphTensor *w, MPSGraphTensor *b) {
+          MPSGraphTensor *z = [m matrixMultiplicationWithPrimaryTensor:x
+                                                       secondaryTensor:wt(m, w)
+                                                                  name:nil];
+          return b ? [m additionWithPrimaryTensor:z secondaryTensor:b name:nil] : z;
+        },
+        ^(MPSGraph *m, int i, MPSGraphTensor *dz, MPSGraphTensor *x, MPSGraphTensor *w) {
+          if (i == 0)
+              return [m matrixMultiplicationWithPrimaryTensor:dz secondaryTensor:w name:nil];
+          if (i == 1)
+              return [m matrixMultiplicationWithPrimaryTensor:wt(m, dz) secondaryTensor:x name:nil];
+          return [m reshapeTensor:[m reductionSumWithTensor:dz axis:0 name:nil]
+                        withShape:METAL_SHAPE(out)
+                             name:nil];
+        });
 }

@@ -129,6 +129,27 @@ MPSGraphTensor *metal_act_grad(MPSGraph *g, neat_activation act, MPSGraphTensor 
 /* The name of an activation, for cache keys. */
 const char *metal_act_name(neat_activation act);
 
+/* The backward pass of a layer y = act(f(x, w) + b) (linear, conv2d): from dy the gradients
+ * dx, dw, db, each when given (NULL: not wanted), added into it when acc. The layer gives
+ * its shapes, its cache key (the geometry), z = f(x, w) + b (needed for gelu, whose
+ * gradient takes z) and the product for gradient i (0 dx, 1 dw, 2 db) of dz; the
+ * placeholders, the activation's gradient, accumulation and the buffers, in one order, are
+ * here. A nil from either block fails the build (BACKEND_ERROR naming `what`). */
+typedef struct metal_layer {
+    const nm_tensor *x, *w, *y, *dy, *b;
+    nm_tensor *dx, *dw, *db;
+    neat_activation act;
+    int acc;
+} metal_layer;
+typedef MPSGraphTensor * (^metal_layer_z)(MPSGraph *g, MPSGraphTensor *x, MPSGraphTensor *w,
+                                          MPSGraphTensor *b);
+typedef MPSGraphTensor * (^metal_layer_grad)(MPSGraph *g, int i, MPSGraphTensor *dz,
+                                             MPSGraphTensor *x, MPSGraphTensor *w);
+neat_status metal_layer_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op,
+                                 const metal_layer *l, NSString *key, const char *what,
+                                 MPSShape *sx, MPSShape *sw, MPSShape *sb, MPSShape *sy,
+                                 metal_layer_z zf, metal_layer_grad gf);
+
 /* ---- check.m: ops that check their input while they run (NM_OPF_RUNTIME_CHECK) ----------
  * Each writes a record [failed so far, valid, a, b] into its METAL_SLOT_FLAG slot and reads
  * the record of the checked op before it in the same command buffer (`prior`): it writes its
