@@ -28,19 +28,7 @@ LLVM_LIB=$(dirname "$(readlink -f "$(command -v "$CLANG")")")/../lib
 JOBS=${JOBS:-$(nproc 2>/dev/null || getconf _NPROCESSORS_ONLN)}
 passed=0 failed=0 skipped=0
 
-count() { # count "<label>" "<output>": add the suite's closing line to the totals
-  local line
-  line=$(printf '%s\n' "$2" | grep -E '^[A-Za-z0-9_-]+: [0-9]+ passed, [0-9]+ failed' | tail -n1)
-  if [ -z "$line" ]; then
-    echo "$1: no result line (crashed?)"; failed=$((failed + 1)); return
-  fi
-  echo "$1 -> ${line#*: }"
-  local p f s
-  p=$(sed -E 's/.*: ([0-9]+) passed.*/\1/' <<<"$line")
-  f=$(sed -E 's/.* ([0-9]+) failed.*/\1/' <<<"$line")
-  s=$(grep -oE '[0-9]+ skipped' <<<"$line" | grep -oE '[0-9]+' || echo 0)
-  passed=$((passed + p)); failed=$((failed + f)); skipped=$((skipped + ${s:-0}))
-}
+. scripts/count.sh # (the working directory is the root)
 
 run_suite() { # run_suite <label> <build dir>
   local src bin out rc
