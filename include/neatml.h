@@ -211,7 +211,8 @@ NEAT_API neat_status neat_device_set_memory_limit(neat_device *dev, int64_t byte
  * and in bf16 and f16 neat_cast, add, mul, scale, fill, the sums, softmax, activation
  * forward, max pooling, matmul, linear forward and conv forward (on float32 copies of the
  * half inputs, the result rounded once: no half-speed kernel yet); no backward op, loss or
- * optimizer in half. CUDA and Metal run float32 only for now. */
+ * optimizer in half. CUDA and Metal run float32 only for now (of half tensors, they fill
+ * with +0 only: what neat_tensor_create_typed's zero needs). */
 typedef enum neat_dtype { NEAT_F32 = 0, NEAT_BF16 = 1, NEAT_F16 = 2 } neat_dtype;
 
 /* Bytes per element of dtype (4, 2, 2); 0 for a value outside neat_dtype. */

@@ -22,6 +22,9 @@ static inline uint32_t nm_f32_bits(float f) {
     return u;
 }
 
+/* f is +0: every bit zero, which is 0 in every neat_dtype. */
+static inline int nm_is_zero_bits(float f) { return nm_f32_bits(f) == 0; }
+
 static inline float nm_bits_f32(uint32_t u) {
     float f;
     memcpy(&f, &u, sizeof f);

@@ -11,6 +11,7 @@
  * buffer's error record (an out-of-range label) when the buffer has ops that can set it.
  */
 #include "common.h"
+#include "../../core/dtype.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -560,9 +561,11 @@ static void cuda_cmdbuf_release(nm_device *dev, nm_cmdbuf *cb) {
 
 /* ---- element types ------------------------------------------------------------------------ */
 
-/* float32 only for now (issue 14): a bf16 or f16 tensor is refused when an op is recorded. */
+/* float32 only for now (issue 14): a bf16 or f16 tensor is refused when an op is recorded,
+ * except by a fill with +0 (all bits zero in every type: neat_tensor_create_typed's zero). */
 static neat_status cuda_op_check(nm_device *dev, const nm_op *op) {
     (void)dev;
+    if (op->kind == NM_OP_FILL && nm_is_zero_bits(op->u.fill.value)) return NEAT_OK;
     int n, nl;
     nm_tensor *const *ts = nm_op_tensors(op, &n);
     nm_tensor *const *list = nm_op_list(op, &nl);

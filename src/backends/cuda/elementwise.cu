@@ -155,8 +155,14 @@ neat_status cuda_scale(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
 }
 
 neat_status cuda_fill(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
-    return cuda_fill_f32(dev, op->u.fill.t->data, op->u.fill.t->numel, op->u.fill.value,
-                         "neat_fill");
+    const nm_tensor *t = op->u.fill.t;
+    if (t->dtype == NEAT_F32)
+        return cuda_fill_f32(dev, t->data, t->numel, op->u.fill.value, "neat_fill");
+    if (t->numel == 0) return NEAT_OK;
+    /* a half tensor gets +0 only (cuda_op_check): every bit zero */
+    size_t bytes = (size_t)t->numel * neat_dtype_size(t->dtype);
+    return cuda_check(cudaMemsetAsync(t->data, 0, bytes, cuda_dev(dev)->stream), "neat_fill",
+                      "cudaMemsetAsync");
 }
 
 neat_status cuda_activation_forward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {

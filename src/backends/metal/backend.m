@@ -17,6 +17,7 @@
  * graph; a loss inside the buffer would also have to move its validity check to the end.
  */
 #import "metal.h"
+#include "../../core/dtype.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -170,7 +171,9 @@ static void metal_cmdbuf_release(nm_device *dev, nm_cmdbuf *cb) {
 
 /* What MPS and MPSGraph cannot do exactly as neatml.h says: refused when recorded. */
 static neat_status metal_op_check(nm_device *dev, const nm_op *op) {
-    /* float32 only for now (issue 14): bf16 and f16 tensors and neat_cast are refused. */
+    /* float32 only for now (issue 14): bf16 and f16 tensors and neat_cast are refused, but
+     * for a fill with +0 (all bits zero in every type: neat_tensor_create_typed's zero). */
+    if (op->kind == NM_OP_FILL && nm_is_zero_bits(op->u.fill.value)) return NEAT_OK;
     int n;
     nm_tensor *const *ts = nm_op_tensors(op, &n);
     for (int i = 0; i < n; i++)

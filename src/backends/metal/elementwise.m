@@ -52,7 +52,8 @@ neat_status metal_fill(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
     if (n == 0) return NEAT_OK;
     uint32_t bits;
     memcpy(&bits, &value, sizeof bits);
-    if (bits == 0) return metal_zero(dev, op, a->t->data, (size_t)n * sizeof(float));
+    if (bits == 0) /* +0 in any dtype (the only fill metal_op_check lets through on half) */
+        return metal_zero(dev, op, a->t->data, (size_t)n * neat_dtype_size(a->t->dtype));
     NSString *key = [NSString stringWithFormat:@"fill:%lld:%08x", (long long)n, bits];
     NMGraph *g = metal_cached(dev, op, key, "the fill graph", ^id {
       MPSGraph *m = [MPSGraph new];
