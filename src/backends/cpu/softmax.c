@@ -11,6 +11,15 @@
  * Row sums (s, the dot of the backward, the loss over rows) accumulate in double; the max
  * and the sums use 16 lanes in a fixed order, so results do not depend on threads.
  * exp is vecmath.h's cpu_expf so that the loops vectorize without -ffast-math.
+ *
+ * Memory traffic of the forward (a bandwidth-bound op: 4096x4096 is 64 MiB each way): one
+ * read of x and one write of y per element. A row of up to SCRATCH_COLS floats (32 KiB)
+ * stays in L1/L2 between the passes: max (reads x from memory), e = exp(x - m) into a
+ * per-thread scratch row with the sum (x now from cache), then y = e / s. When the output
+ * is larger than STREAM_MIN_BYTES that last pass uses non-temporal stores: y is written
+ * without being read first (a plain store of a line not in cache reads it: 3 transfers per
+ * element instead of 2). Two exps per element (an online max and rescaled sum, then exp
+ * again) would save the scratch but cost more than the cached pass on AVX-512.
  * Labels are floats holding exact integers in [0, C); any other value fails the op with
  * INVALID_ARGUMENT (reported by neat_cmdbuf_wait) before an output is written.
  */
@@ -23,21 +32,33 @@
 #include "vecmath.h"
 
 #include <math.h>
+#include <stdint.h>
+#if defined(__x86_64__)
+#include <xmmintrin.h> /* _mm_stream_ps, _mm_sfence: SSE, in every x86-64 */
+#endif
 
 #define LANES 16
 /* The cross-entropy adds row losses in at most XENT_MAX_BLOCKS fixed blocks of rows. */
 #define XENT_MAX_BLOCKS 1024
+/* Rows up to this many columns go through a per-thread scratch row held in cache. */
+#define SCRATCH_COLS 8192
+/* Outputs at least this large are written with non-temporal stores: they would not stay in
+ * the cache for the next op anyway (the development machine's L3 is 48 MiB shared). */
+#define STREAM_MIN_BYTES ((int64_t)32 << 20)
 
-/* max of x[0, n), n >= 1, NaN ignored (a NaN still reaches every output through exp). */
+/* max of x[0, n), n >= 1, NaN ignored (a NaN still reaches every output through exp).
+ * 4 x 16 lanes: four independent compare chains keep several loads from memory in flight
+ * (the max does not depend on the order, so the lane count changes no result). */
+#define MAX_LANES (4 * LANES)
 CPU_CLONES static float row_max(const float *x, int64_t n) {
-    float lane[LANES];
-    for (int j = 0; j < LANES; j++) lane[j] = -INFINITY;
-    int64_t full = n - n % LANES;
-    for (int64_t i = 0; i < full; i += LANES)
-        for (int j = 0; j < LANES; j++) lane[j] = x[i + j] > lane[j] ? x[i + j] : lane[j];
+    float lane[MAX_LANES];
+    for (int j = 0; j < MAX_LANES; j++) lane[j] = -INFINITY;
+    int64_t full = n - n % MAX_LANES;
+    for (int64_t i = 0; i < full; i += MAX_LANES)
+        for (int j = 0; j < MAX_LANES; j++) lane[j] = x[i + j] > lane[j] ? x[i + j] : lane[j];
     for (int64_t i = full; i < n; i++) lane[0] = x[i] > lane[0] ? x[i] : lane[0];
     float m = lane[0];
-    for (int j = 1; j < LANES; j++) m = lane[j] > m ? lane[j] : m;
+    for (int j = 1; j < MAX_LANES; j++) m = lane[j] > m ? lane[j] : m;
     return m;
 }
 
@@ -84,6 +105,25 @@ CPU_CLONES static void row_scale(float *y, int64_t n, float alpha) {
     for (int64_t i = 0; i < n; i++) y[i] *= alpha;
 }
 
+/* y = e * alpha with non-temporal stores where the target has them (x86-64: 16-byte
+ * streaming stores from the first 16-byte aligned y, which write-combine into whole lines);
+ * the same products as row_scale, so the results are identical. */
+static void row_scale_stream(const float *e, float *y, int64_t n, float alpha) {
+    int64_t i = 0;
+#if defined(__x86_64__)
+    while (i < n && ((uintptr_t)(y + i) & 15) != 0) {
+        y[i] = e[i] * alpha;
+        i++;
+    }
+    __m128 a = _mm_set1_ps(alpha);
+    for (; i + 4 <= n; i += 4) _mm_stream_ps(y + i, _mm_mul_ps(_mm_loadu_ps(e + i), a));
+#endif
+    for (; i < n; i++) y[i] = e[i] * alpha;
+#if defined(__x86_64__)
+    _mm_sfence(); /* streaming stores are weakly ordered: complete them before the op ends */
+#endif
+}
+
 /* sum_j a_j b_j in double. */
 CPU_CLONES static double row_dot(const float *a, const float *b, int64_t n) {
     double lane[LANES] = {0};
@@ -108,10 +148,17 @@ static int par_threads(nm_device *dev, int64_t rows, int64_t cols) {
 
 /* ---- softmax -------------------------------------------------------------------------------- */
 
-static void softmax_row(const float *x, float *y, int64_t cols) {
+/* stream: write y with non-temporal stores (cols <= SCRATCH_COLS only). */
+static void softmax_row(const float *x, float *y, int64_t cols, int stream) {
     float m = row_max(x, cols);
-    double s = row_exp(x, y, cols, m);
-    row_scale(y, cols, (float)(1.0 / s));
+    if (stream) {
+        _Alignas(64) float e[SCRATCH_COLS];
+        double s = row_exp(x, e, cols, m);
+        row_scale_stream(e, y, cols, (float)(1.0 / s));
+    } else {
+        double s = row_exp(x, y, cols, m);
+        row_scale(y, cols, (float)(1.0 / s));
+    }
 }
 
 neat_status cpu_softmax(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
@@ -120,7 +167,8 @@ neat_status cpu_softmax(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
     int64_t rows = op->u.softmax.rows, cols = op->u.softmax.cols;
     if (rows == 0 || cols == 0) return NEAT_OK;
     int par = par_threads(dev, rows, cols);
-    CPU_FOR(par, r, rows, softmax_row(x + r * cols, y + r * cols, cols));
+    int stream = cols <= SCRATCH_COLS && rows * cols * (int64_t)sizeof(float) >= STREAM_MIN_BYTES;
+    CPU_FOR(par, r, rows, softmax_row(x + r * cols, y + r * cols, cols, stream));
     return NEAT_OK;
 }
 
