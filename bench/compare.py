@@ -426,12 +426,12 @@ def main():
               + (f", {meta['torch_threads']} threads, BLAS {meta['torch_blas']}, "
                  f"oneDNN {meta['torch_onednn']}"
                  if args.backend == "cpu" else ", strict float32 (TF32 off)"))
+        print(f"copy bandwidth ({meta['copy_bytes'] >> 20} MiB copy, read+write): "
+              f"{meta['copy_gbps']:.1f} GB/s")
     if second is not None:
         i = second.info
         print(f"second column: PyTorch {i['torch']} ({i['torch_path']}), BLAS {i['torch_blas']}, "
               f"oneDNN {i['torch_onednn']}")
-        print(f"copy bandwidth ({meta['copy_bytes'] >> 20} MiB copy, read+write): "
-              f"{meta['copy_gbps']:.1f} GB/s")
     if meta["load_before"] > 0.5:
         print(f"note: load average {meta['load_before']:.2f} at start: other work shares the machine")
     print(f"ratio = neatml time / PyTorch time (below 1: neatml faster); median of {args.reps}; "
