@@ -41,6 +41,7 @@ void cpu_dnnl_close(nm_device *dev) {
     cpu_dnnl *d = cpu_dev(dev)->dnnl;
     if (!d) return;
     nm_lru_clear(&d->plans);
+    free(d->scratchpad);
     if (d->stream) dnnl_stream_destroy(d->stream);
     if (d->engine) dnnl_engine_destroy(d->engine);
     free(d);
@@ -134,10 +135,17 @@ neat_status cpu_prim_run(nm_device *dev, nm_cmdbuf *cb, const char *fn, cpu_prim
     for (int i = 0; i < p->nargs; i++)
         DNNL_TRY(dnnl_memory_set_data_handle(p->args[i].memory, data[i]));
     if (p->scratch_bytes > 0) {
-        void *scratch = NULL;
-        st = nm_scratch_alloc(cb, p->scratch_bytes, &scratch);
-        if (st != NEAT_OK) return st;
-        DNNL_TRY(dnnl_memory_set_data_handle(p->args[n].memory, scratch));
+        if (p->scratch_bytes > d->scratchpad_bytes) {
+            size_t bytes = (p->scratch_bytes + 4095) & ~(size_t)4095;
+            void *grown = aligned_alloc(4096, bytes);
+            if (!grown)
+                return nm_error(NEAT_ERR_OUT_OF_MEMORY, "%s: no memory for a %zu-byte scratchpad",
+                                fn, p->scratch_bytes);
+            free(d->scratchpad);
+            d->scratchpad = grown;
+            d->scratchpad_bytes = bytes;
+        }
+        DNNL_TRY(dnnl_memory_set_data_handle(p->args[n].memory, d->scratchpad));
         n++;
     }
     DNNL_TRY(dnnl_primitive_execute(p->prim, d->stream, n, p->args));
