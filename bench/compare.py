@@ -22,8 +22,8 @@ Which PyTorch. The main peer is the torch of the interpreter that runs this scri
 with the venv's python to compare against the newest PyTorch from PyPI
 (python3 -m venv /tmp/tv && /tmp/tv/bin/pip install torch numpy; /tmp/tv/bin/python
 bench/compare.py). When that interpreter has no torch, the script re-executes itself under
-/usr/bin/python3 (Debian's python3-torch) if that one has it. When the main peer is not
-/usr/bin/python3 and /usr/bin/python3 has a torch too, that one is run as a second column
+/usr/bin/python3 (Debian's python3-torch) if that one has it. When /usr/bin/python3 has a
+torch other than the main peer's (another directory), that one is run as a second column
 (a worker process of this script, each case right after the main peer's; --no-second to skip).
 
 Provenance. --json-out's "meta" holds what a table needs to be reproduced: the neatml commit
@@ -55,9 +55,8 @@ def find_torch():
         return torch
     except ImportError:
         pass
-    here = os.path.realpath(sys.executable)
-    if (os.path.exists(SYSTEM_PYTHON) and os.path.realpath(SYSTEM_PYTHON) != here
-            and not os.environ.get("NEATML_COMPARE_REEXEC")):
+    # (not by comparing interpreters: a venv's python resolves to /usr/bin/python3's binary)
+    if os.path.exists(SYSTEM_PYTHON) and not os.environ.get("NEATML_COMPARE_REEXEC"):
         probe = subprocess.run([SYSTEM_PYTHON, "-c", "import torch"], capture_output=True)
         if probe.returncode == 0:
             os.environ["NEATML_COMPARE_REEXEC"] = "1"
@@ -300,11 +299,18 @@ class SecondPeer:
         self.proc.wait()
 
 
-def second_peer_available():
-    here = os.path.realpath(sys.executable)
-    if not os.path.exists(SYSTEM_PYTHON) or os.path.realpath(SYSTEM_PYTHON) == here:
+def second_peer_available(main_torch_path):
+    """Whether /usr/bin/python3 has a torch other than the main peer's. Compared by the
+    torch's directory, not the interpreter: a venv's python resolves to the interpreter it
+    was made from, so /tmp/tv/bin/python and /usr/bin/python3 can be one binary with two
+    different torches."""
+    if not os.path.exists(SYSTEM_PYTHON):
         return False
-    return subprocess.run([SYSTEM_PYTHON, "-c", "import torch"], capture_output=True).returncode == 0
+    probe = subprocess.run([SYSTEM_PYTHON, "-c", "import os, torch; print(os.path.dirname("
+                            "torch.__file__))"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        return False
+    return os.path.realpath(probe.stdout.strip()) != os.path.realpath(main_torch_path or "")
 
 
 def rate_of(ms, work, unit):
@@ -414,7 +420,8 @@ def main():
         cases = torch_cases(torch, dev, cuda)
 
     second = None
-    if not args.backend == "cuda" and not args.no_second and second_peer_available():
+    if (torch is not None and args.backend == "cpu" and not args.no_second
+            and second_peer_available(meta.get("torch_path"))):
         second = SecondPeer(threads, args.reps)
         meta["second"] = second.info
 
