@@ -41,11 +41,17 @@ void cpu_dnnl_close(nm_device *dev) {
     cpu_dnnl *d = cpu_dev(dev)->dnnl;
     if (!d) return;
     nm_lru_clear(&d->plans);
-    free(d->scratchpad);
     if (d->stream) dnnl_stream_destroy(d->stream);
     if (d->engine) dnnl_engine_destroy(d->engine);
     free(d);
     cpu_dev(dev)->dnnl = NULL;
+}
+
+void cpu_dnnl_job_done(nm_device *dev) {
+    cpu_dnnl *d = cpu_dev(dev)->dnnl;
+    if (!d) return;
+    d->scratchpad = NULL;
+    d->scratchpad_bytes = 0;
 }
 
 /* ---- plan cache ------------------------------------------------------------------------------ */
@@ -136,14 +142,9 @@ neat_status cpu_prim_run(nm_device *dev, nm_cmdbuf *cb, const char *fn, cpu_prim
         DNNL_TRY(dnnl_memory_set_data_handle(p->args[i].memory, data[i]));
     if (p->scratch_bytes > 0) {
         if (p->scratch_bytes > d->scratchpad_bytes) {
-            size_t bytes = (p->scratch_bytes + 4095) & ~(size_t)4095;
-            void *grown = aligned_alloc(4096, bytes);
-            if (!grown)
-                return nm_error(NEAT_ERR_OUT_OF_MEMORY, "%s: no memory for a %zu-byte scratchpad",
-                                fn, p->scratch_bytes);
-            free(d->scratchpad);
-            d->scratchpad = grown;
-            d->scratchpad_bytes = bytes;
+            st = nm_scratch_alloc(cb, p->scratch_bytes, &d->scratchpad);
+            if (st != NEAT_OK) return st;
+            d->scratchpad_bytes = p->scratch_bytes;
         }
         DNNL_TRY(dnnl_memory_set_data_handle(p->args[n].memory, d->scratchpad));
         n++;
