@@ -15,9 +15,6 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
-#if defined(__linux__)
-#include <sys/mman.h> /* madvise */
-#endif
 
 typedef struct cpu_job {
     nm_cmdbuf *cb;
@@ -200,9 +197,6 @@ static void cpu_device_close(nm_device *dev) {
     free(c);
 }
 
-/* Blocks from this size on are advised onto transparent huge pages. */
-#define CPU_HUGEPAGE_MIN ((size_t)8 << 20)
-
 static neat_status cpu_mem_alloc(nm_device *dev, size_t bytes, void **ptr) {
     /* More than the machine's RAM cannot be used, even where Linux would overcommit it. */
     if (dev->props.total_memory > 0 && bytes > (size_t)dev->props.total_memory)
@@ -210,19 +204,6 @@ static neat_status cpu_mem_alloc(nm_device *dev, size_t bytes, void **ptr) {
     /* 64-byte alignment: a cache line, and what AVX-512 loads and oneDNN like. */
     void *p = aligned_alloc(64, (bytes + 63) & ~(size_t)63);
     if (!p) return NEAT_ERR_OUT_OF_MEMORY;
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-    /* Large blocks on transparent huge pages where the system leaves it to madvise (Debian's
-     * default): the 2 MiB regions inside the block, no memory added. Streaming a 64 MiB
-     * tensor then takes 32 TLB entries instead of 16384, and its physical placement no
-     * longer changes from one process to the next (with 4 KiB pages the same binary ran
-     * softmax_rows_4096 in about 7 or about 10 ms depending on the process). A refusal
-     * (THP off) changes nothing. */
-    if (bytes >= CPU_HUGEPAGE_MIN) {
-        uintptr_t lo = ((uintptr_t)p + 4095) & ~(uintptr_t)4095;
-        uintptr_t hi = ((uintptr_t)p + bytes) & ~(uintptr_t)4095;
-        if (hi > lo) (void)madvise((void *)lo, hi - lo, MADV_HUGEPAGE);
-    }
-#endif
     *ptr = p;
     return NEAT_OK;
 }
