@@ -75,8 +75,8 @@ static double lanes_total(double *lane) {
  * one rounding like cpu_expf's two-step product), and x - m <= 0 (or NaN) needs no upper
  * clamp. Same rounding trick, reduction and polynomial, with the contractions into FMAs that
  * GCC makes in the avx512f clone, so the same floats and the same lane sums: about half the
- * instructions per element of the clone. Returns the
- * index of the first element not done; lane[16] accumulates as row_exp's does. */
+ * instructions per element of the clone. Returns the index of the first element not done;
+ * lane[16] accumulates as row_exp's does. */
 __attribute__((target("avx512f"))) static int64_t
 row_exp_avx512(const float *x, float *e, int64_t n, float m, const float *next, double *lane) {
     const __m512 vm = _mm512_set1_ps(m), lo = _mm512_set1_ps(-104.0f);
@@ -87,8 +87,8 @@ row_exp_avx512(const float *x, float *e, int64_t n, float m, const float *next, 
         __m512 t = _mm512_sub_ps(_mm512_loadu_ps(x + i), vm);
         t = _mm512_max_ps(lo, t); /* a NaN t passes (vmaxps returns its second operand) */
         const __m512 shifter = _mm512_set1_ps(12582912.0f);
-        __m512 nf = _mm512_sub_ps(
-            _mm512_fmadd_ps(t, _mm512_set1_ps(1.44269504088896341f), shifter), shifter);
+        __m512 nf = _mm512_sub_ps(_mm512_fmadd_ps(t, _mm512_set1_ps(1.44269504088896341f), shifter),
+                                  shifter);
         __m512 r = _mm512_fnmadd_ps(nf, _mm512_set1_ps(0.693359375f), t);
         r = _mm512_fnmadd_ps(nf, _mm512_set1_ps(-2.12194440e-4f), r);
         __m512 r2 = _mm512_mul_ps(r, r);
@@ -102,8 +102,8 @@ row_exp_avx512(const float *x, float *e, int64_t n, float m, const float *next, 
         __m512 v = _mm512_scalef_ps(p, nf);
         _mm512_storeu_ps(e + i, v);
         acc0 = _mm512_add_pd(acc0, _mm512_cvtps_pd(_mm512_castps512_ps256(v)));
-        acc1 = _mm512_add_pd(acc1, _mm512_cvtps_pd(
-                                       _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1))));
+        acc1 = _mm512_add_pd(acc1, _mm512_cvtps_pd(_mm256_castpd_ps(
+                                       _mm512_extractf64x4_pd(_mm512_castps_pd(v), 1))));
     }
     _mm512_storeu_pd(lane, acc0);
     _mm512_storeu_pd(lane + 8, acc1);
