@@ -18,8 +18,18 @@ median of --reps runs. neatml's own times are neat_cmdbuf_device_time of each re
 recorded command buffer: device events around the work on a GPU (like PyTorch's events), the
 worker thread's clock around the ops on the CPU.
 
-PyTorch is looked for in this interpreter, then in /usr/bin/python3 (Debian's python3-torch);
-when neither has it, the script says so and prints neatml's numbers alone.
+Which PyTorch. The main peer is the torch of the interpreter that runs this script: run it
+with the venv's python to compare against the newest PyTorch from PyPI
+(python3 -m venv /tmp/tv && /tmp/tv/bin/pip install torch numpy; /tmp/tv/bin/python
+bench/compare.py). When that interpreter has no torch, the script re-executes itself under
+/usr/bin/python3 (Debian's python3-torch) if that one has it. When /usr/bin/python3 has a
+torch other than the main peer's (another directory), that one is run as a second column
+(a worker process of this script, each case right after the main peer's; --no-second to skip).
+
+Provenance. --json-out's "meta" holds what a table needs to be reproduced: the neatml commit
+(and whether the tree was modified), its build type and C compiler (build/CMakeCache.txt),
+the oneDNN version neatml is linked with (dnnl_version() of the library libneatml loads),
+and each torch's version, install path, BLAS and oneDNN (torch.__config__.show()).
 """
 import argparse
 import json
@@ -31,6 +41,8 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from bench_meta import build_info, git_commit, onednn_version, torch_info  # noqa: E402
 SYSTEM_PYTHON = "/usr/bin/python3"
 
 MEMORY_BOUND = ("maxpool2x2_32x256x56", "softmax_rows_4096", "sum_all_4096", "add_4096")
@@ -43,9 +55,8 @@ def find_torch():
         return torch
     except ImportError:
         pass
-    here = os.path.realpath(sys.executable)
-    if (os.path.exists(SYSTEM_PYTHON) and os.path.realpath(SYSTEM_PYTHON) != here
-            and not os.environ.get("NEATML_COMPARE_REEXEC")):
+    # (not by comparing interpreters: a venv's python resolves to /usr/bin/python3's binary)
+    if os.path.exists(SYSTEM_PYTHON) and not os.environ.get("NEATML_COMPARE_REEXEC"):
         probe = subprocess.run([SYSTEM_PYTHON, "-c", "import torch"], capture_output=True)
         if probe.returncode == 0:
             os.environ["NEATML_COMPARE_REEXEC"] = "1"
@@ -249,6 +260,59 @@ def torch_cases(torch, dev, cuda):
     return cases
 
 
+def torch_worker():
+    """--torch-worker: the second peer. Reads 'threads reps' then case names from stdin, one a
+    line; answers one JSON line each (setup: torch_info; a case: its median ms or error)."""
+    torch = find_torch()
+    threads, reps = (int(v) for v in sys.stdin.readline().split())
+    torch.set_num_threads(threads)
+    torch.manual_seed(20240601)
+    timer = Timer(torch, False, reps)
+    cases = torch_cases(torch, torch.device("cpu"), False)
+    print(json.dumps(dict(torch_info(torch), python=sys.executable)), flush=True)
+    for line in sys.stdin:
+        name = line.strip()
+        try:
+            setup, work, unit = cases[name]
+            ms = timer.median_ms(setup())
+            print(json.dumps({"ms": ms, "rate": rate_of(ms, work, unit)}), flush=True)
+        except Exception as e:  # noqa: BLE001 (a case this torch lacks: say so, keep going)
+            print(json.dumps({"error": f"{type(e).__name__}: {e}"}), flush=True)
+
+
+class SecondPeer:
+    """/usr/bin/python3's torch (Debian's build) in a worker process, one case at a time."""
+    def __init__(self, threads, reps):
+        self.proc = subprocess.Popen([SYSTEM_PYTHON, os.path.abspath(__file__), "--torch-worker"],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.proc.stdin.write(f"{threads} {reps}\n")
+        self.proc.stdin.flush()
+        self.info = json.loads(self.proc.stdout.readline())
+
+    def run(self, name):
+        self.proc.stdin.write(name + "\n")
+        self.proc.stdin.flush()
+        return json.loads(self.proc.stdout.readline())
+
+    def close(self):
+        self.proc.stdin.close()
+        self.proc.wait()
+
+
+def second_peer_available(main_torch_path):
+    """Whether /usr/bin/python3 has a torch other than the main peer's. Compared by the
+    torch's directory, not the interpreter: a venv's python resolves to the interpreter it
+    was made from, so /tmp/tv/bin/python and /usr/bin/python3 can be one binary with two
+    different torches."""
+    if not os.path.exists(SYSTEM_PYTHON):
+        return False
+    probe = subprocess.run([SYSTEM_PYTHON, "-c", "import os, torch; print(os.path.dirname("
+                            "torch.__file__))"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        return False
+    return os.path.realpath(probe.stdout.strip()) != os.path.realpath(main_torch_path or "")
+
+
 def rate_of(ms, work, unit):
     if unit == "us/op":
         return ms * 1e3 / work
@@ -295,7 +359,13 @@ def main():
     ap.add_argument("--markdown", help="write the results as a Markdown table (for docs)")
     ap.add_argument("--from-json", metavar="FILE",
                     help="run nothing: read the results of an earlier --json-out, write --markdown/--svg")
+    ap.add_argument("--no-second", action="store_true",
+                    help="CPU: do not run /usr/bin/python3's torch as a second column")
+    ap.add_argument("--torch-worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.torch_worker:
+        torch_worker()
+        return
     if args.from_json:
         with open(args.from_json) as f:
             write_outputs(args, json.load(f))
@@ -317,7 +387,11 @@ def main():
         "reps": args.reps,
         "python": sys.executable,
         "load_before": os.getloadavg()[0],
+        "neatml_commit": git_commit(),
+        "onednn": onednn_version(args.bench),
     }
+    b = build_info(args.bench)
+    meta.update(build_type=b["build_type"], cc=b["cc"])
     results = {"meta": meta, "cases": []}
 
     cases, timer = {}, None
@@ -339,23 +413,32 @@ def main():
         torch.manual_seed(20240601)
         timer = Timer(torch, cuda, args.reps)
         copy_gbps, copy_bytes = copy_bandwidth(torch, dev, cuda, timer)
-        meta.update(torch=torch.__version__, torch_device=device_name(torch, cuda),
+        meta.update(torch_info(torch))
+        meta.update(torch_device=device_name(torch, cuda),
                     torch_threads=None if cuda else torch.get_num_threads(),
                     copy_gbps=copy_gbps, copy_bytes=copy_bytes)
-        if not cuda:
-            meta["torch_blas"] = next((tok.split("=")[1] for tok in
-                                       torch.__config__.show().replace(",", " ").split()
-                                       if tok.startswith("BLAS_INFO=")), "unknown")
         cases = torch_cases(torch, dev, cuda)
 
+    second = None
+    if (torch is not None and args.backend == "cpu" and not args.no_second
+            and second_peer_available(meta.get("torch_path"))):
+        second = SecondPeer(threads, args.reps)
+        meta["second"] = second.info
+
     print(f"\nneatml: {args.bench} ({args.backend}) on {meta['neatml_device']}, {threads} "
-          f"{'threads' if args.backend == 'cpu' else 'SMs'}")
+          f"{'threads' if args.backend == 'cpu' else 'SMs'}; commit {meta['neatml_commit']}, "
+          f"{meta['build_type']} build, {meta['cc']}, oneDNN {meta['onednn']}")
     if torch is not None:
-        print(f"PyTorch {meta['torch']} on {meta['torch_device']}"
-              + (f", {meta['torch_threads']} threads, BLAS {meta['torch_blas']}"
+        print(f"PyTorch {meta['torch']} ({meta['torch_path']}) on {meta['torch_device']}"
+              + (f", {meta['torch_threads']} threads, BLAS {meta['torch_blas']}, "
+                 f"oneDNN {meta['torch_onednn']}"
                  if args.backend == "cpu" else ", strict float32 (TF32 off)"))
         print(f"copy bandwidth ({meta['copy_bytes'] >> 20} MiB copy, read+write): "
               f"{meta['copy_gbps']:.1f} GB/s")
+    if second is not None:
+        i = second.info
+        print(f"second column: PyTorch {i['torch']} ({i['torch_path']}), BLAS {i['torch_blas']}, "
+              f"oneDNN {i['torch_onednn']}")
     if meta["load_before"] > 0.5:
         print(f"note: load average {meta['load_before']:.2f} at start: other work shares the machine")
     print(f"ratio = neatml time / PyTorch time (below 1: neatml faster); median of {args.reps}; "
@@ -375,9 +458,19 @@ def main():
                                torch if torch is not None and args.backend == "cuda" else None)
             if torch is not None and args.backend == "cuda":
                 torch.cuda.empty_cache()
+            if second is not None and variant == name:
+                r2 = second.run(name)
+                if "ms" in r2:
+                    row.update(torch2_ms=r2["ms"], torch2_rate=r2["rate"])
+                    if row.get("neatml_status") == "ok":
+                        row["ratio2"] = row["neatml_ms"] / r2["ms"]
+                else:
+                    row["torch2_error"] = r2.get("error")
             results["cases"].append(row)
             print_row(row)
     meta["load_after"] = os.getloadavg()[0]
+    if second is not None:
+        second.close()
 
     if args.json_out:
         with open(args.json_out, "w") as f:
@@ -435,13 +528,21 @@ def compare_case(name, n, torch_case, timer, meta, cuda_torch=None):
 def markdown_table(results):
     """The rows as the Markdown table of docs/BENCHMARKS.md."""
     m = results["meta"]
+    sec = m.get("second")
     lines = [f"neatml on {m.get('neatml_device')} ({m.get('backend')}, {m.get('neatml_threads')} "
              f"threads) against PyTorch {m.get('torch') or 'missing'}, {m.get('date')}, median of "
              f"{m.get('reps')}; load average {m.get('load_before', 0):.2f} before, "
              f"{m.get('load_after', 0):.2f} after. Copy bandwidth: "
              + (f"{m['copy_gbps']:.1f} GB/s." if m.get("copy_gbps") else "not measured."), "",
-             "| case | neatml ms | PyTorch ms | ratio | neatml rate | PyTorch rate | unit | % of copy bw (neatml / PyTorch) | peak MB (neatml / PyTorch) |",
-             "|---|---:|---:|---:|---:|---:|---|---|---|"]
+             f"neatml commit {m.get('neatml_commit')}, {m.get('build_type')} build, "
+             f"{m.get('cc')}, oneDNN {m.get('onednn')}. PyTorch {m.get('torch')} from "
+             f"`{m.get('torch_path')}`: BLAS {m.get('torch_blas')}, oneDNN {m.get('torch_onednn')}."
+             + (f" Second column: PyTorch {sec['torch']} from `{sec['torch_path']}`: BLAS "
+                f"{sec['torch_blas']}, oneDNN {sec['torch_onednn']}." if sec else ""), ""]
+    extra_h, extra_a = (f" PyTorch {sec['torch']} ms | ratio to it |", "---:|---:|") if sec else ("", "")
+    lines += ["| case | neatml ms | PyTorch ms | ratio |" + extra_h
+              + " neatml rate | PyTorch rate | unit | % of copy bw (neatml / PyTorch) | peak MB (neatml / PyTorch) |",
+              "|---|---:|---:|---:|" + extra_a + "---:|---:|---|---|---|"]
 
     def num(v, spec):
         return format(v, spec) if isinstance(v, (int, float)) else "-"
@@ -454,8 +555,10 @@ def markdown_table(results):
         if "neatml_pct_copy" in r or "torch_pct_copy" in r:
             pct = f"{num(r.get('neatml_pct_copy'), '.0f')}% / {num(r.get('torch_pct_copy'), '.0f')}%"
         neat_ms = num(r.get("neatml_ms"), ".3f") if r["neatml_status"] == "ok" else r["neatml_status"]
+        extra = (f" {num(r.get('torch2_ms'), '.3f')} | {num(r.get('ratio2'), '.2f')} |"
+                 if sec else "")
         lines.append(f"| {r['case']} | {neat_ms} | {num(r.get('torch_ms'), '.3f')} | "
-                     f"{num(r.get('ratio'), '.2f')} | {num(r.get('neatml_rate'), '.1f')} | "
+                     f"{num(r.get('ratio'), '.2f')} |{extra} {num(r.get('neatml_rate'), '.1f')} | "
                      f"{num(r.get('torch_rate'), '.1f')} | {r.get('unit', '')} | {pct} | {peak_mb(r)} |")
     return "\n".join(lines) + "\n"
 
@@ -485,6 +588,10 @@ def print_row(r):
         line += f"  {fmt(r.get('neatml_pct_copy'), '5.0f')}% / {fmt(r.get('torch_pct_copy'), '3.0f')}%"
     if "torch_peak_mem_bytes" in r:
         line += f"  peak MB {peak_mb(r)}"
+    if "torch2_ms" in r:
+        line += f"  | 2nd torch {r['torch2_ms']:.3f} ms, ratio {fmt(r.get('ratio2'), '.2f')}"
+    if "torch2_error" in r:
+        line += f"  [2nd torch: {r['torch2_error']}]"
     if r["neatml_status"] != "ok":
         line += f"  [neatml {r['neatml_status']}: {r.get('neatml_reason', '')}]"
     if "torch_error" in r:

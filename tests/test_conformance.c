@@ -352,6 +352,10 @@ static const cf_row TABLE[] = {
     SOFTMAX(2, 4, 8193, 0, 0, 0),
     SOFTMAX(2, 4, 8196, 0, 0, 0),
     SOFTMAX(2, 3, 20000, 0, 0, 0),
+    /* CPU: outputs of 32 MiB and more go through a cached scratch row and streaming stores
+     * (rows of 4099 start at every alignment; in place too) */
+    SOFTMAX(2, 2050, 4099, 0, 0, 0),
+    SOFTMAX(2, 2048, 4100, 0, 0, 1),
 
     /* activation_forward, add, scale, fill */
     ACT(1, 0, 0, 0, 0, NONE, 0),

@@ -61,6 +61,7 @@ static void *worker_main(void *arg) {
         neat_status st = run_ops(dev, job->cb);
         cpu_free_staging(job->cb, job->staging);
         clock_gettime(CLOCK_MONOTONIC, &t1);
+        cpu_dnnl_job_done(dev);
         nm_scratch_release(job->cb);
         if (st == NEAT_OK) {
             int64_t ns = (int64_t)(t1.tv_sec - t0.tv_sec) * 1000000000 + (t1.tv_nsec - t0.tv_nsec);

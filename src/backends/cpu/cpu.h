@@ -53,6 +53,8 @@ neat_status cpu_run_op(nm_device *dev, nm_cmdbuf *cb, const nm_op *op);
 /* dnnl.c */
 neat_status cpu_dnnl_open(nm_device *dev);
 void cpu_dnnl_close(nm_device *dev);
+/* The job's scratch memory is about to be released: forget the primitives' scratchpad. */
+void cpu_dnnl_job_done(nm_device *dev);
 
 /* The ops (op_list.h): cpu_<name> for every entry. oneDNN: matmul.c (matmul, plain and
  * batched), linear.c, conv.c, conv_backward.c. Loops: elementwise.c (add, scale, fill,

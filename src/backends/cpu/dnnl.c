@@ -47,6 +47,13 @@ void cpu_dnnl_close(nm_device *dev) {
     cpu_dev(dev)->dnnl = NULL;
 }
 
+void cpu_dnnl_job_done(nm_device *dev) {
+    cpu_dnnl *d = cpu_dev(dev)->dnnl;
+    if (!d) return;
+    d->scratchpad = NULL;
+    d->scratchpad_bytes = 0;
+}
+
 /* ---- plan cache ------------------------------------------------------------------------------ */
 
 neat_status cpu_dnnl_plan(nm_device *dev, const void *key, size_t keylen, cpu_plan_build_fn build,
@@ -134,10 +141,12 @@ neat_status cpu_prim_run(nm_device *dev, nm_cmdbuf *cb, const char *fn, cpu_prim
     for (int i = 0; i < p->nargs; i++)
         DNNL_TRY(dnnl_memory_set_data_handle(p->args[i].memory, data[i]));
     if (p->scratch_bytes > 0) {
-        void *scratch = NULL;
-        st = nm_scratch_alloc(cb, p->scratch_bytes, &scratch);
-        if (st != NEAT_OK) return st;
-        DNNL_TRY(dnnl_memory_set_data_handle(p->args[n].memory, scratch));
+        if (p->scratch_bytes > d->scratchpad_bytes) {
+            st = nm_scratch_alloc(cb, p->scratch_bytes, &d->scratchpad);
+            if (st != NEAT_OK) return st;
+            d->scratchpad_bytes = p->scratch_bytes;
+        }
+        DNNL_TRY(dnnl_memory_set_data_handle(p->args[n].memory, d->scratchpad));
         n++;
     }
     DNNL_TRY(dnnl_primitive_execute(p->prim, d->stream, n, p->args));

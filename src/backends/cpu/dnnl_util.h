@@ -22,6 +22,15 @@ typedef struct cpu_dnnl {
     dnnl_engine_t engine;
     dnnl_stream_t stream;
     nm_lru plans; /* the plan cache, CPU_PLAN_CAPACITY plans */
+    /* The primitives' scratchpad for the running job: one block of the command buffer's
+     * scratch memory, taken by the first primitive that needs one (a larger block when a
+     * later one needs more) and reused by every primitive run of the job. A scratchpad is
+     * dead once its primitive has finished (cpu_prim_run waits) and primitives run one at a
+     * time on the worker thread, so one block serves all, and being the same memory every
+     * time it stays in cache between the small ops of a buffer (a fresh block per op did
+     * not). Forgotten by cpu_dnnl_job_done before the job's scratch is released. */
+    void *scratchpad;
+    size_t scratchpad_bytes;
 } cpu_dnnl;
 
 static inline cpu_dnnl *cpu_dnnl_of(nm_device *dev) { return cpu_dev(dev)->dnnl; }
@@ -92,8 +101,8 @@ typedef struct cpu_prim {
  * each with the layout pd wants for it. pd stays the caller's. */
 neat_status cpu_prim_init(cpu_dnnl *d, const char *fn, const_dnnl_primitive_desc_t pd,
                           const int *arg_ids, int nargs, cpu_prim *p);
-/* Execute with data[i] as argument i (in the order given to cpu_prim_init), a scratchpad
- * from the command buffer's scratch memory, and wait for completion. */
+/* Execute with data[i] as argument i (in the order given to cpu_prim_init), the job's
+ * scratchpad, and wait for completion. */
 neat_status cpu_prim_run(nm_device *dev, nm_cmdbuf *cb, const char *fn, cpu_prim *p,
                          void *const *data);
 void cpu_prim_destroy(cpu_prim *p);

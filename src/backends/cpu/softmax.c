@@ -11,6 +11,15 @@
  * Row sums (s, the dot of the backward, the loss over rows) accumulate in double; the max
  * and the sums use 16 lanes in a fixed order, so results do not depend on threads.
  * exp is vecmath.h's cpu_expf so that the loops vectorize without -ffast-math.
+ *
+ * Memory traffic of the forward (a bandwidth-bound op: 4096x4096 is 64 MiB each way): one
+ * read of x and one write of y per element. A row of up to SCRATCH_COLS floats (32 KiB)
+ * stays in L1/L2 between the passes: max (reads x from memory), e = exp(x - m) into a
+ * per-thread scratch row with the sum (x now from cache), then y = e / s. When the output
+ * is larger than STREAM_MIN_BYTES that last pass uses non-temporal stores: y is written
+ * without being read first (a plain store of a line not in cache reads it: 3 transfers per
+ * element instead of 2). Two exps per element (an online max and rescaled sum, then exp
+ * again) would save the scratch but cost more than the cached pass on AVX-512.
  * Labels are floats holding exact integers in [0, C); any other value fails the op with
  * INVALID_ARGUMENT (reported by neat_cmdbuf_wait) before an output is written.
  */
@@ -23,21 +32,34 @@
 #include "vecmath.h"
 
 #include <math.h>
+#include <stdint.h>
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h> /* streaming stores: SSE in every x86-64, AVX-512 where the CPU has it */
+#define CPU_X86_INTRINSICS 1
+#endif
 
 #define LANES 16
 /* The cross-entropy adds row losses in at most XENT_MAX_BLOCKS fixed blocks of rows. */
 #define XENT_MAX_BLOCKS 1024
+/* Rows up to this many columns go through a per-thread scratch row held in cache. */
+#define SCRATCH_COLS 8192
+/* Outputs at least this large are written with non-temporal stores: they would not stay in
+ * the cache for the next op anyway (the development machine's L3 is 48 MiB shared). */
+#define STREAM_MIN_BYTES ((int64_t)32 << 20)
 
-/* max of x[0, n), n >= 1, NaN ignored (a NaN still reaches every output through exp). */
+/* max of x[0, n), n >= 1, NaN ignored (a NaN still reaches every output through exp).
+ * 4 x 16 lanes: four independent compare chains keep several loads from memory in flight
+ * (the max does not depend on the order, so the lane count changes no result). */
+#define MAX_LANES (4 * LANES)
 CPU_CLONES static float row_max(const float *x, int64_t n) {
-    float lane[LANES];
-    for (int j = 0; j < LANES; j++) lane[j] = -INFINITY;
-    int64_t full = n - n % LANES;
-    for (int64_t i = 0; i < full; i += LANES)
-        for (int j = 0; j < LANES; j++) lane[j] = x[i + j] > lane[j] ? x[i + j] : lane[j];
+    float lane[MAX_LANES];
+    for (int j = 0; j < MAX_LANES; j++) lane[j] = -INFINITY;
+    int64_t full = n - n % MAX_LANES;
+    for (int64_t i = 0; i < full; i += MAX_LANES)
+        for (int j = 0; j < MAX_LANES; j++) lane[j] = x[i + j] > lane[j] ? x[i + j] : lane[j];
     for (int64_t i = full; i < n; i++) lane[0] = x[i] > lane[0] ? x[i] : lane[0];
     float m = lane[0];
-    for (int j = 1; j < LANES; j++) m = lane[j] > m ? lane[j] : m;
+    for (int j = 1; j < MAX_LANES; j++) m = lane[j] > m ? lane[j] : m;
     return m;
 }
 
@@ -47,11 +69,59 @@ static double lanes_total(double *lane) {
     return lane[0];
 }
 
-/* e_j = e^(x_j - m) stored in e (may be x); returns sum_j e_j in double. */
-CPU_CLONES static double row_exp(const float *x, float *e, int64_t n, float m) {
+#if CPU_X86_INTRINSICS
+/* row_exp's full 16-lane blocks with AVX-512 instructions GCC does not derive from cpu_expf:
+ * vscalefps applies 2^n in one instruction (overflow, denormal results and NaN included,
+ * one rounding like cpu_expf's two-step product), and x - m <= 0 (or NaN) needs no upper
+ * clamp. Same rounding trick, reduction and polynomial, with the contractions into FMAs that
+ * GCC makes in the avx512f clone, so the same floats and the same lane sums: about half the
+ * instructions per element of the clone. Returns the index of the first element not done;
+ * lane[16] accumulates as row_exp's does. */
+__attribute__((target("avx512f"))) static int64_t
+row_exp_avx512(const float *x, float *e, int64_t n, float m, const float *next, double *lane) {
+    const __m512 vm = _mm512_set1_ps(m), lo = _mm512_set1_ps(-104.0f);
+    __m512d acc0 = _mm512_loadu_pd(lane), acc1 = _mm512_loadu_pd(lane + 8);
+    int64_t i = 0;
+    for (; i + LANES <= n; i += LANES) {
+        if (next) __builtin_prefetch(next + i, 0, 3);
+        __m512 t = _mm512_sub_ps(_mm512_loadu_ps(x + i), vm);
+        t = _mm512_max_ps(lo, t); /* a NaN t passes (vmaxps returns its second operand) */
+        const __m512 shifter = _mm512_set1_ps(12582912.0f);
+        __m512 nf = _mm512_sub_ps(_mm512_fmadd_ps(t, _mm512_set1_ps(1.44269504088896341f), shifter),
+                                  shifter);
+        __m512 r = _mm512_fnmadd_ps(nf, _mm512_set1_ps(0.693359375f), t);
+        r = _mm512_fnmadd_ps(nf, _mm512_set1_ps(-2.12194440e-4f), r);
+        __m512 r2 = _mm512_mul_ps(r, r);
+        __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+        p = _mm512_add_ps(_mm512_fmadd_ps(p, r2, r), _mm512_set1_ps(1.0f));
+        __m512 v = _mm512_scalef_ps(p, nf);
+        _mm512_storeu_ps(e + i, v);
+        acc0 = _mm512_add_pd(acc0, _mm512_cvtps_pd(_mm512_castps512_ps256(v)));
+        acc1 = _mm512_add_pd(acc1, _mm512_cvtps_pd(_mm256_castpd_ps(
+                                       _mm512_extractf64x4_pd(_mm512_castps_pd(v), 1))));
+    }
+    _mm512_storeu_pd(lane, acc0);
+    _mm512_storeu_pd(lane + 8, acc1);
+    return i;
+}
+#endif
+
+/* e_j = e^(x_j - m) stored in e (may be x); returns sum_j e_j in double. When next is not
+ * NULL, its first n floats are prefetched meanwhile (the next row: its loads from memory then
+ * overlap this row's exps instead of stalling the next row's max). */
+CPU_CLONES static double row_exp(const float *x, float *e, int64_t n, float m, const float *next) {
     double lane[LANES] = {0};
-    int64_t full = n - n % LANES;
-    for (int64_t i = 0; i < full; i += LANES) {
+    int64_t start = 0, full = n - n % LANES;
+#if CPU_X86_INTRINSICS
+    if (__builtin_cpu_supports("avx512f")) start = row_exp_avx512(x, e, n, m, next, lane);
+#endif
+    for (int64_t i = start; i < full; i += LANES) {
+        if (next) __builtin_prefetch(next + i, 0, 3);
 #pragma omp simd
         for (int j = 0; j < LANES; j++) {
             float v = cpu_expf(x[i + j] - m);
@@ -84,6 +154,35 @@ CPU_CLONES static void row_scale(float *y, int64_t n, float alpha) {
     for (int64_t i = 0; i < n; i++) y[i] *= alpha;
 }
 
+/* y = e * alpha with non-temporal stores where the target has them (x86-64: from the first
+ * aligned y, 64-byte stores with AVX-512, else 16-byte ones that write-combine into whole
+ * lines); the same products as row_scale, so the results are identical. */
+#if CPU_X86_INTRINSICS
+__attribute__((target("avx512f"))) static int64_t
+row_scale_stream_avx512(const float *e, float *y, int64_t i, int64_t n, float alpha) {
+    __m512 a = _mm512_set1_ps(alpha);
+    for (; i + 16 <= n; i += 16) _mm512_stream_ps(y + i, _mm512_mul_ps(_mm512_loadu_ps(e + i), a));
+    return i;
+}
+#endif
+
+static void row_scale_stream(const float *e, float *y, int64_t n, float alpha) {
+    int64_t i = 0;
+#if CPU_X86_INTRINSICS
+    int has_avx512 = __builtin_cpu_supports("avx512f");
+    uintptr_t align = has_avx512 ? 63 : 15;
+    for (; i < n && ((uintptr_t)(y + i) & align) != 0; i++) y[i] = e[i] * alpha;
+    if (has_avx512) i = row_scale_stream_avx512(e, y, i, n, alpha);
+    __m128 a = _mm_set1_ps(alpha);
+    for (; i + 4 <= n && ((uintptr_t)(y + i) & 15) == 0; i += 4)
+        _mm_stream_ps(y + i, _mm_mul_ps(_mm_loadu_ps(e + i), a));
+#endif
+    for (; i < n; i++) y[i] = e[i] * alpha;
+#if CPU_X86_INTRINSICS
+    _mm_sfence(); /* streaming stores are weakly ordered: complete them before the op ends */
+#endif
+}
+
 /* sum_j a_j b_j in double. */
 CPU_CLONES static double row_dot(const float *a, const float *b, int64_t n) {
     double lane[LANES] = {0};
@@ -108,10 +207,18 @@ static int par_threads(nm_device *dev, int64_t rows, int64_t cols) {
 
 /* ---- softmax -------------------------------------------------------------------------------- */
 
-static void softmax_row(const float *x, float *y, int64_t cols) {
+/* stream: write y with non-temporal stores (cols <= SCRATCH_COLS only), and prefetch the
+ * next row (x + cols) while this one is computed. */
+static void softmax_row(const float *x, float *y, int64_t cols, int stream, int last) {
     float m = row_max(x, cols);
-    double s = row_exp(x, y, cols, m);
-    row_scale(y, cols, (float)(1.0 / s));
+    if (stream) {
+        _Alignas(64) float e[SCRATCH_COLS];
+        double s = row_exp(x, e, cols, m, last ? NULL : x + cols);
+        row_scale_stream(e, y, cols, (float)(1.0 / s));
+    } else {
+        double s = row_exp(x, y, cols, m, NULL);
+        row_scale(y, cols, (float)(1.0 / s));
+    }
 }
 
 neat_status cpu_softmax(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
@@ -120,7 +227,8 @@ neat_status cpu_softmax(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
     int64_t rows = op->u.softmax.rows, cols = op->u.softmax.cols;
     if (rows == 0 || cols == 0) return NEAT_OK;
     int par = par_threads(dev, rows, cols);
-    CPU_FOR(par, r, rows, softmax_row(x + r * cols, y + r * cols, cols));
+    int stream = cols <= SCRATCH_COLS && rows * cols * (int64_t)sizeof(float) >= STREAM_MIN_BYTES;
+    CPU_FOR(par, r, rows, softmax_row(x + r * cols, y + r * cols, cols, stream, r == rows - 1));
     return NEAT_OK;
 }
 
@@ -200,7 +308,7 @@ neat_status cpu_softmax_xent_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op
         float *dr = dx + r * cols;
         int64_t label = (int64_t)labels[r];
         float m = row_max(xr, cols);
-        double s = row_exp(xr, dr, cols, m);
+        double s = row_exp(xr, dr, cols, m, NULL);
         double e_label = dr[label];
         row_scale(dr, cols, (float)(1.0 / (s * (double)rows)));
         dr[label] = (float)(-(s - e_label) / (s * (double)rows));
