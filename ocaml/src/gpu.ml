@@ -114,6 +114,14 @@ end
 
 type float32_array = (float, Bigarray.float32_elt, Bigarray.c_layout) Bigarray.Genarray.t
 
+module Dtype = struct
+  (* The constructors' order is neat_dtype's values (the stubs pass the index). *)
+  type t = F32 | Bf16 | F16
+
+  let to_string = function F32 -> "f32" | Bf16 -> "bf16" | F16 -> "f16"
+  let size = function F32 -> 4 | Bf16 | F16 -> 2
+end
+
 module Tensor = struct
   type handle
 
@@ -122,13 +130,20 @@ module Tensor = struct
      the record never change. *)
   type t = { h : handle; device : Device.t }
 
-  external c_create : Device.t -> int array -> handle = "neatml_tensor_create"
-  external c_zeros : Device.t -> int array -> handle = "neatml_tensor_create_zeros"
+  external c_create_typed : Device.t -> Dtype.t -> int array -> bool -> handle
+    = "neatml_tensor_create_typed"
+
+  external c_dtype : handle -> Dtype.t = "neatml_tensor_dtype"
   external c_view : handle -> int array -> handle = "neatml_tensor_view"
   external c_free : handle -> unit = "neatml_tensor_destroy"
   external c_shape : handle -> int array = "neatml_tensor_shape"
   external c_write : handle -> float32_array -> unit = "neatml_tensor_write"
   external c_read : handle -> float32_array -> unit = "neatml_tensor_read"
+  external c_write_raw : handle -> (_, _, Bigarray.c_layout) Bigarray.Genarray.t -> unit
+    = "neatml_tensor_write_raw"
+
+  external c_read_raw : handle -> (_, _, Bigarray.c_layout) Bigarray.Genarray.t -> unit
+    = "neatml_tensor_read_raw"
 
   (* Out of device memory: the garbage tensors may be what fills it. A full major collection
      destroys them (their memory returns once the work that uses them completes). *)
@@ -142,8 +157,15 @@ module Tensor = struct
     in
     { h; device }
 
-  let create device shape = with_gc_retry c_create device shape
-  let zeros device shape = with_gc_retry c_zeros device shape
+  let create ?(dtype = Dtype.F32) device shape =
+    with_gc_retry (fun d s -> c_create_typed d dtype s false) device shape
+
+  let zeros ?(dtype = Dtype.F32) device shape =
+    with_gc_retry (fun d s -> c_create_typed d dtype s true) device shape
+
+  let dtype t = c_dtype t.h
+  let write_raw t a = c_write_raw t.h a
+  let read_raw t a = c_read_raw t.h a
   let device t = t.device
   let view t shape = { h = c_view t.h shape; device = t.device }
   let free t = c_free t.h
@@ -360,6 +382,8 @@ external c_add : Cmdbuf.handle -> Tensor.handle -> Tensor.handle -> Tensor.handl
 external c_mul : Cmdbuf.handle -> Tensor.handle -> Tensor.handle -> Tensor.handle -> unit
   = "neatml_mul"
 
+external c_cast : Cmdbuf.handle -> Tensor.handle -> Tensor.handle -> unit = "neatml_cast"
+
 external c_scale : Cmdbuf.handle -> Tensor.handle -> float -> Tensor.handle -> unit
   = "neatml_scale"
 
@@ -438,6 +462,7 @@ let matmul_batched cb ?(alpha = 1.0) ?(beta = 0.0) ?(trans_a = false) ?(trans_b 
 
 let add cb a b ~out = record cb [ a; b; out ] (fun cb -> c_add cb (h a) (h b) (h out))
 let mul cb a b ~out = record cb [ a; b; out ] (fun cb -> c_mul cb (h a) (h b) (h out))
+let cast cb x ~out = record cb [ x; out ] (fun cb -> c_cast cb (h x) (h out))
 let scale cb x alpha ~out = record cb [ x; out ] (fun cb -> c_scale cb (h x) alpha (h out))
 let fill cb ~out value = record cb [ out ] (fun cb -> c_fill cb (h out) value)
 

@@ -76,7 +76,7 @@ module Status : sig
   type t =
     | Invalid_argument  (** a bad option value, an aliasing output, a committed buffer *)
     | Shape_mismatch  (** shapes that do not fit together; the message gives them *)
-    | Dtype_mismatch  (** element types an op does not take together (no dtype API in OCaml yet) *)
+    | Dtype_mismatch  (** element types an op does not take together (see {!Dtype}) *)
     | Device_mismatch  (** tensors or command buffer of different devices *)
     | Unsupported  (** the device's backend lacks the op, or was not built *)
     | Out_of_memory  (** the device (or the host, for bookkeeping) has no memory left *)
@@ -227,20 +227,36 @@ end
 type float32_array = (float, Bigarray.float32_elt, Bigarray.c_layout) Bigarray.Genarray.t
 (** Host data: a C-layout float32 Bigarray of any number of dimensions. *)
 
+(** Element types ([neat_dtype]). Half types are storage: every op computes in float32 and
+    rounds its result once (to nearest, ties to even). Which ops take which types, and
+    which each backend runs, is written at [neat_dtype] in neatml.h (the CPU runs cast, add,
+    mul, scale, fill, the sums, softmax, activation, max pooling, matmul, linear and conv
+    forward on half tensors; CUDA and Metal float32 only for now). *)
+module Dtype : sig
+  type t = F32 | Bf16 | F16
+
+  val to_string : t -> string
+  (** ["f32"], ["bf16"], ["f16"]. *)
+
+  val size : t -> int
+  (** Bytes per element: 4, 2, 2. *)
+end
+
 module Tensor : sig
   type t
   (** A tensor. Compared and hashed by identity (see {b Identity} above). *)
 
-  val create : Device.t -> int array -> t
-  (** [create dev shape]: a tensor of 0 to 4 dimensions, contents {e undefined}: the
+  val create : ?dtype:Dtype.t -> Device.t -> int array -> t
+  (** [create ?dtype dev shape]: a tensor of 0 to 4 dimensions whose elements are of type
+      [dtype] (default [F32]), contents {e undefined}: the
       device's memory is reused, so a new tensor may hold an old tensor's values (use
       {!zeros} for state an op reads before writing it). When the device is out of memory,
       a full major collection runs and the creation is tried once more.
       @raise Error [Invalid_argument] (more than 4 dimensions, a negative size),
       [Out_of_memory], [Invalid_handle] (a freed device). *)
 
-  val zeros : Device.t -> int array -> t
-  (** [zeros dev shape]: {!create} with every element 0 ([neat_tensor_create_zeros]); for
+  val zeros : ?dtype:Dtype.t -> Device.t -> int array -> t
+  (** [zeros ?dtype dev shape]: {!create} with every element 0 ([neat_tensor_create_zeros]); for
       optimizer state (velocity, moments) and accumulated gradients. Waits for the device's
       committed work. Raises as {!create}. *)
 
@@ -263,7 +279,8 @@ module Tensor : sig
   val write : t -> float32_array -> unit
   (** Copy host data into the tensor once the committed work that uses the tensor has
       completed (it waits for that work). The element counts must be equal (the shapes may
-      differ: the copy is flat). In a loop, record {!copy_from_host} into the step's buffer
+      differ: the copy is flat); a half tensor gets each value rounded to its type. In a
+      loop, record {!copy_from_host} into the step's buffer
       instead: it waits for nothing.
       @raise Error [Shape_mismatch] (counts differ), [Invalid_handle], [Backend_error]. *)
 
@@ -273,6 +290,17 @@ module Tensor : sig
   val read : t -> float32_array -> unit
   (** Copy the tensor into host data; same rules and errors as {!write} ({!copy_to_host}
       records it into a buffer instead). *)
+
+  val dtype : t -> Dtype.t
+  (** The element type (a view keeps its tensor's). @raise Error [Invalid_handle]. *)
+
+  val write_raw : t -> (_, _, Bigarray.c_layout) Bigarray.Genarray.t -> unit
+  (** Copy the Bigarray's bytes into the tensor as they are: for a half tensor, its 16-bit
+      patterns (an [int16_unsigned] Bigarray), in the host's byte order. Waits as {!write}.
+      @raise Error [Shape_mismatch] unless the byte counts are equal; as {!write}. *)
+
+  val read_raw : t -> (_, _, Bigarray.c_layout) Bigarray.Genarray.t -> unit
+  (** The tensor's bytes into the Bigarray; as {!write_raw}. *)
 
   val shape : t -> int array
   (** The sizes, outermost first ([[||]] for a scalar). @raise Error [Invalid_handle]. *)
@@ -442,6 +470,10 @@ val add : Cmdbuf.t -> Tensor.t -> Tensor.t -> out:Tensor.t -> unit
 val mul : Cmdbuf.t -> Tensor.t -> Tensor.t -> out:Tensor.t -> unit
 (** [mul cb a b ~out]: out = a * b elementwise, with {!add}'s shapes and row broadcasting;
     out may be a. Raises as {!add}. *)
+
+val cast : Cmdbuf.t -> Tensor.t -> out:Tensor.t -> unit
+(** [cast cb x ~out]: out = x converted to out's element type (same shapes; rounded to
+    nearest, ties to even). *)
 
 val scale : Cmdbuf.t -> Tensor.t -> float -> out:Tensor.t -> unit
 (** [scale cb x alpha ~out]: out = alpha·x; out may be x. *)

@@ -174,9 +174,12 @@ static int shape_of_array(value arr, int64_t shape[NEAT_MAX_DIMS], const char *f
     return (int)n;
 }
 
-static value tensor_create(value dev_v, value shape_arr, int zeros) {
+/* dtype: the index of the OCaml constructor (F32 | Bf16 | F16), neat_dtype's values. */
+static value tensor_create(value dev_v, value shape_arr, int dtype, int zeros) {
     CAMLparam1(dev_v);
-    const char *fn = zeros ? "neat_tensor_create_zeros" : "neat_tensor_create";
+    const char *fn = dtype != NEAT_F32 ? "neat_tensor_create_typed"
+                     : zeros           ? "neat_tensor_create_zeros"
+                                       : "neat_tensor_create";
     int64_t shape[NEAT_MAX_DIMS] = {0};
     int ndim = shape_of_array(shape_arr, shape, fn);
     neat_device *dev = DEV(dev_v);
@@ -184,17 +187,30 @@ static value tensor_create(value dev_v, value shape_arr, int zeros) {
     neatml_drain(dev, 0);
     neat_tensor *t = NULL;
     caml_release_runtime_system(); /* zeros waits for its fill; create may allocate long */
-    neat_status s = zeros ? neat_tensor_create_zeros(dev, ndim, shape, &t)
-                          : neat_tensor_create(dev, ndim, shape, &t);
+    neat_status s = neat_tensor_create_typed(dev, (neat_dtype)dtype, ndim, shape, zeros, &t);
     caml_acquire_runtime_system();
     neatml_check(s);
     int64_t numel = 1;
     for (int i = 0; i < ndim; i++) numel *= shape[i];
-    CAMLreturn(neatml_alloc_block(KIND_TENSOR, t, dev, numel * (int64_t)sizeof(float), budget));
+    int64_t bytes = numel * (int64_t)neat_dtype_size((neat_dtype)dtype);
+    CAMLreturn(neatml_alloc_block(KIND_TENSOR, t, dev, bytes, budget));
 }
 
-value neatml_tensor_create(value dev, value shape) { return tensor_create(dev, shape, 0); }
-value neatml_tensor_create_zeros(value dev, value shape) { return tensor_create(dev, shape, 1); }
+value neatml_tensor_create(value dev, value shape) {
+    return tensor_create(dev, shape, NEAT_F32, 0);
+}
+value neatml_tensor_create_zeros(value dev, value shape) {
+    return tensor_create(dev, shape, NEAT_F32, 1);
+}
+value neatml_tensor_create_typed(value dev, value dtype, value shape, value zeros) {
+    return tensor_create(dev, shape, Int_val(dtype), Bool_val(zeros));
+}
+
+value neatml_tensor_dtype(value v) {
+    neat_dtype dt = NEAT_F32;
+    neatml_check(neat_tensor_dtype(TEN(v), &dt));
+    return Val_int((int)dt);
+}
 
 value neatml_tensor_view(value tv, value shape_arr) {
     int64_t shape[NEAT_MAX_DIMS] = {0};
@@ -256,6 +272,25 @@ value neatml_tensor_read(value tv, value ba) {
     neatml_check(s);
     CAMLreturn(Val_unit);
 }
+
+/* The raw copies: the tensor's own bytes, from and to a Bigarray of 16-bit elements
+ * (a half tensor's bits) or float32 (a float32 tensor's). Both wait as the copies above. */
+static value raw_copy(value tv, value ba, int to_host) {
+    CAMLparam2(tv, ba);
+    neat_tensor *t = TEN(tv);
+    void *data = Caml_ba_data_val(ba);
+    size_t bytes = caml_ba_byte_size(Caml_ba_array_val(ba));
+    neatml_drain(Block_val(tv)->device, 0);
+    caml_release_runtime_system();
+    neat_status s =
+        to_host ? neat_tensor_read_raw(t, data, bytes) : neat_tensor_write_raw(t, data, bytes);
+    caml_acquire_runtime_system();
+    neatml_check(s);
+    CAMLreturn(Val_unit);
+}
+
+value neatml_tensor_write_raw(value tv, value ba) { return raw_copy(tv, ba, 0); }
+value neatml_tensor_read_raw(value tv, value ba) { return raw_copy(tv, ba, 1); }
 
 /* ---- command buffers ---------------------------------------------------------------------- */
 

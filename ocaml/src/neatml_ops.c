@@ -65,6 +65,11 @@ value neatml_mul(value cb, value a, value b, value out) {
     return Val_unit;
 }
 
+value neatml_cast(value cb, value x, value y) {
+    neatml_check(neat_cast(CB(cb), TEN(x), TEN(y)));
+    return Val_unit;
+}
+
 value neatml_scale(value cb, value x, value alpha, value out) {
     neatml_check(neat_scale(CB(cb), TEN(x), (float)Double_val(alpha), TEN(out)));
     return Val_unit;

@@ -1,7 +1,7 @@
 (* test_errors.ml — each kind of failure raises Neatml.Gpu.Error with the library's status
    and a message naming the call. One row per case: name, expected status, a substring of
-   the message, the failing action. (Dtype_mismatch is reserved by the C API and
-   Backend_error/Internal need a failing driver: no input of ours can produce them.) *)
+   the message, the failing action. (Backend_error/Internal need a failing driver: no input
+   of ours can produce them.) *)
 
 module G = Neatml.Gpu
 
@@ -23,6 +23,10 @@ let tests (dev : unit -> G.Device.t) =
       ( "shape mismatch", G.Status.Shape_mismatch, "neat_matmul",
         fun () -> record (fun cb -> G.matmul cb (t [| 2; 5 |]) (t [| 3; 7 |]) ~out:(t [| 2; 7 |])) );
       ( "negative size", G.Status.Invalid_argument, "neat_tensor_create", fun () -> ignore (t [| 3; -1 |]) );
+      ( "element types mixed", G.Status.Dtype_mismatch, "neat_add",
+        fun () ->
+          let h = G.Tensor.create ~dtype:G.Dtype.Bf16 (dev ()) [| 4 |] in
+          record (fun cb -> G.add cb (t [| 4 |]) h ~out:(t [| 4 |])) );
       ( "five dimensions", G.Status.Invalid_argument, "4 dimensions", fun () -> ignore (t [| 1; 1; 1; 1; 1 |]) );
       ( "five-dimensional Bigarray", G.Status.Invalid_argument, "4 dimensions",
         fun () ->
