@@ -208,10 +208,10 @@ NEAT_API neat_status neat_device_set_memory_limit(neat_device *dev, int64_t byte
  *   - every other op: all its tensors of one type.
  * Anything else is DTYPE_MISMATCH, with a message naming each tensor's type. A backend may
  * run fewer (UNSUPPORTED with a message when recorded): the CPU runs float32 everywhere,
- * and in bf16 and f16 neat_cast, add, mul, scale, fill, the sums, softmax, activation
- * forward, max pooling, matmul, linear forward and conv forward (on float32 copies of the
- * half inputs, the result rounded once: no half-speed kernel yet); no backward op, loss or
- * optimizer in half. CUDA and Metal run float32 only for now (of half tensors, they fill
+ * and in bf16 and f16 every op but the losses (class indices as half labels would be
+ * exact only up to 256 or 2048) and the float32-only ones above: on float32 copies of the
+ * half tensors, each output rounded once (no half-speed kernel yet; a backward op that
+ * accumulates adds in float32 and rounds the sum once). CUDA and Metal run float32 only for now (of half tensors, they fill
  * with +0 only: what neat_tensor_create_typed's zero needs). */
 typedef enum neat_dtype { NEAT_F32 = 0, NEAT_BF16 = 1, NEAT_F16 = 2 } neat_dtype;
 

@@ -3,7 +3,8 @@
  * nearest even, NaN, infinities, f16 overflow and subnormals, raw copies), a table of ops
  * in half types against the float64 reference of the half-rounded inputs, and the
  * record-time errors (DTYPE_MISMATCH between types, UNSUPPORTED for what the CPU does not
- * run in half). The CUDA and Metal refusals (their op_check) need their devices: not run here.
+ * run in half). The backward ops are checked against the float32 op on the same values
+ * (test_backward: bit for bit after the one rounding). The CUDA and Metal refusals (their op_check) need their devices: not run here.
  *
  * Tolerances from the formats: u = 2^-8 (bf16) or 2^-11 (f16) is the relative error of one
  * rounding of the output (u = 2^-24 for a float32 output); a product or sum of K terms is
@@ -379,6 +380,174 @@ static void run_row(const row *r, int idx, uint64_t seed) {
     neat_cmdbuf_destroy(cb);
 }
 
+/* ---- backward ops: half against float32 --------------------------------------------------
+ * A half op runs the float32 op on the exact float32 values of its inputs (and, when it
+ * accumulates, of its outputs) and rounds each output once. So its result must equal, bit
+ * for bit, the float32 op's result on the same values rounded to the half type (the
+ * float32 ops are checked against float64 by test_conformance; the rounding by
+ * test_conversions above). */
+
+typedef struct pair {
+    neat_tensor *h, *f; /* the half tensor and a float32 tensor of the same values */
+} pair;
+
+static pair pair_make(neat_dtype dt, int nd, const int64_t *shape, double r, nt_rng *rng) {
+    double *v = NULL;
+    pair p = {input(dt, nd, shape, r, rng, &v), NULL};
+    int64_t n = 1;
+    for (int i = 0; i < nd; i++) n *= shape[i];
+    float *f = malloc((size_t)(n ? n : 1) * sizeof *f);
+    for (int64_t i = 0; i < n; i++) f[i] = (float)v[i];
+    CHECK_OK(neat_tensor_create(dev, nd, shape, &p.f), "create f32 twin");
+    CHECK_OK(neat_tensor_write(p.f, f, n), "write f32 twin");
+    free(f), free(v);
+    return p;
+}
+
+/* p.h must hold round(p.f): both read back as float32, the float32 values rounded through a
+ * scratch half tensor. */
+static void pair_check(pair p, neat_dtype dt, const char *what) {
+    int64_t shape[NEAT_MAX_DIMS];
+    int nd;
+    CHECK_OK(neat_tensor_shape(p.f, &nd, shape), what);
+    int64_t n = 1;
+    for (int i = 0; i < nd; i++) n *= shape[i];
+    float *got = malloc((size_t)(n ? n : 1) * sizeof *got);
+    float *want = malloc((size_t)(n ? n : 1) * sizeof *want);
+    neat_tensor *r = NULL;
+    CHECK_OK(neat_tensor_read(p.h, got, n), what);
+    CHECK_OK(neat_tensor_read(p.f, want, n), what);
+    CHECK_OK(neat_tensor_create_typed(dev, dt, nd, shape, 0, &r), what);
+    CHECK_OK(neat_tensor_write(r, want, n), what);
+    CHECK_OK(neat_tensor_read(r, want, n), what);
+    int64_t bad = 0, first = -1;
+    for (int64_t i = 0; i < n; i++)
+        if (memcmp(&got[i], &want[i], sizeof(float)) && !(isnan(got[i]) && isnan(want[i])))
+            bad++, first = first < 0 ? i : first;
+    CHECK(bad == 0,
+          "%s (%s): %lld of %lld elements differ from the rounded float32 result "
+          "(first [%lld]: %.9g, want %.9g)",
+          what, neat_dtype_name(dt), (long long)bad, (long long)n, (long long)first,
+          first >= 0 ? got[first] : 0.0, first >= 0 ? want[first] : 0.0);
+    neat_tensor_destroy(r);
+    free(got), free(want);
+}
+
+static void pair_free(pair p) {
+    neat_tensor_destroy(p.h);
+    neat_tensor_destroy(p.f);
+}
+
+/* Records op on the half tensors and on their float32 twins (record(cb, half?)), runs
+ * both, then checks each output pair. */
+typedef neat_status (*record_fn)(neat_cmdbuf *cb, pair *t, int half, const void *ctx);
+
+static void run_pairs(const char *what, neat_dtype dt, pair *t, int nt, int first_out,
+                      record_fn record, const void *ctx) {
+    neat_cmdbuf *cb;
+    CHECK_OK(neat_cmdbuf_create(dev, &cb), what);
+    CHECK_OK(record(cb, t, 1, ctx), what);
+    CHECK_OK(record(cb, t, 0, ctx), what);
+    CHECK_OK(neat_cmdbuf_commit(cb), what);
+    CHECK_OK(neat_cmdbuf_wait(cb), what);
+    neat_cmdbuf_destroy(cb);
+    for (int i = first_out; i < nt; i++) pair_check(t[i], dt, what);
+}
+
+#define H(i) (half ? t[i].h : t[i].f)
+
+static neat_status rec_act(neat_cmdbuf *cb, pair *t, int half, const void *ctx) {
+    neat_activation act = *(const neat_activation *)ctx; /* x for gelu, else y */
+    int gelu = act == NEAT_ACT_GELU;
+    return neat_activation_backward(cb, act, gelu ? H(0) : NULL, gelu ? NULL : H(0), H(1), H(2));
+}
+
+static neat_status rec_softmax(neat_cmdbuf *cb, pair *t, int half, const void *ctx) {
+    (void)ctx;
+    return neat_softmax_backward(cb, H(0), H(1), H(2));
+}
+
+static neat_status rec_pool(neat_cmdbuf *cb, pair *t, int half, const void *ctx) {
+    neat_pool2d_desc d = neat_pool2d_desc_make(2, 2, 2, 0);
+    (void)ctx;
+    return neat_maxpool2d_backward(cb, &d, H(0), H(1), H(2));
+}
+
+typedef struct layer_ctx {
+    neat_activation act;
+    int accumulate;
+} layer_ctx;
+
+/* t: x, w, b, y, dy, dx, dw, db */
+static neat_status rec_linear(neat_cmdbuf *cb, pair *t, int half, const void *ctx) {
+    const layer_ctx *c = ctx;
+    return neat_linear_backward(cb, c->act, H(0), H(1), H(2), H(3), H(4), H(5), H(6), H(7),
+                                c->accumulate);
+}
+
+static neat_status rec_conv(neat_cmdbuf *cb, pair *t, int half, const void *ctx) {
+    const layer_ctx *c = ctx;
+    neat_conv2d_desc d = neat_conv2d_desc_make(3, 3, 1, 1);
+    return neat_conv2d_backward(cb, &d, c->act, H(0), H(1), H(2), H(3), H(4), H(5), H(6), H(7),
+                                c->accumulate);
+}
+#undef H
+
+static void test_backward(uint64_t seed) {
+    static const neat_dtype dts[] = {NEAT_BF16, NEAT_F16};
+    for (int di = 0; di < 2; di++) {
+        neat_dtype dt = dts[di];
+        nt_rng rng = {seed + 1000 + (uint64_t)di};
+        char what[96];
+        static const neat_activation acts[] = {NEAT_ACT_RELU, NEAT_ACT_GELU, NEAT_ACT_SIGMOID,
+                                               NEAT_ACT_TANH};
+        int64_t s2[2] = {7, 129};
+        for (int a = 0; a < 4; a++) {
+            pair t[3] = {pair_make(dt, 2, s2, 2, &rng), pair_make(dt, 2, s2, 1, &rng),
+                         pair_make(dt, 2, s2, 1, &rng)};
+            snprintf(what, sizeof what, "activation backward %d", (int)acts[a]);
+            run_pairs(what, dt, t, 3, 2, rec_act, &acts[a]);
+            for (int i = 0; i < 3; i++) pair_free(t[i]);
+        }
+        {
+            pair t[3] = {pair_make(dt, 2, s2, 1, &rng), pair_make(dt, 2, s2, 1, &rng),
+                         pair_make(dt, 2, s2, 1, &rng)};
+            run_pairs("softmax backward", dt, t, 3, 2, rec_softmax, NULL);
+            for (int i = 0; i < 3; i++) pair_free(t[i]);
+        }
+        {
+            int64_t xs[4] = {2, 3, 8, 8}, ys[4] = {2, 3, 4, 4};
+            pair t[3] = {pair_make(dt, 4, xs, 1, &rng), pair_make(dt, 4, ys, 1, &rng),
+                         pair_make(dt, 4, xs, 1, &rng)};
+            run_pairs("maxpool backward", dt, t, 3, 2, rec_pool, NULL);
+            for (int i = 0; i < 3; i++) pair_free(t[i]);
+        }
+        for (int v = 0; v < 2; v++) { /* tanh, replacing; gelu (b read), accumulating */
+            layer_ctx c = {v ? NEAT_ACT_GELU : NEAT_ACT_TANH, v};
+            int64_t n = 9, in = 33, out = 17;
+            int64_t xs[2] = {n, in}, ws[2] = {out, in}, bs[1] = {out}, ys[2] = {n, out};
+            pair t[8] = {pair_make(dt, 2, xs, 1, &rng), pair_make(dt, 2, ws, 0.5, &rng),
+                         pair_make(dt, 1, bs, 1, &rng), pair_make(dt, 2, ys, 1, &rng),
+                         pair_make(dt, 2, ys, 1, &rng), pair_make(dt, 2, xs, 1, &rng),
+                         pair_make(dt, 2, ws, 1, &rng), pair_make(dt, 1, bs, 1, &rng)};
+            snprintf(what, sizeof what, "linear backward act %d accumulate %d", (int)c.act, v);
+            run_pairs(what, dt, t, 8, 5, rec_linear, &c);
+            for (int i = 0; i < 8; i++) pair_free(t[i]);
+        }
+        for (int v = 0; v < 2; v++) {
+            layer_ctx c = {v ? NEAT_ACT_GELU : NEAT_ACT_RELU, v};
+            int64_t xs[4] = {2, 3, 6, 6}, ws[4] = {4, 3, 3, 3}, bs[1] = {4}, ys[4] = {2, 4, 6, 6};
+            pair t[8] = {pair_make(dt, 4, xs, 1, &rng), pair_make(dt, 4, ws, 0.5, &rng),
+                         pair_make(dt, 1, bs, 1, &rng), pair_make(dt, 4, ys, 1, &rng),
+                         pair_make(dt, 4, ys, 1, &rng), pair_make(dt, 4, xs, 1, &rng),
+                         pair_make(dt, 4, ws, 1, &rng), pair_make(dt, 1, bs, 1, &rng)};
+            snprintf(what, sizeof what, "conv2d backward act %d accumulate %d", (int)c.act, v);
+            run_pairs(what, dt, t, 8, 5, rec_conv, &c);
+            for (int i = 0; i < 8; i++) pair_free(t[i]);
+        }
+    }
+}
+
 /* ---- errors ------------------------------------------------------------------------------ */
 
 static neat_tensor *make(neat_dtype dt, int64_t r, int64_t c) {
@@ -400,7 +569,7 @@ static void test_errors(void) {
     neat_tensor *f3 = make(NEAT_F32, 4, 3), *f11 = make(NEAT_F32, 1, 1);
     neat_tensor *b2 = make(NEAT_BF16, 4, 4), *b3 = make(NEAT_BF16, 4, 4);
     neat_tensor *h2 = make(NEAT_F16, 4, 4), *h3 = make(NEAT_F16, 4, 4);
-    int64_t four = 4;
+    int64_t four = 4, one_ = 1;
     neat_tensor *f4 = NULL;
     CHECK_OK(neat_tensor_create_typed(dev, NEAT_F32, 1, &four, 1, &f4), "create [4]");
     neat_cmdbuf *cb;
@@ -444,10 +613,16 @@ static void test_errors(void) {
     expect(neat_cast(cb, b, f3), NEAT_ERR_SHAPE_MISMATCH, "cast shapes", "neat_cast: y");
 
     /* the CPU backend's op_check: UNSUPPORTED for what it does not run in half */
-    expect(neat_activation_backward(cb, NEAT_ACT_RELU, NULL, b, b2, b3), NEAT_ERR_UNSUPPORTED,
-           "activation backward bf16", "the cpu backend does not run this op on bf16 tensors");
-    expect(neat_softmax_backward(cb, h, h2, h3), NEAT_ERR_UNSUPPORTED, "softmax backward f16",
-           "does not run this op on f16 tensors");
+    neat_tensor *lb = NULL, *lh = NULL, *lossb = NULL;
+    CHECK_OK(neat_tensor_create_typed(dev, NEAT_BF16, 1, &four, 1, &lb), "labels bf16");
+    CHECK_OK(neat_tensor_create_typed(dev, NEAT_F16, 1, &four, 1, &lh), "labels f16");
+    CHECK_OK(neat_tensor_create_typed(dev, NEAT_BF16, 1, &one_, 1, &lossb), "loss bf16");
+    expect(neat_softmax_cross_entropy(cb, b, lb, lossb), NEAT_ERR_UNSUPPORTED, "xent bf16",
+           "the cpu backend does not run this op on bf16 tensors");
+    expect(neat_softmax_cross_entropy_backward(cb, h, lb, h3), NEAT_ERR_DTYPE_MISMATCH,
+           "xent backward f16 labels bf16", "f16, bf16, f16");
+    expect(neat_softmax_cross_entropy_backward(cb, h, lh, h3), NEAT_ERR_UNSUPPORTED,
+           "xent backward f16", "does not run this op on f16 tensors");
     CHECK_OK(neat_cmdbuf_commit(cb), "commit the allowed ops");
     CHECK_OK(neat_cmdbuf_wait(cb), "wait");
 
@@ -476,7 +651,7 @@ static void test_errors(void) {
           "neat_dtype_name");
 
     neat_cmdbuf_destroy(cb);
-    neat_tensor *all[] = {b, h, f, bv, fv, f3, f11, f4, b2, b3, h2, h3, hyper};
+    neat_tensor *all[] = {b, h, f, bv, fv, f3, f11, f4, b2, b3, h2, h3, hyper, lb, lh, lossb};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) neat_tensor_destroy(all[i]);
 }
 
@@ -488,6 +663,7 @@ int main(void) {
     }
     test_conversions();
     for (size_t i = 0; i < sizeof ROWS / sizeof ROWS[0]; i++) run_row(&ROWS[i], (int)i, seed);
+    test_backward(seed);
     test_errors();
     neat_device_destroy(dev);
     return nt_finish("dtype");

@@ -229,9 +229,9 @@ type float32_array = (float, Bigarray.float32_elt, Bigarray.c_layout) Bigarray.G
 
 (** Element types ([neat_dtype]). Half types are storage: every op computes in float32 and
     rounds its result once (to nearest, ties to even). Which ops take which types, and
-    which each backend runs, is written at [neat_dtype] in neatml.h (the CPU runs cast, add,
-    mul, scale, fill, the sums, softmax, activation, max pooling, matmul, linear and conv
-    forward on half tensors; CUDA and Metal float32 only for now). *)
+    which each backend runs, is written at [neat_dtype] in neatml.h (the CPU runs every op
+    but the losses on half tensors; the optimizers and host copies take float32; CUDA and
+    Metal float32 only for now). *)
 module Dtype : sig
   type t = F32 | Bf16 | F16
 

@@ -45,7 +45,9 @@ neat_status cpu_cast(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
     return NEAT_OK;
 }
 
-/* The ops the CPU runs on half tensors (through float32 copies). */
+/* The ops the CPU runs on half tensors (through float32 copies): all but the losses (their
+ * labels are class indices, which half types hold exactly only up to 256 or 2048) and the
+ * float32-only ones (optimizers, host copies, collectives: refused at record time). */
 static int runs_half(nm_op_kind kind) {
     switch (kind) {
     case NM_OP_CAST:
@@ -55,12 +57,38 @@ static int runs_half(nm_op_kind kind) {
     case NM_OP_FILL:
     case NM_OP_SUM:
     case NM_OP_SOFTMAX:
+    case NM_OP_SOFTMAX_BACKWARD:
     case NM_OP_ACTIVATION_FORWARD:
+    case NM_OP_ACTIVATION_BACKWARD:
     case NM_OP_MAXPOOL2D:
+    case NM_OP_MAXPOOL2D_BACKWARD:
     case NM_OP_MATMUL:
     case NM_OP_LINEAR_FORWARD:
-    case NM_OP_CONV2D_FORWARD: return 1;
+    case NM_OP_LINEAR_BACKWARD:
+    case NM_OP_CONV2D_FORWARD:
+    case NM_OP_CONV2D_BACKWARD: return 1;
     default: return 0;
+    }
+}
+
+/* The tensors op writes are its slots from the returned index on (a layer's backward: dx, dw,
+ * db; every other op of runs_half: its last tensor); *reads: it reads them first (matmul
+ * with beta != 0, an accumulating backward). */
+static int first_output(const nm_op *op, int last, int *reads) {
+    *reads = 0;
+    switch (op->kind) {
+    case NM_OP_MATMUL: *reads = op->u.matmul.beta != 0.0f; return last;
+    case NM_OP_LINEAR_BACKWARD: {
+        const nm_linear_backward_args *a = &op->u.linear_backward;
+        *reads = a->accumulate != 0;
+        return (int)(&a->dx - a->tensors);
+    }
+    case NM_OP_CONV2D_BACKWARD: {
+        const nm_conv2d_backward_args *a = &op->u.conv2d_backward;
+        *reads = a->accumulate != 0;
+        return (int)(&a->dx - a->tensors);
+    }
+    default: return last;
     }
 }
 
@@ -87,34 +115,41 @@ neat_status cpu_op_check(nm_device *dev, const nm_op *op) {
 neat_status cpu_run_op(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
     nm_op_fn run = dev->be->op[op->kind];
     if (op->kind == NM_OP_CAST || !first_half(op)) return run(dev, cb, op);
-    /* Every op of runs_half writes only its last tensor; matmul also reads it (beta). */
     nm_op f32 = *op;
     nm_tensor shadow[NM_OP_MAX_TENSORS];
     int n, nthreads = cpu_dev(dev)->nthreads;
     nm_tensor **ts = (nm_tensor **)nm_op_tensors(&f32, &n);
-    int last = n - 1;
+    int last = n - 1, reads;
     while (last >= 0 && !ts[last]) last--;
+    int out = first_output(op, last, &reads);
     for (int i = 0; i < n; i++) {
         if (!ts[i] || ts[i]->dtype == NEAT_F32) continue;
         /* Only the immutable fields: refs, mark and the list links belong to the device
          * lock, under which the application thread may change them meanwhile. */
-        shadow[i] = (nm_tensor){.dev = ts[i]->dev, .storage = ts[i]->storage,
-                                .data = ts[i]->data, .dtype = NEAT_F32,
-                                .ndim = ts[i]->ndim, .numel = ts[i]->numel};
+        shadow[i] = (nm_tensor){.dev = ts[i]->dev,
+                                .storage = ts[i]->storage,
+                                .data = ts[i]->data,
+                                .dtype = NEAT_F32,
+                                .ndim = ts[i]->ndim,
+                                .numel = ts[i]->numel};
         memcpy(shadow[i].shape, ts[i]->shape, sizeof shadow[i].shape);
         if (ts[i]->numel > 0) {
             void *p;
             neat_status st = nm_scratch_alloc(cb, (size_t)ts[i]->numel * sizeof(float), &p);
             if (st != NEAT_OK) return st;
             shadow[i].data = p;
-            int read = i != last || (op->kind == NM_OP_MATMUL && op->u.matmul.beta != 0.0f);
-            if (read) convert(nthreads, ts[i]->dtype, ts[i]->data, NEAT_F32, p, ts[i]->numel);
+            if (i < out || reads)
+                convert(nthreads, ts[i]->dtype, ts[i]->data, NEAT_F32, p, ts[i]->numel);
         }
         ts[i] = &shadow[i];
     }
     neat_status st = run(dev, cb, &f32);
-    const nm_tensor *out = last >= 0 ? nm_op_tensors(op, &n)[last] : NULL;
-    if (st == NEAT_OK && out && out->dtype != NEAT_F32 && out->numel > 0)
-        convert(nthreads, NEAT_F32, ts[last]->data, out->dtype, out->data, out->numel);
-    return st;
+    if (st != NEAT_OK) return st;
+    nm_tensor *const *orig = nm_op_tensors(op, &n);
+    for (int i = out; i >= 0 && i < n; i++) {
+        const nm_tensor *o = orig[i];
+        if (o && o->dtype != NEAT_F32 && o->numel > 0)
+            convert(nthreads, NEAT_F32, ts[i]->data, o->dtype, o->data, o->numel);
+    }
+    return NEAT_OK;
 }
