@@ -31,27 +31,10 @@
         .kind = CF_LINEAR_FORWARD, .p = { n, in, out, bias, act }                                  \
     }
 /* x [n,c,h,w], k filters of kh x kw, stride sh x sw, padding ph x pw, dilation dh x dw */
-#define CONV(n, c, h, w, k, kh, kw, sh, sw, ph, pw, dh, dw, groups, bias, act)                     \
-    {                                                                                              \
-        .kind = CF_CONV2D_FORWARD, .p = {                                                          \
-            n,                                                                                     \
-            c,                                                                                     \
-            h,                                                                                     \
-            w,                                                                                     \
-            k,                                                                                     \
-            kh,                                                                                    \
-            kw,                                                                                    \
-            sh,                                                                                    \
-            sw,                                                                                    \
-            ph,                                                                                    \
-            pw,                                                                                    \
-            dh,                                                                                    \
-            dw,                                                                                    \
-            groups,                                                                                \
-            bias,                                                                                  \
-            act                                                                                    \
-        }                                                                                          \
-    }
+// clang-format off
+#define CONV(n, c, h, w, k, kh, kw, sh, sw, ph, pw, dh, dw, groups, bias, act) \
+    { .kind = CF_CONV2D_FORWARD, .p = { n, c, h, w, k, kh, kw, sh, sw, ph, pw, dh, dw, groups, bias, act } }
+// clang-format on
 #define MAXPOOL(n, c, h, w, kh, kw, sh, sw, ph, pw, neg)                                           \
     {                                                                                              \
         .kind = CF_MAXPOOL2D, .p = { n, c, h, w, kh, kw, sh, sw, ph, pw, neg }                     \
@@ -91,29 +74,10 @@
     {                                                                                              \
         .kind = CF_LINEAR_BACKWARD, .p = { n, in, out, act, bias, mask, acc }                      \
     }
-#define CONV_BWD(n, c, h, w, k, kh, kw, sh, sw, ph, pw, dh, dw, groups, act, bias, mask, acc)      \
-    {                                                                                              \
-        .kind = CF_CONV2D_BACKWARD, .p = {                                                         \
-            n,                                                                                     \
-            c,                                                                                     \
-            h,                                                                                     \
-            w,                                                                                     \
-            k,                                                                                     \
-            kh,                                                                                    \
-            kw,                                                                                    \
-            sh,                                                                                    \
-            sw,                                                                                    \
-            ph,                                                                                    \
-            pw,                                                                                    \
-            dh,                                                                                    \
-            dw,                                                                                    \
-            groups,                                                                                \
-            act,                                                                                   \
-            bias,                                                                                  \
-            mask,                                                                                  \
-            acc                                                                                    \
-        }                                                                                          \
-    }
+// clang-format off
+#define CONV_BWD(n, c, h, w, k, kh, kw, sh, sw, ph, pw, dh, dw, groups, act, bias, mask, acc) \
+    { .kind = CF_CONV2D_BACKWARD, .p = { n, c, h, w, k, kh, kw, sh, sw, ph, pw, dh, dw, groups, act, bias, mask, acc } }
+// clang-format on
 #define MAXPOOL_BWD(n, c, h, w, kh, kw, sh, sw, ph, pw, ties)                                      \
     {                                                                                              \
         .kind = CF_MAXPOOL2D_BACKWARD, .p = { n, c, h, w, kh, kw, sh, sw, ph, pw, ties }           \
