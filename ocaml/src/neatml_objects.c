@@ -246,51 +246,32 @@ int64_t neatml_bigarray_count(value ba) {
     return n;
 }
 
-/* Both copies wait for the committed work that uses the tensor first. */
-value neatml_tensor_write(value tv, value ba) {
-    CAMLparam2(tv, ba);
-    neat_tensor *t = TEN(tv);
-    const float *src = (const float *)Caml_ba_data_val(ba);
-    int64_t count = neatml_bigarray_count(ba);
-    neatml_drain(Block_val(tv)->device, 0);
-    caml_release_runtime_system();
-    neat_status s = neat_tensor_write(t, src, count);
-    caml_acquire_runtime_system();
-    neatml_check(s);
-    CAMLreturn(Val_unit);
-}
+/* The four host copies: float32 values converted to and from the tensor's type (count
+ * elements), or the tensor's own bytes (raw: a half tensor's 16-bit patterns from any
+ * Bigarray of as many bytes). Each waits for the committed work that uses the tensor. */
+enum { COPY_WRITE, COPY_READ, COPY_WRITE_RAW, COPY_READ_RAW };
 
-value neatml_tensor_read(value tv, value ba) {
-    CAMLparam2(tv, ba);
-    neat_tensor *t = TEN(tv);
-    float *dst = (float *)Caml_ba_data_val(ba);
-    int64_t count = neatml_bigarray_count(ba);
-    neatml_drain(Block_val(tv)->device, 0);
-    caml_release_runtime_system();
-    neat_status s = neat_tensor_read(t, dst, count);
-    caml_acquire_runtime_system();
-    neatml_check(s);
-    CAMLreturn(Val_unit);
-}
-
-/* The raw copies: the tensor's own bytes, from and to a Bigarray of 16-bit elements
- * (a half tensor's bits) or float32 (a float32 tensor's). Both wait as the copies above. */
-static value raw_copy(value tv, value ba, int to_host) {
+static value tensor_copy(value tv, value ba, int kind) {
     CAMLparam2(tv, ba);
     neat_tensor *t = TEN(tv);
     void *data = Caml_ba_data_val(ba);
+    int64_t count = neatml_bigarray_count(ba);
     size_t bytes = caml_ba_byte_size(Caml_ba_array_val(ba));
     neatml_drain(Block_val(tv)->device, 0);
     caml_release_runtime_system();
-    neat_status s =
-        to_host ? neat_tensor_read_raw(t, data, bytes) : neat_tensor_write_raw(t, data, bytes);
+    neat_status s = kind == COPY_WRITE       ? neat_tensor_write(t, data, count)
+                    : kind == COPY_READ      ? neat_tensor_read(t, data, count)
+                    : kind == COPY_WRITE_RAW ? neat_tensor_write_raw(t, data, bytes)
+                                             : neat_tensor_read_raw(t, data, bytes);
     caml_acquire_runtime_system();
     neatml_check(s);
     CAMLreturn(Val_unit);
 }
 
-value neatml_tensor_write_raw(value tv, value ba) { return raw_copy(tv, ba, 0); }
-value neatml_tensor_read_raw(value tv, value ba) { return raw_copy(tv, ba, 1); }
+value neatml_tensor_write(value tv, value ba) { return tensor_copy(tv, ba, COPY_WRITE); }
+value neatml_tensor_read(value tv, value ba) { return tensor_copy(tv, ba, COPY_READ); }
+value neatml_tensor_write_raw(value tv, value ba) { return tensor_copy(tv, ba, COPY_WRITE_RAW); }
+value neatml_tensor_read_raw(value tv, value ba) { return tensor_copy(tv, ba, COPY_READ_RAW); }
 
 /* ---- command buffers ---------------------------------------------------------------------- */
 
