@@ -9,6 +9,8 @@
 
 #include "common.h"
 
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <math.h>
 
 #define CUDA_THREADS 256
@@ -35,6 +37,26 @@ static inline neat_status cuda_launched(const char *what, const char *kernel) {
  * least 256 bytes. So a whole tensor can be read as float4, and a row of it too when its
  * length is a multiple of 4. A backend change that hands kernels an offset pointer (a view
  * at an offset, sub-allocated blocks) must bring the alignment checks back. */
+
+/* ---- element types ---------------------------------------------------------------------
+ * Half tensors are storage: kernels load an element as float, compute in float, and store
+ * it rounded once (to nearest even: __float2bfloat16_rn, __float2half_rn, which match the
+ * host conversions of src/core/dtype.h). Kernels are templates over the storage type T
+ * (float, __nv_bfloat16, __half); CUDA_DTYPE_DISPATCH picks T from a neat_dtype. */
+__device__ __forceinline__ float ld(const float *p) { return *p; }
+__device__ __forceinline__ float ld(const __nv_bfloat16 *p) { return __bfloat162float(*p); }
+__device__ __forceinline__ float ld(const __half *p) { return __half2float(*p); }
+__device__ __forceinline__ void st(float *p, float v) { *p = v; }
+__device__ __forceinline__ void st(__nv_bfloat16 *p, float v) { *p = __float2bfloat16_rn(v); }
+__device__ __forceinline__ void st(__half *p, float v) { *p = __float2half_rn(v); }
+
+/* CALL(T) with T the storage type of dtype (a neat_dtype already checked by the core). */
+#define CUDA_DTYPE_DISPATCH(dtype, CALL)                                                           \
+    switch (dtype) {                                                                               \
+    case NEAT_BF16: CALL(__nv_bfloat16); break;                                                    \
+    case NEAT_F16: CALL(__half); break;                                                            \
+    default: CALL(float); break;                                                                   \
+    }
 
 /* ---- the error record (common.h) --------------------------------------------------------
  * Set once, by the first kernel that finds bad input; the kernels of ops that can fail read
