@@ -13,7 +13,9 @@
  *   used_before        a copy whose destination an earlier op of its buffer writes, or
  *                      reads: it stays in its place;
  *   destroyed          the copy's destination destroyed (and its memory asked for again)
- *                      right after the commit.
+ *                      right after the commit;
+ *   large              a 64 MiB copy (on a GPU) into an idle device: the first op must
+ *                      wait for all of it.
  * Each step has a long op (a matmul, larger on a GPU) between an early and a late read of
  * the copied tensor, so that a copy run too early lands in the middle of a step. Values are
  * small integers: every sum is exact.
@@ -272,6 +274,29 @@ static void test_destroyed(neat_device *dev, const delay *d) {
     neat_tensor_destroy(acc), neat_tensor_destroy(out);
 }
 
+/* y = x + x right after a copy that takes a while (64 MiB on a GPU), the device idle. */
+static void test_large(neat_device *dev, int64_t n) {
+    neat_tensor *x = vec(dev, n, 0), *y = vec(dev, n, 0);
+    float *src = malloc(sizeof(float) * (size_t)n), *dst = malloc(sizeof(float) * (size_t)n);
+    neat_cmdbuf *cb = NULL;
+    EXPECT_OK(neat_cmdbuf_create(dev, &cb), "cmdbuf");
+    EXPECT_OK(neat_copy_from_host(cb, src, n, x), "record copy_from_host");
+    EXPECT_OK(neat_add(cb, x, x, y), "record y = x + x");
+    EXPECT_OK(neat_copy_to_host(cb, y, dst, n), "record copy_to_host");
+    for (int k = 0; k < 3 && src && dst; k++) {
+        for (int64_t i = 0; i < n; i++) src[i] = data(k, (int)(i % 100003));
+        EXPECT_OK(neat_cmdbuf_commit(cb), "commit");
+        EXPECT_OK(neat_cmdbuf_wait(cb), "wait");
+        int64_t bad = 0;
+        for (int64_t i = 0; i < n; i++) bad += dst[i] != 2 * src[i];
+        CHECK(bad == 0, "%s: large copy, round %d: %lld of %lld wrong", dev_name, k, (long long)bad,
+              (long long)n);
+    }
+    neat_cmdbuf_destroy(cb);
+    neat_tensor_destroy(x), neat_tensor_destroy(y);
+    free(src), free(dst);
+}
+
 int main(void) {
     neat_device *devs[NT_MAX_BACKENDS];
     const char *names[NT_MAX_BACKENDS];
@@ -288,6 +313,7 @@ int main(void) {
         test_shared_destination(devs[i], &d);
         test_used_before(devs[i], &d);
         test_destroyed(devs[i], &d);
+        test_large(devs[i], strcmp(dev_name, "cpu") == 0 ? 1 << 16 : 1 << 24);
         delay_destroy(&d);
         printf("%-5s copy_overlap: %d failed\n", dev_name, nt_failed - before);
     }
