@@ -355,6 +355,13 @@ static void host_io_create(host_io *io, long n) {
 
 static void host_io_destroy(host_io *io) { free(io->x), free(io->labels), free(io->logits); }
 
+/* The device side of a step's inputs, one set per step buffer: step k+1's copies then need
+ * not wait for step k to finish reading its own, and on CUDA they travel while step k
+ * computes (docs/API.md, recorded host copies). */
+typedef struct step_inputs {
+    neat_tensor *x, *labels, *hyper;
+} step_inputs;
+
 /* Forward: the batch's images from host_x, conv+relu, pool, conv+relu, pool, fc+relu, fc
  * (logits). */
 static void record_forward(neat_cmdbuf *cb, const lenet *net, batch_state *s,
@@ -628,7 +635,10 @@ static void *train_rank(void *arg) {
     batch_state tr, ev;
     batch_create(dev, &tr, B, 1);
     batch_create(dev, &ev, EVAL_BATCH, 0);
-    neat_tensor *hyper = tensor(dev, 1, 2, 0, 0, 0, "hyper");
+    step_inputs in[2] = {{tr.x, tr.labels, tensor(dev, 1, 2, 0, 0, 0, "hyper")},
+                         {tensor(dev, 4, B, 1, IMG, IMG, "images"),
+                          tensor(dev, 1, B, 0, 0, 0, "labels"),
+                          tensor(dev, 1, 2, 0, 0, 0, "hyper")}};
     host_io io[2], eval_io;
     host_io_create(&io[0], B), host_io_create(&io[1], B), host_io_create(&eval_io, EVAL_BATCH);
 
@@ -637,8 +647,11 @@ static void *train_rank(void *arg) {
     ok(neat_cmdbuf_create(dev, &step_cb[0]), "neat_cmdbuf_create(training step)");
     ok(neat_cmdbuf_create(dev, &step_cb[1]), "neat_cmdbuf_create(training step)");
     ok(neat_cmdbuf_create(dev, &eval_cb), "neat_cmdbuf_create(evaluation)");
-    record_train_step(step_cb[0], &net, &tr, hyper, &io[0], r->comm);
-    record_train_step(step_cb[1], &net, &tr, hyper, &io[1], r->comm);
+    for (int b = 0; b < 2; b++) {
+        batch_state sb = tr; /* the activations shared, the inputs the buffer's own */
+        sb.x = in[b].x, sb.labels = in[b].labels;
+        record_train_step(step_cb[b], &net, &sb, in[b].hyper, &io[b], r->comm);
+    }
     record_forward(eval_cb, &net, &ev, eval_io.x);
     ok(neat_copy_to_host(eval_cb, ev.logits, eval_io.logits, ev.n * CLASSES), "record logits copy");
 
@@ -741,7 +754,9 @@ static void *train_rank(void *arg) {
     neat_cmdbuf_destroy(step_cb[0]);
     neat_cmdbuf_destroy(step_cb[1]);
     neat_cmdbuf_destroy(eval_cb);
-    neat_tensor_destroy(hyper);
+    neat_tensor_destroy(in[0].hyper); /* in[0]'s images and labels are tr's */
+    neat_tensor_destroy(in[1].x), neat_tensor_destroy(in[1].labels);
+    neat_tensor_destroy(in[1].hyper);
     batch_destroy(&tr);
     batch_destroy(&ev);
     lenet_destroy(&net);

@@ -10,7 +10,8 @@
 #   4. the benchmark (neatml_bench --backend cuda --json, --seed-table) and bench/compare.py
 #      side by side with PyTorch;
 #   5. compute-sanitizer memcheck, racecheck, initcheck and synccheck on the cuda part of
-#      test_cmdbuf, test_pool, test_optim and test_conformance.
+#      test_cmdbuf, test_reliability, test_copy_overlap, test_pool, test_optim and
+#      test_conformance.
 # Logs go to $OUT (default ./gpu-out): env.txt build.log tests.log sanitizer.log bench.json
 # compare.txt compare.json summary.txt (the device tool brings back at most 8 files). The
 # summary table is printed last.
@@ -186,7 +187,7 @@ if want sanitize; then
       row "$1 $(basename "$2")" "${summary:-no summary} | ${res:-no result line} [exit $rc]"
     }
     for tool in ${SANITIZE_TOOLS:-memcheck racecheck initcheck synccheck}; do
-      for t in ${SANITIZE_TESTS:-test_cmdbuf test_reliability test_pool test_optim test_conformance}; do
+      for t in ${SANITIZE_TESTS:-test_cmdbuf test_reliability test_copy_overlap test_pool test_optim test_conformance}; do
         sanitize "$tool" "$BUILD/$t"
       done
     done

@@ -7,6 +7,9 @@
  * ops into a CUDA graph (stream capture, nothing allocated or searched during it) and
  * launches it; every later submission is one graph launch. A buffer whose capture fails
  * keeps being enqueued op by op (NEATML_CUDA_GRAPHS changes when capture happens).
+ * Copies from host that no op can fail before and no earlier op touches run ahead on the
+ * upload stream, outside the graph, so that a step's batch travels while the previous step
+ * computes (copy.c: which ones, and the ordering argument).
  * An event recorded after each submission is what wait() blocks on; wait() then reads the
  * buffer's error record (an out-of-range label) when the buffer has ops that can set it.
  */
@@ -80,6 +83,7 @@ static void release_device(cuda_device *d) {
     if (d->lt_ws) cudaFree(d->lt_ws);
     if (d->main_stream) cudaStreamDestroy(d->main_stream);
     if (d->copy_stream) cudaStreamDestroy(d->copy_stream);
+    if (d->upload_stream) cudaStreamDestroy(d->upload_stream);
     for (int i = 0; i < CUDA_MAX_GUARDS; i++)
         if (d->guard_streams[i]) cudaStreamDestroy(d->guard_streams[i]);
     for (int i = 0; i < d->nspare; i++) cudaEventDestroy(d->spare[i]);
@@ -130,6 +134,9 @@ static neat_status cuda_device_open(nm_device *dev, int index) {
     if (!st)
         st = cuda_check(cudaStreamCreateWithFlags(&d->copy_stream, cudaStreamNonBlocking), fn,
                         "cudaStreamCreateWithFlags");
+    if (!st)
+        st = cuda_check(cudaStreamCreateWithFlags(&d->upload_stream, cudaStreamNonBlocking), fn,
+                        "cudaStreamCreateWithFlags");
     if (!st) st = cublas_check(cublasLtCreate(&d->lt), fn, "cublasLtCreate");
     if (!st) st = cudnn_check(cudnnCreate(&d->dnn), fn, "cudnnCreate");
     if (!st) st = cudnn_check(cudnnSetStream(d->dnn, d->stream), fn, "cudnnSetStream");
@@ -159,6 +166,7 @@ static void cuda_device_close(nm_device *dev) {
     if (!d) return;
     cudaSetDevice(d->index);
     cudaStreamSynchronize(d->stream);
+    cudaStreamSynchronize(d->upload_stream);
     release_device(d);
     dev->impl = NULL;
 }
@@ -232,6 +240,7 @@ static neat_status enqueue_ops(nm_device *dev, nm_cmdbuf *cb, int capturing) {
         int collective = (nm_op_flags(op->kind) & NM_OPF_COLLECTIVE) != 0;
         neat_status st = NEAT_OK;
         c->cur_op = i;
+        if (c->ahead && c->ahead[i]) continue; /* issued on upload_stream at each commit */
         if (collective) {
             if (capturing && cuda_dev(dev)->guard_depth) st = cuda_guards_close(dev);
             unguarded = checked; /* what follows is guarded again */
@@ -332,6 +341,16 @@ static cuda_sub *sub_push(cuda_device *d) {
     return s;
 }
 
+/* The ring is in seq order: look from the newest (the one asked for is usually recent). */
+cudaEvent_t cuda_sub_done(cuda_device *d, uint64_t seq) {
+    for (int i = d->nsubs - 1; i >= 0; i--) {
+        const cuda_sub *s = &d->subs[(d->first + i) % d->capsubs];
+        if (s->seq == seq) return s->done;
+        if (s->seq < seq) break;
+    }
+    return NULL;
+}
+
 /* An event from the spare list, else a new one. d->lock held. */
 static cudaError_t event_get(cuda_device *d, cudaEvent_t *ev) {
     if (d->nspare) {
@@ -372,7 +391,8 @@ static neat_status cuda_submit(nm_device *dev, nm_cmdbuf *cb, uint64_t seq) {
         return st;
     }
     uint64_t after = graph_after();
-    if (!c->exec && !c->graph_failed && c->submits >= after) {
+    /* A buffer of copies ahead only has nothing to capture. */
+    if (!c->exec && !c->graph_failed && c->submits >= after && c->nahead < cb->nops) {
         st = capture(dev, cb);
         if (st && after == 0) { /* test mode: a capture that fails is a failure */
             event_put(d, sub->start), event_put(d, sub->done);
@@ -381,8 +401,11 @@ static neat_status cuda_submit(nm_device *dev, nm_cmdbuf *cb, uint64_t seq) {
         }
         if (st) c->graph_failed = 1; /* run op by op below */
     }
-    /* start is recorded after any capture, so the device time is the work's alone */
-    st = cuda_check(cudaEventRecord(sub->start, d->stream), fn, "cudaEventRecord");
+    /* The copies ahead go after any capture (the stream waits for them outside the graph)
+     * and before start, so the device time is the work's alone. */
+    int uploaded = 0;
+    st = cuda_upload_ahead(dev, cb, &uploaded);
+    if (!st) st = cuda_check(cudaEventRecord(sub->start, d->stream), fn, "cudaEventRecord");
     int timed = st == NEAT_OK;
     if (!st) {
         if (c->exec)
@@ -408,6 +431,7 @@ static neat_status cuda_submit(nm_device *dev, nm_cmdbuf *cb, uint64_t seq) {
             cudaEventSynchronize(sub->done);
         else
             cudaStreamSynchronize(d->stream);
+        if (uploaded) cudaStreamSynchronize(d->upload_stream);
         cudaGetLastError();
         event_put(d, sub->start), event_put(d, sub->done);
     }

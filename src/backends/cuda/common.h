@@ -54,7 +54,9 @@ typedef struct cuda_device {
     size_t total_memory; /* bytes of the card: larger allocations fail at once */
     cudaStream_t stream; /* where ops enqueue: main_stream, or a guard's body (guard.cu) */
     cudaStream_t main_stream;
-    cudaStream_t copy_stream; /* neat_tensor_write/read (copy_in/copy_out) */
+    cudaStream_t copy_stream;   /* neat_tensor_write/read (copy_in/copy_out) */
+    cudaStream_t upload_stream; /* copies to the device that run ahead of their buffer (copy.c) */
+    uint64_t upload_after;      /* upload_stream is already behind this submission's `done` */
     cudaStream_t guard_streams[CUDA_MAX_GUARDS];
     int guard_depth;
     cublasLtHandle_t lt;
@@ -111,9 +113,12 @@ typedef struct cuda_cmdbuf {
     void **host;           /* copy.c: pinned staging of each host-copy op, or NULL */
     void **host_dev;       /* copy.c: the device's address of each (mapped) staging */
     cudaEvent_t *consumed; /* copy.c: after each copy_from_host's device copy */
-    int copies_out;        /* some op copies to host: completion copies it out */
-    int checks;            /* some op can set err: wait() reads it */
-    int collectives;       /* some op talks to peers: wait() polls its comms (comm.c) */
+    char *ahead;           /* copy.c: the copy_from_host ops that run on upload_stream */
+    int64_t last_ahead; /* the last of them (its `consumed` is what the stream waits on), or -1 */
+    int64_t nahead;     /* how many */
+    int copies_out;     /* some op copies to host: completion copies it out */
+    int checks;         /* some op can set err: wait() reads it */
+    int collectives;    /* some op talks to peers: wait() polls its comms (comm.c) */
 } cuda_cmdbuf;
 
 static inline cuda_device *cuda_dev(nm_device *dev) { return (cuda_device *)dev->impl; }
@@ -164,6 +169,12 @@ neat_status cuda_host_copies_init(nm_cmdbuf *cb, cuda_cmdbuf *c);
 void cuda_host_copies_free(nm_cmdbuf *cb, cuda_cmdbuf *c);
 neat_status cuda_stage_host_copies(nm_cmdbuf *cb, cuda_cmdbuf *c);
 void cuda_finish_host_copies(nm_cmdbuf *cb, int64_t until); /* ops [0, until) ran */
+/* Issue the copies that run ahead on upload_stream and make the stream wait for them;
+ * *issued = 1 once one was issued. d->lock and dev->lock held. */
+neat_status cuda_upload_ahead(nm_device *dev, nm_cmdbuf *cb, int *issued);
+/* backend.c: the `done` event of submission seq while it is in flight, else NULL (it
+ * completed). d->lock held. */
+cudaEvent_t cuda_sub_done(cuda_device *d, uint64_t seq);
 
 /* guard.cu: before an op that must not run after a failed one: eager, wait and read the
  * record (*stop = 1: enqueue nothing more); capturing, open a conditional body. */

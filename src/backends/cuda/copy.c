@@ -9,6 +9,27 @@
  * (a kernel, not a memcpy node, so that it may follow a guard inside a graph: guard.cu);
  * when the submission completes (backend.c, complete_subs), cuda_finish_host_copies copies
  * staging -> dst for the copies placed before the op that failed, if one did.
+ *
+ * Copies that run ahead: a copy_from_host that no op can fail before (so no guard would
+ * skip it) and whose destination no earlier op of the buffer touches is not enqueued with
+ * the buffer's ops (nor captured in its graph) but issued at each commit on the device's
+ * upload_stream, so that the next step's batch travels while the current step computes.
+ * Ordering (cuda_upload_ahead), for a copy into tensor t of submission S:
+ *   - before the copy: every earlier submission that used t's memory. The core keeps the
+ *     latest one in t->storage->last_use (S's own references are taken after submit), and
+ *     the main stream runs submissions in seq order, so waiting for that one's `done`
+ *     event orders the copy after all of them: after their reads and writes of t on the
+ *     main stream, and after their own copies ahead (each submission's main stream waits
+ *     for those before its `done`). upload_stream is in order too: d->upload_after keeps
+ *     the latest `done` it already waits for, and an older one needs no new wait.
+ *   - after the copy: S's ops, since the main stream waits (before S's `start`) for the
+ *     `consumed` event of S's last copy ahead, recorded behind all of S's copies on
+ *     upload_stream. Every later submission and every host access to t (tensor read,
+ *     write, destroy wait for S's `done`) comes after S's ops.
+ *   - the staging: the host refills it at the next commit only after its `consumed`.
+ * Nothing in between can touch t: within S only ops after the copy do (the rule above),
+ * and outside S only submissions that are ordered against S as above. neat_tensor_write
+ * and read keep copy_stream: a synchronous copy never queues behind a copy that waits.
  */
 #include "common.h"
 
@@ -25,8 +46,42 @@ static size_t copy_bytes(const nm_op *op) {
     return (size_t)t->numel * sizeof(float);
 }
 
+/* Some op of cb before op `before` names (reads or writes) memory of t's storage. */
+static int used_before(nm_cmdbuf *cb, int64_t before, const nm_tensor *t) {
+    for (int64_t j = 0; j < before; j++) {
+        int n, nl;
+        nm_tensor *const *ts = nm_op_tensors(&cb->ops[j], &n);
+        nm_tensor *const *list = nm_op_list(&cb->ops[j], &nl);
+        for (int k = 0; k < n + nl; k++) {
+            const nm_tensor *u = k < n ? ts[k] : list[k - n];
+            if (u && u->storage == t->storage) return 1;
+        }
+    }
+    return 0;
+}
+
+/* c->ahead: the copies from host that run ahead (see the top of the file). */
+static neat_status mark_ahead(nm_cmdbuf *cb, cuda_cmdbuf *c) {
+    c->last_ahead = -1;
+    if (!c->host) return NEAT_OK;
+    c->ahead = calloc((size_t)cb->nops, 1);
+    if (!c->ahead)
+        return nm_error(NEAT_ERR_OUT_OF_MEMORY, "neat_cmdbuf_commit: out of host memory");
+    for (int64_t i = 0; i < cb->nops; i++) {
+        const nm_op *op = &cb->ops[i];
+        if (nm_op_flags(op->kind) & NM_OPF_RUNTIME_CHECK) break; /* later ops may be guarded */
+        if (op->kind != NM_OP_COPY_FROM_HOST || !c->host[i]) continue;
+        if (used_before(cb, i, op->u.copy_from_host.t)) continue;
+        c->ahead[i] = 1;
+        c->last_ahead = i;
+        c->nahead++;
+    }
+    return NEAT_OK;
+}
+
 neat_status cuda_host_copies_init(nm_cmdbuf *cb, cuda_cmdbuf *c) {
     static const char fn[] = "neat_cmdbuf_commit";
+    c->last_ahead = -1;
     for (int64_t i = 0; i < cb->nops; i++) {
         const nm_op *op = &cb->ops[i];
         if (!is_host_copy(op) || copy_bytes(op) == 0) continue;
@@ -48,7 +103,7 @@ neat_status cuda_host_copies_init(nm_cmdbuf *cb, cuda_cmdbuf *c) {
         if (st) return st;
         c->copies_out |= op->kind == NM_OP_COPY_TO_HOST;
     }
-    return NEAT_OK;
+    return mark_ahead(cb, c);
 }
 
 void cuda_host_copies_free(nm_cmdbuf *cb, cuda_cmdbuf *c) {
@@ -60,6 +115,10 @@ void cuda_host_copies_free(nm_cmdbuf *cb, cuda_cmdbuf *c) {
     free(c->host);
     free(c->host_dev);
     free(c->consumed);
+    free(c->ahead);
+    c->ahead = NULL;
+    c->last_ahead = -1;
+    c->nahead = 0;
     c->host = NULL;
     c->host_dev = NULL;
     c->consumed = NULL;
@@ -76,6 +135,36 @@ neat_status cuda_stage_host_copies(nm_cmdbuf *cb, cuda_cmdbuf *c) {
         memcpy(c->host[i], op->u.copy_from_host.src, copy_bytes(op));
     }
     return NEAT_OK;
+}
+
+neat_status cuda_upload_ahead(nm_device *dev, nm_cmdbuf *cb, int *issued) {
+    cuda_device *d = cuda_dev(dev);
+    cuda_cmdbuf *c = cuda_cb(cb);
+    *issued = 0;
+    if (c->last_ahead < 0) return NEAT_OK;
+    cudaStream_t up = d->upload_stream;
+    for (int64_t i = 0; i <= c->last_ahead; i++) {
+        if (!c->ahead[i]) continue;
+        const nm_op *op = &cb->ops[i];
+        nm_tensor *t = op->u.copy_from_host.t;
+        uint64_t after = t->storage->last_use;
+        neat_status st = NEAT_OK;
+        if (after > d->upload_after) {
+            cudaEvent_t done = cuda_sub_done(d, after);
+            if (done)
+                st = cuda_check(cudaStreamWaitEvent(up, done, 0), op->fn, "cudaStreamWaitEvent");
+            if (!st) d->upload_after = after;
+        }
+        if (!st)
+            st = cuda_check(
+                cudaMemcpyAsync(t->data, c->host[i], copy_bytes(op), cudaMemcpyHostToDevice, up),
+                op->fn, "cudaMemcpyAsync");
+        if (!st) *issued = 1;
+        if (!st) st = cuda_check(cudaEventRecord(c->consumed[i], up), op->fn, "cudaEventRecord");
+        if (st) return st;
+    }
+    return cuda_check(cudaStreamWaitEvent(d->main_stream, c->consumed[c->last_ahead], 0),
+                      "neat_cmdbuf_commit", "cudaStreamWaitEvent");
 }
 
 void cuda_finish_host_copies(nm_cmdbuf *cb, int64_t until) {
