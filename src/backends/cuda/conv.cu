@@ -16,6 +16,15 @@
  *           dx = conv_bwd_data(w, dz), dw = conv_bwd_filter(x, dz) with beta = accumulate,
  *           db[k] = sum over n, p, q of dz (reduce.cu: over p, q then over n; deterministic).
  * Scratch slots: 0 dz, 1 workspace, 2 the [N, K] sums, 3-4 and 5-6 the two reductions.
+ *
+ * bf16/f16 (the plan's key holds the dtype): the descriptors in CUDNN_DATA_BFLOAT16/HALF
+ * with a CUDNN_DATA_FLOAT convolution (exact products, float32 sums, one rounding), any
+ * math type cuDNN ranks (tensor cores). cuDNN writes a half y from half inputs only and
+ * rounds before any bias: so natively only y = conv(x, w) (relu after the rounding is the
+ * same) and the backward with dz exact in half (no activation, relu); half.cu runs the
+ * other cases on float32 copies. Follow-up: the library's NCHW costs tensor-core speed
+ * (PyTorch is 1.8x faster channels-last in bf16 on the benchmark conv); a backend-internal
+ * NHWC copy of activations and filters kept between layers would recover it.
  */
 #include "common.cuh"
 #include "../lru.h"

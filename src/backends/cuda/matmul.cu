@@ -21,6 +21,13 @@
  * linear backward: dz = dy act'(y) (gelu: act'(z) with z = x w^T + b recomputed into
  * scratch), dx = dz w, dw = dz^T x (beta = accumulate), db = column sums of dz (reduce.cu,
  * deterministic).
+ *
+ * bf16/f16 (cuda_gemm_typed; cuda_native_half in half.cu): A and B CUDA_R_16BF/16F, C and
+ * D of the output's type (half or float32), compute CUBLAS_COMPUTE_32F whatever the math
+ * mode (16-bit products are exact), alpha/beta float; a bias epilogue takes a bias of D's
+ * type (cuBLASLt's rule), so only a half output uses one. The key holds both types. A half
+ * batch whose matrices start at offsets that are not multiples of 256 bytes asks cuBLASLt
+ * for algorithms of that smaller alignment (odd sizes: CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_*).
  */
 #include "common.cuh"
 #include "../lru.h"
