@@ -207,12 +207,19 @@ NEAT_API neat_status neat_device_set_memory_limit(neat_device *dev, int64_t byte
  *     float32 master weights: a half-precision model casts its gradients to float32);
  *   - every other op: all its tensors of one type.
  * Anything else is DTYPE_MISMATCH, with a message naming each tensor's type. A backend may
- * run fewer (UNSUPPORTED with a message when recorded): the CPU runs float32 everywhere,
- * and in bf16 and f16 every op but the losses (class indices as half labels would be
- * exact only up to 256 or 2048) and the float32-only ones above: on float32 copies of the
- * half tensors, each output rounded once (no half-speed kernel yet; a backward op that
- * accumulates adds in float32 and rounds the sum once). CUDA and Metal run float32 only for now (of half tensors, they fill
- * with +0 only: what neat_tensor_create_typed's zero needs). */
+ * run fewer (UNSUPPORTED with a message when recorded): the CPU and CUDA run float32
+ * everywhere, and in bf16 and f16 every op but the losses (class indices as half labels
+ * would be exact only up to 256 or 2048) and the float32-only ones above. The CPU runs them
+ * on float32 copies of the half tensors, each output rounded once (no half-speed kernel
+ * yet; a backward op that accumulates adds in float32 and rounds the sum once). CUDA runs
+ * in half directly: neat_cast, neat_fill, matmul(_batched) and linear forward (cuBLASLt on
+ * the tensor cores: 16-bit products are exact and sums float32, in any math mode), linear
+ * and conv backward without activation or with relu, conv forward into a half output
+ * without bias, without activation or with relu (cuDNN); every other op, and those with
+ * another activation, a bias or a float32 output, on float32 copies as the CPU. Half
+ * results on CUDA are rounded once too, but its float32 sums run in another order than the
+ * float32 op's. Metal runs float32 only for now (of half tensors, it fills with +0 only:
+ * what neat_tensor_create_typed's zero needs). */
 typedef enum neat_dtype { NEAT_F32 = 0, NEAT_BF16 = 1, NEAT_F16 = 2 } neat_dtype;
 
 /* Bytes per element of dtype (4, 2, 2); 0 for a value outside neat_dtype. */

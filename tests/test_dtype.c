@@ -1,10 +1,16 @@
 /*
- * test_dtype.c — bf16 and f16 tensors on the CPU (issue 14): the host conversions (round to
- * nearest even, NaN, infinities, f16 overflow and subnormals, raw copies), a table of ops
- * in half types against the float64 reference of the half-rounded inputs, and the
- * record-time errors (DTYPE_MISMATCH between types, UNSUPPORTED for what the CPU does not
+ * test_dtype.c — bf16 and f16 tensors (issue 14) on every backend that opens (cpu always;
+ * cuda where a device opens, else reported skipped with the reason): the host conversions
+ * (round to nearest even, NaN, infinities, f16 overflow and subnormals, raw copies), a table
+ * of ops in half types against the float64 reference of the half-rounded inputs, and the
+ * record-time errors (DTYPE_MISMATCH between types, UNSUPPORTED for what a backend does not
  * run in half). The backward ops are checked against the float32 op on the same values
- * (test_backward: bit for bit after the one rounding). The CUDA and Metal refusals (their op_check) need their devices: not run here.
+ * (test_backward): bit for bit after the one rounding where the backend runs the half op
+ * on float32 copies (the CPU; CUDA but for its native paths), within the accumulation bound
+ * below where it runs its own half kernels (CUDA's tensor-core GEMMs and convolutions for
+ * linear/conv backward without activation or with relu: float32 sums in another order).
+ * Every case is committed twice from one recording (on CUDA the second commit is the
+ * captured graph's replay) and checked after each.
  *
  * Tolerances from the formats: u = 2^-8 (bf16) or 2^-11 (f16) is the relative error of one
  * rounding of the output (u = 2^-24 for a float32 output); a product or sum of K terms is
@@ -20,6 +26,7 @@
 #include <string.h>
 
 static neat_device *dev;
+static const char *backend; /* dev's backend name: "cpu", "cuda" */
 
 static double unit(neat_dtype dt) {
     return dt == NEAT_BF16 ? 0x1p-8 : dt == NEAT_F16 ? 0x1p-11 : 0x1p-24;
@@ -132,11 +139,15 @@ enum {
     OP_MATMUL,
     OP_LINEAR,
     OP_CONV,
-    OP_MAXPOOL
+    OP_MAXPOOL,
+    OP_BMATMUL
 };
-static const char *const OP_NAMES[] = {"cast",    "add",      "mul",     "scale",      "fill",
-                                       "sum_all", "sum_axis", "softmax", "activation", "matmul",
-                                       "linear",  "conv",     "maxpool"};
+static const char *const OP_NAMES[] = {"cast",    "add",      "mul",     "scale",         "fill",
+                                       "sum_all", "sum_axis", "softmax", "activation",    "matmul",
+                                       "linear",  "conv",     "maxpool", "matmul_batched"};
+
+#define NOBIAS 0x100 /* in row.p of linear and conv (p & 0xff: the activation): no bias */
+#define BATCH 3      /* matrices of an OP_BMATMUL row */
 
 /* m, n, k: the sizes (rows, cols, inner); p: trans/act/broadcast as the op reads it. */
 typedef struct row {
@@ -155,6 +166,12 @@ static const row ROWS[] = {
     {OP_CAST, NEAT_F16, NEAT_BF16, 300, 257, 0, 0, 1},
     {OP_CAST, NEAT_BF16, NEAT_F32, 1, 1, 0, 0, 1},
     {OP_CAST, NEAT_F16, NEAT_F16, 0, 3, 0, 0, 1},
+    {OP_CAST, NEAT_F32, NEAT_F32, 7, 9, 0, 0, 1},
+    {OP_CAST, NEAT_BF16, NEAT_F32, 13, 31, 0, 0, 1},
+    {OP_CAST, NEAT_BF16, NEAT_BF16, 5, 3, 0, 0, 1},
+    {OP_CAST, NEAT_F16, NEAT_F32, 13, 31, 0, 0, 1},
+    {OP_CAST, NEAT_F16, NEAT_F16, 9, 7, 0, 0, 1},
+    {OP_CAST, NEAT_BF16, NEAT_F16, 3, 5, 0, 0, 1e-6}, /* f16 subnormals */
     {OP_ADD, NEAT_BF16, NEAT_BF16, 33, 65, 0, 0, 1},
     {OP_ADD, NEAT_F16, NEAT_F16, 33, 65, 0, 1, 1},
     {OP_MUL, NEAT_BF16, NEAT_BF16, 300, 129, 0, 1, 1},
@@ -163,6 +180,8 @@ static const row ROWS[] = {
     {OP_SCALE, NEAT_F16, NEAT_F16, 1, 1000, 0, 0, 1},
     {OP_FILL, NEAT_BF16, NEAT_BF16, 3, 5, 0, 0, 1},
     {OP_FILL, NEAT_F16, NEAT_F16, 0, 5, 0, 0, 1},
+    {OP_FILL, NEAT_F16, NEAT_F16, 7, 9, 0, 0, 1},
+    {OP_FILL, NEAT_F32, NEAT_F32, 3, 3, 0, 0, 1},
     {OP_SUM_ALL, NEAT_BF16, NEAT_BF16, 1, 100003, 0, 0, 1},
     {OP_SUM_ALL, NEAT_F16, NEAT_F16, 17, 31, 0, 0, 1},
     {OP_SUM_AXIS, NEAT_BF16, NEAT_BF16, 65, 33, 0, 0, 1},
@@ -178,11 +197,51 @@ static const row ROWS[] = {
     {OP_MATMUL, NEAT_BF16, NEAT_BF16, 5, 7, 0, 0, 1},
     {OP_MATMUL, NEAT_F16, NEAT_F16, 31, 29, 130, 1, 1},
     {OP_MATMUL, NEAT_F16, NEAT_F32, 1, 1, 1, 2, 1},
+    /* sizes that are not multiples of 8 (odd leading dimensions), beta with a half C, k 0 */
+    {OP_MATMUL, NEAT_BF16, NEAT_BF16, 13, 7, 5, 0, 1},
+    {OP_MATMUL, NEAT_F16, NEAT_F16, 3, 5, 7, 3, 1},
+    {OP_MATMUL, NEAT_BF16, NEAT_BF16, 17, 33, 257, 3, 1},
+    {OP_MATMUL, NEAT_F16, NEAT_F16, 129, 65, 33, 2, 1},
+    {OP_MATMUL, NEAT_BF16, NEAT_BF16, 5, 7, 0, 3, 1},
+    {OP_MATMUL, NEAT_F16, NEAT_F32, 9, 7, 0, 3, 1},
+    {OP_MATMUL, NEAT_BF16, NEAT_F32, 64, 64, 64, 1, 1},
+    {OP_BMATMUL, NEAT_BF16, NEAT_BF16, 5, 7, 9, 0, 1},
+    {OP_BMATMUL, NEAT_F16, NEAT_F32, 3, 5, 7, 3, 1},
+    {OP_BMATMUL, NEAT_BF16, NEAT_BF16, 16, 16, 16, 1, 1},
+    {OP_BMATMUL, NEAT_F16, NEAT_F16, 7, 3, 5, 2, 1},
+    {OP_BMATMUL, NEAT_BF16, NEAT_F32, 8, 8, 8, 3, 1},
     {OP_LINEAR, NEAT_BF16, NEAT_BF16, 32, 10, 784, NEAT_ACT_RELU, 1},
     {OP_LINEAR, NEAT_BF16, NEAT_F32, 7, 33, 65, NEAT_ACT_NONE, 1},
     {OP_LINEAR, NEAT_F16, NEAT_F16, 7, 33, 65, NEAT_ACT_TANH, 1},
+    /* every activation, with and without a bias, half and float32 outputs */
+    {OP_LINEAR, NEAT_BF16, NEAT_BF16, 5, 3, 9, NEAT_ACT_NONE, 1},
+    {OP_LINEAR, NEAT_BF16, NEAT_BF16, 5, 3, 9, NEAT_ACT_RELU | NOBIAS, 1},
+    {OP_LINEAR, NEAT_BF16, NEAT_BF16, 7, 33, 65, NEAT_ACT_GELU, 1},
+    {OP_LINEAR, NEAT_BF16, NEAT_BF16, 7, 33, 65, NEAT_ACT_SIGMOID | NOBIAS, 1},
+    {OP_LINEAR, NEAT_BF16, NEAT_BF16, 16, 24, 40, NEAT_ACT_TANH, 1},
+    {OP_LINEAR, NEAT_F16, NEAT_F16, 7, 33, 65, NEAT_ACT_NONE | NOBIAS, 1},
+    {OP_LINEAR, NEAT_F16, NEAT_F16, 7, 33, 65, NEAT_ACT_RELU, 1},
+    {OP_LINEAR, NEAT_F16, NEAT_F16, 9, 5, 3, NEAT_ACT_GELU | NOBIAS, 1},
+    {OP_LINEAR, NEAT_F16, NEAT_F16, 9, 5, 3, NEAT_ACT_SIGMOID, 1},
+    {OP_LINEAR, NEAT_F16, NEAT_F16, 9, 5, 3, NEAT_ACT_TANH | NOBIAS, 1},
+    {OP_LINEAR, NEAT_BF16, NEAT_F32, 7, 33, 65, NEAT_ACT_RELU, 1},
+    {OP_LINEAR, NEAT_BF16, NEAT_F32, 7, 33, 65, NEAT_ACT_GELU | NOBIAS, 1},
+    {OP_LINEAR, NEAT_BF16, NEAT_F32, 7, 33, 65, NEAT_ACT_TANH, 1},
+    {OP_LINEAR, NEAT_BF16, NEAT_F32, 7, 33, 65, NEAT_ACT_SIGMOID | NOBIAS, 1},
+    {OP_LINEAR, NEAT_F16, NEAT_F32, 5, 3, 9, NEAT_ACT_NONE | NOBIAS, 1},
+    {OP_LINEAR, NEAT_F16, NEAT_F32, 5, 3, 9, NEAT_ACT_RELU | NOBIAS, 1},
+    {OP_LINEAR, NEAT_F16, NEAT_F32, 5, 3, 9, NEAT_ACT_SIGMOID, 1},
+    {OP_LINEAR, NEAT_F16, NEAT_F32, 5, 3, 9, NEAT_ACT_GELU, 1},
+    {OP_LINEAR, NEAT_F16, NEAT_F32, 5, 3, 9, NEAT_ACT_TANH, 1},
+    {OP_LINEAR, NEAT_BF16, NEAT_BF16, 4, 6, 0, NEAT_ACT_RELU, 1}, /* in 0: act(b) */
     {OP_CONV, NEAT_BF16, NEAT_BF16, 2, 6, 3, 0, 1}, /* n, k filters, c channels; 12x12, 5x5 */
     {OP_CONV, NEAT_F16, NEAT_F32, 1, 4, 2, 0, 1},
+    {OP_CONV, NEAT_BF16, NEAT_BF16, 2, 5, 3, NEAT_ACT_NONE | NOBIAS, 1},
+    {OP_CONV, NEAT_F16, NEAT_F16, 2, 5, 3, NEAT_ACT_RELU | NOBIAS, 1},
+    {OP_CONV, NEAT_BF16, NEAT_BF16, 1, 3, 2, NEAT_ACT_RELU, 1},
+    {OP_CONV, NEAT_F16, NEAT_F16, 1, 3, 2, NEAT_ACT_TANH, 1},
+    {OP_CONV, NEAT_BF16, NEAT_F32, 1, 3, 2, NEAT_ACT_GELU | NOBIAS, 1},
+    {OP_CONV, NEAT_F16, NEAT_F32, 2, 8, 8, NEAT_ACT_SIGMOID, 1},
     {OP_MAXPOOL, NEAT_BF16, NEAT_BF16, 2, 3, 0, 0, 1}, /* n, c; 12x12, 2x2 stride 2 */
     {OP_MAXPOOL, NEAT_F16, NEAT_F16, 1, 5, 0, 0, 1},
 };
@@ -214,6 +273,7 @@ static void run_row(const row *r, int idx, uint64_t seed) {
     int ynd = 2;
     double *ref, *abs;
     int act = NEAT_ACT_NONE, products = 0, smooth = 0;
+    float *c0 = NULL;
     int64_t terms = 1;
     neat_cmdbuf *cb;
     CHECK_OK(neat_cmdbuf_create(dev, &cb), "cmdbuf");
@@ -239,11 +299,14 @@ static void run_row(const row *r, int idx, uint64_t seed) {
         if (r->op == OP_SUM_AXIS) ynd = 1, ys[0] = n, yn = n;
         break;
     }
-    case OP_MATMUL: { /* p: bit 0 trans_a, bit 1 trans_b; beta 0.5 when both */
-        int64_t as[2] = {r->p & 1 ? k : m, r->p & 1 ? m : k},
-                bs[2] = {r->p & 2 ? n : k, r->p & 2 ? k : n};
-        ta = input(r->in, 2, as, r->range, &rng, &a);
-        tb = input(r->in, 2, bs, r->range, &rng, &b);
+    case OP_MATMUL:
+    case OP_BMATMUL: { /* p: bit 0 trans_a, bit 1 trans_b; beta 0.5 when both */
+        int batched = r->op == OP_BMATMUL;
+        int64_t as[3] = {BATCH, r->p & 1 ? k : m, r->p & 1 ? m : k},
+                bs[3] = {BATCH, r->p & 2 ? n : k, r->p & 2 ? k : n};
+        ta = input(r->in, 2 + batched, as + !batched, r->range, &rng, &a);
+        tb = input(r->in, 2 + batched, bs + !batched, r->range, &rng, &b);
+        if (batched) ynd = 3, ys[0] = BATCH, ys[1] = m, ys[2] = n, yn = BATCH * m * n;
         products = 1, terms = k;
         break;
     }
@@ -251,8 +314,8 @@ static void run_row(const row *r, int idx, uint64_t seed) {
         int64_t xs[2] = {m, k}, ws[2] = {n, k}, bs[1] = {n};
         ta = input(r->in, 2, xs, r->range, &rng, &a);
         tb = input(r->in, 2, ws, r->range, &rng, &b);
-        tbias = input(r->in, 1, bs, r->range, &rng, &bias);
-        act = r->p, products = 1, terms = k + 1,
+        if (!(r->p & NOBIAS)) tbias = input(r->in, 1, bs, r->range, &rng, &bias);
+        act = r->p & 0xff, products = 1, terms = k + 1,
         smooth = act != NEAT_ACT_NONE && act != NEAT_ACT_RELU;
         break;
     }
@@ -274,8 +337,9 @@ static void run_row(const row *r, int idx, uint64_t seed) {
         ta = input(r->in, 4, xs, r->range, &rng, &a);
         if (r->op == OP_CONV) {
             tb = input(r->in, 4, ws, r->range, &rng, &b);
-            tbias = input(r->in, 1, bs, r->range, &rng, &bias);
-            products = 1, terms = cs.c * 25 + 1;
+            if (!(r->p & NOBIAS)) tbias = input(r->in, 1, bs, r->range, &rng, &bias);
+            act = r->p & 0xff, products = 1, terms = cs.c * 25 + 1;
+            smooth = act != NEAT_ACT_NONE && act != NEAT_ACT_RELU;
         }
         int64_t p = (12 - cs.kh) / cs.sh + 1;
         ynd = 4, ys[0] = cs.n, ys[1] = cs.k, ys[2] = p, ys[3] = p, yn = cs.n * cs.k * p * p;
@@ -316,18 +380,25 @@ static void run_row(const row *r, int idx, uint64_t seed) {
         st = neat_activation_forward(cb, (neat_activation)r->p, ta, ty);
         ref_activation((neat_activation)r->p, a, ref, yn), smooth = r->p != NEAT_ACT_RELU;
         break;
-    case OP_MATMUL: {
+    case OP_MATMUL:
+    case OP_BMATMUL: {
         int both = (r->p & 3) == 3;
-        if (both) {
-            float *c0 = malloc((size_t)(yn + 1) * sizeof *c0);
+        if (both) { /* c's values, which the op reads (beta 0.5), kept for the replay */
+            c0 = malloc((size_t)(yn + 1) * sizeof *c0);
             for (int64_t i = 0; i < yn; i++) c0[i] = (float)nt_uniform(&rng, -1, 1);
             CHECK_OK(neat_tensor_write(ty, c0, yn), "write c");
             CHECK_OK(neat_tensor_read(ty, c0, yn), "read c");
             for (int64_t i = 0; i < yn; i++) ref[i] = c0[i];
-            free(c0);
         }
-        st = neat_matmul(cb, ta, tb, ty, 1.0f, both ? 0.5f : 0.0f, r->p & 1, (r->p >> 1) & 1);
-        ref_matmul(a, b, ref, abs, m, n, k, 1.0, both ? 0.5 : 0.0, r->p & 1, (r->p >> 1) & 1);
+        if (r->op == OP_BMATMUL) {
+            st = neat_matmul_batched(cb, ta, tb, ty, 1.0f, both ? 0.5f : 0.0f, r->p & 1,
+                                     (r->p >> 1) & 1);
+            ref_matmul_batched(a, b, ref, abs, BATCH, m, n, k, 1.0, both ? 0.5 : 0.0, r->p & 1,
+                               (r->p >> 1) & 1);
+        } else {
+            st = neat_matmul(cb, ta, tb, ty, 1.0f, both ? 0.5f : 0.0f, r->p & 1, (r->p >> 1) & 1);
+            ref_matmul(a, b, ref, abs, m, n, k, 1.0, both ? 0.5 : 0.0, r->p & 1, (r->p >> 1) & 1);
+        }
         break;
     }
     case OP_LINEAR:
@@ -336,8 +407,8 @@ static void run_row(const row *r, int idx, uint64_t seed) {
         break;
     case OP_CONV: {
         neat_conv2d_desc d = neat_conv2d_desc_make(5, 5, 1, 0);
-        st = neat_conv2d_forward(cb, &d, NEAT_ACT_NONE, ta, tb, tbias, ty);
-        ref_conv2d_forward(&cs, a, b, bias, NEAT_ACT_NONE, ref, NULL, abs);
+        st = neat_conv2d_forward(cb, &d, (neat_activation)act, ta, tb, tbias, ty);
+        ref_conv2d_forward(&cs, a, b, bias, (neat_activation)act, ref, NULL, abs);
         break;
     }
     case OP_MAXPOOL: {
@@ -347,61 +418,108 @@ static void run_row(const row *r, int idx, uint64_t seed) {
         break;
     }
     }
-    char what[160];
-    snprintf(what, sizeof what, "row %d: %s %s -> %s %lldx%lldx%lld p=%d (seed %llu)", idx,
-             OP_NAMES[r->op], neat_dtype_name(r->in), neat_dtype_name(r->out), (long long)m,
+    char what[200];
+    snprintf(what, sizeof what, "%s row %d: %s %s -> %s %lldx%lldx%lld p=%#x (seed %llu)", backend,
+             idx, OP_NAMES[r->op], neat_dtype_name(r->in), neat_dtype_name(r->out), (long long)m,
              (long long)n, (long long)k, r->p, (unsigned long long)(seed + (uint64_t)idx));
     CHECK_OK(st, what);
-    CHECK_OK(neat_cmdbuf_commit(cb), what);
-    CHECK_OK(neat_cmdbuf_wait(cb), what);
+    /* gelu's slope reaches 1.13: an error of its argument grows by as much */
+    double slope = act == NEAT_ACT_GELU ? 1.2 : 1.0;
     float *got = malloc((size_t)(yn + 1) * sizeof *got);
-    CHECK_OK(neat_tensor_read(ty, got, yn), what);
-    double u = unit(r->out), worst = 0;
-    int64_t bad = 0;
-    for (int64_t i = 0; i < yn; i++) {
-        double want = ref[i];
-        if (r->out != NEAT_F32)
-            want = (double)(r->out == NEAT_F16 && fabs(want) >= 65520 ? copysign(INFINITY, want)
-                                                                      : want);
-        double tol = u * fabs(ref[i]) + (r->out == NEAT_F16 ? 0x1p-25 : 0);
-        if (products || r->op == OP_SUM_ALL || r->op == OP_SUM_AXIS)
-            tol +=
-                (2.0 * (double)terms + 4) * 0x1p-24 * (products ? abs[i] : abs[i] + fabs(ref[i]));
-        if (smooth) tol += 1e-5 * fabs(ref[i]) + 4 * 0x1p-24;
-        double err = isinf(want) ? (got[i] == want ? 0 : INFINITY) : fabs((double)got[i] - want);
-        if (!(err <= tol)) bad++;
-        if (err - tol > worst || isnan(err)) worst = err - tol;
+    for (int pass = 0; pass < 2; pass++) { /* the commit, then the replay */
+        if (pass == 1 && c0) CHECK_OK(neat_tensor_write(ty, c0, yn), what);
+        CHECK_OK(neat_cmdbuf_commit(cb), what);
+        CHECK_OK(neat_cmdbuf_wait(cb), what);
+        CHECK_OK(neat_tensor_read(ty, got, yn), what);
+        double u = unit(r->out), worst = 0;
+        int64_t bad = 0;
+        for (int64_t i = 0; i < yn; i++) {
+            double want = ref[i];
+            if (r->out != NEAT_F32)
+                want = (double)(r->out == NEAT_F16 && fabs(want) >= 65520 ? copysign(INFINITY, want)
+                                                                          : want);
+            double tol = u * fabs(ref[i]) + (r->out == NEAT_F16 ? 0x1p-25 : 0);
+            if (products || r->op == OP_SUM_ALL || r->op == OP_SUM_AXIS)
+                tol += slope * (2.0 * (double)terms + 4) * 0x1p-24 *
+                       (products ? abs[i] : abs[i] + fabs(ref[i]));
+            if (smooth) tol += 1e-5 * fabs(ref[i]) + 4 * 0x1p-24;
+            double err =
+                isinf(want) ? (got[i] == want ? 0 : INFINITY) : fabs((double)got[i] - want);
+            if (!(err <= tol)) bad++;
+            if (err - tol > worst || isnan(err)) worst = err - tol;
+        }
+        CHECK(bad == 0, "%s%s: %lld of %lld elements outside the tolerance (worst excess %g)", what,
+              pass ? " (replay)" : "", (long long)bad, (long long)yn, worst);
     }
-    CHECK(bad == 0, "%s: %lld of %lld elements outside the tolerance (worst excess %g)", what,
-          (long long)bad, (long long)yn, worst);
-    free(got), free(ref), free(abs), free(a), free(b), free(bias);
+    free(got), free(ref), free(abs), free(a), free(b), free(bias), free(c0);
     neat_tensor_destroy(ta), neat_tensor_destroy(tb), neat_tensor_destroy(tbias);
     neat_tensor_destroy(ty);
     neat_cmdbuf_destroy(cb);
 }
 
 /* ---- backward ops: half against float32 --------------------------------------------------
- * A half op runs the float32 op on the exact float32 values of its inputs (and, when it
- * accumulates, of its outputs) and rounds each output once. So its result must equal, bit
- * for bit, the float32 op's result on the same values rounded to the half type (the
- * float32 ops are checked against float64 by test_conformance; the rounding by
- * test_conversions above). */
+ * A half op run on float32 copies runs the float32 op on the exact float32 values of its
+ * inputs (and, when it accumulates, of its outputs) and rounds each output once. So its
+ * result must equal, bit for bit, the float32 op's result on the same values rounded to the
+ * half type (the float32 ops are checked against float64 by test_conformance; the rounding
+ * by test_conversions above). A native half op (CUDA's tensor-core GEMMs and cuDNN
+ * convolutions: linear and conv backward without activation or with relu) sums in float32
+ * in its own order: there each output must lie within u |f| + (2K + 4) 2^-24 abs (+ 2^-25
+ * for f16) of the float32 result f, abs = the float32 op run on the inputs' magnitudes (the
+ * sum of |terms|; with relu's mask dropped, which only makes it larger). */
 
 typedef struct pair {
     neat_tensor *h, *f; /* the half tensor and a float32 tensor of the same values */
+    neat_tensor *a;     /* a float32 tensor of their magnitudes */
+    float *v;           /* the values, written again before the replay */
+    int64_t n;
 } pair;
 
 static pair pair_make(neat_dtype dt, int nd, const int64_t *shape, double r, nt_rng *rng) {
     double *v = NULL;
-    pair p = {input(dt, nd, shape, r, rng, &v), NULL};
-    int64_t n = 1;
-    for (int i = 0; i < nd; i++) n *= shape[i];
-    float *f = malloc((size_t)(n ? n : 1) * sizeof *f);
-    for (int64_t i = 0; i < n; i++) f[i] = (float)v[i];
+    pair p = {input(dt, nd, shape, r, rng, &v), NULL, NULL, NULL, 1};
+    for (int i = 0; i < nd; i++) p.n *= shape[i];
+    p.v = malloc((size_t)(p.n ? p.n : 1) * sizeof *p.v);
+    float *mag = malloc((size_t)(p.n ? p.n : 1) * sizeof *mag);
+    for (int64_t i = 0; i < p.n; i++) p.v[i] = (float)v[i], mag[i] = fabsf(p.v[i]);
     CHECK_OK(neat_tensor_create(dev, nd, shape, &p.f), "create f32 twin");
-    CHECK_OK(neat_tensor_write(p.f, f, n), "write f32 twin");
-    free(f), free(v);
+    CHECK_OK(neat_tensor_write(p.f, p.v, p.n), "write f32 twin");
+    CHECK_OK(neat_tensor_create(dev, nd, shape, &p.a), "create magnitude twin");
+    CHECK_OK(neat_tensor_write(p.a, mag, p.n), "write magnitude twin");
+    free(mag), free(v);
     return p;
+}
+
+/* Every tensor of the three back to its first values (exact: they are the half's). */
+static void pair_reset(pair p) {
+    float *mag = malloc((size_t)(p.n ? p.n : 1) * sizeof *mag);
+    for (int64_t i = 0; i < p.n; i++) mag[i] = fabsf(p.v[i]);
+    CHECK_OK(neat_tensor_write(p.h, p.v, p.n), "rewrite half");
+    CHECK_OK(neat_tensor_write(p.f, p.v, p.n), "rewrite f32 twin");
+    CHECK_OK(neat_tensor_write(p.a, mag, p.n), "rewrite magnitude twin");
+    free(mag);
+}
+
+/* Native: p.h within the accumulation bound of p.f (terms: the longest sum). */
+static void pair_check_bound(pair p, neat_dtype dt, int64_t terms, const char *what) {
+    float *got = malloc((size_t)(p.n ? p.n : 1) * sizeof *got);
+    float *want = malloc((size_t)(p.n ? p.n : 1) * sizeof *want);
+    float *mag = malloc((size_t)(p.n ? p.n : 1) * sizeof *mag);
+    CHECK_OK(neat_tensor_read(p.h, got, p.n), what);
+    CHECK_OK(neat_tensor_read(p.f, want, p.n), what);
+    CHECK_OK(neat_tensor_read(p.a, mag, p.n), what);
+    int64_t bad = 0, first = -1;
+    for (int64_t i = 0; i < p.n; i++) {
+        double tol = unit(dt) * fabs((double)want[i]) + (dt == NEAT_F16 ? 0x1p-25 : 0) +
+                     (2.0 * (double)terms + 4) * 0x1p-24 * (double)mag[i];
+        if (!(fabs((double)got[i] - (double)want[i]) <= tol)) bad++, first = first < 0 ? i : first;
+    }
+    CHECK(bad == 0,
+          "%s (%s, native): %lld of %lld elements outside the bound of the float32 result "
+          "(first [%lld]: %.9g, want %.9g)",
+          what, neat_dtype_name(dt), (long long)bad, (long long)p.n, (long long)first,
+          first >= 0 ? got[first] : 0.0, first >= 0 ? want[first] : 0.0);
+    free(got), free(want), free(mag);
 }
 
 /* p.h must hold round(p.f): both read back as float32, the float32 values rounded through a
@@ -436,38 +554,56 @@ static void pair_check(pair p, neat_dtype dt, const char *what) {
 static void pair_free(pair p) {
     neat_tensor_destroy(p.h);
     neat_tensor_destroy(p.f);
+    neat_tensor_destroy(p.a);
+    free(p.v);
 }
 
-/* Records op on the half tensors and on their float32 twins (record(cb, half?)), runs
- * both, then checks each output pair. */
-typedef neat_status (*record_fn)(neat_cmdbuf *cb, pair *t, int half, const void *ctx);
+/* Records op on the half tensors, on their float32 twins and on the magnitudes
+ * (record(cb, t, which, ctx): which = HALF, F32, MAG), commits twice (the replay from the
+ * first values again) and checks each output pair after each: bit for bit, or within the
+ * bound of `terms` terms when `native` (the backend's own half kernels). */
+enum { F32 = 0, HALF = 1, MAG = 2 };
+typedef neat_status (*record_fn)(neat_cmdbuf *cb, pair *t, int which, const void *ctx);
 
-static void run_pairs(const char *what, neat_dtype dt, pair *t, int nt, int first_out,
-                      record_fn record, const void *ctx) {
+static void run_pairs(const char *name, neat_dtype dt, pair *t, int nt, int first_out,
+                      record_fn record, const void *ctx, int native, int64_t terms) {
+    char what[160];
+    snprintf(what, sizeof what, "%s %s", backend, name);
     neat_cmdbuf *cb;
     CHECK_OK(neat_cmdbuf_create(dev, &cb), what);
-    CHECK_OK(record(cb, t, 1, ctx), what);
-    CHECK_OK(record(cb, t, 0, ctx), what);
-    CHECK_OK(neat_cmdbuf_commit(cb), what);
-    CHECK_OK(neat_cmdbuf_wait(cb), what);
+    CHECK_OK(record(cb, t, HALF, ctx), what);
+    CHECK_OK(record(cb, t, F32, ctx), what);
+    if (native) CHECK_OK(record(cb, t, MAG, ctx), what);
+    for (int pass = 0; pass < 2; pass++) {
+        if (pass == 1) {
+            for (int i = first_out; i < nt; i++) pair_reset(t[i]);
+            snprintf(what, sizeof what, "%s %s (replay)", backend, name);
+        }
+        CHECK_OK(neat_cmdbuf_commit(cb), what);
+        CHECK_OK(neat_cmdbuf_wait(cb), what);
+        for (int i = first_out; i < nt; i++)
+            if (native)
+                pair_check_bound(t[i], dt, terms, what);
+            else
+                pair_check(t[i], dt, what);
+    }
     neat_cmdbuf_destroy(cb);
-    for (int i = first_out; i < nt; i++) pair_check(t[i], dt, what);
 }
 
-#define H(i) (half ? t[i].h : t[i].f)
+#define H(i) (which == HALF ? t[i].h : which == MAG ? t[i].a : t[i].f)
 
-static neat_status rec_act(neat_cmdbuf *cb, pair *t, int half, const void *ctx) {
+static neat_status rec_act(neat_cmdbuf *cb, pair *t, int which, const void *ctx) {
     neat_activation act = *(const neat_activation *)ctx; /* x for gelu, else y */
     int gelu = act == NEAT_ACT_GELU;
     return neat_activation_backward(cb, act, gelu ? H(0) : NULL, gelu ? NULL : H(0), H(1), H(2));
 }
 
-static neat_status rec_softmax(neat_cmdbuf *cb, pair *t, int half, const void *ctx) {
+static neat_status rec_softmax(neat_cmdbuf *cb, pair *t, int which, const void *ctx) {
     (void)ctx;
     return neat_softmax_backward(cb, H(0), H(1), H(2));
 }
 
-static neat_status rec_pool(neat_cmdbuf *cb, pair *t, int half, const void *ctx) {
+static neat_status rec_pool(neat_cmdbuf *cb, pair *t, int which, const void *ctx) {
     neat_pool2d_desc d = neat_pool2d_desc_make(2, 2, 2, 0);
     (void)ctx;
     return neat_maxpool2d_backward(cb, &d, H(0), H(1), H(2));
@@ -478,18 +614,25 @@ typedef struct layer_ctx {
     int accumulate;
 } layer_ctx;
 
-/* t: x, w, b, y, dy, dx, dw, db */
-static neat_status rec_linear(neat_cmdbuf *cb, pair *t, int half, const void *ctx) {
+/* t: x, w, b, y, dy, dx, dw, db. On the magnitudes without relu's mask (MAG is used for
+ * no activation and relu only). */
+static neat_status rec_linear(neat_cmdbuf *cb, pair *t, int which, const void *ctx) {
     const layer_ctx *c = ctx;
-    return neat_linear_backward(cb, c->act, H(0), H(1), H(2), H(3), H(4), H(5), H(6), H(7),
-                                c->accumulate);
+    return neat_linear_backward(cb, which == MAG ? NEAT_ACT_NONE : c->act, H(0), H(1), H(2), H(3),
+                                H(4), H(5), H(6), H(7), c->accumulate);
 }
 
-static neat_status rec_conv(neat_cmdbuf *cb, pair *t, int half, const void *ctx) {
+static neat_status rec_conv(neat_cmdbuf *cb, pair *t, int which, const void *ctx) {
     const layer_ctx *c = ctx;
     neat_conv2d_desc d = neat_conv2d_desc_make(3, 3, 1, 1);
-    return neat_conv2d_backward(cb, &d, c->act, H(0), H(1), H(2), H(3), H(4), H(5), H(6), H(7),
-                                c->accumulate);
+    return neat_conv2d_backward(cb, &d, which == MAG ? NEAT_ACT_NONE : c->act, H(0), H(1), H(2),
+                                H(3), H(4), H(5), H(6), H(7), c->accumulate);
+}
+
+/* Does this backend run the layer's backward on half tensors with its own kernels? (CUDA:
+ * without activation or with relu; src/backends/cuda/half.cu, cuda_native_half.) */
+static int native_layer(neat_activation act) {
+    return !strcmp(backend, "cuda") && (act == NEAT_ACT_NONE || act == NEAT_ACT_RELU);
 }
 #undef H
 
@@ -506,43 +649,55 @@ static void test_backward(uint64_t seed) {
             pair t[3] = {pair_make(dt, 2, s2, 2, &rng), pair_make(dt, 2, s2, 1, &rng),
                          pair_make(dt, 2, s2, 1, &rng)};
             snprintf(what, sizeof what, "activation backward %d", (int)acts[a]);
-            run_pairs(what, dt, t, 3, 2, rec_act, &acts[a]);
+            run_pairs(what, dt, t, 3, 2, rec_act, &acts[a], 0, 0);
             for (int i = 0; i < 3; i++) pair_free(t[i]);
         }
         {
             pair t[3] = {pair_make(dt, 2, s2, 1, &rng), pair_make(dt, 2, s2, 1, &rng),
                          pair_make(dt, 2, s2, 1, &rng)};
-            run_pairs("softmax backward", dt, t, 3, 2, rec_softmax, NULL);
+            run_pairs("softmax backward", dt, t, 3, 2, rec_softmax, NULL, 0, 0);
             for (int i = 0; i < 3; i++) pair_free(t[i]);
         }
         {
             int64_t xs[4] = {2, 3, 8, 8}, ys[4] = {2, 3, 4, 4};
             pair t[3] = {pair_make(dt, 4, xs, 1, &rng), pair_make(dt, 4, ys, 1, &rng),
                          pair_make(dt, 4, xs, 1, &rng)};
-            run_pairs("maxpool backward", dt, t, 3, 2, rec_pool, NULL);
+            run_pairs("maxpool backward", dt, t, 3, 2, rec_pool, NULL, 0, 0);
             for (int i = 0; i < 3; i++) pair_free(t[i]);
         }
-        for (int v = 0; v < 2; v++) { /* tanh, replacing; gelu (b read), accumulating */
-            layer_ctx c = {v ? NEAT_ACT_GELU : NEAT_ACT_TANH, v};
+        /* tanh, replacing; gelu (b read), accumulating; then the native cases on CUDA: none
+         * and relu, replacing and accumulating */
+        static const layer_ctx layers[] = {
+            {NEAT_ACT_TANH, 0}, {NEAT_ACT_GELU, 1}, {NEAT_ACT_NONE, 0},   {NEAT_ACT_NONE, 1},
+            {NEAT_ACT_RELU, 0}, {NEAT_ACT_RELU, 1}, {NEAT_ACT_SIGMOID, 1}};
+        for (int v = 0; v < 7; v++) {
+            layer_ctx c = layers[v];
             int64_t n = 9, in = 33, out = 17;
             int64_t xs[2] = {n, in}, ws[2] = {out, in}, bs[1] = {out}, ys[2] = {n, out};
             pair t[8] = {pair_make(dt, 2, xs, 1, &rng), pair_make(dt, 2, ws, 0.5, &rng),
                          pair_make(dt, 1, bs, 1, &rng), pair_make(dt, 2, ys, 1, &rng),
                          pair_make(dt, 2, ys, 1, &rng), pair_make(dt, 2, xs, 1, &rng),
                          pair_make(dt, 2, ws, 1, &rng), pair_make(dt, 1, bs, 1, &rng)};
-            snprintf(what, sizeof what, "linear backward act %d accumulate %d", (int)c.act, v);
-            run_pairs(what, dt, t, 8, 5, rec_linear, &c);
+            snprintf(what, sizeof what, "linear backward act %d accumulate %d", (int)c.act,
+                     c.accumulate);
+            run_pairs(what, dt, t, 8, 5, rec_linear, &c, native_layer(c.act),
+                      (n > out ? n : out) + 1); /* the longest sum, + the old value */
             for (int i = 0; i < 8; i++) pair_free(t[i]);
         }
-        for (int v = 0; v < 2; v++) {
-            layer_ctx c = {v ? NEAT_ACT_GELU : NEAT_ACT_RELU, v};
+        static const layer_ctx convs[] = {{NEAT_ACT_RELU, 0}, {NEAT_ACT_GELU, 1},
+                                          {NEAT_ACT_NONE, 0}, {NEAT_ACT_NONE, 1},
+                                          {NEAT_ACT_RELU, 1}, {NEAT_ACT_TANH, 0}};
+        for (int v = 0; v < 6; v++) {
+            layer_ctx c = convs[v];
             int64_t xs[4] = {2, 3, 6, 6}, ws[4] = {4, 3, 3, 3}, bs[1] = {4}, ys[4] = {2, 4, 6, 6};
             pair t[8] = {pair_make(dt, 4, xs, 1, &rng), pair_make(dt, 4, ws, 0.5, &rng),
                          pair_make(dt, 1, bs, 1, &rng), pair_make(dt, 4, ys, 1, &rng),
                          pair_make(dt, 4, ys, 1, &rng), pair_make(dt, 4, xs, 1, &rng),
                          pair_make(dt, 4, ws, 1, &rng), pair_make(dt, 1, bs, 1, &rng)};
-            snprintf(what, sizeof what, "conv2d backward act %d accumulate %d", (int)c.act, v);
-            run_pairs(what, dt, t, 8, 5, rec_conv, &c);
+            snprintf(what, sizeof what, "conv2d backward act %d accumulate %d", (int)c.act,
+                     c.accumulate);
+            /* the longest sum: dw's and db's over n p q = 72 terms, + the old value */
+            run_pairs(what, dt, t, 8, 5, rec_conv, &c, native_layer(c.act), 2 * 6 * 6 + 1);
             for (int i = 0; i < 8; i++) pair_free(t[i]);
         }
     }
@@ -612,13 +767,14 @@ static void test_errors(void) {
     CHECK_OK(neat_cast(cb, h, h), "cast in place");
     expect(neat_cast(cb, b, f3), NEAT_ERR_SHAPE_MISMATCH, "cast shapes", "neat_cast: y");
 
-    /* the CPU backend's op_check: UNSUPPORTED for what it does not run in half */
+    /* the backend's op_check: UNSUPPORTED for what it does not run in half (the losses) */
     neat_tensor *lb = NULL, *lh = NULL, *lossb = NULL;
     CHECK_OK(neat_tensor_create_typed(dev, NEAT_BF16, 1, &four, 1, &lb), "labels bf16");
     CHECK_OK(neat_tensor_create_typed(dev, NEAT_F16, 1, &four, 1, &lh), "labels f16");
     CHECK_OK(neat_tensor_create_typed(dev, NEAT_BF16, 1, &one_, 1, &lossb), "loss bf16");
-    expect(neat_softmax_cross_entropy(cb, b, lb, lossb), NEAT_ERR_UNSUPPORTED, "xent bf16",
-           "the cpu backend does not run this op on bf16 tensors");
+    char msg[96];
+    snprintf(msg, sizeof msg, "the %s backend does not run this op on bf16 tensors", backend);
+    expect(neat_softmax_cross_entropy(cb, b, lb, lossb), NEAT_ERR_UNSUPPORTED, "xent bf16", msg);
     expect(neat_softmax_cross_entropy_backward(cb, h, lb, h3), NEAT_ERR_DTYPE_MISMATCH,
            "xent backward f16 labels bf16", "f16, bf16, f16");
     expect(neat_softmax_cross_entropy_backward(cb, h, lh, h3), NEAT_ERR_UNSUPPORTED,
@@ -657,14 +813,16 @@ static void test_errors(void) {
 
 int main(void) {
     uint64_t seed = nt_seed_base("dtype", 0x14);
-    if (neat_device_create(NEAT_BACKEND_CPU, 0, &dev) != NEAT_OK) {
-        nt_skip("no CPU device: %s", neat_last_error());
-        return nt_finish("dtype");
+    neat_device *devs[NT_MAX_BACKENDS];
+    const char *names[NT_MAX_BACKENDS];
+    int ndev = nt_open_devices(devs, names);
+    for (int d = 0; d < ndev; d++) {
+        dev = devs[d], backend = names[d];
+        test_conversions();
+        for (size_t i = 0; i < sizeof ROWS / sizeof ROWS[0]; i++) run_row(&ROWS[i], (int)i, seed);
+        test_backward(seed);
+        test_errors();
     }
-    test_conversions();
-    for (size_t i = 0; i < sizeof ROWS / sizeof ROWS[0]; i++) run_row(&ROWS[i], (int)i, seed);
-    test_backward(seed);
-    test_errors();
-    neat_device_destroy(dev);
+    nt_close_devices(devs, ndev);
     return nt_finish("dtype");
 }

@@ -14,7 +14,6 @@
  * buffer's error record (an out-of-range label) when the buffer has ops that can set it.
  */
 #include "common.h"
-#include "../../core/dtype.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -255,7 +254,7 @@ static neat_status enqueue_ops(nm_device *dev, nm_cmdbuf *cb, int capturing) {
             }
             unguarded = 0;
         }
-        if (!st) st = dev->be->op[op->kind](dev, cb, op);
+        if (!st) st = cuda_run_op(dev, cb, op); /* half.cu: half tensors natively or not */
         if (st) /* named as a failure at run time is (nm_cmdbuf_fail), though commit returns it */
             return nm_error(st, "%s (op %lld of %lld in the command buffer): %s", op->fn,
                             (long long)i, (long long)cb->nops, neat_last_error());
@@ -585,11 +584,36 @@ static void cuda_cmdbuf_release(nm_device *dev, nm_cmdbuf *cb) {
 
 /* ---- element types ------------------------------------------------------------------------ */
 
-/* float32 only for now (issue 14): a bf16 or f16 tensor is refused when an op is recorded,
- * except by a fill with +0 (all bits zero in every type: neat_tensor_create_typed's zero). */
+/* The ops CUDA runs on bf16/f16 tensors: all but the losses (their labels are class
+ * indices, which half types hold exactly only up to 256 or 2048) and the float32-only ones
+ * (optimizers, host copies, collectives: refused at record time by the core). The same set
+ * as the CPU's (cpu/half.c); half.cu says which run natively and which on float32 copies. */
+static int runs_half(nm_op_kind kind) {
+    switch (kind) {
+    case NM_OP_CAST:
+    case NM_OP_ADD:
+    case NM_OP_MUL:
+    case NM_OP_SCALE:
+    case NM_OP_FILL:
+    case NM_OP_SUM:
+    case NM_OP_SOFTMAX:
+    case NM_OP_SOFTMAX_BACKWARD:
+    case NM_OP_ACTIVATION_FORWARD:
+    case NM_OP_ACTIVATION_BACKWARD:
+    case NM_OP_MAXPOOL2D:
+    case NM_OP_MAXPOOL2D_BACKWARD:
+    case NM_OP_MATMUL:
+    case NM_OP_LINEAR_FORWARD:
+    case NM_OP_LINEAR_BACKWARD:
+    case NM_OP_CONV2D_FORWARD:
+    case NM_OP_CONV2D_BACKWARD: return 1;
+    default: return 0;
+    }
+}
+
 static neat_status cuda_op_check(nm_device *dev, const nm_op *op) {
     (void)dev;
-    if (op->kind == NM_OP_FILL && nm_is_zero_bits(op->u.fill.value)) return NEAT_OK;
+    if (runs_half(op->kind)) return NEAT_OK;
     int n, nl;
     nm_tensor *const *ts = nm_op_tensors(op, &n);
     nm_tensor *const *list = nm_op_list(op, &nl);
@@ -597,20 +621,11 @@ static neat_status cuda_op_check(nm_device *dev, const nm_op *op) {
         const nm_tensor *t = i < n ? ts[i] : list[i - n];
         if (t && t->dtype != NEAT_F32)
             return nm_error(NEAT_ERR_UNSUPPORTED,
-                            "%s: the cuda backend does not run %s tensors yet (float32 only)",
+                            "%s: the cuda backend does not run this op on %s tensors (float32 "
+                            "only; neat_cast converts)",
                             op->fn, neat_dtype_name(t->dtype));
     }
-    if (op->kind == NM_OP_CAST)
-        return nm_error(NEAT_ERR_UNSUPPORTED, "%s: the cuda backend does not run neat_cast yet",
-                        op->fn);
     return NEAT_OK;
-}
-
-/* Never reached: cuda_op_check refuses every cast. */
-neat_status cuda_cast(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
-    (void)dev, (void)cb;
-    return nm_error(NEAT_ERR_UNSUPPORTED, "%s: the cuda backend does not run neat_cast yet",
-                    op->fn);
 }
 
 const nm_backend_ops nm_cuda_backend = {

@@ -15,7 +15,8 @@
  * Files: backend.c (table, device, memory, submit/wait, graphs), elementwise.cu (add,
  * scale, fill, activations, bias+activation), pool.cu, reduce.cu (sums), softmax.cu
  * (softmax, cross-entropy), optim.cu (SGD, AdamW), matmul.cu (cuBLASLt: matmul, linear),
- * conv.cu (cuDNN), comm.c (collectives: NCCL).
+ * conv.cu (cuDNN), half.cu (neat_cast, bf16/f16: native paths and the float32 fallback),
+ * comm.c (collectives: NCCL).
  */
 #ifndef NEATML_CUDA_COMMON_H
 #define NEATML_CUDA_COMMON_H
@@ -38,8 +39,11 @@ extern "C" {
 
 /* cuBLASLt workspace per device: 32 MiB, what cuBLAS itself reserves on Hopper. */
 #define CUDA_LT_WORKSPACE (32u << 20)
-/* Scratch buffers one op may hold (cuda_scratch slots). */
-#define CUDA_SLOTS 8
+/* Scratch buffers one op may hold (cuda_scratch slots): the op's own below
+ * CUDA_FALLBACK_SLOT, then one per tensor of the op for the float32 copies of half tensors
+ * (half.cu: cuda_run_op). */
+#define CUDA_FALLBACK_SLOT 8
+#define CUDA_SLOTS (CUDA_FALLBACK_SLOT + 8)
 /* Guards (conditional bodies, guard.cu) one captured buffer may nest. */
 #define CUDA_MAX_GUARDS 32
 /* Completed submissions' events kept for reuse. */
@@ -162,6 +166,36 @@ neat_status cuda_gemm(nm_device *dev, neat_math_mode math, int trans_a, int tran
                       int64_t m, int64_t n, int64_t k, float alpha, const float *a, const float *b,
                       float beta, float *c, cublasLtEpilogue_t epilogue, const float *bias,
                       const char *what);
+
+/* The same with a and b of type ab and c of type ct (ab f32 needs ct f32); a bias is of
+ * type ct (cuBLASLt's rule for 16-bit outputs). Half inputs run CUBLAS_COMPUTE_32F (exact
+ * products, float32 sums) whatever the math mode. */
+neat_status cuda_gemm_typed(nm_device *dev, neat_math_mode math, int trans_a, int trans_b,
+                            int64_t batch, int64_t m, int64_t n, int64_t k, float alpha,
+                            const void *a, const void *b, neat_dtype ab, float beta, void *c,
+                            neat_dtype ct, cublasLtEpilogue_t epilogue, const void *bias,
+                            const char *what);
+
+/* half.cu: which ops take half tensors natively; cuda_run_op runs any op (the others on
+ * float32 copies of their half tensors). */
+int cuda_native_half(const nm_op *op);
+neat_status cuda_run_op(nm_device *dev, nm_cmdbuf *cb, const nm_op *op);
+/* y[i] = value rounded to dt, i < n. */
+neat_status cuda_fill_typed(nm_device *dev, neat_dtype dt, void *y, int64_t n, float value,
+                            const char *what);
+/* y[i] = act(z[i] + beta y[i] + b[(i / inner) % channels]) rounded once to yt; z (float32)
+ * and b (of type bt) may be NULL; y is not read when beta is 0. */
+neat_status cuda_half_epilogue(nm_device *dev, neat_dtype yt, void *y, const float *z, float beta,
+                               neat_dtype bt, const void *b, int64_t n, int64_t inner,
+                               int64_t channels, neat_activation act, const char *what);
+/* dz = y > 0 ? dy : 0 (relu's gradient; exact in every type). */
+neat_status cuda_half_relu_grad(nm_device *dev, neat_dtype dt, const void *y, const void *dy,
+                                void *dz, int64_t n, const char *what);
+/* db[c] = sum_o sum_i z[o, c, i] (+ db[c] when accumulate), z seen as [outer, channels,
+ * inner] of type dt; float32 sums, one rounding; deterministic. */
+neat_status cuda_half_channel_sum(nm_device *dev, neat_dtype dt, const void *z, int64_t outer,
+                                  int64_t channels, int64_t inner, int accumulate, void *db,
+                                  const char *what);
 
 /* copy.c: staging of the recorded host copies (cmdbuf_state allocates, release frees);
  * stage copies src in at commit; finish copies staged results out at completion. */

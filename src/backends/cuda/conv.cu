@@ -16,6 +16,15 @@
  *           dx = conv_bwd_data(w, dz), dw = conv_bwd_filter(x, dz) with beta = accumulate,
  *           db[k] = sum over n, p, q of dz (reduce.cu: over p, q then over n; deterministic).
  * Scratch slots: 0 dz, 1 workspace, 2 the [N, K] sums, 3-4 and 5-6 the two reductions.
+ *
+ * bf16/f16 (the plan's key holds the dtype): the descriptors in CUDNN_DATA_BFLOAT16/HALF
+ * with a CUDNN_DATA_FLOAT convolution (exact products, float32 sums, one rounding), any
+ * math type cuDNN ranks (tensor cores). cuDNN writes a half y from half inputs only and
+ * rounds before any bias: so natively only y = conv(x, w) (relu after the rounding is the
+ * same) and the backward with dz exact in half (no activation, relu); half.cu runs the
+ * other cases on float32 copies. Follow-up: the library's NCHW costs tensor-core speed
+ * (PyTorch is 1.8x faster channels-last in bf16 on the benchmark conv); a backend-internal
+ * NHWC copy of activations and filters kept between layers would recover it.
  */
 #include "common.cuh"
 #include "../lru.h"
@@ -38,6 +47,7 @@ typedef struct conv_algo {
 typedef struct conv_plan {
     nm_conv_geom g;
     int math;
+    int dtype; /* neat_dtype of every tensor */
     cudnnTensorDescriptor_t xd, yd;
     cudnnFilterDescriptor_t wd;
     cudnnConvolutionDescriptor_t cd;
@@ -55,7 +65,7 @@ typedef struct conv_plan {
  * answer the same algorithm and workspace size as before, so the slot already fits. */
 typedef struct conv_key {
     nm_conv_geom g;
-    int64_t math;
+    int64_t math, dtype;
 } conv_key;
 
 struct cuda_conv_cache {
@@ -91,7 +101,7 @@ extern "C" void cuda_conv_cache_free(cuda_device *d) {
     } while (0)
 
 static neat_status plan_get(cuda_device *d, const nm_conv_geom *g, neat_math_mode math,
-                            conv_plan **out, const char *what) {
+                            neat_dtype dtype, conv_plan **out, const char *what) {
     if (!d->conv) {
         d->conv = (struct cuda_conv_cache *)calloc(1, sizeof *d->conv);
         if (!d->conv) return nm_error(NEAT_ERR_OUT_OF_MEMORY, "%s: out of host memory", what);
@@ -102,6 +112,7 @@ static neat_status plan_get(cuda_device *d, const nm_conv_geom *g, neat_math_mod
     memset(&key, 0, sizeof key); /* hashed and memcmp'd as bytes */
     key.g = *g;
     key.math = (int64_t)math;
+    key.dtype = (int64_t)dtype;
     conv_plan *hit = (conv_plan *)nm_lru_get(&c->lru, &key, sizeof key);
     if (hit) {
         *out = hit;
@@ -117,15 +128,21 @@ static neat_status plan_get(cuda_device *d, const nm_conv_geom *g, neat_math_mod
     if (!p) return nm_error(NEAT_ERR_OUT_OF_MEMORY, "%s: out of host memory", what);
     p->g = *g;
     p->math = (int)math;
+    p->dtype = (int)dtype;
+    /* Half tensors with float32 compute (cuDNN's PSEUDO_HALF / PSEUDO_BFLOAT16 configs):
+     * exact products, float32 sums, one rounding of the output. */
+    cudnnDataType_t dt = dtype == NEAT_BF16  ? CUDNN_DATA_BFLOAT16
+                         : dtype == NEAT_F16 ? CUDNN_DATA_HALF
+                                             : CUDNN_DATA_FLOAT;
     DNN_TRY(cudnnCreateTensorDescriptor(&p->xd));
     DNN_TRY(cudnnCreateTensorDescriptor(&p->yd));
     DNN_TRY(cudnnCreateFilterDescriptor(&p->wd));
     DNN_TRY(cudnnCreateConvolutionDescriptor(&p->cd));
-    DNN_TRY(cudnnSetTensor4dDescriptor(p->xd, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, (int)g->n,
-                                       (int)g->c, (int)g->h, (int)g->w));
-    DNN_TRY(cudnnSetTensor4dDescriptor(p->yd, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, (int)g->n,
-                                       (int)g->k, (int)g->p, (int)g->q));
-    DNN_TRY(cudnnSetFilter4dDescriptor(p->wd, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW, (int)g->k,
+    DNN_TRY(cudnnSetTensor4dDescriptor(p->xd, CUDNN_TENSOR_NCHW, dt, (int)g->n, (int)g->c,
+                                       (int)g->h, (int)g->w));
+    DNN_TRY(cudnnSetTensor4dDescriptor(p->yd, CUDNN_TENSOR_NCHW, dt, (int)g->n, (int)g->k,
+                                       (int)g->p, (int)g->q));
+    DNN_TRY(cudnnSetFilter4dDescriptor(p->wd, dt, CUDNN_TENSOR_NCHW, (int)g->k,
                                        (int)(g->c / g->groups), (int)g->kh, (int)g->kw));
     DNN_TRY(cudnnSetConvolution2dDescriptor(p->cd, (int)g->ph, (int)g->pw, (int)g->sh, (int)g->sw,
                                             (int)g->dh, (int)g->dw, CUDNN_CROSS_CORRELATION,
@@ -203,12 +220,15 @@ static neat_status algo_get(cuda_device *d, conv_plan *p, int which, const conv_
     }
     neat_status st = cudnn_check(s, what, "cudnnGetConvolution*Algorithm_v7");
     if (st) return st;
-    /* Pass 0 wants deterministic (det == 2), pass 1 takes any that runs (det >= 1). */
+    /* Pass 0 wants deterministic (det == 2), pass 1 takes any that runs (det >= 1). Half
+     * tensors take cuDNN's math type (tensor cores: exact 16-bit products, float32 sums,
+     * no TF32 question); float32 in strict mode FMA only. */
+    int strict = p->math == NEAT_MATH_STRICT && p->dtype == NEAT_F32;
     for (int pass = 0; pass < 2; pass++)
         for (int i = 0; i < n; i++) {
             if (det[i] < 2 - pass) continue;
-            cudnnMathType_t m = p->math == NEAT_MATH_STRICT ? CUDNN_FMA_MATH : maths[i];
-            if (p->math == NEAT_MATH_STRICT && maths[i] == CUDNN_TENSOR_OP_MATH) continue;
+            cudnnMathType_t m = strict ? CUDNN_FMA_MATH : maths[i];
+            if (strict && maths[i] == CUDNN_TENSOR_OP_MATH) continue;
             if (cudnnSetConvolutionMathType(p->cd, m) != CUDNN_STATUS_SUCCESS) continue;
             size_t ws = 0;
             if (ws_size(d->dnn, p, which, algos[i], &ws) != CUDNN_STATUS_SUCCESS ||
@@ -224,16 +244,16 @@ static neat_status algo_get(cuda_device *d, conv_plan *p, int which, const conv_
     static const char *names[] = {"forward", "backward-data", "backward-filter"};
     return nm_error(NEAT_ERR_BACKEND_ERROR,
                     "%s: cuDNN offers no %s algorithm for this convolution%s", what, names[which],
-                    p->math == NEAT_MATH_STRICT ? " in strict float32 (FMA) math" : "");
+                    strict ? " in strict float32 (FMA) math" : "");
 }
 
 /* Plan, algorithm and workspace (scratch slot 1, sized for the largest algorithm the op
  * uses: asked with the same size at every submission). */
 static neat_status prepare(nm_device *dev, nm_cmdbuf *cb, const nm_conv_geom *g,
-                           neat_math_mode math, const int *which, int nwhich, conv_plan **plan,
-                           const conv_algo **algos, void **ws, const char *what) {
+                           neat_math_mode math, neat_dtype dtype, const int *which, int nwhich,
+                           conv_plan **plan, const conv_algo **algos, void **ws, const char *what) {
     cuda_device *d = cuda_dev(dev);
-    neat_status st = plan_get(d, g, math, plan, what);
+    neat_status st = plan_get(d, g, math, dtype, plan, what);
     size_t need = 0;
     for (int i = 0; !st && i < nwhich; i++) {
         st = algo_get(d, *plan, which[i], &algos[i], what);
@@ -245,7 +265,7 @@ static neat_status prepare(nm_device *dev, nm_cmdbuf *cb, const nm_conv_geom *g,
 }
 
 static neat_status run_forward(cuda_device *d, conv_plan *p, const conv_algo *a, void *ws,
-                               const float *x, const float *w, float *y, const char *what) {
+                               const void *x, const void *w, void *y, const char *what) {
     const float one = 1.0f, zero = 0.0f;
     neat_status st = cudnn_check(cudnnSetConvolutionMathType(p->cd, a->math), what,
                                  "cudnnSetConvolutionMathType");
@@ -256,11 +276,100 @@ static neat_status run_forward(cuda_device *d, conv_plan *p, const conv_algo *a,
                        what, "cudnnConvolutionForward");
 }
 
+/* Half tensors (cuda_native_half: a half y, no bias, no activation or relu, since
+ * relu(round(z)) = round(relu(z))): y = conv(x, w) by cuDNN, rounded once. */
+static neat_status conv2d_forward_half(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
+    static const char what[] = "neat_conv2d_forward";
+    const auto &u = op->u.conv2d_forward;
+    neat_dtype dt = u.y->dtype;
+    int64_t ny = u.y->numel;
+    if (ny == 0) return NEAT_OK;
+    if (u.x->numel == 0 || u.w->numel == 0)
+        return cuda_fill_typed(dev, dt, u.y->data, ny, 0.0f, what);
+    static const int which[] = {CONV_FWD};
+    conv_plan *p;
+    const conv_algo *a[1];
+    void *ws;
+    neat_status st = prepare(dev, cb, &u.g, op->math, dt, which, 1, &p, a, &ws, what);
+    if (!st) st = run_forward(cuda_dev(dev), p, a[0], ws, u.x->data, u.w->data, u.y->data, what);
+    if (st || u.act == NEAT_ACT_NONE) return st;
+    return cuda_half_epilogue(dev, dt, u.y->data, NULL, 1.0f, dt, NULL, ny, 1, 1, u.act, what);
+}
+
+/* Half tensors with no activation or relu (cuda_native_half): dz = dy or relu's mask of it
+ * (exact in half, scratch slot 0), dx and dw by cuDNN with beta = accumulate (the old
+ * gradient added in float32 before the one rounding), db by half.cu's channel sums. */
+static neat_status conv2d_backward_half(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
+    static const char what[] = "neat_conv2d_backward";
+    const auto &u = op->u.conv2d_backward;
+    const nm_conv_geom &g = u.g;
+    cuda_device *d = cuda_dev(dev);
+    neat_dtype dt = u.dy->dtype;
+    const float one = 1.0f, beta = u.accumulate ? 1.0f : 0.0f;
+    int64_t ny = u.dy->numel;
+    neat_status st = NEAT_OK;
+    if (ny == 0) { /* nothing flows back: the gradients are zero */
+        if (u.accumulate) return NEAT_OK;
+        if (u.dx) st = cuda_fill_typed(dev, dt, u.dx->data, u.dx->numel, 0.0f, what);
+        if (!st && u.dw) st = cuda_fill_typed(dev, dt, u.dw->data, u.dw->numel, 0.0f, what);
+        if (!st && u.db) st = cuda_fill_typed(dev, dt, u.db->data, u.db->numel, 0.0f, what);
+        return st;
+    }
+    int which[2], nwhich = 0;
+    if (u.dx) which[nwhich++] = CONV_BWD_DATA;
+    if (u.dw) which[nwhich++] = CONV_BWD_FILTER;
+    conv_plan *p = NULL;
+    const conv_algo *a[2] = {NULL, NULL};
+    void *ws = NULL;
+    if (u.x->numel > 0 && u.w->numel > 0) { /* else C = 0: dx and dw are empty */
+        st = prepare(dev, cb, &g, op->math, dt, which, nwhich, &p, a, &ws, what);
+        if (st) return st;
+    }
+    const void *dz = u.dy->data;
+    if (u.act == NEAT_ACT_RELU) {
+        void *z;
+        st = cuda_scratch(cb, 0, (size_t)ny * neat_dtype_size(dt), &z);
+        if (!st) st = cuda_half_relu_grad(dev, dt, u.y->data, u.dy->data, z, ny, what);
+        if (st) return st;
+        dz = z;
+    }
+    int ai = 0;
+    if (p && u.dx) {
+        const conv_algo *al = a[ai++];
+        st = cudnn_check(cudnnSetConvolutionMathType(p->cd, al->math), what,
+                         "cudnnSetConvolutionMathType");
+        if (!st)
+            st = cudnn_check(cudnnConvolutionBackwardData(d->dnn, &one, p->wd, u.w->data, p->yd, dz,
+                                                          p->cd,
+                                                          (cudnnConvolutionBwdDataAlgo_t)al->algo,
+                                                          ws, al->ws, &beta, p->xd, u.dx->data),
+                             what, "cudnnConvolutionBackwardData");
+        if (st) return st;
+    }
+    if (p && u.dw) {
+        const conv_algo *al = a[ai++];
+        st = cudnn_check(cudnnSetConvolutionMathType(p->cd, al->math), what,
+                         "cudnnSetConvolutionMathType");
+        if (!st)
+            st = cudnn_check(
+                cudnnConvolutionBackwardFilter(d->dnn, &one, p->xd, u.x->data, p->yd, dz, p->cd,
+                                               (cudnnConvolutionBwdFilterAlgo_t)al->algo, ws,
+                                               al->ws, &beta, p->wd, u.dw->data),
+                what, "cudnnConvolutionBackwardFilter");
+        if (st) return st;
+    }
+    if (u.db) /* db[k] = sum over n, p, q of dz[n, k, p, q] */
+        st =
+            cuda_half_channel_sum(dev, dt, dz, g.n, g.k, g.p * g.q, u.accumulate, u.db->data, what);
+    return st;
+}
+
 extern "C" {
 
 neat_status cuda_conv2d_forward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
     static const char what[] = "neat_conv2d_forward";
     const auto &u = op->u.conv2d_forward;
+    if (u.x->dtype != NEAT_F32) return conv2d_forward_half(dev, cb, op);
     const nm_conv_geom &g = u.g;
     int64_t ny = u.y->numel;
     if (ny == 0) return NEAT_OK;
@@ -273,7 +382,7 @@ neat_status cuda_conv2d_forward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) 
         conv_plan *p;
         const conv_algo *a[1];
         void *ws;
-        st = prepare(dev, cb, &g, op->math, which, 1, &p, a, &ws, what);
+        st = prepare(dev, cb, &g, op->math, NEAT_F32, which, 1, &p, a, &ws, what);
         if (!st)
             st = run_forward(cuda_dev(dev), p, a[0], ws, u.x->data, u.w->data, u.y->data, what);
     }
@@ -284,6 +393,7 @@ neat_status cuda_conv2d_forward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) 
 neat_status cuda_conv2d_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
     static const char what[] = "neat_conv2d_backward";
     const auto &u = op->u.conv2d_backward;
+    if (u.dy->dtype != NEAT_F32) return conv2d_backward_half(dev, cb, op);
     const nm_conv_geom &g = u.g;
     cuda_device *d = cuda_dev(dev);
     const float one = 1.0f, beta = u.accumulate ? 1.0f : 0.0f;
@@ -304,7 +414,7 @@ neat_status cuda_conv2d_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op)
     const conv_algo *a[3] = {NULL, NULL, NULL};
     void *ws = NULL;
     if (u.x->numel > 0 && u.w->numel > 0) { /* else C = 0: dx and dw are empty */
-        st = prepare(dev, cb, &g, op->math, which, nwhich, &p, a, &ws, what);
+        st = prepare(dev, cb, &g, op->math, NEAT_F32, which, nwhich, &p, a, &ws, what);
         if (st) return st;
     }
     const float *dz = u.dy->data;

@@ -21,6 +21,13 @@
  * linear backward: dz = dy act'(y) (gelu: act'(z) with z = x w^T + b recomputed into
  * scratch), dx = dz w, dw = dz^T x (beta = accumulate), db = column sums of dz (reduce.cu,
  * deterministic).
+ *
+ * bf16/f16 (cuda_gemm_typed; cuda_native_half in half.cu): A and B CUDA_R_16BF/16F, C and
+ * D of the output's type (half or float32), compute CUBLAS_COMPUTE_32F whatever the math
+ * mode (16-bit products are exact), alpha/beta float; a bias epilogue takes a bias of D's
+ * type (cuBLASLt's rule), so only a half output uses one. The key holds both types. A half
+ * batch whose matrices start at offsets that are not multiples of 256 bytes asks cuBLASLt
+ * for algorithms of that smaller alignment (odd sizes: CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_*).
  */
 #include "common.cuh"
 #include "../lru.h"
@@ -32,6 +39,8 @@ typedef struct mm_key {
     int trans_a, trans_b; /* cuBLASLt's (ours swapped) */
     int64_t batch, m, n, k;
     int epilogue, math;
+    int ab, c;     /* neat_dtype of the inputs, of the output */
+    int64_t align; /* bytes every batch's matrices are aligned to (half batches) */
 } mm_key;
 
 typedef struct mm_entry {
@@ -70,11 +79,14 @@ extern "C" void cuda_matmul_cache_free(cuda_device *d) {
     d->mm = NULL;
 }
 
+static cudaDataType_t lt_type(int dt) {
+    return dt == NEAT_BF16 ? CUDA_R_16BF : dt == NEAT_F16 ? CUDA_R_16F : CUDA_R_32F;
+}
+
 /* A column-major rows x cols layout with leading dimension rows, batched. */
-static cublasStatus_t make_layout(cublasLtMatrixLayout_t *l, int64_t rows, int64_t cols,
-                                  int64_t batch) {
-    cublasStatus_t s =
-        cublasLtMatrixLayoutCreate(l, CUDA_R_32F, (uint64_t)rows, (uint64_t)cols, rows);
+static cublasStatus_t make_layout(cublasLtMatrixLayout_t *l, cudaDataType_t type, int64_t rows,
+                                  int64_t cols, int64_t batch) {
+    cublasStatus_t s = cublasLtMatrixLayoutCreate(l, type, (uint64_t)rows, (uint64_t)cols, rows);
     if (s != CUBLAS_STATUS_SUCCESS || batch == 1) return s;
     int32_t count = (int32_t)batch;
     int64_t stride = rows * cols;
@@ -115,21 +127,36 @@ static neat_status mm_lookup(cuda_device *d, const mm_key *key, mm_entry **out, 
     cublasLtMatmulHeuristicResult_t result;
     int found = 0;
     memset(&result, 0, sizeof result);
-    LT_TRY(cublasLtMatmulDescCreate(
-        &e.desc, key->math == NEAT_MATH_TF32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F,
-        CUDA_R_32F));
+    /* 16-bit inputs: CUBLAS_COMPUTE_32F multiplies them exactly and sums in float32 on the
+     * tensor cores; there is no TF32 question (the math mode matters for float32 only). */
+    LT_TRY(cublasLtMatmulDescCreate(&e.desc,
+                                    key->math == NEAT_MATH_TF32 && key->ab == NEAT_F32
+                                        ? CUBLAS_COMPUTE_32F_FAST_TF32
+                                        : CUBLAS_COMPUTE_32F,
+                                    CUDA_R_32F));
     LT_TRY(cublasLtMatmulDescSetAttribute(e.desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
     LT_TRY(cublasLtMatmulDescSetAttribute(e.desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
     LT_TRY(cublasLtMatmulDescSetAttribute(e.desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi));
     /* A is m x k after op: stored k x m when transposed. */
-    LT_TRY(make_layout(&e.la, key->trans_a ? key->k : key->m, key->trans_a ? key->m : key->k,
-                       key->batch));
-    LT_TRY(make_layout(&e.lb, key->trans_b ? key->n : key->k, key->trans_b ? key->k : key->n,
-                       key->batch));
-    LT_TRY(make_layout(&e.lc, key->m, key->n, key->batch));
+    LT_TRY(make_layout(&e.la, lt_type(key->ab), key->trans_a ? key->k : key->m,
+                       key->trans_a ? key->m : key->k, key->batch));
+    LT_TRY(make_layout(&e.lb, lt_type(key->ab), key->trans_b ? key->n : key->k,
+                       key->trans_b ? key->k : key->n, key->batch));
+    LT_TRY(make_layout(&e.lc, lt_type(key->c), key->m, key->n, key->batch));
     LT_TRY(cublasLtMatmulPreferenceCreate(&pref));
     LT_TRY(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws,
                                                 sizeof ws));
+    if (key->align) { /* batches at odd offsets: only algorithms that need no more */
+        uint32_t al = (uint32_t)key->align;
+        LT_TRY(cublasLtMatmulPreferenceSetAttribute(
+            pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al, sizeof al));
+        LT_TRY(cublasLtMatmulPreferenceSetAttribute(
+            pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al, sizeof al));
+        LT_TRY(cublasLtMatmulPreferenceSetAttribute(
+            pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al, sizeof al));
+        LT_TRY(cublasLtMatmulPreferenceSetAttribute(
+            pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al, sizeof al));
+    }
     LT_TRY(cublasLtMatmulAlgoGetHeuristic(d->lt, e.desc, e.la, e.lb, e.lc, e.lc, pref, 1, &result,
                                           &found));
     cublasLtMatmulPreferenceDestroy(pref);
@@ -166,19 +193,38 @@ static neat_activation epilogue_act(cublasLtEpilogue_t e) {
     return NEAT_ACT_NONE;
 }
 
-extern "C" neat_status cuda_gemm(nm_device *dev, neat_math_mode math, int trans_a, int trans_b,
-                                 int64_t batch, int64_t m, int64_t n, int64_t k, float alpha,
-                                 const float *a, const float *b, float beta, float *c,
-                                 cublasLtEpilogue_t epilogue, const float *bias, const char *what) {
+/* The largest power of two (<= 256) that divides every batch's offset in bytes of a, b and
+ * c: each pointer is a pool block's start (256-byte aligned, common.cuh), and batch i of
+ * a matrix starts i * rows * cols elements further. 0 when batch is 1 (the default, 256). */
+static int64_t batch_align(int64_t batch, int64_t m, int64_t n, int64_t k, size_t ab, size_t ct) {
+    if (batch == 1) return 0;
+    int64_t al = 256;
+    const int64_t bytes[] = {m * k * (int64_t)ab, k * n * (int64_t)ab, m * n * (int64_t)ct};
+    for (int i = 0; i < 3; i++)
+        while (al > 1 && bytes[i] % al) al >>= 1;
+    return al == 256 ? 0 : al;
+}
+
+extern "C" neat_status cuda_gemm_typed(nm_device *dev, neat_math_mode math, int trans_a,
+                                       int trans_b, int64_t batch, int64_t m, int64_t n, int64_t k,
+                                       float alpha, const void *a, const void *b, neat_dtype ab,
+                                       float beta, void *c, neat_dtype ct,
+                                       cublasLtEpilogue_t epilogue, const void *bias,
+                                       const char *what) {
     if (batch == 0 || m == 0 || n == 0) return NEAT_OK;
     cuda_device *d = cuda_dev(dev);
+    if (k == 0 && (ab != NEAT_F32 || ct != NEAT_F32)) /* c = act(beta c + bias), one rounding */
+        return cuda_half_epilogue(dev, ct, c, NULL, beta, ct, bias, batch * m * n, 1, n,
+                                  epilogue_act(epilogue), what);
     if (k == 0) { /* op(a) op(b) is zero: c = beta c, then the epilogue */
         int64_t total = batch * m * n;
-        neat_status st = beta == 0.0f   ? cuda_fill_f32(dev, c, total, 0.0f, what)
-                         : beta != 1.0f ? cuda_scale_f32(dev, c, beta, c, total, what)
+        float *c32 = (float *)c;
+        neat_status st = beta == 0.0f   ? cuda_fill_f32(dev, c32, total, 0.0f, what)
+                         : beta != 1.0f ? cuda_scale_f32(dev, c32, beta, c32, total, what)
                                         : NEAT_OK;
         if (st) return st;
-        return cuda_bias_act(dev, c, bias, total, 1, n, epilogue_act(epilogue), what);
+        return cuda_bias_act(dev, c32, (const float *)bias, total, 1, n, epilogue_act(epilogue),
+                             what);
     }
     if (batch > INT32_MAX)
         return nm_error(NEAT_ERR_UNSUPPORTED, "%s: batch %lld is too large for cuBLASLt", what,
@@ -193,6 +239,10 @@ extern "C" neat_status cuda_gemm(nm_device *dev, neat_math_mode math, int trans_
     key.k = k;
     key.epilogue = (int)epilogue;
     key.math = (int)math;
+    key.ab = (int)ab;
+    key.c = (int)ct;
+    if (ab != NEAT_F32 || ct != NEAT_F32)
+        key.align = batch_align(batch, m, n, k, neat_dtype_size(ab), neat_dtype_size(ct));
     mm_entry *e;
     neat_status st = mm_lookup(d, &key, &e, what);
     if (st) return st;
@@ -207,13 +257,21 @@ extern "C" neat_status cuda_gemm(nm_device *dev, neat_math_mode math, int trans_
                         what, "cublasLtMatmul");
 }
 
+extern "C" neat_status cuda_gemm(nm_device *dev, neat_math_mode math, int trans_a, int trans_b,
+                                 int64_t batch, int64_t m, int64_t n, int64_t k, float alpha,
+                                 const float *a, const float *b, float beta, float *c,
+                                 cublasLtEpilogue_t epilogue, const float *bias, const char *what) {
+    return cuda_gemm_typed(dev, math, trans_a, trans_b, batch, m, n, k, alpha, a, b, NEAT_F32, beta,
+                           c, NEAT_F32, epilogue, bias, what);
+}
+
 extern "C" {
 
 neat_status cuda_matmul(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
     const auto &u = op->u.matmul;
-    return cuda_gemm(dev, op->math, u.trans_a, u.trans_b, u.batch, u.m, u.n, u.k, u.alpha,
-                     u.a->data, u.b->data, u.beta, u.c->data, CUBLASLT_EPILOGUE_DEFAULT, NULL,
-                     op->fn);
+    return cuda_gemm_typed(dev, op->math, u.trans_a, u.trans_b, u.batch, u.m, u.n, u.k, u.alpha,
+                           u.a->data, u.b->data, u.a->dtype, u.beta, u.c->data, u.c->dtype,
+                           CUBLASLT_EPILOGUE_DEFAULT, NULL, op->fn);
 }
 
 /* Does the epilogue of linear_epilogue apply act itself? Sigmoid and tanh never; GELU only
@@ -239,9 +297,72 @@ static neat_status linear_gemm(nm_device *dev, neat_math_mode math, int64_t n, i
     return cuda_gemm(dev, math, 0, 1, 1, n, out, in, 1.0f, x, w, 0.0f, y, epi, b, what);
 }
 
+/* Half tensors (cuda_native_half): y = act(x w^T + b) rounded once. A half y with no
+ * activation or relu takes the cuBLASLt epilogue (bias of y's type, added in float32
+ * before the one rounding); every other case (sigmoid, tanh, gelu, or a float32 y) runs the
+ * GEMM into float32 (y itself, or scratch slot 0) and half.cu's epilogue kernel adds the
+ * bias (of the inputs' type) and applies act while it rounds. */
+static neat_status linear_forward_half(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
+    static const char what[] = "neat_linear_forward";
+    const auto &u = op->u.linear_forward;
+    neat_dtype xt = u.x->dtype, yt = u.y->dtype;
+    const void *b = u.b ? u.b->data : NULL;
+    if (yt != NEAT_F32 && (u.act == NEAT_ACT_NONE || u.act == NEAT_ACT_RELU)) {
+        cublasLtEpilogue_t epi = u.act == NEAT_ACT_RELU
+                                     ? (b ? CUBLASLT_EPILOGUE_RELU_BIAS : CUBLASLT_EPILOGUE_RELU)
+                                     : (b ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT);
+        return cuda_gemm_typed(dev, op->math, 0, 1, 1, u.n, u.out, u.in, 1.0f, u.x->data, u.w->data,
+                               xt, 0.0f, u.y->data, yt, epi, b, what);
+    }
+    int64_t ny = u.n * u.out;
+    float *z = (float *)u.y->data;
+    if (yt != NEAT_F32 && ny > 0) {
+        void *buf;
+        neat_status st = cuda_scratch(cb, 0, (size_t)ny * sizeof(float), &buf);
+        if (st) return st;
+        z = (float *)buf;
+    }
+    neat_status st =
+        cuda_gemm_typed(dev, op->math, 0, 1, 1, u.n, u.out, u.in, 1.0f, u.x->data, u.w->data, xt,
+                        0.0f, z, NEAT_F32, CUBLASLT_EPILOGUE_DEFAULT, NULL, what);
+    if (st || (yt == NEAT_F32 && !b && u.act == NEAT_ACT_NONE)) return st;
+    return cuda_half_epilogue(dev, yt, u.y->data, z, 0.0f, xt, b, ny, 1, u.out, u.act, what);
+}
+
+/* Half tensors with no activation or relu (cuda_native_half): dz = dy or relu's mask of it
+ * (exact in half, scratch slot 0), dx and dw by half GEMMs whose C is the gradient itself
+ * (beta = accumulate: cuBLASLt adds the old value in float32 and rounds once), db by
+ * half.cu's channel sums. */
+static neat_status linear_backward_half(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
+    static const char what[] = "neat_linear_backward";
+    const auto &u = op->u.linear_backward;
+    neat_dtype dt = u.dy->dtype;
+    float beta = u.accumulate ? 1.0f : 0.0f;
+    int64_t nz = u.n * u.out;
+    const void *dz = u.dy->data;
+    neat_status st = NEAT_OK;
+    if (u.act == NEAT_ACT_RELU && nz > 0) {
+        void *z;
+        st = cuda_scratch(cb, 0, (size_t)nz * neat_dtype_size(dt), &z);
+        if (!st) st = cuda_half_relu_grad(dev, dt, u.y->data, u.dy->data, z, nz, what);
+        if (st) return st;
+        dz = z;
+    }
+    if (u.dx)
+        st = cuda_gemm_typed(dev, op->math, 0, 0, 1, u.n, u.in, u.out, 1.0f, dz, u.w->data, dt,
+                             beta, u.dx->data, dt, CUBLASLT_EPILOGUE_DEFAULT, NULL, what);
+    if (!st && u.dw)
+        st = cuda_gemm_typed(dev, op->math, 1, 0, 1, u.out, u.in, u.n, 1.0f, dz, u.x->data, dt,
+                             beta, u.dw->data, dt, CUBLASLT_EPILOGUE_DEFAULT, NULL, what);
+    if (!st && u.db)
+        st = cuda_half_channel_sum(dev, dt, dz, u.n, u.out, 1, u.accumulate, u.db->data, what);
+    return st;
+}
+
 neat_status cuda_linear_forward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
     static const char what[] = "neat_linear_forward";
     const auto &u = op->u.linear_forward;
+    if (u.x->dtype != NEAT_F32) return linear_forward_half(dev, cb, op);
     const float *b = u.b ? u.b->data : NULL;
     neat_status st = linear_gemm(dev, op->math, u.n, u.in, u.out, u.x->data, u.w->data, b,
                                  linear_epilogue(u.act, op->math, b != NULL), u.y->data, what);
@@ -252,6 +373,7 @@ neat_status cuda_linear_forward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) 
 neat_status cuda_linear_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
     static const char what[] = "neat_linear_backward";
     const auto &u = op->u.linear_backward;
+    if (u.dy->dtype != NEAT_F32) return linear_backward_half(dev, cb, op);
     float beta = u.accumulate ? 1.0f : 0.0f;
     int64_t nz = u.n * u.out;
     const float *dz = u.dy->data;
