@@ -64,6 +64,22 @@ void bench_sum_all_4096(bench_ctx *ctx, bench_result *res);
 void bench_add_4096(bench_ctx *ctx, bench_result *res);
 void bench_mlp_700_small_ops(bench_ctx *ctx, bench_result *res);
 void bench_lenet_train_step(bench_ctx *ctx, bench_result *res);
+/* Issue 14: the same work in bf16/f16 (storage; float32 math, output in the input's type). */
+void bench_matmul_1024_bf16(bench_ctx *ctx, bench_result *res);
+void bench_matmul_large_bf16(bench_ctx *ctx, bench_result *res);
+void bench_matmul_large_f16(bench_ctx *ctx, bench_result *res);
+void bench_conv2d_256f_bf16(bench_ctx *ctx, bench_result *res);
+void bench_softmax_rows_4096_bf16(bench_ctx *ctx, bench_result *res);
+void bench_sum_all_4096_bf16(bench_ctx *ctx, bench_result *res);
+void bench_add_4096_bf16(bench_ctx *ctx, bench_result *res);
+/* Issue 13: fused epilogues (strict float32) and the TF32 math mode (GPU only). */
+void bench_linear_gelu_1024(bench_ctx *ctx, bench_result *res);
+void bench_conv2d_bias_relu_256f(bench_ctx *ctx, bench_result *res);
+void bench_matmul_1024_tf32(bench_ctx *ctx, bench_result *res);
+void bench_matmul_large_tf32(bench_ctx *ctx, bench_result *res);
+void bench_linear_relu_1024_tf32(bench_ctx *ctx, bench_result *res);
+void bench_conv2d_256f_tf32(bench_ctx *ctx, bench_result *res);
+void bench_lenet_train_step_b1024(bench_ctx *ctx, bench_result *res);
 /* cases_runtime.c: what the runtime costs a loop (host calls during a replay). */
 void bench_destroy_during_replay(bench_ctx *ctx, bench_result *res);
 
@@ -80,6 +96,17 @@ void bench_fail(bench_result *res, const char *fmt, ...) __attribute__((format(p
  * probability one); the host copy is returned in *host when host != NULL (caller frees). */
 neat_status bench_random_tensor(bench_ctx *ctx, rng64 *rng, int ndim, const int64_t *shape,
                                 double lo, double hi, neat_tensor **out, float **host);
+/* The same in element type dtype: the host copy holds the float32 values before their
+ * rounding to dtype (checks use the tensor read back: the values the device holds). */
+neat_status bench_random_tensor_typed(bench_ctx *ctx, rng64 *rng, neat_dtype dtype, int ndim,
+                                      const int64_t *shape, double lo, double hi, neat_tensor **out,
+                                      float **host);
+/* Unit roundoff of one rounding to dtype: 2^-24 (f32), 2^-8 (bf16), 2^-11 (f16). */
+double bench_roundoff(neat_dtype dtype);
+/* Record the case's ops under math mode `math`. TF32 on the CPU backend (strict float32
+ * whatever the mode: oneDNN's fpmath is set strict) marks the case not available and
+ * returns 0: the number would be the float32 case's again. bench_end restores STRICT. */
+int bench_math(bench_ctx *ctx, bench_result *res, neat_math_mode math);
 /* Read a whole tensor back into a new malloc'd buffer (NULL on failure, status in *st). */
 float *bench_read_back(const neat_tensor *t, neat_status *st);
 
@@ -92,7 +119,7 @@ neat_status bench_run_once(neat_cmdbuf *cb);
 
 /* Start a case: trim the pool and reset the peak so that res->peak_mem is this case's. */
 void bench_begin(bench_ctx *ctx, bench_result *res, rng64 *rng, uint64_t case_salt);
-/* End a case: read the device's peak memory into res->peak_mem. */
+/* End a case: read the device's peak memory into res->peak_mem; math mode back to STRICT. */
 void bench_end(bench_ctx *ctx, bench_result *res);
 
 /* Set rate and unit from the work per replay and the median. unit "us/op" divides the

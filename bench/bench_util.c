@@ -34,23 +34,46 @@ void bench_fail(bench_result *res, const char *fmt, ...) {
 
 neat_status bench_random_tensor(bench_ctx *ctx, rng64 *rng, int ndim, const int64_t *shape,
                                 double lo, double hi, neat_tensor **out, float **host) {
+    return bench_random_tensor_typed(ctx, rng, NEAT_F32, ndim, shape, lo, hi, out, host);
+}
+
+neat_status bench_random_tensor_typed(bench_ctx *ctx, rng64 *rng, neat_dtype dtype, int ndim,
+                                      const int64_t *shape, double lo, double hi, neat_tensor **out,
+                                      float **host) {
     int64_t n = 1;
     for (int i = 0; i < ndim; i++) n *= shape[i];
     float *buf = malloc((size_t)(n > 0 ? n : 1) * sizeof *buf);
     if (!buf) return NEAT_ERR_OUT_OF_MEMORY;
+    /* f16 rounds values below 2^-25 to zero: keep to its normal range (bf16 has float's) */
+    const float tiny = dtype == NEAT_F16 ? 0x1.0p-14f : 0.0f;
     for (int64_t i = 0; i < n; i++) {
         float v;
         do v = (float)rng64_uniform(rng, lo, hi);
-        while (v == 0.0f); /* never a zero: a kernel that skips work must not look right */
+        while (fabsf(v) <= tiny); /* never a zero: a kernel that skips work must not look right */
         buf[i] = v;
     }
-    neat_status st = neat_tensor_create(ctx->dev, ndim, shape, out);
+    neat_status st = neat_tensor_create_typed(ctx->dev, dtype, ndim, shape, 0, out);
     if (st == NEAT_OK) st = neat_tensor_write(*out, buf, n);
     if (host && st == NEAT_OK)
         *host = buf;
     else
         free(buf);
     return st;
+}
+
+double bench_roundoff(neat_dtype dtype) {
+    return dtype == NEAT_BF16 ? 0x1.0p-8 : dtype == NEAT_F16 ? 0x1.0p-11 : 0x1.0p-24;
+}
+
+int bench_math(bench_ctx *ctx, bench_result *res, neat_math_mode math) {
+    if (math == NEAT_MATH_TF32 && ctx->props.backend == NEAT_BACKEND_CPU) {
+        res->outcome = BENCH_UNAVAILABLE;
+        snprintf(res->reason, sizeof res->reason,
+                 "TF32 is a GPU math mode: the cpu backend runs matmul and conv in strict "
+                 "float32 whatever neat_device_set_math_mode says (the float32 case's work)");
+        return 0;
+    }
+    return bench_ok(res, neat_device_set_math_mode(ctx->dev, math), "neat_device_set_math_mode");
 }
 
 float *bench_read_back(const neat_tensor *t, neat_status *st) {
@@ -132,6 +155,7 @@ void bench_begin(bench_ctx *ctx, bench_result *res, rng64 *rng, uint64_t case_sa
 }
 
 void bench_end(bench_ctx *ctx, bench_result *res) {
+    neat_device_set_math_mode(ctx->dev, NEAT_MATH_STRICT); /* recorded buffers keep theirs */
     neat_memory_stats ms;
     if (neat_device_memory_stats(ctx->dev, &ms) == NEAT_OK) res->peak_mem = ms.peak;
 }

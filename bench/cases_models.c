@@ -17,6 +17,7 @@
  * same batch). The check after the first step: the loss against a float64 forward of all
  * 128 images, the updated fc2 weights and bias against W - lr·g with g computed in float64,
  * and every parameter finite, conv1's weights moved (the gradient reached the first layer).
+ * lenet_train_step_b1024 is the same step at batch 1024 (its check over all 1024 images).
  */
 #include "bench.h"
 #include "reference.h"
@@ -128,12 +129,12 @@ done:
 
 /* ---- lenet_train_step_b128 ---------------------------------------------------------- */
 
-enum { LN = 128, C1 = 32, C2 = 64, HID = 128, CLS = 10, FLAT = C2 * 7 * 7 };
+enum { C1 = 32, C2 = 64, HID = 128, CLS = 10, FLAT = C2 * 7 * 7 };
 
 /* x [LN,C,H,W] -> maxpool2x2(relu(conv3x3 pad 1(x, w) + b)) [LN,K,H/2,W/2] in float64, with
  * the references of tests/reference.c. */
-static void ref_conv_relu_pool(const double *x, int64_t C, int64_t H, int64_t W, const double *w,
-                               const double *b, int64_t K, double *out) {
+static void ref_conv_relu_pool(int64_t LN, const double *x, int64_t C, int64_t H, int64_t W,
+                               const double *w, const double *b, int64_t K, double *out) {
     ref_conv_shape conv = {.n = LN,
                            .c = C,
                            .h = H,
@@ -181,10 +182,12 @@ typedef struct lenet_param {
     float *host; /* initial values */
 } lenet_param;
 
-void bench_lenet_train_step(bench_ctx *ctx, bench_result *res) {
+/* One SGD step at batch LN (128: lenet_train_step_b128, 1024: _b1024). */
+static void run_lenet(bench_ctx *ctx, bench_result *res, const int64_t LN, uint64_t salt) {
     rng64 rng;
-    bench_begin(ctx, res, &rng, 10);
-    snprintf(res->shape, sizeof res->shape, "LeNet 1x28x28, batch 128, SGD momentum 0.9");
+    bench_begin(ctx, res, &rng, salt);
+    snprintf(res->shape, sizeof res->shape, "LeNet 1x28x28, batch %lld, SGD momentum 0.9",
+             (long long)LN);
 #define PARAM(n, nd, fan, ...) {.name = n, .ndim = nd, .shape = {__VA_ARGS__}, .fan_in = fan}
     lenet_param P[8] = {PARAM("conv1.w", 4, 9, C1, 1, 3, 3),       PARAM("conv1.b", 1, 9, C1),
                         PARAM("conv2.w", 4, C1 * 9, C2, C1, 3, 3), PARAM("conv2.b", 1, C1 * 9, C2),
@@ -204,7 +207,7 @@ void bench_lenet_train_step(bench_ctx *ctx, bench_result *res) {
     if (!bench_ok(res, bench_random_tensor(ctx, &rng, 4, s_img, 0, 1, &images, &himg), "images"))
         goto done;
     hlab = malloc(LN * sizeof *hlab);
-    for (int n = 0; n < LN; n++) hlab[n] = (float)rng64_randint(&rng, 0, CLS - 1);
+    for (int64_t n = 0; n < LN; n++) hlab[n] = (float)rng64_randint(&rng, 0, CLS - 1);
     if (!bench_ok(res, neat_tensor_create(ctx->dev, 1, s_lab, &labels), "labels") ||
         !bench_ok(res, neat_tensor_write(labels, hlab, LN), "labels"))
         goto done;
@@ -320,8 +323,8 @@ void bench_lenet_train_step(bench_ctx *ctx, bench_result *res) {
     d_h = malloc(LN * HID * sizeof *d_h);
     d_logits = malloc(LN * CLS * sizeof *d_logits);
     d_dlogits = malloc(LN * CLS * sizeof *d_dlogits);
-    ref_conv_relu_pool(d_img, 1, 28, 28, dp[0], dp[1], C1, d_p1);
-    ref_conv_relu_pool(d_p1, C1, 14, 14, dp[2], dp[3], C2, d_p2);
+    ref_conv_relu_pool(LN, d_img, 1, 28, 28, dp[0], dp[1], C1, d_p1);
+    ref_conv_relu_pool(LN, d_p1, C1, 14, 14, dp[2], dp[3], C2, d_p2);
     ref_linear_forward(d_p2, dp[4], dp[5], NEAT_ACT_RELU, d_h, NULL, NULL, LN, FLAT, HID);
     ref_linear_forward(d_h, dp[6], dp[7], NEAT_ACT_NONE, d_logits, NULL, NULL, LN, HID, CLS);
     double ref_loss = ref_softmax_xent(LN, CLS, d_logits, d_lab);
@@ -383,4 +386,9 @@ done:
     neat_tensor_destroy(images), neat_tensor_destroy(labels);
     free(himg), free(hlab), free(d_img), free(d_p1), free(d_p2), free(d_h), free(d_logits);
     free(d_lab), free(d_dlogits);
+}
+
+void bench_lenet_train_step(bench_ctx *ctx, bench_result *res) { run_lenet(ctx, res, 128, 10); }
+void bench_lenet_train_step_b1024(bench_ctx *ctx, bench_result *res) {
+    run_lenet(ctx, res, 1024, 24);
 }

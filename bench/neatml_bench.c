@@ -30,6 +30,24 @@ static const bench_case cases[] = {
      bench_lenet_train_step},
     {"destroy_during_replay", "create+destroy a 4 MiB tensor while a replayed matmul runs: host us",
      bench_destroy_during_replay},
+    /* issue 14: half precision (inputs and output in the type, float32 math) */
+    {"matmul_1024_bf16", "matmul_1024 in bf16", bench_matmul_1024_bf16},
+    {"matmul_large_bf16", "matmul_large in bf16 (8192^3 GPU, 2048^3 CPU)", bench_matmul_large_bf16},
+    {"matmul_large_f16", "matmul_large in f16 (8192^3 GPU, 2048^3 CPU)", bench_matmul_large_f16},
+    {"conv2d_256f_bf16", "conv2d_256f in bf16", bench_conv2d_256f_bf16},
+    {"softmax_rows_4096_bf16", "softmax_rows_4096 in bf16", bench_softmax_rows_4096_bf16},
+    {"sum_all_4096_bf16", "sum_all_4096 in bf16 (sum in float32, bf16 result)",
+     bench_sum_all_4096_bf16},
+    {"add_4096_bf16", "add_4096 in bf16", bench_add_4096_bf16},
+    /* issue 13: fused epilogues, strict float32 */
+    {"linear_gelu_1024", "gelu_tanh(X·W^T + b), X 1024x1024, W 1024x1024", bench_linear_gelu_1024},
+    {"conv2d_bias_relu_256f", "relu(conv2d_256f + bias)", bench_conv2d_bias_relu_256f},
+    /* issue 13: the TF32 math mode (a GPU mode: not available on the CPU) */
+    {"matmul_1024_tf32", "matmul_1024, math mode TF32", bench_matmul_1024_tf32},
+    {"matmul_large_tf32", "matmul_large, math mode TF32", bench_matmul_large_tf32},
+    {"linear_relu_1024_tf32", "linear_relu_1024, math mode TF32", bench_linear_relu_1024_tf32},
+    {"conv2d_256f_tf32", "conv2d_256f, math mode TF32", bench_conv2d_256f_tf32},
+    {"lenet_train_step_b1024", "lenet_train_step_b128 at batch 1024", bench_lenet_train_step_b1024},
 };
 enum { NCASES = sizeof cases / sizeof cases[0] };
 
