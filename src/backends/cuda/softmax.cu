@@ -111,11 +111,11 @@ static unsigned rows_grid(nm_device *dev, int64_t rows, int64_t cols) {
  * decide how many blocks, i.e. rows in flight, an SM holds. sm_90, ptxas, float: NV = 4
  * uses 36 registers without the prefetch (7 blocks of 256 per SM); as one branch of a
  * general kernel it took 68 (3 blocks per SM). All loads of a row are issued together.
- * PREFETCH (NV = 4, SOFTMAX_PREFETCH; 53 registers, 4 blocks per SM): the next row of the block is loaded into a second set of registers
- * before the current row's reductions, which leave no load in flight otherwise. The grid is
- * what fits on the GPU at once (the rows are shared out, so no block waits for a second
- * wave). y may be x: a block reads the next row before writing the current one, and no
- * other block touches either. */
+ * PREFETCH (NV = 4 when SOFTMAX_PREFETCH; 53 registers, 4 blocks per SM): the block's next
+ * row is loaded into a second set of registers before the current row's reductions, which
+ * otherwise leave the block with no load in flight. The grid is what fits on the GPU at
+ * once (the rows are shared out, so no block waits for a second wave). y may be x: a block
+ * reads the next row before writing the current one, and no other block touches either. */
 
 /* e = e^(e - M) (0 for -inf), added to s. */
 __device__ __forceinline__ void exp_shifted(float &e, float M, float &s) {
