@@ -220,9 +220,13 @@ static const cf_row TABLE[] = {
     MAXPOOL(1, 2, 9, 130, 2, 2, 2, 2, 0, 0, 0),
     MAXPOOL(1, 3, 6, 128, 2, 2, 2, 2, 0, 0, 1),
     MAXPOOL(4, 32, 28, 28, 2, 2, 2, 2, 0, 0, 0),
+    MAXPOOL(1, 3, 7, 16, 2, 2, 2, 2, 0, 0, 1), /* W % 8 == 0, H odd: 4 outputs a thread */
 
-    /* sum_all: CUDA one warp up to 1024 elements, one pass of 8192-element chunks beyond
-     * (float4 loads when n % 4 == 0); CPU 8192-element blocks, threads from 32768 */
+    /* sum_all: CUDA one warp up to 1024 elements, beyond one pass of about 512 blocks of 1 to
+     * 4 tiles of 8192 floats (16-byte loads, the < 4 elements past the last one added at the
+     * end): 4095 and 2^20 + 3 end in a tail, 2^22 + 8197 needs 2 tiles per block with a
+     * partial last tile, 2^24 + 5 (the benchmark's size plus a tail) 513 blocks of 4 tiles,
+     * the last with one load. CPU 8192-element blocks, threads from 32768 */
     SUM_ALL(1, 0, 0, 0, 0, 1),
     SUM_ALL(1, 1, 0, 0, 0, 2),
     SUM_ALL(1, 3, 0, 0, 0, 0),
@@ -245,6 +249,11 @@ static const cf_row TABLE[] = {
     SUM_ALL(1, 1028, 0, 0, 0, 1),
     SUM_ALL(1, 8193, 0, 0, 0, 1),
     SUM_ALL(1, 32768, 0, 0, 0, 1),
+    SUM_ALL(1, 4095, 0, 0, 0, 1),
+    SUM_ALL(1, 4096, 0, 0, 0, 1),
+    SUM_ALL(1, (1 << 20) + 3, 0, 0, 0, 1),
+    SUM_ALL(1, (1 << 22) + 8197, 0, 0, 0, 1),
+    SUM_ALL(1, (1 << 24) + 5, 0, 0, 0, 1),
     /* 10^7 values in [0,1): within 1e-6 of the float64 sum (a naive float loop is not) */
     {.kind = CF_SUM_ALL, .p = {1, 10000000, 0, 0, 0, 1, 1}, .f = {1e-6}},
 
@@ -289,7 +298,9 @@ static const cf_row TABLE[] = {
     SUM_AXIS(3, 200, 2, 301, 0, 2, 1),
 
     /* softmax: CUDA rows of up to 1024 by a warp; 1025..4096 and 4097..8192 in registers
-     * (4 or 8 float4 per thread) when cols % 4 == 0; otherwise a block per row */
+     * (4 or 8 float4 per thread) when cols % 4 == 0, on a grid of what fits on the GPU (so
+     * 1500 and 1100 rows give each block several rows: the 4-float4 kernel loads the next
+     * one early, in place too); otherwise a block per row */
     SOFTMAX(2, 1, 1, 0, 0, 0),
     SOFTMAX(2, 0, 5, 0, 0, 0),
     SOFTMAX(2, 3, 0, 0, 0, 0),
@@ -316,6 +327,8 @@ static const cf_row TABLE[] = {
     SOFTMAX(2, 4, 8193, 0, 0, 0),
     SOFTMAX(2, 4, 8196, 0, 0, 0),
     SOFTMAX(2, 3, 20000, 0, 0, 0),
+    SOFTMAX(2, 1500, 2048, 0, 0, 1),
+    SOFTMAX(2, 1100, 1028, 0, 0, 0),
     /* CPU: outputs of 32 MiB and more go through a cached scratch row and streaming stores
      * (rows of 4099 start at every alignment; in place too) */
     SOFTMAX(2, 2050, 4099, 0, 0, 0),

@@ -50,6 +50,91 @@ __device__ __forceinline__ void st(float *p, float v) { *p = v; }
 __device__ __forceinline__ void st(__nv_bfloat16 *p, float v) { *p = __float2bfloat16_rn(v); }
 __device__ __forceinline__ void st(__half *p, float v) { *p = __float2half_rn(v); }
 
+/* ---- packed access ---------------------------------------------------------------------
+ * N elements of T that lie at a multiple of N * sizeof(T) bytes, loaded or stored as one
+ * access of 4, 8, 16 or 32 bytes (two 16-byte accesses), then seen as floats: 4 floats or 8
+ * halves per 16 bytes. The words are unpacked by hand (bf16 is the high half of a float, so
+ * widening is a shift), which leaves float32 code the plain vector load it had. */
+template <int WORDS> struct words_t { unsigned w[WORDS]; };
+template <int WORDS> __device__ __forceinline__ words_t<WORDS> load_words(const void *p) {
+    words_t<WORDS> r;
+    if constexpr (WORDS == 1) {
+        r.w[0] = *reinterpret_cast<const unsigned *>(p);
+    } else if constexpr (WORDS == 2) {
+        uint2 v = *reinterpret_cast<const uint2 *>(p);
+        r.w[0] = v.x, r.w[1] = v.y;
+    } else {
+#pragma unroll
+        for (int k = 0; k < WORDS / 4; k++) {
+            uint4 v = reinterpret_cast<const uint4 *>(p)[k];
+            r.w[4 * k] = v.x, r.w[4 * k + 1] = v.y, r.w[4 * k + 2] = v.z, r.w[4 * k + 3] = v.w;
+        }
+    }
+    return r;
+}
+template <int WORDS> __device__ __forceinline__ void store_words(void *p, const words_t<WORDS> &r) {
+    if constexpr (WORDS == 1) {
+        *reinterpret_cast<unsigned *>(p) = r.w[0];
+    } else if constexpr (WORDS == 2) {
+        *reinterpret_cast<uint2 *>(p) = make_uint2(r.w[0], r.w[1]);
+    } else {
+#pragma unroll
+        for (int k = 0; k < WORDS / 4; k++)
+            reinterpret_cast<uint4 *>(p)[k] =
+                make_uint4(r.w[4 * k], r.w[4 * k + 1], r.w[4 * k + 2], r.w[4 * k + 3]);
+    }
+}
+
+/* Element i of packed words, as float; a float's bits rounded once to T. */
+template <class T> __device__ __forceinline__ float unpack(const unsigned *w, int i);
+template <> __device__ __forceinline__ float unpack<float>(const unsigned *w, int i) {
+    return __uint_as_float(w[i]);
+}
+template <> __device__ __forceinline__ float unpack<__nv_bfloat16>(const unsigned *w, int i) {
+    unsigned v = w[i >> 1];
+    return __uint_as_float(i & 1 ? v & 0xffff0000u : v << 16);
+}
+template <> __device__ __forceinline__ float unpack<__half>(const unsigned *w, int i) {
+    unsigned v = w[i >> 1];
+    return __half2float(__ushort_as_half((unsigned short)(i & 1 ? v >> 16 : v & 0xffffu)));
+}
+template <class T> __device__ __forceinline__ unsigned bits_rn(float v);
+template <> __device__ __forceinline__ unsigned bits_rn<float>(float v) {
+    return __float_as_uint(v);
+}
+template <> __device__ __forceinline__ unsigned bits_rn<__nv_bfloat16>(float v) {
+    return __bfloat16_as_ushort(__float2bfloat16_rn(v));
+}
+template <> __device__ __forceinline__ unsigned bits_rn<__half>(float v) {
+    return __half_as_ushort(__float2half_rn(v));
+}
+
+/* v[0..N) = p[0..N) as float; p aligned to N * sizeof(T). */
+template <class T, int N> __device__ __forceinline__ void load_n(const T *p, float (&v)[N]) {
+    enum { WORDS = N * (int)sizeof(T) / 4 };
+    words_t<WORDS> r = load_words<WORDS>(p);
+#pragma unroll
+    for (int i = 0; i < N; i++) v[i] = unpack<T>(r.w, i);
+}
+/* p[0..N) = v[0..N), each rounded once to T; p aligned to N * sizeof(T). */
+template <class T, int N> __device__ __forceinline__ void store_n(T *p, const float (&v)[N]) {
+    enum { WORDS = N * (int)sizeof(T) / 4 };
+    words_t<WORDS> r;
+#pragma unroll
+    for (int k = 0; k < WORDS; k++) {
+        if constexpr (sizeof(T) == 4)
+            r.w[k] = bits_rn<T>(v[k]);
+        else
+            r.w[k] = bits_rn<T>(v[2 * k]) | bits_rn<T>(v[2 * k + 1]) << 16;
+    }
+    store_words<WORDS>(p, r);
+}
+
+/* Elements of T in one 16-byte access: 4 floats, 8 halves. */
+template <class T> struct vec16 {
+    enum { N = 16 / (int)sizeof(T) };
+};
+
 /* CALL(T) with T the storage type of dtype (a neat_dtype already checked by the core). */
 #define CUDA_DTYPE_DISPATCH(dtype, CALL)                                                           \
     switch (dtype) {                                                                               \

@@ -3,41 +3,57 @@
  * activations forward and backward, and the bias + activation pass that follows cuBLASLt
  * (sigmoid, tanh) and cuDNN (every activation).
  *
- * All are one grid-stride kernel, map_kernel: out[i] = op(i, a[i], b[i]) over n floats,
- * 16 bytes per access (every pointer is the start of a pool block: common.cuh), the <4
- * tail element by element. out may be a or b (in-place ops), so nothing is declared
- * __restrict__.
+ * All are one grid-stride kernel, map_kernel: out[i] = op(i, a[i], b[i]) over n elements
+ * of the storage type T (float, bf16, f16; one dtype per op, the core checks it), computed
+ * in float and rounded once to T. 16 bytes per access, 4 floats or 8 halves (every pointer
+ * is the start of a pool block: common.cuh), the tail element by element. out may be a or
+ * b (in-place ops), so nothing is declared __restrict__.
  */
 #include "common.cuh"
 
-template <class Op>
-__global__ void map_kernel(Op op, float *out, const float *a, const float *b, int64_t n) {
+template <class T, class Op>
+__global__ void map_kernel(Op op, T *out, const T *a, const T *b, int64_t n) {
+    enum { N = vec16<T>::N };
     int64_t tid = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
     int64_t stride = (int64_t)gridDim.x * blockDim.x;
-    int64_t n4 = n >> 2;
-    for (int64_t i = tid; i < n4; i += stride) {
-        float4 av = a ? reinterpret_cast<const float4 *>(a)[i] : make_float4(0, 0, 0, 0);
-        float4 bv = b ? reinterpret_cast<const float4 *>(b)[i] : make_float4(0, 0, 0, 0);
-        int64_t e = i * 4;
-        float4 r;
-        r.x = op(e, av.x, bv.x);
-        r.y = op(e + 1, av.y, bv.y);
-        r.z = op(e + 2, av.z, bv.z);
-        r.w = op(e + 3, av.w, bv.w);
-        reinterpret_cast<float4 *>(out)[i] = r;
+    int64_t nv = n >> (N == 4 ? 2 : 3); /* n / N, N a power of 2 */
+    for (int64_t i = tid; i < nv; i += stride) {
+        int64_t e = i * N;
+        if constexpr (N == 4) { /* float: the float4 code of before, which ptxas fits in fewer
+                                 * registers when op gathers (bias, broadcast row) */
+            float4 av = a ? reinterpret_cast<const float4 *>(a)[i] : make_float4(0, 0, 0, 0);
+            float4 bv = b ? reinterpret_cast<const float4 *>(b)[i] : make_float4(0, 0, 0, 0);
+            float4 r;
+            r.x = op(e, av.x, bv.x);
+            r.y = op(e + 1, av.y, bv.y);
+            r.z = op(e + 2, av.z, bv.z);
+            r.w = op(e + 3, av.w, bv.w);
+            reinterpret_cast<float4 *>(out)[i] = r;
+        } else {
+            float av[N] = {}, bv[N] = {}, r[N];
+            if (a) load_n<T, N>(a + e, av);
+            if (b) load_n<T, N>(b + e, bv);
+#pragma unroll
+            for (int j = 0; j < N; j++) r[j] = op(e + j, av[j], bv[j]);
+            store_n<T, N>(out + e, r);
+        }
     }
-    for (int64_t i = n4 * 4 + tid; i < n; i += stride)
-        out[i] = op(i, a ? a[i] : 0.0f, b ? b[i] : 0.0f);
+    for (int64_t i = nv * N + tid; i < n; i += stride)
+        st(out + i, op(i, a ? ld(a + i) : 0.0f, b ? ld(b + i) : 0.0f));
 }
 
-template <class Op>
-static neat_status map_launch(nm_device *dev, Op op, float *out, const float *a, const float *b,
-                              int64_t n, const char *what) {
+template <class T, class Op>
+static neat_status map_launch(nm_device *dev, Op op, T *out, const T *a, const T *b, int64_t n,
+                              const char *what) {
+    enum { N = vec16<T>::N };
     if (n <= 0) return NEAT_OK;
     cudaStream_t s = cuda_dev(dev)->stream;
-    map_kernel<Op><<<cuda_grid(dev, (n + 3) / 4), CUDA_THREADS, 0, s>>>(op, out, a, b, n);
+    map_kernel<T, Op><<<cuda_grid(dev, (n + N - 1) / N), CUDA_THREADS, 0, s>>>(op, out, a, b, n);
     return cuda_launched(what, "map_kernel");
 }
+
+/* A tensor's data as T (the core keeps it as float *: half tensors hold 16-bit patterns). */
+template <class T> static T *data_as(const nm_tensor *t) { return (T *)(void *)t->data; }
 
 /* (i / inner) % m in 32-bit arithmetic when the indices fit (64-bit division is ~4x slower). */
 __device__ __forceinline__ int64_t index_mod(int64_t i, int64_t inner, int64_t m, bool small) {
@@ -59,12 +75,12 @@ struct scale_op {
 template <bool MUL> struct pair_op {
     __device__ float operator()(int64_t, float a, float b) const { return MUL ? a * b : a + b; }
 };
-template <bool MUL> struct pair_row_op { /* a [rows, cols] op row [cols] */
-    const float *row;
+template <bool MUL, class T> struct pair_row_op { /* a [rows, cols] op row [cols] */
+    const T *row;
     int64_t cols;
     bool small;
     __device__ float operator()(int64_t i, float a, float) const {
-        float b = row[index_mod(i, 1, cols, small)];
+        float b = ld(row + index_mod(i, 1, cols, small));
         return MUL ? a * b : a + b;
     }
 };
@@ -91,27 +107,59 @@ template <int ACT> struct bias_act_op {
 static bool fits32(int64_t n) { return n < ((int64_t)1 << 32); }
 
 /* add and mul: out = a op b, b of a's shape or one row broadcast over the rows. */
-template <bool MUL> static neat_status pair(nm_device *dev, const nm_add_args &u, const char *fn) {
+template <bool MUL, class T>
+static neat_status pair(nm_device *dev, const nm_add_args &u, const char *fn) {
     int64_t n = u.rows * u.cols;
+    T *out = data_as<T>(u.out);
+    const T *a = data_as<T>(u.a), *b = data_as<T>(u.b);
     if (u.broadcast)
-        return map_launch(dev, pair_row_op<MUL>{u.b->data, u.cols, fits32(n)}, u.out->data,
-                          u.a->data, NULL, n, fn);
-    return map_launch(dev, pair_op<MUL>{}, u.out->data, u.a->data, u.b->data, n, fn);
+        return map_launch<T>(dev, pair_row_op<MUL, T>{b, u.cols, fits32(n)}, out, a, NULL, n, fn);
+    return map_launch<T>(dev, pair_op<MUL>{}, out, a, b, n, fn);
+}
+
+/* Device-to-device copy of n elements of `bytes` each (activation NONE). */
+static neat_status copy_elems(nm_device *dev, void *dst, const void *src, int64_t n, size_t bytes,
+                              const char *what) {
+    if (n <= 0 || dst == src) return NEAT_OK;
+    return cuda_check(cudaMemcpyAsync(dst, src, (size_t)n * bytes, cudaMemcpyDeviceToDevice,
+                                      cuda_dev(dev)->stream),
+                      what, "cudaMemcpyAsync");
+}
+
+/* dz = dy * act'(.) over T; a is x for gelu, y otherwise. */
+template <class T>
+static neat_status act_grad(nm_device *dev, neat_activation act, const T *a, const T *dy, T *dz,
+                            int64_t n, const char *what) {
+    if (act == NEAT_ACT_NONE) return copy_elems(dev, dz, dy, n, sizeof(T), what);
+#define CALL(A) return map_launch<T>(dev, act_bwd_op<A>{}, dz, a, dy, n, what)
+    CUDA_ACT_DISPATCH(act, CALL)
+#undef CALL
+    return NEAT_ERR_INTERNAL; /* not reached */
+}
+
+template <class T>
+static neat_status act_forward(nm_device *dev, neat_activation act, const T *x, T *out, int64_t n,
+                               const char *what) {
+    if (act == NEAT_ACT_NONE) return copy_elems(dev, out, x, n, sizeof(T), what);
+#define CALL(A) return map_launch<T>(dev, act_fwd_op<A>{}, out, x, NULL, n, what)
+    CUDA_ACT_DISPATCH(act, CALL)
+#undef CALL
+    return NEAT_ERR_INTERNAL; /* not reached */
 }
 
 extern "C" {
 
 neat_status cuda_fill_f32(nm_device *dev, float *y, int64_t n, float value, const char *what) {
-    return map_launch(dev, fill_op{value}, y, NULL, NULL, n, what);
+    return map_launch<float>(dev, fill_op{value}, y, NULL, NULL, n, what);
 }
 
 neat_status cuda_copy_f32(nm_device *dev, const float *x, float *y, int64_t n, const char *what) {
-    return map_launch(dev, copy_op{}, y, x, NULL, n, what);
+    return map_launch<float>(dev, copy_op{}, y, x, NULL, n, what);
 }
 
 neat_status cuda_scale_f32(nm_device *dev, const float *x, float alpha, float *y, int64_t n,
                            const char *what) {
-    return map_launch(dev, scale_op{alpha}, y, x, NULL, n, what);
+    return map_launch<float>(dev, scale_op{alpha}, y, x, NULL, n, what);
 }
 
 neat_status cuda_bias_act(nm_device *dev, float *y, const float *b, int64_t n, int64_t inner,
@@ -119,7 +167,8 @@ neat_status cuda_bias_act(nm_device *dev, float *y, const float *b, int64_t n, i
     if (!b && act == NEAT_ACT_NONE) return NEAT_OK;
     if (!b) inner = channels = 1;
 #define CALL(A)                                                                                    \
-    return map_launch(dev, bias_act_op<A>{b, inner, channels, fits32(n)}, y, y, NULL, n, what)
+    return map_launch<float>(dev, bias_act_op<A>{b, inner, channels, fits32(n)}, y, y, NULL, n,    \
+                             what)
     CUDA_ACT_DISPATCH(act, CALL)
 #undef CALL
     return NEAT_ERR_INTERNAL; /* not reached */
@@ -127,65 +176,62 @@ neat_status cuda_bias_act(nm_device *dev, float *y, const float *b, int64_t n, i
 
 neat_status cuda_act_grad(nm_device *dev, neat_activation act, const float *x, const float *y,
                           const float *dy, float *dz, int64_t n, const char *what) {
-    if (n <= 0) return NEAT_OK;
-    if (act == NEAT_ACT_NONE) {
-        if (dz == dy) return NEAT_OK;
-        return cuda_check(cudaMemcpyAsync(dz, dy, (size_t)n * sizeof(float),
-                                          cudaMemcpyDeviceToDevice, cuda_dev(dev)->stream),
-                          what, "cudaMemcpyAsync");
-    }
-    const float *a = act == NEAT_ACT_GELU ? x : y;
-#define CALL(A) return map_launch(dev, act_bwd_op<A>{}, dz, a, dy, n, what)
-    CUDA_ACT_DISPATCH(act, CALL)
+    return act_grad<float>(dev, act, act == NEAT_ACT_GELU ? x : y, dy, dz, n, what);
+}
+
+neat_status cuda_add(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
+#define CALL(T) return pair<false, T>(dev, op->u.add, op->fn)
+    CUDA_DTYPE_DISPATCH(op->u.add.out->dtype, CALL)
 #undef CALL
     return NEAT_ERR_INTERNAL; /* not reached */
 }
 
-neat_status cuda_add(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
-    return pair<false>(dev, op->u.add, op->fn);
-}
-
 neat_status cuda_mul(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
-    return pair<true>(dev, op->u.mul, op->fn);
+#define CALL(T) return pair<true, T>(dev, op->u.mul, op->fn)
+    CUDA_DTYPE_DISPATCH(op->u.mul.out->dtype, CALL)
+#undef CALL
+    return NEAT_ERR_INTERNAL; /* not reached */
 }
 
 neat_status cuda_scale(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
     const auto &u = op->u.scale;
-    return cuda_scale_f32(dev, u.x->data, u.alpha, u.out->data, u.x->numel, "neat_scale");
+#define CALL(T)                                                                                    \
+    return map_launch<T>(dev, scale_op{u.alpha}, data_as<T>(u.out), data_as<T>(u.x), NULL,         \
+                         u.x->numel, "neat_scale")
+    CUDA_DTYPE_DISPATCH(u.x->dtype, CALL)
+#undef CALL
+    return NEAT_ERR_INTERNAL; /* not reached */
 }
 
 neat_status cuda_fill(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
     const nm_tensor *t = op->u.fill.t;
-    if (t->dtype == NEAT_F32)
-        return cuda_fill_f32(dev, t->data, t->numel, op->u.fill.value, "neat_fill");
-    if (t->numel == 0) return NEAT_OK;
-    /* a half tensor gets +0 only (cuda_op_check): every bit zero */
-    size_t bytes = (size_t)t->numel * neat_dtype_size(t->dtype);
-    return cuda_check(cudaMemsetAsync(t->data, 0, bytes, cuda_dev(dev)->stream), "neat_fill",
-                      "cudaMemsetAsync");
+#define CALL(T)                                                                                    \
+    return map_launch<T>(dev, fill_op{op->u.fill.value}, data_as<T>(t), NULL, NULL, t->numel,      \
+                         "neat_fill")
+    CUDA_DTYPE_DISPATCH(t->dtype, CALL)
+#undef CALL
+    return NEAT_ERR_INTERNAL; /* not reached */
 }
 
 neat_status cuda_activation_forward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
     const auto &u = op->u.activation_forward;
-    int64_t n = u.x->numel;
-    if (u.act == NEAT_ACT_NONE) {
-        if (n == 0 || u.out->data == u.x->data) return NEAT_OK;
-        return cuda_check(cudaMemcpyAsync(u.out->data, u.x->data, (size_t)n * sizeof(float),
-                                          cudaMemcpyDeviceToDevice, cuda_dev(dev)->stream),
-                          "neat_activation_forward", "cudaMemcpyAsync");
-    }
-#define CALL(A)                                                                                    \
-    return map_launch(dev, act_fwd_op<A>{}, u.out->data, u.x->data, NULL, n,                       \
-                      "neat_activation_forward")
-    CUDA_ACT_DISPATCH(u.act, CALL)
+#define CALL(T)                                                                                    \
+    return act_forward<T>(dev, u.act, data_as<T>(u.x), data_as<T>(u.out), u.x->numel,              \
+                          "neat_activation_forward")
+    CUDA_DTYPE_DISPATCH(u.x->dtype, CALL)
 #undef CALL
     return NEAT_ERR_INTERNAL; /* not reached */
 }
 
 neat_status cuda_activation_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
     const auto &u = op->u.activation_backward;
-    return cuda_act_grad(dev, u.act, u.x ? u.x->data : NULL, u.y ? u.y->data : NULL, u.dy->data,
-                         u.out->data, u.dy->numel, "neat_activation_backward");
+    const nm_tensor *a = u.act == NEAT_ACT_GELU ? u.x : u.y; /* NULL for NONE */
+#define CALL(T)                                                                                    \
+    return act_grad<T>(dev, u.act, a ? data_as<T>(a) : NULL, data_as<T>(u.dy), data_as<T>(u.out),  \
+                       u.dy->numel, "neat_activation_backward")
+    CUDA_DTYPE_DISPATCH(u.dy->dtype, CALL)
+#undef CALL
+    return NEAT_ERR_INTERNAL; /* not reached */
 }
 
 } /* extern "C" */

@@ -3,19 +3,29 @@
  * bias gradients and the cross-entropy need.
  *
  * Every sum is y[o, i] = scale * sum_l x[o, l, i] (+ y[o, i]) with x seen as
- * [outer, len, inner]. No float atomics: the summation tree depends only on the shape, so
- * the same input gives the same bits on every run.
+ * [outer, len, inner], x and y of one storage type T (float, bf16, f16), accumulated in
+ * float and y rounded once. No float atomics: the summation tree depends only on the shape
+ * and the type, so the same input gives the same bits on every run.
+ *  - outer == inner == 1, len > 1024 (the sum of a whole tensor): one pass, sum_all_kernel.
+ *    Block b sums a contiguous chunk of at most SUM_MAX_TILES tiles; a tile is SUM_LOADS
+ *    16-byte loads per thread, all issued before the first add (16 KiB of float32 per block
+ *    in flight), added in a fixed order into one float accumulator per element of the load
+ *    (4 or 8), so each accumulator takes at most 32 terms in sequence. The chunk is sized
+ *    from the length alone so that about SUM_GRID blocks cover the tensor: one wave of
+ *    blocks that stream until the end, no second wave (the old kernel's 2048 blocks of one
+ *    tile ran in 2-3 waves with a block reduction between each tile and the next). The
+ *    block that finishes last (a ticket taken after a fence) adds the blocks' sums in index
+ *    order, then the < 8 elements past the last whole load.
  *  - inner == 1 (contiguous rows): a row of at most 1024 is summed by one warp; a longer row
  *    is cut in chunks of ROW_CHUNK = 8192, each summed by a block of 256 threads (32 values
- *    per thread, as 8 float4 loads when aligned, then a shuffle tree), and the chunks' sums
- *    form a shorter row for the next level. A single row of up to 8192 chunks (the sum of a
- *    whole tensor) does both levels in one launch: sum_onepass.
+ *    per thread, as 8 loads of 4 when aligned, then a shuffle tree), and the chunks' sums
+ *    form a shorter row (float32) for the next level.
  *  - inner > 1 (columns): one thread per (o, chunk, i) sums COL_CHUNK = 64 consecutive l
  *    sequentially (consecutive threads read consecutive i: coalesced); chunk sums again
  *    form [outer, chunks, inner] for the next level.
  * Error: at most 32 (rows) or 64 (columns) terms are added in sequence at each level, the
  * rest is a tree, so the error stays near (log2 n + 1) 2^-24 sum|x|, the bound of neatml.h.
- * Partial sums of level k live in scratch slot first_slot + k % 2.
+ * Partial sums of level k live in scratch slot first_slot + k % 2 (float32 whatever T).
  */
 #include "common.cuh"
 
@@ -23,214 +33,298 @@
 #define ROW_WARP_MAX 1024
 #define COL_CHUNK 64
 
-/* This thread's share of x[lo, hi) (a chunk of at most ROW_CHUNK), before the block sum.
- * VEC: (hi - lo) % 4 == 0 and x + lo 16-byte aligned. */
-template <bool VEC>
-__device__ __forceinline__ float chunk_sum(const float *__restrict__ xr, int64_t lo, int64_t hi) {
-    if (!VEC) {
-        float acc = 0.0f;
-        for (int64_t i = lo + threadIdx.x; i < hi; i += blockDim.x) acc += xr[i];
-        return acc;
-    }
-    float4 s = make_float4(0, 0, 0, 0);
-    if (hi - lo == ROW_CHUNK && blockDim.x == CUDA_THREADS) {
-        /* a whole chunk: the thread's 8 loads issued together, then added in the order of
-         * the loop below */
-        enum { K = ROW_CHUNK / (4 * CUDA_THREADS) };
-        float4 v[K];
-#pragma unroll
-        for (int k = 0; k < K; k++)
-            v[k] = __ldg(
-                reinterpret_cast<const float4 *>(xr + lo + 4 * (threadIdx.x + k * CUDA_THREADS)));
-#pragma unroll
-        for (int k = 0; k < K; k++) {
-            s.x += v[k].x;
-            s.y += v[k].y;
-            s.z += v[k].z;
-            s.w += v[k].w;
-        }
-    } else {
-        for (int64_t i = lo + 4 * threadIdx.x; i < hi; i += 4 * blockDim.x) {
-            float4 v = *reinterpret_cast<const float4 *>(xr + i);
-            s.x += v.x;
-            s.y += v.y;
-            s.z += v.z;
-            s.w += v.w;
-        }
-    }
-    return (s.x + s.y) + (s.z + s.w);
+#define SUM_THREADS 256
+#define SUM_LOADS 8                        /* 16-byte loads in flight per thread */
+#define SUM_TILE (SUM_THREADS * SUM_LOADS) /* 16-byte vectors per block per tile */
+#define SUM_MAX_TILES 4                    /* per block: <= 32 terms per accumulator */
+#define SUM_GRID 512                       /* blocks aimed at: 4 per SM of an H200 */
+#define SUM_MAX_BLOCKS (SUM_THREADS * 32)  /* the last block adds <= 32 sums per thread */
+
+/* y[k] = scale * acc (+ y[k]), rounded once to T. */
+template <class T>
+__device__ __forceinline__ void store_sum(T *y, int64_t k, float acc, float scale, int accumulate) {
+    st(y + k, accumulate ? ld(y + k) + scale * acc : scale * acc);
 }
 
-/* One chunk of one row per block. final: out[row] = scale * s (+ out[row]); otherwise
- * out[row * chunks + chunk] = s. */
-template <bool VEC>
-__global__ void row_sum_block(const float *__restrict__ x, int64_t len, int64_t chunks, float *out,
-                              float scale, int final_sum, int accumulate) {
-    __shared__ float shm[32];
-    int64_t blk = blockIdx.x, row = blk / chunks, chunk = blk % chunks;
-    int64_t lo = chunk * ROW_CHUNK, hi = min(len, lo + ROW_CHUNK);
-    float acc = block_sum(chunk_sum<VEC>(x + row * len, lo, hi), shm);
-    if (threadIdx.x == 0) {
-        if (final_sum)
-            out[row] = accumulate ? out[row] + scale * acc : scale * acc;
-        else
-            out[blk] = acc;
-    }
+/* ---- the sum of a whole tensor, one pass ------------------------------------------------ */
+
+/* acc[0] + ... + acc[N-1] as a fixed tree (N = 4 or 8). */
+template <int N> __device__ __forceinline__ float tree_sum(const float (&a)[N]) {
+    float t = (a[0] + a[1]) + (a[2] + a[3]);
+    if constexpr (N == 8) t += (a[4] + a[5]) + (a[6] + a[7]);
+    return t;
 }
 
-/* One long row in one launch: block b sums chunk b into partial[b]; the block that finishes
- * last (a ticket taken after a fence) adds the partials in index order, writes y and puts the
- * ticket back to 0 for the next run. Which block is last varies; the order of the additions
- * does not, so the result is deterministic. chunks <= ROW_CHUNK. */
-template <bool VEC>
-__global__ void sum_onepass(const float *__restrict__ x, int64_t len, float *partial,
-                            unsigned *ticket, float *y, float scale, int accumulate) {
+/* Block b sums vectors [b * chunk, min(nv, (b + 1) * chunk)) of x (nv = n / N whole 16-byte
+ * vectors), tile by tile; chunk is a multiple of SUM_TILE. */
+template <class T>
+__global__ void __launch_bounds__(SUM_THREADS, 4)
+    sum_all_kernel(const T *__restrict__ x, int64_t n, int64_t chunk, float *partial,
+                   unsigned *ticket, T *y, float scale, int accumulate) {
+    enum { N = vec16<T>::N };
     __shared__ float shm[32];
     __shared__ int last;
-    int64_t lo = (int64_t)blockIdx.x * ROW_CHUNK, hi = min(len, lo + ROW_CHUNK);
-    float acc = block_sum(chunk_sum<VEC>(x, lo, hi), shm);
-    if (threadIdx.x == 0) {
-        partial[blockIdx.x] = acc;
+    const int t = threadIdx.x;
+    int64_t nv = n / N, lo = (int64_t)blockIdx.x * chunk, hi = min(nv, lo + chunk);
+    float acc[N] = {};
+    for (int64_t base = lo; base < hi; base += SUM_TILE) {
+        /* raw words until the adds: 32 registers in flight for any T */
+        words_t<4> v[SUM_LOADS];
+        if (base + SUM_TILE <= hi) {
+#pragma unroll
+            for (int k = 0; k < SUM_LOADS; k++)
+                v[k] = load_words<4>(x + (base + k * SUM_THREADS + t) * N);
+        } else { /* the last tile of the tensor; zero bits are +0 in every type */
+#pragma unroll
+            for (int k = 0; k < SUM_LOADS; k++) {
+                int64_t i = base + k * SUM_THREADS + t;
+                v[k] = i < hi ? load_words<4>(x + i * N) : words_t<4>{};
+            }
+        }
+#pragma unroll
+        for (int k = 0; k < SUM_LOADS; k++)
+#pragma unroll
+            for (int j = 0; j < N; j++) acc[j] += unpack<T>(v[k].w, j);
+    }
+    float sum = block_sum(tree_sum<N>(acc), shm);
+    if (t == 0) {
+        partial[blockIdx.x] = sum;
         __threadfence();
         last = atomicAdd(ticket, 1u) == gridDim.x - 1;
     }
     __syncthreads();
     if (!last) return;
     __threadfence();
-    acc = 0.0f;
-    for (unsigned i = threadIdx.x; i < gridDim.x; i += blockDim.x) acc += __ldcg(partial + i);
-    acc = block_sum(acc, shm);
+    sum = 0.0f;
+    for (unsigned i = t; i < gridDim.x; i += blockDim.x) sum += __ldcg(partial + i);
+    sum = block_sum(sum, shm);
+    if (t == 0) {
+        for (int64_t i = nv * N; i < n; i++) sum += ld(x + i); /* < N elements */
+        store_sum(y, 0, sum, scale, accumulate);
+        *ticket = 0; /* for the next run */
+    }
+}
+
+/* Launch geometry of sum_all_kernel from the length alone: *blocks of *chunk vectors. */
+template <class T> static void sum_all_geometry(int64_t n, int64_t *chunk, int64_t *blocks) {
+    int64_t nv = n / vec16<T>::N;
+    int64_t tiles = (nv + SUM_TILE - 1) / SUM_TILE;
+    int64_t per_block = (tiles + SUM_GRID - 1) / SUM_GRID;
+    if (per_block > SUM_MAX_TILES) per_block = SUM_MAX_TILES;
+    if (per_block < 1) per_block = 1;
+    *chunk = per_block * SUM_TILE;
+    *blocks = nv > 0 ? (nv + *chunk - 1) / *chunk : 1;
+}
+
+/* ---- rows and columns, level by level --------------------------------------------------- */
+
+/* This thread's share of x[lo, hi) (a chunk of at most ROW_CHUNK), before the block sum.
+ * VEC: (hi - lo) % 4 == 0 and x + lo aligned to 4 elements. */
+template <bool VEC, class T>
+__device__ __forceinline__ float chunk_sum(const T *__restrict__ xr, int64_t lo, int64_t hi) {
+    if (!VEC) {
+        float acc = 0.0f;
+        for (int64_t i = lo + threadIdx.x; i < hi; i += blockDim.x) acc += ld(xr + i);
+        return acc;
+    }
+    float s[4] = {};
+    if (hi - lo == ROW_CHUNK && blockDim.x == CUDA_THREADS) {
+        /* a whole chunk: the thread's 8 loads issued together, then added in the order of
+         * the loop below */
+        enum { K = ROW_CHUNK / (4 * CUDA_THREADS) };
+        float v[K][4];
+#pragma unroll
+        for (int k = 0; k < K; k++)
+            load_n<T, 4>(xr + lo + 4 * (threadIdx.x + k * CUDA_THREADS), v[k]);
+#pragma unroll
+        for (int k = 0; k < K; k++)
+#pragma unroll
+            for (int j = 0; j < 4; j++) s[j] += v[k][j];
+    } else {
+        for (int64_t i = lo + 4 * threadIdx.x; i < hi; i += 4 * blockDim.x) {
+            float v[4];
+            load_n<T, 4>(xr + i, v);
+#pragma unroll
+            for (int j = 0; j < 4; j++) s[j] += v[j];
+        }
+    }
+    return tree_sum<4>(s);
+}
+
+/* One chunk of one row per block. final: y[row] = scale * s (+ y[row]); otherwise
+ * partial[row * chunks + chunk] = s. */
+template <bool VEC, class Tin, class T>
+__global__ void row_sum_block(const Tin *__restrict__ x, int64_t len, int64_t chunks, T *y,
+                              float *partial, float scale, int final_sum, int accumulate) {
+    __shared__ float shm[32];
+    int64_t blk = blockIdx.x, row = blk / chunks, chunk = blk % chunks;
+    int64_t lo = chunk * ROW_CHUNK, hi = min(len, lo + ROW_CHUNK);
+    float acc = block_sum(chunk_sum<VEC>(x + row * len, lo, hi), shm);
     if (threadIdx.x == 0) {
-        y[0] = accumulate ? y[0] + scale * acc : scale * acc;
-        *ticket = 0;
+        if (final_sum)
+            store_sum(y, row, acc, scale, accumulate);
+        else
+            partial[blk] = acc;
     }
 }
 
 /* One row (len <= ROW_WARP_MAX) per warp, final. */
-template <bool VEC>
-__global__ void row_sum_warp(const float *__restrict__ x, int64_t rows, int64_t len, float *y,
+template <bool VEC, class Tin, class T>
+__global__ void row_sum_warp(const Tin *__restrict__ x, int64_t rows, int64_t len, T *y,
                              float scale, int accumulate) {
     int lane = threadIdx.x & 31;
     int64_t warp = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) >> 5;
     int64_t nwarps = ((int64_t)gridDim.x * blockDim.x) >> 5;
     for (int64_t row = warp; row < rows; row += nwarps) {
-        const float *xr = x + row * len;
+        const Tin *xr = x + row * len;
         float acc;
         if (VEC) {
-            float4 s = make_float4(0, 0, 0, 0);
+            float s[4] = {};
             for (int64_t i = 4 * lane; i < len; i += 128) {
-                float4 v = *reinterpret_cast<const float4 *>(xr + i);
-                s.x += v.x;
-                s.y += v.y;
-                s.z += v.z;
-                s.w += v.w;
+                float v[4];
+                load_n<Tin, 4>(xr + i, v);
+#pragma unroll
+                for (int j = 0; j < 4; j++) s[j] += v[j];
             }
-            acc = (s.x + s.y) + (s.z + s.w);
+            acc = tree_sum<4>(s);
         } else {
             acc = 0.0f;
-            for (int64_t i = lane; i < len; i += 32) acc += xr[i];
+            for (int64_t i = lane; i < len; i += 32) acc += ld(xr + i);
         }
         acc = warp_sum(acc);
-        if (lane == 0) y[row] = accumulate ? y[row] + scale * acc : scale * acc;
+        if (lane == 0) store_sum(y, row, acc, scale, accumulate);
     }
 }
 
 /* Columns: thread per (o, chunk, i). */
-__global__ void col_sum(const float *__restrict__ x, int64_t outer, int64_t len, int64_t inner,
-                        int64_t chunks, float *out, float scale, int final_sum, int accumulate) {
+template <class Tin, class T>
+__global__ void col_sum(const Tin *__restrict__ x, int64_t outer, int64_t len, int64_t inner,
+                        int64_t chunks, T *y, float *partial, float scale, int final_sum,
+                        int accumulate) {
     int64_t total = outer * chunks * inner;
     int64_t stride = (int64_t)gridDim.x * blockDim.x;
     for (int64_t t = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; t < total; t += stride) {
         int64_t i = t % inner, rest = t / inner;
         int64_t chunk = rest % chunks, o = rest / chunks;
         int64_t lo = chunk * COL_CHUNK, hi = min(len, lo + COL_CHUNK);
-        const float *p = x + (o * len + lo) * inner + i;
+        const Tin *p = x + (o * len + lo) * inner + i;
         float acc = 0.0f;
 #pragma unroll 8
-        for (int64_t l = lo; l < hi; l++, p += inner) acc += *p;
-        if (final_sum) {
-            int64_t k = o * inner + i;
-            out[k] = accumulate ? out[k] + scale * acc : scale * acc;
-        } else {
-            out[t] = acc; /* t == (o * chunks + chunk) * inner + i */
-        }
+        for (int64_t l = lo; l < hi; l++, p += inner) acc += ld(p);
+        if (final_sum)
+            store_sum(y, o * inner + i, acc, scale, accumulate);
+        else
+            partial[t] = acc; /* t == (o * chunks + chunk) * inner + i */
     }
 }
 
 static int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-extern "C" neat_status cuda_sum3(nm_device *dev, nm_cmdbuf *cb, int first_slot, const float *x,
-                                 int64_t outer, int64_t len, int64_t inner, float scale,
-                                 int accumulate, float *y, const char *what) {
-    if (outer <= 0 || inner <= 0) return NEAT_OK;
-    if (len <= 0) return accumulate ? NEAT_OK : cuda_fill_f32(dev, y, outer * inner, 0.0f, what);
+/* One level: x [outer, len, inner] of Tin into y (chunks == 1) or into partial
+ * [outer, chunks, inner]. */
+template <class Tin, class T>
+static neat_status sum_level(nm_device *dev, const Tin *x, int64_t outer, int64_t len,
+                             int64_t inner, int64_t chunks, T *y, float *partial, float scale,
+                             int accumulate, const char *what) {
     cudaStream_t s = cuda_dev(dev)->stream;
-    if (outer == 1 && inner == 1 && len > ROW_WARP_MAX && ceil_div(len, ROW_CHUNK) <= ROW_CHUNK) {
-        unsigned chunks = (unsigned)ceil_div(len, ROW_CHUNK);
+    int final_sum = chunks == 1;
+    if (inner > 1) {
+        col_sum<Tin, T><<<cuda_grid(dev, outer * chunks * inner), CUDA_THREADS, 0, s>>>(
+            x, outer, len, inner, chunks, y, partial, scale, final_sum, accumulate);
+        return cuda_launched(what, "col_sum");
+    }
+    int64_t blocks = outer * chunks;
+    if (blocks > INT32_MAX)
+        return nm_error(NEAT_ERR_UNSUPPORTED, "%s: %lld rows of %lld are too many to sum", what,
+                        (long long)outer, (long long)len);
+    if (len % 4 == 0)
+        row_sum_block<true, Tin, T><<<(unsigned)blocks, CUDA_THREADS, 0, s>>>(
+            x, len, chunks, y, partial, scale, final_sum, accumulate);
+    else
+        row_sum_block<false, Tin, T><<<(unsigned)blocks, CUDA_THREADS, 0, s>>>(
+            x, len, chunks, y, partial, scale, final_sum, accumulate);
+    return cuda_launched(what, "row_sum_block");
+}
+
+template <class T>
+static neat_status sum3(nm_device *dev, nm_cmdbuf *cb, int first_slot, const T *x, int64_t outer,
+                        int64_t len, int64_t inner, float scale, int accumulate, T *y,
+                        const char *what) {
+    if (outer <= 0 || inner <= 0) return NEAT_OK;
+    cudaStream_t s = cuda_dev(dev)->stream;
+    if (len <= 0) {
+        if (accumulate) return NEAT_OK;
+        /* every bit zero is +0 in each type */
+        return cuda_check(cudaMemsetAsync(y, 0, (size_t)(outer * inner) * sizeof(T), s), what,
+                          "cudaMemsetAsync");
+    }
+    int64_t chunk, blocks;
+    sum_all_geometry<T>(len, &chunk, &blocks);
+    if (outer == 1 && inner == 1 && len > ROW_WARP_MAX && blocks <= SUM_MAX_BLOCKS) {
         void *partial, *ticket;
-        neat_status st = cuda_scratch(cb, first_slot, (size_t)chunks * sizeof(float), &partial);
+        neat_status st = cuda_scratch(cb, first_slot, (size_t)blocks * sizeof(float), &partial);
         if (!st) st = cuda_scratch_zeroed(dev, cb, first_slot + 1, sizeof(unsigned), &ticket);
         if (st) return st;
-        if (len % 4 == 0)
-            sum_onepass<true><<<chunks, CUDA_THREADS, 0, s>>>(
-                x, len, (float *)partial, (unsigned *)ticket, y, scale, accumulate);
-        else
-            sum_onepass<false><<<chunks, CUDA_THREADS, 0, s>>>(
-                x, len, (float *)partial, (unsigned *)ticket, y, scale, accumulate);
-        return cuda_launched(what, "sum_onepass");
+        sum_all_kernel<T><<<(unsigned)blocks, SUM_THREADS, 0, s>>>(
+            x, len, chunk, (float *)partial, (unsigned *)ticket, y, scale, accumulate);
+        return cuda_launched(what, "sum_all_kernel");
     }
-    const float *cur = x;
+    if (inner == 1 && len <= ROW_WARP_MAX) {
+        unsigned grid = cuda_grid(dev, outer * 32);
+        if (len % 4 == 0)
+            row_sum_warp<true, T, T>
+                <<<grid, CUDA_THREADS, 0, s>>>(x, outer, len, y, scale, accumulate);
+        else
+            row_sum_warp<false, T, T>
+                <<<grid, CUDA_THREADS, 0, s>>>(x, outer, len, y, scale, accumulate);
+        return cuda_launched(what, "row_sum_warp");
+    }
+    const float *cur = NULL; /* level >= 1 reads the float32 sums of the level before */
     for (int level = 0;; level++) {
-        if (inner == 1 && len <= ROW_WARP_MAX) {
+        if (level > 0 && inner == 1 && len <= ROW_WARP_MAX) {
             unsigned grid = cuda_grid(dev, outer * 32);
             if (len % 4 == 0)
-                row_sum_warp<true>
+                row_sum_warp<true, float, T>
                     <<<grid, CUDA_THREADS, 0, s>>>(cur, outer, len, y, scale, accumulate);
             else
-                row_sum_warp<false>
+                row_sum_warp<false, float, T>
                     <<<grid, CUDA_THREADS, 0, s>>>(cur, outer, len, y, scale, accumulate);
             return cuda_launched(what, "row_sum_warp");
         }
         int64_t chunks = ceil_div(len, inner == 1 ? ROW_CHUNK : COL_CHUNK);
-        int final_sum = chunks == 1;
-        float *out = y;
-        if (!final_sum) {
+        float *partial = NULL;
+        if (chunks > 1) {
             void *buf;
             neat_status st = cuda_scratch(cb, first_slot + (level & 1),
                                           (size_t)(outer * chunks * inner) * sizeof(float), &buf);
             if (st) return st;
-            out = (float *)buf;
+            partial = (float *)buf;
         }
-        if (inner == 1) {
-            int64_t blocks = outer * chunks;
-            if (blocks > INT32_MAX)
-                return nm_error(NEAT_ERR_UNSUPPORTED, "%s: %lld rows of %lld are too many to sum",
-                                what, (long long)outer, (long long)len);
-            if (len % 4 == 0)
-                row_sum_block<true><<<(unsigned)blocks, CUDA_THREADS, 0, s>>>(
-                    cur, len, chunks, out, scale, final_sum, accumulate);
-            else
-                row_sum_block<false><<<(unsigned)blocks, CUDA_THREADS, 0, s>>>(
-                    cur, len, chunks, out, scale, final_sum, accumulate);
-            neat_status st = cuda_launched(what, "row_sum_block");
-            if (st) return st;
-        } else {
-            col_sum<<<cuda_grid(dev, outer * chunks * inner), CUDA_THREADS, 0, s>>>(
-                cur, outer, len, inner, chunks, out, scale, final_sum, accumulate);
-            neat_status st = cuda_launched(what, "col_sum");
-            if (st) return st;
-        }
-        if (final_sum) return NEAT_OK;
-        cur = out;
+        neat_status st = level == 0 ? sum_level<T, T>(dev, x, outer, len, inner, chunks, y, partial,
+                                                      scale, accumulate, what)
+                                    : sum_level<float, T>(dev, cur, outer, len, inner, chunks, y,
+                                                          partial, scale, accumulate, what);
+        if (st || chunks == 1) return st;
+        cur = partial;
         len = chunks;
     }
 }
 
+extern "C" neat_status cuda_sum3(nm_device *dev, nm_cmdbuf *cb, int first_slot, const float *x,
+                                 int64_t outer, int64_t len, int64_t inner, float scale,
+                                 int accumulate, float *y, const char *what) {
+    return sum3<float>(dev, cb, first_slot, x, outer, len, inner, scale, accumulate, y, what);
+}
+
 extern "C" neat_status cuda_sum(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
     const auto &u = op->u.sum;
-    if (op->u.sum.axis < 0)
-        return cuda_sum3(dev, cb, 0, u.x->data, 1, u.x->numel, 1, 1.0f, 0, u.y->data,
-                         "neat_sum_all");
-    return cuda_sum3(dev, cb, 0, u.x->data, u.outer, u.len, u.inner, 1.0f, 0, u.y->data,
-                     "neat_sum_axis");
+    bool all = u.axis < 0;
+    int64_t outer = all ? 1 : u.outer, len = all ? u.x->numel : u.len, inner = all ? 1 : u.inner;
+    const char *what = all ? "neat_sum_all" : "neat_sum_axis";
+#define CALL(T)                                                                                    \
+    return sum3<T>(dev, cb, 0, (const T *)(const void *)u.x->data, outer, len, inner, 1.0f, 0,     \
+                   (T *)(void *)u.y->data, what)
+    CUDA_DTYPE_DISPATCH(u.x->dtype, CALL)
+#undef CALL
+    return NEAT_ERR_INTERNAL; /* not reached */
 }

@@ -3,18 +3,25 @@
  * cross-entropy (mean loss and its gradient).
  *
  * Layout: x [rows, cols] row-major, every pointer the start of a pool block (common.cuh),
- * so a row is float4-aligned whenever cols % 4 == 0. Each kernel below has its launcher
- * right after it. A row belongs to one warp (cols <= ROW_WARP_COLS = 1024, 8 rows per block
- * of 256) or to one block of 256 threads (longer rows). Thread t of a row's group of TPR
- * threads walks float4 number t, t + TPR, ... when cols % 4 == 0 (VEC), else elements
- * t, t + TPR, ...; the reductions are the fixed trees of common.cuh (deterministic).
+ * so a row is aligned to 4 elements whenever cols % 4 == 0. Softmax and its backward run on
+ * float, bf16 and f16 (T: float math, each output rounded once); the cross-entropy on float
+ * only. Each kernel below has its launcher right after it. A row belongs to one warp
+ * (cols <= ROW_WARP_COLS = 1024, 8 rows per block of 256) or to one block of 256 threads
+ * (longer rows). Thread t of a row's group of TPR threads walks groups of 4 elements number
+ * t, t + TPR, ... (one 16-byte load of float, 8 bytes of a half type) when cols % 4 == 0
+ * (VEC), else elements t, t + TPR, ...; the reductions are the fixed trees of common.cuh
+ * (deterministic). A half type walks a row exactly as float does, so its results are the
+ * float32 kernel's on the same values, rounded once.
  *
  *  softmax:     M = max x, S = sum e^(x-M), y = e^(x-M) / S. Fused: max and sum in one pass
  *               (a running (m, s) per thread, s rescaled when m grows), then a second pass
  *               writes y: two reads and one write per element.
  *               Rows of 1025..8192 columns with cols % 4 == 0 take softmax_rows_regs
- *               instead: each thread loads its <= 8 float4 of the row into registers, so
- *               the row is read once; M is known before any exp, one exp per element.
+ *               instead: each thread loads its <= 8 groups of 4 into registers, so the row
+ *               is read once; M is known before any exp, one exp per element. Its blocks
+ *               stay resident (as many as fit the GPU) and, for rows up to 4096, load the
+ *               next row before reducing the current one, so loads are in flight while a
+ *               block reduces.
  *               y may be x: each thread reads its elements of a row before the reduction
  *               that precedes its writes, and writes only its own elements.
  *  backward:    dx = y (dy - sum(dy y)): one pass for the dot product, one for dx.
@@ -31,6 +38,9 @@
 
 #define ROW_WARP_COLS 1024
 #define ROW_REGS_COLS (4 * 8 * CUDA_THREADS) /* 8192: the longest row held in registers */
+/* softmax_rows_regs<4> loads a block's next row during the current one's reductions (1), or
+ * not (0: 36 registers, 7 blocks per SM, the kernel before issue 13). Not yet measured. */
+#define SOFTMAX_PREFETCH 1
 
 /* ---- reductions over a row's group of TPR threads (32: a warp, 256: the block) ---------- */
 
@@ -70,20 +80,19 @@ __device__ __forceinline__ void online_max_sum(float v, float &m, float &s) {
 }
 
 /* Row max M and sum S of e^(x - M), in every thread of the group (one read of the row). */
-template <int TPR, bool VEC>
-__device__ __forceinline__ void row_stats(const float *xr, int64_t cols, int t, float *shm,
-                                          float *M, float *S) {
+template <int TPR, bool VEC, class T>
+__device__ __forceinline__ void row_stats(const T *xr, int64_t cols, int t, float *shm, float *M,
+                                          float *S) {
     float m = -INFINITY, s = 0.0f;
     if (VEC) {
         for (int64_t c = 4 * t; c < cols; c += 4 * TPR) {
-            float4 v = *reinterpret_cast<const float4 *>(xr + c);
-            online_max_sum(v.x, m, s);
-            online_max_sum(v.y, m, s);
-            online_max_sum(v.z, m, s);
-            online_max_sum(v.w, m, s);
+            float v[4];
+            load_n<T, 4>(xr + c, v);
+#pragma unroll
+            for (int j = 0; j < 4; j++) online_max_sum(v[j], m, s);
         }
     } else {
-        for (int64_t c = t; c < cols; c += TPR) online_max_sum(xr[c], m, s);
+        for (int64_t c = t; c < cols; c += TPR) online_max_sum(ld(xr + c), m, s);
     }
     float rm = group_max<TPR>(m, shm);
     s = m == -INFINITY ? s : s * expf(m - rm);
@@ -98,10 +107,15 @@ static unsigned rows_grid(nm_device *dev, int64_t rows, int64_t cols) {
 }
 
 /* ---- softmax, a row held in registers (1024 < cols <= 8192, cols % 4 == 0) --------------
- * A kernel per NV (float4 per thread) chosen from the row length: registers per thread decide
- * how many blocks, i.e. rows in flight, an SM holds. sm_90, ptxas: NV = 4 uses 36 registers
- * (7 blocks of 256 per SM), NV = 8 60; as one branch of a general kernel it took 68 (3 blocks
- * per SM). All loads of a row are issued together. */
+ * A kernel per NV (groups of 4 per thread) chosen from the row length: registers per thread
+ * decide how many blocks, i.e. rows in flight, an SM holds. sm_90, ptxas, float: NV = 4
+ * uses 36 registers without the prefetch (7 blocks of 256 per SM); as one branch of a
+ * general kernel it took 68 (3 blocks per SM). All loads of a row are issued together.
+ * PREFETCH (NV = 4 when SOFTMAX_PREFETCH; 53 registers, 4 blocks per SM): the block's next
+ * row is loaded into a second set of registers before the current row's reductions, which
+ * otherwise leave the block with no load in flight. The grid is what fits on the GPU at
+ * once (the rows are shared out, so no block waits for a second wave). y may be x: a block
+ * reads the next row before writing the current one, and no other block touches either. */
 
 /* e = e^(e - M) (0 for -inf), added to s. */
 __device__ __forceinline__ void exp_shifted(float &e, float M, float &s) {
@@ -109,89 +123,128 @@ __device__ __forceinline__ void exp_shifted(float &e, float M, float &s) {
     s += e;
 }
 
-template <int NV>
-__global__ void __launch_bounds__(CUDA_THREADS)
-    softmax_rows_regs(const float *x, float *y, int64_t rows, int64_t cols) {
-    __shared__ float shm[32];
-    const int t = threadIdx.x;
-    for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
-        const float *xr = x + row * cols;
-        float *yr = y + row * cols;
-        float4 v[NV];
-        float m = -INFINITY;
+/* A thread's NV groups of 4 of a row (-inf past the end). */
+template <int NV, class T>
+__device__ __forceinline__ void load_row_regs(const T *xr, int64_t cols, int t, float (&v)[NV][4]) {
 #pragma unroll
-        for (int k = 0; k < NV; k++) {
-            int64_t c = 4 * (t + (int64_t)k * CUDA_THREADS);
-            v[k] = c < cols ? *reinterpret_cast<const float4 *>(xr + c)
-                            : make_float4(-INFINITY, -INFINITY, -INFINITY, -INFINITY);
-        }
+    for (int k = 0; k < NV; k++) {
+        int64_t c = 4 * (t + (int64_t)k * CUDA_THREADS);
+        if (c < cols) {
+            load_n<T, 4>(xr + c, v[k]);
+        } else {
 #pragma unroll
-        for (int k = 0; k < NV; k++) {
-            m = v[k].x > m ? v[k].x : m;
-            m = v[k].y > m ? v[k].y : m;
-            m = v[k].z > m ? v[k].z : m;
-            m = v[k].w > m ? v[k].w : m;
-        }
-        float M = block_max(m, shm), s = 0.0f;
-#pragma unroll
-        for (int k = 0; k < NV; k++) {
-            exp_shifted(v[k].x, M, s);
-            exp_shifted(v[k].y, M, s);
-            exp_shifted(v[k].z, M, s);
-            exp_shifted(v[k].w, M, s);
-        }
-        float inv = 1.0f / block_sum(s, shm);
-#pragma unroll
-        for (int k = 0; k < NV; k++) {
-            int64_t c = 4 * (t + (int64_t)k * CUDA_THREADS);
-            if (c < cols)
-                *reinterpret_cast<float4 *>(yr + c) =
-                    make_float4(v[k].x * inv, v[k].y * inv, v[k].z * inv, v[k].w * inv);
+            for (int j = 0; j < 4; j++) v[k][j] = -INFINITY;
         }
     }
 }
 
-static void softmax_rows_regs_launch(nm_device *dev, const float *x, float *y, int64_t rows,
-                                     int64_t cols) {
+template <int NV, bool PREFETCH, class T>
+__global__ void __launch_bounds__(CUDA_THREADS)
+    softmax_rows_regs(const T *x, T *y, int64_t rows, int64_t cols) {
+    __shared__ float shm[32];
+    const int t = threadIdx.x;
+    float v[NV][4], next[NV][4];
+    int64_t row = blockIdx.x;
+    if (PREFETCH && row < rows) load_row_regs<NV>(x + row * cols, cols, t, next);
+    for (; row < rows; row += gridDim.x) {
+        if (PREFETCH) {
+#pragma unroll
+            for (int k = 0; k < NV; k++)
+#pragma unroll
+                for (int j = 0; j < 4; j++) v[k][j] = next[k][j];
+            if (row + gridDim.x < rows)
+                load_row_regs<NV>(x + (row + gridDim.x) * cols, cols, t, next);
+        } else {
+            load_row_regs<NV>(x + row * cols, cols, t, v);
+        }
+        T *yr = y + row * cols;
+        float m = -INFINITY;
+#pragma unroll
+        for (int k = 0; k < NV; k++)
+#pragma unroll
+            for (int j = 0; j < 4; j++) m = v[k][j] > m ? v[k][j] : m;
+        float M = block_max(m, shm), s = 0.0f;
+#pragma unroll
+        for (int k = 0; k < NV; k++)
+#pragma unroll
+            for (int j = 0; j < 4; j++) exp_shifted(v[k][j], M, s);
+        float inv = 1.0f / block_sum(s, shm);
+#pragma unroll
+        for (int k = 0; k < NV; k++) {
+            int64_t c = 4 * (t + (int64_t)k * CUDA_THREADS);
+            if (c < cols) {
+                float o[4];
+#pragma unroll
+                for (int j = 0; j < 4; j++) o[j] = v[k][j] * inv;
+                store_n<T, 4>(yr + c, o);
+            }
+        }
+    }
+}
+
+/* As many blocks as fit on the GPU at once (at most one per row). The blocks per SM are
+ * asked once per kernel (a benign race: every thread finds the same number) and never while
+ * a graph is captured: the first submission of a buffer runs eagerly (backend.c). */
+template <class Kernel>
+static unsigned resident_grid(nm_device *dev, Kernel kernel, int64_t rows, int *per_sm) {
+    if (*per_sm == 0) {
+        int n = 0;
+        if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, CUDA_THREADS, 0) !=
+            cudaSuccess) {
+            (void)cudaGetLastError(); /* not an error of the op: fall back to one per SM */
+            n = 1;
+        }
+        *per_sm = n < 1 ? 1 : n;
+    }
+    int64_t blocks = (int64_t)cuda_dev(dev)->sms * *per_sm;
+    return (unsigned)(blocks < rows ? blocks : rows);
+}
+
+template <class T>
+static void softmax_rows_regs_launch(nm_device *dev, const T *x, T *y, int64_t rows, int64_t cols) {
     cudaStream_t s = cuda_dev(dev)->stream;
-    unsigned grid = cuda_grid(dev, rows, 1); /* a block per row */
-    if (cols <= 4 * 4 * CUDA_THREADS)
-        softmax_rows_regs<4><<<grid, CUDA_THREADS, 0, s>>>(x, y, rows, cols);
-    else
-        softmax_rows_regs<8><<<grid, CUDA_THREADS, 0, s>>>(x, y, rows, cols);
+    static int per_sm4, per_sm8;
+    if (cols <= 4 * 4 * CUDA_THREADS) {
+        auto kernel = softmax_rows_regs<4, SOFTMAX_PREFETCH != 0, T>;
+        kernel<<<resident_grid(dev, kernel, rows, &per_sm4), CUDA_THREADS, 0, s>>>(x, y, rows,
+                                                                                   cols);
+    } else {
+        auto kernel = softmax_rows_regs<8, false, T>;
+        kernel<<<resident_grid(dev, kernel, rows, &per_sm8), CUDA_THREADS, 0, s>>>(x, y, rows,
+                                                                                   cols);
+    }
 }
 
 /* ---- softmax, any row: stats pass, then the write pass ---------------------------------- */
 
-template <int TPR, bool VEC>
-__global__ void softmax_rows(const float *x, float *y, int64_t rows, int64_t cols) {
+template <int TPR, bool VEC, class T>
+__global__ void softmax_rows(const T *x, T *y, int64_t rows, int64_t cols) {
     __shared__ float shm[32];
     const int rows_per_block = CUDA_THREADS / TPR, t = threadIdx.x % TPR;
     for (int64_t row = (int64_t)blockIdx.x * rows_per_block + threadIdx.x / TPR; row < rows;
          row += (int64_t)gridDim.x * rows_per_block) {
-        const float *xr = x + row * cols;
-        float *yr = y + row * cols;
+        const T *xr = x + row * cols;
+        T *yr = y + row * cols;
         float M, S;
         row_stats<TPR, VEC>(xr, cols, t, shm, &M, &S);
         float inv = 1.0f / S;
         if (VEC) {
             for (int64_t c = 4 * t; c < cols; c += 4 * TPR) {
-                float4 v = *reinterpret_cast<const float4 *>(xr + c);
-                *reinterpret_cast<float4 *>(yr + c) =
-                    make_float4(expf(v.x - M) * inv, expf(v.y - M) * inv, expf(v.z - M) * inv,
-                                expf(v.w - M) * inv);
+                float v[4];
+                load_n<T, 4>(xr + c, v);
+#pragma unroll
+                for (int j = 0; j < 4; j++) v[j] = expf(v[j] - M) * inv;
+                store_n<T, 4>(yr + c, v);
             }
         } else {
-            for (int64_t c = t; c < cols; c += TPR) yr[c] = expf(xr[c] - M) * inv;
+            for (int64_t c = t; c < cols; c += TPR) st(yr + c, expf(ld(xr + c) - M) * inv);
         }
     }
 }
 
-extern "C" neat_status cuda_softmax(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
-    const auto &u = op->u.softmax;
-    if (u.rows == 0 || u.cols == 0) return NEAT_OK;
-    const float *x = u.x->data;
-    float *y = u.y->data;
+template <class T> static neat_status softmax(nm_device *dev, const nm_softmax_args &u) {
+    const T *x = (const T *)(const void *)u.x->data;
+    T *y = (T *)(void *)u.y->data;
     bool vec = u.cols % 4 == 0;
     if (vec && u.cols > ROW_WARP_COLS && u.cols <= ROW_REGS_COLS) {
         softmax_rows_regs_launch(dev, x, y, u.rows, u.cols);
@@ -200,75 +253,94 @@ extern "C" neat_status cuda_softmax(nm_device *dev, nm_cmdbuf *cb, const nm_op *
     cudaStream_t s = cuda_dev(dev)->stream;
     unsigned grid = rows_grid(dev, u.rows, u.cols);
     if (u.cols <= ROW_WARP_COLS && vec)
-        softmax_rows<32, true><<<grid, CUDA_THREADS, 0, s>>>(x, y, u.rows, u.cols);
+        softmax_rows<32, true, T><<<grid, CUDA_THREADS, 0, s>>>(x, y, u.rows, u.cols);
     else if (u.cols <= ROW_WARP_COLS)
-        softmax_rows<32, false><<<grid, CUDA_THREADS, 0, s>>>(x, y, u.rows, u.cols);
+        softmax_rows<32, false, T><<<grid, CUDA_THREADS, 0, s>>>(x, y, u.rows, u.cols);
     else if (vec)
-        softmax_rows<CUDA_THREADS, true><<<grid, CUDA_THREADS, 0, s>>>(x, y, u.rows, u.cols);
+        softmax_rows<CUDA_THREADS, true, T><<<grid, CUDA_THREADS, 0, s>>>(x, y, u.rows, u.cols);
     else
-        softmax_rows<CUDA_THREADS, false><<<grid, CUDA_THREADS, 0, s>>>(x, y, u.rows, u.cols);
+        softmax_rows<CUDA_THREADS, false, T><<<grid, CUDA_THREADS, 0, s>>>(x, y, u.rows, u.cols);
     return cuda_launched("neat_softmax", "softmax_rows");
+}
+
+extern "C" neat_status cuda_softmax(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
+    const auto &u = op->u.softmax;
+    if (u.rows == 0 || u.cols == 0) return NEAT_OK;
+#define CALL(T) return softmax<T>(dev, u)
+    CUDA_DTYPE_DISPATCH(u.x->dtype, CALL)
+#undef CALL
+    return NEAT_ERR_INTERNAL; /* not reached */
 }
 
 /* ---- softmax backward: dx = y (dy - sum(dy y)) ------------------------------------------ */
 
 /* At most 40 registers (6 blocks of 256 per SM, what the earlier lambda-based kernel got from
  * ptxas); without the bound the warp-per-row float4 variant takes 48. */
-template <int TPR, bool VEC>
+template <int TPR, bool VEC, class T>
 __global__ void __launch_bounds__(CUDA_THREADS, 6)
-    softmax_backward_rows(const float *y, const float *dy, float *dx, int64_t rows, int64_t cols) {
+    softmax_backward_rows(const T *y, const T *dy, T *dx, int64_t rows, int64_t cols) {
     __shared__ float shm[32];
     const int rows_per_block = CUDA_THREADS / TPR, t = threadIdx.x % TPR;
     for (int64_t row = (int64_t)blockIdx.x * rows_per_block + threadIdx.x / TPR; row < rows;
          row += (int64_t)gridDim.x * rows_per_block) {
-        const float *yr = y + row * cols, *dyr = dy + row * cols;
-        float *dxr = dx + row * cols;
+        const T *yr = y + row * cols, *dyr = dy + row * cols;
+        T *dxr = dx + row * cols;
         float dot = 0.0f;
         if (VEC) {
             for (int64_t c = 4 * t; c < cols; c += 4 * TPR) {
                 /* dy element by element here: as a float4 it took 52-54 registers, not 40 */
-                float4 yv = *reinterpret_cast<const float4 *>(yr + c);
-                dot += yv.x * dyr[c];
-                dot += yv.y * dyr[c + 1];
-                dot += yv.z * dyr[c + 2];
-                dot += yv.w * dyr[c + 3];
+                float yv[4];
+                load_n<T, 4>(yr + c, yv);
+#pragma unroll
+                for (int j = 0; j < 4; j++) dot += yv[j] * ld(dyr + c + j);
             }
         } else {
-            for (int64_t c = t; c < cols; c += TPR) dot += yr[c] * dyr[c];
+            for (int64_t c = t; c < cols; c += TPR) dot += ld(yr + c) * ld(dyr + c);
         }
         dot = group_sum<TPR>(dot, shm);
         if (VEC) {
             for (int64_t c = 4 * t; c < cols; c += 4 * TPR) {
-                float4 yv = *reinterpret_cast<const float4 *>(yr + c);
-                float4 g = *reinterpret_cast<const float4 *>(dyr + c);
-                *reinterpret_cast<float4 *>(dxr + c) = make_float4(
-                    yv.x * (g.x - dot), yv.y * (g.y - dot), yv.z * (g.z - dot), yv.w * (g.w - dot));
+                float yv[4], g[4];
+                load_n<T, 4>(yr + c, yv);
+                load_n<T, 4>(dyr + c, g);
+#pragma unroll
+                for (int j = 0; j < 4; j++) g[j] = yv[j] * (g[j] - dot);
+                store_n<T, 4>(dxr + c, g);
             }
         } else {
-            for (int64_t c = t; c < cols; c += TPR) dxr[c] = yr[c] * (dyr[c] - dot);
+            for (int64_t c = t; c < cols; c += TPR) st(dxr + c, ld(yr + c) * (ld(dyr + c) - dot));
         }
     }
+}
+
+template <class T>
+static neat_status softmax_backward(nm_device *dev, const nm_softmax_backward_args &u) {
+    const T *y = (const T *)(const void *)u.y->data, *dy = (const T *)(const void *)u.dy->data;
+    T *dx = (T *)(void *)u.dx->data;
+    cudaStream_t s = cuda_dev(dev)->stream;
+    unsigned grid = rows_grid(dev, u.rows, u.cols);
+    bool vec = u.cols % 4 == 0;
+    if (u.cols <= ROW_WARP_COLS && vec)
+        softmax_backward_rows<32, true, T><<<grid, CUDA_THREADS, 0, s>>>(y, dy, dx, u.rows, u.cols);
+    else if (u.cols <= ROW_WARP_COLS)
+        softmax_backward_rows<32, false, T>
+            <<<grid, CUDA_THREADS, 0, s>>>(y, dy, dx, u.rows, u.cols);
+    else if (vec)
+        softmax_backward_rows<CUDA_THREADS, true, T>
+            <<<grid, CUDA_THREADS, 0, s>>>(y, dy, dx, u.rows, u.cols);
+    else
+        softmax_backward_rows<CUDA_THREADS, false, T>
+            <<<grid, CUDA_THREADS, 0, s>>>(y, dy, dx, u.rows, u.cols);
+    return cuda_launched("neat_softmax_backward", "softmax_backward_rows");
 }
 
 extern "C" neat_status cuda_softmax_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
     const auto &u = op->u.softmax_backward;
     if (u.rows == 0 || u.cols == 0) return NEAT_OK;
-    const float *y = u.y->data, *dy = u.dy->data;
-    float *dx = u.dx->data;
-    cudaStream_t s = cuda_dev(dev)->stream;
-    unsigned grid = rows_grid(dev, u.rows, u.cols);
-    bool vec = u.cols % 4 == 0;
-    if (u.cols <= ROW_WARP_COLS && vec)
-        softmax_backward_rows<32, true><<<grid, CUDA_THREADS, 0, s>>>(y, dy, dx, u.rows, u.cols);
-    else if (u.cols <= ROW_WARP_COLS)
-        softmax_backward_rows<32, false><<<grid, CUDA_THREADS, 0, s>>>(y, dy, dx, u.rows, u.cols);
-    else if (vec)
-        softmax_backward_rows<CUDA_THREADS, true>
-            <<<grid, CUDA_THREADS, 0, s>>>(y, dy, dx, u.rows, u.cols);
-    else
-        softmax_backward_rows<CUDA_THREADS, false>
-            <<<grid, CUDA_THREADS, 0, s>>>(y, dy, dx, u.rows, u.cols);
-    return cuda_launched("neat_softmax_backward", "softmax_backward_rows");
+#define CALL(T) return softmax_backward<T>(dev, u)
+    CUDA_DTYPE_DISPATCH(u.y->dtype, CALL)
+#undef CALL
+    return NEAT_ERR_INTERNAL; /* not reached */
 }
 
 /* ---- cross-entropy: the loss per row (dlogits NULL) or the gradient --------------------- */
