@@ -192,17 +192,27 @@ neat_status cuda_cast(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
 }
 
 /* The ops that take half tensors natively (their table function runs on them): the others
- * go through cuda_run_op's float32 copies. The engineer of the native half kernels of the
- * memory-bound ops (elementwise.cu, pool.cu, softmax.cu, reduce.cu) adds their cases here.
- * Native matmul/linear/conv paths exist only where the result is rounded once: a backward
+ * go through cuda_run_op's float32 copies. The memory-bound ops have half kernels of their
+ * own (elementwise.cu, pool.cu, softmax.cu, reduce.cu: half storage, float32 math). Native matmul/linear/conv paths exist only where the result is rounded once: a backward
  * op with sigmoid, tanh or gelu would round its dz = dy act'(.) to half before the GEMM (a
  * second rounding), and cuDNN cannot write a float32 output from half inputs nor add a bias
  * before it rounds, so those run on float32 copies. */
 int cuda_native_half(const nm_op *op) {
     switch (op->kind) {
     case NM_OP_CAST:
-    case NM_OP_FILL:
     case NM_OP_MATMUL:
+    /* the memory-bound ops: elementwise.cu, pool.cu, softmax.cu, reduce.cu */
+    case NM_OP_ADD:
+    case NM_OP_MUL:
+    case NM_OP_SCALE:
+    case NM_OP_FILL:
+    case NM_OP_ACTIVATION_FORWARD:
+    case NM_OP_ACTIVATION_BACKWARD:
+    case NM_OP_MAXPOOL2D:
+    case NM_OP_MAXPOOL2D_BACKWARD:
+    case NM_OP_SOFTMAX:
+    case NM_OP_SOFTMAX_BACKWARD:
+    case NM_OP_SUM:
     case NM_OP_LINEAR_FORWARD: return 1;
     case NM_OP_LINEAR_BACKWARD: {
         neat_activation a = op->u.linear_backward.act;
@@ -251,10 +261,6 @@ static int has_half(const nm_op *op) {
 neat_status cuda_run_op(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
     nm_op_fn run = dev->be->op[op->kind];
     if (!has_half(op)) return run(dev, cb, op);
-    if (op->kind == NM_OP_FILL) {
-        const nm_tensor *t = op->u.fill.t;
-        return cuda_fill_typed(dev, t->dtype, t->data, t->numel, op->u.fill.value, op->fn);
-    }
     if (cuda_native_half(op)) return run(dev, cb, op);
     nm_op f32 = *op;
     nm_tensor shadow[NM_OP_MAX_TENSORS];
