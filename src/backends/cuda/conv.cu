@@ -185,9 +185,26 @@ static neat_status algo_get(cuda_device *d, conv_plan *p, int which, const conv_
     int algos[MAXR], det[MAXR], n = 0;
     cudnnMathType_t maths[MAXR];
     cudnnStatus_t s;
+    /* Tensor-core convolutions (half tensors, TF32) are ranked by running them (cuDNN's
+     * Find: it times every algorithm once, in its own memory, and synchronizes): its
+     * heuristic ranks a 27 TFLOP/s bf16 algorithm first on the H200 where the best runs at
+     * 250. Strict float32 keeps the heuristic (FMA only: fewer candidates, a good first). Not
+     * while the stream is being captured (a plan evicted between a buffer's first run and its
+     * capture): the heuristic then, whose workspace may exceed the op's scratch slot, which
+     * fails the capture and leaves the buffer running op by op: correct, slower. */
+    cudaStreamCaptureStatus cap = cudaStreamCaptureStatusNone;
+    int measure = !(p->math == NEAT_MATH_STRICT && p->dtype == NEAT_F32) &&
+                  cudaStreamIsCapturing(d->stream, &cap) == cudaSuccess &&
+                  cap == cudaStreamCaptureStatusNone;
+    if (measure)
+        cudnnSetConvolutionMathType(p->cd, p->dtype == NEAT_F32 ? CUDNN_DEFAULT_MATH
+                                                                : CUDNN_TENSOR_OP_MATH);
     if (which == CONV_FWD) {
         cudnnConvolutionFwdAlgoPerf_t r[MAXR];
-        s = cudnnGetConvolutionForwardAlgorithm_v7(d->dnn, p->xd, p->wd, p->cd, p->yd, MAXR, &n, r);
+        s = measure ? cudnnFindConvolutionForwardAlgorithm(d->dnn, p->xd, p->wd, p->cd, p->yd, MAXR,
+                                                           &n, r)
+                    : cudnnGetConvolutionForwardAlgorithm_v7(d->dnn, p->xd, p->wd, p->cd, p->yd,
+                                                             MAXR, &n, r);
         for (int i = 0; i < n; i++) {
             algos[i] = r[i].algo;
             det[i] = r[i].status == CUDNN_STATUS_SUCCESS
@@ -197,8 +214,10 @@ static neat_status algo_get(cuda_device *d, conv_plan *p, int which, const conv_
         }
     } else if (which == CONV_BWD_DATA) {
         cudnnConvolutionBwdDataAlgoPerf_t r[MAXR];
-        s = cudnnGetConvolutionBackwardDataAlgorithm_v7(d->dnn, p->wd, p->yd, p->cd, p->xd, MAXR,
-                                                        &n, r);
+        s = measure ? cudnnFindConvolutionBackwardDataAlgorithm(d->dnn, p->wd, p->yd, p->cd, p->xd,
+                                                                MAXR, &n, r)
+                    : cudnnGetConvolutionBackwardDataAlgorithm_v7(d->dnn, p->wd, p->yd, p->cd,
+                                                                  p->xd, MAXR, &n, r);
         for (int i = 0; i < n; i++) {
             algos[i] = r[i].algo;
             det[i] = r[i].status == CUDNN_STATUS_SUCCESS
@@ -208,8 +227,10 @@ static neat_status algo_get(cuda_device *d, conv_plan *p, int which, const conv_
         }
     } else {
         cudnnConvolutionBwdFilterAlgoPerf_t r[MAXR];
-        s = cudnnGetConvolutionBackwardFilterAlgorithm_v7(d->dnn, p->xd, p->yd, p->cd, p->wd, MAXR,
-                                                          &n, r);
+        s = measure ? cudnnFindConvolutionBackwardFilterAlgorithm(d->dnn, p->xd, p->yd, p->cd,
+                                                                  p->wd, MAXR, &n, r)
+                    : cudnnGetConvolutionBackwardFilterAlgorithm_v7(d->dnn, p->xd, p->yd, p->cd,
+                                                                    p->wd, MAXR, &n, r);
         for (int i = 0; i < n; i++) {
             algos[i] = r[i].algo;
             det[i] = r[i].status == CUDNN_STATUS_SUCCESS
@@ -218,7 +239,8 @@ static neat_status algo_get(cuda_device *d, conv_plan *p, int which, const conv_
             maths[i] = r[i].mathType;
         }
     }
-    neat_status st = cudnn_check(s, what, "cudnnGetConvolution*Algorithm_v7");
+    neat_status st = cudnn_check(
+        s, what, measure ? "cudnnFindConvolution*Algorithm" : "cudnnGetConvolution*Algorithm_v7");
     if (st) return st;
     /* Pass 0 wants deterministic (det == 2), pass 1 takes any that runs (det >= 1). Half
      * tensors take cuDNN's math type (tensor cores: exact 16-bit products, float32 sums,
@@ -229,6 +251,8 @@ static neat_status algo_get(cuda_device *d, conv_plan *p, int which, const conv_
             if (det[i] < 2 - pass) continue;
             cudnnMathType_t m = strict ? CUDNN_FMA_MATH : maths[i];
             if (strict && maths[i] == CUDNN_TENSOR_OP_MATH) continue;
+            /* float32 never rounded to 16 bits behind the user's back */
+            if (p->dtype == NEAT_F32 && m == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION) continue;
             if (cudnnSetConvolutionMathType(p->cd, m) != CUDNN_STATUS_SUCCESS) continue;
             size_t ws = 0;
             if (ws_size(d->dnn, p, which, algos[i], &ws) != CUDNN_STATUS_SUCCESS ||
