@@ -40,7 +40,7 @@
 #define ROW_REGS_COLS (4 * 8 * CUDA_THREADS) /* 8192: the longest row held in registers */
 /* softmax_rows_regs<4> loads a block's next row during the current one's reductions (1), or
  * not (0: 36 registers, 7 blocks per SM, the kernel before issue 13). Not yet measured. */
-#define SOFTMAX_PREFETCH 1
+#define SOFTMAX_PREFETCH 0
 
 /* ---- reductions over a row's group of TPR threads (32: a warp, 256: the block) ---------- */
 
