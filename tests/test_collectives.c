@@ -447,28 +447,45 @@ static void case_training(neat_device *dev, neat_comm *comm) {
     free(x), free(lab);
 }
 
-/* --bench MiB[,MiB...]: all-reduce bus bandwidth through neatml, as bench/nccl_peer.c
- * measures NCCL's: a replayed buffer of one neat_all_reduce (SUM, in place), 5 warm-up
- * commits, then the mean neat_cmdbuf_device_time of 20 (device events on CUDA). */
+static int by_value(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* --bench MiB[,MiB...]: all-reduce bus bandwidth through neatml, measured as bench/nccl_peer.c
+ * measures NCCL's: ITERS in-place all-reduces (SUM) back to back between two device events,
+ * the median of REPS such runs. Here the ITERS are one recorded buffer of ITERS
+ * neat_all_reduce (a CUDA graph of ITERS NCCL kernels once replayed), timed by
+ * neat_cmdbuf_device_time. Each timed submission is committed right behind an untimed one,
+ * so it starts when the ranks' previous all-reduces end: like nccl_peer's events, the clock
+ * does not include the time one rank waits for the other to launch (a submission committed
+ * after a wait would time that skew too). */
 static void bench(neat_device *dev, neat_comm *comm, const char *list) {
+    enum { ITERS = 20, REPS = 5 };
     for (const char *p = list; p && *p; p = strchr(p, ',') ? strchr(p, ',') + 1 : NULL) {
         int64_t mib = atoll(p), n = mib << 18;
         neat_tensor *x = NULL;
         neat_cmdbuf *cb = NULL;
         if (!CHECK_OK(neat_tensor_create_zeros(dev, 1, &n, &x), "bench tensor")) return;
         neat_cmdbuf_create(dev, &cb);
-        CHECK_OK(neat_all_reduce(cb, comm, NEAT_REDUCE_SUM, x, x), "bench all_reduce");
-        run(cb, 5);
-        double total = 0, t;
-        for (int i = 0; i < 20; i++) {
-            run(cb, 1);
-            if (neat_cmdbuf_device_time(cb, &t) == NEAT_OK) total += t;
+        for (int i = 0; i < ITERS; i++)
+            CHECK_OK(neat_all_reduce(cb, comm, NEAT_REDUCE_SUM, x, x), "bench all_reduce");
+        run(cb, 2); /* warm-up: the first run (eager), then the graph's capture and replay */
+        double sec[REPS];
+        int got = 0;
+        for (int r = 0; r < REPS; r++) {
+            CHECK_OK(neat_cmdbuf_commit(cb), "commit (untimed)");
+            CHECK_OK(neat_cmdbuf_commit(cb), "commit (timed)");
+            CHECK_OK(neat_cmdbuf_wait(cb), "wait");
+            double t;
+            if (neat_cmdbuf_device_time(cb, &t) == NEAT_OK) sec[got++] = t / ITERS;
         }
-        double sec = total / 20, bytes = (double)n * 4;
+        qsort(sec, (size_t)got, sizeof *sec, by_value);
+        double t = got ? sec[got / 2] : 0, bytes = (double)n * 4;
         if (g_rank == 0)
             printf("neatml allreduce %lld MiB ranks=%d time_ms=%.3f busbw_GBps=%.1f\n",
-                   (long long)mib, g_world, sec * 1e3,
-                   sec > 0 ? bytes * 2.0 * (g_world - 1) / g_world / sec / 1e9 : 0.0);
+                   (long long)mib, g_world, t * 1e3,
+                   t > 0 ? bytes * 2.0 * (g_world - 1) / g_world / t / 1e9 : 0.0);
         neat_cmdbuf_destroy(cb);
         neat_tensor_destroy(x);
     }
