@@ -318,11 +318,11 @@ static void signature(const nm_cmdbuf *cb, const nm_comm *comm, int64_t v[AGREE_
     v[1] = (int64_t)(h >> 1);
 }
 
-/* Index of the j-th collective on comm in cb (j = -1: the first), or cb->nops. */
+/* Index of the j-th collective on comm in cb (from 0), or cb->nops. */
 static int64_t nth_collective(const nm_cmdbuf *cb, const nm_comm *comm, int64_t j) {
     for (int64_t i = 0; i < cb->nops; i++) {
         const nm_op *op = &cb->ops[i];
-        if ((nm_op_flags(op->kind) & NM_OPF_COLLECTIVE) && comm_of_op(op) == comm && j-- <= 0)
+        if ((nm_op_flags(op->kind) & NM_OPF_COLLECTIVE) && comm_of_op(op) == comm && j-- == 0)
             return i;
     }
     return cb->nops;
@@ -393,7 +393,7 @@ static neat_status disagreement(const nm_cmdbuf *cb, const nm_comm *comm, const 
     int rank = comm->rank;
     long long mine, max, min;
     if (hi[0] != lo[0]) {
-        *op_index = nth_collective(cb, comm, -1);
+        *op_index = nth_collective(cb, comm, 0);
         return nm_error(NEAT_ERR_SHAPE_MISMATCH,
                         "%s: rank %d records %lld collectives on this comm in the buffer, the "
                         "ranks from %lld to %lld: %s",
@@ -448,7 +448,7 @@ neat_status cuda_comm_agree(nm_device *dev, nm_cmdbuf *cb, int64_t *op_index) {
     for (int64_t i = 0; i < cb->nops; i++) {
         const nm_op *op = &cb->ops[i];
         nm_comm *comm = (nm_op_flags(op->kind) & NM_OPF_COLLECTIVE) ? comm_of_op(op) : NULL;
-        if (!comm || comm->nranks == 1 || nth_collective(cb, comm, -1) != i) continue;
+        if (!comm || comm->nranks == 1 || nth_collective(cb, comm, 0) != i) continue;
         int64_t v[AGREE_LEN], hi[AGREE_LEN], lo[AGREE_LEN], at = i;
         signature(cb, comm, v);
         neat_status st = ready(op, comm);
