@@ -223,27 +223,12 @@ neat_status cuda_all_reduce_bucket(nm_device *dev, nm_cmdbuf *cb, const nm_op *o
         for (int i = 0; i < op->nlist && !first; i++) first = op->list[i]->data;
         return all_reduce(op, a->comm, a->op, first, first, a->total, s);
     }
+    /* Packed into scratch, reduced, unpacked: one kernel each way (bucket.cu). */
     float *packed;
     st = cuda_scratch(cb, 0, (size_t)a->total * sizeof(float), (void **)&packed);
-    int64_t off = 0;
-    for (int i = 0; i < op->nlist && !st; i++) {
-        const nm_tensor *t = op->list[i];
-        if (t->numel)
-            st = cuda_check(cudaMemcpyAsync(packed + off, t->data, (size_t)t->numel * sizeof(float),
-                                            cudaMemcpyDeviceToDevice, s),
-                            op->fn, "cudaMemcpyAsync (pack)");
-        off += t->numel;
-    }
+    if (!st) st = cuda_bucket_copy(dev, op, packed, 1);
     if (!st) st = all_reduce(op, a->comm, a->op, packed, packed, a->total, s);
-    off = 0;
-    for (int i = 0; i < op->nlist && !st; i++) {
-        const nm_tensor *t = op->list[i];
-        if (t->numel)
-            st = cuda_check(cudaMemcpyAsync(t->data, packed + off, (size_t)t->numel * sizeof(float),
-                                            cudaMemcpyDeviceToDevice, s),
-                            op->fn, "cudaMemcpyAsync (unpack)");
-        off += t->numel;
-    }
+    if (!st) st = cuda_bucket_copy(dev, op, packed, 0);
     return st;
 }
 

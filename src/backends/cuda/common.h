@@ -17,7 +17,7 @@
  * scale, fill, activations, bias+activation), pool.cu, reduce.cu (sums), softmax.cu
  * (softmax, cross-entropy), optim.cu (SGD, AdamW), matmul.cu (cuBLASLt: matmul, linear),
  * conv.cu (cuDNN), half.cu (neat_cast, bf16/f16: native paths and the float32 fallback),
- * comm.c (collectives: NCCL).
+ * comm.c (collectives: NCCL), bucket.cu (a bucket's pack and unpack).
  */
 #ifndef NEATML_CUDA_COMMON_H
 #define NEATML_CUDA_COMMON_H
@@ -233,6 +233,10 @@ cudaError_t cuda_comm_wait(nm_device *dev, cudaEvent_t ev, nm_cmdbuf *cb);
  * finds the same answer: OK, SHAPE_MISMATCH (the ranks recorded different collectives: the
  * op it is about in *op_index), TIMEOUT or BACKEND_ERROR (the comm is then broken). */
 neat_status cuda_comm_agree(nm_device *dev, nm_cmdbuf *cb, int64_t *op_index);
+
+/* bucket.cu: copy the tensors of a neat_all_reduce_bucket op into packed (pack = 1), back
+ * to back in list order, or from packed into them (pack = 0), on dev's stream. */
+neat_status cuda_bucket_copy(nm_device *dev, const nm_op *op, float *packed, int pack);
 
 /* Caches: created lazily, released by device_close. */
 void cuda_matmul_cache_free(cuda_device *d);
