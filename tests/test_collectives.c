@@ -177,6 +177,42 @@ static void case_bucket(neat_device *dev, neat_comm *comm) {
         }
 }
 
+/* A bucket of 40 tensors (more than one pack kernel takes on CUDA: 32), empty ones among
+ * them, and one of 70001 elements (more than one grid-stride pass), averaged, replayed. */
+static void case_bucket_many(neat_device *dev, neat_comm *comm) {
+    enum { N = 40 };
+    neat_tensor *ts[N];
+    int64_t counts[N];
+    float *hs[N];
+    for (int i = 0; i < N; i++) {
+        counts[i] = i == 33 ? 70001 : (i * 37) % 11; /* 0 for i = 0, 11, 22 */
+        hs[i] = malloc((size_t)(counts[i] + 1) * sizeof(float));
+        fill(hs[i], counts[i], g_rank, 50 + i);
+        ts[i] = tensor(dev, 1, &counts[i], hs[i]);
+    }
+    neat_cmdbuf *cb;
+    neat_cmdbuf_create(dev, &cb);
+    CHECK_OK(neat_all_reduce_bucket(cb, comm, NEAT_REDUCE_AVG, N, ts), "bucket of 40");
+    /* replayed: the second run averages the averages, which are equal on every rank */
+    run(cb, 2);
+    for (int i = 0; i < N; i++) {
+        double *want = malloc((size_t)(counts[i] + 1) * sizeof *want);
+        for (int64_t j = 0; j < counts[i]; j++) {
+            double sum = 0;
+            for (int r = 0; r < g_world; r++) sum += (float)value(r, j, 50 + i);
+            want[j] = sum / g_world;
+        }
+        neat_tensor_read(ts[i], hs[i], counts[i]);
+        char what[80];
+        snprintf(what, sizeof what, "bucket of 40: tensor %d of %lld elements", i,
+                 (long long)counts[i]);
+        close_to(hs[i], want, counts[i], 1e-6, what);
+        neat_tensor_destroy(ts[i]);
+        free(hs[i]), free(want);
+    }
+    neat_cmdbuf_destroy(cb);
+}
+
 /* From each root, out of place and in place, replayed. */
 static void case_broadcast(neat_device *dev, neat_comm *comm) {
     const int64_t n = 333;
@@ -553,6 +589,7 @@ int main(int argc, char **argv) {
     case_local_errors(dev, comm, be);
     case_all_reduce(dev, comm);
     case_bucket(dev, comm);
+    case_bucket_many(dev, comm);
     case_broadcast(dev, comm);
     case_training(dev, comm);
     if (g_world > 1)
