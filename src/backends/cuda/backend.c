@@ -405,8 +405,7 @@ static neat_status cuda_submit(nm_device *dev, nm_cmdbuf *cb, uint64_t seq) {
         } else {
             sub->seq = seq;
             sub->cb = cb;
-            sub->collectives = 1;
-            sub->refused = 1;
+            sub->refused = 1; /* talks to no peer: wait need not poll its comms */
             d->nsubs++;
         }
         pthread_mutex_unlock(&d->lock);
