@@ -21,6 +21,9 @@
  * falls back to eager enqueue (backend.c; each guard is then one host wait), which is
  * correct, only slower. NEATML_CUDA_GRAPHS=1 reports such a failure at commit instead.
  *
+ * Before a buffer first runs, the ranks check that they recorded the same collectives
+ * (cuda_comm_agree, "agreement" below): SHAPE_MISMATCH on every rank rather than a hang.
+ *
  * AVG is NCCL's ncclAvg: the division happens inside the reduction, so the bucket's
  * unpack is a plain copy (the fused division of the CPU backend's unpack).
  * Several devices in one process (neat_comm_create_all): each device's buffers must be
