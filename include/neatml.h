@@ -578,7 +578,9 @@ NEAT_API neat_status neat_adam_update(neat_cmdbuf *cb, const neat_adam_params *p
  * a file or the launcher) or devices of one process (neat_comm_create_all). Collectives are
  * recorded ops, so they run in order with the rest of a buffer and replay with it (on CUDA
  * inside the captured graph). Every rank must record the same collectives in the same order
- * with the same element counts, and commit its buffers in the same order; a rank whose peer
+ * with the same element counts, and commit its buffers in the same order (a commit that is
+ * a buffer's first since its creation or reset on one rank is one on every rank); a rank
+ * whose peer
  * disagrees, dies or does not answer within the comm's timeout gets a status from
  * neat_cmdbuf_wait (SHAPE_MISMATCH, BACKEND_ERROR, TIMEOUT) with a message, never a hang
  * without end; after TIMEOUT or a peer's death the comm is broken: destroy it (later
