@@ -1,8 +1,9 @@
 /*
  * nccl_peer.c — NCCL's own all-reduce bus bandwidth, measured as neatml's is (test_collectives
- * --bench): float32 SUM of `MiB` per rank on one stream, timed with CUDA events around
- * `iters` calls after `warmup`; bus bandwidth = bytes * 2 (n - 1) / n / time (nccl-tests'
- * definition). Built only when NCCL is found (CMakeLists.txt); not part of neatml_bench.
+ * --bench): float32 SUM of `MiB` per rank in place on one stream, timed with CUDA events
+ * around `iters` back-to-back calls after `warmup`, the median of `reps` such runs; bus
+ * bandwidth = bytes * 2 (n - 1) / n / time (nccl-tests' definition). Built only when NCCL is
+ * found (CMakeLists.txt); not part of neatml_bench.
  *
  *   one process per GPU: RANK, WORLD_SIZE, LOCAL_RANK and --init-file FILE (rank 0 writes
  *   the id), then: nccl_peer --init-file FILE 64 256
@@ -67,15 +68,23 @@ int main(int argc, char **argv) {
         float *buf;
         CHECK(cudaMalloc((void **)&buf, n * sizeof(float)) == cudaSuccess, "cudaMalloc");
         cudaMemsetAsync(buf, 0, n * sizeof(float), s);
-        const int warmup = 5, iters = 20;
+        enum { warmup = 5, iters = 20, reps = 5 };
         for (int i = 0; i < warmup; i++) ncclAllReduce(buf, buf, n, ncclFloat32, ncclSum, comm, s);
-        cudaEventRecord(t0, s);
-        for (int i = 0; i < iters; i++) ncclAllReduce(buf, buf, n, ncclFloat32, ncclSum, comm, s);
-        cudaEventRecord(t1, s);
-        CHECK(cudaEventSynchronize(t1) == cudaSuccess, "the all-reduces");
-        float ms;
-        cudaEventElapsedTime(&ms, t0, t1);
-        double sec = ms / 1e3 / iters, bytes = (double)n * sizeof(float);
+        float ms[reps];
+        for (int r = 0; r < reps; r++) {
+            cudaEventRecord(t0, s);
+            for (int i = 0; i < iters; i++)
+                ncclAllReduce(buf, buf, n, ncclFloat32, ncclSum, comm, s);
+            cudaEventRecord(t1, s);
+            CHECK(cudaEventSynchronize(t1) == cudaSuccess, "the all-reduces");
+            cudaEventElapsedTime(&ms[r], t0, t1);
+        }
+        for (int i = 1; i < reps; i++) /* sort: the median */
+            for (int j = i; j > 0 && ms[j] < ms[j - 1]; j--) {
+                float tmp = ms[j];
+                ms[j] = ms[j - 1], ms[j - 1] = tmp;
+            }
+        double sec = ms[reps / 2] / 1e3 / iters, bytes = (double)n * sizeof(float);
         double busbw = bytes * 2.0 * (world - 1) / world / sec / 1e9;
         if (rank == 0)
             printf("nccl allreduce %zu MiB ranks=%d time_ms=%.3f busbw_GBps=%.1f\n", mib, world,

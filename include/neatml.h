@@ -26,9 +26,10 @@
  * except neat_cmdbuf_wait, neat_cmdbuf_reset, neat_device_synchronize, neat_tensor_write/
  * read (which wait only for the submissions that use that tensor), neat_tensor_create_zeros,
  * neat_comm_create and neat_comm_destroy (the peers), neat_device_destroy, and on CUDA
- * neat_device_trim (cudaFree waits for the device). A committed submission holds every
- * tensor it uses: destroying one while it runs is safe (the memory returns to the pool when
- * the work completes). Two rules remain the caller's: neat_device_destroy must not overlap
+ * neat_device_trim (cudaFree waits for the device) and the first neat_cmdbuf_commit of a
+ * buffer with collectives (the peers: see the collectives section). A committed submission
+ * holds every tensor it uses: destroying one while it runs is safe (the memory returns to
+ * the pool when the work completes). Two rules remain the caller's: neat_device_destroy must not overlap
  * any other call on the device or its objects, and an object must not be destroyed while
  * another thread is inside a call that takes it (after destroy returns, a use is
  * INVALID_HANDLE as always).
@@ -308,7 +309,9 @@ NEAT_API void neat_cmdbuf_destroy(neat_cmdbuf *cb);
  * earlier on the device. Committing again replays the same ops on the tensors' current
  * contents (on CUDA the second commit captures a CUDA graph and later commits launch it).
  * A buffer still running may be committed again: the replay queues behind it. Once
- * committed, a buffer takes no more ops until neat_cmdbuf_reset.
+ * committed, a buffer takes no more ops until neat_cmdbuf_reset. On CUDA the first commit
+ * of a buffer with collectives waits for the peers and the device's earlier work (the ranks
+ * compare what they recorded once per buffer: see the collectives section).
  * Returns INVALID_HANDLE (the buffer, or a tensor recorded in it, was destroyed),
  * BACKEND_ERROR, OUT_OF_MEMORY. */
 NEAT_API neat_status neat_cmdbuf_commit(neat_cmdbuf *cb);
@@ -575,10 +578,18 @@ NEAT_API neat_status neat_adam_update(neat_cmdbuf *cb, const neat_adam_params *p
  * a file or the launcher) or devices of one process (neat_comm_create_all). Collectives are
  * recorded ops, so they run in order with the rest of a buffer and replay with it (on CUDA
  * inside the captured graph). Every rank must record the same collectives in the same order
- * with the same element counts; a rank whose peer disagrees, dies or does not answer within
- * the comm's timeout gets a status from neat_cmdbuf_wait (SHAPE_MISMATCH, BACKEND_ERROR,
- * TIMEOUT) with a message, never a hang without end; after TIMEOUT or a peer's death the
- * comm is broken: destroy it (later collectives on it fail at once).
+ * with the same element counts, and commit its buffers in the same order (a commit that is
+ * a buffer's first since its creation or reset on one rank is one on every rank); a rank
+ * whose peer
+ * disagrees, dies or does not answer within the comm's timeout gets a status from
+ * neat_cmdbuf_wait (SHAPE_MISMATCH, BACKEND_ERROR, TIMEOUT) with a message, never a hang
+ * without end; after TIMEOUT or a peer's death the comm is broken: destroy it (later
+ * collectives on it fail at once). After SHAPE_MISMATCH the comm stays usable. The check:
+ * on CUDA, at a buffer's first commit, the ranks compare its collectives on each comm (their
+ * number, kinds, element counts, reduce ops, roots, a bucket's tensor counts) in one small
+ * exchange, so replays cost nothing; a buffer they disagree on runs none of its ops, at that
+ * commit and every later one. On the CPU (MPI), each collective's element count (and a
+ * bucket's tensor counts) at its first run; the ops before it in the buffer have run.
  * CUDA: NCCL (NVLink/PCIe/shared memory in a machine, sockets or InfiniBand across
  * machines). CPU: MPI when the library was built with it (Open MPI; launch with mpirun),
  * otherwise only single-rank comms. With several devices in one process, commit each

@@ -177,6 +177,42 @@ static void case_bucket(neat_device *dev, neat_comm *comm) {
         }
 }
 
+/* A bucket of 40 tensors (more than one pack kernel takes on CUDA: 32), empty ones among
+ * them, and one of 70001 elements (more than one grid-stride pass), averaged, replayed. */
+static void case_bucket_many(neat_device *dev, neat_comm *comm) {
+    enum { N = 40 };
+    neat_tensor *ts[N];
+    int64_t counts[N];
+    float *hs[N];
+    for (int i = 0; i < N; i++) {
+        counts[i] = i == 33 ? 70001 : (i * 37) % 11; /* 0 for i = 0, 11, 22 */
+        hs[i] = malloc((size_t)(counts[i] + 1) * sizeof(float));
+        fill(hs[i], counts[i], g_rank, 50 + i);
+        ts[i] = tensor(dev, 1, &counts[i], hs[i]);
+    }
+    neat_cmdbuf *cb;
+    neat_cmdbuf_create(dev, &cb);
+    CHECK_OK(neat_all_reduce_bucket(cb, comm, NEAT_REDUCE_AVG, N, ts), "bucket of 40");
+    /* replayed: the second run averages the averages, which are equal on every rank */
+    run(cb, 2);
+    for (int i = 0; i < N; i++) {
+        double *want = malloc((size_t)(counts[i] + 1) * sizeof *want);
+        for (int64_t j = 0; j < counts[i]; j++) {
+            double sum = 0;
+            for (int r = 0; r < g_world; r++) sum += (float)value(r, j, 50 + i);
+            want[j] = sum / g_world;
+        }
+        neat_tensor_read(ts[i], hs[i], counts[i]);
+        char what[80];
+        snprintf(what, sizeof what, "bucket of 40: tensor %d of %lld elements", i,
+                 (long long)counts[i]);
+        close_to(hs[i], want, counts[i], 1e-6, what);
+        neat_tensor_destroy(ts[i]);
+        free(hs[i]), free(want);
+    }
+    neat_cmdbuf_destroy(cb);
+}
+
 /* From each root, out of place and in place, replayed. */
 static void case_broadcast(neat_device *dev, neat_comm *comm) {
     const int64_t n = 333;
@@ -276,21 +312,95 @@ static void case_local_errors(neat_device *dev, neat_comm *comm, neat_backend be
     neat_tensor_destroy(x), neat_tensor_destroy(y);
 }
 
-/* Ranks that disagree: counts (SHAPE_MISMATCH on every rank), a silent rank (TIMEOUT). */
-static void case_peer_errors(neat_device *dev, neat_comm *comm, neat_comm *spare) {
-    int64_t n = 4 + g_rank;
-    neat_tensor *x = tensor(dev, 1, &n, NULL);
+/* A correct in-place SUM of n elements on comm (salt: the data): the comm still works. */
+static void check_sum(neat_device *dev, neat_comm *comm, int64_t n, int salt, const char *what) {
+    float *h = malloc(n * sizeof *h);
+    double *want = malloc(n * sizeof *want);
+    fill(h, n, g_rank, salt);
+    neat_tensor *x = tensor(dev, 1, &n, h);
     neat_cmdbuf *cb;
     neat_cmdbuf_create(dev, &cb);
-    CHECK_OK(neat_all_reduce(cb, comm, NEAT_REDUCE_SUM, x, x),
-             "record all_reduce of rank-dependent count");
-    CHECK_OK(neat_cmdbuf_commit(cb), "commit");
-    expect(neat_cmdbuf_wait(cb), NEAT_ERR_SHAPE_MISMATCH, "elements", "ranks' counts differ");
+    CHECK_OK(neat_all_reduce(cb, comm, NEAT_REDUCE_SUM, x, x), what);
+    run(cb, 1);
+    neat_tensor_read(x, h, n);
+    for (int64_t i = 0; i < n; i++) {
+        double sum = 0;
+        for (int r = 0; r < g_world; r++) sum += (float)value(r, i, salt);
+        want[i] = sum;
+    }
+    close_to(h, want, n, 1e-6, what);
     neat_cmdbuf_destroy(cb);
     neat_tensor_destroy(x);
+    free(h), free(want);
+}
+
+/* t holds exactly the n floats of want. */
+static void check_untouched(neat_tensor *t, const float *want, int64_t n, const char *what) {
+    float *got = malloc(n * sizeof *got);
+    neat_tensor_read(t, got, n);
+    CHECK(!memcmp(got, want, n * sizeof *got), "%s", what);
+    free(got);
+}
+
+/* Ranks that disagree on their collectives: SHAPE_MISMATCH on every rank, from wait, and
+ * the comm still usable; a silent rank: TIMEOUT. On CUDA nothing of a refused buffer runs
+ * (the ranks agree on the whole buffer at its first commit); on the CPU each collective is
+ * checked at its first run, so the ops before the one that disagrees have run. */
+static void case_peer_errors(neat_device *dev, neat_comm *comm, neat_comm *spare, neat_backend be) {
+    /* 100 elements on rank 0, 101 on rank 1: refused at every commit, x and y untouched */
+    int64_t n = 100 + g_rank;
+    float h[101], poison[101];
+    fill(h, n, g_rank, 3);
+    for (int i = 0; i < 101; i++) poison[i] = -7.5f;
+    neat_tensor *x = tensor(dev, 1, &n, h), *y = tensor(dev, 1, &n, poison);
+    neat_cmdbuf *cb;
+    neat_cmdbuf_create(dev, &cb);
+    CHECK_OK(neat_all_reduce(cb, comm, NEAT_REDUCE_SUM, x, y),
+             "record all_reduce of rank-dependent count");
+    for (int again = 0; again < 2; again++) {
+        CHECK_OK(neat_cmdbuf_commit(cb), "commit");
+        expect(neat_cmdbuf_wait(cb), NEAT_ERR_SHAPE_MISMATCH, "elements",
+               again ? "counts differ, committed again" : "ranks' counts differ (100, 101)");
+        check_untouched(y, poison, n, "count mismatch: y untouched");
+        check_untouched(x, h, n, "count mismatch: x untouched");
+    }
+    neat_cmdbuf_destroy(cb);
+    neat_tensor_destroy(x), neat_tensor_destroy(y);
+    check_sum(dev, comm, 100, 4, "after a mismatch, an agreeing all_reduce on the comm");
+
+    /* A buffer on two comms, the second's counts differ: refused everywhere (the message
+     * names op 1), and both comms still work */
+    int64_t m = 100, k = 4 + g_rank;
+    neat_tensor *a = tensor(dev, 1, &m, h), *b = tensor(dev, 1, &k, NULL);
+    neat_cmdbuf_create(dev, &cb);
+    CHECK_OK(neat_all_reduce(cb, comm, NEAT_REDUCE_SUM, a, a), "record all_reduce on comm");
+    CHECK_OK(neat_all_reduce(cb, spare, NEAT_REDUCE_SUM, b, b), "record all_reduce on spare");
+    CHECK_OK(neat_cmdbuf_commit(cb), "commit (two comms)");
+    expect(neat_cmdbuf_wait(cb), NEAT_ERR_SHAPE_MISMATCH, "op 1 of 2",
+           "two comms, the second's counts differ");
+    if (be == NEAT_BACKEND_CUDA) check_untouched(a, h, m, "two comms: op 0 did not run either");
+    neat_cmdbuf_destroy(cb);
+    neat_tensor_destroy(a), neat_tensor_destroy(b);
+    check_sum(dev, comm, 7, 5, "after a two-comm mismatch, an all_reduce on comm");
+    check_sum(dev, spare, 7, 6, "after a two-comm mismatch, an all_reduce on spare");
+
+    /* A bucket of 3 + 5 elements on rank 0 and 5 + 3 on rank 1: the same total, tensors that
+     * do not match */
+    int64_t s0 = g_rank ? 5 : 3, s1 = g_rank ? 3 : 5;
+    neat_tensor *bucket[2] = {tensor(dev, 1, &s0, NULL), tensor(dev, 1, &s1, NULL)};
+    neat_cmdbuf_create(dev, &cb);
+    CHECK_OK(neat_all_reduce_bucket(cb, comm, NEAT_REDUCE_SUM, 2, bucket), "record bucket");
+    CHECK_OK(neat_cmdbuf_commit(cb), "commit (bucket)");
+    expect(neat_cmdbuf_wait(cb), NEAT_ERR_SHAPE_MISMATCH, "tensors",
+           "buckets of one total, split otherwise");
+    neat_cmdbuf_destroy(cb);
+    neat_tensor_destroy(bucket[0]), neat_tensor_destroy(bucket[1]);
+    check_sum(dev, comm, 3, 8, "after a bucket mismatch, an all_reduce on comm");
 
     /* Rank 0 waits 1 s for rank 1, which comes 3 s late: TIMEOUT on rank 0 (the comm is then
-     * broken: committing again fails at once); rank 1's late op completes. */
+     * broken: committing again fails at once). The late rank: on the CPU its op completes
+     * (MPI matches the request rank 0 left pending); on CUDA rank 0 aborted its NCCL comm,
+     * so rank 1 waits its own 2 s for it: TIMEOUT (or NCCL's error for a peer gone). */
     int64_t zero = 0;
     neat_tensor *z = tensor(dev, 1, &zero, NULL);
     neat_cmdbuf_create(dev, &cb);
@@ -302,8 +412,17 @@ static void case_peer_errors(neat_device *dev, neat_comm *comm, neat_comm *spare
         expect(neat_cmdbuf_commit(cb), NEAT_ERR_BACKEND_ERROR, "broken", "commit on a broken comm");
     } else if (g_rank == 1) {
         sleep(3);
-        CHECK_OK(neat_cmdbuf_commit(cb), "late commit");
-        CHECK_OK(neat_cmdbuf_wait(cb), "late rank's wait");
+        if (be == NEAT_BACKEND_CUDA) {
+            neat_comm_set_timeout(spare, 2.0);
+            CHECK_OK(neat_cmdbuf_commit(cb), "late commit");
+            neat_status st = neat_cmdbuf_wait(cb);
+            CHECK(st == NEAT_ERR_TIMEOUT || st == NEAT_ERR_BACKEND_ERROR,
+                  "late rank, its peer gone: TIMEOUT or BACKEND_ERROR, got %s (%s)",
+                  neat_status_string(st), neat_last_error());
+        } else {
+            CHECK_OK(neat_cmdbuf_commit(cb), "late commit");
+            CHECK_OK(neat_cmdbuf_wait(cb), "late rank's wait");
+        }
     }
     neat_cmdbuf_destroy(cb);
     neat_tensor_destroy(z);
@@ -364,28 +483,45 @@ static void case_training(neat_device *dev, neat_comm *comm) {
     free(x), free(lab);
 }
 
-/* --bench MiB[,MiB...]: all-reduce bus bandwidth through neatml, as bench/nccl_peer.c
- * measures NCCL's: a replayed buffer of one neat_all_reduce (SUM, in place), 5 warm-up
- * commits, then the mean neat_cmdbuf_device_time of 20 (device events on CUDA). */
+static int by_value(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* --bench MiB[,MiB...]: all-reduce bus bandwidth through neatml, measured as bench/nccl_peer.c
+ * measures NCCL's: ITERS in-place all-reduces (SUM) back to back between two device events,
+ * the median of REPS such runs. Here the ITERS are one recorded buffer of ITERS
+ * neat_all_reduce (a CUDA graph of ITERS NCCL kernels once replayed), timed by
+ * neat_cmdbuf_device_time. Each timed submission is committed right behind an untimed one,
+ * so it starts when the ranks' previous all-reduces end: like nccl_peer's events, the clock
+ * does not include the time one rank waits for the other to launch (a submission committed
+ * after a wait would time that skew too). */
 static void bench(neat_device *dev, neat_comm *comm, const char *list) {
+    enum { ITERS = 20, REPS = 5 };
     for (const char *p = list; p && *p; p = strchr(p, ',') ? strchr(p, ',') + 1 : NULL) {
         int64_t mib = atoll(p), n = mib << 18;
         neat_tensor *x = NULL;
         neat_cmdbuf *cb = NULL;
         if (!CHECK_OK(neat_tensor_create_zeros(dev, 1, &n, &x), "bench tensor")) return;
         neat_cmdbuf_create(dev, &cb);
-        CHECK_OK(neat_all_reduce(cb, comm, NEAT_REDUCE_SUM, x, x), "bench all_reduce");
-        run(cb, 5);
-        double total = 0, t;
-        for (int i = 0; i < 20; i++) {
-            run(cb, 1);
-            if (neat_cmdbuf_device_time(cb, &t) == NEAT_OK) total += t;
+        for (int i = 0; i < ITERS; i++)
+            CHECK_OK(neat_all_reduce(cb, comm, NEAT_REDUCE_SUM, x, x), "bench all_reduce");
+        run(cb, 2); /* warm-up: the first run (eager), then the graph's capture and replay */
+        double sec[REPS];
+        int got = 0;
+        for (int r = 0; r < REPS; r++) {
+            CHECK_OK(neat_cmdbuf_commit(cb), "commit (untimed)");
+            CHECK_OK(neat_cmdbuf_commit(cb), "commit (timed)");
+            CHECK_OK(neat_cmdbuf_wait(cb), "wait");
+            double t;
+            if (neat_cmdbuf_device_time(cb, &t) == NEAT_OK) sec[got++] = t / ITERS;
         }
-        double sec = total / 20, bytes = (double)n * 4;
+        qsort(sec, (size_t)got, sizeof *sec, by_value);
+        double t = got ? sec[got / 2] : 0, bytes = (double)n * 4;
         if (g_rank == 0)
             printf("neatml allreduce %lld MiB ranks=%d time_ms=%.3f busbw_GBps=%.1f\n",
-                   (long long)mib, g_world, sec * 1e3,
-                   sec > 0 ? bytes * 2.0 * (g_world - 1) / g_world / sec / 1e9 : 0.0);
+                   (long long)mib, g_world, t * 1e3,
+                   t > 0 ? bytes * 2.0 * (g_world - 1) / g_world / t / 1e9 : 0.0);
         neat_cmdbuf_destroy(cb);
         neat_tensor_destroy(x);
     }
@@ -453,13 +589,11 @@ int main(int argc, char **argv) {
     case_local_errors(dev, comm, be);
     case_all_reduce(dev, comm);
     case_bucket(dev, comm);
+    case_bucket_many(dev, comm);
     case_broadcast(dev, comm);
     case_training(dev, comm);
-    if (g_world > 1 && be == NEAT_BACKEND_CUDA)
-        nt_skip("peer errors on CUDA: the backend does not yet check the ranks' counts (NCCL does "
-                "not)");
-    else if (g_world > 1)
-        case_peer_errors(dev, comm, spare);
+    if (g_world > 1)
+        case_peer_errors(dev, comm, spare, be);
     else
         nt_skip("cases across ranks (peer errors; sums of 2+ ranks): run under mpirun -np 2 "
                 "(scripts/run_tests.sh does)");

@@ -12,8 +12,10 @@
  *
  * Agreement: comm creation gathers (rank, hash of id and nranks) from every process, so a
  * wrong id, nranks or a rank passed twice fails on every rank. Each collective op checks,
- * at its first run in a buffer, that every rank has its element count (an all-reduce of
- * (count, -count) under MAX), so that a mismatch is SHAPE_MISMATCH everywhere, not a hang.
+ * at its first run in a buffer, that every rank has its element count and (a bucket) its
+ * tensors' counts (an all-reduce of (v, -v) under MAX), so that a mismatch is
+ * SHAPE_MISMATCH everywhere, not a hang or garbage. (The CUDA backend checks a whole
+ * buffer at its first commit instead: cuda/comm.c.)
  * Which ops were checked is kept in cb->impl (one byte per op, freed by cmdbuf_release).
  *
  * Math: SUM is MPI's float sum; AVG divides that sum by nranks (in the bucket's unpack).
@@ -177,11 +179,22 @@ static neat_status mpi_comm_create(nm_comm *comm, const neat_comm_id *id, cpu_co
     return st;
 }
 
-/* The all-reduce of the op's element count: SHAPE_MISMATCH on every rank if one differs. */
-static neat_status check_count(const char *fn, nm_comm *comm, int64_t count) {
-    int64_t v[2] = {count, -count};
+/* A bucket's tensor counts as one non-negative number (FNV-1a); 0 for the other ops. */
+static int64_t bucket_layout(const nm_op *op) {
+    if (op->kind != NM_OP_ALL_REDUCE_BUCKET) return 0;
+    uint64_t h = 1469598103934665603ull;
+    h = (h ^ (uint64_t)op->nlist) * 1099511628211ull;
+    for (int i = 0; i < op->nlist; i++) h = (h ^ (uint64_t)op->list[i]->numel) * 1099511628211ull;
+    return (int64_t)(h >> 2);
+}
+
+/* The all-reduce of the op's element count (and a bucket's layout) under MAX, as (v, -v):
+ * SHAPE_MISMATCH on every rank if one differs. */
+static neat_status check_count(const nm_op *op, nm_comm *comm, int64_t count) {
+    const char *fn = op->fn;
+    int64_t layout = bucket_layout(op), v[4] = {count, -count, layout, -layout};
     MPI_Request req;
-    int rc = MPI_Iallreduce(MPI_IN_PLACE, v, 2, MPI_INT64_T, MPI_MAX, cpu_comm_of(comm)->mpi, &req);
+    int rc = MPI_Iallreduce(MPI_IN_PLACE, v, 4, MPI_INT64_T, MPI_MAX, cpu_comm_of(comm)->mpi, &req);
     neat_status st = rc == MPI_SUCCESS ? mpi_wait(fn, comm, &req, "MPI_Iallreduce (element counts)")
                                        : mpi_error(fn, comm, rc, "MPI_Iallreduce");
     if (st) return st;
@@ -191,6 +204,12 @@ static neat_status check_count(const char *fn, nm_comm *comm, int64_t count) {
                         "the same count",
                         fn, comm->rank, (long long)count,
                         (long long)(v[0] != count ? v[0] : -v[1]));
+    if (v[2] != layout || -v[3] != layout)
+        return nm_error(NEAT_ERR_SHAPE_MISMATCH,
+                        "%s: rank %d's bucket of %d tensors and %lld elements splits them "
+                        "otherwise than another rank's: every rank must pass tensors of the "
+                        "same element counts in the same order",
+                        fn, comm->rank, op->nlist, (long long)count);
     return NEAT_OK;
 }
 
@@ -307,7 +326,7 @@ static neat_status prepare(nm_cmdbuf *cb, const nm_op *op, nm_comm *comm, int64_
     unsigned char *checked = cb->impl;
     int64_t i = op - cb->ops;
     if (checked[i]) return NEAT_OK;
-    neat_status st = check_count(op->fn, comm, count);
+    neat_status st = check_count(op, comm, count);
     if (!st) checked[i] = 1;
     return st;
 #else

@@ -383,6 +383,34 @@ static neat_status cuda_submit(nm_device *dev, nm_cmdbuf *cb, uint64_t seq) {
         return st;
     }
     cuda_cmdbuf *c = cuda_cb(cb);
+    /* The first commit of a buffer with collectives: do the ranks agree on them (comm.c)?
+     * Checked once: a recorded buffer cannot change, so replays cost nothing. A mismatch is
+     * final on every rank alike (they saw the same answer), so later commits of the buffer
+     * are refused without asking the peers again. */
+    if (c->collectives && !c->agreed && c->refusal != NEAT_ERR_SHAPE_MISMATCH) {
+        int64_t at = 0;
+        neat_status agree = cuda_comm_agree(dev, cb, &at);
+        c->agreed = agree == NEAT_OK;
+        if (agree) {
+            c->refusal = agree, c->refusal_op = at;
+            snprintf(c->refusal_msg, sizeof c->refusal_msg, "%s", neat_last_error());
+        }
+    }
+    if (c->collectives && !c->agreed) {
+        /* Refused: nothing runs, outputs stay untouched; wait reports why, as it reports an
+         * op that failed at run time (complete_subs). */
+        st = cuda_check(cudaEventRecord(sub->done, d->stream), fn, "cudaEventRecord");
+        if (st) {
+            event_put(d, sub->start), event_put(d, sub->done);
+        } else {
+            sub->seq = seq;
+            sub->cb = cb;
+            sub->refused = 1; /* talks to no peer: wait need not poll its comms */
+            d->nsubs++;
+        }
+        pthread_mutex_unlock(&d->lock);
+        return st;
+    }
     st = cuda_stage_host_copies(cb, c);
     if (st) {
         event_put(d, sub->start), event_put(d, sub->done);
@@ -501,6 +529,9 @@ static neat_status complete_subs(nm_device *dev, int block) {
             cudaGetLastError();
             nm_cmdbuf_fail_all(s.cb, NEAT_ERR_BACKEND_ERROR, msg);
             failure = nm_error(NEAT_ERR_BACKEND_ERROR, "%s", msg);
+        } else if (s.refused) {
+            const cuda_cmdbuf *c = cuda_cb(s.cb);
+            nm_cmdbuf_fail(s.cb, c->refusal_op, c->refusal, c->refusal_msg);
         } else {
             int64_t ran = s.checks ? read_error_record(dev, s.cb) : s.cb->nops;
             cuda_finish_host_copies(s.cb, ran);

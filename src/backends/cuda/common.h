@@ -10,13 +10,14 @@
  * graph to replay: one scratch pointer per (op, slot), taken from the core's pool with
  * nm_scratch_alloc on the first submission and reused by every later one, the captured
  * graph, and a 4-int error record in device memory that kernels set on bad input (an
- * out-of-range label) and wait() reads.
+ * out-of-range label) and wait() reads; and whether the ranks agree on its collectives
+ * (checked at the first submission, comm.c).
  *
  * Files: backend.c (table, device, memory, submit/wait, graphs), elementwise.cu (add,
  * scale, fill, activations, bias+activation), pool.cu, reduce.cu (sums), softmax.cu
  * (softmax, cross-entropy), optim.cu (SGD, AdamW), matmul.cu (cuBLASLt: matmul, linear),
  * conv.cu (cuDNN), half.cu (neat_cast, bf16/f16: native paths and the float32 fallback),
- * comm.c (collectives: NCCL).
+ * comm.c (collectives: NCCL), bucket.cu (a bucket's pack and unpack).
  */
 #ifndef NEATML_CUDA_COMMON_H
 #define NEATML_CUDA_COMMON_H
@@ -83,6 +84,7 @@ typedef struct cuda_sub {
     nm_cmdbuf *cb;
     cudaEvent_t start, done;
     int timed, checks, collectives;
+    int refused; /* the ranks disagree on the buffer's collectives: nothing of it ran */
 } cuda_sub;
 
 /* Error record in device memory, set once by the first kernel that finds bad input (what,
@@ -118,11 +120,15 @@ typedef struct cuda_cmdbuf {
     void **host_dev;       /* copy.c: the device's address of each (mapped) staging */
     cudaEvent_t *consumed; /* copy.c: after each copy_from_host's device copy */
     char *ahead;           /* copy.c: the copy_from_host ops that run on upload_stream */
-    int64_t last_ahead; /* the last of them (its `consumed` is what the stream waits on), or -1 */
-    int64_t nahead;     /* how many */
-    int copies_out;     /* some op copies to host: completion copies it out */
-    int checks;         /* some op can set err: wait() reads it */
-    int collectives;    /* some op talks to peers: wait() polls its comms (comm.c) */
+    int64_t last_ahead;  /* the last of them (its `consumed` is what the stream waits on), or -1 */
+    int64_t nahead;      /* how many */
+    int copies_out;      /* some op copies to host: completion copies it out */
+    int checks;          /* some op can set err: wait() reads it */
+    int collectives;     /* some op talks to peers: wait() polls its comms (comm.c) */
+    int agreed;          /* the ranks agree on the collectives (cuda_comm_agree) */
+    neat_status refusal; /* or they do not: why the submissions are refused, */
+    int64_t refusal_op;  /* the op it is about */
+    char refusal_msg[NM_MSG_MAX];
 } cuda_cmdbuf;
 
 static inline cuda_device *cuda_dev(nm_device *dev) { return (cuda_device *)dev->impl; }
@@ -223,6 +229,14 @@ neat_status cuda_comm_create(nm_comm *comm, const neat_comm_id *id);
 neat_status cuda_comm_create_all(int n, nm_comm *const *comms);
 void cuda_comm_destroy(nm_comm *comm);
 cudaError_t cuda_comm_wait(nm_device *dev, cudaEvent_t ev, nm_cmdbuf *cb);
+/* Before a buffer's first run: one exchange per comm of its collectives, so that every rank
+ * finds the same answer: OK, SHAPE_MISMATCH (the ranks recorded different collectives: the
+ * op it is about in *op_index), TIMEOUT or BACKEND_ERROR (the comm is then broken). */
+neat_status cuda_comm_agree(nm_device *dev, nm_cmdbuf *cb, int64_t *op_index);
+
+/* bucket.cu: copy the tensors of a neat_all_reduce_bucket op into packed (pack = 1), back
+ * to back in list order, or from packed into them (pack = 0), on dev's stream. */
+neat_status cuda_bucket_copy(nm_device *dev, const nm_op *op, float *packed, int pack);
 
 /* Caches: created lazily, released by device_close. */
 void cuda_matmul_cache_free(cuda_device *d);
