@@ -659,9 +659,9 @@ NEAT_API neat_status neat_all_reduce(neat_cmdbuf *cb, neat_comm *comm, neat_redu
 
 /* In-place all-reduce of n tensors (n >= 0, any shapes, zero-size allowed, no two sharing
  * memory) as ONE transfer: packed into a contiguous scratch buffer, reduced, unpacked (AVG's
- * division fused into the unpack); tensors that already lie back to back in one storage
- * (views of a flat gradient buffer, in order) are reduced where they are. The gradients of
- * a training step in one call. Same statuses as neat_all_reduce. */
+ * division fused into the unpack, or NCCL's own); a bucket with one non-empty tensor is
+ * reduced where it is, without the copies. The gradients of a training step in one call.
+ * Same statuses as neat_all_reduce. */
 NEAT_API neat_status neat_all_reduce_bucket(neat_cmdbuf *cb, neat_comm *comm, neat_reduce_op op,
                                             int n, neat_tensor *const *tensors);
 
