@@ -28,6 +28,20 @@
  * type (cuBLASLt's rule), so only a half output uses one. The key holds both types. A half
  * batch whose matrices start at offsets that are not multiples of 256 bytes asks cuBLASLt
  * for algorithms of that smaller alignment (odd sizes: CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_*).
+ *
+ * Tuning (mm_tune): the heuristic's first algorithm is not always cuBLAS's fastest (8192^3
+ * f16 on the H200: 676 TFLOP/s where cublasGemmEx, PyTorch's mm, reaches 754). So a large
+ * tensor-core GEMM (half inputs or TF32, batch m n k >= 2^30) asks for up to LT_CANDIDATES
+ * algorithms and, at its first eager use with beta = 0, runs each on the stream between
+ * events and keeps the fastest: a host wait, once per cached entry (tens of ms at 8192^3).
+ * The runs write C, which the real run then overwrites (beta = 0 only; with beta != 0 the
+ * heuristic's first runs and the entry waits for a later beta = 0 use). Never during a
+ * graph capture: the heuristic's first is captured, the entry stays untuned. Every
+ * candidate has the entry's compute type, so only the order of the float32 sums (hence the
+ * last bits) may change with the choice, which timing noise can make differ between
+ * processes. Strict float32 is not tuned: its SIMT GEMM already runs at PyTorch's rate
+ * (matmul_large 1.00), and it keeps one algorithm per shape. NEATML_GEMM_TUNE=0 (read at a
+ * device's first GEMM) turns tuning off.
  */
 #include "common.cuh"
 #include "../lru.h"
@@ -43,10 +57,19 @@ typedef struct mm_key {
     int64_t align; /* bytes every batch's matrices are aligned to (half batches) */
 } mm_key;
 
+/* Algorithms a large GEMM is timed over, and the size from which it is: 2^30 multiply-adds
+ * (1024^3, ~3 us in bf16 on the H200; timing costs a host wait, so small GEMMs keep the
+ * heuristic's first). */
+#define LT_CANDIDATES 8
+#define LT_TUNE_MIN_MACS 0x1p30
+#define LT_TUNE_RUNS 3 /* timed runs per candidate, after one warm-up */
+
 typedef struct mm_entry {
     cublasLtMatmulDesc_t desc;
     cublasLtMatrixLayout_t la, lb, lc;
-    cublasLtMatmulAlgo_t algo;
+    cublasLtMatmulAlgo_t algo; /* the one run: the heuristic's first, or the fastest timed */
+    cublasLtMatmulAlgo_t cand[LT_CANDIDATES]; /* the heuristic's, best first */
+    int ncand; /* > 1 while the candidates wait to be timed; 0 once they were */
 } mm_entry;
 
 /* The device's cache of matmul plans (lru.h): at most NM_LRU_CAPACITY entries, the least
@@ -57,6 +80,7 @@ typedef struct mm_entry {
  * (not cached per entry, freed only by device_close). */
 struct cuda_matmul_cache {
     nm_lru lru;
+    int tune; /* NEATML_GEMM_TUNE is not "0" */
 };
 
 static void entry_destroy(mm_entry *e) {
@@ -110,6 +134,8 @@ static neat_status mm_lookup(cuda_device *d, const mm_key *key, mm_entry **out, 
         d->mm = (struct cuda_matmul_cache *)calloc(1, sizeof *d->mm);
         if (!d->mm) return nm_error(NEAT_ERR_OUT_OF_MEMORY, "%s: out of host memory", what);
         nm_lru_init(&d->mm->lru, NM_LRU_CAPACITY);
+        const char *env = getenv("NEATML_GEMM_TUNE");
+        d->mm->tune = !(env && strcmp(env, "0") == 0);
     }
     struct cuda_matmul_cache *c = d->mm;
     mm_entry *hit = (mm_entry *)nm_lru_get(&c->lru, key, sizeof *key);
@@ -124,9 +150,12 @@ static neat_status mm_lookup(cuda_device *d, const mm_key *key, mm_entry **out, 
     cublasOperation_t tb = key->trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
     cublasLtEpilogue_t epi = (cublasLtEpilogue_t)key->epilogue;
     uint64_t ws = CUDA_LT_WORKSPACE;
-    cublasLtMatmulHeuristicResult_t result;
+    cublasLtMatmulHeuristicResult_t result[LT_CANDIDATES];
     int found = 0;
-    memset(&result, 0, sizeof result);
+    /* tensor-core GEMMs (half inputs, TF32) large enough to be worth timing */
+    int tune = c->tune && !(key->ab == NEAT_F32 && key->math == NEAT_MATH_STRICT) &&
+               (double)key->batch * key->m * key->n * key->k >= LT_TUNE_MIN_MACS;
+    memset(result, 0, sizeof result);
     /* 16-bit inputs: CUBLAS_COMPUTE_32F multiplies them exactly and sums in float32 on the
      * tensor cores; there is no TF32 question (the math mode matters for float32 only). */
     LT_TRY(cublasLtMatmulDescCreate(&e.desc,
@@ -157,11 +186,15 @@ static neat_status mm_lookup(cuda_device *d, const mm_key *key, mm_entry **out, 
         LT_TRY(cublasLtMatmulPreferenceSetAttribute(
             pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al, sizeof al));
     }
-    LT_TRY(cublasLtMatmulAlgoGetHeuristic(d->lt, e.desc, e.la, e.lb, e.lc, e.lc, pref, 1, &result,
-                                          &found));
+    LT_TRY(cublasLtMatmulAlgoGetHeuristic(d->lt, e.desc, e.la, e.lb, e.lc, e.lc, pref,
+                                          tune ? LT_CANDIDATES : 1, result, &found));
     cublasLtMatmulPreferenceDestroy(pref);
     pref = NULL;
-    if (found < 1 || result.state != CUBLAS_STATUS_SUCCESS) {
+    for (int i = 0; i < found; i++) /* the workspace bound is the preference's; checked anyway */
+        if (result[i].state == CUBLAS_STATUS_SUCCESS &&
+            result[i].workspaceSize <= CUDA_LT_WORKSPACE)
+            e.cand[e.ncand++] = result[i].algo;
+    if (e.ncand < 1) {
         entry_destroy(&e);
         return nm_error(NEAT_ERR_BACKEND_ERROR,
                         "%s: cublasLtMatmulAlgoGetHeuristic found no algorithm for m=%lld n=%lld "
@@ -169,7 +202,8 @@ static neat_status mm_lookup(cuda_device *d, const mm_key *key, mm_entry **out, 
                         what, (long long)key->m, (long long)key->n, (long long)key->k,
                         (long long)key->batch);
     }
-    e.algo = result.algo;
+    e.algo = e.cand[0];
+    if (!tune) e.ncand = 0;
     { /* a block: the gotos above do not cross kept's initialization */
         mm_entry *kept = (mm_entry *)malloc(sizeof *kept);
         if (kept) *kept = e;
@@ -185,6 +219,53 @@ fail:
     if (pref) cublasLtMatmulPreferenceDestroy(pref);
     entry_destroy(&e);
     return NEAT_ERR_BACKEND_ERROR; /* message set by cublas_check */
+}
+
+/* Time e's candidates for D = alpha A B (cuBLASLt's operands; beta = 0, so the runs only
+ * write D, which the caller's run overwrites) and keep the fastest in e->algo: per
+ * candidate one warm-up run, then LT_TUNE_RUNS between two events; one stream wait for all.
+ * A candidate cuBLASLt refuses is skipped. Done once, whatever the outcome. */
+static neat_status mm_tune(cuda_device *d, mm_entry *e, const float *alpha, const void *A,
+                           const void *B, void *D, const char *what) {
+    const float zero = 0.0f;
+    cudaEvent_t ev[2 * LT_CANDIDATES];
+    int ok[LT_CANDIDATES] = {0}, nev = 0, n = e->ncand;
+    e->ncand = 0;
+    neat_status st = NEAT_OK;
+    for (int i = 0; i < 2 * n && !st; i++) {
+        st = cuda_check(cudaEventCreate(&ev[i]), what, "cudaEventCreate");
+        if (!st) nev = i + 1;
+    }
+    for (int i = 0; i < n && !st; i++) {
+        ok[i] = 1;
+        for (int r = 0; r <= LT_TUNE_RUNS && ok[i] && !st; r++) {
+            if (r == 1)
+                st = cuda_check(cudaEventRecord(ev[2 * i], d->stream), what, "cudaEventRecord");
+            ok[i] = cublasLtMatmul(d->lt, e->desc, alpha, A, e->la, B, e->lb, &zero, D, e->lc, D,
+                                   e->lc, &e->cand[i], d->lt_ws, CUDA_LT_WORKSPACE,
+                                   d->stream) == CUBLAS_STATUS_SUCCESS;
+        }
+        if (!st)
+            st = cuda_check(cudaEventRecord(ev[2 * i + 1], d->stream), what, "cudaEventRecord");
+    }
+    if (!st) st = cuda_check(cudaStreamSynchronize(d->stream), what, "cudaStreamSynchronize");
+    float best = -1.0f;
+    for (int i = 0; i < n && !st; i++) {
+        float ms;
+        if (ok[i] && cudaEventElapsedTime(&ms, ev[2 * i], ev[2 * i + 1]) == cudaSuccess &&
+            (best < 0.0f || ms < best)) {
+            best = ms;
+            e->algo = e->cand[i];
+        }
+    }
+    for (int i = 0; i < nev; i++) cudaEventDestroy(ev[i]);
+    return st;
+}
+
+static int capturing(cuda_device *d) {
+    cudaStreamCaptureStatus cap = cudaStreamCaptureStatusNone;
+    return cudaStreamIsCapturing(d->stream, &cap) != cudaSuccess ||
+           cap != cudaStreamCaptureStatusNone;
 }
 
 static neat_activation epilogue_act(cublasLtEpilogue_t e) {
@@ -250,6 +331,10 @@ extern "C" neat_status cuda_gemm_typed(nm_device *dev, neat_math_mode math, int 
         st = cublas_check(cublasLtMatmulDescSetAttribute(e->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
                                                          &bias, sizeof bias),
                           what, "cublasLtMatmulDescSetAttribute(BIAS_POINTER)");
+        if (st) return st;
+    }
+    if (e->ncand > 1 && beta == 0.0f && !capturing(d)) { /* first eager use: time candidates */
+        st = mm_tune(d, e, &alpha, b, a, c, what);
         if (st) return st;
     }
     return cublas_check(cublasLtMatmul(d->lt, e->desc, &alpha, b, e->la, a, e->lb, &beta, c, e->lc,
