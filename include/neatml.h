@@ -212,11 +212,12 @@ NEAT_API neat_status neat_device_set_memory_limit(neat_device *dev, int64_t byte
  * Anything else is DTYPE_MISMATCH, with a message naming each tensor's type. A backend may
  * run fewer (UNSUPPORTED with a message when recorded): the CPU runs float32 everywhere,
  * and in bf16 and f16 every op but the losses (class indices as half labels would be
- * exact only up to 256 or 2048) and the float32-only ones above (the optimizers and the
- * loss-scale ops convert element by element, in one pass): on float32 copies of the
+ * exact only up to 256 or 2048) and the float32-only ones above: on float32 copies of the
  * half tensors, each output rounded once (no half-speed kernel yet; a backward op that
- * accumulates adds in float32 and rounds the sum once). CUDA and Metal run float32 only for now (of half tensors, they fill
- * with +0 only: what neat_tensor_create_typed's zero needs). */
+ * accumulates adds in float32 and rounds the sum once); the mixed optimizers and the
+ * loss-scale ops convert element by element in their one pass. CUDA and Metal run float32 only for now (of half tensors, they fill
+ * with +0 only: what neat_tensor_create_typed's zero needs), but for CUDA's mixed
+ * optimizers and loss-scale ops (every type). */
 typedef enum neat_dtype { NEAT_F32 = 0, NEAT_BF16 = 1, NEAT_F16 = 2 } neat_dtype;
 
 /* Bytes per element of dtype (4, 2, 2); 0 for a value outside neat_dtype. */
