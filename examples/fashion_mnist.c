@@ -12,6 +12,18 @@
  * gathers the next batch while the device runs this one. The schedule is a linear warm-up
  * then a cosine decay. A second recorded buffer runs the forward pass over the test set.
  *
+ * Mixed precision (--precision bf16|fp16; fp32 is the default and unchanged): the weights
+ * live as float32 masters, of which the forward and backward passes read a half copy;
+ * activations and gradients are half. The loss: the logits cast to float32, the float32
+ * softmax cross-entropy and its backward, the loss gradient cast back to half. The
+ * updates are neat_sgd_update_mixed (float32 master, velocity and math; the half copy
+ * rewritten). fp16 adds dynamic loss scaling (its gradients would underflow): the loss
+ * gradient is multiplied by the scale (neat_loss_scale), every gradient is checked for
+ * overflow (neat_loss_scale_check), the updates divide by the scale and are skipped after
+ * an overflow, and neat_loss_scale_update backs the scale off or grows it. All of it is in
+ * the recorded step: no host round trip per step. Half precision trains on one rank (the
+ * collectives take float32 tensors).
+ *
  * Data-parallel (docs/DISTRIBUTED.md): N ranks each take a shard of every global batch of
  * N x --batch images (rank r the rows [r*batch, (r+1)*batch) of the same shuffled order: the
  * order comes from the seed). Rank 0's parameters are broadcast at the start; in the step,
@@ -28,6 +40,8 @@
  * the test accuracy after each epoch, an SVG plot of the curves, and one last line
  *   final test_accuracy=0.9012 epochs=5 backend=cpu images_per_s=1234.5
  *         steady_images_per_s=1300.2 ranks=1
+ * (with --precision bf16 or fp16, " precision=bf16", and for fp16 " loss_scale=65536": the
+ * final scale)
  * (images/s count the images of all ranks). An example, so unlike the library it prints,
  * and exits with 1 on any failure.
  */
@@ -84,12 +98,15 @@ typedef struct options {
      * number of local devices that one process drives (0: one device, or one per process). */
     int rank, world, devices;
     const char *init_file;
+    neat_dtype precision; /* of the weights' copies, activations and gradients */
 } options;
 
 static void usage(void) {
-    fprintf(stderr, "usage: fashion_mnist [--epochs N] [--batch N] [--lr X] [--backend cpu|cuda|auto]\n"
-                    "                     [--seed N] [--plot FILE] [--data DIR] [--limit N]\n"
-                    "                     [--rank R --world-size N --init-file PATH | --devices N]\n");
+    fprintf(stderr,
+            "usage: fashion_mnist [--epochs N] [--batch N] [--lr X] [--backend cpu|cuda|auto]\n"
+            "                     [--seed N] [--plot FILE] [--data DIR] [--limit N]\n"
+            "                     [--rank R --world-size N --init-file PATH | --devices N]\n"
+            "                     [--precision fp32|bf16|fp16]\n");
     exit(1);
 }
 
@@ -101,8 +118,19 @@ static long parse_long(const char *flag, const char *v, long lo) {
 }
 
 static options parse_options(int argc, char **argv) {
-    options o = {5, 128, 0.05, NEAT_BACKEND_AUTO, 42, "fashion_mnist.svg",
-                 "/usr/share/datasets/fashion-mnist", 0, -1, -1, 0, NULL};
+    options o = {5,
+                 128,
+                 0.05,
+                 NEAT_BACKEND_AUTO,
+                 42,
+                 "fashion_mnist.svg",
+                 "/usr/share/datasets/fashion-mnist",
+                 0,
+                 -1,
+                 -1,
+                 0,
+                 NULL,
+                 NEAT_F32};
     for (int i = 1; i < argc; i++) {
         const char *f = argv[i];
         if (!strcmp(f, "--help") || !strcmp(f, "-h")) usage();
@@ -127,11 +155,23 @@ static options parse_options(int argc, char **argv) {
             else if (!strcmp(v, "cuda")) o.backend = NEAT_BACKEND_CUDA;
             else if (!strcmp(v, "auto")) o.backend = NEAT_BACKEND_AUTO;
             else die("--backend wants cpu, cuda or auto, got '%s'", v);
-        } else usage();
+        } else if (!strcmp(f, "--precision")) {
+            if (!strcmp(v, "fp32"))
+                o.precision = NEAT_F32;
+            else if (!strcmp(v, "bf16"))
+                o.precision = NEAT_BF16;
+            else if (!strcmp(v, "fp16"))
+                o.precision = NEAT_F16;
+            else
+                die("--precision wants fp32, bf16 or fp16, got '%s'", v);
+        } else
+            usage();
     }
     if (o.devices > MAX_DEVICES) die("--devices wants at most %d", MAX_DEVICES);
     if (o.devices && (o.rank > 0 || o.world > 1))
         die("--devices N drives N devices from one process: not with --rank/--world-size");
+    if (o.precision != NEAT_F32 && (o.devices > 1 || o.world > 1))
+        die("--precision bf16/fp16 trains on one rank (the collectives take float32 tensors)");
     return o;
 }
 
@@ -234,14 +274,19 @@ static void shuffle(long *idx, long n, uint64_t *s) {
 
 /* ---- the network ------------------------------------------------------------------------------ */
 
-static neat_tensor *tensor(neat_device *dev, int ndim, int64_t d0, int64_t d1, int64_t d2,
-                           int64_t d3, const char *name) {
+static neat_tensor *tensor_typed(neat_device *dev, neat_dtype dt, int ndim, int64_t d0, int64_t d1,
+                                 int64_t d2, int64_t d3, const char *name) {
     int64_t shape[4] = {d0, d1, d2, d3};
     neat_tensor *t = NULL;
     char what[96];
     snprintf(what, sizeof what, "neat_tensor_create(%s)", name);
-    ok(neat_tensor_create(dev, ndim, shape, &t), what);
+    ok(neat_tensor_create_typed(dev, dt, ndim, shape, 0, &t), what);
     return t;
+}
+
+static neat_tensor *tensor(neat_device *dev, int ndim, int64_t d0, int64_t d1, int64_t d2,
+                           int64_t d3, const char *name) {
+    return tensor_typed(dev, NEAT_F32, ndim, d0, d1, d2, d3, name);
 }
 
 static void upload(neat_tensor *t, const float *v, int64_t n, const char *name) {
@@ -250,11 +295,15 @@ static void upload(neat_tensor *t, const float *v, int64_t n, const char *name) 
     ok(neat_tensor_write(t, v, n), what);
 }
 
-/* Parameters of conv1, conv2, fc1, fc2 with their gradients and momentum buffers. */
+/* Parameters of conv1, conv2, fc1, fc2 with their gradients and momentum buffers. In
+ * mixed precision w, b (what the passes read) and dw, db are half, and mw, mb hold the
+ * float32 master weights; in fp32 mw, mb are w, b. */
 enum { CONV1, CONV2, FC1, FC2, LAYERS };
 
 typedef struct lenet {
+    neat_dtype dt;
     neat_tensor *w[LAYERS], *b[LAYERS], *dw[LAYERS], *db[LAYERS], *vw[LAYERS], *vb[LAYERS];
+    neat_tensor *mw[LAYERS], *mb[LAYERS];
     neat_conv2d_desc conv;  /* 3x3, stride 1, pad 1 */
     neat_pool2d_desc pool;  /* 2x2, stride 2 */
 } lenet;
@@ -263,42 +312,55 @@ typedef struct lenet {
  * follows and 1 for the logits layer (nothing follows it, so no half of the variance is
  * cut); zero biases and velocities (neat_tensor_create_zeros: the library never clears a
  * velocity itself). */
-static void lenet_create(neat_device *dev, lenet *net, uint64_t *rng) {
+static void lenet_create(neat_device *dev, lenet *net, neat_dtype dt, uint64_t *rng) {
     static const int64_t shapes[LAYERS][4] = {{32, 1, 3, 3}, {64, 32, 3, 3}, {128, 3136, 1, 1},
                                              {CLASSES, 128, 1, 1}};
     net->conv = neat_conv2d_desc_make(3, 3, 1, 1);
     net->pool = (neat_pool2d_desc){2, 2, 2, 2, 0, 0};
+    net->dt = dt;
     for (int l = 0; l < LAYERS; l++) {
         int nd = l <= CONV2 ? 4 : 2;
         const int64_t *s = shapes[l];
         int64_t n = s[0] * s[1] * s[2] * s[3], fan_in = s[1] * s[2] * s[3];
         int64_t bs[1] = {s[0]};
-        net->w[l] = tensor(dev, nd, s[0], s[1], s[2], s[3], "weight");
-        net->dw[l] = tensor(dev, nd, s[0], s[1], s[2], s[3], "weight gradient");
-        net->db[l] = tensor(dev, 1, s[0], 0, 0, 0, "bias gradient");
+        net->w[l] = net->mw[l] = tensor(dev, nd, s[0], s[1], s[2], s[3], "weight");
+        net->dw[l] = tensor_typed(dev, dt, nd, s[0], s[1], s[2], s[3], "weight gradient");
+        net->db[l] = tensor_typed(dev, dt, 1, s[0], 0, 0, 0, "bias gradient");
         ok(neat_tensor_create_zeros(dev, nd, s, &net->vw[l]), "neat_tensor_create_zeros(velocity)");
         ok(neat_tensor_create_zeros(dev, 1, bs, &net->b[l]), "neat_tensor_create_zeros(bias)");
         ok(neat_tensor_create_zeros(dev, 1, bs, &net->vb[l]), "neat_tensor_create_zeros(velocity)");
+        net->mb[l] = net->b[l];
+        if (dt != NEAT_F32) { /* the half copies the passes read */
+            net->w[l] = tensor_typed(dev, dt, nd, s[0], s[1], s[2], s[3], "weight (half copy)");
+            ok(neat_tensor_create_typed(dev, dt, 1, bs, 1, &net->b[l]),
+               "neat_tensor_create_typed(bias, half copy)");
+        }
         float *v = malloc(sizeof(float) * (size_t)n);
         if (!v) die("out of memory initializing the weights");
         double std = sqrt((l == FC2 ? 1.0 : 2.0) / (double)fan_in);
         for (int64_t i = 0; i < n; i++) v[i] = (float)(std * rng_normal(rng));
-        upload(net->w[l], v, n, "weight");
+        upload(net->mw[l], v, n, "weight");
+        if (dt != NEAT_F32) upload(net->w[l], v, n, "weight (half copy)"); /* rounded */
         free(v);
     }
 }
 
 static void lenet_destroy(lenet *net) {
     for (int l = 0; l < LAYERS; l++) {
+        if (net->mw[l] != net->w[l]) neat_tensor_destroy(net->mw[l]);
+        if (net->mb[l] != net->b[l]) neat_tensor_destroy(net->mb[l]);
         neat_tensor_destroy(net->w[l]), neat_tensor_destroy(net->b[l]);
         neat_tensor_destroy(net->dw[l]), neat_tensor_destroy(net->db[l]);
         neat_tensor_destroy(net->vw[l]), neat_tensor_destroy(net->vb[l]);
     }
 }
 
-/* Activations of one batch size; the gradients only for training. */
+/* Activations of one batch size (of the net's dtype); the gradients only for training.
+ * x32, logits32, dlogits32: the float32 sides of the casts in mixed precision (the host
+ * copies and the loss are float32); in fp32 they are x, logits, dlogits. */
 typedef struct batch_state {
     int64_t n;
+    neat_tensor *x32, *logits32, *dlogits32;
     neat_tensor *x, *labels;                 /* [n,1,28,28], [n] */
     neat_tensor *a1, *p1, *a2, *p2, *p2flat; /* [n,32,28,28] [n,32,14,14] [n,64,14,14]
                                                 [n,64,7,7] and the view [n,3136] */
@@ -307,31 +369,38 @@ typedef struct batch_state {
     /* Host side of the recorded copies: the batch (read at commit), the results (by wait). */
 } batch_state;
 
-static void batch_create(neat_device *dev, batch_state *s, int64_t n, int training) {
+static void batch_create(neat_device *dev, batch_state *s, int64_t n, int training, neat_dtype dt) {
     memset(s, 0, sizeof *s);
     s->n = n;
-    s->x = tensor(dev, 4, n, 1, IMG, IMG, "images");
+    s->x = tensor_typed(dev, dt, 4, n, 1, IMG, IMG, "images");
     s->labels = tensor(dev, 1, n, 0, 0, 0, "labels");
-    s->a1 = tensor(dev, 4, n, 32, 28, 28, "conv1 output");
-    s->p1 = tensor(dev, 4, n, 32, 14, 14, "pool1 output");
-    s->a2 = tensor(dev, 4, n, 64, 14, 14, "conv2 output");
-    s->p2 = tensor(dev, 4, n, 64, 7, 7, "pool2 output");
+    s->a1 = tensor_typed(dev, dt, 4, n, 32, 28, 28, "conv1 output");
+    s->p1 = tensor_typed(dev, dt, 4, n, 32, 14, 14, "pool1 output");
+    s->a2 = tensor_typed(dev, dt, 4, n, 64, 14, 14, "conv2 output");
+    s->p2 = tensor_typed(dev, dt, 4, n, 64, 7, 7, "pool2 output");
     int64_t flat[2] = {n, 64 * 7 * 7};
     ok(neat_tensor_view(s->p2, 2, flat, &s->p2flat), "neat_tensor_view(pool2 as [n,3136])");
-    s->a3 = tensor(dev, 2, n, 128, 0, 0, "fc1 output");
-    s->logits = tensor(dev, 2, n, CLASSES, 0, 0, "logits");
+    s->a3 = tensor_typed(dev, dt, 2, n, 128, 0, 0, "fc1 output");
+    s->logits = tensor_typed(dev, dt, 2, n, CLASSES, 0, 0, "logits");
     s->loss = tensor(dev, 1, 1, 0, 0, 0, "loss");
+    s->x32 = dt == NEAT_F32 ? s->x : tensor(dev, 4, n, 1, IMG, IMG, "images (float32)");
+    s->logits32 = dt == NEAT_F32 ? s->logits : tensor(dev, 2, n, CLASSES, 0, 0, "logits (float32)");
     if (!training) return;
-    s->dlogits = tensor(dev, 2, n, CLASSES, 0, 0, "logits gradient");
-    s->da3 = tensor(dev, 2, n, 128, 0, 0, "fc1 gradient");
-    s->dp2 = tensor(dev, 4, n, 64, 7, 7, "pool2 gradient");
+    s->dlogits = tensor_typed(dev, dt, 2, n, CLASSES, 0, 0, "logits gradient");
+    s->dlogits32 =
+        dt == NEAT_F32 ? s->dlogits : tensor(dev, 2, n, CLASSES, 0, 0, "logits gradient (float32)");
+    s->da3 = tensor_typed(dev, dt, 2, n, 128, 0, 0, "fc1 gradient");
+    s->dp2 = tensor_typed(dev, dt, 4, n, 64, 7, 7, "pool2 gradient");
     ok(neat_tensor_view(s->dp2, 2, flat, &s->dp2flat), "neat_tensor_view(pool2 gradient)");
-    s->da2 = tensor(dev, 4, n, 64, 14, 14, "conv2 gradient");
-    s->dp1 = tensor(dev, 4, n, 32, 14, 14, "pool1 gradient");
-    s->da1 = tensor(dev, 4, n, 32, 28, 28, "conv1 gradient");
+    s->da2 = tensor_typed(dev, dt, 4, n, 64, 14, 14, "conv2 gradient");
+    s->dp1 = tensor_typed(dev, dt, 4, n, 32, 14, 14, "pool1 gradient");
+    s->da1 = tensor_typed(dev, dt, 4, n, 32, 28, 28, "conv1 gradient");
 }
 
 static void batch_destroy(batch_state *s) {
+    if (s->x32 != s->x) neat_tensor_destroy(s->x32);
+    if (s->logits32 != s->logits) neat_tensor_destroy(s->logits32);
+    if (s->dlogits32 != s->dlogits) neat_tensor_destroy(s->dlogits32);
     neat_tensor *all[] = {s->x, s->labels, s->a1, s->p1, s->a2, s->p2flat, s->p2, s->a3,
                           s->logits, s->loss, s->dlogits, s->da3, s->dp2flat, s->dp2, s->da2,
                           s->dp1, s->da1};
@@ -363,10 +432,12 @@ typedef struct step_inputs {
 } step_inputs;
 
 /* Forward: the batch's images from host_x, conv+relu, pool, conv+relu, pool, fc+relu, fc
- * (logits). */
+ * (logits). In mixed precision the images come in as float32 and are cast to half, and the
+ * logits are cast to float32 (logits32) for the loss and the host. */
 static void record_forward(neat_cmdbuf *cb, const lenet *net, batch_state *s,
                            const float *host_x) {
-    ok(neat_copy_from_host(cb, host_x, s->n * PIXELS, s->x), "record images copy");
+    ok(neat_copy_from_host(cb, host_x, s->n * PIXELS, s->x32), "record images copy");
+    if (s->x32 != s->x) ok(neat_cast(cb, s->x32, s->x), "record images cast");
     ok(neat_conv2d_forward(cb, &net->conv, NEAT_ACT_RELU, s->x, net->w[CONV1], net->b[CONV1],
                            s->a1), "record conv1");
     ok(neat_maxpool2d(cb, &net->pool, s->a1, s->p1), "record pool1");
@@ -377,21 +448,27 @@ static void record_forward(neat_cmdbuf *cb, const lenet *net, batch_state *s,
        "record fc1");
     ok(neat_linear_forward(cb, NEAT_ACT_NONE, s->a3, net->w[FC2], net->b[FC2], s->logits),
        "record fc2");
+    if (s->logits32 != s->logits) ok(neat_cast(cb, s->logits, s->logits32), "record logits cast");
 }
 
 /* The whole step: the batch and hyper from the host, forward, loss, backward (gradients
  * overwritten: accumulate 0), updates, then the loss and logits to the host. conv1's input
  * gradient is not needed: dx = NULL skips it. With a comm (data-parallel), the eight
  * gradients are averaged over the ranks in one bucket before the updates, so every rank
- * applies the same update, and the loss is averaged too (what the host reads). */
-static void record_train_step(neat_cmdbuf *cb, const lenet *net, batch_state *s,
-                              neat_tensor *hyper, host_io *io, neat_comm *comm) {
+ * applies the same update, and the loss is averaged too (what the host reads). Mixed
+ * precision (see the top): the loss in float32, the loss scaling with `scaler` (fp16; NULL
+ * otherwise), the mixed updates. */
+static void record_train_step(neat_cmdbuf *cb, const lenet *net, batch_state *s, neat_tensor *hyper,
+                              neat_tensor *scaler, host_io *io, neat_comm *comm) {
     ok(neat_copy_from_host(cb, io->labels, s->n, s->labels), "record labels copy");
     ok(neat_copy_from_host(cb, io->hyper, 2, hyper), "record hyper copy");
     record_forward(cb, net, s, io->x);
-    ok(neat_softmax_cross_entropy(cb, s->logits, s->labels, s->loss), "record loss");
-    ok(neat_softmax_cross_entropy_backward(cb, s->logits, s->labels, s->dlogits),
+    ok(neat_softmax_cross_entropy(cb, s->logits32, s->labels, s->loss), "record loss");
+    ok(neat_softmax_cross_entropy_backward(cb, s->logits32, s->labels, s->dlogits32),
        "record loss backward");
+    if (scaler) ok(neat_loss_scale(cb, scaler, s->dlogits32, s->dlogits32), "record loss scale");
+    if (s->dlogits32 != s->dlogits)
+        ok(neat_cast(cb, s->dlogits32, s->dlogits), "record loss gradient cast");
     ok(neat_linear_backward(cb, NEAT_ACT_NONE, s->a3, net->w[FC2], net->b[FC2], s->logits, s->dlogits, s->da3, net->dw[FC2], net->db[FC2], 0),
        "record fc2 backward");
     ok(neat_linear_backward(cb, NEAT_ACT_RELU, s->p2flat, net->w[FC1], net->b[FC1], s->a3, s->da3, s->dp2flat, net->dw[FC1], net->db[FC1], 0),
@@ -409,13 +486,33 @@ static void record_train_step(neat_cmdbuf *cb, const lenet *net, batch_state *s,
            "record gradient all-reduce");
         ok(neat_all_reduce(cb, comm, NEAT_REDUCE_AVG, s->loss, s->loss), "record loss all-reduce");
     }
+    neat_tensor *grads[2 * LAYERS];
+    for (int l = 0; l < LAYERS; l++) grads[2 * l] = net->dw[l], grads[2 * l + 1] = net->db[l];
+    if (scaler)
+        ok(neat_loss_scale_check(cb, (const neat_tensor *const *)grads, 2 * LAYERS, scaler),
+           "record loss scale check");
     neat_sgd_params sgd = {0.9f, 0.0f, 0};
     for (int l = 0; l < LAYERS; l++) {
-        ok(neat_sgd_update(cb, &sgd, hyper, net->w[l], net->dw[l], net->vw[l]), "record sgd (w)");
-        ok(neat_sgd_update(cb, &sgd, hyper, net->b[l], net->db[l], net->vb[l]), "record sgd (b)");
+        if (net->dt == NEAT_F32) {
+            ok(neat_sgd_update(cb, &sgd, hyper, net->w[l], net->dw[l], net->vw[l]),
+               "record sgd (w)");
+            ok(neat_sgd_update(cb, &sgd, hyper, net->b[l], net->db[l], net->vb[l]),
+               "record sgd (b)");
+            continue;
+        }
+        ok(neat_sgd_update_mixed(cb, &sgd, hyper, scaler, net->mw[l], net->dw[l], net->vw[l],
+                                 net->w[l]),
+           "record mixed sgd (w)");
+        ok(neat_sgd_update_mixed(cb, &sgd, hyper, scaler, net->mb[l], net->db[l], net->vb[l],
+                                 net->b[l]),
+           "record mixed sgd (b)");
+    }
+    if (scaler) {
+        neat_loss_scale_params lsp = {2.0f, 0.5f, 2000};
+        ok(neat_loss_scale_update(cb, &lsp, scaler), "record loss scale update");
     }
     ok(neat_copy_to_host(cb, s->loss, &io->loss, 1), "record loss copy");
-    ok(neat_copy_to_host(cb, s->logits, io->logits, s->n * CLASSES), "record logits copy");
+    ok(neat_copy_to_host(cb, s->logits32, io->logits, s->n * CLASSES), "record logits copy");
 }
 
 /* ---- batches, evaluation, progress ------------------------------------------------------- */
@@ -630,15 +727,21 @@ static void *train_rank(void *arg) {
 
     uint64_t rng = o->seed;
     lenet net;
-    lenet_create(dev, &net, &rng);
+    lenet_create(dev, &net, o->precision, &rng);
     if (r->comm) broadcast_parameters(r, &net);
     batch_state tr, ev;
-    batch_create(dev, &tr, B, 1);
-    batch_create(dev, &ev, EVAL_BATCH, 0);
-    step_inputs in[2] = {{tr.x, tr.labels, tensor(dev, 1, 2, 0, 0, 0, "hyper")},
+    batch_create(dev, &tr, B, 1, o->precision);
+    batch_create(dev, &ev, EVAL_BATCH, 0, o->precision);
+    /* the float32 images (x32: the copy's destination), labels and hyper of each buffer */
+    step_inputs in[2] = {{tr.x32, tr.labels, tensor(dev, 1, 2, 0, 0, 0, "hyper")},
                          {tensor(dev, 4, B, 1, IMG, IMG, "images"),
                           tensor(dev, 1, B, 0, 0, 0, "labels"),
                           tensor(dev, 1, 2, 0, 0, 0, "hyper")}};
+    neat_tensor *scaler = NULL;
+    if (o->precision == NEAT_F16) { /* [scale, found_inf, good steps], then only the device's */
+        scaler = tensor(dev, 1, 3, 0, 0, 0, "loss scaler");
+        upload(scaler, (const float[]){65536.0f, 0.0f, 0.0f}, 3, "loss scaler");
+    }
     host_io io[2], eval_io;
     host_io_create(&io[0], B), host_io_create(&io[1], B), host_io_create(&eval_io, EVAL_BATCH);
 
@@ -649,11 +752,13 @@ static void *train_rank(void *arg) {
     ok(neat_cmdbuf_create(dev, &eval_cb), "neat_cmdbuf_create(evaluation)");
     for (int b = 0; b < 2; b++) {
         batch_state sb = tr; /* the activations shared, the inputs the buffer's own */
-        sb.x = in[b].x, sb.labels = in[b].labels;
-        record_train_step(step_cb[b], &net, &sb, in[b].hyper, &io[b], r->comm);
+        if (tr.x == tr.x32) sb.x = in[b].x; /* float32: the copy lands in the conv's input */
+        sb.x32 = in[b].x, sb.labels = in[b].labels;
+        record_train_step(step_cb[b], &net, &sb, in[b].hyper, scaler, &io[b], r->comm);
     }
     record_forward(eval_cb, &net, &ev, eval_io.x);
-    ok(neat_copy_to_host(eval_cb, ev.logits, eval_io.logits, ev.n * CLASSES), "record logits copy");
+    ok(neat_copy_to_host(eval_cb, ev.logits32, eval_io.logits, ev.n * CLASSES),
+       "record logits copy");
 
     long *order = malloc(sizeof(long) * (size_t)ntrain);
     long total = steps * o->epochs, warmup = total / 20 < 300 ? total / 20 : 300;
@@ -744,9 +849,17 @@ static void *train_rank(void *arg) {
         if (!write_svg(o->plot, &cv, subtitle)) die("%s: cannot write the plot", o->plot);
         fprintf(stderr, "plot written to %s\n", o->plot);
         printf("final test_accuracy=%.4f epochs=%d backend=%s images_per_s=%.1f "
-               "steady_images_per_s=%.1f ranks=%d\n", test_acc, o->epochs, backend,
-               (double)(steps * B * W * o->epochs) / train_time,
+               "steady_images_per_s=%.1f ranks=%d",
+               test_acc, o->epochs, backend, (double)(steps * B * W * o->epochs) / train_time,
                steady_time > 0 ? (double)(steady_steps * B * W) / steady_time : 0.0, W);
+        if (o->precision != NEAT_F32)
+            printf(" precision=%s", o->precision == NEAT_BF16 ? "bf16" : "fp16");
+        if (scaler) {
+            float s[3];
+            ok(neat_tensor_read(scaler, s, 3), "neat_tensor_read(loss scaler)");
+            printf(" loss_scale=%g", (double)s[0]);
+        }
+        printf("\n");
         fflush(stdout);
     }
     r->test_acc = test_acc;
@@ -757,6 +870,7 @@ static void *train_rank(void *arg) {
     neat_tensor_destroy(in[0].hyper); /* in[0]'s images and labels are tr's */
     neat_tensor_destroy(in[1].x), neat_tensor_destroy(in[1].labels);
     neat_tensor_destroy(in[1].hyper);
+    neat_tensor_destroy(scaler);
     batch_destroy(&tr);
     batch_destroy(&ev);
     lenet_destroy(&net);

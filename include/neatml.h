@@ -203,22 +203,27 @@ NEAT_API neat_status neat_device_set_memory_limit(neat_device *dev, int64_t byte
  *   - neat_cast: any type to any type;
  *   - neat_matmul(_batched), neat_linear_forward, neat_conv2d_forward: inputs (and b) of one
  *     type; the output of that type or float32;
- *   - the optimizers (neat_sgd_update, neat_adam_update), the recorded host copies
- *     (neat_copy_from_host/to_host) and the collectives: float32 only (the optimizers keep
- *     float32 master weights: a half-precision model casts its gradients to float32);
+ *   - the optimizers: float32 (neat_sgd_update, neat_adam_update); their mixed forms
+ *     (neat_sgd_update_mixed, neat_adam_update_mixed) keep float32 master weights and state
+ *     and take grad and param of any type; the loss-scale ops: a float32 scaler, the
+ *     other tensors of any type (neat_loss_scale: x and y of one type);
+ *   - the recorded host copies (neat_copy_from_host/to_host) and the collectives: float32
+ *     only;
  *   - every other op: all its tensors of one type.
  * Anything else is DTYPE_MISMATCH, with a message naming each tensor's type. A backend may
  * run fewer (UNSUPPORTED with a message when recorded): the CPU and CUDA run float32
  * everywhere, and in bf16 and f16 every op but the losses (class indices as half labels
- * would be exact only up to 256 or 2048) and the float32-only ones above. The CPU runs them
- * on float32 copies of the half tensors, each output rounded once (no half-speed kernel
- * yet; a backward op that accumulates adds in float32 and rounds the sum once). CUDA runs
- * in half directly: neat_cast, neat_fill, matmul(_batched) and linear forward (cuBLASLt on
- * the tensor cores: 16-bit products are exact and sums float32, in any math mode), linear
- * and conv backward without activation or with relu, conv forward into a half output
- * without bias, without activation or with relu (cuDNN); every other op, and those with
- * another activation, a bias or a float32 output, on float32 copies as the CPU. Half
- * results on CUDA are rounded once too, but its float32 sums run in another order than the
+ * would be exact only up to 256 or 2048) and the float32-only ones above. The mixed
+ * optimizers and the loss-scale ops convert element by element in their one pass on both.
+ * The CPU runs the other ops on float32 copies of the half tensors, each output rounded
+ * once (no half-speed kernel yet; a backward op that accumulates adds in float32 and rounds
+ * the sum once). CUDA runs in half directly: neat_cast, the elementwise ops, activations,
+ * maxpool, softmax and sums (half storage, float32 math), matmul(_batched) and linear
+ * forward (cuBLASLt on the tensor cores: 16-bit products are exact and sums float32, in any
+ * math mode), linear and conv backward without activation or with relu, conv forward into
+ * a half output without bias, without activation or with relu (cuDNN); the layer ops with
+ * another activation, a bias or a float32 output on float32 copies as the CPU. Half results
+ * on CUDA are rounded once too, but its float32 sums may run in another order than the
  * float32 op's. Metal runs float32 only for now (of half tensors, it fills with +0 only:
  * what neat_tensor_create_typed's zero needs). */
 typedef enum neat_dtype { NEAT_F32 = 0, NEAT_BF16 = 1, NEAT_F16 = 2 } neat_dtype;
@@ -571,6 +576,79 @@ typedef struct neat_adam_params {
 NEAT_API neat_status neat_adam_update(neat_cmdbuf *cb, const neat_adam_params *p,
                                       const neat_tensor *hyper, neat_tensor *param,
                                       const neat_tensor *grad, neat_tensor *m, neat_tensor *v);
+
+/* ---- mixed precision ---------------------------------------------------------------------
+ * The usual recipe: float32 master weights, a half copy of them (bf16 or f16) that the
+ * forward and backward passes read, half activations and gradients; f16 also needs loss
+ * scaling (its gradients underflow otherwise). docs/API.md ("Mixed precision") walks
+ * through a training step. */
+
+/* The optimizers above on float32 master weights `master` from a gradient of any dtype, in
+ * one pass: g = grad (widened to float32) / scale; the float32 step of neat_sgd_update /
+ * neat_adam_update on master (velocity, m, v: float32); then, when param is not NULL,
+ * param = master rounded to param's dtype (bf16, f16 or float32: the weights the next
+ * forward pass reads). scaler: NULL (scale 1, never skips) or a loss scaler (below):
+ * scale = scaler[0], and the whole step is skipped (nothing is written) when scaler[1] != 0
+ * (non-finite gradients found by neat_loss_scale_check), read when the op runs.
+ * master, grad, velocity / m, v and param of one shape; master, the state, hyper and scaler
+ * float32 (DTYPE_MISMATCH names the offending tensor and its dtype); scaler exactly 3
+ * elements. Outputs (master, the state, param) alias no other tensor of the call. With
+ * scaler and param NULL and a float32 grad this is exactly neat_sgd_update /
+ * neat_adam_update (the same op: the same bits). Run-time failures as theirs (hyper).
+ * NULL: velocity when momentum is 0, scaler, param.
+ * Returns INVALID_ARGUMENT, INVALID_HANDLE, DEVICE_MISMATCH, SHAPE_MISMATCH,
+ * DTYPE_MISMATCH, UNSUPPORTED (Metal: not yet). */
+NEAT_API neat_status neat_sgd_update_mixed(neat_cmdbuf *cb, const neat_sgd_params *p,
+                                           const neat_tensor *hyper, const neat_tensor *scaler,
+                                           neat_tensor *master, const neat_tensor *grad,
+                                           neat_tensor *velocity, neat_tensor *param);
+NEAT_API neat_status neat_adam_update_mixed(neat_cmdbuf *cb, const neat_adam_params *p,
+                                            const neat_tensor *hyper, const neat_tensor *scaler,
+                                            neat_tensor *master, const neat_tensor *grad,
+                                            neat_tensor *m, neat_tensor *v, neat_tensor *param);
+
+/* Dynamic loss scaling: the loss gradient multiplied by a large scale keeps f16 gradients
+ * above its underflow; the scale backs off when they overflow. A scaler is a float32
+ * tensor of 3 elements on the device, read and written only by recorded ops (so a
+ * replayed step never waits for the host): [0] the scale, [1] found_inf (0 or 1),
+ * [2] good steps since the last change. The caller creates it and writes e.g.
+ * {65536, 0, 0} once. One step: neat_loss_scale on the loss gradient, the backward pass,
+ * neat_loss_scale_check over every gradient, the mixed optimizers with the scaler,
+ * neat_loss_scale_update. None of these ops fails when it runs. */
+typedef struct neat_loss_scale_params {
+    float growth_factor;  /* 2.0: scale *= growth after growth_interval good steps; >= 1 */
+    float backoff_factor; /* 0.5: scale *= backoff after a step with non-finite gradients;
+                           * in (0, 1] */
+    int growth_interval;  /* 2000; >= 1 */
+} neat_loss_scale_params;
+
+/* y = x * scaler[0] (the scale read when the op runs, the product rounded once to y's
+ * dtype): the loss gradient, scaled. x and y of one shape and one dtype (any), y may be x.
+ * Returns INVALID_ARGUMENT, INVALID_HANDLE, DEVICE_MISMATCH, SHAPE_MISMATCH (x, y, a
+ * scaler not of 3 elements), DTYPE_MISMATCH (scaler not float32, x and y differ),
+ * UNSUPPORTED (Metal: not yet). y may not share memory with scaler. */
+NEAT_API neat_status neat_loss_scale(neat_cmdbuf *cb, const neat_tensor *scaler,
+                                     const neat_tensor *x, neat_tensor *y);
+
+/* The most tensors one neat_loss_scale_check takes. */
+#define NEAT_LOSS_SCALE_CHECK_MAX 4096
+
+/* scaler[1] = 1 if any element of tensors[0..n) is NaN or infinite, else 0 (n = 0: 0):
+ * one recorded op over a list of tensors of any dtypes (each a live tensor of cb's device;
+ * they may share memory). 0 <= n <= NEAT_LOSS_SCALE_CHECK_MAX. NULL: tensors when n is 0.
+ * Returns INVALID_ARGUMENT, INVALID_HANDLE, DEVICE_MISMATCH, SHAPE_MISMATCH (scaler),
+ * DTYPE_MISMATCH (scaler), OUT_OF_MEMORY, UNSUPPORTED (Metal: not yet). scaler is not one
+ * of the tensors. */
+NEAT_API neat_status neat_loss_scale_check(neat_cmdbuf *cb, const neat_tensor *const *tensors,
+                                           int n, neat_tensor *scaler);
+
+/* After the optimizers: if scaler[1] != 0, scale *= backoff and good = 0; else good += 1
+ * and, when good reaches growth_interval, scale *= growth and good = 0. found_inf is left
+ * as is (the next check overwrites it). A scale that would overflow float32 stays as it is.
+ * Returns INVALID_ARGUMENT (p NULL or out of range), INVALID_HANDLE, DEVICE_MISMATCH,
+ * SHAPE_MISMATCH, DTYPE_MISMATCH, UNSUPPORTED (Metal: not yet). */
+NEAT_API neat_status neat_loss_scale_update(neat_cmdbuf *cb, const neat_loss_scale_params *p,
+                                            neat_tensor *scaler);
 
 /* ---- collectives: data-parallel training across devices and processes ------------------
  * A communicator (neat_comm) joins one device of each of `nranks` ranks. Ranks are

@@ -117,6 +117,14 @@ if want train; then
     { echo "===== fashion_mnist --backend cuda --epochs 5 (exit $rc)"; printf '%s\n' "$out"; } >>"$OUT/tests.log"
     row "fashion_mnist (C, cuda)" "$(printf '%s\n' "$out" | grep '^final' || echo "no final line (exit $rc)")"
     printf '%s\n' "$out" | grep '^final' >"$OUT/train_final.txt"
+    # mixed precision: needs the CUDA half kernels of the layers (issue 14)
+    for p in bf16 fp16; do
+      out=$(timeout 300 "$BUILD/fashion_mnist" --backend cuda --epochs 5 --precision $p \
+            --data "$data" --plot /tmp/fashion_mnist_$p.svg 2>&1); rc=$?
+      { echo "===== fashion_mnist --backend cuda --epochs 5 --precision $p (exit $rc)"; printf '%s\n' "$out"; } >>"$OUT/tests.log"
+      row "fashion_mnist (C, cuda, $p)" "$(printf '%s\n' "$out" | grep '^final' || echo "no final line (exit $rc)")"
+      printf '%s\n' "$out" | grep '^final' >>"$OUT/train_final.txt"
+    done
     if [ -x "$ROOT/.gpu/fashion_mnist_ocaml.exe" ]; then
       out=$(LD_LIBRARY_PATH="$ROOT/$BUILD:${LD_LIBRARY_PATH:-}" timeout 300 \
             "$ROOT/.gpu/fashion_mnist_ocaml.exe" --backend cuda --epochs 5 --data "$data" 2>&1); rc=$?

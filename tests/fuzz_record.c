@@ -322,7 +322,9 @@ static void act_op(input *in) {
     neat_sgd_params sp = {f0, f1, i0};
     neat_adam_params ap = {f0, f1, pick_float(in), pick_float(in)};
     const neat_tensor *hyper = t[6];
-    switch (u8(in) % 21) {
+    neat_loss_scale_params lp = {f0, f1, i0};
+    const neat_tensor *list[6] = {t[3], t[4], t[5], t[0], t[1], t[2]}; /* n: pick_int, <= 5 */
+    switch (u8(in) % 26) {
     case 0: CALL(neat_matmul, cb, t[0], t[1], t[2], f0, f1, i0, i1); break;
     case 1: CALL(neat_matmul_batched, cb, t[0], t[1], t[2], f0, f1, i0, i1); break;
     case 2: CALL(neat_add, cb, t[0], t[1], t[2]); break;
@@ -359,9 +361,20 @@ static void act_op(input *in) {
     case 17: CALL(neat_softmax_cross_entropy, cb, t[0], t[1], t[2]); break;
     case 18: CALL(neat_softmax_cross_entropy_backward, cb, t[0], t[1], t[2]); break;
     case 19: CALL(neat_sgd_update, cb, null_desc ? NULL : &sp, hyper, t[0], t[1], t[2]); break;
-    default:
+    case 20:
         CALL(neat_adam_update, cb, null_desc ? NULL : &ap, hyper, t[0], t[1], t[2], t[3]);
         break;
+    case 21:
+        CALL(neat_sgd_update_mixed, cb, null_desc ? NULL : &sp, hyper, t[5], t[0], t[1], t[2],
+             t[3]);
+        break;
+    case 22:
+        CALL(neat_adam_update_mixed, cb, null_desc ? NULL : &ap, hyper, t[5], t[0], t[1], t[2],
+             t[3], t[4]);
+        break;
+    case 23: CALL(neat_loss_scale, cb, t[5], t[0], t[1]); break;
+    case 24: CALL(neat_loss_scale_check, cb, null_desc ? NULL : list, i0, t[0]); break;
+    default: CALL(neat_loss_scale_update, cb, null_desc ? NULL : &lp, t[0]); break;
     }
 }
 

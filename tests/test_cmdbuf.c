@@ -174,6 +174,25 @@ static void test_misuse(neat_device *dev) {
     EXPECT_STATUS(st, NEAT_ERR_INVALID_HANDLE, "commit of a destroyed buffer");
     st = neat_cmdbuf_op_count(cb, &count);
     EXPECT_STATUS(st, NEAT_ERR_INVALID_HANDLE, "op_count of a destroyed buffer");
+
+    /* commit after a tensor of an op's list (neat_loss_scale_check) was destroyed */
+    neat_tensor *g = matrix(dev, 3, 4, (float[12]){0}), *scaler = NULL;
+    EXPECT_OK(neat_tensor_create_zeros(dev, 1, (int64_t[]){3}, &scaler), "scaler");
+    EXPECT_OK(neat_cmdbuf_create(dev, &cb), "neat_cmdbuf_create");
+    st = neat_loss_scale_check(cb, (const neat_tensor *[]){x, g}, 2, scaler);
+    if (st != NEAT_ERR_UNSUPPORTED) { /* Metal has no loss scaling yet */
+        EXPECT_OK(st, "record loss_scale_check");
+        neat_tensor_destroy(g), g = NULL;
+        st = neat_cmdbuf_commit(cb);
+        EXPECT_STATUS(st, NEAT_ERR_INVALID_HANDLE, "commit after a listed tensor was destroyed");
+        CHECK(strstr(neat_last_error(), "destroyed") != NULL,
+              "%s: message for a destroyed listed tensor at commit: \"%s\"", dev_name,
+              neat_last_error());
+        EXPECT_OK(neat_cmdbuf_wait(cb), "wait after the refused commit");
+    }
+    neat_cmdbuf_destroy(cb);
+    neat_tensor_destroy(g);
+    neat_tensor_destroy(scaler);
     neat_tensor_destroy(x);
 }
 

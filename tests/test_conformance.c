@@ -58,9 +58,13 @@
     }
 /* broadcast: 0 none, 1 b is [cols], 2 b is [1,cols] */
 #define ADD(nd, s0, s1, s2, s3, bcast, inplace)                                                    \
-    { .kind = CF_ADD, .p = {nd, s0, s1, s2, s3, bcast, inplace} }
+    {                                                                                              \
+        .kind = CF_ADD, .p = { nd, s0, s1, s2, s3, bcast, inplace }                                \
+    }
 #define MUL(nd, s0, s1, s2, s3, bcast, inplace)                                                    \
-    { .kind = CF_MUL, .p = {nd, s0, s1, s2, s3, bcast, inplace} }
+    {                                                                                              \
+        .kind = CF_MUL, .p = { nd, s0, s1, s2, s3, bcast, inplace }                                \
+    }
 #define SCALE(nd, s0, s1, s2, s3, alpha, inplace)                                                  \
     {                                                                                              \
         .kind = CF_SCALE, .p = {nd, s0, s1, s2, s3, 0, inplace}, .f = { alpha }                    \
@@ -106,6 +110,33 @@
     {                                                                                              \
         .kind = CF_ADAM_UPDATE, .p = {n}, .f = { lr, b1, b2, eps, wd }                             \
     }
+/* Mixed precision (neat_*_update_mixed): grad and param dtypes (param -1: NULL), scaler 0
+ * NULL, 1 [1024, 0, 0], 2 found_inf (nothing written). */
+#define SGD_MIXED(n, lr, momentum, wd, nesterov, gdt, pdt, scaler)                                 \
+    {                                                                                              \
+        .kind = CF_SGD_UPDATE, .p = {n, 1, gdt, pdt, scaler}, .f = { lr, momentum, wd, nesterov }  \
+    }
+#define ADAM_MIXED(n, lr, b1, b2, eps, wd, gdt, pdt, scaler)                                       \
+    {                                                                                              \
+        .kind = CF_ADAM_UPDATE, .p = {n, 1, gdt, pdt, scaler}, .f = { lr, b1, b2, eps, wd }        \
+    }
+#define LOSS_SCALE(n, dtype, inplace, scale)                                                       \
+    {                                                                                              \
+        .kind = CF_LOSS_SCALE, .p = {n, dtype, inplace}, .f = { scale }                            \
+    }
+#define LOSS_CHECK(ntensors, what)                                                                 \
+    {                                                                                              \
+        .kind = CF_LOSS_SCALE_CHECK, .p = { ntensors, what }                                       \
+    }
+#define LOSS_UPDATE(interval, found, good, scale, growth, backoff)                                 \
+    {                                                                                              \
+        .kind = CF_LOSS_SCALE_UPDATE, .p = {interval, found, good}, .f = {                         \
+            scale,                                                                                 \
+            growth,                                                                                \
+            backoff                                                                                \
+        }                                                                                          \
+    }
+enum { F32 = NEAT_F32, BF16 = NEAT_BF16, F16 = NEAT_F16, NOPARAM = -1 };
 
 enum { NONE, RELU, SIGMOID, TANH, GELU };
 
@@ -554,6 +585,59 @@ static const cf_row TABLE[] = {
     ADAM(1031, 1e-2, 0.8, 0.99, 1e-3, 0),
     ADAM(0, 1e-3, 0.9, 0.999, 1e-8, 0),
     ADAM(4096, 1e-3, 0.9, 0.999, 1e-8, 0.1),
+
+    /* mixed precision: the optimizers on float32 master weights from grad of each dtype,
+     * the rounded copy param (exact: the master read back, rounded), a scaler's scale and
+     * its found_inf skip (every output unchanged, bit for bit) */
+    SGD_MIXED(1031, 0.1, 0, 0, 0, F32, NOPARAM, 0),
+    SGD_MIXED(1031, 0.1, 0, 0, 0, BF16, BF16, 0),
+    SGD_MIXED(1031, 0.1, 0, 0, 0, F16, F16, 1),
+    SGD_MIXED(1031, 0.05, 0.9, 0, 0, BF16, BF16, 1),
+    SGD_MIXED(1031, 0.05, 0.9, 0, 0, F16, F16, 1),
+    SGD_MIXED(1031, 0.05, 0.9, 0, 1, F16, BF16, 0),
+    SGD_MIXED(1031, 0.05, 0.9, 0.01, 0, BF16, F32, 1),
+    SGD_MIXED(1031, 0.05, 0.9, 0.01, 1, F32, F16, 1),
+    SGD_MIXED(4096, 0.01, 0.5, 0.001, 1, F16, NOPARAM, 1),
+    SGD_MIXED(1031, 0.05, 0.9, 0.01, 0, F16, F16, 2),
+    SGD_MIXED(1031, 0.1, 0, 0, 0, BF16, BF16, 2),
+    SGD_MIXED(0, 0.1, 0.9, 0, 0, F16, F16, 1),
+    SGD_MIXED(1, 0.05, 0.9, 0, 1, BF16, F16, 1),
+    ADAM_MIXED(1031, 1e-3, 0.9, 0.999, 1e-8, 0.01, F32, NOPARAM, 0),
+    ADAM_MIXED(1031, 1e-3, 0.9, 0.999, 1e-8, 0.01, BF16, BF16, 0),
+    ADAM_MIXED(1031, 1e-3, 0.9, 0.999, 1e-8, 0.01, F16, F16, 1),
+    ADAM_MIXED(1031, 1e-2, 0.8, 0.99, 1e-3, 0, BF16, F16, 1),
+    ADAM_MIXED(4096, 1e-3, 0.9, 0.999, 1e-8, 0.1, F16, F32, 1),
+    ADAM_MIXED(1031, 1e-3, 0.9, 0.999, 1e-8, 0.01, F16, F16, 2),
+    ADAM_MIXED(1031, 1e-3, 0.9, 0.999, 1e-8, 0, F32, BF16, 2),
+    ADAM_MIXED(1, 1e-3, 0.9, 0.999, 1e-8, 0.01, F16, NOPARAM, 1),
+    ADAM_MIXED(0, 1e-3, 0.9, 0.999, 1e-8, 0.01, BF16, BF16, 1),
+
+    /* loss scaling: n, dtype, in place, scale; the check over tensors f32, bf16, f16 (the
+     * first ntensors), 0 all finite, 1 NaN in the last, 2 +inf in the f16, 3 -inf in the
+     * first; the update: interval, found_inf, good steps, scale, growth, backoff */
+    LOSS_SCALE(1031, F32, 0, 1024),
+    LOSS_SCALE(1031, BF16, 0, 65536),
+    LOSS_SCALE(1031, F16, 0, 1024),
+    LOSS_SCALE(1031, F16, 1, 3),
+    LOSS_SCALE(1031, BF16, 1, 0.1),
+    LOSS_SCALE(4096, F32, 1, 0.1),
+    LOSS_SCALE(1031, F16, 0, 65536), /* |x| up to 8: overflows to inf in f16 */
+    LOSS_SCALE(0, F16, 0, 2),
+    LOSS_CHECK(0, 0),
+    LOSS_CHECK(1, 0),
+    LOSS_CHECK(3, 0),
+    LOSS_CHECK(3, 1),
+    LOSS_CHECK(3, 2),
+    LOSS_CHECK(3, 3),
+    LOSS_CHECK(2, 1),
+    LOSS_CHECK(1, 3),
+    LOSS_UPDATE(2000, 0, 1999, 65536, 2, 0.5),
+    LOSS_UPDATE(2000, 0, 5, 65536, 2, 0.5),
+    LOSS_UPDATE(2000, 1, 1999, 65536, 2, 0.5),
+    LOSS_UPDATE(1, 0, 0, 1024, 4, 0.25),
+    LOSS_UPDATE(3, 1, 2, 1, 2, 0.5),
+    LOSS_UPDATE(1, 0, 0, 3e38, 2, 0.5), /* growth would overflow: the scale stays */
+    LOSS_UPDATE(10, 0, 9, 3, 1, 1),
 };
 
 /* ---- random rows, drawn from the base seed ------------------------------------------------ */

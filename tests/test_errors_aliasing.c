@@ -168,6 +168,36 @@ static void test_aliasing(void) {
     ALIAS(b, "neat_adam_update: v shares memory with grad",
           neat_adam_update(cb, &ap, hyper, a, b, c, b));
 
+    /* mixed precision: master, the state and param alias nothing; the scaler is read by
+     * every op, so no output may share it; the check's list may share memory (read only) */
+    neat_tensor *sc = ts(1, 3, 0, 0, 0), *sc2 = ts(1, 3, 0, 0, 0), *e = ts(2, 3, 3, 0, 0);
+    ALIAS(a, "neat_sgd_update_mixed: master shares memory with param",
+          neat_sgd_update_mixed(cb, &sp, hyper, sc, a, b, c, a));
+    ALIAS(c, "neat_sgd_update_mixed: velocity shares memory with param",
+          neat_sgd_update_mixed(cb, &sp, hyper, sc, a, b, c, c));
+    ALIAS(b, "neat_sgd_update_mixed: param shares memory with grad",
+          neat_sgd_update_mixed(cb, &sp, hyper, sc, a, b, c, b));
+    ALIAS(av, "neat_sgd_update_mixed: master shares memory with param",
+          neat_sgd_update_mixed(cb, &sp, hyper, sc, a, b, c, av));
+    ALIAS(sc2, "neat_sgd_update_mixed: master shares memory with scaler",
+          neat_sgd_update_mixed(cb, &sp, hyper, sc2, view(sc2, 1, 3, 0), v3, v3b, NULL));
+    ALIAS(p2, "neat_sgd_update_mixed: master shares memory with hyper",
+          neat_sgd_update_mixed(cb, &sp, hyper, NULL, p2, q2, vel2, NULL));
+    ALIAS(a, "neat_adam_update_mixed: master shares memory with param",
+          neat_adam_update_mixed(cb, &ap, hyper, sc, a, b, c, d, a));
+    ALIAS(d, "neat_adam_update_mixed: v shares memory with param",
+          neat_adam_update_mixed(cb, &ap, hyper, sc, a, b, c, d, d));
+    ALIAS(e, "neat_adam_update_mixed: param shares memory with grad",
+          neat_adam_update_mixed(cb, &ap, hyper, sc, a, e, c, d, e));
+    ALIAS(c, "neat_adam_update_mixed: m shares memory with grad",
+          neat_adam_update_mixed(cb, &ap, hyper, sc, a, c, c, d, e));
+    ACCEPT(e, neat_sgd_update_mixed(cb, &sp, hyper, sc, a, b, c, e));
+    ALIAS(sc, "neat_loss_scale: y shares memory with scaler", neat_loss_scale(cb, sc, v3, sc));
+    ACCEPT(a, neat_loss_scale(cb, sc, a, a));
+    ALIAS(sc, "neat_loss_scale_check: scaler shares memory with tensors[1]",
+          neat_loss_scale_check(cb, (const neat_tensor *[]){a, sc}, 2, sc));
+    ACCEPT(sc, neat_loss_scale_check(cb, (const neat_tensor *[]){a, av, a}, 3, sc));
+
     /* the elementwise ops may run in place */
     ACCEPT(a, neat_add(cb, a, b, a));
     ACCEPT(b, neat_add(cb, a, b, b));

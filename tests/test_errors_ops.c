@@ -41,6 +41,8 @@ typedef struct opts {
     neat_pool2d_desc pool;
     neat_sgd_params sgd;
     neat_adam_params adam;
+    neat_loss_scale_params ls;
+    int list_n, null_list; /* neat_loss_scale_check: n when != 0 (-1: 0), tensors NULL */
 } opts;
 
 typedef neat_status (*op_call)(neat_cmdbuf *cb, neat_tensor *const *t, const opts *o);
@@ -125,6 +127,26 @@ static neat_status c_sgd(neat_cmdbuf *cb, neat_tensor *const *t, const opts *o) 
 }
 static neat_status c_adam(neat_cmdbuf *cb, neat_tensor *const *t, const opts *o) {
     return neat_adam_update(cb, o->null_params ? NULL : &o->adam, t[0], t[1], t[2], t[3], t[4]);
+}
+static neat_status c_sgd_mixed(neat_cmdbuf *cb, neat_tensor *const *t, const opts *o) {
+    return neat_sgd_update_mixed(cb, o->null_params ? NULL : &o->sgd, t[0], t[1], t[2], t[3], t[4],
+                                 t[5]);
+}
+static neat_status c_adam_mixed(neat_cmdbuf *cb, neat_tensor *const *t, const opts *o) {
+    return neat_adam_update_mixed(cb, o->null_params ? NULL : &o->adam, t[0], t[1], t[2], t[3],
+                                  t[4], t[5], t[6]);
+}
+static neat_status c_loss_scale(neat_cmdbuf *cb, neat_tensor *const *t, const opts *o) {
+    return neat_loss_scale(cb, t[0], t[1], t[2]);
+}
+/* The list of two tensors t[0], t[1], the scaler t[2]. */
+static neat_status c_loss_check(neat_cmdbuf *cb, neat_tensor *const *t, const opts *o) {
+    const neat_tensor *list[2] = {t[0], t[1]};
+    int n = o->list_n == 0 ? 2 : o->list_n == -1 ? 0 : o->list_n;
+    return neat_loss_scale_check(cb, o->null_list ? NULL : list, n, t[2]);
+}
+static neat_status c_loss_update(neat_cmdbuf *cb, neat_tensor *const *t, const opts *o) {
+    return neat_loss_scale_update(cb, o->null_params ? NULL : &o->ls, t[0]);
 }
 /* The host side of the copies: 12 floats, the element count of their tensor below (its
  * NULL cases are in test_reliability.c). */
@@ -363,6 +385,60 @@ static const op_spec SPECS[] = {
       {"grad", 2, {3, 4}, REQ},
       {"m", 2, {3, 4}, REQ | OUTPUT},
       {"v", 2, {3, 4}, REQ | OUTPUT}}},
+    {"sgd_mixed",
+     "neat_sgd_update_mixed",
+     c_sgd_mixed,
+     {.sgd = {.momentum = 0.9f, .weight_decay = 0.01f, .nesterov = 1}},
+     6,
+     {{"hyper", 1, {2}, REQ | NUMEL_ONLY},
+      {"scaler", 1, {3}, NUMEL_ONLY},
+      {"master", 2, {3, 4}, REQ | OUTPUT},
+      {"grad", 2, {3, 4}, REQ},
+      {"velocity", 2, {3, 4}, REQ | OUTPUT},
+      {"param", 2, {3, 4}, OUTPUT}}},
+    {"sgd_mixed_plain",
+     "neat_sgd_update_mixed",
+     c_sgd_mixed,
+     {.sgd = {0}},
+     6,
+     {{"hyper", 2, {1, 2}, REQ | NUMEL_ONLY},
+      {"scaler", 2, {3, 1}, NUMEL_ONLY},
+      {"master", 1, {7}, REQ | OUTPUT},
+      {"grad", 1, {7}, REQ},
+      {"velocity", 1, {7}, 0},
+      {"param", 1, {7}, OUTPUT}}},
+    {"adam_mixed",
+     "neat_adam_update_mixed",
+     c_adam_mixed,
+     {.adam = {0.9f, 0.999f, 1e-8f, 0.01f}},
+     7,
+     {{"hyper", 1, {2}, REQ | NUMEL_ONLY},
+      {"scaler", 1, {3}, NUMEL_ONLY},
+      {"master", 2, {3, 4}, REQ | OUTPUT},
+      {"grad", 2, {3, 4}, REQ},
+      {"m", 2, {3, 4}, REQ | OUTPUT},
+      {"v", 2, {3, 4}, REQ | OUTPUT},
+      {"param", 2, {3, 4}, OUTPUT}}},
+    {"loss_scale",
+     "neat_loss_scale",
+     c_loss_scale,
+     {0},
+     3,
+     {{"scaler", 1, {3}, REQ | NUMEL_ONLY}, {"x", 2, {3, 4}, REQ}, {"y", 2, {3, 4}, REQ | OUTPUT}}},
+    {"loss_scale_check",
+     "neat_loss_scale_check",
+     c_loss_check,
+     {0},
+     3,
+     {{"tensors[0]", 2, {3, 4}, REQ | ANY_SHAPE},
+      {"tensors[1]", 1, {5}, REQ | ANY_SHAPE},
+      {"scaler", 1, {3}, REQ | OUTPUT | NUMEL_ONLY}}},
+    {"loss_scale_update",
+     "neat_loss_scale_update",
+     c_loss_update,
+     {.ls = {2.0f, 0.5f, 2000}},
+     1,
+     {{"scaler", 1, {3}, REQ | OUTPUT | NUMEL_ONLY}}},
     {"copy_from_host",
      "neat_copy_from_host",
      c_copy_in,
@@ -404,7 +480,12 @@ enum field {
     F_B1,
     F_B2,
     F_EPS,
-    F_ADAM_WD
+    F_ADAM_WD,
+    F_GROWTH,
+    F_BACKOFF,
+    F_INTERVAL,
+    F_LIST_N,
+    F_NULL_LIST
 };
 
 static void set_field(opts *o, int f, double v) {
@@ -438,6 +519,11 @@ static void set_field(opts *o, int f, double v) {
     case F_B2: o->adam.beta2 = (float)v; break;
     case F_EPS: o->adam.eps = (float)v; break;
     case F_ADAM_WD: o->adam.weight_decay = (float)v; break;
+    case F_GROWTH: o->ls.growth_factor = (float)v; break;
+    case F_BACKOFF: o->ls.backoff_factor = (float)v; break;
+    case F_INTERVAL: o->ls.growth_interval = (int)v; break;
+    case F_LIST_N: o->list_n = (int)v; break;
+    case F_NULL_LIST: o->null_list = 1; break;
     }
 }
 
@@ -526,6 +612,33 @@ static const option_case OPTION_CASES[] = {
     {"adam", {{F_EPS, -1e-8}}, INV, "p->eps is -1e-08"},
     {"adam", {{F_EPS, INFINITY}}, INV, "p->eps is inf: must be finite"},
     {"adam", {{F_ADAM_WD, -0.5}}, INV, "p->weight_decay is -0.5"},
+    {"sgd_mixed", {{F_NULL_P}}, INV, "neat_sgd_update_mixed: p is NULL"},
+    {"sgd_mixed", {{F_MOM, -0.5}}, INV, "neat_sgd_update_mixed: p->momentum is -0.5"},
+    {"sgd_mixed", {{F_SGD_WD, NAN}}, INV, "p->weight_decay is nan: must be finite"},
+    {"sgd_mixed", {{F_MOM, 0}, {F_NESTEROV, 1}}, INV, "p->nesterov needs p->momentum > 0"},
+    {"adam_mixed", {{F_NULL_P}}, INV, "neat_adam_update_mixed: p is NULL"},
+    {"adam_mixed", {{F_B1, 1.0}}, INV, "neat_adam_update_mixed: p->beta1 is 1: must be in [0, 1)"},
+    {"adam_mixed", {{F_B2, -1}}, INV, "p->beta2 is -1"},
+    {"adam_mixed", {{F_EPS, 0}}, INV, "p->eps is 0: must be > 0"},
+    {"adam_mixed", {{F_ADAM_WD, INFINITY}}, INV, "p->weight_decay is inf"},
+    {"loss_scale_check",
+     {{F_LIST_N, -2}},
+     INV,
+     "neat_loss_scale_check: n is -2: must be in [0, 4096]"},
+    {"loss_scale_check", {{F_LIST_N, 4097}}, INV, "n is 4097: must be in [0, 4096]"},
+    {"loss_scale_check", {{F_NULL_LIST}}, INV, "neat_loss_scale_check: tensors is NULL"},
+    {"loss_scale_check", {{F_NULL_LIST}, {F_LIST_N, -1}}, NEAT_OK, ""}, /* n = 0: NULL is fine */
+    {"loss_scale_update", {{F_NULL_P}}, INV, "neat_loss_scale_update: p is NULL"},
+    {"loss_scale_update", {{F_GROWTH, 0.5}}, INV, "p->growth_factor is 0.5: must be >= 1"},
+    {"loss_scale_update", {{F_GROWTH, NAN}}, INV, "p->growth_factor is nan: must be finite"},
+    {"loss_scale_update", {{F_GROWTH, INFINITY}}, INV, "p->growth_factor is inf: must be finite"},
+    {"loss_scale_update", {{F_BACKOFF, 0}}, INV, "p->backoff_factor is 0: must be in (0, 1]"},
+    {"loss_scale_update", {{F_BACKOFF, 1.5}}, INV, "p->backoff_factor is 1.5"},
+    {"loss_scale_update", {{F_BACKOFF, NAN}}, INV, "p->backoff_factor is nan"},
+    {"loss_scale_update", {{F_BACKOFF, -0.5}}, INV, "p->backoff_factor is -0.5"},
+    {"loss_scale_update", {{F_INTERVAL, 0}}, INV, "p->growth_interval is 0: must be >= 1"},
+    {"loss_scale_update", {{F_INTERVAL, -7}}, INV, "p->growth_interval is -7"},
+    {"loss_scale_update", {{F_GROWTH, 1}, {F_BACKOFF, 1}}, NEAT_OK, ""}, /* the bounds */
 };
 #define NOPTION_CASES ((int)(sizeof OPTION_CASES / sizeof OPTION_CASES[0]))
 
@@ -665,6 +778,88 @@ static void run_spec(const op_spec *s) {
     fixture_close(&fx);
 }
 
+/* ---- element types of the mixed-precision calls ------------------------------------------
+ * State, hyper and scaler float32 (each named with its dtype); grad and param any dtype;
+ * neat_loss_scale's x and y of one dtype; the plain optimizers float32 only. */
+
+static neat_tensor *typed(neat_dtype dt, int64_t n) {
+    neat_tensor *t = NULL;
+    CHECK_OK(neat_tensor_create_typed(err_dev, dt, 1, &n, 1, &t), "neat_tensor_create_typed");
+    return t;
+}
+
+/* One call: status and message; the float32 outputs outs[] untouched when rejected. */
+#define DT_CASE(want, sub, nouts, outs, call)                                                      \
+    do {                                                                                           \
+        neat_tensor *const *o_ = (outs);                                                           \
+        neat_cmdbuf *cb = err_case_begin(o_, (nouts));                                             \
+        neat_status st_ = (call);                                                                  \
+        err_case_end(cb, st_, (want), (sub), #call, o_, (nouts), (want) == NEAT_OK ? 2 : 1);       \
+    } while (0)
+#define DT NEAT_ERR_DTYPE_MISMATCH
+
+static void test_mixed_dtypes(void) {
+    neat_tensor *hyper = err_make_filled(1, (int64_t[]){2}, 1.0f), *hyper_b = typed(NEAT_BF16, 2);
+    neat_tensor *scaler = err_make_filled(1, (int64_t[]){3}, 0.0f), *scaler_h = typed(NEAT_F16, 3);
+    neat_tensor *scaler4 = err_make_filled(1, (int64_t[]){4}, 0.0f),
+                *scaler_b = typed(NEAT_BF16, 3);
+    neat_tensor *w = err_make_filled(1, (int64_t[]){6}, 1.0f),
+                *s1 = err_make_filled(1, (int64_t[]){6}, 0.0f);
+    neat_tensor *s2 = err_make_filled(1, (int64_t[]){6}, 0.0f);
+    neat_tensor *wb = typed(NEAT_BF16, 6), *gb = typed(NEAT_BF16, 6), *gh = typed(NEAT_F16, 6);
+    neat_tensor *pb = typed(NEAT_BF16, 6), *ph = typed(NEAT_F16, 6), *sh = typed(NEAT_F16, 6);
+    neat_sgd_params sp = {0.9f, 0, 0};
+    neat_adam_params ap = {0.9f, 0.999f, 1e-8f, 0};
+    neat_tensor *outs[3] = {w, s1, s2};
+
+    DT_CASE(DT, "neat_sgd_update_mixed: master is bf16: must be f32", 1, outs + 1,
+            neat_sgd_update_mixed(cb, &sp, hyper, scaler, wb, gb, s1, pb));
+    DT_CASE(DT, "neat_sgd_update_mixed: velocity is f16: must be f32", 1, outs,
+            neat_sgd_update_mixed(cb, &sp, hyper, scaler, w, gb, sh, pb));
+    DT_CASE(DT, "neat_sgd_update_mixed: hyper is bf16: must be f32", 2, outs,
+            neat_sgd_update_mixed(cb, &sp, hyper_b, scaler, w, gb, s1, pb));
+    DT_CASE(DT, "neat_sgd_update_mixed: scaler is f16: must be f32", 2, outs,
+            neat_sgd_update_mixed(cb, &sp, hyper, scaler_h, w, gb, s1, pb));
+    DT_CASE(NEAT_ERR_SHAPE_MISMATCH,
+            "neat_sgd_update_mixed: scaler is 4: must have exactly 3 elements", 2, outs,
+            neat_sgd_update_mixed(cb, &sp, hyper, scaler4, w, gb, s1, pb));
+    DT_CASE(NEAT_OK, "", 0, outs, neat_sgd_update_mixed(cb, &sp, hyper, scaler, w, gb, s1, ph));
+    DT_CASE(NEAT_OK, "", 0, outs, neat_sgd_update_mixed(cb, &sp, hyper, NULL, w, gh, s1, NULL));
+    DT_CASE(DT, "neat_adam_update_mixed: m is f16: must be f32", 2, outs,
+            neat_adam_update_mixed(cb, &ap, hyper, scaler, w, gh, sh, s2, pb));
+    DT_CASE(DT, "neat_adam_update_mixed: v is f16: must be f32", 2, outs,
+            neat_adam_update_mixed(cb, &ap, hyper, scaler, w, gh, s1, sh, pb));
+    DT_CASE(DT, "neat_adam_update_mixed: master is bf16", 2, outs + 1,
+            neat_adam_update_mixed(cb, &ap, hyper, NULL, wb, gh, s1, s2, NULL));
+    DT_CASE(NEAT_OK, "", 0, outs,
+            neat_adam_update_mixed(cb, &ap, hyper, scaler, w, gh, s1, s2, pb));
+    /* the plain calls stay float32 only */
+    DT_CASE(
+        DT,
+        "neat_sgd_update: the tensors are f32, f32, f32, bf16; the op takes float32 tensors only",
+        2, outs, neat_sgd_update(cb, &sp, hyper, w, gb, s1));
+    DT_CASE(DT, "neat_adam_update: the tensors are f32, f32, f32, f32, f16; the op takes float32",
+            3, outs, neat_adam_update(cb, &ap, hyper, w, gh, s1, s2));
+    DT_CASE(DT, "neat_loss_scale: x is bf16, y is f16: must be of one dtype", 0, outs,
+            neat_loss_scale(cb, scaler, gb, gh));
+    DT_CASE(DT, "neat_loss_scale: x is f32, y is bf16", 0, outs,
+            neat_loss_scale(cb, scaler, w, gb));
+    DT_CASE(DT, "neat_loss_scale: scaler is f16: must be f32", 1, outs,
+            neat_loss_scale(cb, scaler_h, w, w));
+    DT_CASE(NEAT_OK, "", 0, outs, neat_loss_scale(cb, scaler, gh, gh));
+    DT_CASE(DT, "neat_loss_scale_check: scaler is f16: must be f32", 0, outs,
+            neat_loss_scale_check(cb, (const neat_tensor *[]){gb, gh, w}, 3, scaler_h));
+    DT_CASE(NEAT_ERR_SHAPE_MISMATCH, "neat_loss_scale_check: scaler is 4: must have exactly 3", 0,
+            outs, neat_loss_scale_check(cb, (const neat_tensor *[]){gb}, 1, scaler4));
+    DT_CASE(NEAT_OK, "", 0, outs,
+            neat_loss_scale_check(cb, (const neat_tensor *[]){gb, gh, w, gb}, 4, scaler));
+    DT_CASE(DT, "neat_loss_scale_update: scaler is bf16: must be f32", 0, outs,
+            neat_loss_scale_update(cb, &(neat_loss_scale_params){2, 0.5f, 10}, scaler_b));
+    neat_tensor *all[] = {hyper, hyper_b, scaler, scaler_h, scaler4, scaler_b, w, s1,
+                          s2,    wb,      gb,     gh,       pb,      ph,       sh};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) neat_tensor_destroy(all[i]);
+}
+
 int main(void) {
     if (!err_open()) return nt_finish("errors_ops");
     for (int r = 0; r < NOPTION_CASES; r++) { /* a row naming no spec would never run */
@@ -673,6 +868,7 @@ int main(void) {
         CHECK(found, "option row %d names no spec \"%s\"", r, OPTION_CASES[r].spec);
     }
     for (int i = 0; i < NSPECS; i++) run_spec(&SPECS[i]);
+    test_mixed_dtypes();
     err_close();
     printf("errors_ops: %d op calls checked (%d op descriptions, %d option rows)\n", err_ncases,
            NSPECS, NOPTION_CASES);

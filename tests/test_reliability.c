@@ -236,11 +236,13 @@ static void test_hyper_checked(neat_device *dev) {
     EXPECT_OK(neat_tensor_create_zeros(dev, 1, ps, &m), "zeros m");
     EXPECT_OK(neat_tensor_create_zeros(dev, 1, ps, &v), "zeros v");
     neat_tensor *hyper = tensor(dev, 1, hs, (float[]){NAN, 1});
+    neat_tensor *scaler = tensor(dev, 1, (int64_t[]){3}, (float[]){1, 0, 0}), *copy = NULL;
+    EXPECT_OK(neat_tensor_create_typed(dev, NEAT_BF16, 1, ps, 1, &copy), "zeros bf16 copy");
     neat_sgd_params sp = {0};
     neat_adam_params ap = {0.9f, 0.999f, 1e-8f, 0};
     static const struct {
         float lr, t;
-        int adam;
+        int adam; /* 0 SGD, 1 Adam, 2 and 3 their mixed forms (a scaler, a bf16 copy) */
         const char *msg;
     } rows[] = {
         {NAN, 1, 0, "hyper[0] (the learning rate) is nan"},
@@ -248,23 +250,35 @@ static void test_hyper_checked(neat_device *dev) {
         {INFINITY, 1, 1, "hyper[0] (the learning rate) is inf"},
         {0.1f, 0, 1, "hyper[1] (the step) is 0"},
         {0.1f, NAN, 1, "hyper[1] (the step) is nan"},
+        {-2, 1, 2, "hyper[0] (the learning rate) is -2"},
+        {0.1f, -1, 3, "hyper[1] (the step) is -1"},
     };
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
         neat_cmdbuf *cb = NULL;
         EXPECT_OK(neat_tensor_write(hyper, (float[]){rows[i].lr, rows[i].t}, 2), "write hyper");
         EXPECT_OK(neat_cmdbuf_create(dev, &cb), "neat_cmdbuf_create");
-        EXPECT_OK(rows[i].adam ? neat_adam_update(cb, &ap, hyper, param, grad, m, v)
-                               : neat_sgd_update(cb, &sp, hyper, param, grad, NULL),
-                  "record update");
+        neat_status st;
+        switch (rows[i].adam) {
+        case 0: st = neat_sgd_update(cb, &sp, hyper, param, grad, NULL); break;
+        case 1: st = neat_adam_update(cb, &ap, hyper, param, grad, m, v); break;
+        case 2: st = neat_sgd_update_mixed(cb, &sp, hyper, scaler, param, grad, NULL, copy); break;
+        default:
+            st = neat_adam_update_mixed(cb, &ap, hyper, scaler, param, grad, m, v, copy);
+            break;
+        }
+        EXPECT_OK(st, "record update");
         EXPECT_OK(neat_cmdbuf_commit(cb), "commit");
         EXPECT_STATUS(neat_cmdbuf_wait(cb), NEAT_ERR_INVALID_ARGUMENT, rows[i].msg);
         EXPECT_MSG(rows[i].msg, rows[i].msg);
         EXPECT_OK(neat_tensor_read(param, got, 3), "read param");
         CHECK(!memcmp(got, pv, sizeof got), "%s: %s: param changed", dev_name, rows[i].msg);
+        EXPECT_OK(neat_tensor_read(copy, got, 3), "read the bf16 copy");
+        CHECK(got[0] == 0 && got[1] == 0 && got[2] == 0, "%s: %s: the bf16 copy changed", dev_name,
+              rows[i].msg);
         neat_cmdbuf_destroy(cb);
     }
-    neat_tensor *all[] = {param, grad, m, v, hyper};
-    for (int i = 0; i < 5; i++) neat_tensor_destroy(all[i]);
+    neat_tensor *all[] = {param, grad, m, v, hyper, scaler, copy};
+    for (int i = 0; i < 7; i++) neat_tensor_destroy(all[i]);
 }
 
 static void test_memory_limit(neat_device *dev) {

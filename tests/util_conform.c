@@ -121,6 +121,16 @@ void cf_fill_uniform(cf_case *c, int i, double lo, double hi) {
     for (int64_t k = 0; k < c->t[i].n; k++) c->t[i].host[k] = (float)nt_uniform(&c->rng, lo, hi);
 }
 
+double cf_round(neat_dtype dtype, double x) {
+    if (dtype == NEAT_F32 || x == 0 || !isfinite(x)) return (float)x;
+    int bits = dtype == NEAT_BF16 ? 8 : 11, qmin = dtype == NEAT_BF16 ? -133 : -24, e;
+    frexp(x, &e); /* |x| = m 2^e, 0.5 <= m < 1: the quantum is 2^(e - bits) */
+    int q = e - bits < qmin ? qmin : e - bits;
+    double r = ldexp(rint(ldexp(x, -q)), q); /* rint: ties to even */
+    double max = dtype == NEAT_BF16 ? 0x1.fep127 : 65504;
+    return fabs(r) > max ? copysign(INFINITY, x) : r;
+}
+
 int cf_act_smooth(neat_activation act) {
     return act == NEAT_ACT_SIGMOID || act == NEAT_ACT_TANH || act == NEAT_ACT_GELU;
 }
@@ -204,10 +214,13 @@ static int read_back(cf_case *c, cf_tensor *t) {
 static int submit(cf_case *c, const cf_kind *k, neat_cmdbuf *cb) {
     for (int i = 0; i < c->nt; i++) fill(c, &c->t[i]);
     if (k->prepare) k->prepare(c);
-    for (int i = 0; i < c->nt; i++)
-        if (!SETUP_OK(c, neat_tensor_write(c->t[i].t, c->t[i].host, c->t[i].n),
-                      "neat_tensor_write"))
+    for (int i = 0; i < c->nt; i++) {
+        cf_tensor *t = &c->t[i];
+        if (!SETUP_OK(c, neat_tensor_write(t->t, t->host, t->n), "neat_tensor_write") ||
+            (t->dtype != NEAT_F32 &&
+             !SETUP_OK(c, neat_tensor_read(t->t, t->host, t->n), "neat_tensor_read")))
             return 0;
+    }
     if (!SETUP_OK(c, neat_cmdbuf_commit(cb), "neat_cmdbuf_commit") ||
         !SETUP_OK(c, neat_cmdbuf_wait(cb), "neat_cmdbuf_wait"))
         return 0;
@@ -247,7 +260,8 @@ static void run_case(neat_device *dev, const char *dev_name, const cf_row *row, 
         t->host = nt_alloc(t->n);
         t->got = nt_alloc(t->n);
         ok = SETUP(&c, t->host && t->got, "host allocation of %lld floats", (long long)t->n) &&
-             SETUP_OK(&c, neat_tensor_create(dev, t->ndim, t->shape, &t->t), "neat_tensor_create");
+             SETUP_OK(&c, neat_tensor_create_typed(dev, t->dtype, t->ndim, t->shape, 0, &t->t),
+                      "neat_tensor_create_typed");
     }
     ok = ok && SETUP_OK(&c, neat_cmdbuf_create(dev, &cb), "neat_cmdbuf_create") &&
          SETUP_OK(&c, k->record(&c, cb), "record");

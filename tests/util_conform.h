@@ -59,6 +59,9 @@ typedef struct cf_row {
 typedef struct cf_tensor {
     const char *name;
     int role, fill, ndim;
+    /* NEAT_F32 unless the kind sets it after cf_tensor_add: a half tensor's host values
+     * are read back after each write, so host holds exactly what the device holds. */
+    neat_dtype dtype;
     int64_t shape[4], n;
     neat_tensor *t;
     float *host; /* the values written before the submission (guarded) */
@@ -117,6 +120,9 @@ enum {
     CF_SOFTMAX_XENT_BACKWARD,
     CF_SGD_UPDATE,
     CF_ADAM_UPDATE,
+    CF_LOSS_SCALE,
+    CF_LOSS_SCALE_CHECK,
+    CF_LOSS_SCALE_UPDATE,
     CF_NKINDS
 };
 extern const cf_kind *const cf_kinds[CF_NKINDS];
@@ -137,6 +143,9 @@ double *cf_out(cf_case *c, int i, int exact);
 /* Write the doubles into the host copy of slot i (rounded to float). */
 void cf_set(cf_case *c, int i, const double *v);
 void cf_fill_uniform(cf_case *c, int i, double lo, double hi);
+/* x rounded to dtype as neatml rounds (to nearest, ties to even; f16: subnormals, and inf
+ * from 65520 up). */
+double cf_round(neat_dtype dtype, double x);
 
 /* The tolerance of a matmul-like output y = act(z), z a k-term dot product with error
  * scale abs[i] (reference.h): integer pass exact; TF32 relative Frobenius tf32_frob only;

@@ -374,10 +374,11 @@ static const cf_kind mul_kind = {"mul", 0, ew_build, NULL, ew_record, ew_referen
 static const cf_kind scale_kind = {"scale", 0, ew_build, NULL, ew_record, ew_reference};
 static const cf_kind fill_kind = {"fill", 0, ew_build, NULL, ew_record, ew_reference};
 
-/* The training kinds: util_conform_train.c and util_conform_optim.c. */
+/* The training kinds: util_conform_train.c, util_conform_optim.c and util_conform_amp.c. */
 extern const cf_kind cf_linear_backward_kind, cf_conv2d_backward_kind, cf_maxpool2d_backward_kind,
     cf_activation_backward_kind, cf_softmax_backward_kind, cf_softmax_xent_kind,
-    cf_softmax_xent_backward_kind, cf_sgd_update_kind, cf_adam_update_kind;
+    cf_softmax_xent_backward_kind, cf_sgd_update_kind, cf_adam_update_kind, cf_loss_scale_kind,
+    cf_loss_scale_check_kind, cf_loss_scale_update_kind;
 
 const cf_kind *const cf_kinds[CF_NKINDS] = {
     [CF_MATMUL] = &matmul_kind,
@@ -402,4 +403,7 @@ const cf_kind *const cf_kinds[CF_NKINDS] = {
     [CF_SOFTMAX_XENT_BACKWARD] = &cf_softmax_xent_backward_kind,
     [CF_SGD_UPDATE] = &cf_sgd_update_kind,
     [CF_ADAM_UPDATE] = &cf_adam_update_kind,
+    [CF_LOSS_SCALE] = &cf_loss_scale_kind,
+    [CF_LOSS_SCALE_CHECK] = &cf_loss_scale_check_kind,
+    [CF_LOSS_SCALE_UPDATE] = &cf_loss_scale_update_kind,
 };

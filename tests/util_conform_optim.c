@@ -84,32 +84,61 @@ const cf_kind cf_softmax_xent_kind = {"softmax_xent", 0,           xent_build,
 const cf_kind cf_softmax_xent_backward_kind = {
     "softmax_xent_backward", 0, xent_build, xent_prepare, xent_record, xent_reference};
 
-/* ---- sgd_update: p = {n}, f = {lr, momentum, weight_decay, nesterov}. adam_update:
- * p = {n}, f = {lr, beta1, beta2, eps, weight_decay}, step t = 1 on the first commit and
- * 1000 on the replay. One step from random state (velocity and m uniform [-1,1), v
- * uniform [0,1)). The error bound of each state: a few roundings of the magnitudes
- * involved, propagated through the update (test_optim.c carries the same bound over 1000
- * steps). Slots: hyper, param, grad, then velocity or m, v. ---- */
+/* ---- sgd_update: p = {n, mixed, grad dtype, param dtype, scaler}, f = {lr, momentum,
+ * weight_decay, nesterov}. adam_update: the same p, f = {lr, beta1, beta2, eps,
+ * weight_decay}, step t = 1 on the first commit and 1000 on the replay. One step from
+ * random state (velocity and m uniform [-1,1), v uniform [0,1)). The error bound of each
+ * state: a few roundings of the magnitudes involved, propagated through the update
+ * (test_optim.c carries the same bound over 1000 steps). Slots: hyper, param (the master
+ * weights), grad, then velocity or m, v. mixed = 1 (neat_*_update_mixed): grad of the
+ * given dtype, and a slot "param" of its dtype when param dtype >= 0 (-1: NULL): it must
+ * equal the master weights read back, rounded; scaler 0: NULL, 1: [1024, 0, 0] (grad
+ * written 1024 times larger), 2: [8, 1, 5] (found_inf: nothing may change, bit for bit).
+ * The scaler is the slot after the state, the param copy the last. ---- */
 
 static int opt_has_state(const cf_case *c) {
     return c->row->kind == CF_ADAM_UPDATE || c->row->f[1] != 0;
 }
 
+/* The slots of the mixed form: the scaler, the rounded param copy (-1 when absent). */
+static int opt_scaler_slot(const cf_case *c) {
+    if (!c->row->p[1] || !c->row->p[4]) return -1;
+    return 3 + (c->row->kind == CF_ADAM_UPDATE ? 2 : opt_has_state(c));
+}
+static int opt_param_slot(const cf_case *c) {
+    if (!c->row->p[1] || c->row->p[3] < 0) return -1;
+    return 3 + (c->row->kind == CF_ADAM_UPDATE ? 2 : opt_has_state(c)) + (c->row->p[4] != 0);
+}
+static double opt_scale(const cf_case *c) {
+    return c->row->p[4] == 1 ? 1024 : c->row->p[4] == 2 ? 8 : 1;
+}
+
 static void opt_build(cf_case *c) {
     const double *f = c->row->f;
+    const int64_t *p = c->row->p;
     int adam = c->row->kind == CF_ADAM_UPDATE;
+    char mixed[96] = "";
+    if (p[1])
+        snprintf(mixed, sizeof mixed, " mixed grad=%s param=%s scaler=%s",
+                 neat_dtype_name((neat_dtype)p[2]),
+                 p[3] < 0 ? "NULL" : neat_dtype_name((neat_dtype)p[3]),
+                 p[4] == 0   ? "NULL"
+                 : p[4] == 1 ? "1024"
+                             : "found_inf");
     if (adam)
-        cf_describe(c, "n=%lld lr=%g beta1=%g beta2=%g eps=%g weight_decay=%g",
-                    (long long)c->row->p[0], f[0], f[1], f[2], f[3], f[4]);
+        cf_describe(c, "n=%lld lr=%g beta1=%g beta2=%g eps=%g weight_decay=%g%s", (long long)p[0],
+                    f[0], f[1], f[2], f[3], f[4], mixed);
     else
-        cf_describe(c, "n=%lld lr=%g momentum=%g weight_decay=%g nesterov=%g",
-                    (long long)c->row->p[0], f[0], f[1], f[2], f[3]);
+        cf_describe(c, "n=%lld lr=%g momentum=%g weight_decay=%g nesterov=%g%s", (long long)p[0],
+                    f[0], f[1], f[2], f[3], mixed);
     cf_tensor_add(c, "hyper", CF_IN, CF_GIVEN, 1, (int64_t[]){2});
-    cf_tensor_add(c, "param", CF_INOUT, CF_DATA, 1, c->row->p);
-    cf_tensor_add(c, "grad", CF_IN, CF_DATA, 1, c->row->p);
-    if (opt_has_state(c))
-        cf_tensor_add(c, adam ? "m" : "velocity", CF_INOUT, CF_DATA, 1, c->row->p);
-    if (adam) cf_tensor_add(c, "v", CF_INOUT, CF_UNIT, 1, c->row->p);
+    cf_tensor_add(c, "param", CF_INOUT, CF_DATA, 1, p);
+    c->t[cf_tensor_add(c, "grad", CF_IN, CF_DATA, 1, p)].dtype = p[1] ? (neat_dtype)p[2] : NEAT_F32;
+    if (opt_has_state(c)) cf_tensor_add(c, adam ? "m" : "velocity", CF_INOUT, CF_DATA, 1, p);
+    if (adam) cf_tensor_add(c, "v", CF_INOUT, CF_UNIT, 1, p);
+    if (opt_scaler_slot(c) >= 0) cf_tensor_add(c, "scaler", CF_IN, CF_GIVEN, 1, (int64_t[]){3});
+    if (opt_param_slot(c) >= 0)
+        c->t[cf_tensor_add(c, "param copy", CF_INOUT, CF_DATA, 1, p)].dtype = (neat_dtype)p[3];
 }
 
 static double opt_step(const cf_case *c) {
@@ -119,16 +148,38 @@ static double opt_step(const cf_case *c) {
 static void opt_prepare(cf_case *c) {
     c->t[0].host[0] = (float)c->row->f[0];
     c->t[0].host[1] = (float)opt_step(c);
+    int s = opt_scaler_slot(c);
+    if (s < 0) return;
+    float *sc = c->t[s].host;
+    sc[0] = (float)opt_scale(c), sc[1] = c->row->p[4] == 2, sc[2] = c->row->p[4] == 2 ? 5 : 0;
+    for (int64_t i = 0; i < c->t[2].n; i++) c->t[2].host[i] *= sc[0]; /* exact: a power of 2 */
 }
 
 static neat_status opt_record(cf_case *c, neat_cmdbuf *cb) {
     const double *f = c->row->f;
+    int mixed = (int)c->row->p[1], state = opt_has_state(c) ? 3 : -1;
+    neat_tensor *scaler = cf_t(c, opt_scaler_slot(c)), *param = cf_t(c, opt_param_slot(c));
     if (c->row->kind == CF_ADAM_UPDATE) {
         neat_adam_params a = {(float)f[1], (float)f[2], (float)f[3], (float)f[4]};
+        if (mixed)
+            return neat_adam_update_mixed(cb, &a, cf_t(c, 0), scaler, cf_t(c, 1), cf_t(c, 2),
+                                          cf_t(c, 3), cf_t(c, 4), param);
         return neat_adam_update(cb, &a, cf_t(c, 0), cf_t(c, 1), cf_t(c, 2), cf_t(c, 3), cf_t(c, 4));
     }
     neat_sgd_params s = {(float)f[1], (float)f[2], (int)f[3]};
-    return neat_sgd_update(cb, &s, cf_t(c, 0), cf_t(c, 1), cf_t(c, 2), cf_t(c, 3));
+    if (mixed)
+        return neat_sgd_update_mixed(cb, &s, cf_t(c, 0), scaler, cf_t(c, 1), cf_t(c, 2),
+                                     cf_t(c, state), param);
+    return neat_sgd_update(cb, &s, cf_t(c, 0), cf_t(c, 1), cf_t(c, 2), cf_t(c, state));
+}
+
+/* The found_inf rows: every output as it was written, bit for bit. */
+static void opt_skipped_reference(cf_case *c) {
+    for (int k = 1; k < c->nt; k++) {
+        if (c->t[k].role == CF_IN) continue;
+        double *ref = cf_out(c, k, 1), *in = cf_in(c, k);
+        memcpy(ref, in, sizeof(double) * (size_t)c->t[k].n);
+    }
 }
 
 static void opt_reference(cf_case *c) {
@@ -136,7 +187,12 @@ static void opt_reference(cf_case *c) {
     int64_t n = c->row->p[0];
     int adam = c->row->kind == CF_ADAM_UPDATE, state = opt_has_state(c);
     double lr = (float)f[0], t = opt_step(c), eps = EPS;
-    double *p0 = cf_in(c, 1), *g = cf_in(c, 2);
+    if (c->row->p[4] == 2) {
+        opt_skipped_reference(c);
+        return;
+    }
+    double *p0 = cf_in(c, 1), *g = cf_in(c, 2), scale = opt_scale(c);
+    for (int64_t i = 0; i < n; i++) g[i] /= scale; /* exact: a power of 2 */
     double *s10 = state ? cf_in(c, 3) : NULL, *s20 = adam ? cf_in(c, 4) : NULL;
     double *p = cf_out(c, 1, 0), *s1 = state ? cf_out(c, 3, 0) : NULL;
     double *s2 = adam ? cf_out(c, 4, 0) : NULL;
@@ -182,10 +238,15 @@ static void opt_reference(cf_case *c) {
         neat_sgd_params s = {(float)f[1], (float)f[2], (int)f[3]};
         ref_sgd_update(&s, lr, p, g, s1, n);
     }
+    int pc = opt_param_slot(c);
     for (int k = 1; k < c->nt; k++) {
-        if (k == 2) continue; /* grad */
+        if (c->t[k].role == CF_IN || k == pc) continue; /* grad, scaler; the copy below */
         for (int64_t i = 0; i < n; i++) c->t[k].tol[i] = 4 * c->t[k].tol[i] + 1e-37;
         c->t[k].frob = 4e-5;
+    }
+    if (pc >= 0) { /* the master weights as they came back, rounded once: exact */
+        double *ref = cf_out(c, pc, 1);
+        for (int64_t i = 0; i < n; i++) ref[i] = cf_round(c->t[pc].dtype, c->t[1].got[i]);
     }
 }
 

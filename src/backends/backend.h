@@ -42,7 +42,7 @@
 
 #include "../core/internal.h"
 
-#define NM_BACKEND_ABI 4
+#define NM_BACKEND_ABI 5
 
 typedef neat_status (*nm_op_fn)(nm_device *dev, nm_cmdbuf *cb, const nm_op *op);
 

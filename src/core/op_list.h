@@ -30,7 +30,11 @@
  * flags every tensor of the op has the same dtype. */
 #define NM_OPF_DT_ANY 4     /* each tensor any dtype (neat_cast) */
 #define NM_OPF_DT_OUT_F32 8 /* one dtype, except the last tensor (the output) may be f32 */
-#define NM_OPF_DT_F32 16    /* float32 only (optimizers, host copies, collectives) */
+#define NM_OPF_DT_F32 16    /* float32 only (host copies, collectives) */
+/* float32 state tensors next to tensors of any dtype (the optimizers' grad and param in
+ * their mixed form, the loss-scale ops' x, y and list): nm_dtype_check's per-op rule
+ * (record.c: mixed_dtype_from) says which slots take any dtype. */
+#define NM_OPF_DT_MIXED 32
 
 /* Every op: the compute ops, then the collectives. The collectives are a list of their own
  * so that a backend without them (Metal) keeps its table NM_OP_TABLE: they stay NULL there,
@@ -61,8 +65,11 @@
     X(P, SOFTMAX_BACKWARD, softmax_backward, 0)                                                    \
     X(P, SOFTMAX_XENT, softmax_xent, NM_OPF_RUNTIME_CHECK)                                         \
     X(P, SOFTMAX_XENT_BACKWARD, softmax_xent_backward, NM_OPF_RUNTIME_CHECK)                       \
-    X(P, SGD_UPDATE, sgd_update, NM_OPF_RUNTIME_CHECK | NM_OPF_DT_F32)                             \
-    X(P, ADAM_UPDATE, adam_update, NM_OPF_RUNTIME_CHECK | NM_OPF_DT_F32)                           \
+    X(P, SGD_UPDATE, sgd_update, NM_OPF_RUNTIME_CHECK | NM_OPF_DT_MIXED)                           \
+    X(P, ADAM_UPDATE, adam_update, NM_OPF_RUNTIME_CHECK | NM_OPF_DT_MIXED)                         \
+    X(P, LOSS_SCALE, loss_scale, NM_OPF_DT_MIXED)                                                  \
+    X(P, LOSS_SCALE_CHECK, loss_scale_check, NM_OPF_DT_MIXED) /* nm_op.list */                     \
+    X(P, LOSS_SCALE_UPDATE, loss_scale_update, NM_OPF_DT_MIXED)                                    \
     X(P, COPY_FROM_HOST, copy_from_host, NM_OPF_DT_F32)                                            \
     X(P, COPY_TO_HOST, copy_to_host, NM_OPF_DT_F32)                                                \
     X(P, CAST, cast, NM_OPF_DT_ANY)

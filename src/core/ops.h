@@ -168,15 +168,39 @@ static inline int nm_hyper_valid(float lr, float step, int uses_step, char *msg,
     return 1;
 }
 
+/* The optimizers, plain (neat_sgd_update: master is the param, scaler and param NULL, every
+ * tensor float32) or mixed (neat_*_update_mixed: mixed = 1; grad and param of any dtype).
+ * master and the state are float32. g = grad / scaler[0] when scaler is given, and the
+ * step writes nothing when scaler[1] != 0; param, when given, gets master rounded to its
+ * dtype. The any-dtype slots come last (record.c: mixed_dtype_from). */
 typedef struct nm_sgd_update_args {
-    NM_TENSORS(hyper, param, grad, velocity); /* velocity NULL when momentum is 0 */
+    NM_TENSORS(hyper, master, velocity, scaler, grad, param); /* velocity NULL: momentum 0 */
     neat_sgd_params p;
+    int mixed;
 } nm_sgd_update_args;
 
 typedef struct nm_adam_update_args {
-    NM_TENSORS(hyper, param, grad, m, v);
+    NM_TENSORS(hyper, master, m, v, scaler, grad, param);
     neat_adam_params p;
+    int mixed;
 } nm_adam_update_args;
+
+/* Dynamic loss scaling: scaler = [scale, found_inf, good steps] (float32, 3 elements).
+ * loss_scale: y = x * scaler[0] (x, y one dtype, any). loss_scale_check: scaler[1] = 1 if
+ * any element of the op's list (nm_op.list; any dtypes) is NaN or infinite, else 0; `none`
+ * stays NULL. loss_scale_update: the scale's growth or backoff (p). */
+typedef struct nm_loss_scale_args {
+    NM_TENSORS(scaler, x, y);
+} nm_loss_scale_args;
+
+typedef struct nm_loss_scale_check_args {
+    NM_TENSORS(scaler);
+} nm_loss_scale_check_args;
+
+typedef struct nm_loss_scale_update_args {
+    NM_TENSORS(scaler);
+    neat_loss_scale_params p;
+} nm_loss_scale_update_args;
 
 /* Recorded host copies. From host: src is read at commit (the backend stages it in its
  * submit), so the caller may refill it once neat_cmdbuf_commit returns; to host: dst is

@@ -12,6 +12,8 @@
 #include "ops_check.h"
 
 #include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
 
 static const char *act_name(neat_activation act) {
     static const char *names[] = {"none", "relu", "sigmoid", "tanh", "gelu"};
@@ -307,6 +309,102 @@ static neat_status check_nonneg(const char *fn, const char *name, float v) {
     return nm_error(NEAT_ERR_INVALID_ARGUMENT, "%s: %s is %g: must be >= 0", fn, name, (double)v);
 }
 
+/* A tensor of the optimizers' state (master, velocity, m, v, hyper, scaler) must be float32;
+ * the message names it and its dtype. */
+static neat_status check_f32(const char *fn, const char *name, const nm_tensor *t) {
+    if (!t || t->dtype == NEAT_F32) return NEAT_OK;
+    return nm_error(NEAT_ERR_DTYPE_MISMATCH, "%s: %s is %s: must be f32", fn, name,
+                    neat_dtype_name(t->dtype));
+}
+
+/* A loss scaler: float32, exactly 3 elements [scale, found_inf, good steps]. */
+static neat_status check_scaler(const char *fn, const nm_tensor *scaler) {
+    if (!scaler) return NEAT_OK;
+    TRY(check_f32(fn, "scaler", scaler));
+    if (scaler->numel == 3) return NEAT_OK;
+    char s[NM_SHAPE_STR];
+    return nm_error(NEAT_ERR_SHAPE_MISMATCH,
+                    "%s: scaler is %s: must have exactly 3 elements [scale, found_inf, good]", fn,
+                    nm_shape_str(scaler, s));
+}
+
+/* The tensors of an optimizer step, in the order of names[]: hyper, scaler, the weights
+ * (master, or "param" in the plain calls), grad, the state (velocity, or m and v), then
+ * the rounded copy param. Shapes: all of the weights' shape. Float32: all but grad and
+ * param (in the plain calls nm_dtype_check words it, as before). The outputs (the
+ * weights, the state, param) alias nothing: alias[] lists the slots outputs first, each
+ * checked against every slot after it (the order keeps the plain calls' messages). */
+typedef struct opt_tensors {
+    int n, nout;
+    int unread; /* a slot validated but not read (velocity without momentum), or -1 */
+    const char *names[7];
+    nm_tensor *t[7];
+    int alias[7];
+} opt_tensors;
+
+static neat_status check_opt_tensors(const char *fn, const opt_tensors *o, int mixed) {
+    nm_tensor *w = o->t[2];
+    TRY(check_hyper(fn, o->t[0]));
+    if (mixed) {
+        for (int i = 0; i < o->n; i++)
+            if (i != 3 && i != o->n - 1) TRY(check_f32(fn, o->names[i], o->t[i]));
+        TRY(check_scaler(fn, o->t[1]));
+    }
+    for (int i = 3; i < o->n; i++)
+        if (o->t[i]) TRY(nm_check_same_shape(fn, o->names[i], o->t[i], o->names[2], w));
+    for (int k = 0; k < o->nout; k++) {
+        int i = o->alias[k];
+        if (i == o->unread) continue;
+        for (int j = k + 1; j < o->n; j++)
+            if (o->alias[j] != o->unread)
+                TRY(nm_check_no_alias(fn, o->names[i], o->t[i], o->names[o->alias[j]],
+                                      o->t[o->alias[j]]));
+    }
+    return NEAT_OK;
+}
+
+static neat_status sgd_params_check(const char *fn, const neat_sgd_params *p) {
+    if (!p) return nm_error(NEAT_ERR_INVALID_ARGUMENT, "%s: p is NULL", fn);
+    TRY(check_nonneg(fn, "p->momentum", p->momentum));
+    TRY(check_nonneg(fn, "p->weight_decay", p->weight_decay));
+    if (p->nesterov && p->momentum == 0)
+        return nm_error(NEAT_ERR_INVALID_ARGUMENT, "%s: p->nesterov needs p->momentum > 0", fn);
+    return NEAT_OK;
+}
+
+/* Both SGD calls: mixed = 0 is neat_sgd_update (scaler, param NULL; master named "param"). */
+static neat_status record_sgd(const char *fn, neat_cmdbuf *cb, const neat_sgd_params *p,
+                              const neat_tensor *hyper, const neat_tensor *scaler,
+                              neat_tensor *master, const neat_tensor *grad, neat_tensor *velocity,
+                              neat_tensor *param, int mixed) {
+    nm_cmdbuf *buf;
+    TRY(nm_begin(fn, cb, &buf));
+    TRY(sgd_params_check(fn, p));
+    int uses_v = p->momentum != 0;
+    opt_tensors o = {
+        .n = 6,
+        .nout = 3,
+        .unread = uses_v ? -1 : 4,
+        .names = {"hyper", "scaler", mixed ? "master" : "param", "grad", "velocity", "param"},
+        .alias = {4, 2, 5, 3, 0, 1}};
+    const neat_tensor *h[6] = {hyper, scaler, master, grad, velocity, param};
+    const int required[6] = {1, 0, 1, 1, uses_v, 0};
+    for (int i = 0; i < 6; i++) TRY(nm_arg(fn, o.names[i], buf, h[i], required[i], &o.t[i]));
+    TRY(check_opt_tensors(fn, &o, mixed));
+
+    nm_op op = {.kind = NM_OP_SGD_UPDATE,
+                .u.sgd_update = {.hyper = o.t[0],
+                                 .scaler = o.t[1],
+                                 .master = o.t[2],
+                                 .grad = o.t[3],
+                                 .velocity = uses_v ? o.t[4] : NULL,
+                                 .param = o.t[5],
+                                 .p = *p,
+                                 .mixed = mixed}};
+    op.u.sgd_update.p.nesterov = p->nesterov != 0;
+    return nm_record(fn, buf, &op);
+}
+
 /* Momentum SGD (dampening 0): g = grad + wd param; v = momentum v + g;
  * param -= lr (nesterov ? g + momentum v : v). momentum, wd finite and >= 0; nesterov needs
  * momentum > 0; velocity (param's shape) is required exactly when momentum != 0. param and
@@ -314,36 +412,17 @@ static neat_status check_nonneg(const char *fn, const char *name, float v) {
 NEAT_API neat_status neat_sgd_update(neat_cmdbuf *cb, const neat_sgd_params *p,
                                      const neat_tensor *hyper, neat_tensor *param,
                                      const neat_tensor *grad, neat_tensor *velocity) {
-    static const char fn[] = "neat_sgd_update";
-    nm_cmdbuf *buf;
-    nm_tensor *th, *tp, *tg, *tv;
-    TRY(nm_begin(fn, cb, &buf));
-    if (!p) return nm_error(NEAT_ERR_INVALID_ARGUMENT, "%s: p is NULL", fn);
-    TRY(check_nonneg(fn, "p->momentum", p->momentum));
-    TRY(check_nonneg(fn, "p->weight_decay", p->weight_decay));
-    if (p->nesterov && p->momentum == 0)
-        return nm_error(NEAT_ERR_INVALID_ARGUMENT, "%s: p->nesterov needs p->momentum > 0", fn);
-    int uses_v = p->momentum != 0;
-    TRY(nm_arg(fn, "hyper", buf, hyper, 1, &th));
-    TRY(nm_arg(fn, "param", buf, param, 1, &tp));
-    TRY(nm_arg(fn, "grad", buf, grad, 1, &tg));
-    TRY(nm_arg(fn, "velocity", buf, velocity, uses_v, &tv));
-    TRY(check_hyper(fn, th));
-    TRY(nm_check_same_shape(fn, "grad", tg, "param", tp));
-    if (tv) TRY(nm_check_same_shape(fn, "velocity", tv, "param", tp));
-    TRY(nm_check_no_alias(fn, "param", tp, "grad", tg));
-    TRY(nm_check_no_alias(fn, "param", tp, "hyper", th));
-    if (uses_v) {
-        TRY(nm_check_no_alias(fn, "velocity", tv, "param", tp));
-        TRY(nm_check_no_alias(fn, "velocity", tv, "grad", tg));
-        TRY(nm_check_no_alias(fn, "velocity", tv, "hyper", th));
-    }
+    return record_sgd("neat_sgd_update", cb, p, hyper, NULL, param, grad, velocity, NULL, 0);
+}
 
-    nm_op op = {.kind = NM_OP_SGD_UPDATE,
-                .u.sgd_update = {
-                    .hyper = th, .param = tp, .grad = tg, .velocity = uses_v ? tv : NULL, .p = *p}};
-    op.u.sgd_update.p.nesterov = p->nesterov != 0;
-    return nm_record(fn, buf, &op);
+/* The same on float32 master weights from a grad of any dtype (/ scaler[0], skipped when
+ * scaler[1] != 0), then param = master rounded to param's dtype. */
+NEAT_API neat_status neat_sgd_update_mixed(neat_cmdbuf *cb, const neat_sgd_params *p,
+                                           const neat_tensor *hyper, const neat_tensor *scaler,
+                                           neat_tensor *master, const neat_tensor *grad,
+                                           neat_tensor *velocity, neat_tensor *param) {
+    return record_sgd("neat_sgd_update_mixed", cb, p, hyper, scaler, master, grad, velocity, param,
+                      1);
 }
 
 /* Option `name` must lie in [0, 1) (NaN fails). */
@@ -353,16 +432,7 @@ static neat_status check_beta(const char *fn, const char *name, float v) {
                     (double)v);
 }
 
-/* AdamW on param with moments m, v (all of param's shape). beta1, beta2 in [0, 1) (a beta
- * of 1 makes the bias correction divide by zero), eps finite > 0, wd finite >= 0. param, m
- * and v are updated in place and alias no input nor each other. */
-NEAT_API neat_status neat_adam_update(neat_cmdbuf *cb, const neat_adam_params *p,
-                                      const neat_tensor *hyper, neat_tensor *param,
-                                      const neat_tensor *grad, neat_tensor *m, neat_tensor *v) {
-    static const char fn[] = "neat_adam_update";
-    nm_cmdbuf *buf;
-    nm_tensor *th, *tp, *tg, *tm, *tv;
-    TRY(nm_begin(fn, cb, &buf));
+static neat_status adam_params_check(const char *fn, const neat_adam_params *p) {
     if (!p) return nm_error(NEAT_ERR_INVALID_ARGUMENT, "%s: p is NULL", fn);
     TRY(check_beta(fn, "p->beta1", p->beta1));
     TRY(check_beta(fn, "p->beta2", p->beta2));
@@ -370,22 +440,135 @@ NEAT_API neat_status neat_adam_update(neat_cmdbuf *cb, const neat_adam_params *p
     if (!(p->eps > 0))
         return nm_error(NEAT_ERR_INVALID_ARGUMENT, "%s: p->eps is %g: must be > 0", fn,
                         (double)p->eps);
-    TRY(check_nonneg(fn, "p->weight_decay", p->weight_decay));
-    TRY(nm_arg(fn, "hyper", buf, hyper, 1, &th));
-    TRY(nm_arg(fn, "param", buf, param, 1, &tp));
-    TRY(nm_arg(fn, "grad", buf, grad, 1, &tg));
-    TRY(nm_arg(fn, "m", buf, m, 1, &tm));
-    TRY(nm_arg(fn, "v", buf, v, 1, &tv));
-    TRY(check_hyper(fn, th));
-    TRY(nm_check_same_shape(fn, "grad", tg, "param", tp));
-    TRY(nm_check_same_shape(fn, "m", tm, "param", tp));
-    TRY(nm_check_same_shape(fn, "v", tv, "param", tp));
-    static const char *const names[] = {"param", "m", "v", "grad", "hyper"};
-    nm_tensor *all[] = {tp, tm, tv, tg, th};
-    for (int o = 0; o < 3; o++) /* each output against everything listed after it */
-        TRY(nm_check_no_alias_all(fn, names[o], all[o], 5 - o - 1, names + o + 1, all + o + 1));
+    return check_nonneg(fn, "p->weight_decay", p->weight_decay);
+}
+
+/* Both Adam calls, as record_sgd. */
+static neat_status record_adam(const char *fn, neat_cmdbuf *cb, const neat_adam_params *p,
+                               const neat_tensor *hyper, const neat_tensor *scaler,
+                               neat_tensor *master, const neat_tensor *grad, neat_tensor *m,
+                               neat_tensor *v, neat_tensor *param, int mixed) {
+    nm_cmdbuf *buf;
+    TRY(nm_begin(fn, cb, &buf));
+    TRY(adam_params_check(fn, p));
+    opt_tensors o = {
+        .n = 7,
+        .nout = 4,
+        .unread = -1,
+        .names = {"hyper", "scaler", mixed ? "master" : "param", "grad", "m", "v", "param"},
+        .alias = {2, 4, 5, 6, 3, 0, 1}};
+    const neat_tensor *h[7] = {hyper, scaler, master, grad, m, v, param};
+    const int required[7] = {1, 0, 1, 1, 1, 1, 0};
+    for (int i = 0; i < 7; i++) TRY(nm_arg(fn, o.names[i], buf, h[i], required[i], &o.t[i]));
+    TRY(check_opt_tensors(fn, &o, mixed));
 
     nm_op op = {.kind = NM_OP_ADAM_UPDATE,
-                .u.adam_update = {.hyper = th, .param = tp, .grad = tg, .m = tm, .v = tv, .p = *p}};
+                .u.adam_update = {.hyper = o.t[0],
+                                  .scaler = o.t[1],
+                                  .master = o.t[2],
+                                  .grad = o.t[3],
+                                  .m = o.t[4],
+                                  .v = o.t[5],
+                                  .param = o.t[6],
+                                  .p = *p,
+                                  .mixed = mixed}};
+    return nm_record(fn, buf, &op);
+}
+
+/* AdamW on param with moments m, v (all of param's shape). beta1, beta2 in [0, 1) (a beta
+ * of 1 makes the bias correction divide by zero), eps finite > 0, wd finite >= 0. param, m
+ * and v are updated in place and alias no input nor each other. */
+NEAT_API neat_status neat_adam_update(neat_cmdbuf *cb, const neat_adam_params *p,
+                                      const neat_tensor *hyper, neat_tensor *param,
+                                      const neat_tensor *grad, neat_tensor *m, neat_tensor *v) {
+    return record_adam("neat_adam_update", cb, p, hyper, NULL, param, grad, m, v, NULL, 0);
+}
+
+NEAT_API neat_status neat_adam_update_mixed(neat_cmdbuf *cb, const neat_adam_params *p,
+                                            const neat_tensor *hyper, const neat_tensor *scaler,
+                                            neat_tensor *master, const neat_tensor *grad,
+                                            neat_tensor *m, neat_tensor *v, neat_tensor *param) {
+    return record_adam("neat_adam_update_mixed", cb, p, hyper, scaler, master, grad, m, v, param,
+                       1);
+}
+
+/* ---- dynamic loss scaling ----------------------------------------------------------------
+ * The scaler (float32 [scale, found_inf, good]) is read and written only by recorded ops. */
+
+/* y = x * scaler[0]; x, y of one shape and dtype, y may be x. */
+NEAT_API neat_status neat_loss_scale(neat_cmdbuf *cb, const neat_tensor *scaler,
+                                     const neat_tensor *x, neat_tensor *y) {
+    static const char fn[] = "neat_loss_scale";
+    nm_cmdbuf *buf;
+    nm_tensor *ts, *tx, *ty;
+    TRY(nm_begin(fn, cb, &buf));
+    TRY(nm_arg(fn, "scaler", buf, scaler, 1, &ts));
+    TRY(nm_arg(fn, "x", buf, x, 1, &tx));
+    TRY(nm_arg(fn, "y", buf, y, 1, &ty));
+    TRY(check_scaler(fn, ts));
+    TRY(nm_check_same_shape(fn, "y", ty, "x", tx));
+    if (tx->dtype != ty->dtype)
+        return nm_error(NEAT_ERR_DTYPE_MISMATCH, "%s: x is %s, y is %s: must be of one dtype", fn,
+                        neat_dtype_name(tx->dtype), neat_dtype_name(ty->dtype));
+    TRY(nm_check_no_alias(fn, "y", ty, "scaler", ts));
+
+    nm_op op = {.kind = NM_OP_LOSS_SCALE, .u.loss_scale = {.scaler = ts, .x = tx, .y = ty}};
+    return nm_record(fn, buf, &op);
+}
+
+/* scaler[1] = any element of tensors[0..n) not finite; one op over the list. */
+NEAT_API neat_status neat_loss_scale_check(neat_cmdbuf *cb, const neat_tensor *const *tensors,
+                                           int n, neat_tensor *scaler) {
+    static const char fn[] = "neat_loss_scale_check";
+    nm_cmdbuf *buf;
+    nm_tensor *ts;
+    TRY(nm_begin(fn, cb, &buf));
+    if (n < 0 || n > NEAT_LOSS_SCALE_CHECK_MAX)
+        return nm_error(NEAT_ERR_INVALID_ARGUMENT, "%s: n is %d: must be in [0, %d]", fn, n,
+                        NEAT_LOSS_SCALE_CHECK_MAX);
+    if (n > 0 && !tensors) return nm_error(NEAT_ERR_INVALID_ARGUMENT, "%s: tensors is NULL", fn);
+    TRY(nm_arg(fn, "scaler", buf, scaler, 1, &ts));
+    TRY(check_scaler(fn, ts));
+    nm_tensor **list = n ? malloc((size_t)n * sizeof *list) : NULL;
+    if (n && !list) return nm_error(NEAT_ERR_OUT_OF_MEMORY, "%s: out of host memory", fn);
+    neat_status st = NEAT_OK;
+    char arg[32];
+    for (int i = 0; i < n && !st; i++) {
+        snprintf(arg, sizeof arg, "tensors[%d]", i);
+        st = nm_arg(fn, arg, buf, tensors[i], 1, &list[i]);
+        if (!st) st = nm_check_no_alias(fn, "scaler", ts, arg, list[i]);
+    }
+    if (st) {
+        free(list);
+        return st;
+    }
+    nm_op op = {.kind = NM_OP_LOSS_SCALE_CHECK, .u.loss_scale_check = {.scaler = ts}};
+    op.list = list;
+    op.nlist = n;
+    return nm_record(fn, buf, &op); /* owns list from here */
+}
+
+/* Backoff after a step with non-finite gradients, growth after growth_interval good ones. */
+NEAT_API neat_status neat_loss_scale_update(neat_cmdbuf *cb, const neat_loss_scale_params *p,
+                                            neat_tensor *scaler) {
+    static const char fn[] = "neat_loss_scale_update";
+    nm_cmdbuf *buf;
+    nm_tensor *ts;
+    TRY(nm_begin(fn, cb, &buf));
+    if (!p) return nm_error(NEAT_ERR_INVALID_ARGUMENT, "%s: p is NULL", fn);
+    TRY(nm_check_finite(fn, "p->growth_factor", p->growth_factor));
+    if (!(p->growth_factor >= 1))
+        return nm_error(NEAT_ERR_INVALID_ARGUMENT, "%s: p->growth_factor is %g: must be >= 1", fn,
+                        (double)p->growth_factor);
+    if (!(p->backoff_factor > 0 && p->backoff_factor <= 1))
+        return nm_error(NEAT_ERR_INVALID_ARGUMENT, "%s: p->backoff_factor is %g: must be in (0, 1]",
+                        fn, (double)p->backoff_factor);
+    if (p->growth_interval < 1)
+        return nm_error(NEAT_ERR_INVALID_ARGUMENT, "%s: p->growth_interval is %d: must be >= 1", fn,
+                        p->growth_interval);
+    TRY(nm_arg(fn, "scaler", buf, scaler, 1, &ts));
+    TRY(check_scaler(fn, ts));
+
+    nm_op op = {.kind = NM_OP_LOSS_SCALE_UPDATE, .u.loss_scale_update = {.scaler = ts, .p = *p}};
     return nm_record(fn, buf, &op);
 }

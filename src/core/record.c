@@ -88,6 +88,24 @@ int nm_op_flags(nm_op_kind kind) {
     return kind >= 0 && kind < NM_OP__COUNT ? flags[kind] : 0;
 }
 
+/* NM_OPF_DT_MIXED: the op's slots from the returned index on (and its list) take any dtype,
+ * those before it float32; *same: the any-dtype slots share one dtype. The optimizers'
+ * grad and param in their mixed form (the plain form is float32 throughout), the
+ * loss-scale ops' x and y (one dtype) and list. */
+static int mixed_dtype_from(const nm_op *op, int n, int *same) {
+    *same = 0;
+    switch (op->kind) {
+    case NM_OP_SGD_UPDATE:
+        return op->u.sgd_update.mixed ? (int)(&op->u.sgd_update.grad - op->u.sgd_update.tensors)
+                                      : n;
+    case NM_OP_ADAM_UPDATE:
+        return op->u.adam_update.mixed ? (int)(&op->u.adam_update.grad - op->u.adam_update.tensors)
+                                       : n;
+    case NM_OP_LOSS_SCALE: *same = 1; return 1;
+    default: return n;
+    }
+}
+
 /* The element-type rule of the op's flags (op_list.h: NM_OPF_DT_*), DTYPE_MISMATCH with
  * every tensor's dtype in the message otherwise. Tensors are taken in the order of the op's
  * NM_TENSORS, then its list; NULL ones (an absent bias) are skipped. */
@@ -98,12 +116,20 @@ static neat_status nm_dtype_check(const char *fn, const nm_op *op) {
     nm_tensor *const *list = nm_op_list(op, &nl);
     int last = n - 1; /* the output: its dtype may be f32 under NM_OPF_DT_OUT_F32 */
     while (last >= 0 && !ts[last]) last--;
+    int same = 0, any_from = (flags & NM_OPF_DT_MIXED) ? mixed_dtype_from(op, n, &same) : n;
     const nm_tensor *first = NULL;
     int ok = 1;
     for (int i = 0; i < n + nl; i++) {
         const nm_tensor *t = i < n ? ts[i] : list[i - n];
         if (!t) continue;
-        if (flags & NM_OPF_DT_F32)
+        if (flags & NM_OPF_DT_MIXED) {
+            if (i < any_from)
+                ok &= t->dtype == NEAT_F32;
+            else if (same && first)
+                ok &= t->dtype == first->dtype;
+            else if (same)
+                first = t;
+        } else if (flags & NM_OPF_DT_F32)
             ok &= t->dtype == NEAT_F32;
         else if (!first)
             first = t;
@@ -119,7 +145,8 @@ static neat_status nm_dtype_check(const char *fn, const nm_op *op) {
             len += snprintf(types + len, sizeof types - (size_t)len, len ? ", %s" : "%s",
                             neat_dtype_name(t->dtype));
     }
-    const char *rule = (flags & NM_OPF_DT_F32) ? "takes float32 tensors only"
+    /* (the mixed ops check their any-dtype tensors themselves, naming each) */
+    const char *rule = (flags & (NM_OPF_DT_F32 | NM_OPF_DT_MIXED)) ? "takes float32 tensors only"
                        : (flags & NM_OPF_DT_OUT_F32)
                            ? "takes inputs of one dtype and an output of that dtype or f32"
                            : "takes tensors of one dtype";

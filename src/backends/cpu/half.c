@@ -47,10 +47,9 @@ neat_status cpu_cast(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
 
 /* The ops the CPU runs on half tensors (through float32 copies): all but the losses (their
  * labels are class indices, which half types hold exactly only up to 256 or 2048) and the
- * float32-only ones (optimizers, host copies, collectives: refused at record time). */
+ * float32-only ones (host copies, collectives: refused at record time). */
 static int runs_half(nm_op_kind kind) {
     switch (kind) {
-    case NM_OP_CAST:
     case NM_OP_ADD:
     case NM_OP_MUL:
     case NM_OP_SCALE:
@@ -92,6 +91,20 @@ static int first_output(const nm_op *op, int last, int *reads) {
     }
 }
 
+/* The ops that take half tensors natively, converting element by element (neat_cast, the
+ * optimizers' mixed form, the loss-scale ops): they never go through float32 copies. */
+static int runs_native(nm_op_kind kind) {
+    switch (kind) {
+    case NM_OP_CAST:
+    case NM_OP_SGD_UPDATE:
+    case NM_OP_ADAM_UPDATE:
+    case NM_OP_LOSS_SCALE:
+    case NM_OP_LOSS_SCALE_CHECK:
+    case NM_OP_LOSS_SCALE_UPDATE: return 1;
+    default: return 0;
+    }
+}
+
 /* The first half tensor of op, NULL when every tensor is float32. */
 static const nm_tensor *first_half(const nm_op *op) {
     int n;
@@ -104,7 +117,7 @@ static const nm_tensor *first_half(const nm_op *op) {
 neat_status cpu_op_check(nm_device *dev, const nm_op *op) {
     (void)dev;
     const nm_tensor *h = first_half(op);
-    if (h && !runs_half(op->kind))
+    if (h && !runs_half(op->kind) && !runs_native(op->kind))
         return nm_error(NEAT_ERR_UNSUPPORTED,
                         "%s: the cpu backend does not run this op on %s tensors yet (float32 "
                         "only; neat_cast converts)",
@@ -114,7 +127,7 @@ neat_status cpu_op_check(nm_device *dev, const nm_op *op) {
 
 neat_status cpu_run_op(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
     nm_op_fn run = dev->be->op[op->kind];
-    if (op->kind == NM_OP_CAST || !first_half(op)) return run(dev, cb, op);
+    if (runs_native(op->kind) || !first_half(op)) return run(dev, cb, op);
     nm_op f32 = *op;
     nm_tensor shadow[NM_OP_MAX_TENSORS];
     int n, nthreads = cpu_dev(dev)->nthreads;

@@ -637,7 +637,14 @@ static int runs_half(nm_op_kind kind) {
     case NM_OP_LINEAR_FORWARD:
     case NM_OP_LINEAR_BACKWARD:
     case NM_OP_CONV2D_FORWARD:
-    case NM_OP_CONV2D_BACKWARD: return 1;
+    case NM_OP_CONV2D_BACKWARD:
+    /* every dtype the core lets through (optim.cu: the mixed optimizers' grad and param;
+     * loss_scale.cu) */
+    case NM_OP_SGD_UPDATE:
+    case NM_OP_ADAM_UPDATE:
+    case NM_OP_LOSS_SCALE:
+    case NM_OP_LOSS_SCALE_CHECK:
+    case NM_OP_LOSS_SCALE_UPDATE: return 1;
     default: return 0;
     }
 }

@@ -213,6 +213,12 @@ int cuda_native_half(const nm_op *op) {
     case NM_OP_SOFTMAX:
     case NM_OP_SOFTMAX_BACKWARD:
     case NM_OP_SUM:
+    /* mixed types by design: optim.cu, loss_scale.cu */
+    case NM_OP_SGD_UPDATE:
+    case NM_OP_ADAM_UPDATE:
+    case NM_OP_LOSS_SCALE:
+    case NM_OP_LOSS_SCALE_CHECK:
+    case NM_OP_LOSS_SCALE_UPDATE:
     case NM_OP_LINEAR_FORWARD: return 1;
     case NM_OP_LINEAR_BACKWARD: {
         neat_activation a = op->u.linear_backward.act;

@@ -54,7 +54,7 @@ static MPSGraphTensor *if_ok(MPSGraph *m, MPSGraphTensor *ok, MPSGraphTensor *v,
 neat_status metal_sgd_update(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
     const nm_sgd_update_args *a = &op->u.sgd_update;
     neat_sgd_params p = a->p;
-    int64_t n = a->param->numel;
+    int64_t n = a->master->numel;
     if (n == 0) return NEAT_OK;
     int vel = a->velocity != NULL && p.momentum != 0.0f;
     NSString *key =
@@ -85,9 +85,9 @@ neat_status metal_sgd_update(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
     void *prior, *record;
     neat_status st = metal_check_slots(dev, cb, op, &prior, &record);
     if (st) return st;
-    void *in[] = {a->hyper->data, prior, a->param->data, a->grad->data,
+    void *in[] = {a->hyper->data, prior, a->master->data, a->grad->data,
                   vel ? a->velocity->data : NULL};
-    void *out[] = {a->param->data, vel ? a->velocity->data : record,
+    void *out[] = {a->master->data, vel ? a->velocity->data : record,
                    record}; /* the graph's outputs */
     return metal_run(dev, cb, op, g, in, out);
 }
@@ -95,7 +95,7 @@ neat_status metal_sgd_update(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
 neat_status metal_adam_update(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
     const nm_adam_update_args *a = &op->u.adam_update;
     neat_adam_params p = a->p;
-    int64_t n = a->param->numel;
+    int64_t n = a->master->numel;
     if (n == 0) return NEAT_OK;
     NSString *key =
         [NSString stringWithFormat:@"adam:%lld:%a:%a:%a:%a", (long long)n, (double)p.beta1,
@@ -138,7 +138,7 @@ neat_status metal_adam_update(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
     void *prior, *record;
     neat_status st = metal_check_slots(dev, cb, op, &prior, &record);
     if (st) return st;
-    void *in[] = {a->hyper->data, prior, a->param->data, a->grad->data, a->m->data, a->v->data};
-    void *out[] = {a->param->data, a->m->data, a->v->data, record};
+    void *in[] = {a->hyper->data, prior, a->master->data, a->grad->data, a->m->data, a->v->data};
+    void *out[] = {a->master->data, a->m->data, a->v->data, record};
     return metal_run(dev, cb, op, g, in, out);
 }
