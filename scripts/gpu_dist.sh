@@ -10,7 +10,8 @@
 #      neat_all_reduce, device time) beside NCCL itself (build/nccl_peer, timed the same way);
 #   5. examples/fashion_mnist data-parallel, 5 epochs (data in .gpu/fashion-mnist as for
 #      gpu_check.sh): 2 processes (RANK/WORLD_SIZE/LOCAL_RANK, id file) and one process
-#      driving both GPUs (--devices 2); final lines in the summary, logs in dist.log;
+#      driving both GPUs (--devices 2), and the OCaml example as 2 processes when its
+#      executable was carried; final lines in the summary, logs in dist.log;
 #   6. LeNet step data-parallel, weak scaling (128 images per GPU): images/s per GPU on 1
 #      and 2 GPUs, neatml (the example, 1 epoch, its steady_images_per_s divided by the
 #      ranks: host gather and copies included) beside PyTorch DDP (bench/ddp_lenet.py:
@@ -139,6 +140,13 @@ else
   FM=("$BUILD/fashion_mnist" --backend cuda --data "$DATA" --plot /tmp/fashion_mnist_dist.svg)
   launch2 "fashion_mnist 2 processes" dist.log "${FM[@]}" --epochs 5
   row "fashion_mnist 2 processes (rc $?)" "$(final dist.log 'fashion_mnist 2 processes')"
+  # the OCaml example (carried in .gpu/ by gpu_pack.sh, linked to build/'s library)
+  if [ -x "$ROOT/.gpu/fashion_mnist_ocaml.exe" ]; then
+    export LD_LIBRARY_PATH="$ROOT/$BUILD${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    launch2 "OCaml fashion_mnist 2 processes" dist.log "$ROOT/.gpu/fashion_mnist_ocaml.exe" \
+      --backend cuda --data "$DATA" --epochs 5
+    row "OCaml fashion_mnist 2 processes (rc $?)" "$(final dist.log 'OCaml fashion_mnist 2 processes')"
+  fi
   { echo "== fashion_mnist --devices 2"; timeout 300 "${FM[@]}" --epochs 5 --devices 2 2>&1; \
     echo "exit $?"; } >>"$OUT/dist.log"
   row "fashion_mnist --devices 2" "$(final dist.log 'fashion_mnist --devices 2')"
