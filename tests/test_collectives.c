@@ -399,8 +399,11 @@ static void case_peer_errors(neat_device *dev, neat_comm *comm, neat_comm *spare
 
     /* Rank 0 waits 1 s for rank 1, which comes 3 s late: TIMEOUT on rank 0 (the comm is then
      * broken: committing again fails at once). The late rank: on the CPU its op completes
-     * (MPI matches the request rank 0 left pending); on CUDA rank 0 aborted its NCCL comm,
-     * so rank 1 waits its own 2 s for it: TIMEOUT (or NCCL's error for a peer gone). */
+     * (MPI matches the request rank 0 left pending); on CUDA rank 0 aborted its NCCL comm:
+     * over sockets rank 1 waits its own 2 s for it (TIMEOUT, or NCCL's error for a peer
+     * gone); over NVLink rank 0's kernel had already written its part into rank 1's buffers
+     * before the abort, so rank 1's exchange completes (OK: measured on 2 H200s). Never a
+     * hang: the wait returns within the timeout either way. */
     int64_t zero = 0;
     neat_tensor *z = tensor(dev, 1, &zero, NULL);
     neat_cmdbuf_create(dev, &cb);
@@ -416,8 +419,8 @@ static void case_peer_errors(neat_device *dev, neat_comm *comm, neat_comm *spare
             neat_comm_set_timeout(spare, 2.0);
             CHECK_OK(neat_cmdbuf_commit(cb), "late commit");
             neat_status st = neat_cmdbuf_wait(cb);
-            CHECK(st == NEAT_ERR_TIMEOUT || st == NEAT_ERR_BACKEND_ERROR,
-                  "late rank, its peer gone: TIMEOUT or BACKEND_ERROR, got %s (%s)",
+            CHECK(st == NEAT_ERR_TIMEOUT || st == NEAT_ERR_BACKEND_ERROR || st == NEAT_OK,
+                  "late rank, its peer gone: TIMEOUT, BACKEND_ERROR or OK, got %s (%s)",
                   neat_status_string(st), neat_last_error());
         } else {
             CHECK_OK(neat_cmdbuf_commit(cb), "late commit");
