@@ -27,8 +27,8 @@
  * Data-parallel (docs/DISTRIBUTED.md): N ranks each take a shard of every global batch of
  * N x --batch images (rank r the rows [r*batch, (r+1)*batch) of the same shuffled order: the
  * order comes from the seed). Rank 0's parameters are broadcast at the start; in the step,
- * after the backward ops, one neat_all_reduce_bucket averages the eight gradients and a
- * one-element all-reduce averages the loss, so the loss printed is the mean over all ranks.
+ * after the backward ops, one neat_all_reduce_bucket averages the eight gradients and the
+ * loss (one transfer), so the loss printed is the mean over all ranks.
  * Each rank evaluates its share of the test set; the correct counts are summed across
  * ranks once an epoch. Ranks are processes (--rank R --world-size N --init-file PATH, or
  * RANK / WORLD_SIZE / LOCAL_RANK and NEATML_INIT_FILE, or mpirun's OMPI_COMM_WORLD_*; rank 0
@@ -479,12 +479,12 @@ static void record_train_step(neat_cmdbuf *cb, const lenet *net, batch_state *s,
     ok(neat_maxpool2d_backward(cb, &net->pool, s->a1, s->dp1, s->da1), "record pool1 backward");
     ok(neat_conv2d_backward(cb, &net->conv, NEAT_ACT_RELU, s->x, net->w[CONV1], net->b[CONV1], s->a1, s->da1, NULL, net->dw[CONV1], net->db[CONV1], 0),
        "record conv1 backward");
-    if (comm) {
-        neat_tensor *grads[2 * LAYERS];
-        for (int l = 0; l < LAYERS; l++) grads[2 * l] = net->dw[l], grads[2 * l + 1] = net->db[l];
-        ok(neat_all_reduce_bucket(cb, comm, NEAT_REDUCE_AVG, 2 * LAYERS, grads),
-           "record gradient all-reduce");
-        ok(neat_all_reduce(cb, comm, NEAT_REDUCE_AVG, s->loss, s->loss), "record loss all-reduce");
+    if (comm) { /* the loss rides in the gradients' bucket: one transfer a step, not two */
+        neat_tensor *bucket[2 * LAYERS + 1];
+        for (int l = 0; l < LAYERS; l++) bucket[2 * l] = net->dw[l], bucket[2 * l + 1] = net->db[l];
+        bucket[2 * LAYERS] = s->loss;
+        ok(neat_all_reduce_bucket(cb, comm, NEAT_REDUCE_AVG, 2 * LAYERS + 1, bucket),
+           "record gradient and loss all-reduce");
     }
     neat_tensor *grads[2 * LAYERS];
     for (int l = 0; l < LAYERS; l++) grads[2 * l] = net->dw[l], grads[2 * l + 1] = net->db[l];
