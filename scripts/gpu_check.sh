@@ -9,9 +9,11 @@
 #      example and OCaml test suite when their executables were carried (see below);
 #   4. the benchmark (neatml_bench --backend cuda --json, --seed-table) and bench/compare.py
 #      side by side with PyTorch;
-#   5. compute-sanitizer memcheck, racecheck, initcheck and synccheck on the cuda part of
-#      test_cmdbuf, test_reliability, test_copy_overlap, test_pool, test_optim and
-#      test_conformance.
+#   5. compute-sanitizer memcheck, racecheck, initcheck and synccheck, with the debug pool,
+#      on the cuda part of test_cmdbuf, test_reliability, test_copy_overlap, test_pool,
+#      test_optim and test_conformance (SANITIZE_TESTS names others: the whole suite is
+#      SANITIZE_TESTS="$(cd tests; ls test_*.c | sed 's/\.c$//' | grep -v collectives)";
+#      SANITIZE_TOOLS the tools; SANITIZE_JOBS=N runs N at once on the GPU).
 # Logs go to $OUT (default ./gpu-out): env.txt build.log tests.log sanitizer.log bench.json
 # compare.txt compare.json summary.txt (the device tool brings back at most 8 files). The
 # summary table is printed last.
@@ -183,21 +185,29 @@ fi
 if want sanitize; then
   : >"$OUT/sanitizer.log"
   if command -v compute-sanitizer >/dev/null; then
-    sanitize() { # sanitize <tool> <binary>
+    sanitize() { # sanitize <tool> <binary> <log>: one run, its log, its summary row in <log>.row
       local out rc
       # The debug pool: exact-size blocks, nothing cached, so the tool sees every overrun
       # and every use after free of tensor memory (src/core/pool.c).
-      out=$(NEATML_TEST_BACKENDS=cuda NEATML_DEBUG_POOL=1 timeout 400 compute-sanitizer \
+      out=$(NEATML_TEST_BACKENDS=cuda NEATML_DEBUG_POOL=1 timeout 500 compute-sanitizer \
             --tool "$1" --error-exitcode 86 --print-limit 20 "$2" 2>&1); rc=$?
-      { echo "===== $1 $2 (exit $rc)"; printf '%s\n' "$out"; } >>"$OUT/sanitizer.log"
+      { echo "===== $1 $2 (exit $rc)"; printf '%s\n' "$out"; } >"$3"
       local summary; summary=$(printf '%s\n' "$out" | grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' | tail -n1)
       local res; res=$(printf '%s\n' "$out" | result_line)
-      row "$1 $(basename "$2")" "${summary:-no summary} | ${res:-no result line} [exit $rc]"
+      printf '%-34s %s\n' "$1 $(basename "$2")" "${summary:-no summary} | ${res:-no result line} [exit $rc]" >"$3.row"
     }
+    # SANITIZE_JOBS runs at once (the GPU has room for several; default 1)
+    jobs_max=${SANITIZE_JOBS:-1} k=0 logs=()
     for tool in ${SANITIZE_TOOLS:-memcheck racecheck initcheck synccheck}; do
-      for t in ${SANITIZE_TESTS:-test_cmdbuf test_reliability test_copy_overlap test_pool test_optim test_conformance}; do
-        sanitize "$tool" "$BUILD/$t"
+      for t in ${SANITIZE_TESTS:-test_cmdbuf test_reliability test_pool test_optim test_conformance test_copy_overlap}; do
+        log="$OUT/san.$k.log"; logs+=("$log"); k=$((k + 1))
+        sanitize "$tool" "$BUILD/$t" "$log" &
+        while [ "$(jobs -rp | wc -l)" -ge "$jobs_max" ]; do sleep 1; done
       done
+    done
+    wait
+    for log in "${logs[@]}"; do
+      cat "$log" >>"$OUT/sanitizer.log"; tee -a "$SUMMARY" <"$log.row"; rm -f "$log" "$log.row"
     done
   else
     row "compute-sanitizer" "not found"
