@@ -172,6 +172,23 @@ static cudnnStatus_t ws_size(cudnnHandle_t h, const conv_plan *p, int which, int
     }
 }
 
+/* Half tensors take only the GEMM-like algorithms, whose tensor-core products accumulate
+ * in float32 and are rounded once: FFT and Winograd transform the data (in half
+ * intermediates for 16-bit tensors), which measured up to 4e-3 past the one-rounding bound
+ * on the H200 when Find ranked them first (under compute-sanitizer, whose timing differs). */
+static int gemm_like(int which, int algo) {
+    if (which == CONV_FWD)
+        return algo == CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM ||
+               algo == CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM ||
+               algo == CUDNN_CONVOLUTION_FWD_ALGO_GEMM || algo == CUDNN_CONVOLUTION_FWD_ALGO_DIRECT;
+    if (which == CONV_BWD_DATA)
+        return algo == CUDNN_CONVOLUTION_BWD_DATA_ALGO_0 ||
+               algo == CUDNN_CONVOLUTION_BWD_DATA_ALGO_1;
+    return algo == CUDNN_CONVOLUTION_BWD_FILTER_ALGO_0 ||
+           algo == CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1 ||
+           algo == CUDNN_CONVOLUTION_BWD_FILTER_ALGO_3;
+}
+
 /* Choose the algorithm of `which` once: cuDNN's ranking, filtered by status, workspace,
  * math (strict: FMA only) and, for the backward, preferring determinism. */
 static neat_status algo_get(cuda_device *d, conv_plan *p, int which, const conv_algo **out,
@@ -249,6 +266,7 @@ static neat_status algo_get(cuda_device *d, conv_plan *p, int which, const conv_
     for (int pass = 0; pass < 2; pass++)
         for (int i = 0; i < n; i++) {
             if (det[i] < 2 - pass) continue;
+            if (p->dtype != NEAT_F32 && !gemm_like(which, algos[i])) continue;
             cudnnMathType_t m = strict ? CUDNN_FMA_MATH : maths[i];
             if (strict && maths[i] == CUDNN_TENSOR_OP_MATH) continue;
             /* float32 never rounded to 16 bits behind the user's back */
