@@ -173,9 +173,10 @@ static cudnnStatus_t ws_size(cudnnHandle_t h, const conv_plan *p, int which, int
 }
 
 /* Half tensors take only the GEMM-like algorithms, whose tensor-core products accumulate
- * in float32 and are rounded once: FFT and Winograd transform the data (in half
- * intermediates for 16-bit tensors), which measured up to 4e-3 past the one-rounding bound
- * on the H200 when Find ranked them first (under compute-sanitizer, whose timing differs). */
+ * in float32 and are rounded once; FFT and Winograd transform the data in intermediates of
+ * their own. Under compute-sanitizer (other timings, so Find ranked other algorithms first;
+ * which ones was not logged) half convolutions on the H200 fell up to 4e-3 outside the
+ * one-rounding bound of test_dtype, forward and accumulating backward alike. */
 static int gemm_like(int which, int algo) {
     if (which == CONV_FWD)
         return algo == CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM ||
