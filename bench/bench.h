@@ -80,6 +80,8 @@ void bench_matmul_large_tf32(bench_ctx *ctx, bench_result *res);
 void bench_linear_relu_1024_tf32(bench_ctx *ctx, bench_result *res);
 void bench_conv2d_256f_tf32(bench_ctx *ctx, bench_result *res);
 void bench_lenet_train_step_b1024(bench_ctx *ctx, bench_result *res);
+void bench_lenet_train_step_b128_bf16(bench_ctx *ctx, bench_result *res);
+void bench_lenet_train_step_b1024_bf16(bench_ctx *ctx, bench_result *res);
 /* cases_runtime.c: what the runtime costs a loop (host calls during a replay). */
 void bench_destroy_during_replay(bench_ctx *ctx, bench_result *res);
 

@@ -245,7 +245,7 @@ def torch_cases(torch, dev, cuda):
             return graph.replay
         return setup, 700.0, "us/op"
 
-    def lenet(batch):
+    def lenet(batch, amp=None):
         def setup():
             def param(*shape, fan_in):
                 b = fan_in ** -0.5
@@ -259,11 +259,18 @@ def torch_cases(torch, dev, cuda):
             images = torch.rand(batch, 1, 28, 28, device=dev)
             labels = torch.randint(0, 10, (batch,), device=dev)
 
-            def step():
+            def forward():
                 h = F.max_pool2d(torch.relu(F.conv2d(images, w1, b1, 1, 1)), 2)
                 h = F.max_pool2d(torch.relu(F.conv2d(h, w2, b2, 1, 1)), 2)
                 h = torch.relu(F.linear(h.reshape(batch, 3136), w3, b3))
-                loss = F.cross_entropy(F.linear(h, w4, b4), labels)
+                return F.cross_entropy(F.linear(h, w4, b4).float(), labels)
+
+            def step():
+                if amp is None:
+                    loss = forward()
+                else:  # autocast: float32 weights, the layers in amp, the loss in float32
+                    with torch.autocast(device_type=dev.type, dtype=amp):
+                        loss = forward()
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -294,6 +301,9 @@ def torch_cases(torch, dev, cuda):
         "linear_gelu_1024": linear("gelu"),
         "conv2d_bias_relu_256f": conv(bias=True),
         "lenet_train_step_b1024": lenet(1024),
+        # mixed precision: PyTorch's autocast in bf16 beside neatml's bf16 step
+        "lenet_train_step_b128_bf16": lenet(128, bf16),
+        "lenet_train_step_b1024_bf16": lenet(1024, bf16),
     }
     if cuda:
         cases["mlp_700_small_ops[cuda graph]"] = mlp_graph()

@@ -48,6 +48,10 @@ static const bench_case cases[] = {
     {"linear_relu_1024_tf32", "linear_relu_1024, math mode TF32", bench_linear_relu_1024_tf32},
     {"conv2d_256f_tf32", "conv2d_256f, math mode TF32", bench_conv2d_256f_tf32},
     {"lenet_train_step_b1024", "lenet_train_step_b128 at batch 1024", bench_lenet_train_step_b1024},
+    {"lenet_train_step_b128_bf16", "lenet_train_step_b128 in bf16 mixed precision",
+     bench_lenet_train_step_b128_bf16},
+    {"lenet_train_step_b1024_bf16", "lenet_train_step_b1024 in bf16 mixed precision",
+     bench_lenet_train_step_b1024_bf16},
 };
 enum { NCASES = sizeof cases / sizeof cases[0] };
 
