@@ -44,8 +44,9 @@
      final test_accuracy=0.9012 epochs=5 backend=cpu images_per_s=1234.5
            steady_images_per_s=1300.2 ranks=1
    (with --precision bf16 or fp16, " precision=bf16", and for fp16 " loss_scale=65536": the
-   final scale; images/s count the images of all ranks; steady: the steps after the step buffer's
-   first two submissions, which on CUDA search cuDNN's algorithms and capture the graph).
+   final scale; images/s count the images of all ranks; steady: the steps after the step
+   buffer's first two submissions, which on CUDA search cuDNN's algorithms and capture the
+   graph).
    The data are the four idx .gz files of DIR (default /usr/share/datasets/fashion-mnist,
    or $FASHION_MNIST_DIR), decompressed through `gzip -dc`. *)
 
