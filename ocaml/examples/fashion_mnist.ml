@@ -13,6 +13,19 @@
    waits for the device once, at its own wait, and the host gathers the next batch into the
    same Bigarrays while the device runs this one. He-normal weights, zero biases.
 
+   Mixed precision (--precision bf16|fp16; fp32 is the default and unchanged), as the C
+   example: the weights live as float32 masters, of which the forward and backward passes
+   read a half copy; activations and gradients are half. The images come in as float32
+   and are cast to half; the logits are cast to float32 for the float32 softmax
+   cross-entropy, its backward and the host, and the loss gradient cast back to half. The
+   updates are sgd_update_mixed (float32 master, velocity and math; the half copy
+   rewritten). fp16 adds dynamic loss scaling (its gradients would underflow): the loss
+   gradient is multiplied by the scale (Loss_scale.scale), every gradient is checked for
+   overflow (Loss_scale.check), the updates divide by the scale and are skipped after an
+   overflow, and Loss_scale.update backs the scale off or grows it (PyTorch's defaults).
+   All of it is in the recorded step: no host round trip per step. Half precision trains
+   on one rank (the collectives take float32 tensors).
+
    Data-parallel, as the C example (docs/DISTRIBUTED.md): N ranks, one process each, each
    take a shard of every global batch of N x --batch images (rank r the rows
    [r*batch, (r+1)*batch) of the same shuffled order: the order comes from the seed). Rank
@@ -25,13 +38,15 @@
    OMPI_COMM_WORLD_*; rank 0 writes the comm id to --init-file (or $NEATML_INIT_FILE), the
    others read it. Only rank 0 prints. Usage:
      fashion_mnist.exe [--epochs N] [--limit N] [--backend cpu|cuda|auto] [--batch N]
-                       [--lr F] [--seed N] [--data DIR]
+                       [--lr F] [--seed N] [--data DIR] [--precision fp32|bf16|fp16]
                        [--rank R --world-size N --init-file PATH]
    It prints the test accuracy after each epoch and, as the C example, a last line
      final test_accuracy=0.9012 epochs=5 backend=cpu images_per_s=1234.5
            steady_images_per_s=1300.2 ranks=1
-   (images/s count the images of all ranks; steady: the steps after the step buffer's
-   first two submissions, which on CUDA search cuDNN's algorithms and capture the graph).
+   (with --precision bf16 or fp16, " precision=bf16", and for fp16 " loss_scale=65536": the
+   final scale; images/s count the images of all ranks; steady: the steps after the step
+   buffer's first two submissions, which on CUDA search cuDNN's algorithms and capture the
+   graph).
    The data are the four idx .gz files of DIR (default /usr/share/datasets/fashion-mnist,
    or $FASHION_MNIST_DIR), decompressed through `gzip -dc`. *)
 
@@ -88,16 +103,22 @@ let load_labels path =
 
 (* ---- the network ---- *)
 
+(* What the passes read: of the precision's type (half copies of the masters in mixed
+   precision, the float32 weights themselves otherwise). *)
 type params = {
   w1 : G.Tensor.t; b1 : G.Tensor.t; w2 : G.Tensor.t; b2 : G.Tensor.t;
   w3 : G.Tensor.t; b3 : G.Tensor.t; w4 : G.Tensor.t; b4 : G.Tensor.t;
 }
 
+let to_list p = [ p.w1; p.b1; p.w2; p.b2; p.w3; p.b3; p.w4; p.b4 ]
+
 let conv = G.Conv2d.make ~pad:1 3 3
 let pool = G.Pool2d.make 2 2
 
-(* He initialisation (normal, std sqrt(2 / fan_in)) and zero biases, as the C example. *)
-let init_params dev rng =
+(* He initialisation (normal, std sqrt(2 / fan_in)) and zero biases, as the C example.
+   Returns the float32 weights and what the passes read: for a half [dtype], copies of
+   them rounded to it (the masters stay float32); for F32, the same tensors. *)
+let init_params dev rng dtype =
   let normal () =
     (* Box-Muller; 1 - u keeps the logarithm's argument in (0, 1] *)
     let u = 1.0 -. Random.State.float rng 1.0 and v = Random.State.float rng 1.0 in
@@ -109,42 +130,64 @@ let init_params dev rng =
     G.Tensor.of_array dev shape (Array.init n (fun _ -> std *. normal ()))
   in
   let zeros k = G.Tensor.zeros dev [| k |] in
-  {
-    w1 = weight [| 32; 1; 3; 3 |]; b1 = zeros 32;
-    w2 = weight [| 64; 32; 3; 3 |]; b2 = zeros 64;
-    w3 = weight [| 128; 3136 |]; b3 = zeros 128;
-    w4 = weight [| 10; 128 |]; b4 = zeros 10;
-  }
+  let masters =
+    {
+      w1 = weight [| 32; 1; 3; 3 |]; b1 = zeros 32;
+      w2 = weight [| 64; 32; 3; 3 |]; b2 = zeros 64;
+      w3 = weight [| 128; 3136 |]; b3 = zeros 128;
+      w4 = weight [| 10; 128 |]; b4 = zeros 10;
+    }
+  in
+  if dtype = G.Dtype.F32 then (masters, masters)
+  else
+    let copy m =
+      let t = G.Tensor.create ~dtype dev (G.Tensor.shape m) in
+      G.Tensor.write t (G.Tensor.to_bigarray m) (* rounded to dtype *);
+      t
+    in
+    ( masters,
+      {
+        w1 = copy masters.w1; b1 = copy masters.b1; w2 = copy masters.w2; b2 = copy masters.b2;
+        w3 = copy masters.w3; b3 = copy masters.b3; w4 = copy masters.w4; b4 = copy masters.b4;
+      } )
 
 type host = (float, Bigarray.float32_elt, Bigarray.c_layout) Bigarray.Array1.t
 
 let host n : host = Bigarray.Array1.create Bigarray.float32 Bigarray.c_layout n
 let ga = Bigarray.genarray_of_array1
 
-(* The activations of one batch size and the host side of its copies, and the forward pass
-   recorded into cb: the images copied in from [x_host], the logits out to [logits_host]. *)
+(* The activations of one batch size (of the parameters' type) and the host side of its
+   copies, and the forward pass recorded into cb: the images copied in from [x_host], the
+   logits out to [logits_host]. x32 and logits32 are the float32 sides of the casts in
+   mixed precision (the host copies and the loss are float32); x and logits in fp32. *)
 type forward = {
   x : G.Tensor.t; a1 : G.Tensor.t; p1 : G.Tensor.t; a2 : G.Tensor.t; p2 : G.Tensor.t;
   p2_flat : G.Tensor.t; h : G.Tensor.t; logits : G.Tensor.t;
+  x32 : G.Tensor.t; logits32 : G.Tensor.t;
   x_host : host; (* read at commit *)
   logits_host : host; (* written by wait *)
 }
 
 let record_forward dev cb p batch =
-  let t shape = G.Tensor.create dev shape in
+  let dtype = G.Tensor.dtype p.w1 in
+  let t shape = G.Tensor.create ~dtype dev shape in
+  let f32 t' shape = if dtype = G.Dtype.F32 then t' else G.Tensor.create dev shape in
   let x_host = host (batch * 784) and logits_host = host (batch * 10) in
   let x = t [| batch; 1; 28; 28 |] and a1 = t [| batch; 32; 28; 28 |] and p1 = t [| batch; 32; 14; 14 |] in
   let a2 = t [| batch; 64; 14; 14 |] and p2 = t [| batch; 64; 7; 7 |] in
   let p2_flat = G.Tensor.view p2 [| batch; 3136 |] in
   let h = t [| batch; 128 |] and logits = t [| batch; 10 |] in
-  G.copy_from_host cb (ga x_host) ~out:x;
+  let x32 = f32 x [| batch; 1; 28; 28 |] and logits32 = f32 logits [| batch; 10 |] in
+  G.copy_from_host cb (ga x_host) ~out:x32;
+  if x32 != x then G.cast cb x32 ~out:x;
   G.conv2d_forward cb conv ~act:G.Relu ~bias:p.b1 x p.w1 ~out:a1;
   G.maxpool2d cb pool a1 ~out:p1;
   G.conv2d_forward cb conv ~act:G.Relu ~bias:p.b2 p1 p.w2 ~out:a2;
   G.maxpool2d cb pool a2 ~out:p2;
   G.linear_forward cb ~act:G.Relu ~bias:p.b3 p2_flat p.w3 ~out:h;
   G.linear_forward cb ~bias:p.b4 h p.w4 ~out:logits;
-  { x; a1; p1; a2; p2; p2_flat; h; logits; x_host; logits_host }
+  if logits32 != logits then G.cast cb logits ~out:logits32;
+  { x; a1; p1; a2; p2; p2_flat; h; logits; x32; logits32; x_host; logits_host }
 
 (* The buffer, and the host side of its copies besides the forward's. *)
 type train_step = {
@@ -158,29 +201,36 @@ type train_step = {
 (* The batch and hyper from the host, forward, loss, backward, the SGD updates, then the
    loss and logits to the host: all in one command buffer. With a comm (data-parallel) the
    eight gradients are averaged over the ranks in one bucket before the updates, and the
-   loss too (what the host reads). *)
-let record_train_step ?comm dev p batch =
+   loss too (what the host reads). Mixed precision (see the top): [masters] are the
+   float32 weights of which [p] holds the half copies, the loss is float32, and [scaler]
+   (fp16) scales the loss gradient, checks the gradients and moves the scale. *)
+let record_train_step ?comm ?scaler dev ~masters p batch =
   let cb = G.Cmdbuf.create dev in
+  let dtype = G.Tensor.dtype p.w1 in
   let t shape = G.Tensor.create dev shape in
+  let th shape = G.Tensor.create ~dtype dev shape in
   let labels = t [| batch |] and loss = t [| 1 |] and hyper = t [| 2 |] in
   let labels_host = host batch and hyper_host = host 2 and loss_host = host 1 in
   G.copy_from_host cb (ga labels_host) ~out:labels;
   G.copy_from_host cb (ga hyper_host) ~out:hyper;
   let f = record_forward dev cb p batch in
-  let dlogits = t [| batch; 10 |] and dh = t [| batch; 128 |] in
-  let dp2 = t [| batch; 64; 7; 7 |] in
+  let dlogits = th [| batch; 10 |] and dh = th [| batch; 128 |] in
+  let dlogits32 = if dtype = G.Dtype.F32 then dlogits else t [| batch; 10 |] in
+  let dp2 = th [| batch; 64; 7; 7 |] in
   let dp2_flat = G.Tensor.view dp2 [| batch; 3136 |] in
-  let da2 = t [| batch; 64; 14; 14 |] and dp1 = t [| batch; 32; 14; 14 |] and da1 = t [| batch; 32; 28; 28 |] in
-  let grad_like w = t (G.Tensor.shape w) in
-  let params = [ p.w1; p.b1; p.w2; p.b2; p.w3; p.b3; p.w4; p.b4 ] in
+  let da2 = th [| batch; 64; 14; 14 |] and dp1 = th [| batch; 32; 14; 14 |] and da1 = th [| batch; 32; 28; 28 |] in
+  let grad_like w = th (G.Tensor.shape w) in
+  let params = to_list p in
   let grads = List.map grad_like params in
   let gw1, gb1, gw2, gb2, gw3, gb3, gw4, gb4 =
     match grads with
     | [ a; b; c; d; e; f; g; h ] -> (a, b, c, d, e, f, g, h)
     | _ -> assert false
   in
-  G.softmax_cross_entropy cb f.logits labels ~out:loss;
-  G.softmax_cross_entropy_backward cb f.logits labels ~dlogits;
+  G.softmax_cross_entropy cb f.logits32 labels ~out:loss;
+  G.softmax_cross_entropy_backward cb f.logits32 labels ~dlogits:dlogits32;
+  Option.iter (fun s -> G.Loss_scale.scale cb s dlogits32 ~out:dlogits32) scaler;
+  if dlogits32 != dlogits then G.cast cb dlogits32 ~out:dlogits;
   G.linear_backward cb ~bias:p.b4 ~y:f.logits ~dx:dh ~dw:gw4 ~db:gb4 f.h p.w4 dlogits;
   G.linear_backward cb ~act:G.Relu ~bias:p.b3 ~y:f.h ~dx:dp2_flat ~dw:gw3 ~db:gb3 f.p2_flat p.w3 dh;
   G.maxpool2d_backward cb pool f.a2 dp2 ~dx:da2;
@@ -192,15 +242,19 @@ let record_train_step ?comm dev p batch =
       G.all_reduce_bucket cb comm ~op:G.Avg grads;
       G.all_reduce cb comm ~op:G.Avg loss ~out:loss)
     comm;
+  Option.iter (G.Loss_scale.check cb grads) scaler;
   List.iter2
-    (fun param grad ->
+    (fun (master, param) grad ->
       (* zeroed once here (the library never clears it), not by a fill in the step: a
          replayed fill would reset the momentum at every batch *)
       let velocity = G.Tensor.zeros dev (G.Tensor.shape param) in
-      G.sgd_update cb ~momentum:0.9 ~velocity hyper param grad)
-    params grads;
+      if dtype = G.Dtype.F32 then G.sgd_update cb ~momentum:0.9 ~velocity hyper param grad
+      else G.sgd_update_mixed cb ~momentum:0.9 ~velocity ?scaler ~param hyper master grad)
+    (List.combine (to_list masters) params)
+    grads;
+  Option.iter (fun s -> G.Loss_scale.update cb s) scaler;
   G.copy_to_host cb loss ~out:(ga loss_host);
-  G.copy_to_host cb f.logits ~out:(ga f.logits_host);
+  G.copy_to_host cb f.logits32 ~out:(ga f.logits_host);
   { cb; f; labels_host; hyper_host; loss_host }
 
 (* Warm-up over the first [warmup] steps, then cosine decay to zero at the last step. *)
@@ -222,7 +276,7 @@ let argmax_row (logits : host) i =
 (* Every rank starts from rank 0's parameters: one buffer of a broadcast per tensor. *)
 let broadcast_params dev comm p =
   let cb = G.Cmdbuf.create dev in
-  List.iter (fun t -> G.broadcast cb comm ~root:0 t ~out:t) [ p.w1; p.b1; p.w2; p.b2; p.w3; p.b3; p.w4; p.b4 ];
+  List.iter (fun t -> G.broadcast cb comm ~root:0 t ~out:t) (to_list p);
   G.Cmdbuf.run cb
 
 (* The counts summed over the ranks: a copy in, an all-reduce, a copy out, once an epoch
@@ -282,6 +336,13 @@ let () =
   let epochs = ref 5 and limit = ref 0 and backend = ref "auto" and batch = ref 128 in
   let lr = ref 0.05 and seed = ref 42 in
   let rank = ref (-1) and world = ref (-1) and init_file = ref "" in
+  let precision = ref G.Dtype.F32 in
+  let set_precision = function
+    | "fp32" -> precision := G.Dtype.F32
+    | "bf16" -> precision := G.Dtype.Bf16
+    | "fp16" -> precision := G.Dtype.F16
+    | v -> raise (Arg.Bad ("--precision wants fp32, bf16 or fp16, got '" ^ v ^ "'"))
+  in
   let data =
     ref (try Sys.getenv "FASHION_MNIST_DIR" with Not_found -> "/usr/share/datasets/fashion-mnist")
   in
@@ -299,6 +360,8 @@ let () =
        "N  number of ranks (default $WORLD_SIZE, $OMPI_COMM_WORLD_SIZE or 1)");
       ("--init-file", Arg.Set_string init_file,
        "PATH  where rank 0 writes the comm id for the others (default $NEATML_INIT_FILE)");
+      ("--precision", Arg.String set_precision,
+       "P  fp32, bf16 or fp16: the type of the weights' copies, activations and gradients (default fp32)");
     ]
     (fun a -> raise (Arg.Bad ("unexpected argument " ^ a)))
     "fashion_mnist.exe [options]: LeNet on Fashion-MNIST with Neatml.Gpu";
@@ -315,6 +378,9 @@ let () =
   let world = if !world >= 1 then !world else env_int [ "WORLD_SIZE"; "OMPI_COMM_WORLD_SIZE" ] 1 in
   if world < 1 || rank < 0 || rank >= world then (
     Printf.eprintf "fashion_mnist: rank %d of a world of %d\n" rank world;
+    exit 2);
+  if !precision <> G.Dtype.F32 && world > 1 then (
+    prerr_endline "fashion_mnist: --precision bf16/fp16 trains on one rank (the collectives take float32 tensors)";
     exit 2);
   let lead = rank = 0 in
   let local = env_int [ "LOCAL_RANK"; "OMPI_COMM_WORLD_LOCAL_RANK" ] rank in
@@ -365,16 +431,18 @@ let () =
     print_newline ();
     if info.selection <> "" then Printf.printf "backends passed over: %s\n%!" info.selection);
   let rng = Random.State.make [| !seed |] in
-  let p = init_params dev rng in
+  let masters, p = init_params dev rng !precision in
   Option.iter (fun comm -> broadcast_params dev comm p) comm;
-  let step = record_train_step ?comm dev p batch in
+  (* [scale; found_inf; good steps], then read and written by the step's ops only *)
+  let scaler = if !precision = G.Dtype.F16 then Some (G.Loss_scale.create dev) else None in
+  let step = record_train_step ?comm ?scaler dev ~masters p batch in
   (* Evaluation: a forward-only buffer of 500 images sharing the parameters, over this
      rank's share of the test set [test_first, test_last); its last chunk is padded with
      zero images when the share is not a multiple of it (their rows are not counted). *)
   let eval_batch = min 500 ntest in
   let eval_cb = G.Cmdbuf.create dev in
   let ef = record_forward dev eval_cb p eval_batch in
-  G.copy_to_host eval_cb ef.logits ~out:(ga ef.logits_host);
+  G.copy_to_host eval_cb ef.logits32 ~out:(ga ef.logits_host);
   let test_first = ntest * rank / world and test_last = ntest * (rank + 1) / world in
   let evaluate () =
     let correct = ref 0 in
@@ -454,11 +522,16 @@ let () =
         (float (steps * batch * world) /. dt)
         (Unix.gettimeofday () -. te0)
   done;
-  if lead then
-    Printf.printf "final test_accuracy=%.4f epochs=%d backend=%s images_per_s=%.1f steady_images_per_s=%.1f ranks=%d\n%!"
+  if lead then begin
+    Printf.printf "final test_accuracy=%.4f epochs=%d backend=%s images_per_s=%.1f steady_images_per_s=%.1f ranks=%d"
       !test_acc !epochs
       (G.Backend.to_string info.backend)
       (float (steps * batch * world * !epochs) /. !train_time)
       (if !steady_time > 0.0 then float (!steady_steps * batch * world) /. !steady_time else 0.0)
       world;
+    if !precision <> G.Dtype.F32 then
+      Printf.printf " precision=%s" (if !precision = G.Dtype.Bf16 then "bf16" else "fp16");
+    Option.iter (fun s -> Printf.printf " loss_scale=%g" (G.Tensor.to_array s).(0)) scaler;
+    print_newline ()
+  end;
   Option.iter G.Comm.free comm

@@ -525,6 +525,63 @@ let adam_update cb ?(beta1 = 0.9) ?(beta2 = 0.999) ?(eps = 1e-8) ?(weight_decay 
   record cb [ hyper; param; grad; m; v ] (fun cb ->
       c_adam_update cb beta1 beta2 eps weight_decay (h hyper) (h param) (h grad) (h m) (h v))
 
+(* ---- mixed precision: float32 masters from half gradients, and loss scaling ---- *)
+
+external c_sgd_update_mixed :
+  Cmdbuf.handle -> float -> float -> bool -> Tensor.handle -> Tensor.handle option ->
+  Tensor.handle -> Tensor.handle -> Tensor.handle option -> Tensor.handle option -> unit
+  = "neatml_sgd_update_mixed_bc" "neatml_sgd_update_mixed"
+
+external c_adam_update_mixed :
+  Cmdbuf.handle -> float -> float -> float -> float -> Tensor.handle -> Tensor.handle option ->
+  Tensor.handle -> Tensor.handle -> Tensor.handle -> Tensor.handle -> Tensor.handle option ->
+  unit = "neatml_adam_update_mixed_bc" "neatml_adam_update_mixed"
+
+let sgd_update_mixed cb ?(momentum = 0.0) ?(weight_decay = 0.0) ?(nesterov = false) ?velocity
+    ?scaler ?param hyper master grad =
+  record cb
+    ([ hyper; master; grad ] @ opt velocity @ opt scaler @ opt param)
+    (fun cb ->
+      c_sgd_update_mixed cb momentum weight_decay nesterov (h hyper) (oh scaler) (h master)
+        (h grad) (oh velocity) (oh param))
+
+let adam_update_mixed cb ?(beta1 = 0.9) ?(beta2 = 0.999) ?(eps = 1e-8) ?(weight_decay = 0.0)
+    ?scaler ?param hyper master grad ~m ~v =
+  record cb
+    ([ hyper; master; grad; m; v ] @ opt scaler @ opt param)
+    (fun cb ->
+      c_adam_update_mixed cb beta1 beta2 eps weight_decay (h hyper) (oh scaler) (h master)
+        (h grad) (h m) (h v) (oh param))
+
+module Loss_scale = struct
+  type params = { growth_factor : float; backoff_factor : float; growth_interval : int }
+
+  let default = { growth_factor = 2.0; backoff_factor = 0.5; growth_interval = 2000 }
+
+  external c_scale : Cmdbuf.handle -> Tensor.handle -> Tensor.handle -> Tensor.handle -> unit
+    = "neatml_loss_scale"
+
+  external c_check : Cmdbuf.handle -> Tensor.handle array -> Tensor.handle -> unit
+    = "neatml_loss_scale_check"
+
+  external c_update : Cmdbuf.handle -> float -> float -> int -> Tensor.handle -> unit
+    = "neatml_loss_scale_update"
+
+  let create ?(scale = 65536.0) dev = Tensor.of_array dev [| 3 |] [| scale; 0.0; 0.0 |]
+
+  let scale cb scaler x ~out =
+    record cb [ scaler; x; out ] (fun cb -> c_scale cb (h scaler) (h x) (h out))
+
+  let check cb tensors scaler =
+    record cb (scaler :: tensors) (fun cb ->
+        c_check cb (Array.of_list (List.map h tensors)) (h scaler))
+
+  let update cb ?(params = default) scaler =
+    record cb [ scaler ] (fun cb ->
+        c_update cb params.growth_factor params.backoff_factor params.growth_interval
+          (h scaler))
+end
+
 (* ---- collectives: recorded like the ops; the buffer keeps the comm alive too ---- *)
 
 external c_all_reduce :

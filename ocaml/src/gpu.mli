@@ -229,9 +229,10 @@ type float32_array = (float, Bigarray.float32_elt, Bigarray.c_layout) Bigarray.G
 
 (** Element types ([neat_dtype]). Half types are storage: every op computes in float32 and
     rounds its result once (to nearest, ties to even). Which ops take which types, and
-    which each backend runs, is written at [neat_dtype] in neatml.h (the CPU runs every op
-    but the losses on half tensors; the optimizers and host copies take float32; CUDA and
-    Metal float32 only for now). *)
+    which each backend runs, is written at [neat_dtype] in neatml.h (the CPU and CUDA run every op
+    but the losses on half tensors; the optimizers take float32, their mixed forms
+    ({!sgd_update_mixed}, {!adam_update_mixed}) a gradient and a weights' copy of any type;
+    the host copies and the collectives take float32; Metal runs float32 only for now). *)
 module Dtype : sig
   type t = F32 | Bf16 | F16
 
@@ -573,6 +574,83 @@ val adam_update :
     param ·= 1 - lr·wd; m = b1·m + (1-b1)·g; v = b2·v + (1-b2)·g²;
     param -= lr·(m/(1-b1^t)) / (sqrt(v/(1-b2^t)) + eps). The moments [m] and [v] must hold
     zeros before step 1: create them with {!Tensor.zeros}; the library never clears them. *)
+
+(** {2 Mixed precision}
+
+    The usual recipe (docs/API.md, "Mixed precision"; ocaml/examples/fashion_mnist.ml's
+    [--precision]): float32 master weights, a half copy of them ([Bf16] or [F16]) that the
+    forward and backward passes read, half activations and gradients, the loss in float32
+    on the logits cast to float32. [F16] also needs loss scaling ({!Loss_scale}): its
+    gradients underflow otherwise. The CPU and CUDA run these ops; Metal raises
+    [Unsupported] for now. *)
+
+val sgd_update_mixed :
+  Cmdbuf.t -> ?momentum:float -> ?weight_decay:float -> ?nesterov:bool -> ?velocity:Tensor.t ->
+  ?scaler:Tensor.t -> ?param:Tensor.t -> Tensor.t -> Tensor.t -> Tensor.t -> unit
+(** [sgd_update_mixed cb ?momentum ?weight_decay ?nesterov ?velocity ?scaler ?param hyper
+    master grad]: {!sgd_update} on the float32 master weights [master] from a gradient of
+    any element type, in one pass: g = grad (widened to float32) / scale, the float32 step
+    on [master] and [velocity] (float32), then, when [param] is given, param = master
+    rounded to param's type (the weights the next forward pass reads). [scaler] is a loss
+    scaler ({!Loss_scale}): scale = scaler[0], and the whole step is skipped (nothing is
+    written) when scaler[1] <> 0, both read when the op runs; without it the scale is 1 and
+    no step is skipped. [master], [grad], [velocity] and [param] have one shape; [master],
+    [velocity], [hyper] and [scaler] are float32 ([Dtype_mismatch] names the one that is
+    not); [scaler] has 3 elements ([Shape_mismatch]). The outputs alias no other tensor of
+    the call. Without [scaler] and [param], with a float32 grad, this is {!sgd_update}. *)
+
+val adam_update_mixed :
+  Cmdbuf.t -> ?beta1:float -> ?beta2:float -> ?eps:float -> ?weight_decay:float ->
+  ?scaler:Tensor.t -> ?param:Tensor.t -> Tensor.t -> Tensor.t -> Tensor.t -> m:Tensor.t ->
+  v:Tensor.t -> unit
+(** [adam_update_mixed cb ?beta1 ?beta2 ?eps ?weight_decay ?scaler ?param hyper master grad
+    ~m ~v]: {!adam_update} on float32 master weights, with the gradient, [scaler] and
+    [param] of {!sgd_update_mixed}; the moments [m] and [v] are float32. *)
+
+(** Dynamic loss scaling: the loss gradient multiplied by a large scale keeps [F16]
+    gradients above their underflow; the scale backs off when they overflow. A scaler is a
+    float32 tensor of 3 elements, read and written only by recorded ops (so a replayed step
+    never waits for the host): [[|scale; found_inf; good_steps|]], found_inf 0 or 1, good
+    steps since the last change of the scale. One step: {!scale} on the loss gradient, the
+    backward pass, {!check} over every gradient, the mixed optimizers with [~scaler],
+    {!update}. None of these ops fails when it runs. *)
+module Loss_scale : sig
+  (** [neat_loss_scale_params]. *)
+  type params = {
+    growth_factor : float;  (** scale ·= growth after [growth_interval] good steps; >= 1 *)
+    backoff_factor : float;  (** scale ·= backoff after a step with non-finite gradients;
+                                 in (0, 1] *)
+    growth_interval : int;  (** >= 1 *)
+  }
+
+  val default : params
+  (** PyTorch's GradScaler's: growth 2.0, backoff 0.5, interval 2000. *)
+
+  val create : ?scale:float -> Device.t -> Tensor.t
+  (** [create ?scale dev]: a new scaler [[|scale; 0; 0|]], scale 65536 (2{^16}) by default.
+      Raises as {!Tensor.of_array}. *)
+
+  val scale : Cmdbuf.t -> Tensor.t -> Tensor.t -> out:Tensor.t -> unit
+  (** [scale cb scaler x ~out]: out = x·scaler[0], the scale read when the op runs, the
+      product rounded once to out's type. x and out of one shape and one type (any); out
+      may be x, not scaler. @raise Error [Shape_mismatch] (x and out, a scaler not of 3
+      elements), [Dtype_mismatch] (a scaler not float32, x and out of different types). *)
+
+  val check : Cmdbuf.t -> Tensor.t list -> Tensor.t -> unit
+  (** [check cb tensors scaler]: scaler[1] = 1 if any element of [tensors] is NaN or
+      infinite, else 0 (an empty list: 0); one op over tensors of any types and shapes
+      (they may share memory, not with scaler).
+      @raise Error [Invalid_argument] for more than 4096 tensors
+      ([NEAT_LOSS_SCALE_CHECK_MAX]) or scaler among them; [Shape_mismatch] and
+      [Dtype_mismatch] for the scaler. *)
+
+  val update : Cmdbuf.t -> ?params:params -> Tensor.t -> unit
+  (** [update cb ?params scaler] (default {!default}), after the optimizers: if scaler[1]
+      <> 0, scale ·= backoff and good steps = 0; else good steps += 1 and, when they reach
+      growth_interval, scale ·= growth and good steps = 0. found_inf is left as it is (the
+      next {!check} overwrites it). A scale that would overflow float32 stays as it is.
+      @raise Error [Invalid_argument] for params out of range; as {!scale} for the scaler. *)
+end
 
 (** {2 Host copies}
 

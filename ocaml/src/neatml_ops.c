@@ -10,6 +10,9 @@
 #include <caml/bigarray.h>
 #include <caml/memory.h>
 
+#include <limits.h>
+#include <stdlib.h>
+
 /* ---- host copies -------------------------------------------------------------------------
  * The Bigarray's data never moves; gpu.ml keeps the Bigarray alive from the buffer's root.
  * A copy to host memory marks the buffer: its free and its finalizer must then let its
@@ -278,4 +281,74 @@ value neatml_adam_update_bc(value *argv, int argc) {
     (void)argc;
     return neatml_adam_update(argv[0], argv[1], argv[2], argv[3], argv[4], argv[5], argv[6],
                               argv[7], argv[8], argv[9]);
+}
+
+/* ---- mixed precision ---------------------------------------------------------------------
+ * The mixed optimizers take the NULL-able scaler, velocity and param as options; the
+ * loss-scale ops read and write the scaler only when they run. All only record. */
+
+value neatml_sgd_update_mixed(value cb, value momentum, value weight_decay, value nesterov,
+                              value hyper, value scaler, value master, value grad, value velocity,
+                              value param) {
+    neat_sgd_params p = {(float)Double_val(momentum), (float)Double_val(weight_decay),
+                         Bool_val(nesterov)};
+    neatml_check(neat_sgd_update_mixed(CB(cb), &p, TEN(hyper), OPT_TEN(scaler), TEN(master),
+                                       TEN(grad), OPT_TEN(velocity), OPT_TEN(param)));
+    return Val_unit;
+}
+
+value neatml_sgd_update_mixed_bc(value *argv, int argc) {
+    (void)argc;
+    return neatml_sgd_update_mixed(argv[0], argv[1], argv[2], argv[3], argv[4], argv[5], argv[6],
+                                   argv[7], argv[8], argv[9]);
+}
+
+value neatml_adam_update_mixed(value cb, value beta1, value beta2, value eps, value weight_decay,
+                               value hyper, value scaler, value master, value grad, value m,
+                               value v, value param) {
+    neat_adam_params p = {(float)Double_val(beta1), (float)Double_val(beta2),
+                          (float)Double_val(eps), (float)Double_val(weight_decay)};
+    neatml_check(neat_adam_update_mixed(CB(cb), &p, TEN(hyper), OPT_TEN(scaler), TEN(master),
+                                        TEN(grad), TEN(m), TEN(v), OPT_TEN(param)));
+    return Val_unit;
+}
+
+value neatml_adam_update_mixed_bc(value *argv, int argc) {
+    (void)argc;
+    return neatml_adam_update_mixed(argv[0], argv[1], argv[2], argv[3], argv[4], argv[5], argv[6],
+                                    argv[7], argv[8], argv[9], argv[10], argv[11]);
+}
+
+value neatml_loss_scale(value cb, value scaler, value x, value y) {
+    neatml_check(neat_loss_scale(CB(cb), TEN(scaler), TEN(x), TEN(y)));
+    return Val_unit;
+}
+
+value neatml_loss_scale_check(value cb_v, value tensors, value scaler_v) {
+    neat_cmdbuf *cb = CB(cb_v); /* these raise before anything is allocated */
+    neat_tensor *scaler = TEN(scaler_v);
+    mlsize_t n = Wosize_val(tensors);
+    for (mlsize_t i = 0; i < n; i++) (void)TEN(Field(tensors, i));
+    neat_tensor **ts = calloc(n ? n : 1, sizeof *ts);
+    if (ts == NULL)
+        neatml_raise_msg(NEAT_ERR_OUT_OF_MEMORY, "neat_loss_scale_check: out of host memory");
+    for (mlsize_t i = 0; i < n; i++) ts[i] = Block_val(Field(tensors, i))->handle;
+    /* a list past NEAT_LOSS_SCALE_CHECK_MAX is the library's INVALID_ARGUMENT */
+    int count = n > INT_MAX ? INT_MAX : (int)n;
+    neat_status s = neat_loss_scale_check(cb, (const neat_tensor *const *)ts, count, scaler);
+    free(ts);
+    neatml_check(s);
+    return Val_unit;
+}
+
+value neatml_loss_scale_update(value cb, value growth, value backoff, value interval,
+                               value scaler) {
+    long iv = Long_val(interval);
+    /* an OCaml int past C's int would wrap into a valid-looking interval */
+    if (iv < INT_MIN || iv > INT_MAX)
+        neatml_raise_msg(NEAT_ERR_INVALID_ARGUMENT,
+                         "neat_loss_scale_update: growth_interval does not fit a C int");
+    neat_loss_scale_params p = {(float)Double_val(growth), (float)Double_val(backoff), (int)iv};
+    neatml_check(neat_loss_scale_update(CB(cb), &p, TEN(scaler)));
+    return Val_unit;
 }

@@ -372,4 +372,4 @@ let () =
   Alcotest.run "neatml"
     [ ("ops", op_tests); ("errors", Test_errors.tests dev); ("lifetime", Test_lifetime.tests dev);
       ("copies", Test_copies.tests dev); ("comm", Test_comm.tests dev);
-      ("objects", Test_objects.tests dev); ("dtype", Test_dtype.tests dev); ("open", Test_open.tests); ("threads", Test_threads.tests dev) ]
+      ("objects", Test_objects.tests dev); ("dtype", Test_dtype.tests dev); ("amp", Test_amp.tests dev); ("open", Test_open.tests); ("threads", Test_threads.tests dev) ]
