@@ -12,6 +12,7 @@
  */
 #include "cpu.h"
 #include "../../core/dtype.h"
+#include "../half_ops.h"
 #include "loops.h"
 
 #include <string.h>
@@ -45,52 +46,6 @@ neat_status cpu_cast(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
     return NEAT_OK;
 }
 
-/* The ops the CPU runs on half tensors (through float32 copies): all but the losses (their
- * labels are class indices, which half types hold exactly only up to 256 or 2048) and the
- * float32-only ones (host copies, collectives: refused at record time). */
-static int runs_half(nm_op_kind kind) {
-    switch (kind) {
-    case NM_OP_ADD:
-    case NM_OP_MUL:
-    case NM_OP_SCALE:
-    case NM_OP_FILL:
-    case NM_OP_SUM:
-    case NM_OP_SOFTMAX:
-    case NM_OP_SOFTMAX_BACKWARD:
-    case NM_OP_ACTIVATION_FORWARD:
-    case NM_OP_ACTIVATION_BACKWARD:
-    case NM_OP_MAXPOOL2D:
-    case NM_OP_MAXPOOL2D_BACKWARD:
-    case NM_OP_MATMUL:
-    case NM_OP_LINEAR_FORWARD:
-    case NM_OP_LINEAR_BACKWARD:
-    case NM_OP_CONV2D_FORWARD:
-    case NM_OP_CONV2D_BACKWARD: return 1;
-    default: return 0;
-    }
-}
-
-/* The tensors op writes are its slots from the returned index on (a layer's backward: dx, dw,
- * db; every other op of runs_half: its last tensor); *reads: it reads them first (matmul
- * with beta != 0, an accumulating backward). */
-static int first_output(const nm_op *op, int last, int *reads) {
-    *reads = 0;
-    switch (op->kind) {
-    case NM_OP_MATMUL: *reads = op->u.matmul.beta != 0.0f; return last;
-    case NM_OP_LINEAR_BACKWARD: {
-        const nm_linear_backward_args *a = &op->u.linear_backward;
-        *reads = a->accumulate != 0;
-        return (int)(&a->dx - a->tensors);
-    }
-    case NM_OP_CONV2D_BACKWARD: {
-        const nm_conv2d_backward_args *a = &op->u.conv2d_backward;
-        *reads = a->accumulate != 0;
-        return (int)(&a->dx - a->tensors);
-    }
-    default: return last;
-    }
-}
-
 /* The ops that take half tensors natively, converting element by element (neat_cast, the
  * optimizers' mixed form, the loss-scale ops): they never go through float32 copies. */
 static int runs_native(nm_op_kind kind) {
@@ -117,7 +72,7 @@ static const nm_tensor *first_half(const nm_op *op) {
 neat_status cpu_op_check(nm_device *dev, const nm_op *op) {
     (void)dev;
     const nm_tensor *h = first_half(op);
-    if (h && !runs_half(op->kind) && !runs_native(op->kind))
+    if (h && !nm_half_via_f32(op->kind) && !runs_native(op->kind))
         return nm_error(NEAT_ERR_UNSUPPORTED,
                         "%s: the cpu backend does not run this op on %s tensors yet (float32 "
                         "only; neat_cast converts)",
@@ -134,7 +89,7 @@ neat_status cpu_run_op(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
     nm_tensor **ts = (nm_tensor **)nm_op_tensors(&f32, &n);
     int last = n - 1, reads;
     while (last >= 0 && !ts[last]) last--;
-    int out = first_output(op, last, &reads);
+    int out = nm_half_first_output(op, last, &reads);
     for (int i = 0; i < n; i++) {
         if (!ts[i] || ts[i]->dtype == NEAT_F32) continue;
         /* Only the immutable fields: refs, mark and the list links belong to the device

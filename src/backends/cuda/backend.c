@@ -14,6 +14,7 @@
  * buffer's error record (an out-of-range label) when the buffer has ops that can set it.
  */
 #include "common.h"
+#include "../half_ops.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -615,37 +616,18 @@ static void cuda_cmdbuf_release(nm_device *dev, nm_cmdbuf *cb) {
 
 /* ---- element types ------------------------------------------------------------------------ */
 
-/* The ops CUDA runs on bf16/f16 tensors: all but the losses (their labels are class
- * indices, which half types hold exactly only up to 256 or 2048) and the float32-only ones
- * (optimizers, host copies, collectives: refused at record time by the core). The same set
- * as the CPU's (cpu/half.c); half.cu says which run natively and which on float32 copies. */
+/* The ops CUDA runs on bf16/f16 tensors: the CPU's set (half_ops.h; half.cu says which
+ * run natively and which on float32 copies), neat_cast, and the ops that take every dtype
+ * the core lets through (optim.cu: the mixed optimizers' grad and param; loss_scale.cu). */
 static int runs_half(nm_op_kind kind) {
     switch (kind) {
     case NM_OP_CAST:
-    case NM_OP_ADD:
-    case NM_OP_MUL:
-    case NM_OP_SCALE:
-    case NM_OP_FILL:
-    case NM_OP_SUM:
-    case NM_OP_SOFTMAX:
-    case NM_OP_SOFTMAX_BACKWARD:
-    case NM_OP_ACTIVATION_FORWARD:
-    case NM_OP_ACTIVATION_BACKWARD:
-    case NM_OP_MAXPOOL2D:
-    case NM_OP_MAXPOOL2D_BACKWARD:
-    case NM_OP_MATMUL:
-    case NM_OP_LINEAR_FORWARD:
-    case NM_OP_LINEAR_BACKWARD:
-    case NM_OP_CONV2D_FORWARD:
-    case NM_OP_CONV2D_BACKWARD:
-    /* every dtype the core lets through (optim.cu: the mixed optimizers' grad and param;
-     * loss_scale.cu) */
     case NM_OP_SGD_UPDATE:
     case NM_OP_ADAM_UPDATE:
     case NM_OP_LOSS_SCALE:
     case NM_OP_LOSS_SCALE_CHECK:
     case NM_OP_LOSS_SCALE_UPDATE: return 1;
-    default: return 0;
+    default: return nm_half_via_f32(kind);
     }
 }
 

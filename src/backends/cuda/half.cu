@@ -13,6 +13,7 @@
  * graph replays them.
  */
 #include "common.cuh"
+#include "../half_ops.h"
 
 #include <string.h>
 
@@ -236,26 +237,6 @@ int cuda_native_half(const nm_op *op) {
     }
 }
 
-/* The tensors op writes are its slots from the returned index on (a layer's backward: dx,
- * dw, db; every other op: its last tensor); *reads: it reads them first. As cpu/half.c. */
-static int first_output(const nm_op *op, int last, int *reads) {
-    *reads = 0;
-    switch (op->kind) {
-    case NM_OP_MATMUL: *reads = op->u.matmul.beta != 0.0f; return last;
-    case NM_OP_LINEAR_BACKWARD: {
-        const nm_linear_backward_args *a = &op->u.linear_backward;
-        *reads = a->accumulate != 0;
-        return (int)(&a->dx - a->tensors);
-    }
-    case NM_OP_CONV2D_BACKWARD: {
-        const nm_conv2d_backward_args *a = &op->u.conv2d_backward;
-        *reads = a->accumulate != 0;
-        return (int)(&a->dx - a->tensors);
-    }
-    default: return last;
-    }
-}
-
 static int has_half(const nm_op *op) {
     int n;
     nm_tensor *const *ts = nm_op_tensors(op, &n);
@@ -274,7 +255,7 @@ neat_status cuda_run_op(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
     nm_tensor **ts = (nm_tensor **)nm_op_tensors(&f32, &n);
     int last = n - 1, reads;
     while (last >= 0 && !ts[last]) last--;
-    int out = first_output(op, last, &reads);
+    int out = nm_half_first_output(op, last, &reads);
     for (int i = 0; i < n; i++) {
         nm_tensor *t = ts[i];
         if (!t || t->dtype == NEAT_F32) continue;
