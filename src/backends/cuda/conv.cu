@@ -339,6 +339,41 @@ static neat_status conv2d_forward_half(nm_device *dev, nm_cmdbuf *cb, const nm_o
     return cuda_half_epilogue(dev, dt, u.y->data, NULL, 1.0f, dt, NULL, ny, 1, 1, u.act, what);
 }
 
+/* dx = conv_bwd_data(w, dz) and dw = conv_bwd_filter(x, dz), each with beta (accumulate),
+ * for the gradients asked for; their algorithms are a[first], a[first + 1] in that order
+ * (after the forward's, for gelu). Any dtype: the plan's descriptors carry it. */
+static neat_status backward_data_filter(cuda_device *d, conv_plan *p, const conv_algo *const *a,
+                                        int first, void *ws, const nm_conv2d_backward_args &u,
+                                        const void *dz, float beta, const char *what) {
+    const float one = 1.0f;
+    neat_status st = NEAT_OK;
+    int ai = first;
+    if (p && u.dx) {
+        const conv_algo *al = a[ai++];
+        st = cudnn_check(cudnnSetConvolutionMathType(p->cd, al->math), what,
+                         "cudnnSetConvolutionMathType");
+        if (!st)
+            st = cudnn_check(cudnnConvolutionBackwardData(d->dnn, &one, p->wd, u.w->data, p->yd, dz,
+                                                          p->cd,
+                                                          (cudnnConvolutionBwdDataAlgo_t)al->algo,
+                                                          ws, al->ws, &beta, p->xd, u.dx->data),
+                             what, "cudnnConvolutionBackwardData");
+        if (st) return st;
+    }
+    if (p && u.dw) {
+        const conv_algo *al = a[ai++];
+        st = cudnn_check(cudnnSetConvolutionMathType(p->cd, al->math), what,
+                         "cudnnSetConvolutionMathType");
+        if (!st)
+            st = cudnn_check(
+                cudnnConvolutionBackwardFilter(d->dnn, &one, p->xd, u.x->data, p->yd, dz, p->cd,
+                                               (cudnnConvolutionBwdFilterAlgo_t)al->algo, ws,
+                                               al->ws, &beta, p->wd, u.dw->data),
+                what, "cudnnConvolutionBackwardFilter");
+    }
+    return st;
+}
+
 /* Half tensors with no activation or relu (cuda_native_half): dz = dy or relu's mask of it
  * (exact in half, scratch slot 0), dx and dw by cuDNN with beta = accumulate (the old
  * gradient added in float32 before the one rounding), db by half.cu's channel sums. */
@@ -348,7 +383,7 @@ static neat_status conv2d_backward_half(nm_device *dev, nm_cmdbuf *cb, const nm_
     const nm_conv_geom &g = u.g;
     cuda_device *d = cuda_dev(dev);
     neat_dtype dt = u.dy->dtype;
-    const float one = 1.0f, beta = u.accumulate ? 1.0f : 0.0f;
+    const float beta = u.accumulate ? 1.0f : 0.0f;
     int64_t ny = u.dy->numel;
     neat_status st = NEAT_OK;
     if (ny == 0) { /* nothing flows back: the gradients are zero */
@@ -376,31 +411,8 @@ static neat_status conv2d_backward_half(nm_device *dev, nm_cmdbuf *cb, const nm_
         if (st) return st;
         dz = z;
     }
-    int ai = 0;
-    if (p && u.dx) {
-        const conv_algo *al = a[ai++];
-        st = cudnn_check(cudnnSetConvolutionMathType(p->cd, al->math), what,
-                         "cudnnSetConvolutionMathType");
-        if (!st)
-            st = cudnn_check(cudnnConvolutionBackwardData(d->dnn, &one, p->wd, u.w->data, p->yd, dz,
-                                                          p->cd,
-                                                          (cudnnConvolutionBwdDataAlgo_t)al->algo,
-                                                          ws, al->ws, &beta, p->xd, u.dx->data),
-                             what, "cudnnConvolutionBackwardData");
-        if (st) return st;
-    }
-    if (p && u.dw) {
-        const conv_algo *al = a[ai++];
-        st = cudnn_check(cudnnSetConvolutionMathType(p->cd, al->math), what,
-                         "cudnnSetConvolutionMathType");
-        if (!st)
-            st = cudnn_check(
-                cudnnConvolutionBackwardFilter(d->dnn, &one, p->xd, u.x->data, p->yd, dz, p->cd,
-                                               (cudnnConvolutionBwdFilterAlgo_t)al->algo, ws,
-                                               al->ws, &beta, p->wd, u.dw->data),
-                what, "cudnnConvolutionBackwardFilter");
-        if (st) return st;
-    }
+    st = backward_data_filter(d, p, a, 0, ws, u, dz, beta, what);
+    if (st) return st;
     if (u.db) /* db[k] = sum over n, p, q of dz[n, k, p, q] */
         st =
             cuda_half_channel_sum(dev, dt, dz, g.n, g.k, g.p * g.q, u.accumulate, u.db->data, what);
@@ -439,7 +451,7 @@ neat_status cuda_conv2d_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op)
     if (u.dy->dtype != NEAT_F32) return conv2d_backward_half(dev, cb, op);
     const nm_conv_geom &g = u.g;
     cuda_device *d = cuda_dev(dev);
-    const float one = 1.0f, beta = u.accumulate ? 1.0f : 0.0f;
+    const float beta = u.accumulate ? 1.0f : 0.0f;
     int64_t ny = u.dy->numel;
     neat_status st = NEAT_OK;
     if (ny == 0) { /* nothing flows back: the gradients are zero */
@@ -481,31 +493,8 @@ neat_status cuda_conv2d_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op)
         if (st) return st;
         dz = z;
     }
-    int ai = u.act == NEAT_ACT_GELU;
-    if (p && u.dx) {
-        const conv_algo *al = a[ai++];
-        st = cudnn_check(cudnnSetConvolutionMathType(p->cd, al->math), what,
-                         "cudnnSetConvolutionMathType");
-        if (!st)
-            st = cudnn_check(cudnnConvolutionBackwardData(d->dnn, &one, p->wd, u.w->data, p->yd, dz,
-                                                          p->cd,
-                                                          (cudnnConvolutionBwdDataAlgo_t)al->algo,
-                                                          ws, al->ws, &beta, p->xd, u.dx->data),
-                             what, "cudnnConvolutionBackwardData");
-        if (st) return st;
-    }
-    if (p && u.dw) {
-        const conv_algo *al = a[ai++];
-        st = cudnn_check(cudnnSetConvolutionMathType(p->cd, al->math), what,
-                         "cudnnSetConvolutionMathType");
-        if (!st)
-            st = cudnn_check(
-                cudnnConvolutionBackwardFilter(d->dnn, &one, p->xd, u.x->data, p->yd, dz, p->cd,
-                                               (cudnnConvolutionBwdFilterAlgo_t)al->algo, ws,
-                                               al->ws, &beta, p->wd, u.dw->data),
-                what, "cudnnConvolutionBackwardFilter");
-        if (st) return st;
-    }
+    st = backward_data_filter(d, p, a, u.act == NEAT_ACT_GELU, ws, u, dz, beta, what);
+    if (st) return st;
     if (u.db) { /* db[k] = sum_n (sum_pq dz[n, k, pq]) */
         void *sums;
         st = cuda_scratch(cb, 2, (size_t)(g.n * g.k) * sizeof(float), &sums);
