@@ -29,10 +29,10 @@
  * neat_device_trim (cudaFree waits for the device) and the first neat_cmdbuf_commit of a
  * buffer with collectives (the peers: see the collectives section). A committed submission
  * holds every tensor it uses: destroying one while it runs is safe (the memory returns to
- * the pool when the work completes). Two rules remain the caller's: neat_device_destroy must not overlap
- * any other call on the device or its objects, and an object must not be destroyed while
- * another thread is inside a call that takes it (after destroy returns, a use is
- * INVALID_HANDLE as always).
+ * the pool when the work completes). Two rules remain the caller's: neat_device_destroy
+ * must not overlap any other call on the device or its objects, and an object must not be
+ * destroyed while another thread is inside a call that takes it (after destroy returns, a
+ * use is INVALID_HANDLE as always).
  *
  * Failures at run time. An op that fails while its buffer runs (an out-of-range label,
  * an invalid learning rate, memory for its scratch) stops the rest of that submission: the

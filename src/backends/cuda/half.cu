@@ -192,12 +192,13 @@ neat_status cuda_cast(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
     return cast_launch(dev, u.x->dtype, u.x->data, u.y->dtype, u.y->data, u.x->numel, op->fn);
 }
 
-/* The ops that take half tensors natively (their table function runs on them): the others
- * go through cuda_run_op's float32 copies. The memory-bound ops have half kernels of their
- * own (elementwise.cu, pool.cu, softmax.cu, reduce.cu: half storage, float32 math). Native matmul/linear/conv paths exist only where the result is rounded once: a backward
- * op with sigmoid, tanh or gelu would round its dz = dy act'(.) to half before the GEMM (a
- * second rounding), and cuDNN cannot write a float32 output from half inputs nor add a bias
- * before it rounds, so those run on float32 copies. */
+/* The ops that take half tensors natively (their table function runs on them): the others go
+ * through cuda_run_op's float32 copies. The memory-bound ops have half kernels of their own
+ * (elementwise.cu, pool.cu, softmax.cu, reduce.cu: half storage, float32 math). Native
+ * matmul/linear/conv paths exist only where the result is rounded once: a backward op with sigmoid,
+ * tanh or gelu would round its dz = dy act'(.) to half before the GEMM (a second rounding), and
+ * cuDNN cannot write a float32 output from half inputs nor add a bias before it rounds, so
+ * those run on float32 copies. */
 int cuda_native_half(const nm_op *op) {
     switch (op->kind) {
     case NM_OP_CAST:
