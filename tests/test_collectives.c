@@ -299,14 +299,37 @@ static void case_local_errors(neat_device *dev, neat_comm *comm, neat_backend be
         neat_tensor_destroy(ox);
         neat_device_destroy(other);
     }
-    /* A destroyed comm: INVALID_HANDLE at record and at commit */
+    /* A destroyed comm: INVALID_HANDLE at record and at commit. The buffer ran once first,
+     * so it holds backend state for the comm (on CUDA, after NEATML_CUDA_GRAPHS=1, a graph
+     * of NCCL kernels), which the comm's destroy releases: reset, the buffer records and
+     * runs again on a new comm. */
     neat_comm *one = NULL;
     if (CHECK_OK(neat_comm_create_all(1, &dev, &one), "neat_comm_create_all(1)")) {
+        const float hx[4] = {1.5f, -2.0f, 0.25f, 8.0f};
+        float hy[4] = {0};
+        neat_tensor_write(x, hx, 4);
         CHECK_OK(neat_all_reduce(cb, one, NEAT_REDUCE_SUM, x, x), "all_reduce on a 1-rank comm");
+        CHECK_OK(neat_cmdbuf_commit(cb), "commit before the comm's destroy");
+        CHECK_OK(neat_cmdbuf_wait(cb), "wait before the comm's destroy");
         neat_comm_destroy(one);
         expect(neat_cmdbuf_commit(cb), NEAT_ERR_INVALID_HANDLE, "comm",
                "commit after comm destroyed");
         expect(neat_comm_info(one, NULL, NULL), NEAT_ERR_INVALID_HANDLE, "comm", "destroyed comm");
+        neat_comm *again = NULL;
+        neat_tensor *y4 = tensor(dev, 1, &n, NULL);
+        if (CHECK_OK(neat_comm_create_all(1, &dev, &again), "neat_comm_create_all(1) again") &&
+            CHECK_OK(neat_cmdbuf_reset(cb), "reset after the comm's destroy") &&
+            CHECK_OK(neat_all_reduce(cb, again, NEAT_REDUCE_SUM, x, y4), "record on a new comm") &&
+            CHECK_OK(neat_cmdbuf_commit(cb), "commit on the new comm") &&
+            CHECK_OK(neat_cmdbuf_wait(cb), "wait on the new comm") &&
+            CHECK_OK(neat_tensor_read(y4, hy, 4), "read")) {
+            int same = 1;
+            for (int i = 0; i < 4; i++) same &= hy[i] == hx[i]; /* one rank: the sum is x */
+            CHECK(same, "1-rank all_reduce after a reset: got %g %g %g %g", hy[0], hy[1], hy[2],
+                  hy[3]);
+        }
+        neat_comm_destroy(again);
+        neat_tensor_destroy(y4);
     }
     neat_cmdbuf_destroy(cb);
     neat_tensor_destroy(x), neat_tensor_destroy(y);

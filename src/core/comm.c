@@ -210,6 +210,13 @@ NEAT_API neat_status neat_comm_create_all(int ndev, neat_device *const *devs, ne
     return st;
 }
 
+/* cb recorded a collective on the comm of handle h (compared as a pointer: h may be freed). */
+static bool cmdbuf_uses(const nm_cmdbuf *cb, const neat_comm *h) {
+    for (int64_t i = 0; i < cb->nops; i++)
+        if ((nm_op_flags(cb->ops[i].kind) & NM_OPF_COLLECTIVE) && cb->ops[i].comm == h) return true;
+    return false;
+}
+
 NEAT_API void neat_comm_destroy(neat_comm *h) {
     nm_comm *c = nm_handle_get(h, NM_H_COMM);
     if (!c) return;
@@ -223,6 +230,16 @@ NEAT_API void neat_comm_destroy(neat_comm *h) {
     pthread_mutex_unlock(&dev->lock);
     dev->be->wait_seq(dev, seq);
     nm_reap(dev);
+    /* The buffers that recorded a collective on c can never run again (their commit answers
+     * INVALID_HANDLE until a reset): their backend state goes now, before the comm's. On CUDA
+     * that is the captured graph, which holds NCCL kernels of c; NCCL keeps resources for
+     * such graphs while they live, and a comm freed before its buffers (the OCaml example on
+     * 2 H200s, its buffers left to the GC) left a process that did not exit: the likely
+     * cause, not confirmed on a GPU. The buffers are idle: wait_seq waited for them. */
+    pthread_mutex_lock(&dev->lock);
+    for (nm_cmdbuf *cb = dev->cmdbufs; cb; cb = cb->next)
+        if (dev->be->cmdbuf_release && cmdbuf_uses(cb, h)) dev->be->cmdbuf_release(dev, cb);
+    pthread_mutex_unlock(&dev->lock);
     comm_release(c);
 }
 
