@@ -534,4 +534,8 @@ let () =
     Option.iter (fun s -> Printf.printf " loss_scale=%g" (G.Tensor.to_array s).(0)) scaler;
     print_newline ()
   end;
+  (* The buffers before the comm, as the C example: a buffer that recorded a collective
+     keeps backend state for the comm (on CUDA a captured graph of NCCL kernels). *)
+  G.Cmdbuf.free step.cb;
+  G.Cmdbuf.free eval_cb;
   Option.iter G.Comm.free comm
