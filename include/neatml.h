@@ -714,7 +714,8 @@ NEAT_API neat_status neat_comm_create(neat_device *dev, const neat_comm_id *id, 
 NEAT_API neat_status neat_comm_create_all(int ndev, neat_device *const *devs, neat_comm **out);
 
 /* Release the comm. Buffers that recorded a collective on it must not be committed again
- * (INVALID_HANDLE at commit). It waits for the device's submissions in flight (a broken peer
+ * (INVALID_HANDLE at commit) until neat_cmdbuf_reset; their backend state (on CUDA a
+ * captured graph) is released with the comm. It waits for the device's submissions in flight (a broken peer
  * ends them after the comm's timeout); their failures stay with their buffers for wait.
  * neat_device_destroy releases the comms of its device (their handles become invalid).
  * NULL is ignored. */
