@@ -115,6 +115,15 @@ static int grad_in_place(const nm_tensor *grad, float scale) {
     return grad->dtype == NEAT_F32 && scale == 1.0f;
 }
 
+/* grad[b, b + len) as float32 divided by scale: grad's own memory when it can be read in
+ * place, else widened into g (OPT_BLOCK floats). */
+static const float *grad_block(const nm_tensor *grad, float scale, int64_t b, int64_t len,
+                               float *g) {
+    if (grad_in_place(grad, scale)) return (const float *)grad->data + b;
+    widen_scaled(grad->dtype, grad->data, b, g, len, scale);
+    return g;
+}
+
 neat_status cpu_sgd_update(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
     (void)cb;
     const nm_sgd_update_args *a = &op->u.sgd_update;
@@ -141,11 +150,7 @@ neat_status cpu_sgd_update(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
         float g[OPT_BLOCK];
         for (int64_t b = lo; b < hi; b += OPT_BLOCK) {
             int64_t len = hi - b < OPT_BLOCK ? hi - b : OPT_BLOCK;
-            const float *gb = g;
-            if (grad_in_place(grad, scale))
-                gb = grad->data + b;
-            else
-                widen_scaled(grad->dtype, grad->data, b, g, len, scale);
+            const float *gb = grad_block(grad, scale, b, len, g);
             sgd_range(master + b, gb, vel ? vel + b : NULL, lr, p->weight_decay, p->momentum,
                       p->nesterov, 0, len);
             if (param) round_into(master + b, param->dtype, param->data, b, len);
@@ -184,11 +189,7 @@ neat_status cpu_adam_update(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
         float g[OPT_BLOCK];
         for (int64_t b = lo; b < hi; b += OPT_BLOCK) {
             int64_t len = hi - b < OPT_BLOCK ? hi - b : OPT_BLOCK;
-            const float *gb = g;
-            if (grad_in_place(grad, scale))
-                gb = grad->data + b;
-            else
-                widen_scaled(grad->dtype, grad->data, b, g, len, scale);
+            const float *gb = grad_block(grad, scale, b, len, g);
             adam_range(master + b, gb, m + b, v + b, decay, p->beta1, p->beta2, step, bc2_sqrt,
                        p->eps, 0, len);
             if (param) round_into(master + b, param->dtype, param->data, b, len);
