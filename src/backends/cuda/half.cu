@@ -227,8 +227,11 @@ int cuda_native_half(const nm_op *op) {
         return a == NEAT_ACT_NONE || a == NEAT_ACT_RELU;
     }
     case NM_OP_CONV2D_BACKWARD: {
+        /* Not when accumulating: one of cuDNN's half backward-data algorithms rounds its
+         * result to 16 bits before it adds beta times the old dx (two roundings: on the H200
+         * 6 ulps off where the sum cancels); float32 copies add before the one rounding. */
         neat_activation a = op->u.conv2d_backward.act;
-        return a == NEAT_ACT_NONE || a == NEAT_ACT_RELU;
+        return !op->u.conv2d_backward.accumulate && (a == NEAT_ACT_NONE || a == NEAT_ACT_RELU);
     }
     case NM_OP_CONV2D_FORWARD: { /* relu(round(z)) = round(relu(z)): still one rounding */
         const auto &u = op->u.conv2d_forward;
