@@ -9,6 +9,12 @@
  * The time is neat_cmdbuf_device_time of each replay: device events around the work on a
  * GPU, the worker thread's clock around the ops on the CPU. The host's wall clock around
  * commit+wait is kept beside it (wall_ms): on a GPU it adds the launch and the sync.
+ * On a GPU each timed replay is committed right behind an untimed one of the same buffer
+ * (ctx->queued, --timing queued, the default there): its start event and its launch are
+ * queued while the device still runs the first, so the time is the device's work, not the
+ * host's launch latency into an idle GPU (which --timing idle keeps, each replay alone).
+ * bench/compare.py times PyTorch the same way. wall_ms is then half the host clock around
+ * the two commits and the wait.
  */
 #ifndef NEATML_BENCH_H
 #define NEATML_BENCH_H
@@ -22,6 +28,7 @@ typedef struct bench_ctx {
     neat_device *dev;
     neat_device_props props;
     int reps;      /* timed replays per case */
+    int queued;    /* each timed replay committed behind an untimed one (GPU default) */
     uint64_t seed; /* base seed; each case derives its own and prints it on failure */
 } bench_ctx;
 

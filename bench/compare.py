@@ -13,7 +13,9 @@ device-to-device copy; bytes read + written) and gives each memory-bound case's 
 as a percentage of it.
 
 Timing. CPU: wall clock (time.perf_counter) around each call, torch.set_num_threads set to
-neatml's thread count. CUDA: torch.cuda.Event around each call (device time), strict float32
+neatml's thread count. CUDA: torch.cuda.Event around each call (device time), each timed call right behind an
+untimed one (--timing queued, the default; neatml_bench likewise: the launch latency into an
+idle GPU, a few microseconds, is not counted on either side; --timing idle for that clock), strict float32
 (allow_tf32 off for matmul and cuDNN) except in the *_tf32 cases, which turn both on and
 restore them after (neatml: math mode TF32; on the CPU neither side runs them). The
 conv2d_256f_bf16 case is timed in NCHW and channels_last; the ratio uses the faster. Both:
@@ -74,6 +76,8 @@ def find_torch():
 def run_neatml(args, cases):
     """Run neatml_bench --json on the given cases; returns {case: result object}."""
     cmd = [args.bench, "--json", "--backend", args.backend, "--reps", str(args.reps)]
+    if args.backend == "cuda":
+        cmd += ["--timing", args.timing]
     for c in cases:
         cmd += ["--case", c]
     try:
@@ -100,8 +104,12 @@ def neatml_case_names(args):
 # ---- PyTorch cases --------------------------------------------------------------------
 
 class Timer:
-    def __init__(self, torch, cuda, reps):
-        self.torch, self.cuda, self.reps = torch, cuda, reps
+    """queued (CUDA): each timed call is made right behind an untimed one, so its start event
+    and launches are queued while the GPU still runs the first, as neatml_bench --timing
+    queued commits each timed replay behind an untimed one: both clocks then time the
+    device's work, not a launch into an idle GPU."""
+    def __init__(self, torch, cuda, reps, queued=False):
+        self.torch, self.cuda, self.reps, self.queued = torch, cuda, reps, queued and cuda
 
     def median_ms(self, fn):
         torch = self.torch
@@ -117,6 +125,8 @@ class Timer:
             if self.cuda:
                 start = torch.cuda.Event(enable_timing=True)
                 end = torch.cuda.Event(enable_timing=True)
+                if self.queued:
+                    fn()  # untimed: keeps the GPU busy while the timed call is queued
                 start.record()
                 fn()
                 end.record()
@@ -442,6 +452,9 @@ def main():
     ap.add_argument("--backend", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--reps", type=int, default=10, help="timed runs per case (median)")
     ap.add_argument("--case", action="append", help="run only this case (repeatable)")
+    ap.add_argument("--timing", default="queued", choices=["queued", "idle"],
+                    help="CUDA: each timed run right behind an untimed one (queued, the default)"
+                         " or alone on an idle GPU (idle, the clock before 2026-11-30 15:00)")
     ap.add_argument("--json-out", help="write every result to this JSON file")
     ap.add_argument("--svg", help="write the ratio bar chart (SVG) to this file")
     ap.add_argument("--markdown", help="write the results as a Markdown table (for docs)")
@@ -473,6 +486,7 @@ def main():
         "neatml_device": info.get("device"),
         "neatml_threads": threads,
         "reps": args.reps,
+        "timing": args.timing if args.backend == "cuda" else "wall clock per call",
         "python": sys.executable,
         "load_before": os.getloadavg()[0],
         "neatml_commit": git_commit(),
@@ -499,7 +513,7 @@ def main():
         else:
             torch.set_num_threads(threads)
         torch.manual_seed(20240601)
-        timer = Timer(torch, cuda, args.reps)
+        timer = Timer(torch, cuda, args.reps, queued=args.timing == "queued")
         copy_gbps, copy_bytes = copy_bandwidth(torch, dev, cuda, timer)
         meta.update(torch_info(torch))
         meta.update(torch_device=device_name(torch, cuda),
@@ -523,6 +537,9 @@ def main():
                  if args.backend == "cpu" else ", strict float32 (TF32 off but in the *_tf32 cases)"))
         print(f"copy bandwidth ({meta['copy_bytes'] >> 20} MiB copy, read+write): "
               f"{meta['copy_gbps']:.1f} GB/s")
+    if args.backend == "cuda":
+        print(f"timing {args.timing}: " + ("each timed run right behind an untimed one, both sides"
+              if args.timing == "queued" else "each timed run alone on an idle GPU, both sides"))
     if second is not None:
         i = second.info
         print(f"second column: PyTorch {i['torch']} ({i['torch_path']}), BLAS {i['torch_blas']}, "

@@ -11,9 +11,13 @@
 #      side by side with PyTorch;
 #   5. compute-sanitizer memcheck, racecheck, initcheck and synccheck, with the debug pool,
 #      on the cuda part of test_cmdbuf, test_reliability, test_copy_overlap, test_pool,
-#      test_optim and test_conformance (SANITIZE_TESTS names others: the whole suite is
+#      test_optim and test_conformance, and sanitizer_baseline (cuBLASLt's GEMMs alone, no
+#      neatml: what the tool reports on NVIDIA's kernels by themselves). SANITIZE_TESTS names
+#      others: the whole suite is
 #      SANITIZE_TESTS="$(cd tests; ls test_*.c | sed 's/\.c$//' | grep -v collectives)";
-#      SANITIZE_TOOLS the tools; SANITIZE_JOBS=N runs N at once on the GPU).
+#      NAME@i/n runs shard i of n of test_conformance's table (NEATML_TEST_SHARD);
+#      SANITIZE_TOOLS the tools; SANITIZE_JOBS=N runs N at once on the GPU; SANITIZE_TIMEOUT
+#      the seconds each run may take (default 500).
 # Logs go to $OUT (default ./gpu-out): env.txt build.log tests.log sanitizer.log bench.json
 # compare.txt compare.json summary.txt (the device tool brings back at most 8 files). The
 # summary table is printed last.
@@ -185,23 +189,25 @@ fi
 if want sanitize; then
   : >"$OUT/sanitizer.log"
   if command -v compute-sanitizer >/dev/null; then
-    sanitize() { # sanitize <tool> <binary> <log>: one run, its log, its summary row in <log>.row
-      local out rc
+    sanitize() { # sanitize <tool> <test[@i/n]> <log>: one run, its log, its summary row in <log>.row
+      local out rc bin=${2%@*} shard=
+      [ "$bin" != "$2" ] && shard=${2#*@} # test_conformance@1/4: its rows 1, 5, 9, ...
       # The debug pool: exact-size blocks, nothing cached, so the tool sees every overrun
       # and every use after free of tensor memory (src/core/pool.c).
-      out=$(NEATML_TEST_BACKENDS=cuda NEATML_DEBUG_POOL=1 timeout 500 compute-sanitizer \
-            --tool "$1" --error-exitcode 86 --print-limit 20 "$2" 2>&1); rc=$?
+      out=$(NEATML_TEST_BACKENDS=cuda NEATML_DEBUG_POOL=1 NEATML_TEST_SHARD=$shard \
+            timeout "${SANITIZE_TIMEOUT:-500}" compute-sanitizer \
+            --tool "$1" --error-exitcode 86 --print-limit 20 "$BUILD/$bin" 2>&1); rc=$?
       { echo "===== $1 $2 (exit $rc)"; printf '%s\n' "$out"; } >"$3"
       local summary; summary=$(printf '%s\n' "$out" | grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' | tail -n1)
-      local res; res=$(printf '%s\n' "$out" | result_line)
-      printf '%-34s %s\n' "$1 $(basename "$2")" "${summary:-no summary} | ${res:-no result line} [exit $rc]" >"$3.row"
+      local res; res=$(printf '%s\n' "$out" | grep -E '^[A-Za-z0-9_-]+: [0-9]+ passed, [0-9]+ failed' | tail -n1)
+      printf '%-34s %s\n' "$1 $2" "${summary:-no summary} | ${res:-no result line} [exit $rc]" >"$3.row"
     }
     # SANITIZE_JOBS runs at once (the GPU has room for several; default 1)
     jobs_max=${SANITIZE_JOBS:-1} k=0 logs=()
     for tool in ${SANITIZE_TOOLS:-memcheck racecheck initcheck synccheck}; do
-      for t in ${SANITIZE_TESTS:-test_cmdbuf test_reliability test_pool test_optim test_conformance test_copy_overlap}; do
+      for t in ${SANITIZE_TESTS:-sanitizer_baseline test_cmdbuf test_reliability test_pool test_optim test_conformance test_copy_overlap}; do
         log="$OUT/san.$k.log"; logs+=("$log"); k=$((k + 1))
-        sanitize "$tool" "$BUILD/$t" "$log" &
+        sanitize "$tool" "$t" "$log" &
         while [ "$(jobs -rp | wc -l)" -ge "$jobs_max" ]; do sleep 1; done
       done
     done

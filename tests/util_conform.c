@@ -282,7 +282,27 @@ static void run_case(neat_device *dev, const char *dev_name, const cf_row *row, 
 
 /* ---- the table ---------------------------------------------------------------------------- */
 
+/* NEATML_TEST_SHARD=i/n runs the rows whose index is i modulo n (0 <= i < n), so that a
+ * slow tool (compute-sanitizer) can take the table in parallel parts that together are all
+ * of it; unset, every row. A malformed value runs nothing and fails. */
+static int shard_get(int *i, int *n) {
+    const char *e = getenv("NEATML_TEST_SHARD");
+    *i = 0, *n = 1;
+    if (!e || !*e) return 1;
+    if (sscanf(e, "%d/%d", i, n) != 2 || *n < 1 || *i < 0 || *i >= *n) return 0;
+    printf("conformance: shard %d of %d (NEATML_TEST_SHARD): rows %d, %d + %d, ...\n", *i, *n,
+           *i, *i, *n);
+    return 1;
+}
+
 int cf_run_table(const cf_row *rows, int n, uint64_t base) {
+    int shard, nshards;
+    if (!shard_get(&shard, &nshards)) {
+        fprintf(stderr, "FAIL NEATML_TEST_SHARD=\"%s\": want i/n with 0 <= i < n\n",
+                getenv("NEATML_TEST_SHARD"));
+        tot.setup_fail++;
+        n = 0;
+    }
     neat_device *devs[NT_MAX_BACKENDS];
     const char *names[NT_MAX_BACKENDS];
     int ndev = nt_open_devices(devs, names);
@@ -302,8 +322,13 @@ int cf_run_table(const cf_row *rows, int n, uint64_t base) {
                 if (pass == CF_INT && !(k->flags & CF_K_INT)) continue;
                 memset(&cur, 0, sizeof cur);
                 for (int i = 0, idx = 0; i < n; i++)
-                    if (rows[i].kind == kind)
-                        run_case(devs[d], names[d], &rows[i], pass, idx++, base);
+                    if (rows[i].kind == kind) {
+                        /* idx counts every row of the kind: a row's seed is its own,
+                         * sharded or not */
+                        if (i % nshards == shard)
+                            run_case(devs[d], names[d], &rows[i], pass, idx, base);
+                        idx++;
+                    }
                 printf("%-5s %-6s %-22s %3d cases, %4ld comparisons, %ld failed\n", names[d],
                        PASS_NAMES[pass], k->name, cur.cases, cur.comps, cur.failed);
             }
