@@ -454,7 +454,7 @@ def main():
     ap.add_argument("--case", action="append", help="run only this case (repeatable)")
     ap.add_argument("--timing", default="queued", choices=["queued", "idle"],
                     help="CUDA: each timed run right behind an untimed one (queued, the default)"
-                         " or alone on an idle GPU (idle, the clock before 2026-11-30 15:00)")
+                         " or alone on an idle GPU (idle, the clock before fb81450)")
     ap.add_argument("--json-out", help="write every result to this JSON file")
     ap.add_argument("--svg", help="write the ratio bar chart (SVG) to this file")
     ap.add_argument("--markdown", help="write the results as a Markdown table (for docs)")
