@@ -188,6 +188,10 @@ static const row ROWS[] = {
     {OP_SUM_AXIS, NEAT_F16, NEAT_F16, 129, 7, 0, 0, 1},
     {OP_SOFTMAX, NEAT_BF16, NEAT_BF16, 31, 1000, 0, 0, 4},
     {OP_SOFTMAX, NEAT_F16, NEAT_F16, 31, 10, 0, 0, 4},
+    /* CUDA's row-in-registers kernels: more rows than resident blocks (the prefetch of the
+     * next row), a row of 8 groups of 4 per thread */
+    {OP_SOFTMAX, NEAT_BF16, NEAT_BF16, 600, 2048, 0, 0, 4},
+    {OP_SOFTMAX, NEAT_F16, NEAT_F16, 3, 4100, 0, 0, 4},
     {OP_ACT, NEAT_BF16, NEAT_BF16, 9, 513, 0, NEAT_ACT_RELU, 3},
     {OP_ACT, NEAT_BF16, NEAT_BF16, 9, 513, 0, NEAT_ACT_GELU, 3},
     {OP_ACT, NEAT_F16, NEAT_F16, 9, 513, 0, NEAT_ACT_SIGMOID, 3},
