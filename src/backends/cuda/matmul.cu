@@ -31,7 +31,7 @@
  *
  * Tuning (mm_tune): the heuristic's first algorithm is not always cuBLAS's fastest (8192^3
  * f16 on the H200: 676 TFLOP/s where cublasGemmEx, PyTorch's mm, reaches 754). So a large
- * tensor-core GEMM (half inputs or TF32, batch m n k >= 2^30) asks for up to LT_CANDIDATES
+ * GEMM (batch m n k >= 2^30, any type and math mode) asks for up to LT_CANDIDATES
  * algorithms and, at its first eager use with beta = 0, runs each on the stream between
  * events and keeps the fastest: a host wait, once per cached entry (tens of ms at 8192^3).
  * The runs write C, which the real run then overwrites (beta = 0 only; with beta != 0 the
@@ -39,10 +39,12 @@
  * graph capture: the heuristic's first is captured, the entry stays untuned. Every
  * candidate has the entry's compute type, so only the order of the float32 sums (hence the
  * last bits) may change with the choice, which timing noise can make differ between
- * processes. Strict float32 is not tuned: its SIMT GEMM already runs at PyTorch's rate
- * (matmul_large 1.00), and it keeps one algorithm per shape. NEATML_GEMM_TUNE=0 (read at a
- * device's first GEMM) turns tuning off. Small float32-output GEMMs ask for one kernel
- * (LT_ONE_KERNEL_MAX_MACS).
+ * processes. Strict float32 was not tuned before 2026-11-30 (its SIMT GEMM ran at PyTorch's
+ * rate at 8192^3); at 1024^3 the heuristic's first may not be the fastest of the FMA-only
+ * candidates, so it is tuned like the rest (FMA math only: CUBLAS_COMPUTE_32F never uses
+ * the tensor cores). 8 candidates left f16 8192^3 at 0.945x PyTorch's rate: 16 now.
+ * NEATML_GEMM_TUNE=0 (read at a device's first GEMM) turns tuning off. Small float32-output
+ * GEMMs ask for one kernel (LT_ONE_KERNEL_MAX_MACS).
  */
 #include "common.cuh"
 #include "../lru.h"
@@ -61,7 +63,7 @@ typedef struct mm_key {
 /* Algorithms a large GEMM is timed over, and the size from which it is: 2^30 multiply-adds
  * (1024^3, ~3 us in bf16 on the H200; timing costs a host wait, so small GEMMs keep the
  * heuristic's first). */
-#define LT_CANDIDATES 8
+#define LT_CANDIDATES 16
 #define LT_TUNE_MIN_MACS 0x1p30
 #define LT_TUNE_RUNS 3 /* timed runs per candidate, after one warm-up */
 /* Below this many multiply-adds a float32-output GEMM asks for one kernel: no split-K, or a
@@ -163,9 +165,8 @@ static neat_status mm_lookup(cuda_device *d, const mm_key *key, mm_entry **out, 
     uint64_t ws = CUDA_LT_WORKSPACE;
     cublasLtMatmulHeuristicResult_t result[LT_CANDIDATES];
     int found = 0;
-    /* tensor-core GEMMs (half inputs, TF32) large enough to be worth timing */
-    int tune = c->tune && !(key->ab == NEAT_F32 && key->math == NEAT_MATH_STRICT) &&
-               (double)key->batch * key->m * key->n * key->k >= LT_TUNE_MIN_MACS;
+    /* GEMMs large enough to be worth timing */
+    int tune = c->tune && (double)key->batch * key->m * key->n * key->k >= LT_TUNE_MIN_MACS;
     memset(result, 0, sizeof result);
     /* 16-bit inputs: CUBLAS_COMPUTE_32F multiplies them exactly and sums in float32 on the
      * tensor cores; there is no TF32 question (the math mode matters for float32 only). */
