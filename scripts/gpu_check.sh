@@ -16,7 +16,8 @@
 #      others: the whole suite is
 #      SANITIZE_TESTS="$(cd tests; ls test_*.c | sed 's/\.c$//' | grep -v collectives)";
 #      NAME@i/n runs shard i of n of test_conformance's table (NEATML_TEST_SHARD);
-#      SANITIZE_TOOLS the tools; SANITIZE_JOBS=N runs N at once on the GPU; SANITIZE_TIMEOUT
+#      SANITIZE_TOOLS the tools; SANITIZE_RUNS="tool:test ..." names the runs instead of
+#      every tool on every test; SANITIZE_JOBS=N runs N at once on the GPU; SANITIZE_TIMEOUT
 #      the seconds each run may take (default 500).
 # Logs go to $OUT (default ./gpu-out): env.txt build.log tests.log sanitizer.log bench.json
 # compare.txt compare.json summary.txt (the device tool brings back at most 8 files). The
@@ -203,13 +204,20 @@ if want sanitize; then
       printf '%-34s %s\n' "$1 $2" "${summary:-no summary} | ${res:-no result line} [exit $rc]" >"$3.row"
     }
     # SANITIZE_JOBS runs at once (the GPU has room for several; default 1)
-    jobs_max=${SANITIZE_JOBS:-1} k=0 logs=()
-    for tool in ${SANITIZE_TOOLS:-memcheck racecheck initcheck synccheck}; do
-      for t in ${SANITIZE_TESTS:-sanitizer_baseline test_cmdbuf test_reliability test_pool test_optim test_conformance test_copy_overlap}; do
-        log="$OUT/san.$k.log"; logs+=("$log"); k=$((k + 1))
-        sanitize "$tool" "$t" "$log" &
-        while [ "$(jobs -rp | wc -l)" -ge "$jobs_max" ]; do sleep 1; done
+    jobs_max=${SANITIZE_JOBS:-1} k=0 logs=() runs=()
+    if [ -n "${SANITIZE_RUNS:-}" ]; then
+      runs=($SANITIZE_RUNS) # tool:test pairs, e.g. "initcheck:test_dtype racecheck:sanitizer_baseline"
+    else
+      for tool in ${SANITIZE_TOOLS:-memcheck racecheck initcheck synccheck}; do
+        for t in ${SANITIZE_TESTS:-sanitizer_baseline test_cmdbuf test_reliability test_pool test_optim test_conformance test_copy_overlap}; do
+          runs+=("$tool:$t")
+        done
       done
+    fi
+    for r in "${runs[@]}"; do
+      log="$OUT/san.$k.log"; logs+=("$log"); k=$((k + 1))
+      sanitize "${r%%:*}" "${r#*:}" "$log" &
+      while [ "$(jobs -rp | wc -l)" -ge "$jobs_max" ]; do sleep 1; done
     done
     wait
     for log in "${logs[@]}"; do
