@@ -188,7 +188,9 @@ static neat_status plan_get(cuda_device *d, const nm_conv_geom *g, neat_math_mod
                                             (int)g->dh, (int)g->dw, CUDNN_CROSS_CORRELATION,
                                             CUDNN_DATA_FLOAT));
     DNN_TRY(cudnnSetConvolutionGroupCount(p->cd, (int)g->groups));
-    /* For the fused call: relu with no upper bound (coef is RELU's ceiling), NaN kept as the
+    /* For the fused call: relu with no upper bound (coef is RELU's ceiling) and
+     * CUDNN_NOT_PROPAGATE_NAN, the only NaN option cuDNN lists for it (PyTorch and ONNX
+     * Runtime set these two): a NaN before relu may come out as 0 there, where the
      * elementwise pass keeps it. */
     DNN_TRY(cudnnCreateTensorDescriptor(&p->bd));
     DNN_TRY(cudnnSetTensor4dDescriptor(p->bd, CUDNN_TENSOR_NCHW, dt, 1, (int)g->k, 1, 1));
@@ -196,7 +198,7 @@ static neat_status plan_get(cuda_device *d, const nm_conv_geom *g, neat_math_mod
         DNN_TRY(cudnnCreateActivationDescriptor(&p->ad[i]));
         DNN_TRY(cudnnSetActivationDescriptor(p->ad[i],
                                              i ? CUDNN_ACTIVATION_RELU : CUDNN_ACTIVATION_IDENTITY,
-                                             CUDNN_PROPAGATE_NAN, DBL_MAX));
+                                             CUDNN_NOT_PROPAGATE_NAN, DBL_MAX));
     }
     if (nm_lru_put(&c->lru, &key, sizeof key, p, plan_free) != 0) {
         plan_destroy(p);
