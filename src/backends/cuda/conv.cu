@@ -12,7 +12,7 @@
  * (the same memory at every replay of the command buffer).
  *
  * forward:  y = conv(x, w), then y = act(y + b[k]) as one elementwise pass when needed; with a
- *           bias and relu or no activation, cuDNN's fused call instead (below).
+ *           bias and relu or no activation, cuDNN's fused call instead where it runs (below).
  * backward: dz = dy act'(y) (gelu: act'(z) with z recomputed by the forward), then
  *           dx = conv_bwd_data(w, dz), dw = conv_bwd_filter(x, dz) with beta = accumulate,
  *           db[k] = sum over n, p, q of dz (reduce.cu: over p, q then over n; deterministic).
@@ -29,21 +29,22 @@
  * NHWC copy of activations and filters kept between layers would recover it.
  *
  * Fused forward (issue 13): y = act(alpha1 conv(x, w) + alpha2 z + b) by
- * cudnnConvolutionBiasActivationForward, with alpha1 = 1, alpha2 = 0 and z = y (cuDNN does
- * not read z when alpha2 is 0, as it does not read y when beta is 0 elsewhere; the tests'
- * NaN-poisoned outputs check it), b a [1, K, 1, 1] tensor in y's type (cuDNN's
- * configurations for float, half and bfloat16), and cuDNN's RELU or IDENTITY activation (the
- * only two it fuses; sigmoid, tanh and gelu keep the elementwise pass). IDENTITY runs only on
- * IMPLICIT_PRECOMP_GEMM, so float32 fuses a bias without activation only where that is the
- * algorithm chosen anyway. Half tensors always take IMPLICIT_PRECOMP_GEMM for the fused call
- * (an algorithm slot of its own, chosen from the same ranking), the algorithm that fuses in
- * its kernel, so that the bias meets the float32 accumulator before the one rounding; the
- * half rows of test_dtype check that bound. Whether cuDNN accepts the fused call for a plan
- * is learned at its first use and kept in the plan: a refusal (a NOT_SUPPORTED or BAD_PARAM
- * status, which cuDNN returns before it enqueues anything) runs the unfused path instead
- * (float32: the convolution and the pass; half: the float32 copies of half.cu).
- * NEATML_CONV_FUSE (read at a device's first convolution): "0" never fuses (the path before
- * issue 13, for comparisons); "2" makes a refusal the op's error instead of a fallback (to
+ * cudnnConvolutionBiasActivationForward, with alpha1 = 1, alpha2 = 0 and z = y (cuDNN does not read
+ * z when alpha2 is 0, as it does not read y when beta is 0 elsewhere; the tests' NaN-poisoned
+ * outputs check it), b a [1, K, 1, 1] tensor in y's type (cuDNN's configurations for float, half
+ * and bfloat16), and cuDNN's RELU or IDENTITY activation (the only two it fuses; sigmoid, tanh and
+ * gelu keep the elementwise pass). The call runs only on IMPLICIT_PRECOMP_GEMM here: the one
+ * algorithm cuDNN takes IDENTITY on, a sign that it is the one whose kernel applies bias and
+ * activation, where the others would add passes of cuDNN's own, no faster than the one pass here
+ * and, for half tensors, after the rounding. So float32 fuses where that is the algorithm chosen
+ * anyway (a faster one is not traded for it), and half tensors with a bias always take it (an
+ * algorithm slot of its own, chosen from the same ranking), so that the bias meets the float32
+ * accumulator before the one rounding; the half rows of test_dtype check that bound. Whether cuDNN
+ * accepts the fused call for a plan is learned at its first use and kept in the plan: a refusal (a
+ * NOT_SUPPORTED or BAD_PARAM status, which cuDNN returns before it enqueues anything) runs the
+ * unfused path instead (float32: the convolution and the pass; half: the float32 copies of
+ * half.cu). NEATML_CONV_FUSE (read at a device's first convolution): "0" never fuses (the path
+ * before issue 13, for comparisons); "2" makes a refusal the op's error instead of a fallback (to
  * check on a GPU that the fused call runs); anything else fuses and falls back.
  */
 #include "common.cuh"
@@ -574,12 +575,10 @@ neat_status cuda_conv2d_forward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) 
         const conv_algo *a[1];
         void *ws;
         st = prepare(dev, cb, &g, op->math, NEAT_F32, which, 1, &p, a, &ws, what);
-        /* cuDNN's IDENTITY only on IMPLICIT_PRECOMP_GEMM: a bias alone is fused only where
-         * that is the chosen algorithm (another one with the pass is not traded for it) */
-        if (!st && b && d->conv->fuse &&
-            (u.act == NEAT_ACT_RELU ||
-             (u.act == NEAT_ACT_NONE &&
-              a[0]->algo == CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM)))
+        /* fused only on IMPLICIT_PRECOMP_GEMM (see the top), and only where it is the chosen
+         * algorithm: a faster one followed by the pass is not traded for it */
+        if (!st && b && d->conv->fuse && (u.act == NEAT_ACT_RELU || u.act == NEAT_ACT_NONE) &&
+            a[0]->algo == CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM)
             st = run_fused(d, p, a[0], ws, u.act, u.x->data, u.w->data, b, u.y->data, &done, what);
         if (!st && !done) st = run_forward(d, p, a[0], ws, u.x->data, u.w->data, u.y->data, what);
     }
