@@ -45,7 +45,10 @@
  * unfused path instead (float32: the convolution and the pass; half: the float32 copies of
  * half.cu). NEATML_CONV_FUSE (read at a device's first convolution): "0" never fuses (the path
  * before issue 13, for comparisons); "2" makes a refusal the op's error instead of a fallback (to
- * check on a GPU that the fused call runs); anything else fuses and falls back.
+ * check on a GPU that the fused call runs); "3" as "2", and float32 with a bias takes
+ * IMPLICIT_PRECOMP_GEMM whatever cuDNN's choice (so the tests reach the float32 fused call on
+ * every such row, and the benchmark can time it against the choice); anything else fuses and
+ * falls back.
  */
 #include "common.cuh"
 #include "../lru.h"
@@ -99,7 +102,7 @@ typedef struct conv_key {
 
 struct cuda_conv_cache {
     nm_lru lru;
-    int fuse; /* NEATML_CONV_FUSE: 0 never, 1 fuse or fall back, 2 fuse or fail */
+    int fuse; /* NEATML_CONV_FUSE: 0 never, 1 fuse or fall back, 2 fuse or fail, 3 2 + forced */
 };
 
 static void plan_destroy(conv_plan *p) {
@@ -140,7 +143,7 @@ static neat_status cache_get(cuda_device *d, const char *what) {
     if (!d->conv) return nm_error(NEAT_ERR_OUT_OF_MEMORY, "%s: out of host memory", what);
     nm_lru_init(&d->conv->lru, NM_LRU_CAPACITY);
     const char *env = getenv("NEATML_CONV_FUSE");
-    d->conv->fuse = env && !strcmp(env, "0") ? 0 : env && !strcmp(env, "2") ? 2 : 1;
+    d->conv->fuse = env && env[0] >= '0' && env[0] <= '3' && !env[1] ? env[0] - '0' : 1;
     return NEAT_OK;
 }
 
@@ -465,11 +468,11 @@ static neat_status conv2d_forward_half(nm_device *dev, nm_cmdbuf *cb, const nm_o
     if (a[0]->algo >= 0)
         st = run_fused(d, p, a[0], ws, u.act, u.x->data, u.w->data, u.b->data, u.y->data, &done,
                        what);
-    else if (d->conv->fuse == 2)
+    else if (d->conv->fuse >= 2)
         return nm_error(NEAT_ERR_BACKEND_ERROR,
                         "%s: cuDNN offers no IMPLICIT_PRECOMP_GEMM algorithm for the fused "
-                        "convolution (NEATML_CONV_FUSE=2)",
-                        what);
+                        "convolution (NEATML_CONV_FUSE=%d)",
+                        what, d->conv->fuse);
     if (st || done) return st;
     return cuda_run_f32_copies(dev, cb, op);
 }
@@ -570,15 +573,25 @@ neat_status cuda_conv2d_forward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) 
     if (u.x->numel == 0 || u.w->numel == 0) { /* no input channels: y = act(b) */
         st = cuda_fill_f32(dev, u.y->data, ny, 0.0f, what);
     } else {
-        static const int which[] = {CONV_FWD};
+        static const int fwd[] = {CONV_FWD}, precomp[] = {CONV_FWD_PRECOMP};
         conv_plan *p;
         const conv_algo *a[1];
         void *ws;
-        st = prepare(dev, cb, &g, op->math, NEAT_F32, which, 1, &p, a, &ws, what);
+        st = cache_get(d, what);
+        int fusable =
+            !st && b && d->conv->fuse && (u.act == NEAT_ACT_RELU || u.act == NEAT_ACT_NONE);
+        int forced = fusable && d->conv->fuse == 3; /* IMPLICIT_PRECOMP_GEMM whatever the choice */
+        if (!st)
+            st = prepare(dev, cb, &g, op->math, NEAT_F32, forced ? precomp : fwd, 1, &p, a, &ws,
+                         what);
+        if (!st && forced && a[0]->algo < 0)
+            return nm_error(NEAT_ERR_BACKEND_ERROR,
+                            "%s: cuDNN offers no IMPLICIT_PRECOMP_GEMM algorithm for the fused "
+                            "convolution (NEATML_CONV_FUSE=3)",
+                            what);
         /* fused only on IMPLICIT_PRECOMP_GEMM (see the top), and only where it is the chosen
          * algorithm: a faster one followed by the pass is not traded for it */
-        if (!st && b && d->conv->fuse && (u.act == NEAT_ACT_RELU || u.act == NEAT_ACT_NONE) &&
-            a[0]->algo == CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM)
+        if (!st && fusable && a[0]->algo == CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM)
             st = run_fused(d, p, a[0], ws, u.act, u.x->data, u.w->data, b, u.y->data, &done, what);
         if (!st && !done) st = run_forward(d, p, a[0], ws, u.x->data, u.w->data, u.y->data, what);
     }
