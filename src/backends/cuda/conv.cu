@@ -364,7 +364,7 @@ static neat_status algo_get(cuda_device *d, conv_plan *p, int which, const conv_
         *out = a;
         return NEAT_OK;
     }
-    static const char *names[] = {"forward", "backward-data", "backward-filter"};
+    static const char *names[] = {"forward", "backward-data", "backward-filter", "fused forward"};
     return nm_error(
         NEAT_ERR_BACKEND_ERROR, "%s: cuDNN offers no %s algorithm for this convolution%s", what,
         names[which],
