@@ -403,7 +403,7 @@ static neat_status run_forward(cuda_device *d, conv_plan *p, const conv_algo *a,
 /* y = act(conv(x, w) + b) in one cuDNN call (act NONE or RELU) with algorithm a. *done is 1
  * when it ran, 0 when cuDNN refused it, now or at an earlier use of the plan: the caller then
  * runs the unfused path. A refusal is learned only at the plan's first fused call; with
- * NEATML_CONV_FUSE=2 it is the op's error. */
+ * NEATML_CONV_FUSE=2 or 3 it is the op's error. */
 static neat_status run_fused(cuda_device *d, conv_plan *p, const conv_algo *a, void *ws,
                              neat_activation act, const void *x, const void *w, const void *b,
                              void *y, int *done, const char *what) {
