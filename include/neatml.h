@@ -221,10 +221,11 @@ NEAT_API neat_status neat_device_set_memory_limit(neat_device *dev, int64_t byte
  * maxpool, softmax and sums (half storage, float32 math), matmul(_batched) and linear
  * forward (cuBLASLt on the tensor cores: 16-bit products are exact and sums float32, in any
  * math mode), linear and conv backward without activation or with relu, conv forward into
- * a half output without bias, without activation or with relu (cuDNN); the layer ops with
- * another activation, a bias or a float32 output on float32 copies as the CPU. Half results
- * on CUDA are rounded once too, but its float32 sums may run in another order than the
- * float32 op's. Metal runs float32 only for now (of half tensors, it fills with +0 only:
+ * a half output without activation or with relu (cuDNN; a bias added by its fused call
+ * before the rounding); the layer ops with another activation or a float32 output on
+ * float32 copies as the CPU (and a biased conv where cuDNN refuses the fused call). Half
+ * results on CUDA are rounded once too, but its float32 sums may run in another order than
+ * the float32 op's. Metal runs float32 only for now (of half tensors, it fills with +0 only:
  * what neat_tensor_create_typed's zero needs). */
 typedef enum neat_dtype { NEAT_F32 = 0, NEAT_BF16 = 1, NEAT_F16 = 2 } neat_dtype;
 

@@ -5,10 +5,13 @@
 #      cuda alone with NEATML_CUDA_GRAPHS=1 (every command buffer runs as a CUDA graph from
 #      its first commit, and a failed capture fails the commit); test_conformance runs every
 #      op in strict, integer and TF32 passes, each case as a first commit and a replay;
+#      test_conformance and test_dtype again on cuda with NEATML_CONV_FUSE=3 (the fused
+#      convolution forced on float32 too; one cuDNN refuses fails) and =0 (the unfused path);
 #   3. training ("train"): examples/fashion_mnist on cuda for 5 epochs, and the OCaml
 #      example and OCaml test suite when their executables were carried (see below);
 #   4. the benchmark (neatml_bench --backend cuda --json, --seed-table) and bench/compare.py
-#      side by side with PyTorch;
+#      side by side with PyTorch; the cases with a biased convolution again with
+#      NEATML_CONV_FUSE=0 and =3 (summary rows "conv default / unfused / forced");
 #   5. compute-sanitizer memcheck, racecheck, initcheck and synccheck, with the debug pool,
 #      on the cuda part of test_cmdbuf, test_reliability, test_copy_overlap, test_pool,
 #      test_optim and test_conformance, and sanitizer_baseline (cuBLASLt's GEMMs alone, no
@@ -110,6 +113,15 @@ if want tests; then
     row "$(basename "$bin") (cuda, graphs)" \
         "$(run_test "$OUT/tests.log" "$bin" NEATML_TEST_BACKENDS=cuda NEATML_CUDA_GRAPHS=1)"
   done
+  # The convolution with a bias (conv.cu): NEATML_CONV_FUSE=3 takes the fused cuDNN call on
+  # every float32 row with a bias and relu/none and fails any call cuDNN refuses (instead of
+  # the silent fallback); =0 runs the unfused path it replaced.
+  for t in test_conformance test_dtype; do
+    for f in 3 0; do
+      row "$t (cuda, NEATML_CONV_FUSE=$f)" \
+          "$(run_test "$OUT/tests.log" "$BUILD/$t" NEATML_TEST_BACKENDS=cuda NEATML_CONV_FUSE=$f)"
+    done
+  done
   grep -E '^(FAIL|SKIP)' "$OUT/tests.log" | sort | uniq -c | sort -rn | head -n 20
   grep -E '^cuda ' "$OUT/tests.log" | grep -v ' 0 failed' | head -n 20
 fi
@@ -158,6 +170,33 @@ if want bench; then
     else
       row "neatml_bench --backend cuda" "FAILED (exit $?, see build.log)"
     fi
+    # The cases with a convolution and a bias, again with cuDNN's fused call off and forced
+    # on float32 (conv.cu, NEATML_CONV_FUSE); median ms: default / unfused / forced.
+    fuse_cases=(conv2d_bias_relu_256f lenet_train_step_b128 lenet_train_step_b128_bf16
+                lenet_train_step_b1024_bf16)
+    for f in 0 3; do
+      NEATML_CONV_FUSE=$f timeout 300 "$BUILD/neatml_bench" --backend cuda --json \
+        $(printf -- '--case %s ' "${fuse_cases[@]}") >"$OUT/bench_fuse$f.tmp" 2>>"$OUT/build.log" ||
+        row "neatml_bench NEATML_CONV_FUSE=$f" "FAILED (exit $?, see build.log)"
+    done
+    python3 - "$OUT/bench.json" "$OUT/bench_fuse0.tmp" "$OUT/bench_fuse3.tmp" <<'PY' | while read -r l; do row "conv default/unfused/forced" "$l"; done
+import json, sys
+def load(path):
+    out = {}
+    try:
+        for line in open(path):
+            if line.strip().startswith("{"):
+                c = json.loads(line)
+                if "median_ms" in c: out[c["case"]] = c["median_ms"]
+    except OSError:
+        pass
+    return out
+runs = [load(p) for p in sys.argv[1:4]]
+for case in runs[1]:
+    ms = ["%.4f" % r[case] if case in r else "-" for r in runs]
+    print("%s: %s ms" % (case, " / ".join(ms)))
+PY
+    rm -f "$OUT/bench_fuse0.tmp" "$OUT/bench_fuse3.tmp"
     if [ -f bench/compare.py ]; then
       timeout 120 "$BUILD/neatml_bench" --backend cuda --seed-table >"$OUT/compare.txt" 2>&1
       PYTHONUNBUFFERED=1 timeout 400 python3 bench/compare.py --backend cuda --bench "$BUILD/neatml_bench" \

@@ -229,6 +229,16 @@ static const cf_row TABLE[] = {
     CONV(2, 0, 5, 5, 4, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, RELU),       /* no input channels: act(b) */
     CONV(2, 0, 5, 5, 4, 3, 3, 1, 1, 1, 1, 1, 1, 1, 0, NONE),
     CONV(1, 4, 9, 11, 4, 3, 3, 2, 3, 1, 0, 3, 2, 4, 1, GELU), /* depthwise, mixed */
+    /* a bias with relu or none: CUDA's fused cuDNN call where cuDNN's algorithm is implicit
+     * precomputed GEMM (conv.cu), over the geometries */
+    CONV(2, 4, 17, 17, 6, 3, 3, 2, 2, 1, 1, 2, 2, 2, 1, RELU),  /* stride, pad, dilation, groups */
+    CONV(1, 8, 11, 11, 8, 3, 3, 1, 1, 1, 1, 1, 1, 8, 1, RELU),  /* depthwise */
+    CONV(2, 6, 9, 9, 9, 3, 3, 1, 1, 1, 1, 1, 1, 3, 1, NONE),    /* 3 groups */
+    CONV(1, 3, 31, 31, 7, 5, 5, 2, 2, 2, 2, 1, 1, 1, 1, NONE),  /* 5x5 stride 2 pad 2 */
+    CONV(1, 4, 13, 7, 6, 3, 3, 1, 1, 0, 0, 2, 2, 1, 1, RELU),   /* dilation 2 */
+    CONV(3, 1, 28, 28, 32, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, RELU), /* LeNet's layers as trained */
+    CONV(2, 32, 14, 14, 64, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, RELU),
+    CONV(2, 64, 14, 14, 64, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, NONE), /* 64 channels */
 
     /* maxpool2d: n, c, h, w, kh, kw, sh, sw, ph, pw, all-negative. 2x2 stride 2 unpadded is
      * its own path (CUDA: w % 4 == 0, w % 2 == 0 and general; CPU: output rows of 64 or

@@ -253,7 +253,16 @@ static const row ROWS[] = {
     {OP_CONV, NEAT_F16, NEAT_F16, 1, 3, 2, NEAT_ACT_TANH, 1},
     {OP_CONV, NEAT_BF16, NEAT_F32, 1, 3, 2, NEAT_ACT_GELU | NOBIAS, 1},
     {OP_CONV, NEAT_F16, NEAT_F32, 2, 8, 8, NEAT_ACT_SIGMOID, 1},
-    {OP_MAXPOOL, NEAT_BF16, NEAT_BF16, 2, 3, 0, 0, 1}, /* n, c; 12x12, 2x2 stride 2 */
+    /* a bias with relu or none into a half output: on CUDA cuDNN's fused call, which must
+     * add the bias before the one rounding (a rounding before it fails the bound) */
+    {OP_CONV, NEAT_F16, NEAT_F16, 2, 5, 3, NEAT_ACT_NONE, 1},
+    {OP_CONV, NEAT_F16, NEAT_F16, 2, 6, 3, NEAT_ACT_RELU, 1},
+    {OP_CONV, NEAT_BF16, NEAT_BF16, 2, 16, 8, NEAT_ACT_RELU, 1}, /* tensor-core sizes */
+    {OP_CONV, NEAT_BF16, NEAT_BF16, 3, 8, 16, NEAT_ACT_NONE, 1},
+    {OP_CONV, NEAT_F16, NEAT_F16, 2, 32, 16, NEAT_ACT_RELU, 1},
+    {OP_CONV, NEAT_F16, NEAT_F16, 1, 16, 32, NEAT_ACT_NONE, 1},
+    {OP_CONV, NEAT_BF16, NEAT_BF16, 1, 7, 0, NEAT_ACT_RELU, 1}, /* no input channels: act(b) */
+    {OP_MAXPOOL, NEAT_BF16, NEAT_BF16, 2, 3, 0, 0, 1},          /* n, c; 12x12, 2x2 stride 2 */
     {OP_MAXPOOL, NEAT_F16, NEAT_F16, 1, 5, 0, 0, 1},
 };
 

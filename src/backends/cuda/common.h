@@ -183,9 +183,11 @@ neat_status cuda_gemm_typed(nm_device *dev, neat_math_mode math, int trans_a, in
                             const char *what);
 
 /* half.cu: which ops take half tensors natively; cuda_run_op runs any op (the others on
- * float32 copies of their half tensors). */
+ * float32 copies of their half tensors); cuda_run_f32_copies runs an op on the float32 copies
+ * whatever cuda_native_half says (a native op's own fallback: conv.cu). */
 int cuda_native_half(const nm_op *op);
 neat_status cuda_run_op(nm_device *dev, nm_cmdbuf *cb, const nm_op *op);
+neat_status cuda_run_f32_copies(nm_device *dev, nm_cmdbuf *cb, const nm_op *op);
 /* y[i] = value rounded to dt, i < n. */
 neat_status cuda_fill_typed(nm_device *dev, neat_dtype dt, void *y, int64_t n, float value,
                             const char *what);

@@ -11,7 +11,8 @@
  * backward algorithms a deterministic one is preferred. The workspace is per-op scratch
  * (the same memory at every replay of the command buffer).
  *
- * forward:  y = conv(x, w), then y = act(y + b[k]) as one elementwise pass when needed.
+ * forward:  y = conv(x, w), then y = act(y + b[k]) as one elementwise pass when needed; with a
+ *           bias and relu or no activation, cuDNN's fused call instead where it runs (below).
  * backward: dz = dy act'(y) (gelu: act'(z) with z recomputed by the forward), then
  *           dx = conv_bwd_data(w, dz), dw = conv_bwd_filter(x, dz) with beta = accumulate,
  *           db[k] = sum over n, p, q of dz (reduce.cu: over p, q then over n; deterministic).
@@ -19,16 +20,40 @@
  *
  * bf16/f16 (the plan's key holds the dtype): the descriptors in CUDNN_DATA_BFLOAT16/HALF
  * with a CUDNN_DATA_FLOAT convolution (exact products, float32 sums, one rounding), any
- * math type cuDNN ranks (tensor cores). cuDNN writes a half y from half inputs only and
- * rounds before any bias: so natively only y = conv(x, w) (relu after the rounding is the
- * same) and the backward with dz exact in half (no activation, relu); half.cu runs the
+ * math type cuDNN ranks (tensor cores). cuDNN writes a half y from half inputs only, and
+ * cudnnConvolutionForward rounds before any bias: so natively y = conv(x, w) (relu after
+ * the rounding is the same), y = act(conv(x, w) + b) for relu or none through the fused
+ * call, and the backward with dz exact in half (no activation, relu); half.cu runs the
  * other cases on float32 copies. Follow-up: the library's NCHW costs tensor-core speed
  * (PyTorch is 1.8x faster channels-last in bf16 on the benchmark conv); a backend-internal
  * NHWC copy of activations and filters kept between layers would recover it.
+ *
+ * Fused forward (issue 13): y = act(alpha1 conv(x, w) + alpha2 z + b) by
+ * cudnnConvolutionBiasActivationForward, with alpha1 = 1, alpha2 = 0 and z = y (cuDNN does not read
+ * z when alpha2 is 0, as it does not read y when beta is 0 elsewhere; the tests' NaN-poisoned
+ * outputs check it), b a [1, K, 1, 1] tensor in y's type (cuDNN's configurations for float, half
+ * and bfloat16), and cuDNN's RELU or IDENTITY activation (the only two it fuses; sigmoid, tanh and
+ * gelu keep the elementwise pass). The call runs only on IMPLICIT_PRECOMP_GEMM here: the one
+ * algorithm cuDNN takes IDENTITY on, a sign that it is the one whose kernel applies bias and
+ * activation, where the others would add passes of cuDNN's own, no faster than the one pass here
+ * and, for half tensors, after the rounding. So float32 fuses where that is the algorithm chosen
+ * anyway (a faster one is not traded for it), and half tensors with a bias always take it (an
+ * algorithm slot of its own, chosen from the same ranking), so that the bias meets the float32
+ * accumulator before the one rounding; the half rows of test_dtype check that bound. Whether cuDNN
+ * accepts the fused call for a plan is learned at its first use and kept in the plan: a refusal (a
+ * NOT_SUPPORTED or BAD_PARAM status, which cuDNN returns before it enqueues anything) runs the
+ * unfused path instead (float32: the convolution and the pass; half: the float32 copies of
+ * half.cu). NEATML_CONV_FUSE (read at a device's first convolution): "0" never fuses (the path
+ * before issue 13, for comparisons); "2" makes a refusal the op's error instead of a fallback (to
+ * check on a GPU that the fused call runs); "3" as "2", and float32 with a bias takes
+ * IMPLICIT_PRECOMP_GEMM whatever cuDNN's choice (so the tests reach the float32 fused call on
+ * every such row, and the benchmark can time it against the choice); anything else fuses and
+ * falls back.
  */
 #include "common.cuh"
 #include "../lru.h"
 
+#include <float.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,22 +61,29 @@
 /* Workspace an algorithm may ask for. */
 #define CONV_WS_MAX ((size_t)1 << 30)
 
-enum { CONV_FWD, CONV_BWD_DATA, CONV_BWD_FILTER };
+/* Algorithm slots of a plan: CONV_FWD_PRECOMP is the forward restricted to
+ * IMPLICIT_PRECOMP_GEMM (the fused call of half tensors), chosen from the same ranking. */
+enum { CONV_FWD, CONV_BWD_DATA, CONV_BWD_FILTER, CONV_FWD_PRECOMP, CONV_NALGO };
 
 typedef struct conv_algo {
-    int ready, algo;
+    int ready, algo; /* algo -1: none usable (CONV_FWD_PRECOMP only; the others fail) */
     cudnnMathType_t math;
     size_t ws;
 } conv_algo;
 
+/* fused[] states: untried, accepted by cuDNN, refused (then the unfused path runs). */
+enum { FUSE_UNTRIED, FUSE_OK, FUSE_REFUSED };
+
 typedef struct conv_plan {
     nm_conv_geom g;
     int math;
-    int dtype; /* neat_dtype of every tensor */
-    cudnnTensorDescriptor_t xd, yd;
+    int dtype;                          /* neat_dtype of every tensor */
+    cudnnTensorDescriptor_t xd, yd, bd; /* bd: the bias, [1, K, 1, 1] */
     cudnnFilterDescriptor_t wd;
     cudnnConvolutionDescriptor_t cd;
-    conv_algo algo[3];
+    cudnnActivationDescriptor_t ad[2]; /* IDENTITY, RELU */
+    int fused[2];                      /* FUSE_*, for no activation and for relu */
+    conv_algo algo[CONV_NALGO];
 } conv_plan;
 
 /* The device's cache of plans (lru.h), keyed by geometry and math mode: at most
@@ -70,12 +102,16 @@ typedef struct conv_key {
 
 struct cuda_conv_cache {
     nm_lru lru;
+    int fuse; /* NEATML_CONV_FUSE: 0 never, 1 fuse or fall back, 2 fuse or fail, 3 2 + forced */
 };
 
 static void plan_destroy(conv_plan *p) {
     if (!p) return;
     if (p->xd) cudnnDestroyTensorDescriptor(p->xd);
     if (p->yd) cudnnDestroyTensorDescriptor(p->yd);
+    if (p->bd) cudnnDestroyTensorDescriptor(p->bd);
+    for (int i = 0; i < 2; i++)
+        if (p->ad[i]) cudnnDestroyActivationDescriptor(p->ad[i]);
     if (p->wd) cudnnDestroyFilterDescriptor(p->wd);
     if (p->cd) cudnnDestroyConvolutionDescriptor(p->cd);
     free(p);
@@ -100,13 +136,21 @@ extern "C" void cuda_conv_cache_free(cuda_device *d) {
         }                                                                                          \
     } while (0)
 
+/* The device's plan cache, made at its first convolution. */
+static neat_status cache_get(cuda_device *d, const char *what) {
+    if (d->conv) return NEAT_OK;
+    d->conv = (struct cuda_conv_cache *)calloc(1, sizeof *d->conv);
+    if (!d->conv) return nm_error(NEAT_ERR_OUT_OF_MEMORY, "%s: out of host memory", what);
+    nm_lru_init(&d->conv->lru, NM_LRU_CAPACITY);
+    const char *env = getenv("NEATML_CONV_FUSE");
+    d->conv->fuse = env && env[0] >= '0' && env[0] <= '3' && !env[1] ? env[0] - '0' : 1;
+    return NEAT_OK;
+}
+
 static neat_status plan_get(cuda_device *d, const nm_conv_geom *g, neat_math_mode math,
                             neat_dtype dtype, conv_plan **out, const char *what) {
-    if (!d->conv) {
-        d->conv = (struct cuda_conv_cache *)calloc(1, sizeof *d->conv);
-        if (!d->conv) return nm_error(NEAT_ERR_OUT_OF_MEMORY, "%s: out of host memory", what);
-        nm_lru_init(&d->conv->lru, NM_LRU_CAPACITY);
-    }
+    neat_status st0 = cache_get(d, what);
+    if (st0) return st0;
     struct cuda_conv_cache *c = d->conv;
     conv_key key;
     memset(&key, 0, sizeof key); /* hashed and memcmp'd as bytes */
@@ -148,6 +192,18 @@ static neat_status plan_get(cuda_device *d, const nm_conv_geom *g, neat_math_mod
                                             (int)g->dh, (int)g->dw, CUDNN_CROSS_CORRELATION,
                                             CUDNN_DATA_FLOAT));
     DNN_TRY(cudnnSetConvolutionGroupCount(p->cd, (int)g->groups));
+    /* For the fused call: relu with no upper bound (coef is RELU's ceiling) and
+     * CUDNN_NOT_PROPAGATE_NAN, the only NaN option cuDNN lists for it (PyTorch and ONNX
+     * Runtime set these two): a NaN before relu may come out as 0 there, where the
+     * elementwise pass keeps it. */
+    DNN_TRY(cudnnCreateTensorDescriptor(&p->bd));
+    DNN_TRY(cudnnSetTensor4dDescriptor(p->bd, CUDNN_TENSOR_NCHW, dt, 1, (int)g->k, 1, 1));
+    for (int i = 0; i < 2; i++) {
+        DNN_TRY(cudnnCreateActivationDescriptor(&p->ad[i]));
+        DNN_TRY(cudnnSetActivationDescriptor(p->ad[i],
+                                             i ? CUDNN_ACTIVATION_RELU : CUDNN_ACTIVATION_IDENTITY,
+                                             CUDNN_NOT_PROPAGATE_NAN, DBL_MAX));
+    }
     if (nm_lru_put(&c->lru, &key, sizeof key, p, plan_free) != 0) {
         plan_destroy(p);
         return nm_error(NEAT_ERR_OUT_OF_MEMORY, "%s: out of host memory", what);
@@ -190,18 +246,26 @@ static int gemm_like(int which, int algo) {
            algo == CUDNN_CONVOLUTION_BWD_FILTER_ALGO_3;
 }
 
-/* Choose the algorithm of `which` once: cuDNN's ranking, filtered by status, workspace,
- * math (strict: FMA only) and, for the backward, preferring determinism. */
-static neat_status algo_get(cuda_device *d, conv_plan *p, int which, const conv_algo **out,
-                            const char *what) {
-    conv_algo *a = &p->algo[which];
-    if (a->ready) {
-        *out = a;
-        return NEAT_OK;
-    }
-    enum { MAXR = 16 };
-    int algos[MAXR], det[MAXR], n = 0;
+/* cuDNN's ranking of the algorithms of `kind` (CONV_FWD, CONV_BWD_DATA, CONV_BWD_FILTER), best
+ * first: algos[i] with det[i] (0 cannot run, 1 runs, 2 runs deterministically) and the math
+ * type cuDNN ranked it with. */
+enum { MAXR = 16 };
+typedef struct conv_ranking {
+    int n, algos[MAXR], det[MAXR];
     cudnnMathType_t maths[MAXR];
+} conv_ranking;
+
+#define RANKED(r, out)                                                                             \
+    for (int i_ = 0; i_ < (out)->n; i_++) {                                                        \
+        (out)->algos[i_] = (int)(r)[i_].algo;                                                      \
+        (out)->det[i_] = (r)[i_].status == CUDNN_STATUS_SUCCESS                                    \
+                             ? 1 + ((r)[i_].determinism == CUDNN_DETERMINISTIC)                    \
+                             : 0;                                                                  \
+        (out)->maths[i_] = (r)[i_].mathType;                                                       \
+    }
+
+static neat_status rank(cuda_device *d, conv_plan *p, int kind, conv_ranking *out,
+                        const char *what) {
     cudnnStatus_t s;
     /* Tensor-core convolutions (half tensors, TF32) are ranked by running them (cuDNN's
      * Find: it times every algorithm once, in its own memory, and synchronizes): its
@@ -217,77 +281,94 @@ static neat_status algo_get(cuda_device *d, conv_plan *p, int which, const conv_
     if (measure)
         cudnnSetConvolutionMathType(p->cd, p->dtype == NEAT_F32 ? CUDNN_DEFAULT_MATH
                                                                 : CUDNN_TENSOR_OP_MATH);
-    if (which == CONV_FWD) {
+    out->n = 0;
+    if (kind == CONV_FWD) {
         cudnnConvolutionFwdAlgoPerf_t r[MAXR];
         s = measure ? cudnnFindConvolutionForwardAlgorithm(d->dnn, p->xd, p->wd, p->cd, p->yd, MAXR,
-                                                           &n, r)
+                                                           &out->n, r)
                     : cudnnGetConvolutionForwardAlgorithm_v7(d->dnn, p->xd, p->wd, p->cd, p->yd,
-                                                             MAXR, &n, r);
-        for (int i = 0; i < n; i++) {
-            algos[i] = r[i].algo;
-            det[i] = r[i].status == CUDNN_STATUS_SUCCESS
-                         ? 1 + (r[i].determinism == CUDNN_DETERMINISTIC)
-                         : 0;
-            maths[i] = r[i].mathType;
-        }
-    } else if (which == CONV_BWD_DATA) {
+                                                             MAXR, &out->n, r);
+        RANKED(r, out)
+    } else if (kind == CONV_BWD_DATA) {
         cudnnConvolutionBwdDataAlgoPerf_t r[MAXR];
         s = measure ? cudnnFindConvolutionBackwardDataAlgorithm(d->dnn, p->wd, p->yd, p->cd, p->xd,
-                                                                MAXR, &n, r)
+                                                                MAXR, &out->n, r)
                     : cudnnGetConvolutionBackwardDataAlgorithm_v7(d->dnn, p->wd, p->yd, p->cd,
-                                                                  p->xd, MAXR, &n, r);
-        for (int i = 0; i < n; i++) {
-            algos[i] = r[i].algo;
-            det[i] = r[i].status == CUDNN_STATUS_SUCCESS
-                         ? 1 + (r[i].determinism == CUDNN_DETERMINISTIC)
-                         : 0;
-            maths[i] = r[i].mathType;
-        }
+                                                                  p->xd, MAXR, &out->n, r);
+        RANKED(r, out)
     } else {
         cudnnConvolutionBwdFilterAlgoPerf_t r[MAXR];
         s = measure ? cudnnFindConvolutionBackwardFilterAlgorithm(d->dnn, p->xd, p->yd, p->cd,
-                                                                  p->wd, MAXR, &n, r)
+                                                                  p->wd, MAXR, &out->n, r)
                     : cudnnGetConvolutionBackwardFilterAlgorithm_v7(d->dnn, p->xd, p->yd, p->cd,
-                                                                    p->wd, MAXR, &n, r);
-        for (int i = 0; i < n; i++) {
-            algos[i] = r[i].algo;
-            det[i] = r[i].status == CUDNN_STATUS_SUCCESS
-                         ? 1 + (r[i].determinism == CUDNN_DETERMINISTIC)
-                         : 0;
-            maths[i] = r[i].mathType;
-        }
+                                                                    p->wd, MAXR, &out->n, r);
+        RANKED(r, out)
     }
-    neat_status st = cudnn_check(
+    return cudnn_check(
         s, what, measure ? "cudnnFindConvolution*Algorithm" : "cudnnGetConvolution*Algorithm_v7");
-    if (st) return st;
-    /* Pass 0 wants deterministic (det == 2), pass 1 takes any that runs (det >= 1). Half
-     * tensors take cuDNN's math type (tensor cores: exact 16-bit products, float32 sums,
+}
+#undef RANKED
+
+/* The first of the ranking that suits slot `which` (kind: its ranking's): status, workspace,
+ * math (strict: FMA only), for half tensors GEMM-like, for CONV_FWD_PRECOMP that algorithm
+ * only; a deterministic one first. 0 when none does. */
+static int pick(cuda_device *d, conv_plan *p, int which, int kind, const conv_ranking *r,
+                conv_algo *a) {
+    /* Half tensors take cuDNN's math type (tensor cores: exact 16-bit products, float32 sums,
      * no TF32 question); float32 in strict mode FMA only. */
     int strict = p->math == NEAT_MATH_STRICT && p->dtype == NEAT_F32;
-    for (int pass = 0; pass < 2; pass++)
-        for (int i = 0; i < n; i++) {
-            if (det[i] < 2 - pass) continue;
-            if (p->dtype != NEAT_F32 && !gemm_like(which, algos[i])) continue;
-            cudnnMathType_t m = strict ? CUDNN_FMA_MATH : maths[i];
-            if (strict && maths[i] == CUDNN_TENSOR_OP_MATH) continue;
+    for (int pass = 0; pass < 2; pass++) /* 0: deterministic only; 1: any that runs */
+        for (int i = 0; i < r->n; i++) {
+            if (r->det[i] < 2 - pass) continue;
+            if (p->dtype != NEAT_F32 && !gemm_like(kind, r->algos[i])) continue;
+            if (which == CONV_FWD_PRECOMP &&
+                r->algos[i] != CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM)
+                continue;
+            cudnnMathType_t m = strict ? CUDNN_FMA_MATH : r->maths[i];
+            if (strict && r->maths[i] == CUDNN_TENSOR_OP_MATH) continue;
             /* float32 never rounded to 16 bits behind the user's back */
             if (p->dtype == NEAT_F32 && m == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION) continue;
             if (cudnnSetConvolutionMathType(p->cd, m) != CUDNN_STATUS_SUCCESS) continue;
             size_t ws = 0;
-            if (ws_size(d->dnn, p, which, algos[i], &ws) != CUDNN_STATUS_SUCCESS ||
+            if (ws_size(d->dnn, p, kind, r->algos[i], &ws) != CUDNN_STATUS_SUCCESS ||
                 ws > CONV_WS_MAX)
                 continue;
-            a->algo = algos[i];
+            a->algo = r->algos[i];
             a->math = m;
             a->ws = ws;
             a->ready = 1;
-            *out = a;
-            return NEAT_OK;
+            return 1;
         }
-    static const char *names[] = {"forward", "backward-data", "backward-filter"};
-    return nm_error(NEAT_ERR_BACKEND_ERROR,
-                    "%s: cuDNN offers no %s algorithm for this convolution%s", what, names[which],
-                    strict ? " in strict float32 (FMA) math" : "");
+    return 0;
+}
+
+/* Choose the algorithm of `which` once. The forward's ranking serves both forward slots, so
+ * a half convolution is timed by Find once. CONV_FWD_PRECOMP with nothing usable is kept as
+ * algo -1 (the caller runs unfused); the other slots fail. */
+static neat_status algo_get(cuda_device *d, conv_plan *p, int which, const conv_algo **out,
+                            const char *what) {
+    conv_algo *a = &p->algo[which];
+    if (!a->ready) {
+        int kind = which == CONV_FWD_PRECOMP ? CONV_FWD : which;
+        conv_ranking r;
+        neat_status st = rank(d, p, kind, &r, what);
+        if (st) return st;
+        if (kind == CONV_FWD && !p->algo[CONV_FWD].ready)
+            pick(d, p, CONV_FWD, kind, &r, &p->algo[CONV_FWD]);
+        if (kind == CONV_FWD && !p->algo[CONV_FWD_PRECOMP].ready &&
+            !pick(d, p, CONV_FWD_PRECOMP, kind, &r, &p->algo[CONV_FWD_PRECOMP]))
+            p->algo[CONV_FWD_PRECOMP].algo = -1, p->algo[CONV_FWD_PRECOMP].ready = 1;
+        if (kind != CONV_FWD) pick(d, p, which, kind, &r, a);
+    }
+    if (a->ready) {
+        *out = a;
+        return NEAT_OK;
+    }
+    static const char *names[] = {"forward", "backward-data", "backward-filter", "fused forward"};
+    return nm_error(
+        NEAT_ERR_BACKEND_ERROR, "%s: cuDNN offers no %s algorithm for this convolution%s", what,
+        names[which],
+        p->math == NEAT_MATH_STRICT && p->dtype == NEAT_F32 ? " in strict float32 (FMA) math" : "");
 }
 
 /* Plan, algorithm and workspace (scratch slot 1, sized for the largest algorithm the op
@@ -319,24 +400,81 @@ static neat_status run_forward(cuda_device *d, conv_plan *p, const conv_algo *a,
                        what, "cudnnConvolutionForward");
 }
 
-/* Half tensors (cuda_native_half: a half y, no bias, no activation or relu, since
- * relu(round(z)) = round(relu(z))): y = conv(x, w) by cuDNN, rounded once. */
+/* y = act(conv(x, w) + b) in one cuDNN call (act NONE or RELU) with algorithm a. *done is 1
+ * when it ran, 0 when cuDNN refused it, now or at an earlier use of the plan: the caller then
+ * runs the unfused path. A refusal is learned only at the plan's first fused call; with
+ * NEATML_CONV_FUSE=2 or 3 it is the op's error. */
+static neat_status run_fused(cuda_device *d, conv_plan *p, const conv_algo *a, void *ws,
+                             neat_activation act, const void *x, const void *w, const void *b,
+                             void *y, int *done, const char *what) {
+    int i = act == NEAT_ACT_RELU;
+    *done = 0;
+    if (p->fused[i] == FUSE_REFUSED) return NEAT_OK;
+    const float one = 1.0f, zero = 0.0f;
+    neat_status st = cudnn_check(cudnnSetConvolutionMathType(p->cd, a->math), what,
+                                 "cudnnSetConvolutionMathType");
+    if (st) return st;
+    cudnnStatus_t s = cudnnConvolutionBiasActivationForward(
+        d->dnn, &one, p->xd, x, p->wd, w, p->cd, (cudnnConvolutionFwdAlgo_t)a->algo, ws, a->ws,
+        &zero, p->yd, y, p->bd, b, p->ad[i], p->yd, y);
+    int category = CUDNN_STATUS_CATEGORY(s);
+    if (s != CUDNN_STATUS_SUCCESS && p->fused[i] == FUSE_UNTRIED && d->conv->fuse == 1 &&
+        (category == CUDNN_STATUS_NOT_SUPPORTED || category == CUDNN_STATUS_BAD_PARAM)) {
+        p->fused[i] = FUSE_REFUSED;
+        return NEAT_OK;
+    }
+    st = cudnn_check(s, what, "cudnnConvolutionBiasActivationForward");
+    if (st) return st;
+    p->fused[i] = FUSE_OK;
+    *done = 1;
+    return NEAT_OK;
+}
+
+/* Half tensors (cuda_native_half: a half y, no activation or relu), rounded once. Without a
+ * bias y = conv(x, w) by cuDNN, then relu over the rounded values (relu(round(z)) =
+ * round(relu(z))). With one, cuDNN's fused call on IMPLICIT_PRECOMP_GEMM adds it (and applies
+ * relu) before the rounding; where that call is off (NEATML_CONV_FUSE=0), has no algorithm
+ * or is refused, the float32 copies of half.cu, as before the fused call existed. */
 static neat_status conv2d_forward_half(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
     static const char what[] = "neat_conv2d_forward";
     const auto &u = op->u.conv2d_forward;
+    const nm_conv_geom &g = u.g;
+    cuda_device *d = cuda_dev(dev);
     neat_dtype dt = u.y->dtype;
     int64_t ny = u.y->numel;
     if (ny == 0) return NEAT_OK;
-    if (u.x->numel == 0 || u.w->numel == 0)
-        return cuda_fill_typed(dev, dt, u.y->data, ny, 0.0f, what);
-    static const int which[] = {CONV_FWD};
+    if (u.x->numel == 0 || u.w->numel == 0) { /* no input channels: y = act(b), or 0 */
+        if (!u.b) return cuda_fill_typed(dev, dt, u.y->data, ny, 0.0f, what);
+        return cuda_half_epilogue(dev, dt, u.y->data, NULL, 0.0f, dt, u.b->data, ny, g.p * g.q, g.k,
+                                  u.act, what);
+    }
     conv_plan *p;
     const conv_algo *a[1];
     void *ws;
-    neat_status st = prepare(dev, cb, &u.g, op->math, dt, which, 1, &p, a, &ws, what);
-    if (!st) st = run_forward(cuda_dev(dev), p, a[0], ws, u.x->data, u.w->data, u.y->data, what);
-    if (st || u.act == NEAT_ACT_NONE) return st;
-    return cuda_half_epilogue(dev, dt, u.y->data, NULL, 1.0f, dt, NULL, ny, 1, 1, u.act, what);
+    neat_status st;
+    if (!u.b) {
+        static const int which[] = {CONV_FWD};
+        st = prepare(dev, cb, &g, op->math, dt, which, 1, &p, a, &ws, what);
+        if (!st) st = run_forward(d, p, a[0], ws, u.x->data, u.w->data, u.y->data, what);
+        if (st || u.act == NEAT_ACT_NONE) return st;
+        return cuda_half_epilogue(dev, dt, u.y->data, NULL, 1.0f, dt, NULL, ny, 1, 1, u.act, what);
+    }
+    if ((st = cache_get(d, what))) return st;
+    if (d->conv->fuse == 0) return cuda_run_f32_copies(dev, cb, op);
+    static const int which[] = {CONV_FWD_PRECOMP};
+    st = prepare(dev, cb, &g, op->math, dt, which, 1, &p, a, &ws, what);
+    if (st) return st;
+    int done = 0;
+    if (a[0]->algo >= 0)
+        st = run_fused(d, p, a[0], ws, u.act, u.x->data, u.w->data, u.b->data, u.y->data, &done,
+                       what);
+    else if (d->conv->fuse >= 2)
+        return nm_error(NEAT_ERR_BACKEND_ERROR,
+                        "%s: cuDNN offers no IMPLICIT_PRECOMP_GEMM algorithm for the fused "
+                        "convolution (NEATML_CONV_FUSE=%d)",
+                        what, d->conv->fuse);
+    if (st || done) return st;
+    return cuda_run_f32_copies(dev, cb, op);
 }
 
 /* dx = conv_bwd_data(w, dz) and dw = conv_bwd_filter(x, dz), each with beta (accumulate),
@@ -429,19 +567,35 @@ neat_status cuda_conv2d_forward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) 
     int64_t ny = u.y->numel;
     if (ny == 0) return NEAT_OK;
     const float *b = u.b ? u.b->data : NULL;
+    cuda_device *d = cuda_dev(dev);
     neat_status st;
+    int done = 0;                             /* the fused call ran: bias and activation are in y */
     if (u.x->numel == 0 || u.w->numel == 0) { /* no input channels: y = act(b) */
         st = cuda_fill_f32(dev, u.y->data, ny, 0.0f, what);
     } else {
-        static const int which[] = {CONV_FWD};
+        static const int fwd[] = {CONV_FWD}, precomp[] = {CONV_FWD_PRECOMP};
         conv_plan *p;
         const conv_algo *a[1];
         void *ws;
-        st = prepare(dev, cb, &g, op->math, NEAT_F32, which, 1, &p, a, &ws, what);
+        st = cache_get(d, what);
+        int fusable =
+            !st && b && d->conv->fuse && (u.act == NEAT_ACT_RELU || u.act == NEAT_ACT_NONE);
+        int forced = fusable && d->conv->fuse == 3; /* IMPLICIT_PRECOMP_GEMM whatever the choice */
         if (!st)
-            st = run_forward(cuda_dev(dev), p, a[0], ws, u.x->data, u.w->data, u.y->data, what);
+            st = prepare(dev, cb, &g, op->math, NEAT_F32, forced ? precomp : fwd, 1, &p, a, &ws,
+                         what);
+        if (!st && forced && a[0]->algo < 0)
+            return nm_error(NEAT_ERR_BACKEND_ERROR,
+                            "%s: cuDNN offers no IMPLICIT_PRECOMP_GEMM algorithm for the fused "
+                            "convolution (NEATML_CONV_FUSE=3)",
+                            what);
+        /* fused only on IMPLICIT_PRECOMP_GEMM (see the top), and only where it is the chosen
+         * algorithm: a faster one followed by the pass is not traded for it */
+        if (!st && fusable && a[0]->algo == CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM)
+            st = run_fused(d, p, a[0], ws, u.act, u.x->data, u.w->data, b, u.y->data, &done, what);
+        if (!st && !done) st = run_forward(d, p, a[0], ws, u.x->data, u.w->data, u.y->data, what);
     }
-    if (st) return st;
+    if (st || done) return st;
     return cuda_bias_act(dev, u.y->data, b, ny, g.p * g.q, g.k, u.act, what);
 }
 

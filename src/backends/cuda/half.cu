@@ -197,8 +197,9 @@ neat_status cuda_cast(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
  * (elementwise.cu, pool.cu, softmax.cu, reduce.cu: half storage, float32 math). Native
  * matmul/linear/conv paths exist only where the result is rounded once: a backward op with sigmoid,
  * tanh or gelu would round its dz = dy act'(.) to half before the GEMM (a second rounding), and
- * cuDNN cannot write a float32 output from half inputs nor add a bias before it rounds, so
- * those run on float32 copies. */
+ * cuDNN cannot write a float32 output from half inputs, so those run on float32 copies. A conv
+ * forward with a bias adds it in cuDNN's fused call, before the rounding (conv.cu), and takes
+ * the float32 copies itself where that call is off or refused. */
 int cuda_native_half(const nm_op *op) {
     switch (op->kind) {
     case NM_OP_CAST:
@@ -233,9 +234,9 @@ int cuda_native_half(const nm_op *op) {
         neat_activation a = op->u.conv2d_backward.act;
         return !op->u.conv2d_backward.accumulate && (a == NEAT_ACT_NONE || a == NEAT_ACT_RELU);
     }
-    case NM_OP_CONV2D_FORWARD: { /* relu(round(z)) = round(relu(z)): still one rounding */
+    case NM_OP_CONV2D_FORWARD: { /* with a bias: cuDNN's fused call, one rounding (conv.cu) */
         const auto &u = op->u.conv2d_forward;
-        return u.y->dtype != NEAT_F32 && !u.b && (u.act == NEAT_ACT_NONE || u.act == NEAT_ACT_RELU);
+        return u.y->dtype != NEAT_F32 && (u.act == NEAT_ACT_NONE || u.act == NEAT_ACT_RELU);
     }
     default: return 0;
     }
@@ -250,9 +251,12 @@ static int has_half(const nm_op *op) {
 }
 
 neat_status cuda_run_op(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
+    if (!has_half(op) || cuda_native_half(op)) return dev->be->op[op->kind](dev, cb, op);
+    return cuda_run_f32_copies(dev, cb, op);
+}
+
+neat_status cuda_run_f32_copies(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
     nm_op_fn run = dev->be->op[op->kind];
-    if (!has_half(op)) return run(dev, cb, op);
-    if (cuda_native_half(op)) return run(dev, cb, op);
     nm_op f32 = *op;
     nm_tensor shadow[NM_OP_MAX_TENSORS];
     int n;
