@@ -207,25 +207,6 @@ static neat_status metal_op_check(nm_device *dev, const nm_op *op) {
                             op->fn);
         break;
     }
-    case NM_OP_SGD_UPDATE:
-    case NM_OP_ADAM_UPDATE: {
-        /* the mixed form with a scaler or a rounded copy: not in optim.m's graphs yet */
-        const nm_tensor *scaler =
-            op->kind == NM_OP_SGD_UPDATE ? op->u.sgd_update.scaler : op->u.adam_update.scaler;
-        const nm_tensor *param =
-            op->kind == NM_OP_SGD_UPDATE ? op->u.sgd_update.param : op->u.adam_update.param;
-        if (scaler || param)
-            return nm_error(NEAT_ERR_UNSUPPORTED,
-                            "%s: the metal backend does not run a loss scaler or a rounded param "
-                            "copy yet (scaler and param NULL only)",
-                            op->fn);
-        break;
-    }
-    case NM_OP_LOSS_SCALE:
-    case NM_OP_LOSS_SCALE_CHECK:
-    case NM_OP_LOSS_SCALE_UPDATE:
-        return nm_error(NEAT_ERR_UNSUPPORTED, "%s: the metal backend has no loss scaling yet",
-                        op->fn);
     case NM_OP_SOFTMAX_XENT:
     case NM_OP_SOFTMAX_XENT_BACKWARD:
         /* the validity record holds the bad row as a float: exact up to 2^24 */
@@ -236,23 +217,6 @@ static neat_status metal_op_check(nm_device *dev, const nm_op *op) {
     default: break;
     }
     return NEAT_OK;
-}
-
-/* Never reached: metal_op_check refuses the loss-scale ops. */
-static neat_status metal_no_loss_scale(const nm_op *op) {
-    return nm_error(NEAT_ERR_UNSUPPORTED, "%s: the metal backend has no loss scaling yet", op->fn);
-}
-neat_status metal_loss_scale(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
-    (void)dev, (void)cb;
-    return metal_no_loss_scale(op);
-}
-neat_status metal_loss_scale_check(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
-    (void)dev, (void)cb;
-    return metal_no_loss_scale(op);
-}
-neat_status metal_loss_scale_update(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
-    (void)dev, (void)cb;
-    return metal_no_loss_scale(op);
 }
 
 const nm_backend_ops nm_metal_backend = {

@@ -15,12 +15,13 @@
  * replay. Cost: two extra passes and a float32 copy of each half tensor; graphs with
  * Float16 placeholders and the casts inside (one pass) are the next step.
  *
+ * neat_cast, the mixed optimizers and the loss-scale ops take f16 tensors natively: their
+ * graphs have Float16 placeholders or results and cast inside (optim.m, loss_scale.m).
+ *
  * bf16 is refused (UNSUPPORTED when recorded): the macOS 12 SDK this backend is built
  * against has no bfloat16 MPSDataType (MPSCoreTypes.h lists Float16 and Float32 only), so
- * neither a cast graph nor an MPS kernel can read it. The losses and the mixed-precision
- * ops (mixed optimizers, loss scaling) are refused in f16 as well: the losses as on every
- * backend (labels are class indices), the others because optim.m's graphs take float32
- * state only (backend.m's op_check).
+ * neither a cast graph nor an MPS kernel can read it. The losses are refused in f16 as on
+ * every backend (labels are class indices, exact in f16 only up to 2048).
  */
 #import "metal.h"
 #include "../../core/dtype.h"
@@ -44,6 +45,19 @@ static const nm_tensor *first_half(const nm_op *op) {
     return NULL;
 }
 
+/* The ops whose own graphs take f16 tensors (never through float32 copies). */
+static int runs_native(nm_op_kind kind) {
+    switch (kind) {
+    case NM_OP_CAST:
+    case NM_OP_SGD_UPDATE:
+    case NM_OP_ADAM_UPDATE:
+    case NM_OP_LOSS_SCALE:
+    case NM_OP_LOSS_SCALE_CHECK:
+    case NM_OP_LOSS_SCALE_UPDATE: return 1;
+    default: return 0;
+    }
+}
+
 neat_status metal_half_check(const nm_op *op) {
     const nm_tensor *h = first_half(op);
     if (!h) return NEAT_OK;
@@ -52,7 +66,7 @@ neat_status metal_half_check(const nm_op *op) {
                         "%s: the metal backend does not run this op on bf16 tensors (the macOS 12 "
                         "SDK's MPS has no bfloat16 data type; f16 and f32 run)",
                         op->fn);
-    if (op->kind != NM_OP_CAST && !nm_half_via_f32(op->kind))
+    if (!runs_native(op->kind) && !nm_half_via_f32(op->kind))
         return nm_error(NEAT_ERR_UNSUPPORTED,
                         "%s: the metal backend does not run this op on %s tensors (float32 "
                         "only; neat_cast converts)",
@@ -85,8 +99,8 @@ neat_status metal_cast(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
 
 neat_status metal_run_op(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
     nm_op_fn run = dev->be->op[op->kind];
-    /* neat_cast converts itself; a fill with +0 is a blit of zero bytes in any type */
-    if (op->kind == NM_OP_CAST || !first_half(op) ||
+    /* the native ops convert themselves; a fill with +0 is a blit of zero bytes in any type */
+    if (runs_native(op->kind) || !first_half(op) ||
         (op->kind == NM_OP_FILL && nm_is_zero_bits(op->u.fill.value)))
         return run(dev, cb, op);
     nm_op f32 = *op;
