@@ -33,14 +33,15 @@ static MPSDataType mps_type(neat_dtype dt) {
     return dt == NEAT_F16 ? MPSDataTypeFloat16 : MPSDataTypeFloat32;
 }
 
-/* The first tensor of op (its slots, then its list) that is not float32; NULL when none. */
-static const nm_tensor *first_half(const nm_op *op) {
+/* The first half tensor of op (its slots, then its list), only a bf16 one when bf16 != 0;
+ * NULL when none. */
+static const nm_tensor *first_half(const nm_op *op, int bf16) {
     int n, nl;
     nm_tensor *const *ts = nm_op_tensors(op, &n);
     nm_tensor *const *list = nm_op_list(op, &nl);
     for (int i = 0; i < n + nl; i++) {
         const nm_tensor *t = i < n ? ts[i] : list[i - n];
-        if (t && t->dtype != NEAT_F32) return t;
+        if (t && t->dtype != NEAT_F32 && (!bf16 || t->dtype == NEAT_BF16)) return t;
     }
     return NULL;
 }
@@ -59,9 +60,9 @@ static int runs_native(nm_op_kind kind) {
 }
 
 neat_status metal_half_check(const nm_op *op) {
-    const nm_tensor *h = first_half(op);
+    const nm_tensor *h = first_half(op, 0);
     if (!h) return NEAT_OK;
-    if (h->dtype == NEAT_BF16)
+    if (first_half(op, 1)) /* anywhere in the op: cast f16 -> bf16, a list [f16, bf16] */
         return nm_error(NEAT_ERR_UNSUPPORTED,
                         "%s: the metal backend does not run this op on bf16 tensors (the macOS 12 "
                         "SDK's MPS has no bfloat16 data type; f16 and f32 run)",
@@ -100,7 +101,7 @@ neat_status metal_cast(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
 neat_status metal_run_op(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
     nm_op_fn run = dev->be->op[op->kind];
     /* the native ops convert themselves; a fill with +0 is a blit of zero bytes in any type */
-    if (runs_native(op->kind) || !first_half(op) ||
+    if (runs_native(op->kind) || !first_half(op, 0) ||
         (op->kind == NM_OP_FILL && nm_is_zero_bits(op->u.fill.value)))
         return run(dev, cb, op);
     nm_op f32 = *op;

@@ -161,8 +161,14 @@ neat_status metal_sgd_update(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
       MPSGraphTensor *nm = sub(m, master, mul(m, lr, step));
       NSMutableArray *outs = [NSMutableArray arrayWithObject:if_ok(m, write, nm, master)];
       NSMutableArray *oshapes = [NSMutableArray arrayWithObject:s];
-      if (vel) [outs addObject:if_ok(m, write, v, v0)], [oshapes addObject:s];
-      if (param) [outs addObject:param_out(m, write, nm, param)], [oshapes addObject:s];
+      if (vel) {
+          [outs addObject:if_ok(m, write, v, v0)];
+          [oshapes addObject:s];
+      }
+      if (param) {
+          [outs addObject:param_out(m, write, nm, param)];
+          [oshapes addObject:s];
+      }
       [outs addObject:record];
       [oshapes addObject:sr];
       return metal_graph(m, ins, shapes, outs, oshapes);
@@ -230,7 +236,10 @@ neat_status metal_adam_update(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
           [NSMutableArray arrayWithObjects:if_ok(m, write, np, master), if_ok(m, write, mi, m0),
                                            if_ok(m, write, vi, v0), nil];
       NSMutableArray *oshapes = [NSMutableArray arrayWithObjects:s, s, s, nil];
-      if (param) [outs addObject:param_out(m, write, np, param)], [oshapes addObject:s];
+      if (param) {
+          [outs addObject:param_out(m, write, np, param)];
+          [oshapes addObject:s];
+      }
       [outs addObject:record];
       [oshapes addObject:sr];
       return metal_graph(m, ins, shapes, outs, oshapes);
