@@ -77,7 +77,7 @@ neat_status metal_loss_scale_check(nm_device *dev, nm_cmdbuf *cb, const nm_op *o
           bad = [m reductionMaximumWithTensor:[m castTensor:bad
                                                      toType:MPSDataTypeFloat32
                                                        name:@"bad"]
-                                         axes:nil
+                                         axis:0
                                          name:nil];
           found = [m maximumWithPrimaryTensor:found
                               secondaryTensor:[m reshapeTensor:bad
