@@ -225,8 +225,11 @@ NEAT_API neat_status neat_device_set_memory_limit(neat_device *dev, int64_t byte
  * before the rounding); the layer ops with another activation or a float32 output on
  * float32 copies as the CPU (and a biased conv where cuDNN refuses the fused call). Half
  * results on CUDA are rounded once too, but its float32 sums may run in another order than
- * the float32 op's. Metal runs float32 only for now (of half tensors, it fills with +0 only:
- * what neat_tensor_create_typed's zero needs). */
+ * the float32 op's. Metal runs float32 and f16, and no op on bf16 tensors (MPS has no
+ * bfloat16 type in the macOS 12 SDK it builds against; a fill with +0 is all it runs there,
+ * what neat_tensor_create_typed's zero needs): in f16 the CPU's ops, on float32 copies as
+ * the CPU (MPSGraph casts; each output rounded once), and natively neat_cast, the mixed
+ * optimizers and the loss-scale ops. */
 typedef enum neat_dtype { NEAT_F32 = 0, NEAT_BF16 = 1, NEAT_F16 = 2 } neat_dtype;
 
 /* Bytes per element of dtype (4, 2, 2); 0 for a value outside neat_dtype. */
@@ -598,7 +601,7 @@ NEAT_API neat_status neat_adam_update(neat_cmdbuf *cb, const neat_adam_params *p
  * neat_adam_update (the same op: the same bits). Run-time failures as theirs (hyper).
  * NULL: velocity when momentum is 0, scaler, param.
  * Returns INVALID_ARGUMENT, INVALID_HANDLE, DEVICE_MISMATCH, SHAPE_MISMATCH,
- * DTYPE_MISMATCH, UNSUPPORTED (Metal: not yet). */
+ * DTYPE_MISMATCH, UNSUPPORTED (Metal: a bf16 grad or param). */
 NEAT_API neat_status neat_sgd_update_mixed(neat_cmdbuf *cb, const neat_sgd_params *p,
                                            const neat_tensor *hyper, const neat_tensor *scaler,
                                            neat_tensor *master, const neat_tensor *grad,
@@ -627,7 +630,7 @@ typedef struct neat_loss_scale_params {
  * dtype): the loss gradient, scaled. x and y of one shape and one dtype (any), y may be x.
  * Returns INVALID_ARGUMENT, INVALID_HANDLE, DEVICE_MISMATCH, SHAPE_MISMATCH (x, y, a
  * scaler not of 3 elements), DTYPE_MISMATCH (scaler not float32, x and y differ),
- * UNSUPPORTED (Metal: not yet). y may not share memory with scaler. */
+ * UNSUPPORTED (Metal: bf16). y may not share memory with scaler. */
 NEAT_API neat_status neat_loss_scale(neat_cmdbuf *cb, const neat_tensor *scaler,
                                      const neat_tensor *x, neat_tensor *y);
 
@@ -638,7 +641,7 @@ NEAT_API neat_status neat_loss_scale(neat_cmdbuf *cb, const neat_tensor *scaler,
  * one recorded op over a list of tensors of any dtypes (each a live tensor of cb's device;
  * they may share memory). 0 <= n <= NEAT_LOSS_SCALE_CHECK_MAX. NULL: tensors when n is 0.
  * Returns INVALID_ARGUMENT, INVALID_HANDLE, DEVICE_MISMATCH, SHAPE_MISMATCH (scaler),
- * DTYPE_MISMATCH (scaler), OUT_OF_MEMORY, UNSUPPORTED (Metal: not yet). scaler is not one
+ * DTYPE_MISMATCH (scaler), OUT_OF_MEMORY, UNSUPPORTED (Metal: a bf16 tensor). scaler is not one
  * of the tensors. */
 NEAT_API neat_status neat_loss_scale_check(neat_cmdbuf *cb, const neat_tensor *const *tensors,
                                            int n, neat_tensor *scaler);
@@ -647,7 +650,7 @@ NEAT_API neat_status neat_loss_scale_check(neat_cmdbuf *cb, const neat_tensor *c
  * and, when good reaches growth_interval, scale *= growth and good = 0. found_inf is left
  * as is (the next check overwrites it). A scale that would overflow float32 stays as it is.
  * Returns INVALID_ARGUMENT (p NULL or out of range), INVALID_HANDLE, DEVICE_MISMATCH,
- * SHAPE_MISMATCH, DTYPE_MISMATCH, UNSUPPORTED (Metal: not yet). */
+ * SHAPE_MISMATCH, DTYPE_MISMATCH. */
 NEAT_API neat_status neat_loss_scale_update(neat_cmdbuf *cb, const neat_loss_scale_params *p,
                                             neat_tensor *scaler);
 

@@ -232,7 +232,8 @@ type float32_array = (float, Bigarray.float32_elt, Bigarray.c_layout) Bigarray.G
     which each backend runs, is written at [neat_dtype] in neatml.h (the CPU and CUDA run every op
     but the losses on half tensors; the optimizers take float32, their mixed forms
     ({!sgd_update_mixed}, {!adam_update_mixed}) a gradient and a weights' copy of any type;
-    the host copies and the collectives take float32; Metal runs float32 only for now). *)
+    the host copies and the collectives take float32; Metal runs float32 and f16, and no op
+    on bf16: MPS has no bfloat16 type in the macOS 12 SDK). *)
 module Dtype : sig
   type t = F32 | Bf16 | F16
 

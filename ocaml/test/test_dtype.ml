@@ -1,7 +1,8 @@
 (* test_dtype.ml — element types through the bindings: typed creation and the type query,
    converting copies (rounded to nearest, ties to even), raw 16-bit copies, neat_cast, and
    an op on half tensors against the float32 result rounded once. The CPU and CUDA run half
-   ops; Metal refuses them (UNSUPPORTED), which is checked as such there. *)
+   ops in bf16 and f16; Metal runs f16 and refuses bf16 (UNSUPPORTED: no bfloat16 in MPS's
+   macOS 12 SDK), which is checked as such there. *)
 
 module G = Neatml.Gpu
 
@@ -54,38 +55,42 @@ let test_copies dev () =
   | () -> Alcotest.fail "a raw copy of the wrong size succeeded"
   | exception G.Error (G.Status.Shape_mismatch, _) -> ()
 
-let runs_half d =
-  match (G.Device.info d).backend with G.Backend.Cpu | G.Backend.Cuda -> true | _ -> false
+let runs_half d dt =
+  match (G.Device.info d).backend with
+  | G.Backend.Cpu | G.Backend.Cuda -> true
+  | G.Backend.Metal -> dt = G.Dtype.F16
+  | _ -> false
 
 let run d f =
   let cb = G.Cmdbuf.create d in
   f cb;
   G.Cmdbuf.run cb
 
-let test_ops dev () =
+(* cast to float32 and a scale in dt; 1/3 rounded once: [third] its bits in dt *)
+let test_ops dt third dev () =
   let d = dev () in
   let n = Array.length exact in
-  let x = G.Tensor.create ~dtype:G.Dtype.Bf16 d [| n |] in
+  let x = G.Tensor.create ~dtype:dt d [| n |] in
   G.Tensor.write_array x exact;
-  let y = G.Tensor.create d [| n |] and s = G.Tensor.create ~dtype:G.Dtype.Bf16 d [| n |] in
+  let y = G.Tensor.create d [| n |] and s = G.Tensor.create ~dtype:dt d [| n |] in
   let both () =
     run d (fun cb ->
         G.cast cb x ~out:y;
         G.scale cb x 3.0 ~out:s)
   in
-  if runs_half d then begin
+  if runs_half d dt then begin
     both ();
     Alcotest.(check (array (float 0.0))) "cast to f32" exact (G.Tensor.to_array y);
-    (* 3x is exact in bf16 for these values (3072 and 21 need 2 and 5 significant bits) *)
-    Alcotest.(check (array (float 0.0))) "scale in bf16" (Array.map (( *. ) 3.0) exact) (G.Tensor.to_array s);
-    (* 1/3 rounds once: the bf16 nearest to the float32 product *)
-    let third = G.Tensor.create ~dtype:G.Dtype.Bf16 d [| 1 |] in
-    let one = G.Tensor.create ~dtype:G.Dtype.Bf16 d [| 1 |] in
+    (* 3x is exact in bf16 and f16 for these values (3072 and 21 need 2 and 5 significant bits) *)
+    Alcotest.(check (array (float 0.0))) "scale" (Array.map (( *. ) 3.0) exact) (G.Tensor.to_array s);
+    (* 1/3 rounds once: the half nearest to the float32 product *)
+    let r = G.Tensor.create ~dtype:dt d [| 1 |] in
+    let one = G.Tensor.create ~dtype:dt d [| 1 |] in
     G.Tensor.write_array one [| 1.0 |];
-    run d (fun cb -> G.scale cb one (1.0 /. 3.0) ~out:third);
+    run d (fun cb -> G.scale cb one (1.0 /. 3.0) ~out:r);
     let b = u16 1 in
-    G.Tensor.read_raw third b;
-    Alcotest.(check int) "1/3 in bf16 bits" 0x3eab (Bigarray.Genarray.get b [| 0 |])
+    G.Tensor.read_raw r b;
+    Alcotest.(check int) "1/3 in bits" third (Bigarray.Genarray.get b [| 0 |])
   end
   else
     match both () with
@@ -97,5 +102,6 @@ let tests (dev : unit -> G.Device.t) =
   [
     tc "typed creation, query, zeros" (test_types dev);
     tc "converting and raw copies round as the formats say" (test_copies dev);
-    tc "cast and an op on bf16 (CPU, CUDA; refused on Metal)" (test_ops dev);
+    tc "cast and an op on bf16 (CPU, CUDA; refused on Metal)" (test_ops G.Dtype.Bf16 0x3eab dev);
+    tc "cast and an op on f16 (CPU, CUDA, Metal)" (test_ops G.Dtype.F16 0x3555 dev);
   ]

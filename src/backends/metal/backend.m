@@ -171,19 +171,12 @@ static void metal_cmdbuf_release(nm_device *dev, nm_cmdbuf *cb) {
 
 /* What MPS and MPSGraph cannot do exactly as neatml.h says: refused when recorded. */
 static neat_status metal_op_check(nm_device *dev, const nm_op *op) {
-    /* float32 only for now (issue 14): bf16 and f16 tensors and neat_cast are refused, but
-     * for a fill with +0 (all bits zero in every type: neat_tensor_create_typed's zero). */
-    if (op->kind == NM_OP_FILL && nm_is_zero_bits(op->u.fill.value)) return NEAT_OK;
-    int n;
-    nm_tensor *const *ts = nm_op_tensors(op, &n);
-    for (int i = 0; i < n; i++)
-        if (ts[i] && ts[i]->dtype != NEAT_F32)
-            return nm_error(NEAT_ERR_UNSUPPORTED,
-                            "%s: the metal backend does not run %s tensors yet (float32 only)",
-                            op->fn, neat_dtype_name(ts[i]->dtype));
-    if (op->kind == NM_OP_CAST)
-        return nm_error(NEAT_ERR_UNSUPPORTED, "%s: the metal backend does not run neat_cast yet",
-                        op->fn);
+    /* element types (half.m): f16 on float32 copies, bf16 refused; a fill with +0 (all bits
+     * zero in every type: neat_tensor_create_typed's zero) runs in any type */
+    if (!(op->kind == NM_OP_FILL && nm_is_zero_bits(op->u.fill.value))) {
+        neat_status st = metal_half_check(op);
+        if (st) return st;
+    }
     switch (op->kind) {
     case NM_OP_LINEAR_FORWARD: {
         const nm_linear_forward_args *a = &op->u.linear_forward;
@@ -214,25 +207,6 @@ static neat_status metal_op_check(nm_device *dev, const nm_op *op) {
                             op->fn);
         break;
     }
-    case NM_OP_SGD_UPDATE:
-    case NM_OP_ADAM_UPDATE: {
-        /* the mixed form with a scaler or a rounded copy: not in optim.m's graphs yet */
-        const nm_tensor *scaler =
-            op->kind == NM_OP_SGD_UPDATE ? op->u.sgd_update.scaler : op->u.adam_update.scaler;
-        const nm_tensor *param =
-            op->kind == NM_OP_SGD_UPDATE ? op->u.sgd_update.param : op->u.adam_update.param;
-        if (scaler || param)
-            return nm_error(NEAT_ERR_UNSUPPORTED,
-                            "%s: the metal backend does not run a loss scaler or a rounded param "
-                            "copy yet (scaler and param NULL only)",
-                            op->fn);
-        break;
-    }
-    case NM_OP_LOSS_SCALE:
-    case NM_OP_LOSS_SCALE_CHECK:
-    case NM_OP_LOSS_SCALE_UPDATE:
-        return nm_error(NEAT_ERR_UNSUPPORTED, "%s: the metal backend has no loss scaling yet",
-                        op->fn);
     case NM_OP_SOFTMAX_XENT:
     case NM_OP_SOFTMAX_XENT_BACKWARD:
         /* the validity record holds the bad row as a float: exact up to 2^24 */
@@ -243,30 +217,6 @@ static neat_status metal_op_check(nm_device *dev, const nm_op *op) {
     default: break;
     }
     return NEAT_OK;
-}
-
-/* Never reached: metal_op_check refuses the loss-scale ops. */
-static neat_status metal_no_loss_scale(const nm_op *op) {
-    return nm_error(NEAT_ERR_UNSUPPORTED, "%s: the metal backend has no loss scaling yet", op->fn);
-}
-neat_status metal_loss_scale(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
-    (void)dev, (void)cb;
-    return metal_no_loss_scale(op);
-}
-neat_status metal_loss_scale_check(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
-    (void)dev, (void)cb;
-    return metal_no_loss_scale(op);
-}
-neat_status metal_loss_scale_update(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
-    (void)dev, (void)cb;
-    return metal_no_loss_scale(op);
-}
-
-/* Never reached: metal_op_check refuses every cast. */
-neat_status metal_cast(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
-    (void)dev, (void)cb;
-    return nm_error(NEAT_ERR_UNSUPPORTED, "%s: the metal backend does not run neat_cast yet",
-                    op->fn);
 }
 
 const nm_backend_ops nm_metal_backend = {

@@ -72,21 +72,25 @@ id metal_cached(nm_device *dev, const nm_op *op, NSString *key, const char *what
     return obj;
 }
 
-static size_t shape_bytes(MPSShape *shape) {
-    size_t n = sizeof(float);
+/* Bytes of a tensor of `type` (its low 16 bits are the element's bit width) and shape. */
+static size_t shape_bytes(MPSShape *shape, MPSDataType type) {
+    size_t n = (type & 0xffff) / 8;
     for (NSNumber *s in shape) n *= s.unsignedLongLongValue;
     return n;
 }
 
+/* The buffer of `data` seen as a tensor of shape and type (the placeholder's or the
+ * result's: float32, or float16 for half.m's casts). */
 static neat_status tensor_data(nm_device *dev, const nm_op *op, const void *data, MPSShape *shape,
-                               const char *role, int i, MPSGraphTensorData **out) {
+                               MPSDataType type, const char *role, int i,
+                               MPSGraphTensorData **out) {
     id<MTLBuffer> b = metal_buffer(dev, data);
     if (!b)
         return nm_error(NEAT_ERR_INTERNAL, "%s: %s %d is not in an MTLBuffer of the device", op->fn,
                         role, i);
     MPSGraphTensorData *td = [[MPSGraphTensorData alloc] initWithMTLBuffer:b
                                                                      shape:shape
-                                                                  dataType:MPSDataTypeFloat32];
+                                                                  dataType:type];
     if (!td)
         return nm_error(NEAT_ERR_BACKEND_ERROR,
                         "%s: -[MPSGraphTensorData initWithMTLBuffer:shape:dataType:] returned nil "
@@ -105,12 +109,13 @@ neat_status metal_run(nm_device *dev, nm_cmdbuf *cb, const nm_op *op, NMGraph *g
         [NSMutableDictionary dictionary];
     NSUInteger nin = g.inputs.count, nout = g.outputs.count;
     void *via[METAL_SLOTS] = {0};
-    if (nout >= METAL_SLOTS)
+    if (nout >= METAL_SLOT_HALF)
         return nm_error(NEAT_ERR_INTERNAL, "%s: a graph of %lu outputs", op->fn,
                         (unsigned long)nout);
     for (NSUInteger i = 0; i < nin; i++) {
         MPSGraphTensorData *td;
-        neat_status st = tensor_data(dev, op, in[i], g.inputShapes[i], "input", (int)i, &td);
+        neat_status st = tensor_data(dev, op, in[i], g.inputShapes[i], g.inputs[i].dataType,
+                                     "input", (int)i, &td);
         if (st) return st;
         feeds[g.inputs[i]] = td;
     }
@@ -118,14 +123,16 @@ neat_status metal_run(nm_device *dev, nm_cmdbuf *cb, const nm_op *op, NMGraph *g
         void *dst = out[o];
         for (NSUInteger i = 0; i < nin; i++)
             if (in[i] == out[o]) { /* MPSGraph does not promise in-place: go through a slot */
-                neat_status st = metal_slot(dev, cb, op, METAL_SLOT_ALIAS + (int)o,
-                                            shape_bytes(g.outputShapes[o]), &via[o]);
+                neat_status st =
+                    metal_slot(dev, cb, op, METAL_SLOT_ALIAS + (int)o,
+                               shape_bytes(g.outputShapes[o], g.outputs[o].dataType), &via[o]);
                 if (st) return st;
                 dst = via[o];
                 break;
             }
         MPSGraphTensorData *td;
-        neat_status st = tensor_data(dev, op, dst, g.outputShapes[o], "output", (int)o, &td);
+        neat_status st = tensor_data(dev, op, dst, g.outputShapes[o], g.outputs[o].dataType,
+                                     "output", (int)o, &td);
         if (st) return st;
         results[g.outputs[o]] = td;
     }
@@ -143,7 +150,8 @@ neat_status metal_run(nm_device *dev, nm_cmdbuf *cb, const nm_op *op, NMGraph *g
     }
     for (NSUInteger o = 0; o < nout; o++)
         if (via[o]) {
-            neat_status st = metal_copy(dev, op, out[o], via[o], shape_bytes(g.outputShapes[o]));
+            neat_status st = metal_copy(dev, op, out[o], via[o],
+                                        shape_bytes(g.outputShapes[o], g.outputs[o].dataType));
             if (st) return st;
         }
     return NEAT_OK;

@@ -12,7 +12,7 @@
  * matmul.m (matmul), linear.m (linear forward/backward), conv.m (conv2d forward/backward),
  * pool.m (maxpool2d forward/backward), reduce.m (sum, softmax, softmax backward),
  * elementwise.m (add, scale, fill, activations), loss.m (softmax cross-entropy),
- * optim.m (SGD, Adam).
+ * optim.m (SGD, Adam), half.m (f16 tensors: neat_cast, ops on float32 copies).
  *
  * Memory: every tensor lives in an MTLResourceStorageModeShared buffer from the core's pool;
  * mem_alloc hands the pool the buffer's CPU-visible `contents` pointer, so tensor->data is
@@ -32,9 +32,10 @@
 /* Bounded caches: graphs and MPS kernels by key (op + shapes + options). */
 #define METAL_CACHE_MAX 512
 /* Scratch slots per op (pool memory kept for the buffer's life, reused by replays). */
-#define METAL_SLOTS 6
 #define METAL_SLOT_FLAG 0  /* a checked op's validity record (check.m) */
-#define METAL_SLOT_ALIAS 1 /* 1.. : an output that is also an input goes through a slot */
+#define METAL_SLOT_ALIAS 1 /* 1..5: an output that is also an input goes through a slot */
+#define METAL_SLOT_HALF 6  /* 6 + i: the float32 copy of the op's f16 tensor i (half.m) */
+#define METAL_SLOTS (METAL_SLOT_HALF + NM_OP_MAX_TENSORS)
 
 /* One compiled-once MPSGraph: its placeholders (fed in order) and results (in order). */
 @interface NMGraph : NSObject
@@ -176,6 +177,13 @@ neat_status metal_stage_host_copies(nm_device *dev, nm_cmdbuf *cb,
 /* Blit between two buffers at offset 0 on the current command buffer. */
 neat_status metal_blit_buffers(nm_device *dev, const nm_op *op, id<MTLBuffer> dst,
                                id<MTLBuffer> src, size_t bytes);
+
+/* ---- half.m: f16 tensors ------------------------------------------------------------------ */
+
+/* UNSUPPORTED (with the message) for a half tensor where the backend does not run it. */
+neat_status metal_half_check(const nm_op *op);
+/* Encode op: its table function, on float32 copies of its f16 tensors when it has any. */
+neat_status metal_run_op(nm_device *dev, nm_cmdbuf *cb, const nm_op *op);
 
 /* ---- the ops ------------------------------------------------------------------------- */
 

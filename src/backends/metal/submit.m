@@ -101,12 +101,13 @@ static int finish(NMMetalDevice *d, nm_cmdbuf *cb, NMSubmission *sub, id<MTLComm
     return stop;
 }
 
-/* Encode op i; a raise inside is a failure of that op. */
+/* Encode op i (on float32 copies when it has f16 tensors: half.m); a raise inside is a
+ * failure of that op. */
 static neat_status encode_op(nm_device *dev, nm_cmdbuf *cb, int64_t i) {
     const nm_op *op = &cb->ops[i];
     metal_cb(cb)->cur = i;
     @try {
-        return dev->be->op[op->kind](dev, cb, op);
+        return metal_run_op(dev, cb, op);
     } @catch (NSException *e) {
         return nm_error(NEAT_ERR_BACKEND_ERROR, "%s: encoding raised %s: %s", op->fn,
                         e.name.UTF8String, e.reason ? e.reason.UTF8String : "");
