@@ -3,11 +3,11 @@
  * neatml code in the process: the baseline against which the reports of neatml's suite are
  * read (scripts/gpu_check.sh runs it under each tool beside the tests; docs/RELIABILITY.md).
  *
- * Three cuBLASLt GEMMs of the kinds neatml issues, each into an output that only the GEMM
- * writes (allocated, never set), then copied to the host and checked against a float64
- * product: C = A B, 256x256x256, in (1) float32 with CUBLAS_COMPUTE_32F (on the H200 a
- * SIMT kernel), (2) bf16 and (3) f16 with float32 accumulation (tensor cores: TMA loads and
- * stores). A report under initcheck, racecheck or synccheck here is about the library's
+ * cuBLASLt GEMMs of the kinds neatml issues, each into an output that only the GEMM writes
+ * (allocated, never set), then copied to the host and checked against a float64 product:
+ * C = A B, N x N x N, in (1) float32 with CUBLAS_COMPUTE_32F (on the H200 SIMT kernels), for
+ * N = 256, 1023 and 509 (odd: alignment-1 kernels), (2) bf16 and (3) f16 with float32
+ * accumulation, N = 256 (tensor cores: TMA loads and stores). A report under initcheck, racecheck or synccheck here is about the library's
  * kernel or the tool, not about neatml.
  *   usage: sanitizer_baseline      (prints one line per GEMM and "baseline: N failed")
  */
@@ -18,8 +18,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-enum { N = 256 };
 
 static int failed;
 
@@ -72,7 +70,9 @@ static float from_type(const void *p, cudaDataType_t t, int i) {
     return ((const float *)p)[i];
 }
 
-static void gemm(cublasLtHandle_t lt, cudaDataType_t t, const char *name, void *ws, size_t wssize) {
+/* C = A B, N x N x N, in type t; checked on the host. */
+static void gemm(cublasLtHandle_t lt, cudaDataType_t t, const char *name, int N, void *ws,
+                 size_t wssize) {
     size_t es = t == CUDA_R_32F ? 4 : 2, bytes = (size_t)N * N * es;
     float *fa = malloc(N * N * sizeof *fa), *fb = malloc(N * N * sizeof *fb);
     void *ha = malloc(bytes), *hb = malloc(bytes), *hc = malloc(bytes);
@@ -131,11 +131,15 @@ int main(void) {
     void *ws = NULL;
     if (cudaMalloc(&ws, wssize) != cudaSuccess) return 1;
     cudaMemset(ws, 0, wssize);
-    gemm(lt, CUDA_R_32F, "float32 GEMM (cuBLASLt, COMPUTE_32F)", ws, wssize);
-    gemm(lt, CUDA_R_16BF, "bf16 GEMM (cuBLASLt, COMPUTE_32F)", ws, wssize);
-    gemm(lt, CUDA_R_16F, "f16 GEMM (cuBLASLt, COMPUTE_32F)", ws, wssize);
+    /* square, then odd sizes (cuBLAS's alignment-1 SIMT kernels, e.g. cutlass_80_simt_sgemm_*_align1) */
+    static const int sizes[] = {256, 1023, 509};
+    for (int i = 0; i < 3; i++)
+        gemm(lt, CUDA_R_32F, "float32 GEMM (cuBLASLt, COMPUTE_32F)", sizes[i], ws, wssize);
+    gemm(lt, CUDA_R_16BF, "bf16 GEMM (cuBLASLt, COMPUTE_32F)", 256, ws, wssize);
+    gemm(lt, CUDA_R_16F, "f16 GEMM (cuBLASLt, COMPUTE_32F)", 256, ws, wssize);
+    int runs = 5;
     cudaFree(ws);
     cublasLtDestroy(lt);
-    printf("baseline: %d passed, %d failed, 0 skipped\n", 3 - failed, failed);
+    printf("baseline: %d passed, %d failed, 0 skipped\n", runs - failed, failed);
     return failed != 0;
 }
