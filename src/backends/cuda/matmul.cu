@@ -43,8 +43,9 @@
  * rate at 8192^3); at 1024^3 the heuristic's first may not be the fastest of the FMA-only
  * candidates, so it is tuned like the rest (FMA math only: CUBLAS_COMPUTE_32F never uses
  * the tensor cores). 8 candidates left f16 8192^3 at 0.945x PyTorch's rate: 16 now.
- * NEATML_GEMM_TUNE=0 (read at a device's first GEMM) turns tuning off. Small float32-output
- * GEMMs ask for one kernel (LT_ONE_KERNEL_MAX_MACS).
+ * NEATML_GEMM_TUNE=0 (read at a device's first GEMM) turns tuning off. Asking cuBLASLt for
+ * one kernel for small GEMMs (no split-K, or its in-place split-K) was measured and dropped:
+ * the 700-op MLP went from 3.3 to 8.0 us/op, the LeNet step from 0.458 to 0.559 ms.
  */
 #include "common.cuh"
 #include "../lru.h"
@@ -66,13 +67,6 @@ typedef struct mm_key {
 #define LT_CANDIDATES 16
 #define LT_TUNE_MIN_MACS 0x1p30
 #define LT_TUNE_RUNS 3 /* timed runs per candidate, after one warm-up */
-/* Below this many multiply-adds a float32-output GEMM asks for one kernel: no split-K, or a
- * split-K that adds its parts in place (in the output, float32, in a fixed order kept by
- * counters: deterministic). The heuristic otherwise picks, for mlp_700's 64x256x256, a split-K
- * whose parts a second kernel reduces: two launches of latency where the work takes less
- * than one. Half outputs keep every scheme (in place would add the parts in 16 bits).
- * NEATML_GEMM_ONE_KERNEL=0 turns it off. */
-#define LT_ONE_KERNEL_MAX_MACS 0x1p27
 
 typedef struct mm_entry {
     cublasLtMatmulDesc_t desc;
@@ -90,8 +84,7 @@ typedef struct mm_entry {
  * (not cached per entry, freed only by device_close). */
 struct cuda_matmul_cache {
     nm_lru lru;
-    int tune;       /* NEATML_GEMM_TUNE is not "0" */
-    int one_kernel; /* NEATML_GEMM_ONE_KERNEL is not "0" */
+    int tune; /* NEATML_GEMM_TUNE is not "0" */
 };
 
 static void entry_destroy(mm_entry *e) {
@@ -147,8 +140,6 @@ static neat_status mm_lookup(cuda_device *d, const mm_key *key, mm_entry **out, 
         nm_lru_init(&d->mm->lru, NM_LRU_CAPACITY);
         const char *env = getenv("NEATML_GEMM_TUNE");
         d->mm->tune = !(env && strcmp(env, "0") == 0);
-        env = getenv("NEATML_GEMM_ONE_KERNEL");
-        d->mm->one_kernel = !(env && strcmp(env, "0") == 0);
     }
     struct cuda_matmul_cache *c = d->mm;
     mm_entry *hit = (mm_entry *)nm_lru_get(&c->lru, key, sizeof *key);
@@ -198,23 +189,8 @@ static neat_status mm_lookup(cuda_device *d, const mm_key *key, mm_entry **out, 
         LT_TRY(cublasLtMatmulPreferenceSetAttribute(
             pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al, sizeof al));
     }
-    if (c->one_kernel && key->c == NEAT_F32 &&
-        (double)key->batch * key->m * key->n * key->k < LT_ONE_KERNEL_MAX_MACS) {
-        uint32_t mask = CUBLASLT_REDUCTION_SCHEME_NONE | CUBLASLT_REDUCTION_SCHEME_INPLACE;
-        LT_TRY(cublasLtMatmulPreferenceSetAttribute(
-            pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, &mask, sizeof mask));
-        if (cublasLtMatmulAlgoGetHeuristic(d->lt, e.desc, e.la, e.lb, e.lc, e.lc, pref, 1, result,
-                                           &found) != CUBLAS_STATUS_SUCCESS)
-            found = 0;
-        if (found == 0) { /* none of one kernel: every scheme, as for larger GEMMs */
-            mask = CUBLASLT_REDUCTION_SCHEME_MASK;
-            LT_TRY(cublasLtMatmulPreferenceSetAttribute(
-                pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, &mask, sizeof mask));
-        }
-    }
-    if (found == 0)
-        LT_TRY(cublasLtMatmulAlgoGetHeuristic(d->lt, e.desc, e.la, e.lb, e.lc, e.lc, pref,
-                                              tune ? LT_CANDIDATES : 1, result, &found));
+    LT_TRY(cublasLtMatmulAlgoGetHeuristic(d->lt, e.desc, e.la, e.lb, e.lc, e.lc, pref,
+                                          tune ? LT_CANDIDATES : 1, result, &found));
     cublasLtMatmulPreferenceDestroy(pref);
     pref = NULL;
     for (int i = 0; i < found; i++) /* the workspace bound is the preference's; checked anyway */
