@@ -2,6 +2,9 @@
 # Compile-check and link-check neatml for macOS 12 from Linux, against Apple's SDK.
 #
 #   MACOS_SDK=/path/to/MacOSX12.sdk scripts/check_macos.sh
+#   DNNL_INCLUDE=.deps/onednn3/include MACOS_SDK=... scripts/check_macos.sh
+#                        (the CPU backend against another oneDNN's headers, e.g. a oneDNN 3
+#                        from scripts/get_onednn.sh: Homebrew's onednn is 3.x)
 #
 # Nothing here runs on a Mac: this proves that every library source compiles for
 # arm64-apple-macos12 and x86_64-apple-macos12 with -Wall -Wextra -Werror (an unknown
@@ -24,8 +27,9 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 # oneDNN's public headers only (Debian libdnnl-dev), never the glibc ones.
 mkdir -p "$tmp/include/oneapi/dnnl" "$tmp/bin"
-cp /usr/include/oneapi/dnnl/*.h "$tmp/include/oneapi/dnnl/" 2>/dev/null ||
-  { echo "macOS check: FAILED: /usr/include/oneapi/dnnl missing (apt-get install libdnnl-dev)"; exit 1; }
+dnnl_include=${DNNL_INCLUDE:-/usr/include}
+cp "$dnnl_include"/oneapi/dnnl/*.h "$tmp/include/oneapi/dnnl/" 2>/dev/null ||
+  { echo "macOS check: FAILED: $dnnl_include/oneapi/dnnl missing (apt-get install libdnnl-dev)"; exit 1; }
 # clang -fuse-ld=lld looks for ld64.lld by that name on Mach-O targets.
 ld=$(command -v ld64.lld || command -v ld64.lld-14)
 ln -s "$ld" "$tmp/bin/ld64.lld"
@@ -99,7 +103,9 @@ for target in arm64-apple-macos12 x86_64-apple-macos12; do
   fi
 done
 if [ $fail = 0 ]; then
-  echo "macOS check: OK ($("$cc" --version | head -1); SDK $(sed -n 's/.*"Version":"\([^"]*\)".*/\1/p' "$MACOS_SDK/SDKSettings.json" 2>/dev/null || echo unknown))"
+  dnnl_version=$(sed -nE 's/^#define DNNL_VERSION_(MAJOR|MINOR|PATCH) ([0-9]+).*/\2/p' \
+                 "$tmp/include/oneapi/dnnl/dnnl_version.h" | paste -sd.)
+  echo "macOS check: OK ($("$cc" --version | head -1); oneDNN $dnnl_version headers; SDK $(sed -n 's/.*"Version":"\([^"]*\)".*/\1/p' "$MACOS_SDK/SDKSettings.json" 2>/dev/null || echo unknown))"
 else
   echo "macOS check: FAILED"
   exit 1

@@ -22,35 +22,36 @@
 #include <stdlib.h>
 #include <string.h>
 
-void cpu_conv_user_mds(const nm_conv_geom *g, dnnl_memory_desc_t *src, dnnl_memory_desc_t *wei,
-                       dnnl_memory_desc_t *bias, dnnl_memory_desc_t *dst, dnnl_status_t *s) {
+dnnl_status_t cpu_conv_mds_create(const nm_conv_geom *g, int any, cpu_conv_mds *m) {
     dnnl_dims_t x_dims = {g->n, g->c, g->h, g->w}, y_dims = {g->n, g->k, g->p, g->q};
     dnnl_dims_t b_dims = {g->k};
-    *s = dnnl_memory_desc_init_by_tag(src, 4, x_dims, dnnl_f32, dnnl_nchw);
-    if (*s == dnnl_success) *s = dnnl_memory_desc_init_by_tag(dst, 4, y_dims, dnnl_f32, dnnl_nchw);
-    if (*s == dnnl_success) *s = dnnl_memory_desc_init_by_tag(bias, 1, b_dims, dnnl_f32, dnnl_a);
-    if (*s != dnnl_success) return;
-    if (g->groups == 1) {
-        dnnl_dims_t w_dims = {g->k, g->c, g->kh, g->kw};
-        *s = dnnl_memory_desc_init_by_tag(wei, 4, w_dims, dnnl_f32, dnnl_oihw);
-    } else {
-        dnnl_dims_t w_dims = {g->groups, g->k / g->groups, g->c / g->groups, g->kh, g->kw};
-        *s = dnnl_memory_desc_init_by_tag(wei, 5, w_dims, dnnl_f32, dnnl_goihw);
+    dnnl_dims_t w_dims = {g->k, g->c, g->kh, g->kw};
+    int w_nd = 4;
+    dnnl_format_tag_t act_tag = any ? dnnl_format_tag_any : dnnl_nchw;
+    dnnl_format_tag_t w_tag = any ? dnnl_format_tag_any : dnnl_oihw;
+    if (g->groups > 1) {
+        dnnl_dims_t gw = {g->groups, g->k / g->groups, g->c / g->groups, g->kh, g->kw};
+        memcpy(w_dims, gw, sizeof gw);
+        w_nd = 5;
+        w_tag = any ? dnnl_format_tag_any : dnnl_goihw;
     }
+    memset(m, 0, sizeof *m);
+    dnnl_status_t s = dnnl_memory_desc_create_with_tag(&m->src, 4, x_dims, dnnl_f32, act_tag);
+    if (s == dnnl_success)
+        s = dnnl_memory_desc_create_with_tag(&m->wei, w_nd, w_dims, dnnl_f32, w_tag);
+    if (s == dnnl_success)
+        s = dnnl_memory_desc_create_with_tag(&m->bias, 1, b_dims, dnnl_f32, dnnl_a);
+    if (s == dnnl_success)
+        s = dnnl_memory_desc_create_with_tag(&m->dst, 4, y_dims, dnnl_f32, act_tag);
+    if (s != dnnl_success) cpu_conv_mds_destroy(m);
+    return s;
 }
 
-/* The same shapes with format_tag any: oneDNN picks the layouts. */
-void cpu_conv_any_mds(const nm_conv_geom *g, dnnl_memory_desc_t *src, dnnl_memory_desc_t *wei,
-                      dnnl_memory_desc_t *dst, dnnl_status_t *s) {
-    dnnl_memory_desc_t bias;
-    cpu_conv_user_mds(g, src, wei, &bias, dst, s);
-    if (*s != dnnl_success) return;
-    *s = dnnl_memory_desc_init_by_tag(src, 4, src->dims, dnnl_f32, dnnl_format_tag_any);
-    if (*s == dnnl_success)
-        *s = dnnl_memory_desc_init_by_tag(dst, 4, dst->dims, dnnl_f32, dnnl_format_tag_any);
-    if (*s == dnnl_success)
-        *s =
-            dnnl_memory_desc_init_by_tag(wei, wei->ndims, wei->dims, dnnl_f32, dnnl_format_tag_any);
+void cpu_conv_mds_destroy(cpu_conv_mds *m) {
+    cpu_md mds[4] = {m->src, m->wei, m->bias, m->dst};
+    for (int i = 0; i < 4; i++)
+        if (mds[i]) dnnl_memory_desc_destroy(mds[i]);
+    memset(m, 0, sizeof *m);
 }
 
 void cpu_conv_params(const nm_conv_geom *g, dnnl_dims_t strides, dnnl_dims_t dilates,
@@ -66,33 +67,28 @@ void cpu_conv_params(const nm_conv_geom *g, dnnl_dims_t strides, dnnl_dims_t dil
 neat_status cpu_conv_fwd_pd(cpu_dnnl *d, const char *fn, const nm_conv_geom *g, int has_bias,
                             neat_activation act, dnnl_primitive_desc_t *pd) {
     neat_status st = NEAT_OK;
-    dnnl_status_t s;
-    dnnl_memory_desc_t src, wei, bias, dst, user_src, user_dst;
+    cpu_conv_mds any = {0};
     dnnl_dims_t strides, dilates, pad_l, pad_r;
-    dnnl_convolution_desc_t desc;
     dnnl_primitive_attr_t attr = NULL;
     dnnl_post_ops_t ops = NULL;
     *pd = NULL;
-    cpu_conv_user_mds(g, &user_src, &wei, &bias, &user_dst, &s);
-    DNNL_TRY_AS(s, "dnnl_memory_desc_init");
-    cpu_conv_any_mds(g, &src, &wei, &dst, &s);
-    DNNL_TRY_AS(s, "dnnl_memory_desc_init");
+    DNNL_TRY_AS(cpu_conv_mds_create(g, 1, &any), "dnnl_memory_desc_create_with_tag");
     cpu_conv_params(g, strides, dilates, pad_l, pad_r);
-    DNNL_TRY(dnnl_dilated_convolution_forward_desc_init(
-        &desc, dnnl_forward_training, dnnl_convolution_direct, &src, &wei, has_bias ? &bias : NULL,
-        &dst, strides, dilates, pad_l, pad_r));
     st = cpu_dnnl_attr(fn, &attr);
     if (st != NEAT_OK) goto fail;
     dnnl_alg_kind_t alg;
     if (cpu_dnnl_act_alg(act, &alg)) {
         DNNL_TRY(dnnl_post_ops_create(&ops));
-        DNNL_TRY(dnnl_post_ops_append_eltwise(ops, 1.0f, alg, 0.0f, 0.0f));
+        DNNL_TRY(dnnl_post_ops_append_eltwise(ops, alg, 0.0f, 0.0f));
         DNNL_TRY(dnnl_primitive_attr_set_post_ops(attr, ops));
     }
-    DNNL_TRY(dnnl_primitive_desc_create(pd, &desc, attr, d->engine, NULL));
+    DNNL_TRY(dnnl_convolution_forward_primitive_desc_create(
+        pd, d->engine, dnnl_forward_training, dnnl_convolution_direct, any.src, any.wei,
+        has_bias ? any.bias : NULL, any.dst, strides, dilates, pad_l, pad_r, attr));
 fail:
     if (ops) dnnl_post_ops_destroy(ops);
     if (attr) dnnl_primitive_attr_destroy(attr);
+    cpu_conv_mds_destroy(&any);
     return st;
 }
 
@@ -124,14 +120,12 @@ static neat_status conv_fwd_build(cpu_dnnl *d, const void *ctx_, void **out) {
     const conv_fwd_ctx *ctx = ctx_;
     const char *fn = ctx->fn;
     neat_status st = NEAT_OK;
-    dnnl_status_t s;
     dnnl_primitive_desc_t pd = NULL;
-    dnnl_memory_desc_t user_src, user_wei, user_bias, user_dst;
+    cpu_conv_mds user = {0};
     conv_fwd_plan *p = calloc(1, sizeof *p);
     if (!p) return nm_error(NEAT_ERR_OUT_OF_MEMORY, "%s: no memory for a plan", fn);
     p->has_bias = ctx->has_bias;
-    cpu_conv_user_mds(ctx->g, &user_src, &user_wei, &user_bias, &user_dst, &s);
-    DNNL_TRY_AS(s, "dnnl_memory_desc_init");
+    DNNL_TRY_AS(cpu_conv_mds_create(ctx->g, 0, &user), "dnnl_memory_desc_create_with_tag");
     st = cpu_conv_fwd_pd(d, fn, ctx->g, ctx->has_bias, ctx->act, &pd);
     if (st != NEAT_OK) goto fail;
     const int with_bias[4] = {DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_BIAS, DNNL_ARG_DST};
@@ -139,16 +133,17 @@ static neat_status conv_fwd_build(cpu_dnnl *d, const void *ctx_, void **out) {
     st = ctx->has_bias ? cpu_prim_init(d, fn, pd, with_bias, 4, &p->conv)
                        : cpu_prim_init(d, fn, pd, no_bias, 3, &p->conv);
     if (st != NEAT_OK) goto fail;
-    st = cpu_staged_init(d, fn, &user_src, dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0),
-                         0, 0, &p->src);
+    st = cpu_staged_init(d, fn, user.src, dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0), 0,
+                         0, &p->src);
     if (st != NEAT_OK) goto fail;
-    st = cpu_staged_init(d, fn, &user_wei,
+    st = cpu_staged_init(d, fn, user.wei,
                          dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0), 0, 0, &p->wei);
     if (st != NEAT_OK) goto fail;
-    st = cpu_staged_init(d, fn, &user_dst, dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0),
-                         1, 0, &p->dst);
+    st = cpu_staged_init(d, fn, user.dst, dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0), 1,
+                         0, &p->dst);
 fail:
     if (pd) dnnl_primitive_desc_destroy(pd);
+    cpu_conv_mds_destroy(&user);
     if (st != NEAT_OK) {
         conv_fwd_free(p);
         return st;

@@ -42,7 +42,7 @@ static void conv_bwd_free(void *plan) {
     free(p);
 }
 
-static const dnnl_memory_desc_t *arg_md(const_dnnl_primitive_desc_t pd, int arg) {
+static cpu_md_c arg_md(const_dnnl_primitive_desc_t pd, int arg) {
     return dnnl_primitive_desc_query_md(pd, dnnl_query_exec_arg_md, arg);
 }
 
@@ -52,22 +52,18 @@ static neat_status conv_bwd_build(cpu_dnnl *d, const void *ctx_, void **out) {
     const nm_conv_geom *g = ctx->g;
     int acc = ctx->accumulate;
     neat_status st = NEAT_OK;
-    dnnl_status_t s;
     dnnl_primitive_desc_t fwd_pd = NULL, data_pd = NULL, weights_pd = NULL;
     dnnl_primitive_attr_t attr = NULL;
-    dnnl_memory_desc_t u_src, u_wei, u_bias, u_dst, src, wei, dst;
+    cpu_conv_mds user = {0}, any = {0};
     dnnl_dims_t strides, dilates, pad_l, pad_r;
-    dnnl_convolution_desc_t desc;
     conv_bwd_plan *p = calloc(1, sizeof *p);
     if (!p) return nm_error(NEAT_ERR_OUT_OF_MEMORY, "%s: no memory for a plan", fn);
     p->want_dx = ctx->want_dx;
     p->want_dw = ctx->want_dw;
     p->fused_db = ctx->fused_db;
 
-    cpu_conv_user_mds(g, &u_src, &u_wei, &u_bias, &u_dst, &s);
-    DNNL_TRY_AS(s, "dnnl_memory_desc_init");
-    cpu_conv_any_mds(g, &src, &wei, &dst, &s);
-    DNNL_TRY_AS(s, "dnnl_memory_desc_init");
+    DNNL_TRY_AS(cpu_conv_mds_create(g, 0, &user), "dnnl_memory_desc_create_with_tag");
+    DNNL_TRY_AS(cpu_conv_mds_create(g, 1, &any), "dnnl_memory_desc_create_with_tag");
     cpu_conv_params(g, strides, dilates, pad_l, pad_r);
     st = cpu_conv_fwd_pd(d, fn, g, ctx->fused_db, NEAT_ACT_NONE, &fwd_pd);
     if (st != NEAT_OK) goto fail;
@@ -75,36 +71,36 @@ static neat_status conv_bwd_build(cpu_dnnl *d, const void *ctx_, void **out) {
     if (st != NEAT_OK) goto fail;
 
     if (p->want_dx) {
-        DNNL_TRY(dnnl_dilated_convolution_backward_data_desc_init(
-            &desc, dnnl_convolution_direct, &src, &wei, &dst, strides, dilates, pad_l, pad_r));
-        DNNL_TRY(dnnl_primitive_desc_create(&data_pd, &desc, attr, d->engine, fwd_pd));
+        DNNL_TRY(dnnl_convolution_backward_data_primitive_desc_create(
+            &data_pd, d->engine, dnnl_convolution_direct, any.src, any.wei, any.dst, strides,
+            dilates, pad_l, pad_r, fwd_pd, attr));
         const int args[3] = {DNNL_ARG_DIFF_DST, DNNL_ARG_WEIGHTS, DNNL_ARG_DIFF_SRC};
         if ((st = cpu_prim_init(d, fn, data_pd, args, 3, &p->data)) != NEAT_OK) goto fail;
-        st = cpu_staged_init(d, fn, &u_dst, arg_md(data_pd, DNNL_ARG_DIFF_DST), 0, 0, &p->d_dz);
+        st = cpu_staged_init(d, fn, user.dst, arg_md(data_pd, DNNL_ARG_DIFF_DST), 0, 0, &p->d_dz);
         if (st != NEAT_OK) goto fail;
-        st = cpu_staged_init(d, fn, &u_wei, arg_md(data_pd, DNNL_ARG_WEIGHTS), 0, 0, &p->d_w);
+        st = cpu_staged_init(d, fn, user.wei, arg_md(data_pd, DNNL_ARG_WEIGHTS), 0, 0, &p->d_w);
         if (st != NEAT_OK) goto fail;
-        st = cpu_staged_init(d, fn, &u_src, arg_md(data_pd, DNNL_ARG_DIFF_SRC), 1, acc, &p->d_dx);
+        st = cpu_staged_init(d, fn, user.src, arg_md(data_pd, DNNL_ARG_DIFF_SRC), 1, acc, &p->d_dx);
         if (st != NEAT_OK) goto fail;
     }
     if (p->want_dw) {
-        DNNL_TRY(dnnl_dilated_convolution_backward_weights_desc_init(
-            &desc, dnnl_convolution_direct, &src, &wei, p->fused_db ? &u_bias : NULL, &dst, strides,
-            dilates, pad_l, pad_r));
-        DNNL_TRY(dnnl_primitive_desc_create(&weights_pd, &desc, attr, d->engine, fwd_pd));
+        DNNL_TRY(dnnl_convolution_backward_weights_primitive_desc_create(
+            &weights_pd, d->engine, dnnl_convolution_direct, any.src, any.wei,
+            p->fused_db ? user.bias : NULL, any.dst, strides, dilates, pad_l, pad_r, fwd_pd, attr));
         const int args[4] = {DNNL_ARG_SRC, DNNL_ARG_DIFF_DST, DNNL_ARG_DIFF_WEIGHTS,
                              DNNL_ARG_DIFF_BIAS};
         st = cpu_prim_init(d, fn, weights_pd, args, p->fused_db ? 4 : 3, &p->weights);
         if (st != NEAT_OK) goto fail;
-        st = cpu_staged_init(d, fn, &u_src, arg_md(weights_pd, DNNL_ARG_SRC), 0, 0, &p->w_x);
+        st = cpu_staged_init(d, fn, user.src, arg_md(weights_pd, DNNL_ARG_SRC), 0, 0, &p->w_x);
         if (st != NEAT_OK) goto fail;
-        st = cpu_staged_init(d, fn, &u_dst, arg_md(weights_pd, DNNL_ARG_DIFF_DST), 0, 0, &p->w_dz);
+        st =
+            cpu_staged_init(d, fn, user.dst, arg_md(weights_pd, DNNL_ARG_DIFF_DST), 0, 0, &p->w_dz);
         if (st != NEAT_OK) goto fail;
-        st = cpu_staged_init(d, fn, &u_wei, arg_md(weights_pd, DNNL_ARG_DIFF_WEIGHTS), 1, acc,
+        st = cpu_staged_init(d, fn, user.wei, arg_md(weights_pd, DNNL_ARG_DIFF_WEIGHTS), 1, acc,
                              &p->w_dw);
         if (st != NEAT_OK) goto fail;
         if (p->fused_db) {
-            st = cpu_staged_init(d, fn, &u_bias, arg_md(weights_pd, DNNL_ARG_DIFF_BIAS), 1, acc,
+            st = cpu_staged_init(d, fn, user.bias, arg_md(weights_pd, DNNL_ARG_DIFF_BIAS), 1, acc,
                                  &p->w_db);
             if (st != NEAT_OK) goto fail;
         }
@@ -117,6 +113,8 @@ fail:
     if (data_pd) dnnl_primitive_desc_destroy(data_pd);
     if (fwd_pd) dnnl_primitive_desc_destroy(fwd_pd);
     if (attr) dnnl_primitive_attr_destroy(attr);
+    cpu_conv_mds_destroy(&user);
+    cpu_conv_mds_destroy(&any);
     if (st != NEAT_OK) {
         conv_bwd_free(p);
         return st;

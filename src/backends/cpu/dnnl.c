@@ -27,6 +27,11 @@ neat_status cpu_dnnl_open(nm_device *dev) {
     cpu_dnnl *d = calloc(1, sizeof *d);
     if (!d) return nm_error(NEAT_ERR_OUT_OF_MEMORY, "%s: no memory for the oneDNN state", fn);
     nm_lru_init(&d->plans, CPU_PLAN_CAPACITY);
+#if DNNL_VERSION_MAJOR >= 3
+    /* oneDNN 3 prints its errors to stdout unless told otherwise; the library never prints,
+     * and its messages carry the failed call. A user who sets ONEDNN_VERBOSE keeps it. */
+    if (!getenv("ONEDNN_VERBOSE") && !getenv("DNNL_VERBOSE")) dnnl_set_verbose(0);
+#endif
     DNNL_TRY(dnnl_engine_create(&d->engine, dnnl_cpu, 0));
     DNNL_TRY(dnnl_stream_create(&d->stream, d->engine, dnnl_stream_default_flags));
     cpu_dev(dev)->dnnl = d;
@@ -111,8 +116,7 @@ neat_status cpu_prim_init(cpu_dnnl *d, const char *fn, const_dnnl_primitive_desc
         return nm_error(NEAT_ERR_INTERNAL, "%s: %d primitive arguments", fn, nargs);
     DNNL_TRY(dnnl_primitive_create(&p->prim, pd));
     for (int i = 0; i < nargs; i++) {
-        const dnnl_memory_desc_t *md =
-            dnnl_primitive_desc_query_md(pd, dnnl_query_exec_arg_md, arg_ids[i]);
+        cpu_md_c md = dnnl_primitive_desc_query_md(pd, dnnl_query_exec_arg_md, arg_ids[i]);
         if (!md) {
             st = nm_error(NEAT_ERR_INTERNAL, "%s: oneDNN has no argument %d", fn, arg_ids[i]);
             goto fail;
@@ -121,15 +125,26 @@ neat_status cpu_prim_init(cpu_dnnl *d, const char *fn, const_dnnl_primitive_desc
         DNNL_TRY(dnnl_memory_create(&p->args[i].memory, md, d->engine, DNNL_MEMORY_NONE));
         p->nargs = i + 1;
     }
-    const dnnl_memory_desc_t *sp = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+    cpu_md_c sp = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
     p->scratch_bytes = sp ? dnnl_memory_desc_get_size(sp) : 0;
-    if (p->scratch_bytes > 0) {
-        p->args[nargs].arg = DNNL_ARG_SCRATCHPAD;
-        DNNL_TRY(dnnl_memory_create(&p->args[nargs].memory, sp, d->engine, DNNL_MEMORY_NONE));
-    }
+    if (p->scratch_bytes > 0)
+        DNNL_TRY(dnnl_memory_create(&p->scratchpad, sp, d->engine, DNNL_MEMORY_NONE));
     return NEAT_OK;
 fail:
     cpu_prim_destroy(p);
+    return st;
+}
+
+neat_status cpu_prim_add_arg(cpu_dnnl *d, const char *fn, cpu_prim *p, int arg_id, cpu_md_c md) {
+    neat_status st = NEAT_OK;
+    if (p->nargs >= CPU_PRIM_MAX_ARGS)
+        return nm_error(NEAT_ERR_INTERNAL, "%s: %d primitive arguments", fn, p->nargs + 1);
+    p->args[p->nargs].arg = arg_id;
+    DNNL_TRY(dnnl_memory_create(&p->args[p->nargs].memory, md, d->engine, DNNL_MEMORY_NONE));
+    p->nargs++;
+    return NEAT_OK;
+fail:
+    p->args[p->nargs].memory = NULL;
     return st;
 }
 
@@ -146,8 +161,9 @@ neat_status cpu_prim_run(nm_device *dev, nm_cmdbuf *cb, const char *fn, cpu_prim
             if (st != NEAT_OK) return st;
             d->scratchpad_bytes = p->scratch_bytes;
         }
-        DNNL_TRY(dnnl_memory_set_data_handle(p->args[n].memory, d->scratchpad));
-        n++;
+        DNNL_TRY(dnnl_memory_set_data_handle(p->scratchpad, d->scratchpad));
+        p->args[n].arg = DNNL_ARG_SCRATCHPAD;
+        p->args[n++].memory = p->scratchpad;
     }
     DNNL_TRY(dnnl_primitive_execute(p->prim, d->stream, n, p->args));
     DNNL_TRY(dnnl_stream_wait(d->stream));
@@ -157,14 +173,14 @@ fail:
 }
 
 void cpu_prim_destroy(cpu_prim *p) {
-    for (int i = 0; i <= CPU_PRIM_MAX_ARGS; i++)
-        if (p->args[i].memory) dnnl_memory_destroy(p->args[i].memory);
+    for (int i = 0; i < p->nargs; i++) dnnl_memory_destroy(p->args[i].memory);
+    if (p->scratchpad) dnnl_memory_destroy(p->scratchpad);
     if (p->prim) dnnl_primitive_destroy(p->prim);
     memset(p, 0, sizeof *p);
 }
 
-neat_status cpu_reorder_init(cpu_dnnl *d, const char *fn, const dnnl_memory_desc_t *src_md,
-                             const dnnl_memory_desc_t *dst_md, int accumulate, cpu_prim *p) {
+neat_status cpu_reorder_init(cpu_dnnl *d, const char *fn, cpu_md_c src_md, cpu_md_c dst_md,
+                             int accumulate, cpu_prim *p) {
     neat_status st = NEAT_OK;
     dnnl_primitive_attr_t attr = NULL;
     dnnl_post_ops_t ops = NULL;
@@ -173,7 +189,7 @@ neat_status cpu_reorder_init(cpu_dnnl *d, const char *fn, const dnnl_memory_desc
     if (st != NEAT_OK) return st;
     if (accumulate) {
         DNNL_TRY(dnnl_post_ops_create(&ops));
-        DNNL_TRY(dnnl_post_ops_append_sum(ops, 1.0f));
+        DNNL_TRY(dnnl_post_ops_append_sum(ops, 1.0f, 0, dnnl_data_type_undef));
         DNNL_TRY(dnnl_primitive_attr_set_post_ops(attr, ops));
     }
     DNNL_TRY(dnnl_reorder_primitive_desc_create(&pd, src_md, d->engine, dst_md, d->engine, attr));
@@ -188,9 +204,8 @@ fail:
 
 /* ---- staged arguments ------------------------------------------------------------------------ */
 
-neat_status cpu_staged_init(cpu_dnnl *d, const char *fn, const dnnl_memory_desc_t *user_md,
-                            const dnnl_memory_desc_t *prim_md, int output, int accumulate,
-                            cpu_staged *a) {
+neat_status cpu_staged_init(cpu_dnnl *d, const char *fn, cpu_md_c user_md, cpu_md_c prim_md,
+                            int output, int accumulate, cpu_staged *a) {
     memset(a, 0, sizeof *a);
     a->staged = !dnnl_memory_desc_equal(user_md, prim_md) || (output && accumulate);
     if (!a->staged) return NEAT_OK;

@@ -9,14 +9,15 @@
  * only on the device's worker thread (ops of a device run there, one at a time), so the
  * cache needs no lock, and the memory objects in a plan may have their data handles set
  * for each run.
+ *
+ * The code is written against oneDNN's v3 C API; dnnl_compat.h maps it onto v2 (2.6).
  */
 #ifndef NEATML_CPU_DNNL_UTIL_H
 #define NEATML_CPU_DNNL_UTIL_H
 
 #include "cpu.h"
 #include "../lru.h"
-
-#include <oneapi/dnnl/dnnl.h>
+#include "dnnl_compat.h"
 
 typedef struct cpu_dnnl {
     dnnl_engine_t engine;
@@ -53,11 +54,13 @@ neat_status cpu_dnnl_fail(dnnl_status_t s, const char *fn, const char *call);
         }                                                                                          \
     } while (0)
 
-/* The same for a status already in hand (a helper's result), named for the message. */
+/* The same for a status already in hand, or a helper's result (evaluated once), named for
+ * the message. */
 #define DNNL_TRY_AS(status, name)                                                                  \
     do {                                                                                           \
-        if ((status) != dnnl_success) {                                                            \
-            st = cpu_dnnl_fail((status), fn, name);                                                \
+        dnnl_status_t dnnl_s_ = (status);                                                          \
+        if (dnnl_s_ != dnnl_success) {                                                             \
+            st = cpu_dnnl_fail(dnnl_s_, fn, name);                                                 \
             goto fail;                                                                             \
         }                                                                                          \
     } while (0)
@@ -93,7 +96,8 @@ int cpu_dnnl_act_alg(neat_activation act, dnnl_alg_kind_t *alg);
 typedef struct cpu_prim {
     dnnl_primitive_t prim;
     int nargs;
-    dnnl_exec_arg_t args[CPU_PRIM_MAX_ARGS + 1]; /* + the scratchpad */
+    dnnl_exec_arg_t args[CPU_PRIM_MAX_ARGS + 1]; /* + the scratchpad, at args[nargs] */
+    dnnl_memory_t scratchpad;                    /* NULL when scratch_bytes == 0 */
     size_t scratch_bytes;
 } cpu_prim;
 
@@ -101,6 +105,9 @@ typedef struct cpu_prim {
  * each with the layout pd wants for it. pd stays the caller's. */
 neat_status cpu_prim_init(cpu_dnnl *d, const char *fn, const_dnnl_primitive_desc_t pd,
                           const int *arg_ids, int nargs, cpu_prim *p);
+/* Add one more argument after those of cpu_prim_init, with the layout md (an argument the
+ * primitive descriptor has no layout for: a runtime scale). */
+neat_status cpu_prim_add_arg(cpu_dnnl *d, const char *fn, cpu_prim *p, int arg_id, cpu_md_c md);
 /* Execute with data[i] as argument i (in the order given to cpu_prim_init), the job's
  * scratchpad, and wait for completion. */
 neat_status cpu_prim_run(nm_device *dev, nm_cmdbuf *cb, const char *fn, cpu_prim *p,
@@ -109,8 +116,8 @@ void cpu_prim_destroy(cpu_prim *p);
 
 /* A reorder primitive src_md -> dst_md (arguments FROM, TO). accumulate != 0 adds into the
  * destination (a sum post-op) instead of overwriting it. */
-neat_status cpu_reorder_init(cpu_dnnl *d, const char *fn, const dnnl_memory_desc_t *src_md,
-                             const dnnl_memory_desc_t *dst_md, int accumulate, cpu_prim *p);
+neat_status cpu_reorder_init(cpu_dnnl *d, const char *fn, cpu_md_c src_md, cpu_md_c dst_md,
+                             int accumulate, cpu_prim *p);
 
 /* ---- arguments staged through the layout a primitive chose (dnnl.c) ------------------------ */
 
@@ -125,9 +132,8 @@ typedef struct cpu_staged {
     cpu_prim reorder;
 } cpu_staged;
 
-neat_status cpu_staged_init(cpu_dnnl *d, const char *fn, const dnnl_memory_desc_t *user_md,
-                            const dnnl_memory_desc_t *prim_md, int output, int accumulate,
-                            cpu_staged *a);
+neat_status cpu_staged_init(cpu_dnnl *d, const char *fn, cpu_md_c user_md, cpu_md_c prim_md,
+                            int output, int accumulate, cpu_staged *a);
 /* Input: *prim_data is the user's data, or a scratch copy reordered from it. */
 neat_status cpu_staged_in(nm_device *dev, nm_cmdbuf *cb, const char *fn, cpu_staged *a,
                           const float *user, void **prim_data);
@@ -159,12 +165,14 @@ neat_status cpu_gemm(nm_device *dev, nm_cmdbuf *cb, const char *fn, const cpu_ge
 
 /* ---- convolution descriptors (conv.c), shared with conv_backward.c -------------------------- */
 
-/* The user's plain layouts: x NCHW, w OIHW (GOIHW when groups > 1), b [K], y NCHW. */
-void cpu_conv_user_mds(const nm_conv_geom *g, dnnl_memory_desc_t *src, dnnl_memory_desc_t *wei,
-                       dnnl_memory_desc_t *bias, dnnl_memory_desc_t *dst, dnnl_status_t *s);
-/* The same shapes with format_tag any. */
-void cpu_conv_any_mds(const nm_conv_geom *g, dnnl_memory_desc_t *src, dnnl_memory_desc_t *wei,
-                      dnnl_memory_desc_t *dst, dnnl_status_t *s);
+/* The memory descriptors of a convolution: the user's plain layouts (x NCHW, w OIHW, GOIHW
+ * when groups > 1, b [K], y NCHW), or with any != 0 the same shapes with format_tag any for
+ * x, w and y (oneDNN picks the layouts). Owned: cpu_conv_mds_destroy. */
+typedef struct cpu_conv_mds {
+    cpu_md src, wei, bias, dst;
+} cpu_conv_mds;
+dnnl_status_t cpu_conv_mds_create(const nm_conv_geom *g, int any, cpu_conv_mds *m);
+void cpu_conv_mds_destroy(cpu_conv_mds *m);
 /* Strides, oneDNN dilations (d - 1), and the paddings of both sides. */
 void cpu_conv_params(const nm_conv_geom *g, dnnl_dims_t strides, dnnl_dims_t dilates,
                      dnnl_dims_t pad_l, dnnl_dims_t pad_r);

@@ -8,8 +8,9 @@
  * they are; nothing is copied here. alpha is the output scale, beta a sum post-op
  * (dst = alpha acc + beta dst), the activation an eltwise post-op; all three are fixed at
  * creation and part of the cache key (a program uses few distinct values, and fixed ones
- * need no runtime argument). beta == 0 has no sum post-op, so c is written without being
- * read and a NaN there does not propagate.
+ * need no runtime argument; oneDNN 3 takes alpha only at run time, as the source's scale,
+ * which scales the accumulator before the post-ops as v2's output scale did). beta == 0 has
+ * no sum post-op, so c is written without being read and a NaN there does not propagate.
  */
 #include "dnnl_util.h"
 
@@ -28,8 +29,8 @@ static int64_t float_bits(float f) {
 
 /* A dense row-major matrix (or batch of them) seen as rows x cols, transposed or not:
  * transposed means it is stored cols x rows. */
-static void matrix_md(dnnl_memory_desc_t *md, int64_t batch, int64_t rows, int64_t cols,
-                      int transposed, dnnl_status_t *s) {
+static dnnl_status_t matrix_md(cpu_md *md, int64_t batch, int64_t rows, int64_t cols,
+                               int transposed) {
     dnnl_dims_t dims = {0}, strides = {0};
     int nd = 0;
     if (batch != 1) {
@@ -40,7 +41,7 @@ static void matrix_md(dnnl_memory_desc_t *md, int64_t batch, int64_t rows, int64
     strides[nd++] = transposed ? 1 : cols;
     dims[nd] = cols;
     strides[nd++] = transposed ? rows : 1;
-    *s = dnnl_memory_desc_init_by_strides(md, nd, dims, dnnl_f32, strides);
+    return dnnl_memory_desc_create_with_strides(md, nd, dims, dnnl_f32, strides);
 }
 
 typedef struct gemm_ctx {
@@ -52,53 +53,67 @@ static neat_status gemm_build(cpu_dnnl *d, const void *ctx, void **out) {
     const cpu_gemm_desc *g = ((const gemm_ctx *)ctx)->g;
     const char *fn = ((const gemm_ctx *)ctx)->fn;
     neat_status st = NEAT_OK;
-    dnnl_status_t s = dnnl_success;
-    dnnl_memory_desc_t a_md, b_md, bias_md, c_md;
-    dnnl_matmul_desc_t desc;
+    cpu_md a_md = NULL, b_md = NULL, bias_md = NULL, c_md = NULL;
     dnnl_primitive_attr_t attr = NULL;
     dnnl_post_ops_t ops = NULL;
     dnnl_primitive_desc_t pd = NULL;
     cpu_prim *p = calloc(1, sizeof *p);
     if (!p) return nm_error(NEAT_ERR_OUT_OF_MEMORY, "%s: no memory for a plan", fn);
 
-    matrix_md(&a_md, g->batch, g->m, g->k, g->trans_a, &s);
-    DNNL_TRY_AS(s, "dnnl_memory_desc_init");
-    matrix_md(&b_md, g->batch, g->k, g->n, g->trans_b, &s);
-    DNNL_TRY_AS(s, "dnnl_memory_desc_init");
-    matrix_md(&c_md, g->batch, g->m, g->n, 0, &s);
-    DNNL_TRY_AS(s, "dnnl_memory_desc_init");
+    dnnl_status_t s = matrix_md(&a_md, g->batch, g->m, g->k, g->trans_a);
+    if (s == dnnl_success) s = matrix_md(&b_md, g->batch, g->k, g->n, g->trans_b);
+    if (s == dnnl_success) s = matrix_md(&c_md, g->batch, g->m, g->n, 0);
+    DNNL_TRY_AS(s, "dnnl_memory_desc_create_with_strides");
     if (g->has_bias) {
         /* one row broadcast over the batch and the m rows */
-        matrix_md(&bias_md, 1, 1, g->n, 0, &s);
-        DNNL_TRY_AS(s, "dnnl_memory_desc_init");
-        if (g->batch != 1) {
-            dnnl_dims_t dims = {1, 1, g->n}, strides = {g->n, g->n, 1};
-            DNNL_TRY(dnnl_memory_desc_init_by_strides(&bias_md, 3, dims, dnnl_f32, strides));
-        }
+        dnnl_dims_t dims = {1, 1, g->n}, strides = {g->n, g->n, 1};
+        int nd = g->batch != 1 ? 3 : 2;
+        DNNL_TRY(dnnl_memory_desc_create_with_strides(&bias_md, nd, dims + 3 - nd, dnnl_f32,
+                                                      strides + 3 - nd));
     }
-    DNNL_TRY(dnnl_matmul_desc_init(&desc, &a_md, &b_md, g->has_bias ? &bias_md : NULL, &c_md));
 
     st = cpu_dnnl_attr(fn, &attr);
     if (st != NEAT_OK) goto fail;
+#if DNNL_VERSION_MAJOR >= 3
+    /* v3 has no fixed output scale: alpha scales the source, given with each run (cpu_gemm) */
+    if (g->alpha != 1.0f) DNNL_TRY(dnnl_primitive_attr_set_scales_mask(attr, DNNL_ARG_SRC, 0));
+#else
     if (g->alpha != 1.0f) DNNL_TRY(dnnl_primitive_attr_set_output_scales(attr, 1, 0, &g->alpha));
+#endif
     dnnl_alg_kind_t alg;
     int has_act = cpu_dnnl_act_alg(g->act, &alg);
     if (g->beta != 0.0f || has_act) {
         DNNL_TRY(dnnl_post_ops_create(&ops));
-        if (g->beta != 0.0f) DNNL_TRY(dnnl_post_ops_append_sum(ops, g->beta));
-        if (has_act) DNNL_TRY(dnnl_post_ops_append_eltwise(ops, 1.0f, alg, 0.0f, 0.0f));
+        if (g->beta != 0.0f)
+            DNNL_TRY(dnnl_post_ops_append_sum(ops, g->beta, 0, dnnl_data_type_undef));
+        if (has_act) DNNL_TRY(dnnl_post_ops_append_eltwise(ops, alg, 0.0f, 0.0f));
         DNNL_TRY(dnnl_primitive_attr_set_post_ops(attr, ops));
     }
-    DNNL_TRY(dnnl_primitive_desc_create(&pd, &desc, attr, d->engine, NULL));
+    DNNL_TRY(dnnl_matmul_primitive_desc_create(&pd, d->engine, a_md, b_md, bias_md, c_md, attr));
 
     const int with_bias[4] = {DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_BIAS, DNNL_ARG_DST};
     const int no_bias[3] = {DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_DST};
     st = g->has_bias ? cpu_prim_init(d, fn, pd, with_bias, 4, p)
                      : cpu_prim_init(d, fn, pd, no_bias, 3, p);
+#if DNNL_VERSION_MAJOR >= 3
+    if (st == NEAT_OK && g->alpha != 1.0f) { /* one float32 */
+        cpu_md scale_md = NULL;
+        dnnl_dims_t one = {1};
+        s = dnnl_memory_desc_create_with_tag(&scale_md, 1, one, dnnl_f32, dnnl_a);
+        st = s != dnnl_success
+                 ? cpu_dnnl_fail(s, fn, "dnnl_memory_desc_create_with_tag")
+                 : cpu_prim_add_arg(d, fn, p, DNNL_ARG_ATTR_SCALES | DNNL_ARG_SRC, scale_md);
+        if (scale_md) dnnl_memory_desc_destroy(scale_md);
+        if (st != NEAT_OK) cpu_prim_destroy(p);
+    }
+#endif
 fail:
     if (pd) dnnl_primitive_desc_destroy(pd);
     if (ops) dnnl_post_ops_destroy(ops);
     if (attr) dnnl_primitive_attr_destroy(attr);
+    cpu_md mds[4] = {a_md, b_md, bias_md, c_md};
+    for (int i = 0; i < 4; i++)
+        if (mds[i]) dnnl_memory_desc_destroy(mds[i]);
     if (st != NEAT_OK) {
         free(p);
         return st;
@@ -157,10 +172,12 @@ neat_status cpu_gemm(nm_device *dev, nm_cmdbuf *cb, const char *fn, const cpu_ge
     void *plan = NULL;
     neat_status st = cpu_dnnl_plan(dev, &key, sizeof key, gemm_build, gemm_free, &ctx, &plan);
     if (st != NEAT_OK) return st;
-    void *data[4] = {(void *)a, (void *)b, c, NULL};
+    /* a, b, [bias], c, and alpha where the plan takes it at run time (oneDNN 3) */
+    void *data[5] = {(void *)a, (void *)b, c, &n.alpha, NULL};
     if (n.has_bias) {
         data[2] = (void *)bias;
         data[3] = c;
+        data[4] = &n.alpha;
     }
     return cpu_prim_run(dev, cb, fn, plan, data);
 }
