@@ -8,6 +8,23 @@
 
 #include "../core/internal.h"
 
+#include <string.h>
+
+/* The ops that take half tensors natively on every backend that runs half tensors,
+ * converting element by element (neat_cast, the optimizers' mixed form, the loss-scale
+ * ops): they never go through float32 copies. */
+static inline int nm_half_native(nm_op_kind kind) {
+    switch (kind) {
+    case NM_OP_CAST:
+    case NM_OP_SGD_UPDATE:
+    case NM_OP_ADAM_UPDATE:
+    case NM_OP_LOSS_SCALE:
+    case NM_OP_LOSS_SCALE_CHECK:
+    case NM_OP_LOSS_SCALE_UPDATE: return 1;
+    default: return 0;
+    }
+}
+
 /* The ops a backend may run on half tensors by widening them to float32: all but the losses
  * (their labels are class indices, which half types hold exactly only up to 256 or 2048)
  * and the ops with rules of their own (neat_cast, the mixed optimizers, the loss-scale
@@ -53,6 +70,21 @@ static inline int nm_half_first_output(const nm_op *op, int last, int *reads) {
     }
     default: return last;
     }
+}
+
+/* *s: a float32 stand-in for half tensor t, of t's shape, for an op run on float32 copies
+ * (the caller points s->data at the copy). Only t's immutable fields are read: its
+ * reference count, mark and list links belong to the device lock, under which the
+ * application thread may change them meanwhile. */
+static inline void nm_half_shadow(nm_tensor *s, const nm_tensor *t) {
+    memset(s, 0, sizeof *s);
+    s->dev = t->dev;
+    s->storage = t->storage;
+    s->data = t->data;
+    s->dtype = NEAT_F32;
+    s->ndim = t->ndim;
+    s->numel = t->numel;
+    memcpy(s->shape, t->shape, sizeof s->shape);
 }
 
 #endif

@@ -46,20 +46,6 @@ neat_status cpu_cast(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
     return NEAT_OK;
 }
 
-/* The ops that take half tensors natively, converting element by element (neat_cast, the
- * optimizers' mixed form, the loss-scale ops): they never go through float32 copies. */
-static int runs_native(nm_op_kind kind) {
-    switch (kind) {
-    case NM_OP_CAST:
-    case NM_OP_SGD_UPDATE:
-    case NM_OP_ADAM_UPDATE:
-    case NM_OP_LOSS_SCALE:
-    case NM_OP_LOSS_SCALE_CHECK:
-    case NM_OP_LOSS_SCALE_UPDATE: return 1;
-    default: return 0;
-    }
-}
-
 /* The first half tensor of op, NULL when every tensor is float32. */
 static const nm_tensor *first_half(const nm_op *op) {
     int n;
@@ -72,7 +58,7 @@ static const nm_tensor *first_half(const nm_op *op) {
 neat_status cpu_op_check(nm_device *dev, const nm_op *op) {
     (void)dev;
     const nm_tensor *h = first_half(op);
-    if (h && !nm_half_via_f32(op->kind) && !runs_native(op->kind))
+    if (h && !nm_half_via_f32(op->kind) && !nm_half_native(op->kind))
         return nm_error(NEAT_ERR_UNSUPPORTED,
                         "%s: the cpu backend does not run this op on %s tensors yet (float32 "
                         "only; neat_cast converts)",
@@ -82,7 +68,7 @@ neat_status cpu_op_check(nm_device *dev, const nm_op *op) {
 
 neat_status cpu_run_op(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
     nm_op_fn run = dev->be->op[op->kind];
-    if (runs_native(op->kind) || !first_half(op)) return run(dev, cb, op);
+    if (nm_half_native(op->kind) || !first_half(op)) return run(dev, cb, op);
     nm_op f32 = *op;
     nm_tensor shadow[NM_OP_MAX_TENSORS];
     int n, nthreads = cpu_dev(dev)->nthreads;
@@ -92,15 +78,7 @@ neat_status cpu_run_op(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
     int out = nm_half_first_output(op, last, &reads);
     for (int i = 0; i < n; i++) {
         if (!ts[i] || ts[i]->dtype == NEAT_F32) continue;
-        /* Only the immutable fields: refs, mark and the list links belong to the device
-         * lock, under which the application thread may change them meanwhile. */
-        shadow[i] = (nm_tensor){.dev = ts[i]->dev,
-                                .storage = ts[i]->storage,
-                                .data = ts[i]->data,
-                                .dtype = NEAT_F32,
-                                .ndim = ts[i]->ndim,
-                                .numel = ts[i]->numel};
-        memcpy(shadow[i].shape, ts[i]->shape, sizeof shadow[i].shape);
+        nm_half_shadow(&shadow[i], ts[i]);
         if (ts[i]->numel > 0) {
             void *p;
             neat_status st = nm_scratch_alloc(cb, (size_t)ts[i]->numel * sizeof(float), &p);

@@ -619,17 +619,7 @@ static void cuda_cmdbuf_release(nm_device *dev, nm_cmdbuf *cb) {
 /* The ops CUDA runs on bf16/f16 tensors: the CPU's set (half_ops.h; half.cu says which
  * run natively and which on float32 copies), neat_cast, and the ops that take every dtype
  * the core lets through (optim.cu: the mixed optimizers' grad and param; loss_scale.cu). */
-static int runs_half(nm_op_kind kind) {
-    switch (kind) {
-    case NM_OP_CAST:
-    case NM_OP_SGD_UPDATE:
-    case NM_OP_ADAM_UPDATE:
-    case NM_OP_LOSS_SCALE:
-    case NM_OP_LOSS_SCALE_CHECK:
-    case NM_OP_LOSS_SCALE_UPDATE: return 1;
-    default: return nm_half_via_f32(kind);
-    }
-}
+static int runs_half(nm_op_kind kind) { return nm_half_native(kind) || nm_half_via_f32(kind); }
 
 static neat_status cuda_op_check(nm_device *dev, const nm_op *op) {
     (void)dev;

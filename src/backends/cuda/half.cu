@@ -267,15 +267,7 @@ neat_status cuda_run_f32_copies(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) 
     for (int i = 0; i < n; i++) {
         nm_tensor *t = ts[i];
         if (!t || t->dtype == NEAT_F32) continue;
-        /* Only the immutable fields: the rest belongs to the device lock. */
-        memset(&shadow[i], 0, sizeof shadow[i]);
-        shadow[i].dev = t->dev;
-        shadow[i].storage = t->storage;
-        shadow[i].data = t->data;
-        shadow[i].dtype = NEAT_F32;
-        shadow[i].ndim = t->ndim;
-        shadow[i].numel = t->numel;
-        memcpy(shadow[i].shape, t->shape, sizeof shadow[i].shape);
+        nm_half_shadow(&shadow[i], t);
         if (t->numel > 0) {
             void *p;
             neat_status st =

@@ -46,19 +46,6 @@ static const nm_tensor *first_half(const nm_op *op, int bf16) {
     return NULL;
 }
 
-/* The ops whose own graphs take f16 tensors (never through float32 copies). */
-static int runs_native(nm_op_kind kind) {
-    switch (kind) {
-    case NM_OP_CAST:
-    case NM_OP_SGD_UPDATE:
-    case NM_OP_ADAM_UPDATE:
-    case NM_OP_LOSS_SCALE:
-    case NM_OP_LOSS_SCALE_CHECK:
-    case NM_OP_LOSS_SCALE_UPDATE: return 1;
-    default: return 0;
-    }
-}
-
 neat_status metal_half_check(const nm_op *op) {
     const nm_tensor *h = first_half(op, 0);
     if (!h) return NEAT_OK;
@@ -67,7 +54,7 @@ neat_status metal_half_check(const nm_op *op) {
                         "%s: the metal backend does not run this op on bf16 tensors (the macOS 12 "
                         "SDK's MPS has no bfloat16 data type; f16 and f32 run)",
                         op->fn);
-    if (!runs_native(op->kind) && !nm_half_via_f32(op->kind))
+    if (!nm_half_native(op->kind) && !nm_half_via_f32(op->kind))
         return nm_error(NEAT_ERR_UNSUPPORTED,
                         "%s: the metal backend does not run this op on %s tensors (float32 "
                         "only; neat_cast converts)",
@@ -101,7 +88,7 @@ neat_status metal_cast(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
 neat_status metal_run_op(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
     nm_op_fn run = dev->be->op[op->kind];
     /* the native ops convert themselves; a fill with +0 is a blit of zero bytes in any type */
-    if (runs_native(op->kind) || !first_half(op, 0) ||
+    if (nm_half_native(op->kind) || !first_half(op, 0) ||
         (op->kind == NM_OP_FILL && nm_is_zero_bits(op->u.fill.value)))
         return run(dev, cb, op);
     nm_op f32 = *op;
@@ -114,15 +101,7 @@ neat_status metal_run_op(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
     for (int i = 0; i < n; i++) {
         nm_tensor *t = ts[i];
         if (!t || t->dtype == NEAT_F32) continue;
-        /* Only the immutable fields: the rest belongs to the device lock. */
-        memset(&shadow[i], 0, sizeof shadow[i]);
-        shadow[i].dev = t->dev;
-        shadow[i].storage = t->storage;
-        shadow[i].data = t->data;
-        shadow[i].dtype = NEAT_F32;
-        shadow[i].ndim = t->ndim;
-        shadow[i].numel = t->numel;
-        memcpy(shadow[i].shape, t->shape, sizeof shadow[i].shape);
+        nm_half_shadow(&shadow[i], t);
         if (t->numel > 0) {
             void *p;
             neat_status st =
