@@ -10,7 +10,9 @@
 #      runs from a fixed seed (scripts/fuzz.sh runs it longer);
 #   5. the collectives across 2 processes: test_collectives under mpirun -np 2 (skipped,
 #      and counted so, when mpirun is missing);
-#   6. the OCaml bindings' tests.
+#   6. the CPU backend built against oneDNN 3 (PyPI's wheels, scripts/get_onednn.sh): the
+#      tests that run oneDNN (a skip when PyPI cannot be reached);
+#   7. the OCaml bindings' tests.
 # docs/RELIABILITY.md says what each sanitizer run covers and why its options are set.
 # Each binary ends with "<suite>: N passed, M failed, K skipped"; this script adds them up
 # and ends with the plain line "N passed, M failed, K skipped".
@@ -149,6 +151,33 @@ mpi_suite() { # mpi_suite <label> <build dir>: test_collectives on 2 ranks (MPI)
   fi
 }
 [ -x "$BUILD/test_collectives" ] && mpi_suite release "$BUILD"
+
+# The CPU backend against oneDNN 3 (PyPI's oneDNN 3.2, scripts/get_onednn.sh), the API
+# Homebrew's onednn has on macOS: the tests that run oneDNN, so that the v3 code path
+# (dnnl_compat.h) keeps building and passing. It needs pip and PyPI (39 MB, kept in
+# .deps/onednn3 between runs); without them it is one skip with the reason.
+# NEATML_DNNL3=0 leaves it out.
+dnnl3_suite() {
+  local dir=.deps/onednn3 b=build-dnnl3 t out
+  if [ "${NEATML_DNNL3:-1}" = 0 ]; then
+    echo "dnnl3: SKIP: NEATML_DNNL3=0"; skipped=$((skipped + 1)); return
+  fi
+  if [ ! -f "$dir/include/oneapi/dnnl/dnnl.h" ] &&
+     ! out=$(bash scripts/get_onednn.sh "$dir" gomp 2>&1); then
+    echo "dnnl3: SKIP: oneDNN 3 could not be fetched from PyPI: $(printf '%s\n' "$out" | tail -n1)"
+    skipped=$((skipped + 1)); return
+  fi
+  mkdir -p "$b"
+  if ! build "$b" -DCMAKE_BUILD_TYPE=Release -DNEATML_CUDA=OFF -DDNNL_ROOT="$PWD/$dir"; then
+    failed=$((failed + 1)); return
+  fi
+  for t in test_conformance test_dtype test_cmdbuf test_errors_ops; do
+    out=$("$b/$t" 2>&1)
+    printf '%s\n' "$out" > "$b/$t.log"
+    count "dnnl3 $t" "$out"
+  done
+}
+dnnl3_suite
 
 if [ -x ocaml/run_tests.sh ]; then
   out=$(NEATML_BUILD_DIR="$PWD/$BUILD" ocaml/run_tests.sh 2>&1)
