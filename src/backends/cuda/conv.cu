@@ -512,20 +512,19 @@ static neat_status backward_data_filter(cuda_device *d, conv_plan *p, const conv
     return st;
 }
 
-/* Half tensors with no activation or relu (cuda_native_half): dz = dy or relu's mask of it
- * (exact in half, scratch slot 0), dx and dw by cuDNN with beta = accumulate (the old
- * gradient added in float32 before the one rounding), db by half.cu's channel sums. */
+/* Half tensors with no activation or relu, not accumulating (cuda_native_half: one of cuDNN's
+ * half backward-data algorithms rounds before it adds beta times the old dx, so an
+ * accumulating backward runs on float32 copies): dz = dy or relu's mask of it (exact in half,
+ * scratch slot 0), dx and dw by cuDNN, db by half.cu's channel sums. */
 static neat_status conv2d_backward_half(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
     static const char what[] = "neat_conv2d_backward";
     const auto &u = op->u.conv2d_backward;
     const nm_conv_geom &g = u.g;
     cuda_device *d = cuda_dev(dev);
     neat_dtype dt = u.dy->dtype;
-    const float beta = u.accumulate ? 1.0f : 0.0f;
     int64_t ny = u.dy->numel;
     neat_status st = NEAT_OK;
     if (ny == 0) { /* nothing flows back: the gradients are zero */
-        if (u.accumulate) return NEAT_OK;
         if (u.dx) st = cuda_fill_typed(dev, dt, u.dx->data, u.dx->numel, 0.0f, what);
         if (!st && u.dw) st = cuda_fill_typed(dev, dt, u.dw->data, u.dw->numel, 0.0f, what);
         if (!st && u.db) st = cuda_fill_typed(dev, dt, u.db->data, u.db->numel, 0.0f, what);
@@ -549,11 +548,10 @@ static neat_status conv2d_backward_half(nm_device *dev, nm_cmdbuf *cb, const nm_
         if (st) return st;
         dz = z;
     }
-    st = backward_data_filter(d, p, a, 0, ws, u, dz, beta, what);
+    st = backward_data_filter(d, p, a, 0, ws, u, dz, 0.0f, what);
     if (st) return st;
     if (u.db) /* db[k] = sum over n, p, q of dz[n, k, p, q] */
-        st =
-            cuda_half_channel_sum(dev, dt, dz, g.n, g.k, g.p * g.q, u.accumulate, u.db->data, what);
+        st = cuda_half_channel_sum(dev, dt, dz, g.n, g.k, g.p * g.q, 0, u.db->data, what);
     return st;
 }
 
