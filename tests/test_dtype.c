@@ -293,9 +293,14 @@ static const row ROWS[] = {
     {OP_SUM_AXIS, NEAT_F16, NEAT_F16, 129, 7, 0, 0, 1},
     {OP_SOFTMAX, NEAT_BF16, NEAT_BF16, 31, 1000, 0, 0, 4},
     {OP_SOFTMAX, NEAT_F16, NEAT_F16, 31, 10, 0, 0, 4},
-    /* CUDA's row-in-registers kernels: more rows than resident blocks (the prefetch of the
-     * next row), a row of 8 groups of 4 per thread */
+    /* CUDA's row-in-registers kernels: 8 halves per load (cols % 8 == 0) on 128 threads,
+     * with the row shorter than 4 x 8 x 128 (-inf padding) and exactly that, and on 256
+     * threads (rows past 4096); 4 per load (cols % 4 == 0 only), 4 and 8 groups of 4 */
     {OP_SOFTMAX, NEAT_BF16, NEAT_BF16, 600, 2048, 0, 0, 4},
+    {OP_SOFTMAX, NEAT_BF16, NEAT_BF16, 5, 4096, 0, 0, 4},
+    {OP_SOFTMAX, NEAT_F16, NEAT_F16, 7, 2056, 0, 0, 4},
+    {OP_SOFTMAX, NEAT_F16, NEAT_F16, 3, 8192, 0, 0, 4},
+    {OP_SOFTMAX, NEAT_BF16, NEAT_BF16, 4, 1028, 0, 0, 4},
     {OP_SOFTMAX, NEAT_F16, NEAT_F16, 3, 4100, 0, 0, 4},
     {OP_ACT, NEAT_BF16, NEAT_BF16, 9, 513, 0, NEAT_ACT_RELU, 3},
     {OP_ACT, NEAT_BF16, NEAT_BF16, 9, 513, 0, NEAT_ACT_GELU, 3},
@@ -803,11 +808,16 @@ static void test_backward(uint64_t seed) {
             run_pairs("softmax backward", dt, t, 3, 2, rec_softmax, NULL, 0, 0);
             for (int i = 0; i < 3; i++) pair_free(t[i]);
         }
-        {
-            int64_t xs[4] = {2, 3, 8, 8}, ys[4] = {2, 3, 4, 4};
+        /* W of 8, 12, 14 and 7: CUDA's one-pass 2x2 kernel with 8, 4 and 2 columns a
+         * thread, and the two-pass one (odd sizes) */
+        static const int64_t pool_hw[4][2] = {{8, 8}, {12, 12}, {6, 14}, {9, 7}};
+        for (int k = 0; k < 4; k++) {
+            int64_t h = pool_hw[k][0], w = pool_hw[k][1];
+            int64_t xs[4] = {2, 3, h, w}, ys[4] = {2, 3, h / 2, w / 2};
             pair t[3] = {pair_make(dt, 4, xs, 1, &rng), pair_make(dt, 4, ys, 1, &rng),
                          pair_make(dt, 4, xs, 1, &rng)};
-            run_pairs("maxpool backward", dt, t, 3, 2, rec_pool, NULL, 0, 0);
+            snprintf(what, sizeof what, "maxpool backward %lldx%lld", (long long)h, (long long)w);
+            run_pairs(what, dt, t, 3, 2, rec_pool, NULL, 0, 0);
             for (int i = 0; i < 3; i++) pair_free(t[i]);
         }
         /* tanh, replacing; gelu (b read), accumulating; then the native cases on CUDA: none

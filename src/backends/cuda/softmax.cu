@@ -10,18 +10,17 @@
  * (longer rows). Thread t of a row's group of TPR threads walks groups of 4 elements number
  * t, t + TPR, ... (one 16-byte load of float, 8 bytes of a half type) when cols % 4 == 0
  * (VEC), else elements t, t + TPR, ...; the reductions are the fixed trees of common.cuh
- * (deterministic). A half type walks a row exactly as float does, so its results are the
- * float32 kernel's on the same values, rounded once.
+ * (deterministic). A half type walks a row as float does (its results are the float32
+ * kernel's on the same values, rounded once), except in softmax_rows_regs when cols % 8 ==
+ * 0: there it loads 8 elements per 16 bytes, another summation tree, within the same bound.
  *
  *  softmax:     M = max x, S = sum e^(x-M), y = e^(x-M) / S. Fused: max and sum in one pass
  *               (a running (m, s) per thread, s rescaled when m grows), then a second pass
  *               writes y: two reads and one write per element.
  *               Rows of 1025..8192 columns with cols % 4 == 0 take softmax_rows_regs
- *               instead: each thread loads its <= 8 groups of 4 into registers, so the row
- *               is read once; M is known before any exp, one exp per element. Its blocks
- *               stay resident (as many as fit the GPU) and, for rows up to 4096, load the
- *               next row before reducing the current one, so loads are in flight while a
- *               block reduces.
+ *               instead: each thread loads its <= 8 groups of 4 (or, for a half type with
+ *               cols % 8 == 0, its 4 groups of 8) into registers, so the row is read once;
+ *               M is known before any exp, one exp per element.
  *               y may be x: each thread reads its elements of a row before the reduction
  *               that precedes its writes, and writes only its own elements.
  *  backward:    dx = y (dy - sum(dy y)): one pass for the dot product, one for dx.
@@ -38,11 +37,6 @@
 
 #define ROW_WARP_COLS 1024
 #define ROW_REGS_COLS (4 * 8 * CUDA_THREADS) /* 8192: the longest row held in registers */
-/* softmax_rows_regs<4> loads a block's next row during the current one's reductions (1), or
- * not (0: 36 registers, 7 blocks per SM, the kernel before issue 13). Measured on the H200
- * at 4096x4096: 1 ran at 79% of the copy bandwidth, 0 at 82-86% (float), and 1 was slower
- * for bf16 too; so 0. */
-#define SOFTMAX_PREFETCH 0
 
 /* ---- reductions over a row's group of TPR threads (32: a warp, 256: the block) ---------- */
 
@@ -109,15 +103,20 @@ static unsigned rows_grid(nm_device *dev, int64_t rows, int64_t cols) {
 }
 
 /* ---- softmax, a row held in registers (1024 < cols <= 8192, cols % 4 == 0) --------------
- * A kernel per NV (groups of 4 per thread) chosen from the row length: registers per thread
- * decide how many blocks, i.e. rows in flight, an SM holds. sm_90, ptxas, float: NV = 4
- * uses 36 registers without the prefetch (7 blocks of 256 per SM); as one branch of a
- * general kernel it took 68 (3 blocks per SM). All loads of a row are issued together.
- * PREFETCH (NV = 4 when SOFTMAX_PREFETCH; 53 registers, 4 blocks per SM): the block's next
- * row is loaded into a second set of registers before the current row's reductions, which
- * otherwise leave the block with no load in flight. The grid is what fits on the GPU at
- * once (the rows are shared out, so no block waits for a second wave). y may be x: a block
- * reads the next row before writing the current one, and no other block touches either. */
+ * THREADS per block, one row at a time, NV groups of G elements per thread (G = 4: float's
+ * 16-byte loads; G = 8: a half type's 16-byte loads when cols % 8 == 0); registers per
+ * thread decide how many blocks, i.e. rows in flight, an SM holds. All loads of a row are
+ * issued together; M is known before any exp, one exp per element. Chosen on the H200 at
+ * 4096x4096 (.gpu micro benchmark of 2026-11-30 16:00 UTC, queued graph clock):
+ *   float: 256 threads, NV = 4 (36 registers, 7 blocks per SM): 36.6 us, the time of a
+ *          plain copy kernel of the same 128 MiB (36.7 us); 128 or 512 threads the same,
+ *          1024 slower (58 us).
+ *   bf16:  128 threads, NV = 4, G = 8, a block per row: 22.0 us; the float walk (256
+ *          threads, G = 4) 24.4 us, 256 threads with G = 8 23.8, 64 threads per row 30,
+ *          32 threads per row 45. A copy kernel of the same 64 MiB: 20.7 us.
+ * Loading the block's next row during the current row's reductions (a prefetch, 2aa3b8a)
+ * was slower for both types and dropped. y may be x: each thread reads its elements of the
+ * row before the reductions that precede its writes, and writes only its own elements. */
 
 /* e = e^(e - M) (0 for -inf), added to s. */
 __device__ __forceinline__ void exp_shifted(float &e, float M, float &s) {
@@ -125,104 +124,64 @@ __device__ __forceinline__ void exp_shifted(float &e, float M, float &s) {
     s += e;
 }
 
-/* A thread's NV groups of 4 of a row (-inf past the end). */
-template <int NV, class T>
-__device__ __forceinline__ void load_row_regs(const T *xr, int64_t cols, int t, float (&v)[NV][4]) {
-#pragma unroll
-    for (int k = 0; k < NV; k++) {
-        int64_t c = 4 * (t + (int64_t)k * CUDA_THREADS);
-        if (c < cols) {
-            load_n<T, 4>(xr + c, v[k]);
-        } else {
-#pragma unroll
-            for (int j = 0; j < 4; j++) v[k][j] = -INFINITY;
-        }
-    }
-}
-
-template <int NV, bool PREFETCH, class T>
-__global__ void __launch_bounds__(CUDA_THREADS)
+template <int THREADS, int NV, int G, class T>
+__global__ void __launch_bounds__(THREADS)
     softmax_rows_regs(const T *x, T *y, int64_t rows, int64_t cols) {
     __shared__ float shm[32];
     const int t = threadIdx.x;
-    float v[NV][4], next[NV][4];
-    int64_t row = blockIdx.x;
-    if (PREFETCH && row < rows) load_row_regs<NV>(x + row * cols, cols, t, next);
-    for (; row < rows; row += gridDim.x) {
-        if (PREFETCH) {
-#pragma unroll
-            for (int k = 0; k < NV; k++)
-#pragma unroll
-                for (int j = 0; j < 4; j++) v[k][j] = next[k][j];
-            if (row + gridDim.x < rows)
-                load_row_regs<NV>(x + (row + gridDim.x) * cols, cols, t, next);
-        } else {
-            load_row_regs<NV>(x + row * cols, cols, t, v);
-        }
+    for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
+        const T *xr = x + row * cols;
         T *yr = y + row * cols;
+        float v[NV][G];
+#pragma unroll
+        for (int k = 0; k < NV; k++) {
+            int64_t c = G * (t + (int64_t)k * THREADS);
+            if (c < cols) {
+                load_n<T, G>(xr + c, v[k]);
+            } else {
+#pragma unroll
+                for (int j = 0; j < G; j++) v[k][j] = -INFINITY;
+            }
+        }
         float m = -INFINITY;
 #pragma unroll
         for (int k = 0; k < NV; k++)
 #pragma unroll
-            for (int j = 0; j < 4; j++) m = v[k][j] > m ? v[k][j] : m;
+            for (int j = 0; j < G; j++) m = v[k][j] > m ? v[k][j] : m;
         float M = block_max(m, shm), s = 0.0f;
 #pragma unroll
         for (int k = 0; k < NV; k++)
 #pragma unroll
-            for (int j = 0; j < 4; j++) exp_shifted(v[k][j], M, s);
+            for (int j = 0; j < G; j++) exp_shifted(v[k][j], M, s);
         float inv = 1.0f / block_sum(s, shm);
 #pragma unroll
         for (int k = 0; k < NV; k++) {
-            int64_t c = 4 * (t + (int64_t)k * CUDA_THREADS);
+            int64_t c = G * (t + (int64_t)k * THREADS);
             if (c < cols) {
-                float o[4];
+                float o[G];
 #pragma unroll
-                for (int j = 0; j < 4; j++) o[j] = v[k][j] * inv;
-                store_n<T, 4>(yr + c, o);
+                for (int j = 0; j < G; j++) o[j] = v[k][j] * inv;
+                store_n<T, G>(yr + c, o);
             }
         }
     }
 }
 
-/* As many blocks as fit on the GPU at once (at most one per row). The blocks per SM are
- * asked once per kernel (a benign race: every thread finds the same number) and never while
- * a graph is captured: the first submission of a buffer runs eagerly (backend.c). */
-template <class Kernel>
-static unsigned resident_grid(nm_device *dev, Kernel kernel, int64_t rows, int *per_sm) {
-    if (*per_sm == 0) {
-        int n = 0;
-        if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, CUDA_THREADS, 0) !=
-            cudaSuccess) {
-            (void)cudaGetLastError(); /* not an error of the op: fall back to one per SM */
-            n = 1;
-        }
-        *per_sm = n < 1 ? 1 : n;
-    }
-    int64_t blocks = (int64_t)cuda_dev(dev)->sms * *per_sm;
-    return (unsigned)(blocks < rows ? blocks : rows);
-}
-
 template <class T>
 static void softmax_rows_regs_launch(nm_device *dev, const T *x, T *y, int64_t rows, int64_t cols) {
     cudaStream_t s = cuda_dev(dev)->stream;
-    static int per_sm4, per_sm8;
-    /* The prefetching kernel needs a resident grid (its next row is row + gridDim.x); without
-     * it a block per row up to 16 per SM, as before issue 13: measured on the H200 at
-     * 4096x4096, the resident grid of the plain kernel ran at 79% of the copy bandwidth, the
-     * block per row at 84%. */
-    if (cols <= 4 * 4 * CUDA_THREADS) {
-        /* Half types prefetching too (2aa3b8a: a thread's 4 groups of 4 are 32 bytes in
-         * flight, half of float's) was measured on the H200 and dropped: bf16 4096x4096
-         * 0.026 -> 0.029 ms (60% -> 55% of the copy bandwidth). */
-        constexpr bool prefetch = SOFTMAX_PREFETCH != 0;
-        auto kernel = softmax_rows_regs<4, prefetch, T>;
-        unsigned grid =
-            prefetch ? resident_grid(dev, kernel, rows, &per_sm4) : cuda_grid(dev, rows, 1);
-        kernel<<<grid, CUDA_THREADS, 0, s>>>(x, y, rows, cols);
+    if (sizeof(T) == 2 && cols % 8 == 0) { /* a block per row (at most 2^20 blocks) */
+        unsigned grid = (unsigned)(rows < (1 << 20) ? rows : (1 << 20));
+        if (cols <= 8 * 4 * 128)
+            softmax_rows_regs<128, 4, 8, T><<<grid, 128, 0, s>>>(x, y, rows, cols);
+        else
+            softmax_rows_regs<256, 4, 8, T><<<grid, 256, 0, s>>>(x, y, rows, cols);
+    } else if (cols <= 4 * 4 * CUDA_THREADS) {
+        softmax_rows_regs<CUDA_THREADS, 4, 4, T>
+            <<<cuda_grid(dev, rows, 1), CUDA_THREADS, 0, s>>>(x, y, rows, cols);
     } else {
-        auto kernel = softmax_rows_regs<8, false, T>;
-        (void)per_sm8;
-        kernel<<<cuda_grid(dev, rows, 1), CUDA_THREADS, 0, s>>>(x, y, rows, cols);
+        softmax_rows_regs<CUDA_THREADS, 8, 4, T>
+            <<<cuda_grid(dev, rows, 1), CUDA_THREADS, 0, s>>>(x, y, rows, cols);
     }
 }
 
