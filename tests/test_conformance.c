@@ -510,6 +510,11 @@ static const cf_row TABLE[] = {
     MAXPOOL_BWD(2, 5, 33, 31, 3, 3, 2, 2, 1, 1, 1),
     MAXPOOL_BWD(1, 2, 9, 131, 2, 2, 2, 2, 0, 0, 1),
     MAXPOOL_BWD(1, 2, 6, 128, 2, 2, 2, 2, 0, 0, 0),
+    /* CUDA's one-pass 2x2 backward (even H and W) with ties: 8, 4 and 2 columns a thread */
+    MAXPOOL_BWD(2, 2, 16, 16, 2, 2, 2, 2, 0, 0, 1),
+    MAXPOOL_BWD(3, 2, 12, 12, 2, 2, 2, 2, 0, 0, 1),
+    MAXPOOL_BWD(2, 3, 14, 14, 2, 2, 2, 2, 0, 0, 1),
+    MAXPOOL_BWD(1, 1, 2, 2, 2, 2, 2, 2, 0, 0, 0),
     MAXPOOL_BWD(1, 1, 200, 200, 3, 3, 3, 3, 0, 0, 1),
     MAXPOOL_BWD(0, 3, 8, 8, 2, 2, 2, 2, 0, 0, 0),
     MAXPOOL_BWD(1, 2, 1, 1, 2, 2, 2, 2, 1, 1, 0),
