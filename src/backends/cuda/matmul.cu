@@ -30,8 +30,9 @@
  * for algorithms of that smaller alignment (odd sizes: CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_*).
  *
  * Tuning (mm_tune): the heuristic's first algorithm is not always cuBLAS's fastest (8192^3
- * f16 on the H200: 676 TFLOP/s where cublasGemmEx, PyTorch's mm, reaches 754). So a large
- * GEMM (batch m n k >= 2^30, any type and math mode) asks for up to LT_CANDIDATES
+ * f16 on the H200: 676 TFLOP/s where cublasGemmEx, PyTorch's mm, reaches 754; a 10x128x128
+ * float32 GEMM: 65 us). So a GEMM (any size since 16:20 UTC 2026-11-30, any type and math
+ * mode; LT_TUNE_MIN_MACS) asks for up to LT_CANDIDATES
  * algorithms and, at its first eager use with beta = 0, runs each on the stream between
  * events and keeps the fastest: a host wait, once per cached entry (tens of ms at 8192^3).
  * The runs write C, which the real run then overwrites (beta = 0 only; with beta != 0 the
@@ -61,11 +62,12 @@ typedef struct mm_key {
     int64_t align; /* bytes every batch's matrices are aligned to (half batches) */
 } mm_key;
 
-/* Algorithms a large GEMM is timed over, and the size from which it is: 2^30 multiply-adds
- * (1024^3, ~3 us in bf16 on the H200; timing costs a host wait, so small GEMMs keep the
- * heuristic's first). */
+/* Algorithms a GEMM is timed over, and the size from which it is: every size since
+ * 2026-11-30 16:20 UTC (it was 2^30 multiply-adds). ncu on the H200 showed the heuristic's
+ * first for LeNet's fc2 weight gradient (m 10, n 128, k 128, strict float32) taking 65 us,
+ * where the other GEMMs of the step take 5-13 us; timing costs one host wait per shape. */
 #define LT_CANDIDATES 16
-#define LT_TUNE_MIN_MACS 0x1p30
+#define LT_TUNE_MIN_MACS 0.0
 #define LT_TUNE_RUNS 3 /* timed runs per candidate, after one warm-up */
 
 typedef struct mm_entry {
