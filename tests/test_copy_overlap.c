@@ -297,6 +297,39 @@ static void test_large(neat_device *dev, int64_t n) {
     free(src), free(dst);
 }
 
+/* A run of 11 copies to the host, one of them empty (CUDA puts up to 8 in one kernel, and
+ * the ninth on starts the next): every destination gets its own tensor, at every commit. */
+static void test_copy_run(neat_device *dev) {
+    enum { K = 11 };
+    neat_tensor *t[K];
+    float *dst[K];
+    neat_cmdbuf *cb = NULL;
+    EXPECT_OK(neat_cmdbuf_create(dev, &cb), "cmdbuf");
+    for (int k = 0; k < K; k++) {
+        int64_t n = k == 3 ? 0 : 1 + 37 * k;
+        t[k] = vec(dev, n, 0);
+        dst[k] = calloc((size_t)n + 1, sizeof(float));
+        EXPECT_OK(neat_fill(cb, t[k], (float)(k + 1)), "record fill");
+    }
+    for (int k = 0; k < K; k++)
+        EXPECT_OK(neat_copy_to_host(cb, t[k], dst[k], k == 3 ? 0 : 1 + 37 * k), "record copy");
+    for (int round = 0; round < 3; round++) {
+        for (int k = 0; k < K; k++)
+            if (dst[k]) dst[k][0] = -1.0f;
+        EXPECT_OK(neat_cmdbuf_commit(cb), "commit");
+        EXPECT_OK(neat_cmdbuf_wait(cb), "wait");
+        for (int k = 0; k < K; k++) {
+            int64_t n = k == 3 ? 0 : 1 + 37 * k, bad = 0;
+            for (int64_t i = 0; dst[k] && i < n; i++) bad += dst[k][i] != (float)(k + 1);
+            CHECK(dst[k] && bad == 0 && (n > 0 || dst[k][0] == -1.0f),
+                  "%s: copy %d of a run, round %d: %lld of %lld wrong", dev_name, k, round,
+                  (long long)bad, (long long)n);
+        }
+    }
+    neat_cmdbuf_destroy(cb);
+    for (int k = 0; k < K; k++) neat_tensor_destroy(t[k]), free(dst[k]);
+}
+
 int main(void) {
     neat_device *devs[NT_MAX_BACKENDS];
     const char *names[NT_MAX_BACKENDS];
@@ -313,6 +346,7 @@ int main(void) {
         test_shared_destination(devs[i], &d);
         test_used_before(devs[i], &d);
         test_destroyed(devs[i], &d);
+        test_copy_run(devs[i]);
         test_large(devs[i], strcmp(dev_name, "cpu") == 0 ? 1 << 16 : 1 << 24);
         delay_destroy(&d);
         printf("%-5s copy_overlap: %d failed\n", dev_name, nt_failed - before);

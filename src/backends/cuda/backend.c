@@ -235,12 +235,14 @@ static int checks_record(const nm_op *op) {
 static neat_status enqueue_ops(nm_device *dev, nm_cmdbuf *cb, int capturing) {
     cuda_cmdbuf *c = cuda_cb(cb);
     int unguarded = 0, checked = 0, stopped = 0;
+    c->copied_until = 0;
     for (int64_t i = 0; i < cb->nops; i++) {
         const nm_op *op = &cb->ops[i];
         int collective = (nm_op_flags(op->kind) & NM_OPF_COLLECTIVE) != 0;
         neat_status st = NEAT_OK;
         c->cur_op = i;
         if (c->ahead && c->ahead[i]) continue; /* issued on upload_stream at each commit */
+        if (i < c->copied_until) continue;      /* enqueued with the copy before it (copy.c) */
         if (collective) {
             if (capturing && cuda_dev(dev)->guard_depth) st = cuda_guards_close(dev);
             unguarded = checked; /* what follows is guarded again */

@@ -123,6 +123,7 @@ typedef struct cuda_cmdbuf {
     int64_t last_ahead;  /* the last of them (its `consumed` is what the stream waits on), or -1 */
     int64_t nahead;      /* how many */
     int copies_out;      /* some op copies to host: completion copies it out */
+    int64_t copied_until; /* copy.c: ops before this one were enqueued with an earlier copy */
     int checks;          /* some op can set err: wait() reads it */
     int collectives;     /* some op talks to peers: wait() polls its comms (comm.c) */
     int agreed;          /* the ranks agree on the collectives (cuda_comm_agree) */
@@ -154,6 +155,11 @@ neat_status cuda_scale_f32(nm_device *dev, const float *x, float alpha, float *y
 /* y = x by a kernel (y may be mapped pinned host memory: a kernel node, unlike a memcpy to
  * the host, may sit in a conditional body of a graph). */
 neat_status cuda_copy_f32(nm_device *dev, const float *x, float *y, int64_t n, const char *what);
+/* y[k] = x[k] for the count <= CUDA_COPY_LIST pairs of arrays of n[k] floats, in one kernel
+ * (copy.c: a run of copies to the host). */
+#define CUDA_COPY_LIST 8
+neat_status cuda_copy_f32_list(nm_device *dev, int count, const float *const *x, float *const *y,
+                               const int64_t *n, const char *what);
 /* y[i] = act(y[i] + b[(i / inner) % channels]); b may be NULL (then channels is unused). */
 neat_status cuda_bias_act(nm_device *dev, float *y, const float *b, int64_t n, int64_t inner,
                           int64_t channels, neat_activation act, const char *what);

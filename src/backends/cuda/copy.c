@@ -200,10 +200,25 @@ neat_status cuda_copy_from_host(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) 
     return st;
 }
 
+/* This copy and the copies to host right after it (up to CUDA_COPY_LIST) in one kernel: a
+ * training step ends with several (the loss, the logits), and each kernel node costs the
+ * step a launch. Nothing between them can fail or be guarded (a copy to host checks the
+ * record itself: backend.c), so one launch is the same as several; enqueue_ops skips the
+ * ops taken here (c->copied_until). */
 neat_status cuda_copy_to_host(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
-    size_t bytes = copy_bytes(op);
-    if (bytes == 0) return NEAT_OK;
     cuda_cmdbuf *c = cuda_cb(cb);
-    return cuda_copy_f32(dev, op->u.copy_to_host.t->data, (float *)c->host_dev[op - cb->ops],
-                         op->u.copy_to_host.t->numel, op->fn);
+    const float *x[CUDA_COPY_LIST];
+    float *y[CUDA_COPY_LIST];
+    int64_t n[CUDA_COPY_LIST], i = op - cb->ops, j = i;
+    int count = 0;
+    for (; j < cb->nops && count < CUDA_COPY_LIST; j++) {
+        const nm_op *o = &cb->ops[j];
+        if (o->kind != NM_OP_COPY_TO_HOST) break;
+        if (copy_bytes(o) == 0) continue;
+        x[count] = o->u.copy_to_host.t->data;
+        y[count] = (float *)c->host_dev[j];
+        n[count++] = o->u.copy_to_host.t->numel;
+    }
+    c->copied_until = j;
+    return cuda_copy_f32_list(dev, count, x, y, n, op->fn);
 }

@@ -11,6 +11,8 @@
  */
 #include "common.cuh"
 
+#include <string.h>
+
 template <class T, class Op>
 __global__ void map_kernel(Op op, T *out, const T *a, const T *b, int64_t n) {
     enum { N = vec16<T>::N };
@@ -155,6 +157,35 @@ neat_status cuda_fill_f32(nm_device *dev, float *y, int64_t n, float value, cons
 
 neat_status cuda_copy_f32(nm_device *dev, const float *x, float *y, int64_t n, const char *what) {
     return map_launch<float>(dev, copy_op{}, y, x, NULL, n, what);
+}
+
+struct copy_list {
+    const float *x[CUDA_COPY_LIST];
+    float *y[CUDA_COPY_LIST];
+    int64_t n[CUDA_COPY_LIST];
+};
+
+/* Pair blockIdx.y of the list, element by element (the arrays are small: a loss, logits). */
+__global__ void copy_list_kernel(copy_list l) {
+    int k = blockIdx.y;
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < l.n[k];
+         i += (int64_t)gridDim.x * blockDim.x)
+        l.y[k][i] = l.x[k][i];
+}
+
+neat_status cuda_copy_f32_list(nm_device *dev, int count, const float *const *x, float *const *y,
+                               const int64_t *n, const char *what) {
+    copy_list l;
+    int64_t most = 0;
+    memset(&l, 0, sizeof l);
+    for (int k = 0; k < count; k++) {
+        l.x[k] = x[k], l.y[k] = y[k], l.n[k] = n[k];
+        most = n[k] > most ? n[k] : most;
+    }
+    if (count == 0 || most == 0) return NEAT_OK;
+    dim3 grid(cuda_grid(dev, most), (unsigned)count);
+    copy_list_kernel<<<grid, CUDA_THREADS, 0, cuda_dev(dev)->stream>>>(l);
+    return cuda_launched(what, "copy_list_kernel");
 }
 
 neat_status cuda_scale_f32(nm_device *dev, const float *x, float alpha, float *y, int64_t n,
