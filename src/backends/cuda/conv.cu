@@ -5,11 +5,21 @@
  * Per geometry and math mode the device caches one plan (a bounded LRU: struct
  * cuda_conv_cache): the tensor, filter and convolution descriptors and, found on first use
  * (so not inside a graph capture, unless the plan was evicted in between), the forward,
- * backward-data and backward-filter algorithms (cudnnGet*Algorithm_v7, ranked by cuDNN's
- * heuristics) with their workspace sizes. Strict float32 runs every algorithm with
- * CUDNN_FMA_MATH (no TF32); NEAT_MATH_TF32 takes the math type cuDNN ranked best. Among
- * backward algorithms a deterministic one is preferred. The workspace is per-op scratch
- * (the same memory at every replay of the command buffer).
+ * backward-data and backward-filter algorithms with their workspace sizes: ranked by cuDNN's
+ * Find for tensor-core convolutions (TF32, half tensors), by its heuristic for strict float32
+ * (rank). Strict float32 runs every algorithm with CUDNN_FMA_MATH (no TF32); NEAT_MATH_TF32
+ * takes the math type cuDNN ranked best. Among backward algorithms a deterministic one is
+ * preferred. The workspace is per-op scratch (the same memory at every replay of the command
+ * buffer).
+ *
+ * Tuning (conv_tune): Find times each algorithm once, and that one timing decides (the TF32
+ * conv2d_256f of the benchmark ran at 0.205 ms in one process and 0.350 ms in another, by
+ * Find's first). So, as matmul.cu's mm_tune does with cuBLASLt's candidates, a slot's first
+ * eager use runs the first CONV_CANDIDATES of Find's ranking that suit it (pick's filters)
+ * again on the op's inputs, CONV_TUNE_RUNS times each after a warm-up, and keeps the one of
+ * least median time, in its own memory; the fused forward's IMPLICIT_PRECOMP_GEMM slot keeps
+ * Find's first. Never during a graph capture. NEATML_CONV_TUNE=0 (read at a device's first
+ * convolution) keeps Find's first, for comparisons.
  *
  * forward:  y = conv(x, w), then y = act(y + b[k]) as one elementwise pass when needed; with a
  *           bias and relu or no activation, cuDNN's fused call instead where it runs (below).
@@ -61,14 +71,26 @@
 /* Workspace an algorithm may ask for. */
 #define CONV_WS_MAX ((size_t)1 << 30)
 
+/* Find's candidates a slot is timed over again (conv_tune), and the timed runs of each. */
+#define CONV_CANDIDATES 4
+#define CONV_TUNE_RUNS 5 /* after one warm-up; a candidate's time is their median */
+
 /* Algorithm slots of a plan: CONV_FWD_PRECOMP is the forward restricted to
  * IMPLICIT_PRECOMP_GEMM (the fused call of half tensors), chosen from the same ranking. */
 enum { CONV_FWD, CONV_BWD_DATA, CONV_BWD_FILTER, CONV_FWD_PRECOMP, CONV_NALGO };
+
+typedef struct conv_cand {
+    int algo;
+    cudnnMathType_t math;
+    size_t ws;
+} conv_cand;
 
 typedef struct conv_algo {
     int ready, algo; /* algo -1: none usable (CONV_FWD_PRECOMP only; the others fail) */
     cudnnMathType_t math;
     size_t ws;
+    conv_cand cand[CONV_CANDIDATES]; /* Find's that suit the slot, best first */
+    int ncand; /* > 1 while the candidates wait to be timed; 0 once they were */
 } conv_algo;
 
 /* fused[] states: untried, accepted by cuDNN, refused (then the unfused path runs). */
@@ -103,6 +125,7 @@ typedef struct conv_key {
 struct cuda_conv_cache {
     nm_lru lru;
     int fuse; /* NEATML_CONV_FUSE: 0 never, 1 fuse or fall back, 2 fuse or fail, 3 2 + forced */
+    int tune; /* NEATML_CONV_TUNE is not "0" */
 };
 
 static void plan_destroy(conv_plan *p) {
@@ -144,6 +167,8 @@ static neat_status cache_get(cuda_device *d, const char *what) {
     nm_lru_init(&d->conv->lru, NM_LRU_CAPACITY);
     const char *env = getenv("NEATML_CONV_FUSE");
     d->conv->fuse = env && env[0] >= '0' && env[0] <= '3' && !env[1] ? env[0] - '0' : 1;
+    env = getenv("NEATML_CONV_TUNE");
+    d->conv->tune = !(env && strcmp(env, "0") == 0);
     return NEAT_OK;
 }
 
@@ -248,12 +273,19 @@ static int gemm_like(int which, int algo) {
 
 /* cuDNN's ranking of the algorithms of `kind` (CONV_FWD, CONV_BWD_DATA, CONV_BWD_FILTER), best
  * first: algos[i] with det[i] (0 cannot run, 1 runs, 2 runs deterministically) and the math
- * type cuDNN ranked it with. */
+ * type cuDNN ranked it with; measured: by Find (timed once each), not by the heuristic. */
 enum { MAXR = 16 };
 typedef struct conv_ranking {
     int n, algos[MAXR], det[MAXR];
     cudnnMathType_t maths[MAXR];
+    int measured;
 } conv_ranking;
+
+static int capturing(cuda_device *d) {
+    cudaStreamCaptureStatus cap = cudaStreamCaptureStatusNone;
+    return cudaStreamIsCapturing(d->stream, &cap) != cudaSuccess ||
+           cap != cudaStreamCaptureStatusNone;
+}
 
 #define RANKED(r, out)                                                                             \
     for (int i_ = 0; i_ < (out)->n; i_++) {                                                        \
@@ -273,11 +305,10 @@ static neat_status rank(cuda_device *d, conv_plan *p, int kind, conv_ranking *ou
      * 250. Strict float32 keeps the heuristic (FMA only: fewer candidates, a good first). Not
      * while the stream is being captured (a plan evicted between a buffer's first run and its
      * capture): the heuristic then, whose workspace may exceed the op's scratch slot, which
-     * fails the capture and leaves the buffer running op by op: correct, slower. */
-    cudaStreamCaptureStatus cap = cudaStreamCaptureStatusNone;
-    int measure = !(p->math == NEAT_MATH_STRICT && p->dtype == NEAT_F32) &&
-                  cudaStreamIsCapturing(d->stream, &cap) == cudaSuccess &&
-                  cap == cudaStreamCaptureStatusNone;
+     * fails the capture and leaves the buffer running op by op: correct, slower. Find's single
+     * timing is noisy: its first candidates are timed again (conv_tune). */
+    int measure = !(p->math == NEAT_MATH_STRICT && p->dtype == NEAT_F32) && !capturing(d);
+    out->measured = measure;
     if (measure)
         cudnnSetConvolutionMathType(p->cd, p->dtype == NEAT_F32 ? CUDNN_DEFAULT_MATH
                                                                 : CUDNN_TENSOR_OP_MATH);
@@ -311,14 +342,18 @@ static neat_status rank(cuda_device *d, conv_plan *p, int kind, conv_ranking *ou
 
 /* The first of the ranking that suits slot `which` (kind: its ranking's): status, workspace,
  * math (strict: FMA only), for half tensors GEMM-like, for CONV_FWD_PRECOMP that algorithm
- * only; a deterministic one first. 0 when none does. */
+ * only; a deterministic one first. 0 when none does. After Find (with tuning on, and not for
+ * CONV_FWD_PRECOMP) also the next ones that suit, up to CONV_CANDIDATES in a->cand for
+ * conv_tune: deterministic ones only when the first is. */
 static int pick(cuda_device *d, conv_plan *p, int which, int kind, const conv_ranking *r,
                 conv_algo *a) {
     /* Half tensors take cuDNN's math type (tensor cores: exact 16-bit products, float32 sums,
      * no TF32 question); float32 in strict mode FMA only. */
     int strict = p->math == NEAT_MATH_STRICT && p->dtype == NEAT_F32;
-    for (int pass = 0; pass < 2; pass++) /* 0: deterministic only; 1: any that runs */
-        for (int i = 0; i < r->n; i++) {
+    int most = r->measured && d->conv->tune && which != CONV_FWD_PRECOMP ? CONV_CANDIDATES : 1;
+    a->ncand = 0;
+    for (int pass = 0; pass < 2 && a->ncand == 0; pass++) /* 0: deterministic only; 1: any */
+        for (int i = 0; i < r->n && a->ncand < most; i++) {
             if (r->det[i] < 2 - pass) continue;
             if (p->dtype != NEAT_F32 && !gemm_like(kind, r->algos[i])) continue;
             if (which == CONV_FWD_PRECOMP &&
@@ -333,13 +368,18 @@ static int pick(cuda_device *d, conv_plan *p, int which, int kind, const conv_ra
             if (ws_size(d->dnn, p, kind, r->algos[i], &ws) != CUDNN_STATUS_SUCCESS ||
                 ws > CONV_WS_MAX)
                 continue;
-            a->algo = r->algos[i];
-            a->math = m;
-            a->ws = ws;
-            a->ready = 1;
-            return 1;
+            conv_cand *c = &a->cand[a->ncand++];
+            c->algo = r->algos[i];
+            c->math = m;
+            c->ws = ws;
         }
-    return 0;
+    if (a->ncand == 0) return 0;
+    a->algo = a->cand[0].algo;
+    a->math = a->cand[0].math;
+    a->ws = a->cand[0].ws;
+    a->ready = 1;
+    if (a->ncand < 2) a->ncand = 0;
+    return 1;
 }
 
 /* Choose the algorithm of `which` once. The forward's ranking serves both forward slots, so
@@ -371,16 +411,134 @@ static neat_status algo_get(cuda_device *d, conv_plan *p, int which, const conv_
         p->math == NEAT_MATH_STRICT && p->dtype == NEAT_F32 ? " in strict float32 (FMA) math" : "");
 }
 
-/* Plan, algorithm and workspace (scratch slot 1, sized for the largest algorithm the op
- * uses: asked with the same size at every submission). */
+/* The op's tensors its algorithms are timed on (conv_tune), read only: x and w for the
+ * forward, w and dy for backward data, x and dy for backward filter (dy standing for the dz of
+ * the op's own run: the same shape and type). */
+typedef struct conv_inputs {
+    const void *x, *w, *dy;
+} conv_inputs;
+
+/* One run of candidate c of slot `which` on in, into out (beta = 0), with workspace ws. */
+static cudnnStatus_t run_candidate(cuda_device *d, conv_plan *p, int which, const conv_cand *c,
+                                   const conv_inputs *in, void *out, void *ws) {
+    const float one = 1.0f, zero = 0.0f;
+    if (which == CONV_BWD_DATA)
+        return cudnnConvolutionBackwardData(d->dnn, &one, p->wd, in->w, p->yd, in->dy, p->cd,
+                                            (cudnnConvolutionBwdDataAlgo_t)c->algo, ws, c->ws,
+                                            &zero, p->xd, out);
+    if (which == CONV_BWD_FILTER)
+        return cudnnConvolutionBackwardFilter(d->dnn, &one, p->xd, in->x, p->yd, in->dy, p->cd,
+                                              (cudnnConvolutionBwdFilterAlgo_t)c->algo, ws, c->ws,
+                                              &zero, p->wd, out);
+    return cudnnConvolutionForward(d->dnn, &one, p->xd, in->x, p->wd, in->w, p->cd,
+                                   (cudnnConvolutionFwdAlgo_t)c->algo, ws, c->ws, &zero, p->yd,
+                                   out);
+}
+
+/* Bytes of what slot `which` writes: y, dx or dw. */
+static size_t out_bytes(const conv_plan *p, int which) {
+    const nm_conv_geom &g = p->g;
+    int64_t n = which == CONV_BWD_DATA     ? g.n * g.c * g.h * g.w
+                : which == CONV_BWD_FILTER ? g.k * (g.c / g.groups) * g.kh * g.kw
+                                           : g.n * g.k * g.p * g.q;
+    return (size_t)n * neat_dtype_size((neat_dtype)p->dtype);
+}
+
+static float median_ms(float *t, int n) { /* sorts t */
+    for (int i = 1; i < n; i++)
+        for (int j = i; j > 0 && t[j] < t[j - 1]; j--) {
+            float s = t[j];
+            t[j] = t[j - 1];
+            t[j - 1] = s;
+        }
+    return t[n / 2];
+}
+
+/* Time a's candidates on the op's inputs and keep the fastest in a: per candidate one warm-up
+ * run, then CONV_TUNE_RUNS runs, each between two events, all on the stream, one wait for
+ * all. A candidate's time is the median of its runs, neither the sum nor the minimum: noise
+ * on a GPU (clocks, other work) mostly slows single runs down, and a slowed run moves the sum
+ * and a lucky one the minimum, not the median; it is also what the benchmark reports. The
+ * runs write an output and a workspace of their own (one cudaMalloc, freed after the wait),
+ * never the op's tensors. A candidate cuDNN refuses or fails is skipped, its CUDA error
+ * cleared; without the memory, or when no candidate ran, Find's first stays. Done once,
+ * whatever the outcome; only a failure of the events or of the stream is the op's error. */
+static neat_status conv_tune(cuda_device *d, conv_plan *p, int which, conv_algo *a,
+                             const conv_inputs *in, const char *what) {
+    enum { NEV = CONV_TUNE_RUNS + 1 };
+    cudaEvent_t ev[CONV_CANDIDATES][NEV];
+    int ok[CONV_CANDIDATES] = {0}, nev = 0, n = a->ncand;
+    a->ncand = 0;
+    size_t out = (out_bytes(p, which) + 255) & ~(size_t)255, ws_max = 0;
+    for (int i = 0; i < n; i++)
+        if (a->cand[i].ws > ws_max) ws_max = a->cand[i].ws;
+    char *mem = NULL;
+    if (cudaMalloc((void **)&mem, out + ws_max) != cudaSuccess) {
+        cudaGetLastError(); /* not the op's error: Find's first stays */
+        return NEAT_OK;
+    }
+    neat_status st = NEAT_OK;
+    for (int i = 0; i < n * NEV && !st; i++) {
+        st = cuda_check(cudaEventCreate(&ev[i / NEV][i % NEV]), what, "cudaEventCreate");
+        if (!st) nev = i + 1;
+    }
+    for (int i = 0; i < n && !st; i++) {
+        const conv_cand *c = &a->cand[i];
+        ok[i] = cudnnSetConvolutionMathType(p->cd, c->math) == CUDNN_STATUS_SUCCESS;
+        for (int r = 0; r <= CONV_TUNE_RUNS && ok[i] && !st; r++) {
+            if (r >= 1)
+                st = cuda_check(cudaEventRecord(ev[i][r - 1], d->stream), what, "cudaEventRecord");
+            if (!st)
+                ok[i] = run_candidate(d, p, which, c, in, mem, mem + out) == CUDNN_STATUS_SUCCESS;
+        }
+        if (!ok[i])
+            cudaGetLastError(); /* what a failed launch left (not sticky): not the op's error */
+        else if (!st)
+            st = cuda_check(cudaEventRecord(ev[i][CONV_TUNE_RUNS], d->stream), what,
+                            "cudaEventRecord");
+    }
+    /* waited for after a failure above too: mem is freed below */
+    neat_status waited =
+        cuda_check(cudaStreamSynchronize(d->stream), what, "cudaStreamSynchronize");
+    if (!st) st = waited;
+    float best = -1.0f;
+    for (int i = 0; i < n && !st; i++) {
+        float t[CONV_TUNE_RUNS];
+        int r = 0;
+        while (ok[i] && r < CONV_TUNE_RUNS &&
+               cudaEventElapsedTime(&t[r], ev[i][r], ev[i][r + 1]) == cudaSuccess)
+            r++;
+        if (r < CONV_TUNE_RUNS) { /* failed, or an interval CUDA could not give */
+            cudaGetLastError();
+            continue;
+        }
+        float ms = median_ms(t, CONV_TUNE_RUNS);
+        if (best < 0.0f || ms < best) {
+            best = ms;
+            a->algo = a->cand[i].algo;
+            a->math = a->cand[i].math;
+            a->ws = a->cand[i].ws;
+        }
+    }
+    for (int i = 0; i < nev; i++) cudaEventDestroy(ev[i / NEV][i % NEV]);
+    cudaFree(mem);
+    return st;
+}
+
+/* Plan, algorithms and workspace (scratch slot 1, sized for the largest algorithm the op
+ * uses: asked with the same size at every submission). A slot's first eager use times its
+ * candidates first (conv_tune), so that the scratch is sized for the algorithm kept. */
 static neat_status prepare(nm_device *dev, nm_cmdbuf *cb, const nm_conv_geom *g,
                            neat_math_mode math, neat_dtype dtype, const int *which, int nwhich,
-                           conv_plan **plan, const conv_algo **algos, void **ws, const char *what) {
+                           const conv_inputs *in, conv_plan **plan, const conv_algo **algos,
+                           void **ws, const char *what) {
     cuda_device *d = cuda_dev(dev);
     neat_status st = plan_get(d, g, math, dtype, plan, what);
     size_t need = 0;
     for (int i = 0; !st && i < nwhich; i++) {
         st = algo_get(d, *plan, which[i], &algos[i], what);
+        if (!st && algos[i]->ncand > 1 && !capturing(d)) /* first eager use: time candidates */
+            st = conv_tune(d, *plan, which[i], &(*plan)->algo[which[i]], in, what);
         if (!st && algos[i]->ws > need) need = algos[i]->ws;
     }
     if (st) return st;
@@ -452,9 +610,10 @@ static neat_status conv2d_forward_half(nm_device *dev, nm_cmdbuf *cb, const nm_o
     const conv_algo *a[1];
     void *ws;
     neat_status st;
+    const conv_inputs in = {u.x->data, u.w->data, NULL};
     if (!u.b) {
         static const int which[] = {CONV_FWD};
-        st = prepare(dev, cb, &g, op->math, dt, which, 1, &p, a, &ws, what);
+        st = prepare(dev, cb, &g, op->math, dt, which, 1, &in, &p, a, &ws, what);
         if (!st) st = run_forward(d, p, a[0], ws, u.x->data, u.w->data, u.y->data, what);
         if (st || u.act == NEAT_ACT_NONE) return st;
         return cuda_half_epilogue(dev, dt, u.y->data, NULL, 1.0f, dt, NULL, ny, 1, 1, u.act, what);
@@ -462,7 +621,7 @@ static neat_status conv2d_forward_half(nm_device *dev, nm_cmdbuf *cb, const nm_o
     if ((st = cache_get(d, what))) return st;
     if (d->conv->fuse == 0) return cuda_run_f32_copies(dev, cb, op);
     static const int which[] = {CONV_FWD_PRECOMP};
-    st = prepare(dev, cb, &g, op->math, dt, which, 1, &p, a, &ws, what);
+    st = prepare(dev, cb, &g, op->math, dt, which, 1, &in, &p, a, &ws, what);
     if (st) return st;
     int done = 0;
     if (a[0]->algo >= 0)
@@ -537,7 +696,8 @@ static neat_status conv2d_backward_half(nm_device *dev, nm_cmdbuf *cb, const nm_
     const conv_algo *a[2] = {NULL, NULL};
     void *ws = NULL;
     if (u.x->numel > 0 && u.w->numel > 0) { /* else C = 0: dx and dw are empty */
-        st = prepare(dev, cb, &g, op->math, dt, which, nwhich, &p, a, &ws, what);
+        const conv_inputs in = {u.x->data, u.w->data, u.dy->data};
+        st = prepare(dev, cb, &g, op->math, dt, which, nwhich, &in, &p, a, &ws, what);
         if (st) return st;
     }
     const void *dz = u.dy->data;
@@ -575,13 +735,14 @@ neat_status cuda_conv2d_forward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) 
         conv_plan *p;
         const conv_algo *a[1];
         void *ws;
+        const conv_inputs in = {u.x->data, u.w->data, NULL};
         st = cache_get(d, what);
         int fusable =
             !st && b && d->conv->fuse && (u.act == NEAT_ACT_RELU || u.act == NEAT_ACT_NONE);
         int forced = fusable && d->conv->fuse == 3; /* IMPLICIT_PRECOMP_GEMM whatever the choice */
         if (!st)
-            st = prepare(dev, cb, &g, op->math, NEAT_F32, forced ? precomp : fwd, 1, &p, a, &ws,
-                         what);
+            st = prepare(dev, cb, &g, op->math, NEAT_F32, forced ? precomp : fwd, 1, &in, &p, a,
+                         &ws, what);
         if (!st && forced && a[0]->algo < 0)
             return nm_error(NEAT_ERR_BACKEND_ERROR,
                             "%s: cuDNN offers no IMPLICIT_PRECOMP_GEMM algorithm for the fused "
@@ -621,7 +782,8 @@ neat_status cuda_conv2d_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op)
     const conv_algo *a[3] = {NULL, NULL, NULL};
     void *ws = NULL;
     if (u.x->numel > 0 && u.w->numel > 0) { /* else C = 0: dx and dw are empty */
-        st = prepare(dev, cb, &g, op->math, NEAT_F32, which, nwhich, &p, a, &ws, what);
+        const conv_inputs in = {u.x->data, u.w->data, u.dy->data};
+        st = prepare(dev, cb, &g, op->math, NEAT_F32, which, nwhich, &in, &p, a, &ws, what);
         if (st) return st;
     }
     const float *dz = u.dy->data;
