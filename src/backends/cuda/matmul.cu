@@ -69,6 +69,7 @@ typedef struct mm_key {
 #define LT_CANDIDATES 16
 #define LT_TUNE_MIN_MACS 0.0
 #define LT_TUNE_RUNS 3 /* timed runs per candidate, after one warm-up */
+#define LT_TUNE_HOLD_NS 200000ull /* the device held while a candidate's runs are launched */
 
 typedef struct mm_entry {
     cublasLtMatmulDesc_t desc;
@@ -226,10 +227,24 @@ fail:
     return NEAT_ERR_BACKEND_ERROR; /* message set by cublas_check */
 }
 
+/* Holds the stream for ns nanoseconds (one thread reading the global timer). */
+__global__ void lt_tune_hold(unsigned long long ns) {
+    unsigned long long t0, t;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t0));
+    do {
+        asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+    } while (t - t0 < ns);
+}
+
 /* Time e's candidates for D = alpha A B (cuBLASLt's operands; beta = 0, so the runs only
  * write D, which the caller's run overwrites) and keep the fastest in e->algo: per
  * candidate one warm-up run, then LT_TUNE_RUNS between two events; one stream wait for all.
- * A candidate cuBLASLt refuses is skipped. Done once, whatever the outcome. */
+ * Each candidate's runs queue behind LT_TUNE_HOLD_NS of lt_tune_hold, so that the events
+ * time the device's work and not the host's launches: cublasLtMatmul's host cost is more
+ * than a small GEMM's run, and without the hold a split-K candidate (two kernels) was
+ * charged two launches (the 700-op MLP went from 3.3 to 3.7 us/op when every size was
+ * tuned that way). A candidate cuBLASLt refuses is skipped. Done once, whatever the
+ * outcome. */
 static neat_status mm_tune(cuda_device *d, mm_entry *e, const float *alpha, const void *A,
                            const void *B, void *D, const char *what) {
     const float zero = 0.0f;
@@ -243,6 +258,8 @@ static neat_status mm_tune(cuda_device *d, mm_entry *e, const float *alpha, cons
     }
     for (int i = 0; i < n && !st; i++) {
         ok[i] = 1;
+        lt_tune_hold<<<1, 1, 0, d->stream>>>(LT_TUNE_HOLD_NS);
+        st = cuda_check(cudaGetLastError(), what, "lt_tune_hold");
         for (int r = 0; r <= LT_TUNE_RUNS && ok[i] && !st; r++) {
             if (r == 1)
                 st = cuda_check(cudaEventRecord(ev[2 * i], d->stream), what, "cudaEventRecord");
