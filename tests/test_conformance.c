@@ -78,6 +78,11 @@
     {                                                                                              \
         .kind = CF_LINEAR_BACKWARD, .p = { n, in, out, act, bias, mask, acc }                      \
     }
+/* the same with dy's column 0 built against long sequential sums (util_conform_train.c) */
+#define LINEAR_BWD_COL(n, in, out, act, bias, mask, acc)                                           \
+    {                                                                                              \
+        .kind = CF_LINEAR_BACKWARD, .p = { n, in, out, act, bias, mask, acc, 1 }                   \
+    }
 // clang-format off
 #define CONV_BWD(n, c, h, w, k, kh, kw, sh, sw, ph, pw, dh, dw, groups, act, bias, mask, acc) \
     { .kind = CF_CONV2D_BACKWARD, .p = { n, c, h, w, k, kh, kw, sh, sw, ph, pw, dh, dw, groups, act, bias, mask, acc } }
@@ -477,6 +482,17 @@ static const cf_row TABLE[] = {
     LINEAR_BWD(2000, 3, 1, RELU, 1, 7, 1),
     LINEAR_BWD(300, 7, 70, GELU, 1, 7, 0),
     LINEAR_BWD(64, 784, 120, RELU, 1, 7, 0),
+    /* db of long columns against the bound of sums: on CUDA in strict float32, grads 6 and 7
+     * take the dw GEMM's BGRADB epilogue (accumulate: into scratch, then added), grads 4 (no
+     * dw) the sum kernel; the TF32 pass always the sum kernel */
+    LINEAR_BWD_COL(4096, 8, 16, NONE, 1, 7, 0),
+    LINEAR_BWD_COL(4096, 8, 16, RELU, 1, 7, 0),
+    LINEAR_BWD_COL(4096, 5, 3, NONE, 0, 6, 1),
+    LINEAR_BWD_COL(8191, 3, 130, NONE, 1, 6, 0),
+    LINEAR_BWD_COL(4099, 3, 5, NONE, 1, 4, 0),
+    LINEAR_BWD(4096, 32, 64, RELU, 1, 7, 0),
+    LINEAR_BWD(1025, 33, 65, GELU, 1, 7, 1),
+    LINEAR_BWD(2049, 17, 31, SIGMOID, 0, 6, 0),
 
     /* conv2d_backward: n, c, h, w, k, kh, kw, sh, sw, ph, pw, dh, dw, groups, act, bias,
      * grads, accumulate */

@@ -762,6 +762,7 @@ static neat_status rec_pool(neat_cmdbuf *cb, pair *t, int which, const void *ctx
 typedef struct layer_ctx {
     neat_activation act;
     int accumulate;
+    int64_t n; /* linear: the rows (0: 9) */
 } layer_ctx;
 
 /* t: x, w, b, y, dy, dx, dw, db. On the magnitudes without relu's mask (MAG is used for
@@ -821,27 +822,31 @@ static void test_backward(uint64_t seed) {
             for (int i = 0; i < 3; i++) pair_free(t[i]);
         }
         /* tanh, replacing; gelu (b read), accumulating; then the native cases on CUDA: none
-         * and relu, replacing and accumulating */
-        static const layer_ctx layers[] = {
-            {NEAT_ACT_TANH, 0}, {NEAT_ACT_GELU, 1}, {NEAT_ACT_NONE, 0},   {NEAT_ACT_NONE, 1},
-            {NEAT_ACT_RELU, 0}, {NEAT_ACT_RELU, 1}, {NEAT_ACT_SIGMOID, 1}};
-        for (int v = 0; v < 7; v++) {
+         * and relu, replacing and accumulating (replacing: db by the dw GEMM's BGRADB
+         * epilogue in the half type; accumulating: the channel sum), and long columns for
+         * db: 4096 rows, replacing and accumulating */
+        static const layer_ctx layers[] = {{NEAT_ACT_TANH, 0, 0},    {NEAT_ACT_GELU, 1, 0},
+                                           {NEAT_ACT_NONE, 0, 0},    {NEAT_ACT_NONE, 1, 0},
+                                           {NEAT_ACT_RELU, 0, 0},    {NEAT_ACT_RELU, 1, 0},
+                                           {NEAT_ACT_SIGMOID, 1, 0}, {NEAT_ACT_NONE, 0, 4096},
+                                           {NEAT_ACT_RELU, 0, 4096}, {NEAT_ACT_NONE, 1, 4096}};
+        for (int v = 0; v < 10; v++) {
             layer_ctx c = layers[v];
-            int64_t n = 9, in = 33, out = 17;
+            int64_t n = c.n ? c.n : 9, in = 33, out = 17;
             int64_t xs[2] = {n, in}, ws[2] = {out, in}, bs[1] = {out}, ys[2] = {n, out};
             pair t[8] = {pair_make(dt, 2, xs, 1, &rng), pair_make(dt, 2, ws, 0.5, &rng),
                          pair_make(dt, 1, bs, 1, &rng), pair_make(dt, 2, ys, 1, &rng),
                          pair_make(dt, 2, ys, 1, &rng), pair_make(dt, 2, xs, 1, &rng),
                          pair_make(dt, 2, ws, 1, &rng), pair_make(dt, 1, bs, 1, &rng)};
-            snprintf(what, sizeof what, "linear backward act %d accumulate %d", (int)c.act,
-                     c.accumulate);
+            snprintf(what, sizeof what, "linear backward act %d accumulate %d n %lld", (int)c.act,
+                     c.accumulate, (long long)n);
             run_pairs(what, dt, t, 8, 5, rec_linear, &c, native_layer(c.act),
                       (n > out ? n : out) + 1); /* the longest sum, + the old value */
             for (int i = 0; i < 8; i++) pair_free(t[i]);
         }
-        static const layer_ctx convs[] = {{NEAT_ACT_RELU, 0}, {NEAT_ACT_GELU, 1},
-                                          {NEAT_ACT_NONE, 0}, {NEAT_ACT_NONE, 1},
-                                          {NEAT_ACT_RELU, 1}, {NEAT_ACT_TANH, 0}};
+        static const layer_ctx convs[] = {{NEAT_ACT_RELU, 0, 0}, {NEAT_ACT_GELU, 1, 0},
+                                          {NEAT_ACT_NONE, 0, 0}, {NEAT_ACT_NONE, 1, 0},
+                                          {NEAT_ACT_RELU, 1, 0}, {NEAT_ACT_TANH, 0, 0}};
         for (int v = 0; v < 6; v++) {
             layer_ctx c = convs[v];
             int64_t xs[4] = {2, 3, 6, 6}, ws[4] = {4, 3, 3, 3}, bs[1] = {4}, ys[4] = {2, 4, 6, 6};

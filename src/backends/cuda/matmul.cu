@@ -19,8 +19,9 @@
  * GELU_BIAS under TF32 only (see epilogue_has_act); sigmoid, tanh and strict GELU run as
  * elementwise.cu's pass after a BIAS epilogue.
  * linear backward: dz = dy act'(y) (gelu: act'(z) with z = x w^T + b recomputed into
- * scratch), dx = dz w, dw = dz^T x (beta = accumulate), db = column sums of dz (reduce.cu,
- * deterministic).
+ * scratch), dx = dz w, dw = dz^T x (beta = accumulate), db = column sums of dz. db comes out
+ * of the dw GEMM's BGRADB epilogue (issue 13) where that is exact, else from reduce.cu's
+ * deterministic sum: see "Bias gradient" below.
  *
  * bf16/f16 (cuda_gemm_typed; cuda_native_half in half.cu): A and B CUDA_R_16BF/16F, C and
  * D of the output's type (half or float32), compute CUBLAS_COMPUTE_32F whatever the math
@@ -47,6 +48,21 @@
  * NEATML_GEMM_TUNE=0 (read at a device's first GEMM) turns tuning off. Asking cuBLASLt for
  * one kernel for small GEMMs (no split-K, or its in-place split-K) was measured and dropped:
  * the 700-op MLP went from 3.3 to 8.0 us/op, the LeNet step from 0.458 to 0.559 ms.
+ *
+ * Bias gradient (issue 13; docs/HACKING.md "Decisions"). dw [out, in] = dz^T x is cuBLASLt's
+ * D = A B with A = x^T, B = dz (CUBLAS_OP_T) and k = n, so db, the sums of dz over its n rows,
+ * is the BGRADB epilogue (one value per column of D, in D's type, through BIAS_POINTER). It
+ * stores db, never adds to it. db comes from it when dw is asked for too, n, in, out > 0, and
+ * for float32 in strict mode (an accumulated db: the epilogue writes scratch, one pass adds it;
+ * not TF32, where the epilogue might sum TF32-rounded dz) or bf16/f16 without accumulate (the
+ * half bias gradient added to the old db would round twice). The heuristic is asked with the
+ * epilogue (the key holds it); where it has no algorithm, or cuBLASLt refuses the first call,
+ * the entry remembers it and the sum kernel runs. NEATML_LINEAR_BGRAD (read at a device's first
+ * GEMM): "0" never fuses, "2" makes a refusal the op's BACKEND_ERROR, anything else fuses and
+ * falls back. The epilogue's summation order is not documented: test_conformance holds it to
+ * the bound of sums on columns built against long sequential sums, test_determinism to the
+ * same bits run after run. DRELU_BGRAD does not fit neat_linear_backward: it applies relu' to
+ * a GEMM's output, i.e. to the dx GEMM of the layer above, not to this layer's input dz.
  */
 #include "common.cuh"
 #include "../lru.h"
@@ -76,7 +92,8 @@ typedef struct mm_entry {
     cublasLtMatrixLayout_t la, lb, lc;
     cublasLtMatmulAlgo_t algo; /* the one run: the heuristic's first, or the fastest timed */
     cublasLtMatmulAlgo_t cand[LT_CANDIDATES]; /* the heuristic's, best first */
-    int ncand; /* > 1 while the candidates wait to be timed; 0 once they were */
+    int ncand;   /* > 1 while the candidates wait to be timed; 0 once they were */
+    int refused; /* a bias-gradient epilogue cuBLASLt has no algorithm for: never run */
 } mm_entry;
 
 /* The device's cache of matmul plans (lru.h): at most NM_LRU_CAPACITY entries, the least
@@ -87,7 +104,8 @@ typedef struct mm_entry {
  * (not cached per entry, freed only by device_close). */
 struct cuda_matmul_cache {
     nm_lru lru;
-    int tune; /* NEATML_GEMM_TUNE is not "0" */
+    int tune;  /* NEATML_GEMM_TUNE is not "0" */
+    int bgrad; /* NEATML_LINEAR_BGRAD: 0 never fuse db, 1 fuse or fall back, 2 fuse or fail */
 };
 
 static void entry_destroy(mm_entry *e) {
@@ -135,15 +153,32 @@ static cublasStatus_t make_layout(cublasLtMatrixLayout_t *l, cudaDataType_t type
         if (st_) goto fail;                                                                        \
     } while (0)
 
-/* The cached entry for key, creating descriptors and choosing the algorithm on a miss. */
-static neat_status mm_lookup(cuda_device *d, const mm_key *key, mm_entry **out, const char *what) {
-    if (!d->mm) {
-        d->mm = (struct cuda_matmul_cache *)calloc(1, sizeof *d->mm);
-        if (!d->mm) return nm_error(NEAT_ERR_OUT_OF_MEMORY, "%s: out of host memory", what);
-        nm_lru_init(&d->mm->lru, NM_LRU_CAPACITY);
-        const char *env = getenv("NEATML_GEMM_TUNE");
-        d->mm->tune = !(env && strcmp(env, "0") == 0);
-    }
+/* The device's cache, made (and the environment read) at its first GEMM. */
+static neat_status mm_cache(cuda_device *d, const char *what) {
+    if (d->mm) return NEAT_OK;
+    d->mm = (struct cuda_matmul_cache *)calloc(1, sizeof *d->mm);
+    if (!d->mm) return nm_error(NEAT_ERR_OUT_OF_MEMORY, "%s: out of host memory", what);
+    nm_lru_init(&d->mm->lru, NM_LRU_CAPACITY);
+    const char *env = getenv("NEATML_GEMM_TUNE");
+    d->mm->tune = !(env && strcmp(env, "0") == 0);
+    env = getenv("NEATML_LINEAR_BGRAD");
+    d->mm->bgrad = env && (env[0] == '0' || env[0] == '2') && !env[1] ? env[0] - '0' : 1;
+    return NEAT_OK;
+}
+
+static int is_bgrad(int epilogue) {
+    return epilogue == CUBLASLT_EPILOGUE_BGRADA || epilogue == CUBLASLT_EPILOGUE_BGRADB;
+}
+
+/* The cached entry for key, creating descriptors and choosing the algorithm on a miss. A
+ * bias-gradient epilogue is asked for with its pointer bgrad set (the heuristic reads the
+ * pointer's alignment; every pool block's is 256 bytes, so the answer holds for the entry's
+ * later pointers); without an algorithm it gives an entry marked refused (kept, so that the
+ * heuristic is asked once). Any other epilogue without one is an error. */
+static neat_status mm_lookup(cuda_device *d, const mm_key *key, const void *bgrad, mm_entry **out,
+                             const char *what) {
+    neat_status st0 = mm_cache(d, what);
+    if (st0) return st0;
     struct cuda_matmul_cache *c = d->mm;
     mm_entry *hit = (mm_entry *)nm_lru_get(&c->lru, key, sizeof *key);
     if (hit) {
@@ -172,6 +207,9 @@ static neat_status mm_lookup(cuda_device *d, const mm_key *key, mm_entry **out, 
     LT_TRY(cublasLtMatmulDescSetAttribute(e.desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
     LT_TRY(cublasLtMatmulDescSetAttribute(e.desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
     LT_TRY(cublasLtMatmulDescSetAttribute(e.desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi));
+    if (is_bgrad(key->epilogue))
+        LT_TRY(cublasLtMatmulDescSetAttribute(e.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bgrad,
+                                              sizeof bgrad));
     /* A is m x k after op: stored k x m when transposed. */
     LT_TRY(make_layout(&e.la, lt_type(key->ab), key->trans_a ? key->k : key->m,
                        key->trans_a ? key->m : key->k, key->batch));
@@ -192,15 +230,21 @@ static neat_status mm_lookup(cuda_device *d, const mm_key *key, mm_entry **out, 
         LT_TRY(cublasLtMatmulPreferenceSetAttribute(
             pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al, sizeof al));
     }
-    LT_TRY(cublasLtMatmulAlgoGetHeuristic(d->lt, e.desc, e.la, e.lb, e.lc, e.lc, pref,
-                                          tune ? LT_CANDIDATES : 1, result, &found));
+    { /* NOT_SUPPORTED: no algorithm for this configuration (a refusal, not a failure) */
+        cublasStatus_t hs = cublasLtMatmulAlgoGetHeuristic(
+            d->lt, e.desc, e.la, e.lb, e.lc, e.lc, pref, tune ? LT_CANDIDATES : 1, result, &found);
+        if (hs == CUBLAS_STATUS_NOT_SUPPORTED)
+            found = 0;
+        else if (cublas_check(hs, what, "cublasLtMatmulAlgoGetHeuristic"))
+            goto fail;
+    }
     cublasLtMatmulPreferenceDestroy(pref);
     pref = NULL;
     for (int i = 0; i < found; i++) /* the workspace bound is the preference's; checked anyway */
         if (result[i].state == CUBLAS_STATUS_SUCCESS &&
             result[i].workspaceSize <= CUDA_LT_WORKSPACE)
             e.cand[e.ncand++] = result[i].algo;
-    if (e.ncand < 1) {
+    if (e.ncand < 1 && !is_bgrad(key->epilogue)) {
         entry_destroy(&e);
         return nm_error(NEAT_ERR_BACKEND_ERROR,
                         "%s: cublasLtMatmulAlgoGetHeuristic found no algorithm for m=%lld n=%lld "
@@ -208,8 +252,9 @@ static neat_status mm_lookup(cuda_device *d, const mm_key *key, mm_entry **out, 
                         what, (long long)key->m, (long long)key->n, (long long)key->k,
                         (long long)key->batch);
     }
+    e.refused = e.ncand < 1;
     e.algo = e.cand[0];
-    if (!tune) e.ncand = 0;
+    if (!tune || e.refused) e.ncand = 0;
     { /* a block: the gotos above do not cross kept's initialization */
         mm_entry *kept = (mm_entry *)malloc(sizeof *kept);
         if (kept) *kept = e;
@@ -284,6 +329,18 @@ static neat_status mm_tune(cuda_device *d, mm_entry *e, const float *alpha, cons
     return st;
 }
 
+/* A bias-gradient epilogue cuBLASLt will not run: *ran = 0 (the caller sums db), or under
+ * NEATML_LINEAR_BGRAD=2 the op's error. */
+static neat_status bgrad_refused(cuda_device *d, const mm_key *key, int *ran, const char *what) {
+    *ran = 0;
+    if (d->mm->bgrad != 2) return NEAT_OK;
+    return nm_error(NEAT_ERR_BACKEND_ERROR,
+                    "%s: cuBLASLt has no algorithm with the bias-gradient epilogue %d for m=%lld "
+                    "n=%lld k=%lld (%s, output %s) (NEATML_LINEAR_BGRAD=2)",
+                    what, key->epilogue, (long long)key->m, (long long)key->n, (long long)key->k,
+                    neat_dtype_name((neat_dtype)key->ab), neat_dtype_name((neat_dtype)key->c));
+}
+
 static int capturing(cuda_device *d) {
     cudaStreamCaptureStatus cap = cudaStreamCaptureStatusNone;
     return cudaStreamIsCapturing(d->stream, &cap) != cudaSuccess ||
@@ -308,13 +365,16 @@ static int64_t batch_align(int64_t batch, int64_t m, int64_t n, int64_t k, size_
     return al == 256 ? 0 : al;
 }
 
-extern "C" neat_status cuda_gemm_typed(nm_device *dev, neat_math_mode math, int trans_a,
-                                       int trans_b, int64_t batch, int64_t m, int64_t n, int64_t k,
-                                       float alpha, const void *a, const void *b, neat_dtype ab,
-                                       float beta, void *c, neat_dtype ct,
-                                       cublasLtEpilogue_t epilogue, const void *bias,
-                                       const char *what) {
-    if (batch == 0 || m == 0 || n == 0) return NEAT_OK;
+/* cuda_gemm_typed, and for a bias-gradient epilogue (bias: where it is written) *ran = 0
+ * when cuBLASLt has no algorithm for it or refuses it: nothing was enqueued (the caller sums
+ * db itself), or the op's error under NEATML_LINEAR_BGRAD=2. */
+static neat_status gemm(nm_device *dev, neat_math_mode math, int trans_a, int trans_b,
+                        int64_t batch, int64_t m, int64_t n, int64_t k, float alpha, const void *a,
+                        const void *b, neat_dtype ab, float beta, void *c, neat_dtype ct,
+                        cublasLtEpilogue_t epilogue, const void *bias, int *ran, const char *what) {
+    /* an empty product: the bias gradient (of zero terms, or of none) is the caller's */
+    *ran = !(is_bgrad(epilogue) && (batch == 0 || m == 0 || n == 0 || k == 0));
+    if (!*ran || batch == 0 || m == 0 || n == 0) return NEAT_OK;
     cuda_device *d = cuda_dev(dev);
     if (k == 0 && (ab != NEAT_F32 || ct != NEAT_F32)) /* c = act(beta c + bias), one rounding */
         return cuda_half_epilogue(dev, ct, c, NULL, beta, ct, bias, batch * m * n, 1, n,
@@ -347,8 +407,9 @@ extern "C" neat_status cuda_gemm_typed(nm_device *dev, neat_math_mode math, int 
     if (ab != NEAT_F32 || ct != NEAT_F32)
         key.align = batch_align(batch, m, n, k, neat_dtype_size(ab), neat_dtype_size(ct));
     mm_entry *e;
-    neat_status st = mm_lookup(d, &key, &e, what);
+    neat_status st = mm_lookup(d, &key, bias, &e, what);
     if (st) return st;
+    if (e->refused) return bgrad_refused(d, &key, ran, what);
     if (bias) {
         st = cublas_check(cublasLtMatmulDescSetAttribute(e->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
                                                          &bias, sizeof bias),
@@ -359,9 +420,27 @@ extern "C" neat_status cuda_gemm_typed(nm_device *dev, neat_math_mode math, int 
         st = mm_tune(d, e, &alpha, b, a, c, what);
         if (st) return st;
     }
-    return cublas_check(cublasLtMatmul(d->lt, e->desc, &alpha, b, e->la, a, e->lb, &beta, c, e->lc,
-                                       c, e->lc, &e->algo, d->lt_ws, CUDA_LT_WORKSPACE, d->stream),
-                        what, "cublasLtMatmul");
+    cublasStatus_t s = cublasLtMatmul(d->lt, e->desc, &alpha, b, e->la, a, e->lb, &beta, c, e->lc,
+                                      c, e->lc, &e->algo, d->lt_ws, CUDA_LT_WORKSPACE, d->stream);
+    if (s == CUBLAS_STATUS_NOT_SUPPORTED && is_bgrad(key.epilogue)) { /* checked before launch */
+        e->refused = 1;
+        return bgrad_refused(d, &key, ran, what);
+    }
+    return cublas_check(s, what, "cublasLtMatmul");
+}
+
+extern "C" neat_status cuda_gemm_typed(nm_device *dev, neat_math_mode math, int trans_a,
+                                       int trans_b, int64_t batch, int64_t m, int64_t n, int64_t k,
+                                       float alpha, const void *a, const void *b, neat_dtype ab,
+                                       float beta, void *c, neat_dtype ct,
+                                       cublasLtEpilogue_t epilogue, const void *bias,
+                                       const char *what) {
+    int ran;
+    neat_status st = gemm(dev, math, trans_a, trans_b, batch, m, n, k, alpha, a, b, ab, beta, c, ct,
+                          epilogue, bias, &ran, what);
+    if (!st && !ran) /* a bias-gradient epilogue goes through linear backward's gemm call */
+        return nm_error(NEAT_ERR_INTERNAL, "%s: cuBLASLt refused epilogue %d", what, (int)epilogue);
+    return st;
 }
 
 extern "C" neat_status cuda_gemm(nm_device *dev, neat_math_mode math, int trans_a, int trans_b,
@@ -436,10 +515,49 @@ static neat_status linear_forward_half(nm_device *dev, nm_cmdbuf *cb, const nm_o
     return cuda_half_epilogue(dev, yt, u.y->data, z, 0.0f, xt, b, ny, 1, u.out, u.act, what);
 }
 
+/* Scratch slots of linear backward: dz (act != none), cuda_sum3's two, and the bias gradient
+ * the epilogue writes before it is added to an accumulated db. */
+enum { LIN_SLOT_DZ = 0, LIN_SLOT_SUM = 1, LIN_SLOT_BGRAD = 3 };
+
+/* Does db come out of the dw GEMM's BGRADB epilogue ("Bias gradient" at the top)? Both asked
+ * for, no empty dimension, NEATML_LINEAR_BGRAD not 0; float32 in strict mode, half without
+ * accumulate. Whether cuBLASLt has an algorithm for it is learned by the GEMM. */
+static neat_status bgrad_wanted(nm_device *dev, const nm_op *op, int *fuse) {
+    const auto &u = op->u.linear_backward;
+    *fuse = 0;
+    if (!u.dw || !u.db || u.n == 0 || u.in == 0 || u.out == 0) return NEAT_OK;
+    cuda_device *d = cuda_dev(dev);
+    neat_status st = mm_cache(d, "neat_linear_backward");
+    if (st) return st;
+    if (u.dy->dtype == NEAT_F32)
+        *fuse = d->mm->bgrad != 0 && op->math == NEAT_MATH_STRICT;
+    else
+        *fuse = d->mm->bgrad != 0 && !u.accumulate;
+    return NEAT_OK;
+}
+
+/* dw [out, in] = dz^T [out, n] x [n, in] (beta), of type dt; with fuse, db = the column sums
+ * of dz by the BGRADB epilogue into bgrad (db itself, or scratch that the caller adds), and
+ * *fused = 1 when it ran (0: cuBLASLt has no algorithm for it, dw was computed without it). */
+static neat_status dw_gemm(nm_device *dev, const nm_op *op, const void *dz, float beta, int fuse,
+                           void *bgrad, int *fused, const char *what) {
+    const auto &u = op->u.linear_backward;
+    neat_dtype dt = u.dy->dtype;
+    *fused = 0;
+    if (fuse) {
+        neat_status st = gemm(dev, op->math, 1, 0, 1, u.out, u.in, u.n, 1.0f, dz, u.x->data, dt,
+                              beta, u.dw->data, dt, CUBLASLT_EPILOGUE_BGRADB, bgrad, fused, what);
+        if (st || *fused) return st;
+    }
+    return cuda_gemm_typed(dev, op->math, 1, 0, 1, u.out, u.in, u.n, 1.0f, dz, u.x->data, dt, beta,
+                           u.dw->data, dt, CUBLASLT_EPILOGUE_DEFAULT, NULL, what);
+}
+
 /* Half tensors with no activation or relu (cuda_native_half): dz = dy or relu's mask of it
  * (exact in half, scratch slot 0), dx and dw by half GEMMs whose C is the gradient itself
- * (beta = accumulate: cuBLASLt adds the old value in float32 and rounds once), db by
- * half.cu's channel sums. */
+ * (beta = accumulate: cuBLASLt adds the old value in float32 and rounds once), db by the dw
+ * GEMM's BGRADB epilogue without accumulate (a bias gradient of the half type, rounded once),
+ * else by half.cu's channel sums. */
 static neat_status linear_backward_half(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
     static const char what[] = "neat_linear_backward";
     const auto &u = op->u.linear_backward;
@@ -450,7 +568,7 @@ static neat_status linear_backward_half(nm_device *dev, nm_cmdbuf *cb, const nm_
     neat_status st = NEAT_OK;
     if (u.act == NEAT_ACT_RELU && nz > 0) {
         void *z;
-        st = cuda_scratch(cb, 0, (size_t)nz * neat_dtype_size(dt), &z);
+        st = cuda_scratch(cb, LIN_SLOT_DZ, (size_t)nz * neat_dtype_size(dt), &z);
         if (!st) st = cuda_half_relu_grad(dev, dt, u.y->data, u.dy->data, z, nz, what);
         if (st) return st;
         dz = z;
@@ -458,10 +576,10 @@ static neat_status linear_backward_half(nm_device *dev, nm_cmdbuf *cb, const nm_
     if (u.dx)
         st = cuda_gemm_typed(dev, op->math, 0, 0, 1, u.n, u.in, u.out, 1.0f, dz, u.w->data, dt,
                              beta, u.dx->data, dt, CUBLASLT_EPILOGUE_DEFAULT, NULL, what);
-    if (!st && u.dw)
-        st = cuda_gemm_typed(dev, op->math, 1, 0, 1, u.out, u.in, u.n, 1.0f, dz, u.x->data, dt,
-                             beta, u.dw->data, dt, CUBLASLT_EPILOGUE_DEFAULT, NULL, what);
-    if (!st && u.db)
+    int fuse = 0, fused = 0;
+    if (!st) st = bgrad_wanted(dev, op, &fuse); /* never with accumulate here */
+    if (!st && u.dw) st = dw_gemm(dev, op, dz, beta, fuse, fuse ? u.db->data : NULL, &fused, what);
+    if (!st && u.db && !fused)
         st = cuda_half_channel_sum(dev, dt, dz, u.n, u.out, 1, u.accumulate, u.db->data, what);
     return st;
 }
@@ -486,7 +604,7 @@ neat_status cuda_linear_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op)
     const float *dz = u.dy->data;
     if (u.act != NEAT_ACT_NONE && nz > 0) {
         void *buf;
-        neat_status st = cuda_scratch(cb, 0, (size_t)nz * sizeof(float), &buf);
+        neat_status st = cuda_scratch(cb, LIN_SLOT_DZ, (size_t)nz * sizeof(float), &buf);
         if (st) return st;
         float *z = (float *)buf;
         if (u.act == NEAT_ACT_GELU) { /* z = x w^T + b, then dz = dy gelu'(z) in place */
@@ -504,11 +622,21 @@ neat_status cuda_linear_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op)
     if (u.dx) /* dx [n, in] = dz [n, out] w [out, in] */
         st = cuda_gemm(dev, op->math, 0, 0, 1, u.n, u.in, u.out, 1.0f, dz, u.w->data, beta,
                        u.dx->data, CUBLASLT_EPILOGUE_DEFAULT, NULL, what);
-    if (!st && u.dw) /* dw [out, in] = dz^T [out, n] x [n, in] */
-        st = cuda_gemm(dev, op->math, 1, 0, 1, u.out, u.in, u.n, 1.0f, dz, u.x->data, beta,
-                       u.dw->data, CUBLASLT_EPILOGUE_DEFAULT, NULL, what);
-    if (!st && u.db) /* db [out] = sum over the n rows of dz */
-        st = cuda_sum3(dev, cb, 1, dz, 1, u.n, u.out, 1.0f, u.accumulate, u.db->data, what);
+    /* dw [out, in] = dz^T [out, n] x [n, in], and db [out] = sum over the n rows of dz: by the
+     * GEMM's epilogue (into scratch when db accumulates, added below), else by cuda_sum3 */
+    int fuse = 0, fused = 0;
+    void *bgrad = NULL;
+    if (!st) st = bgrad_wanted(dev, op, &fuse);
+    if (!st && fuse) bgrad = u.db->data;
+    if (!st && fuse && u.accumulate)
+        st = cuda_scratch(cb, LIN_SLOT_BGRAD, (size_t)u.out * sizeof(float), &bgrad);
+    if (!st && u.dw) st = dw_gemm(dev, op, dz, beta, fuse, bgrad, &fused, what);
+    if (!st && fused && u.accumulate) /* db += the epilogue's sums, one rounding */
+        st = cuda_bias_act(dev, u.db->data, (const float *)bgrad, u.out, 1, u.out, NEAT_ACT_NONE,
+                           what);
+    if (!st && u.db && !fused)
+        st = cuda_sum3(dev, cb, LIN_SLOT_SUM, dz, 1, u.n, u.out, 1.0f, u.accumulate, u.db->data,
+                       what);
     return st;
 }
 
