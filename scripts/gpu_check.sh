@@ -229,21 +229,25 @@ fi
 if want sanitize; then
   : >"$OUT/sanitizer.log"
   if command -v compute-sanitizer >/dev/null; then
-    sanitize() { # sanitize <tool> <test[@i/n]> <log>: one run, its log, its summary row in <log>.row
-      local out rc bin=${2%@*} shard=
+    sanitize() { # sanitize <tool> <test[@i/n]> <log> [gpu]: one run, its log, its summary row in <log>.row
+      local out rc bin=${2%@*} shard= gpu=${4:-${CUDA_VISIBLE_DEVICES:-}}
       [ "$bin" != "$2" ] && shard=${2#*@} # test_conformance@1/4: its rows 1, 5, 9, ...
+      # SANITIZE_ARGS_<tool>: more options for that tool, e.g.
+      # SANITIZE_ARGS_racecheck="--kernel-name-exclude regex=nvjet" (NVIDIA's kernels left out)
+      local extra_var="SANITIZE_ARGS_$1"; local extra=(${!extra_var:-})
       # The debug pool: exact-size blocks, nothing cached, so the tool sees every overrun
       # and every use after free of tensor memory (src/core/pool.c).
-      out=$(NEATML_TEST_BACKENDS=cuda NEATML_DEBUG_POOL=1 NEATML_TEST_SHARD=$shard \
+      out=$(CUDA_VISIBLE_DEVICES=$gpu NEATML_TEST_BACKENDS=cuda NEATML_DEBUG_POOL=1 NEATML_TEST_SHARD=$shard \
             timeout "${SANITIZE_TIMEOUT:-500}" compute-sanitizer \
-            --tool "$1" --error-exitcode 86 --print-limit 20 "$BUILD/$bin" 2>&1); rc=$?
-      { echo "===== $1 $2 (exit $rc)"; printf '%s\n' "$out"; } >"$3"
+            --tool "$1" "${extra[@]}" --error-exitcode 86 --print-limit 20 "$BUILD/$bin" 2>&1); rc=$?
+      { echo "===== $1 $2 (exit $rc) ${extra[*]}"; printf '%s\n' "$out"; } >"$3"
       local summary; summary=$(printf '%s\n' "$out" | grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' | tail -n1)
       local res; res=$(printf '%s\n' "$out" | grep -E '^[A-Za-z0-9_-]+: [0-9]+ passed, [0-9]+ failed' | tail -n1)
       printf '%-34s %s\n' "$1 $2" "${summary:-no summary} | ${res:-no result line} [exit $rc]" >"$3.row"
     }
-    # SANITIZE_JOBS runs at once (the GPU has room for several; default 1)
-    jobs_max=${SANITIZE_JOBS:-1} k=0 logs=() runs=()
+    # SANITIZE_JOBS runs at once (the GPU has room for several; default 1), spread over the
+    # GPUs SANITIZE_GPUS names (e.g. "0 1"; default: whatever CUDA_VISIBLE_DEVICES shows)
+    jobs_max=${SANITIZE_JOBS:-1} k=0 logs=() runs=() gpus=(${SANITIZE_GPUS:-})
     if [ -n "${SANITIZE_RUNS:-}" ]; then
       runs=($SANITIZE_RUNS) # tool:test pairs, e.g. "initcheck:test_dtype racecheck:sanitizer_baseline"
     else
@@ -255,7 +259,8 @@ if want sanitize; then
     fi
     for r in "${runs[@]}"; do
       log="$OUT/san.$k.log"; logs+=("$log"); k=$((k + 1))
-      sanitize "${r%%:*}" "${r#*:}" "$log" &
+      gpu=; [ ${#gpus[@]} -gt 0 ] && gpu=${gpus[$(((k - 1) % ${#gpus[@]}))]}
+      sanitize "${r%%:*}" "${r#*:}" "$log" "$gpu" &
       while [ "$(jobs -rp | wc -l)" -ge "$jobs_max" ]; do sleep 1; done
     done
     wait

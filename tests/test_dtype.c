@@ -982,17 +982,36 @@ static void test_errors(void) {
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) neat_tensor_destroy(all[i]);
 }
 
+/* NEATML_TEST_SHARD=i/n (as test_conformance's): this process runs the table rows whose
+ * index is i modulo n, the conversions and the error cases in shard 0 and the backward
+ * pairs in shard n - 1, so that n processes (a sanitizer's slow runs side by side) cover the
+ * whole test once. Unset: everything. */
+static int shard_i = 0, shard_n = 1;
+
+static int shard_parse(void) {
+    const char *e = getenv("NEATML_TEST_SHARD");
+    if (!e || !*e) return 1;
+    if (sscanf(e, "%d/%d", &shard_i, &shard_n) != 2 || shard_n < 1 || shard_i < 0 ||
+        shard_i >= shard_n) {
+        fprintf(stderr, "FAIL NEATML_TEST_SHARD=\"%s\": want i/n with 0 <= i < n\n", e);
+        return 0;
+    }
+    printf("dtype: shard %d of %d (NEATML_TEST_SHARD)\n", shard_i, shard_n);
+    return 1;
+}
+
 int main(void) {
+    if (!shard_parse()) return 1;
     uint64_t seed = nt_seed_base("dtype", 0x14);
     neat_device *devs[NT_MAX_BACKENDS];
     const char *names[NT_MAX_BACKENDS];
     int ndev = nt_open_devices(devs, names);
     for (int d = 0; d < ndev; d++) {
         dev = devs[d], backend = names[d];
-        test_conversions();
-        test_device_casts();
+        if (shard_i == 0) test_conversions(), test_device_casts();
         int large = 0;
         for (size_t i = 0; i < sizeof ROWS / sizeof ROWS[0]; i++) {
+            if ((int)(i % (size_t)shard_n) != shard_i) continue;
             /* the CPU runs the large rows as the small ones, at seconds of reference each */
             if (large_row(&ROWS[i]) && strcmp(backend, "cpu") == 0) {
                 large++;
@@ -1004,8 +1023,8 @@ int main(void) {
             nt_skip("%s: %d rows of m n k >= 2^30 (CUDA's timed GEMM algorithms; the CPU takes the "
                     "small rows' path)",
                     backend, large);
-        test_backward(seed);
-        test_errors();
+        if (shard_i == shard_n - 1) test_backward(seed);
+        if (shard_i == 0) test_errors();
     }
     nt_close_devices(devs, ndev);
     return nt_finish("dtype");
