@@ -226,6 +226,16 @@ static neat_status mm_lookup(cuda_device *d, const mm_key *key, const void *bgra
     LT_TRY(cublasLtMatmulPreferenceCreate(&pref));
     LT_TRY(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws,
                                                 sizeof ws));
+    if (key->c != NEAT_F32) {
+        /* A half output: split-K partial sums only in float32 (COMPUTE_TYPE), never in the
+         * output's type (INPLACE, OUTPUT_TYPE), which would round each partial sum to 16
+         * bits: found under compute-sanitizer, whose slowed timings made the tuning pick
+         * such a candidate for an f16 31x29x130 GEMM (test_dtype row 43, 106 of 899
+         * elements outside the bound of one rounding). */
+        uint32_t mask = CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE;
+        LT_TRY(cublasLtMatmulPreferenceSetAttribute(
+            pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, &mask, sizeof mask));
+    }
     if (key->align) { /* batches at odd offsets: only algorithms that need no more */
         uint32_t al = (uint32_t)key->align;
         LT_TRY(cublasLtMatmulPreferenceSetAttribute(
