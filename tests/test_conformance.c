@@ -487,6 +487,11 @@ static const cf_row TABLE[] = {
     CONV_BWD(3, 6, 8, 7, 6, 2, 3, 2, 2, 0, 0, 1, 1, 3, GELU, 1, 6, 1),
     CONV_BWD(2, 1, 28, 28, 8, 3, 3, 1, 1, 1, 1, 1, 1, 1, RELU, 1, 6, 0),  /* LeNet conv1 */
     CONV_BWD(2, 8, 14, 14, 16, 3, 3, 1, 1, 1, 1, 1, 1, 1, RELU, 1, 7, 0), /* LeNet conv2 */
+    /* relu's backward written in nChw16c (relu_grad_blocked.c): dz read blocked by both
+     * primitives; 196 and 81 positions (a partial tile of 16), dw and db only, accumulate */
+    CONV_BWD(2, 32, 14, 14, 64, 3, 3, 1, 1, 1, 1, 1, 1, 1, RELU, 1, 7, 0),
+    CONV_BWD(2, 1, 28, 28, 32, 3, 3, 1, 1, 1, 1, 1, 1, 1, RELU, 1, 6, 0),
+    CONV_BWD(1, 32, 9, 9, 48, 3, 3, 1, 1, 1, 1, 1, 1, 1, RELU, 1, 7, 1),
     CONV_BWD(1, 5, 17, 17, 7, 5, 5, 2, 2, 2, 2, 1, 1, 1, NONE, 1, 1, 1),
     CONV_BWD(2, 4, 13, 13, 4, 3, 3, 1, 1, 1, 1, 1, 1, 4, GELU, 0, 3, 0), /* depthwise */
     CONV_BWD(1, 3, 16, 15, 5, 3, 3, 2, 2, 2, 2, 2, 2, 1, TANH, 1, 4, 1), /* stride 2 dil 2 */
