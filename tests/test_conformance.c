@@ -239,6 +239,9 @@ static const cf_row TABLE[] = {
     CONV(3, 1, 28, 28, 32, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, RELU), /* LeNet's layers as trained */
     CONV(2, 32, 14, 14, 64, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, RELU),
     CONV(2, 64, 14, 14, 64, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, NONE), /* 64 channels */
+    /* one input channel per group, 3x3 stride 1: conv_direct.c's loop on the CPU */
+    CONV(2, 3, 12, 9, 6, 3, 3, 1, 1, 2, 1, 2, 1, 3, 1, RELU), /* 2 per group, dilation 2x1 */
+    CONV(1, 1, 3, 40, 2, 3, 3, 1, 1, 0, 1, 1, 3, 1, 0, NONE), /* one output row, dilation 1x3 */
 
     /* maxpool2d: n, c, h, w, kh, kw, sh, sw, ph, pw, all-negative. 2x2 stride 2 unpadded is
      * its own path (CUDA: w % 4 == 0, w % 2 == 0 and general; CPU: output rows of 64 or
