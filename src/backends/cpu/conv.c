@@ -15,6 +15,9 @@
  * forced onto NCHW (oneDNN's im2col + GEMM path); backward (dx, dw, db) 552 ms against
  * 1504 ms. Where oneDNN keeps a plain layout itself (a first layer with C = 1 or 3 reads
  * NCHW directly) no reorder is made. Bias and activation are post-ops of the primitive.
+ * 3x3 stride-1 convolutions with one input channel per group (C = 1, depthwise) with relu
+ * or no activation do not go to oneDNN: conv_direct.c's loop writes NCHW itself, where
+ * oneDNN's kernel wrote nChw16c and the reorder back cost more than the convolution.
  * Algorithm: direct (never Winograd, whose transforms change float32 results).
  */
 #include "dnnl_util.h"
