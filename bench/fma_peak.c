@@ -13,15 +13,16 @@
  * yardstick: work of other processes on a shared machine can only slow a run down).
  *
  * The clock under that load (no `perf stat -e cycles` without a hardware PMU, which a KVM
- * guest may lack): the peak loop's 12 FMAs plus a chain of 8 dependent integer adds (one
- * cycle each) per iteration. On a core with two FMA units the FMAs need 6 cycles, so the
- * chain sets the pace, 8 cycles an iteration, while 1.5 wide FMAs a cycle keep the core at
- * its vector clock: iterations x 8 per second of thread CPU time (preemption left out) is
- * that clock, and the peak loop's FMAs per cycle follow (2.0 on such a core; a core with
- * one FMA unit makes the mixed loop FMA-bound, and then reads 1.5). A chain of adds alone
- * gives the clock without vector load. On the development VM (Ice Lake-SP), chains of
- * 7-10 adds beside the 12 FMAs gave the same clock (2.73-2.77 GHz), 12 adds 3.0 GHz
- * (one FMA a cycle), adds alone 3.4 GHz (docs/BENCHMARKS.md).
+ * guest may lack): the peak loop's 12 FMAs plus a chain of 3 dependent integer multiplies
+ * per iteration (3 cycles each; port 1 on Intel cores, which 512-bit FMAs leave free). On a
+ * core with two FMA units the FMAs need 6 cycles, so the chain sets the pace, 9 cycles an
+ * iteration, while 1.33 wide FMAs a cycle keep the core at its vector clock: iterations x 9
+ * per second of thread CPU time (preemption left out) is that clock, and the peak loop's
+ * FMAs per cycle follow (2.0 on such a core; a core with one FMA unit makes the mixed loop
+ * FMA-bound, and then reads 1.33). A chain of adds alone (one cycle each) gives the clock
+ * without vector load. On the development VM (Ice Lake-SP) the mixed loop read 2.63-2.66
+ * GHz, the adds alone 3.3-3.4 GHz; a chain of 8 adds in place of the multiplies read
+ * 2.48-2.64 GHz, less steady (adds compete with the FMAs for ports 0 and 5).
  *
  * The loops are compiled for their ISA with target attributes, so the rest of the bench
  * keeps its flags; at run time AVX-512F is used where the CPU and OS have it, else AVX2+FMA,
@@ -40,7 +41,7 @@
 #define FMA_PEAK_X86 1
 #endif
 
-enum { PEAK_ACC = 12, MIXED_CHAIN = 8, SCALAR_CHAIN = 64 };
+enum { PEAK_ACC = 12, MIXED_CYCLES = 9, SCALAR_CHAIN = 64 };
 #define RUN_S 0.04 /* seconds per timed run */
 
 typedef enum loop_kind { LOOP_PEAK, LOOP_MIXED, LOOP_SCALAR } loop_kind;
@@ -56,13 +57,15 @@ static double clock_s(clockid_t id) {
 #define FMA_M 0.99999994f
 #define FMA_C 1e-7f
 
+/* Three dependent multiplies: 9 cycles (imul r64's latency is 3). */
+#define IMUL3 "imul %1, %0\n\timul %1, %0\n\timul %1, %0\n\t"
 /* One cycle per add (its latency), the chain's register the only input of each. */
 #define ADD8                                                                                       \
     "add $1, %0\n\tadd $1, %0\n\tadd $1, %0\n\tadd $1, %0\n\t"                                     \
     "add $1, %0\n\tadd $1, %0\n\tadd $1, %0\n\tadd $1, %0\n\t"
 
-/* n iterations of 12 independent 512-bit FMAs, with (mixed) or without a chain of
- * MIXED_CHAIN dependent adds beside them; returns a value that depends on every
+/* n iterations of 12 independent 512-bit FMAs, with (mixed) or without a chain of 3
+ * dependent multiplies beside them; returns a value that depends on every
  * accumulator, so none is optimised away. */
 __attribute__((target("avx512f"))) static float fma_loop_avx512(long n, int mixed) {
     const __m512 m = _mm512_set1_ps(FMA_M), c = _mm512_set1_ps(FMA_C);
@@ -70,7 +73,7 @@ __attribute__((target("avx512f"))) static float fma_loop_avx512(long n, int mixe
            a3 = _mm512_set1_ps(0.3f), a4 = _mm512_set1_ps(0.4f), a5 = _mm512_set1_ps(0.5f),
            a6 = _mm512_set1_ps(0.6f), a7 = _mm512_set1_ps(0.7f), a8 = _mm512_set1_ps(0.8f),
            a9 = _mm512_set1_ps(0.9f), a10 = _mm512_set1_ps(1.0f), a11 = _mm512_set1_ps(1.1f);
-    unsigned long x = 0;
+    unsigned long x = 1, one = 1;
     for (long i = 0; i < n; i++) {
         a0 = _mm512_fmadd_ps(a0, m, c), a1 = _mm512_fmadd_ps(a1, m, c);
         a2 = _mm512_fmadd_ps(a2, m, c), a3 = _mm512_fmadd_ps(a3, m, c);
@@ -78,7 +81,7 @@ __attribute__((target("avx512f"))) static float fma_loop_avx512(long n, int mixe
         a6 = _mm512_fmadd_ps(a6, m, c), a7 = _mm512_fmadd_ps(a7, m, c);
         a8 = _mm512_fmadd_ps(a8, m, c), a9 = _mm512_fmadd_ps(a9, m, c);
         a10 = _mm512_fmadd_ps(a10, m, c), a11 = _mm512_fmadd_ps(a11, m, c);
-        if (mixed) __asm__ volatile(ADD8 : "+r"(x));
+        if (mixed) __asm__ volatile(IMUL3 : "+r"(x) : "r"(one));
     }
     __m512 s = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)),
                              _mm512_add_ps(_mm512_add_ps(a4, a5), _mm512_add_ps(a6, a7)));
@@ -93,7 +96,7 @@ __attribute__((target("avx2,fma"))) static float fma_loop_avx2(long n, int mixed
            a3 = _mm256_set1_ps(0.3f), a4 = _mm256_set1_ps(0.4f), a5 = _mm256_set1_ps(0.5f),
            a6 = _mm256_set1_ps(0.6f), a7 = _mm256_set1_ps(0.7f), a8 = _mm256_set1_ps(0.8f),
            a9 = _mm256_set1_ps(0.9f), a10 = _mm256_set1_ps(1.0f), a11 = _mm256_set1_ps(1.1f);
-    unsigned long x = 0;
+    unsigned long x = 1, one = 1;
     for (long i = 0; i < n; i++) {
         a0 = _mm256_fmadd_ps(a0, m, c), a1 = _mm256_fmadd_ps(a1, m, c);
         a2 = _mm256_fmadd_ps(a2, m, c), a3 = _mm256_fmadd_ps(a3, m, c);
@@ -101,7 +104,7 @@ __attribute__((target("avx2,fma"))) static float fma_loop_avx2(long n, int mixed
         a6 = _mm256_fmadd_ps(a6, m, c), a7 = _mm256_fmadd_ps(a7, m, c);
         a8 = _mm256_fmadd_ps(a8, m, c), a9 = _mm256_fmadd_ps(a9, m, c);
         a10 = _mm256_fmadd_ps(a10, m, c), a11 = _mm256_fmadd_ps(a11, m, c);
-        if (mixed) __asm__ volatile(ADD8 : "+r"(x));
+        if (mixed) __asm__ volatile(IMUL3 : "+r"(x) : "r"(one));
     }
     __m256 s = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)),
                              _mm256_add_ps(_mm256_add_ps(a4, a5), _mm256_add_ps(a6, a7)));
@@ -120,6 +123,7 @@ static float scalar_add_chain(long n) {
     return (float)x;
 }
 #undef ADD8
+#undef IMUL3
 
 /* Where the threads of one run wait until all of them exist (go), or learn that the run
  * is off (a thread could not be created). */
@@ -243,7 +247,7 @@ static int measure(peak_thread *th, int nthreads, int avx512, int reps, const lo
         ok = ok && wall[r] >= 0 &&
              run_threads(th, nthreads, avx512, LOOP_MIXED, iters[LOOP_MIXED], &mixed_cpu) >= 0;
         if (!ok) break;
-        ghz[r] = (double)iters[LOOP_MIXED] * MIXED_CHAIN / mixed_cpu * 1e-9; /* chain-bound */
+        ghz[r] = (double)iters[LOOP_MIXED] * MIXED_CYCLES / mixed_cpu * 1e-9; /* chain-bound */
         ghz_sc[r] = (double)iters[LOOP_SCALAR] * SCALAR_CHAIN / sc_cpu * 1e-9;
         fpc[r] = (double)iters[LOOP_PEAK] * PEAK_ACC / cpu[r] * 1e-9 / ghz[r];
         if (r == 0 || wall[r] < out->best_wall_s) out->best_wall_s = wall[r];
