@@ -41,15 +41,16 @@ typedef enum bench_outcome {
 
 typedef struct bench_result {
     bench_outcome outcome;
-    char reason[512]; /* for anything but BENCH_OK */
-    char shape[96];   /* the work actually measured, e.g. "2048x2048x2048" */
-    double median_ms; /* device time per replay of the command buffer (median) */
-    double wall_ms;   /* host wall clock of commit+wait per replay (median) */
-    double rate;      /* in `unit` */
-    const char *unit; /* "GFLOP/s", "GB/s", "us/op", "img/s", "us" (a host call) */
-    double work;      /* flops, bytes, ops or images per replay (what rate counts) */
-    int64_t peak_mem; /* peak device memory of the case, bytes */
-    double check_err; /* worst error / tolerance of the check (<= 1 passes) */
+    char reason[512];     /* for anything but BENCH_OK */
+    char shape[96];       /* the work actually measured, e.g. "2048x2048x2048" */
+    double median_ms;     /* device time per replay of the command buffer (median) */
+    double wall_ms;       /* host wall clock of commit+wait per replay (median) */
+    double rate;          /* in `unit` */
+    const char *unit;     /* "GFLOP/s", "GB/s", "us/op", "img/s", "us" (a host call) */
+    double work;          /* flops, bytes, ops or images per replay (what rate counts) */
+    int64_t peak_mem;     /* peak device memory of the case, bytes */
+    double check_err;     /* worst error / tolerance of the check (<= 1 passes) */
+    char extra_json[256]; /* more members of the case's JSON object (", \"ghz\": 2.9"), or "" */
 } bench_result;
 
 typedef void (*bench_fn)(bench_ctx *ctx, bench_result *res);
@@ -91,6 +92,8 @@ void bench_lenet_train_step_b128_bf16(bench_ctx *ctx, bench_result *res);
 void bench_lenet_train_step_b1024_bf16(bench_ctx *ctx, bench_result *res);
 /* cases_runtime.c: what the runtime costs a loop (host calls during a replay). */
 void bench_destroy_during_replay(bench_ctx *ctx, bench_result *res);
+/* fma_peak.c: the CPU's FMA peak measured on the backend's threads (a yardstick, no op). */
+void bench_fma_peak(bench_ctx *ctx, bench_result *res);
 
 /* ---- helpers (bench_util.c) ----------------------------------------------------------- */
 

@@ -10,7 +10,9 @@ random inputs), and prints one line per case: both medians
 and the ratio neatml/PyTorch (time: below 1 means neatml is faster). It also measures the
 copy bandwidth of the device in the same run (CPU: a 512 MiB tensor copy; CUDA: a 1 GiB
 device-to-device copy; bytes read + written) and gives each memory-bound case's bandwidth
-as a percentage of it.
+as a percentage of it. On the CPU it also runs neatml_bench's fma_peak (independent vector
+FMAs on every thread of neatml's pool, the same thread count PyTorch gets) and gives each
+compute-bound case's GFLOP/s (matmul, linear, conv in float32) as a percentage of that peak.
 
 Timing. CPU: wall clock (time.perf_counter) around each call, torch.set_num_threads set to
 neatml's thread count. CUDA: torch.cuda.Event around each call (device time), each timed call right behind an
@@ -53,6 +55,10 @@ SYSTEM_PYTHON = "/usr/bin/python3"
 
 MEMORY_BOUND = ("maxpool2x2_32x256x56", "softmax_rows_4096", "sum_all_4096", "add_4096",
                 "softmax_rows_4096_bf16", "sum_all_4096_bf16", "add_4096_bf16")
+# float32 FMA work: given as a percentage of neatml_bench's fma_peak on the CPU
+COMPUTE_BOUND = ("matmul_1024", "matmul_large", "linear_relu_1024", "linear_gelu_1024",
+                 "conv2d_256f", "conv2d_bias_relu_256f")
+PEAK_CASE = "fma_peak"  # neatml_bench's yardstick, not a row of the table
 
 
 def find_torch():
@@ -99,6 +105,14 @@ def run_neatml(args, cases):
 def neatml_case_names(args):
     proc = subprocess.run([args.bench, "--list"], stdout=subprocess.PIPE, text=True)
     return [line.split()[0] for line in proc.stdout.splitlines() if line.strip()]
+
+
+def fma_peak(args):
+    """neatml_bench's fma_peak result object (GFLOP/s of independent FMAs on every thread of
+    the CPU pool, isa, clocks), or {"status": ..., "reason": ...} when it has none."""
+    if PEAK_CASE not in neatml_case_names(args):
+        return {"status": "not available", "reason": f"{args.bench} has no {PEAK_CASE} case"}
+    return run_neatml(args, [PEAK_CASE]).get(PEAK_CASE, {"status": "missing"})
 
 
 # ---- PyTorch cases --------------------------------------------------------------------
@@ -475,9 +489,9 @@ def main():
     torch = find_torch()
     if not os.access(args.bench, os.X_OK):
         sys.exit(f"compare.py: {args.bench} is not an executable (build it first, or --bench)")
-    names = args.case or neatml_case_names(args)
+    names = [n for n in (args.case or neatml_case_names(args)) if n != PEAK_CASE]
     # The first case also tells the device and the thread count that PyTorch must match.
-    neat = run_neatml(args, names[:1])
+    neat = run_neatml(args, names[:1] or [PEAK_CASE])
     info = next(iter(neat.values()))
     threads = info.get("threads", 1)
     meta = {
@@ -494,6 +508,11 @@ def main():
     }
     b = build_info(args.bench)
     meta.update(build_type=b["build_type"], cc=b["cc"])
+    if args.backend == "cpu":  # the FMA peak of neatml's threads, before the cases
+        peak = neat.get(PEAK_CASE) or fma_peak(args)
+        meta["fma_peak"] = peak
+        if peak.get("status") == "ok":  # its fastest run: other work only slows a run down
+            meta["fma_peak_gflops"] = peak.get("best_rate", peak["rate"])
     results = {"meta": meta, "cases": []}
 
     cases, timer = {}, None
@@ -537,6 +556,8 @@ def main():
                  if args.backend == "cpu" else ", strict float32 (TF32 off but in the *_tf32 cases)"))
         print(f"copy bandwidth ({meta['copy_bytes'] >> 20} MiB copy, read+write): "
               f"{meta['copy_gbps']:.1f} GB/s")
+    if "fma_peak" in meta:
+        print(fma_peak_line(meta["fma_peak"]))
     if args.backend == "cuda":
         print(f"timing {args.timing}: " + ("each timed run right behind an untimed one, both sides"
               if args.timing == "queued" else "each timed run alone on an idle GPU, both sides"))
@@ -550,8 +571,8 @@ def main():
           "each case runs in neatml, then in PyTorch, before the next; a case timed in two\n"
           "PyTorch layouts (NCHW, channels_last) compares with the faster one, named on its line\n")
     head = f"{'case':<30} {'neatml ms':>10} {'torch ms':>10} {'ratio':>7}   {'neatml':>10} {'torch':>10} unit"
-    if torch is not None:
-        head += "      % of copy bw (neatml / torch)"
+    if torch is not None or meta.get("fma_peak_gflops"):
+        head += "      % of copy bw or FMA peak (neatml / torch)"
     print(head, flush=True)
 
     for name in names:
@@ -633,7 +654,29 @@ def compare_case(name, n, torch_case, timer, meta, torch_module, cuda_torch=None
             row["neatml_pct_copy"] = 100.0 * row["neatml_rate"] / meta["copy_gbps"]
         if "torch_rate" in row:
             row["torch_pct_copy"] = 100.0 * row["torch_rate"] / meta["copy_gbps"]
+    if name in COMPUTE_BOUND and row.get("unit") == "GFLOP/s" and meta.get("fma_peak_gflops"):
+        if n_ok:
+            row["neatml_pct_peak"] = 100.0 * row["neatml_rate"] / meta["fma_peak_gflops"]
+        if "torch_rate" in row:
+            row["torch_pct_peak"] = 100.0 * row["torch_rate"] / meta["fma_peak_gflops"]
     return row
+
+
+def fma_peak_line(peak):
+    """One line on neatml_bench's fma_peak result: the rate and what it was measured with."""
+    if peak.get("status") != "ok":
+        return f"FMA peak: {peak.get('status')}: {peak.get('reason', '')}"
+    line = (f"FMA peak ({peak.get('isa')}, {peak.get('accumulators')} independent accumulators "
+            f"on each of {peak.get('threads')} threads): "
+            f"{peak.get('best_rate', peak['rate']):.1f} GFLOP/s (fastest of {peak.get('reps')} "
+            f"runs; median {peak['rate']:.1f}")
+    if "cpu_time_rate" in peak:
+        line += (f", over the threads' CPU time {peak['cpu_time_rate']:.1f}); clock "
+                 f"{peak['ghz']:.2f} GHz under the FMAs, {peak['ghz_scalar']:.2f} GHz scalar; "
+                 f"{peak['fma_per_cycle']:.2f} FMA/cycle")
+    else:
+        line += ")"
+    return line
 
 
 def markdown_table(results):
@@ -644,33 +687,42 @@ def markdown_table(results):
              f"threads) against PyTorch {m.get('torch') or 'missing'}, {m.get('date')}, median of "
              f"{m.get('reps')}; load average {m.get('load_before', 0):.2f} before, "
              f"{m.get('load_after', 0):.2f} after. Copy bandwidth: "
-             + (f"{m['copy_gbps']:.1f} GB/s." if m.get("copy_gbps") else "not measured."), "",
+             + (f"{m['copy_gbps']:.1f} GB/s." if m.get("copy_gbps") else "not measured.")
+             + (f" {fma_peak_line(m['fma_peak'])}." if m.get("fma_peak") else ""), "",
              f"neatml commit {m.get('neatml_commit')}, {m.get('build_type')} build, "
              f"{m.get('cc')}, oneDNN {m.get('onednn')}. PyTorch {m.get('torch')} from "
              f"`{m.get('torch_path')}`: BLAS {m.get('torch_blas')}, oneDNN {m.get('torch_onednn')}."
              + (f" Second column: PyTorch {sec['torch']} from `{sec['torch_path']}`: BLAS "
                 f"{sec['torch_blas']}, oneDNN {sec['torch_onednn']}." if sec else ""), ""]
     extra_h, extra_a = (f" PyTorch {sec['torch']} ms | ratio to it |", "---:|---:|") if sec else ("", "")
+    has_peak = bool(m.get("fma_peak_gflops"))
+    peak_h, peak_a = (" % of FMA peak (neatml / PyTorch) |", "---|") if has_peak else ("", "")
     lines += ["| case | neatml ms | PyTorch ms | ratio |" + extra_h
-              + " neatml rate | PyTorch rate | unit | % of copy bw (neatml / PyTorch) | peak MB (neatml / PyTorch) |",
-              "|---|---:|---:|---:|" + extra_a + "---:|---:|---|---|---|"]
+              + " neatml rate | PyTorch rate | unit | % of copy bw (neatml / PyTorch) |" + peak_h
+              + " peak MB (neatml / PyTorch) |",
+              "|---|---:|---:|---:|" + extra_a + "---:|---:|---|---|" + peak_a + "---|"]
 
     def num(v, spec):
         return format(v, spec) if isinstance(v, (int, float)) else "-"
     for r in results["cases"]:
         if r["neatml_status"] != "ok" and "torch_ms" not in r:
             lines.append(f"| {r['case']} | {r['neatml_status']}: {r.get('neatml_reason', '')} "
-                         "| | | | | | | |")
+                         "| | | | | | | |" + (" |" if sec else "") + (" |" if has_peak else ""))
             continue
         pct = ""
         if "neatml_pct_copy" in r or "torch_pct_copy" in r:
             pct = f"{num(r.get('neatml_pct_copy'), '.0f')}% / {num(r.get('torch_pct_copy'), '.0f')}%"
+        pct_peak = ""
+        if "neatml_pct_peak" in r or "torch_pct_peak" in r:
+            pct_peak = (f"{num(r.get('neatml_pct_peak'), '.0f')}% / "
+                        f"{num(r.get('torch_pct_peak'), '.0f')}%")
         neat_ms = num(r.get("neatml_ms"), ".3f") if r["neatml_status"] == "ok" else r["neatml_status"]
         extra = (f" {num(r.get('torch2_ms'), '.3f')} | {num(r.get('ratio2'), '.2f')} |"
                  if sec else "")
         lines.append(f"| {r['case']} | {neat_ms} | {num(r.get('torch_ms'), '.3f')} | "
                      f"{num(r.get('ratio'), '.2f')} |{extra} {num(r.get('neatml_rate'), '.1f')} | "
-                     f"{num(r.get('torch_rate'), '.1f')} | {r.get('unit', '')} | {pct} | {peak_mb(r)} |")
+                     f"{num(r.get('torch_rate'), '.1f')} | {r.get('unit', '')} | {pct} |"
+                     + (f" {pct_peak} |" if has_peak else "") + f" {peak_mb(r)} |")
     notes = [f"- {r['case']}: PyTorch {layouts_note(r['torch_layouts_ms'], r['torch_layout'])}"
              + (f"; second column {layouts_note(r['torch2_layouts_ms'], r['torch2_layout'])}"
                 if "torch2_layouts_ms" in r else "")
@@ -709,6 +761,9 @@ def print_row(r):
             f"{fmt(r.get('torch_rate'), '10.1f')} {r.get('unit', ''):<8}")
     if "neatml_pct_copy" in r or "torch_pct_copy" in r:
         line += f"  {fmt(r.get('neatml_pct_copy'), '5.0f')}% / {fmt(r.get('torch_pct_copy'), '3.0f')}%"
+    if "neatml_pct_peak" in r or "torch_pct_peak" in r:
+        line += (f"  {fmt(r.get('neatml_pct_peak'), '5.0f')}% / "
+                 f"{fmt(r.get('torch_pct_peak'), '3.0f')}% of FMA peak")
     if "torch_peak_mem_bytes" in r:
         line += f"  peak MB {peak_mb(r)}"
     if "torch_layouts_ms" in r:

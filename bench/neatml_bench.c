@@ -52,6 +52,9 @@ static const bench_case cases[] = {
      bench_lenet_train_step_b128_bf16},
     {"lenet_train_step_b1024_bf16", "lenet_train_step_b1024 in bf16 mixed precision",
      bench_lenet_train_step_b1024_bf16},
+    /* issue 13: the yardstick of the compute-bound cases (cpu backend only) */
+    {"fma_peak", "FMA peak: 12 independent vector FMA chains on every backend thread",
+     bench_fma_peak},
 };
 enum { NCASES = sizeof cases / sizeof cases[0] };
 
@@ -92,6 +95,7 @@ static void print_json(const bench_ctx *ctx, const char *name, const bench_resul
                r->median_ms, r->rate, r->unit, (long long)r->peak_mem, r->wall_ms, ctx->reps,
                r->check_err);
         json_string(stdout, r->shape);
+        fputs(r->extra_json, stdout);
     } else {
         printf(", \"reason\": ");
         json_string(stdout, r->reason);

@@ -244,6 +244,9 @@ static const cf_row TABLE[] = {
     CONV(3, 1, 28, 28, 32, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, RELU), /* LeNet's layers as trained */
     CONV(2, 32, 14, 14, 64, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, RELU),
     CONV(2, 64, 14, 14, 64, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, NONE), /* 64 channels */
+    /* one input channel per group, 3x3 stride 1: conv_direct.c's loop on the CPU */
+    CONV(2, 3, 12, 9, 6, 3, 3, 1, 1, 2, 1, 2, 1, 3, 1, RELU), /* 2 per group, dilation 2x1 */
+    CONV(1, 1, 3, 40, 2, 3, 3, 1, 1, 0, 1, 1, 3, 1, 0, NONE), /* one output row, dilation 1x3 */
 
     /* maxpool2d: n, c, h, w, kh, kw, sh, sw, ph, pw, all-negative. 2x2 stride 2 unpadded is
      * its own path (CUDA: w % 4 == 0, w % 2 == 0 and general; CPU: output rows of 64 or
@@ -503,6 +506,11 @@ static const cf_row TABLE[] = {
     CONV_BWD(3, 6, 8, 7, 6, 2, 3, 2, 2, 0, 0, 1, 1, 3, GELU, 1, 6, 1),
     CONV_BWD(2, 1, 28, 28, 8, 3, 3, 1, 1, 1, 1, 1, 1, 1, RELU, 1, 6, 0),  /* LeNet conv1 */
     CONV_BWD(2, 8, 14, 14, 16, 3, 3, 1, 1, 1, 1, 1, 1, 1, RELU, 1, 7, 0), /* LeNet conv2 */
+    /* relu's backward written in nChw16c (relu_grad_blocked.c): dz read blocked by both
+     * primitives; 196 and 81 positions (a partial tile of 16), dw and db only, accumulate */
+    CONV_BWD(2, 32, 14, 14, 64, 3, 3, 1, 1, 1, 1, 1, 1, 1, RELU, 1, 7, 0),
+    CONV_BWD(2, 1, 28, 28, 32, 3, 3, 1, 1, 1, 1, 1, 1, 1, RELU, 1, 6, 0),
+    CONV_BWD(1, 32, 9, 9, 48, 3, 3, 1, 1, 1, 1, 1, 1, 1, RELU, 1, 7, 1),
     CONV_BWD(1, 5, 17, 17, 7, 5, 5, 2, 2, 2, 2, 1, 1, 1, NONE, 1, 1, 1),
     CONV_BWD(2, 4, 13, 13, 4, 3, 3, 1, 1, 1, 1, 1, 1, 4, GELU, 0, 3, 0), /* depthwise */
     CONV_BWD(1, 3, 16, 15, 5, 3, 3, 2, 2, 2, 2, 2, 2, 1, TANH, 1, 4, 1), /* stride 2 dil 2 */

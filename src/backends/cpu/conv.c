@@ -15,6 +15,9 @@
  * forced onto NCHW (oneDNN's im2col + GEMM path); backward (dx, dw, db) 552 ms against
  * 1504 ms. Where oneDNN keeps a plain layout itself (a first layer with C = 1 or 3 reads
  * NCHW directly) no reorder is made. Bias and activation are post-ops of the primitive.
+ * 3x3 stride-1 convolutions with one input channel per group (C = 1, depthwise) with relu
+ * or no activation do not go to oneDNN: conv_direct.c's loop writes NCHW itself, where
+ * oneDNN's kernel wrote nChw16c and the reorder back cost more than the convolution.
  * Algorithm: direct (never Winograd, whose transforms change float32 results).
  */
 #include "dnnl_util.h"
@@ -171,6 +174,14 @@ neat_status cpu_conv_forward_run(nm_device *dev, nm_cmdbuf *cb, const char *fn,
     if (g->n * g->k * g->p * g->q == 0) return NEAT_OK;
     if (g->c / g->groups * g->kh * g->kw * g->h * g->w == 0) {
         conv_bias_only(cpu_dev(dev)->nthreads, g, b, act, y);
+        return NEAT_OK;
+    }
+    if (cpu_conv_direct_ok(g, act)) { /* one input channel per group: conv_direct.c */
+        int nthreads = cpu_dev(dev)->nthreads;
+        void *scratch = NULL;
+        neat_status st = nm_scratch_alloc(cb, cpu_conv_direct_scratch(g, nthreads), &scratch);
+        if (st != NEAT_OK) return st;
+        cpu_conv_direct_forward(nthreads, g, x, w, b, act, y, scratch);
         return NEAT_OK;
     }
     int64_t key[20] = {1,     g->n,  g->c,      g->h,      g->w,        g->k,  g->p,

@@ -12,6 +12,8 @@
  * loop over dz. oneDNN's backward primitives take no post-ops, so accumulate (+=) goes
  * through scratch and a reorder with a sum post-op, the same pass that turns a blocked
  * result back into NCHW (cpu_staged in dnnl_util.h). Layouts are format any, as forward.
+ * When both primitives read dz in nChw16c (AVX-512) and act is relu, dz is written in that
+ * layout by relu's backward itself (relu_grad_blocked.c), not reordered from NCHW after.
  */
 #include "dnnl_util.h"
 
@@ -24,7 +26,9 @@ typedef struct conv_bwd_plan {
     cpu_staged d_dz, d_w, d_dx;
     cpu_prim weights; /* SRC, DIFF_DST -> DIFF_WEIGHTS, [DIFF_BIAS] */
     cpu_staged w_x, w_dz, w_dw, w_db;
-    int dz_shared; /* both read dz in the same non-plain layout: reorder once */
+    int dz_shared;  /* both read dz in the same non-plain layout: reorder once */
+    int dz_nchw16c; /* every primitive that reads dz takes it in nChw16c (aBcd16b) */
+    size_t dz_nchw16c_bytes;
 } conv_bwd_plan;
 
 typedef struct conv_bwd_ctx {
@@ -54,6 +58,7 @@ static neat_status conv_bwd_build(cpu_dnnl *d, const void *ctx_, void **out) {
     neat_status st = NEAT_OK;
     dnnl_primitive_desc_t fwd_pd = NULL, data_pd = NULL, weights_pd = NULL;
     dnnl_primitive_attr_t attr = NULL;
+    cpu_md blocked = NULL;
     cpu_conv_mds user = {0}, any = {0};
     dnnl_dims_t strides, dilates, pad_l, pad_r;
     conv_bwd_plan *p = calloc(1, sizeof *p);
@@ -108,7 +113,16 @@ static neat_status conv_bwd_build(cpu_dnnl *d, const void *ctx_, void **out) {
                        dnnl_memory_desc_equal(arg_md(data_pd, DNNL_ARG_DIFF_DST),
                                               arg_md(weights_pd, DNNL_ARG_DIFF_DST));
     }
+    if (g->groups == 1) {
+        dnnl_dims_t y_dims = {g->n, g->k, g->p, g->q};
+        DNNL_TRY(dnnl_memory_desc_create_with_tag(&blocked, 4, y_dims, dnnl_f32, dnnl_aBcd16b));
+        p->dz_nchw16c =
+            (!p->want_dx || dnnl_memory_desc_equal(arg_md(data_pd, DNNL_ARG_DIFF_DST), blocked)) &&
+            (!p->want_dw || dnnl_memory_desc_equal(arg_md(weights_pd, DNNL_ARG_DIFF_DST), blocked));
+        p->dz_nchw16c_bytes = dnnl_memory_desc_get_size(blocked);
+    }
 fail:
+    if (blocked) dnnl_memory_desc_destroy(blocked);
     if (weights_pd) dnnl_primitive_desc_destroy(weights_pd);
     if (data_pd) dnnl_primitive_desc_destroy(data_pd);
     if (fwd_pd) dnnl_primitive_desc_destroy(fwd_pd);
@@ -172,9 +186,9 @@ neat_status cpu_conv2d_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) 
         return NEAT_OK;
     }
     const float *dz = NULL;
-    if ((st = conv_act_grad(dev, cb, fn, op, &dz)) != NEAT_OK) return st;
     if (g->c / g->groups * g->kh * g->kw * g->h * g->w == 0) {
         /* empty reduction or an input made only of padding: y = act(b), dx and dw are 0 */
+        if ((st = conv_act_grad(dev, cb, fn, op, &dz)) != NEAT_OK) return st;
         zero_unless_accumulate(dx, acc);
         zero_unless_accumulate(dw, acc);
         if (db) cpu_bias_grad(nthreads, dz, g->n, g->k, g->p * g->q, db->data, acc);
@@ -193,10 +207,20 @@ neat_status cpu_conv2d_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) 
         if (st != NEAT_OK) return st;
     }
     conv_bwd_plan *p = plan_;
-    void *dz_data = NULL; /* dz in the backward-data primitive's layout */
+    void *dz_data = NULL; /* dz in the layout of the primitives that read it */
+    int blocked_relu = p && p->dz_nchw16c && op->u.conv2d_backward.act == NEAT_ACT_RELU &&
+                       !(db && !fused_db); /* the bias loop alone reads NCHW dz */
+    if (blocked_relu) {
+        if ((st = nm_scratch_alloc(cb, p->dz_nchw16c_bytes, &dz_data)) != NEAT_OK) return st;
+        cpu_relu_grad_nchw16c(nthreads, op->u.conv2d_backward.dy->data,
+                              op->u.conv2d_backward.y->data, g->n, g->k, g->p * g->q, dz_data);
+    } else if ((st = conv_act_grad(dev, cb, fn, op, &dz)) != NEAT_OK) {
+        return st;
+    }
     if (want_dx) {
         void *ws, *dxs;
-        if ((st = cpu_staged_in(dev, cb, fn, &p->d_dz, dz, &dz_data)) != NEAT_OK) return st;
+        if (!blocked_relu && (st = cpu_staged_in(dev, cb, fn, &p->d_dz, dz, &dz_data)) != NEAT_OK)
+            return st;
         if ((st = cpu_staged_in(dev, cb, fn, &p->d_w, op->u.conv2d_backward.w->data, &ws)) !=
             NEAT_OK)
             return st;
@@ -211,7 +235,7 @@ neat_status cpu_conv2d_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) 
         if ((st = cpu_staged_in(dev, cb, fn, &p->w_x, op->u.conv2d_backward.x->data, &xs)) !=
             NEAT_OK)
             return st;
-        if (p->dz_shared)
+        if (blocked_relu || p->dz_shared)
             dzs = dz_data;
         else if ((st = cpu_staged_in(dev, cb, fn, &p->w_dz, dz, &dzs)) != NEAT_OK)
             return st;

@@ -5,7 +5,9 @@
  *
  * Files: backend.c (table, device, memory, worker queue), dnnl.c and dnnl_util.h (engine,
  * stream, primitive cache, staging), matmul.c, linear.c, conv.c, conv_backward.c (oneDNN
- * ops), elementwise.c (add, scale, fill, activations), pool.c, reduce.c (sums), softmax.c
+ * ops), conv_direct.c (3x3 convolutions of one input channel per group), elementwise.c
+ * (add, scale, fill, activations), relu_grad_blocked.c (relu's backward into oneDNN's blocked
+ * layout), pool.c, reduce.c (sums), softmax.c
  * (softmax, cross-entropy), optim.c (SGD, Adam), comm.c (collectives: MPI), half.c (bf16, f16:
  * cast, and ops through float32 copies); loops.h (how loops share threads) and vecmath.h (exp and friends that vectorize).
  */
@@ -69,6 +71,17 @@ NM_DECLARE_OPS_WITH_COLLECTIVES(cpu)
 void cpu_act_apply(int nthreads, neat_activation act, const float *x, float *y, int64_t n);
 void cpu_act_grad(int nthreads, neat_activation act, const float *x, const float *y,
                   const float *dy, float *dz, int64_t n);
+/* conv_direct.c: 3x3 stride-1 convolutions with one input channel per group, forward with
+ * act NONE or RELU, as an OpenMP loop (cpu_conv_direct_ok says when); scratch holds
+ * cpu_conv_direct_scratch(g, nthreads) bytes. */
+int cpu_conv_direct_ok(const nm_conv_geom *g, neat_activation act);
+size_t cpu_conv_direct_scratch(const nm_conv_geom *g, int nthreads);
+void cpu_conv_direct_forward(int nthreads, const nm_conv_geom *g, const float *x, const float *w,
+                             const float *b, neat_activation act, float *y, float *scratch);
+/* relu_grad_blocked.c: dz = y > 0 ? dy : 0 for dy, y NCHW [n,k,s] (s = P*Q), written in
+ * oneDNN's nChw16c layout: dzb [n, ceil(k/16), s, 16], the padded channels 0. */
+void cpu_relu_grad_nchw16c(int nthreads, const float *dy, const float *y, int64_t n, int64_t k,
+                           int64_t s, float *dzb);
 
 /* Hot loops are compiled for several x86-64 levels and picked at load time (ifunc, so
  * Linux/glibc only: Mach-O has no ifunc); other systems and architectures get the portable
