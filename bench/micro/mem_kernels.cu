@@ -5,6 +5,9 @@
  * (a replay right behind an untimed one), median of 30. Percentages are of the 1 GiB
  * cudaMemcpy in a graph, which runs slower than PyTorch's copy kernel: compare.py's copy
  * figure is the one the docs use (docs/BENCHMARKS.md, "H200, 2026-11-30 evening").
+ * Its sum_k and sm_k are parameterised copies of reduce.cu's sum_all_kernel and softmax.cu's
+ * softmax_rows_regs (block size, loads in flight, elements per load, grid), so that launch
+ * variants run side by side in one process; the library's kernels are the ones kept.
  * Not part of the build; on a CUDA machine, from the repository root:
  *   nvcc -O3 -std=c++17 -arch=sm_90 -Iinclude -Isrc -Isrc/backends/cuda \
  *        bench/micro/mem_kernels.cu -o /tmp/mem_kernels && /tmp/mem_kernels
