@@ -982,6 +982,42 @@ static void test_errors(void) {
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) neat_tensor_destroy(all[i]);
 }
 
+/* Every candidate the GEMM tuning may pick, held to the same bounds: on CUDA, for k = 0 ..
+ * 15, a device opened with NEATML_GEMM_CANDIDATE=k (read at its first GEMM: each GEMM then
+ * runs cuBLASLt's heuristic candidate k, or its last) runs the table's small half GEMM rows.
+ * Under compute-sanitizer the tuning had picked, for row 43, a candidate that reduces
+ * split-K partial sums in f16 (267 ulp off; bench/micro/lt_candidates.cu); half outputs
+ * ask for float32 reductions since f0a2880, and this makes that a test. */
+static void test_gemm_candidates(uint64_t seed) {
+    if (strcmp(backend, "cuda") != 0) return;
+    neat_device *own = dev;
+    int rows = 0;
+    for (int k = 0; k < 16; k++) {
+        char v[8];
+        snprintf(v, sizeof v, "%d", k);
+        setenv("NEATML_GEMM_CANDIDATE", v, 1);
+        neat_device *d = NULL;
+        neat_status st = neat_device_create(NEAT_BACKEND_CUDA, 0, &d);
+        CHECK(st == NEAT_OK, "cuda: a second device for candidate %d: %s", k, neat_last_error());
+        if (st != NEAT_OK) break;
+        static char name[32];
+        snprintf(name, sizeof name, "cuda (GEMM candidate %d)", k);
+        dev = d, backend = name;
+        for (size_t i = 0; i < sizeof ROWS / sizeof ROWS[0]; i++) {
+            const row *r = &ROWS[i];
+            if ((r->op != OP_MATMUL && r->op != OP_BMATMUL && r->op != OP_LINEAR) ||
+                r->in == NEAT_F32 || large_row(r))
+                continue;
+            run_row(r, (int)i, seed); /* its messages name the backend as set below */
+            rows++;
+        }
+        neat_device_destroy(d);
+    }
+    unsetenv("NEATML_GEMM_CANDIDATE");
+    dev = own, backend = "cuda";
+    printf("gemm candidates: %d rows run on 16 candidates each\n", rows / 16);
+}
+
 /* NEATML_TEST_SHARD=i/n (as test_conformance's): this process runs the table rows whose
  * index is i modulo n, the conversions and the error cases in shard 0 and the backward
  * pairs in shard n - 1, so that n processes (a sanitizer's slow runs side by side) cover the
@@ -1023,7 +1059,7 @@ int main(void) {
             nt_skip("%s: %d rows of m n k >= 2^30 (CUDA's timed GEMM algorithms; the CPU takes the "
                     "small rows' path)",
                     backend, large);
-        if (shard_i == shard_n - 1) test_backward(seed);
+        if (shard_i == shard_n - 1) test_backward(seed), test_gemm_candidates(seed);
         if (shard_i == 0) test_errors();
     }
     nt_close_devices(devs, ndev);

@@ -242,7 +242,7 @@ static neat_status enqueue_ops(nm_device *dev, nm_cmdbuf *cb, int capturing) {
         neat_status st = NEAT_OK;
         c->cur_op = i;
         if (c->ahead && c->ahead[i]) continue; /* issued on upload_stream at each commit */
-        if (i < c->copied_until) continue;      /* enqueued with the copy before it (copy.c) */
+        if (i < c->copied_until) continue;     /* enqueued with the copy before it (copy.c) */
         if (collective) {
             if (capturing && cuda_dev(dev)->guard_depth) st = cuda_guards_close(dev);
             unguarded = checked; /* what follows is guarded again */

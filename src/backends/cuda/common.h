@@ -120,15 +120,15 @@ typedef struct cuda_cmdbuf {
     void **host_dev;       /* copy.c: the device's address of each (mapped) staging */
     cudaEvent_t *consumed; /* copy.c: after each copy_from_host's device copy */
     char *ahead;           /* copy.c: the copy_from_host ops that run on upload_stream */
-    int64_t last_ahead;  /* the last of them (its `consumed` is what the stream waits on), or -1 */
-    int64_t nahead;      /* how many */
-    int copies_out;      /* some op copies to host: completion copies it out */
+    int64_t last_ahead;   /* the last of them (its `consumed` is what the stream waits on), or -1 */
+    int64_t nahead;       /* how many */
+    int copies_out;       /* some op copies to host: completion copies it out */
     int64_t copied_until; /* copy.c: ops before this one were enqueued with an earlier copy */
-    int checks;          /* some op can set err: wait() reads it */
-    int collectives;     /* some op talks to peers: wait() polls its comms (comm.c) */
-    int agreed;          /* the ranks agree on the collectives (cuda_comm_agree) */
-    neat_status refusal; /* or they do not: why the submissions are refused, */
-    int64_t refusal_op;  /* the op it is about */
+    int checks;           /* some op can set err: wait() reads it */
+    int collectives;      /* some op talks to peers: wait() polls its comms (comm.c) */
+    int agreed;           /* the ranks agree on the collectives (cuda_comm_agree) */
+    neat_status refusal;  /* or they do not: why the submissions are refused, */
+    int64_t refusal_op;   /* the op it is about */
     char refusal_msg[NM_MSG_MAX];
 } cuda_cmdbuf;
 

@@ -84,14 +84,14 @@ typedef struct mm_key {
  * where the other GEMMs of the step take 5-13 us; timing costs one host wait per shape. */
 #define LT_CANDIDATES 16
 #define LT_TUNE_MIN_MACS 0.0
-#define LT_TUNE_RUNS 3 /* timed runs per candidate, after one warm-up */
+#define LT_TUNE_RUNS 3            /* timed runs per candidate, after one warm-up */
 #define LT_TUNE_HOLD_NS 200000ull /* the device held while a candidate's runs are launched */
 /* What a timed candidate must save to replace the heuristic's first: timed alone, back to
  * back, a small GEMM's candidate can win by a little and still run slower among other
  * kernels in a graph (the 700-op MLP's 64x256x256 GEMMs: 3.3 us/op with the heuristic's
  * first, 3.7 with the timed winner), while the wins that matter are large (LeNet's
  * 10x128x128 weight gradient, 65 us; linear_gelu's strict 1024^3, 12%; f16 8192^3, 6%). */
-#define LT_TUNE_GAIN 0.03f  /* of the first's time */
+#define LT_TUNE_GAIN 0.03f   /* of the first's time */
 #define LT_TUNE_GAIN_US 1.0f /* per run */
 
 typedef struct mm_entry {
@@ -112,6 +112,7 @@ typedef struct mm_entry {
 struct cuda_matmul_cache {
     nm_lru lru;
     int tune;  /* NEATML_GEMM_TUNE is not "0" */
+    int force; /* NEATML_GEMM_CANDIDATE=i (tests): every GEMM runs candidate i, or -1 */
     int bgrad; /* NEATML_LINEAR_BGRAD: 0 never fuse db, 1 fuse or fall back, 2 fuse or fail */
 };
 
@@ -168,6 +169,10 @@ static neat_status mm_cache(cuda_device *d, const char *what) {
     nm_lru_init(&d->mm->lru, NM_LRU_CAPACITY);
     const char *env = getenv("NEATML_GEMM_TUNE");
     d->mm->tune = !(env && strcmp(env, "0") == 0);
+    /* For tests: every GEMM runs the heuristic's candidate i (its last when it has fewer),
+     * untimed, so that a test can hold each candidate to the bound the tuning may pick. */
+    env = getenv("NEATML_GEMM_CANDIDATE");
+    d->mm->force = env && *env >= '0' && *env <= '9' ? atoi(env) : -1;
     env = getenv("NEATML_LINEAR_BGRAD");
     d->mm->bgrad = env && (env[0] == '0' || env[0] == '2') && !env[1] ? env[0] - '0' : 1;
     return NEAT_OK;
@@ -249,7 +254,8 @@ static neat_status mm_lookup(cuda_device *d, const mm_key *key, const void *bgra
     }
     { /* NOT_SUPPORTED: no algorithm for this configuration (a refusal, not a failure) */
         cublasStatus_t hs = cublasLtMatmulAlgoGetHeuristic(
-            d->lt, e.desc, e.la, e.lb, e.lc, e.lc, pref, tune ? LT_CANDIDATES : 1, result, &found);
+            d->lt, e.desc, e.la, e.lb, e.lc, e.lc, pref, tune || c->force >= 0 ? LT_CANDIDATES : 1,
+            result, &found);
         if (hs == CUBLAS_STATUS_NOT_SUPPORTED)
             found = 0;
         else if (cublas_check(hs, what, "cublasLtMatmulAlgoGetHeuristic"))
@@ -271,7 +277,8 @@ static neat_status mm_lookup(cuda_device *d, const mm_key *key, const void *bgra
     }
     e.refused = e.ncand < 1;
     e.algo = e.cand[0];
-    if (!tune || e.refused) e.ncand = 0;
+    if (c->force >= 0 && !e.refused) e.algo = e.cand[c->force < e.ncand ? c->force : e.ncand - 1];
+    if (!tune || e.refused || c->force >= 0) e.ncand = 0;
     { /* a block: the gotos above do not cross kept's initialization */
         mm_entry *kept = (mm_entry *)malloc(sizeof *kept);
         if (kept) *kept = e;
@@ -339,8 +346,7 @@ static neat_status mm_tune(cuda_device *d, mm_entry *e, const float *alpha, cons
     int pick = -1;
     for (int i = 0; i < n && !st; i++) {
         float ms;
-        if (!ok[i] || cudaEventElapsedTime(&ms, ev[2 * i], ev[2 * i + 1]) != cudaSuccess)
-            continue;
+        if (!ok[i] || cudaEventElapsedTime(&ms, ev[2 * i], ev[2 * i + 1]) != cudaSuccess) continue;
         if (i == 0) first = ms;
         if (best < 0.0f || ms < best) best = ms, pick = i;
     }
