@@ -32,10 +32,12 @@
  *
  * Tuning (mm_tune): the heuristic's first algorithm is not always cuBLAS's fastest (8192^3
  * f16 on the H200: 676 TFLOP/s where cublasGemmEx, PyTorch's mm, reaches 754; a 10x128x128
- * float32 GEMM: 65 us). So a GEMM (any size since 16:20 UTC 2026-11-30, any type and math
+ * float32 GEMM: 65 us). So a GEMM (any size since 2026-11-30 16:00 UTC, any type and math
  * mode; LT_TUNE_MIN_MACS) asks for up to LT_CANDIDATES
  * algorithms and, at its first eager use with beta = 0, runs each on the stream between
- * events and keeps the fastest: a host wait, once per cached entry (tens of ms at 8192^3).
+ * events and keeps the fastest if it beats the heuristic's first by LT_TUNE_GAIN (mm_tune):
+ * a host wait, once per cached entry (tens of ms at 8192^3). A half output's candidates
+ * reduce split-K partial sums in float32 only (the preference's reduction-scheme mask).
  * The runs write C, which the real run then overwrites (beta = 0 only; with beta != 0 the
  * heuristic's first runs and the entry waits for a later beta = 0 use). Never during a
  * graph capture: the heuristic's first is captured, the entry stays untuned. Every
@@ -79,7 +81,7 @@ typedef struct mm_key {
 } mm_key;
 
 /* Algorithms a GEMM is timed over, and the size from which it is: every size since
- * 2026-11-30 16:20 UTC (it was 2^30 multiply-adds). ncu on the H200 showed the heuristic's
+ * 2026-11-30 16:00 UTC (it was 2^30 multiply-adds). ncu on the H200 showed the heuristic's
  * first for LeNet's fc2 weight gradient (m 10, n 128, k 128, strict float32) taking 65 us,
  * where the other GEMMs of the step take 5-13 us; timing costs one host wait per shape. */
 #define LT_CANDIDATES 16
