@@ -23,6 +23,7 @@
  */
 #include "harness.h"
 #include "reference.h"
+#include "../src/core/dtype.h" /* the scalar conversions: the CPU's exact reference */
 
 #include <math.h>
 #include <stdlib.h>
@@ -226,6 +227,78 @@ static void test_device_casts(void) {
         neat_tensor_destroy(th), neat_tensor_destroy(tf);
     }
     free(bits), free(host), free(dev_f), free(v), free(got), free(want);
+}
+
+/* ---- the CPU's conversions against dtype.h, bit for bit ------------------------------------
+ * The CPU's loops (neat_cast, the native half ops) convert with vector instructions
+ * (cpu/half.c); they must give dtype.h's bits exactly, NaN payloads included: widening every
+ * 16-bit pattern, rounding 2^20 + 7 floats (random bit patterns: NaNs with payloads,
+ * denormals, every exponent; random values around f16's and bf16's rounding boundaries and
+ * overflow; specials). Odd lengths and over 32768 elements: vector tails and two threads. */
+static void test_cpu_conversion_bits(uint64_t seed) {
+    if (strcmp(backend, "cpu")) return;
+    nt_rng rng = {seed + 77};
+    int64_t n = 65536 + 5, m = (1 << 20) + 7;
+    uint16_t *bits = malloc((size_t)n * 2), *got = malloc((size_t)m * 2);
+    uint32_t *fb = malloc((size_t)(n > m ? n : m) * 4);
+    for (int64_t i = 0; i < n; i++) bits[i] = (uint16_t)i;
+    for (int64_t i = 0; i < m; i++) {
+        uint64_t r = nt_next(&rng);
+        uint32_t u = (uint32_t)r;
+        switch ((r >> 32) % 4) {
+        case 0: break; /* any pattern */
+        case 1: /* f16's range: exponents 2^-26 .. 2^16 */
+            u = (u & 0x807fffffu) | ((uint32_t)(101 + (r >> 40) % 42) << 23);
+            break;
+        case 2: u = (u & 0x807f0000u) | ((r >> 40) & 1 ? 0x8000u : 0x7fffu) |
+                    ((uint32_t)((r >> 41) % 256) << 23); /* bf16 ties and near-ties */
+            break;
+        case 3: u = (u & 0xffffe000u) | ((r >> 40) & 1 ? 0x1000u : 0x0fffu); /* f16 ties */
+        }
+        fb[i] = u;
+    }
+    static const uint32_t specials[] = {0x7f800000u, 0xff800000u, 0x7fc00000u, 0xffc00001u,
+                                        0x7f800001u, 0x7fbfffffu, 0x477ff000u, 0x477fefffu,
+                                        0xc77ff000u, 0x33000000u, 0x33000001u, 0x7f7fffffu,
+                                        0x00000001u, 0x80000000u, 0x387fe000u, 0x387fffffu};
+    for (size_t i = 0; i < sizeof specials / sizeof specials[0]; i++) fb[i * 997] = specials[i];
+    for (neat_dtype dt = NEAT_BF16; dt <= NEAT_F16; dt++) {
+        char what[96];
+        snprintf(what, sizeof what, "cpu: %s conversions against dtype.h", neat_dtype_name(dt));
+        neat_tensor *th = NULL, *tf = NULL, *sf = NULL, *sh = NULL;
+        CHECK_OK(neat_tensor_create_typed(dev, dt, 1, &n, 0, &th), what);
+        CHECK_OK(neat_tensor_create(dev, 1, &n, &tf), what);
+        CHECK_OK(neat_tensor_write_raw(th, bits, (size_t)n * 2), what);
+        device_cast(th, tf, what);
+        uint32_t *wide = malloc((size_t)n * 4);
+        CHECK_OK(neat_tensor_read_raw(tf, wide, (size_t)n * 4), what);
+        int64_t bad = 0, first = -1;
+        for (int64_t i = 0; i < n; i++) {
+            float w = dt == NEAT_BF16 ? nm_bf16_to_f32(bits[i]) : nm_f16_to_f32(bits[i]);
+            if (wide[i] != nm_f32_bits(w)) bad++, first = first < 0 ? i : first;
+        }
+        CHECK(bad == 0, "%s: widening: %lld of %lld differ (first 0x%04x: 0x%08x)", what,
+              (long long)bad, (long long)n, first >= 0 ? bits[first] : 0,
+              first >= 0 ? wide[first] : 0);
+        free(wide);
+        CHECK_OK(neat_tensor_create(dev, 1, &m, &sf), what);
+        CHECK_OK(neat_tensor_create_typed(dev, dt, 1, &m, 0, &sh), what);
+        CHECK_OK(neat_tensor_write_raw(sf, fb, (size_t)m * 4), what);
+        device_cast(sf, sh, what);
+        CHECK_OK(neat_tensor_read_raw(sh, got, (size_t)m * 2), what);
+        bad = 0, first = -1;
+        for (int64_t i = 0; i < m; i++) {
+            float f = nm_bits_f32(fb[i]);
+            uint16_t want = dt == NEAT_BF16 ? nm_f32_to_bf16(f) : nm_f32_to_f16(f);
+            if (got[i] != want) bad++, first = first < 0 ? i : first;
+        }
+        CHECK(bad == 0, "%s: rounding: %lld of %lld differ (first 0x%08x: 0x%04x)", what,
+              (long long)bad, (long long)m, first >= 0 ? fb[first] : 0,
+              first >= 0 ? got[first] : 0);
+        neat_tensor_destroy(th), neat_tensor_destroy(tf);
+        neat_tensor_destroy(sf), neat_tensor_destroy(sh);
+    }
+    free(bits), free(got), free(fb);
 }
 
 /* ---- ops in half types against float64 ------------------------------------------------ */
@@ -780,6 +853,75 @@ static neat_status rec_conv(neat_cmdbuf *cb, pair *t, int which, const void *ctx
                                 H(3), H(4), H(5), H(6), H(7), c->accumulate);
 }
 
+/* Forward ops on half tensors against the float32 op on the same values, bit for bit (the
+ * CPU runs them natively, in chunks: elementwise.c, softmax.c). ctx: the op and its form. */
+typedef struct fwd_ctx {
+    int op; /* OP_ADD, OP_MUL, OP_SCALE, OP_FILL, OP_ACT, OP_SOFTMAX */
+    int p;  /* OP_ACT: the activation; OP_ADD/OP_MUL: 1 in place (out is a) */
+} fwd_ctx;
+
+static neat_status rec_forward(neat_cmdbuf *cb, pair *t, int which, const void *ctx) {
+    const fwd_ctx *c = ctx;
+    switch (c->op) {
+    case OP_ADD: return neat_add(cb, H(0), H(1), c->p ? H(0) : H(2));
+    case OP_MUL: return neat_mul(cb, H(0), H(1), c->p ? H(0) : H(2));
+    case OP_SCALE: return neat_scale(cb, H(0), 0.3f, H(1));
+    case OP_FILL: return neat_fill(cb, H(1), 0.1f);
+    case OP_ACT: return neat_activation_forward(cb, (neat_activation)c->p, H(0), H(1));
+    default: return neat_softmax(cb, H(0), H(1));
+    }
+}
+
+/* Some of p's values replaced by infinities, NaN, -0, the type's extremes and subnormals
+ * (as the half type holds them), and the pair rewritten. */
+static void pair_specials(pair *p, neat_dtype dt, nt_rng *rng) {
+    const float sp[] = {INFINITY, -INFINITY, NAN,      -0.0f,     65504.0f, -65504.0f,
+                        3e38f,    0x1p-24f, -0x1p-20f, 0x1p-130f, 88.0f,    -104.0f};
+    for (int64_t i = 0; i < p->n; i++)
+        if (nt_next(rng) % 16 == 0) p->v[i] = sp[nt_next(rng) % (sizeof sp / sizeof sp[0])];
+    CHECK_OK(neat_tensor_write(p->h, p->v, p->n), "specials");
+    CHECK_OK(neat_tensor_read(p->h, p->v, p->n), "specials"); /* as the half type holds them */
+    (void)dt;
+    pair_reset(*p);
+}
+
+static void test_forward_pairs(uint64_t seed) {
+    static const neat_dtype dts[] = {NEAT_BF16, NEAT_F16};
+    /* rows x cols: odd (vector tails, chunk tails), over 32768 (two threads), one long row
+     * (a broadcast split over threads) */
+    static const int64_t shapes[4][2] = {{7, 129}, {300, 129}, {1, 40001}, {3, 1029}};
+    for (int di = 0; di < 2; di++) {
+        neat_dtype dt = dts[di];
+        nt_rng rng = {seed + 2000 + (uint64_t)di};
+        char what[128];
+        for (int s = 0; s < 4; s++) {
+            int64_t rows = shapes[s][0], cols = shapes[s][1];
+            int64_t xs[2] = {rows, cols}, bs[2] = {1, cols};
+            for (int v = 0; v < 12; v++) {
+                /* v: 0-3 add/mul plain and broadcast, 4 add in place, 5 scale, 6 fill,
+                 * 7-10 the activations, 11 softmax */
+                fwd_ctx c = {v < 4 ? (v & 1 ? OP_MUL : OP_ADD) : v == 4 ? OP_ADD : v == 5 ? OP_SCALE
+                             : v == 6 ? OP_FILL : v < 11 ? OP_ACT : OP_SOFTMAX, v == 4};
+                static const neat_activation acts[] = {NEAT_ACT_RELU, NEAT_ACT_SIGMOID,
+                                                       NEAT_ACT_TANH, NEAT_ACT_GELU};
+                if (c.op == OP_ACT) c.p = acts[v - 7];
+                int binary = c.op == OP_ADD || c.op == OP_MUL, bcast = v == 2 || v == 3;
+                pair t[3];
+                t[0] = pair_make(dt, 2, xs, 4, &rng);
+                t[1] = pair_make(dt, 2, binary && bcast ? bs : xs, 4, &rng);
+                t[2] = pair_make(dt, 2, xs, 4, &rng);
+                if (c.op != OP_SOFTMAX) pair_specials(&t[0], dt, &rng);
+                if (binary) pair_specials(&t[1], dt, &rng);
+                snprintf(what, sizeof what, "forward %s p %d %s %lldx%lld", OP_NAMES[c.op], c.p,
+                         bcast ? "broadcast" : "", (long long)rows, (long long)cols);
+                int nt = binary && !c.p ? 3 : 2, first = binary ? (c.p ? 0 : 2) : 1;
+                run_pairs(what, dt, t, nt, first, rec_forward, &c, 0, 0);
+                for (int i = 0; i < 3; i++) pair_free(t[i]);
+            }
+        }
+    }
+}
+
 /* Does this backend run the layer's backward on half tensors with its own kernels? (CUDA:
  * without activation or with relu; src/backends/cuda/half.cu, cuda_native_half.) */
 static int native_layer(neat_activation act) {
@@ -1060,6 +1202,7 @@ int main(void) {
                     "small rows' path)",
                     backend, large);
         if (shard_i == shard_n - 1) test_backward(seed), test_gemm_candidates(seed);
+        if (shard_i == shard_n - 1) test_forward_pairs(seed), test_cpu_conversion_bits(seed);
         if (shard_i == 0) test_errors();
     }
     nt_close_devices(devs, ndev);

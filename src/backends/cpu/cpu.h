@@ -51,6 +51,13 @@ void cpu_comm_cmdbuf_release(nm_device *dev, nm_cmdbuf *cb);
  * tensors; cpu_run_op runs an op, those on half tensors through float32 copies. */
 neat_status cpu_op_check(nm_device *dev, const nm_op *op);
 neat_status cpu_run_op(nm_device *dev, nm_cmdbuf *cb, const nm_op *op);
+/* dst[0, n) = src converted from or to half type dt (NEAT_BF16, NEAT_F16) on the calling
+ * thread, bit for bit as dtype.h's nm_*_to_* (vector instructions where the CPU has them). */
+void cpu_half_widen(neat_dtype dt, const uint16_t *src, float *dst, int64_t n);
+void cpu_half_narrow(neat_dtype dt, const float *src, uint16_t *dst, int64_t n);
+/* Elements per chunk of the native half loops: each thread widens a chunk of every input
+ * into float32 buffers on its stack, runs the float32 kernel on them, rounds the chunk out. */
+#define CPU_HALF_CHUNK 512
 
 /* dnnl.c */
 neat_status cpu_dnnl_open(nm_device *dev);

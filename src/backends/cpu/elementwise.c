@@ -126,6 +126,54 @@ CPU_CLONES static void act_grad_range(neat_activation act, const float *x, const
     }
 }
 
+/* ---- half tensors (bf16, f16) ------------------------------------------------------------------
+ * Same dtype in and out (half.c's cpu_half_loop decides): each thread takes [lo, hi) in chunks
+ * of CPU_HALF_CHUNK, widens every input chunk into a float32 buffer on its stack (exact),
+ * runs the float32 kernel above on the buffers and rounds the chunk once into the output. So
+ * every output is the float32 op's value on the same floats, rounded once: the bits of the
+ * float32-copies path, reading and writing 2 bytes an element instead of 2 + 4 + 4. */
+
+typedef enum { HALF_PAIR, HALF_SCALE, HALF_ACT, HALF_ACT_GRAD } half_kind;
+
+typedef struct half_job {
+    half_kind kind;
+    neat_dtype dt;
+    const uint16_t *in[3]; /* PAIR: a, b; SCALE/ACT: x; ACT_GRAD: x, y, dy (x or y NULL) */
+    uint16_t *out;
+    int mul;               /* PAIR */
+    float alpha;           /* SCALE */
+    neat_activation act;   /* ACT, ACT_GRAD */
+} half_job;
+
+/* Elements [lo, hi) of job; for a broadcast pair, in[1] is read from in1_lo (its column). */
+static void half_range(const half_job *j, int64_t lo, int64_t hi, const uint16_t *in1) {
+    _Alignas(64) float buf[3][CPU_HALF_CHUNK];
+    for (int64_t c = lo; c < hi; c += CPU_HALF_CHUNK) {
+        int64_t m = hi - c < CPU_HALF_CHUNK ? hi - c : CPU_HALF_CHUNK;
+        const float *f[3] = {NULL, NULL, NULL};
+        for (int k = 0; k < 3; k++) {
+            const uint16_t *src = k == 1 && in1 ? in1 + (c - lo) : j->in[k] ? j->in[k] + c : NULL;
+            if (!src) continue;
+            cpu_half_widen(j->dt, src, buf[k], m);
+            f[k] = buf[k];
+        }
+        switch (j->kind) {
+        case HALF_PAIR: pair_range(f[0], f[1], buf[0], j->mul, 0, m); break;
+        case HALF_SCALE: scale_range(f[0], j->alpha, buf[0], 0, m); break;
+        case HALF_ACT: act_range(j->act, f[0], buf[0], 0, m); break;
+        case HALF_ACT_GRAD: act_grad_range(j->act, f[0], f[1], f[2], buf[0], 0, m); break;
+        }
+        cpu_half_narrow(j->dt, buf[0], j->out + c, m);
+    }
+}
+
+/* A half tensor's elements (nm_tensor.data is declared float *). */
+static uint16_t *half_data(const nm_tensor *t) { return (uint16_t *)(void *)t->data; }
+
+static void half_run(int nthreads, const half_job *j, int64_t n) {
+    CPU_SPLIT(cpu_par(nthreads, n), n, lo, hi, half_range(j, lo, hi, NULL));
+}
+
 /* ---- shared activation entry points (cpu.h) ------------------------------------------------- */
 
 void cpu_act_apply(int nthreads, neat_activation act, const float *x, float *y, int64_t n) {
@@ -147,6 +195,21 @@ static neat_status pair(nm_device *dev, const nm_add_args *u, int mul) {
     int64_t rows = u->rows, cols = u->cols;
     int par = cpu_par(cpu_dev(dev)->nthreads, rows * cols);
     if (rows == 0 || cols == 0) return NEAT_OK;
+    if (u->out->dtype != NEAT_F32) {
+        half_job j = {.kind = HALF_PAIR, .dt = u->out->dtype, .in = {half_data(u->a), half_data(u->b)},
+                      .out = half_data(u->out), .mul = mul};
+        if (!u->broadcast) {
+            CPU_SPLIT(par, rows * cols, lo, hi, half_range(&j, lo, hi, NULL));
+        } else if (rows >= par) {
+            CPU_FOR(par, r, rows, half_range(&j, r * cols, (r + 1) * cols, half_data(u->b)));
+        } else {
+            for (int64_t r = 0; r < rows; r++)
+                CPU_SPLIT(par, cols, lo, hi,
+                          half_range(&j, r * cols + lo, r * cols + hi,
+                                     half_data(u->b) + lo));
+        }
+        return NEAT_OK;
+    }
     if (!u->broadcast) {
         CPU_SPLIT(par, rows * cols, lo, hi, pair_range(a, b, out, mul, lo, hi));
     } else if (rows >= par) {
@@ -172,6 +235,12 @@ neat_status cpu_scale(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
     float *out = op->u.scale.out->data;
     float alpha = op->u.scale.alpha;
     int64_t n = op->u.scale.x->numel;
+    if (op->u.scale.out->dtype != NEAT_F32) {
+        half_job j = {.kind = HALF_SCALE, .dt = op->u.scale.out->dtype,
+                      .in = {half_data(op->u.scale.x)}, .out = half_data(op->u.scale.out), .alpha = alpha};
+        half_run(cpu_dev(dev)->nthreads, &j, n);
+        return NEAT_OK;
+    }
     CPU_SPLIT(cpu_par(cpu_dev(dev)->nthreads, n), n, lo, hi, scale_range(x, alpha, out, lo, hi));
     return NEAT_OK;
 }
@@ -180,11 +249,25 @@ neat_status cpu_fill(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
     float *t = op->u.fill.t->data;
     float value = op->u.fill.value;
     int64_t n = op->u.fill.t->numel;
+    if (op->u.fill.t->dtype != NEAT_F32) { /* the value rounded once, as every element */
+        uint16_t h, *p = half_data(op->u.fill.t);
+        cpu_half_narrow(op->u.fill.t->dtype, &value, &h, 1);
+        CPU_FOR(cpu_par(cpu_dev(dev)->nthreads, n), i, n, p[i] = h);
+        return NEAT_OK;
+    }
     CPU_SPLIT(cpu_par(cpu_dev(dev)->nthreads, n), n, lo, hi, fill_range(t, value, lo, hi));
     return NEAT_OK;
 }
 
 neat_status cpu_activation_forward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
+    if (op->u.activation_forward.out->dtype != NEAT_F32) {
+        half_job j = {.kind = HALF_ACT, .dt = op->u.activation_forward.out->dtype,
+                      .in = {half_data(op->u.activation_forward.x)},
+                      .out = half_data(op->u.activation_forward.out),
+                      .act = op->u.activation_forward.act};
+        half_run(cpu_dev(dev)->nthreads, &j, op->u.activation_forward.out->numel);
+        return NEAT_OK;
+    }
     cpu_act_apply(cpu_dev(dev)->nthreads, op->u.activation_forward.act,
                   op->u.activation_forward.x->data, op->u.activation_forward.out->data,
                   op->u.activation_forward.out->numel);
@@ -194,6 +277,15 @@ neat_status cpu_activation_forward(nm_device *dev, nm_cmdbuf *cb, const nm_op *o
 /* dx = dy * act'(.): relu/sigmoid/tanh read y, gelu reads x (the other may be NULL). */
 neat_status cpu_activation_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
     const nm_tensor *x = op->u.activation_backward.x, *y = op->u.activation_backward.y;
+    if (op->u.activation_backward.out->dtype != NEAT_F32) {
+        half_job j = {.kind = HALF_ACT_GRAD, .dt = op->u.activation_backward.out->dtype,
+                      .in = {x ? half_data(x) : NULL, y ? half_data(y) : NULL,
+                             half_data(op->u.activation_backward.dy)},
+                      .out = half_data(op->u.activation_backward.out),
+                      .act = op->u.activation_backward.act};
+        half_run(cpu_dev(dev)->nthreads, &j, op->u.activation_backward.out->numel);
+        return NEAT_OK;
+    }
     cpu_act_grad(cpu_dev(dev)->nthreads, op->u.activation_backward.act, x ? x->data : NULL,
                  y ? y->data : NULL, op->u.activation_backward.dy->data,
                  op->u.activation_backward.out->data, op->u.activation_backward.out->numel);
