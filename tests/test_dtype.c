@@ -889,12 +889,12 @@ static void test_forward_pairs(uint64_t seed) {
     static const neat_dtype dts[] = {NEAT_BF16, NEAT_F16};
     /* rows x cols: odd (vector tails, chunk tails), over 32768 (two threads), one long row
      * (a broadcast split over threads) */
-    static const int64_t shapes[4][2] = {{7, 129}, {300, 129}, {1, 40001}, {3, 1029}};
+    static const int64_t shapes[5][2] = {{7, 129}, {300, 129}, {1, 40001}, {3, 1029}, {2, 8192}};
     for (int di = 0; di < 2; di++) {
         neat_dtype dt = dts[di];
         nt_rng rng = {seed + 2000 + (uint64_t)di};
         char what[128];
-        for (int s = 0; s < 4; s++) {
+        for (int s = 0; s < 5; s++) {
             int64_t rows = shapes[s][0], cols = shapes[s][1];
             int64_t xs[2] = {rows, cols}, bs[2] = {1, cols};
             for (int v = 0; v < 12; v++) {
@@ -945,10 +945,15 @@ static void test_backward(uint64_t seed) {
             run_pairs(what, dt, t, 3, 2, rec_act, &acts[a], 0, 0);
             for (int i = 0; i < 3; i++) pair_free(t[i]);
         }
-        {
-            pair t[3] = {pair_make(dt, 2, s2, 1, &rng), pair_make(dt, 2, s2, 1, &rng),
-                         pair_make(dt, 2, s2, 1, &rng)};
-            run_pairs("softmax backward", dt, t, 3, 2, rec_softmax, NULL, 0, 0);
+        /* the CPU: native rows up to 8192 columns, float32 copies beyond */
+        static const int64_t soft[3][2] = {{7, 129}, {2, 8192}, {3, 8193}};
+        for (int k = 0; k < 3; k++) {
+            int64_t ss[2] = {soft[k][0], soft[k][1]};
+            pair t[3] = {pair_make(dt, 2, ss, 1, &rng), pair_make(dt, 2, ss, 1, &rng),
+                         pair_make(dt, 2, ss, 1, &rng)};
+            snprintf(what, sizeof what, "softmax backward %lldx%lld", (long long)ss[0],
+                     (long long)ss[1]);
+            run_pairs(what, dt, t, 3, 2, rec_softmax, NULL, 0, 0);
             for (int i = 0; i < 3; i++) pair_free(t[i]);
         }
         /* W of 8, 12, 14 and 7: CUDA's one-pass 2x2 kernel with 8, 4 and 2 columns a

@@ -58,6 +58,10 @@ void cpu_half_narrow(neat_dtype dt, const float *src, uint16_t *dst, int64_t n);
 /* Elements per chunk of the native half loops: each thread widens a chunk of every input
  * into float32 buffers on its stack, runs the float32 kernel on them, rounds the chunk out. */
 #define CPU_HALF_CHUNK 512
+/* Softmax (forward, backward) on half tensors runs natively for rows of up to this many
+ * columns (a widened row, or two for the backward, on the thread's stack); longer rows take
+ * the float32 copies. */
+#define CPU_SOFTMAX_HALF_COLS 8192
 
 /* dnnl.c */
 neat_status cpu_dnnl_open(nm_device *dev);

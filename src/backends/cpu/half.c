@@ -188,6 +188,12 @@ static int half_loop(const nm_op *op) {
     case NM_OP_FILL:
     case NM_OP_ACTIVATION_FORWARD:
     case NM_OP_ACTIVATION_BACKWARD: break;
+    case NM_OP_SOFTMAX:
+        if (op->u.softmax.cols > CPU_SOFTMAX_HALF_COLS) return 0;
+        break;
+    case NM_OP_SOFTMAX_BACKWARD:
+        if (op->u.softmax_backward.cols > CPU_SOFTMAX_HALF_COLS) return 0;
+        break;
     default: return 0;
     }
     int n;
