@@ -23,6 +23,7 @@
 #include "cpu.h"
 #include "loops.h"
 #include "vecmath.h"
+#include "half_simd.h"
 
 #include <string.h>
 
@@ -145,8 +146,73 @@ typedef struct half_job {
     neat_activation act;   /* ACT, ACT_GRAD */
 } half_job;
 
+/* add, mul and scale in one pass, without the buffers: bf16's widening and rounding are a few
+ * integer operations that vectorize with the arithmetic; f16's are one instruction each way
+ * (AVX-512; half_simd.h). The same float32 operation on the same floats, rounded the same
+ * way: the bits of the chunks. bb: b indexed like a (a broadcast row shifted by the row's
+ * start). Measured on add_4096_bf16: 6.1 ms with the chunks, 4.2 in one pass. */
+CPU_CLONES static void bf16_pair_range(const uint16_t *a, const uint16_t *bb, uint16_t *out,
+                                       int mul, int64_t lo, int64_t hi) {
+    if (mul) {
+#pragma omp simd
+        for (int64_t i = lo; i < hi; i++)
+            out[i] = cpu_f32_to_bf16(cpu_bf16_to_f32(a[i]) * cpu_bf16_to_f32(bb[i]));
+    } else {
+#pragma omp simd
+        for (int64_t i = lo; i < hi; i++)
+            out[i] = cpu_f32_to_bf16(cpu_bf16_to_f32(a[i]) + cpu_bf16_to_f32(bb[i]));
+    }
+}
+
+CPU_CLONES static void bf16_scale_range(const uint16_t *x, float alpha, uint16_t *out, int64_t lo,
+                                        int64_t hi) {
+#pragma omp simd
+    for (int64_t i = lo; i < hi; i++) out[i] = cpu_f32_to_bf16(alpha * cpu_bf16_to_f32(x[i]));
+}
+
+#if CPU_X86_F16
+/* The full 16-element blocks of [lo, hi); returns where they end. */
+__attribute__((target("avx512f"))) static int64_t
+f16_pair_avx512(const uint16_t *a, const uint16_t *bb, uint16_t *out, int mul, int64_t lo,
+                int64_t hi) {
+    int64_t i = lo;
+    for (; i + 16 <= hi; i += 16) {
+        __m512 x = cpu_f16x16_widen(a + i), y = cpu_f16x16_widen(bb + i);
+        cpu_f16x16_narrow(mul ? _mm512_mul_ps(x, y) : _mm512_add_ps(x, y), out + i);
+    }
+    return i;
+}
+
+__attribute__((target("avx512f"))) static int64_t
+f16_scale_avx512(const uint16_t *x, float alpha, uint16_t *out, int64_t lo, int64_t hi) {
+    const __m512 va = _mm512_set1_ps(alpha);
+    int64_t i = lo;
+    for (; i + 16 <= hi; i += 16) cpu_f16x16_narrow(_mm512_mul_ps(va, cpu_f16x16_widen(x + i)), out + i);
+    return i;
+}
+#endif
+
 /* Elements [lo, hi) of job; for a broadcast pair, in[1] is read from in1_lo (its column). */
 static void half_range(const half_job *j, int64_t lo, int64_t hi, const uint16_t *in1) {
+    const uint16_t *bb = in1 ? in1 - lo : j->in[1]; /* b indexed like a */
+    if (j->kind == HALF_PAIR || j->kind == HALF_SCALE) {
+        if (j->dt == NEAT_BF16) {
+            if (j->kind == HALF_PAIR)
+                bf16_pair_range(j->in[0], bb, j->out, j->mul, lo, hi);
+            else
+                bf16_scale_range(j->in[0], j->alpha, j->out, lo, hi);
+            return;
+        }
+#if CPU_X86_F16
+        if (__builtin_cpu_supports("avx512f")) {
+            int64_t done = j->kind == HALF_PAIR
+                               ? f16_pair_avx512(j->in[0], bb, j->out, j->mul, lo, hi)
+                               : f16_scale_avx512(j->in[0], j->alpha, j->out, lo, hi);
+            if (in1) in1 += done - lo;
+            lo = done; /* the tail: the chunks below */
+        }
+#endif
+    }
     _Alignas(64) float buf[3][CPU_HALF_CHUNK];
     for (int64_t c = lo; c < hi; c += CPU_HALF_CHUNK) {
         int64_t m = hi - c < CPU_HALF_CHUNK ? hi - c : CPU_HALF_CHUNK;

@@ -14,12 +14,10 @@
 #include "../../core/dtype.h"
 #include "../half_ops.h"
 #include "loops.h"
+#include "vecmath.h"
 
 #include <string.h>
-#if defined(__x86_64__) && defined(__GNUC__)
-#include <immintrin.h> /* vcvtph2ps / vcvtps2ph (F16C, AVX-512F) */
-#define CPU_X86_F16 1
-#endif
+#include "half_simd.h"
 
 /* ---- conversions that vectorize, the same bits as dtype.h's ----------------------------------
  * bf16 -> f32 is a shift. f32 -> bf16 is dtype.h's integer rounding written as a select, so
@@ -34,16 +32,12 @@
 
 CPU_CLONES static void bf16_widen(const uint16_t *src, float *dst, int64_t n) {
 #pragma omp simd
-    for (int64_t i = 0; i < n; i++) dst[i] = nm_bits_f32((uint32_t)src[i] << 16);
+    for (int64_t i = 0; i < n; i++) dst[i] = cpu_bf16_to_f32(src[i]);
 }
 
 CPU_CLONES static void bf16_narrow(const float *src, uint16_t *dst, int64_t n) {
 #pragma omp simd
-    for (int64_t i = 0; i < n; i++) {
-        uint32_t u = nm_f32_bits(src[i]);
-        uint32_t nan = (u >> 16) | 0x40, rounded = (u + 0x7fffu + ((u >> 16) & 1)) >> 16;
-        dst[i] = (uint16_t)((u & 0x7fffffffu) > 0x7f800000u ? nan : rounded);
-    }
+    for (int64_t i = 0; i < n; i++) dst[i] = cpu_f32_to_bf16(src[i]);
 }
 
 #if CPU_X86_F16
@@ -51,7 +45,7 @@ __attribute__((target("avx512f"))) static int64_t f16_widen_avx512(const uint16_
                                                                    float *dst, int64_t n) {
     int64_t i = 0;
     for (; i + 16 <= n; i += 16) {
-        __m512 v = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(src + i)));
+        __m512 v = cpu_f16x16_widen(src + i);
         _mm512_storeu_ps(dst + i, v);
         if (_mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q)) /* NaN: keep the payload as dtype.h does */
             for (int k = 0; k < 16; k++) dst[i + k] = nm_f16_to_f32(src[i + k]);
@@ -61,16 +55,8 @@ __attribute__((target("avx512f"))) static int64_t f16_widen_avx512(const uint16_
 
 __attribute__((target("avx512f"))) static int64_t f16_narrow_avx512(const float *src,
                                                                     uint16_t *dst, int64_t n) {
-    const __m512i sign = _mm512_set1_epi32((int)0x80000000u), qnan = _mm512_set1_epi32(0x7fc00000);
     int64_t i = 0;
-    for (; i + 16 <= n; i += 16) {
-        __m512 x = _mm512_loadu_ps(src + i);
-        __mmask16 nan = _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q);
-        __m512i canon = _mm512_or_si512(_mm512_and_si512(_mm512_castps_si512(x), sign), qnan);
-        x = _mm512_mask_mov_ps(x, nan, _mm512_castsi512_ps(canon));
-        _mm256_storeu_si256((__m256i *)(dst + i),
-                            _mm512_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-    }
+    for (; i + 16 <= n; i += 16) cpu_f16x16_narrow(_mm512_loadu_ps(src + i), dst + i);
     return i;
 }
 
