@@ -30,6 +30,7 @@
 #include "cpu.h"
 #include "loops.h"
 #include "vecmath.h"
+#include "half_simd.h"
 
 #include <math.h>
 #include <stdint.h>
@@ -234,14 +235,43 @@ static uint16_t *half_row(const nm_tensor *t, int64_t r, int64_t cols) {
 
 /* next: the next row, or NULL; row_exp prefetches 4 cols bytes from it (the next two half
  * rows: the caller passes NULL unless both exist), so that memory works during the exps. */
+/* y = round(e * alpha): row_scale's products, rounded as cpu_half_narrow rounds, in one pass. */
+CPU_CLONES static void bf16_scale_out(const float *e, float alpha, uint16_t *y, int64_t n) {
+#pragma omp simd
+    for (int64_t i = 0; i < n; i++) y[i] = cpu_f32_to_bf16(e[i] * alpha);
+}
+
+#if CPU_X86_F16
+__attribute__((target("avx512f"))) static int64_t f16_scale_out_avx512(const float *e,
+                                                                       float alpha, uint16_t *y,
+                                                                       int64_t n) {
+    const __m512 a = _mm512_set1_ps(alpha);
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) cpu_f16x16_narrow(_mm512_mul_ps(_mm512_loadu_ps(e + i), a), y + i);
+    return i;
+}
+#endif
+
+static void half_scale_out(neat_dtype dt, float *e, float alpha, uint16_t *y, int64_t n) {
+    if (dt == NEAT_BF16) {
+        bf16_scale_out(e, alpha, y, n);
+        return;
+    }
+    int64_t i = 0;
+#if CPU_X86_F16
+    if (__builtin_cpu_supports("avx512f")) i = f16_scale_out_avx512(e, alpha, y, n);
+#endif
+    row_scale(e + i, n - i, alpha);
+    cpu_half_narrow(dt, e + i, y + i, n - i);
+}
+
 static void softmax_half_row(neat_dtype dt, const uint16_t *x, uint16_t *y, int64_t cols,
                              const uint16_t *next) {
     _Alignas(64) float e[CPU_SOFTMAX_HALF_COLS];
     cpu_half_widen(dt, x, e, cols);
     float m = row_max(e, cols);
     double s = row_exp(e, e, cols, m, (const float *)(const void *)next);
-    row_scale(e, cols, (float)(1.0 / s));
-    cpu_half_narrow(dt, e, y, cols);
+    half_scale_out(dt, e, (float)(1.0 / s), y, cols);
 }
 
 static void softmax_backward_half_row(neat_dtype dt, const uint16_t *y, const uint16_t *dy,
