@@ -885,6 +885,45 @@ static void pair_specials(pair *p, neat_dtype dt, nt_rng *rng) {
     pair_reset(*p);
 }
 
+/* ctx: the axis, -1 for neat_sum_all. */
+static neat_status rec_sum(neat_cmdbuf *cb, pair *t, int which, const void *ctx) {
+    int axis = *(const int *)ctx;
+    return axis < 0 ? neat_sum_all(cb, H(0), H(1)) : neat_sum_axis(cb, H(0), axis, H(1));
+}
+
+/* Sums of half tensors against the float32 sums of the same values, bit for bit: on the CPU
+ * the same double sums in the same order (reduce.c). Whole tensors of several blocks and
+ * two threads, with tails; rows (few and long: every thread on each row; many: a thread a
+ * row); columns, of a 2-d and a 3-d tensor. */
+static void test_sum_pairs(uint64_t seed) {
+    static const struct {
+        int nd;
+        int64_t shape[3];
+        int axis;
+    } cases[] = {{2, {1, 100003}, -1}, {2, {3, 1029}, -1}, {2, {1, 64}, -1},
+                 {2, {2, 40001}, 1},   {2, {300, 129}, 1}, {2, {65, 33}, 0},
+                 {2, {129, 300}, 0},   {3, {5, 17, 9}, 1}, {2, {3, 0}, 1}};
+    for (int di = 0; di < 2; di++) {
+        neat_dtype dt = di ? NEAT_F16 : NEAT_BF16;
+        nt_rng rng = {seed + 3000 + (uint64_t)di};
+        for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+            int nd = cases[k].nd, axis = cases[k].axis;
+            int64_t ys[3], yn = 0;
+            if (axis < 0) ys[yn++] = 1;
+            for (int i = 0; i < nd; i++)
+                if (axis >= 0 && i != axis) ys[yn++] = cases[k].shape[i];
+            pair t[2] = {pair_make(dt, nd, cases[k].shape, 1, &rng),
+                         pair_make(dt, (int)yn, ys, 1, &rng)};
+            char what[96];
+            snprintf(what, sizeof what, "sum axis %d of %lldx%lldx%lld", axis,
+                     (long long)cases[k].shape[0], (long long)cases[k].shape[1],
+                     nd > 2 ? (long long)cases[k].shape[2] : 1LL);
+            run_pairs(what, dt, t, 2, 1, rec_sum, &axis, 0, 0);
+            pair_free(t[0]), pair_free(t[1]);
+        }
+    }
+}
+
 static void test_forward_pairs(uint64_t seed) {
     static const neat_dtype dts[] = {NEAT_BF16, NEAT_F16};
     /* rows x cols: odd (vector tails, chunk tails), over 32768 (two threads), one long row
@@ -1208,6 +1247,7 @@ int main(void) {
                     backend, large);
         if (shard_i == shard_n - 1) test_backward(seed), test_gemm_candidates(seed);
         if (shard_i == shard_n - 1) test_forward_pairs(seed), test_cpu_conversion_bits(seed);
+        if (shard_i == shard_n - 1) test_sum_pairs(seed);
         if (shard_i == 0) test_errors();
     }
     nt_close_devices(devs, ndev);

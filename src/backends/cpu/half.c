@@ -173,7 +173,8 @@ static int half_loop(const nm_op *op) {
     case NM_OP_SCALE:
     case NM_OP_FILL:
     case NM_OP_ACTIVATION_FORWARD:
-    case NM_OP_ACTIVATION_BACKWARD: break;
+    case NM_OP_ACTIVATION_BACKWARD:
+    case NM_OP_SUM: break;
     case NM_OP_SOFTMAX:
         if (op->u.softmax.cols > CPU_SOFTMAX_HALF_COLS) return 0;
         break;
