@@ -9,7 +9,9 @@
  * (add, scale, fill, activations), relu_grad_blocked.c (relu's backward into oneDNN's blocked
  * layout), pool.c, reduce.c (sums), softmax.c
  * (softmax, cross-entropy), optim.c (SGD, Adam), comm.c (collectives: MPI), half.c (bf16, f16:
- * cast, and ops through float32 copies); loops.h (how loops share threads) and vecmath.h (exp and friends that vectorize).
+ * cast, conversions, which ops run natively and the others through float32 copies); loops.h
+ * (how loops share threads), vecmath.h (exp and friends that vectorize) and half_simd.h (f16
+ * conversions in AVX-512 registers).
  */
 #ifndef NEATML_CPU_H
 #define NEATML_CPU_H

@@ -7,8 +7,9 @@
  * (exact), the float32 op runs, and the output is rounded once back into its half tensor
  * (to nearest, ties to even). That is the accuracy the header promises (float32 math and
  * accumulation, one rounding of the result) for every op at once, at the cost of a pass
- * over the data and 2x the tensor in scratch. Conversions inside each loop would save that
- * pass; this first increment keeps one path per op correct first.
+ * over the data and 2x the tensor in scratch. The memory-bound ops on tensors of one half
+ * type (half_loop below) instead convert inside their own loops (elementwise.c, softmax.c,
+ * reduce.c) with the conversions of this file, and give the same bits.
  */
 #include "cpu.h"
 #include "../../core/dtype.h"
@@ -16,8 +17,9 @@
 #include "loops.h"
 #include "vecmath.h"
 
-#include <string.h>
 #include "half_simd.h"
+
+#include <string.h>
 
 /* ---- conversions that vectorize, the same bits as dtype.h's ----------------------------------
  * bf16 -> f32 is a shift. f32 -> bf16 is dtype.h's integer rounding written as a select, so
