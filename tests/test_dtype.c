@@ -924,6 +924,40 @@ static void test_sum_pairs(uint64_t seed) {
     }
 }
 
+static neat_status rec_pool_fwd(neat_cmdbuf *cb, pair *t, int which, const void *ctx) {
+    neat_pool2d_desc d = neat_pool2d_desc_make(2, 2, 2, 0);
+    (void)ctx;
+    return neat_maxpool2d(cb, &d, H(0), H(1));
+}
+
+/* 2x2 maxpool forward and backward on half tensors against float32, bit for bit, with
+ * infinities, NaN and -0 in x and dy: long rows (pieces of 512 outputs, a tail), odd
+ * heights and widths, two threads, short rows gathered many to a chunk. */
+static void test_pool_pairs(uint64_t seed) {
+    static const int64_t shapes[5][4] = {
+        {1, 1, 2, 1030}, {1, 1, 3, 2051}, {2, 3, 64, 101}, {2, 3, 9, 7}, {3, 2, 28, 28}};
+    for (int di = 0; di < 2; di++) {
+        neat_dtype dt = di ? NEAT_F16 : NEAT_BF16;
+        nt_rng rng = {seed + 4000 + (uint64_t)di};
+        for (int k = 0; k < 5; k++) {
+            const int64_t *xs = shapes[k];
+            int64_t ys[4] = {xs[0], xs[1], xs[2] / 2, xs[3] / 2};
+            pair t[3] = {pair_make(dt, 4, xs, 2, &rng), pair_make(dt, 4, ys, 2, &rng),
+                         pair_make(dt, 4, xs, 2, &rng)};
+            pair_specials(&t[0], dt, &rng);
+            char what[96];
+            snprintf(what, sizeof what, "maxpool forward %lldx%lldx%lldx%lld", (long long)xs[0],
+                     (long long)xs[1], (long long)xs[2], (long long)xs[3]);
+            run_pairs(what, dt, t, 2, 1, rec_pool_fwd, NULL, 0, 0);
+            pair_specials(&t[1], dt, &rng); /* dy */
+            snprintf(what, sizeof what, "maxpool backward %lldx%lldx%lldx%lld", (long long)xs[0],
+                     (long long)xs[1], (long long)xs[2], (long long)xs[3]);
+            run_pairs(what, dt, t, 3, 2, rec_pool, NULL, 0, 0);
+            for (int i = 0; i < 3; i++) pair_free(t[i]);
+        }
+    }
+}
+
 static void test_forward_pairs(uint64_t seed) {
     static const neat_dtype dts[] = {NEAT_BF16, NEAT_F16};
     /* rows x cols: odd (vector tails, chunk tails), over 32768 (two threads), one long row
@@ -1247,7 +1281,7 @@ int main(void) {
                     backend, large);
         if (shard_i == shard_n - 1) test_backward(seed), test_gemm_candidates(seed);
         if (shard_i == shard_n - 1) test_forward_pairs(seed), test_cpu_conversion_bits(seed);
-        if (shard_i == shard_n - 1) test_sum_pairs(seed);
+        if (shard_i == shard_n - 1) test_sum_pairs(seed), test_pool_pairs(seed);
         if (shard_i == 0) test_errors();
     }
     nt_close_devices(devs, ndev);

@@ -165,9 +165,15 @@ neat_status cpu_op_check(nm_device *dev, const nm_op *op) {
     return NEAT_OK;
 }
 
-/* Ops whose CPU function runs half tensors itself (elementwise.c, softmax.c): those of the
- * list below when every tensor is of the one half type (and a softmax row fits
- * cpu_softmax_half_cols). Mixed types and every other op take the float32 copies. */
+/* 2x2 stride 2 without padding: the pooling pool.c runs on half tensors. */
+static int pool_2x2(const nm_conv_geom *g) {
+    return g->kh == 2 && g->kw == 2 && g->sh == 2 && g->sw == 2 && g->ph == 0 && g->pw == 0;
+}
+
+/* Ops whose CPU function runs half tensors itself (elementwise.c, softmax.c, reduce.c,
+ * pool.c): those of the list below when every tensor is of the one half type (a softmax row
+ * of at most CPU_SOFTMAX_HALF_COLS, a 2x2 stride-2 pooling without padding). Mixed types
+ * and every other op take the float32 copies. */
 static int half_loop(const nm_op *op) {
     switch (op->kind) {
     case NM_OP_ADD:
@@ -177,6 +183,12 @@ static int half_loop(const nm_op *op) {
     case NM_OP_ACTIVATION_FORWARD:
     case NM_OP_ACTIVATION_BACKWARD:
     case NM_OP_SUM: break;
+    case NM_OP_MAXPOOL2D:
+        if (!pool_2x2(&op->u.maxpool2d.g)) return 0;
+        break;
+    case NM_OP_MAXPOOL2D_BACKWARD:
+        if (!pool_2x2(&op->u.maxpool2d_backward.g)) return 0;
+        break;
     case NM_OP_SOFTMAX:
         if (op->u.softmax.cols > CPU_SOFTMAX_HALF_COLS) return 0;
         break;
