@@ -242,6 +242,9 @@ static void test_cpu_conversion_bits(uint64_t seed) {
     uint16_t *bits = malloc((size_t)n * 2), *got = malloc((size_t)m * 2);
     uint32_t *fb = malloc((size_t)(n > m ? n : m) * 4);
     for (int64_t i = 0; i < n; i++) bits[i] = (uint16_t)i;
+    /* the last elements (the vector loops' tail): signalling and quiet NaNs of both types */
+    static const uint16_t tail16[5] = {0x7c01, 0xfd01, 0x7f81, 0xffc1, 0x0001};
+    memcpy(bits + n - 5, tail16, sizeof tail16);
     for (int64_t i = 0; i < m; i++) {
         uint64_t r = nt_next(&rng);
         uint32_t u = (uint32_t)r;
@@ -262,6 +265,8 @@ static void test_cpu_conversion_bits(uint64_t seed) {
                                         0xc77ff000u, 0x33000000u, 0x33000001u, 0x7f7fffffu,
                                         0x00000001u, 0x80000000u, 0x387fe000u, 0x387fffffu};
     for (size_t i = 0; i < sizeof specials / sizeof specials[0]; i++) fb[i * 997] = specials[i];
+    static const uint32_t tail32[4] = {0x7f800001u, 0xffc12345u, 0x477ff000u, 0x33000001u};
+    memcpy(fb + m - 4, tail32, sizeof tail32);
     for (neat_dtype dt = NEAT_BF16; dt <= NEAT_F16; dt++) {
         char what[96];
         snprintf(what, sizeof what, "cpu: %s conversions against dtype.h", neat_dtype_name(dt));

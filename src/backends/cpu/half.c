@@ -52,6 +52,17 @@ __attribute__((target("avx512f"))) static int64_t f16_widen_avx512(const uint16_
         if (_mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q)) /* NaN: keep the payload as dtype.h does */
             for (int k = 0; k < 16; k++) dst[i + k] = nm_f16_to_f32(src[i + k]);
     }
+    if (i < n) { /* the tail through a 16-element buffer (short rows: pooling) */
+        uint16_t h[16] = {0};
+        float f[16];
+        memcpy(h, src + i, (size_t)(n - i) * sizeof *h);
+        __m512 v = cpu_f16x16_widen(h);
+        _mm512_storeu_ps(f, v);
+        if (_mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q))
+            for (int k = 0; k < 16; k++) f[k] = nm_f16_to_f32(h[k]);
+        memcpy(dst + i, f, (size_t)(n - i) * sizeof *f);
+        i = n;
+    }
     return i;
 }
 
@@ -59,6 +70,14 @@ __attribute__((target("avx512f"))) static int64_t f16_narrow_avx512(const float 
                                                                     uint16_t *dst, int64_t n) {
     int64_t i = 0;
     for (; i + 16 <= n; i += 16) cpu_f16x16_narrow(_mm512_loadu_ps(src + i), dst + i);
+    if (i < n) { /* the tail through a 16-element buffer */
+        float f[16] = {0};
+        uint16_t h[16];
+        memcpy(f, src + i, (size_t)(n - i) * sizeof *f);
+        cpu_f16x16_narrow(_mm512_loadu_ps(f), h);
+        memcpy(dst + i, h, (size_t)(n - i) * sizeof *h);
+        i = n;
+    }
     return i;
 }
 
