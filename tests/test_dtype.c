@@ -250,11 +250,12 @@ static void test_cpu_conversion_bits(uint64_t seed) {
         uint32_t u = (uint32_t)r;
         switch ((r >> 32) % 4) {
         case 0: break; /* any pattern */
-        case 1: /* f16's range: exponents 2^-26 .. 2^16 */
+        case 1:        /* f16's range: exponents 2^-26 .. 2^16 */
             u = (u & 0x807fffffu) | ((uint32_t)(101 + (r >> 40) % 42) << 23);
             break;
-        case 2: u = (u & 0x807f0000u) | ((r >> 40) & 1 ? 0x8000u : 0x7fffu) |
-                    ((uint32_t)((r >> 41) % 256) << 23); /* bf16 ties and near-ties */
+        case 2:
+            u = (u & 0x807f0000u) | ((r >> 40) & 1 ? 0x8000u : 0x7fffu) |
+                ((uint32_t)((r >> 41) % 256) << 23); /* bf16 ties and near-ties */
             break;
         case 3: u = (u & 0xffffe000u) | ((r >> 40) & 1 ? 0x1000u : 0x0fffu); /* f16 ties */
         }
@@ -880,8 +881,8 @@ static neat_status rec_forward(neat_cmdbuf *cb, pair *t, int which, const void *
 /* Some of p's values replaced by infinities, NaN, -0, the type's extremes and subnormals
  * (as the half type holds them), and the pair rewritten. */
 static void pair_specials(pair *p, neat_dtype dt, nt_rng *rng) {
-    const float sp[] = {INFINITY, -INFINITY, NAN,      -0.0f,     65504.0f, -65504.0f,
-                        3e38f,    0x1p-24f, -0x1p-20f, 0x1p-130f, 88.0f,    -104.0f};
+    const float sp[] = {INFINITY, -INFINITY, NAN,       -0.0f,     65504.0f, -65504.0f,
+                        3e38f,    0x1p-24f,  -0x1p-20f, 0x1p-130f, 88.0f,    -104.0f};
     for (int64_t i = 0; i < p->n; i++)
         if (nt_next(rng) % 16 == 0) p->v[i] = sp[nt_next(rng) % (sizeof sp / sizeof sp[0])];
     CHECK_OK(neat_tensor_write(p->h, p->v, p->n), "specials");
@@ -978,8 +979,13 @@ static void test_forward_pairs(uint64_t seed) {
             for (int v = 0; v < 12; v++) {
                 /* v: 0-3 add/mul plain and broadcast, 4 add in place, 5 scale, 6 fill,
                  * 7-10 the activations, 11 softmax */
-                fwd_ctx c = {v < 4 ? (v & 1 ? OP_MUL : OP_ADD) : v == 4 ? OP_ADD : v == 5 ? OP_SCALE
-                             : v == 6 ? OP_FILL : v < 11 ? OP_ACT : OP_SOFTMAX, v == 4};
+                fwd_ctx c = {v < 4    ? (v & 1 ? OP_MUL : OP_ADD)
+                             : v == 4 ? OP_ADD
+                             : v == 5 ? OP_SCALE
+                             : v == 6 ? OP_FILL
+                             : v < 11 ? OP_ACT
+                                      : OP_SOFTMAX,
+                             v == 4};
                 static const neat_activation acts[] = {NEAT_ACT_RELU, NEAT_ACT_SIGMOID,
                                                        NEAT_ACT_TANH, NEAT_ACT_GELU};
                 if (c.op == OP_ACT) c.p = acts[v - 7];

@@ -141,9 +141,9 @@ typedef struct half_job {
     neat_dtype dt;
     const uint16_t *in[3]; /* PAIR: a, b; SCALE/ACT: x; ACT_GRAD: x, y, dy (x or y NULL) */
     uint16_t *out;
-    int mul;               /* PAIR */
-    float alpha;           /* SCALE */
-    neat_activation act;   /* ACT, ACT_GRAD */
+    int mul;             /* PAIR */
+    float alpha;         /* SCALE */
+    neat_activation act; /* ACT, ACT_GRAD */
 } half_job;
 
 /* add, mul and scale in one pass, without the buffers: bf16's widening and rounding are a few
@@ -172,9 +172,9 @@ CPU_CLONES static void bf16_scale_range(const uint16_t *x, float alpha, uint16_t
 
 #if CPU_X86_F16
 /* The full 16-element blocks of [lo, hi); returns where they end. */
-__attribute__((target("avx512f"))) static int64_t
-f16_pair_avx512(const uint16_t *a, const uint16_t *bb, uint16_t *out, int mul, int64_t lo,
-                int64_t hi) {
+__attribute__((target("avx512f"))) static int64_t f16_pair_avx512(const uint16_t *a,
+                                                                  const uint16_t *bb, uint16_t *out,
+                                                                  int mul, int64_t lo, int64_t hi) {
     int64_t i = lo;
     for (; i + 16 <= hi; i += 16) {
         __m512 x = cpu_f16x16_widen(a + i), y = cpu_f16x16_widen(bb + i);
@@ -187,7 +187,8 @@ __attribute__((target("avx512f"))) static int64_t
 f16_scale_avx512(const uint16_t *x, float alpha, uint16_t *out, int64_t lo, int64_t hi) {
     const __m512 va = _mm512_set1_ps(alpha);
     int64_t i = lo;
-    for (; i + 16 <= hi; i += 16) cpu_f16x16_narrow(_mm512_mul_ps(va, cpu_f16x16_widen(x + i)), out + i);
+    for (; i + 16 <= hi; i += 16)
+        cpu_f16x16_narrow(_mm512_mul_ps(va, cpu_f16x16_widen(x + i)), out + i);
     return i;
 }
 #endif
@@ -262,8 +263,11 @@ static neat_status pair(nm_device *dev, const nm_add_args *u, int mul) {
     int par = cpu_par(cpu_dev(dev)->nthreads, rows * cols);
     if (rows == 0 || cols == 0) return NEAT_OK;
     if (u->out->dtype != NEAT_F32) {
-        half_job j = {.kind = HALF_PAIR, .dt = u->out->dtype, .in = {half_data(u->a), half_data(u->b)},
-                      .out = half_data(u->out), .mul = mul};
+        half_job j = {.kind = HALF_PAIR,
+                      .dt = u->out->dtype,
+                      .in = {half_data(u->a), half_data(u->b)},
+                      .out = half_data(u->out),
+                      .mul = mul};
         if (!u->broadcast) {
             CPU_SPLIT(par, rows * cols, lo, hi, half_range(&j, lo, hi, NULL));
         } else if (rows >= par) {
@@ -271,8 +275,7 @@ static neat_status pair(nm_device *dev, const nm_add_args *u, int mul) {
         } else {
             for (int64_t r = 0; r < rows; r++)
                 CPU_SPLIT(par, cols, lo, hi,
-                          half_range(&j, r * cols + lo, r * cols + hi,
-                                     half_data(u->b) + lo));
+                          half_range(&j, r * cols + lo, r * cols + hi, half_data(u->b) + lo));
         }
         return NEAT_OK;
     }
@@ -302,8 +305,11 @@ neat_status cpu_scale(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
     float alpha = op->u.scale.alpha;
     int64_t n = op->u.scale.x->numel;
     if (op->u.scale.out->dtype != NEAT_F32) {
-        half_job j = {.kind = HALF_SCALE, .dt = op->u.scale.out->dtype,
-                      .in = {half_data(op->u.scale.x)}, .out = half_data(op->u.scale.out), .alpha = alpha};
+        half_job j = {.kind = HALF_SCALE,
+                      .dt = op->u.scale.out->dtype,
+                      .in = {half_data(op->u.scale.x)},
+                      .out = half_data(op->u.scale.out),
+                      .alpha = alpha};
         half_run(cpu_dev(dev)->nthreads, &j, n);
         return NEAT_OK;
     }
@@ -327,7 +333,8 @@ neat_status cpu_fill(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
 
 neat_status cpu_activation_forward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
     if (op->u.activation_forward.out->dtype != NEAT_F32) {
-        half_job j = {.kind = HALF_ACT, .dt = op->u.activation_forward.out->dtype,
+        half_job j = {.kind = HALF_ACT,
+                      .dt = op->u.activation_forward.out->dtype,
                       .in = {half_data(op->u.activation_forward.x)},
                       .out = half_data(op->u.activation_forward.out),
                       .act = op->u.activation_forward.act};
@@ -344,7 +351,8 @@ neat_status cpu_activation_forward(nm_device *dev, nm_cmdbuf *cb, const nm_op *o
 neat_status cpu_activation_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
     const nm_tensor *x = op->u.activation_backward.x, *y = op->u.activation_backward.y;
     if (op->u.activation_backward.out->dtype != NEAT_F32) {
-        half_job j = {.kind = HALF_ACT_GRAD, .dt = op->u.activation_backward.out->dtype,
+        half_job j = {.kind = HALF_ACT_GRAD,
+                      .dt = op->u.activation_backward.out->dtype,
                       .in = {x ? half_data(x) : NULL, y ? half_data(y) : NULL,
                              half_data(op->u.activation_backward.dy)},
                       .out = half_data(op->u.activation_backward.out),

@@ -43,8 +43,8 @@ CPU_CLONES static void bf16_narrow(const float *src, uint16_t *dst, int64_t n) {
 }
 
 #if CPU_X86_F16
-__attribute__((target("avx512f"))) static int64_t f16_widen_avx512(const uint16_t *src,
-                                                                   float *dst, int64_t n) {
+__attribute__((target("avx512f"))) static int64_t f16_widen_avx512(const uint16_t *src, float *dst,
+                                                                   int64_t n) {
     int64_t i = 0;
     for (; i + 16 <= n; i += 16) {
         __m512 v = cpu_f16x16_widen(src + i);
@@ -66,8 +66,8 @@ __attribute__((target("avx512f"))) static int64_t f16_widen_avx512(const uint16_
     return i;
 }
 
-__attribute__((target("avx512f"))) static int64_t f16_narrow_avx512(const float *src,
-                                                                    uint16_t *dst, int64_t n) {
+__attribute__((target("avx512f"))) static int64_t f16_narrow_avx512(const float *src, uint16_t *dst,
+                                                                    int64_t n) {
     int64_t i = 0;
     for (; i + 16 <= n; i += 16) cpu_f16x16_narrow(_mm512_loadu_ps(src + i), dst + i);
     if (i < n) { /* the tail through a 16-element buffer */
@@ -81,8 +81,8 @@ __attribute__((target("avx512f"))) static int64_t f16_narrow_avx512(const float 
     return i;
 }
 
-__attribute__((target("avx,f16c"))) static int64_t f16_widen_f16c(const uint16_t *src,
-                                                                  float *dst, int64_t n) {
+__attribute__((target("avx,f16c"))) static int64_t f16_widen_f16c(const uint16_t *src, float *dst,
+                                                                  int64_t n) {
     int64_t i = 0;
     for (; i + 8 <= n; i += 8) {
         __m256 v = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + i)));
@@ -93,8 +93,8 @@ __attribute__((target("avx,f16c"))) static int64_t f16_widen_f16c(const uint16_t
     return i;
 }
 
-__attribute__((target("avx,f16c"))) static int64_t f16_narrow_f16c(const float *src,
-                                                                   uint16_t *dst, int64_t n) {
+__attribute__((target("avx,f16c"))) static int64_t f16_narrow_f16c(const float *src, uint16_t *dst,
+                                                                   int64_t n) {
     const __m256 sign = _mm256_castsi256_ps(_mm256_set1_epi32((int)0x80000000u)),
                  qnan = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fc00000));
     int64_t i = 0;
@@ -140,17 +140,19 @@ void cpu_half_narrow(neat_dtype dt, const float *src, uint16_t *dst, int64_t n) 
 }
 
 /* dst[i] = src[i] converted, i < n (float32 between the two types). */
-static void convert(int nthreads, neat_dtype sdt, const void *src, neat_dtype ddt,
-                               void *dst, int64_t n) {
+static void convert(int nthreads, neat_dtype sdt, const void *src, neat_dtype ddt, void *dst,
+                    int64_t n) {
     if (sdt == ddt) {
         if (src != dst) memmove(dst, src, (size_t)n * neat_dtype_size(sdt));
         return;
     }
     int par = cpu_par(nthreads, n);
     if (sdt == NEAT_F32) {
-        CPU_SPLIT(par, n, lo, hi, cpu_half_narrow(ddt, (const float *)src + lo, (uint16_t *)dst + lo, hi - lo));
+        CPU_SPLIT(par, n, lo, hi,
+                  cpu_half_narrow(ddt, (const float *)src + lo, (uint16_t *)dst + lo, hi - lo));
     } else if (ddt == NEAT_F32) {
-        CPU_SPLIT(par, n, lo, hi, cpu_half_widen(sdt, (const uint16_t *)src + lo, (float *)dst + lo, hi - lo));
+        CPU_SPLIT(par, n, lo, hi,
+                  cpu_half_widen(sdt, (const uint16_t *)src + lo, (float *)dst + lo, hi - lo));
     } else {
         CPU_FOR(par, i, n, nm_store(ddt, dst, i, nm_load(sdt, src, i)));
     }

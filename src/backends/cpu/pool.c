@@ -155,9 +155,8 @@ static void maxpool2_rows(const nm_conv_geom *g, const float *x, float *y, int64
 }
 
 /* 2x2 on half tensors, below the backward's 2x2 loop it calls. */
-static void pool2_half_rows(const nm_conv_geom *g, neat_dtype dt, const uint16_t *x,
-                            uint16_t *y, const uint16_t *dy, uint16_t *dx, int64_t t0,
-                            int64_t t1);
+static void pool2_half_rows(const nm_conv_geom *g, neat_dtype dt, const uint16_t *x, uint16_t *y,
+                            const uint16_t *dy, uint16_t *dx, int64_t t0, int64_t t1);
 static const uint16_t *half_cdata(const nm_tensor *t);
 static uint16_t *half_data(const nm_tensor *t);
 
@@ -297,9 +296,8 @@ static uint16_t *half_data(const nm_tensor *t) { return (uint16_t *)(void *)t->d
 
 /* Row pairs [t0, t1): forward (dy, dx NULL) or backward (y NULL). Each piece is row pairs
  * [c0, c1) from output column j0, m outputs each (m == q when whole rows fit a chunk). */
-static void pool2_half_rows(const nm_conv_geom *g, neat_dtype dt, const uint16_t *x,
-                            uint16_t *y, const uint16_t *dy, uint16_t *dx, int64_t t0,
-                            int64_t t1) {
+static void pool2_half_rows(const nm_conv_geom *g, neat_dtype dt, const uint16_t *x, uint16_t *y,
+                            const uint16_t *dy, uint16_t *dx, int64_t t0, int64_t t1) {
     _Alignas(64) float top[2 * POOL2_CHUNK], bot[2 * POOL2_CHUNK], out[POOL2_CHUNK];
     _Alignas(64) float dtop[2 * POOL2_CHUNK], dbot[2 * POOL2_CHUNK];
     int64_t q = g->q, w = g->w;

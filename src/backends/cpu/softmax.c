@@ -242,9 +242,8 @@ CPU_CLONES static void bf16_scale_out(const float *e, float alpha, uint16_t *y, 
 }
 
 #if CPU_X86_F16
-__attribute__((target("avx512f"))) static int64_t f16_scale_out_avx512(const float *e,
-                                                                       float alpha, uint16_t *y,
-                                                                       int64_t n) {
+__attribute__((target("avx512f"))) static int64_t f16_scale_out_avx512(const float *e, float alpha,
+                                                                       uint16_t *y, int64_t n) {
     const __m512 a = _mm512_set1_ps(alpha);
     int64_t i = 0;
     for (; i + 16 <= n; i += 16) cpu_f16x16_narrow(_mm512_mul_ps(_mm512_loadu_ps(e + i), a), y + i);
