@@ -1029,9 +1029,10 @@ static void test_backward(uint64_t seed) {
             run_pairs(what, dt, t, 3, 2, rec_act, &acts[a], 0, 0);
             for (int i = 0; i < 3; i++) pair_free(t[i]);
         }
-        /* the CPU: native rows up to 8192 columns, float32 copies beyond */
+        /* the CPU: native rows up to 8192 columns, float32 copies beyond (the long rows on
+         * the CPU only: bit for bit is the CPU's promise) */
         static const int64_t soft[3][2] = {{7, 129}, {2, 8192}, {3, 8193}};
-        for (int k = 0; k < 3; k++) {
+        for (int k = 0; k < (strcmp(backend, "cpu") ? 1 : 3); k++) {
             int64_t ss[2] = {soft[k][0], soft[k][1]};
             pair t[3] = {pair_make(dt, 2, ss, 1, &rng), pair_make(dt, 2, ss, 1, &rng),
                          pair_make(dt, 2, ss, 1, &rng)};
@@ -1291,8 +1292,11 @@ int main(void) {
                     "small rows' path)",
                     backend, large);
         if (shard_i == shard_n - 1) test_backward(seed), test_gemm_candidates(seed);
-        if (shard_i == shard_n - 1) test_forward_pairs(seed), test_cpu_conversion_bits(seed);
-        if (shard_i == shard_n - 1) test_sum_pairs(seed), test_pool_pairs(seed);
+        /* the CPU's half loops promise the float32 copies' bits; other backends' own half
+         * kernels (CUDA's softmax and sums) only their accuracy bounds, checked above */
+        if (shard_i == shard_n - 1 && !strcmp(backend, "cpu"))
+            test_forward_pairs(seed), test_sum_pairs(seed), test_pool_pairs(seed);
+        if (shard_i == shard_n - 1) test_cpu_conversion_bits(seed);
         if (shard_i == 0) test_errors();
     }
     nt_close_devices(devs, ndev);
