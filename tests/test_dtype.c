@@ -23,6 +23,7 @@
  */
 #include "harness.h"
 #include "reference.h"
+#include "../src/core/dtype.h" /* the scalar conversions: the CPU's exact reference */
 
 #include <math.h>
 #include <stdlib.h>
@@ -226,6 +227,84 @@ static void test_device_casts(void) {
         neat_tensor_destroy(th), neat_tensor_destroy(tf);
     }
     free(bits), free(host), free(dev_f), free(v), free(got), free(want);
+}
+
+/* ---- the CPU's conversions against dtype.h, bit for bit ------------------------------------
+ * The CPU's loops (neat_cast, the native half ops) convert with vector instructions
+ * (cpu/half.c); they must give dtype.h's bits exactly, NaN payloads included: widening every
+ * 16-bit pattern, rounding 2^20 + 7 floats (random bit patterns: NaNs with payloads,
+ * denormals, every exponent; random values around f16's and bf16's rounding boundaries and
+ * overflow; specials). Odd lengths and over 32768 elements: vector tails and two threads. */
+static void test_cpu_conversion_bits(uint64_t seed) {
+    if (strcmp(backend, "cpu")) return;
+    nt_rng rng = {seed + 77};
+    int64_t n = 65536 + 5, m = (1 << 20) + 7;
+    uint16_t *bits = malloc((size_t)n * 2), *got = malloc((size_t)m * 2);
+    uint32_t *fb = malloc((size_t)(n > m ? n : m) * 4);
+    for (int64_t i = 0; i < n; i++) bits[i] = (uint16_t)i;
+    /* the last elements (the vector loops' tail): signalling and quiet NaNs of both types */
+    static const uint16_t tail16[5] = {0x7c01, 0xfd01, 0x7f81, 0xffc1, 0x0001};
+    memcpy(bits + n - 5, tail16, sizeof tail16);
+    for (int64_t i = 0; i < m; i++) {
+        uint64_t r = nt_next(&rng);
+        uint32_t u = (uint32_t)r;
+        switch ((r >> 32) % 4) {
+        case 0: break; /* any pattern */
+        case 1:        /* f16's range: exponents 2^-26 .. 2^16 */
+            u = (u & 0x807fffffu) | ((uint32_t)(101 + (r >> 40) % 42) << 23);
+            break;
+        case 2:
+            u = (u & 0x807f0000u) | ((r >> 40) & 1 ? 0x8000u : 0x7fffu) |
+                ((uint32_t)((r >> 41) % 256) << 23); /* bf16 ties and near-ties */
+            break;
+        case 3: u = (u & 0xffffe000u) | ((r >> 40) & 1 ? 0x1000u : 0x0fffu); /* f16 ties */
+        }
+        fb[i] = u;
+    }
+    static const uint32_t specials[] = {0x7f800000u, 0xff800000u, 0x7fc00000u, 0xffc00001u,
+                                        0x7f800001u, 0x7fbfffffu, 0x477ff000u, 0x477fefffu,
+                                        0xc77ff000u, 0x33000000u, 0x33000001u, 0x7f7fffffu,
+                                        0x00000001u, 0x80000000u, 0x387fe000u, 0x387fffffu};
+    for (size_t i = 0; i < sizeof specials / sizeof specials[0]; i++) fb[i * 997] = specials[i];
+    static const uint32_t tail32[4] = {0x7f800001u, 0xffc12345u, 0x477ff000u, 0x33000001u};
+    memcpy(fb + m - 4, tail32, sizeof tail32);
+    for (neat_dtype dt = NEAT_BF16; dt <= NEAT_F16; dt++) {
+        char what[96];
+        snprintf(what, sizeof what, "cpu: %s conversions against dtype.h", neat_dtype_name(dt));
+        neat_tensor *th = NULL, *tf = NULL, *sf = NULL, *sh = NULL;
+        CHECK_OK(neat_tensor_create_typed(dev, dt, 1, &n, 0, &th), what);
+        CHECK_OK(neat_tensor_create(dev, 1, &n, &tf), what);
+        CHECK_OK(neat_tensor_write_raw(th, bits, (size_t)n * 2), what);
+        device_cast(th, tf, what);
+        uint32_t *wide = malloc((size_t)n * 4);
+        CHECK_OK(neat_tensor_read_raw(tf, wide, (size_t)n * 4), what);
+        int64_t bad = 0, first = -1;
+        for (int64_t i = 0; i < n; i++) {
+            float w = dt == NEAT_BF16 ? nm_bf16_to_f32(bits[i]) : nm_f16_to_f32(bits[i]);
+            if (wide[i] != nm_f32_bits(w)) bad++, first = first < 0 ? i : first;
+        }
+        CHECK(bad == 0, "%s: widening: %lld of %lld differ (first 0x%04x: 0x%08x)", what,
+              (long long)bad, (long long)n, first >= 0 ? bits[first] : 0,
+              first >= 0 ? wide[first] : 0);
+        free(wide);
+        CHECK_OK(neat_tensor_create(dev, 1, &m, &sf), what);
+        CHECK_OK(neat_tensor_create_typed(dev, dt, 1, &m, 0, &sh), what);
+        CHECK_OK(neat_tensor_write_raw(sf, fb, (size_t)m * 4), what);
+        device_cast(sf, sh, what);
+        CHECK_OK(neat_tensor_read_raw(sh, got, (size_t)m * 2), what);
+        bad = 0, first = -1;
+        for (int64_t i = 0; i < m; i++) {
+            float f = nm_bits_f32(fb[i]);
+            uint16_t want = dt == NEAT_BF16 ? nm_f32_to_bf16(f) : nm_f32_to_f16(f);
+            if (got[i] != want) bad++, first = first < 0 ? i : first;
+        }
+        CHECK(bad == 0, "%s: rounding: %lld of %lld differ (first 0x%08x: 0x%04x)", what,
+              (long long)bad, (long long)m, first >= 0 ? fb[first] : 0,
+              first >= 0 ? got[first] : 0);
+        neat_tensor_destroy(th), neat_tensor_destroy(tf);
+        neat_tensor_destroy(sf), neat_tensor_destroy(sh);
+    }
+    free(bits), free(got), free(fb);
 }
 
 /* ---- ops in half types against float64 ------------------------------------------------ */
@@ -780,6 +859,153 @@ static neat_status rec_conv(neat_cmdbuf *cb, pair *t, int which, const void *ctx
                                 H(3), H(4), H(5), H(6), H(7), c->accumulate);
 }
 
+/* Forward ops on half tensors against the float32 op on the same values, bit for bit (the
+ * CPU runs them natively, in chunks: elementwise.c, softmax.c). ctx: the op and its form. */
+typedef struct fwd_ctx {
+    int op; /* OP_ADD, OP_MUL, OP_SCALE, OP_FILL, OP_ACT, OP_SOFTMAX */
+    int p;  /* OP_ACT: the activation; OP_ADD/OP_MUL: 1 in place (out is a) */
+} fwd_ctx;
+
+static neat_status rec_forward(neat_cmdbuf *cb, pair *t, int which, const void *ctx) {
+    const fwd_ctx *c = ctx;
+    switch (c->op) {
+    case OP_ADD: return neat_add(cb, H(0), H(1), c->p ? H(0) : H(2));
+    case OP_MUL: return neat_mul(cb, H(0), H(1), c->p ? H(0) : H(2));
+    case OP_SCALE: return neat_scale(cb, H(0), 0.3f, H(1));
+    case OP_FILL: return neat_fill(cb, H(1), 0.1f);
+    case OP_ACT: return neat_activation_forward(cb, (neat_activation)c->p, H(0), H(1));
+    default: return neat_softmax(cb, H(0), H(1));
+    }
+}
+
+/* Some of p's values replaced by infinities, NaN, -0, the type's extremes and subnormals
+ * (as the half type holds them), and the pair rewritten. */
+static void pair_specials(pair *p, neat_dtype dt, nt_rng *rng) {
+    const float sp[] = {INFINITY, -INFINITY, NAN,       -0.0f,     65504.0f, -65504.0f,
+                        3e38f,    0x1p-24f,  -0x1p-20f, 0x1p-130f, 88.0f,    -104.0f};
+    for (int64_t i = 0; i < p->n; i++)
+        if (nt_next(rng) % 16 == 0) p->v[i] = sp[nt_next(rng) % (sizeof sp / sizeof sp[0])];
+    CHECK_OK(neat_tensor_write(p->h, p->v, p->n), "specials");
+    CHECK_OK(neat_tensor_read(p->h, p->v, p->n), "specials"); /* as the half type holds them */
+    (void)dt;
+    pair_reset(*p);
+}
+
+/* ctx: the axis, -1 for neat_sum_all. */
+static neat_status rec_sum(neat_cmdbuf *cb, pair *t, int which, const void *ctx) {
+    int axis = *(const int *)ctx;
+    return axis < 0 ? neat_sum_all(cb, H(0), H(1)) : neat_sum_axis(cb, H(0), axis, H(1));
+}
+
+/* Sums of half tensors against the float32 sums of the same values, bit for bit: on the CPU
+ * the same double sums in the same order (reduce.c). Whole tensors of several blocks and
+ * two threads, with tails; rows (few and long: every thread on each row; many: a thread a
+ * row); columns, of a 2-d and a 3-d tensor. */
+static void test_sum_pairs(uint64_t seed) {
+    static const struct {
+        int nd;
+        int64_t shape[3];
+        int axis;
+    } cases[] = {{2, {1, 100003}, -1}, {2, {3, 1029}, -1}, {2, {1, 64}, -1},
+                 {2, {2, 40001}, 1},   {2, {300, 129}, 1}, {2, {65, 33}, 0},
+                 {2, {129, 300}, 0},   {3, {5, 17, 9}, 1}, {2, {3, 0}, 1}};
+    for (int di = 0; di < 2; di++) {
+        neat_dtype dt = di ? NEAT_F16 : NEAT_BF16;
+        nt_rng rng = {seed + 3000 + (uint64_t)di};
+        for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+            int nd = cases[k].nd, axis = cases[k].axis;
+            int64_t ys[3], yn = 0;
+            if (axis < 0) ys[yn++] = 1;
+            for (int i = 0; i < nd; i++)
+                if (axis >= 0 && i != axis) ys[yn++] = cases[k].shape[i];
+            pair t[2] = {pair_make(dt, nd, cases[k].shape, 1, &rng),
+                         pair_make(dt, (int)yn, ys, 1, &rng)};
+            char what[96];
+            snprintf(what, sizeof what, "sum axis %d of %lldx%lldx%lld", axis,
+                     (long long)cases[k].shape[0], (long long)cases[k].shape[1],
+                     nd > 2 ? (long long)cases[k].shape[2] : 1LL);
+            run_pairs(what, dt, t, 2, 1, rec_sum, &axis, 0, 0);
+            pair_free(t[0]), pair_free(t[1]);
+        }
+    }
+}
+
+static neat_status rec_pool_fwd(neat_cmdbuf *cb, pair *t, int which, const void *ctx) {
+    neat_pool2d_desc d = neat_pool2d_desc_make(2, 2, 2, 0);
+    (void)ctx;
+    return neat_maxpool2d(cb, &d, H(0), H(1));
+}
+
+/* 2x2 maxpool forward and backward on half tensors against float32, bit for bit, with
+ * infinities, NaN and -0 in x and dy: long rows (pieces of 512 outputs, a tail), odd
+ * heights and widths, two threads, short rows gathered many to a chunk. */
+static void test_pool_pairs(uint64_t seed) {
+    static const int64_t shapes[5][4] = {
+        {1, 1, 2, 1030}, {1, 1, 3, 2051}, {2, 3, 64, 101}, {2, 3, 9, 7}, {3, 2, 28, 28}};
+    for (int di = 0; di < 2; di++) {
+        neat_dtype dt = di ? NEAT_F16 : NEAT_BF16;
+        nt_rng rng = {seed + 4000 + (uint64_t)di};
+        for (int k = 0; k < 5; k++) {
+            const int64_t *xs = shapes[k];
+            int64_t ys[4] = {xs[0], xs[1], xs[2] / 2, xs[3] / 2};
+            pair t[3] = {pair_make(dt, 4, xs, 2, &rng), pair_make(dt, 4, ys, 2, &rng),
+                         pair_make(dt, 4, xs, 2, &rng)};
+            pair_specials(&t[0], dt, &rng);
+            char what[96];
+            snprintf(what, sizeof what, "maxpool forward %lldx%lldx%lldx%lld", (long long)xs[0],
+                     (long long)xs[1], (long long)xs[2], (long long)xs[3]);
+            run_pairs(what, dt, t, 2, 1, rec_pool_fwd, NULL, 0, 0);
+            pair_specials(&t[1], dt, &rng); /* dy */
+            snprintf(what, sizeof what, "maxpool backward %lldx%lldx%lldx%lld", (long long)xs[0],
+                     (long long)xs[1], (long long)xs[2], (long long)xs[3]);
+            run_pairs(what, dt, t, 3, 2, rec_pool, NULL, 0, 0);
+            for (int i = 0; i < 3; i++) pair_free(t[i]);
+        }
+    }
+}
+
+static void test_forward_pairs(uint64_t seed) {
+    static const neat_dtype dts[] = {NEAT_BF16, NEAT_F16};
+    /* rows x cols: odd (vector tails, chunk tails), over 32768 (two threads), one long row
+     * (a broadcast split over threads) */
+    static const int64_t shapes[5][2] = {{7, 129}, {300, 129}, {1, 40001}, {3, 1029}, {2, 8192}};
+    for (int di = 0; di < 2; di++) {
+        neat_dtype dt = dts[di];
+        nt_rng rng = {seed + 2000 + (uint64_t)di};
+        char what[128];
+        for (int s = 0; s < 5; s++) {
+            int64_t rows = shapes[s][0], cols = shapes[s][1];
+            int64_t xs[2] = {rows, cols}, bs[2] = {1, cols};
+            for (int v = 0; v < 12; v++) {
+                /* v: 0-3 add/mul plain and broadcast, 4 add in place, 5 scale, 6 fill,
+                 * 7-10 the activations, 11 softmax */
+                fwd_ctx c = {v < 4    ? (v & 1 ? OP_MUL : OP_ADD)
+                             : v == 4 ? OP_ADD
+                             : v == 5 ? OP_SCALE
+                             : v == 6 ? OP_FILL
+                             : v < 11 ? OP_ACT
+                                      : OP_SOFTMAX,
+                             v == 4};
+                static const neat_activation acts[] = {NEAT_ACT_RELU, NEAT_ACT_SIGMOID,
+                                                       NEAT_ACT_TANH, NEAT_ACT_GELU};
+                if (c.op == OP_ACT) c.p = acts[v - 7];
+                int binary = c.op == OP_ADD || c.op == OP_MUL, bcast = v == 2 || v == 3;
+                pair t[3];
+                t[0] = pair_make(dt, 2, xs, 4, &rng);
+                t[1] = pair_make(dt, 2, binary && bcast ? bs : xs, 4, &rng);
+                t[2] = pair_make(dt, 2, xs, 4, &rng);
+                if (c.op != OP_SOFTMAX) pair_specials(&t[0], dt, &rng);
+                if (binary) pair_specials(&t[1], dt, &rng);
+                snprintf(what, sizeof what, "forward %s p %d %s %lldx%lld", OP_NAMES[c.op], c.p,
+                         bcast ? "broadcast" : "", (long long)rows, (long long)cols);
+                int nt = binary && !c.p ? 3 : 2, first = binary ? (c.p ? 0 : 2) : 1;
+                run_pairs(what, dt, t, nt, first, rec_forward, &c, 0, 0);
+                for (int i = 0; i < 3; i++) pair_free(t[i]);
+            }
+        }
+    }
+}
+
 /* Does this backend run the layer's backward on half tensors with its own kernels? (CUDA:
  * without activation or with relu; src/backends/cuda/half.cu, cuda_native_half.) */
 static int native_layer(neat_activation act) {
@@ -803,10 +1029,16 @@ static void test_backward(uint64_t seed) {
             run_pairs(what, dt, t, 3, 2, rec_act, &acts[a], 0, 0);
             for (int i = 0; i < 3; i++) pair_free(t[i]);
         }
-        {
-            pair t[3] = {pair_make(dt, 2, s2, 1, &rng), pair_make(dt, 2, s2, 1, &rng),
-                         pair_make(dt, 2, s2, 1, &rng)};
-            run_pairs("softmax backward", dt, t, 3, 2, rec_softmax, NULL, 0, 0);
+        /* the CPU: native rows up to 8192 columns, float32 copies beyond (the long rows on
+         * the CPU only: bit for bit is the CPU's promise) */
+        static const int64_t soft[3][2] = {{7, 129}, {2, 8192}, {3, 8193}};
+        for (int k = 0; k < (strcmp(backend, "cpu") ? 1 : 3); k++) {
+            int64_t ss[2] = {soft[k][0], soft[k][1]};
+            pair t[3] = {pair_make(dt, 2, ss, 1, &rng), pair_make(dt, 2, ss, 1, &rng),
+                         pair_make(dt, 2, ss, 1, &rng)};
+            snprintf(what, sizeof what, "softmax backward %lldx%lld", (long long)ss[0],
+                     (long long)ss[1]);
+            run_pairs(what, dt, t, 3, 2, rec_softmax, NULL, 0, 0);
             for (int i = 0; i < 3; i++) pair_free(t[i]);
         }
         /* W of 8, 12, 14 and 7: CUDA's one-pass 2x2 kernel with 8, 4 and 2 columns a
@@ -1060,6 +1292,11 @@ int main(void) {
                     "small rows' path)",
                     backend, large);
         if (shard_i == shard_n - 1) test_backward(seed), test_gemm_candidates(seed);
+        /* the CPU's half loops promise the float32 copies' bits; other backends' own half
+         * kernels (CUDA's softmax and sums) only their accuracy bounds, checked above */
+        if (shard_i == shard_n - 1 && !strcmp(backend, "cpu"))
+            test_forward_pairs(seed), test_sum_pairs(seed), test_pool_pairs(seed);
+        if (shard_i == shard_n - 1) test_cpu_conversion_bits(seed);
         if (shard_i == 0) test_errors();
     }
     nt_close_devices(devs, ndev);

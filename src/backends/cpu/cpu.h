@@ -9,7 +9,9 @@
  * (add, scale, fill, activations), relu_grad_blocked.c (relu's backward into oneDNN's blocked
  * layout), pool.c, reduce.c (sums), softmax.c
  * (softmax, cross-entropy), optim.c (SGD, Adam), comm.c (collectives: MPI), half.c (bf16, f16:
- * cast, and ops through float32 copies); loops.h (how loops share threads) and vecmath.h (exp and friends that vectorize).
+ * cast, conversions, which ops run natively and the others through float32 copies); loops.h
+ * (how loops share threads), vecmath.h (exp and friends that vectorize) and half_simd.h (f16
+ * conversions in AVX-512 registers).
  */
 #ifndef NEATML_CPU_H
 #define NEATML_CPU_H
@@ -51,6 +53,17 @@ void cpu_comm_cmdbuf_release(nm_device *dev, nm_cmdbuf *cb);
  * tensors; cpu_run_op runs an op, those on half tensors through float32 copies. */
 neat_status cpu_op_check(nm_device *dev, const nm_op *op);
 neat_status cpu_run_op(nm_device *dev, nm_cmdbuf *cb, const nm_op *op);
+/* dst[0, n) = src converted from or to half type dt (NEAT_BF16, NEAT_F16) on the calling
+ * thread, bit for bit as dtype.h's nm_*_to_* (vector instructions where the CPU has them). */
+void cpu_half_widen(neat_dtype dt, const uint16_t *src, float *dst, int64_t n);
+void cpu_half_narrow(neat_dtype dt, const float *src, uint16_t *dst, int64_t n);
+/* Elements per chunk of the native half loops: each thread widens a chunk of every input
+ * into float32 buffers on its stack, runs the float32 kernel on them, rounds the chunk out. */
+#define CPU_HALF_CHUNK 512
+/* Softmax (forward, backward) on half tensors runs natively for rows of up to this many
+ * columns (a widened row, or two for the backward, on the thread's stack); longer rows take
+ * the float32 copies. */
+#define CPU_SOFTMAX_HALF_COLS 8192
 
 /* dnnl.c */
 neat_status cpu_dnnl_open(nm_device *dev);

@@ -7,32 +7,152 @@
  * (exact), the float32 op runs, and the output is rounded once back into its half tensor
  * (to nearest, ties to even). That is the accuracy the header promises (float32 math and
  * accumulation, one rounding of the result) for every op at once, at the cost of a pass
- * over the data and 2x the tensor in scratch. Conversions inside each loop would save that
- * pass; this first increment keeps one path per op correct first.
+ * over the data and 2x the tensor in scratch. The memory-bound ops on tensors of one half
+ * type (half_loop below) instead convert inside their own loops (elementwise.c, softmax.c,
+ * reduce.c) with the conversions of this file, and give the same bits.
  */
 #include "cpu.h"
 #include "../../core/dtype.h"
 #include "../half_ops.h"
 #include "loops.h"
+#include "vecmath.h"
+
+#include "half_simd.h"
 
 #include <string.h>
 
+/* ---- conversions that vectorize, the same bits as dtype.h's ----------------------------------
+ * bf16 -> f32 is a shift. f32 -> bf16 is dtype.h's integer rounding written as a select, so
+ * the loop vectorizes. f16 on x86-64 uses the conversion instructions (exact for widening;
+ * narrowing with an explicit round-to-nearest-even immediate, which ignores MXCSR's rounding
+ * mode; overflow gives inf and tiny values f16 subnormals as IEEE 754 says, as dtype.h does),
+ * with every NaN first replaced by the quiet NaN of its sign with an empty payload, since the
+ * instruction keeps the payload's top bits where dtype.h gives sign | 0x7e00; widening, the
+ * instruction quiets a signalling NaN where dtype.h keeps its bits, so a block holding a NaN
+ * is converted again by dtype.h's function (NaN inputs are rare: the cost is nil). Elsewhere
+ * dtype.h's scalar functions. test_dtype holds both against dtype.h, bit for bit. */
+
+CPU_CLONES static void bf16_widen(const uint16_t *src, float *dst, int64_t n) {
+#pragma omp simd
+    for (int64_t i = 0; i < n; i++) dst[i] = cpu_bf16_to_f32(src[i]);
+}
+
+CPU_CLONES static void bf16_narrow(const float *src, uint16_t *dst, int64_t n) {
+#pragma omp simd
+    for (int64_t i = 0; i < n; i++) dst[i] = cpu_f32_to_bf16(src[i]);
+}
+
+#if CPU_X86_F16
+__attribute__((target("avx512f"))) static int64_t f16_widen_avx512(const uint16_t *src, float *dst,
+                                                                   int64_t n) {
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512 v = cpu_f16x16_widen(src + i);
+        _mm512_storeu_ps(dst + i, v);
+        if (_mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q)) /* NaN: keep the payload as dtype.h does */
+            for (int k = 0; k < 16; k++) dst[i + k] = nm_f16_to_f32(src[i + k]);
+    }
+    if (i < n) { /* the tail through a 16-element buffer (short rows: pooling) */
+        uint16_t h[16] = {0};
+        float f[16];
+        memcpy(h, src + i, (size_t)(n - i) * sizeof *h);
+        __m512 v = cpu_f16x16_widen(h);
+        _mm512_storeu_ps(f, v);
+        if (_mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q))
+            for (int k = 0; k < 16; k++) f[k] = nm_f16_to_f32(h[k]);
+        memcpy(dst + i, f, (size_t)(n - i) * sizeof *f);
+        i = n;
+    }
+    return i;
+}
+
+__attribute__((target("avx512f"))) static int64_t f16_narrow_avx512(const float *src, uint16_t *dst,
+                                                                    int64_t n) {
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) cpu_f16x16_narrow(_mm512_loadu_ps(src + i), dst + i);
+    if (i < n) { /* the tail through a 16-element buffer */
+        float f[16] = {0};
+        uint16_t h[16];
+        memcpy(f, src + i, (size_t)(n - i) * sizeof *f);
+        cpu_f16x16_narrow(_mm512_loadu_ps(f), h);
+        memcpy(dst + i, h, (size_t)(n - i) * sizeof *h);
+        i = n;
+    }
+    return i;
+}
+
+__attribute__((target("avx,f16c"))) static int64_t f16_widen_f16c(const uint16_t *src, float *dst,
+                                                                  int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 v = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + i)));
+        _mm256_storeu_ps(dst + i, v);
+        if (_mm256_movemask_ps(_mm256_cmp_ps(v, v, _CMP_UNORD_Q)))
+            for (int k = 0; k < 8; k++) dst[i + k] = nm_f16_to_f32(src[i + k]);
+    }
+    return i;
+}
+
+__attribute__((target("avx,f16c"))) static int64_t f16_narrow_f16c(const float *src, uint16_t *dst,
+                                                                   int64_t n) {
+    const __m256 sign = _mm256_castsi256_ps(_mm256_set1_epi32((int)0x80000000u)),
+                 qnan = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fc00000));
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 x = _mm256_loadu_ps(src + i);
+        __m256 nan = _mm256_cmp_ps(x, x, _CMP_UNORD_Q);
+        x = _mm256_blendv_ps(x, _mm256_or_ps(_mm256_and_ps(x, sign), qnan), nan);
+        _mm_storeu_si128((__m128i *)(dst + i),
+                         _mm256_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    }
+    return i;
+}
+#endif
+
+void cpu_half_widen(neat_dtype dt, const uint16_t *src, float *dst, int64_t n) {
+    if (dt == NEAT_BF16) {
+        bf16_widen(src, dst, n);
+        return;
+    }
+    int64_t i = 0;
+#if CPU_X86_F16
+    if (__builtin_cpu_supports("avx512f"))
+        i = f16_widen_avx512(src, dst, n);
+    else if (__builtin_cpu_supports("f16c"))
+        i = f16_widen_f16c(src, dst, n);
+#endif
+    for (; i < n; i++) dst[i] = nm_f16_to_f32(src[i]);
+}
+
+void cpu_half_narrow(neat_dtype dt, const float *src, uint16_t *dst, int64_t n) {
+    if (dt == NEAT_BF16) {
+        bf16_narrow(src, dst, n);
+        return;
+    }
+    int64_t i = 0;
+#if CPU_X86_F16
+    if (__builtin_cpu_supports("avx512f"))
+        i = f16_narrow_avx512(src, dst, n);
+    else if (__builtin_cpu_supports("f16c"))
+        i = f16_narrow_f16c(src, dst, n);
+#endif
+    for (; i < n; i++) dst[i] = nm_f32_to_f16(src[i]);
+}
+
 /* dst[i] = src[i] converted, i < n (float32 between the two types). */
-static CPU_CLONES void convert(int nthreads, neat_dtype sdt, const void *src, neat_dtype ddt,
-                               void *dst, int64_t n) {
+static void convert(int nthreads, neat_dtype sdt, const void *src, neat_dtype ddt, void *dst,
+                    int64_t n) {
     if (sdt == ddt) {
         if (src != dst) memmove(dst, src, (size_t)n * neat_dtype_size(sdt));
         return;
     }
     int par = cpu_par(nthreads, n);
-    if (sdt == NEAT_F32 && ddt == NEAT_BF16) {
-        const float *s = src;
-        uint16_t *d = dst;
-        CPU_FOR(par, i, n, d[i] = nm_f32_to_bf16(s[i]));
-    } else if (sdt == NEAT_BF16 && ddt == NEAT_F32) {
-        const uint16_t *s = src;
-        float *d = dst;
-        CPU_FOR(par, i, n, d[i] = nm_bf16_to_f32(s[i]));
+    if (sdt == NEAT_F32) {
+        CPU_SPLIT(par, n, lo, hi,
+                  cpu_half_narrow(ddt, (const float *)src + lo, (uint16_t *)dst + lo, hi - lo));
+    } else if (ddt == NEAT_F32) {
+        CPU_SPLIT(par, n, lo, hi,
+                  cpu_half_widen(sdt, (const uint16_t *)src + lo, (float *)dst + lo, hi - lo));
     } else {
         CPU_FOR(par, i, n, nm_store(ddt, dst, i, nm_load(sdt, src, i)));
     }
@@ -66,9 +186,52 @@ neat_status cpu_op_check(nm_device *dev, const nm_op *op) {
     return NEAT_OK;
 }
 
+/* 2x2 stride 2 without padding: the pooling pool.c runs on half tensors. */
+static int pool_2x2(const nm_conv_geom *g) {
+    return g->kh == 2 && g->kw == 2 && g->sh == 2 && g->sw == 2 && g->ph == 0 && g->pw == 0;
+}
+
+/* Ops whose CPU function runs half tensors itself (elementwise.c, softmax.c, reduce.c,
+ * pool.c): those of the list below when every tensor is of the one half type (a softmax row
+ * of at most CPU_SOFTMAX_HALF_COLS, a 2x2 stride-2 pooling without padding). Mixed types
+ * and every other op take the float32 copies. */
+static int half_loop(const nm_op *op) {
+    switch (op->kind) {
+    case NM_OP_ADD:
+    case NM_OP_MUL:
+    case NM_OP_SCALE:
+    case NM_OP_FILL:
+    case NM_OP_ACTIVATION_FORWARD:
+    case NM_OP_ACTIVATION_BACKWARD:
+    case NM_OP_SUM: break;
+    case NM_OP_MAXPOOL2D:
+        if (!pool_2x2(&op->u.maxpool2d.g)) return 0;
+        break;
+    case NM_OP_MAXPOOL2D_BACKWARD:
+        if (!pool_2x2(&op->u.maxpool2d_backward.g)) return 0;
+        break;
+    case NM_OP_SOFTMAX:
+        if (op->u.softmax.cols > CPU_SOFTMAX_HALF_COLS) return 0;
+        break;
+    case NM_OP_SOFTMAX_BACKWARD:
+        if (op->u.softmax_backward.cols > CPU_SOFTMAX_HALF_COLS) return 0;
+        break;
+    default: return 0;
+    }
+    int n;
+    nm_tensor *const *ts = nm_op_tensors(op, &n);
+    neat_dtype dt = NEAT_F32;
+    for (int i = 0; i < n; i++) {
+        if (!ts[i]) continue;
+        if (dt == NEAT_F32) dt = ts[i]->dtype;
+        if (ts[i]->dtype != dt) return 0;
+    }
+    return dt == NEAT_BF16 || dt == NEAT_F16;
+}
+
 neat_status cpu_run_op(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
     nm_op_fn run = dev->be->op[op->kind];
-    if (nm_half_native(op->kind) || !first_half(op)) return run(dev, cb, op);
+    if (nm_half_native(op->kind) || !first_half(op) || half_loop(op)) return run(dev, cb, op);
     nm_op f32 = *op;
     nm_tensor shadow[NM_OP_MAX_TENSORS];
     int n, nthreads = cpu_dev(dev)->nthreads;

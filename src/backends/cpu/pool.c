@@ -16,6 +16,8 @@
  * maximum (recomputed from x with the forward's rule). Windows that overlap add up, so the
  * scatter of one plane runs in a fixed order on one thread (deterministic); parallel over
  * planes, or over output rows when windows cannot overlap across rows (kh <= sh).
+ *
+ * bf16/f16 tensors: the 2x2 case runs here (pool2_half_rows), the others on float32 copies.
  */
 #include "cpu.h"
 #include "loops.h"
@@ -152,6 +154,12 @@ static void maxpool2_rows(const nm_conv_geom *g, const float *x, float *y, int64
     }
 }
 
+/* 2x2 on half tensors, below the backward's 2x2 loop it calls. */
+static void pool2_half_rows(const nm_conv_geom *g, neat_dtype dt, const uint16_t *x, uint16_t *y,
+                            const uint16_t *dy, uint16_t *dx, int64_t t0, int64_t t1);
+static const uint16_t *half_cdata(const nm_tensor *t);
+static uint16_t *half_data(const nm_tensor *t);
+
 neat_status cpu_maxpool2d(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
     const nm_conv_geom *g = &op->u.maxpool2d.g;
     const float *x = op->u.maxpool2d.x->data;
@@ -159,6 +167,13 @@ neat_status cpu_maxpool2d(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
     int64_t tasks = g->n * g->c * g->p;
     if (tasks == 0 || g->q == 0) return NEAT_OK;
     int par = cpu_par(cpu_dev(dev)->nthreads, op->u.maxpool2d.x->numel);
+    if (op->u.maxpool2d.y->dtype != NEAT_F32) {
+        neat_dtype dt = op->u.maxpool2d.y->dtype;
+        CPU_SPLIT(par, tasks, lo, hi,
+                  pool2_half_rows(g, dt, half_cdata(op->u.maxpool2d.x),
+                                  half_data(op->u.maxpool2d.y), NULL, NULL, lo, hi));
+        return NEAT_OK;
+    }
     if (pool_is_2x2(g))
         CPU_SPLIT(par, tasks, lo, hi, maxpool2_rows(g, x, y, lo, hi));
     else
@@ -269,6 +284,55 @@ static void maxpool2_bwd_rows(const nm_conv_geom *g, const float *x, const float
         }
 }
 
+/* ---- 2x2 on half tensors (bf16, f16; half.c sends only the 2x2 case, one type) -------------
+ * The first 2Q columns of each row pair are widened (exact) into the chunk buffers, as
+ * pool2_gather copies them (a long row in pieces of POOL2_CHUNK outputs), the float32 2x2
+ * loops run on them, and their results are rounded into y or dx: the maximum is one of the
+ * inputs and the gradient dy or +0, so rounding them gives the copies path's bits (NaN
+ * inputs included: both paths widen and round them the same way). */
+
+static const uint16_t *half_cdata(const nm_tensor *t) { return (const uint16_t *)(void *)t->data; }
+static uint16_t *half_data(const nm_tensor *t) { return (uint16_t *)(void *)t->data; }
+
+/* Row pairs [t0, t1): forward (dy, dx NULL) or backward (y NULL). Each piece is row pairs
+ * [c0, c1) from output column j0, m outputs each (m == q when whole rows fit a chunk). */
+static void pool2_half_rows(const nm_conv_geom *g, neat_dtype dt, const uint16_t *x, uint16_t *y,
+                            const uint16_t *dy, uint16_t *dx, int64_t t0, int64_t t1) {
+    _Alignas(64) float top[2 * POOL2_CHUNK], bot[2 * POOL2_CHUNK], out[POOL2_CHUNK];
+    _Alignas(64) float dtop[2 * POOL2_CHUNK], dbot[2 * POOL2_CHUNK];
+    int64_t q = g->q, w = g->w;
+    int64_t m = q < POOL2_CHUNK ? q : POOL2_CHUNK, rows = q < POOL2_CHUNK ? POOL2_CHUNK / q : 1;
+    for (int64_t c0 = t0; c0 < t1; c0 += rows) {
+        int64_t c1 = c0 + rows < t1 ? c0 + rows : t1;
+        for (int64_t j0 = 0; j0 < q; j0 += m) {
+            int64_t mj = q - j0 < m ? q - j0 : m, k = 0;
+            for (int64_t t = c0; t < c1; t++, k++) {
+                const uint16_t *r = x + pool2_row(g, t) + 2 * j0;
+                cpu_half_widen(dt, r, top + k * 2 * mj, 2 * mj);
+                cpu_half_widen(dt, r + w, bot + k * 2 * mj, 2 * mj);
+                if (dy) cpu_half_widen(dt, dy + t * q + j0, out + k * mj, mj);
+            }
+            if (!dy) {
+                maxpool_row_2x2(top, bot, out, k * mj);
+                for (int64_t t = c0; t < c1; t++)
+                    cpu_half_narrow(dt, out + (t - c0) * mj, y + t * q + j0, mj);
+                continue;
+            }
+            maxpool_bwd_row_2x2(top, bot, out, dtop, dbot, k * mj);
+            for (int64_t t = c0; t < c1; t++) {
+                uint16_t *r = dx + pool2_row(g, t) + 2 * j0;
+                cpu_half_narrow(dt, dtop + (t - c0) * 2 * mj, r, 2 * mj);
+                cpu_half_narrow(dt, dbot + (t - c0) * 2 * mj, r + w, 2 * mj);
+            }
+        }
+    }
+    if (dx && w > 2 * q)
+        for (int64_t t = t0; t < t1; t++) {
+            uint16_t *r = dx + pool2_row(g, t);
+            r[2 * q] = r[w + 2 * q] = 0; /* +0 in both half types */
+        }
+}
+
 /* dx rows of plane that no output row writes whole: all rows in the general case, the
  * trailing row of an odd height in the 2x2 case. */
 static void maxpool_bwd_zero(const nm_conv_geom *g, float *dxp) {
@@ -286,6 +350,18 @@ neat_status cpu_maxpool2d_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op *o
     if (planes == 0 || hw == 0) return NEAT_OK;
     int par = cpu_par(cpu_dev(dev)->nthreads, op->u.maxpool2d_backward.x->numel);
 
+    if (op->u.maxpool2d_backward.dx->dtype != NEAT_F32) {
+        const nm_maxpool2d_backward_args *a = &op->u.maxpool2d_backward;
+        neat_dtype dt = a->dx->dtype;
+        CPU_SPLIT(par, planes * g->p, lo, hi,
+                  pool2_half_rows(g, dt, half_cdata(a->x), NULL, half_cdata(a->dy),
+                                  half_data(a->dx), lo, hi));
+        if (g->h > 2 * g->p) /* an odd height's last row: +0 */
+            CPU_FOR(par, pl, planes,
+                    memset(half_data(a->dx) + pl * hw + 2 * g->p * g->w, 0,
+                           (size_t)((g->h - 2 * g->p) * g->w) * sizeof(uint16_t)));
+        return NEAT_OK;
+    }
     if (pool_is_2x2(g)) {
         /* windows are disjoint: row pairs in any order, then an odd height's last rows */
         CPU_SPLIT(par, planes * g->p, lo, hi, maxpool2_bwd_rows(g, x, dy, dx, lo, hi));

@@ -19,6 +19,7 @@
  */
 #include "cpu.h"
 #include "loops.h"
+#include "../../core/dtype.h"
 
 #include <string.h>
 
@@ -55,6 +56,45 @@ CPU_CLONES static double sum_block(const float *x, int64_t n) {
     return lane[0];
 }
 
+/* ---- half tensors (bf16, f16): the same sums of the same floats ------------------------------
+ * Every element is widened exactly and goes to the same lane or accumulator, in the same
+ * order, as in the float32 functions: the same double sums, so the same bits as the float32
+ * copies, with half the bytes read and no copy. The result is rounded to float32 and then to
+ * the half type, as the copies path does. */
+
+/* lane[j] += x[i + j] for each full group of SUM_LANES in x[0, n), n a multiple of it. */
+CPU_CLONES static void lanes_add(double *lane, const float *x, int64_t n) {
+    for (int64_t i = 0; i < n; i += SUM_LANES)
+        for (int j = 0; j < SUM_LANES; j++) lane[j] += (double)x[i + j];
+}
+
+static float half_value(neat_dtype dt, uint16_t h) {
+    return dt == NEAT_BF16 ? nm_bf16_to_f32(h) : nm_f16_to_f32(h);
+}
+
+static uint16_t half_round(neat_dtype dt, float f) {
+    return dt == NEAT_BF16 ? nm_f32_to_bf16(f) : nm_f32_to_f16(f);
+}
+
+/* sum_block of a half run: chunks of CPU_HALF_CHUNK (a multiple of SUM_LANES) widened on the
+ * stack, the next 4 KiB prefetched as sum_block does. */
+static double sum_block_half(neat_dtype dt, const uint16_t *x, int64_t n) {
+    _Static_assert(CPU_HALF_CHUNK % SUM_LANES == 0, "chunks keep the lanes");
+    _Alignas(64) float buf[CPU_HALF_CHUNK];
+    double lane[SUM_LANES] = {0};
+    int64_t full = n - n % SUM_LANES;
+    for (int64_t c = 0; c < full; c += CPU_HALF_CHUNK) {
+        int64_t m = full - c < CPU_HALF_CHUNK ? full - c : CPU_HALF_CHUNK;
+        for (int64_t k = 0; k < m; k += 32) __builtin_prefetch(x + c + k + 2048);
+        cpu_half_widen(dt, x + c, buf, m);
+        lanes_add(lane, buf, m);
+    }
+    for (int64_t i = full; i < n; i++) lane[i - full] += (double)half_value(dt, x[i]);
+    for (int width = SUM_LANES / 2; width >= 1; width /= 2)
+        for (int j = 0; j < width; j++) lane[j] += lane[j + width];
+    return lane[0];
+}
+
 /* Pairwise combination of v[0, n), n >= 1 (overwrites v): (v0+v1) + (v2+v3) ... level by level. */
 static double sum_pairwise(double *v, int64_t n) {
     while (n > 1) {
@@ -66,13 +106,20 @@ static double sum_pairwise(double *v, int64_t n) {
     return v[0];
 }
 
-/* Sum of a contiguous run, blocks computed by `par` threads (1: the caller). */
-static double sum_run(const float *x, int64_t n, int par) {
+/* One block: x[0, n) of type dt (float32 or half). */
+static double sum_block_any(neat_dtype dt, const void *x, int64_t off, int64_t n) {
+    if (dt == NEAT_F32) return sum_block((const float *)x + off, n);
+    return sum_block_half(dt, (const uint16_t *)x + off, n);
+}
+
+/* Sum of a contiguous run of type dt, blocks computed by `par` threads (1: the caller). */
+static double sum_run(neat_dtype dt, const void *x, int64_t n, int par) {
     int64_t bs = sum_block_size(n);
     int64_t nb = (n + bs - 1) / bs;
-    if (nb <= 1) return n == 0 ? 0.0 : sum_block(x, n);
+    if (nb <= 1) return n == 0 ? 0.0 : sum_block_any(dt, x, 0, n);
     double partial[SUM_MAX_BLOCKS];
-    CPU_FOR(par, b, nb, partial[b] = sum_block(x + b * bs, b * bs + bs < n ? bs : n - b * bs));
+    CPU_FOR(par, b, nb,
+            partial[b] = sum_block_any(dt, x, b * bs, b * bs + bs < n ? bs : n - b * bs));
     return sum_pairwise(partial, nb);
 }
 
@@ -89,29 +136,56 @@ CPU_CLONES static void sum_columns(const float *x, float *y, int64_t len, int64_
     for (int64_t j = 0; j < width; j++) y[o * inner + i0 + j] = (float)acc[j];
 }
 
+/* sum_columns of half x into half y, each row's width elements widened first. */
+static void sum_columns_half(neat_dtype dt, const uint16_t *x, uint16_t *y, int64_t len,
+                             int64_t inner, int64_t o, int64_t i0, int64_t i1) {
+    double acc[SUM_COLS] = {0};
+    _Alignas(64) float row[SUM_COLS];
+    int64_t width = i1 - i0;
+    const uint16_t *base = x + o * len * inner + i0;
+    for (int64_t l = 0; l < len; l++) {
+        cpu_half_widen(dt, base + l * inner, row, width);
+        for (int64_t j = 0; j < width; j++) acc[j] += (double)row[j];
+    }
+    for (int64_t j = 0; j < width; j++) y[o * inner + i0 + j] = half_round(dt, (float)acc[j]);
+}
+
+/* y[i] = (float)v, rounded once more when y is half. */
+static void store_sum(neat_dtype dt, void *y, int64_t i, double v) {
+    if (dt == NEAT_F32)
+        ((float *)y)[i] = (float)v;
+    else
+        ((uint16_t *)y)[i] = half_round(dt, (float)v);
+}
+
+/* x and y of one type dt: float32, or bf16/f16 (half.c sends only those together). */
 neat_status cpu_sum(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
-    const float *x = op->u.sum.x->data;
-    float *y = op->u.sum.y->data;
+    const void *x = op->u.sum.x->data;
+    void *y = op->u.sum.y->data;
+    neat_dtype dt = op->u.sum.x->dtype;
+    size_t es = neat_dtype_size(dt);
     int64_t n = op->u.sum.x->numel;
     int par = cpu_par(cpu_dev(dev)->nthreads, n);
 
     if (op->u.sum.axis < 0) {
-        y[0] = n == 0 ? 0.0f : (float)sum_run(x, n, par);
+        store_sum(dt, y, 0, n == 0 ? 0.0 : sum_run(dt, x, n, par));
         return NEAT_OK;
     }
     int64_t outer = op->u.sum.outer, len = op->u.sum.len, inner = op->u.sum.inner;
     if (outer == 0 || inner == 0) return NEAT_OK;
     if (len == 0) {
-        memset(y, 0, (size_t)(outer * inner) * sizeof(float));
+        memset(y, 0, (size_t)(outer * inner) * es);
         return NEAT_OK;
     }
     if (inner == 1) {
         /* rows: one thread per row, or all threads on each row when rows are few and long
          * (same bits either way: a row's block decomposition depends on len only) */
         if (par > 1 && outer < 4 * par && len >= 4 * SUM_MIN_BLOCK) {
-            for (int64_t o = 0; o < outer; o++) y[o] = (float)sum_run(x + o * len, len, par);
+            for (int64_t o = 0; o < outer; o++)
+                store_sum(dt, y, o, sum_run(dt, (const char *)x + o * len * es, len, par));
         } else {
-            CPU_FOR(par, o, outer, y[o] = (float)sum_run(x + o * len, len, 1));
+            CPU_FOR(par, o, outer,
+                    store_sum(dt, y, o, sum_run(dt, (const char *)x + o * len * es, len, 1)));
         }
         return NEAT_OK;
     }
@@ -119,7 +193,10 @@ neat_status cpu_sum(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
     CPU_FOR(par, t, outer * chunks, {
         int64_t o = t / chunks, i0 = t % chunks * SUM_COLS;
         int64_t i1 = i0 + SUM_COLS < inner ? i0 + SUM_COLS : inner;
-        sum_columns(x, y, len, inner, o, i0, i1);
+        if (dt == NEAT_F32)
+            sum_columns(x, y, len, inner, o, i0, i1);
+        else
+            sum_columns_half(dt, x, y, len, inner, o, i0, i1);
     });
     return NEAT_OK;
 }

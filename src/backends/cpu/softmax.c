@@ -30,6 +30,7 @@
 #include "cpu.h"
 #include "loops.h"
 #include "vecmath.h"
+#include "half_simd.h"
 
 #include <math.h>
 #include <stdint.h>
@@ -221,12 +222,81 @@ static void softmax_row(const float *x, float *y, int64_t cols, int stream, int 
     }
 }
 
+/* ---- half tensors (bf16, f16; half.c sends rows of up to CPU_SOFTMAX_HALF_COLS) ------------
+ * The row is widened once into a float32 row on the thread's stack, the float32 row
+ * functions run on it in cache, and the result is rounded once into y: one read and one
+ * write of 2-byte elements. The same functions on the same floats as the float32-copies path,
+ * so the same bits. */
+_Static_assert(CPU_SOFTMAX_HALF_COLS <= SCRATCH_COLS, "a half row fits a scratch row");
+
+static uint16_t *half_row(const nm_tensor *t, int64_t r, int64_t cols) {
+    return (uint16_t *)(void *)t->data + r * cols;
+}
+
+/* next: the next row, or NULL; row_exp prefetches 4 cols bytes from it (the next two half
+ * rows: the caller passes NULL unless both exist), so that memory works during the exps. */
+/* y = round(e * alpha): row_scale's products, rounded as cpu_half_narrow rounds, in one pass. */
+CPU_CLONES static void bf16_scale_out(const float *e, float alpha, uint16_t *y, int64_t n) {
+#pragma omp simd
+    for (int64_t i = 0; i < n; i++) y[i] = cpu_f32_to_bf16(e[i] * alpha);
+}
+
+#if CPU_X86_F16
+__attribute__((target("avx512f"))) static int64_t f16_scale_out_avx512(const float *e, float alpha,
+                                                                       uint16_t *y, int64_t n) {
+    const __m512 a = _mm512_set1_ps(alpha);
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) cpu_f16x16_narrow(_mm512_mul_ps(_mm512_loadu_ps(e + i), a), y + i);
+    return i;
+}
+#endif
+
+static void half_scale_out(neat_dtype dt, float *e, float alpha, uint16_t *y, int64_t n) {
+    if (dt == NEAT_BF16) {
+        bf16_scale_out(e, alpha, y, n);
+        return;
+    }
+    int64_t i = 0;
+#if CPU_X86_F16
+    if (__builtin_cpu_supports("avx512f")) i = f16_scale_out_avx512(e, alpha, y, n);
+#endif
+    row_scale(e + i, n - i, alpha);
+    cpu_half_narrow(dt, e + i, y + i, n - i);
+}
+
+static void softmax_half_row(neat_dtype dt, const uint16_t *x, uint16_t *y, int64_t cols,
+                             const uint16_t *next) {
+    _Alignas(64) float e[CPU_SOFTMAX_HALF_COLS];
+    cpu_half_widen(dt, x, e, cols);
+    float m = row_max(e, cols);
+    double s = row_exp(e, e, cols, m, (const float *)(const void *)next);
+    half_scale_out(dt, e, (float)(1.0 / s), y, cols);
+}
+
+static void softmax_backward_half_row(neat_dtype dt, const uint16_t *y, const uint16_t *dy,
+                                      uint16_t *dx, int64_t cols) {
+    _Alignas(64) float fy[CPU_SOFTMAX_HALF_COLS], fdy[CPU_SOFTMAX_HALF_COLS];
+    cpu_half_widen(dt, y, fy, cols);
+    cpu_half_widen(dt, dy, fdy, cols);
+    float dot = (float)row_dot(fdy, fy, cols);
+    row_softmax_grad(fy, fdy, fy, cols, dot);
+    cpu_half_narrow(dt, fy, dx, cols);
+}
+
 neat_status cpu_softmax(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
     const float *x = op->u.softmax.x->data;
     float *y = op->u.softmax.y->data;
     int64_t rows = op->u.softmax.rows, cols = op->u.softmax.cols;
     if (rows == 0 || cols == 0) return NEAT_OK;
     int par = par_threads(dev, rows, cols);
+    if (op->u.softmax.y->dtype != NEAT_F32) {
+        neat_dtype dt = op->u.softmax.y->dtype;
+        CPU_FOR(par, r, rows,
+                softmax_half_row(dt, half_row(op->u.softmax.x, r, cols),
+                                 half_row(op->u.softmax.y, r, cols), cols,
+                                 r + 2 < rows ? half_row(op->u.softmax.x, r + 1, cols) : NULL));
+        return NEAT_OK;
+    }
     int stream = cols <= SCRATCH_COLS && rows * cols * (int64_t)sizeof(float) >= STREAM_MIN_BYTES;
     CPU_FOR(par, r, rows, softmax_row(x + r * cols, y + r * cols, cols, stream, r == rows - 1));
     return NEAT_OK;
@@ -238,6 +308,14 @@ neat_status cpu_softmax_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op)
     int64_t rows = op->u.softmax_backward.rows, cols = op->u.softmax_backward.cols;
     if (rows == 0 || cols == 0) return NEAT_OK;
     int par = par_threads(dev, rows, cols);
+    if (op->u.softmax_backward.dx->dtype != NEAT_F32) {
+        const nm_softmax_backward_args *a = &op->u.softmax_backward;
+        CPU_FOR(par, r, rows,
+                softmax_backward_half_row(a->dx->dtype, half_row(a->y, r, cols),
+                                          half_row(a->dy, r, cols), half_row(a->dx, r, cols),
+                                          cols));
+        return NEAT_OK;
+    }
     CPU_FOR(par, r, rows, {
         const float *yr = y + r * cols, *dyr = dy + r * cols;
         float dot = (float)row_dot(dyr, yr, cols);

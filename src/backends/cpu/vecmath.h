@@ -97,4 +97,21 @@ static inline float cpu_sqrtf(float v) {
     return tiny ? s * 2.44140625e-4f : s; /* 2^-12 = sqrt(2^-24) */
 }
 
+/* dtype.h's nm_f32_to_bf16 written with a select instead of the early return for NaN, so
+ * that loops calling it vectorize: the same bits for every float (test_dtype checks). */
+static inline uint16_t cpu_f32_to_bf16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    uint32_t nan = (u >> 16) | 0x40, rounded = (u + 0x7fffu + ((u >> 16) & 1)) >> 16;
+    return (uint16_t)((u & 0x7fffffffu) > 0x7f800000u ? nan : rounded);
+}
+
+/* bf16 bits to float32 (exact: a shift). */
+static inline float cpu_bf16_to_f32(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
 #endif
