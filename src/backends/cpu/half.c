@@ -20,6 +20,9 @@
 #include "half_simd.h"
 
 #include <string.h>
+#if CPU_X86_F16
+#include <cpuid.h>
+#endif
 
 /* ---- conversions that vectorize, the same bits as dtype.h's ----------------------------------
  * bf16 -> f32 is a shift. f32 -> bf16 is dtype.h's integer rounding written as a select, so
@@ -109,6 +112,22 @@ __attribute__((target("avx,f16c"))) static int64_t f16_narrow_f16c(const float *
 }
 #endif
 
+#if CPU_X86_F16
+/* F16C with the AVX state the OS saves: from cpuid, since clang 14's
+ * __builtin_cpu_supports knows no "f16c" (gcc's does); AVX implies the OS part. Asked once;
+ * threads that ask together find the same answer (relaxed atomics: no data race). */
+static int has_f16c(void) {
+    static int known = -1;
+    int k = __atomic_load_n(&known, __ATOMIC_RELAXED);
+    if (k < 0) {
+        unsigned a, b, c, d;
+        k = __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C) && __builtin_cpu_supports("avx");
+        __atomic_store_n(&known, k, __ATOMIC_RELAXED);
+    }
+    return k;
+}
+#endif
+
 void cpu_half_widen(neat_dtype dt, const uint16_t *src, float *dst, int64_t n) {
     if (dt == NEAT_BF16) {
         bf16_widen(src, dst, n);
@@ -118,7 +137,7 @@ void cpu_half_widen(neat_dtype dt, const uint16_t *src, float *dst, int64_t n) {
 #if CPU_X86_F16
     if (__builtin_cpu_supports("avx512f"))
         i = f16_widen_avx512(src, dst, n);
-    else if (__builtin_cpu_supports("f16c"))
+    else if (has_f16c())
         i = f16_widen_f16c(src, dst, n);
 #endif
     for (; i < n; i++) dst[i] = nm_f16_to_f32(src[i]);
@@ -133,7 +152,7 @@ void cpu_half_narrow(neat_dtype dt, const float *src, uint16_t *dst, int64_t n) 
 #if CPU_X86_F16
     if (__builtin_cpu_supports("avx512f"))
         i = f16_narrow_avx512(src, dst, n);
-    else if (__builtin_cpu_supports("f16c"))
+    else if (has_f16c())
         i = f16_narrow_f16c(src, dst, n);
 #endif
     for (; i < n; i++) dst[i] = nm_f32_to_f16(src[i]);
