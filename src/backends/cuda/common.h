@@ -152,11 +152,9 @@ neat_status cudnn_check(cudnnStatus_t s, const char *what, const char *call);
 neat_status cuda_fill_f32(nm_device *dev, float *y, int64_t n, float value, const char *what);
 neat_status cuda_scale_f32(nm_device *dev, const float *x, float alpha, float *y, int64_t n,
                            const char *what);
-/* y = x by a kernel (y may be mapped pinned host memory: a kernel node, unlike a memcpy to
- * the host, may sit in a conditional body of a graph). */
-neat_status cuda_copy_f32(nm_device *dev, const float *x, float *y, int64_t n, const char *what);
 /* y[k] = x[k] for the count <= CUDA_COPY_LIST pairs of arrays of n[k] floats, in one kernel
- * (copy.c: a run of copies to the host). */
+ * (copy.c: a run of copies to the host; y may be mapped pinned host memory: a kernel node,
+ * unlike a memcpy to the host, may sit in a conditional body of a graph). */
 #define CUDA_COPY_LIST 8
 neat_status cuda_copy_f32_list(nm_device *dev, int count, const float *const *x, float *const *y,
                                const int64_t *n, const char *what);

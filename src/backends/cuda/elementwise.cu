@@ -67,9 +67,6 @@ struct fill_op {
     float value;
     __device__ float operator()(int64_t, float, float) const { return value; }
 };
-struct copy_op {
-    __device__ float operator()(int64_t, float x, float) const { return x; }
-};
 struct scale_op {
     float alpha;
     __device__ float operator()(int64_t, float x, float) const { return alpha * x; }
@@ -153,10 +150,6 @@ extern "C" {
 
 neat_status cuda_fill_f32(nm_device *dev, float *y, int64_t n, float value, const char *what) {
     return map_launch<float>(dev, fill_op{value}, y, NULL, NULL, n, what);
-}
-
-neat_status cuda_copy_f32(nm_device *dev, const float *x, float *y, int64_t n, const char *what) {
-    return map_launch<float>(dev, copy_op{}, y, x, NULL, n, what);
 }
 
 struct copy_list {
