@@ -203,11 +203,12 @@ neat_status cuda_half_epilogue(nm_device *dev, neat_dtype yt, void *y, const flo
 /* dz = y > 0 ? dy : 0 (relu's gradient; exact in every type). */
 neat_status cuda_half_relu_grad(nm_device *dev, neat_dtype dt, const void *y, const void *dy,
                                 void *dz, int64_t n, const char *what);
-/* db[c] = sum_o sum_i z[o, c, i] (+ db[c] when accumulate), z seen as [outer, channels,
- * inner] of type dt; float32 sums, one rounding; deterministic. */
-neat_status cuda_half_channel_sum(nm_device *dev, neat_dtype dt, const void *z, int64_t outer,
-                                  int64_t channels, int64_t inner, int accumulate, void *db,
-                                  const char *what);
+/* reduce.cu: db[c] = sum_o sum_i z[o, c, i] (+ db[c] when accumulate), z seen as [outer,
+ * channels, inner] of type dt, db of type dt; float32 sums, one rounding; deterministic.
+ * Uses scratch slots first_slot to first_slot + 4 (first_slot and + 1 when inner is 1). */
+neat_status cuda_half_channel_sum(nm_device *dev, nm_cmdbuf *cb, int first_slot, neat_dtype dt,
+                                  const void *z, int64_t outer, int64_t channels, int64_t inner,
+                                  int accumulate, void *db, const char *what);
 
 /* copy.c: staging of the recorded host copies (cmdbuf_state allocates, release frees);
  * stage copies src in at commit; finish copies staged results out at completion. */

@@ -26,7 +26,8 @@
  * backward: dz = dy act'(y) (gelu: act'(z) with z recomputed by the forward), then
  *           dx = conv_bwd_data(w, dz), dw = conv_bwd_filter(x, dz) with beta = accumulate,
  *           db[k] = sum over n, p, q of dz (reduce.cu: over p, q then over n; deterministic).
- * Scratch slots: 0 dz, 1 workspace, 2 the [N, K] sums, 3-4 and 5-6 the two reductions.
+ * Scratch slots: 0 dz, 1 workspace, 2 the [N, K] sums, 3-4 and 5-6 the two reductions (half
+ * tensors: 2-6 through cuda_half_channel_sum).
  *
  * bf16/f16 (the plan's key holds the dtype): the descriptors in CUDNN_DATA_BFLOAT16/HALF
  * with a CUDNN_DATA_FLOAT convolution (exact products, float32 sums, one rounding), any
@@ -711,7 +712,7 @@ static neat_status conv2d_backward_half(nm_device *dev, nm_cmdbuf *cb, const nm_
     st = backward_data_filter(d, p, a, 0, ws, u, dz, 0.0f, what);
     if (st) return st;
     if (u.db) /* db[k] = sum over n, p, q of dz[n, k, p, q] */
-        st = cuda_half_channel_sum(dev, dt, dz, g.n, g.k, g.p * g.q, 0, u.db->data, what);
+        st = cuda_half_channel_sum(dev, cb, 2, dt, dz, g.n, g.k, g.p * g.q, 0, u.db->data, what);
     return st;
 }
 

@@ -149,39 +149,6 @@ extern "C" neat_status cuda_half_relu_grad(nm_device *dev, neat_dtype dt, const 
     return cuda_launched(what, "relu_grad_kernel");
 }
 
-/* db[c] = sum over o < outer, i < inner of z[(o channels + c) inner + i] (+ db[c] when
- * accumulating), in float32, rounded once. One block per channel, a fixed tree: the same
- * bits every run. */
-template <typename T>
-__global__ void channel_sum_kernel(const T *z, int64_t outer, int64_t channels, int64_t inner,
-                                   int accumulate, T *db) {
-    __shared__ float shm[32];
-    for (int64_t c = blockIdx.x; c < channels; c += gridDim.x) {
-        float v = 0.0f;
-        int64_t len = outer * inner;
-        for (int64_t j = threadIdx.x; j < len; j += blockDim.x) {
-            int64_t o = j / inner, i = j - o * inner;
-            v += ld(z + (o * channels + c) * inner + i);
-        }
-        v = block_sum(v, shm);
-        if (threadIdx.x == 0) st(db + c, accumulate ? v + ld(db + c) : v);
-    }
-}
-
-extern "C" neat_status cuda_half_channel_sum(nm_device *dev, neat_dtype dt, const void *z,
-                                             int64_t outer, int64_t channels, int64_t inner,
-                                             int accumulate, void *db, const char *what) {
-    if (channels == 0) return NEAT_OK;
-    cudaStream_t s = cuda_dev(dev)->stream;
-    unsigned grid = (unsigned)(channels < 65535 ? channels : 65535);
-#define CALL(T)                                                                                    \
-    channel_sum_kernel<T>                                                                          \
-        <<<grid, CUDA_THREADS, 0, s>>>((const T *)z, outer, channels, inner, accumulate, (T *)db)
-    CUDA_DTYPE_DISPATCH(dt, CALL)
-#undef CALL
-    return cuda_launched(what, "channel_sum_kernel");
-}
-
 /* ---- ops ------------------------------------------------------------------------------- */
 
 extern "C" {

@@ -610,7 +610,8 @@ static neat_status linear_backward_half(nm_device *dev, nm_cmdbuf *cb, const nm_
     if (!st) st = bgrad_wanted(dev, op, &fuse); /* never with accumulate here */
     if (!st && u.dw) st = dw_gemm(dev, op, dz, beta, fuse, fuse ? u.db->data : NULL, &fused, what);
     if (!st && u.db && !fused)
-        st = cuda_half_channel_sum(dev, dt, dz, u.n, u.out, 1, u.accumulate, u.db->data, what);
+        st = cuda_half_channel_sum(dev, cb, LIN_SLOT_SUM, dt, dz, u.n, u.out, 1, u.accumulate,
+                                   u.db->data, what);
     return st;
 }
 

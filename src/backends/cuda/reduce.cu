@@ -26,8 +26,12 @@
  * Error: at most 32 (rows) or 64 (columns) terms are added in sequence at each level, the
  * rest is a tree, so the error stays near (log2 n + 1) 2^-24 sum|x|, the bound of neatml.h.
  * Partial sums of level k live in scratch slot first_slot + k % 2 (float32 whatever T).
+ * Channel sums of half tensors (bias gradients of conv and linear) go half -> float32 sums
+ * of each plane -> the column sums rounded once to the half type (channel_sum).
  */
 #include "common.cuh"
+
+#include <type_traits>
 
 #define ROW_CHUNK 8192
 #define ROW_WARP_MAX 1024
@@ -246,10 +250,12 @@ static neat_status sum_level(nm_device *dev, const Tin *x, int64_t outer, int64_
     return cuda_launched(what, "row_sum_block");
 }
 
-template <class T>
-static neat_status sum3(nm_device *dev, nm_cmdbuf *cb, int first_slot, const T *x, int64_t outer,
-                        int64_t len, int64_t inner, float scale, int accumulate, T *y,
-                        const char *what) {
+/* x of Tin, y of T: the same type but for the channel sums below (half in, float32 out and
+ * back), which never take the sum_all path. */
+template <class Tin, class T>
+static neat_status sum3(nm_device *dev, nm_cmdbuf *cb, int first_slot, const Tin *x,
+                        int64_t outer, int64_t len, int64_t inner, float scale, int accumulate,
+                        T *y, const char *what) {
     if (outer <= 0 || inner <= 0) return NEAT_OK;
     cudaStream_t s = cuda_dev(dev)->stream;
     if (len <= 0) {
@@ -258,24 +264,27 @@ static neat_status sum3(nm_device *dev, nm_cmdbuf *cb, int first_slot, const T *
         return cuda_check(cudaMemsetAsync(y, 0, (size_t)(outer * inner) * sizeof(T), s), what,
                           "cudaMemsetAsync");
     }
-    int64_t chunk, blocks;
-    sum_all_geometry<T>(len, &chunk, &blocks);
-    if (outer == 1 && inner == 1 && len > ROW_WARP_MAX && blocks <= SUM_MAX_BLOCKS) {
-        void *partial, *ticket;
-        neat_status st = cuda_scratch(cb, first_slot, (size_t)blocks * sizeof(float), &partial);
-        if (!st) st = cuda_scratch_zeroed(dev, cb, first_slot + 1, sizeof(unsigned), &ticket);
-        if (st) return st;
-        sum_all_kernel<T><<<(unsigned)blocks, SUM_THREADS, 0, s>>>(
-            x, len, chunk, (float *)partial, (unsigned *)ticket, y, scale, accumulate);
-        return cuda_launched(what, "sum_all_kernel");
+    if constexpr (std::is_same<Tin, T>::value) {
+        int64_t chunk, blocks;
+        sum_all_geometry<T>(len, &chunk, &blocks);
+        if (outer == 1 && inner == 1 && len > ROW_WARP_MAX && blocks <= SUM_MAX_BLOCKS) {
+            void *partial, *ticket;
+            neat_status st =
+                cuda_scratch(cb, first_slot, (size_t)blocks * sizeof(float), &partial);
+            if (!st) st = cuda_scratch_zeroed(dev, cb, first_slot + 1, sizeof(unsigned), &ticket);
+            if (st) return st;
+            sum_all_kernel<T><<<(unsigned)blocks, SUM_THREADS, 0, s>>>(
+                x, len, chunk, (float *)partial, (unsigned *)ticket, y, scale, accumulate);
+            return cuda_launched(what, "sum_all_kernel");
+        }
     }
     if (inner == 1 && len <= ROW_WARP_MAX) {
         unsigned grid = cuda_grid(dev, outer * 32);
         if (len % 4 == 0)
-            row_sum_warp<true, T, T>
+            row_sum_warp<true, Tin, T>
                 <<<grid, CUDA_THREADS, 0, s>>>(x, outer, len, y, scale, accumulate);
         else
-            row_sum_warp<false, T, T>
+            row_sum_warp<false, Tin, T>
                 <<<grid, CUDA_THREADS, 0, s>>>(x, outer, len, y, scale, accumulate);
         return cuda_launched(what, "row_sum_warp");
     }
@@ -300,8 +309,8 @@ static neat_status sum3(nm_device *dev, nm_cmdbuf *cb, int first_slot, const T *
             if (st) return st;
             partial = (float *)buf;
         }
-        neat_status st = level == 0 ? sum_level<T, T>(dev, x, outer, len, inner, chunks, y, partial,
-                                                      scale, accumulate, what)
+        neat_status st = level == 0 ? sum_level<Tin, T>(dev, x, outer, len, inner, chunks, y,
+                                                        partial, scale, accumulate, what)
                                     : sum_level<float, T>(dev, cur, outer, len, inner, chunks, y,
                                                           partial, scale, accumulate, what);
         if (st || chunks == 1) return st;
@@ -313,7 +322,42 @@ static neat_status sum3(nm_device *dev, nm_cmdbuf *cb, int first_slot, const T *
 extern "C" neat_status cuda_sum3(nm_device *dev, nm_cmdbuf *cb, int first_slot, const float *x,
                                  int64_t outer, int64_t len, int64_t inner, float scale,
                                  int accumulate, float *y, const char *what) {
-    return sum3<float>(dev, cb, first_slot, x, outer, len, inner, scale, accumulate, y, what);
+    return sum3<float, float>(dev, cb, first_slot, x, outer, len, inner, scale, accumulate, y,
+                              what);
+}
+
+/* db[c] = sum over o of (sum over i of z[o, c, i]): the planes' sums in float32 (slot
+ * first_slot + 2, reduced through first_slot + 3 and + 4), then their columns (through
+ * first_slot and + 1) rounded once to T; inner == 1 is the column sum alone. */
+template <class T>
+static neat_status channel_sum(nm_device *dev, nm_cmdbuf *cb, int first_slot, const T *z,
+                               int64_t outer, int64_t channels, int64_t inner, int accumulate,
+                               T *db, const char *what) {
+    if (inner == 1)
+        return sum3<T, T>(dev, cb, first_slot, z, 1, outer, channels, 1.0f, accumulate, db, what);
+    void *sums;
+    neat_status st =
+        cuda_scratch(cb, first_slot + 2, (size_t)(outer * channels) * sizeof(float), &sums);
+    if (!st)
+        st = sum3<T, float>(dev, cb, first_slot + 3, z, outer * channels, inner, 1, 1.0f, 0,
+                            (float *)sums, what);
+    if (!st)
+        st = sum3<float, T>(dev, cb, first_slot, (const float *)sums, 1, outer, channels, 1.0f,
+                            accumulate, db, what);
+    return st;
+}
+
+extern "C" neat_status cuda_half_channel_sum(nm_device *dev, nm_cmdbuf *cb, int first_slot,
+                                             neat_dtype dt, const void *z, int64_t outer,
+                                             int64_t channels, int64_t inner, int accumulate,
+                                             void *db, const char *what) {
+    if (channels == 0) return NEAT_OK;
+#define CALL(T)                                                                                    \
+    return channel_sum<T>(dev, cb, first_slot, (const T *)z, outer, channels, inner, accumulate,   \
+                          (T *)db, what)
+    CUDA_DTYPE_DISPATCH(dt, CALL)
+#undef CALL
+    return NEAT_ERR_INTERNAL; /* not reached */
 }
 
 extern "C" neat_status cuda_sum(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
@@ -322,8 +366,8 @@ extern "C" neat_status cuda_sum(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) 
     int64_t outer = all ? 1 : u.outer, len = all ? u.x->numel : u.len, inner = all ? 1 : u.inner;
     const char *what = all ? "neat_sum_all" : "neat_sum_axis";
 #define CALL(T)                                                                                    \
-    return sum3<T>(dev, cb, 0, (const T *)(const void *)u.x->data, outer, len, inner, 1.0f, 0,     \
-                   (T *)(void *)u.y->data, what)
+    return sum3<T, T>(dev, cb, 0, (const T *)(const void *)u.x->data, outer, len, inner, 1.0f,   \
+                      0, (T *)(void *)u.y->data, what)
     CUDA_DTYPE_DISPATCH(u.x->dtype, CALL)
 #undef CALL
     return NEAT_ERR_INTERNAL; /* not reached */
