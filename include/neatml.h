@@ -112,7 +112,7 @@ typedef enum neat_backend {
 } neat_backend;
 
 typedef enum neat_math_mode {
-    NEAT_MATH_STRICT = 0, /* float32 products and sums (the default) */
+    NEAT_MATH_STRICT = 0, /* float32 products and sums (the default; no FFT or Winograd) */
     NEAT_MATH_TF32 = 1    /* allow TensorFloat-32 products where the hardware has them */
 } neat_math_mode;
 

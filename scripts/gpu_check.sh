@@ -7,6 +7,8 @@
 #      op in strict, integer and TF32 passes, each case as a first commit and a replay;
 #      test_conformance and test_dtype again on cuda with NEATML_CONV_FUSE=3 (the fused
 #      convolution forced on float32 too; one cuDNN refuses fails) and =0 (the unfused path);
+#      test_conformance and test_determinism with NEATML_CONV_GEMM=2 (strict float32's
+#      backward filter always by conv_gemm.cu's im2col GEMM);
 #   3. training ("train"): examples/fashion_mnist on cuda for 5 epochs, and the OCaml
 #      example and OCaml test suite when their executables were carried (see below);
 #   4. the benchmark (neatml_bench --backend cuda --json, --seed-table) and bench/compare.py
@@ -121,6 +123,12 @@ if want tests; then
       row "$t (cuda, NEATML_CONV_FUSE=$f)" \
           "$(run_test "$OUT/tests.log" "$BUILD/$t" NEATML_TEST_BACKENDS=cuda NEATML_CONV_FUSE=$f)"
     done
+  done
+  # Strict float32's backward filter (conv_gemm.cu): NEATML_CONV_GEMM=2 takes neatml's im2col
+  # GEMM on every row it applies to, whatever the timing would pick.
+  for t in test_conformance test_determinism; do
+    row "$t (cuda, NEATML_CONV_GEMM=2)" \
+        "$(run_test "$OUT/tests.log" "$BUILD/$t" NEATML_TEST_BACKENDS=cuda NEATML_CONV_GEMM=2)"
   done
   grep -E '^(FAIL|SKIP)' "$OUT/tests.log" | sort | uniq -c | sort -rn | head -n 20
   grep -E '^cuda ' "$OUT/tests.log" | grep -v ' 0 failed' | head -n 20

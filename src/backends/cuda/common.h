@@ -186,6 +186,13 @@ neat_status cuda_gemm_typed(nm_device *dev, neat_math_mode math, int trans_a, in
                             neat_dtype ct, cublasLtEpilogue_t epilogue, const void *bias,
                             const char *what);
 
+/* conv_gemm.cu: dw = conv_bwd_filter(x, dz) (+ beta dw) for one group in strict float32
+ * through im2col and a batched cuBLASLt GEMM; ws holds cuda_conv_gemm_wgrad_ws(g) bytes. */
+size_t cuda_conv_gemm_wgrad_ws(const nm_conv_geom *g);
+neat_status cuda_conv_gemm_wgrad(nm_device *dev, const nm_conv_geom *g, const float *x,
+                                 const float *dz, float beta, float *dw, void *ws,
+                                 const char *what);
+
 /* half.cu: which ops take half tensors natively; cuda_run_op runs any op (the others on
  * float32 copies of their half tensors); cuda_run_f32_copies runs an op on the float32 copies
  * whatever cuda_native_half says (a native op's own fallback: conv.cu). */

@@ -5,20 +5,22 @@
  * Per geometry and math mode the device caches one plan (a bounded LRU: struct
  * cuda_conv_cache): the tensor, filter and convolution descriptors and, found on first use
  * (so not inside a graph capture, unless the plan was evicted in between), the forward,
- * backward-data and backward-filter algorithms with their workspace sizes: ranked by cuDNN's
- * Find for tensor-core convolutions (TF32, half tensors), by its heuristic for strict float32
- * (rank). Strict float32 runs every algorithm with CUDNN_FMA_MATH (no TF32); NEAT_MATH_TF32
- * takes the math type cuDNN ranked best. Among backward algorithms a deterministic one is
- * preferred. The workspace is per-op scratch (the same memory at every replay of the command
+ * backward-data and backward-filter algorithms with their workspace sizes, ranked by cuDNN's
+ * Find (rank). Strict float32 runs every algorithm with CUDNN_FMA_MATH (no TF32) and, as half
+ * tensors do, only the GEMM-like algorithms (gemm_like); NEAT_MATH_TF32 takes the math type
+ * cuDNN ranked best, FFT and Winograd included. Among backward algorithms a deterministic one
+ * is preferred. The workspace is per-op scratch (the same memory at every replay of the command
  * buffer).
  *
  * Tuning (conv_tune): Find times each algorithm once, and that one timing decides (the TF32
  * conv2d_256f of the benchmark ran at 0.205 ms in one process and 0.350 ms in another, by
  * Find's first). So, as matmul.cu's mm_tune does with cuBLASLt's candidates, a slot's first
- * eager use runs the first CONV_CANDIDATES of Find's ranking that suit it (pick's filters)
- * again on the op's inputs, CONV_TUNE_RUNS times each after a warm-up, and keeps the one of
- * least median time, in its own memory; the fused forward's IMPLICIT_PRECOMP_GEMM slot keeps
- * Find's first. Never during a graph capture. NEATML_CONV_TUNE=0 (read at a device's first
+ * eager use runs the first CONV_CANDIDATES of Find's ranking that suit it (pick's filters),
+ * and for strict float32's backward filter conv_gemm.cu's im2col GEMM (CONV_ALGO_GEMM;
+ * NEATML_CONV_GEMM=0 leaves it out, =2 takes it alone), again on the op's inputs,
+ * CONV_TUNE_RUNS times each after a warm-up, and keeps the one of least median time, in its
+ * own memory; the fused forward's IMPLICIT_PRECOMP_GEMM slot keeps Find's first. Never
+ * during a graph capture. NEATML_CONV_TUNE=0 (read at a device's first
  * convolution) keeps Find's first, for comparisons.
  *
  * forward:  y = conv(x, w), then y = act(y + b[k]) as one elementwise pass when needed; with a
@@ -74,6 +76,9 @@
 
 /* Find's candidates a slot is timed over again (conv_tune), and the timed runs of each. */
 #define CONV_CANDIDATES 4
+/* The algorithm number of conv_gemm.cu's backward filter (strict float32, one group): timed
+ * beside Find's candidates, never one of cuDNN's numbers. */
+#define CONV_ALGO_GEMM 1000
 #define CONV_TUNE_RUNS 5 /* after one warm-up; a candidate's time is their median */
 
 /* Algorithm slots of a plan: CONV_FWD_PRECOMP is the forward restricted to
@@ -90,7 +95,7 @@ typedef struct conv_algo {
     int ready, algo; /* algo -1: none usable (CONV_FWD_PRECOMP only; the others fail) */
     cudnnMathType_t math;
     size_t ws;
-    conv_cand cand[CONV_CANDIDATES]; /* Find's that suit the slot, best first */
+    conv_cand cand[CONV_CANDIDATES + 1]; /* Find's that suit the slot, best first; then ours */
     int ncand; /* > 1 while the candidates wait to be timed; 0 once they were */
 } conv_algo;
 
@@ -127,6 +132,7 @@ struct cuda_conv_cache {
     nm_lru lru;
     int fuse; /* NEATML_CONV_FUSE: 0 never, 1 fuse or fall back, 2 fuse or fail, 3 2 + forced */
     int tune; /* NEATML_CONV_TUNE is not "0" */
+    int gemm; /* NEATML_CONV_GEMM: 0 never conv_gemm.cu's backward filter, 2 always, else timed */
 };
 
 static void plan_destroy(conv_plan *p) {
@@ -170,6 +176,8 @@ static neat_status cache_get(cuda_device *d, const char *what) {
     d->conv->fuse = env && env[0] >= '0' && env[0] <= '3' && !env[1] ? env[0] - '0' : 1;
     env = getenv("NEATML_CONV_TUNE");
     d->conv->tune = !(env && strcmp(env, "0") == 0);
+    env = getenv("NEATML_CONV_GEMM");
+    d->conv->gemm = env && env[0] >= '0' && env[0] <= '2' && !env[1] ? env[0] - '0' : 1;
     return NEAT_OK;
 }
 
@@ -254,11 +262,15 @@ static cudnnStatus_t ws_size(cudnnHandle_t h, const conv_plan *p, int which, int
     }
 }
 
-/* Half tensors take only the GEMM-like algorithms, whose tensor-core products accumulate
- * in float32 and are rounded once; FFT and Winograd transform the data in intermediates of
- * their own. Under compute-sanitizer (other timings, so Find ranked other algorithms first;
- * which ones was not logged) half convolutions on the H200 fell up to 4e-3 outside the
- * one-rounding bound of test_dtype, forward and accumulating backward alike. */
+/* Half tensors and strict float32 take only the GEMM-like algorithms: each output is a sum
+ * of exact products accumulated in float32 (tensor cores for half, FMA for strict float32),
+ * rounded once, the bound neatml.h states. FFT and Winograd transform the data in
+ * intermediates of their own, whose error follows the whole signal's size rather than the
+ * output's own terms. Seen on the H200: under compute-sanitizer (other timings, so Find
+ * ranked other algorithms first) half convolutions fell up to 4e-3 outside test_dtype's
+ * one-rounding bound; in strict float32 the heuristic's first backward-filter algorithm for
+ * x 2x32x14x14, 64 filters 3x3 gave dw = 128.000061 for 128 in test_conformance's integer
+ * pass (2026-11-30, 18:20 UTC), and LeNet's conv2 backward at batch 128 ran FFT kernels. */
 static int gemm_like(int which, int algo) {
     if (which == CONV_FWD)
         return algo == CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM ||
@@ -300,19 +312,24 @@ static int capturing(cuda_device *d) {
 static neat_status rank(cuda_device *d, conv_plan *p, int kind, conv_ranking *out,
                         const char *what) {
     cudnnStatus_t s;
-    /* Tensor-core convolutions (half tensors, TF32) are ranked by running them (cuDNN's
-     * Find: it times every algorithm once, in its own memory, and synchronizes): its
-     * heuristic ranks a 27 TFLOP/s bf16 algorithm first on the H200 where the best runs at
-     * 250. Strict float32 keeps the heuristic (FMA only: fewer candidates, a good first). Not
-     * while the stream is being captured (a plan evicted between a buffer's first run and its
-     * capture): the heuristic then, whose workspace may exceed the op's scratch slot, which
-     * fails the capture and leaves the buffer running op by op: correct, slower. Find's single
-     * timing is noisy: its first candidates are timed again (conv_tune). */
-    int measure = !(p->math == NEAT_MATH_STRICT && p->dtype == NEAT_F32) && !capturing(d);
+    /* Algorithms are ranked by running them (cuDNN's Find: it times every algorithm once, in
+     * its own memory, and synchronizes): the heuristic ranks a 27 TFLOP/s bf16 algorithm
+     * first on the H200 where the best runs at 250. Strict float32 too since 2026-11-30
+     * (the heuristic before): with FFT and Winograd out (gemm_like) the heuristic's and
+     * Find's choices gave the same LeNet step (0.84 and 0.89 ms; 0.33 with FFT), and the
+     * timing is what sets conv_gemm.cu's backward filter beside cuDNN's (pick). Strict float32
+     * is found in CUDNN_FMA_MATH (CUDNN_DEFAULT_MATH lets cuDNN use TF32 for float data).
+     * Not while the stream is being captured (a plan evicted between a buffer's first run
+     * and its capture): the heuristic then, whose workspace may exceed the op's scratch slot,
+     * which fails the capture and leaves the buffer running op by op: correct, slower.
+     * Find's single timing is noisy: its first candidates are timed again (conv_tune). */
+    int strict = p->math == NEAT_MATH_STRICT && p->dtype == NEAT_F32;
+    int measure = !capturing(d);
     out->measured = measure;
     if (measure)
-        cudnnSetConvolutionMathType(p->cd, p->dtype == NEAT_F32 ? CUDNN_DEFAULT_MATH
-                                                                : CUDNN_TENSOR_OP_MATH);
+        cudnnSetConvolutionMathType(p->cd, strict                 ? CUDNN_FMA_MATH
+                                           : p->dtype == NEAT_F32 ? CUDNN_DEFAULT_MATH
+                                                                  : CUDNN_TENSOR_OP_MATH);
     out->n = 0;
     if (kind == CONV_FWD) {
         cudnnConvolutionFwdAlgoPerf_t r[MAXR];
@@ -342,21 +359,22 @@ static neat_status rank(cuda_device *d, conv_plan *p, int kind, conv_ranking *ou
 #undef RANKED
 
 /* The first of the ranking that suits slot `which` (kind: its ranking's): status, workspace,
- * math (strict: FMA only), for half tensors GEMM-like, for CONV_FWD_PRECOMP that algorithm
- * only; a deterministic one first. 0 when none does. After Find (with tuning on, and not for
- * CONV_FWD_PRECOMP) also the next ones that suit, up to CONV_CANDIDATES in a->cand for
- * conv_tune: deterministic ones only when the first is. */
+ * math (strict: FMA only), GEMM-like for half tensors and strict float32, for
+ * CONV_FWD_PRECOMP that algorithm only; a deterministic one first. 0 when none does. After
+ * Find (with tuning on, and not for CONV_FWD_PRECOMP) also the next ones that suit, up to
+ * CONV_CANDIDATES in a->cand for conv_tune: deterministic ones only when the first is; then
+ * conv_gemm.cu's backward filter for strict float32 with one group. */
 static int pick(cuda_device *d, conv_plan *p, int which, int kind, const conv_ranking *r,
                 conv_algo *a) {
     /* Half tensors take cuDNN's math type (tensor cores: exact 16-bit products, float32 sums,
-     * no TF32 question); float32 in strict mode FMA only. */
+     * no TF32 question); float32 in strict mode FMA only; both GEMM-like only. */
     int strict = p->math == NEAT_MATH_STRICT && p->dtype == NEAT_F32;
     int most = r->measured && d->conv->tune && which != CONV_FWD_PRECOMP ? CONV_CANDIDATES : 1;
     a->ncand = 0;
     for (int pass = 0; pass < 2 && a->ncand == 0; pass++) /* 0: deterministic only; 1: any */
         for (int i = 0; i < r->n && a->ncand < most; i++) {
             if (r->det[i] < 2 - pass) continue;
-            if (p->dtype != NEAT_F32 && !gemm_like(kind, r->algos[i])) continue;
+            if ((p->dtype != NEAT_F32 || strict) && !gemm_like(kind, r->algos[i])) continue;
             if (which == CONV_FWD_PRECOMP &&
                 r->algos[i] != CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM)
                 continue;
@@ -374,6 +392,17 @@ static int pick(cuda_device *d, conv_plan *p, int which, int kind, const conv_ra
             c->math = m;
             c->ws = ws;
         }
+    /* Strict float32's backward filter: conv_gemm.cu's too, when candidates are timed; alone
+     * under NEATML_CONV_GEMM=2 (so that the tests reach it whatever the timings). */
+    size_t own = cuda_conv_gemm_wgrad_ws(&p->g);
+    if (which == CONV_BWD_FILTER && strict && p->g.groups == 1 && own <= CONV_WS_MAX &&
+        (d->conv->gemm == 2 || (d->conv->gemm && most > 1))) {
+        if (d->conv->gemm == 2) a->ncand = 0;
+        conv_cand *c = &a->cand[a->ncand++];
+        c->algo = CONV_ALGO_GEMM;
+        c->math = CUDNN_FMA_MATH;
+        c->ws = own;
+    }
     if (a->ncand == 0) return 0;
     a->algo = a->cand[0].algo;
     a->math = a->cand[0].math;
@@ -420,9 +449,15 @@ typedef struct conv_inputs {
 } conv_inputs;
 
 /* One run of candidate c of slot `which` on in, into out (beta = 0), with workspace ws. */
-static cudnnStatus_t run_candidate(cuda_device *d, conv_plan *p, int which, const conv_cand *c,
+static cudnnStatus_t run_candidate(nm_device *dev, conv_plan *p, int which, const conv_cand *c,
                                    const conv_inputs *in, void *out, void *ws) {
+    cuda_device *d = cuda_dev(dev);
     const float one = 1.0f, zero = 0.0f;
+    if (c->algo == CONV_ALGO_GEMM)
+        return cuda_conv_gemm_wgrad(dev, &p->g, (const float *)in->x, (const float *)in->dy, 0.0f,
+                                    (float *)out, ws, "conv_tune") == NEAT_OK
+                   ? CUDNN_STATUS_SUCCESS
+                   : CUDNN_STATUS_EXECUTION_FAILED;
     if (which == CONV_BWD_DATA)
         return cudnnConvolutionBackwardData(d->dnn, &one, p->wd, in->w, p->yd, in->dy, p->cd,
                                             (cudnnConvolutionBwdDataAlgo_t)c->algo, ws, c->ws,
@@ -464,11 +499,12 @@ static float median_ms(float *t, int n) { /* sorts t */
  * never the op's tensors. A candidate cuDNN refuses or fails is skipped, its CUDA error
  * cleared; without the memory, or when no candidate ran, Find's first stays. Done once,
  * whatever the outcome; only a failure of the events or of the stream is the op's error. */
-static neat_status conv_tune(cuda_device *d, conv_plan *p, int which, conv_algo *a,
+static neat_status conv_tune(nm_device *dev, conv_plan *p, int which, conv_algo *a,
                              const conv_inputs *in, const char *what) {
+    cuda_device *d = cuda_dev(dev);
     enum { NEV = CONV_TUNE_RUNS + 1 };
-    cudaEvent_t ev[CONV_CANDIDATES][NEV];
-    int ok[CONV_CANDIDATES] = {0}, nev = 0, n = a->ncand;
+    cudaEvent_t ev[CONV_CANDIDATES + 1][NEV];
+    int ok[CONV_CANDIDATES + 1] = {0}, nev = 0, n = a->ncand;
     a->ncand = 0;
     size_t out = (out_bytes(p, which) + 255) & ~(size_t)255, ws_max = 0;
     for (int i = 0; i < n; i++)
@@ -490,7 +526,7 @@ static neat_status conv_tune(cuda_device *d, conv_plan *p, int which, conv_algo 
             if (r >= 1)
                 st = cuda_check(cudaEventRecord(ev[i][r - 1], d->stream), what, "cudaEventRecord");
             if (!st)
-                ok[i] = run_candidate(d, p, which, c, in, mem, mem + out) == CUDNN_STATUS_SUCCESS;
+                ok[i] = run_candidate(dev, p, which, c, in, mem, mem + out) == CUDNN_STATUS_SUCCESS;
         }
         if (!ok[i])
             cudaGetLastError(); /* what a failed launch left (not sticky): not the op's error */
@@ -539,7 +575,7 @@ static neat_status prepare(nm_device *dev, nm_cmdbuf *cb, const nm_conv_geom *g,
     for (int i = 0; !st && i < nwhich; i++) {
         st = algo_get(d, *plan, which[i], &algos[i], what);
         if (!st && algos[i]->ncand > 1 && !capturing(d)) /* first eager use: time candidates */
-            st = conv_tune(d, *plan, which[i], &(*plan)->algo[which[i]], in, what);
+            st = conv_tune(dev, *plan, which[i], &(*plan)->algo[which[i]], in, what);
         if (!st && algos[i]->ws > need) need = algos[i]->ws;
     }
     if (st) return st;
@@ -640,9 +676,10 @@ static neat_status conv2d_forward_half(nm_device *dev, nm_cmdbuf *cb, const nm_o
 /* dx = conv_bwd_data(w, dz) and dw = conv_bwd_filter(x, dz), each with beta (accumulate),
  * for the gradients asked for; their algorithms are a[first], a[first + 1] in that order
  * (after the forward's, for gelu). Any dtype: the plan's descriptors carry it. */
-static neat_status backward_data_filter(cuda_device *d, conv_plan *p, const conv_algo *const *a,
+static neat_status backward_data_filter(nm_device *dev, conv_plan *p, const conv_algo *const *a,
                                         int first, void *ws, const nm_conv2d_backward_args &u,
                                         const void *dz, float beta, const char *what) {
+    cuda_device *d = cuda_dev(dev);
     const float one = 1.0f;
     neat_status st = NEAT_OK;
     int ai = first;
@@ -660,6 +697,9 @@ static neat_status backward_data_filter(cuda_device *d, conv_plan *p, const conv
     }
     if (p && u.dw) {
         const conv_algo *al = a[ai++];
+        if (al->algo == CONV_ALGO_GEMM)
+            return cuda_conv_gemm_wgrad(dev, &p->g, (const float *)u.x->data, (const float *)dz,
+                                        beta, (float *)u.dw->data, ws, what);
         st = cudnn_check(cudnnSetConvolutionMathType(p->cd, al->math), what,
                          "cudnnSetConvolutionMathType");
         if (!st)
@@ -709,7 +749,7 @@ static neat_status conv2d_backward_half(nm_device *dev, nm_cmdbuf *cb, const nm_
         if (st) return st;
         dz = z;
     }
-    st = backward_data_filter(d, p, a, 0, ws, u, dz, 0.0f, what);
+    st = backward_data_filter(dev, p, a, 0, ws, u, dz, 0.0f, what);
     if (st) return st;
     if (u.db) /* db[k] = sum over n, p, q of dz[n, k, p, q] */
         st = cuda_half_channel_sum(dev, cb, 2, dt, dz, g.n, g.k, g.p * g.q, 0, u.db->data, what);
@@ -808,7 +848,7 @@ neat_status cuda_conv2d_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op)
         if (st) return st;
         dz = z;
     }
-    st = backward_data_filter(d, p, a, u.act == NEAT_ACT_GELU, ws, u, dz, beta, what);
+    st = backward_data_filter(dev, p, a, u.act == NEAT_ACT_GELU, ws, u, dz, beta, what);
     if (st) return st;
     if (u.db) { /* db[k] = sum_n (sum_pq dz[n, k, pq]) */
         void *sums;
