@@ -1,7 +1,7 @@
 /*
  * conv_parts.c — the device time of each part of a convolution's training step, alone in a
  * command buffer: forward, backward data (dx), backward filter (dw), dw with db, all three;
- * in strict float32, TF32 and bf16. For choosing CUDA convolution algorithms (conv.cu): which
+ * in strict float32, TF32 and bf16. For choosing CUDA convolution algorithms (conv_plan.cu): which
  * part of LeNet's step is slow under a given rule. Public API only; CUDA device 0; the
  * median of REPS replays (neat_cmdbuf_device_time).
  *
@@ -68,16 +68,19 @@ int main(void) {
             neat_tensor *b = tensor(dev, dt, k, 0, 0, 0), *y = tensor(dev, dt, n, k, h, h);
             neat_tensor *dy = tensor(dev, dt, n, k, h, h), *dx = tensor(dev, dt, n, c, h, h);
             neat_tensor *dw = tensor(dev, dt, k, c, 3, 3), *db = tensor(dev, dt, k, 0, 0, 0);
-            printf("%-18s %-6s", shapes[si].name, mode == 0 ? "strict" : mode == 1 ? "tf32" : "bf16");
+            printf("%-18s %-6s", shapes[si].name,
+                   mode == 0   ? "strict"
+                   : mode == 1 ? "tf32"
+                               : "bf16");
             for (int part = 0; part < 5; part++) {
                 neat_cmdbuf *cb;
                 neat_cmdbuf_create(dev, &cb);
                 neat_status st =
-                    part == 0 ? neat_conv2d_forward(cb, &desc, NEAT_ACT_RELU, x, w, b, y)
-                              : neat_conv2d_backward(cb, &desc, NEAT_ACT_RELU, x, w, b, y, dy,
-                                                     part == 1 || part == 4 ? dx : NULL,
-                                                     part >= 2 ? dw : NULL,
-                                                     part >= 3 ? db : NULL, 0);
+                    part == 0
+                        ? neat_conv2d_forward(cb, &desc, NEAT_ACT_RELU, x, w, b, y)
+                        : neat_conv2d_backward(cb, &desc, NEAT_ACT_RELU, x, w, b, y, dy,
+                                               part == 1 || part == 4 ? dx : NULL,
+                                               part >= 2 ? dw : NULL, part >= 3 ? db : NULL, 0);
                 double ms = ok(st, "record") ? timed(cb) : -1;
                 static const char *parts[] = {"fwd", "dx", "dw", "dw+db", "all"};
                 printf("  %s %.4f", parts[part], ms);

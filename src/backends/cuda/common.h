@@ -3,7 +3,7 @@
  *
  * One device = one CUDA stream, one cuBLASLt handle, one cuDNN handle, a preallocated
  * cuBLASLt workspace and the per-shape caches of matmul algorithms (matmul.cu) and cuDNN
- * convolution plans (conv.cu). Ops are enqueued on the stream by submit() in backend.c,
+ * convolution plans (conv_plan.cu). Ops are enqueued on the stream by submit() in backend.c,
  * which holds the device lock while it does; the caches are touched only under that lock.
  *
  * A command buffer's backend state (cuda_cmdbuf) keeps what must stay fixed for a CUDA
@@ -16,8 +16,9 @@
  * Files: backend.c (table, device, memory, submit/wait, graphs), elementwise.cu (add,
  * scale, fill, activations, bias+activation), pool.cu, reduce.cu (sums), softmax.cu
  * (softmax, cross-entropy), optim.cu (SGD, AdamW), matmul.cu (cuBLASLt: matmul, linear),
- * conv.cu (cuDNN), half.cu (neat_cast, bf16/f16: native paths and the float32 fallback),
- * comm.c (collectives: NCCL), bucket.cu (a bucket's pack and unpack).
+ * conv.cu and conv_plan.cu (cuDNN: the ops; plans and algorithms), conv_gemm.cu (strict
+ * float32's im2col backward filter), half.cu (neat_cast, bf16/f16: native paths and the
+ * float32 fallback), comm.c (collectives: NCCL), bucket.cu (a bucket's pack and unpack).
  */
 #ifndef NEATML_CUDA_COMMON_H
 #define NEATML_CUDA_COMMON_H
@@ -68,7 +69,7 @@ typedef struct cuda_device {
     cudnnHandle_t dnn;
     void *lt_ws;                  /* CUDA_LT_WORKSPACE bytes */
     struct cuda_matmul_cache *mm; /* matmul.cu */
-    struct cuda_conv_cache *conv; /* conv.cu */
+    struct cuda_conv_cache *conv; /* conv_plan.cu */
     pthread_mutex_t lock;         /* submit(), the caches, the submission ring, spare events */
     pthread_mutex_t reap_lock;    /* one thread completes submissions at a time (backend.c) */
     struct cuda_sub *subs;        /* submissions in flight, oldest at subs[first], a ring */

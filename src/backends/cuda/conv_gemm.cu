@@ -42,8 +42,8 @@ __global__ void im2col_kernel(const float *__restrict__ x, int64_t total, int c,
         int cc = (int)(t % c);
         int64_t nn = t / c;
         int hi = pp * sh - ph + rr * dh, wi = qq * sw - pw + ss * dw;
-        col[i] = hi >= 0 && hi < h && wi >= 0 && wi < w ? x[((nn * c + cc) * h + hi) * w + wi]
-                                                        : 0.0f;
+        col[i] =
+            hi >= 0 && hi < h && wi >= 0 && wi < w ? x[((nn * c + cc) * h + hi) * w + wi] : 0.0f;
     }
 }
 

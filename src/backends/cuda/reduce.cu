@@ -253,9 +253,9 @@ static neat_status sum_level(nm_device *dev, const Tin *x, int64_t outer, int64_
 /* x of Tin, y of T: the same type but for the channel sums below (half in, float32 out and
  * back), which never take the sum_all path. */
 template <class Tin, class T>
-static neat_status sum3(nm_device *dev, nm_cmdbuf *cb, int first_slot, const Tin *x,
-                        int64_t outer, int64_t len, int64_t inner, float scale, int accumulate,
-                        T *y, const char *what) {
+static neat_status sum3(nm_device *dev, nm_cmdbuf *cb, int first_slot, const Tin *x, int64_t outer,
+                        int64_t len, int64_t inner, float scale, int accumulate, T *y,
+                        const char *what) {
     if (outer <= 0 || inner <= 0) return NEAT_OK;
     cudaStream_t s = cuda_dev(dev)->stream;
     if (len <= 0) {
@@ -269,8 +269,7 @@ static neat_status sum3(nm_device *dev, nm_cmdbuf *cb, int first_slot, const Tin
         sum_all_geometry<T>(len, &chunk, &blocks);
         if (outer == 1 && inner == 1 && len > ROW_WARP_MAX && blocks <= SUM_MAX_BLOCKS) {
             void *partial, *ticket;
-            neat_status st =
-                cuda_scratch(cb, first_slot, (size_t)blocks * sizeof(float), &partial);
+            neat_status st = cuda_scratch(cb, first_slot, (size_t)blocks * sizeof(float), &partial);
             if (!st) st = cuda_scratch_zeroed(dev, cb, first_slot + 1, sizeof(unsigned), &ticket);
             if (st) return st;
             sum_all_kernel<T><<<(unsigned)blocks, SUM_THREADS, 0, s>>>(
@@ -366,8 +365,8 @@ extern "C" neat_status cuda_sum(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) 
     int64_t outer = all ? 1 : u.outer, len = all ? u.x->numel : u.len, inner = all ? 1 : u.inner;
     const char *what = all ? "neat_sum_all" : "neat_sum_axis";
 #define CALL(T)                                                                                    \
-    return sum3<T, T>(dev, cb, 0, (const T *)(const void *)u.x->data, outer, len, inner, 1.0f,   \
-                      0, (T *)(void *)u.y->data, what)
+    return sum3<T, T>(dev, cb, 0, (const T *)(const void *)u.x->data, outer, len, inner, 1.0f, 0,  \
+                      (T *)(void *)u.y->data, what)
     CUDA_DTYPE_DISPATCH(u.x->dtype, CALL)
 #undef CALL
     return NEAT_ERR_INTERNAL; /* not reached */

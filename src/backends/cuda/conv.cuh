@@ -1,0 +1,71 @@
+/*
+ * conv.cuh — what conv.cu (the convolution ops) and conv_plan.cu (plans and the choice of
+ * algorithms) share: a plan per geometry, math mode and type, its algorithm slots, and the
+ * call that readies them for an op.
+ */
+#pragma once
+
+#include "common.cuh"
+#include "../lru.h"
+
+/* Find's candidates a slot is timed over again (conv_tune). */
+#define CONV_CANDIDATES 4
+/* The algorithm number of conv_gemm.cu's backward filter (strict float32, one group): timed
+ * beside Find's candidates, never one of cuDNN's numbers. */
+#define CONV_ALGO_GEMM 1000
+
+/* Algorithm slots of a plan: CONV_FWD_PRECOMP is the forward restricted to
+ * IMPLICIT_PRECOMP_GEMM (the fused call of half tensors), chosen from the same ranking. */
+enum { CONV_FWD, CONV_BWD_DATA, CONV_BWD_FILTER, CONV_FWD_PRECOMP, CONV_NALGO };
+
+typedef struct conv_cand {
+    int algo;
+    cudnnMathType_t math;
+    size_t ws;
+} conv_cand;
+
+typedef struct conv_algo {
+    int ready, algo; /* algo -1: none usable (CONV_FWD_PRECOMP only; the others fail) */
+    cudnnMathType_t math;
+    size_t ws;
+    conv_cand cand[CONV_CANDIDATES + 1]; /* Find's that suit the slot, best first; then ours */
+    int ncand; /* > 1 while the candidates wait to be timed; 0 once they were */
+} conv_algo;
+
+/* fused[] states: untried, accepted by cuDNN, refused (then the unfused path runs). */
+enum { FUSE_UNTRIED, FUSE_OK, FUSE_REFUSED };
+
+typedef struct conv_plan {
+    nm_conv_geom g;
+    int math;
+    int dtype;                          /* neat_dtype of every tensor */
+    cudnnTensorDescriptor_t xd, yd, bd; /* bd: the bias, [1, K, 1, 1] */
+    cudnnFilterDescriptor_t wd;
+    cudnnConvolutionDescriptor_t cd;
+    cudnnActivationDescriptor_t ad[2]; /* IDENTITY, RELU */
+    int fused[2];                      /* FUSE_*, for no activation and for relu */
+    conv_algo algo[CONV_NALGO];
+} conv_plan;
+
+struct cuda_conv_cache {
+    nm_lru lru;
+    int fuse; /* NEATML_CONV_FUSE: 0 never, 1 fuse or fall back, 2 fuse or fail, 3 2 + forced */
+    int tune; /* NEATML_CONV_TUNE is not "0" */
+    int gemm; /* NEATML_CONV_GEMM: 0 never conv_gemm.cu's backward filter, 2 always, else timed */
+};
+
+/* The op's tensors its algorithms are timed on (conv_tune), read only: x and w for the
+ * forward, w and dy for backward data, x and dy for backward filter (dy standing for the dz of
+ * the op's own run: the same shape and type). */
+typedef struct conv_inputs {
+    const void *x, *w, *dy;
+} conv_inputs;
+
+/* The device's plan cache, made at its first convolution (reads NEATML_CONV_*). */
+neat_status conv_cache_get(cuda_device *d, const char *what);
+
+/* Plan, algorithms (slots which[0..nwhich), timed on in at their first eager use) and
+ * workspace (scratch slot 1, sized for the largest algorithm the op uses) for one op. */
+neat_status conv_prepare(nm_device *dev, nm_cmdbuf *cb, const nm_conv_geom *g, neat_math_mode math,
+                         neat_dtype dtype, const int *which, int nwhich, const conv_inputs *in,
+                         conv_plan **plan, const conv_algo **algos, void **ws, const char *what);
