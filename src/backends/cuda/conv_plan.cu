@@ -222,16 +222,63 @@ static int capturing(cuda_device *d) {
         (out)->maths[i_] = (r)[i_].mathType;                                                       \
     }
 
-static neat_status rank(cuda_device *d, conv_plan *p, int kind, conv_ranking *out,
-                        const char *what) {
+/* Bytes of what slot `which` writes: y, dx or dw. */
+static size_t out_bytes(const conv_plan *p, int which) {
+    const nm_conv_geom &g = p->g;
+    int64_t n = which == CONV_BWD_DATA     ? g.n * g.c * g.h * g.w
+                : which == CONV_BWD_FILTER ? g.k * (g.c / g.groups) * g.kh * g.kw
+                                           : g.n * g.k * g.p * g.q;
+    return (size_t)n * neat_dtype_size((neat_dtype)p->dtype);
+}
+
+/* Memory for Find*Ex to run kind's algorithms in: an output of its own and the largest
+ * workspace any algorithm asks for (in any math type pick may keep), at most CONV_WS_MAX;
+ * zeroed, so that every byte the algorithms read was written (cuDNN's plain Find ran them on
+ * memory it allocated and left uninitialised: 1.8 million initcheck reports inside its
+ * kernels at 16:11 UTC). *mem NULL when cudaMalloc fails (the plain Find then). */
+static void find_memory(cuda_device *d, conv_plan *p, int kind, cudnnMathType_t math, char **mem,
+                        size_t *out, size_t *ws) {
+    static const int count[] = {CUDNN_CONVOLUTION_FWD_ALGO_COUNT,
+                                CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT,
+                                CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT};
+    static const cudnnMathType_t maths[] = {CUDNN_DEFAULT_MATH, CUDNN_TENSOR_OP_MATH,
+                                            CUDNN_FMA_MATH};
+    *mem = NULL;
+    *out = (out_bytes(p, kind) + 255) & ~(size_t)255;
+    *ws = 0;
+    for (int m = 0; m < 3; m++) {
+        if (cudnnSetConvolutionMathType(p->cd, maths[m]) != CUDNN_STATUS_SUCCESS) continue;
+        for (int algo = 0; algo < count[kind]; algo++) {
+            size_t w = 0;
+            if (ws_size(d->dnn, p, kind, algo, &w) == CUDNN_STATUS_SUCCESS && w <= CONV_WS_MAX &&
+                w > *ws)
+                *ws = w;
+        }
+    }
+    cudnnSetConvolutionMathType(p->cd, math);
+    if (cudaMalloc((void **)mem, *out + *ws) != cudaSuccess) {
+        cudaGetLastError();
+        *mem = NULL;
+        return;
+    }
+    if (cudaMemsetAsync(*mem, 0, *out + *ws, d->stream) != cudaSuccess) {
+        cudaGetLastError();
+        cudaFree(*mem);
+        *mem = NULL;
+    }
+}
+
+static neat_status rank(cuda_device *d, conv_plan *p, int kind, const conv_inputs *in,
+                        conv_ranking *out, const char *what) {
     cudnnStatus_t s;
-    /* Algorithms are ranked by running them (cuDNN's Find: it times every algorithm once, in
-     * its own memory, and synchronizes): the heuristic ranks a 27 TFLOP/s bf16 algorithm
-     * first on the H200 where the best runs at 250. Strict float32 too since 2026-11-30
-     * (the heuristic before): with FFT and Winograd out (gemm_like) the heuristic's and
-     * Find's choices gave the same LeNet step (0.84 and 0.89 ms; 0.33 with FFT), and the
-     * timing is what sets conv_gemm.cu's backward filter beside cuDNN's (pick). Strict float32
-     * is found in CUDNN_FMA_MATH (CUDNN_DEFAULT_MATH lets cuDNN use TF32 for float data).
+    /* Algorithms are ranked by running them (cuDNN's Find*Ex: it times every algorithm once,
+     * on the op's inputs, in the zeroed memory of find_memory, and synchronizes): the
+     * heuristic ranks a 27 TFLOP/s bf16 algorithm first on the H200 where the best runs at
+     * 250. Strict float32 too since 2026-11-30 (the heuristic before): with FFT and
+     * Winograd out (gemm_like) the heuristic's and Find's choices gave the same LeNet step
+     * (0.84 and 0.89 ms; 0.33 with FFT), and the timing is what sets conv_gemm.cu's backward
+     * filter beside cuDNN's (pick). Strict float32 is found in CUDNN_FMA_MATH
+     * (CUDNN_DEFAULT_MATH lets cuDNN use TF32 for float data).
      * Not while the stream is being captured (a plan evicted between a buffer's first run
      * and its capture): the heuristic then, whose workspace may exceed the op's scratch slot,
      * which fails the capture and leaves the buffer running op by op: correct, slower.
@@ -239,35 +286,56 @@ static neat_status rank(cuda_device *d, conv_plan *p, int kind, conv_ranking *ou
     int strict = p->math == NEAT_MATH_STRICT && p->dtype == NEAT_F32;
     int measure = !capturing(d);
     out->measured = measure;
-    if (measure)
-        cudnnSetConvolutionMathType(p->cd, strict                 ? CUDNN_FMA_MATH
-                                           : p->dtype == NEAT_F32 ? CUDNN_DEFAULT_MATH
-                                                                  : CUDNN_TENSOR_OP_MATH);
+    cudnnMathType_t math = strict                 ? CUDNN_FMA_MATH
+                           : p->dtype == NEAT_F32 ? CUDNN_DEFAULT_MATH
+                                                  : CUDNN_TENSOR_OP_MATH;
+    char *mem = NULL;
+    size_t ob = 0, wb = 0;
+    if (measure) find_memory(d, p, kind, math, &mem, &ob, &wb);
+    void *o = mem, *w = mem ? mem + ob : NULL;
+    const char *call = !measure ? "cudnnGetConvolution*Algorithm_v7"
+                       : mem    ? "cudnnFindConvolution*AlgorithmEx"
+                                : "cudnnFindConvolution*Algorithm";
     out->n = 0;
     if (kind == CONV_FWD) {
         cudnnConvolutionFwdAlgoPerf_t r[MAXR];
-        s = measure ? cudnnFindConvolutionForwardAlgorithm(d->dnn, p->xd, p->wd, p->cd, p->yd, MAXR,
-                                                           &out->n, r)
-                    : cudnnGetConvolutionForwardAlgorithm_v7(d->dnn, p->xd, p->wd, p->cd, p->yd,
-                                                             MAXR, &out->n, r);
+        if (!measure)
+            s = cudnnGetConvolutionForwardAlgorithm_v7(d->dnn, p->xd, p->wd, p->cd, p->yd, MAXR,
+                                                       &out->n, r);
+        else if (mem)
+            s = cudnnFindConvolutionForwardAlgorithmEx(d->dnn, p->xd, in->x, p->wd, in->w, p->cd,
+                                                       p->yd, o, MAXR, &out->n, r, w, wb);
+        else
+            s = cudnnFindConvolutionForwardAlgorithm(d->dnn, p->xd, p->wd, p->cd, p->yd, MAXR,
+                                                     &out->n, r);
         RANKED(r, out)
     } else if (kind == CONV_BWD_DATA) {
         cudnnConvolutionBwdDataAlgoPerf_t r[MAXR];
-        s = measure ? cudnnFindConvolutionBackwardDataAlgorithm(d->dnn, p->wd, p->yd, p->cd, p->xd,
-                                                                MAXR, &out->n, r)
-                    : cudnnGetConvolutionBackwardDataAlgorithm_v7(d->dnn, p->wd, p->yd, p->cd,
-                                                                  p->xd, MAXR, &out->n, r);
+        if (!measure)
+            s = cudnnGetConvolutionBackwardDataAlgorithm_v7(d->dnn, p->wd, p->yd, p->cd, p->xd,
+                                                            MAXR, &out->n, r);
+        else if (mem)
+            s = cudnnFindConvolutionBackwardDataAlgorithmEx(
+                d->dnn, p->wd, in->w, p->yd, in->dy, p->cd, p->xd, o, MAXR, &out->n, r, w, wb);
+        else
+            s = cudnnFindConvolutionBackwardDataAlgorithm(d->dnn, p->wd, p->yd, p->cd, p->xd, MAXR,
+                                                          &out->n, r);
         RANKED(r, out)
     } else {
         cudnnConvolutionBwdFilterAlgoPerf_t r[MAXR];
-        s = measure ? cudnnFindConvolutionBackwardFilterAlgorithm(d->dnn, p->xd, p->yd, p->cd,
-                                                                  p->wd, MAXR, &out->n, r)
-                    : cudnnGetConvolutionBackwardFilterAlgorithm_v7(d->dnn, p->xd, p->yd, p->cd,
-                                                                    p->wd, MAXR, &out->n, r);
+        if (!measure)
+            s = cudnnGetConvolutionBackwardFilterAlgorithm_v7(d->dnn, p->xd, p->yd, p->cd, p->wd,
+                                                              MAXR, &out->n, r);
+        else if (mem)
+            s = cudnnFindConvolutionBackwardFilterAlgorithmEx(
+                d->dnn, p->xd, in->x, p->yd, in->dy, p->cd, p->wd, o, MAXR, &out->n, r, w, wb);
+        else
+            s = cudnnFindConvolutionBackwardFilterAlgorithm(d->dnn, p->xd, p->yd, p->cd, p->wd,
+                                                            MAXR, &out->n, r);
         RANKED(r, out)
     }
-    return cudnn_check(
-        s, what, measure ? "cudnnFindConvolution*Algorithm" : "cudnnGetConvolution*Algorithm_v7");
+    if (mem) cudaFree(mem); /* Find synchronized the device: nothing of it still runs */
+    return cudnn_check(s, what, call);
 }
 #undef RANKED
 
@@ -328,13 +396,13 @@ static int pick(cuda_device *d, conv_plan *p, int which, int kind, const conv_ra
 /* Choose the algorithm of `which` once. The forward's ranking serves both forward slots, so
  * a half convolution is timed by Find once. CONV_FWD_PRECOMP with nothing usable is kept as
  * algo -1 (the caller runs unfused); the other slots fail. */
-static neat_status algo_get(cuda_device *d, conv_plan *p, int which, const conv_algo **out,
-                            const char *what) {
+static neat_status algo_get(cuda_device *d, conv_plan *p, int which, const conv_inputs *in,
+                            const conv_algo **out, const char *what) {
     conv_algo *a = &p->algo[which];
     if (!a->ready) {
         int kind = which == CONV_FWD_PRECOMP ? CONV_FWD : which;
         conv_ranking r;
-        neat_status st = rank(d, p, kind, &r, what);
+        neat_status st = rank(d, p, kind, in, &r, what);
         if (st) return st;
         if (kind == CONV_FWD && !p->algo[CONV_FWD].ready)
             pick(d, p, CONV_FWD, kind, &r, &p->algo[CONV_FWD]);
@@ -377,15 +445,6 @@ static cudnnStatus_t run_candidate(nm_device *dev, conv_plan *p, int which, cons
                                    out);
 }
 
-/* Bytes of what slot `which` writes: y, dx or dw. */
-static size_t out_bytes(const conv_plan *p, int which) {
-    const nm_conv_geom &g = p->g;
-    int64_t n = which == CONV_BWD_DATA     ? g.n * g.c * g.h * g.w
-                : which == CONV_BWD_FILTER ? g.k * (g.c / g.groups) * g.kh * g.kw
-                                           : g.n * g.k * g.p * g.q;
-    return (size_t)n * neat_dtype_size((neat_dtype)p->dtype);
-}
-
 static float median_ms(float *t, int n) { /* sorts t */
     for (int i = 1; i < n; i++)
         for (int j = i; j > 0 && t[j] < t[j - 1]; j--) {
@@ -420,7 +479,10 @@ static neat_status conv_tune(nm_device *dev, conv_plan *p, int which, conv_algo 
         cudaGetLastError(); /* not the op's error: Find's first stays */
         return NEAT_OK;
     }
-    neat_status st = NEAT_OK;
+    /* zeroed as find_memory's is: initcheck reported cuDNN's nhwcToNchwKernel reading this
+     * workspace unwritten (test_conformance@4/6, 6,892 reports, 18:5x UTC) */
+    neat_status st =
+        cuda_check(cudaMemsetAsync(mem, 0, out + ws_max, d->stream), what, "cudaMemsetAsync");
     for (int i = 0; i < n * NEV && !st; i++) {
         st = cuda_check(cudaEventCreate(&ev[i / NEV][i % NEV]), what, "cudaEventCreate");
         if (!st) nev = i + 1;
@@ -478,12 +540,17 @@ neat_status conv_prepare(nm_device *dev, nm_cmdbuf *cb, const nm_conv_geom *g, n
     neat_status st = plan_get(d, g, math, dtype, plan, what);
     size_t need = 0;
     for (int i = 0; !st && i < nwhich; i++) {
-        st = algo_get(d, *plan, which[i], &algos[i], what);
+        st = algo_get(d, *plan, which[i], in, &algos[i], what);
         if (!st && algos[i]->ncand > 1 && !capturing(d)) /* first eager use: time candidates */
             st = conv_tune(dev, *plan, which[i], &(*plan)->algo[which[i]], in, what);
         if (!st && algos[i]->ws > need) need = algos[i]->ws;
     }
     if (st) return st;
     *ws = NULL;
-    return need ? cuda_scratch(cb, 1, need, ws) : NEAT_OK;
+    /* Zeroed when the slot is (re)allocated, once: with the debug pool, initcheck reported
+     * 5,148 reads of never-written workspace bytes by cuDNN's nhwcToNchwKernel inside
+     * cudnnConvolutionBackwardData (test_conformance@0/6, H200, 18:4x UTC); whether cuDNN
+     * reads bytes it never writes or the tool misses stores of the kernel before it, the
+     * workspace now holds defined bytes. */
+    return need ? cuda_scratch_zeroed(dev, cb, 1, need, ws) : NEAT_OK;
 }
