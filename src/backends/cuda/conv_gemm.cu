@@ -1,11 +1,12 @@
 /*
  * conv_gemm.cu — the backward-filter convolution of strict float32 as a batched GEMM of
- * neatml's own (im2col), one more candidate for conv.cu's timing beside cuDNN's algorithms.
+ * neatml's own (im2col), one more candidate for conv_plan.cu's timing beside cuDNN's
+ * algorithms.
  *
  * Why: strict float32 takes only cuDNN's GEMM-like algorithms (exact products, float32
- * sums: conv.cu, gemm_like), and their backward-filter kernels reduce the N x P x Q terms of
- * each weight in few blocks: on the H200, LeNet's conv2 (x 128x32x14x14, 64 filters 3x3)
- * took 0.258 ms for dw where cuDNN's FFT algorithm took 0.044 and TF32 0.044
+ * sums: conv_plan.cu, gemm_like), and their backward-filter kernels reduce the N x P x Q
+ * terms of each weight in few blocks: on the H200, LeNet's conv2 (x 128x32x14x14, 64
+ * filters 3x3) took 0.258 ms for dw where cuDNN's FFT algorithm took 0.044 and TF32 0.044
  * (bench/micro/conv_parts.c, 2026-11-30).
  *
  * How, for groups == 1 (any stride, padding, dilation):
@@ -14,7 +15,8 @@
  *                          n, strict float32: FMA products, float32 sums),
  *   dw = the sum over n of part[n] in order (+ beta dw)  (sum_parts_kernel).
  * Every term is an exact product summed in float32, the bound of the other strict paths, and
- * the same bits at every run. The workspace holds col and part (cuda_conv_gemm_wgrad_ws).
+ * the same bits at every replay (between processes, as the GEMM's timed choice allows). The
+ * workspace holds col and part (cuda_conv_gemm_wgrad_ws).
  * Tried and dropped (H200, 2026-11-30): one GEMM of depth N*P*Q over col [C*R*S, N*P*Q] and
  * dz transposed to [K, N*P*Q], cuBLASLt splitting the depth: slower on every shape of
  * bench/micro/conv_parts.c (LeNet's conv2 b128 0.129 against 0.109 ms, conv1 0.079 against
