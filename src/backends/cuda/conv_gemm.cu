@@ -64,9 +64,17 @@ __global__ void sum_parts_kernel(const float *__restrict__ part, int64_t batch, 
 extern "C" {
 
 size_t cuda_conv_gemm_wgrad_ws(const nm_conv_geom *g) {
-    size_t crs = (size_t)(g->c * g->kh * g->kw), n = (size_t)g->n;
-    return align256(n * crs * (size_t)(g->p * g->q) * sizeof(float)) +
-           align256(n * (size_t)g->k * crs * sizeof(float));
+    /* col N*C*R*S*P*Q floats and part N*K*C*R*S; SIZE_MAX when that does not fit a size_t (a
+     * huge kernel over heavy padding): then never offered */
+    const int64_t col_dims[] = {g->n, g->c, g->kh, g->kw, g->p, g->q, (int64_t)sizeof(float)};
+    const int64_t part_dims[] = {g->n, g->k, g->c, g->kh, g->kw, (int64_t)sizeof(float)};
+    size_t col = 1, part = 1;
+    for (int i = 0; i < 7; i++)
+        if (__builtin_mul_overflow(col, (size_t)col_dims[i], &col)) return SIZE_MAX;
+    for (int i = 0; i < 6; i++)
+        if (__builtin_mul_overflow(part, (size_t)part_dims[i], &part)) return SIZE_MAX;
+    if (col > SIZE_MAX / 4 || part > SIZE_MAX / 4) return SIZE_MAX;
+    return align256(col) + align256(part);
 }
 
 neat_status cuda_conv_gemm_wgrad(nm_device *dev, const nm_conv_geom *g, const float *x,
