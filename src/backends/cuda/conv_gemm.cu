@@ -50,7 +50,8 @@ __global__ void im2col_kernel(const float *__restrict__ x, int64_t total, int c,
 }
 
 /* dw[i] = part[0][i] + part[1][i] + ... in that order, + beta dw[i] (dw not read when beta
- * is 0). */
+ * is 0). Not reduce.cu's cuda_sum3: conv_plan.cu's timing runs this path outside a command
+ * buffer, where cuda_sum3's scratch slots do not exist. */
 __global__ void sum_parts_kernel(const float *__restrict__ part, int64_t batch, int64_t len,
                                  float beta, float *dw) {
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < len;

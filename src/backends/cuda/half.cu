@@ -168,8 +168,8 @@ neat_status cuda_cast(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
  * forward with a bias adds it in cuDNN's fused call, before the rounding (conv.cu), and takes
  * the float32 copies itself where that call is off or refused. */
 int cuda_native_half(const nm_op *op) {
+    if (nm_half_native(op->kind)) return 1; /* cast, the mixed optimizers, loss scaling */
     switch (op->kind) {
-    case NM_OP_CAST:
     case NM_OP_MATMUL:
     /* the memory-bound ops: elementwise.cu, pool.cu, softmax.cu, reduce.cu */
     case NM_OP_ADD:
@@ -183,12 +183,6 @@ int cuda_native_half(const nm_op *op) {
     case NM_OP_SOFTMAX:
     case NM_OP_SOFTMAX_BACKWARD:
     case NM_OP_SUM:
-    /* mixed types by design: optim.cu, loss_scale.cu */
-    case NM_OP_SGD_UPDATE:
-    case NM_OP_ADAM_UPDATE:
-    case NM_OP_LOSS_SCALE:
-    case NM_OP_LOSS_SCALE_CHECK:
-    case NM_OP_LOSS_SCALE_UPDATE:
     case NM_OP_LINEAR_FORWARD: return 1;
     case NM_OP_LINEAR_BACKWARD: {
         neat_activation a = op->u.linear_backward.act;
