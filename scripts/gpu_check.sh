@@ -8,7 +8,9 @@
 #      test_conformance and test_dtype again on cuda with NEATML_CONV_FUSE=3 (the fused
 #      convolution forced on float32 too; one cuDNN refuses fails) and =0 (the unfused path);
 #      test_conformance and test_determinism with NEATML_CONV_GEMM=2 (strict float32's
-#      backward filter always by conv_gemm.cu's im2col GEMM);
+#      backward filter always by conv_gemm.cu's im2col GEMM); test_conformance, test_dtype and
+#      test_determinism with NEATML_CONV_ENGINE=2 (cuDNN's backend-API engines wherever one is
+#      allowed) and =0 (the legacy algorithms alone);
 #   3. training ("train"): examples/fashion_mnist on cuda for 5 epochs, and the OCaml
 #      example and OCaml test suite when their executables were carried (see below);
 #   4. the benchmark (neatml_bench --backend cuda --json, --seed-table) and bench/compare.py
@@ -129,6 +131,15 @@ if want tests; then
   for t in test_conformance test_determinism; do
     row "$t (cuda, NEATML_CONV_GEMM=2)" \
         "$(run_test "$OUT/tests.log" "$BUILD/$t" NEATML_TEST_BACKENDS=cuda NEATML_CONV_GEMM=2)"
+  done
+  # cuDNN's backend-API engines (conv_engine.cu): NEATML_CONV_ENGINE=2 takes the heuristics'
+  # first allowed engine on every slot that has one (whatever the timing would pick), =0 the
+  # legacy algorithms alone.
+  for t in test_conformance test_dtype test_determinism; do
+    for e in 2 0; do
+      row "$t (cuda, NEATML_CONV_ENGINE=$e)" \
+          "$(run_test "$OUT/tests.log" "$BUILD/$t" NEATML_TEST_BACKENDS=cuda NEATML_CONV_ENGINE=$e)"
+    done
   done
   grep -E '^(FAIL|SKIP)' "$OUT/tests.log" | sort | uniq -c | sort -rn | head -n 20
   grep -E '^cuda ' "$OUT/tests.log" | grep -v ' 0 failed' | head -n 20

@@ -47,6 +47,8 @@
 static neat_status run_forward(cuda_device *d, conv_plan *p, const conv_algo *a, void *ws,
                                const void *x, const void *w, void *y, const char *what) {
     const float one = 1.0f, zero = 0.0f;
+    if (a->engine && conv_engine_aligned(x, w, y))
+        return cudnn_check(conv_engine_run(d, a->engine, x, w, y, ws), what, "cudnnBackendExecute");
     neat_status st = cudnn_check(cudnnSetConvolutionMathType(p->cd, a->math), what,
                                  "cudnnSetConvolutionMathType");
     if (st) return st;
@@ -144,20 +146,28 @@ static neat_status backward_data_filter(nm_device *dev, conv_plan *p, const conv
     const float one = 1.0f;
     neat_status st = NEAT_OK;
     int ai = first;
-    if (p && u.dx) {
+    if (p && u.dx) { /* an engine's graph has beta 0: an accumulating run takes the legacy call */
         const conv_algo *al = a[ai++];
-        st = cudnn_check(cudnnSetConvolutionMathType(p->cd, al->math), what,
-                         "cudnnSetConvolutionMathType");
-        if (!st)
-            st = cudnn_check(cudnnConvolutionBackwardData(d->dnn, &one, p->wd, u.w->data, p->yd, dz,
-                                                          p->cd,
-                                                          (cudnnConvolutionBwdDataAlgo_t)al->algo,
-                                                          ws, al->ws, &beta, p->xd, u.dx->data),
-                             what, "cudnnConvolutionBackwardData");
+        if (al->engine && beta == 0.0f && conv_engine_aligned(u.dx->data, u.w->data, dz)) {
+            st = cudnn_check(conv_engine_run(d, al->engine, u.dx->data, u.w->data, dz, ws), what,
+                             "cudnnBackendExecute");
+        } else {
+            st = cudnn_check(cudnnSetConvolutionMathType(p->cd, al->math), what,
+                             "cudnnSetConvolutionMathType");
+            if (!st)
+                st = cudnn_check(
+                    cudnnConvolutionBackwardData(d->dnn, &one, p->wd, u.w->data, p->yd, dz, p->cd,
+                                                 (cudnnConvolutionBwdDataAlgo_t)al->algo, ws,
+                                                 al->ws, &beta, p->xd, u.dx->data),
+                    what, "cudnnConvolutionBackwardData");
+        }
         if (st) return st;
     }
     if (p && u.dw) {
         const conv_algo *al = a[ai++];
+        if (al->engine && beta == 0.0f && conv_engine_aligned(u.x->data, u.dw->data, dz))
+            return cudnn_check(conv_engine_run(d, al->engine, u.x->data, u.dw->data, dz, ws), what,
+                               "cudnnBackendExecute");
         if (al->algo == CONV_ALGO_GEMM)
             return cuda_conv_gemm_wgrad(dev, &p->g, (const float *)u.x->data, (const float *)dz,
                                         beta, (float *)u.dw->data, ws, what);
@@ -251,8 +261,11 @@ neat_status cuda_conv2d_forward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) 
                             "convolution (NEATML_CONV_FUSE=3)",
                             what);
         /* fused only on IMPLICIT_PRECOMP_GEMM (see the top), and only where it is the chosen
-         * algorithm: a faster one followed by the pass is not traded for it */
-        if (!st && fusable && a[0]->algo == CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM)
+         * algorithm: a faster one followed by the pass is not traded for it. An engine timed
+         * faster than that algorithm by less than 10% (about what the bias and activation
+         * pass costs on conv2d_bias_relu_256f) leaves the fused call in place. */
+        if (!st && fusable && a[0]->algo == CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM &&
+            !(a[0]->engine && a[0]->engine_ratio < 0.9f))
             st = run_fused(d, p, a[0], ws, u.act, u.x->data, u.w->data, b, u.y->data, &done, what);
         if (!st && !done) st = run_forward(d, p, a[0], ws, u.x->data, u.w->data, u.y->data, what);
     }

@@ -13,6 +13,10 @@
 /* The algorithm number of conv_gemm.cu's backward filter (strict float32, one group): timed
  * beside Find's candidates, never one of cuDNN's numbers. */
 #define CONV_ALGO_GEMM 1000
+/* The algorithm number of an engine of cuDNN's backend API (conv_engine.cu), and how many of
+ * the heuristics' allowed engines are timed beside the legacy candidates. */
+#define CONV_ALGO_ENGINE 1001
+#define CONV_ENGINES 10
 
 /* Algorithm slots of a plan: CONV_FWD_PRECOMP is the forward restricted to
  * IMPLICIT_PRECOMP_GEMM (the fused call of half tensors), chosen from the same ranking. */
@@ -22,13 +26,21 @@ typedef struct conv_cand {
     int algo;
     cudnnMathType_t math;
     size_t ws;
+    cudnnBackendDescriptor_t engine; /* CONV_ALGO_ENGINE: its execution plan */
 } conv_cand;
 
+/* A slot's choice: a legacy algorithm (or conv_gemm.cu's), which every run may take, and, when
+ * an engine was timed faster, that engine for the runs it can take (beta 0, aligned
+ * tensors: conv_engine.cu). */
 typedef struct conv_algo {
     int ready, algo; /* algo -1: none usable (CONV_FWD_PRECOMP only; the others fail) */
     cudnnMathType_t math;
     size_t ws;
-    conv_cand cand[CONV_CANDIDATES + 1]; /* Find's that suit the slot, best first; then ours */
+    cudnnBackendDescriptor_t engine; /* NULL: none */
+    size_t engine_ws;
+    float engine_ratio; /* the engine's timed median over the legacy choice's (0: forced) */
+    /* Find's that suit the slot, best first; conv_gemm.cu's; then the engines */
+    conv_cand cand[CONV_CANDIDATES + 1 + CONV_ENGINES];
     int ncand; /* > 1 while the candidates wait to be timed; 0 once they were */
 } conv_algo;
 
@@ -49,9 +61,10 @@ typedef struct conv_plan {
 
 struct cuda_conv_cache {
     nm_lru lru;
-    int fuse; /* NEATML_CONV_FUSE: 0 never, 1 fuse or fall back, 2 fuse or fail, 3 2 + forced */
-    int tune; /* NEATML_CONV_TUNE is not "0" */
-    int gemm; /* NEATML_CONV_GEMM: 0 never conv_gemm.cu's backward filter, 2 always, else timed */
+    int fuse;   /* NEATML_CONV_FUSE: 0 never, 1 fuse or fall back, 2 fuse or fail, 3 2 + forced */
+    int tune;   /* NEATML_CONV_TUNE is not "0" */
+    int gemm;   /* NEATML_CONV_GEMM: 0 never conv_gemm.cu's backward filter, 2 always, else timed */
+    int engine; /* NEATML_CONV_ENGINE: 0 never an engine, 2 the first allowed one, else timed */
 };
 
 /* The op's tensors its algorithms are timed on (conv_tune), read only: x and w for the
@@ -61,6 +74,18 @@ typedef struct conv_inputs {
     const void *x, *w, *dy;
 } conv_inputs;
 
+/* Workspace an algorithm may ask for. */
+#define CONV_WS_MAX ((size_t)1 << 30)
+
+/* Bytes of what slot `which` writes: y, dx or dw. */
+static inline size_t conv_out_bytes(const conv_plan *p, int which) {
+    const nm_conv_geom &g = p->g;
+    int64_t n = which == CONV_BWD_DATA     ? g.n * g.c * g.h * g.w
+                : which == CONV_BWD_FILTER ? g.k * (g.c / g.groups) * g.kh * g.kw
+                                           : g.n * g.k * g.p * g.q;
+    return (size_t)n * neat_dtype_size((neat_dtype)p->dtype);
+}
+
 /* The device's plan cache, made at its first convolution (reads NEATML_CONV_*). */
 neat_status conv_cache_get(cuda_device *d, const char *what);
 
@@ -69,3 +94,23 @@ neat_status conv_cache_get(cuda_device *d, const char *what);
 neat_status conv_prepare(nm_device *dev, nm_cmdbuf *cb, const nm_conv_geom *g, neat_math_mode math,
                          neat_dtype dtype, const int *which, int nwhich, const conv_inputs *in,
                          conv_plan **plan, const conv_algo **algos, void **ws, const char *what);
+
+/* conv_tune.cu: time slot which's candidates (a->ncand > 1) on the op's inputs and keep the
+ * fastest in a (never during a capture). */
+neat_status conv_tune(nm_device *dev, conv_plan *p, int which, conv_algo *a, const conv_inputs *in,
+                      const char *what);
+
+/* conv_engine.cu: destroy the engines a slot holds (its choice, candidates not yet timed);
+ * up to max allowed engine candidates of direction kind (host calls only; 0
+ * when none), whether pointers suit an engine, one run of an engine's plan. */
+void conv_drop_engines(conv_algo *a);
+int conv_engines(cuda_device *d, const conv_plan *p, int kind, size_t ws_max, conv_cand *out,
+                 int max);
+int conv_engine_aligned(const void *a, const void *b, const void *c);
+cudnnStatus_t conv_engine_run(cuda_device *d, cudnnBackendDescriptor_t plan, const void *x,
+                              const void *w, const void *y, void *ws);
+/* The exactness probe's kernels: small integers into n elements of dtype; *flag = 1 where a
+ * and b differ. */
+cudaError_t conv_probe_fill(cudaStream_t s, void *p, int64_t n, int dtype, uint32_t salt);
+cudaError_t conv_probe_diff(cudaStream_t s, const void *a, const void *b, int64_t n, int dtype,
+                            int *flag);

@@ -17,10 +17,17 @@
  * eager use runs the first CONV_CANDIDATES of Find's ranking that suit it (pick's filters),
  * and for strict float32's backward filter conv_gemm.cu's im2col GEMM (CONV_ALGO_GEMM;
  * NEATML_CONV_GEMM=0 leaves it out, =2 takes it alone), again on the op's inputs,
- * CONV_TUNE_RUNS times each after a warm-up, and keeps the one of least median time, in its
- * own memory; the fused forward's IMPLICIT_PRECOMP_GEMM slot keeps Find's first. Never
- * during a graph capture. NEATML_CONV_TUNE=0 (read at a device's first convolution) keeps
- * Find's first, for comparisons.
+ * several times each after a warm-up (conv_tune.cu), and keeps the one of least median
+ * time, in its own memory; the fused forward's IMPLICIT_PRECOMP_GEMM slot keeps Find's first.
+ * Never during a graph capture. NEATML_CONV_TUNE=0 (read at a device's first convolution)
+ * keeps Find's first, for comparisons.
+ *
+ * Engines (add_engines, conv_engine.cu): beside the legacy algorithms, up to CONV_ENGINES
+ * engine configurations of cuDNN's backend API are timed too (NEATML_CONV_ENGINE=0 leaves them
+ * out, =2 takes the first allowed one), admitted by cuDNN's numerical notes under the same
+ * rules and, for strict float32 and half tensors, by an exactness probe. A slot keeps its
+ * fastest legacy algorithm for the runs an engine cannot take (accumulating, unaligned) and
+ * the fastest engine where it beat that algorithm.
  */
 #include "conv.cuh"
 
@@ -30,8 +37,6 @@
 #include <string.h>
 
 /* Workspace an algorithm may ask for. */
-#define CONV_WS_MAX ((size_t)1 << 30)
-#define CONV_TUNE_RUNS 5 /* timed runs per candidate after a warm-up; its time: their median */
 
 /* The device's cache of plans (lru.h), keyed by geometry and math mode: at most
  * NM_LRU_CAPACITY plans, the least recently used destroyed past it. Freeing a plan is safe
@@ -50,6 +55,7 @@ typedef struct conv_key {
 
 static void plan_destroy(conv_plan *p) {
     if (!p) return;
+    for (int i = 0; i < CONV_NALGO; i++) conv_drop_engines(&p->algo[i]);
     if (p->xd) cudnnDestroyTensorDescriptor(p->xd);
     if (p->yd) cudnnDestroyTensorDescriptor(p->yd);
     if (p->bd) cudnnDestroyTensorDescriptor(p->bd);
@@ -91,6 +97,8 @@ neat_status conv_cache_get(cuda_device *d, const char *what) {
     d->conv->tune = !(env && strcmp(env, "0") == 0);
     env = getenv("NEATML_CONV_GEMM");
     d->conv->gemm = env && env[0] >= '0' && env[0] <= '2' && !env[1] ? env[0] - '0' : 1;
+    env = getenv("NEATML_CONV_ENGINE");
+    d->conv->engine = env && env[0] >= '0' && env[0] <= '2' && !env[1] ? env[0] - '0' : 1;
     return NEAT_OK;
 }
 
@@ -222,15 +230,6 @@ static int capturing(cuda_device *d) {
         (out)->maths[i_] = (r)[i_].mathType;                                                       \
     }
 
-/* Bytes of what slot `which` writes: y, dx or dw. */
-static size_t out_bytes(const conv_plan *p, int which) {
-    const nm_conv_geom &g = p->g;
-    int64_t n = which == CONV_BWD_DATA     ? g.n * g.c * g.h * g.w
-                : which == CONV_BWD_FILTER ? g.k * (g.c / g.groups) * g.kh * g.kw
-                                           : g.n * g.k * g.p * g.q;
-    return (size_t)n * neat_dtype_size((neat_dtype)p->dtype);
-}
-
 /* Memory for Find*Ex to run kind's algorithms in: an output of its own and the largest
  * workspace any algorithm asks for (in any math type pick may keep), at most CONV_WS_MAX;
  * zeroed, so that every byte the algorithms read was written (cuDNN's plain Find ran them on
@@ -244,7 +243,7 @@ static void find_memory(cuda_device *d, conv_plan *p, int kind, cudnnMathType_t 
     static const cudnnMathType_t maths[] = {CUDNN_DEFAULT_MATH, CUDNN_TENSOR_OP_MATH,
                                             CUDNN_FMA_MATH};
     *mem = NULL;
-    *out = (out_bytes(p, kind) + 255) & ~(size_t)255;
+    *out = (conv_out_bytes(p, kind) + 255) & ~(size_t)255;
     *ws = 0;
     for (int m = 0; m < 3; m++) {
         if (cudnnSetConvolutionMathType(p->cd, maths[m]) != CUDNN_STATUS_SUCCESS) continue;
@@ -389,8 +388,25 @@ static int pick(cuda_device *d, conv_plan *p, int which, int kind, const conv_ra
     a->math = a->cand[0].math;
     a->ws = a->cand[0].ws;
     a->ready = 1;
-    if (a->ncand < 2) a->ncand = 0;
     return 1;
+}
+
+/* After pick: the engines of cuDNN's backend API that suit slot `which` join its candidates
+ * (conv_engine.cu), when Find measured (not during a capture) and NEATML_CONV_ENGINE allows:
+ * up to CONV_ENGINES to be timed, or under NEATML_CONV_ENGINE=2 the first allowed one, which
+ * conv_tune then keeps whatever the timings (so that the tests run engines). Not for the fused
+ * forward's slot (its call is the legacy one), nor where NEATML_CONV_GEMM=2 forces
+ * conv_gemm.cu. Then the slot is timed only with two candidates or more. */
+static void add_engines(cuda_device *d, conv_plan *p, int which, const conv_ranking *r,
+                        conv_algo *a) {
+    int mode = d->conv->engine;
+    int strict = p->math == NEAT_MATH_STRICT && p->dtype == NEAT_F32;
+    if (a->ready && which != CONV_FWD_PRECOMP && r->measured &&
+        (mode == 2 || (mode == 1 && d->conv->tune)) &&
+        !(which == CONV_BWD_FILTER && strict && d->conv->gemm == 2))
+        a->ncand += conv_engines(d, p, which, CONV_WS_MAX, &a->cand[a->ncand],
+                                 mode == 2 ? 1 : CONV_ENGINES);
+    if (a->ncand < 2) a->ncand = 0;
 }
 
 /* Choose the algorithm of `which` once. The forward's ranking serves both forward slots, so
@@ -404,12 +420,19 @@ static neat_status algo_get(cuda_device *d, conv_plan *p, int which, const conv_
         conv_ranking r;
         neat_status st = rank(d, p, kind, in, &r, what);
         if (st) return st;
-        if (kind == CONV_FWD && !p->algo[CONV_FWD].ready)
+        if (kind == CONV_FWD && !p->algo[CONV_FWD].ready) {
             pick(d, p, CONV_FWD, kind, &r, &p->algo[CONV_FWD]);
-        if (kind == CONV_FWD && !p->algo[CONV_FWD_PRECOMP].ready &&
-            !pick(d, p, CONV_FWD_PRECOMP, kind, &r, &p->algo[CONV_FWD_PRECOMP]))
-            p->algo[CONV_FWD_PRECOMP].algo = -1, p->algo[CONV_FWD_PRECOMP].ready = 1;
-        if (kind != CONV_FWD) pick(d, p, which, kind, &r, a);
+            add_engines(d, p, CONV_FWD, &r, &p->algo[CONV_FWD]);
+        }
+        if (kind == CONV_FWD && !p->algo[CONV_FWD_PRECOMP].ready) {
+            if (!pick(d, p, CONV_FWD_PRECOMP, kind, &r, &p->algo[CONV_FWD_PRECOMP]))
+                p->algo[CONV_FWD_PRECOMP].algo = -1, p->algo[CONV_FWD_PRECOMP].ready = 1;
+            add_engines(d, p, CONV_FWD_PRECOMP, &r, &p->algo[CONV_FWD_PRECOMP]);
+        }
+        if (kind != CONV_FWD) {
+            pick(d, p, which, kind, &r, a);
+            add_engines(d, p, which, &r, a);
+        }
     }
     if (a->ready) {
         *out = a;
@@ -420,114 +443,6 @@ static neat_status algo_get(cuda_device *d, conv_plan *p, int which, const conv_
         NEAT_ERR_BACKEND_ERROR, "%s: cuDNN offers no %s algorithm for this convolution%s", what,
         names[which],
         p->math == NEAT_MATH_STRICT && p->dtype == NEAT_F32 ? " in strict float32 (FMA) math" : "");
-}
-
-/* One run of candidate c of slot `which` on in, into out (beta = 0), with workspace ws. */
-static cudnnStatus_t run_candidate(nm_device *dev, conv_plan *p, int which, const conv_cand *c,
-                                   const conv_inputs *in, void *out, void *ws) {
-    cuda_device *d = cuda_dev(dev);
-    const float one = 1.0f, zero = 0.0f;
-    if (c->algo == CONV_ALGO_GEMM)
-        return cuda_conv_gemm_wgrad(dev, &p->g, (const float *)in->x, (const float *)in->dy, 0.0f,
-                                    (float *)out, ws, "conv_tune") == NEAT_OK
-                   ? CUDNN_STATUS_SUCCESS
-                   : CUDNN_STATUS_EXECUTION_FAILED;
-    if (which == CONV_BWD_DATA)
-        return cudnnConvolutionBackwardData(d->dnn, &one, p->wd, in->w, p->yd, in->dy, p->cd,
-                                            (cudnnConvolutionBwdDataAlgo_t)c->algo, ws, c->ws,
-                                            &zero, p->xd, out);
-    if (which == CONV_BWD_FILTER)
-        return cudnnConvolutionBackwardFilter(d->dnn, &one, p->xd, in->x, p->yd, in->dy, p->cd,
-                                              (cudnnConvolutionBwdFilterAlgo_t)c->algo, ws, c->ws,
-                                              &zero, p->wd, out);
-    return cudnnConvolutionForward(d->dnn, &one, p->xd, in->x, p->wd, in->w, p->cd,
-                                   (cudnnConvolutionFwdAlgo_t)c->algo, ws, c->ws, &zero, p->yd,
-                                   out);
-}
-
-static float median_ms(float *t, int n) { /* sorts t */
-    for (int i = 1; i < n; i++)
-        for (int j = i; j > 0 && t[j] < t[j - 1]; j--) {
-            float s = t[j];
-            t[j] = t[j - 1];
-            t[j - 1] = s;
-        }
-    return t[n / 2];
-}
-
-/* Time a's candidates on the op's inputs and keep the fastest in a: per candidate one warm-up
- * run, then CONV_TUNE_RUNS runs, each between two events, all on the stream, one wait for
- * all. A candidate's time is the median of its runs, neither the sum nor the minimum: noise
- * on a GPU (clocks, other work) mostly slows single runs down, and a slowed run moves the sum
- * and a lucky one the minimum, not the median; it is also what the benchmark reports. The
- * runs write an output and a workspace of their own (one cudaMalloc, freed after the wait),
- * never the op's tensors. A candidate cuDNN refuses or fails is skipped, its CUDA error
- * cleared; without the memory, or when no candidate ran, Find's first stays. Done once,
- * whatever the outcome; only a failure of the events or of the stream is the op's error. */
-static neat_status conv_tune(nm_device *dev, conv_plan *p, int which, conv_algo *a,
-                             const conv_inputs *in, const char *what) {
-    cuda_device *d = cuda_dev(dev);
-    enum { NEV = CONV_TUNE_RUNS + 1 };
-    cudaEvent_t ev[CONV_CANDIDATES + 1][NEV];
-    int ok[CONV_CANDIDATES + 1] = {0}, nev = 0, n = a->ncand;
-    a->ncand = 0;
-    size_t out = (out_bytes(p, which) + 255) & ~(size_t)255, ws_max = 0;
-    for (int i = 0; i < n; i++)
-        if (a->cand[i].ws > ws_max) ws_max = a->cand[i].ws;
-    char *mem = NULL;
-    if (cudaMalloc((void **)&mem, out + ws_max) != cudaSuccess) {
-        cudaGetLastError(); /* not the op's error: Find's first stays */
-        return NEAT_OK;
-    }
-    /* zeroed as find_memory's is: initcheck reported cuDNN's nhwcToNchwKernel reading this
-     * workspace unwritten (test_conformance@4/6, 6,892 reports, 18:5x UTC) */
-    neat_status st =
-        cuda_check(cudaMemsetAsync(mem, 0, out + ws_max, d->stream), what, "cudaMemsetAsync");
-    for (int i = 0; i < n * NEV && !st; i++) {
-        st = cuda_check(cudaEventCreate(&ev[i / NEV][i % NEV]), what, "cudaEventCreate");
-        if (!st) nev = i + 1;
-    }
-    for (int i = 0; i < n && !st; i++) {
-        const conv_cand *c = &a->cand[i];
-        ok[i] = cudnnSetConvolutionMathType(p->cd, c->math) == CUDNN_STATUS_SUCCESS;
-        for (int r = 0; r <= CONV_TUNE_RUNS && ok[i] && !st; r++) {
-            if (r >= 1)
-                st = cuda_check(cudaEventRecord(ev[i][r - 1], d->stream), what, "cudaEventRecord");
-            if (!st)
-                ok[i] = run_candidate(dev, p, which, c, in, mem, mem + out) == CUDNN_STATUS_SUCCESS;
-        }
-        if (!ok[i])
-            cudaGetLastError(); /* what a failed launch left (not sticky): not the op's error */
-        else if (!st)
-            st = cuda_check(cudaEventRecord(ev[i][CONV_TUNE_RUNS], d->stream), what,
-                            "cudaEventRecord");
-    }
-    /* waited for after a failure above too: mem is freed below */
-    neat_status waited =
-        cuda_check(cudaStreamSynchronize(d->stream), what, "cudaStreamSynchronize");
-    if (!st) st = waited;
-    float best = -1.0f;
-    for (int i = 0; i < n && !st; i++) {
-        float t[CONV_TUNE_RUNS];
-        int r = 0;
-        while (ok[i] && r < CONV_TUNE_RUNS &&
-               cudaEventElapsedTime(&t[r], ev[i][r], ev[i][r + 1]) == cudaSuccess)
-            r++;
-        if (r < CONV_TUNE_RUNS) { /* failed, or an interval CUDA could not give */
-            cudaGetLastError();
-            continue;
-        }
-        float ms = median_ms(t, CONV_TUNE_RUNS);
-        if (best < 0.0f || ms < best) {
-            best = ms;
-            a->algo = a->cand[i].algo;
-            a->math = a->cand[i].math;
-            a->ws = a->cand[i].ws;
-        }
-    }
-    for (int i = 0; i < nev; i++) cudaEventDestroy(ev[i / NEV][i % NEV]);
-    cudaFree(mem);
-    return st;
 }
 
 /* Plan, algorithms and workspace (scratch slot 1, sized for the largest algorithm the op
@@ -544,6 +459,7 @@ neat_status conv_prepare(nm_device *dev, nm_cmdbuf *cb, const nm_conv_geom *g, n
         if (!st && algos[i]->ncand > 1 && !capturing(d)) /* first eager use: time candidates */
             st = conv_tune(dev, *plan, which[i], &(*plan)->algo[which[i]], in, what);
         if (!st && algos[i]->ws > need) need = algos[i]->ws;
+        if (!st && algos[i]->engine && algos[i]->engine_ws > need) need = algos[i]->engine_ws;
     }
     if (st) return st;
     *ws = NULL;
