@@ -6,7 +6,10 @@
  * numerical notes; then every legacy algorithm of the same math, timed the same way. Per
  * case the fastest of each side under each rule: "strict" (no tensor cores, no FFT or
  * Winograd), "tf32" (float data, anything), "half" (no FFT or Winograd, no down-conversion).
- * For deciding whether conv_plan.cu should run engines of the backend API. Not part of the
+ * Inputs are small integers (-2..2); in the strict cases each engine's output is compared
+ * with legacy algorithm 0's (IMPLICIT_GEMM / ALGO_0 in FMA math), the exact result ("exact
+ * on integers" or "INEXACT"). For deciding whether conv_plan.cu should run engines of the
+ * backend API. Not part of the
  * build; on a CUDA machine:
  *   gcc -O2 -std=c11 -I/usr/local/cuda/include bench/micro/conv_engines.c \
  *       -L/usr/local/cuda/lib64 -lcudnn -lcudart -lm -o /tmp/conv_engines && /tmp/conv_engines
@@ -36,6 +39,24 @@ typedef struct {
 static cudnnHandle_t H;
 static void *X, *W, *Y, *WS;
 static size_t WS_BYTES = (size_t)1 << 30;
+/* Strict cases: the legacy IMPLICIT_GEMM / ALGO_0 result on small-integer inputs (exact), and
+ * the output's element count; each engine's output is compared with it. */
+static float *REF, *GOT;
+static size_t REF_N;
+
+/* The output buffer of a case's direction, and its element count. */
+static void *out_of(int kind) { return kind == FWD ? Y : kind == DGRAD ? X : W; }
+static size_t out_n(const conv_case *cc);
+
+/* Elements of the case's output that differ from REF (-1: could not read). */
+static long inexact(const conv_case *cc) {
+    if (cudaDeviceSynchronize() != cudaSuccess ||
+        cudaMemcpy(GOT, out_of(cc->kind), REF_N * sizeof(float), cudaMemcpyDeviceToHost))
+        return -1;
+    long n = 0;
+    for (size_t i = 0; i < REF_N; i++) n += GOT[i] != REF[i];
+    return n;
+}
 
 #define CK(call)                                                                                   \
     do {                                                                                           \
@@ -104,7 +125,7 @@ static int run_plan(void *p) {
 }
 
 /* Notes of one engine config: flags. */
-enum { N_TC = 1, N_FFT = 2, N_WINO = 4, N_NONDET = 8, N_DOWN = 16, N_RRED = 32 };
+enum { N_TC = 1, N_FFT = 2, N_WINO = 4, N_NONDET = 8, N_DOWN = 16, N_RRED = 32, N_RTC = 64 };
 
 static int notes_of(cudnnBackendDescriptor_t cfg, int64_t *id) {
     cudnnBackendDescriptor_t eng;
@@ -133,6 +154,12 @@ static int notes_of(cudnnBackendDescriptor_t cfg, int64_t *id) {
                 default: break;
                 }
     }
+    cudnnBackendBehaviorNote_t bn[CUDNN_BEHAVIOR_NOTE_TYPE_COUNT];
+    int64_t k = 0;
+    if (cudnnBackendGetAttribute(eng, CUDNN_ATTR_ENGINE_BEHAVIOR_NOTE, CUDNN_TYPE_BEHAVIOR_NOTE,
+                                 CUDNN_BEHAVIOR_NOTE_TYPE_COUNT, &k, bn) == CUDNN_STATUS_SUCCESS)
+        for (int i = 0; i < k; i++)
+            if (bn[i] == CUDNN_BEHAVIOR_NOTE_RUNTIME_COMPILATION) f |= N_RTC;
     cudnnBackendDestroyDescriptor(eng);
     return f;
 }
@@ -283,12 +310,19 @@ static double engines(const conv_case *cc, int verbose) {
                 cudnnBackendDestroyDescriptor(pack);
             }
             int ok = allowed(cc, f);
+            long bad = REF_N && t > 0 ? inexact(cc) : 0;
             if (verbose || (ok && t > 0 && (best < 0 || t < best * 1.3)))
-                printf("    %-8s cfg %2d engine %3lld%s%s%s%s%s ws %8.2f MB: %8.4f ms%s\n",
+                printf("    %-8s cfg %2d engine %3lld%s%s%s%s%s ws %8.2f MB: %8.4f ms%s%s",
                        mode_name[m], i, (long long)id, f & N_TC ? " tc" : "",
                        f & N_FFT ? " fft" : "", f & N_WINO ? " winograd" : "",
-                       f & N_NONDET ? " nondet" : "", f & (N_DOWN | N_RRED) ? " reduced" : "",
-                       ws / 1e6, t, ok ? "" : " (not allowed)");
+                       f & N_NONDET ? " nondet" : "",
+                       f & (N_DOWN | N_RRED) ? " reduced"
+                       : f & N_RTC           ? " runtime-compiled"
+                                             : "",
+                       ws / 1e6, t, ok ? "" : " (not allowed)",
+                       REF_N ? (bad ? "; INEXACT on integers: " : "; exact on integers\n") : "\n");
+            if (verbose || (ok && t > 0 && (best < 0 || t < best * 1.3)))
+                if (REF_N && bad) printf("%ld of %zu elements\n", bad, REF_N);
             if (ok && t > 0 && (best < 0 || t < best)) best = t;
             cudnnBackendDestroyDescriptor(plan);
         }
@@ -331,7 +365,33 @@ static int run_legacy(void *p) {
     return s == CUDNN_STATUS_SUCCESS ? 0 : -1;
 }
 
-static double legacy(const conv_case *cc) {
+/* Integers -2..2 into X, W, Y (as float; read as bf16 the same bits are small integers and
+ * zeros), and for strict cases REF = the legacy algorithm 0 result. */
+static size_t out_n(const conv_case *cc) {
+    int64_t p = cc->pad, oh = cc->h + 2 * p - cc->r + 1, ow = cc->w + 2 * p - cc->r + 1;
+    return cc->kind == FWD     ? (size_t)(cc->n * cc->k * oh * ow)
+           : cc->kind == DGRAD ? (size_t)(cc->n * cc->c * cc->h * cc->w)
+                               : (size_t)(cc->k * cc->c * cc->r * cc->r);
+}
+
+static double legacy_run(const conv_case *cc, int only_algo0);
+
+static void prepare(const conv_case *cc, const float *pattern, size_t big) {
+    cudaMemcpy(X, pattern, big, cudaMemcpyHostToDevice);
+    cudaMemcpy(W, pattern, big, cudaMemcpyHostToDevice);
+    cudaMemcpy(Y, pattern, big, cudaMemcpyHostToDevice);
+    REF_N = 0;
+    if (cc->dt != CUDNN_DATA_FLOAT || cc->tc) return;
+    size_t n = out_n(cc);
+    if (legacy_run(cc, 1) < 0 || cudaDeviceSynchronize() != cudaSuccess ||
+        cudaMemcpy(REF, out_of(cc->kind), n * sizeof(float), cudaMemcpyDeviceToHost))
+        return;
+    REF_N = n;
+}
+
+static double legacy(const conv_case *cc) { return legacy_run(cc, 0); }
+
+static double legacy_run(const conv_case *cc, int only_algo0) {
     legacy_arg a = {cc};
     int64_t p = cc->pad, oh = cc->h + 2 * p - cc->r + 1, ow = cc->w + 2 * p - cc->r + 1;
     cudnnTensorFormat_t fmt = cc->nhwc ? CUDNN_TENSOR_NHWC : CUDNN_TENSOR_NCHW;
@@ -350,7 +410,7 @@ static double legacy(const conv_case *cc) {
     cudnnSetConvolutionMathType(a.c, math);
     int nalgo = cc->kind == FWD ? 8 : cc->kind == DGRAD ? 6 : 7;
     double best = -1;
-    for (int al = 0; al < nalgo; al++) {
+    for (int al = 0; al < (only_algo0 ? 1 : nalgo); al++) {
         /* FFT and Winograd: fwd 4,5,6,7; dgrad 2,3,4,5; wgrad 2(FFT),4,5,6 */
         int transform = cc->kind == FWD     ? al >= 4
                         : cc->kind == DGRAD ? al >= 2
@@ -366,6 +426,10 @@ static double legacy(const conv_case *cc) {
         if (s != CUDNN_STATUS_SUCCESS || ws > WS_BYTES) continue;
         a.algo = al;
         a.ws = ws;
+        if (only_algo0) {
+            best = run_legacy(&a) ? -1 : 0;
+            break;
+        }
         double t = timed(run_legacy, &a);
         cudaGetLastError();
         if (t > 0) printf("    legacy algo %d ws %8.2f MB: %8.4f ms\n", al, ws / 1e6, t);
@@ -404,13 +468,16 @@ int main(int argc, char **argv) {
     if (cudaMalloc(&X, big) || cudaMalloc(&W, big) || cudaMalloc(&Y, big) ||
         cudaMalloc(&WS, WS_BYTES))
         return 1;
-    /* small integers: every kernel sees finite data */
-    cudaMemset(X, 0x3c, big);
-    cudaMemset(W, 0x3c, big);
-    cudaMemset(Y, 0x3c, big);
+    float *pattern = malloc(big);
+    REF = malloc(big);
+    GOT = malloc(big);
+    if (!pattern || !REF || !GOT) return 1;
+    for (size_t i = 0; i < big / sizeof(float); i++)
+        pattern[i] = (float)((int)((i * 2654435761u >> 7) % 5u) - 2);
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         const conv_case *cc = &cases[i];
         printf("%s %s:\n", cc->name, kind_name[cc->kind]);
+        prepare(cc, pattern, big);
         double e = engines(cc, verbose);
         double l = legacy(cc);
         printf("  => best engine %.4f ms, best legacy %.4f ms, ratio %.2f\n", e, l,

@@ -16,7 +16,7 @@
 /* The algorithm number of an engine of cuDNN's backend API (conv_engine.cu), and how many of
  * the heuristics' allowed engines are timed beside the legacy candidates. */
 #define CONV_ALGO_ENGINE 1001
-#define CONV_ENGINES 10
+#define CONV_ENGINES 16
 
 /* Algorithm slots of a plan: CONV_FWD_PRECOMP is the forward restricted to
  * IMPLICIT_PRECOMP_GEMM (the fused call of half tensors), chosen from the same ranking. */

@@ -27,8 +27,10 @@
 
 #include <string.h>
 
-/* The engine configurations the heuristics are asked for. */
+/* The engine configurations the heuristics are asked for; how many of the first admitted
+ * ones are taken whatever their engine (conv_engines). */
 #define ENGINE_HEUR_MAX 64
+#define ENGINE_FIRST 8
 
 #define BE_TRY(call)                                                                               \
     do {                                                                                           \
@@ -170,7 +172,7 @@ static cudnnStatus_t op_graph(cuda_device *d, const conv_plan *p, int kind,
 }
 
 /* Up to max engine candidates for kind (CONV_FWD, CONV_BWD_DATA, CONV_BWD_FILTER) into out,
- * in the heuristics' order (mode INSTANT), each an execution plan built and finalized, its
+ * from the heuristics' list (mode INSTANT), each an execution plan built and finalized, its
  * workspace at most ws_max. Returns how many; 0 when cuDNN offers none or fails (the legacy
  * algorithms then stand alone: never the op's error). Host calls only. */
 int conv_engines(cuda_device *d, const conv_plan *p, int kind, size_t ws_max, conv_cand *out,
@@ -178,8 +180,8 @@ int conv_engines(cuda_device *d, const conv_plan *p, int kind, size_t ws_max, co
     cudnnBackendDescriptor_t desc[6] = {NULL, NULL, NULL, NULL, NULL, NULL}, heur = NULL;
     cudnnBackendDescriptor_t cfg[ENGINE_HEUR_MAX];
     cudnnBackendHeurMode_t mode = CUDNN_HEUR_MODE_INSTANT;
-    int ncfg = 0, n = 0;
-    int64_t got = 0;
+    int ncfg = 0, n = 0, take[ENGINE_HEUR_MAX] = {0}, admitted = 0, taken = 0;
+    int64_t got = 0, ids[ENGINE_HEUR_MAX];
     BE_TRY(op_graph(d, p, kind, desc));
     BE_TRY(cudnnBackendCreateDescriptor(CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR, &heur));
     BE_TRY(cudnnBackendSetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH,
@@ -191,16 +193,36 @@ int conv_engines(cuda_device *d, const conv_plan *p, int kind, size_t ws_max, co
         BE_TRY(cudnnBackendCreateDescriptor(CUDNN_BACKEND_ENGINECFG_DESCRIPTOR, &cfg[ncfg]));
     BE_TRY(cudnnBackendGetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_RESULTS,
                                     CUDNN_TYPE_BACKEND_DESCRIPTOR, ENGINE_HEUR_MAX, &got, cfg));
-    for (int64_t i = 0; i < got && n < max; i++) {
-        int64_t cnt = 0, ws = 0;
+    /* Which configurations: the first ENGINE_FIRST the rules admit, in the heuristics' order
+     * (for TF32 the fastest were its 3rd, 8th and 15th, all of one engine with other knobs),
+     * then the first admitted configuration of each engine not yet taken (strict float32's
+     * fastest exact ones, for LeNet's forward and backward data, were the heuristics' 10th
+     * and 28th: bench/micro/conv_engines.c), up to max in all. */
+    for (int64_t i = 0; i < got && i < ENGINE_HEUR_MAX; i++) {
+        int64_t cnt = 0;
         cudnnBackendDescriptor_t eng = NULL;
+        ids[i] = -1;
         if (cudnnBackendCreateDescriptor(CUDNN_BACKEND_ENGINE_DESCRIPTOR, &eng)) continue;
-        int ok = cudnnBackendGetAttribute(cfg[i], CUDNN_ATTR_ENGINECFG_ENGINE,
-                                          CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &cnt,
-                                          &eng) == CUDNN_STATUS_SUCCESS &&
-                 engine_allowed(p, eng);
+        if (cudnnBackendGetAttribute(cfg[i], CUDNN_ATTR_ENGINECFG_ENGINE,
+                                     CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &cnt,
+                                     &eng) == CUDNN_STATUS_SUCCESS &&
+            engine_allowed(p, eng) &&
+            cudnnBackendGetAttribute(eng, CUDNN_ATTR_ENGINE_GLOBAL_INDEX, CUDNN_TYPE_INT64, 1, &cnt,
+                                     &ids[i]) == CUDNN_STATUS_SUCCESS)
+            take[i] = admitted++ < ENGINE_FIRST && taken < max ? (taken++, 1) : 0;
+        else
+            ids[i] = -1;
         cudnnBackendDestroyDescriptor(eng);
-        if (!ok) continue;
+    }
+    for (int64_t i = 0; i < got && i < ENGINE_HEUR_MAX && taken < max; i++) {
+        if (ids[i] < 0 || take[i]) continue;
+        int seen = 0;
+        for (int64_t j = 0; j < i && !seen; j++) seen = take[j] && ids[j] == ids[i];
+        if (!seen) take[i] = 1, taken++;
+    }
+    for (int64_t i = 0; i < got && i < ENGINE_HEUR_MAX && n < max; i++) {
+        if (!take[i]) continue;
+        int64_t cnt = 0, ws = 0;
         cudnnBackendDescriptor_t plan = NULL;
         if (cudnnBackendCreateDescriptor(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR, &plan)) continue;
         if (cudnnBackendSetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, 1,
