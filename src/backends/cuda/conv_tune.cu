@@ -43,7 +43,7 @@ static size_t up256(size_t b) { return (b + 255) & ~(size_t)255; }
  * tensors: exact products, float32 sums, one rounding), by a probe too: on small-integer
  * inputs of the op's shapes each engine must give, value for value, what the slot's first
  * legacy candidate (GEMM-like, or conv_gemm.cu's) gives, the one exact result. Seen on the
- * H200 (2026-11-30, 19:4x UTC): the heuristics' first allowed engine for strict float32's
+ * H200 (2026-11-30, 19:25 UTC): the heuristics' first allowed engine for strict float32's
  * backward filter of x 2x32x14x14, 64 filters 3x3, carried no FFT or Winograd note and gave
  * dw = 128.000061 for 128 in test_conformance's integer pass. An engine that differs, or
  * that could not be probed, is marked bad[i] = 1. Synchronous, once per slot. */
