@@ -135,7 +135,7 @@ if want tests; then
   # cuDNN's backend-API engines (conv_engine.cu): NEATML_CONV_ENGINE=2 takes the heuristics'
   # first allowed engine on every slot that has one (whatever the timing would pick), =0 the
   # legacy algorithms alone.
-  for t in test_conformance test_dtype test_determinism; do
+  for t in test_conformance test_dtype test_determinism test_reliability; do
     for e in 2 0; do
       row "$t (cuda, NEATML_CONV_ENGINE=$e)" \
           "$(run_test "$OUT/tests.log" "$BUILD/$t" NEATML_TEST_BACKENDS=cuda NEATML_CONV_ENGINE=$e)"

@@ -23,6 +23,8 @@
  */
 #include "harness.h"
 
+#include "../src/backends/lru.h" /* NM_LRU_CAPACITY: the plan caches' size */
+
 #include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -451,6 +453,85 @@ static void test_recorded_copies(neat_device *dev) {
     for (int i = 0; i < 6; i++) neat_tensor_destroy(all[i]);
 }
 
+/* A command buffer replayed after the plans its convolutions were captured with were evicted
+ * from the backend's plan cache (more geometries than its capacity used in between): the
+ * replay must give the same exact results. On CUDA the second commit captures the buffer as
+ * a graph; evicting a plan destroys its cuDNN descriptors and, when an engine of cuDNN's
+ * backend API was chosen (NEATML_CONV_ENGINE=2 forces one wherever one is admitted), that
+ * engine's execution plan, while the graph that launched its kernels lives on. */
+static void test_plan_evicted_under_graph(neat_device *dev) {
+    enum { N = 2, C = 8, H = 12, K = 16, NX = N * C * H * H, NW = K * C * 9, NY = N * K * H * H };
+    static float xv[NX], wv[NW], dyv[NY], first[NY + NX + NW], again[NY + NX + NW];
+    for (int i = 0; i < NX; i++) xv[i] = (float)(i * 7 % 5 - 2);
+    for (int i = 0; i < NW; i++) wv[i] = (float)(i * 3 % 5 - 2);
+    for (int i = 0; i < NY; i++) dyv[i] = (float)(i * 11 % 5 - 2);
+    int64_t xs[4] = {N, C, H, H}, ws[4] = {K, C, 3, 3}, ys[4] = {N, K, H, H};
+    neat_tensor *x = tensor(dev, 4, xs, xv), *w = tensor(dev, 4, ws, wv),
+                *dy = tensor(dev, 4, ys, dyv);
+    neat_tensor *y = tensor(dev, 4, ys, NULL), *dx = tensor(dev, 4, xs, NULL),
+                *dw = tensor(dev, 4, ws, NULL);
+    neat_conv2d_desc d = neat_conv2d_desc_make(3, 3, 1, 1);
+    neat_cmdbuf *cb = NULL;
+    EXPECT_OK(neat_cmdbuf_create(dev, &cb), "cmdbuf");
+    EXPECT_OK(neat_conv2d_forward(cb, &d, NEAT_ACT_NONE, x, w, NULL, y), "record conv");
+    EXPECT_OK(neat_conv2d_backward(cb, &d, NEAT_ACT_NONE, x, w, NULL, y, dy, dx, dw, NULL, 0),
+              "record conv backward");
+    float *out[2] = {first, again};
+    for (int round = 0; round < 3; round++) { /* eager, captured, replayed after the eviction */
+        if (round == 2) { /* more convolution geometries than the plan cache holds */
+            int evictions = 0;
+            for (int64_t g = 0; g < NM_LRU_CAPACITY + 8; g++) {
+                int64_t s1[4] = {1, 1, 4 + g, 5}, s2[4] = {1, 1, 3, 3};
+                neat_tensor *a = NULL, *k = NULL, *o = NULL;
+                neat_cmdbuf *e = NULL;
+                neat_status st = neat_tensor_create(dev, 4, s1, &a);
+                if (!st) st = neat_tensor_create(dev, 4, s2, &k);
+                if (!st) st = neat_tensor_create(dev, 4, s1, &o);
+                if (!st) st = neat_cmdbuf_create(dev, &e);
+                if (!st) st = neat_fill(e, a, 1);
+                if (!st) st = neat_fill(e, k, 1);
+                if (!st) st = neat_conv2d_forward(e, &d, NEAT_ACT_NONE, a, k, NULL, o);
+                if (!st) st = neat_cmdbuf_commit(e);
+                if (!st) st = neat_cmdbuf_wait(e);
+                evictions += st == NEAT_OK;
+                neat_cmdbuf_destroy(e);
+                neat_tensor_destroy(a), neat_tensor_destroy(k), neat_tensor_destroy(o);
+            }
+            CHECK(evictions == NM_LRU_CAPACITY + 8, "%s: %d of %d other convolutions ran", dev_name,
+                  evictions, NM_LRU_CAPACITY + 8);
+        }
+        EXPECT_OK(neat_cmdbuf_commit(cb), "commit");
+        EXPECT_OK(neat_cmdbuf_wait(cb), "wait");
+        float *o = out[round > 0];
+        EXPECT_OK(neat_tensor_read(y, o, NY), "read y");
+        EXPECT_OK(neat_tensor_read(dx, o + NY, NX), "read dx");
+        EXPECT_OK(neat_tensor_read(dw, o + NY + NX, NW), "read dw");
+        if (round > 0)
+            CHECK(!memcmp(first, again, sizeof first), "%s: round %d differs from the first run",
+                  dev_name, round);
+    }
+    int bad = 0; /* the first run's y against the sum itself (integers: exact) */
+    for (int n = 0; n < N; n++)
+        for (int k = 0; k < K; k++)
+            for (int p = 0; p < H; p++)
+                for (int q = 0; q < H; q++) {
+                    float sum = 0;
+                    for (int c = 0; c < C; c++)
+                        for (int i = 0; i < 3; i++)
+                            for (int j = 0; j < 3; j++) {
+                                int h = p + i - 1, v = q + j - 1;
+                                if (h >= 0 && h < H && v >= 0 && v < H)
+                                    sum += xv[((n * C + c) * H + h) * H + v] *
+                                           wv[((k * C + c) * 3 + i) * 3 + j];
+                            }
+                    bad += first[((n * K + k) * H + p) * H + q] != sum;
+                }
+    CHECK(bad == 0, "%s: conv with evicted plans: %d of %d outputs wrong", dev_name, bad, NY);
+    neat_cmdbuf_destroy(cb);
+    neat_tensor_destroy(x), neat_tensor_destroy(w), neat_tensor_destroy(dy);
+    neat_tensor_destroy(y), neat_tensor_destroy(dx), neat_tensor_destroy(dw);
+}
+
 int main(void) {
     neat_device *devs[NT_MAX_BACKENDS];
     const char *names[NT_MAX_BACKENDS];
@@ -469,6 +550,7 @@ int main(void) {
         test_concurrent_recording(devs[i]);
         test_destroy_queued(devs[i]);
         test_recorded_copies(devs[i]);
+        test_plan_evicted_under_graph(devs[i]);
     }
     nt_close_devices(devs, n);
     return nt_finish("reliability");
