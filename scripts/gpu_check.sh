@@ -8,8 +8,8 @@
 #      test_conformance and test_dtype again on cuda with NEATML_CONV_FUSE=3 (the fused
 #      convolution forced on float32 too; one cuDNN refuses fails) and =0 (the unfused path);
 #      test_conformance and test_determinism with NEATML_CONV_GEMM=2 (strict float32's
-#      backward filter always by conv_gemm.cu's im2col GEMM); test_conformance, test_dtype and
-#      test_determinism with NEATML_CONV_ENGINE=2 (cuDNN's backend-API engines wherever one is
+#      backward filter always by conv_gemm.cu's im2col GEMM); test_conformance, test_dtype,
+#      test_determinism and test_reliability with NEATML_CONV_ENGINE=2 (cuDNN's backend-API engines wherever one is
 #      allowed) and =0 (the legacy algorithms alone);
 #   3. training ("train"): examples/fashion_mnist on cuda for 5 epochs, and the OCaml
 #      example and OCaml test suite when their executables were carried (see below);
