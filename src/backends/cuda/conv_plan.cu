@@ -36,8 +36,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Workspace an algorithm may ask for. */
-
 /* The device's cache of plans (lru.h), keyed by geometry and math mode: at most
  * NM_LRU_CAPACITY plans, the least recently used destroyed past it. Freeing a plan is safe
  * at any time, also while a CUDA graph captured with it lives: its descriptors and algorithm
