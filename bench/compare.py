@@ -474,6 +474,10 @@ def main():
     ap.add_argument("--markdown", help="write the results as a Markdown table (for docs)")
     ap.add_argument("--from-json", metavar="FILE",
                     help="run nothing: read the results of an earlier --json-out, write --markdown/--svg")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="time each case this many times on each side, alternating (a new "
+                         "neatml process each round); the row gives each side's median over "
+                         "the rounds and the ratio of those, and lists every round's ratio")
     ap.add_argument("--no-second", action="store_true",
                     help="CPU: do not run /usr/bin/python3's torch as a second column")
     ap.add_argument("--torch-worker", action="store_true", help=argparse.SUPPRESS)
@@ -500,6 +504,7 @@ def main():
         "neatml_device": info.get("device"),
         "neatml_threads": threads,
         "reps": args.reps,
+        "rounds": args.rounds,
         "timing": args.timing if args.backend == "cuda" else "wall clock per call",
         "python": sys.executable,
         "load_before": os.getloadavg()[0],
@@ -583,6 +588,8 @@ def main():
             row = compare_case(variant, neat.get(name, {"status": "missing"}),
                                cases.get(variant), timer, meta, torch,
                                torch if torch is not None and args.backend == "cuda" else None)
+            if args.rounds > 1 and variant == name and torch is not None:
+                more_rounds(row, name, args, cases.get(variant), timer, meta, torch)
             if torch is not None and args.backend == "cuda":
                 torch.cuda.empty_cache()
             if second is not None and variant == name and name in cases:
@@ -649,6 +656,13 @@ def compare_case(name, n, torch_case, timer, meta, torch_module, cuda_torch=None
             row["torch_error"] = f"{type(e).__name__}: {e}"
     if n_ok and "torch_ms" in row:
         row["ratio"] = row["neatml_ms"] / row["torch_ms"]
+    percentages(row, name, meta)
+    return row
+
+
+def percentages(row, name, meta):
+    """The row's rates as % of the copy bandwidth or the FMA peak measured in the same run."""
+    n_ok = row.get("neatml_status") == "ok"
     if name in MEMORY_BOUND and row.get("unit") == "GB/s" and meta.get("copy_gbps"):
         if n_ok:
             row["neatml_pct_copy"] = 100.0 * row["neatml_rate"] / meta["copy_gbps"]
@@ -659,7 +673,34 @@ def compare_case(name, n, torch_case, timer, meta, torch_module, cuda_torch=None
             row["neatml_pct_peak"] = 100.0 * row["neatml_rate"] / meta["fma_peak_gflops"]
         if "torch_rate" in row:
             row["torch_pct_peak"] = 100.0 * row["torch_rate"] / meta["fma_peak_gflops"]
-    return row
+
+
+def more_rounds(row, name, args, torch_case, timer, meta, torch_module):
+    """--rounds N: N - 1 more rounds of the case, each neatml in a new process and then
+    PyTorch, alternating; the row's times become each side's median over the N rounds (the
+    first included), its ratio theirs, and row["rounds"] lists every round. On a machine whose
+    speed changes from process to process (docs/BENCHMARKS.md: the CPU VM's slow mode), one
+    round's ratio says more about that than about the code."""
+    if row.get("neatml_status") != "ok" or "torch_ms" not in row or torch_case is None:
+        return
+    rounds = [(row["neatml_ms"], row["torch_ms"])]
+    for _ in range(args.rounds - 1):
+        n = run_neatml(args, [name]).get(name, {})
+        if n.get("status") != "ok":
+            continue
+        try:
+            t_ms, _ = time_torch_case(torch_module, timer, torch_case)
+        except Exception:  # as compare_case: the first round already said why
+            continue
+        rounds.append((n["median_ms"], t_ms))
+    work, unit = torch_case[1:3]
+    row["rounds"] = [{"neatml_ms": a, "torch_ms": b, "ratio": a / b} for a, b in rounds]
+    row["neatml_ms"] = statistics.median(a for a, _ in rounds)
+    row["torch_ms"] = statistics.median(b for _, b in rounds)
+    row["neatml_rate"] = rate_of(row["neatml_ms"], work, unit)
+    row["torch_rate"] = rate_of(row["torch_ms"], work, unit)
+    row["ratio"] = row["neatml_ms"] / row["torch_ms"]
+    percentages(row, name, meta)
 
 
 def fma_peak_line(peak):
@@ -778,6 +819,9 @@ def print_row(r):
         line += f"  [neatml {r['neatml_status']}: {r.get('neatml_reason', '')}]"
     if "torch_error" in r:
         line += f"  [torch: {r['torch_error']}]"
+    if "rounds" in r:
+        line += (f"\n{'':<30} {len(r['rounds'])} rounds, medians above; each round's ratio: "
+                 + " ".join(f"{x['ratio']:.2f}" for x in r["rounds"]))
     print(line, flush=True)
 
 
