@@ -57,6 +57,8 @@ neat_status cpu_run_op(nm_device *dev, nm_cmdbuf *cb, const nm_op *op);
  * thread, bit for bit as dtype.h's nm_*_to_* (vector instructions where the CPU has them). */
 void cpu_half_widen(neat_dtype dt, const uint16_t *src, float *dst, int64_t n);
 void cpu_half_narrow(neat_dtype dt, const float *src, uint16_t *dst, int64_t n);
+/* A bf16/f16 tensor's elements (nm_tensor.data is declared float *). */
+static inline uint16_t *cpu_half_data(const nm_tensor *t) { return (uint16_t *)(void *)t->data; }
 /* Elements per chunk of the native half loops: each thread widens a chunk of every input
  * into float32 buffers on its stack, runs the float32 kernel on them, rounds the chunk out. */
 #define CPU_HALF_CHUNK 512

@@ -234,9 +234,6 @@ static void half_range(const half_job *j, int64_t lo, int64_t hi, const uint16_t
     }
 }
 
-/* A half tensor's elements (nm_tensor.data is declared float *). */
-static uint16_t *half_data(const nm_tensor *t) { return (uint16_t *)(void *)t->data; }
-
 static void half_run(int nthreads, const half_job *j, int64_t n) {
     CPU_SPLIT(cpu_par(nthreads, n), n, lo, hi, half_range(j, lo, hi, NULL));
 }
@@ -265,17 +262,17 @@ static neat_status pair(nm_device *dev, const nm_add_args *u, int mul) {
     if (u->out->dtype != NEAT_F32) {
         half_job j = {.kind = HALF_PAIR,
                       .dt = u->out->dtype,
-                      .in = {half_data(u->a), half_data(u->b)},
-                      .out = half_data(u->out),
+                      .in = {cpu_half_data(u->a), cpu_half_data(u->b)},
+                      .out = cpu_half_data(u->out),
                       .mul = mul};
         if (!u->broadcast) {
             CPU_SPLIT(par, rows * cols, lo, hi, half_range(&j, lo, hi, NULL));
         } else if (rows >= par) {
-            CPU_FOR(par, r, rows, half_range(&j, r * cols, (r + 1) * cols, half_data(u->b)));
+            CPU_FOR(par, r, rows, half_range(&j, r * cols, (r + 1) * cols, cpu_half_data(u->b)));
         } else {
             for (int64_t r = 0; r < rows; r++)
                 CPU_SPLIT(par, cols, lo, hi,
-                          half_range(&j, r * cols + lo, r * cols + hi, half_data(u->b) + lo));
+                          half_range(&j, r * cols + lo, r * cols + hi, cpu_half_data(u->b) + lo));
         }
         return NEAT_OK;
     }
@@ -307,8 +304,8 @@ neat_status cpu_scale(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
     if (op->u.scale.out->dtype != NEAT_F32) {
         half_job j = {.kind = HALF_SCALE,
                       .dt = op->u.scale.out->dtype,
-                      .in = {half_data(op->u.scale.x)},
-                      .out = half_data(op->u.scale.out),
+                      .in = {cpu_half_data(op->u.scale.x)},
+                      .out = cpu_half_data(op->u.scale.out),
                       .alpha = alpha};
         half_run(cpu_dev(dev)->nthreads, &j, n);
         return NEAT_OK;
@@ -322,7 +319,7 @@ neat_status cpu_fill(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
     float value = op->u.fill.value;
     int64_t n = op->u.fill.t->numel;
     if (op->u.fill.t->dtype != NEAT_F32) { /* the value rounded once, as every element */
-        uint16_t h, *p = half_data(op->u.fill.t);
+        uint16_t h, *p = cpu_half_data(op->u.fill.t);
         cpu_half_narrow(op->u.fill.t->dtype, &value, &h, 1);
         CPU_FOR(cpu_par(cpu_dev(dev)->nthreads, n), i, n, p[i] = h);
         return NEAT_OK;
@@ -335,8 +332,8 @@ neat_status cpu_activation_forward(nm_device *dev, nm_cmdbuf *cb, const nm_op *o
     if (op->u.activation_forward.out->dtype != NEAT_F32) {
         half_job j = {.kind = HALF_ACT,
                       .dt = op->u.activation_forward.out->dtype,
-                      .in = {half_data(op->u.activation_forward.x)},
-                      .out = half_data(op->u.activation_forward.out),
+                      .in = {cpu_half_data(op->u.activation_forward.x)},
+                      .out = cpu_half_data(op->u.activation_forward.out),
                       .act = op->u.activation_forward.act};
         half_run(cpu_dev(dev)->nthreads, &j, op->u.activation_forward.out->numel);
         return NEAT_OK;
@@ -353,9 +350,9 @@ neat_status cpu_activation_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op *
     if (op->u.activation_backward.out->dtype != NEAT_F32) {
         half_job j = {.kind = HALF_ACT_GRAD,
                       .dt = op->u.activation_backward.out->dtype,
-                      .in = {x ? half_data(x) : NULL, y ? half_data(y) : NULL,
-                             half_data(op->u.activation_backward.dy)},
-                      .out = half_data(op->u.activation_backward.out),
+                      .in = {x ? cpu_half_data(x) : NULL, y ? cpu_half_data(y) : NULL,
+                             cpu_half_data(op->u.activation_backward.dy)},
+                      .out = cpu_half_data(op->u.activation_backward.out),
                       .act = op->u.activation_backward.act};
         half_run(cpu_dev(dev)->nthreads, &j, op->u.activation_backward.out->numel);
         return NEAT_OK;

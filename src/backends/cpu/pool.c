@@ -157,8 +157,6 @@ static void maxpool2_rows(const nm_conv_geom *g, const float *x, float *y, int64
 /* 2x2 on half tensors, below the backward's 2x2 loop it calls. */
 static void pool2_half_rows(const nm_conv_geom *g, neat_dtype dt, const uint16_t *x, uint16_t *y,
                             const uint16_t *dy, uint16_t *dx, int64_t t0, int64_t t1);
-static const uint16_t *half_cdata(const nm_tensor *t);
-static uint16_t *half_data(const nm_tensor *t);
 
 neat_status cpu_maxpool2d(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
     const nm_conv_geom *g = &op->u.maxpool2d.g;
@@ -170,8 +168,8 @@ neat_status cpu_maxpool2d(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
     if (op->u.maxpool2d.y->dtype != NEAT_F32) {
         neat_dtype dt = op->u.maxpool2d.y->dtype;
         CPU_SPLIT(par, tasks, lo, hi,
-                  pool2_half_rows(g, dt, half_cdata(op->u.maxpool2d.x),
-                                  half_data(op->u.maxpool2d.y), NULL, NULL, lo, hi));
+                  pool2_half_rows(g, dt, cpu_half_data(op->u.maxpool2d.x),
+                                  cpu_half_data(op->u.maxpool2d.y), NULL, NULL, lo, hi));
         return NEAT_OK;
     }
     if (pool_is_2x2(g))
@@ -291,9 +289,6 @@ static void maxpool2_bwd_rows(const nm_conv_geom *g, const float *x, const float
  * inputs and the gradient dy or +0, so rounding them gives the copies path's bits (NaN
  * inputs included: both paths widen and round them the same way). */
 
-static const uint16_t *half_cdata(const nm_tensor *t) { return (const uint16_t *)(void *)t->data; }
-static uint16_t *half_data(const nm_tensor *t) { return (uint16_t *)(void *)t->data; }
-
 /* Row pairs [t0, t1): forward (dy, dx NULL) or backward (y NULL). Each piece is row pairs
  * [c0, c1) from output column j0, m outputs each (m == q when whole rows fit a chunk). */
 static void pool2_half_rows(const nm_conv_geom *g, neat_dtype dt, const uint16_t *x, uint16_t *y,
@@ -354,11 +349,11 @@ neat_status cpu_maxpool2d_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op *o
         const nm_maxpool2d_backward_args *a = &op->u.maxpool2d_backward;
         neat_dtype dt = a->dx->dtype;
         CPU_SPLIT(par, planes * g->p, lo, hi,
-                  pool2_half_rows(g, dt, half_cdata(a->x), NULL, half_cdata(a->dy),
-                                  half_data(a->dx), lo, hi));
+                  pool2_half_rows(g, dt, cpu_half_data(a->x), NULL, cpu_half_data(a->dy),
+                                  cpu_half_data(a->dx), lo, hi));
         if (g->h > 2 * g->p) /* an odd height's last row: +0 */
             CPU_FOR(par, pl, planes,
-                    memset(half_data(a->dx) + pl * hw + 2 * g->p * g->w, 0,
+                    memset(cpu_half_data(a->dx) + pl * hw + 2 * g->p * g->w, 0,
                            (size_t)((g->h - 2 * g->p) * g->w) * sizeof(uint16_t)));
         return NEAT_OK;
     }

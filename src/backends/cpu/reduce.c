@@ -19,7 +19,6 @@
  */
 #include "cpu.h"
 #include "loops.h"
-#include "../../core/dtype.h"
 
 #include <string.h>
 
@@ -68,12 +67,11 @@ CPU_CLONES static void lanes_add(double *lane, const float *x, int64_t n) {
         for (int j = 0; j < SUM_LANES; j++) lane[j] += (double)x[i + j];
 }
 
-static float half_value(neat_dtype dt, uint16_t h) {
-    return dt == NEAT_BF16 ? nm_bf16_to_f32(h) : nm_f16_to_f32(h);
-}
-
+/* One value rounded to half type dt. */
 static uint16_t half_round(neat_dtype dt, float f) {
-    return dt == NEAT_BF16 ? nm_f32_to_bf16(f) : nm_f32_to_f16(f);
+    uint16_t h;
+    cpu_half_narrow(dt, &f, &h, 1);
+    return h;
 }
 
 /* sum_block of a half run: chunks of CPU_HALF_CHUNK (a multiple of SUM_LANES) widened on the
@@ -89,7 +87,9 @@ static double sum_block_half(neat_dtype dt, const uint16_t *x, int64_t n) {
         cpu_half_widen(dt, x + c, buf, m);
         lanes_add(lane, buf, m);
     }
-    for (int64_t i = full; i < n; i++) lane[i - full] += (double)half_value(dt, x[i]);
+    float tail[SUM_LANES];
+    cpu_half_widen(dt, x + full, tail, n - full);
+    for (int64_t i = full; i < n; i++) lane[i - full] += (double)tail[i - full];
     for (int width = SUM_LANES / 2; width >= 1; width /= 2)
         for (int j = 0; j < width; j++) lane[j] += lane[j + width];
     return lane[0];

@@ -230,7 +230,7 @@ static void softmax_row(const float *x, float *y, int64_t cols, int stream, int 
 _Static_assert(CPU_SOFTMAX_HALF_COLS <= SCRATCH_COLS, "a half row fits a scratch row");
 
 static uint16_t *half_row(const nm_tensor *t, int64_t r, int64_t cols) {
-    return (uint16_t *)(void *)t->data + r * cols;
+    return cpu_half_data(t) + r * cols;
 }
 
 /* next: the next row, or NULL; row_exp prefetches 4 cols bytes from it (the next two half
