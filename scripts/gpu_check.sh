@@ -10,7 +10,9 @@
 #      test_conformance and test_determinism with NEATML_CONV_GEMM=2 (strict float32's
 #      backward filter always by conv_gemm.cu's im2col GEMM); test_conformance, test_dtype,
 #      test_determinism and test_reliability with NEATML_CONV_ENGINE=2 (cuDNN's backend-API engines wherever one is
-#      allowed) and =0 (the legacy algorithms alone);
+#      allowed) and =0 (the legacy algorithms alone); test_conformance, test_determinism and
+#      test_dtype with NEATML_GEMM_OWN=2 (gemm_small.cu on every GEMM it fits), and
+#      test_conformance and test_copy_overlap with NEATML_CUDA_PDL=0 (no programmatic launch);
 #   3. training ("train"): examples/fashion_mnist on cuda for 5 epochs, and the OCaml
 #      example and OCaml test suite when their executables were carried (see below);
 #   4. the benchmark (neatml_bench --backend cuda --json, --seed-table) and bench/compare.py
@@ -140,6 +142,16 @@ if want tests; then
       row "$t (cuda, NEATML_CONV_ENGINE=$e)" \
           "$(run_test "$OUT/tests.log" "$BUILD/$t" NEATML_TEST_BACKENDS=cuda NEATML_CONV_ENGINE=$e)"
     done
+  done
+  # neatml's own small GEMM (gemm_small.cu): NEATML_GEMM_OWN=2 runs it on every GEMM it fits,
+  # whatever the timing would pick; programmatic dependent launch off (NEATML_CUDA_PDL=0).
+  for t in test_conformance test_determinism test_dtype; do
+    row "$t (cuda, NEATML_GEMM_OWN=2)" \
+        "$(run_test "$OUT/tests.log" "$BUILD/$t" NEATML_TEST_BACKENDS=cuda NEATML_GEMM_OWN=2)"
+  done
+  for t in test_conformance test_copy_overlap; do
+    row "$t (cuda, NEATML_CUDA_PDL=0)" \
+        "$(run_test "$OUT/tests.log" "$BUILD/$t" NEATML_TEST_BACKENDS=cuda NEATML_CUDA_PDL=0)"
   done
   grep -E '^(FAIL|SKIP)' "$OUT/tests.log" | sort | uniq -c | sort -rn | head -n 20
   grep -E '^cuda ' "$OUT/tests.log" | grep -v ' 0 failed' | head -n 20

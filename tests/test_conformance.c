@@ -167,6 +167,10 @@ static const cf_row TABLE[] = {
     MATMUL(127, 129, 63, 1, 1, 1, 0),
     MATMUL(1, 9, 1, 1, 1, 1, 0),
     MATMUL(256, 256, 256, 1, 0, 1, 1),
+    /* b transposed, k % 4 == 0: the CUDA backend's own small GEMM (alpha; beta != 0 stays
+     * on cuBLASLt) */
+    MATMUL(37, 21, 132, 0, 1, -2, 0),
+    MATMUL(12, 20, 8, 0, 1, 1, 0.25),
 
     /* matmul_batched */
     MATMUL_B(1, 1, 1, 1, 0, 0, 1, 0),
@@ -213,6 +217,11 @@ static const cf_row TABLE[] = {
     LINEAR(3, 0, 5, 1, GELU),
     LINEAR(64, 784, 120, 1, RELU),
     LINEAR(64, 84, 10, 1, NONE),
+    /* in % 4 == 0, small: the CUDA backend's own small GEMM (gemm_small.cu) when timed
+     * faster, every such row under NEATML_GEMM_OWN=2; GELU's epilogue is its under TF32 */
+    LINEAR(33, 132, 17, 1, GELU),
+    LINEAR(6, 8, 5, 0, GELU),
+    LINEAR(64, 256, 256, 1, NONE),
 
     /* conv2d_forward: n, c, h, w, k, kh, kw, sh, sw, ph, pw, dh, dw, groups, bias, act */
     CONV(1, 1, 5, 5, 1, 3, 3, 1, 1, 0, 0, 1, 1, 1, 1, NONE),      /* batch 1, no padding */

@@ -148,6 +148,8 @@ static neat_status cuda_device_open(nm_device *dev, int index) {
         return st;
     }
     d->sms = prop.multiProcessorCount > 0 ? prop.multiProcessorCount : 1;
+    const char *pdl = getenv("NEATML_CUDA_PDL");
+    d->pdl = prop.major >= 9 && !(pdl && strcmp(pdl, "0") == 0);
     d->total_memory = prop.totalGlobalMem;
     dev->impl = d;
     snprintf(dev->props.name, sizeof dev->props.name, "%.127s", prop.name);

@@ -25,6 +25,43 @@ static inline unsigned cuda_grid(nm_device *dev, int64_t work, int threads = CUD
     return (unsigned)blocks;
 }
 
+/* ---- programmatic dependent launch (Hopper and later) ---------------------------------
+ * A kernel launched by cuda_launch may be scheduled while the kernel before it on the stream
+ * still runs, if that one allows it: the launch latency of a small kernel (1-2 us, most of
+ * its time in a replayed graph of small ops) then overlaps its predecessor's last blocks.
+ * Such a kernel calls cuda_pdl_enter() first: it waits until every earlier kernel of the
+ * stream has completed and its writes are visible (griddepcontrol.wait; nothing before it
+ * touches memory), then allows its own successor to be scheduled (launch_dependents). So
+ * each kernel still starts its work after its predecessor has ended, as without the
+ * attribute. Only neatml's kernels take part: a cuBLASLt, cuDNN or NCCL kernel, a copy or
+ * an event between two of them is an ordinary dependency. Off inside a guard's conditional
+ * body (guard.cu: what a body may hold is narrower), on a GPU before sm_90, and with
+ * NEATML_CUDA_PDL=0 (read when a device opens). */
+__device__ __forceinline__ void cuda_pdl_enter() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+/* kernel<<<grid, block, 0, d->stream>>>(args...), with the programmatic attribute where
+ * allowed (above); the kernel must begin with cuda_pdl_enter(). */
+template <class... Params, class... Args>
+static inline void cuda_launch(nm_device *dev, void (*kernel)(Params...), unsigned grid,
+                               unsigned block, Args... args) {
+    cuda_device *d = cuda_dev(dev);
+    cudaLaunchAttribute attr;
+    attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr.val.programmaticStreamSerializationAllowed = 1;
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3(grid);
+    cfg.blockDim = dim3(block);
+    cfg.stream = d->stream;
+    cfg.attrs = &attr;
+    cfg.numAttrs = d->pdl && d->guard_depth == 0 ? 1 : 0;
+    cudaLaunchKernelEx(&cfg, kernel, args...); /* its error: cudaGetLastError, cuda_launched */
+}
+
 /* After every launch: the launch error (bad configuration, no kernel image for the GPU). */
 static inline neat_status cuda_launched(const char *what, const char *kernel) {
     return cuda_check(cudaGetLastError(), what, kernel);

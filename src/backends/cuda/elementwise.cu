@@ -16,6 +16,7 @@
 template <class T, class Op>
 __global__ void map_kernel(Op op, T *out, const T *a, const T *b, int64_t n) {
     enum { N = vec16<T>::N };
+    cuda_pdl_enter();
     int64_t tid = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
     int64_t stride = (int64_t)gridDim.x * blockDim.x;
     int64_t nv = n >> (N == 4 ? 2 : 3); /* n / N, N a power of 2 */
@@ -49,8 +50,8 @@ static neat_status map_launch(nm_device *dev, Op op, T *out, const T *a, const T
                               const char *what) {
     enum { N = vec16<T>::N };
     if (n <= 0) return NEAT_OK;
-    cudaStream_t s = cuda_dev(dev)->stream;
-    map_kernel<T, Op><<<cuda_grid(dev, (n + N - 1) / N), CUDA_THREADS, 0, s>>>(op, out, a, b, n);
+    cuda_launch(dev, map_kernel<T, Op>, cuda_grid(dev, (n + N - 1) / N), CUDA_THREADS, op, out, a,
+                b, n);
     return cuda_launched(what, "map_kernel");
 }
 

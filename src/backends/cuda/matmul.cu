@@ -103,6 +103,8 @@ typedef struct mm_entry {
     cublasLtMatmulAlgo_t cand[LT_CANDIDATES]; /* the heuristic's, best first */
     int ncand;   /* > 1 while the candidates wait to be timed; 0 once they were */
     int refused; /* a bias-gradient epilogue cuBLASLt has no algorithm for: never run */
+    int own;     /* gemm_small.cu's kernel runs instead (beta = 0 only): timed faster, or forced */
+    int own_pending; /* it fits and waits to be timed with the candidates */
 } mm_entry;
 
 /* The device's cache of matmul plans (lru.h): at most NM_LRU_CAPACITY entries, the least
@@ -116,6 +118,7 @@ struct cuda_matmul_cache {
     int tune;  /* NEATML_GEMM_TUNE is not "0" */
     int force; /* NEATML_GEMM_CANDIDATE=i (tests): every GEMM runs candidate i, or -1 */
     int bgrad; /* NEATML_LINEAR_BGRAD: 0 never fuse db, 1 fuse or fall back, 2 fuse or fail */
+    int own;   /* NEATML_GEMM_OWN: 0 never gemm_small.cu, 1 where timed faster, 2 where it fits */
 };
 
 static void entry_destroy(mm_entry *e) {
@@ -177,6 +180,8 @@ static neat_status mm_cache(cuda_device *d, const char *what) {
     d->mm->force = env && *env >= '0' && *env <= '9' ? atoi(env) : -1;
     env = getenv("NEATML_LINEAR_BGRAD");
     d->mm->bgrad = env && (env[0] == '0' || env[0] == '2') && !env[1] ? env[0] - '0' : 1;
+    env = getenv("NEATML_GEMM_OWN");
+    d->mm->own = env && (env[0] == '0' || env[0] == '2') && !env[1] ? env[0] - '0' : 1;
     return NEAT_OK;
 }
 
@@ -281,6 +286,13 @@ static neat_status mm_lookup(cuda_device *d, const mm_key *key, const void *bgra
     e.algo = e.cand[0];
     if (c->force >= 0 && !e.refused) e.algo = e.cand[c->force < e.ncand ? c->force : e.ncand - 1];
     if (!tune || e.refused || c->force >= 0) e.ncand = 0;
+    /* gemm_small.cu's kernel, in our row-major terms (key holds cuBLASLt's swapped ones) */
+    if (cuda_small_gemm_fits(key->batch, key->trans_b, key->trans_a, key->n, key->m, key->k,
+                             key->ab == NEAT_F32 && key->c == NEAT_F32,
+                             (cublasLtEpilogue_t)key->epilogue)) {
+        e.own = c->own == 2;
+        e.own_pending = c->own == 1 && tune && c->force < 0;
+    }
     { /* a block: the gotos above do not cross kept's initialization */
         mm_entry *kept = (mm_entry *)malloc(sizeof *kept);
         if (kept) *kept = e;
@@ -316,14 +328,17 @@ __global__ void lt_tune_hold(unsigned long long ns) {
  * charged two launches (the 700-op MLP went from 3.3 to 3.7 us/op when every size was
  * tuned that way). A candidate cuBLASLt refuses is skipped. Done once, whatever the
  * outcome. */
-static neat_status mm_tune(cuda_device *d, mm_entry *e, const float *alpha, const void *A,
-                           const void *B, void *D, const char *what) {
+static neat_status mm_tune(nm_device *dev, const mm_key *key, mm_entry *e, const float *alpha,
+                           const void *A, const void *B, const void *bias, void *D,
+                           const char *what) {
+    cuda_device *d = cuda_dev(dev);
     const float zero = 0.0f;
-    cudaEvent_t ev[2 * LT_CANDIDATES];
-    int ok[LT_CANDIDATES] = {0}, nev = 0, n = e->ncand;
+    cudaEvent_t ev[2 * LT_CANDIDATES + 2];
+    int ok[LT_CANDIDATES] = {0}, nev = 0, n = e->ncand > 0 ? e->ncand : 1, own = e->own_pending;
     e->ncand = 0;
+    e->own_pending = 0;
     neat_status st = NEAT_OK;
-    for (int i = 0; i < 2 * n && !st; i++) {
+    for (int i = 0; i < 2 * n + 2 * own && !st; i++) {
         st = cuda_check(cudaEventCreate(&ev[i]), what, "cudaEventCreate");
         if (!st) nev = i + 1;
     }
@@ -341,6 +356,19 @@ static neat_status mm_tune(cuda_device *d, mm_entry *e, const float *alpha, cons
         if (!st)
             st = cuda_check(cudaEventRecord(ev[2 * i + 1], d->stream), what, "cudaEventRecord");
     }
+    if (own && !st) { /* gemm_small.cu's kernel, in our terms: a = cuBLASLt's B, b its A */
+        lt_tune_hold<<<1, 1, 0, d->stream>>>(LT_TUNE_HOLD_NS);
+        st = cuda_check(cudaGetLastError(), what, "lt_tune_hold");
+        for (int r = 0; r <= LT_TUNE_RUNS && !st; r++) {
+            if (r == 1)
+                st = cuda_check(cudaEventRecord(ev[2 * n], d->stream), what, "cudaEventRecord");
+            if (!st)
+                st = cuda_small_gemm(dev, key->n, key->m, key->k, *alpha, (const float *)B,
+                                     (const float *)A, (const float *)bias, (float *)D,
+                                     (cublasLtEpilogue_t)key->epilogue, what);
+        }
+        if (!st) st = cuda_check(cudaEventRecord(ev[2 * n + 1], d->stream), what, "cudaEventRecord");
+    }
     if (!st) st = cuda_check(cudaStreamSynchronize(d->stream), what, "cudaStreamSynchronize");
     /* The heuristic's first (cand[0], what e->algo holds) is kept unless a candidate saves
      * at least LT_TUNE_GAIN of its time and LT_TUNE_GAIN_US per run. */
@@ -352,9 +380,15 @@ static neat_status mm_tune(cuda_device *d, mm_entry *e, const float *alpha, cons
         if (i == 0) first = ms;
         if (best < 0.0f || ms < best) best = ms, pick = i;
     }
+    float kept = first;
     if (pick > 0 && (first < 0.0f || (best <= (1.0f - LT_TUNE_GAIN) * first &&
                                       first - best >= LT_TUNE_RUNS * LT_TUNE_GAIN_US * 1e-3f)))
-        e->algo = e->cand[pick];
+        e->algo = e->cand[pick], kept = best;
+    /* gemm_small.cu's kernel by the same rule against the algorithm kept */
+    float ms;
+    if (own && !st && cudaEventElapsedTime(&ms, ev[2 * n], ev[2 * n + 1]) == cudaSuccess)
+        e->own = kept < 0.0f || (ms <= (1.0f - LT_TUNE_GAIN) * kept &&
+                                 kept - ms >= LT_TUNE_RUNS * LT_TUNE_GAIN_US * 1e-3f);
     for (int i = 0; i < nev; i++) cudaEventDestroy(ev[i]);
     return st;
 }
@@ -446,10 +480,14 @@ static neat_status gemm(nm_device *dev, neat_math_mode math, int trans_a, int tr
                           what, "cublasLtMatmulDescSetAttribute(BIAS_POINTER)");
         if (st) return st;
     }
-    if (e->ncand > 1 && beta == 0.0f && !capturing(d)) { /* first eager use: time candidates */
-        st = mm_tune(d, e, &alpha, b, a, c, what);
+    if ((e->ncand > 1 || e->own_pending) && beta == 0.0f && !capturing(d)) {
+        /* first eager use: time the candidates */
+        st = mm_tune(dev, &key, e, &alpha, b, a, bias, c, what);
         if (st) return st;
     }
+    if (e->own && beta == 0.0f)
+        return cuda_small_gemm(dev, m, n, k, alpha, (const float *)a, (const float *)b,
+                               (const float *)bias, (float *)c, epilogue, what);
     cublasStatus_t s = cublasLtMatmul(d->lt, e->desc, &alpha, b, e->la, a, e->lb, &beta, c, e->lc,
                                       c, e->lc, &e->algo, d->lt_ws, CUDA_LT_WORKSPACE, d->stream);
     if (s == CUBLAS_STATUS_NOT_SUPPORTED && is_bgrad(key.epilogue)) { /* checked before launch */
