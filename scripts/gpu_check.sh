@@ -11,7 +11,8 @@
 #      backward filter always by conv_gemm.cu's im2col GEMM); test_conformance, test_dtype,
 #      test_determinism and test_reliability with NEATML_CONV_ENGINE=2 (cuDNN's backend-API engines wherever one is
 #      allowed) and =0 (the legacy algorithms alone); test_conformance, test_determinism and
-#      test_dtype with NEATML_GEMM_OWN=2 (gemm_small.cu on every GEMM it fits), and
+#      test_dtype with NEATML_GEMM_OWN=2 (gemm_small.cu on every GEMM it fits; conformance
+#      also with NEATML_CONV_GEMM=2, the per-image dw products), and
 #      test_conformance and test_copy_overlap with NEATML_CUDA_PDL=0 (no programmatic launch);
 #   3. training ("train"): examples/fashion_mnist on cuda for 5 epochs, and the OCaml
 #      example and OCaml test suite when their executables were carried (see below);
@@ -149,6 +150,8 @@ if want tests; then
     row "$t (cuda, NEATML_GEMM_OWN=2)" \
         "$(run_test "$OUT/tests.log" "$BUILD/$t" NEATML_TEST_BACKENDS=cuda NEATML_GEMM_OWN=2)"
   done
+  row "test_conformance (cuda, NEATML_GEMM_OWN=2 NEATML_CONV_GEMM=2)" \
+      "$(run_test "$OUT/tests.log" "$BUILD/test_conformance" NEATML_TEST_BACKENDS=cuda NEATML_GEMM_OWN=2 NEATML_CONV_GEMM=2)"
   for t in test_conformance test_copy_overlap; do
     row "$t (cuda, NEATML_CUDA_PDL=0)" \
         "$(run_test "$OUT/tests.log" "$BUILD/$t" NEATML_TEST_BACKENDS=cuda NEATML_CUDA_PDL=0)"

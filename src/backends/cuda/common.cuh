@@ -34,9 +34,11 @@ static inline unsigned cuda_grid(nm_device *dev, int64_t work, int threads = CUD
  * touches memory), then allows its own successor to be scheduled (launch_dependents). So
  * each kernel still starts its work after its predecessor has ended, as without the
  * attribute. Only neatml's kernels take part: a cuBLASLt, cuDNN or NCCL kernel, a copy or
- * an event between two of them is an ordinary dependency. Off inside a guard's conditional
- * body (guard.cu: what a body may hold is narrower), on a GPU before sm_90, and with
- * NEATML_CUDA_PDL=0 (read when a device opens). */
+ * an event between two of them is an ordinary dependency. Captured into graphs and into a
+ * guard's conditional body alike (guard.cu; test_conformance with NEATML_CUDA_GRAPHS=1 on
+ * the H200). Off on a GPU before sm_90 and with NEATML_CUDA_PDL=0 (read when a device
+ * opens). The kernels that take part: the elementwise map_kernel, the small GEMM, the 2x2
+ * maxpools, the plain SGD and Adam updates, the sums of reduce.cu, conv_gemm.cu's two. */
 __device__ __forceinline__ void cuda_pdl_enter() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     asm volatile("griddepcontrol.wait;" ::: "memory");
@@ -58,7 +60,7 @@ static inline void cuda_launch(nm_device *dev, void (*kernel)(Params...), unsign
     cfg.blockDim = dim3(block);
     cfg.stream = d->stream;
     cfg.attrs = &attr;
-    cfg.numAttrs = d->pdl && d->guard_depth == 0 ? 1 : 0;
+    cfg.numAttrs = d->pdl ? 1 : 0;
     cudaLaunchKernelEx(&cfg, kernel, args...); /* its error: cudaGetLastError, cuda_launched */
 }
 

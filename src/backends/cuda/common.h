@@ -65,7 +65,7 @@ typedef struct cuda_device {
     uint64_t upload_after;      /* upload_stream is already behind this submission's `done` */
     cudaStream_t guard_streams[CUDA_MAX_GUARDS];
     int guard_depth;
-    int pdl; /* programmatic dependent launch of neatml's own kernels (common.cuh: cuda_launch) */
+    int pdl; /* programmatic dependent launch of neatml's kernels (common.cuh: cuda_launch) */
     cublasLtHandle_t lt;
     cudnnHandle_t dnn;
     void *lt_ws;                  /* CUDA_LT_WORKSPACE bytes */
@@ -189,14 +189,14 @@ neat_status cuda_gemm_typed(nm_device *dev, neat_math_mode math, int trans_a, in
                             const char *what);
 
 /* gemm_small.cu: row-major c [m, n] = act(alpha a [m, k] b^T + bias), b stored [n, k],
- * float32 products and sums, one kernel; for small GEMMs that matmul.cu's tuning finds it
- * faster on (fits: one matrix, trans_a 0, trans_b 1, float32, k % 4 == 0, small, an epilogue
- * of bias, relu and gelu). */
+ * over `batch` products packed back to back, float32 products and sums, one kernel; for
+ * small GEMMs that matmul.cu's tuning finds it faster on (fits: trans_a 0, trans_b 1,
+ * float32, k % 4 == 0, small, an epilogue of bias, relu and gelu). */
 int cuda_small_gemm_fits(int64_t batch, int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
                          int f32, cublasLtEpilogue_t epilogue);
-neat_status cuda_small_gemm(nm_device *dev, int64_t m, int64_t n, int64_t k, float alpha,
-                            const float *a, const float *b, const float *bias, float *c,
-                            cublasLtEpilogue_t epilogue, const char *what);
+neat_status cuda_small_gemm(nm_device *dev, int64_t batch, int64_t m, int64_t n, int64_t k,
+                            float alpha, const float *a, const float *b, const float *bias,
+                            float *c, cublasLtEpilogue_t epilogue, const char *what);
 
 /* conv_gemm.cu: dw = conv_bwd_filter(x, dz) (+ beta dw) for one group in strict float32
  * through im2col and a batched cuBLASLt GEMM; ws holds cuda_conv_gemm_wgrad_ws(g) bytes. */

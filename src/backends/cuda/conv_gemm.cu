@@ -30,6 +30,7 @@ static size_t align256(size_t b) { return (b + 255) & ~(size_t)255; }
 __global__ void im2col_kernel(const float *__restrict__ x, int64_t total, int c, int h, int w,
                               int kh, int kw, int p, int q, int sh, int sw, int ph, int pw, int dh,
                               int dw, float *__restrict__ col) {
+    cuda_pdl_enter();
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total;
          i += (int64_t)gridDim.x * blockDim.x) {
         int64_t t = i;
@@ -54,6 +55,7 @@ __global__ void im2col_kernel(const float *__restrict__ x, int64_t total, int c,
  * buffer, where cuda_sum3's scratch slots do not exist. */
 __global__ void sum_parts_kernel(const float *__restrict__ part, int64_t batch, int64_t len,
                                  float beta, float *dw) {
+    cuda_pdl_enter();
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < len;
          i += (int64_t)gridDim.x * blockDim.x) {
         float acc = 0.0f;
@@ -89,19 +91,18 @@ neat_status cuda_conv_gemm_wgrad(nm_device *dev, const nm_conv_geom *g, const fl
         return beta == 0.0f   ? cuda_fill_f32(dev, dw, nw, 0.0f, what)
                : beta != 1.0f ? cuda_scale_f32(dev, dw, beta, dw, nw, what)
                               : NEAT_OK;
-    cudaStream_t s = cuda_dev(dev)->stream;
     int64_t total = g->n * crs * pq;
     float *col = (float *)ws;
     float *part = (float *)((char *)ws + align256((size_t)total * sizeof(float)));
-    im2col_kernel<<<cuda_grid(dev, total), CUDA_THREADS, 0, s>>>(
-        x, total, (int)g->c, (int)g->h, (int)g->w, (int)g->kh, (int)g->kw, (int)g->p, (int)g->q,
-        (int)g->sh, (int)g->sw, (int)g->ph, (int)g->pw, (int)g->dh, (int)g->dw, col);
+    cuda_launch(dev, im2col_kernel, cuda_grid(dev, total), CUDA_THREADS, x, total, (int)g->c,
+                (int)g->h, (int)g->w, (int)g->kh, (int)g->kw, (int)g->p, (int)g->q, (int)g->sh,
+                (int)g->sw, (int)g->ph, (int)g->pw, (int)g->dh, (int)g->dw, col);
     neat_status st = cuda_launched(what, "im2col_kernel");
     if (!st)
         st = cuda_gemm(dev, NEAT_MATH_STRICT, 0, 1, g->n, g->k, crs, pq, 1.0f, dz, col, 0.0f, part,
                        CUBLASLT_EPILOGUE_DEFAULT, NULL, what);
     if (st) return st;
-    sum_parts_kernel<<<cuda_grid(dev, nw), CUDA_THREADS, 0, s>>>(part, g->n, nw, beta, dw);
+    cuda_launch(dev, sum_parts_kernel, cuda_grid(dev, nw), CUDA_THREADS, part, g->n, nw, beta, dw);
     return cuda_launched(what, "sum_parts_kernel");
 }
 

@@ -1,7 +1,9 @@
 /*
  * gemm_small.cu — neatml's own kernel for small float32 GEMMs whose operands both run along
  * K: C [m, n] = act(alpha A [m, k] B^T + bias), B stored [n, k] (a linear layer's forward,
- * x w^T). matmul.cu times it beside cuBLASLt's candidates and runs it where it is faster.
+ * x w^T; conv_gemm.cu's per-image weight gradients, dz[n] col[n]^T), over `batch` such
+ * products packed back to back. matmul.cu times it beside cuBLASLt's candidates and runs it
+ * where it is faster.
  *
  * Why: cuBLASLt answers a 64x256x256 float32 GEMM (the 700-op MLP's layers) with a split-K
  * kernel and a second kernel that adds its partial sums: two launches for about 10 million
@@ -20,31 +22,35 @@
  * after run. The epilogue is cuBLASLt's: alpha times the sum, plus the bias, then relu or
  * gelu (common.cuh's act_fwd, the formula of the elementwise pass).
  *
- * Fits (cuda_small_gemm_fits): one matrix (no batch), A [m, k] and B [n, k] row-major
+ * Fits (cuda_small_gemm_fits): any batch, A [m, k] and B [n, k] row-major
  * (cuBLASLt's transposes: A^T B in its column-major terms), k a multiple of 4 (16-byte
  * loads; every pool block is 256-byte aligned, checked again at the call), at most
- * SMALL_GEMM_MAX_MACS multiply-adds, float32 in and out, beta = 0, and an epilogue of none,
+ * SMALL_GEMM_MAX_MACS multiply-adds per matrix and SMALL_GEMM_MAX_TOTAL over the batch,
+ * float32 in and out, beta = 0, and an epilogue of none,
  * bias, relu, relu + bias, gelu, gelu + bias.
  */
 #include "common.cuh"
 
 #include <stdint.h>
 
-#define SG_RM 4       /* rows of C per warp */
-#define SG_RN 4       /* columns of C per warp */
-#define SG_THREADS 128 /* 4 warps per block */
-#define SMALL_GEMM_MAX_MACS (1 << 26)
+#define SG_RM 4                          /* rows of C per warp */
+#define SG_RN 4                          /* columns of C per warp */
+#define SG_THREADS 128                   /* 4 warps per block */
+#define SMALL_GEMM_MAX_MACS (1 << 26)    /* per matrix */
+#define SMALL_GEMM_MAX_TOTAL (1ll << 31) /* over the batch */
 
 template <int ACT, bool BIAS>
 __global__ void __launch_bounds__(SG_THREADS)
     small_gemm_nt(const float *__restrict__ a, const float *__restrict__ b,
                   const float *__restrict__ bias, float *__restrict__ c, int64_t m, int64_t n,
-                  int64_t k, float alpha, int64_t tiles_n, int64_t tiles) {
+                  int64_t k, float alpha, int64_t tiles_n, int64_t tiles, int64_t batch) {
     int64_t warp = ((int64_t)blockIdx.x * SG_THREADS + threadIdx.x) >> 5;
     const int lane = threadIdx.x & 31;
     cuda_pdl_enter();
-    if (warp >= tiles) return; /* the whole warp */
-    const int64_t i0 = warp / tiles_n * SG_RM, j0 = warp % tiles_n * SG_RN;
+    if (warp >= tiles * batch) return; /* the whole warp */
+    const int64_t bi = warp / tiles, tile = warp % tiles;
+    a += bi * m * k, b += bi * n * k, c += bi * m * n;
+    const int64_t i0 = tile / tiles_n * SG_RM, j0 = tile % tiles_n * SG_RN;
     /* rows past the edge read the last row (valid memory); their sums are not stored */
     const float *ar[SG_RM], *br[SG_RN];
 #pragma unroll
@@ -97,19 +103,21 @@ extern "C" int cuda_small_gemm_fits(int64_t batch, int trans_a, int trans_b, int
     int epi_ok = epilogue == CUBLASLT_EPILOGUE_DEFAULT || epilogue == CUBLASLT_EPILOGUE_BIAS ||
                  epilogue == CUBLASLT_EPILOGUE_RELU || epilogue == CUBLASLT_EPILOGUE_RELU_BIAS ||
                  epilogue == CUBLASLT_EPILOGUE_GELU || epilogue == CUBLASLT_EPILOGUE_GELU_BIAS;
-    return batch == 1 && !trans_a && trans_b && f32 && epi_ok && m > 0 && n > 0 && k > 0 &&
-           k % 4 == 0 && (double)m * n * k <= SMALL_GEMM_MAX_MACS;
+    return batch > 0 && !trans_a && trans_b && f32 && epi_ok && m > 0 && n > 0 && k > 0 &&
+           k % 4 == 0 && (double)m * n * k <= SMALL_GEMM_MAX_MACS &&
+           (double)batch * m * n * k <= SMALL_GEMM_MAX_TOTAL;
 }
 
-/* C = act(alpha A B^T + bias) on the device's stream; the caller checked the fit. */
-extern "C" neat_status cuda_small_gemm(nm_device *dev, int64_t m, int64_t n, int64_t k,
-                                       float alpha, const float *a, const float *b,
+/* C[i] = act(alpha A[i] B[i]^T + bias), i < batch, on the device's stream; the caller
+ * checked the fit (so each A[i], B[i] starts 16 bytes after a multiple: k % 4 == 0). */
+extern "C" neat_status cuda_small_gemm(nm_device *dev, int64_t batch, int64_t m, int64_t n,
+                                       int64_t k, float alpha, const float *a, const float *b,
                                        const float *bias, float *c, cublasLtEpilogue_t epilogue,
                                        const char *what) {
     if (((uintptr_t)a | (uintptr_t)b) % 16)
         return nm_error(NEAT_ERR_INTERNAL, "%s: small GEMM operands not 16-byte aligned", what);
     int64_t tiles_n = (n + SG_RN - 1) / SG_RN, tiles = (m + SG_RM - 1) / SG_RM * tiles_n;
-    unsigned grid = (unsigned)((tiles * 32 + SG_THREADS - 1) / SG_THREADS);
+    unsigned grid = (unsigned)((batch * tiles * 32 + SG_THREADS - 1) / SG_THREADS);
     int relu = epilogue == CUBLASLT_EPILOGUE_RELU || epilogue == CUBLASLT_EPILOGUE_RELU_BIAS;
     if (epilogue != CUBLASLT_EPILOGUE_BIAS && epilogue != CUBLASLT_EPILOGUE_RELU_BIAS &&
         epilogue != CUBLASLT_EPILOGUE_GELU_BIAS)
@@ -118,11 +126,11 @@ extern "C" neat_status cuda_small_gemm(nm_device *dev, int64_t m, int64_t n, int
 #define SG_LAUNCH(ACT)                                                                             \
     do {                                                                                           \
         if (bias)                                                                                  \
-            cuda_launch(dev, small_gemm_nt<ACT, true>, grid, SG_THREADS, a, b, bias, c, m, n, k,  \
-                        alpha, tiles_n, tiles);                                                    \
+            cuda_launch(dev, small_gemm_nt<ACT, true>, grid, SG_THREADS, a, b, bias, c, m, n, k,   \
+                        alpha, tiles_n, tiles, batch);                                             \
         else                                                                                       \
-            cuda_launch(dev, small_gemm_nt<ACT, false>, grid, SG_THREADS, a, b, bias, c, m, n, k, \
-                        alpha, tiles_n, tiles);                                                    \
+            cuda_launch(dev, small_gemm_nt<ACT, false>, grid, SG_THREADS, a, b, bias, c, m, n, k,  \
+                        alpha, tiles_n, tiles, batch);                                             \
     } while (0)
     if (relu)
         SG_LAUNCH(NEAT_ACT_RELU);

@@ -363,11 +363,12 @@ static neat_status mm_tune(nm_device *dev, const mm_key *key, mm_entry *e, const
             if (r == 1)
                 st = cuda_check(cudaEventRecord(ev[2 * n], d->stream), what, "cudaEventRecord");
             if (!st)
-                st = cuda_small_gemm(dev, key->n, key->m, key->k, *alpha, (const float *)B,
-                                     (const float *)A, (const float *)bias, (float *)D,
-                                     (cublasLtEpilogue_t)key->epilogue, what);
+                st = cuda_small_gemm(dev, key->batch, key->n, key->m, key->k, *alpha,
+                                     (const float *)B, (const float *)A, (const float *)bias,
+                                     (float *)D, (cublasLtEpilogue_t)key->epilogue, what);
         }
-        if (!st) st = cuda_check(cudaEventRecord(ev[2 * n + 1], d->stream), what, "cudaEventRecord");
+        if (!st)
+            st = cuda_check(cudaEventRecord(ev[2 * n + 1], d->stream), what, "cudaEventRecord");
     }
     if (!st) st = cuda_check(cudaStreamSynchronize(d->stream), what, "cudaStreamSynchronize");
     /* The heuristic's first (cand[0], what e->algo holds) is kept unless a candidate saves
@@ -486,7 +487,7 @@ static neat_status gemm(nm_device *dev, neat_math_mode math, int trans_a, int tr
         if (st) return st;
     }
     if (e->own && beta == 0.0f)
-        return cuda_small_gemm(dev, m, n, k, alpha, (const float *)a, (const float *)b,
+        return cuda_small_gemm(dev, batch, m, n, k, alpha, (const float *)a, (const float *)b,
                                (const float *)bias, (float *)c, epilogue, what);
     cublasStatus_t s = cublasLtMatmul(d->lt, e->desc, &alpha, b, e->la, a, e->lb, &beta, c, e->lc,
                                       c, e->lc, &e->algo, d->lt_ws, CUDA_LT_WORKSPACE, d->stream);

@@ -59,6 +59,7 @@ __device__ __forceinline__ bool hyper_ok(const float *hyper, bool uses_step, int
 __global__ void sgd_kernel(neat_sgd_params prm, const float *__restrict__ hyper,
                            float *__restrict__ param, const float *__restrict__ grad,
                            float *__restrict__ vel, int64_t n, int *err, int op) {
+    cuda_pdl_enter();
     if (!hyper_ok(hyper, false, err, op)) return;
     sgd_step f{hyper[0], prm.momentum, prm.weight_decay, prm.nesterov};
     int64_t tid = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
@@ -89,6 +90,7 @@ __global__ void adam_kernel(neat_adam_params prm, const float *__restrict__ hype
                             float *__restrict__ param, const float *__restrict__ grad,
                             float *__restrict__ m, float *__restrict__ v, int64_t n, int *err,
                             int op) {
+    cuda_pdl_enter();
     if (!hyper_ok(hyper, true, err, op)) return;
     float t = hyper[1];
     adam_step f{hyper[0],
@@ -215,8 +217,8 @@ neat_status cuda_sgd_update(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
     cudaStream_t s = cuda_dev(dev)->stream;
     cuda_cmdbuf *c = cuda_cb(cb);
     if (plain_step(u.scaler, u.grad, u.param)) {
-        sgd_kernel<<<cuda_grid(dev, (n + 3) / 4), CUDA_THREADS, 0, s>>>(
-            u.p, u.hyper->data, u.master->data, u.grad->data, vel, n, c->err, (int)c->cur_op);
+        cuda_launch(dev, sgd_kernel, cuda_grid(dev, (n + 3) / 4), CUDA_THREADS, u.p, u.hyper->data,
+                    u.master->data, u.grad->data, vel, n, c->err, (int)c->cur_op);
         return cuda_launched(op->fn, "sgd_kernel");
     }
     dim3 grid(cuda_grid(dev, n));
@@ -233,9 +235,8 @@ neat_status cuda_adam_update(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
     cudaStream_t s = cuda_dev(dev)->stream;
     cuda_cmdbuf *c = cuda_cb(cb);
     if (plain_step(u.scaler, u.grad, u.param)) {
-        adam_kernel<<<cuda_grid(dev, (n + 3) / 4), CUDA_THREADS, 0, s>>>(
-            u.p, u.hyper->data, u.master->data, u.grad->data, u.m->data, u.v->data, n, c->err,
-            (int)c->cur_op);
+        cuda_launch(dev, adam_kernel, cuda_grid(dev, (n + 3) / 4), CUDA_THREADS, u.p, u.hyper->data,
+                    u.master->data, u.grad->data, u.m->data, u.v->data, n, c->err, (int)c->cur_op);
         return cuda_launched(op->fn, "adam_kernel");
     }
     dim3 grid(cuda_grid(dev, n));

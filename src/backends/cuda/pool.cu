@@ -59,6 +59,7 @@ __global__ void maxpool_fwd(const T *__restrict__ x, T *__restrict__ y, int *__r
 template <class T, class I, int V>
 __global__ void maxpool_fwd_2x2(const T *__restrict__ x, T *__restrict__ y, I h, I w, I p, I qv,
                                 I total) {
+    cuda_pdl_enter();
     I stride = (I)gridDim.x * blockDim.x;
     for (I i = (I)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += stride) {
         I j = i % qv, rp = i / qv, plane = rp / p, r = rp - plane * p;
@@ -81,13 +82,12 @@ template <class T, int V>
 static neat_status maxpool_2x2_launch(nm_device *dev, const T *x, T *y, const nm_conv_geom &g) {
     int64_t groups = g.n * g.c * g.p * g.q / (V / 2), nin = g.n * g.c * g.h * g.w;
     unsigned grid = cuda_grid(dev, groups);
-    cudaStream_t s = cuda_dev(dev)->stream;
     if (nin < INT32_MAX - 4 * (int64_t)g.w)
-        maxpool_fwd_2x2<T, int, V><<<grid, CUDA_THREADS, 0, s>>>(x, y, (int)g.h, (int)g.w, (int)g.p,
-                                                                 (int)(g.q / (V / 2)), (int)groups);
+        cuda_launch(dev, maxpool_fwd_2x2<T, int, V>, grid, CUDA_THREADS, x, y, (int)g.h, (int)g.w,
+                    (int)g.p, (int)(g.q / (V / 2)), (int)groups);
     else
-        maxpool_fwd_2x2<T, int64_t, V>
-            <<<grid, CUDA_THREADS, 0, s>>>(x, y, g.h, g.w, g.p, g.q / (V / 2), groups);
+        cuda_launch(dev, maxpool_fwd_2x2<T, int64_t, V>, grid, CUDA_THREADS, x, y, g.h, g.w, g.p,
+                    g.q / (V / 2), groups);
     return cuda_launched("neat_maxpool2d", "maxpool_fwd_2x2");
 }
 
@@ -98,6 +98,7 @@ static neat_status maxpool_2x2_launch(nm_device *dev, const T *x, T *y, const nm
 template <class T, class I, int V>
 __global__ void maxpool_bwd_2x2(const T *__restrict__ x, const T *__restrict__ dy,
                                 T *__restrict__ dx, I h, I w, I p, I qv, I total) {
+    cuda_pdl_enter();
     I stride = (I)gridDim.x * blockDim.x;
     for (I i = (I)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += stride) {
         I j = i % qv, rp = i / qv, plane = rp / p, r = rp - plane * p;
@@ -132,13 +133,12 @@ static neat_status maxpool_bwd_2x2_launch(nm_device *dev, const T *x, const T *d
                                           const nm_conv_geom &g) {
     int64_t groups = g.n * g.c * g.p * g.q / (V / 2), nin = g.n * g.c * g.h * g.w;
     unsigned grid = cuda_grid(dev, groups);
-    cudaStream_t s = cuda_dev(dev)->stream;
     if (nin < INT32_MAX - 4 * (int64_t)g.w)
-        maxpool_bwd_2x2<T, int, V><<<grid, CUDA_THREADS, 0, s>>>(
-            x, dy, dx, (int)g.h, (int)g.w, (int)g.p, (int)(g.q / (V / 2)), (int)groups);
+        cuda_launch(dev, maxpool_bwd_2x2<T, int, V>, grid, CUDA_THREADS, x, dy, dx, (int)g.h,
+                    (int)g.w, (int)g.p, (int)(g.q / (V / 2)), (int)groups);
     else
-        maxpool_bwd_2x2<T, int64_t, V>
-            <<<grid, CUDA_THREADS, 0, s>>>(x, dy, dx, g.h, g.w, g.p, g.q / (V / 2), groups);
+        cuda_launch(dev, maxpool_bwd_2x2<T, int64_t, V>, grid, CUDA_THREADS, x, dy, dx, g.h, g.w,
+                    g.p, g.q / (V / 2), groups);
     return cuda_launched("neat_maxpool2d_backward", "maxpool_bwd_2x2");
 }
 

@@ -65,6 +65,7 @@ template <class T>
 __global__ void __launch_bounds__(SUM_THREADS, 4)
     sum_all_kernel(const T *__restrict__ x, int64_t n, int64_t chunk, float *partial,
                    unsigned *ticket, T *y, float scale, int accumulate) {
+    cuda_pdl_enter();
     enum { N = vec16<T>::N };
     __shared__ float shm[32];
     __shared__ int last;
@@ -160,6 +161,7 @@ __device__ __forceinline__ float chunk_sum(const T *__restrict__ xr, int64_t lo,
 template <bool VEC, class Tin, class T>
 __global__ void row_sum_block(const Tin *__restrict__ x, int64_t len, int64_t chunks, T *y,
                               float *partial, float scale, int final_sum, int accumulate) {
+    cuda_pdl_enter();
     __shared__ float shm[32];
     int64_t blk = blockIdx.x, row = blk / chunks, chunk = blk % chunks;
     int64_t lo = chunk * ROW_CHUNK, hi = min(len, lo + ROW_CHUNK);
@@ -176,6 +178,7 @@ __global__ void row_sum_block(const Tin *__restrict__ x, int64_t len, int64_t ch
 template <bool VEC, class Tin, class T>
 __global__ void row_sum_warp(const Tin *__restrict__ x, int64_t rows, int64_t len, T *y,
                              float scale, int accumulate) {
+    cuda_pdl_enter();
     int lane = threadIdx.x & 31;
     int64_t warp = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) >> 5;
     int64_t nwarps = ((int64_t)gridDim.x * blockDim.x) >> 5;
@@ -205,6 +208,7 @@ template <class Tin, class T>
 __global__ void col_sum(const Tin *__restrict__ x, int64_t outer, int64_t len, int64_t inner,
                         int64_t chunks, T *y, float *partial, float scale, int final_sum,
                         int accumulate) {
+    cuda_pdl_enter();
     int64_t total = outer * chunks * inner;
     int64_t stride = (int64_t)gridDim.x * blockDim.x;
     for (int64_t t = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; t < total; t += stride) {
@@ -230,11 +234,10 @@ template <class Tin, class T>
 static neat_status sum_level(nm_device *dev, const Tin *x, int64_t outer, int64_t len,
                              int64_t inner, int64_t chunks, T *y, float *partial, float scale,
                              int accumulate, const char *what) {
-    cudaStream_t s = cuda_dev(dev)->stream;
     int final_sum = chunks == 1;
     if (inner > 1) {
-        col_sum<Tin, T><<<cuda_grid(dev, outer * chunks * inner), CUDA_THREADS, 0, s>>>(
-            x, outer, len, inner, chunks, y, partial, scale, final_sum, accumulate);
+        cuda_launch(dev, col_sum<Tin, T>, cuda_grid(dev, outer * chunks * inner), CUDA_THREADS, x,
+                    outer, len, inner, chunks, y, partial, scale, final_sum, accumulate);
         return cuda_launched(what, "col_sum");
     }
     int64_t blocks = outer * chunks;
@@ -242,11 +245,11 @@ static neat_status sum_level(nm_device *dev, const Tin *x, int64_t outer, int64_
         return nm_error(NEAT_ERR_UNSUPPORTED, "%s: %lld rows of %lld are too many to sum", what,
                         (long long)outer, (long long)len);
     if (len % 4 == 0)
-        row_sum_block<true, Tin, T><<<(unsigned)blocks, CUDA_THREADS, 0, s>>>(
-            x, len, chunks, y, partial, scale, final_sum, accumulate);
+        cuda_launch(dev, row_sum_block<true, Tin, T>, (unsigned)blocks, CUDA_THREADS, x, len,
+                    chunks, y, partial, scale, final_sum, accumulate);
     else
-        row_sum_block<false, Tin, T><<<(unsigned)blocks, CUDA_THREADS, 0, s>>>(
-            x, len, chunks, y, partial, scale, final_sum, accumulate);
+        cuda_launch(dev, row_sum_block<false, Tin, T>, (unsigned)blocks, CUDA_THREADS, x, len,
+                    chunks, y, partial, scale, final_sum, accumulate);
     return cuda_launched(what, "row_sum_block");
 }
 
@@ -272,19 +275,19 @@ static neat_status sum3(nm_device *dev, nm_cmdbuf *cb, int first_slot, const Tin
             neat_status st = cuda_scratch(cb, first_slot, (size_t)blocks * sizeof(float), &partial);
             if (!st) st = cuda_scratch_zeroed(dev, cb, first_slot + 1, sizeof(unsigned), &ticket);
             if (st) return st;
-            sum_all_kernel<T><<<(unsigned)blocks, SUM_THREADS, 0, s>>>(
-                x, len, chunk, (float *)partial, (unsigned *)ticket, y, scale, accumulate);
+            cuda_launch(dev, sum_all_kernel<T>, (unsigned)blocks, SUM_THREADS, x, len, chunk,
+                        (float *)partial, (unsigned *)ticket, y, scale, accumulate);
             return cuda_launched(what, "sum_all_kernel");
         }
     }
     if (inner == 1 && len <= ROW_WARP_MAX) {
         unsigned grid = cuda_grid(dev, outer * 32);
         if (len % 4 == 0)
-            row_sum_warp<true, Tin, T>
-                <<<grid, CUDA_THREADS, 0, s>>>(x, outer, len, y, scale, accumulate);
+            cuda_launch(dev, row_sum_warp<true, Tin, T>, grid, CUDA_THREADS, x, outer, len, y,
+                        scale, accumulate);
         else
-            row_sum_warp<false, Tin, T>
-                <<<grid, CUDA_THREADS, 0, s>>>(x, outer, len, y, scale, accumulate);
+            cuda_launch(dev, row_sum_warp<false, Tin, T>, grid, CUDA_THREADS, x, outer, len, y,
+                        scale, accumulate);
         return cuda_launched(what, "row_sum_warp");
     }
     const float *cur = NULL; /* level >= 1 reads the float32 sums of the level before */
@@ -292,11 +295,11 @@ static neat_status sum3(nm_device *dev, nm_cmdbuf *cb, int first_slot, const Tin
         if (level > 0 && inner == 1 && len <= ROW_WARP_MAX) {
             unsigned grid = cuda_grid(dev, outer * 32);
             if (len % 4 == 0)
-                row_sum_warp<true, float, T>
-                    <<<grid, CUDA_THREADS, 0, s>>>(cur, outer, len, y, scale, accumulate);
+                cuda_launch(dev, row_sum_warp<true, float, T>, grid, CUDA_THREADS, cur, outer, len,
+                            y, scale, accumulate);
             else
-                row_sum_warp<false, float, T>
-                    <<<grid, CUDA_THREADS, 0, s>>>(cur, outer, len, y, scale, accumulate);
+                cuda_launch(dev, row_sum_warp<false, float, T>, grid, CUDA_THREADS, cur, outer, len,
+                            y, scale, accumulate);
             return cuda_launched(what, "row_sum_warp");
         }
         int64_t chunks = ceil_div(len, inner == 1 ? ROW_CHUNK : COL_CHUNK);
