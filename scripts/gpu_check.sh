@@ -8,7 +8,7 @@
 #      test_conformance and test_dtype again on cuda with NEATML_CONV_FUSE=3 (the fused
 #      convolution forced on float32 too; one cuDNN refuses fails) and =0 (the unfused path);
 #      test_conformance and test_determinism with NEATML_CONV_GEMM=2 (strict float32's
-#      backward filter always by conv_gemm.cu's im2col GEMM); test_conformance, test_dtype,
+#      backward filter always by conv_gemm.cu's im2col GEMM) and =3 (its direct kernel); test_conformance, test_dtype,
 #      test_determinism and test_reliability with NEATML_CONV_ENGINE=2 (cuDNN's backend-API engines wherever one is
 #      allowed) and =0 (the legacy algorithms alone); test_conformance, test_determinism and
 #      test_dtype with NEATML_GEMM_OWN=2 (gemm_small.cu on every GEMM it fits; conformance
@@ -131,9 +131,12 @@ if want tests; then
   done
   # Strict float32's backward filter (conv_gemm.cu): NEATML_CONV_GEMM=2 takes neatml's im2col
   # GEMM on every row it applies to, whatever the timing would pick.
+  # =3 takes its direct kernel (3x3, stride 1, small planes) wherever it fits.
   for t in test_conformance test_determinism; do
-    row "$t (cuda, NEATML_CONV_GEMM=2)" \
-        "$(run_test "$OUT/tests.log" "$BUILD/$t" NEATML_TEST_BACKENDS=cuda NEATML_CONV_GEMM=2)"
+    for g in 2 3; do
+      row "$t (cuda, NEATML_CONV_GEMM=$g)" \
+          "$(run_test "$OUT/tests.log" "$BUILD/$t" NEATML_TEST_BACKENDS=cuda NEATML_CONV_GEMM=$g)"
+    done
   done
   # cuDNN's backend-API engines (conv_engine.cu): NEATML_CONV_ENGINE=2 takes the heuristics'
   # first allowed engine on every slot that has one (whatever the timing would pick), =0 the

@@ -515,6 +515,10 @@ static const cf_row TABLE[] = {
     CONV_BWD(3, 6, 8, 7, 6, 2, 3, 2, 2, 0, 0, 1, 1, 3, GELU, 1, 6, 1),
     CONV_BWD(2, 1, 28, 28, 8, 3, 3, 1, 1, 1, 1, 1, 1, 1, RELU, 1, 6, 0),  /* LeNet conv1 */
     CONV_BWD(2, 8, 14, 14, 16, 3, 3, 1, 1, 1, 1, 1, 1, 1, RELU, 1, 7, 0), /* LeNet conv2 */
+    /* the CUDA backend's direct backward filter (conv_gemm.cu; NEATML_CONV_GEMM=3): two
+     * channel tiles and a partial filter tile, padding 0 and 2; 150 chunks of 2 images */
+    CONV_BWD(3, 40, 10, 12, 20, 3, 3, 1, 1, 0, 2, 1, 1, 1, NONE, 1, 7, 1),
+    CONV_BWD(300, 8, 6, 6, 8, 3, 3, 1, 1, 1, 1, 1, 1, 1, RELU, 1, 6, 0),
     /* relu's backward written in nChw16c (relu_grad_blocked.c): dz read blocked by both
      * primitives; 196 and 81 positions (a partial tile of 16), dw and db only, accumulate */
     CONV_BWD(2, 32, 14, 14, 64, 3, 3, 1, 1, 1, 1, 1, 1, 1, RELU, 1, 7, 0),

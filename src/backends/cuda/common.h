@@ -201,6 +201,12 @@ neat_status cuda_small_gemm(nm_device *dev, int64_t batch, int64_t m, int64_t n,
 /* conv_gemm.cu: dw = conv_bwd_filter(x, dz) (+ beta dw) for one group in strict float32
  * through im2col and a batched cuBLASLt GEMM; ws holds cuda_conv_gemm_wgrad_ws(g) bytes. */
 size_t cuda_conv_gemm_wgrad_ws(const nm_conv_geom *g);
+/* conv_gemm.cu: the same by a direct kernel for 3x3 stride-1 convolutions on small planes;
+ * its workspace size, SIZE_MAX where it does not apply. */
+size_t cuda_conv_direct_wgrad_ws(const nm_conv_geom *g);
+neat_status cuda_conv_direct_wgrad(nm_device *dev, const nm_conv_geom *g, const float *x,
+                                   const float *dz, float beta, float *dw, void *ws,
+                                   const char *what);
 neat_status cuda_conv_gemm_wgrad(nm_device *dev, const nm_conv_geom *g, const float *x,
                                  const float *dz, float beta, float *dw, void *ws,
                                  const char *what);

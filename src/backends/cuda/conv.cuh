@@ -13,6 +13,9 @@
 /* The algorithm number of conv_gemm.cu's backward filter (strict float32, one group): timed
  * beside Find's candidates, never one of cuDNN's numbers. */
 #define CONV_ALGO_GEMM 1000
+/* The algorithm number of conv_gemm.cu's direct backward filter (3x3, stride 1, small
+ * planes; strict float32, one group), timed beside the others likewise. */
+#define CONV_ALGO_DIRECT 1002
 /* The algorithm number of an engine of cuDNN's backend API (conv_engine.cu), and how many of
  * the heuristics' allowed engines are timed beside the legacy candidates. */
 #define CONV_ALGO_ENGINE 1001
@@ -39,8 +42,8 @@ typedef struct conv_algo {
     cudnnBackendDescriptor_t engine; /* NULL: none */
     size_t engine_ws;
     float engine_ratio; /* the engine's timed median over the legacy choice's (0: forced) */
-    /* Find's that suit the slot, best first; conv_gemm.cu's; then the engines */
-    conv_cand cand[CONV_CANDIDATES + 1 + CONV_ENGINES];
+    /* Find's that suit the slot, best first; conv_gemm.cu's two; then the engines */
+    conv_cand cand[CONV_CANDIDATES + 2 + CONV_ENGINES];
     int ncand; /* > 1 while the candidates wait to be timed; 0 once they were */
 } conv_algo;
 
@@ -63,7 +66,8 @@ struct cuda_conv_cache {
     nm_lru lru;
     int fuse;   /* NEATML_CONV_FUSE: 0 never, 1 fuse or fall back, 2 fuse or fail, 3 2 + forced */
     int tune;   /* NEATML_CONV_TUNE is not "0" */
-    int gemm;   /* NEATML_CONV_GEMM: 0 never conv_gemm.cu's backward filter, 2 always, else timed */
+    int gemm;   /* NEATML_CONV_GEMM: 0 never conv_gemm.cu's backward filters, 2 always its im2col
+                 * GEMM, 3 always its direct kernel where it fits (else the GEMM), else timed */
     int engine; /* NEATML_CONV_ENGINE: 0 never an engine, 2 the first allowed one, else timed */
 };
 

@@ -1,7 +1,8 @@
 /*
- * conv_gemm.cu — the backward-filter convolution of strict float32 as a batched GEMM of
- * neatml's own (im2col), one more candidate for conv_plan.cu's timing beside cuDNN's
- * algorithms.
+ * conv_gemm.cu — the backward-filter convolution of strict float32 by neatml's own code, two
+ * more candidates for conv_plan.cu's timing beside cuDNN's algorithms: a batched GEMM over
+ * im2col (any geometry of one group), and a direct kernel for 3x3 stride-1 convolutions on
+ * small planes (below, dw3x3_kernel).
  *
  * Why: strict float32 takes only cuDNN's GEMM-like algorithms (exact products, float32
  * sums: conv_plan.cu, gemm_like), and their backward-filter kernels reduce the N x P x Q
@@ -11,8 +12,9 @@
  *
  * How, for groups == 1 (any stride, padding, dilation):
  *   col[n] [C*R*S, P*Q] = the input windows of image n (im2col_kernel; 0 in the padding),
- *   part[n] [K, C*R*S]  = dz[n] [K, P*Q] col[n]^T   (one strided batched cuBLASLt GEMM over
- *                          n, strict float32: FMA products, float32 sums),
+ *   part[n] [K, C*R*S]  = dz[n] [K, P*Q] col[n]^T   (one strided batched GEMM over n,
+ *                          strict float32: FMA products, float32 sums; cuBLASLt's, or
+ *                          gemm_small.cu's where matmul.cu's timing finds it faster),
  *   dw = the sum over n of part[n] in order (+ beta dw)  (sum_parts_kernel).
  * Every term is an exact product summed in float32, the bound of the other strict paths, and
  * the same bits at every replay (between processes, as the GEMM's timed choice allows). The
@@ -64,7 +66,146 @@ __global__ void sum_parts_kernel(const float *__restrict__ part, int64_t batch, 
     }
 }
 
+/* ---- the direct backward filter of 3x3 stride-1 convolutions on small planes ------------
+ * dw[k][c][r][s] = sum_n sum_p,q dz[n][k][p][q] x[n][c][p + r - ph][q + s - pw], without
+ * im2col. A block takes DW_KT filters x DW_CT channels, all 9 taps, over a chunk of nb
+ * images: per image it stages the DW_CT input planes, zero-padded, and the DW_KT planes of
+ * dz in shared memory, then thread (tk, tc) (tc fast: a warp is 32 channels of one group of
+ * DW_KR filters) slides a 3x3 window along each row of its channel's plane, 3 new loads a
+ * step, and adds the DW_KR x 9 products into its accumulators: 36 fused multiply-adds per
+ * 7 shared-memory loads (the window's reads differ by a plane per lane: planes of odd
+ * length keep them in distinct banks; dz's are the same address for the warp). The staged
+ * channels of an image are one contiguous run of x, copied element by element into the
+ * planes' interiors (the padding is zeroed once). The chunk's sums go to
+ * part[chunk][k][c][r][s], which sum_parts_kernel adds in chunk order: every term an exact
+ * product, sums in float32 in an order fixed by the shape (nb from the shape alone), exact
+ * on small integers. H200, 2026-11-30 22:1x UTC (bench/micro/conv_parts.c), LeNet's conv2
+ * (x 128x32x14x14, 64 filters): dw 0.107 ms by the im2col GEMM, 0.104 with a first version
+ * of this kernel that staged x through three divisions per element, 0.059 now (blocks aimed
+ * at: 256 0.064, 512 0.059, 1024 0.059); at batch 1024 0.779 -> 0.365 (cuDNN's 0.704). */
+#define DW_KT 16
+#define DW_KR 4
+#define DW_CT 32
+#define DW_THREADS ((DW_KT / DW_KR) * DW_CT)
+#define DW_SMEM_MAX 49152 /* bytes of dynamic shared memory without an opt-in */
+#define DW_BLOCKS 512     /* blocks aimed at, from the shape alone */
+
+/* Floats of one staged input plane: (p + 2) x (q + 2), made odd. */
+static int64_t dw_plane(const nm_conv_geom *g) { return ((g->p + 2) * (g->q + 2)) | 1; }
+
+static size_t dw_smem(const nm_conv_geom *g) {
+    return (size_t)(DW_CT * dw_plane(g) + DW_KT * g->p * g->q) * sizeof(float);
+}
+
+static int64_t dw_tiles(const nm_conv_geom *g) {
+    return ((g->k + DW_KT - 1) / DW_KT) * ((g->c + DW_CT - 1) / DW_CT);
+}
+
+/* Images per block: about DW_BLOCKS blocks in all, from the shape alone. */
+static int64_t dw_images(const nm_conv_geom *g) {
+    int64_t nb = (g->n * dw_tiles(g) + DW_BLOCKS - 1) / DW_BLOCKS;
+    return nb < 1 ? 1 : nb;
+}
+
+__global__ void __launch_bounds__(DW_THREADS)
+    dw3x3_kernel(const float *__restrict__ x, const float *__restrict__ dz,
+                 float *__restrict__ part, int n, int c, int h, int w, int k, int p, int q, int ph,
+                 int pw, int nb, int ktiles, int plane) {
+    cuda_pdl_enter();
+    extern __shared__ float sm[];
+    float *xs = sm, *zs = sm + DW_CT * plane;
+    const int qq = q + 2, pq = p * q;
+    const int k0 = (blockIdx.x % ktiles) * DW_KT, c0 = (blockIdx.x / ktiles) * DW_CT;
+    const int tc = threadIdx.x % DW_CT, tk = threadIdx.x / DW_CT;
+    float acc[DW_KR][9];
+#pragma unroll
+    for (int j = 0; j < DW_KR; j++)
+#pragma unroll
+        for (int t = 0; t < 9; t++) acc[j][t] = 0.0f;
+    /* the padding stays 0: the copies below write the interior only */
+    for (int i = threadIdx.x; i < DW_CT * plane; i += DW_THREADS) xs[i] = 0.0f;
+    const int hw = h * w, nch = min(DW_CT, c - c0), nk = min(DW_KT, k - k0);
+    const int nlo = blockIdx.y * nb, nhi = min(n, nlo + nb);
+    for (int img = nlo; img < nhi; img++) {
+        __syncthreads(); /* the previous image's reads (and the zeroing) are done */
+        /* the block's channels of the image are one contiguous run of nch * h * w floats */
+        const float *xi = x + ((int64_t)img * c + c0) * hw;
+        for (int i = threadIdx.x; i < nch * hw; i += DW_THREADS) {
+            int ch = i / hw, r = i - ch * hw, yy = r / w;
+            xs[ch * plane + (yy + ph) * qq + (r - yy * w) + pw] = __ldg(xi + i);
+        }
+        const float *zi = dz + ((int64_t)img * k + k0) * pq;
+        for (int i = threadIdx.x; i < DW_KT * pq; i += DW_THREADS)
+            zs[i] = i < nk * pq ? __ldg(zi + i) : 0.0f;
+        __syncthreads();
+        const float *xp = xs + tc * plane, *zp = zs + tk * DW_KR * pq;
+        for (int oy = 0; oy < p; oy++) {
+            float win[3][3];
+#pragma unroll
+            for (int r = 0; r < 3; r++) {
+                win[r][0] = xp[(oy + r) * qq];
+                win[r][1] = xp[(oy + r) * qq + 1];
+            }
+            for (int ox = 0; ox < q; ox++) {
+#pragma unroll
+                for (int r = 0; r < 3; r++) win[r][2] = xp[(oy + r) * qq + ox + 2];
+                float zv[DW_KR];
+#pragma unroll
+                for (int j = 0; j < DW_KR; j++) zv[j] = zp[j * pq + oy * q + ox];
+#pragma unroll
+                for (int j = 0; j < DW_KR; j++)
+#pragma unroll
+                    for (int r = 0; r < 3; r++)
+#pragma unroll
+                        for (int s2 = 0; s2 < 3; s2++)
+                            acc[j][r * 3 + s2] = fmaf(zv[j], win[r][s2], acc[j][r * 3 + s2]);
+#pragma unroll
+                for (int r = 0; r < 3; r++) win[r][0] = win[r][1], win[r][1] = win[r][2];
+            }
+        }
+    }
+    const int cc = c0 + tc;
+    if (cc >= c) return;
+#pragma unroll
+    for (int j = 0; j < DW_KR; j++) {
+        int kk = k0 + tk * DW_KR + j;
+        if (kk >= k) continue;
+        float *o = part + (((int64_t)blockIdx.y * k + kk) * c + cc) * 9;
+#pragma unroll
+        for (int t = 0; t < 9; t++) o[t] = acc[j][t];
+    }
+}
+
 extern "C" {
+
+size_t cuda_conv_direct_wgrad_ws(const nm_conv_geom *g) {
+    if (g->groups != 1 || g->kh != 3 || g->kw != 3 || g->sh != 1 || g->sw != 1 || g->dh != 1 ||
+        g->dw != 1 || g->n < 1 || g->p < 1 || g->q < 1 || g->k < 1 || g->c < 1 ||
+        dw_smem(g) > DW_SMEM_MAX || g->n > INT32_MAX / 2 || g->k * g->c > INT32_MAX / 9)
+        return SIZE_MAX;
+    int64_t chunks = (g->n + dw_images(g) - 1) / dw_images(g);
+    if (dw_tiles(g) > INT32_MAX || chunks > 65535) return SIZE_MAX;
+    return align256((size_t)(chunks * g->k * g->c * 9) * sizeof(float));
+}
+
+neat_status cuda_conv_direct_wgrad(nm_device *dev, const nm_conv_geom *g, const float *x,
+                                   const float *dz, float beta, float *dw, void *ws,
+                                   const char *what) {
+    if (cuda_conv_direct_wgrad_ws(g) == SIZE_MAX)
+        return nm_error(NEAT_ERR_INTERNAL, "%s: the direct backward filter does not fit", what);
+    int64_t nb = dw_images(g), chunks = (g->n + nb - 1) / nb, nw = g->k * g->c * 9;
+    int ktiles = (int)((g->k + DW_KT - 1) / DW_KT);
+    cuda_device *d = cuda_dev(dev);
+    dim3 grid((unsigned)dw_tiles(g), (unsigned)chunks);
+    dw3x3_kernel<<<grid, DW_THREADS, dw_smem(g), d->stream>>>(
+        x, dz, (float *)ws, (int)g->n, (int)g->c, (int)g->h, (int)g->w, (int)g->k, (int)g->p,
+        (int)g->q, (int)g->ph, (int)g->pw, (int)nb, ktiles, (int)dw_plane(g));
+    neat_status st = cuda_launched(what, "dw3x3_kernel");
+    if (st) return st;
+    cuda_launch(dev, sum_parts_kernel, cuda_grid(dev, nw), CUDA_THREADS, (const float *)ws, chunks,
+                nw, beta, dw);
+    return cuda_launched(what, "sum_parts_kernel");
+}
 
 size_t cuda_conv_gemm_wgrad_ws(const nm_conv_geom *g) {
     /* col N*C*R*S*P*Q floats and part N*K*C*R*S; SIZE_MAX when that does not fit a size_t (a

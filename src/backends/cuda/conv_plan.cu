@@ -15,8 +15,9 @@
  * conv2d_256f of the benchmark ran at 0.205 ms in one process and 0.350 ms in another, by
  * Find's first). So, as matmul.cu's mm_tune does with cuBLASLt's candidates, a slot's first
  * eager use runs the first CONV_CANDIDATES of Find's ranking that suit it (pick's filters),
- * and for strict float32's backward filter conv_gemm.cu's im2col GEMM (CONV_ALGO_GEMM;
- * NEATML_CONV_GEMM=0 leaves it out, =2 takes it alone), again on the op's inputs,
+ * and for strict float32's backward filter conv_gemm.cu's im2col GEMM (CONV_ALGO_GEMM) and
+ * its direct 3x3 kernel where it fits (CONV_ALGO_DIRECT; NEATML_CONV_GEMM=0 leaves both out,
+ * =2 takes the GEMM alone, =3 the direct kernel alone where it fits), again on the op's inputs,
  * several times each after a warm-up (conv_tune.cu), and keeps the one of least median
  * time, in its own memory; the fused forward's IMPLICIT_PRECOMP_GEMM slot keeps Find's first.
  * Never during a graph capture. NEATML_CONV_TUNE=0 (read at a device's first convolution)
@@ -94,7 +95,7 @@ neat_status conv_cache_get(cuda_device *d, const char *what) {
     env = getenv("NEATML_CONV_TUNE");
     d->conv->tune = !(env && strcmp(env, "0") == 0);
     env = getenv("NEATML_CONV_GEMM");
-    d->conv->gemm = env && env[0] >= '0' && env[0] <= '2' && !env[1] ? env[0] - '0' : 1;
+    d->conv->gemm = env && env[0] >= '0' && env[0] <= '3' && !env[1] ? env[0] - '0' : 1;
     env = getenv("NEATML_CONV_ENGINE");
     d->conv->engine = env && env[0] >= '0' && env[0] <= '2' && !env[1] ? env[0] - '0' : 1;
     return NEAT_OK;
@@ -370,16 +371,25 @@ static int pick(cuda_device *d, conv_plan *p, int which, int kind, const conv_ra
             c->math = m;
             c->ws = ws;
         }
-    /* Strict float32's backward filter: conv_gemm.cu's too, when candidates are timed; alone
-     * under NEATML_CONV_GEMM=2 (so that the tests reach it whatever the timings). */
-    size_t own = cuda_conv_gemm_wgrad_ws(&p->g);
-    if (which == CONV_BWD_FILTER && strict && p->g.groups == 1 && own <= CONV_WS_MAX &&
-        (d->conv->gemm == 2 || (d->conv->gemm && most > 1))) {
-        if (d->conv->gemm == 2) a->ncand = 0;
-        conv_cand *c = &a->cand[a->ncand++];
-        c->algo = CONV_ALGO_GEMM;
-        c->math = CUDNN_FMA_MATH;
-        c->ws = own;
+    /* Strict float32's backward filter: conv_gemm.cu's two too, when candidates are timed;
+     * under NEATML_CONV_GEMM=2 its im2col GEMM alone, under 3 its direct kernel alone where
+     * it fits, else the GEMM (so that the tests reach them whatever the timings). */
+    size_t own = cuda_conv_gemm_wgrad_ws(&p->g), direct = cuda_conv_direct_wgrad_ws(&p->g);
+    int forced = d->conv->gemm >= 2, timed = d->conv->gemm == 1 && most > 1;
+    if (which == CONV_BWD_FILTER && strict && p->g.groups == 1 && (forced || timed)) {
+        if (forced) a->ncand = 0;
+        if (direct <= CONV_WS_MAX && (timed || d->conv->gemm == 3)) {
+            conv_cand *c = &a->cand[a->ncand++];
+            c->algo = CONV_ALGO_DIRECT;
+            c->math = CUDNN_FMA_MATH;
+            c->ws = direct;
+        }
+        if (own <= CONV_WS_MAX && (timed || a->ncand == 0)) {
+            conv_cand *c = &a->cand[a->ncand++];
+            c->algo = CONV_ALGO_GEMM;
+            c->math = CUDNN_FMA_MATH;
+            c->ws = own;
+        }
     }
     if (a->ncand == 0) return 0;
     a->algo = a->cand[0].algo;
@@ -401,7 +411,7 @@ static void add_engines(cuda_device *d, conv_plan *p, int which, const conv_rank
     int strict = p->math == NEAT_MATH_STRICT && p->dtype == NEAT_F32;
     if (a->ready && which != CONV_FWD_PRECOMP && r->measured &&
         (mode == 2 || (mode == 1 && d->conv->tune)) &&
-        !(which == CONV_BWD_FILTER && strict && d->conv->gemm == 2))
+        !(which == CONV_BWD_FILTER && strict && d->conv->gemm >= 2))
         a->ncand += conv_engines(d, p, which, CONV_WS_MAX, &a->cand[a->ncand],
                                  mode == 2 ? 1 : CONV_ENGINES);
     if (a->ncand < 2) a->ncand = 0;
