@@ -79,7 +79,7 @@ __global__ void sum_parts_kernel(const float *__restrict__ part, int64_t batch, 
  * planes' interiors (the padding is zeroed once). The chunk's sums go to
  * part[chunk][k][c][r][s], which sum_parts_kernel adds in chunk order: every term an exact
  * product, sums in float32 in an order fixed by the shape (nb from the shape alone), exact
- * on small integers. H200, 2026-11-30 22:1x UTC (bench/micro/conv_parts.c), LeNet's conv2
+ * on small integers. H200, 2026-11-30 21:52 UTC (bench/micro/conv_parts.c), LeNet's conv2
  * (x 128x32x14x14, 64 filters): dw 0.107 ms by the im2col GEMM, 0.104 with a first version
  * of this kernel that staged x through three divisions per element, 0.059 now (blocks aimed
  * at: 256 0.064, 512 0.059, 1024 0.059); at batch 1024 0.779 -> 0.365 (cuDNN's 0.704). */
