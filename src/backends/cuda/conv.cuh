@@ -20,6 +20,8 @@
  * the heuristics' allowed engines are timed beside the legacy candidates. */
 #define CONV_ALGO_ENGINE 1001
 #define CONV_ENGINES 16
+/* Candidates a slot may hold: Find's, conv_gemm.cu's two, the engines. */
+#define CONV_MAX_CANDS (CONV_CANDIDATES + 2 + CONV_ENGINES)
 
 /* Algorithm slots of a plan: CONV_FWD_PRECOMP is the forward restricted to
  * IMPLICIT_PRECOMP_GEMM (the fused call of half tensors), chosen from the same ranking. */
@@ -43,7 +45,7 @@ typedef struct conv_algo {
     size_t engine_ws;
     float engine_ratio; /* the engine's timed median over the legacy choice's (0: forced) */
     /* Find's that suit the slot, best first; conv_gemm.cu's two; then the engines */
-    conv_cand cand[CONV_CANDIDATES + 2 + CONV_ENGINES];
+    conv_cand cand[CONV_MAX_CANDS];
     int ncand; /* > 1 while the candidates wait to be timed; 0 once they were */
 } conv_algo;
 

@@ -153,7 +153,7 @@ static void keep_fastest(cuda_device *d, conv_algo *a, int n, const int *ok, con
 neat_status conv_tune(nm_device *dev, conv_plan *p, int which, conv_algo *a, const conv_inputs *in,
                       const char *what) {
     cuda_device *d = cuda_dev(dev);
-    enum { NEV = CONV_TUNE_RUNS + 1, NC = CONV_CANDIDATES + 1 + CONV_ENGINES };
+    enum { NEV = CONV_TUNE_RUNS + 1, NC = CONV_MAX_CANDS };
     cudaEvent_t ev[NC][NEV];
     int ok[NC] = {0}, nev = 0, n = a->ncand;
     float ms[NC] = {0};

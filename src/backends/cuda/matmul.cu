@@ -47,6 +47,10 @@
  * rate at 8192^3); at 1024^3 the heuristic's first may not be the fastest of the FMA-only
  * candidates, so it is tuned like the rest (FMA math only: CUBLAS_COMPUTE_32F never uses
  * the tensor cores). 8 candidates left f16 8192^3 at 0.945x PyTorch's rate: 16 now.
+ * A float32 GEMM that gemm_small.cu's kernel fits (b transposed, k % 4 == 0, small) times it
+ * after the candidates and runs it instead of the kept algorithm where it wins by the same
+ * margin (the 700-op MLP's 64x256x256 layers: one kernel where cuBLASLt ran split-K and a
+ * reduction); NEATML_GEMM_OWN=0 leaves it out, =2 runs it untimed wherever it fits.
  * NEATML_GEMM_TUNE=0 (read at a device's first GEMM) turns tuning off. Asking cuBLASLt for
  * one kernel for small GEMMs (no split-K, or its in-place split-K) was measured and dropped:
  * the 700-op MLP went from 3.3 to 8.0 us/op, the LeNet step from 0.458 to 0.559 ms.
