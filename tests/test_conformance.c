@@ -253,6 +253,10 @@ static const cf_row TABLE[] = {
     CONV(3, 1, 28, 28, 32, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, RELU), /* LeNet's layers as trained */
     CONV(2, 32, 14, 14, 64, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, RELU),
     CONV(2, 64, 14, 14, 64, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, NONE), /* 64 channels */
+    /* the CPU backend's multi-channel direct loop (conv_direct.c; AVX-512): padding 0 and 2,
+     * planes that are not square, 8 and 16 filters */
+    CONV(2, 3, 9, 13, 8, 3, 3, 1, 1, 0, 2, 1, 1, 1, 1, RELU),
+    CONV(1, 5, 20, 6, 16, 3, 3, 1, 1, 2, 1, 1, 1, 1, 0, NONE),
     /* one input channel per group, 3x3 stride 1: conv_direct.c's loop on the CPU */
     CONV(2, 3, 12, 9, 6, 3, 3, 1, 1, 2, 1, 2, 1, 3, 1, RELU), /* 2 per group, dilation 2x1 */
     CONV(1, 1, 3, 40, 2, 3, 3, 1, 1, 0, 1, 1, 3, 1, 0, NONE), /* one output row, dilation 1x3 */

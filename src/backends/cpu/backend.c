@@ -157,6 +157,8 @@ static neat_status cpu_device_open(nm_device *dev, int index) {
     cpu_device *c = calloc(1, sizeof *c);
     if (!c) return nm_error(NEAT_ERR_OUT_OF_MEMORY, "neat_device_create: out of host memory");
     c->nthreads = thread_count();
+    const char *direct = getenv("NEATML_CPU_CONV_DIRECT");
+    c->conv_direct = !(direct && strcmp(direct, "0") == 0);
     pthread_mutex_init(&c->lock, NULL);
     pthread_cond_init(&c->work_cv, NULL);
     pthread_cond_init(&c->done_cv, NULL);

@@ -184,6 +184,14 @@ neat_status cpu_conv_forward_run(nm_device *dev, nm_cmdbuf *cb, const char *fn,
         cpu_conv_direct_forward(nthreads, g, x, w, b, act, y, scratch);
         return NEAT_OK;
     }
+    if (cpu_dev(dev)->conv_direct && cpu_conv_direct_multi_ok(g, act)) { /* small planes */
+        int nthreads = cpu_dev(dev)->nthreads;
+        void *scratch = NULL;
+        neat_status st = nm_scratch_alloc(cb, cpu_conv_direct_multi_scratch(g, nthreads), &scratch);
+        if (st != NEAT_OK) return st;
+        cpu_conv_direct_multi_forward(nthreads, g, x, w, b, act, y, scratch);
+        return NEAT_OK;
+    }
     int64_t key[20] = {1,     g->n,  g->c,      g->h,      g->w,        g->k,  g->p,
                        g->q,  g->kh, g->kw,     g->sh,     g->sw,       g->ph, g->pw,
                        g->dh, g->dw, g->groups, b != NULL, (int64_t)act};

@@ -90,3 +90,136 @@ void cpu_conv_direct_forward(int nthreads, const nm_conv_geom *g, const float *x
         }
     });
 }
+
+/* ---- 3x3 stride-1 convolutions with several input channels, on small planes ------------
+ *
+ *   y[n,k,p,q] = act(b[k] + sum_c sum_{i,j < 3} w[k,c,i,j] xpad[n, c, p + i, q + j])
+ *
+ * For LeNet's second layer and its kin (x 32x14x14, 64 filters) oneDNN 2.6 reads x
+ * reordered into nChw16c and writes y in nChw16c, reordered back to NCHW after: 5.1 ms of
+ * convolution and 1.1 ms of reorders at batch 128 on the development VM (docs/BENCHMARKS.md,
+ * "issue 13's second round"). Here the weights are first packed as [K/8][C][9][8] (the 8
+ * filters of a block side by side), then per image the C input planes are padded once into
+ * per-thread scratch (stride PS = PH x PW + slack), and for each run of MULTI_SB = 48
+ * consecutive positions of the padded grid (flat index s = p*PW + q, as direct_plane's)
+ * and each block of 8 filters, 24 AVX-512 accumulators take, for each channel and tap,
+ * three unaligned loads of x and 8 broadcast weights (one cache line) into 24 fused
+ * multiply-adds. The x rows a run reads stay in L1 over the K/8 blocks. Positions past Q
+ * in a row and past the last row are computed and dropped when the rows are copied out
+ * with the bias and relu. Each output is the sum over c of the 9 taps in (i, j) order, then
+ * + b. AVX-512 only (the dispatcher checks the CPU); other machines keep oneDNN. */
+#define MULTI_KB 8  /* filters per block */
+#define MULTI_SB 48 /* padded-grid positions per run: three vectors */
+
+static int64_t multi_stride(const nm_conv_geom *g) { /* floats of one padded plane + slack */
+    int64_t plane = (g->h + 2 * g->ph) * (g->w + 2 * g->pw);
+    return (plane + 2 * MULTI_SB + 15) / 16 * 16;
+}
+
+static int64_t multi_len(const nm_conv_geom *g) { /* flat positions, rounded up to runs */
+    int64_t len = (g->p - 1) * (g->w + 2 * g->pw) + g->q;
+    return (len + MULTI_SB - 1) / MULTI_SB * MULTI_SB;
+}
+
+int cpu_conv_direct_multi_ok(const nm_conv_geom *g, neat_activation act) {
+#if defined(__x86_64__) && defined(__GNUC__)
+    return g->groups == 1 && g->c >= 2 && g->kh == 3 && g->kw == 3 && g->sh == 1 && g->sw == 1 &&
+           g->dh == 1 && g->dw == 1 && (act == NEAT_ACT_NONE || act == NEAT_ACT_RELU) && g->p > 0 &&
+           g->q > 0 && g->k % MULTI_KB == 0 && (g->h + 2 * g->ph) * (g->w + 2 * g->pw) <= 1024 &&
+           g->c * multi_stride(g) * (int64_t)sizeof(float) <= (256 << 10) &&
+           g->k * g->c * 9 * (int64_t)sizeof(float) <= (1 << 20) &&
+           __builtin_cpu_supports("avx512f");
+#else
+    (void)g, (void)act;
+    return 0;
+#endif
+}
+
+/* The packed weights, then per thread the padded planes and the flat outputs of K filters. */
+static size_t multi_per_thread(const nm_conv_geom *g) {
+    return (size_t)(g->c * multi_stride(g) + g->k * multi_len(g));
+}
+
+size_t cpu_conv_direct_multi_scratch(const nm_conv_geom *g, int nthreads) {
+    return ((size_t)(g->k * g->c * 9) + (size_t)nthreads * multi_per_thread(g)) * sizeof(float);
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+
+/* One image: x [C,H,W] -> y [K,P,Q]; wp the packed weights, xpad C padded planes, flat K
+ * rows of the padded grid. */
+__attribute__((target("avx512f"))) static void multi_image(const nm_conv_geom *g, const float *x,
+                                                           const float *wp, const float *b,
+                                                           int relu, float *y, float *xpad,
+                                                           float *flat) {
+    const int64_t pws = g->w + 2 * g->pw, ps = multi_stride(g), len = multi_len(g);
+    const int64_t C = g->c;
+    memset(xpad, 0, (size_t)(C * ps) * sizeof(float));
+    for (int64_t c = 0; c < C; c++)
+        for (int64_t r = 0; r < g->h; r++)
+            memcpy(xpad + c * ps + (g->ph + r) * pws + g->pw, x + (c * g->h + r) * g->w,
+                   (size_t)g->w * sizeof(float));
+    const int64_t off[9] = {0, 1, 2, pws, pws + 1, pws + 2, 2 * pws, 2 * pws + 1, 2 * pws + 2};
+    for (int64_t s0 = 0; s0 < len; s0 += MULTI_SB) {
+        for (int64_t k0 = 0; k0 < g->k; k0 += MULTI_KB) {
+            const float *wk = wp + k0 * C * 9; /* [C][9][8] of this block */
+            __m512 acc[MULTI_KB][3];
+            for (int j = 0; j < MULTI_KB; j++)
+                acc[j][0] = acc[j][1] = acc[j][2] = _mm512_setzero_ps();
+            for (int64_t c = 0; c < C; c++) {
+                const float *xp = xpad + c * ps + s0, *wc = wk + c * 9 * MULTI_KB;
+                for (int t = 0; t < 9; t++) {
+                    __m512 x0 = _mm512_loadu_ps(xp + off[t]),
+                           x1 = _mm512_loadu_ps(xp + off[t] + 16),
+                           x2 = _mm512_loadu_ps(xp + off[t] + 32);
+                    for (int j = 0; j < MULTI_KB; j++) {
+                        __m512 wv = _mm512_set1_ps(wc[t * MULTI_KB + j]);
+                        acc[j][0] = _mm512_fmadd_ps(wv, x0, acc[j][0]);
+                        acc[j][1] = _mm512_fmadd_ps(wv, x1, acc[j][1]);
+                        acc[j][2] = _mm512_fmadd_ps(wv, x2, acc[j][2]);
+                    }
+                }
+            }
+            for (int j = 0; j < MULTI_KB; j++) {
+                float *f = flat + (k0 + j) * len + s0;
+                _mm512_storeu_ps(f, acc[j][0]);
+                _mm512_storeu_ps(f + 16, acc[j][1]);
+                _mm512_storeu_ps(f + 32, acc[j][2]);
+            }
+        }
+    }
+    for (int64_t k = 0; k < g->k; k++) {
+        const float bk = b ? b[k] : 0.0f;
+        float *yk = y + k * g->p * g->q;
+        for (int64_t r = 0; r < g->p; r++)
+            for (int64_t q = 0; q < g->q; q++) {
+                float v = flat[k * len + r * pws + q] + bk;
+                yk[r * g->q + q] = relu && v < 0.0f ? 0.0f : v; /* NaN stays NaN */
+            }
+    }
+}
+#endif
+
+void cpu_conv_direct_multi_forward(int nthreads, const nm_conv_geom *g, const float *x,
+                                   const float *w, const float *b, neat_activation act, float *y,
+                                   float *scratch) {
+#if defined(__x86_64__) && defined(__GNUC__)
+    float *wp = scratch, *per_thread = scratch + g->k * g->c * 9;
+    for (int64_t k = 0; k < g->k; k++) /* w [K][C][9] -> wp [K/8][C][9][8] */
+        for (int64_t c = 0; c < g->c; c++)
+            for (int t = 0; t < 9; t++)
+                wp[((k / MULTI_KB * g->c + c) * 9 + t) * MULTI_KB + k % MULTI_KB] =
+                    w[(k * g->c + c) * 9 + t];
+    const size_t per = multi_per_thread(g);
+    const int relu = act == NEAT_ACT_RELU;
+    int par = cpu_par(nthreads, g->n * g->k * g->p * g->q * g->c);
+    CPU_FOR(par, img, g->n, {
+        float *xpad = per_thread + (size_t)omp_get_thread_num() * per;
+        multi_image(g, x + img * g->c * g->h * g->w, wp, b, relu, y + img * g->k * g->p * g->q,
+                    xpad, xpad + g->c * multi_stride(g));
+    });
+#else
+    (void)nthreads, (void)g, (void)x, (void)w, (void)b, (void)act, (void)y, (void)scratch;
+#endif
+}

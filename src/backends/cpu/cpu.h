@@ -32,6 +32,7 @@ typedef struct cpu_device {
     float **staging;             /* the running job's staged host copies (copy.c) */
     int stop;
     struct cpu_dnnl *dnnl; /* owned by dnnl.c */
+    int conv_direct; /* NEATML_CPU_CONV_DIRECT is not "0": conv_direct.c's multi-channel loop */
 } cpu_device;
 
 static inline cpu_device *cpu_dev(nm_device *dev) { return (cpu_device *)dev->impl; }
@@ -93,6 +94,14 @@ int cpu_conv_direct_ok(const nm_conv_geom *g, neat_activation act);
 size_t cpu_conv_direct_scratch(const nm_conv_geom *g, int nthreads);
 void cpu_conv_direct_forward(int nthreads, const nm_conv_geom *g, const float *x, const float *w,
                              const float *b, neat_activation act, float *y, float *scratch);
+/* conv_direct.c: 3x3 stride-1 convolutions of one group and several input channels on small
+ * planes (K % 8 == 0, act NONE or RELU, AVX-512: cpu_conv_direct_multi_ok), NCHW in and
+ * out; scratch holds cpu_conv_direct_multi_scratch(g, nthreads) bytes. */
+int cpu_conv_direct_multi_ok(const nm_conv_geom *g, neat_activation act);
+size_t cpu_conv_direct_multi_scratch(const nm_conv_geom *g, int nthreads);
+void cpu_conv_direct_multi_forward(int nthreads, const nm_conv_geom *g, const float *x,
+                                   const float *w, const float *b, neat_activation act, float *y,
+                                   float *scratch);
 /* relu_grad_blocked.c: dz = y > 0 ? dy : 0 for dy, y NCHW [n,k,s] (s = P*Q), written in
  * oneDNN's nChw16c layout: dzb [n, ceil(k/16), s, 16], the padded channels 0. */
 void cpu_relu_grad_nchw16c(int nthreads, const float *dy, const float *y, int64_t n, int64_t k,
