@@ -176,20 +176,17 @@ neat_status cpu_conv_forward_run(nm_device *dev, nm_cmdbuf *cb, const char *fn,
         conv_bias_only(cpu_dev(dev)->nthreads, g, b, act, y);
         return NEAT_OK;
     }
-    if (cpu_conv_direct_ok(g, act)) { /* one input channel per group: conv_direct.c */
+    /* conv_direct.c's loops: one input channel per group, or several on small planes */
+    int one = cpu_conv_direct_ok(g, act);
+    if (one || (cpu_dev(dev)->conv_direct && cpu_conv_direct_multi_ok(g, act))) {
         int nthreads = cpu_dev(dev)->nthreads;
+        size_t bytes =
+            one ? cpu_conv_direct_scratch(g, nthreads) : cpu_conv_direct_multi_scratch(g, nthreads);
         void *scratch = NULL;
-        neat_status st = nm_scratch_alloc(cb, cpu_conv_direct_scratch(g, nthreads), &scratch);
+        neat_status st = nm_scratch_alloc(cb, bytes, &scratch);
         if (st != NEAT_OK) return st;
-        cpu_conv_direct_forward(nthreads, g, x, w, b, act, y, scratch);
-        return NEAT_OK;
-    }
-    if (cpu_dev(dev)->conv_direct && cpu_conv_direct_multi_ok(g, act)) { /* small planes */
-        int nthreads = cpu_dev(dev)->nthreads;
-        void *scratch = NULL;
-        neat_status st = nm_scratch_alloc(cb, cpu_conv_direct_multi_scratch(g, nthreads), &scratch);
-        if (st != NEAT_OK) return st;
-        cpu_conv_direct_multi_forward(nthreads, g, x, w, b, act, y, scratch);
+        (one ? cpu_conv_direct_forward : cpu_conv_direct_multi_forward)(nthreads, g, x, w, b, act,
+                                                                        y, scratch);
         return NEAT_OK;
     }
     int64_t key[20] = {1,     g->n,  g->c,      g->h,      g->w,        g->k,  g->p,
