@@ -15,9 +15,10 @@
  *
  * Files: backend.c (table, device, memory, submit/wait, graphs), elementwise.cu (add,
  * scale, fill, activations, bias+activation), pool.cu, reduce.cu (sums), softmax.cu
- * (softmax, cross-entropy), optim.cu (SGD, AdamW), matmul.cu (cuBLASLt: matmul, linear),
+ * (softmax, cross-entropy), optim.cu (SGD, AdamW), matmul.cu (cuBLASLt plans and matmul),
+ * linear.cu (linear on them), gemm_small.cu (neatml's own small GEMM),
  * conv.cu and conv_plan.cu (cuDNN: the ops; plans and algorithms), conv_gemm.cu (strict
- * float32's im2col backward filter), half.cu (neat_cast, bf16/f16: native paths and the
+ * float32's own backward filters), half.cu (neat_cast, bf16/f16: native paths and the
  * float32 fallback), comm.c (collectives: NCCL), bucket.cu (a bucket's pack and unpack).
  */
 #ifndef NEATML_CUDA_COMMON_H
@@ -187,6 +188,17 @@ neat_status cuda_gemm_typed(nm_device *dev, neat_math_mode math, int trans_a, in
                             const void *a, const void *b, neat_dtype ab, float beta, void *c,
                             neat_dtype ct, cublasLtEpilogue_t epilogue, const void *bias,
                             const char *what);
+/* The same, and for a bias-gradient epilogue (BGRADA/B; bias: where db is written) *ran = 0
+ * where cuBLASLt has no algorithm for it or refuses it: nothing was enqueued and the caller
+ * sums db itself (or, under NEATML_LINEAR_BGRAD=2, the op's BACKEND_ERROR). */
+neat_status cuda_gemm_try(nm_device *dev, neat_math_mode math, int trans_a, int trans_b,
+                          int64_t batch, int64_t m, int64_t n, int64_t k, float alpha,
+                          const void *a, const void *b, neat_dtype ab, float beta, void *c,
+                          neat_dtype ct, cublasLtEpilogue_t epilogue, const void *bias, int *ran,
+                          const char *what);
+/* NEATML_LINEAR_BGRAD as read at the device's first GEMM: 0 never fuse db into the dw GEMM,
+ * 1 fuse or fall back, 2 fuse or fail. */
+neat_status cuda_linear_bgrad_mode(nm_device *dev, int *mode, const char *what);
 
 /* gemm_small.cu: row-major c [m, n] = act(alpha a [m, k] b^T + bias), b stored [n, k],
  * over `batch` products packed back to back, float32 products and sums, one kernel; for
