@@ -155,11 +155,11 @@ __attribute__((target("avx512f"))) static void multi_image(const nm_conv_geom *g
                                                            float *flat) {
     const int64_t pws = g->w + 2 * g->pw, ps = multi_stride(g), len = multi_len(g);
     const int64_t C = g->c;
-    memset(xpad, 0, (size_t)(C * ps) * sizeof(float));
-    for (int64_t c = 0; c < C; c++)
-        for (int64_t r = 0; r < g->h; r++)
-            memcpy(xpad + c * ps + (g->ph + r) * pws + g->pw, x + (c * g->h + r) * g->w,
-                   (size_t)g->w * sizeof(float));
+    const int64_t plane = (g->h + 2 * g->ph) * pws;
+    for (int64_t c = 0; c < C; c++) { /* the plane as direct_plane's, then the slack zeroed */
+        pad_plane(g, x + c * g->h * g->w, xpad + c * ps);
+        memset(xpad + c * ps + plane, 0, (size_t)(ps - plane) * sizeof(float));
+    }
     const int64_t off[9] = {0, 1, 2, pws, pws + 1, pws + 2, 2 * pws, 2 * pws + 1, 2 * pws + 2};
     for (int64_t s0 = 0; s0 < len; s0 += MULTI_SB) {
         for (int64_t k0 = 0; k0 < g->k; k0 += MULTI_KB) {
