@@ -13,7 +13,8 @@
 #      allowed) and =0 (the legacy algorithms alone); test_conformance, test_determinism and
 #      test_dtype with NEATML_GEMM_OWN=2 (gemm_small.cu on every GEMM it fits; conformance
 #      also with NEATML_CONV_GEMM=2, the per-image dw products), and
-#      test_conformance and test_copy_overlap with NEATML_CUDA_PDL=0 (no programmatic launch);
+#      test_conformance and test_copy_overlap with NEATML_CUDA_PDL=0 (no programmatic launch),
+#      test_conformance and test_determinism with NEATML_CONV_SMALL=0 (conv_small.cu off);
 #   3. training ("train"): examples/fashion_mnist on cuda for 5 epochs, and the OCaml
 #      example and OCaml test suite when their executables were carried (see below);
 #   4. the benchmark (neatml_bench --backend cuda --json, --seed-table) and bench/compare.py
@@ -158,6 +159,12 @@ if want tests; then
   for t in test_conformance test_copy_overlap; do
     row "$t (cuda, NEATML_CUDA_PDL=0)" \
         "$(run_test "$OUT/tests.log" "$BUILD/$t" NEATML_TEST_BACKENDS=cuda NEATML_CUDA_PDL=0)"
+  done
+  # conv_small.cu (3x3 stride-1 convolutions of 1 to 4 channels) off: those rows on cuDNN
+  # and conv_gemm.cu as before it.
+  for t in test_conformance test_determinism; do
+    row "$t (cuda, NEATML_CONV_SMALL=0)" \
+        "$(run_test "$OUT/tests.log" "$BUILD/$t" NEATML_TEST_BACKENDS=cuda NEATML_CONV_SMALL=0)"
   done
   grep -E '^(FAIL|SKIP)' "$OUT/tests.log" | sort | uniq -c | sort -rn | head -n 20
   grep -E '^cuda ' "$OUT/tests.log" | grep -v ' 0 failed' | head -n 20

@@ -260,6 +260,12 @@ static const cf_row TABLE[] = {
     /* one input channel per group, 3x3 stride 1: conv_direct.c's loop on the CPU */
     CONV(2, 3, 12, 9, 6, 3, 3, 1, 1, 2, 1, 2, 1, 3, 1, RELU), /* 2 per group, dilation 2x1 */
     CONV(1, 1, 3, 40, 2, 3, 3, 1, 1, 0, 1, 1, 3, 1, 0, NONE), /* one output row, dilation 1x3 */
+    /* 1 to 4 input channels, 3x3 stride 1: the CUDA backend's small-channel kernel
+     * (conv_small.cu): partial filter tiles of 32, padding 0 to 2, each activation */
+    CONV(3, 2, 9, 13, 40, 3, 3, 1, 1, 0, 2, 1, 1, 1, 1, GELU),
+    CONV(2, 4, 6, 5, 7, 3, 3, 1, 1, 2, 2, 1, 1, 1, 0, TANH),
+    CONV(5, 3, 20, 17, 33, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, SIGMOID),
+    CONV(9, 1, 28, 28, 8, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, RELU),
 
     /* maxpool2d: n, c, h, w, kh, kw, sh, sw, ph, pw, all-negative. 2x2 stride 2 unpadded is
      * its own path (CUDA: w % 4 == 0, w % 2 == 0 and general; CPU: output rows of 64 or
@@ -523,6 +529,15 @@ static const cf_row TABLE[] = {
      * channel tiles and a partial filter tile, padding 0 and 2; 150 chunks of 2 images */
     CONV_BWD(3, 40, 10, 12, 20, 3, 3, 1, 1, 0, 2, 1, 1, 1, NONE, 1, 7, 1),
     CONV_BWD(300, 8, 6, 6, 8, 3, 3, 1, 1, 1, 1, 1, 1, 1, RELU, 1, 6, 0),
+    /* no dx over 1 to 4 channels, 3x3 stride 1: the CUDA backend's small-channel backward
+     * (conv_small.cu, act' taken on the fly): 16 and 64 chunks of pixels (the latter 2083
+     * pixels each), partial filter tiles, padding 0 to 2, dw alone, accumulate */
+    CONV_BWD(40, 1, 28, 28, 12, 3, 3, 1, 1, 1, 1, 1, 1, 1, RELU, 1, 6, 1),
+    CONV_BWD(170, 1, 28, 28, 4, 3, 3, 1, 1, 1, 1, 1, 1, 1, RELU, 1, 6, 0),
+    CONV_BWD(3, 2, 11, 9, 5, 3, 3, 1, 1, 0, 2, 1, 1, 1, SIGMOID, 1, 6, 0),
+    CONV_BWD(2, 3, 9, 9, 7, 3, 3, 1, 1, 2, 2, 1, 1, 1, TANH, 0, 2, 1),
+    CONV_BWD(2, 4, 8, 10, 6, 3, 3, 1, 1, 1, 1, 1, 1, 1, NONE, 1, 6, 0),
+    CONV_BWD(4, 3, 16, 16, 9, 3, 3, 1, 1, 1, 1, 1, 1, 1, RELU, 0, 2, 0),
     /* relu's backward written in nChw16c (relu_grad_blocked.c): dz read blocked by both
      * primitives; 196 and 81 positions (a partial tile of 16), dw and db only, accumulate */
     CONV_BWD(2, 32, 14, 14, 64, 3, 3, 1, 1, 1, 1, 1, 1, 1, RELU, 1, 7, 0),

@@ -12,6 +12,10 @@
  * inputs are 2^u with u uniform in [-4, 4] and random signs, so that another order of the
  * sums would change the last bits. The cases of 2^30 multiply-adds per GEMM reach CUDA's
  * timed algorithm choice; the CPU skips them (seconds of oneDNN for nothing new there).
+ * Convolution backward likewise (3x3, stride 1, padding 1): on CUDA dw comes from the timed
+ * choice among cuDNN's deterministic algorithms and engines and conv_gemm.cu's kernels, or from
+ * conv_small.cu's pass over few channels (its sums over lanes, warps and chunks in a fixed
+ * order); LeNet's two layers and 3 and 4 input channels without dx.
  * Every backend that opens runs the table; a backend that does not open is reported skipped.
  */
 #include "harness.h"
@@ -26,23 +30,30 @@ typedef struct det_case {
     neat_activation act;
     int accumulate;
     neat_math_mode math;
+    int64_t hw; /* a convolution over hw x hw planes, in -> out channels; 0: linear */
+    int nodx;   /* the convolution without dx */
 } det_case;
 
 #define LARGE(c) ((double)(c)->n * (double)(c)->in * (double)(c)->out >= 0x1p30)
 
 static const det_case CASES[] = {
-    {NEAT_F32, 4096, 64, 96, NEAT_ACT_NONE, 0, NEAT_MATH_STRICT},
-    {NEAT_F32, 4096, 64, 96, NEAT_ACT_RELU, 1, NEAT_MATH_STRICT},
-    {NEAT_F32, 1000, 33, 17, NEAT_ACT_GELU, 0, NEAT_MATH_STRICT},
-    {NEAT_F32, 4097, 31, 130, NEAT_ACT_SIGMOID, 0, NEAT_MATH_STRICT},
-    {NEAT_F32, 4096, 64, 96, NEAT_ACT_NONE, 0, NEAT_MATH_TF32},
-    {NEAT_F32, 4096, 512, 512, NEAT_ACT_NONE, 0, NEAT_MATH_STRICT},
-    {NEAT_BF16, 4096, 64, 96, NEAT_ACT_NONE, 0, NEAT_MATH_STRICT},
-    {NEAT_BF16, 4096, 64, 96, NEAT_ACT_RELU, 1, NEAT_MATH_STRICT},
-    {NEAT_BF16, 4096, 512, 512, NEAT_ACT_RELU, 0, NEAT_MATH_STRICT},
-    {NEAT_F16, 4096, 64, 96, NEAT_ACT_RELU, 0, NEAT_MATH_STRICT},
-    {NEAT_F16, 2049, 17, 33, NEAT_ACT_NONE, 0, NEAT_MATH_STRICT},
-    {NEAT_F16, 4096, 512, 512, NEAT_ACT_NONE, 0, NEAT_MATH_STRICT},
+    {NEAT_F32, 4096, 64, 96, NEAT_ACT_NONE, 0, NEAT_MATH_STRICT, 0, 0},
+    {NEAT_F32, 4096, 64, 96, NEAT_ACT_RELU, 1, NEAT_MATH_STRICT, 0, 0},
+    {NEAT_F32, 1000, 33, 17, NEAT_ACT_GELU, 0, NEAT_MATH_STRICT, 0, 0},
+    {NEAT_F32, 4097, 31, 130, NEAT_ACT_SIGMOID, 0, NEAT_MATH_STRICT, 0, 0},
+    {NEAT_F32, 4096, 64, 96, NEAT_ACT_NONE, 0, NEAT_MATH_TF32, 0, 0},
+    {NEAT_F32, 4096, 512, 512, NEAT_ACT_NONE, 0, NEAT_MATH_STRICT, 0, 0},
+    {NEAT_BF16, 4096, 64, 96, NEAT_ACT_NONE, 0, NEAT_MATH_STRICT, 0, 0},
+    {NEAT_BF16, 4096, 64, 96, NEAT_ACT_RELU, 1, NEAT_MATH_STRICT, 0, 0},
+    {NEAT_BF16, 4096, 512, 512, NEAT_ACT_RELU, 0, NEAT_MATH_STRICT, 0, 0},
+    {NEAT_F16, 4096, 64, 96, NEAT_ACT_RELU, 0, NEAT_MATH_STRICT, 0, 0},
+    {NEAT_F16, 2049, 17, 33, NEAT_ACT_NONE, 0, NEAT_MATH_STRICT, 0, 0},
+    {NEAT_F16, 4096, 512, 512, NEAT_ACT_NONE, 0, NEAT_MATH_STRICT, 0, 0},
+    {NEAT_F32, 128, 1, 32, NEAT_ACT_RELU, 0, NEAT_MATH_STRICT, 28, 1},
+    {NEAT_F32, 64, 3, 16, NEAT_ACT_TANH, 1, NEAT_MATH_STRICT, 32, 1},
+    {NEAT_F32, 16, 4, 8, NEAT_ACT_NONE, 0, NEAT_MATH_TF32, 20, 1},
+    {NEAT_F32, 128, 32, 64, NEAT_ACT_RELU, 0, NEAT_MATH_STRICT, 14, 0},
+    {NEAT_F32, 8, 64, 64, NEAT_ACT_RELU, 1, NEAT_MATH_STRICT, 14, 0},
 };
 
 enum { X, W, B, Y, DY, DX, DW, DB, NT };
@@ -61,12 +72,14 @@ static float draw(nt_rng *r) {
 }
 
 static int make(neat_device *dev, const det_case *c, nt_rng *r, det_tensors *d) {
-    const int64_t shapes[NT][2] = {{c->n, c->in},  {c->out, c->in}, {c->out, 1},     {c->n, c->out},
-                                   {c->n, c->out}, {c->n, c->in},   {c->out, c->in}, {c->out, 1}};
+    const int64_t h = c->hw ? c->hw : 1, k = c->hw ? 3 : 1;
+    const int64_t shapes[NT][4] = {
+        {c->n, c->in, h, h},  {c->out, c->in, k, k}, {c->out, 1, 1, 1},     {c->n, c->out, h, h},
+        {c->n, c->out, h, h}, {c->n, c->in, h, h},   {c->out, c->in, k, k}, {c->out, 1, 1, 1}};
     memset(d, 0, sizeof *d);
     for (int i = 0; i < NT; i++) {
-        int nd = i == B || i == DB ? 1 : 2;
-        d->n[i] = shapes[i][0] * shapes[i][1];
+        int nd = i == B || i == DB ? 1 : c->hw ? 4 : 2;
+        d->n[i] = shapes[i][0] * shapes[i][1] * shapes[i][2] * shapes[i][3];
         d->host[i] = malloc((size_t)d->n[i] * sizeof(float));
         if (!CHECK(d->host[i] != NULL, "out of host memory") ||
             !CHECK_OK(neat_tensor_create_typed(dev, c->dt, nd, shapes[i], 0, &d->t[i]), "create"))
@@ -85,6 +98,12 @@ static void release(det_tensors *d) {
 
 static neat_status record(neat_cmdbuf *cb, const det_case *c, det_tensors *d) {
     int reads_y = c->act == NEAT_ACT_RELU || c->act == NEAT_ACT_SIGMOID || c->act == NEAT_ACT_TANH;
+    if (c->hw) {
+        neat_conv2d_desc desc = neat_conv2d_desc_make(3, 3, 1, 1);
+        return neat_conv2d_backward(cb, &desc, c->act, d->t[X], d->t[W], d->t[B],
+                                    reads_y ? d->t[Y] : NULL, d->t[DY], c->nodx ? NULL : d->t[DX],
+                                    d->t[DW], d->t[DB], c->accumulate);
+    }
     return neat_linear_backward(cb, c->act, d->t[X], d->t[W], d->t[B], reads_y ? d->t[Y] : NULL,
                                 d->t[DY], d->t[DX], d->t[DW], d->t[DB], c->accumulate);
 }
@@ -109,9 +128,14 @@ static int run(neat_cmdbuf *cb, det_tensors *d, unsigned char *bits[3], const ch
 static void run_case(neat_device *dev, const char *backend, const det_case *c, uint64_t seed) {
     char what[200];
     static const char *const acts[] = {"none", "relu", "sigmoid", "tanh", "gelu"};
-    snprintf(what, sizeof what, "%s linear backward %s n=%lld in=%lld out=%lld act=%s acc=%d %s",
-             backend, neat_dtype_name(c->dt), (long long)c->n, (long long)c->in, (long long)c->out,
-             acts[c->act], c->accumulate, c->math == NEAT_MATH_TF32 ? "tf32" : "strict");
+    char conv[64] = "";
+    if (c->hw)
+        snprintf(conv, sizeof conv, " %lldx%lld 3x3%s", (long long)c->hw, (long long)c->hw,
+                 c->nodx ? " no dx" : "");
+    snprintf(what, sizeof what, "%s %s backward %s n=%lld in=%lld out=%lld%s act=%s acc=%d %s",
+             backend, c->hw ? "conv2d" : "linear", neat_dtype_name(c->dt), (long long)c->n,
+             (long long)c->in, (long long)c->out, conv, acts[c->act], c->accumulate,
+             c->math == NEAT_MATH_TF32 ? "tf32" : "strict");
     nt_rng r = {seed};
     det_tensors d;
     neat_cmdbuf *cb[2] = {NULL, NULL};
@@ -137,7 +161,7 @@ static void run_case(neat_device *dev, const char *backend, const det_case *c, u
          run(cb[1], &d, bits[2], what);
     static const char *const runs[3] = {"first commit", "replay", "second buffer"};
     for (int k = 1; ok && k < 3; k++)
-        for (int g = 0; g < 3; g++) {
+        for (int g = c->nodx; g < 3; g++) {
             int64_t differ = 0, first = -1;
             for (int64_t i = 0; i < d.n[DX + g]; i++)
                 if (memcmp(bits[0][g] + i * es, bits[k][g] + i * es, es))

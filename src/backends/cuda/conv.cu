@@ -250,6 +250,9 @@ neat_status cuda_conv2d_forward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) 
         void *ws;
         const conv_inputs in = {u.x->data, u.w->data, NULL};
         st = conv_cache_get(d, what);
+        if (!st && d->conv->small && cuda_conv_small_fits(&g)) /* conv_small.cu */
+            return cuda_conv_small_forward(dev, &g, u.act, u.x->data, u.w->data, b, u.y->data,
+                                           what);
         int fusable =
             !st && b && d->conv->fuse && (u.act == NEAT_ACT_RELU || u.act == NEAT_ACT_NONE);
         int forced = fusable && d->conv->fuse == 3; /* IMPLICIT_PRECOMP_GEMM whatever the choice */
@@ -289,6 +292,19 @@ neat_status cuda_conv2d_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op)
         if (!st && u.dw) st = cuda_fill_f32(dev, u.dw->data, u.dw->numel, 0.0f, what);
         if (!st && u.db) st = cuda_fill_f32(dev, u.db->data, u.db->numel, 0.0f, what);
         return st;
+    }
+    /* no dx (the input is the data) over few channels: conv_small.cu, act' on the fly */
+    if (!u.dx && u.dw && cuda_conv_small_backward_act(u.act) && cuda_conv_small_fits(&g)) {
+        st = conv_cache_get(d, what);
+        if (st) return st;
+        if (d->conv->small) {
+            void *ws;
+            st = cuda_scratch(cb, 0, cuda_conv_small_backward_ws(&g), &ws);
+            if (st) return st;
+            return cuda_conv_small_backward(dev, &g, u.act, u.x->data, u.y ? u.y->data : NULL,
+                                            u.dy->data, beta, u.dw->data, u.db ? u.db->data : NULL,
+                                            ws, what);
+        }
     }
     int which[3], nwhich = 0;
     if (u.act == NEAT_ACT_GELU) which[nwhich++] = CONV_FWD;

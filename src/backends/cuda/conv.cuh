@@ -71,6 +71,7 @@ struct cuda_conv_cache {
     int gemm;   /* NEATML_CONV_GEMM: 0 never conv_gemm.cu's backward filters, 2 always its im2col
                  * GEMM, 3 always its direct kernel where it fits (else the GEMM), else timed */
     int engine; /* NEATML_CONV_ENGINE: 0 never an engine, 2 the first allowed one, else timed */
+    int small;  /* NEATML_CONV_SMALL is not "0": conv_small.cu's kernels where they fit */
 };
 
 /* The op's tensors its algorithms are timed on (conv_tune), read only: x and w for the

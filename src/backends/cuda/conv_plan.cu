@@ -98,6 +98,8 @@ neat_status conv_cache_get(cuda_device *d, const char *what) {
     d->conv->gemm = env && env[0] >= '0' && env[0] <= '3' && !env[1] ? env[0] - '0' : 1;
     env = getenv("NEATML_CONV_ENGINE");
     d->conv->engine = env && env[0] >= '0' && env[0] <= '2' && !env[1] ? env[0] - '0' : 1;
+    env = getenv("NEATML_CONV_SMALL");
+    d->conv->small = !(env && strcmp(env, "0") == 0);
     return NEAT_OK;
 }
 

@@ -1,0 +1,294 @@
+/*
+ * conv_small.cu — float32 convolutions of few input channels by neatml's own kernels: 3x3,
+ * stride 1, one group, C <= 4 (LeNet's first layer, a network's first layer over RGB):
+ *
+ *   forward:  y = act(conv(x, w) + b), one pass: the convolution, bias and activation of
+ *             each output in one thread, y written once;
+ *   backward, dx not asked for (the input is the data): dz = act'(y) dy taken on the fly,
+ *             dw and db from one pass over dy and y.
+ *
+ * Why: with 9C products per output these layers move memory, not arithmetic. On the H200
+ * LeNet's conv1 (x 128x1x28x28, 32 filters, 12.8 MB of output) took 0.024 ms forward (cuDNN's
+ * convolution, then the bias and relu pass over y) and 0.037 ms for dw (relu's gradient
+ * written to scratch, then the im2col GEMM), + db's two reductions of dz
+ * (bench/micro/conv_parts.c, 2026-11-30 21:52 UTC), against some 3 us to write y once and
+ * 6 us to read dy and y once at the copy bandwidth.
+ *
+ * Numerics: each output or gradient term is a float32 product accumulated by fmaf in
+ * float32 — the strict bound (exact products, float32 sums), in an order fixed by the shape:
+ * the same bits at every run and replay, exact on small integers. Forward: over c, then the
+ * 3x3 window row by row, then + b, then act. Backward: each thread sums its pixels in
+ * order; a warp adds its lanes in a fixed tree (sc_warp_sums), the block its warps in
+ * order, into part[chunk]; sc_sum_kernel adds the chunks in a fixed tree.
+ * NEATML_CONV_SMALL=0 leaves these kernels out (cuDNN and conv_gemm.cu as before).
+ */
+#include "common.cuh"
+
+#define SC_THREADS 256
+#define SC_WARPS (SC_THREADS / 32)
+#define SC_FWD_KT 32     /* filters of a forward block: each thread all of them for a pixel */
+#define SC_BWD_PIX 2048  /* pixels of a backward block, at least */
+#define SC_BWD_CHUNKS 64 /* backward blocks along the pixels, at most (sc_sum_kernel's lanes) */
+
+/* Filters of a backward block: KT (9C + 1) accumulators per thread, at most 96. */
+template <int C> struct sc_bwd_tile {
+    enum { KT = C == 1 ? 8 : C == 2 ? 4 : 2 };
+};
+
+/* x's 3x3 window of output pixel (oy, ox), each of the C channels; 0 in the padding. */
+template <int C>
+__device__ __forceinline__ void sc_window(const float *__restrict__ x, int64_t img, int h, int w,
+                                          int oy, int ox, int ph, int pw, float (&xv)[C * 9]) {
+#pragma unroll
+    for (int c = 0; c < C; c++) {
+        const float *xp = x + (img * C + c) * (int64_t)h * w;
+#pragma unroll
+        for (int r = 0; r < 3; r++) {
+            int yy = oy + r - ph;
+#pragma unroll
+            for (int s = 0; s < 3; s++) {
+                int xx = ox + s - pw;
+                xv[c * 9 + r * 3 + s] = yy >= 0 && yy < h && xx >= 0 && xx < w
+                                            ? __ldg(xp + (int64_t)yy * w + xx)
+                                            : 0.0f;
+            }
+        }
+    }
+}
+
+/* Block b: filter tile b % ktiles, pixels (b / ktiles) * SC_THREADS... of the n*p*q outputs
+ * (images one after another). The tile's weights are read from shared memory as float4, the
+ * same address across the warp. */
+template <int C, int ACT>
+__global__ void __launch_bounds__(SC_THREADS)
+    sc_fwd_kernel(const float *__restrict__ x, const float *__restrict__ w,
+                  const float *__restrict__ b, float *__restrict__ y, int64_t npix, int h, int wd,
+                  int k, int p, int q, int ph, int pw, int ktiles) {
+    cuda_pdl_enter();
+    constexpr int KS = (C * 9 + 3) / 4 * 4; /* floats of a filter in shared memory */
+    __shared__ float4 ws4[SC_FWD_KT * KS / 4];
+    __shared__ float bs[SC_FWD_KT];
+    float *ws = (float *)ws4;
+    const int k0 = (int)(blockIdx.x % ktiles) * SC_FWD_KT, nk = min(SC_FWD_KT, k - k0);
+    for (int i = threadIdx.x; i < nk * KS; i += SC_THREADS) {
+        int kk = i / KS, j = i - kk * KS;
+        ws[i] = j < C * 9 ? w[(int64_t)(k0 + kk) * C * 9 + j] : 0.0f;
+    }
+    if (b)
+        for (int i = threadIdx.x; i < nk; i += SC_THREADS) bs[i] = b[k0 + i];
+    __syncthreads();
+    const int64_t idx = (int64_t)(blockIdx.x / ktiles) * SC_THREADS + threadIdx.x;
+    if (idx >= npix) return;
+    const int pq = p * q;
+    const int64_t img = idx / pq;
+    const int pix = (int)(idx - img * pq), oy = pix / q, ox = pix - oy * q;
+    float xv[C * 9];
+    sc_window<C>(x, img, h, wd, oy, ox, ph, pw, xv);
+    float *yo = y + (img * k + k0) * pq + pix;
+    for (int kk = 0; kk < nk; kk++) {
+        float wr[KS];
+#pragma unroll
+        for (int j = 0; j < KS / 4; j++) {
+            float4 v = ws4[kk * (KS / 4) + j];
+            wr[4 * j] = v.x, wr[4 * j + 1] = v.y, wr[4 * j + 2] = v.z, wr[4 * j + 3] = v.w;
+        }
+        float acc = 0.0f;
+#pragma unroll
+        for (int j = 0; j < C * 9; j++) acc = fmaf(wr[j], xv[j], acc);
+        if (b) acc += bs[kk];
+        yo[(int64_t)kk * pq] = act_fwd<ACT>(acc);
+    }
+}
+
+/* The warp's sums of 32 values at once (v[0..31] in each lane): 31 shuffles, not 5 per
+ * value. At each step a lane keeps one half of its values and adds its partner's copy of that
+ * half; at the end lane L holds the sum over the 32 lanes of value L in v[0], added in a tree
+ * fixed by the lane numbers. (Steps as templates: a loop over the step leaves v in local
+ * memory.) */
+template <int S> __device__ __forceinline__ void sc_halve(float *v, bool up) {
+#pragma unroll
+    for (int i = 0; i < S; i++) {
+        float send = up ? v[i] : v[i + S], keep = up ? v[i + S] : v[i];
+        v[i] = keep + __shfl_xor_sync(0xffffffffu, send, S);
+    }
+}
+
+__device__ __forceinline__ float sc_warp_sums(float *v) {
+    const int lane = threadIdx.x & 31;
+    sc_halve<16>(v, lane & 16);
+    sc_halve<8>(v, lane & 8);
+    sc_halve<4>(v, lane & 4);
+    sc_halve<2>(v, lane & 2);
+    sc_halve<1>(v, lane & 1);
+    return v[0];
+}
+
+/* Block b: filter tile b % ktiles (KT filters), pixels [chunk * per_block, + per_block) of
+ * the n*p*q outputs, chunk = b / ktiles. Each thread: dz = act'(y) dy for its pixels and the
+ * tile's filters, dw terms dz * window and db terms dz; the block's sums go to
+ * part[chunk][k][C*9] (dw) and partb[chunk][k] (db). */
+template <int C, int ACT>
+__global__ void __launch_bounds__(SC_THREADS)
+    sc_bwd_kernel(const float *__restrict__ x, const float *__restrict__ y,
+                  const float *__restrict__ dy, float *__restrict__ part, float *__restrict__ partb,
+                  int64_t npix, int64_t per_block, int h, int wd, int k, int p, int q, int ph,
+                  int pw, int ktiles) {
+    cuda_pdl_enter();
+    constexpr int KT = sc_bwd_tile<C>::KT, NW = KT * C * 9, NV = NW + KT, NG = (NV + 31) / 32;
+    __shared__ float red[SC_WARPS][NG * 32];
+    float acc[NG * 32];
+#pragma unroll
+    for (int i = 0; i < NG * 32; i++) acc[i] = 0.0f;
+    const int k0 = (int)(blockIdx.x % ktiles) * KT, nk = min(KT, k - k0);
+    const int64_t chunk = blockIdx.x / ktiles, lo = chunk * per_block;
+    const int64_t hi = min(npix, lo + per_block);
+    const int pq = p * q;
+    int64_t img = (lo + threadIdx.x) / pq;
+    int pix = (int)(lo + threadIdx.x - img * pq); /* then stepped, without a 64-bit division */
+    for (int64_t idx = lo + threadIdx.x; idx < hi; idx += SC_THREADS) {
+        const int oy = pix / q, ox = pix - oy * q;
+        const int64_t at = (img * k + k0) * pq + pix;
+        float dz[KT];
+#pragma unroll
+        for (int kk = 0; kk < KT; kk++) {
+            float g = kk < nk ? __ldg(dy + at + (int64_t)kk * pq) : 0.0f;
+            if (ACT != NEAT_ACT_NONE)
+                g = kk < nk ? act_bwd<ACT>(0.0f, __ldg(y + at + (int64_t)kk * pq), g) : 0.0f;
+            dz[kk] = g;
+        }
+        float xv[C * 9];
+        sc_window<C>(x, img, h, wd, oy, ox, ph, pw, xv);
+#pragma unroll
+        for (int kk = 0; kk < KT; kk++) {
+#pragma unroll
+            for (int j = 0; j < C * 9; j++)
+                acc[kk * C * 9 + j] = fmaf(dz[kk], xv[j], acc[kk * C * 9 + j]);
+            acc[NW + kk] += dz[kk];
+        }
+        for (pix += SC_THREADS; pix >= pq; pix -= pq) img++;
+    }
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+#pragma unroll
+    for (int gi = 0; gi < NG; gi++) red[warp][gi * 32 + lane] = sc_warp_sums(acc + gi * 32);
+    __syncthreads();
+    for (int v = threadIdx.x; v < NV; v += SC_THREADS) {
+        float s = red[0][v];
+        for (int i = 1; i < SC_WARPS; i++) s += red[i][v];
+        int kk = v < NW ? v / (C * 9) : v - NW;
+        if (kk >= nk) continue;
+        if (v < NW)
+            part[(chunk * k + k0 + kk) * (C * 9) + (v - kk * C * 9)] = s;
+        else
+            partb[chunk * k + k0 + kk] = s;
+    }
+}
+
+/* out[i] = the sum over chunks of part[chunk][i] (+ beta out[i]; out not read when beta is
+ * 0), a warp per i: lane L adds chunks L and L + 32, then warp_sum's fixed tree. Over
+ * [0, nw) part and dw; over [nw, nw + nb) partb and db (db NULL: not written). */
+__global__ void sc_sum_kernel(const float *__restrict__ part, const float *__restrict__ partb,
+                              int chunks, int nw, int nb, float beta, float *dw, float *db) {
+    cuda_pdl_enter();
+    const int lane = threadIdx.x & 31;
+    const int64_t i = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) >> 5;
+    if (i >= nw + (db ? nb : 0)) return;
+    const float *src = i < nw ? part + i : partb + (i - nw);
+    const int64_t stride = i < nw ? nw : nb;
+    float s = lane < chunks ? src[lane * stride] : 0.0f;
+    if (lane + 32 < chunks) s += src[(lane + 32) * stride];
+    s = warp_sum(s);
+    if (lane) return;
+    float *o = i < nw ? dw + i : db + (i - nw);
+    *o = beta != 0.0f ? s + beta * *o : s;
+}
+
+/* Backward geometry, from the shape alone (so the sums' order is too). */
+static int64_t sc_per_block(const nm_conv_geom *g) {
+    int64_t npix = g->n * g->p * g->q, per = (npix + SC_BWD_CHUNKS - 1) / SC_BWD_CHUNKS;
+    return per < SC_BWD_PIX ? SC_BWD_PIX : per;
+}
+
+static int sc_bwd_kt(int64_t c) { return c == 1 ? 8 : c == 2 ? 4 : 2; }
+
+extern "C" {
+
+int cuda_conv_small_fits(const nm_conv_geom *g) {
+    const int64_t lim = INT32_MAX / 4;
+    return g->groups == 1 && g->kh == 3 && g->kw == 3 && g->sh == 1 && g->sw == 1 && g->dh == 1 &&
+           g->dw == 1 && g->c >= 1 && g->c <= 4 && g->n >= 1 && g->k >= 1 && g->p >= 1 &&
+           g->q >= 1 && g->h <= lim && g->w <= lim && g->ph <= lim && g->pw <= lim &&
+           g->p * g->q <= lim && g->k <= lim / 64 &&
+           g->n * g->p * g->q <= (int64_t)SC_THREADS * (INT32_MAX / ((g->k + 31) / 32));
+}
+
+neat_status cuda_conv_small_forward(nm_device *dev, const nm_conv_geom *g, neat_activation act,
+                                    const float *x, const float *w, const float *b, float *y,
+                                    const char *what) {
+    if (!cuda_conv_small_fits(g))
+        return nm_error(NEAT_ERR_INTERNAL, "%s: the small-channel convolution does not fit", what);
+    int64_t npix = g->n * g->p * g->q;
+    int ktiles = (int)((g->k + SC_FWD_KT - 1) / SC_FWD_KT);
+    unsigned blocks = (unsigned)(((npix + SC_THREADS - 1) / SC_THREADS) * ktiles);
+#define SC_FWD(C, ACT)                                                                             \
+    cuda_launch(dev, sc_fwd_kernel<C, ACT>, blocks, SC_THREADS, x, w, b, y, npix, (int)g->h,       \
+                (int)g->w, (int)g->k, (int)g->p, (int)g->q, (int)g->ph, (int)g->pw, ktiles)
+#define SC_FWD_C(ACT)                                                                              \
+    switch (g->c) {                                                                                \
+    case 1: SC_FWD(1, ACT); break;                                                                 \
+    case 2: SC_FWD(2, ACT); break;                                                                 \
+    case 3: SC_FWD(3, ACT); break;                                                                 \
+    default: SC_FWD(4, ACT); break;                                                                \
+    }
+    CUDA_ACT_DISPATCH(act, SC_FWD_C)
+#undef SC_FWD_C
+#undef SC_FWD
+    return cuda_launched(what, "sc_fwd_kernel");
+}
+
+/* Whether the backward takes this activation: act' from y (gelu's needs its input). */
+int cuda_conv_small_backward_act(neat_activation act) { return act != NEAT_ACT_GELU; }
+
+size_t cuda_conv_small_backward_ws(const nm_conv_geom *g) {
+    int64_t chunks = (g->n * g->p * g->q + sc_per_block(g) - 1) / sc_per_block(g);
+    return (size_t)(chunks * g->k * (g->c * 9 + 1)) * sizeof(float);
+}
+
+neat_status cuda_conv_small_backward(nm_device *dev, const nm_conv_geom *g, neat_activation act,
+                                     const float *x, const float *y, const float *dy, float beta,
+                                     float *dw, float *db, void *ws, const char *what) {
+    if (!cuda_conv_small_fits(g) || !cuda_conv_small_backward_act(act))
+        return nm_error(NEAT_ERR_INTERNAL, "%s: the small-channel backward does not fit", what);
+    int64_t npix = g->n * g->p * g->q, per = sc_per_block(g), chunks = (npix + per - 1) / per;
+    int kt = sc_bwd_kt(g->c), ktiles = (int)((g->k + kt - 1) / kt);
+    int nw = (int)(g->k * g->c * 9);
+    float *part = (float *)ws, *partb = part + chunks * nw;
+    unsigned blocks = (unsigned)(chunks * ktiles);
+#define SC_BWD(C, ACT)                                                                             \
+    cuda_launch(dev, sc_bwd_kernel<C, ACT>, blocks, SC_THREADS, x, y, dy, part, partb, npix, per,  \
+                (int)g->h, (int)g->w, (int)g->k, (int)g->p, (int)g->q, (int)g->ph, (int)g->pw,     \
+                ktiles)
+#define SC_BWD_C(ACT)                                                                              \
+    switch (g->c) {                                                                                \
+    case 1: SC_BWD(1, ACT); break;                                                                 \
+    case 2: SC_BWD(2, ACT); break;                                                                 \
+    case 3: SC_BWD(3, ACT); break;                                                                 \
+    default: SC_BWD(4, ACT); break;                                                                \
+    }
+    switch (act) {
+    case NEAT_ACT_RELU: SC_BWD_C(NEAT_ACT_RELU); break;
+    case NEAT_ACT_SIGMOID: SC_BWD_C(NEAT_ACT_SIGMOID); break;
+    case NEAT_ACT_TANH: SC_BWD_C(NEAT_ACT_TANH); break;
+    default: SC_BWD_C(NEAT_ACT_NONE); break;
+    }
+#undef SC_BWD_C
+#undef SC_BWD
+    neat_status st = cuda_launched(what, "sc_bwd_kernel");
+    if (st) return st;
+    int64_t warps = nw + (db ? g->k : 0);
+    cuda_launch(dev, sc_sum_kernel, (unsigned)((warps * 32 + CUDA_THREADS - 1) / CUDA_THREADS),
+                CUDA_THREADS, (const float *)part, (const float *)partb, (int)chunks, nw, (int)g->k,
+                beta, dw, db);
+    return cuda_launched(what, "sc_sum_kernel");
+}
+
+} /* extern "C" */
