@@ -330,6 +330,7 @@ static const char *const OP_NAMES[] = {"cast",    "add",      "mul",     "scale"
                                        "linear",  "conv",     "maxpool", "matmul_batched"};
 
 #define NOBIAS 0x100 /* in row.p of linear and conv (p & 0xff: the activation): no bias */
+#define K3 0x200     /* in row.p of conv: 3x3, padding 1 (else 5x5 unpadded) */
 #define BATCH 3      /* matrices of an OP_BMATMUL row */
 
 /* m, n, k: the sizes (rows, cols, inner); p: trans/act/broadcast as the op reads it. */
@@ -451,7 +452,12 @@ static const row ROWS[] = {
     {OP_CONV, NEAT_F16, NEAT_F16, 2, 32, 16, NEAT_ACT_RELU, 1},
     {OP_CONV, NEAT_F16, NEAT_F16, 1, 16, 32, NEAT_ACT_NONE, 1},
     {OP_CONV, NEAT_BF16, NEAT_BF16, 1, 7, 0, NEAT_ACT_RELU, 1}, /* no input channels: act(b) */
-    {OP_MAXPOOL, NEAT_BF16, NEAT_BF16, 2, 3, 0, 0, 1},          /* n, c; 12x12, 2x2 stride 2 */
+    /* 3x3 over 1 to 4 channels: CUDA's conv_small.cu in half storage (relu or none) */
+    {OP_CONV, NEAT_BF16, NEAT_BF16, 3, 33, 1, NEAT_ACT_RELU | K3, 1},
+    {OP_CONV, NEAT_F16, NEAT_F16, 2, 6, 3, NEAT_ACT_NONE | K3, 1},
+    {OP_CONV, NEAT_BF16, NEAT_BF16, 2, 5, 4, NEAT_ACT_NONE | NOBIAS | K3, 1},
+    {OP_CONV, NEAT_F16, NEAT_F16, 1, 7, 2, NEAT_ACT_RELU | NOBIAS | K3, 1},
+    {OP_MAXPOOL, NEAT_BF16, NEAT_BF16, 2, 3, 0, 0, 1}, /* n, c; 12x12, 2x2 stride 2 */
     {OP_MAXPOOL, NEAT_F16, NEAT_F16, 1, 5, 0, 0, 1},
 };
 
@@ -541,22 +547,24 @@ static void run_row(const row *r, int idx, uint64_t seed) {
                               .h = 12,
                               .w = 12,
                               .k = n,
-                              .kh = r->op == OP_CONV ? 5 : 2,
-                              .kw = r->op == OP_CONV ? 5 : 2,
+                              .kh = r->op == OP_CONV ? (r->p & K3 ? 3 : 5) : 2,
+                              .kw = r->op == OP_CONV ? (r->p & K3 ? 3 : 5) : 2,
+                              .ph = r->op == OP_CONV && r->p & K3,
+                              .pw = r->op == OP_CONV && r->p & K3,
                               .sh = r->op == OP_CONV ? 1 : 2,
                               .sw = r->op == OP_CONV ? 1 : 2,
                               .dh = 1,
                               .dw = 1,
                               .groups = 1};
-        int64_t xs[4] = {cs.n, cs.c, 12, 12}, ws[4] = {cs.k, cs.c, 5, 5}, bs[1] = {cs.k};
+        int64_t xs[4] = {cs.n, cs.c, 12, 12}, ws[4] = {cs.k, cs.c, cs.kh, cs.kw}, bs[1] = {cs.k};
         ta = input(r->in, 4, xs, r->range, &rng, &a);
         if (r->op == OP_CONV) {
             tb = input(r->in, 4, ws, r->range, &rng, &b);
             if (!(r->p & NOBIAS)) tbias = input(r->in, 1, bs, r->range, &rng, &bias);
-            act = r->p & 0xff, products = 1, terms = cs.c * 25 + 1;
+            act = r->p & 0xff, products = 1, terms = cs.c * cs.kh * cs.kw + 1;
             smooth = act != NEAT_ACT_NONE && act != NEAT_ACT_RELU;
         }
-        int64_t p = (12 - cs.kh) / cs.sh + 1;
+        int64_t p = (12 + 2 * cs.ph - cs.kh) / cs.sh + 1;
         ynd = 4, ys[0] = cs.n, ys[1] = cs.k, ys[2] = p, ys[3] = p, yn = cs.n * cs.k * p * p;
         break;
     }
@@ -621,7 +629,7 @@ static void run_row(const row *r, int idx, uint64_t seed) {
         ref_linear_forward(a, b, bias, (neat_activation)act, ref, NULL, abs, m, k, n);
         break;
     case OP_CONV: {
-        neat_conv2d_desc d = neat_conv2d_desc_make(5, 5, 1, 0);
+        neat_conv2d_desc d = neat_conv2d_desc_make(cs.kh, cs.kw, 1, cs.ph);
         st = neat_conv2d_forward(cb, &d, (neat_activation)act, ta, tb, tbias, ty);
         ref_conv2d_forward(&cs, a, b, bias, (neat_activation)act, ref, NULL, abs);
         break;
@@ -841,7 +849,7 @@ static neat_status rec_pool(neat_cmdbuf *cb, pair *t, int which, const void *ctx
 typedef struct layer_ctx {
     neat_activation act;
     int accumulate;
-    int64_t n; /* linear: the rows (0: 9) */
+    int64_t n; /* linear: the rows (0: 9); conv: 1 without dx (CUDA's conv_small.cu) */
 } layer_ctx;
 
 /* t: x, w, b, y, dy, dx, dw, db. On the magnitudes without relu's mask (MAG is used for
@@ -856,7 +864,7 @@ static neat_status rec_conv(neat_cmdbuf *cb, pair *t, int which, const void *ctx
     const layer_ctx *c = ctx;
     neat_conv2d_desc d = neat_conv2d_desc_make(3, 3, 1, 1);
     return neat_conv2d_backward(cb, &d, which == MAG ? NEAT_ACT_NONE : c->act, H(0), H(1), H(2),
-                                H(3), H(4), H(5), H(6), H(7), c->accumulate);
+                                H(3), H(4), c->n ? NULL : H(5), H(6), H(7), c->accumulate);
 }
 
 /* Forward ops on half tensors against the float32 op on the same values, bit for bit (the
@@ -1078,16 +1086,17 @@ static void test_backward(uint64_t seed) {
         }
         static const layer_ctx convs[] = {{NEAT_ACT_RELU, 0, 0}, {NEAT_ACT_GELU, 1, 0},
                                           {NEAT_ACT_NONE, 0, 0}, {NEAT_ACT_NONE, 1, 0},
-                                          {NEAT_ACT_RELU, 1, 0}, {NEAT_ACT_TANH, 0, 0}};
-        for (int v = 0; v < 6; v++) {
+                                          {NEAT_ACT_RELU, 1, 0}, {NEAT_ACT_TANH, 0, 0},
+                                          {NEAT_ACT_RELU, 0, 1}, {NEAT_ACT_NONE, 0, 1}};
+        for (int v = 0; v < 8; v++) {
             layer_ctx c = convs[v];
             int64_t xs[4] = {2, 3, 6, 6}, ws[4] = {4, 3, 3, 3}, bs[1] = {4}, ys[4] = {2, 4, 6, 6};
             pair t[8] = {pair_make(dt, 4, xs, 1, &rng), pair_make(dt, 4, ws, 0.5, &rng),
                          pair_make(dt, 1, bs, 1, &rng), pair_make(dt, 4, ys, 1, &rng),
                          pair_make(dt, 4, ys, 1, &rng), pair_make(dt, 4, xs, 1, &rng),
                          pair_make(dt, 4, ws, 1, &rng), pair_make(dt, 1, bs, 1, &rng)};
-            snprintf(what, sizeof what, "conv2d backward act %d accumulate %d", (int)c.act,
-                     c.accumulate);
+            snprintf(what, sizeof what, "conv2d backward act %d accumulate %d%s", (int)c.act,
+                     c.accumulate, c.n ? " without dx" : "");
             /* the longest sum: dw's and db's over n p q = 72 terms, + the old value */
             run_pairs(what, dt, t, 8, 5, rec_conv, &c, native_layer(c.act), 2 * 6 * 6 + 1);
             for (int i = 0; i < 8; i++) pair_free(t[i]);

@@ -223,20 +223,22 @@ neat_status cuda_conv_gemm_wgrad(nm_device *dev, const nm_conv_geom *g, const fl
                                  const float *dz, float beta, float *dw, void *ws,
                                  const char *what);
 
-/* conv_small.cu: float32 3x3 stride-1 convolutions of one group and 1 to 4 input channels
- * (cuda_conv_small_fits): the forward with bias and activation in one pass; the backward
- * without dx, act' (from y: not gelu, cuda_conv_small_backward_act) taken on the fly, dw and
- * db (db may be NULL) from one pass over dy and y (+ beta dw, beta db); ws holds
+/* conv_small.cu: 3x3 stride-1 convolutions of one group and 1 to 4 input channels
+ * (cuda_conv_small_fits), float32 with any activation (the backward: not gelu) and bf16/f16
+ * with relu or none (cuda_conv_small_act): the forward with bias (b may be NULL) and
+ * activation in one pass; the backward without dx, act' (from y) taken on the fly, dw and db
+ * (db may be NULL) from one pass over dy and y (+ beta dw, beta db); ws holds
  * cuda_conv_small_backward_ws(g) bytes. */
 int cuda_conv_small_fits(const nm_conv_geom *g);
-int cuda_conv_small_backward_act(neat_activation act);
-neat_status cuda_conv_small_forward(nm_device *dev, const nm_conv_geom *g, neat_activation act,
-                                    const float *x, const float *w, const float *b, float *y,
-                                    const char *what);
+int cuda_conv_small_act(neat_dtype dt, neat_activation act, int backward);
+neat_status cuda_conv_small_forward(nm_device *dev, const nm_conv_geom *g, neat_dtype dt,
+                                    neat_activation act, const void *x, const void *w,
+                                    const void *b, void *y, const char *what);
 size_t cuda_conv_small_backward_ws(const nm_conv_geom *g);
-neat_status cuda_conv_small_backward(nm_device *dev, const nm_conv_geom *g, neat_activation act,
-                                     const float *x, const float *y, const float *dy, float beta,
-                                     float *dw, float *db, void *ws, const char *what);
+neat_status cuda_conv_small_backward(nm_device *dev, const nm_conv_geom *g, neat_dtype dt,
+                                     neat_activation act, const void *x, const void *y,
+                                     const void *dy, float beta, void *dw, void *db, void *ws,
+                                     const char *what);
 
 /* half.cu: which ops take half tensors natively; cuda_run_op runs any op (the others on
  * float32 copies of their half tensors); cuda_run_f32_copies runs an op on the float32 copies

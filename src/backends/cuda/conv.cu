@@ -106,10 +106,14 @@ static neat_status conv2d_forward_half(nm_device *dev, nm_cmdbuf *cb, const nm_o
         return cuda_half_epilogue(dev, dt, u.y->data, NULL, 0.0f, dt, u.b->data, ny, g.p * g.q, g.k,
                                   u.act, what);
     }
+    neat_status st;
+    if ((st = conv_cache_get(d, what))) return st;
+    if (d->conv->small && cuda_conv_small_fits(&g)) /* conv_small.cu: one rounding, after b */
+        return cuda_conv_small_forward(dev, &g, dt, u.act, u.x->data, u.w->data,
+                                       u.b ? u.b->data : NULL, u.y->data, what);
     conv_plan *p;
     const conv_algo *a[1];
     void *ws;
-    neat_status st;
     const conv_inputs in = {u.x->data, u.w->data, NULL};
     if (!u.b) {
         static const int which[] = {CONV_FWD};
@@ -118,7 +122,6 @@ static neat_status conv2d_forward_half(nm_device *dev, nm_cmdbuf *cb, const nm_o
         if (st || u.act == NEAT_ACT_NONE) return st;
         return cuda_half_epilogue(dev, dt, u.y->data, NULL, 1.0f, dt, NULL, ny, 1, 1, u.act, what);
     }
-    if ((st = conv_cache_get(d, what))) return st;
     if (d->conv->fuse == 0) return cuda_run_f32_copies(dev, cb, op);
     static const int which[] = {CONV_FWD_PRECOMP};
     st = conv_prepare(dev, cb, &g, op->math, dt, which, 1, &in, &p, a, &ws, what);
@@ -184,6 +187,28 @@ static neat_status backward_data_filter(nm_device *dev, conv_plan *p, const conv
     return st;
 }
 
+/* conv_small.cu's backward where it applies (*done = 1): no dx (the input is the data), 1 to
+ * 4 channels, act' taken on the fly; any dtype (the half path: not accumulating). */
+static neat_status small_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op, float beta,
+                                  int *done) {
+    static const char what[] = "neat_conv2d_backward";
+    const auto &u = op->u.conv2d_backward;
+    cuda_device *d = cuda_dev(dev);
+    neat_dtype dt = u.dy->dtype;
+    *done = 0;
+    if (u.dx || !u.dw || !cuda_conv_small_act(dt, u.act, 1) || !cuda_conv_small_fits(&u.g))
+        return NEAT_OK;
+    neat_status st = conv_cache_get(d, what);
+    if (st || !d->conv->small) return st;
+    void *ws;
+    st = cuda_scratch(cb, 0, cuda_conv_small_backward_ws(&u.g), &ws);
+    if (st) return st;
+    *done = 1;
+    return cuda_conv_small_backward(dev, &u.g, dt, u.act, u.x->data, u.y ? u.y->data : NULL,
+                                    u.dy->data, beta, u.dw->data, u.db ? u.db->data : NULL, ws,
+                                    what);
+}
+
 /* Half tensors with no activation or relu, not accumulating (cuda_native_half: one of cuDNN's
  * half backward-data algorithms rounds before it adds beta times the old dx, so an
  * accumulating backward runs on float32 copies): dz = dy or relu's mask of it (exact in half,
@@ -202,6 +227,9 @@ static neat_status conv2d_backward_half(nm_device *dev, nm_cmdbuf *cb, const nm_
         if (!st && u.db) st = cuda_fill_typed(dev, dt, u.db->data, u.db->numel, 0.0f, what);
         return st;
     }
+    int small = 0;
+    st = small_backward(dev, cb, op, 0.0f, &small);
+    if (st || small) return st;
     int which[2], nwhich = 0;
     if (u.dx) which[nwhich++] = CONV_BWD_DATA;
     if (u.dw) which[nwhich++] = CONV_BWD_FILTER;
@@ -251,8 +279,8 @@ neat_status cuda_conv2d_forward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) 
         const conv_inputs in = {u.x->data, u.w->data, NULL};
         st = conv_cache_get(d, what);
         if (!st && d->conv->small && cuda_conv_small_fits(&g)) /* conv_small.cu */
-            return cuda_conv_small_forward(dev, &g, u.act, u.x->data, u.w->data, b, u.y->data,
-                                           what);
+            return cuda_conv_small_forward(dev, &g, NEAT_F32, u.act, u.x->data, u.w->data, b,
+                                           u.y->data, what);
         int fusable =
             !st && b && d->conv->fuse && (u.act == NEAT_ACT_RELU || u.act == NEAT_ACT_NONE);
         int forced = fusable && d->conv->fuse == 3; /* IMPLICIT_PRECOMP_GEMM whatever the choice */
@@ -293,19 +321,9 @@ neat_status cuda_conv2d_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op)
         if (!st && u.db) st = cuda_fill_f32(dev, u.db->data, u.db->numel, 0.0f, what);
         return st;
     }
-    /* no dx (the input is the data) over few channels: conv_small.cu, act' on the fly */
-    if (!u.dx && u.dw && cuda_conv_small_backward_act(u.act) && cuda_conv_small_fits(&g)) {
-        st = conv_cache_get(d, what);
-        if (st) return st;
-        if (d->conv->small) {
-            void *ws;
-            st = cuda_scratch(cb, 0, cuda_conv_small_backward_ws(&g), &ws);
-            if (st) return st;
-            return cuda_conv_small_backward(dev, &g, u.act, u.x->data, u.y ? u.y->data : NULL,
-                                            u.dy->data, beta, u.dw->data, u.db ? u.db->data : NULL,
-                                            ws, what);
-        }
-    }
+    int small = 0;
+    st = small_backward(dev, cb, op, beta, &small);
+    if (st || small) return st;
     int which[3], nwhich = 0;
     if (u.act == NEAT_ACT_GELU) which[nwhich++] = CONV_FWD;
     if (u.dx) which[nwhich++] = CONV_BWD_DATA;

@@ -1,6 +1,7 @@
 /*
- * conv_small.cu — float32 convolutions of few input channels by neatml's own kernels: 3x3,
- * stride 1, one group, C <= 4 (LeNet's first layer, a network's first layer over RGB):
+ * conv_small.cu — convolutions of few input channels by neatml's own kernels: 3x3, stride 1,
+ * one group, C <= 4 (LeNet's first layer, a network's first layer over RGB); float32, and
+ * bf16/f16 storage with float32 math (relu or no activation: what conv.cu's half paths take):
  *
  *   forward:  y = act(conv(x, w) + b), one pass: the convolution, bias and activation of
  *             each output in one thread, y written once;
@@ -15,7 +16,7 @@
  * 6 us to read dy and y once at the copy bandwidth.
  *
  * Numerics: each output or gradient term is a float32 product accumulated by fmaf in
- * float32 — the strict bound (exact products, float32 sums), in an order fixed by the shape:
+ * float32 (half inputs widened exactly, each result rounded once to its type) — the strict bound (exact products, float32 sums), in an order fixed by the shape:
  * the same bits at every run and replay, exact on small integers. Forward: over c, then the
  * 3x3 window row by row, then + b, then act. Backward: each thread sums its pixels in
  * order; a warp adds its lanes in a fixed tree (sc_warp_sums), the block its warps in
@@ -36,21 +37,20 @@ template <int C> struct sc_bwd_tile {
 };
 
 /* x's 3x3 window of output pixel (oy, ox), each of the C channels; 0 in the padding. */
-template <int C>
-__device__ __forceinline__ void sc_window(const float *__restrict__ x, int64_t img, int h, int w,
+template <class T, int C>
+__device__ __forceinline__ void sc_window(const T *__restrict__ x, int64_t img, int h, int w,
                                           int oy, int ox, int ph, int pw, float (&xv)[C * 9]) {
 #pragma unroll
     for (int c = 0; c < C; c++) {
-        const float *xp = x + (img * C + c) * (int64_t)h * w;
+        const T *xp = x + (img * C + c) * (int64_t)h * w;
 #pragma unroll
         for (int r = 0; r < 3; r++) {
             int yy = oy + r - ph;
 #pragma unroll
             for (int s = 0; s < 3; s++) {
                 int xx = ox + s - pw;
-                xv[c * 9 + r * 3 + s] = yy >= 0 && yy < h && xx >= 0 && xx < w
-                                            ? __ldg(xp + (int64_t)yy * w + xx)
-                                            : 0.0f;
+                xv[c * 9 + r * 3 + s] =
+                    yy >= 0 && yy < h && xx >= 0 && xx < w ? ld(xp + (int64_t)yy * w + xx) : 0.0f;
             }
         }
     }
@@ -59,11 +59,11 @@ __device__ __forceinline__ void sc_window(const float *__restrict__ x, int64_t i
 /* Block b: filter tile b % ktiles, pixels (b / ktiles) * SC_THREADS... of the n*p*q outputs
  * (images one after another). The tile's weights are read from shared memory as float4, the
  * same address across the warp. */
-template <int C, int ACT>
+template <class T, int C, int ACT>
 __global__ void __launch_bounds__(SC_THREADS)
-    sc_fwd_kernel(const float *__restrict__ x, const float *__restrict__ w,
-                  const float *__restrict__ b, float *__restrict__ y, int64_t npix, int h, int wd,
-                  int k, int p, int q, int ph, int pw, int ktiles) {
+    sc_fwd_kernel(const T *__restrict__ x, const T *__restrict__ w, const T *__restrict__ b,
+                  T *__restrict__ y, int64_t npix, int h, int wd, int k, int p, int q, int ph,
+                  int pw, int ktiles) {
     cuda_pdl_enter();
     constexpr int KS = (C * 9 + 3) / 4 * 4; /* floats of a filter in shared memory */
     __shared__ float4 ws4[SC_FWD_KT * KS / 4];
@@ -72,10 +72,10 @@ __global__ void __launch_bounds__(SC_THREADS)
     const int k0 = (int)(blockIdx.x % ktiles) * SC_FWD_KT, nk = min(SC_FWD_KT, k - k0);
     for (int i = threadIdx.x; i < nk * KS; i += SC_THREADS) {
         int kk = i / KS, j = i - kk * KS;
-        ws[i] = j < C * 9 ? w[(int64_t)(k0 + kk) * C * 9 + j] : 0.0f;
+        ws[i] = j < C * 9 ? ld(w + (int64_t)(k0 + kk) * C * 9 + j) : 0.0f;
     }
     if (b)
-        for (int i = threadIdx.x; i < nk; i += SC_THREADS) bs[i] = b[k0 + i];
+        for (int i = threadIdx.x; i < nk; i += SC_THREADS) bs[i] = ld(b + k0 + i);
     __syncthreads();
     const int64_t idx = (int64_t)(blockIdx.x / ktiles) * SC_THREADS + threadIdx.x;
     if (idx >= npix) return;
@@ -83,8 +83,8 @@ __global__ void __launch_bounds__(SC_THREADS)
     const int64_t img = idx / pq;
     const int pix = (int)(idx - img * pq), oy = pix / q, ox = pix - oy * q;
     float xv[C * 9];
-    sc_window<C>(x, img, h, wd, oy, ox, ph, pw, xv);
-    float *yo = y + (img * k + k0) * pq + pix;
+    sc_window<T, C>(x, img, h, wd, oy, ox, ph, pw, xv);
+    T *yo = y + (img * k + k0) * pq + pix;
     for (int kk = 0; kk < nk; kk++) {
         float wr[KS];
 #pragma unroll
@@ -96,7 +96,7 @@ __global__ void __launch_bounds__(SC_THREADS)
 #pragma unroll
         for (int j = 0; j < C * 9; j++) acc = fmaf(wr[j], xv[j], acc);
         if (b) acc += bs[kk];
-        yo[(int64_t)kk * pq] = act_fwd<ACT>(acc);
+        st(yo + (int64_t)kk * pq, act_fwd<ACT>(acc));
     }
 }
 
@@ -127,12 +127,12 @@ __device__ __forceinline__ float sc_warp_sums(float *v) {
  * the n*p*q outputs, chunk = b / ktiles. Each thread: dz = act'(y) dy for its pixels and the
  * tile's filters, dw terms dz * window and db terms dz; the block's sums go to
  * part[chunk][k][C*9] (dw) and partb[chunk][k] (db). */
-template <int C, int ACT>
+template <class T, int C, int ACT>
 __global__ void __launch_bounds__(SC_THREADS)
-    sc_bwd_kernel(const float *__restrict__ x, const float *__restrict__ y,
-                  const float *__restrict__ dy, float *__restrict__ part, float *__restrict__ partb,
-                  int64_t npix, int64_t per_block, int h, int wd, int k, int p, int q, int ph,
-                  int pw, int ktiles) {
+    sc_bwd_kernel(const T *__restrict__ x, const T *__restrict__ y, const T *__restrict__ dy,
+                  float *__restrict__ part, float *__restrict__ partb, int64_t npix,
+                  int64_t per_block, int h, int wd, int k, int p, int q, int ph, int pw,
+                  int ktiles) {
     cuda_pdl_enter();
     constexpr int KT = sc_bwd_tile<C>::KT, NW = KT * C * 9, NV = NW + KT, NG = (NV + 31) / 32;
     __shared__ float red[SC_WARPS][NG * 32];
@@ -151,13 +151,13 @@ __global__ void __launch_bounds__(SC_THREADS)
         float dz[KT];
 #pragma unroll
         for (int kk = 0; kk < KT; kk++) {
-            float g = kk < nk ? __ldg(dy + at + (int64_t)kk * pq) : 0.0f;
+            float g = kk < nk ? ld(dy + at + (int64_t)kk * pq) : 0.0f;
             if (ACT != NEAT_ACT_NONE)
-                g = kk < nk ? act_bwd<ACT>(0.0f, __ldg(y + at + (int64_t)kk * pq), g) : 0.0f;
+                g = kk < nk ? act_bwd<ACT>(0.0f, ld(y + at + (int64_t)kk * pq), g) : 0.0f;
             dz[kk] = g;
         }
         float xv[C * 9];
-        sc_window<C>(x, img, h, wd, oy, ox, ph, pw, xv);
+        sc_window<T, C>(x, img, h, wd, oy, ox, ph, pw, xv);
 #pragma unroll
         for (int kk = 0; kk < KT; kk++) {
 #pragma unroll
@@ -186,8 +186,9 @@ __global__ void __launch_bounds__(SC_THREADS)
 /* out[i] = the sum over chunks of part[chunk][i] (+ beta out[i]; out not read when beta is
  * 0), a warp per i: lane L adds chunks L and L + 32, then warp_sum's fixed tree. Over
  * [0, nw) part and dw; over [nw, nw + nb) partb and db (db NULL: not written). */
+template <class T>
 __global__ void sc_sum_kernel(const float *__restrict__ part, const float *__restrict__ partb,
-                              int chunks, int nw, int nb, float beta, float *dw, float *db) {
+                              int chunks, int nw, int nb, float beta, T *dw, T *db) {
     cuda_pdl_enter();
     const int lane = threadIdx.x & 31;
     const int64_t i = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) >> 5;
@@ -198,8 +199,8 @@ __global__ void sc_sum_kernel(const float *__restrict__ part, const float *__res
     if (lane + 32 < chunks) s += src[(lane + 32) * stride];
     s = warp_sum(s);
     if (lane) return;
-    float *o = i < nw ? dw + i : db + (i - nw);
-    *o = beta != 0.0f ? s + beta * *o : s;
+    T *o = i < nw ? dw + i : db + (i - nw);
+    st(o, beta != 0.0f ? s + beta * ld(o) : s);
 }
 
 /* Backward geometry, from the shape alone (so the sums' order is too). */
@@ -209,6 +210,72 @@ static int64_t sc_per_block(const nm_conv_geom *g) {
 }
 
 static int sc_bwd_kt(int64_t c) { return c == 1 ? 8 : c == 2 ? 4 : 2; }
+
+/* Storage type T: float32 takes every activation, half types relu and none (conv.cu's half
+ * paths; the others run on float32 copies, half.cu). */
+template <class T>
+static void sc_forward(nm_device *dev, const nm_conv_geom *g, neat_activation act, const T *x,
+                       const T *w, const T *b, T *y) {
+    int64_t npix = g->n * g->p * g->q;
+    int ktiles = (int)((g->k + SC_FWD_KT - 1) / SC_FWD_KT);
+    unsigned blocks = (unsigned)(((npix + SC_THREADS - 1) / SC_THREADS) * ktiles);
+#define SC_FWD(C, ACT)                                                                             \
+    cuda_launch(dev, sc_fwd_kernel<T, C, ACT>, blocks, SC_THREADS, x, w, b, y, npix, (int)g->h,    \
+                (int)g->w, (int)g->k, (int)g->p, (int)g->q, (int)g->ph, (int)g->pw, ktiles)
+#define SC_FWD_C(ACT)                                                                              \
+    switch (g->c) {                                                                                \
+    case 1: SC_FWD(1, ACT); break;                                                                 \
+    case 2: SC_FWD(2, ACT); break;                                                                 \
+    case 3: SC_FWD(3, ACT); break;                                                                 \
+    default: SC_FWD(4, ACT); break;                                                                \
+    }
+    if (sizeof(T) == 4) {
+        CUDA_ACT_DISPATCH(act, SC_FWD_C)
+    } else if (act == NEAT_ACT_RELU) {
+        SC_FWD_C(NEAT_ACT_RELU)
+    } else {
+        SC_FWD_C(NEAT_ACT_NONE)
+    }
+#undef SC_FWD_C
+#undef SC_FWD
+}
+
+template <class T>
+static void sc_backward(nm_device *dev, const nm_conv_geom *g, neat_activation act, const T *x,
+                        const T *y, const T *dy, float beta, T *dw, T *db, void *ws) {
+    int64_t npix = g->n * g->p * g->q, per = sc_per_block(g), chunks = (npix + per - 1) / per;
+    int kt = sc_bwd_kt(g->c), ktiles = (int)((g->k + kt - 1) / kt);
+    int nw = (int)(g->k * g->c * 9);
+    float *part = (float *)ws, *partb = part + chunks * nw;
+    unsigned blocks = (unsigned)(chunks * ktiles);
+#define SC_BWD(C, ACT)                                                                             \
+    cuda_launch(dev, sc_bwd_kernel<T, C, ACT>, blocks, SC_THREADS, x, y, dy, part, partb, npix,    \
+                per, (int)g->h, (int)g->w, (int)g->k, (int)g->p, (int)g->q, (int)g->ph,            \
+                (int)g->pw, ktiles)
+#define SC_BWD_C(ACT)                                                                              \
+    switch (g->c) {                                                                                \
+    case 1: SC_BWD(1, ACT); break;                                                                 \
+    case 2: SC_BWD(2, ACT); break;                                                                 \
+    case 3: SC_BWD(3, ACT); break;                                                                 \
+    default: SC_BWD(4, ACT); break;                                                                \
+    }
+    if (act == NEAT_ACT_RELU) {
+        SC_BWD_C(NEAT_ACT_RELU)
+    } else if (sizeof(T) == 4 && act == NEAT_ACT_SIGMOID) {
+        SC_BWD_C(NEAT_ACT_SIGMOID)
+    } else if (sizeof(T) == 4 && act == NEAT_ACT_TANH) {
+        SC_BWD_C(NEAT_ACT_TANH)
+    } else {
+        SC_BWD_C(NEAT_ACT_NONE)
+    }
+#undef SC_BWD_C
+#undef SC_BWD
+    if (cudaPeekAtLastError() != cudaSuccess) return; /* the caller reports it */
+    int64_t warps = nw + (db ? g->k : 0);
+    cuda_launch(dev, sc_sum_kernel<T>, (unsigned)((warps * 32 + CUDA_THREADS - 1) / CUDA_THREADS),
+                CUDA_THREADS, (const float *)part, (const float *)partb, (int)chunks, nw, (int)g->k,
+                beta, dw, db);
+}
 
 extern "C" {
 
@@ -221,74 +288,48 @@ int cuda_conv_small_fits(const nm_conv_geom *g) {
            g->n * g->p * g->q <= (int64_t)SC_THREADS * (INT32_MAX / ((g->k + 31) / 32));
 }
 
-neat_status cuda_conv_small_forward(nm_device *dev, const nm_conv_geom *g, neat_activation act,
-                                    const float *x, const float *w, const float *b, float *y,
-                                    const char *what) {
-    if (!cuda_conv_small_fits(g))
-        return nm_error(NEAT_ERR_INTERNAL, "%s: the small-channel convolution does not fit", what);
-    int64_t npix = g->n * g->p * g->q;
-    int ktiles = (int)((g->k + SC_FWD_KT - 1) / SC_FWD_KT);
-    unsigned blocks = (unsigned)(((npix + SC_THREADS - 1) / SC_THREADS) * ktiles);
-#define SC_FWD(C, ACT)                                                                             \
-    cuda_launch(dev, sc_fwd_kernel<C, ACT>, blocks, SC_THREADS, x, w, b, y, npix, (int)g->h,       \
-                (int)g->w, (int)g->k, (int)g->p, (int)g->q, (int)g->ph, (int)g->pw, ktiles)
-#define SC_FWD_C(ACT)                                                                              \
-    switch (g->c) {                                                                                \
-    case 1: SC_FWD(1, ACT); break;                                                                 \
-    case 2: SC_FWD(2, ACT); break;                                                                 \
-    case 3: SC_FWD(3, ACT); break;                                                                 \
-    default: SC_FWD(4, ACT); break;                                                                \
-    }
-    CUDA_ACT_DISPATCH(act, SC_FWD_C)
-#undef SC_FWD_C
-#undef SC_FWD
-    return cuda_launched(what, "sc_fwd_kernel");
+int cuda_conv_small_act(neat_dtype dt, neat_activation act, int backward) {
+    if (dt != NEAT_F32) return act == NEAT_ACT_NONE || act == NEAT_ACT_RELU;
+    return !backward || act != NEAT_ACT_GELU; /* act' from y: gelu's needs its input */
 }
 
-/* Whether the backward takes this activation: act' from y (gelu's needs its input). */
-int cuda_conv_small_backward_act(neat_activation act) { return act != NEAT_ACT_GELU; }
+neat_status cuda_conv_small_forward(nm_device *dev, const nm_conv_geom *g, neat_dtype dt,
+                                    neat_activation act, const void *x, const void *w,
+                                    const void *b, void *y, const char *what) {
+    if (!cuda_conv_small_fits(g) || !cuda_conv_small_act(dt, act, 0))
+        return nm_error(NEAT_ERR_INTERNAL, "%s: the small-channel convolution does not fit", what);
+    if (dt == NEAT_BF16)
+        sc_forward(dev, g, act, (const __nv_bfloat16 *)x, (const __nv_bfloat16 *)w,
+                   (const __nv_bfloat16 *)b, (__nv_bfloat16 *)y);
+    else if (dt == NEAT_F16)
+        sc_forward(dev, g, act, (const __half *)x, (const __half *)w, (const __half *)b,
+                   (__half *)y);
+    else
+        sc_forward(dev, g, act, (const float *)x, (const float *)w, (const float *)b, (float *)y);
+    return cuda_launched(what, "sc_fwd_kernel");
+}
 
 size_t cuda_conv_small_backward_ws(const nm_conv_geom *g) {
     int64_t chunks = (g->n * g->p * g->q + sc_per_block(g) - 1) / sc_per_block(g);
     return (size_t)(chunks * g->k * (g->c * 9 + 1)) * sizeof(float);
 }
 
-neat_status cuda_conv_small_backward(nm_device *dev, const nm_conv_geom *g, neat_activation act,
-                                     const float *x, const float *y, const float *dy, float beta,
-                                     float *dw, float *db, void *ws, const char *what) {
-    if (!cuda_conv_small_fits(g) || !cuda_conv_small_backward_act(act))
+neat_status cuda_conv_small_backward(nm_device *dev, const nm_conv_geom *g, neat_dtype dt,
+                                     neat_activation act, const void *x, const void *y,
+                                     const void *dy, float beta, void *dw, void *db, void *ws,
+                                     const char *what) {
+    if (!cuda_conv_small_fits(g) || !cuda_conv_small_act(dt, act, 1))
         return nm_error(NEAT_ERR_INTERNAL, "%s: the small-channel backward does not fit", what);
-    int64_t npix = g->n * g->p * g->q, per = sc_per_block(g), chunks = (npix + per - 1) / per;
-    int kt = sc_bwd_kt(g->c), ktiles = (int)((g->k + kt - 1) / kt);
-    int nw = (int)(g->k * g->c * 9);
-    float *part = (float *)ws, *partb = part + chunks * nw;
-    unsigned blocks = (unsigned)(chunks * ktiles);
-#define SC_BWD(C, ACT)                                                                             \
-    cuda_launch(dev, sc_bwd_kernel<C, ACT>, blocks, SC_THREADS, x, y, dy, part, partb, npix, per,  \
-                (int)g->h, (int)g->w, (int)g->k, (int)g->p, (int)g->q, (int)g->ph, (int)g->pw,     \
-                ktiles)
-#define SC_BWD_C(ACT)                                                                              \
-    switch (g->c) {                                                                                \
-    case 1: SC_BWD(1, ACT); break;                                                                 \
-    case 2: SC_BWD(2, ACT); break;                                                                 \
-    case 3: SC_BWD(3, ACT); break;                                                                 \
-    default: SC_BWD(4, ACT); break;                                                                \
-    }
-    switch (act) {
-    case NEAT_ACT_RELU: SC_BWD_C(NEAT_ACT_RELU); break;
-    case NEAT_ACT_SIGMOID: SC_BWD_C(NEAT_ACT_SIGMOID); break;
-    case NEAT_ACT_TANH: SC_BWD_C(NEAT_ACT_TANH); break;
-    default: SC_BWD_C(NEAT_ACT_NONE); break;
-    }
-#undef SC_BWD_C
-#undef SC_BWD
-    neat_status st = cuda_launched(what, "sc_bwd_kernel");
-    if (st) return st;
-    int64_t warps = nw + (db ? g->k : 0);
-    cuda_launch(dev, sc_sum_kernel, (unsigned)((warps * 32 + CUDA_THREADS - 1) / CUDA_THREADS),
-                CUDA_THREADS, (const float *)part, (const float *)partb, (int)chunks, nw, (int)g->k,
-                beta, dw, db);
-    return cuda_launched(what, "sc_sum_kernel");
+    if (dt == NEAT_BF16)
+        sc_backward(dev, g, act, (const __nv_bfloat16 *)x, (const __nv_bfloat16 *)y,
+                    (const __nv_bfloat16 *)dy, beta, (__nv_bfloat16 *)dw, (__nv_bfloat16 *)db, ws);
+    else if (dt == NEAT_F16)
+        sc_backward(dev, g, act, (const __half *)x, (const __half *)y, (const __half *)dy, beta,
+                    (__half *)dw, (__half *)db, ws);
+    else
+        sc_backward(dev, g, act, (const float *)x, (const float *)y, (const float *)dy, beta,
+                    (float *)dw, (float *)db, ws);
+    return cuda_launched(what, "sc_bwd_kernel, sc_sum_kernel");
 }
 
 } /* extern "C" */
