@@ -7,8 +7,10 @@
  * backward: dz = dy act'(y) (gelu: act'(z) with z recomputed by the forward), then
  *           dx = conv_bwd_data(w, dz), dw = conv_bwd_filter(x, dz) with beta = accumulate,
  *           db[k] = sum over n, p, q of dz (reduce.cu: over p, q then over n; deterministic).
- * Scratch slots: 0 dz, 1 workspace, 2 the [N, K] sums, 3-4 and 5-6 the two reductions (half
- * tensors: 2-6 through cuda_half_channel_sum).
+ * 3x3 stride-1 layers of 1 to 4 input channels take neither: conv_small.cu does the forward
+ * (bias and activation included) and the backward without dx (act', dw and db at once).
+ * Scratch slots: 0 dz (conv_small.cu: its partial sums), 1 workspace, 2 the [N, K] sums, 3-4
+ * and 5-6 the two reductions (half tensors: 2-6 through cuda_half_channel_sum).
  *
  * bf16/f16 (the plan's key holds the dtype): the descriptors in CUDNN_DATA_BFLOAT16/HALF
  * with a CUDNN_DATA_FLOAT convolution (exact products, float32 sums, one rounding), any

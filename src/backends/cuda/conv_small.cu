@@ -16,8 +16,9 @@
  * 6 us to read dy and y once at the copy bandwidth.
  *
  * Numerics: each output or gradient term is a float32 product accumulated by fmaf in
- * float32 (half inputs widened exactly, each result rounded once to its type) — the strict bound (exact products, float32 sums), in an order fixed by the shape:
- * the same bits at every run and replay, exact on small integers. Forward: over c, then the
+ * float32 (half inputs widened exactly, each result rounded once to its type): the strict
+ * bound (exact products, float32 sums), in an order fixed by the shape, the same bits at
+ * every run and replay, exact on small integers. Forward: over c, then the
  * 3x3 window row by row, then + b, then act. Backward: each thread sums its pixels in
  * order; a warp adds its lanes in a fixed tree (sc_warp_sums), the block its warps in
  * order, into part[chunk]; sc_sum_kernel adds the chunks in a fixed tree.
