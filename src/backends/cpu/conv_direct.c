@@ -189,14 +189,21 @@ __attribute__((target("avx512f"))) static void multi_image(const nm_conv_geom *g
             }
         }
     }
+    /* each row's Q outputs, + b, relu: max(0, v) returns v when v is NaN or -0 (MAXPS takes
+     * its second operand then), as v < 0 ? 0 : v does */
+    const __m512 zero = _mm512_setzero_ps();
     for (int64_t k = 0; k < g->k; k++) {
-        const float bk = b ? b[k] : 0.0f;
+        const __m512 bk = _mm512_set1_ps(b ? b[k] : 0.0f);
         float *yk = y + k * g->p * g->q;
-        for (int64_t r = 0; r < g->p; r++)
-            for (int64_t q = 0; q < g->q; q++) {
-                float v = flat[k * len + r * pws + q] + bk;
-                yk[r * g->q + q] = relu && v < 0.0f ? 0.0f : v; /* NaN stays NaN */
+        for (int64_t r = 0; r < g->p; r++) {
+            const float *src = flat + k * len + r * pws;
+            float *dst = yk + r * g->q;
+            for (int64_t q0 = 0; q0 < g->q; q0 += 16) {
+                __mmask16 m = g->q - q0 >= 16 ? 0xffff : (__mmask16)((1u << (g->q - q0)) - 1);
+                __m512 v = _mm512_add_ps(_mm512_maskz_loadu_ps(m, src + q0), bk);
+                _mm512_mask_storeu_ps(dst + q0, m, relu ? _mm512_max_ps(zero, v) : v);
             }
+        }
     }
 }
 #endif
