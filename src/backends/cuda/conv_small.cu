@@ -212,6 +212,15 @@ static int64_t sc_per_block(const nm_conv_geom *g) {
 
 static int sc_bwd_kt(int64_t c) { return c == 1 ? 8 : c == 2 ? 4 : 2; }
 
+/* LAUNCH(C, ACT) for the run-time channel count g->c, 1 to 4. */
+#define SC_BY_C(LAUNCH, ACT)                                                                       \
+    switch (g->c) {                                                                                \
+    case 1: LAUNCH(1, ACT); break;                                                                 \
+    case 2: LAUNCH(2, ACT); break;                                                                 \
+    case 3: LAUNCH(3, ACT); break;                                                                 \
+    default: LAUNCH(4, ACT); break;                                                                \
+    }
+
 /* Storage type T: float32 takes every activation, half types relu and none (conv.cu's half
  * paths; the others run on float32 copies, half.cu). */
 template <class T>
@@ -223,13 +232,7 @@ static void sc_forward(nm_device *dev, const nm_conv_geom *g, neat_activation ac
 #define SC_FWD(C, ACT)                                                                             \
     cuda_launch(dev, sc_fwd_kernel<T, C, ACT>, blocks, SC_THREADS, x, w, b, y, npix, (int)g->h,    \
                 (int)g->w, (int)g->k, (int)g->p, (int)g->q, (int)g->ph, (int)g->pw, ktiles)
-#define SC_FWD_C(ACT)                                                                              \
-    switch (g->c) {                                                                                \
-    case 1: SC_FWD(1, ACT); break;                                                                 \
-    case 2: SC_FWD(2, ACT); break;                                                                 \
-    case 3: SC_FWD(3, ACT); break;                                                                 \
-    default: SC_FWD(4, ACT); break;                                                                \
-    }
+#define SC_FWD_C(ACT) SC_BY_C(SC_FWD, ACT)
     if (sizeof(T) == 4) {
         CUDA_ACT_DISPATCH(act, SC_FWD_C)
     } else if (act == NEAT_ACT_RELU) {
@@ -253,13 +256,7 @@ static void sc_backward(nm_device *dev, const nm_conv_geom *g, neat_activation a
     cuda_launch(dev, sc_bwd_kernel<T, C, ACT>, blocks, SC_THREADS, x, y, dy, part, partb, npix,    \
                 per, (int)g->h, (int)g->w, (int)g->k, (int)g->p, (int)g->q, (int)g->ph,            \
                 (int)g->pw, ktiles)
-#define SC_BWD_C(ACT)                                                                              \
-    switch (g->c) {                                                                                \
-    case 1: SC_BWD(1, ACT); break;                                                                 \
-    case 2: SC_BWD(2, ACT); break;                                                                 \
-    case 3: SC_BWD(3, ACT); break;                                                                 \
-    default: SC_BWD(4, ACT); break;                                                                \
-    }
+#define SC_BWD_C(ACT) SC_BY_C(SC_BWD, ACT)
     if (act == NEAT_ACT_RELU) {
         SC_BWD_C(NEAT_ACT_RELU)
     } else if (sizeof(T) == 4 && act == NEAT_ACT_SIGMOID) {
