@@ -38,7 +38,8 @@ static inline unsigned cuda_grid(nm_device *dev, int64_t work, int threads = CUD
  * guard's conditional body alike (guard.cu; test_conformance with NEATML_CUDA_GRAPHS=1 on
  * the H200). Off on a GPU before sm_90 and with NEATML_CUDA_PDL=0 (read when a device
  * opens). The kernels that take part: the elementwise map_kernel, the small GEMM, the 2x2
- * maxpools, the plain SGD and Adam updates, the sums of reduce.cu, conv_gemm.cu's two. */
+ * maxpools, the plain SGD and Adam updates, the sums of reduce.cu, conv_gemm.cu's and
+ * conv_small.cu's. */
 __device__ __forceinline__ void cuda_pdl_enter() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     asm volatile("griddepcontrol.wait;" ::: "memory");

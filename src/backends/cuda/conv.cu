@@ -173,10 +173,8 @@ static neat_status backward_data_filter(nm_device *dev, conv_plan *p, const conv
         if (al->engine && beta == 0.0f && conv_engine_aligned(u.x->data, u.dw->data, dz))
             return cudnn_check(conv_engine_run(d, al->engine, u.x->data, u.dw->data, dz, ws), what,
                                "cudnnBackendExecute");
-        if (al->algo == CONV_ALGO_GEMM || al->algo == CONV_ALGO_DIRECT)
-            return (al->algo == CONV_ALGO_GEMM ? cuda_conv_gemm_wgrad : cuda_conv_direct_wgrad)(
-                dev, &p->g, (const float *)u.x->data, (const float *)dz, beta, (float *)u.dw->data,
-                ws, what);
+        if (conv_is_own(al->algo))
+            return conv_own_wgrad(dev, al->algo, &p->g, u.x->data, dz, beta, u.dw->data, ws, what);
         st = cudnn_check(cudnnSetConvolutionMathType(p->cd, al->math), what,
                          "cudnnSetConvolutionMathType");
         if (!st)

@@ -84,6 +84,19 @@ typedef struct conv_inputs {
 /* Workspace an algorithm may ask for. */
 #define CONV_WS_MAX ((size_t)1 << 30)
 
+/* Whether algo is one of conv_gemm.cu's backward filters; conv_own_wgrad runs it: dw =
+ * conv_bwd_filter(x, dz) (+ beta dw) in strict float32. */
+static inline int conv_is_own(int algo) {
+    return algo == CONV_ALGO_GEMM || algo == CONV_ALGO_DIRECT;
+}
+
+static inline neat_status conv_own_wgrad(nm_device *dev, int algo, const nm_conv_geom *g,
+                                         const void *x, const void *dz, float beta, void *dw,
+                                         void *ws, const char *what) {
+    return (algo == CONV_ALGO_GEMM ? cuda_conv_gemm_wgrad : cuda_conv_direct_wgrad)(
+        dev, g, (const float *)x, (const float *)dz, beta, (float *)dw, ws, what);
+}
+
 /* Bytes of what slot `which` writes: y, dx or dw. */
 static inline size_t conv_out_bytes(const conv_plan *p, int which) {
     const nm_conv_geom &g = p->g;

@@ -18,10 +18,9 @@ static cudnnStatus_t run_candidate(nm_device *dev, conv_plan *p, int which, cons
         return which == CONV_BWD_DATA     ? conv_engine_run(d, c->engine, out, in->w, in->dy, ws)
                : which == CONV_BWD_FILTER ? conv_engine_run(d, c->engine, in->x, out, in->dy, ws)
                                           : conv_engine_run(d, c->engine, in->x, in->w, out, ws);
-    if (c->algo == CONV_ALGO_GEMM || c->algo == CONV_ALGO_DIRECT)
-        return (c->algo == CONV_ALGO_GEMM ? cuda_conv_gemm_wgrad : cuda_conv_direct_wgrad)(
-                   dev, &p->g, (const float *)in->x, (const float *)in->dy, 0.0f, (float *)out, ws,
-                   "conv_tune") == NEAT_OK
+    if (conv_is_own(c->algo))
+        return conv_own_wgrad(dev, c->algo, &p->g, in->x, in->dy, 0.0f, out, ws, "conv_tune") ==
+                       NEAT_OK
                    ? CUDNN_STATUS_SUCCESS
                    : CUDNN_STATUS_EXECUTION_FAILED;
     if (which == CONV_BWD_DATA)
