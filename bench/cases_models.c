@@ -302,7 +302,7 @@ static void run_lenet(bench_ctx *ctx, bench_result *res, const int64_t LN, uint6
         goto done;
 
     neat_conv2d_desc conv = neat_conv2d_desc_make(3, 3, 1, 1);
-    neat_pool2d_desc pool = {2, 2, 2, 2, 0, 0};
+    neat_pool2d_desc pool = neat_pool2d_desc_make(2, 2, 2, 0);
     neat_sgd_params sgd = {0.9f, 0.0f, 0};
     /* What the passes read: the half copies and images, the float32 logits of the loss, and
      * the half loss gradient; in float32 the tensors themselves. */

@@ -316,7 +316,7 @@ static void lenet_create(neat_device *dev, lenet *net, neat_dtype dt, uint64_t *
     static const int64_t shapes[LAYERS][4] = {{32, 1, 3, 3}, {64, 32, 3, 3}, {128, 3136, 1, 1},
                                              {CLASSES, 128, 1, 1}};
     net->conv = neat_conv2d_desc_make(3, 3, 1, 1);
-    net->pool = (neat_pool2d_desc){2, 2, 2, 2, 0, 0};
+    net->pool = neat_pool2d_desc_make(2, 2, 2, 0);
     net->dt = dt;
     for (int l = 0; l < LAYERS; l++) {
         int nd = l <= CONV2 ? 4 : 2;

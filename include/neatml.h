@@ -430,12 +430,20 @@ NEAT_API neat_status neat_linear_forward(neat_cmdbuf *cb, neat_activation act, c
                                          const neat_tensor *w, const neat_tensor *b,
                                          neat_tensor *y);
 
+/* Memory order of the images of conv2d and maxpool2d (a field of their descriptors). NCHW,
+ * the default (0): x [N,C,H,W], filters [K,C/groups,kh,kw]. NHWC ("channels last"): x
+ * [N,H,W,C], filters [K,kh,kw,C/groups], outputs [N,P,Q,K]; the same arithmetic, the
+ * elements in another order (on CUDA, half convolutions run fastest on tensor cores in NHWC;
+ * docs/API.md). A bias stays [K]. Every backend takes both. */
+typedef enum neat_layout { NEAT_LAYOUT_NCHW = 0, NEAT_LAYOUT_NHWC = 1 } neat_layout;
+
 typedef struct neat_conv2d_desc {
-    int64_t kernel_h, kernel_w;     /* must equal the filter's last two sizes */
+    int64_t kernel_h, kernel_w;     /* must equal the filter's two spatial sizes */
     int64_t stride_h, stride_w;     /* >= 1 */
     int64_t pad_h, pad_w;           /* >= 0 and smaller than the dilated kernel extent */
     int64_t dilation_h, dilation_w; /* >= 1 */
     int64_t groups;                 /* >= 1, divides C and K */
+    neat_layout layout;             /* NEAT_LAYOUT_NCHW (0) or NEAT_LAYOUT_NHWC */
 } neat_conv2d_desc;
 
 /* A descriptor with the given kernel, the same stride and padding on both axes, dilation 1
@@ -443,18 +451,20 @@ typedef struct neat_conv2d_desc {
  *   neat_conv2d_desc d = {.kernel_h = 3, .kernel_w = 3, .stride_h = 2, .stride_w = 2,
  *                         .pad_h = 1, .pad_w = 1, .dilation_h = 1, .dilation_w = 1,
  *                         .groups = 32};
- * (a field left out is 0, which no field accepts but the paddings: set them all). */
+ * (a field left out is 0, which no field accepts but the paddings and the layout: set them
+ * all). desc_make and desc_full give NCHW; set .layout after for NHWC. */
 NEAT_API neat_conv2d_desc neat_conv2d_desc_make(int64_t kernel_h, int64_t kernel_w, int64_t stride,
                                                 int64_t pad);
 
-/* A descriptor with every field given, in the struct's order. */
+/* A descriptor with every field given, in the struct's order (layout NCHW). */
 NEAT_API neat_conv2d_desc neat_conv2d_desc_full(int64_t kernel_h, int64_t kernel_w,
                                                 int64_t stride_h, int64_t stride_w, int64_t pad_h,
                                                 int64_t pad_w, int64_t dilation_h,
                                                 int64_t dilation_w, int64_t groups);
 
 /* y = act(conv2d(x, w) + b): x [N,C,H,W], w [K,C/groups,kh,kw], b [K], y [N,K,P,Q] with
- * P = (H + 2 pad_h - dilation_h (kh-1) - 1) / stride_h + 1 (floor), Q alike.
+ * P = (H + 2 pad_h - dilation_h (kh-1) - 1) / stride_h + 1 (floor), Q alike (NHWC layout:
+ * x [N,H,W,C], w [K,kh,kw,C/groups], y [N,P,Q,K]).
  * (A cross-correlation, as in every framework.) NULL: b (no bias). Zero sizes: N, K or C
  * (with groups dividing 0) may be 0, and H = 0 or W = 0 gives P = 0 or Q = 0; otherwise the
  * padded input must hold the dilated kernel. */
@@ -467,19 +477,20 @@ typedef struct neat_pool2d_desc {
     int64_t kernel_h, kernel_w; /* >= 1 */
     int64_t stride_h, stride_w; /* >= 1 */
     int64_t pad_h, pad_w;       /* >= 0 and at most half the kernel (padding is -inf) */
+    neat_layout layout;         /* NEAT_LAYOUT_NCHW (0) or NEAT_LAYOUT_NHWC */
 } neat_pool2d_desc;
 
-/* A pooling descriptor: the same stride and padding on both axes. */
+/* A pooling descriptor: the same stride and padding on both axes, layout NCHW. */
 NEAT_API neat_pool2d_desc neat_pool2d_desc_make(int64_t kernel_h, int64_t kernel_w, int64_t stride,
                                                 int64_t pad);
 
-/* A pooling descriptor with every field given, in the struct's order. */
+/* A pooling descriptor with every field given, in the struct's order (layout NCHW). */
 NEAT_API neat_pool2d_desc neat_pool2d_desc_full(int64_t kernel_h, int64_t kernel_w,
                                                 int64_t stride_h, int64_t stride_w, int64_t pad_h,
                                                 int64_t pad_w);
 
 /* y = max over each window: x [N,C,H,W], y [N,C,P,Q], P = (H + 2 pad_h - kh) / stride_h + 1
- * (floor), Q alike. H = 0 or W = 0 gives P = 0 or Q = 0; otherwise the padded input must
+ * (floor), Q alike (NHWC layout: x [N,H,W,C], y [N,P,Q,C]). H = 0 or W = 0 gives P = 0 or Q = 0; otherwise the padded input must
  * hold the kernel. A NaN in a window gives NaN. */
 NEAT_API neat_status neat_maxpool2d(neat_cmdbuf *cb, const neat_pool2d_desc *desc,
                                     const neat_tensor *x, neat_tensor *y);
@@ -520,8 +531,9 @@ NEAT_API neat_status neat_linear_backward(neat_cmdbuf *cb, neat_activation act,
                                           const neat_tensor *dy, neat_tensor *dx, neat_tensor *dw,
                                           neat_tensor *db, int accumulate);
 
-/* Gradients of y = act(conv2d(x, w) + b) from dy [N,K,P,Q], shapes as neat_conv2d_forward,
- * same rules as neat_linear_backward for act, y, b, NULL and accumulate. */
+/* Gradients of y = act(conv2d(x, w) + b) from dy [N,K,P,Q] (NHWC: [N,P,Q,K]), shapes as
+ * neat_conv2d_forward, same rules as neat_linear_backward for act, y, b, NULL and
+ * accumulate. */
 NEAT_API neat_status neat_conv2d_backward(neat_cmdbuf *cb, const neat_conv2d_desc *desc,
                                           neat_activation act, const neat_tensor *x,
                                           const neat_tensor *w, const neat_tensor *b,
@@ -530,7 +542,8 @@ NEAT_API neat_status neat_conv2d_backward(neat_cmdbuf *cb, const neat_conv2d_des
                                           int accumulate);
 
 /* dx = gradient of maxpool2d: each dy element goes to the first maximum of its window in x
- * (windows that overlap add up). x, dx [N,C,H,W]; dy [N,C,P,Q]. dx is overwritten. */
+ * (windows that overlap add up). x, dx [N,C,H,W]; dy [N,C,P,Q] (NHWC: [N,H,W,C] and
+ * [N,P,Q,C]). dx is overwritten. */
 NEAT_API neat_status neat_maxpool2d_backward(neat_cmdbuf *cb, const neat_pool2d_desc *desc,
                                              const neat_tensor *x, const neat_tensor *dy,
                                              neat_tensor *dx);

@@ -151,6 +151,12 @@ static neat_cmdbuf *pick_cb(input *in) {
     return (neat_cmdbuf *)tensors[b % NT];
 }
 
+/* NCHW or NHWC mostly, now and then a value neat_layout does not have. */
+static neat_layout pick_layout(input *in) {
+    uint8_t b = u8(in);
+    return (neat_layout)(b < 240 ? b % 2 : (int)(b % 8) - 3);
+}
+
 static neat_conv2d_desc pick_conv(input *in) {
     neat_conv2d_desc d;
     d.kernel_h = pick_field(in), d.kernel_w = pick_field(in);
@@ -158,6 +164,7 @@ static neat_conv2d_desc pick_conv(input *in) {
     d.pad_h = pick_field(in), d.pad_w = pick_field(in);
     d.dilation_h = pick_field(in), d.dilation_w = pick_field(in);
     d.groups = pick_field(in);
+    d.layout = pick_layout(in);
     return d;
 }
 
@@ -166,6 +173,7 @@ static neat_pool2d_desc pick_pool(input *in) {
     d.kernel_h = pick_field(in), d.kernel_w = pick_field(in);
     d.stride_h = pick_field(in), d.stride_w = pick_field(in);
     d.pad_h = pick_field(in), d.pad_w = pick_field(in);
+    d.layout = pick_layout(in);
     return d;
 }
 

@@ -331,6 +331,7 @@ static const char *const OP_NAMES[] = {"cast",    "add",      "mul",     "scale"
 
 #define NOBIAS 0x100 /* in row.p of linear and conv (p & 0xff: the activation): no bias */
 #define K3 0x200     /* in row.p of conv: 3x3, padding 1 (else 5x5 unpadded) */
+#define NHWC 0x400   /* in row.p of conv and maxpool: NEAT_LAYOUT_NHWC (values drawn NCHW) */
 #define BATCH 3      /* matrices of an OP_BMATMUL row */
 
 /* m, n, k: the sizes (rows, cols, inner); p: trans/act/broadcast as the op reads it. */
@@ -459,7 +460,37 @@ static const row ROWS[] = {
     {OP_CONV, NEAT_F16, NEAT_F16, 1, 7, 2, NEAT_ACT_RELU | NOBIAS | K3, 1},
     {OP_MAXPOOL, NEAT_BF16, NEAT_BF16, 2, 3, 0, 0, 1}, /* n, c; 12x12, 2x2 stride 2 */
     {OP_MAXPOOL, NEAT_F16, NEAT_F16, 1, 5, 0, 0, 1},
+    /* NHWC: on CUDA cuDNN's tensor-core convolutions without transposes (fused bias and relu,
+     * the bias-only epilogue of C = 0), channel-fastest pooling */
+    {OP_CONV, NEAT_BF16, NEAT_BF16, 2, 16, 8, NEAT_ACT_RELU | NHWC, 1},
+    {OP_CONV, NEAT_F16, NEAT_F16, 2, 32, 16, NEAT_ACT_NONE | NHWC, 1},
+    {OP_CONV, NEAT_BF16, NEAT_BF16, 3, 8, 16, NEAT_ACT_NONE | NOBIAS | K3 | NHWC, 1},
+    {OP_CONV, NEAT_F16, NEAT_F16, 2, 6, 3, NEAT_ACT_RELU | NOBIAS | K3 | NHWC, 1},
+    {OP_CONV, NEAT_F16, NEAT_F32, 2, 8, 8, NEAT_ACT_SIGMOID | NHWC, 1},
+    {OP_CONV, NEAT_BF16, NEAT_BF16, 1, 7, 0, NEAT_ACT_RELU | NHWC, 1},
+    {OP_MAXPOOL, NEAT_BF16, NEAT_BF16, 2, 3, 0, NHWC, 1},
+    {OP_MAXPOOL, NEAT_F16, NEAT_F16, 1, 16, 0, NHWC, 1},
 };
+
+/* Between an NCHW array of shape s and its NHWC order: to_nhwc 1 dst[n,h,w,c] = src[n,c,h,w],
+ * 0 the inverse. */
+static void permute_nhwc(const int64_t *s, const float *src, float *dst, int to_nhwc) {
+    int64_t hw = s[2] * s[3];
+    for (int64_t n = 0; n < s[0]; n++)
+        for (int64_t c = 0; c < s[1]; c++)
+            for (int64_t e = 0; e < hw; e++) {
+                int64_t a = (n * s[1] + c) * hw + e, b = (n * hw + e) * s[1] + c;
+                if (to_nhwc)
+                    dst[b] = src[a];
+                else
+                    dst[a] = src[b];
+            }
+}
+
+/* The shape of the NHWC tensor holding NCHW shape s. */
+static void nhwc_shape(const int64_t *s, int64_t *out) {
+    out[0] = s[0], out[1] = s[2], out[2] = s[3], out[3] = s[1];
+}
 
 /* At least 2^30 multiply-adds: CUDA chooses such a GEMM's algorithm by timing (matmul.cu). */
 static int large_row(const row *r) {
@@ -469,20 +500,29 @@ static int large_row(const row *r) {
 
 /* A tensor of dt with values uniform in [-r, r), and those values as doubles after the
  * rounding to dt. */
-static neat_tensor *input(neat_dtype dt, int nd, const int64_t *shape, double r, nt_rng *rng,
-                          double **vals) {
-    int64_t n = 1;
+static neat_tensor *input_laid(neat_dtype dt, int nd, const int64_t *shape, int nhwc, double r,
+                               nt_rng *rng, double **vals) {
+    int64_t n = 1, ts[4];
     for (int i = 0; i < nd; i++) n *= shape[i];
-    float *f = malloc((size_t)(n ? n : 1) * sizeof *f);
+    float *f = malloc((size_t)(n ? n : 1) * sizeof *f), *g = malloc((size_t)(n ? n : 1) * sizeof *g);
     for (int64_t i = 0; i < n; i++) f[i] = (float)nt_uniform(rng, -r, r);
     neat_tensor *t = NULL;
-    CHECK_OK(neat_tensor_create_typed(dev, dt, nd, shape, 0, &t), "create input");
-    CHECK_OK(neat_tensor_write(t, f, n), "write input");
-    CHECK_OK(neat_tensor_read(t, f, n), "read input");
+    nhwc = nhwc && nd == 4;
+    if (nhwc) nhwc_shape(shape, ts), permute_nhwc(shape, f, g, 1);
+    CHECK_OK(neat_tensor_create_typed(dev, dt, nd, nhwc ? ts : shape, 0, &t), "create input");
+    CHECK_OK(neat_tensor_write(t, nhwc ? g : f, n), "write input");
+    CHECK_OK(neat_tensor_read(t, nhwc ? g : f, n), "read input");
+    if (nhwc) permute_nhwc(shape, g, f, 0);
+    free(g);
     *vals = malloc((size_t)(n ? n : 1) * sizeof **vals);
     for (int64_t i = 0; i < n; i++) (*vals)[i] = f[i];
     free(f);
     return t;
+}
+
+static neat_tensor *input(neat_dtype dt, int nd, const int64_t *shape, double r, nt_rng *rng,
+                          double **vals) {
+    return input_laid(dt, nd, shape, 0, r, rng, vals);
 }
 
 static void run_row(const row *r, int idx, uint64_t seed) {
@@ -493,7 +533,7 @@ static void run_row(const row *r, int idx, uint64_t seed) {
     int64_t ys[4] = {m, n}, yn = m * n;
     int ynd = 2;
     double *ref, *abs;
-    int act = NEAT_ACT_NONE, products = 0, smooth = 0;
+    int act = NEAT_ACT_NONE, products = 0, smooth = 0, nhwc = 0;
     float *c0 = NULL;
     int64_t terms = 1;
     neat_cmdbuf *cb;
@@ -557,11 +597,12 @@ static void run_row(const row *r, int idx, uint64_t seed) {
                               .dw = 1,
                               .groups = 1};
         int64_t xs[4] = {cs.n, cs.c, 12, 12}, ws[4] = {cs.k, cs.c, cs.kh, cs.kw}, bs[1] = {cs.k};
-        ta = input(r->in, 4, xs, r->range, &rng, &a);
+        nhwc = (r->p & NHWC) != 0;
+        ta = input_laid(r->in, 4, xs, nhwc, r->range, &rng, &a);
         if (r->op == OP_CONV) {
-            tb = input(r->in, 4, ws, r->range, &rng, &b);
+            tb = input_laid(r->in, 4, ws, nhwc, r->range, &rng, &b);
             if (!(r->p & NOBIAS)) tbias = input(r->in, 1, bs, r->range, &rng, &bias);
-            act = r->p & 0xff, products = 1, terms = cs.c * cs.kh * cs.kw + 1;
+            act = r->p & 0xff & ~NHWC, products = 1, terms = cs.c * cs.kh * cs.kw + 1;
             smooth = act != NEAT_ACT_NONE && act != NEAT_ACT_RELU;
         }
         int64_t p = (12 + 2 * cs.ph - cs.kh) / cs.sh + 1;
@@ -570,7 +611,9 @@ static void run_row(const row *r, int idx, uint64_t seed) {
     }
     }
     ref = calloc((size_t)(yn + 1), sizeof *ref), abs = calloc((size_t)(yn + 1), sizeof *abs);
-    CHECK_OK(neat_tensor_create_typed(dev, r->out, ynd, ys, 0, &ty), "create output");
+    int64_t yts[4];
+    if (nhwc) nhwc_shape(ys, yts);
+    CHECK_OK(neat_tensor_create_typed(dev, r->out, ynd, nhwc ? yts : ys, 0, &ty), "create output");
     switch (r->op) {
     case OP_CAST:
         st = neat_cast(cb, ta, ty);
@@ -630,12 +673,14 @@ static void run_row(const row *r, int idx, uint64_t seed) {
         break;
     case OP_CONV: {
         neat_conv2d_desc d = neat_conv2d_desc_make(cs.kh, cs.kw, 1, cs.ph);
+        d.layout = nhwc ? NEAT_LAYOUT_NHWC : NEAT_LAYOUT_NCHW;
         st = neat_conv2d_forward(cb, &d, (neat_activation)act, ta, tb, tbias, ty);
         ref_conv2d_forward(&cs, a, b, bias, (neat_activation)act, ref, NULL, abs);
         break;
     }
     case OP_MAXPOOL: {
         neat_pool2d_desc d = neat_pool2d_desc_make(2, 2, 2, 0);
+        d.layout = nhwc ? NEAT_LAYOUT_NHWC : NEAT_LAYOUT_NCHW;
         st = neat_maxpool2d(cb, &d, ta, ty);
         ref_maxpool2d(&cs, a, ref);
         break;
@@ -654,13 +699,15 @@ static void run_row(const row *r, int idx, uint64_t seed) {
     }
     /* gelu's slope reaches 1.13: an error of its argument grows by as much */
     double slope = act == NEAT_ACT_GELU ? 1.2 : 1.0;
-    float *got = malloc((size_t)(yn + 1) * sizeof *got);
+    float *got = malloc((size_t)(yn + 1) * sizeof *got), *laid = NULL;
+    if (nhwc) laid = malloc((size_t)(yn + 1) * sizeof *laid);
     int passes = st == NEAT_OK ? 2 : 0;
     for (int pass = 0; pass < passes; pass++) { /* the commit, then the replay */
         if (pass == 1 && c0) CHECK_OK(neat_tensor_write(ty, c0, yn), what);
         CHECK_OK(neat_cmdbuf_commit(cb), what);
         CHECK_OK(neat_cmdbuf_wait(cb), what);
-        CHECK_OK(neat_tensor_read(ty, got, yn), what);
+        CHECK_OK(neat_tensor_read(ty, nhwc ? laid : got, yn), what);
+        if (nhwc) permute_nhwc(ys, laid, got, 0);
         double u = unit(r->out), worst = 0;
         int64_t bad = 0;
         for (int64_t i = 0; i < yn; i++) {
@@ -681,7 +728,7 @@ static void run_row(const row *r, int idx, uint64_t seed) {
         CHECK(bad == 0, "%s%s: %lld of %lld elements outside the tolerance (worst excess %g)", what,
               pass ? " (replay)" : "", (long long)bad, (long long)yn, worst);
     }
-    free(got), free(ref), free(abs), free(a), free(b), free(bias), free(c0);
+    free(got), free(laid), free(ref), free(abs), free(a), free(b), free(bias), free(c0);
     neat_tensor_destroy(ta), neat_tensor_destroy(tb), neat_tensor_destroy(tbias);
     neat_tensor_destroy(ty);
     neat_cmdbuf_destroy(cb);
@@ -840,9 +887,10 @@ static neat_status rec_softmax(neat_cmdbuf *cb, pair *t, int which, const void *
     return neat_softmax_backward(cb, H(0), H(1), H(2));
 }
 
+/* ctx: NULL, or an int: 1 for NHWC tensors */
 static neat_status rec_pool(neat_cmdbuf *cb, pair *t, int which, const void *ctx) {
     neat_pool2d_desc d = neat_pool2d_desc_make(2, 2, 2, 0);
-    (void)ctx;
+    if (ctx && *(const int *)ctx) d.layout = NEAT_LAYOUT_NHWC;
     return neat_maxpool2d_backward(cb, &d, H(0), H(1), H(2));
 }
 
@@ -850,6 +898,7 @@ typedef struct layer_ctx {
     neat_activation act;
     int accumulate;
     int64_t n; /* linear: the rows (0: 9); conv: 1 without dx (CUDA's conv_small.cu) */
+    int nhwc;  /* conv: NEAT_LAYOUT_NHWC */
 } layer_ctx;
 
 /* t: x, w, b, y, dy, dx, dw, db. On the magnitudes without relu's mask (MAG is used for
@@ -863,6 +912,7 @@ static neat_status rec_linear(neat_cmdbuf *cb, pair *t, int which, const void *c
 static neat_status rec_conv(neat_cmdbuf *cb, pair *t, int which, const void *ctx) {
     const layer_ctx *c = ctx;
     neat_conv2d_desc d = neat_conv2d_desc_make(3, 3, 1, 1);
+    if (c->nhwc) d.layout = NEAT_LAYOUT_NHWC;
     return neat_conv2d_backward(cb, &d, which == MAG ? NEAT_ACT_NONE : c->act, H(0), H(1), H(2),
                                 H(3), H(4), c->n ? NULL : H(5), H(6), H(7), c->accumulate);
 }
@@ -1065,11 +1115,11 @@ static void test_backward(uint64_t seed) {
          * and relu, replacing and accumulating (replacing: db by the dw GEMM's BGRADB
          * epilogue in the half type; accumulating: the channel sum), and long columns for
          * db: 4096 rows, replacing and accumulating */
-        static const layer_ctx layers[] = {{NEAT_ACT_TANH, 0, 0},    {NEAT_ACT_GELU, 1, 0},
-                                           {NEAT_ACT_NONE, 0, 0},    {NEAT_ACT_NONE, 1, 0},
-                                           {NEAT_ACT_RELU, 0, 0},    {NEAT_ACT_RELU, 1, 0},
-                                           {NEAT_ACT_SIGMOID, 1, 0}, {NEAT_ACT_NONE, 0, 4096},
-                                           {NEAT_ACT_RELU, 0, 4096}, {NEAT_ACT_NONE, 1, 4096}};
+        static const layer_ctx layers[] = {{NEAT_ACT_TANH, 0, 0, 0},    {NEAT_ACT_GELU, 1, 0, 0},
+                                           {NEAT_ACT_NONE, 0, 0, 0},    {NEAT_ACT_NONE, 1, 0, 0},
+                                           {NEAT_ACT_RELU, 0, 0, 0},    {NEAT_ACT_RELU, 1, 0, 0},
+                                           {NEAT_ACT_SIGMOID, 1, 0, 0}, {NEAT_ACT_NONE, 0, 4096, 0},
+                                           {NEAT_ACT_RELU, 0, 4096, 0}, {NEAT_ACT_NONE, 1, 4096, 0}};
         for (int v = 0; v < 10; v++) {
             layer_ctx c = layers[v];
             int64_t n = c.n ? c.n : 9, in = 33, out = 17;
@@ -1084,10 +1134,10 @@ static void test_backward(uint64_t seed) {
                       (n > out ? n : out) + 1); /* the longest sum, + the old value */
             for (int i = 0; i < 8; i++) pair_free(t[i]);
         }
-        static const layer_ctx convs[] = {{NEAT_ACT_RELU, 0, 0}, {NEAT_ACT_GELU, 1, 0},
-                                          {NEAT_ACT_NONE, 0, 0}, {NEAT_ACT_NONE, 1, 0},
-                                          {NEAT_ACT_RELU, 1, 0}, {NEAT_ACT_TANH, 0, 0},
-                                          {NEAT_ACT_RELU, 0, 1}, {NEAT_ACT_NONE, 0, 1}};
+        static const layer_ctx convs[] = {{NEAT_ACT_RELU, 0, 0, 0}, {NEAT_ACT_GELU, 1, 0, 0},
+                                          {NEAT_ACT_NONE, 0, 0, 0}, {NEAT_ACT_NONE, 1, 0, 0},
+                                          {NEAT_ACT_RELU, 1, 0, 0}, {NEAT_ACT_TANH, 0, 0, 0},
+                                          {NEAT_ACT_RELU, 0, 1, 0}, {NEAT_ACT_NONE, 0, 1, 0}};
         for (int v = 0; v < 8; v++) {
             layer_ctx c = convs[v];
             int64_t xs[4] = {2, 3, 6, 6}, ws[4] = {4, 3, 3, 3}, bs[1] = {4}, ys[4] = {2, 4, 6, 6};
@@ -1100,6 +1150,31 @@ static void test_backward(uint64_t seed) {
             /* the longest sum: dw's and db's over n p q = 72 terms, + the old value */
             run_pairs(what, dt, t, 8, 5, rec_conv, &c, native_layer(c.act), 2 * 6 * 6 + 1);
             for (int i = 0; i < 8; i++) pair_free(t[i]);
+        }
+        /* NHWC, 8 channels and 16 filters (tensor-core sizes): x [2,6,6,8], w [16,3,3,8] */
+        for (int v = 0; v < 8; v++) {
+            layer_ctx c = convs[v];
+            c.nhwc = 1;
+            int64_t xs[4] = {2, 6, 6, 8}, ws[4] = {16, 3, 3, 8}, bs[1] = {16}, ys[4] = {2, 6, 6, 16};
+            pair t[8] = {pair_make(dt, 4, xs, 1, &rng), pair_make(dt, 4, ws, 0.5, &rng),
+                         pair_make(dt, 1, bs, 1, &rng), pair_make(dt, 4, ys, 1, &rng),
+                         pair_make(dt, 4, ys, 1, &rng), pair_make(dt, 4, xs, 1, &rng),
+                         pair_make(dt, 4, ws, 1, &rng), pair_make(dt, 1, bs, 1, &rng)};
+            snprintf(what, sizeof what, "conv2d backward nhwc act %d accumulate %d%s", (int)c.act,
+                     c.accumulate, c.n ? " without dx" : "");
+            run_pairs(what, dt, t, 8, 5, rec_conv, &c, native_layer(c.act), 2 * 6 * 6 + 1);
+            for (int i = 0; i < 8; i++) pair_free(t[i]);
+        }
+        /* NHWC pooling: 2x2 stride 2 over [2, h, w, 5] */
+        for (int k = 0; k < 4; k++) {
+            int64_t h = pool_hw[k][0], w = pool_hw[k][1], one = 1;
+            int64_t xs[4] = {2, h, w, 5}, ys[4] = {2, h / 2, w / 2, 5};
+            pair t[3] = {pair_make(dt, 4, xs, 1, &rng), pair_make(dt, 4, ys, 1, &rng),
+                         pair_make(dt, 4, xs, 1, &rng)};
+            snprintf(what, sizeof what, "maxpool backward nhwc %lldx%lld", (long long)h,
+                     (long long)w);
+            run_pairs(what, dt, t, 3, 2, rec_pool, &one, 0, 0);
+            for (int i = 0; i < 3; i++) pair_free(t[i]);
         }
     }
 }

@@ -117,7 +117,7 @@ static void test_aliasing(void) {
     neat_tensor *x = ts(4, 1, 2, 4, 4), *w = ts(4, 2, 2, 3, 3), *y = ts(4, 1, 2, 4, 4);
     neat_tensor *dy = ts(4, 1, 2, 4, 4), *kb = ts(1, 2, 0, 0, 0);
     neat_conv2d_desc cd = neat_conv2d_desc_make(3, 3, 1, 1);
-    neat_pool2d_desc pd = {1, 1, 1, 1, 0, 0};
+    neat_pool2d_desc pd = neat_pool2d_desc_make(1, 1, 1, 0);
     ALIAS(x, "neat_conv2d_forward: y shares memory with x",
           neat_conv2d_forward(cb, &cd, NEAT_ACT_NONE, x, w, NULL, x));
     ALIAS(x, "neat_conv2d_backward: dx shares memory with x",
@@ -250,7 +250,7 @@ static void test_shapes(void) {
     neat_tensor *x0 = ts(4, 0, 2, 4, 4);
     neat_tensor *w = ts(4, 3, 2, 3, 3), *y0 = ts(4, 0, 3, 4, 4);
     ACCEPT(y0, neat_conv2d_forward(cb, &cd, NEAT_ACT_RELU, x0, w, NULL, y0));
-    neat_pool2d_desc pd = {2, 2, 2, 2, 0, 0};
+    neat_pool2d_desc pd = neat_pool2d_desc_make(2, 2, 2, 0);
     neat_tensor *xc0 = ts(4, 2, 0, 4, 4), *yc0 = ts(4, 2, 0, 2, 2);
     ACCEPT(yc0, neat_maxpool2d(cb, &pd, xc0, yc0));
     neat_tensor *lab0 = ts(1, 0, 0, 0, 0), *l04 = ts(2, 0, 4, 0, 0);

@@ -468,6 +468,8 @@ enum field {
     F_CDH,
     F_CDW,
     F_GROUPS,
+    F_CLAYOUT,
+    F_PLAYOUT,
     F_PKH,
     F_PKW,
     F_PSH,
@@ -506,6 +508,8 @@ static void set_field(opts *o, int f, double v) {
     case F_CDH: o->conv.dilation_h = (int64_t)v; break;
     case F_CDW: o->conv.dilation_w = (int64_t)v; break;
     case F_GROUPS: o->conv.groups = (int64_t)v; break;
+    case F_CLAYOUT: o->conv.layout = (neat_layout)(int)v; break;
+    case F_PLAYOUT: o->pool.layout = (neat_layout)(int)v; break;
     case F_PKH: o->pool.kernel_h = (int64_t)v; break;
     case F_PKW: o->pool.kernel_w = (int64_t)v; break;
     case F_PSH: o->pool.stride_h = (int64_t)v; break;
@@ -572,6 +576,12 @@ static const option_case OPTION_CASES[] = {
     {"conv", {{F_GROUPS, 1}}, SHP, "w is 6x2x3x3, expected 6x4x3x3"},
     {"conv", {{F_CKH, 5}}, SHP, "expected 6x2x5x3"},
     {"conv", {{F_CSH, 2}}, SHP, "y is 2x6x6x6, expected 2x6x3x6"},
+    {"conv", {{F_CLAYOUT, 2}}, INV, "desc layout 2 is neither NEAT_LAYOUT_NCHW (0) nor"},
+    {"conv", {{F_CLAYOUT, -1}}, INV, "neat_conv2d_forward: desc layout -1 is neither"},
+    /* NCHW tensors given as NHWC: x 2x4x6x6 is N=2, H=4, W=6, C=6 */
+    {"conv", {{F_CLAYOUT, 1}}, SHP, "w is 6x2x3x3, expected 6x3x3x3 = [K,kh,kw,C/groups]"},
+    {"conv_bwd", {{F_CLAYOUT, 7}}, INV, "neat_conv2d_backward: desc layout 7"},
+    {"conv_bwd", {{F_CLAYOUT, 1}}, SHP, "expected 6x3x3x3 = [K,kh,kw,C/groups]"},
     {"conv_bwd", {{F_NULL_DESC}}, INV, "neat_conv2d_backward: desc is NULL"},
     {"conv_bwd", {{F_CSW, 0}}, INV, "desc->stride_w is 0"},
     {"conv_bwd", {{F_CPH, 3}}, INV, "smaller than the dilated kernel extent"},
@@ -589,6 +599,11 @@ static const option_case OPTION_CASES[] = {
      SHP,
      "x is 2x3x5x5: the input padded by 1x1 is smaller than the kernel 8x2"},
     {"maxpool", {{F_PSH, 2}}, SHP, "y is 2x3x6x6, expected 2x3x3x6"},
+    {"maxpool", {{F_PLAYOUT, 3}}, INV, "neat_maxpool2d: desc layout 3 is neither"},
+    /* x 2x3x5x5 as NHWC: H=3, W=5, C=5 */
+    {"maxpool", {{F_PLAYOUT, 1}}, SHP, "y is 2x3x6x6, expected 2x4x6x5 = [N,P,Q,C]"},
+    {"maxpool_bwd", {{F_PLAYOUT, 2}}, INV, "neat_maxpool2d_backward: desc layout 2"},
+    {"maxpool_bwd", {{F_PLAYOUT, 1}}, SHP, "expected 2x4x6x5 = [N,P,Q,C] of x and desc"},
     {"maxpool_bwd", {{F_NULL_DESC}}, INV, "neat_maxpool2d_backward: desc is NULL"},
     {"maxpool_bwd", {{F_PSH, 0}}, INV, "desc->stride_h is 0"},
     {"maxpool_bwd", {{F_PPH, 2}}, INV, "at most half the kernel"},

@@ -154,7 +154,8 @@ static void check_references(void) {
         conv_state s = {
             {cv[i].n, cv[i].c, cv[i].h, cv[i].w, cv[i].k, cv[i].kh, cv[i].kw, cv[i].s, cv[i].s,
              cv[i].p, cv[i].p, cv[i].dil, cv[i].dil, cv[i].g},
-            {cv[i].kh, cv[i].kw, cv[i].s, cv[i].s, cv[i].p, cv[i].p, cv[i].dil, cv[i].dil, cv[i].g},
+            {cv[i].kh, cv[i].kw, cv[i].s, cv[i].s, cv[i].p, cv[i].p, cv[i].dil, cv[i].dil, cv[i].g,
+              NEAT_LAYOUT_NCHW},
             x,
             w,
             b,
@@ -188,7 +189,7 @@ static void check_references(void) {
                        0,
                        {2, 3, 7, 6, 3, 3 - i, 3 - i, 2, 2, 1 - i, 1 - i, 1, 1, 1},
                        NEAT_ACT_NONE};
-        neat_pool2d_desc d = {s.pool.kh, s.pool.kw, 2, 2, s.pool.ph, s.pool.pw};
+        neat_pool2d_desc d = {s.pool.kh, s.pool.kw, 2, 2, s.pool.ph, s.pool.pw, NEAT_LAYOUT_NCHW};
         s.rows = 6; /* n c */
         s.cols = ref_train_pool_out_size(7, d.kernel_h, 2, d.pad_h) *
                  ref_train_pool_out_size(6, d.kernel_w, 2, d.pad_w);

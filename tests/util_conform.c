@@ -24,8 +24,9 @@ static void report(cf_case *c, const char *file, int line, const char *fmt, va_l
         snprintf(where, sizeof where, "%s:%d", file, line);
     else
         snprintf(where, sizeof where, "%s", file);
-    fprintf(stderr, "FAIL %s: %s %s [%s] seed=%#llx %s (%s): %s\n", where, c->dev_name,
-            cf_kinds[c->row->kind]->name, PASS_NAMES[c->pass], (unsigned long long)c->seed, c->desc,
+    fprintf(stderr, "FAIL %s: %s %s%s [%s] seed=%#llx %s (%s): %s\n", where, c->dev_name,
+            cf_kinds[c->row->kind]->name, c->nhwc ? " nhwc" : "", PASS_NAMES[c->pass],
+            (unsigned long long)c->seed, c->desc,
             c->sub ? "replay" : "first commit", msg);
     c->failed = 1;
 }
@@ -202,12 +203,42 @@ static void compare(cf_case *c, cf_tensor *t) {
              sqrt(diff2) / sqrt(ref2), t->frob);
 }
 
+/* A 4-D tensor of an NHWC case: its device tensor is [d0,d2,d3,d1] of its NCHW shape. */
+static int permuted(const cf_case *c, const cf_tensor *t) {
+    return c->nhwc && t->ndim == 4 && t->n > 0;
+}
+
+/* Between the NCHW order of t's host arrays and the NHWC order of its device tensor:
+ * to_nhwc 1: dst[n,h,w,c] = src[n,c,h,w]; 0: the inverse. */
+static void permute(const cf_tensor *t, const float *src, float *dst, int to_nhwc) {
+    int64_t n = t->shape[0], ch = t->shape[1], hw = t->shape[2] * t->shape[3];
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t k = 0; k < ch; k++)
+            for (int64_t s = 0; s < hw; s++) {
+                int64_t a = (i * ch + k) * hw + s, b = (i * hw + s) * ch + k;
+                if (to_nhwc)
+                    dst[b] = src[a];
+                else
+                    dst[a] = src[b];
+            }
+}
+
+/* neat_tensor_read of slot t into dst (NCHW order), through a permuted copy when needed. */
+static neat_status read_nchw(cf_case *c, cf_tensor *t, float *dst) {
+    if (!permuted(c, t)) return neat_tensor_read(t->t, dst, t->n);
+    neat_status st = neat_tensor_read(t->t, c->tmp, t->n);
+    if (st == NEAT_OK) permute(t, c->tmp, dst, 0);
+    return st;
+}
+
 /* Read slot t into t->got (poisoned first) and check its guard bands. */
 static int read_back(cf_case *c, cf_tensor *t) {
     nt_poison(t->got, t->n);
-    return SETUP_OK(c, neat_tensor_read(t->t, t->got, t->n), "neat_tensor_read") &&
+    return SETUP_OK(c, read_nchw(c, t, t->got), "neat_tensor_read") &&
            SETUP(c, nt_guard_ok(t->got, t->n), "%s: guard band of the host buffer overwritten",
-                 t->name);
+                 t->name) &&
+           SETUP(c, !c->tmp || nt_guard_ok(c->tmp, c->ntmp),
+                 "%s: guard band of the permuted host buffer overwritten", t->name);
 }
 
 /* One submission: fresh inputs, poisoned outputs, commit, read, compare. */
@@ -216,9 +247,10 @@ static int submit(cf_case *c, const cf_kind *k, neat_cmdbuf *cb) {
     if (k->prepare) k->prepare(c);
     for (int i = 0; i < c->nt; i++) {
         cf_tensor *t = &c->t[i];
-        if (!SETUP_OK(c, neat_tensor_write(t->t, t->host, t->n), "neat_tensor_write") ||
-            (t->dtype != NEAT_F32 &&
-             !SETUP_OK(c, neat_tensor_read(t->t, t->host, t->n), "neat_tensor_read")))
+        const float *src = t->host;
+        if (permuted(c, t)) permute(t, t->host, c->tmp, 1), src = c->tmp;
+        if (!SETUP_OK(c, neat_tensor_write(t->t, src, t->n), "neat_tensor_write") ||
+            (t->dtype != NEAT_F32 && !SETUP_OK(c, read_nchw(c, t, t->host), "neat_tensor_read")))
             return 0;
     }
     if (!SETUP_OK(c, neat_cmdbuf_commit(cb), "neat_cmdbuf_commit") ||
@@ -253,13 +285,14 @@ static int metal_bf16(const cf_case *c) {
 }
 
 static void run_case(neat_device *dev, const char *dev_name, const cf_row *row, int pass, int idx,
-                     uint64_t base) {
+                     int nhwc, uint64_t base) {
     const cf_kind *k = cf_kinds[row->kind];
     cf_case c;
     memset(&c, 0, sizeof c);
-    c.dev = dev, c.dev_name = dev_name, c.row = row, c.pass = pass, c.idx = idx;
-    /* The seed depends only on the base, the kind, the pass and the row's index. */
-    nt_rng mix = {base ^ ((uint64_t)row->kind << 40) ^ ((uint64_t)pass << 32) ^ (uint64_t)idx};
+    c.dev = dev, c.dev_name = dev_name, c.row = row, c.pass = pass, c.idx = idx, c.nhwc = nhwc;
+    /* The seed depends only on the base, the kind, the pass, the layout and the row's index. */
+    nt_rng mix = {base ^ ((uint64_t)row->kind << 40) ^ ((uint64_t)pass << 32) ^
+                  ((uint64_t)nhwc << 36) ^ (uint64_t)idx};
     c.seed = nt_next(&mix);
     c.rng.s = c.seed;
     k->build(&c);
@@ -267,11 +300,20 @@ static void run_case(neat_device *dev, const char *dev_name, const cf_row *row, 
     int ok = 1;
     for (int i = 0; ok && i < c.nt; i++) {
         cf_tensor *t = &c.t[i];
+        int64_t shape[4] = {t->shape[0], t->shape[1], t->shape[2], t->shape[3]};
+        if (c.nhwc && t->ndim == 4) {
+            shape[1] = t->shape[2], shape[2] = t->shape[3], shape[3] = t->shape[1];
+            c.ntmp = t->n > c.ntmp ? t->n : c.ntmp;
+        }
         t->host = nt_alloc(t->n);
         t->got = nt_alloc(t->n);
         ok = SETUP(&c, t->host && t->got, "host allocation of %lld floats", (long long)t->n) &&
-             SETUP_OK(&c, neat_tensor_create_typed(dev, t->dtype, t->ndim, t->shape, 0, &t->t),
+             SETUP_OK(&c, neat_tensor_create_typed(dev, t->dtype, t->ndim, shape, 0, &t->t),
                       "neat_tensor_create_typed");
+    }
+    if (ok && c.ntmp) {
+        c.tmp = nt_alloc(c.ntmp);
+        ok = SETUP(&c, c.tmp != NULL, "host allocation of %lld floats", (long long)c.ntmp);
     }
     ok = ok && SETUP_OK(&c, neat_cmdbuf_create(dev, &cb), "neat_cmdbuf_create");
     if (ok && metal_bf16(&c)) {
@@ -293,6 +335,7 @@ static void run_case(neat_device *dev, const char *dev_name, const cf_row *row, 
         nt_free(c.t[i].host);
         nt_free(c.t[i].got);
     }
+    nt_free(c.tmp);
     free_arena(&c);
     cur.cases++;
     cur.failed_cases += c.failed;
@@ -313,7 +356,20 @@ static int shard_get(int *i, int *n) {
     return 1;
 }
 
+/* NEATML_TEST_KINDS=name,name,...: only the kinds named (a slow tool over some ops); unset,
+ * every kind. Printed, so that a partial run says so. */
+static int kind_wanted(const char *name) {
+    const char *e = getenv("NEATML_TEST_KINDS");
+    if (!e || !*e) return 1;
+    size_t len = strlen(name);
+    for (const char *p = e; (p = strstr(p, name)) != NULL; p += len)
+        if ((p == e || p[-1] == ',') && (p[len] == ',' || p[len] == '\0')) return 1;
+    return 0;
+}
+
 int cf_run_table(const cf_row *rows, int n, uint64_t base) {
+    if (getenv("NEATML_TEST_KINDS") && *getenv("NEATML_TEST_KINDS"))
+        printf("conformance: only the kinds %s (NEATML_TEST_KINDS)\n", getenv("NEATML_TEST_KINDS"));
     int shard, nshards;
     if (!shard_get(&shard, &nshards)) {
         fprintf(stderr, "FAIL NEATML_TEST_SHARD=\"%s\": want i/n with 0 <= i < n\n",
@@ -337,18 +393,21 @@ int cf_run_table(const cf_row *rows, int n, uint64_t base) {
             }
             for (int kind = 0; kind < CF_NKINDS; kind++) {
                 const cf_kind *k = cf_kinds[kind];
-                if (pass == CF_INT && !(k->flags & CF_K_INT)) continue;
-                memset(&cur, 0, sizeof cur);
-                for (int i = 0, idx = 0; i < n; i++)
-                    if (rows[i].kind == kind) {
-                        /* idx counts every row of the kind: a row's seed is its own,
-                         * sharded or not */
-                        if (i % nshards == shard)
-                            run_case(devs[d], names[d], &rows[i], pass, idx, base);
-                        idx++;
-                    }
-                printf("%-5s %-6s %-22s %3d cases, %4ld comparisons, %ld failed\n", names[d],
-                       PASS_NAMES[pass], k->name, cur.cases, cur.comps, cur.failed);
+                if ((pass == CF_INT && !(k->flags & CF_K_INT)) || !kind_wanted(k->name)) continue;
+                for (int nhwc = 0; nhwc <= !!(k->flags & CF_K_LAYOUT); nhwc++) {
+                    memset(&cur, 0, sizeof cur);
+                    for (int i = 0, idx = 0; i < n; i++)
+                        if (rows[i].kind == kind) {
+                            /* idx counts every row of the kind: a row's seed is its own,
+                             * sharded or not */
+                            if (i % nshards == shard)
+                                run_case(devs[d], names[d], &rows[i], pass, idx, nhwc, base);
+                            idx++;
+                        }
+                    printf("%-5s %-6s %-22s%s %3d cases, %4ld comparisons, %ld failed\n",
+                           names[d], PASS_NAMES[pass], k->name, nhwc ? " nhwc" : "", cur.cases,
+                           cur.comps, cur.failed);
+                }
             }
         }
     for (int d = 0; d < ndev; d++) neat_device_set_math_mode(devs[d], NEAT_MATH_STRICT);

@@ -18,6 +18,9 @@
  * bit for bit, the comparison per output (exact, per element within tol, relative
  * Frobenius), the seed, the counts and the failure messages.
  *
+ * Kinds flagged CF_K_LAYOUT (conv and pool) run every case twice more: as NHWC tensors (the
+ * runner permutes; see cf_case.nhwc), against the same NCHW reference.
+ *
  * Counting: a comparison is one output of one case in one submission; a setup check is
  * every other assertion (status of create, write, record, commit, wait, read; guard
  * bands; inputs unchanged). Exported names start with cf_ / CF_: every tests/util_*.c
@@ -37,7 +40,8 @@
 enum { CF_STRICT, CF_INT, CF_TF32, CF_NPASSES };
 
 /* Kind flags. */
-#define CF_K_INT 1 /* runs in the integer pass */
+#define CF_K_INT 1    /* runs in the integer pass */
+#define CF_K_LAYOUT 2 /* conv and pool: every case also runs in NHWC (cf_case.nhwc) */
 
 /* Roles of a tensor: read only (checked unchanged), written (poisoned, compared), or both
  * (written with fresh values, then compared: in-place ops, accumulated gradients,
@@ -78,6 +82,12 @@ typedef struct cf_case {
     const char *dev_name;
     const cf_row *row;
     int pass, idx, sub; /* sub: 0 the first commit, 1 the replay */
+    /* The NHWC run of a CF_K_LAYOUT kind: the kind declares, fills and checks its 4-D
+     * tensors as NCHW (shape, host, got, ref) and records with NEAT_LAYOUT_NHWC; the runner
+     * creates the device tensors as [d0,d2,d3,d1] and permutes every write and read. */
+    int nhwc;
+    float *tmp; /* ntmp floats (guarded): the permuted copy of one tensor */
+    int64_t ntmp;
     uint64_t seed;
     nt_rng rng;
     char desc[240];

@@ -149,7 +149,8 @@ static void conv_build(cf_case *c) {
 
 static neat_status conv_record(cf_case *c, neat_cmdbuf *cb) {
     const int64_t *p = c->row->p;
-    neat_conv2d_desc d = {p[5], p[6], p[7], p[8], p[9], p[10], p[11], p[12], p[13]};
+    neat_conv2d_desc d = {p[5],  p[6],  p[7],  p[8], p[9], p[10], p[11], p[12], p[13],
+                          c->nhwc ? NEAT_LAYOUT_NHWC : NEAT_LAYOUT_NCHW};
     return neat_conv2d_forward(cb, &d, row_act(c, p[15]), cf_t(c, 0), cf_t(c, 1),
                                cf_t(c, p[14] ? 3 : -1), cf_t(c, 2));
 }
@@ -164,7 +165,7 @@ static void conv_reference(cf_case *c) {
     cf_gemm_tol(c, 2, z, abs, s.c / s.groups * s.kh * s.kw + 1, act);
 }
 
-static const cf_kind conv_kind = {"conv2d_forward", CF_K_INT,      conv_build, NULL,
+static const cf_kind conv_kind = {"conv2d_forward", CF_K_INT | CF_K_LAYOUT, conv_build, NULL,
                                   conv_record,      conv_reference};
 
 /* ---- maxpool2d: p = {n, c, h, w, kh, kw, sh, sw, ph, pw, neg}; neg: all inputs in
@@ -190,7 +191,8 @@ static void maxpool_build(cf_case *c) {
 
 static neat_status maxpool_record(cf_case *c, neat_cmdbuf *cb) {
     const int64_t *p = c->row->p;
-    neat_pool2d_desc d = {p[4], p[5], p[6], p[7], p[8], p[9]};
+    neat_pool2d_desc d = {p[4], p[5], p[6], p[7], p[8], p[9],
+                          c->nhwc ? NEAT_LAYOUT_NHWC : NEAT_LAYOUT_NCHW};
     return neat_maxpool2d(cb, &d, cf_t(c, 0), cf_t(c, 1));
 }
 
@@ -199,8 +201,8 @@ static void maxpool_reference(cf_case *c) {
     ref_maxpool2d(&s, cf_in(c, 0), cf_out(c, 1, 1));
 }
 
-static const cf_kind maxpool_kind = {"maxpool2d",      0, maxpool_build, NULL, maxpool_record,
-                                     maxpool_reference};
+static const cf_kind maxpool_kind = {"maxpool2d",      CF_K_LAYOUT, maxpool_build, NULL,
+                                     maxpool_record,   maxpool_reference};
 
 /* ---- sum_all: p = {ndim, s0, s1, s2, s3, ydim, unit}, f = {rel}: y of ydim dimensions
  * (0, 1 or 2, one element); unit: inputs uniform [0,1); rel > 0 tightens the bound to

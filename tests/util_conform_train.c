@@ -250,7 +250,8 @@ static ref_conv_shape conv_shape(const int64_t *p) {
 }
 
 static neat_conv2d_desc conv_desc(const int64_t *p) {
-    neat_conv2d_desc d = {p[5], p[6], p[7], p[8], p[9], p[10], p[11], p[12], p[13]};
+    neat_conv2d_desc d = neat_conv2d_desc_full(p[5], p[6], p[7], p[8], p[9], p[10], p[11], p[12],
+                                               p[13]);
     return d;
 }
 
@@ -294,6 +295,7 @@ static neat_status conv_bwd_record(cf_case *c, neat_cmdbuf *cb) {
     const int64_t *p = c->row->p;
     grad_slots s = conv_slots(c);
     neat_conv2d_desc d = conv_desc(p);
+    d.layout = c->nhwc ? NEAT_LAYOUT_NHWC : NEAT_LAYOUT_NCHW;
     return neat_conv2d_backward(cb, &d, row_act(c, p[14]), cf_t(c, s.x), cf_t(c, s.w), cf_t(c, s.b),
                                 cf_t(c, s.y), cf_t(c, s.dy), cf_t(c, s.dx), cf_t(c, s.dw),
                                 cf_t(c, s.db), (int)p[17]);
@@ -329,7 +331,7 @@ static void conv_bwd_reference(cf_case *c) {
     grad_tol(c, s.db, &gb, rs.n * P * Q, acc);
 }
 
-const cf_kind cf_conv2d_backward_kind = {"conv2d_backward", CF_K_INT,        conv_bwd_build,
+const cf_kind cf_conv2d_backward_kind = {"conv2d_backward", CF_K_INT | CF_K_LAYOUT, conv_bwd_build,
                                          conv_bwd_prepare,  conv_bwd_record, conv_bwd_reference};
 
 /* ---- maxpool2d_backward: p = {n, c, h, w, kh, kw, sh, sw, ph, pw, ties}; ties: inputs in
@@ -358,13 +360,14 @@ static void pool_bwd_prepare(cf_case *c) {
 
 static neat_status pool_bwd_record(cf_case *c, neat_cmdbuf *cb) {
     const int64_t *p = c->row->p;
-    neat_pool2d_desc d = {p[4], p[5], p[6], p[7], p[8], p[9]};
+    neat_pool2d_desc d = neat_pool2d_desc_full(p[4], p[5], p[6], p[7], p[8], p[9]);
+    d.layout = c->nhwc ? NEAT_LAYOUT_NHWC : NEAT_LAYOUT_NCHW;
     return neat_maxpool2d_backward(cb, &d, cf_t(c, 0), cf_t(c, 1), cf_t(c, 2));
 }
 
 static void pool_bwd_reference(cf_case *c) {
     const int64_t *p = c->row->p;
-    neat_pool2d_desc d = {p[4], p[5], p[6], p[7], p[8], p[9]};
+    neat_pool2d_desc d = neat_pool2d_desc_full(p[4], p[5], p[6], p[7], p[8], p[9]);
     double terms = (double)((p[4] + p[6] - 1) / p[6] * ((p[5] + p[7] - 1) / p[7]));
     double *x = cf_in(c, 0), *dy = cf_in(c, 1), *dya = cf_dnew(c, c->t[1].n);
     double *ref = cf_out(c, 2, terms <= 1);
@@ -377,7 +380,7 @@ static void pool_bwd_reference(cf_case *c) {
 }
 
 const cf_kind cf_maxpool2d_backward_kind = {
-    "maxpool2d_backward", 0, pool_bwd_build, pool_bwd_prepare, pool_bwd_record, pool_bwd_reference};
+    "maxpool2d_backward", CF_K_LAYOUT, pool_bwd_build, pool_bwd_prepare, pool_bwd_record, pool_bwd_reference};
 
 /* ---- activation_backward: p = {n, act}. relu/sigmoid/tanh get only y = act(x) (rounded),
  * none and gelu only x; x uniform [-4,4). Slots: x or y, dy, dx. ---- */

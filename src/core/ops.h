@@ -41,11 +41,13 @@ typedef struct nm_comm nm_comm;
         nm_tensor *tensors[NM_NARGS(__VA_ARGS__)];                                                 \
     }
 
-/* Geometry of a 2-D convolution or pooling, derived once at recording. */
+/* Geometry of a 2-D convolution or pooling, derived once at recording. nhwc: the tensors
+ * are [N,H,W,C], [K,kh,kw,C/groups] and [N,P,Q,K] (the sizes here are the same either way). */
 typedef struct nm_conv_geom {
     int64_t n, c, h, w; /* input */
     int64_t k, p, q;    /* output channels and size */
     int64_t kh, kw, sh, sw, ph, pw, dh, dw, groups;
+    int64_t nhwc; /* int64_t: no padding in the struct, which plan caches hash as bytes */
 } nm_conv_geom;
 
 /* c = alpha op(a) op(b) + beta c over `batch` matrices (1 for neat_matmul);

@@ -137,14 +137,15 @@ static neat_status check_window(const char *fn, int64_t kh, int64_t kw, int64_t 
     return NEAT_OK;
 }
 
-/* The geometry of a window op over x [N,C,H,W] giving [N,k,p,q]. */
-static nm_conv_geom window_geom(const nm_tensor *x, int64_t k, int64_t p, int64_t q, int64_t kh,
-                                int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw,
-                                int64_t dh, int64_t dw, int64_t groups) {
+/* The geometry of a window op over x ([N,C,H,W], or [N,H,W,C] when nhwc) giving k
+ * channels of p x q. */
+static nm_conv_geom window_geom(const nm_tensor *x, int nhwc, int64_t k, int64_t p, int64_t q,
+                                int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t ph,
+                                int64_t pw, int64_t dh, int64_t dw, int64_t groups) {
     return (nm_conv_geom){.n = x->shape[0],
-                          .c = x->shape[1],
-                          .h = x->shape[2],
-                          .w = x->shape[3],
+                          .c = x->shape[nhwc ? 3 : 1],
+                          .h = x->shape[nhwc ? 1 : 2],
+                          .w = x->shape[nhwc ? 2 : 3],
                           .k = k,
                           .p = p,
                           .q = q,
@@ -156,7 +157,25 @@ static nm_conv_geom window_geom(const nm_tensor *x, int64_t k, int64_t p, int64_
                           .pw = pw,
                           .dh = dh,
                           .dw = dw,
-                          .groups = groups};
+                          .groups = groups,
+                          .nhwc = nhwc};
+}
+
+/* The layout field of either descriptor: INVALID_ARGUMENT unless one of neat_layout's. */
+static neat_status check_layout(const char *fn, neat_layout layout) {
+    if (layout != NEAT_LAYOUT_NCHW && layout != NEAT_LAYOUT_NHWC)
+        return nm_error(NEAT_ERR_INVALID_ARGUMENT,
+                        "%s: desc layout %d is neither NEAT_LAYOUT_NCHW (0) nor "
+                        "NEAT_LAYOUT_NHWC (1)",
+                        fn, (int)layout);
+    return NEAT_OK;
+}
+
+void nm_image_dims(const nm_conv_geom *g, int64_t c, int64_t h, int64_t w, int64_t dims[4]) {
+    dims[0] = g->n;
+    dims[g->nhwc ? 3 : 1] = c;
+    dims[g->nhwc ? 1 : 2] = h;
+    dims[g->nhwc ? 2 : 3] = w;
 }
 
 neat_status nm_conv_geometry(const char *fn, const neat_conv2d_desc *desc, const nm_tensor *x,
@@ -168,7 +187,8 @@ neat_status nm_conv_geometry(const char *fn, const neat_conv2d_desc *desc, const
                            desc->pad_h, desc->pad_w)) ||
         (st = check_at_least(fn, "dilation_h", desc->dilation_h, 1)) ||
         (st = check_at_least(fn, "dilation_w", desc->dilation_w, 1)) ||
-        (st = check_at_least(fn, "groups", desc->groups, 1)))
+        (st = check_at_least(fn, "groups", desc->groups, 1)) ||
+        (st = check_layout(fn, desc->layout)))
         return st;
     /* Dilated extent e = dilation (k - 1) + 1; padding must stay below it, or whole output
      * rows would see only padding. */
@@ -187,11 +207,14 @@ neat_status nm_conv_geometry(const char *fn, const neat_conv2d_desc *desc, const
                         fn, (long long)desc->pad_h, (long long)desc->pad_w, (long long)ext_h,
                         (long long)ext_w);
 
-    if ((st = nm_check_ndim(fn, "x", x, 4, "[N,C,H,W]")) ||
-        (st = nm_check_ndim(fn, "w", w, 4, "[K,C/groups,kh,kw]")))
+    int nhwc = desc->layout == NEAT_LAYOUT_NHWC;
+    const char *w_names = nhwc ? "[K,kh,kw,C/groups]" : "[K,C/groups,kh,kw]";
+    if ((st = nm_check_ndim(fn, "x", x, 4, nhwc ? "[N,H,W,C]" : "[N,C,H,W]")) ||
+        (st = nm_check_ndim(fn, "w", w, 4, w_names)))
         return st;
     char xs[NM_SHAPE_STR], ws[NM_SHAPE_STR], es[NM_SHAPE_STR];
-    int64_t c = x->shape[1], k = w->shape[0], groups = desc->groups;
+    int64_t c = x->shape[nhwc ? 3 : 1], k = w->shape[0], groups = desc->groups;
+    int64_t h = x->shape[nhwc ? 1 : 2], wd = x->shape[nhwc ? 2 : 3];
     if (c % groups)
         return nm_error(NEAT_ERR_SHAPE_MISMATCH,
                         "%s: x is %s: %lld channels are not divisible "
@@ -203,30 +226,32 @@ neat_status nm_conv_geometry(const char *fn, const neat_conv2d_desc *desc, const
                         "by desc->groups %lld",
                         fn, nm_shape_str(w, ws), (long long)k, (long long)groups);
     int64_t want_w[4] = {k, c / groups, desc->kernel_h, desc->kernel_w};
+    if (nhwc) want_w[1] = desc->kernel_h, want_w[2] = desc->kernel_w, want_w[3] = c / groups;
     if (w->shape[1] != want_w[1] || w->shape[2] != want_w[2] || w->shape[3] != want_w[3])
         return nm_error(NEAT_ERR_SHAPE_MISMATCH,
-                        "%s: w is %s, expected %s = [K,C/groups,kh,kw] "
+                        "%s: w is %s, expected %s = %s "
                         "for x %s, desc kernel %lldx%lld, groups %lld",
-                        fn, nm_shape_str(w, ws), nm_dims_str(4, want_w, es), nm_shape_str(x, xs),
-                        (long long)desc->kernel_h, (long long)desc->kernel_w, (long long)groups);
+                        fn, nm_shape_str(w, ws), nm_dims_str(4, want_w, es), w_names,
+                        nm_shape_str(x, xs), (long long)desc->kernel_h, (long long)desc->kernel_w,
+                        (long long)groups);
 
     int overflow = 0;
-    int64_t p = out_size(x->shape[2], desc->pad_h, ext_h, desc->stride_h, &overflow);
-    int64_t q = out_size(x->shape[3], desc->pad_w, ext_w, desc->stride_w, &overflow);
+    int64_t p = out_size(h, desc->pad_h, ext_h, desc->stride_h, &overflow);
+    int64_t q = out_size(wd, desc->pad_w, ext_w, desc->stride_w, &overflow);
     if (overflow)
         return nm_error(NEAT_ERR_INVALID_ARGUMENT, "%s: desc padding %lldx%lld overflows", fn,
                         (long long)desc->pad_h, (long long)desc->pad_w);
-    if ((p < 1 && x->shape[2] > 0) || (q < 1 && x->shape[3] > 0))
+    if ((p < 1 && h > 0) || (q < 1 && wd > 0))
         return nm_error(NEAT_ERR_SHAPE_MISMATCH,
                         "%s: x is %s: the input padded by %lldx%lld "
                         "is smaller than the dilated kernel %lldx%lld (output would be empty)",
                         fn, nm_shape_str(x, xs), (long long)desc->pad_h, (long long)desc->pad_w,
                         (long long)ext_h, (long long)ext_w);
     /* An empty input (H or W = 0) gives an empty output, as every zero-size tensor does. */
-    if (x->shape[2] == 0) p = 0;
-    if (x->shape[3] == 0) q = 0;
+    if (h == 0) p = 0;
+    if (wd == 0) q = 0;
 
-    *g = window_geom(x, k, p, q, desc->kernel_h, desc->kernel_w, desc->stride_h, desc->stride_w,
+    *g = window_geom(x, nhwc, k, p, q, desc->kernel_h, desc->kernel_w, desc->stride_h, desc->stride_w,
                      desc->pad_h, desc->pad_w, desc->dilation_h, desc->dilation_w, groups);
     return NEAT_OK;
 }
@@ -236,7 +261,7 @@ neat_status nm_pool_geometry(const char *fn, const neat_pool2d_desc *desc, const
     if (!desc) return nm_error(NEAT_ERR_INVALID_ARGUMENT, "%s: desc is NULL", fn);
     neat_status st = check_window(fn, desc->kernel_h, desc->kernel_w, desc->stride_h,
                                   desc->stride_w, desc->pad_h, desc->pad_w);
-    if (st) return st;
+    if (st || (st = check_layout(fn, desc->layout))) return st;
     /* Padding (-inf) of at most half the kernel keeps every window on at least one real
      * element, as PyTorch requires. */
     if (desc->pad_h > desc->kernel_h / 2 || desc->pad_w > desc->kernel_w / 2)
@@ -244,20 +269,22 @@ neat_status nm_pool_geometry(const char *fn, const neat_pool2d_desc *desc, const
                         "%s: desc padding %lldx%lld must be at most half the kernel %lldx%lld", fn,
                         (long long)desc->pad_h, (long long)desc->pad_w, (long long)desc->kernel_h,
                         (long long)desc->kernel_w);
-    if ((st = nm_check_ndim(fn, "x", x, 4, "[N,C,H,W]"))) return st;
+    int nhwc = desc->layout == NEAT_LAYOUT_NHWC;
+    if ((st = nm_check_ndim(fn, "x", x, 4, nhwc ? "[N,H,W,C]" : "[N,C,H,W]"))) return st;
+    int64_t h = x->shape[nhwc ? 1 : 2], wd = x->shape[nhwc ? 2 : 3];
     int overflow = 0; /* pad <= kernel/2 and kernel is an int64: 2 pad cannot overflow */
-    int64_t p = out_size(x->shape[2], desc->pad_h, desc->kernel_h, desc->stride_h, &overflow);
-    int64_t q = out_size(x->shape[3], desc->pad_w, desc->kernel_w, desc->stride_w, &overflow);
+    int64_t p = out_size(h, desc->pad_h, desc->kernel_h, desc->stride_h, &overflow);
+    int64_t q = out_size(wd, desc->pad_w, desc->kernel_w, desc->stride_w, &overflow);
     char xs[NM_SHAPE_STR];
-    if (overflow || (p < 1 && x->shape[2] > 0) || (q < 1 && x->shape[3] > 0))
+    if (overflow || (p < 1 && h > 0) || (q < 1 && wd > 0))
         return nm_error(NEAT_ERR_SHAPE_MISMATCH,
                         "%s: x is %s: the input padded by %lldx%lld "
                         "is smaller than the kernel %lldx%lld (output would be empty)",
                         fn, nm_shape_str(x, xs), (long long)desc->pad_h, (long long)desc->pad_w,
                         (long long)desc->kernel_h, (long long)desc->kernel_w);
-    if (x->shape[2] == 0) p = 0;
-    if (x->shape[3] == 0) q = 0;
-    *g = window_geom(x, x->shape[1], p, q, desc->kernel_h, desc->kernel_w, desc->stride_h,
+    if (h == 0) p = 0;
+    if (wd == 0) q = 0;
+    *g = window_geom(x, nhwc, x->shape[nhwc ? 3 : 1], p, q, desc->kernel_h, desc->kernel_w, desc->stride_h,
                      desc->stride_w, desc->pad_h, desc->pad_w, 1, 1, 1);
     return NEAT_OK;
 }

@@ -67,14 +67,18 @@ neat_status nm_check_linear(const char *fn, const nm_tensor *x, const nm_tensor 
 neat_status nm_check_conv(const char *fn, const neat_conv2d_desc *desc, const nm_tensor *x,
                           const nm_tensor *w, const nm_tensor *b, nm_conv_geom *g);
 
-/* Validate a convolution: the descriptor's options, x [N,C,H,W], w [K,C/groups,kh,kw], and
- * an output of at least 1x1 unless H or W is 0; fill g (P, Q as in neat_conv2d_forward). */
+/* Validate a convolution: the descriptor's options, x [N,C,H,W], w [K,C/groups,kh,kw] (NHWC
+ * layout: [N,H,W,C], [K,kh,kw,C/groups]), and an output of at least 1x1 unless H or W is 0;
+ * fill g (P, Q as in neat_conv2d_forward). */
 neat_status nm_conv_geometry(const char *fn, const neat_conv2d_desc *desc, const nm_tensor *x,
                              const nm_tensor *w, nm_conv_geom *g);
 
-/* Validate a max pooling: the descriptor's options, x [N,C,H,W] and an output of at least
- * 1x1 unless H or W is 0; fill g with k = c, dilation 1 and one group. */
+/* Validate a max pooling: the descriptor's options, x [N,C,H,W] (NHWC: [N,H,W,C]) and an
+ * output of at least 1x1 unless H or W is 0; fill g with k = c, dilation 1 and one group. */
 neat_status nm_pool_geometry(const char *fn, const neat_pool2d_desc *desc, const nm_tensor *x,
                              nm_conv_geom *g);
+
+/* The shape of an image tensor of g's batch and layout: [N,c,h,w] or [N,h,w,c]. */
+void nm_image_dims(const nm_conv_geom *g, int64_t c, int64_t h, int64_t w, int64_t dims[4]);
 
 #endif

@@ -243,7 +243,8 @@ NEAT_API neat_conv2d_desc neat_conv2d_desc_full(int64_t kernel_h, int64_t kernel
 }
 
 /* y = act(conv2d(x, w) + b): x [N,C,H,W], w [K,C/groups,kh,kw], b [K] or NULL,
- * y [N,K,P,Q] (nm_check_conv checks the descriptor and derives P, Q). */
+ * y [N,K,P,Q] (nm_check_conv checks the descriptor and derives P, Q; NHWC: [N,H,W,C],
+ * [K,kh,kw,C/groups], [N,P,Q,K]). */
 NEAT_API neat_status neat_conv2d_forward(neat_cmdbuf *cb, const neat_conv2d_desc *desc,
                                          neat_activation act, const neat_tensor *x,
                                          const neat_tensor *w, const neat_tensor *b,
@@ -255,8 +256,10 @@ NEAT_API neat_status neat_conv2d_forward(neat_cmdbuf *cb, const neat_conv2d_desc
     TRY(nm_begin(fn, cb, &buf));
     TRY(resolve_layer_args(fn, buf, act, x, w, b, y, &a));
     TRY(nm_check_conv(fn, desc, a.x, a.w, a.b, &g));
-    TRY(check_layer_output(fn, &a, 4, (int64_t[]){g.n, g.k, g.p, g.q},
-                           "[N,K,P,Q] of x, w and desc"));
+    int64_t yd[4];
+    nm_image_dims(&g, g.k, g.p, g.q, yd);
+    TRY(check_layer_output(fn, &a, 4, yd,
+                           g.nhwc ? "[N,P,Q,K] of x, w and desc" : "[N,K,P,Q] of x, w and desc"));
     nm_op op = {.kind = NM_OP_CONV2D_FORWARD,
                 .u.conv2d_forward = {.x = a.x, .w = a.w, .b = a.b, .y = a.y, .act = act, .g = g}};
     return nm_record(fn, buf, &op);
@@ -279,7 +282,8 @@ NEAT_API neat_pool2d_desc neat_pool2d_desc_full(int64_t kernel_h, int64_t kernel
     return d;
 }
 
-/* y [N,C,P,Q] = max over each kh x kw window of x [N,C,H,W] (padding is -inf). */
+/* y [N,C,P,Q] = max over each kh x kw window of x [N,C,H,W] (padding is -inf; NHWC:
+ * [N,P,Q,C] from [N,H,W,C]). */
 NEAT_API neat_status neat_maxpool2d(neat_cmdbuf *cb, const neat_pool2d_desc *desc,
                                     const neat_tensor *x, neat_tensor *y) {
     static const char fn[] = "neat_maxpool2d";
@@ -290,7 +294,10 @@ NEAT_API neat_status neat_maxpool2d(neat_cmdbuf *cb, const neat_pool2d_desc *des
     TRY(nm_arg(fn, "x", buf, x, 1, &tx));
     TRY(nm_arg(fn, "y", buf, y, 1, &ty));
     TRY(nm_pool_geometry(fn, desc, tx, &g));
-    TRY(nm_check_shape(fn, "y", ty, 4, (int64_t[]){g.n, g.c, g.p, g.q}, "[N,C,P,Q] of x and desc"));
+    int64_t yd[4];
+    nm_image_dims(&g, g.c, g.p, g.q, yd);
+    TRY(nm_check_shape(fn, "y", ty, 4, yd,
+                       g.nhwc ? "[N,P,Q,C] of x and desc" : "[N,C,P,Q] of x and desc"));
     TRY(nm_check_no_alias(fn, "y", ty, "x", tx));
 
     nm_op op = {.kind = NM_OP_MAXPOOL2D, .u.maxpool2d = {.x = tx, .y = ty, .g = g}};

@@ -122,7 +122,7 @@ static neat_status check_grad_shapes(const char *fn, const grad_args *a, int ndi
     if (a->y) TRY(nm_check_shape(fn, "y", a->y, ndim, ydims, ylayout));
     if (a->dx) TRY(nm_check_same_shape(fn, "dx", a->dx, "x", a->x));
     if (a->dw) TRY(nm_check_same_shape(fn, "dw", a->dw, "w", a->w));
-    if (a->db) TRY(nm_check_shape(fn, "db", a->db, 1, ydims + 1, "[out] of w"));
+    if (a->db) TRY(nm_check_shape(fn, "db", a->db, 1, a->w->shape, "[out] of w"));
     nm_tensor *ins[5] = {a->x, a->w, a->b, a->y, a->dy}, *outs[3] = {a->dx, a->dw, a->db};
     return check_grad_aliases(fn, ins, outs);
 }
@@ -157,7 +157,7 @@ NEAT_API neat_status neat_linear_backward(neat_cmdbuf *cb, neat_activation act,
 }
 
 /* From dy [N,K,P,Q] of y = act(conv2d(x, w) + b): dx [N,C,H,W], dw [K,C/groups,kh,kw],
- * db [K]; y, b as in neat_linear_backward. */
+ * db [K] (NHWC: [N,P,Q,K], [N,H,W,C], [K,kh,kw,C/groups]); y, b as in neat_linear_backward. */
 NEAT_API neat_status neat_conv2d_backward(neat_cmdbuf *cb, const neat_conv2d_desc *desc,
                                           neat_activation act, const neat_tensor *x,
                                           const neat_tensor *w, const neat_tensor *b,
@@ -171,15 +171,18 @@ NEAT_API neat_status neat_conv2d_backward(neat_cmdbuf *cb, const neat_conv2d_des
     TRY(nm_begin(fn, cb, &buf));
     TRY(resolve_grad_args(fn, buf, act, (const neat_tensor *[]){x, w, b, y, dy, dx, dw, db}, &a));
     TRY(nm_check_conv(fn, desc, a.x, a.w, a.b, &g));
-    TRY(check_grad_shapes(fn, &a, 4, (int64_t[]){g.n, g.k, g.p, g.q},
-                          "[N,K,P,Q] of x, w and desc"));
+    int64_t yd[4];
+    nm_image_dims(&g, g.k, g.p, g.q, yd);
+    TRY(check_grad_shapes(fn, &a, 4, yd,
+                          g.nhwc ? "[N,P,Q,K] of x, w and desc" : "[N,K,P,Q] of x, w and desc"));
 
     nm_op op = {.kind = NM_OP_CONV2D_BACKWARD,
                 .u.conv2d_backward = {GRAD_FIELDS(a, act, accumulate), .g = g}};
     return nm_record(fn, buf, &op);
 }
 
-/* dx [N,C,H,W] (overwritten) from dy [N,C,P,Q] and the forward's input x. */
+/* dx [N,C,H,W] (overwritten) from dy [N,C,P,Q] and the forward's input x (NHWC: [N,H,W,C]
+ * from [N,P,Q,C]). */
 NEAT_API neat_status neat_maxpool2d_backward(neat_cmdbuf *cb, const neat_pool2d_desc *desc,
                                              const neat_tensor *x, const neat_tensor *dy,
                                              neat_tensor *dx) {
@@ -192,8 +195,10 @@ NEAT_API neat_status neat_maxpool2d_backward(neat_cmdbuf *cb, const neat_pool2d_
     TRY(nm_arg(fn, "dy", buf, dy, 1, &tdy));
     TRY(nm_arg(fn, "dx", buf, dx, 1, &tdx));
     TRY(nm_pool_geometry(fn, desc, tx, &g));
-    TRY(nm_check_shape(fn, "dy", tdy, 4, (int64_t[]){g.n, g.c, g.p, g.q},
-                       "[N,C,P,Q] of x and desc"));
+    int64_t yd[4];
+    nm_image_dims(&g, g.c, g.p, g.q, yd);
+    TRY(nm_check_shape(fn, "dy", tdy, 4, yd,
+                       g.nhwc ? "[N,P,Q,C] of x and desc" : "[N,C,P,Q] of x and desc"));
     TRY(nm_check_same_shape(fn, "dx", tdx, "x", tx));
     TRY(nm_check_no_alias(fn, "dx", tdx, "x", tx));
     TRY(nm_check_no_alias(fn, "dx", tdx, "dy", tdy));

@@ -19,6 +19,9 @@
  * or no activation do not go to oneDNN: conv_direct.c's loop writes NCHW itself, where
  * oneDNN's kernel wrote nChw16c and the reorder back cost more than the convolution.
  * Algorithm: direct (never Winograd, whose transforms change float32 results).
+ * NHWC (g->nhwc): the user's memory descriptors say nhwc and ohwi (gohwi); the primitive
+ * still picks its own layout (on AVX-512 the same blocked one, with reorders from NHWC), and
+ * conv_direct.c's NCHW loops are not used.
  */
 #include "dnnl_util.h"
 
@@ -30,13 +33,14 @@ dnnl_status_t cpu_conv_mds_create(const nm_conv_geom *g, int any, cpu_conv_mds *
     dnnl_dims_t b_dims = {g->k};
     dnnl_dims_t w_dims = {g->k, g->c, g->kh, g->kw};
     int w_nd = 4;
-    dnnl_format_tag_t act_tag = any ? dnnl_format_tag_any : dnnl_nchw;
-    dnnl_format_tag_t w_tag = any ? dnnl_format_tag_any : dnnl_oihw;
+    /* oneDNN's dims are logical (NCHW order) whatever the layout; the tag says the order */
+    dnnl_format_tag_t act_tag = any ? dnnl_format_tag_any : g->nhwc ? dnnl_nhwc : dnnl_nchw;
+    dnnl_format_tag_t w_tag = any ? dnnl_format_tag_any : g->nhwc ? dnnl_ohwi : dnnl_oihw;
     if (g->groups > 1) {
         dnnl_dims_t gw = {g->groups, g->k / g->groups, g->c / g->groups, g->kh, g->kw};
         memcpy(w_dims, gw, sizeof gw);
         w_nd = 5;
-        w_tag = any ? dnnl_format_tag_any : dnnl_goihw;
+        w_tag = any ? dnnl_format_tag_any : g->nhwc ? dnnl_gohwi : dnnl_goihw;
     }
     memset(m, 0, sizeof *m);
     dnnl_status_t s = dnnl_memory_desc_create_with_tag(&m->src, 4, x_dims, dnnl_f32, act_tag);
@@ -160,10 +164,16 @@ fail:
 static void conv_bias_only(int nthreads, const nm_conv_geom *g, const float *b, neat_activation act,
                            float *y) {
     int64_t planes = g->n * g->k, plane = g->p * g->q;
+    if (g->nhwc) { /* N P Q rows of K */
 #pragma omp parallel for num_threads(nthreads) schedule(static)
-    for (int64_t i = 0; i < planes; i++) {
-        float v = b ? b[i % g->k] : 0.0f;
-        for (int64_t s = 0; s < plane; s++) y[i * plane + s] = v;
+        for (int64_t i = 0; i < g->n * plane; i++)
+            for (int64_t k = 0; k < g->k; k++) y[i * g->k + k] = b ? b[k] : 0.0f;
+    } else {
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+        for (int64_t i = 0; i < planes; i++) {
+            float v = b ? b[i % g->k] : 0.0f;
+            for (int64_t s = 0; s < plane; s++) y[i * plane + s] = v;
+        }
     }
     if (act != NEAT_ACT_NONE) cpu_act_apply(nthreads, act, y, y, planes * plane);
 }
@@ -189,9 +199,9 @@ neat_status cpu_conv_forward_run(nm_device *dev, nm_cmdbuf *cb, const char *fn,
                                                                         y, scratch);
         return NEAT_OK;
     }
-    int64_t key[20] = {1,     g->n,  g->c,      g->h,      g->w,        g->k,  g->p,
-                       g->q,  g->kh, g->kw,     g->sh,     g->sw,       g->ph, g->pw,
-                       g->dh, g->dw, g->groups, b != NULL, (int64_t)act};
+    int64_t key[20] = {1,     g->n,  g->c,      g->h,      g->w,         g->k,  g->p,
+                       g->q,  g->kh, g->kw,     g->sh,     g->sw,        g->ph, g->pw,
+                       g->dh, g->dw, g->groups, b != NULL, (int64_t)act, g->nhwc};
     conv_fwd_ctx ctx = {fn, g, b != NULL, act};
     void *plan_ = NULL;
     neat_status st =

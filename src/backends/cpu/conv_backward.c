@@ -14,6 +14,7 @@
  * result back into NCHW (cpu_staged in dnnl_util.h). Layouts are format any, as forward.
  * When both primitives read dz in nChw16c (AVX-512) and act is relu, dz is written in that
  * layout by relu's backward itself (relu_grad_blocked.c), not reordered from NCHW after.
+ * NHWC: the user descriptors of conv.c, dz in the user's layout, db as column sums.
  */
 #include "dnnl_util.h"
 
@@ -113,7 +114,7 @@ static neat_status conv_bwd_build(cpu_dnnl *d, const void *ctx_, void **out) {
                        dnnl_memory_desc_equal(arg_md(data_pd, DNNL_ARG_DIFF_DST),
                                               arg_md(weights_pd, DNNL_ARG_DIFF_DST));
     }
-    if (g->groups == 1) {
+    if (g->groups == 1 && !g->nhwc) { /* relu_grad_blocked.c reads NCHW dy and y */
         dnnl_dims_t y_dims = {g->n, g->k, g->p, g->q};
         DNNL_TRY(dnnl_memory_desc_create_with_tag(&blocked, 4, y_dims, dnnl_f32, dnnl_aBcd16b));
         p->dz_nchw16c =
@@ -135,6 +136,14 @@ fail:
     }
     *out = p;
     return NEAT_OK;
+}
+
+/* db (+)= the sums of dz over N, P, Q: per plane in NCHW, column sums of [NPQ, K] in NHWC. */
+static void bias_grad(int nthreads, const nm_conv_geom *g, const float *dz, float *db, int acc) {
+    if (g->nhwc)
+        cpu_bias_grad(nthreads, dz, g->n * g->p * g->q, g->k, 1, db, acc);
+    else
+        cpu_bias_grad(nthreads, dz, g->n, g->k, g->p * g->q, db, acc);
 }
 
 static void zero_unless_accumulate(nm_tensor *t, int accumulate) {
@@ -191,7 +200,7 @@ neat_status cpu_conv2d_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) 
         if ((st = conv_act_grad(dev, cb, fn, op, &dz)) != NEAT_OK) return st;
         zero_unless_accumulate(dx, acc);
         zero_unless_accumulate(dw, acc);
-        if (db) cpu_bias_grad(nthreads, dz, g->n, g->k, g->p * g->q, db->data, acc);
+        if (db) bias_grad(nthreads, g, dz, db->data, acc);
         return NEAT_OK;
     }
     if (!dx && !dw && !db) return NEAT_OK;
@@ -201,7 +210,8 @@ neat_status cpu_conv2d_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) 
     if (want_dx || want_dw) {
         int64_t key[22] = {2,     g->n,  g->c,      g->h,    g->w,    g->k,     g->p,
                            g->q,  g->kh, g->kw,     g->sh,   g->sw,   g->ph,    g->pw,
-                           g->dh, g->dw, g->groups, want_dx, want_dw, fused_db, acc};
+                           g->dh, g->dw, g->groups, want_dx, want_dw, fused_db, acc,
+                           g->nhwc};
         conv_bwd_ctx ctx = {fn, g, want_dx, want_dw, fused_db, acc};
         st = cpu_dnnl_plan(dev, key, sizeof key, conv_bwd_build, conv_bwd_free, &ctx, &plan_);
         if (st != NEAT_OK) return st;
@@ -248,6 +258,6 @@ neat_status cpu_conv2d_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) 
         if (fused_db && (st = cpu_staged_out_finish(dev, cb, fn, &p->w_db, dbs, db->data)))
             return st;
     }
-    if (db && !fused_db) cpu_bias_grad(nthreads, dz, g->n, g->k, g->p * g->q, db->data, acc);
+    if (db && !fused_db) bias_grad(nthreads, g, dz, db->data, acc);
     return NEAT_OK;
 }

@@ -205,9 +205,10 @@ neat_status cpu_op_check(nm_device *dev, const nm_op *op) {
     return NEAT_OK;
 }
 
-/* 2x2 stride 2 without padding: the pooling pool.c runs on half tensors. */
+/* 2x2 stride 2 without padding, NCHW: the pooling pool.c runs on half tensors. */
 static int pool_2x2(const nm_conv_geom *g) {
-    return g->kh == 2 && g->kw == 2 && g->sh == 2 && g->sw == 2 && g->ph == 0 && g->pw == 0;
+    return !g->nhwc && g->kh == 2 && g->kw == 2 && g->sh == 2 && g->sw == 2 && g->ph == 0 &&
+           g->pw == 0;
 }
 
 /* Ops whose CPU function runs half tensors itself (elementwise.c, softmax.c, reduce.c,

@@ -1,5 +1,5 @@
 /*
- * pool.c — 2-D max pooling on NCHW, forward and backward, as OpenMP loops.
+ * pool.c — 2-D max pooling on NCHW and NHWC, forward and backward, as OpenMP loops.
  *
  * x [N,C,H,W] -> y [N,C,P,Q]; output (i, j) covers input rows i*sh - ph + r (0 <= r < kh)
  * and columns j*sw - pw + s (0 <= s < kw). Padding is -inf (it never wins; the core allows
@@ -18,7 +18,10 @@
  * planes, or over output rows when windows cannot overlap across rows (kh <= sh).
  *
  * bf16/f16 tensors: the 2x2 case runs here (pool2_half_rows), the others on float32 copies.
- */
+ *
+ * NHWC (g->nhwc): the forward per output position over its C channels (contiguous), the
+ * backward per (image, block of channels), positions in order; half tensors on float32
+ * copies. */
 #include "cpu.h"
 #include "loops.h"
 
@@ -154,6 +157,28 @@ static void maxpool2_rows(const nm_conv_geom *g, const float *x, float *y, int64
     }
 }
 
+/* NHWC: output position t of N*P*Q, its C channels at once. Each window element (scan
+ * order) is a contiguous row of C values: y[c] = pick(y[c], x[c]), vectorized over c. */
+CPU_CLONES static void maxpool_nhwc_pos(const nm_conv_geom *g, const float *x, float *y,
+                                        int64_t t) {
+    int64_t n = t / (g->p * g->q), i = t / g->q % g->p, j = t % g->q, c = g->c;
+    float *restrict yc = y + t * c;
+    for (int64_t k = 0; k < c; k++) yc[k] = -INFINITY;
+    int64_t rlo, rhi, col0 = j * g->sw - g->pw;
+    pool_rows(g, i, &rlo, &rhi);
+    for (int64_t r = rlo; r < rhi; r++) {
+        const float *xrow = x + (n * g->h + i * g->sh - g->ph + r) * g->w * c;
+        for (int64_t s = 0; s < g->kw; s++) {
+            if (col0 + s < 0 || col0 + s >= g->w) continue;
+            const float *restrict xc = xrow + (col0 + s) * c;
+            for (int64_t k = 0; k < c; k++) {
+                float v = xc[k], m = yc[k];
+                yc[k] = (v > m || v != v) ? v : m;
+            }
+        }
+    }
+}
+
 /* 2x2 on half tensors, below the backward's 2x2 loop it calls. */
 static void pool2_half_rows(const nm_conv_geom *g, neat_dtype dt, const uint16_t *x, uint16_t *y,
                             const uint16_t *dy, uint16_t *dx, int64_t t0, int64_t t1);
@@ -165,6 +190,10 @@ neat_status cpu_maxpool2d(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
     int64_t tasks = g->n * g->c * g->p;
     if (tasks == 0 || g->q == 0) return NEAT_OK;
     int par = cpu_par(cpu_dev(dev)->nthreads, op->u.maxpool2d.x->numel);
+    if (g->nhwc) { /* float32 (half.c takes half NHWC tensors through float32 copies) */
+        CPU_FOR(par, t, g->n * g->p * g->q, maxpool_nhwc_pos(g, x, y, t));
+        return NEAT_OK;
+    }
     if (op->u.maxpool2d.y->dtype != NEAT_F32) {
         neat_dtype dt = op->u.maxpool2d.y->dtype;
         CPU_SPLIT(par, tasks, lo, hi,
@@ -328,6 +357,39 @@ static void pool2_half_rows(const nm_conv_geom *g, neat_dtype dt, const uint16_t
         }
 }
 
+/* NHWC: dx of image n, channels [c0, c1), from its dy: zeroed, then each output position in
+ * order adds dy to the first maximum of its window (the forward's rule), per channel. The
+ * channels of one image are independent, so a task owns (image, block of channels) and the
+ * order of its additions is fixed. */
+CPU_CLONES static void maxpool_bwd_nhwc(const nm_conv_geom *g, const float *x, const float *dy,
+                                        float *dx, int64_t n, int64_t c0, int64_t c1) {
+    int64_t c = g->c, hw = g->h * g->w;
+    float best[POOL_CHUNK];
+    int32_t where[POOL_CHUNK];
+    for (int64_t e = 0; e < hw; e++)
+        memset(dx + (n * hw + e) * c + c0, 0, (size_t)(c1 - c0) * sizeof(float));
+    for (int64_t i = 0; i < g->p; i++)
+        for (int64_t j = 0; j < g->q; j++) {
+            int64_t rlo, rhi, col0 = j * g->sw - g->pw, row0 = i * g->sh - g->ph;
+            pool_rows(g, i, &rlo, &rhi);
+            for (int64_t k = 0; k < c1 - c0; k++) best[k] = -INFINITY, where[k] = -1;
+            for (int64_t r = rlo; r < rhi; r++)
+                for (int64_t s = 0; s < g->kw; s++) {
+                    if (col0 + s < 0 || col0 + s >= g->w) continue;
+                    int32_t e = (int32_t)((row0 + r) * g->w + col0 + s);
+                    const float *xc = x + (n * hw + e) * c + c0;
+                    for (int64_t k = 0; k < c1 - c0; k++) {
+                        float v = xc[k], m = best[k];
+                        int take = (v > m) | (v != v) | (where[k] < 0);
+                        best[k] = take ? v : m;
+                        where[k] = take ? e : where[k];
+                    }
+                }
+            const float *dyc = dy + ((n * g->p + i) * g->q + j) * c + c0;
+            for (int64_t k = 0; k < c1 - c0; k++) dx[(n * hw + where[k]) * c + c0 + k] += dyc[k];
+        }
+}
+
 /* dx rows of plane that no output row writes whole: all rows in the general case, the
  * trailing row of an odd height in the 2x2 case. */
 static void maxpool_bwd_zero(const nm_conv_geom *g, float *dxp) {
@@ -345,6 +407,15 @@ neat_status cpu_maxpool2d_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op *o
     if (planes == 0 || hw == 0) return NEAT_OK;
     int par = cpu_par(cpu_dev(dev)->nthreads, op->u.maxpool2d_backward.x->numel);
 
+    if (g->nhwc) { /* float32 (half.c: half NHWC tensors through float32 copies) */
+        int64_t blocks = (g->c + POOL_CHUNK - 1) / POOL_CHUNK;
+        CPU_FOR(par, t, g->n * blocks, {
+            int64_t c0 = t % blocks * POOL_CHUNK;
+            maxpool_bwd_nhwc(g, x, dy, dx, t / blocks, c0,
+                             c0 + POOL_CHUNK < g->c ? c0 + POOL_CHUNK : g->c);
+        });
+        return NEAT_OK;
+    }
     if (op->u.maxpool2d_backward.dx->dtype != NEAT_F32) {
         const nm_maxpool2d_backward_args *a = &op->u.maxpool2d_backward;
         neat_dtype dt = a->dx->dtype;

@@ -9,6 +9,9 @@
  *           db[k] = sum over n, p, q of dz (reduce.cu: over p, q then over n; deterministic).
  * 3x3 stride-1 layers of 1 to 4 input channels take neither: conv_small.cu does the forward
  * (bias and activation included) and the backward without dx (act', dw and db at once).
+ * NHWC (g.nhwc): the same calls on descriptors in CUDNN_TENSOR_NHWC (conv_plan.cu), the
+ * bias of channel i % K (conv_inner 1) and db as the column sums of dz [NPQ, K]; neatml's own
+ * kernels (conv_small.cu, conv_gemm.cu's backward filters) are NCHW only and not used.
  * Scratch slots: 0 dz (conv_small.cu: its partial sums), 1 workspace, 2 the [N, K] sums, 3-4
  * and 5-6 the two reductions (half tensors: 2-6 through cuda_half_channel_sum).
  *
@@ -18,9 +21,9 @@
  * cudnnConvolutionForward rounds before any bias: so natively y = conv(x, w) (relu after
  * the rounding is the same), y = act(conv(x, w) + b) for relu or none through the fused
  * call, and the backward with dz exact in half (no activation, relu); half.cu runs the
- * other cases on float32 copies. Follow-up: the library's NCHW costs tensor-core speed
- * (PyTorch is 1.8x faster channels-last in bf16 on the benchmark conv); a backend-internal
- * NHWC copy of activations and filters kept between layers would recover it.
+ * other cases on float32 copies. cuDNN's half kernels for tensor cores are NHWC: an NCHW
+ * half convolution pays transposes inside cuDNN (conv2d_256f_bf16: docs/BENCHMARKS.md), which
+ * the NHWC layout of the API avoids.
  *
  * Fused forward (issue 13): y = act(alpha1 conv(x, w) + alpha2 z + b) by
  * cudnnConvolutionBiasActivationForward, with alpha1 = 1, alpha2 = 0 and z = y (cuDNN does not read
@@ -45,6 +48,10 @@
  * falls back.
  */
 #include "conv.cuh"
+
+/* Elements between consecutive channels of y: a plane in NCHW, 1 in NHWC (cuda_bias_act and
+ * cuda_half_epilogue add b[(i / inner) % K]). */
+static int64_t conv_inner(const nm_conv_geom &g) { return g.nhwc ? 1 : g.p * g.q; }
 
 static neat_status run_forward(cuda_device *d, conv_plan *p, const conv_algo *a, void *ws,
                                const void *x, const void *w, void *y, const char *what) {
@@ -105,8 +112,8 @@ static neat_status conv2d_forward_half(nm_device *dev, nm_cmdbuf *cb, const nm_o
     if (ny == 0) return NEAT_OK;
     if (u.x->numel == 0 || u.w->numel == 0) { /* no input channels: y = act(b), or 0 */
         if (!u.b) return cuda_fill_typed(dev, dt, u.y->data, ny, 0.0f, what);
-        return cuda_half_epilogue(dev, dt, u.y->data, NULL, 0.0f, dt, u.b->data, ny, g.p * g.q, g.k,
-                                  u.act, what);
+        return cuda_half_epilogue(dev, dt, u.y->data, NULL, 0.0f, dt, u.b->data, ny, conv_inner(g),
+                                  g.k, u.act, what);
     }
     neat_status st;
     if ((st = conv_cache_get(d, what))) return st;
@@ -252,7 +259,10 @@ static neat_status conv2d_backward_half(nm_device *dev, nm_cmdbuf *cb, const nm_
     st = backward_data_filter(dev, p, a, 0, ws, u, dz, 0.0f, what);
     if (st) return st;
     if (u.db) /* db[k] = sum over n, p, q of dz[n, k, p, q] */
-        st = cuda_half_channel_sum(dev, cb, 2, dt, dz, g.n, g.k, g.p * g.q, 0, u.db->data, what);
+        st = g.nhwc ? cuda_half_channel_sum(dev, cb, 2, dt, dz, g.n * g.p * g.q, g.k, 1, 0,
+                                            u.db->data, what)
+                    : cuda_half_channel_sum(dev, cb, 2, dt, dz, g.n, g.k, g.p * g.q, 0, u.db->data,
+                                            what);
     return st;
 }
 
@@ -302,7 +312,7 @@ neat_status cuda_conv2d_forward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) 
         if (!st && !done) st = run_forward(d, p, a[0], ws, u.x->data, u.w->data, u.y->data, what);
     }
     if (st || done) return st;
-    return cuda_bias_act(dev, u.y->data, b, ny, g.p * g.q, g.k, u.act, what);
+    return cuda_bias_act(dev, u.y->data, b, ny, conv_inner(g), g.k, u.act, what);
 }
 
 neat_status cuda_conv2d_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
@@ -348,7 +358,7 @@ neat_status cuda_conv2d_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op)
             else
                 st = cuda_fill_f32(dev, z, ny, 0.0f, what);
             if (!st)
-                st = cuda_bias_act(dev, z, u.b ? u.b->data : NULL, ny, g.p * g.q, g.k,
+                st = cuda_bias_act(dev, z, u.b ? u.b->data : NULL, ny, conv_inner(g), g.k,
                                    NEAT_ACT_NONE, what);
             if (!st) st = cuda_act_grad(dev, u.act, z, NULL, u.dy->data, z, ny, what);
         } else {
@@ -359,6 +369,9 @@ neat_status cuda_conv2d_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op)
     }
     st = backward_data_filter(dev, p, a, u.act == NEAT_ACT_GELU, ws, u, dz, beta, what);
     if (st) return st;
+    if (u.db && g.nhwc) /* db[k] = sum over the N P Q rows of dz [NPQ, K] */
+        return cuda_sum3(dev, cb, 3, dz, 1, g.n * g.p * g.q, g.k, 1.0f, u.accumulate, u.db->data,
+                         what);
     if (u.db) { /* db[k] = sum_n (sum_pq dz[n, k, pq]) */
         void *sums;
         st = cuda_scratch(cb, 2, (size_t)(g.n * g.k) * sizeof(float), &sums);

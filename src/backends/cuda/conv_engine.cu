@@ -43,10 +43,12 @@ static cudnnDataType_t dnn_type(int dtype) {
                                : CUDNN_DATA_FLOAT;
 }
 
-/* A finalized NCHW tensor descriptor [a, b, c, e] with unique id uid. */
+/* A finalized tensor descriptor of dims [a, b, c, e] (N, C, H, W) with unique id uid, laid
+ * out NCHW, or NHWC when nhwc. */
 static cudnnStatus_t tensor_desc(cudnnBackendDescriptor_t *t, int64_t uid, cudnnDataType_t dt,
-                                 int64_t a, int64_t b, int64_t c, int64_t e) {
+                                 int64_t nhwc, int64_t a, int64_t b, int64_t c, int64_t e) {
     int64_t dims[4] = {a, b, c, e}, str[4] = {b * c * e, c * e, e, 1}, align = 16;
+    if (nhwc) str[1] = 1, str[2] = e * b, str[3] = b;
     cudnnStatus_t s = cudnnBackendCreateDescriptor(CUDNN_BACKEND_TENSOR_DESCRIPTOR, t);
     if (s) return s;
     if ((s = cudnnBackendSetAttribute(*t, CUDNN_ATTR_TENSOR_DATA_TYPE, CUDNN_TYPE_DATA_TYPE, 1,
@@ -131,9 +133,9 @@ static cudnnStatus_t op_graph(cuda_device *d, const conv_plan *p, int kind,
          CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_BETA}};
     const cudnnBackendAttributeName_t *nm = names[kind];
     cudnnStatus_t s;
-    if ((s = tensor_desc(&x, 'x', dt, g.n, g.c, g.h, g.w)) ||
-        (s = tensor_desc(&w, 'w', dt, g.k, g.c / g.groups, g.kh, g.kw)) ||
-        (s = tensor_desc(&y, 'y', dt, g.n, g.k, g.p, g.q)))
+    if ((s = tensor_desc(&x, 'x', dt, g.nhwc, g.n, g.c, g.h, g.w)) ||
+        (s = tensor_desc(&w, 'w', dt, g.nhwc, g.k, g.c / g.groups, g.kh, g.kw)) ||
+        (s = tensor_desc(&y, 'y', dt, g.nhwc, g.n, g.k, g.p, g.q)))
         return s;
     if ((s = cudnnBackendCreateDescriptor(CUDNN_BACKEND_CONVOLUTION_DESCRIPTOR, &cd)) ||
         (s = cudnnBackendSetAttribute(cd, CUDNN_ATTR_CONVOLUTION_COMP_TYPE, CUDNN_TYPE_DATA_TYPE, 1,

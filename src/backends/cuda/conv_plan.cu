@@ -138,12 +138,15 @@ static neat_status plan_get(cuda_device *d, const nm_conv_geom *g, neat_math_mod
     DNN_TRY(cudnnCreateTensorDescriptor(&p->yd));
     DNN_TRY(cudnnCreateFilterDescriptor(&p->wd));
     DNN_TRY(cudnnCreateConvolutionDescriptor(&p->cd));
-    DNN_TRY(cudnnSetTensor4dDescriptor(p->xd, CUDNN_TENSOR_NCHW, dt, (int)g->n, (int)g->c,
-                                       (int)g->h, (int)g->w));
-    DNN_TRY(cudnnSetTensor4dDescriptor(p->yd, CUDNN_TENSOR_NCHW, dt, (int)g->n, (int)g->k,
-                                       (int)g->p, (int)g->q));
-    DNN_TRY(cudnnSetFilter4dDescriptor(p->wd, dt, CUDNN_TENSOR_NCHW, (int)g->k,
-                                       (int)(g->c / g->groups), (int)g->kh, (int)g->kw));
+    /* dims in N, C, H, W order either way; the format gives the order in memory (NHWC:
+     * filters KRSC, the [K, kh, kw, C/groups] of the API) */
+    cudnnTensorFormat_t fmt = g->nhwc ? CUDNN_TENSOR_NHWC : CUDNN_TENSOR_NCHW;
+    DNN_TRY(cudnnSetTensor4dDescriptor(p->xd, fmt, dt, (int)g->n, (int)g->c, (int)g->h,
+                                       (int)g->w));
+    DNN_TRY(cudnnSetTensor4dDescriptor(p->yd, fmt, dt, (int)g->n, (int)g->k, (int)g->p,
+                                       (int)g->q));
+    DNN_TRY(cudnnSetFilter4dDescriptor(p->wd, dt, fmt, (int)g->k, (int)(g->c / g->groups),
+                                       (int)g->kh, (int)g->kw));
     DNN_TRY(cudnnSetConvolution2dDescriptor(p->cd, (int)g->ph, (int)g->pw, (int)g->sh, (int)g->sw,
                                             (int)g->dh, (int)g->dw, CUDNN_CROSS_CORRELATION,
                                             CUDNN_DATA_FLOAT));
@@ -378,7 +381,7 @@ static int pick(cuda_device *d, conv_plan *p, int which, int kind, const conv_ra
      * it fits, else the GEMM (so that the tests reach them whatever the timings). */
     size_t own = cuda_conv_gemm_wgrad_ws(&p->g), direct = cuda_conv_direct_wgrad_ws(&p->g);
     int forced = d->conv->gemm >= 2, timed = d->conv->gemm == 1 && most > 1;
-    if (which == CONV_BWD_FILTER && strict && p->g.groups == 1 && (forced || timed)) {
+    if (which == CONV_BWD_FILTER && strict && p->g.groups == 1 && !p->g.nhwc && (forced || timed)) {
         if (forced) a->ncand = 0;
         if (direct <= CONV_WS_MAX && (timed || d->conv->gemm == 3)) {
             conv_cand *c = &a->cand[a->ncand++];

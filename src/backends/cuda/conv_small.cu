@@ -279,7 +279,7 @@ extern "C" {
 
 int cuda_conv_small_fits(const nm_conv_geom *g) {
     const int64_t lim = INT32_MAX / 4;
-    return g->groups == 1 && g->kh == 3 && g->kw == 3 && g->sh == 1 && g->sw == 1 && g->dh == 1 &&
+    return !g->nhwc && g->groups == 1 && g->kh == 3 && g->kw == 3 && g->sh == 1 && g->sw == 1 && g->dh == 1 &&
            g->dw == 1 && g->c >= 1 && g->c <= 4 && g->n >= 1 && g->k >= 1 && g->p >= 1 &&
            g->q >= 1 && g->h <= lim && g->w <= lim && g->ph <= lim && g->pw <= lim &&
            g->p * g->q <= lim && g->k <= lim / 64 &&

@@ -1,5 +1,5 @@
 /*
- * pool.cu — 2-D max pooling on NCHW, forward and backward, on float, bf16 and f16 (T: the
+ * pool.cu — 2-D max pooling on NCHW and NHWC, forward and backward, on float, bf16 and f16 (T: the
  * comparisons on the exact float values of the elements, so a half output is the float32
  * result rounded once, i.e. unchanged).
  *
@@ -21,18 +21,38 @@
  * forward does and writes their V x 2 inputs, dy at the argmax and 0 elsewhere, the same
  * values as the two passes. Measured with ncu on the H200 (LeNet's pools at batch 128,
  * float): the two passes took 16.5 + 59.1 us (32x28x28 planes) and 9.7 + 31.5 us (64x14x14).
- */
+ *
+ * NHWC (g.nhwc): the general kernels with channel-fastest indexing (consecutive threads take
+ * consecutive channels of one position: coalesced); argmax still holds h * W + w. */
 #include "common.cuh"
 
 __device__ __forceinline__ float pool_pick(float m, float v) { return (v > m || v != v) ? v : m; }
 
-template <bool WRITE_Y, class T>
+/* Output (or dy) element i: its row p, column q and where its (image, channel) plane starts
+ * in x (*xoff) and in y (*yoff); consecutive elements of a plane are `es` apart (NCHW: 1,
+ * NHWC: C). In NHWC consecutive i are consecutive channels, so the loads coalesce. */
+template <bool NHWC>
+__device__ __forceinline__ void pool_out_index(const nm_conv_geom &g, int64_t i, int64_t *p,
+                                               int64_t *q, int64_t *xoff, int64_t *yoff) {
+    if (NHWC) {
+        int64_t c = i % g.c, r = i / g.c, n = r / (g.p * g.q);
+        *q = r % g.q, *p = r / g.q % g.p;
+        *xoff = n * g.h * g.w * g.c + c, *yoff = n * g.p * g.q * g.c + c;
+    } else {
+        int64_t plane = i / (g.p * g.q);
+        *q = i % g.q, *p = i / g.q % g.p;
+        *xoff = plane * g.h * g.w, *yoff = plane * g.p * g.q;
+    }
+}
+
+template <bool WRITE_Y, bool NHWC, class T>
 __global__ void maxpool_fwd(const T *__restrict__ x, T *__restrict__ y, int *__restrict__ argmax,
                             nm_conv_geom g, int64_t total) {
-    int64_t stride = (int64_t)gridDim.x * blockDim.x;
+    int64_t stride = (int64_t)gridDim.x * blockDim.x, es = NHWC ? g.c : 1;
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total; i += stride) {
-        int64_t q = i % g.q, p = (i / g.q) % g.p, plane = i / (g.p * g.q);
-        const T *xp = x + plane * g.h * g.w;
+        int64_t p, q, xoff, yoff;
+        pool_out_index<NHWC>(g, i, &p, &q, &xoff, &yoff);
+        const T *xp = x + xoff;
         int64_t h0 = p * g.sh - g.ph, w0 = q * g.sw - g.pw;
         int64_t hs = max(h0, (int64_t)0), he = min(h0 + g.kh, g.h);
         int64_t ws = max(w0, (int64_t)0), we = min(w0 + g.kw, g.w);
@@ -40,7 +60,7 @@ __global__ void maxpool_fwd(const T *__restrict__ x, T *__restrict__ y, int *__r
         int64_t bi = hs * g.w + ws;
         for (int64_t h = hs; h < he; h++)
             for (int64_t w = ws; w < we; w++) {
-                float v = ld(xp + h * g.w + w);
+                float v = ld(xp + (h * g.w + w) * es);
                 if (v > best || v != v) {
                     best = v;
                     bi = h * g.w + w;
@@ -142,24 +162,30 @@ static neat_status maxpool_bwd_2x2_launch(nm_device *dev, const T *x, const T *d
     return cuda_launched("neat_maxpool2d_backward", "maxpool_bwd_2x2");
 }
 
-template <class T>
+template <bool NHWC, class T>
 __global__ void maxpool_bwd_gather(const T *__restrict__ dy, const int *__restrict__ argmax,
                                    T *__restrict__ dx, nm_conv_geom g, int64_t total) {
-    int64_t stride = (int64_t)gridDim.x * blockDim.x;
+    int64_t stride = (int64_t)gridDim.x * blockDim.x, es = NHWC ? g.c : 1;
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total; i += stride) {
-        int64_t w = i % g.w, h = (i / g.w) % g.h, plane = i / (g.h * g.w);
+        int64_t w, h, yoff; /* dx element i is (h, w) of the plane whose dy starts at yoff */
+        if (NHWC) {
+            int64_t c = i % g.c, r = i / g.c;
+            w = r % g.w, h = r / g.w % g.h, yoff = r / (g.w * g.h) * g.p * g.q * g.c + c;
+        } else {
+            w = i % g.w, h = (i / g.w) % g.h, yoff = i / (g.h * g.w) * g.p * g.q;
+        }
         /* windows p with p*sh - ph <= h < p*sh - ph + kh, alike for q */
         int64_t p0 = h + g.ph < g.kh ? 0 : (h + g.ph - g.kh) / g.sh + 1;
         int64_t p1 = min((h + g.ph) / g.sh + 1, g.p);
         int64_t q0 = w + g.pw < g.kw ? 0 : (w + g.pw - g.kw) / g.sw + 1;
         int64_t q1 = min((w + g.pw) / g.sw + 1, g.q);
         int target = (int)(h * g.w + w);
-        const T *dyp = dy + plane * g.p * g.q;
-        const int *ap = argmax + plane * g.p * g.q;
+        const T *dyp = dy + yoff;
+        const int *ap = argmax + yoff;
         float acc = 0.0f;
         for (int64_t p = p0; p < p1; p++)
             for (int64_t q = q0; q < q1; q++)
-                if (ap[p * g.q + q] == target) acc += ld(dyp + p * g.q + q);
+                if (ap[(p * g.q + q) * es] == target) acc += ld(dyp + (p * g.q + q) * es);
         st(dx + i, acc);
     }
 }
@@ -168,12 +194,18 @@ template <class T>
 static neat_status maxpool2d(nm_device *dev, const nm_conv_geom &g, const T *x, T *y) {
     int64_t total = g.n * g.c * g.p * g.q;
     if (total == 0) return NEAT_OK;
-    bool is2x2 = g.kh == 2 && g.kw == 2 && g.sh == 2 && g.sw == 2 && g.ph == 0 && g.pw == 0;
+    bool is2x2 = !g.nhwc && g.kh == 2 && g.kw == 2 && g.sh == 2 && g.sw == 2 && g.ph == 0 &&
+                 g.pw == 0;
+    if (g.nhwc) {
+        maxpool_fwd<true, true, T><<<cuda_grid(dev, total), CUDA_THREADS, 0,
+                                     cuda_dev(dev)->stream>>>(x, y, NULL, g, total);
+        return cuda_launched("neat_maxpool2d", "maxpool_fwd");
+    }
     /* x and y start at pool blocks (common.cuh), and W % V == 0 keeps every row aligned */
     if (is2x2 && g.w % 8 == 0) return maxpool_2x2_launch<T, 8>(dev, x, y, g);
     if (is2x2 && g.w % 4 == 0) return maxpool_2x2_launch<T, 4>(dev, x, y, g);
     if (is2x2 && g.w % 2 == 0) return maxpool_2x2_launch<T, 2>(dev, x, y, g);
-    maxpool_fwd<true, T>
+    maxpool_fwd<true, false, T>
         <<<cuda_grid(dev, total), CUDA_THREADS, 0, cuda_dev(dev)->stream>>>(x, y, NULL, g, total);
     return cuda_launched("neat_maxpool2d", "maxpool_fwd");
 }
@@ -188,8 +220,8 @@ static neat_status maxpool2d_backward(nm_device *dev, nm_cmdbuf *cb, const nm_co
     if (nout == 0) /* every bit zero is +0 in each type */
         return cuda_check(cudaMemsetAsync(dx, 0, (size_t)nin * sizeof(T), s), what,
                           "cudaMemsetAsync");
-    bool is2x2 = g.kh == 2 && g.kw == 2 && g.sh == 2 && g.sw == 2 && g.ph == 0 && g.pw == 0 &&
-                 g.h % 2 == 0 && g.w % 2 == 0;
+    bool is2x2 = !g.nhwc && g.kh == 2 && g.kw == 2 && g.sh == 2 && g.sw == 2 && g.ph == 0 &&
+                 g.pw == 0 && g.h % 2 == 0 && g.w % 2 == 0;
     /* x, dy and dx start at pool blocks (common.cuh); W % V == 0 keeps the rows of x and dx
      * aligned to V elements and those of dy (Q = W / 2) to V / 2 */
     if (is2x2 && g.w % 8 == 0) return maxpool_bwd_2x2_launch<T, 8>(dev, x, dy, dx, g);
@@ -202,12 +234,20 @@ static neat_status maxpool2d_backward(nm_device *dev, nm_cmdbuf *cb, const nm_co
     void *argmax;
     neat_status st = cuda_scratch(cb, 0, (size_t)nout * sizeof(int), &argmax);
     if (st) return st;
-    maxpool_fwd<false, T>
-        <<<cuda_grid(dev, nout), CUDA_THREADS, 0, s>>>(x, NULL, (int *)argmax, g, nout);
+    if (g.nhwc)
+        maxpool_fwd<false, true, T>
+            <<<cuda_grid(dev, nout), CUDA_THREADS, 0, s>>>(x, NULL, (int *)argmax, g, nout);
+    else
+        maxpool_fwd<false, false, T>
+            <<<cuda_grid(dev, nout), CUDA_THREADS, 0, s>>>(x, NULL, (int *)argmax, g, nout);
     st = cuda_launched(what, "maxpool_fwd");
     if (st) return st;
-    maxpool_bwd_gather<T>
-        <<<cuda_grid(dev, nin), CUDA_THREADS, 0, s>>>(dy, (const int *)argmax, dx, g, nin);
+    if (g.nhwc)
+        maxpool_bwd_gather<true, T>
+            <<<cuda_grid(dev, nin), CUDA_THREADS, 0, s>>>(dy, (const int *)argmax, dx, g, nin);
+    else
+        maxpool_bwd_gather<false, T>
+            <<<cuda_grid(dev, nin), CUDA_THREADS, 0, s>>>(dy, (const int *)argmax, dx, g, nin);
     return cuda_launched(what, "maxpool_bwd_gather");
 }
 

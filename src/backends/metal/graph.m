@@ -227,6 +227,10 @@ MPSShape *metal_shape(int n, const int64_t *dims) {
     return s;
 }
 
+MPSShape *metal_layout_shape(int nhwc, int64_t n, int64_t c, int64_t h, int64_t w) {
+    return nhwc ? METAL_SHAPE(n, h, w, c) : METAL_SHAPE(n, c, h, w);
+}
+
 MPSGraphTensor *metal_input(MPSGraph *g, MPSShape *shape) {
     return [g placeholderWithShape:shape dataType:MPSDataTypeFloat32 name:nil];
 }

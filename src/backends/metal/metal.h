@@ -122,6 +122,8 @@ MPSGraphTensor *metal_const(MPSGraph *g, double v);
 MPSShape *metal_shape(int n, const int64_t *dims);
 #define METAL_SHAPE(...)                                                                           \
     metal_shape((int)(sizeof((int64_t[]){__VA_ARGS__}) / sizeof(int64_t)), (int64_t[]){__VA_ARGS__})
+/* An image tensor's shape from its sizes: [n,c,h,w] (NCHW), or [n,h,w,c] when nhwc. */
+MPSShape *metal_layout_shape(int nhwc, int64_t n, int64_t c, int64_t h, int64_t w);
 /* act(x), and dy act'(.) from y (relu, sigmoid, tanh) or x (gelu), as neatml.h defines
  * them (relu keeps NaN: x < 0 ? 0 : x; gelu is the tanh form). */
 MPSGraphTensor *metal_act(MPSGraph *g, neat_activation act, MPSGraphTensor *x);

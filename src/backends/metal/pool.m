@@ -1,8 +1,11 @@
 /*
- * pool.m — 2-D max pooling on NCHW, forward and backward, on MPSGraph.
+ * pool.m — 2-D max pooling, forward and backward, on MPSGraph.
  *
- * Layout: x [N,C,H,W] -> y [N,C,P,Q]; window (i, j) covers padded rows i*sh + r and columns
- * j*sw + s (0 <= r < kh, 0 <= s < kw) of x padded by ph, pw.
+ * Layout: x [N,C,H,W] -> y [N,C,P,Q], or NHWC (g.nhwc) x [N,H,W,C] -> y [N,P,Q,C]; window
+ * (i, j) covers padded rows i*sh + r and columns j*sw + s (0 <= r < kh, 0 <= s < kw) of x
+ * padded by ph, pw. NHWC runs the same graphs with the pooling descriptor's dataLayout NHWC
+ * and the slices and pads on axes 1 and 2; the backward's spreading works on [A,rows,cols*B]
+ * views (NCHW: A = N*C, B = 1; NHWC: A = N, B = C, a column being C adjacent floats).
  *
  * neatml.h's rules, which Apple's pooling does not promise, are built in:
  *   - padding is -inf: x is padded with -inf by padTensor and pooled without padding (MPSGraph
@@ -22,31 +25,34 @@
 #import "metal.h"
 
 static MPSGraphPooling2DOpDescriptor *pool_desc(const nm_conv_geom *g) {
-    return
-        [MPSGraphPooling2DOpDescriptor descriptorWithKernelWidth:(NSUInteger)g->kw
-                                                    kernelHeight:(NSUInteger)g->kh
-                                                       strideInX:(NSUInteger)g->sw
-                                                       strideInY:(NSUInteger)g->sh
-                                                    paddingStyle:MPSGraphPaddingStyleExplicit
-                                                      dataLayout:MPSGraphTensorNamedDataLayoutNCHW];
+    return [MPSGraphPooling2DOpDescriptor
+        descriptorWithKernelWidth:(NSUInteger)g->kw
+                     kernelHeight:(NSUInteger)g->kh
+                        strideInX:(NSUInteger)g->sw
+                        strideInY:(NSUInteger)g->sh
+                     paddingStyle:MPSGraphPaddingStyleExplicit
+                       dataLayout:g->nhwc ? MPSGraphTensorNamedDataLayoutNHWC
+                                          : MPSGraphTensorNamedDataLayoutNCHW];
 }
 
 static MPSGraphTensor *pad_hw(MPSGraph *m, MPSGraphTensor *t, const nm_conv_geom *g, double value) {
     if (g->ph == 0 && g->pw == 0) return t;
+    MPSShape *pad = metal_layout_shape(g->nhwc, 0, 0, g->ph, g->pw);
     return [m padTensor:t
         withPaddingMode:MPSGraphPaddingModeConstant
-            leftPadding:METAL_SHAPE(0, 0, g->ph, g->pw)
-           rightPadding:METAL_SHAPE(0, 0, g->ph, g->pw)
+            leftPadding:pad
+           rightPadding:pad
           constantValue:value
                    name:nil];
 }
 
 static NSString *pool_key(const char *what, const nm_conv_geom *g) {
     return [NSString
-        stringWithFormat:@"%s:%lld,%lld,%lld,%lld:%lld,%lld:%lld,%lld,%lld,%lld,%lld,%lld", what,
-                         (long long)g->n, (long long)g->c, (long long)g->h, (long long)g->w,
-                         (long long)g->p, (long long)g->q, (long long)g->kh, (long long)g->kw,
-                         (long long)g->sh, (long long)g->sw, (long long)g->ph, (long long)g->pw];
+        stringWithFormat:@"%s%s:%lld,%lld,%lld,%lld:%lld,%lld:%lld,%lld,%lld,%lld,%lld,%lld", what,
+                         g->nhwc ? "_nhwc" : "", (long long)g->n, (long long)g->c, (long long)g->h,
+                         (long long)g->w, (long long)g->p, (long long)g->q, (long long)g->kh,
+                         (long long)g->kw, (long long)g->sh, (long long)g->sw, (long long)g->ph,
+                         (long long)g->pw];
 }
 
 neat_status metal_maxpool2d(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
@@ -55,7 +61,8 @@ neat_status metal_maxpool2d(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
     if (g.n * g.c * g.p * g.q == 0) return NEAT_OK;
     NMGraph *gr = metal_cached(dev, op, pool_key("maxpool", &a->g), "the maxpool2d graph", ^id {
       MPSGraph *m = [MPSGraph new];
-      MPSShape *sx = METAL_SHAPE(g.n, g.c, g.h, g.w), *sy = METAL_SHAPE(g.n, g.c, g.p, g.q);
+      MPSShape *sx = metal_layout_shape(g.nhwc, g.n, g.c, g.h, g.w),
+               *sy = metal_layout_shape(g.nhwc, g.n, g.c, g.p, g.q);
       MPSGraphPooling2DOpDescriptor *d = pool_desc(&g);
       if (!d) return nil;
       MPSGraphTensor *x = metal_input(m, sx);
@@ -80,14 +87,16 @@ neat_status metal_maxpool2d(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
     return metal_run(dev, cb, op, gr, in, out);
 }
 
-/* t [NC,P,Q] spread to [NC,P*sh,Q*sw] with t at (i*sh, j*sw) and zeros elsewhere. */
-static MPSGraphTensor *spread(MPSGraph *m, MPSGraphTensor *t, int64_t nc, const nm_conv_geom *g) {
+/* t [A,P,Q*B] spread to [A,P*sh,Q*sw*B] with t's column j at column j*sw, row i at row i*sh,
+ * zeros elsewhere. */
+static MPSGraphTensor *spread(MPSGraph *m, MPSGraphTensor *t, int64_t a, int64_t b,
+                              const nm_conv_geom *g) {
     int64_t p = g->p, q = g->q, sh = g->sh, sw = g->sw;
-    t = [m reshapeTensor:t withShape:METAL_SHAPE(nc, p, 1, q, 1) name:nil];
+    t = [m reshapeTensor:t withShape:METAL_SHAPE(a, p, 1, q, b) name:nil];
     if (sh > 1)
         t = [m concatTensors:@[
             t, [m constantWithScalar:0.0
-                               shape:METAL_SHAPE(nc, p, sh - 1, q, 1)
+                               shape:METAL_SHAPE(a, p, sh - 1, q, b)
                             dataType:MPSDataTypeFloat32]
         ]
                    dimension:2
@@ -95,31 +104,31 @@ static MPSGraphTensor *spread(MPSGraph *m, MPSGraphTensor *t, int64_t nc, const 
     if (sw > 1)
         t = [m concatTensors:@[
             t, [m constantWithScalar:0.0
-                               shape:METAL_SHAPE(nc, p, sh, q, sw - 1)
+                               shape:METAL_SHAPE(a, p, sh, q, (sw - 1) * b)
                             dataType:MPSDataTypeFloat32]
         ]
                    dimension:4
                         name:nil];
-    return [m reshapeTensor:t withShape:METAL_SHAPE(nc, p * sh, q * sw) name:nil];
+    return [m reshapeTensor:t withShape:METAL_SHAPE(a, p * sh, q * sw * b) name:nil];
 }
 
-/* u [NC,P*sh,Q*sw] placed at offset (r, s) of the padded grid [NC,Hp,Wp]. */
-static MPSGraphTensor *place(MPSGraph *m, MPSGraphTensor *u, int64_t nc, int64_t r, int64_t s,
-                             int64_t hp, int64_t wp, const nm_conv_geom *g) {
+/* u [A,P*sh,Q*sw*B] placed at offset (r, s) of the padded grid [A,Hp,Wp*B]. */
+static MPSGraphTensor *place(MPSGraph *m, MPSGraphTensor *u, int64_t a, int64_t b, int64_t r,
+                             int64_t s, int64_t hp, int64_t wp, const nm_conv_geom *g) {
     int64_t rows = g->p * g->sh, cols = g->q * g->sw;
     if (r + rows > hp || s + cols > wp) { /* the zeros after the last window may overhang */
         rows = r + rows > hp ? hp - r : rows;
         cols = s + cols > wp ? wp - s : cols;
         u = [m sliceTensor:u
                     starts:@[ @0, @0, @0 ]
-                      ends:@[ @(nc), @(rows), @(cols) ]
+                      ends:@[ @(a), @(rows), @(cols * b) ]
                    strides:@[ @1, @1, @1 ]
                       name:nil];
     }
     return [m padTensor:u
         withPaddingMode:MPSGraphPaddingModeConstant
-            leftPadding:METAL_SHAPE(0, r, s)
-           rightPadding:METAL_SHAPE(0, hp - r - rows, wp - s - cols)
+            leftPadding:METAL_SHAPE(0, r, s * b)
+           rightPadding:METAL_SHAPE(0, hp - r - rows, (wp - s - cols) * b)
           constantValue:0.0
                    name:nil];
 }
@@ -133,8 +142,11 @@ neat_status metal_maxpool2d_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op 
     NMGraph *gr =
         metal_cached(dev, op, pool_key("maxpool_bwd", &a->g), "the maxpool2d backward graph", ^id {
           MPSGraph *m = [MPSGraph new];
-          int64_t nc = g.n * g.c, hp = g.h + 2 * g.ph, wp = g.w + 2 * g.pw;
-          MPSShape *sx = METAL_SHAPE(g.n, g.c, g.h, g.w), *sy = METAL_SHAPE(g.n, g.c, g.p, g.q);
+          int64_t hp = g.h + 2 * g.ph, wp = g.w + 2 * g.pw;
+          /* the [A,rows,cols*B] views of the header */
+          int64_t a = g.nhwc ? g.n : g.n * g.c, b = g.nhwc ? g.c : 1;
+          MPSShape *sx = metal_layout_shape(g.nhwc, g.n, g.c, g.h, g.w),
+                   *sy = metal_layout_shape(g.nhwc, g.n, g.c, g.p, g.q);
           MPSGraphTensor *x = metal_input(m, sx), *dy = metal_input(m, sy);
           MPSGraphTensor *xp = pad_hw(m, x, &g, -INFINITY);
           MPSGraphTensor *real =
@@ -142,10 +154,12 @@ neat_status metal_maxpool2d_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op 
           MPSGraphTensor *best = nil, *best_real = nil, *arg = nil;
           for (int64_t r = 0; r < g.kh; r++)
               for (int64_t s = 0; s < g.kw; s++) {
-                  NSArray *starts = @[ @0, @0, @(r), @(s) ];
+                  NSNumber *er = @(r + (g.p - 1) * g.sh + 1), *es = @(s + (g.q - 1) * g.sw + 1);
+                  NSArray *starts = g.nhwc ? @[ @0, @(r), @(s), @0 ] : @[ @0, @0, @(r), @(s) ];
                   NSArray *ends =
-                      @[ @(g.n), @(g.c), @(r + (g.p - 1) * g.sh + 1), @(s + (g.q - 1) * g.sw + 1) ];
-                  NSArray *strides = @[ @1, @1, @(g.sh), @(g.sw) ];
+                      g.nhwc ? @[ @(g.n), er, es, @(g.c) ] : @[ @(g.n), @(g.c), er, es ];
+                  NSArray *strides =
+                      g.nhwc ? @[ @1, @(g.sh), @(g.sw), @1 ] : @[ @1, @1, @(g.sh), @(g.sw) ];
                   MPSGraphTensor *v = [m sliceTensor:xp
                                               starts:starts
                                                 ends:ends
@@ -187,8 +201,9 @@ neat_status metal_maxpool2d_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op 
                                                 name:nil];
                   best_real = [m logicalORWithPrimaryTensor:best_real secondaryTensor:vr name:nil];
               }
-          MPSGraphTensor *dy3 = [m reshapeTensor:dy withShape:METAL_SHAPE(nc, g.p, g.q) name:nil];
-          MPSGraphTensor *arg3 = [m reshapeTensor:arg withShape:METAL_SHAPE(nc, g.p, g.q) name:nil];
+          MPSShape *s3 = METAL_SHAPE(a, g.p, g.q * b);
+          MPSGraphTensor *dy3 = [m reshapeTensor:dy withShape:s3 name:nil];
+          MPSGraphTensor *arg3 = [m reshapeTensor:arg withShape:s3 name:nil];
           MPSGraphTensor *dxp = nil;
           for (int64_t r = 0; r < g.kh; r++)
               for (int64_t s = 0; s < g.kw; s++) {
@@ -200,12 +215,12 @@ neat_status metal_maxpool2d_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op 
                                                truePredicateTensor:dy3
                                               falsePredicateTensor:metal_const(m, 0.0)
                                                               name:nil];
-                  t = place(m, spread(m, t, nc, &g), nc, r, s, hp, wp, &g);
+                  t = place(m, spread(m, t, a, b, &g), a, b, r, s, hp, wp, &g);
                   dxp = dxp ? [m additionWithPrimaryTensor:dxp secondaryTensor:t name:nil] : t;
               }
           MPSGraphTensor *dx = [m sliceTensor:dxp
-                                       starts:@[ @0, @(g.ph), @(g.pw) ]
-                                         ends:@[ @(nc), @(g.ph + g.h), @(g.pw + g.w) ]
+                                       starts:@[ @0, @(g.ph), @(g.pw * b) ]
+                                         ends:@[ @(a), @(g.ph + g.h), @((g.pw + g.w) * b) ]
                                       strides:@[ @1, @1, @1 ]
                                          name:nil];
           dx = [m reshapeTensor:dx withShape:sx name:nil];
