@@ -301,6 +301,8 @@ module Cmdbuf = struct
   let keep_comm cb (c : Comm.t) = c_set_recorded cb.h (Comm c.h :: c_recorded cb.h)
 end
 
+type layout = NCHW | NHWC (* neat_layout's order: the stubs pass the constructor's index *)
+
 module Conv2d = struct
   (* The field order is neat_conv2d_desc's: the stubs read and build the record by position. *)
   type t = {
@@ -313,16 +315,17 @@ module Conv2d = struct
     dilation_h : int;
     dilation_w : int;
     groups : int;
+    layout : layout;
   }
 
-  external full : int -> int -> int -> int -> int -> int -> int -> int -> int -> t
+  external full : int -> int -> int -> int -> int -> int -> int -> int -> int -> layout -> t
     = "neatml_conv2d_desc_full_bc" "neatml_conv2d_desc_full"
 
   let make ?(stride = 1) ?stride_h ?stride_w ?(pad = 0) ?pad_h ?pad_w ?(dilation = 1)
-      ?dilation_h ?dilation_w ?(groups = 1) kernel_h kernel_w =
+      ?dilation_h ?dilation_w ?(groups = 1) ?(layout = NCHW) kernel_h kernel_w =
     let ( |? ) o d = Option.value o ~default:d in
     full kernel_h kernel_w (stride_h |? stride) (stride_w |? stride) (pad_h |? pad)
-      (pad_w |? pad) (dilation_h |? dilation) (dilation_w |? dilation) groups
+      (pad_w |? pad) (dilation_h |? dilation) (dilation_w |? dilation) groups layout
 end
 
 module Pool2d = struct
@@ -334,15 +337,16 @@ module Pool2d = struct
     stride_w : int;
     pad_h : int;
     pad_w : int;
+    layout : layout;
   }
 
-  external full : int -> int -> int -> int -> int -> int -> t
+  external full : int -> int -> int -> int -> int -> int -> layout -> t
     = "neatml_pool2d_desc_full_bc" "neatml_pool2d_desc_full"
 
-  let make ?stride ?stride_h ?stride_w ?(pad = 0) ?pad_h ?pad_w kernel_h kernel_w =
+  let make ?stride ?stride_h ?stride_w ?(pad = 0) ?pad_h ?pad_w ?(layout = NCHW) kernel_h kernel_w =
     let ( |? ) o d = Option.value o ~default:d in
     let stride_h = stride_h |? (stride |? kernel_h) and stride_w = stride_w |? (stride |? kernel_w) in
-    full kernel_h kernel_w stride_h stride_w (pad_h |? pad) (pad_w |? pad)
+    full kernel_h kernel_w stride_h stride_w (pad_h |? pad) (pad_w |? pad) layout
 end
 
 (* ---- operations: [record cb ts f] runs the stub, then keeps the tensors it named ---- *)

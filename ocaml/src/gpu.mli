@@ -412,6 +412,15 @@ type activation =
   | Tanh
   | Gelu  (** tanh form: 0.5x(1+tanh(sqrt(2/pi)(x+0.044715x³))) *)
 
+(** The memory order of the images of convolution and pooling ([neat_layout], in its
+    order): a field of {!Conv2d.t} and {!Pool2d.t}. The same arithmetic, the elements in
+    another order; a bias stays [[|k|]]. *)
+type layout =
+  | NCHW  (** the default: x [[|n; c; h; w|]], filters [[|k; c/groups; kh; kw|]] *)
+  | NHWC
+      (** "channels last": x [[|n; h; w; c|]], filters [[|k; kh; kw; c/groups|]], outputs
+          [[|n; p; q; k|]] (on CUDA, half convolutions run fastest on tensor cores in NHWC) *)
+
 (** Convolution descriptors ([neat_conv2d_desc]). *)
 module Conv2d : sig
   type t = {
@@ -424,15 +433,17 @@ module Conv2d : sig
     dilation_h : int;  (** >= 1 *)
     dilation_w : int;
     groups : int;  (** >= 1, divides C and K *)
+    layout : layout;  (** of x, the filters, out and dy *)
   }
 
   val make :
     ?stride:int -> ?stride_h:int -> ?stride_w:int -> ?pad:int -> ?pad_h:int -> ?pad_w:int ->
-    ?dilation:int -> ?dilation_h:int -> ?dilation_w:int -> ?groups:int -> int -> int -> t
+    ?dilation:int -> ?dilation_h:int -> ?dilation_w:int -> ?groups:int -> ?layout:layout ->
+    int -> int -> t
   (** [make kh kw] ([neat_conv2d_desc_full]): every field can be given. [stride] (default
       1), [pad] (0) and [dilation] (1) set both axes; [stride_h], [stride_w], [pad_h], ...
-      override one axis; [groups] defaults to 1. Nothing is checked here: a bad value is
-      reported by the op that uses the descriptor ([Invalid_argument]). *)
+      override one axis; [groups] defaults to 1, [layout] to [NCHW]. Nothing is checked
+      here: a bad value is reported by the op that uses the descriptor ([Invalid_argument]). *)
 end
 
 (** Pooling descriptors ([neat_pool2d_desc]). *)
@@ -444,14 +455,16 @@ module Pool2d : sig
     stride_w : int;
     pad_h : int;  (** >= 0, at most half the kernel; padding is -infinity *)
     pad_w : int;
+    layout : layout;  (** of x, out, dy and dx *)
   }
 
   val make :
     ?stride:int -> ?stride_h:int -> ?stride_w:int -> ?pad:int -> ?pad_h:int -> ?pad_w:int ->
-    int -> int -> t
+    ?layout:layout -> int -> int -> t
   (** [make kh kw] ([neat_pool2d_desc_full]): every field can be given. The stride of an
       axis defaults to [stride], else to the kernel's size on that axis (non-overlapping
-      windows); the padding to [pad], else 0. Checked by the op that uses it. *)
+      windows); the padding to [pad], else 0; the layout to [NCHW]. Checked by the op that
+      uses it. *)
 end
 
 val matmul :
@@ -495,11 +508,13 @@ val conv2d_forward :
   out:Tensor.t -> unit
 (** [conv2d_forward cb desc ?act ?bias x w ~out]: out = act(conv2d(x, w) + bias); x
     [[|n; c; h; w|]], w [[|k; c/groups; kh; kw|]], bias [[|k|]], out [[|n; k; p; q|]] with
-    p = (h + 2 pad_h - dilation_h (kh-1) - 1) / stride_h + 1. A cross-correlation. *)
+    p = (h + 2 pad_h - dilation_h (kh-1) - 1) / stride_h + 1. A cross-correlation. In
+    [NHWC] layout: x [[|n; h; w; c|]], w [[|k; kh; kw; c/groups|]], out [[|n; p; q; k|]]. *)
 
 val maxpool2d : Cmdbuf.t -> Pool2d.t -> Tensor.t -> out:Tensor.t -> unit
 (** [maxpool2d cb desc x ~out]: the maximum of each window; out [[|n; c; p; q|]],
-    p = (h + 2 pad_h - kh) / stride_h + 1. A NaN in a window gives NaN. *)
+    p = (h + 2 pad_h - kh) / stride_h + 1 (in [NHWC] layout: x [[|n; h; w; c|]], out
+    [[|n; p; q; c|]]). A NaN in a window gives NaN. *)
 
 val sum_all : Cmdbuf.t -> Tensor.t -> out:Tensor.t -> unit
 (** [sum_all cb x ~out]: out (one element) = the sum of x, deterministic. *)
@@ -535,11 +550,13 @@ val conv2d_backward :
   Cmdbuf.t -> Conv2d.t -> ?act:activation -> ?bias:Tensor.t -> ?y:Tensor.t -> ?dx:Tensor.t ->
   ?dw:Tensor.t -> ?db:Tensor.t -> ?accumulate:bool -> Tensor.t -> Tensor.t -> Tensor.t -> unit
 (** [conv2d_backward cb desc ?act ?bias ?y ?dx ?dw ?db ?accumulate x w dy]: the gradients
-    of {!conv2d_forward} from dy [[|n; k; p; q|]], with the rules of {!linear_backward}. *)
+    of {!conv2d_forward} from dy [[|n; k; p; q|]] ([[|n; p; q; k|]] in [NHWC] layout), with
+    the rules of {!linear_backward}. *)
 
 val maxpool2d_backward : Cmdbuf.t -> Pool2d.t -> Tensor.t -> Tensor.t -> dx:Tensor.t -> unit
 (** [maxpool2d_backward cb desc x dy ~dx]: each dy element goes to the first maximum of its
-    window in x; overlapping windows add up; dx is overwritten. *)
+    window in x; overlapping windows add up; dx is overwritten. x, dx and dy are laid out
+    as the descriptor's [layout] says. *)
 
 val softmax_backward : Cmdbuf.t -> Tensor.t -> Tensor.t -> dx:Tensor.t -> unit
 (** [softmax_backward cb y dy ~dx]: dx = y·(dy - sum(dy·y)) along the last dimension; y is

@@ -94,7 +94,13 @@ value neatml_linear_forward_bc(value *argv, int argc) {
     return neatml_linear_forward(argv[0], argv[1], argv[2], argv[3], argv[4], argv[5]);
 }
 
-/* Gpu.Conv2d.t: a record of nine ints in the order of neat_conv2d_desc's fields. */
+/* Gpu.layout: a constant constructor whose index is the neat_layout (NCHW 0, NHWC 1). */
+static neat_layout layout_of(value v) {
+    return Int_val(v) == 1 ? NEAT_LAYOUT_NHWC : NEAT_LAYOUT_NCHW;
+}
+
+/* Gpu.Conv2d.t: a record of nine ints then a Gpu.layout, in the order of neat_conv2d_desc's
+ * fields. */
 static neat_conv2d_desc conv_desc_of(value d) {
     neat_conv2d_desc c;
     c.kernel_h = Long_val(Field(d, 0));
@@ -106,10 +112,12 @@ static neat_conv2d_desc conv_desc_of(value d) {
     c.dilation_h = Long_val(Field(d, 6));
     c.dilation_w = Long_val(Field(d, 7));
     c.groups = Long_val(Field(d, 8));
+    c.layout = layout_of(Field(d, 9));
     return c;
 }
 
-/* Gpu.Pool2d.t: a record of six ints in the order of neat_pool2d_desc's fields. */
+/* Gpu.Pool2d.t: a record of six ints then a Gpu.layout, in the order of neat_pool2d_desc's
+ * fields. */
 static neat_pool2d_desc pool_desc_of(value d) {
     neat_pool2d_desc p;
     p.kernel_h = Long_val(Field(d, 0));
@@ -118,41 +126,48 @@ static neat_pool2d_desc pool_desc_of(value d) {
     p.stride_w = Long_val(Field(d, 3));
     p.pad_h = Long_val(Field(d, 4));
     p.pad_w = Long_val(Field(d, 5));
+    p.layout = layout_of(Field(d, 6));
     return p;
 }
 
 /* Conv2d.make and Pool2d.make build their records through the library's makers, so that the
- * field order and the defaults of the C API are read in one place. */
+ * field order and the defaults of the C API are read in one place; the makers give NCHW, and
+ * the layout asked for is set after, as in C. */
 value neatml_conv2d_desc_full(value kh, value kw, value sh, value sw, value ph, value pw, value dh,
-                              value dw, value groups) {
+                              value dw, value groups, value layout) {
     neat_conv2d_desc c =
         neat_conv2d_desc_full(Long_val(kh), Long_val(kw), Long_val(sh), Long_val(sw), Long_val(ph),
                               Long_val(pw), Long_val(dh), Long_val(dw), Long_val(groups));
+    c.layout = layout_of(layout);
     int64_t fields[9] = {c.kernel_h, c.kernel_w,   c.stride_h,   c.stride_w, c.pad_h,
                          c.pad_w,    c.dilation_h, c.dilation_w, c.groups};
-    value r = caml_alloc_tuple(9); /* immediates only: no roots needed */
+    value r = caml_alloc_tuple(10); /* immediates only: no roots needed */
     for (int i = 0; i < 9; i++) Field(r, i) = Val_long(fields[i]);
+    Field(r, 9) = Val_int(c.layout);
     return r;
 }
 
 value neatml_conv2d_desc_full_bc(value *argv, int argc) {
     (void)argc;
     return neatml_conv2d_desc_full(argv[0], argv[1], argv[2], argv[3], argv[4], argv[5], argv[6],
-                                   argv[7], argv[8]);
+                                   argv[7], argv[8], argv[9]);
 }
 
-value neatml_pool2d_desc_full(value kh, value kw, value sh, value sw, value ph, value pw) {
+value neatml_pool2d_desc_full(value kh, value kw, value sh, value sw, value ph, value pw,
+                              value layout) {
     neat_pool2d_desc p = neat_pool2d_desc_full(Long_val(kh), Long_val(kw), Long_val(sh),
                                                Long_val(sw), Long_val(ph), Long_val(pw));
+    p.layout = layout_of(layout);
     int64_t fields[6] = {p.kernel_h, p.kernel_w, p.stride_h, p.stride_w, p.pad_h, p.pad_w};
-    value r = caml_alloc_tuple(6);
+    value r = caml_alloc_tuple(7);
     for (int i = 0; i < 6; i++) Field(r, i) = Val_long(fields[i]);
+    Field(r, 6) = Val_int(p.layout);
     return r;
 }
 
 value neatml_pool2d_desc_full_bc(value *argv, int argc) {
     (void)argc;
-    return neatml_pool2d_desc_full(argv[0], argv[1], argv[2], argv[3], argv[4], argv[5]);
+    return neatml_pool2d_desc_full(argv[0], argv[1], argv[2], argv[3], argv[4], argv[5], argv[6]);
 }
 
 value neatml_conv2d_forward(value cb, value desc, value x, value w, value b, value act, value y) {

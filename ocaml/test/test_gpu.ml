@@ -153,21 +153,24 @@ let test_maxpool pl () =
 
 (* One row per call: what the maker was given, the record it must build (C field order). *)
 let test_descriptors () =
-  let conv name got (kh, kw, sh, sw, ph, pw, dh, dw, g) =
+  let conv name got ?(layout = G.NCHW) (kh, kw, sh, sw, ph, pw, dh, dw, g) =
     Alcotest.(check bool) name true
       (got = G.Conv2d.{ kernel_h = kh; kernel_w = kw; stride_h = sh; stride_w = sw; pad_h = ph; pad_w = pw;
-                        dilation_h = dh; dilation_w = dw; groups = g })
+                        dilation_h = dh; dilation_w = dw; groups = g; layout })
   in
   conv "conv defaults" (G.Conv2d.make 3 5) (3, 5, 1, 1, 0, 0, 1, 1, 1);
   conv "conv both axes" (G.Conv2d.make ~stride:2 ~pad:1 ~dilation:3 ~groups:4 3 3) (3, 3, 2, 2, 1, 1, 3, 3, 4);
   conv "conv per axis" (G.Conv2d.make ~stride:2 ~stride_w:3 ~pad_h:1 ~dilation_w:2 1 7) (1, 7, 2, 3, 1, 0, 1, 2, 1);
-  let pool name got (kh, kw, sh, sw, ph, pw) =
+  conv "conv NHWC" (G.Conv2d.make ~groups:2 ~layout:G.NHWC 3 3) ~layout:G.NHWC (3, 3, 1, 1, 0, 0, 1, 1, 2);
+  conv "conv NCHW given" (G.Conv2d.make ~layout:G.NCHW 2 2) (2, 2, 1, 1, 0, 0, 1, 1, 1);
+  let pool name got ?(layout = G.NCHW) (kh, kw, sh, sw, ph, pw) =
     Alcotest.(check bool) name true
-      (got = G.Pool2d.{ kernel_h = kh; kernel_w = kw; stride_h = sh; stride_w = sw; pad_h = ph; pad_w = pw })
+      (got = G.Pool2d.{ kernel_h = kh; kernel_w = kw; stride_h = sh; stride_w = sw; pad_h = ph; pad_w = pw; layout })
   in
   pool "pool defaults: stride = kernel" (G.Pool2d.make 2 3) (2, 3, 2, 3, 0, 0);
   pool "pool both axes" (G.Pool2d.make ~stride:1 ~pad:1 3 3) (3, 3, 1, 1, 1, 1);
-  pool "pool per axis" (G.Pool2d.make ~stride_h:1 ~pad_w:1 2 3) (2, 3, 1, 3, 0, 1)
+  pool "pool per axis" (G.Pool2d.make ~stride_h:1 ~pad_w:1 2 3) (2, 3, 1, 3, 0, 1);
+  pool "pool NHWC" (G.Pool2d.make ~pad:1 ~layout:G.NHWC 3 3) ~layout:G.NHWC (3, 3, 3, 3, 1, 1)
 
 let test_sum () =
   let shape = [| 3; 4; 5 |] in
@@ -372,4 +375,4 @@ let () =
   Alcotest.run "neatml"
     [ ("ops", op_tests); ("errors", Test_errors.tests dev); ("lifetime", Test_lifetime.tests dev);
       ("copies", Test_copies.tests dev); ("comm", Test_comm.tests dev);
-      ("objects", Test_objects.tests dev); ("dtype", Test_dtype.tests dev); ("amp", Test_amp.tests dev); ("open", Test_open.tests); ("threads", Test_threads.tests dev) ]
+      ("objects", Test_objects.tests dev); ("dtype", Test_dtype.tests dev); ("amp", Test_amp.tests dev); ("open", Test_open.tests); ("layout", Test_layout.tests); ("threads", Test_threads.tests dev) ]
