@@ -77,6 +77,8 @@ void bench_matmul_1024_bf16(bench_ctx *ctx, bench_result *res);
 void bench_matmul_large_bf16(bench_ctx *ctx, bench_result *res);
 void bench_matmul_large_f16(bench_ctx *ctx, bench_result *res);
 void bench_conv2d_256f_bf16(bench_ctx *ctx, bench_result *res);
+void bench_conv2d_256f_nhwc(bench_ctx *ctx, bench_result *res);
+void bench_conv2d_256f_bf16_nhwc(bench_ctx *ctx, bench_result *res);
 void bench_softmax_rows_4096_bf16(bench_ctx *ctx, bench_result *res);
 void bench_sum_all_4096_bf16(bench_ctx *ctx, bench_result *res);
 void bench_add_4096_bf16(bench_ctx *ctx, bench_result *res);

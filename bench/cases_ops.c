@@ -225,19 +225,25 @@ void bench_linear_relu_1024_tf32(bench_ctx *ctx, bench_result *res) {
 
 /* ---- conv2d_256f: x [32,64,56,56], w [256,64,3,3], stride 1, pad 1 ------------------- */
 
+/* nhwc: x [32,56,56,64], w [256,3,3,64], y [32,56,56,256] (NEAT_LAYOUT_NHWC) */
 static void run_conv(bench_ctx *ctx, bench_result *res, uint64_t salt, neat_dtype dt,
-                     neat_math_mode math, int bias, neat_activation act) {
+                     neat_math_mode math, int bias, neat_activation act, int nhwc) {
     const int64_t N = 32, C = 64, H = 56, W = 56, K = 256, R = 3, S = 3;
     rng64 rng;
     bench_begin(ctx, res, &rng, salt);
-    snprintf(res->shape, sizeof res->shape, "x 32x64x56x56, w 256x64x3x3, pad 1%s%s",
-             bias ? ", bias, relu" : "", variant(dt, math));
+    snprintf(res->shape, sizeof res->shape, "x 32x64x56x56, w 256x64x3x3, pad 1%s%s%s",
+             bias ? ", bias, relu" : "", variant(dt, math), nhwc ? ", NHWC" : "");
     neat_tensor *x = NULL, *w = NULL, *b = NULL, *y = NULL;
     neat_cmdbuf *cb = NULL;
     float *hx = NULL, *hw = NULL, *hb = NULL, *hy = NULL;
     neat_status st;
     int64_t sx[4] = {N, C, H, W}, sw[4] = {K, C, R, S}, sb[1] = {K}, sy[4] = {N, K, H, W};
     neat_conv2d_desc desc = neat_conv2d_desc_make(R, S, 1, 1);
+    if (nhwc) {
+        desc.layout = NEAT_LAYOUT_NHWC;
+        sx[1] = H, sx[2] = W, sx[3] = C, sw[1] = R, sw[2] = S, sw[3] = C;
+        sy[1] = H, sy[2] = W, sy[3] = K;
+    }
     if (!bench_math(ctx, res, math) ||
         !bench_ok(res, bench_random_tensor_typed(ctx, &rng, dt, 4, sx, -1, 1, &x, NULL),
                   "input x") ||
@@ -266,13 +272,15 @@ static void run_conv(bench_ctx *ctx, bench_result *res, uint64_t salt, neat_dtyp
                 for (int64_t t = 0; t < S; t++) {
                     int64_t ih = p + r - 1, iw = q + t - 1;
                     if (ih < 0 || ih >= H || iw < 0 || iw >= W) continue;
-                    double v = (double)hx[((n * C + c) * H + ih) * W + iw] *
-                               hw[((k * C + c) * R + r) * S + t];
+                    double v = nhwc ? (double)hx[((n * H + ih) * W + iw) * C + c] *
+                                          hw[((k * R + r) * S + t) * C + c]
+                                    : (double)hx[((n * C + c) * H + ih) * W + iw] *
+                                          hw[((k * C + c) * R + r) * S + t];
                     sum += v;
                     abs += fabs(v);
                 }
         double want = act_ref(act, sum); /* none or relu: the bound holds through it */
-        float got = hy[((n * K + k) * H + p) * W + q];
+        float got = nhwc ? hy[((n * H + p) * W + q) * K + k] : hy[((n * K + k) * H + p) * W + q];
         err2 += (got - want) * (got - want), want2 += want * want;
         if (!bench_compare(res, got, want, gemm_tol(dt, math, C * R * S + bias, abs, want))) {
             bench_fail(res, "y[%lld,%lld,%lld,%lld] = %.9g, float64 reference %.9g (seed %llu)",
@@ -291,16 +299,22 @@ done:
 }
 
 void bench_conv2d_256f(bench_ctx *ctx, bench_result *res) {
-    run_conv(ctx, res, 4, NEAT_F32, NEAT_MATH_STRICT, 0, NEAT_ACT_NONE);
+    run_conv(ctx, res, 4, NEAT_F32, NEAT_MATH_STRICT, 0, NEAT_ACT_NONE, 0);
+}
+void bench_conv2d_256f_nhwc(bench_ctx *ctx, bench_result *res) {
+    run_conv(ctx, res, 4, NEAT_F32, NEAT_MATH_STRICT, 0, NEAT_ACT_NONE, 1);
 }
 void bench_conv2d_256f_bf16(bench_ctx *ctx, bench_result *res) {
-    run_conv(ctx, res, 18, NEAT_BF16, NEAT_MATH_STRICT, 0, NEAT_ACT_NONE);
+    run_conv(ctx, res, 18, NEAT_BF16, NEAT_MATH_STRICT, 0, NEAT_ACT_NONE, 0);
+}
+void bench_conv2d_256f_bf16_nhwc(bench_ctx *ctx, bench_result *res) {
+    run_conv(ctx, res, 18, NEAT_BF16, NEAT_MATH_STRICT, 0, NEAT_ACT_NONE, 1);
 }
 void bench_conv2d_256f_tf32(bench_ctx *ctx, bench_result *res) {
-    run_conv(ctx, res, 19, NEAT_F32, NEAT_MATH_TF32, 0, NEAT_ACT_NONE);
+    run_conv(ctx, res, 19, NEAT_F32, NEAT_MATH_TF32, 0, NEAT_ACT_NONE, 0);
 }
 void bench_conv2d_bias_relu_256f(bench_ctx *ctx, bench_result *res) {
-    run_conv(ctx, res, 20, NEAT_F32, NEAT_MATH_STRICT, 1, NEAT_ACT_RELU);
+    run_conv(ctx, res, 20, NEAT_F32, NEAT_MATH_STRICT, 1, NEAT_ACT_RELU, 0);
 }
 
 /* ---- maxpool2x2_32x256x56: 2x2 stride 2, every output checked (exact) ------------------- */
@@ -315,7 +329,7 @@ void bench_maxpool2x2(bench_ctx *ctx, bench_result *res) {
     float *hx = NULL, *hy = NULL;
     neat_status st;
     int64_t sx[4] = {N, C, H, W}, sy[4] = {N, C, P, Q};
-    neat_pool2d_desc desc = {2, 2, 2, 2, 0, 0};
+    neat_pool2d_desc desc = neat_pool2d_desc_make(2, 2, 2, 0);
     if (!bench_ok(res, bench_random_tensor(ctx, &rng, 4, sx, -1, 1, &x, NULL), "input x") ||
         !bench_ok(res, bench_random_tensor(ctx, &rng, 4, sy, -1, 1, &y, NULL), "output y") ||
         !bench_ok(res, neat_cmdbuf_create(ctx->dev, &cb), "neat_cmdbuf_create") ||

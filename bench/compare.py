@@ -20,7 +20,8 @@ untimed one (--timing queued, the default; neatml_bench likewise: the launch lat
 idle GPU, a few microseconds, is not counted on either side; --timing idle for that clock), strict float32
 (allow_tf32 off for matmul and cuDNN) except in the *_tf32 cases, which turn both on and
 restore them after (neatml: math mode TF32; on the CPU neither side runs them). The
-conv2d_256f_bf16 case is timed in NCHW and channels_last; the ratio uses the faster. Both:
+conv2d_256f_bf16 case and the NHWC cases (neatml's tensors in NEAT_LAYOUT_NHWC) are timed in
+NCHW and channels_last; the ratio uses the faster. Both:
 warm-up (at least 2 runs and ~0.1 s), then the median of --reps runs. neatml's own times are
 neat_cmdbuf_device_time of each replay of a recorded command buffer: device events around the
 work on a GPU (like PyTorch's events), the worker thread's clock around the ops on the CPU.
@@ -318,6 +319,8 @@ def torch_cases(torch, dev, cuda):
         "matmul_large_bf16": matmul(large, bf16),
         "matmul_large_f16": matmul(large, torch.float16),
         "conv2d_256f_bf16": conv(bf16, layouts=True),
+        "conv2d_256f_bf16_nhwc": conv(bf16, layouts=True),
+        "conv2d_256f_nhwc": conv(layouts=True),
         "softmax_rows_4096_bf16": softmax(bf16),
         "sum_all_4096_bf16": sum_all(bf16),
         "add_4096_bf16": add(bf16),
