@@ -32,28 +32,33 @@ typedef struct det_case {
     neat_math_mode math;
     int64_t hw; /* a convolution over hw x hw planes, in -> out channels; 0: linear */
     int nodx;   /* the convolution without dx */
+    int nhwc;   /* the convolution's tensors NHWC (NEAT_LAYOUT_NHWC) */
 } det_case;
 
 #define LARGE(c) ((double)(c)->n * (double)(c)->in * (double)(c)->out >= 0x1p30)
 
 static const det_case CASES[] = {
-    {NEAT_F32, 4096, 64, 96, NEAT_ACT_NONE, 0, NEAT_MATH_STRICT, 0, 0},
-    {NEAT_F32, 4096, 64, 96, NEAT_ACT_RELU, 1, NEAT_MATH_STRICT, 0, 0},
-    {NEAT_F32, 1000, 33, 17, NEAT_ACT_GELU, 0, NEAT_MATH_STRICT, 0, 0},
-    {NEAT_F32, 4097, 31, 130, NEAT_ACT_SIGMOID, 0, NEAT_MATH_STRICT, 0, 0},
-    {NEAT_F32, 4096, 64, 96, NEAT_ACT_NONE, 0, NEAT_MATH_TF32, 0, 0},
-    {NEAT_F32, 4096, 512, 512, NEAT_ACT_NONE, 0, NEAT_MATH_STRICT, 0, 0},
-    {NEAT_BF16, 4096, 64, 96, NEAT_ACT_NONE, 0, NEAT_MATH_STRICT, 0, 0},
-    {NEAT_BF16, 4096, 64, 96, NEAT_ACT_RELU, 1, NEAT_MATH_STRICT, 0, 0},
-    {NEAT_BF16, 4096, 512, 512, NEAT_ACT_RELU, 0, NEAT_MATH_STRICT, 0, 0},
-    {NEAT_F16, 4096, 64, 96, NEAT_ACT_RELU, 0, NEAT_MATH_STRICT, 0, 0},
-    {NEAT_F16, 2049, 17, 33, NEAT_ACT_NONE, 0, NEAT_MATH_STRICT, 0, 0},
-    {NEAT_F16, 4096, 512, 512, NEAT_ACT_NONE, 0, NEAT_MATH_STRICT, 0, 0},
-    {NEAT_F32, 128, 1, 32, NEAT_ACT_RELU, 0, NEAT_MATH_STRICT, 28, 1},
-    {NEAT_F32, 64, 3, 16, NEAT_ACT_TANH, 1, NEAT_MATH_STRICT, 32, 1},
-    {NEAT_F32, 16, 4, 8, NEAT_ACT_NONE, 0, NEAT_MATH_TF32, 20, 1},
-    {NEAT_F32, 128, 32, 64, NEAT_ACT_RELU, 0, NEAT_MATH_STRICT, 14, 0},
-    {NEAT_F32, 8, 64, 64, NEAT_ACT_RELU, 1, NEAT_MATH_STRICT, 14, 0},
+    {NEAT_F32, 4096, 64, 96, NEAT_ACT_NONE, 0, NEAT_MATH_STRICT, 0, 0, 0},
+    {NEAT_F32, 4096, 64, 96, NEAT_ACT_RELU, 1, NEAT_MATH_STRICT, 0, 0, 0},
+    {NEAT_F32, 1000, 33, 17, NEAT_ACT_GELU, 0, NEAT_MATH_STRICT, 0, 0, 0},
+    {NEAT_F32, 4097, 31, 130, NEAT_ACT_SIGMOID, 0, NEAT_MATH_STRICT, 0, 0, 0},
+    {NEAT_F32, 4096, 64, 96, NEAT_ACT_NONE, 0, NEAT_MATH_TF32, 0, 0, 0},
+    {NEAT_F32, 4096, 512, 512, NEAT_ACT_NONE, 0, NEAT_MATH_STRICT, 0, 0, 0},
+    {NEAT_BF16, 4096, 64, 96, NEAT_ACT_NONE, 0, NEAT_MATH_STRICT, 0, 0, 0},
+    {NEAT_BF16, 4096, 64, 96, NEAT_ACT_RELU, 1, NEAT_MATH_STRICT, 0, 0, 0},
+    {NEAT_BF16, 4096, 512, 512, NEAT_ACT_RELU, 0, NEAT_MATH_STRICT, 0, 0, 0},
+    {NEAT_F16, 4096, 64, 96, NEAT_ACT_RELU, 0, NEAT_MATH_STRICT, 0, 0, 0},
+    {NEAT_F16, 2049, 17, 33, NEAT_ACT_NONE, 0, NEAT_MATH_STRICT, 0, 0, 0},
+    {NEAT_F16, 4096, 512, 512, NEAT_ACT_NONE, 0, NEAT_MATH_STRICT, 0, 0, 0},
+    {NEAT_F32, 128, 1, 32, NEAT_ACT_RELU, 0, NEAT_MATH_STRICT, 28, 1, 0},
+    {NEAT_F32, 64, 3, 16, NEAT_ACT_TANH, 1, NEAT_MATH_STRICT, 32, 1, 0},
+    {NEAT_F32, 16, 4, 8, NEAT_ACT_NONE, 0, NEAT_MATH_TF32, 20, 1, 0},
+    {NEAT_F32, 128, 32, 64, NEAT_ACT_RELU, 0, NEAT_MATH_STRICT, 14, 0, 0},
+    {NEAT_F32, 8, 64, 64, NEAT_ACT_RELU, 1, NEAT_MATH_STRICT, 14, 0, 0},
+    /* NHWC: conv_small.cu's kernels (no dx), cuDNN's */
+    {NEAT_F32, 64, 3, 16, NEAT_ACT_TANH, 1, NEAT_MATH_STRICT, 32, 1, 1},
+    {NEAT_BF16, 128, 1, 32, NEAT_ACT_RELU, 0, NEAT_MATH_STRICT, 28, 1, 1},
+    {NEAT_F32, 128, 32, 64, NEAT_ACT_RELU, 0, NEAT_MATH_STRICT, 14, 0, 1},
 };
 
 enum { X, W, B, Y, DY, DX, DW, DB, NT };
@@ -80,9 +85,12 @@ static int make(neat_device *dev, const det_case *c, nt_rng *r, det_tensors *d) 
     for (int i = 0; i < NT; i++) {
         int nd = i == B || i == DB ? 1 : c->hw ? 4 : 2;
         d->n[i] = shapes[i][0] * shapes[i][1] * shapes[i][2] * shapes[i][3];
+        int64_t laid[4] = {shapes[i][0], shapes[i][1], shapes[i][2], shapes[i][3]};
+        if (c->nhwc && nd == 4) /* [N,C,H,W] -> [N,H,W,C]; the values are random either way */
+            laid[1] = shapes[i][2], laid[2] = shapes[i][3], laid[3] = shapes[i][1];
         d->host[i] = malloc((size_t)d->n[i] * sizeof(float));
         if (!CHECK(d->host[i] != NULL, "out of host memory") ||
-            !CHECK_OK(neat_tensor_create_typed(dev, c->dt, nd, shapes[i], 0, &d->t[i]), "create"))
+            !CHECK_OK(neat_tensor_create_typed(dev, c->dt, nd, laid, 0, &d->t[i]), "create"))
             return 0;
         for (int64_t k = 0; k < d->n[i]; k++) d->host[i][k] = draw(r);
     }
@@ -100,6 +108,7 @@ static neat_status record(neat_cmdbuf *cb, const det_case *c, det_tensors *d) {
     int reads_y = c->act == NEAT_ACT_RELU || c->act == NEAT_ACT_SIGMOID || c->act == NEAT_ACT_TANH;
     if (c->hw) {
         neat_conv2d_desc desc = neat_conv2d_desc_make(3, 3, 1, 1);
+        desc.layout = c->nhwc ? NEAT_LAYOUT_NHWC : NEAT_LAYOUT_NCHW;
         return neat_conv2d_backward(cb, &desc, c->act, d->t[X], d->t[W], d->t[B],
                                     reads_y ? d->t[Y] : NULL, d->t[DY], c->nodx ? NULL : d->t[DX],
                                     d->t[DW], d->t[DB], c->accumulate);
@@ -130,8 +139,8 @@ static void run_case(neat_device *dev, const char *backend, const det_case *c, u
     static const char *const acts[] = {"none", "relu", "sigmoid", "tanh", "gelu"};
     char conv[64] = "";
     if (c->hw)
-        snprintf(conv, sizeof conv, " %lldx%lld 3x3%s", (long long)c->hw, (long long)c->hw,
-                 c->nodx ? " no dx" : "");
+        snprintf(conv, sizeof conv, " %lldx%lld 3x3%s%s", (long long)c->hw, (long long)c->hw,
+                 c->nodx ? " no dx" : "", c->nhwc ? " nhwc" : "");
     snprintf(what, sizeof what, "%s %s backward %s n=%lld in=%lld out=%lld%s act=%s acc=%d %s",
              backend, c->hw ? "conv2d" : "linear", neat_dtype_name(c->dt), (long long)c->n,
              (long long)c->in, (long long)c->out, conv, acts[c->act], c->accumulate,

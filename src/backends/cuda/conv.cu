@@ -10,8 +10,8 @@
  * 3x3 stride-1 layers of 1 to 4 input channels take neither: conv_small.cu does the forward
  * (bias and activation included) and the backward without dx (act', dw and db at once).
  * NHWC (g.nhwc): the same calls on descriptors in CUDNN_TENSOR_NHWC (conv_plan.cu), the
- * bias of channel i % K (conv_inner 1) and db as the column sums of dz [NPQ, K]; neatml's own
- * kernels (conv_small.cu, conv_gemm.cu's backward filters) are NCHW only and not used.
+ * bias of channel i % K (conv_inner 1) and db as the column sums of dz [NPQ, K];
+ * conv_small.cu takes both layouts, conv_gemm.cu's backward filters NCHW only.
  * Scratch slots: 0 dz (conv_small.cu: its partial sums), 1 workspace, 2 the [N, K] sums, 3-4
  * and 5-6 the two reductions (half tensors: 2-6 through cuda_half_channel_sum).
  *

@@ -23,6 +23,10 @@
  * order; a warp adds its lanes in a fixed tree (sc_warp_sums), the block its warps in
  * order, into part[chunk]; sc_sum_kernel adds the chunks in a fixed tree.
  * NEATML_CONV_SMALL=0 leaves these kernels out (cuDNN and conv_gemm.cu as before).
+ *
+ * NHWC (g->nhwc, template NHWC): x [N,H,W,C], w [K,3,3,C], y and dy [N,P,Q,K]; a thread's
+ * filters are adjacent in y instead of P*Q apart, the window's channels adjacent in x; the
+ * same sums in the same order (dw stored in its NHWC order), so the same bits as NCHW.
  */
 #include "common.cuh"
 
@@ -37,30 +41,37 @@ template <int C> struct sc_bwd_tile {
     enum { KT = C == 1 ? 8 : C == 2 ? 4 : 2 };
 };
 
-/* x's 3x3 window of output pixel (oy, ox), each of the C channels; 0 in the padding. */
-template <class T, int C>
+/* x's 3x3 window of output pixel (oy, ox), each of the C channels, as xv[c * 9 + r * 3 + s];
+ * 0 in the padding. NHWC: x [N,H,W,C] (else [N,C,H,W]). */
+template <class T, int C, bool NHWC>
 __device__ __forceinline__ void sc_window(const T *__restrict__ x, int64_t img, int h, int w,
                                           int oy, int ox, int ph, int pw, float (&xv)[C * 9]) {
 #pragma unroll
     for (int c = 0; c < C; c++) {
-        const T *xp = x + (img * C + c) * (int64_t)h * w;
+        const T *xp = NHWC ? x + img * C * (int64_t)h * w + c : x + (img * C + c) * (int64_t)h * w;
 #pragma unroll
         for (int r = 0; r < 3; r++) {
             int yy = oy + r - ph;
 #pragma unroll
             for (int s = 0; s < 3; s++) {
                 int xx = ox + s - pw;
-                xv[c * 9 + r * 3 + s] =
-                    yy >= 0 && yy < h && xx >= 0 && xx < w ? ld(xp + (int64_t)yy * w + xx) : 0.0f;
+                xv[c * 9 + r * 3 + s] = yy >= 0 && yy < h && xx >= 0 && xx < w
+                                            ? ld(xp + ((int64_t)yy * w + xx) * (NHWC ? C : 1))
+                                            : 0.0f;
             }
         }
     }
 }
 
+/* Where weight j = c * 9 + r * 3 + s of a filter lies in it: [C,3,3], or [3,3,C] in NHWC. */
+template <int C, bool NHWC> __device__ __forceinline__ int sc_wat(int j) {
+    return NHWC ? (j % 9) * C + j / 9 : j;
+}
+
 /* Block b: filter tile b % ktiles, pixels (b / ktiles) * SC_THREADS... of the n*p*q outputs
  * (images one after another). The tile's weights are read from shared memory as float4, the
  * same address across the warp. */
-template <class T, int C, int ACT>
+template <class T, int C, int ACT, bool NHWC>
 __global__ void __launch_bounds__(SC_THREADS)
     sc_fwd_kernel(const T *__restrict__ x, const T *__restrict__ w, const T *__restrict__ b,
                   T *__restrict__ y, int64_t npix, int h, int wd, int k, int p, int q, int ph,
@@ -73,7 +84,7 @@ __global__ void __launch_bounds__(SC_THREADS)
     const int k0 = (int)(blockIdx.x % ktiles) * SC_FWD_KT, nk = min(SC_FWD_KT, k - k0);
     for (int i = threadIdx.x; i < nk * KS; i += SC_THREADS) {
         int kk = i / KS, j = i - kk * KS;
-        ws[i] = j < C * 9 ? ld(w + (int64_t)(k0 + kk) * C * 9 + j) : 0.0f;
+        ws[i] = j < C * 9 ? ld(w + (int64_t)(k0 + kk) * C * 9 + sc_wat<C, NHWC>(j)) : 0.0f;
     }
     if (b)
         for (int i = threadIdx.x; i < nk; i += SC_THREADS) bs[i] = ld(b + k0 + i);
@@ -84,8 +95,10 @@ __global__ void __launch_bounds__(SC_THREADS)
     const int64_t img = idx / pq;
     const int pix = (int)(idx - img * pq), oy = pix / q, ox = pix - oy * q;
     float xv[C * 9];
-    sc_window<T, C>(x, img, h, wd, oy, ox, ph, pw, xv);
-    T *yo = y + (img * k + k0) * pq + pix;
+    sc_window<T, C, NHWC>(x, img, h, wd, oy, ox, ph, pw, xv);
+    /* y [N,K,P,Q]: filter kk's output pq apart; NHWC [N,P,Q,K]: adjacent */
+    T *yo = NHWC ? y + (img * pq + pix) * k + k0 : y + (img * k + k0) * pq + pix;
+    const int64_t ks = NHWC ? 1 : pq;
     for (int kk = 0; kk < nk; kk++) {
         float wr[KS];
 #pragma unroll
@@ -97,7 +110,7 @@ __global__ void __launch_bounds__(SC_THREADS)
 #pragma unroll
         for (int j = 0; j < C * 9; j++) acc = fmaf(wr[j], xv[j], acc);
         if (b) acc += bs[kk];
-        st(yo + (int64_t)kk * pq, act_fwd<ACT>(acc));
+        st(yo + kk * ks, act_fwd<ACT>(acc));
     }
 }
 
@@ -128,7 +141,7 @@ __device__ __forceinline__ float sc_warp_sums(float *v) {
  * the n*p*q outputs, chunk = b / ktiles. Each thread: dz = act'(y) dy for its pixels and the
  * tile's filters, dw terms dz * window and db terms dz; the block's sums go to
  * part[chunk][k][C*9] (dw) and partb[chunk][k] (db). */
-template <class T, int C, int ACT>
+template <class T, int C, int ACT, bool NHWC>
 __global__ void __launch_bounds__(SC_THREADS)
     sc_bwd_kernel(const T *__restrict__ x, const T *__restrict__ y, const T *__restrict__ dy,
                   float *__restrict__ part, float *__restrict__ partb, int64_t npix,
@@ -144,21 +157,22 @@ __global__ void __launch_bounds__(SC_THREADS)
     const int64_t chunk = blockIdx.x / ktiles, lo = chunk * per_block;
     const int64_t hi = min(npix, lo + per_block);
     const int pq = p * q;
+    const int64_t ks = NHWC ? 1 : pq; /* between the filters' dy (and y) of a pixel */
     int64_t img = (lo + threadIdx.x) / pq;
     int pix = (int)(lo + threadIdx.x - img * pq); /* then stepped, without a 64-bit division */
     for (int64_t idx = lo + threadIdx.x; idx < hi; idx += SC_THREADS) {
         const int oy = pix / q, ox = pix - oy * q;
-        const int64_t at = (img * k + k0) * pq + pix;
+        const int64_t at = NHWC ? (img * pq + pix) * k + k0 : (img * k + k0) * pq + pix;
         float dz[KT];
 #pragma unroll
         for (int kk = 0; kk < KT; kk++) {
-            float g = kk < nk ? ld(dy + at + (int64_t)kk * pq) : 0.0f;
+            float g = kk < nk ? ld(dy + at + kk * ks) : 0.0f;
             if (ACT != NEAT_ACT_NONE)
-                g = kk < nk ? act_bwd<ACT>(0.0f, ld(y + at + (int64_t)kk * pq), g) : 0.0f;
+                g = kk < nk ? act_bwd<ACT>(0.0f, ld(y + at + kk * ks), g) : 0.0f;
             dz[kk] = g;
         }
         float xv[C * 9];
-        sc_window<T, C>(x, img, h, wd, oy, ox, ph, pw, xv);
+        sc_window<T, C, NHWC>(x, img, h, wd, oy, ox, ph, pw, xv);
 #pragma unroll
         for (int kk = 0; kk < KT; kk++) {
 #pragma unroll
@@ -177,8 +191,8 @@ __global__ void __launch_bounds__(SC_THREADS)
         for (int i = 1; i < SC_WARPS; i++) s += red[i][v];
         int kk = v < NW ? v / (C * 9) : v - NW;
         if (kk >= nk) continue;
-        if (v < NW)
-            part[(chunk * k + k0 + kk) * (C * 9) + (v - kk * C * 9)] = s;
+        if (v < NW) /* in dw's own order, which sc_sum_kernel keeps */
+            part[(chunk * k + k0 + kk) * (C * 9) + sc_wat<C, NHWC>(v - kk * C * 9)] = s;
         else
             partb[chunk * k + k0 + kk] = s;
     }
@@ -229,9 +243,14 @@ static void sc_forward(nm_device *dev, const nm_conv_geom *g, neat_activation ac
     int64_t npix = g->n * g->p * g->q;
     int ktiles = (int)((g->k + SC_FWD_KT - 1) / SC_FWD_KT);
     unsigned blocks = (unsigned)(((npix + SC_THREADS - 1) / SC_THREADS) * ktiles);
-#define SC_FWD(C, ACT)                                                                             \
-    cuda_launch(dev, sc_fwd_kernel<T, C, ACT>, blocks, SC_THREADS, x, w, b, y, npix, (int)g->h,    \
+#define SC_FWD_L(C, ACT, L)                                                                        \
+    cuda_launch(dev, sc_fwd_kernel<T, C, ACT, L>, blocks, SC_THREADS, x, w, b, y, npix, (int)g->h, \
                 (int)g->w, (int)g->k, (int)g->p, (int)g->q, (int)g->ph, (int)g->pw, ktiles)
+#define SC_FWD(C, ACT)                                                                             \
+    if (g->nhwc)                                                                                   \
+        SC_FWD_L(C, ACT, true);                                                                    \
+    else                                                                                           \
+        SC_FWD_L(C, ACT, false)
 #define SC_FWD_C(ACT) SC_BY_C(SC_FWD, ACT)
     if (sizeof(T) == 4) {
         CUDA_ACT_DISPATCH(act, SC_FWD_C)
@@ -242,6 +261,7 @@ static void sc_forward(nm_device *dev, const nm_conv_geom *g, neat_activation ac
     }
 #undef SC_FWD_C
 #undef SC_FWD
+#undef SC_FWD_L
 }
 
 template <class T>
@@ -252,10 +272,15 @@ static void sc_backward(nm_device *dev, const nm_conv_geom *g, neat_activation a
     int nw = (int)(g->k * g->c * 9);
     float *part = (float *)ws, *partb = part + chunks * nw;
     unsigned blocks = (unsigned)(chunks * ktiles);
-#define SC_BWD(C, ACT)                                                                             \
-    cuda_launch(dev, sc_bwd_kernel<T, C, ACT>, blocks, SC_THREADS, x, y, dy, part, partb, npix,    \
+#define SC_BWD_L(C, ACT, L)                                                                        \
+    cuda_launch(dev, sc_bwd_kernel<T, C, ACT, L>, blocks, SC_THREADS, x, y, dy, part, partb, npix, \
                 per, (int)g->h, (int)g->w, (int)g->k, (int)g->p, (int)g->q, (int)g->ph,            \
                 (int)g->pw, ktiles)
+#define SC_BWD(C, ACT)                                                                             \
+    if (g->nhwc)                                                                                   \
+        SC_BWD_L(C, ACT, true);                                                                    \
+    else                                                                                           \
+        SC_BWD_L(C, ACT, false)
 #define SC_BWD_C(ACT) SC_BY_C(SC_BWD, ACT)
     if (act == NEAT_ACT_RELU) {
         SC_BWD_C(NEAT_ACT_RELU)
@@ -268,6 +293,7 @@ static void sc_backward(nm_device *dev, const nm_conv_geom *g, neat_activation a
     }
 #undef SC_BWD_C
 #undef SC_BWD
+#undef SC_BWD_L
     if (cudaPeekAtLastError() != cudaSuccess) return; /* the caller reports it */
     int64_t warps = nw + (db ? g->k : 0);
     cuda_launch(dev, sc_sum_kernel<T>, (unsigned)((warps * 32 + CUDA_THREADS - 1) / CUDA_THREADS),
@@ -279,7 +305,7 @@ extern "C" {
 
 int cuda_conv_small_fits(const nm_conv_geom *g) {
     const int64_t lim = INT32_MAX / 4;
-    return !g->nhwc && g->groups == 1 && g->kh == 3 && g->kw == 3 && g->sh == 1 && g->sw == 1 && g->dh == 1 &&
+    return g->groups == 1 && g->kh == 3 && g->kw == 3 && g->sh == 1 && g->sw == 1 && g->dh == 1 &&
            g->dw == 1 && g->c >= 1 && g->c <= 4 && g->n >= 1 && g->k >= 1 && g->p >= 1 &&
            g->q >= 1 && g->h <= lim && g->w <= lim && g->ph <= lim && g->pw <= lim &&
            g->p * g->q <= lim && g->k <= lim / 64 &&
