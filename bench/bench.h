@@ -92,6 +92,8 @@ void bench_conv2d_256f_tf32(bench_ctx *ctx, bench_result *res);
 void bench_lenet_train_step_b1024(bench_ctx *ctx, bench_result *res);
 void bench_lenet_train_step_b128_bf16(bench_ctx *ctx, bench_result *res);
 void bench_lenet_train_step_b1024_bf16(bench_ctx *ctx, bench_result *res);
+void bench_lenet_train_step_b128_nhwc(bench_ctx *ctx, bench_result *res);
+void bench_lenet_train_step_b128_bf16_nhwc(bench_ctx *ctx, bench_result *res);
 /* cases_runtime.c: what the runtime costs a loop (host calls during a replay). */
 void bench_destroy_during_replay(bench_ctx *ctx, bench_result *res);
 /* fma_peak.c: the CPU's FMA peak measured on the backend's threads (a yardstick, no op). */

@@ -189,13 +189,30 @@ typedef struct lenet_param {
 /* One SGD step at batch LN (128: lenet_train_step_b128, 1024: _b1024) in dt: float32, or
  * mixed precision (bf16: float32 master weights, their half copies, half activations and
  * gradients, the loss in float32 through casts, neat_sgd_update_mixed writing the copies). */
+/* An NCHW [n,c,h,w] array to NHWC order (to 1), or back (to 0): the reference (NCHW) and the
+ * NHWC network's tensors and filters. */
+static void nhwc_permute(const double *src, double *dst, int64_t n, int64_t c, int64_t hw,
+                         int to) {
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t k = 0; k < c; k++)
+            for (int64_t e = 0; e < hw; e++) {
+                int64_t a = (i * c + k) * hw + e, b = (i * hw + e) * c + k;
+                if (to)
+                    dst[b] = src[a];
+                else
+                    dst[a] = src[b];
+            }
+}
+
+/* nhwc: the images, activations and filters in NEAT_LAYOUT_NHWC (fc1 then reads the pooled
+ * [N,7,7,64] flattened in h, w, c order; images of one channel are the same bytes). */
 static void run_lenet(bench_ctx *ctx, bench_result *res, const int64_t LN, uint64_t salt,
-                      neat_dtype dt) {
+                      neat_dtype dt, int nhwc) {
     const int half = dt != NEAT_F32;
     rng64 rng;
     bench_begin(ctx, res, &rng, salt);
-    snprintf(res->shape, sizeof res->shape, "LeNet 1x28x28, batch %lld, SGD momentum 0.9%s",
-             (long long)LN, half ? ", bf16 mixed precision" : "");
+    snprintf(res->shape, sizeof res->shape, "LeNet 1x28x28, batch %lld, SGD momentum 0.9%s%s",
+             (long long)LN, half ? ", bf16 mixed precision" : "", nhwc ? ", NHWC" : "");
 #define PARAM(n, nd, fan, ...) {.name = n, .ndim = nd, .shape = {__VA_ARGS__}, .fan_in = fan}
     lenet_param P[8] = {PARAM("conv1.w", 4, 9, C1, 1, 3, 3),       PARAM("conv1.b", 1, 9, C1),
                         PARAM("conv2.w", 4, C1 * 9, C2, C1, 3, 3), PARAM("conv2.b", 1, C1 * 9, C2),
@@ -233,6 +250,7 @@ static void run_lenet(bench_ctx *ctx, bench_result *res, const int64_t LN, uint6
     const float lr = 0.01f;
 
     int64_t s_img[4] = {LN, 1, 28, 28}, s_lab[1] = {LN};
+    if (nhwc) s_img[1] = 28, s_img[3] = 1; /* [N,28,28,1]: the same bytes */
     if (!bench_ok(res, bench_random_tensor(ctx, &rng, 4, s_img, 0, 1, &images, &himg), "images"))
         goto done;
     hlab = malloc(LN * sizeof *hlab);
@@ -240,6 +258,10 @@ static void run_lenet(bench_ctx *ctx, bench_result *res, const int64_t LN, uint6
     if (!bench_ok(res, neat_tensor_create(ctx->dev, 1, s_lab, &labels), "labels") ||
         !bench_ok(res, neat_tensor_write(labels, hlab, LN), "labels"))
         goto done;
+    if (nhwc) { /* filters [K,3,3,C] */
+        int64_t w1[4] = {C1, 3, 3, 1}, w2[4] = {C2, 3, 3, C1};
+        memcpy(P[0].shape, w1, sizeof w1), memcpy(P[2].shape, w2, sizeof w2);
+    }
     for (int i = 0; i < 8; i++) {
         double bound = 1.0 / sqrt((double)P[i].fan_in); /* PyTorch's default init */
         int64_t n = 1;
@@ -278,6 +300,11 @@ static void run_lenet(bench_ctx *ctx, bench_result *res, const int64_t LN, uint6
                 [LOGITS32] = {2, {LN, CLS}},
                 [DLOGITSH] = {2, {LN, CLS}},
                 [IMGH] = {4, {LN, 1, 28, 28}}};
+    for (int i = 0; i < NT && nhwc; i++) /* [N,C,H,W] -> [N,H,W,C] */
+        if (ts[i].ndim == 4) {
+            int64_t c = ts[i].shape[1];
+            ts[i].shape[1] = ts[i].shape[2], ts[i].shape[2] = ts[i].shape[3], ts[i].shape[3] = c;
+        }
     for (int i = 0; i < NT; i++) {
         if (i == P2F || i == DP2F) continue;
         if (i >= LOGITS32 && !half) continue;
@@ -303,6 +330,7 @@ static void run_lenet(bench_ctx *ctx, bench_result *res, const int64_t LN, uint6
 
     neat_conv2d_desc conv = neat_conv2d_desc_make(3, 3, 1, 1);
     neat_pool2d_desc pool = neat_pool2d_desc_make(2, 2, 2, 0);
+    conv.layout = pool.layout = nhwc ? NEAT_LAYOUT_NHWC : NEAT_LAYOUT_NCHW;
     neat_sgd_params sgd = {0.9f, 0.0f, 0};
     /* What the passes read: the half copies and images, the float32 logits of the loss, and
      * the half loss gradient; in float32 the tensors themselves. */
@@ -387,8 +415,18 @@ static void run_lenet(bench_ctx *ctx, bench_result *res, const int64_t LN, uint6
     d_h = malloc(LN * HID * sizeof *d_h);
     d_logits = malloc(LN * CLS * sizeof *d_logits);
     d_dlogits = malloc(LN * CLS * sizeof *d_dlogits);
+    if (nhwc) { /* the reference's conv2.w in [K,C,3,3]: dp[2] holds [K,3,3,C] */
+        double *w2 = malloc((size_t)C2 * C1 * 9 * sizeof *w2);
+        nhwc_permute(dp[2], w2, C2, C1, 9, 0);
+        free(dp[2]), dp[2] = w2;
+    }
     ref_conv_relu_pool(LN, d_img, 1, 28, 28, dp[0], dp[1], C1, d_p1);
     ref_conv_relu_pool(LN, d_p1, C1, 14, 14, dp[2], dp[3], C2, d_p2);
+    if (nhwc) { /* fc1 reads the pooled output flattened in h, w, c order */
+        double *f = malloc((size_t)LN * FLAT * sizeof *f);
+        nhwc_permute(d_p2, f, LN, C2, 49, 1);
+        free(d_p2), d_p2 = f;
+    }
     ref_linear_forward(d_p2, dp[4], dp[5], NEAT_ACT_RELU, d_h, NULL, NULL, LN, FLAT, HID);
     ref_linear_forward(d_h, dp[6], dp[7], NEAT_ACT_NONE, d_logits, NULL, NULL, LN, HID, CLS);
     double ref_loss = ref_softmax_xent(LN, CLS, d_logits, d_lab);
@@ -460,14 +498,20 @@ done:
 }
 
 void bench_lenet_train_step(bench_ctx *ctx, bench_result *res) {
-    run_lenet(ctx, res, 128, 10, NEAT_F32);
+    run_lenet(ctx, res, 128, 10, NEAT_F32, 0);
 }
 void bench_lenet_train_step_b1024(bench_ctx *ctx, bench_result *res) {
-    run_lenet(ctx, res, 1024, 24, NEAT_F32);
+    run_lenet(ctx, res, 1024, 24, NEAT_F32, 0);
 }
 void bench_lenet_train_step_b128_bf16(bench_ctx *ctx, bench_result *res) {
-    run_lenet(ctx, res, 128, 25, NEAT_BF16);
+    run_lenet(ctx, res, 128, 25, NEAT_BF16, 0);
 }
 void bench_lenet_train_step_b1024_bf16(bench_ctx *ctx, bench_result *res) {
-    run_lenet(ctx, res, 1024, 26, NEAT_BF16);
+    run_lenet(ctx, res, 1024, 26, NEAT_BF16, 0);
+}
+void bench_lenet_train_step_b128_nhwc(bench_ctx *ctx, bench_result *res) {
+    run_lenet(ctx, res, 128, 10, NEAT_F32, 1);
+}
+void bench_lenet_train_step_b128_bf16_nhwc(bench_ctx *ctx, bench_result *res) {
+    run_lenet(ctx, res, 128, 25, NEAT_BF16, 1);
 }

@@ -331,6 +331,9 @@ def torch_cases(torch, dev, cuda):
         # mixed precision: PyTorch's autocast in bf16 beside neatml's bf16 step
         "lenet_train_step_b128_bf16": lenet(128, bf16),
         "lenet_train_step_b1024_bf16": lenet(1024, bf16),
+        # the same steps with neatml's tensors NHWC, beside PyTorch's (NCHW) eager step
+        "lenet_train_step_b128_nhwc": lenet(128),
+        "lenet_train_step_b128_bf16_nhwc": lenet(128, bf16),
     }
     if cuda:
         cases["mlp_700_small_ops[cuda graph]"] = mlp_graph()

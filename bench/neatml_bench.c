@@ -53,6 +53,10 @@ static const bench_case cases[] = {
     {"lenet_train_step_b1024", "lenet_train_step_b128 at batch 1024", bench_lenet_train_step_b1024},
     {"lenet_train_step_b128_bf16", "lenet_train_step_b128 in bf16 mixed precision",
      bench_lenet_train_step_b128_bf16},
+    {"lenet_train_step_b128_nhwc", "lenet_train_step_b128 with NHWC images and filters",
+     bench_lenet_train_step_b128_nhwc},
+    {"lenet_train_step_b128_bf16_nhwc", "lenet_train_step_b128_bf16 with NHWC images and filters",
+     bench_lenet_train_step_b128_bf16_nhwc},
     {"lenet_train_step_b1024_bf16", "lenet_train_step_b1024 in bf16 mixed precision",
      bench_lenet_train_step_b1024_bf16},
     /* issue 13: the yardstick of the compute-bound cases (cpu backend only) */
