@@ -24,6 +24,10 @@
  * the recorded step: no host round trip per step. Half precision trains on one rank (the
  * collectives take float32 tensors).
  *
+ * --layout nhwc keeps images, activations and filters channels-last (NEAT_LAYOUT_NHWC in the
+ * conv and pool descriptors; fc1 then reads the pooled [N,7,7,64] in h, w, c order): the
+ * layout cuDNN's half convolutions run fastest in; the same network otherwise.
+ *
  * Data-parallel (docs/DISTRIBUTED.md): N ranks each take a shard of every global batch of
  * N x --batch images (rank r the rows [r*batch, (r+1)*batch) of the same shuffled order: the
  * order comes from the seed). Rank 0's parameters are broadcast at the start; in the step,
@@ -41,7 +45,7 @@
  *   final test_accuracy=0.9012 epochs=5 backend=cpu images_per_s=1234.5
  *         steady_images_per_s=1300.2 ranks=1
  * (with --precision bf16 or fp16, " precision=bf16", and for fp16 " loss_scale=65536": the
- * final scale)
+ * final scale; with --layout nhwc, " layout=nhwc")
  * (images/s count the images of all ranks). An example, so unlike the library it prints,
  * and exits with 1 on any failure.
  */
@@ -99,6 +103,7 @@ typedef struct options {
     int rank, world, devices;
     const char *init_file;
     neat_dtype precision; /* of the weights' copies, activations and gradients */
+    int nhwc;             /* --layout nhwc */
 } options;
 
 static void usage(void) {
@@ -106,7 +111,7 @@ static void usage(void) {
             "usage: fashion_mnist [--epochs N] [--batch N] [--lr X] [--backend cpu|cuda|auto]\n"
             "                     [--seed N] [--plot FILE] [--data DIR] [--limit N]\n"
             "                     [--rank R --world-size N --init-file PATH | --devices N]\n"
-            "                     [--precision fp32|bf16|fp16]\n");
+            "                     [--precision fp32|bf16|fp16] [--layout nchw|nhwc]\n");
     exit(1);
 }
 
@@ -130,7 +135,8 @@ static options parse_options(int argc, char **argv) {
                  -1,
                  0,
                  NULL,
-                 NEAT_F32};
+                 NEAT_F32,
+                 0};
     for (int i = 1; i < argc; i++) {
         const char *f = argv[i];
         if (!strcmp(f, "--help") || !strcmp(f, "-h")) usage();
@@ -155,6 +161,13 @@ static options parse_options(int argc, char **argv) {
             else if (!strcmp(v, "cuda")) o.backend = NEAT_BACKEND_CUDA;
             else if (!strcmp(v, "auto")) o.backend = NEAT_BACKEND_AUTO;
             else die("--backend wants cpu, cuda or auto, got '%s'", v);
+        } else if (!strcmp(f, "--layout")) {
+            if (!strcmp(v, "nchw"))
+                o.nhwc = 0;
+            else if (!strcmp(v, "nhwc"))
+                o.nhwc = 1;
+            else
+                die("--layout wants nchw or nhwc, got '%s'", v);
         } else if (!strcmp(f, "--precision")) {
             if (!strcmp(v, "fp32"))
                 o.precision = NEAT_F32;
@@ -289,6 +302,13 @@ static neat_tensor *tensor(neat_device *dev, int ndim, int64_t d0, int64_t d1, i
     return tensor_typed(dev, NEAT_F32, ndim, d0, d1, d2, d3, name);
 }
 
+/* An image tensor of n x c channels of h x w: [n,c,h,w], or [n,h,w,c] when nhwc. */
+static neat_tensor *image(neat_device *dev, neat_dtype dt, int nhwc, int64_t n, int64_t c,
+                          int64_t h, int64_t w, const char *name) {
+    return nhwc ? tensor_typed(dev, dt, 4, n, h, w, c, name)
+                : tensor_typed(dev, dt, 4, n, c, h, w, name);
+}
+
 static void upload(neat_tensor *t, const float *v, int64_t n, const char *name) {
     char what[96];
     snprintf(what, sizeof what, "neat_tensor_write(%s)", name);
@@ -312,15 +332,17 @@ typedef struct lenet {
  * follows and 1 for the logits layer (nothing follows it, so no half of the variance is
  * cut); zero biases and velocities (neat_tensor_create_zeros: the library never clears a
  * velocity itself). */
-static void lenet_create(neat_device *dev, lenet *net, neat_dtype dt, uint64_t *rng) {
-    static const int64_t shapes[LAYERS][4] = {{32, 1, 3, 3}, {64, 32, 3, 3}, {128, 3136, 1, 1},
-                                             {CLASSES, 128, 1, 1}};
+static void lenet_create(neat_device *dev, lenet *net, neat_dtype dt, int nhwc, uint64_t *rng) {
+    static const int64_t shapes[2][LAYERS][4] = {
+        {{32, 1, 3, 3}, {64, 32, 3, 3}, {128, 3136, 1, 1}, {CLASSES, 128, 1, 1}},
+        {{32, 3, 3, 1}, {64, 3, 3, 32}, {128, 3136, 1, 1}, {CLASSES, 128, 1, 1}}}; /* NHWC */
     net->conv = neat_conv2d_desc_make(3, 3, 1, 1);
     net->pool = neat_pool2d_desc_make(2, 2, 2, 0);
+    net->conv.layout = net->pool.layout = nhwc ? NEAT_LAYOUT_NHWC : NEAT_LAYOUT_NCHW;
     net->dt = dt;
     for (int l = 0; l < LAYERS; l++) {
         int nd = l <= CONV2 ? 4 : 2;
-        const int64_t *s = shapes[l];
+        const int64_t *s = shapes[nhwc][l];
         int64_t n = s[0] * s[1] * s[2] * s[3], fan_in = s[1] * s[2] * s[3];
         int64_t bs[1] = {s[0]};
         net->w[l] = net->mw[l] = tensor(dev, nd, s[0], s[1], s[2], s[3], "weight");
@@ -369,32 +391,33 @@ typedef struct batch_state {
     /* Host side of the recorded copies: the batch (read at commit), the results (by wait). */
 } batch_state;
 
-static void batch_create(neat_device *dev, batch_state *s, int64_t n, int training, neat_dtype dt) {
+static void batch_create(neat_device *dev, batch_state *s, int64_t n, int training, neat_dtype dt,
+                         int nhwc) {
     memset(s, 0, sizeof *s);
     s->n = n;
-    s->x = tensor_typed(dev, dt, 4, n, 1, IMG, IMG, "images");
+    s->x = image(dev, dt, nhwc, n, 1, IMG, IMG, "images"); /* one channel: the same bytes */
     s->labels = tensor(dev, 1, n, 0, 0, 0, "labels");
-    s->a1 = tensor_typed(dev, dt, 4, n, 32, 28, 28, "conv1 output");
-    s->p1 = tensor_typed(dev, dt, 4, n, 32, 14, 14, "pool1 output");
-    s->a2 = tensor_typed(dev, dt, 4, n, 64, 14, 14, "conv2 output");
-    s->p2 = tensor_typed(dev, dt, 4, n, 64, 7, 7, "pool2 output");
+    s->a1 = image(dev, dt, nhwc, n, 32, 28, 28, "conv1 output");
+    s->p1 = image(dev, dt, nhwc, n, 32, 14, 14, "pool1 output");
+    s->a2 = image(dev, dt, nhwc, n, 64, 14, 14, "conv2 output");
+    s->p2 = image(dev, dt, nhwc, n, 64, 7, 7, "pool2 output");
     int64_t flat[2] = {n, 64 * 7 * 7};
     ok(neat_tensor_view(s->p2, 2, flat, &s->p2flat), "neat_tensor_view(pool2 as [n,3136])");
     s->a3 = tensor_typed(dev, dt, 2, n, 128, 0, 0, "fc1 output");
     s->logits = tensor_typed(dev, dt, 2, n, CLASSES, 0, 0, "logits");
     s->loss = tensor(dev, 1, 1, 0, 0, 0, "loss");
-    s->x32 = dt == NEAT_F32 ? s->x : tensor(dev, 4, n, 1, IMG, IMG, "images (float32)");
+    s->x32 = dt == NEAT_F32 ? s->x : image(dev, NEAT_F32, nhwc, n, 1, IMG, IMG, "images (float32)");
     s->logits32 = dt == NEAT_F32 ? s->logits : tensor(dev, 2, n, CLASSES, 0, 0, "logits (float32)");
     if (!training) return;
     s->dlogits = tensor_typed(dev, dt, 2, n, CLASSES, 0, 0, "logits gradient");
     s->dlogits32 =
         dt == NEAT_F32 ? s->dlogits : tensor(dev, 2, n, CLASSES, 0, 0, "logits gradient (float32)");
     s->da3 = tensor_typed(dev, dt, 2, n, 128, 0, 0, "fc1 gradient");
-    s->dp2 = tensor_typed(dev, dt, 4, n, 64, 7, 7, "pool2 gradient");
+    s->dp2 = image(dev, dt, nhwc, n, 64, 7, 7, "pool2 gradient");
     ok(neat_tensor_view(s->dp2, 2, flat, &s->dp2flat), "neat_tensor_view(pool2 gradient)");
-    s->da2 = tensor_typed(dev, dt, 4, n, 64, 14, 14, "conv2 gradient");
-    s->dp1 = tensor_typed(dev, dt, 4, n, 32, 14, 14, "pool1 gradient");
-    s->da1 = tensor_typed(dev, dt, 4, n, 32, 28, 28, "conv1 gradient");
+    s->da2 = image(dev, dt, nhwc, n, 64, 14, 14, "conv2 gradient");
+    s->dp1 = image(dev, dt, nhwc, n, 32, 14, 14, "pool1 gradient");
+    s->da1 = image(dev, dt, nhwc, n, 32, 28, 28, "conv1 gradient");
 }
 
 static void batch_destroy(batch_state *s) {
@@ -727,14 +750,14 @@ static void *train_rank(void *arg) {
 
     uint64_t rng = o->seed;
     lenet net;
-    lenet_create(dev, &net, o->precision, &rng);
+    lenet_create(dev, &net, o->precision, o->nhwc, &rng);
     if (r->comm) broadcast_parameters(r, &net);
     batch_state tr, ev;
-    batch_create(dev, &tr, B, 1, o->precision);
-    batch_create(dev, &ev, EVAL_BATCH, 0, o->precision);
+    batch_create(dev, &tr, B, 1, o->precision, o->nhwc);
+    batch_create(dev, &ev, EVAL_BATCH, 0, o->precision, o->nhwc);
     /* the float32 images (x32: the copy's destination), labels and hyper of each buffer */
     step_inputs in[2] = {{tr.x32, tr.labels, tensor(dev, 1, 2, 0, 0, 0, "hyper")},
-                         {tensor(dev, 4, B, 1, IMG, IMG, "images"),
+                         {image(dev, NEAT_F32, o->nhwc, B, 1, IMG, IMG, "images"),
                           tensor(dev, 1, B, 0, 0, 0, "labels"),
                           tensor(dev, 1, 2, 0, 0, 0, "hyper")}};
     neat_tensor *scaler = NULL;
@@ -854,6 +877,7 @@ static void *train_rank(void *arg) {
                steady_time > 0 ? (double)(steady_steps * B * W) / steady_time : 0.0, W);
         if (o->precision != NEAT_F32)
             printf(" precision=%s", o->precision == NEAT_BF16 ? "bf16" : "fp16");
+        if (o->nhwc) printf(" layout=nhwc");
         if (scaler) {
             float s[3];
             ok(neat_tensor_read(scaler, s, 3), "neat_tensor_read(loss scaler)");
