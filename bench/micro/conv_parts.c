@@ -6,7 +6,9 @@
  * median of REPS replays (neat_cmdbuf_device_time).
  *
  *   gcc -O2 -std=c11 -Iinclude bench/micro/conv_parts.c -Lbuild -lneatml -lm -o /tmp/conv_parts
- *   LD_LIBRARY_PATH=build /tmp/conv_parts
+ *   LD_LIBRARY_PATH=build /tmp/conv_parts [nhwc]
+ * nhwc: the tensors in NEAT_LAYOUT_NHWC (x [N,H,W,C], w [K,3,3,C], y [N,H,W,K]); each line
+ * then ends with the 2x2 maxpool of y forward and backward (LeNet's pools).
  */
 #include <neatml.h>
 
@@ -26,9 +28,12 @@ static int cmp(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
+static int nhwc; /* argv[1] "nhwc": image tensors [N,H,W,C], filters [K,3,3,C] */
+
 static neat_tensor *tensor(neat_device *dev, neat_dtype dt, int64_t a, int64_t b, int64_t c,
                            int64_t d) {
     int64_t s[4] = {a, b, c, d};
+    if (nhwc && b) s[1] = c, s[2] = d, s[3] = b;
     int ndim = b ? 4 : 1;
     neat_tensor *t = NULL;
     if (!ok(neat_tensor_create_typed(dev, dt, ndim, s, 1, &t), "create")) exit(1);
@@ -48,7 +53,8 @@ static double timed(neat_cmdbuf *cb) {
     return t[REPS / 2];
 }
 
-int main(void) {
+int main(int argc, char **argv) {
+    nhwc = argc > 1 && argv[1][0] == 'n' && argv[1][1] == 'h';
     neat_device *dev;
     if (!ok(neat_device_create(NEAT_BACKEND_CUDA, 0, &dev), "device")) return 1;
     struct {
@@ -59,6 +65,8 @@ int main(void) {
                   {"lenet conv2 b1024", 1024, 32, 14, 64},
                   {"256f", 32, 64, 56, 256}};
     neat_conv2d_desc desc = neat_conv2d_desc_make(3, 3, 1, 1);
+    neat_pool2d_desc pool = neat_pool2d_desc_make(2, 2, 2, 0);
+    desc.layout = pool.layout = nhwc ? NEAT_LAYOUT_NHWC : NEAT_LAYOUT_NCHW;
     for (int si = 0; si < 4; si++)
         for (int mode = 0; mode < 3; mode++) {
             neat_dtype dt = mode == 2 ? NEAT_BF16 : NEAT_F32;
@@ -72,24 +80,27 @@ int main(void) {
                    mode == 0   ? "strict"
                    : mode == 1 ? "tf32"
                                : "bf16");
-            for (int part = 0; part < 5; part++) {
+            neat_tensor *py = tensor(dev, dt, n, k, h / 2, h / 2);
+            for (int part = 0; part < 7; part++) {
                 neat_cmdbuf *cb;
                 neat_cmdbuf_create(dev, &cb);
                 neat_status st =
-                    part == 0
-                        ? neat_conv2d_forward(cb, &desc, NEAT_ACT_RELU, x, w, b, y)
-                        : neat_conv2d_backward(cb, &desc, NEAT_ACT_RELU, x, w, b, y, dy,
-                                               part == 1 || part == 4 ? dx : NULL,
-                                               part >= 2 ? dw : NULL, part >= 3 ? db : NULL, 0);
+                    part == 0   ? neat_conv2d_forward(cb, &desc, NEAT_ACT_RELU, x, w, b, y)
+                    : part == 5 ? neat_maxpool2d(cb, &pool, y, py)
+                    : part == 6 ? neat_maxpool2d_backward(cb, &pool, y, py, dy)
+                                : neat_conv2d_backward(cb, &desc, NEAT_ACT_RELU, x, w, b, y, dy,
+                                                       part == 1 || part == 4 ? dx : NULL,
+                                                       part >= 2 ? dw : NULL,
+                                                       part >= 3 ? db : NULL, 0);
                 double ms = ok(st, "record") ? timed(cb) : -1;
-                static const char *parts[] = {"fwd", "dx", "dw", "dw+db", "all"};
+                static const char *parts[] = {"fwd", "dx", "dw", "dw+db", "all", "pool", "pool'"};
                 printf("  %s %.4f", parts[part], ms);
                 neat_cmdbuf_destroy(cb);
             }
             printf("  ms\n");
             fflush(stdout);
-            neat_tensor *all[] = {x, w, b, y, dy, dx, dw, db};
-            for (int i = 0; i < 8; i++) neat_tensor_destroy(all[i]);
+            neat_tensor *all[] = {x, w, b, y, dy, dx, dw, db, py};
+            for (int i = 0; i < 9; i++) neat_tensor_destroy(all[i]);
         }
     neat_device_destroy(dev);
     return 0;

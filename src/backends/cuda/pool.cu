@@ -23,7 +23,8 @@
  * float): the two passes took 16.5 + 59.1 us (32x28x28 planes) and 9.7 + 31.5 us (64x14x14).
  *
  * NHWC (g.nhwc): the general kernels with channel-fastest indexing (consecutive threads take
- * consecutive channels of one position: coalesced); argmax still holds h * W + w. */
+ * consecutive channels of one position: coalesced); argmax still holds h * W + w. The 2x2
+ * stride-2 backward on even H and W is one pass, as in NCHW (maxpool_bwd_2x2_nhwc). */
 #include "common.cuh"
 
 __device__ __forceinline__ float pool_pick(float m, float v) { return (v > m || v != v) ? v : m; }
@@ -162,6 +163,31 @@ static neat_status maxpool_bwd_2x2_launch(nm_device *dev, const T *x, const T *d
     return cuda_launched("neat_maxpool2d_backward", "maxpool_bwd_2x2");
 }
 
+/* NHWC, 2x2 stride 2, no padding, H and W even: thread i takes the window of dy element i
+ * ([N,P,Q,C], channel fastest: the loads and stores of a warp are 32 adjacent channels) and
+ * writes its four dx elements, dy at the first maximum (the forward's scan) and 0 elsewhere. */
+template <class T>
+__global__ void maxpool_bwd_2x2_nhwc(const T *__restrict__ x, const T *__restrict__ dy,
+                                     T *__restrict__ dx, int64_t c, int64_t w, int64_t q,
+                                     int64_t total) {
+    cuda_pdl_enter();
+    int64_t stride = (int64_t)gridDim.x * blockDim.x;
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total; i += stride) {
+        int64_t ch = i % c, r = i / c, oq = r % q, np = r / q; /* np = n * P + p */
+        int64_t o0 = ((2 * np * w) + 2 * oq) * c + ch, o1 = o0 + w * c; /* rows 2p, 2p + 1 */
+        const float v[4] = {ld(x + o0), ld(x + o0 + c), ld(x + o1), ld(x + o1 + c)};
+        float m = v[0], g = ld(dy + i);
+        int at = 0;
+#pragma unroll
+        for (int e = 1; e < 4; e++)
+            if (v[e] > m || v[e] != v[e]) m = v[e], at = e;
+        st(dx + o0, at == 0 ? g : 0.0f);
+        st(dx + o0 + c, at == 1 ? g : 0.0f);
+        st(dx + o1, at == 2 ? g : 0.0f);
+        st(dx + o1 + c, at == 3 ? g : 0.0f);
+    }
+}
+
 template <bool NHWC, class T>
 __global__ void maxpool_bwd_gather(const T *__restrict__ dy, const int *__restrict__ argmax,
                                    T *__restrict__ dx, nm_conv_geom g, int64_t total) {
@@ -224,6 +250,12 @@ static neat_status maxpool2d_backward(nm_device *dev, nm_cmdbuf *cb, const nm_co
                  g.pw == 0 && g.h % 2 == 0 && g.w % 2 == 0;
     /* x, dy and dx start at pool blocks (common.cuh); W % V == 0 keeps the rows of x and dx
      * aligned to V elements and those of dy (Q = W / 2) to V / 2 */
+    if (g.nhwc && g.kh == 2 && g.kw == 2 && g.sh == 2 && g.sw == 2 && g.ph == 0 && g.pw == 0 &&
+        g.h % 2 == 0 && g.w % 2 == 0) {
+        cuda_launch(dev, maxpool_bwd_2x2_nhwc<T>, cuda_grid(dev, nout), CUDA_THREADS, x, dy, dx,
+                    g.c, g.w, g.q, nout);
+        return cuda_launched(what, "maxpool_bwd_2x2_nhwc");
+    }
     if (is2x2 && g.w % 8 == 0) return maxpool_bwd_2x2_launch<T, 8>(dev, x, dy, dx, g);
     if (is2x2 && g.w % 4 == 0) return maxpool_bwd_2x2_launch<T, 4>(dev, x, dy, dx, g);
     if (is2x2) return maxpool_bwd_2x2_launch<T, 2>(dev, x, dy, dx, g);
