@@ -89,28 +89,43 @@ __global__ void __launch_bounds__(SC_THREADS)
     if (b)
         for (int i = threadIdx.x; i < nk; i += SC_THREADS) bs[i] = ld(b + k0 + i);
     __syncthreads();
-    const int64_t idx = (int64_t)(blockIdx.x / ktiles) * SC_THREADS + threadIdx.x;
-    if (idx >= npix) return;
-    const int pq = p * q;
-    const int64_t img = idx / pq;
-    const int pix = (int)(idx - img * pq), oy = pix / q, ox = pix - oy * q;
-    float xv[C * 9];
-    sc_window<T, C, NHWC>(x, img, h, wd, oy, ox, ph, pw, xv);
-    /* y [N,K,P,Q]: filter kk's output pq apart; NHWC [N,P,Q,K]: adjacent */
-    T *yo = NHWC ? y + (img * pq + pix) * k + k0 : y + (img * k + k0) * pq + pix;
-    const int64_t ks = NHWC ? 1 : pq;
-    for (int kk = 0; kk < nk; kk++) {
-        float wr[KS];
+    const int64_t idx0 = (int64_t)(blockIdx.x / ktiles) * SC_THREADS, idx = idx0 + threadIdx.x;
+    /* NHWC: the block's outputs are staged in shared memory ([pixel][filter], a row of 33 so
+     * that the threads' rows fall in different banks) and written after as whole rows of the
+     * tile's filters, adjacent in y: written straight, each thread's 32 filters K apart would
+     * turn every store of a warp into 32 partial sectors. */
+    __shared__ float ys[NHWC ? SC_THREADS * (SC_FWD_KT + 1) : 1];
+    if (idx < npix) {
+        const int pq = p * q;
+        const int64_t img = idx / pq;
+        const int pix = (int)(idx - img * pq), oy = pix / q, ox = pix - oy * q;
+        float xv[C * 9];
+        sc_window<T, C, NHWC>(x, img, h, wd, oy, ox, ph, pw, xv);
+        T *yo = y + (img * k + k0) * pq + pix; /* NCHW: filter kk's output pq apart */
+        for (int kk = 0; kk < nk; kk++) {
+            float wr[KS];
 #pragma unroll
-        for (int j = 0; j < KS / 4; j++) {
-            float4 v = ws4[kk * (KS / 4) + j];
-            wr[4 * j] = v.x, wr[4 * j + 1] = v.y, wr[4 * j + 2] = v.z, wr[4 * j + 3] = v.w;
+            for (int j = 0; j < KS / 4; j++) {
+                float4 v = ws4[kk * (KS / 4) + j];
+                wr[4 * j] = v.x, wr[4 * j + 1] = v.y, wr[4 * j + 2] = v.z, wr[4 * j + 3] = v.w;
+            }
+            float acc = 0.0f;
+#pragma unroll
+            for (int j = 0; j < C * 9; j++) acc = fmaf(wr[j], xv[j], acc);
+            if (b) acc += bs[kk];
+            if (NHWC)
+                ys[threadIdx.x * (SC_FWD_KT + 1) + kk] = act_fwd<ACT>(acc);
+            else
+                st(yo + (int64_t)kk * pq, act_fwd<ACT>(acc));
         }
-        float acc = 0.0f;
-#pragma unroll
-        for (int j = 0; j < C * 9; j++) acc = fmaf(wr[j], xv[j], acc);
-        if (b) acc += bs[kk];
-        st(yo + kk * ks, act_fwd<ACT>(acc));
+    }
+    if (!NHWC) return;
+    __syncthreads();
+    /* pixel idx0 + r's filters k0 .. k0 + nk - 1 sit at y[(idx0 + r) k + k0 ...] */
+    const int rows = (int)min((int64_t)SC_THREADS, npix - idx0);
+    for (int e = threadIdx.x; e < rows * nk; e += SC_THREADS) {
+        int r = e / nk, kk = e - r * nk;
+        st(y + (idx0 + r) * k + k0 + kk, ys[r * (SC_FWD_KT + 1) + kk]);
     }
 }
 

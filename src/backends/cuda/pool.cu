@@ -23,8 +23,9 @@
  * float): the two passes took 16.5 + 59.1 us (32x28x28 planes) and 9.7 + 31.5 us (64x14x14).
  *
  * NHWC (g.nhwc): the general kernels with channel-fastest indexing (consecutive threads take
- * consecutive channels of one position: coalesced); argmax still holds h * W + w. The 2x2
- * stride-2 backward on even H and W is one pass, as in NCHW (maxpool_bwd_2x2_nhwc). */
+ * consecutive channels of one position: coalesced); argmax still holds h * W + w. 2x2
+ * stride 2 without padding has its own kernel (maxpool_2x2_nhwc: 32-bit indices, the forward
+ * and, on even H and W, the backward in one pass, as in NCHW). */
 #include "common.cuh"
 
 __device__ __forceinline__ float pool_pick(float m, float v) { return (v > m || v != v) ? v : m; }
@@ -163,29 +164,49 @@ static neat_status maxpool_bwd_2x2_launch(nm_device *dev, const T *x, const T *d
     return cuda_launched("neat_maxpool2d_backward", "maxpool_bwd_2x2");
 }
 
-/* NHWC, 2x2 stride 2, no padding, H and W even: thread i takes the window of dy element i
- * ([N,P,Q,C], channel fastest: the loads and stores of a warp are 32 adjacent channels) and
- * writes its four dx elements, dy at the first maximum (the forward's scan) and 0 elsewhere. */
-template <class T>
-__global__ void maxpool_bwd_2x2_nhwc(const T *__restrict__ x, const T *__restrict__ dy,
-                                     T *__restrict__ dx, int64_t c, int64_t w, int64_t q,
-                                     int64_t total) {
+/* NHWC, 2x2 stride 2, no padding: thread i takes the window of output element i ([N,P,Q,C],
+ * channel fastest: a warp's loads and stores are 32 adjacent channels), scanned as the other
+ * kernels do. BWD 0: y[i] = its maximum (any H, W: the windows start at even rows and
+ * columns). BWD 1 (H and W even, every input in one window): the four dx elements, dy[i] at
+ * the first maximum and 0 elsewhere. I: 32-bit index arithmetic when the input allows. */
+template <int BWD, class T, class I>
+__global__ void maxpool_2x2_nhwc(const T *__restrict__ x, const T *__restrict__ dy,
+                                 T *__restrict__ out, I c, I w, I q, I p, I h, I total) {
     cuda_pdl_enter();
-    int64_t stride = (int64_t)gridDim.x * blockDim.x;
-    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total; i += stride) {
-        int64_t ch = i % c, r = i / c, oq = r % q, np = r / q; /* np = n * P + p */
-        int64_t o0 = ((2 * np * w) + 2 * oq) * c + ch, o1 = o0 + w * c; /* rows 2p, 2p + 1 */
+    I stride = (I)gridDim.x * blockDim.x;
+    for (I i = (I)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += stride) {
+        I ch = i % c, r = i / c, oq = r % q, np = r / q, n = np / p, op = np - n * p;
+        I o0 = ((n * h + 2 * op) * w + 2 * oq) * c + ch, o1 = o0 + w * c; /* rows 2p, 2p + 1 */
         const float v[4] = {ld(x + o0), ld(x + o0 + c), ld(x + o1), ld(x + o1 + c)};
-        float m = v[0], g = ld(dy + i);
+        float m = v[0];
         int at = 0;
 #pragma unroll
         for (int e = 1; e < 4; e++)
             if (v[e] > m || v[e] != v[e]) m = v[e], at = e;
-        st(dx + o0, at == 0 ? g : 0.0f);
-        st(dx + o0 + c, at == 1 ? g : 0.0f);
-        st(dx + o1, at == 2 ? g : 0.0f);
-        st(dx + o1 + c, at == 3 ? g : 0.0f);
+        if (!BWD) {
+            st(out + i, m);
+            continue;
+        }
+        float g = ld(dy + i);
+        st(out + o0, at == 0 ? g : 0.0f);
+        st(out + o0 + c, at == 1 ? g : 0.0f);
+        st(out + o1, at == 2 ? g : 0.0f);
+        st(out + o1 + c, at == 3 ? g : 0.0f);
     }
+}
+
+template <int BWD, class T>
+static neat_status maxpool_2x2_nhwc_launch(nm_device *dev, const T *x, const T *dy, T *out,
+                                           const nm_conv_geom &g, const char *what) {
+    int64_t total = g.n * g.p * g.q * g.c, nin = g.n * g.h * g.w * g.c;
+    unsigned grid = cuda_grid(dev, total);
+    if (nin < INT32_MAX - 4 * g.w * g.c)
+        cuda_launch(dev, maxpool_2x2_nhwc<BWD, T, int>, grid, CUDA_THREADS, x, dy, out, (int)g.c,
+                    (int)g.w, (int)g.q, (int)g.p, (int)g.h, (int)total);
+    else
+        cuda_launch(dev, maxpool_2x2_nhwc<BWD, T, int64_t>, grid, CUDA_THREADS, x, dy, out, g.c,
+                    g.w, g.q, g.p, g.h, total);
+    return cuda_launched(what, "maxpool_2x2_nhwc");
 }
 
 template <bool NHWC, class T>
@@ -220,8 +241,10 @@ template <class T>
 static neat_status maxpool2d(nm_device *dev, const nm_conv_geom &g, const T *x, T *y) {
     int64_t total = g.n * g.c * g.p * g.q;
     if (total == 0) return NEAT_OK;
-    bool is2x2 = !g.nhwc && g.kh == 2 && g.kw == 2 && g.sh == 2 && g.sw == 2 && g.ph == 0 &&
-                 g.pw == 0;
+    bool is2x2_nhwc = g.kh == 2 && g.kw == 2 && g.sh == 2 && g.sw == 2 && g.ph == 0 && g.pw == 0;
+    bool is2x2 = !g.nhwc && is2x2_nhwc;
+    if (g.nhwc && is2x2_nhwc)
+        return maxpool_2x2_nhwc_launch<0, T>(dev, x, (const T *)NULL, y, g, "neat_maxpool2d");
     if (g.nhwc) {
         maxpool_fwd<true, true, T><<<cuda_grid(dev, total), CUDA_THREADS, 0,
                                      cuda_dev(dev)->stream>>>(x, y, NULL, g, total);
@@ -251,11 +274,8 @@ static neat_status maxpool2d_backward(nm_device *dev, nm_cmdbuf *cb, const nm_co
     /* x, dy and dx start at pool blocks (common.cuh); W % V == 0 keeps the rows of x and dx
      * aligned to V elements and those of dy (Q = W / 2) to V / 2 */
     if (g.nhwc && g.kh == 2 && g.kw == 2 && g.sh == 2 && g.sw == 2 && g.ph == 0 && g.pw == 0 &&
-        g.h % 2 == 0 && g.w % 2 == 0) {
-        cuda_launch(dev, maxpool_bwd_2x2_nhwc<T>, cuda_grid(dev, nout), CUDA_THREADS, x, dy, dx,
-                    g.c, g.w, g.q, nout);
-        return cuda_launched(what, "maxpool_bwd_2x2_nhwc");
-    }
+        g.h % 2 == 0 && g.w % 2 == 0)
+        return maxpool_2x2_nhwc_launch<1, T>(dev, x, dy, dx, g, what);
     if (is2x2 && g.w % 8 == 0) return maxpool_bwd_2x2_launch<T, 8>(dev, x, dy, dx, g);
     if (is2x2 && g.w % 4 == 0) return maxpool_bwd_2x2_launch<T, 4>(dev, x, dy, dx, g);
     if (is2x2) return maxpool_bwd_2x2_launch<T, 2>(dev, x, dy, dx, g);
