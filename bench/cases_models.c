@@ -191,8 +191,7 @@ typedef struct lenet_param {
  * gradients, the loss in float32 through casts, neat_sgd_update_mixed writing the copies). */
 /* An NCHW [n,c,h,w] array to NHWC order (to 1), or back (to 0): the reference (NCHW) and the
  * NHWC network's tensors and filters. */
-static void nhwc_permute(const double *src, double *dst, int64_t n, int64_t c, int64_t hw,
-                         int to) {
+static void nhwc_permute(const double *src, double *dst, int64_t n, int64_t c, int64_t hw, int to) {
     for (int64_t i = 0; i < n; i++)
         for (int64_t k = 0; k < c; k++)
             for (int64_t e = 0; e < hw; e++) {

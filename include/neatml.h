@@ -490,8 +490,8 @@ NEAT_API neat_pool2d_desc neat_pool2d_desc_full(int64_t kernel_h, int64_t kernel
                                                 int64_t pad_w);
 
 /* y = max over each window: x [N,C,H,W], y [N,C,P,Q], P = (H + 2 pad_h - kh) / stride_h + 1
- * (floor), Q alike (NHWC layout: x [N,H,W,C], y [N,P,Q,C]). H = 0 or W = 0 gives P = 0 or Q = 0; otherwise the padded input must
- * hold the kernel. A NaN in a window gives NaN. */
+ * (floor), Q alike (NHWC layout: x [N,H,W,C], y [N,P,Q,C]). H = 0 or W = 0 gives P = 0 or
+ * Q = 0; otherwise the padded input must hold the kernel. A NaN in a window gives NaN. */
 NEAT_API neat_status neat_maxpool2d(neat_cmdbuf *cb, const neat_pool2d_desc *desc,
                                     const neat_tensor *x, neat_tensor *y);
 

@@ -504,7 +504,8 @@ static neat_tensor *input_laid(neat_dtype dt, int nd, const int64_t *shape, int 
                                nt_rng *rng, double **vals) {
     int64_t n = 1, ts[4];
     for (int i = 0; i < nd; i++) n *= shape[i];
-    float *f = malloc((size_t)(n ? n : 1) * sizeof *f), *g = malloc((size_t)(n ? n : 1) * sizeof *g);
+    float *f = malloc((size_t)(n ? n : 1) * sizeof *f),
+          *g = malloc((size_t)(n ? n : 1) * sizeof *g);
     for (int64_t i = 0; i < n; i++) f[i] = (float)nt_uniform(rng, -r, r);
     neat_tensor *t = NULL;
     nhwc = nhwc && nd == 4;
@@ -1115,11 +1116,11 @@ static void test_backward(uint64_t seed) {
          * and relu, replacing and accumulating (replacing: db by the dw GEMM's BGRADB
          * epilogue in the half type; accumulating: the channel sum), and long columns for
          * db: 4096 rows, replacing and accumulating */
-        static const layer_ctx layers[] = {{NEAT_ACT_TANH, 0, 0, 0},    {NEAT_ACT_GELU, 1, 0, 0},
-                                           {NEAT_ACT_NONE, 0, 0, 0},    {NEAT_ACT_NONE, 1, 0, 0},
-                                           {NEAT_ACT_RELU, 0, 0, 0},    {NEAT_ACT_RELU, 1, 0, 0},
-                                           {NEAT_ACT_SIGMOID, 1, 0, 0}, {NEAT_ACT_NONE, 0, 4096, 0},
-                                           {NEAT_ACT_RELU, 0, 4096, 0}, {NEAT_ACT_NONE, 1, 4096, 0}};
+        static const layer_ctx layers[] = {
+            {NEAT_ACT_TANH, 0, 0, 0},    {NEAT_ACT_GELU, 1, 0, 0},    {NEAT_ACT_NONE, 0, 0, 0},
+            {NEAT_ACT_NONE, 1, 0, 0},    {NEAT_ACT_RELU, 0, 0, 0},    {NEAT_ACT_RELU, 1, 0, 0},
+            {NEAT_ACT_SIGMOID, 1, 0, 0}, {NEAT_ACT_NONE, 0, 4096, 0}, {NEAT_ACT_RELU, 0, 4096, 0},
+            {NEAT_ACT_NONE, 1, 4096, 0}};
         for (int v = 0; v < 10; v++) {
             layer_ctx c = layers[v];
             int64_t n = c.n ? c.n : 9, in = 33, out = 17;
@@ -1138,30 +1139,23 @@ static void test_backward(uint64_t seed) {
                                           {NEAT_ACT_NONE, 0, 0, 0}, {NEAT_ACT_NONE, 1, 0, 0},
                                           {NEAT_ACT_RELU, 1, 0, 0}, {NEAT_ACT_TANH, 0, 0, 0},
                                           {NEAT_ACT_RELU, 0, 1, 0}, {NEAT_ACT_NONE, 0, 1, 0}};
-        for (int v = 0; v < 8; v++) {
-            layer_ctx c = convs[v];
-            int64_t xs[4] = {2, 3, 6, 6}, ws[4] = {4, 3, 3, 3}, bs[1] = {4}, ys[4] = {2, 4, 6, 6};
+        /* NCHW x [2,3,6,6], w [4,3,3,3] (3 channels: CUDA's conv_small.cu without dx); then
+         * NHWC, 8 channels and 16 filters (tensor-core sizes): x [2,6,6,8], w [16,3,3,8] */
+        static const int64_t conv_shapes[2][4][4] = {
+            {{2, 3, 6, 6}, {4, 3, 3, 3}, {4}, {2, 4, 6, 6}},
+            {{2, 6, 6, 8}, {16, 3, 3, 8}, {16}, {2, 6, 6, 16}}};
+        for (int v = 0; v < 16; v++) {
+            layer_ctx c = convs[v % 8];
+            c.nhwc = v / 8;
+            const int64_t *xs = conv_shapes[c.nhwc][0], *ws = conv_shapes[c.nhwc][1],
+                          *bs = conv_shapes[c.nhwc][2], *ys = conv_shapes[c.nhwc][3];
             pair t[8] = {pair_make(dt, 4, xs, 1, &rng), pair_make(dt, 4, ws, 0.5, &rng),
                          pair_make(dt, 1, bs, 1, &rng), pair_make(dt, 4, ys, 1, &rng),
                          pair_make(dt, 4, ys, 1, &rng), pair_make(dt, 4, xs, 1, &rng),
                          pair_make(dt, 4, ws, 1, &rng), pair_make(dt, 1, bs, 1, &rng)};
-            snprintf(what, sizeof what, "conv2d backward act %d accumulate %d%s", (int)c.act,
-                     c.accumulate, c.n ? " without dx" : "");
+            snprintf(what, sizeof what, "conv2d backward%s act %d accumulate %d%s",
+                     c.nhwc ? " nhwc" : "", (int)c.act, c.accumulate, c.n ? " without dx" : "");
             /* the longest sum: dw's and db's over n p q = 72 terms, + the old value */
-            run_pairs(what, dt, t, 8, 5, rec_conv, &c, native_layer(c.act), 2 * 6 * 6 + 1);
-            for (int i = 0; i < 8; i++) pair_free(t[i]);
-        }
-        /* NHWC, 8 channels and 16 filters (tensor-core sizes): x [2,6,6,8], w [16,3,3,8] */
-        for (int v = 0; v < 8; v++) {
-            layer_ctx c = convs[v];
-            c.nhwc = 1;
-            int64_t xs[4] = {2, 6, 6, 8}, ws[4] = {16, 3, 3, 8}, bs[1] = {16}, ys[4] = {2, 6, 6, 16};
-            pair t[8] = {pair_make(dt, 4, xs, 1, &rng), pair_make(dt, 4, ws, 0.5, &rng),
-                         pair_make(dt, 1, bs, 1, &rng), pair_make(dt, 4, ys, 1, &rng),
-                         pair_make(dt, 4, ys, 1, &rng), pair_make(dt, 4, xs, 1, &rng),
-                         pair_make(dt, 4, ws, 1, &rng), pair_make(dt, 1, bs, 1, &rng)};
-            snprintf(what, sizeof what, "conv2d backward nhwc act %d accumulate %d%s", (int)c.act,
-                     c.accumulate, c.n ? " without dx" : "");
             run_pairs(what, dt, t, 8, 5, rec_conv, &c, native_layer(c.act), 2 * 6 * 6 + 1);
             for (int i = 0; i < 8; i++) pair_free(t[i]);
         }

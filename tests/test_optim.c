@@ -151,18 +151,17 @@ static void check_references(void) {
               {1, 4, 9, 8, 6, 3, 3, 2, 2, 2, 2},
               {1, 3, 6, 5, 3, 2, 2, 1, 0, 1, 3}};
     for (size_t i = 0; i < sizeof cv / sizeof cv[0]; i++) {
-        conv_state s = {
-            {cv[i].n, cv[i].c, cv[i].h, cv[i].w, cv[i].k, cv[i].kh, cv[i].kw, cv[i].s, cv[i].s,
-             cv[i].p, cv[i].p, cv[i].dil, cv[i].dil, cv[i].g},
-            {cv[i].kh, cv[i].kw, cv[i].s, cv[i].s, cv[i].p, cv[i].p, cv[i].dil, cv[i].dil, cv[i].g,
-              NEAT_LAYOUT_NCHW},
-            x,
-            w,
-            b,
-            r,
-            y,
-            0,
-            (neat_activation)(i % 5)};
+        conv_state s = {{cv[i].n, cv[i].c, cv[i].h, cv[i].w, cv[i].k, cv[i].kh, cv[i].kw, cv[i].s,
+                         cv[i].s, cv[i].p, cv[i].p, cv[i].dil, cv[i].dil, cv[i].g},
+                        {cv[i].kh, cv[i].kw, cv[i].s, cv[i].s, cv[i].p, cv[i].p, cv[i].dil,
+                         cv[i].dil, cv[i].g, NEAT_LAYOUT_NCHW},
+                        x,
+                        w,
+                        b,
+                        r,
+                        y,
+                        0,
+                        (neat_activation)(i % 5)};
         int64_t P = ref_train_conv_out_size(cv[i].h, cv[i].kh, cv[i].s, cv[i].p, cv[i].dil);
         int64_t Q = ref_train_conv_out_size(cv[i].w, cv[i].kw, cv[i].s, cv[i].p, cv[i].dil);
         int64_t nx = cv[i].n * cv[i].c * cv[i].h * cv[i].w;

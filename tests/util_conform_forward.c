@@ -149,8 +149,9 @@ static void conv_build(cf_case *c) {
 
 static neat_status conv_record(cf_case *c, neat_cmdbuf *cb) {
     const int64_t *p = c->row->p;
-    neat_conv2d_desc d = {p[5],  p[6],  p[7],  p[8], p[9], p[10], p[11], p[12], p[13],
-                          c->nhwc ? NEAT_LAYOUT_NHWC : NEAT_LAYOUT_NCHW};
+    neat_conv2d_desc d = {
+        p[5],  p[6],  p[7],  p[8],  p[9],
+        p[10], p[11], p[12], p[13], c->nhwc ? NEAT_LAYOUT_NHWC : NEAT_LAYOUT_NCHW};
     return neat_conv2d_forward(cb, &d, row_act(c, p[15]), cf_t(c, 0), cf_t(c, 1),
                                cf_t(c, p[14] ? 3 : -1), cf_t(c, 2));
 }
@@ -191,8 +192,8 @@ static void maxpool_build(cf_case *c) {
 
 static neat_status maxpool_record(cf_case *c, neat_cmdbuf *cb) {
     const int64_t *p = c->row->p;
-    neat_pool2d_desc d = {p[4], p[5], p[6], p[7], p[8], p[9],
-                          c->nhwc ? NEAT_LAYOUT_NHWC : NEAT_LAYOUT_NCHW};
+    neat_pool2d_desc d = {
+        p[4], p[5], p[6], p[7], p[8], p[9], c->nhwc ? NEAT_LAYOUT_NHWC : NEAT_LAYOUT_NCHW};
     return neat_maxpool2d(cb, &d, cf_t(c, 0), cf_t(c, 1));
 }
 
@@ -201,8 +202,8 @@ static void maxpool_reference(cf_case *c) {
     ref_maxpool2d(&s, cf_in(c, 0), cf_out(c, 1, 1));
 }
 
-static const cf_kind maxpool_kind = {"maxpool2d",      CF_K_LAYOUT, maxpool_build, NULL,
-                                     maxpool_record,   maxpool_reference};
+static const cf_kind maxpool_kind = {"maxpool2d", CF_K_LAYOUT,    maxpool_build,
+                                     NULL,        maxpool_record, maxpool_reference};
 
 /* ---- sum_all: p = {ndim, s0, s1, s2, s3, ydim, unit}, f = {rel}: y of ydim dimensions
  * (0, 1 or 2, one element); unit: inputs uniform [0,1); rel > 0 tightens the bound to

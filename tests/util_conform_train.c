@@ -250,8 +250,8 @@ static ref_conv_shape conv_shape(const int64_t *p) {
 }
 
 static neat_conv2d_desc conv_desc(const int64_t *p) {
-    neat_conv2d_desc d = neat_conv2d_desc_full(p[5], p[6], p[7], p[8], p[9], p[10], p[11], p[12],
-                                               p[13]);
+    neat_conv2d_desc d =
+        neat_conv2d_desc_full(p[5], p[6], p[7], p[8], p[9], p[10], p[11], p[12], p[13]);
     return d;
 }
 
@@ -331,8 +331,9 @@ static void conv_bwd_reference(cf_case *c) {
     grad_tol(c, s.db, &gb, rs.n * P * Q, acc);
 }
 
-const cf_kind cf_conv2d_backward_kind = {"conv2d_backward", CF_K_INT | CF_K_LAYOUT, conv_bwd_build,
-                                         conv_bwd_prepare,  conv_bwd_record, conv_bwd_reference};
+const cf_kind cf_conv2d_backward_kind = {"conv2d_backward", CF_K_INT | CF_K_LAYOUT,
+                                         conv_bwd_build,    conv_bwd_prepare,
+                                         conv_bwd_record,   conv_bwd_reference};
 
 /* ---- maxpool2d_backward: p = {n, c, h, w, kh, kw, sh, sw, ph, pw, ties}; ties: inputs in
  * {0, 1, 2}, so that the first-maximum rule is what the case tests. Slots: x, dy, dx.
@@ -379,8 +380,9 @@ static void pool_bwd_reference(cf_case *c) {
     c->t[2].frob = 4e-5;
 }
 
-const cf_kind cf_maxpool2d_backward_kind = {
-    "maxpool2d_backward", CF_K_LAYOUT, pool_bwd_build, pool_bwd_prepare, pool_bwd_record, pool_bwd_reference};
+const cf_kind cf_maxpool2d_backward_kind = {"maxpool2d_backward", CF_K_LAYOUT,
+                                            pool_bwd_build,       pool_bwd_prepare,
+                                            pool_bwd_record,      pool_bwd_reference};
 
 /* ---- activation_backward: p = {n, act}. relu/sigmoid/tanh get only y = act(x) (rounded),
  * none and gelu only x; x uniform [-4,4). Slots: x or y, dy, dx. ---- */

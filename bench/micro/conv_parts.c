@@ -87,11 +87,11 @@ int main(int argc, char **argv) {
                 neat_status st =
                     part == 0   ? neat_conv2d_forward(cb, &desc, NEAT_ACT_RELU, x, w, b, y)
                     : part == 5 ? neat_maxpool2d(cb, &pool, y, py)
-                    : part == 6 ? neat_maxpool2d_backward(cb, &pool, y, py, dy)
-                                : neat_conv2d_backward(cb, &desc, NEAT_ACT_RELU, x, w, b, y, dy,
-                                                       part == 1 || part == 4 ? dx : NULL,
-                                                       part >= 2 ? dw : NULL,
-                                                       part >= 3 ? db : NULL, 0);
+                    : part == 6
+                        ? neat_maxpool2d_backward(cb, &pool, y, py, dy)
+                        : neat_conv2d_backward(cb, &desc, NEAT_ACT_RELU, x, w, b, y, dy,
+                                               part == 1 || part == 4 ? dx : NULL,
+                                               part >= 2 ? dw : NULL, part >= 3 ? db : NULL, 0);
                 double ms = ok(st, "record") ? timed(cb) : -1;
                 static const char *parts[] = {"fwd", "dx", "dw", "dw+db", "all", "pool", "pool'"};
                 printf("  %s %.4f", parts[part], ms);

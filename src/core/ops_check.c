@@ -251,8 +251,9 @@ neat_status nm_conv_geometry(const char *fn, const neat_conv2d_desc *desc, const
     if (h == 0) p = 0;
     if (wd == 0) q = 0;
 
-    *g = window_geom(x, nhwc, k, p, q, desc->kernel_h, desc->kernel_w, desc->stride_h, desc->stride_w,
-                     desc->pad_h, desc->pad_w, desc->dilation_h, desc->dilation_w, groups);
+    *g = window_geom(x, nhwc, k, p, q, desc->kernel_h, desc->kernel_w, desc->stride_h,
+                     desc->stride_w, desc->pad_h, desc->pad_w, desc->dilation_h, desc->dilation_w,
+                     groups);
     return NEAT_OK;
 }
 
@@ -284,7 +285,7 @@ neat_status nm_pool_geometry(const char *fn, const neat_pool2d_desc *desc, const
                         (long long)desc->kernel_h, (long long)desc->kernel_w);
     if (h == 0) p = 0;
     if (wd == 0) q = 0;
-    *g = window_geom(x, nhwc, x->shape[nhwc ? 3 : 1], p, q, desc->kernel_h, desc->kernel_w, desc->stride_h,
-                     desc->stride_w, desc->pad_h, desc->pad_w, 1, 1, 1);
+    *g = window_geom(x, nhwc, x->shape[nhwc ? 3 : 1], p, q, desc->kernel_h, desc->kernel_w,
+                     desc->stride_h, desc->stride_w, desc->pad_h, desc->pad_w, 1, 1, 1);
     return NEAT_OK;
 }

@@ -199,8 +199,8 @@ neat_status cpu_conv_forward_run(nm_device *dev, nm_cmdbuf *cb, const char *fn,
                                                                         y, scratch);
         return NEAT_OK;
     }
-    int64_t key[20] = {1,     g->n,  g->c,      g->h,      g->w,         g->k,  g->p,
-                       g->q,  g->kh, g->kw,     g->sh,     g->sw,        g->ph, g->pw,
+    int64_t key[20] = {1,     g->n,  g->c,      g->h,      g->w,         g->k,   g->p,
+                       g->q,  g->kh, g->kw,     g->sh,     g->sw,        g->ph,  g->pw,
                        g->dh, g->dw, g->groups, b != NULL, (int64_t)act, g->nhwc};
     conv_fwd_ctx ctx = {fn, g, b != NULL, act};
     void *plan_ = NULL;

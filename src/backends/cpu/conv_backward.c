@@ -208,10 +208,9 @@ neat_status cpu_conv2d_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) 
     int want_dx = dx && dx->numel > 0, want_dw = dw != NULL, fused_db = dw && db;
     void *plan_ = NULL;
     if (want_dx || want_dw) {
-        int64_t key[22] = {2,     g->n,  g->c,      g->h,    g->w,    g->k,     g->p,
-                           g->q,  g->kh, g->kw,     g->sh,   g->sw,   g->ph,    g->pw,
-                           g->dh, g->dw, g->groups, want_dx, want_dw, fused_db, acc,
-                           g->nhwc};
+        int64_t key[22] = {2,         g->n,    g->c,    g->h,     g->w,  g->k,   g->p,  g->q,
+                           g->kh,     g->kw,   g->sh,   g->sw,    g->ph, g->pw,  g->dh, g->dw,
+                           g->groups, want_dx, want_dw, fused_db, acc,   g->nhwc};
         conv_bwd_ctx ctx = {fn, g, want_dx, want_dw, fused_db, acc};
         st = cpu_dnnl_plan(dev, key, sizeof key, conv_bwd_build, conv_bwd_free, &ctx, &plan_);
         if (st != NEAT_OK) return st;

@@ -123,9 +123,10 @@ static int64_t multi_len(const nm_conv_geom *g) { /* flat positions, rounded up 
 
 int cpu_conv_direct_multi_ok(const nm_conv_geom *g, neat_activation act) {
 #if defined(__x86_64__) && defined(__GNUC__)
-    return !g->nhwc && g->groups == 1 && g->c >= 2 && g->kh == 3 && g->kw == 3 && g->sh == 1 && g->sw == 1 &&
-           g->dh == 1 && g->dw == 1 && (act == NEAT_ACT_NONE || act == NEAT_ACT_RELU) && g->p > 0 &&
-           g->q > 0 && g->k % MULTI_KB == 0 && (g->h + 2 * g->ph) * (g->w + 2 * g->pw) <= 1024 &&
+    return !g->nhwc && g->groups == 1 && g->c >= 2 && g->kh == 3 && g->kw == 3 && g->sh == 1 &&
+           g->sw == 1 && g->dh == 1 && g->dw == 1 &&
+           (act == NEAT_ACT_NONE || act == NEAT_ACT_RELU) && g->p > 0 && g->q > 0 &&
+           g->k % MULTI_KB == 0 && (g->h + 2 * g->ph) * (g->w + 2 * g->pw) <= 1024 &&
            g->c * multi_stride(g) * (int64_t)sizeof(float) <= (256 << 10) &&
            g->k * g->c * 9 * (int64_t)sizeof(float) <= (1 << 20) &&
            __builtin_cpu_supports("avx512f");

@@ -141,10 +141,8 @@ static neat_status plan_get(cuda_device *d, const nm_conv_geom *g, neat_math_mod
     /* dims in N, C, H, W order either way; the format gives the order in memory (NHWC:
      * filters KRSC, the [K, kh, kw, C/groups] of the API) */
     cudnnTensorFormat_t fmt = g->nhwc ? CUDNN_TENSOR_NHWC : CUDNN_TENSOR_NCHW;
-    DNN_TRY(cudnnSetTensor4dDescriptor(p->xd, fmt, dt, (int)g->n, (int)g->c, (int)g->h,
-                                       (int)g->w));
-    DNN_TRY(cudnnSetTensor4dDescriptor(p->yd, fmt, dt, (int)g->n, (int)g->k, (int)g->p,
-                                       (int)g->q));
+    DNN_TRY(cudnnSetTensor4dDescriptor(p->xd, fmt, dt, (int)g->n, (int)g->c, (int)g->h, (int)g->w));
+    DNN_TRY(cudnnSetTensor4dDescriptor(p->yd, fmt, dt, (int)g->n, (int)g->k, (int)g->p, (int)g->q));
     DNN_TRY(cudnnSetFilter4dDescriptor(p->wd, dt, fmt, (int)g->k, (int)(g->c / g->groups),
                                        (int)g->kh, (int)g->kw));
     DNN_TRY(cudnnSetConvolution2dDescriptor(p->cd, (int)g->ph, (int)g->pw, (int)g->sh, (int)g->sw,

@@ -246,8 +246,9 @@ static neat_status maxpool2d(nm_device *dev, const nm_conv_geom &g, const T *x, 
     if (g.nhwc && is2x2_nhwc)
         return maxpool_2x2_nhwc_launch<0, T>(dev, x, (const T *)NULL, y, g, "neat_maxpool2d");
     if (g.nhwc) {
-        maxpool_fwd<true, true, T><<<cuda_grid(dev, total), CUDA_THREADS, 0,
-                                     cuda_dev(dev)->stream>>>(x, y, NULL, g, total);
+        maxpool_fwd<true, true, T>
+            <<<cuda_grid(dev, total), CUDA_THREADS, 0, cuda_dev(dev)->stream>>>(x, y, NULL, g,
+                                                                                total);
         return cuda_launched("neat_maxpool2d", "maxpool_fwd");
     }
     /* x and y start at pool blocks (common.cuh), and W % V == 0 keeps every row aligned */
