@@ -26,6 +26,11 @@
    All of it is in the recorded step: no host round trip per step. Half precision trains
    on one rank (the collectives take float32 tensors).
 
+   --layout nhwc keeps images, activations and filters channels-last (G.NHWC in the conv
+   and pool descriptors; fc1 then reads the pooled [B,7,7,64] in h, w, c order), as the C
+   example: the layout cuDNN's half convolutions run fastest in; the same network
+   otherwise. The images are one channel, so their host data are the same in both.
+
    Data-parallel, as the C example (docs/DISTRIBUTED.md): N ranks, one process each, each
    take a shard of every global batch of N x --batch images (rank r the rows
    [r*batch, (r+1)*batch) of the same shuffled order: the order comes from the seed). Rank
@@ -39,12 +44,12 @@
    others read it. Only rank 0 prints. Usage:
      fashion_mnist.exe [--epochs N] [--limit N] [--backend cpu|cuda|auto] [--batch N]
                        [--lr F] [--seed N] [--data DIR] [--precision fp32|bf16|fp16]
-                       [--rank R --world-size N --init-file PATH]
+                       [--layout nchw|nhwc] [--rank R --world-size N --init-file PATH]
    It prints the test accuracy after each epoch and, as the C example, a last line
      final test_accuracy=0.9012 epochs=5 backend=cpu images_per_s=1234.5
            steady_images_per_s=1300.2 ranks=1
    (with --precision bf16 or fp16, " precision=bf16", and for fp16 " loss_scale=65536": the
-   final scale; images/s count the images of all ranks; steady: the steps after the step
+   final scale; with --layout nhwc, " layout=nhwc"; images/s count the images of all ranks; steady: the steps after the step
    buffer's first two submissions, which on CUDA search cuDNN's algorithms and capture the
    graph).
    The data are the four idx .gz files of DIR (default /usr/share/datasets/fashion-mnist,
@@ -112,13 +117,17 @@ type params = {
 
 let to_list p = [ p.w1; p.b1; p.w2; p.b2; p.w3; p.b3; p.w4; p.b4 ]
 
-let conv = G.Conv2d.make ~pad:1 3 3
-let pool = G.Pool2d.make 2 2
+let conv layout = G.Conv2d.make ~pad:1 ~layout 3 3
+let pool layout = G.Pool2d.make ~layout 2 2
+
+(* The shape of n images of c channels of h x w: [n; c; h; w], or [n; h; w; c] in NHWC; a
+   bank of n filters of c channels of h x w likewise ([k; c; 3; 3] or [k; 3; 3; c]). *)
+let image layout n c h w = match layout with G.NCHW -> [| n; c; h; w |] | G.NHWC -> [| n; h; w; c |]
 
 (* He initialisation (normal, std sqrt(2 / fan_in)) and zero biases, as the C example.
    Returns the float32 weights and what the passes read: for a half [dtype], copies of
    them rounded to it (the masters stay float32); for F32, the same tensors. *)
-let init_params dev rng dtype =
+let init_params dev rng dtype layout =
   let normal () =
     (* Box-Muller; 1 - u keeps the logarithm's argument in (0, 1] *)
     let u = 1.0 -. Random.State.float rng 1.0 and v = Random.State.float rng 1.0 in
@@ -132,8 +141,8 @@ let init_params dev rng dtype =
   let zeros k = G.Tensor.zeros dev [| k |] in
   let masters =
     {
-      w1 = weight [| 32; 1; 3; 3 |]; b1 = zeros 32;
-      w2 = weight [| 64; 32; 3; 3 |]; b2 = zeros 64;
+      w1 = weight (image layout 32 1 3 3); b1 = zeros 32;
+      w2 = weight (image layout 64 32 3 3); b2 = zeros 64;
       w3 = weight [| 128; 3136 |]; b3 = zeros 128;
       w4 = weight [| 10; 128 |]; b4 = zeros 10;
     }
@@ -168,16 +177,17 @@ type forward = {
   logits_host : host; (* written by wait *)
 }
 
-let record_forward dev cb p batch =
+let record_forward dev cb layout p batch =
   let dtype = G.Tensor.dtype p.w1 in
   let t shape = G.Tensor.create ~dtype dev shape in
+  let img = image layout batch and conv = conv layout and pool = pool layout in
   let f32 t' shape = if dtype = G.Dtype.F32 then t' else G.Tensor.create dev shape in
   let x_host = host (batch * 784) and logits_host = host (batch * 10) in
-  let x = t [| batch; 1; 28; 28 |] and a1 = t [| batch; 32; 28; 28 |] and p1 = t [| batch; 32; 14; 14 |] in
-  let a2 = t [| batch; 64; 14; 14 |] and p2 = t [| batch; 64; 7; 7 |] in
-  let p2_flat = G.Tensor.view p2 [| batch; 3136 |] in
+  let x = t (img 1 28 28) and a1 = t (img 32 28 28) and p1 = t (img 32 14 14) in
+  let a2 = t (img 64 14 14) and p2 = t (img 64 7 7) in
+  let p2_flat = G.Tensor.view p2 [| batch; 3136 |] (* in NHWC, h, w, c order *) in
   let h = t [| batch; 128 |] and logits = t [| batch; 10 |] in
-  let x32 = f32 x [| batch; 1; 28; 28 |] and logits32 = f32 logits [| batch; 10 |] in
+  let x32 = f32 x (img 1 28 28) (* one channel: the same bytes in both layouts *) and logits32 = f32 logits [| batch; 10 |] in
   G.copy_from_host cb (ga x_host) ~out:x32;
   if x32 != x then G.cast cb x32 ~out:x;
   G.conv2d_forward cb conv ~act:G.Relu ~bias:p.b1 x p.w1 ~out:a1;
@@ -204,21 +214,22 @@ type train_step = {
    loss too (what the host reads). Mixed precision (see the top): [masters] are the
    float32 weights of which [p] holds the half copies, the loss is float32, and [scaler]
    (fp16) scales the loss gradient, checks the gradients and moves the scale. *)
-let record_train_step ?comm ?scaler dev ~masters p batch =
+let record_train_step ?comm ?scaler dev layout ~masters p batch =
   let cb = G.Cmdbuf.create dev in
   let dtype = G.Tensor.dtype p.w1 in
   let t shape = G.Tensor.create dev shape in
   let th shape = G.Tensor.create ~dtype dev shape in
+  let img = image layout batch and conv = conv layout and pool = pool layout in
   let labels = t [| batch |] and loss = t [| 1 |] and hyper = t [| 2 |] in
   let labels_host = host batch and hyper_host = host 2 and loss_host = host 1 in
   G.copy_from_host cb (ga labels_host) ~out:labels;
   G.copy_from_host cb (ga hyper_host) ~out:hyper;
-  let f = record_forward dev cb p batch in
+  let f = record_forward dev cb layout p batch in
   let dlogits = th [| batch; 10 |] and dh = th [| batch; 128 |] in
   let dlogits32 = if dtype = G.Dtype.F32 then dlogits else t [| batch; 10 |] in
-  let dp2 = th [| batch; 64; 7; 7 |] in
+  let dp2 = th (img 64 7 7) in
   let dp2_flat = G.Tensor.view dp2 [| batch; 3136 |] in
-  let da2 = th [| batch; 64; 14; 14 |] and dp1 = th [| batch; 32; 14; 14 |] and da1 = th [| batch; 32; 28; 28 |] in
+  let da2 = th (img 64 14 14) and dp1 = th (img 32 14 14) and da1 = th (img 32 28 28) in
   let grad_like w = th (G.Tensor.shape w) in
   let params = to_list p in
   let grads = List.map grad_like params in
@@ -343,6 +354,12 @@ let () =
     | "fp16" -> precision := G.Dtype.F16
     | v -> raise (Arg.Bad ("--precision wants fp32, bf16 or fp16, got '" ^ v ^ "'"))
   in
+  let layout = ref G.NCHW in
+  let set_layout = function
+    | "nchw" -> layout := G.NCHW
+    | "nhwc" -> layout := G.NHWC
+    | v -> raise (Arg.Bad ("--layout wants nchw or nhwc, got '" ^ v ^ "'"))
+  in
   let data =
     ref (try Sys.getenv "FASHION_MNIST_DIR" with Not_found -> "/usr/share/datasets/fashion-mnist")
   in
@@ -362,6 +379,8 @@ let () =
        "PATH  where rank 0 writes the comm id for the others (default $NEATML_INIT_FILE)");
       ("--precision", Arg.String set_precision,
        "P  fp32, bf16 or fp16: the type of the weights' copies, activations and gradients (default fp32)");
+      ("--layout", Arg.String set_layout,
+       "L  nchw or nhwc: the order of the images, activations and filters (default nchw)");
     ]
     (fun a -> raise (Arg.Bad ("unexpected argument " ^ a)))
     "fashion_mnist.exe [options]: LeNet on Fashion-MNIST with Neatml.Gpu";
@@ -431,17 +450,17 @@ let () =
     print_newline ();
     if info.selection <> "" then Printf.printf "backends passed over: %s\n%!" info.selection);
   let rng = Random.State.make [| !seed |] in
-  let masters, p = init_params dev rng !precision in
+  let masters, p = init_params dev rng !precision !layout in
   Option.iter (fun comm -> broadcast_params dev comm p) comm;
   (* [scale; found_inf; good steps], then read and written by the step's ops only *)
   let scaler = if !precision = G.Dtype.F16 then Some (G.Loss_scale.create dev) else None in
-  let step = record_train_step ?comm ?scaler dev ~masters p batch in
+  let step = record_train_step ?comm ?scaler dev !layout ~masters p batch in
   (* Evaluation: a forward-only buffer of 500 images sharing the parameters, over this
      rank's share of the test set [test_first, test_last); its last chunk is padded with
      zero images when the share is not a multiple of it (their rows are not counted). *)
   let eval_batch = min 500 ntest in
   let eval_cb = G.Cmdbuf.create dev in
-  let ef = record_forward dev eval_cb p eval_batch in
+  let ef = record_forward dev eval_cb !layout p eval_batch in
   G.copy_to_host eval_cb ef.logits32 ~out:(ga ef.logits_host);
   let test_first = ntest * rank / world and test_last = ntest * (rank + 1) / world in
   let evaluate () =
@@ -531,6 +550,7 @@ let () =
       world;
     if !precision <> G.Dtype.F32 then
       Printf.printf " precision=%s" (if !precision = G.Dtype.Bf16 then "bf16" else "fp16");
+    if !layout = G.NHWC then print_string " layout=nhwc";
     Option.iter (fun s -> Printf.printf " loss_scale=%g" (G.Tensor.to_array s).(0)) scaler;
     print_newline ()
   end;
