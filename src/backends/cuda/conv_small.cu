@@ -179,12 +179,22 @@ __global__ void __launch_bounds__(SC_THREADS)
         const int oy = pix / q, ox = pix - oy * q;
         const int64_t at = NHWC ? (img * pq + pix) * k + k0 : (img * k + k0) * pq + pix;
         float dz[KT];
+        if (NHWC && k % KT == 0) { /* the tile's KT values adjacent and aligned: vector loads */
+            load_n<T, KT>(dy + at, dz);
+            if (ACT != NEAT_ACT_NONE) {
+                float yv[KT];
+                load_n<T, KT>(y + at, yv);
 #pragma unroll
-        for (int kk = 0; kk < KT; kk++) {
-            float g = kk < nk ? ld(dy + at + kk * ks) : 0.0f;
-            if (ACT != NEAT_ACT_NONE)
-                g = kk < nk ? act_bwd<ACT>(0.0f, ld(y + at + kk * ks), g) : 0.0f;
-            dz[kk] = g;
+                for (int kk = 0; kk < KT; kk++) dz[kk] = act_bwd<ACT>(0.0f, yv[kk], dz[kk]);
+            }
+        } else {
+#pragma unroll
+            for (int kk = 0; kk < KT; kk++) {
+                float g = kk < nk ? ld(dy + at + kk * ks) : 0.0f;
+                if (ACT != NEAT_ACT_NONE)
+                    g = kk < nk ? act_bwd<ACT>(0.0f, ld(y + at + kk * ks), g) : 0.0f;
+                dz[kk] = g;
+            }
         }
         float xv[C * 9];
         sc_window<T, C, NHWC>(x, img, h, wd, oy, ox, ph, pw, xv);
