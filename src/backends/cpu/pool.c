@@ -365,7 +365,7 @@ CPU_CLONES static void maxpool_bwd_nhwc(const nm_conv_geom *g, const float *x, c
                                         float *dx, int64_t n, int64_t c0, int64_t c1) {
     int64_t c = g->c, hw = g->h * g->w;
     float best[POOL_CHUNK];
-    int32_t where[POOL_CHUNK];
+    int64_t where[POOL_CHUNK]; /* h * W + w: a plane may pass 2^31 elements */
     for (int64_t e = 0; e < hw; e++)
         memset(dx + (n * hw + e) * c + c0, 0, (size_t)(c1 - c0) * sizeof(float));
     for (int64_t i = 0; i < g->p; i++)
@@ -376,7 +376,7 @@ CPU_CLONES static void maxpool_bwd_nhwc(const nm_conv_geom *g, const float *x, c
             for (int64_t r = rlo; r < rhi; r++)
                 for (int64_t s = 0; s < g->kw; s++) {
                     if (col0 + s < 0 || col0 + s >= g->w) continue;
-                    int32_t e = (int32_t)((row0 + r) * g->w + col0 + s);
+                    int64_t e = (row0 + r) * g->w + col0 + s;
                     const float *xc = x + (n * hw + e) * c + c0;
                     for (int64_t k = 0; k < c1 - c0; k++) {
                         float v = xc[k], m = best[k];
