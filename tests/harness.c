@@ -111,6 +111,19 @@ void nt_poison(float *p, int64_t n) {
     for (int64_t i = 0; i < n; i++) p[i] = NAN;
 }
 
+void nt_permute_nhwc(const int64_t *s, const float *src, float *dst, int to_nhwc) {
+    int64_t hw = s[2] * s[3];
+    for (int64_t n = 0; n < s[0]; n++)
+        for (int64_t c = 0; c < s[1]; c++)
+            for (int64_t e = 0; e < hw; e++) {
+                int64_t a = (n * s[1] + c) * hw + e, b = (n * hw + e) * s[1] + c;
+                if (to_nhwc)
+                    dst[b] = src[a];
+                else
+                    dst[a] = src[b];
+            }
+}
+
 uint64_t nt_seed_base(const char *suite, uint64_t dflt) {
     const char *env = getenv("NEATML_TEST_SEED");
     uint64_t base = env && *env ? strtoull(env, NULL, 0) : dflt;

@@ -58,4 +58,8 @@ int nt_guard_ok(const float *p, int64_t n);
 void nt_free(float *p);
 void nt_poison(float *p, int64_t n); /* fill with NaN */
 
+/* Between an NCHW array of shape s = {n, c, h, w} and its NHWC order (the tests of
+ * NEAT_LAYOUT_NHWC): to_nhwc 1: dst[n,h,w,c] = src[n,c,h,w]; 0: the inverse. */
+void nt_permute_nhwc(const int64_t *s, const float *src, float *dst, int to_nhwc);
+
 #endif

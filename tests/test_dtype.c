@@ -472,21 +472,6 @@ static const row ROWS[] = {
     {OP_MAXPOOL, NEAT_F16, NEAT_F16, 1, 16, 0, NHWC, 1},
 };
 
-/* Between an NCHW array of shape s and its NHWC order: to_nhwc 1 dst[n,h,w,c] = src[n,c,h,w],
- * 0 the inverse. */
-static void permute_nhwc(const int64_t *s, const float *src, float *dst, int to_nhwc) {
-    int64_t hw = s[2] * s[3];
-    for (int64_t n = 0; n < s[0]; n++)
-        for (int64_t c = 0; c < s[1]; c++)
-            for (int64_t e = 0; e < hw; e++) {
-                int64_t a = (n * s[1] + c) * hw + e, b = (n * hw + e) * s[1] + c;
-                if (to_nhwc)
-                    dst[b] = src[a];
-                else
-                    dst[a] = src[b];
-            }
-}
-
 /* The shape of the NHWC tensor holding NCHW shape s. */
 static void nhwc_shape(const int64_t *s, int64_t *out) {
     out[0] = s[0], out[1] = s[2], out[2] = s[3], out[3] = s[1];
@@ -509,11 +494,11 @@ static neat_tensor *input_laid(neat_dtype dt, int nd, const int64_t *shape, int 
     for (int64_t i = 0; i < n; i++) f[i] = (float)nt_uniform(rng, -r, r);
     neat_tensor *t = NULL;
     nhwc = nhwc && nd == 4;
-    if (nhwc) nhwc_shape(shape, ts), permute_nhwc(shape, f, g, 1);
+    if (nhwc) nhwc_shape(shape, ts), nt_permute_nhwc(shape, f, g, 1);
     CHECK_OK(neat_tensor_create_typed(dev, dt, nd, nhwc ? ts : shape, 0, &t), "create input");
     CHECK_OK(neat_tensor_write(t, nhwc ? g : f, n), "write input");
     CHECK_OK(neat_tensor_read(t, nhwc ? g : f, n), "read input");
-    if (nhwc) permute_nhwc(shape, g, f, 0);
+    if (nhwc) nt_permute_nhwc(shape, g, f, 0);
     free(g);
     *vals = malloc((size_t)(n ? n : 1) * sizeof **vals);
     for (int64_t i = 0; i < n; i++) (*vals)[i] = f[i];
@@ -708,7 +693,7 @@ static void run_row(const row *r, int idx, uint64_t seed) {
         CHECK_OK(neat_cmdbuf_commit(cb), what);
         CHECK_OK(neat_cmdbuf_wait(cb), what);
         CHECK_OK(neat_tensor_read(ty, nhwc ? laid : got, yn), what);
-        if (nhwc) permute_nhwc(ys, laid, got, 0);
+        if (nhwc) nt_permute_nhwc(ys, laid, got, 0);
         double u = unit(r->out), worst = 0;
         int64_t bad = 0;
         for (int64_t i = 0; i < yn; i++) {

@@ -208,26 +208,11 @@ static int permuted(const cf_case *c, const cf_tensor *t) {
     return c->nhwc && t->ndim == 4 && t->n > 0;
 }
 
-/* Between the NCHW order of t's host arrays and the NHWC order of its device tensor:
- * to_nhwc 1: dst[n,h,w,c] = src[n,c,h,w]; 0: the inverse. */
-static void permute(const cf_tensor *t, const float *src, float *dst, int to_nhwc) {
-    int64_t n = t->shape[0], ch = t->shape[1], hw = t->shape[2] * t->shape[3];
-    for (int64_t i = 0; i < n; i++)
-        for (int64_t k = 0; k < ch; k++)
-            for (int64_t s = 0; s < hw; s++) {
-                int64_t a = (i * ch + k) * hw + s, b = (i * hw + s) * ch + k;
-                if (to_nhwc)
-                    dst[b] = src[a];
-                else
-                    dst[a] = src[b];
-            }
-}
-
 /* neat_tensor_read of slot t into dst (NCHW order), through a permuted copy when needed. */
 static neat_status read_nchw(cf_case *c, cf_tensor *t, float *dst) {
     if (!permuted(c, t)) return neat_tensor_read(t->t, dst, t->n);
     neat_status st = neat_tensor_read(t->t, c->tmp, t->n);
-    if (st == NEAT_OK) permute(t, c->tmp, dst, 0);
+    if (st == NEAT_OK) nt_permute_nhwc(t->shape, c->tmp, dst, 0);
     return st;
 }
 
@@ -248,7 +233,7 @@ static int submit(cf_case *c, const cf_kind *k, neat_cmdbuf *cb) {
     for (int i = 0; i < c->nt; i++) {
         cf_tensor *t = &c->t[i];
         const float *src = t->host;
-        if (permuted(c, t)) permute(t, t->host, c->tmp, 1), src = c->tmp;
+        if (permuted(c, t)) nt_permute_nhwc(t->shape, t->host, c->tmp, 1), src = c->tmp;
         if (!SETUP_OK(c, neat_tensor_write(t->t, src, t->n), "neat_tensor_write") ||
             (t->dtype != NEAT_F32 && !SETUP_OK(c, read_nchw(c, t, t->host), "neat_tensor_read")))
             return 0;

@@ -138,12 +138,10 @@ fail:
     return NEAT_OK;
 }
 
-/* db (+)= the sums of dz over N, P, Q: per plane in NCHW, column sums of [NPQ, K] in NHWC. */
+/* db (+)= the sums of dz over N, P, Q: dz seen as [N, K, P*Q], or [N*P*Q, K, 1] in NHWC. */
 static void bias_grad(int nthreads, const nm_conv_geom *g, const float *dz, float *db, int acc) {
-    if (g->nhwc)
-        cpu_bias_grad(nthreads, dz, g->n * g->p * g->q, g->k, 1, db, acc);
-    else
-        cpu_bias_grad(nthreads, dz, g->n, g->k, g->p * g->q, db, acc);
+    int64_t pq = g->p * g->q;
+    cpu_bias_grad(nthreads, dz, g->nhwc ? g->n * pq : g->n, g->k, g->nhwc ? 1 : pq, db, acc);
 }
 
 static void zero_unless_accumulate(nm_tensor *t, int accumulate) {

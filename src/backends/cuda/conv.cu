@@ -49,9 +49,11 @@
  */
 #include "conv.cuh"
 
-/* Elements between consecutive channels of y: a plane in NCHW, 1 in NHWC (cuda_bias_act and
- * cuda_half_epilogue add b[(i / inner) % K]). */
+/* y seen as [outer, K, inner]: inner the elements between consecutive channels (a plane in
+ * NCHW, 1 in NHWC; cuda_bias_act and cuda_half_epilogue add b[(i / inner) % K]), outer the
+ * rest (N, or N*P*Q in NHWC). */
 static int64_t conv_inner(const nm_conv_geom &g) { return g.nhwc ? 1 : g.p * g.q; }
+static int64_t conv_outer(const nm_conv_geom &g) { return g.nhwc ? g.n * g.p * g.q : g.n; }
 
 static neat_status run_forward(cuda_device *d, conv_plan *p, const conv_algo *a, void *ws,
                                const void *x, const void *w, void *y, const char *what) {
@@ -259,10 +261,8 @@ static neat_status conv2d_backward_half(nm_device *dev, nm_cmdbuf *cb, const nm_
     st = backward_data_filter(dev, p, a, 0, ws, u, dz, 0.0f, what);
     if (st) return st;
     if (u.db) /* db[k] = sum over n, p, q of dz[n, k, p, q] */
-        st = g.nhwc ? cuda_half_channel_sum(dev, cb, 2, dt, dz, g.n * g.p * g.q, g.k, 1, 0,
-                                            u.db->data, what)
-                    : cuda_half_channel_sum(dev, cb, 2, dt, dz, g.n, g.k, g.p * g.q, 0, u.db->data,
-                                            what);
+        st = cuda_half_channel_sum(dev, cb, 2, dt, dz, conv_outer(g), g.k, conv_inner(g), 0,
+                                   u.db->data, what);
     return st;
 }
 
@@ -370,7 +370,7 @@ neat_status cuda_conv2d_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op)
     st = backward_data_filter(dev, p, a, u.act == NEAT_ACT_GELU, ws, u, dz, beta, what);
     if (st) return st;
     if (u.db && g.nhwc) /* db[k] = sum over the N P Q rows of dz [NPQ, K] */
-        return cuda_sum3(dev, cb, 3, dz, 1, g.n * g.p * g.q, g.k, 1.0f, u.accumulate, u.db->data,
+        return cuda_sum3(dev, cb, 3, dz, 1, conv_outer(g), g.k, 1.0f, u.accumulate, u.db->data,
                          what);
     if (u.db) { /* db[k] = sum_n (sum_pq dz[n, k, pq]) */
         void *sums;

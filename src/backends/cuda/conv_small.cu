@@ -251,13 +251,19 @@ static int64_t sc_per_block(const nm_conv_geom *g) {
 
 static int sc_bwd_kt(int64_t c) { return c == 1 ? 8 : c == 2 ? 4 : 2; }
 
-/* LAUNCH(C, ACT) for the run-time channel count g->c, 1 to 4. */
-#define SC_BY_C(LAUNCH, ACT)                                                                       \
+/* LAUNCH(C, ACT, NHWC) for the run-time channel count g->c (1 to 4) and layout g->nhwc. */
+#define SC_BY_C_L(LAUNCH, ACT, L)                                                                  \
     switch (g->c) {                                                                                \
-    case 1: LAUNCH(1, ACT); break;                                                                 \
-    case 2: LAUNCH(2, ACT); break;                                                                 \
-    case 3: LAUNCH(3, ACT); break;                                                                 \
-    default: LAUNCH(4, ACT); break;                                                                \
+    case 1: LAUNCH(1, ACT, L); break;                                                              \
+    case 2: LAUNCH(2, ACT, L); break;                                                              \
+    case 3: LAUNCH(3, ACT, L); break;                                                              \
+    default: LAUNCH(4, ACT, L); break;                                                             \
+    }
+#define SC_BY_C(LAUNCH, ACT)                                                                       \
+    if (g->nhwc) {                                                                                 \
+        SC_BY_C_L(LAUNCH, ACT, true)                                                               \
+    } else {                                                                                       \
+        SC_BY_C_L(LAUNCH, ACT, false)                                                              \
     }
 
 /* Storage type T: float32 takes every activation, half types relu and none (conv.cu's half
@@ -268,14 +274,9 @@ static void sc_forward(nm_device *dev, const nm_conv_geom *g, neat_activation ac
     int64_t npix = g->n * g->p * g->q;
     int ktiles = (int)((g->k + SC_FWD_KT - 1) / SC_FWD_KT);
     unsigned blocks = (unsigned)(((npix + SC_THREADS - 1) / SC_THREADS) * ktiles);
-#define SC_FWD_L(C, ACT, L)                                                                        \
+#define SC_FWD(C, ACT, L)                                                                          \
     cuda_launch(dev, sc_fwd_kernel<T, C, ACT, L>, blocks, SC_THREADS, x, w, b, y, npix, (int)g->h, \
                 (int)g->w, (int)g->k, (int)g->p, (int)g->q, (int)g->ph, (int)g->pw, ktiles)
-#define SC_FWD(C, ACT)                                                                             \
-    if (g->nhwc)                                                                                   \
-        SC_FWD_L(C, ACT, true);                                                                    \
-    else                                                                                           \
-        SC_FWD_L(C, ACT, false)
 #define SC_FWD_C(ACT) SC_BY_C(SC_FWD, ACT)
     if (sizeof(T) == 4) {
         CUDA_ACT_DISPATCH(act, SC_FWD_C)
@@ -286,7 +287,6 @@ static void sc_forward(nm_device *dev, const nm_conv_geom *g, neat_activation ac
     }
 #undef SC_FWD_C
 #undef SC_FWD
-#undef SC_FWD_L
 }
 
 template <class T>
@@ -297,15 +297,10 @@ static void sc_backward(nm_device *dev, const nm_conv_geom *g, neat_activation a
     int nw = (int)(g->k * g->c * 9);
     float *part = (float *)ws, *partb = part + chunks * nw;
     unsigned blocks = (unsigned)(chunks * ktiles);
-#define SC_BWD_L(C, ACT, L)                                                                        \
+#define SC_BWD(C, ACT, L)                                                                          \
     cuda_launch(dev, sc_bwd_kernel<T, C, ACT, L>, blocks, SC_THREADS, x, y, dy, part, partb, npix, \
                 per, (int)g->h, (int)g->w, (int)g->k, (int)g->p, (int)g->q, (int)g->ph,            \
                 (int)g->pw, ktiles)
-#define SC_BWD(C, ACT)                                                                             \
-    if (g->nhwc)                                                                                   \
-        SC_BWD_L(C, ACT, true);                                                                    \
-    else                                                                                           \
-        SC_BWD_L(C, ACT, false)
 #define SC_BWD_C(ACT) SC_BY_C(SC_BWD, ACT)
     if (act == NEAT_ACT_RELU) {
         SC_BWD_C(NEAT_ACT_RELU)
@@ -318,7 +313,6 @@ static void sc_backward(nm_device *dev, const nm_conv_geom *g, neat_activation a
     }
 #undef SC_BWD_C
 #undef SC_BWD
-#undef SC_BWD_L
     if (cudaPeekAtLastError() != cudaSuccess) return; /* the caller reports it */
     int64_t warps = nw + (db ? g->k : 0);
     cuda_launch(dev, sc_sum_kernel<T>, (unsigned)((warps * 32 + CUDA_THREADS - 1) / CUDA_THREADS),
