@@ -1,8 +1,8 @@
 /*
  * conv_gemm.cu — the backward-filter convolution of strict float32 by neatml's own code, two
  * more candidates for conv_plan.cu's timing beside cuDNN's algorithms: a batched GEMM over
- * im2col (any geometry of one group), and a direct kernel for 3x3 stride-1 convolutions on
- * small planes (below, dw3x3_kernel).
+ * im2col (any geometry of one group, NCHW), and a direct kernel for 3x3 stride-1
+ * convolutions on small planes in either layout (below, dw3x3_kernel).
  *
  * Why: strict float32 takes only cuDNN's GEMM-like algorithms (exact products, float32
  * sums: conv_plan.cu, gemm_like), and their backward-filter kernels reduce the N x P x Q
@@ -68,7 +68,8 @@ __global__ void sum_parts_kernel(const float *__restrict__ part, int64_t batch, 
 
 /* ---- the direct backward filter of 3x3 stride-1 convolutions on small planes ------------
  * dw[k][c][r][s] = sum_n sum_p,q dz[n][k][p][q] x[n][c][p + r - ph][q + s - pw], without
- * im2col. A block takes DW_KT filters x DW_CT channels, all 9 taps, over a chunk of nb
+ * im2col; in NHWC (NHWC = true) the same sums of x[n][h][w][c], dz[n][p][q][k] into
+ * dw[k][r][s][c], only the staging and the final stores differ (below). A block takes DW_KT filters x DW_CT channels, all 9 taps, over a chunk of nb
  * images: per image it stages the DW_CT input planes, zero-padded, and the DW_KT planes of
  * dz in shared memory, then thread (tk, tc) (tc fast: a warp is 32 channels of one group of
  * DW_KR filters) slides a 3x3 window along each row of its channel's plane, 3 new loads a
@@ -76,8 +77,9 @@ __global__ void sum_parts_kernel(const float *__restrict__ part, int64_t batch, 
  * 7 shared-memory loads (the window's reads differ by a plane per lane: planes of odd
  * length keep them in distinct banks; dz's are the same address for the warp). The staged
  * channels of an image are one contiguous run of x, copied element by element into the
- * planes' interiors (the padding is zeroed once). The chunk's sums go to
- * part[chunk][k][c][r][s], which sum_parts_kernel adds in chunk order: every term an exact
+ * planes' interiors (the padding is zeroed once); in NHWC a pixel's channels are the run,
+ * pixels C apart, and a pixel's DW_KT filters of dz likewise. The chunk's sums go to
+ * part[chunk] in dw's layout, which sum_parts_kernel adds in chunk order: every term an exact
  * product, sums in float32 in an order fixed by the shape (nb from the shape alone), exact
  * on small integers. H200, 2026-11-30 21:52 UTC (bench/micro/conv_parts.c), LeNet's conv2
  * (x 128x32x14x14, 64 filters): dw 0.107 ms by the im2col GEMM, 0.104 with a first version
@@ -107,6 +109,7 @@ static int64_t dw_images(const nm_conv_geom *g) {
     return nb < 1 ? 1 : nb;
 }
 
+template <bool NHWC>
 __global__ void __launch_bounds__(DW_THREADS)
     dw3x3_kernel(const float *__restrict__ x, const float *__restrict__ dz,
                  float *__restrict__ part, int n, int c, int h, int w, int k, int p, int q, int ph,
@@ -128,15 +131,31 @@ __global__ void __launch_bounds__(DW_THREADS)
     const int nlo = blockIdx.y * nb, nhi = min(n, nlo + nb);
     for (int img = nlo; img < nhi; img++) {
         __syncthreads(); /* the previous image's reads (and the zeroing) are done */
-        /* the block's channels of the image are one contiguous run of nch * h * w floats */
-        const float *xi = x + ((int64_t)img * c + c0) * hw;
-        for (int i = threadIdx.x; i < nch * hw; i += DW_THREADS) {
-            int ch = i / hw, r = i - ch * hw, yy = r / w;
-            xs[ch * plane + (yy + ph) * qq + (r - yy * w) + pw] = __ldg(xi + i);
+        if (!NHWC) {
+            /* the block's channels of the image are one contiguous run of nch * h * w floats */
+            const float *xi = x + ((int64_t)img * c + c0) * hw;
+            for (int i = threadIdx.x; i < nch * hw; i += DW_THREADS) {
+                int ch = i / hw, r = i - ch * hw, yy = r / w;
+                xs[ch * plane + (yy + ph) * qq + (r - yy * w) + pw] = __ldg(xi + i);
+            }
+            const float *zi = dz + ((int64_t)img * k + k0) * pq;
+            for (int i = threadIdx.x; i < DW_KT * pq; i += DW_THREADS)
+                zs[i] = i < nk * pq ? __ldg(zi + i) : 0.0f;
+        } else {
+            /* a pixel's nch channels are a run of x, pixels c apart; its DW_KT filters' dz a
+             * run of dz, pixels k apart */
+            const float *xi = x + (int64_t)img * hw * c + c0;
+            for (int i = threadIdx.x; i < nch * hw; i += DW_THREADS) {
+                int pix = i / nch, ch = i - pix * nch, yy = pix / w;
+                xs[ch * plane + (yy + ph) * qq + (pix - yy * w) + pw] =
+                    __ldg(xi + (int64_t)pix * c + ch);
+            }
+            const float *zi = dz + (int64_t)img * pq * k + k0;
+            for (int i = threadIdx.x; i < DW_KT * pq; i += DW_THREADS) {
+                int pix = i / DW_KT, kk = i % DW_KT;
+                zs[kk * pq + pix] = kk < nk ? __ldg(zi + (int64_t)pix * k + kk) : 0.0f;
+            }
         }
-        const float *zi = dz + ((int64_t)img * k + k0) * pq;
-        for (int i = threadIdx.x; i < DW_KT * pq; i += DW_THREADS)
-            zs[i] = i < nk * pq ? __ldg(zi + i) : 0.0f;
         __syncthreads();
         const float *xp = xs + tc * plane, *zp = zs + tk * DW_KR * pq;
         for (int oy = 0; oy < p; oy++) {
@@ -170,9 +189,15 @@ __global__ void __launch_bounds__(DW_THREADS)
     for (int j = 0; j < DW_KR; j++) {
         int kk = k0 + tk * DW_KR + j;
         if (kk >= k) continue;
-        float *o = part + (((int64_t)blockIdx.y * k + kk) * c + cc) * 9;
+        if (!NHWC) {
+            float *o = part + (((int64_t)blockIdx.y * k + kk) * c + cc) * 9;
 #pragma unroll
-        for (int t = 0; t < 9; t++) o[t] = acc[j][t];
+            for (int t = 0; t < 9; t++) o[t] = acc[j][t];
+        } else { /* [K][3][3][C]: a warp's 32 channels adjacent */
+            float *o = part + ((int64_t)blockIdx.y * k + kk) * 9 * c + cc;
+#pragma unroll
+            for (int t = 0; t < 9; t++) o[(int64_t)t * c] = acc[j][t];
+        }
     }
 }
 
@@ -197,7 +222,8 @@ neat_status cuda_conv_direct_wgrad(nm_device *dev, const nm_conv_geom *g, const 
     int ktiles = (int)((g->k + DW_KT - 1) / DW_KT);
     cuda_device *d = cuda_dev(dev);
     dim3 grid((unsigned)dw_tiles(g), (unsigned)chunks);
-    dw3x3_kernel<<<grid, DW_THREADS, dw_smem(g), d->stream>>>(
+    auto kernel = g->nhwc ? dw3x3_kernel<true> : dw3x3_kernel<false>;
+    kernel<<<grid, DW_THREADS, dw_smem(g), d->stream>>>(
         x, dz, (float *)ws, (int)g->n, (int)g->c, (int)g->h, (int)g->w, (int)g->k, (int)g->p,
         (int)g->q, (int)g->ph, (int)g->pw, (int)nb, ktiles, (int)dw_plane(g));
     neat_status st = cuda_launched(what, "dw3x3_kernel");
@@ -224,8 +250,9 @@ size_t cuda_conv_gemm_wgrad_ws(const nm_conv_geom *g) {
 neat_status cuda_conv_gemm_wgrad(nm_device *dev, const nm_conv_geom *g, const float *x,
                                  const float *dz, float beta, float *dw, void *ws,
                                  const char *what) {
-    if (g->groups != 1)
-        return nm_error(NEAT_ERR_INTERNAL, "%s: the im2col backward filter takes one group", what);
+    if (g->groups != 1 || g->nhwc)
+        return nm_error(NEAT_ERR_INTERNAL, "%s: the im2col backward filter takes one group in NCHW",
+                        what);
     int64_t crs = g->c * g->kh * g->kw, pq = g->p * g->q, nw = g->k * crs;
     if (nw == 0) return NEAT_OK;
     if (g->n == 0 || pq == 0) /* no terms: dw = beta dw */

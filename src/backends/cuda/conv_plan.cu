@@ -376,22 +376,27 @@ static int pick(cuda_device *d, conv_plan *p, int which, int kind, const conv_ra
         }
     /* Strict float32's backward filter: conv_gemm.cu's two too, when candidates are timed;
      * under NEATML_CONV_GEMM=2 its im2col GEMM alone, under 3 its direct kernel alone where
-     * it fits, else the GEMM (so that the tests reach them whatever the timings). */
-    size_t own = cuda_conv_gemm_wgrad_ws(&p->g), direct = cuda_conv_direct_wgrad_ws(&p->g);
-    int forced = d->conv->gemm >= 2, timed = d->conv->gemm == 1 && most > 1;
-    if (which == CONV_BWD_FILTER && strict && p->g.groups == 1 && !p->g.nhwc && (forced || timed)) {
-        if (forced) a->ncand = 0;
-        if (direct <= CONV_WS_MAX && (timed || d->conv->gemm == 3)) {
+     * it fits, else the GEMM (so that the tests reach them whatever the timings). The GEMM
+     * reads NCHW only; the direct kernel either layout. Forced with neither usable, cuDNN's
+     * candidates stay. */
+    size_t direct_ws = cuda_conv_direct_wgrad_ws(&p->g), own_ws = cuda_conv_gemm_wgrad_ws(&p->g);
+    int gemm = d->conv->gemm, timed = gemm == 1 && most > 1;
+    int direct = direct_ws <= CONV_WS_MAX, own = own_ws <= CONV_WS_MAX && !p->g.nhwc;
+    int take_direct = direct && (timed || gemm == 3);
+    int take_own = own && (timed || gemm == 2 || (gemm == 3 && !direct));
+    if (which == CONV_BWD_FILTER && strict && p->g.groups == 1 && (take_direct || take_own)) {
+        if (gemm >= 2) a->ncand = 0;
+        if (take_direct) {
             conv_cand *c = &a->cand[a->ncand++];
             c->algo = CONV_ALGO_DIRECT;
             c->math = CUDNN_FMA_MATH;
-            c->ws = direct;
+            c->ws = direct_ws;
         }
-        if (own <= CONV_WS_MAX && (timed || a->ncand == 0)) {
+        if (take_own) {
             conv_cand *c = &a->cand[a->ncand++];
             c->algo = CONV_ALGO_GEMM;
             c->math = CUDNN_FMA_MATH;
-            c->ws = own;
+            c->ws = own_ws;
         }
     }
     if (a->ncand == 0) return 0;
