@@ -55,15 +55,14 @@ __attribute__((target("avx512f"))) static int64_t f16_widen_avx512(const uint16_
         if (_mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q)) /* NaN: keep the payload as dtype.h does */
             for (int k = 0; k < 16; k++) dst[i + k] = nm_f16_to_f32(src[i + k]);
     }
-    if (i < n) { /* the tail through a 16-element buffer (short rows: pooling) */
+    if (i < n) { /* the tail (short rows: pooling): its halves through a 32-byte buffer, a
+                  * masked store (see f16_narrow_avx512 for why no 64-byte buffer) */
         uint16_t h[16] = {0};
-        float f[16];
         memcpy(h, src + i, (size_t)(n - i) * sizeof *h);
         __m512 v = cpu_f16x16_widen(h);
-        _mm512_storeu_ps(f, v);
+        _mm512_mask_storeu_ps(dst + i, (__mmask16)((1u << (n - i)) - 1), v);
         if (_mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q))
-            for (int k = 0; k < 16; k++) f[k] = nm_f16_to_f32(h[k]);
-        memcpy(dst + i, f, (size_t)(n - i) * sizeof *f);
+            for (int64_t k = i; k < n; k++) dst[k] = nm_f16_to_f32(src[k]);
         i = n;
     }
     return i;
@@ -73,11 +72,14 @@ __attribute__((target("avx512f"))) static int64_t f16_narrow_avx512(const float 
                                                                     int64_t n) {
     int64_t i = 0;
     for (; i + 16 <= n; i += 16) cpu_f16x16_narrow(_mm512_loadu_ps(src + i), dst + i);
-    if (i < n) { /* the tail through a 16-element buffer */
-        float f[16] = {0};
+    if (i < n) {
+        /* The tail: a masked load (0 in the lanes past n), the halves through a 32-byte
+         * buffer. Not a 64-byte float buffer: gcc 13.3 under ASan zeroes one with an aligned
+         * 64-byte store (vmovdqa64) into ASan's stack frame, which does not have that
+         * alignment: SEGV at the first fill of an f16 tensor (test_errors_ops on the GPU
+         * machine, 2026-12-01). gcc 12 stores it unaligned. */
         uint16_t h[16];
-        memcpy(f, src + i, (size_t)(n - i) * sizeof *f);
-        cpu_f16x16_narrow(_mm512_loadu_ps(f), h);
+        cpu_f16x16_narrow(_mm512_maskz_loadu_ps((__mmask16)((1u << (n - i)) - 1), src + i), h);
         memcpy(dst + i, h, (size_t)(n - i) * sizeof *h);
         i = n;
     }
