@@ -11,7 +11,8 @@
  * (bias and activation included) and the backward without dx (act', dw and db at once).
  * NHWC (g.nhwc): the same calls on descriptors in CUDNN_TENSOR_NHWC (conv_plan.cu), the
  * bias of channel i % K (conv_inner 1) and db as the column sums of dz [NPQ, K];
- * conv_small.cu takes both layouts, conv_gemm.cu's backward filters NCHW only.
+ * conv_small.cu and conv_gemm.cu's direct backward filter take both layouts, its im2col
+ * backward filter NCHW only.
  * Scratch slots: 0 dz (conv_small.cu: its partial sums), 1 workspace, 2 the [N, K] sums, 3-4
  * and 5-6 the two reductions (half tensors: 2-6 through cuda_half_channel_sum).
  *
