@@ -14,6 +14,8 @@
  * result back into NCHW (cpu_staged in dnnl_util.h). Layouts are format any, as forward.
  * When both primitives read dz in nChw16c (AVX-512) and act is relu, dz is written in that
  * layout by relu's backward itself (relu_grad_blocked.c), not reordered from NCHW after.
+ * dx of 3x3 stride-1 convolutions on small planes is conv_direct.c's loop instead
+ * (cpu_conv_direct_dx: NCHW dz, or the nChw16c one the backward-weights primitive reads).
  * NHWC: the user descriptors of conv.c, dz in the user's layout, db as column sums.
  */
 #include "dnnl_util.h"
@@ -204,12 +206,15 @@ neat_status cpu_conv2d_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) 
     if (!dx && !dw && !db) return NEAT_OK;
 
     int want_dx = dx && dx->numel > 0, want_dw = dw != NULL, fused_db = dw && db;
+    /* dx by conv_direct.c's loop where it takes the shape (then no oneDNN primitive for it) */
+    int direct_dx = want_dx && cpu_dev(dev)->conv_direct && cpu_conv_direct_dx_ok(g);
+    int dnnl_dx = want_dx && !direct_dx;
     void *plan_ = NULL;
-    if (want_dx || want_dw) {
+    if (dnnl_dx || want_dw) {
         int64_t key[22] = {2,         g->n,    g->c,    g->h,     g->w,  g->k,   g->p,  g->q,
                            g->kh,     g->kw,   g->sh,   g->sw,    g->ph, g->pw,  g->dh, g->dw,
-                           g->groups, want_dx, want_dw, fused_db, acc,   g->nhwc};
-        conv_bwd_ctx ctx = {fn, g, want_dx, want_dw, fused_db, acc};
+                           g->groups, dnnl_dx, want_dw, fused_db, acc,   g->nhwc};
+        conv_bwd_ctx ctx = {fn, g, dnnl_dx, want_dw, fused_db, acc};
         st = cpu_dnnl_plan(dev, key, sizeof key, conv_bwd_build, conv_bwd_free, &ctx, &plan_);
         if (st != NEAT_OK) return st;
     }
@@ -224,7 +229,14 @@ neat_status cpu_conv2d_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) 
     } else if ((st = conv_act_grad(dev, cb, fn, op, &dz)) != NEAT_OK) {
         return st;
     }
-    if (want_dx) {
+    if (direct_dx) {
+        void *scratch = NULL;
+        if ((st = nm_scratch_alloc(cb, cpu_conv_direct_dx_scratch(g, nthreads), &scratch)) !=
+            NEAT_OK)
+            return st;
+        cpu_conv_direct_dx(nthreads, g, blocked_relu ? dz_data : dz, blocked_relu,
+                           op->u.conv2d_backward.w->data, acc, dx->data, scratch);
+    } else if (want_dx) {
         void *ws, *dxs;
         if (!blocked_relu && (st = cpu_staged_in(dev, cb, fn, &p->d_dz, dz, &dz_data)) != NEAT_OK)
             return st;

@@ -148,17 +148,31 @@ size_t cpu_conv_direct_multi_scratch(const nm_conv_geom *g, int nthreads) {
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
 
-/* One image: x [C,H,W] -> y [K,P,Q]; wp the packed weights, xpad C padded planes, flat K
- * rows of the padded grid. */
+/* xpad <- channel c of an image in nChw16c (blocks of 16 channels, [C/16][H][W][16]), padded
+ * as pad_plane does. */
+static void pad_plane_blocked(const nm_conv_geom *g, const float *x, int64_t c, float *xpad) {
+    int64_t pws = g->w + 2 * g->pw, phs = g->h + 2 * g->ph, hw = g->h * g->w;
+    const float *xc = x + (c / 16) * hw * 16 + c % 16;
+    memset(xpad, 0, (size_t)(phs * pws) * sizeof(float));
+    for (int64_t r = 0; r < g->h; r++)
+        for (int64_t q = 0; q < g->w; q++)
+            xpad[(g->ph + r) * pws + g->pw + q] = xc[(r * g->w + q) * 16];
+}
+
+/* One image: x [C,H,W] (or nChw16c when blocked) -> y [K,P,Q] (y += when acc); wp the packed
+ * weights, xpad C padded planes, flat K rows of the padded grid. */
 __attribute__((target("avx512f"))) static void multi_image(const nm_conv_geom *g, const float *x,
-                                                           const float *wp, const float *b,
-                                                           int relu, float *y, float *xpad,
-                                                           float *flat) {
+                                                           int blocked, const float *wp,
+                                                           const float *b, int relu, int acc,
+                                                           float *y, float *xpad, float *flat) {
     const int64_t pws = g->w + 2 * g->pw, ps = multi_stride(g), len = multi_len(g);
     const int64_t C = g->c;
     const int64_t plane = (g->h + 2 * g->ph) * pws;
     for (int64_t c = 0; c < C; c++) { /* the plane as direct_plane's, then the slack zeroed */
-        pad_plane(g, x + c * g->h * g->w, xpad + c * ps);
+        if (blocked)
+            pad_plane_blocked(g, x, c, xpad + c * ps);
+        else
+            pad_plane(g, x + c * g->h * g->w, xpad + c * ps);
         memset(xpad + c * ps + plane, 0, (size_t)(ps - plane) * sizeof(float));
     }
     const int64_t off[9] = {0, 1, 2, pws, pws + 1, pws + 2, 2 * pws, 2 * pws + 1, 2 * pws + 2};
@@ -202,10 +216,27 @@ __attribute__((target("avx512f"))) static void multi_image(const nm_conv_geom *g
             for (int64_t q0 = 0; q0 < g->q; q0 += 16) {
                 __mmask16 m = g->q - q0 >= 16 ? 0xffff : (__mmask16)((1u << (g->q - q0)) - 1);
                 __m512 v = _mm512_add_ps(_mm512_maskz_loadu_ps(m, src + q0), bk);
-                _mm512_mask_storeu_ps(dst + q0, m, relu ? _mm512_max_ps(zero, v) : v);
+                if (relu) v = _mm512_max_ps(zero, v);
+                if (acc) v = _mm512_add_ps(_mm512_maskz_loadu_ps(m, dst + q0), v);
+                _mm512_mask_storeu_ps(dst + q0, m, v);
             }
         }
     }
+}
+
+/* The images in parallel; scratch begins with the packed weights wp, filled by the caller. */
+static void multi_run(int nthreads, const nm_conv_geom *g, const float *x, int blocked,
+                      const float *b, int relu, int acc, float *y, float *scratch) {
+    const float *wp = scratch;
+    float *per_thread = scratch + g->k * g->c * 9;
+    const size_t per = multi_per_thread(g);
+    const int64_t x_image = (blocked ? (g->c + 15) / 16 * 16 : g->c) * g->h * g->w;
+    int par = cpu_par(nthreads, g->n * g->k * g->p * g->q * g->c);
+    CPU_FOR(par, img, g->n, {
+        float *xpad = per_thread + (size_t)omp_get_thread_num() * per;
+        multi_image(g, x + img * x_image, blocked, wp, b, relu, acc, y + img * g->k * g->p * g->q,
+                    xpad, xpad + g->c * multi_stride(g));
+    });
 }
 #endif
 
@@ -213,21 +244,63 @@ void cpu_conv_direct_multi_forward(int nthreads, const nm_conv_geom *g, const fl
                                    const float *w, const float *b, neat_activation act, float *y,
                                    float *scratch) {
 #if defined(__x86_64__) && defined(__GNUC__)
-    float *wp = scratch, *per_thread = scratch + g->k * g->c * 9;
+    float *wp = scratch;
     for (int64_t k = 0; k < g->k; k++) /* w [K][C][9] -> wp [K/8][C][9][8] */
         for (int64_t c = 0; c < g->c; c++)
             for (int t = 0; t < 9; t++)
                 wp[((k / MULTI_KB * g->c + c) * 9 + t) * MULTI_KB + k % MULTI_KB] =
                     w[(k * g->c + c) * 9 + t];
-    const size_t per = multi_per_thread(g);
-    const int relu = act == NEAT_ACT_RELU;
-    int par = cpu_par(nthreads, g->n * g->k * g->p * g->q * g->c);
-    CPU_FOR(par, img, g->n, {
-        float *xpad = per_thread + (size_t)omp_get_thread_num() * per;
-        multi_image(g, x + img * g->c * g->h * g->w, wp, b, relu, y + img * g->k * g->p * g->q,
-                    xpad, xpad + g->c * multi_stride(g));
-    });
+    multi_run(nthreads, g, x, 0, b, act == NEAT_ACT_RELU, 0, y, scratch);
 #else
     (void)nthreads, (void)g, (void)x, (void)w, (void)b, (void)act, (void)y, (void)scratch;
+#endif
+}
+
+/* ---- the backward data of the same convolutions, by the same loop ----------------------
+ *
+ *   dx[n,c,h,w] = sum_k sum_{i,j < 3} w[k,c,i,j] dz[n, k, h + ph - i, w + pw - j]
+ *               = sum_k sum_{i,j < 3} w[k,c,2-i,2-j] dzpad[n, k, h + i, w + j]
+ *
+ * with dz padded by 2 - ph rows and 2 - pw columns: the forward loop's convolution of dz (K
+ * channels of P x Q) by the filters turned, [C][K][9] with tap t taking w's tap 8 - t, no
+ * bias, into dx (C planes of H x W). dz may be NCHW, or nChw16c as relu_grad_blocked.c
+ * writes it for oneDNN's backward filter. Each dx is the sum over k of the 9 products in
+ * tap order (then + 0, then added to dx when accumulating). Why: oneDNN 2.6's backward
+ * data of LeNet's conv2 on the development VM took about as long as its forward (5.5 against
+ * 5.1 ms at batch 128, docs/BENCHMARKS.md), plus a reorder of dx back to NCHW. */
+static nm_conv_geom dx_geom(const nm_conv_geom *g) {
+    nm_conv_geom t = *g;
+    t.c = g->k, t.h = g->p, t.w = g->q;
+    t.k = g->c, t.p = g->h, t.q = g->w;
+    t.ph = 2 - g->ph, t.pw = 2 - g->pw;
+    return t;
+}
+
+int cpu_conv_direct_dx_ok(const nm_conv_geom *g) {
+    if (g->nhwc || g->groups != 1 || g->kh != 3 || g->kw != 3 || g->sh != 1 || g->sw != 1 ||
+        g->dh != 1 || g->dw != 1 || g->ph > 2 || g->pw > 2 || g->n < 1)
+        return 0;
+    nm_conv_geom t = dx_geom(g);
+    return cpu_conv_direct_multi_ok(&t, NEAT_ACT_NONE);
+}
+
+size_t cpu_conv_direct_dx_scratch(const nm_conv_geom *g, int nthreads) {
+    nm_conv_geom t = dx_geom(g);
+    return cpu_conv_direct_multi_scratch(&t, nthreads);
+}
+
+void cpu_conv_direct_dx(int nthreads, const nm_conv_geom *g, const float *dz, int blocked,
+                        const float *w, int acc, float *dx, float *scratch) {
+#if defined(__x86_64__) && defined(__GNUC__)
+    nm_conv_geom t = dx_geom(g);
+    float *wp = scratch;
+    for (int64_t c = 0; c < g->c; c++) /* w [K][C][9] turned -> wp [C/8][K][9][8] */
+        for (int64_t k = 0; k < g->k; k++)
+            for (int i = 0; i < 9; i++)
+                wp[((c / MULTI_KB * g->k + k) * 9 + i) * MULTI_KB + c % MULTI_KB] =
+                    w[(k * g->c + c) * 9 + 8 - i];
+    multi_run(nthreads, &t, dz, blocked, NULL, 0, acc, dx, scratch);
+#else
+    (void)nthreads, (void)g, (void)dz, (void)blocked, (void)w, (void)acc, (void)dx, (void)scratch;
 #endif
 }

@@ -102,6 +102,14 @@ size_t cpu_conv_direct_multi_scratch(const nm_conv_geom *g, int nthreads);
 void cpu_conv_direct_multi_forward(int nthreads, const nm_conv_geom *g, const float *x,
                                    const float *w, const float *b, neat_activation act, float *y,
                                    float *scratch);
+/* conv_direct.c: the backward data (dx, += when acc) of the convolutions of g that the same
+ * loop takes turned around (cpu_conv_direct_dx_ok: 3x3, stride and dilation 1, one group,
+ * padding <= 2, C % 8 == 0, AVX-512), dz NCHW or nChw16c (blocked); scratch holds
+ * cpu_conv_direct_dx_scratch(g, nthreads) bytes. */
+int cpu_conv_direct_dx_ok(const nm_conv_geom *g);
+size_t cpu_conv_direct_dx_scratch(const nm_conv_geom *g, int nthreads);
+void cpu_conv_direct_dx(int nthreads, const nm_conv_geom *g, const float *dz, int blocked,
+                        const float *w, int acc, float *dx, float *scratch);
 /* relu_grad_blocked.c: dz = y > 0 ? dy : 0 for dy, y NCHW [n,k,s] (s = P*Q), written in
  * oneDNN's nChw16c layout: dzb [n, ceil(k/16), s, 16], the padded channels 0. */
 void cpu_relu_grad_nchw16c(int nthreads, const float *dy, const float *y, int64_t n, int64_t k,
