@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test run behind `make test`:
 #   1. the release build (with the CUDA backend when nvcc exists) and every tests/test_*.c
-#      binary on every backend that opens here (the others are reported as skipped);
+#      binary on every backend that opens here (the others are reported as skipped), and
+#      test_dtype once more with the CPU's bf16 GEMMs on oneDNN's bf16 kernels;
 #   2. a second build of the library and tests with -fsanitize=address,undefined
 #      (-fno-sanitize-recover=all), run the same way with leak detection on and the pool's
 #      debug mode: any sanitizer report, leak included, fails it;
@@ -68,6 +69,12 @@ build() { # build <dir> <cmake args...>
 mkdir -p "$BUILD" "$ASAN_BUILD" "$TSAN_BUILD" "$FUZZ_BUILD"
 if build "$BUILD" -DCMAKE_BUILD_TYPE=Release; then
   run_suite release "$BUILD"
+  # bf16 GEMMs on oneDNN's bf16 kernels (on by default only where the CPU has bf16
+  # instructions; forced here, where oneDNN may emulate them): test_dtype's bf16 matmul and
+  # linear rows take that path on the CPU.
+  out=$(NEATML_CPU_BF16=2 NEATML_TEST_BACKENDS=cpu "$BUILD/test_dtype" 2>&1)
+  printf '%s\n' "$out" > "$BUILD/test_dtype.cpu_bf16.log"
+  count "release test_dtype (cpu, NEATML_CPU_BF16=2)" "$out"
 else
   failed=$((failed + 1))
 fi
@@ -80,6 +87,12 @@ if build "$ASAN_BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DNEATML_SANITIZE=ON -D
   LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$PWD/tests/lsan.supp:print_suppressions=0} \
   UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1} NEATML_DEBUG_POOL=1 \
   run_suite asan "$ASAN_BUILD"
+  out=$(ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0} \
+        LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$PWD/tests/lsan.supp:print_suppressions=0} \
+        UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1} NEATML_DEBUG_POOL=1 \
+        NEATML_CPU_BF16=2 NEATML_TEST_BACKENDS=cpu "$ASAN_BUILD/test_dtype" 2>&1)
+  printf '%s\n' "$out" > "$ASAN_BUILD/test_dtype.cpu_bf16.log"
+  count "asan test_dtype (cpu, NEATML_CPU_BF16=2)" "$out"
 else
   failed=$((failed + 1))
 fi

@@ -35,6 +35,17 @@ neat_status cpu_dnnl_open(nm_device *dev) {
     DNNL_TRY(dnnl_engine_create(&d->engine, dnnl_cpu, 0));
     DNNL_TRY(dnnl_stream_create(&d->stream, d->engine, dnnl_stream_default_flags));
     cpu_dev(dev)->dnnl = d;
+    /* bf16 GEMMs on oneDNN's own bf16 kernels where the CPU has bf16 instructions
+     * (AVX512_BF16, or AMX, whose ISA level includes it); elsewhere on float32 copies
+     * (half.c), which oneDNN's emulation of bf16 on plain AVX-512 is no faster than.
+     * NEATML_CPU_BF16=0: never; =2: always (the tests reach the path on any CPU). */
+    const char *env = getenv("NEATML_CPU_BF16");
+    dnnl_cpu_isa_t isa = dnnl_get_effective_cpu_isa();
+    cpu_dev(dev)->bf16_gemm =
+        env && strcmp(env, "0") == 0 ? 0
+        : env && strcmp(env, "2") == 0
+            ? 1
+            : (isa & dnnl_cpu_isa_avx512_core_bf16) == dnnl_cpu_isa_avx512_core_bf16;
     return NEAT_OK;
 fail:
     if (d->engine) dnnl_engine_destroy(d->engine);

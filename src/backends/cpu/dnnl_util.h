@@ -150,18 +150,22 @@ void cpu_staged_destroy(cpu_staged *a);
  * dense row-major: op(a) m x k (a stored k x m when trans_a), op(b) k x n (b stored n x k
  * when trans_b), c m x n, bias NULL or n values added to every row (callers pass a bias only
  * with alpha == 1, so how oneDNN scales a bias does not matter). beta == 0 never reads c. k == 0
- * gives act(bias + beta c).
- * The primitive is cached per (batch, m, n, k, transposes, alpha, beta, bias, act). */
+ * gives act(bias + beta c) (float32 only: the bf16 path is taken with k > 0).
+ * ab_dt: the type of a, b and the bias; c_dt: c's. NEAT_F32 (0, what a zeroed initializer
+ * gives) everywhere but bf16 GEMMs on oneDNN's bf16 kernels (cpu_device.bf16_gemm: a and b
+ * bf16, products exact in float32, float32 sums, c rounded once).
+ * The primitive is cached per (batch, m, n, k, transposes, alpha, beta, bias, act, types). */
 typedef struct cpu_gemm_desc {
     int64_t batch, m, n, k;
     int trans_a, trans_b;
     float alpha, beta;
     int has_bias;
     neat_activation act;
+    neat_dtype ab_dt, c_dt;
 } cpu_gemm_desc;
 
 neat_status cpu_gemm(nm_device *dev, nm_cmdbuf *cb, const char *fn, const cpu_gemm_desc *g,
-                     const float *a, const float *b, const float *bias, float *c);
+                     const void *a, const void *b, const void *bias, void *c);
 
 /* ---- convolution descriptors (conv.c), shared with conv_backward.c -------------------------- */
 

@@ -251,9 +251,21 @@ static int half_loop(const nm_op *op) {
     return dt == NEAT_BF16 || dt == NEAT_F16;
 }
 
+/* A bf16 matmul or linear forward that oneDNN's bf16 kernels take (cpu_device.bf16_gemm):
+ * the inputs bf16 (one type: ops_check.c), the output bf16 or float32, a product of k > 0
+ * terms (the empty product's loop is float32). */
+static int bf16_gemm(nm_device *dev, const nm_op *op) {
+    if (!cpu_dev(dev)->bf16_gemm) return 0;
+    if (op->kind == NM_OP_MATMUL) return op->u.matmul.a->dtype == NEAT_BF16 && op->u.matmul.k > 0;
+    if (op->kind == NM_OP_LINEAR_FORWARD)
+        return op->u.linear_forward.x->dtype == NEAT_BF16 && op->u.linear_forward.in > 0;
+    return 0;
+}
+
 neat_status cpu_run_op(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
     nm_op_fn run = dev->be->op[op->kind];
-    if (nm_half_native(op->kind) || !first_half(op) || half_loop(op)) return run(dev, cb, op);
+    if (nm_half_native(op->kind) || !first_half(op) || half_loop(op) || bf16_gemm(dev, op))
+        return run(dev, cb, op);
     nm_op f32 = *op;
     nm_tensor shadow[NM_OP_MAX_TENSORS];
     int n, nthreads = cpu_dev(dev)->nthreads;

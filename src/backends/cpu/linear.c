@@ -28,8 +28,10 @@ neat_status cpu_linear_forward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
         .beta = 0.0f,
         .has_bias = op->u.linear_forward.b != NULL,
         .act = op->u.linear_forward.act,
+        .ab_dt = op->u.linear_forward.x->dtype, /* bf16 only on cpu_device.bf16_gemm */
+        .c_dt = op->u.linear_forward.y->dtype,
     };
-    const float *bias = op->u.linear_forward.b ? op->u.linear_forward.b->data : NULL;
+    const void *bias = op->u.linear_forward.b ? op->u.linear_forward.b->data : NULL;
     return cpu_gemm(dev, cb, "neat_linear_forward", &g, op->u.linear_forward.x->data,
                     op->u.linear_forward.w->data, bias, op->u.linear_forward.y->data);
 }

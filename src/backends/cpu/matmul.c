@@ -18,8 +18,11 @@
 #include <string.h>
 
 typedef struct gemm_key {
-    int64_t tag, batch, m, n, k, trans_a, trans_b, alpha_bits, beta_bits, has_bias, act;
+    int64_t tag, batch, m, n, k, trans_a, trans_b, alpha_bits, beta_bits, has_bias, act, ab_dt,
+        c_dt;
 } gemm_key;
+
+static dnnl_data_type_t dnnl_type(neat_dtype dt) { return dt == NEAT_BF16 ? dnnl_bf16 : dnnl_f32; }
 
 static int64_t float_bits(float f) {
     uint32_t u;
@@ -30,7 +33,7 @@ static int64_t float_bits(float f) {
 /* A dense row-major matrix (or batch of them) seen as rows x cols, transposed or not:
  * transposed means it is stored cols x rows. */
 static dnnl_status_t matrix_md(cpu_md *md, int64_t batch, int64_t rows, int64_t cols,
-                               int transposed) {
+                               int transposed, neat_dtype dt) {
     dnnl_dims_t dims = {0}, strides = {0};
     int nd = 0;
     if (batch != 1) {
@@ -41,7 +44,7 @@ static dnnl_status_t matrix_md(cpu_md *md, int64_t batch, int64_t rows, int64_t 
     strides[nd++] = transposed ? 1 : cols;
     dims[nd] = cols;
     strides[nd++] = transposed ? rows : 1;
-    return dnnl_memory_desc_create_with_strides(md, nd, dims, dnnl_f32, strides);
+    return dnnl_memory_desc_create_with_strides(md, nd, dims, dnnl_type(dt), strides);
 }
 
 typedef struct gemm_ctx {
@@ -60,16 +63,16 @@ static neat_status gemm_build(cpu_dnnl *d, const void *ctx, void **out) {
     cpu_prim *p = calloc(1, sizeof *p);
     if (!p) return nm_error(NEAT_ERR_OUT_OF_MEMORY, "%s: no memory for a plan", fn);
 
-    dnnl_status_t s = matrix_md(&a_md, g->batch, g->m, g->k, g->trans_a);
-    if (s == dnnl_success) s = matrix_md(&b_md, g->batch, g->k, g->n, g->trans_b);
-    if (s == dnnl_success) s = matrix_md(&c_md, g->batch, g->m, g->n, 0);
+    dnnl_status_t s = matrix_md(&a_md, g->batch, g->m, g->k, g->trans_a, g->ab_dt);
+    if (s == dnnl_success) s = matrix_md(&b_md, g->batch, g->k, g->n, g->trans_b, g->ab_dt);
+    if (s == dnnl_success) s = matrix_md(&c_md, g->batch, g->m, g->n, 0, g->c_dt);
     DNNL_TRY_AS(s, "dnnl_memory_desc_create_with_strides");
     if (g->has_bias) {
         /* one row broadcast over the batch and the m rows */
         dnnl_dims_t dims = {1, 1, g->n}, strides = {g->n, g->n, 1};
         int nd = g->batch != 1 ? 3 : 2;
-        DNNL_TRY(dnnl_memory_desc_create_with_strides(&bias_md, nd, dims + 3 - nd, dnnl_f32,
-                                                      strides + 3 - nd));
+        DNNL_TRY(dnnl_memory_desc_create_with_strides(&bias_md, nd, dims + 3 - nd,
+                                                      dnnl_type(g->ab_dt), strides + 3 - nd));
     }
 
     st = cpu_dnnl_attr(fn, &attr);
@@ -143,9 +146,11 @@ static void gemm_empty_product(int nthreads, const cpu_gemm_desc *g, const float
 }
 
 neat_status cpu_gemm(nm_device *dev, nm_cmdbuf *cb, const char *fn, const cpu_gemm_desc *g,
-                     const float *a, const float *b, const float *bias, float *c) {
+                     const void *a, const void *b, const void *bias, void *c) {
     if (g->batch == 0 || g->m == 0 || g->n == 0) return NEAT_OK;
     if (g->k == 0) {
+        if (g->ab_dt != NEAT_F32 || g->c_dt != NEAT_F32) /* half.c takes k == 0 in float32 */
+            return nm_error(NEAT_ERR_INTERNAL, "%s: an empty bf16 product", fn);
         gemm_empty_product(cpu_dev(dev)->nthreads, g, g->has_bias ? bias : NULL, c);
         return NEAT_OK;
     }
@@ -167,7 +172,9 @@ neat_status cpu_gemm(nm_device *dev, nm_cmdbuf *cb, const char *fn, const cpu_ge
                     float_bits(n.alpha),
                     float_bits(n.beta),
                     n.has_bias,
-                    (int64_t)n.act};
+                    (int64_t)n.act,
+                    (int64_t)n.ab_dt,
+                    (int64_t)n.c_dt};
     gemm_ctx ctx = {&n, fn};
     void *plan = NULL;
     neat_status st = cpu_dnnl_plan(dev, &key, sizeof key, gemm_build, gemm_free, &ctx, &plan);
@@ -196,6 +203,8 @@ neat_status cpu_matmul(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
         .beta = op->u.matmul.beta,
         .has_bias = 0,
         .act = NEAT_ACT_NONE,
+        .ab_dt = op->u.matmul.a->dtype, /* bf16 only on cpu_device.bf16_gemm (half.c) */
+        .c_dt = op->u.matmul.c->dtype,
     };
     return cpu_gemm(dev, cb, fn, &g, op->u.matmul.a->data, op->u.matmul.b->data, NULL,
                     op->u.matmul.c->data);
