@@ -189,6 +189,9 @@ dnnl3_suite() {
     printf '%s\n' "$out" > "$b/$t.log"
     count "dnnl3 $t" "$out"
   done
+  out=$(NEATML_CPU_BF16=2 "$b/test_dtype" 2>&1) # the bf16 GEMMs on oneDNN 3's bf16 kernels
+  printf '%s\n' "$out" > "$b/test_dtype.cpu_bf16.log"
+  count "dnnl3 test_dtype (NEATML_CPU_BF16=2)" "$out"
 }
 dnnl3_suite
 
