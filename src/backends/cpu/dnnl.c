@@ -37,8 +37,9 @@ neat_status cpu_dnnl_open(nm_device *dev) {
     cpu_dev(dev)->dnnl = d;
     /* bf16 GEMMs on oneDNN's own bf16 kernels where the CPU has bf16 instructions
      * (AVX512_BF16, or AMX, whose ISA level includes it); elsewhere on float32 copies
-     * (half.c), which oneDNN's emulation of bf16 on plain AVX-512 is no faster than.
-     * NEATML_CPU_BF16=0: never; =2: always (the tests reach the path on any CPU). */
+     * (half.c): oneDNN's emulation of bf16 on plain AVX-512 took 4x their time on the
+     * development VM. NEATML_CPU_BF16=0: never; =2: always (the tests reach the path on
+     * any CPU). A bf16 primitive oneDNN refuses turns the path off (half.c). */
     const char *env = getenv("NEATML_CPU_BF16");
     dnnl_cpu_isa_t isa = dnnl_get_effective_cpu_isa();
     cpu_dev(dev)->bf16_gemm =

@@ -264,8 +264,14 @@ static int bf16_gemm(nm_device *dev, const nm_op *op) {
 
 neat_status cpu_run_op(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
     nm_op_fn run = dev->be->op[op->kind];
-    if (nm_half_native(op->kind) || !first_half(op) || half_loop(op) || bf16_gemm(dev, op))
-        return run(dev, cb, op);
+    if (nm_half_native(op->kind) || !first_half(op) || half_loop(op)) return run(dev, cb, op);
+    if (bf16_gemm(dev, op)) {
+        neat_status st = run(dev, cb, op);
+        if (st != NEAT_ERR_UNSUPPORTED) return st;
+        /* oneDNN refused to create the bf16 primitive (nothing was written): this op and
+         * every later one take the float32 copies on this device */
+        cpu_dev(dev)->bf16_gemm = 0;
+    }
     nm_op f32 = *op;
     nm_tensor shadow[NM_OP_MAX_TENSORS];
     int n, nthreads = cpu_dev(dev)->nthreads;

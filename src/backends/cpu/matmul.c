@@ -92,7 +92,12 @@ static neat_status gemm_build(cpu_dnnl *d, const void *ctx, void **out) {
         if (has_act) DNNL_TRY(dnnl_post_ops_append_eltwise(ops, alg, 0.0f, 0.0f));
         DNNL_TRY(dnnl_primitive_attr_set_post_ops(attr, ops));
     }
-    DNNL_TRY(dnnl_matmul_primitive_desc_create(&pd, d->engine, a_md, b_md, bias_md, c_md, attr));
+    s = dnnl_matmul_primitive_desc_create(&pd, d->engine, a_md, b_md, bias_md, c_md, attr);
+    if (s == dnnl_unimplemented && g->ab_dt != NEAT_F32) { /* half.c then takes the copies */
+        st = nm_error(NEAT_ERR_UNSUPPORTED, "%s: oneDNN has no bf16 matmul for this case", fn);
+        goto fail;
+    }
+    DNNL_TRY(s);
 
     const int with_bias[4] = {DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_BIAS, DNNL_ARG_DST};
     const int no_bias[3] = {DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_DST};
