@@ -69,7 +69,8 @@ __global__ void sum_parts_kernel(const float *__restrict__ part, int64_t batch, 
 /* ---- the direct backward filter of 3x3 stride-1 convolutions on small planes ------------
  * dw[k][c][r][s] = sum_n sum_p,q dz[n][k][p][q] x[n][c][p + r - ph][q + s - pw], without
  * im2col; in NHWC (NHWC = true) the same sums of x[n][h][w][c], dz[n][p][q][k] into
- * dw[k][r][s][c], only the staging and the final stores differ (below). A block takes DW_KT filters x DW_CT channels, all 9 taps, over a chunk of nb
+ * dw[k][r][s][c], only the staging and the final stores differ (below). A block takes DW_KT
+ * filters x DW_CT channels, all 9 taps, over a chunk of nb
  * images: per image it stages the DW_CT input planes, zero-padded, and the DW_KT planes of
  * dz in shared memory, then thread (tk, tc) (tc fast: a warp is 32 channels of one group of
  * DW_KR filters) slides a 3x3 window along each row of its channel's plane, 3 new loads a
