@@ -356,6 +356,8 @@ int main(void) {
     neat_device *devs[NT_MAX_BACKENDS];
     const char *names[NT_MAX_BACKENDS];
     int n = nt_open_devices(devs, names);
+    if (getenv("NEATML_TEST_ONLY") && *getenv("NEATML_TEST_ONLY"))
+        printf("copy_overlap: only the parts %s (NEATML_TEST_ONLY)\n", getenv("NEATML_TEST_ONLY"));
     for (int i = 0; i < n; i++) {
         dev_name = names[i];
         /* the long op's matrices: 3 x 64 MiB on a GPU (beyond the H200's L2); small on a CPU */
