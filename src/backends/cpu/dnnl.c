@@ -41,12 +41,15 @@ neat_status cpu_dnnl_open(nm_device *dev) {
      * development VM. NEATML_CPU_BF16=0: never; =2: always (the tests reach the path on
      * any CPU). A bf16 primitive oneDNN refuses turns the path off (half.c). */
     const char *env = getenv("NEATML_CPU_BF16");
+#if defined(__x86_64__)
     dnnl_cpu_isa_t isa = dnnl_get_effective_cpu_isa();
-    cpu_dev(dev)->bf16_gemm =
-        env && strcmp(env, "0") == 0 ? 0
-        : env && strcmp(env, "2") == 0
-            ? 1
-            : (isa & dnnl_cpu_isa_avx512_core_bf16) == dnnl_cpu_isa_avx512_core_bf16;
+    int bf16_isa = (isa & dnnl_cpu_isa_avx512_core_bf16) == dnnl_cpu_isa_avx512_core_bf16;
+#else
+    int bf16_isa = 0; /* the ISA values are x86-64's (aarch64's oneDNN answers its own) */
+#endif
+    cpu_dev(dev)->bf16_gemm = env && strcmp(env, "0") == 0   ? 0
+                              : env && strcmp(env, "2") == 0 ? 1
+                                                             : bf16_isa;
     return NEAT_OK;
 fail:
     if (d->engine) dnnl_engine_destroy(d->engine);
