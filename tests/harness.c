@@ -124,6 +124,15 @@ void nt_permute_nhwc(const int64_t *s, const float *src, float *dst, int to_nhwc
             }
 }
 
+int nt_env_lists(const char *var, const char *name) {
+    const char *e = getenv(var);
+    if (!e || !*e) return 1;
+    size_t len = strlen(name);
+    for (const char *p = e; (p = strstr(p, name)) != NULL; p += len)
+        if ((p == e || p[-1] == ',') && (p[len] == ',' || p[len] == '\0')) return 1;
+    return 0;
+}
+
 uint64_t nt_seed_base(const char *suite, uint64_t dflt) {
     const char *env = getenv("NEATML_TEST_SEED");
     uint64_t base = env && *env ? strtoull(env, NULL, 0) : dflt;

@@ -32,6 +32,10 @@ int nt_finish(const char *suite);
  * can be run again. Each case derives its own seed from it. */
 uint64_t nt_seed_base(const char *suite, uint64_t dflt);
 
+/* 1 when the environment variable var is unset or empty, or lists name among its
+ * comma-separated entries (NEATML_TEST_KINDS, NEATML_TEST_ONLY: a partial run). */
+int nt_env_lists(const char *var, const char *name);
+
 /* Deterministic random numbers (splitmix64, tools/rng.h, shared with bench/), seeded per case
  * and printed on failure. */
 typedef rng64 nt_rng;

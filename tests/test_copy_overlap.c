@@ -343,14 +343,7 @@ static void test_copy_run(neat_device *dev) {
 }
 
 /* NEATML_TEST_ONLY=name[,name...]: only those parts (to narrow down a tool's failure). */
-static int wanted(const char *name) {
-    const char *e = getenv("NEATML_TEST_ONLY");
-    if (!e || !*e) return 1;
-    size_t len = strlen(name);
-    for (const char *p = e; (p = strstr(p, name)) != NULL; p += len)
-        if ((p == e || p[-1] == ',') && (p[len] == '\0' || p[len] == ',')) return 1;
-    return 0;
-}
+static int wanted(const char *name) { return nt_env_lists("NEATML_TEST_ONLY", name); }
 
 int main(void) {
     neat_device *devs[NT_MAX_BACKENDS];

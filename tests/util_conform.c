@@ -26,8 +26,7 @@ static void report(cf_case *c, const char *file, int line, const char *fmt, va_l
         snprintf(where, sizeof where, "%s", file);
     fprintf(stderr, "FAIL %s: %s %s%s [%s] seed=%#llx %s (%s): %s\n", where, c->dev_name,
             cf_kinds[c->row->kind]->name, c->nhwc ? " nhwc" : "", PASS_NAMES[c->pass],
-            (unsigned long long)c->seed, c->desc,
-            c->sub ? "replay" : "first commit", msg);
+            (unsigned long long)c->seed, c->desc, c->sub ? "replay" : "first commit", msg);
     c->failed = 1;
 }
 
@@ -336,21 +335,14 @@ static int shard_get(int *i, int *n) {
     *i = 0, *n = 1;
     if (!e || !*e) return 1;
     if (sscanf(e, "%d/%d", i, n) != 2 || *n < 1 || *i < 0 || *i >= *n) return 0;
-    printf("conformance: shard %d of %d (NEATML_TEST_SHARD): rows %d, %d + %d, ...\n", *i, *n,
-           *i, *i, *n);
+    printf("conformance: shard %d of %d (NEATML_TEST_SHARD): rows %d, %d + %d, ...\n", *i, *n, *i,
+           *i, *n);
     return 1;
 }
 
 /* NEATML_TEST_KINDS=name,name,...: only the kinds named (a slow tool over some ops); unset,
  * every kind. Printed, so that a partial run says so. */
-static int kind_wanted(const char *name) {
-    const char *e = getenv("NEATML_TEST_KINDS");
-    if (!e || !*e) return 1;
-    size_t len = strlen(name);
-    for (const char *p = e; (p = strstr(p, name)) != NULL; p += len)
-        if ((p == e || p[-1] == ',') && (p[len] == ',' || p[len] == '\0')) return 1;
-    return 0;
-}
+static int kind_wanted(const char *name) { return nt_env_lists("NEATML_TEST_KINDS", name); }
 
 int cf_run_table(const cf_row *rows, int n, uint64_t base) {
     if (getenv("NEATML_TEST_KINDS") && *getenv("NEATML_TEST_KINDS"))
@@ -389,9 +381,9 @@ int cf_run_table(const cf_row *rows, int n, uint64_t base) {
                                 run_case(devs[d], names[d], &rows[i], pass, idx, nhwc, base);
                             idx++;
                         }
-                    printf("%-5s %-6s %-22s%s %3d cases, %4ld comparisons, %ld failed\n",
-                           names[d], PASS_NAMES[pass], k->name, nhwc ? " nhwc" : "", cur.cases,
-                           cur.comps, cur.failed);
+                    printf("%-5s %-6s %-22s%s %3d cases, %4ld comparisons, %ld failed\n", names[d],
+                           PASS_NAMES[pass], k->name, nhwc ? " nhwc" : "", cur.cases, cur.comps,
+                           cur.failed);
                 }
             }
         }
