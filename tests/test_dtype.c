@@ -332,6 +332,7 @@ static const char *const OP_NAMES[] = {"cast",    "add",      "mul",     "scale"
 #define NOBIAS 0x100 /* in row.p of linear and conv (p & 0xff: the activation): no bias */
 #define K3 0x200     /* in row.p of conv: 3x3, padding 1 (else 5x5 unpadded) */
 #define NHWC 0x400   /* in row.p of conv and maxpool: NEAT_LAYOUT_NHWC (values drawn NCHW) */
+#define ALPHA 4      /* in row.p of matmul (bits 0-1: the transposes): alpha -2, else 1 */
 #define BATCH 3      /* matrices of an OP_BMATMUL row */
 
 /* m, n, k: the sizes (rows, cols, inner); p: trans/act/broadcast as the op reads it. */
@@ -470,6 +471,11 @@ static const row ROWS[] = {
     {OP_CONV, NEAT_BF16, NEAT_BF16, 1, 7, 0, NEAT_ACT_RELU | NHWC, 1},
     {OP_MAXPOOL, NEAT_BF16, NEAT_BF16, 2, 3, 0, NHWC, 1},
     {OP_MAXPOOL, NEAT_F16, NEAT_F16, 1, 16, 0, NHWC, 1},
+    /* alpha != 1 in half (the CPU's bf16 oneDNN path takes it as an output scale) */
+    {OP_MATMUL, NEAT_BF16, NEAT_BF16, 33, 17, 65, ALPHA | 3, 1},
+    {OP_MATMUL, NEAT_BF16, NEAT_F32, 9, 12, 40, ALPHA, 1},
+    {OP_BMATMUL, NEAT_BF16, NEAT_BF16, 6, 5, 7, ALPHA | 1, 1},
+    {OP_MATMUL, NEAT_F16, NEAT_F16, 10, 11, 12, ALPHA | 2, 1},
 };
 
 /* The shape of the NHWC tensor holding NCHW shape s. */
@@ -547,7 +553,7 @@ static void run_row(const row *r, int idx, uint64_t seed) {
         break;
     }
     case OP_MATMUL:
-    case OP_BMATMUL: { /* p: bit 0 trans_a, bit 1 trans_b; beta 0.5 when both */
+    case OP_BMATMUL: { /* p: bit 0 trans_a, bit 1 trans_b; beta 0.5 when both; ALPHA */
         int batched = r->op == OP_BMATMUL;
         int64_t as[3] = {BATCH, r->p & 1 ? k : m, r->p & 1 ? m : k},
                 bs[3] = {BATCH, r->p & 2 ? n : k, r->p & 2 ? k : n};
@@ -635,6 +641,7 @@ static void run_row(const row *r, int idx, uint64_t seed) {
     case OP_MATMUL:
     case OP_BMATMUL: {
         int both = (r->p & 3) == 3;
+        float alpha = r->p & ALPHA ? -2.0f : 1.0f;
         if (both) { /* c's values, which the op reads (beta 0.5), kept for the replay */
             c0 = malloc((size_t)(yn + 1) * sizeof *c0);
             for (int64_t i = 0; i < yn; i++) c0[i] = (float)nt_uniform(&rng, -1, 1);
@@ -643,13 +650,13 @@ static void run_row(const row *r, int idx, uint64_t seed) {
             for (int64_t i = 0; i < yn; i++) ref[i] = c0[i];
         }
         if (r->op == OP_BMATMUL) {
-            st = neat_matmul_batched(cb, ta, tb, ty, 1.0f, both ? 0.5f : 0.0f, r->p & 1,
+            st = neat_matmul_batched(cb, ta, tb, ty, alpha, both ? 0.5f : 0.0f, r->p & 1,
                                      (r->p >> 1) & 1);
-            ref_matmul_batched(a, b, ref, abs, BATCH, m, n, k, 1.0, both ? 0.5 : 0.0, r->p & 1,
+            ref_matmul_batched(a, b, ref, abs, BATCH, m, n, k, alpha, both ? 0.5 : 0.0, r->p & 1,
                                (r->p >> 1) & 1);
         } else {
-            st = neat_matmul(cb, ta, tb, ty, 1.0f, both ? 0.5f : 0.0f, r->p & 1, (r->p >> 1) & 1);
-            ref_matmul(a, b, ref, abs, m, n, k, 1.0, both ? 0.5 : 0.0, r->p & 1, (r->p >> 1) & 1);
+            st = neat_matmul(cb, ta, tb, ty, alpha, both ? 0.5f : 0.0f, r->p & 1, (r->p >> 1) & 1);
+            ref_matmul(a, b, ref, abs, m, n, k, alpha, both ? 0.5 : 0.0, r->p & 1, (r->p >> 1) & 1);
         }
         break;
     }
