@@ -33,20 +33,20 @@ let check_close ~tol name expected got =
     expected
 
 (* (a, b, c, d) are the sizes in NCHW order: [N,C,H,W], or [K,C/groups,kh,kw] for filters,
-   which move alike. to_nhwc lays NCHW data out as [a; c; d; b], to_nchw undoes it. *)
-let to_nhwc (a, b, c, d) x =
-  Array.init (a * b * c * d) (fun i ->
-      let ib = i mod b and r = i / b in
-      let id = r mod d and r = r / d in
-      let ic = r mod c and ia = r / c in
-      x.((((((ia * b) + ib) * c) + ic) * d) + id))
+   which move alike. nhwc_index gives the place in the [a; c; d; b] layout of NCHW element i;
+   to_nhwc lays NCHW data out that way, to_nchw reads it back. *)
+let nhwc_index (_, b, c, d) i =
+  let id = i mod d and r = i / d in
+  let ic = r mod c and r = r / c in
+  let ib = r mod b and ia = r / b in
+  (((((ia * c) + ic) * d) + id) * b) + ib
 
-let to_nchw (a, b, c, d) y =
-  Array.init (a * b * c * d) (fun i ->
-      let id = i mod d and r = i / d in
-      let ic = r mod c and r = r / c in
-      let ib = r mod b and ia = r / b in
-      y.((((((ia * c) + ic) * d) + id) * b) + ib))
+let to_nhwc dims x =
+  let y = Array.make (Array.length x) 0.0 in
+  Array.iteri (fun i v -> y.(nhwc_index dims i) <- v) x;
+  y
+
+let to_nchw dims y = Array.init (Array.length y) (fun i -> y.(nhwc_index dims i))
 
 (* How one layout holds an NCHW-ordered array: its shape, its tensor, its contents read back
    in NCHW order. *)
