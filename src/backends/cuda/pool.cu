@@ -237,13 +237,17 @@ __global__ void maxpool_bwd_gather(const T *__restrict__ dy, const int *__restri
     }
 }
 
+/* 2x2 windows, stride 2, no padding: the case of the kernels of their own (either layout). */
+static bool pool_2x2(const nm_conv_geom &g) {
+    return g.kh == 2 && g.kw == 2 && g.sh == 2 && g.sw == 2 && g.ph == 0 && g.pw == 0;
+}
+
 template <class T>
 static neat_status maxpool2d(nm_device *dev, const nm_conv_geom &g, const T *x, T *y) {
     int64_t total = g.n * g.c * g.p * g.q;
     if (total == 0) return NEAT_OK;
-    bool is2x2_nhwc = g.kh == 2 && g.kw == 2 && g.sh == 2 && g.sw == 2 && g.ph == 0 && g.pw == 0;
-    bool is2x2 = !g.nhwc && is2x2_nhwc;
-    if (g.nhwc && is2x2_nhwc)
+    bool is2x2 = !g.nhwc && pool_2x2(g);
+    if (g.nhwc && pool_2x2(g))
         return maxpool_2x2_nhwc_launch<0, T>(dev, x, (const T *)NULL, y, g, "neat_maxpool2d");
     if (g.nhwc) {
         maxpool_fwd<true, true, T>
@@ -270,13 +274,10 @@ static neat_status maxpool2d_backward(nm_device *dev, nm_cmdbuf *cb, const nm_co
     if (nout == 0) /* every bit zero is +0 in each type */
         return cuda_check(cudaMemsetAsync(dx, 0, (size_t)nin * sizeof(T), s), what,
                           "cudaMemsetAsync");
-    bool is2x2 = !g.nhwc && g.kh == 2 && g.kw == 2 && g.sh == 2 && g.sw == 2 && g.ph == 0 &&
-                 g.pw == 0 && g.h % 2 == 0 && g.w % 2 == 0;
+    bool even_2x2 = pool_2x2(g) && g.h % 2 == 0 && g.w % 2 == 0, is2x2 = !g.nhwc && even_2x2;
     /* x, dy and dx start at pool blocks (common.cuh); W % V == 0 keeps the rows of x and dx
      * aligned to V elements and those of dy (Q = W / 2) to V / 2 */
-    if (g.nhwc && g.kh == 2 && g.kw == 2 && g.sh == 2 && g.sw == 2 && g.ph == 0 && g.pw == 0 &&
-        g.h % 2 == 0 && g.w % 2 == 0)
-        return maxpool_2x2_nhwc_launch<1, T>(dev, x, dy, dx, g, what);
+    if (g.nhwc && even_2x2) return maxpool_2x2_nhwc_launch<1, T>(dev, x, dy, dx, g, what);
     if (is2x2 && g.w % 8 == 0) return maxpool_bwd_2x2_launch<T, 8>(dev, x, dy, dx, g);
     if (is2x2 && g.w % 4 == 0) return maxpool_bwd_2x2_launch<T, 4>(dev, x, dy, dx, g);
     if (is2x2) return maxpool_bwd_2x2_launch<T, 2>(dev, x, dy, dx, g);
