@@ -216,8 +216,11 @@ NEAT_API neat_status neat_device_set_memory_limit(neat_device *dev, int64_t byte
  * would be exact only up to 256 or 2048) and the float32-only ones above. The mixed
  * optimizers and the loss-scale ops convert element by element in their one pass on both.
  * The CPU runs the other ops on float32 copies of the half tensors, each output rounded
- * once (no half-speed kernel yet; a backward op that accumulates adds in float32 and rounds
- * the sum once). CUDA runs in half directly: neat_cast, the elementwise ops, activations,
+ * once (a backward op that accumulates adds in float32 and rounds the sum once), except on
+ * a CPU with bf16 instructions (AVX512_BF16 or AMX; NEATML_CPU_BF16, docs/API.md): there
+ * bf16 matmul(_batched), linear forward and conv forward, and linear and conv backward
+ * without activation or with relu, run on oneDNN's bf16 kernels (exact products, float32
+ * sums, possibly in another order than the float32 op's; one rounding). CUDA runs in half directly: neat_cast, the elementwise ops, activations,
  * maxpool, softmax and sums (half storage, float32 math), matmul(_batched) and linear
  * forward (cuBLASLt on the tensor cores: 16-bit products are exact and sums float32, in any
  * math mode), linear and conv backward without activation or with relu, conv forward into

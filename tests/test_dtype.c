@@ -770,6 +770,13 @@ static void pair_reset(pair p) {
     free(mag);
 }
 
+/* The values of p as a relu's output: its negative values 0, so that relu's backward meets
+ * y == 0 (where act' is 0) as often as a trained layer does. */
+static void pair_relu(pair *p) {
+    for (int64_t i = 0; i < p->n; i++) p->v[i] = p->v[i] < 0 ? 0.0f : p->v[i];
+    pair_reset(*p);
+}
+
 /* Native: p.h within the accumulation bound of p.f (terms: the longest sum). */
 static void pair_check_bound(pair p, neat_dtype dt, int64_t terms, const char *what) {
     float *got = malloc((size_t)(p.n ? p.n : 1) * sizeof *got);
@@ -1057,10 +1064,17 @@ static void test_forward_pairs(uint64_t seed) {
     }
 }
 
-/* Does this backend run the layer's backward on half tensors with its own kernels? (CUDA:
- * without activation or with relu; src/backends/cuda/half.cu, cuda_native_half.) */
-static int native_layer(neat_activation act) {
-    return !strcmp(backend, "cuda") && (act == NEAT_ACT_NONE || act == NEAT_ACT_RELU);
+/* Does this backend run the layer's backward on half tensors with its own kernels, whose
+ * float32 sums may take another order than the float32 op's? CUDA: without activation or
+ * with relu (src/backends/cuda/half.cu, cuda_native_half); the CPU: the same on bf16 where
+ * its oneDNN bf16 path may be on (src/backends/cpu/half.c: on by default on a CPU with bf16
+ * instructions, forced by NEATML_CPU_BF16=2; NEATML_CPU_BF16=0 keeps the float32 copies,
+ * bit for bit). */
+static int native_layer(neat_dtype dt, neat_activation act) {
+    if (act != NEAT_ACT_NONE && act != NEAT_ACT_RELU) return 0;
+    if (!strcmp(backend, "cuda")) return 1;
+    const char *env = getenv("NEATML_CPU_BF16");
+    return !strcmp(backend, "cpu") && dt == NEAT_BF16 && !(env && !strcmp(env, "0"));
 }
 #undef H
 
@@ -1121,9 +1135,10 @@ static void test_backward(uint64_t seed) {
                          pair_make(dt, 1, bs, 1, &rng), pair_make(dt, 2, ys, 1, &rng),
                          pair_make(dt, 2, ys, 1, &rng), pair_make(dt, 2, xs, 1, &rng),
                          pair_make(dt, 2, ws, 1, &rng), pair_make(dt, 1, bs, 1, &rng)};
+            if (c.act == NEAT_ACT_RELU) pair_relu(&t[3]);
             snprintf(what, sizeof what, "linear backward act %d accumulate %d n %lld", (int)c.act,
                      c.accumulate, (long long)n);
-            run_pairs(what, dt, t, 8, 5, rec_linear, &c, native_layer(c.act),
+            run_pairs(what, dt, t, 8, 5, rec_linear, &c, native_layer(dt, c.act),
                       (n > out ? n : out) + 1); /* the longest sum, + the old value */
             for (int i = 0; i < 8; i++) pair_free(t[i]);
         }
@@ -1145,10 +1160,11 @@ static void test_backward(uint64_t seed) {
                          pair_make(dt, 1, bs, 1, &rng), pair_make(dt, 4, ys, 1, &rng),
                          pair_make(dt, 4, ys, 1, &rng), pair_make(dt, 4, xs, 1, &rng),
                          pair_make(dt, 4, ws, 1, &rng), pair_make(dt, 1, bs, 1, &rng)};
+            if (c.act == NEAT_ACT_RELU) pair_relu(&t[3]);
             snprintf(what, sizeof what, "conv2d backward%s act %d accumulate %d%s",
                      c.nhwc ? " nhwc" : "", (int)c.act, c.accumulate, c.n ? " without dx" : "");
             /* the longest sum: dw's and db's over n p q = 72 terms, + the old value */
-            run_pairs(what, dt, t, 8, 5, rec_conv, &c, native_layer(c.act), 2 * 6 * 6 + 1);
+            run_pairs(what, dt, t, 8, 5, rec_conv, &c, native_layer(dt, c.act), 2 * 6 * 6 + 1);
             for (int i = 0; i < 8; i++) pair_free(t[i]);
         }
         /* NHWC pooling: 2x2 stride 2 over [2, h, w, 5] */

@@ -28,7 +28,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-dnnl_status_t cpu_conv_mds_create(const nm_conv_geom *g, int any, cpu_conv_mds *m) {
+dnnl_status_t cpu_conv_mds_create(const nm_conv_geom *g, int any, neat_dtype in, neat_dtype out,
+                                  cpu_conv_mds *m) {
     dnnl_dims_t x_dims = {g->n, g->c, g->h, g->w}, y_dims = {g->n, g->k, g->p, g->q};
     dnnl_dims_t b_dims = {g->k};
     dnnl_dims_t w_dims = {g->k, g->c, g->kh, g->kw};
@@ -43,13 +44,11 @@ dnnl_status_t cpu_conv_mds_create(const nm_conv_geom *g, int any, cpu_conv_mds *
         w_tag = any ? dnnl_format_tag_any : g->nhwc ? dnnl_gohwi : dnnl_goihw;
     }
     memset(m, 0, sizeof *m);
-    dnnl_status_t s = dnnl_memory_desc_create_with_tag(&m->src, 4, x_dims, dnnl_f32, act_tag);
-    if (s == dnnl_success)
-        s = dnnl_memory_desc_create_with_tag(&m->wei, w_nd, w_dims, dnnl_f32, w_tag);
-    if (s == dnnl_success)
-        s = dnnl_memory_desc_create_with_tag(&m->bias, 1, b_dims, dnnl_f32, dnnl_a);
-    if (s == dnnl_success)
-        s = dnnl_memory_desc_create_with_tag(&m->dst, 4, y_dims, dnnl_f32, act_tag);
+    dnnl_data_type_t ti = cpu_dnnl_type(in), to = cpu_dnnl_type(out);
+    dnnl_status_t s = dnnl_memory_desc_create_with_tag(&m->src, 4, x_dims, ti, act_tag);
+    if (s == dnnl_success) s = dnnl_memory_desc_create_with_tag(&m->wei, w_nd, w_dims, ti, w_tag);
+    if (s == dnnl_success) s = dnnl_memory_desc_create_with_tag(&m->bias, 1, b_dims, ti, dnnl_a);
+    if (s == dnnl_success) s = dnnl_memory_desc_create_with_tag(&m->dst, 4, y_dims, to, act_tag);
     if (s != dnnl_success) cpu_conv_mds_destroy(m);
     return s;
 }
@@ -72,14 +71,15 @@ void cpu_conv_params(const nm_conv_geom *g, dnnl_dims_t strides, dnnl_dims_t dil
 }
 
 neat_status cpu_conv_fwd_pd(cpu_dnnl *d, const char *fn, const nm_conv_geom *g, int has_bias,
-                            neat_activation act, dnnl_primitive_desc_t *pd) {
+                            neat_activation act, neat_dtype in, neat_dtype out,
+                            dnnl_primitive_desc_t *pd) {
     neat_status st = NEAT_OK;
     cpu_conv_mds any = {0};
     dnnl_dims_t strides, dilates, pad_l, pad_r;
     dnnl_primitive_attr_t attr = NULL;
     dnnl_post_ops_t ops = NULL;
     *pd = NULL;
-    DNNL_TRY_AS(cpu_conv_mds_create(g, 1, &any), "dnnl_memory_desc_create_with_tag");
+    DNNL_TRY_AS(cpu_conv_mds_create(g, 1, in, out, &any), "dnnl_memory_desc_create_with_tag");
     cpu_conv_params(g, strides, dilates, pad_l, pad_r);
     st = cpu_dnnl_attr(fn, &attr);
     if (st != NEAT_OK) goto fail;
@@ -89,9 +89,14 @@ neat_status cpu_conv_fwd_pd(cpu_dnnl *d, const char *fn, const nm_conv_geom *g, 
         DNNL_TRY(dnnl_post_ops_append_eltwise(ops, alg, 0.0f, 0.0f));
         DNNL_TRY(dnnl_primitive_attr_set_post_ops(attr, ops));
     }
-    DNNL_TRY(dnnl_convolution_forward_primitive_desc_create(
+    dnnl_status_t s = dnnl_convolution_forward_primitive_desc_create(
         pd, d->engine, dnnl_forward_training, dnnl_convolution_direct, any.src, any.wei,
-        has_bias ? any.bias : NULL, any.dst, strides, dilates, pad_l, pad_r, attr));
+        has_bias ? any.bias : NULL, any.dst, strides, dilates, pad_l, pad_r, attr);
+    if (s == dnnl_unimplemented && in != NEAT_F32) { /* half.c then takes the copies */
+        st = nm_error(NEAT_ERR_UNSUPPORTED, "%s: oneDNN has no bf16 convolution for this case", fn);
+        goto fail;
+    }
+    DNNL_TRY(s);
 fail:
     if (ops) dnnl_post_ops_destroy(ops);
     if (attr) dnnl_primitive_attr_destroy(attr);
@@ -112,6 +117,7 @@ typedef struct conv_fwd_ctx {
     const nm_conv_geom *g;
     int has_bias;
     neat_activation act;
+    neat_dtype in, out;
 } conv_fwd_ctx;
 
 static void conv_fwd_free(void *plan) {
@@ -132,8 +138,9 @@ static neat_status conv_fwd_build(cpu_dnnl *d, const void *ctx_, void **out) {
     conv_fwd_plan *p = calloc(1, sizeof *p);
     if (!p) return nm_error(NEAT_ERR_OUT_OF_MEMORY, "%s: no memory for a plan", fn);
     p->has_bias = ctx->has_bias;
-    DNNL_TRY_AS(cpu_conv_mds_create(ctx->g, 0, &user), "dnnl_memory_desc_create_with_tag");
-    st = cpu_conv_fwd_pd(d, fn, ctx->g, ctx->has_bias, ctx->act, &pd);
+    DNNL_TRY_AS(cpu_conv_mds_create(ctx->g, 0, ctx->in, ctx->out, &user),
+                "dnnl_memory_desc_create_with_tag");
+    st = cpu_conv_fwd_pd(d, fn, ctx->g, ctx->has_bias, ctx->act, ctx->in, ctx->out, &pd);
     if (st != NEAT_OK) goto fail;
     const int with_bias[4] = {DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_BIAS, DNNL_ARG_DST};
     const int no_bias[3] = {DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_DST};
@@ -178,34 +185,42 @@ static void conv_bias_only(int nthreads, const nm_conv_geom *g, const float *b, 
     if (act != NEAT_ACT_NONE) cpu_act_apply(nthreads, act, y, y, planes * plane);
 }
 
-neat_status cpu_conv_forward_run(nm_device *dev, nm_cmdbuf *cb, const char *fn,
-                                 const nm_conv_geom *g, const float *x, const float *w,
-                                 const float *b, neat_activation act, float *y) {
-    if (g->n * g->k * g->p * g->q == 0) return NEAT_OK;
+/* The float32 convolutions that do not go to oneDNN: no output, bias only, or conv_direct.c's
+ * loops (one input channel per group, or several on small planes). 1 when it ran one (its
+ * status in *st), 0 when oneDNN runs it. */
+static int conv_forward_own(nm_device *dev, nm_cmdbuf *cb, const nm_conv_geom *g, const float *x,
+                            const float *w, const float *b, neat_activation act, float *y,
+                            neat_status *st) {
+    *st = NEAT_OK;
+    if (g->n * g->k * g->p * g->q == 0) return 1;
+    int nthreads = cpu_dev(dev)->nthreads;
     if (g->c / g->groups * g->kh * g->kw * g->h * g->w == 0) {
-        conv_bias_only(cpu_dev(dev)->nthreads, g, b, act, y);
-        return NEAT_OK;
+        conv_bias_only(nthreads, g, b, act, y);
+        return 1;
     }
-    /* conv_direct.c's loops: one input channel per group, or several on small planes */
     int one = cpu_conv_direct_ok(g, act);
-    if (one || (cpu_dev(dev)->conv_direct && cpu_conv_direct_multi_ok(g, act))) {
-        int nthreads = cpu_dev(dev)->nthreads;
-        size_t bytes =
-            one ? cpu_conv_direct_scratch(g, nthreads) : cpu_conv_direct_multi_scratch(g, nthreads);
-        void *scratch = NULL;
-        neat_status st = nm_scratch_alloc(cb, bytes, &scratch);
-        if (st != NEAT_OK) return st;
-        (one ? cpu_conv_direct_forward : cpu_conv_direct_multi_forward)(nthreads, g, x, w, b, act,
-                                                                        y, scratch);
-        return NEAT_OK;
-    }
-    int64_t key[20] = {1,     g->n,  g->c,      g->h,      g->w,         g->k,   g->p,
-                       g->q,  g->kh, g->kw,     g->sh,     g->sw,        g->ph,  g->pw,
-                       g->dh, g->dw, g->groups, b != NULL, (int64_t)act, g->nhwc};
-    conv_fwd_ctx ctx = {fn, g, b != NULL, act};
+    if (!one && !(cpu_dev(dev)->conv_direct && cpu_conv_direct_multi_ok(g, act))) return 0;
+    size_t bytes =
+        one ? cpu_conv_direct_scratch(g, nthreads) : cpu_conv_direct_multi_scratch(g, nthreads);
+    void *scratch = NULL;
+    if ((*st = nm_scratch_alloc(cb, bytes, &scratch)) != NEAT_OK) return 1;
+    (one ? cpu_conv_direct_forward : cpu_conv_direct_multi_forward)(nthreads, g, x, w, b, act, y,
+                                                                    scratch);
+    return 1;
+}
+
+neat_status cpu_conv_forward_run(nm_device *dev, nm_cmdbuf *cb, const char *fn,
+                                 const nm_conv_geom *g, neat_dtype in, neat_dtype out,
+                                 const void *x, const void *w, const void *b, neat_activation act,
+                                 void *y) {
+    neat_status st;
+    if (in == NEAT_F32 && conv_forward_own(dev, cb, g, x, w, b, act, y, &st)) return st;
+    int64_t key[22] = {1,         g->n,      g->c,         g->h,    g->w,  g->k,  g->p,  g->q,
+                       g->kh,     g->kw,     g->sh,        g->sw,   g->ph, g->pw, g->dh, g->dw,
+                       g->groups, b != NULL, (int64_t)act, g->nhwc, in,    out};
+    conv_fwd_ctx ctx = {fn, g, b != NULL, act, in, out};
     void *plan_ = NULL;
-    neat_status st =
-        cpu_dnnl_plan(dev, key, sizeof key, conv_fwd_build, conv_fwd_free, &ctx, &plan_);
+    st = cpu_dnnl_plan(dev, key, sizeof key, conv_fwd_build, conv_fwd_free, &ctx, &plan_);
     if (st != NEAT_OK) return st;
     conv_fwd_plan *p = plan_;
     void *xs, *ws, *ys;
@@ -219,9 +234,8 @@ neat_status cpu_conv_forward_run(nm_device *dev, nm_cmdbuf *cb, const char *fn,
 }
 
 neat_status cpu_conv2d_forward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
-    const nm_tensor *b = op->u.conv2d_forward.b;
-    return cpu_conv_forward_run(dev, cb, "neat_conv2d_forward", &op->u.conv2d_forward.g,
-                                op->u.conv2d_forward.x->data, op->u.conv2d_forward.w->data,
-                                b ? b->data : NULL, op->u.conv2d_forward.act,
-                                op->u.conv2d_forward.y->data);
+    const nm_conv2d_forward_args *u = &op->u.conv2d_forward;
+    return cpu_conv_forward_run(dev, cb, "neat_conv2d_forward", &u->g, u->x->dtype, u->y->dtype,
+                                u->x->data, u->w->data, u->b ? u->b->data : NULL, u->act,
+                                u->y->data);
 }

@@ -17,6 +17,11 @@
  * dx of 3x3 stride-1 convolutions on small planes is conv_direct.c's loop instead
  * (cpu_conv_direct_dx: NCHW dz, or the nChw16c one the backward-weights primitive reads).
  * NHWC: the user descriptors of conv.c, dz in the user's layout, db as column sums.
+ * bf16 (every tensor bf16, act NONE or RELU, dw asked for whenever db is, a non-empty
+ * convolution: half.c's bf16_path, on cpu_device.bf16_conv): the same primitives on bf16
+ * data, dz = dy or dy where y > 0 (exact in bf16), db fused; products exact and sums float32
+ * as in the float32 copies; an accumulating output comes out of the primitive in float32
+ * and is added and rounded once by the sum reorder (a bf16 result added would round twice).
  */
 #include "dnnl_util.h"
 
@@ -38,6 +43,7 @@ typedef struct conv_bwd_ctx {
     const char *fn;
     const nm_conv_geom *g;
     int want_dx, want_dw, fused_db, accumulate;
+    neat_dtype dt; /* of every tensor: float32, or bf16 on cpu_device.bf16_conv */
 } conv_bwd_ctx;
 
 static void conv_bwd_free(void *plan) {
@@ -53,6 +59,15 @@ static cpu_md_c arg_md(const_dnnl_primitive_desc_t pd, int arg) {
     return dnnl_primitive_desc_query_md(pd, dnnl_query_exec_arg_md, arg);
 }
 
+/* UNSUPPORTED for a bf16 primitive oneDNN does not implement (half.c then takes the float32
+ * copies), else 0: the caller reports s itself. */
+static neat_status bf16_unimplemented(const char *fn, neat_dtype dt, const char *which,
+                                      dnnl_status_t s) {
+    if (s != dnnl_unimplemented || dt == NEAT_F32) return NEAT_OK;
+    return nm_error(NEAT_ERR_UNSUPPORTED, "%s: oneDNN has no bf16 backward-%s convolution here", fn,
+                    which);
+}
+
 static neat_status conv_bwd_build(cpu_dnnl *d, const void *ctx_, void **out) {
     const conv_bwd_ctx *ctx = ctx_;
     const char *fn = ctx->fn;
@@ -62,7 +77,7 @@ static neat_status conv_bwd_build(cpu_dnnl *d, const void *ctx_, void **out) {
     dnnl_primitive_desc_t fwd_pd = NULL, data_pd = NULL, weights_pd = NULL;
     dnnl_primitive_attr_t attr = NULL;
     cpu_md blocked = NULL;
-    cpu_conv_mds user = {0}, any = {0};
+    cpu_conv_mds user = {0}, any = {0}, any_out = {0};
     dnnl_dims_t strides, dilates, pad_l, pad_r;
     conv_bwd_plan *p = calloc(1, sizeof *p);
     if (!p) return nm_error(NEAT_ERR_OUT_OF_MEMORY, "%s: no memory for a plan", fn);
@@ -70,18 +85,24 @@ static neat_status conv_bwd_build(cpu_dnnl *d, const void *ctx_, void **out) {
     p->want_dw = ctx->want_dw;
     p->fused_db = ctx->fused_db;
 
-    DNNL_TRY_AS(cpu_conv_mds_create(g, 0, &user), "dnnl_memory_desc_create_with_tag");
-    DNNL_TRY_AS(cpu_conv_mds_create(g, 1, &any), "dnnl_memory_desc_create_with_tag");
+    /* dx, dw, db as the primitives write them (any_out): float32 when added to bf16 tensors */
+    neat_dtype dt = ctx->dt, out_dt = acc ? NEAT_F32 : dt;
+    DNNL_TRY_AS(cpu_conv_mds_create(g, 0, dt, dt, &user), "dnnl_memory_desc_create_with_tag");
+    DNNL_TRY_AS(cpu_conv_mds_create(g, 1, dt, dt, &any), "dnnl_memory_desc_create_with_tag");
+    DNNL_TRY_AS(cpu_conv_mds_create(g, 1, out_dt, out_dt, &any_out),
+                "dnnl_memory_desc_create_with_tag");
     cpu_conv_params(g, strides, dilates, pad_l, pad_r);
-    st = cpu_conv_fwd_pd(d, fn, g, ctx->fused_db, NEAT_ACT_NONE, &fwd_pd);
+    st = cpu_conv_fwd_pd(d, fn, g, ctx->fused_db, NEAT_ACT_NONE, dt, dt, &fwd_pd);
     if (st != NEAT_OK) goto fail;
     st = cpu_dnnl_attr(fn, &attr);
     if (st != NEAT_OK) goto fail;
 
     if (p->want_dx) {
-        DNNL_TRY(dnnl_convolution_backward_data_primitive_desc_create(
-            &data_pd, d->engine, dnnl_convolution_direct, any.src, any.wei, any.dst, strides,
-            dilates, pad_l, pad_r, fwd_pd, attr));
+        dnnl_status_t s = dnnl_convolution_backward_data_primitive_desc_create(
+            &data_pd, d->engine, dnnl_convolution_direct, any_out.src, any.wei, any.dst, strides,
+            dilates, pad_l, pad_r, fwd_pd, attr);
+        if ((st = bf16_unimplemented(fn, dt, "data", s)) != NEAT_OK) goto fail;
+        DNNL_TRY_AS(s, "dnnl_convolution_backward_data_primitive_desc_create");
         const int args[3] = {DNNL_ARG_DIFF_DST, DNNL_ARG_WEIGHTS, DNNL_ARG_DIFF_SRC};
         if ((st = cpu_prim_init(d, fn, data_pd, args, 3, &p->data)) != NEAT_OK) goto fail;
         st = cpu_staged_init(d, fn, user.dst, arg_md(data_pd, DNNL_ARG_DIFF_DST), 0, 0, &p->d_dz);
@@ -92,9 +113,12 @@ static neat_status conv_bwd_build(cpu_dnnl *d, const void *ctx_, void **out) {
         if (st != NEAT_OK) goto fail;
     }
     if (p->want_dw) {
-        DNNL_TRY(dnnl_convolution_backward_weights_primitive_desc_create(
-            &weights_pd, d->engine, dnnl_convolution_direct, any.src, any.wei,
-            p->fused_db ? user.bias : NULL, any.dst, strides, dilates, pad_l, pad_r, fwd_pd, attr));
+        dnnl_status_t s = dnnl_convolution_backward_weights_primitive_desc_create(
+            &weights_pd, d->engine, dnnl_convolution_direct, any.src, any_out.wei,
+            p->fused_db ? any_out.bias : NULL, any.dst, strides, dilates, pad_l, pad_r, fwd_pd,
+            attr);
+        if ((st = bf16_unimplemented(fn, dt, "weights", s)) != NEAT_OK) goto fail;
+        DNNL_TRY_AS(s, "dnnl_convolution_backward_weights_primitive_desc_create");
         const int args[4] = {DNNL_ARG_SRC, DNNL_ARG_DIFF_DST, DNNL_ARG_DIFF_WEIGHTS,
                              DNNL_ARG_DIFF_BIAS};
         st = cpu_prim_init(d, fn, weights_pd, args, p->fused_db ? 4 : 3, &p->weights);
@@ -116,7 +140,7 @@ static neat_status conv_bwd_build(cpu_dnnl *d, const void *ctx_, void **out) {
                        dnnl_memory_desc_equal(arg_md(data_pd, DNNL_ARG_DIFF_DST),
                                               arg_md(weights_pd, DNNL_ARG_DIFF_DST));
     }
-    if (g->groups == 1 && !g->nhwc) { /* relu_grad_blocked.c reads NCHW dy and y */
+    if (g->groups == 1 && !g->nhwc && dt == NEAT_F32) { /* relu_grad_blocked.c: float32 NCHW */
         dnnl_dims_t y_dims = {g->n, g->k, g->p, g->q};
         DNNL_TRY(dnnl_memory_desc_create_with_tag(&blocked, 4, y_dims, dnnl_f32, dnnl_aBcd16b));
         p->dz_nchw16c =
@@ -132,6 +156,7 @@ fail:
     if (attr) dnnl_primitive_attr_destroy(attr);
     cpu_conv_mds_destroy(&user);
     cpu_conv_mds_destroy(&any);
+    cpu_conv_mds_destroy(&any_out);
     if (st != NEAT_OK) {
         conv_bwd_free(p);
         return st;
@@ -150,7 +175,7 @@ static void zero_unless_accumulate(nm_tensor *t, int accumulate) {
     if (t && !accumulate && t->numel > 0) memset(t->data, 0, (size_t)t->numel * sizeof(float));
 }
 
-/* dz = dy * act'(.) into scratch, or dy itself for NONE. */
+/* dz = dy * act'(.) into scratch, or dy itself for NONE (bf16: NONE or RELU). */
 static neat_status conv_act_grad(nm_device *dev, nm_cmdbuf *cb, const char *fn, const nm_op *op,
                                  const float **dz) {
     const nm_conv_geom *g = &op->u.conv2d_backward.g;
@@ -159,15 +184,18 @@ static neat_status conv_act_grad(nm_device *dev, nm_cmdbuf *cb, const char *fn, 
     *dz = op->u.conv2d_backward.dy->data;
     if (act == NEAT_ACT_NONE || count == 0) return NEAT_OK;
     int nthreads = cpu_dev(dev)->nthreads;
-    size_t bytes = (size_t)count * sizeof(float);
+    size_t bytes = (size_t)count * neat_dtype_size(op->u.conv2d_backward.dy->dtype);
     void *grad = NULL;
     neat_status st = nm_scratch_alloc(cb, bytes, &grad);
     if (st != NEAT_OK) return st;
-    if (act == NEAT_ACT_GELU) {
+    if (op->u.conv2d_backward.dy->dtype == NEAT_BF16) {
+        cpu_relu_grad_bf16(nthreads, cpu_half_data(op->u.conv2d_backward.dy),
+                           cpu_half_data(op->u.conv2d_backward.y), grad, count);
+    } else if (act == NEAT_ACT_GELU) {
         const nm_tensor *b = op->u.conv2d_backward.b;
         void *z = NULL;
         if ((st = nm_scratch_alloc(cb, bytes, &z)) != NEAT_OK) return st;
-        st = cpu_conv_forward_run(dev, cb, fn, g, op->u.conv2d_backward.x->data,
+        st = cpu_conv_forward_run(dev, cb, fn, g, NEAT_F32, NEAT_F32, op->u.conv2d_backward.x->data,
                                   op->u.conv2d_backward.w->data, b ? b->data : NULL, NEAT_ACT_NONE,
                                   z);
         if (st != NEAT_OK) return st;
@@ -186,6 +214,7 @@ neat_status cpu_conv2d_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) 
               *db = op->u.conv2d_backward.db;
     int acc = op->u.conv2d_backward.accumulate;
     int nthreads = cpu_dev(dev)->nthreads;
+    neat_dtype dt = op->u.conv2d_backward.x->dtype; /* bf16: half.c's bf16_path */
     neat_status st;
 
     if (g->n * g->k * g->p * g->q == 0) { /* no output: every gradient is an empty sum */
@@ -207,14 +236,15 @@ neat_status cpu_conv2d_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) 
 
     int want_dx = dx && dx->numel > 0, want_dw = dw != NULL, fused_db = dw && db;
     /* dx by conv_direct.c's loop where it takes the shape (then no oneDNN primitive for it) */
-    int direct_dx = want_dx && cpu_dev(dev)->conv_direct && cpu_conv_direct_dx_ok(g);
+    int direct_dx =
+        want_dx && dt == NEAT_F32 && cpu_dev(dev)->conv_direct && cpu_conv_direct_dx_ok(g);
     int dnnl_dx = want_dx && !direct_dx;
     void *plan_ = NULL;
     if (dnnl_dx || want_dw) {
-        int64_t key[22] = {2,         g->n,    g->c,    g->h,     g->w,  g->k,   g->p,  g->q,
-                           g->kh,     g->kw,   g->sh,   g->sw,    g->ph, g->pw,  g->dh, g->dw,
-                           g->groups, dnnl_dx, want_dw, fused_db, acc,   g->nhwc};
-        conv_bwd_ctx ctx = {fn, g, dnnl_dx, want_dw, fused_db, acc};
+        int64_t key[23] = {2,         g->n,    g->c,    g->h,     g->w,  g->k,    g->p,  g->q,
+                           g->kh,     g->kw,   g->sh,   g->sw,    g->ph, g->pw,   g->dh, g->dw,
+                           g->groups, dnnl_dx, want_dw, fused_db, acc,   g->nhwc, dt};
+        conv_bwd_ctx ctx = {fn, g, dnnl_dx, want_dw, fused_db, acc, dt};
         st = cpu_dnnl_plan(dev, key, sizeof key, conv_bwd_build, conv_bwd_free, &ctx, &plan_);
         if (st != NEAT_OK) return st;
     }

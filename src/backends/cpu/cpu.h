@@ -34,6 +34,7 @@ typedef struct cpu_device {
     struct cpu_dnnl *dnnl; /* owned by dnnl.c */
     int conv_direct; /* NEATML_CPU_CONV_DIRECT is not "0": conv_direct.c's multi-channel loop */
     int bf16_gemm;   /* bf16 matmul and linear forward on oneDNN's bf16 kernels (dnnl.c) */
+    int bf16_conv;   /* bf16 conv2d forward on oneDNN's bf16 kernels (dnnl.c) */
 } cpu_device;
 
 static inline cpu_device *cpu_dev(nm_device *dev) { return (cpu_device *)dev->impl; }
@@ -88,6 +89,10 @@ NM_DECLARE_OPS_WITH_COLLECTIVES(cpu)
 void cpu_act_apply(int nthreads, neat_activation act, const float *x, float *y, int64_t n);
 void cpu_act_grad(int nthreads, neat_activation act, const float *x, const float *y,
                   const float *dy, float *dz, int64_t n);
+/* relu's on bf16 tensors: dz = dy where y > 0, else +0 (exact; the bf16 oneDNN backward of
+ * linear.c and conv_backward.c). */
+void cpu_relu_grad_bf16(int nthreads, const uint16_t *dy, const uint16_t *y, uint16_t *dz,
+                        int64_t n);
 /* conv_direct.c: 3x3 stride-1 convolutions with one input channel per group, forward with
  * act NONE or RELU, as an OpenMP loop (cpu_conv_direct_ok says when); scratch holds
  * cpu_conv_direct_scratch(g, nthreads) bytes. */

@@ -35,11 +35,11 @@ neat_status cpu_dnnl_open(nm_device *dev) {
     DNNL_TRY(dnnl_engine_create(&d->engine, dnnl_cpu, 0));
     DNNL_TRY(dnnl_stream_create(&d->stream, d->engine, dnnl_stream_default_flags));
     cpu_dev(dev)->dnnl = d;
-    /* bf16 GEMMs on oneDNN's own bf16 kernels where the CPU has bf16 instructions
-     * (AVX512_BF16, or AMX, whose ISA level includes it); elsewhere on float32 copies
-     * (half.c): oneDNN's emulation of bf16 on plain AVX-512 took 4x their time on the
-     * development VM. NEATML_CPU_BF16=0: never; =2: always (the tests reach the path on
-     * any CPU). A bf16 primitive oneDNN refuses turns the path off (half.c). */
+    /* bf16 GEMMs and convolutions forward on oneDNN's own bf16 kernels where the CPU has
+     * bf16 instructions (AVX512_BF16, or AMX, whose ISA level includes it); elsewhere on
+     * float32 copies (half.c): oneDNN's emulation of bf16 on plain AVX-512 took 4x their
+     * time on the development VM. NEATML_CPU_BF16=0: never; =2: always (the tests reach the
+     * path on any CPU). A bf16 primitive oneDNN refuses turns its path off (half.c). */
     const char *env = getenv("NEATML_CPU_BF16");
 #if defined(__x86_64__)
     dnnl_cpu_isa_t isa = dnnl_get_effective_cpu_isa();
@@ -50,6 +50,7 @@ neat_status cpu_dnnl_open(nm_device *dev) {
     cpu_dev(dev)->bf16_gemm = env && strcmp(env, "0") == 0   ? 0
                               : env && strcmp(env, "2") == 0 ? 1
                                                              : bf16_isa;
+    cpu_dev(dev)->bf16_conv = cpu_dev(dev)->bf16_gemm;
     return NEAT_OK;
 fail:
     if (d->engine) dnnl_engine_destroy(d->engine);
@@ -230,7 +231,7 @@ neat_status cpu_staged_init(cpu_dnnl *d, const char *fn, cpu_md_c user_md, cpu_m
 }
 
 neat_status cpu_staged_in(nm_device *dev, nm_cmdbuf *cb, const char *fn, cpu_staged *a,
-                          const float *user, void **prim_data) {
+                          const void *user, void **prim_data) {
     if (!a->staged) {
         *prim_data = (void *)user;
         return NEAT_OK;
@@ -241,7 +242,7 @@ neat_status cpu_staged_in(nm_device *dev, nm_cmdbuf *cb, const char *fn, cpu_sta
     return cpu_prim_run(dev, cb, fn, &a->reorder, data);
 }
 
-neat_status cpu_staged_out(nm_cmdbuf *cb, cpu_staged *a, float *user, void **prim_data) {
+neat_status cpu_staged_out(nm_cmdbuf *cb, cpu_staged *a, void *user, void **prim_data) {
     if (!a->staged) {
         *prim_data = user;
         return NEAT_OK;
@@ -250,7 +251,7 @@ neat_status cpu_staged_out(nm_cmdbuf *cb, cpu_staged *a, float *user, void **pri
 }
 
 neat_status cpu_staged_out_finish(nm_device *dev, nm_cmdbuf *cb, const char *fn, cpu_staged *a,
-                                  void *prim_data, float *user) {
+                                  void *prim_data, void *user) {
     if (!a->staged) return NEAT_OK;
     void *data[2] = {prim_data, user};
     return cpu_prim_run(dev, cb, fn, &a->reorder, data);

@@ -36,6 +36,12 @@ typedef struct cpu_dnnl {
 
 static inline cpu_dnnl *cpu_dnnl_of(nm_device *dev) { return cpu_dev(dev)->dnnl; }
 
+/* oneDNN's element type of a tensor type the oneDNN ops take (float32, or bf16 on the
+ * bf16 paths of half.c). */
+static inline dnnl_data_type_t cpu_dnnl_type(neat_dtype dt) {
+    return dt == NEAT_BF16 ? dnnl_bf16 : dnnl_f32;
+}
+
 /* ---- status mapping ----------------------------------------------------------------------- */
 
 /* Map a failed oneDNN call to a neatml status with the message "fn: call failed: status"
@@ -136,12 +142,12 @@ neat_status cpu_staged_init(cpu_dnnl *d, const char *fn, cpu_md_c user_md, cpu_m
                             int output, int accumulate, cpu_staged *a);
 /* Input: *prim_data is the user's data, or a scratch copy reordered from it. */
 neat_status cpu_staged_in(nm_device *dev, nm_cmdbuf *cb, const char *fn, cpu_staged *a,
-                          const float *user, void **prim_data);
+                          const void *user, void **prim_data);
 /* Output: *prim_data is where the primitive writes (the user's memory or scratch);
  * cpu_staged_out_finish then moves (or adds) scratch into the user's tensor. */
-neat_status cpu_staged_out(nm_cmdbuf *cb, cpu_staged *a, float *user, void **prim_data);
+neat_status cpu_staged_out(nm_cmdbuf *cb, cpu_staged *a, void *user, void **prim_data);
 neat_status cpu_staged_out_finish(nm_device *dev, nm_cmdbuf *cb, const char *fn, cpu_staged *a,
-                                  void *prim_data, float *user);
+                                  void *prim_data, void *user);
 void cpu_staged_destroy(cpu_staged *a);
 
 /* ---- matmul for the other ops (matmul.c) --------------------------------------------------- */
@@ -171,23 +177,31 @@ neat_status cpu_gemm(nm_device *dev, nm_cmdbuf *cb, const char *fn, const cpu_ge
 
 /* The memory descriptors of a convolution: the user's plain layouts (x NCHW, w OIHW, GOIHW
  * when groups > 1, b [K], y NCHW), or with any != 0 the same shapes with format_tag any for
- * x, w and y (oneDNN picks the layouts). Owned: cpu_conv_mds_destroy. */
+ * x, w and y (oneDNN picks the layouts). x, w and b are of type in, y of type out (float32
+ * but on the bf16 forward: in bf16, out bf16 or float32). Owned: cpu_conv_mds_destroy. */
 typedef struct cpu_conv_mds {
     cpu_md src, wei, bias, dst;
 } cpu_conv_mds;
-dnnl_status_t cpu_conv_mds_create(const nm_conv_geom *g, int any, cpu_conv_mds *m);
+dnnl_status_t cpu_conv_mds_create(const nm_conv_geom *g, int any, neat_dtype in, neat_dtype out,
+                                  cpu_conv_mds *m);
 void cpu_conv_mds_destroy(cpu_conv_mds *m);
 /* Strides, oneDNN dilations (d - 1), and the paddings of both sides. */
 void cpu_conv_params(const nm_conv_geom *g, dnnl_dims_t strides, dnnl_dims_t dilates,
                      dnnl_dims_t pad_l, dnnl_dims_t pad_r);
-/* The forward primitive descriptor (format any, bias and activation fused); the backward
- * primitives need it as their hint. The caller destroys *pd. */
+/* The forward primitive descriptor (format any, bias and activation fused, types as
+ * cpu_conv_mds_create's); the backward primitives need it as their hint (float32). The
+ * caller destroys *pd. A bf16 descriptor oneDNN does not implement answers UNSUPPORTED. */
 neat_status cpu_conv_fwd_pd(cpu_dnnl *d, const char *fn, const nm_conv_geom *g, int has_bias,
-                            neat_activation act, dnnl_primitive_desc_t *pd);
-/* y = act(conv2d(x, w) + b) with the cached forward plan; any zero size handled. */
+                            neat_activation act, neat_dtype in, neat_dtype out,
+                            dnnl_primitive_desc_t *pd);
+/* y = act(conv2d(x, w) + b) with the cached forward plan; x, w, b of type in, y of type out.
+ * Float32: any zero size handled. bf16 (in == NEAT_BF16, on cpu_device.bf16_conv: half.c):
+ * oneDNN's bf16 kernels, float32 sums, y rounded once; half.c sends only shapes with
+ * outputs and a non-empty reduction. */
 neat_status cpu_conv_forward_run(nm_device *dev, nm_cmdbuf *cb, const char *fn,
-                                 const nm_conv_geom *g, const float *x, const float *w,
-                                 const float *b, neat_activation act, float *y);
+                                 const nm_conv_geom *g, neat_dtype in, neat_dtype out,
+                                 const void *x, const void *w, const void *b, neat_activation act,
+                                 void *y);
 
 /* ---- small loops shared by linear and conv (linear.c) ---------------------------------------- */
 

@@ -249,6 +249,13 @@ void cpu_act_grad(int nthreads, neat_activation act, const float *x, const float
     CPU_SPLIT(cpu_par(nthreads, n), n, lo, hi, act_grad_range(act, x, y, dy, dz, lo, hi));
 }
 
+void cpu_relu_grad_bf16(int nthreads, const uint16_t *dy, const uint16_t *y, uint16_t *dz,
+                        int64_t n) {
+    CPU_SPLIT(cpu_par(nthreads, n), n, lo, hi, {
+        for (int64_t i = lo; i < hi; i++) dz[i] = cpu_bf16_to_f32(y[i]) > 0.0f ? dy[i] : 0;
+    });
+}
+
 /* ---- ops ------------------------------------------------------------------------------------ */
 
 /* out = a + b, or out[r, :] = a[r, :] + b[:] when b is one row (broadcast). */

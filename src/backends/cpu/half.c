@@ -251,26 +251,64 @@ static int half_loop(const nm_op *op) {
     return dt == NEAT_BF16 || dt == NEAT_F16;
 }
 
-/* A bf16 matmul or linear forward that oneDNN's bf16 kernels take (cpu_device.bf16_gemm):
- * the inputs bf16 (one type: ops_check.c), the output bf16 or float32, a product of k > 0
- * terms (the empty product's loop is float32). */
-static int bf16_gemm(nm_device *dev, const nm_op *op) {
-    if (!cpu_dev(dev)->bf16_gemm) return 0;
-    if (op->kind == NM_OP_MATMUL) return op->u.matmul.a->dtype == NEAT_BF16 && op->u.matmul.k > 0;
-    if (op->kind == NM_OP_LINEAR_FORWARD)
-        return op->u.linear_forward.x->dtype == NEAT_BF16 && op->u.linear_forward.in > 0;
-    return 0;
+/* A convolution with outputs and a non-empty reduction (conv.c's float32 code takes the
+ * others: bias only, zeros). */
+static int conv_nonempty(const nm_conv_geom *g) {
+    return g->n * g->k * g->p * g->q > 0 && g->c / g->groups * g->kh * g->kw * g->h * g->w > 0;
+}
+
+/* The path flag (cpu_device.bf16_gemm, .bf16_conv) of an op that oneDNN's bf16 kernels take,
+ * NULL when it takes the float32 copies: a matmul or linear forward with bf16 inputs (one
+ * type: ops_check.c), a bf16 or float32 output and a product of k > 0 terms (the empty
+ * product's loop is float32); a linear backward on bf16 tensors with act NONE or RELU (dz
+ * exact in bf16) and no empty size; a conv2d forward likewise, non-empty; a conv2d backward
+ * on bf16 tensors, non-empty, with act NONE or RELU and db only beside dw (the bias gradient
+ * alone is a float32 loop there). */
+static int *bf16_path(nm_device *dev, const nm_op *op) {
+    cpu_device *c = cpu_dev(dev);
+    switch (op->kind) {
+    case NM_OP_MATMUL:
+        return c->bf16_gemm && op->u.matmul.a->dtype == NEAT_BF16 && op->u.matmul.k > 0
+                   ? &c->bf16_gemm
+                   : NULL;
+    case NM_OP_LINEAR_FORWARD:
+        return c->bf16_gemm && op->u.linear_forward.x->dtype == NEAT_BF16 &&
+                       op->u.linear_forward.in > 0
+                   ? &c->bf16_gemm
+                   : NULL;
+    case NM_OP_LINEAR_BACKWARD: {
+        const nm_linear_backward_args *u = &op->u.linear_backward;
+        return c->bf16_gemm && u->x->dtype == NEAT_BF16 && u->n > 0 && u->in > 0 && u->out > 0 &&
+                       (u->act == NEAT_ACT_NONE || u->act == NEAT_ACT_RELU)
+                   ? &c->bf16_gemm
+                   : NULL;
+    }
+    case NM_OP_CONV2D_FORWARD:
+        return c->bf16_conv && op->u.conv2d_forward.x->dtype == NEAT_BF16 &&
+                       conv_nonempty(&op->u.conv2d_forward.g)
+                   ? &c->bf16_conv
+                   : NULL;
+    case NM_OP_CONV2D_BACKWARD: {
+        const nm_conv2d_backward_args *u = &op->u.conv2d_backward;
+        return c->bf16_conv && u->x->dtype == NEAT_BF16 && conv_nonempty(&u->g) &&
+                       (u->act == NEAT_ACT_NONE || u->act == NEAT_ACT_RELU) && (u->dw || !u->db)
+                   ? &c->bf16_conv
+                   : NULL;
+    }
+    default: return NULL;
+    }
 }
 
 neat_status cpu_run_op(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
     nm_op_fn run = dev->be->op[op->kind];
     if (nm_half_native(op->kind) || !first_half(op) || half_loop(op)) return run(dev, cb, op);
-    if (bf16_gemm(dev, op)) {
+    int *path = bf16_path(dev, op);
+    if (path) {
         neat_status st = run(dev, cb, op);
         if (st != NEAT_ERR_UNSUPPORTED) return st;
         /* oneDNN refused to create the bf16 primitive (nothing was written): this op and
-         * every later one take the float32 copies on this device */
-        cpu_dev(dev)->bf16_gemm = 0;
+         * every later one of its kind take the float32 copies on this device */
+        *path = 0;
     }
     nm_op f32 = *op;
     nm_tensor shadow[NM_OP_MAX_TENSORS];

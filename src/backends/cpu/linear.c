@@ -11,6 +11,10 @@
  *   relu, sigmoid and tanh take act' from the saved output y; GELU needs the
  *   pre-activation, recomputed as z = x w^T + b into scratch (neatml.h's contract).
  *   accumulate adds through the matmul's sum post-op (beta = 1): no extra pass.
+ * bf16 (every tensor bf16, act NONE or RELU, n, in, out > 0: half.c's bf16_path on
+ * cpu_device.bf16_gemm): dz = dy or dy where y > 0 (exact in bf16), the two products on
+ * oneDNN's bf16 matmul (exact products, float32 sums, the sum post-op adding the old bf16
+ * value before the one rounding), db summed from float32 copies of dz as the float32 op.
  */
 #include "dnnl_util.h"
 
@@ -80,16 +84,20 @@ neat_status cpu_linear_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) 
                     *b = op->u.linear_backward.b;
     nm_tensor *dx = op->u.linear_backward.dx, *dw = op->u.linear_backward.dw,
               *db = op->u.linear_backward.db;
+    neat_dtype dt = x->dtype; /* bf16: half.c's bf16_path */
     neat_status st;
 
     /* dz = dy * act'(.) */
-    const float *dz = op->u.linear_backward.dy->data;
+    const void *dz = op->u.linear_backward.dy->data;
     if (act != NEAT_ACT_NONE && n * out > 0) {
-        size_t bytes = (size_t)(n * out) * sizeof(float);
+        size_t bytes = (size_t)(n * out) * neat_dtype_size(dt);
         void *grad = NULL;
         st = nm_scratch_alloc(cb, bytes, &grad);
         if (st != NEAT_OK) return st;
-        if (act == NEAT_ACT_GELU) {
+        if (dt == NEAT_BF16) {
+            cpu_relu_grad_bf16(nthreads, cpu_half_data(op->u.linear_backward.dy),
+                               cpu_half_data(op->u.linear_backward.y), grad, n * out);
+        } else if (act == NEAT_ACT_GELU) {
             void *z = NULL;
             st = nm_scratch_alloc(cb, bytes, &z);
             if (st != NEAT_OK) return st;
@@ -119,7 +127,9 @@ neat_status cpu_linear_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) 
                            .k = out,
                            .alpha = 1.0f,
                            .beta = beta,
-                           .act = NEAT_ACT_NONE};
+                           .act = NEAT_ACT_NONE,
+                           .ab_dt = dt,
+                           .c_dt = dt};
         st = cpu_gemm(dev, cb, fn, &g, dz, w->data, NULL, dx->data);
         if (st != NEAT_OK) return st;
     }
@@ -131,10 +141,23 @@ neat_status cpu_linear_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) 
                            .trans_a = 1,
                            .alpha = 1.0f,
                            .beta = beta,
-                           .act = NEAT_ACT_NONE};
+                           .act = NEAT_ACT_NONE,
+                           .ab_dt = dt,
+                           .c_dt = dt};
         st = cpu_gemm(dev, cb, fn, &g, dz, x->data, NULL, dw->data);
         if (st != NEAT_OK) return st;
     }
-    if (db) cpu_bias_grad(nthreads, dz, n, out, 1, db->data, accumulate);
+    if (db && dt == NEAT_F32) cpu_bias_grad(nthreads, dz, n, out, 1, db->data, accumulate);
+    if (db && dt != NEAT_F32) { /* widened dz and db, the float32 sums, db rounded once */
+        float *dzf = NULL, *dbf = NULL;
+        if ((st = nm_scratch_alloc(cb, (size_t)(n * out) * sizeof(float), (void **)&dzf)) !=
+                NEAT_OK ||
+            (st = nm_scratch_alloc(cb, (size_t)out * sizeof(float), (void **)&dbf)) != NEAT_OK)
+            return st;
+        cpu_half_widen(dt, dz, dzf, n * out);
+        if (accumulate) cpu_half_widen(dt, cpu_half_data(db), dbf, out);
+        cpu_bias_grad(nthreads, dzf, n, out, 1, dbf, accumulate);
+        cpu_half_narrow(dt, dbf, cpu_half_data(db), out);
+    }
     return NEAT_OK;
 }

@@ -22,8 +22,6 @@ typedef struct gemm_key {
         c_dt;
 } gemm_key;
 
-static dnnl_data_type_t dnnl_type(neat_dtype dt) { return dt == NEAT_BF16 ? dnnl_bf16 : dnnl_f32; }
-
 static int64_t float_bits(float f) {
     uint32_t u;
     memcpy(&u, &f, sizeof u);
@@ -44,7 +42,7 @@ static dnnl_status_t matrix_md(cpu_md *md, int64_t batch, int64_t rows, int64_t 
     strides[nd++] = transposed ? 1 : cols;
     dims[nd] = cols;
     strides[nd++] = transposed ? rows : 1;
-    return dnnl_memory_desc_create_with_strides(md, nd, dims, dnnl_type(dt), strides);
+    return dnnl_memory_desc_create_with_strides(md, nd, dims, cpu_dnnl_type(dt), strides);
 }
 
 typedef struct gemm_ctx {
@@ -72,7 +70,7 @@ static neat_status gemm_build(cpu_dnnl *d, const void *ctx, void **out) {
         dnnl_dims_t dims = {1, 1, g->n}, strides = {g->n, g->n, 1};
         int nd = g->batch != 1 ? 3 : 2;
         DNNL_TRY(dnnl_memory_desc_create_with_strides(&bias_md, nd, dims + 3 - nd,
-                                                      dnnl_type(g->ab_dt), strides + 3 - nd));
+                                                      cpu_dnnl_type(g->ab_dt), strides + 3 - nd));
     }
 
     st = cpu_dnnl_attr(fn, &attr);
