@@ -92,6 +92,8 @@ static void release_device(cuda_device *d) {
         cudaEventDestroy(d->subs[(d->first + i) % d->capsubs].done);
     }
     free(d->subs);
+    cuda_pinned_free_all(d);
+    pthread_mutex_destroy(&d->pinned_lock);
     pthread_mutex_destroy(&d->lock);
     pthread_mutex_destroy(&d->reap_lock);
     free(d);
@@ -124,6 +126,7 @@ static neat_status cuda_device_open(nm_device *dev, int index) {
     d->index = index;
     pthread_mutex_init(&d->lock, NULL);
     pthread_mutex_init(&d->reap_lock, NULL);
+    pthread_mutex_init(&d->pinned_lock, NULL);
     struct cudaDeviceProp prop;
     neat_status st = cuda_check(cudaSetDevice(index), fn, "cudaSetDevice");
     if (!st) st = cuda_check(cudaGetDeviceProperties(&prop, index), fn, "cudaGetDeviceProperties");

@@ -55,6 +55,8 @@ extern "C" {
 struct cuda_matmul_cache;
 struct cuda_conv_cache;
 
+#define CUDA_PINNED_BLOCKS 64 /* staging blocks kept for reuse (copy.c) */
+
 typedef struct cuda_device {
     int index;
     int sms;             /* multiprocessors: sizes grids */
@@ -79,6 +81,14 @@ typedef struct cuda_device {
     uint64_t done_seq; /* every submission up to it completed (atomic loads) */
     cudaEvent_t spare[CUDA_SPARE_EVENTS];
     int nspare;
+    /* Mapped pinned staging blocks of released command buffers, kept for the next ones
+     * (copy.c): cudaFreeHost waits for the whole device, which neat_cmdbuf_destroy must not. */
+    struct cuda_pinned {
+        void *ptr;
+        size_t bytes;
+    } pinned[CUDA_PINNED_BLOCKS];
+    int npinned;
+    pthread_mutex_t pinned_lock;
 } cuda_device;
 
 /* A submission in flight: events around its work, and what completing it must read. */
@@ -268,6 +278,8 @@ neat_status cuda_half_channel_sum(nm_device *dev, nm_cmdbuf *cb, int first_slot,
  * stage copies src in at commit; finish copies staged results out at completion. */
 neat_status cuda_host_copies_init(nm_cmdbuf *cb, cuda_cmdbuf *c);
 void cuda_host_copies_free(nm_cmdbuf *cb, cuda_cmdbuf *c);
+/* The pinned staging blocks kept by released buffers, freed (the device is idle: close). */
+void cuda_pinned_free_all(cuda_device *d);
 neat_status cuda_stage_host_copies(nm_cmdbuf *cb, cuda_cmdbuf *c);
 void cuda_finish_host_copies(nm_cmdbuf *cb, int64_t until); /* ops [0, until) ran */
 /* Issue the copies that run ahead on upload_stream and make the stream wait for them;

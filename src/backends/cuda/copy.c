@@ -9,6 +9,11 @@
  * (a kernel, not a memcpy node, so that it may follow a guard inside a graph: guard.cu);
  * when the submission completes (backend.c, complete_subs), cuda_finish_host_copies copies
  * staging -> dst for the copies placed before the op that failed, if one did.
+ * Staging blocks are mapped pinned memory (cudaHostAlloc). A released buffer's blocks go to
+ * the device's list of spare blocks (d->pinned, at most CUDA_PINNED_BLOCKS) and a later
+ * buffer takes one of at least its size and at most twice it: cudaFreeHost waits for the
+ * whole device, which neat_cmdbuf_destroy must not do. A block that finds the list full is
+ * freed after all (that destroy waits); the list is freed when the device closes.
  *
  * Copies that run ahead: a copy_from_host that no op can fail before (so no guard would
  * skip it) and whose destination no earlier op of the buffer touches is not enqueued with
@@ -60,6 +65,38 @@ static int used_before(nm_cmdbuf *cb, int64_t before, const nm_tensor *t) {
     return 0;
 }
 
+/* A spare staging block of bytes..2*bytes from d's list, else a new one. */
+static neat_status pinned_get(cuda_device *d, size_t bytes, void **ptr, const char *fn) {
+    pthread_mutex_lock(&d->pinned_lock);
+    int best = -1;
+    for (int i = 0; i < d->npinned; i++)
+        if (d->pinned[i].bytes >= bytes && d->pinned[i].bytes / 2 <= bytes &&
+            (best < 0 || d->pinned[i].bytes < d->pinned[best].bytes))
+            best = i;
+    if (best >= 0) {
+        *ptr = d->pinned[best].ptr;
+        d->pinned[best] = d->pinned[--d->npinned];
+    }
+    pthread_mutex_unlock(&d->pinned_lock);
+    if (best >= 0) return NEAT_OK;
+    return cuda_check(cudaHostAlloc(ptr, bytes, cudaHostAllocMapped), fn,
+                      "cudaHostAlloc (staging)");
+}
+
+/* Back to d's list (nothing uses it any more), or freed when the list is full. */
+static void pinned_put(cuda_device *d, void *ptr, size_t bytes) {
+    pthread_mutex_lock(&d->pinned_lock);
+    int kept = d->npinned < CUDA_PINNED_BLOCKS;
+    if (kept) d->pinned[d->npinned++] = (struct cuda_pinned){ptr, bytes};
+    pthread_mutex_unlock(&d->pinned_lock);
+    if (!kept) cudaFreeHost(ptr);
+}
+
+void cuda_pinned_free_all(cuda_device *d) {
+    for (int i = 0; i < d->npinned; i++) cudaFreeHost(d->pinned[i].ptr);
+    d->npinned = 0;
+}
+
 /* c->ahead: the copies from host that run ahead (see the top of the file). */
 static neat_status mark_ahead(nm_cmdbuf *cb, cuda_cmdbuf *c) {
     c->last_ahead = -1;
@@ -92,8 +129,7 @@ neat_status cuda_host_copies_init(nm_cmdbuf *cb, cuda_cmdbuf *c) {
             if (!c->host || !c->host_dev || !c->consumed)
                 return nm_error(NEAT_ERR_OUT_OF_MEMORY, "%s: out of host memory", fn);
         }
-        neat_status st = cuda_check(cudaHostAlloc(&c->host[i], copy_bytes(op), cudaHostAllocMapped),
-                                    op->fn, "cudaHostAlloc (staging)");
+        neat_status st = pinned_get(cuda_dev(cb->dev), copy_bytes(op), &c->host[i], op->fn);
         if (!st)
             st = cuda_check(cudaHostGetDevicePointer(&c->host_dev[i], c->host[i], 0), op->fn,
                             "cudaHostGetDevicePointer");
@@ -109,7 +145,7 @@ neat_status cuda_host_copies_init(nm_cmdbuf *cb, cuda_cmdbuf *c) {
 void cuda_host_copies_free(nm_cmdbuf *cb, cuda_cmdbuf *c) {
     if (!c->host) return;
     for (int64_t i = 0; i < cb->nops; i++) {
-        if (c->host[i]) cudaFreeHost(c->host[i]);
+        if (c->host[i]) pinned_put(cuda_dev(cb->dev), c->host[i], copy_bytes(&cb->ops[i]));
         if (c->consumed[i]) cudaEventDestroy(c->consumed[i]);
     }
     free(c->host);
