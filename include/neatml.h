@@ -365,8 +365,10 @@ NEAT_API neat_status neat_copy_from_host(neat_cmdbuf *cb, const float *src, int6
 
 /* Record a copy of t (`count` floats, its element count) into host memory dst, written when
  * the op runs: dst holds the tensor's value at that point of the buffer once
- * neat_cmdbuf_wait returns (with several submissions in flight, the latest completed one).
- * Not written when an earlier op of the submission failed. Same statuses as
+ * neat_cmdbuf_wait returns, until a later submission of the buffer writes it again. With a
+ * later submission in flight dst may be being written (on CUDA from the staging copy that
+ * submission's op fills): read dst before committing the buffer again, or after waiting for
+ * the later one. Not written when an earlier op of the submission failed. Same statuses as
  * neat_copy_from_host. */
 NEAT_API neat_status neat_copy_to_host(neat_cmdbuf *cb, const neat_tensor *t, float *dst,
                                        int64_t count);

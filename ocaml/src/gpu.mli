@@ -685,8 +685,9 @@ val copy_from_host : Cmdbuf.t -> float32_array -> out:Tensor.t -> unit
 
 val copy_to_host : Cmdbuf.t -> Tensor.t -> out:float32_array -> unit
 (** [copy_to_host cb t ~out]: copy [t] into [out] when the op runs, so [out] holds the
-    tensor's value at that point of the buffer once {!Cmdbuf.wait} returns (with several
-    commits in flight, the latest completed one's). [out] is not written when an earlier op
+    tensor's value at that point of the buffer once {!Cmdbuf.wait} returns, until a later
+    commit of the buffer writes it again (with a later commit in flight it may be being
+    written: read it before committing again). [out] is not written when an earlier op
     of the submission failed. Until then the device may write it at any time: read it after
     [wait] only. *)
 
