@@ -27,6 +27,7 @@
 
 #include <math.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -90,10 +91,14 @@ static void test_destroy_while_running(neat_device *dev) {
 
 typedef struct race_arg {
     neat_tensor *t;
+    atomic_int ready, go; /* the destroying thread is running; the committing one lets it go */
 } race_arg;
 
 static void *destroy_later(void *p) {
     race_arg *r = p;
+    atomic_store(&r->ready, 1);
+    while (!atomic_load(&r->go)) {
+    }
     neat_tensor_destroy(r->t);
     return NULL;
 }
@@ -109,9 +114,16 @@ static void test_destroy_commit_race(neat_device *dev) {
         neat_cmdbuf *cb = NULL;
         EXPECT_OK(neat_cmdbuf_create(dev, &cb), "neat_cmdbuf_create");
         EXPECT_OK(neat_add(cb, x, x, y), "neat_add");
-        race_arg r = {x};
+        race_arg r = {x, 0, 0};
         pthread_t th;
         pthread_create(&th, NULL, destroy_later, &r);
+        /* The commit after a delay that grows with the round, from none (the two calls at
+         * once) to well after the destroy, so that both orders and the overlap occur. */
+        while (!atomic_load(&r.ready)) {
+        }
+        atomic_store(&r.go, 1);
+        for (volatile int k = 0; k < (round % 40) * 500; k++) {
+        }
         neat_status st = neat_cmdbuf_commit(cb);
         if (st != NEAT_OK && st != NEAT_ERR_INVALID_HANDLE) bad_status++;
         if (st == NEAT_OK) {
