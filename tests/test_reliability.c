@@ -13,6 +13,8 @@
  *   hyper_checked           SGD/Adam with a NaN rate or step 0 fail, parameters untouched;
  *   memory_limit            OUT_OF_MEMORY past neat_device_set_memory_limit, at creation and
  *                           at run time with the op's name;
+ *   oom_message             OUT_OF_MEMORY from the backend's allocator (more than the device
+ *                           has) names the call and the bytes, not an earlier call's message;
  *   empty_spatial           conv and pool on H = 0 succeed with an empty output;
  *   concurrent_recording    two threads recording into one buffer lose no op;
  *   destroy_queued          a buffer committed twice, then destroyed: both submissions
@@ -342,6 +344,30 @@ static void test_memory_limit(neat_device *dev) {
     for (int i = 0; i < 5; i++) neat_tensor_destroy(all[i]);
 }
 
+/* Past the pool's limit the pool writes the message; past what the device has, with the limit
+ * lifted, the backend's allocator answers, and its message must replace the one an earlier
+ * failure left (the CPU's said nothing, so a failed create reported the shape of the one
+ * before it). */
+static void test_oom_message(neat_device *dev) {
+    neat_device_props props;
+    EXPECT_OK(neat_device_info(dev, &props), "neat_device_info");
+    int64_t bytes = (int64_t)1 << 20; /* a power of two: no bucket rounding */
+    while (bytes <= props.total_memory) bytes *= 2;
+    int64_t bad[1] = {-1}, big[1] = {bytes / 4};
+    neat_tensor *t = NULL;
+    EXPECT_STATUS(neat_tensor_create(dev, 1, bad, &t), NEAT_ERR_INVALID_ARGUMENT, "shape[0] -1");
+    EXPECT_MSG("shape[0]", "shape[0] -1");
+    EXPECT_OK(neat_device_set_memory_limit(dev, INT64_MAX), "no limit");
+    EXPECT_STATUS(neat_tensor_create(dev, 1, big, &t), NEAT_ERR_OUT_OF_MEMORY,
+                  "more than the device has");
+    EXPECT_MSG("neat_tensor_create: ", "more than the device has");
+    EXPECT_MSG(" bytes", "more than the device has");
+    CHECK(!strstr(neat_last_error(), "shape[0]"), "%s: an earlier call's message: \"%s\"", dev_name,
+          neat_last_error());
+    CHECK(t == NULL, "%s: out written on failure", dev_name);
+    EXPECT_OK(neat_device_set_memory_limit(dev, 0), "default limit again");
+}
+
 static void test_empty_spatial(neat_device *dev) {
     int64_t xs[4] = {2, 3, 0, 5}, ws[4] = {4, 3, 3, 3}, ys[4] = {2, 4, 0, 5}, ps[4] = {2, 3, 0, 2};
     neat_tensor *x = tensor(dev, 4, xs, NULL), *w = tensor(dev, 4, ws, NULL);
@@ -558,6 +584,7 @@ int main(void) {
         test_failure_stops_buffer(devs[i]);
         test_hyper_checked(devs[i]);
         test_memory_limit(devs[i]);
+        test_oom_message(devs[i]);
         test_empty_spatial(devs[i]);
         test_concurrent_recording(devs[i]);
         test_destroy_queued(devs[i]);

@@ -69,7 +69,9 @@ typedef struct nm_backend_ops {
     /* Release dev->impl; the device is idle and every tensor and buffer is gone. */
     void (*device_close)(nm_device *dev);
 
-    /* Raw device memory for the core's caching pool (never called on the hot path). */
+    /* Raw device memory for the core's caching pool (never called on the hot path). A
+     * failure returns nm_error(OUT_OF_MEMORY, ...) naming the bytes; the core prefixes the
+     * public call or the op. */
     neat_status (*mem_alloc)(nm_device *dev, size_t bytes, void **ptr);
     void (*mem_free)(nm_device *dev, void *ptr, size_t bytes);
 

@@ -110,7 +110,8 @@ static neat_status within_limit(nm_device *dev, size_t size) {
 
 static neat_status fill_bytes(nm_device *dev, void *dst, unsigned char byte, size_t n) {
     unsigned char *buf = malloc(n ? n : 1);
-    if (!buf) return nm_error(NEAT_ERR_OUT_OF_MEMORY, "debug pool: out of host memory");
+    if (!buf)
+        return nm_error(NEAT_ERR_OUT_OF_MEMORY, "debug pool: out of host memory for %zu bytes", n);
     memset(buf, byte, n);
     neat_status st = dev->be->copy_in(dev, dst, buf, n);
     free(buf);
@@ -120,7 +121,9 @@ static neat_status fill_bytes(nm_device *dev, void *dst, unsigned char byte, siz
 static neat_status debug_alloc(nm_device *dev, size_t bytes, nm_block **out) {
     nm_pool *pool = &dev->pool;
     nm_block *blk = calloc(1, sizeof *blk);
-    if (!blk) return nm_error(NEAT_ERR_OUT_OF_MEMORY, "out of host memory for a block");
+    if (!blk)
+        return nm_error(NEAT_ERR_OUT_OF_MEMORY, "out of host memory for a block of %zu bytes",
+                        bytes);
     pthread_mutex_lock(&pool->lock);
     void *ptr = NULL;
     neat_status st = within_limit(dev, bytes + NM_CANARY);
@@ -193,7 +196,8 @@ neat_status nm_pool_alloc(nm_device *dev, size_t bytes, nm_block **out) {
     nm_block *blk = NULL;
     if (bytes == 0) {
         blk = calloc(1, sizeof *blk);
-        if (!blk) return nm_error(NEAT_ERR_OUT_OF_MEMORY, "out of host memory for a block");
+        if (!blk)
+            return nm_error(NEAT_ERR_OUT_OF_MEMORY, "out of host memory for a block of 0 bytes");
         *out = blk;
         return NEAT_OK;
     }
@@ -205,7 +209,8 @@ neat_status nm_pool_alloc(nm_device *dev, size_t bytes, nm_block **out) {
     nm_pool_bucket *b = bucket_for(pool, size, 1);
     if (!b) {
         pthread_mutex_unlock(&pool->lock);
-        return nm_error(NEAT_ERR_OUT_OF_MEMORY, "out of host memory for the pool");
+        return nm_error(NEAT_ERR_OUT_OF_MEMORY, "out of host memory for a block of %zu bytes",
+                        bytes);
     }
     if (b->free) {
         blk = b->free;
@@ -219,7 +224,8 @@ neat_status nm_pool_alloc(nm_device *dev, size_t bytes, nm_block **out) {
     blk = calloc(1, sizeof *blk);
     if (!blk) {
         pthread_mutex_unlock(&pool->lock);
-        return nm_error(NEAT_ERR_OUT_OF_MEMORY, "out of host memory for a block");
+        return nm_error(NEAT_ERR_OUT_OF_MEMORY, "out of host memory for a block of %zu bytes",
+                        bytes);
     }
     void *ptr = NULL;
     neat_status st = within_limit(dev, size);

@@ -303,8 +303,10 @@ NEAT_API neat_status neat_tensor_dtype(const neat_tensor *h, neat_dtype *dtype) 
 
 /* A host buffer of t's element type, for a converting copy; NULL when out of memory. */
 static void *half_buffer(const char *fn, const nm_tensor *t, neat_status *st) {
-    void *buf = malloc((size_t)t->numel * neat_dtype_size(t->dtype));
-    if (!buf) *st = nm_error(NEAT_ERR_OUT_OF_MEMORY, "%s: out of host memory", fn);
+    size_t bytes = (size_t)t->numel * neat_dtype_size(t->dtype);
+    void *buf = malloc(bytes);
+    if (!buf)
+        *st = nm_error(NEAT_ERR_OUT_OF_MEMORY, "%s: out of host memory for %zu bytes", fn, bytes);
     return buf;
 }
 

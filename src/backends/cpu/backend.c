@@ -199,13 +199,19 @@ static void cpu_device_close(nm_device *dev) {
     free(c);
 }
 
+/* The message names the bytes; the caller prefixes the public call (tensor.c) or the op
+ * (run_ops), so that the message is never the one an earlier failure left. */
 static neat_status cpu_mem_alloc(nm_device *dev, size_t bytes, void **ptr) {
     /* More than the machine's RAM cannot be used, even where Linux would overcommit it. */
     if (dev->props.total_memory > 0 && bytes > (size_t)dev->props.total_memory)
-        return NEAT_ERR_OUT_OF_MEMORY;
+        return nm_error(NEAT_ERR_OUT_OF_MEMORY,
+                        "out of host memory: %zu bytes asked for, the machine has %lld", bytes,
+                        (long long)dev->props.total_memory);
     /* 64-byte alignment: a cache line, and what AVX-512 loads and oneDNN like. */
     void *p = aligned_alloc(64, (bytes + 63) & ~(size_t)63);
-    if (!p) return NEAT_ERR_OUT_OF_MEMORY;
+    if (!p)
+        return nm_error(NEAT_ERR_OUT_OF_MEMORY,
+                        "out of host memory: aligned_alloc of %zu bytes failed", bytes);
     *ptr = p;
     return NEAT_OK;
 }
