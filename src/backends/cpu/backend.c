@@ -7,6 +7,7 @@
  * ops after it do not run); the failure goes to the command buffer for neat_cmdbuf_wait.
  * Jobs complete in order: `done_seq` is the seq of the last one finished.
  */
+#include "cgroup.h"
 #include "cpu.h"
 #include "loops.h" /* omp.h, or its serial stand-ins without OpenMP */
 
@@ -113,19 +114,9 @@ static void cpu_name(char *out, size_t size) {
     fclose(f);
 }
 
-/* A number from the first line of `path` ("max" or absent: -1). */
-static int64_t read_number(const char *path) {
-    FILE *f = fopen(path, "r");
-    if (!f) return -1;
-    long long v = -1;
-    if (fscanf(f, "%lld", &v) != 1) v = -1;
-    fclose(f);
-    return v;
-}
-
-/* Memory free for the pool now: MemAvailable, and no more than the cgroup's limit less its
- * usage (v2: memory.max, memory.current; v1: memory.limit_in_bytes, memory.usage_in_bytes),
- * so that an allocation past a container's limit gets OUT_OF_MEMORY instead of the kill. */
+/* Memory free for the pool now: MemAvailable, and no more than the room left under the
+ * process's memory cgroups (cgroup.h), so that an allocation past a container's limit gets
+ * OUT_OF_MEMORY instead of the kill. */
 static int64_t available_memory(void) {
     int64_t avail = -1;
     FILE *f = fopen("/proc/meminfo", "r");
@@ -136,16 +127,18 @@ static int64_t available_memory(void) {
             if (sscanf(line, "MemAvailable: %lld kB", &kb) == 1) avail = (int64_t)kb * 1024;
         fclose(f);
     }
-    int64_t limit = read_number("/sys/fs/cgroup/memory.max");
-    int64_t used = read_number("/sys/fs/cgroup/memory.current");
-    if (limit < 0) {
-        limit = read_number("/sys/fs/cgroup/memory/memory.limit_in_bytes");
-        used = read_number("/sys/fs/cgroup/memory/memory.usage_in_bytes");
+    char self[4096];
+    size_t n = 0;
+    if ((f = fopen("/proc/self/cgroup", "r"))) {
+        n = fread(self, 1, sizeof self - 1, f);
+        fclose(f);
+        /* A text longer than the buffer: only whole lines, never a cut path. */
+        if (n == sizeof self - 1)
+            while (n > 0 && self[n - 1] != '\n') n--;
     }
-    if (limit > 0 && used >= 0 && limit < ((int64_t)1 << 60)) {
-        int64_t room = limit > used ? limit - used : 0;
-        if (avail < 0 || room < avail) avail = room;
-    }
+    self[n] = 0;
+    int64_t room = nm_cgroup_room(self, "/sys/fs/cgroup");
+    if (room >= 0 && (avail < 0 || room < avail)) avail = room;
     return avail > 0 ? avail : 0;
 }
 
