@@ -21,11 +21,15 @@
  *                           complete and the buffer is freed once, after the last (ASan);
  *   recorded_copies         neat_copy_from_host reads src at commit (refilled right after
  *                           for the next step), neat_copy_to_host writes dst by wait, and
- *                           not when an earlier op failed.
+ *                           not when an earlier op failed;
+ *   debug_pool_canary       NEATML_DEBUG_POOL=1 (the ASan run; skipped otherwise): a float
+ *                           written past a tensor's end is INTERNAL at the next wait, and at
+ *                           the next synchronize when the tensor was destroyed first.
  */
 #include "harness.h"
 
 #include "../src/backends/lru.h" /* NM_LRU_CAPACITY: the plan caches' size */
+#include "../src/core/testing.h" /* nm_testing_tensor_memory: a faulty kernel's writes */
 
 #include <math.h>
 #include <pthread.h>
@@ -570,6 +574,68 @@ static void test_plan_evicted_under_graph(neat_device *dev) {
     neat_tensor_destroy(y), neat_tensor_destroy(dx), neat_tensor_destroy(dw);
 }
 
+/* A kernel that writes one float too many, played through the tensor's host memory on the
+ * CPU: the debug pool's canary after the block catches it at the next check. */
+static void test_debug_pool_canary(neat_device *dev) {
+    const char *env = getenv("NEATML_DEBUG_POOL");
+    neat_device_props props;
+    EXPECT_OK(neat_device_info(dev, &props), "neat_device_info");
+    if (!env || !*env || strcmp(env, "0") == 0) {
+        nt_skip("%s: debug pool canary: NEATML_DEBUG_POOL is off", dev_name);
+        return;
+    }
+    if (props.backend != NEAT_BACKEND_CPU) {
+        nt_skip("%s: debug pool canary: written through a host pointer, CPU only", dev_name);
+        return;
+    }
+    enum { N = 100 };
+    int64_t n = N;
+    float twos[N], got[N];
+    for (int i = 0; i < N; i++) twos[i] = 2.0f;
+    neat_tensor *x = tensor(dev, 1, &n, twos), *y = tensor(dev, 1, &n, NULL);
+    neat_cmdbuf *cb = NULL;
+    EXPECT_OK(neat_cmdbuf_create(dev, &cb), "cmdbuf");
+    EXPECT_OK(neat_scale(cb, x, 0.5f, y), "record scale");
+    size_t bytes = 0;
+    float *p = nm_testing_tensor_memory(y, &bytes);
+    if (!CHECK(p && bytes == N * sizeof(float), "%s: y's memory %p, %zu bytes", dev_name, (void *)p,
+               bytes))
+        goto done;
+    unsigned char canary[sizeof(float)];
+    memcpy(canary, p + N, sizeof canary);
+    EXPECT_OK(neat_cmdbuf_commit(cb), "commit");
+    EXPECT_OK(neat_cmdbuf_wait(cb), "wait, canary intact");
+
+    p[N] = 1.0f; /* one past the end */
+    EXPECT_OK(neat_cmdbuf_commit(cb), "commit");
+    EXPECT_STATUS(neat_cmdbuf_wait(cb), NEAT_ERR_INTERNAL, "wait after a write past the end");
+    EXPECT_MSG("neat_cmdbuf_wait: debug pool", "wait after a write past the end");
+    EXPECT_MSG("block of 400 bytes", "wait after a write past the end");
+    memcpy(p + N, canary, sizeof canary); /* the damage undone: nothing left to report */
+    EXPECT_OK(neat_cmdbuf_commit(cb), "commit");
+    EXPECT_OK(neat_cmdbuf_wait(cb), "wait, canary restored");
+    EXPECT_OK(neat_tensor_read(y, got, N), "read y");
+    CHECK(got[0] == 1.0f && got[N - 1] == 1.0f, "%s: y = %g ... %g, want 1", dev_name,
+          (double)got[0], (double)got[N - 1]);
+
+    /* Written past the end, then destroyed before any check: the block is gone, the next
+     * synchronize still reports it, once. */
+    neat_cmdbuf_destroy(cb);
+    cb = NULL;
+    p[N] = 1.0f;
+    neat_tensor_destroy(y);
+    y = NULL;
+    EXPECT_STATUS(neat_device_synchronize(dev), NEAT_ERR_INTERNAL,
+                  "synchronize after a damaged tensor's destroy");
+    EXPECT_MSG("neat_device_synchronize: debug pool", "synchronize after destroy");
+    EXPECT_MSG("block of 400 bytes", "synchronize after destroy");
+    EXPECT_OK(neat_device_synchronize(dev), "synchronize once reported");
+done:
+    neat_cmdbuf_destroy(cb);
+    neat_tensor_destroy(x);
+    neat_tensor_destroy(y);
+}
+
 int main(void) {
     neat_device *devs[NT_MAX_BACKENDS];
     const char *names[NT_MAX_BACKENDS];
@@ -590,6 +656,7 @@ int main(void) {
         test_destroy_queued(devs[i]);
         test_recorded_copies(devs[i]);
         test_plan_evicted_under_graph(devs[i]);
+        test_debug_pool_canary(devs[i]);
     }
     nt_close_devices(devs, n);
     return nt_finish("reliability");

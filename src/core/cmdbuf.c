@@ -258,7 +258,7 @@ NEAT_API neat_status neat_cmdbuf_wait(neat_cmdbuf *h) {
     neat_status st = get_cmdbuf("neat_cmdbuf_wait", h, &cb);
     if (st) return st;
     st = wait_cmdbuf(cb);
-    if (st == NEAT_OK) st = nm_pool_check(cb->dev);
+    if (st == NEAT_OK) st = nm_pool_check(cb->dev, "neat_cmdbuf_wait");
     return st;
 }
 

@@ -149,7 +149,7 @@ NEAT_API neat_status neat_device_synchronize(neat_device *h) {
     nm_reap(dev);
     neat_status failed = nm_cmdbuf_take_failure(dev);
     if (st == NEAT_OK) st = failed;
-    if (st == NEAT_OK) st = nm_pool_check(dev);
+    if (st == NEAT_OK) st = nm_pool_check(dev, "neat_device_synchronize");
     return st;
 }
 

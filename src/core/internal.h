@@ -95,9 +95,10 @@ void nm_pool_trim(nm_device *dev);
 void nm_pool_destroy(nm_device *dev);
 void nm_pool_stats(nm_device *dev, neat_memory_stats *out);
 void nm_pool_reset_peak(nm_device *dev);
-/* Debug pool: INTERNAL with a message when a canary after a block in use was overwritten
- * (a write past a tensor's end); NEAT_OK otherwise and outside the debug pool. */
-neat_status nm_pool_check(nm_device *dev);
+/* Debug pool: INTERNAL with a message naming the public call `fn` when a canary after a
+ * block in use, or freed since the last check, was overwritten (a write past a tensor's
+ * end); NEAT_OK otherwise and outside the debug pool. */
+neat_status nm_pool_check(nm_device *dev, const char *fn);
 
 /* ---- objects ------------------------------------------------------------------------------
  * Lifetimes. A tensor object is referenced by its handle and by every submission in flight
@@ -136,7 +137,7 @@ typedef struct nm_storage {
 struct nm_tensor {
     nm_device *dev;
     nm_storage *storage;
-    float *data; /* device pointer (host pointer on the CPU); NULL when numel is 0. Points
+    float *data;      /* device pointer (host pointer on the CPU); NULL when numel is 0. Points
                   * at float32 only when dtype is NEAT_F32: half types are uint16_t bits */
     neat_dtype dtype; /* views keep it; nm_dtype_check (record.c) checks it per op */
     int ndim;

@@ -175,7 +175,7 @@ static void debug_free(nm_device *dev, nm_block *blk) {
     free(blk);
 }
 
-neat_status nm_pool_check(nm_device *dev) {
+neat_status nm_pool_check(nm_device *dev, const char *fn) {
     nm_pool *pool = &dev->pool;
     if (!pool->debug) return NEAT_OK;
     pthread_mutex_lock(&pool->lock);
@@ -186,9 +186,9 @@ neat_status nm_pool_check(nm_device *dev) {
     pthread_mutex_unlock(&pool->lock);
     if (!bad) return NEAT_OK;
     return nm_error(NEAT_ERR_INTERNAL,
-                    "debug pool: memory past the end of a block of %lld bytes "
+                    "%s: debug pool: memory past the end of a block of %lld bytes "
                     "was written (its canary changed)",
-                    (long long)bad);
+                    fn, (long long)bad);
 }
 
 neat_status nm_pool_alloc(nm_device *dev, size_t bytes, nm_block **out) {
