@@ -137,8 +137,9 @@ typedef struct nm_storage {
 struct nm_tensor {
     nm_device *dev;
     nm_storage *storage;
-    float *data;      /* device pointer (host pointer on the CPU); NULL when numel is 0. Points
-                  * at float32 only when dtype is NEAT_F32: half types are uint16_t bits */
+    /* device pointer (host pointer on the CPU); NULL when numel is 0. Points at float32 only
+     * when dtype is NEAT_F32: half types are uint16_t bits */
+    float *data;
     neat_dtype dtype; /* views keep it; nm_dtype_check (record.c) checks it per op */
     int ndim;
     int64_t shape[NEAT_MAX_DIMS];
