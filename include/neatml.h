@@ -32,7 +32,9 @@
  * the pool when the work completes). Two rules remain the caller's: neat_device_destroy
  * must not overlap any other call on the device or its objects, and an object must not be
  * destroyed while another thread is inside a call that takes it (after destroy returns, a
- * use is INVALID_HANDLE as always).
+ * use is INVALID_HANDLE as always). On CUDA every call leaves the calling thread's current
+ * device (cudaGetDevice) as it found it, unless that device had no CUDA context yet (see
+ * docs/API.md, "Threads"); the library runs no thread of its own on CUDA.
  *
  * Failures at run time. An op that fails while its buffer runs (an out-of-range label,
  * an invalid learning rate, memory for its scratch) stops the rest of that submission: the

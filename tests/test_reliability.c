@@ -25,12 +25,16 @@
  *   debug_pool_canary       NEATML_DEBUG_POOL=1 (the ASan run; skipped otherwise): a float
  *                           written past a tensor's end is INTERNAL at the next wait, and at
  *                           the next synchronize when the tensor was destroyed first.
+ *   current_device_kept     CUDA with two GPUs: every call leaves the calling thread's
+ *                           current device as it found it.
  */
+#define _GNU_SOURCE /* RTLD_DEFAULT */
 #include "harness.h"
 
 #include "../src/backends/lru.h" /* NM_LRU_CAPACITY: the plan caches' size */
 #include "../src/core/testing.h" /* nm_testing_tensor_memory: a faulty kernel's writes */
 
+#include <dlfcn.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -636,6 +640,62 @@ done:
     neat_tensor_destroy(y);
 }
 
+/* The thread's current CUDA device after each call on a neatml device of another GPU: the
+ * caller's (device `app` selected first, so its context exists), never neatml's. The CUDA
+ * runtime's calls are looked up in the process (libneatml loaded libcudart): the test links
+ * no CUDA library and skips where there is none. */
+static void test_current_device_kept(neat_device *dev) {
+    (void)dev;
+    if (strcmp(dev_name, "cuda") != 0) return;
+    int (*get_count)(int *) = dlsym(RTLD_DEFAULT, "cudaGetDeviceCount");
+    int (*get)(int *) = dlsym(RTLD_DEFAULT, "cudaGetDevice");
+    int (*set)(int) = dlsym(RTLD_DEFAULT, "cudaSetDevice");
+    int count = 0;
+    if (!get_count || !get || !set || get_count(&count) != 0 || count < 2) {
+        nt_skip("%s: current_device_kept needs two GPUs (%d found)", dev_name, count);
+        return;
+    }
+    enum { N = 256 };
+    int64_t s1[1] = {N};
+    float v[N], got[N];
+    for (int i = 0; i < N; i++) v[i] = (float)i;
+    for (int app = 0; app < 2; app++) {
+        int mine = 1 - app, cur = -1;
+#define STILL_APP(what)                                                                            \
+    (cur = -1, get(&cur),                                                                          \
+     CHECK(cur == app, "%s: after %s on device %d the current device is %d, not the caller's %d",  \
+           dev_name, (what), mine, cur, app))
+        CHECK(set(app) == 0, "%s: cudaSetDevice(%d)", dev_name, app);
+        neat_device *d = NULL;
+        EXPECT_OK(neat_device_create(NEAT_BACKEND_CUDA, mine, &d), "neat_device_create");
+        if (!d) continue;
+        STILL_APP("neat_device_create");
+        neat_tensor *x = tensor(d, 1, s1, v), *y = tensor(d, 1, s1, NULL);
+        STILL_APP("neat_tensor_create and write");
+        neat_cmdbuf *cb = NULL;
+        EXPECT_OK(neat_cmdbuf_create(d, &cb), "cmdbuf");
+        EXPECT_OK(neat_scale(cb, x, 2.0f, y), "record scale");
+        for (int round = 0; round < 3; round++) { /* eager, captured, replayed */
+            EXPECT_OK(neat_cmdbuf_commit(cb), "commit");
+            STILL_APP("neat_cmdbuf_commit");
+            EXPECT_OK(neat_cmdbuf_wait(cb), "wait");
+            STILL_APP("neat_cmdbuf_wait");
+        }
+        EXPECT_OK(neat_tensor_read(y, got, N), "read");
+        STILL_APP("neat_tensor_read");
+        CHECK(got[N - 1] == 2.0f * (N - 1), "%s: y[%d] = %g", dev_name, N - 1, (double)got[N - 1]);
+        EXPECT_OK(neat_cmdbuf_reset(cb), "reset");
+        neat_cmdbuf_destroy(cb);
+        neat_tensor_destroy(x);
+        neat_tensor_destroy(y);
+        EXPECT_OK(neat_device_trim(d), "trim");
+        STILL_APP("reset, destroy and trim");
+        neat_device_destroy(d);
+        STILL_APP("neat_device_destroy");
+#undef STILL_APP
+    }
+}
+
 int main(void) {
     neat_device *devs[NT_MAX_BACKENDS];
     const char *names[NT_MAX_BACKENDS];
@@ -657,6 +717,7 @@ int main(void) {
         test_recorded_copies(devs[i]);
         test_plan_evicted_under_graph(devs[i]);
         test_debug_pool_canary(devs[i]);
+        test_current_device_kept(devs[i]);
     }
     nt_close_devices(devs, n);
     return nt_finish("reliability");

@@ -12,9 +12,13 @@
  * computes (copy.c: which ones, and the ordering argument).
  * An event recorded after each submission is what wait() blocks on; wait() then reads the
  * buffer's error record (an out-of-range label) when the buffer has ops that can set it.
+ * Threads: the backend has none of its own. Every entry runs on the application's thread
+ * and leaves that thread's current device as it found it (cuda_enter/cuda_leave below).
  */
 #include "common.h"
 #include "../half_ops.h"
+
+#include <cuda.h> /* CUresult, CUdevice: types only (driver_entry) */
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -42,6 +46,77 @@ neat_status cudnn_check(cudnnStatus_t s, const char *what, const char *call) {
     return nm_error(s == CUDNN_STATUS_ALLOC_FAILED ? NEAT_ERR_OUT_OF_MEMORY
                                                    : NEAT_ERR_BACKEND_ERROR,
                     "%s: %s failed: %s", what, call, cudnnGetErrorString(s));
+}
+
+/* ---- the caller's current device -------------------------------------------------------------
+ * A CUDA runtime call acts on the calling thread's current device. The backend has no thread
+ * of its own: every table entry runs on the application's thread, so each one that makes
+ * CUDA calls (device open and close, memory, copies, submit, completion, wait, release, the
+ * comms) selects its device with cuda_enter and gives the thread's previous device back with
+ * cuda_leave: an application that keeps its own work on device 0 finds device 0 current
+ * after any neatml call, whatever device that call used. When the thread is already on the
+ * device both cost one cudaGetDevice (a thread-local read); calls nest (an allocation inside
+ * a commit).
+ * One exception, as PyTorch's device guard makes it: a previous device whose primary context
+ * is not active is not made current again, because cudaSetDevice would create that context
+ * (CUDA 12 initialises the device it selects). A thread that never chose a device reads
+ * device 0, so without the exception every rank of a job running on GPU k would put a
+ * context (hundreds of MiB) on GPU 0. Such a thread stays on neatml's device. */
+
+/* A driver function, found through the runtime (linking libcuda would keep the library
+ * from loading on a machine without the driver, where the CPU backend must still work). */
+static void *driver_entry(const char *symbol, unsigned version) {
+    void *fn = NULL;
+    enum cudaDriverEntryPointQueryResult found = cudaDriverEntryPointSymbolNotFound;
+#if CUDART_VERSION >= 12050
+    cudaError_t e =
+        cudaGetDriverEntryPointByVersion(symbol, &fn, version, cudaEnableDefault, &found);
+#else
+    (void)version;
+    cudaError_t e = cudaGetDriverEntryPoint(symbol, &fn, cudaEnableDefault, &found);
+#endif
+    if (e != cudaSuccess) cudaGetLastError();
+    return e == cudaSuccess && found == cudaDriverEntryPointSuccess ? fn : NULL;
+}
+
+/* Whether the primary context of device `index` is active; 1 when the driver cannot say
+ * (then the device is restored, the rule's plain form). */
+static int primary_context_active(int index) {
+    CUresult (*device_get)(CUdevice *, int) = driver_entry("cuDeviceGet", 2000);
+    CUresult (*ctx_state)(CUdevice, unsigned *, int *) =
+        driver_entry("cuDevicePrimaryCtxGetState", 7000);
+    CUdevice cu;
+    unsigned flags;
+    int active;
+    if (!device_get || !ctx_state || device_get(&cu, index) != CUDA_SUCCESS ||
+        ctx_state(cu, &flags, &active) != CUDA_SUCCESS)
+        return 1;
+    return active;
+}
+
+neat_status cuda_enter(int index, const char *fn, int *prev) {
+    int cur = -1;
+    *prev = -1;
+    neat_status st = cuda_check(cudaGetDevice(&cur), fn, "cudaGetDevice");
+    if (st) return st;
+    *prev = cur;
+    if (cur == index) return NEAT_OK;
+    return cuda_check(cudaSetDevice(index), fn, "cudaSetDevice");
+}
+
+/* Not a status: the call's own work is done by then (a commit submitted, memory allocated)
+ * and a failure here would make the caller believe otherwise. Restoring fails only when the
+ * caller's device itself is broken, which its own next call reports; the error is cleared so
+ * that the application's cudaGetLastError does not see it. */
+void cuda_leave(int prev) {
+    int cur;
+    if (prev < 0) return;
+    if (cudaGetDevice(&cur) != cudaSuccess) {
+        cudaGetLastError();
+        return;
+    }
+    if (cur == prev || !primary_context_active(prev)) return;
+    if (cudaSetDevice(prev) != cudaSuccess) cudaGetLastError();
 }
 
 /* ---- scratch --------------------------------------------------------------------------------- */
@@ -128,7 +203,9 @@ static neat_status cuda_device_open(nm_device *dev, int index) {
     pthread_mutex_init(&d->reap_lock, NULL);
     pthread_mutex_init(&d->pinned_lock, NULL);
     struct cudaDeviceProp prop;
-    neat_status st = cuda_check(cudaSetDevice(index), fn, "cudaSetDevice");
+    int prev;
+    /* the streams and the cuBLASLt and cuDNN handles belong to the device current now */
+    neat_status st = cuda_enter(index, fn, &prev);
     if (!st) st = cuda_check(cudaGetDeviceProperties(&prop, index), fn, "cudaGetDeviceProperties");
     if (!st)
         st = cuda_check(cudaStreamCreateWithFlags(&d->stream, cudaStreamNonBlocking), fn,
@@ -148,6 +225,7 @@ static neat_status cuda_device_open(nm_device *dev, int index) {
                         "cudaMalloc(cuBLASLt workspace)");
     if (st) {
         release_device(d);
+        cuda_leave(prev);
         return st;
     }
     d->sms = prop.multiProcessorCount > 0 ? prop.multiProcessorCount : 1;
@@ -163,17 +241,22 @@ static neat_status cuda_device_open(nm_device *dev, int index) {
         dev->mem_available = (int64_t)free_bytes;
     else
         cudaGetLastError();
+    cuda_leave(prev);
     return NEAT_OK;
 }
 
 static void cuda_device_close(nm_device *dev) {
     cuda_device *d = cuda_dev(dev);
     if (!d) return;
-    cudaSetDevice(d->index);
+    int prev;
+    /* Nothing to report to: even on a failed cudaSetDevice the objects are released (their
+     * calls then fail on their own). */
+    cuda_enter(d->index, "neat_device_destroy", &prev);
     cudaStreamSynchronize(d->stream);
     cudaStreamSynchronize(d->upload_stream);
     release_device(d);
     dev->impl = NULL;
+    cuda_leave(prev);
 }
 
 static neat_status cuda_mem_alloc(nm_device *dev, size_t bytes, void **ptr) {
@@ -184,17 +267,21 @@ static neat_status cuda_mem_alloc(nm_device *dev, size_t bytes, void **ptr) {
     if (bytes > d->total_memory)
         return nm_error(NEAT_ERR_OUT_OF_MEMORY, "cudaMalloc of %zu bytes: the GPU has %zu", bytes,
                         d->total_memory);
-    cudaSetDevice(d->index);
-    cudaError_t e = cudaMalloc(ptr, bytes);
-    if (e == cudaSuccess) return NEAT_OK;
-    *ptr = NULL;
-    return cuda_check(e, "neat (device memory pool)", "cudaMalloc");
+    static const char what[] = "neat (device memory pool)";
+    int prev;
+    neat_status st = cuda_enter(d->index, what, &prev);
+    if (!st) st = cuda_check(cudaMalloc(ptr, bytes), what, "cudaMalloc");
+    if (st) *ptr = NULL;
+    cuda_leave(prev);
+    return st;
 }
 
 static void cuda_mem_free(nm_device *dev, void *ptr, size_t bytes) {
     if (!ptr) return;
-    cudaSetDevice(cuda_dev(dev)->index);
+    int prev;
+    cuda_enter(cuda_dev(dev)->index, "neat (device memory pool)", &prev); /* nothing to report to */
     cudaFree(ptr);
+    cuda_leave(prev);
 }
 
 /* On a stream of their own, waited for: not behind unrelated work of the device's stream
@@ -205,11 +292,14 @@ static neat_status copy(nm_device *dev, void *dst, const void *src, size_t bytes
                         enum cudaMemcpyKind kind, const char *what) {
     if (bytes == 0) return NEAT_OK;
     cuda_device *d = cuda_dev(dev);
-    cudaSetDevice(d->index);
-    neat_status st =
+    int prev;
+    neat_status st = cuda_enter(d->index, what, &prev);
+    if (st) return st;
+    st =
         cuda_check(cudaMemcpyAsync(dst, src, bytes, kind, d->copy_stream), what, "cudaMemcpyAsync");
     neat_status done =
         cuda_check(cudaStreamSynchronize(d->copy_stream), what, "cudaStreamSynchronize");
+    cuda_leave(prev);
     return st ? st : done;
 }
 
@@ -375,11 +465,10 @@ static void event_put(cuda_device *d, cudaEvent_t ev) {
         cudaEventDestroy(ev);
 }
 
-static neat_status cuda_submit(nm_device *dev, nm_cmdbuf *cb, uint64_t seq) {
+/* cuda_submit's work: d->lock held, the device current. */
+static neat_status submit(nm_device *dev, nm_cmdbuf *cb, uint64_t seq) {
     static const char fn[] = "neat_cmdbuf_commit";
     cuda_device *d = cuda_dev(dev);
-    pthread_mutex_lock(&d->lock);
-    cudaSetDevice(d->index);
     neat_status st = cb->impl ? NEAT_OK : cmdbuf_state(dev, cb);
     cuda_sub *sub = st ? NULL : sub_push(d);
     if (!st && !sub) st = nm_error(NEAT_ERR_OUT_OF_MEMORY, "%s: out of host memory", fn);
@@ -387,7 +476,6 @@ static neat_status cuda_submit(nm_device *dev, nm_cmdbuf *cb, uint64_t seq) {
     if (!st) st = cuda_check(event_get(d, &sub->done), fn, "cudaEventCreate");
     if (st) {
         if (sub) event_put(d, sub->start), event_put(d, sub->done);
-        pthread_mutex_unlock(&d->lock);
         return st;
     }
     cuda_cmdbuf *c = cuda_cb(cb);
@@ -416,13 +504,11 @@ static neat_status cuda_submit(nm_device *dev, nm_cmdbuf *cb, uint64_t seq) {
             sub->refused = 1; /* talks to no peer: wait need not poll its comms */
             d->nsubs++;
         }
-        pthread_mutex_unlock(&d->lock);
         return st;
     }
     st = cuda_stage_host_copies(cb, c);
     if (st) {
         event_put(d, sub->start), event_put(d, sub->done);
-        pthread_mutex_unlock(&d->lock);
         return st;
     }
     uint64_t after = graph_after();
@@ -431,7 +517,6 @@ static neat_status cuda_submit(nm_device *dev, nm_cmdbuf *cb, uint64_t seq) {
         st = capture(dev, cb);
         if (st && after == 0) { /* test mode: a capture that fails is a failure */
             event_put(d, sub->start), event_put(d, sub->done);
-            pthread_mutex_unlock(&d->lock);
             return st;
         }
         if (st) c->graph_failed = 1; /* run op by op below */
@@ -470,7 +555,19 @@ static neat_status cuda_submit(nm_device *dev, nm_cmdbuf *cb, uint64_t seq) {
         cudaGetLastError();
         event_put(d, sub->start), event_put(d, sub->done);
     }
-    pthread_mutex_unlock(&d->lock);
+    return st;
+}
+
+static neat_status cuda_submit(nm_device *dev, nm_cmdbuf *cb, uint64_t seq) {
+    cuda_device *d = cuda_dev(dev);
+    int prev;
+    neat_status st = cuda_enter(d->index, "neat_cmdbuf_commit", &prev);
+    if (!st) {
+        pthread_mutex_lock(&d->lock);
+        st = submit(dev, cb, seq);
+        pthread_mutex_unlock(&d->lock);
+    }
+    cuda_leave(prev);
     return st;
 }
 
@@ -512,14 +609,14 @@ static int64_t read_error_record(nm_device *dev, nm_cmdbuf *cb) {
 }
 
 /* Complete every submission whose `done` has passed; returns a device failure (a sticky
- * error: then every submission counts as completed, each buffer told why). */
+ * error: then every submission counts as completed, each buffer told why). The device is
+ * current (cuda_completed, cuda_wait_seq). */
 static neat_status complete_subs(nm_device *dev, int block) {
     cuda_device *d = cuda_dev(dev);
     neat_status failure = NEAT_OK;
     /* completed() never blocks: another thread completing (or waiting) will publish. */
     if (!block && pthread_mutex_trylock(&d->reap_lock) != 0) return NEAT_OK;
     if (block) pthread_mutex_lock(&d->reap_lock);
-    cudaSetDevice(d->index);
     for (;;) {
         pthread_mutex_lock(&d->lock);
         if (d->nsubs == 0) {
@@ -565,9 +662,14 @@ static neat_status complete_subs(nm_device *dev, int block) {
     return failure;
 }
 
+/* Asked by every call that reaps (commit, destroy, wait): it reports nothing, so a device
+ * that cannot be made current only completes nothing now; wait reports that failure. */
 static uint64_t cuda_completed(nm_device *dev) {
-    complete_subs(dev, 0);
-    return __atomic_load_n(&cuda_dev(dev)->done_seq, __ATOMIC_ACQUIRE);
+    cuda_device *d = cuda_dev(dev);
+    int prev;
+    if (cuda_enter(d->index, "neat (completion)", &prev) == NEAT_OK) complete_subs(dev, 0);
+    cuda_leave(prev);
+    return __atomic_load_n(&d->done_seq, __ATOMIC_ACQUIRE);
 }
 
 /* Block on the `done` event of the first submission at or past seq (the stream runs them
@@ -575,8 +677,9 @@ static uint64_t cuda_completed(nm_device *dev) {
  * on other threads then skips: it never blocks), then complete what finished. */
 static neat_status cuda_wait_seq(nm_device *dev, uint64_t seq) {
     cuda_device *d = cuda_dev(dev);
-    neat_status st = NEAT_OK;
-    cudaSetDevice(d->index);
+    int prev;
+    neat_status st = cuda_enter(d->index, "neat_cmdbuf_wait", &prev);
+    if (st) return st;
     while (__atomic_load_n(&d->done_seq, __ATOMIC_ACQUIRE) < seq) {
         neat_status f = complete_subs(dev, 1);
         if (f) st = f;
@@ -606,6 +709,7 @@ static neat_status cuda_wait_seq(nm_device *dev, uint64_t seq) {
         }
         if (!ev) break; /* nothing in flight reaches seq: it failed to submit */
     }
+    cuda_leave(prev);
     return st;
 }
 
@@ -613,12 +717,14 @@ static neat_status cuda_wait_seq(nm_device *dev, uint64_t seq) {
 static void cuda_cmdbuf_release(nm_device *dev, nm_cmdbuf *cb) {
     cuda_cmdbuf *c = cuda_cb(cb);
     if (!c) return;
-    cudaSetDevice(cuda_dev(dev)->index);
+    int prev;
+    cuda_enter(cuda_dev(dev)->index, "neat_cmdbuf_reset", &prev); /* nothing to report to */
     if (c->exec) cudaGraphExecDestroy(c->exec);
     cuda_host_copies_free(cb, c);
     free(c->slots);
     free(c);
     cb->impl = NULL;
+    cuda_leave(prev);
 }
 
 /* ---- element types ------------------------------------------------------------------------ */

@@ -108,18 +108,21 @@ neat_status cuda_comm_id_create(neat_comm_id *id) {
     return NEAT_OK;
 }
 
-/* Start comm's init (inside a group for create_all). */
+/* Start comm's init (inside a group for create_all) on its device, which it leaves current
+ * (the caller gives the thread's own device back: cuda_leave). */
 static neat_status init_start(const char *fn, nm_comm *comm, const neat_comm_id *id,
                               ncclResult_t *r) {
+    int device = cuda_dev(comm->dev)->index;
+    neat_status st = cuda_check(cudaSetDevice(device), fn, "cudaSetDevice");
+    if (st) return st;
     cuda_comm *c = calloc(1, sizeof *c);
     if (!c) return nm_error(NEAT_ERR_OUT_OF_MEMORY, "%s: out of host memory", fn);
-    c->device = cuda_dev(comm->dev)->index;
+    c->device = device;
     comm->impl = c;
     ncclUniqueId uid;
     memcpy(&uid, id->bytes, sizeof uid);
     ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
     config.blocking = 0;
-    cudaSetDevice(c->device);
     *r = ncclCommInitRankConfig(&c->nccl, comm->nranks, uid, comm->rank, &config);
     return NEAT_OK;
 }
@@ -143,9 +146,14 @@ static neat_status init_finish(const char *fn, nm_comm *comm, ncclResult_t r) {
 }
 
 neat_status cuda_comm_create(nm_comm *comm, const neat_comm_id *id) {
+    static const char fn[] = "neat_comm_create";
     ncclResult_t r = ncclInternalError;
-    neat_status st = init_start("neat_comm_create", comm, id, &r);
-    return st ? st : init_finish("neat_comm_create", comm, r);
+    int prev;
+    neat_status st = cuda_enter(cuda_dev(comm->dev)->index, fn, &prev);
+    if (!st) st = init_start(fn, comm, id, &r);
+    if (!st) st = init_finish(fn, comm, r);
+    cuda_leave(prev);
+    return st;
 }
 
 neat_status cuda_comm_create_all(int n, nm_comm *const *comms) {
@@ -155,6 +163,13 @@ neat_status cuda_comm_create_all(int n, nm_comm *const *comms) {
     if (st) return st;
     ncclResult_t *rs = calloc((size_t)n, sizeof *rs);
     if (!rs) return nm_error(NEAT_ERR_OUT_OF_MEMORY, "%s: out of host memory", fn);
+    /* init_start switches the thread to each rank's device in turn; prev is the caller's */
+    int prev;
+    st = cuda_enter(cuda_dev(comms[0]->dev)->index, fn, &prev);
+    if (st) {
+        free(rs);
+        return st;
+    }
     /* One thread initialising several ranks: in one group (ncclCommInitAll's way). */
     ncclGroupStart();
     int started = 0;
@@ -168,13 +183,15 @@ neat_status cuda_comm_create_all(int n, nm_comm *const *comms) {
     if (st)
         for (int i = 0; i < started; i++) cuda_comm_destroy(comms[i]);
     free(rs);
+    cuda_leave(prev);
     return st;
 }
 
 void cuda_comm_destroy(nm_comm *comm) {
     cuda_comm *c = comm->impl;
     if (!c) return;
-    cudaSetDevice(c->device);
+    int prev;
+    cuda_enter(c->device, "neat_comm_destroy", &prev); /* nothing to report to */
     if (c->nccl) {
         /* A broken comm may have work that never ends: abort; otherwise a clean finalize
          * (non-blocking: settled within the timeout, else aborted). */
@@ -189,6 +206,7 @@ void cuda_comm_destroy(nm_comm *comm) {
     }
     free(c);
     comm->impl = NULL;
+    cuda_leave(prev);
 }
 
 /* ---- ops ----------------------------------------------------------------------------------- */

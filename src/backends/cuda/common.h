@@ -155,6 +155,14 @@ neat_status cuda_scratch(nm_cmdbuf *cb, int slot, size_t bytes, void **ptr);
  * find the slot's block and keep what the kernels left in it). */
 neat_status cuda_scratch_zeroed(nm_device *dev, nm_cmdbuf *cb, int slot, size_t bytes, void **ptr);
 
+/* The calling thread's current device (backend.c): cuda_enter makes device `index` current
+ * and gives the one it found in *prev (OK, or an nm_error naming fn and the call that
+ * failed); cuda_leave(prev) makes that one current again. Every table entry that makes CUDA
+ * calls on the application's thread is between the two, so the library never leaves the
+ * thread on another device than it found it on (one exception: backend.c). */
+neat_status cuda_enter(int index, const char *fn, int *prev);
+void cuda_leave(int prev);
+
 /* Status mapping: each returns NEAT_OK or an nm_error naming `what` (the op) and the call. */
 neat_status cuda_check(cudaError_t e, const char *what, const char *call);
 neat_status cublas_check(cublasStatus_t s, const char *what, const char *call);
