@@ -24,7 +24,10 @@
  *                           not when an earlier op failed;
  *   debug_pool_canary       NEATML_DEBUG_POOL=1 (the ASan run; skipped otherwise): a float
  *                           written past a tensor's end is INTERNAL at the next wait, and at
- *                           the next synchronize when the tensor was destroyed first.
+ *                           the next synchronize when the tensor was destroyed first;
+ *   replay_after_failure    a buffer committed again while its failed run is still in
+ *                           flight: the second run is its own (it runs and succeeds), the
+ *                           failure is the first run's;
  *   current_device_kept     CUDA with two GPUs: every call leaves the calling thread's
  *                           current device as it found it.
  */
@@ -640,6 +643,53 @@ done:
     neat_tensor_destroy(y);
 }
 
+/* A training-like buffer (a long op, the labels copied in, the loss, an op after it)
+ * committed with a bad label and at once again with good ones, before the first run has
+ * finished: each submission's failure is its own, so the second one runs every op, as the
+ * CPU's worker does. On CUDA both are graph launches (the buffer ran once before), the
+ * second queued behind the first on the stream; the first failure used to stay in the
+ * buffer's error record until the host read it, so the second run skipped its ops. */
+static void test_replay_after_failure(neat_device *dev) {
+    const int64_t N = strcmp(dev_name, "cuda") == 0 ? 2048 : 64; /* the first run still runs */
+    int64_t sq[2] = {N, N}, ls[2] = {2, 3}, two[1] = {2}, one[1] = {1};
+    neat_tensor *a = tensor(dev, 2, sq, NULL), *c = tensor(dev, 2, sq, NULL);
+    neat_tensor *logits = tensor(dev, 2, ls, (float[]){1, 2, 3, 4, 5, 6});
+    neat_tensor *labels = tensor(dev, 1, two, NULL), *loss = tensor(dev, 1, one, NULL);
+    neat_tensor *after = tensor(dev, 1, one, NULL);
+    float lab[2] = {0, 2};
+    neat_cmdbuf *cb = NULL;
+    EXPECT_OK(neat_cmdbuf_create(dev, &cb), "cmdbuf");
+    /* ops: 0 fill, 1 matmul, 2 labels in, 3 loss (may fail), 4 fill after it */
+    EXPECT_OK(neat_fill(cb, a, 0.5f), "record fill");
+    EXPECT_OK(neat_matmul(cb, a, a, c, 1, 0, 0, 0), "record matmul");
+    EXPECT_OK(neat_copy_from_host(cb, lab, 2, labels), "record labels");
+    EXPECT_OK(neat_softmax_cross_entropy(cb, logits, labels, loss), "record xent");
+    EXPECT_OK(neat_fill(cb, after, 5), "record fill after the loss");
+    EXPECT_OK(neat_cmdbuf_commit(cb), "first commit (good labels)");
+    EXPECT_OK(neat_cmdbuf_wait(cb), "wait");
+    float want = read1(loss);
+    for (int round = 0; round < 3; round++) { /* on CUDA: captured, then replayed twice */
+        EXPECT_OK(neat_tensor_write(loss, (float[]){42}, 1), "reset loss");
+        EXPECT_OK(neat_tensor_write(after, (float[]){0}, 1), "reset after");
+        lab[1] = 7;
+        EXPECT_OK(neat_cmdbuf_commit(cb), "commit with a bad label");
+        lab[1] = 2; /* copied at commit: the next commit takes the good one */
+        EXPECT_OK(neat_cmdbuf_commit(cb), "commit again at once, good labels");
+        EXPECT_STATUS(neat_cmdbuf_wait(cb), NEAT_ERR_INVALID_ARGUMENT, "wait for both");
+        EXPECT_MSG("neat_softmax_cross_entropy (op 3 of 5 in the command buffer): labels[1] = 7",
+                   "wait for both");
+        EXPECT_OK(neat_cmdbuf_wait(cb), "the failure is reported once");
+        float got = read1(loss), got_after = read1(after);
+        CHECK(got == want && got_after == 5,
+              "%s: round %d: the run after the failed one: loss %g (want %g), the op after it "
+              "wrote %g (want 5)",
+              dev_name, round, (double)got, (double)want, (double)got_after);
+    }
+    neat_cmdbuf_destroy(cb);
+    neat_tensor *all[] = {a, c, logits, labels, loss, after};
+    for (int i = 0; i < 6; i++) neat_tensor_destroy(all[i]);
+}
+
 /* The thread's current CUDA device after each call on a neatml device of another GPU: the
  * caller's (device `app` selected first, so its context exists), never neatml's. The CUDA
  * runtime's calls are looked up in the process (libneatml loaded libcudart): the test links
@@ -717,6 +767,7 @@ int main(void) {
         test_recorded_copies(devs[i]);
         test_plan_evicted_under_graph(devs[i]);
         test_debug_pool_canary(devs[i]);
+        test_replay_after_failure(devs[i]);
         test_current_device_kept(devs[i]);
     }
     nt_close_devices(devs, n);

@@ -11,7 +11,9 @@
  * upload stream, outside the graph, so that a step's batch travels while the previous step
  * computes (copy.c: which ones, and the ordering argument).
  * An event recorded after each submission is what wait() blocks on; wait() then reads the
- * buffer's error record (an out-of-range label) when the buffer has ops that can set it.
+ * submission's own copy of the buffer's error record (an out-of-range label, an invalid
+ * hyper), taken and cleared on the stream at the end of the submission (guard.cu), when the
+ * buffer has ops that can set it: a replay queued behind a failed run starts clear.
  * Threads: the backend has none of its own. Every entry runs on the application's thread
  * and leaves that thread's current device as it found it (cuda_enter/cuda_leave below).
  */
@@ -162,9 +164,12 @@ static void release_device(cuda_device *d) {
     for (int i = 0; i < CUDA_MAX_GUARDS; i++)
         if (d->guard_streams[i]) cudaStreamDestroy(d->guard_streams[i]);
     for (int i = 0; i < d->nspare; i++) cudaEventDestroy(d->spare[i]);
+    for (int i = 0; i < d->nspare_records; i++) cudaFreeHost(d->spare_records[i]);
     for (int i = 0; i < d->nsubs; i++) {
         cudaEventDestroy(d->subs[(d->first + i) % d->capsubs].start);
         cudaEventDestroy(d->subs[(d->first + i) % d->capsubs].done);
+        if (d->subs[(d->first + i) % d->capsubs].record)
+            cudaFreeHost(d->subs[(d->first + i) % d->capsubs].record);
     }
     free(d->subs);
     cuda_pinned_free_all(d);
@@ -396,12 +401,8 @@ static neat_status cmdbuf_state(nm_device *dev, nm_cmdbuf *cb) {
     if (!st && c->checks) {
         void *err;
         st = nm_scratch_alloc(cb, CUDA_ERR_WORDS * sizeof(int), &err);
-        if (!st) {
-            c->err = err;
-            st = cuda_check(
-                cudaMemsetAsync(c->err, 0, CUDA_ERR_WORDS * sizeof(int), cuda_dev(dev)->stream), fn,
-                "cudaMemsetAsync");
-        }
+        c->err = err;
+        c->err_unclear = 1; /* fresh pool memory: submit clears it on the stream */
     }
     if (!st) st = cuda_host_copies_init(cb, c);
     if (st) {
@@ -417,7 +418,7 @@ static neat_status cmdbuf_state(nm_device *dev, nm_cmdbuf *cb) {
 /* ---- submissions in flight -----------------------------------------------------------------
  * Every submission records two events around its work on the stream; they wait in
  * d->subs (oldest first) until cudaEventQuery finds `done` complete. Completing one reads
- * its buffer's error record (an out-of-range label) into nm_cmdbuf_fail and its device
+ * its snapshot of the buffer's error record (cuda_sub.record) into nm_cmdbuf_fail and its device
  * time, then publishes its seq in d->done_seq. d->reap_lock serialises completion (it calls
  * nm_cmdbuf_fail, which takes dev->lock; submit holds dev->lock then d->lock, so d->lock is
  * never held while nm_cmdbuf_fail runs). */
@@ -446,6 +447,28 @@ cudaEvent_t cuda_sub_done(cuda_device *d, uint64_t seq) {
         if (s->seq < seq) break;
     }
     return NULL;
+}
+
+/* A snapshot of an error record (cuda_sub.record: pinned, mapped) from the spare list, else a
+ * new one. d->lock held. */
+static cudaError_t record_get(cuda_device *d, int **record) {
+    *record = NULL;
+    if (d->nspare_records) {
+        *record = d->spare_records[--d->nspare_records];
+        return cudaSuccess;
+    }
+    cudaError_t e =
+        cudaHostAlloc((void **)record, CUDA_ERR_WORDS * sizeof(int), cudaHostAllocMapped);
+    if (e != cudaSuccess) *record = NULL;
+    return e;
+}
+
+static void record_put(cuda_device *d, int *record) {
+    if (!record) return;
+    if (d->nspare_records < CUDA_SPARE_EVENTS)
+        d->spare_records[d->nspare_records++] = record;
+    else
+        cudaFreeHost(record);
 }
 
 /* An event from the spare list, else a new one. d->lock held. */
@@ -521,18 +544,27 @@ static neat_status submit(nm_device *dev, nm_cmdbuf *cb, uint64_t seq) {
         }
         if (st) c->graph_failed = 1; /* run op by op below */
     }
+    if (c->checks) st = cuda_check(record_get(d, &sub->record), fn, "cudaHostAlloc");
     /* The copies ahead go after any capture (the stream waits for them outside the graph)
      * and before start, so the device time is the work's alone. */
     int uploaded = 0;
-    st = cuda_upload_ahead(dev, cb, &uploaded);
+    if (!st) st = cuda_upload_ahead(dev, cb, &uploaded);
     if (!st) st = cuda_check(cudaEventRecord(sub->start, d->stream), fn, "cudaEventRecord");
     int timed = st == NEAT_OK;
+    if (!st && c->err_unclear) { /* else the previous submission's take_record cleared it */
+        st = cuda_check(cudaMemsetAsync(c->err, 0, CUDA_ERR_WORDS * sizeof(int), d->main_stream),
+                        fn, "cudaMemsetAsync");
+        if (!st) c->err_unclear = 0;
+    }
     if (!st) {
         if (c->exec)
             st = cuda_check(cudaGraphLaunch(c->exec, d->stream), fn, "cudaGraphLaunch");
         else
             st = enqueue_ops(dev, cb, 0);
     }
+    /* This submission's record to its own snapshot, and cleared for the next one (guard.cu);
+     * inside the timed span (one one-thread kernel). */
+    if (!st && c->checks) st = cuda_take_error_record(dev, cb, sub->record);
     c->submits++;
     /* Recorded even after a failure: what was enqueued must complete before reuse. */
     neat_status rec = cuda_check(cudaEventRecord(sub->done, d->stream), fn, "cudaEventRecord");
@@ -554,6 +586,9 @@ static neat_status submit(nm_device *dev, nm_cmdbuf *cb, uint64_t seq) {
         if (uploaded) cudaStreamSynchronize(d->upload_stream);
         cudaGetLastError();
         event_put(d, sub->start), event_put(d, sub->done);
+        record_put(d, sub->record);
+        sub->record = NULL;
+        if (c->checks) c->err_unclear = 1; /* an op may have set it; no snapshot took it */
     }
     return st;
 }
@@ -571,40 +606,31 @@ static neat_status cuda_submit(nm_device *dev, nm_cmdbuf *cb, uint64_t seq) {
     return st;
 }
 
-/* The error record set by a kernel (a label out of range), as a failure of its op;
- * returns the index of that op (the ops before it ran), cb->nops when nothing failed, -1
- * when the record could not be read. */
-static int64_t read_error_record(nm_device *dev, nm_cmdbuf *cb) {
-    cuda_cmdbuf *c = cuda_cb(cb);
-    int rec[CUDA_ERR_WORDS];
+/* The error record of submission s as its take_record left it (a label out of range, an
+ * invalid hyper), as a failure of its op; returns the index of that op (the ops before it
+ * ran), or cb->nops when nothing failed. Host memory: no CUDA call, nothing enqueued. */
+static int64_t read_error_record(const cuda_sub *s) {
+    nm_cmdbuf *cb = s->cb;
+    const volatile int *rec = s->record; /* written by the device */
     char msg[NM_MSG_MAX];
-    cudaError_t e = cudaMemcpy(rec, c->err, sizeof rec, cudaMemcpyDeviceToHost);
-    if (e != cudaSuccess) {
-        cudaGetLastError();
-        snprintf(msg, sizeof msg, "neat_cmdbuf_wait: reading the error record failed: %s",
-                 cudaGetErrorString(e));
-        nm_cmdbuf_fail_all(cb, NEAT_ERR_BACKEND_ERROR, msg);
-        return -1;
-    }
     if (!rec[CUDA_ERR_FLAG]) return cb->nops;
-    float value;
-    memcpy(&value, &rec[CUDA_ERR_VALUE], sizeof value);
+    int kind = rec[CUDA_ERR_KIND], row = rec[CUDA_ERR_ROW], bits = rec[CUDA_ERR_VALUE];
     int64_t opi = rec[CUDA_ERR_OP];
-    if (rec[CUDA_ERR_KIND] == CUDA_ERR_HYPER) {
+    float value;
+    memcpy(&value, &bits, sizeof value);
+    if (kind == CUDA_ERR_HYPER) {
         /* The same words as every backend's check: nm_hyper_valid on the offending value. */
-        if (rec[CUDA_ERR_ROW] == 0)
+        if (row == 0)
             nm_hyper_valid(value, 1, 0, msg, sizeof msg);
         else
             nm_hyper_valid(0, value, 1, msg, sizeof msg);
     } else {
         long long cols =
             opi >= 0 && opi < cb->nops ? (long long)cb->ops[opi].u.softmax_xent.cols : 0;
-        snprintf(msg, sizeof msg, "labels[%d] = %g is not a class index in 0..%lld",
-                 rec[CUDA_ERR_ROW], (double)value, cols - 1);
+        snprintf(msg, sizeof msg, "labels[%d] = %g is not a class index in 0..%lld", row,
+                 (double)value, cols - 1);
     }
     nm_cmdbuf_fail(cb, opi, NEAT_ERR_INVALID_ARGUMENT, msg);
-    /* Cleared behind everything enqueued so far (this submission has completed). */
-    cudaMemsetAsync(c->err, 0, sizeof rec, cuda_dev(dev)->stream);
     return opi;
 }
 
@@ -638,7 +664,7 @@ static neat_status complete_subs(nm_device *dev, int block) {
             const cuda_cmdbuf *c = cuda_cb(s.cb);
             nm_cmdbuf_fail(s.cb, c->refusal_op, c->refusal, c->refusal_msg);
         } else {
-            int64_t ran = s.checks ? read_error_record(dev, s.cb) : s.cb->nops;
+            int64_t ran = s.checks ? read_error_record(&s) : s.cb->nops;
             cuda_finish_host_copies(s.cb, ran);
             float ms;
             if (s.timed) {
@@ -655,6 +681,7 @@ static neat_status complete_subs(nm_device *dev, int block) {
         d->nsubs--;
         event_put(d, s.start);
         event_put(d, s.done);
+        record_put(d, s.record);
         if (s.seq > d->done_seq) __atomic_store_n(&d->done_seq, s.seq, __ATOMIC_RELEASE);
         pthread_mutex_unlock(&d->lock);
     }

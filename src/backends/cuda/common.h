@@ -9,9 +9,10 @@
  * A command buffer's backend state (cuda_cmdbuf) keeps what must stay fixed for a CUDA
  * graph to replay: one scratch pointer per (op, slot), taken from the core's pool with
  * nm_scratch_alloc on the first submission and reused by every later one, the captured
- * graph, and a 4-int error record in device memory that kernels set on bad input (an
- * out-of-range label) and wait() reads; and whether the ranks agree on its collectives
- * (checked at the first submission, comm.c).
+ * graph, and an error record in device memory that kernels set on bad input (an
+ * out-of-range label), copied to a snapshot of each submission and cleared at its end
+ * (guard.cu: cuda_take_error_record), where wait() reads it; and whether the ranks agree on
+ * its collectives (checked at the first submission, comm.c).
  *
  * Files: backend.c (table, device, memory, submit/wait, graphs), elementwise.cu (add,
  * scale, fill, activations, bias+activation), pool.cu, reduce.cu (sums), softmax.cu
@@ -89,6 +90,8 @@ typedef struct cuda_device {
     } pinned[CUDA_PINNED_BLOCKS];
     int npinned;
     pthread_mutex_t pinned_lock;
+    int *spare_records[CUDA_SPARE_EVENTS]; /* completed submissions' error-record snapshots */
+    int nspare_records;
 } cuda_device;
 
 /* A submission in flight: events around its work, and what completing it must read. */
@@ -98,11 +101,15 @@ typedef struct cuda_sub {
     cudaEvent_t start, done;
     int timed, checks, collectives;
     int refused; /* the ranks disagree on the buffer's collectives: nothing of it ran */
+    int *record; /* checks: CUDA_ERR_WORDS ints of pinned, mapped host memory, the buffer's
+                    error record as this submission left it (cuda_take_error_record) */
 } cuda_sub;
 
 /* Error record in device memory, set once by the first kernel that finds bad input (what,
  * where, the value, the op's index); ops that can fail do nothing once it is set, and every
- * other op after one of them is guarded (guard.cu). */
+ * other op after one of them is guarded (guard.cu). Each submission of the buffer starts
+ * with it clear and ends by moving it to its own snapshot (cuda_sub.record), so that a
+ * replay queued behind a failed run is not stopped by that run's failure. */
 enum {
     CUDA_ERR_FLAG = 0,
     CUDA_ERR_ROW = 1,
@@ -129,6 +136,8 @@ typedef struct cuda_cmdbuf {
     cuda_slot *slots; /* nops * CUDA_SLOTS */
     int64_t nslots;
     int *err;              /* CUDA_ERR_WORDS ints of device memory */
+    int err_unclear;       /* err may hold a failure no snapshot took (a submission whose
+                              enqueue failed, or none yet): cleared before the next one */
     void **host;           /* copy.c: pinned staging of each host-copy op, or NULL */
     void **host_dev;       /* copy.c: the device's address of each (mapped) staging */
     cudaEvent_t *consumed; /* copy.c: after each copy_from_host's device copy */
@@ -302,6 +311,9 @@ cudaEvent_t cuda_sub_done(cuda_device *d, uint64_t seq);
 neat_status cuda_guard(nm_device *dev, nm_cmdbuf *cb, int capturing, int *stop);
 /* End every open body's capture and point d->stream back at the main stream. */
 neat_status cuda_guards_close(nm_device *dev);
+/* After a submission's work on the main stream: copy cb's error record to `record` (pinned,
+ * mapped host memory of CUDA_ERR_WORDS ints) and clear it, in one kernel. */
+neat_status cuda_take_error_record(nm_device *dev, nm_cmdbuf *cb, int *record);
 
 /* comm.c: collectives on NCCL (the table's comm entries and ops). cuda_comm_wait: wait
  * for ev while polling the NCCL comms of cb's collectives (async errors, timeouts). */

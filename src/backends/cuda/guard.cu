@@ -15,6 +15,13 @@
  * Conditional bodies take kernels, memcopies and memsets only: an op that records an event
  * (neat_copy_from_host) after a guard makes the capture fail, and that buffer then runs
  * eagerly (correct, one host wait per guard).
+ *
+ * The record belongs to one submission at a time: submit (backend.c) launches take_record
+ * on the main stream after the submission's work (outside any graph), which copies the
+ * record into that submission's own snapshot in host memory and clears it. The next
+ * submission of the buffer, queued behind on the same stream, starts from a clear record
+ * whether or not the host has read the snapshot yet, and completion reads each
+ * submission's snapshot, not the live record (so nothing is queued at completion either).
  */
 #include "common.cuh"
 
@@ -22,7 +29,27 @@ __global__ void set_if_ok(cudaGraphConditionalHandle h, const int *err) {
     cudaGraphSetConditional(h, *(volatile const int *)(err + CUDA_ERR_FLAG) == 0 ? 1u : 0u);
 }
 
+/* One thread: CUDA_ERR_WORDS words. Launched plainly (not cuda_launch): it starts after
+ * every earlier kernel of the stream has completed, and its writes to mapped host memory
+ * are visible to the host once the submission's `done` event has completed. */
+__global__ void take_record(int *err, int *record) {
+    for (int i = 0; i < CUDA_ERR_WORDS; i++) {
+        record[i] = err[i];
+        err[i] = 0;
+    }
+}
+
 extern "C" {
+
+neat_status cuda_take_error_record(nm_device *dev, nm_cmdbuf *cb, int *record) {
+    static const char what[] = "neat_cmdbuf_commit";
+    int *mapped;
+    neat_status st = cuda_check(cudaHostGetDevicePointer((void **)&mapped, record, 0), what,
+                                "cudaHostGetDevicePointer");
+    if (st) return st;
+    take_record<<<1, 1, 0, cuda_dev(dev)->main_stream>>>(cuda_cb(cb)->err, mapped);
+    return cuda_launched(what, "take_record");
+}
 
 /* Point d->stream (and cuDNN) at s. */
 static neat_status use_stream(cuda_device *d, cudaStream_t s, const char *what) {
