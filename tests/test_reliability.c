@@ -28,6 +28,9 @@
  *   replay_after_failure    a buffer committed again while its failed run is still in
  *                           flight: the second run is its own (it runs and succeeds), the
  *                           failure is the first run's;
+ *   backend_limits          a size a backend cannot take is refused when recorded (CUDA:
+ *                           a stride or dilation past cuDNN's int), while zero-size ops
+ *                           with sizes past every limit record and run;
  *   current_device_kept     CUDA with two GPUs: every call leaves the calling thread's
  *                           current device as it found it.
  */
@@ -690,6 +693,90 @@ static void test_replay_after_failure(neat_device *dev) {
     for (int i = 0; i < 6; i++) neat_tensor_destroy(all[i]);
 }
 
+/* Backend limits are checked at record time. The only CUDA limit that tensors of a few
+ * bytes reach is cuDNN's int, through a stride or a dilation (a 1x1 kernel keeps every tensor
+ * [1,1,1,1]): refused there when recorded, UNSUPPORTED naming the field, the buffer's other
+ * op unaffected; the CPU computes y = x w. The other limits (cuBLASLt's batch, the pooling
+ * backward's plane, the sums' grid) need tensors of 2^31 elements or more: their checks
+ * mirror the run's turns, which the zero-size rows below take past them on every backend. */
+static void test_backend_limits(neat_device *dev) {
+    const int64_t BIG = (int64_t)INT32_MAX + 1;
+    int cuda = strcmp(dev_name, "cuda") == 0;
+    int64_t one4[4] = {1, 1, 1, 1};
+    neat_tensor *x = tensor(dev, 4, one4, (float[]){3}), *w = tensor(dev, 4, one4, (float[]){5});
+    neat_tensor *y = tensor(dev, 4, one4, NULL), *dx = tensor(dev, 4, one4, NULL);
+    neat_tensor *dw = tensor(dev, 4, one4, NULL), *dy = tensor(dev, 4, one4, (float[]){2});
+    const struct {
+        neat_conv2d_desc d;
+        const char *field;
+        int elsewhere; /* run on the other backends too */
+    } rows[] = {
+        /* CPU: oneDNN refuses a stride past int when the op runs (BACKEND_ERROR at wait), a
+         * limit of the CPU backend not checked at record time yet: CUDA's rows only */
+        {neat_conv2d_desc_full(1, 1, BIG, 1, 0, 0, 1, 1, 1), "stride_h = 2147483648", 0},
+        {neat_conv2d_desc_full(1, 1, 1, BIG, 0, 0, 1, 1, 1), "stride_w = 2147483648", 0},
+        {neat_conv2d_desc_full(1, 1, 1, 1, 0, 0, BIG, 1, 1), "dilation_h = 2147483648", 1},
+        {neat_conv2d_desc_full(1, 1, 1, 1, 0, 0, 1, BIG, 1), "dilation_w = 2147483648", 1},
+    };
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        if (!cuda && !rows[i].elsewhere) continue;
+        neat_cmdbuf *cb = NULL;
+        EXPECT_OK(neat_cmdbuf_create(dev, &cb), "cmdbuf");
+        EXPECT_OK(neat_fill(cb, y, 7), "record fill");
+        char fmsg[512];
+        neat_status f = neat_conv2d_forward(cb, &rows[i].d, NEAT_ACT_NONE, x, w, NULL, y);
+        snprintf(fmsg, sizeof fmsg, "%s", f ? neat_last_error() : "");
+        neat_status b = neat_conv2d_backward(cb, &rows[i].d, NEAT_ACT_NONE, x, w, NULL, NULL, dy,
+                                             dx, dw, NULL, 0);
+        const char *bmsg = b ? neat_last_error() : "";
+        neat_status want = cuda ? NEAT_ERR_UNSUPPORTED : NEAT_OK;
+        CHECK(f == want &&
+                  (!cuda || (strstr(fmsg, "neat_conv2d_forward: ") && strstr(fmsg, rows[i].field))),
+              "%s: forward, %s: %s (%s), want %s naming it", dev_name, rows[i].field,
+              neat_status_string(f), fmsg, neat_status_string(want));
+        CHECK(b == want && (!cuda || (strstr(bmsg, "neat_conv2d_backward: ") &&
+                                      strstr(bmsg, rows[i].field))),
+              "%s: backward, %s: %s (%s), want %s naming it", dev_name, rows[i].field,
+              neat_status_string(b), bmsg, neat_status_string(want));
+        int64_t nops = 0;
+        EXPECT_OK(neat_cmdbuf_op_count(cb, &nops), "op count");
+        CHECK(nops == (cuda ? 1 : 3), "%s: %s: %lld ops recorded", dev_name, rows[i].field,
+              (long long)nops);
+        EXPECT_OK(neat_cmdbuf_commit(cb), "commit");
+        EXPECT_OK(neat_cmdbuf_wait(cb), "wait");
+        float g[3] = {read1(y), read1(dx), read1(dw)};
+        if (cuda)
+            CHECK(g[0] == 7, "%s: %s: the fill before the refused op gave %g", dev_name,
+                  rows[i].field, (double)g[0]);
+        else
+            CHECK(g[0] == 15 && g[1] == 10 && g[2] == 6, "%s: %s: y dx dw = %g %g %g", dev_name,
+                  rows[i].field, (double)g[0], (double)g[1], (double)g[2]);
+        neat_cmdbuf_destroy(cb);
+    }
+    /* Zero-size ops with sizes past the limits: the run returns before each limit. */
+    int64_t pa[3] = {BIG, 0, 0}, pb[3] = {BIG, 0, 5}, pc[3] = {BIG, 0, 5};
+    int64_t px[4] = {0, 1, 65536, 65537}, py[4] = {0, 1, 65534, 65535};
+    int64_t cx[4] = {0, 1, 1, 1};
+    neat_tensor *ma = tensor(dev, 3, pa, NULL), *mb = tensor(dev, 3, pb, NULL),
+                *mc = tensor(dev, 3, pc, NULL);
+    neat_tensor *qx = tensor(dev, 4, px, NULL), *qy = tensor(dev, 4, py, NULL),
+                *qdx = tensor(dev, 4, px, NULL);
+    neat_tensor *zx = tensor(dev, 4, cx, NULL), *zy = tensor(dev, 4, cx, NULL);
+    neat_pool2d_desc pd = neat_pool2d_desc_make(3, 3, 1, 0);
+    neat_conv2d_desc cd = neat_conv2d_desc_full(1, 1, 1, 1, 0, 0, BIG, BIG, 1);
+    neat_cmdbuf *cb = NULL;
+    EXPECT_OK(neat_cmdbuf_create(dev, &cb), "cmdbuf");
+    EXPECT_OK(neat_matmul_batched(cb, ma, mb, mc, 1, 0, 0, 0), "matmul, batch 2^31, m = k = 0");
+    EXPECT_OK(neat_maxpool2d_backward(cb, &pd, qx, qy, qdx), "pool backward, N = 0, H*W > 2^31");
+    EXPECT_OK(neat_conv2d_forward(cb, &cd, NEAT_ACT_NONE, zx, w, NULL, zy),
+              "conv, N = 0, dilation 2^31");
+    EXPECT_OK(neat_cmdbuf_commit(cb), "commit the zero-size ops");
+    EXPECT_OK(neat_cmdbuf_wait(cb), "wait");
+    neat_cmdbuf_destroy(cb);
+    neat_tensor *all[] = {x, w, y, dx, dw, dy, ma, mb, mc, qx, qy, qdx, zx, zy};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) neat_tensor_destroy(all[i]);
+}
+
 /* The thread's current CUDA device after each call on a neatml device of another GPU: the
  * caller's (device `app` selected first, so its context exists), never neatml's. The CUDA
  * runtime's calls are looked up in the process (libneatml loaded libcudart): the test links
@@ -768,6 +855,7 @@ int main(void) {
         test_plan_evicted_under_graph(devs[i]);
         test_debug_pool_canary(devs[i]);
         test_replay_after_failure(devs[i]);
+        test_backend_limits(devs[i]);
         test_current_device_kept(devs[i]);
     }
     nt_close_devices(devs, n);

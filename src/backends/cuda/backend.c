@@ -236,6 +236,8 @@ static neat_status cuda_device_open(nm_device *dev, int index) {
     d->sms = prop.multiProcessorCount > 0 ? prop.multiProcessorCount : 1;
     const char *pdl = getenv("NEATML_CUDA_PDL");
     d->pdl = prop.major >= 9 && !(pdl && strcmp(pdl, "0") == 0);
+    const char *small = getenv("NEATML_CONV_SMALL");
+    d->conv_small = !(small && strcmp(small, "0") == 0);
     d->total_memory = prop.totalGlobalMem;
     dev->impl = d;
     snprintf(dev->props.name, sizeof dev->props.name, "%.127s", prop.name);
@@ -761,13 +763,25 @@ static void cuda_cmdbuf_release(nm_device *dev, nm_cmdbuf *cb) {
  * the core lets through (optim.cu: the mixed optimizers' grad and param; loss_scale.cu). */
 static int runs_half(nm_op_kind kind) { return nm_half_native(kind) || nm_half_via_f32(kind); }
 
+/* Sizes that a kernel or a vendor library of this backend cannot take, refused when the op
+ * is recorded rather than half-way through a buffer (common.h: each check mirrors the
+ * conditions under which its op's run reaches the limit). */
+static neat_status check_limits(nm_device *dev, const nm_op *op) {
+    switch (op->kind) {
+    case NM_OP_MATMUL: return cuda_matmul_check(op);
+    case NM_OP_CONV2D_FORWARD:
+    case NM_OP_CONV2D_BACKWARD: return cuda_conv2d_check(dev, op);
+    case NM_OP_MAXPOOL2D_BACKWARD: return cuda_maxpool2d_backward_check(op);
+    case NM_OP_SUM: return cuda_sum_check(op);
+    default: return NEAT_OK;
+    }
+}
+
 static neat_status cuda_op_check(nm_device *dev, const nm_op *op) {
-    (void)dev;
-    if (runs_half(op->kind)) return NEAT_OK;
     int n, nl;
     nm_tensor *const *ts = nm_op_tensors(op, &n);
     nm_tensor *const *list = nm_op_list(op, &nl);
-    for (int i = 0; i < n + nl; i++) {
+    for (int i = 0; i < n + nl && !runs_half(op->kind); i++) {
         const nm_tensor *t = i < n ? ts[i] : list[i - n];
         if (t && t->dtype != NEAT_F32)
             return nm_error(NEAT_ERR_UNSUPPORTED,
@@ -775,7 +789,7 @@ static neat_status cuda_op_check(nm_device *dev, const nm_op *op) {
                             "only; neat_cast converts)",
                             op->fn, neat_dtype_name(t->dtype));
     }
-    return NEAT_OK;
+    return check_limits(dev, op);
 }
 
 const nm_backend_ops nm_cuda_backend = {

@@ -70,6 +70,8 @@ typedef struct cuda_device {
     cudaStream_t guard_streams[CUDA_MAX_GUARDS];
     int guard_depth;
     int pdl; /* programmatic dependent launch of neatml's kernels (common.cuh: cuda_launch) */
+    int conv_small; /* NEATML_CONV_SMALL when the device opened: conv_small.cu's kernels on
+                       (read once, so that recording, cuda_conv2d_check, and the run agree) */
     cublasLtHandle_t lt;
     cudnnHandle_t dnn;
     void *lt_ws;                  /* CUDA_LT_WORKSPACE bytes */
@@ -330,6 +332,21 @@ neat_status cuda_comm_agree(nm_device *dev, nm_cmdbuf *cb, int64_t *op_index);
 /* bucket.cu: copy the tensors of a neat_all_reduce_bucket op into packed (pack = 1), back
  * to back in list order, or from packed into them (pack = 0), on dev's stream. */
 neat_status cuda_bucket_copy(nm_device *dev, const nm_op *op, float *packed, int pack);
+
+/* Backend limits, checked when an op is recorded (cuda_op_check in backend.c): each answers
+ * UNSUPPORTED naming the op exactly when the op's run would reach a size that its kernel or
+ * vendor library cannot take, and OK otherwise (a zero-size op that returns before it, a path
+ * that does not take that size). Each sits beside the code whose conditions it mirrors; that
+ * code keeps its own check as a backstop. matmul.cu: a batch past cuBLASLt's int32. */
+neat_status cuda_matmul_check(const nm_op *op);
+/* conv.cu: a size past cuDNN's int where the op reaches a cuDNN plan (conv_plan.cu:
+ * cuda_conv_dims_fit, the check itself, which plan creation makes too). */
+neat_status cuda_conv2d_check(nm_device *dev, const nm_op *op);
+neat_status cuda_conv_dims_fit(const nm_conv_geom *g, const char *what);
+/* pool.cu: an H*W plane past int32 where the backward takes its general path (argmax). */
+neat_status cuda_maxpool2d_backward_check(const nm_op *op);
+/* reduce.cu: a sum whose first level of row sums would launch 2^31 blocks or more. */
+neat_status cuda_sum_check(const nm_op *op);
 
 /* Caches: created lazily, released by device_close. */
 void cuda_matmul_cache_free(cuda_device *d);

@@ -316,6 +316,33 @@ neat_status cuda_conv2d_forward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) 
     return cuda_bias_act(dev, u.y->data, b, ny, conv_inner(g), g.k, u.act, what);
 }
 
+/* Record time: whether the op's run reaches a cuDNN plan (conv_prepare -> plan_get, whose
+ * descriptors take int sizes), by the same turns the functions above take before it: an
+ * empty output (dy), no input channels (an empty x or w), conv_small.cu's kernels. The half
+ * paths turn alike, and a half op on float32 copies runs the float32 function (half.cu); the
+ * small backward's activation rule is asked in the type the run uses. Where the run reaches
+ * a plan, every size of the geometry must fit cuDNN's int. */
+neat_status cuda_conv2d_check(nm_device *dev, const nm_op *op) {
+    cuda_device *d = cuda_dev(dev);
+    const nm_conv_geom *g;
+    bool plan;
+    if (op->kind == NM_OP_CONV2D_FORWARD) {
+        const auto &u = op->u.conv2d_forward;
+        g = &u.g;
+        plan = u.y->numel > 0 && u.x->numel > 0 && u.w->numel > 0 &&
+               !(d->conv_small && cuda_conv_small_fits(g));
+    } else {
+        const auto &u = op->u.conv2d_backward;
+        g = &u.g;
+        neat_dtype dt = u.dy->dtype != NEAT_F32 && cuda_native_half(op) ? u.dy->dtype : NEAT_F32;
+        plan = u.dy->numel > 0 &&
+               !(d->conv_small && !u.dx && u.dw && cuda_conv_small_act(dt, u.act, 1) &&
+                 cuda_conv_small_fits(g)) &&
+               u.x->numel > 0 && u.w->numel > 0;
+    }
+    return plan ? cuda_conv_dims_fit(g, op->fn) : NEAT_OK;
+}
+
 neat_status cuda_conv2d_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
     static const char what[] = "neat_conv2d_backward";
     const auto &u = op->u.conv2d_backward;

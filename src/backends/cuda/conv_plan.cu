@@ -98,8 +98,37 @@ neat_status conv_cache_get(cuda_device *d, const char *what) {
     d->conv->gemm = env && env[0] >= '0' && env[0] <= '3' && !env[1] ? env[0] - '0' : 1;
     env = getenv("NEATML_CONV_ENGINE");
     d->conv->engine = env && env[0] >= '0' && env[0] <= '2' && !env[1] ? env[0] - '0' : 1;
-    env = getenv("NEATML_CONV_SMALL");
-    d->conv->small = !(env && strcmp(env, "0") == 0);
+    d->conv->small = d->conv_small; /* read when the device opened (cuda_conv2d_check) */
+    return NEAT_OK;
+}
+
+/* cuDNN's descriptors take int: every size of the geometry must fit. */
+extern "C" neat_status cuda_conv_dims_fit(const nm_conv_geom *g, const char *what) {
+    const struct {
+        const char *name;
+        int64_t size;
+    } dims[] = {{"N", g->n},
+                {"C", g->c},
+                {"H", g->h},
+                {"W", g->w},
+                {"K (filters)", g->k},
+                {"output height", g->p},
+                {"output width", g->q},
+                {"kernel_h", g->kh},
+                {"kernel_w", g->kw},
+                {"stride_h", g->sh},
+                {"stride_w", g->sw},
+                {"pad_h", g->ph},
+                {"pad_w", g->pw},
+                {"dilation_h", g->dh},
+                {"dilation_w", g->dw},
+                {"groups", g->groups}};
+    for (size_t i = 0; i < sizeof dims / sizeof dims[0]; i++)
+        if (dims[i].size > INT_MAX)
+            return nm_error(NEAT_ERR_UNSUPPORTED,
+                            "%s: %s = %lld exceeds cuDNN's int range (the cuda backend takes "
+                            "sizes up to %d)",
+                            what, dims[i].name, (long long)dims[i].size, INT_MAX);
     return NEAT_OK;
 }
 
@@ -118,12 +147,10 @@ static neat_status plan_get(cuda_device *d, const nm_conv_geom *g, neat_math_mod
         *out = hit;
         return NEAT_OK;
     }
-    const int64_t dims[] = {g->n,  g->c,  g->h,  g->w,  g->k,  g->p,  g->q,  g->kh,
-                            g->kw, g->sh, g->sw, g->ph, g->pw, g->dh, g->dw, g->groups};
-    for (size_t i = 0; i < sizeof dims / sizeof dims[0]; i++)
-        if (dims[i] > INT_MAX)
-            return nm_error(NEAT_ERR_UNSUPPORTED, "%s: a size of %lld exceeds cuDNN's int range",
-                            what, (long long)dims[i]);
+    /* Checked when the op was recorded (cuda_conv2d_check); again here, before any (int)
+     * cast below, for a path that check might not foresee. */
+    neat_status fit = cuda_conv_dims_fit(g, what);
+    if (fit) return fit;
     conv_plan *p = (conv_plan *)calloc(1, sizeof *p);
     if (!p) return nm_error(NEAT_ERR_OUT_OF_MEMORY, "%s: out of host memory", what);
     p->g = *g;

@@ -451,7 +451,7 @@ extern "C" neat_status cuda_gemm_try(nm_device *dev, neat_math_mode math, int tr
         return cuda_bias_act(dev, c32, (const float *)bias, total, 1, n, epilogue_act(epilogue),
                              what);
     }
-    if (batch > INT32_MAX)
+    if (batch > INT32_MAX) /* neat_matmul: refused at record time (cuda_matmul_check) */
         return nm_error(NEAT_ERR_UNSUPPORTED, "%s: batch %lld is too large for cuBLASLt", what,
                         (long long)batch);
     mm_key key;
@@ -518,6 +518,18 @@ extern "C" neat_status cuda_gemm(nm_device *dev, neat_math_mode math, int trans_
 }
 
 extern "C" {
+
+/* Record time: cuda_gemm_try's turns for neat_matmul (no epilogue, a half op runs natively):
+ * an empty product returns and k == 0 is c = beta c, both before cuBLASLt, whose batch count
+ * is an int32. The other callers pass a batch of 1, or conv_gemm.cu N (an int for cuDNN). */
+neat_status cuda_matmul_check(const nm_op *op) {
+    const auto &u = op->u.matmul;
+    if (u.batch == 0 || u.m == 0 || u.n == 0 || u.k == 0 || u.batch <= INT32_MAX) return NEAT_OK;
+    return nm_error(NEAT_ERR_UNSUPPORTED,
+                    "%s: batch %lld is too large for cuBLASLt (the cuda backend takes at most "
+                    "%d matrices)",
+                    op->fn, (long long)u.batch, INT32_MAX);
+}
 
 neat_status cuda_matmul(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
     const auto &u = op->u.matmul;

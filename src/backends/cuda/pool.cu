@@ -242,6 +242,13 @@ static bool pool_2x2(const nm_conv_geom &g) {
     return g.kh == 2 && g.kw == 2 && g.sh == 2 && g.sw == 2 && g.ph == 0 && g.pw == 0;
 }
 
+/* The backward's one-pass kernels: 2x2 windows, stride 2, no padding, even H and W (every
+ * input in exactly one window). The other cases take the general two passes, whose argmax
+ * is an int offset in the H*W plane. */
+static bool pool_bwd_one_pass(const nm_conv_geom &g) {
+    return pool_2x2(g) && g.h % 2 == 0 && g.w % 2 == 0;
+}
+
 template <class T>
 static neat_status maxpool2d(nm_device *dev, const nm_conv_geom &g, const T *x, T *y) {
     int64_t total = g.n * g.c * g.p * g.q;
@@ -274,13 +281,14 @@ static neat_status maxpool2d_backward(nm_device *dev, nm_cmdbuf *cb, const nm_co
     if (nout == 0) /* every bit zero is +0 in each type */
         return cuda_check(cudaMemsetAsync(dx, 0, (size_t)nin * sizeof(T), s), what,
                           "cudaMemsetAsync");
-    bool even_2x2 = pool_2x2(g) && g.h % 2 == 0 && g.w % 2 == 0, is2x2 = !g.nhwc && even_2x2;
+    bool even_2x2 = pool_bwd_one_pass(g), is2x2 = !g.nhwc && even_2x2;
     /* x, dy and dx start at pool blocks (common.cuh); W % V == 0 keeps the rows of x and dx
      * aligned to V elements and those of dy (Q = W / 2) to V / 2 */
     if (g.nhwc && even_2x2) return maxpool_2x2_nhwc_launch<1, T>(dev, x, dy, dx, g, what);
     if (is2x2 && g.w % 8 == 0) return maxpool_bwd_2x2_launch<T, 8>(dev, x, dy, dx, g);
     if (is2x2 && g.w % 4 == 0) return maxpool_bwd_2x2_launch<T, 4>(dev, x, dy, dx, g);
     if (is2x2) return maxpool_bwd_2x2_launch<T, 2>(dev, x, dy, dx, g);
+    /* Refused at record time (cuda_maxpool2d_backward_check); kept as the backstop. */
     if (g.h * g.w > INT32_MAX)
         return nm_error(NEAT_ERR_UNSUPPORTED,
                         "%s: a %lldx%lld plane is too large for the CUDA backend", what,
@@ -306,6 +314,20 @@ static neat_status maxpool2d_backward(nm_device *dev, nm_cmdbuf *cb, const nm_co
 }
 
 extern "C" {
+
+/* Record time: maxpool2d_backward's turns before the general path (nothing for an empty dx,
+ * a memset for an empty dy, the one-pass kernels), then its limit. The element counts are
+ * the tensors' (the core's, never overflowing); H*W cannot overflow once dx has elements. */
+neat_status cuda_maxpool2d_backward_check(const nm_op *op) {
+    const auto &u = op->u.maxpool2d_backward;
+    const nm_conv_geom &g = u.g;
+    if (u.dx->numel == 0 || u.dy->numel == 0 || pool_bwd_one_pass(g) || g.h * g.w <= INT32_MAX)
+        return NEAT_OK;
+    return nm_error(NEAT_ERR_UNSUPPORTED,
+                    "%s: a %lldx%lld plane is too large for the CUDA backend (at most 2^31-1 "
+                    "elements, but for 2x2 windows of stride 2 without padding on even H and W)",
+                    op->fn, (long long)g.h, (long long)g.w);
+}
 
 neat_status cuda_maxpool2d(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
     const auto &u = op->u.maxpool2d;

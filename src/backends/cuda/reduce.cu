@@ -241,6 +241,9 @@ static neat_status sum_level(nm_device *dev, const Tin *x, int64_t outer, int64_
         return cuda_launched(what, "col_sum");
     }
     int64_t blocks = outer * chunks;
+    /* A grid's x dimension. neat_sum: refused at record time (cuda_sum_check). Reaching it
+     * takes >= 2^31 rows of > ROW_WARP_MAX elements, >= 2^41 elements: no GPU holds such a
+     * tensor, so this is a backstop for every caller. */
     if (blocks > INT32_MAX)
         return nm_error(NEAT_ERR_UNSUPPORTED, "%s: %lld rows of %lld are too many to sum", what,
                         (long long)outer, (long long)len);
@@ -360,6 +363,32 @@ extern "C" neat_status cuda_half_channel_sum(nm_device *dev, nm_cmdbuf *cb, int 
     CUDA_DTYPE_DISPATCH(dt, CALL)
 #undef CALL
     return NEAT_ERR_INTERNAL; /* not reached */
+}
+
+/* The blocks of the first level of row sums that sum3<T, T> launches for x [outer, len,
+ * inner] (row_sum_block: inner 1, rows longer than ROW_WARP_MAX, not sum_all_kernel's one
+ * pass), by sum3's own turns; 0 where it launches none. Later levels launch fewer. */
+template <class T> static int64_t first_row_blocks(int64_t outer, int64_t len, int64_t inner) {
+    if (outer <= 0 || inner <= 0 || len <= 0) return 0; /* empty: a memset or nothing */
+    if (inner > 1 || len <= ROW_WARP_MAX) return 0;     /* col_sum, row_sum_warp */
+    int64_t chunk, blocks;
+    sum_all_geometry<T>(len, &chunk, &blocks);
+    if (outer == 1 && blocks <= SUM_MAX_BLOCKS) return 0; /* sum_all_kernel */
+    return outer * ceil_div(len, ROW_CHUNK);
+}
+
+/* Record time: neat_sum_all and neat_sum_axis whose first level would pass a grid's int32. */
+extern "C" neat_status cuda_sum_check(const nm_op *op) {
+    const auto &u = op->u.sum;
+    bool all = u.axis < 0;
+    int64_t outer = all ? 1 : u.outer, len = all ? u.x->numel : u.len, inner = all ? 1 : u.inner;
+    int64_t blocks = 0;
+#define CALL(T) blocks = first_row_blocks<T>(outer, len, inner)
+    CUDA_DTYPE_DISPATCH(u.x->dtype, CALL)
+#undef CALL
+    if (blocks <= INT32_MAX) return NEAT_OK;
+    return nm_error(NEAT_ERR_UNSUPPORTED, "%s: %lld rows of %lld are too many to sum", op->fn,
+                    (long long)outer, (long long)len);
 }
 
 extern "C" neat_status cuda_sum(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
