@@ -20,7 +20,8 @@
  * linear.cu (linear on them), gemm_small.cu (neatml's own small GEMM),
  * conv.cu and conv_plan.cu (cuDNN: the ops; plans and algorithms), conv_gemm.cu (strict
  * float32's own backward filters), half.cu (neat_cast, bf16/f16: native paths and the
- * float32 fallback), comm.c (collectives: NCCL), bucket.cu (a bucket's pack and unpack).
+ * float32 fallback), comm.c (collectives: NCCL), bucket.cu (a bucket's pack and unpack),
+ * current_device.c (the caller's current device, selected and given back).
  */
 #ifndef NEATML_CUDA_COMMON_H
 #define NEATML_CUDA_COMMON_H
@@ -166,11 +167,11 @@ neat_status cuda_scratch(nm_cmdbuf *cb, int slot, size_t bytes, void **ptr);
  * find the slot's block and keep what the kernels left in it). */
 neat_status cuda_scratch_zeroed(nm_device *dev, nm_cmdbuf *cb, int slot, size_t bytes, void **ptr);
 
-/* The calling thread's current device (backend.c): cuda_enter makes device `index` current
+/* The calling thread's current device (current_device.c): cuda_enter makes device `index` current
  * and gives the one it found in *prev (OK, or an nm_error naming fn and the call that
  * failed); cuda_leave(prev) makes that one current again. Every table entry that makes CUDA
  * calls on the application's thread is between the two, so the library never leaves the
- * thread on another device than it found it on (one exception: backend.c). */
+ * thread on another device than it found it on (one exception: current_device.c). */
 neat_status cuda_enter(int index, const char *fn, int *prev);
 void cuda_leave(int prev);
 
