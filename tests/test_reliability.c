@@ -704,8 +704,9 @@ static void test_backend_limits(neat_device *dev) {
     int cuda = strcmp(dev_name, "cuda") == 0;
     int64_t one4[4] = {1, 1, 1, 1};
     neat_tensor *x = tensor(dev, 4, one4, (float[]){3}), *w = tensor(dev, 4, one4, (float[]){5});
-    neat_tensor *y = tensor(dev, 4, one4, NULL), *dx = tensor(dev, 4, one4, NULL);
-    neat_tensor *dw = tensor(dev, 4, one4, NULL), *dy = tensor(dev, 4, one4, (float[]){2});
+    /* dx and dw written first: on CUDA the refused backward must leave them as they were */
+    neat_tensor *y = tensor(dev, 4, one4, NULL), *dx = tensor(dev, 4, one4, (float[]){9});
+    neat_tensor *dw = tensor(dev, 4, one4, (float[]){9}), *dy = tensor(dev, 4, one4, (float[]){2});
     const struct {
         neat_conv2d_desc d;
         const char *field;
@@ -746,8 +747,9 @@ static void test_backend_limits(neat_device *dev) {
         EXPECT_OK(neat_cmdbuf_wait(cb), "wait");
         float g[3] = {read1(y), read1(dx), read1(dw)};
         if (cuda)
-            CHECK(g[0] == 7, "%s: %s: the fill before the refused op gave %g", dev_name,
-                  rows[i].field, (double)g[0]);
+            CHECK(g[0] == 7 && g[1] == 9 && g[2] == 9,
+                  "%s: %s: the fill before the refused ops gave %g, dx dw %g %g (want 7, 9 9)",
+                  dev_name, rows[i].field, (double)g[0], (double)g[1], (double)g[2]);
         else
             CHECK(g[0] == 15 && g[1] == 10 && g[2] == 6, "%s: %s: y dx dw = %g %g %g", dev_name,
                   rows[i].field, (double)g[0], (double)g[1], (double)g[2]);

@@ -295,8 +295,10 @@ static neat_status enqueue_ops(nm_device *dev, nm_cmdbuf *cb, int capturing) {
     return NEAT_OK;
 }
 
-/* Record the ops into c->exec; returns OK or a status whose message says why not. */
-static neat_status capture(nm_device *dev, nm_cmdbuf *cb) {
+/* Record the ops into c->exec, and for a buffer with checks take_record after them (record:
+ * the capturing submission's snapshot; each launch points the node at its own); returns OK
+ * or a status whose message says why not. */
+static neat_status capture(nm_device *dev, nm_cmdbuf *cb, int *record) {
     static const char fn[] = "neat_cmdbuf_commit";
     cuda_device *d = cuda_dev(dev);
     cuda_cmdbuf *c = cuda_cb(cb);
@@ -307,12 +309,18 @@ static neat_status capture(nm_device *dev, nm_cmdbuf *cb) {
     st = enqueue_ops(dev, cb, 1);
     neat_status closed = cuda_guards_close(dev);
     if (!st) st = closed;
+    if (!st && c->checks) st = cuda_take_error_record(dev, cb, record);
     neat_status end =
         cuda_check(cudaStreamEndCapture(d->stream, &graph), fn, "cudaStreamEndCapture");
     if (!st) st = end;
+    if (!st && c->checks) st = cuda_find_take_record(graph, &c->take_node);
     if (!st) st = cuda_check(cudaGraphInstantiate(&c->exec, graph, 0), fn, "cudaGraphInstantiate");
+    if (!st && c->checks) {
+        c->graph = graph; /* take_node lives in it */
+        graph = NULL;
+    }
     if (graph) cudaGraphDestroy(graph);
-    if (st) c->exec = NULL;
+    if (st) c->exec = NULL, c->take_node = NULL;
     return st;
 }
 
@@ -463,17 +471,24 @@ static neat_status submit(nm_device *dev, nm_cmdbuf *cb, uint64_t seq) {
         event_put(d, sub->start), event_put(d, sub->done);
         return st;
     }
+    if (c->checks) st = cuda_check(record_get(d, &sub->record), fn, "cudaHostAlloc");
+    if (st) {
+        event_put(d, sub->start), event_put(d, sub->done);
+        return st;
+    }
     uint64_t after = graph_after();
     /* A buffer of copies ahead only has nothing to capture. */
     if (!c->exec && !c->graph_failed && c->submits >= after && c->nahead < cb->nops) {
-        st = capture(dev, cb);
+        st = capture(dev, cb, sub->record);
         if (st && after == 0) { /* test mode: a capture that fails is a failure */
             event_put(d, sub->start), event_put(d, sub->done);
+            record_put(d, sub->record);
+            sub->record = NULL;
             return st;
         }
         if (st) c->graph_failed = 1; /* run op by op below */
+        st = NEAT_OK;
     }
-    if (c->checks) st = cuda_check(record_get(d, &sub->record), fn, "cudaHostAlloc");
     /* The copies ahead go after any capture (the stream waits for them outside the graph)
      * and before start, so the device time is the work's alone. */
     int uploaded = 0;
@@ -485,15 +500,15 @@ static neat_status submit(nm_device *dev, nm_cmdbuf *cb, uint64_t seq) {
                         fn, "cudaMemsetAsync");
         if (!st) c->err_unclear = 0;
     }
-    if (!st) {
-        if (c->exec)
-            st = cuda_check(cudaGraphLaunch(c->exec, d->stream), fn, "cudaGraphLaunch");
-        else
-            st = enqueue_ops(dev, cb, 0);
+    /* The ops, then this submission's record to its own snapshot, cleared for the next one
+     * (guard.cu): in a graph its last node, pointed at this snapshot; else one kernel. */
+    if (!st && c->exec) {
+        if (c->checks) st = cuda_set_take_record(dev, cb, sub->record);
+        if (!st) st = cuda_check(cudaGraphLaunch(c->exec, d->stream), fn, "cudaGraphLaunch");
+    } else if (!st) {
+        st = enqueue_ops(dev, cb, 0);
+        if (!st && c->checks) st = cuda_take_error_record(dev, cb, sub->record);
     }
-    /* This submission's record to its own snapshot, and cleared for the next one (guard.cu);
-     * inside the timed span (one one-thread kernel). */
-    if (!st && c->checks) st = cuda_take_error_record(dev, cb, sub->record);
     c->submits++;
     /* Recorded even after a failure: what was enqueued must complete before reuse. */
     neat_status rec = cuda_check(cudaEventRecord(sub->done, d->stream), fn, "cudaEventRecord");
@@ -676,6 +691,7 @@ static void cuda_cmdbuf_release(nm_device *dev, nm_cmdbuf *cb) {
     int prev;
     cuda_enter(cuda_dev(dev)->index, "neat_cmdbuf_reset", &prev); /* nothing to report to */
     if (c->exec) cudaGraphExecDestroy(c->exec);
+    if (c->graph) cudaGraphDestroy(c->graph);
     cuda_host_copies_free(cb, c);
     free(c->slots);
     free(c);

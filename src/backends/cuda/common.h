@@ -132,8 +132,10 @@ typedef struct cuda_slot {
 } cuda_slot;
 
 typedef struct cuda_cmdbuf {
-    cudaGraphExec_t exec; /* captured at the second submission */
-    int graph_failed;     /* capture did not work: keep enqueueing op by op */
+    cudaGraphExec_t exec;      /* captured at the second submission */
+    cudaGraph_t graph;         /* exec's source, kept for take_node (buffers with checks) */
+    cudaGraphNode_t take_node; /* the graph's take_record (guard.cu) */
+    int graph_failed;          /* capture did not work: keep enqueueing op by op */
     uint64_t submits;
     int64_t cur_op;   /* op being enqueued: selects its scratch slots */
     cuda_slot *slots; /* nops * CUDA_SLOTS */
@@ -317,6 +319,11 @@ neat_status cuda_guards_close(nm_device *dev);
 /* After a submission's work on the main stream: copy cb's error record to `record` (pinned,
  * mapped host memory of CUDA_ERR_WORDS ints) and clear it, in one kernel. */
 neat_status cuda_take_error_record(nm_device *dev, nm_cmdbuf *cb, int *record);
+/* A captured buffer's take_record is a node of its graph (c->take_node, found in c->graph by
+ * cuda_find_take_record); before each launch cuda_set_take_record points it at that
+ * submission's snapshot (the exec's node parameters: launches in flight keep theirs). */
+neat_status cuda_find_take_record(cudaGraph_t graph, cudaGraphNode_t *node);
+neat_status cuda_set_take_record(nm_device *dev, nm_cmdbuf *cb, int *record);
 
 /* comm.c: collectives on NCCL (the table's comm entries and ops). cuda_comm_wait: wait
  * for ev while polling the NCCL comms of cb's collectives (async errors, timeouts). */

@@ -16,9 +16,13 @@
  * (neat_copy_from_host) after a guard makes the capture fail, and that buffer then runs
  * eagerly (correct, one host wait per guard).
  *
- * The record belongs to one submission at a time: submit (backend.c) launches take_record
- * on the main stream after the submission's work (outside any graph), which copies the
- * record into that submission's own snapshot in host memory and clears it. The next
+ * The record belongs to one submission at a time: take_record, after the submission's work
+ * on the main stream, copies the record into that submission's own snapshot in host memory
+ * and clears it. Run op by op, submit (backend.c) launches it after the ops; in a captured
+ * graph it is the last node (outside every guard's body), and before each launch submit
+ * points it at that submission's snapshot (cudaGraphExecKernelNodeSetParams: launches
+ * already queued keep theirs), so that it costs no launch of its own between graphs (a
+ * separate kernel after each graph cost the LeNet step ~12 us on the H200). The next
  * submission of the buffer, queued behind on the same stream, starts from a clear record
  * whether or not the host has read the snapshot yet, and completion reads each
  * submission's snapshot, not the live record (so nothing is queued at completion either).
@@ -49,6 +53,48 @@ neat_status cuda_take_error_record(nm_device *dev, nm_cmdbuf *cb, int *record) {
     if (st) return st;
     take_record<<<1, 1, 0, cuda_dev(dev)->main_stream>>>(cuda_cb(cb)->err, mapped);
     return cuda_launched(what, "take_record");
+}
+
+neat_status cuda_find_take_record(cudaGraph_t graph, cudaGraphNode_t *node) {
+    static const char what[] = "neat_cmdbuf_commit";
+    size_t n = 0;
+    *node = NULL;
+    neat_status st = cuda_check(cudaGraphGetNodes(graph, NULL, &n), what, "cudaGraphGetNodes");
+    cudaGraphNode_t *nodes = st ? NULL : (cudaGraphNode_t *)malloc((n ? n : 1) * sizeof *nodes);
+    if (!st && !nodes) st = nm_error(NEAT_ERR_OUT_OF_MEMORY, "%s: out of host memory", what);
+    if (!st) st = cuda_check(cudaGraphGetNodes(graph, nodes, &n), what, "cudaGraphGetNodes");
+    for (size_t i = 0; !st && i < n && !*node; i++) {
+        cudaGraphNodeType type;
+        cudaKernelNodeParams p;
+        if (cudaGraphNodeGetType(nodes[i], &type) == cudaSuccess &&
+            type == cudaGraphNodeTypeKernel &&
+            cudaGraphKernelNodeGetParams(nodes[i], &p) == cudaSuccess &&
+            p.func == (void *)take_record)
+            *node = nodes[i];
+    }
+    cudaGetLastError();
+    free(nodes);
+    if (!st && !*node)
+        st = nm_error(NEAT_ERR_INTERNAL, "%s: the captured graph has no take_record node", what);
+    return st;
+}
+
+neat_status cuda_set_take_record(nm_device *dev, nm_cmdbuf *cb, int *record) {
+    static const char what[] = "neat_cmdbuf_commit";
+    cuda_cmdbuf *c = cuda_cb(cb);
+    int *mapped;
+    neat_status st = cuda_check(cudaHostGetDevicePointer((void **)&mapped, record, 0), what,
+                                "cudaHostGetDevicePointer");
+    if (st) return st;
+    (void)dev;
+    void *args[2] = {&c->err, &mapped};
+    cudaKernelNodeParams p = {};
+    p.func = (void *)take_record;
+    p.gridDim = dim3(1);
+    p.blockDim = dim3(1);
+    p.kernelParams = args;
+    return cuda_check(cudaGraphExecKernelNodeSetParams(c->exec, c->take_node, &p), what,
+                      "cudaGraphExecKernelNodeSetParams");
 }
 
 /* Point d->stream (and cuDNN) at s. */
