@@ -309,11 +309,10 @@ static neat_status capture(nm_device *dev, nm_cmdbuf *cb, int *record) {
     st = enqueue_ops(dev, cb, 1);
     neat_status closed = cuda_guards_close(dev);
     if (!st) st = closed;
-    if (!st && c->checks) st = cuda_take_error_record(dev, cb, record);
+    if (!st && c->checks) st = cuda_take_error_record(dev, cb, record, &c->take_node);
     neat_status end =
         cuda_check(cudaStreamEndCapture(d->stream, &graph), fn, "cudaStreamEndCapture");
     if (!st) st = end;
-    if (!st && c->checks) st = cuda_find_take_record(graph, &c->take_node);
     if (!st) st = cuda_check(cudaGraphInstantiate(&c->exec, graph, 0), fn, "cudaGraphInstantiate");
     if (!st && c->checks) {
         c->graph = graph; /* take_node lives in it */
@@ -507,7 +506,7 @@ static neat_status submit(nm_device *dev, nm_cmdbuf *cb, uint64_t seq) {
         if (!st) st = cuda_check(cudaGraphLaunch(c->exec, d->stream), fn, "cudaGraphLaunch");
     } else if (!st) {
         st = enqueue_ops(dev, cb, 0);
-        if (!st && c->checks) st = cuda_take_error_record(dev, cb, sub->record);
+        if (!st && c->checks) st = cuda_take_error_record(dev, cb, sub->record, NULL);
     }
     c->submits++;
     /* Recorded even after a failure: what was enqueued must complete before reuse. */

@@ -318,11 +318,11 @@ neat_status cuda_guard(nm_device *dev, nm_cmdbuf *cb, int capturing, int *stop);
 neat_status cuda_guards_close(nm_device *dev);
 /* After a submission's work on the main stream: copy cb's error record to `record` (pinned,
  * mapped host memory of CUDA_ERR_WORDS ints) and clear it, in one kernel. */
-neat_status cuda_take_error_record(nm_device *dev, nm_cmdbuf *cb, int *record);
-/* A captured buffer's take_record is a node of its graph (c->take_node, found in c->graph by
- * cuda_find_take_record); before each launch cuda_set_take_record points it at that
- * submission's snapshot (the exec's node parameters: launches in flight keep theirs). */
-neat_status cuda_find_take_record(cudaGraph_t graph, cudaGraphNode_t *node);
+/* During a capture (node not NULL): *node is the graph node it added (c->take_node); before
+ * each launch cuda_set_take_record points it at that submission's snapshot (the exec's node
+ * parameters: launches in flight keep theirs). */
+neat_status cuda_take_error_record(nm_device *dev, nm_cmdbuf *cb, int *record,
+                                   cudaGraphNode_t *node);
 neat_status cuda_set_take_record(nm_device *dev, nm_cmdbuf *cb, int *record);
 
 /* comm.c: collectives on NCCL (the table's comm entries and ops). cuda_comm_wait: wait

@@ -45,37 +45,27 @@ __global__ void take_record(int *err, int *record) {
 
 extern "C" {
 
-neat_status cuda_take_error_record(nm_device *dev, nm_cmdbuf *cb, int *record) {
+neat_status cuda_take_error_record(nm_device *dev, nm_cmdbuf *cb, int *record,
+                                   cudaGraphNode_t *node) {
     static const char what[] = "neat_cmdbuf_commit";
+    cudaStream_t s = cuda_dev(dev)->main_stream;
     int *mapped;
     neat_status st = cuda_check(cudaHostGetDevicePointer((void **)&mapped, record, 0), what,
                                 "cudaHostGetDevicePointer");
     if (st) return st;
-    take_record<<<1, 1, 0, cuda_dev(dev)->main_stream>>>(cuda_cb(cb)->err, mapped);
-    return cuda_launched(what, "take_record");
-}
-
-neat_status cuda_find_take_record(cudaGraph_t graph, cudaGraphNode_t *node) {
-    static const char what[] = "neat_cmdbuf_commit";
-    size_t n = 0;
-    *node = NULL;
-    neat_status st = cuda_check(cudaGraphGetNodes(graph, NULL, &n), what, "cudaGraphGetNodes");
-    cudaGraphNode_t *nodes = st ? NULL : (cudaGraphNode_t *)malloc((n ? n : 1) * sizeof *nodes);
-    if (!st && !nodes) st = nm_error(NEAT_ERR_OUT_OF_MEMORY, "%s: out of host memory", what);
-    if (!st) st = cuda_check(cudaGraphGetNodes(graph, nodes, &n), what, "cudaGraphGetNodes");
-    for (size_t i = 0; !st && i < n && !*node; i++) {
-        cudaGraphNodeType type;
-        cudaKernelNodeParams p;
-        if (cudaGraphNodeGetType(nodes[i], &type) == cudaSuccess &&
-            type == cudaGraphNodeTypeKernel &&
-            cudaGraphKernelNodeGetParams(nodes[i], &p) == cudaSuccess &&
-            p.func == (void *)take_record)
-            *node = nodes[i];
-    }
-    cudaGetLastError();
-    free(nodes);
-    if (!st && !*node)
-        st = nm_error(NEAT_ERR_INTERNAL, "%s: the captured graph has no take_record node", what);
+    take_record<<<1, 1, 0, s>>>(cuda_cb(cb)->err, mapped);
+    st = cuda_launched(what, "take_record");
+    if (st || !node) return st;
+    /* Captured: the node just added is the capture's one dependency now. */
+    cudaStreamCaptureStatus status;
+    const cudaGraphNode_t *deps = NULL;
+    size_t ndeps = 0;
+    st = cuda_check(cudaStreamGetCaptureInfo(s, &status, NULL, NULL, &deps, NULL, &ndeps), what,
+                    "cudaStreamGetCaptureInfo");
+    if (!st && ndeps != 1)
+        st = nm_error(NEAT_ERR_INTERNAL, "%s: take_record captured after %zu nodes, not 1", what,
+                      ndeps);
+    if (!st) *node = deps[0];
     return st;
 }
 
