@@ -84,6 +84,21 @@ static void test_devices(void) {
     CHECK_OK(neat_device_info(d, &props), "neat_device_info");
     CHECK(props.backend == NEAT_BACKEND_CPU, "NEATML_BACKEND=cpu opened backend %d",
           (int)props.backend);
+    /* AUTO never falls back silently: a CPU opened where CUDA is built says why CUDA did not
+     * open (no GPU here), and a device opened first try has nothing to say. */
+    unsetenv("NEATML_BACKEND");
+    neat_device *a = NULL;
+    CHECK_OK(neat_device_create(NEAT_BACKEND_AUTO, 0, &a), "AUTO");
+    neat_device_props ap;
+    if (a && neat_device_info(a, &ap) == NEAT_OK) {
+        if (ap.backend == NEAT_BACKEND_CPU && neat_backend_is_built(NEAT_BACKEND_CUDA))
+            CHECK(strstr(ap.selection, "cuda: neat_device_create: ") != NULL,
+                  "AUTO fell back to the CPU; selection \"%s\" does not say why cuda did not open",
+                  ap.selection);
+        if (ap.backend == NEAT_BACKEND_CUDA)
+            CHECK(ap.selection[0] == 0, "AUTO opened cuda first; selection \"%s\"", ap.selection);
+    }
+    neat_device_destroy(a);
     if (keep)
         setenv("NEATML_BACKEND", keep, 1);
     else
