@@ -21,8 +21,9 @@
  * and clears it. Run op by op, submit (backend.c) launches it after the ops; in a captured
  * graph it is the last node (outside every guard's body), and before each launch submit
  * points it at that submission's snapshot (cudaGraphExecKernelNodeSetParams: launches
- * already queued keep theirs), so that it costs no launch of its own between graphs (a
- * separate kernel after each graph cost the LeNet step ~12 us on the H200). The next
+ * already queued keep theirs), so that it costs no launch of its own between graphs (on the
+ * H200 the LeNet step took 0.2735 ms with a kernel of its own after each graph, 0.263-0.268
+ * with the node, 0.260-0.266 before either: docs/BENCHMARKS.md, table L). The next
  * submission of the buffer, queued behind on the same stream, starts from a clear record
  * whether or not the host has read the snapshot yet, and completion reads each
  * submission's snapshot, not the live record (so nothing is queued at completion either).
