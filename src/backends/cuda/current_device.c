@@ -19,6 +19,7 @@
 #include "common.h"
 
 #include <cuda.h> /* CUresult, CUdevice: types only (driver_entry) */
+#include <pthread.h>
 
 /* A driver function, found through the runtime (linking libcuda would keep the library
  * from loading on a machine without the driver, where the CPU backend must still work). */
@@ -36,12 +37,21 @@ static void *driver_entry(const char *symbol, unsigned version) {
     return e == cudaSuccess && found == cudaDriverEntryPointSuccess ? fn : NULL;
 }
 
+/* The two driver functions, looked up once (a lookup costs more than the calls). */
+static CUresult (*device_get)(CUdevice *, int);
+static CUresult (*ctx_state)(CUdevice, unsigned *, int *);
+static pthread_once_t driver_once = PTHREAD_ONCE_INIT;
+
+static void find_driver(void) {
+    device_get = (CUresult(*)(CUdevice *, int))driver_entry("cuDeviceGet", 2000);
+    ctx_state =
+        (CUresult(*)(CUdevice, unsigned *, int *))driver_entry("cuDevicePrimaryCtxGetState", 7000);
+}
+
 /* Whether the primary context of device `index` is active; 1 when the driver cannot say
  * (then the device is restored, the rule's plain form). */
 static int primary_context_active(int index) {
-    CUresult (*device_get)(CUdevice *, int) = driver_entry("cuDeviceGet", 2000);
-    CUresult (*ctx_state)(CUdevice, unsigned *, int *) =
-        driver_entry("cuDevicePrimaryCtxGetState", 7000);
+    pthread_once(&driver_once, find_driver);
     CUdevice cu;
     unsigned flags;
     int active;
