@@ -7,9 +7,11 @@
  * (DTYPE_MISMATCH between types, UNSUPPORTED for what a backend does not run in half). The
  * backward ops are checked against the float32 op on the same values (test_backward): bit
  * for bit after the one rounding where the backend runs the half op on float32 copies (the
- * CPU, Metal; CUDA but for its native paths), within the accumulation bound below where it
- * runs its own half kernels (CUDA's tensor-core GEMMs and convolutions for linear/conv
- * backward without activation or with relu: float32 sums in another order). Metal runs f16
+ * CPU but for its bf16 oneDNN path, Metal; CUDA but for its native paths), within the
+ * accumulation bound below where it runs its own half kernels (CUDA's tensor-core GEMMs and
+ * convolutions, and the CPU's oneDNN bf16 kernels where NEATML_CPU_BF16 is not 0, for
+ * linear/conv backward without activation or with relu: float32 sums in another order;
+ * native_layer says which). Metal runs f16
  * and refuses bf16 (no bfloat16 type in MPS's macOS 12 SDK): there every bf16 op must
  * answer UNSUPPORTED when recorded, which is what its bf16 rows check.
  * Every case is committed twice from one recording (on CUDA the second commit is the
