@@ -222,10 +222,11 @@ NEAT_API neat_status neat_device_set_memory_limit(neat_device *dev, int64_t byte
  * a CPU with bf16 instructions (AVX512_BF16 or AMX; NEATML_CPU_BF16, docs/API.md): there
  * bf16 matmul(_batched), linear forward and conv forward, and linear and conv backward
  * without activation or with relu, run on oneDNN's bf16 kernels (exact products, float32
- * sums, possibly in another order than the float32 op's; one rounding). CUDA runs in half directly: neat_cast, the elementwise ops, activations,
- * maxpool, softmax and sums (half storage, float32 math), matmul(_batched) and linear
- * forward (cuBLASLt on the tensor cores: 16-bit products are exact and sums float32, in any
- * math mode), linear and conv backward without activation or with relu, conv forward into
+ * sums, possibly in another order than the float32 op's; one rounding). CUDA runs in half
+ * directly: neat_cast, the elementwise ops, activations, maxpool, softmax and sums (half
+ * storage, float32 math), matmul(_batched) and linear forward (cuBLASLt on the tensor
+ * cores: 16-bit products are exact and sums float32, in any math mode), linear and conv
+ * backward without activation or with relu, conv forward into
  * a half output without activation or with relu (cuDNN; a bias added by its fused call
  * before the rounding); the layer ops with another activation or a float32 output on
  * float32 copies as the CPU (and a biased conv where cuDNN refuses the fused call). Half
