@@ -145,6 +145,11 @@ neat_status cpu_linear_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) 
                            .ab_dt = dt,
                            .c_dt = dt};
         st = cpu_gemm(dev, cb, fn, &g, dz, x->data, NULL, dw->data);
+        /* UNSUPPORTED sends a bf16 op back to half.c's float32 copies, which run it whole
+         * again: not once dx has been added to */
+        if (st == NEAT_ERR_UNSUPPORTED && dx && accumulate)
+            return nm_error(NEAT_ERR_BACKEND_ERROR,
+                            "%s: oneDNN took the bf16 product of dx but not that of dw", fn);
         if (st != NEAT_OK) return st;
     }
     if (db && dt == NEAT_F32) cpu_bias_grad(nthreads, dz, n, out, 1, db->data, accumulate);
