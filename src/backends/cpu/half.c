@@ -306,8 +306,9 @@ neat_status cpu_run_op(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {
     if (path) {
         neat_status st = run(dev, cb, op);
         if (st != NEAT_ERR_UNSUPPORTED) return st;
-        /* oneDNN refused to create the bf16 primitive (nothing was written): this op and
-         * every later one of its kind take the float32 copies on this device */
+        /* oneDNN refused to create a bf16 primitive before anything was written (linear.c's
+         * backward reports a refusal after a write as BACKEND_ERROR): this op and every later
+         * one of its family take the float32 copies on this device */
         *path = 0;
     }
     nm_op f32 = *op;
