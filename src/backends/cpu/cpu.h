@@ -33,8 +33,8 @@ typedef struct cpu_device {
     int stop;
     struct cpu_dnnl *dnnl; /* owned by dnnl.c */
     int conv_direct; /* NEATML_CPU_CONV_DIRECT is not "0": conv_direct.c's multi-channel loop */
-    int bf16_gemm;   /* bf16 matmul and linear forward on oneDNN's bf16 kernels (dnnl.c) */
-    int bf16_conv;   /* bf16 conv2d forward on oneDNN's bf16 kernels (dnnl.c) */
+    int bf16_gemm;   /* bf16 matmul, linear forward and backward on oneDNN's bf16 kernels */
+    int bf16_conv;   /* bf16 conv2d forward and backward likewise (dnnl.c sets both; half.c) */
 } cpu_device;
 
 static inline cpu_device *cpu_dev(nm_device *dev) { return (cpu_device *)dev->impl; }
