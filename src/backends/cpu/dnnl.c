@@ -35,9 +35,9 @@ neat_status cpu_dnnl_open(nm_device *dev) {
     DNNL_TRY(dnnl_engine_create(&d->engine, dnnl_cpu, 0));
     DNNL_TRY(dnnl_stream_create(&d->stream, d->engine, dnnl_stream_default_flags));
     cpu_dev(dev)->dnnl = d;
-    /* bf16 GEMMs and convolutions (half.c's bf16_path) on oneDNN's own bf16 kernels where the CPU has
-     * bf16 instructions (AVX512_BF16, or AMX, whose ISA level includes it); elsewhere on
-     * float32 copies (half.c): oneDNN's emulation of bf16 on plain AVX-512 took 4x their
+    /* bf16 GEMMs and convolutions (half.c's bf16_path) on oneDNN's own bf16 kernels where
+     * the CPU has bf16 instructions (AVX512_BF16, or AMX, whose ISA level includes it);
+     * elsewhere on float32 copies: oneDNN's emulation of bf16 on plain AVX-512 took 4x their
      * time on the development VM. NEATML_CPU_BF16=0: never; =2: always (the tests reach the
      * path on any CPU). A bf16 primitive oneDNN refuses turns its path off (half.c). */
     const char *env = getenv("NEATML_CPU_BF16");
