@@ -167,8 +167,9 @@ module Device : sig
       device's memory, 1 GiB when unknown; a smaller one collects dropped tensors sooner, at
       the cost of more collections.
       @raise Error [Unsupported] when that backend was not built or has no such device;
-      [Invalid_argument] for a negative index, a bad [$NEATML_BACKEND] or a [gc_budget]
-      that is not positive; [Backend_error], [Out_of_memory]. *)
+      [Invalid_argument] for a negative index or one past a C [int], a bad
+      [$NEATML_BACKEND] or a [gc_budget] that is not positive; [Backend_error],
+      [Out_of_memory]. *)
 
   val gc_budget : t -> int
   (** The device's GC budget in bytes (see {!create}). *)
@@ -521,7 +522,7 @@ val sum_all : Cmdbuf.t -> Tensor.t -> out:Tensor.t -> unit
 
 val sum_axis : Cmdbuf.t -> Tensor.t -> int -> out:Tensor.t -> unit
 (** [sum_axis cb x axis ~out]: sums along [axis]; out has x's shape with that size removed
-    or 1. *)
+    or 1. An axis outside [0 .. ndim - 1] (past a C [int] too) is [Invalid_argument]. *)
 
 val softmax : Cmdbuf.t -> Tensor.t -> out:Tensor.t -> unit
 (** [softmax cb x ~out]: softmax along the last dimension; out may be x. *)
@@ -753,8 +754,9 @@ module Comm : sig
       all have joined (the runtime lock is released meanwhile), or raises [Timeout] after
       300 s. On the CPU with MPI, [nranks] must be the size of [MPI_COMM_WORLD]; a single
       rank ([~nranks:1 ~rank:0]) needs no peers and no MPI.
-      @raise Error [Invalid_argument] ([nranks] < 1, [rank] out of range, ranks that
-      disagree on the id or [nranks] or share a rank), [Invalid_handle] (a freed device),
+      @raise Error [Invalid_argument] ([nranks] < 1, [rank] out of range, either past a
+      C [int], ranks that disagree on the id or [nranks] or share a rank), [Invalid_handle]
+      (a freed device),
       [Unsupported] (the backend has no collectives, or the CPU was built without MPI and
       [nranks] > 1), [Timeout], [Backend_error], [Out_of_memory]. *)
 

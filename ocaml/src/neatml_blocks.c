@@ -47,6 +47,7 @@
 #include <caml/memory.h>
 #include <caml/threads.h>
 
+#include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -74,6 +75,16 @@ void neatml_raise_msg(neat_status s, const char *text) {
 
 void neatml_check(neat_status s) {
     if (s != NEAT_OK) neatml_raise_msg(s, neat_last_error());
+}
+
+int neatml_int_arg(value v, const char *fn, const char *name) {
+    intnat n = Long_val(v);
+    if (n < INT_MIN || n > INT_MAX) {
+        char msg[256];
+        snprintf(msg, sizeof msg, "%s: %s is %ld: it does not fit a C int", fn, name, (long)n);
+        neatml_raise_msg(NEAT_ERR_INVALID_ARGUMENT, msg);
+    }
+    return (int)n;
 }
 
 value neatml_status_string(value status) {

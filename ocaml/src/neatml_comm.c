@@ -70,12 +70,14 @@ static value comm_block(neat_comm *comm, neat_device *dev) {
 
 value neatml_comm_create(value dev_v, value id_v, value nranks, value rank) {
     CAMLparam2(dev_v, id_v);
+    int n = neatml_int_arg(nranks, "neat_comm_create", "nranks");
+    int r = neatml_int_arg(rank, "neat_comm_create", "rank");
     neat_device *dev = DEV(dev_v);
     neatml_drain(dev, 0);
     neat_comm_id id = id_of_value(id_v);
     neat_comm *comm = NULL;
     caml_release_runtime_system(); /* returns once every rank has joined */
-    neat_status s = neat_comm_create(dev, &id, Int_val(nranks), Int_val(rank), &comm);
+    neat_status s = neat_comm_create(dev, &id, n, r, &comm);
     caml_acquire_runtime_system();
     neatml_check(s);
     CAMLreturn(comm_block(comm, dev));
@@ -185,6 +187,7 @@ value neatml_all_reduce_bucket(value cb_v, value comm_v, value op, value tensors
 }
 
 value neatml_broadcast(value cb, value comm, value root, value x, value y) {
-    neatml_check(neat_broadcast(CB(cb), COMM(comm), Int_val(root), TEN(x), TEN(y)));
+    int r = neatml_int_arg(root, "neat_broadcast", "root");
+    neatml_check(neat_broadcast(CB(cb), COMM(comm), r, TEN(x), TEN(y)));
     return Val_unit;
 }

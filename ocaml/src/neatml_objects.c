@@ -71,7 +71,7 @@ static int64_t default_gc_budget(neat_device *dev) {
 
 value neatml_device_create(value backend_v, value index_v, value budget_v) {
     neat_backend backend = (neat_backend)Int_val(backend_v);
-    int index = Int_val(index_v);
+    int index = neatml_int_arg(index_v, "neat_device_create", "index");
     int64_t budget = Long_val(budget_v); /* <= 0: the default */
     neatml_drain(NULL, 0);
     neat_device *dev = NULL;

@@ -194,7 +194,8 @@ value neatml_sum_all(value cb, value x, value y) {
 }
 
 value neatml_sum_axis(value cb, value x, value axis, value y) {
-    neatml_check(neat_sum_axis(CB(cb), TEN(x), Int_val(axis), TEN(y)));
+    int a = neatml_int_arg(axis, "neat_sum_axis", "axis");
+    neatml_check(neat_sum_axis(CB(cb), TEN(x), a, TEN(y)));
     return Val_unit;
 }
 
@@ -358,12 +359,9 @@ value neatml_loss_scale_check(value cb_v, value tensors, value scaler_v) {
 
 value neatml_loss_scale_update(value cb, value growth, value backoff, value interval,
                                value scaler) {
-    long iv = Long_val(interval);
     /* an OCaml int past C's int would wrap into a valid-looking interval */
-    if (iv < INT_MIN || iv > INT_MAX)
-        neatml_raise_msg(NEAT_ERR_INVALID_ARGUMENT,
-                         "neat_loss_scale_update: growth_interval does not fit a C int");
-    neat_loss_scale_params p = {(float)Double_val(growth), (float)Double_val(backoff), (int)iv};
+    int iv = neatml_int_arg(interval, "neat_loss_scale_update", "growth_interval");
+    neat_loss_scale_params p = {(float)Double_val(growth), (float)Double_val(backoff), iv};
     neatml_check(neat_loss_scale_update(CB(cb), &p, TEN(scaler)));
     return Val_unit;
 }

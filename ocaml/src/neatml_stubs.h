@@ -76,6 +76,11 @@ int neatml_comm_opened(neat_comm *comm, neat_device *dev);
  * call with the runtime lock released). */
 void neatml_destroy_comm(neat_comm *comm);
 
+/* An OCaml int passed to a C `int` parameter: Error (Invalid_argument, "<fn>: <name> is <v>:
+ * it does not fit a C int") when it is outside [INT_MIN, INT_MAX]. Int_val alone would keep
+ * the low 32 bits, turning 2^32 into 0, a valid-looking value. */
+int neatml_int_arg(value v, const char *fn, const char *name);
+
 /* The element count of a Bigarray (the product of its dimensions). */
 int64_t neatml_bigarray_count(value ba);
 

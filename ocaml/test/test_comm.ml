@@ -214,6 +214,15 @@ let error_tests dev =
       fun () -> record (fun cb -> G.all_reduce cb (single (dev ())) (t [| 4 |]) ~out:(t [| 5 |])) );
     ( "broadcast root out of range", G.Status.Invalid_argument, "root is 1",
       fun () -> let a = t [| 4 |] in record (fun cb -> G.broadcast cb (single (dev ())) ~root:1 a ~out:a) );
+    (* OCaml ints past C's int: their low 32 bits (0 here) would be a valid rank or root *)
+    ( "rank past a C int", G.Status.Invalid_argument, "rank is 4294967296: it does not fit a C int",
+      fun () -> ignore (G.Comm.create (dev ()) (id ()) ~nranks:1 ~rank:(1 lsl 32)) );
+    ( "nranks past a C int", G.Status.Invalid_argument, "nranks is 4294967297",
+      fun () -> ignore (G.Comm.create (dev ()) (id ()) ~nranks:((1 lsl 32) + 1) ~rank:0) );
+    ( "broadcast root past a C int", G.Status.Invalid_argument, "root is 4294967296",
+      fun () ->
+        let a = t [| 4 |] in
+        record (fun cb -> G.broadcast cb (single (dev ())) ~root:(1 lsl 32) a ~out:a) );
   ]
 
 let tests (dev : unit -> G.Device.t) =

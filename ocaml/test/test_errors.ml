@@ -37,6 +37,13 @@ let tests (dev : unit -> G.Device.t) =
               G.conv2d_forward cb (G.Conv2d.make ~stride:0 3 3) (t [| 1; 1; 5; 5 |]) (t [| 1; 1; 3; 3 |]) ~out:(t [| 1; 1; 3; 3 |])) );
       ( "sum axis out of range", G.Status.Invalid_argument, "neat_sum_axis",
         fun () -> record (fun cb -> G.sum_axis cb (t [| 2; 3 |]) 2 ~out:(t [| 2 |])) );
+      (* OCaml ints past C's int: their low 32 bits would be a valid axis or index *)
+      ( "sum axis past a C int", G.Status.Invalid_argument, "axis is 4294967296: it does not fit a C int",
+        fun () -> record (fun cb -> G.sum_axis cb (t [| 2; 3 |]) (1 lsl 32) ~out:(t [| 3 |])) );
+      ( "device index past a C int", G.Status.Invalid_argument, "index is 4294967296",
+        fun () -> ignore (G.Device.create ~backend:G.Backend.Cpu ~index:(1 lsl 32) ()) );
+      ( "device index max_int", G.Status.Invalid_argument, "index is 4611686018427387903",
+        fun () -> ignore (G.Device.create ~backend:G.Backend.Cpu ~index:max_int ()) );
       ( "output aliases input", G.Status.Invalid_argument, "neat_matmul",
         fun () -> let a = t [| 3; 3 |] in record (fun cb -> G.matmul cb a a ~out:a) );
       ( "record into a committed buffer", G.Status.Invalid_argument, "neat_fill",
