@@ -86,6 +86,7 @@ module Device = struct
   external c_set_memory_limit : t -> int -> unit = "neatml_device_set_memory_limit"
   external reset_peak : t -> unit = "neatml_device_reset_peak"
   external trim : t -> unit = "neatml_device_trim"
+  external drain : t -> unit = "neatml_device_drain"
 
   let create ?(backend = Backend.Auto) ?(index = 0) ?gc_budget () =
     match gc_budget with
@@ -146,12 +147,18 @@ module Tensor = struct
     = "neatml_tensor_read_raw"
 
   (* Out of device memory: the garbage tensors may be what fills it. A full major collection
-     destroys them (their memory returns once the work that uses them completes). *)
+     destroys them (their memory returns once the work that uses them completes). A tensor
+     recorded into a dropped command buffer is still held by the buffer's root after that
+     collection, which only finalized the buffer: the drain of this device removes the root
+     (waiting for this device's buffers that write host memory), and a second collection
+     destroys what it held. *)
   let with_gc_retry create device shape =
     let h =
       match create device shape with
       | h -> h
       | exception Error (Status.Out_of_memory, _) ->
+          Gc.full_major ();
+          Device.drain device;
           Gc.full_major ();
           create device shape
     in

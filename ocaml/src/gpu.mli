@@ -254,7 +254,8 @@ module Tensor : sig
       [dtype] (default [F32]), contents {e undefined}: the
       device's memory is reused, so a new tensor may hold an old tensor's values (use
       {!zeros} for state an op reads before writing it). When the device is out of memory,
-      a full major collection runs and the creation is tried once more.
+      the garbage is collected (two full major collections, so that the tensors of command
+      buffers dropped without {!Cmdbuf.free} go too) and the creation is tried once more.
       @raise Error [Invalid_argument] (more than 4 dimensions, a negative size),
       [Out_of_memory], [Invalid_handle] (a freed device). *)
 

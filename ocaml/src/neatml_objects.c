@@ -143,6 +143,15 @@ value neatml_device_reset_peak(value v) {
     return Val_unit;
 }
 
+/* The deferred entries of this device now (Tensor.create's retry when out of memory: the
+ * roots of the buffers the GC finalized go, so that the next collection finds what they
+ * kept). */
+value neatml_device_drain(value v) {
+    CAMLparam1(v);
+    neatml_drain(DEV(v), 0);
+    CAMLreturn(Val_unit);
+}
+
 /* synchronize and trim wait for the device: the deferred entries of it go first. */
 static value device_call(value v, neat_status (*call)(neat_device *)) {
     CAMLparam1(v);

@@ -140,6 +140,29 @@ let test_memory_limit dev () =
       G.Tensor.free big;
       G.Tensor.free small)
 
+(* Out of memory, Tensor.create collects and tries again: that must also find the tensors
+   that dropped command buffers kept (the collection that finalizes a buffer does not yet
+   release what its root holds). A GC budget too large for the GC ever to start a cycle on
+   its own: only the retry collects. Every step records into a buffer of its own, half of
+   them with a copy to host memory, and drops it. *)
+let test_oom_retry_dropped_buffers dev () =
+  let d = G.Device.create ~backend:(G.Device.info (dev ())).backend ~gc_budget:(1 lsl 50) () in
+  Fun.protect ~finally:(fun () -> G.Device.free d) (fun () ->
+      G.Device.set_memory_limit d ((G.Device.memory_stats d).reserved + (4 lsl 20));
+      for i = 1 to 24 do
+        let t = G.Tensor.create d [| 1 lsl 18 |] (* 1 MiB *) in
+        let cb = G.Cmdbuf.create d in
+        G.fill cb ~out:t (float i);
+        (* a small copy: a big Bigarray would push the GC to collect on its own *)
+        if i mod 2 = 0 then (
+          let s = G.Tensor.view t [| 1 lsl 16; 4 |] in
+          let first = G.Tensor.create d [| 4 |] in
+          G.sum_axis cb s 0 ~out:first;
+          G.copy_to_host cb first ~out:(host 4 0.0));
+        G.Cmdbuf.commit cb;
+        if i mod 4 <> 0 then G.Cmdbuf.wait cb
+      done)
+
 (* An op failure no wait has reported is reported by synchronize, once. *)
 let test_synchronize_reports dev () =
   with_device dev (fun d ->
@@ -162,5 +185,6 @@ let tests (dev : unit -> G.Device.t) =
     tc "copies: the buffer keeps its Bigarrays alive" (test_kept_alive dev);
     tc "copies: a dropped buffer that writes host memory" (test_dropped_writer dev);
     tc "set_memory_limit: Out_of_memory past the limit" (test_memory_limit dev);
+    tc "out of memory: the retry collects what dropped buffers kept" (test_oom_retry_dropped_buffers dev);
     tc "synchronize reports an op failure" (test_synchronize_reports dev);
   ]
