@@ -300,12 +300,21 @@ module Cmdbuf = struct
     commit cb;
     wait cb
 
-  (* Called after a successful recording only: a failed one recorded nothing. *)
-  let keep cb (ts : Tensor.t list) =
-    c_set_recorded cb.h (List.rev_append (List.map (fun (t : Tensor.t) -> Tensor t.h) ts) (c_recorded cb.h))
-
-  let keep_host cb a = c_set_recorded cb.h (Host a :: c_recorded cb.h)
-  let keep_comm cb (c : Comm.t) = c_set_recorded cb.h (Comm c.h :: c_recorded cb.h)
+  (* [recording cb items f] keeps [items] alive from the buffer's root, then runs [f], the
+     C call that records. Kept first: an asynchronous exception (Sys.Break from a signal
+     handler, a Gc.Memprof callback, Out_of_memory) raised at an allocation made after the
+     C call had recorded would leave an op whose tensors, comm or Bigarray nothing keeps,
+     and a replay would write into host memory the GC freed. The list is built before the
+     root changes; a recording that fails puts back the list it found (no allocation
+     between the C calls). *)
+  let recording cb items f =
+    let before = c_recorded cb.h in
+    c_set_recorded cb.h (List.rev_append items before);
+    match f cb.h with
+    | () -> ()
+    | exception e ->
+        c_set_recorded cb.h before;
+        raise e
 end
 
 type layout = NCHW | NHWC (* neat_layout's order: the stubs pass the constructor's index *)
@@ -356,14 +365,13 @@ module Pool2d = struct
     full kernel_h kernel_w stride_h stride_w (pad_h |? pad) (pad_w |? pad) layout
 end
 
-(* ---- operations: [record cb ts f] runs the stub, then keeps the tensors it named ---- *)
+(* ---- operations: [record cb ts f] keeps the tensors it names, then runs the stub ---- *)
 
 let h (t : Tensor.t) = t.h
 let oh = Option.map h
 let opt = function Some t -> [ t ] | None -> []
-let record (cb : Cmdbuf.t) ts f =
-  f cb.h;
-  Cmdbuf.keep cb ts
+let kept ts = List.map (fun (t : Tensor.t) -> Cmdbuf.Tensor t.h) ts
+let record cb ts f = Cmdbuf.recording cb (kept ts) f
 
 external c_copy_from_host : Cmdbuf.handle -> float32_array -> Tensor.handle -> unit
   = "neatml_copy_from_host"
@@ -372,12 +380,10 @@ external c_copy_to_host : Cmdbuf.handle -> Tensor.handle -> float32_array -> uni
   = "neatml_copy_to_host"
 
 let copy_from_host cb src ~out =
-  record cb [ out ] (fun cb -> c_copy_from_host cb src (h out));
-  Cmdbuf.keep_host cb src
+  Cmdbuf.recording cb [ Tensor (h out); Host src ] (fun cb -> c_copy_from_host cb src (h out))
 
 let copy_to_host cb t ~out =
-  record cb [ t ] (fun cb -> c_copy_to_host cb (h t) out);
-  Cmdbuf.keep_host cb out
+  Cmdbuf.recording cb [ Tensor (h t); Host out ] (fun cb -> c_copy_to_host cb (h t) out)
 
 external c_matmul :
   Cmdbuf.handle -> Tensor.handle -> Tensor.handle -> Tensor.handle -> float -> float -> bool ->
@@ -607,8 +613,7 @@ external c_broadcast : Cmdbuf.handle -> Comm.handle -> int -> Tensor.handle -> T
   = "neatml_broadcast"
 
 let record_collective cb (comm : Comm.t) ts f =
-  record cb ts (fun cb -> f cb comm.h);
-  Cmdbuf.keep_comm cb comm
+  Cmdbuf.recording cb (Comm comm.h :: kept ts) (fun cb -> f cb comm.h)
 
 let all_reduce cb comm ?(op = Sum) x ~out =
   record_collective cb comm [ x; out ] (fun cb c -> c_all_reduce cb c op (h x) (h out))

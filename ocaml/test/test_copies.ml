@@ -163,6 +163,76 @@ let test_oom_retry_dropped_buffers dev () =
         if i mod 4 <> 0 then G.Cmdbuf.wait cb
       done)
 
+(* An asynchronous exception (here from a Gc.Memprof callback; Sys.Break from a signal
+   handler is another) raised at the k-th allocation of a recording, for every k: either
+   nothing was recorded, or what was recorded is kept. A recorded copy_to_host whose
+   Bigarray the GC may free would have the replay write into freed host memory; a recorded
+   op whose tensor the GC destroyed fails its commit. The Bigarray is watched through a
+   weak pointer. On an OCaml without Memprof (5.0 to 5.2) there is nothing to check. *)
+exception Injected
+
+let with_exception_at k f =
+  let count = ref 0 in
+  let hit _ = incr count; if !count = k then raise Injected else None in
+  let tracker = { Gc.Memprof.null_tracker with alloc_minor = hit; alloc_major = hit } in
+  match ignore (Gc.Memprof.start ~sampling_rate:1.0 ~callstack_size:0 tracker) with
+  | exception Failure _ -> `No_memprof
+  | () ->
+      let r = match f () with () -> `Completed | exception Injected -> `Interrupted in
+      Gc.Memprof.stop ();
+      r
+
+let test_async_exception_while_recording dev () =
+  with_device dev (fun d ->
+      let t = G.Tensor.of_array d [| 4 |] [| 1.; 2.; 3.; 4. |] in
+      let weak = Weak.create 1 in
+      (* the Bigarray and the tensor are reachable from this function's frame only *)
+      let attempt k =
+        let cb = G.Cmdbuf.create d in
+        let dst = host 4 0.0 in
+        Weak.set weak 0 (Some dst);
+        let r =
+          with_exception_at k (fun () ->
+              G.copy_to_host cb t ~out:dst;
+              G.fill cb ~out:(G.Tensor.create d [| 4 |]) 1.0)
+        in
+        (cb, r)
+      in
+      let rec go k =
+        match attempt k with
+        | _, `No_memprof -> ()
+        | cb, r ->
+            Gc.full_major ();
+            Gc.full_major ();
+            if G.Cmdbuf.op_count cb >= 1 then
+              Alcotest.(check bool)
+                (Printf.sprintf "exception at allocation %d: the recorded copy's Bigarray is kept" k)
+                true (Weak.check weak 0);
+            (* commit would raise Invalid_handle for a recorded tensor the GC destroyed *)
+            G.Cmdbuf.run cb;
+            G.Cmdbuf.free cb;
+            if r = `Interrupted then go (k + 1)
+      in
+      go 1;
+      ignore (Sys.opaque_identity t))
+
+(* A recording that fails keeps nothing: its tensors go with the next collections. *)
+let test_failed_recording_keeps_nothing dev () =
+  with_device dev (fun d ->
+      let cb = G.Cmdbuf.create d in
+      let base = (G.Device.memory_stats d).in_use in
+      let fail () =
+        let big = G.Tensor.create d [| 1 lsl 18 |] in
+        match G.add cb big (G.Tensor.create d [| 3 |]) ~out:big with
+        | () -> Alcotest.fail "add of mismatched shapes was recorded"
+        | exception G.Error (G.Status.Shape_mismatch, _) -> ()
+      in
+      fail ();
+      Gc.full_major ();
+      G.collect ();
+      Alcotest.(check int) "memory back" base (G.Device.memory_stats d).in_use;
+      Alcotest.(check int) "nothing recorded" 0 (G.Cmdbuf.op_count cb))
+
 (* An op failure no wait has reported is reported by synchronize, once. *)
 let test_synchronize_reports dev () =
   with_device dev (fun d ->
@@ -186,5 +256,7 @@ let tests (dev : unit -> G.Device.t) =
     tc "copies: a dropped buffer that writes host memory" (test_dropped_writer dev);
     tc "set_memory_limit: Out_of_memory past the limit" (test_memory_limit dev);
     tc "out of memory: the retry collects what dropped buffers kept" (test_oom_retry_dropped_buffers dev);
+    tc "an asynchronous exception while recording" (test_async_exception_while_recording dev);
+    tc "a failed recording keeps nothing" (test_failed_recording_keeps_nothing dev);
     tc "synchronize reports an op failure" (test_synchronize_reports dev);
   ]
