@@ -65,7 +65,7 @@ static value comm_block(neat_comm *comm, neat_device *dev) {
         caml_acquire_runtime_system();
         neatml_raise_msg(NEAT_ERR_OUT_OF_MEMORY, "neat_comm_create: out of host memory");
     }
-    return neatml_alloc_block(KIND_COMM, comm, dev, 0, 1);
+    return neatml_alloc_block(KIND_COMM, comm, dev, 1, NEATML_HEAVY_PER_CYCLE);
 }
 
 value neatml_comm_create(value dev_v, value id_v, value nranks, value rank) {
@@ -129,7 +129,7 @@ value neatml_comm_create_all(value devs_v) {
     }
     r = caml_alloc(n, 0);
     for (mlsize_t i = 0; i < n; i++) {
-        block = neatml_alloc_block(KIND_COMM, comms[i], devs[i], 0, 1);
+        block = neatml_alloc_block(KIND_COMM, comms[i], devs[i], 1, NEATML_HEAVY_PER_CYCLE);
         Store_field(r, i, block);
     }
     free(devs), free(comms);

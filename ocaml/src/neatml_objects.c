@@ -80,7 +80,7 @@ value neatml_device_create(value backend_v, value index_v, value budget_v) {
     if (s == NEAT_OK && budget <= 0) budget = default_gc_budget(dev);
     caml_acquire_runtime_system();
     neatml_check(s);
-    value v = neatml_alloc_block(KIND_DEVICE, dev, dev, 0, 1);
+    value v = neatml_alloc_block(KIND_DEVICE, dev, dev, 1, NEATML_HEAVY_PER_CYCLE);
     Block_val(v)->gc_budget = budget;
     return v;
 }

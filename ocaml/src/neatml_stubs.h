@@ -49,6 +49,13 @@ typedef enum { KIND_CMDBUF, KIND_TENSOR, KIND_COMM, KIND_DEVICE, KIND_COUNT } ha
 value neatml_alloc_block(handle_kind kind, void *handle, neat_device *device, int64_t bytes,
                          int64_t budget);
 
+/* Devices and comms hold threads, streams and library handles, not memory the GC sees:
+ * each of their blocks counts as 1 / NEATML_HEAVY_PER_CYCLE of a major cycle, so that a
+ * loop dropping them without free has at most about that many waiting for a collection
+ * (with mem 0, only the minor collections other allocations bring would find them: a
+ * loop of dropped CPU devices held over a thousand worker threads). */
+#define NEATML_HEAVY_PER_CYCLE 8
+
 /* ---- the deferred-free list ----
  * What finalizers cannot do inside the GC: remove a command buffer's root, destroy a
  * device (destroy waits for it), wait for a buffer whose copies still write host memory,

@@ -155,3 +155,29 @@ let tests (dev : unit -> G.Device.t) =
         Alcotest.(check bool) "the GC collected while allocating" true (peak < 64 * 1024 * 1024);
         G.Device.free d);
   ]
+  (* Linux only: threads are counted in /proc; elsewhere the case is left out, and says so. *)
+  @
+  if not (Sys.file_exists "/proc/self/task") then (
+    print_endline "test_lifetime: no /proc/self/task: the dropped devices case not run";
+    [])
+  else
+    [
+      tc "GC releases CPU devices never freed" (fun () ->
+          (* A CPU device owns a worker thread. Each device block counts as an eighth of a
+             major cycle, so a loop that drops 300 devices without free leaves a few dozen
+             at most waiting for the GC, against the 300 that only the minor collections of
+             other allocations would find. *)
+          let threads () = Array.length (Sys.readdir "/proc/self/task") in
+          let before = threads () in
+          for _ = 1 to 300 do
+            ignore (G.Device.create ~backend:G.Backend.Cpu ())
+          done;
+          let during = threads () in
+          Gc.full_major ();
+          G.collect ();
+          let after = threads () in
+          Printf.printf "dropped devices: threads before %d, after the loop %d, after collect %d\n"
+            before during after;
+          Alcotest.(check bool) "at most 64 devices' threads live in the loop" true (during - before <= 64);
+          Alcotest.(check bool) "every worker gone after collect" true (after <= before));
+    ]
