@@ -175,6 +175,14 @@ static void case_bucket(neat_device *dev, neat_comm *comm) {
             }
             neat_cmdbuf_destroy(cb);
         }
+    /* An empty bucket (n = 0, the list NULL or not): records and runs, moving nothing. */
+    neat_cmdbuf *cb;
+    neat_cmdbuf_create(dev, &cb);
+    neat_tensor *none[1] = {NULL};
+    CHECK_OK(neat_all_reduce_bucket(cb, comm, NEAT_REDUCE_SUM, 0, NULL), "bucket of 0, NULL list");
+    CHECK_OK(neat_all_reduce_bucket(cb, comm, NEAT_REDUCE_AVG, 0, none), "bucket of 0");
+    run(cb, 2);
+    neat_cmdbuf_destroy(cb);
 }
 
 /* A bucket of 40 tensors (more than one pack kernel takes on CUDA: 32), empty ones among

@@ -86,7 +86,7 @@ NEAT_API neat_status neat_all_reduce_bucket(neat_cmdbuf *h, neat_comm *ch, neat_
     int ne = 0;
     for (int i = 0; i < n && !st; i++)
         if (list[i]->numel > 0) sorted[ne++] = list[i];
-    if (!st) qsort(sorted, (size_t)ne, sizeof *sorted, by_address);
+    if (!st && ne > 1) qsort(sorted, (size_t)ne, sizeof *sorted, by_address); /* NULL when n = 0 */
     for (int i = 1; i < ne && !st; i++)
         if (sorted[i - 1]->data + sorted[i - 1]->numel > sorted[i]->data)
             st = nm_error(NEAT_ERR_INVALID_ARGUMENT,
