@@ -260,6 +260,9 @@ static void case_local_errors(neat_device *dev, neat_comm *comm, neat_backend be
     char text[300];
     neat_comm *c = NULL;
     memset(&id, 7, sizeof id);
+    expect(neat_comm_id_create((neat_backend)7, &id), NEAT_ERR_INVALID_ARGUMENT, "neat_backend",
+           "id_create: a value outside neat_backend");
+    CHECK(id.bytes[0] == 7 && id.bytes[127] == 7, "id_create: a refused call left id alone");
     expect(neat_comm_id_to_string(&id, text, 100), NEAT_ERR_INVALID_ARGUMENT, "257",
            "id_to_string: small buffer");
     CHECK_OK(neat_comm_id_to_string(&id, text, sizeof text), "id_to_string");

@@ -27,6 +27,9 @@ static const nm_backend_ops *backend_of(const char *fn, neat_backend kind, neat_
 NEAT_API neat_status neat_comm_id_create(neat_backend backend, neat_comm_id *id) {
     static const char fn[] = "neat_comm_id_create";
     if (!id) return nm_error(NEAT_ERR_INVALID_ARGUMENT, "%s: id is NULL", fn);
+    if (!neat_backend_name(backend))
+        return nm_error(NEAT_ERR_INVALID_ARGUMENT, "%s: backend %d is not a neat_backend", fn,
+                        (int)backend);
     neat_status st = NEAT_OK;
     if (backend == NEAT_BACKEND_AUTO) backend = nm_backend_auto_order[0]->kind;
     const nm_backend_ops *be = backend_of(fn, backend, &st);
