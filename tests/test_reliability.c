@@ -7,6 +7,10 @@
  *                           status is OK or INVALID_HANDLE (ASan/TSan runs watch the rest);
  *   zero_size_overflow      a zero-size tensor whose other sizes multiply past 2^63 (UBSan);
  *   pool_pad_overflow       a pooling padding near INT64_MAX in the error message (UBSan);
+ *   pool_huge_window        valid poolings with a stride near INT64_MAX (UBSan: an overflow
+ *                           in the CPU's column range) and a window of 2^62 + 1 (the CPU
+ *                           walked every window column: no end), NCHW and NHWC, forward and
+ *                           backward, exact;
  *   synchronize_reports     neat_device_synchronize reports a failure wait has not;
  *   failure_stops_buffer    an op failing at run time stops the rest of its submission, its
  *                           outputs and the later ones untouched; the buffer replays after;
@@ -188,6 +192,57 @@ static void test_pool_pad_overflow(neat_device *dev) {
     neat_cmdbuf_destroy(cb);
     neat_tensor_destroy(x);
     neat_tensor_destroy(y);
+}
+
+/* x [1,2,2,3] (NCHW) of distinct values, pooled by windows that each cover a whole plane:
+ * a kernel of the plane's size with a stride near INT64_MAX (one output), and a kernel of
+ * 2^62 + 1 padded by 2^61 (an output per input position, each the plane's maximum). y is
+ * the plane's maximum; dx holds the sum of dy at its first position, 0 elsewhere. */
+static void test_pool_huge_window(neat_device *dev) {
+    const int64_t K = ((int64_t)1 << 62) + 1, PAD = (int64_t)1 << 61;
+    const float xv[12] = {3, 9, -1, 9, 2, 0, /* plane 0: max 9 at 1 */ -5, -7, -6, -8, -4, -9};
+    for (int nhwc = 0; nhwc < 2; nhwc++)
+        for (int huge_kernel = 0; huge_kernel < 2; huge_kernel++) {
+            neat_pool2d_desc d = huge_kernel
+                                     ? neat_pool2d_desc_full(K, K, 1, 1, PAD, PAD)
+                                     : neat_pool2d_desc_full(3, 4, INT64_MAX, INT64_MAX - 1, 1, 1);
+            d.layout = nhwc ? NEAT_LAYOUT_NHWC : NEAT_LAYOUT_NCHW;
+            int64_t ph = huge_kernel ? 2 : 1, pw = huge_kernel ? 3 : 1; /* output plane */
+            int64_t xs[4] = {1, 2, 2, 3}, ys[4] = {1, 2, ph, pw};
+            float x_in[12], dx_want[12] = {0}, y_want[12];
+            int64_t out = ph * pw; /* outputs per channel */
+            for (int c = 0; c < 2; c++)
+                for (int e = 0; e < 6; e++) /* NHWC: element e of channel c at e * 2 + c */
+                    x_in[nhwc ? e * 2 + c : c * 6 + e] = xv[c * 6 + e];
+            for (int c = 0; c < 2; c++) {
+                int at = c ? 4 : 1; /* the first maximum of the plane */
+                dx_want[nhwc ? at * 2 + c : c * 6 + at] = (float)out;
+                for (int64_t e = 0; e < out; e++)
+                    y_want[nhwc ? e * 2 + c : c * out + e] = c ? -4 : 9;
+            }
+            if (nhwc) xs[1] = 2, xs[2] = 3, xs[3] = 2, ys[1] = ph, ys[2] = pw, ys[3] = 2;
+            float ones[12] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1}, y_got[12], dx_got[12];
+            neat_tensor *x = tensor(dev, 4, xs, x_in), *y = tensor(dev, 4, ys, NULL);
+            neat_tensor *dy = tensor(dev, 4, ys, ones), *dx = tensor(dev, 4, xs, NULL);
+            neat_cmdbuf *cb = NULL;
+            char what[96];
+            snprintf(what, sizeof what, "%s pooling, %s", nhwc ? "NHWC" : "NCHW",
+                     huge_kernel ? "kernel 2^62 + 1, pad 2^61" : "stride near INT64_MAX");
+            EXPECT_OK(neat_cmdbuf_create(dev, &cb), "neat_cmdbuf_create");
+            EXPECT_OK(neat_maxpool2d(cb, &d, x, y), what);
+            EXPECT_OK(neat_maxpool2d_backward(cb, &d, x, dy, dx), what);
+            EXPECT_OK(neat_cmdbuf_commit(cb), what);
+            EXPECT_OK(neat_cmdbuf_wait(cb), what);
+            EXPECT_OK(neat_tensor_read(y, y_got, 2 * out), "read y");
+            EXPECT_OK(neat_tensor_read(dx, dx_got, 12), "read dx");
+            CHECK(!memcmp(y_got, y_want, (size_t)(2 * out) * sizeof(float)), "%s: %s: y[0] = %g",
+                  dev_name, what, (double)y_got[0]);
+            CHECK(!memcmp(dx_got, dx_want, sizeof dx_want), "%s: %s: dx wrong (dx[1] = %g)",
+                  dev_name, what, (double)dx_got[1]);
+            neat_cmdbuf_destroy(cb);
+            neat_tensor_destroy(x), neat_tensor_destroy(y);
+            neat_tensor_destroy(dy), neat_tensor_destroy(dx);
+        }
 }
 
 /* logits [2,3], labels {0, 7}: label 7 is out of range. */
@@ -847,6 +902,7 @@ int main(void) {
         test_destroy_commit_race(devs[i]);
         test_zero_size_overflow(devs[i]);
         test_pool_pad_overflow(devs[i]);
+        test_pool_huge_window(devs[i]);
         test_synchronize_reports(devs[i]);
         test_failure_stops_buffer(devs[i]);
         test_hyper_checked(devs[i]);

@@ -34,12 +34,21 @@
 /* First valid output column for window column s, and one past the last:
  * 0 <= j*sw + s - pw < w. */
 static inline void pool_cols(const nm_conv_geom *g, int64_t s, int64_t *lo, int64_t *hi) {
-    int64_t off = g->pw - s; /* j*sw >= off */
-    int64_t l = off > 0 ? (off + g->sw - 1) / g->sw : 0;
-    int64_t last = g->w - 1 + off; /* j*sw <= last */
+    int64_t off = g->pw - s;                         /* j*sw >= off */
+    int64_t l = off > 0 ? (off - 1) / g->sw + 1 : 0; /* a ceiling that cannot overflow */
+    int64_t last = g->w - 1 + off;                   /* j*sw <= last */
     int64_t h = last < 0 ? 0 : last / g->sw + 1;
     *lo = l;
     *hi = h < g->q ? h : g->q;
+}
+
+/* Window columns that hold an input column for some output column: s in [*slo, *shi). The
+ * others see only padding: a kernel (and its padding) may be far wider than the input, and
+ * the loops over s must not walk it. */
+static inline void pool_scols(const nm_conv_geom *g, int64_t *slo, int64_t *shi) {
+    int64_t reach = g->q > 1 ? (g->q - 1) * g->sw : 0; /* <= the padded width */
+    *slo = g->pw > reach ? g->pw - reach : 0;
+    *shi = g->pw + g->w < g->kw ? g->pw + g->w : g->kw;
 }
 
 /* Window rows valid for output row i: r in [*rlo, *rhi). */
@@ -55,11 +64,12 @@ static inline void pool_rows(const nm_conv_geom *g, int64_t i, int64_t *rlo, int
 CPU_CLONES static void maxpool_row(const nm_conv_geom *g, const float *xp, float *yrow, int64_t i) {
     int64_t q = g->q, sw = g->sw;
     for (int64_t j = 0; j < q; j++) yrow[j] = -INFINITY;
-    int64_t rlo, rhi;
+    int64_t rlo, rhi, slo, shi;
     pool_rows(g, i, &rlo, &rhi);
+    pool_scols(g, &slo, &shi);
     for (int64_t r = rlo; r < rhi; r++) {
         const float *xrow = xp + (i * g->sh - g->ph + r) * g->w;
-        for (int64_t s = 0; s < g->kw; s++) {
+        for (int64_t s = slo; s < shi; s++) {
             int64_t lo, hi;
             pool_cols(g, s, &lo, &hi);
             const float *xs = xrow + s - g->pw;
@@ -165,11 +175,11 @@ CPU_CLONES static void maxpool_nhwc_pos(const nm_conv_geom *g, const float *x, f
     float *restrict yc = y + t * c;
     for (int64_t k = 0; k < c; k++) yc[k] = -INFINITY;
     int64_t rlo, rhi, col0 = j * g->sw - g->pw;
+    int64_t slo = col0 < 0 ? -col0 : 0, shi = g->w - col0 < g->kw ? g->w - col0 : g->kw;
     pool_rows(g, i, &rlo, &rhi);
     for (int64_t r = rlo; r < rhi; r++) {
         const float *xrow = x + (n * g->h + i * g->sh - g->ph + r) * g->w * c;
-        for (int64_t s = 0; s < g->kw; s++) {
-            if (col0 + s < 0 || col0 + s >= g->w) continue;
+        for (int64_t s = slo; s < shi; s++) {
             const float *restrict xc = xrow + (col0 + s) * c;
             for (int64_t k = 0; k < c; k++) {
                 float v = xc[k], m = yc[k];
@@ -218,8 +228,9 @@ CPU_CLONES static void maxpool_bwd_row(const nm_conv_geom *g, const float *xp, c
                                        float *dxp, int64_t i) {
     float best[POOL_CHUNK];
     int32_t where_r[POOL_CHUNK], where_s[POOL_CHUNK];
-    int64_t rlo, rhi, sw = g->sw, row0 = i * g->sh - g->ph;
+    int64_t rlo, rhi, slo, shi, sw = g->sw, row0 = i * g->sh - g->ph;
     pool_rows(g, i, &rlo, &rhi);
+    pool_scols(g, &slo, &shi);
     for (int64_t j0 = 0; j0 < g->q; j0 += POOL_CHUNK) {
         int64_t j1 = j0 + POOL_CHUNK < g->q ? j0 + POOL_CHUNK : g->q;
         for (int64_t j = 0; j < j1 - j0; j++) {
@@ -229,13 +240,14 @@ CPU_CLONES static void maxpool_bwd_row(const nm_conv_geom *g, const float *xp, c
         }
         for (int64_t r = rlo; r < rhi; r++) {
             const float *xrow = xp + (row0 + r) * g->w;
-            for (int64_t s = 0; s < g->kw; s++) {
+            for (int64_t s = slo; s < shi; s++) {
                 int64_t lo, hi;
                 pool_cols(g, s, &lo, &hi);
                 lo = lo > j0 ? lo : j0;
                 hi = hi < j1 ? hi : j1;
                 const float *xs = xrow + s - g->pw;
-                int32_t r32 = (int32_t)r, s32 = (int32_t)s;
+                /* from rlo and slo: r and s themselves may pass 2^31 (a huge padding) */
+                int32_t r32 = (int32_t)(r - rlo), s32 = (int32_t)(s - slo);
                 for (int64_t j = lo; j < hi; j++) {
                     float v = xs[j * sw], m = best[j - j0];
                     int32_t wr = where_r[j - j0], ws = where_s[j - j0];
@@ -248,7 +260,8 @@ CPU_CLONES static void maxpool_bwd_row(const nm_conv_geom *g, const float *xp, c
         }
         /* in column order: overlapping windows add in a fixed order */
         for (int64_t j = j0; j < j1; j++)
-            dxp[(row0 + where_r[j - j0]) * g->w + j * sw - g->pw + where_s[j - j0]] += dyrow[j];
+            dxp[(row0 + rlo + where_r[j - j0]) * g->w + j * sw - g->pw + slo + where_s[j - j0]] +=
+                dyrow[j];
     }
 }
 
@@ -371,11 +384,11 @@ CPU_CLONES static void maxpool_bwd_nhwc(const nm_conv_geom *g, const float *x, c
     for (int64_t i = 0; i < g->p; i++)
         for (int64_t j = 0; j < g->q; j++) {
             int64_t rlo, rhi, col0 = j * g->sw - g->pw, row0 = i * g->sh - g->ph;
+            int64_t slo = col0 < 0 ? -col0 : 0, shi = g->w - col0 < g->kw ? g->w - col0 : g->kw;
             pool_rows(g, i, &rlo, &rhi);
             for (int64_t k = 0; k < c1 - c0; k++) best[k] = -INFINITY, where[k] = -1;
             for (int64_t r = rlo; r < rhi; r++)
-                for (int64_t s = 0; s < g->kw; s++) {
-                    if (col0 + s < 0 || col0 + s >= g->w) continue;
+                for (int64_t s = slo; s < shi; s++) {
                     int64_t e = (row0 + r) * g->w + col0 + s;
                     const float *xc = x + (n * hw + e) * c + c0;
                     for (int64_t k = 0; k < c1 - c0; k++) {
