@@ -33,8 +33,10 @@
  *                           flight: the second run is its own (it runs and succeeds), the
  *                           failure is the first run's;
  *   backend_limits          a size a backend cannot take is refused when recorded (CUDA:
- *                           a stride or dilation past cuDNN's int), while zero-size ops
- *                           with sizes past every limit record and run;
+ *                           a stride or dilation past cuDNN's int; CPU: a padded input
+ *                           past oneDNN's int, while a stride or dilation that cannot
+ *                           matter runs), and zero-size ops with sizes past every limit
+ *                           record and run;
  *   current_device_kept     CUDA with two GPUs: every call leaves the calling thread's
  *                           current device as it found it.
  */
@@ -769,12 +771,16 @@ static void test_backend_limits(neat_device *dev) {
         const char *field;
         int elsewhere; /* run on the other backends too */
     } rows[] = {
-        /* CPU: oneDNN refuses a stride past int when the op runs (BACKEND_ERROR at wait), a
-         * limit of the CPU backend not checked at record time yet: CUDA's rows only */
-        {neat_conv2d_desc_full(1, 1, BIG, 1, 0, 0, 1, 1, 1), "stride_h = 2147483648", 0},
-        {neat_conv2d_desc_full(1, 1, 1, BIG, 0, 0, 1, 1, 1), "stride_w = 2147483648", 0},
+        /* The CPU runs them: a stride of one output position and a dilation of a 1-tap
+         * kernel do not matter, and reach oneDNN made small (they failed at wait before) */
+        {neat_conv2d_desc_full(1, 1, BIG, 1, 0, 0, 1, 1, 1), "stride_h = 2147483648", 1},
+        {neat_conv2d_desc_full(1, 1, 1, BIG, 0, 0, 1, 1, 1), "stride_w = 2147483648", 1},
         {neat_conv2d_desc_full(1, 1, 1, 1, 0, 0, BIG, 1, 1), "dilation_h = 2147483648", 1},
         {neat_conv2d_desc_full(1, 1, 1, 1, 0, 0, 1, BIG, 1), "dilation_w = 2147483648", 1},
+        {neat_conv2d_desc_full(1, 1, INT64_MAX, INT64_MAX, 0, 0, 1, 1, 1),
+         "stride_h = 9223372036854775807", 1},
+        {neat_conv2d_desc_full(1, 1, 1, 1, 0, 0, INT64_MAX, INT64_MAX, 1),
+         "dilation_h = 9223372036854775807", 1},
     };
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
         if (!cuda && !rows[i].elsewhere) continue;
@@ -811,6 +817,31 @@ static void test_backend_limits(neat_device *dev) {
             CHECK(g[0] == 15 && g[1] == 10 && g[2] == 6, "%s: %s: y dx dw = %g %g %g", dev_name,
                   rows[i].field, (double)g[0], (double)g[1], (double)g[2]);
         neat_cmdbuf_destroy(cb);
+    }
+    /* A geometry no backend takes: a 2-tap kernel dilated by 2^31 over one row padded by
+     * 2^31 - 1 (one output position). Refused when recorded, on every backend, naming the
+     * size; the buffer's other ops run. */
+    {
+        int64_t w21[4] = {1, 1, 2, 1};
+        neat_tensor *w2 = tensor(dev, 4, w21, (float[]){5, 6});
+        neat_conv2d_desc d = neat_conv2d_desc_full(2, 1, BIG, 1, BIG - 1, 0, BIG, 1, 1);
+        float dx_before = read1(dx);
+        neat_cmdbuf *cb = NULL;
+        EXPECT_OK(neat_cmdbuf_create(dev, &cb), "cmdbuf");
+        EXPECT_OK(neat_fill(cb, y, 7), "record fill");
+        EXPECT_STATUS(neat_conv2d_forward(cb, &d, NEAT_ACT_NONE, x, w2, NULL, y),
+                      NEAT_ERR_UNSUPPORTED, "forward, dilation and padding 2^31");
+        EXPECT_MSG("neat_conv2d_forward: ", "forward, dilation and padding 2^31");
+        EXPECT_MSG("2147483647", "forward, dilation and padding 2^31");
+        EXPECT_STATUS(
+            neat_conv2d_backward(cb, &d, NEAT_ACT_NONE, x, w2, NULL, NULL, dy, dx, NULL, NULL, 0),
+            NEAT_ERR_UNSUPPORTED, "backward, dilation and padding 2^31");
+        EXPECT_OK(neat_cmdbuf_commit(cb), "commit");
+        EXPECT_OK(neat_cmdbuf_wait(cb), "wait");
+        CHECK(read1(y) == 7 && read1(dx) == dx_before, "%s: refused conv: y dx = %g %g (want 7 %g)",
+              dev_name, (double)read1(y), (double)read1(dx), (double)dx_before);
+        neat_cmdbuf_destroy(cb);
+        neat_tensor_destroy(w2);
     }
     /* Zero-size ops with sizes past the limits: the run returns before each limit. */
     int64_t pa[3] = {BIG, 0, 0}, pb[3] = {BIG, 0, 5}, pc[3] = {BIG, 0, 5};

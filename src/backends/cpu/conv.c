@@ -25,6 +25,7 @@
  */
 #include "dnnl_util.h"
 
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -60,14 +61,59 @@ void cpu_conv_mds_destroy(cpu_conv_mds *m) {
     memset(m, 0, sizeof *m);
 }
 
+/* A stride or dilation that cannot change the result, made small: oneDNN keeps them in
+ * int. A kernel of 1 reads no dilated tap; one output position takes no step, so any stride
+ * past the padded input's room (padded - extent + 1, >= 1 when there is an output) gives
+ * the same single position. What stays is at most the padded input's size. */
+static int64_t conv_stride(int64_t in, int64_t pad, int64_t k, int64_t dil, int64_t out,
+                           int64_t stride) {
+    int64_t room = in + 2 * pad - (dil * (k - 1) + 1) + 1;
+    return out == 1 && stride > room ? room : stride;
+}
+
 void cpu_conv_params(const nm_conv_geom *g, dnnl_dims_t strides, dnnl_dims_t dilates,
                      dnnl_dims_t pad_l, dnnl_dims_t pad_r) {
-    strides[0] = g->sh;
-    strides[1] = g->sw;
-    dilates[0] = g->dh - 1;
-    dilates[1] = g->dw - 1;
+    strides[0] = conv_stride(g->h, g->ph, g->kh, g->dh, g->p, g->sh);
+    strides[1] = conv_stride(g->w, g->pw, g->kw, g->dw, g->q, g->sw);
+    dilates[0] = g->kh == 1 ? 0 : g->dh - 1;
+    dilates[1] = g->kw == 1 ? 0 : g->dw - 1;
     pad_l[0] = pad_r[0] = g->ph;
     pad_l[1] = pad_r[1] = g->pw;
+}
+
+/* Record time (cpu_op_check): a convolution that reaches oneDNN (an output and a non-empty
+ * reduction; the backward with dx or dw to compute) must fit oneDNN's int sizes, as
+ * cpu_conv_params passes them; refused now rather than failing when the buffer runs. */
+neat_status cpu_conv_check(const nm_op *op) {
+    const nm_conv_geom *g;
+    if (op->kind == NM_OP_CONV2D_FORWARD) {
+        g = &op->u.conv2d_forward.g;
+    } else if (op->kind == NM_OP_CONV2D_BACKWARD) {
+        const nm_conv2d_backward_args *u = &op->u.conv2d_backward;
+        if (!(u->dx && u->dx->numel > 0) && !u->dw) return NEAT_OK;
+        g = &u->g;
+    } else {
+        return NEAT_OK;
+    }
+    if (!g->n || !g->k || !g->p || !g->q || !g->c || !g->h || !g->w) return NEAT_OK;
+    const struct {
+        const char *name;
+        int64_t size;
+    } dims[] = {{"N", g->n},
+                {"C", g->c},
+                {"K (filters)", g->k},
+                {"output height", g->p},
+                {"output width", g->q},
+                {"groups", g->groups},
+                {"H + 2 pad_h", g->h + 2 * g->ph}, /* bounds kernel, dilation, stride too */
+                {"W + 2 pad_w", g->w + 2 * g->pw}};
+    for (size_t i = 0; i < sizeof dims / sizeof dims[0]; i++)
+        if (dims[i].size > INT_MAX)
+            return nm_error(NEAT_ERR_UNSUPPORTED,
+                            "%s: %s = %lld exceeds oneDNN's int range (the cpu backend takes "
+                            "sizes up to %d)",
+                            op->fn, dims[i].name, (long long)dims[i].size, INT_MAX);
+    return NEAT_OK;
 }
 
 neat_status cpu_conv_fwd_pd(cpu_dnnl *d, const char *fn, const nm_conv_geom *g, int has_bias,
@@ -96,7 +142,7 @@ neat_status cpu_conv_fwd_pd(cpu_dnnl *d, const char *fn, const nm_conv_geom *g, 
         st = nm_error(NEAT_ERR_UNSUPPORTED, "%s: oneDNN has no bf16 convolution for this case", fn);
         goto fail;
     }
-    DNNL_TRY(s);
+    DNNL_TRY_AS(s, "dnnl_convolution_forward_primitive_desc_create");
 fail:
     if (ops) dnnl_post_ops_destroy(ops);
     if (attr) dnnl_primitive_attr_destroy(attr);

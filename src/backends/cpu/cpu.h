@@ -55,6 +55,8 @@ void cpu_comm_cmdbuf_release(nm_device *dev, nm_cmdbuf *cb);
 /* half.c: bf16 and f16. cpu_op_check refuses (UNSUPPORTED) the ops that do not run on half
  * tensors; cpu_run_op runs an op, those on half tensors through float32 copies. */
 neat_status cpu_op_check(nm_device *dev, const nm_op *op);
+/* conv.c: UNSUPPORTED for a convolution whose sizes oneDNN cannot take (cpu_op_check). */
+neat_status cpu_conv_check(const nm_op *op);
 neat_status cpu_run_op(nm_device *dev, nm_cmdbuf *cb, const nm_op *op);
 /* dst[0, n) = src converted from or to half type dt (NEAT_BF16, NEAT_F16) on the calling
  * thread, bit for bit as dtype.h's nm_*_to_* (vector instructions where the CPU has them). */

@@ -185,7 +185,8 @@ typedef struct cpu_conv_mds {
 dnnl_status_t cpu_conv_mds_create(const nm_conv_geom *g, int any, neat_dtype in, neat_dtype out,
                                   cpu_conv_mds *m);
 void cpu_conv_mds_destroy(cpu_conv_mds *m);
-/* Strides, oneDNN dilations (d - 1), and the paddings of both sides. */
+/* Strides, oneDNN dilations (d - 1), and the paddings of both sides; a stride or dilation
+ * that cannot matter (one output position, a kernel of 1) is made small. */
 void cpu_conv_params(const nm_conv_geom *g, dnnl_dims_t strides, dnnl_dims_t dilates,
                      dnnl_dims_t pad_l, dnnl_dims_t pad_r);
 /* The forward primitive descriptor (format any, bias and activation fused, types as

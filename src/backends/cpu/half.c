@@ -198,6 +198,8 @@ static const nm_tensor *first_half(const nm_op *op) {
 
 neat_status cpu_op_check(nm_device *dev, const nm_op *op) {
     (void)dev;
+    neat_status st = cpu_conv_check(op);
+    if (st != NEAT_OK) return st;
     const nm_tensor *h = first_half(op);
     if (h && !nm_half_via_f32(op->kind) && !nm_half_native(op->kind))
         return nm_error(NEAT_ERR_UNSUPPORTED,

@@ -95,7 +95,7 @@ static neat_status gemm_build(cpu_dnnl *d, const void *ctx, void **out) {
         st = nm_error(NEAT_ERR_UNSUPPORTED, "%s: oneDNN has no bf16 matmul for this case", fn);
         goto fail;
     }
-    DNNL_TRY(s);
+    DNNL_TRY_AS(s, "dnnl_matmul_primitive_desc_create");
 
     const int with_bias[4] = {DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_BIAS, DNNL_ARG_DST};
     const int no_bias[3] = {DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_DST};
