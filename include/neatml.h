@@ -349,8 +349,11 @@ NEAT_API neat_status neat_cmdbuf_op_count(const neat_cmdbuf *cb, int64_t *count)
  * the start of its first op to the end of its last: on CUDA measured with device events
  * recorded around the submission on the stream (a queue wait before it is not counted); on
  * the CPU the worker thread's clock around the ops. Read it after neat_cmdbuf_wait; a
- * benchmark's timer. Returns INVALID_ARGUMENT (seconds NULL, or no submission has completed
- * and been waited for since the buffer was created or reset), INVALID_HANDLE. */
+ * benchmark's timer. Before that wait it may already hold a completed submission's time,
+ * set when the backend saw it end (the CPU's worker, Metal's completion handler, on CUDA
+ * any call of the device that finds it done), or an earlier one's. Returns INVALID_ARGUMENT
+ * (seconds NULL, or no submission has completed since the buffer was created or reset),
+ * INVALID_HANDLE. */
 NEAT_API neat_status neat_cmdbuf_device_time(const neat_cmdbuf *cb, double *seconds);
 
 /* ---- host copies inside a command buffer ---------------------------------------------
