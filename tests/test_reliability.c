@@ -14,6 +14,8 @@
  *   synchronize_reports     neat_device_synchronize reports a failure wait has not;
  *   failure_stops_buffer    an op failing at run time stops the rest of its submission, its
  *                           outputs and the later ones untouched; the buffer replays after;
+ *   label_past_2p24         the cross-entropy takes label 2^25 of 2^25 + 1 classes (the count
+ *                           compared as a float refused it);
  *   hyper_checked           SGD/Adam with a NaN rate or step 0 fail, parameters untouched;
  *   memory_limit            OUT_OF_MEMORY past neat_device_set_memory_limit, at creation and
  *                           at run time with the op's name;
@@ -315,6 +317,26 @@ static void test_failure_stops_buffer(neat_device *dev) {
     neat_cmdbuf_destroy(cb);
     neat_tensor *all[] = {t[0], t[1], t[2], param, grad, hyper};
     for (int i = 0; i < 6; i++) neat_tensor_destroy(all[i]);
+}
+
+/* A label past 2^24 with more classes than that: compared with the class count as a float,
+ * the count 2^25 + 1 rounded to 2^25 and refused the valid label 2^25. Zero logits: the loss
+ * is log(C). */
+static void test_label_past_2p24(neat_device *dev) {
+    int64_t cols = ((int64_t)1 << 25) + 1, sx[2] = {1, cols}, sl[1] = {1}, s1[1] = {1};
+    neat_tensor *x = tensor(dev, 2, sx, NULL), *l = tensor(dev, 1, sl, (float[]){33554432.0f});
+    neat_tensor *loss = tensor(dev, 1, s1, (float[]){-1});
+    neat_cmdbuf *cb = NULL;
+    EXPECT_OK(neat_cmdbuf_create(dev, &cb), "cmdbuf");
+    EXPECT_OK(neat_fill(cb, x, 0), "record fill");
+    EXPECT_OK(neat_softmax_cross_entropy(cb, x, l, loss), "record xent");
+    EXPECT_OK(neat_cmdbuf_commit(cb), "commit");
+    EXPECT_OK(neat_cmdbuf_wait(cb), "wait: label 2^25 of 2^25 + 1 classes");
+    double want = log((double)cols), got = read1(loss);
+    CHECK(fabs(got - want) <= 1e-5 * want, "%s: label 2^25: loss %.8g, want %.8g", dev_name, got,
+          want);
+    neat_cmdbuf_destroy(cb);
+    neat_tensor_destroy(x), neat_tensor_destroy(l), neat_tensor_destroy(loss);
 }
 
 static void test_hyper_checked(neat_device *dev) {
@@ -936,6 +958,7 @@ int main(void) {
         test_pool_huge_window(devs[i]);
         test_synchronize_reports(devs[i]);
         test_failure_stops_buffer(devs[i]);
+        test_label_past_2p24(devs[i]);
         test_hyper_checked(devs[i]);
         test_memory_limit(devs[i]);
         test_oom_message(devs[i]);

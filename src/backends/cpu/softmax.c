@@ -330,7 +330,7 @@ neat_status cpu_softmax_backward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op)
 static neat_status check_labels(const char *fn, const float *labels, int64_t rows, int64_t cols) {
     for (int64_t r = 0; r < rows; r++) {
         float l = labels[r];
-        if (!(l >= 0.0f && l < (float)cols && l == floorf(l)))
+        if (!(l >= 0.0f && (double)l < (double)cols && l == floorf(l)))
             return nm_error(NEAT_ERR_INVALID_ARGUMENT,
                             "%s: labels[%lld] = %g is not a class index in 0..%lld", fn,
                             (long long)r, (double)l, (long long)cols - 1);

@@ -330,7 +330,7 @@ __global__ void xent_check_labels(const float *labels, int64_t rows, int64_t col
     for (int64_t r = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; r < rows;
          r += (int64_t)gridDim.x * blockDim.x) {
         float label = labels[r];
-        if (!(label >= 0.0f && label < (float)cols && label == floorf(label)))
+        if (!(label >= 0.0f && (double)label < (double)cols && label == floorf(label)))
             cuda_fail(err, CUDA_ERR_LABEL, r, label, op_index);
     }
 }
@@ -350,7 +350,7 @@ __global__ void xent_rows(const float *logits, const float *labels, float *row_l
          row += (int64_t)gridDim.x * rows_per_block) {
         const float *xr = logits + row * cols;
         float label = labels[row];
-        bool ok = label >= 0.0f && label < (float)cols && label == floorf(label);
+        bool ok = label >= 0.0f && (double)label < (double)cols && label == floorf(label);
         int64_t k = ok ? (int64_t)label : -1;
         float M, S;
         row_stats<TPR, VEC>(xr, cols, t, shm, &M, &S);
