@@ -222,11 +222,14 @@ void ref_softmax_backward(int64_t rows, int64_t cols, const double *y, const dou
 }
 
 /* log sum_j exp(row[j]), max-subtracted. */
-static double train_logsumexp(const double *row, int64_t cols) {
-    double m = -INFINITY, s = 0.0;
-    for (int64_t j = 0; j < cols; j++) m = row[j] > m ? row[j] : m;
-    for (int64_t j = 0; j < cols; j++) s += exp(row[j] - m);
-    return m + log(s);
+/* A row's maximum *m and log sum_j e^(x_j - m). Kept apart, not added: m + log s loses
+ * log s (and every term after it) once m passes 2^53. */
+static double train_log_sum(const double *row, int64_t cols, double *m) {
+    double mx = -INFINITY, s = 0.0;
+    for (int64_t j = 0; j < cols; j++) mx = row[j] > mx ? row[j] : mx;
+    for (int64_t j = 0; j < cols; j++) s += exp(row[j] - mx);
+    *m = mx;
+    return log(s);
 }
 
 double ref_softmax_xent(int64_t rows, int64_t cols, const double *logits, const double *labels) {
@@ -234,7 +237,8 @@ double ref_softmax_xent(int64_t rows, int64_t cols, const double *logits, const 
     double total = 0.0;
     for (int64_t r = 0; r < rows; r++) {
         const double *row = logits + r * cols;
-        total += train_logsumexp(row, cols) - row[(int64_t)labels[r]];
+        double m, log_s = train_log_sum(row, cols, &m);
+        total += (m - row[(int64_t)labels[r]]) + log_s;
     }
     return total / (double)rows;
 }
@@ -243,9 +247,9 @@ void ref_softmax_xent_backward(int64_t rows, int64_t cols, const double *logits,
                                const double *labels, double *dlogits) {
     for (int64_t r = 0; r < rows; r++) {
         const double *row = logits + r * cols;
-        double lse = train_logsumexp(row, cols);
+        double m, log_s = train_log_sum(row, cols, &m);
         for (int64_t j = 0; j < cols; j++) {
-            double p = exp(row[j] - lse);
+            double p = exp((row[j] - m) - log_s);
             dlogits[r * cols + j] = (p - (j == (int64_t)labels[r] ? 1.0 : 0.0)) / (double)rows;
         }
     }

@@ -624,6 +624,8 @@ static const cf_row TABLE[] = {
     XENT(3, 2048, 1),
     XENT(2000, 10, 0),
     XENT(3, 1031, 0),
+    XENT(9, 5, 2), /* logits beyond 2^53: log s must survive m */
+    XENT(4, 1031, 2),
     XENT_BWD(1, 1, 0),
     XENT_BWD(2, 10, 0),
     XENT_BWD(17, 3, 0),
@@ -635,6 +637,7 @@ static const cf_row TABLE[] = {
     XENT_BWD(3, 1024, 0),
     XENT_BWD(3, 2048, 1),
     XENT_BWD(3, 1031, 0),
+    XENT_BWD(9, 5, 2),
 
     /* optimizers: n, then lr, momentum, weight decay, nesterov (SGD) or lr, beta1, beta2,
      * eps, weight decay (Adam; steps 1 and 1000) */

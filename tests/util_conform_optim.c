@@ -17,12 +17,17 @@
 #define EPS CF_EPS
 
 /* ---- softmax_xent, softmax_xent_backward: p = {rows, cols, big}; logits uniform [-8,8);
- * big: each row some -1000 and one +1000, the label on either. Slots: logits, labels,
- * loss [1] (forward) or dlogits. ---- */
+ * big 1: each row some -1000 and one +1000, the label on either; big 2: logits far beyond
+ * 2^53 (some +-1e30, at times one -3e37, the rest uniform scaled by 1e27), the label on a
+ * 1e30, the largest: the loss is the mean log(count of maxima), which a sum m + log s in
+ * float or double loses. Slots: logits, labels, loss [1] (forward) or dlogits. ---- */
 
 static void xent_build(cf_case *c) {
     const int64_t *p = c->row->p;
-    cf_describe(c, "logits=[%lld,%lld]%s", (long long)p[0], (long long)p[1], p[2] ? " +-1000" : "");
+    cf_describe(c, "logits=[%lld,%lld]%s", (long long)p[0], (long long)p[1],
+                p[2] == 1   ? " +-1000"
+                : p[2] == 2 ? " +-1e30"
+                            : "");
     cf_tensor_add(c, "logits", CF_IN, CF_GIVEN, 2, p);
     cf_tensor_add(c, "labels", CF_IN, CF_GIVEN, 1, p);
     if (c->row->kind == CF_SOFTMAX_XENT)
@@ -37,10 +42,18 @@ static void xent_prepare(cf_case *c) {
     cf_fill_uniform(c, 0, -8, 8);
     for (int64_t r = 0; r < rows; r++) {
         lab[r] = (float)nt_randint(&c->rng, 0, cols - 1);
-        if (c->row->p[2]) {
+        if (c->row->p[2] == 1) {
             for (int64_t j = 0; j < cols; j++)
                 if (nt_randint(&c->rng, 0, 1)) x[r * cols + j] = -1000;
             x[r * cols + nt_randint(&c->rng, 0, cols - 1)] = 1000;
+        } else if (c->row->p[2] == 2) {
+            for (int64_t j = 0; j < cols; j++) {
+                int pick = (int)nt_randint(&c->rng, 0, 3);
+                x[r * cols + j] = pick == 0 ? 1e30f : pick == 1 ? -1e30f : x[r * cols + j] * 1e27f;
+            }
+            if (nt_randint(&c->rng, 0, 3) == 0)
+                x[r * cols + nt_randint(&c->rng, 0, cols - 1)] = -3e37f;
+            x[r * cols + (int64_t)lab[r]] = 1e30f; /* a maximum: nothing is above 1e30 */
         }
     }
 }
@@ -51,8 +64,9 @@ static neat_status xent_record(cf_case *c, neat_cmdbuf *cb) {
     return neat_softmax_cross_entropy_backward(cb, cf_t(c, 0), cf_t(c, 1), cf_t(c, 2));
 }
 
-/* loss: per row, logsumexp rounds about (cols + 4) eps, then two roundings of size
- * |lse| + |x_label|; the mean adds rows roundings (4x). dlogits: softmax rtol 1e-5 (4x). */
+/* loss: per row, log s rounds about (cols + 4) eps, then two roundings of size
+ * |m - x_label| + log s (m - x_label and the sum; not |m|: log s must survive a large m);
+ * the mean adds rows roundings (4x). dlogits: softmax rtol 1e-5 (4x). */
 static void xent_reference(cf_case *c) {
     int64_t rows = c->row->p[0], cols = c->row->p[1];
     double *x = cf_in(c, 0), *lab = cf_in(c, 1);
@@ -60,9 +74,9 @@ static void xent_reference(cf_case *c) {
         double *loss = cf_out(c, 2, 0), tol = 0;
         loss[0] = ref_softmax_xent(rows, cols, x, lab);
         for (int64_t r = 0; r < rows; r++) {
-            double m = -INFINITY, xl = fabs(x[r * cols + (int64_t)lab[r]]);
+            double m = -INFINITY, xl = x[r * cols + (int64_t)lab[r]];
             for (int64_t j = 0; j < cols; j++) m = fmax(m, x[r * cols + j]);
-            double mag = fabs(m) + xl + log((double)cols) + 1; /* bounds |lse| + |x_label| */
+            double mag = (m - xl) + log((double)cols) + 1; /* bounds the row's loss */
             tol += (double)(cols + 4) * EPS + (2 + (double)rows) * EPS * mag;
         }
         c->t[2].tol[0] = rows ? 4 * tol / (double)rows : 0;

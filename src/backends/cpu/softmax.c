@@ -5,7 +5,7 @@
  * negatives does not underflow to 0/0):
  *   softmax      y_j = e^(x_j - m) / s,   s = sum_j e^(x_j - m)
  *   backward     dx_j = y_j (dy_j - sum_k dy_k y_k)
- *   xent         loss = (1/N) sum_rows (m + log s - x_label)       (= -log softmax_label)
+ *   xent         loss = (1/N) sum_rows ((m - x_label) + log s)     (= -log softmax_label)
  *   xent bwd     dlogits_j = (softmax_j - [j == label]) / N; at the label the value is
  *                -(sum_{j != label} e_j) / (s N), computed without the cancellation 1 - p.
  * Row sums (s, the dot of the backward, the loss over rows) accumulate in double; the max
@@ -342,7 +342,8 @@ static neat_status check_labels(const char *fn, const float *labels, int64_t row
 static double xent_row(const float *x, int64_t cols, int64_t label) {
     float m = row_max(x, cols);
     double s = row_exp_sum(x, cols, m);
-    return (double)m + log(s) - (double)x[label];
+    /* m - x_label first: m + log s would lose log s next to a logit beyond 2^53 */
+    return ((double)m - (double)x[label]) + log(s);
 }
 
 neat_status cpu_softmax_xent(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {

@@ -24,7 +24,7 @@
  *               y may be x: each thread reads its elements of a row before the reduction
  *               that precedes its writes, and writes only its own elements.
  *  backward:    dx = y (dy - sum(dy y)): one pass for the dot product, one for dx.
- *  cross-entropy: loss_r = log S + M - x[label_r] per row into scratch, then the
+ *  cross-entropy: loss_r = (M - x[label_r]) + log S per row into scratch, then the
  *               deterministic sum of reduce.cu scaled by 1/N; the gradient is
  *               (e^(x-M)/S - onehot) / N, fused into the row pass. A label that is not an
  *               integer in 0..C-1 makes the row NaN and sets the command buffer's error
@@ -355,7 +355,7 @@ __global__ void xent_rows(const float *logits, const float *labels, float *row_l
         float M, S;
         row_stats<TPR, VEC>(xr, cols, t, shm, &M, &S);
         if (!dlogits) {
-            if (t == 0) row_loss[row] = ok ? logf(S) + M - xr[k] : NAN;
+            if (t == 0) row_loss[row] = ok ? (M - xr[k]) + logf(S) : NAN;
             continue;
         }
         float inv = 1.0f / S, *dr = dlogits + row * cols;

@@ -3,7 +3,7 @@
  *
  * Layout: logits [N,C]; labels [N] hold class indices as floats; loss [1]; dlogits [N,C].
  * Per row, m = max_j x_j, s = sum_j e_j with e_j = exp(x_j - m):
- *   loss     = (1/N) sum_rows (m + log s - x_label)
+ *   loss     = (1/N) sum_rows ((m - x_label) + log s)
  *   dlogits  = e_j / (s N) off the label, -(sum_{j != label} e_j) / (s N) at it (no
  *              cancellation in 1 - p; the CPU's form).
  * The label's column is picked by comparing labels [N,1] with the column indices [1,C] (an
@@ -105,13 +105,13 @@ static neat_status run_xent(nm_device *dev, nm_cmdbuf *cb, const nm_op *op, int 
                                                                                  name:nil]
                                                     axis:1
                                                     name:nil];
+          /* (m - x_label) + log s: m + log s would lose log s next to a large logit */
           MPSGraphTensor *row = [m
-              subtractionWithPrimaryTensor:[m additionWithPrimaryTensor:mx
-                                                        secondaryTensor:[m logarithmWithTensor:s
-                                                                                          name:nil]
+              additionWithPrimaryTensor:[m subtractionWithPrimaryTensor:mx
+                                                        secondaryTensor:xl
                                                                    name:nil]
-                           secondaryTensor:xl
-                                      name:nil];
+                        secondaryTensor:[m logarithmWithTensor:s name:nil]
+                                   name:nil];
           result = [m divisionWithPrimaryTensor:[m reshapeTensor:[m reductionSumWithTensor:row
                                                                                       axes:nil
                                                                                       name:nil]
