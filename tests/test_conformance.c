@@ -95,6 +95,11 @@
     {                                                                                              \
         .kind = CF_ACTIVATION_BACKWARD, .p = { n, act }                                            \
     }
+/* the same with every other x far out (util_conform_train.c) */
+#define ACT_BWD_WIDE(n, act)                                                                       \
+    {                                                                                              \
+        .kind = CF_ACTIVATION_BACKWARD, .p = { n, act, 1 }                                         \
+    }
 #define SOFTMAX_BWD(rows, cols)                                                                    \
     {                                                                                              \
         .kind = CF_SOFTMAX_BACKWARD, .p = { rows, cols }                                           \
@@ -598,6 +603,10 @@ static const cf_row TABLE[] = {
     ACT_BWD(4097, GELU),
     ACT_BWD(0, RELU),
     ACT_BWD(0, GELU),
+    ACT_BWD_WIDE(28, GELU),
+    ACT_BWD_WIDE(1000, GELU),
+    ACT_BWD_WIDE(28, SIGMOID),
+    ACT_BWD_WIDE(28, TANH),
 
     /* softmax_backward: rows, cols (CUDA: a warp per row up to 1024, else a block) */
     SOFTMAX_BWD(1, 1),

@@ -384,12 +384,15 @@ const cf_kind cf_maxpool2d_backward_kind = {"maxpool2d_backward", CF_K_LAYOUT,
                                             pool_bwd_build,       pool_bwd_prepare,
                                             pool_bwd_record,      pool_bwd_reference};
 
-/* ---- activation_backward: p = {n, act}. relu/sigmoid/tanh get only y = act(x) (rounded),
- * none and gelu only x; x uniform [-4,4). Slots: x or y, dy, dx. ---- */
+/* ---- activation_backward: p = {n, act, wide}. relu/sigmoid/tanh get only y = act(x)
+ * (rounded), none and gelu only x; x uniform [-4,4), and with wide every other x one of
+ * +-8, +-16, +-17, +-1e10, +-1e13, +-1e20, +-3e38 (gelu's x^2 and x^3 overflow float32 from
+ * 1.8e19 and 7e12: the derivative must still come out 1 or 0, not NaN or -inf).
+ * Slots: x or y, dy, dx. ---- */
 
 static void act_bwd_build(cf_case *c) {
     const int64_t *p = c->row->p;
-    cf_describe(c, "n=%lld act=%s", (long long)p[0], act_name(p[1]));
+    cf_describe(c, "n=%lld act=%s%s", (long long)p[0], act_name(p[1]), p[2] ? " wide" : "");
     cf_tensor_add(c, reads_y((neat_activation)p[1]) ? "y" : "x", CF_IN, CF_GIVEN, 1, p);
     cf_tensor_add(c, "dy", CF_IN, CF_DATA, 1, p);
     cf_tensor_add(c, "dx", CF_OUT, CF_DATA, 1, p);
@@ -398,6 +401,12 @@ static void act_bwd_build(cf_case *c) {
 static void act_bwd_prepare(cf_case *c) {
     neat_activation act = (neat_activation)c->row->p[1];
     cf_fill_uniform(c, 0, -4, 4);
+    if (c->row->p[2]) {
+        static const float wide[] = {8, 16, 17, 1e10f, 1e13f, 1e20f, 3e38f};
+        float *x = c->t[0].host;
+        for (int64_t i = 0; 2 * i < c->t[0].n; i++)
+            x[2 * i] = wide[i % 7] * (i / 7 % 2 ? -1.0f : 1.0f);
+    }
     if (reads_y(act)) {
         double *v = cf_in(c, 0);
         ref_activation(act, v, v, c->t[0].n);

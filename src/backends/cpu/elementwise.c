@@ -114,14 +114,19 @@ CPU_CLONES static void act_grad_range(neat_activation act, const float *x, const
     case NEAT_ACT_GELU:
 #pragma omp simd
         for (int64_t i = lo; i < hi; i++) {
-            float v = x[i];
+            /* Beyond |x| = 16 the derivative is 1 (x > 0) or 0 (x < 0) in float32: clamping x
+             * there keeps x^2 and x^3 finite, which would otherwise give inf * 0 = NaN (and
+             * -inf) for finite |x| > 1.8e19. v - v adds 0 to the result, or NaN for an infinite
+             * or NaN x (PyTorch's gelu backward is NaN at +-inf). */
+            float v = x[i] > 16.0f ? 16.0f : x[i] < -16.0f ? -16.0f : x[i];
+            float inf_nan = x[i] - x[i];
             float two_u = 2.0f * GELU_K0 * (v + GELU_K1 * v * v * v);
             /* e = e^{-2u}, kept finite so that 1 - s = e s stays defined where s underflows */
             float e = cpu_expf(two_u < -88.0f ? 88.0f : -two_u);
             float s = 1.0f / (1.0f + e);
             float one_minus_s = e * s;
             float du = 2.0f * GELU_K0 * (1.0f + 3.0f * GELU_K1 * v * v);
-            dz[i] = dy[i] * (s + v * s * one_minus_s * du);
+            dz[i] = dy[i] * (s + v * s * one_minus_s * du + inf_nan);
         }
         break;
     }

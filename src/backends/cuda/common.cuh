@@ -250,9 +250,12 @@ template <int ACT> __device__ __forceinline__ float act_bwd(float x, float y, fl
     if (ACT == NEAT_ACT_SIGMOID) return dy * y * (1.0f - y);
     if (ACT == NEAT_ACT_TANH) return dy * (1.0f - y * y);
     if (ACT == NEAT_ACT_GELU) {
-        float s = sigmoidf_(2.0f * GELU_K0 * (x + GELU_K1 * x * x * x));
-        float du = 2.0f * GELU_K0 * (1.0f + 3.0f * GELU_K1 * x * x);
-        return dy * (s + x * s * (1.0f - s) * du);
+        /* beyond |x| = 16 the derivative is 1 or 0 in float32: the clamp keeps x^2 and x^3
+         * finite (inf * 0 = NaN otherwise for finite |x| > 1.8e19); x - x is NaN at +-inf */
+        float v = fminf(fmaxf(x, -16.0f), 16.0f), inf_nan = x - x;
+        float s = sigmoidf_(2.0f * GELU_K0 * (v + GELU_K1 * v * v * v));
+        float du = 2.0f * GELU_K0 * (1.0f + 3.0f * GELU_K1 * v * v);
+        return dy * (s + v * s * (1.0f - s) * du + inf_nan);
     }
     return dy;
 }
