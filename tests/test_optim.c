@@ -355,6 +355,48 @@ static void test_optimizers(neat_device *dev, const char *dname) {
             optim_run(dev, dname, &cases[i], sizes[si], g_seed + 7000 + 2 * i + (uint64_t)si);
 }
 
+/* A finite gradient whose square overflows float32 (|g| > 1.8e19 / sqrt(1 - beta2)): v
+ * becomes +inf, as in PyTorch's float32 Adam, and the step m / (sqrt(inf) + eps) is 0, so
+ * param keeps its value. The CPU's own sqrt gave NaN for +inf (and the param with it). */
+static void test_adam_overflow(neat_device *dev, const char *dname) {
+    enum { N = 4 };
+    const float grad[N] = {1e21f, -1e25f, 3e38f, 1.0f};
+    const float zeros[N] = {0}, hyper[2] = {1e-3f, 1.0f}, one[N] = {1, 1, 1, 1};
+    neat_adam_params a = {0.9f, 0.999f, 1e-8f, 0.0f};
+    const int64_t shape[1] = {N}, two[1] = {2};
+    neat_tensor *p = NULL, *g = NULL, *m = NULL, *v = NULL, *h = NULL;
+    neat_cmdbuf *cb = NULL;
+    float got[N], vgot[N];
+    if (!CHECK_OK(neat_tensor_create(dev, 1, shape, &p), "create") ||
+        !CHECK_OK(neat_tensor_create(dev, 1, shape, &g), "create") ||
+        !CHECK_OK(neat_tensor_create(dev, 1, shape, &m), "create") ||
+        !CHECK_OK(neat_tensor_create(dev, 1, shape, &v), "create") ||
+        !CHECK_OK(neat_tensor_create(dev, 1, two, &h), "create") ||
+        !CHECK_OK(neat_cmdbuf_create(dev, &cb), "cmdbuf"))
+        goto done;
+    CHECK_OK(neat_tensor_write(p, one, N), "write");
+    CHECK_OK(neat_tensor_write(g, grad, N), "write");
+    CHECK_OK(neat_tensor_write(m, zeros, N), "write");
+    CHECK_OK(neat_tensor_write(v, zeros, N), "write");
+    CHECK_OK(neat_tensor_write(h, hyper, 2), "write");
+    if (!CHECK_OK(neat_adam_update(cb, &a, h, p, g, m, v), "adam") ||
+        !CHECK_OK(neat_cmdbuf_commit(cb), "commit") || !CHECK_OK(neat_cmdbuf_wait(cb), "wait"))
+        goto done;
+    CHECK_OK(neat_tensor_read(p, got, N), "read");
+    CHECK_OK(neat_tensor_read(v, vgot, N), "read");
+    for (int i = 0; i < 3; i++)
+        CHECK(got[i] == 1.0f && isinf(vgot[i]),
+              "%s: adam step 1 with grad %g: param %g (want 1: v = %g overflowed, step 0)", dname,
+              (double)grad[i], (double)got[i], (double)vgot[i]);
+    /* the ordinary element beside them: the usual first step, param - lr sign(g) */
+    CHECK(fabsf(got[3] - 0.999f) < 1e-6f, "%s: adam step 1, grad 1: param %g, want 0.999", dname,
+          (double)got[3]);
+done:
+    neat_cmdbuf_destroy(cb);
+    neat_tensor_destroy(p), neat_tensor_destroy(g), neat_tensor_destroy(m);
+    neat_tensor_destroy(v), neat_tensor_destroy(h);
+}
+
 int main(void) {
     g_seed = nt_seed_base("optim", g_seed);
     check_references();
@@ -364,6 +406,7 @@ int main(void) {
     int ndev = nt_open_devices(devs, names);
     for (int d = 0; d < ndev; d++) {
         test_optimizers(devs[d], names[d]);
+        test_adam_overflow(devs[d], names[d]);
     }
     nt_close_devices(devs, ndev);
     return nt_finish("optim");

@@ -74,7 +74,7 @@ static inline float cpu_tanhf(float x) {
     return ax < 0.625f ? small : big;
 }
 
-/* sqrt of v >= 0 (finite) without libm: GCC keeps sqrtf's errno branch even under
+/* sqrt of v >= 0 (finite or +inf) without libm: GCC keeps sqrtf's errno branch even under
  * `#pragma GCC optimize("no-math-errno")`, which leaves a loop that calls it scalar.
  * 1/sqrt(v) from the exponent-halving bit trick (3.5% off), three Newton steps
  * r <- r (3/2 - v r^2 / 2) (error 3.5e-2 -> 1.8e-3 -> 5e-6 -> float rounding), then
@@ -94,7 +94,9 @@ static inline float cpu_sqrtf(float v) {
     r = r * (1.5f - half * r * r);
     float s = vs * r;
     s = s + 0.5f * r * (vs - s * s);
-    return tiny ? s * 2.44140625e-4f : s; /* 2^-12 = sqrt(2^-24) */
+    s = tiny ? s * 2.44140625e-4f : s; /* 2^-12 = sqrt(2^-24) */
+    /* +inf (Adam's v after g^2 overflowed) would come out of the steps above as NaN */
+    return v > 3.40282347e38f ? v : s;
 }
 
 /* dtype.h's nm_f32_to_bf16 written with a select instead of the early return for NaN, so
