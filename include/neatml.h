@@ -436,7 +436,10 @@ NEAT_API neat_status neat_cast(neat_cmdbuf *cb, const neat_tensor *x, neat_tenso
 /* Every element of t set to value. */
 NEAT_API neat_status neat_fill(neat_cmdbuf *cb, neat_tensor *t, float value);
 
-/* y = act(x * w^T + b): x [N,in], w [out,in], b [out], y [N,out]. NULL: b (no bias). */
+/* y = act(x * w^T + b): x [N,in], w [out,in], b [out], y [N,out]. NULL: b (no bias).
+ * A NaN pre-activation under a fused relu (here and in neat_conv2d_forward) may come out as
+ * 0, not NaN as from neat_activation_forward: the CPU's oneDNN relu post-op is max(x, 0) and
+ * drops the NaN (its direct 3x3 convolution loops keep it). */
 NEAT_API neat_status neat_linear_forward(neat_cmdbuf *cb, neat_activation act, const neat_tensor *x,
                                          const neat_tensor *w, const neat_tensor *b,
                                          neat_tensor *y);
