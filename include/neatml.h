@@ -437,10 +437,8 @@ NEAT_API neat_status neat_cast(neat_cmdbuf *cb, const neat_tensor *x, neat_tenso
 NEAT_API neat_status neat_fill(neat_cmdbuf *cb, neat_tensor *t, float value);
 
 /* y = act(x * w^T + b): x [N,in], w [out,in], b [out], y [N,out]. NULL: b (no bias).
- * On the CPU a NaN pre-activation under a fused relu (here and in neat_conv2d_forward) may
- * come out as 0: oneDNN's relu post-op is max(x, 0), which drops the NaN (the CPU's direct
- * 3x3 convolution loops keep it). CUDA, neat_activation_forward and the other activations
- * keep NaN, as PyTorch does. */
+ * A fused activation (here and in neat_conv2d_forward) keeps a NaN pre-activation, relu
+ * included, as neat_activation_forward and PyTorch do. */
 NEAT_API neat_status neat_linear_forward(neat_cmdbuf *cb, neat_activation act, const neat_tensor *x,
                                          const neat_tensor *w, const neat_tensor *b,
                                          neat_tensor *y);

@@ -1198,6 +1198,62 @@ static void expect(neat_status st, neat_status want, const char *what, const cha
           neat_last_error(), substr);
 }
 
+/* A fused relu keeps a NaN pre-activation, as neat_activation_forward, CUDA and PyTorch do
+ * (the CPU's oneDNN post-op is max(x, 0), which gave 0 for it): linear and a 1x1 convolution
+ * on the same numbers, float32 and bf16 (on the CPU through the float32 copies, or oneDNN's
+ * bf16 kernels under NEATML_CPU_BF16=2). x's rows: a NaN; an infinity (times 1: inf, times
+ * 0: NaN); negative pre-activations (relu: 0); finite values. All of it exact in bf16. (A
+ * finite overflow is not asserted: +inf + -inf gives NaN or an infinity by the order of the
+ * sums.) */
+static void test_fused_relu_nan(void) {
+    const float inf = INFINITY, big = 0x1p100f;
+    const float xv[16] = {NAN, 1, 2, 3, inf, 1, 0, 0, -1, 0, 0, 0, 1, -2, 3, -4};
+    const float wv[16] = {big, -big, 0, 0, 1, 0, 0, 0, 0, 1, 1, 0, 0, 0, 0, -1};
+    const float bv[4] = {0, 0, 0, -0.5f};
+    const float want[16] = {NAN, NAN, NAN, NAN, inf,     inf, NAN, NAN,
+                            0,   0,   0,   0,   3 * big, 1,   1,   3.5f};
+    static const neat_dtype types[2] = {NEAT_F32, NEAT_BF16};
+    for (int t = 0; t < 2; t++)
+        for (int conv = 0; conv < 2; conv++) {
+            char what[96];
+            snprintf(what, sizeof what, "%s: fused relu on NaN, %s %s", backend,
+                     conv ? "conv2d 1x1" : "linear", neat_dtype_name(types[t]));
+            int64_t s2[2] = {4, 4}, s4[4] = {4, 4, 1, 1}, s1[1] = {4};
+            neat_tensor *x = NULL, *w = NULL, *b = NULL, *y = NULL;
+            CHECK_OK(neat_tensor_create_typed(dev, types[t], conv ? 4 : 2, conv ? s4 : s2, 0, &x),
+                     what);
+            CHECK_OK(neat_tensor_create_typed(dev, types[t], conv ? 4 : 2, conv ? s4 : s2, 0, &w),
+                     what);
+            CHECK_OK(neat_tensor_create_typed(dev, types[t], 1, s1, 0, &b), what);
+            CHECK_OK(neat_tensor_create_typed(dev, types[t], conv ? 4 : 2, conv ? s4 : s2, 0, &y),
+                     what);
+            CHECK_OK(neat_tensor_write(x, xv, 16), what);
+            CHECK_OK(neat_tensor_write(w, wv, 16), what);
+            CHECK_OK(neat_tensor_write(b, bv, 4), what);
+            neat_cmdbuf *cb = NULL;
+            CHECK_OK(neat_cmdbuf_create(dev, &cb), what);
+            neat_conv2d_desc cd = neat_conv2d_desc_make(1, 1, 1, 0);
+            neat_status st = conv ? neat_conv2d_forward(cb, &cd, NEAT_ACT_RELU, x, w, b, y)
+                                  : neat_linear_forward(cb, NEAT_ACT_RELU, x, w, b, y);
+            if (st == NEAT_ERR_UNSUPPORTED) {
+                nt_skip("%s: %s", what, neat_last_error());
+            } else {
+                CHECK_OK(st, what);
+                CHECK_OK(neat_cmdbuf_commit(cb), what);
+                CHECK_OK(neat_cmdbuf_wait(cb), what);
+                float got[16];
+                CHECK_OK(neat_tensor_read(y, got, 16), what);
+                for (int i = 0; i < 16; i++)
+                    CHECK(isnan(want[i]) ? isnan(got[i]) : got[i] == want[i],
+                          "%s: y[%d][%d] = %g, want %g", what, i / 4, i % 4, (double)got[i],
+                          (double)want[i]);
+            }
+            neat_cmdbuf_destroy(cb);
+            neat_tensor *all[4] = {x, w, b, y};
+            for (int i = 0; i < 4; i++) neat_tensor_destroy(all[i]);
+        }
+}
+
 static void test_errors(void) {
     neat_tensor *b = make(NEAT_BF16, 4, 4), *h = make(NEAT_F16, 4, 4), *f = make(NEAT_F32, 4, 4);
     neat_tensor *bv = make(NEAT_BF16, 1, 4), *fv = make(NEAT_F32, 1, 4), *hv = make(NEAT_F16, 1, 4);
@@ -1385,7 +1441,7 @@ int main(void) {
         if (shard_i == shard_n - 1 && !strcmp(backend, "cpu"))
             test_forward_pairs(seed), test_sum_pairs(seed), test_pool_pairs(seed);
         if (shard_i == shard_n - 1) test_cpu_conversion_bits(seed);
-        if (shard_i == 0) test_errors();
+        if (shard_i == 0) test_errors(), test_fused_relu_nan();
     }
     nt_close_devices(devs, ndev);
     return nt_finish("dtype");

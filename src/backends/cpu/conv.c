@@ -261,6 +261,16 @@ neat_status cpu_conv_forward_run(nm_device *dev, nm_cmdbuf *cb, const char *fn,
                                  void *y) {
     neat_status st;
     if (in == NEAT_F32 && conv_forward_own(dev, cb, g, x, w, b, act, y, &st)) return st;
+    /* A relu oneDNN's post-op could turn a NaN into 0 in (cpu_fused_relu_exact): the
+     * convolution without it, then a relu that keeps NaN. */
+    int nthreads = cpu_dev(dev)->nthreads, relu_after = 0;
+    int64_t taps = g->c / g->groups * g->kh * g->kw;
+    if (act == NEAT_ACT_RELU &&
+        !cpu_fused_relu_exact(nthreads, taps, 1.0f, in, x, g->n * g->c * g->h * g->w, w,
+                              g->k * taps, b, g->k)) {
+        act = NEAT_ACT_NONE;
+        relu_after = 1;
+    }
     int64_t key[22] = {1,         g->n,      g->c,         g->h,    g->w,  g->k,  g->p,  g->q,
                        g->kh,     g->kw,     g->sh,        g->sw,   g->ph, g->pw, g->dh, g->dw,
                        g->groups, b != NULL, (int64_t)act, g->nhwc, in,    out};
@@ -276,7 +286,14 @@ neat_status cpu_conv_forward_run(nm_device *dev, nm_cmdbuf *cb, const char *fn,
     void *with_bias[4] = {xs, ws, (void *)b, ys}, *no_bias[3] = {xs, ws, ys};
     st = cpu_prim_run(dev, cb, fn, &p->conv, p->has_bias ? with_bias : no_bias);
     if (st != NEAT_OK) return st;
-    return cpu_staged_out_finish(dev, cb, fn, &p->dst, ys, y);
+    st = cpu_staged_out_finish(dev, cb, fn, &p->dst, ys, y);
+    if (st != NEAT_OK || !relu_after) return st;
+    int64_t count = g->n * g->k * g->p * g->q;
+    if (out == NEAT_F32)
+        cpu_act_apply(nthreads, NEAT_ACT_RELU, y, y, count);
+    else
+        cpu_relu_half(nthreads, out, y, count);
+    return NEAT_OK;
 }
 
 neat_status cpu_conv2d_forward(nm_device *dev, nm_cmdbuf *cb, const nm_op *op) {

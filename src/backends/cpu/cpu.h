@@ -91,6 +91,12 @@ NM_DECLARE_OPS_WITH_COLLECTIVES(cpu)
 void cpu_act_apply(int nthreads, neat_activation act, const float *x, float *y, int64_t n);
 void cpu_act_grad(int nthreads, neat_activation act, const float *x, const float *y,
                   const float *dy, float *dz, int64_t n);
+/* The largest |x| of n elements of type dt (float32, bf16, f16), +inf when one is NaN or
+ * infinite (fused_relu_exact: may oneDNN's relu post-op run). */
+double cpu_max_abs(int nthreads, const void *x, neat_dtype dt, int64_t n);
+/* relu in place on half values, as cpu_act_apply's: a negative value becomes +0, while -0
+ * and NaN stay. */
+void cpu_relu_half(int nthreads, neat_dtype dt, uint16_t *y, int64_t n);
 /* relu's on bf16 tensors: dz = dy where y > 0, else +0 (exact; the bf16 oneDNN backward of
  * linear.c and conv_backward.c). */
 void cpu_relu_grad_bf16(int nthreads, const uint16_t *dy, const uint16_t *y, uint16_t *dz,

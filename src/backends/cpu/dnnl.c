@@ -12,6 +12,7 @@
 
 #include <oneapi/dnnl/dnnl_debug.h>
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -120,6 +121,18 @@ int cpu_dnnl_act_alg(neat_activation act, dnnl_alg_kind_t *alg) {
     case NEAT_ACT_GELU: *alg = dnnl_eltwise_gelu_tanh; return 1;
     default: return 0;
     }
+}
+
+int cpu_fused_relu_exact(int nthreads, int64_t k, float alpha, neat_dtype dt, const void *a,
+                         int64_t na, const void *b, int64_t nb, const void *bias, int64_t nbias) {
+    double ma = cpu_max_abs(nthreads, a, dt, na);
+    if (isinf(ma)) return 0;
+    double mb = cpu_max_abs(nthreads, b, dt, nb);
+    double mbias = bias ? cpu_max_abs(nthreads, bias, dt, nbias) : 0.0;
+    double bound = fabs((double)alpha) * (double)k * ma * mb + mbias; /* inf when one is */
+    /* each partial sum is at most bound grown by the roundings of k additions, (1 + 2^-24)^k
+     * <= 1 + k 2^-23 for k below 2^23; float32 overflows at 2^128 */
+    return k < ((int64_t)1 << 23) && bound * (1.0 + (double)k * 0x1p-23) < 0x1p126;
 }
 
 /* ---- cached primitives ------------------------------------------------------------------- */

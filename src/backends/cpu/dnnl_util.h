@@ -92,6 +92,14 @@ neat_status cpu_dnnl_attr(const char *fn, dnnl_primitive_attr_t *attr);
 
 /* The oneDNN eltwise algorithm of an activation (NONE answers 0 = no post-op). */
 int cpu_dnnl_act_alg(neat_activation act, dnnl_alg_kind_t *alg);
+/* May oneDNN's relu post-op compute relu(alpha a.b + bias), sums of k products, a, b and bias
+ * of type dt? The post-op is max(x, 0), which turns a NaN into 0 where neat_activation_forward,
+ * CUDA and PyTorch keep it. A NaN comes only from an input that is NaN or infinite, or from
+ * an overflow: 1 when every input is finite and |alpha| k max|a| max|b| + max|bias|, with
+ * room for the roundings, stays below 2^126, read in one pass over the inputs. 0: the op
+ * runs without the post-op, and relu after it keeps the NaN. */
+int cpu_fused_relu_exact(int nthreads, int64_t k, float alpha, neat_dtype dt, const void *a,
+                         int64_t na, const void *b, int64_t nb, const void *bias, int64_t nbias);
 
 /* ---- a cached primitive and its arguments --------------------------------------------------- */
 

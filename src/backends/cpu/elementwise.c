@@ -20,11 +20,13 @@
  * selects of the exp/tanh code (it could "trap") and leaves those loops scalar. */
 #pragma GCC optimize("no-trapping-math")
 
+#include "../../core/dtype.h"
 #include "cpu.h"
 #include "loops.h"
 #include "vecmath.h"
 #include "half_simd.h"
 
+#include <math.h>
 #include <string.h>
 
 #define GELU_K0 0.7978845608028654f /* sqrt(2/pi) */
@@ -258,6 +260,54 @@ void cpu_relu_grad_bf16(int nthreads, const uint16_t *dy, const uint16_t *y, uin
                         int64_t n) {
     CPU_SPLIT(cpu_par(nthreads, n), n, lo, hi, {
         for (int64_t i = lo; i < hi; i++) dz[i] = cpu_bf16_to_f32(y[i]) > 0.0f ? dy[i] : 0;
+    });
+}
+
+/* The largest |v| of n values of type dt (float32 or bf16), +inf when one is not finite. The
+ * magnitudes' bits compared as integers (which order like the floats they are), so a NaN
+ * cannot drop out of the maximum as it would from a float max. */
+CPU_CLONES static uint32_t abs_bits_max(const void *x, neat_dtype dt, int64_t lo, int64_t hi) {
+    uint32_t m = 0;
+    if (dt == NEAT_F32) {
+        const uint32_t *u = x;
+#pragma omp simd reduction(max : m)
+        for (int64_t i = lo; i < hi; i++) m = m > (u[i] & 0x7fffffffu) ? m : u[i] & 0x7fffffffu;
+    } else { /* bf16 and f16 alike: the upper 16 bits of the float32 (f16: its own) */
+        const uint16_t *u = x;
+#pragma omp simd reduction(max : m)
+        for (int64_t i = lo; i < hi; i++) m = m > (uint32_t)(u[i] & 0x7fffu) ? m : u[i] & 0x7fffu;
+    }
+    return m;
+}
+
+double cpu_max_abs(int nthreads, const void *x, neat_dtype dt, int64_t n) {
+    uint32_t m = 0;
+    int par = cpu_par(nthreads, n);
+    if (par <= 1) {
+        m = abs_bits_max(x, dt, 0, n);
+    } else {
+#pragma omp parallel for num_threads(par) reduction(max : m) schedule(static)
+        for (int t = 0; t < par; t++) {
+            int64_t per = (n + par - 1) / par, lo = t * per, hi = lo + per < n ? lo + per : n;
+            uint32_t mt = lo < hi ? abs_bits_max(x, dt, lo, hi) : 0;
+            m = m > mt ? m : mt;
+        }
+    }
+    if (dt == NEAT_F32) {
+        if (m >= 0x7f800000u) return INFINITY;
+        float f;
+        memcpy(&f, &m, sizeof f);
+        return f;
+    }
+    if (dt == NEAT_BF16) return m >= 0x7f80u ? INFINITY : (double)cpu_bf16_to_f32((uint16_t)m);
+    return m >= 0x7c00u ? INFINITY : (double)nm_f16_to_f32((uint16_t)m);
+}
+
+void cpu_relu_half(int nthreads, neat_dtype dt, uint16_t *y, int64_t n) {
+    uint16_t inf = dt == NEAT_BF16 ? 0x7f80u : 0x7c00u;
+    CPU_SPLIT(cpu_par(nthreads, n), n, lo, hi, {
+        for (int64_t i = lo; i < hi; i++) /* negative, not -0, not NaN: +0 */
+            if ((y[i] & 0x8000u) && (y[i] & 0x7fffu) != 0 && (y[i] & 0x7fffu) <= inf) y[i] = 0;
     });
 }
 

@@ -165,6 +165,16 @@ neat_status cpu_gemm(nm_device *dev, nm_cmdbuf *cb, const char *fn, const cpu_ge
     n.trans_a = !!n.trans_a;
     n.trans_b = !!n.trans_b;
     n.has_bias = !!n.has_bias;
+    /* A relu oneDNN's post-op could turn a NaN into 0 in (cpu_fused_relu_exact): the product
+     * without it, then a relu that keeps NaN. */
+    int nthreads = cpu_dev(dev)->nthreads, relu_after = 0;
+    if (n.act == NEAT_ACT_RELU &&
+        (n.batch != 1 || n.beta != 0.0f ||
+         !cpu_fused_relu_exact(nthreads, n.k, n.alpha, n.ab_dt, a, n.m * n.k, b, n.k * n.n,
+                               n.has_bias ? bias : NULL, n.n))) {
+        n.act = NEAT_ACT_NONE;
+        relu_after = 1;
+    }
     gemm_key key = {1,
                     n.batch,
                     n.m,
@@ -189,7 +199,14 @@ neat_status cpu_gemm(nm_device *dev, nm_cmdbuf *cb, const char *fn, const cpu_ge
         data[3] = c;
         data[4] = &n.alpha;
     }
-    return cpu_prim_run(dev, cb, fn, plan, data);
+    st = cpu_prim_run(dev, cb, fn, plan, data);
+    if (st != NEAT_OK || !relu_after) return st;
+    int64_t count = n.batch * n.m * n.n;
+    if (n.c_dt == NEAT_F32)
+        cpu_act_apply(nthreads, NEAT_ACT_RELU, c, c, count);
+    else
+        cpu_relu_half(nthreads, n.c_dt, c, count);
+    return NEAT_OK;
 }
 
 /* neat_matmul and neat_matmul_batched: c[i] = alpha op(a[i]) op(b[i]) + beta c[i]. */
