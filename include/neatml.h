@@ -437,8 +437,10 @@ NEAT_API neat_status neat_cast(neat_cmdbuf *cb, const neat_tensor *x, neat_tenso
 NEAT_API neat_status neat_fill(neat_cmdbuf *cb, neat_tensor *t, float value);
 
 /* y = act(x * w^T + b): x [N,in], w [out,in], b [out], y [N,out]. NULL: b (no bias).
- * A fused activation (here and in neat_conv2d_forward) keeps a NaN pre-activation, relu
- * included, as neat_activation_forward and PyTorch do. */
+ * A NaN pre-activation stays NaN under every activation, fused relu included, on the CPU
+ * and Metal, as in neat_activation_forward and PyTorch. On CUDA a fused relu (here and in
+ * neat_conv2d_forward) may give 0 for it: cuBLASLt's and cuDNN's relu epilogues do in bf16,
+ * and in float32 on some convolution engines. */
 NEAT_API neat_status neat_linear_forward(neat_cmdbuf *cb, neat_activation act, const neat_tensor *x,
                                          const neat_tensor *w, const neat_tensor *b,
                                          neat_tensor *y);

@@ -1198,14 +1198,19 @@ static void expect(neat_status st, neat_status want, const char *what, const cha
           neat_last_error(), substr);
 }
 
-/* A fused relu keeps a NaN pre-activation, as neat_activation_forward, CUDA and PyTorch do
- * (the CPU's oneDNN post-op is max(x, 0), which gave 0 for it): linear and a 1x1 convolution
+/* A fused relu keeps a NaN pre-activation on the CPU and Metal, as neat_activation_forward
+ * and PyTorch do (the CPU's oneDNN post-op is max(x, 0), which gave 0 for it; CUDA's
+ * cuBLASLt and cuDNN epilogues may, as neatml.h says, so CUDA is left out): linear and a 1x1 convolution
  * on the same numbers, float32 and bf16 (on the CPU through the float32 copies, or oneDNN's
  * bf16 kernels under NEATML_CPU_BF16=2). x's rows: a NaN; an infinity (times 1: inf, times
  * 0: NaN); negative pre-activations (relu: 0); finite values. All of it exact in bf16. (A
  * finite overflow is not asserted: +inf + -inf gives NaN or an infinity by the order of the
  * sums.) */
 static void test_fused_relu_nan(void) {
+    if (!strcmp(backend, "cuda")) { /* not promised there (neatml.h, neat_linear_forward) */
+        nt_skip("cuda: a fused relu's NaN (cuBLASLt's and cuDNN's epilogues may give 0)");
+        return;
+    }
     const float inf = INFINITY, big = 0x1p100f;
     const float xv[16] = {NAN, 1, 2, 3, inf, 1, 0, 0, -1, 0, 0, 0, 1, -2, 3, -4};
     const float wv[16] = {big, -big, 0, 0, 1, 0, 0, 0, 0, 1, 1, 0, 0, 0, 0, -1};
