@@ -92,7 +92,7 @@ void cpu_act_apply(int nthreads, neat_activation act, const float *x, float *y, 
 void cpu_act_grad(int nthreads, neat_activation act, const float *x, const float *y,
                   const float *dy, float *dz, int64_t n);
 /* The largest |x| of n elements of type dt (float32, bf16, f16), +inf when one is NaN or
- * infinite (fused_relu_exact: may oneDNN's relu post-op run). */
+ * infinite (cpu_fused_relu_exact; the loss scale check). */
 double cpu_max_abs(int nthreads, const void *x, neat_dtype dt, int64_t n);
 /* relu in place on half values, as cpu_act_apply's: a negative value becomes +0, while -0
  * and NaN stay. */
